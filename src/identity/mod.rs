@@ -1,1 +1,360 @@
-//! identity
+//! Keystone v3 (`/identity`): tokens, the assignment model, the catalog.
+//!
+//! Layout: `token` issues and validates tokens and provides the [`Auth`]
+//! extractor every service uses; `resources` holds domains, projects, users
+//! and groups; `roles` roles, implied roles and assignments; `catalog`
+//! regions, services and endpoints; `credentials` application credentials
+//! and EC2-style credentials; `bootstrap` the first start; `password` the
+//! password KDF; `views` the JSON shapes.
+
+pub mod bootstrap;
+mod catalog;
+mod credentials;
+mod password;
+mod resources;
+mod roles;
+pub mod token;
+mod views;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use crate::db::{Db, DbError};
+use crate::http::json_response;
+
+pub use token::AuthContext;
+
+/// Errors of the identity service, rendered as Keystone renders them.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No valid credentials were presented.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this.
+    #[error("You are not authorized to perform the requested action: {0}.")]
+    Forbidden(String),
+    /// The resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The state file failed.
+    #[error("internal error: {0}")]
+    Db(#[from] DbError),
+    /// Something else failed on our side.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type IdentityResult<T> = Result<T, IdentityError>;
+
+impl IdentityError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            IdentityError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad Request"),
+            IdentityError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            IdentityError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            IdentityError::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
+            IdentityError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            IdentityError::Db(e) if e.is_unique_violation() => (StatusCode::CONFLICT, "Conflict"),
+            IdentityError::Db(_) | IdentityError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        }
+    }
+}
+
+/// The URL put into `WWW-Authenticate` on 401 responses.
+static AUTH_URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl IntoResponse for IdentityError {
+    fn into_response(self) -> Response {
+        let (status, title) = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "identity request failed");
+        }
+        let message = match &self {
+            IdentityError::Db(DbError::Conflict(m)) => m.clone(),
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": status.as_u16(), "title": title, "message": message}});
+        let mut response = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            let uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
+            if let Ok(value) = HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// Shared state of the identity service.
+pub struct IdentityState {
+    pub db: Db,
+    /// Public URL of the whole server, without a trailing slash.
+    pub public_url: String,
+    /// Token lifetime in seconds.
+    pub token_ttl: i64,
+    /// Validated tokens by hash, with the epoch at which they were validated.
+    token_cache: RwLock<HashMap<String, (u64, Arc<AuthContext>)>>,
+    /// Bumped on every identity write: cached validations older than it are redone.
+    epoch: AtomicU64,
+}
+
+impl IdentityState {
+    pub fn new(db: Db, public_url: String, token_ttl: i64) -> Arc<IdentityState> {
+        let _ = AUTH_URI.set(format!("{public_url}/identity"));
+        Arc::new(IdentityState {
+            db,
+            public_url,
+            token_ttl,
+            token_cache: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(1),
+        })
+    }
+
+    /// Base of every identity link: `<public>/identity/v3`.
+    pub fn v3_url(&self) -> String {
+        format!("{}/identity/v3", self.public_url)
+    }
+
+    /// Runs an identity write in one transaction and invalidates cached token validations.
+    pub async fn write<F, T>(&self, f: F) -> IdentityResult<T>
+    where
+        F: FnOnce(&rusqlite::Transaction) -> IdentityResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let result = self.write_keeping_cache(f).await;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Like [`IdentityState::write`] for writes that cannot change any
+    /// token's validity (issuing a token), so the validation cache stays warm.
+    pub async fn write_keeping_cache<F, T>(&self, f: F) -> IdentityResult<T>
+    where
+        F: FnOnce(&rusqlite::Transaction) -> IdentityResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let result = self
+            .db
+            .write(move |tx| match f(tx) {
+                Ok(value) => Ok(Ok(value)),
+                Err(IdentityError::Db(e)) => Err(e),
+                Err(other) => Ok(Err(other)),
+            })
+            .await;
+        match result {
+            Ok(inner) => inner,
+            Err(e) => Err(IdentityError::Db(e)),
+        }
+    }
+
+    /// Runs an identity read.
+    pub async fn read<F, T>(&self, f: F) -> IdentityResult<T>
+    where
+        F: FnOnce(&rusqlite::Connection) -> IdentityResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.db.read(move |conn| Ok(f(conn))).await {
+            Ok(inner) => inner,
+            Err(e) => Err(IdentityError::Db(e)),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// The authenticated caller of a request, extracted from `X-Auth-Token`.
+pub struct Auth(pub Arc<AuthContext>);
+
+/// Types that hold the identity state (the server's shared state).
+pub trait HasIdentity {
+    fn identity(&self) -> &Arc<IdentityState>;
+}
+
+impl HasIdentity for Arc<IdentityState> {
+    fn identity(&self) -> &Arc<IdentityState> {
+        self
+    }
+}
+
+impl<S> FromRequestParts<S> for Auth
+where
+    S: HasIdentity + Send + Sync,
+{
+    type Rejection = IdentityError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                IdentityError::Unauthorized("The request you have made requires authentication.".into())
+            })?;
+        let ctx = token::validate(state.identity(), &token).await.map_err(|e| match e {
+            IdentityError::NotFound(_) | IdentityError::Unauthorized(_) => {
+                IdentityError::Unauthorized("The request you have made requires authentication.".into())
+            }
+            other => other,
+        })?;
+        Ok(Auth(ctx))
+    }
+}
+
+/// The Keystone router, to be nested at `/identity`.
+pub fn router(state: Arc<IdentityState>) -> Router {
+    Router::new()
+        .route("/", get(root_versions))
+        .route("/v3", get(v3_version))
+        .route("/v3/", get(v3_version))
+        .route(
+            "/v3/auth/tokens",
+            post(token::issue).get(token::show).head(token::check).delete(token::revoke),
+        )
+        .route("/v3/auth/catalog", get(token::auth_catalog))
+        .route("/v3/auth/projects", get(token::auth_projects))
+        .route("/v3/auth/domains", get(token::auth_domains))
+        .route("/v3/auth/system", get(token::auth_system))
+        .merge(resources::routes())
+        .merge(roles::routes())
+        .merge(catalog::routes())
+        .merge(credentials::routes())
+        .route("/v3/{*rest}", get(not_found).post(not_found).put(not_found).patch(not_found))
+        .fallback(not_found_any)
+        .with_state(state)
+}
+
+async fn not_found() -> IdentityError {
+    IdentityError::NotFound("The resource could not be found.".into())
+}
+
+async fn not_found_any(_req: Request) -> IdentityError {
+    IdentityError::NotFound("The resource could not be found.".into())
+}
+
+fn version_json(public_url: &str) -> Value {
+    json!({
+        "id": "v3.14",
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": format!("{public_url}/identity/v3/")}],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
+    })
+}
+
+async fn root_versions(axum::extract::State(s): axum::extract::State<Arc<IdentityState>>) -> Response {
+    json_response(
+        StatusCode::MULTIPLE_CHOICES,
+        &json!({"versions": {"values": [version_json(&s.public_url)]}}),
+    )
+}
+
+async fn v3_version(axum::extract::State(s): axum::extract::State<Arc<IdentityState>>) -> Response {
+    json_response(StatusCode::OK, &json!({"version": version_json(&s.public_url)}))
+}
+
+// ------------------------------------------------------------ body helpers
+
+/// Parses a request body as a JSON object.
+pub fn parse_body(bytes: &[u8]) -> IdentityResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(IdentityError::BadRequest("The request body must be a JSON object.".into())),
+        Err(e) => Err(IdentityError::BadRequest(format!("Malformed JSON in the request body: {e}"))),
+    }
+}
+
+/// Takes the object under `key` (e.g. `{"user": {...}}`).
+pub fn take_object(body: &mut Map<String, Value>, key: &str) -> IdentityResult<Map<String, Value>> {
+    match body.remove(key) {
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(IdentityError::BadRequest(format!("'{key}' must be an object."))),
+        None => Err(IdentityError::BadRequest(format!("'{key}' is a required property."))),
+    }
+}
+
+/// An optional string field; `null` counts as absent.
+pub fn opt_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(IdentityError::BadRequest(format!("Invalid input for field '{key}': not a string."))),
+    }
+}
+
+/// A required name: a string of 1 to 255 characters that is not only spaces.
+pub fn required_name(obj: &Map<String, Value>, key: &str) -> IdentityResult<String> {
+    match opt_string(obj, key)? {
+        Some(name) => check_name(&name, key),
+        None => Err(IdentityError::BadRequest(format!("'{key}' is a required property."))),
+    }
+}
+
+pub fn check_name(name: &str, key: &str) -> IdentityResult<String> {
+    if name.trim().is_empty() || name.chars().count() > 255 {
+        return Err(IdentityError::BadRequest(format!(
+            "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// An optional boolean field.
+pub fn opt_bool(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<bool>> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(IdentityError::BadRequest(format!("Invalid input for field '{key}': not a boolean."))),
+    }
+}
+
+/// A new resource id: 32 lowercase hex digits, as Keystone makes them.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Applies `?attr[__op]=value` filters to a list of JSON entities.
+pub fn apply_filters(items: Vec<Value>, query: &HashMap<String, String>, allowed: &[&str]) -> Vec<Value> {
+    let filters: Vec<(&str, &str, &str)> = query
+        .iter()
+        .filter_map(|(k, v)| {
+            let (attr, op) = crate::http::split_filter_key(k);
+            allowed.contains(&attr).then_some((attr, op, v.as_str()))
+        })
+        .collect();
+    items
+        .into_iter()
+        .filter(|item| {
+            filters
+                .iter()
+                .all(|(attr, op, wanted)| crate::http::filter_matches(item.get(*attr), op, wanted))
+        })
+        .collect()
+}
+
+/// `{"<collection>": [...], "links": {...}}` as Keystone lists things.
+pub fn list_response(collection: &str, items: Vec<Value>, self_url: String) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({collection: items, "links": {"self": self_url, "previous": null, "next": null}}),
+    )
+}

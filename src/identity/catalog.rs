@@ -1,0 +1,489 @@
+//! The service catalog: regions, services and endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::resources::require_admin;
+use super::views::strip_reserved;
+use super::{
+    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id, opt_bool, opt_string,
+    parse_body, take_object,
+};
+use crate::db::identity::{self as store, Endpoint, Region, Service};
+use crate::http::{json_response, no_content};
+
+pub fn routes() -> Router<Arc<IdentityState>> {
+    Router::new()
+        .route("/v3/regions", get(list_regions).post(create_region))
+        .route(
+            "/v3/regions/{id}",
+            get(get_region).patch(update_region).delete(delete_region).put(create_region_with_id),
+        )
+        .route("/v3/services", get(list_services).post(create_service))
+        .route("/v3/services/{id}", get(get_service).patch(update_service).delete(delete_service))
+        .route("/v3/endpoints", get(list_endpoints).post(create_endpoint))
+        .route("/v3/endpoints/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
+}
+
+/// The catalog as it goes into tokens and `/v3/auth/catalog`.
+pub async fn service_catalog(state: &Arc<IdentityState>) -> IdentityResult<Value> {
+    state
+        .read(|conn| {
+            let endpoints = store::list_endpoints(conn)?;
+            let catalog: Vec<Value> = store::list_services(conn)?
+                .into_iter()
+                .filter(|s| s.enabled)
+                .map(|s| {
+                    let eps: Vec<Value> = endpoints
+                        .iter()
+                        .filter(|e| e.service_id == s.id && e.enabled)
+                        .map(|e| {
+                            json!({"id": e.id, "interface": e.interface, "region": e.region_id,
+                                   "region_id": e.region_id, "url": e.url})
+                        })
+                        .collect();
+                    json!({"id": s.id, "type": s.kind, "name": s.name, "endpoints": eps})
+                })
+                .collect();
+            Ok(Value::Array(catalog))
+        })
+        .await
+}
+
+fn with_extra(mut value: Value, extra: &Map<String, Value>) -> Value {
+    if let Some(map) = value.as_object_mut() {
+        for (k, v) in extra {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    value
+}
+
+fn region_json(r: &Region, base: &str) -> Value {
+    with_extra(
+        json!({"id": r.id, "description": r.description, "parent_region_id": r.parent_region_id,
+               "links": {"self": format!("{base}/regions/{}", r.id)}}),
+        &r.extra,
+    )
+}
+
+fn service_json(s: &Service, base: &str) -> Value {
+    with_extra(
+        json!({"id": s.id, "type": s.kind, "name": s.name, "description": s.description, "enabled": s.enabled,
+               "links": {"self": format!("{base}/services/{}", s.id)}}),
+        &s.extra,
+    )
+}
+
+fn endpoint_json(e: &Endpoint, base: &str) -> Value {
+    with_extra(
+        json!({"id": e.id, "service_id": e.service_id, "interface": e.interface, "url": e.url,
+               "region": e.region_id, "region_id": e.region_id, "enabled": e.enabled,
+               "links": {"self": format!("{base}/endpoints/{}", e.id)}}),
+        &e.extra,
+    )
+}
+
+fn find_region(conn: &Connection, id: &str) -> IdentityResult<Region> {
+    store::list_regions(conn)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| IdentityError::NotFound(format!("Could not find region: {id}.")))
+}
+
+fn find_service(conn: &Connection, id: &str) -> IdentityResult<Service> {
+    store::list_services(conn)?
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| IdentityError::NotFound(format!("Could not find service: {id}.")))
+}
+
+fn find_endpoint(conn: &Connection, id: &str) -> IdentityResult<Endpoint> {
+    store::list_endpoints(conn)?
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| IdentityError::NotFound(format!("Could not find endpoint: {id}.")))
+}
+
+// ------------------------------------------------------------------ regions
+
+async fn list_regions(
+    State(s): State<Arc<IdentityState>>,
+    Auth(_ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_regions(conn)?.iter().map(|r| region_json(r, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["parent_region_id", "id"]);
+    Ok(list_response("regions", items, format!("{}/regions", s.v3_url())))
+}
+
+async fn save_new_region(s: &Arc<IdentityState>, id: Option<String>, body: Bytes) -> IdentityResult<Response> {
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "region")?;
+    let id = match (id, opt_string(&obj, "id")?) {
+        (Some(path_id), Some(body_id)) if path_id != body_id => {
+            return Err(IdentityError::BadRequest("The region id in the body differs from the URL's.".into()));
+        }
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => new_id(),
+    };
+    let region = Region {
+        id,
+        description: opt_string(&obj, "description")?.unwrap_or_default(),
+        parent_region_id: opt_string(&obj, "parent_region_id")?,
+        extra: strip_reserved(obj, &["description", "parent_region_id"]),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if store::list_regions(tx)?.iter().any(|r| r.id == region.id) {
+                return Err(IdentityError::Conflict(format!("Region {} already exists.", region.id)));
+            }
+            if let Some(parent) = &region.parent_region_id {
+                find_region(tx, parent).map_err(|_| IdentityError::NotFound(format!("Could not find region: {parent}.")))?;
+            }
+            store::upsert_region(tx, &region)?;
+            Ok(region_json(&region, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"region": value})))
+}
+
+async fn create_region(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_region")?;
+    save_new_region(&s, None, body).await
+}
+
+async fn create_region_with_id(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_region")?;
+    save_new_region(&s, Some(id), body).await
+}
+
+async fn get_region(
+    State(s): State<Arc<IdentityState>>,
+    Auth(_ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(region_json(&find_region(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"region": value})))
+}
+
+async fn update_region(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_region")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "region")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut region = find_region(tx, &id)?;
+            if let Some(description) = opt_string(&obj, "description")? {
+                region.description = description;
+            }
+            if obj.contains_key("parent_region_id") {
+                let parent = opt_string(&obj, "parent_region_id")?;
+                if let Some(parent) = &parent {
+                    if *parent == region.id {
+                        return Err(IdentityError::BadRequest("A region cannot be its own parent.".into()));
+                    }
+                    find_region(tx, parent)?;
+                }
+                region.parent_region_id = parent;
+            }
+            region.extra.extend(strip_reserved(obj, &["description", "parent_region_id"]));
+            store::upsert_region(tx, &region)?;
+            Ok(region_json(&region, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"region": value})))
+}
+
+async fn delete_region(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_region")?;
+    s.write(move |tx| {
+        find_region(tx, &id)?;
+        if store::list_regions(tx)?.iter().any(|r| r.parent_region_id.as_deref() == Some(id.as_str())) {
+            return Err(IdentityError::Forbidden("delete_region (the region has child regions)".into()));
+        }
+        store::delete_region(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ services
+
+async fn list_services(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_services")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_services(conn)?.iter().map(|sv| service_json(sv, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["type", "name", "enabled", "id"]);
+    Ok(list_response("services", items, format!("{}/services", s.v3_url())))
+}
+
+async fn create_service(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_service")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "service")?;
+    let kind = opt_string(&obj, "type")?
+        .filter(|t| !t.is_empty() && t.len() <= 255)
+        .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
+    let service = Service {
+        id: new_id(),
+        kind,
+        name: opt_string(&obj, "name")?.unwrap_or_default(),
+        description: opt_string(&obj, "description")?.unwrap_or_default(),
+        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
+        extra: strip_reserved(obj, &["type", "name", "description", "enabled"]),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            store::upsert_service(tx, &service)?;
+            Ok(service_json(&service, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"service": value})))
+}
+
+async fn get_service(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "get_service")?;
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(service_json(&find_service(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"service": value})))
+}
+
+async fn update_service(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_service")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "service")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut service = find_service(tx, &id)?;
+            if let Some(kind) = opt_string(&obj, "type")? {
+                service.kind = kind;
+            }
+            if let Some(name) = opt_string(&obj, "name")? {
+                service.name = name;
+            }
+            if let Some(description) = opt_string(&obj, "description")? {
+                service.description = description;
+            }
+            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+                service.enabled = enabled;
+            }
+            service.extra.extend(strip_reserved(obj, &["type", "name", "description", "enabled"]));
+            store::upsert_service(tx, &service)?;
+            Ok(service_json(&service, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"service": value})))
+}
+
+async fn delete_service(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_service")?;
+    s.write(move |tx| {
+        find_service(tx, &id)?;
+        store::delete_service(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ endpoints
+
+async fn list_endpoints(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_endpoints")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_endpoints(conn)?.iter().map(|e| endpoint_json(e, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["interface", "service_id", "region_id", "enabled", "id"]);
+    Ok(list_response("endpoints", items, format!("{}/endpoints", s.v3_url())))
+}
+
+fn check_interface(interface: &str) -> IdentityResult<()> {
+    if matches!(interface, "public" | "internal" | "admin") {
+        Ok(())
+    } else {
+        Err(IdentityError::BadRequest(format!(
+            "Invalid interface {interface:?}: must be public, internal or admin."
+        )))
+    }
+}
+
+fn check_url(url: &str) -> IdentityResult<()> {
+    if url.is_empty() || url.len() > 225 {
+        return Err(IdentityError::BadRequest("Invalid endpoint url.".into()));
+    }
+    Ok(())
+}
+
+async fn create_endpoint(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_endpoint")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "endpoint")?;
+    let interface = opt_string(&obj, "interface")?
+        .ok_or_else(|| IdentityError::BadRequest("'interface' is a required property.".into()))?;
+    check_interface(&interface)?;
+    let url = opt_string(&obj, "url")?.ok_or_else(|| IdentityError::BadRequest("'url' is a required property.".into()))?;
+    check_url(&url)?;
+    let service_id = opt_string(&obj, "service_id")?
+        .ok_or_else(|| IdentityError::BadRequest("'service_id' is a required property.".into()))?;
+    let region_id = match opt_string(&obj, "region_id")? {
+        Some(r) => Some(r),
+        None => opt_string(&obj, "region")?,
+    };
+    let endpoint = Endpoint {
+        id: new_id(),
+        service_id,
+        interface,
+        url,
+        region_id,
+        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
+        extra: strip_reserved(obj, &["interface", "url", "service_id", "region_id", "region", "enabled"]),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            find_service(tx, &endpoint.service_id)
+                .map_err(|_| IdentityError::BadRequest(format!("Could not find service: {}.", endpoint.service_id)))?;
+            if let Some(region) = &endpoint.region_id {
+                if find_region(tx, region).is_err() {
+                    store::upsert_region(
+                        tx,
+                        &Region {
+                            id: region.clone(),
+                            description: String::new(),
+                            parent_region_id: None,
+                            extra: Default::default(),
+                        },
+                    )?;
+                }
+            }
+            store::upsert_endpoint(tx, &endpoint)?;
+            Ok(endpoint_json(&endpoint, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"endpoint": value})))
+}
+
+async fn get_endpoint(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "get_endpoint")?;
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(endpoint_json(&find_endpoint(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"endpoint": value})))
+}
+
+async fn update_endpoint(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_endpoint")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "endpoint")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut endpoint = find_endpoint(tx, &id)?;
+            if let Some(interface) = opt_string(&obj, "interface")? {
+                check_interface(&interface)?;
+                endpoint.interface = interface;
+            }
+            if let Some(url) = opt_string(&obj, "url")? {
+                check_url(&url)?;
+                endpoint.url = url;
+            }
+            if let Some(service_id) = opt_string(&obj, "service_id")? {
+                find_service(tx, &service_id)?;
+                endpoint.service_id = service_id;
+            }
+            if let Some(region) = opt_string(&obj, "region_id")?.or(opt_string(&obj, "region")?) {
+                find_region(tx, &region)?;
+                endpoint.region_id = Some(region);
+            }
+            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+                endpoint.enabled = enabled;
+            }
+            endpoint
+                .extra
+                .extend(strip_reserved(obj, &["interface", "url", "service_id", "region_id", "region", "enabled"]));
+            store::upsert_endpoint(tx, &endpoint)?;
+            Ok(endpoint_json(&endpoint, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"endpoint": value})))
+}
+
+async fn delete_endpoint(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_endpoint")?;
+    s.write(move |tx| {
+        find_endpoint(tx, &id)?;
+        store::delete_endpoint(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}

@@ -1,0 +1,376 @@
+//! Application credentials and EC2-style credentials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use base64::Engine;
+use rand::Rng;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::views::strip_reserved;
+use super::{
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id, opt_bool,
+    opt_string, parse_body, required_name, take_object,
+};
+use crate::db::identity::{self as store, AppCredential, Credential};
+use crate::http::{json_response, no_content};
+
+pub fn routes() -> Router<Arc<IdentityState>> {
+    Router::new()
+        .route("/v3/users/{user_id}/application_credentials", get(list_app_creds).post(create_app_cred))
+        .route(
+            "/v3/users/{user_id}/application_credentials/{id}",
+            get(get_app_cred).delete(delete_app_cred),
+        )
+        .route("/v3/credentials", get(list_credentials).post(create_credential))
+        .route(
+            "/v3/credentials/{id}",
+            get(get_credential).patch(update_credential).delete(delete_credential),
+        )
+}
+
+fn parse_time(text: &str) -> IdentityResult<i64> {
+    let trimmed = text.trim_end_matches('Z');
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(trimmed, format) {
+            return Ok(t.and_utc().timestamp());
+        }
+    }
+    Err(IdentityError::BadRequest(format!("Invalid timestamp: {text:?}.")))
+}
+
+fn format_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S.000000")
+        .to_string()
+}
+
+fn app_cred_json(c: &AppCredential, roles: &[Value], base: &str) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "expires_at": c.expires_at.map(format_time),
+        "unrestricted": c.unrestricted,
+        "project_id": c.project_id,
+        "user_id": c.user_id,
+        "roles": roles,
+        "access_rules": c.access_rules,
+        "links": {"self": format!("{base}/users/{}/application_credentials/{}", c.user_id, c.id)},
+    })
+}
+
+fn role_values(conn: &rusqlite::Connection, ids: &[String]) -> IdentityResult<Vec<Value>> {
+    Ok(store::list_roles(conn)?
+        .into_iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| json!({"id": r.id, "name": r.name, "domain_id": r.domain_id}))
+        .collect())
+}
+
+fn own_or_admin(ctx: &AuthContext, user_id: &str, action: &str) -> IdentityResult<()> {
+    if ctx.user_id == user_id || ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(IdentityError::Forbidden(format!("identity:{action}")))
+    }
+}
+
+async fn create_app_cred(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    if ctx.user_id != user_id {
+        return Err(IdentityError::Forbidden("identity:create_application_credential".into()));
+    }
+    if ctx.app_cred.as_ref().is_some_and(|(_, _, unrestricted)| !unrestricted) {
+        return Err(IdentityError::Forbidden(
+            "identity:create_application_credential (a restricted application credential cannot make another)".into(),
+        ));
+    }
+    let project_id = ctx
+        .project_id()
+        .map(str::to_string)
+        .ok_or_else(|| IdentityError::BadRequest("A project-scoped token is required.".into()))?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "application_credential")?;
+    let name = required_name(&obj, "name")?;
+    let secret = match opt_string(&obj, "secret")? {
+        Some(secret) if !secret.is_empty() => secret,
+        _ => {
+            let mut bytes = [0u8; 48];
+            rand::rng().fill_bytes(&mut bytes);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+    };
+    let expires_at = opt_string(&obj, "expires_at")?.map(|t| parse_time(&t)).transpose()?;
+    let token_roles: Vec<(String, String)> = ctx.roles.clone();
+    let requested: Vec<String> = match obj.get("roles") {
+        Some(Value::Array(items)) => {
+            let mut ids = Vec::new();
+            for item in items {
+                let found = token_roles.iter().find(|(id, name)| {
+                    item.get("id").and_then(Value::as_str) == Some(id.as_str())
+                        || item.get("name").and_then(Value::as_str) == Some(name.as_str())
+                });
+                match found {
+                    Some((id, _)) => ids.push(id.clone()),
+                    None => {
+                        return Err(IdentityError::Forbidden(
+                            "create_application_credential (a role that the token does not carry was asked for)".into(),
+                        ));
+                    }
+                }
+            }
+            ids
+        }
+        _ => token_roles.iter().map(|(id, _)| id.clone()).collect(),
+    };
+    let cred = AppCredential {
+        id: new_id(),
+        name,
+        user_id,
+        project_id,
+        secret_hash: String::new(),
+        description: opt_string(&obj, "description")?,
+        expires_at,
+        unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
+        roles: requested,
+        access_rules: obj.get("access_rules").cloned().unwrap_or(Value::Array(vec![])),
+    };
+    let to_hash = secret.clone();
+    let secret_hash = tokio::task::spawn_blocking(move || super::password::hash(&to_hash))
+        .await
+        .map_err(|e| IdentityError::Internal(e.to_string()))??;
+    let base = s.v3_url();
+    let mut value = s
+        .write(move |tx| {
+            let cred = AppCredential { secret_hash, ..cred };
+            store::insert_app_cred(tx, &cred)?;
+            let roles = role_values(tx, &cred.roles)?;
+            Ok(app_cred_json(&cred, &roles, &base))
+        })
+        .await?;
+    value["secret"] = Value::String(secret);
+    Ok(json_response(StatusCode::CREATED, &json!({"application_credential": value})))
+}
+
+async fn list_app_creds(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(user_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "list_application_credentials")?;
+    let base = s.v3_url();
+    let self_url = format!("{}/users/{user_id}/application_credentials", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            let mut out = Vec::new();
+            for cred in store::list_app_creds(conn, &user_id)? {
+                let roles = role_values(conn, &cred.roles)?;
+                out.push(app_cred_json(&cred, &roles, &base));
+            }
+            Ok(out)
+        })
+        .await?;
+    let items = apply_filters(items, &q, &["name"]);
+    Ok(list_response("application_credentials", items, self_url))
+}
+
+async fn get_app_cred(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((user_id, id)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "get_application_credential")?;
+    let base = s.v3_url();
+    let value = s
+        .read(move |conn| {
+            let cred = store::get_app_cred(conn, &id)?
+                .filter(|c| c.user_id == user_id)
+                .ok_or_else(|| IdentityError::NotFound(format!("Could not find application credential: {id}.")))?;
+            let roles = role_values(conn, &cred.roles)?;
+            Ok(app_cred_json(&cred, &roles, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"application_credential": value})))
+}
+
+async fn delete_app_cred(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((user_id, id)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "delete_application_credential")?;
+    s.write(move |tx| {
+        store::get_app_cred(tx, &id)?
+            .filter(|c| c.user_id == user_id)
+            .ok_or_else(|| IdentityError::NotFound(format!("Could not find application credential: {id}.")))?;
+        store::delete_app_cred(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ credentials
+
+fn credential_json(c: &Credential, base: &str) -> Value {
+    let mut value = json!({
+        "id": c.id,
+        "user_id": c.user_id,
+        "project_id": c.project_id,
+        "type": c.kind,
+        "blob": c.blob,
+        "links": {"self": format!("{base}/credentials/{}", c.id)},
+    });
+    if let Some(map) = value.as_object_mut() {
+        for (k, v) in &c.extra {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    value
+}
+
+/// EC2 credentials are keyed by the SHA-256 of their access key, as Keystone does.
+fn credential_id(kind: &str, blob: &str) -> IdentityResult<String> {
+    if kind != "ec2" {
+        return Ok(new_id());
+    }
+    let parsed: Value = serde_json::from_str(blob)
+        .map_err(|_| IdentityError::BadRequest("An ec2 credential's blob must be JSON.".into()))?;
+    let access = parsed
+        .get("access")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IdentityError::BadRequest("An ec2 credential's blob needs 'access'.".into()))?;
+    Ok(hex::encode(Sha256::digest(access.as_bytes())))
+}
+
+async fn create_credential(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "credential")?;
+    let user_id = opt_string(&obj, "user_id")?
+        .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
+    own_or_admin(&ctx, &user_id, "create_credential")?;
+    let kind = opt_string(&obj, "type")?.ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
+    let blob = opt_string(&obj, "blob")?.ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?;
+    let project_id = opt_string(&obj, "project_id")?;
+    if kind == "ec2" && project_id.is_none() {
+        return Err(IdentityError::BadRequest("An ec2 credential needs a project_id.".into()));
+    }
+    let credential = Credential {
+        id: credential_id(&kind, &blob)?,
+        user_id,
+        project_id,
+        kind,
+        blob,
+        extra: strip_reserved(obj, &["user_id", "project_id", "type", "blob"]),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if store::get_credential(tx, &credential.id)?.is_some() {
+                return Err(IdentityError::Conflict("A credential with that access key exists.".into()));
+            }
+            store::upsert_credential(tx, &credential)?;
+            Ok(credential_json(&credential, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"credential": value})))
+}
+
+async fn list_credentials(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    let base = s.v3_url();
+    let admin = ctx.is_admin();
+    let me = ctx.user_id.clone();
+    let items = s
+        .read(move |conn| {
+            Ok(store::list_credentials(conn)?
+                .iter()
+                .filter(|c| admin || c.user_id == me)
+                .map(|c| credential_json(c, &base))
+                .collect())
+        })
+        .await?;
+    let items = apply_filters(items, &q, &["user_id", "type"]);
+    Ok(list_response("credentials", items, format!("{}/credentials", s.v3_url())))
+}
+
+async fn load_visible(s: &Arc<IdentityState>, ctx: &AuthContext, id: String) -> IdentityResult<Credential> {
+    let found = s.read(move |conn| Ok(store::get_credential(conn, &id)?)).await?;
+    match found {
+        Some(c) if ctx.is_admin() || c.user_id == ctx.user_id => Ok(c),
+        _ => Err(IdentityError::NotFound("Could not find credential.".into())),
+    }
+}
+
+async fn get_credential(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    let credential = load_visible(&s, &ctx, id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"credential": credential_json(&credential, &s.v3_url())})))
+}
+
+async fn update_credential(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    let mut credential = load_visible(&s, &ctx, id).await?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "credential")?;
+    if let Some(blob) = opt_string(&obj, "blob")? {
+        credential.blob = blob;
+    }
+    if let Some(kind) = opt_string(&obj, "type")? {
+        credential.kind = kind;
+    }
+    if obj.contains_key("project_id") {
+        credential.project_id = opt_string(&obj, "project_id")?;
+    }
+    if let Some(user_id) = opt_string(&obj, "user_id")? {
+        own_or_admin(&ctx, &user_id, "update_credential")?;
+        credential.user_id = user_id;
+    }
+    credential.extra.extend(strip_reserved(obj, &["user_id", "project_id", "type", "blob"]));
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            store::upsert_credential(tx, &credential)?;
+            Ok(credential_json(&credential, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"credential": value})))
+}
+
+async fn delete_credential(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    let credential = load_visible(&s, &ctx, id).await?;
+    s.write(move |tx| {
+        store::delete_credential(tx, &credential.id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}

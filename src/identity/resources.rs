@@ -1,0 +1,966 @@
+//! Domains, projects (with tags), users (with passwords) and groups.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::token::Scope;
+use super::views::{self, strip_reserved};
+use super::{
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response,
+    new_id, opt_bool, opt_string, parse_body, required_name, take_object,
+};
+use crate::db::identity::{self as store, Domain, Group, Project, User};
+use crate::db::now_unix;
+use crate::http::{json_response, no_content};
+
+pub fn routes() -> Router<Arc<IdentityState>> {
+    Router::new()
+        .route("/v3/domains", get(list_domains).post(create_domain))
+        .route("/v3/domains/{id}", get(get_domain).patch(update_domain).delete(delete_domain))
+        .route("/v3/projects", get(list_projects).post(create_project))
+        .route("/v3/projects/{id}", get(get_project).patch(update_project).delete(delete_project))
+        .route("/v3/projects/{id}/tags", get(list_tags).put(replace_tags).delete(clear_tags))
+        .route("/v3/projects/{id}/tags/{tag}", get(check_tag).put(add_tag).delete(remove_tag))
+        .route("/v3/users", get(list_users).post(create_user))
+        .route("/v3/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route("/v3/users/{id}/password", axum::routing::post(change_password))
+        .route("/v3/users/{id}/projects", get(list_user_projects))
+        .route("/v3/users/{id}/groups", get(list_user_groups))
+        .route("/v3/groups", get(list_groups).post(create_group))
+        .route("/v3/groups/{id}", get(get_group).patch(update_group).delete(delete_group))
+        .route("/v3/groups/{id}/users", get(list_group_users))
+        .route(
+            "/v3/groups/{id}/users/{user_id}",
+            get(check_member).put(add_member).delete(remove_member),
+        )
+}
+
+pub fn require_admin(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(IdentityError::Forbidden(format!("identity:{action}")))
+    }
+}
+
+fn not_found(kind: &str, id: &str) -> IdentityError {
+    IdentityError::NotFound(format!("Could not find {kind}: {id}."))
+}
+
+/// The domain new resources go to when the request names none.
+fn default_domain_for(ctx: &AuthContext) -> String {
+    match &ctx.scope {
+        Scope::Domain { id, .. } => id.clone(),
+        _ => "default".into(),
+    }
+}
+
+fn load_domain(conn: &Connection, id: &str) -> IdentityResult<Domain> {
+    store::get_domain(conn, id)?.ok_or_else(|| not_found("domain", id))
+}
+
+fn load_project(conn: &Connection, id: &str) -> IdentityResult<Project> {
+    store::get_project(conn, id)?.ok_or_else(|| not_found("project", id))
+}
+
+fn load_user(conn: &Connection, id: &str) -> IdentityResult<User> {
+    store::get_user(conn, id)?.ok_or_else(|| not_found("user", id))
+}
+
+fn load_group(conn: &Connection, id: &str) -> IdentityResult<Group> {
+    store::get_group(conn, id)?.ok_or_else(|| not_found("group", id))
+}
+
+// ------------------------------------------------------------------ domains
+
+async fn list_domains(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_domains")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_domains(conn)?.iter().map(|d| views::domain(d, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["name", "enabled", "id"]);
+    Ok(list_response("domains", items, format!("{}/domains", s.v3_url())))
+}
+
+async fn create_domain(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_domain")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "domain")?;
+    let domain = Domain {
+        id: opt_string(&obj, "explicit_domain_id")?.unwrap_or_else(new_id),
+        name: required_name(&obj, "name")?,
+        description: opt_string(&obj, "description")?.unwrap_or_default(),
+        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
+        extra: strip_reserved(obj, &["name", "description", "enabled", "explicit_domain_id", "tags", "options"]),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            store::insert_domain(tx, &domain)?;
+            Ok(views::domain(&domain, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"domain": value})))
+}
+
+async fn get_domain(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    let own = ctx.user_domain_id == id
+        || matches!(&ctx.scope, Scope::Domain { id: d, .. } | Scope::Project { domain_id: d, .. } if *d == id);
+    if !own {
+        require_admin(&ctx, "get_domain")?;
+    }
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(views::domain(&load_domain(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"domain": value})))
+}
+
+async fn update_domain(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_domain")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "domain")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut domain = load_domain(tx, &id)?;
+            if let Some(name) = opt_string(&obj, "name")? {
+                domain.name = check_name(&name, "name")?;
+            }
+            if let Some(description) = opt_string(&obj, "description")? {
+                domain.description = description;
+            }
+            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+                domain.enabled = enabled;
+            }
+            domain.extra.extend(strip_reserved(obj, &["name", "description", "enabled", "tags", "options"]));
+            store::update_domain(tx, &domain)?;
+            Ok(views::domain(&domain, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"domain": value})))
+}
+
+async fn delete_domain(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_domain")?;
+    s.write(move |tx| {
+        let domain = load_domain(tx, &id)?;
+        if domain.enabled {
+            return Err(IdentityError::Forbidden(
+                "delete_domain (cannot delete a domain that is enabled, please disable it first)".into(),
+            ));
+        }
+        store::delete_domain(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ projects
+
+fn project_json(conn: &Connection, p: &Project, base: &str) -> IdentityResult<Value> {
+    Ok(views::project(p, store::project_tags(conn, &p.id)?, base))
+}
+
+/// Projects on which the user has any effective role, as JSON.
+pub fn user_projects_json(conn: &Connection, user_id: &str, base: &str) -> IdentityResult<Vec<Value>> {
+    let ids: HashSet<String> = super::roles::user_project_ids(conn, user_id)?;
+    let mut out = Vec::new();
+    for project in store::list_projects(conn)? {
+        if ids.contains(&project.id) {
+            out.push(project_json(conn, &project, base)?);
+        }
+    }
+    Ok(out)
+}
+
+fn tag_filter(item: &Value, q: &HashMap<String, String>) -> bool {
+    let tags: HashSet<&str> = item
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let list = |key: &str| -> Option<Vec<String>> { q.get(key).map(|v| v.split(',').map(str::to_string).collect()) };
+    if let Some(all) = list("tags") {
+        if !all.iter().all(|t| tags.contains(t.as_str())) {
+            return false;
+        }
+    }
+    if let Some(any) = list("tags-any") {
+        if !any.iter().any(|t| tags.contains(t.as_str())) {
+            return false;
+        }
+    }
+    if let Some(all) = list("not-tags") {
+        if all.iter().all(|t| tags.contains(t.as_str())) {
+            return false;
+        }
+    }
+    if let Some(any) = list("not-tags-any") {
+        if any.iter().any(|t| tags.contains(t.as_str())) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn list_projects(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    let base = s.v3_url();
+    let items = if ctx.is_admin() {
+        s.read(move |conn| {
+            store::list_projects(conn)?.iter().map(|p| project_json(conn, p, &base)).collect()
+        })
+        .await?
+    } else {
+        return Err(IdentityError::Forbidden("identity:list_projects".into()));
+    };
+    let items: Vec<Value> = apply_filters(items, &q, &["name", "enabled", "domain_id", "parent_id", "is_domain", "id"])
+        .into_iter()
+        .filter(|item| tag_filter(item, &q))
+        .collect();
+    Ok(list_response("projects", items, format!("{}/projects", s.v3_url())))
+}
+
+fn parse_tags(value: Option<&Value>) -> IdentityResult<Option<Vec<String>>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            let mut tags = Vec::new();
+            for item in items {
+                let tag = item
+                    .as_str()
+                    .ok_or_else(|| IdentityError::BadRequest("Tags must be strings.".into()))?;
+                check_tag_text(tag)?;
+                tags.push(tag.to_string());
+            }
+            if tags.len() > 80 {
+                return Err(IdentityError::BadRequest("A project has at most 80 tags.".into()));
+            }
+            Ok(Some(tags))
+        }
+        Some(_) => Err(IdentityError::BadRequest("'tags' must be a list.".into())),
+    }
+}
+
+fn check_tag_text(tag: &str) -> IdentityResult<()> {
+    if tag.is_empty() || tag.chars().count() > 255 || tag.contains('/') || tag.contains(',') {
+        return Err(IdentityError::BadRequest(format!("Invalid tag: {tag:?}.")));
+    }
+    Ok(())
+}
+
+async fn create_project(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_project")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "project")?;
+    let name = required_name(&obj, "name")?;
+    let domain_id = opt_string(&obj, "domain_id")?;
+    let parent_id = opt_string(&obj, "parent_id")?;
+    let description = opt_string(&obj, "description")?.unwrap_or_default();
+    let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
+    if opt_bool(&obj, "is_domain")? == Some(true) {
+        return Err(IdentityError::BadRequest("Projects acting as domains are not supported.".into()));
+    }
+    let tags = parse_tags(obj.get("tags"))?.unwrap_or_default();
+    let extra = strip_reserved(
+        obj,
+        &["name", "domain_id", "parent_id", "description", "enabled", "is_domain", "tags", "options"],
+    );
+    let fallback_domain = default_domain_for(&ctx);
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut parent = None;
+            if let Some(parent_id) = &parent_id {
+                // A parent id may name a domain (top level) or a project.
+                if store::get_domain(tx, parent_id)?.is_none() {
+                    parent = Some(load_project(tx, parent_id)?);
+                }
+            }
+            let domain_id = domain_id
+                .or_else(|| parent.as_ref().map(|p| p.domain_id.clone()))
+                .or_else(|| parent_id.clone().filter(|_| parent.is_none()))
+                .unwrap_or(fallback_domain);
+            if store::get_domain(tx, &domain_id)?.is_none() {
+                return Err(not_found("domain", &domain_id));
+            }
+            if let Some(parent) = &parent {
+                if parent.domain_id != domain_id {
+                    return Err(IdentityError::BadRequest(
+                        "A project's parent must be in the same domain.".into(),
+                    ));
+                }
+            }
+            let project = Project {
+                id: new_id(),
+                name,
+                domain_id,
+                parent_id: parent.map(|p| p.id),
+                description,
+                enabled,
+                extra,
+            };
+            store::insert_project(tx, &project)?;
+            store::set_project_tags(tx, &project.id, &tags)?;
+            project_json(tx, &project, &base)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"project": value})))
+}
+
+async fn get_project(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    let base = s.v3_url();
+    let allowed = ctx.is_admin() || ctx.project_id() == Some(id.as_str());
+    let user_id = ctx.user_id.clone();
+    let value = s
+        .read(move |conn| {
+            if !allowed && !super::roles::user_project_ids(conn, &user_id)?.contains(&id) {
+                return Err(IdentityError::Forbidden("identity:get_project".into()));
+            }
+            project_json(conn, &load_project(conn, &id)?, &base)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"project": value})))
+}
+
+async fn update_project(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_project")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "project")?;
+    let tags = parse_tags(obj.get("tags"))?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut project = load_project(tx, &id)?;
+            if let Some(name) = opt_string(&obj, "name")? {
+                project.name = check_name(&name, "name")?;
+            }
+            if let Some(domain_id) = opt_string(&obj, "domain_id")? {
+                if domain_id != project.domain_id {
+                    return Err(IdentityError::BadRequest("A project's domain_id cannot be changed.".into()));
+                }
+            }
+            if obj.contains_key("is_domain") {
+                return Err(IdentityError::BadRequest("'is_domain' cannot be changed.".into()));
+            }
+            if let Some(parent) = opt_string(&obj, "parent_id")? {
+                let current = project.parent_id.clone().unwrap_or_else(|| project.domain_id.clone());
+                if parent != current {
+                    return Err(IdentityError::Forbidden("update_project (the parent cannot be changed)".into()));
+                }
+            }
+            if let Some(description) = opt_string(&obj, "description")? {
+                project.description = description;
+            }
+            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+                project.enabled = enabled;
+            }
+            if let Some(tags) = &tags {
+                store::set_project_tags(tx, &project.id, tags)?;
+            }
+            project.extra.extend(strip_reserved(
+                obj,
+                &["name", "domain_id", "parent_id", "description", "enabled", "is_domain", "tags", "options"],
+            ));
+            store::update_project(tx, &project)?;
+            project_json(tx, &project, &base)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"project": value})))
+}
+
+async fn delete_project(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_project")?;
+    s.write(move |tx| {
+        load_project(tx, &id)?;
+        if store::list_projects(tx)?.iter().any(|p| p.parent_id.as_deref() == Some(id.as_str())) {
+            return Err(IdentityError::Forbidden("delete_project (the project has children)".into()));
+        }
+        store::delete_project(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn list_tags(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    if !ctx.is_admin() && ctx.project_id() != Some(id.as_str()) {
+        return Err(IdentityError::Forbidden("identity:list_project_tags".into()));
+    }
+    let tags = s
+        .read(move |conn| {
+            load_project(conn, &id)?;
+            Ok(store::project_tags(conn, &id)?)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"tags": tags})))
+}
+
+async fn replace_tags(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_project_tags")?;
+    let body = parse_body(&body)?;
+    let tags = parse_tags(body.get("tags"))?.unwrap_or_default();
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let project = load_project(tx, &id)?;
+            store::set_project_tags(tx, &id, &tags)?;
+            project_json(tx, &project, &base)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"project": value, "tags": value["tags"]})))
+}
+
+async fn clear_tags(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_project_tags")?;
+    s.write(move |tx| {
+        load_project(tx, &id)?;
+        store::set_project_tags(tx, &id, &[])?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn check_tag(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    if !ctx.is_admin() && ctx.project_id() != Some(id.as_str()) {
+        return Err(IdentityError::Forbidden("identity:get_project_tag".into()));
+    }
+    let present = s
+        .read(move |conn| {
+            load_project(conn, &id)?;
+            Ok(store::project_tags(conn, &id)?.contains(&tag))
+        })
+        .await?;
+    if present {
+        Ok(no_content())
+    } else {
+        Err(IdentityError::NotFound("The tag is not on the project.".into()))
+    }
+}
+
+async fn add_tag(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_project_tag")?;
+    check_tag_text(&tag)?;
+    s.write(move |tx| {
+        load_project(tx, &id)?;
+        let mut tags = store::project_tags(tx, &id)?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+        if tags.len() > 80 {
+            return Err(IdentityError::BadRequest("A project has at most 80 tags.".into()));
+        }
+        store::set_project_tags(tx, &id, &tags)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn remove_tag(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_project_tag")?;
+    s.write(move |tx| {
+        load_project(tx, &id)?;
+        let mut tags = store::project_tags(tx, &id)?;
+        if !tags.contains(&tag) {
+            return Err(IdentityError::NotFound("The tag is not on the project.".into()));
+        }
+        tags.retain(|t| *t != tag);
+        store::set_project_tags(tx, &id, &tags)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ users
+
+async fn list_users(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_users")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_users(conn)?.iter().map(|u| views::user(u, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["name", "enabled", "domain_id", "default_project_id", "id"]);
+    Ok(list_response("users", items, format!("{}/users", s.v3_url())))
+}
+
+async fn create_user(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_user")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "user")?;
+    let name = required_name(&obj, "name")?;
+    let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
+    let password = opt_string(&obj, "password")?;
+    let default_project_id = opt_string(&obj, "default_project_id")?;
+    let options = match obj.get("options") {
+        Some(Value::Object(map)) => map.clone(),
+        None | Some(Value::Null) => Default::default(),
+        Some(_) => return Err(IdentityError::BadRequest("'options' must be an object.".into())),
+    };
+    let extra = strip_reserved(
+        obj,
+        &["name", "domain_id", "enabled", "password", "default_project_id", "options", "federated", "password_expires_at"],
+    );
+    let password_hash = match password {
+        Some(p) => Some(hash_off_runtime(p).await?),
+        None => None,
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if store::get_domain(tx, &domain_id)?.is_none() {
+                return Err(IdentityError::BadRequest(format!("Could not find domain: {domain_id}.")));
+            }
+            let now = now_unix();
+            let user = User {
+                id: new_id(),
+                name,
+                domain_id,
+                enabled,
+                password_changed_at: password_hash.as_ref().map(|_| now),
+                password_hash,
+                password_expires_at: None,
+                default_project_id,
+                created_at: now,
+                options,
+                extra,
+            };
+            store::insert_user(tx, &user)?;
+            Ok(views::user(&user, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"user": value})))
+}
+
+/// Hashes a password on the blocking pool (Argon2 is deliberately slow).
+async fn hash_off_runtime(password: String) -> IdentityResult<String> {
+    tokio::task::spawn_blocking(move || super::password::hash(&password))
+        .await
+        .map_err(|e| IdentityError::Internal(e.to_string()))?
+}
+
+async fn get_user(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    if ctx.user_id != id {
+        require_admin(&ctx, "get_user")?;
+    }
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(views::user(&load_user(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"user": value})))
+}
+
+async fn update_user(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_user")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "user")?;
+    let password_hash = match opt_string(&obj, "password")? {
+        Some(p) => Some(hash_off_runtime(p).await?),
+        None => None,
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut user = load_user(tx, &id)?;
+            let mut revoke = false;
+            if let Some(name) = opt_string(&obj, "name")? {
+                user.name = check_name(&name, "name")?;
+            }
+            if let Some(domain_id) = opt_string(&obj, "domain_id")? {
+                if domain_id != user.domain_id {
+                    return Err(IdentityError::BadRequest("A user's domain_id cannot be changed.".into()));
+                }
+            }
+            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+                revoke |= user.enabled && !enabled;
+                user.enabled = enabled;
+            }
+            if obj.contains_key("default_project_id") {
+                user.default_project_id = opt_string(&obj, "default_project_id")?;
+            }
+            if let Some(Value::Object(options)) = obj.get("options") {
+                user.options.extend(options.clone());
+            }
+            if let Some(hash) = password_hash {
+                user.password_hash = Some(hash);
+                user.password_changed_at = Some(now_unix());
+                revoke = true;
+            }
+            user.extra.extend(strip_reserved(
+                obj,
+                &["name", "domain_id", "enabled", "password", "default_project_id", "options", "federated", "password_expires_at"],
+            ));
+            store::update_user(tx, &user)?;
+            if revoke {
+                store::revoke_user_tokens(tx, &user.id)?;
+            }
+            Ok(views::user(&user, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"user": value})))
+}
+
+async fn delete_user(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_user")?;
+    s.write(move |tx| {
+        load_user(tx, &id)?;
+        store::delete_user(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+/// `POST /v3/users/{id}/password`: the user changes their own password.
+async fn change_password(
+    State(s): State<Arc<IdentityState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "user")?;
+    let original = opt_string(&obj, "original_password")?
+        .ok_or_else(|| IdentityError::BadRequest("'original_password' is a required property.".into()))?;
+    let new = opt_string(&obj, "password")?
+        .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
+    let lookup = id.clone();
+    let stored = s
+        .read(move |conn| Ok(store::get_user(conn, &lookup)?.and_then(|u| u.password_hash)))
+        .await?;
+    let verified = match stored {
+        Some(hash) => tokio::task::spawn_blocking(move || super::password::verify(&original, &hash))
+            .await
+            .map_err(|e| IdentityError::Internal(e.to_string()))?,
+        None => false,
+    };
+    if !verified {
+        return Err(IdentityError::Unauthorized("The password is not correct.".into()));
+    }
+    let hash = hash_off_runtime(new).await?;
+    s.write(move |tx| {
+        let mut user = load_user(tx, &id)?;
+        user.password_hash = Some(hash);
+        user.password_changed_at = Some(now_unix());
+        store::update_user(tx, &user)?;
+        store::revoke_user_tokens(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn list_user_projects(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    if ctx.user_id != id {
+        require_admin(&ctx, "list_user_projects")?;
+    }
+    let base = s.v3_url();
+    let self_url = format!("{}/users/{id}/projects", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            load_user(conn, &id)?;
+            user_projects_json(conn, &id, &base)
+        })
+        .await?;
+    let items = apply_filters(items, &q, &["name", "enabled", "domain_id"]);
+    Ok(list_response("projects", items, self_url))
+}
+
+async fn list_user_groups(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    if ctx.user_id != id {
+        require_admin(&ctx, "list_groups_for_user")?;
+    }
+    let base = s.v3_url();
+    let self_url = format!("{}/users/{id}/groups", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            load_user(conn, &id)?;
+            let mine: HashSet<String> = store::groups_of_user(conn, &id)?.into_iter().collect();
+            Ok(store::list_groups(conn)?
+                .iter()
+                .filter(|g| mine.contains(&g.id))
+                .map(|g| {
+                    let mut v = views::group(g, &base);
+                    if let Some(map) = v.as_object_mut() {
+                        map.insert("membership_expires_at".into(), Value::Null);
+                    }
+                    v
+                })
+                .collect())
+        })
+        .await?;
+    Ok(list_response("groups", items, self_url))
+}
+
+// ------------------------------------------------------------------ groups
+
+async fn list_groups(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_groups")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| Ok(store::list_groups(conn)?.iter().map(|g| views::group(g, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, &q, &["name", "domain_id", "id"]);
+    Ok(list_response("groups", items, format!("{}/groups", s.v3_url())))
+}
+
+async fn create_group(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_group")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "group")?;
+    let name = required_name(&obj, "name")?;
+    let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    let description = opt_string(&obj, "description")?.unwrap_or_default();
+    let extra = strip_reserved(obj, &["name", "domain_id", "description"]);
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if store::get_domain(tx, &domain_id)?.is_none() {
+                return Err(IdentityError::BadRequest(format!("Could not find domain: {domain_id}.")));
+            }
+            let group = Group {
+                id: new_id(),
+                name,
+                domain_id,
+                description,
+                extra,
+            };
+            store::insert_group(tx, &group)?;
+            Ok(views::group(&group, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"group": value})))
+}
+
+async fn get_group(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "get_group")?;
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(views::group(&load_group(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"group": value})))
+}
+
+async fn update_group(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_group")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "group")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut group = load_group(tx, &id)?;
+            if let Some(name) = opt_string(&obj, "name")? {
+                group.name = check_name(&name, "name")?;
+            }
+            if let Some(description) = opt_string(&obj, "description")? {
+                group.description = description;
+            }
+            group.extra.extend(strip_reserved(obj, &["name", "domain_id", "description"]));
+            store::update_group(tx, &group)?;
+            Ok(views::group(&group, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"group": value})))
+}
+
+async fn delete_group(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_group")?;
+    s.write(move |tx| {
+        load_group(tx, &id)?;
+        store::delete_group(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn list_group_users(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_users_in_group")?;
+    let base = s.v3_url();
+    let self_url = format!("{}/groups/{id}/users", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            load_group(conn, &id)?;
+            let members: HashSet<String> = store::list_group_members(conn)?
+                .into_iter()
+                .filter(|(g, _)| *g == id)
+                .map(|(_, u)| u)
+                .collect();
+            Ok(store::list_users(conn)?
+                .iter()
+                .filter(|u| members.contains(&u.id))
+                .map(|u| views::user(u, &base))
+                .collect())
+        })
+        .await?;
+    let items = apply_filters(items, &q, &["name", "enabled", "domain_id"]);
+    Ok(list_response("users", items, self_url))
+}
+
+async fn check_member(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((group_id, user_id)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "check_user_in_group")?;
+    let member = s
+        .read(move |conn| {
+            load_group(conn, &group_id)?;
+            load_user(conn, &user_id)?;
+            Ok(store::groups_of_user(conn, &user_id)?.contains(&group_id))
+        })
+        .await?;
+    if member {
+        Ok(no_content())
+    } else {
+        Err(IdentityError::NotFound("The user is not in the group.".into()))
+    }
+}
+
+async fn add_member(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((group_id, user_id)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "add_user_to_group")?;
+    s.write(move |tx| {
+        load_group(tx, &group_id)?;
+        load_user(tx, &user_id)?;
+        store::add_group_member(tx, &group_id, &user_id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn remove_member(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((group_id, user_id)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "remove_user_from_group")?;
+    s.write(move |tx| {
+        load_group(tx, &group_id)?;
+        load_user(tx, &user_id)?;
+        if !store::remove_group_member(tx, &group_id, &user_id)? {
+            return Err(IdentityError::NotFound("The user is not in the group.".into()));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}

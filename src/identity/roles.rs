@@ -1,0 +1,814 @@
+//! Roles, implied roles, role assignments and the effective-role computation.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::resources::require_admin;
+use super::token::Scope;
+use super::views::{self, strip_reserved};
+use super::{
+    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response, new_id,
+    opt_string, parse_body, required_name, take_object,
+};
+use crate::db::DbResult;
+use crate::db::identity::{self as store, Assignment, Role};
+use crate::http::{json_response, no_content};
+
+pub fn routes() -> Router<Arc<IdentityState>> {
+    let mut router = Router::new()
+        .route("/v3/roles", get(list_roles).post(create_role))
+        .route("/v3/roles/{id}", get(get_role).patch(update_role).delete(delete_role))
+        .route("/v3/roles/{id}/implies", get(list_implied))
+        .route(
+            "/v3/roles/{prior}/implies/{implied}",
+            get(get_implied).put(create_implied).delete(delete_implied),
+        )
+        .route("/v3/role_inferences", get(list_inferences))
+        .route("/v3/role_assignments", get(list_assignments));
+    // Grants: /v3/{projects|domains}/{target}/{users|groups}/{actor}/roles[/{role}]
+    // and the system's /v3/system/{users|groups}/{actor}/roles[/{role}].
+    for target in ["projects", "domains"] {
+        for actor in ["users", "groups"] {
+            let t = target.trim_end_matches('s');
+            let a = actor.trim_end_matches('s');
+            router = router
+                .route(
+                    &format!("/v3/{target}/{{target}}/{actor}/{{actor}}/roles"),
+                    get(move |s, c, Path((tid, aid)): Path<(String, String)>| {
+                        list_grants(s, c, GrantPath::new(t, tid, a, aid, false))
+                    }),
+                )
+                .route(
+                    &format!("/v3/{target}/{{target}}/{actor}/{{actor}}/roles/{{role}}"),
+                    get(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        check_grant(s, c, GrantPath::new(t, tid, a, aid, false), rid)
+                    })
+                    .put(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        create_grant(s, c, GrantPath::new(t, tid, a, aid, false), rid)
+                    })
+                    .delete(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        delete_grant(s, c, GrantPath::new(t, tid, a, aid, false), rid)
+                    }),
+                )
+                .route(
+                    &format!("/v3/OS-INHERIT/{target}/{{target}}/{actor}/{{actor}}/roles/inherited_to_projects"),
+                    get(move |s, c, Path((tid, aid)): Path<(String, String)>| {
+                        list_grants(s, c, GrantPath::new(t, tid, a, aid, true))
+                    }),
+                )
+                .route(
+                    &format!(
+                        "/v3/OS-INHERIT/{target}/{{target}}/{actor}/{{actor}}/roles/{{role}}/inherited_to_projects"
+                    ),
+                    get(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        check_grant(s, c, GrantPath::new(t, tid, a, aid, true), rid)
+                    })
+                    .put(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        create_grant(s, c, GrantPath::new(t, tid, a, aid, true), rid)
+                    })
+                    .delete(move |s, c, Path((tid, aid, rid)): Path<(String, String, String)>| {
+                        delete_grant(s, c, GrantPath::new(t, tid, a, aid, true), rid)
+                    }),
+                );
+        }
+    }
+    for actor in ["users", "groups"] {
+        let a = actor.trim_end_matches('s');
+        router = router
+            .route(
+                &format!("/v3/system/{actor}/{{actor}}/roles"),
+                get(move |s, c, Path(aid): Path<String>| {
+                    list_grants(s, c, GrantPath::new("system", "all".into(), a, aid, false))
+                }),
+            )
+            .route(
+                &format!("/v3/system/{actor}/{{actor}}/roles/{{role}}"),
+                get(move |s, c, Path((aid, rid)): Path<(String, String)>| {
+                    check_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                })
+                .put(move |s, c, Path((aid, rid)): Path<(String, String)>| {
+                    create_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                })
+                .delete(move |s, c, Path((aid, rid)): Path<(String, String)>| {
+                    delete_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                }),
+            );
+    }
+    router
+}
+
+// ------------------------------------------------------------ effective roles
+
+/// Adds every role implied (transitively) by the roles already in `ids`.
+fn expand_implied(ids: &mut BTreeSet<String>, rules: &[(String, String)]) {
+    let mut frontier: Vec<String> = ids.iter().cloned().collect();
+    while let Some(role) = frontier.pop() {
+        for (prior, implied) in rules {
+            if *prior == role && ids.insert(implied.clone()) {
+                frontier.push(implied.clone());
+            }
+        }
+    }
+}
+
+/// Direct, group and inherited assignments of a user on one target, before
+/// implied roles are added.
+fn assigned_role_ids(
+    conn: &Connection,
+    assignments: &[Assignment],
+    user_id: &str,
+    target_type: &str,
+    target_id: &str,
+) -> DbResult<BTreeSet<String>> {
+    let groups: HashSet<String> = store::groups_of_user(conn, user_id)?.into_iter().collect();
+    let is_actor =
+        |a: &Assignment| (a.actor_type == "user" && a.actor_id == user_id) || (a.actor_type == "group" && groups.contains(&a.actor_id));
+    // Targets whose inherited assignments reach this one: the project's
+    // domain and its ancestors.
+    let mut inherited_from: Vec<(String, String)> = Vec::new();
+    if target_type == "project" {
+        let mut current = store::get_project(conn, target_id)?;
+        if let Some(project) = &current {
+            inherited_from.push(("domain".into(), project.domain_id.clone()));
+        }
+        let mut hops = 0;
+        while let Some(project) = current {
+            hops += 1;
+            match project.parent_id {
+                Some(parent) if hops < 64 => {
+                    inherited_from.push(("project".into(), parent.clone()));
+                    current = store::get_project(conn, &parent)?;
+                }
+                _ => break,
+            }
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for a in assignments.iter().filter(|a| is_actor(a)) {
+        let direct = !a.inherited && a.target_type == target_type && a.target_id == target_id;
+        let inherited =
+            a.inherited && inherited_from.iter().any(|(t, id)| *t == a.target_type && *id == a.target_id);
+        if direct || inherited {
+            ids.insert(a.role_id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+/// Effective role ids of a user on a target (implied roles included).
+pub fn effective_role_ids(conn: &Connection, user_id: &str, target_type: &str, target_id: &str) -> DbResult<Vec<String>> {
+    let assignments = store::list_assignments(conn)?;
+    let mut ids = assigned_role_ids(conn, &assignments, user_id, target_type, target_id)?;
+    expand_implied(&mut ids, &store::list_implied_roles(conn)?);
+    Ok(ids.into_iter().collect())
+}
+
+/// Effective roles, as (id, name), for a token scope.
+pub fn effective_roles_for_scope(conn: &Connection, user_id: &str, scope: &Scope) -> DbResult<Vec<(String, String)>> {
+    let (target_type, target_id) = match scope {
+        Scope::Project { id, .. } => ("project", id.as_str()),
+        Scope::Domain { id, .. } => ("domain", id.as_str()),
+        Scope::System => ("system", "all"),
+        Scope::Unscoped => return Ok(Vec::new()),
+    };
+    let ids = effective_role_ids(conn, user_id, target_type, target_id)?;
+    let names: HashMap<String, String> = store::list_roles(conn)?.into_iter().map(|r| (r.id, r.name)).collect();
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| names.get(&id).map(|name| (id.clone(), name.clone())))
+        .collect())
+}
+
+/// Ids of the projects on which a user has any effective role.
+pub fn user_project_ids(conn: &Connection, user_id: &str) -> DbResult<HashSet<String>> {
+    let assignments = store::list_assignments(conn)?;
+    let mut out = HashSet::new();
+    for project in store::list_projects(conn)? {
+        if !assigned_role_ids(conn, &assignments, user_id, "project", &project.id)?.is_empty() {
+            out.insert(project.id);
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------ roles
+
+fn load_role(conn: &Connection, id: &str) -> IdentityResult<Role> {
+    store::get_role(conn, id)?.ok_or_else(|| IdentityError::NotFound(format!("Could not find role: {id}.")))
+}
+
+async fn list_roles(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_roles")?;
+    let base = s.v3_url();
+    let want_domain = q.get("domain_id").cloned();
+    let items = s
+        .read(move |conn| {
+            Ok(store::list_roles(conn)?
+                .iter()
+                // Without ?domain_id only global roles are listed, as Keystone does.
+                .filter(|r| r.domain_id == want_domain)
+                .map(|r| views::role(r, &base))
+                .collect())
+        })
+        .await?;
+    let items = apply_filters(items, &q, &["name", "id"]);
+    Ok(list_response("roles", items, format!("{}/roles", s.v3_url())))
+}
+
+async fn create_role(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_role")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "role")?;
+    let name = required_name(&obj, "name")?;
+    let domain_id = opt_string(&obj, "domain_id")?;
+    let description = opt_string(&obj, "description")?.unwrap_or_default();
+    let options = match obj.get("options") {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Default::default(),
+    };
+    let extra = strip_reserved(obj, &["name", "domain_id", "description", "options"]);
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if let Some(domain) = &domain_id {
+                if store::get_domain(tx, domain)?.is_none() {
+                    return Err(IdentityError::NotFound(format!("Could not find domain: {domain}.")));
+                }
+            }
+            let role = Role {
+                id: new_id(),
+                name,
+                domain_id,
+                description,
+                options,
+                extra,
+            };
+            store::insert_role(tx, &role)?;
+            Ok(views::role(&role, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"role": value})))
+}
+
+async fn get_role(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "get_role")?;
+    let base = s.v3_url();
+    let value = s.read(move |conn| Ok(views::role(&load_role(conn, &id)?, &base))).await?;
+    Ok(json_response(StatusCode::OK, &json!({"role": value})))
+}
+
+async fn update_role(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "update_role")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "role")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let mut role = load_role(tx, &id)?;
+            if let Some(name) = opt_string(&obj, "name")? {
+                role.name = check_name(&name, "name")?;
+            }
+            if let Some(description) = opt_string(&obj, "description")? {
+                role.description = description;
+            }
+            if let Some(Value::Object(options)) = obj.get("options") {
+                role.options.extend(options.clone());
+            }
+            role.extra.extend(strip_reserved(obj, &["name", "domain_id", "description", "options"]));
+            store::update_role(tx, &role)?;
+            Ok(views::role(&role, &base))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"role": value})))
+}
+
+async fn delete_role(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_role")?;
+    s.write(move |tx| {
+        load_role(tx, &id)?;
+        store::delete_role(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------ implied roles
+
+fn inference_json(prior: &Role, implied: &[Role], base: &str) -> Value {
+    json!({
+        "prior_role": views::role_ref(prior, base),
+        "implies": implied.iter().map(|r| views::role_ref(r, base)).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_implied(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(prior): Path<String>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_implied_roles")?;
+    let base = s.v3_url();
+    let value = s
+        .read(move |conn| {
+            let prior_role = load_role(conn, &prior)?;
+            let implied: Vec<Role> = store::list_implied_roles(conn)?
+                .into_iter()
+                .filter(|(p, _)| *p == prior)
+                .filter_map(|(_, i)| store::get_role(conn, &i).ok().flatten())
+                .collect();
+            Ok(inference_json(&prior_role, &implied, &base))
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"role_inference": value, "links": {"self": format!("{}/roles/{}/implies", s.v3_url(), value["prior_role"]["id"].as_str().unwrap_or_default())}}),
+    ))
+}
+
+async fn get_implied(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((prior, implied)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "get_implied_role")?;
+    let base = s.v3_url();
+    let value = s
+        .read(move |conn| {
+            let prior_role = load_role(conn, &prior)?;
+            let implied_role = load_role(conn, &implied)?;
+            if !store::list_implied_roles(conn)?.contains(&(prior.clone(), implied.clone())) {
+                return Err(IdentityError::NotFound("Could not find the implied role rule.".into()));
+            }
+            Ok(json!({"prior_role": views::role_ref(&prior_role, &base), "implies": views::role_ref(&implied_role, &base)}))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({"role_inference": value})))
+}
+
+async fn create_implied(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((prior, implied)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_implied_role")?;
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            let prior_role = load_role(tx, &prior)?;
+            let implied_role = load_role(tx, &implied)?;
+            // Refuse cycles: the implied role must not (transitively) imply the prior.
+            let rules = store::list_implied_roles(tx)?;
+            let mut reach = BTreeSet::from([implied.clone()]);
+            expand_implied(&mut reach, &rules);
+            if reach.contains(&prior) {
+                return Err(IdentityError::Forbidden("create_implied_role (it would make a cycle)".into()));
+            }
+            store::insert_implied_role(tx, &prior, &implied)?;
+            Ok(json!({"prior_role": views::role_ref(&prior_role, &base), "implies": views::role_ref(&implied_role, &base)}))
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"role_inference": value})))
+}
+
+async fn delete_implied(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((prior, implied)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "delete_implied_role")?;
+    s.write(move |tx| {
+        load_role(tx, &prior)?;
+        load_role(tx, &implied)?;
+        if !store::delete_implied_role(tx, &prior, &implied)? {
+            return Err(IdentityError::NotFound("Could not find the implied role rule.".into()));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn list_inferences(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth) -> IdentityResult<Response> {
+    require_admin(&ctx, "list_role_inference_rules")?;
+    let base = s.v3_url();
+    let items = s
+        .read(move |conn| {
+            let roles: HashMap<String, Role> = store::list_roles(conn)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+            let mut by_prior: std::collections::BTreeMap<String, Vec<Role>> = Default::default();
+            for (prior, implied) in store::list_implied_roles(conn)? {
+                if let Some(role) = roles.get(&implied) {
+                    by_prior.entry(prior).or_default().push(role.clone());
+                }
+            }
+            Ok(by_prior
+                .into_iter()
+                .filter_map(|(prior, implied)| roles.get(&prior).map(|p| inference_json(p, &implied, &base)))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"role_inferences": items, "links": {"self": format!("{}/role_inferences", s.v3_url()), "previous": null, "next": null}}),
+    ))
+}
+
+// ------------------------------------------------------------ grants
+
+/// One grant path: a target and an actor.
+struct GrantPath {
+    target_type: &'static str,
+    target_id: String,
+    actor_type: &'static str,
+    actor_id: String,
+    inherited: bool,
+}
+
+impl GrantPath {
+    fn new(target_type: &'static str, target_id: String, actor_type: &'static str, actor_id: String, inherited: bool) -> Self {
+        GrantPath {
+            target_type,
+            target_id,
+            actor_type,
+            actor_id,
+            inherited,
+        }
+    }
+
+    fn assignment(&self, role_id: &str) -> Assignment {
+        Assignment {
+            actor_type: self.actor_type.into(),
+            actor_id: self.actor_id.clone(),
+            target_type: self.target_type.into(),
+            target_id: self.target_id.clone(),
+            role_id: role_id.into(),
+            inherited: self.inherited,
+        }
+    }
+
+    /// Checks that the target and the actor exist.
+    fn check_exists(&self, conn: &Connection) -> IdentityResult<()> {
+        let target_ok = match self.target_type {
+            "project" => store::get_project(conn, &self.target_id)?.is_some(),
+            "domain" => store::get_domain(conn, &self.target_id)?.is_some(),
+            _ => true,
+        };
+        if !target_ok {
+            return Err(IdentityError::NotFound(format!(
+                "Could not find {}: {}.",
+                self.target_type, self.target_id
+            )));
+        }
+        let actor_ok = match self.actor_type {
+            "user" => store::get_user(conn, &self.actor_id)?.is_some(),
+            _ => store::get_group(conn, &self.actor_id)?.is_some(),
+        };
+        if !actor_ok {
+            return Err(IdentityError::NotFound(format!("Could not find {}: {}.", self.actor_type, self.actor_id)));
+        }
+        Ok(())
+    }
+}
+
+async fn list_grants(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, path: GrantPath) -> IdentityResult<Response> {
+    if !(ctx.is_admin() || (path.actor_type == "user" && path.actor_id == ctx.user_id)) {
+        return Err(IdentityError::Forbidden("identity:list_grants".into()));
+    }
+    let base = s.v3_url();
+    let self_url = format!("{}/{}s/{}/{}s/{}/roles", s.v3_url(), path.target_type, path.target_id, path.actor_type, path.actor_id);
+    let items = s
+        .read(move |conn| {
+            path.check_exists(conn)?;
+            let ids: HashSet<String> = store::list_assignments(conn)?
+                .into_iter()
+                .filter(|a| {
+                    a.actor_type == path.actor_type
+                        && a.actor_id == path.actor_id
+                        && a.target_type == path.target_type
+                        && a.target_id == path.target_id
+                        && a.inherited == path.inherited
+                })
+                .map(|a| a.role_id)
+                .collect();
+            Ok(store::list_roles(conn)?
+                .iter()
+                .filter(|r| ids.contains(&r.id))
+                .map(|r| views::role(r, &base))
+                .collect())
+        })
+        .await?;
+    Ok(list_response("roles", items, self_url))
+}
+
+async fn check_grant(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    path: GrantPath,
+    role_id: String,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "check_grant")?;
+    let found = s
+        .read(move |conn| {
+            path.check_exists(conn)?;
+            load_role(conn, &role_id)?;
+            Ok(store::list_assignments(conn)?.contains(&path.assignment(&role_id)))
+        })
+        .await?;
+    if found {
+        Ok(no_content())
+    } else {
+        Err(IdentityError::NotFound("Could not find the role assignment.".into()))
+    }
+}
+
+async fn create_grant(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    path: GrantPath,
+    role_id: String,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "create_grant")?;
+    s.write(move |tx| {
+        path.check_exists(tx)?;
+        let role = load_role(tx, &role_id)?;
+        if let Some(domain) = &role.domain_id {
+            let target_domain = match path.target_type {
+                "project" => store::get_project(tx, &path.target_id)?.map(|p| p.domain_id),
+                "domain" => Some(path.target_id.clone()),
+                _ => None,
+            };
+            if target_domain.as_ref() != Some(domain) {
+                return Err(IdentityError::Forbidden(
+                    "create_grant (a domain-specific role can only be granted within its domain)".into(),
+                ));
+            }
+        }
+        store::insert_assignment(tx, &path.assignment(&role_id))?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+async fn delete_grant(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    path: GrantPath,
+    role_id: String,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "revoke_grant")?;
+    s.write(move |tx| {
+        path.check_exists(tx)?;
+        load_role(tx, &role_id)?;
+        if !store::delete_assignment(tx, &path.assignment(&role_id))? {
+            return Err(IdentityError::NotFound("Could not find the role assignment.".into()));
+        }
+        // Tokens of the affected users in that scope stop working, as Keystone revokes them.
+        let users: Vec<String> = if path.actor_type == "user" {
+            vec![path.actor_id.clone()]
+        } else {
+            store::list_group_members(tx)?
+                .into_iter()
+                .filter(|(g, _)| *g == path.actor_id)
+                .map(|(_, u)| u)
+                .collect()
+        };
+        for user in users {
+            store::revoke_user_scope_tokens(tx, &user, &path.target_id)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------ role assignments
+
+fn assignment_json(
+    a: &Assignment,
+    role: Option<&Role>,
+    names: Option<&Names>,
+    base: &str,
+    via_group: Option<&str>,
+) -> Value {
+    let mut value = json!({});
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    let mut role_json = json!({"id": a.role_id});
+    if let (Some(names), Some(role)) = (names, role) {
+        role_json["name"] = json!(role.name);
+        if let Some(domain) = &role.domain_id {
+            role_json["domain"] = names.domain(domain);
+        }
+    }
+    map.insert("role".into(), role_json);
+    let mut actor = json!({"id": a.actor_id});
+    if let Some(names) = names {
+        names.describe_actor(a.actor_type.as_str(), &a.actor_id, &mut actor);
+    }
+    map.insert(a.actor_type.clone(), actor);
+    let scope = match a.target_type.as_str() {
+        "system" => json!({"system": {"all": true}}),
+        t => {
+            let mut target = json!({"id": a.target_id});
+            if let Some(names) = names {
+                names.describe_target(t, &a.target_id, &mut target);
+            }
+            let mut scope = json!({t: target});
+            if a.inherited {
+                scope["OS-INHERIT:inherited_to"] = json!("projects");
+            }
+            scope
+        }
+    };
+    map.insert("scope".into(), scope);
+    let link = match a.target_type.as_str() {
+        "system" => format!("{base}/system/{}s/{}/roles/{}", a.actor_type, a.actor_id, a.role_id),
+        t => format!("{base}/{t}s/{}/{}s/{}/roles/{}", a.target_id, a.actor_type, a.actor_id, a.role_id),
+    };
+    let mut links = json!({"assignment": link});
+    if let Some(group) = via_group {
+        links["membership"] = json!(format!("{base}/groups/{group}/users/{}", a.actor_id));
+    }
+    map.insert("links".into(), links);
+    value
+}
+
+/// Names of everything an assignment can mention, for `include_names`.
+struct Names {
+    users: HashMap<String, (String, String)>,
+    groups: HashMap<String, (String, String)>,
+    projects: HashMap<String, (String, String)>,
+    domains: HashMap<String, String>,
+}
+
+impl Names {
+    fn load(conn: &Connection) -> DbResult<Names> {
+        Ok(Names {
+            users: store::list_users(conn)?.into_iter().map(|u| (u.id, (u.name, u.domain_id))).collect(),
+            groups: store::list_groups(conn)?.into_iter().map(|g| (g.id, (g.name, g.domain_id))).collect(),
+            projects: store::list_projects(conn)?.into_iter().map(|p| (p.id, (p.name, p.domain_id))).collect(),
+            domains: store::list_domains(conn)?.into_iter().map(|d| (d.id, d.name)).collect(),
+        })
+    }
+
+    fn domain(&self, id: &str) -> Value {
+        json!({"id": id, "name": self.domains.get(id).cloned().unwrap_or_default()})
+    }
+
+    fn describe_actor(&self, kind: &str, id: &str, out: &mut Value) {
+        let table = if kind == "user" { &self.users } else { &self.groups };
+        if let Some((name, domain)) = table.get(id) {
+            out["name"] = json!(name);
+            out["domain"] = self.domain(domain);
+        }
+    }
+
+    fn describe_target(&self, kind: &str, id: &str, out: &mut Value) {
+        if kind == "project" {
+            if let Some((name, domain)) = self.projects.get(id) {
+                out["name"] = json!(name);
+                out["domain"] = self.domain(domain);
+            }
+        } else if let Some(name) = self.domains.get(id) {
+            out["name"] = json!(name);
+        }
+    }
+}
+
+fn query_flag(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key).is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no"))
+}
+
+/// `GET /v3/role_assignments` with Keystone's filters, `effective` and `include_names`.
+async fn list_assignments(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> IdentityResult<Response> {
+    let own_only = !ctx.is_admin();
+    if own_only && q.get("user.id") != Some(&ctx.user_id) {
+        return Err(IdentityError::Forbidden("identity:list_role_assignments".into()));
+    }
+    let base = s.v3_url();
+    let self_url = format!("{}/role_assignments", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            let effective = query_flag(&q, "effective");
+            let include_names = query_flag(&q, "include_names");
+            let roles: HashMap<String, Role> = store::list_roles(conn)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+            let names = if include_names { Some(Names::load(conn)?) } else { None };
+            let mut rows: Vec<(Assignment, Option<String>)> =
+                store::list_assignments(conn)?.into_iter().map(|a| (a, None)).collect();
+            if effective {
+                rows = effective_rows(conn, rows)?;
+            }
+            let inherited_only = q.get("scope.OS-INHERIT:inherited_to").is_some();
+            let out = rows
+                .into_iter()
+                .filter(|(a, _)| {
+                    let eq = |key: &str, actual: &str| q.get(key).is_none_or(|v| v == actual);
+                    let typed = |key: &str, kind: &str, id: &str| {
+                        q.get(key).is_none_or(|v| a_matches(kind, id, key, v))
+                    };
+                    eq("role.id", &a.role_id)
+                        && typed("user.id", &a.actor_type, &a.actor_id)
+                        && typed("group.id", &a.actor_type, &a.actor_id)
+                        && typed("scope.project.id", &a.target_type, &a.target_id)
+                        && typed("scope.domain.id", &a.target_type, &a.target_id)
+                        && (!q.contains_key("scope.system") || a.target_type == "system")
+                        && (!inherited_only || a.inherited)
+                })
+                .map(|(a, via)| assignment_json(&a, roles.get(&a.role_id), names.as_ref(), &base, via.as_deref()))
+                .collect::<Vec<_>>();
+            Ok(out)
+        })
+        .await?;
+    Ok(list_response("role_assignments", items, self_url))
+}
+
+/// True when `key` (e.g. `user.id`) applies to an assignment of this kind and id.
+fn a_matches(kind: &str, id: &str, key: &str, wanted: &str) -> bool {
+    let key_kind = key.trim_end_matches(".id").trim_start_matches("scope.");
+    key_kind == kind && id == wanted
+}
+
+/// Expands group assignments into per-user ones, inherited assignments onto
+/// the projects they reach, and adds implied roles.
+fn effective_rows(conn: &Connection, rows: Vec<(Assignment, Option<String>)>) -> DbResult<Vec<(Assignment, Option<String>)>> {
+    let members = store::list_group_members(conn)?;
+    let projects = store::list_projects(conn)?;
+    let rules = store::list_implied_roles(conn)?;
+    let mut out: Vec<(Assignment, Option<String>)> = Vec::new();
+    for (a, _) in rows {
+        // Targets this assignment really applies to.
+        let targets: Vec<(String, String)> = if a.inherited {
+            projects
+                .iter()
+                .filter(|p| {
+                    (a.target_type == "domain" && p.domain_id == a.target_id)
+                        || (a.target_type == "project" && p.parent_id.as_deref() == Some(a.target_id.as_str()))
+                })
+                .map(|p| ("project".to_string(), p.id.clone()))
+                .collect()
+        } else {
+            vec![(a.target_type.clone(), a.target_id.clone())]
+        };
+        let actors: Vec<(String, Option<String>)> = if a.actor_type == "group" {
+            members
+                .iter()
+                .filter(|(g, _)| *g == a.actor_id)
+                .map(|(g, u)| (u.clone(), Some(g.clone())))
+                .collect()
+        } else {
+            vec![(a.actor_id.clone(), None)]
+        };
+        let mut role_ids = BTreeSet::from([a.role_id.clone()]);
+        expand_implied(&mut role_ids, &rules);
+        for (target_type, target_id) in &targets {
+            for (user, via) in &actors {
+                for role in &role_ids {
+                    let row = Assignment {
+                        actor_type: "user".into(),
+                        actor_id: user.clone(),
+                        target_type: target_type.clone(),
+                        target_id: target_id.clone(),
+                        role_id: role.clone(),
+                        inherited: false,
+                    };
+                    if !out.iter().any(|(r, _)| *r == row) {
+                        out.push((row, via.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

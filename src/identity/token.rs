@@ -1,0 +1,659 @@
+//! Tokens: `POST/GET/HEAD/DELETE /v3/auth/tokens`, validation for every
+//! service, and the `/v3/auth/*` discovery calls.
+//!
+//! A token is 32 random bytes (base64url); only its SHA-256 is stored, with
+//! the user, scope, methods and expiry. Roles are not frozen into the token:
+//! validation recomputes them, so a token stops working as soon as the user
+//! is disabled or deleted, loses the role, or the project goes away.
+//! Validations are cached in memory and the cache is invalidated by any
+//! identity write, so validating never hashes a password and usually never
+//! touches the disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::Rng;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Auth, IdentityError, IdentityResult, IdentityState, parse_body, take_object};
+use crate::db::identity::{self as store, TokenRecord, User};
+use crate::db::now_unix;
+use crate::http::json_response;
+
+/// What a token is scoped to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    Unscoped,
+    Project {
+        id: String,
+        name: String,
+        domain_id: String,
+        domain_name: String,
+    },
+    Domain {
+        id: String,
+        name: String,
+    },
+    System,
+}
+
+/// A validated token: who is calling, in which scope, with which roles.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    pub token_hash: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub user_domain_id: String,
+    pub user_domain_name: String,
+    pub scope: Scope,
+    /// Effective roles (implied roles included) as (id, name).
+    pub roles: Vec<(String, String)>,
+    pub methods: Vec<String>,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub expires_unix: i64,
+    pub audit_ids: Vec<String>,
+    /// The application credential the token came from: (id, name, unrestricted).
+    pub app_cred: Option<(String, String, bool)>,
+}
+
+impl AuthContext {
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|(_, n)| n == name)
+    }
+
+    /// Cloud administrator: the admin role in any scope, as Keystone's
+    /// default policy (admin_required) has it.
+    pub fn is_admin(&self) -> bool {
+        self.has_role("admin")
+    }
+
+    pub fn project_id(&self) -> Option<&str> {
+        match &self.scope {
+            Scope::Project { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn format_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S.000000Z")
+        .to_string()
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn new_audit_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn not_found_token() -> IdentityError {
+    IdentityError::NotFound("Could not recognize Fernet token".into())
+}
+
+/// Validates a token string, from the cache when nothing changed since.
+pub async fn validate(state: &Arc<IdentityState>, token: &str) -> IdentityResult<Arc<AuthContext>> {
+    let hash = hash_token(token);
+    let epoch = state.epoch();
+    let now = now_unix();
+    if let Ok(cache) = state.token_cache.read() {
+        if let Some((seen, ctx)) = cache.get(&hash) {
+            if *seen == epoch && ctx.expires_unix > now {
+                return Ok(ctx.clone());
+            }
+        }
+    }
+    let lookup = hash.clone();
+    let ctx = state
+        .read(move |conn| {
+            let record = store::get_token(conn, &lookup)?.ok_or_else(not_found_token)?;
+            build_context(conn, &record, now)
+        })
+        .await?;
+    let ctx = Arc::new(ctx);
+    if let Ok(mut cache) = state.token_cache.write() {
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(hash, (epoch, ctx.clone()));
+    }
+    Ok(ctx)
+}
+
+/// Rebuilds a token's context from the state file, checking it is still valid.
+fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityResult<AuthContext> {
+    if record.revoked || record.expires_unix <= now {
+        return Err(not_found_token());
+    }
+    let user = store::get_user(conn, &record.user_id)?.ok_or_else(not_found_token)?;
+    let user_domain = store::get_domain(conn, &user.domain_id)?.ok_or_else(not_found_token)?;
+    if !user.enabled || !user_domain.enabled {
+        return Err(not_found_token());
+    }
+    let scope = resolve_scope_by_id(conn, &record.scope_type, &record.scope_id)?;
+    let mut roles = super::roles::effective_roles_for_scope(conn, &user.id, &scope)?;
+    let mut app_cred = None;
+    if let Some(cred_id) = &record.app_cred_id {
+        let cred = store::get_app_cred(conn, cred_id)?.ok_or_else(not_found_token)?;
+        if cred.expires_at.is_some_and(|t| t <= now) {
+            return Err(not_found_token());
+        }
+        roles.retain(|(id, _)| cred.roles.contains(id));
+        app_cred = Some((cred.id, cred.name, cred.unrestricted));
+    }
+    if scope != Scope::Unscoped && roles.is_empty() {
+        return Err(not_found_token());
+    }
+    Ok(AuthContext {
+        token_hash: record.token_hash.clone(),
+        user_id: user.id,
+        user_name: user.name,
+        user_domain_id: user_domain.id,
+        user_domain_name: user_domain.name,
+        scope,
+        roles,
+        methods: record.methods.clone(),
+        issued_at: record.issued_at.clone(),
+        expires_at: record.expires_at.clone(),
+        expires_unix: record.expires_unix,
+        audit_ids: record.audit_ids.clone(),
+        app_cred,
+    })
+}
+
+fn resolve_scope_by_id(conn: &Connection, scope_type: &str, scope_id: &str) -> IdentityResult<Scope> {
+    match scope_type {
+        "project" => {
+            let project = store::get_project(conn, scope_id)?.ok_or_else(not_found_token)?;
+            let domain = store::get_domain(conn, &project.domain_id)?.ok_or_else(not_found_token)?;
+            if !project.enabled || !domain.enabled {
+                return Err(not_found_token());
+            }
+            Ok(Scope::Project {
+                id: project.id,
+                name: project.name,
+                domain_id: domain.id,
+                domain_name: domain.name,
+            })
+        }
+        "domain" => {
+            let domain = store::get_domain(conn, scope_id)?.ok_or_else(not_found_token)?;
+            if !domain.enabled {
+                return Err(not_found_token());
+            }
+            Ok(Scope::Domain {
+                id: domain.id,
+                name: domain.name,
+            })
+        }
+        "system" => Ok(Scope::System),
+        _ => Ok(Scope::Unscoped),
+    }
+}
+
+fn unauthorized() -> IdentityError {
+    IdentityError::Unauthorized("The request you have made requires authentication.".into())
+}
+
+/// Finds a domain from `{"id": ...}` or `{"name": ...}`.
+fn find_domain(conn: &Connection, spec: &Value) -> IdentityResult<Option<store::Domain>> {
+    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+        return Ok(store::get_domain(conn, id)?);
+    }
+    if let Some(name) = spec.get("name").and_then(Value::as_str) {
+        return Ok(store::get_domain_by_name(conn, name)?);
+    }
+    Err(IdentityError::BadRequest("A domain needs an id or a name.".into()))
+}
+
+/// Finds a user from `{"id": ...}` or `{"name": ..., "domain": {...}}`.
+fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<User> {
+    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+        return store::get_user(conn, id)?.ok_or_else(unauthorized);
+    }
+    let name = spec
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IdentityError::BadRequest("A user needs an id, or a name and a domain.".into()))?;
+    let domain_spec = spec
+        .get("domain")
+        .ok_or_else(|| IdentityError::BadRequest("A user given by name needs a domain.".into()))?;
+    let domain = find_domain(conn, domain_spec)?.ok_or_else(unauthorized)?;
+    store::get_user_by_name(conn, &domain.id, name)?.ok_or_else(unauthorized)
+}
+
+/// Who authenticated, and what the methods carried over from an earlier token.
+struct Authenticated {
+    user: User,
+    methods: Vec<String>,
+    expires_unix: Option<i64>,
+    audit_ids: Vec<String>,
+    app_cred: Option<store::AppCredential>,
+    /// The scope of the token used for a `token` authentication.
+    previous_scope: Option<(String, String)>,
+}
+
+fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> IdentityResult<Authenticated> {
+    let methods: Vec<String> = match identity.get("methods") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|m| m.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| IdentityError::BadRequest("'methods' must be a list of strings.".into()))?,
+        _ => return Err(IdentityError::BadRequest("'methods' is a required non-empty list.".into())),
+    };
+    let method = methods[0].as_str();
+    let payload = identity
+        .get(method)
+        .ok_or_else(|| IdentityError::BadRequest(format!("'{method}' is a required property.")))?;
+    let authenticated = match method {
+        "password" => {
+            let user_spec = payload
+                .get("user")
+                .ok_or_else(|| IdentityError::BadRequest("'user' is a required property.".into()))?;
+            let password = user_spec
+                .get("password")
+                .and_then(Value::as_str)
+                .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
+            let user = find_user(conn, user_spec)?;
+            let hash = user.password_hash.clone().ok_or_else(unauthorized)?;
+            if !super::password::verify(password, &hash) {
+                return Err(unauthorized());
+            }
+            Authenticated {
+                user,
+                methods: vec!["password".into()],
+                expires_unix: None,
+                audit_ids: vec![new_audit_id()],
+                app_cred: None,
+                previous_scope: None,
+            }
+        }
+        "token" => {
+            let token = payload
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| IdentityError::BadRequest("'id' is a required property.".into()))?;
+            let record = store::get_token(conn, &hash_token(token))?.ok_or_else(unauthorized)?;
+            let previous = build_context(conn, &record, now).map_err(|_| unauthorized())?;
+            if previous.app_cred.is_some() {
+                return Err(IdentityError::Forbidden(
+                    "identity:rescope_application_credential_token".into(),
+                ));
+            }
+            let user = store::get_user(conn, &previous.user_id)?.ok_or_else(unauthorized)?;
+            let mut methods = previous.methods.clone();
+            if !methods.iter().any(|m| m == "token") {
+                methods.push("token".into());
+            }
+            let original_audit = previous.audit_ids.last().cloned().unwrap_or_else(new_audit_id);
+            Authenticated {
+                user,
+                methods,
+                expires_unix: Some(previous.expires_unix),
+                audit_ids: vec![new_audit_id(), original_audit],
+                app_cred: None,
+                previous_scope: Some((record.scope_type.clone(), record.scope_id.clone())),
+            }
+        }
+        "application_credential" => {
+            let secret = payload
+                .get("secret")
+                .and_then(Value::as_str)
+                .ok_or_else(|| IdentityError::BadRequest("'secret' is a required property.".into()))?;
+            let cred = if let Some(id) = payload.get("id").and_then(Value::as_str) {
+                store::get_app_cred(conn, id)?.ok_or_else(unauthorized)?
+            } else {
+                let name = payload.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    IdentityError::BadRequest("An application credential needs an id or a name and a user.".into())
+                })?;
+                let user_spec = payload.get("user").ok_or_else(|| {
+                    IdentityError::BadRequest("An application credential given by name needs a user.".into())
+                })?;
+                let user = find_user(conn, user_spec)?;
+                store::list_app_creds(conn, &user.id)?
+                    .into_iter()
+                    .find(|c| c.name == name)
+                    .ok_or_else(unauthorized)?
+            };
+            if cred.expires_at.is_some_and(|t| t <= now) || !super::password::verify(secret, &cred.secret_hash) {
+                return Err(unauthorized());
+            }
+            let user = store::get_user(conn, &cred.user_id)?.ok_or_else(unauthorized)?;
+            Authenticated {
+                user,
+                methods: vec!["application_credential".into()],
+                expires_unix: cred.expires_at,
+                audit_ids: vec![new_audit_id()],
+                app_cred: Some(cred),
+                previous_scope: None,
+            }
+        }
+        other => {
+            return Err(IdentityError::Unauthorized(format!(
+                "Attempted to authenticate with an unsupported method: {other}."
+            )));
+        }
+    };
+    let domain = store::get_domain(conn, &authenticated.user.domain_id)?.ok_or_else(unauthorized)?;
+    if !authenticated.user.enabled || !domain.enabled {
+        return Err(unauthorized());
+    }
+    Ok(authenticated)
+}
+
+/// Resolves the requested scope to (scope_type, scope_id).
+fn requested_scope(
+    conn: &Connection,
+    scope: Option<&Value>,
+    who: &Authenticated,
+) -> IdentityResult<(String, String)> {
+    if let Some(cred) = &who.app_cred {
+        if scope.is_some_and(|s| !s.is_null()) {
+            return Err(unauthorized());
+        }
+        return Ok(("project".into(), cred.project_id.clone()));
+    }
+    let Some(scope) = scope.filter(|s| !s.is_null()) else {
+        if let Some(previous) = &who.previous_scope {
+            // Re-authenticating with a token and no scope keeps it unscoped
+            // only if it was; a scoped token cannot be unscoped.
+            if previous.0 != "unscoped" {
+                return Ok(previous.clone());
+            }
+            return Ok(("unscoped".into(), String::new()));
+        }
+        // Default project, when the user still has a role on it.
+        if let Some(project_id) = &who.user.default_project_id {
+            if let Some(project) = store::get_project(conn, project_id)? {
+                let roles = super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
+                if project.enabled && !roles.is_empty() {
+                    return Ok(("project".into(), project.id));
+                }
+            }
+        }
+        return Ok(("unscoped".into(), String::new()));
+    };
+    if scope.as_str() == Some("unscoped") {
+        return Ok(("unscoped".into(), String::new()));
+    }
+    if let Some(project) = scope.get("project") {
+        let found = if let Some(id) = project.get("id").and_then(Value::as_str) {
+            store::get_project(conn, id)?
+        } else {
+            let name = project
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| IdentityError::BadRequest("A project scope needs an id or a name.".into()))?;
+            let domain_spec = project
+                .get("domain")
+                .ok_or_else(|| IdentityError::BadRequest("A project given by name needs a domain.".into()))?;
+            match find_domain(conn, domain_spec)? {
+                Some(domain) => store::get_project_by_name(conn, &domain.id, name)?,
+                None => None,
+            }
+        };
+        let project = found.ok_or_else(unauthorized)?;
+        return Ok(("project".into(), project.id));
+    }
+    if let Some(domain) = scope.get("domain") {
+        let domain = find_domain(conn, domain)?.ok_or_else(unauthorized)?;
+        return Ok(("domain".into(), domain.id));
+    }
+    if let Some(system) = scope.get("system") {
+        if system.get("all").and_then(Value::as_bool) == Some(true) {
+            return Ok(("system".into(), "all".into()));
+        }
+    }
+    Err(IdentityError::BadRequest("The scope is not one Keystone knows.".into()))
+}
+
+/// `POST /v3/auth/tokens`.
+pub async fn issue(
+    State(state): State<Arc<IdentityState>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    let mut body = parse_body(&body)?;
+    let mut auth = take_object(&mut body, "auth")?;
+    let identity = take_object(&mut auth, "identity")?;
+    let scope = auth.remove("scope");
+    let ttl = state.token_ttl;
+    let now = now_unix();
+    // Authentication hashes a password: it runs on the blocking pool.
+    let (token, ctx) = state
+        .write_keeping_cache(move |tx| {
+            let who = authenticate(tx, &identity, now)?;
+            let (scope_type, scope_id) = requested_scope(tx, scope.as_ref(), &who)?;
+            let expires = match who.expires_unix {
+                Some(limit) => limit.min(now + ttl),
+                None => now + ttl,
+            };
+            let token = random_token();
+            let record = TokenRecord {
+                token_hash: hash_token(&token),
+                user_id: who.user.id.clone(),
+                scope_type,
+                scope_id,
+                methods: who.methods.clone(),
+                issued_at: format_time(now),
+                expires_at: format_time(expires),
+                expires_unix: expires,
+                audit_ids: who.audit_ids.clone(),
+                app_cred_id: who.app_cred.as_ref().map(|c| c.id.clone()),
+                revoked: false,
+            };
+            let ctx = build_context(tx, &record, now).map_err(|e| match e {
+                IdentityError::NotFound(_) => unauthorized(),
+                other => other,
+            })?;
+            store::insert_token(tx, &record)?;
+            Ok((token, ctx))
+        })
+        .await?;
+    let with_catalog = !query.contains_key("nocatalog");
+    token_response(&state, StatusCode::CREATED, &token, &ctx, with_catalog).await
+}
+
+async fn token_response(
+    state: &Arc<IdentityState>,
+    status: StatusCode,
+    token: &str,
+    ctx: &AuthContext,
+    with_catalog: bool,
+) -> IdentityResult<Response> {
+    let catalog = if with_catalog && ctx.scope != Scope::Unscoped {
+        Some(super::catalog::service_catalog(state).await?)
+    } else {
+        None
+    };
+    let body = token_body(ctx, catalog);
+    let mut response = json_response(status, &json!({"token": body}));
+    let value = HeaderValue::from_str(token).map_err(|e| IdentityError::Internal(e.to_string()))?;
+    response.headers_mut().insert("x-subject-token", value);
+    Ok(response)
+}
+
+/// The `token` object of a token response.
+pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
+    let roles: Vec<Value> = ctx.roles.iter().map(|(id, name)| json!({"id": id, "name": name})).collect();
+    let mut body = json!({
+        "methods": ctx.methods,
+        "user": {
+            "id": ctx.user_id,
+            "name": ctx.user_name,
+            "domain": {"id": ctx.user_domain_id, "name": ctx.user_domain_name},
+            "password_expires_at": null,
+        },
+        "audit_ids": ctx.audit_ids,
+        "expires_at": ctx.expires_at,
+        "issued_at": ctx.issued_at,
+    });
+    let Some(map) = body.as_object_mut() else {
+        return body;
+    };
+    match &ctx.scope {
+        Scope::Project { id, name, domain_id, domain_name } => {
+            map.insert(
+                "project".into(),
+                json!({"id": id, "name": name, "domain": {"id": domain_id, "name": domain_name}}),
+            );
+            map.insert("is_domain".into(), Value::Bool(false));
+        }
+        Scope::Domain { id, name } => {
+            map.insert("domain".into(), json!({"id": id, "name": name}));
+        }
+        Scope::System => {
+            map.insert("system".into(), json!({"all": true}));
+        }
+        Scope::Unscoped => {}
+    }
+    if ctx.scope != Scope::Unscoped {
+        map.insert("roles".into(), Value::Array(roles));
+    }
+    if let Some((id, name, unrestricted)) = &ctx.app_cred {
+        map.insert(
+            "application_credential".into(),
+            json!({"id": id, "name": name, "restricted": !unrestricted}),
+        );
+    }
+    if let Some(catalog) = catalog {
+        map.insert("catalog".into(), catalog);
+    }
+    body
+}
+
+fn subject_token(headers: &HeaderMap) -> IdentityResult<String> {
+    headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| IdentityError::BadRequest("X-Subject-Token is required.".into()))
+}
+
+async fn validated_subject(
+    state: &Arc<IdentityState>,
+    caller: &AuthContext,
+    headers: &HeaderMap,
+) -> IdentityResult<(String, Arc<AuthContext>)> {
+    let subject = subject_token(headers)?;
+    let ctx = validate(state, &subject).await?;
+    if !caller.is_admin() && caller.user_id != ctx.user_id {
+        return Err(IdentityError::Forbidden("identity:validate_token".into()));
+    }
+    Ok((subject, ctx))
+}
+
+/// `GET /v3/auth/tokens`: validates `X-Subject-Token`.
+pub async fn show(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> IdentityResult<Response> {
+    let (subject, ctx) = validated_subject(&state, &caller, &headers).await?;
+    token_response(&state, StatusCode::OK, &subject, &ctx, !query.contains_key("nocatalog")).await
+}
+
+/// `HEAD /v3/auth/tokens`.
+pub async fn check(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+) -> IdentityResult<Response> {
+    let (subject, _) = validated_subject(&state, &caller, &headers).await?;
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(value) = HeaderValue::from_str(&subject) {
+        response.headers_mut().insert("x-subject-token", value);
+    }
+    Ok(response)
+}
+
+/// `DELETE /v3/auth/tokens`: revokes `X-Subject-Token`.
+pub async fn revoke(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+) -> IdentityResult<Response> {
+    let (_, ctx) = validated_subject(&state, &caller, &headers).await?;
+    let hash = ctx.token_hash.clone();
+    state
+        .write(move |tx| {
+            store::revoke_token(tx, &hash)?;
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v3/auth/catalog`.
+pub async fn auth_catalog(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+    if caller.scope == Scope::Unscoped {
+        return Err(IdentityError::Forbidden("identity:get_auth_catalog (a scoped token is required)".into()));
+    }
+    let catalog = super::catalog::service_catalog(&state).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"catalog": catalog, "links": {"self": format!("{}/auth/catalog", state.v3_url()), "previous": null, "next": null}}),
+    ))
+}
+
+/// `GET /v3/auth/projects`: projects the caller has a role on.
+pub async fn auth_projects(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+    let user_id = caller.user_id.clone();
+    let base = state.v3_url();
+    let projects = state
+        .read(move |conn| super::resources::user_projects_json(conn, &user_id, &base))
+        .await?;
+    Ok(super::list_response("projects", projects, format!("{}/auth/projects", state.v3_url())))
+}
+
+/// `GET /v3/auth/domains`: domains the caller has a role on.
+pub async fn auth_domains(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+    let user_id = caller.user_id.clone();
+    let base = state.v3_url();
+    let domains = state
+        .read(move |conn| {
+            let mut out = Vec::new();
+            for domain in store::list_domains(conn)? {
+                if domain.enabled && !super::roles::effective_role_ids(conn, &user_id, "domain", &domain.id)?.is_empty() {
+                    out.push(super::views::domain(&domain, &base));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(super::list_response("domains", domains, format!("{}/auth/domains", state.v3_url())))
+}
+
+/// `GET /v3/auth/system`.
+pub async fn auth_system(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+    let user_id = caller.user_id.clone();
+    let has_system = state
+        .read(move |conn| Ok(!super::roles::effective_role_ids(conn, &user_id, "system", "all")?.is_empty()))
+        .await?;
+    let system: Vec<Value> = if has_system { vec![json!({"all": true})] } else { vec![] };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"system": system, "links": {"self": format!("{}/auth/system", state.v3_url()), "previous": null, "next": null}}),
+    ))
+}
