@@ -19,7 +19,10 @@ use crate::identity::{self, IdentityState, bootstrap};
 pub enum ServeError {
     /// The state directory could not be prepared.
     #[error("state directory {path}: {source}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     /// The state file could not be opened or migrated.
     #[error("state file: {0}")]
     Db(#[from] crate::db::DbError),
@@ -28,7 +31,10 @@ pub enum ServeError {
     Bootstrap(#[from] identity::IdentityError),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The async runtime could not start or the server failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
@@ -44,7 +50,10 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[bootstrap::CatalogEntry {
 pub fn serve_main(args: ServeArgs) -> ExitCode {
     let started = Instant::now();
     init_logging(args.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("yunhe: cannot start the runtime: {e}");
@@ -63,7 +72,9 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("YUNHE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         let _ = builder.json().try_init();
     } else {
@@ -85,7 +96,16 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
         .layer(axum::middleware::from_fn(crate::http::request_id))
 }
 
-async fn serve(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
+async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
+    // Bind first: with port 0 the kernel picks the port, and the public URL
+    // (which goes into the catalog) must name the real one.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: args.listen.to_string(),
+            source,
+        })?;
+    args.listen = listener.local_addr()?;
     let state_dir = args.resolved_state_dir();
     let public_url = args.resolved_public_url();
     let dir_error = |source| ServeError::StateDir {
@@ -93,7 +113,8 @@ async fn serve(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         source,
     };
     std::fs::create_dir_all(&state_dir).map_err(dir_error)?;
-    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(dir_error)?;
 
     let db_path = state_dir.join("yunhe.db");
     let (db, report) = {
@@ -102,24 +123,27 @@ async fn serve(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         let password = args.admin_password.clone();
         tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
             let db = Db::open(&db_path)?;
-            let report = bootstrap::run(&db, &state_dir, &public_url, password.as_deref(), CATALOG)?;
+            let report =
+                bootstrap::run(&db, &state_dir, &public_url, password.as_deref(), CATALOG)?;
             Ok((db, report))
         })
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| ServeError::Listen {
-        addr: args.listen.to_string(),
-        source,
-    })?;
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");
-    println!("yunhe {} is up ({ready_ms:.0} ms).", env!("CARGO_PKG_VERSION"));
+    println!(
+        "yunhe {} is up ({ready_ms:.0} ms).",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("  dashboard:   {public_url}/");
     println!("  identity:    {public_url}/identity/v3");
-    println!("  credentials: {} (OS_CLOUD=yunhe)", report.clouds_yaml.display());
+    println!(
+        "  credentials: {} (OS_CLOUD=yunhe)",
+        report.clouds_yaml.display()
+    );
     println!("               {}", report.openrc.display());
     if report.created_admin {
         println!("  first start: created user 'admin'; its password is in the two files above.");
@@ -128,7 +152,9 @@ async fn serve(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
         report.clouds_yaml.display()
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("yunhe stopped");
     Ok(())
 }

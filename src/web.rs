@@ -27,9 +27,10 @@ fn asset(path: &str) -> Response {
     match Assets::get(path) {
         Some(file) => {
             let mut response = Response::new(Body::from(file.data.into_owned()));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(path)),
+            );
             response
         }
         None => StatusCode::NOT_FOUND.into_response(),
@@ -39,5 +40,8 @@ fn asset(path: &str) -> Response {
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route("/ui/{*path}", get(|Path(path): Path<String>| async move { asset(&path) }))
+        .route(
+            "/ui/{*path}",
+            get(|Path(path): Path<String>| async move { asset(&path) }),
+        )
 }

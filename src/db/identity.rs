@@ -103,7 +103,10 @@ pub fn list_domains(conn: &Connection) -> DbResult<Vec<Domain>> {
 
 /// Deletes a domain and everything it owns (projects, users, groups, roles).
 pub fn delete_domain(conn: &Connection, id: &str) -> DbResult<bool> {
-    for project in list_projects(conn)?.into_iter().filter(|p| p.domain_id == id) {
+    for project in list_projects(conn)?
+        .into_iter()
+        .filter(|p| p.domain_id == id)
+    {
         delete_project(conn, &project.id)?;
     }
     let users: Vec<String> = list_users(conn)?
@@ -117,7 +120,10 @@ pub fn delete_domain(conn: &Connection, id: &str) -> DbResult<bool> {
     for group in list_groups(conn)?.into_iter().filter(|g| g.domain_id == id) {
         delete_group(conn, &group.id)?;
     }
-    for role in list_roles(conn)?.into_iter().filter(|r| r.domain_id.as_deref() == Some(id)) {
+    for role in list_roles(conn)?
+        .into_iter()
+        .filter(|r| r.domain_id.as_deref() == Some(id))
+    {
         delete_role(conn, &role.id)?;
     }
     conn.execute(
@@ -171,7 +177,12 @@ pub fn insert_project(conn: &Connection, p: &Project) -> DbResult<()> {
             extra_text(&p.extra)
         ],
     )
-    .map_err(|e| unique_or(e, &format!("a project named {} already exists in its domain", p.name)))?;
+    .map_err(|e| {
+        unique_or(
+            e,
+            &format!("a project named {} already exists in its domain", p.name),
+        )
+    })?;
     Ok(())
 }
 
@@ -188,7 +199,12 @@ pub fn update_project(conn: &Connection, p: &Project) -> DbResult<()> {
             p.parent_id
         ],
     )
-    .map_err(|e| unique_or(e, &format!("a project named {} already exists in its domain", p.name)))?;
+    .map_err(|e| {
+        unique_or(
+            e,
+            &format!("a project named {} already exists in its domain", p.name),
+        )
+    })?;
     Ok(())
 }
 
@@ -198,9 +214,15 @@ pub fn get_project(conn: &Connection, id: &str) -> DbResult<Option<Project>> {
     pair.map(|p| finish(p, |d, e| d.extra = e)).transpose()
 }
 
-pub fn get_project_by_name(conn: &Connection, domain_id: &str, name: &str) -> DbResult<Option<Project>> {
+pub fn get_project_by_name(
+    conn: &Connection,
+    domain_id: &str,
+    name: &str,
+) -> DbResult<Option<Project>> {
     let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE domain_id = ?1 AND name = ?2");
-    let pair = conn.query_row(&sql, [domain_id, name], project_from_row).optional()?;
+    let pair = conn
+        .query_row(&sql, [domain_id, name], project_from_row)
+        .optional()?;
     pair.map(|p| finish(p, |d, e| d.extra = e)).transpose()
 }
 
@@ -216,19 +238,29 @@ pub fn delete_project(conn: &Connection, id: &str) -> DbResult<bool> {
         "DELETE FROM assignments WHERE target_type = 'project' AND target_id = ?1",
         [id],
     )?;
-    conn.execute("DELETE FROM application_credentials WHERE project_id = ?1", [id])?;
-    conn.execute("UPDATE tokens SET revoked = 1 WHERE scope_type = 'project' AND scope_id = ?1", [id])?;
+    conn.execute(
+        "DELETE FROM application_credentials WHERE project_id = ?1",
+        [id],
+    )?;
+    conn.execute(
+        "UPDATE tokens SET revoked = 1 WHERE scope_type = 'project' AND scope_id = ?1",
+        [id],
+    )?;
     Ok(conn.execute("DELETE FROM projects WHERE id = ?1", [id])? > 0)
 }
 
 pub fn project_tags(conn: &Connection, project_id: &str) -> DbResult<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT tag FROM project_tags WHERE project_id = ?1 ORDER BY tag")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT tag FROM project_tags WHERE project_id = ?1 ORDER BY tag")?;
     let rows = stmt.query_map([project_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn set_project_tags(conn: &Connection, project_id: &str, tags: &[String]) -> DbResult<()> {
-    conn.execute("DELETE FROM project_tags WHERE project_id = ?1", [project_id])?;
+    conn.execute(
+        "DELETE FROM project_tags WHERE project_id = ?1",
+        [project_id],
+    )?;
     for tag in tags {
         conn.execute(
             "INSERT OR IGNORE INTO project_tags (project_id, tag) VALUES (?1, ?2)",
@@ -324,7 +356,12 @@ pub fn update_user(conn: &Connection, u: &User) -> DbResult<()> {
             extra_text(&u.extra)
         ],
     )
-    .map_err(|e| unique_or(e, &format!("a user named {} already exists in its domain", u.name)))?;
+    .map_err(|e| {
+        unique_or(
+            e,
+            &format!("a user named {} already exists in its domain", u.name),
+        )
+    })?;
     Ok(())
 }
 
@@ -336,7 +373,9 @@ pub fn get_user(conn: &Connection, id: &str) -> DbResult<Option<User>> {
 
 pub fn get_user_by_name(conn: &Connection, domain_id: &str, name: &str) -> DbResult<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE domain_id = ?1 AND name = ?2");
-    let triple = conn.query_row(&sql, [domain_id, name], user_from_row).optional()?;
+    let triple = conn
+        .query_row(&sql, [domain_id, name], user_from_row)
+        .optional()?;
     triple.map(finish_user).transpose()
 }
 
@@ -348,7 +387,10 @@ pub fn list_users(conn: &Connection) -> DbResult<Vec<User>> {
 }
 
 pub fn delete_user(conn: &Connection, id: &str) -> DbResult<bool> {
-    conn.execute("DELETE FROM assignments WHERE actor_type = 'user' AND actor_id = ?1", [id])?;
+    conn.execute(
+        "DELETE FROM assignments WHERE actor_type = 'user' AND actor_id = ?1",
+        [id],
+    )?;
     conn.execute("DELETE FROM credentials WHERE user_id = ?1", [id])?;
     revoke_user_tokens(conn, id)?;
     Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
@@ -383,9 +425,20 @@ fn group_from_row(row: &Row) -> rusqlite::Result<(Group, String)> {
 pub fn insert_group(conn: &Connection, g: &Group) -> DbResult<()> {
     conn.execute(
         &format!("INSERT INTO groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-        params![g.id, g.name, g.domain_id, g.description, extra_text(&g.extra)],
+        params![
+            g.id,
+            g.name,
+            g.domain_id,
+            g.description,
+            extra_text(&g.extra)
+        ],
     )
-    .map_err(|e| unique_or(e, &format!("a group named {} already exists in its domain", g.name)))?;
+    .map_err(|e| {
+        unique_or(
+            e,
+            &format!("a group named {} already exists in its domain", g.name),
+        )
+    })?;
     Ok(())
 }
 
@@ -394,7 +447,12 @@ pub fn update_group(conn: &Connection, g: &Group) -> DbResult<()> {
         "UPDATE groups SET name = ?2, description = ?3, extra = ?4 WHERE id = ?1",
         params![g.id, g.name, g.description, extra_text(&g.extra)],
     )
-    .map_err(|e| unique_or(e, &format!("a group named {} already exists in its domain", g.name)))?;
+    .map_err(|e| {
+        unique_or(
+            e,
+            &format!("a group named {} already exists in its domain", g.name),
+        )
+    })?;
     Ok(())
 }
 
@@ -412,7 +470,10 @@ pub fn list_groups(conn: &Connection) -> DbResult<Vec<Group>> {
 }
 
 pub fn delete_group(conn: &Connection, id: &str) -> DbResult<bool> {
-    conn.execute("DELETE FROM assignments WHERE actor_type = 'group' AND actor_id = ?1", [id])?;
+    conn.execute(
+        "DELETE FROM assignments WHERE actor_type = 'group' AND actor_id = ?1",
+        [id],
+    )?;
     Ok(conn.execute("DELETE FROM groups WHERE id = ?1", [id])? > 0)
 }
 
@@ -464,7 +525,11 @@ fn role_from_row(row: &Row) -> rusqlite::Result<(Role, String, String)> {
         Role {
             id: row.get(0)?,
             name: row.get(1)?,
-            domain_id: if domain.is_empty() { None } else { Some(domain) },
+            domain_id: if domain.is_empty() {
+                None
+            } else {
+                Some(domain)
+            },
             description: row.get(3)?,
             options: Map::new(),
             extra: Map::new(),
@@ -500,7 +565,13 @@ pub fn insert_role(conn: &Connection, r: &Role) -> DbResult<()> {
 pub fn update_role(conn: &Connection, r: &Role) -> DbResult<()> {
     conn.execute(
         "UPDATE roles SET name = ?2, description = ?3, options = ?4, extra = ?5 WHERE id = ?1",
-        params![r.id, r.name, r.description, extra_text(&r.options), extra_text(&r.extra)],
+        params![
+            r.id,
+            r.name,
+            r.description,
+            extra_text(&r.options),
+            extra_text(&r.extra)
+        ],
     )
     .map_err(|e| unique_or(e, &format!("a role named {} already exists", r.name)))?;
     Ok(())
@@ -540,7 +611,8 @@ pub fn delete_implied_role(conn: &Connection, prior: &str, implied: &str) -> DbR
 
 /// Every (prior_role_id, implied_role_id) rule.
 pub fn list_implied_roles(conn: &Connection) -> DbResult<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT prior_role_id, implied_role_id FROM implied_roles")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT prior_role_id, implied_role_id FROM implied_roles")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -573,7 +645,14 @@ pub fn delete_assignment(conn: &Connection, a: &Assignment) -> DbResult<bool> {
     Ok(conn.execute(
         "DELETE FROM assignments WHERE actor_type = ?1 AND actor_id = ?2 AND target_type = ?3
             AND target_id = ?4 AND role_id = ?5 AND inherited = ?6",
-        params![a.actor_type, a.actor_id, a.target_type, a.target_id, a.role_id, a.inherited],
+        params![
+            a.actor_type,
+            a.actor_id,
+            a.target_type,
+            a.target_id,
+            a.role_id,
+            a.inherited
+        ],
     )? > 0)
 }
 
@@ -611,8 +690,7 @@ pub struct AppCredential {
     pub access_rules: Value,
 }
 
-const APP_CRED_COLUMNS: &str =
-    "id, name, user_id, project_id, secret_hash, description, expires_at, unrestricted, roles, access_rules";
+const APP_CRED_COLUMNS: &str = "id, name, user_id, project_id, secret_hash, description, expires_at, unrestricted, roles, access_rules";
 
 fn app_cred_from_row(row: &Row) -> rusqlite::Result<(AppCredential, String, String)> {
     Ok((
@@ -667,7 +745,9 @@ pub fn get_app_cred(conn: &Connection, id: &str) -> DbResult<Option<AppCredentia
 }
 
 pub fn list_app_creds(conn: &Connection, user_id: &str) -> DbResult<Vec<AppCredential>> {
-    let sql = format!("SELECT {APP_CRED_COLUMNS} FROM application_credentials WHERE user_id = ?1 ORDER BY name");
+    let sql = format!(
+        "SELECT {APP_CRED_COLUMNS} FROM application_credentials WHERE user_id = ?1 ORDER BY name"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([user_id], app_cred_from_row)?;
     rows.map(|r| finish_app_cred(r?)).collect()
@@ -745,14 +825,20 @@ pub fn upsert_region(conn: &Connection, r: &Region) -> DbResult<()> {
     conn.execute(
         "INSERT INTO regions (id, description, parent_region_id, extra) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(id) DO UPDATE SET description = ?2, parent_region_id = ?3, extra = ?4",
-        params![r.id, r.description, r.parent_region_id, extra_text(&r.extra)],
+        params![
+            r.id,
+            r.description,
+            r.parent_region_id,
+            extra_text(&r.extra)
+        ],
     )?;
     Ok(())
 }
 
 pub fn list_regions(conn: &Connection) -> DbResult<Vec<Region>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, description, parent_region_id, extra FROM regions ORDER BY id")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, description, parent_region_id, extra FROM regions ORDER BY id",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             Region {
@@ -791,8 +877,9 @@ pub fn upsert_service(conn: &Connection, s: &Service) -> DbResult<()> {
 }
 
 pub fn list_services(conn: &Connection) -> DbResult<Vec<Service>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, type, name, description, enabled, extra FROM services ORDER BY type, id")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, type, name, description, enabled, extra FROM services ORDER BY type, id",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             Service {
@@ -830,7 +917,15 @@ pub fn upsert_endpoint(conn: &Connection, e: &Endpoint) -> DbResult<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(id) DO UPDATE SET service_id = ?2, interface = ?3, url = ?4, region_id = ?5,
             enabled = ?6, extra = ?7",
-        params![e.id, e.service_id, e.interface, e.url, e.region_id, e.enabled, extra_text(&e.extra)],
+        params![
+            e.id,
+            e.service_id,
+            e.interface,
+            e.url,
+            e.region_id,
+            e.enabled,
+            extra_text(&e.extra)
+        ],
     )?;
     Ok(())
 }
@@ -938,11 +1033,17 @@ pub fn get_token(conn: &Connection, token_hash: &str) -> DbResult<Option<TokenRe
 }
 
 pub fn revoke_token(conn: &Connection, token_hash: &str) -> DbResult<bool> {
-    Ok(conn.execute("UPDATE tokens SET revoked = 1 WHERE token_hash = ?1", [token_hash])? > 0)
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked = 1 WHERE token_hash = ?1",
+        [token_hash],
+    )? > 0)
 }
 
 pub fn revoke_user_tokens(conn: &Connection, user_id: &str) -> DbResult<()> {
-    conn.execute("UPDATE tokens SET revoked = 1 WHERE user_id = ?1", [user_id])?;
+    conn.execute(
+        "UPDATE tokens SET revoked = 1 WHERE user_id = ?1",
+        [user_id],
+    )?;
     Ok(())
 }
 
@@ -964,7 +1065,9 @@ pub fn purge_expired_tokens(conn: &Connection, now: i64) -> DbResult<usize> {
 
 pub fn get_setting(conn: &Connection, key: &str) -> DbResult<Option<String>> {
     Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 

@@ -29,9 +29,10 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -70,7 +71,14 @@ impl ApiVersion<'_> {
 /// Splits a list-filter query key such as `name__icontains` into the
 /// attribute and its comparison.
 pub fn split_filter_key(key: &str) -> (&str, &str) {
-    for op in ["__icontains", "__contains", "__istartswith", "__startswith", "__iendswith", "__endswith"] {
+    for op in [
+        "__icontains",
+        "__contains",
+        "__istartswith",
+        "__startswith",
+        "__iendswith",
+        "__endswith",
+    ] {
         if let Some(attr) = key.strip_suffix(op) {
             return (attr, &op[2..]);
         }
@@ -84,7 +92,10 @@ pub fn filter_matches(actual: Option<&Value>, op: &str, wanted: &str) -> bool {
         None | Some(Value::Null) => return wanted.is_empty() && op == "equals",
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => {
-            let wanted_bool = !matches!(wanted.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off");
+            let wanted_bool = !matches!(
+                wanted.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            );
             return op == "equals" && *b == wanted_bool;
         }
         Some(other) => other.to_string(),

@@ -12,7 +12,9 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use super::{IdentityError, IdentityResult};
-use crate::db::identity::{self as store, Assignment, Domain, Endpoint, Project, Region, Role, Service, User};
+use crate::db::identity::{
+    self as store, Assignment, Domain, Endpoint, Project, Region, Role, Service, User,
+};
 use crate::db::{Db, now_unix};
 
 pub const REGION: &str = "RegionOne";
@@ -40,7 +42,10 @@ fn managed_id(what: &str) -> String {
 }
 
 fn ensure_role(conn: &Connection, name: &str) -> crate::db::DbResult<String> {
-    if let Some(role) = store::list_roles(conn)?.into_iter().find(|r| r.name == name && r.domain_id.is_none()) {
+    if let Some(role) = store::list_roles(conn)?
+        .into_iter()
+        .find(|r| r.name == name && r.domain_id.is_none())
+    {
         return Ok(role.id);
     }
     let role = Role {
@@ -79,7 +84,10 @@ pub fn run(
             }
         })
     };
-    let password_hash = new_password.as_deref().map(super::password::hash).transpose()?;
+    let password_hash = new_password
+        .as_deref()
+        .map(super::password::hash)
+        .transpose()?;
     let public_url = public_url.to_string();
     let entries: Vec<(String, String, String)> = services
         .iter()
@@ -207,7 +215,8 @@ pub fn run(
 }
 
 fn write_private(path: &Path, text: &str) -> IdentityResult<()> {
-    let io = |e: std::io::Error| IdentityError::Internal(format!("writing {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| IdentityError::Internal(format!("writing {}: {e}", path.display()));
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -226,10 +235,16 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-fn write_client_files(clouds_yaml: &Path, openrc: &Path, public_url: &str, password: &str) -> IdentityResult<()> {
+fn write_client_files(
+    clouds_yaml: &Path,
+    openrc: &Path,
+    public_url: &str,
+    password: &str,
+) -> IdentityResult<()> {
     let auth_url = format!("{public_url}/identity");
     // JSON strings are valid YAML double-quoted scalars.
-    let quoted = serde_json::to_string(password).map_err(|e| IdentityError::Internal(e.to_string()))?;
+    let quoted =
+        serde_json::to_string(password).map_err(|e| IdentityError::Internal(e.to_string()))?;
     let yaml = format!(
         "clouds:\n  yunhe:\n    auth:\n      auth_url: {auth_url}\n      username: admin\n      password: {quoted}\n      \
          project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    \

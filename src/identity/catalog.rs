@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id, opt_bool, opt_string,
-    parse_body, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id,
+    opt_bool, opt_string, parse_body, take_object,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
 use crate::http::{json_response, no_content};
@@ -26,12 +26,25 @@ pub fn routes() -> Router<Arc<IdentityState>> {
         .route("/v3/regions", get(list_regions).post(create_region))
         .route(
             "/v3/regions/{id}",
-            get(get_region).patch(update_region).delete(delete_region).put(create_region_with_id),
+            get(get_region)
+                .patch(update_region)
+                .delete(delete_region)
+                .put(create_region_with_id),
         )
         .route("/v3/services", get(list_services).post(create_service))
-        .route("/v3/services/{id}", get(get_service).patch(update_service).delete(delete_service))
+        .route(
+            "/v3/services/{id}",
+            get(get_service)
+                .patch(update_service)
+                .delete(delete_service),
+        )
         .route("/v3/endpoints", get(list_endpoints).post(create_endpoint))
-        .route("/v3/endpoints/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
+        .route(
+            "/v3/endpoints/{id}",
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
+        )
 }
 
 /// The catalog as it goes into tokens and `/v3/auth/catalog`.
@@ -123,18 +136,33 @@ async fn list_regions(
 ) -> IdentityResult<Response> {
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_regions(conn)?.iter().map(|r| region_json(r, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_regions(conn)?
+                .iter()
+                .map(|r| region_json(r, &base))
+                .collect())
+        })
         .await?;
     let items = apply_filters(items, &q, &["parent_region_id", "id"]);
-    Ok(list_response("regions", items, format!("{}/regions", s.v3_url())))
+    Ok(list_response(
+        "regions",
+        items,
+        format!("{}/regions", s.v3_url()),
+    ))
 }
 
-async fn save_new_region(s: &Arc<IdentityState>, id: Option<String>, body: Bytes) -> IdentityResult<Response> {
+async fn save_new_region(
+    s: &Arc<IdentityState>,
+    id: Option<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "region")?;
     let id = match (id, opt_string(&obj, "id")?) {
         (Some(path_id), Some(body_id)) if path_id != body_id => {
-            return Err(IdentityError::BadRequest("The region id in the body differs from the URL's.".into()));
+            return Err(IdentityError::BadRequest(
+                "The region id in the body differs from the URL's.".into(),
+            ));
         }
         (Some(id), _) | (None, Some(id)) => id,
         (None, None) => new_id(),
@@ -149,19 +177,31 @@ async fn save_new_region(s: &Arc<IdentityState>, id: Option<String>, body: Bytes
     let value = s
         .write(move |tx| {
             if store::list_regions(tx)?.iter().any(|r| r.id == region.id) {
-                return Err(IdentityError::Conflict(format!("Region {} already exists.", region.id)));
+                return Err(IdentityError::Conflict(format!(
+                    "Region {} already exists.",
+                    region.id
+                )));
             }
             if let Some(parent) = &region.parent_region_id {
-                find_region(tx, parent).map_err(|_| IdentityError::NotFound(format!("Could not find region: {parent}.")))?;
+                find_region(tx, parent).map_err(|_| {
+                    IdentityError::NotFound(format!("Could not find region: {parent}."))
+                })?;
             }
             store::upsert_region(tx, &region)?;
             Ok(region_json(&region, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"region": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"region": value}),
+    ))
 }
 
-async fn create_region(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_region(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_region")?;
     save_new_region(&s, None, body).await
 }
@@ -182,7 +222,9 @@ async fn get_region(
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(region_json(&find_region(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(region_json(&find_region(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"region": value})))
 }
 
@@ -206,13 +248,17 @@ async fn update_region(
                 let parent = opt_string(&obj, "parent_region_id")?;
                 if let Some(parent) = &parent {
                     if *parent == region.id {
-                        return Err(IdentityError::BadRequest("A region cannot be its own parent.".into()));
+                        return Err(IdentityError::BadRequest(
+                            "A region cannot be its own parent.".into(),
+                        ));
                     }
                     find_region(tx, parent)?;
                 }
                 region.parent_region_id = parent;
             }
-            region.extra.extend(strip_reserved(obj, &["description", "parent_region_id"]));
+            region
+                .extra
+                .extend(strip_reserved(obj, &["description", "parent_region_id"]));
             store::upsert_region(tx, &region)?;
             Ok(region_json(&region, &base))
         })
@@ -228,8 +274,13 @@ async fn delete_region(
     require_admin(&ctx, "delete_region")?;
     s.write(move |tx| {
         find_region(tx, &id)?;
-        if store::list_regions(tx)?.iter().any(|r| r.parent_region_id.as_deref() == Some(id.as_str())) {
-            return Err(IdentityError::Forbidden("delete_region (the region has child regions)".into()));
+        if store::list_regions(tx)?
+            .iter()
+            .any(|r| r.parent_region_id.as_deref() == Some(id.as_str()))
+        {
+            return Err(IdentityError::Forbidden(
+                "delete_region (the region has child regions)".into(),
+            ));
         }
         store::delete_region(tx, &id)?;
         Ok(())
@@ -248,13 +299,26 @@ async fn list_services(
     require_admin(&ctx, "list_services")?;
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_services(conn)?.iter().map(|sv| service_json(sv, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_services(conn)?
+                .iter()
+                .map(|sv| service_json(sv, &base))
+                .collect())
+        })
         .await?;
     let items = apply_filters(items, &q, &["type", "name", "enabled", "id"]);
-    Ok(list_response("services", items, format!("{}/services", s.v3_url())))
+    Ok(list_response(
+        "services",
+        items,
+        format!("{}/services", s.v3_url()),
+    ))
 }
 
-async fn create_service(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_service(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_service")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "service")?;
@@ -276,7 +340,10 @@ async fn create_service(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, bo
             Ok(service_json(&service, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"service": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"service": value}),
+    ))
 }
 
 async fn get_service(
@@ -286,7 +353,9 @@ async fn get_service(
 ) -> IdentityResult<Response> {
     require_admin(&ctx, "get_service")?;
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(service_json(&find_service(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(service_json(&find_service(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"service": value})))
 }
 
@@ -315,7 +384,10 @@ async fn update_service(
             if let Some(enabled) = opt_bool(&obj, "enabled")? {
                 service.enabled = enabled;
             }
-            service.extra.extend(strip_reserved(obj, &["type", "name", "description", "enabled"]));
+            service.extra.extend(strip_reserved(
+                obj,
+                &["type", "name", "description", "enabled"],
+            ));
             store::upsert_service(tx, &service)?;
             Ok(service_json(&service, &base))
         })
@@ -348,10 +420,23 @@ async fn list_endpoints(
     require_admin(&ctx, "list_endpoints")?;
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_endpoints(conn)?.iter().map(|e| endpoint_json(e, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_endpoints(conn)?
+                .iter()
+                .map(|e| endpoint_json(e, &base))
+                .collect())
+        })
         .await?;
-    let items = apply_filters(items, &q, &["interface", "service_id", "region_id", "enabled", "id"]);
-    Ok(list_response("endpoints", items, format!("{}/endpoints", s.v3_url())))
+    let items = apply_filters(
+        items,
+        &q,
+        &["interface", "service_id", "region_id", "enabled", "id"],
+    );
+    Ok(list_response(
+        "endpoints",
+        items,
+        format!("{}/endpoints", s.v3_url()),
+    ))
 }
 
 fn check_interface(interface: &str) -> IdentityResult<()> {
@@ -371,14 +456,19 @@ fn check_url(url: &str) -> IdentityResult<()> {
     Ok(())
 }
 
-async fn create_endpoint(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_endpoint(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_endpoint")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "endpoint")?;
     let interface = opt_string(&obj, "interface")?
         .ok_or_else(|| IdentityError::BadRequest("'interface' is a required property.".into()))?;
     check_interface(&interface)?;
-    let url = opt_string(&obj, "url")?.ok_or_else(|| IdentityError::BadRequest("'url' is a required property.".into()))?;
+    let url = opt_string(&obj, "url")?
+        .ok_or_else(|| IdentityError::BadRequest("'url' is a required property.".into()))?;
     check_url(&url)?;
     let service_id = opt_string(&obj, "service_id")?
         .ok_or_else(|| IdentityError::BadRequest("'service_id' is a required property.".into()))?;
@@ -393,13 +483,27 @@ async fn create_endpoint(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, b
         url,
         region_id,
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
-        extra: strip_reserved(obj, &["interface", "url", "service_id", "region_id", "region", "enabled"]),
+        extra: strip_reserved(
+            obj,
+            &[
+                "interface",
+                "url",
+                "service_id",
+                "region_id",
+                "region",
+                "enabled",
+            ],
+        ),
     };
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
-            find_service(tx, &endpoint.service_id)
-                .map_err(|_| IdentityError::BadRequest(format!("Could not find service: {}.", endpoint.service_id)))?;
+            find_service(tx, &endpoint.service_id).map_err(|_| {
+                IdentityError::BadRequest(format!(
+                    "Could not find service: {}.",
+                    endpoint.service_id
+                ))
+            })?;
             if let Some(region) = &endpoint.region_id {
                 if find_region(tx, region).is_err() {
                     store::upsert_region(
@@ -417,7 +521,10 @@ async fn create_endpoint(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, b
             Ok(endpoint_json(&endpoint, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"endpoint": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"endpoint": value}),
+    ))
 }
 
 async fn get_endpoint(
@@ -427,7 +534,9 @@ async fn get_endpoint(
 ) -> IdentityResult<Response> {
     require_admin(&ctx, "get_endpoint")?;
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(endpoint_json(&find_endpoint(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(endpoint_json(&find_endpoint(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"endpoint": value})))
 }
 
@@ -463,9 +572,17 @@ async fn update_endpoint(
             if let Some(enabled) = opt_bool(&obj, "enabled")? {
                 endpoint.enabled = enabled;
             }
-            endpoint
-                .extra
-                .extend(strip_reserved(obj, &["interface", "url", "service_id", "region_id", "region", "enabled"]));
+            endpoint.extra.extend(strip_reserved(
+                obj,
+                &[
+                    "interface",
+                    "url",
+                    "service_id",
+                    "region_id",
+                    "region",
+                    "enabled",
+                ],
+            ));
             store::upsert_endpoint(tx, &endpoint)?;
             Ok(endpoint_json(&endpoint, &base))
         })

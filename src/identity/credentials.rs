@@ -16,23 +16,31 @@ use sha2::{Digest, Sha256};
 
 use super::views::strip_reserved;
 use super::{
-    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id, opt_bool,
-    opt_string, parse_body, required_name, take_object,
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response,
+    new_id, opt_bool, opt_string, parse_body, required_name, take_object,
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
 use crate::http::{json_response, no_content};
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
-        .route("/v3/users/{user_id}/application_credentials", get(list_app_creds).post(create_app_cred))
+        .route(
+            "/v3/users/{user_id}/application_credentials",
+            get(list_app_creds).post(create_app_cred),
+        )
         .route(
             "/v3/users/{user_id}/application_credentials/{id}",
             get(get_app_cred).delete(delete_app_cred),
         )
-        .route("/v3/credentials", get(list_credentials).post(create_credential))
+        .route(
+            "/v3/credentials",
+            get(list_credentials).post(create_credential),
+        )
         .route(
             "/v3/credentials/{id}",
-            get(get_credential).patch(update_credential).delete(delete_credential),
+            get(get_credential)
+                .patch(update_credential)
+                .delete(delete_credential),
         )
 }
 
@@ -43,7 +51,9 @@ fn parse_time(text: &str) -> IdentityResult<i64> {
             return Ok(t.and_utc().timestamp());
         }
     }
-    Err(IdentityError::BadRequest(format!("Invalid timestamp: {text:?}.")))
+    Err(IdentityError::BadRequest(format!(
+        "Invalid timestamp: {text:?}."
+    )))
 }
 
 fn format_time(unix: i64) -> String {
@@ -91,9 +101,15 @@ async fn create_app_cred(
     body: Bytes,
 ) -> IdentityResult<Response> {
     if ctx.user_id != user_id {
-        return Err(IdentityError::Forbidden("identity:create_application_credential".into()));
+        return Err(IdentityError::Forbidden(
+            "identity:create_application_credential".into(),
+        ));
     }
-    if ctx.app_cred.as_ref().is_some_and(|(_, _, unrestricted)| !unrestricted) {
+    if ctx
+        .app_cred
+        .as_ref()
+        .is_some_and(|(_, _, unrestricted)| !unrestricted)
+    {
         return Err(IdentityError::Forbidden(
             "identity:create_application_credential (a restricted application credential cannot make another)".into(),
         ));
@@ -113,7 +129,9 @@ async fn create_app_cred(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         }
     };
-    let expires_at = opt_string(&obj, "expires_at")?.map(|t| parse_time(&t)).transpose()?;
+    let expires_at = opt_string(&obj, "expires_at")?
+        .map(|t| parse_time(&t))
+        .transpose()?;
     let token_roles: Vec<(String, String)> = ctx.roles.clone();
     let requested: Vec<String> = match obj.get("roles") {
         Some(Value::Array(items)) => {
@@ -146,7 +164,10 @@ async fn create_app_cred(
         expires_at,
         unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
         roles: requested,
-        access_rules: obj.get("access_rules").cloned().unwrap_or(Value::Array(vec![])),
+        access_rules: obj
+            .get("access_rules")
+            .cloned()
+            .unwrap_or(Value::Array(vec![])),
     };
     let to_hash = secret.clone();
     let secret_hash = tokio::task::spawn_blocking(move || super::password::hash(&to_hash))
@@ -155,14 +176,20 @@ async fn create_app_cred(
     let base = s.v3_url();
     let mut value = s
         .write(move |tx| {
-            let cred = AppCredential { secret_hash, ..cred };
+            let cred = AppCredential {
+                secret_hash,
+                ..cred
+            };
             store::insert_app_cred(tx, &cred)?;
             let roles = role_values(tx, &cred.roles)?;
             Ok(app_cred_json(&cred, &roles, &base))
         })
         .await?;
     value["secret"] = Value::String(secret);
-    Ok(json_response(StatusCode::CREATED, &json!({"application_credential": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"application_credential": value}),
+    ))
 }
 
 async fn list_app_creds(
@@ -199,12 +226,17 @@ async fn get_app_cred(
         .read(move |conn| {
             let cred = store::get_app_cred(conn, &id)?
                 .filter(|c| c.user_id == user_id)
-                .ok_or_else(|| IdentityError::NotFound(format!("Could not find application credential: {id}.")))?;
+                .ok_or_else(|| {
+                    IdentityError::NotFound(format!("Could not find application credential: {id}."))
+                })?;
             let roles = role_values(conn, &cred.roles)?;
             Ok(app_cred_json(&cred, &roles, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &json!({"application_credential": value})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"application_credential": value}),
+    ))
 }
 
 async fn delete_app_cred(
@@ -216,7 +248,9 @@ async fn delete_app_cred(
     s.write(move |tx| {
         store::get_app_cred(tx, &id)?
             .filter(|c| c.user_id == user_id)
-            .ok_or_else(|| IdentityError::NotFound(format!("Could not find application credential: {id}.")))?;
+            .ok_or_else(|| {
+                IdentityError::NotFound(format!("Could not find application credential: {id}."))
+            })?;
         store::delete_app_cred(tx, &id)?;
         Ok(())
     })
@@ -253,21 +287,31 @@ fn credential_id(kind: &str, blob: &str) -> IdentityResult<String> {
     let access = parsed
         .get("access")
         .and_then(Value::as_str)
-        .ok_or_else(|| IdentityError::BadRequest("An ec2 credential's blob needs 'access'.".into()))?;
+        .ok_or_else(|| {
+            IdentityError::BadRequest("An ec2 credential's blob needs 'access'.".into())
+        })?;
     Ok(hex::encode(Sha256::digest(access.as_bytes())))
 }
 
-async fn create_credential(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_credential(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "credential")?;
     let user_id = opt_string(&obj, "user_id")?
         .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
     own_or_admin(&ctx, &user_id, "create_credential")?;
-    let kind = opt_string(&obj, "type")?.ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
-    let blob = opt_string(&obj, "blob")?.ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?;
+    let kind = opt_string(&obj, "type")?
+        .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
+    let blob = opt_string(&obj, "blob")?
+        .ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?;
     let project_id = opt_string(&obj, "project_id")?;
     if kind == "ec2" && project_id.is_none() {
-        return Err(IdentityError::BadRequest("An ec2 credential needs a project_id.".into()));
+        return Err(IdentityError::BadRequest(
+            "An ec2 credential needs a project_id.".into(),
+        ));
     }
     let credential = Credential {
         id: credential_id(&kind, &blob)?,
@@ -281,13 +325,18 @@ async fn create_credential(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth,
     let value = s
         .write(move |tx| {
             if store::get_credential(tx, &credential.id)?.is_some() {
-                return Err(IdentityError::Conflict("A credential with that access key exists.".into()));
+                return Err(IdentityError::Conflict(
+                    "A credential with that access key exists.".into(),
+                ));
             }
             store::upsert_credential(tx, &credential)?;
             Ok(credential_json(&credential, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"credential": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"credential": value}),
+    ))
 }
 
 async fn list_credentials(
@@ -308,11 +357,21 @@ async fn list_credentials(
         })
         .await?;
     let items = apply_filters(items, &q, &["user_id", "type"]);
-    Ok(list_response("credentials", items, format!("{}/credentials", s.v3_url())))
+    Ok(list_response(
+        "credentials",
+        items,
+        format!("{}/credentials", s.v3_url()),
+    ))
 }
 
-async fn load_visible(s: &Arc<IdentityState>, ctx: &AuthContext, id: String) -> IdentityResult<Credential> {
-    let found = s.read(move |conn| Ok(store::get_credential(conn, &id)?)).await?;
+async fn load_visible(
+    s: &Arc<IdentityState>,
+    ctx: &AuthContext,
+    id: String,
+) -> IdentityResult<Credential> {
+    let found = s
+        .read(move |conn| Ok(store::get_credential(conn, &id)?))
+        .await?;
     match found {
         Some(c) if ctx.is_admin() || c.user_id == ctx.user_id => Ok(c),
         _ => Err(IdentityError::NotFound("Could not find credential.".into())),
@@ -325,7 +384,10 @@ async fn get_credential(
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
     let credential = load_visible(&s, &ctx, id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"credential": credential_json(&credential, &s.v3_url())})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"credential": credential_json(&credential, &s.v3_url())}),
+    ))
 }
 
 async fn update_credential(
@@ -350,7 +412,10 @@ async fn update_credential(
         own_or_admin(&ctx, &user_id, "update_credential")?;
         credential.user_id = user_id;
     }
-    credential.extra.extend(strip_reserved(obj, &["user_id", "project_id", "type", "blob"]));
+    credential.extra.extend(strip_reserved(
+        obj,
+        &["user_id", "project_id", "type", "blob"],
+    ));
     let base = s.v3_url();
     let value = s
         .write(move |tx| {

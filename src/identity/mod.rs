@@ -95,7 +95,9 @@ impl IntoResponse for IdentityError {
         if status == StatusCode::UNAUTHORIZED {
             let uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
             if let Ok(value) = HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
             }
         }
         response
@@ -208,14 +210,20 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .ok_or_else(|| {
-                IdentityError::Unauthorized("The request you have made requires authentication.".into())
+                IdentityError::Unauthorized(
+                    "The request you have made requires authentication.".into(),
+                )
             })?;
-        let ctx = token::validate(state.identity(), &token).await.map_err(|e| match e {
-            IdentityError::NotFound(_) | IdentityError::Unauthorized(_) => {
-                IdentityError::Unauthorized("The request you have made requires authentication.".into())
-            }
-            other => other,
-        })?;
+        let ctx = token::validate(state.identity(), &token)
+            .await
+            .map_err(|e| match e {
+                IdentityError::NotFound(_) | IdentityError::Unauthorized(_) => {
+                    IdentityError::Unauthorized(
+                        "The request you have made requires authentication.".into(),
+                    )
+                }
+                other => other,
+            })?;
         Ok(Auth(ctx))
     }
 }
@@ -228,7 +236,10 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .route("/v3/", get(v3_version))
         .route(
             "/v3/auth/tokens",
-            post(token::issue).get(token::show).head(token::check).delete(token::revoke),
+            post(token::issue)
+                .get(token::show)
+                .head(token::check)
+                .delete(token::revoke),
         )
         .route("/v3/auth/catalog", get(token::auth_catalog))
         .route("/v3/auth/projects", get(token::auth_projects))
@@ -238,7 +249,13 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(roles::routes())
         .merge(catalog::routes())
         .merge(credentials::routes())
-        .route("/v3/{*rest}", get(not_found).post(not_found).put(not_found).patch(not_found))
+        .route(
+            "/v3/{*rest}",
+            get(not_found)
+                .post(not_found)
+                .put(not_found)
+                .patch(not_found),
+        )
         .fallback(not_found_any)
         .with_state(state)
 }
@@ -261,7 +278,9 @@ fn version_json(public_url: &str) -> Value {
     })
 }
 
-async fn root_versions(axum::extract::State(s): axum::extract::State<Arc<IdentityState>>) -> Response {
+async fn root_versions(
+    axum::extract::State(s): axum::extract::State<Arc<IdentityState>>,
+) -> Response {
     json_response(
         StatusCode::MULTIPLE_CHOICES,
         &json!({"versions": {"values": [version_json(&s.public_url)]}}),
@@ -269,7 +288,10 @@ async fn root_versions(axum::extract::State(s): axum::extract::State<Arc<Identit
 }
 
 async fn v3_version(axum::extract::State(s): axum::extract::State<Arc<IdentityState>>) -> Response {
-    json_response(StatusCode::OK, &json!({"version": version_json(&s.public_url)}))
+    json_response(
+        StatusCode::OK,
+        &json!({"version": version_json(&s.public_url)}),
+    )
 }
 
 // ------------------------------------------------------------ body helpers
@@ -278,8 +300,12 @@ async fn v3_version(axum::extract::State(s): axum::extract::State<Arc<IdentitySt
 pub fn parse_body(bytes: &[u8]) -> IdentityResult<Map<String, Value>> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(IdentityError::BadRequest("The request body must be a JSON object.".into())),
-        Err(e) => Err(IdentityError::BadRequest(format!("Malformed JSON in the request body: {e}"))),
+        Ok(_) => Err(IdentityError::BadRequest(
+            "The request body must be a JSON object.".into(),
+        )),
+        Err(e) => Err(IdentityError::BadRequest(format!(
+            "Malformed JSON in the request body: {e}"
+        ))),
     }
 }
 
@@ -287,8 +313,12 @@ pub fn parse_body(bytes: &[u8]) -> IdentityResult<Map<String, Value>> {
 pub fn take_object(body: &mut Map<String, Value>, key: &str) -> IdentityResult<Map<String, Value>> {
     match body.remove(key) {
         Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(IdentityError::BadRequest(format!("'{key}' must be an object."))),
-        None => Err(IdentityError::BadRequest(format!("'{key}' is a required property."))),
+        Some(_) => Err(IdentityError::BadRequest(format!(
+            "'{key}' must be an object."
+        ))),
+        None => Err(IdentityError::BadRequest(format!(
+            "'{key}' is a required property."
+        ))),
     }
 }
 
@@ -297,7 +327,9 @@ pub fn opt_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(IdentityError::BadRequest(format!("Invalid input for field '{key}': not a string."))),
+        Some(_) => Err(IdentityError::BadRequest(format!(
+            "Invalid input for field '{key}': not a string."
+        ))),
     }
 }
 
@@ -305,7 +337,9 @@ pub fn opt_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<
 pub fn required_name(obj: &Map<String, Value>, key: &str) -> IdentityResult<String> {
     match opt_string(obj, key)? {
         Some(name) => check_name(&name, key),
-        None => Err(IdentityError::BadRequest(format!("'{key}' is a required property."))),
+        None => Err(IdentityError::BadRequest(format!(
+            "'{key}' is a required property."
+        ))),
     }
 }
 
@@ -323,7 +357,9 @@ pub fn opt_bool(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<bo
     match obj.get(key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(IdentityError::BadRequest(format!("Invalid input for field '{key}': not a boolean."))),
+        Some(_) => Err(IdentityError::BadRequest(format!(
+            "Invalid input for field '{key}': not a boolean."
+        ))),
     }
 }
 
@@ -333,7 +369,11 @@ pub fn new_id() -> String {
 }
 
 /// Applies `?attr[__op]=value` filters to a list of JSON entities.
-pub fn apply_filters(items: Vec<Value>, query: &HashMap<String, String>, allowed: &[&str]) -> Vec<Value> {
+pub fn apply_filters(
+    items: Vec<Value>,
+    query: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Vec<Value> {
     let filters: Vec<(&str, &str, &str)> = query
         .iter()
         .filter_map(|(k, v)| {

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response,
-    new_id, opt_bool, opt_string, parse_body, required_name, take_object,
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, check_name,
+    list_response, new_id, opt_bool, opt_string, parse_body, required_name, take_object,
 };
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::db::now_unix;
@@ -25,18 +25,41 @@ use crate::http::{json_response, no_content};
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
         .route("/v3/domains", get(list_domains).post(create_domain))
-        .route("/v3/domains/{id}", get(get_domain).patch(update_domain).delete(delete_domain))
+        .route(
+            "/v3/domains/{id}",
+            get(get_domain).patch(update_domain).delete(delete_domain),
+        )
         .route("/v3/projects", get(list_projects).post(create_project))
-        .route("/v3/projects/{id}", get(get_project).patch(update_project).delete(delete_project))
-        .route("/v3/projects/{id}/tags", get(list_tags).put(replace_tags).delete(clear_tags))
-        .route("/v3/projects/{id}/tags/{tag}", get(check_tag).put(add_tag).delete(remove_tag))
+        .route(
+            "/v3/projects/{id}",
+            get(get_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
+        .route(
+            "/v3/projects/{id}/tags",
+            get(list_tags).put(replace_tags).delete(clear_tags),
+        )
+        .route(
+            "/v3/projects/{id}/tags/{tag}",
+            get(check_tag).put(add_tag).delete(remove_tag),
+        )
         .route("/v3/users", get(list_users).post(create_user))
-        .route("/v3/users/{id}", get(get_user).patch(update_user).delete(delete_user))
-        .route("/v3/users/{id}/password", axum::routing::post(change_password))
+        .route(
+            "/v3/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
+        .route(
+            "/v3/users/{id}/password",
+            axum::routing::post(change_password),
+        )
         .route("/v3/users/{id}/projects", get(list_user_projects))
         .route("/v3/users/{id}/groups", get(list_user_groups))
         .route("/v3/groups", get(list_groups).post(create_group))
-        .route("/v3/groups/{id}", get(get_group).patch(update_group).delete(delete_group))
+        .route(
+            "/v3/groups/{id}",
+            get(get_group).patch(update_group).delete(delete_group),
+        )
         .route("/v3/groups/{id}/users", get(list_group_users))
         .route(
             "/v3/groups/{id}/users/{user_id}",
@@ -90,13 +113,26 @@ async fn list_domains(
     require_admin(&ctx, "list_domains")?;
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_domains(conn)?.iter().map(|d| views::domain(d, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_domains(conn)?
+                .iter()
+                .map(|d| views::domain(d, &base))
+                .collect())
+        })
         .await?;
     let items = apply_filters(items, &q, &["name", "enabled", "id"]);
-    Ok(list_response("domains", items, format!("{}/domains", s.v3_url())))
+    Ok(list_response(
+        "domains",
+        items,
+        format!("{}/domains", s.v3_url()),
+    ))
 }
 
-async fn create_domain(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_domain(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_domain")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "domain")?;
@@ -105,7 +141,17 @@ async fn create_domain(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, bod
         name: required_name(&obj, "name")?,
         description: opt_string(&obj, "description")?.unwrap_or_default(),
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
-        extra: strip_reserved(obj, &["name", "description", "enabled", "explicit_domain_id", "tags", "options"]),
+        extra: strip_reserved(
+            obj,
+            &[
+                "name",
+                "description",
+                "enabled",
+                "explicit_domain_id",
+                "tags",
+                "options",
+            ],
+        ),
     };
     let base = s.v3_url();
     let value = s
@@ -114,7 +160,10 @@ async fn create_domain(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, bod
             Ok(views::domain(&domain, &base))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"domain": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"domain": value}),
+    ))
 }
 
 async fn get_domain(
@@ -128,7 +177,9 @@ async fn get_domain(
         require_admin(&ctx, "get_domain")?;
     }
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(views::domain(&load_domain(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(views::domain(&load_domain(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"domain": value})))
 }
 
@@ -154,7 +205,10 @@ async fn update_domain(
             if let Some(enabled) = opt_bool(&obj, "enabled")? {
                 domain.enabled = enabled;
             }
-            domain.extra.extend(strip_reserved(obj, &["name", "description", "enabled", "tags", "options"]));
+            domain.extra.extend(strip_reserved(
+                obj,
+                &["name", "description", "enabled", "tags", "options"],
+            ));
             store::update_domain(tx, &domain)?;
             Ok(views::domain(&domain, &base))
         })
@@ -172,7 +226,8 @@ async fn delete_domain(
         let domain = load_domain(tx, &id)?;
         if domain.enabled {
             return Err(IdentityError::Forbidden(
-                "delete_domain (cannot delete a domain that is enabled, please disable it first)".into(),
+                "delete_domain (cannot delete a domain that is enabled, please disable it first)"
+                    .into(),
             ));
         }
         store::delete_domain(tx, &id)?;
@@ -189,7 +244,11 @@ fn project_json(conn: &Connection, p: &Project, base: &str) -> IdentityResult<Va
 }
 
 /// Projects on which the user has any effective role, as JSON.
-pub fn user_projects_json(conn: &Connection, user_id: &str, base: &str) -> IdentityResult<Vec<Value>> {
+pub fn user_projects_json(
+    conn: &Connection,
+    user_id: &str,
+    base: &str,
+) -> IdentityResult<Vec<Value>> {
     let ids: HashSet<String> = super::roles::user_project_ids(conn, user_id)?;
     let mut out = Vec::new();
     for project in store::list_projects(conn)? {
@@ -206,7 +265,10 @@ fn tag_filter(item: &Value, q: &HashMap<String, String>) -> bool {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let list = |key: &str| -> Option<Vec<String>> { q.get(key).map(|v| v.split(',').map(str::to_string).collect()) };
+    let list = |key: &str| -> Option<Vec<String>> {
+        q.get(key)
+            .map(|v| v.split(',').map(str::to_string).collect())
+    };
     if let Some(all) = list("tags") {
         if !all.iter().all(|t| tags.contains(t.as_str())) {
             return false;
@@ -238,17 +300,35 @@ async fn list_projects(
     let base = s.v3_url();
     let items = if ctx.is_admin() {
         s.read(move |conn| {
-            store::list_projects(conn)?.iter().map(|p| project_json(conn, p, &base)).collect()
+            store::list_projects(conn)?
+                .iter()
+                .map(|p| project_json(conn, p, &base))
+                .collect()
         })
         .await?
     } else {
         return Err(IdentityError::Forbidden("identity:list_projects".into()));
     };
-    let items: Vec<Value> = apply_filters(items, &q, &["name", "enabled", "domain_id", "parent_id", "is_domain", "id"])
-        .into_iter()
-        .filter(|item| tag_filter(item, &q))
-        .collect();
-    Ok(list_response("projects", items, format!("{}/projects", s.v3_url())))
+    let items: Vec<Value> = apply_filters(
+        items,
+        &q,
+        &[
+            "name",
+            "enabled",
+            "domain_id",
+            "parent_id",
+            "is_domain",
+            "id",
+        ],
+    )
+    .into_iter()
+    .filter(|item| tag_filter(item, &q))
+    .collect();
+    Ok(list_response(
+        "projects",
+        items,
+        format!("{}/projects", s.v3_url()),
+    ))
 }
 
 fn parse_tags(value: Option<&Value>) -> IdentityResult<Option<Vec<String>>> {
@@ -264,7 +344,9 @@ fn parse_tags(value: Option<&Value>) -> IdentityResult<Option<Vec<String>>> {
                 tags.push(tag.to_string());
             }
             if tags.len() > 80 {
-                return Err(IdentityError::BadRequest("A project has at most 80 tags.".into()));
+                return Err(IdentityError::BadRequest(
+                    "A project has at most 80 tags.".into(),
+                ));
             }
             Ok(Some(tags))
         }
@@ -279,7 +361,11 @@ fn check_tag_text(tag: &str) -> IdentityResult<()> {
     Ok(())
 }
 
-async fn create_project(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_project(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_project")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "project")?;
@@ -289,12 +375,23 @@ async fn create_project(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, bo
     let description = opt_string(&obj, "description")?.unwrap_or_default();
     let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
     if opt_bool(&obj, "is_domain")? == Some(true) {
-        return Err(IdentityError::BadRequest("Projects acting as domains are not supported.".into()));
+        return Err(IdentityError::BadRequest(
+            "Projects acting as domains are not supported.".into(),
+        ));
     }
     let tags = parse_tags(obj.get("tags"))?.unwrap_or_default();
     let extra = strip_reserved(
         obj,
-        &["name", "domain_id", "parent_id", "description", "enabled", "is_domain", "tags", "options"],
+        &[
+            "name",
+            "domain_id",
+            "parent_id",
+            "description",
+            "enabled",
+            "is_domain",
+            "tags",
+            "options",
+        ],
     );
     let fallback_domain = default_domain_for(&ctx);
     let base = s.v3_url();
@@ -335,7 +432,10 @@ async fn create_project(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, bo
             project_json(tx, &project, &base)
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"project": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"project": value}),
+    ))
 }
 
 async fn get_project(
@@ -376,16 +476,25 @@ async fn update_project(
             }
             if let Some(domain_id) = opt_string(&obj, "domain_id")? {
                 if domain_id != project.domain_id {
-                    return Err(IdentityError::BadRequest("A project's domain_id cannot be changed.".into()));
+                    return Err(IdentityError::BadRequest(
+                        "A project's domain_id cannot be changed.".into(),
+                    ));
                 }
             }
             if obj.contains_key("is_domain") {
-                return Err(IdentityError::BadRequest("'is_domain' cannot be changed.".into()));
+                return Err(IdentityError::BadRequest(
+                    "'is_domain' cannot be changed.".into(),
+                ));
             }
             if let Some(parent) = opt_string(&obj, "parent_id")? {
-                let current = project.parent_id.clone().unwrap_or_else(|| project.domain_id.clone());
+                let current = project
+                    .parent_id
+                    .clone()
+                    .unwrap_or_else(|| project.domain_id.clone());
                 if parent != current {
-                    return Err(IdentityError::Forbidden("update_project (the parent cannot be changed)".into()));
+                    return Err(IdentityError::Forbidden(
+                        "update_project (the parent cannot be changed)".into(),
+                    ));
                 }
             }
             if let Some(description) = opt_string(&obj, "description")? {
@@ -399,7 +508,16 @@ async fn update_project(
             }
             project.extra.extend(strip_reserved(
                 obj,
-                &["name", "domain_id", "parent_id", "description", "enabled", "is_domain", "tags", "options"],
+                &[
+                    "name",
+                    "domain_id",
+                    "parent_id",
+                    "description",
+                    "enabled",
+                    "is_domain",
+                    "tags",
+                    "options",
+                ],
             ));
             store::update_project(tx, &project)?;
             project_json(tx, &project, &base)
@@ -416,8 +534,13 @@ async fn delete_project(
     require_admin(&ctx, "delete_project")?;
     s.write(move |tx| {
         load_project(tx, &id)?;
-        if store::list_projects(tx)?.iter().any(|p| p.parent_id.as_deref() == Some(id.as_str())) {
-            return Err(IdentityError::Forbidden("delete_project (the project has children)".into()));
+        if store::list_projects(tx)?
+            .iter()
+            .any(|p| p.parent_id.as_deref() == Some(id.as_str()))
+        {
+            return Err(IdentityError::Forbidden(
+                "delete_project (the project has children)".into(),
+            ));
         }
         store::delete_project(tx, &id)?;
         Ok(())
@@ -432,7 +555,9 @@ async fn list_tags(
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
     if !ctx.is_admin() && ctx.project_id() != Some(id.as_str()) {
-        return Err(IdentityError::Forbidden("identity:list_project_tags".into()));
+        return Err(IdentityError::Forbidden(
+            "identity:list_project_tags".into(),
+        ));
     }
     let tags = s
         .read(move |conn| {
@@ -460,7 +585,10 @@ async fn replace_tags(
             project_json(tx, &project, &base)
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &json!({"project": value, "tags": value["tags"]})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"project": value, "tags": value["tags"]}),
+    ))
 }
 
 async fn clear_tags(
@@ -495,7 +623,9 @@ async fn check_tag(
     if present {
         Ok(no_content())
     } else {
-        Err(IdentityError::NotFound("The tag is not on the project.".into()))
+        Err(IdentityError::NotFound(
+            "The tag is not on the project.".into(),
+        ))
     }
 }
 
@@ -513,7 +643,9 @@ async fn add_tag(
             tags.push(tag);
         }
         if tags.len() > 80 {
-            return Err(IdentityError::BadRequest("A project has at most 80 tags.".into()));
+            return Err(IdentityError::BadRequest(
+                "A project has at most 80 tags.".into(),
+            ));
         }
         store::set_project_tags(tx, &id, &tags)?;
         Ok(())
@@ -532,7 +664,9 @@ async fn remove_tag(
         load_project(tx, &id)?;
         let mut tags = store::project_tags(tx, &id)?;
         if !tags.contains(&tag) {
-            return Err(IdentityError::NotFound("The tag is not on the project.".into()));
+            return Err(IdentityError::NotFound(
+                "The tag is not on the project.".into(),
+            ));
         }
         tags.retain(|t| *t != tag);
         store::set_project_tags(tx, &id, &tags)?;
@@ -552,13 +686,30 @@ async fn list_users(
     require_admin(&ctx, "list_users")?;
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_users(conn)?.iter().map(|u| views::user(u, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_users(conn)?
+                .iter()
+                .map(|u| views::user(u, &base))
+                .collect())
+        })
         .await?;
-    let items = apply_filters(items, &q, &["name", "enabled", "domain_id", "default_project_id", "id"]);
-    Ok(list_response("users", items, format!("{}/users", s.v3_url())))
+    let items = apply_filters(
+        items,
+        &q,
+        &["name", "enabled", "domain_id", "default_project_id", "id"],
+    );
+    Ok(list_response(
+        "users",
+        items,
+        format!("{}/users", s.v3_url()),
+    ))
 }
 
-async fn create_user(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_user(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_user")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "user")?;
@@ -570,11 +721,24 @@ async fn create_user(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body:
     let options = match obj.get("options") {
         Some(Value::Object(map)) => map.clone(),
         None | Some(Value::Null) => Default::default(),
-        Some(_) => return Err(IdentityError::BadRequest("'options' must be an object.".into())),
+        Some(_) => {
+            return Err(IdentityError::BadRequest(
+                "'options' must be an object.".into(),
+            ));
+        }
     };
     let extra = strip_reserved(
         obj,
-        &["name", "domain_id", "enabled", "password", "default_project_id", "options", "federated", "password_expires_at"],
+        &[
+            "name",
+            "domain_id",
+            "enabled",
+            "password",
+            "default_project_id",
+            "options",
+            "federated",
+            "password_expires_at",
+        ],
     );
     let password_hash = match password {
         Some(p) => Some(hash_off_runtime(p).await?),
@@ -584,7 +748,9 @@ async fn create_user(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body:
     let value = s
         .write(move |tx| {
             if store::get_domain(tx, &domain_id)?.is_none() {
-                return Err(IdentityError::BadRequest(format!("Could not find domain: {domain_id}.")));
+                return Err(IdentityError::BadRequest(format!(
+                    "Could not find domain: {domain_id}."
+                )));
             }
             let now = now_unix();
             let user = User {
@@ -623,7 +789,9 @@ async fn get_user(
         require_admin(&ctx, "get_user")?;
     }
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(views::user(&load_user(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(views::user(&load_user(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"user": value})))
 }
 
@@ -650,7 +818,9 @@ async fn update_user(
             }
             if let Some(domain_id) = opt_string(&obj, "domain_id")? {
                 if domain_id != user.domain_id {
-                    return Err(IdentityError::BadRequest("A user's domain_id cannot be changed.".into()));
+                    return Err(IdentityError::BadRequest(
+                        "A user's domain_id cannot be changed.".into(),
+                    ));
                 }
             }
             if let Some(enabled) = opt_bool(&obj, "enabled")? {
@@ -670,7 +840,16 @@ async fn update_user(
             }
             user.extra.extend(strip_reserved(
                 obj,
-                &["name", "domain_id", "enabled", "password", "default_project_id", "options", "federated", "password_expires_at"],
+                &[
+                    "name",
+                    "domain_id",
+                    "enabled",
+                    "password",
+                    "default_project_id",
+                    "options",
+                    "federated",
+                    "password_expires_at",
+                ],
             ));
             store::update_user(tx, &user)?;
             if revoke {
@@ -705,8 +884,9 @@ async fn change_password(
 ) -> IdentityResult<Response> {
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "user")?;
-    let original = opt_string(&obj, "original_password")?
-        .ok_or_else(|| IdentityError::BadRequest("'original_password' is a required property.".into()))?;
+    let original = opt_string(&obj, "original_password")?.ok_or_else(|| {
+        IdentityError::BadRequest("'original_password' is a required property.".into())
+    })?;
     let new = opt_string(&obj, "password")?
         .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
     let lookup = id.clone();
@@ -714,13 +894,17 @@ async fn change_password(
         .read(move |conn| Ok(store::get_user(conn, &lookup)?.and_then(|u| u.password_hash)))
         .await?;
     let verified = match stored {
-        Some(hash) => tokio::task::spawn_blocking(move || super::password::verify(&original, &hash))
-            .await
-            .map_err(|e| IdentityError::Internal(e.to_string()))?,
+        Some(hash) => {
+            tokio::task::spawn_blocking(move || super::password::verify(&original, &hash))
+                .await
+                .map_err(|e| IdentityError::Internal(e.to_string()))?
+        }
         None => false,
     };
     if !verified {
-        return Err(IdentityError::Unauthorized("The password is not correct.".into()));
+        return Err(IdentityError::Unauthorized(
+            "The password is not correct.".into(),
+        ));
     }
     let hash = hash_off_runtime(new).await?;
     s.write(move |tx| {
@@ -796,13 +980,26 @@ async fn list_groups(
     require_admin(&ctx, "list_groups")?;
     let base = s.v3_url();
     let items = s
-        .read(move |conn| Ok(store::list_groups(conn)?.iter().map(|g| views::group(g, &base)).collect()))
+        .read(move |conn| {
+            Ok(store::list_groups(conn)?
+                .iter()
+                .map(|g| views::group(g, &base))
+                .collect())
+        })
         .await?;
     let items = apply_filters(items, &q, &["name", "domain_id", "id"]);
-    Ok(list_response("groups", items, format!("{}/groups", s.v3_url())))
+    Ok(list_response(
+        "groups",
+        items,
+        format!("{}/groups", s.v3_url()),
+    ))
 }
 
-async fn create_group(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_group(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_group")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "group")?;
@@ -814,7 +1011,9 @@ async fn create_group(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body
     let value = s
         .write(move |tx| {
             if store::get_domain(tx, &domain_id)?.is_none() {
-                return Err(IdentityError::BadRequest(format!("Could not find domain: {domain_id}.")));
+                return Err(IdentityError::BadRequest(format!(
+                    "Could not find domain: {domain_id}."
+                )));
             }
             let group = Group {
                 id: new_id(),
@@ -837,7 +1036,9 @@ async fn get_group(
 ) -> IdentityResult<Response> {
     require_admin(&ctx, "get_group")?;
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(views::group(&load_group(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(views::group(&load_group(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"group": value})))
 }
 
@@ -860,7 +1061,9 @@ async fn update_group(
             if let Some(description) = opt_string(&obj, "description")? {
                 group.description = description;
             }
-            group.extra.extend(strip_reserved(obj, &["name", "domain_id", "description"]));
+            group
+                .extra
+                .extend(strip_reserved(obj, &["name", "domain_id", "description"]));
             store::update_group(tx, &group)?;
             Ok(views::group(&group, &base))
         })
@@ -927,7 +1130,9 @@ async fn check_member(
     if member {
         Ok(no_content())
     } else {
-        Err(IdentityError::NotFound("The user is not in the group.".into()))
+        Err(IdentityError::NotFound(
+            "The user is not in the group.".into(),
+        ))
     }
 }
 
@@ -957,7 +1162,9 @@ async fn remove_member(
         load_group(tx, &group_id)?;
         load_user(tx, &user_id)?;
         if !store::remove_group_member(tx, &group_id, &user_id)? {
-            return Err(IdentityError::NotFound("The user is not in the group.".into()));
+            return Err(IdentityError::NotFound(
+                "The user is not in the group.".into(),
+            ));
         }
         Ok(())
     })

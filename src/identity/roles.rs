@@ -16,8 +16,8 @@ use super::resources::require_admin;
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response, new_id,
-    opt_string, parse_body, required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response,
+    new_id, opt_string, parse_body, required_name, take_object,
 };
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
@@ -26,7 +26,10 @@ use crate::http::{json_response, no_content};
 pub fn routes() -> Router<Arc<IdentityState>> {
     let mut router = Router::new()
         .route("/v3/roles", get(list_roles).post(create_role))
-        .route("/v3/roles/{id}", get(get_role).patch(update_role).delete(delete_role))
+        .route(
+            "/v3/roles/{id}",
+            get(get_role).patch(update_role).delete(delete_role),
+        )
         .route("/v3/roles/{id}/implies", get(list_implied))
         .route(
             "/v3/roles/{prior}/implies/{implied}",
@@ -93,13 +96,28 @@ pub fn routes() -> Router<Arc<IdentityState>> {
             .route(
                 &format!("/v3/system/{actor}/{{actor}}/roles/{{role}}"),
                 get(move |s, c, Path((aid, rid)): Path<(String, String)>| {
-                    check_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                    check_grant(
+                        s,
+                        c,
+                        GrantPath::new("system", "all".into(), a, aid, false),
+                        rid,
+                    )
                 })
                 .put(move |s, c, Path((aid, rid)): Path<(String, String)>| {
-                    create_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                    create_grant(
+                        s,
+                        c,
+                        GrantPath::new("system", "all".into(), a, aid, false),
+                        rid,
+                    )
                 })
                 .delete(move |s, c, Path((aid, rid)): Path<(String, String)>| {
-                    delete_grant(s, c, GrantPath::new("system", "all".into(), a, aid, false), rid)
+                    delete_grant(
+                        s,
+                        c,
+                        GrantPath::new("system", "all".into(), a, aid, false),
+                        rid,
+                    )
                 }),
             );
     }
@@ -130,8 +148,10 @@ fn assigned_role_ids(
     target_id: &str,
 ) -> DbResult<BTreeSet<String>> {
     let groups: HashSet<String> = store::groups_of_user(conn, user_id)?.into_iter().collect();
-    let is_actor =
-        |a: &Assignment| (a.actor_type == "user" && a.actor_id == user_id) || (a.actor_type == "group" && groups.contains(&a.actor_id));
+    let is_actor = |a: &Assignment| {
+        (a.actor_type == "user" && a.actor_id == user_id)
+            || (a.actor_type == "group" && groups.contains(&a.actor_id))
+    };
     // Targets whose inherited assignments reach this one: the project's
     // domain and its ancestors.
     let mut inherited_from: Vec<(String, String)> = Vec::new();
@@ -155,8 +175,10 @@ fn assigned_role_ids(
     let mut ids = BTreeSet::new();
     for a in assignments.iter().filter(|a| is_actor(a)) {
         let direct = !a.inherited && a.target_type == target_type && a.target_id == target_id;
-        let inherited =
-            a.inherited && inherited_from.iter().any(|(t, id)| *t == a.target_type && *id == a.target_id);
+        let inherited = a.inherited
+            && inherited_from
+                .iter()
+                .any(|(t, id)| *t == a.target_type && *id == a.target_id);
         if direct || inherited {
             ids.insert(a.role_id.clone());
         }
@@ -165,7 +187,12 @@ fn assigned_role_ids(
 }
 
 /// Effective role ids of a user on a target (implied roles included).
-pub fn effective_role_ids(conn: &Connection, user_id: &str, target_type: &str, target_id: &str) -> DbResult<Vec<String>> {
+pub fn effective_role_ids(
+    conn: &Connection,
+    user_id: &str,
+    target_type: &str,
+    target_id: &str,
+) -> DbResult<Vec<String>> {
     let assignments = store::list_assignments(conn)?;
     let mut ids = assigned_role_ids(conn, &assignments, user_id, target_type, target_id)?;
     expand_implied(&mut ids, &store::list_implied_roles(conn)?);
@@ -173,7 +200,11 @@ pub fn effective_role_ids(conn: &Connection, user_id: &str, target_type: &str, t
 }
 
 /// Effective roles, as (id, name), for a token scope.
-pub fn effective_roles_for_scope(conn: &Connection, user_id: &str, scope: &Scope) -> DbResult<Vec<(String, String)>> {
+pub fn effective_roles_for_scope(
+    conn: &Connection,
+    user_id: &str,
+    scope: &Scope,
+) -> DbResult<Vec<(String, String)>> {
     let (target_type, target_id) = match scope {
         Scope::Project { id, .. } => ("project", id.as_str()),
         Scope::Domain { id, .. } => ("domain", id.as_str()),
@@ -181,7 +212,10 @@ pub fn effective_roles_for_scope(conn: &Connection, user_id: &str, scope: &Scope
         Scope::Unscoped => return Ok(Vec::new()),
     };
     let ids = effective_role_ids(conn, user_id, target_type, target_id)?;
-    let names: HashMap<String, String> = store::list_roles(conn)?.into_iter().map(|r| (r.id, r.name)).collect();
+    let names: HashMap<String, String> = store::list_roles(conn)?
+        .into_iter()
+        .map(|r| (r.id, r.name))
+        .collect();
     Ok(ids
         .into_iter()
         .filter_map(|id| names.get(&id).map(|name| (id.clone(), name.clone())))
@@ -203,7 +237,8 @@ pub fn user_project_ids(conn: &Connection, user_id: &str) -> DbResult<HashSet<St
 // ------------------------------------------------------------ roles
 
 fn load_role(conn: &Connection, id: &str) -> IdentityResult<Role> {
-    store::get_role(conn, id)?.ok_or_else(|| IdentityError::NotFound(format!("Could not find role: {id}.")))
+    store::get_role(conn, id)?
+        .ok_or_else(|| IdentityError::NotFound(format!("Could not find role: {id}.")))
 }
 
 async fn list_roles(
@@ -225,10 +260,18 @@ async fn list_roles(
         })
         .await?;
     let items = apply_filters(items, &q, &["name", "id"]);
-    Ok(list_response("roles", items, format!("{}/roles", s.v3_url())))
+    Ok(list_response(
+        "roles",
+        items,
+        format!("{}/roles", s.v3_url()),
+    ))
 }
 
-async fn create_role(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body: Bytes) -> IdentityResult<Response> {
+async fn create_role(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "create_role")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "role")?;
@@ -245,7 +288,9 @@ async fn create_role(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, body:
         .write(move |tx| {
             if let Some(domain) = &domain_id {
                 if store::get_domain(tx, domain)?.is_none() {
-                    return Err(IdentityError::NotFound(format!("Could not find domain: {domain}.")));
+                    return Err(IdentityError::NotFound(format!(
+                        "Could not find domain: {domain}."
+                    )));
                 }
             }
             let role = Role {
@@ -270,7 +315,9 @@ async fn get_role(
 ) -> IdentityResult<Response> {
     require_admin(&ctx, "get_role")?;
     let base = s.v3_url();
-    let value = s.read(move |conn| Ok(views::role(&load_role(conn, &id)?, &base))).await?;
+    let value = s
+        .read(move |conn| Ok(views::role(&load_role(conn, &id)?, &base)))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"role": value})))
 }
 
@@ -296,7 +343,10 @@ async fn update_role(
             if let Some(Value::Object(options)) = obj.get("options") {
                 role.options.extend(options.clone());
             }
-            role.extra.extend(strip_reserved(obj, &["name", "domain_id", "description", "options"]));
+            role.extra.extend(strip_reserved(
+                obj,
+                &["name", "domain_id", "description", "options"],
+            ));
             store::update_role(tx, &role)?;
             Ok(views::role(&role, &base))
         })
@@ -369,7 +419,10 @@ async fn get_implied(
             Ok(json!({"prior_role": views::role_ref(&prior_role, &base), "implies": views::role_ref(&implied_role, &base)}))
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &json!({"role_inference": value})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"role_inference": value}),
+    ))
 }
 
 async fn create_implied(
@@ -394,7 +447,10 @@ async fn create_implied(
             Ok(json!({"prior_role": views::role_ref(&prior_role, &base), "implies": views::role_ref(&implied_role, &base)}))
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"role_inference": value})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"role_inference": value}),
+    ))
 }
 
 async fn delete_implied(
@@ -407,7 +463,9 @@ async fn delete_implied(
         load_role(tx, &prior)?;
         load_role(tx, &implied)?;
         if !store::delete_implied_role(tx, &prior, &implied)? {
-            return Err(IdentityError::NotFound("Could not find the implied role rule.".into()));
+            return Err(IdentityError::NotFound(
+                "Could not find the implied role rule.".into(),
+            ));
         }
         Ok(())
     })
@@ -415,12 +473,18 @@ async fn delete_implied(
     Ok(no_content())
 }
 
-async fn list_inferences(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth) -> IdentityResult<Response> {
+async fn list_inferences(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+) -> IdentityResult<Response> {
     require_admin(&ctx, "list_role_inference_rules")?;
     let base = s.v3_url();
     let items = s
         .read(move |conn| {
-            let roles: HashMap<String, Role> = store::list_roles(conn)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+            let roles: HashMap<String, Role> = store::list_roles(conn)?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
             let mut by_prior: std::collections::BTreeMap<String, Vec<Role>> = Default::default();
             for (prior, implied) in store::list_implied_roles(conn)? {
                 if let Some(role) = roles.get(&implied) {
@@ -429,7 +493,11 @@ async fn list_inferences(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth) -
             }
             Ok(by_prior
                 .into_iter()
-                .filter_map(|(prior, implied)| roles.get(&prior).map(|p| inference_json(p, &implied, &base)))
+                .filter_map(|(prior, implied)| {
+                    roles
+                        .get(&prior)
+                        .map(|p| inference_json(p, &implied, &base))
+                })
                 .collect::<Vec<_>>())
         })
         .await?;
@@ -451,7 +519,13 @@ struct GrantPath {
 }
 
 impl GrantPath {
-    fn new(target_type: &'static str, target_id: String, actor_type: &'static str, actor_id: String, inherited: bool) -> Self {
+    fn new(
+        target_type: &'static str,
+        target_id: String,
+        actor_type: &'static str,
+        actor_id: String,
+        inherited: bool,
+    ) -> Self {
         GrantPath {
             target_type,
             target_id,
@@ -490,18 +564,32 @@ impl GrantPath {
             _ => store::get_group(conn, &self.actor_id)?.is_some(),
         };
         if !actor_ok {
-            return Err(IdentityError::NotFound(format!("Could not find {}: {}.", self.actor_type, self.actor_id)));
+            return Err(IdentityError::NotFound(format!(
+                "Could not find {}: {}.",
+                self.actor_type, self.actor_id
+            )));
         }
         Ok(())
     }
 }
 
-async fn list_grants(State(s): State<Arc<IdentityState>>, Auth(ctx): Auth, path: GrantPath) -> IdentityResult<Response> {
+async fn list_grants(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    path: GrantPath,
+) -> IdentityResult<Response> {
     if !(ctx.is_admin() || (path.actor_type == "user" && path.actor_id == ctx.user_id)) {
         return Err(IdentityError::Forbidden("identity:list_grants".into()));
     }
     let base = s.v3_url();
-    let self_url = format!("{}/{}s/{}/{}s/{}/roles", s.v3_url(), path.target_type, path.target_id, path.actor_type, path.actor_id);
+    let self_url = format!(
+        "{}/{}s/{}/{}s/{}/roles",
+        s.v3_url(),
+        path.target_type,
+        path.target_id,
+        path.actor_type,
+        path.actor_id
+    );
     let items = s
         .read(move |conn| {
             path.check_exists(conn)?;
@@ -543,7 +631,9 @@ async fn check_grant(
     if found {
         Ok(no_content())
     } else {
-        Err(IdentityError::NotFound("Could not find the role assignment.".into()))
+        Err(IdentityError::NotFound(
+            "Could not find the role assignment.".into(),
+        ))
     }
 }
 
@@ -565,7 +655,8 @@ async fn create_grant(
             };
             if target_domain.as_ref() != Some(domain) {
                 return Err(IdentityError::Forbidden(
-                    "create_grant (a domain-specific role can only be granted within its domain)".into(),
+                    "create_grant (a domain-specific role can only be granted within its domain)"
+                        .into(),
                 ));
             }
         }
@@ -587,7 +678,9 @@ async fn delete_grant(
         path.check_exists(tx)?;
         load_role(tx, &role_id)?;
         if !store::delete_assignment(tx, &path.assignment(&role_id))? {
-            return Err(IdentityError::NotFound("Could not find the role assignment.".into()));
+            return Err(IdentityError::NotFound(
+                "Could not find the role assignment.".into(),
+            ));
         }
         // Tokens of the affected users in that scope stop working, as Keystone revokes them.
         let users: Vec<String> = if path.actor_type == "user" {
@@ -650,8 +743,14 @@ fn assignment_json(
     };
     map.insert("scope".into(), scope);
     let link = match a.target_type.as_str() {
-        "system" => format!("{base}/system/{}s/{}/roles/{}", a.actor_type, a.actor_id, a.role_id),
-        t => format!("{base}/{t}s/{}/{}s/{}/roles/{}", a.target_id, a.actor_type, a.actor_id, a.role_id),
+        "system" => format!(
+            "{base}/system/{}s/{}/roles/{}",
+            a.actor_type, a.actor_id, a.role_id
+        ),
+        t => format!(
+            "{base}/{t}s/{}/{}s/{}/roles/{}",
+            a.target_id, a.actor_type, a.actor_id, a.role_id
+        ),
     };
     let mut links = json!({"assignment": link});
     if let Some(group) = via_group {
@@ -672,10 +771,22 @@ struct Names {
 impl Names {
     fn load(conn: &Connection) -> DbResult<Names> {
         Ok(Names {
-            users: store::list_users(conn)?.into_iter().map(|u| (u.id, (u.name, u.domain_id))).collect(),
-            groups: store::list_groups(conn)?.into_iter().map(|g| (g.id, (g.name, g.domain_id))).collect(),
-            projects: store::list_projects(conn)?.into_iter().map(|p| (p.id, (p.name, p.domain_id))).collect(),
-            domains: store::list_domains(conn)?.into_iter().map(|d| (d.id, d.name)).collect(),
+            users: store::list_users(conn)?
+                .into_iter()
+                .map(|u| (u.id, (u.name, u.domain_id)))
+                .collect(),
+            groups: store::list_groups(conn)?
+                .into_iter()
+                .map(|g| (g.id, (g.name, g.domain_id)))
+                .collect(),
+            projects: store::list_projects(conn)?
+                .into_iter()
+                .map(|p| (p.id, (p.name, p.domain_id)))
+                .collect(),
+            domains: store::list_domains(conn)?
+                .into_iter()
+                .map(|d| (d.id, d.name))
+                .collect(),
         })
     }
 
@@ -684,7 +795,11 @@ impl Names {
     }
 
     fn describe_actor(&self, kind: &str, id: &str, out: &mut Value) {
-        let table = if kind == "user" { &self.users } else { &self.groups };
+        let table = if kind == "user" {
+            &self.users
+        } else {
+            &self.groups
+        };
         if let Some((name, domain)) = table.get(id) {
             out["name"] = json!(name);
             out["domain"] = self.domain(domain);
@@ -704,7 +819,8 @@ impl Names {
 }
 
 fn query_flag(q: &HashMap<String, String>, key: &str) -> bool {
-    q.get(key).is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no"))
+    q.get(key)
+        .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no"))
 }
 
 /// `GET /v3/role_assignments` with Keystone's filters, `effective` and `include_names`.
@@ -715,7 +831,9 @@ async fn list_assignments(
 ) -> IdentityResult<Response> {
     let own_only = !ctx.is_admin();
     if own_only && q.get("user.id") != Some(&ctx.user_id) {
-        return Err(IdentityError::Forbidden("identity:list_role_assignments".into()));
+        return Err(IdentityError::Forbidden(
+            "identity:list_role_assignments".into(),
+        ));
     }
     let base = s.v3_url();
     let self_url = format!("{}/role_assignments", s.v3_url());
@@ -723,10 +841,19 @@ async fn list_assignments(
         .read(move |conn| {
             let effective = query_flag(&q, "effective");
             let include_names = query_flag(&q, "include_names");
-            let roles: HashMap<String, Role> = store::list_roles(conn)?.into_iter().map(|r| (r.id.clone(), r)).collect();
-            let names = if include_names { Some(Names::load(conn)?) } else { None };
-            let mut rows: Vec<(Assignment, Option<String>)> =
-                store::list_assignments(conn)?.into_iter().map(|a| (a, None)).collect();
+            let roles: HashMap<String, Role> = store::list_roles(conn)?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            let names = if include_names {
+                Some(Names::load(conn)?)
+            } else {
+                None
+            };
+            let mut rows: Vec<(Assignment, Option<String>)> = store::list_assignments(conn)?
+                .into_iter()
+                .map(|a| (a, None))
+                .collect();
             if effective {
                 rows = effective_rows(conn, rows)?;
             }
@@ -746,7 +873,15 @@ async fn list_assignments(
                         && (!q.contains_key("scope.system") || a.target_type == "system")
                         && (!inherited_only || a.inherited)
                 })
-                .map(|(a, via)| assignment_json(&a, roles.get(&a.role_id), names.as_ref(), &base, via.as_deref()))
+                .map(|(a, via)| {
+                    assignment_json(
+                        &a,
+                        roles.get(&a.role_id),
+                        names.as_ref(),
+                        &base,
+                        via.as_deref(),
+                    )
+                })
                 .collect::<Vec<_>>();
             Ok(out)
         })
@@ -762,7 +897,10 @@ fn a_matches(kind: &str, id: &str, key: &str, wanted: &str) -> bool {
 
 /// Expands group assignments into per-user ones, inherited assignments onto
 /// the projects they reach, and adds implied roles.
-fn effective_rows(conn: &Connection, rows: Vec<(Assignment, Option<String>)>) -> DbResult<Vec<(Assignment, Option<String>)>> {
+fn effective_rows(
+    conn: &Connection,
+    rows: Vec<(Assignment, Option<String>)>,
+) -> DbResult<Vec<(Assignment, Option<String>)>> {
     let members = store::list_group_members(conn)?;
     let projects = store::list_projects(conn)?;
     let rules = store::list_implied_roles(conn)?;
@@ -774,7 +912,8 @@ fn effective_rows(conn: &Connection, rows: Vec<(Assignment, Option<String>)>) ->
                 .iter()
                 .filter(|p| {
                     (a.target_type == "domain" && p.domain_id == a.target_id)
-                        || (a.target_type == "project" && p.parent_id.as_deref() == Some(a.target_id.as_str()))
+                        || (a.target_type == "project"
+                            && p.parent_id.as_deref() == Some(a.target_id.as_str()))
                 })
                 .map(|p| ("project".to_string(), p.id.clone()))
                 .collect()

@@ -180,11 +180,16 @@ fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityR
     })
 }
 
-fn resolve_scope_by_id(conn: &Connection, scope_type: &str, scope_id: &str) -> IdentityResult<Scope> {
+fn resolve_scope_by_id(
+    conn: &Connection,
+    scope_type: &str,
+    scope_id: &str,
+) -> IdentityResult<Scope> {
     match scope_type {
         "project" => {
             let project = store::get_project(conn, scope_id)?.ok_or_else(not_found_token)?;
-            let domain = store::get_domain(conn, &project.domain_id)?.ok_or_else(not_found_token)?;
+            let domain =
+                store::get_domain(conn, &project.domain_id)?.ok_or_else(not_found_token)?;
             if !project.enabled || !domain.enabled {
                 return Err(not_found_token());
             }
@@ -222,7 +227,9 @@ fn find_domain(conn: &Connection, spec: &Value) -> IdentityResult<Option<store::
     if let Some(name) = spec.get("name").and_then(Value::as_str) {
         return Ok(store::get_domain_by_name(conn, name)?);
     }
-    Err(IdentityError::BadRequest("A domain needs an id or a name.".into()))
+    Err(IdentityError::BadRequest(
+        "A domain needs an id or a name.".into(),
+    ))
 }
 
 /// Finds a user from `{"id": ...}` or `{"name": ..., "domain": {...}}`.
@@ -230,10 +237,9 @@ fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<User> {
     if let Some(id) = spec.get("id").and_then(Value::as_str) {
         return store::get_user(conn, id)?.ok_or_else(unauthorized);
     }
-    let name = spec
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| IdentityError::BadRequest("A user needs an id, or a name and a domain.".into()))?;
+    let name = spec.get("name").and_then(Value::as_str).ok_or_else(|| {
+        IdentityError::BadRequest("A user needs an id, or a name and a domain.".into())
+    })?;
     let domain_spec = spec
         .get("domain")
         .ok_or_else(|| IdentityError::BadRequest("A user given by name needs a domain.".into()))?;
@@ -252,14 +258,24 @@ struct Authenticated {
     previous_scope: Option<(String, String)>,
 }
 
-fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> IdentityResult<Authenticated> {
+fn authenticate(
+    conn: &Connection,
+    identity: &Map<String, Value>,
+    now: i64,
+) -> IdentityResult<Authenticated> {
     let methods: Vec<String> = match identity.get("methods") {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .map(|m| m.as_str().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or_else(|| IdentityError::BadRequest("'methods' must be a list of strings.".into()))?,
-        _ => return Err(IdentityError::BadRequest("'methods' is a required non-empty list.".into())),
+            .ok_or_else(|| {
+                IdentityError::BadRequest("'methods' must be a list of strings.".into())
+            })?,
+        _ => {
+            return Err(IdentityError::BadRequest(
+                "'methods' is a required non-empty list.".into(),
+            ));
+        }
     };
     let method = methods[0].as_str();
     let payload = identity
@@ -267,13 +283,15 @@ fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> I
         .ok_or_else(|| IdentityError::BadRequest(format!("'{method}' is a required property.")))?;
     let authenticated = match method {
         "password" => {
-            let user_spec = payload
-                .get("user")
-                .ok_or_else(|| IdentityError::BadRequest("'user' is a required property.".into()))?;
+            let user_spec = payload.get("user").ok_or_else(|| {
+                IdentityError::BadRequest("'user' is a required property.".into())
+            })?;
             let password = user_spec
                 .get("password")
                 .and_then(Value::as_str)
-                .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
+                .ok_or_else(|| {
+                    IdentityError::BadRequest("'password' is a required property.".into())
+                })?;
             let user = find_user(conn, user_spec)?;
             let hash = user.password_hash.clone().ok_or_else(unauthorized)?;
             if !super::password::verify(password, &hash) {
@@ -305,7 +323,11 @@ fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> I
             if !methods.iter().any(|m| m == "token") {
                 methods.push("token".into());
             }
-            let original_audit = previous.audit_ids.last().cloned().unwrap_or_else(new_audit_id);
+            let original_audit = previous
+                .audit_ids
+                .last()
+                .cloned()
+                .unwrap_or_else(new_audit_id);
             Authenticated {
                 user,
                 methods,
@@ -319,15 +341,21 @@ fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> I
             let secret = payload
                 .get("secret")
                 .and_then(Value::as_str)
-                .ok_or_else(|| IdentityError::BadRequest("'secret' is a required property.".into()))?;
+                .ok_or_else(|| {
+                    IdentityError::BadRequest("'secret' is a required property.".into())
+                })?;
             let cred = if let Some(id) = payload.get("id").and_then(Value::as_str) {
                 store::get_app_cred(conn, id)?.ok_or_else(unauthorized)?
             } else {
                 let name = payload.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    IdentityError::BadRequest("An application credential needs an id or a name and a user.".into())
+                    IdentityError::BadRequest(
+                        "An application credential needs an id or a name and a user.".into(),
+                    )
                 })?;
                 let user_spec = payload.get("user").ok_or_else(|| {
-                    IdentityError::BadRequest("An application credential given by name needs a user.".into())
+                    IdentityError::BadRequest(
+                        "An application credential given by name needs a user.".into(),
+                    )
                 })?;
                 let user = find_user(conn, user_spec)?;
                 store::list_app_creds(conn, &user.id)?
@@ -335,7 +363,9 @@ fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> I
                     .find(|c| c.name == name)
                     .ok_or_else(unauthorized)?
             };
-            if cred.expires_at.is_some_and(|t| t <= now) || !super::password::verify(secret, &cred.secret_hash) {
+            if cred.expires_at.is_some_and(|t| t <= now)
+                || !super::password::verify(secret, &cred.secret_hash)
+            {
                 return Err(unauthorized());
             }
             let user = store::get_user(conn, &cred.user_id)?.ok_or_else(unauthorized)?;
@@ -354,7 +384,8 @@ fn authenticate(conn: &Connection, identity: &Map<String, Value>, now: i64) -> I
             )));
         }
     };
-    let domain = store::get_domain(conn, &authenticated.user.domain_id)?.ok_or_else(unauthorized)?;
+    let domain =
+        store::get_domain(conn, &authenticated.user.domain_id)?.ok_or_else(unauthorized)?;
     if !authenticated.user.enabled || !domain.enabled {
         return Err(unauthorized());
     }
@@ -385,7 +416,8 @@ fn requested_scope(
         // Default project, when the user still has a role on it.
         if let Some(project_id) = &who.user.default_project_id {
             if let Some(project) = store::get_project(conn, project_id)? {
-                let roles = super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
+                let roles =
+                    super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
                 if project.enabled && !roles.is_empty() {
                     return Ok(("project".into(), project.id));
                 }
@@ -400,13 +432,12 @@ fn requested_scope(
         let found = if let Some(id) = project.get("id").and_then(Value::as_str) {
             store::get_project(conn, id)?
         } else {
-            let name = project
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| IdentityError::BadRequest("A project scope needs an id or a name.".into()))?;
-            let domain_spec = project
-                .get("domain")
-                .ok_or_else(|| IdentityError::BadRequest("A project given by name needs a domain.".into()))?;
+            let name = project.get("name").and_then(Value::as_str).ok_or_else(|| {
+                IdentityError::BadRequest("A project scope needs an id or a name.".into())
+            })?;
+            let domain_spec = project.get("domain").ok_or_else(|| {
+                IdentityError::BadRequest("A project given by name needs a domain.".into())
+            })?;
             match find_domain(conn, domain_spec)? {
                 Some(domain) => store::get_project_by_name(conn, &domain.id, name)?,
                 None => None,
@@ -424,7 +455,9 @@ fn requested_scope(
             return Ok(("system".into(), "all".into()));
         }
     }
-    Err(IdentityError::BadRequest("The scope is not one Keystone knows.".into()))
+    Err(IdentityError::BadRequest(
+        "The scope is not one Keystone knows.".into(),
+    ))
 }
 
 /// `POST /v3/auth/tokens`.
@@ -495,7 +528,11 @@ async fn token_response(
 
 /// The `token` object of a token response.
 pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
-    let roles: Vec<Value> = ctx.roles.iter().map(|(id, name)| json!({"id": id, "name": name})).collect();
+    let roles: Vec<Value> = ctx
+        .roles
+        .iter()
+        .map(|(id, name)| json!({"id": id, "name": name}))
+        .collect();
     let mut body = json!({
         "methods": ctx.methods,
         "user": {
@@ -512,7 +549,12 @@ pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
         return body;
     };
     match &ctx.scope {
-        Scope::Project { id, name, domain_id, domain_name } => {
+        Scope::Project {
+            id,
+            name,
+            domain_id,
+            domain_name,
+        } => {
             map.insert(
                 "project".into(),
                 json!({"id": id, "name": name, "domain": {"id": domain_id, "name": domain_name}}),
@@ -571,7 +613,14 @@ pub async fn show(
     headers: HeaderMap,
 ) -> IdentityResult<Response> {
     let (subject, ctx) = validated_subject(&state, &caller, &headers).await?;
-    token_response(&state, StatusCode::OK, &subject, &ctx, !query.contains_key("nocatalog")).await
+    token_response(
+        &state,
+        StatusCode::OK,
+        &subject,
+        &ctx,
+        !query.contains_key("nocatalog"),
+    )
+    .await
 }
 
 /// `HEAD /v3/auth/tokens`.
@@ -606,9 +655,14 @@ pub async fn revoke(
 }
 
 /// `GET /v3/auth/catalog`.
-pub async fn auth_catalog(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+pub async fn auth_catalog(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+) -> IdentityResult<Response> {
     if caller.scope == Scope::Unscoped {
-        return Err(IdentityError::Forbidden("identity:get_auth_catalog (a scoped token is required)".into()));
+        return Err(IdentityError::Forbidden(
+            "identity:get_auth_catalog (a scoped token is required)".into(),
+        ));
     }
     let catalog = super::catalog::service_catalog(&state).await?;
     Ok(json_response(
@@ -618,40 +672,66 @@ pub async fn auth_catalog(State(state): State<Arc<IdentityState>>, Auth(caller):
 }
 
 /// `GET /v3/auth/projects`: projects the caller has a role on.
-pub async fn auth_projects(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+pub async fn auth_projects(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+) -> IdentityResult<Response> {
     let user_id = caller.user_id.clone();
     let base = state.v3_url();
     let projects = state
         .read(move |conn| super::resources::user_projects_json(conn, &user_id, &base))
         .await?;
-    Ok(super::list_response("projects", projects, format!("{}/auth/projects", state.v3_url())))
+    Ok(super::list_response(
+        "projects",
+        projects,
+        format!("{}/auth/projects", state.v3_url()),
+    ))
 }
 
 /// `GET /v3/auth/domains`: domains the caller has a role on.
-pub async fn auth_domains(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+pub async fn auth_domains(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+) -> IdentityResult<Response> {
     let user_id = caller.user_id.clone();
     let base = state.v3_url();
     let domains = state
         .read(move |conn| {
             let mut out = Vec::new();
             for domain in store::list_domains(conn)? {
-                if domain.enabled && !super::roles::effective_role_ids(conn, &user_id, "domain", &domain.id)?.is_empty() {
+                if domain.enabled
+                    && !super::roles::effective_role_ids(conn, &user_id, "domain", &domain.id)?
+                        .is_empty()
+                {
                     out.push(super::views::domain(&domain, &base));
                 }
             }
             Ok(out)
         })
         .await?;
-    Ok(super::list_response("domains", domains, format!("{}/auth/domains", state.v3_url())))
+    Ok(super::list_response(
+        "domains",
+        domains,
+        format!("{}/auth/domains", state.v3_url()),
+    ))
 }
 
 /// `GET /v3/auth/system`.
-pub async fn auth_system(State(state): State<Arc<IdentityState>>, Auth(caller): Auth) -> IdentityResult<Response> {
+pub async fn auth_system(
+    State(state): State<Arc<IdentityState>>,
+    Auth(caller): Auth,
+) -> IdentityResult<Response> {
     let user_id = caller.user_id.clone();
     let has_system = state
-        .read(move |conn| Ok(!super::roles::effective_role_ids(conn, &user_id, "system", "all")?.is_empty()))
+        .read(move |conn| {
+            Ok(!super::roles::effective_role_ids(conn, &user_id, "system", "all")?.is_empty())
+        })
         .await?;
-    let system: Vec<Value> = if has_system { vec![json!({"all": true})] } else { vec![] };
+    let system: Vec<Value> = if has_system {
+        vec![json!({"all": true})]
+    } else {
+        vec![]
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({"system": system, "links": {"self": format!("{}/auth/system", state.v3_url()), "previous": null, "next": null}}),

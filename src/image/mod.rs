@@ -23,6 +23,12 @@ pub fn router(public_url: &str) -> Router {
     let doc = json!({"versions": [VERSION.to_json(public_url)]});
     let body = doc.clone();
     Router::new()
-        .route("/image", get(move || async move { json_response(StatusCode::OK, &doc) }))
-        .route("/image/", get(move || async move { json_response(StatusCode::OK, &body) }))
+        .route(
+            "/image",
+            get(move || async move { json_response(StatusCode::OK, &doc) }),
+        )
+        .route(
+            "/image/",
+            get(move || async move { json_response(StatusCode::OK, &body) }),
+        )
 }

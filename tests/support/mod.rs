@@ -1,0 +1,238 @@
+//! Test support: a real `yunhe serve` on an ephemeral port with a fresh
+//! state directory, and a minimal HTTP/1.1 client (no extra dependencies).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+
+/// A running server; killed and its state removed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub addr: String,
+    pub state_dir: PathBuf,
+    keep_state: bool,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like()));
+        Server::start_in(dir, false)
+    }
+
+    /// Starts a server on an existing (or new) state directory.
+    pub fn start_in(state_dir: PathBuf, keep_state: bool) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-password",
+                ADMIN_PASSWORD,
+            ])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("YUNHE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn yunhe serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut base = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read stdout") == 0 {
+                panic!("yunhe serve exited before it was ready");
+            }
+            if let Some(url) = line.trim().strip_prefix("identity:") {
+                base = url.trim().trim_end_matches("/identity/v3").to_string();
+                break;
+            }
+        }
+        assert!(!base.is_empty(), "server did not print its URL");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        let addr = base.trim_start_matches("http://").to_string();
+        let server = Server {
+            child,
+            base,
+            addr,
+            state_dir,
+            keep_state,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.get("/healthz", None).status != 200 {
+            assert!(Instant::now() < deadline, "healthz never answered 200");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub fn kill9(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_state = true;
+        self.state_dir.clone()
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = token {
+            headers.push(("X-Auth-Token", t.to_string()));
+        }
+        http(&self.addr, method, path, &headers, body)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.request("GET", path, token, None)
+    }
+
+    /// A project-scoped token for a user of the default domain.
+    pub fn token(&self, user: &str, password: &str, project: Option<&str>) -> Reply {
+        let mut auth = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"id": "default"}, "password": password}}}}});
+        if let Some(project) = project {
+            auth["auth"]["scope"] =
+                serde_json::json!({"project": {"name": project, "domain": {"id": "default"}}});
+        }
+        self.request("POST", "/identity/v3/auth/tokens", None, Some(&auth))
+    }
+
+    pub fn admin_token(&self) -> String {
+        let reply = self.token("admin", ADMIN_PASSWORD, Some("admin"));
+        assert_eq!(reply.status, 201, "admin token: {}", reply.text);
+        reply
+            .header("x-subject-token")
+            .expect("X-Subject-Token")
+            .to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep_state {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// An HTTP response.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&Value>,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if body.is_some() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
+    request.push_str(&payload);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("receive");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        text: body,
+    }
+}
+
+fn dechunk(mut data: &str) -> String {
+    let mut out = String::new();
+    while let Some((size_line, rest)) = data.split_once("\r\n") {
+        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        data = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
