@@ -1060,21 +1060,3 @@ pub fn revoke_user_scope_tokens(conn: &Connection, user_id: &str, scope_id: &str
 pub fn purge_expired_tokens(conn: &Connection, now: i64) -> DbResult<usize> {
     Ok(conn.execute("DELETE FROM tokens WHERE expires_unix < ?1", [now - 86_400])?)
 }
-
-// ---------------------------------------------------------------- settings
-
-pub fn get_setting(conn: &Connection, key: &str) -> DbResult<Option<String>> {
-    Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
-pub fn set_setting(conn: &Connection, key: &str, value: &str) -> DbResult<()> {
-    conn.execute(
-        "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-        [key, value],
-    )?;
-    Ok(())
-}

@@ -150,10 +150,10 @@ impl DbInner {
             }
         };
         let result = f(&conn);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 16 {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < 16
+        {
+            pool.push(conn);
         }
         result
     }

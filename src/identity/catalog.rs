@@ -504,18 +504,18 @@ async fn create_endpoint(
                     endpoint.service_id
                 ))
             })?;
-            if let Some(region) = &endpoint.region_id {
-                if find_region(tx, region).is_err() {
-                    store::upsert_region(
-                        tx,
-                        &Region {
-                            id: region.clone(),
-                            description: String::new(),
-                            parent_region_id: None,
-                            extra: Default::default(),
-                        },
-                    )?;
-                }
+            if let Some(region) = &endpoint.region_id
+                && find_region(tx, region).is_err()
+            {
+                store::upsert_region(
+                    tx,
+                    &Region {
+                        id: region.clone(),
+                        description: String::new(),
+                        parent_region_id: None,
+                        extra: Default::default(),
+                    },
+                )?;
             }
             store::upsert_endpoint(tx, &endpoint)?;
             Ok(endpoint_json(&endpoint, &base))

@@ -269,25 +269,25 @@ fn tag_filter(item: &Value, q: &HashMap<String, String>) -> bool {
         q.get(key)
             .map(|v| v.split(',').map(str::to_string).collect())
     };
-    if let Some(all) = list("tags") {
-        if !all.iter().all(|t| tags.contains(t.as_str())) {
-            return false;
-        }
+    if let Some(all) = list("tags")
+        && !all.iter().all(|t| tags.contains(t.as_str()))
+    {
+        return false;
     }
-    if let Some(any) = list("tags-any") {
-        if !any.iter().any(|t| tags.contains(t.as_str())) {
-            return false;
-        }
+    if let Some(any) = list("tags-any")
+        && !any.iter().any(|t| tags.contains(t.as_str()))
+    {
+        return false;
     }
-    if let Some(all) = list("not-tags") {
-        if all.iter().all(|t| tags.contains(t.as_str())) {
-            return false;
-        }
+    if let Some(all) = list("not-tags")
+        && all.iter().all(|t| tags.contains(t.as_str()))
+    {
+        return false;
     }
-    if let Some(any) = list("not-tags-any") {
-        if any.iter().any(|t| tags.contains(t.as_str())) {
-            return false;
-        }
+    if let Some(any) = list("not-tags-any")
+        && any.iter().any(|t| tags.contains(t.as_str()))
+    {
+        return false;
     }
     true
 }
@@ -411,12 +411,12 @@ async fn create_project(
             if store::get_domain(tx, &domain_id)?.is_none() {
                 return Err(not_found("domain", &domain_id));
             }
-            if let Some(parent) = &parent {
-                if parent.domain_id != domain_id {
-                    return Err(IdentityError::BadRequest(
-                        "A project's parent must be in the same domain.".into(),
-                    ));
-                }
+            if let Some(parent) = &parent
+                && parent.domain_id != domain_id
+            {
+                return Err(IdentityError::BadRequest(
+                    "A project's parent must be in the same domain.".into(),
+                ));
             }
             let project = Project {
                 id: new_id(),
@@ -474,12 +474,12 @@ async fn update_project(
             if let Some(name) = opt_string(&obj, "name")? {
                 project.name = check_name(&name, "name")?;
             }
-            if let Some(domain_id) = opt_string(&obj, "domain_id")? {
-                if domain_id != project.domain_id {
-                    return Err(IdentityError::BadRequest(
-                        "A project's domain_id cannot be changed.".into(),
-                    ));
-                }
+            if let Some(domain_id) = opt_string(&obj, "domain_id")?
+                && domain_id != project.domain_id
+            {
+                return Err(IdentityError::BadRequest(
+                    "A project's domain_id cannot be changed.".into(),
+                ));
             }
             if obj.contains_key("is_domain") {
                 return Err(IdentityError::BadRequest(
@@ -816,12 +816,12 @@ async fn update_user(
             if let Some(name) = opt_string(&obj, "name")? {
                 user.name = check_name(&name, "name")?;
             }
-            if let Some(domain_id) = opt_string(&obj, "domain_id")? {
-                if domain_id != user.domain_id {
-                    return Err(IdentityError::BadRequest(
-                        "A user's domain_id cannot be changed.".into(),
-                    ));
-                }
+            if let Some(domain_id) = opt_string(&obj, "domain_id")?
+                && domain_id != user.domain_id
+            {
+                return Err(IdentityError::BadRequest(
+                    "A user's domain_id cannot be changed.".into(),
+                ));
             }
             if let Some(enabled) = opt_bool(&obj, "enabled")? {
                 revoke |= user.enabled && !enabled;

@@ -286,12 +286,12 @@ async fn create_role(
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
-            if let Some(domain) = &domain_id {
-                if store::get_domain(tx, domain)?.is_none() {
-                    return Err(IdentityError::NotFound(format!(
-                        "Could not find domain: {domain}."
-                    )));
-                }
+            if let Some(domain) = &domain_id
+                && store::get_domain(tx, domain)?.is_none()
+            {
+                return Err(IdentityError::NotFound(format!(
+                    "Could not find domain: {domain}."
+                )));
             }
             let role = Role {
                 id: new_id(),
@@ -857,7 +857,7 @@ async fn list_assignments(
             if effective {
                 rows = effective_rows(conn, rows)?;
             }
-            let inherited_only = q.get("scope.OS-INHERIT:inherited_to").is_some();
+            let inherited_only = q.contains_key("scope.OS-INHERIT:inherited_to");
             let out = rows
                 .into_iter()
                 .filter(|(a, _)| {

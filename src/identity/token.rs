@@ -115,12 +115,12 @@ pub async fn validate(state: &Arc<IdentityState>, token: &str) -> IdentityResult
     let hash = hash_token(token);
     let epoch = state.epoch();
     let now = now_unix();
-    if let Ok(cache) = state.token_cache.read() {
-        if let Some((seen, ctx)) = cache.get(&hash) {
-            if *seen == epoch && ctx.expires_unix > now {
-                return Ok(ctx.clone());
-            }
-        }
+    if let Ok(cache) = state.token_cache.read()
+        && let Some((seen, ctx)) = cache.get(&hash)
+        && *seen == epoch
+        && ctx.expires_unix > now
+    {
+        return Ok(ctx.clone());
     }
     let lookup = hash.clone();
     let ctx = state
@@ -414,13 +414,13 @@ fn requested_scope(
             return Ok(("unscoped".into(), String::new()));
         }
         // Default project, when the user still has a role on it.
-        if let Some(project_id) = &who.user.default_project_id {
-            if let Some(project) = store::get_project(conn, project_id)? {
-                let roles =
-                    super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
-                if project.enabled && !roles.is_empty() {
-                    return Ok(("project".into(), project.id));
-                }
+        if let Some(project_id) = &who.user.default_project_id
+            && let Some(project) = store::get_project(conn, project_id)?
+        {
+            let roles =
+                super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
+            if project.enabled && !roles.is_empty() {
+                return Ok(("project".into(), project.id));
             }
         }
         return Ok(("unscoped".into(), String::new()));
@@ -450,10 +450,10 @@ fn requested_scope(
         let domain = find_domain(conn, domain)?.ok_or_else(unauthorized)?;
         return Ok(("domain".into(), domain.id));
     }
-    if let Some(system) = scope.get("system") {
-        if system.get("all").and_then(Value::as_bool) == Some(true) {
-            return Ok(("system".into(), "all".into()));
-        }
+    if let Some(system) = scope.get("system")
+        && system.get("all").and_then(Value::as_bool) == Some(true)
+    {
+        return Ok(("system".into(), "all".into()));
     }
     Err(IdentityError::BadRequest(
         "The scope is not one Keystone knows.".into(),
