@@ -87,6 +87,10 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
     let public_url = identity.public_url.clone();
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route(
+            "/identity/",
+            get(identity::root_versions).with_state(identity.clone()),
+        )
         .nest("/identity", identity::router(identity))
         .merge(crate::compute::router(&public_url))
         .merge(crate::image::router(&public_url))

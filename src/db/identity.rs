@@ -143,10 +143,13 @@ pub struct Project {
     pub parent_id: Option<String>,
     pub description: String,
     pub enabled: bool,
+    /// A project acting as a domain (it has a domain row with the same id).
+    pub is_domain: bool,
     pub extra: Extra,
 }
 
-const PROJECT_COLUMNS: &str = "id, name, domain_id, parent_id, description, enabled, extra";
+const PROJECT_COLUMNS: &str =
+    "id, name, domain_id, parent_id, description, enabled, extra, is_domain";
 
 fn project_from_row(row: &Row) -> rusqlite::Result<(Project, String)> {
     Ok((
@@ -157,6 +160,7 @@ fn project_from_row(row: &Row) -> rusqlite::Result<(Project, String)> {
             parent_id: row.get(3)?,
             description: row.get(4)?,
             enabled: row.get(5)?,
+            is_domain: row.get(7)?,
             extra: Map::new(),
         },
         row.get(6)?,
@@ -165,8 +169,8 @@ fn project_from_row(row: &Row) -> rusqlite::Result<(Project, String)> {
 
 pub fn insert_project(conn: &Connection, p: &Project) -> DbResult<()> {
     conn.execute(
-        "INSERT INTO projects (id, name, domain_id, parent_id, description, enabled, extra)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO projects (id, name, domain_id, parent_id, description, enabled, extra, is_domain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             p.id,
             p.name,
@@ -174,7 +178,8 @@ pub fn insert_project(conn: &Connection, p: &Project) -> DbResult<()> {
             p.parent_id,
             p.description,
             p.enabled,
-            extra_text(&p.extra)
+            extra_text(&p.extra),
+            p.is_domain
         ],
     )
     .map_err(|e| {
@@ -683,14 +688,15 @@ pub struct AppCredential {
     pub project_id: String,
     pub secret_hash: String,
     pub description: Option<String>,
-    pub expires_at: Option<i64>,
+    /// Expiry in microseconds since the epoch (clients send microseconds).
+    pub expires_at_micros: Option<i64>,
     pub unrestricted: bool,
     /// Role ids delegated by the credential.
     pub roles: Vec<String>,
     pub access_rules: Value,
 }
 
-const APP_CRED_COLUMNS: &str = "id, name, user_id, project_id, secret_hash, description, expires_at, unrestricted, roles, access_rules";
+const APP_CRED_COLUMNS: &str = "id, name, user_id, project_id, secret_hash, description, expires_at_micros, unrestricted, roles, access_rules";
 
 fn app_cred_from_row(row: &Row) -> rusqlite::Result<(AppCredential, String, String)> {
     Ok((
@@ -701,7 +707,7 @@ fn app_cred_from_row(row: &Row) -> rusqlite::Result<(AppCredential, String, Stri
             project_id: row.get(3)?,
             secret_hash: row.get(4)?,
             description: row.get(5)?,
-            expires_at: row.get(6)?,
+            expires_at_micros: row.get(6)?,
             unrestricted: row.get(7)?,
             roles: Vec::new(),
             access_rules: Value::Null,
@@ -728,7 +734,7 @@ pub fn insert_app_cred(conn: &Connection, c: &AppCredential) -> DbResult<()> {
             c.project_id,
             c.secret_hash,
             c.description,
-            c.expires_at,
+            c.expires_at_micros,
             c.unrestricted,
             serde_json::to_string(&c.roles)?,
             c.access_rules.to_string()
@@ -809,6 +815,88 @@ pub fn list_credentials(conn: &Connection) -> DbResult<Vec<Credential>> {
 
 pub fn delete_credential(conn: &Connection, id: &str) -> DbResult<bool> {
     Ok(conn.execute("DELETE FROM credentials WHERE id = ?1", [id])? > 0)
+}
+
+// ---------------------------------------------------------------- policies and endpoint groups
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub id: String,
+    pub kind: String,
+    pub blob: String,
+    pub extra: Extra,
+}
+
+pub fn upsert_policy(conn: &Connection, p: &Policy) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO policies (id, type, blob, extra) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET type = ?2, blob = ?3, extra = ?4",
+        params![p.id, p.kind, p.blob, extra_text(&p.extra)],
+    )?;
+    Ok(())
+}
+
+pub fn list_policies(conn: &Connection) -> DbResult<Vec<Policy>> {
+    let mut stmt = conn.prepare_cached("SELECT id, type, blob, extra FROM policies ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            Policy {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                blob: r.get(2)?,
+                extra: Map::new(),
+            },
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    rows.map(|r| finish(r?, |d, e| d.extra = e)).collect()
+}
+
+pub fn delete_policy(conn: &Connection, id: &str) -> DbResult<bool> {
+    Ok(conn.execute("DELETE FROM policies WHERE id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointGroup {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub filters: Value,
+}
+
+pub fn upsert_endpoint_group(conn: &Connection, g: &EndpointGroup) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO endpoint_groups (id, name, description, filters) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET name = ?2, description = ?3, filters = ?4",
+        params![g.id, g.name, g.description, g.filters.to_string()],
+    )?;
+    Ok(())
+}
+
+pub fn list_endpoint_groups(conn: &Connection) -> DbResult<Vec<EndpointGroup>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, name, description, filters FROM endpoint_groups ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            EndpointGroup {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                description: r.get(2)?,
+                filters: Value::Null,
+            },
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (mut group, filters) = r?;
+        group.filters = serde_json::from_str(&filters)?;
+        Ok(group)
+    })
+    .collect()
+}
+
+pub fn delete_endpoint_group(conn: &Connection, id: &str) -> DbResult<bool> {
+    Ok(conn.execute("DELETE FROM endpoint_groups WHERE id = ?1", [id])? > 0)
 }
 
 // ---------------------------------------------------------------- catalog

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
         parent_id TEXT REFERENCES projects(id),
         description TEXT NOT NULL DEFAULT '',
         enabled INTEGER NOT NULL DEFAULT 1,
+        is_domain INTEGER NOT NULL DEFAULT 0,
         extra TEXT NOT NULL DEFAULT '{}',
         UNIQUE (domain_id, name)
     );
@@ -93,7 +94,7 @@ const MIGRATIONS: &[&str] = &[
         project_id TEXT NOT NULL,
         secret_hash TEXT NOT NULL,
         description TEXT,
-        expires_at INTEGER,
+        expires_at_micros INTEGER,
         unrestricted INTEGER NOT NULL DEFAULT 0,
         roles TEXT NOT NULL DEFAULT '[]',
         access_rules TEXT NOT NULL DEFAULT '[]',
@@ -106,6 +107,18 @@ const MIGRATIONS: &[&str] = &[
         type TEXT NOT NULL,
         blob TEXT NOT NULL,
         extra TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        extra TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE endpoint_groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        filters TEXT NOT NULL DEFAULT '{}'
     );
     CREATE TABLE regions (
         id TEXT PRIMARY KEY,
@@ -146,10 +159,6 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tokens_by_user ON tokens (user_id);
     CREATE INDEX tokens_by_expiry ON tokens (expires_unix);
-    CREATE TABLE settings (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
     "#,
 ];
 

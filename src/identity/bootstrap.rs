@@ -125,6 +125,7 @@ pub fn run(
                     parent_id: None,
                     description: "Bootstrap project for initializing the cloud.".into(),
                     enabled: true,
+                    is_domain: false,
                     extra: Default::default(),
                 };
                 store::insert_project(tx, &project)?;

@@ -113,6 +113,23 @@ fn find_region(conn: &Connection, id: &str) -> IdentityResult<Region> {
         .ok_or_else(|| IdentityError::NotFound(format!("Could not find region: {id}.")))
 }
 
+/// Endpoints may name a region that does not exist yet (the legacy
+/// `region` field): Keystone creates it.
+fn ensure_region(conn: &Connection, id: &str) -> IdentityResult<()> {
+    if find_region(conn, id).is_err() {
+        store::upsert_region(
+            conn,
+            &Region {
+                id: id.to_string(),
+                description: String::new(),
+                parent_region_id: None,
+                extra: Default::default(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn find_service(conn: &Connection, id: &str) -> IdentityResult<Service> {
     store::list_services(conn)?
         .into_iter()
@@ -504,18 +521,8 @@ async fn create_endpoint(
                     endpoint.service_id
                 ))
             })?;
-            if let Some(region) = &endpoint.region_id
-                && find_region(tx, region).is_err()
-            {
-                store::upsert_region(
-                    tx,
-                    &Region {
-                        id: region.clone(),
-                        description: String::new(),
-                        parent_region_id: None,
-                        extra: Default::default(),
-                    },
-                )?;
+            if let Some(region) = &endpoint.region_id {
+                ensure_region(tx, region)?;
             }
             store::upsert_endpoint(tx, &endpoint)?;
             Ok(endpoint_json(&endpoint, &base))
@@ -566,7 +573,7 @@ async fn update_endpoint(
                 endpoint.service_id = service_id;
             }
             if let Some(region) = opt_string(&obj, "region_id")?.or(opt_string(&obj, "region")?) {
-                find_region(tx, &region)?;
+                ensure_region(tx, &region)?;
                 endpoint.region_id = Some(region);
             }
             if let Some(enabled) = opt_bool(&obj, "enabled")? {

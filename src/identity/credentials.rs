@@ -33,6 +33,14 @@ pub fn routes() -> Router<Arc<IdentityState>> {
             get(get_app_cred).delete(delete_app_cred),
         )
         .route(
+            "/v3/users/{user_id}/credentials/OS-EC2",
+            get(list_ec2).post(create_ec2),
+        )
+        .route(
+            "/v3/users/{user_id}/credentials/OS-EC2/{access}",
+            get(get_ec2).delete(delete_ec2),
+        )
+        .route(
             "/v3/credentials",
             get(list_credentials).post(create_credential),
         )
@@ -44,11 +52,12 @@ pub fn routes() -> Router<Arc<IdentityState>> {
         )
 }
 
-fn parse_time(text: &str) -> IdentityResult<i64> {
-    let trimmed = text.trim_end_matches('Z');
+/// Parses an ISO 8601 time as clients send it, to microseconds since the epoch.
+fn parse_time_micros(text: &str) -> IdentityResult<i64> {
+    let trimmed = text.trim_end_matches('Z').trim_end_matches("+00:00");
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(trimmed, format) {
-            return Ok(t.and_utc().timestamp());
+            return Ok(t.and_utc().timestamp_micros());
         }
     }
     Err(IdentityError::BadRequest(format!(
@@ -56,10 +65,11 @@ fn parse_time(text: &str) -> IdentityResult<i64> {
     )))
 }
 
-fn format_time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
+/// Formats microseconds since the epoch as Keystone returns times.
+fn format_time_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S.000000")
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
         .to_string()
 }
 
@@ -68,7 +78,7 @@ fn app_cred_json(c: &AppCredential, roles: &[Value], base: &str) -> Value {
         "id": c.id,
         "name": c.name,
         "description": c.description,
-        "expires_at": c.expires_at.map(format_time),
+        "expires_at": c.expires_at_micros.map(format_time_micros),
         "unrestricted": c.unrestricted,
         "project_id": c.project_id,
         "user_id": c.user_id,
@@ -129,12 +139,12 @@ async fn create_app_cred(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         }
     };
-    let expires_at = opt_string(&obj, "expires_at")?
-        .map(|t| parse_time(&t))
+    let expires_at_micros = opt_string(&obj, "expires_at")?
+        .map(|t| parse_time_micros(&t))
         .transpose()?;
     let token_roles: Vec<(String, String)> = ctx.roles.clone();
     let requested: Vec<String> = match obj.get("roles") {
-        Some(Value::Array(items)) => {
+        Some(Value::Array(items)) if !items.is_empty() => {
             let mut ids = Vec::new();
             for item in items {
                 let found = token_roles.iter().find(|(id, name)| {
@@ -161,7 +171,7 @@ async fn create_app_cred(
         project_id,
         secret_hash: String::new(),
         description: opt_string(&obj, "description")?,
-        expires_at,
+        expires_at_micros,
         unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
         roles: requested,
         access_rules: obj
@@ -432,6 +442,135 @@ async fn delete_credential(
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
     let credential = load_visible(&s, &ctx, id).await?;
+    s.write(move |tx| {
+        store::delete_credential(tx, &credential.id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ OS-EC2
+
+fn ec2_json(c: &Credential, base: &str) -> Option<Value> {
+    let blob: Value = serde_json::from_str(&c.blob).ok()?;
+    let access = blob.get("access")?.as_str()?.to_string();
+    Some(json!({
+        "access": access,
+        "secret": blob.get("secret").cloned().unwrap_or(Value::Null),
+        "user_id": c.user_id,
+        "tenant_id": c.project_id,
+        "trust_id": blob.get("trust_id").cloned().unwrap_or(Value::Null),
+        "links": {"self": format!("{base}/users/{}/credentials/OS-EC2/{access}", c.user_id)},
+    }))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+async fn create_ec2(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "ec2_create_credential")?;
+    let body = parse_body(&body)?;
+    let project_id = opt_string(&body, "tenant_id")?
+        .ok_or_else(|| IdentityError::BadRequest("'tenant_id' is a required property.".into()))?;
+    let access = random_hex(16);
+    let blob = json!({"access": access, "secret": random_hex(16), "trust_id": null}).to_string();
+    let credential = Credential {
+        id: credential_id("ec2", &blob)?,
+        user_id,
+        project_id: Some(project_id),
+        kind: "ec2".into(),
+        blob,
+        extra: Default::default(),
+    };
+    let base = s.v3_url();
+    let value = s
+        .write(move |tx| {
+            if store::get_user(tx, &credential.user_id)?.is_none() {
+                return Err(IdentityError::NotFound(format!(
+                    "Could not find user: {}.",
+                    credential.user_id
+                )));
+            }
+            if let Some(project) = &credential.project_id
+                && store::get_project(tx, project)?.is_none()
+            {
+                return Err(IdentityError::NotFound(format!(
+                    "Could not find project: {project}."
+                )));
+            }
+            store::upsert_credential(tx, &credential)?;
+            ec2_json(&credential, &base)
+                .ok_or_else(|| IdentityError::Internal("an ec2 blob did not round-trip".into()))
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"credential": value}),
+    ))
+}
+
+async fn list_ec2(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path(user_id): Path<String>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "ec2_list_credentials")?;
+    let base = s.v3_url();
+    let self_url = format!("{}/users/{user_id}/credentials/OS-EC2", s.v3_url());
+    let items = s
+        .read(move |conn| {
+            Ok(store::list_credentials(conn)?
+                .iter()
+                .filter(|c| c.kind == "ec2" && c.user_id == user_id)
+                .filter_map(|c| ec2_json(c, &base))
+                .collect())
+        })
+        .await?;
+    Ok(list_response("credentials", items, self_url))
+}
+
+async fn find_ec2(
+    s: &Arc<IdentityState>,
+    user_id: String,
+    access: &str,
+) -> IdentityResult<Credential> {
+    let id = hex::encode(Sha256::digest(access.as_bytes()));
+    let found = s
+        .read(move |conn| Ok(store::get_credential(conn, &id)?))
+        .await?;
+    found
+        .filter(|c| c.kind == "ec2" && c.user_id == user_id)
+        .ok_or_else(|| IdentityError::NotFound("Could not find credential.".into()))
+}
+
+async fn get_ec2(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((user_id, access)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "ec2_get_credential")?;
+    let credential = find_ec2(&s, user_id, &access).await?;
+    let value = ec2_json(&credential, &s.v3_url())
+        .ok_or_else(|| IdentityError::Internal("an ec2 blob did not round-trip".into()))?;
+    Ok(json_response(StatusCode::OK, &json!({"credential": value})))
+}
+
+async fn delete_ec2(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((user_id, access)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    own_or_admin(&ctx, &user_id, "ec2_delete_credential")?;
+    let credential = find_ec2(&s, user_id, &access).await?;
     s.write(move |tx| {
         store::delete_credential(tx, &credential.id)?;
         Ok(())

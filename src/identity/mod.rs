@@ -4,13 +4,15 @@
 //! extractor every service uses; `resources` holds domains, projects, users
 //! and groups; `roles` roles, implied roles and assignments; `catalog`
 //! regions, services and endpoints; `credentials` application credentials
-//! and EC2-style credentials; `bootstrap` the first start; `password` the
-//! password KDF; `views` the JSON shapes.
+//! and EC2-style credentials; `policies` policy blobs and endpoint groups;
+//! `bootstrap` the first start; `password` the password KDF; `views` the
+//! JSON shapes.
 
 pub mod bootstrap;
 mod catalog;
 mod credentials;
 mod password;
+mod policies;
 mod resources;
 mod roles;
 pub mod token;
@@ -249,6 +251,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(roles::routes())
         .merge(catalog::routes())
         .merge(credentials::routes())
+        .merge(policies::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -278,7 +281,7 @@ fn version_json(public_url: &str) -> Value {
     })
 }
 
-async fn root_versions(
+pub async fn root_versions(
     axum::extract::State(s): axum::extract::State<Arc<IdentityState>>,
 ) -> Response {
     json_response(

@@ -87,6 +87,16 @@ fn default_domain_for(ctx: &AuthContext) -> String {
     }
 }
 
+/// Project and domain names: 1 to 64 characters, as Keystone's schema has them.
+fn check_resource_name(name: &str) -> IdentityResult<()> {
+    if name.chars().count() > 64 {
+        return Err(IdentityError::BadRequest(
+            "Invalid input for field 'name': longer than 64 characters.".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn load_domain(conn: &Connection, id: &str) -> IdentityResult<Domain> {
     store::get_domain(conn, id)?.ok_or_else(|| not_found("domain", id))
 }
@@ -138,7 +148,11 @@ async fn create_domain(
     let obj = take_object(&mut body, "domain")?;
     let domain = Domain {
         id: opt_string(&obj, "explicit_domain_id")?.unwrap_or_else(new_id),
-        name: required_name(&obj, "name")?,
+        name: {
+            let name = required_name(&obj, "name")?;
+            check_resource_name(&name)?;
+            name
+        },
         description: opt_string(&obj, "description")?.unwrap_or_default(),
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
         extra: strip_reserved(
@@ -198,6 +212,7 @@ async fn update_domain(
             let mut domain = load_domain(tx, &id)?;
             if let Some(name) = opt_string(&obj, "name")? {
                 domain.name = check_name(&name, "name")?;
+                check_resource_name(&domain.name)?;
             }
             if let Some(description) = opt_string(&obj, "description")? {
                 domain.description = description;
@@ -322,6 +337,7 @@ async fn list_projects(
         ],
     )
     .into_iter()
+    .filter(|item| q.contains_key("is_domain") || item["is_domain"] != Value::Bool(true))
     .filter(|item| tag_filter(item, &q))
     .collect();
     Ok(list_response(
@@ -374,11 +390,8 @@ async fn create_project(
     let parent_id = opt_string(&obj, "parent_id")?;
     let description = opt_string(&obj, "description")?.unwrap_or_default();
     let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
-    if opt_bool(&obj, "is_domain")? == Some(true) {
-        return Err(IdentityError::BadRequest(
-            "Projects acting as domains are not supported.".into(),
-        ));
-    }
+    let is_domain = opt_bool(&obj, "is_domain")?.unwrap_or(false);
+    check_resource_name(&name)?;
     let tags = parse_tags(obj.get("tags"))?.unwrap_or_default();
     let extra = strip_reserved(
         obj,
@@ -397,6 +410,31 @@ async fn create_project(
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
+            if is_domain {
+                // A project acting as a domain: a domain row and a project row
+                // share one id, as Keystone keeps them in one table.
+                let domain = Domain {
+                    id: new_id(),
+                    name: name.clone(),
+                    description: description.clone(),
+                    enabled,
+                    extra: Default::default(),
+                };
+                store::insert_domain(tx, &domain)?;
+                let project = Project {
+                    id: domain.id.clone(),
+                    name,
+                    domain_id: domain.id,
+                    parent_id: None,
+                    description,
+                    enabled,
+                    is_domain: true,
+                    extra,
+                };
+                store::insert_project(tx, &project)?;
+                store::set_project_tags(tx, &project.id, &tags)?;
+                return project_json(tx, &project, &base);
+            }
             let mut parent = None;
             if let Some(parent_id) = &parent_id {
                 // A parent id may name a domain (top level) or a project.
@@ -425,6 +463,7 @@ async fn create_project(
                 parent_id: parent.map(|p| p.id),
                 description,
                 enabled,
+                is_domain: false,
                 extra,
             };
             store::insert_project(tx, &project)?;
@@ -473,6 +512,7 @@ async fn update_project(
             let mut project = load_project(tx, &id)?;
             if let Some(name) = opt_string(&obj, "name")? {
                 project.name = check_name(&name, "name")?;
+                check_resource_name(&project.name)?;
             }
             if let Some(domain_id) = opt_string(&obj, "domain_id")?
                 && domain_id != project.domain_id
@@ -520,6 +560,14 @@ async fn update_project(
                 ],
             ));
             store::update_project(tx, &project)?;
+            if project.is_domain
+                && let Some(mut domain) = store::get_domain(tx, &project.id)?
+            {
+                domain.name = project.name.clone();
+                domain.description = project.description.clone();
+                domain.enabled = project.enabled;
+                store::update_domain(tx, &domain)?;
+            }
             project_json(tx, &project, &base)
         })
         .await?;
@@ -533,7 +581,7 @@ async fn delete_project(
 ) -> IdentityResult<Response> {
     require_admin(&ctx, "delete_project")?;
     s.write(move |tx| {
-        load_project(tx, &id)?;
+        let project = load_project(tx, &id)?;
         if store::list_projects(tx)?
             .iter()
             .any(|p| p.parent_id.as_deref() == Some(id.as_str()))
@@ -542,7 +590,16 @@ async fn delete_project(
                 "delete_project (the project has children)".into(),
             ));
         }
-        store::delete_project(tx, &id)?;
+        if project.is_domain {
+            if project.enabled {
+                return Err(IdentityError::Forbidden(
+                    "delete_project (disable a project acting as a domain first)".into(),
+                ));
+            }
+            store::delete_domain(tx, &id)?;
+        } else {
+            store::delete_project(tx, &id)?;
+        }
         Ok(())
     })
     .await?;
@@ -748,9 +805,7 @@ async fn create_user(
     let value = s
         .write(move |tx| {
             if store::get_domain(tx, &domain_id)?.is_none() {
-                return Err(IdentityError::BadRequest(format!(
-                    "Could not find domain: {domain_id}."
-                )));
+                return Err(not_found("domain", &domain_id));
             }
             let now = now_unix();
             let user = User {
@@ -1011,9 +1066,7 @@ async fn create_group(
     let value = s
         .write(move |tx| {
             if store::get_domain(tx, &domain_id)?.is_none() {
-                return Err(IdentityError::BadRequest(format!(
-                    "Could not find domain: {domain_id}."
-                )));
+                return Err(not_found("domain", &domain_id));
             }
             let group = Group {
                 id: new_id(),

@@ -33,7 +33,10 @@ pub fn routes() -> Router<Arc<IdentityState>> {
         .route("/v3/roles/{id}/implies", get(list_implied))
         .route(
             "/v3/roles/{prior}/implies/{implied}",
-            get(get_implied).put(create_implied).delete(delete_implied),
+            get(get_implied)
+                .head(check_implied)
+                .put(create_implied)
+                .delete(delete_implied),
         )
         .route("/v3/role_inferences", get(list_inferences))
         .route("/v3/role_assignments", get(list_assignments));
@@ -212,8 +215,10 @@ pub fn effective_roles_for_scope(
         Scope::Unscoped => return Ok(Vec::new()),
     };
     let ids = effective_role_ids(conn, user_id, target_type, target_id)?;
+    // Domain-specific roles never appear in tokens: only the global roles they imply.
     let names: HashMap<String, String> = store::list_roles(conn)?
         .into_iter()
+        .filter(|r| r.domain_id.is_none())
         .map(|r| (r.id, r.name))
         .collect();
     Ok(ids
@@ -425,6 +430,29 @@ async fn get_implied(
     ))
 }
 
+/// `HEAD /v3/roles/{prior}/implies/{implied}`: 204 when the rule exists.
+async fn check_implied(
+    State(s): State<Arc<IdentityState>>,
+    Auth(ctx): Auth,
+    Path((prior, implied)): Path<(String, String)>,
+) -> IdentityResult<Response> {
+    require_admin(&ctx, "check_implied_role")?;
+    let exists = s
+        .read(move |conn| {
+            load_role(conn, &prior)?;
+            load_role(conn, &implied)?;
+            Ok(store::list_implied_roles(conn)?.contains(&(prior, implied)))
+        })
+        .await?;
+    if exists {
+        Ok(no_content())
+    } else {
+        Err(IdentityError::NotFound(
+            "Could not find the implied role rule.".into(),
+        ))
+    }
+}
+
 async fn create_implied(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
@@ -436,6 +464,11 @@ async fn create_implied(
         .write(move |tx| {
             let prior_role = load_role(tx, &prior)?;
             let implied_role = load_role(tx, &implied)?;
+            if prior_role.domain_id.is_none() && implied_role.domain_id.is_some() {
+                return Err(IdentityError::Forbidden(
+                    "create_implied_role (a global role cannot imply a domain-specific role)".into(),
+                ));
+            }
             // Refuse cycles: the implied role must not (transitively) imply the prior.
             let rules = store::list_implied_roles(tx)?;
             let mut reach = BTreeSet::from([implied.clone()]);
@@ -856,6 +889,8 @@ async fn list_assignments(
                 .collect();
             if effective {
                 rows = effective_rows(conn, rows)?;
+                // Domain-specific roles only stand for the global roles they imply.
+                rows.retain(|(a, _)| roles.get(&a.role_id).is_none_or(|r| r.domain_id.is_none()));
             }
             let inherited_only = q.contains_key("scope.OS-INHERIT:inherited_to");
             let out = rows

@@ -154,7 +154,7 @@ fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityR
     let mut app_cred = None;
     if let Some(cred_id) = &record.app_cred_id {
         let cred = store::get_app_cred(conn, cred_id)?.ok_or_else(not_found_token)?;
-        if cred.expires_at.is_some_and(|t| t <= now) {
+        if cred.expires_at_micros.is_some_and(|t| t / 1_000_000 <= now) {
             return Err(not_found_token());
         }
         roles.retain(|(id, _)| cred.roles.contains(id));
@@ -363,7 +363,7 @@ fn authenticate(
                     .find(|c| c.name == name)
                     .ok_or_else(unauthorized)?
             };
-            if cred.expires_at.is_some_and(|t| t <= now)
+            if cred.expires_at_micros.is_some_and(|t| t / 1_000_000 <= now)
                 || !super::password::verify(secret, &cred.secret_hash)
             {
                 return Err(unauthorized());
@@ -372,7 +372,7 @@ fn authenticate(
             Authenticated {
                 user,
                 methods: vec!["application_credential".into()],
-                expires_unix: cred.expires_at,
+                expires_unix: cred.expires_at_micros.map(|t| t / 1_000_000),
                 audit_ids: vec![new_audit_id()],
                 app_cred: Some(cred),
                 previous_scope: None,

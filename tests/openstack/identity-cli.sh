@@ -23,7 +23,7 @@ log="${YUNHE_CLI_LOG:-}"
 pass() { passed=$((passed+1)); echo "PASS $1"; }
 fail() {
     failed=$((failed+1)); echo "FAIL $1"
-    if [ -s "$out" ]; then sed -e 's/^/    | /' "$out" | tail -n 15; fi
+    if [ -s "$out" ]; then { cat "$out"; echo; } | sed -e '/^\r\?$/d' -e 's/^/    | /' | tail -n 15; fi
 }
 # check NAME CMD...: the command must exit 0. Its output is kept in $out.
 check() {
