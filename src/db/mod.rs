@@ -5,7 +5,9 @@
 //! the single writer inside one transaction ([`Db::write`]); both run on
 //! tokio's blocking pool so the runtime never waits on disk.
 
+pub mod compute;
 pub mod identity;
+pub mod image;
 mod migrations;
 
 use std::path::{Path, PathBuf};
