@@ -30,7 +30,18 @@ impl Server {
 
     /// Starts a server on an existing (or new) state directory.
     pub fn start_in(state_dir: PathBuf, keep_state: bool) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+        Server::spawn(state_dir, keep_state, None)
+    }
+
+    /// Starts a server logging at debug level into `log`.
+    pub fn start_logging_to(log: &std::path::Path) -> Server {
+        let dir = std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like()));
+        Server::spawn(dir, false, Some(log))
+    }
+
+    fn spawn(state_dir: PathBuf, keep_state: bool, log: Option<&std::path::Path>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_yunhe"));
+        command
             .args([
                 "serve",
                 "--listen",
@@ -40,11 +51,17 @@ impl Server {
             ])
             .arg("--state-dir")
             .arg(&state_dir)
-            .env("YUNHE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn yunhe serve");
+            .stdout(Stdio::piped());
+        match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("log file");
+                command.env("YUNHE_LOG", "debug").stderr(file);
+            }
+            None => {
+                command.env("YUNHE_LOG", "warn").stderr(Stdio::inherit());
+            }
+        }
+        let mut child = command.spawn().expect("spawn yunhe serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
         let mut base = String::new();
