@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# (a) micro's bzImage + tiny's initramfs boot under QEMU TCG to "yunhe-tiny: ready" within 120 s.
+# Builds the recipes into $OUT (default out/) first if they are not there.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+LIMIT=${LIMIT:-120}
+KERNEL=${KERNEL:-}
+ensure_built tiny
+if [ -z "$KERNEL" ]; then ensure_built micro; KERNEL=$OUT/micro/bzImage; fi
+work=$(mktemp -d); trap 'stop_qemu; rm -rf "$work"' EXIT
+log=$OUT/test-boot-micro-tiny.log
+secs=$(boot_until "$log" "yunhe-tiny: ready" "$LIMIT" -M q35,accel=tcg -m 256 -nic none \
+    -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0) \
+    || fail "no ready marker within ${LIMIT}s (console log: $log)"
+stop_qemu
+ready=$(grep -o 'yunhe-tiny: ready [0-9.]*' "$log" | head -n1)
+pass "$(basename "$KERNEL") + tiny reached '$ready' (guest uptime) after ${secs}s wall clock under TCG"
