@@ -1,15 +1,19 @@
 # micro: a small Linux kernel from Debian's linux-source-6.1, tinyconfig + micro/kernel.fragment.
 # Outputs vmlinux (uncompressed ELF with the Xen PVH entry note) and bzImage.
-# The built kernel is cached under $YUNHE_CACHE/micro/<key>, key = hash of the fragment, this
-# script and the source package version, so a rebuild with nothing changed is a copy.
+# The built kernel is cached under $YUNHE_CACHE/micro/<key>, key = hash of the fragment, the
+# source package version and MICRO_BUILD_METHOD, so a rebuild with nothing changed is a copy.
 # shellcheck shell=bash
+
+MICRO_BUILD_METHOD=1
 
 recipe_build() {
     need_pkgs linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev lz4 \
         xz-utils cpio python3
     local here="$RECIPES_DIR/micro" ver key src cache obj jobs t0 t1
     ver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-    key=$(cat "$here/kernel.fragment" "$here/recipe.sh" <(echo "$ver") | sha256sum | cut -c1-16)
+    # The key covers what decides the kernel: the fragment, the source version and the build
+    # method (bump MICRO_BUILD_METHOD when the configure/build steps below change).
+    key=$(cat "$here/kernel.fragment" <(echo "$ver $MICRO_BUILD_METHOD") | sha256sum | cut -c1-16)
     cache="$YUNHE_CACHE/micro/$key"
     if [ -f "$cache/vmlinux" ] && [ -f "$cache/bzImage" ] && [ -f "$cache/build.json" ]; then
         log "kernel cached at $cache (key $key)"
@@ -25,8 +29,9 @@ recipe_build() {
         obj="$YUNHE_CACHE/micro/build-$key"
         mkdir -p "$obj"
         log "configuring: tinyconfig + kernel.fragment"
-        make -s -C "$src" O="$obj" tinyconfig >&2
-        "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$here/kernel.fragment" >/dev/null
+        make -s -C "$src" O="$obj" tinyconfig >"$obj/merge.log" 2>&1 || { cat "$obj/merge.log" >&2; die "make tinyconfig failed"; }
+        "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$here/kernel.fragment" \
+            >>"$obj/merge.log" 2>&1 || { cat "$obj/merge.log" >&2; die "merge_config.sh failed"; }
         make -s -C "$src" O="$obj" olddefconfig >&2
         check_fragment "$here/kernel.fragment" "$obj/.config"
         jobs=${JOBS:-$(nproc)}
