@@ -87,7 +87,7 @@ print(f"{len(order)} modules", file=sys.stderr)
 PY
 
     log "writing the initramfs"
-    rm -f "$OUTDIR/tiny.cpio.gz" "$OUTDIR/tiny-root.img"
+    rm -f "$OUTDIR/tiny.cpio.gz" "$OUTDIR/tiny-root.img" "$OUTDIR"/vmlinuz-*
     python3 "$here/mkcpio.py" "$stage" "$OUTDIR/tiny.cpio.gz" \
         --dev /dev/console:c:5:1:0600 --dev /dev/null:c:1:3:0666 --dev /dev/ttyS0:c:4:64:0600
     # The Glance "ami" image that ties kernel and ramdisk together needs a disk of its own: 1 MiB
@@ -95,7 +95,7 @@ PY
     truncate -s 1M "$OUTDIR/tiny-root.img"
 
     local size max=$((16 * 1024 * 1024))
-    size=$(( $(stat -c %s "$OUTDIR/tiny.cpio.gz") + $(stat -c %s "$OUTDIR/tiny-root.img") ))
+    size=$(cat "$OUTDIR"/tiny.cpio.gz "$OUTDIR"/tiny-root.img | wc -c)
     [ "$size" -le "$max" ] || die "tiny is $size bytes, over the 16 MiB limit"
     write_manifest "$OUTDIR" "$(cat <<JSON
 {
@@ -112,7 +112,7 @@ PY
      "properties": {"os_type": "linux", "os_distro": "yunhe-tiny"}},
     {"name": "yunhe-tiny", "file": "tiny-root.img", "disk_format": "ami", "container_format": "ami",
      "links": {"kernel_id": "yunhe-micro-vmlinux", "ramdisk_id": "yunhe-tiny-initramfs"},
-     "links_note": "kernel_id and ramdisk_id name other images (kernel from recipe micro, or $kpkg's vmlinuz); the uploader replaces them with those images' Glance ids",
+     "links_note": "kernel_id and ramdisk_id name other images (yunhe-micro-vmlinux from recipe micro, or debian-cloud-kernel from recipe cloud-kernel); the uploader replaces them with those images' Glance ids",
      "properties": {"os_type": "linux", "os_distro": "yunhe-tiny", "os_command_line": "console=ttyS0",
                     "hw_disk_bus": "virtio", "hw_vif_model": "virtio", "hw_rng_model": "virtio",
                     "hw_serial_port_count": "1", "min_ram": "64"}}

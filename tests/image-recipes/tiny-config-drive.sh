@@ -38,7 +38,7 @@ mcopy -s -i "$work/config-vfat.img" "$tree/openstack" ::/ || fail "mcopy failed"
 want="UD-MARKER host=cfgtest-host keys=2 k1=1 k2=1 mode=600"
 results=()
 for kind in iso vfat; do
-    log=$OUT/test-tiny-config-drive-$kind.log
+    log=$OUT/test-$TEST-$kind.log
     secs=$(boot_until "$log" "yunhe-tiny: ready" "$LIMIT" -M q35,accel=tcg -m 256 -nic none \
         -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0 \
         -drive "file=$work/config-$kind.img,if=virtio,format=raw,readonly=on") \
