@@ -27,6 +27,9 @@ mkdir -p "$root/etc/cloud/cloud.cfg.d"
 cat >"$root/etc/cloud/cloud.cfg.d/90_yunhe.cfg" <<'CLOUD'
 # yunhe: look for a config drive first, then the OpenStack metadata service.
 datasource_list: [ ConfigDrive, OpenStack, None ]
+# The image has no "locales" package (C.UTF-8 is built into libc): skip cc_locale, which would
+# run locale-gen and fail cloud-config.service.
+locale: false
 datasource:
   OpenStack:
     max_wait: 30

@@ -4,7 +4,7 @@
 # shellcheck shell=bash
 
 recipe_build() {
-    need_pkgs busybox-static dropbear-bin kmod python3
+    need_pkgs busybox-static dropbear-bin kmod binutils python3
     local here="$RECIPES_DIR/tiny" stage kpkg kdeb kver kdir mods cloudver
     stage=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-tiny.XXXXXX")
     # shellcheck disable=SC2064
@@ -27,8 +27,10 @@ recipe_build() {
     log "adding dropbear and its libraries"
     install -m 0755 /usr/sbin/dropbear "$stage/usr/sbin/dropbear"
     install -m 0755 /usr/bin/dropbearkey "$stage/usr/bin/dropbearkey"
+    install -m 0755 /usr/bin/dbclient "$stage/usr/bin/dbclient"
+    ln -s dbclient "$stage/usr/bin/ssh"
     local lib
-    for lib in $(ldd /usr/sbin/dropbear /usr/bin/dropbearkey | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u); do
+    for lib in $(ldd /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dbclient | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u); do
         mkdir -p "$stage/$(dirname "$lib")"
         cp -L "$lib" "$stage/$lib"
     done

@@ -9,7 +9,7 @@ ensure_built tiny
 if [ -z "$KERNEL" ]; then ensure_built micro; KERNEL=$OUT/micro/bzImage; fi
 work=$(mktemp -d); trap 'stop_qemu; rm -rf "$work"' EXIT
 log=$OUT/test-$TEST.log
-secs=$(boot_until "$log" "yunhe-tiny: ready" "$LIMIT" -M q35,accel=tcg -m 256 -nic none \
+secs=$(boot_until "$log" "yunhe-tiny: ready" "$LIMIT" -M q35,accel=tcg -m 256 -nic none -device virtio-rng-pci \
     -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0) \
     || fail "no ready marker within ${LIMIT}s (console log: $log)"
 stop_qemu

@@ -23,7 +23,7 @@ JSON
 cat >"$work/cd/openstack/latest/user_data" <<'YAML'
 #cloud-config
 runcmd:
-  - [ sh, -c, 'echo "DEBIAN-UD-MARKER host=$(hostname) keys=$(grep -c deb@test /home/debian/.ssh/authorized_keys)" > /dev/ttyS0' ]
+  - [ sh, -c, 'echo "DEBIAN-UD-MARKER host=$(hostname) keys=$(grep -c deb@test /home/debian/.ssh/authorized_keys) esp=$(mountpoint -q /boot/efi && echo mounted) failed_units=$(systemctl --failed --no-legend --plain | awk "{print \$1}" | paste -sd, -)" > /dev/ttyS0' ]
 YAML
 genisoimage -quiet -V config-2 -r -J -o "$work/config.iso" "$work/cd" 2>/dev/null || fail "genisoimage failed"
 
@@ -36,5 +36,5 @@ secs=$(boot_until "$log" "DEBIAN-UD-MARKER" "$LIMIT" -M q35,accel=tcg -m 1024 -n
     || fail "no cloud-init marker within ${LIMIT}s (console log: $log)"
 stop_qemu
 got=$(tr -d '\r' <"$log" | grep -o 'DEBIAN-UD-MARKER.*' | head -n1)
-[ "$got" = "DEBIAN-UD-MARKER host=debtest keys=1" ] || fail "cloud-init result: '$got' ($log)"
+[ "$got" = "DEBIAN-UD-MARKER host=debtest keys=1 esp=mounted failed_units=" ] || fail "cloud-init result: '$got' ($log)"
 pass "debian booted via OVMF + systemd-boot + BLS entry; cloud-init applied the config drive ($got) after ${secs}s under TCG"

@@ -12,9 +12,13 @@ if [ -z "$KERNEL" ]; then ensure_built micro; KERNEL=$OUT/micro/bzImage; fi
 need_tool genisoimage genisoimage
 need_tool mkfs.vfat dosfstools
 need_tool mcopy mtools
+need_tool dropbearkey dropbear-bin
 work=$(mktemp -d); trap 'stop_qemu; rm -rf "$work"' EXIT
 
-key1="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHl3dW5oZXRlc3RrZXlvbmVvbmVvbmVvbmVvbmVvbmU key-one@test"
+# key one is real: user_data logs in to the guest's own dropbear with it over loopback
+dropbearkey -t ed25519 -f "$work/id_test" >/dev/null 2>&1 || fail "dropbearkey failed"
+key1="$(dropbearkey -y -f "$work/id_test" | grep '^ssh-ed25519' | cut -d' ' -f1,2) key-one@test"
+key_b64=$(base64 -w0 "$work/id_test")
 key2="ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCyunhetesttwo key-two@test"
 tree=$work/cd
 mkdir -p "$tree/openstack/latest"
@@ -25,8 +29,16 @@ cat >"$tree/openstack/latest/meta_data.json" <<JSON
  "keys": [{"name": "one", "type": "ssh", "data": "$key1\n"}, {"name": "two", "type": "ssh", "data": "$key2"}],
  "launch_index": 0, "availability_zone": "nova", "project_id": "p", "devices": []}
 JSON
-cat >"$tree/openstack/latest/user_data" <<'SH'
+cat >"$tree/openstack/latest/user_data" <<SH
 #!/bin/sh
+echo "$key_b64" | base64 -d >/run/id_test && chmod 600 /run/id_test
+(
+    for i in \$(seq 60); do netstat -ltn | grep -q ':22 ' && break; sleep 0.5; done
+    echo "UD-SSH \$(HOME=/run dbclient -y -y -i /run/id_test root@127.0.0.1 'echo login-ok-\$(hostname)' </dev/null 2>/run/dbclient.err)"
+    cat /run/dbclient.err
+) &
+SH
+cat >>"$tree/openstack/latest/user_data" <<'SH'
 echo "UD-MARKER host=$(hostname) keys=$(grep -c '^ssh-' /root/.ssh/authorized_keys) k1=$(grep -c 'key-one@test$' /root/.ssh/authorized_keys) k2=$(grep -c 'key-two@test$' /root/.ssh/authorized_keys) mode=$(stat -c %a /root/.ssh/authorized_keys)"
 SH
 
@@ -39,7 +51,7 @@ want="UD-MARKER host=cfgtest-host keys=2 k1=1 k2=1 mode=600"
 results=()
 for kind in iso vfat; do
     log=$OUT/test-$TEST-$kind.log
-    secs=$(boot_until "$log" "yunhe-tiny: ready" "$LIMIT" -M q35,accel=tcg -m 256 -nic none \
+    secs=$(boot_until "$log" "UD-SSH" "$LIMIT" -M q35,accel=tcg -m 256 -nic none -device virtio-rng-pci \
         -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0 \
         -drive "file=$work/config-$kind.img,if=virtio,format=raw,readonly=on") \
         || fail "$kind config drive: no ready marker within ${LIMIT}s (console log: $log)"
@@ -49,6 +61,8 @@ for kind in iso vfat; do
     [ -n "$got" ] || fail "$kind: user_data did not run ($log)"
     [ "$got" = "$want" ] || fail "$kind: user_data saw '$got', wanted '$want' ($log)"
     tr -d '\r' <"$log" | grep -q "yunhe-tiny: hostname cfgtest-host" || fail "$kind: hostname not set ($log)"
+    tr -d '\r' <"$log" | grep -q "yunhe-tiny: ready" || fail "$kind: no ready marker ($log)"
+    tr -d '\r' <"$log" | grep -q "UD-SSH login-ok-cfgtest-host" || fail "$kind: ssh login to dropbear with key one failed ($log)"
     results+=("$kind ${secs}s")
 done
-pass "config drive applied (keys, hostname, user_data) from ${results[*]} on $(basename "$KERNEL")"
+pass "config drive applied (keys, hostname, user_data; ssh login to dropbear with the key) from ${results[*]} on $(basename "$KERNEL")"
