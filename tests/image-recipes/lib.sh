@@ -46,7 +46,8 @@ boot_until() {
     need_tool qemu-system-x86_64 qemu-system-x86
     : >"$log"
     start=$(date +%s.%N)
-    timeout --kill-after=5 "$((limit + 10))" qemu-system-x86_64 -nographic -no-reboot "$@" \
+    # shellcheck disable=SC2086 # QEMU_WRAP is a command prefix, e.g. "ip netns exec NS"
+    timeout --kill-after=5 "$((limit + 10))" ${QEMU_WRAP:-} qemu-system-x86_64 -nographic -no-reboot "$@" \
         </dev/null >"$log" 2>&1 &
     QEMU_PID=$!
     trap stop_qemu EXIT
