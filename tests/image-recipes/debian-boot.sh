@@ -28,12 +28,13 @@ YAML
 genisoimage -quiet -V config-2 -r -J -o "$work/config.iso" "$work/cd" 2>/dev/null || fail "genisoimage failed"
 
 log=$OUT/test-debian-boot.log
-secs=$(boot_until "$log" "DEBIAN-UD-MARKER" "$LIMIT" -M q35,accel=tcg -m 1024 -nic none \
+boot_until "$log" "DEBIAN-UD-MARKER" "$LIMIT" -M q35,accel=tcg -m 1024 -nic none \
     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,file="$work/vars.fd" \
     -drive file="$work/overlay.qcow2",if=virtio,format=qcow2 \
-    -drive file="$work/config.iso",if=virtio,format=raw,readonly=on) \
+    -drive file="$work/config.iso",if=virtio,format=raw,readonly=on \
     || fail "no cloud-init marker within ${LIMIT}s (console log: $log)"
+secs=$BOOT_SECS
 stop_qemu
 got=$(tr -d '\r' <"$log" | grep -o 'DEBIAN-UD-MARKER.*' | head -n1)
 [ "$got" = "DEBIAN-UD-MARKER host=debtest keys=1 esp=mounted failed_units=" ] || fail "cloud-init result: '$got' ($log)"

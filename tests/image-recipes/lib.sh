@@ -39,7 +39,8 @@ stop_qemu() {
 }
 
 # boot_until LOG MARKER SECONDS QEMU-ARGS...: start QEMU (TCG, no network to anywhere: the caller
-# passes -nic none) with the serial console in LOG; wait for MARKER. Prints seconds to marker.
+# passes -nic none) with the serial console in LOG; wait for MARKER. Sets BOOT_SECS (wall clock
+# seconds to the marker) and QEMU_PID; call it directly, not in $(...), so QEMU outlives it.
 boot_until() {
     local log=$1 marker=$2 limit=$3 start now
     shift 3
@@ -50,11 +51,10 @@ boot_until() {
     timeout --kill-after=5 "$((limit + 10))" ${QEMU_WRAP:-} qemu-system-x86_64 -nographic -no-reboot "$@" \
         </dev/null >"$log" 2>&1 &
     QEMU_PID=$!
-    trap stop_qemu EXIT
     while :; do
         if grep -q -- "$marker" "$log"; then
             now=$(date +%s.%N)
-            awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f\n", b - a }'
+            BOOT_SECS=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
             return 0
         fi
         kill -0 "$QEMU_PID" 2>/dev/null || { note "QEMU exited early; console:"; tail -n 40 "$log" >&2; return 1; }
@@ -65,4 +65,28 @@ boot_until() {
         fi
         sleep 0.5
     done
+}
+
+# qemu_monitor SOCKET COMMAND: send one human-monitor command to QEMU's unix monitor socket.
+qemu_monitor() {
+    python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(5)
+time.sleep(0.2)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(0.5)
+s.close()
+PY
+}
+
+# wait_exit SECONDS: wait for the QEMU started by boot_until to exit by itself.
+wait_exit() {
+    local i
+    for ((i = 0; i < $1 * 2; i++)); do
+        kill -0 "$QEMU_PID" 2>/dev/null || { wait "$QEMU_PID" 2>/dev/null || true; QEMU_PID=; return 0; }
+        sleep 0.5
+    done
+    return 1
 }

@@ -51,10 +51,11 @@ want="UD-MARKER host=cfgtest-host keys=2 k1=1 k2=1 mode=600"
 results=()
 for kind in iso vfat; do
     log=$OUT/test-$TEST-$kind.log
-    secs=$(boot_until "$log" "UD-SSH" "$LIMIT" -M q35,accel=tcg -m 256 -nic none -device virtio-rng-pci \
+    boot_until "$log" "UD-SSH" "$LIMIT" -M q35,accel=tcg -m 256 -nic none -device virtio-rng-pci \
         -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0 \
-        -drive "file=$work/config-$kind.img,if=virtio,format=raw,readonly=on") \
+        -drive "file=$work/config-$kind.img,if=virtio,format=raw,readonly=on" \
         || fail "$kind config drive: no ready marker within ${LIMIT}s (console log: $log)"
+    secs=$BOOT_SECS
     stop_qemu
     tr -d '\r' <"$log" | grep -q "metadata from config drive" || fail "$kind: config drive not found ($log)"
     got=$(tr -d '\r' <"$log" | grep -o 'UD-MARKER.*' | head -n1 || true)

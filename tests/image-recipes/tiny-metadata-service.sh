@@ -56,11 +56,12 @@ ip netns exec "$ns" busybox httpd -f -p 169.254.169.254:80 -h "$work/www" >"$wor
 pids+=($!)
 
 log=$OUT/test-$TEST.log
-secs=$(QEMU_WRAP="ip netns exec $ns" boot_until "$log" "yunhe-tiny: ready" "$LIMIT" \
+QEMU_WRAP="ip netns exec $ns" boot_until "$log" "yunhe-tiny: ready" "$LIMIT" \
     -M q35,accel=tcg -m 256 -device virtio-rng-pci \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0 \
-    -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0) \
+    -kernel "$KERNEL" -initrd "$OUT/tiny/tiny.cpio.gz" -append console=ttyS0 \
     || fail "no ready marker within ${LIMIT}s (console log: $log)"
+secs=$BOOT_SECS
 stop_qemu
 tr -d "\r" <"$log" | grep -q "yunhe-tiny: eth0 has 10.99.0.[12][0-9]/24" || { cat "$work/udhcpd.log" >&2; fail "no DHCP lease on eth0 ($log)"; }
 tr -d '\r' <"$log" | grep -q "metadata from http://169.254.169.254" || fail "metadata service not used ($log)"
