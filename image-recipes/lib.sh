@@ -39,7 +39,7 @@ fetch_deb() {
     file=$(ls "$dir/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
     if [ -z "$file" ]; then
         log "downloading $pkg $ver"
-        (cd "$dir" && apt-get download -qq "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed"
+        (cd "$dir" && apt-get -o APT::Sandbox::User=root download -qq "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed"
         file=$(ls "$dir/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
         [ -n "$file" ] || die "downloaded $pkg but cannot find its .deb in $dir"
     fi

@@ -26,7 +26,8 @@ recipe_build() {
     export YUNHE_ROOT_UUID=$root_uuid YUNHE_ESP_UUID=$esp_uuid
 
     log "mmdebstrap bookworm (package cache: $debs)"
-    local t0=$(date +%s)
+    local t0
+    t0=$(date +%s)
     mmdebstrap --mode=root --variant=minbase --format=directory \
         --include="$(grep -v '^#' "$here/packages" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')" \
         --skip=download/empty \
