@@ -1,0 +1,85 @@
+#!/bin/sh
+# mmdebstrap customize hook for the debian recipe: $1 is the image's root directory.
+# YUNHE_ROOT_UUID and YUNHE_ESP_UUID come from recipe.sh.
+set -eu
+root=$1
+: "${YUNHE_ROOT_UUID:?}" "${YUNHE_ESP_UUID:?}"
+
+cat >"$root/etc/fstab" <<FSTAB
+# <file system>              <mount point> <type> <options>           <dump> <pass>
+UUID=$YUNHE_ROOT_UUID  /             ext4   errors=remount-ro   0      1
+UUID=$YUNHE_ESP_UUID                        /boot/efi     vfat   umask=0077,nofail   0      2
+FSTAB
+mkdir -p "$root/boot/efi"
+
+echo debian >"$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+
+cat >"$root/etc/network/interfaces" <<'IFACES'
+# cloud-init writes the interfaces it configures to interfaces.d/50-cloud-init
+auto lo
+iface lo inet loopback
+
+source /etc/network/interfaces.d/*
+IFACES
+
+mkdir -p "$root/etc/cloud/cloud.cfg.d"
+cat >"$root/etc/cloud/cloud.cfg.d/90_yunhe.cfg" <<'CLOUD'
+# yunhe: look for a config drive first, then the OpenStack metadata service.
+datasource_list: [ ConfigDrive, OpenStack, None ]
+# The image has no "locales" package (C.UTF-8 is built into libc): skip cc_locale, which would
+# run locale-gen and fail cloud-config.service.
+locale: false
+datasource:
+  OpenStack:
+    max_wait: 30
+    timeout: 5
+CLOUD
+
+# Kernel command line for BLS entries (used by the kernel hook below for future kernels).
+echo "root=UUID=$YUNHE_ROOT_UUID ro console=tty0 console=ttyS0,115200n8" >"$root/etc/kernel/cmdline"
+
+# Keep the ESP's BLS entries in step with kernels installed later inside the guest.
+cat >"$root/etc/kernel/postinst.d/zz-yunhe-bls" <<'HOOK'
+#!/bin/sh
+# Copy kernel $1 and its initrd to the ESP and write its Boot Loader Specification entry.
+set -e
+kver=$1
+esp=/boot/efi
+mountpoint -q "$esp" || exit 0
+[ -f "/boot/initrd.img-$kver" ] || exit 0   # the initramfs post-update hook calls us again
+mkdir -p "$esp/debian/$kver" "$esp/loader/entries"
+cp "/boot/vmlinuz-$kver" "$esp/debian/$kver/linux"
+cp "/boot/initrd.img-$kver" "$esp/debian/$kver/initrd"
+. /etc/os-release
+cat >"$esp/loader/entries/debian-$kver.conf" <<ENTRY
+title      $PRETTY_NAME
+version    $kver
+sort-key   debian
+linux      /debian/$kver/linux
+initrd     /debian/$kver/initrd
+options    $(cat /etc/kernel/cmdline)
+ENTRY
+HOOK
+cat >"$root/etc/kernel/postrm.d/zz-yunhe-bls" <<'HOOK'
+#!/bin/sh
+# Remove kernel $1's files and BLS entry from the ESP.
+set -e
+esp=/boot/efi
+mountpoint -q "$esp" || exit 0
+rm -rf "$esp/debian/$1" "$esp/loader/entries/debian-$1.conf"
+HOOK
+mkdir -p "$root/etc/initramfs/post-update.d"
+ln -sf ../../kernel/postinst.d/zz-yunhe-bls "$root/etc/initramfs/post-update.d/zz-yunhe-bls"
+chmod 755 "$root/etc/kernel/postinst.d/zz-yunhe-bls" "$root/etc/kernel/postrm.d/zz-yunhe-bls"
+
+# Per-instance state is made on first boot: ssh host keys (cloud-init), machine-id (systemd).
+rm -f "$root"/etc/ssh/ssh_host_*
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+
+# Smaller image: no package caches or lists (the guest runs apt update itself).
+rm -f "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin
+rm -rf "$root"/var/lib/apt/lists/*
+mkdir -p "$root/var/lib/apt/lists/partial"
+rm -f "$root"/var/log/*.log "$root"/var/log/apt/*
