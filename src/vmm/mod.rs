@@ -1,5 +1,7 @@
 //! The built-in virtual machine monitor (placeholder until the VMM lands).
 
+pub mod devices;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,0 +1,3 @@
+//! Device models of the VMM: legacy platform devices, the PCI host bridge and virtio.
+
+pub mod virtio;

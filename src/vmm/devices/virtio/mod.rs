@@ -1,0 +1,1 @@
+//! Virtio device models (owned by the virtio helper).
