@@ -251,3 +251,107 @@ pub(crate) fn read_config_bytes(data: &[u8], offset: u64, out: &mut [u8]) {
             .unwrap_or(0);
     }
 }
+
+/// One buffer of a descriptor chain, already checked to lie inside one guest memory region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest physical address.
+    pub addr: vm_memory::GuestAddress,
+    /// Length in bytes (never 0: empty descriptors are dropped).
+    pub len: u32,
+    /// Device-writable (the guest reads what the device puts there).
+    pub writable: bool,
+}
+
+/// Why a descriptor chain is unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    /// The chain has no descriptors (bad head index or unreadable table)
+    #[error("the chain has no descriptors (bad head index or unreadable table)")]
+    Empty,
+    /// The chain stops at a descriptor that announces a next one (loop, bad index, bad indirect table or over 4 GiB)
+    #[error(
+        "the chain stops at a descriptor that announces a next one (loop, bad index, bad indirect table or over 4 GiB)"
+    )]
+    Truncated,
+    /// A device-readable descriptor follows a device-writable one
+    #[error("a device-readable descriptor follows a device-writable one")]
+    ReadableAfterWritable,
+    /// The chain has more than {0} buffers
+    #[error("the chain has more than {0} buffers")]
+    TooManySegments(usize),
+    /// Buffer {addr:#x}+{len:#x} is not inside guest memory
+    #[error("buffer {addr:#x}+{len:#x} is not inside guest memory")]
+    OutOfRange {
+        /// Guest address of the buffer.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+}
+
+/// Walk a descriptor chain (virtio-queue does the parsing, including indirect tables and the
+/// loop bound) and check every buffer against guest memory. `out` is cleared and receives the
+/// non-empty buffers, readable ones first.
+pub fn collect_chain(
+    chain: virtio_queue::DescriptorChain<&GuestMemory>,
+    mem: &GuestMemory,
+    out: &mut Vec<Segment>,
+    max_segments: usize,
+) -> Result<(), ChainError> {
+    use vm_memory::GuestMemoryBackend;
+
+    out.clear();
+    let mut seen_any = false;
+    let mut last_has_next = false;
+    let mut seen_writable = false;
+    for desc in chain {
+        seen_any = true;
+        last_has_next = desc.has_next();
+        let writable = desc.is_write_only();
+        if !writable && seen_writable {
+            return Err(ChainError::ReadableAfterWritable);
+        }
+        seen_writable |= writable;
+        if desc.len() == 0 {
+            continue;
+        }
+        if out.len() >= max_segments {
+            return Err(ChainError::TooManySegments(max_segments));
+        }
+        let len = desc.len();
+        if mem.get_slice(desc.addr(), len as usize).is_err() {
+            return Err(ChainError::OutOfRange {
+                addr: desc.addr().0,
+                len,
+            });
+        }
+        out.push(Segment {
+            addr: desc.addr(),
+            len,
+            writable,
+        });
+    }
+    if !seen_any {
+        return Err(ChainError::Empty);
+    }
+    if last_has_next {
+        return Err(ChainError::Truncated);
+    }
+    Ok(())
+}
+
+/// Pop the next available chain of `queue`. `Ok(None)`: nothing available (or the queue is not
+/// ready). `Err`: the available ring is unusable (the device needs a reset).
+pub fn pop_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+    index: u16,
+) -> Result<Option<virtio_queue::DescriptorChain<&'m GuestMemory>>, DeviceError> {
+    use virtio_queue::{QueueOwnedT, QueueT};
+    if !queue.ready() {
+        return Ok(None);
+    }
+    let mut iter = queue.iter(mem).map_err(|e| DeviceError::Queue(index, e))?;
+    Ok(iter.next())
+}
