@@ -355,3 +355,6 @@ pub fn pop_chain<'m>(
     let mut iter = queue.iter(mem).map_err(|e| DeviceError::Queue(index, e))?;
     Ok(iter.next())
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,8 +25,8 @@
 //!   or "any length", no datamatch) and, when it fires, call
 //!   [`VirtioPciDevice::process_queue`] on the event thread. A notify write that still reaches
 //!   `bar_write` (no ioeventfd bound) returns [`BarWriteOutcome::QueueNotify`]: do the same.
-//! * When `config_write` returns [`ConfigWriteOutcome::Bar0Moved`], move the MMIO range and
-//!   re-register the ioeventfds.
+//! * When `config_write` returns [`ConfigWriteOutcome::Bar0Moved`] (the guest reprogrammed BAR 0
+//!   and has memory decoding on), move the MMIO range and re-register the ioeventfds.
 //! * Implement [`PciInterruptSink`]: `route_msix` when a vector's message changes (GSI routing),
 //!   `signal_msix` to fire a vector. Masking and the pending bits are handled here.
 //! * Wrap the device in a `Mutex`: the vCPU threads (MMIO) and the event thread share it.
@@ -616,8 +616,6 @@ impl VirtioPciDevice {
         if start >= data_reg && start < data_reg + 4 {
             return self.pci_cfg_window_write((start - data_reg) as u64, data);
         }
-        let old_bar = self.bar0;
-        let bar_probe = data.iter().all(|&b| b == 0xFF);
         for (i, &d) in data.iter().enumerate() {
             let o = start + i;
             let m = self.write_mask[o];
@@ -627,16 +625,31 @@ impl VirtioPciDevice {
         if overlaps(CAP_MSIX + 2, CAP_MSIX + 4) {
             self.msix_control_changed();
         }
-        if overlaps(0x10, 0x18) {
-            let lo = u64::from(get_u32(&self.config, 0x10) & 0xFFFF_FFF0);
-            let hi = u64::from(get_u32(&self.config, 0x14));
-            let new = (hi << 32) | lo;
-            if !bar_probe && new != old_bar {
-                self.bar0 = new;
-                return ConfigWriteOutcome::Bar0Moved { old: old_bar, new };
-            }
+        // BAR 0 moves when the guest has memory decoding on and the programmed address differs
+        // from the one in use: sizing probes (done with decoding off) never move it.
+        let memory_decode = get_u16(&self.config, 0x04) & 0x2 != 0;
+        let programmed = self.programmed_bar0();
+        if memory_decode && programmed != self.bar0 {
+            let old = self.bar0;
+            self.bar0 = programmed;
+            return ConfigWriteOutcome::Bar0Moved {
+                old,
+                new: programmed,
+            };
         }
         ConfigWriteOutcome::None
+    }
+
+    fn programmed_bar0(&self) -> u64 {
+        let lo = u64::from(get_u32(&self.config, 0x10) & 0xFFFF_FFF0);
+        let hi = u64::from(get_u32(&self.config, 0x14));
+        (hi << 32) | lo
+    }
+
+    /// Whether the guest enabled memory decoding (command register bit 1). MMIO to BAR 0 while
+    /// it is off should not reach the device.
+    pub fn memory_decode_enabled(&self) -> bool {
+        get_u16(&self.config, 0x04) & 0x2 != 0
     }
 
     fn msix_control_changed(&mut self) {
