@@ -1021,3 +1021,11 @@ fn counting_interrupt_counts() {
     c.trigger(VirtioInterruptKind::Config);
     assert_eq!(c.config.load(Ordering::Relaxed), 1);
 }
+
+/// Not a timed test: prints the benchmark. `cargo test --release bench_blk -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_blk_path_prints() {
+    let r = bench::bench_blk_path();
+    assert_eq!(r.errors, 0);
+}
