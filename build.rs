@@ -51,9 +51,11 @@ fn main() {
     if !status.success() {
         panic!("building firmware/ failed: {status}");
     }
-    let built = target_dir.join("release").join("probe");
-    let dest = out_dir.join("probe.elf");
-    if let Err(e) = std::fs::copy(&built, &dest) {
-        panic!("cannot copy {}: {e}", built.display());
+    for name in ["probe", "hello"] {
+        let built = target_dir.join("release").join(name);
+        let dest = out_dir.join(format!("{name}.elf"));
+        if let Err(e) = std::fs::copy(&built, &dest) {
+            panic!("cannot copy {}: {e}", built.display());
+        }
     }
 }

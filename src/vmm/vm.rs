@@ -37,6 +37,8 @@ use super::layout::*;
 
 /// The embedded probe guest (firmware/, built by build.rs).
 pub static PROBE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe.elf"));
+/// The minimal PVH guest of the start-up benchmark (firmware/src/hello.rs).
+pub static HELLO_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello.elf"));
 
 /// What the VM boots.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
