@@ -1,16 +1,51 @@
 //! Builds the virtio device models a [`VmConfig`] asks for.
 
 use crate::vmm::devices::virtio::VirtioDevice;
+use crate::vmm::devices::virtio::block::{RawFileBackend, VirtioBlock};
+use crate::vmm::devices::virtio::net::{VirtioNet, open_tap};
+use crate::vmm::devices::virtio::rng::VirtioRng;
+use crate::vmm::parse_mac;
 use crate::vmm::vm::{VmConfig, VmError};
+
+/// A locally administered, unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
 
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
 pub fn build(config: &VmConfig) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, VmError> {
-    let out: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
-    if !config.disks.is_empty() || !config.nets.is_empty() || config.rng {
-        return Err(VmError::Device(
-            "virtio".into(),
-            "virtio devices are not wired yet".into(),
+    let mut out: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+    for (i, d) in config.disks.iter().enumerate() {
+        let name = format!("disk{i}");
+        let backend = RawFileBackend::open(&d.path, d.read_only).map_err(|e| {
+            VmError::Device(format!("{name} ({})", d.path.display()), e.to_string())
+        })?;
+        let serial = d.serial.clone().unwrap_or_else(|| {
+            d.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone())
+        });
+        out.push((
+            name,
+            Box::new(VirtioBlock::new(Box::new(backend), d.read_only, &serial)),
         ));
+    }
+    for (i, n) in config.nets.iter().enumerate() {
+        let name = format!("net{i}");
+        let mac = match &n.mac {
+            Some(m) => parse_mac(m)
+                .ok_or_else(|| VmError::Device(name.clone(), format!("bad MAC {m:?}")))?,
+            None => random_mac(),
+        };
+        let tap = open_tap(&n.tap)
+            .map_err(|e| VmError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
+        out.push((name, Box::new(VirtioNet::new(Box::new(tap), mac))));
+    }
+    if config.rng {
+        out.push(("rng0".into(), Box::new(VirtioRng::new())));
     }
     Ok(out)
 }
