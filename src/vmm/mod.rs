@@ -112,6 +112,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, FrontEndError> {
         path: path.into(),
         read_only,
         serial: None,
+        fd: None,
     })
 }
 
@@ -129,6 +130,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, FrontEndError> {
     Ok(NetConfig {
         tap: tap.ok_or_else(|| FrontEndError::Net(s.into()))?,
         mac,
+        fd: None,
     })
 }
 

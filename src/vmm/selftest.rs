@@ -163,6 +163,7 @@ pub fn main(args: SelftestArgs) -> ExitCode {
             path: disk.0.clone(),
             read_only: true,
             serial: None,
+            fd: None,
         }],
         nets: Vec::new(),
         rng: true,

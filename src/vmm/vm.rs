@@ -69,6 +69,10 @@ pub struct DiskConfig {
     /// Serial id the guest sees (defaults to the file name).
     #[serde(default)]
     pub serial: Option<String>,
+    /// An already open file descriptor of the image, inherited from the spawner
+    /// (used instead of opening `path`).
+    #[serde(default)]
+    pub fd: Option<i32>,
 }
 
 /// A network interface on a tap.
@@ -79,6 +83,10 @@ pub struct NetConfig {
     /// MAC address; a random locally administered one when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// An already open tap file descriptor, inherited from the spawner (used
+    /// instead of opening `tap`).
+    #[serde(default)]
+    pub fd: Option<i32>,
 }
 
 /// Everything needed to build a VM (also the `yunhe vmm` spec's `vm` part).

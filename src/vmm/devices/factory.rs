@@ -1,8 +1,10 @@
 //! Builds the virtio device models a [`VmConfig`] asks for.
 
+use std::os::fd::{FromRawFd, OwnedFd};
+
 use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::virtio::block::{RawFileBackend, VirtioBlock};
-use crate::vmm::devices::virtio::net::{VirtioNet, open_tap};
+use crate::vmm::devices::virtio::net::{FdBackend, VirtioNet, open_tap};
 use crate::vmm::devices::virtio::rng::VirtioRng;
 use crate::vmm::parse_mac;
 use crate::vmm::vm::{VmConfig, VmError};
@@ -12,6 +14,20 @@ fn random_mac() -> [u8; 6] {
     let mut mac: [u8; 6] = rand::random();
     mac[0] = (mac[0] & 0xfc) | 0x02;
     mac
+}
+
+/// Takes ownership of an inherited descriptor after checking that it is open.
+fn inherited(fd: i32, name: &str) -> Result<OwnedFd, VmError> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(VmError::Device(
+            name.into(),
+            format!("inherited fd {fd} is not open"),
+        ));
+    }
+    // SAFETY: the spawner handed this descriptor to this process for this device only; it
+    // is open (checked above) and nothing else in the VMM owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
