@@ -840,4 +840,8 @@ impl VirtioDevice for VirtioBlock {
     fn stats(&self) -> DeviceStats {
         self.stats
     }
+
+    fn queue_positions(&self) -> Vec<(u16, u16)> {
+        super::positions(self.active.iter().map(|a| &a.queue))
+    }
 }

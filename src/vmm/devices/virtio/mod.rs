@@ -237,6 +237,18 @@ pub trait VirtioDevice: Send {
     }
     /// Counters for the `stats` command.
     fn stats(&self) -> DeviceStats;
+    /// Where each queue stands, `(next_avail, next_used)` in queue order, for saving the VM;
+    /// empty when the device is not active.
+    fn queue_positions(&self) -> Vec<(u16, u16)>;
+}
+
+/// `(next_avail, next_used)` of each queue.
+pub(crate) fn positions<'a>(queues: impl IntoIterator<Item = &'a Queue>) -> Vec<(u16, u16)> {
+    use virtio_queue::QueueT;
+    queues
+        .into_iter()
+        .map(|q| (q.next_avail(), q.next_used()))
+        .collect()
 }
 
 /// Copy `data` into `out` as if `data` were a byte array at offset 0 of a config space: the part

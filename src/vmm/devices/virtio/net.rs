@@ -481,6 +481,10 @@ impl VirtioDevice for VirtioNet {
     fn stats(&self) -> DeviceStats {
         self.stats
     }
+
+    fn queue_positions(&self) -> Vec<(u16, u16)> {
+        super::positions(self.active.iter().flat_map(|a| [&a.rx, &a.tx]))
+    }
 }
 
 /// Write a frame's bytes as a guest would see them after RX (header + frame); used by tests.

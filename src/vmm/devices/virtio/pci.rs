@@ -103,6 +103,65 @@ pub enum PciError {
     /// BAR 0 address {0:#x} is not aligned to its size
     #[error("BAR 0 address {0:#x} is not aligned to its size")]
     UnalignedBar(u64),
+    /// Saved virtio-pci state does not fit this device: {0}
+    #[error("saved virtio-pci state does not fit this device: {0}")]
+    StateMismatch(&'static str),
+}
+
+/// One queue's saved configuration and position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueState {
+    /// Size the driver chose.
+    pub size: u16,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Available ring address.
+    pub avail: u64,
+    /// Used ring address.
+    pub used: u64,
+    /// The driver enabled it.
+    pub enabled: bool,
+    /// MSI-X vector.
+    pub vector: u16,
+    /// Next available entry the device will read.
+    pub next_avail: u16,
+    /// Next used entry the device will write.
+    pub next_used: u16,
+}
+
+/// The whole transport state of a [`VirtioPciDevice`]: enough, with guest memory, to resume the
+/// device where it was (the device model keeps no other guest-visible state; a frame held by a
+/// NIC for lack of RX buffers is dropped, as a wire may).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtioPciState {
+    /// Virtio device type, checked on restore.
+    pub device_type: u32,
+    /// PCI configuration space (256 bytes).
+    pub config_space: Vec<u8>,
+    /// BAR 0 address in use.
+    pub bar0: u64,
+    /// `device_feature_select`.
+    pub device_feature_select: u32,
+    /// `driver_feature_select`.
+    pub driver_feature_select: u32,
+    /// Features the driver wrote.
+    pub driver_features: u64,
+    /// Device status.
+    pub device_status: u8,
+    /// Configuration generation.
+    pub config_generation: u8,
+    /// `queue_select`.
+    pub queue_select: u16,
+    /// Per-queue state.
+    pub queues: Vec<QueueState>,
+    /// MSI-X table entries `[addr_lo, addr_hi, data, control]`.
+    pub msix_table: Vec<[u32; 4]>,
+    /// MSI-X pending bits.
+    pub msix_pending: Vec<bool>,
+    /// MSI-X vector for configuration changes.
+    pub config_vector: u16,
+    /// ISR status bits not yet read by the guest.
+    pub isr: u8,
 }
 
 /// What the core must do after a configuration space write.
@@ -583,6 +642,162 @@ impl VirtioPciDevice {
         })
     }
 
+    // ----- save and restore -----
+
+    /// Snapshot the transport and the queue positions. Call with the VM paused (no vCPU or
+    /// event-thread activity), so that queues are quiescent.
+    pub fn save_state(&self) -> VirtioPciState {
+        let st = lock(&self.interrupts);
+        let positions = self.device.queue_positions();
+        let queues = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let (next_avail, next_used) = positions.get(i).copied().unwrap_or((0, 0));
+                QueueState {
+                    size: q.size,
+                    desc: q.desc,
+                    avail: q.avail,
+                    used: q.used,
+                    enabled: q.enabled,
+                    vector: st.queue_vectors.get(i).copied().unwrap_or(NO_VECTOR),
+                    next_avail,
+                    next_used,
+                }
+            })
+            .collect();
+        VirtioPciState {
+            device_type: self.device.device_type(),
+            config_space: self.config.to_vec(),
+            bar0: self.bar0,
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            driver_features: self.driver_features,
+            device_status: self.device_status,
+            config_generation: self.config_generation,
+            queue_select: self.queue_select,
+            queues,
+            msix_table: st
+                .table
+                .iter()
+                .map(|e| [e.addr_lo, e.addr_hi, e.data, e.control])
+                .collect(),
+            msix_pending: st.pending.clone(),
+            config_vector: st.config_vector,
+            isr: st.isr,
+        }
+    }
+
+    /// Rebuild a device from [`VirtioPciDevice::save_state`]: `device` must be the same kind of
+    /// device (same type and queues), freshly created over the same backend. Re-routes the
+    /// MSI-X vectors through `sink` and reactivates the device where the driver had it running.
+    /// A state that does not fit (corrupt or from another device) is refused.
+    pub fn restore(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        sink: Arc<dyn PciInterruptSink>,
+        state: &VirtioPciState,
+    ) -> Result<Self, PciError> {
+        let mismatch = PciError::StateMismatch;
+        if state.device_type != device.device_type() {
+            return Err(mismatch("device type"));
+        }
+        let mut dev = Self::new(device, mem, sink, state.bar0)?;
+        let config: [u8; CONFIG_SPACE_SIZE] = state
+            .config_space
+            .as_slice()
+            .try_into()
+            .map_err(|_| mismatch("configuration space size"))?;
+        // Read-only identity and capability bytes must be what this device would present.
+        for (i, (&new, &old)) in config.iter().zip(dev.config.iter()).enumerate() {
+            if (new ^ old) & !dev.write_mask[i] != 0 {
+                return Err(mismatch("configuration space contents"));
+            }
+        }
+        if state.queues.len() != dev.queues.len()
+            || state.msix_table.len() != state.msix_pending.len()
+        {
+            return Err(mismatch("queue count"));
+        }
+        {
+            let st = lock(&dev.interrupts);
+            if state.msix_table.len() != st.table.len() {
+                return Err(mismatch("MSI-X table size"));
+            }
+        }
+        let vectors = state.msix_table.len();
+        let valid_vector = |v: u16| v == NO_VECTOR || usize::from(v) < vectors;
+        for (q, s) in dev.queues.iter_mut().zip(&state.queues) {
+            if s.size == 0 || s.size > q.max_size || !s.size.is_power_of_two() {
+                return Err(mismatch("queue size"));
+            }
+            if !valid_vector(s.vector) {
+                return Err(mismatch("queue vector"));
+            }
+            q.size = s.size;
+            q.desc = s.desc;
+            q.avail = s.avail;
+            q.used = s.used;
+            q.enabled = s.enabled;
+        }
+        if !valid_vector(state.config_vector) {
+            return Err(mismatch("config vector"));
+        }
+        dev.config = config;
+        dev.bar0 = state.bar0;
+        dev.device_feature_select = state.device_feature_select;
+        dev.driver_feature_select = state.driver_feature_select;
+        dev.driver_features = state.driver_features;
+        dev.device_status = state.device_status;
+        dev.config_generation = state.config_generation;
+        dev.queue_select = state.queue_select;
+        {
+            let ctrl = get_u16(&dev.config, CAP_MSIX + 2);
+            let mut st = lock(&dev.interrupts);
+            st.msix_enabled = ctrl & MSIX_CTRL_ENABLE != 0;
+            st.function_mask = ctrl & MSIX_CTRL_FUNCTION_MASK != 0;
+            for (e, w) in st.table.iter_mut().zip(&state.msix_table) {
+                *e = MsixEntry {
+                    addr_lo: w[0],
+                    addr_hi: w[1],
+                    data: w[2],
+                    control: w[3] & MSIX_ENTRY_MASKED,
+                };
+            }
+            st.pending.copy_from_slice(&state.msix_pending);
+            st.config_vector = state.config_vector;
+            for (v, s) in st.queue_vectors.iter_mut().zip(&state.queues) {
+                *v = s.vector;
+            }
+            st.isr = state.isr;
+            if st.msix_enabled {
+                for (v, e) in st.table.iter().enumerate() {
+                    dev.sink.route_msix(v as u16, Some(e.message()));
+                }
+            }
+        }
+        let s = dev.device_status;
+        if s & status::FEATURES_OK != 0 {
+            if dev.driver_features & !dev.device.device_features() != 0 {
+                return Err(mismatch("negotiated features"));
+            }
+            dev.device.set_acked_features(dev.driver_features);
+        }
+        if s & status::DRIVER_OK != 0
+            && s & status::FEATURES_OK != 0
+            && s & (status::FAILED | status::DEVICE_NEEDS_RESET) == 0
+        {
+            let positions: Vec<(u16, u16)> = state
+                .queues
+                .iter()
+                .map(|q| (q.next_avail, q.next_used))
+                .collect();
+            dev.activate_at(&positions);
+        }
+        Ok(dev)
+    }
+
     // ----- PCI configuration space -----
 
     /// Read PCI configuration space (`offset` within the function's 4-KiB ECAM window; bytes
@@ -1005,11 +1220,22 @@ impl VirtioPciDevice {
     }
 
     fn activate(&mut self) {
+        self.activate_at(&[]);
+    }
+
+    /// Activate with queues resuming at `positions` (`(next_avail, next_used)`; empty: at 0).
+    fn activate_at(&mut self, positions: &[(u16, u16)]) {
         let event_idx = self.driver_features & features::RING_EVENT_IDX != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, qc) in self.queues.iter().enumerate() {
             match build_queue(qc, event_idx, &self.mem) {
-                Some(q) => queues.push(q),
+                Some(mut q) => {
+                    if let Some(&(avail, used)) = positions.get(i) {
+                        q.set_next_avail(avail);
+                        q.set_next_used(used);
+                    }
+                    queues.push(q)
+                }
                 None => {
                     let e = DeviceError::Queue(i as u16, virtio_queue::Error::QueueNotReady);
                     self.needs_reset(&e);

@@ -198,4 +198,8 @@ impl VirtioDevice for VirtioRng {
     fn stats(&self) -> DeviceStats {
         self.stats
     }
+
+    fn queue_positions(&self) -> Vec<(u16, u16)> {
+        super::positions(self.active.iter().map(|a| &a.queue))
+    }
 }

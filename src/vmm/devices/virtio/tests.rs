@@ -1029,3 +1029,52 @@ fn bench_blk_path_prints() {
     let r = bench::bench_blk_path();
     assert_eq!(r.errors, 0);
 }
+
+#[test]
+fn pci_save_and_restore_resumes_queues() {
+    let (mem, mut p, _) = pci_blk();
+    let mut dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    enable_msix(&mut p);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    for _ in 0..3 {
+        header(&mem, HDR, rt::FLUSH, 0);
+        dq.add_chain(&mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+        p.process_queue(0);
+    }
+    let state = p.save_state();
+    assert_eq!(state.queues[0].next_avail, 3);
+    assert_eq!(state.queues[0].next_used, 3);
+    // Through JSON, as the VMM writes it.
+    let json = serde_json::to_string(&state).unwrap();
+    let state: pci::VirtioPciState = serde_json::from_str(&json).unwrap();
+    let sink = Arc::new(Sink::default());
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    let mut r = VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &state).unwrap();
+    assert!(r.device().is_activated());
+    assert_eq!(r.device_status(), 15);
+    assert_eq!(sink.routes.lock().unwrap().len(), 2);
+    header(&mem, HDR, rt::GET_ID, 0);
+    dq.add_chain(
+        &mem,
+        &[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)],
+    );
+    r.process_queue(0);
+    assert_eq!(dq.used_idx(&mem), 4);
+    assert_eq!(r.device().stats().requests, 1);
+    assert_eq!(*sink.signals.lock().unwrap(), vec![1]);
+    // A foreign or corrupt state is refused.
+    let rng = Box::new(VirtioRng::new());
+    assert!(VirtioPciDevice::restore(rng, mem.clone(), sink.clone(), &state).is_err());
+    let mut bad = state.clone();
+    bad.config_space[2] ^= 1;
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    assert!(VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &bad).is_err());
+    let mut bad = state.clone();
+    bad.queues[0].size = 1000;
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    assert!(VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &bad).is_err());
+    let mut bad = state;
+    bad.config_space.truncate(10);
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    assert!(VirtioPciDevice::restore(Box::new(dev), mem, sink, &bad).is_err());
+}
