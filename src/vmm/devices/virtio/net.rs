@@ -234,39 +234,48 @@ impl VirtioNet {
         let err = |e| DeviceError::Queue(RX_QUEUE, e);
         let mut added = 0u32;
         loop {
-            let len = match self.rx_pending {
-                Some(len) => len,
-                None => match self.backend.read_frame(&mut self.rx_frame) {
-                    Ok(len) => len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        tracing::warn!("virtio-net: backend read failed: {e}");
-                        break;
+            active.rx.disable_notification(mem).map_err(err)?;
+            loop {
+                let len = match self.rx_pending {
+                    Some(len) => len,
+                    None => match self.backend.read_frame(&mut self.rx_frame) {
+                        Ok(len) => len,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!("virtio-net: backend read failed: {e}");
+                            break;
+                        }
+                    },
+                };
+                self.rx_pending = Some(len);
+                let Some(chain) = pop_chain(&mut active.rx, mem, RX_QUEUE)? else {
+                    // No buffer: keep the frame until the guest adds some.
+                    break;
+                };
+                self.rx_pending = None;
+                let head = chain.head_index();
+                let frame = &self.rx_frame[..len];
+                let used = match write_rx(&mut self.segs, chain, mem, frame) {
+                    Ok(n) => {
+                        self.stats.requests += 1;
+                        self.stats.bytes_to_guest += len as u64;
+                        n
                     }
-                },
-            };
-            self.rx_pending = Some(len);
-            let Some(chain) = pop_chain(&mut active.rx, mem, RX_QUEUE)? else {
-                // No buffer: keep the frame until the guest adds some.
+                    Err(e) => {
+                        tracing::debug!("virtio-net: RX frame dropped: {e}");
+                        self.stats.errors += 1;
+                        0
+                    }
+                };
+                active.rx.add_used(mem, head, used).map_err(err)?;
+                added += 1;
+            }
+            // Ask for a notification when buffers come (with EVENT_IDX this publishes
+            // avail_event); if some came meanwhile and a frame waits, go on.
+            let more_buffers = active.rx.enable_notification(mem).map_err(err)?;
+            if !(more_buffers && self.rx_pending.is_some()) {
                 break;
-            };
-            self.rx_pending = None;
-            let head = chain.head_index();
-            let frame = &self.rx_frame[..len];
-            let used = match write_rx(&mut self.segs, chain, mem, frame) {
-                Ok(n) => {
-                    self.stats.requests += 1;
-                    self.stats.bytes_to_guest += len as u64;
-                    n
-                }
-                Err(e) => {
-                    tracing::debug!("virtio-net: RX frame dropped: {e}");
-                    self.stats.errors += 1;
-                    0
-                }
-            };
-            active.rx.add_used(mem, head, used).map_err(err)?;
-            added += 1;
+            }
         }
         if added > 0 && active.rx.needs_notification(mem).map_err(err)? {
             active
@@ -284,30 +293,36 @@ impl VirtioNet {
         let mem = &active.mem;
         let err = |e| DeviceError::Queue(TX_QUEUE, e);
         let mut added = 0u32;
-        while let Some(chain) = pop_chain(&mut active.tx, mem, TX_QUEUE)? {
-            let head = chain.head_index();
-            match read_tx(&mut self.segs, &mut self.tx_frame, chain, mem) {
-                Ok(()) => {
-                    let frame = &self.tx_frame[NET_HDR_LEN..];
-                    match self.backend.write_frame(frame) {
-                        Ok(()) => {
-                            self.stats.requests += 1;
-                            self.stats.bytes_from_guest += frame.len() as u64;
-                        }
-                        Err(e) => {
-                            // A full or downed tap drops the frame, as a wire would.
-                            tracing::debug!("virtio-net: TX frame dropped: {e}");
-                            self.stats.errors += 1;
+        loop {
+            active.tx.disable_notification(mem).map_err(err)?;
+            while let Some(chain) = pop_chain(&mut active.tx, mem, TX_QUEUE)? {
+                let head = chain.head_index();
+                match read_tx(&mut self.segs, &mut self.tx_frame, chain, mem) {
+                    Ok(()) => {
+                        let frame = &self.tx_frame[NET_HDR_LEN..];
+                        match self.backend.write_frame(frame) {
+                            Ok(()) => {
+                                self.stats.requests += 1;
+                                self.stats.bytes_from_guest += frame.len() as u64;
+                            }
+                            Err(e) => {
+                                // A full or downed tap drops the frame, as a wire would.
+                                tracing::debug!("virtio-net: TX frame dropped: {e}");
+                                self.stats.errors += 1;
+                            }
                         }
                     }
+                    Err(e) => {
+                        tracing::debug!("virtio-net: bad TX chain: {e}");
+                        self.stats.errors += 1;
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!("virtio-net: bad TX chain: {e}");
-                    self.stats.errors += 1;
-                }
+                active.tx.add_used(mem, head, 0).map_err(err)?;
+                added += 1;
             }
-            active.tx.add_used(mem, head, 0).map_err(err)?;
-            added += 1;
+            if !active.tx.enable_notification(mem).map_err(err)? {
+                break;
+            }
         }
         if added > 0 && active.tx.needs_notification(mem).map_err(err)? {
             active

@@ -1078,3 +1078,35 @@ fn pci_save_and_restore_resumes_queues() {
     let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
     assert!(VirtioPciDevice::restore(Box::new(dev), mem, sink, &bad).is_err());
 }
+
+/// With EVENT_IDX the device must publish avail_event, or a Linux driver stops notifying.
+#[test]
+fn event_idx_publishes_avail_event() {
+    use virtio_queue::QueueT;
+    let mem = guest_memory(MEM_SIZE);
+    let rxq = DriverQueue::new(&mem, GuestAddress(QBASE), 256);
+    let mut txq = DriverQueue::new(&mem, GuestAddress(0x8000), 256);
+    let (a, peer) = UnixDatagram::pair().unwrap();
+    let mut dev = VirtioNet::new(Box::new(FdBackend::new(OwnedFd::from(a)).unwrap()), [2; 6]);
+    let irq = Arc::new(CountingInterrupt::default());
+    let mut qs = vec![rxq.device_queue(), txq.device_queue()];
+    for q in &mut qs {
+        q.set_event_idx(true);
+    }
+    dev.activate(mem.clone(), irq.clone(), qs).unwrap();
+    let avail_event = |dq: &DriverQueue| -> u16 {
+        mem.read_obj(GuestAddress(dq.used.0 + 4 + 8 * u64::from(dq.size)))
+            .unwrap()
+    };
+    mem.write_slice(&[0u8; 64], GuestAddress(DATA)).unwrap();
+    txq.add_chain(&mem, &[(DATA, 64, false)]);
+    txq.add_chain(&mem, &[(DATA, 64, false)]);
+    dev.process_queue(TX_QUEUE).unwrap();
+    assert_eq!(avail_event(&txq), 2);
+    let mut b = [0u8; 64];
+    assert_eq!(peer.recv(&mut b).unwrap(), 52);
+    // used_event (avail ring tail) is 0: the driver asked for an interrupt after the first.
+    assert_eq!(irq.queue_count(), 1);
+    dev.process_queue(RX_QUEUE).unwrap();
+    assert_eq!(avail_event(&rxq), 0);
+}
