@@ -361,14 +361,6 @@ fn get_u32(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Little-endian value of up to 8 bytes.
-fn le_value(data: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = data.len().min(8);
-    b[..n].copy_from_slice(&data[..n]);
-    u64::from_le_bytes(b)
-}
-
 fn le_store(value: u64, out: &mut [u8]) {
     let b = value.to_le_bytes();
     for (i, o) in out.iter_mut().enumerate() {
