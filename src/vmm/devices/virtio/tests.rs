@@ -1110,3 +1110,53 @@ fn event_idx_publishes_avail_event() {
     dev.process_queue(RX_QUEUE).unwrap();
     assert_eq!(avail_event(&rxq), 0);
 }
+
+/// Two disks, one a raw file and one read-only in memory, each with its own queue.
+#[test]
+fn blk_several_disks_raw_file_requests() {
+    let dir = std::env::temp_dir().join(format!("yunhe-virtio-disks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.raw");
+    let mut image = vec![0u8; 1 << 16];
+    image[..512].copy_from_slice(&[0x42; 512]);
+    std::fs::write(&path, &image).unwrap();
+    let mem = guest_memory(MEM_SIZE);
+    let irq = Arc::new(CountingInterrupt::default());
+    let mut q1 = DriverQueue::new(&mem, GuestAddress(QBASE), 64);
+    let mut q2 = DriverQueue::new(&mem, GuestAddress(0x8000), 64);
+    let file = RawFileBackend::open(&path, false).unwrap();
+    let mut d1 = VirtioBlock::new(Box::new(file), false, "a");
+    let mut d2 = VirtioBlock::new(Box::new(MemoryBackend::new(4096)), true, "b");
+    d1.activate(mem.clone(), irq.clone(), vec![q1.device_queue()])
+        .unwrap();
+    d2.activate(mem.clone(), irq.clone(), vec![q2.device_queue()])
+        .unwrap();
+    // Read sector 0 of disk a, write it to sector 8 of a, try to write disk b.
+    assert_eq!(
+        simple_request(&mem, &mut q1, &mut d1, rt::IN, 0, 512, true),
+        (st::OK, 513)
+    );
+    let mut s0 = [0u8; 512];
+    mem.read_slice(&mut s0, GuestAddress(DATA)).unwrap();
+    assert_eq!(s0, [0x42; 512]);
+    assert_eq!(
+        simple_request(&mem, &mut q1, &mut d1, rt::OUT, 8, 512, false).0,
+        st::OK
+    );
+    assert_eq!(
+        simple_request(&mem, &mut q1, &mut d1, rt::FLUSH, 0, 0, false).0,
+        st::OK
+    );
+    assert_eq!(
+        simple_request(&mem, &mut q2, &mut d2, rt::OUT, 0, 512, false).0,
+        st::IOERR
+    );
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(on_disk[4096..4608], [0x42; 512]);
+    // Past the end of the file.
+    assert_eq!(
+        simple_request(&mem, &mut q1, &mut d1, rt::IN, 128, 512, true).0,
+        st::IOERR
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
