@@ -161,6 +161,13 @@ extern "C" fn probe_main(start_info: u32) -> ! {
         count_forever();
     }
 
+    let (ecx, edx) = cpuid1();
+    print("probe: cpuid 1 ecx ");
+    print_hex(ecx as u64, 8);
+    print(" edx ");
+    print_hex(edx as u64, 8);
+    putc(b'\n');
+
     print("probe: memory map ");
     print_dec(info.memmap_entries as u64);
     print(" entries\n");
@@ -173,6 +180,13 @@ extern "C" fn probe_main(start_info: u32) -> ! {
     scan_pci();
     print("probe: done, powering off\n");
     power_off(rsdp);
+}
+
+/// CPUID leaf 1 (ECX, EDX).
+fn cpuid1() -> (u32, u32) {
+    // SAFETY: CPUID only reads processor identification.
+    let r = unsafe { core::arch::x86_64::__cpuid(1) };
+    (r.ecx, r.edx)
 }
 
 /// Whether the NUL-terminated command line at `paddr` contains `word`.

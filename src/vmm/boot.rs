@@ -348,7 +348,7 @@ mod tests {
         let magic: u32 = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).expect("read");
         assert_eq!(magic, 0x336e_c578);
         let rsdp: u64 = mem
-            .read_obj(GuestAddress(PVH_INFO_ADDR + 24))
+            .read_obj(GuestAddress(PVH_INFO_ADDR + 32))
             .expect("read");
         assert_eq!(rsdp, ACPI_START);
     }

@@ -111,6 +111,17 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
     };
     let vm = shared.vm();
     let Some(vm) = vm else {
+        if matches!(req, Request::Status) {
+            let state = if shared.ending.load(Ordering::SeqCst) {
+                "stopping"
+            } else {
+                "starting"
+            };
+            return Some(reply(
+                true,
+                json!({ "state": state, "pid": shared.pid, "boots": *lock(&shared.boots), "vm": shared.config }),
+            ));
+        }
         return Some(error("the VM is not running"));
     };
     Some(match req {

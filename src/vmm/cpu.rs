@@ -299,15 +299,151 @@ pub fn failing_instruction(
     }
 }
 
+/// A decoded `popcnt r, r/m` with a register source.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Popcnt {
+    /// Destination register number (0 = rax … 15 = r15).
+    pub dst: u8,
+    /// Source register number.
+    pub src: u8,
+    /// Operand size in bytes (2, 4 or 8).
+    pub size: u8,
+    /// Instruction length.
+    pub len: u64,
+}
+
+/// Decodes `[66] F3 [REX] 0F B8 /r` with a register operand (ModRM.mod = 3).
+pub fn decode_popcnt(insn: &[u8]) -> Option<Popcnt> {
+    let mut i = 0;
+    let mut opsize16 = false;
+    let mut rep = false;
+    while let Some(&b) = insn.get(i) {
+        match b {
+            0x66 => opsize16 = true,
+            0xf3 => rep = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    let mut rex = 0u8;
+    if let Some(&b) = insn.get(i) {
+        if b & 0xf0 == 0x40 {
+            rex = b;
+            i += 1;
+        }
+    }
+    if !rep || insn.get(i) != Some(&0x0f) || insn.get(i + 1) != Some(&0xb8) {
+        return None;
+    }
+    let modrm = *insn.get(i + 2)?;
+    if modrm >> 6 != 3 {
+        return None;
+    }
+    let size = if rex & 8 != 0 {
+        8
+    } else if opsize16 {
+        2
+    } else {
+        4
+    };
+    Some(Popcnt {
+        dst: ((modrm >> 3) & 7) | ((rex & 4) << 1),
+        src: (modrm & 7) | ((rex & 1) << 3),
+        size,
+        len: (i + 3) as u64,
+    })
+}
+
+fn reg_mut(regs: &mut kvm_regs, n: u8) -> &mut u64 {
+    match n {
+        0 => &mut regs.rax,
+        1 => &mut regs.rcx,
+        2 => &mut regs.rdx,
+        3 => &mut regs.rbx,
+        4 => &mut regs.rsp,
+        5 => &mut regs.rbp,
+        6 => &mut regs.rsi,
+        7 => &mut regs.rdi,
+        8 => &mut regs.r8,
+        9 => &mut regs.r9,
+        10 => &mut regs.r10,
+        11 => &mut regs.r11,
+        12 => &mut regs.r12,
+        13 => &mut regs.r13,
+        14 => &mut regs.r14,
+        _ => &mut regs.r15,
+    }
+}
+
+/// Executes a decoded register `popcnt` on `regs`: result, ZF, the other
+/// arithmetic flags cleared, RIP advanced.
+pub fn execute_popcnt(regs: &mut kvm_regs, p: &Popcnt) {
+    const FLAGS: u64 = 0x8d5; // CF PF AF ZF SF OF
+    const ZF: u64 = 0x40;
+    let src = *reg_mut(regs, p.src);
+    let value = match p.size {
+        2 => src & 0xffff,
+        4 => src & 0xffff_ffff,
+        _ => src,
+    };
+    let count = u64::from(value.count_ones());
+    let dst = reg_mut(regs, p.dst);
+    *dst = match p.size {
+        2 => (*dst & !0xffff) | count,
+        _ => count, // 32-bit writes zero-extend
+    };
+    regs.rflags &= !FLAGS;
+    if value == 0 {
+        regs.rflags |= ZF;
+    }
+    regs.rip = regs.rip.wrapping_add(p.len);
+}
+
 /// Completes an instruction the host's emulator gave up on.
 ///
 /// `int3`: advance RIP past it and inject #BP (vector 3), as the CPU would.
+/// `popcnt` with a register source: compute it and write the result and flags.
+/// `clac`/`stac`: update EFLAGS.AC.
 pub fn complete_emulation_failure(vcpu: &mut VcpuFd, insn: &[u8]) -> Completion {
+    if let Some(p) = decode_popcnt(insn) {
+        let mut regs = match vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => return Completion::Fatal(format!("reading registers: {e}")),
+        };
+        execute_popcnt(&mut regs, &p);
+        return match vcpu.set_regs(&regs) {
+            Ok(()) => Completion::Resumed("popcnt"),
+            Err(e) => Completion::Fatal(format!("writing registers: {e}")),
+        };
+    }
+    // clac / stac: clear or set EFLAGS.AC.
+    if let [0x0f, 0x01, op @ (0xca | 0xcb), ..] = insn {
+        let mut regs = match vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => return Completion::Fatal(format!("reading registers: {e}")),
+        };
+        const AC: u64 = 1 << 18;
+        if *op == 0xca {
+            regs.rflags &= !AC;
+        } else {
+            regs.rflags |= AC;
+        }
+        regs.rip = regs.rip.wrapping_add(3);
+        return match vcpu.set_regs(&regs) {
+            Ok(()) => Completion::Resumed("clac/stac"),
+            Err(e) => Completion::Fatal(format!("writing registers: {e}")),
+        };
+    }
     let rip_len = match insn.first() {
         Some(0xcc) => 1,
         Some(0xcd) if insn.get(1) == Some(&3) => 2,
         _ => {
-            return Completion::Fatal(format!("cannot complete the instruction {insn:02x?}"));
+            let hint = if insn.windows(2).any(|w| w == [0x0f, 0xae]) {
+                " (an XSAVE-family instruction: boot Linux with `noxsave` on this host)"
+            } else {
+                ""
+            };
+            return Completion::Fatal(format!("cannot complete the instruction {insn:02x?}{hint}"));
         }
     };
     let mut regs = match vcpu.get_regs() {
@@ -355,6 +491,48 @@ mod tests {
     }
 
     #[test]
+    fn popcnt_is_decoded_and_executed() {
+        // popcnt %rdi, %rax
+        let p = decode_popcnt(&[0xf3, 0x48, 0x0f, 0xb8, 0xc7, 0x90]).expect("decode");
+        assert_eq!(
+            p,
+            Popcnt {
+                dst: 0,
+                src: 7,
+                size: 8,
+                len: 5
+            }
+        );
+        let mut regs = kvm_regs {
+            rdi: 0xf0f0,
+            rax: 99,
+            rflags: 0x2 | 0x1,
+            rip: 0x1000,
+            ..Default::default()
+        };
+        execute_popcnt(&mut regs, &p);
+        assert_eq!(regs.rax, 8);
+        assert_eq!(regs.rflags, 0x2);
+        assert_eq!(regs.rip, 0x1005);
+        // popcnt %r9d, %r10d with a zero source sets ZF.
+        let p = decode_popcnt(&[0xf3, 0x45, 0x0f, 0xb8, 0xd1]).expect("decode");
+        assert_eq!((p.dst, p.src, p.size), (10, 9, 4));
+        let mut regs = kvm_regs {
+            r9: 0xffff_ffff_0000_0000,
+            r10: u64::MAX,
+            ..Default::default()
+        };
+        execute_popcnt(&mut regs, &p);
+        assert_eq!(regs.r10, 0);
+        assert_eq!(regs.rflags & 0x40, 0x40);
+        // Memory operands and other opcodes are not handled.
+        assert!(decode_popcnt(&[0xf3, 0x48, 0x0f, 0xb8, 0x07]).is_none());
+        assert!(decode_popcnt(&[0x48, 0x0f, 0xb8, 0xc7]).is_none());
+        assert!(decode_popcnt(&[0xcc]).is_none());
+        assert!(decode_popcnt(&[]).is_none());
+    }
+
+    #[test]
     fn linux64_registers_follow_the_protocol() {
         let mut sregs = kvm_sregs::default();
         let regs = boot_registers(BootEntry::Linux64 { entry: 0x100200 }, &mut sregs);
@@ -363,5 +541,30 @@ mod tests {
         assert_eq!(sregs.cs.l, 1);
         assert_eq!(sregs.cs.db, 0);
         assert_eq!(sregs.cr3, PML4_ADDR);
+    }
+}
+
+#[cfg(test)]
+mod kvm_tests {
+    use super::*;
+
+    #[test]
+    fn cpuid_filter_hides_features() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("SKIPPED: /dev/kvm is not usable");
+            return;
+        };
+        let mut cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .expect("cpuid");
+        filter_cpuid(&mut cpuid, 3, 4);
+        let leaf1 = cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 1)
+            .expect("leaf 1");
+        assert_eq!(leaf1.ecx & LEAF1_ECX_HIDDEN, 0);
+        assert_eq!(leaf1.ebx >> 24, 3);
+        assert_eq!((leaf1.ebx >> 16) & 0xff, 4);
     }
 }

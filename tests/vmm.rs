@@ -1,0 +1,324 @@
+//! VMM tests on /dev/kvm with the embedded probe guest, through the real
+//! binary. Skipped (with a message) where /dev/kvm is missing.
+//!
+//! The Linux boot test runs only with `YUNHE_LINUX_BOOT=1` and needs
+//! `YUNHE_LINUX_KERNEL` (the micro kernel, PVH vmlinux or bzImage) and
+//! `YUNHE_LINUX_INITRD` (the tiny initramfs).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const YUNHE: &str = env!("CARGO_BIN_EXE_yunhe");
+const PROBE: &str = concat!(env!("OUT_DIR"), "/probe.elf");
+const HELLO: &str = concat!(env!("OUT_DIR"), "/hello.elf");
+
+fn kvm_usable() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED: /dev/kvm is missing or not accessible");
+    }
+    ok
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("yunhe-test-{}-{name}", std::process::id()))
+}
+
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[test]
+fn probe_sees_every_device_and_powers_off() {
+    if !kvm_usable() {
+        return;
+    }
+    let disk = tmp("probe.img");
+    let mut sector = vec![0u8; 512];
+    for (i, b) in sector.iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    let mut f = std::fs::File::create(&disk).expect("disk");
+    f.write_all(&sector).expect("write");
+    f.set_len(64 * 1024).expect("size");
+    let out = Command::new(YUNHE)
+        .args([
+            "vm",
+            "run",
+            "--firmware",
+            PROBE,
+            "--memory",
+            "64",
+            "--rng",
+            "--disk",
+        ])
+        .arg(format!("{},ro", disk.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run yunhe");
+    let _ = std::fs::remove_file(&disk);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {text} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("yunhe probe: hello"), "{text}");
+    assert!(text.contains("1af4:1042 class 010000 virtio-blk"), "{text}");
+    assert!(text.contains("1af4:1044"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "128 sectors, sector 0 fnv1a {:08x}",
+            fnv1a(&sector)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rng 00:02.0: ") && l.len() == "rng 00:02.0: ".len() + 32),
+        "{text}"
+    );
+    assert!(text.contains("probe: done, powering off"), "{text}");
+}
+
+#[test]
+fn minimal_guest_prints_its_line_quickly() {
+    if !kvm_usable() {
+        return;
+    }
+    let start = Instant::now();
+    let mut child = Command::new(YUNHE)
+        .args(["vm", "run", "--kernel", HELLO, "--memory", "128"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let elapsed = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line, "Hello from a minimal PVH guest\n");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn selftest_passes() {
+    if !kvm_usable() {
+        return;
+    }
+    let start = Instant::now();
+    let out = Command::new(YUNHE).arg("selftest").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("selftest passed"), "{text}");
+    assert!(
+        text.contains("virtio-blk") && text.contains("virtio-rng"),
+        "{text}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn bad_kernel_is_a_clear_error() {
+    if !kvm_usable() {
+        return;
+    }
+    let junk = tmp("junk.bin");
+    std::fs::write(&junk, vec![0x5au8; 8192]).expect("write");
+    let out = Command::new(YUNHE)
+        .args(["vm", "run", "--memory", "64", "--kernel"])
+        .arg(&junk)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&junk);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither a PVH ELF nor a bzImage"), "{err}");
+}
+
+/// Kills the VMM (which runs in its own session) if the test fails midway.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn request(sock: &Path, cmd: &str) -> serde_json::Value {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("reply");
+    serde_json::from_str(&line).expect("json")
+}
+
+fn console_bytes(sock: &Path) -> u64 {
+    request(sock, "stats")["stats"]["console_bytes"]
+        .as_u64()
+        .expect("console_bytes")
+}
+
+#[test]
+fn vmm_control_socket() {
+    if !kvm_usable() {
+        return;
+    }
+    let sock = tmp("vmm.sock");
+    let spec = tmp("spec.json");
+    let log = tmp("console.log");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "vm": {"boot": {"type": "firmware", "path": PROBE}, "cmdline": "count", "memory_mib": 32,
+                   "rng": true, "console_log": log},
+            "control_socket": sock,
+        })
+        .to_string(),
+    )
+    .expect("spec");
+    let mut child = KillOnDrop(
+        Command::new(YUNHE)
+            .args(["vmm", "--spec"])
+            .arg(&spec)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(&sock).is_err() || request(&sock, "status")["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "no running VM behind the control socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = request(&sock, "status");
+    assert_eq!(st["ok"], true);
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(child.0.id())));
+
+    // Counting output grows while running, and stops while paused.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(&sock, "pause")["state"], "paused");
+    let a = console_bytes(&sock);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(console_bytes(&sock), a);
+    assert_eq!(request(&sock, "status")["state"], "paused");
+    assert_eq!(request(&sock, "resume")["state"], "running");
+
+    // Two console readers at once see the stream.
+    let mut readers: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).expect("connect");
+            s.write_all(b"{\"cmd\":\"console\"}\n").expect("send");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    for r in &mut readers {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen)
+            .matches("count ")
+            .nth(3)
+            .is_some()
+        {
+            let n = r.read(&mut buf).expect("console read");
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("\"console\":true"));
+    }
+
+    let stats = request(&sock, "stats");
+    let s = &stats["stats"];
+    assert!(s["vcpu_seconds"][0].as_f64().expect("vcpu time") > 0.0);
+    assert!(s["guest_memory_touched"].as_u64().expect("touched") > 0);
+    assert!(s["vmm_rss"].as_u64().expect("rss") > 0);
+    assert_eq!(s["devices"][0]["name"], "rng0");
+    assert_eq!(request(&sock, "powerdown")["ok"], true);
+    assert_eq!(request(&sock, "reset")["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request(&sock, "status")["boots"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "no reboot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(request(&sock, "bogus")["ok"], false);
+    assert_eq!(request(&sock, "stop")["ok"], true);
+    let status = child.0.wait().expect("wait");
+    assert!(status.success());
+    assert!(!sock.exists());
+    let logged = std::fs::read_to_string(&log).expect("console log");
+    assert!(logged.contains("count 3"));
+    let _ = std::fs::remove_file(&spec);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Boots the micro kernel and tiny initramfs to the ready marker (slow here).
+#[test]
+fn linux_boots_to_the_tiny_marker() {
+    if std::env::var("YUNHE_LINUX_BOOT").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED: set YUNHE_LINUX_BOOT=1 (and YUNHE_LINUX_KERNEL, YUNHE_LINUX_INITRD) to boot Linux"
+        );
+        return;
+    }
+    if !kvm_usable() {
+        return;
+    }
+    let kernel = std::env::var("YUNHE_LINUX_KERNEL").expect("YUNHE_LINUX_KERNEL");
+    let initrd = std::env::var("YUNHE_LINUX_INITRD").expect("YUNHE_LINUX_INITRD");
+    let start = Instant::now();
+    let mut child = Command::new(YUNHE)
+        .args([
+            "vm",
+            "run",
+            "--memory",
+            "64",
+            "--no-reboot",
+            "--cmdline",
+            "console=ttyS0 noxsave",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut found = false;
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if line.contains("yunhe-tiny: ready") {
+            found = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no ready marker");
+    eprintln!(
+        "Linux reached the ready marker in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
