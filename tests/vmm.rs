@@ -236,10 +236,10 @@ fn vmm_control_socket() {
     for r in &mut readers {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen)
+        while String::from_utf8_lossy(&seen)
             .matches("count ")
             .nth(3)
-            .is_some()
+            .is_none()
         {
             let n = r.read(&mut buf).expect("console read");
             assert!(n > 0);

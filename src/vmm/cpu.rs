@@ -326,11 +326,9 @@ pub fn decode_popcnt(insn: &[u8]) -> Option<Popcnt> {
         i += 1;
     }
     let mut rex = 0u8;
-    if let Some(&b) = insn.get(i) {
-        if b & 0xf0 == 0x40 {
-            rex = b;
-            i += 1;
-        }
+    if let Some(&b) = insn.get(i).filter(|b| *b & 0xf0 == 0x40) {
+        rex = b;
+        i += 1;
     }
     if !rep || insn.get(i) != Some(&0x0f) || insn.get(i + 1) != Some(&0xb8) {
         return None;

@@ -3,6 +3,9 @@
 //! `yunhe selftest`.
 
 pub mod acpi;
+// `run_benchmarks` is called by `yunhe bench` (src/bench.rs, wired by the integrator).
+#[allow(dead_code)]
+pub mod bench;
 pub mod boot;
 pub mod bus;
 pub mod console;
@@ -177,9 +180,7 @@ fn config_from_args(a: &VmRunArgs) -> Result<VmConfig, FrontEndError> {
 }
 
 /// The virtio devices of a configuration.
-pub fn virtio_devices(
-    config: &VmConfig,
-) -> Result<Vec<(String, Box<dyn devices::virtio::VirtioDevice>)>, VmError> {
+pub fn virtio_devices(config: &VmConfig) -> Result<devices::factory::NamedDevices, VmError> {
     devices::factory::build(config)
 }
 

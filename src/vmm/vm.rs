@@ -32,7 +32,7 @@ use super::devices::pci::{
     GsiRouting, MsixInterrupts, PciConfigIo, PciEcam, PciMmio, PciRoot, PciRootError,
 };
 use super::devices::virtio::pci::VirtioPciDevice;
-use super::devices::virtio::{DeviceStats, VirtioDevice};
+use super::devices::virtio::DeviceStats;
 use super::layout::*;
 
 /// The embedded probe guest (firmware/, built by build.rs).
@@ -172,7 +172,7 @@ pub enum VmError {
 }
 
 /// Builds the virtio devices of `config` (blk, net, rng) as transport-independent models.
-pub type DeviceFactory = fn(&VmConfig) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, VmError>;
+pub type DeviceFactory = fn(&VmConfig) -> Result<super::devices::factory::NamedDevices, VmError>;
 
 /// Per-vCPU counters.
 #[derive(Default)]
@@ -748,11 +748,6 @@ impl RunningVm {
         self.events_tx.clone()
     }
 
-    /// The console.
-    pub fn console(&self) -> &Arc<Console> {
-        &self.console
-    }
-
     /// Feeds user input to COM1; returns how many bytes it took.
     pub fn serial_input(&self, bytes: &[u8]) -> usize {
         lock(&self.serial).input(bytes)
@@ -907,9 +902,4 @@ pub fn open_console_log(path: &PathBuf) -> Result<File, VmError> {
         .append(true)
         .open(path)
         .map_err(|e| VmError::Open(path.display().to_string(), e))
-}
-
-/// The first address past guest RAM below 4 GiB (for tests).
-pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
-    mem.last_addr().raw_value().min(MMIO_HOLE_START - 1) + 1
 }

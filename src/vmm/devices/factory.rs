@@ -9,6 +9,9 @@ use crate::vmm::devices::virtio::rng::VirtioRng;
 use crate::vmm::parse_mac;
 use crate::vmm::vm::{VmConfig, VmError};
 
+/// Device models with their names (`disk0`, `net0`, `rng0`).
+pub type NamedDevices = Vec<(String, Box<dyn VirtioDevice>)>;
+
 /// A locally administered, unicast MAC address.
 fn random_mac() -> [u8; 6] {
     let mut mac: [u8; 6] = rand::random();
@@ -31,13 +34,15 @@ fn inherited(fd: i32, name: &str) -> Result<OwnedFd, VmError> {
 }
 
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
-pub fn build(config: &VmConfig) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, VmError> {
-    let mut out: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+pub fn build(config: &VmConfig) -> Result<NamedDevices, VmError> {
+    let mut out: NamedDevices = Vec::new();
     for (i, d) in config.disks.iter().enumerate() {
         let name = format!("disk{i}");
-        let backend = RawFileBackend::open(&d.path, d.read_only).map_err(|e| {
-            VmError::Device(format!("{name} ({})", d.path.display()), e.to_string())
-        })?;
+        let backend = match d.fd {
+            Some(fd) => RawFileBackend::new(inherited(fd, &name)?.into()),
+            None => RawFileBackend::open(&d.path, d.read_only),
+        }
+        .map_err(|e| VmError::Device(format!("{name} ({})", d.path.display()), e.to_string()))?;
         let serial = d.serial.clone().unwrap_or_else(|| {
             d.path
                 .file_name()
@@ -56,8 +61,11 @@ pub fn build(config: &VmConfig) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, 
                 .ok_or_else(|| VmError::Device(name.clone(), format!("bad MAC {m:?}")))?,
             None => random_mac(),
         };
-        let tap = open_tap(&n.tap)
-            .map_err(|e| VmError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
+        let tap = match n.fd {
+            Some(fd) => FdBackend::new(inherited(fd, &name)?),
+            None => open_tap(&n.tap),
+        }
+        .map_err(|e| VmError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
         out.push((name, Box::new(VirtioNet::new(Box::new(tap), mac))));
     }
     if config.rng {

@@ -191,7 +191,7 @@ impl PciRoot {
         for (addr, q) in device.notify_addresses() {
             let fd = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(PciRootError::EventFd)?);
             self.vm
-                .register_ioevent(&*fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+                .register_ioevent(&fd, &IoEventAddress::Mmio(addr), NoDatamatch)
                 .map_err(|e| PciRootError::Kvm("an ioeventfd", e))?;
             notify.push((fd, q));
         }
@@ -214,16 +214,17 @@ impl PciRoot {
         for (fd, q) in &s.notify {
             let off = u64::from(*q) * u64::from(super::virtio::pci::NOTIFY_OFF_MULTIPLIER)
                 + super::virtio::pci::NOTIFY_OFFSET;
-            let _ =
+            let _ = self
+                .vm
+                .unregister_ioevent(fd, &IoEventAddress::Mmio(old + off), NoDatamatch);
+            if new == 0 {
+                continue;
+            }
+            if let Err(e) =
                 self.vm
-                    .unregister_ioevent(&**fd, &IoEventAddress::Mmio(old + off), NoDatamatch);
-            if new != 0 {
-                if let Err(e) =
-                    self.vm
-                        .register_ioevent(&**fd, &IoEventAddress::Mmio(new + off), NoDatamatch)
-                {
-                    eprintln!("yunhe vmm: cannot re-bind a queue notify ioeventfd: {e}");
-                }
+                    .register_ioevent(fd, &IoEventAddress::Mmio(new + off), NoDatamatch)
+            {
+                eprintln!("yunhe vmm: cannot re-bind a queue notify ioeventfd: {e}");
             }
         }
     }
@@ -277,9 +278,9 @@ impl PciRoot {
                 let base = lock(&s.device).bar0_address();
                 base != 0 && addr >= base && addr - base < BAR0_SIZE
             })
-            .and_then(|i| {
+            .map(|i| {
                 let base = lock(&self.slots[i].device).bar0_address();
-                Some((i, addr - base))
+                (i, addr - base)
             })
     }
 }

@@ -51,11 +51,6 @@ impl SerialDevice {
     pub fn input(&mut self, bytes: &[u8]) -> usize {
         self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
     }
-
-    /// Free space in the receive FIFO.
-    pub fn input_room(&self) -> usize {
-        self.serial.fifo_capacity()
-    }
 }
 
 impl BusDevice for SerialDevice {
