@@ -285,6 +285,10 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         std::thread::Builder::new()
             .name("yunhe-control".into())
             .spawn(move || {
+                if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Control) {
+                    eprintln!("yunhe vmm: {e}");
+                    return;
+                }
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
                     let shared = shared.clone();

@@ -13,6 +13,7 @@ pub mod control;
 pub mod cpu;
 pub mod devices;
 pub mod layout;
+pub mod seccomp;
 pub mod selftest;
 pub mod terminal;
 pub mod vm;
@@ -217,6 +218,7 @@ pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
             }
         };
         terminal::forward_stdin_to(&running);
+        start_rip_tracer(&running);
         let event = running.wait();
         running.stop();
         match event {
@@ -232,6 +234,30 @@ pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
     };
     drop(term);
     code
+}
+
+/// With `YUNHE_TRACE_RIP=SECONDS`, prints every vCPU's RIP that often (where is a slow
+/// boot spending its time?).
+fn start_rip_tracer(running: &Arc<vm::RunningVm>) {
+    let Some(secs) = std::env::var("YUNHE_TRACE_RIP")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    else {
+        return;
+    };
+    vm::TRACE_RIP.store(true, std::sync::atomic::Ordering::Relaxed);
+    let weak = Arc::downgrade(running);
+    let _ = std::thread::Builder::new()
+        .name("yunhe-trace".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.01)));
+                match weak.upgrade() {
+                    Some(vm) => vm.kick_all(),
+                    None => return,
+                }
+            }
+        });
 }
 
 pub fn vmm_main(args: VmmArgs) -> ExitCode {

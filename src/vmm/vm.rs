@@ -31,8 +31,8 @@ use super::devices::legacy::{EventSender, VmEvent};
 use super::devices::pci::{
     GsiRouting, MsixInterrupts, PciConfigIo, PciEcam, PciMmio, PciRoot, PciRootError,
 };
-use super::devices::virtio::pci::VirtioPciDevice;
 use super::devices::virtio::DeviceStats;
+use super::devices::virtio::pci::VirtioPciDevice;
 use super::layout::*;
 
 /// The embedded probe guest (firmware/, built by build.rs).
@@ -216,6 +216,9 @@ pub struct Vm {
     _kvm: Kvm,
     _irqfds: Vec<Arc<EventFd>>,
 }
+
+/// Print each vCPU's RIP when it is kicked (debugging aid: `YUNHE_TRACE_RIP=SECONDS`).
+pub static TRACE_RIP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
@@ -519,6 +522,10 @@ fn check_state(ctx: &VcpuContext) -> bool {
 
 fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
     let _ = ctx.count;
+    if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Vcpu) {
+        let _ = ctx.events.send(VmEvent::Crash(e.to_string()));
+        return;
+    }
     loop {
         if !check_state(&ctx) {
             return;
@@ -561,7 +568,17 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 "vCPU {}: unexpected exit {other:?}",
                 ctx.id
             ))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                if TRACE_RIP.load(Ordering::Relaxed) {
+                    if let Ok(r) = vcpu.get_regs() {
+                        eprintln!(
+                            "[yunhe trace] vCPU {} rip {:#x} rsp {:#x}",
+                            ctx.id, r.rip, r.rsp
+                        );
+                    }
+                }
+                None
+            }
             Err(e) => Some(VmEvent::Crash(format!(
                 "vCPU {}: KVM_RUN failed: {e}",
                 ctx.id
@@ -643,6 +660,10 @@ fn device_loop(pci: &Arc<Mutex<PciRoot>>, stop: &EventFd) {
         stop.as_raw_fd(),
         EpollEvent::new(EventSet::IN, STOP_TOKEN),
     );
+    if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Devices) {
+        eprintln!("yunhe vmm: {e}");
+        return;
+    }
     let mut events = vec![EpollEvent::default(); 64];
     loop {
         let n = match epoll.wait(-1, &mut events) {
@@ -758,7 +779,8 @@ impl RunningVm {
         self.ged.raise(GED_POWER_BUTTON)
     }
 
-    fn kick_all(&self) {
+    /// Interrupts every vCPU's KVM_RUN once.
+    pub fn kick_all(&self) {
         for t in lock(&self.threads).iter() {
             // SAFETY: the pthread handle is live (the JoinHandle is owned here); the
             // signal has a no-op handler that only interrupts KVM_RUN.
