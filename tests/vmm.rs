@@ -322,3 +322,131 @@ fn linux_boots_to_the_tiny_marker() {
         start.elapsed().as_secs_f64()
     );
 }
+
+fn wait_running(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(sock).is_err() || request(sock, "status")["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "no running VM behind {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn console_stream(sock: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.write_all(b"{\"cmd\":\"console\"}\n").expect("send");
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    s
+}
+
+/// Reads what arrives within about 700 ms (or until the stream ends).
+fn read_for(s: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn counts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("count ")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn save_and_restore_carry_on_counting() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tmp("state");
+    let (sock1, sock2) = (tmp("save.sock"), tmp("restore.sock"));
+    let (spec1, spec2) = (tmp("save.json"), tmp("restore.json"));
+    let vm = serde_json::json!({"boot": {"type": "firmware", "path": PROBE}, "cmdline": "count", "memory_mib": 32, "rng": true});
+    std::fs::write(
+        &spec1,
+        serde_json::json!({"vm": vm, "control_socket": sock1}).to_string(),
+    )
+    .expect("spec");
+    std::fs::write(
+        &spec2,
+        serde_json::json!({"restore_from": dir, "control_socket": sock2}).to_string(),
+    )
+    .expect("spec");
+    let spawn = |spec: &Path| {
+        KillOnDrop(
+            Command::new(YUNHE)
+                .args(["vmm", "--spec"])
+                .arg(spec)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+
+    let mut first = spawn(&spec1);
+    wait_running(&sock1);
+    let mut console = console_stream(&sock1);
+    std::thread::sleep(Duration::from_millis(300));
+    let saved = request(&sock1, &format!("save\",\"dir\":\"{}", dir.display()));
+    assert_eq!(saved["ok"], true, "{saved}");
+    assert!(first.0.wait().expect("wait").success());
+    let before = counts(&read_for(&mut console));
+    let last = *before.last().expect("counted before the save");
+
+    let mut second = spawn(&spec2);
+    wait_running(&sock2);
+    let mut console = console_stream(&sock2);
+    let after = counts(&read_for(&mut console));
+    let next = *after.first().expect("counts after the restore");
+    assert!(
+        next == last || next == last + 1,
+        "saved at {last}, restored at {next}"
+    );
+    assert_eq!(request(&sock2, "stop")["ok"], true);
+    assert!(second.0.wait().expect("wait").success());
+
+    // A corrupted memory file and a truncated state are refused with a clear error.
+    let mem = dir.join("memory-0.raw");
+    let mut bytes = std::fs::read(&mem).expect("memory");
+    bytes[4096] ^= 0xff;
+    std::fs::write(&mem, &bytes).expect("corrupt");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt") && err.contains("checksum"), "{err}");
+    std::fs::write(&mem, &bytes[..4096]).expect("truncate");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt or truncated"));
+    let state = dir.join("state.json");
+    let text = std::fs::read(&state).expect("state");
+    std::fs::write(&state, &text[..text.len() / 2]).expect("truncate");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match state.sha256"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for p in [&spec1, &spec2] {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -25,8 +25,12 @@ use super::vm::{RunningVm, Vm, VmConfig};
 /// The `yunhe vmm` spec file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmmSpec {
-    /// The machine.
-    pub vm: VmConfig,
+    /// The machine (optional with `restore_from`, whose saved configuration is used).
+    #[serde(default)]
+    pub vm: Option<VmConfig>,
+    /// Resume the VM saved in this directory (the `save` command) instead of booting.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
     /// Path of the unix control socket (created; an existing stale socket is replaced).
     pub control_socket: PathBuf,
     /// End the VMM when the guest resets, instead of rebooting it.
@@ -46,6 +50,12 @@ pub enum ControlError {
     /// Cannot listen on {0}: {1}
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
+    /// Cannot restore: {0}
+    #[error("cannot restore: {0}")]
+    Restore(super::snapshot::SnapshotError),
+    /// The spec has neither `vm` nor `restore_from`
+    #[error("the spec has neither `vm` nor `restore_from`")]
+    NoVm,
     /// Another VMM already serves {0}
     #[error("another VMM already serves {0}")]
     SocketInUse(String),
@@ -71,6 +81,11 @@ pub enum Request {
     Console,
     /// Counters.
     Stats,
+    /// Save the whole VM into `dir` and stop.
+    Save {
+        /// The state directory (created).
+        dir: PathBuf,
+    },
 }
 
 /// The VM the socket controls; replaced on reboot.
@@ -160,6 +175,17 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
         Request::Stats => match serde_json::to_value(vm.stats()) {
             Ok(v) => reply(true, json!({ "stats": v })),
             Err(e) => error(e),
+        },
+        Request::Save { dir } => match vm.save(&dir) {
+            Ok(()) => {
+                shared.ending.store(true, Ordering::SeqCst);
+                let _ = vm.event_sender().send(VmEvent::PowerOff);
+                reply(true, json!({ "saved": dir, "state": "stopping" }))
+            }
+            Err(e) => {
+                vm.resume();
+                error(e)
+            }
         },
         Request::Console => return None,
     })
@@ -252,6 +278,24 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let text = std::fs::read_to_string(spec_path)
         .map_err(|e| ControlError::SpecRead(spec_path.display().to_string(), e))?;
     let spec: VmmSpec = serde_json::from_str(&text).map_err(ControlError::SpecParse)?;
+    let restore = match &spec.restore_from {
+        Some(dir) => Some((
+            dir.clone(),
+            super::snapshot::read_state(dir).map_err(ControlError::Restore)?,
+        )),
+        None => None,
+    };
+    let config = match (&restore, &spec.vm) {
+        (Some((_, state)), vm) => {
+            let mut c = state.config.clone();
+            if let Some(vm) = vm {
+                c.console_log = vm.console_log.clone();
+            }
+            c
+        }
+        (None, Some(vm)) => vm.clone(),
+        (None, None) => return Err(ControlError::NoVm),
+    };
     // Outlive the control plane: own session, no terminal signals.
     let _ = nix::unistd::setsid();
     // SAFETY: setting signal dispositions to SIG_IGN has no memory effects.
@@ -259,7 +303,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let log = match &spec.vm.console_log {
+    let log = match &config.console_log {
         Some(p) => match super::vm::open_console_log(p) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -274,7 +318,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let shared = Arc::new(Shared {
         current: Mutex::new(None),
         console: console.clone(),
-        config: spec.vm.clone(),
+        config: config.clone(),
         started: start,
         pid: std::process::id(),
         boots: Mutex::new(0),
@@ -300,7 +344,13 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
             .map_err(|e| ControlError::Listen("control thread".into(), e))?;
     }
     let code = loop {
-        let vm = match Vm::new(&spec.vm, console.clone(), super::virtio_devices, start)
+        // Only the first boot resumes the saved state; a reboot starts afresh.
+        let from = if *lock(&shared.boots) == 0 {
+            restore.as_ref().map(|(d, st)| (d.as_path(), st))
+        } else {
+            None
+        };
+        let vm = match Vm::new(&config, console.clone(), super::virtio_devices, start, from)
             .and_then(|v| v.start())
         {
             Ok(v) => Arc::new(v),
@@ -365,7 +415,8 @@ mod tests {
             r#"{"vm":{"boot":{"type":"probe"},"memory_mib":64},"control_socket":"/tmp/x.sock"}"#,
         )
         .expect("spec");
-        assert_eq!(spec.vm.cpus, 1);
-        assert_eq!(spec.vm.memory_mib, 64);
+        let vm = spec.vm.expect("vm");
+        assert_eq!(vm.cpus, 1);
+        assert_eq!(vm.memory_mib, 64);
     }
 }

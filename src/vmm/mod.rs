@@ -15,6 +15,7 @@ pub mod devices;
 pub mod layout;
 pub mod seccomp;
 pub mod selftest;
+pub mod snapshot;
 pub mod terminal;
 pub mod vm;
 
@@ -207,7 +208,7 @@ pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
     let console = Arc::new(console::Console::new(log, true));
     let term = terminal::RawTerminal::enter();
     let code = loop {
-        let running = match vm::Vm::new(&config, console.clone(), virtio_devices, start)
+        let running = match vm::Vm::new(&config, console.clone(), virtio_devices, start, None)
             .and_then(|v| v.start())
         {
             Ok(r) => Arc::new(r),

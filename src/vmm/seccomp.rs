@@ -130,6 +130,13 @@ fn syscalls(kind: ThreadKind) -> Vec<i64> {
                 libc::SYS_tgkill,
                 libc::SYS_ioctl,
                 libc::SYS_eventfd2,
+                // save: the state directory.
+                libc::SYS_mkdir,
+                libc::SYS_mkdirat,
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+                libc::SYS_ftruncate,
+                libc::SYS_lseek,
             ]);
         }
     }

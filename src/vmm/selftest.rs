@@ -61,7 +61,7 @@ pub fn run_probe(mut config: VmConfig, echo: bool) -> ProbeReport {
     let start = Instant::now();
     let console = Arc::new(Console::new(None, echo));
     let mut report = ProbeReport::default();
-    let running = match Vm::new(&config, console.clone(), super::virtio_devices, start)
+    let running = match Vm::new(&config, console.clone(), super::virtio_devices, start, None)
         .and_then(|v| v.start())
     {
         Ok(r) => r,

@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,6 +34,7 @@ use super::devices::pci::{
 use super::devices::virtio::DeviceStats;
 use super::devices::virtio::pci::VirtioPciDevice;
 use super::layout::*;
+use super::snapshot::{self, SnapshotError, VcpuState, VmState};
 
 /// The embedded probe guest (firmware/, built by build.rs).
 pub static PROBE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe.elf"));
@@ -169,6 +170,9 @@ pub enum VmError {
     /// System call failed: {0}
     #[error("system call failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Save/restore: {0}
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// Builds the virtio devices of `config` (blk, net, rng) as transport-independent models.
@@ -199,6 +203,7 @@ struct VcpuControl {
 
 /// A VM built and ready to run.
 pub struct Vm {
+    config: VmConfig,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     vcpus: Vec<VcpuFd>,
@@ -233,6 +238,7 @@ impl Vm {
         console: Arc<Console>,
         devices: DeviceFactory,
         start: Instant,
+        restore: Option<(&Path, &VmState)>,
     ) -> Result<Vm, VmError> {
         if config.cpus == 0 || config.cpus > 64 {
             return Err(VmError::CpuCount(config.cpus));
@@ -267,37 +273,15 @@ impl Vm {
                 .map_err(|e| VmError::KvmCall("guest memory", e))?;
         }
 
-        // Kernel, command line, initrd, ACPI, boot protocol structures.
-        let loaded = match &config.boot {
-            BootSource::Probe => boot::load_kernel(&mem, &mut std::io::Cursor::new(PROBE_ELF))?,
-            BootSource::Kernel { path } | BootSource::Firmware { path } => {
-                let mut f =
-                    File::open(path).map_err(|e| VmError::Open(path.display().to_string(), e))?;
-                boot::load_kernel(&mem, &mut f)?
+        // Kernel, command line, initrd, ACPI, boot protocol structures (or a saved state).
+        let boot_entry = match restore {
+            Some((dir, state)) => {
+                snapshot::check_memory(dir, state, &mem)?;
+                snapshot::load_memory(dir, state, &mem)?;
+                None
             }
+            None => Some(Self::load_boot(config, &mem)?),
         };
-        let cmdline = config.cmdline.clone().unwrap_or_else(|| match config.boot {
-            BootSource::Kernel { .. } => DEFAULT_CMDLINE.to_string(),
-            _ => String::new(),
-        });
-        boot::write_cmdline(&mem, &cmdline)?;
-        let initrd = match &config.initrd {
-            Some(p) => {
-                let mut f = File::open(p).map_err(|e| VmError::Open(p.display().to_string(), e))?;
-                Some(boot::load_initrd(&mem, &mut f, loaded.kernel_end)?)
-            }
-            None => None,
-        };
-        let rsdp = super::acpi::write_tables(&mem, config.cpus)?;
-        let map = boot::memory_map(&mem);
-        match loaded.entry {
-            BootEntry::Pvh { .. } => boot::write_pvh(&mem, &map, rsdp, initrd)?,
-            BootEntry::Linux64 { .. } => {
-                let p = boot::linux_boot_params(&loaded, &map, cmdline.len() + 1, rsdp, initrd);
-                boot::write_linux64(&mem, &p)?;
-            }
-        }
-        boot::write_gdt(&mem, &boot::gdt(loaded.entry))?;
 
         // Legacy devices.
         let (events_tx, events_rx) = channel();
@@ -309,10 +293,16 @@ impl Vm {
         let ged_irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         vm.register_irqfd(&ged_irq, GED_GSI)
             .map_err(|e| VmError::KvmCall("the GED irqfd", e))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            console.clone(),
-            com1_irq.clone(),
-        )));
+        let serial = match restore {
+            Some((_, state)) => SerialDevice::from_state(
+                console.clone(),
+                com1_irq.clone(),
+                &state.serial.to_state(),
+            )
+            .ok_or_else(|| VmError::Snapshot(SnapshotError::Corrupt("serial state".into())))?,
+            None => SerialDevice::new(console.clone(), com1_irq.clone()),
+        };
+        let serial = Arc::new(Mutex::new(serial));
         io_bus.insert(serial.clone(), u64::from(COM1_PORT), 8)?;
         io_bus.insert(
             Arc::new(Mutex::new(I8042::new(events_tx.clone()))),
@@ -348,7 +338,15 @@ impl Vm {
         let routing = Arc::new(GsiRouting::new(vm.clone()));
         let mut next_gsi = FIRST_MSI_GSI;
         let mut device_names = Vec::new();
-        for (name, dev) in devices(config)? {
+        let built = devices(config)?;
+        if let Some((_, state)) = restore
+            && state.devices.len() != built.len()
+        {
+            return Err(VmError::Snapshot(SnapshotError::Corrupt(
+                "device count".into(),
+            )));
+        }
+        for (slot, (name, dev)) in built.into_iter().enumerate() {
             let vectors = dev.queue_max_sizes().len() as u16 + 1;
             let sink = Arc::new(MsixInterrupts::new(
                 &vm,
@@ -358,8 +356,11 @@ impl Vm {
             )?);
             next_gsi += u32::from(vectors);
             let bar0 = lock(&pci).next_bar0()?;
-            let pdev = VirtioPciDevice::new(dev, mem.clone(), sink, bar0)
-                .map_err(|e| VmError::Device(name.clone(), e.to_string()))?;
+            let pdev = match restore.and_then(|(_, st)| st.devices.get(slot)) {
+                Some(st) => VirtioPciDevice::restore(dev, mem.clone(), sink, st),
+                None => VirtioPciDevice::new(dev, mem.clone(), sink, bar0),
+            }
+            .map_err(|e| VmError::Device(name.clone(), e.to_string()))?;
             lock(&pci).add(pdev)?;
             device_names.push(name);
         }
@@ -391,13 +392,28 @@ impl Vm {
             let mut cpuid = supported.clone();
             cpu::filter_cpuid(&mut cpuid, id, config.cpus);
             cpu::configure_vcpu(&vcpu, &cpuid)?;
-            if id == 0 {
-                cpu::setup_boot_vcpu(&vcpu, loaded.entry)?;
+            match (restore, boot_entry) {
+                (Some((_, state)), _) => state
+                    .vcpus
+                    .get(usize::from(id))
+                    .ok_or_else(|| SnapshotError::Corrupt("vCPU count".into()))?
+                    .apply(&vcpu)?,
+                (None, Some(entry)) if id == 0 => cpu::setup_boot_vcpu(&vcpu, entry)?,
+                _ => {}
             }
             vcpus.push(vcpu);
         }
+        if let Some((_, state)) = restore {
+            if state.vcpus.len() != vcpus.len() {
+                return Err(VmError::Snapshot(SnapshotError::Corrupt(
+                    "vCPU count".into(),
+                )));
+            }
+            snapshot::apply_vm(&vm, state)?;
+        }
 
         Ok(Vm {
+            config: config.clone(),
             vm,
             mem,
             vcpus,
@@ -414,6 +430,41 @@ impl Vm {
             _kvm: kvm,
             _irqfds: vec![com1_irq, ged_irq],
         })
+    }
+
+    /// Loads the kernel or firmware, command line, initrd, ACPI tables and boot structures.
+    fn load_boot(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<BootEntry, VmError> {
+        let loaded = match &config.boot {
+            BootSource::Probe => boot::load_kernel(mem, &mut std::io::Cursor::new(PROBE_ELF))?,
+            BootSource::Kernel { path } | BootSource::Firmware { path } => {
+                let mut f =
+                    File::open(path).map_err(|e| VmError::Open(path.display().to_string(), e))?;
+                boot::load_kernel(mem, &mut f)?
+            }
+        };
+        let cmdline = config.cmdline.clone().unwrap_or_else(|| match config.boot {
+            BootSource::Kernel { .. } => DEFAULT_CMDLINE.to_string(),
+            _ => String::new(),
+        });
+        boot::write_cmdline(mem, &cmdline)?;
+        let initrd = match &config.initrd {
+            Some(p) => {
+                let mut f = File::open(p).map_err(|e| VmError::Open(p.display().to_string(), e))?;
+                Some(boot::load_initrd(mem, &mut f, loaded.kernel_end)?)
+            }
+            None => None,
+        };
+        let rsdp = super::acpi::write_tables(mem, config.cpus)?;
+        let map = boot::memory_map(mem);
+        match loaded.entry {
+            BootEntry::Pvh { .. } => boot::write_pvh(mem, &map, rsdp, initrd)?,
+            BootEntry::Linux64 { .. } => {
+                let p = boot::linux_boot_params(&loaded, &map, cmdline.len() + 1, rsdp, initrd);
+                boot::write_linux64(mem, &p)?;
+            }
+        }
+        boot::write_gdt(mem, &boot::gdt(loaded.entry))?;
+        Ok(loaded.entry)
     }
 
     /// Starts the vCPU threads and the device thread.
@@ -436,12 +487,16 @@ impl Vm {
                 .spawn(move || device_loop(&pci, &stop))?
         };
         let mut vcpu_stats = Vec::new();
+        let mut saved = Vec::new();
         let mut threads = Vec::new();
         let count = self.vcpus.len();
         for (id, vcpu) in self.vcpus.into_iter().enumerate() {
             let stats = Arc::new(VcpuStats::default());
             vcpu_stats.push(stats.clone());
+            let slot: VcpuSlot = Arc::new(Mutex::new(None));
+            saved.push(slot.clone());
             let ctx = VcpuContext {
+                saved: slot,
                 id,
                 io: self.io_bus.clone(),
                 mmio: self.mmio_bus.clone(),
@@ -458,7 +513,9 @@ impl Vm {
             );
         }
         Ok(RunningVm {
-            _vm: self.vm,
+            config: self.config,
+            saved,
+            vm: self.vm,
             mem: self.mem,
             pci: self.pci,
             device_names: self.device_names,
@@ -492,7 +549,11 @@ impl super::bus::BusDevice for I8042Command {
     }
 }
 
+/// Where a paused vCPU leaves its state for `save`.
+type VcpuSlot = Arc<Mutex<Option<Result<VcpuState, String>>>>;
+
 struct VcpuContext {
+    saved: VcpuSlot,
     id: usize,
     io: Arc<Bus>,
     mmio: Arc<Bus>,
@@ -504,13 +565,15 @@ struct VcpuContext {
 }
 
 /// Parks the vCPU while paused; returns false when it must stop.
-fn check_state(ctx: &VcpuContext) -> bool {
+fn check_state(ctx: &VcpuContext, vcpu: &VcpuFd) -> bool {
     let mut st = lock(&ctx.control.state);
     loop {
         match *st {
             RunState::Running => return true,
             RunState::Stopping => return false,
             RunState::Paused => {
+                // A paused vCPU is not in KVM_RUN: its state is consistent; keep it for `save`.
+                *lock(&ctx.saved) = Some(VcpuState::capture(vcpu).map_err(|e| e.to_string()));
                 *lock(&ctx.control.parked) += 1;
                 ctx.control.parked_cv.notify_all();
                 st = ctx.control.cv.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -527,7 +590,7 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
         return;
     }
     loop {
-        if !check_state(&ctx) {
+        if !check_state(&ctx, &vcpu) {
             return;
         }
         let t = Instant::now();
@@ -569,13 +632,13 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 ctx.id
             ))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                if TRACE_RIP.load(Ordering::Relaxed) {
-                    if let Ok(r) = vcpu.get_regs() {
-                        eprintln!(
-                            "[yunhe trace] vCPU {} rip {:#x} rsp {:#x}",
-                            ctx.id, r.rip, r.rsp
-                        );
-                    }
+                if TRACE_RIP.load(Ordering::Relaxed)
+                    && let Ok(r) = vcpu.get_regs()
+                {
+                    eprintln!(
+                        "[yunhe trace] vCPU {} rip {:#x} rsp {:#x}",
+                        ctx.id, r.rip, r.rsp
+                    );
                 }
                 None
             }
@@ -731,7 +794,9 @@ pub struct VmStats {
 
 /// A VM whose vCPUs run.
 pub struct RunningVm {
-    _vm: Arc<VmFd>,
+    config: VmConfig,
+    saved: Vec<VcpuSlot>,
+    vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     pci: Arc<Mutex<PciRoot>>,
     device_names: Vec<String>,
@@ -807,6 +872,45 @@ impl RunningVm {
                 .parked_cv
                 .wait_timeout(parked, Duration::from_millis(5));
         }
+    }
+
+    /// Saves the whole VM into `dir` (pausing it; it stays paused).
+    pub fn save(&self, dir: &Path) -> Result<(), SnapshotError> {
+        for s in &self.saved {
+            *lock(s) = None;
+        }
+        self.pause();
+        let mut vcpus = Vec::new();
+        for s in &self.saved {
+            match lock(s).take() {
+                Some(Ok(v)) => vcpus.push(v),
+                Some(Err(e)) => return Err(SnapshotError::Corrupt(format!("vCPU state: {e}"))),
+                None => return Err(SnapshotError::NotPaused),
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SnapshotError::Write(dir.display().to_string(), e))?;
+        let (irqchips, pit, clock) = snapshot::capture_vm(&self.vm)?;
+        let serial = snapshot::SerialSnapshot::from_state(&lock(&self.serial).state());
+        let devices = lock(&self.pci)
+            .slots()
+            .iter()
+            .map(|s| lock(&s.device).save_state())
+            .collect();
+        let memory = snapshot::save_memory(&self.mem, dir)?;
+        let state = VmState {
+            format: snapshot::FORMAT.into(),
+            version: snapshot::VERSION,
+            config: self.config.clone(),
+            vcpus,
+            irqchips,
+            pit,
+            clock,
+            serial,
+            devices,
+            memory,
+        };
+        snapshot::write_state(dir, &state)
     }
 
     /// Resumes paused vCPUs.

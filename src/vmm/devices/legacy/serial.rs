@@ -47,6 +47,22 @@ impl SerialDevice {
         }
     }
 
+    /// A UART restored from a saved state (`None` when the state does not fit).
+    pub fn from_state(
+        console: Arc<Console>,
+        irq: Arc<EventFd>,
+        state: &vm_superio::serial::SerialState,
+    ) -> Option<Self> {
+        Serial::from_state(state, IrqTrigger(irq), NoEvents, ConsoleWriter(console))
+            .ok()
+            .map(|serial| SerialDevice { serial })
+    }
+
+    /// The UART's registers and FIFO, for save.
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.serial.state()
+    }
+
     /// Input from the user; returns how many bytes the FIFO took.
     pub fn input(&mut self, bytes: &[u8]) -> usize {
         self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
