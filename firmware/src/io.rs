@@ -9,6 +9,7 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+#[allow(dead_code)]
 pub fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as in outb.

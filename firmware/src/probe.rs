@@ -17,7 +17,7 @@ mod virtio;
 
 use core::panic::PanicInfo;
 
-use io::{inb, inl, outb, outl, print, print_dec, print_hex, putc};
+use io::{inl, outb, outl, print, print_dec, print_hex, putc};
 
 core::arch::global_asm!(
     r#"
@@ -397,8 +397,7 @@ fn power_off(rsdp: u64) -> ! {
     });
     // SLP_TYP = 5 (S5, matching the DSDT's _S5), SLP_EN.
     outb(port, (5 << 2) | (1 << 5));
-    let _ = inb(port);
-    print("probe: still running after poweroff\n");
+    // The VMM stops the VM asynchronously; park until it does.
     loop {
         // SAFETY: halting with interrupts off just parks the vCPU.
         unsafe { core::arch::asm!("cli; hlt") };
