@@ -450,3 +450,162 @@ fn save_and_restore_carry_on_counting() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// A network namespace with a tap, removed on drop.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Answers one DHCP DISCOVER seen on `ifname` (inside namespace `ns`) with an OFFER of 10.0.0.5.
+fn dhcp_responder(ns: String, ifname: String) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let Ok(nsfile) = std::fs::File::open(format!("/run/netns/{ns}")) else {
+            return false;
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns only changes this thread's network namespace.
+        if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return false;
+        }
+        // SAFETY: plain socket creation; the fd is closed below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(0x0800u16.to_be()),
+            )
+        };
+        if fd < 0 {
+            return false;
+        }
+        let Ok(name) = std::ffi::CString::new(ifname) else {
+            return false;
+        };
+        // SAFETY: `name` is a valid C string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = 0x0800u16.to_be();
+        sll.sll_ifindex = index as i32;
+        // SAFETY: binds with a correctly sized sockaddr_ll.
+        unsafe {
+            libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 2048];
+        let mut answered = false;
+        while Instant::now() < deadline && !answered {
+            // SAFETY: reads into a live buffer.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let f = &buf[..n as usize];
+            if f.len() < 42 + 240 || f[23] != 17 || u16::from_be_bytes([f[36], f[37]]) != 67 {
+                continue;
+            }
+            let (xid, mac) = (&f[46..50], &f[70..76]);
+            let mut dhcp = vec![2u8, 1, 6, 0];
+            dhcp.extend_from_slice(xid);
+            dhcp.extend_from_slice(&[0; 8]);
+            dhcp.extend_from_slice(&[10, 0, 0, 5, 10, 0, 0, 1, 0, 0, 0, 0]);
+            dhcp.extend_from_slice(mac);
+            dhcp.resize(236, 0);
+            dhcp.extend_from_slice(&[99, 130, 83, 99, 53, 1, 2, 54, 4, 10, 0, 0, 1, 255]);
+            dhcp.resize(300, 0);
+            let mut udp = Vec::new();
+            udp.extend_from_slice(&67u16.to_be_bytes());
+            udp.extend_from_slice(&68u16.to_be_bytes());
+            udp.extend_from_slice(&(8 + dhcp.len() as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(&dhcp);
+            let mut iph = vec![0x45, 0];
+            iph.extend_from_slice(&(20 + udp.len() as u16).to_be_bytes());
+            iph.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 255, 255, 255, 255]);
+            let c = checksum(&iph);
+            iph[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut frame = vec![0xff; 6];
+            frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 8, 0]);
+            frame.extend_from_slice(&iph);
+            frame.extend_from_slice(&udp);
+            // SAFETY: sends from a live buffer on the bound socket.
+            answered = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) } > 0;
+        }
+        // SAFETY: closes the socket opened above.
+        unsafe { libc::close(fd) };
+        answered
+    })
+}
+
+/// The probe's DHCP DISCOVER goes out through virtio-net and a tap in a namespace made here, and
+/// the offer comes back in. Needs root (network namespaces); skipped otherwise.
+#[test]
+fn probe_gets_a_dhcp_offer_through_virtio_net() {
+    if !kvm_usable() {
+        return;
+    }
+    let ns = NetNs(format!("yunhe-t{}", std::process::id()));
+    if !ip(&["netns", "add", &ns.0]) {
+        eprintln!("SKIPPED: cannot create a network namespace (needs root and iproute2)");
+        return;
+    }
+    assert!(ip(&[
+        "-n", &ns.0, "tuntap", "add", "dev", "ytap0", "mode", "tap"
+    ]));
+    assert!(ip(&["-n", &ns.0, "link", "set", "ytap0", "up"]));
+    let responder = dhcp_responder(ns.0.clone(), "ytap0".into());
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            YUNHE,
+            "vm",
+            "run",
+            "--firmware",
+            PROBE,
+            "--memory",
+            "32",
+        ])
+        .args(["--net", "tap=ytap0,mac=52:54:00:ab:cd:ef"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(responder.join().expect("responder"), "no DISCOVER seen");
+    assert!(text.contains("virtio-net"), "{text}");
+    assert!(text.contains("offer 10.0.0.5 from 10.0.0.1"), "{text}");
+}
