@@ -1,7 +1,31 @@
-//! The built-in virtual machine monitor (placeholder until the VMM lands).
+//! The built-in virtual machine monitor: KVM, guest memory, boot, ACPI, legacy
+//! and virtio-pci devices, vCPU threads; `yunhe vm run`, `yunhe vmm` and
+//! `yunhe selftest`.
+
+pub mod acpi;
+// `run_benchmarks` is called by `yunhe bench` (src/bench.rs, wired by the integrator).
+#[allow(dead_code)]
+pub mod bench;
+pub mod boot;
+pub mod bus;
+pub mod console;
+pub mod control;
+pub mod cpu;
+pub mod devices;
+pub mod layout;
+pub mod seccomp;
+pub mod selftest;
+pub mod snapshot;
+pub mod terminal;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use devices::legacy::VmEvent;
+use vm::{BootSource, DiskConfig, NetConfig, VmConfig, VmError};
 
 /// `yunhe vm run`: boot one VM in the foreground.
 #[derive(clap::Args, Debug)]
@@ -33,6 +57,15 @@ pub struct VmRunArgs {
     /// End the VM (exit 0) when the guest resets instead of rebooting it.
     #[arg(long)]
     pub no_reboot: bool,
+    /// Attach a virtio-rng.
+    #[arg(long)]
+    pub rng: bool,
+    /// Print boot-timer (port 0x80) records on stderr.
+    #[arg(long)]
+    pub boot_timer: bool,
+    /// Also write the console to this (size-capped) log file.
+    #[arg(long)]
+    pub console_log: Option<PathBuf>,
 }
 
 /// `yunhe vmm`: the per-instance VMM process.
@@ -45,19 +78,211 @@ pub struct VmmArgs {
 
 /// `yunhe selftest`: check that this host can run VMs.
 #[derive(clap::Args, Debug)]
-pub struct SelftestArgs {}
-
-pub fn vm_run_main(_args: VmRunArgs) -> ExitCode {
-    eprintln!("yunhe: the VMM is not built yet");
-    ExitCode::FAILURE
+pub struct SelftestArgs {
+    /// Print the probe guest's console as it runs.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
-pub fn vmm_main(_args: VmmArgs) -> ExitCode {
-    eprintln!("yunhe: the VMM is not built yet");
-    ExitCode::FAILURE
+/// Errors in the command-line front ends.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontEndError {
+    /// Bad --disk {0:?}: expected PATH or PATH,ro
+    #[error("bad --disk {0:?}: expected PATH or PATH,ro")]
+    Disk(String),
+    /// Bad --net {0:?}: expected tap=NAME[,mac=MAC]
+    #[error("bad --net {0:?}: expected tap=NAME[,mac=MAC]")]
+    Net(String),
+    /// Give --kernel or --firmware (not both)
+    #[error("give --kernel or --firmware (not both)")]
+    Boot,
 }
 
-pub fn selftest_main(_args: SelftestArgs) -> ExitCode {
-    eprintln!("yunhe: the VMM is not built yet");
-    ExitCode::FAILURE
+/// Parses `PATH[,ro]`.
+pub fn parse_disk(s: &str) -> Result<DiskConfig, FrontEndError> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| FrontEndError::Disk(s.into()))?;
+    let mut read_only = false;
+    for p in parts {
+        match p {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            _ => return Err(FrontEndError::Disk(s.into())),
+        }
+    }
+    Ok(DiskConfig {
+        path: path.into(),
+        read_only,
+        serial: None,
+        fd: None,
+    })
+}
+
+/// Parses `tap=NAME[,mac=MAC]`.
+pub fn parse_net(s: &str) -> Result<NetConfig, FrontEndError> {
+    let mut tap = None;
+    let mut mac = None;
+    for p in s.split(',') {
+        match p.split_once('=') {
+            Some(("tap", v)) if !v.is_empty() => tap = Some(v.to_string()),
+            Some(("mac", v)) if parse_mac(v).is_some() => mac = Some(v.to_string()),
+            _ => return Err(FrontEndError::Net(s.into())),
+        }
+    }
+    Ok(NetConfig {
+        tap: tap.ok_or_else(|| FrontEndError::Net(s.into()))?,
+        mac,
+        fd: None,
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split(':') {
+        if n >= 6 || part.len() != 2 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+fn config_from_args(a: &VmRunArgs) -> Result<VmConfig, FrontEndError> {
+    let boot = match (&a.kernel, &a.firmware) {
+        (Some(k), None) => BootSource::Kernel { path: k.clone() },
+        (None, Some(f)) => BootSource::Firmware { path: f.clone() },
+        _ => return Err(FrontEndError::Boot),
+    };
+    Ok(VmConfig {
+        boot,
+        initrd: a.initrd.clone(),
+        cmdline: a.cmdline.clone(),
+        memory_mib: a.memory,
+        cpus: a.cpus,
+        disks: a
+            .disks
+            .iter()
+            .map(|d| parse_disk(d))
+            .collect::<Result<_, _>>()?,
+        nets: a
+            .nets
+            .iter()
+            .map(|n| parse_net(n))
+            .collect::<Result<_, _>>()?,
+        rng: a.rng,
+        console_log: a.console_log.clone(),
+        log_boot_timer: a.boot_timer,
+    })
+}
+
+/// The virtio devices of a configuration.
+pub fn virtio_devices(config: &VmConfig) -> Result<devices::factory::NamedDevices, VmError> {
+    devices::factory::build(config)
+}
+
+pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
+    let start = Instant::now();
+    let config = match config_from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("yunhe vm run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = match &config.console_log {
+        Some(p) => match vm::open_console_log(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("yunhe vm run: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let console = Arc::new(console::Console::new(log, true));
+    let term = terminal::RawTerminal::enter();
+    let code = loop {
+        let running = match vm::Vm::new(&config, console.clone(), virtio_devices, start, None)
+            .and_then(|v| v.start())
+        {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                drop(term);
+                eprintln!("yunhe vm run: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        terminal::forward_stdin_to(&running);
+        start_rip_tracer(&running);
+        let event = running.wait();
+        running.stop();
+        match event {
+            VmEvent::PowerOff => break ExitCode::SUCCESS,
+            VmEvent::Reset if args.no_reboot => break ExitCode::SUCCESS,
+            VmEvent::Reset => continue,
+            VmEvent::Crash(why) => {
+                drop(term);
+                eprintln!("\r\nyunhe vm run: the VM stopped: {why}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    drop(term);
+    code
+}
+
+/// With `YUNHE_TRACE_RIP=SECONDS`, prints every vCPU's RIP that often (where is a slow
+/// boot spending its time?).
+fn start_rip_tracer(running: &Arc<vm::RunningVm>) {
+    let Some(secs) = std::env::var("YUNHE_TRACE_RIP")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    else {
+        return;
+    };
+    vm::TRACE_RIP.store(true, std::sync::atomic::Ordering::Relaxed);
+    let weak = Arc::downgrade(running);
+    let _ = std::thread::Builder::new()
+        .name("yunhe-trace".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.01)));
+                match weak.upgrade() {
+                    Some(vm) => vm.kick_all(),
+                    None => return,
+                }
+            }
+        });
+}
+
+pub fn vmm_main(args: VmmArgs) -> ExitCode {
+    control::vmm_main(args)
+}
+
+pub fn selftest_main(args: SelftestArgs) -> ExitCode {
+    selftest::main(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_disks_and_nets() {
+        let d = parse_disk("/tmp/a.img,ro").expect("disk");
+        assert!(d.read_only);
+        assert!(parse_disk("").is_err());
+        assert!(parse_disk("/x,rx").is_err());
+        let n = parse_net("tap=tap0,mac=52:54:00:12:34:56").expect("net");
+        assert_eq!(n.tap, "tap0");
+        assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+        assert!(parse_net("tap=t,mac=zz").is_err());
+        assert_eq!(parse_mac("02:00:00:00:00:01"), Some([2, 0, 0, 0, 0, 1]));
+    }
 }

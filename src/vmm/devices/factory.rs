@@ -1,0 +1,75 @@
+//! Builds the virtio device models a [`VmConfig`] asks for.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use crate::vmm::devices::virtio::VirtioDevice;
+use crate::vmm::devices::virtio::block::{RawFileBackend, VirtioBlock};
+use crate::vmm::devices::virtio::net::{FdBackend, VirtioNet, open_tap};
+use crate::vmm::devices::virtio::rng::VirtioRng;
+use crate::vmm::parse_mac;
+use crate::vmm::vm::{VmConfig, VmError};
+
+/// Device models with their names (`disk0`, `net0`, `rng0`).
+pub type NamedDevices = Vec<(String, Box<dyn VirtioDevice>)>;
+
+/// A locally administered, unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
+
+/// Takes ownership of an inherited descriptor after checking that it is open.
+fn inherited(fd: i32, name: &str) -> Result<OwnedFd, VmError> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(VmError::Device(
+            name.into(),
+            format!("inherited fd {fd} is not open"),
+        ));
+    }
+    // SAFETY: the spawner handed this descriptor to this process for this device only; it
+    // is open (checked above) and nothing else in the VMM owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
+pub fn build(config: &VmConfig) -> Result<NamedDevices, VmError> {
+    let mut out: NamedDevices = Vec::new();
+    for (i, d) in config.disks.iter().enumerate() {
+        let name = format!("disk{i}");
+        let backend = match d.fd {
+            Some(fd) => RawFileBackend::new(inherited(fd, &name)?.into()),
+            None => RawFileBackend::open(&d.path, d.read_only),
+        }
+        .map_err(|e| VmError::Device(format!("{name} ({})", d.path.display()), e.to_string()))?;
+        let serial = d.serial.clone().unwrap_or_else(|| {
+            d.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone())
+        });
+        out.push((
+            name,
+            Box::new(VirtioBlock::new(Box::new(backend), d.read_only, &serial)),
+        ));
+    }
+    for (i, n) in config.nets.iter().enumerate() {
+        let name = format!("net{i}");
+        let mac = match &n.mac {
+            Some(m) => parse_mac(m)
+                .ok_or_else(|| VmError::Device(name.clone(), format!("bad MAC {m:?}")))?,
+            None => random_mac(),
+        };
+        let tap = match n.fd {
+            Some(fd) => FdBackend::new(inherited(fd, &name)?),
+            None => open_tap(&n.tap),
+        }
+        .map_err(|e| VmError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
+        out.push((name, Box::new(VirtioNet::new(Box::new(tap), mac))));
+    }
+    if config.rng {
+        out.push(("rng0".into(), Box::new(VirtioRng::new())));
+    }
+    Ok(out)
+}

@@ -1,0 +1,611 @@
+//! VMM tests on /dev/kvm with the embedded probe guest, through the real
+//! binary. Skipped (with a message) where /dev/kvm is missing.
+//!
+//! The Linux boot test runs only with `YUNHE_LINUX_BOOT=1` and needs
+//! `YUNHE_LINUX_KERNEL` (the micro kernel, PVH vmlinux or bzImage) and
+//! `YUNHE_LINUX_INITRD` (the tiny initramfs).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const YUNHE: &str = env!("CARGO_BIN_EXE_yunhe");
+const PROBE: &str = concat!(env!("OUT_DIR"), "/probe.elf");
+const HELLO: &str = concat!(env!("OUT_DIR"), "/hello.elf");
+
+fn kvm_usable() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED: /dev/kvm is missing or not accessible");
+    }
+    ok
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("yunhe-test-{}-{name}", std::process::id()))
+}
+
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[test]
+fn probe_sees_every_device_and_powers_off() {
+    if !kvm_usable() {
+        return;
+    }
+    let disk = tmp("probe.img");
+    let mut sector = vec![0u8; 512];
+    for (i, b) in sector.iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    let mut f = std::fs::File::create(&disk).expect("disk");
+    f.write_all(&sector).expect("write");
+    f.set_len(64 * 1024).expect("size");
+    let out = Command::new(YUNHE)
+        .args([
+            "vm",
+            "run",
+            "--firmware",
+            PROBE,
+            "--memory",
+            "64",
+            "--rng",
+            "--disk",
+        ])
+        .arg(format!("{},ro", disk.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run yunhe");
+    let _ = std::fs::remove_file(&disk);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {text} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("yunhe probe: hello"), "{text}");
+    assert!(text.contains("1af4:1042 class 010000 virtio-blk"), "{text}");
+    assert!(text.contains("1af4:1044"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "128 sectors, sector 0 fnv1a {:08x}",
+            fnv1a(&sector)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rng 00:02.0: ") && l.len() == "rng 00:02.0: ".len() + 32),
+        "{text}"
+    );
+    assert!(text.contains("probe: done, powering off"), "{text}");
+}
+
+#[test]
+fn minimal_guest_prints_its_line_quickly() {
+    if !kvm_usable() {
+        return;
+    }
+    let start = Instant::now();
+    let mut child = Command::new(YUNHE)
+        .args(["vm", "run", "--kernel", HELLO, "--memory", "128"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let elapsed = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line, "Hello from a minimal PVH guest\n");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn selftest_passes() {
+    if !kvm_usable() {
+        return;
+    }
+    let start = Instant::now();
+    let out = Command::new(YUNHE).arg("selftest").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("selftest passed"), "{text}");
+    assert!(
+        text.contains("virtio-blk") && text.contains("virtio-rng"),
+        "{text}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn bad_kernel_is_a_clear_error() {
+    if !kvm_usable() {
+        return;
+    }
+    let junk = tmp("junk.bin");
+    std::fs::write(&junk, vec![0x5au8; 8192]).expect("write");
+    let out = Command::new(YUNHE)
+        .args(["vm", "run", "--memory", "64", "--kernel"])
+        .arg(&junk)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&junk);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither a PVH ELF nor a bzImage"), "{err}");
+}
+
+/// Kills the VMM (which runs in its own session) if the test fails midway.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn request(sock: &Path, cmd: &str) -> serde_json::Value {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("reply");
+    serde_json::from_str(&line).expect("json")
+}
+
+fn console_bytes(sock: &Path) -> u64 {
+    request(sock, "stats")["stats"]["console_bytes"]
+        .as_u64()
+        .expect("console_bytes")
+}
+
+#[test]
+fn vmm_control_socket() {
+    if !kvm_usable() {
+        return;
+    }
+    let sock = tmp("vmm.sock");
+    let spec = tmp("spec.json");
+    let log = tmp("console.log");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "vm": {"boot": {"type": "firmware", "path": PROBE}, "cmdline": "count", "memory_mib": 32,
+                   "rng": true, "console_log": log},
+            "control_socket": sock,
+        })
+        .to_string(),
+    )
+    .expect("spec");
+    let mut child = KillOnDrop(
+        Command::new(YUNHE)
+            .args(["vmm", "--spec"])
+            .arg(&spec)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(&sock).is_err() || request(&sock, "status")["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "no running VM behind the control socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = request(&sock, "status");
+    assert_eq!(st["ok"], true);
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(child.0.id())));
+
+    // Counting output grows while running, and stops while paused.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(&sock, "pause")["state"], "paused");
+    let a = console_bytes(&sock);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(console_bytes(&sock), a);
+    assert_eq!(request(&sock, "status")["state"], "paused");
+    assert_eq!(request(&sock, "resume")["state"], "running");
+
+    // Two console readers at once see the stream.
+    let mut readers: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).expect("connect");
+            s.write_all(b"{\"cmd\":\"console\"}\n").expect("send");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    for r in &mut readers {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&seen)
+            .matches("count ")
+            .nth(3)
+            .is_none()
+        {
+            let n = r.read(&mut buf).expect("console read");
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("\"console\":true"));
+    }
+
+    let stats = request(&sock, "stats");
+    let s = &stats["stats"];
+    assert!(s["vcpu_seconds"][0].as_f64().expect("vcpu time") > 0.0);
+    assert!(s["guest_memory_touched"].as_u64().expect("touched") > 0);
+    assert!(s["vmm_rss"].as_u64().expect("rss") > 0);
+    assert_eq!(s["devices"][0]["name"], "rng0");
+    assert_eq!(request(&sock, "powerdown")["ok"], true);
+    assert_eq!(request(&sock, "reset")["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request(&sock, "status")["boots"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "no reboot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(request(&sock, "bogus")["ok"], false);
+    assert_eq!(request(&sock, "stop")["ok"], true);
+    let status = child.0.wait().expect("wait");
+    assert!(status.success());
+    assert!(!sock.exists());
+    let logged = std::fs::read_to_string(&log).expect("console log");
+    assert!(logged.contains("count 3"));
+    let _ = std::fs::remove_file(&spec);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Boots the micro kernel and tiny initramfs to the ready marker (slow here).
+#[test]
+fn linux_boots_to_the_tiny_marker() {
+    if std::env::var("YUNHE_LINUX_BOOT").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED: set YUNHE_LINUX_BOOT=1 (and YUNHE_LINUX_KERNEL, YUNHE_LINUX_INITRD) to boot Linux"
+        );
+        return;
+    }
+    if !kvm_usable() {
+        return;
+    }
+    let kernel = std::env::var("YUNHE_LINUX_KERNEL").expect("YUNHE_LINUX_KERNEL");
+    let initrd = std::env::var("YUNHE_LINUX_INITRD").expect("YUNHE_LINUX_INITRD");
+    let start = Instant::now();
+    let mut child = Command::new(YUNHE)
+        .args([
+            "vm",
+            "run",
+            "--memory",
+            "64",
+            "--no-reboot",
+            "--cmdline",
+            "console=ttyS0 noxsave",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut found = false;
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if line.contains("yunhe-tiny: ready") {
+            found = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no ready marker");
+    eprintln!(
+        "Linux reached the ready marker in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+fn wait_running(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(sock).is_err() || request(sock, "status")["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "no running VM behind {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn console_stream(sock: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.write_all(b"{\"cmd\":\"console\"}\n").expect("send");
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    s
+}
+
+/// Reads what arrives within about 700 ms (or until the stream ends).
+fn read_for(s: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn counts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("count ")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn save_and_restore_carry_on_counting() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tmp("state");
+    let (sock1, sock2) = (tmp("save.sock"), tmp("restore.sock"));
+    let (spec1, spec2) = (tmp("save.json"), tmp("restore.json"));
+    let vm = serde_json::json!({"boot": {"type": "firmware", "path": PROBE}, "cmdline": "count", "memory_mib": 32, "rng": true});
+    std::fs::write(
+        &spec1,
+        serde_json::json!({"vm": vm, "control_socket": sock1}).to_string(),
+    )
+    .expect("spec");
+    std::fs::write(
+        &spec2,
+        serde_json::json!({"restore_from": dir, "control_socket": sock2}).to_string(),
+    )
+    .expect("spec");
+    let spawn = |spec: &Path| {
+        KillOnDrop(
+            Command::new(YUNHE)
+                .args(["vmm", "--spec"])
+                .arg(spec)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+
+    let mut first = spawn(&spec1);
+    wait_running(&sock1);
+    let mut console = console_stream(&sock1);
+    std::thread::sleep(Duration::from_millis(300));
+    let saved = request(&sock1, &format!("save\",\"dir\":\"{}", dir.display()));
+    assert_eq!(saved["ok"], true, "{saved}");
+    assert!(first.0.wait().expect("wait").success());
+    let before = counts(&read_for(&mut console));
+    let last = *before.last().expect("counted before the save");
+
+    let mut second = spawn(&spec2);
+    wait_running(&sock2);
+    let mut console = console_stream(&sock2);
+    let after = counts(&read_for(&mut console));
+    let next = *after.first().expect("counts after the restore");
+    assert!(
+        next == last || next == last + 1,
+        "saved at {last}, restored at {next}"
+    );
+    assert_eq!(request(&sock2, "stop")["ok"], true);
+    assert!(second.0.wait().expect("wait").success());
+
+    // A corrupted memory file and a truncated state are refused with a clear error.
+    let mem = dir.join("memory-0.raw");
+    let mut bytes = std::fs::read(&mem).expect("memory");
+    bytes[4096] ^= 0xff;
+    std::fs::write(&mem, &bytes).expect("corrupt");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt") && err.contains("checksum"), "{err}");
+    std::fs::write(&mem, &bytes[..4096]).expect("truncate");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt or truncated"));
+    let state = dir.join("state.json");
+    let text = std::fs::read(&state).expect("state");
+    std::fs::write(&state, &text[..text.len() / 2]).expect("truncate");
+    let out = Command::new(YUNHE)
+        .args(["vmm", "--spec"])
+        .arg(&spec2)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match state.sha256"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for p in [&spec1, &spec2] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A network namespace with a tap, removed on drop.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Answers one DHCP DISCOVER seen on `ifname` (inside namespace `ns`) with an OFFER of 10.0.0.5.
+fn dhcp_responder(ns: String, ifname: String) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let Ok(nsfile) = std::fs::File::open(format!("/run/netns/{ns}")) else {
+            return false;
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns only changes this thread's network namespace.
+        if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return false;
+        }
+        // SAFETY: plain socket creation; the fd is closed below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(0x0800u16.to_be()),
+            )
+        };
+        if fd < 0 {
+            return false;
+        }
+        let Ok(name) = std::ffi::CString::new(ifname) else {
+            return false;
+        };
+        // SAFETY: `name` is a valid C string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = 0x0800u16.to_be();
+        sll.sll_ifindex = index as i32;
+        // SAFETY: binds with a correctly sized sockaddr_ll.
+        unsafe {
+            libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 2048];
+        let mut answered = false;
+        while Instant::now() < deadline && !answered {
+            // SAFETY: reads into a live buffer.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let f = &buf[..n as usize];
+            if f.len() < 42 + 240 || f[23] != 17 || u16::from_be_bytes([f[36], f[37]]) != 67 {
+                continue;
+            }
+            let (xid, mac) = (&f[46..50], &f[70..76]);
+            let mut dhcp = vec![2u8, 1, 6, 0];
+            dhcp.extend_from_slice(xid);
+            dhcp.extend_from_slice(&[0; 8]);
+            dhcp.extend_from_slice(&[10, 0, 0, 5, 10, 0, 0, 1, 0, 0, 0, 0]);
+            dhcp.extend_from_slice(mac);
+            dhcp.resize(236, 0);
+            dhcp.extend_from_slice(&[99, 130, 83, 99, 53, 1, 2, 54, 4, 10, 0, 0, 1, 255]);
+            dhcp.resize(300, 0);
+            let mut udp = Vec::new();
+            udp.extend_from_slice(&67u16.to_be_bytes());
+            udp.extend_from_slice(&68u16.to_be_bytes());
+            udp.extend_from_slice(&(8 + dhcp.len() as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(&dhcp);
+            let mut iph = vec![0x45, 0];
+            iph.extend_from_slice(&(20 + udp.len() as u16).to_be_bytes());
+            iph.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 255, 255, 255, 255]);
+            let c = checksum(&iph);
+            iph[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut frame = vec![0xff; 6];
+            frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 8, 0]);
+            frame.extend_from_slice(&iph);
+            frame.extend_from_slice(&udp);
+            // SAFETY: sends from a live buffer on the bound socket.
+            answered = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) } > 0;
+        }
+        // SAFETY: closes the socket opened above.
+        unsafe { libc::close(fd) };
+        answered
+    })
+}
+
+/// The probe's DHCP DISCOVER goes out through virtio-net and a tap in a namespace made here, and
+/// the offer comes back in. Needs root (network namespaces); skipped otherwise.
+#[test]
+fn probe_gets_a_dhcp_offer_through_virtio_net() {
+    if !kvm_usable() {
+        return;
+    }
+    let ns = NetNs(format!("yunhe-t{}", std::process::id()));
+    if !ip(&["netns", "add", &ns.0]) {
+        eprintln!("SKIPPED: cannot create a network namespace (needs root and iproute2)");
+        return;
+    }
+    assert!(ip(&[
+        "-n", &ns.0, "tuntap", "add", "dev", "ytap0", "mode", "tap"
+    ]));
+    assert!(ip(&["-n", &ns.0, "link", "set", "ytap0", "up"]));
+    let responder = dhcp_responder(ns.0.clone(), "ytap0".into());
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            YUNHE,
+            "vm",
+            "run",
+            "--firmware",
+            PROBE,
+            "--memory",
+            "32",
+        ])
+        .args(["--net", "tap=ytap0,mac=52:54:00:ab:cd:ef"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(responder.join().expect("responder"), "no DISCOVER seen");
+    assert!(text.contains("virtio-net"), "{text}");
+    assert!(text.contains("offer 10.0.0.5 from 10.0.0.1"), "{text}");
+}
