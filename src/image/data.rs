@@ -62,7 +62,11 @@ async fn receive_to(path: &std::path::Path, body: Body) -> ImageResult<(i64, Str
         file.write_all(&chunk).await?;
     }
     file.sync_all().await?;
-    Ok((size, hex::encode(md5.finalize()), hex::encode(sha.finalize())))
+    Ok((
+        size,
+        hex::encode(md5.finalize()),
+        hex::encode(sha.finalize()),
+    ))
 }
 
 /// Checks the file's format (on the blocking pool) and returns the virtual size.
@@ -102,7 +106,12 @@ async fn store_data(s: &ImageState, image: &Image, body: Body) -> ImageResult<Re
 
 /// Marks the image active with what was received; if it vanished meanwhile,
 /// its data goes too.
-async fn activate(s: &ImageState, id: String, from: &'static str, got: Received) -> ImageResult<()> {
+async fn activate(
+    s: &ImageState,
+    id: String,
+    from: &'static str,
+    got: Received,
+) -> ImageResult<()> {
     let path = s.data_path(&id);
     let done = s
         .write(move |tx| {
@@ -258,7 +267,9 @@ pub async fn import(
             back_to_queued(&state, id, "importing").await;
         }
     });
-    Ok(axum::response::IntoResponse::into_response(StatusCode::ACCEPTED))
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::ACCEPTED,
+    ))
 }
 
 /// Reads up to `len` bytes of a file as a stream of chunks.
@@ -351,10 +362,8 @@ pub async fn download(
     let (status, start, len) = match range {
         Some(r) => match parse_range(&r, size) {
             Some((start, end)) => {
-                builder = builder.header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{size}"),
-                );
+                builder =
+                    builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
                 (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
             }
             None => {
@@ -362,10 +371,9 @@ pub async fn download(
                     "Requested range {r} not satisfiable for an image of {size} bytes."
                 ))
                 .into_response_with_range(size);
-                response.headers_mut().insert(
-                    header::ACCEPT_RANGES,
-                    HeaderValue::from_static("bytes"),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 return Ok(response);
             }
         },

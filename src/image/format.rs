@@ -174,8 +174,14 @@ mod tests {
 
     #[test]
     fn qcow2_virtual_size_and_refusals() {
-        assert_eq!(qcow2_virtual_size(&qcow2(2, 0, 0, None)).ok(), Some(1 << 30));
-        assert_eq!(qcow2_virtual_size(&qcow2(3, 0, 0, None)).ok(), Some(1 << 30));
+        assert_eq!(
+            qcow2_virtual_size(&qcow2(2, 0, 0, None)).ok(),
+            Some(1 << 30)
+        );
+        assert_eq!(
+            qcow2_virtual_size(&qcow2(3, 0, 0, None)).ok(),
+            Some(1 << 30)
+        );
         assert!(matches!(
             qcow2_virtual_size(&qcow2(3, 512, 0, None)),
             Err(FormatError::BackingFile)

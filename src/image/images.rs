@@ -147,8 +147,7 @@ pub fn load_visible(conn: &Connection, ctx: &AuthContext, id: &str) -> ImageResu
 
 /// True when the caller owns the image (or is an admin).
 pub fn owns(ctx: &AuthContext, image: &Image) -> bool {
-    ctx.is_admin()
-        || (ctx.project_id().is_some() && image.owner.as_deref() == ctx.project_id())
+    ctx.is_admin() || (ctx.project_id().is_some() && image.owner.as_deref() == ctx.project_id())
 }
 
 /// The image if the caller may change it: 404 when invisible, 403 when only visible.
@@ -231,7 +230,12 @@ fn check_tag(tag: &str) -> ImageResult<()> {
 }
 
 /// Sets one attribute (base or extra) on an image, with Glance's rules.
-fn set_attribute(ctx: &AuthContext, image: &mut Image, key: &str, value: &Value) -> ImageResult<()> {
+fn set_attribute(
+    ctx: &AuthContext,
+    image: &mut Image,
+    key: &str,
+    value: &Value,
+) -> ImageResult<()> {
     check_read_only(key)?;
     match key {
         "name" => image.name = as_opt_string(key, value, 255)?,
@@ -578,7 +582,9 @@ pub async fn list_images(
             "limit" => {
                 let n = parse_int_param(key, value)?;
                 if n < 0 {
-                    return Err(ImageError::BadRequest("limit param must be positive".into()));
+                    return Err(ImageError::BadRequest(
+                        "limit param must be positive".into(),
+                    ));
                 }
                 limit = (n as usize).min(1000);
             }
@@ -676,9 +682,11 @@ pub async fn list_images(
                 "size_max" => image
                     .size
                     .is_some_and(|sz| wanted.parse::<i64>().is_ok_and(|w| sz <= w)),
-                "protected" => {
-                    parse_bool_param(key, wanted).is_ok_and(|w| w == image.protected)
-                }
+                "protected" => parse_bool_param(key, wanted).is_ok_and(|w| w == image.protected),
+                "size" => wanted.parse::<i64>().is_ok_and(|w| Some(w) == image.size),
+                "virtual_size" => wanted
+                    .parse::<i64>()
+                    .is_ok_and(|w| Some(w) == image.virtual_size),
                 "min_disk" => wanted.parse::<i64>().is_ok_and(|w| w == image.min_disk),
                 "min_ram" => wanted.parse::<i64>().is_ok_and(|w| w == image.min_ram),
                 "checksum" => text_matches(image.checksum.as_deref(), wanted),
@@ -755,7 +763,9 @@ fn parse_patch(content_type: &str, body: &[u8]) -> ImageResult<Vec<PatchOp>> {
         )));
     }
     let ops: Vec<Map<String, Value>> = serde_json::from_slice(body).map_err(|e| {
-        ImageError::BadRequest(format!("Request body must be a JSON array of operation objects: {e}"))
+        ImageError::BadRequest(format!(
+            "Request body must be a JSON array of operation objects: {e}"
+        ))
     })?;
     let mut out = Vec::new();
     for mut obj in ops {
@@ -808,9 +818,11 @@ fn apply_patch(ctx: &AuthContext, image: &mut Image, ops: &[PatchOp]) -> ImageRe
         if parts.len() > 1 {
             // Only /tags/- style paths have two levels.
             if key == "tags" && op.op == "add" {
-                let tag = op.value.as_ref().and_then(Value::as_str).ok_or_else(|| {
-                    ImageError::BadRequest("Tags must be strings.".into())
-                })?;
+                let tag = op
+                    .value
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ImageError::BadRequest("Tags must be strings.".into()))?;
                 check_tag(tag)?;
                 if !image.tags.iter().any(|t| t == tag) {
                     image.tags.push(tag.to_string());
@@ -925,7 +937,11 @@ async fn set_active_state(
         if image.status != from {
             return Err(ImageError::Forbidden(format!(
                 "Not allowed to {} image in status '{}'",
-                if deactivate { "deactivate" } else { "reactivate" },
+                if deactivate {
+                    "deactivate"
+                } else {
+                    "reactivate"
+                },
                 image.status
             )));
         }

@@ -294,7 +294,10 @@ fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
         Ok(ids)
     })?;
     if !stuck.is_empty() {
-        tracing::warn!(count = stuck.len(), "images interrupted mid-upload are queued again");
+        tracing::warn!(
+            count = stuck.len(),
+            "images interrupted mid-upload are queued again"
+        );
     }
     Ok(())
 }
@@ -307,11 +310,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
     if let Err(e) = recover(&db, &dir) {
         tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
     }
-    let state = Arc::new(ImageState {
-        identity,
-        db,
-        dir,
-    });
+    let state = Arc::new(ImageState { identity, db, dir });
     let doc = versions_doc(&public_url);
     let body = doc.clone();
     let v2 = Router::new()
@@ -371,9 +370,11 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
             "/image",
             get(move || async move { json_response(StatusCode::OK, &doc) }),
         )
+        // Glance answers version discovery with 300 Multiple Choices (tempest
+        // insists); the bare `/image` keeps 200 for the server's root check.
         .route(
             "/image/",
-            get(move || async move { json_response(StatusCode::OK, &root) }),
+            get(move || async move { json_response(StatusCode::MULTIPLE_CHOICES, &root) }),
         )
         .nest("/image", v2)
 }

@@ -178,7 +178,10 @@ pub async fn info_stores(Auth(_ctx): Auth) -> Response {
     )
 }
 
-pub async fn info_usage(State(s): State<Arc<ImageState>>, Auth(ctx): Auth) -> ImageResult<Response> {
+pub async fn info_usage(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+) -> ImageResult<Response> {
     let project = super::images::caller_project(&ctx);
     let (count, size) = s
         .read(move |conn| {
