@@ -47,6 +47,19 @@ CREATE TABLE image_members (
     PRIMARY KEY (image_id, member_id)
 );
 CREATE INDEX image_members_member ON image_members(member_id);
+-- Metadata definitions (metadefs): namespaces and, below them, objects,
+-- properties, tags and resource type associations, each kept as JSON.
+CREATE TABLE metadef_namespaces (
+    namespace TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE metadef_items (
+    namespace TEXT NOT NULL REFERENCES metadef_namespaces(namespace) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (namespace, kind, name)
+);
 "#;
 
 /// One image row.
@@ -317,6 +330,144 @@ pub fn delete_member(conn: &Connection, image_id: &str, member_id: &str) -> DbRe
         "DELETE FROM image_members WHERE image_id = ?1 AND member_id = ?2",
         [image_id, member_id],
     )? == 1)
+}
+
+/// One metadefs namespace (its JSON body).
+pub fn get_namespace(conn: &Connection, namespace: &str) -> DbResult<Option<Value>> {
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM metadef_namespaces WHERE namespace = ?1",
+            [namespace],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+}
+
+/// Every metadefs namespace, by name.
+pub fn list_namespaces(conn: &Connection) -> DbResult<Vec<Value>> {
+    let mut stmt = conn.prepare("SELECT body FROM metadef_namespaces ORDER BY namespace")?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?)?);
+    }
+    Ok(out)
+}
+
+/// Inserts or replaces a namespace; a rename moves its items along.
+pub fn put_namespace(
+    conn: &Connection,
+    old: Option<&str>,
+    namespace: &str,
+    body: &Value,
+) -> DbResult<()> {
+    let text = serde_json::to_string(body)?;
+    match old {
+        Some(old) if old != namespace => {
+            conn.execute(
+                "INSERT INTO metadef_namespaces (namespace, body) VALUES (?1, ?2)",
+                params![namespace, text],
+            )?;
+            conn.execute(
+                "UPDATE metadef_items SET namespace = ?2 WHERE namespace = ?1",
+                params![old, namespace],
+            )?;
+            conn.execute("DELETE FROM metadef_namespaces WHERE namespace = ?1", [old])?;
+        }
+        Some(_) => {
+            conn.execute(
+                "UPDATE metadef_namespaces SET body = ?2 WHERE namespace = ?1",
+                params![namespace, text],
+            )?;
+        }
+        None => {
+            conn.execute(
+                "INSERT INTO metadef_namespaces (namespace, body) VALUES (?1, ?2)",
+                params![namespace, text],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a namespace and everything below it; true when it existed.
+pub fn delete_namespace(conn: &Connection, namespace: &str) -> DbResult<bool> {
+    Ok(conn.execute(
+        "DELETE FROM metadef_namespaces WHERE namespace = ?1",
+        [namespace],
+    )? == 1)
+}
+
+/// The items of one kind in a namespace.
+pub fn list_items(
+    conn: &Connection,
+    namespace: &str,
+    kind: &str,
+) -> DbResult<Vec<(String, Value)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, body FROM metadef_items WHERE namespace = ?1 AND kind = ?2 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([namespace, kind], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, body) = row?;
+        out.push((name, serde_json::from_str(&body)?));
+    }
+    Ok(out)
+}
+
+/// One item.
+pub fn get_item(
+    conn: &Connection,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> DbResult<Option<Value>> {
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM metadef_items WHERE namespace = ?1 AND kind = ?2 AND name = ?3",
+            [namespace, kind, name],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+}
+
+/// Inserts an item (a duplicate is a unique violation).
+pub fn insert_item(
+    conn: &Connection,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    body: &Value,
+) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO metadef_items (namespace, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
+        params![namespace, kind, name, serde_json::to_string(body)?],
+    )?;
+    Ok(())
+}
+
+/// Deletes one item (`name = None`: every item of the kind); the count removed.
+pub fn delete_items(
+    conn: &Connection,
+    namespace: &str,
+    kind: &str,
+    name: Option<&str>,
+) -> DbResult<usize> {
+    Ok(match name {
+        Some(name) => conn.execute(
+            "DELETE FROM metadef_items WHERE namespace = ?1 AND kind = ?2 AND name = ?3",
+            [namespace, kind, name],
+        )?,
+        None => conn.execute(
+            "DELETE FROM metadef_items WHERE namespace = ?1 AND kind = ?2",
+            [namespace, kind],
+        )?,
+    })
 }
 
 impl Db {

@@ -5,12 +5,13 @@
 //! delete, actions, tags) and the visibility rules; `members` image sharing;
 //! `data` upload, staging and download of image data; `format` the disk
 //! format checks (qcow2 header parsing); `schemas` the JSON schemas and info
-//! documents; `service` the Rust API other services (Nova) use.
+//! documents; `metadefs` metadata definitions; `service` the Rust API other services (Nova) use.
 
 mod data;
 pub mod format;
 mod images;
 mod members;
+mod metadefs;
 mod schemas;
 pub mod service;
 
@@ -354,6 +355,33 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         )
         .route("/v2/schemas/{name}", get(schemas::schema))
         .route("/v2/schemas/metadefs/{name}", get(schemas::metadefs_schema))
+        .route(
+            "/v2/metadefs/resource_types",
+            get(metadefs::list_resource_types),
+        )
+        .route(
+            "/v2/metadefs/namespaces",
+            get(metadefs::list_namespaces).post(metadefs::create_namespace),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}",
+            get(metadefs::show_namespace)
+                .put(metadefs::update_namespace)
+                .delete(metadefs::delete_namespace),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/{kind}",
+            get(metadefs::list_items)
+                .post(metadefs::create_item)
+                .delete(metadefs::delete_all_items),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/{kind}/{name}",
+            get(metadefs::show_item)
+                .post(metadefs::create_named_item)
+                .put(metadefs::update_item)
+                .delete(metadefs::delete_item),
+        )
         .route("/v2/info/import", get(schemas::info_import))
         .route("/v2/info/stores", get(schemas::info_stores))
         .route("/v2/info/usage", get(schemas::info_usage))
