@@ -41,11 +41,18 @@ pub enum ServeError {
 }
 
 /// Services that work and belong in the catalog.
-const CATALOG: &[bootstrap::CatalogEntry] = &[bootstrap::CatalogEntry {
-    kind: "identity",
-    name: "keystone",
-    path: "/identity",
-}];
+const CATALOG: &[bootstrap::CatalogEntry] = &[
+    bootstrap::CatalogEntry {
+        kind: "identity",
+        name: "keystone",
+        path: "/identity",
+    },
+    bootstrap::CatalogEntry {
+        kind: "image",
+        name: "glance",
+        path: "/image",
+    },
+];
 
 pub fn serve_main(args: ServeArgs) -> ExitCode {
     let started = Instant::now();
@@ -91,9 +98,9 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
             "/identity/",
             get(identity::root_versions).with_state(identity.clone()),
         )
-        .nest("/identity", identity::router(identity))
+        .nest("/identity", identity::router(identity.clone()))
         .merge(crate::compute::router(&public_url))
-        .merge(crate::image::router(&public_url))
+        .merge(crate::image::router(identity.clone()))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
         .merge(crate::web::router())

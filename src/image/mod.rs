@@ -1,34 +1,412 @@
-//! Glance (Image). For now only the version-discovery document at `/image`;
-//! the service joins the catalog once its API works.
+//! Glance v2 (`/image`): image records in the state file, image data as files
+//! under `<state-dir>/images/`.
+//!
+//! Layout: `images` holds the image routes (create, list, show, PATCH,
+//! delete, actions, tags) and the visibility rules; `members` image sharing;
+//! `data` upload, staging and download of image data; `format` the disk
+//! format checks (qcow2 header parsing); `schemas` the JSON schemas and info
+//! documents; `metadefs` metadata definitions; `service` the Rust API other services (Nova) use.
+
+mod data;
+pub mod format;
+mod images;
+mod members;
+mod metadefs;
+mod schemas;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use serde_json::json;
 
+use crate::db::{Db, DbError};
 use crate::http::{ApiVersion, json_response};
+use crate::identity::{HasIdentity, IdentityState};
 
-const VERSION: ApiVersion<'static> = ApiVersion {
-    id: "v2.0",
-    status: "CURRENT",
-    path: "/image/v2/",
-    min_version: "",
-    version: "",
-    media_type: "application/vnd.openstack.image-v2+json",
-    updated: "2024-01-01T00:00:00Z",
-};
+/// Errors of the image service, rendered as Glance (webob) renders them.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist (or is not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The requested range cannot be satisfied.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    /// The content type of the request is not supported.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The image data does not match the declared disk format, or is unsafe.
+    #[error("{0}")]
+    BadImageData(String),
+    /// The state file failed.
+    #[error("internal error: {0}")]
+    Db(#[from] DbError),
+    /// The image store (files on disk) failed.
+    #[error("image store error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Authentication failed (from the identity service).
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+pub type ImageResult<T> = Result<T, ImageError>;
+
+impl From<crate::identity::IdentityError> for ImageError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        use crate::identity::IdentityError as I;
+        match e {
+            I::Unauthorized(m) => ImageError::Unauthorized(m),
+            I::Forbidden(m) => ImageError::Forbidden(m),
+            I::NotFound(m) => ImageError::NotFound(m),
+            I::BadRequest(m) => ImageError::BadRequest(m),
+            I::Conflict(m) => ImageError::Conflict(m),
+            I::Db(d) => ImageError::Db(d),
+            I::Internal(m) => ImageError::Io(std::io::Error::other(m)),
+        }
+    }
+}
+
+/// What an error response carries, so the Accept-aware middleware can
+/// re-render it as JSON.
+#[derive(Clone)]
+struct ErrorInfo {
+    status: StatusCode,
+    message: String,
+}
+
+impl ImageError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ImageError::BadRequest(_) | ImageError::BadImageData(_) => StatusCode::BAD_REQUEST,
+            ImageError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ImageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ImageError::NotFound(_) => StatusCode::NOT_FOUND,
+            ImageError::Conflict(_) => StatusCode::CONFLICT,
+            ImageError::Db(e) if e.is_unique_violation() => StatusCode::CONFLICT,
+            ImageError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ImageError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageError::Db(_) | ImageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn status_line(status: StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl IntoResponse for ImageError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "image request failed");
+        }
+        let message = self.to_string();
+        // webob's default error page (Glance answers browsers and curl with it).
+        let line = status_line(status);
+        let page = format!(
+            "<html>\n <head>\n  <title>{line}</title>\n </head>\n <body>\n  <h1>{line}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
+            html_escape(&message)
+        );
+        let mut response = Response::new(Body::from(page));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=UTF-8"),
+        );
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = HeaderValue::from_str("Keystone uri=\"\"")
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        response
+            .extensions_mut()
+            .insert(ErrorInfo { status, message });
+        response
+    }
+}
+
+/// Middleware: clients that ask for JSON (openstacksdk, tempest) get webob's
+/// JSON error body `{"message", "code", "title"}` instead of the HTML page.
+async fn error_format(req: Request, next: Next) -> Response {
+    let wants_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut response = next.run(req).await;
+    if wants_json && let Some(info) = response.extensions_mut().remove::<ErrorInfo>() {
+        let body = json!({
+            "message": info.message,
+            "code": status_line(info.status),
+            "title": info.status.canonical_reason().unwrap_or("Error"),
+        });
+        let mut json = json_response(info.status, &body);
+        for (k, v) in response.headers() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                json.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        return json;
+    }
+    response
+}
+
+/// Shared state of the image service.
+pub struct ImageState {
+    pub identity: Arc<IdentityState>,
+    pub db: Db,
+    /// `<state-dir>/images`: one file per active image, named by its id.
+    pub dir: PathBuf,
+}
+
+impl HasIdentity for Arc<ImageState> {
+    fn identity(&self) -> &Arc<IdentityState> {
+        &self.identity
+    }
+}
+
+impl ImageState {
+    /// Runs a read on the state file.
+    pub async fn read<F, T>(&self, f: F) -> ImageResult<T>
+    where
+        F: FnOnce(&rusqlite::Connection) -> ImageResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.db.read(move |conn| Ok(f(conn))).await {
+            Ok(inner) => inner,
+            Err(e) => Err(ImageError::Db(e)),
+        }
+    }
+
+    /// Runs a write in one transaction, rolled back when `f` fails.
+    pub async fn write<F, T>(&self, f: F) -> ImageResult<T>
+    where
+        F: FnOnce(&rusqlite::Transaction) -> ImageResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        // A failing closure must roll back, so it returns a DbError; the real
+        // error travels through this slot.
+        let slot: Arc<std::sync::Mutex<Option<ImageError>>> = Arc::default();
+        let inner_slot = slot.clone();
+        let result = self
+            .db
+            .write(move |tx| match f(tx) {
+                Ok(value) => Ok(value),
+                Err(ImageError::Db(e)) => Err(e),
+                Err(other) => {
+                    if let Ok(mut s) = inner_slot.lock() {
+                        *s = Some(other);
+                    }
+                    Err(DbError::Task("rolled back".into()))
+                }
+            })
+            .await;
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
+                Some(other) => Err(other),
+                None => Err(ImageError::Db(e)),
+            },
+        }
+    }
+
+    /// Path of an image's committed data file.
+    pub fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+}
+
+const VERSIONS: &[(&str, &str)] = &[
+    ("v2.0", "SUPPORTED"),
+    ("v2.1", "SUPPORTED"),
+    ("v2.2", "SUPPORTED"),
+    ("v2.3", "SUPPORTED"),
+    ("v2.4", "SUPPORTED"),
+    ("v2.5", "SUPPORTED"),
+    ("v2.6", "SUPPORTED"),
+    ("v2.7", "SUPPORTED"),
+    ("v2.8", "SUPPORTED"),
+    ("v2.9", "CURRENT"),
+];
+
+fn versions_doc(public_url: &str) -> serde_json::Value {
+    let versions: Vec<_> = VERSIONS
+        .iter()
+        .map(|(id, status)| {
+            ApiVersion {
+                id,
+                status,
+                path: "/image/v2/",
+                min_version: "",
+                version: "",
+                media_type: "application/vnd.openstack.image-v2+json",
+                updated: "2024-01-01T00:00:00Z",
+            }
+            .to_json(public_url)
+        })
+        .collect();
+    json!({"versions": versions})
+}
+
+/// Makes the store directory and repairs what a crash left behind: images
+/// stuck in `saving` go back to `queued`, and partial files are removed.
+fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let now = images::now_string();
+    let stuck = db.write_blocking(move |tx| {
+        let ids = crate::db::image::image_ids_with_status(tx, "saving")?;
+        for id in &ids {
+            crate::db::image::transition_status(tx, id, "saving", "queued", &now)?;
+        }
+        Ok(ids)
+    })?;
+    if !stuck.is_empty() {
+        tracing::warn!(
+            count = stuck.len(),
+            "images interrupted mid-upload are queued again"
+        );
+    }
+    Ok(())
+}
 
 /// Routes of this service, at `/image`.
-pub fn router(public_url: &str) -> Router {
-    let doc = json!({"versions": [VERSION.to_json(public_url)]});
+pub fn router(identity: Arc<IdentityState>) -> Router {
+    let db = identity.db.clone();
+    let public_url = identity.public_url.clone();
+    let dir = db.state_dir().join("images");
+    if let Err(e) = recover(&db, &dir) {
+        tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
+    }
+    let state = Arc::new(ImageState { identity, db, dir });
+    let doc = versions_doc(&public_url);
     let body = doc.clone();
+    let v2 = Router::new()
+        .route(
+            "/v2/images",
+            get(images::list_images).post(images::create_image),
+        )
+        .route(
+            "/v2/images/{id}",
+            get(images::show_image)
+                .patch(images::update_image)
+                .delete(images::delete_image),
+        )
+        .route(
+            "/v2/images/{id}/actions/deactivate",
+            post(images::deactivate),
+        )
+        .route(
+            "/v2/images/{id}/actions/reactivate",
+            post(images::reactivate),
+        )
+        .route(
+            "/v2/images/{id}/tags/{tag}",
+            put(images::add_tag).delete(images::delete_tag),
+        )
+        .route(
+            "/v2/images/{id}/file",
+            put(data::upload).get(data::download),
+        )
+        .route("/v2/images/{id}/stage", put(data::stage))
+        .route("/v2/images/{id}/import", post(data::import))
+        .route(
+            "/v2/images/{id}/members",
+            get(members::list_members).post(members::create_member),
+        )
+        .route(
+            "/v2/images/{id}/members/{member}",
+            get(members::show_member)
+                .put(members::update_member)
+                .delete(members::delete_member),
+        )
+        .route("/v2/schemas/{name}", get(schemas::schema))
+        .route("/v2/schemas/metadefs/{name}", get(schemas::metadefs_schema))
+        .route(
+            "/v2/metadefs/resource_types",
+            get(metadefs::list_resource_types),
+        )
+        .route(
+            "/v2/metadefs/namespaces",
+            get(metadefs::list_namespaces).post(metadefs::create_namespace),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}",
+            get(metadefs::show_namespace)
+                .put(metadefs::update_namespace)
+                .delete(metadefs::delete_namespace),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/{kind}",
+            get(metadefs::list_items)
+                .post(metadefs::create_item)
+                .delete(metadefs::delete_all_items),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/{kind}/{name}",
+            get(metadefs::show_item)
+                .post(metadefs::create_named_item)
+                .put(metadefs::update_item)
+                .delete(metadefs::delete_item),
+        )
+        .route("/v2/info/import", get(schemas::info_import))
+        .route("/v2/info/stores", get(schemas::info_stores))
+        .route("/v2/info/usage", get(schemas::info_usage))
+        .route(
+            "/v2",
+            get(move || async move { json_response(StatusCode::OK, &body) }),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(error_format));
+    let root = doc.clone();
     Router::new()
         .route(
             "/image",
             get(move || async move { json_response(StatusCode::OK, &doc) }),
         )
+        // Glance answers version discovery with 300 Multiple Choices (tempest
+        // insists); the bare `/image` keeps 200 for the server's root check.
         .route(
             "/image/",
-            get(move || async move { json_response(StatusCode::OK, &body) }),
+            get(move || async move { json_response(StatusCode::MULTIPLE_CHOICES, &root) }),
         )
+        .nest("/image", v2)
+}
+
+async fn not_found(_req: Request) -> ImageError {
+    ImageError::NotFound("The resource could not be found.".into())
 }

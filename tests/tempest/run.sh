@@ -9,6 +9,10 @@
 # Env: YUNHE_BIN, YUNHE_VENV, YUNHE_TEMPEST_CONCURRENCY (default 2),
 #      YUNHE_TEMPEST_REGEX (default ^tempest\.api\.identity), YUNHE_TEMPEST_TIMEOUT (s, 2400),
 #      YUNHE_TEMPEST_TRUST / YUNHE_TEMPEST_ACCESS_RULES (True/False, default False).
+# Other services reuse this runner (see run-image.sh) through:
+#      YUNHE_TEMPEST_SERVICE (label, default identity), YUNHE_TEMPEST_XF (expected-failure
+#      file), YUNHE_TEMPEST_GOAL / YUNHE_TEMPEST_LIST_MAX (pass and list ratios, default
+#      0.95 / 0.20), YUNHE_TEMPEST_GLANCE (True/False, default False).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +22,7 @@ export PATH="$venv/bin:$PATH"
 py="$venv/bin/python"
 work="${YUNHE_TEMPEST_WORK:-$here/work}"
 regex="${YUNHE_TEMPEST_REGEX:-^tempest\.api\.identity}"
-xf="$here/identity-expected-failures.txt"
+xf="${YUNHE_TEMPEST_XF:-$here/identity-expected-failures.txt}"
 
 . "$repo/tests/openstack/start-server.sh"
 . "$repo/tests/openstack/lib.sh"
@@ -45,6 +49,7 @@ TC_ADMIN_PROJECT_DOMAIN_NAME="$(get OS_PROJECT_DOMAIN_NAME Default)" \
 TC_REGION="$(get OS_REGION_NAME RegionOne)" \
 TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-False}" \
 TC_FEATURE_ACCESS_RULES="${YUNHE_TEMPEST_ACCESS_RULES:-False}" \
+TC_GLANCE="${YUNHE_TEMPEST_GLANCE:-False}" \
 "$py" - "$here/tempest.conf.in" "$work/ws/etc/tempest.conf" <<'PYEOF'
 import os, re, sys
 src, dst = sys.argv[1:3]
@@ -74,4 +79,5 @@ rc=$?
 echo "# tempest run exited $rc after $(( $(date +%s) - start ))s; output in $work/tempest-run.txt"
 grep -E '^(Totals|=+$| - (Passed|Skipped|Failed|Expected|Unexpected)|Sum of execute)' "$work/tempest-run.txt" | grep -v '^=*$' || true
 stestr last --subunit > "$work/results.subunit" 2>/dev/null
-"$py" "$here/summarize.py" "$work/all-tests.txt" "$xf" "$work/results.subunit" "$work"
+"$py" "$here/summarize.py" "$work/all-tests.txt" "$xf" "$work/results.subunit" "$work" \
+    "${YUNHE_TEMPEST_SERVICE:-identity}" "${YUNHE_TEMPEST_GOAL:-0.95}" "${YUNHE_TEMPEST_LIST_MAX:-0.20}"

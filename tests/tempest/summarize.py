@@ -1,6 +1,7 @@
 """Summarize a tempest (stestr) run of tempest.api.identity for yunhe.
 
-usage: summarize.py ALL_TESTS EXPECTED_FAILURES SUBUNIT_FILE OUT_DIR
+usage: summarize.py ALL_TESTS EXPECTED_FAILURES SUBUNIT_FILE OUT_DIR [SERVICE GOAL LIST_MAX]
+(SERVICE, GOAL and LIST_MAX default to identity, 0.95 and 0.20.)
 
 ALL_TESTS: `tempest run --list-tests` output (ids with [attrs]).
 EXPECTED_FAILURES: one test id per line (class.method, no [attrs]) + ' # reason'.
@@ -30,6 +31,9 @@ def read_expected(path):
 
 def main():
     all_path, xf_path, subunit_path, out_dir = sys.argv[1:5]
+    service = sys.argv[5] if len(sys.argv) > 5 else "identity"
+    goal = float(sys.argv[6]) if len(sys.argv) > 6 else 0.95
+    list_max = float(sys.argv[7]) if len(sys.argv) > 7 else 0.20
     all_tests = sorted({base_id(l) for l in open(all_path) if l.startswith("tempest.")})
     expected = read_expected(xf_path)
     listed = {e for e, _ in expected}
@@ -92,8 +96,8 @@ def main():
     ratio = (len(passed) / denominator) if denominator else 0.0
     list_ratio = len(excluded) / total if total else 1.0
 
-    print("tempest.api.identity: %d tests; expected-failure list: %d entries, %d matching (%.1f%% of all; limit 20%%)"
-          % (total, len(expected), len(excluded), 100 * list_ratio))
+    print("tempest.api.%s: %d tests; expected-failure list: %d entries, %d matching (%.1f%% of all; limit %d%%)"
+          % (service, total, len(expected), len(excluded), 100 * list_ratio, round(100 * list_max)))
     for s in stale:
         print("  warning: expected-failure entry matches no test: %s" % s)
     print("ran (not on the list): %d; passed %d, failed %d, skipped %d"
@@ -108,11 +112,11 @@ def main():
         print("  SKIP %s (a skip counts against the pass ratio)" % t)
     for t in xf_passing:
         print("  note: listed as expected failure but not run; remove it from the list if it passes: %s" % t)
-    print("pass ratio: %d / %d = %.1f%% (goal >= 95%%; skips count as not passed)"
-          % (len(passed), denominator, 100 * ratio))
+    print("pass ratio: %d / %d = %.1f%% (goal >= %d%%; skips count as not passed)"
+          % (len(passed), denominator, 100 * ratio, round(100 * goal)))
 
-    ok = ratio >= 0.95 and list_ratio <= 0.20 and denominator > 0
-    print("tempest identity: %s" % ("OK" if ok else "BELOW THE BAR"))
+    ok = ratio >= goal and list_ratio <= list_max and denominator > 0
+    print("tempest %s: %s" % (service, "OK" if ok else "BELOW THE BAR"))
     print("%d passed, %d failed, %d skipped" % (len(passed), len(failed), len(skipped)))
     return 0 if ok else 1
 

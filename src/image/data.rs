@@ -1,0 +1,407 @@
+//! Image data: `PUT .../file` (and `PUT .../stage` + `POST .../import` with
+//! glance-direct) stream the body to a temporary file beside the store,
+//! hashing as it goes, then check the format and rename it into place;
+//! `GET .../file` streams it back, with Range support.
+//!
+//! Crash safety: the temporary file is named `<id>.partial-<uuid>` and only
+//! renamed to `<id>` once complete; the record goes `queued → saving →
+//! active` around it. A crash leaves `saving` (or a staged import) and a
+//! partial file, which the next start turns back into `queued` and removes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use md5::Md5;
+use serde_json::Value;
+use sha2::{Digest, Sha512};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::format::{self, FormatError};
+use super::images::{load_owned, load_visible, now_string, owns};
+use super::{ImageError, ImageResult, ImageState};
+use crate::db::image::{self as store, Image};
+use crate::http::no_content;
+use crate::identity::Auth;
+
+/// What was learned while receiving image data.
+struct Received {
+    size: i64,
+    md5: String,
+    sha512: String,
+    virtual_size: Option<i64>,
+}
+
+impl From<FormatError> for ImageError {
+    fn from(e: FormatError) -> Self {
+        match e {
+            FormatError::Io(io) => ImageError::Io(io),
+            other => ImageError::BadImageData(other.to_string()),
+        }
+    }
+}
+
+/// Streams the request body into `path`, hashing it; never holds it in memory.
+async fn receive_to(path: &std::path::Path, body: Body) -> ImageResult<(i64, String, String)> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut md5 = Md5::new();
+    let mut sha = Sha512::new();
+    let mut size: i64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ImageError::BadRequest(format!("The image data could not be read: {e}"))
+        })?;
+        md5.update(&chunk);
+        sha.update(&chunk);
+        size += chunk.len() as i64;
+        file.write_all(&chunk).await?;
+    }
+    file.sync_all().await?;
+    Ok((
+        size,
+        hex::encode(md5.finalize()),
+        hex::encode(sha.finalize()),
+    ))
+}
+
+/// Checks the file's format (on the blocking pool) and returns the virtual size.
+async fn check_format(path: PathBuf, disk_format: Option<String>) -> ImageResult<Option<i64>> {
+    let checked =
+        tokio::task::spawn_blocking(move || format::check_file(&path, disk_format.as_deref()))
+            .await
+            .map_err(|e| ImageError::Io(std::io::Error::other(e)))??;
+    Ok(checked.map(|v| v as i64))
+}
+
+fn partial_path(s: &ImageState, id: &str) -> PathBuf {
+    s.dir
+        .join(format!("{id}.partial-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Receives, checks and moves data into place for `image`.
+async fn store_data(s: &ImageState, image: &Image, body: Body) -> ImageResult<Received> {
+    let tmp = partial_path(s, &image.id);
+    let result = async {
+        let (size, md5, sha512) = receive_to(&tmp, body).await?;
+        let virtual_size = check_format(tmp.clone(), image.disk_format.clone()).await?;
+        tokio::fs::rename(&tmp, s.data_path(&image.id)).await?;
+        Ok(Received {
+            size,
+            md5,
+            sha512,
+            virtual_size,
+        })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// Marks the image active with what was received; if it vanished meanwhile,
+/// its data goes too.
+async fn activate(
+    s: &ImageState,
+    id: String,
+    from: &'static str,
+    got: Received,
+) -> ImageResult<()> {
+    let path = s.data_path(&id);
+    let done = s
+        .write(move |tx| {
+            let Some(mut image) = store::get_image(tx, &id)? else {
+                return Ok(false);
+            };
+            if image.status != from {
+                return Ok(false);
+            }
+            image.status = "active".into();
+            image.size = Some(got.size);
+            image.virtual_size = got.virtual_size;
+            image.checksum = Some(got.md5);
+            image.os_hash_algo = Some("sha512".into());
+            image.os_hash_value = Some(got.sha512);
+            image.updated_at = now_string();
+            store::update_image(tx, &image)?;
+            Ok(true)
+        })
+        .await?;
+    if !done {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(ImageError::Conflict(
+            "The image was deleted or changed during the upload.".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn back_to_queued(s: &ImageState, id: String, from: &'static str) {
+    let now = now_string();
+    if let Err(e) = s
+        .write(move |tx| Ok(store::transition_status(tx, &id, from, "queued", &now)?))
+        .await
+    {
+        tracing::error!(error = %e, "cannot requeue an image after a failed upload");
+    }
+}
+
+/// Moves a queued image to `to`, or explains why it cannot take data.
+async fn begin(
+    s: &ImageState,
+    ctx: Arc<crate::identity::AuthContext>,
+    id: String,
+    to: &'static str,
+) -> ImageResult<Image> {
+    s.write(move |tx| {
+        let image = load_owned(tx, &ctx, &id)?;
+        if image.status != "queued" {
+            return Err(ImageError::Conflict(format!(
+                "Image status transition from {} to {to} is not allowed",
+                image.status
+            )));
+        }
+        store::transition_status(tx, &id, "queued", to, &now_string())?;
+        Ok(image)
+    })
+    .await
+}
+
+pub async fn upload(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ImageResult<Response> {
+    let image = begin(&s, ctx, id.clone(), "saving").await?;
+    match store_data(&s, &image, body).await {
+        Ok(got) => {
+            activate(&s, id, "saving", got).await?;
+            Ok(no_content())
+        }
+        Err(e) => {
+            back_to_queued(&s, id, "saving").await;
+            Err(e)
+        }
+    }
+}
+
+fn staged_path(s: &ImageState, id: &str) -> PathBuf {
+    s.dir.join(format!("{id}.staged"))
+}
+
+/// `PUT .../stage`: the first half of glance-direct import.
+pub async fn stage(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ImageResult<Response> {
+    begin(&s, ctx, id.clone(), "uploading").await?;
+    let tmp = partial_path(&s, &id);
+    let result = async {
+        receive_to(&tmp, body).await?;
+        tokio::fs::rename(&tmp, staged_path(&s, &id)).await?;
+        Ok::<(), ImageError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        back_to_queued(&s, id, "uploading").await;
+        return Err(e);
+    }
+    Ok(no_content())
+}
+
+/// `POST .../import` with method glance-direct: checks and activates the staged data.
+pub async fn import(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ImageResult<Response> {
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|e| ImageError::BadRequest(format!("Malformed JSON in the request body: {e}")))?;
+    let method = request
+        .pointer("/method/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if method != "glance-direct" {
+        return Err(ImageError::BadRequest(format!(
+            "Import method '{method}' is not supported; this cloud offers glance-direct."
+        )));
+    }
+    let image = {
+        let id = id.clone();
+        s.write(move |tx| {
+            let image = load_owned(tx, &ctx, &id)?;
+            if image.status != "uploading" {
+                return Err(ImageError::Conflict(format!(
+                    "Image {id} is in status '{}': stage its data first.",
+                    image.status
+                )));
+            }
+            store::transition_status(tx, &id, "uploading", "importing", &now_string())?;
+            Ok(image)
+        })
+        .await?
+    };
+    let state = s.clone();
+    tokio::spawn(async move {
+        let staged = staged_path(&state, &id);
+        let result = async {
+            let file = tokio::fs::File::open(&staged).await?;
+            let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
+            let got = store_data(&state, &image, body).await?;
+            activate(&state, id.clone(), "importing", got).await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&staged).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, image = %id, "glance-direct import failed");
+            back_to_queued(&state, id, "importing").await;
+        }
+    });
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::ACCEPTED,
+    ))
+}
+
+/// Reads up to `len` bytes of a file as a stream of chunks.
+fn tokio_file_stream(
+    file: tokio::fs::File,
+    len: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let want = left.min(256 * 1024) as usize;
+        let mut buf = vec![0u8; want];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    })
+}
+
+/// Parses `Range: bytes=a-b` (one range) against a file of `size` bytes.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.trim().is_empty() {
+        let n: u64 = b.trim().parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        (size.saturating_sub(n), size.checked_sub(1)?)
+    } else {
+        let start: u64 = a.trim().parse().ok()?;
+        let end: u64 = if b.trim().is_empty() {
+            size.checked_sub(1)?
+        } else {
+            b.trim().parse::<u64>().ok()?.min(size.checked_sub(1)?)
+        };
+        (start, end)
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+pub async fn download(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ImageResult<Response> {
+    let image = s
+        .read(move |conn| {
+            let image = load_visible(conn, &ctx, &id)?;
+            if image.status == "deactivated" && !(ctx.is_admin() && owns(&ctx, &image)) {
+                return Err(ImageError::Forbidden(
+                    "The requested image has been deactivated. Image data download is forbidden."
+                        .into(),
+                ));
+            }
+            Ok(image)
+        })
+        .await?;
+    if image.status != "active" && image.status != "deactivated" {
+        return Ok(no_content());
+    }
+    let path = s.data_path(&image.id);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImageError::NotFound(format!(
+                "Image {} has no data.",
+                image.id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let size = file.metadata().await?.len();
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes");
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, start, len) = match range {
+        Some(r) => match parse_range(&r, size) {
+            Some((start, end)) => {
+                builder =
+                    builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            }
+            None => {
+                let mut response = ImageError::RangeNotSatisfiable(format!(
+                    "Requested range {r} not satisfiable for an image of {size} bytes."
+                ))
+                .into_response_with_range(size);
+                response
+                    .headers_mut()
+                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return Ok(response);
+            }
+        },
+        None => {
+            if let Some(md5) = &image.checksum {
+                builder = builder.header("Content-MD5", md5.as_str());
+            }
+            (StatusCode::OK, 0, size)
+        }
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    let body = Body::from_stream(tokio_file_stream(file, len));
+    builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .body(body)
+        .map_err(|e| ImageError::Io(std::io::Error::other(e)))
+}
+
+impl ImageError {
+    /// A 416 response naming the full size, as RFC 9110 asks.
+    fn into_response_with_range(self, size: u64) -> Response {
+        let mut response = axum::response::IntoResponse::into_response(self);
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        response
+    }
+}

@@ -1,0 +1,1012 @@
+//! Image records: create, list (filters, sort, pagination), show, PATCH,
+//! delete, deactivate/reactivate, tags; and who may see or change what.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::{ImageError, ImageResult, ImageState};
+use crate::db::image::{self as store, Image};
+use crate::http::{json_response, no_content};
+use crate::identity::{Auth, AuthContext};
+
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
+
+/// Attributes the server owns: a client may not set, change or remove them.
+const READ_ONLY: &[&str] = &[
+    "id",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "stores",
+    "locations",
+];
+
+/// Base attributes that are columns, not extra properties.
+const BASE: &[&str] = &[
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "owner",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+];
+
+pub fn now_string() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The caller's project ('' when the token has no project scope).
+pub fn caller_project(ctx: &AuthContext) -> String {
+    ctx.project_id().unwrap_or("").to_string()
+}
+
+/// Glance's JSON view of an image.
+pub fn view(image: &Image) -> Value {
+    let mut obj = Map::new();
+    for (k, v) in &image.properties {
+        obj.insert(k.clone(), v.clone());
+    }
+    let base = json!({
+        "id": image.id,
+        "name": image.name,
+        "status": image.status,
+        "visibility": image.visibility,
+        "protected": image.protected,
+        "os_hidden": image.os_hidden,
+        "owner": image.owner,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "min_disk": image.min_disk,
+        "min_ram": image.min_ram,
+        "created_at": image.created_at,
+        "updated_at": image.updated_at,
+        "tags": image.tags,
+        "self": format!("/v2/images/{}", image.id),
+        "file": format!("/v2/images/{}/file", image.id),
+        "schema": "/v2/schemas/image",
+    });
+    if let Value::Object(base) = base {
+        obj.extend(base);
+    }
+    if image.status == "active" {
+        obj.insert("stores".into(), json!("file"));
+    }
+    Value::Object(obj)
+}
+
+fn not_found(id: &str) -> ImageError {
+    ImageError::NotFound(format!("No image found with ID {id}"))
+}
+
+/// True when the caller may see the image at all.
+fn can_see(ctx: &AuthContext, image: &Image, member_status: Option<&str>) -> bool {
+    if ctx.is_admin() {
+        return true;
+    }
+    let project = caller_project(ctx);
+    if image.owner.as_deref() == Some(project.as_str()) && !project.is_empty() {
+        return true;
+    }
+    match image.visibility.as_str() {
+        "public" | "community" => true,
+        "shared" => member_status.is_some(),
+        _ => false,
+    }
+}
+
+/// The image if the caller may see it, else 404.
+pub fn load_visible(conn: &Connection, ctx: &AuthContext, id: &str) -> ImageResult<Image> {
+    let image = store::get_image(conn, id)?.ok_or_else(|| not_found(id))?;
+    let project = caller_project(ctx);
+    let membership = store::get_member(conn, id, &project)?;
+    if can_see(ctx, &image, membership.as_ref().map(|m| m.status.as_str())) {
+        Ok(image)
+    } else {
+        Err(not_found(id))
+    }
+}
+
+/// True when the caller owns the image (or is an admin).
+pub fn owns(ctx: &AuthContext, image: &Image) -> bool {
+    ctx.is_admin() || (ctx.project_id().is_some() && image.owner.as_deref() == ctx.project_id())
+}
+
+/// The image if the caller may change it: 404 when invisible, 403 when only visible.
+pub fn load_owned(conn: &Connection, ctx: &AuthContext, id: &str) -> ImageResult<Image> {
+    let image = load_visible(conn, ctx, id)?;
+    if owns(ctx, &image) {
+        Ok(image)
+    } else {
+        Err(ImageError::Forbidden(
+            "You are not permitted to modify this image.".into(),
+        ))
+    }
+}
+
+fn check_visibility(ctx: &AuthContext, visibility: &str) -> ImageResult<()> {
+    if !VISIBILITIES.contains(&visibility) {
+        return Err(ImageError::BadRequest(format!(
+            "Invalid visibility value: {visibility}"
+        )));
+    }
+    if visibility == "public" && !ctx.is_admin() {
+        return Err(ImageError::Forbidden(
+            "You are not authorized to complete publicize_image action.".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_read_only(key: &str) -> ImageResult<()> {
+    if READ_ONLY.contains(&key) {
+        return Err(ImageError::Forbidden(format!(
+            "Attribute '{key}' is read-only."
+        )));
+    }
+    if key.starts_with("os_glance") {
+        return Err(ImageError::Forbidden(format!(
+            "Attribute '{key}' is reserved."
+        )));
+    }
+    Ok(())
+}
+
+fn as_int(key: &str, value: &Value) -> ImageResult<i64> {
+    match value.as_i64() {
+        Some(n) if n >= 0 => Ok(n),
+        _ => Err(ImageError::BadRequest(format!(
+            "Invalid value for '{key}': must be a non-negative integer."
+        ))),
+    }
+}
+
+fn as_bool(key: &str, value: &Value) -> ImageResult<bool> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(ImageError::BadRequest(format!(
+            "Invalid value for '{key}': must be a boolean."
+        ))),
+    }
+}
+
+fn as_opt_string(key: &str, value: &Value, max: usize) -> ImageResult<Option<String>> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.chars().count() <= max => Ok(Some(s.clone())),
+        _ => Err(ImageError::BadRequest(format!(
+            "Invalid value for '{key}': must be a string of at most {max} characters."
+        ))),
+    }
+}
+
+fn check_tag(tag: &str) -> ImageResult<()> {
+    if tag.chars().count() > 255 {
+        return Err(ImageError::BadRequest(
+            "Image tag must be at most 255 characters.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets one attribute (base or extra) on an image, with Glance's rules.
+fn set_attribute(
+    ctx: &AuthContext,
+    image: &mut Image,
+    key: &str,
+    value: &Value,
+) -> ImageResult<()> {
+    check_read_only(key)?;
+    match key {
+        "name" => image.name = as_opt_string(key, value, 255)?,
+        "visibility" => {
+            let v = as_opt_string(key, value, 255)?.unwrap_or_default();
+            check_visibility(ctx, &v)?;
+            image.visibility = v;
+        }
+        "protected" => image.protected = as_bool(key, value)?,
+        "os_hidden" => image.os_hidden = as_bool(key, value)?,
+        "owner" => {
+            let owner = as_opt_string(key, value, 255)?;
+            if owner.as_deref() != image.owner.as_deref() && !ctx.is_admin() {
+                return Err(ImageError::Forbidden(
+                    "You are not permitted to change the owner of an image.".into(),
+                ));
+            }
+            image.owner = owner;
+        }
+        "disk_format" | "container_format" => {
+            let v = as_opt_string(key, value, 255)?;
+            let allowed = if key == "disk_format" {
+                DISK_FORMATS
+            } else {
+                CONTAINER_FORMATS
+            };
+            if let Some(f) = &v
+                && !allowed.contains(&f.as_str())
+            {
+                return Err(ImageError::BadRequest(format!(
+                    "Invalid value '{f}' for '{key}'; it must be one of: {}",
+                    allowed.join(", ")
+                )));
+            }
+            let current = if key == "disk_format" {
+                &mut image.disk_format
+            } else {
+                &mut image.container_format
+            };
+            if *current != v && image.status != "queued" {
+                return Err(ImageError::Forbidden(format!(
+                    "Attribute '{key}' can be only replaced for a queued image."
+                )));
+            }
+            *current = v;
+        }
+        "min_disk" => image.min_disk = as_int(key, value)?,
+        "min_ram" => image.min_ram = as_int(key, value)?,
+        "tags" => {
+            let Some(list) = value.as_array() else {
+                return Err(ImageError::BadRequest("'tags' must be a list.".into()));
+            };
+            let mut tags: Vec<String> = Vec::new();
+            for tag in list {
+                let Some(tag) = tag.as_str() else {
+                    return Err(ImageError::BadRequest("Tags must be strings.".into()));
+                };
+                check_tag(tag)?;
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_string());
+                }
+            }
+            image.tags = tags;
+        }
+        _ => {
+            if key.chars().count() > 255 || key.is_empty() {
+                return Err(ImageError::BadRequest(format!(
+                    "Invalid property name '{key}'."
+                )));
+            }
+            match value {
+                Value::String(s) if s.chars().count() <= 65535 => {
+                    image.properties.insert(key.to_string(), value.clone());
+                }
+                Value::Null => {
+                    image.properties.insert(key.to_string(), Value::Null);
+                }
+                _ => {
+                    return Err(ImageError::BadRequest(format!(
+                        "Invalid value for property '{key}': must be a string."
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_image(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> ImageResult<Response> {
+    let body: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(ImageError::BadRequest(
+                "The request body must be a JSON object.".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(ImageError::BadRequest(format!(
+                "Malformed JSON in the request body: {e}"
+            )));
+        }
+    };
+    let now = now_string();
+    let mut image = Image {
+        id: uuid::Uuid::new_v4().to_string(),
+        status: "queued".into(),
+        visibility: "shared".into(),
+        owner: ctx.project_id().map(str::to_string),
+        created_at: now.clone(),
+        updated_at: now,
+        ..Image::default()
+    };
+    for (key, value) in &body {
+        if key == "id" {
+            let id = value.as_str().unwrap_or_default();
+            match uuid::Uuid::parse_str(id) {
+                Ok(u) => image.id = u.hyphenated().to_string(),
+                Err(_) => {
+                    return Err(ImageError::BadRequest(format!(
+                        "Invalid image id '{id}': must be a UUID."
+                    )));
+                }
+            }
+            continue;
+        }
+        if key == "owner" {
+            let owner = as_opt_string(key, value, 255)?;
+            if !ctx.is_admin() && owner.as_deref() != ctx.project_id() {
+                return Err(ImageError::Forbidden(
+                    "You are not permitted to create images owned by another project.".into(),
+                ));
+            }
+            image.owner = owner;
+            continue;
+        }
+        set_attribute(&ctx, &mut image, key, value)?;
+    }
+    let view_image = image.clone();
+    s.write(move |tx| {
+        if store::get_image(tx, &image.id)?.is_some() {
+            return Err(ImageError::Conflict(format!(
+                "Image with identifier {} already exists!",
+                image.id
+            )));
+        }
+        store::insert_image(tx, &image)?;
+        Ok(())
+    })
+    .await?;
+    let mut response = json_response(StatusCode::CREATED, &view(&view_image));
+    if let Ok(v) = format!("/v2/images/{}", view_image.id).parse() {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+pub async fn show_image(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ImageResult<Response> {
+    let image = s.read(move |conn| load_visible(conn, &ctx, &id)).await?;
+    Ok(json_response(StatusCode::OK, &view(&image)))
+}
+
+// ---------------------------------------------------------------- listing
+
+/// A sortable value of one attribute.
+#[derive(PartialEq, PartialOrd)]
+enum SortValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+const SORT_KEYS: &[&str] = &[
+    "name",
+    "status",
+    "container_format",
+    "disk_format",
+    "size",
+    "virtual_size",
+    "id",
+    "created_at",
+    "updated_at",
+    "min_disk",
+    "min_ram",
+    "owner",
+    "visibility",
+    "protected",
+    "os_hidden",
+];
+
+fn sort_value(image: &Image, key: &str) -> SortValue {
+    let text = |v: &Option<String>| v.clone().map_or(SortValue::Null, SortValue::Text);
+    let int = |v: Option<i64>| v.map_or(SortValue::Null, SortValue::Int);
+    match key {
+        "name" => text(&image.name),
+        "status" => SortValue::Text(image.status.clone()),
+        "container_format" => text(&image.container_format),
+        "disk_format" => text(&image.disk_format),
+        "size" => int(image.size),
+        "virtual_size" => int(image.virtual_size),
+        "id" => SortValue::Text(image.id.clone()),
+        "created_at" => SortValue::Text(image.created_at.clone()),
+        "updated_at" => SortValue::Text(image.updated_at.clone()),
+        "min_disk" => SortValue::Int(image.min_disk),
+        "min_ram" => SortValue::Int(image.min_ram),
+        "owner" => text(&image.owner),
+        "visibility" => SortValue::Text(image.visibility.clone()),
+        "protected" => SortValue::Int(image.protected as i64),
+        "os_hidden" => SortValue::Int(image.os_hidden as i64),
+        _ => SortValue::Null,
+    }
+}
+
+fn parse_sort(params: &[(String, String)]) -> ImageResult<Vec<(String, bool)>> {
+    let mut keys: Vec<(String, bool)> = Vec::new();
+    let sort: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "sort")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let sort_keys: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "sort_key")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let sort_dirs: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "sort_dir")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if !sort.is_empty() && (!sort_keys.is_empty() || !sort_dirs.is_empty()) {
+        return Err(ImageError::BadRequest(
+            "The 'sort' parameter cannot be combined with 'sort_key' or 'sort_dir'.".into(),
+        ));
+    }
+    let dir_of = |d: &str| -> ImageResult<bool> {
+        match d {
+            "asc" => Ok(true),
+            "desc" => Ok(false),
+            other => Err(ImageError::BadRequest(format!(
+                "Invalid sort direction: {other}"
+            ))),
+        }
+    };
+    for spec in sort.iter().flat_map(|s| s.split(',')) {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            continue;
+        }
+        let (key, dir) = match spec.split_once(':') {
+            Some((k, d)) => (k, dir_of(d)?),
+            None => (spec, false),
+        };
+        keys.push((key.to_string(), dir));
+    }
+    if !sort_keys.is_empty() {
+        if sort_dirs.len() > 1 && sort_dirs.len() != sort_keys.len() {
+            return Err(ImageError::BadRequest(
+                "The number of sort_dir values must match the number of sort_key values.".into(),
+            ));
+        }
+        for (i, key) in sort_keys.iter().enumerate() {
+            let dir = match sort_dirs.get(i).or(sort_dirs.first()) {
+                Some(d) => dir_of(d)?,
+                None => false,
+            };
+            keys.push((key.to_string(), dir));
+        }
+    } else if let Some(d) = sort_dirs.first() {
+        keys.push(("created_at".into(), dir_of(d)?));
+    }
+    for (key, _) in &keys {
+        if !SORT_KEYS.contains(&key.as_str()) {
+            return Err(ImageError::BadRequest(format!("Invalid sort key: {key}")));
+        }
+    }
+    if keys.is_empty() {
+        keys.push(("created_at".into(), false));
+    }
+    if !keys.iter().any(|(k, _)| k == "id") {
+        let dir = keys.last().map(|(_, d)| *d).unwrap_or(false);
+        keys.push(("id".into(), dir));
+    }
+    Ok(keys)
+}
+
+/// `in:a,b` matches any of the values; otherwise an exact match.
+fn text_matches(actual: Option<&str>, wanted: &str) -> bool {
+    match wanted.strip_prefix("in:") {
+        Some(list) => list.split(',').any(|w| Some(w) == actual),
+        None => actual == Some(wanted),
+    }
+}
+
+fn parse_bool_param(key: &str, value: &str) -> ImageResult<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ImageError::BadRequest(format!(
+            "Invalid value for '{key}': {value}"
+        ))),
+    }
+}
+
+fn parse_int_param(key: &str, value: &str) -> ImageResult<i64> {
+    value
+        .parse()
+        .map_err(|_| ImageError::BadRequest(format!("Invalid value for '{key}': {value}")))
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub async fn list_images(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ImageResult<Response> {
+    let sort = parse_sort(&params)?;
+    let mut limit: usize = 25;
+    let mut marker: Option<String> = None;
+    let mut visibility: Option<String> = None;
+    let mut member_status = "accepted".to_string();
+    let mut os_hidden: Option<bool> = None;
+    let mut filters: Vec<(String, String)> = Vec::new();
+    for (key, value) in &params {
+        match key.as_str() {
+            "limit" => {
+                let n = parse_int_param(key, value)?;
+                if n < 0 {
+                    return Err(ImageError::BadRequest(
+                        "limit param must be positive".into(),
+                    ));
+                }
+                limit = (n as usize).min(1000);
+            }
+            "marker" => marker = Some(value.clone()),
+            "sort" | "sort_key" | "sort_dir" => {}
+            "visibility" => {
+                if !VISIBILITIES.contains(&value.as_str()) && value != "all" {
+                    return Err(ImageError::BadRequest(format!(
+                        "Invalid visibility value: {value}"
+                    )));
+                }
+                visibility = Some(value.clone());
+            }
+            "member_status" => {
+                if !["pending", "accepted", "rejected", "all"].contains(&value.as_str()) {
+                    return Err(ImageError::BadRequest(format!(
+                        "Invalid status value: {value}"
+                    )));
+                }
+                member_status = value.clone();
+            }
+            "os_hidden" => os_hidden = Some(parse_bool_param(key, value)?),
+            "size_min" | "size_max" => {
+                parse_int_param(key, value)?;
+                filters.push((key.clone(), value.clone()));
+            }
+            "protected" => {
+                parse_bool_param(key, value)?;
+                filters.push((key.clone(), value.clone()));
+            }
+            _ => filters.push((key.clone(), value.clone())),
+        }
+    }
+    let project = caller_project(&ctx);
+    let admin = ctx.is_admin();
+    let (images, memberships) = {
+        let project = project.clone();
+        s.read(move |conn| {
+            let images = store::list_images(conn)?;
+            let memberships: HashMap<String, String> =
+                store::memberships_of(conn, &project)?.into_iter().collect();
+            Ok((images, memberships))
+        })
+        .await?
+    };
+    let mut selected: Vec<Image> = images
+        .into_iter()
+        .filter(|image| {
+            let own = !project.is_empty() && image.owner.as_deref() == Some(project.as_str());
+            let membership = memberships.get(&image.id).map(String::as_str);
+            let member_ok = match membership {
+                Some(st) => member_status == "all" || st == member_status,
+                None => false,
+            };
+            let visible = match visibility.as_deref() {
+                None => {
+                    admin
+                        || own
+                        || image.visibility == "public"
+                        || (image.visibility == "shared" && member_ok)
+                }
+                Some("all") => {
+                    admin
+                        || own
+                        || image.visibility == "public"
+                        || image.visibility == "community"
+                        || (image.visibility == "shared" && member_ok)
+                }
+                Some("public") => image.visibility == "public",
+                Some("community") => image.visibility == "community",
+                Some("private") => image.visibility == "private" && (admin || own),
+                Some("shared") => image.visibility == "shared" && (admin || own || member_ok),
+                Some(_) => false,
+            };
+            if !visible {
+                return false;
+            }
+            if image.os_hidden != os_hidden.unwrap_or(false) && os_hidden.is_some() {
+                return false;
+            }
+            if os_hidden.is_none() && image.os_hidden {
+                return false;
+            }
+            filters.iter().all(|(key, wanted)| match key.as_str() {
+                "name" => text_matches(image.name.as_deref(), wanted),
+                "status" => text_matches(Some(&image.status), wanted),
+                "owner" => text_matches(image.owner.as_deref(), wanted),
+                "id" => text_matches(Some(&image.id), wanted),
+                "disk_format" => text_matches(image.disk_format.as_deref(), wanted),
+                "container_format" => text_matches(image.container_format.as_deref(), wanted),
+                "tag" => image.tags.iter().any(|t| t == wanted),
+                "size_min" => image
+                    .size
+                    .is_some_and(|sz| wanted.parse::<i64>().is_ok_and(|w| sz >= w)),
+                "size_max" => image
+                    .size
+                    .is_some_and(|sz| wanted.parse::<i64>().is_ok_and(|w| sz <= w)),
+                "protected" => parse_bool_param(key, wanted).is_ok_and(|w| w == image.protected),
+                "size" => wanted.parse::<i64>().is_ok_and(|w| Some(w) == image.size),
+                "virtual_size" => wanted
+                    .parse::<i64>()
+                    .is_ok_and(|w| Some(w) == image.virtual_size),
+                "min_disk" => wanted.parse::<i64>().is_ok_and(|w| w == image.min_disk),
+                "min_ram" => wanted.parse::<i64>().is_ok_and(|w| w == image.min_ram),
+                "checksum" => text_matches(image.checksum.as_deref(), wanted),
+                "os_hash_value" => text_matches(image.os_hash_value.as_deref(), wanted),
+                "created_at" | "updated_at" => true,
+                other => image
+                    .properties
+                    .get(other)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| text_matches(Some(v), wanted)),
+            })
+        })
+        .collect();
+    selected.sort_by(|a, b| {
+        for (key, asc) in &sort {
+            let ord = sort_value(a, key)
+                .partial_cmp(&sort_value(b, key))
+                .unwrap_or(Ordering::Equal);
+            let ord = if *asc { ord } else { ord.reverse() };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    });
+    let start = match &marker {
+        Some(m) => match selected.iter().position(|i| &i.id == m) {
+            Some(p) => p + 1,
+            None => {
+                return Err(ImageError::BadRequest(format!(
+                    "Invalid marker. Image {m} could not be found."
+                )));
+            }
+        },
+        None => 0,
+    };
+    let page: Vec<&Image> = selected.iter().skip(start).take(limit).collect();
+    let mut body = json!({
+        "images": page.iter().map(|i| view(i)).collect::<Vec<_>>(),
+        "first": "/v2/images",
+        "schema": "/v2/schemas/images",
+    });
+    if limit > 0
+        && page.len() == limit
+        && start + limit < selected.len()
+        && let Some(last) = page.last()
+    {
+        let mut query: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "marker")
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        query.push(format!("marker={}", last.id));
+        body["next"] = json!(format!("/v2/images?{}", query.join("&")));
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+// ----------------------------------------------------------------- PATCH
+
+/// One JSON-patch operation after normalising the v2.0 and v2.1 forms.
+struct PatchOp {
+    op: String,
+    path: String,
+    value: Option<Value>,
+}
+
+fn parse_patch(content_type: &str, body: &[u8]) -> ImageResult<Vec<PatchOp>> {
+    let v21 = content_type.starts_with("application/openstack-images-v2.1-json-patch");
+    let v20 = content_type.starts_with("application/openstack-images-v2.0-json-patch");
+    if !v21 && !v20 {
+        return Err(ImageError::UnsupportedMediaType(format!(
+            "Unsupported Content-Type: {content_type}; use application/openstack-images-v2.1-json-patch"
+        )));
+    }
+    let ops: Vec<Map<String, Value>> = serde_json::from_slice(body).map_err(|e| {
+        ImageError::BadRequest(format!(
+            "Request body must be a JSON array of operation objects: {e}"
+        ))
+    })?;
+    let mut out = Vec::new();
+    for mut obj in ops {
+        let (op, path) = if let Some(Value::String(op)) = obj.get("op").cloned() {
+            let path = obj
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ImageError::BadRequest("Operation has no 'path'.".into()))?
+                .to_string();
+            (op, path)
+        } else {
+            let mut found = None;
+            for op in ["add", "replace", "remove"] {
+                if let Some(Value::String(p)) = obj.get(op) {
+                    found = Some((op.to_string(), p.clone()));
+                }
+            }
+            found.ok_or_else(|| {
+                ImageError::BadRequest(
+                    "Operations must have exactly one of 'add', 'remove' or 'replace'.".into(),
+                )
+            })?
+        };
+        if !["add", "replace", "remove"].contains(&op.as_str()) {
+            return Err(ImageError::BadRequest(format!(
+                "Operation '{op}' is not supported."
+            )));
+        }
+        let value = obj.remove("value");
+        if op != "remove" && value.is_none() {
+            return Err(ImageError::BadRequest(format!(
+                "Operation '{op}' needs a 'value'."
+            )));
+        }
+        out.push(PatchOp { op, path, value });
+    }
+    Ok(out)
+}
+
+fn apply_patch(ctx: &AuthContext, image: &mut Image, ops: &[PatchOp]) -> ImageResult<()> {
+    for op in ops {
+        let raw = op.path.strip_prefix('/').ok_or_else(|| {
+            ImageError::BadRequest(format!("Json path should start with a '/': {}", op.path))
+        })?;
+        let parts: Vec<String> = raw
+            .split('/')
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let key = parts[0].as_str();
+        if parts.len() > 1 {
+            // Only /tags/- style paths have two levels.
+            if key == "tags" && op.op == "add" {
+                let tag = op
+                    .value
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ImageError::BadRequest("Tags must be strings.".into()))?;
+                check_tag(tag)?;
+                if !image.tags.iter().any(|t| t == tag) {
+                    image.tags.push(tag.to_string());
+                }
+                continue;
+            }
+            return Err(ImageError::BadRequest(format!(
+                "Invalid JSON pointer for this resource: '{}'",
+                op.path
+            )));
+        }
+        check_read_only(key)?;
+        match op.op.as_str() {
+            "remove" => {
+                if BASE.contains(&key) {
+                    return Err(ImageError::Forbidden(format!(
+                        "Attribute '{key}' cannot be removed."
+                    )));
+                }
+                if image.properties.remove(key).is_none() {
+                    return Err(ImageError::Conflict(format!(
+                        "Property {key} does not exist."
+                    )));
+                }
+            }
+            other => {
+                if other == "replace" && !BASE.contains(&key) && !image.properties.contains_key(key)
+                {
+                    return Err(ImageError::Conflict(format!(
+                        "Property {key} does not exist."
+                    )));
+                }
+                let value = op.value.clone().unwrap_or(Value::Null);
+                set_attribute(ctx, image, key, &value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn update_image(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ImageResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let ops = parse_patch(&content_type, &body)?;
+    let image = s
+        .write(move |tx| {
+            let mut image = load_owned(tx, &ctx, &id)?;
+            apply_patch(&ctx, &mut image, &ops)?;
+            image.updated_at = now_string();
+            store::update_image(tx, &image)?;
+            Ok(image)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view(&image)))
+}
+
+pub async fn delete_image(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ImageResult<Response> {
+    let path = s.data_path(&id);
+    s.write(move |tx| {
+        let image = load_owned(tx, &ctx, &id)?;
+        if image.protected {
+            return Err(ImageError::Forbidden(format!(
+                "Image {id} is protected and cannot be deleted."
+            )));
+        }
+        store::delete_image(tx, &id)?;
+        Ok(())
+    })
+    .await?;
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot remove image data"),
+    }
+    Ok(no_content())
+}
+
+async fn set_active_state(
+    s: &ImageState,
+    ctx: Arc<AuthContext>,
+    id: String,
+    deactivate: bool,
+) -> ImageResult<Response> {
+    s.write(move |tx| {
+        let mut image = load_visible(tx, &ctx, &id)?;
+        if !owns(&ctx, &image) {
+            return Err(ImageError::Forbidden(
+                "You are not authorized to complete this action.".into(),
+            ));
+        }
+        let (target, from) = if deactivate {
+            ("deactivated", "active")
+        } else {
+            ("active", "deactivated")
+        };
+        if image.status == target {
+            return Ok(());
+        }
+        if image.status != from {
+            return Err(ImageError::Forbidden(format!(
+                "Not allowed to {} image in status '{}'",
+                if deactivate {
+                    "deactivate"
+                } else {
+                    "reactivate"
+                },
+                image.status
+            )));
+        }
+        image.status = target.into();
+        image.updated_at = now_string();
+        store::update_image(tx, &image)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+pub async fn deactivate(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ImageResult<Response> {
+    set_active_state(&s, ctx, id, true).await
+}
+
+pub async fn reactivate(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ImageResult<Response> {
+    set_active_state(&s, ctx, id, false).await
+}
+
+pub async fn add_tag(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> ImageResult<Response> {
+    check_tag(&tag)?;
+    s.write(move |tx| {
+        let mut image = load_owned(tx, &ctx, &id)?;
+        if !image.tags.contains(&tag) {
+            image.tags.push(tag);
+            image.updated_at = now_string();
+            store::update_image(tx, &image)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+pub async fn delete_tag(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> ImageResult<Response> {
+    s.write(move |tx| {
+        let mut image = load_owned(tx, &ctx, &id)?;
+        let before = image.tags.len();
+        image.tags.retain(|t| t != &tag);
+        if image.tags.len() == before {
+            return Err(ImageError::NotFound(format!(
+                "Tag {tag} not found on image {id}."
+            )));
+        }
+        image.updated_at = now_string();
+        store::update_image(tx, &image)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}

@@ -1,0 +1,505 @@
+//! Metadata definitions (`/v2/metadefs`): namespaces and, below each, its
+//! objects, properties, tags and resource type associations. Horizon and
+//! tempest use them to describe image properties; yunhe stores them as given.
+//! Writes are for administrators, as Glance's default policy has it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::images::{caller_project, now_string};
+use super::{ImageError, ImageResult, ImageState};
+use crate::db::image as store;
+use crate::http::{json_response, no_content};
+use crate::identity::{Auth, AuthContext};
+
+const RESOURCE_TYPES: &[&str] = &[
+    "OS::Glance::Image",
+    "OS::Cinder::Volume",
+    "OS::Nova::Flavor",
+    "OS::Nova::Server",
+    "OS::Nova::Aggregate",
+];
+
+/// The sub-collections of a namespace, by their URL segment.
+const KINDS: &[&str] = &["objects", "properties", "tags", "resource_types"];
+
+fn parse_object(body: &[u8]) -> ImageResult<Map<String, Value>> {
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ImageError::BadRequest(
+            "The request body must be a JSON object.".into(),
+        )),
+        Err(e) => Err(ImageError::BadRequest(format!(
+            "Malformed JSON in the request body: {e}"
+        ))),
+    }
+}
+
+fn require_admin(ctx: &AuthContext) -> ImageResult<()> {
+    if ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(ImageError::Forbidden(
+            "You are not authorized to modify metadata definitions.".into(),
+        ))
+    }
+}
+
+fn namespace_not_found(ns: &str) -> ImageError {
+    ImageError::NotFound(format!("Metadata definition namespace={ns} was not found."))
+}
+
+fn check_kind(kind: &str) -> ImageResult<()> {
+    if KINDS.contains(&kind) {
+        Ok(())
+    } else {
+        Err(ImageError::NotFound(
+            "The resource could not be found.".into(),
+        ))
+    }
+}
+
+/// The namespace if the caller may read it.
+fn load_namespace(conn: &Connection, ctx: &AuthContext, ns: &str) -> ImageResult<Value> {
+    let body = store::get_namespace(conn, ns)?.ok_or_else(|| namespace_not_found(ns))?;
+    let public = body["visibility"] == "public";
+    let own = body["owner"].as_str() == Some(caller_project(ctx).as_str());
+    if ctx.is_admin() || public || own {
+        Ok(body)
+    } else {
+        Err(namespace_not_found(ns))
+    }
+}
+
+fn required_name(obj: &Map<String, Value>, key: &str) -> ImageResult<String> {
+    match obj.get(key).and_then(Value::as_str) {
+        Some(name) if !name.is_empty() && name.chars().count() <= 255 => Ok(name.to_string()),
+        _ => Err(ImageError::BadRequest(format!(
+            "'{key}' is a required property of at most 255 characters."
+        ))),
+    }
+}
+
+/// Fills in the server-side fields of a namespace.
+fn namespace_body(
+    mut obj: Map<String, Value>,
+    ctx: &AuthContext,
+    previous: Option<&Value>,
+) -> ImageResult<(String, Value)> {
+    let ns = required_name(&obj, "namespace")?;
+    let visibility = obj
+        .get("visibility")
+        .and_then(Value::as_str)
+        .unwrap_or("private")
+        .to_string();
+    if visibility != "public" && visibility != "private" {
+        return Err(ImageError::BadRequest(format!(
+            "Invalid visibility: {visibility}"
+        )));
+    }
+    let protected = match obj.get("protected") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ImageError::BadRequest(
+                "'protected' must be a boolean.".into(),
+            ));
+        }
+    };
+    let now = now_string();
+    let created = previous
+        .and_then(|p| p["created_at"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| now.clone());
+    let owner = obj
+        .get("owner")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            previous
+                .and_then(|p| p["owner"].as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| caller_project(ctx));
+    // Sub-collections are stored as items, not inside the namespace.
+    for key in [
+        "resource_type_associations",
+        "objects",
+        "properties",
+        "tags",
+    ] {
+        obj.remove(key);
+    }
+    obj.insert("visibility".into(), json!(visibility));
+    obj.insert("protected".into(), json!(protected));
+    obj.insert("owner".into(), json!(owner));
+    obj.insert("created_at".into(), json!(created));
+    obj.insert("updated_at".into(), json!(now));
+    obj.insert("schema".into(), json!("/v2/schemas/metadefs/namespace"));
+    obj.insert(
+        "self".into(),
+        json!(format!("/v2/metadefs/namespaces/{ns}")),
+    );
+    Ok((ns, Value::Object(obj)))
+}
+
+/// An item of a namespace with its timestamps.
+fn item_body(kind: &str, mut obj: Map<String, Value>, previous: Option<&Value>) -> Value {
+    let now = now_string();
+    let created = previous
+        .and_then(|p| p["created_at"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| now.clone());
+    obj.insert("created_at".into(), json!(created));
+    obj.insert("updated_at".into(), json!(now));
+    if kind == "objects" {
+        obj.entry("required").or_insert(json!([]));
+        obj.entry("properties").or_insert(json!({}));
+    }
+    if kind == "resource_types" {
+        obj.entry("prefix").or_insert(Value::Null);
+        obj.entry("properties_target").or_insert(Value::Null);
+    }
+    Value::Object(obj)
+}
+
+/// A namespace with its resource type associations, as Glance shows it.
+fn namespace_view(conn: &Connection, ns: &str, mut body: Value) -> ImageResult<Value> {
+    let associations: Vec<Value> = store::list_items(conn, ns, "resource_types")?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    if !associations.is_empty() {
+        body["resource_type_associations"] = json!(associations);
+    }
+    Ok(body)
+}
+
+pub async fn list_resource_types(Auth(_ctx): Auth) -> Response {
+    let now = "2024-01-01T00:00:00Z";
+    let types: Vec<Value> = RESOURCE_TYPES
+        .iter()
+        .map(|name| json!({"name": name, "created_at": now, "updated_at": now}))
+        .collect();
+    json_response(StatusCode::OK, &json!({"resource_types": types}))
+}
+
+pub async fn list_namespaces(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+) -> ImageResult<Response> {
+    let namespaces = s
+        .read(move |conn| {
+            let project = caller_project(&ctx);
+            let mut out = Vec::new();
+            for body in store::list_namespaces(conn)? {
+                let visible = ctx.is_admin()
+                    || body["visibility"] == "public"
+                    || body["owner"].as_str() == Some(project.as_str());
+                if visible {
+                    let ns = body["namespace"].as_str().unwrap_or_default().to_string();
+                    out.push(namespace_view(conn, &ns, body)?);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"namespaces": namespaces, "first": "/v2/metadefs/namespaces", "schema": "/v2/schemas/metadefs/namespaces"}),
+    ))
+}
+
+pub async fn create_namespace(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> ImageResult<Response> {
+    require_admin(&ctx)?;
+    let obj = parse_object(&body)?;
+    let associations: Vec<Value> = obj
+        .get("resource_type_associations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tags: Vec<Value> = obj
+        .get("tags")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (ns, body) = namespace_body(obj, &ctx, None)?;
+    let view = s
+        .write(move |tx| {
+            if store::get_namespace(tx, &ns)?.is_some() {
+                return Err(ImageError::Conflict(format!(
+                    "A metadata definition namespace with name={ns} already exists."
+                )));
+            }
+            store::put_namespace(tx, None, &ns, &body)?;
+            for (kind, list) in [("resource_types", &associations), ("tags", &tags)] {
+                for item in list {
+                    let Some(obj) = item.as_object() else {
+                        continue;
+                    };
+                    let name = required_name(obj, "name")?;
+                    store::insert_item(tx, &ns, kind, &name, &item_body(kind, obj.clone(), None))?;
+                }
+            }
+            namespace_view(tx, &ns, body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &view))
+}
+
+pub async fn show_namespace(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(ns): Path<String>,
+) -> ImageResult<Response> {
+    let view = s
+        .read(move |conn| {
+            let body = load_namespace(conn, &ctx, &ns)?;
+            namespace_view(conn, &ns, body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+pub async fn update_namespace(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> ImageResult<Response> {
+    require_admin(&ctx)?;
+    let obj = parse_object(&body)?;
+    let view = s
+        .write(move |tx| {
+            let previous = load_namespace(tx, &ctx, &ns)?;
+            let (new_ns, body) = namespace_body(obj, &ctx, Some(&previous))?;
+            if new_ns != ns && store::get_namespace(tx, &new_ns)?.is_some() {
+                return Err(ImageError::Conflict(format!(
+                    "A metadata definition namespace with name={new_ns} already exists."
+                )));
+            }
+            store::put_namespace(tx, Some(&ns), &new_ns, &body)?;
+            namespace_view(tx, &new_ns, body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+pub async fn delete_namespace(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(ns): Path<String>,
+) -> ImageResult<Response> {
+    require_admin(&ctx)?;
+    s.write(move |tx| {
+        let body = load_namespace(tx, &ctx, &ns)?;
+        if body["protected"] == true {
+            return Err(ImageError::Forbidden(format!(
+                "Metadata definition namespace {ns} is protected and cannot be deleted."
+            )));
+        }
+        store::delete_namespace(tx, &ns)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+fn list_view(kind: &str, items: Vec<(String, Value)>) -> Value {
+    match kind {
+        "properties" => {
+            let map: Map<String, Value> = items.into_iter().collect();
+            json!({"properties": map})
+        }
+        "resource_types" => {
+            json!({"resource_type_associations": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>()})
+        }
+        other => {
+            json!({other: items.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), "schema": format!("/v2/schemas/metadefs/{other}")})
+        }
+    }
+}
+
+pub async fn list_items(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind)): Path<(String, String)>,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    let view = s
+        .read(move |conn| {
+            load_namespace(conn, &ctx, &ns)?;
+            Ok(list_view(&kind, store::list_items(conn, &ns, &kind)?))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `POST .../{kind}`: one new item, or (for tags) the whole set replaced.
+pub async fn create_item(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    require_admin(&ctx)?;
+    let obj = parse_object(&body)?;
+    let view = s
+        .write(move |tx| {
+            load_namespace(tx, &ctx, &ns)?;
+            if kind == "tags" {
+                store::delete_items(tx, &ns, "tags", None)?;
+                let mut out = Vec::new();
+                for tag in obj
+                    .get("tags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(tag) = tag.as_object() else { continue };
+                    let name = required_name(tag, "name")?;
+                    let body = item_body("tags", tag.clone(), None);
+                    store::insert_item(tx, &ns, "tags", &name, &body)?;
+                    out.push(body);
+                }
+                return Ok(json!({"tags": out}));
+            }
+            let name = required_name(&obj, "name")?;
+            if store::get_item(tx, &ns, &kind, &name)?.is_some() {
+                return Err(ImageError::Conflict(format!(
+                    "{name} already exists in namespace {ns}."
+                )));
+            }
+            let body = item_body(&kind, obj, None);
+            store::insert_item(tx, &ns, &kind, &name, &body)?;
+            Ok(body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &view))
+}
+
+pub async fn delete_all_items(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind)): Path<(String, String)>,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    require_admin(&ctx)?;
+    s.write(move |tx| {
+        load_namespace(tx, &ctx, &ns)?;
+        store::delete_items(tx, &ns, &kind, None)?;
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+fn item_not_found(ns: &str, name: &str) -> ImageError {
+    ImageError::NotFound(format!("{name} was not found in namespace {ns}."))
+}
+
+pub async fn show_item(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    let view = s
+        .read(move |conn| {
+            load_namespace(conn, &ctx, &ns)?;
+            store::get_item(conn, &ns, &kind, &name)?.ok_or_else(|| item_not_found(&ns, &name))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `POST .../tags/{name}`: one tag by name.
+pub async fn create_named_item(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+) -> ImageResult<Response> {
+    if kind != "tags" {
+        return Err(ImageError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    require_admin(&ctx)?;
+    let view = s
+        .write(move |tx| {
+            load_namespace(tx, &ctx, &ns)?;
+            if store::get_item(tx, &ns, "tags", &name)?.is_some() {
+                return Err(ImageError::Conflict(format!(
+                    "Tag {name} already exists in namespace {ns}."
+                )));
+            }
+            let mut obj = Map::new();
+            obj.insert("name".into(), json!(name));
+            let body = item_body("tags", obj, None);
+            store::insert_item(tx, &ns, "tags", &name, &body)?;
+            Ok(body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &view))
+}
+
+pub async fn update_item(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    require_admin(&ctx)?;
+    let obj = parse_object(&body)?;
+    let view = s
+        .write(move |tx| {
+            load_namespace(tx, &ctx, &ns)?;
+            let previous = store::get_item(tx, &ns, &kind, &name)?
+                .ok_or_else(|| item_not_found(&ns, &name))?;
+            let new_name = required_name(&obj, "name")?;
+            if new_name != name && store::get_item(tx, &ns, &kind, &new_name)?.is_some() {
+                return Err(ImageError::Conflict(format!(
+                    "{new_name} already exists in namespace {ns}."
+                )));
+            }
+            let body = item_body(&kind, obj, Some(&previous));
+            store::delete_items(tx, &ns, &kind, Some(&name))?;
+            store::insert_item(tx, &ns, &kind, &new_name, &body)?;
+            Ok(body)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+pub async fn delete_item(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+) -> ImageResult<Response> {
+    check_kind(&kind)?;
+    require_admin(&ctx)?;
+    s.write(move |tx| {
+        load_namespace(tx, &ctx, &ns)?;
+        if store::delete_items(tx, &ns, &kind, Some(&name))? == 0 {
+            return Err(item_not_found(&ns, &name));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
