@@ -41,11 +41,19 @@ pub enum ServeError {
 }
 
 /// Services that work and belong in the catalog.
-const CATALOG: &[bootstrap::CatalogEntry] = &[bootstrap::CatalogEntry {
-    kind: "identity",
-    name: "keystone",
-    path: "/identity",
-}];
+const CATALOG: &[bootstrap::CatalogEntry] = &[
+    bootstrap::CatalogEntry {
+        kind: "identity",
+        name: "keystone",
+        path: "/identity",
+    },
+    // As DevStack registers Nova: the versioned URL without a project id.
+    bootstrap::CatalogEntry {
+        kind: "compute",
+        name: "nova",
+        path: "/compute/v2.1",
+    },
+];
 
 pub fn serve_main(args: ServeArgs) -> ExitCode {
     let started = Instant::now();
@@ -91,8 +99,8 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
             "/identity/",
             get(identity::root_versions).with_state(identity.clone()),
         )
-        .nest("/identity", identity::router(identity))
-        .merge(crate::compute::router(&public_url))
+        .nest("/identity", identity::router(identity.clone()))
+        .merge(crate::compute::router(identity.clone()))
         .merge(crate::image::router(&public_url))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
