@@ -354,14 +354,7 @@ async fn find_hypervisor(s: &S, mv: Mv, id: &str) -> ComputeResult<HostState> {
     let h = host_state(s).await?;
     let matches = match hypervisor_id(&h, mv) {
         Value::String(uuid) => uuid == id,
-        _ => {
-            if id.parse::<i64>().is_err() {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid ID {id} for hypervisor."
-                )));
-            }
-            id == "1"
-        }
+        _ => id == "1",
     };
     if matches {
         Ok(h)
@@ -761,7 +754,59 @@ async fn usage_show(
 
 // --------------------------------------------------------------- extensions
 
+/// Nova froze `/extensions` into a static list when v2.1 replaced
+/// extensions by microversions; clients (and tempest) look for some of its
+/// entries, so the list follows Nova's, whatever is served behind it.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
+    (
+        "os-admin-actions",
+        "AdminActions",
+        "Enable admin-only server actions.",
+    ),
+    (
+        "os-aggregates",
+        "Aggregates",
+        "Admin-only aggregate administration.",
+    ),
+    ("os-consoles", "Consoles", "Interactive Console support."),
+    (
+        "os-console-output",
+        "ConsoleOutput",
+        "Console log output support.",
+    ),
+    (
+        "os-extended-availability-zone",
+        "ExtendedAvailabilityZone",
+        "Extended Availability Zone support.",
+    ),
+    ("os-hosts", "Hosts", "Admin-only host administration."),
+    (
+        "os-instance-actions",
+        "InstanceActions",
+        "View a log of actions and events taken on an instance.",
+    ),
+    (
+        "os-lock-server",
+        "LockServer",
+        "Enable lock/unlock server actions.",
+    ),
+    (
+        "os-pause-server",
+        "PauseServer",
+        "Enable pause/unpause server actions.",
+    ),
+    (
+        "os-remote-consoles",
+        "RemoteConsoles",
+        "Interactive Console support.",
+    ),
+    ("os-server-tags", "ServerTags", "Server tags support."),
+    ("os-shelve", "Shelve", "Instance shelve mode."),
+    (
+        "os-suspend-server",
+        "SuspendServer",
+        "Enable suspend/resume server actions.",
+    ),
     (
         "os-availability-zone",
         "AvailabilityZone",
