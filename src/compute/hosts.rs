@@ -98,9 +98,9 @@ fn host_facts(state_file: Option<&str>) -> HostFacts {
         .unwrap_or_else(|| std::path::PathBuf::from("/"));
     let (disk_gb, disk_free_gb) = match nix::sys::statvfs::statvfs(&dir) {
         Ok(st) => {
-            let frag = st.fragment_size() as u64;
-            let total = st.blocks() as u64 * frag;
-            let free = st.blocks_available() as u64 * frag;
+            let frag = st.fragment_size();
+            let total = st.blocks() * frag;
+            let free = st.blocks_available() * frag;
             ((total >> 30) as i64, (free >> 30) as i64)
         }
         Err(_) => (0, 0),

@@ -631,3 +631,77 @@ pub fn empty(status: StatusCode) -> Response {
     *response.status_mut() = status;
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalised(path: &str, accept: Option<&str>) -> (String, Option<String>, bool) {
+        let mut builder = Request::builder().uri(path);
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        let req = normalise(builder.body(Body::empty()).expect("request"));
+        (
+            req.uri().to_string(),
+            req.extensions().get::<UrlProject>().map(|p| p.0.clone()),
+            req.extensions().get::<LegacyV2>().is_some(),
+        )
+    }
+
+    #[test]
+    fn project_ids_are_lifted_out_of_the_path() {
+        assert_eq!(
+            normalised("/v2.1/abc123/flavors/detail?limit=1", None),
+            (
+                "/v2.1/flavors/detail?limit=1".into(),
+                Some("abc123".into()),
+                false
+            )
+        );
+        assert_eq!(
+            normalised("/v2.1/os-keypairs", None),
+            ("/v2.1/os-keypairs".into(), None, false)
+        );
+        assert_eq!(
+            normalised("/v2/p1/servers", None),
+            ("/v2.1/servers".into(), Some("p1".into()), true)
+        );
+    }
+
+    #[test]
+    fn media_type_selects_the_version_and_the_uri_wins() {
+        let mime = Some("application/vnd.openstack.compute.v2.1+json");
+        assert_eq!(
+            normalised("/214412/flavors", mime),
+            ("/v2.1/flavors".into(), Some("214412".into()), false)
+        );
+        assert_eq!(normalised("/flavors", None).0, "/flavors");
+        let old = Some("application/vnd.openstack.compute.v2+json");
+        assert!(!normalised("/v2.1/flavors", old).2);
+    }
+
+    #[test]
+    fn versions_parse_and_range_check() {
+        assert_eq!(parse_version("2.10").ok(), Some(10));
+        assert_eq!(parse_version("latest").ok(), Some(MAX_MICROVERSION));
+        assert!(matches!(
+            parse_version("2"),
+            Err(ComputeError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_version("3.0"),
+            Err(ComputeError::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            parse_version("2.0"),
+            Err(ComputeError::NotAcceptable(_))
+        ));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "openstack-api-version",
+            HeaderValue::from_static("volume 3.5, compute 2.53"),
+        );
+        assert_eq!(requested_version(&headers).ok(), Some(53));
+    }
+}

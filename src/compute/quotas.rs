@@ -383,13 +383,16 @@ async fn defaults(
     ))
 }
 
+/// New limits, and the whole object they came in (for flags like `force`).
+type LimitChanges = (Vec<(String, i64)>, Map<String, Value>);
+
 /// Parses `{"<key>": {resource: limit, ...}}` against the visible resources.
 fn parse_limits(
     body: &Bytes,
     key: &str,
     visible: &[&'static str],
     extra_allowed: &[&str],
-) -> ComputeResult<(Vec<(String, i64)>, Map<String, Value>)> {
+) -> ComputeResult<LimitChanges> {
     let mut body = parse_body(body)?;
     let obj = take_object(&mut body, key)?;
     let mut out = Vec::new();
