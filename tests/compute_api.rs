@@ -614,6 +614,30 @@ fn quotas_limits_hosts_and_server_groups() {
         None,
     );
     assert_eq!(one.status, 200);
+    let hosts = call(&server, "GET", "/compute/v2.1/os-hosts", &admin, None, None).json();
+    let host_name = hosts["hosts"][0]["host_name"]
+        .as_str()
+        .expect("host")
+        .to_string();
+    assert_eq!(hosts["hosts"].as_array().map(Vec::len), Some(2));
+    let detail = call(
+        &server,
+        "GET",
+        &format!("/compute/v2.1/os-hosts/{host_name}"),
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(detail.json()["host"][0]["resource"]["project"], "(total)");
+    let removed = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-hosts",
+        &admin,
+        Some("2.43"),
+        None,
+    );
+    assert_eq!(removed.status, 404);
     let services = call(
         &server,
         "GET",

@@ -36,6 +36,9 @@ pub fn routes() -> Router<S> {
         .route("/v2.1/os-hypervisors/{id}/uptime", get(hypervisor_uptime))
         .route("/v2.1/os-hypervisors/{id}/search", get(hypervisor_search))
         .route("/v2.1/os-hypervisors/{id}/servers", get(hypervisor_servers))
+        .route("/v2.1/os-hosts", get(hosts_list))
+        .route("/v2.1/os-hosts/{host}", get(host_show).put(host_update))
+        .route("/v2.1/os-hosts/{host}/{action}", get(host_power))
         .route("/v2.1/os-services", get(services))
         .route(
             "/v2.1/os-services/{id}",
@@ -644,6 +647,136 @@ async fn service_delete(
     }
     Err(ComputeError::Conflict(
         "This service runs inside yunhe itself and cannot be deleted.".into(),
+    ))
+}
+
+// ------------------------------------------------------- os-hosts (< 2.43)
+
+async fn hosts_list(
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    if mv.at_least(43) {
+        return Err(gone());
+    }
+    require_admin(&ctx, "os_compute_api:os-hosts:list")?;
+    let q = query_map(q);
+    let host = hostname();
+    let hosts: Vec<Value> = [("scheduler", "internal"), ("compute", ZONE)]
+        .iter()
+        .filter(|(_, zone)| q.get("zone").is_none_or(|z| z.is_empty() || z == zone))
+        .map(|(service, zone)| json!({"host_name": host, "service": service, "zone": zone}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"hosts": hosts})))
+}
+
+/// 404 unless `host` is this host; checked after policy, as Nova does.
+fn this_host(host: &str) -> ComputeResult<()> {
+    if host == hostname() {
+        Ok(())
+    } else {
+        Err(ComputeError::NotFound(format!(
+            "Compute host {host} could not be found."
+        )))
+    }
+}
+
+async fn host_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(host): Path<String>,
+) -> ComputeResult<Response> {
+    if mv.at_least(43) {
+        return Err(gone());
+    }
+    require_admin(&ctx, "os_compute_api:os-hosts:show")?;
+    this_host(&host)?;
+    let h = host_state(&s).await?;
+    let f = &h.facts;
+    let row = |project: &str, cpu: i64, memory_mb: i64, disk_gb: i64| {
+        json!({"resource": {"host": host, "project": project, "cpu": cpu,
+            "memory_mb": memory_mb, "disk_gb": disk_gb}})
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"host": [
+            row("(total)", f.vcpus, f.memory_mb, f.disk_gb),
+            row("(used_now)", 0, 0, 0),
+            row("(used_max)", 0, 0, 0),
+        ]}),
+    ))
+}
+
+async fn host_update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    if mv.at_least(43) {
+        return Err(gone());
+    }
+    require_admin(&ctx, "os_compute_api:os-hosts:update")?;
+    let body = parse_body(&body)?;
+    super::no_additional(&body, &["status", "maintenance_mode"])?;
+    let parse = |key: &str| -> ComputeResult<Option<bool>> {
+        match body.get(key) {
+            None => Ok(None),
+            Some(Value::String(v)) if v.eq_ignore_ascii_case("enable") => Ok(Some(true)),
+            Some(Value::String(v)) if v.eq_ignore_ascii_case("disable") => Ok(Some(false)),
+            Some(v) => Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Value: {v}."
+            ))),
+        }
+    };
+    let status = parse("status")?;
+    let maintenance = parse("maintenance_mode")?;
+    if status.is_none() && maintenance.is_none() {
+        return Err(ComputeError::BadRequest(
+            "'status' or 'maintenance_mode' needed for host update".into(),
+        ));
+    }
+    this_host(&host)?;
+    if maintenance.is_some() {
+        return Err(ComputeError::NotImplemented(
+            "Maintenance mode is not supported by this host.".into(),
+        ));
+    }
+    let enable = status.unwrap_or(true);
+    s.write(move |tx| {
+        if let Some(mut svc) = store::list_services(tx)?
+            .into_iter()
+            .find(|svc| svc.binary == "nova-compute")
+        {
+            svc.disabled = !enable;
+            svc.disabled_reason = None;
+            svc.updated_at = now_unix();
+            store::update_service(tx, &svc)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"host": host, "status": if enable { "enabled" } else { "disabled" }}),
+    ))
+}
+
+async fn host_power(
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((host, action)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    if mv.at_least(43) || !["startup", "shutdown", "reboot"].contains(&action.as_str()) {
+        return Err(gone());
+    }
+    require_admin(&ctx, "os_compute_api:os-hosts:power")?;
+    this_host(&host)?;
+    Err(ComputeError::NotImplemented(
+        "yunhe does not power the host it runs on up or down.".into(),
     ))
 }
 

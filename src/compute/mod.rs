@@ -68,6 +68,9 @@ pub enum ComputeError {
     /// The requested API version is not served.
     #[error("{0}")]
     NotAcceptable(String),
+    /// This host cannot do what was asked (e.g. host power actions).
+    #[error("{0}")]
+    NotImplemented(String),
     /// The state file failed.
     #[error("Unexpected API Error: {0}")]
     Db(#[from] DbError),
@@ -89,6 +92,7 @@ impl ComputeError {
             ComputeError::Conflict(_) => (StatusCode::CONFLICT, "conflictingRequest"),
             ComputeError::Db(DbError::Conflict(_)) => (StatusCode::CONFLICT, "conflictingRequest"),
             ComputeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "computeFault"),
+            ComputeError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
             ComputeError::Db(_) | ComputeError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "computeFault")
             }
