@@ -172,6 +172,16 @@ fn versions_and_microversion_negotiation() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["itemNotFound"]["code"], 404);
     assert!(missing.header("x-openstack-request-id").is_some());
+    let wrong_method = call(
+        &server,
+        "DELETE",
+        "/compute/v2.1/limits",
+        &token,
+        None,
+        None,
+    );
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.json()["badMethod"]["code"], 405);
     let unauthenticated = server.get("/compute/v2.1/flavors", None);
     assert_eq!(unauthenticated.status, 401);
 }

@@ -447,6 +447,13 @@ async fn not_found(_req: Request) -> ComputeError {
     ComputeError::NotFound("The resource could not be found.".into())
 }
 
+async fn bad_method(_req: Request) -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"badMethod": {"code": 405, "message": "The method specified is not allowed for this resource."}}),
+    )
+}
+
 /// Routes of this service, at `/compute`.
 pub fn router(identity: Arc<IdentityState>) -> Router {
     let state = Arc::new(ComputeState {
@@ -464,6 +471,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .merge(hosts::routes())
         .merge(server_groups::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(bad_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             negotiate,

@@ -291,6 +291,29 @@ pub fn enforce_server_create(
     )
 }
 
+/// Quota check for adding `adding` servers to a server group, inside the
+/// server create transaction (`server_group_members` counts per group).
+#[allow(dead_code)] // called by server create, which lands with the VMM work
+pub fn enforce_group_members(
+    conn: &Connection,
+    project_id: &str,
+    user_id: &str,
+    group_id: &str,
+    adding: i64,
+) -> ComputeResult<()> {
+    let members = store::get_server_group(conn, group_id)?
+        .map(|g| g.members.len() as i64)
+        .unwrap_or(0);
+    enforce_limit(
+        conn,
+        project_id,
+        Some(user_id),
+        "server_group_members",
+        members,
+        adding,
+    )
+}
+
 // -------------------------------------------------------------------- views
 
 fn set_view(
