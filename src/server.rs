@@ -52,6 +52,12 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[
         name: "glance",
         path: "/image",
     },
+    // As DevStack registers Nova: the versioned URL without a project id.
+    bootstrap::CatalogEntry {
+        kind: "compute",
+        name: "nova",
+        path: "/compute/v2.1",
+    },
 ];
 
 pub fn serve_main(args: ServeArgs) -> ExitCode {
@@ -99,7 +105,7 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
             get(identity::root_versions).with_state(identity.clone()),
         )
         .nest("/identity", identity::router(identity.clone()))
-        .merge(crate::compute::router(&public_url))
+        .merge(crate::compute::router(identity.clone()))
         .merge(crate::image::router(identity.clone()))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))

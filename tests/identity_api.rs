@@ -20,7 +20,7 @@ fn every_service_root_answers_version_discovery_with_a_request_id() {
             .is_some_and(|id| id.starts_with("req-"))
     );
     for (path, id) in [
-        ("/compute", "v2.1"),
+        ("/compute", "v2.0"),
         ("/image", "v2.0"),
         ("/network", "v2.0"),
         ("/volume", "v3.0"),

@@ -1,34 +1,719 @@
-//! Nova (Compute). For now only the version-discovery document at `/compute`;
-//! the service joins the catalog once its API works.
+//! Nova v2.1 (`/compute`): version discovery, microversions, flavors,
+//! keypairs, limits and quotas, availability zones, hypervisors, services,
+//! simple tenant usage and server groups. Servers plug into this later.
+//!
+//! Layout: this file holds the shared pieces (state, errors in Nova's
+//! format, URL normalisation, microversion negotiation, body helpers);
+//! `flavors`, `keypairs`, `quotas` (limits, quota sets and classes, and the
+//! enforcement helpers servers call), `hosts` (availability zones,
+//! hypervisors, services, usage, extensions) and `server_groups` hold the
+//! resources.
+//!
+//! Every path works with and without the project id after the version:
+//! before routing, `/v2.1/<project>/flavors` becomes `/v2.1/flavors` with the
+//! project id kept in a request extension, and a path without a version is
+//! sent to v2.1 when the `Accept` media type names it. `/v2` (the legacy v2
+//! API) is served by the same handlers at microversion 2.1.
+
+mod flavors;
+mod hosts;
+mod keypairs;
+pub mod quotas;
+mod server_groups;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use crate::http::{ApiVersion, json_response};
+use crate::db::{Db, DbError};
+use crate::http::json_response;
+use crate::identity::{AuthContext, HasIdentity, IdentityState};
 
-const VERSION: ApiVersion<'static> = ApiVersion {
-    id: "v2.1",
-    status: "CURRENT",
-    path: "/compute/v2.1/",
-    min_version: "2.1",
-    version: "2.1",
-    media_type: "application/vnd.openstack.compute+json;version=2.1",
-    updated: "2024-01-01T00:00:00Z",
-};
+/// Lowest microversion (the minor number of 2.x).
+pub const MIN_MICROVERSION: u16 = 1;
+/// Highest microversion: every change up to it that touches the resources
+/// served here (flavors, keypairs, quotas, limits, hypervisors, services,
+/// server groups, availability zones, usage) is implemented. Servers are not
+/// served yet; their microversion changes land with them.
+pub const MAX_MICROVERSION: u16 = 96;
+
+/// Errors of the compute service, rendered as Nova renders them:
+/// `{"itemNotFound": {"code": 404, "message": ...}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// The request is malformed or invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Policy forbids the call.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The requested API version is not served.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// This host cannot do what was asked (e.g. host power actions).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The state file failed.
+    #[error("Unexpected API Error: {0}")]
+    Db(#[from] DbError),
+    /// Something else failed on our side.
+    #[error("Unexpected API Error: {0}")]
+    Internal(String),
+}
+
+pub type ComputeResult<T> = Result<T, ComputeError>;
+
+impl ComputeError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            ComputeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "badRequest"),
+            ComputeError::Forbidden(_) | ComputeError::QuotaExceeded(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
+            ComputeError::NotFound(_) => (StatusCode::NOT_FOUND, "itemNotFound"),
+            ComputeError::Conflict(_) => (StatusCode::CONFLICT, "conflictingRequest"),
+            ComputeError::Db(DbError::Conflict(_)) => (StatusCode::CONFLICT, "conflictingRequest"),
+            ComputeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "computeFault"),
+            ComputeError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
+            ComputeError::Db(_) | ComputeError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "computeFault")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ComputeError {
+    fn into_response(self) -> Response {
+        let (status, name) = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "compute request failed");
+        }
+        let message = match &self {
+            ComputeError::Db(DbError::Conflict(m)) => m.clone(),
+            other => other.to_string(),
+        };
+        json_response(
+            status,
+            &json!({name: {"code": status.as_u16(), "message": message}}),
+        )
+    }
+}
+
+/// Shared state of the compute service.
+pub struct ComputeState {
+    pub identity: Arc<IdentityState>,
+    pub db: Db,
+    /// Public URL of the whole server, without a trailing slash.
+    pub public_url: String,
+}
+
+impl HasIdentity for Arc<ComputeState> {
+    fn identity(&self) -> &Arc<IdentityState> {
+        &self.identity
+    }
+}
+
+impl ComputeState {
+    /// Runs a read on the state file.
+    pub async fn read<F, T>(&self, f: F) -> ComputeResult<T>
+    where
+        F: FnOnce(&rusqlite::Connection) -> ComputeResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.db.read(move |conn| Ok(f(conn))).await {
+            Ok(inner) => inner,
+            Err(e) => Err(ComputeError::Db(e)),
+        }
+    }
+
+    /// Runs a write in one transaction. A database error rolls it back;
+    /// other errors commit what `f` did, so handlers validate before writing.
+    pub async fn write<F, T>(&self, f: F) -> ComputeResult<T>
+    where
+        F: FnOnce(&rusqlite::Transaction) -> ComputeResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let result = self
+            .db
+            .write(move |tx| match f(tx) {
+                Ok(value) => Ok(Ok(value)),
+                Err(ComputeError::Db(e)) => Err(e),
+                Err(other) => Ok(Err(other)),
+            })
+            .await;
+        match result {
+            Ok(inner) => inner,
+            Err(e) => Err(ComputeError::Db(e)),
+        }
+    }
+
+    /// `<public>/compute/v2.1`.
+    pub fn v21_url(&self) -> String {
+        format!("{}/compute/v2.1", self.public_url)
+    }
+
+    /// `self` and `bookmark` links of a resource below v2.1.
+    pub fn links(&self, collection: &str, id: &str) -> Value {
+        json!([
+            {"rel": "self", "href": format!("{}/{collection}/{id}", self.v21_url())},
+            {"rel": "bookmark", "href": format!("{}/compute/{collection}/{id}", self.public_url)},
+        ])
+    }
+}
+
+// ------------------------------------------------------- request extensions
+
+/// The negotiated microversion (minor number of 2.x), set by [`negotiate`].
+#[derive(Clone, Copy, Debug)]
+pub struct Mv(pub u16);
+
+impl Mv {
+    /// True when the request's microversion is at least 2.`minor`.
+    pub fn at_least(self, minor: u16) -> bool {
+        self.0 >= minor
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Mv {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Mv>()
+            .copied()
+            .unwrap_or(Mv(MIN_MICROVERSION)))
+    }
+}
+
+/// Set on requests that came in below `/v2` (the legacy API): microversion
+/// headers are ignored and none are returned.
+#[derive(Clone, Copy)]
+struct LegacyV2;
+
+/// The project id that was in the URL after the version, if any.
+#[derive(Clone)]
+pub struct UrlProject(pub String);
+
+/// First path segments below the version that name a resource, not a project.
+const RESOURCES: &[&str] = &[
+    "flavors",
+    "os-keypairs",
+    "limits",
+    "os-quota-sets",
+    "os-quota-class-sets",
+    "os-availability-zone",
+    "os-hypervisors",
+    "os-services",
+    "os-simple-tenant-usage",
+    "os-server-groups",
+    "extensions",
+    "servers",
+    "images",
+    "os-aggregates",
+    "os-instance-actions",
+    "os-migrations",
+    "os-volumes",
+    "os-volumes_boot",
+    "os-snapshots",
+    "os-networks",
+    "os-floating-ips",
+    "os-security-groups",
+    "os-hosts",
+    "os-cells",
+    "os-assisted-volume-snapshots",
+    "os-server-external-events",
+    "os-instance_usage_audit_log",
+];
+
+/// Normalises the URI before routing (see the module comment).
+fn normalise(mut req: Request) -> Request {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut legacy = false;
+    match segments.first().copied() {
+        Some("v2.1") => {}
+        Some("v2") => {
+            legacy = true;
+            segments[0] = "v2.1";
+        }
+        Some("") | None => return req,
+        Some(_) => {
+            // No version in the URI: take it from the Accept media type.
+            let accept = req
+                .headers()
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("application/vnd.openstack.compute.v2.1+json")
+                || accept.contains("application/vnd.openstack.compute+json;version=2.1")
+            {
+                segments.insert(0, "v2.1");
+            } else if accept.contains("application/vnd.openstack.compute.v2+json") {
+                legacy = true;
+                segments.insert(0, "v2.1");
+            } else {
+                return req;
+            }
+        }
+    }
+    if let Some(second) = segments.get(1).copied()
+        && !second.is_empty()
+        && !RESOURCES.contains(&second)
+    {
+        req.extensions_mut().insert(UrlProject(second.to_string()));
+        segments.remove(1);
+    }
+    if legacy {
+        req.extensions_mut().insert(LegacyV2);
+    }
+    let mut new_path = format!("/{}", segments.join("/"));
+    if let Some(q) = query {
+        new_path.push('?');
+        new_path.push_str(&q);
+    }
+    if let Ok(uri) = new_path.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+/// Parses `X.Y` into the minor number, or `latest`.
+fn parse_version(text: &str) -> ComputeResult<u16> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("latest") {
+        return Ok(MAX_MICROVERSION);
+    }
+    let invalid = || {
+        ComputeError::BadRequest(format!(
+            "API Version String {text} is of invalid format. Must be of format MajorNum.MinorNum."
+        ))
+    };
+    let (major, minor) = text.split_once('.').ok_or_else(invalid)?;
+    let major: u16 = major.parse().map_err(|_| invalid())?;
+    let minor: u16 = minor.parse().map_err(|_| invalid())?;
+    if major != 2 || !(MIN_MICROVERSION..=MAX_MICROVERSION).contains(&minor) {
+        return Err(ComputeError::NotAcceptable(format!(
+            "Version {text} is not supported by the API. Minimum is 2.{MIN_MICROVERSION} and maximum is 2.{MAX_MICROVERSION}."
+        )));
+    }
+    Ok(minor)
+}
+
+/// The microversion a request asks for: `OpenStack-API-Version: compute X.Y`
+/// first, then the legacy `X-OpenStack-Nova-API-Version`, else 2.1.
+fn requested_version(parts: &axum::http::HeaderMap) -> ComputeResult<u16> {
+    for value in parts.get_all("openstack-api-version") {
+        let Ok(text) = value.to_str() else { continue };
+        for item in text.split(',') {
+            let mut words = item.split_whitespace();
+            if words
+                .next()
+                .is_some_and(|s| s.eq_ignore_ascii_case("compute"))
+            {
+                return parse_version(words.next().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(value) = parts.get("x-openstack-nova-api-version")
+        && let Ok(text) = value.to_str()
+    {
+        return parse_version(text);
+    }
+    Ok(MIN_MICROVERSION)
+}
+
+/// Middleware: negotiates the microversion and echoes it on the response;
+/// refuses a project id in the URL that is not the token's, as Nova does.
+async fn negotiate(State(s): State<Arc<ComputeState>>, mut req: Request, next: Next) -> Response {
+    let legacy = req.extensions().get::<LegacyV2>().is_some();
+    if let Some(UrlProject(url_project)) = req.extensions().get::<UrlProject>().cloned()
+        && let Some(token) = req
+            .headers()
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        && let Ok(ctx) = crate::identity::token::validate(&s.identity, &token).await
+        && ctx.project_id() != Some(url_project.as_str())
+    {
+        let error = ComputeError::BadRequest(format!(
+            "Malformed request URL: URL's project_id '{url_project}' doesn't match Context's project_id '{}'",
+            ctx.project_id().unwrap_or("None")
+        ));
+        return with_version_headers(error.into_response(), None);
+    }
+    let minor = if legacy {
+        MIN_MICROVERSION
+    } else {
+        match requested_version(req.headers()) {
+            Ok(minor) => minor,
+            Err(e) => return with_version_headers(e.into_response(), None),
+        }
+    };
+    req.extensions_mut().insert(Mv(minor));
+    let response = next.run(req).await;
+    if legacy {
+        response
+    } else {
+        with_version_headers(response, Some(minor))
+    }
+}
+
+fn with_version_headers(mut response: Response, minor: Option<u16>) -> Response {
+    let headers = response.headers_mut();
+    if let Some(minor) = minor {
+        if let Ok(v) = HeaderValue::from_str(&format!("compute 2.{minor}")) {
+            headers.insert("openstack-api-version", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("2.{minor}")) {
+            headers.insert("x-openstack-nova-api-version", v);
+        }
+    }
+    headers.insert(
+        axum::http::header::VARY,
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
+    response
+}
+
+// ---------------------------------------------------------------- versions
+
+fn version_v21(public_url: &str) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": format!("2.{MAX_MICROVERSION}"),
+        "min_version": format!("2.{MIN_MICROVERSION}"),
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [
+            {"rel": "self", "href": format!("{public_url}/compute/v2.1/")},
+            {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
+        ],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+fn version_v20(public_url: &str) -> Value {
+    json!({
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [
+            {"rel": "self", "href": format!("{public_url}/compute/v2/")},
+            {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
+        ],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}],
+    })
+}
+
+async fn root_versions(State(s): State<Arc<ComputeState>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"versions": [version_v20(&s.public_url), version_v21(&s.public_url)]}),
+    )
+}
+
+async fn v21_version(State(s): State<Arc<ComputeState>>, req: Request) -> Response {
+    let doc = if req.extensions().get::<LegacyV2>().is_some() {
+        version_v20(&s.public_url)
+    } else {
+        version_v21(&s.public_url)
+    };
+    json_response(StatusCode::OK, &json!({"version": doc}))
+}
+
+async fn not_found(_req: Request) -> ComputeError {
+    ComputeError::NotFound("The resource could not be found.".into())
+}
+
+async fn bad_method(_req: Request) -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"badMethod": {"code": 405, "message": "The method specified is not allowed for this resource."}}),
+    )
+}
 
 /// Routes of this service, at `/compute`.
-pub fn router(public_url: &str) -> Router {
-    let doc = json!({"versions": [VERSION.to_json(public_url)]});
-    let body = doc.clone();
-    Router::new()
-        .route(
-            "/compute",
-            get(move || async move { json_response(StatusCode::OK, &doc) }),
+pub fn router(identity: Arc<IdentityState>) -> Router {
+    let state = Arc::new(ComputeState {
+        db: identity.db.clone(),
+        public_url: identity.public_url.clone(),
+        identity,
+    });
+    let api: Router = Router::new()
+        .route("/", get(root_versions))
+        .route("/v2.1", get(v21_version))
+        .route("/v2.1/", get(v21_version))
+        .merge(flavors::routes())
+        .merge(keypairs::routes())
+        .merge(quotas::routes())
+        .merge(hosts::routes())
+        .merge(server_groups::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(bad_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            negotiate,
+        ))
+        .with_state(state);
+    let service = tower::ServiceBuilder::new()
+        .map_request(normalise)
+        .service(api);
+    Router::new().nest_service("/compute", service)
+}
+
+// ------------------------------------------------------------ body helpers
+
+/// Parses a request body as a JSON object.
+pub fn parse_body(bytes: &[u8]) -> ComputeResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ComputeError::BadRequest(
+            "The request body must be a JSON object.".into(),
+        )),
+        Err(_) => Err(ComputeError::BadRequest("Malformed request body".into())),
+    }
+}
+
+/// Takes the object under `key` (e.g. `{"flavor": {...}}`).
+pub fn take_object(body: &mut Map<String, Value>, key: &str) -> ComputeResult<Map<String, Value>> {
+    match body.remove(key) {
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value is not an object."
+        ))),
+        None => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}: '{key}' is a required property"
+        ))),
+    }
+}
+
+/// Rejects properties outside `allowed`.
+pub fn no_additional(obj: &Map<String, Value>, allowed: &[&str]) -> ComputeResult<()> {
+    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input: Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    Ok(())
+}
+
+/// An integer given as a JSON number or a string of digits, within bounds.
+pub fn int_field(value: &Value, key: &str, min: i64, max: i64) -> ComputeResult<i64> {
+    let parsed = match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {n}. {n} is not in the range {min}..{max}"
+        ))),
+        None => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {value}. {value} is not an integer"
+        ))),
+    }
+}
+
+/// Query string as a map (the last value of a repeated key wins).
+pub fn query_map(query: Vec<(String, String)>) -> HashMap<String, String> {
+    query.into_iter().collect()
+}
+
+/// 403 unless the caller is an administrator.
+pub fn require_admin(ctx: &AuthContext, rule: &str) -> ComputeResult<()> {
+    if ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(policy_forbids(rule))
+    }
+}
+
+pub fn policy_forbids(rule: &str) -> ComputeError {
+    ComputeError::Forbidden(format!("Policy doesn't allow {rule} to be performed."))
+}
+
+/// The caller's project; a token without one cannot use Nova.
+pub fn project_of(ctx: &AuthContext) -> ComputeResult<String> {
+    ctx.project_id()
+        .map(str::to_string)
+        .ok_or_else(|| ComputeError::Forbidden("A project-scoped token is required.".into()))
+}
+
+/// Nova's timestamp format: `2013-04-25T11:21:43.000000`.
+pub fn nova_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S.000000")
+        .to_string()
+}
+
+/// `limit`/`marker` pagination over items sorted already; `key` gives an
+/// item's marker. Returns the page and whether a `next` link is due.
+pub fn paginate<T>(
+    items: Vec<T>,
+    query: &HashMap<String, String>,
+    key: impl Fn(&T) -> String,
+) -> ComputeResult<(Vec<T>, bool)> {
+    let limit = match query.get("limit") {
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| ComputeError::BadRequest("limit param must be an integer".into()))?,
+        ),
+        None => None,
+    };
+    let start = match query.get("marker") {
+        Some(marker) => {
+            let position = items
+                .iter()
+                .position(|item| key(item) == *marker)
+                .ok_or_else(|| ComputeError::BadRequest(format!("marker [{marker}] not found")))?;
+            position + 1
+        }
+        None => 0,
+    };
+    let rest: Vec<T> = items.into_iter().skip(start).collect();
+    match limit {
+        Some(limit) if rest.len() >= limit => {
+            let more = limit > 0;
+            Ok((rest.into_iter().take(limit).collect(), more))
+        }
+        _ => Ok((rest, false)),
+    }
+}
+
+/// The `next` link of a paginated collection.
+pub fn next_link(
+    s: &ComputeState,
+    path: &str,
+    query: &HashMap<String, String>,
+    marker: &str,
+) -> Value {
+    let mut params: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.sort();
+    params.push(("marker".into(), marker.to_string()));
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    json!([{"rel": "next", "href": format!("{}/{path}?{}", s.v21_url(), qs.join("&"))}])
+}
+
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An empty 202/204/200 response.
+pub fn empty(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalised(path: &str, accept: Option<&str>) -> (String, Option<String>, bool) {
+        let mut builder = Request::builder().uri(path);
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        let req = normalise(builder.body(Body::empty()).expect("request"));
+        (
+            req.uri().to_string(),
+            req.extensions().get::<UrlProject>().map(|p| p.0.clone()),
+            req.extensions().get::<LegacyV2>().is_some(),
         )
-        .route(
-            "/compute/",
-            get(move || async move { json_response(StatusCode::OK, &body) }),
-        )
+    }
+
+    #[test]
+    fn project_ids_are_lifted_out_of_the_path() {
+        assert_eq!(
+            normalised("/v2.1/abc123/flavors/detail?limit=1", None),
+            (
+                "/v2.1/flavors/detail?limit=1".into(),
+                Some("abc123".into()),
+                false
+            )
+        );
+        assert_eq!(
+            normalised("/v2.1/os-keypairs", None),
+            ("/v2.1/os-keypairs".into(), None, false)
+        );
+        assert_eq!(
+            normalised("/v2/p1/servers", None),
+            ("/v2.1/servers".into(), Some("p1".into()), true)
+        );
+    }
+
+    #[test]
+    fn media_type_selects_the_version_and_the_uri_wins() {
+        let mime = Some("application/vnd.openstack.compute.v2.1+json");
+        assert_eq!(
+            normalised("/214412/flavors", mime),
+            ("/v2.1/flavors".into(), Some("214412".into()), false)
+        );
+        assert_eq!(normalised("/flavors", None).0, "/flavors");
+        let old = Some("application/vnd.openstack.compute.v2+json");
+        assert!(!normalised("/v2.1/flavors", old).2);
+    }
+
+    #[test]
+    fn versions_parse_and_range_check() {
+        assert_eq!(parse_version("2.10").ok(), Some(10));
+        assert_eq!(parse_version("latest").ok(), Some(MAX_MICROVERSION));
+        assert!(matches!(
+            parse_version("2"),
+            Err(ComputeError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_version("3.0"),
+            Err(ComputeError::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            parse_version("2.0"),
+            Err(ComputeError::NotAcceptable(_))
+        ));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "openstack-api-version",
+            HeaderValue::from_static("volume 3.5, compute 2.53"),
+        );
+        assert_eq!(requested_version(&headers).ok(), Some(53));
+    }
 }

@@ -13,6 +13,7 @@
 #      YUNHE_TEMPEST_SERVICE (label, default identity), YUNHE_TEMPEST_XF (expected-failure
 #      file), YUNHE_TEMPEST_GOAL / YUNHE_TEMPEST_LIST_MAX (pass and list ratios, default
 #      0.95 / 0.20), YUNHE_TEMPEST_GLANCE (True/False, default False).
+#      YUNHE_TEMPEST_CONF_EXTRA (ini appended to tempest.conf); run-compute.sh sets it for Nova.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,6 +60,10 @@ text = re.sub(r"@([A-Z0-9_]+)@", lambda m: os.environ["TC_" + m.group(1)].replac
 open(dst, "w").write(text)
 PYEOF
 [ $? -eq 0 ] || { echo "writing tempest.conf failed"; echo "0 passed, 1 failed"; exit 1; }
+# Extra sections for other services' runs (oslo.config: a later value wins).
+if [ -n "${YUNHE_TEMPEST_CONF_EXTRA:-}" ]; then
+    cat "$YUNHE_TEMPEST_CONF_EXTRA" >> "$work/ws/etc/tempest.conf"
+fi
 
 cd "$work/ws"
 tempest run --list-tests --regex "$regex" 2>/dev/null | grep '^tempest\.' > "$work/all-tests.txt"

@@ -1,0 +1,703 @@
+//! Flavors: list and detail with filters, sort and pagination, show,
+//! create/update/delete for admins, extra specs and flavor access.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::{
+    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
+    paginate, parse_body, query_map, require_admin, take_object,
+};
+use crate::db::compute::{self as store, Flavor};
+use crate::db::now_unix;
+use crate::http::json_response;
+use crate::identity::{Auth, AuthContext};
+
+type S = Arc<ComputeState>;
+
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/flavors", get(list).post(create))
+        .route("/v2.1/flavors/detail", get(list_detail))
+        .route("/v2.1/flavors/{id}", get(show).put(update).delete(delete))
+        .route("/v2.1/flavors/{id}/action", post(action))
+        .route("/v2.1/flavors/{id}/os-flavor-access", get(access_list))
+        .route(
+            "/v2.1/flavors/{id}/os-extra_specs",
+            get(specs_list).post(specs_create),
+        )
+        .route(
+            "/v2.1/flavors/{id}/os-extra_specs/{key}",
+            get(spec_show).put(spec_update).delete(spec_delete),
+        )
+}
+
+fn not_found(id: &str) -> ComputeError {
+    ComputeError::NotFound(format!("Flavor {id} could not be found."))
+}
+
+/// The flavor's JSON at a microversion.
+fn view(s: &ComputeState, f: &Flavor, mv: Mv, detail: bool, admin: bool) -> Value {
+    let mut obj = Map::new();
+    obj.insert("id".into(), json!(f.id));
+    obj.insert("name".into(), json!(f.name));
+    obj.insert("links".into(), s.links("flavors", &f.id));
+    if mv.at_least(55) {
+        obj.insert("description".into(), json!(f.description));
+    }
+    if !detail {
+        return Value::Object(obj);
+    }
+    obj.insert("ram".into(), json!(f.ram));
+    obj.insert("vcpus".into(), json!(f.vcpus));
+    obj.insert("disk".into(), json!(f.disk));
+    obj.insert("OS-FLV-EXT-DATA:ephemeral".into(), json!(f.ephemeral));
+    obj.insert("OS-FLV-DISABLED:disabled".into(), json!(f.disabled));
+    obj.insert(
+        "swap".into(),
+        if f.swap == 0 && !mv.at_least(75) {
+            json!("")
+        } else {
+            json!(f.swap)
+        },
+    );
+    obj.insert("rxtx_factor".into(), json!(f.rxtx_factor));
+    obj.insert("os-flavor-access:is_public".into(), json!(f.is_public));
+    if mv.at_least(61) {
+        // Nova shows extra specs to everyone allowed to read them (the
+        // default policy lets every project member).
+        let _ = admin;
+        obj.insert("extra_specs".into(), json!(f.extra_specs));
+    }
+    Value::Object(obj)
+}
+
+/// May this caller see this flavor?
+fn visible(ctx: &AuthContext, f: &Flavor, accessible: &[String]) -> bool {
+    ctx.is_admin() || f.is_public || accessible.contains(&f.id)
+}
+
+async fn load_visible(s: &S, ctx: &AuthContext) -> ComputeResult<(Vec<Flavor>, Vec<String>)> {
+    let project = ctx.project_id().unwrap_or("").to_string();
+    s.read(move |conn| {
+        let flavors = store::list_flavors(conn)?;
+        let accessible = store::flavors_of_project(conn, &project)?;
+        Ok((flavors, accessible))
+    })
+    .await
+}
+
+async fn list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    list_flavors(s, ctx, mv, query_map(q), false).await
+}
+
+async fn list_detail(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    list_flavors(s, ctx, mv, query_map(q), true).await
+}
+
+fn parse_is_public(text: Option<&String>) -> ComputeResult<Option<bool>> {
+    match text.map(|t| t.to_ascii_lowercase()) {
+        None => Ok(Some(true)),
+        Some(t) if t == "none" => Ok(None),
+        Some(t) if ["true", "t", "1", "yes", "y", "on"].contains(&t.as_str()) => Ok(Some(true)),
+        Some(t) if ["false", "f", "0", "no", "n", "off"].contains(&t.as_str()) => Ok(Some(false)),
+        Some(t) => Err(ComputeError::BadRequest(format!(
+            "Invalid is_public filter [{t}]"
+        ))),
+    }
+}
+
+async fn list_flavors(
+    s: S,
+    ctx: Arc<AuthContext>,
+    mv: Mv,
+    q: HashMap<String, String>,
+    detail: bool,
+) -> ComputeResult<Response> {
+    let (flavors, accessible) = load_visible(&s, &ctx).await?;
+    let is_public = parse_is_public(q.get("is_public"))?;
+    let min_ram = match q.get("minRam") {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| ComputeError::BadRequest(format!("Invalid minRam filter [{v}]")))?,
+        ),
+        None => None,
+    };
+    let min_disk = match q.get("minDisk") {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| ComputeError::BadRequest(format!("Invalid minDisk filter [{v}]")))?,
+        ),
+        None => None,
+    };
+    let mut items: Vec<Flavor> = flavors
+        .into_iter()
+        .filter(|f| {
+            if ctx.is_admin() {
+                is_public.is_none_or(|p| f.is_public == p)
+            } else {
+                // Non-admins see public flavors and the private ones shared
+                // with their project, whatever is_public says, as Nova does.
+                match is_public {
+                    Some(false) => !f.is_public && accessible.contains(&f.id),
+                    _ => f.is_public || accessible.contains(&f.id),
+                }
+            }
+        })
+        .filter(|f| min_ram.is_none_or(|m| f.ram >= m))
+        .filter(|f| min_disk.is_none_or(|m| f.disk >= m))
+        .collect();
+    let sort_key = q.get("sort_key").map(String::as_str).unwrap_or("flavorid");
+    let descending = match q.get("sort_dir").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid sort direction {other}"
+            )));
+        }
+    };
+    let cmp: fn(&Flavor, &Flavor) -> std::cmp::Ordering = match sort_key {
+        "flavorid" | "id" => |a, b| a.id.cmp(&b.id),
+        "name" => |a, b| a.name.cmp(&b.name),
+        "memory_mb" => |a, b| a.ram.cmp(&b.ram).then(a.id.cmp(&b.id)),
+        "vcpus" => |a, b| a.vcpus.cmp(&b.vcpus).then(a.id.cmp(&b.id)),
+        "root_gb" => |a, b| a.disk.cmp(&b.disk).then(a.id.cmp(&b.id)),
+        "ephemeral_gb" => |a, b| a.ephemeral.cmp(&b.ephemeral).then(a.id.cmp(&b.id)),
+        "swap" => |a, b| a.swap.cmp(&b.swap).then(a.id.cmp(&b.id)),
+        "rxtx_factor" => |a, b| {
+            a.rxtx_factor
+                .total_cmp(&b.rxtx_factor)
+                .then(a.id.cmp(&b.id))
+        },
+        "created_at" => |a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)),
+        "is_public" => |a, b| a.is_public.cmp(&b.is_public).then(a.id.cmp(&b.id)),
+        "disabled" => |a, b| a.disabled.cmp(&b.disabled).then(a.id.cmp(&b.id)),
+        "description" => |a, b| a.description.cmp(&b.description).then(a.id.cmp(&b.id)),
+        other => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid sort_key {other}"
+            )));
+        }
+    };
+    items.sort_by(cmp);
+    if descending {
+        items.reverse();
+    }
+    let (page, more) = paginate(items, &q, |f| f.id.clone())?;
+    let mut body = Map::new();
+    let views: Vec<Value> = page
+        .iter()
+        .map(|f| view(&s, f, mv, detail, ctx.is_admin()))
+        .collect();
+    body.insert("flavors".into(), Value::Array(views));
+    if more && let Some(last) = page.last() {
+        let path = if detail { "flavors/detail" } else { "flavors" };
+        body.insert("flavors_links".into(), next_link(&s, path, &q, &last.id));
+    }
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}
+
+async fn get_visible(s: &S, ctx: &AuthContext, id: String) -> ComputeResult<Flavor> {
+    let project = ctx.project_id().unwrap_or("").to_string();
+    let wanted = id.clone();
+    let (flavor, accessible) = s
+        .read(move |conn| {
+            Ok((
+                store::get_flavor(conn, &wanted)?,
+                store::flavors_of_project(conn, &project)?,
+            ))
+        })
+        .await?;
+    match flavor {
+        Some(f) if visible(ctx, &f, &accessible) => Ok(f),
+        _ => Err(not_found(&id)),
+    }
+}
+
+async fn show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    let f = get_visible(&s, &ctx, id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"flavor": view(&s, &f, mv, true, ctx.is_admin())}),
+    ))
+}
+
+fn check_flavor_name(name: &Value) -> ComputeResult<String> {
+    let Value::String(name) = name else {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute name. Value is not a string.".into(),
+        ));
+    };
+    if name.is_empty()
+        || name.chars().count() > 255
+        || name.trim() != name
+        || name.chars().any(|c| c.is_control())
+    {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute name. Value: {name}. '{name}' does not match a valid flavor name"
+        )));
+    }
+    Ok(name.clone())
+}
+
+fn check_flavor_id(id: &str) -> ComputeResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 255
+        && !id.starts_with(' ')
+        && !id.ends_with(' ')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ". _-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute id. Value: {id}. '{id}' does not match a valid flavor id"
+        )))
+    }
+}
+
+fn check_description(value: Option<&Value>) -> ComputeResult<Option<String>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(d)) if d.chars().count() <= 65535 => Ok(Some(d.clone())),
+        Some(_) => Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute description.".into(),
+        )),
+    }
+}
+
+const INT_MAX: i64 = i32::MAX as i64;
+
+async fn create(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-manage:create")?;
+    let mut body = parse_body(&body)?;
+    let f = take_object(&mut body, "flavor")?;
+    let mut allowed = vec![
+        "name",
+        "ram",
+        "vcpus",
+        "disk",
+        "id",
+        "OS-FLV-EXT-DATA:ephemeral",
+        "swap",
+        "rxtx_factor",
+        "os-flavor-access:is_public",
+    ];
+    if mv.at_least(55) {
+        allowed.push("description");
+    }
+    no_additional(&f, &allowed)?;
+    let required = |key: &str| {
+        f.get(key).ok_or_else(|| {
+            ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute flavor. '{key}' is a required property"
+            ))
+        })
+    };
+    let name = check_flavor_name(required("name")?)?;
+    let ram = int_field(required("ram")?, "ram", 1, INT_MAX)?;
+    let vcpus = int_field(required("vcpus")?, "vcpus", 1, INT_MAX)?;
+    let disk = int_field(required("disk")?, "disk", 0, INT_MAX)?;
+    let opt_int = |key: &str| match f.get(key) {
+        None => Ok(0),
+        Some(v) => int_field(v, key, 0, INT_MAX),
+    };
+    let ephemeral = opt_int("OS-FLV-EXT-DATA:ephemeral")?;
+    let swap = opt_int("swap")?;
+    let rxtx_factor = match f.get("rxtx_factor") {
+        None => 1.0,
+        Some(v) => {
+            let n = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(t) => t.parse::<f64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if n > 0.0 && n <= 3.40282e38 => n,
+                _ => {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Invalid input for field/attribute rxtx_factor. Value: {v}."
+                    )));
+                }
+            }
+        }
+    };
+    let is_public = match f.get("os-flavor-access:is_public") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute os-flavor-access:is_public. Value: {v}."
+            )));
+        }
+    };
+    let id = match f.get("id") {
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(t)) if t == "auto" => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(t)) => {
+            check_flavor_id(t)?;
+            t.clone()
+        }
+        Some(Value::Number(n)) => {
+            let t = n.to_string();
+            check_flavor_id(&t)?;
+            t
+        }
+        Some(v) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute id. Value: {v}."
+            )));
+        }
+    };
+    let description = check_description(f.get("description"))?;
+    let flavor = Flavor {
+        id,
+        name,
+        ram,
+        vcpus,
+        disk,
+        ephemeral,
+        swap,
+        rxtx_factor,
+        is_public,
+        disabled: false,
+        description,
+        created_at: now_unix(),
+        extra_specs: BTreeMap::new(),
+    };
+    let stored = flavor.clone();
+    s.write(move |tx| Ok(store::insert_flavor(tx, &stored)?))
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"flavor": view(&s, &flavor, mv, true, true)}),
+    ))
+}
+
+async fn update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    if !mv.at_least(55) {
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    require_admin(&ctx, "os_compute_api:os-flavor-manage:update")?;
+    let mut body = parse_body(&body)?;
+    let f = take_object(&mut body, "flavor")?;
+    no_additional(&f, &["description"])?;
+    if !f.contains_key("description") {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute flavor. 'description' is a required property".into(),
+        ));
+    }
+    let description = check_description(f.get("description"))?;
+    let wanted = id.clone();
+    let flavor = s
+        .write(move |tx| {
+            if !store::update_flavor_description(tx, &wanted, description.as_deref())? {
+                return Err(not_found(&wanted));
+            }
+            store::get_flavor(tx, &wanted)?.ok_or_else(|| not_found(&wanted))
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"flavor": view(&s, &flavor, mv, true, true)}),
+    ))
+}
+
+async fn delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-manage:delete")?;
+    s.write(move |tx| {
+        if store::delete_flavor(tx, &id)? {
+            Ok(())
+        } else {
+            Err(not_found(&id))
+        }
+    })
+    .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ------------------------------------------------------------ flavor access
+
+fn access_json(flavor_id: &str, projects: &[String]) -> Value {
+    let list: Vec<Value> = projects
+        .iter()
+        .map(|p| json!({"flavor_id": flavor_id, "tenant_id": p}))
+        .collect();
+    json!({"flavor_access": list})
+}
+
+async fn access_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-access")?;
+    let wanted = id.clone();
+    let (flavor, projects) = s
+        .read(move |conn| {
+            Ok((
+                store::get_flavor(conn, &wanted)?,
+                store::flavor_projects(conn, &wanted)?,
+            ))
+        })
+        .await?;
+    let flavor = flavor.ok_or_else(|| not_found(&id))?;
+    if flavor.is_public {
+        return Err(ComputeError::NotFound(
+            "Access list not available for public flavors.".into(),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &access_json(&id, &projects)))
+}
+
+async fn action(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let mut body = parse_body(&body)?;
+    let (name, add) = if body.contains_key("addTenantAccess") {
+        ("addTenantAccess", true)
+    } else if body.contains_key("removeTenantAccess") {
+        ("removeTenantAccess", false)
+    } else {
+        return Err(ComputeError::BadRequest("There is no such action.".into()));
+    };
+    require_admin(
+        &ctx,
+        if add {
+            "os_compute_api:os-flavor-access:add_tenant_access"
+        } else {
+            "os_compute_api:os-flavor-access:remove_tenant_access"
+        },
+    )?;
+    let obj = take_object(&mut body, name)?;
+    no_additional(&obj, &["tenant"])?;
+    let tenant = match obj.get("tenant") {
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= 255 => t.clone(),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute tenant.".into(),
+            ));
+        }
+    };
+    let flavor_id = id.clone();
+    let projects = s
+        .write(move |tx| {
+            let flavor = store::get_flavor(tx, &flavor_id)?.ok_or_else(|| not_found(&flavor_id))?;
+            if add {
+                if flavor.is_public {
+                    return Err(ComputeError::Conflict(
+                        "Can not add access to a public flavor.".into(),
+                    ));
+                }
+                if !store::add_flavor_project(tx, &flavor_id, &tenant)? {
+                    return Err(ComputeError::Conflict(format!(
+                        "Flavor access already exists for flavor {flavor_id} and project {tenant} combination."
+                    )));
+                }
+            } else if !store::remove_flavor_project(tx, &flavor_id, &tenant)? {
+                return Err(ComputeError::NotFound(format!(
+                    "Flavor access not found for {flavor_id} / {tenant} combination."
+                )));
+            }
+            Ok(store::flavor_projects(tx, &flavor_id)?)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &access_json(&id, &projects)))
+}
+
+// -------------------------------------------------------------- extra specs
+
+fn check_specs(obj: &Map<String, Value>) -> ComputeResult<BTreeMap<String, String>> {
+    let mut specs = BTreeMap::new();
+    for (key, value) in obj {
+        let key_ok = !key.is_empty()
+            && key.len() <= 255
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute extra_specs. Key '{key}' is not valid."
+            )));
+        }
+        let value = match value {
+            Value::String(v) if v.chars().count() <= 255 => v.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+            other => {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid input for field/attribute {key}. Value: {other}."
+                )));
+            }
+        };
+        specs.insert(key.clone(), value);
+    }
+    Ok(specs)
+}
+
+async fn specs_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    let f = get_visible(&s, &ctx, id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"extra_specs": f.extra_specs}),
+    ))
+}
+
+async fn specs_create(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:create")?;
+    let mut body = parse_body(&body)?;
+    let obj = take_object(&mut body, "extra_specs")?;
+    let specs = check_specs(&obj)?;
+    let given = specs.clone();
+    s.write(move |tx| {
+        store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
+        Ok(store::set_extra_specs(tx, &id, &specs)?)
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"extra_specs": given}),
+    ))
+}
+
+async fn spec_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    let f = get_visible(&s, &ctx, id.clone()).await?;
+    match f.extra_specs.get(&key) {
+        Some(value) => Ok(json_response(StatusCode::OK, &json!({key: value}))),
+        None => Err(ComputeError::NotFound(format!(
+            "Flavor {id} has no extra specs with key {key}."
+        ))),
+    }
+}
+
+async fn spec_update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:update")?;
+    let body = parse_body(&body)?;
+    if body.len() != 1 {
+        return Err(ComputeError::BadRequest(
+            "Request body contains too many items".into(),
+        ));
+    }
+    if !body.contains_key(&key) {
+        return Err(ComputeError::BadRequest(
+            "Request body and URI mismatch".into(),
+        ));
+    }
+    let specs = check_specs(&body)?;
+    let given = specs.clone();
+    s.write(move |tx| {
+        store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
+        Ok(store::set_extra_specs(tx, &id, &specs)?)
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!(given)))
+}
+
+async fn spec_delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:delete")?;
+    s.write(move |tx| {
+        store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
+        if store::delete_extra_spec(tx, &id, &key)? {
+            Ok(())
+        } else {
+            Err(ComputeError::NotFound(format!(
+                "Flavor {id} has no extra specs with key {key}."
+            )))
+        }
+    })
+    .await?;
+    Ok(empty(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_ids_follow_nova_rules() {
+        assert!(check_flavor_id("m1.nano-2_x").is_ok());
+        assert!(check_flavor_id(" lead").is_err());
+        assert!(check_flavor_id("a/b").is_err());
+        assert!(check_flavor_id("").is_err());
+    }
+
+    #[test]
+    fn is_public_filter_parses() {
+        assert_eq!(parse_is_public(None).ok(), Some(Some(true)));
+        assert_eq!(parse_is_public(Some(&"None".into())).ok(), Some(None));
+        assert_eq!(
+            parse_is_public(Some(&"false".into())).ok(),
+            Some(Some(false))
+        );
+        assert!(parse_is_public(Some(&"maybe".into())).is_err());
+    }
+}

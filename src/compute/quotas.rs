@@ -1,0 +1,646 @@
+//! Limits (`/limits`), quota sets (`/os-quota-sets`) and quota classes
+//! (`/os-quota-class-sets`), and the enforcement helpers that creating
+//! keypairs, server groups and (later) servers call inside their write
+//! transaction.
+//!
+//! A limit comes from, in order: a per-user override, the project's limit,
+//! the `default` quota class, the built-in default. -1 means unlimited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::{
+    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body, policy_forbids,
+    project_of, query_map, require_admin, take_object,
+};
+use crate::db::DbResult;
+use crate::db::compute as store;
+use crate::http::json_response;
+use crate::identity::{Auth, AuthContext};
+
+type S = Arc<ComputeState>;
+
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/limits", get(limits))
+        .route(
+            "/v2.1/os-quota-sets/{project}",
+            get(show).put(update).delete(delete),
+        )
+        .route("/v2.1/os-quota-sets/{project}/defaults", get(defaults))
+        .route("/v2.1/os-quota-sets/{project}/detail", get(detail))
+        .route(
+            "/v2.1/os-quota-class-sets/{class}",
+            get(class_show).put(class_update),
+        )
+}
+
+/// A quota resource: its built-in default and the microversions
+/// (`from..until`) at which quota sets and quota class sets show it.
+struct Resource {
+    name: &'static str,
+    default: i64,
+    set_until: u16,
+    class_from: u16,
+    class_until: u16,
+}
+
+const NEVER: u16 = u16::MAX;
+
+const RESOURCES: &[Resource] = &[
+    Resource {
+        name: "instances",
+        default: 10,
+        set_until: NEVER,
+        class_from: 1,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "cores",
+        default: 20,
+        set_until: NEVER,
+        class_from: 1,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "ram",
+        default: 51200,
+        set_until: NEVER,
+        class_from: 1,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "metadata_items",
+        default: 128,
+        set_until: NEVER,
+        class_from: 1,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "key_pairs",
+        default: 100,
+        set_until: NEVER,
+        class_from: 1,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "server_groups",
+        default: 10,
+        set_until: NEVER,
+        class_from: 50,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "server_group_members",
+        default: 10,
+        set_until: NEVER,
+        class_from: 50,
+        class_until: NEVER,
+    },
+    Resource {
+        name: "injected_files",
+        default: 5,
+        set_until: 57,
+        class_from: 1,
+        class_until: 57,
+    },
+    Resource {
+        name: "injected_file_content_bytes",
+        default: 10240,
+        set_until: 57,
+        class_from: 1,
+        class_until: 57,
+    },
+    Resource {
+        name: "injected_file_path_bytes",
+        default: 255,
+        set_until: 57,
+        class_from: 1,
+        class_until: 57,
+    },
+    Resource {
+        name: "floating_ips",
+        default: 10,
+        set_until: 36,
+        class_from: 1,
+        class_until: 50,
+    },
+    Resource {
+        name: "fixed_ips",
+        default: -1,
+        set_until: 36,
+        class_from: 1,
+        class_until: 50,
+    },
+    Resource {
+        name: "security_groups",
+        default: 10,
+        set_until: 36,
+        class_from: 1,
+        class_until: 50,
+    },
+    Resource {
+        name: "security_group_rules",
+        default: 20,
+        set_until: 36,
+        class_from: 1,
+        class_until: 50,
+    },
+];
+
+fn set_resources(mv: Mv) -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().filter(move |r| mv.0 < r.set_until)
+}
+
+fn class_resources(mv: Mv) -> impl Iterator<Item = &'static Resource> {
+    RESOURCES
+        .iter()
+        .filter(move |r| mv.0 >= r.class_from && mv.0 < r.class_until)
+}
+
+/// Every resource's limit for a project (and user), fully resolved.
+pub fn limits_for(
+    conn: &Connection,
+    project_id: &str,
+    user_id: Option<&str>,
+) -> DbResult<HashMap<String, i64>> {
+    let class = store::get_quota_class(conn, "default")?;
+    let project = store::get_quotas(conn, project_id, None)?;
+    let user = match user_id {
+        Some(u) => store::get_quotas(conn, project_id, Some(u))?,
+        None => HashMap::new(),
+    };
+    Ok(RESOURCES
+        .iter()
+        .map(|r| {
+            let limit = user
+                .get(r.name)
+                .or_else(|| project.get(r.name))
+                .or_else(|| class.get(r.name))
+                .copied()
+                .unwrap_or(r.default);
+            (r.name.to_string(), limit)
+        })
+        .collect())
+}
+
+fn default_limits(conn: &Connection) -> DbResult<HashMap<String, i64>> {
+    let class = store::get_quota_class(conn, "default")?;
+    Ok(RESOURCES
+        .iter()
+        .map(|r| {
+            (
+                r.name.to_string(),
+                class.get(r.name).copied().unwrap_or(r.default),
+            )
+        })
+        .collect())
+}
+
+/// Resources in use by a project (or one user of it). Servers are not
+/// stored yet, so instances, cores and ram count zero until they are.
+pub fn usage_for(
+    conn: &Connection,
+    project_id: &str,
+    user_id: Option<&str>,
+) -> DbResult<HashMap<String, i64>> {
+    let mut usage: HashMap<String, i64> =
+        RESOURCES.iter().map(|r| (r.name.to_string(), 0)).collect();
+    usage.insert(
+        "server_groups".into(),
+        store::count_server_groups(conn, project_id)?,
+    );
+    if let Some(user) = user_id {
+        usage.insert("key_pairs".into(), store::count_keypairs(conn, user)?);
+    }
+    Ok(usage)
+}
+
+/// Checks that `used + delta` stays within `resource`'s limit.
+pub fn enforce_limit(
+    conn: &Connection,
+    project_id: &str,
+    user_id: Option<&str>,
+    resource: &str,
+    used: i64,
+    delta: i64,
+) -> ComputeResult<()> {
+    let limit = limits_for(conn, project_id, user_id)?
+        .get(resource)
+        .copied()
+        .unwrap_or(-1);
+    if limit >= 0 && used + delta > limit {
+        return Err(ComputeError::QuotaExceeded(format!(
+            "Quota exceeded for {resource}: Requested {delta}, but already used {used} of {limit} {resource}"
+        )));
+    }
+    Ok(())
+}
+
+/// What one server create asks for, checked by [`enforce_server_create`].
+#[allow(dead_code)] // called by server create, which lands with the VMM work
+pub struct ServerRequest {
+    pub count: i64,
+    pub vcpus: i64,
+    pub ram_mb: i64,
+    pub metadata_items: i64,
+}
+
+/// Quota check for creating servers, inside the create transaction:
+/// instances, cores, ram (with `in_use` from the servers table, passed in
+/// until the table exists) and metadata items.
+#[allow(dead_code)] // called by server create, which lands with the VMM work
+pub fn enforce_server_create(
+    conn: &Connection,
+    project_id: &str,
+    user_id: &str,
+    in_use: &HashMap<String, i64>,
+    request: &ServerRequest,
+) -> ComputeResult<()> {
+    let used = |r: &str| in_use.get(r).copied().unwrap_or(0);
+    for (resource, delta) in [
+        ("instances", request.count),
+        ("cores", request.vcpus * request.count),
+        ("ram", request.ram_mb * request.count),
+    ] {
+        enforce_limit(
+            conn,
+            project_id,
+            Some(user_id),
+            resource,
+            used(resource),
+            delta,
+        )?;
+    }
+    enforce_limit(
+        conn,
+        project_id,
+        Some(user_id),
+        "metadata_items",
+        0,
+        request.metadata_items,
+    )
+}
+
+/// Quota check for adding `adding` servers to a server group, inside the
+/// server create transaction (`server_group_members` counts per group).
+#[allow(dead_code)] // called by server create, which lands with the VMM work
+pub fn enforce_group_members(
+    conn: &Connection,
+    project_id: &str,
+    user_id: &str,
+    group_id: &str,
+    adding: i64,
+) -> ComputeResult<()> {
+    let members = store::get_server_group(conn, group_id)?
+        .map(|g| g.members.len() as i64)
+        .unwrap_or(0);
+    enforce_limit(
+        conn,
+        project_id,
+        Some(user_id),
+        "server_group_members",
+        members,
+        adding,
+    )
+}
+
+// -------------------------------------------------------------------- views
+
+fn set_view(
+    mv: Mv,
+    limits: &HashMap<String, i64>,
+    usage: Option<&HashMap<String, i64>>,
+    id: Option<&str>,
+) -> Value {
+    let mut obj = Map::new();
+    if let Some(id) = id {
+        obj.insert("id".into(), json!(id));
+    }
+    for r in set_resources(mv) {
+        let limit = limits.get(r.name).copied().unwrap_or(r.default);
+        let value = match usage {
+            Some(u) => json!({
+                "limit": limit,
+                "in_use": u.get(r.name).copied().unwrap_or(0),
+                "reserved": 0,
+            }),
+            None => json!(limit),
+        };
+        obj.insert(r.name.into(), value);
+    }
+    Value::Object(obj)
+}
+
+/// Who may read a project's quotas: admins and the project's own members.
+fn check_read(ctx: &AuthContext, project: &str, rule: &str) -> ComputeResult<()> {
+    if ctx.is_admin() || ctx.project_id() == Some(project) {
+        Ok(())
+    } else {
+        Err(policy_forbids(rule))
+    }
+}
+
+async fn show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(project): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    check_read(&ctx, &project, "os_compute_api:os-quota-sets:show")?;
+    let user = query_map(q).remove("user_id");
+    let p = project.clone();
+    let limits = s
+        .read(move |conn| Ok(limits_for(conn, &p, user.as_deref())?))
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_set": set_view(mv, &limits, None, Some(&project))}),
+    ))
+}
+
+async fn detail(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(project): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    check_read(&ctx, &project, "os_compute_api:os-quota-sets:detail")?;
+    let user = query_map(q).remove("user_id");
+    let p = project.clone();
+    let (limits, usage) = s
+        .read(move |conn| {
+            Ok((
+                limits_for(conn, &p, user.as_deref())?,
+                usage_for(conn, &p, user.as_deref())?,
+            ))
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_set": set_view(mv, &limits, Some(&usage), Some(&project))}),
+    ))
+}
+
+async fn defaults(
+    State(s): State<S>,
+    Auth(_ctx): Auth,
+    mv: Mv,
+    Path(project): Path<String>,
+) -> ComputeResult<Response> {
+    let limits = s.read(|conn| Ok(default_limits(conn)?)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_set": set_view(mv, &limits, None, Some(&project))}),
+    ))
+}
+
+/// New limits, and the whole object they came in (for flags like `force`).
+type LimitChanges = (Vec<(String, i64)>, Map<String, Value>);
+
+/// Parses `{"<key>": {resource: limit, ...}}` against the visible resources.
+fn parse_limits(
+    body: &Bytes,
+    key: &str,
+    visible: &[&'static str],
+    extra_allowed: &[&str],
+) -> ComputeResult<LimitChanges> {
+    let mut body = parse_body(body)?;
+    let obj = take_object(&mut body, key)?;
+    let mut out = Vec::new();
+    for (k, v) in &obj {
+        if extra_allowed.contains(&k.as_str()) {
+            continue;
+        }
+        if !visible.contains(&k.as_str()) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Additional properties are not allowed ('{k}' was unexpected)"
+            )));
+        }
+        out.push((k.clone(), int_field(v, k, -1, i32::MAX as i64)?));
+    }
+    Ok((out, obj))
+}
+
+async fn update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(project): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-quota-sets:update")?;
+    let user = query_map(q).remove("user_id");
+    let visible: Vec<&'static str> = set_resources(mv).map(|r| r.name).collect();
+    let (changes, obj) = parse_limits(&body, "quota_set", &visible, &["force"])?;
+    let force = match obj.get("force") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute force. Value: {v}."
+            )));
+        }
+    };
+    let p = project.clone();
+    let limits = s
+        .write(move |tx| {
+            let usage = usage_for(tx, &p, user.as_deref())?;
+            let project_limits = limits_for(tx, &p, None)?;
+            for (resource, limit) in &changes {
+                let used = usage.get(resource).copied().unwrap_or(0);
+                if !force && *limit >= 0 && *limit < used {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Quota limit {limit} for {resource} must be greater than or equal to already used and reserved {used}."
+                    )));
+                }
+                if user.is_some() {
+                    let maximum = project_limits.get(resource).copied().unwrap_or(-1);
+                    if maximum >= 0 && (*limit > maximum || *limit == -1) {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Quota limit {limit} for {resource} must be less than or equal to {maximum}."
+                        )));
+                    }
+                }
+            }
+            for (resource, limit) in &changes {
+                store::set_quota(tx, &p, user.as_deref(), resource, *limit)?;
+            }
+            Ok(limits_for(tx, &p, user.as_deref())?)
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_set": set_view(mv, &limits, None, None)}),
+    ))
+}
+
+async fn delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(project): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-quota-sets:delete")?;
+    let user = query_map(q).remove("user_id");
+    s.write(move |tx| Ok(store::delete_quotas(tx, &project, user.as_deref())?))
+        .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ------------------------------------------------------------ quota classes
+
+fn class_view(mv: Mv, limits: &HashMap<String, i64>, id: Option<&str>) -> Value {
+    let mut obj = Map::new();
+    if let Some(id) = id {
+        obj.insert("id".into(), json!(id));
+    }
+    for r in class_resources(mv) {
+        obj.insert(
+            r.name.into(),
+            json!(limits.get(r.name).copied().unwrap_or(r.default)),
+        );
+    }
+    Value::Object(obj)
+}
+
+fn class_limits(conn: &Connection, class: &str) -> DbResult<HashMap<String, i64>> {
+    let stored = store::get_quota_class(conn, class)?;
+    let defaults = default_limits(conn)?;
+    Ok(RESOURCES
+        .iter()
+        .map(|r| {
+            let v = stored
+                .get(r.name)
+                .or_else(|| defaults.get(r.name))
+                .copied()
+                .unwrap_or(r.default);
+            (r.name.to_string(), v)
+        })
+        .collect())
+}
+
+async fn class_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(class): Path<String>,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-quota-class-sets:show")?;
+    let c = class.clone();
+    let limits = s.read(move |conn| Ok(class_limits(conn, &c)?)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_class_set": class_view(mv, &limits, Some(&class))}),
+    ))
+}
+
+async fn class_update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(class): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    require_admin(&ctx, "os_compute_api:os-quota-class-sets:update")?;
+    if class.is_empty() || class.len() > 255 {
+        return Err(ComputeError::BadRequest("Invalid quota class name.".into()));
+    }
+    let visible: Vec<&'static str> = class_resources(mv).map(|r| r.name).collect();
+    let (changes, _) = parse_limits(&body, "quota_class_set", &visible, &[])?;
+    let limits = s
+        .write(move |tx| {
+            for (resource, limit) in &changes {
+                store::set_quota_class(tx, &class, resource, *limit)?;
+            }
+            Ok(class_limits(tx, &class)?)
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"quota_class_set": class_view(mv, &limits, None)}),
+    ))
+}
+
+// ------------------------------------------------------------------- limits
+
+async fn limits(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    let q = query_map(q);
+    let own = project_of(&ctx)?;
+    let project = match q.get("tenant_id") {
+        Some(p) if *p != own => {
+            require_admin(&ctx, "os_compute_api:limits:other_project")?;
+            p.clone()
+        }
+        _ => own,
+    };
+    let user = ctx.user_id.clone();
+    let (limits, usage) = s
+        .read(move |conn| {
+            Ok((
+                limits_for(conn, &project, Some(&user))?,
+                usage_for(conn, &project, None)?,
+            ))
+        })
+        .await?;
+    let l = |r: &str| limits.get(r).copied().unwrap_or(-1);
+    let u = |r: &str| usage.get(r).copied().unwrap_or(0);
+    let mut abs = Map::new();
+    abs.insert("maxServerMeta".into(), json!(l("metadata_items")));
+    abs.insert("maxTotalCores".into(), json!(l("cores")));
+    abs.insert("maxTotalInstances".into(), json!(l("instances")));
+    abs.insert("maxTotalRAMSize".into(), json!(l("ram")));
+    abs.insert("maxTotalKeypairs".into(), json!(l("key_pairs")));
+    abs.insert("maxServerGroups".into(), json!(l("server_groups")));
+    abs.insert(
+        "maxServerGroupMembers".into(),
+        json!(l("server_group_members")),
+    );
+    abs.insert("totalCoresUsed".into(), json!(u("cores")));
+    abs.insert("totalInstancesUsed".into(), json!(u("instances")));
+    abs.insert("totalRAMUsed".into(), json!(u("ram")));
+    abs.insert("totalServerGroupsUsed".into(), json!(u("server_groups")));
+    if !mv.at_least(39) {
+        abs.insert("maxImageMeta".into(), json!(l("metadata_items")));
+    }
+    if !mv.at_least(57) {
+        abs.insert("maxPersonality".into(), json!(l("injected_files")));
+        abs.insert(
+            "maxPersonalitySize".into(),
+            json!(l("injected_file_content_bytes")),
+        );
+    }
+    if !mv.at_least(36) {
+        abs.insert("maxSecurityGroups".into(), json!(l("security_groups")));
+        abs.insert(
+            "maxSecurityGroupRules".into(),
+            json!(l("security_group_rules")),
+        );
+        abs.insert("maxTotalFloatingIps".into(), json!(l("floating_ips")));
+        abs.insert("totalFloatingIpsUsed".into(), json!(0));
+        abs.insert("totalSecurityGroupsUsed".into(), json!(0));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"limits": {"rate": [], "absolute": abs}}),
+    ))
+}
