@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Which group to run.
-    #[arg(value_enum, default_value = "control-plane")]
+    #[arg(value_enum, default_value = "all")]
     pub group: BenchGroup,
     /// Seconds of load for each throughput measurement.
     #[arg(long, default_value_t = 5)]
@@ -22,8 +22,12 @@ pub struct BenchArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum BenchGroup {
+    /// Every group below.
+    All,
     /// Start-up time, idle memory, API throughput and binary size.
     ControlPlane,
+    /// VMM start-up against QEMU microvm, VMM memory overhead, virtio-blk request path.
+    Vmm,
 }
 
 /// Errors of a benchmark run.
@@ -41,9 +45,16 @@ pub enum BenchError {
 }
 
 pub fn bench_main(args: BenchArgs) -> ExitCode {
-    let result = match args.group {
-        BenchGroup::ControlPlane => control_plane(args.seconds),
-    };
+    let mut result = Ok(());
+    if matches!(args.group, BenchGroup::All | BenchGroup::ControlPlane) {
+        result = control_plane(args.seconds);
+    }
+    if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
+        println!("yunhe bench vmm");
+        for (name, line) in crate::vmm::bench::run_benchmarks() {
+            println!("{name:<40} {line}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
