@@ -434,7 +434,7 @@ fn patch_tags_protection_and_errors() {
     }
     assert_eq!(
         server.get("/image/v2/info/import", Some(&admin)).json()["import-methods"]["value"],
-        json!(["glance-direct"])
+        json!(["glance-direct", "glance-download"])
     );
     assert_eq!(
         server.get("/image/v2/info/stores", Some(&admin)).status,

@@ -276,22 +276,28 @@ fn versions_doc(public_url: &str) -> serde_json::Value {
 }
 
 /// Makes the store directory and repairs what a crash left behind: images
-/// stuck in `saving` go back to `queued`, and partial files are removed.
+/// stuck in `saving` (or a staged or running import) go back to `queued`,
+/// their tasks fail, and partial and staged files are removed.
 fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
     std::fs::create_dir_all(dir)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_string_lossy().contains(".partial") {
+        let name = name.to_string_lossy();
+        if name.contains(".partial") || name.ends_with(".staged") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     let now = images::now_string();
     let stuck = db.write_blocking(move |tx| {
-        let ids = crate::db::image::image_ids_with_status(tx, "saving")?;
-        for id in &ids {
-            crate::db::image::transition_status(tx, id, "saving", "queued", &now)?;
+        let mut ids = Vec::new();
+        for status in ["saving", "uploading", "importing"] {
+            for id in crate::db::image::image_ids_with_status(tx, status)? {
+                crate::db::image::transition_status(tx, &id, status, "queued", &now)?;
+                ids.push(id);
+            }
         }
+        crate::db::image::fail_processing_tasks(tx, &now)?;
         Ok(ids)
     })?;
     if !stuck.is_empty() {
@@ -343,6 +349,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         )
         .route("/v2/images/{id}/stage", put(data::stage))
         .route("/v2/images/{id}/import", post(data::import))
+        .route("/v2/images/{id}/tasks", get(data::list_tasks))
         .route(
             "/v2/images/{id}/members",
             get(members::list_members).post(members::create_member),
