@@ -121,6 +121,9 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The identity URL named in `WWW-Authenticate` on 401 responses.
+static AUTH_URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl IntoResponse for ImageError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -140,8 +143,9 @@ impl IntoResponse for ImageError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=UTF-8"),
         );
+        let auth_uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
         if status == StatusCode::UNAUTHORIZED
-            && let Ok(v) = HeaderValue::from_str("Keystone uri=\"\"")
+            && let Ok(v) = HeaderValue::from_str(&format!("Keystone uri=\"{auth_uri}\""))
         {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
@@ -314,12 +318,14 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
     let dir = db.state_dir().join("images");
+    let _ = AUTH_URI.set(format!("{public_url}/identity"));
     if let Err(e) = recover(&db, &dir) {
         tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
     }
     let state = Arc::new(ImageState { identity, db, dir });
     let doc = versions_doc(&public_url);
     let body = doc.clone();
+    let body2 = doc.clone();
     let v2 = Router::new()
         .route(
             "/v2/images",
@@ -395,6 +401,10 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .route(
             "/v2",
             get(move || async move { json_response(StatusCode::OK, &body) }),
+        )
+        .route(
+            "/v2/",
+            get(move || async move { json_response(StatusCode::OK, &body2) }),
         )
         .fallback(not_found)
         .with_state(state)
