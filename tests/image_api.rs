@@ -434,7 +434,7 @@ fn patch_tags_protection_and_errors() {
     }
     assert_eq!(
         server.get("/image/v2/info/import", Some(&admin)).json()["import-methods"]["value"],
-        json!(["glance-direct"])
+        json!(["glance-direct", "glance-download"])
     );
     assert_eq!(
         server.get("/image/v2/info/stores", Some(&admin)).status,
@@ -659,4 +659,135 @@ fn kill_nine_mid_upload_requeues_the_image_and_loses_nothing_committed() {
     assert_eq!(data.body, b"committed data");
     // The requeued image takes data again.
     assert_eq!(upload(&server, &admin, &id, b"second try").status, 204);
+}
+
+fn wait_status(server: &Server, token: &str, id: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let image = server
+            .get(&format!("/image/v2/images/{id}"), Some(token))
+            .json();
+        if image["status"] == want {
+            return image;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never reached {want}: {image}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn glance_direct_and_glance_download_imports_run_as_tasks() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let src = create(
+        &server,
+        &admin,
+        json!({"name": "src", "disk_format": "raw", "container_format": "bare"}),
+    );
+    let src_id = src["id"].as_str().expect("id").to_string();
+    let staged = http_bytes(
+        &server.addr,
+        "PUT",
+        &format!("/image/v2/images/{src_id}/stage"),
+        &[
+            ("X-Auth-Token", admin.clone()),
+            ("Content-Type", "application/octet-stream".into()),
+        ],
+        b"staged bytes",
+    );
+    assert_eq!(staged.status, 204);
+    wait_status(&server, &admin, &src_id, "uploading");
+    let import = |id: &str, method: Value| {
+        server.request(
+            "POST",
+            &format!("/image/v2/images/{id}/import"),
+            Some(&admin),
+            Some(&json!({"method": method})),
+        )
+    };
+    assert_eq!(
+        import(&src_id, json!({"name": "glance-direct"})).status,
+        202
+    );
+    let active = wait_status(&server, &admin, &src_id, "active");
+    assert_eq!(
+        active["checksum"],
+        hex::encode(Md5::digest(b"staged bytes"))
+    );
+    let reply = patch(
+        &server,
+        &admin,
+        &src_id,
+        "application/openstack-images-v2.1-json-patch",
+        json!([{"op": "add", "path": "/hw_cpu_cores", "value": "2"}, {"op": "add", "path": "/speed", "value": "fast"}]),
+    );
+    assert_eq!(reply.status, 200);
+
+    let dst = create(
+        &server,
+        &admin,
+        json!({"name": "dst", "disk_format": "iso", "container_format": "ovf"}),
+    );
+    let dst_id = dst["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        import(
+            &dst_id,
+            json!({"name": "glance-download", "glance_image_id": "foo"})
+        )
+        .status,
+        400
+    );
+    let reply = import(
+        &dst_id,
+        json!({"name": "glance-download", "glance_image_id": src_id,
+        "glance_region": "RegionOne", "glance_service_interface": "public"}),
+    );
+    assert_eq!(reply.status, 202);
+    let copied = wait_status(&server, &admin, &dst_id, "active");
+    assert_eq!(copied["disk_format"], "raw");
+    assert_eq!(copied["hw_cpu_cores"], "2");
+    assert!(copied.get("speed").is_none());
+    assert_eq!(copied["checksum"], active["checksum"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = server
+            .get(&format!("/image/v2/images/{dst_id}/tasks"), Some(&admin))
+            .json();
+        if tasks["tasks"][0]["status"] == "success" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task never succeeded: {tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A bad region fails the task and leaves the image queued.
+    let other = create(&server, &admin, json!({"name": "other"}));
+    let other_id = other["id"].as_str().expect("id").to_string();
+    let reply = import(
+        &other_id,
+        json!({"name": "glance-download", "glance_image_id": src_id,
+        "glance_region": "Mars", "glance_service_interface": "public"}),
+    );
+    assert_eq!(reply.status, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = server
+            .get(&format!("/image/v2/images/{other_id}/tasks"), Some(&admin))
+            .json();
+        if tasks["tasks"][0]["status"] == "failure" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task never failed: {tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_status(&server, &admin, &other_id, "queued");
 }

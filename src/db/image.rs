@@ -47,6 +47,18 @@ CREATE TABLE image_members (
     PRIMARY KEY (image_id, member_id)
 );
 CREATE INDEX image_members_member ON image_members(member_id);
+-- Import tasks of an image (GET /v2/images/{id}/tasks).
+CREATE TABLE image_tasks (
+    id TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    input TEXT NOT NULL DEFAULT '{}',
+    owner TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX image_tasks_image ON image_tasks(image_id);
 -- Metadata definitions (metadefs): namespaces and, below them, objects,
 -- properties, tags and resource type associations, each kept as JSON.
 CREATE TABLE metadef_namespaces (
@@ -330,6 +342,92 @@ pub fn delete_member(conn: &Connection, image_id: &str, member_id: &str) -> DbRe
         "DELETE FROM image_members WHERE image_id = ?1 AND member_id = ?2",
         [image_id, member_id],
     )? == 1)
+}
+
+/// An import task of an image.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub image_id: String,
+    pub status: String,
+    pub message: String,
+    pub input: Value,
+    pub owner: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Records a new task.
+pub fn insert_task(conn: &Connection, task: &Task) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO image_tasks (id, image_id, status, message, input, owner, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            task.id,
+            task.image_id,
+            task.status,
+            task.message,
+            serde_json::to_string(&task.input)?,
+            task.owner,
+            task.created_at,
+            task.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sets a task's outcome (a task of a deleted image is gone: no error).
+pub fn finish_task(
+    conn: &Connection,
+    id: &str,
+    status: &str,
+    message: &str,
+    now: &str,
+) -> DbResult<()> {
+    conn.execute(
+        "UPDATE image_tasks SET status = ?2, message = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, status, message, now],
+    )?;
+    Ok(())
+}
+
+/// The tasks of one image, oldest first.
+pub fn list_tasks(conn: &Connection, image_id: &str) -> DbResult<Vec<Task>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, image_id, status, message, input, owner, created_at, updated_at \
+         FROM image_tasks WHERE image_id = ?1 ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([image_id], |row| {
+        Ok((
+            Task {
+                id: row.get(0)?,
+                image_id: row.get(1)?,
+                status: row.get(2)?,
+                message: row.get(3)?,
+                input: Value::Null,
+                owner: row.get(5)?,
+                created_at: row.get(6)?,
+                updated_at: row.get(7)?,
+            },
+            row.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut task, input) = row?;
+        task.input = serde_json::from_str(&input)?;
+        out.push(task);
+    }
+    Ok(out)
+}
+
+/// Marks tasks interrupted by a restart as failed.
+pub fn fail_processing_tasks(conn: &Connection, now: &str) -> DbResult<usize> {
+    Ok(conn.execute(
+        "UPDATE image_tasks SET status = 'failure', message = 'interrupted by a restart', \
+         updated_at = ?1 WHERE status IN ('pending', 'processing')",
+        [now],
+    )?)
 }
 
 /// One metadefs namespace (its JSON body).

@@ -218,7 +218,17 @@ pub async fn stage(
     Ok(no_content())
 }
 
-/// `POST .../import` with method glance-direct: checks and activates the staged data.
+/// Image properties glance-download copies from the source image (Glance's
+/// default `glance_download_properties`).
+fn copied_by_download(key: &str) -> bool {
+    key.starts_with("hw_")
+        || key.starts_with("trait:")
+        || ["os_distro", "os_secure_boot", "os_type"].contains(&key)
+}
+
+/// `POST .../import`: glance-direct (activates the staged data) or
+/// glance-download (copies an image of this cloud's region into this one).
+/// Both run as a task (`GET .../tasks`) after the 202.
 pub async fn import(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
@@ -230,45 +240,191 @@ pub async fn import(
     let method = request
         .pointer("/method/name")
         .and_then(Value::as_str)
-        .unwrap_or("");
-    if method != "glance-direct" {
-        return Err(ImageError::BadRequest(format!(
-            "Import method '{method}' is not supported; this cloud offers glance-direct."
-        )));
-    }
+        .unwrap_or("")
+        .to_string();
+    let param = |k: &str| {
+        request
+            .pointer(&format!("/method/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (from, source) = match method.as_str() {
+        "glance-direct" => ("uploading", None),
+        "glance-download" => {
+            let source = param("glance_image_id").unwrap_or_default();
+            if uuid::Uuid::parse_str(&source).is_err() {
+                return Err(ImageError::BadRequest(format!(
+                    "Source image id does not look like a UUID: {source}"
+                )));
+            }
+            let region = param("glance_region").unwrap_or_default();
+            let interface = param("glance_service_interface").unwrap_or_else(|| "public".into());
+            ("queued", Some((source, region, interface)))
+        }
+        other => {
+            return Err(ImageError::BadRequest(format!(
+                "Import method '{other}' is not supported; this cloud offers glance-direct and glance-download."
+            )));
+        }
+    };
+    let now = now_string();
+    let task = store::Task {
+        id: uuid::Uuid::new_v4().to_string(),
+        image_id: id.clone(),
+        status: "processing".into(),
+        message: String::new(),
+        input: request.clone(),
+        owner: ctx.project_id().map(str::to_string),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let task_id = task.id.clone();
     let image = {
         let id = id.clone();
+        let ctx = ctx.clone();
         s.write(move |tx| {
             let image = load_owned(tx, &ctx, &id)?;
-            if image.status != "uploading" {
+            if image.status != from {
                 return Err(ImageError::Conflict(format!(
-                    "Image {id} is in status '{}': stage its data first.",
+                    "Image {id} is in status '{}'; {method} needs '{from}'.",
                     image.status
                 )));
             }
-            store::transition_status(tx, &id, "uploading", "importing", &now_string())?;
+            store::transition_status(tx, &id, from, "importing", &now_string())?;
+            store::insert_task(tx, &task)?;
             Ok(image)
         })
         .await?
     };
     let state = s.clone();
     tokio::spawn(async move {
-        let staged = staged_path(&state, &id);
-        let result = async {
-            let file = tokio::fs::File::open(&staged).await?;
-            let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
-            let got = store_data(&state, &image, body).await?;
-            activate(&state, id.clone(), "importing", got).await
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&staged).await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, image = %id, "glance-direct import failed");
-            back_to_queued(&state, id, "importing").await;
+        let result = match source {
+            None => import_staged(&state, image).await,
+            Some((source, region, interface)) => {
+                download_from_region(&state, ctx, image, &source, &region, &interface).await
+            }
+        };
+        let (status, message) = match &result {
+            Ok(()) => ("success", String::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, image = %id, "image import failed");
+                back_to_queued(&state, id.clone(), "importing").await;
+                ("failure", e.to_string())
+            }
+        };
+        let now = now_string();
+        if let Err(e) = state
+            .write(move |tx| Ok(store::finish_task(tx, &task_id, status, &message, &now)?))
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the outcome of an import task");
         }
     });
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::ACCEPTED,
+    ))
+}
+
+/// glance-direct: checks the staged data and moves it into the store.
+async fn import_staged(state: &ImageState, image: Image) -> ImageResult<()> {
+    let staged = staged_path(state, &image.id);
+    let result = async {
+        let file = tokio::fs::File::open(&staged).await?;
+        let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
+        let got = store_data(state, &image, body).await?;
+        activate(state, image.id.clone(), "importing", got).await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&staged).await;
+    result
+}
+
+/// glance-download: this cloud has one region, so the source is an image of
+/// this very store that the caller may see.
+async fn download_from_region(
+    state: &ImageState,
+    ctx: Arc<crate::identity::AuthContext>,
+    image: Image,
+    source: &str,
+    region: &str,
+    interface: &str,
+) -> ImageResult<()> {
+    if region != crate::identity::bootstrap::REGION
+        || !["public", "internal", "admin"].contains(&interface)
+    {
+        return Err(ImageError::NotFound(format!(
+            "No image service endpoint in region '{region}' with interface '{interface}'."
+        )));
+    }
+    let source_id = source.to_string();
+    let src = state
+        .read(move |conn| {
+            let src = load_visible(conn, &ctx, &source_id)?;
+            if src.status != "active" {
+                return Err(ImageError::Conflict(format!(
+                    "Source image {source_id} is not active."
+                )));
+            }
+            Ok(src)
+        })
+        .await?;
+    // Formats and the copied properties first, as Glance's download task does.
+    let dst_id = image.id.clone();
+    let src_copy = src.clone();
+    let image = state
+        .write(move |tx| {
+            let mut dst = store::get_image(tx, &dst_id)?
+                .ok_or_else(|| ImageError::NotFound(format!("No image found with ID {dst_id}")))?;
+            dst.disk_format = src_copy.disk_format.clone();
+            dst.container_format = src_copy.container_format.clone();
+            for (k, v) in &src_copy.properties {
+                if copied_by_download(k) {
+                    dst.properties.insert(k.clone(), v.clone());
+                }
+            }
+            dst.updated_at = now_string();
+            store::update_image(tx, &dst)?;
+            Ok(dst)
+        })
+        .await?;
+    let file = tokio::fs::File::open(state.data_path(&src.id)).await?;
+    let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
+    let got = store_data(state, &image, body).await?;
+    activate(state, image.id.clone(), "importing", got).await
+}
+
+/// `GET .../tasks`: the import tasks of an image.
+pub async fn list_tasks(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ImageResult<Response> {
+    let tasks = s
+        .read(move |conn| {
+            load_visible(conn, &ctx, &id)?;
+            Ok(store::list_tasks(conn, &id)?)
+        })
+        .await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "type": "api_image_import",
+                "status": t.status,
+                "message": t.message,
+                "input": t.input,
+                "result": {},
+                "owner": t.owner,
+                "image_id": t.image_id,
+                "created_at": t.created_at,
+                "updated_at": t.updated_at,
+            })
+        })
+        .collect();
+    Ok(crate::http::json_response(
+        StatusCode::OK,
+        &serde_json::json!({"tasks": tasks}),
     ))
 }
 

@@ -121,6 +121,9 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The identity URL named in `WWW-Authenticate` on 401 responses.
+static AUTH_URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl IntoResponse for ImageError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -140,8 +143,9 @@ impl IntoResponse for ImageError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=UTF-8"),
         );
+        let auth_uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
         if status == StatusCode::UNAUTHORIZED
-            && let Ok(v) = HeaderValue::from_str("Keystone uri=\"\"")
+            && let Ok(v) = HeaderValue::from_str(&format!("Keystone uri=\"{auth_uri}\""))
         {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
@@ -276,22 +280,28 @@ fn versions_doc(public_url: &str) -> serde_json::Value {
 }
 
 /// Makes the store directory and repairs what a crash left behind: images
-/// stuck in `saving` go back to `queued`, and partial files are removed.
+/// stuck in `saving` (or a staged or running import) go back to `queued`,
+/// their tasks fail, and partial and staged files are removed.
 fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
     std::fs::create_dir_all(dir)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_string_lossy().contains(".partial") {
+        let name = name.to_string_lossy();
+        if name.contains(".partial") || name.ends_with(".staged") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     let now = images::now_string();
     let stuck = db.write_blocking(move |tx| {
-        let ids = crate::db::image::image_ids_with_status(tx, "saving")?;
-        for id in &ids {
-            crate::db::image::transition_status(tx, id, "saving", "queued", &now)?;
+        let mut ids = Vec::new();
+        for status in ["saving", "uploading", "importing"] {
+            for id in crate::db::image::image_ids_with_status(tx, status)? {
+                crate::db::image::transition_status(tx, &id, status, "queued", &now)?;
+                ids.push(id);
+            }
         }
+        crate::db::image::fail_processing_tasks(tx, &now)?;
         Ok(ids)
     })?;
     if !stuck.is_empty() {
@@ -308,12 +318,14 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
     let dir = db.state_dir().join("images");
+    let _ = AUTH_URI.set(format!("{public_url}/identity"));
     if let Err(e) = recover(&db, &dir) {
         tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
     }
     let state = Arc::new(ImageState { identity, db, dir });
     let doc = versions_doc(&public_url);
     let body = doc.clone();
+    let body2 = doc.clone();
     let v2 = Router::new()
         .route(
             "/v2/images",
@@ -343,6 +355,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         )
         .route("/v2/images/{id}/stage", put(data::stage))
         .route("/v2/images/{id}/import", post(data::import))
+        .route("/v2/images/{id}/tasks", get(data::list_tasks))
         .route(
             "/v2/images/{id}/members",
             get(members::list_members).post(members::create_member),
@@ -388,6 +401,10 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .route(
             "/v2",
             get(move || async move { json_response(StatusCode::OK, &body) }),
+        )
+        .route(
+            "/v2/",
+            get(move || async move { json_response(StatusCode::OK, &body2) }),
         )
         .fallback(not_found)
         .with_state(state)

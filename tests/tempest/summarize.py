@@ -44,6 +44,7 @@ def main():
     results = {}   # base id -> status
     details = {}   # id -> traceback text
     fixtures = []  # setUpClass / tearDownClass failures
+    skipped_classes = set()  # classes whose setUpClass skipped
 
     def on_test(test):
         tid = test["id"]
@@ -62,6 +63,9 @@ def main():
         if tid.startswith(("setUpClass", "tearDownClass")) or "(" in tid:
             if status not in ("success", "skip"):
                 fixtures.append((tid, status, text))
+            elif status == "skip" and "(" in tid:
+                # A class skipped as a whole: its tests are skips, not failures.
+                skipped_classes.add(tid[tid.index("(") + 1:tid.rindex(")")])
             return
         results[base_id(tid)] = status
         if status not in ("success", "skip"):
@@ -74,6 +78,9 @@ def main():
         case.run(result)
         result.stopTestRun()
 
+    for t in to_run:
+        if t not in results and t.rsplit(".", 1)[0] in skipped_classes:
+            results[t] = "skip"
     passed = [t for t in to_run if results.get(t) in ("success", "xfail")]
     skipped = [t for t in to_run if results.get(t) == "skip"]
     failed = [t for t in to_run if results.get(t) not in ("success", "xfail", "skip")]
