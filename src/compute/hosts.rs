@@ -79,7 +79,7 @@ fn meminfo_kib(text: &str, key: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
