@@ -624,6 +624,24 @@ fn quotas_limits_hosts_and_server_groups() {
         None,
     );
     assert_eq!(one.status, 200);
+    let audit = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-instance_usage_audit_log",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(audit.json()["instance_usage_audit_logs"]["num_hosts"], 1);
+    let bad_time = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-instance_usage_audit_log/not-a-time",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(bad_time.status, 400);
     let hosts = call(&server, "GET", "/compute/v2.1/os-hosts", &admin, None, None).json();
     let host_name = hosts["hosts"][0]["host_name"]
         .as_str()
