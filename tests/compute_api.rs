@@ -508,6 +508,15 @@ fn quotas_limits_hosts_and_server_groups() {
         Some(&json!({"quota_set": {"server_groups": 1}})),
     );
     assert_eq!(set.status, 200, "{}", set.text);
+    let unknown = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-quota-sets/no-such-project",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(unknown.status, 400);
     let limits = call(
         &server,
         "GET",
