@@ -508,6 +508,15 @@ fn quotas_limits_hosts_and_server_groups() {
         Some(&json!({"quota_set": {"server_groups": 1}})),
     );
     assert_eq!(set.status, 200, "{}", set.text);
+    let unknown = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-quota-sets/no-such-project",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(unknown.status, 400);
     let limits = call(
         &server,
         "GET",
@@ -624,6 +633,24 @@ fn quotas_limits_hosts_and_server_groups() {
         None,
     );
     assert_eq!(one.status, 200);
+    let audit = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-instance_usage_audit_log",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(audit.json()["instance_usage_audit_logs"]["num_hosts"], 1);
+    let bad_time = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-instance_usage_audit_log/not-a-time",
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(bad_time.status, 400);
     let hosts = call(&server, "GET", "/compute/v2.1/os-hosts", &admin, None, None).json();
     let host_name = hosts["hosts"][0]["host_name"]
         .as_str()
@@ -683,4 +710,79 @@ fn quotas_limits_hosts_and_server_groups() {
     );
     assert_eq!(usage.status, 200);
     assert_eq!(usage.json()["tenant_usage"]["total_hours"], 0.0);
+}
+
+#[test]
+fn aggregates_hold_this_host_and_metadata() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let created = call(
+        &server,
+        "POST",
+        "/compute/v2.1/os-aggregates",
+        &admin,
+        None,
+        Some(&json!({"aggregate": {"name": "rack1", "availability_zone": "az1"}})),
+    );
+    assert_eq!(created.status, 200, "{}", created.text);
+    let id = created.json()["aggregate"]["id"].as_i64().expect("id");
+    let dup = call(
+        &server,
+        "POST",
+        "/compute/v2.1/os-aggregates",
+        &admin,
+        None,
+        Some(&json!({"aggregate": {"name": "rack1"}})),
+    );
+    assert_eq!(dup.status, 409);
+    let host = call(
+        &server,
+        "GET",
+        "/compute/v2.1/os-hypervisors",
+        &admin,
+        None,
+        None,
+    )
+    .json()["hypervisors"][0]["hypervisor_hostname"]
+        .as_str()
+        .expect("host")
+        .to_string();
+    let action = |body: Value| {
+        call(
+            &server,
+            "POST",
+            &format!("/compute/v2.1/os-aggregates/{id}/action"),
+            &admin,
+            None,
+            Some(&body),
+        )
+    };
+    assert_eq!(action(json!({"add_host": {"host": host}})).status, 200);
+    assert_eq!(action(json!({"add_host": {"host": host}})).status, 409);
+    assert_eq!(
+        action(json!({"add_host": {"host": "elsewhere"}})).status,
+        404
+    );
+    let meta = action(json!({"set_metadata": {"metadata": {"ssd": "true"}}})).json();
+    assert_eq!(meta["aggregate"]["metadata"]["ssd"], "true");
+    assert_eq!(meta["aggregate"]["metadata"]["availability_zone"], "az1");
+    let busy = call(
+        &server,
+        "DELETE",
+        &format!("/compute/v2.1/os-aggregates/{id}"),
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(busy.status, 400);
+    assert_eq!(action(json!({"remove_host": {"host": host}})).status, 200);
+    let gone = call(
+        &server,
+        "DELETE",
+        &format!("/compute/v2.1/os-aggregates/{id}"),
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(gone.status, 200);
 }

@@ -543,14 +543,37 @@ mod tests {
     }
 
     #[test]
-    fn known_key_fingerprint_matches_ssh_keygen() {
-        // `ssh-keygen -l -E md5` of this key prints this fingerprint.
-        let key =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx+qyD3RU4oPsmaRyNRVsRoHtrP2ioE7ZHPFJz51aXc x";
-        let fp = ssh_fingerprint(key).expect("fingerprint");
-        assert_eq!(fp.split(':').count(), 16);
+    fn known_key_fingerprints_match_ssh_keygen() {
+        // Expected values printed by `ssh-keygen -l -E md5 -f KEY.pub`.
+        for (key, expected) in [
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx+qyD3RU4oPsmaRyNRVsRoHtrP2ioE7ZHPFJz51aXc x",
+                "75:1f:73:ae:56:8f:20:47:90:50:49:0c:cf:c1:27:25",
+            ),
+            (
+                "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDRLo1nLtkOQHmGPY4lGH/D/e6/Tcb533LFfbLwLWQhJvn78/4xWu9f3xXWvVB7TKnnQHIQVwhPDThe/Uu/X8HyR17mPK7EPz6WNi2B+nAGNrM39k/yOKGhSqqcozkQN7o7+QZVrhVUgkK6o7wC1tQZp4zp5y+95sai6dWezbIBxQ== t",
+                "0b:f1:8a:29:30:5c:ba:62:b6:2e:42:e4:59:6a:cf:5a",
+            ),
+            (
+                "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMl2SJfVShL27ZqYk8pQIuH/61Z+ioa8nskwB207c7PW6Ak77o8460ckC7Af5lG60lFkuTmB/YDsvktP4ZKeDTk= t",
+                "77:73:dd:9e:3f:c9:5b:3f:10:99:d9:09:0d:7a:64:15",
+            ),
+        ] {
+            assert_eq!(
+                ssh_fingerprint(key).ok().as_deref(),
+                Some(expected),
+                "{key}"
+            );
+        }
         assert!(ssh_fingerprint("ssh-ed25519 bm90IGEga2V5").is_err());
         assert!(ssh_fingerprint("garbage").is_err());
+        // The blob's type must match the declared one.
+        assert!(
+            ssh_fingerprint(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIEx+qyD3RU4oPsmaRyNRVsRoHtrP2ioE7ZHPFJz51aXc"
+            )
+            .is_err()
+        );
     }
 
     #[test]

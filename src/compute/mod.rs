@@ -15,6 +15,7 @@
 //! sent to v2.1 when the `Accept` media type names it. `/v2` (the legacy v2
 //! API) is served by the same handlers at microversion 2.1.
 
+mod aggregates;
 mod flavors;
 mod hosts;
 mod keypairs;
@@ -465,6 +466,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .route("/", get(root_versions))
         .route("/v2.1", get(v21_version))
         .route("/v2.1/", get(v21_version))
+        .merge(aggregates::routes())
         .merge(flavors::routes())
         .merge(keypairs::routes())
         .merge(quotas::routes())

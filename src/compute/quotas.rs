@@ -341,6 +341,17 @@ fn set_view(
     Value::Object(obj)
 }
 
+/// Nova asks Keystone whether the project exists and refuses unknown ones.
+fn verify_project(conn: &Connection, project: &str) -> ComputeResult<()> {
+    if crate::db::identity::get_project(conn, project)?.is_some() {
+        Ok(())
+    } else {
+        Err(ComputeError::BadRequest(format!(
+            "Project ID {project} is not a valid project."
+        )))
+    }
+}
+
 /// Who may read a project's quotas: admins and the project's own members.
 fn check_read(ctx: &AuthContext, project: &str, rule: &str) -> ComputeResult<()> {
     if ctx.is_admin() || ctx.project_id() == Some(project) {
@@ -361,7 +372,10 @@ async fn show(
     let user = query_map(q).remove("user_id");
     let p = project.clone();
     let limits = s
-        .read(move |conn| Ok(limits_for(conn, &p, user.as_deref())?))
+        .read(move |conn| {
+            verify_project(conn, &p)?;
+            Ok(limits_for(conn, &p, user.as_deref())?)
+        })
         .await?;
     Ok(json_response(
         StatusCode::OK,
@@ -381,6 +395,7 @@ async fn detail(
     let p = project.clone();
     let (limits, usage) = s
         .read(move |conn| {
+            verify_project(conn, &p)?;
             Ok((
                 limits_for(conn, &p, user.as_deref())?,
                 usage_for(conn, &p, user.as_deref())?,
@@ -459,6 +474,7 @@ async fn update(
     let p = project.clone();
     let limits = s
         .write(move |tx| {
+            verify_project(tx, &p)?;
             let usage = usage_for(tx, &p, user.as_deref())?;
             let project_limits = limits_for(tx, &p, None)?;
             for (resource, limit) in &changes {

@@ -91,6 +91,25 @@ CREATE TABLE compute_services (
 INSERT INTO compute_services (id, uuid, binary, topic, updated_at) VALUES
     (1, lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-a' || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))), 'nova-scheduler', 'scheduler', unixepoch()),
     (2, lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-a' || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))), 'nova-compute', 'compute', unixepoch());
+CREATE TABLE compute_aggregates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    availability_zone TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER
+);
+CREATE TABLE compute_aggregate_hosts (
+    aggregate_id INTEGER NOT NULL REFERENCES compute_aggregates(id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    PRIMARY KEY (aggregate_id, host)
+);
+CREATE TABLE compute_aggregate_metadata (
+    aggregate_id INTEGER NOT NULL REFERENCES compute_aggregates(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (aggregate_id, key)
+);
 -- The flavors DevStack creates (lib/nova and lib/tempest).
 INSERT INTO compute_flavors (id, name, ram, vcpus, disk, created_at) VALUES
     ('1', 'm1.tiny', 512, 1, 1, unixepoch()),
@@ -592,6 +611,156 @@ pub fn remove_server_group_member(conn: &Connection, instance_id: &str) -> DbRes
         "DELETE FROM compute_server_group_members WHERE instance_id = ?1",
         [instance_id],
     )?;
+    Ok(())
+}
+
+// --------------------------------------------------------------- aggregates
+
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub id: i64,
+    pub uuid: String,
+    pub name: String,
+    pub availability_zone: Option<String>,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
+    pub hosts: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn finish_aggregate(conn: &Connection, mut a: Aggregate) -> DbResult<Aggregate> {
+    let mut stmt = conn.prepare(
+        "SELECT host FROM compute_aggregate_hosts WHERE aggregate_id = ?1 ORDER BY host",
+    )?;
+    a.hosts = stmt
+        .query_map([a.id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT key, value FROM compute_aggregate_metadata WHERE aggregate_id = ?1")?;
+    a.metadata = stmt
+        .query_map([a.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(a)
+}
+
+fn aggregate_from_row(row: &Row) -> rusqlite::Result<Aggregate> {
+    Ok(Aggregate {
+        id: row.get(0)?,
+        uuid: row.get(1)?,
+        name: row.get(2)?,
+        availability_zone: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        hosts: Vec::new(),
+        metadata: BTreeMap::new(),
+    })
+}
+
+const AGGREGATE_COLUMNS: &str = "id, uuid, name, availability_zone, created_at, updated_at";
+
+pub fn list_aggregates(conn: &Connection) -> DbResult<Vec<Aggregate>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {AGGREGATE_COLUMNS} FROM compute_aggregates ORDER BY id"
+    ))?;
+    let rows: Vec<Aggregate> = stmt
+        .query_map([], aggregate_from_row)?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|a| finish_aggregate(conn, a))
+        .collect()
+}
+
+pub fn get_aggregate(conn: &Connection, id: i64) -> DbResult<Option<Aggregate>> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {AGGREGATE_COLUMNS} FROM compute_aggregates WHERE id = ?1"),
+            [id],
+            aggregate_from_row,
+        )
+        .optional()?;
+    row.map(|a| finish_aggregate(conn, a)).transpose()
+}
+
+fn aggregate_name_taken(conn: &Connection, name: &str, except: i64) -> DbResult<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM compute_aggregates WHERE name = ?1 AND id != ?2",
+            params![name, except],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Inserts an aggregate and returns its id; a taken name is a [`DbError::Conflict`].
+pub fn insert_aggregate(conn: &Connection, a: &Aggregate) -> DbResult<i64> {
+    if aggregate_name_taken(conn, &a.name, -1)? {
+        return Err(DbError::Conflict(format!(
+            "Aggregate {} already exists.",
+            a.name
+        )));
+    }
+    conn.execute(
+        "INSERT INTO compute_aggregates (uuid, name, availability_zone, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![a.uuid, a.name, a.availability_zone, a.created_at],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Stores name, zone and update time; a taken name is a [`DbError::Conflict`].
+pub fn update_aggregate(conn: &Connection, a: &Aggregate) -> DbResult<()> {
+    if aggregate_name_taken(conn, &a.name, a.id)? {
+        return Err(DbError::Conflict(format!(
+            "Aggregate {} already exists.",
+            a.name
+        )));
+    }
+    conn.execute(
+        "UPDATE compute_aggregates SET name = ?2, availability_zone = ?3, updated_at = ?4 WHERE id = ?1",
+        params![a.id, a.name, a.availability_zone, a.updated_at],
+    )?;
+    Ok(())
+}
+
+pub fn delete_aggregate(conn: &Connection, id: i64) -> DbResult<bool> {
+    Ok(conn.execute("DELETE FROM compute_aggregates WHERE id = ?1", [id])? > 0)
+}
+
+/// Adds a host; false when it was already there.
+pub fn add_aggregate_host(conn: &Connection, id: i64, host: &str) -> DbResult<bool> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO compute_aggregate_hosts (aggregate_id, host) VALUES (?1, ?2)",
+        params![id, host],
+    )? > 0)
+}
+
+/// Removes a host; false when it was not there.
+pub fn remove_aggregate_host(conn: &Connection, id: i64, host: &str) -> DbResult<bool> {
+    Ok(conn.execute(
+        "DELETE FROM compute_aggregate_hosts WHERE aggregate_id = ?1 AND host = ?2",
+        params![id, host],
+    )? > 0)
+}
+
+/// Sets (Some) or removes (None) metadata keys.
+pub fn set_aggregate_metadata(
+    conn: &Connection,
+    id: i64,
+    changes: &[(String, Option<String>)],
+) -> DbResult<()> {
+    for (key, value) in changes {
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO compute_aggregate_metadata (aggregate_id, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (aggregate_id, key) DO UPDATE SET value = excluded.value",
+                params![id, key, v],
+            )?,
+            None => conn.execute(
+                "DELETE FROM compute_aggregate_metadata WHERE aggregate_id = ?1 AND key = ?2",
+                params![id, key],
+            )?,
+        };
+    }
     Ok(())
 }
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run tempest's tempest.api.compute tests for the Nova foundation (flavors, keypairs,
 # limits, quotas and quota classes, availability zones, hypervisors, services, tenant
-# usage, os-hosts, server groups, versions, extensions) against a fresh `yunhe serve`.
+# usage and audit log, os-hosts, aggregates, server groups, versions, extensions) against a fresh `yunhe serve`.
 #   tests/tempest/run-compute.sh
 # Same machinery as run.sh (workspace, venv, summary); tests listed in
 # tests/tempest/compute-expected-failures.txt are excluded.
 # Env: as run.sh; YUNHE_TEMPEST_REGEX overrides the test selection.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-default_regex='^tempest\.api\.compute\.(flavors\.|keypairs\.|limits\.|test_quotas|test_versions|test_extensions|servers\.test_server_group|admin\.test_(flavors|availability_zone|hosts|hypervisor|keypairs_v210|quotas|services|simple_tenant_usage))'
+default_regex='^tempest\.api\.compute\.(flavors\.|keypairs\.|limits\.|test_quotas|test_versions|test_extensions|servers\.test_server_group|admin\.test_(aggregates|flavors|availability_zone|hosts|hypervisor|instance_usage_audit_log|keypairs_v210|quotas|services|simple_tenant_usage))'
 export YUNHE_TEMPEST_REGEX="${YUNHE_TEMPEST_REGEX:-$default_regex}"
 export YUNHE_TEMPEST_XF="$here/compute-expected-failures.txt"
 export YUNHE_TEMPEST_CONF_EXTRA="$here/compute.conf.in"
