@@ -635,8 +635,21 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 if TRACE_RIP.load(Ordering::Relaxed)
                     && let Ok(r) = vcpu.get_regs()
                 {
+                    // The word at the stack pointer: usually the caller's return address.
+                    let ret = vcpu
+                        .translate_gva(r.rsp)
+                        .ok()
+                        .filter(|t| t.valid != 0)
+                        .and_then(|t| {
+                            vm_memory::Bytes::read_obj::<u64>(
+                                &ctx.mem,
+                                vm_memory::GuestAddress(t.physical_address),
+                            )
+                            .ok()
+                        })
+                        .unwrap_or(0);
                     eprintln!(
-                        "[yunhe trace] vCPU {} rip {:#x} rsp {:#x}",
+                        "[yunhe trace] vCPU {} rip {:#x} rsp {:#x} [rsp] {ret:#x}",
                         ctx.id, r.rip, r.rsp
                     );
                 }
