@@ -97,6 +97,8 @@ struct Shared {
     pid: u32,
     boots: Mutex<u64>,
     ending: AtomicBool,
+    /// An event to send once the current reply is written.
+    after_reply: Mutex<Option<VmEvent>>,
 }
 
 impl Shared {
@@ -165,7 +167,8 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
         },
         Request::Stop => {
             shared.ending.store(true, Ordering::SeqCst);
-            let _ = vm.event_sender().send(VmEvent::PowerOff);
+            // Sent by the client thread once this reply is written (see serve_client).
+            *lock(&shared.after_reply) = Some(VmEvent::PowerOff);
             reply(true, json!({ "state": "stopping" }))
         }
         Request::Reset => {
@@ -179,7 +182,7 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
         Request::Save { dir } => match vm.save(&dir) {
             Ok(()) => {
                 shared.ending.store(true, Ordering::SeqCst);
-                let _ = vm.event_sender().send(VmEvent::PowerOff);
+                *lock(&shared.after_reply) = Some(VmEvent::PowerOff);
                 reply(true, json!({ "saved": dir, "state": "stopping" }))
             }
             Err(e) => {
@@ -214,7 +217,13 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
         }
         match handle(&shared, trimmed) {
             Some(r) => {
-                if writer.write_all(r.as_bytes()).is_err() {
+                let written = writer.write_all(r.as_bytes()).and_then(|()| writer.flush());
+                // A stop (or save) ends the process: only after the reply is out.
+                let after = lock(&shared.after_reply).take();
+                if let (Some(ev), Some(vm)) = (after, shared.vm()) {
+                    let _ = vm.event_sender().send(ev);
+                }
+                if written.is_err() {
                     return;
                 }
             }
@@ -323,6 +332,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         pid: std::process::id(),
         boots: Mutex::new(0),
         ending: AtomicBool::new(false),
+        after_reply: Mutex::new(None),
     });
     {
         let shared = shared.clone();
@@ -359,6 +369,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
                 break ExitCode::FAILURE;
             }
         };
+        super::vm::start_watchdog(&vm, Duration::from_millis(250));
         *lock(&shared.current) = Some(vm.clone());
         *lock(&shared.boots) += 1;
         let event = vm.wait();

@@ -589,6 +589,7 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
         let _ = ctx.events.send(VmEvent::Crash(e.to_string()));
         return;
     }
+    let mut last_kick_rip = 0u64;
     loop {
         if !check_state(&ctx, &vcpu) {
             return;
@@ -632,11 +633,25 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 ctx.id
             ))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                complete_stuck_hypercall(&mut vcpu, &ctx, &mut last_kick_rip);
                 if TRACE_RIP.load(Ordering::Relaxed)
                     && let Ok(r) = vcpu.get_regs()
                 {
+                    // The word at the stack pointer: usually the caller's return address.
+                    let ret = vcpu
+                        .translate_gva(r.rsp)
+                        .ok()
+                        .filter(|t| t.valid != 0)
+                        .and_then(|t| {
+                            vm_memory::Bytes::read_obj::<u64>(
+                                &ctx.mem,
+                                vm_memory::GuestAddress(t.physical_address),
+                            )
+                            .ok()
+                        })
+                        .unwrap_or(0);
                     eprintln!(
-                        "[yunhe trace] vCPU {} rip {:#x} rsp {:#x}",
+                        "[yunhe trace] vCPU {} rip {:#x} rsp {:#x} [rsp] {ret:#x}",
                         ctx.id, r.rip, r.rsp
                     );
                 }
@@ -656,6 +671,49 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
             }
             return;
         }
+    }
+}
+
+/// On hosts whose instruction emulation never completes `vmcall` (KVM re-enters
+/// the guest with RIP unchanged, forever), a vCPU found at the same `vmcall`
+/// (or `vmmcall`) on two consecutive watchdog kicks gets the hypercall
+/// completed as "not supported" (RAX = -KVM_ENOSYS, RIP past it). A working
+/// host completes hypercalls at once, so it never trips this.
+fn complete_stuck_hypercall(vcpu: &mut VcpuFd, ctx: &VcpuContext, last: &mut u64) {
+    const KVM_ENOSYS: i64 = 1000;
+    let Ok(mut regs) = vcpu.get_regs() else {
+        return;
+    };
+    let stuck = regs.rip == *last;
+    *last = regs.rip;
+    if !stuck {
+        return;
+    }
+    let Some(t) = vcpu.translate_gva(regs.rip).ok().filter(|t| t.valid != 0) else {
+        return;
+    };
+    let mut insn = [0u8; 3];
+    if vm_memory::Bytes::read_slice(
+        &ctx.mem,
+        &mut insn,
+        vm_memory::GuestAddress(t.physical_address),
+    )
+    .is_err()
+    {
+        return;
+    }
+    if insn != [0x0f, 0x01, 0xc1] && insn != [0x0f, 0x01, 0xd9] {
+        return;
+    }
+    regs.rax = (-KVM_ENOSYS) as u64;
+    regs.rip = regs.rip.wrapping_add(3);
+    if vcpu.set_regs(&regs).is_ok() {
+        *last = 0;
+        eprintln!(
+            "[yunhe] vCPU {}: the hypercall at {:#x} never completed on this host; returned -ENOSYS",
+            ctx.id,
+            regs.rip - 3
+        );
     }
 }
 
@@ -990,6 +1048,27 @@ impl Drop for RunningVm {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Kicks every vCPU out of KVM_RUN every `period` while `vm` lives, so that
+/// vCPUs stuck in an instruction the host never completes can be helped
+/// ([`complete_stuck_hypercall`]).
+pub fn start_watchdog(vm: &Arc<RunningVm>, period: Duration) {
+    let weak = Arc::downgrade(vm);
+    let _ = std::thread::Builder::new()
+        .name("yunhe-watchdog".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                match weak.upgrade() {
+                    Some(vm) if !vm.stopped.load(Ordering::SeqCst) && !vm.is_paused() => {
+                        vm.kick_all()
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
 }
 
 /// Bytes of guest memory resident on the host (mincore over each region).
