@@ -9,6 +9,7 @@
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 default_regex='^tempest\.api\.compute\.(flavors\.|keypairs\.|limits\.|test_quotas|test_versions|test_extensions|servers\.test_server_group|admin\.test_(aggregates|flavors|availability_zone|hosts|hypervisor|instance_usage_audit_log|keypairs_v210|quotas|services|simple_tenant_usage))'
 export YUNHE_TEMPEST_REGEX="${YUNHE_TEMPEST_REGEX:-$default_regex}"
+export YUNHE_TEMPEST_SERVICE=compute
 export YUNHE_TEMPEST_XF="$here/compute-expected-failures.txt"
 export YUNHE_TEMPEST_CONF_EXTRA="$here/compute.conf.in"
 export YUNHE_TEMPEST_WORK="${YUNHE_TEMPEST_WORK:-$here/work/compute}"
