@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id,
-    opt_bool, opt_string, parse_body, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_list, apply_filters, list_response,
+    new_id, opt_bool, opt_string, parse_body, take_object,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
 use crate::http::{json_response, no_content};
@@ -313,22 +313,16 @@ async fn list_services(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_services")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_services(conn)?
-                .iter()
-                .map(|sv| service_json(sv, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(items, &q, &["type", "name", "enabled", "id"]);
-    Ok(list_response(
-        "services",
-        items,
-        format!("{}/services", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_services",
+        ("services", "services"),
+        store::list_services,
+        service_json,
+        (&q, &["type", "name", "enabled", "id"]),
+    )
+    .await
 }
 
 async fn create_service(
@@ -434,26 +428,19 @@ async fn list_endpoints(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_endpoints")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_endpoints(conn)?
-                .iter()
-                .map(|e| endpoint_json(e, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(
-        items,
-        &q,
-        &["interface", "service_id", "region_id", "enabled", "id"],
-    );
-    Ok(list_response(
-        "endpoints",
-        items,
-        format!("{}/endpoints", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_endpoints",
+        ("endpoints", "endpoints"),
+        store::list_endpoints,
+        endpoint_json,
+        (
+            &q,
+            &["interface", "service_id", "region_id", "enabled", "id"],
+        ),
+    )
+    .await
 }
 
 fn check_interface(interface: &str) -> IdentityResult<()> {

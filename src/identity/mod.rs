@@ -394,6 +394,38 @@ pub fn apply_filters(
         .collect()
 }
 
+/// An admin-only list as most Keystone collections have it: every row,
+/// rendered, filtered by the allowed query attributes. `path` is the
+/// collection's path below `/v3` (for its `self` link).
+pub async fn admin_list<T, L, V>(
+    state: &Arc<IdentityState>,
+    ctx: &AuthContext,
+    action: &str,
+    (collection, path): (&'static str, &str),
+    load: L,
+    view: V,
+    (query, allowed): (&HashMap<String, String>, &[&str]),
+) -> IdentityResult<Response>
+where
+    T: Send + 'static,
+    L: FnOnce(&rusqlite::Connection) -> crate::db::DbResult<Vec<T>> + Send + 'static,
+    V: Fn(&T, &str) -> Value + Send + 'static,
+{
+    if !ctx.is_admin() {
+        return Err(IdentityError::Forbidden(format!("identity:{action}")));
+    }
+    let base = state.v3_url();
+    let items = state
+        .read(move |conn| Ok(load(conn)?.iter().map(|item| view(item, &base)).collect()))
+        .await?;
+    let items = apply_filters(items, query, allowed);
+    Ok(list_response(
+        collection,
+        items,
+        format!("{}/{path}", state.v3_url()),
+    ))
+}
+
 /// `{"<collection>": [...], "links": {...}}` as Keystone lists things.
 pub fn list_response(collection: &str, items: Vec<Value>, self_url: String) -> Response {
     json_response(

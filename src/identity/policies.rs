@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, list_response, new_id,
-    opt_string, parse_body, required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_list, new_id, opt_string, parse_body,
+    required_name, take_object,
 };
 use crate::db::identity::{self as store, EndpointGroup, Policy};
 use crate::http::{json_response, no_content};
@@ -61,22 +61,16 @@ async fn list_policies(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_policies")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_policies(conn)?
-                .iter()
-                .map(|p| policy_json(p, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(items, &q, &["type", "id"]);
-    Ok(list_response(
-        "policies",
-        items,
-        format!("{}/policies", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_policies",
+        ("policies", "policies"),
+        store::list_policies,
+        policy_json,
+        (&q, &["type", "id"]),
+    )
+    .await
 }
 
 async fn create_policy(
@@ -201,22 +195,16 @@ async fn list_groups(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_endpoint_groups")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_endpoint_groups(conn)?
-                .iter()
-                .map(|g| group_json(g, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(items, &q, &["name"]);
-    Ok(list_response(
-        "endpoint_groups",
-        items,
-        format!("{}/OS-EP-FILTER/endpoint_groups", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_endpoint_groups",
+        ("endpoint_groups", "OS-EP-FILTER/endpoint_groups"),
+        store::list_endpoint_groups,
+        group_json,
+        (&q, &["name"]),
+    )
+    .await
 }
 
 async fn create_group(

@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, check_name,
-    list_response, new_id, opt_bool, opt_string, parse_body, required_name, take_object,
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, admin_list, apply_filters,
+    check_name, list_response, new_id, opt_bool, opt_string, parse_body, required_name,
+    take_object,
 };
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::db::now_unix;
@@ -120,22 +121,16 @@ async fn list_domains(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_domains")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_domains(conn)?
-                .iter()
-                .map(|d| views::domain(d, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(items, &q, &["name", "enabled", "id"]);
-    Ok(list_response(
-        "domains",
-        items,
-        format!("{}/domains", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_domains",
+        ("domains", "domains"),
+        store::list_domains,
+        views::domain,
+        (&q, &["name", "enabled", "id"]),
+    )
+    .await
 }
 
 async fn create_domain(
@@ -740,26 +735,19 @@ async fn list_users(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_users")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_users(conn)?
-                .iter()
-                .map(|u| views::user(u, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(
-        items,
-        &q,
-        &["name", "enabled", "domain_id", "default_project_id", "id"],
-    );
-    Ok(list_response(
-        "users",
-        items,
-        format!("{}/users", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_users",
+        ("users", "users"),
+        store::list_users,
+        views::user,
+        (
+            &q,
+            &["name", "enabled", "domain_id", "default_project_id", "id"],
+        ),
+    )
+    .await
 }
 
 async fn create_user(
@@ -1032,22 +1020,16 @@ async fn list_groups(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_groups")?;
-    let base = s.v3_url();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_groups(conn)?
-                .iter()
-                .map(|g| views::group(g, &base))
-                .collect())
-        })
-        .await?;
-    let items = apply_filters(items, &q, &["name", "domain_id", "id"]);
-    Ok(list_response(
-        "groups",
-        items,
-        format!("{}/groups", s.v3_url()),
-    ))
+    admin_list(
+        &s,
+        &ctx,
+        "list_groups",
+        ("groups", "groups"),
+        store::list_groups,
+        views::group,
+        (&q, &["name", "domain_id", "id"]),
+    )
+    .await
 }
 
 async fn create_group(
