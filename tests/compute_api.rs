@@ -786,3 +786,89 @@ fn aggregates_hold_this_host_and_metadata() {
     );
     assert_eq!(gone.status, 200);
 }
+
+/// The image proxy answers below 2.36 from Glance's records and is gone at 2.36.
+#[test]
+fn image_proxy_lists_glance_images_below_2_36() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let created = server.request(
+        "POST",
+        "/image/v2/images",
+        Some(&admin),
+        Some(
+            &json!({"name": "proxied", "disk_format": "raw", "container_format": "bare",
+                     "visibility": "public", "hw_rng_model": "virtio"}),
+        ),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    let upload = support::http_bytes(
+        &server.addr,
+        "PUT",
+        &format!("/image/v2/images/{id}/file"),
+        &[
+            ("X-Auth-Token", admin.clone()),
+            ("Content-Type", "application/octet-stream".into()),
+        ],
+        &[0u8; 4096],
+    );
+    assert_eq!(upload.status, 204);
+
+    let list = call(
+        &server,
+        "GET",
+        "/compute/v2.1/images",
+        &admin,
+        Some("2.35"),
+        None,
+    );
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(
+        list.json()["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .any(|i| i["id"] == id.as_str())
+    );
+    let detail = call(
+        &server,
+        "GET",
+        "/compute/v2.1/images/detail?name=proxied",
+        &admin,
+        None,
+        None,
+    );
+    let image = &detail.json()["images"][0];
+    assert_eq!(image["status"], "ACTIVE");
+    assert_eq!(image["OS-EXT-IMG-SIZE:size"], 4096);
+    assert_eq!(image["metadata"]["hw_rng_model"], "virtio");
+    let show = call(
+        &server,
+        "GET",
+        &format!("/compute/v2.1/images/{id}"),
+        &admin,
+        Some("2.1"),
+        None,
+    );
+    assert_eq!(show.json()["image"]["name"], "proxied");
+    let missing = call(
+        &server,
+        "GET",
+        "/compute/v2.1/images/nope",
+        &admin,
+        Some("2.1"),
+        None,
+    );
+    assert_eq!(missing.status, 404);
+    assert!(missing.json().get("itemNotFound").is_some());
+    let gone = call(
+        &server,
+        "GET",
+        "/compute/v2.1/images",
+        &admin,
+        Some("2.36"),
+        None,
+    );
+    assert_eq!(gone.status, 404);
+}

@@ -18,6 +18,7 @@
 mod aggregates;
 mod flavors;
 mod hosts;
+mod images;
 mod keypairs;
 pub mod quotas;
 mod server_groups;
@@ -471,6 +472,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .merge(keypairs::routes())
         .merge(quotas::routes())
         .merge(hosts::routes())
+        .merge(images::routes())
         .merge(server_groups::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)

@@ -45,6 +45,8 @@ pub struct BootImage {
     pub os_command_line: Option<String>,
     /// Every extra property (hw_*, os_*, ...), as strings.
     pub properties: serde_json::Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 /// Handle other services keep to ask about images.
@@ -80,20 +82,33 @@ impl ImageService {
                 let Some(image) = store::get_image(conn, &id_owned)? else {
                     return Ok(None);
                 };
-                let allowed = match &project_owned {
-                    None => true,
-                    Some(p) => {
-                        image.owner.as_deref() == Some(p.as_str())
-                            || image.visibility == "public"
-                            || image.visibility == "community"
-                            || (image.visibility == "shared"
-                                && store::get_member(conn, &id_owned, p)?.is_some())
-                    }
-                };
+                let allowed = visible_to(conn, &image, project_owned.as_deref())?;
                 Ok(allowed.then_some(image))
             })
             .await?;
         let image = found.ok_or_else(|| ImageServiceError::NotFound(id.to_string()))?;
+        Ok(self.boot_image(image))
+    }
+
+    /// Every image a project may use (`None`: all of them), oldest first.
+    pub async fn list(&self, project: Option<&str>) -> Result<Vec<BootImage>, ImageServiceError> {
+        let project_owned = project.map(str::to_string);
+        let images = self
+            .db
+            .read(move |conn| {
+                let mut out = Vec::new();
+                for image in store::list_images(conn)? {
+                    if visible_to(conn, &image, project_owned.as_deref())? {
+                        out.push(image);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(images.into_iter().map(|i| self.boot_image(i)).collect())
+    }
+
+    fn boot_image(&self, image: store::Image) -> BootImage {
         let prop = |k: &str| {
             image
                 .properties
@@ -101,7 +116,7 @@ impl ImageService {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        Ok(BootImage {
+        BootImage {
             kernel_id: prop("kernel_id"),
             ramdisk_id: prop("ramdisk_id"),
             os_command_line: prop("os_command_line"),
@@ -117,9 +132,10 @@ impl ImageService {
             min_ram: image.min_ram,
             owner: image.owner,
             properties: image.properties,
-        })
+            created_at: image.created_at,
+            updated_at: image.updated_at,
+        }
     }
-
     /// Like [`ImageService::get`], but the image must be active (bootable).
     pub async fn get_active(
         &self,
@@ -135,4 +151,22 @@ impl ImageService {
         }
         Ok(image)
     }
+}
+
+/// Glance's visibility rule for a project (`None`: an administrator).
+fn visible_to(
+    conn: &rusqlite::Connection,
+    image: &store::Image,
+    project: Option<&str>,
+) -> crate::db::DbResult<bool> {
+    Ok(match project {
+        None => true,
+        Some(p) => {
+            image.owner.as_deref() == Some(p)
+                || image.visibility == "public"
+                || image.visibility == "community"
+                || (image.visibility == "shared"
+                    && store::get_member(conn, &image.id, p)?.is_some())
+        }
+    })
 }
