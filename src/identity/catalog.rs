@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, admin_list, apply_filters, list_response,
-    new_id, opt_bool, opt_string, parse_body, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, apply_filters,
+    list_response, new_id, opt_bool, opt_string, parse_body, take_object,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
 use crate::http::{json_response, no_content};
@@ -411,14 +411,12 @@ async fn delete_service(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_service")?;
-    s.write(move |tx| {
-        find_service(tx, &id)?;
-        store::delete_service(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_service", id, |tx, id| {
+        find_service(tx, id)?;
+        store::delete_service(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }
 
 // ------------------------------------------------------------------ endpoints
@@ -589,12 +587,10 @@ async fn delete_endpoint(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_endpoint")?;
-    s.write(move |tx| {
-        find_endpoint(tx, &id)?;
-        store::delete_endpoint(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_endpoint", id, |tx, id| {
+        find_endpoint(tx, id)?;
+        store::delete_endpoint(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }

@@ -426,6 +426,25 @@ where
     ))
 }
 
+/// An admin-only delete: `remove` runs in one write transaction and fails
+/// with NotFound when the id names nothing; the answer is 204.
+pub async fn admin_delete<F>(
+    state: &Arc<IdentityState>,
+    ctx: &AuthContext,
+    action: &str,
+    id: String,
+    remove: F,
+) -> IdentityResult<Response>
+where
+    F: FnOnce(&rusqlite::Connection, &str) -> IdentityResult<()> + Send + 'static,
+{
+    if !ctx.is_admin() {
+        return Err(IdentityError::Forbidden(format!("identity:{action}")));
+    }
+    state.write(move |tx| remove(tx, &id)).await?;
+    Ok(crate::http::no_content())
+}
+
 /// `{"<collection>": [...], "links": {...}}` as Keystone lists things.
 pub fn list_response(collection: &str, items: Vec<Value>, self_url: String) -> Response {
     json_response(

@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, admin_list, new_id, opt_string, parse_body,
-    required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, new_id,
+    opt_string, parse_body, required_name, take_object,
 };
 use crate::db::identity::{self as store, EndpointGroup, Policy};
-use crate::http::{json_response, no_content};
+use crate::http::json_response;
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -147,14 +147,12 @@ async fn delete_policy(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_policy")?;
-    s.write(move |tx| {
-        find_policy(tx, &id)?;
-        store::delete_policy(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_policy", id, |tx, id| {
+        find_policy(tx, id)?;
+        store::delete_policy(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }
 
 // ------------------------------------------------------------ endpoint groups
@@ -289,12 +287,10 @@ async fn delete_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_endpoint_group")?;
-    s.write(move |tx| {
-        find_group(tx, &id)?;
-        store::delete_endpoint_group(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_endpoint_group", id, |tx, id| {
+        find_group(tx, id)?;
+        store::delete_endpoint_group(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }

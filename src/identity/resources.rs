@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, admin_list, apply_filters,
-    check_name, list_response, new_id, opt_bool, opt_string, parse_body, required_name,
-    take_object,
+    Auth, AuthContext, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list,
+    apply_filters, check_name, list_response, new_id, opt_bool, opt_string, parse_body,
+    required_name, take_object,
 };
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::db::now_unix;
@@ -909,14 +909,12 @@ async fn delete_user(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_user")?;
-    s.write(move |tx| {
-        load_user(tx, &id)?;
-        store::delete_user(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_user", id, |tx, id| {
+        load_user(tx, id)?;
+        store::delete_user(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }
 
 /// `POST /v3/users/{id}/password`: the user changes their own password.
@@ -1111,14 +1109,12 @@ async fn delete_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_group")?;
-    s.write(move |tx| {
-        load_group(tx, &id)?;
-        store::delete_group(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_group", id, |tx, id| {
+        load_group(tx, id)?;
+        store::delete_group(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }
 
 async fn list_group_users(

@@ -16,8 +16,8 @@ use super::resources::require_admin;
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, apply_filters, check_name, list_response,
-    new_id, opt_string, parse_body, required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, check_name,
+    list_response, new_id, opt_string, parse_body, required_name, take_object,
 };
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
@@ -364,14 +364,12 @@ async fn delete_role(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_role")?;
-    s.write(move |tx| {
-        load_role(tx, &id)?;
-        store::delete_role(tx, &id)?;
+    admin_delete(&s, &ctx, "delete_role", id, |tx, id| {
+        load_role(tx, id)?;
+        store::delete_role(tx, id)?;
         Ok(())
     })
-    .await?;
-    Ok(no_content())
+    .await
 }
 
 // ------------------------------------------------------------ implied roles
