@@ -59,6 +59,20 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "YUNHE_LOG_JSON")]
     pub log_json: bool,
+    /// vCPUs the scheduler may hand out per host CPU (Nova's cpu_allocation_ratio).
+    #[arg(long, env = "YUNHE_CPU_ALLOCATION_RATIO", default_value_t = 4.0)]
+    pub cpu_allocation_ratio: f64,
+    /// RAM overcommit (Nova's ram_allocation_ratio).
+    #[arg(long, env = "YUNHE_RAM_ALLOCATION_RATIO", default_value_t = 1.0)]
+    pub ram_allocation_ratio: f64,
+    /// Disk overcommit (Nova's disk_allocation_ratio).
+    #[arg(long, env = "YUNHE_DISK_ALLOCATION_RATIO", default_value_t = 1.0)]
+    pub disk_allocation_ratio: f64,
+    /// Attach a config drive to every server (there is no metadata service
+    /// without networking). `--force-config-drive false` attaches one only
+    /// when a server asks for it.
+    #[arg(long, env = "YUNHE_FORCE_CONFIG_DRIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub force_config_drive: bool,
 }
 
 impl ServeArgs {

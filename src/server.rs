@@ -147,6 +147,14 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    crate::compute::configure(crate::compute::ComputeConfig {
+        ratios: crate::compute::AllocationRatios {
+            cpu: args.cpu_allocation_ratio,
+            ram: args.ram_allocation_ratio,
+            disk: args.disk_allocation_ratio,
+        },
+        force_config_drive: args.force_config_drive,
+    });
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;

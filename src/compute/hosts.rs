@@ -132,6 +132,24 @@ fn host_facts(state_file: Option<&str>) -> HostFacts {
     }
 }
 
+/// What the scheduler may place on this host: vcpus, RAM (MiB) and disk (GiB)
+/// of the host and of the state directory's filesystem.
+pub struct Capacity {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+}
+
+pub fn capacity(state_dir: &std::path::Path) -> Capacity {
+    let state_file = state_dir.join("yunhe.db");
+    let f = host_facts(Some(&state_file.to_string_lossy()));
+    Capacity {
+        vcpus: f.vcpus,
+        memory_mb: f.memory_mb,
+        disk_gb: f.disk_gb,
+    }
+}
+
 /// A stable UUID-shaped id derived from a name.
 fn stable_uuid(what: &str) -> String {
     let h = Sha256::digest(format!("yunhe:{what}").as_bytes());

@@ -1,13 +1,15 @@
 //! Nova v2.1 (`/compute`): version discovery, microversions, flavors,
 //! keypairs, limits and quotas, availability zones, hypervisors, services,
-//! simple tenant usage and server groups. Servers plug into this later.
+//! simple tenant usage, server groups, servers and their lifecycle.
 //!
 //! Layout: this file holds the shared pieces (state, errors in Nova's
 //! format, URL normalisation, microversion negotiation, body helpers);
 //! `flavors`, `keypairs`, `quotas` (limits, quota sets and classes, and the
 //! enforcement helpers servers call), `hosts` (availability zones,
 //! hypervisors, services, usage, extensions) and `server_groups` hold the
-//! resources.
+//! resources; `servers` (CRUD and sub-resources), `lifecycle` (actions, the
+//! state machine, the monitor), `virt` (instance files and VMM processes),
+//! `configdrive` and `consoles` run servers.
 //!
 //! Every path works with and without the project id after the version:
 //! before routing, `/v2.1/<project>/flavors` becomes `/v2.1/flavors` with the
@@ -16,15 +18,20 @@
 //! API) is served by the same handlers at microversion 2.1.
 
 mod aggregates;
+pub mod configdrive;
+mod consoles;
 mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
+mod lifecycle;
 pub mod quotas;
 mod server_groups;
+mod servers;
+pub mod virt;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -44,8 +51,8 @@ use crate::identity::{AuthContext, HasIdentity, IdentityState};
 pub const MIN_MICROVERSION: u16 = 1;
 /// Highest microversion: every change up to it that touches the resources
 /// served here (flavors, keypairs, quotas, limits, hypervisors, services,
-/// server groups, availability zones, usage) is implemented. Servers are not
-/// served yet; their microversion changes land with them.
+/// server groups, availability zones, usage, servers and their actions) is
+/// implemented, within what a cloud without networks and volumes can do.
 pub const MAX_MICROVERSION: u16 = 96;
 
 /// Errors of the compute service, rendered as Nova renders them:
@@ -125,6 +132,60 @@ pub struct ComputeState {
     pub db: Db,
     /// Public URL of the whole server, without a trailing slash.
     pub public_url: String,
+    /// The driver that runs servers as VMM processes.
+    pub virt: Arc<virt::Virt>,
+    /// Glance, as Nova asks it for images.
+    pub images: crate::image::service::ImageService,
+    /// Serial console tokens: token -> (server id, expiry).
+    pub console_tokens: Mutex<HashMap<String, (String, i64)>>,
+}
+
+/// How far this host's resources may be overcommitted when scheduling.
+#[derive(Debug, Clone, Copy)]
+pub struct AllocationRatios {
+    pub cpu: f64,
+    pub ram: f64,
+    pub disk: f64,
+}
+
+/// Compute settings of `yunhe serve`, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct ComputeConfig {
+    pub ratios: AllocationRatios,
+    /// Attach a config drive to every server, asked for or not.
+    pub force_config_drive: bool,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            ratios: AllocationRatios {
+                cpu: 4.0,
+                ram: 1.0,
+                disk: 1.0,
+            },
+            force_config_drive: true,
+        }
+    }
+}
+
+static CONFIG: OnceLock<ComputeConfig> = OnceLock::new();
+
+/// Sets the compute settings (once, before serving).
+pub fn configure(config: ComputeConfig) {
+    let _ = CONFIG.set(config);
+}
+
+fn config() -> ComputeConfig {
+    CONFIG.get().copied().unwrap_or_default()
+}
+
+pub fn allocation_ratios() -> AllocationRatios {
+    config().ratios
+}
+
+pub fn force_config_drive() -> bool {
+    config().force_config_drive
 }
 
 impl HasIdentity for Arc<ComputeState> {
@@ -458,11 +519,18 @@ async fn bad_method(_req: Request) -> Response {
 
 /// Routes of this service, at `/compute`.
 pub fn router(identity: Arc<IdentityState>) -> Router {
+    let (virt, exits) = virt::Virt::new(&identity.db.state_dir());
     let state = Arc::new(ComputeState {
         db: identity.db.clone(),
         public_url: identity.public_url.clone(),
+        virt,
+        images: crate::image::service::ImageService::new(identity.db.clone()),
+        console_tokens: Mutex::new(HashMap::new()),
         identity,
     });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        lifecycle::start_monitor(state.clone(), exits);
+    }
     let api: Router = Router::new()
         .route("/", get(root_versions))
         .route("/v2.1", get(v21_version))
@@ -474,6 +542,12 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .merge(hosts::routes())
         .merge(images::routes())
         .merge(server_groups::routes())
+        .merge(servers::routes())
+        .route(
+            "/v2.1/servers/{id}/remote-consoles",
+            axum::routing::post(consoles::remote_console),
+        )
+        .route("/serial-console", get(consoles::serial_websocket))
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)
         .layer(axum::middleware::from_fn_with_state(

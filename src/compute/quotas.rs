@@ -206,8 +206,7 @@ fn default_limits(conn: &Connection) -> DbResult<HashMap<String, i64>> {
         .collect())
 }
 
-/// Resources in use by a project (or one user of it). Servers are not
-/// stored yet, so instances, cores and ram count zero until they are.
+/// Resources in use by a project (or one user of it).
 pub fn usage_for(
     conn: &Connection,
     project_id: &str,
@@ -215,6 +214,7 @@ pub fn usage_for(
 ) -> DbResult<HashMap<String, i64>> {
     let mut usage: HashMap<String, i64> =
         RESOURCES.iter().map(|r| (r.name.to_string(), 0)).collect();
+    usage.extend(super::servers::quota_usage(conn, project_id, user_id)?);
     usage.insert(
         "server_groups".into(),
         store::count_server_groups(conn, project_id)?,
@@ -247,7 +247,6 @@ pub fn enforce_limit(
 }
 
 /// What one server create asks for, checked by [`enforce_server_create`].
-#[allow(dead_code)] // called by server create, which lands with the VMM work
 pub struct ServerRequest {
     pub count: i64,
     pub vcpus: i64,
@@ -256,9 +255,7 @@ pub struct ServerRequest {
 }
 
 /// Quota check for creating servers, inside the create transaction:
-/// instances, cores, ram (with `in_use` from the servers table, passed in
-/// until the table exists) and metadata items.
-#[allow(dead_code)] // called by server create, which lands with the VMM work
+/// instances, cores, ram (with `in_use` from the servers table) and metadata items.
 pub fn enforce_server_create(
     conn: &Connection,
     project_id: &str,
@@ -293,7 +290,6 @@ pub fn enforce_server_create(
 
 /// Quota check for adding `adding` servers to a server group, inside the
 /// server create transaction (`server_group_members` counts per group).
-#[allow(dead_code)] // called by server create, which lands with the VMM work
 pub fn enforce_group_members(
     conn: &Connection,
     project_id: &str,

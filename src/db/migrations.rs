@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     super::image::SCHEMA,
     // 3: Nova.
     super::compute::SCHEMA,
+    // 4: Nova servers and instance actions.
+    super::servers::SCHEMA,
 ];
 
 /// The schema version this binary writes.

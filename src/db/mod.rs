@@ -9,6 +9,7 @@ pub mod compute;
 pub mod identity;
 pub mod image;
 mod migrations;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -8,11 +8,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+/// The request's id (`req-<uuid>`), set by [`request_id`] as an extension.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 
 /// Middleware: gives every request an id and returns it on every response.
-pub async fn request_id(req: Request, next: Next) -> Response {
+pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
+    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {

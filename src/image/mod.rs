@@ -9,7 +9,7 @@
 
 mod data;
 pub mod format;
-mod images;
+pub(crate) mod images;
 mod members;
 mod metadefs;
 mod schemas;

@@ -1,0 +1,1429 @@
+//! The server state machine: server actions (`POST /servers/{id}/action`),
+//! the build, delete, and the monitor that keeps the state file true to the
+//! VMM processes (exits, vanished VMMs, re-attaching after a restart).
+//!
+//! Every action checks vm_state and task_state as Nova's
+//! `check_instance_state` does (409 otherwise), sets the task state and
+//! records an instance action inside one transaction, answers 202, and runs
+//! the VMM side in a background task holding the server's operation lock.
+//! The task ends by writing the final vm_state / power_state and the
+//! action's event result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::servers::{
+    self, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN, check_unlocked, iso_time, load_tx, view,
+};
+use super::virt::{BootFiles, VmmExit};
+use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
+use crate::db::compute as store;
+use crate::db::now_unix;
+use crate::db::servers::{self as db, ActionEvent, InstanceAction, Server};
+use crate::http::{RequestId, json_response};
+use crate::identity::{Auth, AuthContext};
+use crate::image::service::BootImage;
+
+type S = Arc<ComputeState>;
+
+/// Nova's default time a guest gets to power off before it is forced.
+const DEFAULT_SHUTDOWN_TIMEOUT: i64 = 60;
+
+/// Boot details taken from the image at create time.
+pub struct BootInfo {
+    pub kernel_id: Option<String>,
+    pub ramdisk_id: Option<String>,
+    pub cmdline: Option<String>,
+    pub shutdown_timeout: Option<i64>,
+}
+
+/// What an image boots with: an aki image is its own kernel; any other
+/// image names its kernel (and ramdisk) in properties.
+pub async fn resolve_boot(
+    s: &ComputeState,
+    image: &BootImage,
+    project: &str,
+    admin: bool,
+) -> ComputeResult<BootInfo> {
+    let scope = if admin { None } else { Some(project) };
+    let kernel_id = if image.disk_format.as_deref() == Some("aki") {
+        Some(image.id.clone())
+    } else {
+        image.kernel_id.clone()
+    };
+    for (what, id) in [("kernel", &kernel_id), ("ramdisk", &image.ramdisk_id)] {
+        if let Some(id) = id
+            && s.images.get_active(id, scope).await.is_err()
+        {
+            return Err(ComputeError::BadRequest(format!(
+                "The image's {what} {id} could not be found or is not active."
+            )));
+        }
+    }
+    let shutdown_timeout = image
+        .properties
+        .get("os_shutdown_timeout")
+        .and_then(|v| match v {
+            Value::String(t) => t.trim().parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        });
+    Ok(BootInfo {
+        kernel_id,
+        ramdisk_id: image.ramdisk_id.clone(),
+        cmdline: image.os_command_line.clone(),
+        shutdown_timeout,
+    })
+}
+
+fn clean_timeout(server: &Server) -> Option<Duration> {
+    let secs = server.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    (secs > 0).then(|| Duration::from_secs(secs as u64))
+}
+
+// ------------------------------------------------------ instance actions
+
+/// Records an instance action with its first event (started now).
+pub fn record_action(
+    tx: &rusqlite::Connection,
+    server: &Server,
+    request_id: &str,
+    action: &str,
+    now: i64,
+) -> ComputeResult<()> {
+    let event = match action {
+        "create" => "compute__do_build_and_run_instance".to_string(),
+        "delete" => "compute_terminate_instance".to_string(),
+        "createImage" => "compute_snapshot_instance".to_string(),
+        "confirmResize" => "compute_confirm_resize".to_string(),
+        "revertResize" => "compute_revert_resize".to_string(),
+        other => format!("compute_{}_instance", other.to_ascii_lowercase()),
+    };
+    db::insert_action(
+        tx,
+        &InstanceAction {
+            id: 0,
+            instance_id: server.id.clone(),
+            request_id: request_id.to_string(),
+            action: action.to_string(),
+            project_id: server.project_id.clone(),
+            user_id: server.user_id.clone(),
+            start_time: now,
+            updated_at: now,
+            message: None,
+            events: vec![ActionEvent {
+                event,
+                start_time: now,
+                finish_time: None,
+                result: None,
+                traceback: None,
+            }],
+        },
+    )?;
+    Ok(())
+}
+
+/// Finishes the last event of the action `request_id` (a failure also sets
+/// the action's message to "Error").
+pub async fn finish_action_event(s: &ComputeState, id: &str, request_id: &str, event: &str, ok: bool) {
+    finish_action(s, id, request_id, Some(event), ok, None).await;
+}
+
+async fn finish_action(
+    s: &ComputeState,
+    id: &str,
+    request_id: &str,
+    rename: Option<&str>,
+    ok: bool,
+    traceback: Option<String>,
+) {
+    let (id, rid, rename) = (id.to_string(), request_id.to_string(), rename.map(str::to_string));
+    let result = s
+        .write(move |tx| {
+            let Some(mut action) = db::get_action(tx, &id, &rid)? else {
+                return Ok(());
+            };
+            let now = now_unix();
+            if let Some(event) = action.events.last_mut() {
+                if let Some(name) = rename {
+                    event.event = name;
+                }
+                event.finish_time = Some(now);
+                event.result = Some(if ok { "Success" } else { "Error" }.into());
+                event.traceback = traceback;
+            }
+            if !ok {
+                action.message = Some("Error".into());
+            }
+            action.updated_at = now;
+            db::update_action(tx, &action)?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot record an instance action's result");
+    }
+}
+
+// ------------------------------------------------------------ state writes
+
+/// Applies `change` to the stored server (if it still exists) and stores it.
+pub async fn update_server(
+    s: &ComputeState,
+    id: &str,
+    change: impl FnOnce(&mut Server) + Send + 'static,
+) -> Option<Server> {
+    let id = id.to_string();
+    let result = s
+        .write(move |tx| {
+            let Some(mut server) = db::get_server(tx, &id)? else {
+                return Ok(None);
+            };
+            change(&mut server);
+            server.updated_at = now_unix();
+            db::update_server(tx, &server)?;
+            Ok(Some(server))
+        })
+        .await;
+    match result {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, server = %id_for_log(&e), "cannot store a server's state");
+            None
+        }
+    }
+}
+
+fn id_for_log(_e: &ComputeError) -> &'static str {
+    "-"
+}
+
+fn fault(message: &str, details: &str) -> Value {
+    json!({
+        "code": 500,
+        "created": iso_time(now_unix()),
+        "message": message,
+        "details": details,
+    })
+}
+
+// ------------------------------------------------------------------ build
+
+/// Builds a scheduled server in the background: disk, config drive, VMM.
+pub fn spawn_build(s: S, id: String, request_id: String) {
+    tokio::spawn(async move {
+        let lock = s.virt.lock_for(&id);
+        let _guard = lock.lock().await;
+        let Some(server) = update_server(&s, &id, |sv| {
+            if sv.task_state.as_deref() != Some("deleting") {
+                sv.task_state = Some("spawning".into());
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        if server.deleted || server.task_state.as_deref() == Some("deleting") {
+            finish_action_event(&s, &id, &request_id, "compute__do_build_and_run_instance", false).await;
+            return;
+        }
+        let result = build(&s, &server).await;
+        let ok = result.is_ok();
+        match result {
+            Ok(pid) => {
+                update_server(&s, &id, move |sv| {
+                    sv.vm_state = "active".into();
+                    sv.power_state = RUNNING;
+                    if sv.task_state.as_deref() != Some("deleting") {
+                        sv.task_state = None;
+                    }
+                    sv.launched_at = Some(now_unix());
+                    sv.vmm_pid = Some(pid as i64);
+                })
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(server = %id, error = %e, "server build failed");
+                s.virt.stop(&id, None).await;
+                let message = e.to_string();
+                update_server(&s, &id, move |sv| {
+                    sv.vm_state = "error".into();
+                    sv.power_state = NOSTATE;
+                    if sv.task_state.as_deref() != Some("deleting") {
+                        sv.task_state = None;
+                    }
+                    sv.fault = Some(fault(&format!("Build of instance {} aborted: {message}", sv.id), &message));
+                })
+                .await;
+            }
+        }
+        finish_action_event(&s, &id, &request_id, "compute__do_build_and_run_instance", ok).await;
+    });
+}
+
+/// The files a server boots from, from Glance.
+async fn boot_files(s: &ComputeState, server: &Server, image_id: &str) -> Result<(BootFiles, i64), String> {
+    let image = s
+        .images
+        .get(image_id, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !["active", "deactivated"].contains(&image.status.as_str()) {
+        return Err(format!("Image {image_id} is not active."));
+    }
+    let kernel_id = server
+        .kernel_id
+        .clone()
+        .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
+    let kernel = s.images.get(&kernel_id, None).await.map_err(|e| e.to_string())?;
+    let ramdisk = match &server.ramdisk_id {
+        Some(r) => Some(s.images.get(r, None).await.map_err(|e| e.to_string())?.path),
+        None => None,
+    };
+    let disk_image = match image.disk_format.as_deref() {
+        Some("aki" | "ari") => None,
+        Some("qcow2") => {
+            return Err("qcow2 root disks are not supported by the VMM yet; upload the image as raw (qemu-img convert -O raw)".into());
+        }
+        Some("raw" | "ami" | "iso" | "img") | None => Some(image.path.clone()),
+        Some(other) => return Err(format!("disk format {other} cannot be a root disk")),
+    };
+    let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
+    Ok((
+        BootFiles {
+            kernel: kernel.path,
+            ramdisk,
+            disk_image,
+        },
+        image_gb,
+    ))
+}
+
+async fn build(s: &S, server: &Server) -> Result<i32, String> {
+    let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
+    let config = server.config_drive.then(|| config_drive_files(server));
+    s.virt
+        .prepare(&server.id, files, server.flavor.disk, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.virt.spawn(server, false).await.map_err(|e| e.to_string())
+}
+
+/// The config drive's files (openstack/latest/...), as Nova writes them.
+pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
+    use rand::RngExt;
+    let mut seed = [0u8; 512];
+    rand::rng().fill(&mut seed[..]);
+    let mut public_keys = Map::new();
+    let mut keys = Vec::new();
+    if let (Some(name), Some(data)) = (&server.key_name, &server.key_data) {
+        public_keys.insert(name.clone(), json!(data));
+        keys.push(json!({"name": name, "type": "ssh", "data": data}));
+    }
+    let meta = json!({
+        "uuid": server.id,
+        "name": server.name,
+        "hostname": server.hostname,
+        "launch_index": server.launch_index,
+        "availability_zone": server.availability_zone.clone().unwrap_or_else(|| super::hosts::ZONE.into()),
+        "project_id": server.project_id,
+        "public_keys": public_keys,
+        "keys": keys,
+        "meta": server.metadata,
+        "devices": [],
+        "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
+    });
+    let network = json!({"links": [], "networks": [], "services": []});
+    let mut files = Vec::new();
+    for version in ["latest", "2018-08-27", "2012-08-10"] {
+        files.push((
+            format!("openstack/{version}/meta_data.json"),
+            meta.to_string().into_bytes(),
+        ));
+        files.push((
+            format!("openstack/{version}/network_data.json"),
+            network.to_string().into_bytes(),
+        ));
+        files.push((format!("openstack/{version}/vendor_data.json"), b"{}".to_vec()));
+        files.push((format!("openstack/{version}/vendor_data2.json"), b"{}".to_vec()));
+        if let Some(data) = &server.user_data
+            && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim())
+        {
+            files.push((format!("openstack/{version}/user_data"), bytes));
+        }
+    }
+    files
+}
+
+// ----------------------------------------------------------------- delete
+
+/// `DELETE /servers/{id}`: marks the server deleting and tears it down in the background.
+pub async fn start_delete(s: &S, ctx: &Arc<AuthContext>, id: &str, request_id: &str) -> ComputeResult<()> {
+    let ctx2 = ctx.clone();
+    let (id2, rid) = (id.to_string(), request_id.to_string());
+    s.write(move |tx| {
+        let mut server = load_tx(tx, &ctx2, &id2)?;
+        check_unlocked(&ctx2, &server)?;
+        server.task_state = Some("deleting".into());
+        server.updated_at = now_unix();
+        db::update_server(tx, &server)?;
+        record_action(tx, &server, &rid, "delete", now_unix())?;
+        Ok(())
+    })
+    .await?;
+    spawn_delete(s.clone(), id.to_string(), request_id.to_string());
+    Ok(())
+}
+
+fn spawn_delete(s: S, id: String, request_id: String) {
+    tokio::spawn(async move {
+        let lock = s.virt.lock_for(&id);
+        let guard = lock.lock().await;
+        s.virt.stop(&id, None).await;
+        s.virt.destroy_files(&id).await;
+        let id2 = id.clone();
+        let result = s
+            .write(move |tx| {
+                let Some(mut server) = db::get_server(tx, &id2)? else {
+                    return Ok(());
+                };
+                let now = now_unix();
+                server.deleted = true;
+                server.vm_state = "deleted".into();
+                server.task_state = None;
+                server.power_state = NOSTATE;
+                server.terminated_at = Some(now);
+                server.updated_at = now;
+                server.host = None;
+                server.vmm_pid = None;
+                db::update_server(tx, &server)?;
+                store::remove_server_group_member(tx, &id2)?;
+                Ok(())
+            })
+            .await;
+        drop(guard);
+        if let Err(e) = result {
+            tracing::error!(server = %id, error = %e, "cannot mark a server deleted");
+        }
+        finish_action_event(&s, &id, &request_id, "compute_terminate_instance", true).await;
+    });
+}
+
+// ---------------------------------------------------------------- actions
+
+/// Checks the state for `action` and starts it: 409 unless vm_state is one
+/// of `vm_states` and task_state is none; sets `task` and records the action.
+async fn begin(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+    action: &'static str,
+    vm_states: &'static [&'static str],
+    task: Option<&'static str>,
+) -> ComputeResult<Server> {
+    let ctx2 = ctx.clone();
+    let (id2, rid) = (id.to_string(), request_id.to_string());
+    s.write(move |tx| {
+        let mut server = load_tx(tx, &ctx2, &id2)?;
+        check_unlocked(&ctx2, &server)?;
+        if !vm_states.contains(&server.vm_state.as_str()) {
+            return Err(ComputeError::Conflict(format!(
+                "Cannot '{action}' instance {id2} while it is in vm_state {}",
+                server.vm_state
+            )));
+        }
+        if let Some(t) = &server.task_state {
+            return Err(ComputeError::Conflict(format!(
+                "Cannot '{action}' instance {id2} while it is in task_state {t}"
+            )));
+        }
+        server.task_state = task.map(str::to_string);
+        server.updated_at = now_unix();
+        db::update_server(tx, &server)?;
+        record_action(tx, &server, &rid, action, now_unix())?;
+        Ok(server)
+    })
+    .await
+}
+
+/// Runs an action's VMM side in the background under the server's lock.
+/// `op` returns the error text on failure; the task state is then cleared
+/// and the event marked Error.
+fn run<F, Fut>(s: &S, id: &str, request_id: &str, op: F)
+where
+    F: FnOnce(S, Server) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (s, id, rid) = (s.clone(), id.to_string(), request_id.to_string());
+    tokio::spawn(async move {
+        let lock = s.virt.lock_for(&id);
+        let guard = lock.lock().await;
+        let id2 = id.clone();
+        let server = s
+            .read(move |conn| Ok(db::get_server(conn, &id2)?))
+            .await
+            .ok()
+            .flatten();
+        let Some(server) = server.filter(|sv| !sv.deleted) else {
+            return;
+        };
+        let result = op(s.clone(), server).await;
+        drop(guard);
+        let ok = result.is_ok();
+        let traceback = result.err();
+        if let Some(error) = &traceback {
+            tracing::warn!(server = %id, error = %error, "server action failed");
+            update_server(&s, &id, |sv| {
+                if sv.task_state.as_deref() != Some("deleting") {
+                    sv.task_state = None;
+                }
+            })
+            .await;
+        }
+        finish_action(&s, &id, &rid, None, ok, traceback).await;
+    });
+}
+
+/// Sets the final state of an action.
+async fn settle(s: &ComputeState, id: &str, vm_state: &'static str, power_state: i64) {
+    update_server(s, id, move |sv| {
+        sv.vm_state = vm_state.into();
+        sv.power_state = power_state;
+        if sv.task_state.as_deref() != Some("deleting") {
+            sv.task_state = None;
+        }
+    })
+    .await;
+}
+
+/// Starts the server's VMM (from saved state with `restore`) and records its pid.
+async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
+    let pid = s.virt.spawn(server, restore).await.map_err(|e| e.to_string())?;
+    update_server(s, &server.id, move |sv| sv.vmm_pid = Some(pid as i64)).await;
+    Ok(())
+}
+
+/// `POST /servers/{id}/action`.
+pub async fn action(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    Extension(request_id): Extension<RequestId>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let body = parse_body(&body)?;
+    if body.len() != 1 {
+        return Err(ComputeError::BadRequest(
+            "There is no such action: the body must name exactly one action".into(),
+        ));
+    }
+    let Some((name, arg)) = body.into_iter().next() else {
+        return Err(ComputeError::BadRequest("There is no such action".into()));
+    };
+    let rid = request_id.0.as_str();
+    let accepted = || empty(StatusCode::ACCEPTED);
+    match name.as_str() {
+        "os-stop" => {
+            begin(&s, &ctx, &id, rid, "stop", &["active", "error"], Some("powering-off")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                settle(&s, &sv.id, "stopped", SHUTDOWN).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "os-start" => {
+            begin(&s, &ctx, &id, rid, "start", &["stopped"], Some("powering-on")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                boot(&s, &sv, false).await?;
+                settle(&s, &sv.id, "active", RUNNING).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "reboot" => {
+            let kind = arg
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_uppercase)
+                .ok_or_else(|| {
+                    ComputeError::BadRequest(
+                        "Invalid input for field/attribute reboot. 'type' is a required property"
+                            .into(),
+                    )
+                })?;
+            let hard = match kind.as_str() {
+                "HARD" => true,
+                "SOFT" => false,
+                other => {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+                    )));
+                }
+            };
+            let (states, task): (&'static [&'static str], _) = if hard {
+                (&["active", "stopped", "paused", "suspended", "error"], "rebooting_hard")
+            } else {
+                (&["active"], "rebooting")
+            };
+            begin(&s, &ctx, &id, rid, "reboot", states, Some(task)).await?;
+            run(&s, &id, rid, move |s, sv| async move {
+                if hard {
+                    if s.virt.is_alive(&sv.id) && sv.vm_state != "paused" {
+                        s.virt.control(&sv.id, json!({"cmd": "reset"})).await.map_err(|e| e.to_string())?;
+                    } else {
+                        s.virt.stop(&sv.id, None).await;
+                        s.virt.drop_saved_state(&sv.id).await;
+                        boot(&s, &sv, false).await?;
+                    }
+                } else {
+                    s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                    boot(&s, &sv, false).await?;
+                }
+                settle(&s, &sv.id, "active", RUNNING).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "pause" => {
+            begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                s.virt.control(&sv.id, json!({"cmd": "pause"})).await.map_err(|e| e.to_string())?;
+                settle(&s, &sv.id, "paused", PAUSED).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "unpause" => {
+            begin(&s, &ctx, &id, rid, "unpause", &["paused"], Some("unpausing")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                s.virt.control(&sv.id, json!({"cmd": "resume"})).await.map_err(|e| e.to_string())?;
+                settle(&s, &sv.id, "active", RUNNING).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "suspend" => {
+            begin(&s, &ctx, &id, rid, "suspend", &["active"], Some("suspending")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                s.virt.save(&sv.id).await.map_err(|e| e.to_string())?;
+                settle(&s, &sv.id, "suspended", SHUTDOWN).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "resume" => {
+            begin(&s, &ctx, &id, rid, "resume", &["suspended"], Some("resuming")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                let restore = s.virt.has_saved_state(&sv.id);
+                boot(&s, &sv, restore).await?;
+                s.virt.drop_saved_state(&sv.id).await;
+                settle(&s, &sv.id, "active", RUNNING).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "shelve" => {
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "shelve",
+                &["active", "stopped", "paused", "suspended"],
+                Some("shelving"),
+            )
+            .await?;
+            run(&s, &id, rid, |s, sv| async move {
+                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                s.virt.drop_saved_state(&sv.id).await;
+                update_server(&s, &sv.id, |x| {
+                    x.vm_state = "shelved_offloaded".into();
+                    x.power_state = SHUTDOWN;
+                    x.task_state = None;
+                    x.host = None;
+                })
+                .await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "shelveOffload" => {
+            begin(&s, &ctx, &id, rid, "shelveOffload", &["shelved"], Some("shelving_offloading")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                update_server(&s, &sv.id, |x| {
+                    x.vm_state = "shelved_offloaded".into();
+                    x.task_state = None;
+                    x.host = None;
+                })
+                .await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "unshelve" => {
+            begin(&s, &ctx, &id, rid, "unshelve", &["shelved", "shelved_offloaded"], Some("unshelving")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                let host = super::hosts::hostname();
+                update_server(&s, &sv.id, move |x| x.host = Some(host)).await;
+                boot(&s, &sv, false).await?;
+                settle(&s, &sv.id, "active", RUNNING).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "lock" => {
+            let reason = match arg.get("locked_reason") {
+                Some(Value::String(r)) if mv.at_least(73) => {
+                    if r.chars().count() > 255 {
+                        return Err(ComputeError::BadRequest(
+                            "Invalid input for field/attribute locked_reason. Value is too long".into(),
+                        ));
+                    }
+                    Some(r.clone())
+                }
+                Some(_) if !mv.at_least(73) => {
+                    return Err(ComputeError::BadRequest(
+                        "Invalid input for field/attribute lock. Additional properties are not allowed".into(),
+                    ));
+                }
+                _ => None,
+            };
+            let admin = ctx.is_admin();
+            set_sync(&s, &ctx, &id, rid, "lock", move |sv| {
+                sv.locked = true;
+                sv.locked_by = Some(if admin { "admin" } else { "owner" }.into());
+                sv.locked_reason = reason;
+                Ok(())
+            })
+            .await?;
+            Ok(accepted())
+        }
+        "unlock" => {
+            let admin = ctx.is_admin();
+            set_sync(&s, &ctx, &id, rid, "unlock", move |sv| {
+                if sv.locked_by.as_deref() == Some("admin") && !admin {
+                    return Err(ComputeError::Forbidden(
+                        "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed.".into(),
+                    ));
+                }
+                sv.locked = false;
+                sv.locked_by = None;
+                sv.locked_reason = None;
+                Ok(())
+            })
+            .await?;
+            Ok(accepted())
+        }
+        "os-resetState" => {
+            super::require_admin(&ctx, "os_compute_api:os-admin-actions:reset_state")?;
+            let state = arg
+                .get("state")
+                .and_then(Value::as_str)
+                .filter(|v| ["active", "error"].contains(v))
+                .ok_or_else(|| {
+                    ComputeError::BadRequest(
+                        "Invalid input for field/attribute state. Value must be 'active' or 'error'".into(),
+                    )
+                })?
+                .to_string();
+            set_sync(&s, &ctx, &id, rid, "resetState", move |sv| {
+                sv.vm_state = state;
+                sv.task_state = None;
+                Ok(())
+            })
+            .await?;
+            Ok(accepted())
+        }
+        "injectNetworkInfo" | "resetNetwork" => {
+            super::require_admin(&ctx, "os_compute_api:os-admin-actions")?;
+            servers::load(&s, &ctx, &id).await?;
+            Ok(accepted())
+        }
+        "os-getConsoleOutput" => {
+            let server = servers::load(&s, &ctx, &id).await?;
+            let length = match arg.get("length") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    let n = int_field(v, "length", -1, i64::from(i32::MAX))?;
+                    if n < 0 { None } else { Some(n as usize) }
+                }
+            };
+            if server.vm_state == "building" && server.power_state == NOSTATE {
+                return Err(ComputeError::Conflict(format!(
+                    "Instance {id} is not ready"
+                )));
+            }
+            let output = s.virt.console_output(&server.id, length).await;
+            Ok(json_response(StatusCode::OK, &json!({"output": output})))
+        }
+        "os-getSerialConsole" => {
+            let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "serial" {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid input for field/attribute type. Value: {kind}. '{kind}' is not one of ['serial']"
+                )));
+            }
+            let url = super::consoles::new_console_url(&s, &ctx, &id).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"console": {"type": "serial", "url": url}}),
+            ))
+        }
+        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" => Err(ComputeError::BadRequest(
+            "Unavailable console type: this cloud serves serial consoles only.".into(),
+        )),
+        "createImage" => create_image(&s, &ctx, mv, &id, rid, &arg).await,
+        "rebuild" => rebuild(&s, &ctx, mv, &id, rid, arg).await,
+        "resize" => resize(&s, &ctx, &id, rid, &arg).await,
+        "confirmResize" => {
+            begin(&s, &ctx, &id, rid, "confirmResize", &["resized"], None).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                let running = sv.power_state == RUNNING;
+                update_server(&s, &sv.id, move |x| {
+                    x.old_flavor = None;
+                    x.vm_state = if running { "active" } else { "stopped" }.into();
+                    x.task_state = None;
+                })
+                .await;
+                Ok(())
+            });
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        "revertResize" => {
+            begin(&s, &ctx, &id, rid, "revertResize", &["resized"], Some("resize_reverting")).await?;
+            run(&s, &id, rid, |s, sv| async move {
+                let running = sv.power_state == RUNNING;
+                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                let Some(back) = update_server(&s, &sv.id, |x| {
+                    if let Some(old) = x.old_flavor.take() {
+                        x.flavor = old;
+                    }
+                })
+                .await
+                else {
+                    return Ok(());
+                };
+                if running {
+                    boot(&s, &back, false).await?;
+                }
+                settle(&s, &sv.id, if running { "active" } else { "stopped" }, if running { RUNNING } else { SHUTDOWN }).await;
+                Ok(())
+            });
+            Ok(accepted())
+        }
+        "forceDelete" | "restore" => {
+            let server = servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::Conflict(format!(
+                "Cannot '{name}' instance {id} while it is in vm_state {}",
+                server.vm_state
+            )))
+        }
+        "migrate" | "os-migrateLive" | "evacuate" => {
+            super::require_admin(&ctx, "os_compute_api:os-migrate-server:migrate")?;
+            servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::BadRequest(
+                "No valid host was found. This cloud has one compute host.".into(),
+            ))
+        }
+        "changePassword" => {
+            servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::NotImplemented(
+                "Unable to set password on instance: no guest agent.".into(),
+            ))
+        }
+        "rescue" | "unrescue" | "trigger_crash_dump" => {
+            servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::NotImplemented(format!(
+                "The {name} action is not implemented by this cloud's driver."
+            )))
+        }
+        "addSecurityGroup" | "removeSecurityGroup" | "addFixedIp" | "removeFixedIp"
+        | "addFloatingIp" | "removeFloatingIp" => {
+            servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::BadRequest(format!(
+                "The {name} action needs the network service, which this cloud does not have yet."
+            )))
+        }
+        other => {
+            servers::load(&s, &ctx, &id).await?;
+            Err(ComputeError::BadRequest(format!(
+                "There is no such action: {other}"
+            )))
+        }
+    }
+}
+
+/// A synchronous action: changes the server and records the action, done.
+async fn set_sync(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+    action: &'static str,
+    change: impl FnOnce(&mut Server) -> ComputeResult<()> + Send + 'static,
+) -> ComputeResult<Server> {
+    let ctx2 = ctx.clone();
+    let (id2, rid) = (id.to_string(), request_id.to_string());
+    let server = s
+        .write(move |tx| {
+            let mut server = load_tx(tx, &ctx2, &id2)?;
+            if action != "unlock" && action != "resetState" {
+                check_unlocked(&ctx2, &server)?;
+            }
+            change(&mut server)?;
+            server.updated_at = now_unix();
+            db::update_server(tx, &server)?;
+            record_action(tx, &server, &rid, action, now_unix())?;
+            Ok(server)
+        })
+        .await?;
+    finish_action(s, id, request_id, None, true, None).await;
+    Ok(server)
+}
+
+async fn create_image(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: &Value,
+) -> ComputeResult<Response> {
+    let name = match arg.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => n.clone(),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute createImage. 'name' is a required property (1-255 characters)".into(),
+            ));
+        }
+    };
+    let metadata = match arg.get("metadata") {
+        Some(v) => servers::check_metadata(v, "metadata")?,
+        None => Default::default(),
+    };
+    let server = begin(
+        s,
+        ctx,
+        id,
+        rid,
+        "createImage",
+        &["active", "stopped", "paused", "suspended", "shelved", "shelved_offloaded"],
+        Some("image_snapshot"),
+    )
+    .await?;
+    let source = s.images.get(&server.image_id, None).await.ok();
+    let mut properties = Map::new();
+    for (k, v) in &metadata {
+        properties.insert(k.clone(), json!(v));
+    }
+    properties.insert("image_type".into(), json!("snapshot"));
+    properties.insert("instance_uuid".into(), json!(server.id));
+    properties.insert("base_image_ref".into(), json!(server.image_id));
+    properties.insert("user_id".into(), json!(server.user_id));
+    if let Some(k) = &server.kernel_id {
+        properties.insert("kernel_id".into(), json!(k));
+    }
+    if let Some(r) = &server.ramdisk_id {
+        properties.insert("ramdisk_id".into(), json!(r));
+    }
+    if let Some(c) = &server.cmdline {
+        properties.insert("os_command_line".into(), json!(c));
+    }
+    if let Some(t) = server.shutdown_timeout {
+        properties.insert("os_shutdown_timeout".into(), json!(t.to_string()));
+    }
+    let min_ram = source.as_ref().map(|i| i.min_ram).unwrap_or(0);
+    let image_id = match s
+        .images
+        .create_snapshot(&name, &server.project_id, properties, server.flavor.disk, min_ram)
+        .await
+    {
+        Ok(image_id) => image_id,
+        Err(e) => {
+            update_server(s, id, |sv| sv.task_state = None).await;
+            finish_action(s, id, rid, None, false, Some(e.to_string())).await;
+            return Err(ComputeError::Internal(e.to_string()));
+        }
+    };
+    let snapshot_id = image_id.clone();
+    run(s, id, rid, move |s, sv| async move {
+        let running = s.virt.is_alive(&sv.id) && sv.vm_state == "active";
+        update_server(&s, &sv.id, |x| x.task_state = Some("image_uploading".into())).await;
+        if running {
+            let _ = s.virt.control(&sv.id, json!({"cmd": "pause"})).await;
+        }
+        let dest = s.images.snapshot_staging_path(&snapshot_id);
+        let copied = s.virt.copy_disk(&sv.id, dest.clone()).await;
+        if running {
+            let _ = s.virt.control(&sv.id, json!({"cmd": "resume"})).await;
+        }
+        update_server(&s, &sv.id, |x| {
+            if x.task_state.as_deref() != Some("deleting") {
+                x.task_state = None;
+            }
+        })
+        .await;
+        match copied {
+            Ok(()) => s
+                .images
+                .finish_snapshot(&snapshot_id, dest)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => {
+                s.images.discard_snapshot(&snapshot_id).await;
+                Err(e.to_string())
+            }
+        }
+    });
+    let location = format!("{}/image/v2/images/{image_id}", s.public_url);
+    let mut response = if mv.at_least(45) {
+        json_response(StatusCode::ACCEPTED, &json!({"image_id": image_id}))
+    } else {
+        empty(StatusCode::ACCEPTED)
+    };
+    if !mv.at_least(45)
+        && let Ok(v) = HeaderValue::from_str(&location)
+    {
+        response.headers_mut().insert("location", v);
+    }
+    Ok(response)
+}
+
+async fn rebuild(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: Value,
+) -> ComputeResult<Response> {
+    let Value::Object(arg) = arg else {
+        return Err(ComputeError::BadRequest("rebuild must be an object".into()));
+    };
+    let image_ref = arg
+        .get("imageRef")
+        .and_then(Value::as_str)
+        .map(|r| r.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            ComputeError::BadRequest(
+                "Invalid input for field/attribute rebuild. 'imageRef' is a required property".into(),
+            )
+        })?;
+    let project = super::project_of(ctx)?;
+    let image = s
+        .images
+        .get_active(&image_ref, if ctx.is_admin() { None } else { Some(&project) })
+        .await
+        .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+    let boot_info = resolve_boot(s, &image, &project, ctx.is_admin()).await?;
+    let name = match arg.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => Some(n.clone()),
+        Some(_) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute name.".into(),
+            ));
+        }
+        None => None,
+    };
+    let metadata = match arg.get("metadata") {
+        Some(v) => Some(servers::check_metadata(v, "metadata")?),
+        None => None,
+    };
+    let description = if mv.at_least(19) && arg.contains_key("description") {
+        Some(arg.get("description").and_then(Value::as_str).map(str::to_string))
+    } else {
+        None
+    };
+    let user_data = if mv.at_least(57) && arg.contains_key("user_data") {
+        Some(arg.get("user_data").and_then(Value::as_str).map(str::to_string))
+    } else {
+        None
+    };
+    let key_name = if mv.at_least(54) && arg.contains_key("key_name") {
+        Some(arg.get("key_name").and_then(Value::as_str).map(str::to_string))
+    } else {
+        None
+    };
+    let admin_pass = arg
+        .get("adminPass")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    let user_id = ctx.user_id.clone();
+    let key_data = match &key_name {
+        Some(Some(k)) => {
+            let (u, k2) = (user_id.clone(), k.clone());
+            Some(Some(
+                s.read(move |conn| Ok(store::get_keypair(conn, &u, &k2)?))
+                    .await?
+                    .ok_or_else(|| ComputeError::BadRequest("Invalid key_name provided.".into()))?
+                    .public_key,
+            ))
+        }
+        Some(None) => Some(None),
+        None => None,
+    };
+    let server = begin(s, ctx, id, rid, "rebuild", &["active", "stopped", "error"], Some("rebuilding")).await?;
+    let was_running = server.vm_state == "active";
+    let image_id = image.id.clone();
+    let updated = update_server(s, id, move |sv| {
+        sv.image_id = image_id;
+        sv.kernel_id = boot_info.kernel_id;
+        sv.ramdisk_id = boot_info.ramdisk_id;
+        sv.cmdline = boot_info.cmdline;
+        sv.shutdown_timeout = boot_info.shutdown_timeout;
+        if let Some(n) = name {
+            sv.name = n;
+        }
+        if let Some(m) = metadata {
+            sv.metadata = m;
+        }
+        if let Some(d) = description {
+            sv.description = d;
+        }
+        if let Some(u) = user_data {
+            sv.user_data = u;
+        }
+        if let Some(k) = key_name {
+            sv.key_name = k;
+        }
+        if let Some(k) = key_data {
+            sv.key_data = k;
+        }
+    })
+    .await
+    .ok_or_else(|| servers::not_found(id))?;
+    run(s, id, rid, move |s, sv| async move {
+        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+        s.virt.drop_saved_state(&sv.id).await;
+        let result = async {
+            let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
+            let config = sv.config_drive.then(|| config_drive_files(&sv));
+            s.virt
+                .prepare(&sv.id, files, sv.flavor.disk, config)
+                .await
+                .map_err(|e| e.to_string())?;
+            if was_running {
+                boot(&s, &sv, false).await?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                update_server(&s, &sv.id, move |x| {
+                    x.vm_state = if was_running { "active" } else { "stopped" }.into();
+                    x.power_state = if was_running { RUNNING } else { SHUTDOWN };
+                    x.task_state = None;
+                    x.fault = None;
+                })
+                .await;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.clone();
+                update_server(&s, &sv.id, move |x| {
+                    x.vm_state = "error".into();
+                    x.power_state = NOSTATE;
+                    x.task_state = None;
+                    x.fault = Some(fault(&format!("Rebuild failed: {msg}"), &msg));
+                })
+                .await;
+                Err(e)
+            }
+        }
+    });
+    let mut shown = view(s, &updated, mv, ctx, false);
+    if let Some(obj) = shown.as_object_mut() {
+        obj.insert("adminPass".into(), json!(admin_pass));
+    }
+    Ok(json_response(StatusCode::ACCEPTED, &json!({"server": shown})))
+}
+
+async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value) -> ComputeResult<Response> {
+    let flavor_ref = match arg.get("flavorRef") {
+        Some(Value::String(r)) if !r.is_empty() => r.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute resize. 'flavorRef' is a required property".into(),
+            ));
+        }
+    };
+    let fid = flavor_ref.clone();
+    let flavor = s
+        .read(move |conn| Ok(store::get_flavor(conn, &fid)?))
+        .await?
+        .ok_or_else(|| ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found.")))?;
+    let current = servers::load(s, ctx, id).await?;
+    if current.flavor.id == flavor.id {
+        return Err(ComputeError::BadRequest(
+            "When resizing, instances must change flavor!".into(),
+        ));
+    }
+    if flavor.disk < current.flavor.disk && flavor.disk != 0 {
+        return Err(ComputeError::BadRequest(
+            "Resize error: Unable to resize disk down.".into(),
+        ));
+    }
+    // Capacity and quota for the difference.
+    let (dv, dr) = (flavor.vcpus - current.flavor.vcpus, flavor.ram - current.flavor.ram);
+    let (project, user) = (current.project_id.clone(), current.user_id.clone());
+    let ratios = super::allocation_ratios();
+    let facts = super::hosts::capacity(&s.db.state_dir());
+    let (fv, fr) = (flavor.vcpus, flavor.ram);
+    let cur_id = current.id.clone();
+    s.read(move |conn| {
+        let usage = servers::quota_usage(conn, &project, None)?;
+        for (resource, delta) in [("cores", dv), ("ram", dr)] {
+            if delta > 0 {
+                super::quotas::enforce_limit(conn, &project, Some(&user), resource, usage.get(resource).copied().unwrap_or(0), delta)?;
+            }
+        }
+        let all = db::list_servers(conn, None, false)?;
+        let others: Vec<Server> = all.into_iter().filter(|x| x.id != cur_id).collect();
+        let (c, r, _) = servers::host_usage(&others);
+        if (c + fv) as f64 > facts.vcpus as f64 * ratios.cpu || (r + fr) as f64 > facts.memory_mb as f64 * ratios.ram {
+            return Err(ComputeError::BadRequest(
+                "No valid host was found. There are not enough hosts available.".into(),
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+    begin(s, ctx, id, rid, "resize", &["active", "stopped"], Some("resize_prep")).await?;
+    let new = crate::db::servers::FlavorCopy {
+        id: flavor.id.clone(),
+        name: flavor.name.clone(),
+        ram: flavor.ram,
+        vcpus: flavor.vcpus,
+        disk: flavor.disk,
+        ephemeral: flavor.ephemeral,
+        swap: flavor.swap,
+        extra_specs: flavor.extra_specs.clone(),
+    };
+    run(s, id, rid, move |s, sv| async move {
+        let running = sv.vm_state == "active";
+        update_server(&s, &sv.id, |x| x.task_state = Some("resize_migrating".into())).await;
+        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+        let disk = new.disk;
+        let Some(resized) = update_server(&s, &sv.id, move |x| {
+            x.old_flavor = Some(x.flavor.clone());
+            x.flavor = new;
+            x.task_state = Some("resize_finish".into());
+        })
+        .await
+        else {
+            return Ok(());
+        };
+        s.virt.grow_disk(&sv.id, disk).await.map_err(|e| e.to_string())?;
+        if running {
+            boot(&s, &resized, false).await?;
+        }
+        settle(&s, &sv.id, "resized", if running { RUNNING } else { SHUTDOWN }).await;
+        Ok(())
+    });
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ---------------------------------------------------------------- monitor
+
+/// Starts the monitor: first re-attaches to the VMMs still running and fixes
+/// the servers whose VMM is gone, then follows VMM exits and checks every
+/// second that each running server's VMM is still there.
+pub fn start_monitor(s: S, mut exits: tokio::sync::mpsc::UnboundedReceiver<VmmExit>) {
+    tokio::spawn(async move {
+        reconcile(&s, true).await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                exit = exits.recv() => match exit {
+                    Some((id, code)) => on_exit(&s, id, code).await,
+                    None => return,
+                },
+                _ = tick.tick() => reconcile(&s, false).await,
+            }
+        }
+    });
+}
+
+/// A VMM we spawned exited.
+async fn on_exit(s: &S, id: String, code: Option<i32>) {
+    if s.virt.take_expected_exit(&id) {
+        return;
+    }
+    let lock = s.virt.lock_for(&id);
+    let _guard = lock.lock().await;
+    if s.virt.is_alive(&id) {
+        return;
+    }
+    let id2 = id.clone();
+    let Ok(Some(server)) = s.read(move |conn| Ok(db::get_server(conn, &id2)?)).await else {
+        return;
+    };
+    if server.deleted || !["active", "paused", "resized"].contains(&server.vm_state.as_str()) {
+        return;
+    }
+    let log = std::fs::read_to_string(s.virt.dir(&id).join("vmm.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    vanished(s, &id, code, &tail.join(" / "), true).await;
+}
+
+/// Records that a server's VMM is gone: SHUTOFF when the guest powered off
+/// (or we cannot tell), ERROR with a fault when the VMM failed.
+async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: bool) {
+    let failed = from_child && code != Some(0);
+    let text = match code {
+        Some(0) => "the guest powered off".to_string(),
+        Some(c) => format!("the VMM exited with status {c}: {log}"),
+        None if from_child => format!("the VMM was killed by a signal: {log}"),
+        None => "the VMM is gone".to_string(),
+    };
+    tracing::info!(server = %id, reason = %text, "server stopped outside of an action");
+    let resized_kept = |sv: &Server| sv.vm_state == "resized";
+    update_server(s, id, move |sv| {
+        sv.vmm_pid = None;
+        if failed {
+            sv.vm_state = "error".into();
+            sv.power_state = CRASHED;
+            sv.fault = Some(fault(&format!("The server stopped unexpectedly: {text}"), &text));
+        } else {
+            if !resized_kept(sv) {
+                sv.vm_state = "stopped".into();
+            }
+            sv.power_state = SHUTDOWN;
+        }
+    })
+    .await;
+}
+
+/// Compares the state file with the VMM processes. At start-up it also
+/// re-attaches, and finishes what a killed control plane left half done.
+async fn reconcile(s: &S, startup: bool) {
+    let servers = match s.read(|conn| Ok(db::list_servers(conn, None, false)?)).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(error = %e, "monitor cannot read the servers");
+            return;
+        }
+    };
+    for server in servers {
+        let id = server.id.clone();
+        let lock = s.virt.lock_for(&id);
+        let Ok(guard) = lock.try_lock() else {
+            continue; // an action is running; it owns the state
+        };
+        if startup {
+            reattach(s, &server).await;
+            drop(guard);
+            continue;
+        }
+        if server.task_state.is_some() {
+            continue;
+        }
+        if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
+            || server.power_state == SHUTDOWN
+        {
+            continue;
+        }
+        if s.virt.is_alive(&id) || s.virt.is_child(&id) {
+            continue;
+        }
+        if s.virt.known_pid(&id).is_none() && s.virt.status(&id).await.is_some() {
+            continue;
+        }
+        vanished(s, &id, None, "", false).await;
+        drop(guard);
+    }
+}
+
+/// Start-up handling of one server.
+async fn reattach(s: &S, server: &Server) {
+    let id = server.id.clone();
+    let status = s.virt.status(&id).await;
+    let vmm_state = status
+        .as_ref()
+        .and_then(|v| v.get("state"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(state) = &vmm_state {
+        tracing::info!(server = %id, vmm = %state, "re-attached to a running VMM");
+    }
+    match (server.vm_state.as_str(), server.task_state.as_deref()) {
+        (_, Some("deleting")) => {
+            spawn_delete(s.clone(), id, format!("req-{}", uuid::Uuid::new_v4()));
+        }
+        ("building", _) => {
+            if vmm_state.is_some() {
+                update_server(s, &id, |sv| {
+                    sv.vm_state = "active".into();
+                    sv.power_state = RUNNING;
+                    sv.task_state = None;
+                    sv.launched_at.get_or_insert(now_unix());
+                })
+                .await;
+            } else {
+                update_server(s, &id, |sv| {
+                    sv.vm_state = "error".into();
+                    sv.power_state = NOSTATE;
+                    sv.task_state = None;
+                    sv.fault = Some(fault(
+                        "The build was interrupted by a restart of yunhe.",
+                        "the control plane stopped while the server was being built",
+                    ));
+                })
+                .await;
+            }
+        }
+        (vm, task) => {
+            let expected_running = ["active", "paused", "resized"].contains(&vm);
+            match vmm_state.as_deref() {
+                Some(state) => {
+                    let paused = state == "paused";
+                    update_server(s, &id, move |sv| {
+                        sv.task_state = None;
+                        if sv.vm_state == "stopped" || sv.vm_state == "suspended" || sv.vm_state == "error" {
+                            sv.vm_state = "active".into();
+                        }
+                        if sv.vm_state == "active" && paused {
+                            sv.vm_state = "paused".into();
+                        } else if sv.vm_state == "paused" && !paused {
+                            sv.vm_state = "active".into();
+                        }
+                        sv.power_state = if paused { PAUSED } else { RUNNING };
+                    })
+                    .await;
+                }
+                None if expected_running || task.is_some() => {
+                    let suspended = s.virt.has_saved_state(&id) && vm == "suspended";
+                    update_server(s, &id, move |sv| {
+                        sv.task_state = None;
+                        sv.vmm_pid = None;
+                        if suspended {
+                            return;
+                        }
+                        if ["active", "paused"].contains(&sv.vm_state.as_str()) {
+                            sv.vm_state = "stopped".into();
+                        }
+                        sv.power_state = SHUTDOWN;
+                    })
+                    .await;
+                }
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,2074 @@
+//! Servers: create (with quota, scheduling on this one host and the build in
+//! the background), list and `/detail` with Nova's filters and pagination,
+//! show, update, delete; metadata, tags, ips, os-interface, instance actions,
+//! server password and security groups. Actions and the state machine live
+//! in `lifecycle`, the VMM side in `virt`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha224};
+
+use super::lifecycle;
+use super::quotas::{self, ServerRequest};
+use super::{
+    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
+    nova_time, paginate, parse_body, policy_forbids, project_of, query_map, take_object,
+};
+use crate::db::compute as store;
+use crate::db::now_unix;
+use crate::db::servers::{self as db, FlavorCopy, Server};
+use crate::http::{RequestId, json_response};
+use crate::identity::{Auth, AuthContext};
+
+type S = Arc<ComputeState>;
+
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/servers", get(list).post(create))
+        .route("/v2.1/servers/detail", get(list_detail))
+        .route(
+            "/v2.1/servers/{id}",
+            get(show).put(update).delete(delete),
+        )
+        .route("/v2.1/servers/{id}/action", post(lifecycle::action))
+        .route(
+            "/v2.1/servers/{id}/metadata",
+            get(metadata_list).post(metadata_merge).put(metadata_replace),
+        )
+        .route(
+            "/v2.1/servers/{id}/metadata/{key}",
+            get(metadata_show).put(metadata_set).delete(metadata_delete),
+        )
+        .route(
+            "/v2.1/servers/{id}/tags",
+            get(tags_list).put(tags_replace).delete(tags_clear),
+        )
+        .route(
+            "/v2.1/servers/{id}/tags/{tag}",
+            get(tag_check).put(tag_add).delete(tag_delete),
+        )
+        .route("/v2.1/servers/{id}/ips", get(ips))
+        .route("/v2.1/servers/{id}/ips/{network}", get(ips_network))
+        .route(
+            "/v2.1/servers/{id}/os-interface",
+            get(interfaces).post(interface_attach),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-interface/{port}",
+            get(interface_show).delete(interface_show),
+        )
+        .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
+        .route(
+            "/v2.1/servers/{id}/os-instance-actions/{request_id}",
+            get(action_show),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-server-password",
+            get(password_show).delete(password_clear),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-security-groups",
+            get(security_groups),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-volume_attachments",
+            get(volume_attachments),
+        )
+        .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
+        .route("/v2.1/servers/{id}/topology", get(topology))
+}
+
+// ------------------------------------------------------------------ states
+
+/// Nova's power states.
+pub const NOSTATE: i64 = 0;
+pub const RUNNING: i64 = 1;
+pub const PAUSED: i64 = 3;
+pub const SHUTDOWN: i64 = 4;
+pub const CRASHED: i64 = 6;
+
+/// Nova's status, from vm_state and task_state.
+pub fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
+    match (vm_state, task_state) {
+        ("building", _) => "BUILD",
+        ("active", Some("rebooting" | "reboot_pending" | "reboot_started")) => "REBOOT",
+        (
+            "active",
+            Some("rebooting_hard" | "reboot_pending_hard" | "reboot_started_hard"),
+        ) => "HARD_REBOOT",
+        ("active" | "stopped" | "error", Some("rebuilding" | "rebuild_block_device_mapping" | "rebuild_spawning")) => {
+            "REBUILD"
+        }
+        (
+            "active" | "stopped",
+            Some("resize_prep" | "resize_migrating" | "resize_migrated" | "resize_finish"),
+        ) => "RESIZE",
+        ("active", _) => "ACTIVE",
+        ("stopped", _) => "SHUTOFF",
+        ("paused", _) => "PAUSED",
+        ("suspended", _) => "SUSPENDED",
+        ("resized", Some("resize_reverting")) => "REVERT_RESIZE",
+        ("resized", _) => "VERIFY_RESIZE",
+        ("shelved", _) => "SHELVED",
+        ("shelved_offloaded", _) => "SHELVED_OFFLOADED",
+        ("error", _) => "ERROR",
+        ("deleted", _) => "DELETED",
+        ("soft-delete", _) => "SOFT_DELETED",
+        ("rescued", _) => "RESCUE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The vm_states a `status` filter matches (Nova's reverse mapping).
+fn vm_states_for_status(status: &str) -> Option<&'static [&'static str]> {
+    Some(match status.to_ascii_uppercase().as_str() {
+        "BUILD" => &["building"],
+        "ACTIVE" | "REBOOT" | "HARD_REBOOT" | "PASSWORD" | "MIGRATING" => &["active"],
+        "SHUTOFF" => &["stopped"],
+        "PAUSED" => &["paused"],
+        "SUSPENDED" => &["suspended"],
+        "VERIFY_RESIZE" | "REVERT_RESIZE" => &["resized"],
+        "RESIZE" => &["active", "stopped"],
+        "REBUILD" => &["active", "stopped", "error"],
+        "SHELVED" => &["shelved"],
+        "SHELVED_OFFLOADED" => &["shelved_offloaded"],
+        "ERROR" => &["error"],
+        "DELETED" => &["deleted"],
+        "SOFT_DELETED" => &["soft-delete"],
+        "RESCUE" => &["rescued"],
+        _ => return None,
+    })
+}
+
+// ------------------------------------------------------------------- views
+
+fn host_id(server: &Server) -> String {
+    match &server.host {
+        Some(host) => hex::encode(Sha224::digest(format!("{}{host}", server.project_id))),
+        None => String::new(),
+    }
+}
+
+/// `instance-0000001a`-style name from the id (stable, unique enough).
+fn instance_name(server: &Server) -> String {
+    format!("instance-{}", &server.id.replace('-', "")[..8])
+}
+
+fn flavor_view(s: &ComputeState, f: &FlavorCopy, mv: Mv) -> Value {
+    if mv.at_least(47) {
+        json!({
+            "original_name": f.name,
+            "vcpus": f.vcpus,
+            "ram": f.ram,
+            "disk": f.disk,
+            "ephemeral": f.ephemeral,
+            "swap": f.swap,
+            "extra_specs": f.extra_specs,
+        })
+    } else {
+        json!({
+            "id": f.id,
+            "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{}", s.public_url, f.id)}],
+        })
+    }
+}
+
+/// A server as Nova shows it. `full` is the show/detail view; without it
+/// the view of update and rebuild below 2.75 (no extended attributes).
+pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: bool) -> Value {
+    let full = full || mv.at_least(75);
+    let admin = ctx.is_admin();
+    let status = status_of(&server.vm_state, server.task_state.as_deref());
+    let mut o = Map::new();
+    o.insert("id".into(), json!(server.id));
+    o.insert("name".into(), json!(server.name));
+    o.insert("status".into(), json!(status));
+    o.insert("tenant_id".into(), json!(server.project_id));
+    o.insert("user_id".into(), json!(server.user_id));
+    o.insert("metadata".into(), json!(server.metadata));
+    o.insert("hostId".into(), json!(host_id(server)));
+    o.insert(
+        "image".into(),
+        if server.image_id.is_empty() {
+            json!("")
+        } else {
+            json!({
+                "id": server.image_id,
+                "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{}", s.public_url, server.image_id)}],
+            })
+        },
+    );
+    o.insert("flavor".into(), flavor_view(s, &server.flavor, mv));
+    o.insert("created".into(), json!(iso_time(server.created_at)));
+    o.insert("updated".into(), json!(iso_time(server.updated_at)));
+    o.insert("addresses".into(), json!({}));
+    o.insert("accessIPv4".into(), json!(server.access_ipv4));
+    o.insert("accessIPv6".into(), json!(server.access_ipv6));
+    o.insert("links".into(), s.links("servers", &server.id));
+    o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
+    if ["ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"].contains(&status) {
+        let progress = if status == "BUILD" { 0 } else { 100 };
+        o.insert("progress".into(), json!(progress));
+    }
+    if let Some(fault) = &server.fault
+        && (status == "ERROR" || status == "DELETED")
+    {
+        let mut f = fault.clone();
+        if !admin && let Some(obj) = f.as_object_mut() {
+            obj.remove("details");
+        }
+        o.insert("fault".into(), f);
+    }
+    if full {
+        o.insert("key_name".into(), json!(server.key_name));
+        o.insert(
+            "OS-SRV-USG:launched_at".into(),
+            json!(server.launched_at.map(nova_time)),
+        );
+        o.insert(
+            "OS-SRV-USG:terminated_at".into(),
+            json!(server.terminated_at.map(nova_time)),
+        );
+        o.insert(
+            "OS-EXT-AZ:availability_zone".into(),
+            json!(server.availability_zone.clone().unwrap_or_else(|| {
+                if server.host.is_some() { super::hosts::ZONE.to_string() } else { String::new() }
+            })),
+        );
+        o.insert("OS-EXT-STS:task_state".into(), json!(server.task_state));
+        o.insert("OS-EXT-STS:vm_state".into(), json!(server.vm_state));
+        o.insert("OS-EXT-STS:power_state".into(), json!(server.power_state));
+        let volumes: Vec<Value> = Vec::new();
+        o.insert("os-extended-volumes:volumes_attached".into(), json!(volumes));
+        o.insert(
+            "config_drive".into(),
+            json!(if server.config_drive { "True" } else { "" }),
+        );
+        if admin {
+            o.insert("OS-EXT-SRV-ATTR:host".into(), json!(server.host));
+            o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(instance_name(server)));
+            o.insert(
+                "OS-EXT-SRV-ATTR:hypervisor_hostname".into(),
+                json!(server.host),
+            );
+            if mv.at_least(3) {
+                o.insert(
+                    "OS-EXT-SRV-ATTR:reservation_id".into(),
+                    json!(server.reservation_id),
+                );
+                o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(server.launch_index));
+                o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(server.kernel_id.clone().unwrap_or_default()));
+                o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(server.ramdisk_id.clone().unwrap_or_default()));
+                o.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
+                o.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(server.user_data));
+            }
+        }
+        if mv.at_least(3) && (admin || mv.at_least(90)) {
+            o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(server.hostname));
+        }
+        if mv.at_least(16) && admin {
+            let host_status = if server.host.is_some() { "UP" } else { "" };
+            o.insert("host_status".into(), json!(host_status));
+        }
+    }
+    if mv.at_least(9) {
+        o.insert("locked".into(), json!(server.locked));
+    }
+    if mv.at_least(19) {
+        o.insert("description".into(), json!(server.description));
+    }
+    if mv.at_least(26) {
+        o.insert("tags".into(), json!(server.tags));
+    }
+    if mv.at_least(63) {
+        o.insert("trusted_image_certificates".into(), Value::Null);
+    }
+    if mv.at_least(71) && full {
+        let groups: Vec<&String> = server.server_group.iter().collect();
+        o.insert("server_groups".into(), json!(groups));
+    }
+    if mv.at_least(73) {
+        o.insert("locked_reason".into(), json!(server.locked_reason));
+    }
+    if mv.at_least(96) {
+        o.insert("pinned_availability_zone".into(), json!(server.availability_zone));
+    }
+    Value::Object(o)
+}
+
+/// `2012-08-20T21:11:09Z`, as Nova writes server timestamps.
+pub fn iso_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+// ----------------------------------------------------------------- loading
+
+/// A server the caller may see, or 404.
+pub async fn load(s: &ComputeState, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
+    let id_owned = id.to_string();
+    let found = s.read(move |conn| Ok(db::get_server(conn, &id_owned)?)).await?;
+    visible(ctx, found, id)
+}
+
+/// The server if it exists, is not deleted and the caller may see it.
+pub fn visible(ctx: &AuthContext, found: Option<Server>, id: &str) -> ComputeResult<Server> {
+    match found {
+        Some(server)
+            if !server.deleted
+                && (ctx.is_admin() || ctx.project_id() == Some(server.project_id.as_str())) =>
+        {
+            Ok(server)
+        }
+        _ => Err(not_found(id)),
+    }
+}
+
+pub fn not_found(id: &str) -> ComputeError {
+    ComputeError::NotFound(format!("Instance {id} could not be found."))
+}
+
+/// Loads inside a write transaction (for read-modify-write).
+pub fn load_tx(
+    tx: &rusqlite::Transaction,
+    ctx: &AuthContext,
+    id: &str,
+) -> ComputeResult<Server> {
+    visible(ctx, db::get_server(tx, id)?, id)
+}
+
+/// 409 when the server is locked and the caller is not an administrator.
+pub fn check_unlocked(ctx: &AuthContext, server: &Server) -> ComputeResult<()> {
+    if server.locked && !ctx.is_admin() {
+        return Err(ComputeError::Conflict(format!(
+            "Instance {} is locked",
+            server.id
+        )));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ create
+
+fn last_segment(text: &str) -> String {
+    text.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.chars().count() <= max => Ok(Some(text.clone())),
+        Some(Value::String(_)) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value is too long (at most {max} characters)."
+        ))),
+        Some(other) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
+        ))),
+    }
+}
+
+/// A server name: 1–255 characters, not only spaces.
+fn check_name(value: Option<&Value>) -> ComputeResult<String> {
+    match value {
+        Some(Value::String(name))
+            if !name.trim().is_empty()
+                && name.chars().count() <= 255
+                && name.trim() == name.as_str() =>
+        {
+            Ok(name.clone())
+        }
+        Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 255 => {
+            Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute name. Value: {name}. '{name}' does not match '^(?! )[\\S ]*(?<! )$'"
+            )))
+        }
+        Some(other) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute name. Value: {other}. {other} is not a valid name (1-255 characters, not only spaces)"
+        ))),
+        None => Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute server. 'name' is a required property".into(),
+        )),
+    }
+}
+
+/// Metadata: an object of string keys (1–255) to string values (≤ 255).
+pub fn check_metadata(value: &Value, key: &str) -> ComputeResult<BTreeMap<String, String>> {
+    let Value::Object(map) = value else {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {value}. {value} is not of type 'object'"
+        )));
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        if k.is_empty() || k.chars().count() > 255 {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Metadata keys must be 1-255 characters: '{k}'"
+            )));
+        }
+        let Value::String(text) = v else {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
+            )));
+        };
+        if text.chars().count() > 255 {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Value for '{k}' is too long"
+            )));
+        }
+        out.insert(k.clone(), text.clone());
+    }
+    Ok(out)
+}
+
+/// Tags: strings of 1–60 characters without '/' or ','; at most 50.
+pub fn check_tag(tag: &str) -> ComputeResult<()> {
+    if tag.is_empty() || tag.chars().count() > 60 || tag.contains('/') || tag.contains(',') {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute tags. Value: {tag}. '{tag}' is not a valid tag"
+        )));
+    }
+    Ok(())
+}
+
+pub const MAX_TAGS: usize = 50;
+
+fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
+    let Value::Array(items) = value else {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute tags. Value is not of type 'array'".into(),
+        ));
+    };
+    let mut tags = Vec::new();
+    for item in items {
+        let Value::String(tag) = item else {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute tags. Value: {item}. {item} is not of type 'string'"
+            )));
+        };
+        check_tag(tag)?;
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute tags. The number of tags exceeds the per-server limit {MAX_TAGS}"
+        )));
+    }
+    Ok(tags)
+}
+
+fn bool_like(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+            "false" | "0" | "no" | "off" | "f" | "n" | "" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|v| v != 0),
+        Value::Null => Some(false),
+        _ => None,
+    }
+}
+
+/// A hostname from a display name, as Nova sanitises it.
+pub fn sanitize_hostname(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c.to_ascii_lowercase());
+        } else if c == ' ' || c == '_' || c == '.' {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-').to_string();
+    let mut host: String = trimmed.chars().take(63).collect();
+    host = host.trim_end_matches('-').to_string();
+    if host.is_empty() {
+        "server".into()
+    } else {
+        host
+    }
+}
+
+fn random_password() -> String {
+    use rand::RngExt;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// Everything a create needs, validated.
+struct CreateRequest {
+    name: String,
+    image_id: String,
+    flavor_id: String,
+    key_name: Option<String>,
+    user_data: Option<String>,
+    description: Option<String>,
+    metadata: BTreeMap<String, String>,
+    tags: Vec<String>,
+    config_drive: bool,
+    availability_zone: Option<String>,
+    min_count: i64,
+    max_count: i64,
+    return_reservation_id: bool,
+    admin_pass: Option<String>,
+    access_ipv4: String,
+    access_ipv6: String,
+    group: Option<String>,
+    hostname: Option<String>,
+}
+
+fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
+    let mut body = parse_body(body)?;
+    let hints = body.remove("os:scheduler_hints").or_else(|| body.remove("OS-SCH-HNT:scheduler_hints"));
+    let server = take_object(&mut body, "server")?;
+    let name = check_name(server.get("name"))?;
+    let image_id = match server.get("imageRef") {
+        Some(Value::String(r)) => last_segment(r),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute imageRef. Value: {other}. {other} is not of type 'string'"
+            )));
+        }
+    };
+    let flavor_id = match server.get("flavorRef") {
+        Some(Value::String(r)) if !r.is_empty() => last_segment(r),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server. 'flavorRef' is a required property"
+                    .into(),
+            ));
+        }
+    };
+    let mut image_id = image_id;
+    if let Some(bdms) = server
+        .get("block_device_mapping_v2")
+        .or_else(|| server.get("block_device_mapping"))
+        .and_then(Value::as_array)
+    {
+        for bdm in bdms {
+            let source = bdm.get("source_type").and_then(Value::as_str).unwrap_or("");
+            let dest = bdm
+                .get("destination_type")
+                .and_then(Value::as_str)
+                .unwrap_or("local");
+            match (source, dest) {
+                // The image as local root disk: the same as imageRef.
+                ("image", "local") => {
+                    if let Some(uuid) = bdm.get("uuid").and_then(Value::as_str)
+                        && image_id.is_empty()
+                    {
+                        image_id = uuid.to_string();
+                    }
+                }
+                // Local ephemeral or swap disks: the flavor's sizes apply.
+                ("blank", "local") => {}
+                _ => {
+                    return Err(ComputeError::BadRequest(
+                        "Block device mappings to volumes need the volume service, which this cloud does not have yet."
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+    if image_id.is_empty() {
+        return Err(ComputeError::BadRequest(
+            "Missing imageRef attribute".into(),
+        ));
+    }
+    if mv.at_least(57) && server.contains_key("personality") {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)".into(),
+        ));
+    }
+    match server.get("networks") {
+        None if mv.at_least(37) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server. 'networks' is a required property"
+                    .into(),
+            ));
+        }
+        None | Some(Value::Null) => {}
+        Some(Value::String(word)) if word == "none" || word == "auto" => {}
+        Some(Value::String(word)) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute networks. Value: {word}. '{word}' is not one of ['none', 'auto']"
+            )));
+        }
+        Some(Value::Array(items)) if items.is_empty() => {}
+        Some(Value::Array(items)) => {
+            let first = items.first().cloned().unwrap_or(Value::Null);
+            let what = first
+                .get("uuid")
+                .or_else(|| first.get("port"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            return Err(ComputeError::BadRequest(format!(
+                "Network {what} could not be found."
+            )));
+        }
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute networks. Value: {other}. {other} is not valid"
+            )));
+        }
+    }
+    let key_name = opt_str(&server, "key_name", 255)?;
+    let user_data = match opt_str(&server, "user_data", 65535)? {
+        Some(data) => {
+            if base64::engine::general_purpose::STANDARD.decode(data.trim()).is_err() {
+                return Err(ComputeError::BadRequest(
+                    "Invalid input for field/attribute user_data. Value is not base64 encoded".into(),
+                ));
+            }
+            Some(data)
+        }
+        None => None,
+    };
+    let description = if mv.at_least(19) {
+        opt_str(&server, "description", 255)?
+    } else if server.contains_key("description") {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)".into(),
+        ));
+    } else {
+        None
+    };
+    let metadata = match server.get("metadata") {
+        Some(v) => check_metadata(v, "metadata")?,
+        None => BTreeMap::new(),
+    };
+    let tags = match server.get("tags") {
+        Some(v) if mv.at_least(52) => check_tags(v)?,
+        Some(_) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)".into(),
+            ));
+        }
+        None => Vec::new(),
+    };
+    let config_drive = match server.get("config_drive") {
+        Some(v) => bool_like(v).ok_or_else(|| {
+            ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute config_drive. Value: {v}. {v} is not a boolean"
+            ))
+        })?,
+        None => false,
+    };
+    let availability_zone = opt_str(&server, "availability_zone", 255)?.filter(|z| !z.is_empty());
+    if let Some(zone) = &availability_zone {
+        let zone_name = zone.split(':').next().unwrap_or("");
+        if zone_name != super::hosts::ZONE {
+            return Err(ComputeError::BadRequest(format!(
+                "The requested availability zone is not available: {zone}"
+            )));
+        }
+    }
+    let min_count = match server.get("min_count") {
+        Some(v) => int_field(v, "min_count", 1, 1000)?,
+        None => 1,
+    };
+    let max_count = match server.get("max_count") {
+        Some(v) => int_field(v, "max_count", 1, 1000)?,
+        None => min_count,
+    };
+    if max_count < min_count {
+        return Err(ComputeError::BadRequest(
+            "min_count must be <= max_count".into(),
+        ));
+    }
+    let return_reservation_id = server
+        .get("return_reservation_id")
+        .and_then(bool_like)
+        .unwrap_or(false);
+    let admin_pass = opt_str(&server, "adminPass", 255)?;
+    let access_ipv4 = opt_str(&server, "accessIPv4", 64)?.unwrap_or_default();
+    if !access_ipv4.is_empty() && access_ipv4.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv4. Value: {access_ipv4}. '{access_ipv4}' is not a 'ipv4'"
+        )));
+    }
+    let access_ipv6 = opt_str(&server, "accessIPv6", 64)?.unwrap_or_default();
+    if !access_ipv6.is_empty() && access_ipv6.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv6. Value: {access_ipv6}. '{access_ipv6}' is not a 'ipv6'"
+        )));
+    }
+    let group = hints
+        .as_ref()
+        .and_then(|h| h.get("group"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let hostname = if mv.at_least(90) {
+        opt_str(&server, "hostname", 255)?
+    } else {
+        None
+    };
+    Ok(CreateRequest {
+        name,
+        image_id,
+        flavor_id,
+        key_name,
+        user_data,
+        description,
+        metadata,
+        tags,
+        config_drive,
+        availability_zone,
+        min_count,
+        max_count,
+        return_reservation_id,
+        admin_pass,
+        access_ipv4,
+        access_ipv6,
+        group,
+        hostname,
+    })
+}
+
+/// Resources held on this host by servers that were scheduled to it:
+/// (vcpus, ram MiB, disk GiB).
+pub fn host_usage(servers: &[Server]) -> (i64, i64, i64) {
+    servers
+        .iter()
+        .filter(|s| !s.deleted && s.host.is_some())
+        .fold((0, 0, 0), |(c, r, d), s| {
+            let f = &s.flavor;
+            (c + f.vcpus, r + f.ram, d + f.disk + f.ephemeral + f.swap / 1024)
+        })
+}
+
+/// Quota usage of a project (or one user of it) from the servers table.
+pub fn quota_usage(
+    conn: &rusqlite::Connection,
+    project_id: &str,
+    user_id: Option<&str>,
+) -> crate::db::DbResult<HashMap<String, i64>> {
+    let servers = db::list_servers(conn, Some(project_id), false)?;
+    let mut instances = 0;
+    let mut cores = 0;
+    let mut ram = 0;
+    for s in servers
+        .iter()
+        .filter(|s| user_id.is_none_or(|u| s.user_id == u))
+    {
+        instances += 1;
+        cores += s.flavor.vcpus;
+        ram += s.flavor.ram;
+    }
+    Ok(HashMap::from([
+        ("instances".to_string(), instances),
+        ("cores".to_string(), cores),
+        ("ram".to_string(), ram),
+    ]))
+}
+
+async fn create(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Extension(request_id): Extension<RequestId>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let project = project_of(&ctx)?;
+    let req = parse_create(mv, &body)?;
+    let image = match s.images.get(&req.image_id, if ctx.is_admin() { None } else { Some(&project) }).await {
+        Ok(image) => image,
+        Err(crate::image::service::ImageServiceError::NotFound(_)) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Image {} could not be found.",
+                req.image_id
+            )));
+        }
+        Err(e) => return Err(ComputeError::Internal(e.to_string())),
+    };
+    if image.status != "active" {
+        return Err(ComputeError::BadRequest(format!(
+            "Image {} is not active.",
+            image.id
+        )));
+    }
+    let flavor_id = req.flavor_id.clone();
+    let flavor = s
+        .read(move |conn| Ok(store::get_flavor(conn, &flavor_id)?))
+        .await?
+        .ok_or_else(|| {
+            ComputeError::BadRequest(format!("Flavor {} could not be found.", req.flavor_id))
+        })?;
+    if flavor.ram < image.min_ram {
+        return Err(ComputeError::BadRequest(
+            "Flavor's memory is too small for requested image.".into(),
+        ));
+    }
+    let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
+    if flavor.disk > 0 && (flavor.disk < image.min_disk || flavor.disk < image_gb) {
+        return Err(ComputeError::BadRequest(
+            "Flavor's disk is too small for requested image.".into(),
+        ));
+    }
+    let boot = lifecycle::resolve_boot(&s, &image, &project, ctx.is_admin()).await?;
+    let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
+    let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let user_id = ctx.user_id.clone();
+    let now = now_unix();
+    let flavor_copy = FlavorCopy {
+        id: flavor.id.clone(),
+        name: flavor.name.clone(),
+        ram: flavor.ram,
+        vcpus: flavor.vcpus,
+        disk: flavor.disk,
+        ephemeral: flavor.ephemeral,
+        swap: flavor.swap,
+        extra_specs: flavor.extra_specs.clone(),
+    };
+    let host = super::hosts::hostname();
+    let ratios = super::allocation_ratios();
+    let facts = super::hosts::capacity(&s.db.state_dir());
+    let is_admin = ctx.is_admin();
+    let rid = request_id.0.clone();
+    let (servers, scheduled) = s
+        .write(move |tx| {
+            if !flavor.is_public
+                && !is_admin
+                && !store::flavor_projects(tx, &flavor.id)?.contains(&project)
+            {
+                return Err(ComputeError::BadRequest(format!(
+                    "Flavor {} could not be found.",
+                    flavor.id
+                )));
+            }
+            let key_data = match &req.key_name {
+                Some(name) => Some(
+                    store::get_keypair(tx, &user_id, name)?
+                        .ok_or_else(|| {
+                            ComputeError::BadRequest("Invalid key_name provided.".into())
+                        })?
+                        .public_key,
+                ),
+                None => None,
+            };
+            if let Some(group_id) = &req.group {
+                let group = store::get_server_group(tx, group_id)?.ok_or_else(|| {
+                    ComputeError::BadRequest(format!("Invalid server group {group_id}"))
+                })?;
+                if group.project_id != project && !is_admin {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Invalid server group {group_id}"
+                    )));
+                }
+                quotas::enforce_group_members(tx, &project, &user_id, group_id, req.min_count)?;
+            }
+            // Quotas: as many as fit between min_count and max_count.
+            let in_use = quota_usage(tx, &project, None)?;
+            let mut count = req.max_count;
+            loop {
+                let request = ServerRequest {
+                    count,
+                    vcpus: flavor.vcpus,
+                    ram_mb: flavor.ram,
+                    metadata_items: req.metadata.len() as i64,
+                };
+                match quotas::enforce_server_create(tx, &project, &user_id, &in_use, &request) {
+                    Ok(()) => break,
+                    Err(e) if count <= req.min_count => return Err(e),
+                    Err(_) => count -= 1,
+                }
+            }
+            // Scheduling on this one host.
+            let all = db::list_servers(tx, None, false)?;
+            let (cpu_used, ram_used, disk_used) = host_usage(&all);
+            let group = match &req.group {
+                Some(g) => store::get_server_group(tx, g)?,
+                None => None,
+            };
+            let mut created = Vec::new();
+            let mut scheduled = Vec::new();
+            for index in 0..count {
+                let name = if count > 1 {
+                    format!("{}-{}", req.name, index + 1)
+                } else {
+                    req.name.clone()
+                };
+                let n = index + 1;
+                let fits_cpu = (cpu_used + n * flavor.vcpus) as f64 <= facts.vcpus as f64 * ratios.cpu;
+                let fits_ram = (ram_used + n * flavor.ram) as f64 <= facts.memory_mb as f64 * ratios.ram;
+                let fits_disk = (disk_used + n * flavor.disk) as f64 <= facts.disk_gb as f64 * ratios.disk;
+                let anti_affinity_broken = group.as_ref().is_some_and(|g| {
+                    g.policy == "anti-affinity" && (!g.members.is_empty() || n > 1)
+                });
+                let fits = fits_cpu && fits_ram && fits_disk && !anti_affinity_broken;
+                let id = uuid::Uuid::new_v4().to_string();
+                let server = Server {
+                    id: id.clone(),
+                    name: name.clone(),
+                    project_id: project.clone(),
+                    user_id: user_id.clone(),
+                    image_id: req.image_id.clone(),
+                    flavor: flavor_copy.clone(),
+                    old_flavor: None,
+                    key_name: req.key_name.clone(),
+                    key_data: key_data.clone(),
+                    user_data: req.user_data.clone(),
+                    description: req.description.clone(),
+                    hostname: req.hostname.clone().unwrap_or_else(|| sanitize_hostname(&name)),
+                    metadata: req.metadata.clone(),
+                    tags: req.tags.clone(),
+                    vm_state: if fits { "building" } else { "error" }.into(),
+                    task_state: if fits { Some("scheduling".into()) } else { None },
+                    power_state: NOSTATE,
+                    locked: false,
+                    locked_by: None,
+                    locked_reason: None,
+                    fault: (!fits).then(|| {
+                        json!({
+                            "code": 500,
+                            "created": iso_time(now),
+                            "message": "No valid host was found. There are not enough hosts available.",
+                            "details": format!(
+                                "host {host}: cpu {}/{} (x{}), ram {}/{} MiB (x{}), disk {}/{} GiB (x{}){}",
+                                cpu_used + n * flavor.vcpus, facts.vcpus, ratios.cpu,
+                                ram_used + n * flavor.ram, facts.memory_mb, ratios.ram,
+                                disk_used + n * flavor.disk, facts.disk_gb, ratios.disk,
+                                if anti_affinity_broken { ", anti-affinity group already has a member on the only host" } else { "" }
+                            ),
+                        })
+                    }),
+                    config_drive: req.config_drive || super::force_config_drive(),
+                    availability_zone: req.availability_zone.as_ref().map(|z| z.split(':').next().unwrap_or("").to_string()),
+                    access_ipv4: req.access_ipv4.clone(),
+                    access_ipv6: req.access_ipv6.clone(),
+                    reservation_id: reservation_id.clone(),
+                    launch_index: index,
+                    server_group: req.group.clone(),
+                    host: fits.then(|| host.clone()),
+                    kernel_id: boot.kernel_id.clone(),
+                    ramdisk_id: boot.ramdisk_id.clone(),
+                    cmdline: boot.cmdline.clone(),
+                    shutdown_timeout: boot.shutdown_timeout,
+                    vmm_pid: None,
+                    created_at: now,
+                    updated_at: now,
+                    launched_at: None,
+                    terminated_at: None,
+                    deleted: false,
+                };
+                db::insert_server(tx, &server)?;
+                if let Some(g) = &req.group {
+                    store::add_server_group_member(tx, g, &id)?;
+                }
+                lifecycle::record_action(tx, &server, &rid, "create", now)?;
+                if fits {
+                    scheduled.push(id.clone());
+                }
+                created.push(server);
+            }
+            Ok((created, scheduled))
+        })
+        .await?;
+    for server in &servers {
+        if scheduled.contains(&server.id) {
+            lifecycle::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
+        } else {
+            lifecycle::finish_action_event(&s, &server.id, &request_id.0, "compute__schedule_instances", false).await;
+        }
+    }
+    if req.return_reservation_id {
+        let reservation = servers
+            .first()
+            .map(|sv| sv.reservation_id.clone())
+            .unwrap_or_default();
+        return Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({"reservation_id": reservation}),
+        ));
+    }
+    let Some(first) = servers.first() else {
+        return Err(ComputeError::Internal("no server was created".into()));
+    };
+    let mut body = json!({
+        "id": first.id,
+        "links": s.links("servers", &first.id),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+        "adminPass": admin_pass,
+    });
+    if mv.at_least(0) && body.get("adminPass").is_none() {
+        body["adminPass"] = json!(admin_pass);
+    }
+    let mut response = json_response(StatusCode::ACCEPTED, &json!({"server": body}));
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/servers/{}", s.v21_url(), first.id)) {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+// ---------------------------------------------------------------- list
+
+const ADMIN_ONLY_FILTERS: &[&str] = &[
+    "host",
+    "node",
+    "hostname",
+    "uuid",
+    "deleted",
+    "project_id",
+    "user_id",
+    "launch_index",
+    "kernel_id",
+    "ramdisk_id",
+    "reservation_id",
+    "terminated_at",
+    "power_state",
+    "task_state",
+    "vm_state",
+    "launched_at",
+];
+
+fn regex_like_match(pattern: &str, text: &str) -> bool {
+    // Nova matches name filters as regular expressions; support the common
+    // forms: plain substring, ^prefix, suffix$, and '.' / '.*' wildcards.
+    let anchored_start = pattern.starts_with('^');
+    let anchored_end = pattern.ends_with('$') && !pattern.ends_with("\\$");
+    let core = pattern.trim_start_matches('^');
+    let core = if anchored_end { &core[..core.len() - 1] } else { core };
+    let parts: Vec<&str> = core.split(".*").collect();
+    fn match_dot(p: &str, t: &str) -> bool {
+        p.chars().count() == t.chars().count()
+            && p.chars().zip(t.chars()).all(|(a, b)| a == '.' || a == b)
+    }
+    fn find_dot(p: &str, t: &str, from: usize) -> Option<usize> {
+        let plen = p.chars().count();
+        let chars: Vec<(usize, char)> = t.char_indices().collect();
+        (0..=chars.len().saturating_sub(plen)).find_map(|i| {
+            let start = chars.get(i).map(|c| c.0).unwrap_or(t.len());
+            if start < from {
+                return None;
+            }
+            let end = chars.get(i + plen).map(|c| c.0).unwrap_or(t.len());
+            (end <= t.len() && match_dot(p, &t[start..end])).then_some(end)
+        })
+    }
+    let mut pos = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        if i == 0 && anchored_start {
+            let plen = part.chars().count();
+            let end = text.char_indices().nth(plen).map(|c| c.0).unwrap_or(text.len());
+            if text.chars().count() < plen || !match_dot(part, &text[..end]) {
+                return false;
+            }
+            pos = end;
+            continue;
+        }
+        match find_dot(part, text, pos) {
+            Some(end) => pos = end,
+            None => return false,
+        }
+    }
+    if anchored_end {
+        let last = parts.last().copied().unwrap_or("");
+        if last.is_empty() {
+            return true;
+        }
+        let plen = last.chars().count();
+        let n = text.chars().count();
+        if n < plen {
+            return false;
+        }
+        let start = text.char_indices().nth(n - plen).map(|c| c.0).unwrap_or(0);
+        return match_dot(last, &text[start..]) && (parts.len() > 1 || !anchored_start || text.chars().count() == plen);
+    }
+    true
+}
+
+fn parse_changes_since(text: &str) -> ComputeResult<i64> {
+    let trimmed = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(trimmed) {
+        return Ok(t.timestamp());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(trimmed.trim_end_matches('Z'), fmt) {
+            return Ok(t.and_utc().timestamp());
+        }
+    }
+    Err(ComputeError::BadRequest(format!(
+        "Invalid filter field: changes-since. Value: {text} is not a valid date-time"
+    )))
+}
+
+async fn list_servers(
+    s: S,
+    ctx: Arc<AuthContext>,
+    mv: Mv,
+    q: Vec<(String, String)>,
+    detail: bool,
+) -> ComputeResult<Response> {
+    let project = project_of(&ctx)?;
+    let multi: HashMap<String, Vec<String>> = q.iter().fold(HashMap::new(), |mut m, (k, v)| {
+        m.entry(k.clone()).or_default().push(v.clone());
+        m
+    });
+    let q = query_map(q);
+    let admin = ctx.is_admin();
+    let all_tenants = q
+        .get("all_tenants")
+        .is_some_and(|v| v.is_empty() || bool_like(&json!(v)).unwrap_or(true));
+    if all_tenants && !admin {
+        return Err(policy_forbids("os_compute_api:servers:index:get_all_tenants"));
+    }
+    let tenant_filter = if admin { q.get("tenant_id").or(q.get("project_id")).cloned() } else { None };
+    let scope: Option<String> = if all_tenants {
+        tenant_filter.clone()
+    } else if admin && tenant_filter.is_some() {
+        tenant_filter.clone()
+    } else {
+        Some(project.clone())
+    };
+    let include_deleted = q.get("deleted").is_some_and(|v| bool_like(&json!(v)) == Some(true)) && admin;
+    let changes_since = match q.get("changes-since") {
+        Some(t) => Some(parse_changes_since(t)?),
+        None => None,
+    };
+    let changes_before = match q.get("changes-before") {
+        Some(t) if mv.at_least(66) => Some(parse_changes_since(t)?),
+        Some(_) => None,
+        None => None,
+    };
+    if let (Some(a), Some(b)) = (changes_since, changes_before)
+        && a > b
+    {
+        return Err(ComputeError::BadRequest(
+            "The value of changes-since must be less than or equal to changes-before.".into(),
+        ));
+    }
+    let scope_owned = scope.clone();
+    let with_deleted = include_deleted || changes_since.is_some() || changes_before.is_some();
+    let mut servers = s
+        .read(move |conn| Ok(db::list_servers(conn, scope_owned.as_deref(), with_deleted)?))
+        .await?;
+    // Filters.
+    if let Some(status) = q.get("status") {
+        match vm_states_for_status(status) {
+            Some(states) => {
+                let wanted = status.to_ascii_uppercase();
+                servers.retain(|sv| {
+                    states.contains(&sv.vm_state.as_str())
+                        && (wanted == "ACTIVE"
+                            || wanted == "RESIZE"
+                            || wanted == "REBUILD"
+                            || status_of(&sv.vm_state, sv.task_state.as_deref()) == wanted
+                            || states.len() == 1)
+                });
+            }
+            None if admin => servers.clear(),
+            None => {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid status value: {status}"
+                )));
+            }
+        }
+    }
+    let filter_allowed = |key: &str| admin || mv.at_least(83) && ["availability_zone", "config_drive", "key_name", "created_at", "launched_at", "terminated_at", "power_state", "task_state", "vm_state", "progress", "user_id"].contains(&key);
+    for (key, value) in &q {
+        match key.as_str() {
+            "name" => servers.retain(|sv| regex_like_match(value, &sv.name)),
+            "image" | "image_ref" => {
+                let id = last_segment(value);
+                servers.retain(|sv| sv.image_id == id)
+            }
+            "flavor" => {
+                let id = last_segment(value);
+                servers.retain(|sv| sv.flavor.id == id)
+            }
+            "ip" | "ip6" => servers.clear(),
+            "locked" if mv.at_least(73) => {
+                let want = bool_like(&json!(value)).ok_or_else(|| {
+                    ComputeError::BadRequest(format!("Unrecognized value '{value}', acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"))
+                })?;
+                servers.retain(|sv| sv.locked == want)
+            }
+            "reservation_id" => servers.retain(|sv| &sv.reservation_id == value),
+            "availability_zone" if filter_allowed(key) => {
+                servers.retain(|sv| sv.availability_zone.as_deref().unwrap_or(super::hosts::ZONE) == value)
+            }
+            "host" | "node" if admin => servers.retain(|sv| sv.host.as_deref() == Some(value.as_str())),
+            "hostname" if admin => servers.retain(|sv| regex_like_match(value, &sv.hostname)),
+            "uuid" if admin => servers.retain(|sv| &sv.id == value),
+            "user_id" if filter_allowed(key) => servers.retain(|sv| &sv.user_id == value),
+            "key_name" if filter_allowed(key) => {
+                servers.retain(|sv| sv.key_name.as_deref() == Some(value.as_str()))
+            }
+            "vm_state" if filter_allowed(key) => {
+                let states = multi.get("vm_state").cloned().unwrap_or_default();
+                servers.retain(|sv| states.contains(&sv.vm_state))
+            }
+            "task_state" if filter_allowed(key) => {
+                let states = multi.get("task_state").cloned().unwrap_or_default();
+                servers.retain(|sv| states.iter().any(|t| sv.task_state.as_deref() == Some(t.as_str())))
+            }
+            "power_state" if filter_allowed(key) => {
+                let states = multi.get("power_state").cloned().unwrap_or_default();
+                servers.retain(|sv| states.iter().any(|p| p.parse::<i64>().ok() == Some(sv.power_state)))
+            }
+            "config_drive" if filter_allowed(key) => {
+                let want = bool_like(&json!(value)).unwrap_or(false);
+                servers.retain(|sv| sv.config_drive == want)
+            }
+            "tags" if mv.at_least(26) => {
+                let wanted: Vec<&str> = value.split(',').collect();
+                servers.retain(|sv| wanted.iter().all(|t| sv.tags.iter().any(|x| x == t)))
+            }
+            "tags-any" if mv.at_least(26) => {
+                let wanted: Vec<&str> = value.split(',').collect();
+                servers.retain(|sv| wanted.iter().any(|t| sv.tags.iter().any(|x| x == t)))
+            }
+            "not-tags" if mv.at_least(26) => {
+                let wanted: Vec<&str> = value.split(',').collect();
+                servers.retain(|sv| !wanted.iter().all(|t| sv.tags.iter().any(|x| x == t)))
+            }
+            "not-tags-any" if mv.at_least(26) => {
+                let wanted: Vec<&str> = value.split(',').collect();
+                servers.retain(|sv| !wanted.iter().any(|t| sv.tags.iter().any(|x| x == t)))
+            }
+            k if ADMIN_ONLY_FILTERS.contains(&k) && !admin => {
+                // Nova ignores filters a non-admin may not use (before 2.83).
+            }
+            _ => {}
+        }
+    }
+    if let Some(since) = changes_since {
+        servers.retain(|sv| sv.updated_at >= since);
+    }
+    if let Some(before) = changes_before {
+        servers.retain(|sv| sv.updated_at <= before);
+    }
+    // Sorting: created_at desc by default (Nova's default), then id.
+    let sort_keys: Vec<String> = multi.get("sort_key").cloned().unwrap_or_default();
+    let sort_dirs: Vec<String> = multi.get("sort_dir").cloned().unwrap_or_default();
+    for key in &sort_keys {
+        const SORTABLE: &[&str] = &[
+            "access_ip_v4", "access_ip_v6", "auto_disk_config", "availability_zone", "config_drive",
+            "created_at", "display_description", "display_name", "host", "hostname", "image_ref",
+            "instance_type_id", "kernel_id", "key_name", "launch_index", "launched_at", "locked",
+            "locked_by", "node", "power_state", "progress", "project_id", "ramdisk_id",
+            "root_device_name", "task_state", "terminated_at", "updated_at", "user_id", "uuid",
+            "vm_state",
+        ];
+        if !SORTABLE.contains(&key.as_str()) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for query parameters sort_key. Value: {key}. '{key}' is not one of the sortable keys"
+            )));
+        }
+    }
+    let key_of = |sv: &Server, key: &str| -> String {
+        match key {
+            "display_name" => sv.name.clone(),
+            "created_at" => format!("{:020}", sv.created_at),
+            "updated_at" => format!("{:020}", sv.updated_at),
+            "uuid" => sv.id.clone(),
+            "vm_state" => sv.vm_state.clone(),
+            "task_state" => sv.task_state.clone().unwrap_or_default(),
+            "power_state" => format!("{:05}", sv.power_state),
+            "key_name" => sv.key_name.clone().unwrap_or_default(),
+            "project_id" => sv.project_id.clone(),
+            "user_id" => sv.user_id.clone(),
+            "image_ref" => sv.image_id.clone(),
+            "hostname" => sv.hostname.clone(),
+            "host" | "node" => sv.host.clone().unwrap_or_default(),
+            "launch_index" => format!("{:010}", sv.launch_index),
+            "launched_at" => format!("{:020}", sv.launched_at.unwrap_or(0)),
+            "locked" => sv.locked.to_string(),
+            "display_description" => sv.description.clone().unwrap_or_default(),
+            "access_ip_v4" => sv.access_ipv4.clone(),
+            "access_ip_v6" => sv.access_ipv6.clone(),
+            _ => String::new(),
+        }
+    };
+    let mut keys: Vec<(String, bool)> = sort_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let desc = sort_dirs.get(i).or(sort_dirs.first()).map(|d| d != "asc").unwrap_or(true);
+            (k.clone(), desc)
+        })
+        .collect();
+    if keys.is_empty() {
+        keys.push(("created_at".into(), true));
+    }
+    keys.push(("uuid".into(), keys.last().map(|k| k.1).unwrap_or(true)));
+    servers.sort_by(|a, b| {
+        for (key, desc) in &keys {
+            let ord = key_of(a, key).cmp(&key_of(b, key));
+            let ord = if *desc { ord.reverse() } else { ord };
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let (page, more) = paginate(servers, &q, |sv| sv.id.clone())?;
+    let items: Vec<Value> = page
+        .iter()
+        .map(|sv| {
+            if detail {
+                view(&s, sv, mv, &ctx, true)
+            } else {
+                json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)})
+            }
+        })
+        .collect();
+    let mut body = json!({"servers": items});
+    if more && let Some(last) = page.last() {
+        let path = if detail { "servers/detail" } else { "servers" };
+        body["servers_links"] = next_link(&s, path, &q, &last.id);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    list_servers(s, ctx, mv, q, false).await
+}
+
+async fn list_detail(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    list_servers(s, ctx, mv, q, true).await
+}
+
+// ------------------------------------------------------- show / update / delete
+
+async fn show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    let server = load(&s, &ctx, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"server": view(&s, &server, mv, &ctx, true)}),
+    ))
+}
+
+async fn update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let mut body = parse_body(&body)?;
+    let changes = take_object(&mut body, "server")?;
+    let mut allowed = vec!["name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"];
+    if mv.at_least(19) {
+        allowed.push("description");
+    }
+    if mv.at_least(90) {
+        allowed.push("hostname");
+    }
+    no_additional(&changes, &allowed)?;
+    let name = match changes.get("name") {
+        Some(v) => Some(check_name(Some(v))?),
+        None => None,
+    };
+    let description = if changes.contains_key("description") {
+        Some(opt_str(&changes, "description", 255)?)
+    } else {
+        None
+    };
+    let v4 = opt_str(&changes, "accessIPv4", 64)?;
+    if let Some(ip) = &v4
+        && !ip.is_empty()
+        && ip.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv4. Value: {ip}. '{ip}' is not a 'ipv4'"
+        )));
+    }
+    let v6 = opt_str(&changes, "accessIPv6", 64)?;
+    if let Some(ip) = &v6
+        && !ip.is_empty()
+        && ip.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv6. Value: {ip}. '{ip}' is not a 'ipv6'"
+        )));
+    }
+    let hostname = opt_str(&changes, "hostname", 255)?;
+    let ctx2 = ctx.clone();
+    let server = s
+        .write(move |tx| {
+            let mut server = load_tx(tx, &ctx2, &id)?;
+            check_unlocked(&ctx2, &server)?;
+            if let Some(name) = name {
+                server.name = name;
+            }
+            if let Some(d) = description {
+                server.description = d;
+            }
+            if let Some(ip) = v4 {
+                server.access_ipv4 = ip;
+            }
+            if let Some(ip) = v6 {
+                server.access_ipv6 = ip;
+            }
+            if let Some(h) = hostname {
+                server.hostname = h;
+            }
+            server.updated_at = now_unix();
+            db::update_server(tx, &server)?;
+            Ok(server)
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"server": view(&s, &server, mv, &ctx, false)}),
+    ))
+}
+
+async fn delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    Extension(request_id): Extension<RequestId>,
+) -> ComputeResult<Response> {
+    lifecycle::start_delete(&s, &ctx, &id, &request_id.0).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+// --------------------------------------------------------------- metadata
+
+async fn metadata_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    let server = load(&s, &ctx, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"metadata": server.metadata}),
+    ))
+}
+
+/// Read-modify-write of a server's metadata, with the quota on items.
+async fn write_metadata(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: String,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> ComputeResult<()> + Send + 'static,
+) -> ComputeResult<BTreeMap<String, String>> {
+    let ctx = ctx.clone();
+    s.write(move |tx| {
+        let mut server = load_tx(tx, &ctx, &id)?;
+        check_unlocked(&ctx, &server)?;
+        if ["building", "deleted"].contains(&server.vm_state.as_str()) && server.task_state.as_deref() == Some("deleting") {
+            return Err(ComputeError::Conflict(format!(
+                "Cannot 'update metadata' instance {id} while it is in task_state deleting"
+            )));
+        }
+        change(&mut server.metadata)?;
+        quotas::enforce_limit(
+            tx,
+            &server.project_id,
+            Some(&server.user_id),
+            "metadata_items",
+            0,
+            server.metadata.len() as i64,
+        )?;
+        server.updated_at = now_unix();
+        db::update_server(tx, &server)?;
+        Ok(server.metadata)
+    })
+    .await
+}
+
+async fn metadata_merge(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let mut body = parse_body(&body)?;
+    let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
+    let meta = write_metadata(&s, &ctx, id, move |m| {
+        m.extend(new);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_replace(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let mut body = parse_body(&body)?;
+    let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
+    let meta = write_metadata(&s, &ctx, id, move |m| {
+        *m = new;
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    let server = load(&s, &ctx, &id).await?;
+    match server.metadata.get(&key) {
+        Some(v) => Ok(json_response(StatusCode::OK, &json!({"meta": {key: v}}))),
+        None => Err(ComputeError::NotFound("Metadata item was not found".into())),
+    }
+}
+
+async fn metadata_set(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    let mut body = parse_body(&body)?;
+    let meta = check_metadata(&body.remove("meta").unwrap_or(Value::Null), "meta")?;
+    if meta.len() != 1 {
+        return Err(ComputeError::BadRequest(
+            "Request body contains too many items".into(),
+        ));
+    }
+    if !meta.contains_key(&key) {
+        return Err(ComputeError::BadRequest(
+            "Request body and URI mismatch".into(),
+        ));
+    }
+    let value = meta.get(&key).cloned().unwrap_or_default();
+    let (k, v) = (key.clone(), value.clone());
+    write_metadata(&s, &ctx, id, move |m| {
+        m.insert(k, v);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"meta": {key: value}})))
+}
+
+async fn metadata_delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    write_metadata(&s, &ctx, id, move |m| {
+        m.remove(&key)
+            .map(|_| ())
+            .ok_or_else(|| ComputeError::NotFound("Metadata item was not found".into()))
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+// -------------------------------------------------------------------- tags
+
+fn tags_allowed(mv: Mv) -> ComputeResult<()> {
+    if mv.at_least(26) {
+        Ok(())
+    } else {
+        Err(ComputeError::NotFound("The resource could not be found.".into()))
+    }
+}
+
+async fn write_tags(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: String,
+    change: impl FnOnce(&mut Vec<String>) -> ComputeResult<()> + Send + 'static,
+) -> ComputeResult<Vec<String>> {
+    let ctx = ctx.clone();
+    s.write(move |tx| {
+        let mut server = load_tx(tx, &ctx, &id)?;
+        if !["active", "paused", "suspended", "stopped", "shelved", "shelved_offloaded"]
+            .contains(&server.vm_state.as_str())
+        {
+            return Err(ComputeError::Conflict(format!(
+                "Cannot 'update tags' instance {id} while it is in vm_state {}",
+                server.vm_state
+            )));
+        }
+        change(&mut server.tags)?;
+        if server.tags.len() > MAX_TAGS {
+            return Err(ComputeError::BadRequest(format!(
+                "The number of tags exceeds the per-server limit {MAX_TAGS}"
+            )));
+        }
+        server.updated_at = now_unix();
+        db::update_server(tx, &server)?;
+        Ok(server.tags)
+    })
+    .await
+}
+
+async fn tags_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    let server = load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"tags": server.tags})))
+}
+
+async fn tags_replace(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    let mut body = parse_body(&body)?;
+    let tags = check_tags(&body.remove("tags").unwrap_or(Value::Null))?;
+    let stored = write_tags(&s, &ctx, id, move |t| {
+        *t = tags;
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"tags": stored})))
+}
+
+async fn tags_clear(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    write_tags(&s, &ctx, id, |t| {
+        t.clear();
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+async fn tag_check(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, tag)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    let server = load(&s, &ctx, &id).await?;
+    if server.tags.contains(&tag) {
+        Ok(empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(ComputeError::NotFound(format!(
+            "Tag {tag} could not be found for instance {id}."
+        )))
+    }
+}
+
+async fn tag_add(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, tag)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    check_tag(&tag)?;
+    let t2 = tag.clone();
+    let mut existed = false;
+    let before = load(&s, &ctx, &id).await?;
+    if before.tags.contains(&tag) {
+        existed = true;
+    }
+    write_tags(&s, &ctx, id.clone(), move |t| {
+        if !t.contains(&t2) {
+            t.push(t2);
+        }
+        Ok(())
+    })
+    .await?;
+    let mut response = empty(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    });
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("{}/servers/{id}/tags/{tag}", s.v21_url()))
+    {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+async fn tag_delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, tag)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    tags_allowed(mv)?;
+    let id2 = id.clone();
+    write_tags(&s, &ctx, id, move |t| {
+        let before = t.len();
+        t.retain(|x| *x != tag);
+        if t.len() == before {
+            return Err(ComputeError::NotFound(format!(
+                "Tag {tag} could not be found for instance {id2}."
+            )));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+// ------------------------------------------------ addresses and interfaces
+
+async fn ips(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"addresses": {}})))
+}
+
+async fn ips_network(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, _network)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Err(ComputeError::NotFound(
+        "There is no such network on this instance.".into(),
+    ))
+}
+
+async fn interfaces(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"interfaceAttachments": []}),
+    ))
+}
+
+async fn interface_attach(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Err(ComputeError::NotImplemented(
+        "Attaching interfaces needs the network service, which this cloud does not have yet."
+            .into(),
+    ))
+}
+
+async fn interface_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, port)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Err(ComputeError::NotFound(format!(
+        "Port {port} is not attached"
+    )))
+}
+
+async fn security_groups(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"security_groups": []})))
+}
+
+async fn volume_attachments(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"volumeAttachments": []})))
+}
+
+async fn password_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"password": ""})))
+}
+
+async fn password_clear(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    load(&s, &ctx, &id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+async fn topology(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    if !mv.at_least(78) {
+        return Err(ComputeError::NotFound("The resource could not be found.".into()));
+    }
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"nodes": [], "pagesize_kb": null})))
+}
+
+/// `GET .../diagnostics` (admin): the VMM's statistics.
+async fn diagnostics(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    super::require_admin(&ctx, "os_compute_api:os-server-diagnostics")?;
+    let server = load(&s, &ctx, &id).await?;
+    let stats = s
+        .virt
+        .control(&server.id, json!({"cmd": "stats"}))
+        .await
+        .map_err(|_| {
+            ComputeError::Conflict(format!(
+                "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
+                server.power_state
+            ))
+        })?;
+    let st = stats.get("stats").cloned().unwrap_or(Value::Null);
+    let cpu: Vec<Value> = st
+        .get("vcpu_seconds")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, t)| json!({"id": i, "time": (t.as_f64().unwrap_or(0.0) * 1e9) as i64, "utilisation": null}))
+                .collect()
+        })
+        .unwrap_or_default();
+    if mv.at_least(48) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "state": if server.power_state == RUNNING { "running" } else { "paused" },
+                "driver": "yunhe",
+                "hypervisor": "yunhe",
+                "hypervisor_os": "linux",
+                "uptime": server.launched_at.map(|t| now_unix() - t).unwrap_or(0),
+                "config_drive": server.config_drive,
+                "num_cpus": server.flavor.vcpus,
+                "num_nics": 0,
+                "num_disks": if server.config_drive { 2 } else { 1 },
+                "cpu_details": cpu,
+                "nic_details": [],
+                "disk_details": [],
+                "memory_details": {"maximum": server.flavor.ram, "used": st.get("guest_memory_touched").and_then(Value::as_i64).unwrap_or(0) >> 20},
+            }),
+        ));
+    }
+    let mut out = Map::new();
+    for (i, c) in cpu.iter().enumerate() {
+        out.insert(format!("cpu{i}_time"), c["time"].clone());
+    }
+    out.insert("memory".into(), json!(server.flavor.ram * 1024));
+    Ok(json_response(StatusCode::OK, &Value::Object(out)))
+}
+
+// --------------------------------------------------------- instance actions
+
+fn action_view(a: &db::InstanceAction, with_events: bool, admin: bool, mv: Mv) -> Value {
+    let mut o = json!({
+        "action": a.action,
+        "request_id": a.request_id,
+        "user_id": a.user_id,
+        "project_id": a.project_id,
+        "start_time": nova_time(a.start_time),
+        "message": a.message,
+        "instance_uuid": a.instance_id,
+    });
+    if mv.at_least(58) {
+        o["updated_at"] = json!(nova_time(a.updated_at));
+    }
+    if with_events {
+        let events: Vec<Value> = a
+            .events
+            .iter()
+            .map(|e| {
+                let mut ev = json!({
+                    "event": e.event,
+                    "start_time": nova_time(e.start_time),
+                    "finish_time": e.finish_time.map(nova_time),
+                    "result": e.result,
+                });
+                if admin || mv.at_least(84) && admin {
+                    ev["traceback"] = json!(e.traceback);
+                }
+                if mv.at_least(62) {
+                    if admin {
+                        ev["host"] = json!(super::hosts::hostname());
+                    }
+                    ev["hostId"] = json!(hex::encode(Sha224::digest(format!("{}{}", a.project_id, super::hosts::hostname()))));
+                }
+                if mv.at_least(84) && admin {
+                    ev["details"] = json!(e.traceback);
+                }
+                ev
+            })
+            .collect();
+        o["events"] = json!(events);
+    }
+    o
+}
+
+async fn actions_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    let q = query_map(q);
+    let id2 = id.clone();
+    let (server, actions) = s
+        .read(move |conn| Ok((db::get_server(conn, &id2)?, db::list_actions(conn, &id2)?)))
+        .await?;
+    // Deleted servers keep their actions (from 2.21 on).
+    let server = match server {
+        Some(sv) if sv.deleted && mv.at_least(21) && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => sv,
+        other => visible(&ctx, other, &id)?,
+    };
+    let _ = server;
+    let mut actions = actions;
+    if mv.at_least(58) {
+        if let Some(since) = q.get("changes-since") {
+            let since = parse_changes_since(since)?;
+            actions.retain(|a| a.updated_at >= since);
+        }
+        if mv.at_least(66) && let Some(before) = q.get("changes-before") {
+            let before = parse_changes_since(before)?;
+            actions.retain(|a| a.updated_at <= before);
+        }
+    }
+    let (page, more) = if mv.at_least(58) {
+        paginate(actions, &q, |a| a.request_id.clone())?
+    } else {
+        (actions, false)
+    };
+    let items: Vec<Value> = page
+        .iter()
+        .map(|a| action_view(a, false, ctx.is_admin(), mv))
+        .collect();
+    let mut body = json!({"instanceActions": items});
+    if more && let Some(last) = page.last() {
+        body["links"] = next_link(&s, &format!("servers/{id}/os-instance-actions"), &q, &last.request_id);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn action_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, request_id)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    let id2 = id.clone();
+    let rid = request_id.clone();
+    let (server, action) = s
+        .read(move |conn| Ok((db::get_server(conn, &id2)?, db::get_action(conn, &id2, &rid)?)))
+        .await?;
+    match server {
+        Some(sv) if sv.deleted && mv.at_least(21) && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => {}
+        other => {
+            visible(&ctx, other, &id)?;
+        }
+    }
+    let action = action.ok_or_else(|| {
+        ComputeError::NotFound(format!(
+            "Action {request_id} not found"
+        ))
+    })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"instanceAction": action_view(&action, true, ctx.is_admin(), mv)}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_vm_and_task_state() {
+        assert_eq!(status_of("active", None), "ACTIVE");
+        assert_eq!(status_of("active", Some("rebooting_hard")), "HARD_REBOOT");
+        assert_eq!(status_of("stopped", None), "SHUTOFF");
+        assert_eq!(status_of("resized", None), "VERIFY_RESIZE");
+        assert_eq!(status_of("error", Some("rebuilding")), "REBUILD");
+        assert_eq!(status_of("building", Some("spawning")), "BUILD");
+    }
+
+    #[test]
+    fn name_filters_match_like_nova_regexes() {
+        assert!(regex_like_match("vm", "my-vm-1"));
+        assert!(regex_like_match("^my", "my-vm-1"));
+        assert!(!regex_like_match("^vm", "my-vm-1"));
+        assert!(regex_like_match("1$", "my-vm-1"));
+        assert!(regex_like_match("my.vm", "my-vm-1"));
+        assert!(regex_like_match("^my.*1$", "my-vm-1"));
+        assert!(!regex_like_match("2$", "my-vm-1"));
+    }
+
+    #[test]
+    fn hostnames_are_sanitised() {
+        assert_eq!(sanitize_hostname("My Server_1"), "my-server-1");
+        assert_eq!(sanitize_hostname("***"), "server");
+    }
+}

@@ -1,0 +1,610 @@
+//! The compute driver: turns a server into files on disk and a `yunhe vmm`
+//! process, and talks to that process over its control socket.
+//!
+//! Each server owns `<state>/instances/<id>/`:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `disk` | root disk: a reflink or sparse copy of the image, grown to the flavor's size |
+//! | `config.iso` | config drive (ISO 9660, label `config-2`) |
+//! | `kernel`, `ramdisk` | the boot kernel and initrd (hard links to the Glance data) |
+//! | `spec.json` | the VMM spec (docs/vmm.md) |
+//! | `vmm.sock` | the VMM's control socket |
+//! | `console.log` | serial output, written by the VMM |
+//! | `vmm.log` | the VMM's own stderr |
+//! | `saved/` | memory and device state while suspended |
+//!
+//! The VMM outlives the control plane (it calls `setsid`); a restarted
+//! control plane finds it again through the socket. Exits of VMMs this
+//! process spawned are reported on a channel; the others are noticed by
+//! polling (`is_alive`).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use crate::db::servers::Server;
+
+/// Errors of the compute driver.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtError {
+    /// A file of the instance could not be prepared.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The config drive could not be built.
+    #[error("config drive: {0}")]
+    ConfigDrive(#[from] super::configdrive::ConfigDriveError),
+    /// The VMM did not start; the text is the end of its log.
+    #[error("the VMM did not start: {0}")]
+    SpawnFailed(String),
+    /// The VMM's control socket did not answer or refused the command.
+    #[error("VMM control: {0}")]
+    Control(String),
+}
+
+pub type VirtResult<T> = Result<T, VirtError>;
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VirtError {
+    let what = what.into();
+    move |source| VirtError::Io { what, source }
+}
+
+/// A VMM this process spawned has exited: (server id, exit code or None when killed by a signal).
+pub type VmmExit = (String, Option<i32>);
+
+/// The driver, one per control plane.
+pub struct Virt {
+    instances_dir: PathBuf,
+    exe: PathBuf,
+    /// One async lock per server: operations on a server run one at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Servers whose VMM exit we are causing (stop, delete, suspend, ...).
+    expected_exits: Mutex<HashSet<String>>,
+    /// Pids of the VMMs we know about (spawned or found again).
+    pids: Mutex<HashMap<String, i32>>,
+    /// Servers whose VMM is our child: its exit arrives on the channel.
+    children: Mutex<HashSet<String>>,
+    exits: mpsc::UnboundedSender<VmmExit>,
+}
+
+/// What a server boots: kernel, initrd and command line, resolved from its image.
+#[derive(Debug, Clone)]
+pub struct BootFiles {
+    pub kernel: PathBuf,
+    pub ramdisk: Option<PathBuf>,
+    /// The image whose data becomes the root disk, if any (None: an empty disk).
+    pub disk_image: Option<PathBuf>,
+}
+
+impl Virt {
+    /// A driver keeping instances below `state_dir/instances`; the receiver
+    /// gets the exits of the VMMs it spawns.
+    pub fn new(state_dir: &Path) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        (
+            Arc::new(Virt {
+                instances_dir: state_dir.join("instances"),
+                exe,
+                locks: Mutex::new(HashMap::new()),
+                expected_exits: Mutex::new(HashSet::new()),
+                pids: Mutex::new(HashMap::new()),
+                children: Mutex::new(HashSet::new()),
+                exits: tx,
+            }),
+            rx,
+        )
+    }
+
+    /// The per-server operation lock.
+    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.instances_dir.join(id)
+    }
+
+    pub fn socket(&self, id: &str) -> PathBuf {
+        self.dir(id).join("vmm.sock")
+    }
+
+    pub fn disk_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("disk")
+    }
+
+    fn saved_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("saved")
+    }
+
+    pub fn has_saved_state(&self, id: &str) -> bool {
+        self.saved_dir(id).join("state.json").exists()
+    }
+
+    /// Marks the next exit of this server's VMM as one we caused.
+    pub fn expect_exit(&self, id: &str) {
+        self.expected_exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+    }
+
+    /// True (once) when the exit of this server's VMM was caused by us.
+    pub fn take_expected_exit(&self, id: &str) -> bool {
+        self.expected_exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    /// True when the server's VMM is this process's child (its exit will be reported).
+    pub fn is_child(&self, id: &str) -> bool {
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    pub fn known_pid(&self, id: &str) -> Option<i32> {
+        self.pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    fn set_pid(&self, id: &str, pid: Option<i32>) {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        match pid {
+            Some(p) => pids.insert(id.to_string(), p),
+            None => pids.remove(id),
+        };
+    }
+
+    // ------------------------------------------------------------ files
+
+    /// Creates the instance directory: boot files, the root disk (grown to
+    /// `disk_gb`), and the config drive when `config_drive` holds files.
+    /// Runs on the blocking pool.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        id: &str,
+        boot: BootFiles,
+        disk_gb: i64,
+        config_drive: Option<Vec<(String, Vec<u8>)>>,
+    ) -> VirtResult<()> {
+        let dir = self.dir(id);
+        tokio::task::spawn_blocking(move || -> VirtResult<()> {
+            std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
+            link_or_copy(&boot.kernel, &dir.join("kernel"))?;
+            let ramdisk = dir.join("ramdisk");
+            let _ = std::fs::remove_file(&ramdisk);
+            if let Some(r) = &boot.ramdisk {
+                link_or_copy(r, &ramdisk)?;
+            }
+            make_root_disk(boot.disk_image.as_deref(), &dir.join("disk"), disk_gb)?;
+            let iso = dir.join("config.iso");
+            let _ = std::fs::remove_file(&iso);
+            if let Some(files) = config_drive {
+                super::configdrive::write_iso(&iso, &files)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| VirtError::Control(e.to_string()))?
+    }
+
+    /// Grows the root disk to `disk_gb` (never shrinks it).
+    pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> VirtResult<()> {
+        let disk = self.disk_path(id);
+        tokio::task::spawn_blocking(move || grow(&disk, disk_gb))
+            .await
+            .map_err(|e| VirtError::Control(e.to_string()))?
+    }
+
+    /// Copies the root disk to `dest` (a snapshot), as a reflink or sparse copy.
+    pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> VirtResult<()> {
+        let disk = self.disk_path(id);
+        tokio::task::spawn_blocking(move || clone_file(&disk, &dest))
+            .await
+            .map_err(|e| VirtError::Control(e.to_string()))?
+    }
+
+    /// Removes everything the server had on disk.
+    pub async fn destroy_files(&self, id: &str) {
+        let dir = self.dir(id);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The last `lines` lines of the console (all with None).
+    pub async fn console_output(&self, id: &str, lines: Option<usize>) -> String {
+        let path = self.dir(id).join("console.log");
+        let data = tokio::fs::read(&path).await.unwrap_or_default();
+        // Serial output is bytes; show it as text, dropping what is not UTF-8.
+        let text = String::from_utf8_lossy(&data).replace('\r', "");
+        match lines {
+            None => text,
+            Some(n) => {
+                let all: Vec<&str> = text.split_inclusive('\n').collect();
+                all[all.len().saturating_sub(n)..].concat()
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ processes
+
+    fn spec(&self, server: &Server, restore: bool) -> Value {
+        let dir = self.dir(&server.id);
+        let mut disks = Vec::new();
+        if dir.join("disk").exists() {
+            let serial: String = server.id.chars().filter(|c| *c != '-').take(20).collect();
+            disks.push(json!({"path": dir.join("disk"), "read_only": false, "serial": serial}));
+        }
+        if dir.join("config.iso").exists() {
+            disks.push(json!({"path": dir.join("config.iso"), "read_only": true, "serial": "config-2"}));
+        }
+        let ramdisk = dir.join("ramdisk");
+        let vm = json!({
+            "boot": {"type": "kernel", "path": dir.join("kernel")},
+            "initrd": if ramdisk.exists() { json!(ramdisk) } else { Value::Null },
+            "cmdline": server.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            "memory_mib": server.flavor.ram.max(16),
+            "cpus": server.flavor.vcpus.clamp(1, 64),
+            "disks": disks,
+            "nets": [],
+            "rng": true,
+            "console_log": dir.join("console.log"),
+        });
+        let mut spec = json!({
+            "vm": vm,
+            "control_socket": self.socket(&server.id),
+        });
+        if restore {
+            spec["restore_from"] = json!(self.saved_dir(&server.id));
+        }
+        spec
+    }
+
+    /// Starts the server's VMM (from its saved state with `restore`) and
+    /// waits until it answers on its socket. Returns the VMM's pid.
+    pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
+        let dir = self.dir(&server.id);
+        let spec_path = dir.join("spec.json");
+        let spec = self.spec(server, restore);
+        tokio::fs::write(&spec_path, spec.to_string())
+            .await
+            .map_err(io_error("spec.json"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("vmm.log"))
+            .map_err(io_error("vmm.log"))?;
+        let log2 = log.try_clone().map_err(io_error("vmm.log"))?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("vmm")
+            .arg("--spec")
+            .arg(&spec_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(io_error("spawning the VMM"))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        self.set_pid(&server.id, Some(pid));
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.id.clone());
+        let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<Option<i32>>);
+        let virt = self.clone();
+        let id = server.id.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => status.code(),
+                Err(_) => None,
+            };
+            let _ = done_tx.send(Some(code));
+            if virt.known_pid(&id) == Some(pid) {
+                virt.set_pid(&id, None);
+                virt.children
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
+            let _ = virt.exits.send((id, code));
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(code) = *done_rx.borrow_and_update() {
+                let tail = log_tail(&dir.join("vmm.log"));
+                return Err(VirtError::SpawnFailed(format!(
+                    "exit {}: {tail}",
+                    code.map(|c| c.to_string()).unwrap_or_else(|| "by signal".into())
+                )));
+            }
+            if let Ok(reply) = self.control(&server.id, json!({"cmd": "status"})).await
+                && reply.get("state").and_then(Value::as_str) != Some("starting")
+            {
+                return Ok(pid);
+            }
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(VirtError::SpawnFailed(
+                    "no answer on the control socket within 30 s".into(),
+                ));
+            }
+            tokio::select! {
+                _ = done_rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(3)) => {}
+            }
+        }
+    }
+
+    /// Sends one command on the server's control socket and returns the reply.
+    pub async fn control(&self, id: &str, cmd: Value) -> VirtResult<Value> {
+        let socket = self.socket(id);
+        let exchange = async {
+            let stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+            let (read, mut write) = stream.into_split();
+            let mut line = cmd.to_string();
+            line.push('\n');
+            write
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| VirtError::Control(e.to_string()))?;
+            let mut reader = BufReader::new(read);
+            let mut reply = String::new();
+            reader
+                .read_line(&mut reply)
+                .await
+                .map_err(|e| VirtError::Control(e.to_string()))?;
+            let value: Value = serde_json::from_str(reply.trim())
+                .map_err(|e| VirtError::Control(format!("bad reply {reply:?}: {e}")))?;
+            if value.get("ok").and_then(Value::as_bool) == Some(true) {
+                Ok(value)
+            } else {
+                Err(VirtError::Control(
+                    value
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("refused")
+                        .to_string(),
+                ))
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(60), exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(VirtError::Control("timed out".into())),
+        }
+    }
+
+    /// Opens a console connection (serial both ways) to the server's VMM.
+    pub async fn console_stream(&self, id: &str) -> VirtResult<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf)> {
+        let stream = UnixStream::connect(self.socket(id))
+            .await
+            .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"{\"cmd\":\"console\"}\n")
+            .await
+            .map_err(|e| VirtError::Control(e.to_string()))?;
+        let mut reader = BufReader::new(read);
+        let mut reply = String::new();
+        reader
+            .read_line(&mut reply)
+            .await
+            .map_err(|e| VirtError::Control(e.to_string()))?;
+        if !reply.contains("\"ok\":true") && !reply.contains("\"ok\": true") {
+            return Err(VirtError::Control(format!("console refused: {}", reply.trim())));
+        }
+        Ok((reader, write))
+    }
+
+    /// The VMM's `status`, or None when nothing answers on the socket.
+    pub async fn status(&self, id: &str) -> Option<Value> {
+        let reply = self.control(id, json!({"cmd": "status"})).await.ok()?;
+        if let Some(pid) = reply.get("pid").and_then(Value::as_i64) {
+            self.set_pid(id, Some(pid as i32));
+        }
+        Some(reply)
+    }
+
+    /// True while the server's VMM process exists.
+    pub fn is_alive(&self, id: &str) -> bool {
+        match self.known_pid(id) {
+            Some(pid) => pid_is_vmm_of(pid, id),
+            None => false,
+        }
+    }
+
+    /// Waits up to `within` for the VMM to exit; true when it did.
+    async fn wait_exit(&self, id: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if !self.is_alive(id) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the VMM: with a timeout, first the ACPI power button and up to
+    /// that long for the guest to power off; then a hard stop; then SIGKILL.
+    pub async fn stop(&self, id: &str, clean_timeout: Option<Duration>) {
+        if !self.is_alive(id) && self.status(id).await.is_none() {
+            return;
+        }
+        self.expect_exit(id);
+        if let Some(timeout) = clean_timeout.filter(|t| !t.is_zero())
+            && self.control(id, json!({"cmd": "powerdown"})).await.is_ok()
+            && self.wait_exit(id, timeout).await
+        {
+            return;
+        }
+        let _ = self.control(id, json!({"cmd": "stop"})).await;
+        if self.wait_exit(id, Duration::from_secs(5)).await {
+            return;
+        }
+        if let Some(pid) = self.known_pid(id)
+            && pid_is_vmm_of(pid, id)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            self.wait_exit(id, Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Saves the VM's state into the instance directory; the VMM exits.
+    pub async fn save(&self, id: &str) -> VirtResult<()> {
+        let dir = self.saved_dir(id);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error("saved/"))?;
+        self.expect_exit(id);
+        if let Err(e) = self.control(id, json!({"cmd": "save", "dir": dir})).await {
+            self.take_expected_exit(id);
+            return Err(e);
+        }
+        self.wait_exit(id, Duration::from_secs(30)).await;
+        Ok(())
+    }
+
+    /// Drops the saved state after a successful resume.
+    pub async fn drop_saved_state(&self, id: &str) {
+        let _ = tokio::fs::remove_dir_all(self.saved_dir(id)).await;
+    }
+}
+
+/// The kernel command line when the image names none.
+pub const DEFAULT_CMDLINE: &str = "root=/dev/vda console=ttyS0 reboot=k panic=1";
+
+/// True when `pid` is a live `yunhe vmm` serving server `id` (guards against pid reuse).
+fn pid_is_vmm_of(pid: i32, id: &str) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start())
+        && after.starts_with('Z')
+    {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&cmdline);
+    text.contains("vmm") && text.contains(id)
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+fn link_or_copy(src: &Path, dest: &Path) -> VirtResult<()> {
+    let _ = std::fs::remove_file(dest);
+    if std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(src, dest)
+        .map(|_| ())
+        .map_err(io_error(format!("copying {}", src.display())))
+}
+
+/// FICLONE: share the source's extents (btrfs, XFS); instant and copy-on-write.
+const FICLONE: libc::c_ulong = 0x4004_9409;
+
+/// Copies `src` to `dest` as a reflink where the filesystem can, else as a
+/// sparse copy (runs of zeros become holes).
+fn clone_file(src: &Path, dest: &Path) -> VirtResult<()> {
+    let mut input = std::fs::File::open(src).map_err(io_error(format!("{}", src.display())))?;
+    let mut output = std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
+    // SAFETY: both descriptors are open files owned by this function; FICLONE
+    // reads only the source descriptor number passed by value.
+    let cloned = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) } == 0;
+    if cloned {
+        return Ok(());
+    }
+    let len = input
+        .metadata()
+        .map_err(io_error("image size"))?
+        .len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = input.read(&mut buf).map_err(io_error("reading the image"))?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            output
+                .seek(SeekFrom::Current(n as i64))
+                .map_err(io_error("writing the disk"))?;
+        } else {
+            output
+                .write_all(&buf[..n])
+                .map_err(io_error("writing the disk"))?;
+        }
+        offset += n as u64;
+    }
+    output.set_len(len.max(offset)).map_err(io_error("sizing the disk"))?;
+    output.sync_all().map_err(io_error("syncing the disk"))?;
+    Ok(())
+}
+
+fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .map_err(io_error("root disk"))?;
+    let want = (disk_gb.max(0) as u64) << 30;
+    let have = file.metadata().map_err(io_error("root disk"))?.len();
+    if want > have {
+        file.set_len(want).map_err(io_error("growing the root disk"))?;
+    }
+    Ok(())
+}
+
+/// The root disk: a copy of the image (or empty), at least `disk_gb` GiB.
+fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> VirtResult<()> {
+    let _ = std::fs::remove_file(disk);
+    match image {
+        Some(src) => clone_file(src, disk)?,
+        None => {
+            if disk_gb <= 0 {
+                return Ok(());
+            }
+            std::fs::File::create(disk).map_err(io_error("root disk"))?;
+        }
+    }
+    grow(disk, disk_gb)
+}

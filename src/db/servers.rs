@@ -1,0 +1,315 @@
+//! Nova's servers and instance actions.
+//!
+//! A server is stored as one JSON document (`doc`) next to the few columns
+//! lists filter and sort on; the document is the whole record, loaded and
+//! stored whole. Deleted servers stay as rows with `deleted = 1` (Nova's soft
+//! delete) so usage reports and instance actions still find them.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::DbResult;
+
+/// The server tables (migration 4).
+pub const SCHEMA: &str = r#"
+CREATE TABLE compute_servers (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX compute_servers_by_project ON compute_servers (project_id, deleted);
+CREATE TABLE compute_instance_actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    start_time INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    message TEXT,
+    events TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX compute_instance_actions_by_instance ON compute_instance_actions (instance_id);
+"#;
+
+/// The flavor a server was built with, copied at build time as Nova does
+/// (later changes to the flavor do not change the server).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct FlavorCopy {
+    pub id: String,
+    pub name: String,
+    pub ram: i64,
+    pub vcpus: i64,
+    pub disk: i64,
+    pub ephemeral: i64,
+    pub swap: i64,
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// One server, whole.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
+    /// Empty when the server boots from a volume.
+    pub image_id: String,
+    pub flavor: FlavorCopy,
+    /// The flavor before a resize, until it is confirmed or reverted.
+    #[serde(default)]
+    pub old_flavor: Option<FlavorCopy>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub key_data: Option<String>,
+    /// Base64 user data as given.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub hostname: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Nova's vm_state: building, active, stopped, paused, suspended,
+    /// resized, shelved_offloaded, error, deleted.
+    pub vm_state: String,
+    #[serde(default)]
+    pub task_state: Option<String>,
+    /// 0 NOSTATE, 1 RUNNING, 3 PAUSED, 4 SHUTDOWN, 6 CRASHED, 7 SUSPENDED.
+    pub power_state: i64,
+    #[serde(default)]
+    pub locked: bool,
+    /// `owner` or `admin`: who locked it.
+    #[serde(default)]
+    pub locked_by: Option<String>,
+    #[serde(default)]
+    pub locked_reason: Option<String>,
+    /// `{"code", "message", "details", "created"}` when in ERROR.
+    #[serde(default)]
+    pub fault: Option<Value>,
+    #[serde(default)]
+    pub config_drive: bool,
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+    #[serde(default)]
+    pub access_ipv4: String,
+    #[serde(default)]
+    pub access_ipv6: String,
+    pub reservation_id: String,
+    #[serde(default)]
+    pub launch_index: i64,
+    #[serde(default)]
+    pub server_group: Option<String>,
+    /// The host holding the server's resources (None: not scheduled, or offloaded).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Boot details resolved from the image at build time.
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+    #[serde(default)]
+    pub ramdisk_id: Option<String>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Seconds the guest gets to power off cleanly (image `os_shutdown_timeout`).
+    #[serde(default)]
+    pub shutdown_timeout: Option<i64>,
+    /// Pid of the server's VMM while it runs.
+    #[serde(default)]
+    pub vmm_pid: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub launched_at: Option<i64>,
+    #[serde(default)]
+    pub terminated_at: Option<i64>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+fn decode(doc: String) -> DbResult<Server> {
+    Ok(serde_json::from_str(&doc)?)
+}
+
+/// Inserts a new server.
+pub fn insert_server(conn: &Connection, server: &Server) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO compute_servers (id, project_id, user_id, deleted, created_at, doc) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            server.id,
+            server.project_id,
+            server.user_id,
+            server.deleted,
+            server.created_at,
+            serde_json::to_string(server)?
+        ],
+    )?;
+    Ok(())
+}
+
+/// Stores a server whole; false when it does not exist.
+pub fn update_server(conn: &Connection, server: &Server) -> DbResult<bool> {
+    let n = conn.execute(
+        "UPDATE compute_servers SET deleted = ?2, doc = ?3 WHERE id = ?1",
+        params![server.id, server.deleted, serde_json::to_string(server)?],
+    )?;
+    Ok(n > 0)
+}
+
+/// A server by id, deleted ones included.
+pub fn get_server(conn: &Connection, id: &str) -> DbResult<Option<Server>> {
+    let doc: Option<String> = conn
+        .query_row(
+            "SELECT doc FROM compute_servers WHERE id = ?1",
+            params![id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    doc.map(decode).transpose()
+}
+
+/// Servers, oldest first: one project's (or every project's with `None`),
+/// deleted ones only when asked.
+pub fn list_servers(
+    conn: &Connection,
+    project_id: Option<&str>,
+    include_deleted: bool,
+) -> DbResult<Vec<Server>> {
+    let mut sql = String::from("SELECT doc FROM compute_servers WHERE 1 = 1");
+    if project_id.is_some() {
+        sql.push_str(" AND project_id = ?1");
+    }
+    if !include_deleted {
+        sql.push_str(" AND deleted = 0");
+    }
+    sql.push_str(" ORDER BY created_at, rowid");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let docs: Vec<String> = match project_id {
+        Some(p) => stmt
+            .query_map(params![p], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
+        None => stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?,
+    };
+    docs.into_iter().map(decode).collect()
+}
+
+// ---------------------------------------------------------- instance actions
+
+/// One event of an instance action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionEvent {
+    pub event: String,
+    pub start_time: i64,
+    #[serde(default)]
+    pub finish_time: Option<i64>,
+    /// `Success` or `Error`, none while running.
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub traceback: Option<String>,
+}
+
+/// One instance action (create, stop, reboot, ...).
+#[derive(Debug, Clone)]
+pub struct InstanceAction {
+    pub id: i64,
+    pub instance_id: String,
+    pub request_id: String,
+    pub action: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub start_time: i64,
+    pub updated_at: i64,
+    pub message: Option<String>,
+    pub events: Vec<ActionEvent>,
+}
+
+/// Records a new action; returns its row id.
+pub fn insert_action(conn: &Connection, a: &InstanceAction) -> DbResult<i64> {
+    conn.execute(
+        "INSERT INTO compute_instance_actions \
+         (instance_id, request_id, action, project_id, user_id, start_time, updated_at, message, events) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            a.instance_id,
+            a.request_id,
+            a.action,
+            a.project_id,
+            a.user_id,
+            a.start_time,
+            a.updated_at,
+            a.message,
+            serde_json::to_string(&a.events)?
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Stores an action's events, message and update time.
+pub fn update_action(conn: &Connection, a: &InstanceAction) -> DbResult<()> {
+    conn.execute(
+        "UPDATE compute_instance_actions SET updated_at = ?2, message = ?3, events = ?4 WHERE id = ?1",
+        params![a.id, a.updated_at, a.message, serde_json::to_string(&a.events)?],
+    )?;
+    Ok(())
+}
+
+fn action_from_row(row: &rusqlite::Row) -> rusqlite::Result<(InstanceAction, String)> {
+    Ok((
+        InstanceAction {
+            id: row.get(0)?,
+            instance_id: row.get(1)?,
+            request_id: row.get(2)?,
+            action: row.get(3)?,
+            project_id: row.get(4)?,
+            user_id: row.get(5)?,
+            start_time: row.get(6)?,
+            updated_at: row.get(7)?,
+            message: row.get(8)?,
+            events: Vec::new(),
+        },
+        row.get(9)?,
+    ))
+}
+
+const ACTION_COLUMNS: &str = "id, instance_id, request_id, action, project_id, user_id, \
+    start_time, updated_at, message, events";
+
+/// A server's actions, newest first.
+pub fn list_actions(conn: &Connection, instance_id: &str) -> DbResult<Vec<InstanceAction>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACTION_COLUMNS} FROM compute_instance_actions WHERE instance_id = ?1 \
+         ORDER BY start_time DESC, id DESC"
+    ))?;
+    let rows: Vec<(InstanceAction, String)> = stmt
+        .query_map(params![instance_id], action_from_row)?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(mut a, events)| {
+            a.events = serde_json::from_str(&events)?;
+            Ok(a)
+        })
+        .collect()
+}
+
+/// The newest action of a server with this request id, else of this kind.
+pub fn get_action(
+    conn: &Connection,
+    instance_id: &str,
+    request_id: &str,
+) -> DbResult<Option<InstanceAction>> {
+    Ok(list_actions(conn, instance_id)?
+        .into_iter()
+        .find(|a| a.request_id == request_id))
+}
