@@ -1,5 +1,6 @@
-//! Builds the freestanding guest code in firmware/ (the probe guest) with its
-//! own target dir and flags, and exposes it to the main crate through OUT_DIR.
+//! Builds the freestanding guest code in firmware/ (the probe, hello and echo
+//! guests) with its own target dir and flags, and exposes it to the main crate
+//! through OUT_DIR.
 
 use std::env;
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ fn main() {
     if !status.success() {
         panic!("building firmware/ failed: {status}");
     }
-    for name in ["probe", "hello"] {
+    for name in ["probe", "hello", "echo"] {
         let built = target_dir.join("release").join(name);
         let dest = out_dir.join(format!("{name}.elf"));
         if let Err(e) = std::fs::copy(&built, &dest) {

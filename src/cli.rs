@@ -34,6 +34,9 @@ pub enum Command {
 pub enum VmCommand {
     /// Boot one VM in the foreground with its serial console on stdin/stdout.
     Run(crate::vmm::VmRunArgs),
+    /// Write a built-in guest (probe, hello, echo) as a PVH ELF, e.g. to upload
+    /// it as a kernel image.
+    Guest(crate::vmm::VmGuestArgs),
 }
 
 /// Options of `yunhe serve`. Each can also be given as `YUNHE_<FLAG>`.
@@ -114,6 +117,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::server::serve_main(args),
         Command::Vm(VmCommand::Run(args)) => crate::vmm::vm_run_main(args),
+        Command::Vm(VmCommand::Guest(args)) => crate::vmm::vm_guest_main(args),
         Command::Vmm(args) => crate::vmm::vmm_main(args),
         Command::Selftest(args) => crate::vmm::selftest_main(args),
         Command::Bench(args) => crate::bench::bench_main(args),

@@ -1,6 +1,6 @@
 //! The built-in virtual machine monitor: KVM, guest memory, boot, ACPI, legacy
-//! and virtio-pci devices, vCPU threads; `yunhe vm run`, `yunhe vmm` and
-//! `yunhe selftest`.
+//! and virtio-pci devices, vCPU threads; `yunhe vm run`, `yunhe vm guest`,
+//! `yunhe vmm` and `yunhe selftest`.
 
 pub mod acpi;
 // `run_benchmarks` is called by `yunhe bench` (src/bench.rs, wired by the integrator).
@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod terminal;
 pub mod vm;
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,6 +67,40 @@ pub struct VmRunArgs {
     /// Also write the console to this (size-capped) log file.
     #[arg(long)]
     pub console_log: Option<PathBuf>,
+}
+
+/// The guests built into yunhe (firmware/), as `yunhe vm guest` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestName {
+    /// Lists and exercises the VM's devices, then powers off (what `selftest` boots).
+    Probe,
+    /// Prints one line and halts (the start-up benchmark's guest).
+    Hello,
+    /// Prints a ready line, echoes the serial console, powers off on the ACPI
+    /// power button; idles at no CPU (the control plane's test guest).
+    Echo,
+}
+
+impl GuestName {
+    /// The guest's PVH ELF.
+    pub fn elf(self) -> &'static [u8] {
+        match self {
+            GuestName::Probe => vm::PROBE_ELF,
+            GuestName::Hello => vm::HELLO_ELF,
+            GuestName::Echo => vm::ECHO_ELF,
+        }
+    }
+}
+
+/// `yunhe vm guest`: write a built-in guest out as a PVH ELF file.
+#[derive(clap::Args, Debug)]
+pub struct VmGuestArgs {
+    /// Which guest.
+    #[arg(value_enum)]
+    pub name: GuestName,
+    /// Write the ELF to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `yunhe vmm`: the per-instance VMM process.
@@ -262,6 +297,35 @@ fn start_rip_tracer(running: &Arc<vm::RunningVm>) {
         });
 }
 
+/// `yunhe vm guest NAME [-o FILE]`: exit 0 when written, 1 when writing failed,
+/// 2 when standard output is a terminal (an ELF would only garble it).
+pub fn vm_guest_main(args: VmGuestArgs) -> ExitCode {
+    let elf = args.name.elf();
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, elf) {
+                eprintln!("yunhe vm guest: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            if out.is_terminal() {
+                eprintln!(
+                    "yunhe vm guest: standard output is a terminal; not writing a binary ELF \
+                     there (give -o FILE or redirect the output)"
+                );
+                return ExitCode::from(2);
+            }
+            if let Err(e) = out.write_all(elf).and_then(|()| out.flush()) {
+                eprintln!("yunhe vm guest: cannot write to standard output: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 pub fn vmm_main(args: VmmArgs) -> ExitCode {
     control::vmm_main(args)
 }
@@ -285,5 +349,18 @@ mod tests {
         assert!(parse_net("mac=52:54:00:12:34:56").is_err());
         assert!(parse_net("tap=t,mac=zz").is_err());
         assert_eq!(parse_mac("02:00:00:00:00:01"), Some([2, 0, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn every_builtin_guest_is_a_pvh_elf() {
+        for name in [GuestName::Probe, GuestName::Hello, GuestName::Echo] {
+            let mem = boot::create_memory(16).expect("memory");
+            let loaded = boot::load_kernel(&mem, &mut std::io::Cursor::new(name.elf()))
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+            assert!(
+                matches!(loaded.entry, boot::BootEntry::Pvh { .. }),
+                "{name:?} has no PVH entry"
+            );
+        }
     }
 }
