@@ -28,6 +28,8 @@ pub enum BenchGroup {
     ControlPlane,
     /// VMM start-up against QEMU microvm, VMM memory overhead, virtio-blk request path.
     Vmm,
+    /// Servers: POST latency, POST to ACTIVE, listing 1,000 servers, VMM memory per server.
+    Compute,
 }
 
 /// Errors of a benchmark run.
@@ -49,6 +51,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     if matches!(args.group, BenchGroup::All | BenchGroup::ControlPlane) {
         result = control_plane(args.seconds);
     }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Compute) {
+        result = crate::compute_bench::run();
+    }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");
         for (name, line) in crate::vmm::bench::run_benchmarks() {
@@ -64,14 +69,14 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn self_exe() -> Result<PathBuf, BenchError> {
+pub(crate) fn self_exe() -> Result<PathBuf, BenchError> {
     std::fs::read_link("/proc/self/exe").map_err(|e| BenchError::Io("locating the yunhe binary", e))
 }
 
 /// A `yunhe serve` child on an ephemeral port; killed on drop.
-struct ServerUnderTest {
-    child: Child,
-    addr: String,
+pub(crate) struct ServerUnderTest {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for ServerUnderTest {
@@ -81,7 +86,10 @@ impl Drop for ServerUnderTest {
     }
 }
 
-fn start_server(exe: &Path, state_dir: &Path) -> Result<(ServerUnderTest, Duration), BenchError> {
+pub(crate) fn start_server(
+    exe: &Path,
+    state_dir: &Path,
+) -> Result<(ServerUnderTest, Duration), BenchError> {
     let started = Instant::now();
     let mut child = Command::new(exe)
         .args([
@@ -144,12 +152,23 @@ fn start_server(exe: &Path, state_dir: &Path) -> Result<(ServerUnderTest, Durati
 }
 
 /// One HTTP/1.1 request; returns (status, headers, body).
-fn request(
+pub(crate) fn request(
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
+) -> std::io::Result<(u16, String, String)> {
+    request_bytes(addr, method, path, headers, body.as_bytes())
+}
+
+/// [`request`] with a binary body.
+pub(crate) fn request_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -157,8 +176,10 @@ fn request(
     for (k, v) in headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
-    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(text.as_bytes())?;
+    text.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes)?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -170,7 +191,7 @@ fn request(
     Ok((status, head.to_string(), rest.to_string()))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -178,7 +199,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

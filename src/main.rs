@@ -8,6 +8,7 @@
 mod bench;
 mod cli;
 mod compute;
+mod compute_bench;
 mod db;
 mod http;
 mod identity;

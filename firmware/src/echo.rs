@@ -296,6 +296,9 @@ idt_ptr:
     .word IDT_ENTRIES * 8 - 1
     .long idt
 ready_msg:
+    .ascii "yunhe echo guest: a tiny PVH kernel built into yunhe\n"
+    .ascii "yunhe echo guest: serial input is echoed back\n"
+    .ascii "yunhe echo guest: the ACPI power button powers it off\n"
     .asciz "yunhe echo guest: ready\n"
 power_msg:
     .asciz "yunhe echo guest: power button, powering off\n"

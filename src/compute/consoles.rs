@@ -59,11 +59,16 @@ pub async fn remote_console(
     body: Bytes,
 ) -> ComputeResult<Response> {
     if !mv.at_least(6) {
-        return Err(ComputeError::NotFound("The resource could not be found.".into()));
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
     }
     let mut body = parse_body(&body)?;
     let console = take_object(&mut body, "remote_console")?;
-    let protocol = console.get("protocol").and_then(Value::as_str).unwrap_or("");
+    let protocol = console
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = console.get("type").and_then(Value::as_str).unwrap_or("");
     if !["vnc", "spice", "rdp", "serial", "mks"].contains(&protocol) {
         return Err(ComputeError::BadRequest(format!(
@@ -106,7 +111,10 @@ pub async fn serial_websocket(
     };
     let (reader, writer) = match s.virt.console_stream(&server_id).await {
         Ok(pair) => pair,
-        Err(e) => return ComputeError::Conflict(format!("The console is not available: {e}")).into_response(),
+        Err(e) => {
+            return ComputeError::Conflict(format!("The console is not available: {e}"))
+                .into_response();
+        }
     };
     ws.protocols(["binary", "base64"])
         .on_upgrade(move |socket| pump(socket, reader, writer))

@@ -168,19 +168,44 @@ fn stable_uuid(what: &str) -> String {
 struct HostState {
     facts: HostFacts,
     compute: Option<ComputeService>,
+    /// Servers placed on this host: (uuid, name).
+    servers: Vec<(String, String)>,
+    /// Resources they hold: vcpus, RAM MiB, disk GiB.
+    used: (i64, i64, i64),
 }
 
 async fn host_state(s: &S) -> ComputeResult<HostState> {
-    let (path, services) = s
-        .read(|conn| Ok((store::state_file_path(conn), store::list_services(conn)?)))
+    let (path, services, all) = s
+        .read(|conn| {
+            Ok((
+                store::state_file_path(conn),
+                store::list_services(conn)?,
+                crate::db::servers::list_servers(conn, None, false)?,
+            ))
+        })
         .await?;
+    let placed: Vec<crate::db::servers::Server> =
+        all.into_iter().filter(|sv| sv.host.is_some()).collect();
+    let used = super::servers::host_usage(&placed);
+    let servers = placed
+        .into_iter()
+        .map(|sv| {
+            let name = format!("instance-{}", &sv.id.replace('-', "")[..8]);
+            (sv.id, name)
+        })
+        .collect();
     let facts = tokio::task::spawn_blocking(move || host_facts(path.as_deref()))
         .await
         .map_err(|e| ComputeError::Internal(e.to_string()))?;
     let compute = services
         .into_iter()
         .find(|svc| svc.binary == "nova-compute");
-    Ok(HostState { facts, compute })
+    Ok(HostState {
+        facts,
+        compute,
+        servers,
+        used,
+    })
 }
 
 fn uptime_text(f: &HostFacts) -> String {
@@ -211,6 +236,15 @@ fn service_id(svc: &ComputeService, mv: Mv) -> Value {
     }
 }
 
+fn servers_view(h: &HostState) -> Value {
+    json!(
+        h.servers
+            .iter()
+            .map(|(uuid, name)| json!({"uuid": uuid, "name": name}))
+            .collect::<Vec<_>>()
+    )
+}
+
 fn hypervisor_view(h: &HostState, mv: Mv, detail: bool, with_servers: bool) -> Value {
     let f = &h.facts;
     let disabled = h.compute.as_ref().is_some_and(|c| c.disabled);
@@ -224,7 +258,7 @@ fn hypervisor_view(h: &HostState, mv: Mv, detail: bool, with_servers: bool) -> V
         json!(if disabled { "disabled" } else { "enabled" }),
     );
     if with_servers {
-        obj.insert("servers".into(), json!([]));
+        obj.insert("servers".into(), servers_view(h));
     }
     if !detail {
         return Value::Object(obj);
@@ -262,15 +296,16 @@ fn hypervisor_view(h: &HostState, mv: Mv, detail: bool, with_servers: bool) -> V
     );
     obj.insert("current_workload".into(), json!(0));
     obj.insert("disk_available_least".into(), json!(f.disk_free_gb));
-    obj.insert("free_disk_gb".into(), json!(f.disk_gb));
-    obj.insert("free_ram_mb".into(), json!(f.memory_mb));
+    let (vcpus_used, ram_used, disk_used) = h.used;
+    obj.insert("free_disk_gb".into(), json!(f.disk_gb - disk_used));
+    obj.insert("free_ram_mb".into(), json!(f.memory_mb - ram_used));
     obj.insert("local_gb".into(), json!(f.disk_gb));
-    obj.insert("local_gb_used".into(), json!(0));
+    obj.insert("local_gb_used".into(), json!(disk_used));
     obj.insert("memory_mb".into(), json!(f.memory_mb));
-    obj.insert("memory_mb_used".into(), json!(0));
-    obj.insert("running_vms".into(), json!(0));
+    obj.insert("memory_mb_used".into(), json!(ram_used));
+    obj.insert("running_vms".into(), json!(h.servers.len()));
     obj.insert("vcpus".into(), json!(f.vcpus));
-    obj.insert("vcpus_used".into(), json!(0));
+    obj.insert("vcpus_used".into(), json!(vcpus_used));
     Value::Object(obj)
 }
 
@@ -356,21 +391,22 @@ async fn statistics(State(s): State<S>, Auth(ctx): Auth, mv: Mv) -> ComputeResul
     require_admin(&ctx, "os_compute_api:os-hypervisors:statistics")?;
     let h = host_state(&s).await?;
     let f = &h.facts;
+    let (vcpus_used, ram_used, disk_used) = h.used;
     Ok(json_response(
         StatusCode::OK,
         &json!({"hypervisor_statistics": {
             "count": 1,
             "current_workload": 0,
             "disk_available_least": f.disk_free_gb,
-            "free_disk_gb": f.disk_gb,
-            "free_ram_mb": f.memory_mb,
+            "free_disk_gb": f.disk_gb - disk_used,
+            "free_ram_mb": f.memory_mb - ram_used,
             "local_gb": f.disk_gb,
-            "local_gb_used": 0,
+            "local_gb_used": disk_used,
             "memory_mb": f.memory_mb,
-            "memory_mb_used": 0,
-            "running_vms": 0,
+            "memory_mb_used": ram_used,
+            "running_vms": h.servers.len(),
             "vcpus": f.vcpus,
-            "vcpus_used": 0,
+            "vcpus_used": vcpus_used,
         }}),
     ))
 }
@@ -438,10 +474,9 @@ async fn search_common(s: &S, mv: Mv, pattern: &str, servers: bool) -> ComputeRe
             "No hypervisor matching '{pattern}' could be found."
         )));
     }
-    let _ = servers;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"hypervisors": [hypervisor_view(&h, mv, false, false)]}),
+        &json!({"hypervisors": [hypervisor_view(&h, mv, false, servers)]}),
     ))
 }
 
@@ -870,20 +905,114 @@ fn usage_window(q: &HashMap<String, String>) -> ComputeResult<(i64, i64)> {
     Ok((start, end))
 }
 
+/// Usage of each project's servers that overlap [start, end], as Nova's
+/// simple tenant usage computes it (hours up to the window's end or the
+/// server's termination).
+async fn usages(
+    s: &S,
+    project: Option<String>,
+    start: i64,
+    end: i64,
+) -> ComputeResult<std::collections::BTreeMap<String, (Value, Vec<Value>)>> {
+    let servers = s
+        .read(move |conn| {
+            Ok(crate::db::servers::list_servers(
+                conn,
+                project.as_deref(),
+                true,
+            )?)
+        })
+        .await?;
+    let mut by_project: std::collections::BTreeMap<String, (f64, f64, f64, f64, Vec<Value>)> =
+        Default::default();
+    let now = now_unix();
+    for sv in servers {
+        let began = sv.launched_at.unwrap_or(sv.created_at);
+        let ended = sv.terminated_at;
+        if began > end || ended.is_some_and(|t| t < start) {
+            continue;
+        }
+        let from = began.max(start);
+        let to = ended.unwrap_or(now).min(end);
+        let hours = ((to - from).max(0) as f64) / 3600.0;
+        let f = &sv.flavor;
+        let local_gb = f.disk + f.ephemeral;
+        let state = if sv.deleted {
+            "terminated".to_string()
+        } else {
+            sv.vm_state.clone()
+        };
+        let entry = by_project.entry(sv.project_id.clone()).or_default();
+        entry.0 += hours;
+        entry.1 += hours * local_gb as f64;
+        entry.2 += hours * f.ram as f64;
+        entry.3 += hours * f.vcpus as f64;
+        entry.4.push(json!({
+            "instance_id": sv.id,
+            "name": sv.name,
+            "hours": hours,
+            "memory_mb": f.ram,
+            "local_gb": local_gb,
+            "vcpus": f.vcpus,
+            "tenant_id": sv.project_id,
+            "flavor": f.name,
+            "started_at": nova_time(began),
+            "ended_at": ended.map(nova_time),
+            "state": state,
+            "uptime": (ended.unwrap_or(now) - began).max(0),
+        }));
+    }
+    Ok(by_project
+        .into_iter()
+        .map(|(project, (h, gb, mb, cpu, list))| {
+            (
+                project.clone(),
+                (
+                    json!({
+                        "tenant_id": project,
+                        "start": nova_time(start),
+                        "stop": nova_time(end),
+                        "total_hours": h,
+                        "total_local_gb_usage": gb,
+                        "total_memory_mb_usage": mb,
+                        "total_vcpus_usage": cpu,
+                    }),
+                    list,
+                ),
+            )
+        })
+        .collect())
+}
+
 async fn usage_list(
-    State(_s): State<S>,
+    State(s): State<S>,
     Auth(ctx): Auth,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
     require_admin(&ctx, "os_compute_api:os-simple-tenant-usage:list")?;
     let q = query_map(q);
-    usage_window(&q)?;
-    // No servers yet, so no project has usage in any window.
-    Ok(json_response(StatusCode::OK, &json!({"tenant_usages": []})))
+    let (start, end) = usage_window(&q)?;
+    let detailed = q
+        .get("detailed")
+        .is_some_and(|d| d == "1" || d.eq_ignore_ascii_case("true"));
+    let items: Vec<Value> = usages(&s, None, start, end)
+        .await?
+        .into_values()
+        .map(|(mut total, list)| {
+            if detailed {
+                total["server_usages"] = json!(list);
+            }
+            total
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"tenant_usages": items}),
+    ))
 }
 
 async fn usage_show(
-    State(_s): State<S>,
+    State(s): State<S>,
     Auth(ctx): Auth,
     Path(tenant): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
@@ -893,18 +1022,19 @@ async fn usage_show(
     }
     let q = query_map(q);
     let (start, end) = usage_window(&q)?;
+    let usage = match usages(&s, Some(tenant.clone()), start, end)
+        .await?
+        .remove(&tenant)
+    {
+        Some((mut total, list)) => {
+            total["server_usages"] = json!(list);
+            total
+        }
+        None => json!({}),
+    };
     Ok(json_response(
         StatusCode::OK,
-        &json!({"tenant_usage": {
-            "tenant_id": tenant,
-            "start": nova_time(start),
-            "stop": nova_time(end),
-            "total_hours": 0.0,
-            "total_local_gb_usage": 0.0,
-            "total_memory_mb_usage": 0.0,
-            "total_vcpus_usage": 0.0,
-            "server_usages": [],
-        }}),
+        &json!({"tenant_usage": usage}),
     ))
 }
 

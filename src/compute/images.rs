@@ -26,7 +26,17 @@ pub fn routes() -> Router<S> {
     Router::new()
         .route("/v2.1/images", get(list))
         .route("/v2.1/images/detail", get(list_detail))
-        .route("/v2.1/images/{id}", get(show))
+        .route("/v2.1/images/{id}", get(show).delete(delete))
+        .route(
+            "/v2.1/images/{id}/metadata",
+            get(metadata_list)
+                .post(metadata_merge)
+                .put(metadata_replace),
+        )
+        .route(
+            "/v2.1/images/{id}/metadata/{key}",
+            get(metadata_show).put(metadata_set).delete(metadata_delete),
+        )
 }
 
 fn proxy_available(mv: Mv) -> ComputeResult<()> {
@@ -44,6 +54,7 @@ impl From<ImageServiceError> for ComputeError {
             ImageServiceError::NotFound(id) => {
                 ComputeError::NotFound(format!("Image not found: {id}"))
             }
+            ImageServiceError::Invalid(message) => ComputeError::Forbidden(message),
             other => ComputeError::Internal(other.to_string()),
         }
     }
@@ -86,7 +97,7 @@ fn detail(s: &ComputeState, image: &BootImage) -> Value {
         })
         .collect();
     let status = nova_status(&image.status);
-    json!({
+    let mut view = json!({
         "id": image.id,
         "name": image.name,
         "status": status,
@@ -98,7 +109,28 @@ fn detail(s: &ComputeState, image: &BootImage) -> Value {
         "metadata": metadata,
         "OS-EXT-IMG-SIZE:size": image.size,
         "links": links(s, &image.id),
-    })
+    });
+    if let Some(server) = image
+        .properties
+        .get("instance_uuid")
+        .and_then(Value::as_str)
+    {
+        view["server"] = json!({"id": server, "links": s.links("servers", server)});
+    }
+    view
+}
+
+fn metadata_of(properties: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    properties
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), Value::String(text))
+        })
+        .collect()
 }
 
 /// The project whose view of Glance the caller gets (`None`: an admin sees all).
@@ -125,6 +157,30 @@ async fn listing(
     }
     if let Some(status) = query.get("status") {
         images.retain(|i| nova_status(&i.status).eq_ignore_ascii_case(status));
+    }
+    let prop = |i: &BootImage, k: &str| {
+        i.properties
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if let Some(server) = query.get("server") {
+        let id = server
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        images.retain(|i| prop(i, "instance_uuid").as_deref() == Some(id.as_str()));
+    }
+    if let Some(kind) = query.get("type") {
+        images.retain(|i| prop(i, "image_type").as_deref() == Some(kind.as_str()));
+    }
+    if let Some(min) = query.get("minDisk").and_then(|v| v.parse::<i64>().ok()) {
+        images.retain(|i| i.min_disk >= min);
+    }
+    if let Some(min) = query.get("minRam").and_then(|v| v.parse::<i64>().ok()) {
+        images.retain(|i| i.min_ram >= min);
     }
     let (page, more) = paginate(images, &query, |i| i.id.clone())?;
     let render = |i: &BootImage| {
@@ -173,4 +229,183 @@ async fn show(
         StatusCode::OK,
         &json!({"image": detail(&s, &image)}),
     ))
+}
+
+async fn delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    s.images.delete(&id, viewer(&ctx)?.as_deref()).await?;
+    Ok(super::empty(StatusCode::NO_CONTENT))
+}
+
+async fn metadata_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"metadata": metadata_of(&image.properties)}),
+    ))
+}
+
+fn body_metadata(body: &[u8], key: &str) -> ComputeResult<serde_json::Map<String, Value>> {
+    let mut body = super::parse_body(body)?;
+    match body.remove(key) {
+        Some(Value::Object(map)) => Ok(map),
+        _ => Err(ComputeError::BadRequest(format!(
+            "Malformed request body: '{key}' must be an object"
+        ))),
+    }
+}
+
+/// Applies `change` to an image's properties, within the metadata_items quota.
+async fn change_metadata<F>(
+    s: &S,
+    ctx: &AuthContext,
+    id: &str,
+    change: F,
+) -> ComputeResult<serde_json::Map<String, Value>>
+where
+    F: FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), String> + Send + 'static,
+{
+    let project = project_of(ctx)?;
+    let limit = {
+        let project = project.clone();
+        s.read(move |conn| Ok(super::quotas::limits_for(conn, &project, None)?))
+            .await?
+            .get("metadata_items")
+            .copied()
+            .unwrap_or(128)
+    };
+    let properties = s
+        .images
+        .update_properties(id, viewer(ctx)?.as_deref(), move |p| {
+            change(p)?;
+            if limit >= 0 && p.len() as i64 > limit {
+                return Err(format!(
+                    "Quota exceeded for metadata_items: {} > {limit}",
+                    p.len()
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(metadata_of(&properties))
+}
+
+async fn metadata_merge(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let new = body_metadata(&body, "metadata")?;
+    let meta = change_metadata(&s, &ctx, &id, move |p| {
+        p.extend(new);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_replace(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let new = body_metadata(&body, "metadata")?;
+    let meta = change_metadata(&s, &ctx, &id, move |p| {
+        // Boot properties are not user metadata to Nova, but they live in
+        // Glance's properties too; keep them so the image still boots.
+        let keep: Vec<(String, Value)> = p
+            .iter()
+            .filter(|(k, _)| ["kernel_id", "ramdisk_id", "os_command_line"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        *p = new;
+        for (k, v) in keep {
+            p.entry(k).or_insert(v);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    let meta = metadata_of(&image.properties);
+    match meta.get(&key) {
+        Some(v) => Ok(json_response(StatusCode::OK, &json!({"meta": {key: v}}))),
+        None => Err(ComputeError::NotFound(format!(
+            "Image {id} has no metadata item {key}"
+        ))),
+    }
+}
+
+async fn metadata_set(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, key)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let meta = body_metadata(&body, "meta")?;
+    if meta.len() != 1 || !meta.contains_key(&key) {
+        return Err(ComputeError::BadRequest(
+            "Request body and URI mismatch".into(),
+        ));
+    }
+    let value = meta.get(&key).cloned().unwrap_or(Value::Null);
+    let (k, v) = (key.clone(), value.clone());
+    change_metadata(&s, &ctx, &id, move |p| {
+        p.insert(k, v);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"meta": {key: value}}),
+    ))
+}
+
+async fn metadata_delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path((id, key)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    proxy_available(mv)?;
+    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    if !image.properties.contains_key(&key) {
+        return Err(ComputeError::NotFound(format!(
+            "Image {id} has no metadata item {key}"
+        )));
+    }
+    change_metadata(&s, &ctx, &id, move |p| {
+        p.remove(&key);
+        Ok(())
+    })
+    .await?;
+    Ok(super::empty(StatusCode::NO_CONTENT))
 }

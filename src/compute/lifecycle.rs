@@ -84,6 +84,10 @@ pub async fn resolve_boot(
 }
 
 fn clean_timeout(server: &Server) -> Option<Duration> {
+    // A paused or suspended guest cannot answer the power button.
+    if server.vm_state != "active" && server.vm_state != "resized" {
+        return None;
+    }
     let secs = server.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
     (secs > 0).then(|| Duration::from_secs(secs as u64))
 }
@@ -132,7 +136,13 @@ pub fn record_action(
 
 /// Finishes the last event of the action `request_id` (a failure also sets
 /// the action's message to "Error").
-pub async fn finish_action_event(s: &ComputeState, id: &str, request_id: &str, event: &str, ok: bool) {
+pub async fn finish_action_event(
+    s: &ComputeState,
+    id: &str,
+    request_id: &str,
+    event: &str,
+    ok: bool,
+) {
     finish_action(s, id, request_id, Some(event), ok, None).await;
 }
 
@@ -144,7 +154,11 @@ async fn finish_action(
     ok: bool,
     traceback: Option<String>,
 ) {
-    let (id, rid, rename) = (id.to_string(), request_id.to_string(), rename.map(str::to_string));
+    let (id, rid, rename) = (
+        id.to_string(),
+        request_id.to_string(),
+        rename.map(str::to_string),
+    );
     let result = s
         .write(move |tx| {
             let Some(mut action) = db::get_action(tx, &id, &rid)? else {
@@ -231,7 +245,14 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
             return;
         };
         if server.deleted || server.task_state.as_deref() == Some("deleting") {
-            finish_action_event(&s, &id, &request_id, "compute__do_build_and_run_instance", false).await;
+            finish_action_event(
+                &s,
+                &id,
+                &request_id,
+                "compute__do_build_and_run_instance",
+                false,
+            )
+            .await;
             return;
         }
         let result = build(&s, &server).await;
@@ -259,17 +280,31 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
                     if sv.task_state.as_deref() != Some("deleting") {
                         sv.task_state = None;
                     }
-                    sv.fault = Some(fault(&format!("Build of instance {} aborted: {message}", sv.id), &message));
+                    sv.fault = Some(fault(
+                        &format!("Build of instance {} aborted: {message}", sv.id),
+                        &message,
+                    ));
                 })
                 .await;
             }
         }
-        finish_action_event(&s, &id, &request_id, "compute__do_build_and_run_instance", ok).await;
+        finish_action_event(
+            &s,
+            &id,
+            &request_id,
+            "compute__do_build_and_run_instance",
+            ok,
+        )
+        .await;
     });
 }
 
 /// The files a server boots from, from Glance.
-async fn boot_files(s: &ComputeState, server: &Server, image_id: &str) -> Result<(BootFiles, i64), String> {
+async fn boot_files(
+    s: &ComputeState,
+    server: &Server,
+    image_id: &str,
+) -> Result<(BootFiles, i64), String> {
     let image = s
         .images
         .get(image_id, None)
@@ -282,7 +317,11 @@ async fn boot_files(s: &ComputeState, server: &Server, image_id: &str) -> Result
         .kernel_id
         .clone()
         .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
-    let kernel = s.images.get(&kernel_id, None).await.map_err(|e| e.to_string())?;
+    let kernel = s
+        .images
+        .get(&kernel_id, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let ramdisk = match &server.ramdisk_id {
         Some(r) => Some(s.images.get(r, None).await.map_err(|e| e.to_string())?.path),
         None => None,
@@ -351,8 +390,14 @@ pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
             format!("openstack/{version}/network_data.json"),
             network.to_string().into_bytes(),
         ));
-        files.push((format!("openstack/{version}/vendor_data.json"), b"{}".to_vec()));
-        files.push((format!("openstack/{version}/vendor_data2.json"), b"{}".to_vec()));
+        files.push((
+            format!("openstack/{version}/vendor_data.json"),
+            b"{}".to_vec(),
+        ));
+        files.push((
+            format!("openstack/{version}/vendor_data2.json"),
+            b"{}".to_vec(),
+        ));
         if let Some(data) = &server.user_data
             && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim())
         {
@@ -365,7 +410,12 @@ pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
 // ----------------------------------------------------------------- delete
 
 /// `DELETE /servers/{id}`: marks the server deleting and tears it down in the background.
-pub async fn start_delete(s: &S, ctx: &Arc<AuthContext>, id: &str, request_id: &str) -> ComputeResult<()> {
+pub async fn start_delete(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+) -> ComputeResult<()> {
     let ctx2 = ctx.clone();
     let (id2, rid) = (id.to_string(), request_id.to_string());
     s.write(move |tx| {
@@ -506,7 +556,11 @@ async fn settle(s: &ComputeState, id: &str, vm_state: &'static str, power_state:
 
 /// Starts the server's VMM (from saved state with `restore`) and records its pid.
 async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
-    let pid = s.virt.spawn(server, restore).await.map_err(|e| e.to_string())?;
+    let pid = s
+        .virt
+        .spawn(server, restore)
+        .await
+        .map_err(|e| e.to_string())?;
     update_server(s, &server.id, move |sv| sv.vmm_pid = Some(pid as i64)).await;
     Ok(())
 }
@@ -533,7 +587,16 @@ pub async fn action(
     let accepted = || empty(StatusCode::ACCEPTED);
     match name.as_str() {
         "os-stop" => {
-            begin(&s, &ctx, &id, rid, "stop", &["active", "error"], Some("powering-off")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "stop",
+                &["active", "error"],
+                Some("powering-off"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 s.virt.stop(&sv.id, clean_timeout(&sv)).await;
                 settle(&s, &sv.id, "stopped", SHUTDOWN).await;
@@ -542,7 +605,16 @@ pub async fn action(
             Ok(accepted())
         }
         "os-start" => {
-            begin(&s, &ctx, &id, rid, "start", &["stopped"], Some("powering-on")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "start",
+                &["stopped"],
+                Some("powering-on"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 boot(&s, &sv, false).await?;
                 settle(&s, &sv.id, "active", RUNNING).await;
@@ -571,7 +643,10 @@ pub async fn action(
                 }
             };
             let (states, task): (&'static [&'static str], _) = if hard {
-                (&["active", "stopped", "paused", "suspended", "error"], "rebooting_hard")
+                (
+                    &["active", "stopped", "paused", "suspended", "error"],
+                    "rebooting_hard",
+                )
             } else {
                 (&["active"], "rebooting")
             };
@@ -579,7 +654,10 @@ pub async fn action(
             run(&s, &id, rid, move |s, sv| async move {
                 if hard {
                     if s.virt.is_alive(&sv.id) && sv.vm_state != "paused" {
-                        s.virt.control(&sv.id, json!({"cmd": "reset"})).await.map_err(|e| e.to_string())?;
+                        s.virt
+                            .control(&sv.id, json!({"cmd": "reset"}))
+                            .await
+                            .map_err(|e| e.to_string())?;
                     } else {
                         s.virt.stop(&sv.id, None).await;
                         s.virt.drop_saved_state(&sv.id).await;
@@ -597,23 +675,47 @@ pub async fn action(
         "pause" => {
             begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.control(&sv.id, json!({"cmd": "pause"})).await.map_err(|e| e.to_string())?;
+                s.virt
+                    .control(&sv.id, json!({"cmd": "pause"}))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "paused", PAUSED).await;
                 Ok(())
             });
             Ok(accepted())
         }
         "unpause" => {
-            begin(&s, &ctx, &id, rid, "unpause", &["paused"], Some("unpausing")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "unpause",
+                &["paused"],
+                Some("unpausing"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.control(&sv.id, json!({"cmd": "resume"})).await.map_err(|e| e.to_string())?;
+                s.virt
+                    .control(&sv.id, json!({"cmd": "resume"}))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "active", RUNNING).await;
                 Ok(())
             });
             Ok(accepted())
         }
         "suspend" => {
-            begin(&s, &ctx, &id, rid, "suspend", &["active"], Some("suspending")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "suspend",
+                &["active"],
+                Some("suspending"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 s.virt.save(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "suspended", SHUTDOWN).await;
@@ -622,7 +724,16 @@ pub async fn action(
             Ok(accepted())
         }
         "resume" => {
-            begin(&s, &ctx, &id, rid, "resume", &["suspended"], Some("resuming")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "resume",
+                &["suspended"],
+                Some("resuming"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 let restore = s.virt.has_saved_state(&sv.id);
                 boot(&s, &sv, restore).await?;
@@ -646,11 +757,17 @@ pub async fn action(
             run(&s, &id, rid, |s, sv| async move {
                 s.virt.stop(&sv.id, clean_timeout(&sv)).await;
                 s.virt.drop_saved_state(&sv.id).await;
-                update_server(&s, &sv.id, |x| {
+                // As Nova offloads an image-backed server: its disk becomes
+                // the image `<name>-shelved`, removed again by unshelve.
+                let image =
+                    snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default())
+                        .await?;
+                update_server(&s, &sv.id, move |x| {
                     x.vm_state = "shelved_offloaded".into();
                     x.power_state = SHUTDOWN;
                     x.task_state = None;
                     x.host = None;
+                    x.shelved_image_id = Some(image);
                 })
                 .await;
                 Ok(())
@@ -658,7 +775,16 @@ pub async fn action(
             Ok(accepted())
         }
         "shelveOffload" => {
-            begin(&s, &ctx, &id, rid, "shelveOffload", &["shelved"], Some("shelving_offloading")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "shelveOffload",
+                &["shelved"],
+                Some("shelving_offloading"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 update_server(&s, &sv.id, |x| {
                     x.vm_state = "shelved_offloaded".into();
@@ -671,10 +797,26 @@ pub async fn action(
             Ok(accepted())
         }
         "unshelve" => {
-            begin(&s, &ctx, &id, rid, "unshelve", &["shelved", "shelved_offloaded"], Some("unshelving")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "unshelve",
+                &["shelved", "shelved_offloaded"],
+                Some("unshelving"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 let host = super::hosts::hostname();
-                update_server(&s, &sv.id, move |x| x.host = Some(host)).await;
+                update_server(&s, &sv.id, move |x| {
+                    x.host = Some(host);
+                    x.shelved_image_id = None;
+                })
+                .await;
+                if let Some(image) = &sv.shelved_image_id {
+                    s.images.discard_snapshot(image).await;
+                }
                 boot(&s, &sv, false).await?;
                 settle(&s, &sv.id, "active", RUNNING).await;
                 Ok(())
@@ -686,7 +828,8 @@ pub async fn action(
                 Some(Value::String(r)) if mv.at_least(73) => {
                     if r.chars().count() > 255 {
                         return Err(ComputeError::BadRequest(
-                            "Invalid input for field/attribute locked_reason. Value is too long".into(),
+                            "Invalid input for field/attribute locked_reason. Value is too long"
+                                .into(),
                         ));
                     }
                     Some(r.clone())
@@ -779,10 +922,13 @@ pub async fn action(
                 &json!({"console": {"type": "serial", "url": url}}),
             ))
         }
-        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" => Err(ComputeError::BadRequest(
-            "Unavailable console type: this cloud serves serial consoles only.".into(),
-        )),
+        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" => {
+            Err(ComputeError::BadRequest(
+                "Unavailable console type: this cloud serves serial consoles only.".into(),
+            ))
+        }
         "createImage" => create_image(&s, &ctx, mv, &id, rid, &arg).await,
+        "createBackup" => create_backup(&s, &ctx, mv, &id, rid, &arg).await,
         "rebuild" => rebuild(&s, &ctx, mv, &id, rid, arg).await,
         "resize" => resize(&s, &ctx, &id, rid, &arg).await,
         "confirmResize" => {
@@ -800,7 +946,16 @@ pub async fn action(
             Ok(empty(StatusCode::NO_CONTENT))
         }
         "revertResize" => {
-            begin(&s, &ctx, &id, rid, "revertResize", &["resized"], Some("resize_reverting")).await?;
+            begin(
+                &s,
+                &ctx,
+                &id,
+                rid,
+                "revertResize",
+                &["resized"],
+                Some("resize_reverting"),
+            )
+            .await?;
             run(&s, &id, rid, |s, sv| async move {
                 let running = sv.power_state == RUNNING;
                 s.virt.stop(&sv.id, clean_timeout(&sv)).await;
@@ -816,7 +971,13 @@ pub async fn action(
                 if running {
                     boot(&s, &back, false).await?;
                 }
-                settle(&s, &sv.id, if running { "active" } else { "stopped" }, if running { RUNNING } else { SHUTDOWN }).await;
+                settle(
+                    &s,
+                    &sv.id,
+                    if running { "active" } else { "stopped" },
+                    if running { RUNNING } else { SHUTDOWN },
+                )
+                .await;
                 Ok(())
             });
             Ok(accepted())
@@ -847,8 +1008,12 @@ pub async fn action(
                 "The {name} action is not implemented by this cloud's driver."
             )))
         }
-        "addSecurityGroup" | "removeSecurityGroup" | "addFixedIp" | "removeFixedIp"
-        | "addFloatingIp" | "removeFloatingIp" => {
+        "addSecurityGroup"
+        | "removeSecurityGroup"
+        | "addFixedIp"
+        | "removeFixedIp"
+        | "addFloatingIp"
+        | "removeFloatingIp" => {
             servers::load(&s, &ctx, &id).await?;
             Err(ComputeError::BadRequest(format!(
                 "The {name} action needs the network service, which this cloud does not have yet."
@@ -899,6 +1064,18 @@ async fn create_image(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
+    create_image_as(s, ctx, mv, id, rid, arg, "createImage").await
+}
+
+async fn create_image_as(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: &Value,
+    action: &'static str,
+) -> ComputeResult<Response> {
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => n.clone(),
         _ => {
@@ -911,41 +1088,39 @@ async fn create_image(
         Some(v) => servers::check_metadata(v, "metadata")?,
         None => Default::default(),
     };
-    let server = begin(
-        s,
-        ctx,
-        id,
-        rid,
-        "createImage",
-        &["active", "stopped", "paused", "suspended", "shelved", "shelved_offloaded"],
-        Some("image_snapshot"),
-    )
-    .await?;
+    let states: &'static [&'static str] = if action == "createBackup" {
+        &["active", "stopped"]
+    } else {
+        &[
+            "active",
+            "stopped",
+            "paused",
+            "suspended",
+            "shelved",
+            "shelved_offloaded",
+        ]
+    };
+    let server = begin(s, ctx, id, rid, action, states, Some("image_snapshot")).await?;
     let source = s.images.get(&server.image_id, None).await.ok();
-    let mut properties = Map::new();
+    let mut extra = Map::new();
     for (k, v) in &metadata {
-        properties.insert(k.clone(), json!(v));
+        extra.insert(k.clone(), json!(v));
     }
-    properties.insert("image_type".into(), json!("snapshot"));
-    properties.insert("instance_uuid".into(), json!(server.id));
-    properties.insert("base_image_ref".into(), json!(server.image_id));
-    properties.insert("user_id".into(), json!(server.user_id));
-    if let Some(k) = &server.kernel_id {
-        properties.insert("kernel_id".into(), json!(k));
-    }
-    if let Some(r) = &server.ramdisk_id {
-        properties.insert("ramdisk_id".into(), json!(r));
-    }
-    if let Some(c) = &server.cmdline {
-        properties.insert("os_command_line".into(), json!(c));
-    }
-    if let Some(t) = server.shutdown_timeout {
-        properties.insert("os_shutdown_timeout".into(), json!(t.to_string()));
+    let backup = extra.get("image_type").cloned();
+    let mut properties = snapshot_properties(&server, extra);
+    if let Some(kind) = backup {
+        properties.insert("image_type".into(), kind);
     }
     let min_ram = source.as_ref().map(|i| i.min_ram).unwrap_or(0);
     let image_id = match s
         .images
-        .create_snapshot(&name, &server.project_id, properties, server.flavor.disk, min_ram)
+        .create_snapshot(
+            &name,
+            &server.project_id,
+            properties,
+            server.flavor.disk,
+            min_ram,
+        )
         .await
     {
         Ok(image_id) => image_id,
@@ -958,7 +1133,10 @@ async fn create_image(
     let snapshot_id = image_id.clone();
     run(s, id, rid, move |s, sv| async move {
         let running = s.virt.is_alive(&sv.id) && sv.vm_state == "active";
-        update_server(&s, &sv.id, |x| x.task_state = Some("image_uploading".into())).await;
+        update_server(&s, &sv.id, |x| {
+            x.task_state = Some("image_uploading".into())
+        })
+        .await;
         if running {
             let _ = s.virt.control(&sv.id, json!({"cmd": "pause"})).await;
         }
@@ -999,6 +1177,109 @@ async fn create_image(
     Ok(response)
 }
 
+/// Copies a stopped server's root disk into a new active image (shelve).
+async fn snapshot_to_image(
+    s: &S,
+    sv: &Server,
+    name: &str,
+    extra: Map<String, Value>,
+) -> Result<String, String> {
+    let properties = snapshot_properties(sv, extra);
+    let image = s
+        .images
+        .create_snapshot(name, &sv.project_id, properties, sv.flavor.disk, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dest = s.images.snapshot_staging_path(&image);
+    if let Err(e) = s.virt.copy_disk(&sv.id, dest.clone()).await {
+        s.images.discard_snapshot(&image).await;
+        return Err(e.to_string());
+    }
+    s.images
+        .finish_snapshot(&image, dest)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(image)
+}
+
+/// Image properties of a server snapshot: what it takes to boot it again.
+fn snapshot_properties(server: &Server, extra: Map<String, Value>) -> Map<String, Value> {
+    let mut properties = extra;
+    properties.insert("image_type".into(), json!("snapshot"));
+    properties.insert("instance_uuid".into(), json!(server.id));
+    properties.insert("base_image_ref".into(), json!(server.image_id));
+    properties.insert("user_id".into(), json!(server.user_id));
+    if let Some(k) = &server.kernel_id {
+        properties.insert("kernel_id".into(), json!(k));
+    }
+    if let Some(r) = &server.ramdisk_id {
+        properties.insert("ramdisk_id".into(), json!(r));
+    }
+    if let Some(c) = &server.cmdline {
+        properties.insert("os_command_line".into(), json!(c));
+    }
+    if let Some(t) = server.shutdown_timeout {
+        properties.insert("os_shutdown_timeout".into(), json!(t.to_string()));
+    }
+    properties
+}
+
+/// `createBackup`: a snapshot typed `backup`, keeping the newest `rotation`
+/// backups of that type for the server.
+async fn create_backup(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: &Value,
+) -> ComputeResult<Response> {
+    let backup_type = arg
+        .get("backup_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ComputeError::BadRequest("Invalid input for field/attribute createBackup. 'backup_type' is a required property".into()))?
+        .to_string();
+    let rotation = match arg.get("rotation") {
+        Some(v) => int_field(v, "rotation", 0, i64::from(i32::MAX))?,
+        None => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute createBackup. 'rotation' is a required property"
+                    .into(),
+            ));
+        }
+    };
+    let mut args = arg.clone();
+    if let Some(obj) = args.as_object_mut() {
+        let mut meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("image_type".into(), json!("backup"));
+            m.insert("backup_type".into(), json!(backup_type));
+        }
+        obj.insert("metadata".into(), meta);
+    }
+    let response = create_image_as(s, ctx, mv, id, rid, &args, "createBackup").await?;
+    // Rotation: drop the oldest backups of this type beyond `rotation`.
+    let server_id = id.to_string();
+    let images = s.images.list(None).await.unwrap_or_default();
+    let mut backups: Vec<_> = images
+        .into_iter()
+        .filter(|i| {
+            i.properties.get("instance_uuid").and_then(Value::as_str) == Some(server_id.as_str())
+                && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
+                && i.properties.get("backup_type").and_then(Value::as_str)
+                    == Some(backup_type.as_str())
+        })
+        .collect();
+    backups.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    for old in backups.iter().skip(rotation.max(0) as usize) {
+        s.images.discard_snapshot(&old.id).await;
+    }
+    if mv.at_least(45) {
+        return Ok(response);
+    }
+    Ok(response)
+}
+
 async fn rebuild(
     s: &S,
     ctx: &Arc<AuthContext>,
@@ -1013,22 +1294,34 @@ async fn rebuild(
     let image_ref = arg
         .get("imageRef")
         .and_then(Value::as_str)
-        .map(|r| r.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string())
+        .map(|r| {
+            r.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .filter(|r| !r.is_empty())
         .ok_or_else(|| {
             ComputeError::BadRequest(
-                "Invalid input for field/attribute rebuild. 'imageRef' is a required property".into(),
+                "Invalid input for field/attribute rebuild. 'imageRef' is a required property"
+                    .into(),
             )
         })?;
     let project = super::project_of(ctx)?;
     let image = s
         .images
-        .get_active(&image_ref, if ctx.is_admin() { None } else { Some(&project) })
+        .get_active(
+            &image_ref,
+            if ctx.is_admin() { None } else { Some(&project) },
+        )
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
     let boot_info = resolve_boot(s, &image, &project, ctx.is_admin()).await?;
     let name = match arg.get("name") {
-        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => Some(n.clone()),
+        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
+            Some(n.clone())
+        }
         Some(_) => {
             return Err(ComputeError::BadRequest(
                 "Invalid input for field/attribute name.".into(),
@@ -1041,17 +1334,29 @@ async fn rebuild(
         None => None,
     };
     let description = if mv.at_least(19) && arg.contains_key("description") {
-        Some(arg.get("description").and_then(Value::as_str).map(str::to_string))
+        Some(
+            arg.get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
     } else {
         None
     };
     let user_data = if mv.at_least(57) && arg.contains_key("user_data") {
-        Some(arg.get("user_data").and_then(Value::as_str).map(str::to_string))
+        Some(
+            arg.get("user_data")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
     } else {
         None
     };
     let key_name = if mv.at_least(54) && arg.contains_key("key_name") {
-        Some(arg.get("key_name").and_then(Value::as_str).map(str::to_string))
+        Some(
+            arg.get("key_name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
     } else {
         None
     };
@@ -1074,7 +1379,16 @@ async fn rebuild(
         Some(None) => Some(None),
         None => None,
     };
-    let server = begin(s, ctx, id, rid, "rebuild", &["active", "stopped", "error"], Some("rebuilding")).await?;
+    let server = begin(
+        s,
+        ctx,
+        id,
+        rid,
+        "rebuild",
+        &["active", "stopped", "error"],
+        Some("rebuilding"),
+    )
+    .await?;
     let was_running = server.vm_state == "active";
     let image_id = image.id.clone();
     let updated = update_server(s, id, move |sv| {
@@ -1147,17 +1461,38 @@ async fn rebuild(
     let mut shown = view(s, &updated, mv, ctx, false);
     if let Some(obj) = shown.as_object_mut() {
         obj.insert("adminPass".into(), json!(admin_pass));
+        if mv.at_least(54) {
+            obj.insert("key_name".into(), json!(updated.key_name));
+        }
+        if mv.at_least(57) {
+            obj.insert("user_data".into(), json!(updated.user_data));
+        }
     }
-    Ok(json_response(StatusCode::ACCEPTED, &json!({"server": shown})))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"server": shown}),
+    ))
 }
 
-async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value) -> ComputeResult<Response> {
+async fn resize(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    rid: &str,
+    arg: &Value,
+) -> ComputeResult<Response> {
     let flavor_ref = match arg.get("flavorRef") {
-        Some(Value::String(r)) if !r.is_empty() => r.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string(),
+        Some(Value::String(r)) if !r.is_empty() => r
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string(),
         Some(Value::Number(n)) => n.to_string(),
         _ => {
             return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute resize. 'flavorRef' is a required property".into(),
+                "Invalid input for field/attribute resize. 'flavorRef' is a required property"
+                    .into(),
             ));
         }
     };
@@ -1165,7 +1500,9 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
     let flavor = s
         .read(move |conn| Ok(store::get_flavor(conn, &fid)?))
         .await?
-        .ok_or_else(|| ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found.")))?;
+        .ok_or_else(|| {
+            ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found."))
+        })?;
     let current = servers::load(s, ctx, id).await?;
     if current.flavor.id == flavor.id {
         return Err(ComputeError::BadRequest(
@@ -1178,7 +1515,10 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
         ));
     }
     // Capacity and quota for the difference.
-    let (dv, dr) = (flavor.vcpus - current.flavor.vcpus, flavor.ram - current.flavor.ram);
+    let (dv, dr) = (
+        flavor.vcpus - current.flavor.vcpus,
+        flavor.ram - current.flavor.ram,
+    );
     let (project, user) = (current.project_id.clone(), current.user_id.clone());
     let ratios = super::allocation_ratios();
     let facts = super::hosts::capacity(&s.db.state_dir());
@@ -1188,13 +1528,22 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
         let usage = servers::quota_usage(conn, &project, None)?;
         for (resource, delta) in [("cores", dv), ("ram", dr)] {
             if delta > 0 {
-                super::quotas::enforce_limit(conn, &project, Some(&user), resource, usage.get(resource).copied().unwrap_or(0), delta)?;
+                super::quotas::enforce_limit(
+                    conn,
+                    &project,
+                    Some(&user),
+                    resource,
+                    usage.get(resource).copied().unwrap_or(0),
+                    delta,
+                )?;
             }
         }
         let all = db::list_servers(conn, None, false)?;
         let others: Vec<Server> = all.into_iter().filter(|x| x.id != cur_id).collect();
         let (c, r, _) = servers::host_usage(&others);
-        if (c + fv) as f64 > facts.vcpus as f64 * ratios.cpu || (r + fr) as f64 > facts.memory_mb as f64 * ratios.ram {
+        if (c + fv) as f64 > facts.vcpus as f64 * ratios.cpu
+            || (r + fr) as f64 > facts.memory_mb as f64 * ratios.ram
+        {
             return Err(ComputeError::BadRequest(
                 "No valid host was found. There are not enough hosts available.".into(),
             ));
@@ -1202,7 +1551,16 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
         Ok(())
     })
     .await?;
-    begin(s, ctx, id, rid, "resize", &["active", "stopped"], Some("resize_prep")).await?;
+    begin(
+        s,
+        ctx,
+        id,
+        rid,
+        "resize",
+        &["active", "stopped"],
+        Some("resize_prep"),
+    )
+    .await?;
     let new = crate::db::servers::FlavorCopy {
         id: flavor.id.clone(),
         name: flavor.name.clone(),
@@ -1215,7 +1573,10 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
     };
     run(s, id, rid, move |s, sv| async move {
         let running = sv.vm_state == "active";
-        update_server(&s, &sv.id, |x| x.task_state = Some("resize_migrating".into())).await;
+        update_server(&s, &sv.id, |x| {
+            x.task_state = Some("resize_migrating".into())
+        })
+        .await;
         s.virt.stop(&sv.id, clean_timeout(&sv)).await;
         let disk = new.disk;
         let Some(resized) = update_server(&s, &sv.id, move |x| {
@@ -1227,11 +1588,20 @@ async fn resize(s: &S, ctx: &Arc<AuthContext>, id: &str, rid: &str, arg: &Value)
         else {
             return Ok(());
         };
-        s.virt.grow_disk(&sv.id, disk).await.map_err(|e| e.to_string())?;
+        s.virt
+            .grow_disk(&sv.id, disk)
+            .await
+            .map_err(|e| e.to_string())?;
         if running {
             boot(&s, &resized, false).await?;
         }
-        settle(&s, &sv.id, "resized", if running { RUNNING } else { SHUTDOWN }).await;
+        settle(
+            &s,
+            &sv.id,
+            "resized",
+            if running { RUNNING } else { SHUTDOWN },
+        )
+        .await;
         Ok(())
     });
     Ok(empty(StatusCode::ACCEPTED))
@@ -1285,11 +1655,14 @@ async fn on_exit(s: &S, id: String, code: Option<i32>) {
 /// Records that a server's VMM is gone: SHUTOFF when the guest powered off
 /// (or we cannot tell), ERROR with a fault when the VMM failed.
 async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: bool) {
-    let failed = from_child && code != Some(0);
+    // A guest power-off (exit 0) or a VMM killed from outside leaves the
+    // server SHUTOFF, as Nova's power sync does when qemu dies; a VMM that
+    // exits with an error (the VM crashed or could not run) is an ERROR.
+    let failed = from_child && matches!(code, Some(c) if c != 0);
     let text = match code {
         Some(0) => "the guest powered off".to_string(),
         Some(c) => format!("the VMM exited with status {c}: {log}"),
-        None if from_child => format!("the VMM was killed by a signal: {log}"),
+        None if from_child => "the VMM was killed by a signal".to_string(),
         None => "the VMM is gone".to_string(),
     };
     tracing::info!(server = %id, reason = %text, "server stopped outside of an action");
@@ -1299,7 +1672,10 @@ async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: boo
         if failed {
             sv.vm_state = "error".into();
             sv.power_state = CRASHED;
-            sv.fault = Some(fault(&format!("The server stopped unexpectedly: {text}"), &text));
+            sv.fault = Some(fault(
+                &format!("The server stopped unexpectedly: {text}"),
+                &text,
+            ));
         } else {
             if !resized_kept(sv) {
                 sv.vm_state = "stopped".into();
@@ -1313,7 +1689,10 @@ async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: boo
 /// Compares the state file with the VMM processes. At start-up it also
 /// re-attaches, and finishes what a killed control plane left half done.
 async fn reconcile(s: &S, startup: bool) {
-    let servers = match s.read(|conn| Ok(db::list_servers(conn, None, false)?)).await {
+    let servers = match s
+        .read(|conn| Ok(db::list_servers(conn, None, false)?))
+        .await
+    {
         Ok(list) => list,
         Err(e) => {
             tracing::error!(error = %e, "monitor cannot read the servers");
@@ -1395,7 +1774,10 @@ async fn reattach(s: &S, server: &Server) {
                     let paused = state == "paused";
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
-                        if sv.vm_state == "stopped" || sv.vm_state == "suspended" || sv.vm_state == "error" {
+                        if sv.vm_state == "stopped"
+                            || sv.vm_state == "suspended"
+                            || sv.vm_state == "error"
+                        {
                             sv.vm_state = "active".into();
                         }
                         if sv.vm_state == "active" && paused {

@@ -35,14 +35,13 @@ pub fn routes() -> Router<S> {
     Router::new()
         .route("/v2.1/servers", get(list).post(create))
         .route("/v2.1/servers/detail", get(list_detail))
-        .route(
-            "/v2.1/servers/{id}",
-            get(show).put(update).delete(delete),
-        )
+        .route("/v2.1/servers/{id}", get(show).put(update).delete(delete))
         .route("/v2.1/servers/{id}/action", post(lifecycle::action))
         .route(
             "/v2.1/servers/{id}/metadata",
-            get(metadata_list).post(metadata_merge).put(metadata_replace),
+            get(metadata_list)
+                .post(metadata_merge)
+                .put(metadata_replace),
         )
         .route(
             "/v2.1/servers/{id}/metadata/{key}",
@@ -101,13 +100,13 @@ pub fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
     match (vm_state, task_state) {
         ("building", _) => "BUILD",
         ("active", Some("rebooting" | "reboot_pending" | "reboot_started")) => "REBOOT",
-        (
-            "active",
-            Some("rebooting_hard" | "reboot_pending_hard" | "reboot_started_hard"),
-        ) => "HARD_REBOOT",
-        ("active" | "stopped" | "error", Some("rebuilding" | "rebuild_block_device_mapping" | "rebuild_spawning")) => {
-            "REBUILD"
+        ("active", Some("rebooting_hard" | "reboot_pending_hard" | "reboot_started_hard")) => {
+            "HARD_REBOOT"
         }
+        (
+            "active" | "stopped" | "error",
+            Some("rebuilding" | "rebuild_block_device_mapping" | "rebuild_spawning"),
+        ) => "REBUILD",
         (
             "active" | "stopped",
             Some("resize_prep" | "resize_migrating" | "resize_migrated" | "resize_finish"),
@@ -215,7 +214,16 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
     o.insert("accessIPv6".into(), json!(server.access_ipv6));
     o.insert("links".into(), s.links("servers", &server.id));
     o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
-    if ["ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"].contains(&status) {
+    if [
+        "ACTIVE",
+        "BUILD",
+        "REBUILD",
+        "RESIZE",
+        "VERIFY_RESIZE",
+        "MIGRATING",
+    ]
+    .contains(&status)
+    {
         let progress = if status == "BUILD" { 0 } else { 100 };
         o.insert("progress".into(), json!(progress));
     }
@@ -241,21 +249,31 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
         o.insert(
             "OS-EXT-AZ:availability_zone".into(),
             json!(server.availability_zone.clone().unwrap_or_else(|| {
-                if server.host.is_some() { super::hosts::ZONE.to_string() } else { String::new() }
+                if server.host.is_some() {
+                    super::hosts::ZONE.to_string()
+                } else {
+                    String::new()
+                }
             })),
         );
         o.insert("OS-EXT-STS:task_state".into(), json!(server.task_state));
         o.insert("OS-EXT-STS:vm_state".into(), json!(server.vm_state));
         o.insert("OS-EXT-STS:power_state".into(), json!(server.power_state));
         let volumes: Vec<Value> = Vec::new();
-        o.insert("os-extended-volumes:volumes_attached".into(), json!(volumes));
+        o.insert(
+            "os-extended-volumes:volumes_attached".into(),
+            json!(volumes),
+        );
         o.insert(
             "config_drive".into(),
             json!(if server.config_drive { "True" } else { "" }),
         );
         if admin {
             o.insert("OS-EXT-SRV-ATTR:host".into(), json!(server.host));
-            o.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(instance_name(server)));
+            o.insert(
+                "OS-EXT-SRV-ATTR:instance_name".into(),
+                json!(instance_name(server)),
+            );
             o.insert(
                 "OS-EXT-SRV-ATTR:hypervisor_hostname".into(),
                 json!(server.host),
@@ -265,9 +283,18 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
                     "OS-EXT-SRV-ATTR:reservation_id".into(),
                     json!(server.reservation_id),
                 );
-                o.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(server.launch_index));
-                o.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(server.kernel_id.clone().unwrap_or_default()));
-                o.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(server.ramdisk_id.clone().unwrap_or_default()));
+                o.insert(
+                    "OS-EXT-SRV-ATTR:launch_index".into(),
+                    json!(server.launch_index),
+                );
+                o.insert(
+                    "OS-EXT-SRV-ATTR:kernel_id".into(),
+                    json!(server.kernel_id.clone().unwrap_or_default()),
+                );
+                o.insert(
+                    "OS-EXT-SRV-ATTR:ramdisk_id".into(),
+                    json!(server.ramdisk_id.clone().unwrap_or_default()),
+                );
                 o.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
                 o.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(server.user_data));
             }
@@ -300,7 +327,10 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
         o.insert("locked_reason".into(), json!(server.locked_reason));
     }
     if mv.at_least(96) {
-        o.insert("pinned_availability_zone".into(), json!(server.availability_zone));
+        o.insert(
+            "pinned_availability_zone".into(),
+            json!(server.availability_zone),
+        );
     }
     Value::Object(o)
 }
@@ -318,7 +348,9 @@ pub fn iso_time(unix: i64) -> String {
 /// A server the caller may see, or 404.
 pub async fn load(s: &ComputeState, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
     let id_owned = id.to_string();
-    let found = s.read(move |conn| Ok(db::get_server(conn, &id_owned)?)).await?;
+    let found = s
+        .read(move |conn| Ok(db::get_server(conn, &id_owned)?))
+        .await?;
     visible(ctx, found, id)
 }
 
@@ -340,11 +372,7 @@ pub fn not_found(id: &str) -> ComputeError {
 }
 
 /// Loads inside a write transaction (for read-modify-write).
-pub fn load_tx(
-    tx: &rusqlite::Transaction,
-    ctx: &AuthContext,
-    id: &str,
-) -> ComputeResult<Server> {
+pub fn load_tx(tx: &rusqlite::Transaction, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
     visible(ctx, db::get_server(tx, id)?, id)
 }
 
@@ -540,7 +568,9 @@ struct CreateRequest {
 
 fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
     let mut body = parse_body(body)?;
-    let hints = body.remove("os:scheduler_hints").or_else(|| body.remove("OS-SCH-HNT:scheduler_hints"));
+    let hints = body
+        .remove("os:scheduler_hints")
+        .or_else(|| body.remove("OS-SCH-HNT:scheduler_hints"));
     let server = take_object(&mut body, "server")?;
     let name = check_name(server.get("name"))?;
     let image_id = match server.get("imageRef") {
@@ -640,9 +670,13 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
     let key_name = opt_str(&server, "key_name", 255)?;
     let user_data = match opt_str(&server, "user_data", 65535)? {
         Some(data) => {
-            if base64::engine::general_purpose::STANDARD.decode(data.trim()).is_err() {
+            if base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .is_err()
+            {
                 return Err(ComputeError::BadRequest(
-                    "Invalid input for field/attribute user_data. Value is not base64 encoded".into(),
+                    "Invalid input for field/attribute user_data. Value is not base64 encoded"
+                        .into(),
                 ));
             }
             Some(data)
@@ -713,11 +747,18 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
         )));
     }
     let access_ipv6 = opt_str(&server, "accessIPv6", 64)?.unwrap_or_default();
-    if !access_ipv6.is_empty() && access_ipv6.parse::<std::net::Ipv6Addr>().is_err() {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute accessIPv6. Value: {access_ipv6}. '{access_ipv6}' is not a 'ipv6'"
-        )));
-    }
+    let access_ipv6 = if access_ipv6.is_empty() {
+        access_ipv6
+    } else {
+        match access_ipv6.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid input for field/attribute accessIPv6. Value: {access_ipv6}. '{access_ipv6}' is not a 'ipv6'"
+                )));
+            }
+        }
+    };
     let group = hints
         .as_ref()
         .and_then(|h| h.get("group"))
@@ -758,7 +799,11 @@ pub fn host_usage(servers: &[Server]) -> (i64, i64, i64) {
         .filter(|s| !s.deleted && s.host.is_some())
         .fold((0, 0, 0), |(c, r, d), s| {
             let f = &s.flavor;
-            (c + f.vcpus, r + f.ram, d + f.disk + f.ephemeral + f.swap / 1024)
+            (
+                c + f.vcpus,
+                r + f.ram,
+                d + f.disk + f.ephemeral + f.swap / 1024,
+            )
         })
 }
 
@@ -796,7 +841,14 @@ async fn create(
 ) -> ComputeResult<Response> {
     let project = project_of(&ctx)?;
     let req = parse_create(mv, &body)?;
-    let image = match s.images.get(&req.image_id, if ctx.is_admin() { None } else { Some(&project) }).await {
+    let image = match s
+        .images
+        .get(
+            &req.image_id,
+            if ctx.is_admin() { None } else { Some(&project) },
+        )
+        .await
+    {
         Ok(image) => image,
         Err(crate::image::service::ImageServiceError::NotFound(_)) => {
             return Err(ComputeError::BadRequest(format!(
@@ -969,6 +1021,7 @@ async fn create(
                     ramdisk_id: boot.ramdisk_id.clone(),
                     cmdline: boot.cmdline.clone(),
                     shutdown_timeout: boot.shutdown_timeout,
+                    shelved_image_id: None,
                     vmm_pid: None,
                     created_at: now,
                     updated_at: now,
@@ -993,7 +1046,14 @@ async fn create(
         if scheduled.contains(&server.id) {
             lifecycle::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
         } else {
-            lifecycle::finish_action_event(&s, &server.id, &request_id.0, "compute__schedule_instances", false).await;
+            lifecycle::finish_action_event(
+                &s,
+                &server.id,
+                &request_id.0,
+                "compute__schedule_instances",
+                false,
+            )
+            .await;
         }
     }
     if req.return_reservation_id {
@@ -1047,13 +1107,28 @@ const ADMIN_ONLY_FILTERS: &[&str] = &[
     "launched_at",
 ];
 
+/// Nova matches name filters as regular expressions (searching, not anchored).
+fn regex_match(pattern: &str, text: &str) -> bool {
+    match regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+    {
+        Ok(re) => re.is_match(text),
+        Err(_) => regex_like_match(pattern, text),
+    }
+}
+
 fn regex_like_match(pattern: &str, text: &str) -> bool {
     // Nova matches name filters as regular expressions; support the common
     // forms: plain substring, ^prefix, suffix$, and '.' / '.*' wildcards.
     let anchored_start = pattern.starts_with('^');
     let anchored_end = pattern.ends_with('$') && !pattern.ends_with("\\$");
     let core = pattern.trim_start_matches('^');
-    let core = if anchored_end { &core[..core.len() - 1] } else { core };
+    let core = if anchored_end {
+        &core[..core.len() - 1]
+    } else {
+        core
+    };
     let parts: Vec<&str> = core.split(".*").collect();
     fn match_dot(p: &str, t: &str) -> bool {
         p.chars().count() == t.chars().count()
@@ -1078,7 +1153,11 @@ fn regex_like_match(pattern: &str, text: &str) -> bool {
         }
         if i == 0 && anchored_start {
             let plen = part.chars().count();
-            let end = text.char_indices().nth(plen).map(|c| c.0).unwrap_or(text.len());
+            let end = text
+                .char_indices()
+                .nth(plen)
+                .map(|c| c.0)
+                .unwrap_or(text.len());
             if text.chars().count() < plen || !match_dot(part, &text[..end]) {
                 return false;
             }
@@ -1101,7 +1180,8 @@ fn regex_like_match(pattern: &str, text: &str) -> bool {
             return false;
         }
         let start = text.char_indices().nth(n - plen).map(|c| c.0).unwrap_or(0);
-        return match_dot(last, &text[start..]) && (parts.len() > 1 || !anchored_start || text.chars().count() == plen);
+        return match_dot(last, &text[start..])
+            && (parts.len() > 1 || !anchored_start || text.chars().count() == plen);
     }
     true
 }
@@ -1111,7 +1191,11 @@ fn parse_changes_since(text: &str) -> ComputeResult<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(trimmed) {
         return Ok(t.timestamp());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(trimmed.trim_end_matches('Z'), fmt) {
             return Ok(t.and_utc().timestamp());
         }
@@ -1139,17 +1223,24 @@ async fn list_servers(
         .get("all_tenants")
         .is_some_and(|v| v.is_empty() || bool_like(&json!(v)).unwrap_or(true));
     if all_tenants && !admin {
-        return Err(policy_forbids("os_compute_api:servers:index:get_all_tenants"));
+        return Err(policy_forbids(
+            "os_compute_api:servers:index:get_all_tenants",
+        ));
     }
-    let tenant_filter = if admin { q.get("tenant_id").or(q.get("project_id")).cloned() } else { None };
-    let scope: Option<String> = if all_tenants {
-        tenant_filter.clone()
-    } else if admin && tenant_filter.is_some() {
+    let tenant_filter = if admin {
+        q.get("tenant_id").or(q.get("project_id")).cloned()
+    } else {
+        None
+    };
+    let scope: Option<String> = if all_tenants || tenant_filter.is_some() {
         tenant_filter.clone()
     } else {
         Some(project.clone())
     };
-    let include_deleted = q.get("deleted").is_some_and(|v| bool_like(&json!(v)) == Some(true)) && admin;
+    let include_deleted = q
+        .get("deleted")
+        .is_some_and(|v| bool_like(&json!(v)) == Some(true))
+        && admin;
     let changes_since = match q.get("changes-since") {
         Some(t) => Some(parse_changes_since(t)?),
         None => None,
@@ -1169,7 +1260,13 @@ async fn list_servers(
     let scope_owned = scope.clone();
     let with_deleted = include_deleted || changes_since.is_some() || changes_before.is_some();
     let mut servers = s
-        .read(move |conn| Ok(db::list_servers(conn, scope_owned.as_deref(), with_deleted)?))
+        .read(move |conn| {
+            Ok(db::list_servers(
+                conn,
+                scope_owned.as_deref(),
+                with_deleted,
+            )?)
+        })
         .await?;
     // Filters.
     if let Some(status) = q.get("status") {
@@ -1193,10 +1290,27 @@ async fn list_servers(
             }
         }
     }
-    let filter_allowed = |key: &str| admin || mv.at_least(83) && ["availability_zone", "config_drive", "key_name", "created_at", "launched_at", "terminated_at", "power_state", "task_state", "vm_state", "progress", "user_id"].contains(&key);
+    let filter_allowed = |key: &str| {
+        admin
+            || mv.at_least(83)
+                && [
+                    "availability_zone",
+                    "config_drive",
+                    "key_name",
+                    "created_at",
+                    "launched_at",
+                    "terminated_at",
+                    "power_state",
+                    "task_state",
+                    "vm_state",
+                    "progress",
+                    "user_id",
+                ]
+                .contains(&key)
+    };
     for (key, value) in &q {
         match key.as_str() {
-            "name" => servers.retain(|sv| regex_like_match(value, &sv.name)),
+            "name" => servers.retain(|sv| regex_match(value, &sv.name)),
             "image" | "image_ref" => {
                 let id = last_segment(value);
                 servers.retain(|sv| sv.image_id == id)
@@ -1213,11 +1327,16 @@ async fn list_servers(
                 servers.retain(|sv| sv.locked == want)
             }
             "reservation_id" => servers.retain(|sv| &sv.reservation_id == value),
-            "availability_zone" if filter_allowed(key) => {
-                servers.retain(|sv| sv.availability_zone.as_deref().unwrap_or(super::hosts::ZONE) == value)
+            "availability_zone" if filter_allowed(key) => servers.retain(|sv| {
+                sv.availability_zone
+                    .as_deref()
+                    .unwrap_or(super::hosts::ZONE)
+                    == value
+            }),
+            "host" | "node" if admin => {
+                servers.retain(|sv| sv.host.as_deref() == Some(value.as_str()))
             }
-            "host" | "node" if admin => servers.retain(|sv| sv.host.as_deref() == Some(value.as_str())),
-            "hostname" if admin => servers.retain(|sv| regex_like_match(value, &sv.hostname)),
+            "hostname" if admin => servers.retain(|sv| regex_match(value, &sv.hostname)),
             "uuid" if admin => servers.retain(|sv| &sv.id == value),
             "user_id" if filter_allowed(key) => servers.retain(|sv| &sv.user_id == value),
             "key_name" if filter_allowed(key) => {
@@ -1229,11 +1348,19 @@ async fn list_servers(
             }
             "task_state" if filter_allowed(key) => {
                 let states = multi.get("task_state").cloned().unwrap_or_default();
-                servers.retain(|sv| states.iter().any(|t| sv.task_state.as_deref() == Some(t.as_str())))
+                servers.retain(|sv| {
+                    states
+                        .iter()
+                        .any(|t| sv.task_state.as_deref() == Some(t.as_str()))
+                })
             }
             "power_state" if filter_allowed(key) => {
                 let states = multi.get("power_state").cloned().unwrap_or_default();
-                servers.retain(|sv| states.iter().any(|p| p.parse::<i64>().ok() == Some(sv.power_state)))
+                servers.retain(|sv| {
+                    states
+                        .iter()
+                        .any(|p| p.parse::<i64>().ok() == Some(sv.power_state))
+                })
             }
             "config_drive" if filter_allowed(key) => {
                 let want = bool_like(&json!(value)).unwrap_or(false);
@@ -1272,11 +1399,35 @@ async fn list_servers(
     let sort_dirs: Vec<String> = multi.get("sort_dir").cloned().unwrap_or_default();
     for key in &sort_keys {
         const SORTABLE: &[&str] = &[
-            "access_ip_v4", "access_ip_v6", "auto_disk_config", "availability_zone", "config_drive",
-            "created_at", "display_description", "display_name", "host", "hostname", "image_ref",
-            "instance_type_id", "kernel_id", "key_name", "launch_index", "launched_at", "locked",
-            "locked_by", "node", "power_state", "progress", "project_id", "ramdisk_id",
-            "root_device_name", "task_state", "terminated_at", "updated_at", "user_id", "uuid",
+            "access_ip_v4",
+            "access_ip_v6",
+            "auto_disk_config",
+            "availability_zone",
+            "config_drive",
+            "created_at",
+            "display_description",
+            "display_name",
+            "host",
+            "hostname",
+            "image_ref",
+            "instance_type_id",
+            "kernel_id",
+            "key_name",
+            "launch_index",
+            "launched_at",
+            "locked",
+            "locked_by",
+            "node",
+            "power_state",
+            "progress",
+            "project_id",
+            "ramdisk_id",
+            "root_device_name",
+            "task_state",
+            "terminated_at",
+            "updated_at",
+            "user_id",
+            "uuid",
             "vm_state",
         ];
         if !SORTABLE.contains(&key.as_str()) {
@@ -1313,7 +1464,11 @@ async fn list_servers(
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            let desc = sort_dirs.get(i).or(sort_dirs.first()).map(|d| d != "asc").unwrap_or(true);
+            let desc = sort_dirs
+                .get(i)
+                .or(sort_dirs.first())
+                .map(|d| d != "asc")
+                .unwrap_or(true);
             (k.clone(), desc)
         })
         .collect();
@@ -1321,9 +1476,20 @@ async fn list_servers(
         keys.push(("created_at".into(), true));
     }
     keys.push(("uuid".into(), keys.last().map(|k| k.1).unwrap_or(true)));
-    servers.sort_by(|a, b| {
-        for (key, desc) in &keys {
-            let ord = key_of(a, key).cmp(&key_of(b, key));
+    // Keys computed once per server; descending keys compare reversed.
+    let mut keyed: Vec<(Vec<(String, bool)>, Server)> = servers
+        .into_iter()
+        .map(|sv| {
+            let k = keys
+                .iter()
+                .map(|(key, desc)| (key_of(&sv, key), *desc))
+                .collect();
+            (k, sv)
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        for ((ka, desc), (kb, _)) in a.iter().zip(b.iter()) {
+            let ord = ka.cmp(kb);
             let ord = if *desc { ord.reverse() } else { ord };
             if ord != std::cmp::Ordering::Equal {
                 return ord;
@@ -1331,6 +1497,7 @@ async fn list_servers(
         }
         std::cmp::Ordering::Equal
     });
+    let servers: Vec<Server> = keyed.into_iter().map(|(_, sv)| sv).collect();
     let (page, more) = paginate(servers, &q, |sv| sv.id.clone())?;
     let items: Vec<Value> = page
         .iter()
@@ -1443,7 +1610,10 @@ async fn update(
                 server.access_ipv4 = ip;
             }
             if let Some(ip) = v6 {
-                server.access_ipv6 = ip;
+                server.access_ipv6 = ip
+                    .parse::<std::net::Ipv6Addr>()
+                    .map(|a| a.to_string())
+                    .unwrap_or(ip);
             }
             if let Some(h) = hostname {
                 server.hostname = h;
@@ -1494,7 +1664,9 @@ async fn write_metadata(
     s.write(move |tx| {
         let mut server = load_tx(tx, &ctx, &id)?;
         check_unlocked(&ctx, &server)?;
-        if ["building", "deleted"].contains(&server.vm_state.as_str()) && server.task_state.as_deref() == Some("deleting") {
+        if ["building", "deleted"].contains(&server.vm_state.as_str())
+            && server.task_state.as_deref() == Some("deleting")
+        {
             return Err(ComputeError::Conflict(format!(
                 "Cannot 'update metadata' instance {id} while it is in task_state deleting"
             )));
@@ -1584,7 +1756,10 @@ async fn metadata_set(
         Ok(())
     })
     .await?;
-    Ok(json_response(StatusCode::OK, &json!({"meta": {key: value}})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"meta": {key: value}}),
+    ))
 }
 
 async fn metadata_delete(
@@ -1607,7 +1782,9 @@ fn tags_allowed(mv: Mv) -> ComputeResult<()> {
     if mv.at_least(26) {
         Ok(())
     } else {
-        Err(ComputeError::NotFound("The resource could not be found.".into()))
+        Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ))
     }
 }
 
@@ -1620,8 +1797,15 @@ async fn write_tags(
     let ctx = ctx.clone();
     s.write(move |tx| {
         let mut server = load_tx(tx, &ctx, &id)?;
-        if !["active", "paused", "suspended", "stopped", "shelved", "shelved_offloaded"]
-            .contains(&server.vm_state.as_str())
+        if ![
+            "active",
+            "paused",
+            "suspended",
+            "stopped",
+            "shelved",
+            "shelved_offloaded",
+        ]
+        .contains(&server.vm_state.as_str())
         {
             return Err(ComputeError::Conflict(format!(
                 "Cannot 'update tags' instance {id} while it is in vm_state {}",
@@ -1728,8 +1912,7 @@ async fn tag_add(
     } else {
         StatusCode::CREATED
     });
-    if let Ok(location) =
-        HeaderValue::from_str(&format!("{}/servers/{id}/tags/{tag}", s.v21_url()))
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/servers/{id}/tags/{tag}", s.v21_url()))
     {
         response.headers_mut().insert("location", location);
     }
@@ -1821,7 +2004,10 @@ async fn security_groups(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     load(&s, &ctx, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"security_groups": []})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"security_groups": []}),
+    ))
 }
 
 async fn volume_attachments(
@@ -1830,7 +2016,10 @@ async fn volume_attachments(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     load(&s, &ctx, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"volumeAttachments": []})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"volumeAttachments": []}),
+    ))
 }
 
 async fn password_show(
@@ -1858,10 +2047,15 @@ async fn topology(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     if !mv.at_least(78) {
-        return Err(ComputeError::NotFound("The resource could not be found.".into()));
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
     }
     load(&s, &ctx, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"nodes": [], "pagesize_kb": null})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"nodes": [], "pagesize_kb": null}),
+    ))
 }
 
 /// `GET .../diagnostics` (admin): the VMM's statistics.
@@ -1948,14 +2142,18 @@ fn action_view(a: &db::InstanceAction, with_events: bool, admin: bool, mv: Mv) -
                     "finish_time": e.finish_time.map(nova_time),
                     "result": e.result,
                 });
-                if admin || mv.at_least(84) && admin {
+                if admin {
                     ev["traceback"] = json!(e.traceback);
                 }
                 if mv.at_least(62) {
                     if admin {
                         ev["host"] = json!(super::hosts::hostname());
                     }
-                    ev["hostId"] = json!(hex::encode(Sha224::digest(format!("{}{}", a.project_id, super::hosts::hostname()))));
+                    ev["hostId"] = json!(hex::encode(Sha224::digest(format!(
+                        "{}{}",
+                        a.project_id,
+                        super::hosts::hostname()
+                    ))));
                 }
                 if mv.at_least(84) && admin {
                     ev["details"] = json!(e.traceback);
@@ -1982,7 +2180,13 @@ async fn actions_list(
         .await?;
     // Deleted servers keep their actions (from 2.21 on).
     let server = match server {
-        Some(sv) if sv.deleted && mv.at_least(21) && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => sv,
+        Some(sv)
+            if sv.deleted
+                && mv.at_least(21)
+                && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) =>
+        {
+            sv
+        }
         other => visible(&ctx, other, &id)?,
     };
     let _ = server;
@@ -1992,7 +2196,9 @@ async fn actions_list(
             let since = parse_changes_since(since)?;
             actions.retain(|a| a.updated_at >= since);
         }
-        if mv.at_least(66) && let Some(before) = q.get("changes-before") {
+        if mv.at_least(66)
+            && let Some(before) = q.get("changes-before")
+        {
             let before = parse_changes_since(before)?;
             actions.retain(|a| a.updated_at <= before);
         }
@@ -2008,7 +2214,12 @@ async fn actions_list(
         .collect();
     let mut body = json!({"instanceActions": items});
     if more && let Some(last) = page.last() {
-        body["links"] = next_link(&s, &format!("servers/{id}/os-instance-actions"), &q, &last.request_id);
+        body["links"] = next_link(
+            &s,
+            &format!("servers/{id}/os-instance-actions"),
+            &q,
+            &last.request_id,
+        );
     }
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -2022,19 +2233,24 @@ async fn action_show(
     let id2 = id.clone();
     let rid = request_id.clone();
     let (server, action) = s
-        .read(move |conn| Ok((db::get_server(conn, &id2)?, db::get_action(conn, &id2, &rid)?)))
+        .read(move |conn| {
+            Ok((
+                db::get_server(conn, &id2)?,
+                db::get_action(conn, &id2, &rid)?,
+            ))
+        })
         .await?;
     match server {
-        Some(sv) if sv.deleted && mv.at_least(21) && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => {}
+        Some(sv)
+            if sv.deleted
+                && mv.at_least(21)
+                && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => {}
         other => {
             visible(&ctx, other, &id)?;
         }
     }
-    let action = action.ok_or_else(|| {
-        ComputeError::NotFound(format!(
-            "Action {request_id} not found"
-        ))
-    })?;
+    let action =
+        action.ok_or_else(|| ComputeError::NotFound(format!("Action {request_id} not found")))?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"instanceAction": action_view(&action, true, ctx.is_admin(), mv)}),

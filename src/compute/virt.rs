@@ -9,12 +9,12 @@
 //! | `config.iso` | config drive (ISO 9660, label `config-2`) |
 //! | `kernel`, `ramdisk` | the boot kernel and initrd (hard links to the Glance data) |
 //! | `spec.json` | the VMM spec (docs/vmm.md) |
-//! | `vmm.sock` | the VMM's control socket |
 //! | `console.log` | serial output, written by the VMM |
 //! | `vmm.log` | the VMM's own stderr |
 //! | `saved/` | memory and device state while suspended |
 //!
-//! The VMM outlives the control plane (it calls `setsid`); a restarted
+//! The VMM's control socket is `/run/yunhe/<state dir hash>/<id>.sock` (see
+//! `sockets_dir`). The VMM outlives the control plane (it calls `setsid`); a restarted
 //! control plane finds it again through the socket. Exits of VMMs this
 //! process spawned are reported on a channel; the others are noticed by
 //! polling (`is_alive`).
@@ -66,6 +66,9 @@ pub type VmmExit = (String, Option<i32>);
 /// The driver, one per control plane.
 pub struct Virt {
     instances_dir: PathBuf,
+    /// Control sockets live here, not in the instance directory: a unix
+    /// socket path is limited to 107 bytes, and state directories can be long.
+    sockets_dir: PathBuf,
     exe: PathBuf,
     /// One async lock per server: operations on a server run one at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -96,6 +99,7 @@ impl Virt {
         (
             Arc::new(Virt {
                 instances_dir: state_dir.join("instances"),
+                sockets_dir: sockets_dir(state_dir),
                 exe,
                 locks: Mutex::new(HashMap::new()),
                 expected_exits: Mutex::new(HashSet::new()),
@@ -118,7 +122,10 @@ impl Virt {
     }
 
     pub fn socket(&self, id: &str) -> PathBuf {
-        self.dir(id).join("vmm.sock")
+        if let Err(e) = create_private_dir(&self.sockets_dir) {
+            tracing::warn!(dir = %self.sockets_dir.display(), error = %e, "cannot create the VMM socket directory");
+        }
+        self.sockets_dir.join(format!("{id}.sock"))
     }
 
     pub fn disk_path(&self, id: &str) -> PathBuf {
@@ -257,7 +264,9 @@ impl Virt {
             disks.push(json!({"path": dir.join("disk"), "read_only": false, "serial": serial}));
         }
         if dir.join("config.iso").exists() {
-            disks.push(json!({"path": dir.join("config.iso"), "read_only": true, "serial": "config-2"}));
+            disks.push(
+                json!({"path": dir.join("config.iso"), "read_only": true, "serial": "config-2"}),
+            );
         }
         let ramdisk = dir.join("ramdisk");
         let vm = json!({
@@ -336,7 +345,8 @@ impl Virt {
                 let tail = log_tail(&dir.join("vmm.log"));
                 return Err(VirtError::SpawnFailed(format!(
                     "exit {}: {tail}",
-                    code.map(|c| c.to_string()).unwrap_or_else(|| "by signal".into())
+                    code.map(|c| c.to_string())
+                        .unwrap_or_else(|| "by signal".into())
                 )));
             }
             if let Ok(reply) = self.control(&server.id, json!({"cmd": "status"})).await
@@ -401,7 +411,13 @@ impl Virt {
     }
 
     /// Opens a console connection (serial both ways) to the server's VMM.
-    pub async fn console_stream(&self, id: &str) -> VirtResult<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf)> {
+    pub async fn console_stream(
+        &self,
+        id: &str,
+    ) -> VirtResult<(
+        BufReader<tokio::net::unix::OwnedReadHalf>,
+        tokio::net::unix::OwnedWriteHalf,
+    )> {
         let stream = UnixStream::connect(self.socket(id))
             .await
             .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
@@ -417,7 +433,10 @@ impl Virt {
             .await
             .map_err(|e| VirtError::Control(e.to_string()))?;
         if !reply.contains("\"ok\":true") && !reply.contains("\"ok\": true") {
-            return Err(VirtError::Control(format!("console refused: {}", reply.trim())));
+            return Err(VirtError::Control(format!(
+                "console refused: {}",
+                reply.trim()
+            )));
         }
         Ok((reader, write))
     }
@@ -503,6 +522,35 @@ impl Virt {
     }
 }
 
+/// `/run/yunhe/<hash of the state dir>` for root, else under the temp dir:
+/// short, per state directory (two clouds on one host never share it), and
+/// the same after a restart so running VMMs are found again.
+fn sockets_dir(state_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.to_string_lossy().as_bytes());
+    let tag = hex::encode(&digest[..6]);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let base = if uid == 0 {
+        PathBuf::from("/run/yunhe")
+    } else {
+        std::env::temp_dir().join(format!("yunhe-{uid}"))
+    };
+    base.join(tag)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The kernel command line when the image names none.
 pub const DEFAULT_CMDLINE: &str = "root=/dev/vda console=ttyS0 reboot=k panic=1";
 
@@ -547,21 +595,21 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 /// sparse copy (runs of zeros become holes).
 fn clone_file(src: &Path, dest: &Path) -> VirtResult<()> {
     let mut input = std::fs::File::open(src).map_err(io_error(format!("{}", src.display())))?;
-    let mut output = std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
+    let mut output =
+        std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
     // SAFETY: both descriptors are open files owned by this function; FICLONE
     // reads only the source descriptor number passed by value.
     let cloned = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) } == 0;
     if cloned {
         return Ok(());
     }
-    let len = input
-        .metadata()
-        .map_err(io_error("image size"))?
-        .len();
+    let len = input.metadata().map_err(io_error("image size"))?.len();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     loop {
-        let n = input.read(&mut buf).map_err(io_error("reading the image"))?;
+        let n = input
+            .read(&mut buf)
+            .map_err(io_error("reading the image"))?;
         if n == 0 {
             break;
         }
@@ -576,7 +624,9 @@ fn clone_file(src: &Path, dest: &Path) -> VirtResult<()> {
         }
         offset += n as u64;
     }
-    output.set_len(len.max(offset)).map_err(io_error("sizing the disk"))?;
+    output
+        .set_len(len.max(offset))
+        .map_err(io_error("sizing the disk"))?;
     output.sync_all().map_err(io_error("syncing the disk"))?;
     Ok(())
 }
@@ -589,7 +639,8 @@ fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
     let want = (disk_gb.max(0) as u64) << 30;
     let have = file.metadata().map_err(io_error("root disk"))?.len();
     if want > have {
-        file.set_len(want).map_err(io_error("growing the root disk"))?;
+        file.set_len(want)
+            .map_err(io_error("growing the root disk"))?;
     }
     Ok(())
 }

@@ -124,6 +124,9 @@ pub struct Server {
     /// Seconds the guest gets to power off cleanly (image `os_shutdown_timeout`).
     #[serde(default)]
     pub shutdown_timeout: Option<i64>,
+    /// The image holding the disk of a shelved (offloaded) server.
+    #[serde(default)]
+    pub shelved_image_id: Option<String>,
     /// Pid of the server's VMM while it runs.
     #[serde(default)]
     pub vmm_pid: Option<i64>,
@@ -199,7 +202,9 @@ pub fn list_servers(
         Some(p) => stmt
             .query_map(params![p], |row| row.get(0))?
             .collect::<Result<_, _>>()?,
-        None => stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?,
+        None => stmt
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
     };
     docs.into_iter().map(decode).collect()
 }

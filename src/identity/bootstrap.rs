@@ -135,7 +135,12 @@ pub fn run(
         let admin_role = ensure_role(tx, "admin")?;
         let member_role = ensure_role(tx, "member")?;
         let reader_role = ensure_role(tx, "reader")?;
+        // As keystone-manage bootstrap: admin => manager => member => reader, and service.
+        let manager_role = ensure_role(tx, "manager")?;
+        ensure_role(tx, "service")?;
         store::insert_implied_role(tx, &admin_role, &member_role)?;
+        store::insert_implied_role(tx, &admin_role, &manager_role)?;
+        store::insert_implied_role(tx, &manager_role, &member_role)?;
         store::insert_implied_role(tx, &member_role, &reader_role)?;
         let user_id = match store::get_user_by_name(tx, DEFAULT_DOMAIN, "admin")? {
             Some(u) => u.id,

@@ -20,6 +20,9 @@ pub enum ImageServiceError {
     /// The state file failed.
     #[error("image service: {0}")]
     Db(#[from] crate::db::DbError),
+    /// The change is not allowed.
+    #[error("{0}")]
+    Invalid(String),
     /// Image data could not be written or read.
     #[error("image data: {0}")]
     Io(#[from] std::io::Error),
@@ -152,28 +155,33 @@ impl ImageService {
         staged: PathBuf,
     ) -> Result<(), ImageServiceError> {
         let dest = self.data_path(id);
-        let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(i64, String, String)> {
-            use md5::Digest as _;
-            use std::io::Read;
-            let mut file = std::fs::File::open(&staged)?;
-            let mut md5 = md5::Md5::new();
-            let mut sha = sha2::Sha512::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0i64;
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
+        let hashed =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(i64, String, String)> {
+                use md5::Digest as _;
+                use std::io::Read;
+                let mut file = std::fs::File::open(&staged)?;
+                let mut md5 = md5::Md5::new();
+                let mut sha = sha2::Sha512::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut size = 0i64;
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    md5.update(&buf[..n]);
+                    sha.update(&buf[..n]);
+                    size += n as i64;
                 }
-                md5.update(&buf[..n]);
-                sha.update(&buf[..n]);
-                size += n as i64;
-            }
-            std::fs::rename(&staged, &dest)?;
-            Ok((size, hex::encode(md5.finalize()), hex::encode(sha.finalize())))
-        })
-        .await
-        .map_err(|e| ImageServiceError::Io(std::io::Error::other(e)))??;
+                std::fs::rename(&staged, &dest)?;
+                Ok((
+                    size,
+                    hex::encode(md5.finalize()),
+                    hex::encode(sha.finalize()),
+                ))
+            })
+            .await
+            .map_err(|e| ImageServiceError::Io(std::io::Error::other(e)))??;
         let (size, md5, sha512) = hashed;
         let id_owned = id.to_string();
         let found = self
@@ -200,9 +208,66 @@ impl ImageService {
         Ok(())
     }
 
+    /// Changes an image's extra properties (Nova's image metadata proxy);
+    /// `project = None` is an administrator. Returns the new properties.
+    pub async fn update_properties<F>(
+        &self,
+        id: &str,
+        project: Option<&str>,
+        change: F,
+    ) -> Result<serde_json::Map<String, Value>, ImageServiceError>
+    where
+        F: FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), String> + Send + 'static,
+    {
+        let (id_owned, project) = (id.to_string(), project.map(str::to_string));
+        self.db
+            .write(move |tx| {
+                let Some(mut image) = store::get_image(tx, &id_owned)? else {
+                    return Ok(Err(ImageServiceError::NotFound(id_owned)));
+                };
+                if project.is_some() && image.owner != project {
+                    return Ok(Err(ImageServiceError::NotFound(id_owned)));
+                }
+                if let Err(message) = change(&mut image.properties) {
+                    return Ok(Err(ImageServiceError::Invalid(message)));
+                }
+                image.updated_at = crate::image::images::now_string();
+                store::update_image(tx, &image)?;
+                Ok(Ok(image.properties))
+            })
+            .await?
+    }
+
+    /// Deletes an image the project owns (`None`: an administrator).
+    pub async fn delete(&self, id: &str, project: Option<&str>) -> Result<(), ImageServiceError> {
+        let (id_owned, project) = (id.to_string(), project.map(str::to_string));
+        let result = self
+            .db
+            .write(move |tx| {
+                let Some(image) = store::get_image(tx, &id_owned)? else {
+                    return Ok(Err(ImageServiceError::NotFound(id_owned)));
+                };
+                if project.is_some() && image.owner != project {
+                    return Ok(Err(ImageServiceError::NotFound(id_owned)));
+                }
+                if image.protected {
+                    return Ok(Err(ImageServiceError::Invalid(format!(
+                        "Image {id_owned} is protected and cannot be deleted."
+                    ))));
+                }
+                store::delete_image(tx, &id_owned)?;
+                Ok(Ok(()))
+            })
+            .await?;
+        result?;
+        let _ = tokio::fs::remove_file(self.data_path(id)).await;
+        Ok(())
+    }
+
     /// Removes a snapshot that failed, as Nova deletes the image.
     pub async fn discard_snapshot(&self, id: &str) {
         let _ = tokio::fs::remove_file(self.snapshot_staging_path(id)).await;
+        let _ = tokio::fs::remove_file(self.data_path(id)).await;
         let id_owned = id.to_string();
         let _ = self
             .db

@@ -63,12 +63,26 @@ yunhe_stop_server() {
         YUNHE_PID=""
     fi
     if [ -n "$_yunhe_tmp" ] && [ -d "$_yunhe_tmp" ]; then
+        # VMMs outlive `serve` by design; the ones this test's server started
+        # (their spec lies in its temp dir) go with it.
+        yunhe_kill_vmms "$_yunhe_tmp"
         if [ -n "${YUNHE_SERVER_LOG:-}" ] && [ -f "$_yunhe_tmp/server.log" ]; then
             cp "$_yunhe_tmp/server.log" "$YUNHE_SERVER_LOG" 2>/dev/null || true
         fi
         rm -rf "$_yunhe_tmp"
         _yunhe_tmp=""
     fi
+}
+
+# yunhe_kill_vmms DIR: SIGKILL every `yunhe vmm` whose command line names DIR.
+yunhe_kill_vmms() {
+    local dir="$1" p
+    [ -n "$dir" ] || return 0
+    for p in /proc/[0-9]*; do
+        if tr '\0' ' ' 2>/dev/null < "$p/cmdline" | grep -q -- "vmm --spec $dir/"; then
+            kill -KILL "${p#/proc/}" 2>/dev/null || true
+        fi
+    done
 }
 
 # yunhe_start_server [extra serve args...]

@@ -64,6 +64,11 @@ PYEOF
 if [ -n "${YUNHE_TEMPEST_CONF_EXTRA:-}" ]; then
     cat "$YUNHE_TEMPEST_CONF_EXTRA" >> "$work/ws/etc/tempest.conf"
 fi
+# A setup script (e.g. uploading the guest images servers boot) prints more settings.
+if [ -n "${YUNHE_TEMPEST_SETUP:-}" ]; then
+    "$YUNHE_TEMPEST_SETUP" >> "$work/ws/etc/tempest.conf" 2>"$work/setup.log" \
+        || { echo "tempest setup failed:"; tail -n 20 "$work/setup.log"; echo "0 passed, 1 failed"; exit 1; }
+fi
 
 cd "$work/ws"
 tempest run --list-tests --regex "$regex" 2>/dev/null | grep '^tempest\.' > "$work/all-tests.txt"
