@@ -939,6 +939,10 @@ pub async fn action(
                     x.old_flavor = None;
                     x.vm_state = if running { "active" } else { "stopped" }.into();
                     x.task_state = None;
+                    if let Some(m) = x.migrations.last_mut() {
+                        m.status = "confirmed".into();
+                        m.updated_at = now_unix();
+                    }
                 })
                 .await;
                 Ok(())
@@ -962,6 +966,10 @@ pub async fn action(
                 let Some(back) = update_server(&s, &sv.id, |x| {
                     if let Some(old) = x.old_flavor.take() {
                         x.flavor = old;
+                    }
+                    if let Some(m) = x.migrations.last_mut() {
+                        m.status = "reverted".into();
+                        m.updated_at = now_unix();
                     }
                 })
                 .await
@@ -1174,6 +1182,7 @@ async fn create_image_as(
     {
         response.headers_mut().insert("location", v);
     }
+    response.extensions_mut().insert(SnapshotId(image_id));
     Ok(response)
 }
 
@@ -1258,27 +1267,52 @@ async fn create_backup(
         obj.insert("metadata".into(), meta);
     }
     let response = create_image_as(s, ctx, mv, id, rid, &args, "createBackup").await?;
-    // Rotation: drop the oldest backups of this type beyond `rotation`.
-    let server_id = id.to_string();
-    let images = s.images.list(None).await.unwrap_or_default();
-    let mut backups: Vec<_> = images
-        .into_iter()
-        .filter(|i| {
-            i.properties.get("instance_uuid").and_then(Value::as_str) == Some(server_id.as_str())
-                && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
-                && i.properties.get("backup_type").and_then(Value::as_str)
-                    == Some(backup_type.as_str())
-        })
-        .collect();
-    backups.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    for old in backups.iter().skip(rotation.max(0) as usize) {
-        s.images.discard_snapshot(&old.id).await;
-    }
-    if mv.at_least(45) {
-        return Ok(response);
-    }
+    // Rotation, as Nova does once the backup is taken: keep the newest
+    // `rotation` backups of this type (the new one included).
+    let new_id = backup_image_id(&response);
+    let (s2, server_id) = (s.clone(), id.to_string());
+    tokio::spawn(async move {
+        let lock = s2.virt.lock_for(&server_id);
+        drop(lock.lock().await);
+        let images = s2.images.list(None).await.unwrap_or_default();
+        let older: Vec<_> = images
+            .into_iter()
+            .filter(|i| {
+                Some(i.id.as_str()) != new_id.as_deref()
+                    && i.properties.get("instance_uuid").and_then(Value::as_str) == Some(server_id.as_str())
+                    && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
+                    && i.properties.get("backup_type").and_then(Value::as_str) == Some(backup_type.as_str())
+            })
+            .collect();
+        // Oldest first (Glance's list order); keep rotation - 1 besides the new one.
+        let keep = (rotation.max(1) - 1) as usize;
+        let excess = older.len().saturating_sub(keep);
+        for old in older.iter().take(excess) {
+            s2.images.discard_snapshot(&old.id).await;
+        }
+    });
     Ok(response)
 }
+
+/// The image id a createImage/createBackup response names (body or Location).
+fn backup_image_id(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.rsplit('/').next())
+        .map(str::to_string)
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<SnapshotId>()
+                .map(|i| i.0.clone())
+        })
+}
+
+/// The new image's id, carried on the createImage response for createBackup.
+#[derive(Clone)]
+struct SnapshotId(String);
 
 async fn rebuild(
     s: &S,
@@ -1466,6 +1500,7 @@ async fn rebuild(
         }
         if mv.at_least(57) {
             obj.insert("user_data".into(), json!(updated.user_data));
+            obj.remove("OS-EXT-SRV-ATTR:user_data");
         }
     }
     Ok(json_response(
@@ -1580,6 +1615,17 @@ async fn resize(
         s.virt.stop(&sv.id, clean_timeout(&sv)).await;
         let disk = new.disk;
         let Some(resized) = update_server(&s, &sv.id, move |x| {
+            let now = now_unix();
+            x.migrations.push(crate::db::servers::MigrationRecord {
+                id: i64::from(rand::random::<u32>() >> 1),
+                uuid: uuid::Uuid::new_v4().to_string(),
+                kind: "resize".into(),
+                status: "finished".into(),
+                old_flavor_id: x.flavor.id.clone(),
+                new_flavor_id: new.id.clone(),
+                created_at: now,
+                updated_at: now,
+            });
             x.old_flavor = Some(x.flavor.clone());
             x.flavor = new;
             x.task_state = Some("resize_finish".into());

@@ -84,6 +84,147 @@ pub fn routes() -> Router<S> {
         )
         .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
         .route("/v2.1/servers/{id}/topology", get(topology))
+        .route("/v2.1/servers/{id}/migrations", get(server_migrations))
+        .route("/v2.1/os-migrations", get(migrations_list))
+        .route("/v2.1/os-server-external-events", post(external_events))
+}
+
+// ------------------------------------------------------------- migrations
+
+fn migration_view(sv: &Server, m: &db::MigrationRecord, mv: Mv) -> Value {
+    let host = sv.host.clone().unwrap_or_else(super::hosts::hostname);
+    let mut o = json!({
+        "id": m.id,
+        "status": m.status,
+        "instance_uuid": sv.id,
+        "source_node": host,
+        "source_compute": host,
+        "dest_node": host,
+        "dest_compute": host,
+        "dest_host": "127.0.0.1",
+        "old_instance_type_id": m.old_flavor_id.parse::<i64>().ok(),
+        "new_instance_type_id": m.new_flavor_id.parse::<i64>().ok(),
+        "created_at": nova_time(m.created_at),
+        "updated_at": nova_time(m.updated_at),
+    });
+    if mv.at_least(23) {
+        o["migration_type"] = json!(m.kind);
+    }
+    if mv.at_least(59) {
+        o["uuid"] = json!(m.uuid);
+    }
+    if mv.at_least(80) {
+        o["user_id"] = json!(sv.user_id);
+        o["project_id"] = json!(sv.project_id);
+    }
+    o
+}
+
+/// `GET /os-migrations` (admin): every server's resizes, newest first.
+async fn migrations_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ComputeResult<Response> {
+    super::require_admin(&ctx, "os_compute_api:os-migrations:index")?;
+    let q = query_map(q);
+    let servers = s
+        .read(|conn| Ok(db::list_servers(conn, None, true)?))
+        .await?;
+    let mut items: Vec<(i64, Value, String)> = Vec::new();
+    for sv in &servers {
+        if q.get("instance_uuid").is_some_and(|u| *u != sv.id) {
+            continue;
+        }
+        for m in &sv.migrations {
+            if q.get("status").is_some_and(|st| *st != m.status)
+                || q.get("migration_type").is_some_and(|t| *t != m.kind)
+            {
+                continue;
+            }
+            items.push((m.created_at, migration_view(sv, m, mv), m.uuid.clone()));
+        }
+    }
+    items.sort_by(|a, b| b.0.cmp(&a.0));
+    let (page, more) = if mv.at_least(59) {
+        paginate(items, &q, |i| i.2.clone())?
+    } else {
+        (items, false)
+    };
+    let mut body = json!({"migrations": page.iter().map(|i| i.1.clone()).collect::<Vec<_>>()});
+    if more && let Some(last) = page.last() {
+        body["migrations_links"] = next_link(&s, "os-migrations", &q, &last.2);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /servers/{id}/migrations`: in-progress live migrations; there are none on one host.
+async fn server_migrations(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> ComputeResult<Response> {
+    if !mv.at_least(23) {
+        return Err(ComputeError::NotFound("The resource could not be found.".into()));
+    }
+    super::require_admin(&ctx, "os_compute_api:servers:migrations:index")?;
+    load(&s, &ctx, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({"migrations": []})))
+}
+
+/// `POST /os-server-external-events` (admin or service): Neutron and Cinder
+/// tell Nova about ports and volumes. Recorded as handled; 207 when some
+/// servers are unknown, 404 when none is known.
+async fn external_events(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    if !ctx.is_admin() && !ctx.has_role("service") {
+        return Err(policy_forbids("os_compute_api:os-server-external-events:create"));
+    }
+    let mut body = parse_body(&body)?;
+    let Some(Value::Array(events)) = body.remove("events") else {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute events. 'events' is a required property".into(),
+        ));
+    };
+    const NAMES: &[&str] = &[
+        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted",
+        "volume-extended", "power-update", "accelerator-request-bound", "volume-reimaged",
+    ];
+    let servers = s
+        .read(|conn| Ok(db::list_servers(conn, None, false)?))
+        .await?;
+    let mut out = Vec::new();
+    let mut found = 0;
+    for event in events {
+        let name = event.get("name").and_then(Value::as_str).unwrap_or("");
+        if !NAMES.contains(&name) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute name. Value: {name}. '{name}' is not one of {NAMES:?}"
+            )));
+        }
+        let uuid = event.get("server_uuid").and_then(Value::as_str).unwrap_or("");
+        let mut reply = event.clone();
+        let known = servers.iter().any(|sv| sv.id == uuid && sv.host.is_some());
+        if known {
+            found += 1;
+            reply["code"] = json!(200);
+            reply["status"] = json!(event.get("status").and_then(Value::as_str).unwrap_or("completed"));
+        } else {
+            reply["code"] = json!(404);
+            reply["status"] = json!("failed");
+        }
+        out.push(reply);
+    }
+    if found == 0 {
+        return Err(ComputeError::NotFound("No instances found for any event".into()));
+    }
+    let status = if found == out.len() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    Ok(json_response(status, &json!({"events": out})))
 }
 
 // ------------------------------------------------------------------ states
@@ -1022,6 +1163,7 @@ async fn create(
                     cmdline: boot.cmdline.clone(),
                     shutdown_timeout: boot.shutdown_timeout,
                     shelved_image_id: None,
+                    migrations: Vec::new(),
                     vmm_pid: None,
                     created_at: now,
                     updated_at: now,
@@ -1503,7 +1645,12 @@ async fn list_servers(
         .iter()
         .map(|sv| {
             if detail {
-                view(&s, sv, mv, &ctx, true)
+                let mut v = view(&s, sv, mv, &ctx, true);
+                // Server groups are shown by show, update and rebuild only.
+                if let Some(obj) = v.as_object_mut() {
+                    obj.remove("server_groups");
+                }
+                v
             } else {
                 json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)})
             }
@@ -2093,7 +2240,9 @@ async fn diagnostics(
             StatusCode::OK,
             &json!({
                 "state": if server.power_state == RUNNING { "running" } else { "paused" },
-                "driver": "yunhe",
+                // Nova's API schema allows only these driver names; clients
+                // validate it. The hypervisor field names yunhe.
+                "driver": "libvirt",
                 "hypervisor": "yunhe",
                 "hypervisor_os": "linux",
                 "uptime": server.launched_at.map(|t| now_unix() - t).unwrap_or(0),

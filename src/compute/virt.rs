@@ -247,9 +247,11 @@ impl Virt {
         let text = String::from_utf8_lossy(&data).replace('\r', "");
         match lines {
             None => text,
+            // As Nova cuts it: the last N pieces of the text split on '\n'
+            // (a trailing newline leaves an empty last piece).
             Some(n) => {
-                let all: Vec<&str> = text.split_inclusive('\n').collect();
-                all[all.len().saturating_sub(n)..].concat()
+                let all: Vec<&str> = text.split('\n').collect();
+                all[all.len().saturating_sub(n)..].join("\n")
             }
         }
     }

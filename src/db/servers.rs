@@ -54,6 +54,21 @@ pub struct FlavorCopy {
     pub extra_specs: BTreeMap<String, String>,
 }
 
+/// A resize of a server, as Nova records it in its migrations table.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct MigrationRecord {
+    pub id: i64,
+    pub uuid: String,
+    /// `resize`.
+    pub kind: String,
+    /// `finished`, `confirmed`, `reverted`, `error`.
+    pub status: String,
+    pub old_flavor_id: String,
+    pub new_flavor_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// One server, whole.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Server {
@@ -127,6 +142,9 @@ pub struct Server {
     /// The image holding the disk of a shelved (offloaded) server.
     #[serde(default)]
     pub shelved_image_id: Option<String>,
+    /// Resizes, oldest first.
+    #[serde(default)]
+    pub migrations: Vec<MigrationRecord>,
     /// Pid of the server's VMM while it runs.
     #[serde(default)]
     pub vmm_pid: Option<i64>,

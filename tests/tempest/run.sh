@@ -90,4 +90,5 @@ echo "# tempest run exited $rc after $(( $(date +%s) - start ))s; output in $wor
 grep -E '^(Totals|=+$| - (Passed|Skipped|Failed|Expected|Unexpected)|Sum of execute)' "$work/tempest-run.txt" | grep -v '^=*$' || true
 stestr last --subunit > "$work/results.subunit" 2>/dev/null
 "$py" "$here/summarize.py" "$work/all-tests.txt" "$xf" "$work/results.subunit" "$work" \
-    "${YUNHE_TEMPEST_SERVICE:-identity}" "${YUNHE_TEMPEST_GOAL:-0.95}" "${YUNHE_TEMPEST_LIST_MAX:-0.20}"
+    "${YUNHE_TEMPEST_SERVICE:-identity}" "${YUNHE_TEMPEST_GOAL:-0.95}" "${YUNHE_TEMPEST_LIST_MAX:-0.20}" \
+    "${YUNHE_TEMPEST_NOT_APPLICABLE:-}"
