@@ -642,10 +642,17 @@ pub fn project_of(ctx: &AuthContext) -> ComputeResult<String> {
 
 /// Nova's timestamp format: `2013-04-25T11:21:43.000000`.
 pub fn nova_time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S.000000")
-        .to_string()
+    use chrono::{Datelike, Timelike};
+    let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// `limit`/`marker` pagination over items sorted already; `key` gives an
