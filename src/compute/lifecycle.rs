@@ -1279,9 +1279,11 @@ async fn create_backup(
             .into_iter()
             .filter(|i| {
                 Some(i.id.as_str()) != new_id.as_deref()
-                    && i.properties.get("instance_uuid").and_then(Value::as_str) == Some(server_id.as_str())
+                    && i.properties.get("instance_uuid").and_then(Value::as_str)
+                        == Some(server_id.as_str())
                     && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
-                    && i.properties.get("backup_type").and_then(Value::as_str) == Some(backup_type.as_str())
+                    && i.properties.get("backup_type").and_then(Value::as_str)
+                        == Some(backup_type.as_str())
             })
             .collect();
         // Oldest first (Glance's list order); keep rotation - 1 besides the new one.

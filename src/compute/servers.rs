@@ -146,7 +146,7 @@ async fn migrations_list(
             items.push((m.created_at, migration_view(sv, m, mv), m.uuid.clone()));
         }
     }
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|i| std::cmp::Reverse(i.0));
     let (page, more) = if mv.at_least(59) {
         paginate(items, &q, |i| i.2.clone())?
     } else {
@@ -167,7 +167,9 @@ async fn server_migrations(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     if !mv.at_least(23) {
-        return Err(ComputeError::NotFound("The resource could not be found.".into()));
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
     }
     super::require_admin(&ctx, "os_compute_api:servers:migrations:index")?;
     load(&s, &ctx, &id).await?;
@@ -183,7 +185,9 @@ async fn external_events(
     body: Bytes,
 ) -> ComputeResult<Response> {
     if !ctx.is_admin() && !ctx.has_role("service") {
-        return Err(policy_forbids("os_compute_api:os-server-external-events:create"));
+        return Err(policy_forbids(
+            "os_compute_api:os-server-external-events:create",
+        ));
     }
     let mut body = parse_body(&body)?;
     let Some(Value::Array(events)) = body.remove("events") else {
@@ -192,8 +196,14 @@ async fn external_events(
         ));
     };
     const NAMES: &[&str] = &[
-        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted",
-        "volume-extended", "power-update", "accelerator-request-bound", "volume-reimaged",
+        "network-changed",
+        "network-vif-plugged",
+        "network-vif-unplugged",
+        "network-vif-deleted",
+        "volume-extended",
+        "power-update",
+        "accelerator-request-bound",
+        "volume-reimaged",
     ];
     let servers = s
         .read(|conn| Ok(db::list_servers(conn, None, false)?))
@@ -207,13 +217,21 @@ async fn external_events(
                 "Invalid input for field/attribute name. Value: {name}. '{name}' is not one of {NAMES:?}"
             )));
         }
-        let uuid = event.get("server_uuid").and_then(Value::as_str).unwrap_or("");
+        let uuid = event
+            .get("server_uuid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let mut reply = event.clone();
         let known = servers.iter().any(|sv| sv.id == uuid && sv.host.is_some());
         if known {
             found += 1;
             reply["code"] = json!(200);
-            reply["status"] = json!(event.get("status").and_then(Value::as_str).unwrap_or("completed"));
+            reply["status"] = json!(
+                event
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("completed")
+            );
         } else {
             reply["code"] = json!(404);
             reply["status"] = json!("failed");
@@ -221,9 +239,15 @@ async fn external_events(
         out.push(reply);
     }
     if found == 0 {
-        return Err(ComputeError::NotFound("No instances found for any event".into()));
+        return Err(ComputeError::NotFound(
+            "No instances found for any event".into(),
+        ));
     }
-    let status = if found == out.len() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let status = if found == out.len() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
     Ok(json_response(status, &json!({"events": out})))
 }
 
@@ -341,155 +365,184 @@ fn flavor_view(s: &ComputeState, f: &FlavorCopy, mv: Mv) -> Value {
 /// A server as Nova shows it. `full` is the show/detail view; without it
 /// the view of update and rebuild below 2.75 (no extended attributes).
 pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: bool) -> Value {
-    let full = full || mv.at_least(75);
-    let admin = ctx.is_admin();
-    let status = status_of(&server.vm_state, server.task_state.as_deref());
-    let mut o = Map::new();
-    o.insert("id".into(), json!(server.id));
-    o.insert("name".into(), json!(server.name));
-    o.insert("status".into(), json!(status));
-    o.insert("tenant_id".into(), json!(server.project_id));
-    o.insert("user_id".into(), json!(server.user_id));
-    o.insert("metadata".into(), json!(server.metadata));
-    o.insert("hostId".into(), json!(host_id(server)));
-    o.insert(
-        "image".into(),
-        if server.image_id.is_empty() {
+    let shown = ServerView {
+        s,
+        server,
+        mv,
+        admin: ctx.is_admin(),
+        full,
+        in_list: false,
+    };
+    serde_json::to_value(&shown).unwrap_or(Value::Null)
+}
+
+/// The server view, serialised straight into the response: a 1,000-server
+/// listing builds no intermediate `Value` tree.
+pub struct ServerView<'a> {
+    pub s: &'a ComputeState,
+    pub server: &'a Server,
+    pub mv: Mv,
+    pub admin: bool,
+    pub full: bool,
+    /// `/servers/detail` leaves out what only show, update and rebuild carry.
+    pub in_list: bool,
+}
+
+impl serde::Serialize for ServerView<'_> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = z.serialize_map(None)?;
+        let (s, server, mv, admin) = (self.s, self.server, self.mv, self.admin);
+        let full = self.full || mv.at_least(75);
+        let result = self.entries(&mut m, s, server, mv, admin, full);
+        result?;
+        m.end()
+    }
+}
+
+impl ServerView<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn entries<M: serde::ser::SerializeMap>(
+        &self,
+        m: &mut M,
+        s: &ComputeState,
+        server: &Server,
+        mv: Mv,
+        admin: bool,
+        full: bool,
+    ) -> Result<(), M::Error> {
+        let status = status_of(&server.vm_state, server.task_state.as_deref());
+        m.serialize_entry("id", &server.id)?;
+        m.serialize_entry("name", &server.name)?;
+        m.serialize_entry("status", &status)?;
+        m.serialize_entry("tenant_id", &server.project_id)?;
+        m.serialize_entry("user_id", &server.user_id)?;
+        m.serialize_entry("metadata", &server.metadata)?;
+        m.serialize_entry("hostId", &host_id(server))?;
+        m.serialize_entry("image", &if server.image_id.is_empty() {
             json!("")
         } else {
             json!({
                 "id": server.image_id,
                 "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{}", s.public_url, server.image_id)}],
             })
-        },
-    );
-    o.insert("flavor".into(), flavor_view(s, &server.flavor, mv));
-    o.insert("created".into(), json!(iso_time(server.created_at)));
-    o.insert("updated".into(), json!(iso_time(server.updated_at)));
-    o.insert("addresses".into(), json!({}));
-    o.insert("accessIPv4".into(), json!(server.access_ipv4));
-    o.insert("accessIPv6".into(), json!(server.access_ipv6));
-    o.insert("links".into(), s.links("servers", &server.id));
-    o.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
-    if [
-        "ACTIVE",
-        "BUILD",
-        "REBUILD",
-        "RESIZE",
-        "VERIFY_RESIZE",
-        "MIGRATING",
-    ]
-    .contains(&status)
-    {
-        let progress = if status == "BUILD" { 0 } else { 100 };
-        o.insert("progress".into(), json!(progress));
-    }
-    if let Some(fault) = &server.fault
-        && (status == "ERROR" || status == "DELETED")
-    {
-        let mut f = fault.clone();
-        if !admin && let Some(obj) = f.as_object_mut() {
-            obj.remove("details");
+        },)?;
+        m.serialize_entry("flavor", &flavor_view(s, &server.flavor, mv))?;
+        m.serialize_entry("created", &iso_time(server.created_at))?;
+        m.serialize_entry("updated", &iso_time(server.updated_at))?;
+        m.serialize_entry("addresses", &json!({}))?;
+        m.serialize_entry("accessIPv4", &server.access_ipv4)?;
+        m.serialize_entry("accessIPv6", &server.access_ipv6)?;
+        m.serialize_entry("links", &s.links("servers", &server.id))?;
+        m.serialize_entry("OS-DCF:diskConfig", &"MANUAL")?;
+        if [
+            "ACTIVE",
+            "BUILD",
+            "REBUILD",
+            "RESIZE",
+            "VERIFY_RESIZE",
+            "MIGRATING",
+        ]
+        .contains(&status)
+        {
+            let progress = if status == "BUILD" { 0 } else { 100 };
+            m.serialize_entry("progress", &progress)?;
         }
-        o.insert("fault".into(), f);
-    }
-    if full {
-        o.insert("key_name".into(), json!(server.key_name));
-        o.insert(
-            "OS-SRV-USG:launched_at".into(),
-            json!(server.launched_at.map(nova_time)),
-        );
-        o.insert(
-            "OS-SRV-USG:terminated_at".into(),
-            json!(server.terminated_at.map(nova_time)),
-        );
-        o.insert(
-            "OS-EXT-AZ:availability_zone".into(),
-            json!(server.availability_zone.clone().unwrap_or_else(|| {
-                if server.host.is_some() {
-                    super::hosts::ZONE.to_string()
-                } else {
-                    String::new()
+        if let Some(fault) = &server.fault
+            && (status == "ERROR" || status == "DELETED")
+        {
+            let mut f = fault.clone();
+            if !admin && let Some(obj) = f.as_object_mut() {
+                obj.remove("details");
+            }
+            m.serialize_entry("fault", &f)?;
+        }
+        if full {
+            m.serialize_entry("key_name", &server.key_name)?;
+            m.serialize_entry(
+                "OS-SRV-USG:launched_at",
+                &json!(server.launched_at.map(nova_time)),
+            )?;
+            m.serialize_entry(
+                "OS-SRV-USG:terminated_at",
+                &json!(server.terminated_at.map(nova_time)),
+            )?;
+            m.serialize_entry(
+                "OS-EXT-AZ:availability_zone",
+                &json!(server.availability_zone.clone().unwrap_or_else(|| {
+                    if server.host.is_some() {
+                        super::hosts::ZONE.to_string()
+                    } else {
+                        String::new()
+                    }
+                })),
+            )?;
+            m.serialize_entry("OS-EXT-STS:task_state", &server.task_state)?;
+            m.serialize_entry("OS-EXT-STS:vm_state", &server.vm_state)?;
+            m.serialize_entry("OS-EXT-STS:power_state", &server.power_state)?;
+            let volumes: Vec<Value> = Vec::new();
+            m.serialize_entry("os-extended-volumes:volumes_attached", &json!(volumes))?;
+            m.serialize_entry(
+                "config_drive",
+                &json!(if server.config_drive { "True" } else { "" }),
+            )?;
+            if admin {
+                m.serialize_entry("OS-EXT-SRV-ATTR:host", &server.host)?;
+                m.serialize_entry(
+                    "OS-EXT-SRV-ATTR:instance_name",
+                    &json!(instance_name(server)),
+                )?;
+                m.serialize_entry("OS-EXT-SRV-ATTR:hypervisor_hostname", &json!(server.host))?;
+                if mv.at_least(3) {
+                    m.serialize_entry(
+                        "OS-EXT-SRV-ATTR:reservation_id",
+                        &json!(server.reservation_id),
+                    )?;
+                    m.serialize_entry("OS-EXT-SRV-ATTR:launch_index", &json!(server.launch_index))?;
+                    m.serialize_entry(
+                        "OS-EXT-SRV-ATTR:kernel_id",
+                        &json!(server.kernel_id.clone().unwrap_or_default()),
+                    )?;
+                    m.serialize_entry(
+                        "OS-EXT-SRV-ATTR:ramdisk_id",
+                        &json!(server.ramdisk_id.clone().unwrap_or_default()),
+                    )?;
+                    m.serialize_entry("OS-EXT-SRV-ATTR:root_device_name", &"/dev/vda")?;
+                    m.serialize_entry("OS-EXT-SRV-ATTR:user_data", &server.user_data)?;
                 }
-            })),
-        );
-        o.insert("OS-EXT-STS:task_state".into(), json!(server.task_state));
-        o.insert("OS-EXT-STS:vm_state".into(), json!(server.vm_state));
-        o.insert("OS-EXT-STS:power_state".into(), json!(server.power_state));
-        let volumes: Vec<Value> = Vec::new();
-        o.insert(
-            "os-extended-volumes:volumes_attached".into(),
-            json!(volumes),
-        );
-        o.insert(
-            "config_drive".into(),
-            json!(if server.config_drive { "True" } else { "" }),
-        );
-        if admin {
-            o.insert("OS-EXT-SRV-ATTR:host".into(), json!(server.host));
-            o.insert(
-                "OS-EXT-SRV-ATTR:instance_name".into(),
-                json!(instance_name(server)),
-            );
-            o.insert(
-                "OS-EXT-SRV-ATTR:hypervisor_hostname".into(),
-                json!(server.host),
-            );
-            if mv.at_least(3) {
-                o.insert(
-                    "OS-EXT-SRV-ATTR:reservation_id".into(),
-                    json!(server.reservation_id),
-                );
-                o.insert(
-                    "OS-EXT-SRV-ATTR:launch_index".into(),
-                    json!(server.launch_index),
-                );
-                o.insert(
-                    "OS-EXT-SRV-ATTR:kernel_id".into(),
-                    json!(server.kernel_id.clone().unwrap_or_default()),
-                );
-                o.insert(
-                    "OS-EXT-SRV-ATTR:ramdisk_id".into(),
-                    json!(server.ramdisk_id.clone().unwrap_or_default()),
-                );
-                o.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
-                o.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(server.user_data));
+            }
+            if mv.at_least(3) && (admin || mv.at_least(90)) {
+                m.serialize_entry("OS-EXT-SRV-ATTR:hostname", &server.hostname)?;
+            }
+            if mv.at_least(16) && admin {
+                let host_status = if server.host.is_some() { "UP" } else { "" };
+                m.serialize_entry("host_status", &host_status)?;
             }
         }
-        if mv.at_least(3) && (admin || mv.at_least(90)) {
-            o.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(server.hostname));
+        if mv.at_least(9) {
+            m.serialize_entry("locked", &server.locked)?;
         }
-        if mv.at_least(16) && admin {
-            let host_status = if server.host.is_some() { "UP" } else { "" };
-            o.insert("host_status".into(), json!(host_status));
+        if mv.at_least(19) {
+            m.serialize_entry("description", &server.description)?;
         }
+        if mv.at_least(26) {
+            m.serialize_entry("tags", &server.tags)?;
+        }
+        if mv.at_least(63) {
+            m.serialize_entry("trusted_image_certificates", &Value::Null)?;
+        }
+        if mv.at_least(71) && full && !self.in_list {
+            let groups: Vec<&String> = server.server_group.iter().collect();
+            m.serialize_entry("server_groups", &groups)?;
+        }
+        if mv.at_least(73) {
+            m.serialize_entry("locked_reason", &server.locked_reason)?;
+        }
+        if mv.at_least(96) {
+            m.serialize_entry("pinned_availability_zone", &json!(server.availability_zone))?;
+        }
+        Ok(())
     }
-    if mv.at_least(9) {
-        o.insert("locked".into(), json!(server.locked));
-    }
-    if mv.at_least(19) {
-        o.insert("description".into(), json!(server.description));
-    }
-    if mv.at_least(26) {
-        o.insert("tags".into(), json!(server.tags));
-    }
-    if mv.at_least(63) {
-        o.insert("trusted_image_certificates".into(), Value::Null);
-    }
-    if mv.at_least(71) && full {
-        let groups: Vec<&String> = server.server_group.iter().collect();
-        o.insert("server_groups".into(), json!(groups));
-    }
-    if mv.at_least(73) {
-        o.insert("locked_reason".into(), json!(server.locked_reason));
-    }
-    if mv.at_least(96) {
-        o.insert(
-            "pinned_availability_zone".into(),
-            json!(server.availability_zone),
-        );
-    }
-    Value::Object(o)
 }
 
 /// `2012-08-20T21:11:09Z`, as Nova writes server timestamps.
@@ -1666,27 +1719,64 @@ async fn list_servers(
     });
     let servers: Vec<Server> = keyed.into_iter().map(|(_, sv)| sv).collect();
     let (page, more) = paginate(servers, &q, |sv| sv.id.clone())?;
-    let items: Vec<Value> = page
+    let items: Vec<ServerItem> = page
         .iter()
         .map(|sv| {
             if detail {
-                let mut v = view(&s, sv, mv, &ctx, true);
-                // Server groups are shown by show, update and rebuild only.
-                if let Some(obj) = v.as_object_mut() {
-                    obj.remove("server_groups");
-                }
-                v
+                ServerItem::Detail(ServerView {
+                    s: &s,
+                    server: sv,
+                    mv,
+                    admin: ctx.is_admin(),
+                    full: true,
+                    in_list: true,
+                })
             } else {
-                json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)})
+                ServerItem::Brief(
+                    json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)}),
+                )
             }
         })
         .collect();
-    let mut body = json!({"servers": items});
-    if more && let Some(last) = page.last() {
-        let path = if detail { "servers/detail" } else { "servers" };
-        body["servers_links"] = next_link(&s, path, &q, &last.id);
+    let links = match page.last() {
+        Some(last) if more => {
+            let path = if detail { "servers/detail" } else { "servers" };
+            Some(next_link(&s, path, &q, &last.id))
+        }
+        _ => None,
+    };
+    let listing = ServerList {
+        servers: items,
+        servers_links: links,
+    };
+    match serde_json::to_vec(&listing) {
+        Ok(bytes) => Ok(json_bytes_response(bytes)),
+        Err(e) => Err(ComputeError::Internal(e.to_string())),
     }
-    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// One entry of a server listing.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ServerItem<'a> {
+    Detail(ServerView<'a>),
+    Brief(Value),
+}
+
+#[derive(serde::Serialize)]
+struct ServerList<'a> {
+    servers: Vec<ServerItem<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers_links: Option<Value>,
+}
+
+fn json_bytes_response(bytes: Vec<u8>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn list(
