@@ -339,6 +339,7 @@ pub fn run() -> Result<(), BenchError> {
         Ok(())
     })();
     kill_vmms(&state_dir);
+    let _ = std::fs::remove_dir_all(crate::compute::virt::sockets_dir(&state_dir));
     let _ = std::fs::remove_dir_all(&state_dir);
     result
 }

@@ -116,6 +116,22 @@ impl Drop for StateDir {
         while !self.vmm_pids("").is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The VMM control sockets live in /run/yunhe/<hash of the state dir>
+        // (src/compute/virt.rs); killed VMMs leave theirs behind.
+        // A test may keep its state one level down (the long-path test).
+        let mut dirs = vec![self.0.clone()];
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for dir in dirs {
+            if let Ok(real) = std::fs::canonicalize(&dir) {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(real.to_string_lossy().as_bytes());
+                let _ = std::fs::remove_dir_all(
+                    std::path::Path::new("/run/yunhe").join(hex::encode(&digest[..6])),
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

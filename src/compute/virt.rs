@@ -233,6 +233,8 @@ impl Virt {
     pub async fn destroy_files(&self, id: &str) {
         let dir = self.dir(id);
         let _ = tokio::fs::remove_dir_all(&dir).await;
+        // A VMM killed with SIGKILL could not remove its socket.
+        let _ = tokio::fs::remove_file(self.sockets_dir.join(format!("{id}.sock"))).await;
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -527,7 +529,7 @@ impl Virt {
 /// `/run/yunhe/<hash of the state dir>` for root, else under the temp dir:
 /// short, per state directory (two clouds on one host never share it), and
 /// the same after a restart so running VMMs are found again.
-fn sockets_dir(state_dir: &Path) -> PathBuf {
+pub fn sockets_dir(state_dir: &Path) -> PathBuf {
     use sha2::Digest;
     let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let digest = sha2::Sha256::digest(canonical.to_string_lossy().as_bytes());

@@ -66,6 +66,12 @@ yunhe_stop_server() {
         # VMMs outlive `serve` by design; the ones this test's server started
         # (their spec lies in its temp dir) go with it.
         yunhe_kill_vmms "$_yunhe_tmp"
+        # Their control sockets live in /run/yunhe/<hash of the state dir> (src/compute/virt.rs).
+        if [ -n "${YUNHE_STATE:-}" ] && [ -d "$YUNHE_STATE" ]; then
+            local sockets
+            sockets="/run/yunhe/$(printf %s "$(realpath "$YUNHE_STATE")" | sha256sum | cut -c1-12)"
+            rm -rf "$sockets" 2>/dev/null || true
+        fi
         if [ -n "${YUNHE_SERVER_LOG:-}" ] && [ -f "$_yunhe_tmp/server.log" ]; then
             cp "$_yunhe_tmp/server.log" "$YUNHE_SERVER_LOG" 2>/dev/null || true
         fi
