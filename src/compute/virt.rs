@@ -483,11 +483,20 @@ impl Virt {
             return;
         }
         self.expect_exit(id);
-        if let Some(timeout) = clean_timeout.filter(|t| !t.is_zero())
-            && self.control(id, json!({"cmd": "powerdown"})).await.is_ok()
-            && self.wait_exit(id, timeout).await
-        {
-            return;
+        if let Some(timeout) = clean_timeout.filter(|t| !t.is_zero()) {
+            // Press the power button, and again every second until the
+            // timeout, as Nova re-sends its shutdown request: a guest that
+            // was still starting (or rebooting) may have missed a press.
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if self.control(id, json!({"cmd": "powerdown"})).await.is_err() {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.wait_exit(id, left.min(Duration::from_secs(1))).await {
+                    return;
+                }
+            }
         }
         let _ = self.control(id, json!({"cmd": "stop"})).await;
         if self.wait_exit(id, Duration::from_secs(5)).await {
