@@ -85,17 +85,7 @@ fn summary(s: &ComputeState, image: &BootImage) -> Value {
 }
 
 fn detail(s: &ComputeState, image: &BootImage) -> Value {
-    let metadata: serde_json::Map<String, Value> = image
-        .properties
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), Value::String(text))
-        })
-        .collect();
+    let metadata = metadata_of(&image.properties);
     let status = nova_status(&image.status);
     let mut view = json!({
         "id": image.id,

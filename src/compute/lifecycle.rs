@@ -194,10 +194,10 @@ pub async fn update_server(
     id: &str,
     change: impl FnOnce(&mut Server) + Send + 'static,
 ) -> Option<Server> {
-    let id = id.to_string();
+    let id_owned = id.to_string();
     let result = s
         .write(move |tx| {
-            let Some(mut server) = db::get_server(tx, &id)? else {
+            let Some(mut server) = db::get_server(tx, &id_owned)? else {
                 return Ok(None);
             };
             change(&mut server);
@@ -209,14 +209,10 @@ pub async fn update_server(
     match result {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!(error = %e, server = %id_for_log(&e), "cannot store a server's state");
+            tracing::error!(error = %e, server = %id, "cannot store a server's state");
             None
         }
     }
-}
-
-fn id_for_log(_e: &ComputeError) -> &'static str {
-    "-"
 }
 
 fn fault(message: &str, details: &str) -> Value {
@@ -1598,16 +1594,7 @@ async fn resize(
         Some("resize_prep"),
     )
     .await?;
-    let new = crate::db::servers::FlavorCopy {
-        id: flavor.id.clone(),
-        name: flavor.name.clone(),
-        ram: flavor.ram,
-        vcpus: flavor.vcpus,
-        disk: flavor.disk,
-        ephemeral: flavor.ephemeral,
-        swap: flavor.swap,
-        extra_specs: flavor.extra_specs.clone(),
-    };
+    let new = crate::db::servers::FlavorCopy::from(&flavor);
     run(s, id, rid, move |s, sv| async move {
         let running = sv.vm_state == "active";
         update_server(&s, &sv.id, |x| {

@@ -394,8 +394,7 @@ impl serde::Serialize for ServerView<'_> {
         let mut m = z.serialize_map(None)?;
         let (s, server, mv, admin) = (self.s, self.server, self.mv, self.admin);
         let full = self.full || mv.at_least(75);
-        let result = self.entries(&mut m, s, server, mv, admin, full);
-        result?;
+        self.entries(&mut m, s, server, mv, admin, full)?;
         m.end()
     }
 }
@@ -1106,16 +1105,7 @@ async fn create(
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let user_id = ctx.user_id.clone();
     let now = now_unix();
-    let flavor_copy = FlavorCopy {
-        id: flavor.id.clone(),
-        name: flavor.name.clone(),
-        ram: flavor.ram,
-        vcpus: flavor.vcpus,
-        disk: flavor.disk,
-        ephemeral: flavor.ephemeral,
-        swap: flavor.swap,
-        extra_specs: flavor.extra_specs.clone(),
-    };
+    let flavor_copy = FlavorCopy::from(&flavor);
     let host = super::hosts::hostname();
     let ratios = super::allocation_ratios();
     let facts = super::hosts::capacity(&s.db.state_dir());
@@ -1289,16 +1279,13 @@ async fn create(
     let Some(first) = servers.first() else {
         return Err(ComputeError::Internal("no server was created".into()));
     };
-    let mut body = json!({
+    let body = json!({
         "id": first.id,
         "links": s.links("servers", &first.id),
         "OS-DCF:diskConfig": "MANUAL",
         "security_groups": [{"name": "default"}],
         "adminPass": admin_pass,
     });
-    if mv.at_least(0) && body.get("adminPass").is_none() {
-        body["adminPass"] = json!(admin_pass);
-    }
     let mut response = json_response(StatusCode::ACCEPTED, &json!({"server": body}));
     if let Ok(location) = HeaderValue::from_str(&format!("{}/servers/{}", s.v21_url(), first.id)) {
         response.headers_mut().insert("location", location);
@@ -1334,76 +1321,9 @@ fn regex_match(pattern: &str, text: &str) -> bool {
         .build()
     {
         Ok(re) => re.is_match(text),
-        Err(_) => regex_like_match(pattern, text),
+        // Not a valid expression (or too big): match it as plain text.
+        Err(_) => text.contains(pattern),
     }
-}
-
-fn regex_like_match(pattern: &str, text: &str) -> bool {
-    // Nova matches name filters as regular expressions; support the common
-    // forms: plain substring, ^prefix, suffix$, and '.' / '.*' wildcards.
-    let anchored_start = pattern.starts_with('^');
-    let anchored_end = pattern.ends_with('$') && !pattern.ends_with("\\$");
-    let core = pattern.trim_start_matches('^');
-    let core = if anchored_end {
-        &core[..core.len() - 1]
-    } else {
-        core
-    };
-    let parts: Vec<&str> = core.split(".*").collect();
-    fn match_dot(p: &str, t: &str) -> bool {
-        p.chars().count() == t.chars().count()
-            && p.chars().zip(t.chars()).all(|(a, b)| a == '.' || a == b)
-    }
-    fn find_dot(p: &str, t: &str, from: usize) -> Option<usize> {
-        let plen = p.chars().count();
-        let chars: Vec<(usize, char)> = t.char_indices().collect();
-        (0..=chars.len().saturating_sub(plen)).find_map(|i| {
-            let start = chars.get(i).map(|c| c.0).unwrap_or(t.len());
-            if start < from {
-                return None;
-            }
-            let end = chars.get(i + plen).map(|c| c.0).unwrap_or(t.len());
-            (end <= t.len() && match_dot(p, &t[start..end])).then_some(end)
-        })
-    }
-    let mut pos = 0;
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            continue;
-        }
-        if i == 0 && anchored_start {
-            let plen = part.chars().count();
-            let end = text
-                .char_indices()
-                .nth(plen)
-                .map(|c| c.0)
-                .unwrap_or(text.len());
-            if text.chars().count() < plen || !match_dot(part, &text[..end]) {
-                return false;
-            }
-            pos = end;
-            continue;
-        }
-        match find_dot(part, text, pos) {
-            Some(end) => pos = end,
-            None => return false,
-        }
-    }
-    if anchored_end {
-        let last = parts.last().copied().unwrap_or("");
-        if last.is_empty() {
-            return true;
-        }
-        let plen = last.chars().count();
-        let n = text.chars().count();
-        if n < plen {
-            return false;
-        }
-        let start = text.char_indices().nth(n - plen).map(|c| c.0).unwrap_or(0);
-        return match_dot(last, &text[start..])
-            && (parts.len() > 1 || !anchored_start || text.chars().count() == plen);
-    }
-    true
 }
 
 fn parse_changes_since(text: &str) -> ComputeResult<i64> {
@@ -2205,13 +2125,19 @@ async fn tag_delete(
 
 // ------------------------------------------------ addresses and interfaces
 
+/// A fixed answer about a server the caller may see (sub-resources that
+/// stay empty until networking and volumes exist).
+async fn fixed(s: &S, ctx: &AuthContext, id: &str, body: Value) -> ComputeResult<Response> {
+    load(s, ctx, id).await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
 async fn ips(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"addresses": {}})))
+    fixed(&s, &ctx, &id, json!({"addresses": {}})).await
 }
 
 async fn ips_network(
@@ -2230,11 +2156,7 @@ async fn interfaces(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"interfaceAttachments": []}),
-    ))
+    fixed(&s, &ctx, &id, json!({"interfaceAttachments": []})).await
 }
 
 async fn interface_attach(
@@ -2265,11 +2187,7 @@ async fn security_groups(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"security_groups": []}),
-    ))
+    fixed(&s, &ctx, &id, json!({"security_groups": []})).await
 }
 
 async fn volume_attachments(
@@ -2277,11 +2195,7 @@ async fn volume_attachments(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"volumeAttachments": []}),
-    ))
+    fixed(&s, &ctx, &id, json!({"volumeAttachments": []})).await
 }
 
 async fn password_show(
@@ -2289,8 +2203,7 @@ async fn password_show(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({"password": ""})))
+    fixed(&s, &ctx, &id, json!({"password": ""})).await
 }
 
 async fn password_clear(
@@ -2537,13 +2450,13 @@ mod tests {
 
     #[test]
     fn name_filters_match_like_nova_regexes() {
-        assert!(regex_like_match("vm", "my-vm-1"));
-        assert!(regex_like_match("^my", "my-vm-1"));
-        assert!(!regex_like_match("^vm", "my-vm-1"));
-        assert!(regex_like_match("1$", "my-vm-1"));
-        assert!(regex_like_match("my.vm", "my-vm-1"));
-        assert!(regex_like_match("^my.*1$", "my-vm-1"));
-        assert!(!regex_like_match("2$", "my-vm-1"));
+        assert!(regex_match("vm", "my-vm-1"));
+        assert!(regex_match("^my", "my-vm-1"));
+        assert!(!regex_match("^vm", "my-vm-1"));
+        assert!(regex_match("1$", "my-vm-1"));
+        assert!(regex_match("my.vm", "my-vm-1"));
+        assert!(regex_match("^my.*1$", "my-vm-1"));
+        assert!(!regex_match("2$", "my-vm-1"));
     }
 
     #[test]

@@ -122,9 +122,6 @@ impl Virt {
     }
 
     pub fn socket(&self, id: &str) -> PathBuf {
-        if let Err(e) = create_private_dir(&self.sockets_dir) {
-            tracing::warn!(dir = %self.sockets_dir.display(), error = %e, "cannot create the VMM socket directory");
-        }
         self.sockets_dir.join(format!("{id}.sock"))
     }
 
@@ -298,6 +295,9 @@ impl Virt {
     /// waits until it answers on its socket. Returns the VMM's pid.
     pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
         let dir = self.dir(&server.id);
+        // /run is a tmpfs: the directory may be gone after a host reboot.
+        create_private_dir(&self.sockets_dir)
+            .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
         let spec_path = dir.join("spec.json");
         let spec = self.spec(server, restore);
         tokio::fs::write(&spec_path, spec.to_string())

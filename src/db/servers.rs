@@ -54,6 +54,21 @@ pub struct FlavorCopy {
     pub extra_specs: BTreeMap<String, String>,
 }
 
+impl From<&super::compute::Flavor> for FlavorCopy {
+    fn from(f: &super::compute::Flavor) -> Self {
+        FlavorCopy {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            ram: f.ram,
+            vcpus: f.vcpus,
+            disk: f.disk,
+            ephemeral: f.ephemeral,
+            swap: f.swap,
+            extra_specs: f.extra_specs.clone(),
+        }
+    }
+}
+
 /// A resize of a server, as Nova records it in its migrations table.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct MigrationRecord {
