@@ -28,6 +28,26 @@ pub enum Command {
     Selftest(crate::vmm::SelftestArgs),
     /// Measure start-up time, memory and API throughput against baselines.
     Bench(crate::bench::BenchArgs),
+    /// Inspect the authorization policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Print the effective rules: the release defaults with the overrides of
+    /// <state-dir>/policy.yaml.
+    List(PolicyListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyListArgs {
+    /// The state directory whose policy.yaml applies (as for `serve`).
+    #[arg(long, env = "YUNHE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Only this service: identity, compute, image, network or volume.
+    #[arg(long)]
+    pub service: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,19 +98,22 @@ pub struct ServeArgs {
     pub force_config_drive: bool,
 }
 
+/// The state directory when none is given: /var/lib/yunhe for root, else
+/// ~/.local/share/yunhe.
+pub fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return PathBuf::from("/var/lib/yunhe");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/yunhe")
+}
+
 impl ServeArgs {
     /// The state directory to use when none was given.
     pub fn resolved_state_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.state_dir {
-            return dir.clone();
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if euid == 0 {
-            return PathBuf::from("/var/lib/yunhe");
-        }
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-        home.join(".local/share/yunhe")
+        self.state_dir.clone().unwrap_or_else(default_state_dir)
     }
 
     /// The public base URL without a trailing slash.
@@ -121,5 +144,9 @@ pub fn run() -> ExitCode {
         Command::Vmm(args) => crate::vmm::vmm_main(args),
         Command::Selftest(args) => crate::vmm::selftest_main(args),
         Command::Bench(args) => crate::bench::bench_main(args),
+        Command::Policy(PolicyCommand::List(args)) => crate::policy::list_main(
+            &args.state_dir.unwrap_or_else(default_state_dir),
+            args.service.as_deref(),
+        ),
     }
 }

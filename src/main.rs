@@ -14,6 +14,7 @@ mod http;
 mod identity;
 mod image;
 mod network;
+mod policy;
 mod server;
 mod vmm;
 mod volume;

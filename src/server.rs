@@ -35,6 +35,9 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    /// The policy file could not be applied.
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
     /// The async runtime could not start or the server failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
@@ -155,7 +158,16 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
     });
-    let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
+    let policy = crate::policy::Policy::load(&state_dir)?;
+    if let Some(path) = &policy.source {
+        tracing::info!(file = %path.display(), "policy overrides applied");
+    }
+    let identity = IdentityState::new(
+        db,
+        public_url.clone(),
+        args.token_ttl as i64,
+        Arc::new(policy),
+    );
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");

@@ -34,6 +34,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
+
+use crate::policy::{Service, Target};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -618,6 +620,25 @@ pub fn int_field(value: &Value, key: &str, min: i64, max: i64) -> ComputeResult<
 /// Query string as a map (the last value of a repeated key wins).
 pub fn query_map(query: Vec<(String, String)>) -> HashMap<String, String> {
     query.into_iter().collect()
+}
+
+/// Enforces a Nova rule (`os_compute_api:…`) for the caller on the target:
+/// 403 "Policy doesn't allow … to be performed." as Nova answers.
+pub fn authorize(
+    s: &ComputeState,
+    ctx: &AuthContext,
+    rule: &str,
+    target: &Target,
+) -> ComputeResult<()> {
+    s.identity
+        .policy
+        .enforce(Service::Compute, &ctx.credentials(), rule, target)
+        .map_err(|e| policy_forbids(e.rule()))
+}
+
+/// The target of most Nova rules: the project (and user) a thing belongs to.
+pub fn owner_target(project_id: &str, user_id: &str) -> Target {
+    Target::project(project_id).with("user_id", user_id)
 }
 
 /// 403 unless the caller is an administrator.

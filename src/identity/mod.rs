@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 
 use crate::db::{Db, DbError};
 use crate::http::json_response;
+use crate::policy::{Policy, Service, Target};
 
 pub use token::AuthContext;
 
@@ -117,10 +118,17 @@ pub struct IdentityState {
     token_cache: RwLock<HashMap<String, (u64, Arc<AuthContext>)>>,
     /// Bumped on every identity write: cached validations older than it are redone.
     epoch: AtomicU64,
+    /// Who may do what, for every service (src/policy).
+    pub policy: Arc<Policy>,
 }
 
 impl IdentityState {
-    pub fn new(db: Db, public_url: String, token_ttl: i64) -> Arc<IdentityState> {
+    pub fn new(
+        db: Db,
+        public_url: String,
+        token_ttl: i64,
+        policy: Arc<Policy>,
+    ) -> Arc<IdentityState> {
         let _ = AUTH_URI.set(format!("{public_url}/identity"));
         Arc::new(IdentityState {
             db,
@@ -128,7 +136,15 @@ impl IdentityState {
             token_ttl,
             token_cache: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(1),
+            policy,
         })
+    }
+
+    /// Enforces an identity rule (`identity:…`) for the caller on the target.
+    pub fn authorize(&self, ctx: &AuthContext, rule: &str, target: &Target) -> IdentityResult<()> {
+        self.policy
+            .enforce(Service::Identity, &ctx.credentials(), rule, target)
+            .map_err(|e| IdentityError::Forbidden(e.rule().to_string()))
     }
 
     /// Base of every identity link: `<public>/identity/v3`.

@@ -75,6 +75,26 @@ impl AuthContext {
         self.has_role("admin")
     }
 
+    /// The caller as the policy module sees it.
+    pub fn credentials(&self) -> crate::policy::Credentials {
+        let mut creds = crate::policy::Credentials {
+            user_id: self.user_id.clone(),
+            user_domain_id: self.user_domain_id.clone(),
+            roles: self.roles.iter().map(|(_, name)| name.clone()).collect(),
+            ..Default::default()
+        };
+        match &self.scope {
+            Scope::Project { id, domain_id, .. } => {
+                creds.project_id = Some(id.clone());
+                creds.project_domain_id = Some(domain_id.clone());
+            }
+            Scope::Domain { id, .. } => creds.domain_id = Some(id.clone()),
+            Scope::System => creds.system = true,
+            Scope::Unscoped => {}
+        }
+        creds
+    }
+
     pub fn project_id(&self) -> Option<&str> {
         match &self.scope {
             Scope::Project { id, .. } => Some(id),

@@ -29,7 +29,8 @@ use serde_json::json;
 
 use crate::db::{Db, DbError};
 use crate::http::{ApiVersion, json_response};
-use crate::identity::{HasIdentity, IdentityState};
+use crate::identity::{AuthContext, HasIdentity, IdentityState};
+use crate::policy::{Service, Target};
 
 /// Errors of the image service, rendered as Glance (webob) renders them.
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +315,20 @@ fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
 }
 
 /// Routes of this service, at `/image`.
+/// Enforces a Glance rule (`get_image`, `add_image`, …) for the caller on
+/// the target: 403 as Glance answers.
+pub fn authorize(
+    s: &ImageState,
+    ctx: &AuthContext,
+    rule: &str,
+    target: &Target,
+) -> ImageResult<()> {
+    s.identity
+        .policy
+        .enforce(Service::Image, &ctx.credentials(), rule, target)
+        .map_err(|e| ImageError::Forbidden(format!("You are not authorized to {}.", e.rule())))
+}
+
 pub fn router(identity: Arc<IdentityState>) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
