@@ -98,6 +98,8 @@ pub(crate) fn start_server(
             "127.0.0.1:0",
             "--admin-password",
             "bench-password",
+            // The benches measure the API, not TLS.
+            "--insecure-http",
         ])
         .arg("--state-dir")
         .arg(state_dir)

@@ -70,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "YUNHE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Base URL clients use to reach this server (goes into the service catalog).
-    /// Defaults to http://<listen address>.
+    /// Defaults to https://<listen address> (http:// with --insecure-http).
     #[arg(long, env = "YUNHE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Password of the `admin` user, set on first start only. Random if not given.
@@ -96,6 +96,17 @@ pub struct ServeArgs {
     /// when a server asks for it.
     #[arg(long, env = "YUNHE_FORCE_CONFIG_DRIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub force_config_drive: bool,
+    /// Serve this certificate chain (PEM) instead of one from yunhe's own
+    /// local CA. Needs --tls-key.
+    #[arg(long, env = "YUNHE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "YUNHE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS. Tokens and passwords then cross the
+    /// network in clear: only for a trusted network or a TLS proxy in front.
+    #[arg(long, env = "YUNHE_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub insecure_http: bool,
 }
 
 /// The state directory when none is given: /var/lib/yunhe for root, else
@@ -129,7 +140,8 @@ impl ServeArgs {
                 } else {
                     addr.ip().to_string()
                 };
-                format!("http://{}:{}", host, addr.port())
+                let scheme = if self.insecure_http { "http" } else { "https" };
+                format!("{scheme}://{}:{}", host, addr.port())
             }
         }
     }

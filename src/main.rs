@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod policy;
 mod server;
+mod tls;
 mod vmm;
 mod volume;
 mod web;

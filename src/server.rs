@@ -35,6 +35,9 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    /// HTTPS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The policy file could not be applied.
     #[error("{0}")]
     Policy(#[from] crate::policy::PolicyError),
@@ -136,6 +139,21 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(dir_error)?;
 
+    let tls = if args.insecure_http {
+        None
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(crate::tls::from_files(cert, key)?)
+    } else {
+        let names = crate::tls::certificate_names(url_host(&public_url));
+        let dir = state_dir.join("tls");
+        Some(
+            tokio::task::spawn_blocking(move || crate::tls::local_ca(&dir, &names))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))??,
+        )
+    };
+    let ca_file = tls.as_ref().and_then(|t| t.ca_file.clone());
+
     let db_path = state_dir.join("yunhe.db");
     let (db, report) = {
         let state_dir = state_dir.clone();
@@ -143,8 +161,14 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         let password = args.admin_password.clone();
         tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
             let db = Db::open(&db_path)?;
-            let report =
-                bootstrap::run(&db, &state_dir, &public_url, password.as_deref(), CATALOG)?;
+            let report = bootstrap::run(
+                &db,
+                &state_dir,
+                &public_url,
+                password.as_deref(),
+                CATALOG,
+                ca_file.as_deref(),
+            )?;
             Ok((db, report))
         })
         .await
@@ -189,10 +213,130 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
         report.clouds_yaml.display()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    if let Some(ca) = tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        println!(
+            "  tls:         certificate from yunhe's local CA {}",
+            ca.display()
+        );
+    } else if tls.is_none() {
+        println!(
+            "  tls:         off (--insecure-http): passwords and tokens cross the network in clear"
+        );
+    }
+    match tls {
+        Some(tls) => serve_tls(listener, app, tls.config).await?,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?
+        }
+    }
     tracing::info!("yunhe stopped");
+    Ok(())
+}
+
+/// The host of a URL (`https://[::1]:8080/x` → `[::1]`).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// Serves HTTPS on the listener until SIGINT/SIGTERM, then lets open
+/// connections finish (10 s at most). Each connection gets the peer
+/// address as axum's `ConnectInfo`, as the plain-HTTP path does.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    // Connections watch this to finish gracefully; each holds a clone of
+    // `open` so the end can wait for them.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let open = Arc::new(());
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let mut stop = stop_rx.clone();
+        let held = open.clone();
+        let service = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        tokio::spawn(async move {
+            let _held = held;
+            // A client that never finishes the handshake is dropped.
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let stopping = async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            };
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopping => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&open) > 1 {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!("connections still open after 10 s; stopping anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

@@ -67,6 +67,7 @@ pub fn run(
     public_url: &str,
     admin_password: Option<&str>,
     services: &[CatalogEntry],
+    ca_file: Option<&Path>,
 ) -> IdentityResult<BootstrapReport> {
     let admin_exists = db.read_blocking(|conn| {
         Ok(store::get_user_by_name(conn, DEFAULT_DOMAIN, "admin")?.is_some())
@@ -210,8 +211,14 @@ pub fn run(
 
     let clouds_yaml = state_dir.join("clouds.yaml");
     let openrc = state_dir.join("admin-openrc.sh");
-    if let Some(password) = &new_password {
-        write_client_files(&clouds_yaml, &openrc, &public_url, password)?;
+    // The files are kept true to the current URL and CA on every start;
+    // the password is known on first start, and read back from clouds.yaml
+    // afterwards (the state file keeps only its hash).
+    let password = new_password
+        .clone()
+        .or_else(|| password_in_clouds_yaml(&clouds_yaml));
+    if let Some(password) = &password {
+        write_client_files(&clouds_yaml, &openrc, &public_url, password, ca_file)?;
     }
     Ok(BootstrapReport {
         created_admin: new_password.is_some(),
@@ -241,11 +248,21 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// The admin password in a clouds.yaml this bootstrap wrote.
+fn password_in_clouds_yaml(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("password: "))?;
+    serde_json::from_str(line.trim()).ok()
+}
+
 fn write_client_files(
     clouds_yaml: &Path,
     openrc: &Path,
     public_url: &str,
     password: &str,
+    ca_file: Option<&Path>,
 ) -> IdentityResult<()> {
     let auth_url = format!("{public_url}/identity");
     // JSON strings are valid YAML double-quoted scalars.
@@ -256,6 +273,24 @@ fn write_client_files(
          project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    \
          region_name: {REGION}\n    interface: public\n    identity_api_version: 3\n"
     );
+    let (yaml_ca, rc_ca) = match ca_file {
+        Some(ca) => {
+            let ca = ca.display().to_string();
+            let quoted =
+                serde_json::to_string(&ca).map_err(|e| IdentityError::Internal(e.to_string()))?;
+            (
+                format!("    cacert: {quoted}\n"),
+                format!("export OS_CACERT={}\n", shell_quote(&ca)),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    let yaml = yaml + &yaml_ca;
+    if std::fs::read_to_string(clouds_yaml).is_ok_and(|old| old == yaml)
+        && std::fs::read_to_string(openrc).is_ok_and(|old| old.ends_with(&rc_ca))
+    {
+        return Ok(());
+    }
     write_private(clouds_yaml, &yaml)?;
     let rc = format!(
         "# Source this file to use the openstack CLI against yunhe as admin.\n\
@@ -264,6 +299,6 @@ fn write_client_files(
          export OS_REGION_NAME={REGION}\nexport OS_IDENTITY_API_VERSION=3\nexport OS_INTERFACE=public\n",
         shell_quote(&auth_url),
         shell_quote(password)
-    );
+    ) + &rc_ca;
     write_private(openrc, &rc)
 }

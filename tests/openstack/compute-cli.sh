@@ -264,12 +264,14 @@ else fail "vm2 (from the snapshot) -> ACTIVE"; fi
 # --- the serial console over its websocket ------------------------------------------
 check "openstack console url show --serial vm1" openstack console url show --serial vm1 -f json
 ws_url="$(json 'd["url"]' 2>/dev/null)"
-case "$ws_url" in ws://*/compute/serial-console\?token=*) pass "the serial console URL is ws://.../compute/serial-console?token=...";;
-    *) fail "the serial console URL is ws://.../compute/serial-console?token=...";; esac
+case "$ws_url" in ws://*/compute/serial-console\?token=*|wss://*/compute/serial-console\?token=*) pass "the serial console URL is ws(s)://.../compute/serial-console?token=...";;
+    *) fail "the serial console URL is ws(s)://.../compute/serial-console?token=...";; esac
 ws_client='
-import base64, os, socket, sys, time, urllib.parse
+import base64, os, socket, ssl, sys, time, urllib.parse
 u = urllib.parse.urlsplit(sys.argv[1])
 sock = socket.create_connection((u.hostname, u.port or 80), timeout=10)
+if u.scheme == "wss":
+    sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
 key = base64.b64encode(os.urandom(16)).decode()
 sock.sendall(("GET %s?%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n"

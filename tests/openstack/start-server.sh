@@ -108,8 +108,11 @@ yunhe_start_server() {
     local attempt
     for attempt in 1 2 3; do
         YUNHE_PORT="$(yunhe_free_port)"
-        YUNHE_URL="http://127.0.0.1:$YUNHE_PORT"
-        "$bin" serve --state-dir "$YUNHE_STATE" --listen "127.0.0.1:$YUNHE_PORT" "$@" \
+        # HTTPS with yunhe's own CA, as a user gets it (YUNHE_TEST_TLS=0: plain HTTP).
+        local scheme=https tls_args=()
+        if [ "${YUNHE_TEST_TLS:-1}" = 0 ]; then scheme=http; tls_args=(--insecure-http); fi
+        YUNHE_URL="$scheme://127.0.0.1:$YUNHE_PORT"
+        "$bin" serve --state-dir "$YUNHE_STATE" --listen "127.0.0.1:$YUNHE_PORT" "${tls_args[@]}" "$@" \
             >>"$_yunhe_tmp/server.log" 2>&1 </dev/null &
         YUNHE_PID=$!
         local deadline=$(( $(date +%s) + timeout )) code=""
@@ -119,7 +122,8 @@ yunhe_start_server() {
                 YUNHE_PID=""
                 break
             fi
-            code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$YUNHE_URL/healthz" || true)"
+            # The CA appears on first start: until then curl cannot verify.
+            code="$(CURL_CA_BUNDLE="$YUNHE_STATE/tls/ca.pem" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$YUNHE_URL/healthz" || true)"
             [ "$code" = "200" ] && break
             if [ "$(date +%s)" -ge "$deadline" ]; then
                 echo "yunhe: /healthz not 200 after ${timeout}s (last: $code)" >&2
@@ -146,6 +150,12 @@ yunhe_start_server() {
         fi
     done
     export YUNHE_URL YUNHE_PORT YUNHE_PID YUNHE_STATE
+    if [ -f "$YUNHE_STATE/tls/ca.pem" ]; then
+        # Every client of the tests trusts yunhe's CA: curl, python's ssl
+        # (websockets, tempest's urllib3 through its own setting), requests.
+        YUNHE_CA="$YUNHE_STATE/tls/ca.pem"
+        export YUNHE_CA CURL_CA_BUNDLE="$YUNHE_CA" SSL_CERT_FILE="$YUNHE_CA" REQUESTS_CA_BUNDLE="$YUNHE_CA" OS_CACERT="$YUNHE_CA"
+    fi
     export OS_CLIENT_CONFIG_FILE="$YUNHE_STATE/clouds.yaml" OS_CLOUD=yunhe
     echo "yunhe: server pid $YUNHE_PID at $YUNHE_URL, state $YUNHE_STATE" >&2
 }

@@ -48,6 +48,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--admin-password",
                 ADMIN_PASSWORD,
+                // The Rust tests speak plain HTTP; tests/tls.rs covers HTTPS.
+                "--insecure-http",
             ])
             .arg("--state-dir")
             .arg(&state_dir)

@@ -60,6 +60,11 @@ text = re.sub(r"@([A-Z0-9_]+)@", lambda m: os.environ["TC_" + m.group(1)].replac
 open(dst, "w").write(text)
 PYEOF
 [ $? -eq 0 ] || { echo "writing tempest.conf failed"; echo "0 passed, 1 failed"; exit 1; }
+# yunhe serves HTTPS with its own CA: tempest trusts it (oslo.config: a later
+# section's value wins).
+if [ -n "${YUNHE_CA:-}" ]; then
+    printf '\n[identity]\nca_certificates_file = %s\n' "$YUNHE_CA" >> "$work/ws/etc/tempest.conf"
+fi
 # Extra sections for other services' runs (oslo.config: a later value wins).
 if [ -n "${YUNHE_TEMPEST_CONF_EXTRA:-}" ]; then
     cat "$YUNHE_TEMPEST_CONF_EXTRA" >> "$work/ws/etc/tempest.conf"
