@@ -12,7 +12,6 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, apply_filters,
@@ -20,6 +19,7 @@ use super::{
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
 use crate::http::{json_response, no_content};
+use crate::policy::Target;
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -148,9 +148,10 @@ fn find_endpoint(conn: &Connection, id: &str) -> IdentityResult<Endpoint> {
 
 async fn list_regions(
     State(s): State<Arc<IdentityState>>,
-    Auth(_ctx): Auth,
+    Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    s.authorize(&ctx, "identity:list_regions", &Target::new())?;
     let base = s.v3_url();
     let items = s
         .read(move |conn| {
@@ -219,7 +220,7 @@ async fn create_region(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_region")?;
+    s.authorize(&ctx, "identity:create_region", &Target::new())?;
     save_new_region(&s, None, body).await
 }
 
@@ -229,15 +230,16 @@ async fn create_region_with_id(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_region")?;
+    s.authorize(&ctx, "identity:create_region", &Target::new())?;
     save_new_region(&s, Some(id), body).await
 }
 
 async fn get_region(
     State(s): State<Arc<IdentityState>>,
-    Auth(_ctx): Auth,
+    Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
+    s.authorize(&ctx, "identity:get_region", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(region_json(&find_region(conn, &id)?, &base)))
@@ -251,7 +253,7 @@ async fn update_region(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_region")?;
+    s.authorize(&ctx, "identity:update_region", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "region")?;
     let base = s.v3_url();
@@ -288,7 +290,7 @@ async fn delete_region(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_region")?;
+    s.authorize(&ctx, "identity:delete_region", &Target::new())?;
     s.write(move |tx| {
         find_region(tx, &id)?;
         if store::list_regions(tx)?
@@ -316,7 +318,7 @@ async fn list_services(
     admin_list(
         &s,
         &ctx,
-        "list_services",
+        ("identity:list_services", &Target::new()),
         ("services", "services"),
         store::list_services,
         service_json,
@@ -330,7 +332,7 @@ async fn create_service(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_service")?;
+    s.authorize(&ctx, "identity:create_service", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "service")?;
     let kind = opt_string(&obj, "type")?
@@ -362,7 +364,7 @@ async fn get_service(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_service")?;
+    s.authorize(&ctx, "identity:get_service", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(service_json(&find_service(conn, &id)?, &base)))
@@ -376,7 +378,7 @@ async fn update_service(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_service")?;
+    s.authorize(&ctx, "identity:update_service", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "service")?;
     let base = s.v3_url();
@@ -411,11 +413,17 @@ async fn delete_service(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_service", id, |tx, id| {
-        find_service(tx, id)?;
-        store::delete_service(tx, id)?;
-        Ok(())
-    })
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_service", &Target::new()),
+        id,
+        |tx, id| {
+            find_service(tx, id)?;
+            store::delete_service(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -429,7 +437,7 @@ async fn list_endpoints(
     admin_list(
         &s,
         &ctx,
-        "list_endpoints",
+        ("identity:list_endpoints", &Target::new()),
         ("endpoints", "endpoints"),
         store::list_endpoints,
         endpoint_json,
@@ -463,7 +471,7 @@ async fn create_endpoint(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_endpoint")?;
+    s.authorize(&ctx, "identity:create_endpoint", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "endpoint")?;
     let interface = opt_string(&obj, "interface")?
@@ -524,7 +532,7 @@ async fn get_endpoint(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_endpoint")?;
+    s.authorize(&ctx, "identity:get_endpoint", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(endpoint_json(&find_endpoint(conn, &id)?, &base)))
@@ -538,7 +546,7 @@ async fn update_endpoint(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_endpoint")?;
+    s.authorize(&ctx, "identity:update_endpoint", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "endpoint")?;
     let base = s.v3_url();
@@ -587,10 +595,16 @@ async fn delete_endpoint(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_endpoint", id, |tx, id| {
-        find_endpoint(tx, id)?;
-        store::delete_endpoint(tx, id)?;
-        Ok(())
-    })
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_endpoint", &Target::new()),
+        id,
+        |tx, id| {
+            find_endpoint(tx, id)?;
+            store::delete_endpoint(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }

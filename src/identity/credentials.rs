@@ -21,6 +21,7 @@ use super::{
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
 use crate::http::{json_response, no_content};
+use crate::policy::{Service, Target};
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -96,12 +97,18 @@ fn role_values(conn: &rusqlite::Connection, ids: &[String]) -> IdentityResult<Ve
         .collect())
 }
 
-fn own_or_admin(ctx: &AuthContext, user_id: &str, action: &str) -> IdentityResult<()> {
-    if ctx.user_id == user_id || ctx.is_admin() {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!("identity:{action}")))
-    }
+/// The target of the calls under `/v3/users/{user_id}/…`: the path's user
+/// (Keystone's `owner` rule reads `%(user_id)s`).
+fn path_user_target(user_id: &str) -> Target {
+    Target::new().with("user_id", user_id)
+}
+
+/// Keystone's `target.credential.*` for a credential.
+fn credential_target(user_id: &str, project_id: Option<&str>, kind: Option<&str>) -> Target {
+    Target::new()
+        .with("target.credential.user_id", user_id)
+        .with_opt("target.credential.project_id", project_id)
+        .with_opt("target.credential.type", kind)
 }
 
 async fn create_app_cred(
@@ -110,11 +117,11 @@ async fn create_app_cred(
     Path(user_id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    if ctx.user_id != user_id {
-        return Err(IdentityError::Forbidden(
-            "identity:create_application_credential".into(),
-        ));
-    }
+    s.authorize(
+        &ctx,
+        "identity:create_application_credential",
+        &path_user_target(&user_id),
+    )?;
     if ctx
         .app_cred
         .as_ref()
@@ -208,7 +215,11 @@ async fn list_app_creds(
     Path(user_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "list_application_credentials")?;
+    s.authorize(
+        &ctx,
+        "identity:list_application_credentials",
+        &path_user_target(&user_id),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{user_id}/application_credentials", s.v3_url());
     let items = s
@@ -230,7 +241,16 @@ async fn get_app_cred(
     Auth(ctx): Auth,
     Path((user_id, id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "get_application_credential")?;
+    // Keystone's target is the credential's owner, not the path's user.
+    let lookup = id.clone();
+    let owner = s
+        .read(move |conn| Ok(store::get_app_cred(conn, &lookup)?.map(|c| c.user_id)))
+        .await?;
+    s.authorize(
+        &ctx,
+        "identity:get_application_credential",
+        &path_user_target(owner.as_deref().unwrap_or(&user_id)),
+    )?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| {
@@ -254,7 +274,16 @@ async fn delete_app_cred(
     Auth(ctx): Auth,
     Path((user_id, id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "delete_application_credential")?;
+    // Keystone's target is the credential's owner, not the path's user.
+    let lookup = id.clone();
+    let owner = s
+        .read(move |conn| Ok(store::get_app_cred(conn, &lookup)?.map(|c| c.user_id)))
+        .await?;
+    s.authorize(
+        &ctx,
+        "identity:delete_application_credential",
+        &path_user_target(owner.as_deref().unwrap_or(&user_id)),
+    )?;
     s.write(move |tx| {
         store::get_app_cred(tx, &id)?
             .filter(|c| c.user_id == user_id)
@@ -312,12 +341,16 @@ async fn create_credential(
     let obj = take_object(&mut body, "credential")?;
     let user_id = opt_string(&obj, "user_id")?
         .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
-    own_or_admin(&ctx, &user_id, "create_credential")?;
     let kind = opt_string(&obj, "type")?
         .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
     let blob = opt_string(&obj, "blob")?
         .ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?;
     let project_id = opt_string(&obj, "project_id")?;
+    s.authorize(
+        &ctx,
+        "identity:create_credential",
+        &credential_target(&user_id, project_id.as_deref(), Some(&kind)),
+    )?;
     if kind == "ec2" && project_id.is_none() {
         return Err(IdentityError::BadRequest(
             "An ec2 credential needs a project_id.".into(),
@@ -354,18 +387,28 @@ async fn list_credentials(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    let target = if matches!(ctx.scope, super::token::Scope::System) {
+        Target::new()
+    } else {
+        credential_target(&ctx.user_id, None, None)
+    };
+    s.authorize(&ctx, "identity:list_credentials", &target)?;
+    // Only those the caller may get, as Keystone filters the list.
     let base = s.v3_url();
-    let admin = ctx.is_admin();
-    let me = ctx.user_id.clone();
-    let items = s
-        .read(move |conn| {
-            Ok(store::list_credentials(conn)?
-                .iter()
-                .filter(|c| admin || c.user_id == me)
-                .map(|c| credential_json(c, &base))
-                .collect())
+    let creds = ctx.credentials();
+    let all = s.read(|conn| Ok(store::list_credentials(conn)?)).await?;
+    let items = all
+        .iter()
+        .filter(|c| {
+            s.policy.allows(
+                Service::Identity,
+                &creds,
+                "identity:get_credential",
+                &credential_target(&c.user_id, c.project_id.as_deref(), Some(&c.kind)),
+            )
         })
-        .await?;
+        .map(|c| credential_json(c, &base))
+        .collect();
     let items = apply_filters(items, &q, &["user_id", "type"]);
     Ok(list_response(
         "credentials",
@@ -374,18 +417,24 @@ async fn list_credentials(
     ))
 }
 
-async fn load_visible(
+/// Loads a credential for `rule`, enforced on the credential (a missing one
+/// gives an empty target, so the caller is refused before learning whether
+/// it exists).
+async fn load_authorized(
     s: &Arc<IdentityState>,
     ctx: &AuthContext,
+    rule: &str,
     id: String,
 ) -> IdentityResult<Credential> {
     let found = s
         .read(move |conn| Ok(store::get_credential(conn, &id)?))
         .await?;
-    match found {
-        Some(c) if ctx.is_admin() || c.user_id == ctx.user_id => Ok(c),
-        _ => Err(IdentityError::NotFound("Could not find credential.".into())),
-    }
+    let target = match &found {
+        Some(c) => credential_target(&c.user_id, c.project_id.as_deref(), Some(&c.kind)),
+        None => Target::new(),
+    };
+    s.authorize(ctx, rule, &target)?;
+    found.ok_or_else(|| IdentityError::NotFound("Could not find credential.".into()))
 }
 
 async fn get_credential(
@@ -393,7 +442,7 @@ async fn get_credential(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    let credential = load_visible(&s, &ctx, id).await?;
+    let credential = load_authorized(&s, &ctx, "identity:get_credential", id).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"credential": credential_json(&credential, &s.v3_url())}),
@@ -406,7 +455,7 @@ async fn update_credential(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut credential = load_visible(&s, &ctx, id).await?;
+    let mut credential = load_authorized(&s, &ctx, "identity:update_credential", id).await?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "credential")?;
     if let Some(blob) = opt_string(&obj, "blob")? {
@@ -419,9 +468,18 @@ async fn update_credential(
         credential.project_id = opt_string(&obj, "project_id")?;
     }
     if let Some(user_id) = opt_string(&obj, "user_id")? {
-        own_or_admin(&ctx, &user_id, "update_credential")?;
         credential.user_id = user_id;
     }
+    // As Keystone: the changed credential must still be the caller's to update.
+    s.authorize(
+        &ctx,
+        "identity:update_credential",
+        &credential_target(
+            &credential.user_id,
+            credential.project_id.as_deref(),
+            Some(&credential.kind),
+        ),
+    )?;
     credential.extra.extend(strip_reserved(
         obj,
         &["user_id", "project_id", "type", "blob"],
@@ -441,7 +499,7 @@ async fn delete_credential(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    let credential = load_visible(&s, &ctx, id).await?;
+    let credential = load_authorized(&s, &ctx, "identity:delete_credential", id).await?;
     s.write(move |tx| {
         store::delete_credential(tx, &credential.id)?;
         Ok(())
@@ -477,7 +535,11 @@ async fn create_ec2(
     Path(user_id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "ec2_create_credential")?;
+    s.authorize(
+        &ctx,
+        "identity:ec2_create_credential",
+        &credential_target(&user_id, None, Some("ec2")),
+    )?;
     let body = parse_body(&body)?;
     let project_id = opt_string(&body, "tenant_id")?
         .ok_or_else(|| IdentityError::BadRequest("'tenant_id' is a required property.".into()))?;
@@ -523,7 +585,11 @@ async fn list_ec2(
     Auth(ctx): Auth,
     Path(user_id): Path<String>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "ec2_list_credentials")?;
+    s.authorize(
+        &ctx,
+        "identity:ec2_list_credentials",
+        &path_user_target(&user_id),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{user_id}/credentials/OS-EC2", s.v3_url());
     let items = s
@@ -557,7 +623,11 @@ async fn get_ec2(
     Auth(ctx): Auth,
     Path((user_id, access)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "ec2_get_credential")?;
+    s.authorize(
+        &ctx,
+        "identity:ec2_get_credential",
+        &credential_target(&user_id, None, Some("ec2")),
+    )?;
     let credential = find_ec2(&s, user_id, &access).await?;
     let value = ec2_json(&credential, &s.v3_url())
         .ok_or_else(|| IdentityError::Internal("an ec2 blob did not round-trip".into()))?;
@@ -569,7 +639,11 @@ async fn delete_ec2(
     Auth(ctx): Auth,
     Path((user_id, access)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    own_or_admin(&ctx, &user_id, "ec2_delete_credential")?;
+    s.authorize(
+        &ctx,
+        "identity:ec2_delete_credential",
+        &credential_target(&user_id, None, Some("ec2")),
+    )?;
     let credential = find_ec2(&s, user_id, &access).await?;
     s.write(move |tx| {
         store::delete_credential(tx, &credential.id)?;

@@ -410,13 +410,14 @@ pub fn apply_filters(
         .collect()
 }
 
-/// An admin-only list as most Keystone collections have it: every row,
-/// rendered, filtered by the allowed query attributes. `path` is the
-/// collection's path below `/v3` (for its `self` link).
+/// A list as most Keystone collections have it, behind the rule `action`
+/// (`identity:list_…`) on `target`: every row, rendered, filtered by the
+/// allowed query attributes. `path` is the collection's path below `/v3`
+/// (for its `self` link).
 pub async fn admin_list<T, L, V>(
     state: &Arc<IdentityState>,
     ctx: &AuthContext,
-    action: &str,
+    (action, target): (&str, &Target),
     (collection, path): (&'static str, &str),
     load: L,
     view: V,
@@ -427,9 +428,7 @@ where
     L: FnOnce(&rusqlite::Connection) -> crate::db::DbResult<Vec<T>> + Send + 'static,
     V: Fn(&T, &str) -> Value + Send + 'static,
 {
-    if !ctx.is_admin() {
-        return Err(IdentityError::Forbidden(format!("identity:{action}")));
-    }
+    state.authorize(ctx, action, target)?;
     let base = state.v3_url();
     let items = state
         .read(move |conn| Ok(load(conn)?.iter().map(|item| view(item, &base)).collect()))
@@ -442,21 +441,20 @@ where
     ))
 }
 
-/// An admin-only delete: `remove` runs in one write transaction and fails
-/// with NotFound when the id names nothing; the answer is 204.
+/// A delete behind the rule `action` (`identity:delete_…`) on `target`:
+/// `remove` runs in one write transaction and fails with NotFound when the
+/// id names nothing; the answer is 204.
 pub async fn admin_delete<F>(
     state: &Arc<IdentityState>,
     ctx: &AuthContext,
-    action: &str,
+    (action, target): (&str, &Target),
     id: String,
     remove: F,
 ) -> IdentityResult<Response>
 where
     F: FnOnce(&rusqlite::Connection, &str) -> IdentityResult<()> + Send + 'static,
 {
-    if !ctx.is_admin() {
-        return Err(IdentityError::Forbidden(format!("identity:{action}")));
-    }
+    state.authorize(ctx, action, target)?;
     state.write(move |tx| remove(tx, &id)).await?;
     Ok(crate::http::no_content())
 }
@@ -467,4 +465,51 @@ pub fn list_response(collection: &str, items: Vec<Value>, self_url: String) -> R
         StatusCode::OK,
         &json!({collection: items, "links": {"self": self_url, "previous": null, "next": null}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::{Policy, Service};
+
+    /// The identity sources, scanned for the rule names their handlers pass.
+    const SOURCES: [(&str, &str); 7] = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("resources.rs", include_str!("resources.rs")),
+        ("roles.rs", include_str!("roles.rs")),
+        ("catalog.rs", include_str!("catalog.rs")),
+        ("policies.rs", include_str!("policies.rs")),
+        ("credentials.rs", include_str!("credentials.rs")),
+        ("token.rs", include_str!("token.rs")),
+    ];
+
+    /// Every quoted `"identity:<rule>"` in the sources.
+    fn rule_names(source: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for (start, _) in source.match_indices("\"identity:") {
+            let rest = &source[start + 1..];
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            if len > "identity:".len() && rest[len..].starts_with('"') {
+                names.push(rest[..len].to_string());
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_rule_a_handler_passes_is_a_keystone_default() {
+        let policy = Policy::defaults().expect("defaults parse");
+        let mut seen = 0;
+        for (file, source) in SOURCES {
+            for name in rule_names(source) {
+                assert!(
+                    policy.has_rule(Service::Identity, &name),
+                    "{file}: {name} is not one of Keystone's rules"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 90, "only {seen} rule names found");
+    }
 }

@@ -12,7 +12,6 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::resources::require_admin;
 use super::views::strip_reserved;
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, new_id,
@@ -20,6 +19,7 @@ use super::{
 };
 use crate::db::identity::{self as store, EndpointGroup, Policy};
 use crate::http::json_response;
+use crate::policy::Target;
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -64,7 +64,7 @@ async fn list_policies(
     admin_list(
         &s,
         &ctx,
-        "list_policies",
+        ("identity:list_policies", &Target::new()),
         ("policies", "policies"),
         store::list_policies,
         policy_json,
@@ -78,7 +78,7 @@ async fn create_policy(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_policy")?;
+    s.authorize(&ctx, "identity:create_policy", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "policy")?;
     let policy = Policy {
@@ -107,7 +107,7 @@ async fn get_policy(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_policy")?;
+    s.authorize(&ctx, "identity:get_policy", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(policy_json(&find_policy(conn, &id)?, &base)))
@@ -121,7 +121,7 @@ async fn update_policy(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_policy")?;
+    s.authorize(&ctx, "identity:update_policy", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "policy")?;
     let base = s.v3_url();
@@ -147,11 +147,17 @@ async fn delete_policy(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_policy", id, |tx, id| {
-        find_policy(tx, id)?;
-        store::delete_policy(tx, id)?;
-        Ok(())
-    })
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_policy", &Target::new()),
+        id,
+        |tx, id| {
+            find_policy(tx, id)?;
+            store::delete_policy(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -196,7 +202,7 @@ async fn list_groups(
     admin_list(
         &s,
         &ctx,
-        "list_endpoint_groups",
+        ("identity:list_endpoint_groups", &Target::new()),
         ("endpoint_groups", "OS-EP-FILTER/endpoint_groups"),
         store::list_endpoint_groups,
         group_json,
@@ -210,7 +216,7 @@ async fn create_group(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_endpoint_group")?;
+    s.authorize(&ctx, "identity:create_endpoint_group", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "endpoint_group")?;
     let group = EndpointGroup {
@@ -238,7 +244,7 @@ async fn get_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_endpoint_group")?;
+    s.authorize(&ctx, "identity:get_endpoint_group", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(group_json(&find_group(conn, &id)?, &base)))
@@ -255,7 +261,7 @@ async fn update_group(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_endpoint_group")?;
+    s.authorize(&ctx, "identity:update_endpoint_group", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "endpoint_group")?;
     let filters = parse_filters(obj.get("filters"))?;
@@ -287,10 +293,16 @@ async fn delete_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_endpoint_group", id, |tx, id| {
-        find_group(tx, id)?;
-        store::delete_endpoint_group(tx, id)?;
-        Ok(())
-    })
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_endpoint_group", &Target::new()),
+        id,
+        |tx, id| {
+            find_group(tx, id)?;
+            store::delete_endpoint_group(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }

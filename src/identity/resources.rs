@@ -22,6 +22,7 @@ use super::{
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::db::now_unix;
 use crate::http::{json_response, no_content};
+use crate::policy::Target;
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -68,11 +69,83 @@ pub fn routes() -> Router<Arc<IdentityState>> {
         )
 }
 
-pub fn require_admin(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
-    if ctx.is_admin() {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!("identity:{action}")))
+// Keystone's policy targets: the looked-up object, flattened under
+// `target.<kind>.` (an object that does not exist adds nothing, so the
+// caller is refused before learning whether it exists).
+
+/// Adds `target.domain.*`.
+pub(super) fn with_domain_target(target: Target, domain: Option<&Domain>) -> Target {
+    match domain {
+        Some(d) => target
+            .with("target.domain.id", &d.id)
+            .with("target.domain.name", &d.name),
+        None => target,
+    }
+}
+
+/// Adds `target.project.*`.
+pub(super) fn with_project_target(target: Target, project: Option<&Project>) -> Target {
+    match project {
+        Some(p) => target
+            .with("target.project.id", &p.id)
+            .with("target.project.name", &p.name)
+            .with("target.project.domain_id", &p.domain_id)
+            .with(
+                "target.project.parent_id",
+                p.parent_id.as_deref().unwrap_or("None"),
+            ),
+        None => target,
+    }
+}
+
+/// Adds `target.user.*`.
+pub(super) fn with_user_target(target: Target, user: Option<&User>) -> Target {
+    match user {
+        Some(u) => target
+            .with("target.user.id", &u.id)
+            .with("target.user.name", &u.name)
+            .with("target.user.domain_id", &u.domain_id),
+        None => target,
+    }
+}
+
+/// Adds `target.group.*`.
+pub(super) fn with_group_target(target: Target, group: Option<&Group>) -> Target {
+    match group {
+        Some(g) => target
+            .with("target.group.id", &g.id)
+            .with("target.group.name", &g.name)
+            .with("target.group.domain_id", &g.domain_id),
+        None => target,
+    }
+}
+
+pub(super) async fn find_domain(s: &IdentityState, id: &str) -> IdentityResult<Option<Domain>> {
+    let id = id.to_string();
+    s.read(move |conn| Ok(store::get_domain(conn, &id)?)).await
+}
+
+pub(super) async fn find_project(s: &IdentityState, id: &str) -> IdentityResult<Option<Project>> {
+    let id = id.to_string();
+    s.read(move |conn| Ok(store::get_project(conn, &id)?)).await
+}
+
+pub(super) async fn find_user(s: &IdentityState, id: &str) -> IdentityResult<Option<User>> {
+    let id = id.to_string();
+    s.read(move |conn| Ok(store::get_user(conn, &id)?)).await
+}
+
+pub(super) async fn find_group(s: &IdentityState, id: &str) -> IdentityResult<Option<Group>> {
+    let id = id.to_string();
+    s.read(move |conn| Ok(store::get_group(conn, &id)?)).await
+}
+
+/// The domain of a domain-scoped token: Keystone's list calls put it in the
+/// target and show only that domain's objects.
+fn token_domain(ctx: &AuthContext) -> Option<String> {
+    match &ctx.scope {
+        Scope::Domain { id, .. } => Some(id.clone()),
+        _ => None,
     }
 }
 
@@ -119,12 +192,17 @@ fn load_group(conn: &Connection, id: &str) -> IdentityResult<Group> {
 async fn list_domains(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
-    Query(q): Query<HashMap<String, String>>,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    let domain = token_domain(&ctx);
+    let target = Target::new().with_opt("target.domain.id", domain.clone());
+    if let Some(domain) = domain {
+        q.insert("id".into(), domain);
+    }
     admin_list(
         &s,
         &ctx,
-        "list_domains",
+        ("identity:list_domains", &target),
         ("domains", "domains"),
         store::list_domains,
         views::domain,
@@ -138,7 +216,7 @@ async fn create_domain(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_domain")?;
+    s.authorize(&ctx, "identity:create_domain", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "domain")?;
     let domain = Domain {
@@ -180,11 +258,12 @@ async fn get_domain(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    let own = ctx.user_domain_id == id
-        || matches!(&ctx.scope, Scope::Domain { id: d, .. } | Scope::Project { domain_id: d, .. } if *d == id);
-    if !own {
-        require_admin(&ctx, "get_domain")?;
-    }
+    let found = find_domain(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_domain",
+        &with_domain_target(Target::new(), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(views::domain(&load_domain(conn, &id)?, &base)))
@@ -198,7 +277,7 @@ async fn update_domain(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_domain")?;
+    s.authorize(&ctx, "identity:update_domain", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "domain")?;
     let base = s.v3_url();
@@ -231,7 +310,7 @@ async fn delete_domain(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_domain")?;
+    s.authorize(&ctx, "identity:delete_domain", &Target::new())?;
     s.write(move |tx| {
         let domain = load_domain(tx, &id)?;
         if domain.enabled {
@@ -305,20 +384,26 @@ fn tag_filter(item: &Value, q: &HashMap<String, String>) -> bool {
 async fn list_projects(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
-    Query(q): Query<HashMap<String, String>>,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    let domain = token_domain(&ctx);
+    s.authorize(
+        &ctx,
+        "identity:list_projects",
+        &Target::new().with_opt("target.domain_id", domain.clone()),
+    )?;
+    if let Some(domain) = domain {
+        q.insert("domain_id".into(), domain);
+    }
     let base = s.v3_url();
-    let items = if ctx.is_admin() {
-        s.read(move |conn| {
+    let items = s
+        .read(move |conn| {
             store::list_projects(conn)?
                 .iter()
                 .map(|p| project_json(conn, p, &base))
                 .collect()
         })
-        .await?
-    } else {
-        return Err(IdentityError::Forbidden("identity:list_projects".into()));
-    };
+        .await?;
     let items: Vec<Value> = apply_filters(
         items,
         &q,
@@ -377,12 +462,24 @@ async fn create_project(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_project")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "project")?;
     let name = required_name(&obj, "name")?;
     let domain_id = opt_string(&obj, "domain_id")?;
     let parent_id = opt_string(&obj, "parent_id")?;
+    // The domain the project will be in: named, else its parent's, else the token's.
+    let target_domain = match (&domain_id, &parent_id) {
+        (Some(domain), _) => domain.clone(),
+        (None, Some(parent)) => find_project(&s, parent)
+            .await?
+            .map_or_else(|| parent.clone(), |p| p.domain_id),
+        (None, None) => default_domain_for(&ctx),
+    };
+    s.authorize(
+        &ctx,
+        "identity:create_project",
+        &Target::new().with("target.project.domain_id", target_domain),
+    )?;
     let description = opt_string(&obj, "description")?.unwrap_or_default();
     let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
     let is_domain = opt_bool(&obj, "is_domain")?.unwrap_or(false);
@@ -477,16 +574,15 @@ async fn get_project(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_project",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     let base = s.v3_url();
-    let allowed = ctx.is_admin() || ctx.project_id() == Some(id.as_str());
-    let user_id = ctx.user_id.clone();
     let value = s
-        .read(move |conn| {
-            if !allowed && !super::roles::user_project_ids(conn, &user_id)?.contains(&id) {
-                return Err(IdentityError::Forbidden("identity:get_project".into()));
-            }
-            project_json(conn, &load_project(conn, &id)?, &base)
-        })
+        .read(move |conn| project_json(conn, &load_project(conn, &id)?, &base))
         .await?;
     Ok(json_response(StatusCode::OK, &json!({"project": value})))
 }
@@ -497,7 +593,12 @@ async fn update_project(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_project")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:update_project",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "project")?;
     let tags = parse_tags(obj.get("tags"))?;
@@ -574,7 +675,12 @@ async fn delete_project(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_project")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:delete_project",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     s.write(move |tx| {
         let project = load_project(tx, &id)?;
         if store::list_projects(tx)?
@@ -606,11 +712,12 @@ async fn list_tags(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    if !ctx.is_admin() && ctx.project_id() != Some(id.as_str()) {
-        return Err(IdentityError::Forbidden(
-            "identity:list_project_tags".into(),
-        ));
-    }
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:list_project_tags",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     let tags = s
         .read(move |conn| {
             load_project(conn, &id)?;
@@ -626,7 +733,12 @@ async fn replace_tags(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_project_tags")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:update_project_tags",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     let body = parse_body(&body)?;
     let tags = parse_tags(body.get("tags"))?.unwrap_or_default();
     let base = s.v3_url();
@@ -648,7 +760,12 @@ async fn clear_tags(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_project_tags")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:delete_project_tags",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     s.write(move |tx| {
         load_project(tx, &id)?;
         store::set_project_tags(tx, &id, &[])?;
@@ -663,9 +780,12 @@ async fn check_tag(
     Auth(ctx): Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    if !ctx.is_admin() && ctx.project_id() != Some(id.as_str()) {
-        return Err(IdentityError::Forbidden("identity:get_project_tag".into()));
-    }
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_project_tag",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     let present = s
         .read(move |conn| {
             load_project(conn, &id)?;
@@ -686,7 +806,12 @@ async fn add_tag(
     Auth(ctx): Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_project_tag")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:create_project_tag",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     check_tag_text(&tag)?;
     s.write(move |tx| {
         load_project(tx, &id)?;
@@ -711,7 +836,12 @@ async fn remove_tag(
     Auth(ctx): Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_project_tag")?;
+    let found = find_project(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:delete_project_tag",
+        &with_project_target(Target::new(), found.as_ref()),
+    )?;
     s.write(move |tx| {
         load_project(tx, &id)?;
         let mut tags = store::project_tags(tx, &id)?;
@@ -733,12 +863,17 @@ async fn remove_tag(
 async fn list_users(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
-    Query(q): Query<HashMap<String, String>>,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    let domain = token_domain(&ctx);
+    let target = Target::new().with_opt("target.domain_id", domain.clone());
+    if let Some(domain) = domain {
+        q.insert("domain_id".into(), domain);
+    }
     admin_list(
         &s,
         &ctx,
-        "list_users",
+        ("identity:list_users", &target),
         ("users", "users"),
         store::list_users,
         views::user,
@@ -755,11 +890,15 @@ async fn create_user(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_user")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "user")?;
     let name = required_name(&obj, "name")?;
     let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    s.authorize(
+        &ctx,
+        "identity:create_user",
+        &Target::new().with("target.user.domain_id", &domain_id),
+    )?;
     let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
     let password = opt_string(&obj, "password")?;
     let default_project_id = opt_string(&obj, "default_project_id")?;
@@ -828,9 +967,12 @@ async fn get_user(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    if ctx.user_id != id {
-        require_admin(&ctx, "get_user")?;
-    }
+    let found = find_user(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_user",
+        &with_user_target(Target::new().with("user_id", &id), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(views::user(&load_user(conn, &id)?, &base)))
@@ -844,7 +986,12 @@ async fn update_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_user")?;
+    let found = find_user(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:update_user",
+        &with_user_target(Target::new().with("user_id", &id), found.as_ref()),
+    )?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "user")?;
     let password_hash = match opt_string(&obj, "password")? {
@@ -909,7 +1056,9 @@ async fn delete_user(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_user", id, |tx, id| {
+    let found = find_user(&s, &id).await?;
+    let target = with_user_target(Target::new().with("user_id", &id), found.as_ref());
+    admin_delete(&s, &ctx, ("identity:delete_user", &target), id, |tx, id| {
         load_user(tx, id)?;
         store::delete_user(tx, id)?;
         Ok(())
@@ -966,9 +1115,12 @@ async fn list_user_projects(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    if ctx.user_id != id {
-        require_admin(&ctx, "list_user_projects")?;
-    }
+    let found = find_user(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:list_user_projects",
+        &with_user_target(Target::new().with("user_id", &id), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{id}/projects", s.v3_url());
     let items = s
@@ -986,9 +1138,12 @@ async fn list_user_groups(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    if ctx.user_id != id {
-        require_admin(&ctx, "list_groups_for_user")?;
-    }
+    let found = find_user(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:list_groups_for_user",
+        &with_user_target(Target::new().with("user_id", &id), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{id}/groups", s.v3_url());
     let items = s
@@ -1016,12 +1171,17 @@ async fn list_user_groups(
 async fn list_groups(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
-    Query(q): Query<HashMap<String, String>>,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
+    let domain = token_domain(&ctx);
+    let target = Target::new().with_opt("target.group.domain_id", domain.clone());
+    if let Some(domain) = domain {
+        q.insert("domain_id".into(), domain);
+    }
     admin_list(
         &s,
         &ctx,
-        "list_groups",
+        ("identity:list_groups", &target),
         ("groups", "groups"),
         store::list_groups,
         views::group,
@@ -1035,11 +1195,15 @@ async fn create_group(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_group")?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "group")?;
     let name = required_name(&obj, "name")?;
     let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    s.authorize(
+        &ctx,
+        "identity:create_group",
+        &Target::new().with("target.group.domain_id", &domain_id),
+    )?;
     let description = opt_string(&obj, "description")?.unwrap_or_default();
     let extra = strip_reserved(obj, &["name", "domain_id", "description"]);
     let base = s.v3_url();
@@ -1067,7 +1231,12 @@ async fn get_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_group")?;
+    let found = find_group(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_group",
+        &with_group_target(Target::new(), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(views::group(&load_group(conn, &id)?, &base)))
@@ -1081,7 +1250,12 @@ async fn update_group(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_group")?;
+    let found = find_group(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:update_group",
+        &with_group_target(Target::new(), found.as_ref()),
+    )?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "group")?;
     let base = s.v3_url();
@@ -1109,11 +1283,19 @@ async fn delete_group(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_group", id, |tx, id| {
-        load_group(tx, id)?;
-        store::delete_group(tx, id)?;
-        Ok(())
-    })
+    let found = find_group(&s, &id).await?;
+    let target = with_group_target(Target::new(), found.as_ref());
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_group", &target),
+        id,
+        |tx, id| {
+            load_group(tx, id)?;
+            store::delete_group(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -1123,7 +1305,12 @@ async fn list_group_users(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_users_in_group")?;
+    let found = find_group(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:list_users_in_group",
+        &with_group_target(Target::new(), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/groups/{id}/users", s.v3_url());
     let items = s
@@ -1150,7 +1337,9 @@ async fn check_member(
     Auth(ctx): Auth,
     Path((group_id, user_id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "check_user_in_group")?;
+    let target = with_group_target(Target::new(), find_group(&s, &group_id).await?.as_ref());
+    let target = with_user_target(target, find_user(&s, &user_id).await?.as_ref());
+    s.authorize(&ctx, "identity:check_user_in_group", &target)?;
     let member = s
         .read(move |conn| {
             load_group(conn, &group_id)?;
@@ -1172,7 +1361,9 @@ async fn add_member(
     Auth(ctx): Auth,
     Path((group_id, user_id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "add_user_to_group")?;
+    let target = with_group_target(Target::new(), find_group(&s, &group_id).await?.as_ref());
+    let target = with_user_target(target, find_user(&s, &user_id).await?.as_ref());
+    s.authorize(&ctx, "identity:add_user_to_group", &target)?;
     s.write(move |tx| {
         load_group(tx, &group_id)?;
         load_user(tx, &user_id)?;
@@ -1188,7 +1379,9 @@ async fn remove_member(
     Auth(ctx): Auth,
     Path((group_id, user_id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "remove_user_from_group")?;
+    let target = with_group_target(Target::new(), find_group(&s, &group_id).await?.as_ref());
+    let target = with_user_target(target, find_user(&s, &user_id).await?.as_ref());
+    s.authorize(&ctx, "identity:remove_user_from_group", &target)?;
     s.write(move |tx| {
         load_group(tx, &group_id)?;
         load_user(tx, &user_id)?;

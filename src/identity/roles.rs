@@ -12,7 +12,7 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::resources::require_admin;
+use super::resources;
 use super::token::Scope;
 use super::views::{self, strip_reserved};
 use super::{
@@ -22,6 +22,7 @@ use super::{
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
 use crate::http::{json_response, no_content};
+use crate::policy::Target;
 
 pub fn routes() -> Router<Arc<IdentityState>> {
     let mut router = Router::new()
@@ -246,12 +247,31 @@ fn load_role(conn: &Connection, id: &str) -> IdentityResult<Role> {
         .ok_or_else(|| IdentityError::NotFound(format!("Could not find role: {id}.")))
 }
 
+/// Adds `target.role.*` (a global role's `domain_id` is Python's `None`).
+fn with_role_target(target: Target, role: Option<&Role>) -> Target {
+    match role {
+        Some(r) => target
+            .with("target.role.id", &r.id)
+            .with("target.role.name", &r.name)
+            .with(
+                "target.role.domain_id",
+                r.domain_id.as_deref().unwrap_or("None"),
+            ),
+        None => target,
+    }
+}
+
+async fn find_role(s: &IdentityState, id: &str) -> IdentityResult<Option<Role>> {
+    let id = id.to_string();
+    s.read(move |conn| Ok(store::get_role(conn, &id)?)).await
+}
+
 async fn list_roles(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_roles")?;
+    s.authorize(&ctx, "identity:list_roles", &Target::new())?;
     let base = s.v3_url();
     let want_domain = q.get("domain_id").cloned();
     let items = s
@@ -277,7 +297,7 @@ async fn create_role(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_role")?;
+    s.authorize(&ctx, "identity:create_role", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "role")?;
     let name = required_name(&obj, "name")?;
@@ -318,7 +338,12 @@ async fn get_role(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_role")?;
+    let found = find_role(&s, &id).await?;
+    s.authorize(
+        &ctx,
+        "identity:get_role",
+        &with_role_target(Target::new(), found.as_ref()),
+    )?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| Ok(views::role(&load_role(conn, &id)?, &base)))
@@ -332,7 +357,7 @@ async fn update_role(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "update_role")?;
+    s.authorize(&ctx, "identity:update_role", &Target::new())?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "role")?;
     let base = s.v3_url();
@@ -364,11 +389,17 @@ async fn delete_role(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> IdentityResult<Response> {
-    admin_delete(&s, &ctx, "delete_role", id, |tx, id| {
-        load_role(tx, id)?;
-        store::delete_role(tx, id)?;
-        Ok(())
-    })
+    admin_delete(
+        &s,
+        &ctx,
+        ("identity:delete_role", &Target::new()),
+        id,
+        |tx, id| {
+            load_role(tx, id)?;
+            store::delete_role(tx, id)?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -386,7 +417,7 @@ async fn list_implied(
     Auth(ctx): Auth,
     Path(prior): Path<String>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_implied_roles")?;
+    s.authorize(&ctx, "identity:list_implied_roles", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| {
@@ -410,7 +441,7 @@ async fn get_implied(
     Auth(ctx): Auth,
     Path((prior, implied)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "get_implied_role")?;
+    s.authorize(&ctx, "identity:get_implied_role", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| {
@@ -434,7 +465,7 @@ async fn check_implied(
     Auth(ctx): Auth,
     Path((prior, implied)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "check_implied_role")?;
+    s.authorize(&ctx, "identity:check_implied_role", &Target::new())?;
     let exists = s
         .read(move |conn| {
             load_role(conn, &prior)?;
@@ -456,7 +487,7 @@ async fn create_implied(
     Auth(ctx): Auth,
     Path((prior, implied)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_implied_role")?;
+    s.authorize(&ctx, "identity:create_implied_role", &Target::new())?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -489,7 +520,7 @@ async fn delete_implied(
     Auth(ctx): Auth,
     Path((prior, implied)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "delete_implied_role")?;
+    s.authorize(&ctx, "identity:delete_implied_role", &Target::new())?;
     s.write(move |tx| {
         load_role(tx, &prior)?;
         load_role(tx, &implied)?;
@@ -508,7 +539,7 @@ async fn list_inferences(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "list_role_inference_rules")?;
+    s.authorize(&ctx, "identity:list_role_inference_rules", &Target::new())?;
     let base = s.v3_url();
     let items = s
         .read(move |conn| {
@@ -577,6 +608,53 @@ impl GrantPath {
         }
     }
 
+    /// The rule Keystone enforces for `verb` (list, check, create, revoke)
+    /// on this kind of grant.
+    fn rule(&self, verb: &str) -> &'static str {
+        match (self.target_type, self.actor_type, verb) {
+            ("system", "user", "list") => "identity:list_system_grants_for_user",
+            ("system", "user", "check") => "identity:check_system_grant_for_user",
+            ("system", "user", "create") => "identity:create_system_grant_for_user",
+            ("system", "user", "revoke") => "identity:revoke_system_grant_for_user",
+            ("system", _, "list") => "identity:list_system_grants_for_group",
+            ("system", _, "check") => "identity:check_system_grant_for_group",
+            ("system", _, "create") => "identity:create_system_grant_for_group",
+            ("system", _, "revoke") => "identity:revoke_system_grant_for_group",
+            (_, _, "list") => "identity:list_grants",
+            (_, _, "check") => "identity:check_grant",
+            (_, _, "create") => "identity:create_grant",
+            _ => "identity:revoke_grant",
+        }
+    }
+
+    /// Keystone's target for a grant: the looked-up project or domain, user
+    /// or group, and role (objects that do not exist add nothing).
+    async fn target(&self, s: &IdentityState, role_id: Option<&str>) -> IdentityResult<Target> {
+        let mut target = Target::new();
+        match self.target_type {
+            "project" => {
+                let project = resources::find_project(s, &self.target_id).await?;
+                target = resources::with_project_target(target, project.as_ref());
+            }
+            "domain" => {
+                let domain = resources::find_domain(s, &self.target_id).await?;
+                target = resources::with_domain_target(target, domain.as_ref());
+            }
+            _ => {}
+        }
+        target = if self.actor_type == "user" {
+            let user = resources::find_user(s, &self.actor_id).await?;
+            resources::with_user_target(target, user.as_ref())
+        } else {
+            let group = resources::find_group(s, &self.actor_id).await?;
+            resources::with_group_target(target, group.as_ref())
+        };
+        if let Some(role_id) = role_id {
+            target = with_role_target(target, find_role(s, role_id).await?.as_ref());
+        }
+        Ok(target)
+    }
+
     /// Checks that the target and the actor exist.
     fn check_exists(&self, conn: &Connection) -> IdentityResult<()> {
         let target_ok = match self.target_type {
@@ -609,9 +687,7 @@ async fn list_grants(
     Auth(ctx): Auth,
     path: GrantPath,
 ) -> IdentityResult<Response> {
-    if !(ctx.is_admin() || (path.actor_type == "user" && path.actor_id == ctx.user_id)) {
-        return Err(IdentityError::Forbidden("identity:list_grants".into()));
-    }
+    s.authorize(&ctx, path.rule("list"), &path.target(&s, None).await?)?;
     let base = s.v3_url();
     let self_url = format!(
         "{}/{}s/{}/{}s/{}/roles",
@@ -651,7 +727,11 @@ async fn check_grant(
     path: GrantPath,
     role_id: String,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "check_grant")?;
+    s.authorize(
+        &ctx,
+        path.rule("check"),
+        &path.target(&s, Some(&role_id)).await?,
+    )?;
     let found = s
         .read(move |conn| {
             path.check_exists(conn)?;
@@ -674,7 +754,11 @@ async fn create_grant(
     path: GrantPath,
     role_id: String,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "create_grant")?;
+    s.authorize(
+        &ctx,
+        path.rule("create"),
+        &path.target(&s, Some(&role_id)).await?,
+    )?;
     s.write(move |tx| {
         path.check_exists(tx)?;
         let role = load_role(tx, &role_id)?;
@@ -704,7 +788,11 @@ async fn delete_grant(
     path: GrantPath,
     role_id: String,
 ) -> IdentityResult<Response> {
-    require_admin(&ctx, "revoke_grant")?;
+    s.authorize(
+        &ctx,
+        path.rule("revoke"),
+        &path.target(&s, Some(&role_id)).await?,
+    )?;
     s.write(move |tx| {
         path.check_exists(tx)?;
         load_role(tx, &role_id)?;
@@ -860,12 +948,16 @@ async fn list_assignments(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    let own_only = !ctx.is_admin();
-    if own_only && q.get("user.id") != Some(&ctx.user_id) {
-        return Err(IdentityError::Forbidden(
-            "identity:list_role_assignments".into(),
-        ));
-    }
+    // A domain-scoped reader sees only its domain's assignments, as Keystone filters them.
+    let scope_domain = match &ctx.scope {
+        Scope::Domain { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    s.authorize(
+        &ctx,
+        "identity:list_role_assignments",
+        &Target::new().with_opt("target.domain_id", scope_domain.clone()),
+    )?;
     let base = s.v3_url();
     let self_url = format!("{}/role_assignments", s.v3_url());
     let items = s
@@ -889,6 +981,18 @@ async fn list_assignments(
                 rows = effective_rows(conn, rows)?;
                 // Domain-specific roles only stand for the global roles they imply.
                 rows.retain(|(a, _)| roles.get(&a.role_id).is_none_or(|r| r.domain_id.is_none()));
+            }
+            if let Some(domain) = &scope_domain {
+                let in_domain: HashSet<String> = store::list_projects(conn)?
+                    .into_iter()
+                    .filter(|p| p.domain_id == *domain)
+                    .map(|p| p.id)
+                    .collect();
+                rows.retain(|(a, _)| match a.target_type.as_str() {
+                    "domain" => a.target_id == *domain,
+                    "project" => in_domain.contains(&a.target_id),
+                    _ => false,
+                });
             }
             let inherited_only = q.contains_key("scope.OS-INHERIT:inherited_to");
             let out = rows

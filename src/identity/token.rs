@@ -26,6 +26,7 @@ use super::{Auth, IdentityError, IdentityResult, IdentityState, parse_body, take
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
 use crate::http::json_response;
+use crate::policy::Target;
 
 /// What a token is scoped to.
 #[derive(Debug, Clone, PartialEq)]
@@ -612,17 +613,24 @@ fn subject_token(headers: &HeaderMap) -> IdentityResult<String> {
         .ok_or_else(|| IdentityError::BadRequest("X-Subject-Token is required.".into()))
 }
 
+/// Validates `X-Subject-Token` and enforces `rule` on it (Keystone's
+/// target is the subject token, `target.token.user_id`; a token that does
+/// not validate gives an empty target, so only those the rule allows without
+/// one learn that it is invalid).
 async fn validated_subject(
     state: &Arc<IdentityState>,
     caller: &AuthContext,
     headers: &HeaderMap,
+    rule: &str,
 ) -> IdentityResult<(String, Arc<AuthContext>)> {
     let subject = subject_token(headers)?;
-    let ctx = validate(state, &subject).await?;
-    if !caller.is_admin() && caller.user_id != ctx.user_id {
-        return Err(IdentityError::Forbidden("identity:validate_token".into()));
-    }
-    Ok((subject, ctx))
+    let validated = validate(state, &subject).await;
+    let target = match &validated {
+        Ok(ctx) => Target::new().with("target.token.user_id", &ctx.user_id),
+        Err(_) => Target::new(),
+    };
+    state.authorize(caller, rule, &target)?;
+    Ok((subject, validated?))
 }
 
 /// `GET /v3/auth/tokens`: validates `X-Subject-Token`.
@@ -632,7 +640,8 @@ pub async fn show(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> IdentityResult<Response> {
-    let (subject, ctx) = validated_subject(&state, &caller, &headers).await?;
+    let (subject, ctx) =
+        validated_subject(&state, &caller, &headers, "identity:validate_token").await?;
     token_response(
         &state,
         StatusCode::OK,
@@ -649,7 +658,7 @@ pub async fn check(
     Auth(caller): Auth,
     headers: HeaderMap,
 ) -> IdentityResult<Response> {
-    let (subject, _) = validated_subject(&state, &caller, &headers).await?;
+    let (subject, _) = validated_subject(&state, &caller, &headers, "identity:check_token").await?;
     let mut response = StatusCode::OK.into_response();
     if let Ok(value) = HeaderValue::from_str(&subject) {
         response.headers_mut().insert("x-subject-token", value);
@@ -663,7 +672,7 @@ pub async fn revoke(
     Auth(caller): Auth,
     headers: HeaderMap,
 ) -> IdentityResult<Response> {
-    let (_, ctx) = validated_subject(&state, &caller, &headers).await?;
+    let (_, ctx) = validated_subject(&state, &caller, &headers, "identity:revoke_token").await?;
     let hash = ctx.token_hash.clone();
     state
         .write(move |tx| {
@@ -679,6 +688,7 @@ pub async fn auth_catalog(
     State(state): State<Arc<IdentityState>>,
     Auth(caller): Auth,
 ) -> IdentityResult<Response> {
+    state.authorize(&caller, "identity:get_auth_catalog", &Target::new())?;
     if caller.scope == Scope::Unscoped {
         return Err(IdentityError::Forbidden(
             "identity:get_auth_catalog (a scoped token is required)".into(),
@@ -696,6 +706,7 @@ pub async fn auth_projects(
     State(state): State<Arc<IdentityState>>,
     Auth(caller): Auth,
 ) -> IdentityResult<Response> {
+    state.authorize(&caller, "identity:get_auth_projects", &Target::new())?;
     let user_id = caller.user_id.clone();
     let base = state.v3_url();
     let projects = state
@@ -713,6 +724,7 @@ pub async fn auth_domains(
     State(state): State<Arc<IdentityState>>,
     Auth(caller): Auth,
 ) -> IdentityResult<Response> {
+    state.authorize(&caller, "identity:get_auth_domains", &Target::new())?;
     let user_id = caller.user_id.clone();
     let base = state.v3_url();
     let domains = state
@@ -741,6 +753,7 @@ pub async fn auth_system(
     State(state): State<Arc<IdentityState>>,
     Auth(caller): Auth,
 ) -> IdentityResult<Response> {
+    state.authorize(&caller, "identity:get_auth_system", &Target::new())?;
     let user_id = caller.user_id.clone();
     let has_system = state
         .read(move |conn| {
