@@ -22,8 +22,8 @@ use sha2::{Digest, Sha512};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::format::{self, FormatError};
-use super::images::{load_owned, load_visible, now_string, owns};
-use super::{ImageError, ImageResult, ImageState};
+use super::images::{authorize_image, load_for, load_visible, now_string};
+use super::{ImageError, ImageResult, ImageState, context_is_admin};
 use crate::db::image::{self as store, Image};
 use crate::http::no_content;
 use crate::identity::Auth;
@@ -151,15 +151,18 @@ async fn back_to_queued(s: &ImageState, id: String, from: &'static str) {
     }
 }
 
-/// Moves a queued image to `to`, or explains why it cannot take data.
+/// Moves a queued image to `to` if `rule` allows the caller, or explains
+/// why it cannot take data.
 async fn begin(
-    s: &ImageState,
+    s: &Arc<ImageState>,
     ctx: Arc<crate::identity::AuthContext>,
     id: String,
+    rule: &'static str,
     to: &'static str,
 ) -> ImageResult<Image> {
+    let state = s.clone();
     s.write(move |tx| {
-        let image = load_owned(tx, &ctx, &id)?;
+        let image = load_for(tx, &state, &ctx, &id, rule)?;
         if image.status != "queued" {
             return Err(ImageError::Conflict(format!(
                 "Image status transition from {} to {to} is not allowed",
@@ -178,7 +181,7 @@ pub async fn upload(
     Path(id): Path<String>,
     body: Body,
 ) -> ImageResult<Response> {
-    let image = begin(&s, ctx, id.clone(), "saving").await?;
+    let image = begin(&s, ctx, id.clone(), "upload_image", "saving").await?;
     match store_data(&s, &image, body).await {
         Ok(got) => {
             activate(&s, id, "saving", got).await?;
@@ -202,7 +205,8 @@ pub async fn stage(
     Path(id): Path<String>,
     body: Body,
 ) -> ImageResult<Response> {
-    begin(&s, ctx, id.clone(), "uploading").await?;
+    // Glance has no rule of its own for staging: it is modify_image.
+    begin(&s, ctx, id.clone(), "modify_image", "uploading").await?;
     let tmp = partial_path(&s, &id);
     let result = async {
         receive_to(&tmp, body).await?;
@@ -282,8 +286,11 @@ pub async fn import(
     let image = {
         let id = id.clone();
         let ctx = ctx.clone();
+        let state = s.clone();
         s.write(move |tx| {
-            let image = load_owned(tx, &ctx, &id)?;
+            // Glance: copy-image has copy_image; every other method needs
+            // the caller to be allowed to modify the image.
+            let image = load_for(tx, &state, &ctx, &id, "modify_image")?;
             if image.status != from {
                 return Err(ImageError::Conflict(format!(
                     "Image {id} is in status '{}'; {method} needs '{from}'.",
@@ -342,7 +349,7 @@ async fn import_staged(state: &ImageState, image: Image) -> ImageResult<()> {
 /// glance-download: this cloud has one region, so the source is an image of
 /// this very store that the caller may see.
 async fn download_from_region(
-    state: &ImageState,
+    state: &Arc<ImageState>,
     ctx: Arc<crate::identity::AuthContext>,
     image: Image,
     source: &str,
@@ -357,9 +364,12 @@ async fn download_from_region(
         )));
     }
     let source_id = source.to_string();
+    let policy_state = state.clone();
     let src = state
         .read(move |conn| {
-            let src = load_visible(conn, &ctx, &source_id)?;
+            // The source is read as the remote Glance would serve it to
+            // the caller's token: its data needs download_image.
+            let src = load_for(conn, &policy_state, &ctx, &source_id, "download_image")?;
             if src.status != "active" {
                 return Err(ImageError::Conflict(format!(
                     "Source image {source_id} is not active."
@@ -399,9 +409,10 @@ pub async fn list_tasks(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     let tasks = s
         .read(move |conn| {
-            load_visible(conn, &ctx, &id)?;
+            load_for(conn, &state, &ctx, &id, "get_image")?;
             Ok(store::list_tasks(conn, &id)?)
         })
         .await?;
@@ -481,15 +492,18 @@ pub async fn download(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     let image = s
         .read(move |conn| {
-            let image = load_visible(conn, &ctx, &id)?;
-            if image.status == "deactivated" && !(ctx.is_admin() && owns(&ctx, &image)) {
+            let admin = context_is_admin(&state, &ctx);
+            let image = load_visible(conn, &ctx, admin, &id)?;
+            if image.status == "deactivated" && !admin {
                 return Err(ImageError::Forbidden(
                     "The requested image has been deactivated. Image data download is forbidden."
                         .into(),
                 ));
             }
+            authorize_image(&state, &ctx, "download_image", &image)?;
             Ok(image)
         })
         .await?;

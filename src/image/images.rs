@@ -12,10 +12,11 @@ use axum::response::Response;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::{ImageError, ImageResult, ImageState};
+use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin};
 use crate::db::image::{self as store, Image};
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
+use crate::policy::Target;
 
 pub const DISK_FORMATS: &[&str] = &[
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
@@ -117,9 +118,10 @@ fn not_found(id: &str) -> ImageError {
     ImageError::NotFound(format!("No image found with ID {id}"))
 }
 
-/// True when the caller may see the image at all.
-fn can_see(ctx: &AuthContext, image: &Image, member_status: Option<&str>) -> bool {
-    if ctx.is_admin() {
+/// True when the caller may see the image at all: Glance's database
+/// scoping, where `admin` is the `context_is_admin` rule.
+fn can_see(ctx: &AuthContext, admin: bool, image: &Image, member_status: Option<&str>) -> bool {
+    if admin {
         return true;
     }
     let project = caller_project(ctx);
@@ -133,47 +135,108 @@ fn can_see(ctx: &AuthContext, image: &Image, member_status: Option<&str>) -> boo
     }
 }
 
-/// The image if the caller may see it, else 404.
-pub fn load_visible(conn: &Connection, ctx: &AuthContext, id: &str) -> ImageResult<Image> {
+/// The image if the caller may see it, else 404 (`admin`: the
+/// `context_is_admin` rule holds).
+pub fn load_visible(
+    conn: &Connection,
+    ctx: &AuthContext,
+    admin: bool,
+    id: &str,
+) -> ImageResult<Image> {
     let image = store::get_image(conn, id)?.ok_or_else(|| not_found(id))?;
     let project = caller_project(ctx);
     let membership = store::get_member(conn, id, &project)?;
-    if can_see(ctx, &image, membership.as_ref().map(|m| m.status.as_str())) {
+    if can_see(
+        ctx,
+        admin,
+        &image,
+        membership.as_ref().map(|m| m.status.as_str()),
+    ) {
         Ok(image)
     } else {
         Err(not_found(id))
     }
 }
 
-/// True when the caller owns the image (or is an admin).
-pub fn owns(ctx: &AuthContext, image: &Image) -> bool {
-    ctx.is_admin() || (ctx.project_id().is_some() && image.owner.as_deref() == ctx.project_id())
+/// The target Glance's image rules read (its ImageTarget): the owner as
+/// `project_id` and `owner`, the visibility, and as `member_id` the
+/// caller's project when the image is shared and the caller not its
+/// owner; then the image's other attributes and string properties.
+pub fn image_target(ctx: &AuthContext, image: &Image) -> Target {
+    let member = ctx
+        .project_id()
+        .filter(|p| image.visibility == "shared" && image.owner.as_deref() != Some(*p));
+    let mut target = Target::new()
+        .with_opt("project_id", image.owner.clone())
+        .with_opt("owner", image.owner.clone())
+        .with("visibility", image.visibility.clone())
+        .with_opt("member_id", member)
+        .with("id", image.id.clone())
+        .with("image_id", image.id.clone())
+        .with("status", image.status.clone())
+        .with_opt("name", image.name.clone())
+        .with("protected", if image.protected { "True" } else { "False" });
+    for (key, value) in &image.properties {
+        if let Some(value) = value.as_str() {
+            target = target.with(key, value);
+        }
+    }
+    target
 }
 
-/// The image if the caller may change it: 404 when invisible, 403 when only visible.
-pub fn load_owned(conn: &Connection, ctx: &AuthContext, id: &str) -> ImageResult<Image> {
-    let image = load_visible(conn, ctx, id)?;
-    if owns(ctx, &image) {
-        Ok(image)
-    } else {
-        Err(ImageError::Forbidden(
-            "You are not permitted to modify this image.".into(),
-        ))
+/// Enforces an image rule on an image the caller can see, answering as
+/// Glance does: 404 when the caller may not even `get_image` it, else 403.
+pub fn authorize_image(
+    s: &ImageState,
+    ctx: &AuthContext,
+    rule: &str,
+    image: &Image,
+) -> ImageResult<()> {
+    let target = image_target(ctx, image);
+    match authorize(s, ctx, rule, &target) {
+        Ok(()) => Ok(()),
+        Err(_) if rule == "get_image" || !allows(s, ctx, "get_image", &target) => {
+            Err(not_found(&image.id))
+        }
+        Err(refused) => Err(refused),
     }
 }
 
-fn check_visibility(ctx: &AuthContext, visibility: &str) -> ImageResult<()> {
+/// The image for an operation under `rule`: 404 when the caller cannot see
+/// it, 403 when it can but the rule refuses.
+pub fn load_for(
+    conn: &Connection,
+    s: &ImageState,
+    ctx: &AuthContext,
+    id: &str,
+    rule: &str,
+) -> ImageResult<Image> {
+    let image = load_visible(conn, ctx, context_is_admin(s, ctx), id)?;
+    authorize_image(s, ctx, rule, &image)?;
+    Ok(image)
+}
+
+/// What a change of attributes may need beyond `add_image`/`modify_image`:
+/// Glance's visibility rules (`publicize_image`, `communitize_image`) and
+/// `context_is_admin` for a new owner, on the image's target.
+struct Changer<'a> {
+    s: &'a ImageState,
+    ctx: &'a AuthContext,
+    target: Target,
+}
+
+fn check_visibility(changer: &Changer, visibility: &str) -> ImageResult<()> {
     if !VISIBILITIES.contains(&visibility) {
         return Err(ImageError::BadRequest(format!(
             "Invalid visibility value: {visibility}"
         )));
     }
-    if visibility == "public" && !ctx.is_admin() {
-        return Err(ImageError::Forbidden(
-            "You are not authorized to complete publicize_image action.".into(),
-        ));
-    }
-    Ok(())
+    let rule = match visibility {
+        "public" => "publicize_image",
+        "community" => "communitize_image",
+        _ => return Ok(()),
+    };
+    authorize(changer.s, changer.ctx, rule, &changer.target)
 }
 
 fn check_read_only(key: &str) -> ImageResult<()> {
@@ -231,7 +294,7 @@ fn check_tag(tag: &str) -> ImageResult<()> {
 
 /// Sets one attribute (base or extra) on an image, with Glance's rules.
 fn set_attribute(
-    ctx: &AuthContext,
+    changer: &Changer,
     image: &mut Image,
     key: &str,
     value: &Value,
@@ -241,14 +304,16 @@ fn set_attribute(
         "name" => image.name = as_opt_string(key, value, 255)?,
         "visibility" => {
             let v = as_opt_string(key, value, 255)?.unwrap_or_default();
-            check_visibility(ctx, &v)?;
+            check_visibility(changer, &v)?;
             image.visibility = v;
         }
         "protected" => image.protected = as_bool(key, value)?,
         "os_hidden" => image.os_hidden = as_bool(key, value)?,
         "owner" => {
             let owner = as_opt_string(key, value, 255)?;
-            if owner.as_deref() != image.owner.as_deref() && !ctx.is_admin() {
+            if owner.as_deref() != image.owner.as_deref()
+                && !context_is_admin(changer.s, changer.ctx)
+            {
                 return Err(ImageError::Forbidden(
                     "You are not permitted to change the owner of an image.".into(),
                 ));
@@ -342,12 +407,40 @@ pub async fn create_image(
             )));
         }
     };
+    let owner = match body.get("owner") {
+        Some(value) => as_opt_string("owner", value, 255)?,
+        None => ctx.project_id().map(str::to_string),
+    };
+    // Glance's target for an image not yet created.
+    let target = Target::new()
+        .with_opt("project_id", owner.clone())
+        .with_opt("owner", owner.clone())
+        .with(
+            "visibility",
+            body.get("visibility")
+                .and_then(Value::as_str)
+                .unwrap_or("private"),
+        );
+    if let Err(refused) = authorize(&s, &ctx, "add_image", &target) {
+        if owner.as_deref() != ctx.project_id() {
+            return Err(ImageError::Forbidden(format!(
+                "You are not permitted to create images owned by '{}'.",
+                owner.as_deref().unwrap_or("None")
+            )));
+        }
+        return Err(refused);
+    }
+    let changer = Changer {
+        s: &s,
+        ctx: &ctx,
+        target,
+    };
     let now = now_string();
     let mut image = Image {
         id: uuid::Uuid::new_v4().to_string(),
         status: "queued".into(),
         visibility: "shared".into(),
-        owner: ctx.project_id().map(str::to_string),
+        owner: owner.clone(),
         created_at: now.clone(),
         updated_at: now,
         ..Image::default()
@@ -366,16 +459,9 @@ pub async fn create_image(
             continue;
         }
         if key == "owner" {
-            let owner = as_opt_string(key, value, 255)?;
-            if !ctx.is_admin() && owner.as_deref() != ctx.project_id() {
-                return Err(ImageError::Forbidden(
-                    "You are not permitted to create images owned by another project.".into(),
-                ));
-            }
-            image.owner = owner;
             continue;
         }
-        set_attribute(&ctx, &mut image, key, value)?;
+        set_attribute(&changer, &mut image, key, value)?;
     }
     let view_image = image.clone();
     s.write(move |tx| {
@@ -401,7 +487,10 @@ pub async fn show_image(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
-    let image = s.read(move |conn| load_visible(conn, &ctx, &id)).await?;
+    let state = s.clone();
+    let image = s
+        .read(move |conn| load_for(conn, &state, &ctx, &id, "get_image"))
+        .await?;
     Ok(json_response(StatusCode::OK, &view(&image)))
 }
 
@@ -619,7 +708,15 @@ pub async fn list_images(
         }
     }
     let project = caller_project(&ctx);
-    let admin = ctx.is_admin();
+    // Glance's "may you list images at all"; each image is then checked
+    // against get_image.
+    authorize(
+        &s,
+        &ctx,
+        "get_images",
+        &Target::new().with_opt("project_id", ctx.project_id()),
+    )?;
+    let admin = context_is_admin(&s, &ctx);
     let (images, memberships) = {
         let project = project.clone();
         s.read(move |conn| {
@@ -659,7 +756,7 @@ pub async fn list_images(
                 Some("shared") => image.visibility == "shared" && (admin || own || member_ok),
                 Some(_) => false,
             };
-            if !visible {
+            if !visible || !allows(&s, &ctx, "get_image", &image_target(&ctx, image)) {
                 return false;
             }
             if image.os_hidden != os_hidden.unwrap_or(false) && os_hidden.is_some() {
@@ -805,7 +902,7 @@ fn parse_patch(content_type: &str, body: &[u8]) -> ImageResult<Vec<PatchOp>> {
     Ok(out)
 }
 
-fn apply_patch(ctx: &AuthContext, image: &mut Image, ops: &[PatchOp]) -> ImageResult<()> {
+fn apply_patch(changer: &Changer, image: &mut Image, ops: &[PatchOp]) -> ImageResult<()> {
     for op in ops {
         let raw = op.path.strip_prefix('/').ok_or_else(|| {
             ImageError::BadRequest(format!("Json path should start with a '/': {}", op.path))
@@ -856,7 +953,7 @@ fn apply_patch(ctx: &AuthContext, image: &mut Image, ops: &[PatchOp]) -> ImageRe
                     )));
                 }
                 let value = op.value.clone().unwrap_or(Value::Null);
-                set_attribute(ctx, image, key, &value)?;
+                set_attribute(changer, image, key, &value)?;
             }
         }
     }
@@ -876,10 +973,16 @@ pub async fn update_image(
         .unwrap_or("")
         .to_string();
     let ops = parse_patch(&content_type, &body)?;
+    let state = s.clone();
     let image = s
         .write(move |tx| {
-            let mut image = load_owned(tx, &ctx, &id)?;
-            apply_patch(&ctx, &mut image, &ops)?;
+            let mut image = load_for(tx, &state, &ctx, &id, "modify_image")?;
+            let changer = Changer {
+                s: &state,
+                ctx: &ctx,
+                target: image_target(&ctx, &image),
+            };
+            apply_patch(&changer, &mut image, &ops)?;
             image.updated_at = now_string();
             store::update_image(tx, &image)?;
             Ok(image)
@@ -894,8 +997,9 @@ pub async fn delete_image(
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
     let path = s.data_path(&id);
+    let state = s.clone();
     s.write(move |tx| {
-        let image = load_owned(tx, &ctx, &id)?;
+        let image = load_for(tx, &state, &ctx, &id, "delete_image")?;
         if image.protected {
             return Err(ImageError::Forbidden(format!(
                 "Image {id} is protected and cannot be deleted."
@@ -914,18 +1018,19 @@ pub async fn delete_image(
 }
 
 async fn set_active_state(
-    s: &ImageState,
+    s: &Arc<ImageState>,
     ctx: Arc<AuthContext>,
     id: String,
     deactivate: bool,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     s.write(move |tx| {
-        let mut image = load_visible(tx, &ctx, &id)?;
-        if !owns(&ctx, &image) {
-            return Err(ImageError::Forbidden(
-                "You are not authorized to complete this action.".into(),
-            ));
-        }
+        let rule = if deactivate {
+            "deactivate"
+        } else {
+            "reactivate"
+        };
+        let mut image = load_for(tx, &state, &ctx, &id, rule)?;
         let (target, from) = if deactivate {
             ("deactivated", "active")
         } else {
@@ -976,8 +1081,9 @@ pub async fn add_tag(
     Path((id, tag)): Path<(String, String)>,
 ) -> ImageResult<Response> {
     check_tag(&tag)?;
+    let state = s.clone();
     s.write(move |tx| {
-        let mut image = load_owned(tx, &ctx, &id)?;
+        let mut image = load_for(tx, &state, &ctx, &id, "modify_image")?;
         if !image.tags.contains(&tag) {
             image.tags.push(tag);
             image.updated_at = now_string();
@@ -994,8 +1100,9 @@ pub async fn delete_tag(
     Auth(ctx): Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     s.write(move |tx| {
-        let mut image = load_owned(tx, &ctx, &id)?;
+        let mut image = load_for(tx, &state, &ctx, &id, "modify_image")?;
         let before = image.tags.len();
         image.tags.retain(|t| t != &tag);
         if image.tags.len() == before {

@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::images::{caller_project, load_visible, now_string, owns};
-use super::{ImageError, ImageResult, ImageState};
-use crate::db::image::{self as store, Member};
+use super::images::{authorize_image, caller_project, load_visible, now_string};
+use super::{ImageError, ImageResult, ImageState, context_is_admin};
+use crate::db::image::{self as store, Image, Member};
 use crate::http::{json_response, no_content};
-use crate::identity::Auth;
+use crate::identity::{Auth, AuthContext};
 
 fn view(member: &Member) -> Value {
     json!({
@@ -40,6 +40,29 @@ fn member_not_found(id: &str, member: &str) -> ImageError {
     ImageError::NotFound(format!("{member} is not a member of image {id}"))
 }
 
+/// Whether the caller's member lookups see every member of the image, as
+/// Glance's database scopes them: for `context_is_admin` and the image's
+/// owner; anyone else sees only its own project's membership.
+fn sees_all_members(admin: bool, ctx: &AuthContext, image: &Image) -> bool {
+    admin || (ctx.project_id().is_some() && image.owner.as_deref() == ctx.project_id())
+}
+
+/// The image of a member operation: 404 when invisible, 403 when the rule
+/// refuses (Glance checks get_image first, then the member rule).
+fn load_image_for(
+    conn: &rusqlite::Connection,
+    s: &ImageState,
+    ctx: &AuthContext,
+    id: &str,
+    rule: &str,
+) -> ImageResult<(Image, bool)> {
+    let admin = context_is_admin(s, ctx);
+    let image = load_visible(conn, ctx, admin, id)?;
+    authorize_image(s, ctx, rule, &image)?;
+    let sees_all = sees_all_members(admin, ctx, &image);
+    Ok((image, sees_all))
+}
+
 pub async fn create_member(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
@@ -50,14 +73,10 @@ pub async fn create_member(
     if member_id.is_empty() || member_id.chars().count() > 255 {
         return Err(ImageError::BadRequest("Invalid member id.".into()));
     }
+    let state = s.clone();
     let member = s
         .write(move |tx| {
-            let image = load_visible(tx, &ctx, &id)?;
-            if !owns(&ctx, &image) {
-                return Err(ImageError::Forbidden(
-                    "You are not permitted to create image members for the image.".into(),
-                ));
-            }
+            let (image, _) = load_image_for(tx, &state, &ctx, &id, "add_member")?;
             if image.visibility != "shared" {
                 return Err(ImageError::Forbidden(format!(
                     "Image {id} is not shared: only images with visibility 'shared' have members."
@@ -88,16 +107,17 @@ pub async fn list_members(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     let members = s
         .read(move |conn| {
-            let image = load_visible(conn, &ctx, &id)?;
+            let (image, sees_all) = load_image_for(conn, &state, &ctx, &id, "get_members")?;
             if image.visibility != "shared" {
                 return Err(ImageError::Forbidden(format!(
                     "Image {id} is not shared: only images with visibility 'shared' have members."
                 )));
             }
             let mut members = store::list_members(conn, &id)?;
-            if !owns(&ctx, &image) {
+            if !sees_all {
                 let project = caller_project(&ctx);
                 members.retain(|m| m.member_id == project);
             }
@@ -118,10 +138,13 @@ pub async fn show_member(
     Auth(ctx): Auth,
     Path((id, member_id)): Path<(String, String)>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     let member = s
         .read(move |conn| {
-            let image = load_visible(conn, &ctx, &id)?;
-            if !owns(&ctx, &image) && caller_project(&ctx) != member_id {
+            // Glance answers a refused member lookup with 404.
+            let (_, sees_all) = load_image_for(conn, &state, &ctx, &id, "get_member")
+                .map_err(|_| member_not_found(&id, &member_id))?;
+            if !sees_all && caller_project(&ctx) != member_id {
                 return Err(member_not_found(&id, &member_id));
             }
             store::get_member(conn, &id, &member_id)?
@@ -143,16 +166,19 @@ pub async fn update_member(
             "Invalid status: {status}; it must be pending, accepted or rejected."
         )));
     }
+    let state = s.clone();
     let member = s
         .write(move |tx| {
-            load_visible(tx, &ctx, &id)?;
+            let admin = context_is_admin(&state, &ctx);
+            let image = load_visible(tx, &ctx, admin, &id)?;
+            if !sees_all_members(admin, &ctx, &image) && caller_project(&ctx) != member_id {
+                return Err(member_not_found(&id, &member_id));
+            }
             let existing = store::get_member(tx, &id, &member_id)?
                 .ok_or_else(|| member_not_found(&id, &member_id))?;
-            if caller_project(&ctx) != member_id {
-                return Err(ImageError::Forbidden(
-                    "Only the member itself may change its membership status.".into(),
-                ));
-            }
+            // The rule reads the caller's own membership (member_id): the
+            // owner may not answer for its members.
+            authorize_image(&state, &ctx, "modify_member", &image)?;
             let now = now_string();
             store::update_member_status(tx, &id, &member_id, &status, &now)?;
             Ok(Member {
@@ -170,12 +196,11 @@ pub async fn delete_member(
     Auth(ctx): Auth,
     Path((id, member_id)): Path<(String, String)>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     s.write(move |tx| {
-        let image = load_visible(tx, &ctx, &id)?;
-        if !owns(&ctx, &image) {
-            return Err(ImageError::Forbidden(
-                "You are not permitted to delete image members for the image.".into(),
-            ));
+        let (_, sees_all) = load_image_for(tx, &state, &ctx, &id, "delete_member")?;
+        if !sees_all && caller_project(&ctx) != member_id {
+            return Err(member_not_found(&id, &member_id));
         }
         if !store::delete_member(tx, &id, &member_id)? {
             return Err(member_not_found(&id, &member_id));

@@ -1,7 +1,8 @@
 //! Metadata definitions (`/v2/metadefs`): namespaces and, below each, its
 //! objects, properties, tags and resource type associations. Horizon and
 //! tempest use them to describe image properties; yunhe stores them as given.
-//! Writes are for administrators, as Glance's default policy has it.
+//! Every operation is authorized by Glance's metadef rules (writes are for
+//! `metadef_admin` by default).
 
 use std::sync::Arc;
 
@@ -13,10 +14,11 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::images::{caller_project, now_string};
-use super::{ImageError, ImageResult, ImageState};
+use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin};
 use crate::db::image as store;
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
+use crate::policy::Target;
 
 const RESOURCE_TYPES: &[&str] = &[
     "OS::Glance::Image",
@@ -44,14 +46,59 @@ fn parse_object(body: &[u8]) -> ImageResult<Map<String, Value>> {
     }
 }
 
-fn require_admin(ctx: &AuthContext) -> ImageResult<()> {
-    if ctx.is_admin() {
-        Ok(())
-    } else {
-        Err(ImageError::Forbidden(
-            "You are not authorized to modify metadata definitions.".into(),
-        ))
+/// What is done to the items of a namespace.
+#[derive(Clone, Copy)]
+enum ItemOp {
+    List,
+    Create,
+    DeleteAll,
+    Show,
+    CreateNamed,
+    Update,
+    Delete,
+}
+
+/// The Glance rule of an operation on a namespace's items (`kind` is one of
+/// KINDS); the routes Glance lacks for resource types take the nearest rule.
+fn item_rule(kind: &str, op: ItemOp) -> &'static str {
+    use ItemOp::*;
+    match (kind, op) {
+        ("objects", List) => "get_metadef_objects",
+        ("objects", Create | CreateNamed) => "add_metadef_object",
+        // Glance deletes all objects or properties under the namespace's rule.
+        ("objects" | "properties", DeleteAll) => "delete_metadef_namespace",
+        ("objects", Show) => "get_metadef_object",
+        ("objects", Update) => "modify_metadef_object",
+        ("objects", Delete) => "delete_metadef_object",
+        ("properties", List) => "get_metadef_properties",
+        ("properties", Create | CreateNamed) => "add_metadef_property",
+        ("properties", Show) => "get_metadef_property",
+        ("properties", Update) => "modify_metadef_property",
+        ("properties", Delete) => "remove_metadef_property",
+        ("tags", List) => "get_metadef_tags",
+        ("tags", Create) => "add_metadef_tags",
+        ("tags", CreateNamed) => "add_metadef_tag",
+        ("tags", DeleteAll) => "delete_metadef_tags",
+        ("tags", Show) => "get_metadef_tag",
+        ("tags", Update) => "modify_metadef_tag",
+        ("tags", Delete) => "delete_metadef_tag",
+        (_, List | Show) => "get_metadef_resource_type",
+        (_, Create | CreateNamed | Update) => "add_metadef_resource_type_association",
+        (_, DeleteAll | Delete) => "remove_metadef_resource_type_association",
     }
+}
+
+/// The target Glance's metadef rules read for a namespace: its owner as
+/// `project_id` and its visibility.
+fn namespace_target(body: &Value) -> Target {
+    Target::new()
+        .with_opt("project_id", body["owner"].as_str())
+        .with_opt("visibility", body["visibility"].as_str())
+}
+
+/// The target of operations not on one namespace: the caller's project.
+fn caller_target(ctx: &AuthContext) -> Target {
+    Target::new().with_opt("project_id", ctx.project_id())
 }
 
 fn namespace_not_found(ns: &str) -> ImageError {
@@ -68,15 +115,37 @@ fn check_kind(kind: &str) -> ImageResult<()> {
     }
 }
 
-/// The namespace if the caller may read it.
-fn load_namespace(conn: &Connection, ctx: &AuthContext, ns: &str) -> ImageResult<Value> {
-    let body = store::get_namespace(conn, ns)?.ok_or_else(|| namespace_not_found(ns))?;
+/// Whether Glance's database shows the namespace to the caller (`admin`:
+/// the `context_is_admin` rule holds).
+fn namespace_visible(ctx: &AuthContext, admin: bool, body: &Value) -> bool {
     let public = body["visibility"] == "public";
     let own = body["owner"].as_str() == Some(caller_project(ctx).as_str());
-    if ctx.is_admin() || public || own {
-        Ok(body)
-    } else {
-        Err(namespace_not_found(ns))
+    admin || public || own
+}
+
+/// The namespace for an operation under `rule`: 404 when the caller cannot
+/// see it (or may not `get_metadef_namespace` it), 403 when the rule refuses.
+fn load_namespace(
+    conn: &Connection,
+    s: &ImageState,
+    ctx: &AuthContext,
+    ns: &str,
+    rule: &str,
+) -> ImageResult<Value> {
+    let body = store::get_namespace(conn, ns)?.ok_or_else(|| namespace_not_found(ns))?;
+    if !namespace_visible(ctx, context_is_admin(s, ctx), &body) {
+        return Err(namespace_not_found(ns));
+    }
+    let target = namespace_target(&body);
+    match authorize(s, ctx, rule, &target) {
+        Ok(()) => Ok(body),
+        Err(_)
+            if rule == "get_metadef_namespace"
+                || !allows(s, ctx, "get_metadef_namespace", &target) =>
+        {
+            Err(namespace_not_found(ns))
+        }
+        Err(refused) => Err(refused),
     }
 }
 
@@ -184,27 +253,45 @@ fn namespace_view(conn: &Connection, ns: &str, mut body: Value) -> ImageResult<V
     Ok(body)
 }
 
-pub async fn list_resource_types(Auth(_ctx): Auth) -> Response {
+pub async fn list_resource_types(
+    State(s): State<Arc<ImageState>>,
+    Auth(ctx): Auth,
+) -> ImageResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "list_metadef_resource_types",
+        &caller_target(&ctx),
+    )?;
     let now = "2024-01-01T00:00:00Z";
     let types: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|name| json!({"name": name, "created_at": now, "updated_at": now}))
         .collect();
-    json_response(StatusCode::OK, &json!({"resource_types": types}))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"resource_types": types}),
+    ))
 }
 
 pub async fn list_namespaces(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
 ) -> ImageResult<Response> {
+    authorize(&s, &ctx, "get_metadef_namespaces", &caller_target(&ctx))?;
+    let admin = context_is_admin(&s, &ctx);
+    let state = s.clone();
     let namespaces = s
         .read(move |conn| {
-            let project = caller_project(&ctx);
             let mut out = Vec::new();
             for body in store::list_namespaces(conn)? {
-                let visible = ctx.is_admin()
-                    || body["visibility"] == "public"
-                    || body["owner"].as_str() == Some(project.as_str());
+                let visible = namespace_visible(&ctx, admin, &body)
+                    && allows(
+                        &state,
+                        &ctx,
+                        "get_metadef_namespace",
+                        &namespace_target(&body),
+                    );
                 if visible {
                     let ns = body["namespace"].as_str().unwrap_or_default().to_string();
                     out.push(namespace_view(conn, &ns, body)?);
@@ -224,7 +311,7 @@ pub async fn create_namespace(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> ImageResult<Response> {
-    require_admin(&ctx)?;
+    authorize(&s, &ctx, "add_metadef_namespace", &caller_target(&ctx))?;
     let obj = parse_object(&body)?;
     let associations: Vec<Value> = obj
         .get("resource_type_associations")
@@ -265,9 +352,10 @@ pub async fn show_namespace(
     Auth(ctx): Auth,
     Path(ns): Path<String>,
 ) -> ImageResult<Response> {
+    let state = s.clone();
     let view = s
         .read(move |conn| {
-            let body = load_namespace(conn, &ctx, &ns)?;
+            let body = load_namespace(conn, &state, &ctx, &ns, "get_metadef_namespace")?;
             namespace_view(conn, &ns, body)
         })
         .await?;
@@ -280,11 +368,11 @@ pub async fn update_namespace(
     Path(ns): Path<String>,
     body: Bytes,
 ) -> ImageResult<Response> {
-    require_admin(&ctx)?;
     let obj = parse_object(&body)?;
+    let state = s.clone();
     let view = s
         .write(move |tx| {
-            let previous = load_namespace(tx, &ctx, &ns)?;
+            let previous = load_namespace(tx, &state, &ctx, &ns, "modify_metadef_namespace")?;
             let (new_ns, body) = namespace_body(obj, &ctx, Some(&previous))?;
             if new_ns != ns && store::get_namespace(tx, &new_ns)?.is_some() {
                 return Err(ImageError::Conflict(format!(
@@ -303,9 +391,9 @@ pub async fn delete_namespace(
     Auth(ctx): Auth,
     Path(ns): Path<String>,
 ) -> ImageResult<Response> {
-    require_admin(&ctx)?;
+    let state = s.clone();
     s.write(move |tx| {
-        let body = load_namespace(tx, &ctx, &ns)?;
+        let body = load_namespace(tx, &state, &ctx, &ns, "delete_metadef_namespace")?;
         if body["protected"] == true {
             return Err(ImageError::Forbidden(format!(
                 "Metadata definition namespace {ns} is protected and cannot be deleted."
@@ -339,9 +427,10 @@ pub async fn list_items(
     Path((ns, kind)): Path<(String, String)>,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
+    let state = s.clone();
     let view = s
         .read(move |conn| {
-            load_namespace(conn, &ctx, &ns)?;
+            load_namespace(conn, &state, &ctx, &ns, item_rule(&kind, ItemOp::List))?;
             Ok(list_view(&kind, store::list_items(conn, &ns, &kind)?))
         })
         .await?;
@@ -356,11 +445,11 @@ pub async fn create_item(
     body: Bytes,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    require_admin(&ctx)?;
     let obj = parse_object(&body)?;
+    let state = s.clone();
     let view = s
         .write(move |tx| {
-            load_namespace(tx, &ctx, &ns)?;
+            load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::Create))?;
             if kind == "tags" {
                 store::delete_items(tx, &ns, "tags", None)?;
                 let mut out = Vec::new();
@@ -398,9 +487,9 @@ pub async fn delete_all_items(
     Path((ns, kind)): Path<(String, String)>,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    require_admin(&ctx)?;
+    let state = s.clone();
     s.write(move |tx| {
-        load_namespace(tx, &ctx, &ns)?;
+        load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::DeleteAll))?;
         store::delete_items(tx, &ns, &kind, None)?;
         Ok(())
     })
@@ -418,9 +507,10 @@ pub async fn show_item(
     Path((ns, kind, name)): Path<(String, String, String)>,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
+    let state = s.clone();
     let view = s
         .read(move |conn| {
-            load_namespace(conn, &ctx, &ns)?;
+            load_namespace(conn, &state, &ctx, &ns, item_rule(&kind, ItemOp::Show))?;
             store::get_item(conn, &ns, &kind, &name)?.ok_or_else(|| item_not_found(&ns, &name))
         })
         .await?;
@@ -438,10 +528,10 @@ pub async fn create_named_item(
             "The resource could not be found.".into(),
         ));
     }
-    require_admin(&ctx)?;
+    let state = s.clone();
     let view = s
         .write(move |tx| {
-            load_namespace(tx, &ctx, &ns)?;
+            load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::CreateNamed))?;
             if store::get_item(tx, &ns, "tags", &name)?.is_some() {
                 return Err(ImageError::Conflict(format!(
                     "Tag {name} already exists in namespace {ns}."
@@ -464,11 +554,11 @@ pub async fn update_item(
     body: Bytes,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    require_admin(&ctx)?;
     let obj = parse_object(&body)?;
+    let state = s.clone();
     let view = s
         .write(move |tx| {
-            load_namespace(tx, &ctx, &ns)?;
+            load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::Update))?;
             let previous = store::get_item(tx, &ns, &kind, &name)?
                 .ok_or_else(|| item_not_found(&ns, &name))?;
             let new_name = required_name(&obj, "name")?;
@@ -492,9 +582,9 @@ pub async fn delete_item(
     Path((ns, kind, name)): Path<(String, String, String)>,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    require_admin(&ctx)?;
+    let state = s.clone();
     s.write(move |tx| {
-        load_namespace(tx, &ctx, &ns)?;
+        load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::Delete))?;
         if store::delete_items(tx, &ns, &kind, Some(&name))? == 0 {
             return Err(item_not_found(&ns, &name));
         }

@@ -314,9 +314,8 @@ fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
     Ok(())
 }
 
-/// Routes of this service, at `/image`.
 /// Enforces a Glance rule (`get_image`, `add_image`, …) for the caller on
-/// the target: 403 as Glance answers.
+/// the target: 403 with Glance's message when refused.
 pub fn authorize(
     s: &ImageState,
     ctx: &AuthContext,
@@ -326,9 +325,30 @@ pub fn authorize(
     s.identity
         .policy
         .enforce(Service::Image, &ctx.credentials(), rule, target)
-        .map_err(|e| ImageError::Forbidden(format!("You are not authorized to {}.", e.rule())))
+        .map_err(|e| {
+            ImageError::Forbidden(format!(
+                "You are not authorized to complete {} action.",
+                e.rule()
+            ))
+        })
 }
 
+/// Whether a Glance rule allows the caller (for lists filtered per object
+/// and for choosing between 403 and 404).
+pub fn allows(s: &ImageState, ctx: &AuthContext, rule: &str, target: &Target) -> bool {
+    s.identity
+        .policy
+        .allows(Service::Image, &ctx.credentials(), rule, target)
+}
+
+/// Glance's `context.is_admin`: the `context_is_admin` rule, which decides
+/// whether database lookups see every project's images and namespaces.
+pub fn context_is_admin(s: &ImageState, ctx: &AuthContext) -> bool {
+    let target = Target::new().with_opt("project_id", ctx.project_id());
+    allows(s, ctx, "context_is_admin", &target)
+}
+
+/// Routes of this service, at `/image`.
 pub fn router(identity: Arc<IdentityState>) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
