@@ -155,6 +155,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
     });
+    crate::image::quota::configure(crate::image::quota::ImageConfig {
+        size_cap: args.image_size_cap,
+        min_free_space: args.min_free_space,
+    });
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
