@@ -107,6 +107,15 @@ pub struct ServeArgs {
     /// network in clear: only for a trusted network or a TLS proxy in front.
     #[arg(long, env = "YUNHE_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub insecure_http: bool,
+    /// Largest image accepted, in bytes (Glance's image_size_cap; default 1 TiB).
+    /// Larger uploads are cut off with 413 and their data removed.
+    #[arg(long, env = "YUNHE_IMAGE_SIZE_CAP", default_value_t = crate::image::quota::DEFAULT_IMAGE_SIZE_CAP)]
+    pub image_size_cap: u64,
+    /// Space image uploads leave free on the state directory's filesystem:
+    /// bytes (units K, M, G, T allowed, e.g. 2GiB) or a percentage of the
+    /// filesystem (e.g. 5%). Uploads that would go below it get 413.
+    #[arg(long, env = "YUNHE_MIN_FREE_SPACE", default_value_t = crate::image::quota::DEFAULT_MIN_FREE_SPACE)]
+    pub min_free_space: crate::image::quota::FreeSpaceReserve,
 }
 
 /// The state directory when none is given: /var/lib/yunhe for root, else

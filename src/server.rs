@@ -182,6 +182,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
     });
+    crate::image::quota::configure(crate::image::quota::ImageConfig {
+        size_cap: args.image_size_cap,
+        min_free_space: args.min_free_space,
+    });
     let policy = crate::policy::Policy::load(&state_dir)?;
     if let Some(path) = &policy.source {
         tracing::info!(file = %path.display(), "policy overrides applied");

@@ -45,26 +45,37 @@ pub struct BootInfo {
 }
 
 /// What an image boots with: an aki image is its own kernel; any other
-/// image names its kernel (and ramdisk) in properties.
+/// image names its kernel (and ramdisk) in properties. Those must be images
+/// the server's project owns, public ones, or ones shared with it and
+/// accepted (`ImageService::get_boot_asset`), admin or not: a property must
+/// not make a server run a stranger's kernel.
 pub async fn resolve_boot(
     s: &ComputeState,
     image: &BootImage,
     project: &str,
-    admin: bool,
+    _admin: bool,
 ) -> ComputeResult<BootInfo> {
-    let scope = if admin { None } else { Some(project) };
     let kernel_id = if image.disk_format.as_deref() == Some("aki") {
         Some(image.id.clone())
     } else {
         image.kernel_id.clone()
     };
     for (what, id) in [("kernel", &kernel_id), ("ramdisk", &image.ramdisk_id)] {
-        if let Some(id) = id
-            && s.images.get_active(id, scope).await.is_err()
-        {
-            return Err(ComputeError::BadRequest(format!(
-                "The image's {what} {id} could not be found or is not active."
-            )));
+        let Some(id) = id else { continue };
+        // An aki booted as itself was checked as the server's image.
+        if *id == image.id {
+            continue;
+        }
+        match s.images.get_boot_asset(id, what, project).await {
+            Ok(asset) if asset.status == "active" => {}
+            Err(e @ crate::image::service::ImageServiceError::NotTrusted { .. }) => {
+                return Err(ComputeError::BadRequest(e.to_string()));
+            }
+            Ok(_) | Err(_) => {
+                return Err(ComputeError::BadRequest(format!(
+                    "The image's {what} {id} could not be found or is not active."
+                )));
+            }
         }
     }
     let shutdown_timeout = image
@@ -313,13 +324,25 @@ async fn boot_files(
         .kernel_id
         .clone()
         .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
-    let kernel = s
-        .images
-        .get(&kernel_id, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Checked again at every boot with the server's project: sharing may
+    // have been withdrawn since the server was created.
+    let kernel_path = if kernel_id == image.id {
+        image.path.clone()
+    } else {
+        s.images
+            .get_boot_asset(&kernel_id, "kernel", &server.project_id)
+            .await
+            .map_err(|e| format!("Kernel image {kernel_id}: {e}"))?
+            .path
+    };
     let ramdisk = match &server.ramdisk_id {
-        Some(r) => Some(s.images.get(r, None).await.map_err(|e| e.to_string())?.path),
+        Some(r) => Some(
+            s.images
+                .get_boot_asset(r, "ramdisk", &server.project_id)
+                .await
+                .map_err(|e| format!("Ramdisk image {r}: {e}"))?
+                .path,
+        ),
         None => None,
     };
     let disk_image = match image.disk_format.as_deref() {
@@ -333,7 +356,7 @@ async fn boot_files(
     let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
     Ok((
         BootFiles {
-            kernel: kernel.path,
+            kernel: kernel_path,
             ramdisk,
             disk_image,
         },

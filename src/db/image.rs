@@ -74,6 +74,14 @@ CREATE TABLE metadef_items (
 );
 "#;
 
+/// Migration 5: deleted images keep their row (Glance's `deleted` flag), so
+/// an id is never handed out twice; every read below skips deleted rows.
+pub const SOFT_DELETE: &str = r#"
+ALTER TABLE images ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE images ADD COLUMN deleted_at TEXT;
+CREATE INDEX images_owner_status ON images(owner, status) WHERE deleted = 0;
+"#;
+
 /// One image row.
 #[derive(Debug, Clone, Default)]
 pub struct Image {
@@ -189,7 +197,7 @@ pub fn update_image(conn: &Connection, image: &Image) -> DbResult<bool> {
          os_hidden = ?6, owner = ?7, disk_format = ?8, container_format = ?9, size = ?10, \
          virtual_size = ?11, checksum = ?12, os_hash_algo = ?13, os_hash_value = ?14, \
          min_disk = ?15, min_ram = ?16, created_at = ?17, updated_at = ?18, properties = ?19, \
-         tags = ?20 WHERE id = ?1",
+         tags = ?20 WHERE id = ?1 AND deleted = 0",
         params![
             image.id,
             image.name,
@@ -216,11 +224,11 @@ pub fn update_image(conn: &Connection, image: &Image) -> DbResult<bool> {
     Ok(n == 1)
 }
 
-/// One image by id.
+/// One image by id (deleted images are not found).
 pub fn get_image(conn: &Connection, id: &str) -> DbResult<Option<Image>> {
     let row = conn
         .query_row(
-            &format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1"),
+            &format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1 AND deleted = 0"),
             [id],
             image_from_row,
         )
@@ -228,9 +236,11 @@ pub fn get_image(conn: &Connection, id: &str) -> DbResult<Option<Image>> {
     row.map(decode).transpose()
 }
 
-/// Every image (visibility is applied by the caller).
+/// Every image that is not deleted (visibility is applied by the caller).
 pub fn list_images(conn: &Connection) -> DbResult<Vec<Image>> {
-    let mut stmt = conn.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images WHERE deleted = 0"
+    ))?;
     let rows = stmt.query_map([], image_from_row)?;
     let mut out = Vec::new();
     for row in rows {
@@ -241,7 +251,7 @@ pub fn list_images(conn: &Connection) -> DbResult<Vec<Image>> {
 
 /// Ids of the images in a given status.
 pub fn image_ids_with_status(conn: &Connection, status: &str) -> DbResult<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT id FROM images WHERE status = ?1")?;
+    let mut stmt = conn.prepare("SELECT id FROM images WHERE status = ?1 AND deleted = 0")?;
     let rows = stmt.query_map([status], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -255,15 +265,90 @@ pub fn transition_status(
     now: &str,
 ) -> DbResult<bool> {
     let n = conn.execute(
-        "UPDATE images SET status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?2",
+        "UPDATE images SET status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?2 \
+         AND deleted = 0",
         params![id, from, to, now],
     )?;
     Ok(n == 1)
 }
 
-/// Deletes an image (members go with it); true when it existed.
-pub fn delete_image(conn: &Connection, id: &str) -> DbResult<bool> {
-    Ok(conn.execute("DELETE FROM images WHERE id = ?1", [id])? == 1)
+/// Puts an image whose upload or import failed back to `queued` (only if it
+/// is still in `from`), forgetting the size a stage recorded; true when it did.
+pub fn requeue_image(conn: &Connection, id: &str, from: &str, now: &str) -> DbResult<bool> {
+    let n = conn.execute(
+        "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND status = ?2 AND deleted = 0",
+        params![id, from, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Records the size of data staged for an image in `uploading`.
+pub fn set_staged_size(conn: &Connection, id: &str, size: i64, now: &str) -> DbResult<bool> {
+    let n = conn.execute(
+        "UPDATE images SET size = ?2, updated_at = ?3 \
+         WHERE id = ?1 AND status = 'uploading' AND deleted = 0",
+        params![id, size, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// True when an image with this id exists or ever existed: ids are never reused.
+pub fn image_id_taken(conn: &Connection, id: &str) -> DbResult<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM images WHERE id = ?1", [id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Deletes an image as Glance does: the row stays (status `deleted`,
+/// `deleted = 1`) so its id can never be taken again; its members and tasks
+/// go. True when a live image was deleted.
+pub fn delete_image(conn: &Connection, id: &str, now: &str) -> DbResult<bool> {
+    let n = conn.execute(
+        "UPDATE images SET status = 'deleted', deleted = 1, deleted_at = ?2, updated_at = ?2 \
+         WHERE id = ?1 AND deleted = 0",
+        params![id, now],
+    )?;
+    conn.execute("DELETE FROM image_members WHERE image_id = ?1", [id])?;
+    conn.execute("DELETE FROM image_tasks WHERE image_id = ?1", [id])?;
+    Ok(n == 1)
+}
+
+/// What a project's images use, as Glance counts it for its quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageUsage {
+    /// Bytes of every image that holds data (`image_size_total`).
+    pub stored_bytes: i64,
+    /// Bytes of data staged for import (`image_stage_total`).
+    pub staged_bytes: i64,
+    /// Images that are not deleted (`image_count_total`).
+    pub images: i64,
+    /// Images taking data right now (`image_count_uploading`).
+    pub uploading: i64,
+}
+
+/// The quota usage of one owner.
+pub fn usage_of(conn: &Connection, owner: &str) -> DbResult<ImageUsage> {
+    Ok(conn.query_row(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN size > 0 AND status NOT IN ('killed', 'pending_delete') \
+                             THEN size ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN size > 0 AND status IN ('uploading', 'importing') \
+                             THEN size ELSE 0 END), 0), \
+           COUNT(CASE WHEN status NOT IN ('killed', 'pending_delete') THEN 1 END), \
+           COUNT(CASE WHEN status IN ('saving', 'uploading', 'importing') THEN 1 END) \
+         FROM images WHERE owner = ?1 AND deleted = 0",
+        [owner],
+        |row| {
+            Ok(ImageUsage {
+                stored_bytes: row.get(0)?,
+                staged_bytes: row.get(1)?,
+                images: row.get(2)?,
+                uploading: row.get(3)?,
+            })
+        },
+    )?)
 }
 
 fn member_from_row(row: &Row) -> rusqlite::Result<Member> {

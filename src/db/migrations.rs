@@ -17,6 +17,10 @@ const MIGRATIONS: &[&str] = &[
     super::compute::SCHEMA,
     // 4: Nova servers and instance actions.
     super::servers::SCHEMA,
+    // 5: Glance keeps deleted images (ids are never reused).
+    super::image::SOFT_DELETE,
+    // 6: Keystone's unified limits (registered limits and project limits).
+    super::limits::SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -11,6 +11,7 @@
 pub mod bootstrap;
 mod catalog;
 mod credentials;
+pub mod limits;
 mod password;
 mod policies;
 mod resources;
@@ -268,6 +269,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(catalog::routes())
         .merge(credentials::routes())
         .merge(policies::routes())
+        .merge(limits::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)

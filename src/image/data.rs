@@ -3,6 +3,12 @@
 //! hashing as it goes, then check the format and rename it into place;
 //! `GET .../file` streams it back, with Range support.
 //!
+//! Bounds: every write counts the data against Glance's `image_size_cap`,
+//! the project's byte quota and the free-space reserve of the store's
+//! filesystem (`quota::DataBudget`) and stops with 413 at the first one it
+//! passes; the partial file is removed. The request's `Content-Length`, when
+//! given, is checked against them before any byte is read.
+//!
 //! Crash safety: the temporary file is named `<id>.partial-<uuid>` and only
 //! renamed to `<id>` once complete; the record goes `queued → saving →
 //! active` around it. A crash leaves `saving` (or a staged import) and a
@@ -22,7 +28,8 @@ use sha2::{Digest, Sha512};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::format::{self, FormatError};
-use super::images::{authorize_image, load_for, load_visible, now_string};
+use super::images::{authorize_image, caller_project, load_for, load_visible, now_string};
+use super::quota::{self, DataBudget};
 use super::{ImageError, ImageResult, ImageState, context_is_admin};
 use crate::db::image::{self as store, Image};
 use crate::http::no_content;
@@ -45,8 +52,13 @@ impl From<FormatError> for ImageError {
     }
 }
 
-/// Streams the request body into `path`, hashing it; never holds it in memory.
-async fn receive_to(path: &std::path::Path, body: Body) -> ImageResult<(i64, String, String)> {
+/// Streams the request body into `path`, hashing it and counting it against
+/// `budget`; never holds it in memory.
+async fn receive_to(
+    path: &std::path::Path,
+    body: Body,
+    budget: &mut DataBudget,
+) -> ImageResult<(i64, String, String)> {
     let mut file = tokio::fs::File::create(path).await?;
     let mut md5 = Md5::new();
     let mut sha = Sha512::new();
@@ -56,6 +68,7 @@ async fn receive_to(path: &std::path::Path, body: Body) -> ImageResult<(i64, Str
         let chunk = chunk.map_err(|e| {
             ImageError::BadRequest(format!("The image data could not be read: {e}"))
         })?;
+        budget.admit(chunk.len())?;
         md5.update(&chunk);
         sha.update(&chunk);
         size += chunk.len() as i64;
@@ -84,10 +97,15 @@ fn partial_path(s: &ImageState, id: &str) -> PathBuf {
 }
 
 /// Receives, checks and moves data into place for `image`.
-async fn store_data(s: &ImageState, image: &Image, body: Body) -> ImageResult<Received> {
+async fn store_data(
+    s: &ImageState,
+    image: &Image,
+    body: Body,
+    mut budget: DataBudget,
+) -> ImageResult<Received> {
     let tmp = partial_path(s, &image.id);
     let result = async {
-        let (size, md5, sha512) = receive_to(&tmp, body).await?;
+        let (size, md5, sha512) = receive_to(&tmp, body, &mut budget).await?;
         let virtual_size = check_format(tmp.clone(), image.disk_format.clone()).await?;
         tokio::fs::rename(&tmp, s.data_path(&image.id)).await?;
         Ok(Received {
@@ -144,23 +162,46 @@ async fn activate(
 async fn back_to_queued(s: &ImageState, id: String, from: &'static str) {
     let now = now_string();
     if let Err(e) = s
-        .write(move |tx| Ok(store::transition_status(tx, &id, from, "queued", &now)?))
+        .write(move |tx| Ok(store::requeue_image(tx, &id, from, &now)?))
         .await
     {
         tracing::error!(error = %e, "cannot requeue an image after a failed upload");
     }
 }
 
+/// The project whose quotas an image's data counts against: its owner, else
+/// the caller's project (`None`: neither, nothing to count against).
+fn quota_project(ctx: &crate::identity::AuthContext, image: &Image) -> Option<String> {
+    image
+        .owner
+        .clone()
+        .filter(|o| !o.is_empty())
+        .or_else(|| Some(caller_project(ctx)).filter(|p| !p.is_empty()))
+}
+
+/// The body length the client declared, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Moves a queued image to `to` if `rule` allows the caller, or explains
-/// why it cannot take data.
+/// why it cannot take data: the
+/// byte quota `resource` (with the declared length), the size cap and the
+/// free space are checked first and `image_count_uploading` after the move,
+/// as Glance does; a refusal leaves the image queued.
 async fn begin(
     s: &Arc<ImageState>,
     ctx: Arc<crate::identity::AuthContext>,
     id: String,
     rule: &'static str,
     to: &'static str,
-) -> ImageResult<Image> {
+    (resource, declared): (&'static str, Option<u64>),
+) -> ImageResult<(Image, DataBudget)> {
     let state = s.clone();
+    let dir = s.dir.clone();
     s.write(move |tx| {
         let image = load_for(tx, &state, &ctx, &id, rule)?;
         if image.status != "queued" {
@@ -169,8 +210,18 @@ async fn begin(
                 image.status
             )));
         }
+        let project = quota_project(&ctx, &image);
+        let byte_quota = match &project {
+            Some(p) => Some(quota::byte_quota(tx, p, resource)?),
+            None => None,
+        };
+        let mut budget = DataBudget::new(&dir, byte_quota);
+        budget.check_declared(declared)?;
         store::transition_status(tx, &id, "queued", to, &now_string())?;
-        Ok(image)
+        if let Some(p) = &project {
+            quota::enforce(tx, p, quota::IMAGE_COUNT_UPLOADING, 0)?;
+        }
+        Ok((image, budget))
     })
     .await
 }
@@ -179,10 +230,20 @@ pub async fn upload(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ImageResult<Response> {
-    let image = begin(&s, ctx, id.clone(), "upload_image", "saving").await?;
-    match store_data(&s, &image, body).await {
+    let declared = declared_length(&headers);
+    let (image, budget) = begin(
+        &s,
+        ctx,
+        id.clone(),
+        "upload_image",
+        "saving",
+        (quota::IMAGE_SIZE_TOTAL, declared),
+    )
+    .await?;
+    match store_data(&s, &image, body, budget).await {
         Ok(got) => {
             activate(&s, id, "saving", got).await?;
             Ok(no_content())
@@ -194,7 +255,8 @@ pub async fn upload(
     }
 }
 
-fn staged_path(s: &ImageState, id: &str) -> PathBuf {
+/// Where glance-direct keeps an image's staged data.
+pub(super) fn staged_path(s: &ImageState, id: &str) -> PathBuf {
     s.dir.join(format!("{id}.staged"))
 }
 
@@ -203,19 +265,34 @@ pub async fn stage(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ImageResult<Response> {
     // Glance has no rule of its own for staging: it is modify_image.
-    begin(&s, ctx, id.clone(), "modify_image", "uploading").await?;
+    let declared = declared_length(&headers);
+    let (_, mut budget) = begin(
+        &s,
+        ctx,
+        id.clone(),
+        "modify_image",
+        "uploading",
+        (quota::IMAGE_STAGE_TOTAL, declared),
+    )
+    .await?;
     let tmp = partial_path(&s, &id);
     let result = async {
-        receive_to(&tmp, body).await?;
+        let (size, _, _) = receive_to(&tmp, body, &mut budget).await?;
         tokio::fs::rename(&tmp, staged_path(&s, &id)).await?;
+        // Glance records the staged size: it counts towards image_stage_total.
+        let (image_id, now) = (id.clone(), now_string());
+        s.write(move |tx| Ok(store::set_staged_size(tx, &image_id, size, &now)?))
+            .await?;
         Ok::<(), ImageError>(())
     }
     .await;
     if let Err(e) = result {
         let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = tokio::fs::remove_file(staged_path(&s, &id)).await;
         back_to_queued(&s, id, "uploading").await;
         return Err(e);
     }
@@ -291,6 +368,10 @@ pub async fn import(
             // Glance: copy-image has copy_image; every other method needs
             // the caller to be allowed to modify the image.
             let image = load_for(tx, &state, &ctx, &id, "modify_image")?;
+            // Glance checks image_size_total (delta 0) before an import.
+            if let Some(p) = quota_project(&ctx, &image) {
+                quota::enforce(tx, &p, quota::IMAGE_SIZE_TOTAL, 0)?;
+            }
             if image.status != from {
                 return Err(ImageError::Conflict(format!(
                     "Image {id} is in status '{}'; {method} needs '{from}'.",
@@ -338,7 +419,10 @@ async fn import_staged(state: &ImageState, image: Image) -> ImageResult<()> {
     let result = async {
         let file = tokio::fs::File::open(&staged).await?;
         let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
-        let got = store_data(state, &image, body).await?;
+        // The staged bytes were counted against image_stage_total already;
+        // the copy still needs room on the disk and fits the cap.
+        let budget = DataBudget::new(&state.dir, None);
+        let got = store_data(state, &image, body, budget).await?;
         activate(state, image.id.clone(), "importing", got).await
     }
     .await;
@@ -397,9 +481,21 @@ async fn download_from_region(
             Ok(dst)
         })
         .await?;
+    let owner = image.owner.clone().unwrap_or_default();
+    let byte_quota = if owner.is_empty() {
+        None
+    } else {
+        Some(
+            state
+                .read(move |conn| quota::byte_quota(conn, &owner, quota::IMAGE_SIZE_TOTAL))
+                .await?,
+        )
+    };
+    let mut budget = DataBudget::new(&state.dir, byte_quota);
+    budget.check_declared(src.size.and_then(|n| u64::try_from(n).ok()))?;
     let file = tokio::fs::File::open(state.data_path(&src.id)).await?;
     let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
-    let got = store_data(state, &image, body).await?;
+    let got = store_data(state, &image, body, budget).await?;
     activate(state, image.id.clone(), "importing", got).await
 }
 

@@ -464,12 +464,23 @@ pub async fn create_image(
         set_attribute(&changer, &mut image, key, value)?;
     }
     let view_image = image.clone();
+    let quota_project = image
+        .owner
+        .clone()
+        .filter(|o| !o.is_empty())
+        .or_else(|| Some(caller_project(&ctx)).filter(|p| !p.is_empty()));
     s.write(move |tx| {
-        if store::get_image(tx, &image.id)?.is_some() {
+        // Ids are never reused: a deleted image keeps its row, so a
+        // caller-chosen id cannot take over one that others still name
+        // (kernel_id, ramdisk_id, block device mappings).
+        if store::image_id_taken(tx, &image.id)? {
             return Err(ImageError::Conflict(format!(
                 "Image with identifier {} already exists!",
                 image.id
             )));
+        }
+        if let Some(project) = &quota_project {
+            super::quota::enforce(tx, project, super::quota::IMAGE_COUNT_TOTAL, 1)?;
         }
         store::insert_image(tx, &image)?;
         Ok(())
@@ -998,6 +1009,7 @@ pub async fn delete_image(
 ) -> ImageResult<Response> {
     let path = s.data_path(&id);
     let state = s.clone();
+    let staged = super::data::staged_path(&s, &id);
     s.write(move |tx| {
         let image = load_for(tx, &state, &ctx, &id, "delete_image")?;
         if image.protected {
@@ -1005,14 +1017,18 @@ pub async fn delete_image(
                 "Image {id} is protected and cannot be deleted."
             )));
         }
-        store::delete_image(tx, &id)?;
+        store::delete_image(tx, &id, &now_string())?;
         Ok(())
     })
     .await?;
-    match tokio::fs::remove_file(&path).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot remove image data"),
+    for path in [path, staged] {
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot remove image data")
+            }
+        }
     }
     Ok(no_content())
 }

@@ -12,6 +12,7 @@ pub mod format;
 pub(crate) mod images;
 mod members;
 mod metadefs;
+pub mod quota;
 mod schemas;
 pub mod service;
 
@@ -50,6 +51,10 @@ pub enum ImageError {
     /// The requested range cannot be satisfied.
     #[error("{0}")]
     RangeNotSatisfiable(String),
+    /// The data goes past the size cap, a quota, or the store's free-space
+    /// reserve (Glance's 413 for all three).
+    #[error("{0}")]
+    TooLarge(String),
     /// The content type of the request is not supported.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -103,17 +108,22 @@ impl ImageError {
             ImageError::Db(e) if e.is_unique_violation() => StatusCode::CONFLICT,
             ImageError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ImageError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ImageError::Db(_) | ImageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
+/// The reason phrase webob uses (it still says "Request Entity Too Large").
+fn reason(status: StatusCode) -> &'static str {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return "Request Entity Too Large";
+    }
+    status.canonical_reason().unwrap_or("Error")
+}
+
 fn status_line(status: StatusCode) -> String {
-    format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    )
+    format!("{} {}", status.as_u16(), reason(status))
 }
 
 fn html_escape(text: &str) -> String {
@@ -170,7 +180,7 @@ async fn error_format(req: Request, next: Next) -> Response {
         let body = json!({
             "message": info.message,
             "code": status_line(info.status),
-            "title": info.status.canonical_reason().unwrap_or("Error"),
+            "title": reason(info.status),
         });
         let mut json = json_response(info.status, &body);
         for (k, v) in response.headers() {
@@ -298,7 +308,7 @@ fn recover(db: &Db, dir: &std::path::Path) -> ImageResult<()> {
         let mut ids = Vec::new();
         for status in ["saving", "uploading", "importing"] {
             for id in crate::db::image::image_ids_with_status(tx, status)? {
-                crate::db::image::transition_status(tx, &id, status, "queued", &now)?;
+                crate::db::image::requeue_image(tx, &id, status, &now)?;
                 ids.push(id);
             }
         }
@@ -356,6 +366,15 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
     let _ = AUTH_URI.set(format!("{public_url}/identity"));
     if let Err(e) = recover(&db, &dir) {
         tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
+    }
+    if let Err(e) = db.write_blocking(|tx| {
+        crate::identity::limits::seed_registered_limits(
+            tx,
+            quota::SERVICE_TYPE,
+            quota::DEFAULT_REGISTERED_LIMITS,
+        )
+    }) {
+        tracing::error!(error = %e, "cannot register the image service's default limits");
     }
     let state = Arc::new(ImageState { identity, db, dir });
     let doc = versions_doc(&public_url);

@@ -17,6 +17,18 @@ pub enum ImageServiceError {
     /// The image exists but has no usable data yet (or is deactivated).
     #[error("Image {id} is not active (status {status}).")]
     NotActive { id: String, status: String },
+    /// The image may be booted by the project, but not serve as its kernel
+    /// or ramdisk: those come only from the project's own images, public
+    /// ones, or ones shared with it and accepted.
+    #[error(
+        "Image {id} cannot be used as a {role} by project {project}: a kernel or ramdisk must be \
+         owned by the project, public, or shared with it and accepted."
+    )]
+    NotTrusted {
+        id: String,
+        role: &'static str,
+        project: String,
+    },
     /// The state file failed.
     #[error("image service: {0}")]
     Db(#[from] crate::db::DbError),
@@ -67,6 +79,48 @@ impl ImageService {
     /// Path of an image's data file.
     pub fn data_path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// A kernel (`role` "kernel") or ramdisk a server of `project` may boot
+    /// with: owned by the project, public, or shared with it and accepted —
+    /// never another project's community or private image, so an image id
+    /// named in `kernel_id` cannot point at a stranger's data. The image must
+    /// hold data (active, or deactivated for a server that booted before).
+    pub async fn get_boot_asset(
+        &self,
+        id: &str,
+        role: &'static str,
+        project: &str,
+    ) -> Result<BootImage, ImageServiceError> {
+        let (id_owned, project_owned) = (id.to_string(), project.to_string());
+        let found = self
+            .db
+            .read(move |conn| {
+                let Some(image) = store::get_image(conn, &id_owned)? else {
+                    return Ok(None);
+                };
+                let trusted = trusted_by(conn, &image, &project_owned)?;
+                let visible = visible_to(conn, &image, Some(&project_owned))?;
+                Ok(Some((image, trusted, visible)))
+            })
+            .await?;
+        match found {
+            None | Some((_, false, false)) => Err(ImageServiceError::NotFound(id.to_string())),
+            Some((_, false, true)) => Err(ImageServiceError::NotTrusted {
+                id: id.to_string(),
+                role,
+                project: project.to_string(),
+            }),
+            Some((image, true, _)) => {
+                if !["active", "deactivated"].contains(&image.status.as_str()) {
+                    return Err(ImageServiceError::NotActive {
+                        id: image.id,
+                        status: image.status,
+                    });
+                }
+                Ok(self.boot_image(image))
+            }
+        }
     }
 
     /// An image a project may use (its own, public, community, or shared
@@ -137,9 +191,23 @@ impl ImageService {
             ..store::Image::default()
         };
         let id = image.id.clone();
-        self.db
-            .write(move |tx| store::insert_image(tx, &image))
+        let over_quota = self
+            .db
+            .write(move |tx| {
+                // Glance's image_count_total applies to snapshots too.
+                let owner = image.owner.clone().unwrap_or_default();
+                match count_quota(tx, &owner)? {
+                    Some(message) => Ok(Some(message)),
+                    None => {
+                        store::insert_image(tx, &image)?;
+                        Ok(None)
+                    }
+                }
+            })
             .await?;
+        if let Some(message) = over_quota {
+            return Err(ImageServiceError::Invalid(message));
+        }
         Ok(id)
     }
 
@@ -255,7 +323,7 @@ impl ImageService {
                         "Image {id_owned} is protected and cannot be deleted."
                     ))));
                 }
-                store::delete_image(tx, &id_owned)?;
+                store::delete_image(tx, &id_owned, &crate::image::images::now_string())?;
                 Ok(Ok(()))
             })
             .await?;
@@ -271,7 +339,9 @@ impl ImageService {
         let id_owned = id.to_string();
         let _ = self
             .db
-            .write(move |tx| store::delete_image(tx, &id_owned))
+            .write(move |tx| {
+                store::delete_image(tx, &id_owned, &crate::image::images::now_string())
+            })
             .await;
     }
 
@@ -316,6 +386,32 @@ impl ImageService {
         }
         Ok(image)
     }
+}
+
+/// Why `image_count_total` refuses one more image for `owner`, if it does.
+fn count_quota(conn: &rusqlite::Connection, owner: &str) -> crate::db::DbResult<Option<String>> {
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    match crate::image::quota::enforce(conn, owner, crate::image::quota::IMAGE_COUNT_TOTAL, 1) {
+        Ok(()) => Ok(None),
+        Err(crate::image::ImageError::Db(e)) => Err(e),
+        Err(other) => Ok(Some(other.to_string())),
+    }
+}
+
+/// True when a project may boot with the image as its kernel or ramdisk:
+/// its own, public, or shared with it and accepted.
+fn trusted_by(
+    conn: &rusqlite::Connection,
+    image: &store::Image,
+    project: &str,
+) -> crate::db::DbResult<bool> {
+    if image.owner.as_deref() == Some(project) || image.visibility == "public" {
+        return Ok(true);
+    }
+    Ok(image.visibility == "shared"
+        && store::get_member(conn, &image.id, project)?.is_some_and(|m| m.status == "accepted"))
 }
 
 /// Glance's visibility rule for a project (`None`: an administrator).

@@ -88,6 +88,54 @@ else
     fail "application credential ci authenticates (201)"
 fi
 
+# --- unified limits: registered limits and project limits (issue 9) --------------
+# kv EXPR: like json, with every dict key lower-cased and spaces as underscores.
+kv() { "$py" -c 'import json,sys
+def low(x):
+    if isinstance(x, dict): return {k.lower().replace(" ", "_"): low(v) for k, v in x.items()}
+    if isinstance(x, list): return [low(v) for v in x]
+    return x
+d=low(json.load(open(sys.argv[1]))); print(eval(sys.argv[2]))' "$out" "$@"; }
+check "openstack registered limit list" openstack registered limit list -f json
+if kv 'sorted(r["resource_name"] for r in d if r["resource_name"].startswith("image_"))' 2>/dev/null \
+    | grep -qx "\['image_count_total', 'image_count_uploading', 'image_size_total', 'image_stage_total'\]"; then
+    pass "a fresh cloud registers the image service's default limits"
+else fail "a fresh cloud registers the image service's default limits"; fi
+seeded_id="$(kv '[r["id"] for r in d if r["resource_name"]=="image_count_total"][0]' 2>/dev/null)"
+check "openstack registered limit delete (the default image_count_total)" \
+    openstack registered limit delete "$seeded_id"
+check "openstack registered limit create --service image --default-limit 5 image_count_total" \
+    openstack registered limit create --service image --default-limit 5 image_count_total -f json
+rl_id="$(kv 'd["id"]' 2>/dev/null)"
+check "openstack registered limit show" openstack registered limit show "$rl_id" -f json
+if kv 'd["default_limit"]' 2>/dev/null | grep -qx 5; then pass "registered limit show: default_limit 5"
+else fail "registered limit show: default_limit 5"; fi
+check "openstack registered limit set --default-limit 1000" \
+    openstack registered limit set --default-limit 1000 "$rl_id" -f json
+if kv 'd["default_limit"]' 2>/dev/null | grep -qx 1000; then pass "registered limit set: default_limit 1000"
+else fail "registered limit set: default_limit 1000"; fi
+check "openstack limit create --project demo --service image --resource-limit 2 image_count_total" \
+    openstack limit create --project demo --service image --resource-limit 2 image_count_total -f json
+limit_id="$(kv 'd["id"]' 2>/dev/null)"
+if kv 'd["project_id"]' 2>/dev/null | grep -qx "$demo_id"; then pass "the limit names project demo"
+else fail "the limit names project demo"; fi
+check "openstack limit list" openstack limit list -f json
+if kv 'any(l["id"]==sys.argv[3] for l in d)' "$limit_id" 2>/dev/null | grep -qx True; then
+    pass "limit list shows the demo limit"
+else fail "limit list shows the demo limit"; fi
+check "openstack limit show" openstack limit show "$limit_id" -f json
+check "openstack limit set --resource-limit 3" openstack limit set --resource-limit 3 "$limit_id" -f json
+if kv 'd["resource_limit"]' 2>/dev/null | grep -qx 3; then pass "limit set: resource_limit 3"
+else fail "limit set: resource_limit 3"; fi
+if ! openstack registered limit delete "$rl_id" >"$out" 2>&1; then
+    pass "a registered limit with a project limit below it cannot be deleted"
+else fail "a registered limit with a project limit below it cannot be deleted"; fi
+check "openstack limit delete" openstack limit delete "$limit_id"
+check "openstack registered limit list --service image --resource-name image_count_total" \
+    openstack registered limit list --service image --resource-name image_count_total -f json
+if kv 'len(d)' 2>/dev/null | grep -qx 1; then pass "registered limit list filters by service and resource"
+else fail "registered limit list filters by service and resource"; fi
+
 # --- as alice -------------------------------------------------------------------
 alice_auth='{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"alice","domain":{"id":"default"},"password":"s3cret-Alice"}}},"scope":{"project":{"name":"demo","domain":{"id":"default"}}}}}'
 expect_status "alice gets a demo-scoped token (201)" 201 POST /auth/tokens -d "$alice_auth"

@@ -30,16 +30,29 @@ impl Server {
 
     /// Starts a server on an existing (or new) state directory.
     pub fn start_in(state_dir: PathBuf, keep_state: bool) -> Server {
-        Server::spawn(state_dir, keep_state, None)
+        Server::spawn(state_dir, keep_state, None, &[])
+    }
+
+    /// Starts a server with extra `yunhe serve` flags (on a new state
+    /// directory when `state_dir` is None).
+    pub fn start_with_args(state_dir: Option<PathBuf>, extra: &[&str]) -> Server {
+        let dir = state_dir
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like())));
+        Server::spawn(dir, false, None, extra)
     }
 
     /// Starts a server logging at debug level into `log`.
     pub fn start_logging_to(log: &std::path::Path) -> Server {
         let dir = std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like()));
-        Server::spawn(dir, false, Some(log))
+        Server::spawn(dir, false, Some(log), &[])
     }
 
-    fn spawn(state_dir: PathBuf, keep_state: bool, log: Option<&std::path::Path>) -> Server {
+    fn spawn(
+        state_dir: PathBuf,
+        keep_state: bool,
+        log: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_yunhe"));
         command
             .args([
@@ -53,6 +66,7 @@ impl Server {
             ])
             .arg("--state-dir")
             .arg(&state_dir)
+            .args(extra)
             .stdout(Stdio::piped());
         match log {
             Some(path) => {
