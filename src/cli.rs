@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// when a server asks for it.
     #[arg(long, env = "YUNHE_FORCE_CONFIG_DRIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub force_config_drive: bool,
+    /// API requests per second each user (each token; without one, each
+    /// source address) may make on average; beyond, 429 with Retry-After.
+    /// 0 turns the limits off.
+    #[arg(long, env = "YUNHE_API_RATE_LIMIT", default_value_t = 200.0)]
+    pub api_rate_limit: f64,
+    /// API requests a user may make at once (the token bucket's size).
+    #[arg(long, env = "YUNHE_API_RATE_BURST", default_value_t = 400.0)]
+    pub api_rate_burst: f64,
 }
 
 impl ServeArgs {

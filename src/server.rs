@@ -98,7 +98,7 @@ fn init_logging(json: bool) {
 /// Builds the whole HTTP application for a state file (also used by tests).
 pub fn app(identity: Arc<IdentityState>) -> Router {
     let public_url = identity.public_url.clone();
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
             "/identity/",
@@ -109,8 +109,15 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
         .merge(crate::image::router(identity.clone()))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
-        .merge(crate::web::router())
-        .layer(axum::middleware::from_fn(crate::http::request_id))
+        .merge(crate::web::router());
+    let router = match crate::http::ratelimit::RateLimiter::configured(identity.clone()) {
+        Some(limiter) => router.layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::http::ratelimit::limit,
+        )),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(crate::http::request_id))
 }
 
 async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
@@ -155,6 +162,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
     });
+    crate::http::ratelimit::configure(crate::http::ratelimit::RateLimitConfig {
+        per_second: args.api_rate_limit,
+        burst: args.api_rate_burst,
+    });
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -177,6 +188,8 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
         report.clouds_yaml.display()
     );
+    // The source address keys the rate limits of requests without a token.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
