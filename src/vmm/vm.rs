@@ -1105,6 +1105,6 @@ pub fn process_rss() -> u64 {
 
 /// Opens a console log file for appending, rotated and capped as
 /// [`super::console::open_log`] says.
-pub fn open_console_log(path: &PathBuf) -> Result<File, VmError> {
+pub fn open_console_log(path: &std::path::Path) -> Result<File, VmError> {
     super::console::open_log(path).map_err(|e| VmError::Open(path.display().to_string(), e))
 }
