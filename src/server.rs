@@ -154,6 +154,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    crate::http::ratelimit::configure(crate::http::ratelimit::RateLimitConfig {
+        per_second: args.api_rate_limit,
+        burst: args.api_rate_burst,
+    });
     crate::compute::configure(crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,
@@ -161,10 +165,6 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             disk: args.disk_allocation_ratio,
         },
         force_config_drive: args.force_config_drive,
-    });
-    crate::http::ratelimit::configure(crate::http::ratelimit::RateLimitConfig {
-        per_second: args.api_rate_limit,
-        burst: args.api_rate_burst,
     });
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
     let app = app(identity);
