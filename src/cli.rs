@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// filesystem (e.g. 5%). Uploads that would go below it get 413.
     #[arg(long, env = "YUNHE_MIN_FREE_SPACE", default_value_t = crate::image::quota::DEFAULT_MIN_FREE_SPACE)]
     pub min_free_space: crate::image::quota::FreeSpaceReserve,
+    /// API requests per second each user (each token; without one, each
+    /// source address) may make on average; beyond, 429 with Retry-After.
+    /// 0 turns the limits off.
+    #[arg(long, env = "YUNHE_API_RATE_LIMIT", default_value_t = 200.0)]
+    pub api_rate_limit: f64,
+    /// API requests a user may make at once (the token bucket's size).
+    #[arg(long, env = "YUNHE_API_RATE_BURST", default_value_t = 400.0)]
+    pub api_rate_burst: f64,
 }
 
 /// The state directory when none is given: /var/lib/yunhe for root, else

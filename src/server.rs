@@ -104,7 +104,7 @@ fn init_logging(json: bool) {
 /// Builds the whole HTTP application for a state file (also used by tests).
 pub fn app(identity: Arc<IdentityState>) -> Router {
     let public_url = identity.public_url.clone();
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
             "/identity/",
@@ -115,8 +115,15 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
         .merge(crate::image::router(identity.clone()))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
-        .merge(crate::web::router())
-        .layer(axum::middleware::from_fn(crate::http::request_id))
+        .merge(crate::web::router());
+    let router = match crate::http::ratelimit::RateLimiter::configured(identity.clone()) {
+        Some(limiter) => router.layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::http::ratelimit::limit,
+        )),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(crate::http::request_id))
 }
 
 async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
@@ -174,6 +181,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    crate::http::ratelimit::configure(crate::http::ratelimit::RateLimitConfig {
+        per_second: args.api_rate_limit,
+        burst: args.api_rate_burst,
+    });
     crate::compute::configure(crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,

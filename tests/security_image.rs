@@ -479,7 +479,7 @@ fn fail_and_delete(server: &Server, token: &str, reply: &Reply) {
 
 #[test]
 fn uploads_past_the_size_cap_get_413_and_leave_no_data() {
-    let server = Server::start_with_args(None, &["--image-size-cap", "1048576"]);
+    let server = Server::start_in_with_args(None, &["--image-size-cap", "1048576"]);
     let admin = server.admin_token();
     let (_, reader) = user_in_new_project(&server, &admin, "rita", "member");
     let id = new_image(
@@ -577,7 +577,7 @@ fn uploads_stop_at_the_free_space_reserve() {
         return;
     };
     let state = tmpfs.0.join("state");
-    let server = Server::start_with_args(Some(state.clone()), &["--min-free-space", "40MiB"]);
+    let server = Server::start_in_with_args(Some(state.clone()), &["--min-free-space", "40MiB"]);
     let admin = server.admin_token();
     let (_, member) = user_in_new_project(&server, &admin, "fill", "member");
     let id = new_image(

@@ -1,16 +1,29 @@
 //! Remote consoles: `POST /servers/{id}/remote-consoles` (protocol
 //! `serial`, from 2.6) and the legacy `os-getSerialConsole` action hand out
-//! a websocket URL with a one-use-per-connection token, valid for ten
-//! minutes as Nova's `console_token_ttl`; `GET /compute/serial-console?token=`
+//! a websocket URL with a console token; `GET /compute/serial-console?token=`
 //! carries the guest's serial console both ways over that websocket, as
 //! nova-serialproxy does (binary frames; text frames are accepted as input).
+//!
+//! A console token is single-use (the first websocket handshake that presents
+//! it consumes it, whatever comes next), valid for ten minutes (Nova's
+//! `console_token_ttl`), and bound to the rights of whoever asked for it: at
+//! connect time the Keystone token that created the URL is validated again
+//! and the server authorised again, so a revoked token, a removed role or a
+//! disabled user refuses the console. A handshake whose `Origin` names
+//! another host or scheme than the public URL is refused with 403, as Nova's
+//! console proxy checks it against `allowed_origins` (no `Origin`: not a
+//! browser, accepted). Each VMM serves at most
+//! [`crate::vmm::control::MAX_CONSOLE_CLIENTS`] console clients; the next
+//! handshake is refused with 409.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,11 +35,68 @@ use crate::identity::{Auth, AuthContext};
 
 type S = Arc<ComputeState>;
 
-/// Seconds a console token stays valid.
+/// Seconds a console token stays valid (Nova's `console_token_ttl`).
 const TOKEN_TTL: i64 = 600;
+/// Console tokens kept at most; beyond, the one expiring first is dropped.
+const MAX_OUTSTANDING_TOKENS: usize = 10_000;
 
-/// Creates a console token for a server the caller may see and returns the URL.
-pub async fn new_console_url(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
+/// The Keystone token of the request, as the client sent it (empty when
+/// absent; `Auth` has already refused such a request).
+pub struct CallerToken(pub String);
+
+impl<St: Send + Sync> FromRequestParts<St> for CallerToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(CallerToken(token.to_string()))
+    }
+}
+
+/// What a console token grants, and to whom.
+struct ConsoleGrant {
+    server_id: String,
+    expires: i64,
+    user_id: String,
+    /// The Keystone token the URL was created with, validated again at
+    /// connect time. Kept in memory only, until the grant is used or expires.
+    user_token: String,
+}
+
+/// The outstanding console tokens (in memory: a restart invalidates them).
+#[derive(Default)]
+pub struct ConsoleTokens(Mutex<HashMap<String, ConsoleGrant>>);
+
+impl ConsoleTokens {
+    fn insert(&self, token: String, grant: ConsoleGrant) {
+        let mut tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_unix();
+        tokens.retain(|_, g| g.expires > now);
+        if tokens.len() >= MAX_OUTSTANDING_TOKENS
+            && let Some(first) = tokens
+                .iter()
+                .min_by_key(|(_, g)| g.expires)
+                .map(|(t, _)| t.clone())
+        {
+            tokens.remove(&first);
+        }
+        tokens.insert(token, grant);
+    }
+
+    /// Removes the token and returns its grant when it has not expired.
+    fn take(&self, token: &str) -> Option<ConsoleGrant> {
+        let mut tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(token).filter(|g| g.expires > now_unix())
+    }
+}
+
+/// May `ctx` use the console of server `id`? Used when the URL is created and
+/// again when the websocket connects. Returns the server id.
+async fn authorize_console(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
     let server = super::servers::load(s, ctx, id).await?;
     if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
         || !s.virt.is_alive(&server.id) && s.virt.status(&server.id).await.is_none()
@@ -36,13 +106,28 @@ pub async fn new_console_url(s: &S, ctx: &AuthContext, id: &str) -> ComputeResul
             server.vm_state
         )));
     }
+    Ok(server.id)
+}
+
+/// Creates a console token for a server the caller may use and returns the
+/// URL; `user_token` is the caller's Keystone token.
+pub async fn new_console_url(
+    s: &S,
+    ctx: &AuthContext,
+    user_token: &str,
+    id: &str,
+) -> ComputeResult<String> {
+    let server_id = authorize_console(s, ctx, id).await?;
     let token = uuid::Uuid::new_v4().to_string();
-    {
-        let mut tokens = s.console_tokens.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_unix();
-        tokens.retain(|_, (_, expires)| *expires > now);
-        tokens.insert(token.clone(), (server.id.clone(), now + TOKEN_TTL));
-    }
+    s.console_tokens.insert(
+        token.clone(),
+        ConsoleGrant {
+            server_id,
+            expires: now_unix() + TOKEN_TTL,
+            user_id: ctx.user_id.clone(),
+            user_token: user_token.to_string(),
+        },
+    );
     let ws_base = s
         .public_url
         .replacen("https://", "wss://", 1)
@@ -54,6 +139,7 @@ pub async fn new_console_url(s: &S, ctx: &AuthContext, id: &str) -> ComputeResul
 pub async fn remote_console(
     State(s): State<S>,
     Auth(ctx): Auth,
+    CallerToken(user_token): CallerToken,
     mv: Mv,
     Path(id): Path<String>,
     body: Bytes,
@@ -80,7 +166,7 @@ pub async fn remote_console(
             "Unavailable console type {protocol}/{kind}: this cloud serves serial consoles only."
         )));
     }
-    let url = new_console_url(&s, &ctx, &id).await?;
+    let url = new_console_url(&s, &ctx, &user_token, &id).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"remote_console": {"protocol": "serial", "type": "serial", "url": url}}),
@@ -91,33 +177,98 @@ pub async fn remote_console(
 pub async fn serial_websocket(
     State(s): State<S>,
     Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = q
+    match open_console(&s, &q, &headers).await {
+        Ok((reader, writer)) => ws
+            .protocols(["binary", "base64"])
+            .on_upgrade(move |socket| pump(socket, reader, writer)),
+        Err(e) => e.into_response(),
+    }
+}
+
+type ConsoleStream = (
+    tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    tokio::net::unix::OwnedWriteHalf,
+);
+
+/// Checks the handshake (origin, token, the rights behind the token) and
+/// connects to the VMM's console.
+async fn open_console(
+    s: &S,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> ComputeResult<ConsoleStream> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !origin_allowed(&s.public_url, origin) {
+            return Err(ComputeError::Forbidden(
+                "Origin header does not match this host.".into(),
+            ));
+        }
+    }
+    let token = query
         .iter()
         .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.as_str())
         .unwrap_or_default();
-    let server_id = {
-        let tokens = s.console_tokens.lock().unwrap_or_else(|e| e.into_inner());
-        tokens
-            .get(&token)
-            .filter(|(_, expires)| *expires > now_unix())
-            .map(|(id, _)| id.clone())
+    let Some(grant) = s.console_tokens.take(token) else {
+        return Err(ComputeError::Forbidden(
+            "The console token is invalid or has expired.".into(),
+        ));
     };
-    let Some(server_id) = server_id else {
-        return ComputeError::Forbidden("The console token is invalid or has expired.".into())
-            .into_response();
+    let refused = || {
+        ComputeError::Forbidden(
+            "The console token is no longer valid: its user may not use this console.".into(),
+        )
     };
-    let (reader, writer) = match s.virt.console_stream(&server_id).await {
-        Ok(pair) => pair,
-        Err(e) => {
-            return ComputeError::Conflict(format!("The console is not available: {e}"))
-                .into_response();
-        }
+    let ctx = match crate::identity::token::validate(&s.identity, &grant.user_token).await {
+        Ok(ctx) if ctx.user_id == grant.user_id => ctx,
+        Ok(_) => return Err(refused()),
+        Err(crate::identity::IdentityError::Db(e)) => return Err(ComputeError::Db(e)),
+        Err(_) => return Err(refused()),
     };
-    ws.protocols(["binary", "base64"])
-        .on_upgrade(move |socket| pump(socket, reader, writer))
+    match authorize_console(s, &ctx, &grant.server_id).await {
+        Ok(_) => {}
+        Err(ComputeError::NotFound(_) | ComputeError::Forbidden(_)) => return Err(refused()),
+        Err(other) => return Err(other),
+    }
+    s.virt
+        .console_stream(&grant.server_id)
+        .await
+        .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))
+}
+
+/// True when a browser's `Origin` names the public URL's host with its
+/// scheme (http or ws for an http URL, https or wss for https), as Nova's
+/// console proxy checks it.
+pub fn origin_allowed(public_url: &str, origin: &str) -> bool {
+    let Some((public_scheme, public_host)) = scheme_and_host(public_url) else {
+        return false;
+    };
+    let Some((scheme, host)) = scheme_and_host(origin) else {
+        return false;
+    };
+    let same_security = match public_scheme.as_str() {
+        "http" | "ws" => scheme == "http" || scheme == "ws",
+        "https" | "wss" => scheme == "https" || scheme == "wss",
+        _ => false,
+    };
+    same_security && !host.is_empty() && host == public_host
+}
+
+/// The lower-cased scheme and host (without port or brackets) of a URL.
+fn scheme_and_host(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split_once(']')?.0
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    Some((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
 }
 
 /// Copies bytes between the websocket and the VMM's console connection
@@ -163,5 +314,26 @@ async fn pump(
     tokio::select! {
         () = out => {},
         () = input => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_must_name_the_public_host_and_scheme() {
+        let public = "http://cloud.example:8080";
+        assert!(origin_allowed(public, "http://cloud.example:8080"));
+        assert!(origin_allowed(public, "http://CLOUD.example"));
+        assert!(origin_allowed(public, "ws://cloud.example:9000"));
+        assert!(!origin_allowed(public, "https://cloud.example:8080"));
+        assert!(!origin_allowed(public, "http://evil.example"));
+        assert!(!origin_allowed(public, "http://cloud.example.evil.example"));
+        assert!(!origin_allowed(public, "http://cloud.example@evil.example"));
+        assert!(!origin_allowed(public, "null"));
+        assert!(!origin_allowed(public, ""));
+        assert!(origin_allowed("https://[::1]:8443", "https://[::1]"));
+        assert!(!origin_allowed("https://[::1]:8443", "http://[::1]"));
     }
 }

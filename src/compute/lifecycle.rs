@@ -588,6 +588,7 @@ async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
 pub async fn action(
     State(s): State<S>,
     Auth(ctx): Auth,
+    super::consoles::CallerToken(user_token): super::consoles::CallerToken,
     mv: Mv,
     Path(id): Path<String>,
     Extension(request_id): Extension<RequestId>,
@@ -935,7 +936,7 @@ pub async fn action(
                     "Invalid input for field/attribute type. Value: {kind}. '{kind}' is not one of ['serial']"
                 )));
             }
-            let url = super::consoles::new_console_url(&s, &ctx, &id).await?;
+            let url = super::consoles::new_console_url(&s, &ctx, &user_token, &id).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"console": {"type": "serial", "url": url}}),

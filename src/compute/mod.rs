@@ -31,7 +31,7 @@ mod servers;
 pub mod virt;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 
@@ -138,8 +138,8 @@ pub struct ComputeState {
     pub virt: Arc<virt::Virt>,
     /// Glance, as Nova asks it for images.
     pub images: crate::image::service::ImageService,
-    /// Serial console tokens: token -> (server id, expiry).
-    pub console_tokens: Mutex<HashMap<String, (String, i64)>>,
+    /// Serial console tokens (single-use, see `consoles`).
+    pub console_tokens: consoles::ConsoleTokens,
 }
 
 /// How far this host's resources may be overcommitted when scheduling.
@@ -527,7 +527,7 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         public_url: identity.public_url.clone(),
         virt,
         images: crate::image::service::ImageService::new(identity.db.clone()),
-        console_tokens: Mutex::new(HashMap::new()),
+        console_tokens: consoles::ConsoleTokens::default(),
         identity,
     });
     if tokio::runtime::Handle::try_current().is_ok() {

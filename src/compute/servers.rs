@@ -733,24 +733,87 @@ fn bool_like(value: &Value) -> Option<bool> {
     }
 }
 
-/// A hostname from a display name, as Nova sanitises it.
-pub fn sanitize_hostname(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() || c == '-' {
-            out.push(c.to_ascii_lowercase());
-        } else if c == ' ' || c == '_' || c == '.' {
-            out.push('-');
-        }
-    }
-    let trimmed = out.trim_matches('-').to_string();
-    let mut host: String = trimmed.chars().take(63).collect();
-    host = host.trim_end_matches('-').to_string();
+/// A hostname from a display name, as Nova's `sanitize_hostname` makes it:
+/// characters beyond U+00FF dropped, cut to 63 characters, space, `_` and
+/// `.` made `-`, anything else but letters, digits and `-` dropped, lower
+/// case, `-` trimmed from both ends. Stricter than Nova in one point: the
+/// Latin-1 letters Nova keeps (`é`) are dropped too, so that the result is
+/// always an RFC 1123 host name. Empty: `Server-<uuid>`, as Nova names it.
+pub fn sanitize_hostname(name: &str, server_id: &str) -> String {
+    let cut: String = name
+        .chars()
+        .filter(|c| u32::from(*c) <= 0xFF)
+        .take(63)
+        .collect();
+    let host: String = cut
+        .chars()
+        .filter_map(|c| match c {
+            ' ' | '_' | '.' => Some('-'),
+            c if c.is_ascii_alphanumeric() || c == '-' => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let host = host.trim_matches(['-', '.']);
     if host.is_empty() {
-        "server".into()
+        format!("Server-{server_id}")
     } else {
-        host
+        host.to_string()
     }
+}
+
+/// Nova's `hostname` schema (2.90–2.93): an RFC 1123 host name, 2–63 characters.
+const HOSTNAME_PATTERN: &str = "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$";
+/// Nova's `fqdn` schema (2.94+): 1–255 of letters, digits, `-`, `.` and `_`.
+const FQDN_PATTERN: &str = "^[a-zA-Z0-9-._]*$";
+
+/// The `hostname` of a create or update, checked as Nova's JSON schema for
+/// the microversion checks it (a 400 with its message otherwise).
+fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<String>> {
+    let invalid = |value: &dyn std::fmt::Display, why: String| {
+        ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute hostname. Value: {value}. {why}"
+        ))
+    };
+    let text = match obj.get("hostname") {
+        None => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(Value::Null) => {
+            return Err(invalid(&"None", "None is not of type 'string'".into()));
+        }
+        Some(other) => return Err(invalid(other, format!("{other} is not of type 'string'"))),
+    };
+    let fqdn = mv.at_least(94);
+    let fits_pattern = if fqdn {
+        text.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    } else {
+        let bytes = text.as_bytes();
+        bytes.len() >= 2
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+    };
+    let (min, max, pattern) = if fqdn {
+        (1, 255, FQDN_PATTERN)
+    } else {
+        (2, 63, HOSTNAME_PATTERN)
+    };
+    let length = text.chars().count();
+    if !fits_pattern {
+        return Err(invalid(
+            text,
+            format!("'{text}' does not match '{pattern}'"),
+        ));
+    }
+    if length < min {
+        return Err(invalid(text, format!("'{text}' is too short")));
+    }
+    if length > max {
+        return Err(invalid(text, format!("'{text}' is too long")));
+    }
+    Ok(Some(text.clone()))
 }
 
 fn random_password() -> String {
@@ -983,10 +1046,15 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
         .and_then(Value::as_str)
         .map(str::to_string);
     let hostname = if mv.at_least(90) {
-        opt_str(&server, "hostname", 255)?
+        check_hostname(mv, &server)?
     } else {
         None
     };
+    if hostname.is_some() && max_count > 1 {
+        return Err(ComputeError::BadRequest(
+            "Unable to allocate a single hostname to multiple instances".into(),
+        ));
+    }
     Ok(CreateRequest {
         name,
         image_id,
@@ -1195,7 +1263,10 @@ async fn create(
                     key_data: key_data.clone(),
                     user_data: req.user_data.clone(),
                     description: req.description.clone(),
-                    hostname: req.hostname.clone().unwrap_or_else(|| sanitize_hostname(&name)),
+                    hostname: req
+                        .hostname
+                        .clone()
+                        .unwrap_or_else(|| sanitize_hostname(&name, &id)),
                     metadata: req.metadata.clone(),
                     tags: req.tags.clone(),
                     vm_state: if fits { "building" } else { "error" }.into(),
@@ -1776,7 +1847,7 @@ async fn update(
             "Invalid input for field/attribute accessIPv6. Value: {ip}. '{ip}' is not a 'ipv6'"
         )));
     }
-    let hostname = opt_str(&changes, "hostname", 255)?;
+    let hostname = check_hostname(mv, &changes)?;
     let ctx2 = ctx.clone();
     let server = s
         .write(move |tx| {
@@ -2461,7 +2532,48 @@ mod tests {
 
     #[test]
     fn hostnames_are_sanitised() {
-        assert_eq!(sanitize_hostname("My Server_1"), "my-server-1");
-        assert_eq!(sanitize_hostname("***"), "server");
+        assert_eq!(sanitize_hostname("My Server_1", "u"), "my-server-1");
+        assert_eq!(sanitize_hostname("***", "u"), "Server-u");
+        assert_eq!(sanitize_hostname("..a.b..", "u"), "a-b");
+        assert_eq!(sanitize_hostname("café\n;rm -rf /", "u"), "cafrm--rf");
+        assert_eq!(sanitize_hostname("名前", "u"), "Server-u");
+        // Cut to 63 characters before anything is dropped, as Nova does.
+        let long = format!("{}x", "*".repeat(63));
+        assert_eq!(sanitize_hostname(&long, "u"), "Server-u");
+        assert_eq!(sanitize_hostname(&"a".repeat(100), "u").len(), 63);
+    }
+
+    #[test]
+    fn hostnames_follow_novas_schemas() {
+        let body = |h: Value| -> Map<String, Value> {
+            let mut m = Map::new();
+            m.insert("hostname".into(), h);
+            m
+        };
+        let ok = |mv: u16, h: &str| check_hostname(Mv(mv), &body(json!(h))).is_ok();
+        assert!(ok(90, "web-1"));
+        assert!(ok(90, "a1"));
+        assert!(!ok(90, "a"));
+        assert!(!ok(90, "-web"));
+        assert!(!ok(90, "web-"));
+        assert!(!ok(90, "web.example.org"));
+        assert!(!ok(90, "web_1"));
+        assert!(!ok(90, "web 1"));
+        assert!(!ok(90, "web\n1"));
+        assert!(!ok(90, &"a".repeat(64)));
+        assert!(ok(94, "web.example.org"));
+        assert!(ok(94, "a"));
+        assert!(!ok(94, "web;reboot"));
+        assert!(!ok(94, &"a".repeat(256)));
+        assert!(check_hostname(Mv(90), &body(Value::Null)).is_err());
+        assert!(check_hostname(Mv(90), &body(json!(5))).is_err());
+        let Err(ComputeError::BadRequest(message)) = check_hostname(Mv(92), &body(json!("a_b")))
+        else {
+            panic!("a_b accepted");
+        };
+        assert_eq!(
+            message,
+            "Invalid input for field/attribute hostname. Value: a_b. 'a_b' does not match '^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$'"
+        );
     }
 }

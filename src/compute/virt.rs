@@ -238,21 +238,16 @@ impl Virt {
             .remove(id);
     }
 
-    /// The last `lines` lines of the console (all with None).
+    /// The last `lines` lines of the console (with None, all that the tail
+    /// read holds): at most [`CONSOLE_OUTPUT_MAX`] bytes from the end of the
+    /// log (and of its rotated copy when the log is shorter), as Nova's
+    /// libvirt driver reads at most 100 KiB. Never reads more into memory.
     pub async fn console_output(&self, id: &str, lines: Option<usize>) -> String {
         let path = self.dir(id).join("console.log");
-        let data = tokio::fs::read(&path).await.unwrap_or_default();
-        // Serial output is bytes; show it as text, dropping what is not UTF-8.
-        let text = String::from_utf8_lossy(&data).replace('\r', "");
-        match lines {
-            None => text,
-            // As Nova cuts it: the last N pieces of the text split on '\n'
-            // (a trailing newline leaves an empty last piece).
-            Some(n) => {
-                let all: Vec<&str> = text.split('\n').collect();
-                all[all.len().saturating_sub(n)..].join("\n")
-            }
-        }
+        let data = tokio::task::spawn_blocking(move || read_log_tail(&path, CONSOLE_OUTPUT_MAX))
+            .await
+            .unwrap_or_default();
+        console_text(&data, lines)
     }
 
     // ------------------------------------------------------------ processes
@@ -532,6 +527,74 @@ impl Virt {
     /// Drops the saved state after a successful resume.
     pub async fn drop_saved_state(&self, id: &str) {
         let _ = tokio::fs::remove_dir_all(self.saved_dir(id)).await;
+    }
+}
+
+/// Bytes of the console log `os-getConsoleOutput` reads at most (Nova's
+/// libvirt driver's MAX_CONSOLE_BYTES).
+pub const CONSOLE_OUTPUT_MAX: usize = 100 * 1024;
+
+/// The last `max` bytes of the console log at `path`, continued into its
+/// rotated copy (`<path>.1`) when the log holds less. Links are not followed
+/// (a VMM could have put one there); a missing file reads as empty.
+fn read_log_tail(path: &Path, max: usize) -> Vec<u8> {
+    let current = tail_of(path, max);
+    let want = max.saturating_sub(current.len());
+    if want == 0 {
+        return current;
+    }
+    let mut older = tail_of(&crate::vmm::console::rotated_path(path), want);
+    older.extend_from_slice(&current);
+    older
+}
+
+/// The last `max` bytes of one file (empty when it cannot be read).
+fn tail_of(path: &Path, max: usize) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return Vec::new();
+    };
+    let Ok(meta) = file.metadata() else {
+        return Vec::new();
+    };
+    if !meta.is_file() {
+        return Vec::new();
+    }
+    let start = meta.len().saturating_sub(max as u64);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut data = Vec::with_capacity(max.min(meta.len() as usize));
+    // The log may grow while it is read: never take more than `max`.
+    let _ = file.take(max as u64).read_to_end(&mut data);
+    data
+}
+
+/// Console bytes as the text Nova returns: lossy UTF-8 (a character cut at
+/// the start of the tail is dropped), without the control characters Nova
+/// removes (all below 0x20 but tab and newline), cut to the last `lines`
+/// pieces of the text split on '\n' (a trailing newline leaves an empty
+/// last piece).
+fn console_text(data: &[u8], lines: Option<usize>) -> String {
+    let start = data
+        .iter()
+        .take(3)
+        .position(|b| b & 0xC0 != 0x80)
+        .unwrap_or(0);
+    let text: String = String::from_utf8_lossy(&data[start..])
+        .chars()
+        .filter(|c| !matches!(*c, '\x00'..='\x08' | '\x0b'..='\x1f'))
+        .collect();
+    match lines {
+        None => text,
+        Some(n) => {
+            let all: Vec<&str> = text.split('\n').collect();
+            all[all.len().saturating_sub(n)..].join("\n")
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! HTTP machinery shared by every service: request ids, version discovery
 //! documents and small helpers for JSON bodies and list filters.
 
+pub mod ratelimit;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -153,6 +153,18 @@ impl IdentityState {
         format!("{}/identity/v3", self.public_url)
     }
 
+    /// True when the token with this hash (`token::hash_token`) passed a
+    /// validation and has not expired: a memory lookup, no database read
+    /// (the API rate limits key requests by such tokens).
+    pub fn token_was_validated(&self, token_hash: &str) -> bool {
+        let now = crate::db::now_unix();
+        self.token_cache.read().is_ok_and(|cache| {
+            cache
+                .get(token_hash)
+                .is_some_and(|(_, ctx)| ctx.expires_unix > now)
+        })
+    }
+
     /// Runs an identity write in one transaction and invalidates cached token validations.
     pub async fn write<F, T>(&self, f: F) -> IdentityResult<T>
     where

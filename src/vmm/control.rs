@@ -6,10 +6,11 @@
 //! socket again.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,9 @@ pub enum Request {
     },
 }
 
+/// Console clients one VM serves at once; the next is refused.
+pub const MAX_CONSOLE_CLIENTS: usize = 4;
+
 /// The VM the socket controls; replaced on reboot.
 struct Shared {
     current: Mutex<Option<Arc<RunningVm>>>,
@@ -99,6 +103,28 @@ struct Shared {
     ending: AtomicBool,
     /// An event to send once the current reply is written.
     after_reply: Mutex<Option<VmEvent>>,
+    /// Console clients connected now (at most [`MAX_CONSOLE_CLIENTS`]).
+    console_clients: AtomicUsize,
+}
+
+/// A console client's place among the [`MAX_CONSOLE_CLIENTS`]; freed on drop.
+struct ConsoleSlot<'a>(&'a AtomicUsize);
+
+impl<'a> ConsoleSlot<'a> {
+    fn take(clients: &'a AtomicUsize) -> Option<Self> {
+        clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_CONSOLE_CLIENTS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConsoleSlot(clients))
+    }
+}
+
+impl Drop for ConsoleSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -150,6 +176,7 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
                 "pid": shared.pid,
                 "uptime_s": shared.started.elapsed().as_secs_f64(),
                 "boots": *lock(&shared.boots),
+                "console_clients": shared.console_clients.load(Ordering::SeqCst),
                 "vm": shared.config,
             }),
         ),
@@ -228,32 +255,48 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                 }
             }
             None => {
+                let Some(_slot) = ConsoleSlot::take(&shared.console_clients) else {
+                    let refusal = error(format!(
+                        "the console already has {MAX_CONSOLE_CLIENTS} clients"
+                    ));
+                    let _ = writer.write_all(refusal.as_bytes());
+                    return;
+                };
                 if writer
                     .write_all(reply(true, json!({ "console": true })).as_bytes())
                     .is_err()
                 {
                     return;
                 }
-                console_mode(shared, reader, writer);
+                console_mode(&shared, reader, writer);
                 return;
             }
         }
     }
 }
 
-/// Streams serial output to the client and its bytes to the serial input.
-fn console_mode(shared: Arc<Shared>, mut reader: BufReader<UnixStream>, mut writer: UnixStream) {
-    let (backlog, rx) = shared.console.subscribe();
-    let out = std::thread::spawn(move || {
-        if writer.write_all(&backlog).is_err() {
-            return;
-        }
-        while let Ok(chunk) = rx.recv() {
-            if writer.write_all(&chunk).is_err() {
-                return;
+/// Streams serial output to the client and its bytes to the serial input,
+/// until either side ends. Both threads of the client (this one and its
+/// output thread) end when the client leaves: closing the socket ends the
+/// input loop, which unsubscribes (ending the output thread's stream at
+/// once, even when the guest prints nothing) and shuts the socket down
+/// (waking a write blocked on a client that stopped reading); an output
+/// thread that fails to write, or is dropped for falling behind, shuts the
+/// socket down so the input loop ends too.
+fn console_mode(shared: &Shared, mut reader: BufReader<UnixStream>, mut writer: UnixStream) {
+    let (backlog, rx, subscriber) = shared.console.subscribe();
+    let out = std::thread::Builder::new()
+        .name("yunhe-console".into())
+        .spawn(move || {
+            if writer.write_all(&backlog).is_ok() {
+                while let Ok(chunk) = rx.recv() {
+                    if writer.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
             }
-        }
-    });
+            let _ = writer.shutdown(Shutdown::Both);
+        });
     let mut buf = [0u8; 256];
     loop {
         let n = match reader.read(&mut buf) {
@@ -270,7 +313,11 @@ fn console_mode(shared: Arc<Shared>, mut reader: BufReader<UnixStream>, mut writ
             }
         }
     }
-    drop(out);
+    shared.console.unsubscribe(subscriber);
+    let _ = reader.get_ref().shutdown(Shutdown::Both);
+    if let Ok(out) = out {
+        let _ = out.join();
+    }
 }
 
 fn bind(path: &Path) -> Result<UnixListener, ControlError> {
@@ -333,6 +380,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         boots: Mutex::new(0),
         ending: AtomicBool::new(false),
         after_reply: Mutex::new(None),
+        console_clients: AtomicUsize::new(0),
     });
     {
         let shared = shared.clone();

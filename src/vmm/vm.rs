@@ -1,7 +1,7 @@
 //! One virtual machine: KVM VM with irqchip, guest memory, devices, vCPU
 //! threads and the device/event thread.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
@@ -1103,11 +1103,8 @@ pub fn process_rss() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens a console log file for appending.
-pub fn open_console_log(path: &PathBuf) -> Result<File, VmError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| VmError::Open(path.display().to_string(), e))
+/// Opens a console log file for appending, rotated and capped as
+/// [`super::console::open_log`] says.
+pub fn open_console_log(path: &std::path::Path) -> Result<File, VmError> {
+    super::console::open_log(path).map_err(|e| VmError::Open(path.display().to_string(), e))
 }

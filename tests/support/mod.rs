@@ -35,10 +35,15 @@ impl Server {
 
     /// Starts a server with extra `yunhe serve` flags (on a new state
     /// directory when `state_dir` is None).
-    pub fn start_with_args(state_dir: Option<PathBuf>, extra: &[&str]) -> Server {
+    pub fn start_in_with_args(state_dir: Option<PathBuf>, extra: &[&str]) -> Server {
         let dir = state_dir
             .unwrap_or_else(|| std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like())));
         Server::spawn(dir, false, None, extra)
+    }
+
+    /// Starts a server with more `yunhe serve` arguments.
+    pub fn start_with_args(args: &[&str]) -> Server {
+        Server::start_in_with_args(None, args)
     }
 
     /// Starts a server logging at debug level into `log`.
