@@ -155,7 +155,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
     });
-    let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
+    let limits = args.auth.limits();
+    let purge_interval = limits.token_purge_interval;
+    let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64, limits)?;
+    identity::token::start_purger(identity.clone(), purge_interval);
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");
@@ -177,8 +180,12 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
         report.clouds_yaml.display()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    // The peer address feeds the per-source limits on authentication.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("yunhe stopped");
     Ok(())

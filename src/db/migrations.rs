@@ -17,6 +17,8 @@ const MIGRATIONS: &[&str] = &[
     super::compute::SCHEMA,
     // 4: Nova servers and instance actions.
     super::servers::SCHEMA,
+    // 5: Keystone's lockout counters on users.
+    super::identity::LOCKOUT_SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -96,6 +96,48 @@ fn role_values(conn: &rusqlite::Connection, ids: &[String]) -> IdentityResult<Ve
         .collect())
 }
 
+/// Keystone refuses tokens made from an application credential (a
+/// delegation) access to credentials: a stolen app credential must not mint
+/// EC2 keys or read other secrets.
+fn primary_auth_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx.app_cred.is_some() {
+        return Err(IdentityError::Forbidden(format!(
+            "identity:{action} (delegated tokens cannot access credentials directly)"
+        )));
+    }
+    Ok(())
+}
+
+/// A restricted application credential (the default) cannot create or
+/// delete application credentials, as in Keystone.
+fn unrestricted_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx
+        .app_cred
+        .as_ref()
+        .is_some_and(|(_, _, unrestricted)| !unrestricted)
+    {
+        return Err(IdentityError::Forbidden(format!(
+            "identity:{action} (using method 'application_credential' is not allowed for managing additional application credentials)"
+        )));
+    }
+    Ok(())
+}
+
+/// Deletes the application credentials whose user no longer holds every
+/// role they were made with (Keystone deletes them when the role goes),
+/// which also revokes their tokens. Called after any write that can take a
+/// role away (unassignment, role or implied-role deletion, group changes).
+pub fn delete_app_creds_without_their_roles(conn: &rusqlite::Connection) -> IdentityResult<()> {
+    for cred in store::list_all_app_creds(conn)? {
+        let held =
+            super::roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
+        if !cred.roles.iter().all(|role| held.contains(role)) {
+            store::delete_app_cred(conn, &cred.id)?;
+        }
+    }
+    Ok(())
+}
+
 fn own_or_admin(ctx: &AuthContext, user_id: &str, action: &str) -> IdentityResult<()> {
     if ctx.user_id == user_id || ctx.is_admin() {
         Ok(())
@@ -115,15 +157,7 @@ async fn create_app_cred(
             "identity:create_application_credential".into(),
         ));
     }
-    if ctx
-        .app_cred
-        .as_ref()
-        .is_some_and(|(_, _, unrestricted)| !unrestricted)
-    {
-        return Err(IdentityError::Forbidden(
-            "identity:create_application_credential (a restricted application credential cannot make another)".into(),
-        ));
-    }
+    unrestricted_only(&ctx, "create_application_credential")?;
     let project_id = ctx
         .project_id()
         .map(str::to_string)
@@ -174,15 +208,9 @@ async fn create_app_cred(
         expires_at_micros,
         unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
         roles: requested,
-        access_rules: obj
-            .get("access_rules")
-            .cloned()
-            .unwrap_or(Value::Array(vec![])),
+        access_rules: super::access_rules::parse_new(obj.get("access_rules"))?,
     };
-    let to_hash = secret.clone();
-    let secret_hash = tokio::task::spawn_blocking(move || super::password::hash(&to_hash))
-        .await
-        .map_err(|e| IdentityError::Internal(e.to_string()))??;
+    let secret_hash = super::login::hash_secret(&s, &secret).await?;
     let base = s.v3_url();
     let mut value = s
         .write(move |tx| {
@@ -255,6 +283,7 @@ async fn delete_app_cred(
     Path((user_id, id)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
     own_or_admin(&ctx, &user_id, "delete_application_credential")?;
+    unrestricted_only(&ctx, "delete_application_credential")?;
     s.write(move |tx| {
         store::get_app_cred(tx, &id)?
             .filter(|c| c.user_id == user_id)
@@ -313,6 +342,7 @@ async fn create_credential(
     let user_id = opt_string(&obj, "user_id")?
         .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
     own_or_admin(&ctx, &user_id, "create_credential")?;
+    primary_auth_only(&ctx, "create_credential")?;
     let kind = opt_string(&obj, "type")?
         .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
     let blob = opt_string(&obj, "blob")?
@@ -357,11 +387,12 @@ async fn list_credentials(
     let base = s.v3_url();
     let admin = ctx.is_admin();
     let me = ctx.user_id.clone();
+    let delegated = ctx.app_cred.is_some();
     let items = s
         .read(move |conn| {
             Ok(store::list_credentials(conn)?
                 .iter()
-                .filter(|c| admin || c.user_id == me)
+                .filter(|c| !delegated && (admin || c.user_id == me))
                 .map(|c| credential_json(c, &base))
                 .collect())
         })
@@ -379,6 +410,7 @@ async fn load_visible(
     ctx: &AuthContext,
     id: String,
 ) -> IdentityResult<Credential> {
+    primary_auth_only(ctx, "get_credential")?;
     let found = s
         .read(move |conn| Ok(store::get_credential(conn, &id)?))
         .await?;
@@ -478,6 +510,7 @@ async fn create_ec2(
     body: Bytes,
 ) -> IdentityResult<Response> {
     own_or_admin(&ctx, &user_id, "ec2_create_credential")?;
+    primary_auth_only(&ctx, "ec2_create_credential")?;
     let body = parse_body(&body)?;
     let project_id = opt_string(&body, "tenant_id")?
         .ok_or_else(|| IdentityError::BadRequest("'tenant_id' is a required property.".into()))?;
@@ -524,6 +557,7 @@ async fn list_ec2(
     Path(user_id): Path<String>,
 ) -> IdentityResult<Response> {
     own_or_admin(&ctx, &user_id, "ec2_list_credentials")?;
+    primary_auth_only(&ctx, "ec2_list_credentials")?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{user_id}/credentials/OS-EC2", s.v3_url());
     let items = s
@@ -558,6 +592,7 @@ async fn get_ec2(
     Path((user_id, access)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
     own_or_admin(&ctx, &user_id, "ec2_get_credential")?;
+    primary_auth_only(&ctx, "ec2_get_credential")?;
     let credential = find_ec2(&s, user_id, &access).await?;
     let value = ec2_json(&credential, &s.v3_url())
         .ok_or_else(|| IdentityError::Internal("an ec2 blob did not round-trip".into()))?;
@@ -570,6 +605,7 @@ async fn delete_ec2(
     Path((user_id, access)): Path<(String, String)>,
 ) -> IdentityResult<Response> {
     own_or_admin(&ctx, &user_id, "ec2_delete_credential")?;
+    primary_auth_only(&ctx, "ec2_delete_credential")?;
     let credential = find_ec2(&s, user_id, &access).await?;
     s.write(move |tx| {
         store::delete_credential(tx, &credential.id)?;

@@ -367,6 +367,7 @@ async fn delete_role(
     admin_delete(&s, &ctx, "delete_role", id, |tx, id| {
         load_role(tx, id)?;
         store::delete_role(tx, id)?;
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await
@@ -498,6 +499,7 @@ async fn delete_implied(
                 "Could not find the implied role rule.".into(),
             ));
         }
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await?;
@@ -713,6 +715,7 @@ async fn delete_grant(
                 "Could not find the role assignment.".into(),
             ));
         }
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         // Tokens of the affected users in that scope stop working, as Keystone revokes them.
         let users: Vec<String> = if path.actor_type == "user" {
             vec![path.actor_id.clone()]
