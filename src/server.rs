@@ -186,7 +186,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    .await?;
     tracing::info!("yunhe stopped");
     Ok(())
 }

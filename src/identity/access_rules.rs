@@ -184,9 +184,7 @@ pub fn path_matches(path: &str, pattern: &str) -> bool {
             return path.is_empty();
         };
         match first {
-            Piece::Literal(text) => path
-                .strip_prefix(text)
-                .is_some_and(|after| go(after, rest)),
+            Piece::Literal(text) => path.strip_prefix(text).is_some_and(|after| go(after, rest)),
             Piece::Segment => {
                 let limit = path.find('/').unwrap_or(path.len());
                 (1..=limit)
@@ -219,8 +217,14 @@ mod tests {
         assert!(path_matches("/v2.1/servers", "/v2.1/servers"));
         assert!(!path_matches("/v2.1/servers/x", "/v2.1/servers"));
         assert!(path_matches("/v2.1/servers/abc/ips", "/v2.1/servers/*/ips"));
-        assert!(path_matches("/v2.1/servers/abc/ips", "/v2.1/servers/{id}/ips"));
-        assert!(!path_matches("/v2.1/servers/a/b/ips", "/v2.1/servers/*/ips"));
+        assert!(path_matches(
+            "/v2.1/servers/abc/ips",
+            "/v2.1/servers/{id}/ips"
+        ));
+        assert!(!path_matches(
+            "/v2.1/servers/a/b/ips",
+            "/v2.1/servers/*/ips"
+        ));
         assert!(!path_matches("/v2.1/servers//ips", "/v2.1/servers/*/ips"));
         assert!(path_matches("/v2.1/servers/a/b/ips", "/v2.1/servers/**"));
         assert!(path_matches("/v2/images", "/v2/images**"));

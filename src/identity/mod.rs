@@ -163,7 +163,8 @@ impl IdentityState {
         limits: throttle::AuthLimits,
     ) -> IdentityResult<Arc<IdentityState>> {
         let _ = AUTH_URI.set(format!("{public_url}/identity"));
-        let passwords = password::PasswordPool::start(limits.hash_workers, limits.hash_queue_depth)?;
+        let passwords =
+            password::PasswordPool::start(limits.hash_workers, limits.hash_queue_depth)?;
         Ok(Arc::new(IdentityState {
             db,
             public_url,

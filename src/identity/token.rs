@@ -281,7 +281,10 @@ fn user_key(spec: &Value) -> String {
 }
 
 /// Finds the application credential an `application_credential` method names.
-fn find_app_cred(conn: &Connection, payload: &Value) -> IdentityResult<Option<store::AppCredential>> {
+fn find_app_cred(
+    conn: &Connection,
+    payload: &Value,
+) -> IdentityResult<Option<store::AppCredential>> {
     if let Some(id) = payload.get("id").and_then(Value::as_str) {
         return Ok(store::get_app_cred(conn, id)?);
     }
@@ -311,8 +314,14 @@ fn app_cred_roles_held(conn: &Connection, cred: &store::AppCredential) -> Identi
 enum Verified {
     /// The method carries no secret (`token`).
     Nothing,
-    Password { user_id: String, hash: String },
-    AppCred { cred_id: String, hash: String },
+    Password {
+        user_id: String,
+        hash: String,
+    },
+    AppCred {
+        cred_id: String,
+        hash: String,
+    },
 }
 
 /// The first authentication method of an `identity` object and its payload.
