@@ -33,6 +33,12 @@ impl Server {
         Server::spawn(state_dir, keep_state, None)
     }
 
+    /// Starts a server with extra `serve` flags.
+    pub fn start_with_args(extra: &[&str]) -> Server {
+        let dir = std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like()));
+        Server::spawn_with(dir, false, None, extra)
+    }
+
     /// Starts a server logging at debug level into `log`.
     pub fn start_logging_to(log: &std::path::Path) -> Server {
         let dir = std::env::temp_dir().join(format!("yunhe-test-{}", uuid_like()));
@@ -40,6 +46,15 @@ impl Server {
     }
 
     fn spawn(state_dir: PathBuf, keep_state: bool, log: Option<&std::path::Path>) -> Server {
+        Server::spawn_with(state_dir, keep_state, log, &[])
+    }
+
+    fn spawn_with(
+        state_dir: PathBuf,
+        keep_state: bool,
+        log: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_yunhe"));
         command
             .args([
@@ -51,6 +66,7 @@ impl Server {
             ])
             .arg("--state-dir")
             .arg(&state_dir)
+            .args(extra)
             .stdout(Stdio::piped());
         match log {
             Some(path) => {
