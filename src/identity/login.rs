@@ -56,6 +56,10 @@ where
         .throttle
         .reserve(source, Some(user_key))
         .map_err(rate_limited)?;
+    if let Err(busy) = state.passwords.check_room() {
+        state.throttle.release(&reservation);
+        return Err(busy.into());
+    }
     let found = state
         .read(move |conn| {
             let Some(user) = find(conn)? else {
@@ -78,7 +82,14 @@ where
     let stored = found
         .as_ref()
         .and_then(|(user, _)| user.password_hash.clone());
-    let matched = state.passwords.verify(password, stored.as_deref()).await?;
+    let matched = match state.passwords.verify(password, stored.as_deref()).await {
+        Ok(matched) => matched,
+        Err(e) => {
+            // A full pool is no failed guess.
+            state.throttle.release(&reservation);
+            return Err(e.into());
+        }
+    };
     match (found, stored) {
         (Some((user, _)), Some(password_hash)) if matched => {
             state.throttle.release(&reservation);
@@ -139,9 +150,19 @@ where
         .throttle
         .reserve(source, Some(key))
         .map_err(rate_limited)?;
+    if let Err(busy) = state.passwords.check_room() {
+        state.throttle.release(&reservation);
+        return Err(busy.into());
+    }
     let found = state.read(find).await?;
     let stored = found.as_ref().map(|c| c.secret_hash.clone());
-    let matched = state.passwords.verify(secret, stored.as_deref()).await?;
+    let matched = match state.passwords.verify(secret, stored.as_deref()).await {
+        Ok(matched) => matched,
+        Err(e) => {
+            state.throttle.release(&reservation);
+            return Err(e.into());
+        }
+    };
     match found {
         Some(cred) if matched => {
             state.throttle.release(&reservation);

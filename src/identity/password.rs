@@ -13,6 +13,7 @@
 //! Unknown users are checked against a dummy hash with the same parameters,
 //! so answering takes as long whether the name exists or not.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +65,10 @@ pub struct PasswordPool {
     jobs: SyncSender<Job>,
     /// A PHC string with the default parameters that no secret matches.
     dummy: String,
+    /// Jobs queued or running.
+    pending: Arc<AtomicUsize>,
+    /// Workers plus queue depth: more pending jobs than this cannot be.
+    capacity: usize,
 }
 
 impl PasswordPool {
@@ -73,27 +78,42 @@ impl PasswordPool {
         let queue_depth = queue_depth.max(1);
         let (jobs, receiver) = sync_channel::<Job>(queue_depth);
         let receiver = Arc::new(Mutex::new(receiver));
+        let pending = Arc::new(AtomicUsize::new(0));
         for index in 0..workers {
             let receiver = receiver.clone();
+            let pending = pending.clone();
             std::thread::Builder::new()
                 .name(format!("yunhe-argon2-{index}"))
-                .spawn(move || worker(&receiver))
+                .spawn(move || worker(&receiver, &pending))
                 .map_err(PasswordError::Spawn)?;
         }
         Ok(PasswordPool {
             jobs,
             dummy: dummy_hash(),
+            pending,
+            capacity: workers + queue_depth,
         })
+    }
+
+    /// Fails with `Busy` when the pool is surely full, so a flood is
+    /// refused before it costs a database read.
+    pub fn check_room(&self) -> Result<(), PasswordError> {
+        if self.pending.load(Ordering::Relaxed) >= self.capacity {
+            return Err(PasswordError::Busy);
+        }
+        Ok(())
     }
 
     async fn run(&self, work: Work) -> Result<Done, PasswordError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .try_send(Job { work, reply })
-            .map_err(|e| match e {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.jobs.try_send(Job { work, reply }) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
                 TrySendError::Full(_) => PasswordError::Busy,
                 TrySendError::Disconnected(_) => PasswordError::Stopped,
-            })?;
+            });
+        }
         answer.await.map_err(|_| PasswordError::Stopped)
     }
 
@@ -148,7 +168,7 @@ pub fn hash(secret: &str) -> Result<String, PasswordError> {
 }
 
 /// One worker: takes jobs until the pool is dropped, reusing its Argon2 memory.
-fn worker(receiver: &Mutex<Receiver<Job>>) {
+fn worker(receiver: &Mutex<Receiver<Job>>, pending: &AtomicUsize) {
     // Hashing yields the CPU to the rest of the control plane: a login
     // flood must not slow down unrelated requests.
     // SAFETY: gettid and setpriority only read their integer arguments and
@@ -177,6 +197,7 @@ fn worker(receiver: &Mutex<Receiver<Job>>) {
             memory.truncate(default_blocks);
             memory.shrink_to_fit();
         }
+        pending.fetch_sub(1, Ordering::Relaxed);
         let _ = job.reply.send(done);
     }
 }
