@@ -30,6 +30,8 @@ pub enum BenchGroup {
     Vmm,
     /// Servers: POST latency, POST to ACTIVE, listing 1,000 servers, VMM memory per server.
     Compute,
+    /// A wrong-password flood: serve's RSS and an unrelated write's p99 (issue 9).
+    LoginFlood,
 }
 
 /// Errors of a benchmark run.
@@ -53,6 +55,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Compute) {
         result = crate::compute_bench::run();
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::LoginFlood) {
+        result = crate::auth_bench::run(args.seconds);
     }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");
@@ -90,6 +95,15 @@ pub(crate) fn start_server(
     exe: &Path,
     state_dir: &Path,
 ) -> Result<(ServerUnderTest, Duration), BenchError> {
+    start_server_with(exe, state_dir, &[])
+}
+
+/// [`start_server`] with extra `serve` flags.
+pub(crate) fn start_server_with(
+    exe: &Path,
+    state_dir: &Path,
+    extra: &[&str],
+) -> Result<(ServerUnderTest, Duration), BenchError> {
     let started = Instant::now();
     let mut child = Command::new(exe)
         .args([
@@ -103,6 +117,7 @@ pub(crate) fn start_server(
         ])
         .arg("--state-dir")
         .arg(state_dir)
+        .args(extra)
         .env("YUNHE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -124,6 +124,63 @@ pub struct ServeArgs {
     /// API requests a user may make at once (the token bucket's size).
     #[arg(long, env = "YUNHE_API_RATE_BURST", default_value_t = 400.0)]
     pub api_rate_burst: f64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication limits of `yunhe serve` (Keystone's lockout options, rate
+/// limits on password checks, the Argon2 pool).
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// Failed password checks in a row that lock a user (Keystone's
+    /// lockout_failure_attempts; its recommended 6). 0 turns lockout off.
+    #[arg(long, env = "YUNHE_LOCKOUT_FAILURE_ATTEMPTS", default_value_t = 6)]
+    pub lockout_failure_attempts: u32,
+    /// Seconds a locked user stays locked (Keystone's lockout_duration).
+    /// 0 keeps it locked until an admin updates the user.
+    #[arg(long, env = "YUNHE_LOCKOUT_DURATION", default_value_t = 1800)]
+    pub lockout_duration: u64,
+    /// Failed authentications a user name may burst before 429. 0: no limit.
+    #[arg(long, env = "YUNHE_AUTH_USER_BURST", default_value_t = 10)]
+    pub auth_user_burst: u32,
+    /// Failed authentications per second a user name earns back.
+    #[arg(long, env = "YUNHE_AUTH_USER_RATE", default_value_t = 1.0)]
+    pub auth_user_rate: f64,
+    /// Failed authentications a client address may burst before 429. 0: no limit.
+    #[arg(long, env = "YUNHE_AUTH_SOURCE_BURST", default_value_t = 100)]
+    pub auth_source_burst: u32,
+    /// Failed authentications per second a client address earns back.
+    #[arg(long, env = "YUNHE_AUTH_SOURCE_RATE", default_value_t = 10.0)]
+    pub auth_source_rate: f64,
+    /// Threads computing Argon2 (each uses 19 MiB while it hashes).
+    /// Defaults to the number of cores, at most 4.
+    #[arg(long, env = "YUNHE_AUTH_HASH_WORKERS")]
+    pub auth_hash_workers: Option<usize>,
+    /// Password checks that may wait for a hash worker; beyond, 429.
+    #[arg(long, env = "YUNHE_AUTH_HASH_QUEUE", default_value_t = 32)]
+    pub auth_hash_queue: usize,
+    /// Seconds between purges of expired tokens (also purged at start).
+    #[arg(long, env = "YUNHE_TOKEN_PURGE_INTERVAL", default_value_t = 600)]
+    pub token_purge_interval: u64,
+}
+
+impl AuthArgs {
+    /// The limits the identity service enforces.
+    pub fn limits(&self) -> crate::identity::throttle::AuthLimits {
+        crate::identity::throttle::AuthLimits {
+            user_burst: self.auth_user_burst,
+            user_per_second: self.auth_user_rate,
+            source_burst: self.auth_source_burst,
+            source_per_second: self.auth_source_rate,
+            lockout_failure_attempts: self.lockout_failure_attempts,
+            lockout_duration: self.lockout_duration,
+            hash_workers: self
+                .auth_hash_workers
+                .unwrap_or_else(crate::identity::throttle::default_hash_workers),
+            hash_queue_depth: self.auth_hash_queue,
+            token_purge_interval: self.token_purge_interval,
+        }
+    }
 }
 
 /// The state directory when none is given: /var/lib/yunhe for root, else

@@ -5,6 +5,7 @@
 //! is the per-instance virtual machine monitor it re-executes; `yunhe vm run`
 //! runs one VM in the foreground; `yunhe selftest` checks the host.
 
+mod auth_bench;
 mod bench;
 mod cli;
 mod compute;

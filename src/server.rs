@@ -201,12 +201,16 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     if let Some(path) = &policy.source {
         tracing::info!(file = %path.display(), "policy overrides applied");
     }
+    let limits = args.auth.limits();
+    let purge_interval = limits.token_purge_interval;
     let identity = IdentityState::new(
         db,
         public_url.clone(),
         args.token_ttl as i64,
         Arc::new(policy),
-    );
+        limits,
+    )?;
+    identity::token::start_purger(identity.clone(), purge_interval);
     let app = app(identity);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");

@@ -1296,7 +1296,51 @@ pub fn revoke_user_scope_tokens(conn: &Connection, user_id: &str, scope_id: &str
     Ok(())
 }
 
-/// Forgets tokens that expired more than a day ago.
+/// Forgets tokens whose expiry has passed. An expired token fails
+/// validation whether its row exists or not, and a revoked one stays
+/// (with its `revoked` flag) until it expires.
 pub fn purge_expired_tokens(conn: &Connection, now: i64) -> DbResult<usize> {
-    Ok(conn.execute("DELETE FROM tokens WHERE expires_unix < ?1", [now - 86_400])?)
+    Ok(conn.execute("DELETE FROM tokens WHERE expires_unix <= ?1", [now])?)
+}
+
+// ---------------------------------------------------------------- lockout
+
+/// Keystone's lockout columns on the users table (migration 5).
+pub const LOCKOUT_SCHEMA: &str = r#"
+ALTER TABLE users ADD COLUMN failed_auth_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN failed_auth_at INTEGER;
+"#;
+
+/// A user's failed password checks in a row and the time of the last one.
+pub fn auth_failures(conn: &Connection, user_id: &str) -> DbResult<(u32, Option<i64>)> {
+    Ok(conn
+        .query_row(
+            "SELECT failed_auth_count, failed_auth_at FROM users WHERE id = ?1",
+            [user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, None)))
+}
+
+/// Sets a user's failure count and the time of the last failure.
+pub fn set_auth_failures(
+    conn: &Connection,
+    user_id: &str,
+    count: u32,
+    at: Option<i64>,
+) -> DbResult<()> {
+    conn.execute(
+        "UPDATE users SET failed_auth_count = ?2, failed_auth_at = ?3 WHERE id = ?1",
+        params![user_id, count, at],
+    )?;
+    Ok(())
+}
+
+/// Every application credential of every user.
+pub fn list_all_app_creds(conn: &Connection) -> DbResult<Vec<AppCredential>> {
+    let sql = format!("SELECT {APP_CRED_COLUMNS} FROM application_credentials ORDER BY id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], app_cred_from_row)?;
+    rows.map(|r| finish_app_cred(r?)).collect()
 }

@@ -21,6 +21,8 @@ const MIGRATIONS: &[&str] = &[
     super::image::SOFT_DELETE,
     // 6: Keystone's unified limits (registered limits and project limits).
     super::limits::SCHEMA,
+    // 7: Keystone's lockout counters on users.
+    super::identity::LOCKOUT_SCHEMA,
 ];
 
 /// The schema version this binary writes.

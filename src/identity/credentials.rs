@@ -97,6 +97,48 @@ fn role_values(conn: &rusqlite::Connection, ids: &[String]) -> IdentityResult<Ve
         .collect())
 }
 
+/// Keystone refuses tokens made from an application credential (a
+/// delegation) access to credentials: a stolen app credential must not mint
+/// EC2 keys or read other secrets.
+fn primary_auth_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx.app_cred.is_some() {
+        return Err(IdentityError::Forbidden(format!(
+            "identity:{action} (delegated tokens cannot access credentials directly)"
+        )));
+    }
+    Ok(())
+}
+
+/// A restricted application credential (the default) cannot create or
+/// delete application credentials, as in Keystone.
+fn unrestricted_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx
+        .app_cred
+        .as_ref()
+        .is_some_and(|(_, _, unrestricted)| !unrestricted)
+    {
+        return Err(IdentityError::Forbidden(format!(
+            "identity:{action} (using method 'application_credential' is not allowed for managing additional application credentials)"
+        )));
+    }
+    Ok(())
+}
+
+/// Deletes the application credentials whose user no longer holds every
+/// role they were made with (Keystone deletes them when the role goes),
+/// which also revokes their tokens. Called after any write that can take a
+/// role away (unassignment, role or implied-role deletion, group changes).
+pub fn delete_app_creds_without_their_roles(conn: &rusqlite::Connection) -> IdentityResult<()> {
+    for cred in store::list_all_app_creds(conn)? {
+        let held =
+            super::roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
+        if !cred.roles.iter().all(|role| held.contains(role)) {
+            store::delete_app_cred(conn, &cred.id)?;
+        }
+    }
+    Ok(())
+}
+
 /// The target of the calls under `/v3/users/{user_id}/…`: the path's user
 /// (Keystone's `owner` rule reads `%(user_id)s`).
 fn path_user_target(user_id: &str) -> Target {
@@ -122,15 +164,7 @@ async fn create_app_cred(
         "identity:create_application_credential",
         &path_user_target(&user_id),
     )?;
-    if ctx
-        .app_cred
-        .as_ref()
-        .is_some_and(|(_, _, unrestricted)| !unrestricted)
-    {
-        return Err(IdentityError::Forbidden(
-            "identity:create_application_credential (a restricted application credential cannot make another)".into(),
-        ));
-    }
+    unrestricted_only(&ctx, "create_application_credential")?;
     let project_id = ctx
         .project_id()
         .map(str::to_string)
@@ -181,15 +215,9 @@ async fn create_app_cred(
         expires_at_micros,
         unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
         roles: requested,
-        access_rules: obj
-            .get("access_rules")
-            .cloned()
-            .unwrap_or(Value::Array(vec![])),
+        access_rules: super::access_rules::parse_new(obj.get("access_rules"))?,
     };
-    let to_hash = secret.clone();
-    let secret_hash = tokio::task::spawn_blocking(move || super::password::hash(&to_hash))
-        .await
-        .map_err(|e| IdentityError::Internal(e.to_string()))??;
+    let secret_hash = super::login::hash_secret(&s, &secret).await?;
     let base = s.v3_url();
     let mut value = s
         .write(move |tx| {
@@ -284,6 +312,7 @@ async fn delete_app_cred(
         "identity:delete_application_credential",
         &path_user_target(owner.as_deref().unwrap_or(&user_id)),
     )?;
+    unrestricted_only(&ctx, "delete_application_credential")?;
     s.write(move |tx| {
         store::get_app_cred(tx, &id)?
             .filter(|c| c.user_id == user_id)
@@ -341,6 +370,7 @@ async fn create_credential(
     let obj = take_object(&mut body, "credential")?;
     let user_id = opt_string(&obj, "user_id")?
         .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
+    primary_auth_only(&ctx, "create_credential")?;
     let kind = opt_string(&obj, "type")?
         .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
     let blob = opt_string(&obj, "blob")?
@@ -395,6 +425,7 @@ async fn list_credentials(
     s.authorize(&ctx, "identity:list_credentials", &target)?;
     // Only those the caller may get, as Keystone filters the list.
     let base = s.v3_url();
+    primary_auth_only(&ctx, "list_credentials")?;
     let creds = ctx.credentials();
     let all = s.read(|conn| Ok(store::list_credentials(conn)?)).await?;
     let items = all
@@ -426,6 +457,7 @@ async fn load_authorized(
     rule: &str,
     id: String,
 ) -> IdentityResult<Credential> {
+    primary_auth_only(ctx, "get_credential")?;
     let found = s
         .read(move |conn| Ok(store::get_credential(conn, &id)?))
         .await?;
@@ -540,6 +572,7 @@ async fn create_ec2(
         "identity:ec2_create_credential",
         &credential_target(&user_id, None, Some("ec2")),
     )?;
+    primary_auth_only(&ctx, "ec2_create_credential")?;
     let body = parse_body(&body)?;
     let project_id = opt_string(&body, "tenant_id")?
         .ok_or_else(|| IdentityError::BadRequest("'tenant_id' is a required property.".into()))?;
@@ -590,6 +623,7 @@ async fn list_ec2(
         "identity:ec2_list_credentials",
         &path_user_target(&user_id),
     )?;
+    primary_auth_only(&ctx, "ec2_list_credentials")?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{user_id}/credentials/OS-EC2", s.v3_url());
     let items = s
@@ -628,6 +662,7 @@ async fn get_ec2(
         "identity:ec2_get_credential",
         &credential_target(&user_id, None, Some("ec2")),
     )?;
+    primary_auth_only(&ctx, "ec2_get_credential")?;
     let credential = find_ec2(&s, user_id, &access).await?;
     let value = ec2_json(&credential, &s.v3_url())
         .ok_or_else(|| IdentityError::Internal("an ec2 blob did not round-trip".into()))?;
@@ -644,6 +679,7 @@ async fn delete_ec2(
         "identity:ec2_delete_credential",
         &credential_target(&user_id, None, Some("ec2")),
     )?;
+    primary_auth_only(&ctx, "ec2_delete_credential")?;
     let credential = find_ec2(&s, user_id, &access).await?;
     s.write(move |tx| {
         store::delete_credential(tx, &credential.id)?;

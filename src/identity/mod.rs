@@ -8,14 +8,17 @@
 //! `bootstrap` the first start; `password` the password KDF; `views` the
 //! JSON shapes.
 
+mod access_rules;
 pub mod bootstrap;
 mod catalog;
 mod credentials;
 pub mod limits;
-mod password;
+mod login;
+pub mod password;
 mod policies;
 mod resources;
 mod roles;
+pub mod throttle;
 pub mod token;
 mod views;
 
@@ -61,6 +64,13 @@ pub enum IdentityError {
     /// Something else failed on our side.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The client must slow down (rate limit, or the password pool is full).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        /// Seconds to put into `Retry-After`.
+        retry_after: u64,
+    },
 }
 
 pub type IdentityResult<T> = Result<T, IdentityError>;
@@ -73,6 +83,9 @@ impl IdentityError {
             IdentityError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             IdentityError::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
             IdentityError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            IdentityError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            }
             IdentityError::Db(e) if e.is_unique_violation() => (StatusCode::CONFLICT, "Conflict"),
             IdentityError::Db(_) | IdentityError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -96,6 +109,11 @@ impl IntoResponse for IdentityError {
         };
         let body = json!({"error": {"code": status.as_u16(), "title": title, "message": message}});
         let mut response = json_response(status, &body);
+        if let IdentityError::TooManyRequests { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
             if let Ok(value) = HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")) {
@@ -105,6 +123,18 @@ impl IntoResponse for IdentityError {
             }
         }
         response
+    }
+}
+
+impl From<password::PasswordError> for IdentityError {
+    fn from(e: password::PasswordError) -> Self {
+        match e {
+            password::PasswordError::Busy => IdentityError::TooManyRequests {
+                message: e.to_string(),
+                retry_after: 1,
+            },
+            other => IdentityError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -121,6 +151,12 @@ pub struct IdentityState {
     epoch: AtomicU64,
     /// Who may do what, for every service (src/policy).
     pub policy: Arc<Policy>,
+    /// Rate limits, lockout and pool sizes for authentication.
+    pub limits: throttle::AuthLimits,
+    /// Per-source and per-user buckets of failed checks.
+    pub throttle: throttle::AuthThrottle,
+    /// The bounded Argon2 pool every password check and hash runs on.
+    pub passwords: password::PasswordPool,
 }
 
 impl IdentityState {
@@ -129,16 +165,22 @@ impl IdentityState {
         public_url: String,
         token_ttl: i64,
         policy: Arc<Policy>,
-    ) -> Arc<IdentityState> {
+        limits: throttle::AuthLimits,
+    ) -> IdentityResult<Arc<IdentityState>> {
         let _ = AUTH_URI.set(format!("{public_url}/identity"));
-        Arc::new(IdentityState {
+        let passwords =
+            password::PasswordPool::start(limits.hash_workers, limits.hash_queue_depth)?;
+        Ok(Arc::new(IdentityState {
             db,
             public_url,
             token_ttl,
             token_cache: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(1),
             policy,
-        })
+            throttle: throttle::AuthThrottle::new(&limits),
+            limits,
+            passwords,
+        }))
     }
 
     /// Enforces an identity rule (`identity:…`) for the caller on the target.
@@ -255,6 +297,20 @@ where
                 }
                 other => other,
             })?;
+        // An application credential's access rules bind every service: the
+        // full path as the client sent it (services are nested, so the
+        // router's own URI has lost its mount point).
+        if !ctx.access_rules.is_empty() {
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.path(), |original| original.0.path());
+            if !access_rules::allows(&ctx.access_rules, parts.method.as_str(), path) {
+                return Err(IdentityError::Unauthorized(
+                    "The request you have made requires authentication.".into(),
+                ));
+            }
+        }
         Ok(Auth(ctx))
     }
 }

@@ -925,7 +925,7 @@ async fn create_user(
         ],
     );
     let password_hash = match password {
-        Some(p) => Some(hash_off_runtime(p).await?),
+        Some(p) => Some(hash_off_runtime(&s, p).await?),
         None => None,
     };
     let base = s.v3_url();
@@ -955,11 +955,9 @@ async fn create_user(
     Ok(json_response(StatusCode::CREATED, &json!({"user": value})))
 }
 
-/// Hashes a password on the blocking pool (Argon2 is deliberately slow).
-async fn hash_off_runtime(password: String) -> IdentityResult<String> {
-    tokio::task::spawn_blocking(move || super::password::hash(&password))
-        .await
-        .map_err(|e| IdentityError::Internal(e.to_string()))?
+/// Hashes a password on the bounded Argon2 pool (deliberately slow).
+async fn hash_off_runtime(s: &IdentityState, password: String) -> IdentityResult<String> {
+    super::login::hash_secret(s, &password).await
 }
 
 async fn get_user(
@@ -995,7 +993,7 @@ async fn update_user(
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "user")?;
     let password_hash = match opt_string(&obj, "password")? {
-        Some(p) => Some(hash_off_runtime(p).await?),
+        Some(p) => Some(hash_off_runtime(&s, p).await?),
         None => None,
     };
     let base = s.v3_url();
@@ -1042,6 +1040,11 @@ async fn update_user(
                 ],
             ));
             store::update_user(tx, &user)?;
+            if user.enabled {
+                // As Keystone: updating an enabled user (re-enabling it,
+                // resetting its password) lifts a lockout.
+                store::set_auth_failures(tx, &user.id, 0, None)?;
+            }
             if revoke {
                 store::revoke_user_tokens(tx, &user.id)?;
             }
@@ -1067,8 +1070,11 @@ async fn delete_user(
 }
 
 /// `POST /v3/users/{id}/password`: the user changes their own password.
+/// It needs no token, so the original password is checked as a login is:
+/// rate limits, lockout, the bounded Argon2 pool.
 async fn change_password(
     State(s): State<Arc<IdentityState>>,
+    client: super::throttle::ClientAddr,
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
@@ -1080,25 +1086,32 @@ async fn change_password(
     let new = opt_string(&obj, "password")?
         .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
     let lookup = id.clone();
-    let stored = s
-        .read(move |conn| Ok(store::get_user(conn, &lookup)?.and_then(|u| u.password_hash)))
-        .await?;
-    let verified = match stored {
-        Some(hash) => {
-            tokio::task::spawn_blocking(move || super::password::verify(&original, &hash))
-                .await
-                .map_err(|e| IdentityError::Internal(e.to_string()))?
+    let verified = super::login::check_password(
+        &s,
+        &client,
+        format!("id:{id}"),
+        move |conn| Ok(store::get_user(conn, &lookup)?),
+        &original,
+    )
+    .await
+    .map_err(|e| match e {
+        IdentityError::Unauthorized(m) if m.starts_with("The account is locked") => {
+            IdentityError::Unauthorized(m)
         }
-        None => false,
-    };
-    if !verified {
-        return Err(IdentityError::Unauthorized(
-            "The password is not correct.".into(),
-        ));
-    }
-    let hash = hash_off_runtime(new).await?;
+        IdentityError::Unauthorized(_) => {
+            IdentityError::Unauthorized("The password is not correct.".into())
+        }
+        other => other,
+    })?;
+    let hash = hash_off_runtime(&s, new).await?;
     s.write(move |tx| {
         let mut user = load_user(tx, &id)?;
+        if user.password_hash.as_deref() != Some(verified.password_hash.as_str()) {
+            return Err(IdentityError::Unauthorized(
+                "The password is not correct.".into(),
+            ));
+        }
+        super::login::clear_failures(tx, &id)?;
         user.password_hash = Some(hash);
         user.password_changed_at = Some(now_unix());
         store::update_user(tx, &user)?;
@@ -1293,6 +1306,7 @@ async fn delete_group(
         |tx, id| {
             load_group(tx, id)?;
             store::delete_group(tx, id)?;
+            super::credentials::delete_app_creds_without_their_roles(tx)?;
             Ok(())
         },
     )
@@ -1390,6 +1404,7 @@ async fn remove_member(
                 "The user is not in the group.".into(),
             ));
         }
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await?;

@@ -397,6 +397,7 @@ async fn delete_role(
         |tx, id| {
             load_role(tx, id)?;
             store::delete_role(tx, id)?;
+            super::credentials::delete_app_creds_without_their_roles(tx)?;
             Ok(())
         },
     )
@@ -529,6 +530,7 @@ async fn delete_implied(
                 "Could not find the implied role rule.".into(),
             ));
         }
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await?;
@@ -801,6 +803,7 @@ async fn delete_grant(
                 "Could not find the role assignment.".into(),
             ));
         }
+        super::credentials::delete_app_creds_without_their_roles(tx)?;
         // Tokens of the affected users in that scope stop working, as Keystone revokes them.
         let users: Vec<String> = if path.actor_type == "user" {
             vec![path.actor_id.clone()]

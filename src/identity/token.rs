@@ -22,6 +22,8 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::access_rules::AccessRule;
+use super::throttle::ClientAddr;
 use super::{Auth, IdentityError, IdentityResult, IdentityState, parse_body, take_object};
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
@@ -63,6 +65,8 @@ pub struct AuthContext {
     pub audit_ids: Vec<String>,
     /// The application credential the token came from: (id, name, unrestricted).
     pub app_cred: Option<(String, String, bool)>,
+    /// That credential's access rules; empty when it has none (no restriction).
+    pub access_rules: Vec<AccessRule>,
 }
 
 impl AuthContext {
@@ -173,12 +177,22 @@ fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityR
     let scope = resolve_scope_by_id(conn, &record.scope_type, &record.scope_id)?;
     let mut roles = super::roles::effective_roles_for_scope(conn, &user.id, &scope)?;
     let mut app_cred = None;
+    let mut access_rules = Vec::new();
     if let Some(cred_id) = &record.app_cred_id {
         let cred = store::get_app_cred(conn, cred_id)?.ok_or_else(not_found_token)?;
         if cred.expires_at_micros.is_some_and(|t| t / 1_000_000 <= now) {
             return Err(not_found_token());
         }
+        // The credential dies with any role it was made with.
+        if !cred
+            .roles
+            .iter()
+            .all(|wanted| roles.iter().any(|(id, _)| id == wanted))
+        {
+            return Err(not_found_token());
+        }
         roles.retain(|(id, _)| cred.roles.contains(id));
+        access_rules = super::access_rules::from_stored(&cred.access_rules);
         app_cred = Some((cred.id, cred.name, cred.unrestricted));
     }
     if scope != Scope::Unscoped && roles.is_empty() {
@@ -198,6 +212,7 @@ fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityR
         expires_unix: record.expires_unix,
         audit_ids: record.audit_ids.clone(),
         app_cred,
+        access_rules,
     })
 }
 
@@ -253,10 +268,11 @@ fn find_domain(conn: &Connection, spec: &Value) -> IdentityResult<Option<store::
     ))
 }
 
-/// Finds a user from `{"id": ...}` or `{"name": ..., "domain": {...}}`.
-fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<User> {
+/// Finds a user from `{"id": ...}` or `{"name": ..., "domain": {...}}`;
+/// None when the domain or the user does not exist.
+fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<Option<User>> {
     if let Some(id) = spec.get("id").and_then(Value::as_str) {
-        return store::get_user(conn, id)?.ok_or_else(unauthorized);
+        return Ok(store::get_user(conn, id)?);
     }
     let name = spec.get("name").and_then(Value::as_str).ok_or_else(|| {
         IdentityError::BadRequest("A user needs an id, or a name and a domain.".into())
@@ -264,8 +280,156 @@ fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<User> {
     let domain_spec = spec
         .get("domain")
         .ok_or_else(|| IdentityError::BadRequest("A user given by name needs a domain.".into()))?;
-    let domain = find_domain(conn, domain_spec)?.ok_or_else(unauthorized)?;
-    store::get_user_by_name(conn, &domain.id, name)?.ok_or_else(unauthorized)
+    match find_domain(conn, domain_spec)? {
+        Some(domain) => Ok(store::get_user_by_name(conn, &domain.id, name)?),
+        None => Ok(None),
+    }
+}
+
+/// The per-user rate-limit key of a user as the client named it.
+fn user_key(spec: &Value) -> String {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+        return format!("id:{id}");
+    }
+    let domain = spec.get("domain");
+    format!(
+        "name:{}|{}|{}",
+        text(domain.and_then(|d| d.get("id"))),
+        text(domain.and_then(|d| d.get("name"))),
+        text(spec.get("name"))
+    )
+}
+
+/// Finds the application credential an `application_credential` method names.
+fn find_app_cred(
+    conn: &Connection,
+    payload: &Value,
+) -> IdentityResult<Option<store::AppCredential>> {
+    if let Some(id) = payload.get("id").and_then(Value::as_str) {
+        return Ok(store::get_app_cred(conn, id)?);
+    }
+    let name = payload.get("name").and_then(Value::as_str).ok_or_else(|| {
+        IdentityError::BadRequest(
+            "An application credential needs an id or a name and a user.".into(),
+        )
+    })?;
+    let user_spec = payload.get("user").ok_or_else(|| {
+        IdentityError::BadRequest("An application credential given by name needs a user.".into())
+    })?;
+    let Some(user) = find_user(conn, user_spec)? else {
+        return Ok(None);
+    };
+    Ok(store::list_app_creds(conn, &user.id)?
+        .into_iter()
+        .find(|c| c.name == name))
+}
+
+/// True when the credential's user still holds every role it was made with.
+fn app_cred_roles_held(conn: &Connection, cred: &store::AppCredential) -> IdentityResult<bool> {
+    let held = super::roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
+    Ok(cred.roles.iter().all(|role| held.contains(role)))
+}
+
+/// What was proved before the token write: the secret that matched.
+enum Verified {
+    /// The method carries no secret (`token`).
+    Nothing,
+    Password {
+        user_id: String,
+        hash: String,
+    },
+    AppCred {
+        cred_id: String,
+        hash: String,
+    },
+}
+
+/// The first authentication method of an `identity` object and its payload.
+fn first_method(identity: &Map<String, Value>) -> IdentityResult<(String, Value)> {
+    let method = match identity.get("methods") {
+        Some(Value::Array(items)) if !items.is_empty() => items[0]
+            .as_str()
+            .filter(|_| items.iter().all(Value::is_string))
+            .ok_or_else(|| {
+                IdentityError::BadRequest("'methods' must be a list of strings.".into())
+            })?,
+        _ => {
+            return Err(IdentityError::BadRequest(
+                "'methods' is a required non-empty list.".into(),
+            ));
+        }
+    };
+    let payload = identity
+        .get(method)
+        .ok_or_else(|| IdentityError::BadRequest(format!("'{method}' is a required property.")))?;
+    Ok((method.to_string(), payload.clone()))
+}
+
+/// Checks a password or secret, outside any transaction, on the bounded pool.
+async fn verify_secret(
+    state: &Arc<IdentityState>,
+    client: &ClientAddr,
+    identity: &Map<String, Value>,
+) -> IdentityResult<Verified> {
+    let (method, payload) = first_method(identity)?;
+    match method.as_str() {
+        "password" => {
+            let user_spec = payload.get("user").cloned().ok_or_else(|| {
+                IdentityError::BadRequest("'user' is a required property.".into())
+            })?;
+            let password = user_spec
+                .get("password")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    IdentityError::BadRequest("'password' is a required property.".into())
+                })?
+                .to_string();
+            let key = user_key(&user_spec);
+            let verified = super::login::check_password(
+                state,
+                client,
+                key,
+                move |conn| find_user(conn, &user_spec),
+                &password,
+            )
+            .await?;
+            Ok(Verified::Password {
+                user_id: verified.user.id,
+                hash: verified.password_hash,
+            })
+        }
+        "application_credential" => {
+            let secret = payload
+                .get("secret")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    IdentityError::BadRequest("'secret' is a required property.".into())
+                })?
+                .to_string();
+            let key = match payload.get("id").and_then(Value::as_str) {
+                Some(id) => format!("app_cred:{id}"),
+                None => format!(
+                    "app_cred:{}|{}",
+                    user_key(payload.get("user").unwrap_or(&Value::Null)),
+                    payload.get("name").and_then(Value::as_str).unwrap_or("")
+                ),
+            };
+            let cred = super::login::check_app_cred_secret(
+                state,
+                client,
+                key,
+                move |conn| find_app_cred(conn, &payload),
+                &secret,
+            )
+            .await?;
+            Ok(Verified::AppCred {
+                cred_id: cred.id,
+                hash: cred.secret_hash,
+            })
+        }
+        _ => Ok(Verified::Nothing),
+    }
 }
 
 /// Who authenticated, and what the methods carried over from an earlier token.
@@ -279,43 +443,23 @@ struct Authenticated {
     previous_scope: Option<(String, String)>,
 }
 
+/// Finishes an authentication inside the token write: the secret was
+/// checked before (`verified`); here the user or credential is loaded again
+/// and must still carry the hash that matched.
 fn authenticate(
     conn: &Connection,
     identity: &Map<String, Value>,
     now: i64,
+    verified: &Verified,
 ) -> IdentityResult<Authenticated> {
-    let methods: Vec<String> = match identity.get("methods") {
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|m| m.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                IdentityError::BadRequest("'methods' must be a list of strings.".into())
-            })?,
-        _ => {
-            return Err(IdentityError::BadRequest(
-                "'methods' is a required non-empty list.".into(),
-            ));
-        }
-    };
-    let method = methods[0].as_str();
-    let payload = identity
-        .get(method)
-        .ok_or_else(|| IdentityError::BadRequest(format!("'{method}' is a required property.")))?;
-    let authenticated = match method {
+    let (method, payload) = first_method(identity)?;
+    let authenticated = match method.as_str() {
         "password" => {
-            let user_spec = payload.get("user").ok_or_else(|| {
-                IdentityError::BadRequest("'user' is a required property.".into())
-            })?;
-            let password = user_spec
-                .get("password")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    IdentityError::BadRequest("'password' is a required property.".into())
-                })?;
-            let user = find_user(conn, user_spec)?;
-            let hash = user.password_hash.clone().ok_or_else(unauthorized)?;
-            if !super::password::verify(password, &hash) {
+            let Verified::Password { user_id, hash } = verified else {
+                return Err(unauthorized());
+            };
+            let user = store::get_user(conn, user_id)?.ok_or_else(unauthorized)?;
+            if user.password_hash.as_deref() != Some(hash.as_str()) {
                 return Err(unauthorized());
             }
             Authenticated {
@@ -359,33 +503,13 @@ fn authenticate(
             }
         }
         "application_credential" => {
-            let secret = payload
-                .get("secret")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    IdentityError::BadRequest("'secret' is a required property.".into())
-                })?;
-            let cred = if let Some(id) = payload.get("id").and_then(Value::as_str) {
-                store::get_app_cred(conn, id)?.ok_or_else(unauthorized)?
-            } else {
-                let name = payload.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    IdentityError::BadRequest(
-                        "An application credential needs an id or a name and a user.".into(),
-                    )
-                })?;
-                let user_spec = payload.get("user").ok_or_else(|| {
-                    IdentityError::BadRequest(
-                        "An application credential given by name needs a user.".into(),
-                    )
-                })?;
-                let user = find_user(conn, user_spec)?;
-                store::list_app_creds(conn, &user.id)?
-                    .into_iter()
-                    .find(|c| c.name == name)
-                    .ok_or_else(unauthorized)?
+            let Verified::AppCred { cred_id, hash } = verified else {
+                return Err(unauthorized());
             };
+            let cred = store::get_app_cred(conn, cred_id)?.ok_or_else(unauthorized)?;
             if cred.expires_at_micros.is_some_and(|t| t / 1_000_000 <= now)
-                || !super::password::verify(secret, &cred.secret_hash)
+                || cred.secret_hash != *hash
+                || !app_cred_roles_held(conn, &cred)?
             {
                 return Err(unauthorized());
             }
@@ -409,6 +533,9 @@ fn authenticate(
         store::get_domain(conn, &authenticated.user.domain_id)?.ok_or_else(unauthorized)?;
     if !authenticated.user.enabled || !domain.enabled {
         return Err(unauthorized());
+    }
+    if matches!(verified, Verified::Password { .. }) {
+        super::login::clear_failures(conn, &authenticated.user.id)?;
     }
     Ok(authenticated)
 }
@@ -484,6 +611,7 @@ fn requested_scope(
 /// `POST /v3/auth/tokens`.
 pub async fn issue(
     State(state): State<Arc<IdentityState>>,
+    client: ClientAddr,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> IdentityResult<Response> {
@@ -492,11 +620,13 @@ pub async fn issue(
     let identity = take_object(&mut auth, "identity")?;
     let scope = auth.remove("scope");
     let ttl = state.token_ttl;
+    // The password or secret is checked first, on the bounded Argon2 pool
+    // and outside any transaction; the write below only issues the token.
+    let verified = verify_secret(&state, &client, &identity).await?;
     let now = now_unix();
-    // Authentication hashes a password: it runs on the blocking pool.
     let (token, ctx) = state
         .write_keeping_cache(move |tx| {
-            let who = authenticate(tx, &identity, now)?;
+            let who = authenticate(tx, &identity, now, &verified)?;
             let (scope_type, scope_id) = requested_scope(tx, scope.as_ref(), &who)?;
             let expires = match who.expires_unix {
                 Some(limit) => limit.min(now + ttl),
@@ -594,10 +724,15 @@ pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
         map.insert("roles".into(), Value::Array(roles));
     }
     if let Some((id, name, unrestricted)) = &ctx.app_cred {
-        map.insert(
-            "application_credential".into(),
-            json!({"id": id, "name": name, "restricted": !unrestricted}),
-        );
+        let mut cred = json!({"id": id, "name": name, "restricted": !unrestricted});
+        if !ctx.access_rules.is_empty() {
+            cred["access_rules"] = ctx
+                .access_rules
+                .iter()
+                .map(|r| json!({"service": r.service, "method": r.method, "path": r.path}))
+                .collect();
+        }
+        map.insert("application_credential".into(), cred);
     }
     if let Some(catalog) = catalog {
         map.insert("catalog".into(), catalog);
@@ -769,4 +904,31 @@ pub async fn auth_system(
         StatusCode::OK,
         &json!({"system": system, "links": {"self": format!("{}/auth/system", state.v3_url()), "previous": null, "next": null}}),
     ))
+}
+
+/// Deletes expired token rows now and then every `interval` seconds (0:
+/// only now), and forgets their cached validations, so the table does not
+/// grow by one row per login for as long as the server runs.
+pub fn start_purger(state: Arc<IdentityState>, interval: u64) {
+    tokio::spawn(async move {
+        loop {
+            let now = now_unix();
+            match state
+                .db
+                .write(move |tx| store::purge_expired_tokens(tx, now))
+                .await
+            {
+                Ok(purged) if purged > 0 => tracing::info!(purged, "expired tokens purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging expired tokens failed"),
+            }
+            if let Ok(mut cache) = state.token_cache.write() {
+                cache.retain(|_, (_, ctx)| ctx.expires_unix > now);
+            }
+            if interval == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        }
+    });
 }

@@ -85,6 +85,7 @@ impl From<crate::identity::IdentityError> for ImageError {
             I::Conflict(m) => ImageError::Conflict(m),
             I::Db(d) => ImageError::Db(d),
             I::Internal(m) => ImageError::Io(std::io::Error::other(m)),
+            I::TooManyRequests { message, .. } => ImageError::Io(std::io::Error::other(message)),
         }
     }
 }

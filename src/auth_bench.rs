@@ -1,0 +1,214 @@
+//! `yunhe bench login-flood`: issue 9's finding 1 as a measurement. A
+//! wrong-password flood of 100 connections against a server whose lockout
+//! and rate limits are off (only the bounded Argon2 pool stands in the way),
+//! while an admin keeps writing project tags: prints serve's peak RSS and
+//! the write's p99 beside the same write's p99 without the flood.
+
+use std::time::{Duration, Instant};
+
+use crate::bench::{BenchError, median, request, rss_kib, self_exe, start_server_with};
+
+/// Connections of the flood, as in the issue.
+const FLOODERS: usize = 100;
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values.get(index).copied().unwrap_or(f64::NAN)
+}
+
+fn auth_body(password: &str) -> String {
+    serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
+    .to_string()
+}
+
+/// One keep-alive connection posting `body` to the token endpoint until
+/// `stop`; counts the answers as [401, 429, other].
+fn flood_connection(addr: &str, body: &str, stop: Instant) -> [usize; 3] {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut counts = [0usize; 3];
+    let request = format!(
+        "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    'connect: while Instant::now() < stop {
+        let Ok(stream) = std::net::TcpStream::connect(addr) else {
+            counts[2] += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let Ok(mut writer) = stream.try_clone() else {
+            continue;
+        };
+        let mut reader = BufReader::new(stream);
+        while Instant::now() < stop {
+            if writer.write_all(request.as_bytes()).is_err() {
+                continue 'connect;
+            }
+            let mut status = 0u16;
+            let mut length = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => continue 'connect,
+                    Ok(_) => {}
+                }
+                let text = line.trim_end();
+                if text.is_empty() {
+                    break;
+                }
+                if status == 0 {
+                    status = text
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                } else if let Some((k, v)) = text.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut sink = vec![0u8; length];
+            if reader.read_exact(&mut sink).is_err() {
+                continue 'connect;
+            }
+            match status {
+                401 => counts[0] += 1,
+                429 => counts[1] += 1,
+                _ => counts[2] += 1,
+            }
+        }
+    }
+    counts
+}
+
+pub fn run(seconds: u32) -> Result<(), BenchError> {
+    let exe = self_exe()?;
+    let state_dir = std::env::temp_dir().join(format!("yunhe-bench-flood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let result = measure(&exe, &state_dir, seconds.max(1) * 2);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    result
+}
+
+fn measure(
+    exe: &std::path::Path,
+    state_dir: &std::path::Path,
+    seconds: u32,
+) -> Result<(), BenchError> {
+    println!("yunhe bench login-flood ({})", exe.display());
+    let (server, _) = start_server_with(
+        exe,
+        state_dir,
+        &[
+            "--lockout-failure-attempts",
+            "0",
+            "--auth-user-burst",
+            "0",
+            "--auth-source-burst",
+            "0",
+        ],
+    )?;
+    let pid = server.child.id();
+    let json = [("Content-Type", "application/json")];
+    let (status, head, body) = request(
+        &server.addr,
+        "POST",
+        "/identity/v3/auth/tokens",
+        &json,
+        &auth_body("bench-password"),
+    )
+    .map_err(|e| BenchError::Io("issuing a token", e))?;
+    let token = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-subject-token")
+                .then(|| v.trim().to_string())
+        })
+        .ok_or_else(|| BenchError::Server(format!("no token (status {status})")))?;
+    let project = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["token"]["project"]["id"].as_str().map(str::to_string))
+        .ok_or_else(|| BenchError::Server("no project in the token".into()))?;
+    let write = |i: usize| -> Result<f64, BenchError> {
+        let t = Instant::now();
+        let (status, _, _) = request(
+            &server.addr,
+            "PUT",
+            &format!("/identity/v3/projects/{project}/tags/t{i}"),
+            &[("X-Auth-Token", token.as_str())],
+            "",
+        )
+        .map_err(|e| BenchError::Io("writing a tag", e))?;
+        if status >= 300 {
+            return Err(BenchError::Server(format!("tag write answered {status}")));
+        }
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let mut baseline = Vec::new();
+    for i in 0..200 {
+        baseline.push(write(i % 50)?);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let idle_rss = rss_kib(pid).unwrap_or(0);
+
+    let stop = Instant::now() + Duration::from_secs(u64::from(seconds));
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || flood_connection(&addr, &auth_body("wrong-password"), stop))
+        })
+        .collect();
+    let mut flooded = Vec::new();
+    let mut peak_rss = idle_rss;
+    let mut i = 0;
+    while Instant::now() < stop {
+        flooded.push(write(i % 50)?);
+        peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut counts = [0usize; 3];
+    for flooder in flooders {
+        if let Ok(c) = flooder.join() {
+            for (total, n) in counts.iter_mut().zip(c) {
+                *total += n;
+            }
+        }
+    }
+    peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
+    std::thread::sleep(Duration::from_secs(1));
+    let after_rss = rss_kib(pid).unwrap_or(0);
+    let (p99_base, p99_flood) = (
+        percentile(baseline.clone(), 0.99),
+        percentile(flooded.clone(), 0.99),
+    );
+    println!(
+        "flood     {FLOODERS} connections of wrong passwords for {seconds} s (lockout and rate limits off): \
+         {} answered 401, {} answered 429, {} other",
+        counts[0], counts[1], counts[2]
+    );
+    println!(
+        "memory    serve RSS idle {:.1} MiB, peak under flood {:.1} MiB, 1 s after {:.1} MiB (goal < 100 MiB)",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        after_rss as f64 / 1024.0
+    );
+    println!(
+        "write     PUT /v3/projects/{{id}}/tags/x under flood: p99 {p99_flood:.2} ms, median {:.2} ms ({} writes; goal p99 < 50 ms)\n          \
+         baseline without flood: p99 {p99_base:.2} ms, median {:.2} ms ({} writes); ratio of p99s {:.1}",
+        median(flooded.clone()),
+        flooded.len(),
+        median(baseline.clone()),
+        baseline.len(),
+        p99_flood / p99_base
+    );
+    drop(server);
+    Ok(())
+}

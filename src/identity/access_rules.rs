@@ -1,0 +1,266 @@
+//! Application credential access rules, enforced as keystonemiddleware does.
+//!
+//! A token made from an application credential that has access rules may
+//! only be used for requests that match one rule: the same method, the
+//! service type of the API the request goes to, and a path pattern where
+//! `*` and `{name}` stand for one path segment and `**` for any number.
+//! Paths are relative to the service's mount point (`/compute`, `/image`,
+//! `/identity`...), version included, as in Keystone's documentation
+//! (`{"service": "compute", "method": "POST", "path": "/v2.1/servers"}`);
+//! a pattern written with the mount point is accepted too. Validating a
+//! token (`GET /identity/v3/auth/tokens`) is always allowed.
+
+use serde_json::Value;
+
+use super::{IdentityError, IdentityResult};
+
+/// One access rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRule {
+    pub service: String,
+    pub method: String,
+    pub path: String,
+}
+
+const METHODS: &[&str] = &["DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"];
+
+/// Parses and checks the `access_rules` of a new application credential
+/// (Keystone's schema: method one of the HTTP verbs, path starting with `/`
+/// of at most 225 characters, service a non-empty id string).
+pub fn parse_new(value: Option<&Value>) -> IdentityResult<Value> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Value::Array(vec![])),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(IdentityError::BadRequest(
+                "'access_rules' must be a list.".into(),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let rule = item.as_object().ok_or_else(|| {
+            IdentityError::BadRequest("Each access rule must be an object.".into())
+        })?;
+        let field = |key: &str| rule.get(key).and_then(Value::as_str);
+        let (Some(service), Some(method), Some(path)) =
+            (field("service"), field("method"), field("path"))
+        else {
+            return Err(IdentityError::BadRequest(
+                "An access rule needs 'service', 'method' and 'path'.".into(),
+            ));
+        };
+        if service.is_empty() || service.len() > 64 {
+            return Err(IdentityError::BadRequest(
+                "Invalid access rule: 'service' must be 1 to 64 characters.".into(),
+            ));
+        }
+        if !METHODS.contains(&method) {
+            return Err(IdentityError::BadRequest(format!(
+                "Invalid access rule: 'method' must be one of {METHODS:?}."
+            )));
+        }
+        if !path.starts_with('/') || path.chars().count() > 225 {
+            return Err(IdentityError::BadRequest(
+                "Invalid access rule: 'path' must start with '/' and have at most 225 characters."
+                    .into(),
+            ));
+        }
+        if let Some(extra) = rule
+            .keys()
+            .find(|k| !["service", "method", "path", "id"].contains(&k.as_str()))
+        {
+            return Err(IdentityError::BadRequest(format!(
+                "Invalid access rule: unknown property '{extra}'."
+            )));
+        }
+        let id = field("id")
+            .map(str::to_string)
+            .unwrap_or_else(super::new_id);
+        out.push(serde_json::json!({"id": id, "service": service, "method": method, "path": path}));
+    }
+    Ok(Value::Array(out))
+}
+
+/// The rules stored with a credential; an empty list means no restriction.
+pub fn from_stored(value: &Value) -> Vec<AccessRule> {
+    let Some(items) = value.as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| {
+            let field = |key: &str| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            AccessRule {
+                service: field("service"),
+                method: field("method"),
+                path: field("path"),
+            }
+        })
+        .collect()
+}
+
+/// The service types a path's API answers to, and the path below its mount point.
+fn service_of(path: &str) -> Option<(&'static [&'static str], &'static str, &str)> {
+    const SERVICES: &[(&str, &[&str])] = &[
+        ("/identity", &["identity"]),
+        ("/compute", &["compute"]),
+        ("/image", &["image"]),
+        ("/network", &["network"]),
+        ("/volume", &["block-storage", "volumev3", "volume"]),
+    ];
+    SERVICES.iter().find_map(|(mount, types)| {
+        let rest = path.strip_prefix(mount)?;
+        (rest.is_empty() || rest.starts_with('/')).then_some((*types, *mount, rest))
+    })
+}
+
+/// True when a request (`method`, full `path` as the client sent it) is
+/// allowed by `rules`. No rules means no restriction.
+pub fn allows(rules: &[AccessRule], method: &str, path: &str) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    let Some((types, mount, relative)) = service_of(path) else {
+        return false;
+    };
+    if types == ["identity"] && method == "GET" && relative.ends_with("/v3/auth/tokens") {
+        return true;
+    }
+    rules.iter().any(|rule| {
+        rule.method == method
+            && types.contains(&rule.service.as_str())
+            && (path_matches(relative, &rule.path)
+                || (rule.path.starts_with(mount) && path_matches(path, &rule.path)))
+    })
+}
+
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    Literal(&'a str),
+    /// `*` or `{name}`: one or more characters other than `/`.
+    Segment,
+    /// `**`: anything, `/` included.
+    Any,
+}
+
+fn pieces(pattern: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("**") {
+            out.push(Piece::Any);
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix('*') {
+            out.push(Piece::Segment);
+            rest = after;
+        } else if rest.starts_with('{')
+            && let Some(end) = rest.find('}')
+        {
+            out.push(Piece::Segment);
+            rest = &rest[end + 1..];
+        } else {
+            let end = rest
+                .char_indices()
+                .skip(1)
+                .find(|(_, c)| *c == '*' || *c == '{')
+                .map_or(rest.len(), |(i, _)| i);
+            out.push(Piece::Literal(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+/// Matches a whole path against a pattern (`*`, `{tag}`, `**`).
+pub fn path_matches(path: &str, pattern: &str) -> bool {
+    fn go(path: &str, pieces: &[Piece<'_>]) -> bool {
+        let Some((first, rest)) = pieces.split_first() else {
+            return path.is_empty();
+        };
+        match first {
+            Piece::Literal(text) => path.strip_prefix(text).is_some_and(|after| go(after, rest)),
+            Piece::Segment => {
+                let limit = path.find('/').unwrap_or(path.len());
+                (1..=limit)
+                    .rev()
+                    .filter(|&n| path.is_char_boundary(n))
+                    .any(|n| go(&path[n..], rest))
+            }
+            Piece::Any => (0..=path.len())
+                .filter(|&n| path.is_char_boundary(n))
+                .any(|n| go(&path[n..], rest)),
+        }
+    }
+    go(path, &pieces(pattern))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(service: &str, method: &str, path: &str) -> AccessRule {
+        AccessRule {
+            service: service.into(),
+            method: method.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn wildcards_match_as_keystonemiddleware_does() {
+        assert!(path_matches("/v2.1/servers", "/v2.1/servers"));
+        assert!(!path_matches("/v2.1/servers/x", "/v2.1/servers"));
+        assert!(path_matches("/v2.1/servers/abc/ips", "/v2.1/servers/*/ips"));
+        assert!(path_matches(
+            "/v2.1/servers/abc/ips",
+            "/v2.1/servers/{id}/ips"
+        ));
+        assert!(!path_matches(
+            "/v2.1/servers/a/b/ips",
+            "/v2.1/servers/*/ips"
+        ));
+        assert!(!path_matches("/v2.1/servers//ips", "/v2.1/servers/*/ips"));
+        assert!(path_matches("/v2.1/servers/a/b/ips", "/v2.1/servers/**"));
+        assert!(path_matches("/v2/images", "/v2/images**"));
+        assert!(path_matches("/v2/images/x/file", "/v2/**/file"));
+    }
+
+    #[test]
+    fn requests_are_matched_by_service_method_and_path() {
+        let rules = vec![rule("image", "GET", "/v2/images")];
+        assert!(allows(&rules, "GET", "/image/v2/images"));
+        assert!(!allows(&rules, "POST", "/image/v2/images"));
+        assert!(!allows(&rules, "GET", "/image/v2/images/abc"));
+        assert!(!allows(&rules, "GET", "/compute/v2/images"));
+        assert!(!allows(&rules, "GET", "/imagev2/images"));
+        assert!(
+            allows(&rules, "GET", "/identity/v3/auth/tokens"),
+            "validation is always allowed"
+        );
+        assert!(!allows(&rules, "DELETE", "/identity/v3/auth/tokens"));
+        assert!(allows(&[], "DELETE", "/anything"));
+        let full = vec![rule("compute", "GET", "/compute/v2.1/servers")];
+        assert!(allows(&full, "GET", "/compute/v2.1/servers"));
+    }
+
+    #[test]
+    fn new_rules_are_checked() {
+        let ok = serde_json::json!([{"service": "image", "method": "GET", "path": "/v2/images"}]);
+        let parsed = parse_new(Some(&ok)).expect("valid");
+        assert!(parsed[0]["id"].is_string());
+        for bad in [
+            serde_json::json!([{"service": "image", "method": "GET"}]),
+            serde_json::json!([{"service": "image", "method": "FETCH", "path": "/"}]),
+            serde_json::json!([{"service": "image", "method": "GET", "path": "v2"}]),
+            serde_json::json!({"service": "image"}),
+        ] {
+            assert!(parse_new(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+}
