@@ -471,6 +471,11 @@ fn users_own_their_credentials_and_tokens_only() {
     // The member's token still works after the refused revocation.
     assert_eq!(subject(&member, &member, "HEAD").status, 200);
     assert_eq!(subject(&cloud.admin, &member, "GET").status, 200);
+    // A revoked token is 404 for everyone, as Keystone validates before enforcing.
+    let second = cloud.token("member1", "p1");
+    assert_eq!(subject(&member, &second, "DELETE").status, 204);
+    assert_eq!(subject(&member, &second, "GET").status, 404);
+    assert_eq!(subject(&other, &second, "HEAD").status, 404);
 }
 
 #[test]

@@ -567,12 +567,18 @@ mod tests {
         names
     }
 
+    /// Quoted names that are messages, not rules handlers pass.
+    const NOT_RULES: [&str; 1] = ["identity:rescope_application_credential_token"];
+
     #[test]
     fn every_rule_a_handler_passes_is_a_keystone_default() {
         let policy = Policy::defaults().expect("defaults parse");
         let mut seen = 0;
         for (file, source) in SOURCES {
             for name in rule_names(source) {
+                if NOT_RULES.contains(&name.as_str()) {
+                    continue;
+                }
                 assert!(
                     policy.has_rule(Service::Identity, &name),
                     "{file}: {name} is not one of Keystone's rules"

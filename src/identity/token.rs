@@ -748,10 +748,9 @@ fn subject_token(headers: &HeaderMap) -> IdentityResult<String> {
         .ok_or_else(|| IdentityError::BadRequest("X-Subject-Token is required.".into()))
 }
 
-/// Validates `X-Subject-Token` and enforces `rule` on it (Keystone's
-/// target is the subject token, `target.token.user_id`; a token that does
-/// not validate gives an empty target, so only those the rule allows without
-/// one learn that it is invalid).
+/// Validates `X-Subject-Token` and enforces `rule` on it. As Keystone: the
+/// target is the subject token (`target.token.user_id`, its user's domain),
+/// and a token that does not validate is 404 for every caller.
 async fn validated_subject(
     state: &Arc<IdentityState>,
     caller: &AuthContext,
@@ -759,13 +758,12 @@ async fn validated_subject(
     rule: &str,
 ) -> IdentityResult<(String, Arc<AuthContext>)> {
     let subject = subject_token(headers)?;
-    let validated = validate(state, &subject).await;
-    let target = match &validated {
-        Ok(ctx) => Target::new().with("target.token.user_id", &ctx.user_id),
-        Err(_) => Target::new(),
-    };
+    let ctx = validate(state, &subject).await?;
+    let target = Target::new()
+        .with("target.token.user_id", &ctx.user_id)
+        .with("target.token.user.domain.id", &ctx.user_domain_id);
     state.authorize(caller, rule, &target)?;
-    Ok((subject, validated?))
+    Ok((subject, ctx))
 }
 
 /// `GET /v3/auth/tokens`: validates `X-Subject-Token`.
