@@ -482,3 +482,128 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
 async fn not_found(_req: Request) -> ImageError {
     ImageError::NotFound("The resource could not be found.".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::{Policy, Service};
+
+    /// The image sources whose handlers name Glance rules.
+    const SOURCES: &[(&str, &str)] = &[
+        ("mod.rs", include_str!("mod.rs")),
+        ("images.rs", include_str!("images.rs")),
+        ("data.rs", include_str!("data.rs")),
+        ("members.rs", include_str!("members.rs")),
+        ("metadefs.rs", include_str!("metadefs.rs")),
+    ];
+
+    /// Calls that take a rule name: their first string literal argument.
+    const RULE_CALLS: &[&str] = &[
+        "authorize(",
+        "allows(",
+        "authorize_image(",
+        "load_for(",
+        "load_image_for(",
+        "load_namespace(",
+        "begin(",
+    ];
+
+    /// The string literals in `text` outside any nested parentheses or
+    /// brackets (a call's own arguments, not those of calls inside it).
+    fn literals(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut depth = 0;
+        let mut current: Option<String> = None;
+        for c in text.chars() {
+            match (&mut current, c) {
+                (Some(lit), '"') => {
+                    if depth == 0 {
+                        out.push(std::mem::take(lit));
+                    }
+                    current = None;
+                }
+                (Some(lit), c) => lit.push(c),
+                (None, '"') => current = Some(String::new()),
+                (None, '(' | '[' | '{') => depth += 1,
+                (None, ')' | ']' | '}') => depth -= 1,
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
+    /// The argument text of each call of `name` (up to its closing paren).
+    fn call_arguments<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(name) {
+            let preceded_by_ident = rest[..at]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_');
+            let args = &rest[at + name.len()..];
+            let mut depth = 1;
+            let mut end = args.len();
+            for (i, c) in args.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = i;
+                    break;
+                }
+            }
+            if !preceded_by_ident {
+                out.push(&args[..end]);
+            }
+            rest = &args[end..];
+        }
+        out
+    }
+
+    /// The source without its test module (whose literals are not rules).
+    fn code(text: &str) -> &str {
+        text.split("#[cfg(test)]").next().unwrap_or(text)
+    }
+
+    #[test]
+    fn every_rule_the_handlers_name_is_a_glance_default() {
+        let policy = Policy::defaults().expect("defaults");
+        let mut seen = 0;
+        for (file, text) in SOURCES {
+            let text = code(text);
+            let mut rules = Vec::new();
+            for call in RULE_CALLS {
+                for args in call_arguments(text, call) {
+                    rules.extend(literals(args).into_iter().take(1));
+                }
+            }
+            // The metadef item rules are a table.
+            if let Some(table) = text.split("fn item_rule(").nth(1) {
+                // From the opening brace of the body to its closing one.
+                let body = table.split_once('{').map_or("", |(_, b)| b);
+                let body = body.split("\n}\n").next().unwrap_or("");
+                let kinds = ["objects", "properties", "tags", "resource_types"];
+                let table: String = body.replace(['{', '}'], " ");
+                rules.extend(
+                    literals(&table)
+                        .into_iter()
+                        .filter(|l| !kinds.contains(&l.as_str())),
+                );
+            }
+            for rule in rules {
+                seen += 1;
+                assert!(
+                    policy.has_rule(Service::Image, &rule),
+                    "{file}: '{rule}' is not one of Glance's default rules"
+                );
+            }
+        }
+        // Every handler names one: far more than a handful.
+        assert!(
+            seen > 40,
+            "only {seen} rule names found: the scan is broken"
+        );
+    }
+}
