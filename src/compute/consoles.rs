@@ -25,9 +25,11 @@ type S = Arc<ComputeState>;
 /// Seconds a console token stays valid.
 const TOKEN_TTL: i64 = 600;
 
-/// Creates a console token for a server the caller may see and returns the URL.
+/// Creates a console token for a server the caller may see and use
+/// (os-remote-consoles) and returns the URL.
 pub async fn new_console_url(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
-    let server = super::servers::load(s, ctx, id).await?;
+    let rule = "os_compute_api:os-remote-consoles";
+    let server = super::servers::load_authorized(s, ctx, id, rule).await?;
     if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
         || !s.virt.is_alive(&server.id) && s.virt.status(&server.id).await.is_none()
     {
