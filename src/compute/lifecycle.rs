@@ -913,7 +913,11 @@ pub async fn action(
             );
             let project = ctx.project_id().map(str::to_string);
             set_sync(&s, &ctx, &id, rid, "unlock", move |sv| {
-                if sv.locked_by.as_deref() != Some(locker(project.as_deref(), sv)) && !may_override
+                // Nova: a lock by someone else (owner vs admin) needs the
+                // override rule; an unlocked server unlocks freely.
+                if let Some(by) = &sv.locked_by
+                    && by != locker(project.as_deref(), sv)
+                    && !may_override
                 {
                     return Err(super::policy_forbids(override_rule));
                 }
