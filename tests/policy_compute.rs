@@ -424,12 +424,6 @@ fn readers_read_members_write_their_own_project_and_admin_actions_stay_admin() {
             ),
             (
                 "POST",
-                action.clone(),
-                Some(json!({"migrate": null})),
-                "os_compute_api:os-migrate-server:migrate",
-            ),
-            (
-                "POST",
                 "/compute/v2.1/flavors".into(),
                 Some(json!({"flavor": {"name": "f", "ram": 64, "vcpus": 1, "disk": 0}})),
                 "os_compute_api:os-flavor-manage:create",
