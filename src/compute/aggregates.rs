@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, no_additional, nova_time, parse_body,
-    require_admin, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, no_additional, nova_time,
+    own_target, parse_body, take_object,
 };
 use crate::db::compute::{self as store, Aggregate};
 use crate::db::now_unix;
@@ -91,7 +91,12 @@ fn zone_field(obj: &Map<String, Value>) -> ComputeResult<Option<Option<String>>>
 }
 
 async fn list(State(s): State<S>, Auth(ctx): Auth, mv: Mv) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-aggregates:index")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-aggregates:index",
+        &own_target(&ctx),
+    )?;
     let all = s.read(|conn| Ok(store::list_aggregates(conn)?)).await?;
     let views: Vec<Value> = all.iter().map(|a| view(a, mv, true)).collect();
     Ok(json_response(StatusCode::OK, &json!({"aggregates": views})))
@@ -103,7 +108,12 @@ async fn create(
     mv: Mv,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-aggregates:create")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-aggregates:create",
+        &own_target(&ctx),
+    )?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "aggregate")?;
     no_additional(&obj, &["name", "availability_zone"])?;
@@ -138,7 +148,12 @@ async fn show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-aggregates:show")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-aggregates:show",
+        &own_target(&ctx),
+    )?;
     let number = parse_id(&id)?;
     let a = s
         .read(move |conn| Ok(store::get_aggregate(conn, number)?))
@@ -157,7 +172,12 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-aggregates:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-aggregates:update",
+        &own_target(&ctx),
+    )?;
     let number = parse_id(&id)?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "aggregate")?;
@@ -194,7 +214,12 @@ async fn delete(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-aggregates:delete")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-aggregates:delete",
+        &own_target(&ctx),
+    )?;
     let number = parse_id(&id)?;
     s.write(move |tx| {
         let a = store::get_aggregate(tx, number)?.ok_or_else(|| not_found(&id))?;
@@ -227,7 +252,7 @@ async fn action(
     } else {
         return Err(ComputeError::BadRequest("There is no such action.".into()));
     };
-    require_admin(&ctx, rule)?;
+    authorize(&s, &ctx, rule, &own_target(&ctx))?;
     let number = parse_id(&id)?;
     let obj = take_object(&mut body, name)?;
     let this_host = super::hosts::hostname();

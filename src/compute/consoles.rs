@@ -97,7 +97,8 @@ impl ConsoleTokens {
 /// May `ctx` use the console of server `id`? Used when the URL is created and
 /// again when the websocket connects. Returns the server id.
 async fn authorize_console(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
-    let server = super::servers::load(s, ctx, id).await?;
+    let rule = "os_compute_api:os-remote-consoles";
+    let server = super::servers::load_authorized(s, ctx, id, rule).await?;
     if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
         || !s.virt.is_alive(&server.id) && s.virt.status(&server.id).await.is_none()
     {

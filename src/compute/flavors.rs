@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
-    paginate, parse_body, query_map, require_admin, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, int_field, next_link,
+    no_additional, own_target, paginate, parse_body, query_map, take_object,
 };
 use crate::db::compute::{self as store, Flavor};
 use crate::db::now_unix;
@@ -45,7 +45,7 @@ fn not_found(id: &str) -> ComputeError {
 }
 
 /// The flavor's JSON at a microversion.
-fn view(s: &ComputeState, f: &Flavor, mv: Mv, detail: bool, admin: bool) -> Value {
+fn view(s: &ComputeState, f: &Flavor, mv: Mv, detail: bool, show_specs: bool) -> Value {
     let mut obj = Map::new();
     obj.insert("id".into(), json!(f.id));
     obj.insert("name".into(), json!(f.name));
@@ -71,18 +71,26 @@ fn view(s: &ComputeState, f: &Flavor, mv: Mv, detail: bool, admin: bool) -> Valu
     );
     obj.insert("rxtx_factor".into(), json!(f.rxtx_factor));
     obj.insert("os-flavor-access:is_public".into(), json!(f.is_public));
-    if mv.at_least(61) {
-        // Nova shows extra specs to everyone allowed to read them (the
-        // default policy lets every project member).
-        let _ = admin;
+    if mv.at_least(61) && show_specs {
+        // Nova shows extra specs to those os-flavor-extra-specs:index allows.
         obj.insert("extra_specs".into(), json!(f.extra_specs));
     }
     Value::Object(obj)
 }
 
-/// May this caller see this flavor?
-fn visible(ctx: &AuthContext, f: &Flavor, accessible: &[String]) -> bool {
-    ctx.is_admin() || f.is_public || accessible.contains(&f.id)
+/// May this caller see this flavor? Admin contexts see private flavors.
+fn visible(admin: bool, f: &Flavor, accessible: &[String]) -> bool {
+    admin || f.is_public || accessible.contains(&f.id)
+}
+
+/// Whether flavor views carry `extra_specs` for this caller (2.61).
+fn shows_specs(s: &ComputeState, ctx: &AuthContext) -> bool {
+    super::allows(
+        s,
+        ctx,
+        "os_compute_api:os-flavor-extra-specs:index",
+        &own_target(ctx),
+    )
 }
 
 async fn load_visible(s: &S, ctx: &AuthContext) -> ComputeResult<(Vec<Flavor>, Vec<String>)> {
@@ -133,6 +141,7 @@ async fn list_flavors(
     detail: bool,
 ) -> ComputeResult<Response> {
     let (flavors, accessible) = load_visible(&s, &ctx).await?;
+    let admin = super::is_admin_context(&s, &ctx);
     let is_public = parse_is_public(q.get("is_public"))?;
     let min_ram = match q.get("minRam") {
         Some(v) => Some(
@@ -151,7 +160,7 @@ async fn list_flavors(
     let mut items: Vec<Flavor> = flavors
         .into_iter()
         .filter(|f| {
-            if ctx.is_admin() {
+            if admin {
                 is_public.is_none_or(|p| f.is_public == p)
             } else {
                 // Non-admins see public flavors and the private ones shared
@@ -204,9 +213,10 @@ async fn list_flavors(
     }
     let (page, more) = paginate(items, &q, |f| f.id.clone())?;
     let mut body = Map::new();
+    let show_specs = shows_specs(&s, &ctx);
     let views: Vec<Value> = page
         .iter()
-        .map(|f| view(&s, f, mv, detail, ctx.is_admin()))
+        .map(|f| view(&s, f, mv, detail, show_specs))
         .collect();
     body.insert("flavors".into(), Value::Array(views));
     if more && let Some(last) = page.last() {
@@ -228,7 +238,7 @@ async fn get_visible(s: &S, ctx: &AuthContext, id: String) -> ComputeResult<Flav
         })
         .await?;
     match flavor {
-        Some(f) if visible(ctx, &f, &accessible) => Ok(f),
+        Some(f) if visible(super::is_admin_context(s, ctx), &f, &accessible) => Ok(f),
         _ => Err(not_found(&id)),
     }
 }
@@ -242,7 +252,7 @@ async fn show(
     let f = get_visible(&s, &ctx, id).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"flavor": view(&s, &f, mv, true, ctx.is_admin())}),
+        &json!({"flavor": view(&s, &f, mv, true, shows_specs(&s, &ctx))}),
     ))
 }
 
@@ -299,7 +309,12 @@ async fn create(
     mv: Mv,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-manage:create")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-manage:create",
+        &own_target(&ctx),
+    )?;
     let mut body = parse_body(&body)?;
     let f = take_object(&mut body, "flavor")?;
     let mut allowed = vec![
@@ -402,7 +417,7 @@ async fn create(
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"flavor": view(&s, &flavor, mv, true, true)}),
+        &json!({"flavor": view(&s, &flavor, mv, true, shows_specs(&s, &ctx))}),
     ))
 }
 
@@ -418,7 +433,12 @@ async fn update(
             "The resource could not be found.".into(),
         ));
     }
-    require_admin(&ctx, "os_compute_api:os-flavor-manage:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-manage:update",
+        &own_target(&ctx),
+    )?;
     let mut body = parse_body(&body)?;
     let f = take_object(&mut body, "flavor")?;
     no_additional(&f, &["description"])?;
@@ -439,7 +459,7 @@ async fn update(
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"flavor": view(&s, &flavor, mv, true, true)}),
+        &json!({"flavor": view(&s, &flavor, mv, true, shows_specs(&s, &ctx))}),
     ))
 }
 
@@ -448,7 +468,12 @@ async fn delete(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-manage:delete")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-manage:delete",
+        &own_target(&ctx),
+    )?;
     s.write(move |tx| {
         if store::delete_flavor(tx, &id)? {
             Ok(())
@@ -475,7 +500,12 @@ async fn access_list(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-access")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-access",
+        &own_target(&ctx),
+    )?;
     let wanted = id.clone();
     let (flavor, projects) = s
         .read(move |conn| {
@@ -508,14 +538,12 @@ async fn action(
     } else {
         return Err(ComputeError::BadRequest("There is no such action.".into()));
     };
-    require_admin(
-        &ctx,
-        if add {
-            "os_compute_api:os-flavor-access:add_tenant_access"
-        } else {
-            "os_compute_api:os-flavor-access:remove_tenant_access"
-        },
-    )?;
+    let rule = if add {
+        "os_compute_api:os-flavor-access:add_tenant_access"
+    } else {
+        "os_compute_api:os-flavor-access:remove_tenant_access"
+    };
+    authorize(&s, &ctx, rule, &own_target(&ctx))?;
     let obj = take_object(&mut body, name)?;
     no_additional(&obj, &["tenant"])?;
     let tenant = match obj.get("tenant") {
@@ -587,6 +615,12 @@ async fn specs_list(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-extra-specs:index",
+        &own_target(&ctx),
+    )?;
     let f = get_visible(&s, &ctx, id).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -600,7 +634,12 @@ async fn specs_create(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:create")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-extra-specs:create",
+        &own_target(&ctx),
+    )?;
     let mut body = parse_body(&body)?;
     let obj = take_object(&mut body, "extra_specs")?;
     let specs = check_specs(&obj)?;
@@ -621,6 +660,12 @@ async fn spec_show(
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-extra-specs:show",
+        &own_target(&ctx),
+    )?;
     let f = get_visible(&s, &ctx, id.clone()).await?;
     match f.extra_specs.get(&key) {
         Some(value) => Ok(json_response(StatusCode::OK, &json!({key: value}))),
@@ -636,7 +681,12 @@ async fn spec_update(
     Path((id, key)): Path<(String, String)>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-extra-specs:update",
+        &own_target(&ctx),
+    )?;
     let body = parse_body(&body)?;
     if body.len() != 1 {
         return Err(ComputeError::BadRequest(
@@ -663,7 +713,12 @@ async fn spec_delete(
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-flavor-extra-specs:delete")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-extra-specs:delete",
+        &own_target(&ctx),
+    )?;
     s.write(move |tx| {
         store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
         if store::delete_extra_spec(tx, &id, &key)? {

@@ -15,13 +15,14 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, nova_time, paginate, parse_body, policy_forbids,
-    query_map, require_admin,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, nova_time, own_target, paginate,
+    parse_body, query_map,
 };
 use crate::db::compute::{self as store, ComputeService};
 use crate::db::now_unix;
 use crate::http::json_response;
 use crate::identity::Auth;
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -316,14 +317,12 @@ async fn list_hypervisors(
     q: Vec<(String, String)>,
     detail: bool,
 ) -> ComputeResult<Response> {
-    require_admin(
-        &ctx,
-        if detail {
-            "os_compute_api:os-hypervisors:list-detail"
-        } else {
-            "os_compute_api:os-hypervisors:list"
-        },
-    )?;
+    let rule = if detail {
+        "os_compute_api:os-hypervisors:list-detail"
+    } else {
+        "os_compute_api:os-hypervisors:list"
+    };
+    authorize(&s, &ctx, rule, &own_target(&ctx))?;
     let q = query_map(q);
     let h = host_state(&s).await?;
     let with_servers = mv.at_least(53)
@@ -388,7 +387,12 @@ async fn statistics(State(s): State<S>, Auth(ctx): Auth, mv: Mv) -> ComputeResul
     if mv.at_least(88) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hypervisors:statistics")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hypervisors:statistics",
+        &own_target(&ctx),
+    )?;
     let h = host_state(&s).await?;
     let f = &h.facts;
     let (vcpus_used, ram_used, disk_used) = h.used;
@@ -434,7 +438,12 @@ async fn hypervisor_show(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-hypervisors:show")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hypervisors:show",
+        &own_target(&ctx),
+    )?;
     let q = query_map(q);
     let with_servers = mv.at_least(53)
         && q.get("with_servers")
@@ -455,7 +464,12 @@ async fn hypervisor_uptime(
     if mv.at_least(88) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hypervisors:uptime")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hypervisors:uptime",
+        &own_target(&ctx),
+    )?;
     let h = find_hypervisor(&s, mv, &id).await?;
     let mut view = hypervisor_view(&h, mv, false, false);
     if let Value::Object(map) = &mut view {
@@ -486,7 +500,12 @@ async fn hypervisor_search(
     mv: Mv,
     Path(pattern): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-hypervisors:search")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hypervisors:search",
+        &own_target(&ctx),
+    )?;
     search_common(&s, mv, &pattern, false).await
 }
 
@@ -496,7 +515,12 @@ async fn hypervisor_servers(
     mv: Mv,
     Path(pattern): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-hypervisors:servers")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hypervisors:servers",
+        &own_target(&ctx),
+    )?;
     search_common(&s, mv, &pattern, true).await
 }
 
@@ -539,7 +563,12 @@ async fn services(
     mv: Mv,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-services:list")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-services:list",
+        &own_target(&ctx),
+    )?;
     let q: HashMap<String, String> = query_map(q);
     let list = s.read(|conn| Ok(store::list_services(conn)?)).await?;
     let host = hostname();
@@ -569,7 +598,12 @@ async fn service_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-services:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-services:update",
+        &own_target(&ctx),
+    )?;
     let body = parse_body(&body)?;
     let host = hostname();
     let mut list = s.read(|conn| Ok(store::list_services(conn)?)).await?;
@@ -686,7 +720,12 @@ async fn service_delete(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-services:delete")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-services:delete",
+        &own_target(&ctx),
+    )?;
     let list = s.read(|conn| Ok(store::list_services(conn)?)).await?;
     let found = list.iter().any(|svc| {
         if mv.at_least(53) {
@@ -711,6 +750,7 @@ async fn service_delete(
 // ------------------------------------------------------- os-hosts (< 2.43)
 
 async fn hosts_list(
+    State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
     Query(q): Query<Vec<(String, String)>>,
@@ -718,7 +758,7 @@ async fn hosts_list(
     if mv.at_least(43) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hosts:list")?;
+    authorize(&s, &ctx, "os_compute_api:os-hosts:list", &own_target(&ctx))?;
     let q = query_map(q);
     let host = hostname();
     let hosts: Vec<Value> = [("scheduler", "internal"), ("compute", ZONE)]
@@ -749,7 +789,7 @@ async fn host_show(
     if mv.at_least(43) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hosts:show")?;
+    authorize(&s, &ctx, "os_compute_api:os-hosts:show", &own_target(&ctx))?;
     this_host(&host)?;
     let h = host_state(&s).await?;
     let f = &h.facts;
@@ -777,7 +817,12 @@ async fn host_update(
     if mv.at_least(43) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hosts:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-hosts:update",
+        &own_target(&ctx),
+    )?;
     let body = parse_body(&body)?;
     super::no_additional(&body, &["status", "maintenance_mode"])?;
     let parse = |key: &str| -> ComputeResult<Option<bool>> {
@@ -824,6 +869,7 @@ async fn host_update(
 }
 
 async fn host_power(
+    State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
     Path((host, action)): Path<(String, String)>,
@@ -831,7 +877,12 @@ async fn host_power(
     if mv.at_least(43) || !["startup", "shutdown", "reboot"].contains(&action.as_str()) {
         return Err(gone());
     }
-    require_admin(&ctx, "os_compute_api:os-hosts:power")?;
+    let rule = match action.as_str() {
+        "startup" => "os_compute_api:os-hosts:start",
+        "shutdown" => "os_compute_api:os-hosts:shutdown",
+        _ => "os_compute_api:os-hosts:reboot",
+    };
+    authorize(&s, &ctx, rule, &own_target(&ctx))?;
     this_host(&host)?;
     Err(ComputeError::NotImplemented(
         "yunhe does not power the host it runs on up or down.".into(),
@@ -840,7 +891,13 @@ async fn host_power(
 
 // -------------------------------------------------------- availability zone
 
-async fn zones(Auth(_ctx): Auth) -> ComputeResult<Response> {
+async fn zones(State(s): State<S>, Auth(ctx): Auth) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-availability-zone:list",
+        &own_target(&ctx),
+    )?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"availabilityZoneInfo": [
@@ -850,7 +907,12 @@ async fn zones(Auth(_ctx): Auth) -> ComputeResult<Response> {
 }
 
 async fn zones_detail(State(s): State<S>, Auth(ctx): Auth) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-availability-zone:detail")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-availability-zone:detail",
+        &own_target(&ctx),
+    )?;
     let list = s.read(|conn| Ok(store::list_services(conn)?)).await?;
     let host = hostname();
     let now = nova_time(now_unix());
@@ -989,7 +1051,12 @@ async fn usage_list(
     Auth(ctx): Auth,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-simple-tenant-usage:list")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-simple-tenant-usage:list",
+        &own_target(&ctx),
+    )?;
     let q = query_map(q);
     let (start, end) = usage_window(&q)?;
     let detailed = q
@@ -1017,9 +1084,12 @@ async fn usage_show(
     Path(tenant): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    if !ctx.is_admin() && ctx.project_id() != Some(tenant.as_str()) {
-        return Err(policy_forbids("os_compute_api:os-simple-tenant-usage:show"));
-    }
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-simple-tenant-usage:show",
+        &Target::project(tenant.clone()),
+    )?;
     let q = query_map(q);
     let (start, end) = usage_window(&q)?;
     let usage = match usages(&s, Some(tenant.clone()), start, end)
@@ -1071,16 +1141,30 @@ fn audit_view(before: chrono::NaiveDateTime) -> Value {
     })
 }
 
-async fn audit_list(Auth(ctx): Auth) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-instance-usage-audit-log:list")?;
+async fn audit_list(State(s): State<S>, Auth(ctx): Auth) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-instance-usage-audit-log:list",
+        &own_target(&ctx),
+    )?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"instance_usage_audit_logs": audit_view(chrono::Utc::now().naive_utc())}),
     ))
 }
 
-async fn audit_show(Auth(ctx): Auth, Path(before): Path<String>) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-instance-usage-audit-log:show")?;
+async fn audit_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(before): Path<String>,
+) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-instance-usage-audit-log:show",
+        &own_target(&ctx),
+    )?;
     let parsed = [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S",
@@ -1213,7 +1297,8 @@ fn extension_view(alias: &str, name: &str, description: &str) -> Value {
     })
 }
 
-async fn extensions(Auth(_ctx): Auth) -> ComputeResult<Response> {
+async fn extensions(State(s): State<S>, Auth(ctx): Auth) -> ComputeResult<Response> {
+    authorize(&s, &ctx, "os_compute_api:extensions", &own_target(&ctx))?;
     let list: Vec<Value> = EXTENSIONS
         .iter()
         .map(|(a, n, d)| extension_view(a, n, d))
@@ -1221,7 +1306,12 @@ async fn extensions(Auth(_ctx): Auth) -> ComputeResult<Response> {
     Ok(json_response(StatusCode::OK, &json!({"extensions": list})))
 }
 
-async fn extension_show(Auth(_ctx): Auth, Path(alias): Path<String>) -> ComputeResult<Response> {
+async fn extension_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(alias): Path<String>,
+) -> ComputeResult<Response> {
+    authorize(&s, &ctx, "os_compute_api:extensions", &own_target(&ctx))?;
     match EXTENSIONS.iter().find(|(a, _, _)| *a == alias) {
         Some((a, n, d)) => Ok(json_response(
             StatusCode::OK,

@@ -16,6 +16,7 @@ use super::{ComputeError, ComputeResult, ComputeState, Mv, next_link, paginate, 
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::image::service::{BootImage, ImageService, ImageServiceError};
+use crate::policy::{Service, Target};
 
 type S = Arc<ComputeState>;
 
@@ -123,12 +124,26 @@ fn metadata_of(properties: &serde_json::Map<String, Value>) -> serde_json::Map<S
         .collect()
 }
 
-/// The project whose view of Glance the caller gets (`None`: an admin sees all).
-fn viewer(ctx: &AuthContext) -> ComputeResult<Option<String>> {
-    if ctx.is_admin() {
+/// Enforces the Glance rule the proxied call needs (Nova has no rule of its
+/// own here: Glance decides, on the caller's token), then gives the project
+/// whose view of Glance the caller gets (`None`: an admin context sees all,
+/// as Glance's `context_is_admin` decides).
+fn viewer(s: &ComputeState, ctx: &AuthContext, rule: &str) -> ComputeResult<Option<String>> {
+    let policy = &s.identity.policy;
+    let creds = ctx.credentials();
+    let project = project_of(ctx)?;
+    policy
+        .enforce(
+            Service::Image,
+            &creds,
+            rule,
+            &Target::project(project.clone()),
+        )
+        .map_err(|e| ComputeError::Forbidden(format!("You are not authorized to {}.", e.rule())))?;
+    if policy.allows(Service::Image, &creds, "context_is_admin", &Target::new()) {
         Ok(None)
     } else {
-        project_of(ctx).map(Some)
+        Ok(Some(project))
     }
 }
 
@@ -141,7 +156,9 @@ async fn listing(
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
     let service = ImageService::new(s.db.clone());
-    let mut images = service.list(viewer(ctx)?.as_deref()).await?;
+    let mut images = service
+        .list(viewer(&s, ctx, "get_images")?.as_deref())
+        .await?;
     if let Some(name) = query.get("name") {
         images.retain(|i| i.name.as_deref() == Some(name.as_str()));
     }
@@ -214,7 +231,9 @@ async fn show(
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
     let service = ImageService::new(s.db.clone());
-    let image = service.get(&id, viewer(&ctx)?.as_deref()).await?;
+    let image = service
+        .get(&id, viewer(&s, &ctx, "get_image")?.as_deref())
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"image": detail(&s, &image)}),
@@ -228,7 +247,9 @@ async fn delete(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    s.images.delete(&id, viewer(&ctx)?.as_deref()).await?;
+    s.images
+        .delete(&id, viewer(&s, &ctx, "delete_image")?.as_deref())
+        .await?;
     Ok(super::empty(StatusCode::NO_CONTENT))
 }
 
@@ -239,7 +260,10 @@ async fn metadata_list(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    let image = s
+        .images
+        .get(&id, viewer(&s, &ctx, "get_image")?.as_deref())
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"metadata": metadata_of(&image.properties)}),
@@ -277,7 +301,7 @@ where
     };
     let properties = s
         .images
-        .update_properties(id, viewer(ctx)?.as_deref(), move |p| {
+        .update_properties(id, viewer(s, ctx, "modify_image")?.as_deref(), move |p| {
             change(p)?;
             if limit >= 0 && p.len() as i64 > limit {
                 return Err(format!(
@@ -342,7 +366,10 @@ async fn metadata_show(
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    let image = s
+        .images
+        .get(&id, viewer(&s, &ctx, "get_image")?.as_deref())
+        .await?;
     let meta = metadata_of(&image.properties);
     match meta.get(&key) {
         Some(v) => Ok(json_response(StatusCode::OK, &json!({"meta": {key: v}}))),
@@ -386,7 +413,10 @@ async fn metadata_delete(
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let image = s.images.get(&id, viewer(&ctx)?.as_deref()).await?;
+    let image = s
+        .images
+        .get(&id, viewer(&s, &ctx, "get_image")?.as_deref())
+        .await?;
     if !image.properties.contains_key(&key) {
         return Err(ComputeError::NotFound(format!(
             "Image {id} has no metadata item {key}"

@@ -23,6 +23,7 @@ use crate::db::compute::{self as store, Keypair};
 use crate::db::now_unix;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -267,23 +268,22 @@ pub fn generate_x509(common_name: &str) -> (String, String) {
     (pem("CERTIFICATE", &cert), pem("PRIVATE KEY", &pkcs8))
 }
 
-/// Whose keypairs a request is about: `user_id` (admins, 2.10+) or the caller.
+/// Whose keypairs a request is about: `user_id` (2.10+) or the caller's,
+/// once `rule` allows the caller on that user's keypairs (Nova's target is
+/// the user id alone; the defaults let admins act on other users').
 fn target_user(
+    s: &ComputeState,
     ctx: &AuthContext,
     mv: Mv,
     wanted: Option<&str>,
     rule: &str,
 ) -> ComputeResult<String> {
-    match wanted {
-        Some(user) if mv.at_least(10) && user != ctx.user_id => {
-            if ctx.is_admin() {
-                Ok(user.to_string())
-            } else {
-                Err(super::policy_forbids(rule))
-            }
-        }
-        _ => Ok(ctx.user_id.clone()),
-    }
+    let user = match wanted {
+        Some(user) if mv.at_least(10) => user.to_string(),
+        _ => ctx.user_id.clone(),
+    };
+    super::authorize(s, ctx, rule, &Target::new().with("user_id", user.clone()))?;
+    Ok(user)
 }
 
 fn not_found(user: &str, name: &str) -> ComputeError {
@@ -309,6 +309,7 @@ async fn list(
 ) -> ComputeResult<Response> {
     let q: HashMap<String, String> = query_map(q);
     let user = target_user(
+        &s,
         &ctx,
         mv,
         q.get("user_id").map(String::as_str),
@@ -346,6 +347,7 @@ async fn show(
 ) -> ComputeResult<Response> {
     let q = query_map(q);
     let user = target_user(
+        &s,
         &ctx,
         mv,
         q.get("user_id").map(String::as_str),
@@ -423,11 +425,10 @@ async fn create(
             )));
         }
     };
+    let rule = "os_compute_api:os-keypairs:create";
     let user_id = match k.get("user_id") {
-        None => ctx.user_id.clone(),
-        Some(Value::String(u)) => {
-            target_user(&ctx, mv, Some(u), "os_compute_api:os-keypairs:create")?
-        }
+        None => target_user(&s, &ctx, mv, None, rule)?,
+        Some(Value::String(u)) => target_user(&s, &ctx, mv, Some(u), rule)?,
         Some(v) => {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute user_id. Value: {v}."
@@ -509,6 +510,7 @@ async fn delete(
 ) -> ComputeResult<Response> {
     let q = query_map(q);
     let user = target_user(
+        &s,
         &ctx,
         mv,
         q.get("user_id").map(String::as_str),

@@ -30,6 +30,7 @@ use crate::db::servers::{self as db, ActionEvent, InstanceAction, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::{Auth, AuthContext};
 use crate::image::service::BootImage;
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -435,11 +436,12 @@ pub async fn start_delete(
     id: &str,
     request_id: &str,
 ) -> ComputeResult<()> {
+    let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
     let (id2, rid) = (id.to_string(), request_id.to_string());
     s.write(move |tx| {
-        let mut server = load_tx(tx, &ctx2, &id2)?;
-        check_unlocked(&ctx2, &server)?;
+        let mut server = load_tx(tx, admin, &ctx2, &id2)?;
+        check_unlocked(admin, &server)?;
         server.task_state = Some("deleting".into());
         server.updated_at = now_unix();
         db::update_server(tx, &server)?;
@@ -498,11 +500,12 @@ async fn begin(
     vm_states: &'static [&'static str],
     task: Option<&'static str>,
 ) -> ComputeResult<Server> {
+    let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
     let (id2, rid) = (id.to_string(), request_id.to_string());
     s.write(move |tx| {
-        let mut server = load_tx(tx, &ctx2, &id2)?;
-        check_unlocked(&ctx2, &server)?;
+        let mut server = load_tx(tx, admin, &ctx2, &id2)?;
+        check_unlocked(admin, &server)?;
         if !vm_states.contains(&server.vm_state.as_str()) {
             return Err(ComputeError::Conflict(format!(
                 "Cannot '{action}' instance {id2} while it is in vm_state {}",
@@ -584,6 +587,55 @@ async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The rule Nova enforces for a server action, on the server's project and
+/// user. `None` for the serial console (its own handler enforces
+/// os-remote-consoles) and for names that are no action.
+fn action_rule(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "os-stop" => "os_compute_api:servers:stop",
+        "os-start" => "os_compute_api:servers:start",
+        "reboot" => "os_compute_api:servers:reboot",
+        "pause" => "os_compute_api:os-pause-server:pause",
+        "unpause" => "os_compute_api:os-pause-server:unpause",
+        "suspend" => "os_compute_api:os-suspend-server:suspend",
+        "resume" => "os_compute_api:os-suspend-server:resume",
+        "shelve" => "os_compute_api:os-shelve:shelve",
+        "shelveOffload" => "os_compute_api:os-shelve:shelve_offload",
+        "unshelve" => "os_compute_api:os-shelve:unshelve",
+        "lock" => "os_compute_api:os-lock-server:lock",
+        "unlock" => "os_compute_api:os-lock-server:unlock",
+        "os-resetState" => "os_compute_api:os-admin-actions:reset_state",
+        "injectNetworkInfo" => "os_compute_api:os-admin-actions:inject_network_info",
+        "resetNetwork" => "os_compute_api:os-admin-actions:inject_network_info",
+        "os-getConsoleOutput" => "os_compute_api:os-console-output",
+        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" => {
+            "os_compute_api:os-remote-consoles"
+        }
+        "createImage" => "os_compute_api:servers:create_image",
+        "createBackup" => "os_compute_api:os-create-backup",
+        "rebuild" => "os_compute_api:servers:rebuild",
+        "resize" => "os_compute_api:servers:resize",
+        "confirmResize" => "os_compute_api:servers:confirm_resize",
+        "revertResize" => "os_compute_api:servers:revert_resize",
+        "forceDelete" => "os_compute_api:os-deferred-delete:force",
+        "restore" => "os_compute_api:os-deferred-delete:restore",
+        "migrate" => "os_compute_api:os-migrate-server:migrate",
+        "os-migrateLive" => "os_compute_api:os-migrate-server:migrate_live",
+        "evacuate" => "os_compute_api:os-evacuate",
+        "changePassword" => "os_compute_api:os-admin-password",
+        "rescue" => "os_compute_api:os-rescue",
+        "unrescue" => "os_compute_api:os-unrescue",
+        "trigger_crash_dump" => "os_compute_api:servers:trigger_crash_dump",
+        "addSecurityGroup" => "os_compute_api:os-security-groups:add",
+        "removeSecurityGroup" => "os_compute_api:os-security-groups:remove",
+        "addFixedIp" => "os_compute_api:os-multinic:add",
+        "removeFixedIp" => "os_compute_api:os-multinic:remove",
+        "addFloatingIp" => "os_compute_api:os-floating-ips:add",
+        "removeFloatingIp" => "os_compute_api:os-floating-ips:remove",
+        _ => return None,
+    })
+}
+
 /// `POST /servers/{id}/action`.
 pub async fn action(
     State(s): State<S>,
@@ -603,6 +655,9 @@ pub async fn action(
     let Some((name, arg)) = body.into_iter().next() else {
         return Err(ComputeError::BadRequest("There is no such action".into()));
     };
+    if let Some(rule) = action_rule(&name) {
+        servers::load_authorized(&s, &ctx, &id, rule).await?;
+    }
     let rid = request_id.0.as_str();
     let accepted = || empty(StatusCode::ACCEPTED);
     match name.as_str() {
@@ -861,10 +916,10 @@ pub async fn action(
                 }
                 _ => None,
             };
-            let admin = ctx.is_admin();
+            let project = ctx.project_id().map(str::to_string);
             set_sync(&s, &ctx, &id, rid, "lock", move |sv| {
                 sv.locked = true;
-                sv.locked_by = Some(if admin { "admin" } else { "owner" }.into());
+                sv.locked_by = Some(locker(project.as_deref(), sv).into());
                 sv.locked_reason = reason;
                 Ok(())
             })
@@ -872,12 +927,23 @@ pub async fn action(
             Ok(accepted())
         }
         "unlock" => {
-            let admin = ctx.is_admin();
+            let server = servers::load(&s, &ctx, &id).await?;
+            let override_rule = "os_compute_api:os-lock-server:unlock:unlock_override";
+            let may_override = super::allows(
+                &s,
+                &ctx,
+                override_rule,
+                &Target::project(server.project_id.clone()),
+            );
+            let project = ctx.project_id().map(str::to_string);
             set_sync(&s, &ctx, &id, rid, "unlock", move |sv| {
-                if sv.locked_by.as_deref() == Some("admin") && !admin {
-                    return Err(ComputeError::Forbidden(
-                        "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed.".into(),
-                    ));
+                // Nova: a lock by someone else (owner vs admin) needs the
+                // override rule; an unlocked server unlocks freely.
+                if let Some(by) = &sv.locked_by
+                    && by != locker(project.as_deref(), sv)
+                    && !may_override
+                {
+                    return Err(super::policy_forbids(override_rule));
                 }
                 sv.locked = false;
                 sv.locked_by = None;
@@ -888,7 +954,6 @@ pub async fn action(
             Ok(accepted())
         }
         "os-resetState" => {
-            super::require_admin(&ctx, "os_compute_api:os-admin-actions:reset_state")?;
             let state = arg
                 .get("state")
                 .and_then(Value::as_str)
@@ -908,7 +973,6 @@ pub async fn action(
             Ok(accepted())
         }
         "injectNetworkInfo" | "resetNetwork" => {
-            super::require_admin(&ctx, "os_compute_api:os-admin-actions")?;
             servers::load(&s, &ctx, &id).await?;
             Ok(accepted())
         }
@@ -1018,7 +1082,6 @@ pub async fn action(
             )))
         }
         "migrate" | "os-migrateLive" | "evacuate" => {
-            super::require_admin(&ctx, "os_compute_api:os-migrate-server:migrate")?;
             servers::load(&s, &ctx, &id).await?;
             Err(ComputeError::BadRequest(
                 "No valid host was found. This cloud has one compute host.".into(),
@@ -1056,6 +1119,16 @@ pub async fn action(
     }
 }
 
+/// Who a lock is by, as Nova records it: `owner` when the caller is in the
+/// server's project, else `admin`.
+fn locker(caller_project: Option<&str>, server: &Server) -> &'static str {
+    if caller_project == Some(server.project_id.as_str()) {
+        "owner"
+    } else {
+        "admin"
+    }
+}
+
 /// A synchronous action: changes the server and records the action, done.
 async fn set_sync(
     s: &S,
@@ -1065,13 +1138,14 @@ async fn set_sync(
     action: &'static str,
     change: impl FnOnce(&mut Server) -> ComputeResult<()> + Send + 'static,
 ) -> ComputeResult<Server> {
+    let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
     let (id2, rid) = (id.to_string(), request_id.to_string());
     let server = s
         .write(move |tx| {
-            let mut server = load_tx(tx, &ctx2, &id2)?;
+            let mut server = load_tx(tx, admin, &ctx2, &id2)?;
             if action != "unlock" && action != "resetState" {
-                check_unlocked(&ctx2, &server)?;
+                check_unlocked(admin, &server)?;
             }
             change(&mut server)?;
             server.updated_at = now_unix();
@@ -1365,15 +1439,13 @@ async fn rebuild(
             )
         })?;
     let project = super::project_of(ctx)?;
+    let admin = super::is_admin_context(s, ctx);
     let image = s
         .images
-        .get_active(
-            &image_ref,
-            if ctx.is_admin() { None } else { Some(&project) },
-        )
+        .get_active(&image_ref, if admin { None } else { Some(&project) })
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
-    let boot_info = resolve_boot(s, &image, &project, ctx.is_admin()).await?;
+    let boot_info = resolve_boot(s, &image, &project, admin).await?;
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
             Some(n.clone())

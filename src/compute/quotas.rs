@@ -19,13 +19,14 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body, policy_forbids,
-    project_of, query_map, require_admin, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, int_field, own_target,
+    parse_body, project_of, query_map, take_object,
 };
 use crate::db::DbResult;
 use crate::db::compute as store;
 use crate::http::json_response;
-use crate::identity::{Auth, AuthContext};
+use crate::identity::Auth;
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -348,15 +349,6 @@ fn verify_project(conn: &Connection, project: &str) -> ComputeResult<()> {
     }
 }
 
-/// Who may read a project's quotas: admins and the project's own members.
-fn check_read(ctx: &AuthContext, project: &str, rule: &str) -> ComputeResult<()> {
-    if ctx.is_admin() || ctx.project_id() == Some(project) {
-        Ok(())
-    } else {
-        Err(policy_forbids(rule))
-    }
-}
-
 async fn show(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -364,7 +356,12 @@ async fn show(
     Path(project): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    check_read(&ctx, &project, "os_compute_api:os-quota-sets:show")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-sets:show",
+        &Target::project(project.clone()),
+    )?;
     let user = query_map(q).remove("user_id");
     let p = project.clone();
     let limits = s
@@ -386,7 +383,12 @@ async fn detail(
     Path(project): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    check_read(&ctx, &project, "os_compute_api:os-quota-sets:detail")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-sets:detail",
+        &Target::project(project.clone()),
+    )?;
     let user = query_map(q).remove("user_id");
     let p = project.clone();
     let (limits, usage) = s
@@ -406,10 +408,16 @@ async fn detail(
 
 async fn defaults(
     State(s): State<S>,
-    Auth(_ctx): Auth,
+    Auth(ctx): Auth,
     mv: Mv,
     Path(project): Path<String>,
 ) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-sets:defaults",
+        &Target::new(),
+    )?;
     let limits = s.read(|conn| Ok(default_limits(conn)?)).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -452,7 +460,12 @@ async fn update(
     Query(q): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-quota-sets:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-sets:update",
+        &Target::project(project.clone()),
+    )?;
     let user = query_map(q).remove("user_id");
     let visible: Vec<&'static str> = set_resources(mv).map(|r| r.name).collect();
     let (changes, obj) = parse_limits(&body, "quota_set", &visible, &["force"])?;
@@ -507,7 +520,12 @@ async fn delete(
     Path(project): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-quota-sets:delete")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-sets:delete",
+        &Target::project(project.clone()),
+    )?;
     let user = query_map(q).remove("user_id");
     s.write(move |tx| Ok(store::delete_quotas(tx, &project, user.as_deref())?))
         .await?;
@@ -552,7 +570,12 @@ async fn class_show(
     mv: Mv,
     Path(class): Path<String>,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-quota-class-sets:show")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-class-sets:show",
+        &own_target(&ctx),
+    )?;
     let c = class.clone();
     let limits = s.read(move |conn| Ok(class_limits(conn, &c)?)).await?;
     Ok(json_response(
@@ -568,7 +591,12 @@ async fn class_update(
     Path(class): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    require_admin(&ctx, "os_compute_api:os-quota-class-sets:update")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-quota-class-sets:update",
+        &own_target(&ctx),
+    )?;
     if class.is_empty() || class.len() > 255 {
         return Err(ComputeError::BadRequest("Invalid quota class name.".into()));
     }
@@ -600,10 +628,18 @@ async fn limits(
     let own = project_of(&ctx)?;
     let project = match q.get("tenant_id") {
         Some(p) if *p != own => {
-            require_admin(&ctx, "os_compute_api:limits:other_project")?;
+            authorize(
+                &s,
+                &ctx,
+                "os_compute_api:limits:other_project",
+                &Target::project(p.clone()),
+            )?;
             p.clone()
         }
-        _ => own,
+        _ => {
+            authorize(&s, &ctx, "os_compute_api:limits", &own_target(&ctx))?;
+            own
+        }
     };
     let user = ctx.user_id.clone();
     let (limits, usage) = s

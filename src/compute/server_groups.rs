@@ -14,13 +14,14 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, no_additional, parse_body, project_of,
-    query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, no_additional, parse_body,
+    project_of, query_map, take_object,
 };
 use crate::db::compute::{self as store, ServerGroup};
 use crate::db::now_unix;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -82,6 +83,12 @@ async fn create(
     let project = project_of(&ctx)?;
     let mut body = parse_body(&body)?;
     let g = take_object(&mut body, "server_group")?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-server-groups:create",
+        &super::owner_target(&project, &ctx.user_id),
+    )?;
     let name = match g.get("name") {
         Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= 255 && n.trim() == n => {
             n.clone()
@@ -186,11 +193,23 @@ async fn list(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
     let q = query_map(q);
-    let all = ctx.is_admin()
-        && q.get("all_projects").is_some_and(|v| {
-            !["false", "0", "no", "off"].contains(&v.to_ascii_lowercase().as_str())
-        });
-    let project = if all { None } else { Some(project_of(&ctx)?) };
+    let own = project_of(&ctx)?;
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-server-groups:index",
+        &Target::project(own.clone()),
+    )?;
+    let all = q
+        .get("all_projects")
+        .is_some_and(|v| !["false", "0", "no", "off"].contains(&v.to_ascii_lowercase().as_str()))
+        && super::allows(
+            &s,
+            &ctx,
+            "os_compute_api:os-server-groups:index:all_projects",
+            &Target::project(own.clone()),
+        );
+    let project = if all { None } else { Some(own) };
     let groups = s
         .read(move |conn| Ok(store::list_server_groups(conn, project.as_deref())?))
         .await?;
@@ -219,13 +238,19 @@ async fn list(
     ))
 }
 
-async fn get_owned(s: &S, ctx: &AuthContext, id: String) -> ComputeResult<ServerGroup> {
+/// The group if the caller's context may read it (admin contexts read
+/// every project's, as Nova's query does), then `rule` on its project.
+async fn get_owned(s: &S, ctx: &AuthContext, id: String, rule: &str) -> ComputeResult<ServerGroup> {
     let wanted = id.clone();
     let group = s
         .read(move |conn| Ok(store::get_server_group(conn, &wanted)?))
         .await?;
+    let admin = super::is_admin_context(s, ctx);
     match group {
-        Some(g) if ctx.is_admin() || ctx.project_id() == Some(g.project_id.as_str()) => Ok(g),
+        Some(g) if admin || ctx.project_id() == Some(g.project_id.as_str()) => {
+            authorize(s, ctx, rule, &Target::project(g.project_id.clone()))?;
+            Ok(g)
+        }
         _ => Err(ComputeError::NotFound(format!(
             "Instance group {id} could not be found."
         ))),
@@ -238,7 +263,7 @@ async fn show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    let g = get_owned(&s, &ctx, id).await?;
+    let g = get_owned(&s, &ctx, id, "os_compute_api:os-server-groups:show").await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"server_group": view(&g, mv)}),
@@ -250,7 +275,7 @@ async fn delete(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    let g = get_owned(&s, &ctx, id).await?;
+    let g = get_owned(&s, &ctx, id, "os_compute_api:os-server-groups:delete").await?;
     s.write(move |tx| Ok(store::delete_server_group(tx, &g.id)?))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))

@@ -21,13 +21,14 @@ use super::lifecycle;
 use super::quotas::{self, ServerRequest};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
-    nova_time, paginate, parse_body, policy_forbids, project_of, query_map, take_object,
+    nova_time, paginate, parse_body, project_of, query_map, take_object,
 };
 use crate::db::compute as store;
 use crate::db::now_unix;
 use crate::db::servers::{self as db, FlavorCopy, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::{Auth, AuthContext};
+use crate::policy::Target;
 
 type S = Arc<ComputeState>;
 
@@ -63,7 +64,7 @@ pub fn routes() -> Router<S> {
         )
         .route(
             "/v2.1/servers/{id}/os-interface/{port}",
-            get(interface_show).delete(interface_show),
+            get(interface_show).delete(interface_detach),
         )
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
         .route(
@@ -127,7 +128,12 @@ async fn migrations_list(
     mv: Mv,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    super::require_admin(&ctx, "os_compute_api:os-migrations:index")?;
+    super::authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-migrations:index",
+        &super::own_target(&ctx),
+    )?;
     let q = query_map(q);
     let servers = s
         .read(|conn| Ok(db::list_servers(conn, None, true)?))
@@ -171,8 +177,7 @@ async fn server_migrations(
             "The resource could not be found.".into(),
         ));
     }
-    super::require_admin(&ctx, "os_compute_api:servers:migrations:index")?;
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:servers:migrations:index").await?;
     Ok(json_response(StatusCode::OK, &json!({"migrations": []})))
 }
 
@@ -184,11 +189,12 @@ async fn external_events(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    if !ctx.is_admin() && !ctx.has_role("service") {
-        return Err(policy_forbids(
-            "os_compute_api:os-server-external-events:create",
-        ));
-    }
+    super::authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-server-external-events:create",
+        &super::own_target(&ctx),
+    )?;
     let mut body = parse_body(&body)?;
     let Some(Value::Array(events)) = body.remove("events") else {
         return Err(ComputeError::BadRequest(
@@ -369,7 +375,7 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
         s,
         server,
         mv,
-        admin: ctx.is_admin(),
+        rights: ViewRights::of(s, ctx, &server.project_id),
         full,
         in_list: false,
     };
@@ -378,11 +384,40 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
 
 /// The server view, serialised straight into the response: a 1,000-server
 /// listing builds no intermediate `Value` tree.
+/// What of a server the caller may see beyond the owner's view, as Nova's
+/// rules decide.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewRights {
+    /// An admin context: fault details.
+    pub admin: bool,
+    /// `os_compute_api:os-extended-server-attributes`: OS-EXT-SRV-ATTR:*.
+    pub extended: bool,
+    /// `os_compute_api:servers:show:host_status` (2.16).
+    pub host_status: bool,
+}
+
+impl ViewRights {
+    /// The rights of the caller on servers of `project_id`.
+    pub fn of(s: &ComputeState, ctx: &AuthContext, project_id: &str) -> ViewRights {
+        let target = Target::project(project_id);
+        ViewRights {
+            admin: super::is_admin_context(s, ctx),
+            extended: super::allows(
+                s,
+                ctx,
+                "os_compute_api:os-extended-server-attributes",
+                &target,
+            ),
+            host_status: super::allows(s, ctx, "os_compute_api:servers:show:host_status", &target),
+        }
+    }
+}
+
 pub struct ServerView<'a> {
     pub s: &'a ComputeState,
     pub server: &'a Server,
     pub mv: Mv,
-    pub admin: bool,
+    pub rights: ViewRights,
     pub full: bool,
     /// `/servers/detail` leaves out what only show, update and rebuild carry.
     pub in_list: bool,
@@ -392,9 +427,9 @@ impl serde::Serialize for ServerView<'_> {
     fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
         use serde::ser::SerializeMap;
         let mut m = z.serialize_map(None)?;
-        let (s, server, mv, admin) = (self.s, self.server, self.mv, self.admin);
+        let (s, server, mv, rights) = (self.s, self.server, self.mv, self.rights);
         let full = self.full || mv.at_least(75);
-        self.entries(&mut m, s, server, mv, admin, full)?;
+        self.entries(&mut m, s, server, mv, rights, full)?;
         m.end()
     }
 }
@@ -407,7 +442,7 @@ impl ServerView<'_> {
         s: &ComputeState,
         server: &Server,
         mv: Mv,
-        admin: bool,
+        rights: ViewRights,
         full: bool,
     ) -> Result<(), M::Error> {
         let status = status_of(&server.vm_state, server.task_state.as_deref());
@@ -451,7 +486,9 @@ impl ServerView<'_> {
             && (status == "ERROR" || status == "DELETED")
         {
             let mut f = fault.clone();
-            if !admin && let Some(obj) = f.as_object_mut() {
+            if !rights.admin
+                && let Some(obj) = f.as_object_mut()
+            {
                 obj.remove("details");
             }
             m.serialize_entry("fault", &f)?;
@@ -485,7 +522,7 @@ impl ServerView<'_> {
                 "config_drive",
                 &json!(if server.config_drive { "True" } else { "" }),
             )?;
-            if admin {
+            if rights.extended {
                 m.serialize_entry("OS-EXT-SRV-ATTR:host", &server.host)?;
                 m.serialize_entry(
                     "OS-EXT-SRV-ATTR:instance_name",
@@ -510,10 +547,10 @@ impl ServerView<'_> {
                     m.serialize_entry("OS-EXT-SRV-ATTR:user_data", &server.user_data)?;
                 }
             }
-            if mv.at_least(3) && (admin || mv.at_least(90)) {
+            if mv.at_least(3) && (rights.extended || mv.at_least(90)) {
                 m.serialize_entry("OS-EXT-SRV-ATTR:hostname", &server.hostname)?;
             }
-            if mv.at_least(16) && admin {
+            if mv.at_least(16) && rights.host_status {
                 let host_status = if server.host.is_some() { "UP" } else { "" };
                 m.serialize_entry("host_status", &host_status)?;
             }
@@ -563,21 +600,46 @@ pub fn iso_time(unix: i64) -> String {
 
 // ----------------------------------------------------------------- loading
 
-/// A server the caller may see, or 404.
+/// A server the caller may see, or 404: admin contexts read every
+/// project's servers, others their own project's (Nova's `project_only`).
 pub async fn load(s: &ComputeState, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
     let id_owned = id.to_string();
     let found = s
         .read(move |conn| Ok(db::get_server(conn, &id_owned)?))
         .await?;
-    visible(ctx, found, id)
+    visible(super::is_admin_context(s, ctx), ctx, found, id)
 }
 
-/// The server if it exists, is not deleted and the caller may see it.
-pub fn visible(ctx: &AuthContext, found: Option<Server>, id: &str) -> ComputeResult<Server> {
+/// The target of Nova's rules on a server: its project and user.
+pub fn server_target(server: &Server) -> Target {
+    super::owner_target(&server.project_id, &server.user_id)
+}
+
+/// A server the caller may see (else 404), once `rule` allows the caller
+/// on it (else 403), as Nova's handlers load then check.
+pub async fn load_authorized(
+    s: &ComputeState,
+    ctx: &AuthContext,
+    id: &str,
+    rule: &str,
+) -> ComputeResult<Server> {
+    let server = load(s, ctx, id).await?;
+    super::authorize(s, ctx, rule, &server_target(&server))?;
+    Ok(server)
+}
+
+/// The server if it exists, is not deleted and the caller may see it
+/// (`admin`: the caller's is an admin context).
+pub fn visible(
+    admin: bool,
+    ctx: &AuthContext,
+    found: Option<Server>,
+    id: &str,
+) -> ComputeResult<Server> {
     match found {
         Some(server)
             if !server.deleted
-                && (ctx.is_admin() || ctx.project_id() == Some(server.project_id.as_str())) =>
+                && (admin || ctx.project_id() == Some(server.project_id.as_str())) =>
         {
             Ok(server)
         }
@@ -590,13 +652,18 @@ pub fn not_found(id: &str) -> ComputeError {
 }
 
 /// Loads inside a write transaction (for read-modify-write).
-pub fn load_tx(tx: &rusqlite::Transaction, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
-    visible(ctx, db::get_server(tx, id)?, id)
+pub fn load_tx(
+    tx: &rusqlite::Transaction,
+    admin: bool,
+    ctx: &AuthContext,
+    id: &str,
+) -> ComputeResult<Server> {
+    visible(admin, ctx, db::get_server(tx, id)?, id)
 }
 
-/// 409 when the server is locked and the caller is not an administrator.
-pub fn check_unlocked(ctx: &AuthContext, server: &Server) -> ComputeResult<()> {
-    if server.locked && !ctx.is_admin() {
+/// 409 when the server is locked and the caller's is not an admin context.
+pub fn check_unlocked(admin: bool, server: &Server) -> ComputeResult<()> {
+    if server.locked && !admin {
         return Err(ComputeError::Conflict(format!(
             "Instance {} is locked",
             server.id
@@ -1127,12 +1194,16 @@ async fn create(
 ) -> ComputeResult<Response> {
     let project = project_of(&ctx)?;
     let req = parse_create(mv, &body)?;
+    super::authorize(
+        &s,
+        &ctx,
+        "os_compute_api:servers:create",
+        &super::owner_target(&project, &ctx.user_id),
+    )?;
+    let is_admin = super::is_admin_context(&s, &ctx);
     let image = match s
         .images
-        .get(
-            &req.image_id,
-            if ctx.is_admin() { None } else { Some(&project) },
-        )
+        .get(&req.image_id, if is_admin { None } else { Some(&project) })
         .await
     {
         Ok(image) => image,
@@ -1168,7 +1239,7 @@ async fn create(
             "Flavor's disk is too small for requested image.".into(),
         ));
     }
-    let boot = lifecycle::resolve_boot(&s, &image, &project, ctx.is_admin()).await?;
+    let boot = lifecycle::resolve_boot(&s, &image, &project, is_admin).await?;
     let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let user_id = ctx.user_id.clone();
@@ -1177,7 +1248,6 @@ async fn create(
     let host = super::hosts::hostname();
     let ratios = super::allocation_ratios();
     let facts = super::hosts::capacity(&s.db.state_dir());
-    let is_admin = ctx.is_admin();
     let rid = request_id.0.clone();
     let (servers, scheduled) = s
         .write(move |tx| {
@@ -1429,16 +1499,29 @@ async fn list_servers(
         m
     });
     let q = query_map(q);
-    let admin = ctx.is_admin();
+    let (rule, all_tenants_rule) = if detail {
+        (
+            "os_compute_api:servers:detail",
+            "os_compute_api:servers:detail:get_all_tenants",
+        )
+    } else {
+        (
+            "os_compute_api:servers:index",
+            "os_compute_api:servers:index:get_all_tenants",
+        )
+    };
+    let own = super::owner_target(&project, &ctx.user_id);
+    super::authorize(&s, &ctx, rule, &own)?;
+    let admin = super::is_admin_context(&s, &ctx);
     let all_tenants = q
         .get("all_tenants")
         .is_some_and(|v| v.is_empty() || bool_like(&json!(v)).unwrap_or(true));
-    if all_tenants && !admin {
-        return Err(policy_forbids(
-            "os_compute_api:servers:index:get_all_tenants",
-        ));
+    if all_tenants {
+        super::authorize(&s, &ctx, all_tenants_rule, &own)?;
     }
-    let tenant_filter = if admin {
+    let may_see_all = all_tenants || super::allows(&s, &ctx, all_tenants_rule, &own);
+    let all_filters = super::allows(&s, &ctx, "os_compute_api:servers:allow_all_filters", &own);
+    let tenant_filter = if may_see_all {
         q.get("tenant_id").or(q.get("project_id")).cloned()
     } else {
         None
@@ -1502,7 +1585,7 @@ async fn list_servers(
         }
     }
     let filter_allowed = |key: &str| {
-        admin
+        all_filters
             || mv.at_least(83)
                 && [
                     "availability_zone",
@@ -1718,7 +1801,7 @@ async fn list_servers(
                     s: &s,
                     server: sv,
                     mv,
-                    admin: ctx.is_admin(),
+                    rights: ViewRights::of(&s, &ctx, &sv.project_id),
                     full: true,
                     in_list: true,
                 })
@@ -1796,7 +1879,7 @@ async fn show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:servers:show").await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"server": view(&s, &server, mv, &ctx, true)}),
@@ -1848,11 +1931,13 @@ async fn update(
         )));
     }
     let hostname = check_hostname(mv, &changes)?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:servers:update").await?;
+    let admin = super::is_admin_context(&s, &ctx);
     let ctx2 = ctx.clone();
     let server = s
         .write(move |tx| {
-            let mut server = load_tx(tx, &ctx2, &id)?;
-            check_unlocked(&ctx2, &server)?;
+            let mut server = load_tx(tx, admin, &ctx2, &id)?;
+            check_unlocked(admin, &server)?;
             if let Some(name) = name {
                 server.name = name;
             }
@@ -1888,6 +1973,7 @@ async fn delete(
     Path(id): Path<String>,
     Extension(request_id): Extension<RequestId>,
 ) -> ComputeResult<Response> {
+    load_authorized(&s, &ctx, &id, "os_compute_api:servers:delete").await?;
     lifecycle::start_delete(&s, &ctx, &id, &request_id.0).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -1899,7 +1985,7 @@ async fn metadata_list(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:server-metadata:index").await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"metadata": server.metadata}),
@@ -1911,12 +1997,15 @@ async fn write_metadata(
     s: &S,
     ctx: &Arc<AuthContext>,
     id: String,
+    rule: &str,
     change: impl FnOnce(&mut BTreeMap<String, String>) -> ComputeResult<()> + Send + 'static,
 ) -> ComputeResult<BTreeMap<String, String>> {
+    load_authorized(s, ctx, &id, rule).await?;
+    let admin = super::is_admin_context(s, ctx);
     let ctx = ctx.clone();
     s.write(move |tx| {
-        let mut server = load_tx(tx, &ctx, &id)?;
-        check_unlocked(&ctx, &server)?;
+        let mut server = load_tx(tx, admin, &ctx, &id)?;
+        check_unlocked(admin, &server)?;
         if ["building", "deleted"].contains(&server.vm_state.as_str())
             && server.task_state.as_deref() == Some("deleting")
         {
@@ -1948,10 +2037,16 @@ async fn metadata_merge(
 ) -> ComputeResult<Response> {
     let mut body = parse_body(&body)?;
     let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
-    let meta = write_metadata(&s, &ctx, id, move |m| {
-        m.extend(new);
-        Ok(())
-    })
+    let meta = write_metadata(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:server-metadata:create",
+        move |m| {
+            m.extend(new);
+            Ok(())
+        },
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
@@ -1964,10 +2059,16 @@ async fn metadata_replace(
 ) -> ComputeResult<Response> {
     let mut body = parse_body(&body)?;
     let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
-    let meta = write_metadata(&s, &ctx, id, move |m| {
-        *m = new;
-        Ok(())
-    })
+    let meta = write_metadata(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:server-metadata:update_all",
+        move |m| {
+            *m = new;
+            Ok(())
+        },
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
@@ -1977,7 +2078,7 @@ async fn metadata_show(
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:server-metadata:show").await?;
     match server.metadata.get(&key) {
         Some(v) => Ok(json_response(StatusCode::OK, &json!({"meta": {key: v}}))),
         None => Err(ComputeError::NotFound("Metadata item was not found".into())),
@@ -2004,10 +2105,16 @@ async fn metadata_set(
     }
     let value = meta.get(&key).cloned().unwrap_or_default();
     let (k, v) = (key.clone(), value.clone());
-    write_metadata(&s, &ctx, id, move |m| {
-        m.insert(k, v);
-        Ok(())
-    })
+    write_metadata(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:server-metadata:update",
+        move |m| {
+            m.insert(k, v);
+            Ok(())
+        },
+    )
     .await?;
     Ok(json_response(
         StatusCode::OK,
@@ -2020,11 +2127,17 @@ async fn metadata_delete(
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    write_metadata(&s, &ctx, id, move |m| {
-        m.remove(&key)
-            .map(|_| ())
-            .ok_or_else(|| ComputeError::NotFound("Metadata item was not found".into()))
-    })
+    write_metadata(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:server-metadata:delete",
+        move |m| {
+            m.remove(&key)
+                .map(|_| ())
+                .ok_or_else(|| ComputeError::NotFound("Metadata item was not found".into()))
+        },
+    )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -2045,11 +2158,14 @@ async fn write_tags(
     s: &S,
     ctx: &Arc<AuthContext>,
     id: String,
+    rule: &str,
     change: impl FnOnce(&mut Vec<String>) -> ComputeResult<()> + Send + 'static,
 ) -> ComputeResult<Vec<String>> {
+    load_authorized(s, ctx, &id, rule).await?;
+    let admin = super::is_admin_context(s, ctx);
     let ctx = ctx.clone();
     s.write(move |tx| {
-        let mut server = load_tx(tx, &ctx, &id)?;
+        let mut server = load_tx(tx, admin, &ctx, &id)?;
         if ![
             "active",
             "paused",
@@ -2085,7 +2201,7 @@ async fn tags_list(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     tags_allowed(mv)?;
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-tags:index").await?;
     Ok(json_response(StatusCode::OK, &json!({"tags": server.tags})))
 }
 
@@ -2099,10 +2215,16 @@ async fn tags_replace(
     tags_allowed(mv)?;
     let mut body = parse_body(&body)?;
     let tags = check_tags(&body.remove("tags").unwrap_or(Value::Null))?;
-    let stored = write_tags(&s, &ctx, id, move |t| {
-        *t = tags;
-        Ok(())
-    })
+    let stored = write_tags(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:os-server-tags:update_all",
+        move |t| {
+            *t = tags;
+            Ok(())
+        },
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"tags": stored})))
 }
@@ -2114,10 +2236,16 @@ async fn tags_clear(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     tags_allowed(mv)?;
-    write_tags(&s, &ctx, id, |t| {
-        t.clear();
-        Ok(())
-    })
+    write_tags(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:os-server-tags:delete_all",
+        |t| {
+            t.clear();
+            Ok(())
+        },
+    )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -2129,7 +2257,7 @@ async fn tag_check(
     Path((id, tag)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
     tags_allowed(mv)?;
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-tags:show").await?;
     if server.tags.contains(&tag) {
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
@@ -2153,12 +2281,18 @@ async fn tag_add(
     if before.tags.contains(&tag) {
         existed = true;
     }
-    write_tags(&s, &ctx, id.clone(), move |t| {
-        if !t.contains(&t2) {
-            t.push(t2);
-        }
-        Ok(())
-    })
+    write_tags(
+        &s,
+        &ctx,
+        id.clone(),
+        "os_compute_api:os-server-tags:update",
+        move |t| {
+            if !t.contains(&t2) {
+                t.push(t2);
+            }
+            Ok(())
+        },
+    )
     .await?;
     let mut response = empty(if existed {
         StatusCode::NO_CONTENT
@@ -2180,16 +2314,22 @@ async fn tag_delete(
 ) -> ComputeResult<Response> {
     tags_allowed(mv)?;
     let id2 = id.clone();
-    write_tags(&s, &ctx, id, move |t| {
-        let before = t.len();
-        t.retain(|x| *x != tag);
-        if t.len() == before {
-            return Err(ComputeError::NotFound(format!(
-                "Tag {tag} could not be found for instance {id2}."
-            )));
-        }
-        Ok(())
-    })
+    write_tags(
+        &s,
+        &ctx,
+        id,
+        "os_compute_api:os-server-tags:delete",
+        move |t| {
+            let before = t.len();
+            t.retain(|x| *x != tag);
+            if t.len() == before {
+                return Err(ComputeError::NotFound(format!(
+                    "Tag {tag} could not be found for instance {id2}."
+                )));
+            }
+            Ok(())
+        },
+    )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -2198,8 +2338,14 @@ async fn tag_delete(
 
 /// A fixed answer about a server the caller may see (sub-resources that
 /// stay empty until networking and volumes exist).
-async fn fixed(s: &S, ctx: &AuthContext, id: &str, body: Value) -> ComputeResult<Response> {
-    load(s, ctx, id).await?;
+async fn fixed(
+    s: &S,
+    ctx: &AuthContext,
+    id: &str,
+    rule: &str,
+    body: Value,
+) -> ComputeResult<Response> {
+    load_authorized(s, ctx, id, rule).await?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -2208,7 +2354,14 @@ async fn ips(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(&s, &ctx, &id, json!({"addresses": {}})).await
+    fixed(
+        &s,
+        &ctx,
+        &id,
+        "os_compute_api:ips:index",
+        json!({"addresses": {}}),
+    )
+    .await
 }
 
 async fn ips_network(
@@ -2216,7 +2369,7 @@ async fn ips_network(
     Auth(ctx): Auth,
     Path((id, _network)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:ips:show").await?;
     Err(ComputeError::NotFound(
         "There is no such network on this instance.".into(),
     ))
@@ -2227,7 +2380,14 @@ async fn interfaces(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(&s, &ctx, &id, json!({"interfaceAttachments": []})).await
+    fixed(
+        &s,
+        &ctx,
+        &id,
+        "os_compute_api:os-attach-interfaces:list",
+        json!({"interfaceAttachments": []}),
+    )
+    .await
 }
 
 async fn interface_attach(
@@ -2235,7 +2395,7 @@ async fn interface_attach(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:create").await?;
     Err(ComputeError::NotImplemented(
         "Attaching interfaces needs the network service, which this cloud does not have yet."
             .into(),
@@ -2247,7 +2407,18 @@ async fn interface_show(
     Auth(ctx): Auth,
     Path((id, port)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:show").await?;
+    Err(ComputeError::NotFound(format!(
+        "Port {port} is not attached"
+    )))
+}
+
+async fn interface_detach(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, port)): Path<(String, String)>,
+) -> ComputeResult<Response> {
+    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
     Err(ComputeError::NotFound(format!(
         "Port {port} is not attached"
     )))
@@ -2258,7 +2429,14 @@ async fn security_groups(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(&s, &ctx, &id, json!({"security_groups": []})).await
+    fixed(
+        &s,
+        &ctx,
+        &id,
+        "os_compute_api:os-security-groups:list",
+        json!({"security_groups": []}),
+    )
+    .await
 }
 
 async fn volume_attachments(
@@ -2266,7 +2444,14 @@ async fn volume_attachments(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(&s, &ctx, &id, json!({"volumeAttachments": []})).await
+    fixed(
+        &s,
+        &ctx,
+        &id,
+        "os_compute_api:os-volumes-attachments:index",
+        json!({"volumeAttachments": []}),
+    )
+    .await
 }
 
 async fn password_show(
@@ -2274,7 +2459,14 @@ async fn password_show(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(&s, &ctx, &id, json!({"password": ""})).await
+    fixed(
+        &s,
+        &ctx,
+        &id,
+        "os_compute_api:os-server-password:show",
+        json!({"password": ""}),
+    )
+    .await
 }
 
 async fn password_clear(
@@ -2282,7 +2474,7 @@ async fn password_clear(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "os_compute_api:os-server-password:clear").await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -2297,7 +2489,7 @@ async fn topology(
             "The resource could not be found.".into(),
         ));
     }
-    load(&s, &ctx, &id).await?;
+    load_authorized(&s, &ctx, &id, "compute:server:topology:index").await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"nodes": [], "pagesize_kb": null}),
@@ -2311,8 +2503,7 @@ async fn diagnostics(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    super::require_admin(&ctx, "os_compute_api:os-server-diagnostics")?;
-    let server = load(&s, &ctx, &id).await?;
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
     let stats = s
         .virt
         .control(&server.id, json!({"cmd": "stats"}))
@@ -2427,17 +2618,25 @@ async fn actions_list(
         .read(move |conn| Ok((db::get_server(conn, &id2)?, db::list_actions(conn, &id2)?)))
         .await?;
     // Deleted servers keep their actions (from 2.21 on).
+    let admin = super::is_admin_context(&s, &ctx);
     let server = match server {
         Some(sv)
             if sv.deleted
                 && mv.at_least(21)
-                && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) =>
+                && (admin || ctx.project_id() == Some(sv.project_id.as_str())) =>
         {
             sv
         }
-        other => visible(&ctx, other, &id)?,
+        other => visible(admin, &ctx, other, &id)?,
     };
-    let _ = server;
+    let target = server_target(&server);
+    super::authorize(&s, &ctx, "os_compute_api:os-instance-actions:list", &target)?;
+    let events = super::allows(
+        &s,
+        &ctx,
+        "os_compute_api:os-instance-actions:events",
+        &target,
+    );
     let mut actions = actions;
     if mv.at_least(58) {
         if let Some(since) = q.get("changes-since") {
@@ -2458,7 +2657,7 @@ async fn actions_list(
     };
     let items: Vec<Value> = page
         .iter()
-        .map(|a| action_view(a, false, ctx.is_admin(), mv))
+        .map(|a| action_view(a, false, events, mv))
         .collect();
     let mut body = json!({"instanceActions": items});
     if more && let Some(last) = page.last() {
@@ -2488,20 +2687,30 @@ async fn action_show(
             ))
         })
         .await?;
-    match server {
+    let admin = super::is_admin_context(&s, &ctx);
+    let server = match server {
         Some(sv)
             if sv.deleted
                 && mv.at_least(21)
-                && (ctx.is_admin() || ctx.project_id() == Some(sv.project_id.as_str())) => {}
-        other => {
-            visible(&ctx, other, &id)?;
+                && (admin || ctx.project_id() == Some(sv.project_id.as_str())) =>
+        {
+            sv
         }
-    }
+        other => visible(admin, &ctx, other, &id)?,
+    };
+    let target = server_target(&server);
+    super::authorize(&s, &ctx, "os_compute_api:os-instance-actions:show", &target)?;
+    let events = super::allows(
+        &s,
+        &ctx,
+        "os_compute_api:os-instance-actions:events",
+        &target,
+    );
     let action =
         action.ok_or_else(|| ComputeError::NotFound(format!("Action {request_id} not found")))?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"instanceAction": action_view(&action, true, ctx.is_admin(), mv)}),
+        &json!({"instanceAction": action_view(&action, true, events, mv)}),
     ))
 }
 
