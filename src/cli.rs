@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// when a server asks for it.
     #[arg(long, env = "YUNHE_FORCE_CONFIG_DRIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub force_config_drive: bool,
+    /// Run VMMs unconfined (as root, in the host's namespaces, no cgroup).
+    /// Unsafe: for debugging the VMM only; a guest that escapes its device
+    /// model then owns the host.
+    #[arg(long, env = "YUNHE_NO_JAIL")]
+    pub no_jail: bool,
 }
 
 impl ServeArgs {

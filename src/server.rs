@@ -154,6 +154,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             disk: args.disk_allocation_ratio,
         },
         force_config_drive: args.force_config_drive,
+        jail_vmms: !args.no_jail,
     });
     let identity = IdentityState::new(db, public_url.clone(), args.token_ttl as i64);
     let app = app(identity);
