@@ -86,9 +86,15 @@ impl StateDir {
             let args: Vec<&str> = text.split('\0').collect();
             let zombie = std::fs::read_to_string(entry.path().join("stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                })
                 .unwrap_or(false);
-            if args.get(1) == Some(&"vmm") && args.get(3).is_some_and(|s| s.starts_with(&prefix)) && !zombie {
+            if args.get(1) == Some(&"vmm")
+                && args.get(3).is_some_and(|s| s.starts_with(&prefix))
+                && !zombie
+            {
                 pids.push(pid);
             }
         }
@@ -121,7 +127,11 @@ impl Drop for StateDir {
             std::thread::sleep(Duration::from_millis(20));
         }
         let instances = self.0.join("instances");
-        for entry in std::fs::read_dir(&instances).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(&instances)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let id = entry.file_name().to_string_lossy().into_owned();
             for dir in cgroup_dirs(&id) {
                 for _ in 0..50 {
@@ -170,7 +180,12 @@ fn upload_image(addr: &str, token: &str, meta: Value, data: &[u8]) -> String {
         ],
         data,
     );
-    assert_eq!(put.status, 204, "upload: {}", String::from_utf8_lossy(&put.body));
+    assert_eq!(
+        put.status,
+        204,
+        "upload: {}",
+        String::from_utf8_lossy(&put.body)
+    );
     id
 }
 
@@ -218,7 +233,13 @@ fn wait_status(addr: &str, token: &str, id: &str, want: &str) -> Value {
 }
 
 fn action(addr: &str, token: &str, id: &str, body: Value) {
-    let reply = nova(addr, token, "POST", &format!("/servers/{id}/action"), Some(&body));
+    let reply = nova(
+        addr,
+        token,
+        "POST",
+        &format!("/servers/{id}/action"),
+        Some(&body),
+    );
     assert_eq!(reply.status, 202, "{body}: {}", reply.text);
 }
 
@@ -232,7 +253,13 @@ fn console_has(addr: &str, token: &str, id: &str, needle: &str, times: usize) ->
             &format!("/servers/{id}/action"),
             Some(&json!({"os-getConsoleOutput": {}})),
         );
-        if reply.json()["output"].as_str().unwrap_or("").matches(needle).count() >= times {
+        if reply.json()["output"]
+            .as_str()
+            .unwrap_or("")
+            .matches(needle)
+            .count()
+            >= times
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -281,7 +308,10 @@ fn assert_confined(pid: i32, id: &str, instance_dir: &Path) {
 
     // Every thread has a seccomp filter.
     let mut threads = Vec::new();
-    for task in std::fs::read_dir(proc_dir.join("task")).expect("tasks").flatten() {
+    for task in std::fs::read_dir(proc_dir.join("task"))
+        .expect("tasks")
+        .flatten()
+    {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let st = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         if st.is_empty() {
@@ -296,8 +326,16 @@ fn assert_confined(pid: i32, id: &str, instance_dir: &Path) {
             comm.trim()
         );
     }
-    for want in ["yunhe-control", "yunhe-devices", "yunhe-vcpu0", "yunhe-watchdog"] {
-        assert!(threads.iter().any(|t| t == want), "no {want} in {threads:?}");
+    for want in [
+        "yunhe-control",
+        "yunhe-devices",
+        "yunhe-vcpu0",
+        "yunhe-watchdog",
+    ] {
+        assert!(
+            threads.iter().any(|t| t == want),
+            "no {want} in {threads:?}"
+        );
     }
 
     // Its own namespaces (serve runs in this test's).
@@ -329,7 +367,10 @@ fn assert_confined(pid: i32, id: &str, instance_dir: &Path) {
     }
 
     // Descriptors: standard ones, KVM, eventfds/epoll, sockets, the server's files.
-    for fd in std::fs::read_dir(proc_dir.join("fd")).expect("fds").flatten() {
+    for fd in std::fs::read_dir(proc_dir.join("fd"))
+        .expect("fds")
+        .flatten()
+    {
         let Ok(target) = std::fs::read_link(fd.path()) else {
             continue;
         };
@@ -348,15 +389,24 @@ fn assert_confined(pid: i32, id: &str, instance_dir: &Path) {
 fn cgroup_limits(pid: i32, id: &str) -> Option<(u64, String)> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let suffix = format!("/yunhe/{id}");
-    assert!(cgroups.contains(&suffix), "VMM not in a yunhe cgroup: {cgroups}");
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    assert!(
+        cgroups.contains(&suffix),
+        "VMM not in a yunhe cgroup: {cgroups}"
+    );
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     for v2 in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
         if let Some(mem) = read(&format!("{v2}{suffix}/memory.max")) {
             let cpu = read(&format!("{v2}{suffix}/cpu.max"))?;
             return Some((mem.parse().ok()?, cpu));
         }
     }
-    let mem = read(&format!("/sys/fs/cgroup/memory{suffix}/memory.limit_in_bytes"))?;
+    let mem = read(&format!(
+        "/sys/fs/cgroup/memory{suffix}/memory.limit_in_bytes"
+    ))?;
     let quota = read(&format!("/sys/fs/cgroup/cpu{suffix}/cpu.cfs_quota_us"))?;
     let period = read(&format!("/sys/fs/cgroup/cpu{suffix}/cpu.cfs_period_us"))?;
     Some((mem.parse().ok()?, format!("{quota} {period}")))
@@ -377,11 +427,16 @@ fn served_vmm_is_jailed() {
         &token,
         "POST",
         "/servers",
-        Some(&json!({"server": {"name": "jailed", "imageRef": image, "flavorRef": "42",
-                                "networks": "none"}})),
+        Some(
+            &json!({"server": {"name": "jailed", "imageRef": image, "flavorRef": "42",
+                                "networks": "none"}}),
+        ),
     );
     assert_eq!(created.status, 202, "{}", created.text);
-    let id = created.json()["server"]["id"].as_str().expect("id").to_string();
+    let id = created.json()["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let shown = wait_status(server, &token, &id, "ACTIVE");
     assert!(console_has(server, &token, &id, READY, 1), "no ready line");
     let pid = state.vmm_of(&id).expect("a VMM");
@@ -394,8 +449,14 @@ fn served_vmm_is_jailed() {
     let vcpus = flavor["flavor"]["vcpus"].as_u64().expect("vcpus");
     match cgroup_limits(pid, &id) {
         Some((memory, cpu)) => {
-            assert!(memory > ram << 20, "memory limit {memory} not above the RAM");
-            assert!(memory <= (ram + 128) << 20, "memory limit {memory} too loose");
+            assert!(
+                memory > ram << 20,
+                "memory limit {memory} not above the RAM"
+            );
+            assert!(
+                memory <= (ram + 128) << 20,
+                "memory limit {memory} too loose"
+            );
             assert_eq!(cpu, format!("{} 100000", vcpus * 100_000), "cpu limit");
         }
         None => eprintln!("NOTE: this host has no cpu/memory cgroup controllers"),
@@ -414,7 +475,10 @@ fn served_vmm_is_jailed() {
     // Reboot (a VM rebuilt inside the jail) and console still work.
     action(server, &token, &id, json!({"reboot": {"type": "HARD"}}));
     wait_status(server, &token, &id, "ACTIVE");
-    assert!(console_has(server, &token, &id, READY, 2), "no ready line after reboot");
+    assert!(
+        console_has(server, &token, &id, READY, 2),
+        "no ready line after reboot"
+    );
 
     // Delete: VMM, cgroup, socket and mount point are gone.
     let delete = nova(server, &token, "DELETE", &format!("/servers/{id}"), None);
@@ -426,7 +490,10 @@ fn served_vmm_is_jailed() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let leftovers = || -> Vec<PathBuf> {
-        let mut left: Vec<PathBuf> = cgroup_dirs(&id).into_iter().filter(|d| d.exists()).collect();
+        let mut left: Vec<PathBuf> = cgroup_dirs(&id)
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
         for name in [format!("{id}.root"), format!("{id}.sock")] {
             let p = sockets_dir(&state.0).join(name);
             if p.exists() {
@@ -438,7 +505,11 @@ fn served_vmm_is_jailed() {
     while !leftovers().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(leftovers(), Vec::<PathBuf>::new(), "left behind after delete");
+    assert_eq!(
+        leftovers(),
+        Vec::<PathBuf>::new(),
+        "left behind after delete"
+    );
     assert_eq!(state.vmm_of(&id), None);
 }
 
@@ -447,7 +518,13 @@ fn serve_as_nobody(state: &Path, tmp: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(YUNHE)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-password", support::ADMIN_PASSWORD])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-password",
+            support::ADMIN_PASSWORD,
+        ])
         .arg("--state-dir")
         .arg(state)
         .env("TMPDIR", tmp)
@@ -468,7 +545,11 @@ fn serve_as_nobody(state: &Path, tmp: &Path) -> (std::process::Child, String) {
             break;
         }
         if let Some(url) = line.trim().strip_prefix("identity:") {
-            addr = url.trim().trim_end_matches("/identity/v3").trim_start_matches("http://").into();
+            addr = url
+                .trim()
+                .trim_end_matches("/identity/v3")
+                .trim_start_matches("http://")
+                .into();
         }
     }
     std::thread::spawn(move || {
@@ -524,11 +605,16 @@ fn non_root_serve_refuses_a_socket_directory_it_does_not_own() {
         &token,
         "POST",
         "/servers",
-        Some(&json!({"server": {"name": "n", "imageRef": image, "flavorRef": "42",
-                                "networks": "none"}})),
+        Some(
+            &json!({"server": {"name": "n", "imageRef": image, "flavorRef": "42",
+                                "networks": "none"}}),
+        ),
     );
     assert_eq!(created.status, 202, "{}", created.text);
-    let id = created.json()["server"]["id"].as_str().expect("id").to_string();
+    let id = created.json()["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let shown = wait_status(server, &token, &id, "ERROR");
     let fault = shown["fault"]["message"].as_str().unwrap_or("").to_string();
     assert!(
@@ -536,6 +622,9 @@ fn non_root_serve_refuses_a_socket_directory_it_does_not_own() {
         "fault: {fault}"
     );
     // Nothing was created inside the squatted directory.
-    assert_eq!(std::fs::read_dir(&squatted).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(&squatted).map(|d| d.count()).unwrap_or(0),
+        0
+    );
     assert_eq!(std::fs::metadata(&squatted).expect("dir").uid(), 0);
 }

@@ -236,6 +236,10 @@ impl Virt {
         // A VMM killed with SIGKILL could not remove its socket.
         let _ = tokio::fs::remove_file(self.sockets_dir.join(format!("{id}.sock"))).await;
         let _ = tokio::fs::remove_dir(self.jail_root(id)).await;
+        // A VMM found again after a restart of serve is not our child: its
+        // cgroup was not removed when it exited.
+        let cgroup = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || crate::vmm::jail::remove_cgroup(&cgroup)).await;
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -270,7 +274,11 @@ impl Virt {
             WARNED.call_once(|| {
                 tracing::warn!(
                     "VMMs run unconfined (no namespaces, uid, cgroup): {}",
-                    if root { "--no-jail was given" } else { "yunhe serve is not root" }
+                    if root {
+                        "--no-jail was given"
+                    } else {
+                        "yunhe serve is not root"
+                    }
                 )
             });
         }
@@ -403,8 +411,8 @@ impl Virt {
                 let _ = std::fs::remove_file(virt.socket(&id));
                 let leftovers = virt.clone();
                 let id = id.clone();
-                let _ = tokio::task::spawn_blocking(move || leftovers.remove_jail_leftovers(&id))
-                    .await;
+                let _ =
+                    tokio::task::spawn_blocking(move || leftovers.remove_jail_leftovers(&id)).await;
             }
             let _ = done_tx.send(Some(code));
             if virt.known_pid(&id) == Some(pid) {

@@ -274,7 +274,11 @@ pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>>
     }
     for dir in &dirs {
         std::fs::create_dir_all(dir)?;
-        match dir.parent().and_then(Path::parent).and_then(Path::file_name) {
+        match dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+        {
             Some(c) if c == "cpu" => {
                 write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                 write_file(
@@ -344,7 +348,9 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
 
     // SAFETY: unshare only changes this (single-threaded) process's namespaces.
     check(unsafe {
-        libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET)
+        libc::unshare(
+            libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET,
+        )
     } as libc::c_long)
     .map_err(step("unshare"))?;
     let hostname = b"yunhe-vmm";
@@ -352,8 +358,14 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
     check(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } as libc::c_long)
         .map_err(step("sethostname"))?;
     // Nothing mounted from here on propagates to the host.
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(step("making / private"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("making / private"))?;
 
     let root = &jail.root_mount;
     std::fs::create_dir_all(root).map_err(step(format!("{}", root.display())))?;
@@ -373,8 +385,14 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
         .map_err(|_| JailError::BadPath(jail.instance_dir.display().to_string()))?;
     let inside = root.join(relative);
     std::fs::create_dir_all(&inside).map_err(step("creating the instance mount point"))?;
-    mount(Some(path_str(&jail.instance_dir)?), &inside, None, libc::MS_BIND, None)
-        .map_err(step("binding the instance directory"))?;
+    mount(
+        Some(path_str(&jail.instance_dir)?),
+        &inside,
+        None,
+        libc::MS_BIND,
+        None,
+    )
+    .map_err(step("binding the instance directory"))?;
     mount(
         None,
         &inside,
@@ -415,7 +433,8 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
 }
 
 fn path_str(p: &Path) -> Result<&str, JailError> {
-    p.to_str().ok_or_else(|| JailError::BadPath(p.display().to_string()))
+    p.to_str()
+        .ok_or_else(|| JailError::BadPath(p.display().to_string()))
 }
 
 fn mount(
@@ -477,8 +496,15 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), JailError> {
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) }
-        as libc::c_long)
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } as libc::c_long)
     .map_err(step("clearing ambient capabilities"))?;
     // SAFETY: an empty list: no pointer is read.
     check(unsafe { libc::setgroups(0, std::ptr::null()) } as libc::c_long)
@@ -519,8 +545,14 @@ fn clear_capabilities() -> Result<(), JailError> {
         inheritable: 0,
     }; 2];
     // SAFETY: header and data are the layouts capset(2) reads for version 3.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })
-        .map_err(step("capset"))?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    })
+    .map_err(step("capset"))?;
     Ok(())
 }
 
@@ -670,7 +702,10 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     let refuse = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{} {why}; remove it or fix its owner and mode", dir.display()),
+            format!(
+                "{} {why}; remove it or fix its owner and mode",
+                dir.display()
+            ),
         ))
     };
     if !meta.file_type().is_dir() {
@@ -680,7 +715,10 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
         return refuse(format!("is owned by uid {}, not {me}", meta.uid()));
     }
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!("is writable by others (mode {:o})", meta.mode() & 0o7777));
+        return refuse(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
     }
     Ok(())
 }

@@ -130,64 +130,64 @@ use kvm_bindings as kb;
 
 /// KVM calls on the vCPU's own fd while it runs and is saved or restored.
 const KVM_VCPU_IOCTLS: &[u64] = &[
-    kvm_io(0x80),                                 // KVM_RUN
-    kvm_ior::<kb::kvm_regs>(0x81),                // KVM_GET_REGS
-    kvm_iow::<kb::kvm_regs>(0x82),                // KVM_SET_REGS
-    kvm_ior::<kb::kvm_sregs>(0x83),               // KVM_GET_SREGS
-    kvm_iow::<kb::kvm_sregs>(0x84),               // KVM_SET_SREGS
-    kvm_iowr::<kb::kvm_translation>(0x85),        // KVM_TRANSLATE
-    kvm_iowr::<kb::kvm_msrs>(0x88),               // KVM_GET_MSRS
-    kvm_iow::<kb::kvm_msrs>(0x89),                // KVM_SET_MSRS
-    kvm_ior::<kb::kvm_fpu>(0x8c),                 // KVM_GET_FPU
-    kvm_iow::<kb::kvm_fpu>(0x8d),                 // KVM_SET_FPU
-    kvm_ior::<kb::kvm_lapic_state>(0x8e),         // KVM_GET_LAPIC
-    kvm_iow::<kb::kvm_lapic_state>(0x8f),         // KVM_SET_LAPIC
-    kvm_iow::<kb::kvm_cpuid2>(0x90),              // KVM_SET_CPUID2
-    kvm_ior::<kb::kvm_mp_state>(0x98),            // KVM_GET_MP_STATE
-    kvm_iow::<kb::kvm_mp_state>(0x99),            // KVM_SET_MP_STATE
-    kvm_ior::<kb::kvm_vcpu_events>(0x9f),         // KVM_GET_VCPU_EVENTS
-    kvm_iow::<kb::kvm_vcpu_events>(0xa0),         // KVM_SET_VCPU_EVENTS
-    kvm_ior::<kb::kvm_xsave>(0xa4),               // KVM_GET_XSAVE
-    kvm_iow::<kb::kvm_xsave>(0xa5),               // KVM_SET_XSAVE
-    kvm_ior::<kb::kvm_xcrs>(0xa6),                // KVM_GET_XCRS
-    kvm_iow::<kb::kvm_xcrs>(0xa7),                // KVM_SET_XCRS
+    kvm_io(0x80),                          // KVM_RUN
+    kvm_ior::<kb::kvm_regs>(0x81),         // KVM_GET_REGS
+    kvm_iow::<kb::kvm_regs>(0x82),         // KVM_SET_REGS
+    kvm_ior::<kb::kvm_sregs>(0x83),        // KVM_GET_SREGS
+    kvm_iow::<kb::kvm_sregs>(0x84),        // KVM_SET_SREGS
+    kvm_iowr::<kb::kvm_translation>(0x85), // KVM_TRANSLATE
+    kvm_iowr::<kb::kvm_msrs>(0x88),        // KVM_GET_MSRS
+    kvm_iow::<kb::kvm_msrs>(0x89),         // KVM_SET_MSRS
+    kvm_ior::<kb::kvm_fpu>(0x8c),          // KVM_GET_FPU
+    kvm_iow::<kb::kvm_fpu>(0x8d),          // KVM_SET_FPU
+    kvm_ior::<kb::kvm_lapic_state>(0x8e),  // KVM_GET_LAPIC
+    kvm_iow::<kb::kvm_lapic_state>(0x8f),  // KVM_SET_LAPIC
+    kvm_iow::<kb::kvm_cpuid2>(0x90),       // KVM_SET_CPUID2
+    kvm_ior::<kb::kvm_mp_state>(0x98),     // KVM_GET_MP_STATE
+    kvm_iow::<kb::kvm_mp_state>(0x99),     // KVM_SET_MP_STATE
+    kvm_ior::<kb::kvm_vcpu_events>(0x9f),  // KVM_GET_VCPU_EVENTS
+    kvm_iow::<kb::kvm_vcpu_events>(0xa0),  // KVM_SET_VCPU_EVENTS
+    kvm_ior::<kb::kvm_xsave>(0xa4),        // KVM_GET_XSAVE
+    kvm_iow::<kb::kvm_xsave>(0xa5),        // KVM_SET_XSAVE
+    kvm_ior::<kb::kvm_xcrs>(0xa6),         // KVM_GET_XCRS
+    kvm_iow::<kb::kvm_xcrs>(0xa7),         // KVM_SET_XCRS
 ];
 
 /// KVM calls on the VM fd that device emulation makes while the guest runs:
 /// interrupts, MSI routes, irqfds and ioeventfds as the guest programs devices.
 const KVM_VM_RUNTIME_IOCTLS: &[u64] = &[
-    kvm_iow::<kb::kvm_irq_level>(0x61),           // KVM_IRQ_LINE
-    kvm_iow::<kb::kvm_irq_routing>(0x6a),         // KVM_SET_GSI_ROUTING
-    kvm_iow::<kb::kvm_irqfd>(0x76),               // KVM_IRQFD
-    kvm_iow::<kb::kvm_ioeventfd>(0x79),           // KVM_IOEVENTFD
-    kvm_iow::<kb::kvm_msi>(0xa5),                 // KVM_SIGNAL_MSI
+    kvm_iow::<kb::kvm_irq_level>(0x61),   // KVM_IRQ_LINE
+    kvm_iow::<kb::kvm_irq_routing>(0x6a), // KVM_SET_GSI_ROUTING
+    kvm_iow::<kb::kvm_irqfd>(0x76),       // KVM_IRQFD
+    kvm_iow::<kb::kvm_ioeventfd>(0x79),   // KVM_IOEVENTFD
+    kvm_iow::<kb::kvm_msi>(0xa5),         // KVM_SIGNAL_MSI
 ];
 
 /// VM-wide state read by `save` (control thread) and written on restore.
 const KVM_VM_STATE_IOCTLS: &[u64] = &[
-    kvm_iowr::<kb::kvm_irqchip>(0x62),            // KVM_GET_IRQCHIP
-    kvm_ior::<kb::kvm_irqchip>(0x63),             // KVM_SET_IRQCHIP (_IOR in the kernel's header)
-    kvm_iow::<kb::kvm_clock_data>(0x7b),          // KVM_SET_CLOCK
-    kvm_ior::<kb::kvm_clock_data>(0x7c),          // KVM_GET_CLOCK
-    kvm_ior::<kb::kvm_pit_state2>(0x9f),          // KVM_GET_PIT2
-    kvm_iow::<kb::kvm_pit_state2>(0xa0),          // KVM_SET_PIT2
+    kvm_iowr::<kb::kvm_irqchip>(0x62),   // KVM_GET_IRQCHIP
+    kvm_ior::<kb::kvm_irqchip>(0x63),    // KVM_SET_IRQCHIP (_IOR in the kernel's header)
+    kvm_iow::<kb::kvm_clock_data>(0x7b), // KVM_SET_CLOCK
+    kvm_ior::<kb::kvm_clock_data>(0x7c), // KVM_GET_CLOCK
+    kvm_ior::<kb::kvm_pit_state2>(0x9f), // KVM_GET_PIT2
+    kvm_iow::<kb::kvm_pit_state2>(0xa0), // KVM_SET_PIT2
 ];
 
 /// Building a VM: /dev/kvm and VM-fd set-up calls.
 const KVM_SETUP_IOCTLS: &[u64] = &[
-    kvm_io(0x00),                                 // KVM_GET_API_VERSION
-    kvm_io(0x01),                                 // KVM_CREATE_VM
-    kvm_iowr::<kb::kvm_msr_list>(0x02),           // KVM_GET_MSR_INDEX_LIST
-    kvm_io(0x03),                                 // KVM_CHECK_EXTENSION
-    kvm_io(0x04),                                 // KVM_GET_VCPU_MMAP_SIZE
-    kvm_iowr::<kb::kvm_cpuid2>(0x05),             // KVM_GET_SUPPORTED_CPUID
-    kvm_io(0x41),                                 // KVM_CREATE_VCPU
+    kvm_io(0x00),                                     // KVM_GET_API_VERSION
+    kvm_io(0x01),                                     // KVM_CREATE_VM
+    kvm_iowr::<kb::kvm_msr_list>(0x02),               // KVM_GET_MSR_INDEX_LIST
+    kvm_io(0x03),                                     // KVM_CHECK_EXTENSION
+    kvm_io(0x04),                                     // KVM_GET_VCPU_MMAP_SIZE
+    kvm_iowr::<kb::kvm_cpuid2>(0x05),                 // KVM_GET_SUPPORTED_CPUID
+    kvm_io(0x41),                                     // KVM_CREATE_VCPU
     kvm_iow::<kb::kvm_userspace_memory_region>(0x46), // KVM_SET_USER_MEMORY_REGION
-    kvm_io(0x47),                                 // KVM_SET_TSS_ADDR
-    kvm_iow::<u64>(0x48),                         // KVM_SET_IDENTITY_MAP_ADDR
-    kvm_io(0x60),                                 // KVM_CREATE_IRQCHIP
-    kvm_iow::<kb::kvm_pit_config>(0x77),          // KVM_CREATE_PIT2
-    kvm_iow::<kb::kvm_enable_cap>(0xa3),          // KVM_ENABLE_CAP
+    kvm_io(0x47),                                     // KVM_SET_TSS_ADDR
+    kvm_iow::<u64>(0x48),                             // KVM_SET_IDENTITY_MAP_ADDR
+    kvm_io(0x60),                                     // KVM_CREATE_IRQCHIP
+    kvm_iow::<kb::kvm_pit_config>(0x77),              // KVM_CREATE_PIT2
+    kvm_iow::<kb::kvm_enable_cap>(0xa3),              // KVM_ENABLE_CAP
 ];
 
 /// Tap set-up (`--net tap=NAME` opens /dev/net/tun): TUNSETIFF.
@@ -325,9 +325,8 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
         let mut ioctl_rules = Vec::new();
         for request in requests {
             // The kernel takes the request as a 32-bit `unsigned int`.
-            let cond =
-                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
-                    .map_err(build)?;
+            let cond = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                .map_err(build)?;
             ioctl_rules.push(SeccompRule::new(vec![cond]).map_err(build)?);
         }
         rules.insert(libc::SYS_ioctl, ioctl_rules);

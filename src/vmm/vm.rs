@@ -1110,12 +1110,12 @@ pub fn process_rss() -> u64 {
         None => std::fs::read_to_string("/proc/self/statm").ok(),
     };
     text.and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+        s.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+    })
+    .map(|pages| pages * 4096)
+    .unwrap_or(0)
 }
 
 /// Opens a console log file for appending.
