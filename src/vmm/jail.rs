@@ -334,10 +334,10 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
         .ok()
         .and_then(|p| p.to_str()?.parse().ok())
         .unwrap_or(1);
-    if let Some(name) = &jail.cgroup {
-        if let Err(e) = join_cgroup(name, CgroupLimits::for_vm(cpus, memory_mib)) {
-            eprintln!("yunhe vmm: no cgroup limits: {e}");
-        }
+    if let Some(name) = &jail.cgroup
+        && let Err(e) = join_cgroup(name, CgroupLimits::for_vm(cpus, memory_mib))
+    {
+        eprintln!("yunhe vmm: no cgroup limits: {e}");
     }
     // `stats` reports the VMM's RSS from /proc/self/statm, which the new root lacks.
     if let Ok(statm) = std::fs::File::open("/proc/self/statm") {
