@@ -126,6 +126,11 @@ pub struct ServeArgs {
     pub api_rate_burst: f64,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Run VMMs unconfined (as root, in the host's namespaces, no cgroup).
+    /// Unsafe: for debugging the VMM only; a guest that escapes its device
+    /// model then owns the host.
+    #[arg(long, env = "YUNHE_NO_JAIL")]
+    pub no_jail: bool,
 }
 
 /// Authentication limits of `yunhe serve` (Keystone's lockout options, rate

@@ -192,6 +192,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             disk: args.disk_allocation_ratio,
         },
         force_config_drive: args.force_config_drive,
+        jail_vmms: !args.no_jail,
     });
     crate::image::quota::configure(crate::image::quota::ImageConfig {
         size_cap: args.image_size_cap,

@@ -156,6 +156,8 @@ pub struct ComputeConfig {
     pub ratios: AllocationRatios,
     /// Attach a config drive to every server, asked for or not.
     pub force_config_drive: bool,
+    /// Confine each VMM (namespaces, own uid, cgroup; vmm/jail.rs) when running as root.
+    pub jail_vmms: bool,
 }
 
 impl Default for ComputeConfig {
@@ -167,6 +169,7 @@ impl Default for ComputeConfig {
                 disk: 1.0,
             },
             force_config_drive: true,
+            jail_vmms: true,
         }
     }
 }
@@ -188,6 +191,10 @@ pub fn allocation_ratios() -> AllocationRatios {
 
 pub fn force_config_drive() -> bool {
     config().force_config_drive
+}
+
+pub fn jail_vmms() -> bool {
+    config().jail_vmms
 }
 
 impl HasIdentity for Arc<ComputeState> {

@@ -79,6 +79,8 @@ pub struct Virt {
     /// Servers whose VMM is our child: its exit arrives on the channel.
     children: Mutex<HashSet<String>>,
     exits: mpsc::UnboundedSender<VmmExit>,
+    /// Uids of the jailed VMMs this process started (docs/vmm.md, "The jail").
+    jail_uids: Mutex<HashMap<String, u32>>,
 }
 
 /// What a server boots: kernel, initrd and command line, resolved from its image.
@@ -106,6 +108,7 @@ impl Virt {
                 pids: Mutex::new(HashMap::new()),
                 children: Mutex::new(HashSet::new()),
                 exits: tx,
+                jail_uids: Mutex::new(HashMap::new()),
             }),
             rx,
         )
@@ -232,6 +235,11 @@ impl Virt {
         let _ = tokio::fs::remove_dir_all(&dir).await;
         // A VMM killed with SIGKILL could not remove its socket.
         let _ = tokio::fs::remove_file(self.sockets_dir.join(format!("{id}.sock"))).await;
+        let _ = tokio::fs::remove_dir(self.jail_root(id)).await;
+        // A VMM found again after a restart of serve is not our child: its
+        // cgroup was not removed when it exited.
+        let cgroup = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || crate::vmm::jail::remove_cgroup(&cgroup)).await;
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -252,7 +260,55 @@ impl Virt {
 
     // ------------------------------------------------------------ processes
 
-    fn spec(&self, server: &Server, restore: bool) -> Value {
+    /// True when VMMs are confined: serve runs as root and `--no-jail` is not given.
+    fn jailed(&self) -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root || !super::jail_vmms() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "VMMs run unconfined (no namespaces, uid, cgroup): {}",
+                    if root {
+                        "--no-jail was given"
+                    } else {
+                        "yunhe serve is not root"
+                    }
+                )
+            });
+        }
+        root && super::jail_vmms()
+    }
+
+    /// The empty directory a jailed VMM mounts its root on (in its own mount namespace).
+    fn jail_root(&self, id: &str) -> PathBuf {
+        self.sockets_dir.join(format!("{id}.root"))
+    }
+
+    /// The uid a jailed VMM of server `id` runs as (its gid is the same number).
+    fn jail_uid(&self, id: &str) -> u32 {
+        let mut uids = self.jail_uids.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = uids
+            .iter()
+            .filter(|(other, _)| other.as_str() != id)
+            .map(|(_, uid)| *uid)
+            .collect();
+        let uid = crate::vmm::jail::pick_uid(id, &taken);
+        uids.insert(id.to_string(), uid);
+        uid
+    }
+
+    /// Removes what a jailed VMM leaves behind: its cgroup and mount point.
+    fn remove_jail_leftovers(&self, id: &str) {
+        crate::vmm::jail::remove_cgroup(id);
+        let _ = std::fs::remove_dir(self.jail_root(id));
+        self.jail_uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn spec(&self, server: &Server, restore: bool, jail_uid: Option<u32>) -> Value {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
         if dir.join("disk").exists() {
@@ -283,6 +339,15 @@ impl Virt {
         if restore {
             spec["restore_from"] = json!(self.saved_dir(&server.id));
         }
+        if let Some(uid) = jail_uid {
+            spec["jail"] = json!(crate::vmm::jail::JailSpec {
+                uid,
+                gid: uid,
+                root_mount: self.jail_root(&server.id),
+                instance_dir: dir.clone(),
+                cgroup: Some(server.id.clone()),
+            });
+        }
         spec
     }
 
@@ -293,8 +358,17 @@ impl Virt {
         // /run is a tmpfs: the directory may be gone after a host reboot.
         create_private_dir(&self.sockets_dir)
             .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
+        let jail_uid = self.jailed().then(|| self.jail_uid(&server.id));
+        if let Some(uid) = jail_uid {
+            // The one file the VMM writes through a path after it dropped root.
+            let disk = dir.join("disk");
+            if disk.exists() {
+                std::os::unix::fs::chown(&disk, Some(uid), Some(uid))
+                    .map_err(io_error("handing the disk to the VMM's uid"))?;
+            }
+        }
         let spec_path = dir.join("spec.json");
-        let spec = self.spec(server, restore);
+        let spec = self.spec(server, restore, jail_uid);
         tokio::fs::write(&spec_path, spec.to_string())
             .await
             .map_err(io_error("spec.json"))?;
@@ -303,18 +377,18 @@ impl Virt {
             .append(true)
             .open(dir.join("vmm.log"))
             .map_err(io_error("vmm.log"))?;
-        let log2 = log.try_clone().map_err(io_error("vmm.log"))?;
-        let mut child = tokio::process::Command::new(&self.exe)
-            .arg("vmm")
-            .arg("--spec")
-            .arg(&spec_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(io_error("spawning the VMM"))?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let null = std::fs::File::open("/dev/null").map_err(io_error("/dev/null"))?;
+        // A jailed VMM is pid 1 of its own PID namespace.
+        let child = crate::vmm::jail::spawn_vmm(
+            &self.exe,
+            &["vmm".as_ref(), "--spec".as_ref(), spec_path.as_os_str()],
+            &null.into(),
+            &log.try_clone().map_err(io_error("vmm.log"))?.into(),
+            &log.into(),
+            jail_uid.is_some(),
+        )
+        .map_err(io_error("spawning the VMM"))?;
+        let pid = child.pid;
         self.set_pid(&server.id, Some(pid));
         self.children
             .lock()
@@ -324,10 +398,17 @@ impl Virt {
         let virt = self.clone();
         let id = server.id.clone();
         tokio::spawn(async move {
-            let code = match child.wait().await {
-                Ok(status) => status.code(),
-                Err(_) => None,
-            };
+            let code = crate::vmm::jail::wait_exit(child.pidfd)
+                .await
+                .unwrap_or(None);
+            if jail_uid.is_some() {
+                // The jailed VMM cannot reach its socket's host path to remove it.
+                let _ = std::fs::remove_file(virt.socket(&id));
+                let leftovers = virt.clone();
+                let id = id.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || leftovers.remove_jail_leftovers(&id)).await;
+            }
             let _ = done_tx.send(Some(code));
             if virt.known_pid(&id) == Some(pid) {
                 virt.set_pid(&id, None);
@@ -515,6 +596,16 @@ impl Virt {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_error("saved/"))?;
+        // A jailed VMM writes the state as its own uid (the owner of /proc/PID).
+        if let Some(pid) = self.known_pid(id)
+            && let Ok(meta) = std::fs::metadata(format!("/proc/{pid}"))
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != 0 {
+                std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid()))
+                    .map_err(io_error("saved/"))?;
+            }
+        }
         self.expect_exit(id);
         if let Err(e) = self.control(id, json!({"cmd": "save", "dir": dir})).await {
             self.take_expected_exit(id);
@@ -616,15 +707,27 @@ pub fn sockets_dir(state_dir: &Path) -> PathBuf {
     base.join(tag)
 }
 
+/// Creates the sockets directory (and its per-user parent) if missing, and
+/// refuses one that is not this user's own or that others may write into:
+/// whoever controls it could stand in for a VMM's socket.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
+    // Check an existing parent before creating anything inside it.
+    if let Some(parent) = dir.parent()
+        && std::fs::symlink_metadata(parent).is_ok()
+    {
+        crate::vmm::jail::check_private_dir(parent)?;
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if let Some(parent) = dir.parent() {
+        crate::vmm::jail::check_private_dir(parent)?;
+    }
+    crate::vmm::jail::check_private_dir(dir)
 }
 
 /// The kernel command line when the image names none.

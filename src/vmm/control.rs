@@ -37,6 +37,10 @@ pub struct VmmSpec {
     /// End the VMM when the guest resets, instead of rebooting it.
     #[serde(default)]
     pub no_reboot: bool,
+    /// Confine the VMM (namespaces, new root, unprivileged uid, cgroup); set
+    /// by `yunhe serve` (see jail.rs).
+    #[serde(default)]
+    pub jail: Option<super::jail::JailSpec>,
 }
 
 /// Errors of the VMM process.
@@ -60,6 +64,12 @@ pub enum ControlError {
     /// Another VMM already serves {0}
     #[error("another VMM already serves {0}")]
     SocketInUse(String),
+    /// The VMM could not confine itself: {0}
+    #[error("{0}")]
+    Jail(#[from] super::jail::JailError),
+    /// The main thread's seccomp filter: {0}
+    #[error("{0}")]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 /// A control-socket request.
@@ -352,6 +362,14 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         (None, Some(vm)) => vm.clone(),
         (None, None) => return Err(ControlError::NoVm),
     };
+    // Nothing the spawner leaked stays open: only the descriptors the spec hands over.
+    let handed_over: Vec<std::os::fd::RawFd> = config
+        .disks
+        .iter()
+        .filter_map(|d| d.fd)
+        .chain(config.nets.iter().filter_map(|n| n.fd))
+        .collect();
+    super::jail::close_inherited_fds(&handed_over);
     // Outlive the control plane: own session, no terminal signals.
     let _ = nix::unistd::setsid();
     // SAFETY: setting signal dispositions to SIG_IGN has no memory effects.
@@ -371,12 +389,19 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     };
     let console = Arc::new(Console::new(log, false));
     let listener = bind(&spec.control_socket)?;
+    // Socket and console log are open: now the jail (before any other thread).
+    let pid = match &spec.jail {
+        Some(jail) => super::jail::enter(jail, config.cpus, config.memory_mib)?,
+        None => std::process::id(),
+    };
+    // The threads started from here on stack their own filters on this one.
+    super::seccomp::install(super::seccomp::ThreadKind::Main)?;
     let shared = Arc::new(Shared {
         current: Mutex::new(None),
         console: console.clone(),
         config: config.clone(),
         started: start,
-        pid: std::process::id(),
+        pid,
         boots: Mutex::new(0),
         ending: AtomicBool::new(false),
         after_reply: Mutex::new(None),

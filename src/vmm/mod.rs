@@ -12,6 +12,7 @@ pub mod console;
 pub mod control;
 pub mod cpu;
 pub mod devices;
+pub mod jail;
 pub mod layout;
 pub mod seccomp;
 pub mod selftest;

@@ -1061,6 +1061,10 @@ pub fn start_watchdog(vm: &Arc<RunningVm>, period: Duration) {
     let _ = std::thread::Builder::new()
         .name("yunhe-watchdog".into())
         .spawn(move || {
+            if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Watchdog) {
+                eprintln!("yunhe vmm: {e}");
+                return;
+            }
             loop {
                 std::thread::sleep(period);
                 match weak.upgrade() {
@@ -1090,17 +1094,28 @@ pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
     total
 }
 
+/// /proc/self/statm, opened before the jail hides /proc (jail.rs keeps it here).
+pub static STATM: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+
 /// The process's resident set size in bytes.
 pub fn process_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+    let text = match STATM.get() {
+        Some(file) => {
+            use std::os::unix::fs::FileExt;
+            let mut buf = [0u8; 256];
+            file.read_at(&mut buf, 0)
+                .ok()
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        }
+        None => std::fs::read_to_string("/proc/self/statm").ok(),
+    };
+    text.and_then(|s| {
+        s.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+    })
+    .map(|pages| pages * 4096)
+    .unwrap_or(0)
 }
 
 /// Opens a console log file for appending, rotated and capped as

@@ -1,0 +1,766 @@
+//! Confinement of the VMMs `yunhe serve` starts, after the model of
+//! Firecracker's jailer (our own code; see docs/vmm.md, "The jail").
+//!
+//! Serve starts `yunhe vmm --spec FILE` as pid 1 of a new PID namespace
+//! ([`spawn_vmm`]) and puts a `jail` section in the spec. The VMM, still root
+//! and still single-threaded, then confines itself ([`enter`]) before it
+//! creates any thread:
+//!
+//! 1. joins its own cgroup `yunhe/<server id>` with CPU, memory and task limits
+//!    from the VM's size (cgroup v2, else the v1 controllers; logged and skipped
+//!    when neither has them);
+//! 2. unshares its mount, IPC, UTS and network namespaces (the new network
+//!    namespace is empty: the control socket is a path, which works across
+//!    network namespaces);
+//! 3. mounts a small read-only tmpfs as its new root holding only
+//!    `/dev/kvm` (a fresh device node owned by the VMM's uid) and the server's
+//!    directory, bind-mounted at its host path so every path in the spec stays
+//!    valid (kernel, ramdisk, disk, config drive, console log, saved state),
+//!    and `pivot_root`s into it, detaching the host's tree;
+//! 4. drops every capability (bounding, ambient, inheritable, permitted,
+//!    effective), switches to the server's own uid/gid with no supplementary
+//!    groups, and sets `PR_SET_NO_NEW_PRIVS`.
+//!
+//! The control socket and the console log are opened before step 3, so serve
+//! finds the socket at its host path; serve removes socket, mount point and
+//! cgroup when the VMM has exited.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The jail section of a `yunhe vmm` spec.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JailSpec {
+    /// The uid the VMM runs as once confined.
+    pub uid: u32,
+    /// The gid the VMM runs as once confined.
+    pub gid: u32,
+    /// An empty host directory the VMM mounts its new root on (inside its own
+    /// mount namespace, so the host never sees the mount).
+    pub root_mount: PathBuf,
+    /// The server's directory: the only host files the VMM can reach.
+    pub instance_dir: PathBuf,
+    /// The cgroup below the `yunhe` parent (the server id); none: no cgroup.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+/// Errors confining a VMM.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    /// A step of the confinement failed: {0}: {1}
+    #[error("jail: {0}: {1}")]
+    Step(String, io::Error),
+    /// The VMM is not pid 1 of its own PID namespace
+    #[error("jail: the VMM is not pid 1 of its own PID namespace (start it with `yunhe serve`)")]
+    NotPidOne,
+    /// A path holds a NUL byte: {0}
+    #[error("jail: a path holds a NUL byte: {0}")]
+    BadPath(String),
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
+    let what = what.into();
+    move |e| JailError::Step(what, e)
+}
+
+/// Turns a libc return value into an io::Result.
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString, JailError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| JailError::BadPath(p.display().to_string()))
+}
+
+/// The first uid (and gid) of the range jailed VMMs run as: one per server,
+/// `UID_BASE + n`, far above the uids of people and system services.
+pub const UID_BASE: u32 = 900_000;
+/// How many uids the range holds.
+pub const UID_COUNT: u32 = 65_536;
+
+/// The uid for server `id`: a hash of the id into the range, moved on past
+/// uids a running process already has (two running VMMs never share one).
+pub fn pick_uid(id: &str, taken: &std::collections::HashSet<u32>) -> u32 {
+    // FNV-1a: stable across runs, so a server keeps its uid when nothing collides.
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let running = running_uids();
+    let start = hash % UID_COUNT;
+    (0..UID_COUNT)
+        .map(|i| UID_BASE + (start + i) % UID_COUNT)
+        .find(|uid| !running.contains(uid) && !taken.contains(uid))
+        .unwrap_or(UID_BASE + start)
+}
+
+/// Owners of the /proc/PID directories (each process's effective uid).
+fn running_uids() -> std::collections::HashSet<u32> {
+    let mut uids = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let is_pid = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if is_pid && let Ok(meta) = entry.metadata() {
+                uids.insert(meta.uid());
+            }
+        }
+    }
+    uids
+}
+
+// ------------------------------------------------------------------ fds
+
+/// Closes every descriptor from 3 up except those in `keep` (descriptors the
+/// spec hands over), so nothing the spawner leaked stays open in the VMM.
+pub fn close_inherited_fds(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from: u32 = 3;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > from {
+            close_range(from, fd - 1);
+        }
+        from = fd + 1;
+    }
+    close_range(from, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors; the ones closed here are
+    // not owned by any Rust object yet (this runs before the VMM opens anything).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc < 0 {
+        // Kernels before 5.9: close one by one what /proc/self/fd lists.
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let fds: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd >= first && *fd <= last)
+            .collect();
+        for fd in fds {
+            // SAFETY: as above; a descriptor that is already closed gives EBADF.
+            unsafe { libc::close(fd as RawFd) };
+        }
+    }
+}
+
+// ------------------------------------------------------------------ cgroups
+
+/// Resource limits of one VMM's cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// CPU time per 100 ms period, in microseconds (`cpu.max` quota).
+    pub cpu_quota_us: u64,
+    /// Memory in bytes (`memory.max`).
+    pub memory_bytes: u64,
+    /// Tasks (threads) at most (`pids.max`).
+    pub tasks: u64,
+}
+
+/// The CFS period the CPU quota is given for.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Memory the VMM needs beyond guest RAM: its binary, heap, thread stacks,
+/// KVM's page tables and the page cache of disk and console writes it is
+/// charged for. Measured at about 2 MiB for an idle echo guest (docs/vmm.md);
+/// the rest is headroom for I/O bursts and larger guests' page tables.
+pub const MEMORY_OVERHEAD_MIB: u64 = 64;
+/// Tasks beyond one per vCPU: main, devices, watchdog, control, and two per
+/// console or control client.
+pub const EXTRA_TASKS: u64 = 64;
+
+impl CgroupLimits {
+    /// The limits of a VM of `cpus` vCPUs and `memory_mib` MiB.
+    pub fn for_vm(cpus: u8, memory_mib: u64) -> CgroupLimits {
+        CgroupLimits {
+            cpu_quota_us: u64::from(cpus.max(1)) * CPU_PERIOD_US,
+            memory_bytes: (memory_mib + MEMORY_OVERHEAD_MIB) << 20,
+            tasks: u64::from(cpus) + EXTRA_TASKS,
+        }
+    }
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The parent of every VMM's cgroup.
+pub const CGROUP_PARENT: &str = "yunhe";
+const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Where this host's cgroup v2 hierarchy is, if it has the cpu, memory and
+/// pids controllers: `/sys/fs/cgroup` (unified) or `/sys/fs/cgroup/unified` (hybrid).
+fn cgroup_v2_root() -> Option<PathBuf> {
+    [CGROUP_ROOT, "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|root| {
+            std::fs::read_to_string(root.join("cgroup.controllers")).is_ok_and(|text| {
+                let have: Vec<&str> = text.split_whitespace().collect();
+                CONTROLLERS.iter().all(|c| have.contains(c))
+            })
+        })
+}
+
+/// The directories of cgroup `name` below the yunhe parent: one for v2,
+/// one per controller for v1 (those whose hierarchy is mounted).
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    match cgroup_v2_root() {
+        Some(root) => vec![root.join(CGROUP_PARENT).join(name)],
+        None => CONTROLLERS
+            .iter()
+            .map(|c| Path::new(CGROUP_ROOT).join(c))
+            .filter(|d| d.join("cgroup.procs").exists())
+            .map(|d| d.join(CGROUP_PARENT).join(name))
+            .collect(),
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> io::Result<()> {
+    std::fs::write(path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Creates cgroup `name`, sets `limits` and moves this process into it.
+/// Returns the cgroup directories, or an error the caller logs (the VMM runs
+/// on without limits rather than not at all).
+pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad cgroup name {name:?}"),
+        ));
+    }
+    let pid = std::process::id().to_string();
+    if let Some(root) = cgroup_v2_root() {
+        let parent = root.join(CGROUP_PARENT);
+        std::fs::create_dir_all(&parent)?;
+        let enable = "+cpu +memory +pids";
+        write_file(&root.join("cgroup.subtree_control"), enable)?;
+        write_file(&parent.join("cgroup.subtree_control"), enable)?;
+        let dir = parent.join(name);
+        std::fs::create_dir_all(&dir)?;
+        write_file(
+            &dir.join("cpu.max"),
+            &format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us),
+        )?;
+        write_file(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+        // No swap for guest memory: a VM over its limit is reclaimed or killed.
+        let _ = write_file(&dir.join("memory.swap.max"), "0");
+        write_file(&dir.join("pids.max"), &limits.tasks.to_string())?;
+        write_file(&dir.join("cgroup.procs"), &pid)?;
+        return Ok(vec![dir]);
+    }
+    let dirs = cgroup_dirs(name);
+    if dirs.len() < CONTROLLERS.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "neither cgroup v2 with cpu, memory and pids nor their v1 hierarchies are mounted",
+        ));
+    }
+    for dir in &dirs {
+        std::fs::create_dir_all(dir)?;
+        match dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+        {
+            Some(c) if c == "cpu" => {
+                write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write_file(
+                    &dir.join("cpu.cfs_quota_us"),
+                    &limits.cpu_quota_us.to_string(),
+                )?;
+            }
+            Some(c) if c == "memory" => {
+                write_file(
+                    &dir.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
+            }
+            Some(c) if c == "pids" => {
+                write_file(&dir.join("pids.max"), &limits.tasks.to_string())?;
+            }
+            _ => {}
+        }
+        write_file(&dir.join("cgroup.procs"), &pid)?;
+    }
+    Ok(dirs)
+}
+
+/// Removes cgroup `name` once its processes are gone (retries for up to a
+/// second while the last task is still being torn down).
+pub fn remove_cgroup(name: &str) {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return;
+    }
+    for dir in cgroup_dirs(name) {
+        for _ in 0..100 {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the jail
+
+/// Confines the calling VMM process as `jail` says (see the module
+/// documentation). Must run before the process has any other thread.
+/// Returns the process's pid as the host sees it.
+pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailError> {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != 1 {
+        return Err(JailError::NotPidOne);
+    }
+    // The host's /proc still answers for the host's PID namespace.
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(1);
+    if let Some(name) = &jail.cgroup
+        && let Err(e) = join_cgroup(name, CgroupLimits::for_vm(cpus, memory_mib))
+    {
+        eprintln!("yunhe vmm: no cgroup limits: {e}");
+    }
+    // `stats` reports the VMM's RSS from /proc/self/statm, which the new root lacks.
+    if let Ok(statm) = std::fs::File::open("/proc/self/statm") {
+        let _ = super::vm::STATM.set(statm);
+    }
+    let kvm = std::fs::metadata("/dev/kvm").map_err(step("/dev/kvm"))?;
+    let tun = std::fs::metadata("/dev/net/tun").ok();
+
+    // SAFETY: unshare only changes this (single-threaded) process's namespaces.
+    check(unsafe {
+        libc::unshare(
+            libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET,
+        )
+    } as libc::c_long)
+    .map_err(step("unshare"))?;
+    let hostname = b"yunhe-vmm";
+    // SAFETY: the pointer and length describe `hostname`.
+    check(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } as libc::c_long)
+        .map_err(step("sethostname"))?;
+    // Nothing mounted from here on propagates to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("making / private"))?;
+
+    let root = &jail.root_mount;
+    std::fs::create_dir_all(root).map_err(step(format!("{}", root.display())))?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755,size=64k,nr_inodes=256"),
+    )
+    .map_err(step("mounting the root tmpfs"))?;
+
+    // The server's directory, at its host path inside the root.
+    let relative = jail
+        .instance_dir
+        .strip_prefix("/")
+        .map_err(|_| JailError::BadPath(jail.instance_dir.display().to_string()))?;
+    let inside = root.join(relative);
+    std::fs::create_dir_all(&inside).map_err(step("creating the instance mount point"))?;
+    mount(
+        Some(path_str(&jail.instance_dir)?),
+        &inside,
+        None,
+        libc::MS_BIND,
+        None,
+    )
+    .map_err(step("binding the instance directory"))?;
+    mount(
+        None,
+        &inside,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(step("remounting the instance directory"))?;
+
+    // Device nodes: /dev/kvm always, /dev/net/tun when the host has one.
+    std::fs::create_dir_all(root.join("dev/net")).map_err(step("creating /dev"))?;
+    make_device(&root.join("dev/kvm"), kvm.rdev(), jail)?;
+    if let Some(tun) = tun {
+        make_device(&root.join("dev/net/tun"), tun.rdev(), jail)?;
+    }
+
+    // pivot_root(".", "."): the old root ends up stacked on the new one and is
+    // then detached, leaving no path to the host's tree.
+    std::env::set_current_dir(root).map_err(step("chdir to the new root"))?;
+    // SAFETY: both arguments are NUL-terminated literals.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
+        .map_err(step("pivot_root"))?;
+    // SAFETY: a NUL-terminated literal; detaching the old root only affects this namespace.
+    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } as libc::c_long)
+        .map_err(step("detaching the old root"))?;
+    std::env::set_current_dir("/").map_err(step("chdir /"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(step("making the root read-only"))?;
+
+    drop_privileges(jail.uid, jail.gid)?;
+    Ok(host_pid)
+}
+
+fn path_str(p: &Path) -> Result<&str, JailError> {
+    p.to_str()
+        .ok_or_else(|| JailError::BadPath(p.display().to_string()))
+}
+
+fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let cs = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let source = source.map(cs).transpose()?;
+    let fstype = fstype.map(cs).transpose()?;
+    let data = data.map(cs).transpose()?;
+    let target = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is either null or a NUL-terminated string that
+    // lives until the call returns.
+    check(unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    } as libc::c_long)
+    .map(|_| ())
+}
+
+fn make_device(path: &Path, rdev: u64, jail: &JailSpec) -> Result<(), JailError> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path; mknod creates one character device node.
+    check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, rdev) } as libc::c_long)
+        .map_err(step(format!("mknod {}", path.display())))?;
+    // SAFETY: as above; chown changes the owner of the node just created.
+    check(unsafe { libc::chown(c.as_ptr(), jail.uid, jail.gid) } as libc::c_long)
+        .map_err(step(format!("chown {}", path.display())))?;
+    Ok(())
+}
+
+/// Linux capability numbers go up to CAP_LAST_CAP (40 on 6.x); the loop
+/// below asks for more and stops at the first the kernel does not know.
+const MAX_CAPABILITY: libc::c_ulong = 63;
+
+/// Empties the bounding and ambient sets, switches to `uid`/`gid` with no
+/// supplementary groups (which clears the permitted and effective sets),
+/// clears the inheritable set and sets no-new-privileges.
+pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), JailError> {
+    for cap in 0..=MAX_CAPABILITY {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            return Err(JailError::Step(format!("dropping capability {cap}"), e));
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } as libc::c_long)
+    .map_err(step("clearing ambient capabilities"))?;
+    // SAFETY: an empty list: no pointer is read.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) } as libc::c_long)
+        .map_err(step("setgroups"))?;
+    // SAFETY: setresgid/setresuid take plain ids.
+    check(unsafe { libc::setresgid(gid, gid, gid) } as libc::c_long).map_err(step("setresgid"))?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(uid, uid, uid) } as libc::c_long).map_err(step("setresuid"))?;
+    clear_capabilities()?;
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)
+        .map_err(step("PR_SET_NO_NEW_PRIVS"))?;
+    Ok(())
+}
+
+/// capset with all three sets empty (version 3: two 32-bit words per set).
+fn clear_capabilities() -> Result<(), JailError> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data are the layouts capset(2) reads for version 3.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    })
+    .map_err(step("capset"))?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ spawning
+
+/// A VMM process started by [`spawn_vmm`]: its pid and a pidfd to wait on.
+pub struct VmmProcess {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `exe args...` with the given standard descriptors, as pid 1 of a
+/// new PID namespace when `new_pid_namespace`, and returns its pid and a
+/// pidfd. The child only calls async-signal-safe functions between clone and
+/// exec (the parent is multi-threaded).
+pub fn spawn_vmm(
+    exe: &Path,
+    args: &[&OsStr],
+    stdin: &OwnedFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    new_pid_namespace: bool,
+) -> io::Result<VmmProcess> {
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(invalid)?;
+    let mut argv_c = vec![exe_c.clone()];
+    for a in args {
+        argv_c.push(CString::new(a.as_bytes()).map_err(invalid)?);
+    }
+    let env_c: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+
+    let mut pidfd: libc::c_int = -1;
+    let mut args = libc::clone_args {
+        flags: libc::CLONE_PIDFD as u64
+            | if new_pid_namespace {
+                libc::CLONE_NEWPID as u64
+            } else {
+                0
+            },
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this address
+    // space and runs on (its copy of) this stack, like fork. `args` is a valid
+    // clone_args of the size passed.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: the child: only async-signal-safe calls on memory prepared
+        // above, then execve or _exit; it never returns into Rust code.
+        unsafe { exec_child(&fds, exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
+    }
+    let pid = check(pid)? as i32;
+    // SAFETY: the kernel stored a fresh pidfd that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(VmmProcess { pid, pidfd })
+}
+
+/// The child side of [`spawn_vmm`].
+///
+/// # Safety
+/// Only to be called in the child right after clone; all pointers must be
+/// valid NUL-terminated strings / NULL-terminated arrays.
+unsafe fn exec_child(
+    fds: &[RawFd; 3],
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
+    // SAFETY: dup2, sigprocmask, signal, execve and _exit are async-signal-safe
+    // system call wrappers; the caller guarantees the pointers.
+    unsafe {
+        for (target, fd) in fds.iter().enumerate() {
+            if libc::dup2(*fd, target as RawFd) < 0 {
+                libc::_exit(127);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(exe, argv, envp);
+        libc::_exit(127)
+    }
+}
+
+/// Waits (without blocking a thread) until the process behind `pidfd` exits
+/// and reaps it: its exit code, or None when a signal ended it.
+pub async fn wait_exit(pidfd: OwnedFd) -> io::Result<Option<i32>> {
+    // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays
+    // open and the same until the AsyncFd is dropped.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)?;
+    let _ready = fd.readable().await?;
+    const P_PIDFD: libc::idtype_t = 3;
+    // SAFETY: siginfo_t is plain data the kernel fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`; the pidfd is open (owned by `fd`).
+    let rc = unsafe {
+        libc::waitid(
+            P_PIDFD,
+            fd.get_ref().as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
+    check(rc as libc::c_long)?;
+    // SAFETY: after waitid with WEXITED the status field is set.
+    let status = unsafe { info.si_status() };
+    Ok((info.si_code == libc::CLD_EXITED).then_some(status))
+}
+
+/// Checks that `dir` is a directory (not a symlink) owned by this process's
+/// user and writable by nobody else: a socket directory someone else created
+/// first, or may write into, could let them intercept or replace the sockets.
+pub fn check_private_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {why}; remove it or fix its owner and mode",
+                dir.display()
+            ),
+        ))
+    };
+    if !meta.file_type().is_dir() {
+        return refuse("is not a directory".into());
+    }
+    if meta.uid() != me {
+        return refuse(format!("is owned by uid {}, not {me}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_the_flavor() {
+        let l = CgroupLimits::for_vm(2, 512);
+        assert_eq!(l.cpu_quota_us, 200_000);
+        assert_eq!(l.memory_bytes, (512 + MEMORY_OVERHEAD_MIB) << 20);
+        assert_eq!(l.tasks, 2 + EXTRA_TASKS);
+    }
+
+    #[test]
+    fn uids_stay_in_the_range_and_avoid_taken_ones() {
+        let none = std::collections::HashSet::new();
+        let a = pick_uid("3f2a0c1e-0000-4000-8000-000000000001", &none);
+        assert!((UID_BASE..UID_BASE + UID_COUNT).contains(&a));
+        assert_eq!(a, pick_uid("3f2a0c1e-0000-4000-8000-000000000001", &none));
+        let taken: std::collections::HashSet<u32> = [a].into_iter().collect();
+        let b = pick_uid("3f2a0c1e-0000-4000-8000-000000000001", &taken);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn private_dir_check_refuses_shared_directories() {
+        let dir = std::env::temp_dir().join(format!("yunhe-jail-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("mkdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(check_private_dir(&dir).is_ok());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(check_private_dir(&dir).is_err());
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        assert!(check_private_dir(&link).is_err());
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
