@@ -19,7 +19,6 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use crate::policy::Target;
 use super::{
     Auth, AuthContext, IdentityError, IdentityState, apply_filters, list_response, new_id,
     parse_body,
@@ -28,6 +27,7 @@ use crate::db::identity as identity_store;
 use crate::db::limits::{self as store, Limit, RegisteredLimit};
 use crate::db::{DbError, DbResult};
 use crate::http::{json_response, no_content};
+use crate::policy::Target;
 
 /// Errors of the unified limits API, rendered as Keystone renders them.
 #[derive(Debug, thiserror::Error)]

@@ -70,16 +70,6 @@ pub struct AuthContext {
 }
 
 impl AuthContext {
-    pub fn has_role(&self, name: &str) -> bool {
-        self.roles.iter().any(|(_, n)| n == name)
-    }
-
-    /// Cloud administrator: the admin role in any scope, as Keystone's
-    /// default policy (admin_required) has it.
-    pub fn is_admin(&self) -> bool {
-        self.has_role("admin")
-    }
-
     /// The caller as the policy module sees it.
     pub fn credentials(&self) -> crate::policy::Credentials {
         let mut creds = crate::policy::Credentials {

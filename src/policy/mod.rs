@@ -394,6 +394,7 @@ impl Policy {
     }
 
     /// Whether a service defines the rule.
+    #[cfg(test)]
     pub fn has_rule(&self, service: Service, name: &str) -> bool {
         self.services[service.index()].rules.contains_key(name)
     }
