@@ -524,6 +524,8 @@ fn serve_as_nobody(state: &Path, tmp: &Path) -> (std::process::Child, String) {
             "127.0.0.1:0",
             "--admin-password",
             support::ADMIN_PASSWORD,
+            // The test client speaks plain HTTP.
+            "--insecure-http",
         ])
         .arg("--state-dir")
         .arg(state)
