@@ -630,3 +630,46 @@ fn non_root_serve_refuses_a_socket_directory_it_does_not_own() {
     );
     assert_eq!(std::fs::metadata(&squatted).expect("dir").uid(), 0);
 }
+
+/// The VMM cgroups a SIGKILLed serve leaves behind: the next serve removes
+/// the empty ones older than a minute, and keeps a fresh one a VMM may be
+/// about to join.
+#[test]
+fn serve_sweeps_the_empty_cgroups_of_killed_vmms() {
+    if !root_with_kvm() {
+        return;
+    }
+    let stale = format!("sweep-stale-{}", std::process::id());
+    let fresh = format!("sweep-fresh-{}", std::process::id());
+    // Only the hierarchies the jail uses on this host (their parent exists).
+    let made = |name: &str| -> Vec<PathBuf> {
+        cgroup_dirs(name)
+            .into_iter()
+            .filter(|d| d.parent().is_some_and(Path::exists))
+            .filter(|d| std::fs::create_dir(d).is_ok())
+            .collect()
+    };
+    let stale_dirs = made(&stale);
+    let fresh_dirs = made(&fresh);
+    if stale_dirs.is_empty() {
+        eprintln!("SKIPPED: no yunhe cgroup parent on this host");
+        return;
+    }
+    for dir in &stale_dirs {
+        let status = std::process::Command::new("touch")
+            .args(["-d", "-5 min"])
+            .arg(dir)
+            .status()
+            .expect("touch");
+        assert!(status.success());
+    }
+    let server = Server::start();
+    drop(server);
+    let left: Vec<&PathBuf> = stale_dirs.iter().filter(|d| d.exists()).collect();
+    let fresh_kept = fresh_dirs.iter().all(|d| d.exists());
+    for dir in stale_dirs.iter().chain(&fresh_dirs) {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(left.is_empty(), "stale cgroups left: {left:?}");
+    assert!(fresh_kept, "a fresh cgroup was removed");
+}

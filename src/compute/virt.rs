@@ -96,6 +96,11 @@ impl Virt {
     /// A driver keeping instances below `state_dir/instances`; the receiver
     /// gets the exits of the VMMs it spawns.
     pub fn new(state_dir: &Path) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
+        // Cgroups of VMMs that were killed with an earlier serve.
+        let swept = crate::vmm::jail::sweep_empty_cgroups(std::time::Duration::from_secs(60));
+        if swept > 0 {
+            tracing::info!(swept, "removed the empty cgroups of VMMs that are gone");
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         (

@@ -302,6 +302,42 @@ pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>>
     Ok(dirs)
 }
 
+/// Removes the VMM cgroups under the yunhe parent that hold no process and
+/// were made more than `min_age` ago: those of VMMs killed together with
+/// their serve (SIGKILL leaves nobody to remove them). The age keeps a
+/// cgroup that a VMM is about to join. Returns how many were removed.
+pub fn sweep_empty_cgroups(min_age: std::time::Duration) -> usize {
+    let parents: Vec<PathBuf> = match cgroup_v2_root() {
+        Some(root) => vec![root.join(CGROUP_PARENT)],
+        None => CONTROLLERS
+            .iter()
+            .map(|c| Path::new(CGROUP_ROOT).join(c).join(CGROUP_PARENT))
+            .collect(),
+    };
+    let mut removed = 0;
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let old_enough = entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_dir())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.trim().is_empty());
+            if old_enough && empty && std::fs::remove_dir(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Removes cgroup `name` once its processes are gone (retries for up to a
 /// second while the last task is still being torn down).
 pub fn remove_cgroup(name: &str) {
