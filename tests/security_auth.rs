@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{ADMIN_PASSWORD, Reply, Server};
 
+/// The measuring tests (the flood, the timing comparison) run alone: the
+/// other tests of this file take it shared, those two exclusively, so their
+/// numbers are not another test's load.
+static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MEASURING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MEASURING.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn subject_token(reply: &Reply) -> String {
     reply
         .header("x-subject-token")
@@ -179,6 +192,7 @@ fn app_cred_login(server: &Server, id: &str, secret: &str) -> Reply {
 /// memory nor stalls unrelated writes.
 #[test]
 fn wrong_password_flood_keeps_memory_bounded_and_writes_fast() {
+    let _measuring = exclusive();
     let server = Server::start_with_args(&[
         "--lockout-failure-attempts",
         "0",
@@ -213,6 +227,13 @@ fn wrong_password_flood_keeps_memory_bounded_and_writes_fast() {
         .map(|_| {
             let addr = addr.clone();
             std::thread::spawn(move || {
+                // The flooding clients run at the lowest priority, so they
+                // do not starve this process's measuring thread of the two
+                // cores: the test measures serve, not the client.
+                // SAFETY: setpriority on this thread's own id; no memory.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+                }
                 let body = password_auth("admin", "wrong-password");
                 flood(&addr, "/identity/v3/auth/tokens", &body, stop)
             })
@@ -255,13 +276,16 @@ fn wrong_password_flood_keeps_memory_bounded_and_writes_fast() {
     );
     assert!(refused > 0, "the queue overflowed into 429s");
     assert!(peak_rss < 100 * 1024, "peak RSS {peak_rss} KiB");
-    // The goal is 50 ms (`yunhe bench login-flood` measures it); on main the
-    // write waited for every queued hash (4.9 s). This bound leaves room for
-    // a test host whose two cores also run the 50 flooding clients.
+    // The goal is a p99 under 50 ms (`yunhe bench login-flood` prints it);
+    // before the fix every write waited for the queued hashes (4.9 s). The
+    // flooding threads run at the lowest priority, so what is measured is
+    // serve; here it measures 10-17 ms. The bound leaves room for a busy CI.
+    let median_flood = percentile(under_flood.clone(), 0.5);
     assert!(
-        p99_flood < 1000.0,
-        "write p99 under flood {p99_flood:.1} ms"
+        median_flood < 50.0,
+        "write median under flood {median_flood:.1} ms"
     );
+    assert!(p99_flood < 100.0, "write p99 under flood {p99_flood:.1} ms");
     // The right password still works afterwards.
     assert_eq!(server.token("admin", ADMIN_PASSWORD, None).status, 201);
 }
@@ -269,6 +293,7 @@ fn wrong_password_flood_keeps_memory_bounded_and_writes_fast() {
 /// Finding 1: whether a name exists does not show in the answer time.
 #[test]
 fn unknown_and_known_user_names_answer_in_similar_time() {
+    let _measuring = exclusive();
     let server = Server::start_with_args(&["--lockout-failure-attempts", "0"]);
     let time = |user: &str| {
         let t = Instant::now();
@@ -294,6 +319,7 @@ fn unknown_and_known_user_names_answer_in_similar_time() {
 /// Finding 1: Keystone's lockout, its expiry, and the admin's unlock.
 #[test]
 fn lockout_after_failures_lifts_after_the_duration_or_an_admin_update() {
+    let _measuring = shared();
     let server =
         Server::start_with_args(&["--lockout-failure-attempts", "3", "--lockout-duration", "2"]);
     let (admin_token, _, _) = admin(&server);
@@ -340,6 +366,7 @@ fn lockout_after_failures_lifts_after_the_duration_or_an_admin_update() {
 /// Finding 1: per-user and per-source rate limits answer 429 with Retry-After.
 #[test]
 fn failed_logins_are_rate_limited_per_user_and_per_source() {
+    let _measuring = shared();
     let server = Server::start_with_args(&[
         "--lockout-failure-attempts",
         "0",
@@ -378,6 +405,7 @@ fn failed_logins_are_rate_limited_per_user_and_per_source() {
 /// towards the lockout like a login.
 #[test]
 fn password_change_is_bounded_and_counts_towards_lockout() {
+    let _measuring = shared();
     let server = Server::start_with_args(&[
         "--lockout-failure-attempts",
         "3",
@@ -444,6 +472,7 @@ fn password_change_is_bounded_and_counts_towards_lockout() {
 /// Finding 5: access rules bind every service.
 #[test]
 fn app_cred_access_rules_are_enforced_on_identity_compute_and_image() {
+    let _measuring = shared();
     let server = Server::start();
     let (token, user, _) = admin(&server);
     let (other, _) = create_app_cred(&server, &token, &user, json!({"name": "other"}));
@@ -525,6 +554,7 @@ fn app_cred_access_rules_are_enforced_on_identity_compute_and_image() {
 /// credentials, and no app credential token reaches EC2 or other credentials.
 #[test]
 fn restricted_app_creds_cannot_manage_credentials() {
+    let _measuring = shared();
     let server = Server::start();
     let (token, user, project) = admin(&server);
     let (victim, _) = create_app_cred(&server, &token, &user, json!({"name": "victim"}));
@@ -605,6 +635,7 @@ fn restricted_app_creds_cannot_manage_credentials() {
 /// Finding 5: an app credential dies with a role it was made with.
 #[test]
 fn app_creds_die_with_their_role() {
+    let _measuring = shared();
     let server = Server::start();
     let (admin_token, _, project) = admin(&server);
     let user = create_user(&server, &admin_token, "delegator", Some(&project));
@@ -687,6 +718,7 @@ fn app_creds_die_with_their_role() {
 /// Finding 10: expired token rows are purged while the server runs.
 #[test]
 fn expired_tokens_are_purged_while_running() {
+    let _measuring = shared();
     let server = Server::start_with_args(&["--token-ttl", "1", "--token-purge-interval", "1"]);
     for _ in 0..5 {
         assert_eq!(server.token("admin", ADMIN_PASSWORD, None).status, 201);

@@ -389,16 +389,41 @@ fn ws_send(stream: &mut TcpStream, payload: &[u8]) {
 /// Reads frames until their payloads contain `needle` (or the deadline).
 fn ws_read_until(stream: &mut TcpStream, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
+    // Raw bytes not yet parsed into frames, and the payloads so far: the
+    // console may send each echoed byte in a frame of its own, so the
+    // needle is looked for in the payloads, never in the raw stream.
+    let mut raw = Vec::new();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains(needle) {
         match stream.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(_) => {}
+        }
+        while let Some((payload, used)) = parse_frame(&raw) {
+            seen.extend_from_slice(&payload);
+            raw.drain(..used);
         }
     }
     String::from_utf8_lossy(&seen).to_string()
+}
+
+/// One complete unmasked server frame at the start of `raw`: its payload
+/// and the bytes it took.
+fn parse_frame(raw: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let second = *raw.get(1)?;
+    let (len, header): (usize, usize) = match second & 0x7f {
+        126 => (u16::from_be_bytes([*raw.get(2)?, *raw.get(3)?]) as usize, 4),
+        127 => {
+            let bytes: [u8; 8] = raw.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(bytes) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    let end = header.checked_add(len)?;
+    let payload = raw.get(header..end)?.to_vec();
+    Some((payload, end))
 }
 
 // ------------------------------------------------------------ tests
