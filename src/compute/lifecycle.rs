@@ -1364,23 +1364,38 @@ async fn create_backup(
     // Rotation, as Nova does once the backup is taken: keep the newest
     // `rotation` backups of this type (the new one included).
     let new_id = backup_image_id(&response);
+    // The backups this rotation may remove are those that exist now: a
+    // rotation that runs late (it waits for the snapshot's lock) must never
+    // count a backup taken after this one as older.
+    let is_backup = |i: &crate::image::service::BootImage| {
+        Some(i.id.as_str()) != new_id.as_deref()
+            && i.properties.get("instance_uuid").and_then(Value::as_str) == Some(id)
+            && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
+            && i.properties.get("backup_type").and_then(Value::as_str) == Some(backup_type.as_str())
+    };
+    let candidates: std::collections::HashSet<String> = s
+        .images
+        .list(None)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| is_backup(i))
+        .map(|i| i.id.clone())
+        .collect();
     let (s2, server_id) = (s.clone(), id.to_string());
     tokio::spawn(async move {
         let lock = s2.virt.lock_for(&server_id);
         drop(lock.lock().await);
-        let images = s2.images.list(None).await.unwrap_or_default();
-        let older: Vec<_> = images
+        let mut older: Vec<_> = s2
+            .images
+            .list(None)
+            .await
+            .unwrap_or_default()
             .into_iter()
-            .filter(|i| {
-                Some(i.id.as_str()) != new_id.as_deref()
-                    && i.properties.get("instance_uuid").and_then(Value::as_str)
-                        == Some(server_id.as_str())
-                    && i.properties.get("image_type").and_then(Value::as_str) == Some("backup")
-                    && i.properties.get("backup_type").and_then(Value::as_str)
-                        == Some(backup_type.as_str())
-            })
+            .filter(|i| candidates.contains(&i.id))
             .collect();
-        // Oldest first (Glance's list order); keep rotation - 1 besides the new one.
+        // Oldest first; keep rotation - 1 besides the new one.
+        older.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         let keep = (rotation.max(1) - 1) as usize;
         let excess = older.len().saturating_sub(keep);
         for old in older.iter().take(excess) {
