@@ -131,6 +131,12 @@ pub struct ServeArgs {
     /// model then owns the host.
     #[arg(long, env = "YUNHE_NO_JAIL")]
     pub no_jail: bool,
+    /// Boot bzImage kernels as they are, letting each guest decompress its
+    /// kernel (keeps the guest's physical KASLR). By default yunhe boots the
+    /// uncompressed PVH vmlinux inside them, unpacked once per kernel image
+    /// into <state-dir>/kernel-cache.
+    #[arg(long, env = "YUNHE_BOOT_COMPRESSED_KERNELS")]
+    pub boot_compressed_kernels: bool,
 }
 
 /// Authentication limits of `yunhe serve` (Keystone's lockout options, rate

@@ -193,6 +193,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
         force_config_drive: args.force_config_drive,
         jail_vmms: !args.no_jail,
+        unpack_kernels: !args.boot_compressed_kernels,
     });
     crate::image::quota::configure(crate::image::quota::ImageConfig {
         size_cap: args.image_size_cap,

@@ -158,6 +158,8 @@ pub struct ComputeConfig {
     pub force_config_drive: bool,
     /// Confine each VMM (namespaces, own uid, cgroup; vmm/jail.rs) when running as root.
     pub jail_vmms: bool,
+    /// Boot the uncompressed PVH vmlinux inside bzImage kernels (vmm/unpack.rs).
+    pub unpack_kernels: bool,
 }
 
 impl Default for ComputeConfig {
@@ -170,6 +172,7 @@ impl Default for ComputeConfig {
             },
             force_config_drive: true,
             jail_vmms: true,
+            unpack_kernels: true,
         }
     }
 }
@@ -195,6 +198,10 @@ pub fn force_config_drive() -> bool {
 
 pub fn jail_vmms() -> bool {
     config().jail_vmms
+}
+
+pub fn unpack_kernels() -> bool {
+    config().unpack_kernels
 }
 
 impl HasIdentity for Arc<ComputeState> {

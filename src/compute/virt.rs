@@ -66,6 +66,8 @@ pub type VmmExit = (String, Option<i32>);
 /// The driver, one per control plane.
 pub struct Virt {
     instances_dir: PathBuf,
+    /// Unpacked kernels (vmm/unpack.rs), hard-linked into instance directories.
+    kernel_cache_dir: PathBuf,
     /// Control sockets live here, not in the instance directory: a unix
     /// socket path is limited to 107 bytes, and state directories can be long.
     sockets_dir: PathBuf,
@@ -106,6 +108,7 @@ impl Virt {
         (
             Arc::new(Virt {
                 instances_dir: state_dir.join("instances"),
+                kernel_cache_dir: sweep_kernel_cache(&state_dir.join("kernel-cache")),
                 sockets_dir: sockets_dir(state_dir),
                 exe,
                 locks: Mutex::new(HashMap::new()),
@@ -198,9 +201,20 @@ impl Virt {
         config_drive: Option<Vec<(String, Vec<u8>)>>,
     ) -> VirtResult<()> {
         let dir = self.dir(id);
+        let kernel_cache = super::unpack_kernels().then(|| self.kernel_cache_dir.clone());
         tokio::task::spawn_blocking(move || -> VirtResult<()> {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
-            link_or_copy(&boot.kernel, &dir.join("kernel"))?;
+            let kernel = match kernel_cache {
+                Some(cache) => {
+                    let (kernel, problem) = crate::vmm::unpack::cached_vmlinux(&boot.kernel, &cache);
+                    if let Some(e) = problem {
+                        tracing::warn!(kernel = %boot.kernel.display(), "booting the kernel compressed: {e}");
+                    }
+                    kernel
+                }
+                None => boot.kernel.clone(),
+            };
+            link_or_copy(&kernel, &dir.join("kernel"))?;
             let ramdisk = dir.join("ramdisk");
             let _ = std::fs::remove_file(&ramdisk);
             if let Some(r) = &boot.ramdisk {
@@ -760,6 +774,24 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// Removes the unpacked kernels no instance links to any more (a kernel image
+/// deleted, or no server using it: the next boot unpacks it again); returns
+/// the directory.
+fn sweep_kernel_cache(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.nlink() == 1)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    dir.to_path_buf()
 }
 
 fn link_or_copy(src: &Path, dest: &Path) -> VirtResult<()> {

@@ -18,6 +18,7 @@ pub mod seccomp;
 pub mod selftest;
 pub mod snapshot;
 pub mod terminal;
+pub mod unpack;
 pub mod vm;
 
 use std::io::{IsTerminal, Write};
@@ -68,6 +69,11 @@ pub struct VmRunArgs {
     /// Also write the console to this (size-capped) log file.
     #[arg(long)]
     pub console_log: Option<PathBuf>,
+    /// Boot a bzImage as it is, letting the guest decompress itself (keeps the
+    /// guest's physical KASLR). By default yunhe boots the uncompressed PVH
+    /// vmlinux inside it, unpacked once into ~/.cache/yunhe/kernels.
+    #[arg(long)]
+    pub boot_compressed: bool,
 }
 
 /// The guests built into yunhe (firmware/), as `yunhe vm guest` names them.
@@ -191,7 +197,9 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 fn config_from_args(a: &VmRunArgs) -> Result<VmConfig, FrontEndError> {
     let boot = match (&a.kernel, &a.firmware) {
-        (Some(k), None) => BootSource::Kernel { path: k.clone() },
+        (Some(k), None) => BootSource::Kernel {
+            path: boot_kernel(k, a.boot_compressed),
+        },
         (None, Some(f)) => BootSource::Firmware { path: f.clone() },
         _ => return Err(FrontEndError::Boot),
     };
@@ -215,6 +223,33 @@ fn config_from_args(a: &VmRunArgs) -> Result<VmConfig, FrontEndError> {
         console_log: a.console_log.clone(),
         log_boot_timer: a.boot_timer,
     })
+}
+
+/// Where `yunhe vm run` keeps unpacked kernels: `$YUNHE_CACHE/kernels`, else
+/// `~/.cache/yunhe/kernels`; none without a home (never a shared temp dir, where
+/// another user could plant a kernel).
+fn kernel_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("YUNHE_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("kernels"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(PathBuf::from(home).join(".cache/yunhe/kernels"))
+}
+
+/// The kernel `vm run` boots for `kernel`: its unpacked vmlinux unless asked
+/// not to (see unpack.rs).
+fn boot_kernel(kernel: &std::path::Path, boot_compressed: bool) -> PathBuf {
+    if boot_compressed {
+        return kernel.to_path_buf();
+    }
+    let Some(cache) = kernel_cache_dir() else {
+        return kernel.to_path_buf();
+    };
+    let (path, problem) = unpack::cached_vmlinux(kernel, &cache);
+    if let Some(e) = problem {
+        eprintln!("yunhe vm run: booting {} compressed: {e}", kernel.display());
+    }
+    path
 }
 
 /// The virtio devices of a configuration.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The lab benchmark (issue 10 item 6; docs/lab.md): inside the lab, the same kernel (Debian's
+# stock linux-image-amd64 vmlinuz) and initramfs (tiny) boot under `yunhe vm run` and under
+# QEMU with accel=kvm (-M microvm and -M q35; Debian's qemu-system-x86 with its libraries copied
+# in), alternated, ROUNDS times each (default 5); prints each median, the ratios against QEMU,
+# the VMMs' memory beyond guest memory (PSS) and guest-side virtio-blk throughput.
+#   tests/lab/bench.sh [ROUNDS]
+# Not a timed test: numbers depend on the machine's load; the ratios come from one run.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+rounds=${1:-5}
+out=${OUT:-$root/out}
+[ -f "$out/tiny/tiny.cpio.gz" ] || "$root/image-recipes/build" tiny "$out/tiny" >&2
+labdir=$("$here/lab" build)
+payload=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-lab-bench.XXXXXX")
+trap 'rm -rf "$payload"' EXIT
+cp "$labdir/vmlinuz" "$payload/vmlinuz"
+cp "$out/tiny/tiny.cpio.gz" "$payload/tiny.cpio.gz"
+[ -d "$out/cloud-kernel" ] || "$root/image-recipes/build" cloud-kernel "$out/cloud-kernel" >&2
+cp "$out"/cloud-kernel/vmlinuz-* "$payload/cloud-vmlinuz"
+# QEMU with its shared libraries and the firmware microvm and q35 need
+mkdir -p "$payload/qemu/lib" "$payload/qemu/share"
+cp /usr/bin/qemu-system-x86_64 "$payload/qemu/"
+ldd /usr/bin/qemu-system-x86_64 | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u |
+    while read -r lib; do cp -L "$lib" "$payload/qemu/lib/"; done
+for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/qboot.rom /usr/share/qemu/linuxboot_dma.bin \
+    /usr/share/qemu/kvmvapic.bin /usr/share/qemu/multiboot_dma.bin; do
+    cp -L "$f" "$payload/qemu/share/"
+done
+ln -s qboot.rom "$payload/qemu/share/bios-microvm.bin"
+cp "$here/in/bench.sh" "$payload/bench.sh"
+exec "$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "$payload/bench.sh" "$rounds"
