@@ -494,8 +494,7 @@ fn root_is_rootfs() -> bool {
 fn mountinfo_root_is_rootfs(mountinfo: &str) -> bool {
     mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
         .and_then(|l| l.split_once(" - "))
         .is_some_and(|(_, fs)| fs.split(' ').next() == Some("rootfs"))
 }
