@@ -449,11 +449,27 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
     // then detached, leaving no path to the host's tree.
     std::env::set_current_dir(root).map_err(step("chdir to the new root"))?;
     // SAFETY: both arguments are NUL-terminated literals.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
-        .map_err(step("pivot_root"))?;
-    // SAFETY: a NUL-terminated literal; detaching the old root only affects this namespace.
-    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } as libc::c_long)
-        .map_err(step("detaching the old root"))?;
+    match check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) }) {
+        Ok(_) => {
+            // SAFETY: a NUL-terminated literal; detaching the old root only affects this namespace.
+            check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } as libc::c_long)
+                .map_err(step("detaching the old root"))?;
+        }
+        // A host running from its initramfs (rootfs: an appliance booted from
+        // the network, the lab) has a root pivot_root cannot move (EINVAL).
+        // Then, as switch_root does, the new root is moved over / and made the
+        // process's root with chroot. The host's tree stays below it in this
+        // mount namespace, with no path to it; getting out of a chroot takes
+        // CAP_SYS_CHROOT, which drop_privileges removes with every other one.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && root_is_rootfs() => {
+            mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)
+                .map_err(step("moving the new root over the initramfs"))?;
+            // SAFETY: a NUL-terminated literal; chroot changes only this process's root.
+            check(unsafe { libc::chroot(c".".as_ptr()) } as libc::c_long)
+                .map_err(step("chroot into the new root"))?;
+        }
+        Err(e) => return Err(step("pivot_root")(e)),
+    }
     std::env::set_current_dir("/").map_err(step("chdir /"))?;
     mount(
         None,
@@ -466,6 +482,21 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
 
     drop_privileges(jail.uid, jail.gid)?;
     Ok(host_pid)
+}
+
+/// Whether this process's root is the initramfs (`rootfs`), which pivot_root
+/// refuses to move: the last mount on `/` in /proc/self/mountinfo is the one
+/// the process sees.
+fn root_is_rootfs() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| mountinfo_root_is_rootfs(&m))
+}
+
+fn mountinfo_root_is_rootfs(mountinfo: &str) -> bool {
+    mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
+        .and_then(|l| l.split_once(" - "))
+        .is_some_and(|(_, fs)| fs.split(' ').next() == Some("rootfs"))
 }
 
 fn path_str(p: &Path) -> Result<&str, JailError> {
@@ -762,6 +793,24 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootfs_root_is_recognised_from_mountinfo() {
+        // the lab: booted from its initramfs
+        let lab = "1 1 0:2 / / rw - rootfs rootfs rw,size=1468408k\n\
+                   22 1 0:20 / /proc rw,nosuid,nodev,noexec - proc proc rw\n\
+                   25 1 0:23 / /tmp rw,nosuid,nodev - tmpfs tmpfs rw\n";
+        assert!(mountinfo_root_is_rootfs(lab));
+        // a disk-booted host
+        let host = "29 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    30 29 0:5 / /dev rw,nosuid - devtmpfs udev rw\n";
+        assert!(!mountinfo_root_is_rootfs(host));
+        // an initramfs that switched root: the last mount on / counts
+        let switched = "1 1 0:2 / / rw - rootfs rootfs rw\n\
+                        40 1 0:30 / / rw - tmpfs tmpfs rw\n";
+        assert!(!mountinfo_root_is_rootfs(switched));
+        assert!(!mountinfo_root_is_rootfs(""));
+    }
 
     #[test]
     fn limits_follow_the_flavor() {
