@@ -7,7 +7,7 @@ Q=/payload/qemu
 up() { cut -d' ' -f1 /proc/uptime; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-qemu() { "$Q/lib/ld-linux-x86-64.so.2" --library-path "$Q/lib" "$Q/qemu-system-x86_64" -L "$Q/share" "$@"; }
+exec_qemu() { exec "$Q/lib/ld-linux-x86-64.so.2" --library-path "$Q/lib" "$Q/qemu-system-x86_64" -L "$Q/share" "$@"; }
 
 # PSS of process $1 outside its guest-RAM mapping (the one mapping of $2 MiB, +4 MiB of slack).
 pss_beyond_guest() {
@@ -26,29 +26,31 @@ boot() {
     s=$(up)
     "$@" </dev/null >"$log" 2>&1 &
     BOOT_PID=$!
-    i=0
+    deadline=$(awk -v a="$s" 'BEGIN { print int(a) + 300 }')
     while ! grep -q "yunhe-tiny: ready" "$log" 2>/dev/null; do
-        i=$((i + 1))
-        if [ $i -gt 3000 ] || ! kill -0 $BOOT_PID 2>/dev/null; then
-            echo "bench: $name did not reach ready; log tail:" >&2
+        now=$(up)
+        if [ "${now%.*}" -gt "$deadline" ] || ! kill -0 $BOOT_PID 2>/dev/null; then
+            echo "bench: $name did not reach ready within 300 s; log tail:" >&2
             tail -n 20 "$log" >&2
+            end
             return 1
         fi
         usleep 20000
     done
     BOOT_SECS=$(sub "$s" "$(up)")
 }
-end() { kill "$BOOT_PID" 2>/dev/null; wait "$BOOT_PID" 2>/dev/null; }
+end() { kill -KILL "$BOOT_PID" 2>/dev/null; wait "$BOOT_PID" 2>/dev/null; }
 
 CMD="console=ttyS0"
-yunhe_boot() { yunhe vm run --kernel vmlinuz --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 --no-reboot "$@"; }
+# each runs as "$@ &" in a subshell: exec, so $! is the VMM itself (memory, kill)
+yunhe_boot() { exec yunhe vm run --kernel vmlinuz --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 --no-reboot "$@"; }
 yunhe_boot_compressed() { yunhe_boot --boot-compressed; }
 qemu_microvm() {
-    qemu -M microvm,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
+    exec_qemu -M microvm,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
         -serial stdio -no-reboot -kernel vmlinuz -initrd tiny.cpio.gz -append "$CMD"
 }
 qemu_q35() {
-    qemu -M q35,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
+    exec_qemu -M q35,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
         -serial stdio -no-reboot -kernel vmlinuz -initrd tiny.cpio.gz -append "$CMD"
 }
 
@@ -95,9 +97,10 @@ echo "VMM memory beyond guest memory (PSS, MiB, at ready): yunhe $(cat /tmp/yunh
 kernel=vmlinuz
 [ -f cloud-vmlinuz ] && kernel=cloud-vmlinuz
 mkdir -p /tmp/cfg
-dd if=/dev/zero of=/tmp/cfg.img bs=1M count=4 2>/dev/null
+# busybox makes FAT32 only, which needs at least 33 MiB
+truncate -s 64M /tmp/cfg.img
 mkdosfs -n config-2 /tmp/cfg.img >/dev/null
-mount -o loop /tmp/cfg.img /tmp/cfg || exit 1
+mount -t vfat -o loop /tmp/cfg.img /tmp/cfg || exit 1
 mkdir -p /tmp/cfg/openstack/latest
 echo '{"uuid": "00000000-0000-0000-0000-00000000b10c", "hostname": "bench"}' >/tmp/cfg/openstack/latest/meta_data.json
 cat >/tmp/cfg/openstack/latest/user_data <<'UD'
@@ -117,26 +120,25 @@ blk_boot() {
     : >"/tmp/$name.blk"
     "$@" </dev/null >"/tmp/$name.blk" 2>&1 &
     pid=$!
-    i=0
+    deadline=$(($(cut -d. -f1 /proc/uptime) + 300))
     while ! grep -q "bench-blk: read" "/tmp/$name.blk"; do
-        i=$((i + 1))
-        if [ $i -gt 3000 ] || ! kill -0 $pid 2>/dev/null; then
+        if [ "$(cut -d. -f1 /proc/uptime)" -gt "$deadline" ] || ! kill -0 $pid 2>/dev/null; then
             echo "bench: $name: no virtio-blk result; log tail:" >&2
             tail -n 20 "/tmp/$name.blk" >&2
-            kill $pid 2>/dev/null
+            kill -KILL $pid 2>/dev/null
             return 1
         fi
         usleep 50000
     done
-    kill $pid 2>/dev/null; wait $pid 2>/dev/null
+    kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
     echo "$(rate write "/tmp/$name.blk") $(rate read "/tmp/$name.blk")" >>"/tmp/$name.rates"
 }
 yunhe_blk() {
-    yunhe vm run --kernel $kernel --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 \
+    exec yunhe vm run --kernel $kernel --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 \
         --no-reboot --disk /tmp/cfg.img,ro --disk /tmp/data.img
 }
 qemu_blk() {
-    qemu -M q35,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
+    exec_qemu -M q35,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
         -serial stdio -no-reboot -kernel $kernel -initrd tiny.cpio.gz -append "$CMD" \
         -drive if=none,id=cfg,file=/tmp/cfg.img,format=raw,readonly=on -device virtio-blk-pci,drive=cfg \
         -drive if=none,id=data,file=/tmp/data.img,format=raw -device virtio-blk-pci,drive=data
