@@ -46,7 +46,7 @@ done
 start=$SECONDS
 log=$payload/lab.out
 set +e
-"$here/lab" run --payload "$payload" --mem 2048 --timeout 600 --bin "$bin" "$here/in/guests.sh" "$@" | tee "$log"
+"$here/lab" run --payload "$payload" --mem 2048 --timeout 900 --bin "$bin" "$here/in/guests.sh" "$@" | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 elapsed=$((SECONDS - start))
