@@ -57,6 +57,9 @@ pub enum VmCommand {
     /// Write a built-in guest (probe, hello, echo) as a PVH ELF, e.g. to upload
     /// it as a kernel image.
     Guest(crate::vmm::VmGuestArgs),
+    /// Send one command to a running VMM's control socket (status, pause,
+    /// resume, save DIR, powerdown, console, ...).
+    Ctl(crate::vmm::ctl::VmCtlArgs),
 }
 
 /// Options of `yunhe serve`. Each can also be given as `YUNHE_<FLAG>`.
@@ -238,6 +241,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => crate::server::serve_main(args),
         Command::Vm(VmCommand::Run(args)) => crate::vmm::vm_run_main(args),
         Command::Vm(VmCommand::Guest(args)) => crate::vmm::vm_guest_main(args),
+        Command::Vm(VmCommand::Ctl(args)) => crate::vmm::ctl::vm_ctl_main(args),
         Command::Vmm(args) => crate::vmm::vmm_main(args),
         Command::Selftest(args) => crate::vmm::selftest_main(args),
         Command::Bench(args) => crate::bench::bench_main(args),

@@ -399,6 +399,8 @@ fn save_and_restore_carry_on_counting() {
     let mut first = spawn(&spec1);
     wait_running(&sock1);
     std::thread::sleep(Duration::from_millis(300));
+    // Regression (lab): a VM paused first is saved too (the save used to time out).
+    assert_eq!(request(&sock1, "pause")["ok"], true);
     let saved = request(&sock1, &format!("save\",\"dir\":\"{}", dir.display()));
     assert_eq!(saved["ok"], true, "{saved}");
     assert!(first.0.wait().expect("wait").success());

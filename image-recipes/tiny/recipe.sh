@@ -1,59 +1,12 @@
 # tiny: yunhe's cirros. A gzip cpio initramfs with busybox-static, dropbear and the virtio and
-# config-drive modules of Debian's linux-image-cloud-amd64 (so it boots on that kernel as well as
-# on micro, whose drivers are built in). rootfs/ holds its init and configuration.
+# config-drive modules of Debian's linux-image-cloud-amd64 and linux-image-amd64 (so it boots on
+# those kernels as well as on micro, whose drivers are built in). rootfs/ holds its init and configuration.
 # shellcheck shell=bash
 
-recipe_build() {
-    need_pkgs busybox-static dropbear-bin kmod binutils python3
-    local here="$RECIPES_DIR/tiny" stage kpkg kdeb kver kdir mods cloudver
-    stage=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-tiny.XXXXXX")
-    # shellcheck disable=SC2064
-    trap "rm -rf '$stage'" EXIT
-
-    log "assembling rootfs"
-    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,dev,proc,sys,run,tmp,mnt,root,var/log,etc/dropbear}
-    chmod 700 "$stage/root"; chmod 1777 "$stage/tmp"
-    cp -a "$here/rootfs/." "$stage/"
-    install -m 0755 /bin/busybox "$stage/bin/busybox"
-    if ldd "$stage/bin/busybox" >/dev/null 2>&1; then die "/bin/busybox is not static (busybox-static expected)"; fi
-    local a
-    while read -r a; do
-        case "$a" in linuxrc|"") continue ;; esac
-        [ -e "$stage/$a" ] || [ -L "$stage/$a" ] && continue
-        mkdir -p "$stage/$(dirname "$a")"
-        ln -s "$(realpath -m --relative-to="$stage/$(dirname "$a")" "$stage/bin/busybox")" "$stage/$a"
-    done < <("$stage/bin/busybox" --list-full)
-
-    log "adding dropbear and its libraries"
-    install -m 0755 /usr/sbin/dropbear "$stage/usr/sbin/dropbear"
-    install -m 0755 /usr/bin/dropbearkey "$stage/usr/bin/dropbearkey"
-    install -m 0755 /usr/bin/dbclient "$stage/usr/bin/dbclient"
-    ln -s dbclient "$stage/usr/bin/ssh"
-    local lib
-    for lib in $(ldd /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dbclient | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u); do
-        mkdir -p "$stage/$(dirname "$lib")"
-        cp -L "$lib" "$stage/$lib"
-    done
-    [ -e "$stage/lib64/ld-linux-x86-64.so.2" ] || die "dynamic loader missing from the rootfs"
-    strip --strip-unneeded "$stage"/lib/x86_64-linux-gnu/*.so* 2>/dev/null || true
-
-    kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [ -n "$kpkg" ] || die "cannot resolve linux-image-cloud-amd64 to a kernel package"
-    kdeb=$(fetch_deb "$kpkg")
-    cloudver=$(deb_version "$kpkg")
-    kdir="$YUNHE_CACHE/tiny/$kpkg-$cloudver"
-    if [ ! -f "$kdir/.done" ]; then
-        log "unpacking $kpkg"
-        rm -rf "$kdir" && mkdir -p "$kdir"
-        dpkg -x "$kdeb" "$kdir"
-        touch "$kdir/.done"
-    fi
-    kver=${kpkg#linux-image-}
-    mods="$kdir/lib/modules/$kver"
-    [ -d "$mods" ] || die "no modules for $kver in $kdeb"
-    [ -f "$mods/modules.dep" ] || depmod -b "$kdir" "$kver" || die "depmod failed for $kver"
-    log "adding modules of $kver"
-    python3 - "$mods" "$stage/lib/modules/$kver" "$here/modules.list" <<'PY' || die "module selection failed"
+# add_modules SRC DST LIST: copy the modules LIST names (and what they depend on, from SRC's
+# modules.dep; built-in ones skipped) from SRC to DST, with DST/load-order in dependency order.
+add_modules() {
+    python3 - "$1" "$2" "$3" <<'PY' || die "module selection for $1 failed"
 import os, shutil, sys
 src, dst, listfile = sys.argv[1:4]
 want = [l.strip() for l in open(listfile) if l.strip() and not l.startswith("#")]
@@ -87,6 +40,66 @@ with open(os.path.join(dst, "load-order"), "w") as f:
     f.write("\n".join(order) + "\n")
 print(f"{len(order)} modules", file=sys.stderr)
 PY
+}
+
+recipe_build() {
+    need_pkgs busybox-static dropbear-bin kmod binutils python3
+    local here="$RECIPES_DIR/tiny" stage kpkg kdeb kver kdir mods kpkgver
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-tiny.XXXXXX")
+    # shellcheck disable=SC2064
+    trap "rm -rf '$stage'" EXIT
+
+    log "assembling rootfs"
+    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,dev,proc,sys,run,tmp,mnt,root,var/log,etc/dropbear}
+    chmod 700 "$stage/root"; chmod 1777 "$stage/tmp"
+    cp -a "$here/rootfs/." "$stage/"
+    install -m 0755 /bin/busybox "$stage/bin/busybox"
+    if ldd "$stage/bin/busybox" >/dev/null 2>&1; then die "/bin/busybox is not static (busybox-static expected)"; fi
+    local a
+    while read -r a; do
+        case "$a" in linuxrc|"") continue ;; esac
+        [ -e "$stage/$a" ] || [ -L "$stage/$a" ] && continue
+        mkdir -p "$stage/$(dirname "$a")"
+        ln -s "$(realpath -m --relative-to="$stage/$(dirname "$a")" "$stage/bin/busybox")" "$stage/$a"
+    done < <("$stage/bin/busybox" --list-full)
+
+    log "adding dropbear and its libraries"
+    install -m 0755 /usr/sbin/dropbear "$stage/usr/sbin/dropbear"
+    install -m 0755 /usr/bin/dropbearkey "$stage/usr/bin/dropbearkey"
+    install -m 0755 /usr/bin/dbclient "$stage/usr/bin/dbclient"
+    ln -s dbclient "$stage/usr/bin/ssh"
+    local lib
+    for lib in $(ldd /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dbclient | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u); do
+        mkdir -p "$stage/$(dirname "$lib")"
+        cp -L "$lib" "$stage/$lib"
+    done
+    [ -e "$stage/lib64/ld-linux-x86-64.so.2" ] || die "dynamic loader missing from the rootfs"
+    strip --strip-unneeded "$stage"/lib/x86_64-linux-gnu/*.so* 2>/dev/null || true
+
+    # The same modules for each Debian kernel tiny supports: the cloud kernel and the generic
+    # one (linux-image-amd64); each finds its own under /lib/modules/$(uname -r).
+    local meta kvers=() pkgjson=""
+    for meta in linux-image-cloud-amd64 linux-image-amd64; do
+        kpkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        [ -n "$kpkg" ] || die "cannot resolve $meta to a kernel package"
+        kdeb=$(fetch_deb "$kpkg")
+        kpkgver=$(deb_version "$kpkg")
+        kdir="$YUNHE_CACHE/tiny/$kpkg-$kpkgver"
+        if [ ! -f "$kdir/.done" ]; then
+            log "unpacking $kpkg"
+            rm -rf "$kdir" && mkdir -p "$kdir"
+            dpkg -x "$kdeb" "$kdir"
+            touch "$kdir/.done"
+        fi
+        kver=${kpkg#linux-image-}
+        mods="$kdir/lib/modules/$kver"
+        [ -d "$mods" ] || die "no modules for $kver in $kdeb"
+        [ -f "$mods/modules.dep" ] || depmod -b "$kdir" "$kver" || die "depmod failed for $kver"
+        log "adding modules of $kver"
+        add_modules "$mods" "$stage/lib/modules/$kver" "$here/modules.list"
+        kvers+=("$kver")
+        pkgjson+="\"$kpkg\": \"$kpkgver\", "
+    done
 
     log "writing the initramfs"
     rm -f "$OUTDIR/tiny.cpio.gz" "$OUTDIR/tiny-root.img" "$OUTDIR"/vmlinuz-*
@@ -105,8 +118,8 @@ PY
   "description": "yunhe tiny: busybox + dropbear initramfs that reads OpenStack metadata (config drive or 169.254.169.254)",
   "packages": {"busybox-static": "$(dpkg-query -W -f='${Version}' busybox-static)",
                "dropbear-bin": "$(dpkg-query -W -f='${Version}' dropbear-bin)",
-               "$kpkg": "$cloudver"},
-  "modules_for_kernel": "$kver",
+               ${pkgjson%, }},
+  "modules_for_kernels": [$(printf '"%s",' "${kvers[@]}" | sed 's/,$//')],
   "ready_marker": "yunhe-tiny: ready",
   "build_seconds": $(( $(date +%s) - BUILD_START )),
   "images": [

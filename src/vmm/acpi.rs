@@ -124,6 +124,23 @@ pub fn dsdt_aml() -> Vec<u8> {
     )
     .to_aml_bytes(&mut out);
 
+    // The CMOS RTC. Without it Linux registers its legacy "rtc_cmos" platform device, whose
+    // hard-wired IRQ 8 does not exist in hardware-reduced ACPI (no 8259s), so rtc_cmos fails
+    // with -EINVAL and the guest has no /dev/rtc. Declared here with its ports and no
+    // interrupt (the RTC raises none), rtc_cmos binds through PNP and polls instead.
+    aml::Device::new(
+        "_SB_.RTC_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![&aml::IO::new(RTC_PORT, RTC_PORT, 1, 2)]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut out);
+
     // The power button and the Generic Event Device that signals it.
     aml::Device::new(
         "_SB_.PWRB".into(),
@@ -290,6 +307,27 @@ mod tests {
         // HW_REDUCED_ACPI flag.
         let flags = u32::from_le_bytes(fadt[112..116].try_into().expect("4"));
         assert_ne!(flags & (1 << 20), 0);
+    }
+
+    /// Regression (lab: `rtc_cmos: probe of rtc_cmos failed with error -22` on Debian's
+    /// kernels): the DSDT declares the CMOS RTC (PNP0B00) with its two ports and no IRQ.
+    #[test]
+    fn dsdt_declares_the_rtc_without_an_irq() {
+        let aml = dsdt_aml();
+        // EISA id PNP0B00, compressed: 0x41d00b00 as bytes 41 d0 0b 00.
+        let id = [0x0c, 0x41, 0xd0, 0x0b, 0x00];
+        let at = aml
+            .windows(id.len())
+            .position(|w| w == id)
+            .expect("PNP0B00 in the DSDT");
+        // Its _CRS: an I/O port descriptor (0x47) for 0x70..0x70, length 2, then the end tag,
+        // with no IRQ descriptor (0x22/0x23 or extended 0x89) in between.
+        let io = [0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02, 0x79];
+        let crs = aml[at..]
+            .windows(io.len())
+            .position(|w| w == io)
+            .expect("the RTC's I/O resource");
+        assert!(crs < 64, "the I/O resource belongs to the RTC device");
     }
 
     /// Disassembles every table with acpica-tools' `iasl -d` when it is installed.

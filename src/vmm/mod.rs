@@ -11,6 +11,7 @@ pub mod bus;
 pub mod console;
 pub mod control;
 pub mod cpu;
+pub mod ctl;
 pub mod devices;
 pub mod jail;
 pub mod layout;

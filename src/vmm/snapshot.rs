@@ -226,6 +226,9 @@ pub struct VmState {
     pub pit: kvm_pit_state2,
     /// kvmclock.
     pub clock: kvm_clock_data,
+    /// The host's wall clock (ns since the Unix epoch) when `clock` was read; 0 in older states.
+    #[serde(default)]
+    pub saved_at_unix_ns: u64,
     /// COM1.
     pub serial: SerialSnapshot,
     /// virtio-pci devices in slot order.
@@ -265,11 +268,30 @@ pub fn apply_vm(vm: &VmFd, state: &VmState) -> Result<(), SnapshotError> {
     vm.set_pit2(&state.pit)
         .map_err(|e| SnapshotError::Kvm("PIT", e))?;
     let clock = kvm_clock_data {
-        clock: state.clock.clock,
+        clock: restored_clock(state.clock.clock, state.saved_at_unix_ns, unix_now_ns()),
         ..Default::default()
     };
     vm.set_clock(&clock)
         .map_err(|e| SnapshotError::Kvm("clock", e))
+}
+
+/// The host's wall clock in ns since the Unix epoch (0 if it is before 1970).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The kvmclock value to restore: the saved one moved on by the wall-clock time the VM spent
+/// saved, so the guest's wall clock (which Linux only reads at boot, then keeps with kvmclock)
+/// is right again after a restore, as it is after a pause. A state without a save time, or a
+/// host clock that went backwards, restores the saved value as it is.
+pub fn restored_clock(saved_clock: u64, saved_at_unix_ns: u64, now_unix_ns: u64) -> u64 {
+    if saved_at_unix_ns == 0 || now_unix_ns <= saved_at_unix_ns {
+        return saved_clock;
+    }
+    saved_clock.saturating_add(now_unix_ns - saved_at_unix_ns)
 }
 
 fn hex_digest(d: Sha256) -> String {
@@ -415,6 +437,18 @@ pub fn load_memory(
 
 #[cfg(test)]
 mod tests {
+    /// Regression (lab: a restored Linux guest's wall clock lagged by the time it spent saved):
+    /// kvmclock moves on by the wall-clock time between save and restore.
+    #[test]
+    fn restored_clock_moves_on_by_the_time_saved() {
+        let s = 1_000_000_000_000_000_000u64;
+        assert_eq!(restored_clock(5_000, s, s + 7_000_000_000), 7_000_005_000);
+        // an old state without a save time, or a host clock that went backwards
+        assert_eq!(restored_clock(5_000, 0, s), 5_000);
+        assert_eq!(restored_clock(5_000, s, s - 1), 5_000);
+        assert_eq!(restored_clock(u64::MAX - 1, 1, 10), u64::MAX);
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Linux guests in the lab (docs/lab.md, "Linux guests"): one lab run that boots micro (bzImage
+# and PVH vmlinux), Debian's linux-image-amd64 and linux-image-cloud-amd64 kernels with tiny's
+# initramfs under `yunhe vm run`, with 1 and 2 vCPUs, each using every device, then saves a
+# running guest and restores it in a new VMM process (tests/lab/in/guests.sh).
+#
+#   tests/lab/guests.sh [sr]       needs target/release/yunhe; builds missing recipes into out/
+#                                  (sr: only the save/restore check)
+#
+# Prints one PASS/FAIL line per check, TIME lines with measurements, and finally
+# "lab-guests: N passed, M failed"; exits non-zero when anything failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+OUT=${OUT:-$root/out}
+bin=${YUNHE_BIN:-$root/target/release/yunhe}
+[ -x "$bin" ] || { echo "FAIL lab-guests: no $bin (cargo build --release)"; echo "lab-guests: 0 passed, 1 failed"; exit 1; }
+
+for r in micro tiny cloud-kernel; do
+    if [ ! -f "$OUT/$r/manifest.json" ]; then
+        "$root/image-recipes/build" "$r" "$OUT/$r" >&2
+    fi
+done
+labdir=$("$here/lab" build | tail -n 1)
+
+payload=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-lab-guests.XXXXXX")
+trap 'rm -rf "$payload"' EXIT
+mkdir -p "$payload/kernels"
+cp "$OUT/micro/bzImage" "$payload/kernels/micro-bzImage"
+cp "$OUT/micro/vmlinux" "$payload/kernels/micro-vmlinux"
+cp "$labdir/vmlinuz" "$payload/kernels/debian-vmlinuz"
+cp "$OUT"/cloud-kernel/vmlinuz-* "$payload/kernels/cloud-vmlinuz"
+cp "$OUT/tiny/tiny.cpio.gz" "$payload/"
+cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$payload/"
+
+# tiny must carry modules for exactly these Debian kernels
+generic=$(cat "$labdir/kernel-version")
+cloud=$(basename "$OUT"/cloud-kernel/vmlinuz-*)
+cloud=${cloud#vmlinuz-}
+missing=()
+for k in "$generic" "$cloud"; do
+    grep -q "\"$k\"" "$OUT/tiny/manifest.json" || missing+=("$k")
+done
+
+start=$SECONDS
+log=$payload/lab.out
+set +e
+"$here/lab" run --payload "$payload" --mem 2048 --timeout 900 --bin "$bin" "$here/in/guests.sh" "$@" | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+elapsed=$((SECONDS - start))
+
+passed=$(grep -c '^PASS ' "$log" || true)
+failed=$(grep -c '^FAIL ' "$log" || true)
+for k in "${missing[@]}"; do
+    echo "FAIL tiny-modules: out/tiny carries no modules for $k (rebuild: image-recipes/build tiny out/tiny)"
+    failed=$((failed + 1))
+done
+if [ "$status" != 0 ]; then
+    echo "FAIL lab: the lab run ended with status $status"
+    failed=$((failed + 1))
+fi
+if [ "$passed" -eq 0 ]; then
+    echo "FAIL lab-guests: no check passed"
+    failed=$((failed + 1))
+fi
+echo "TIME lab-guests: whole lab run ${elapsed} s"
+echo "lab-guests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
