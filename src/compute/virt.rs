@@ -81,7 +81,14 @@ pub struct Virt {
     exits: mpsc::UnboundedSender<VmmExit>,
     /// Uids of the jailed VMMs this process started (docs/vmm.md, "The jail").
     jail_uids: Mutex<HashMap<String, u32>>,
+    /// For each server, the exit of the last VMM this process started: set
+    /// once the VMM has exited and its jail's leftovers are removed.
+    exited: Mutex<HashMap<String, ExitWatch>>,
 }
+
+/// Set to the VMM's exit (its code, None when killed by a signal) once it is
+/// gone and cleaned up after.
+type ExitWatch = tokio::sync::watch::Receiver<Option<Option<i32>>>;
 
 /// What a server boots: kernel, initrd and command line, resolved from its image.
 #[derive(Debug, Clone)]
@@ -114,6 +121,7 @@ impl Virt {
                 children: Mutex::new(HashSet::new()),
                 exits: tx,
                 jail_uids: Mutex::new(HashMap::new()),
+                exited: Mutex::new(HashMap::new()),
             }),
             rx,
         )
@@ -249,6 +257,10 @@ impl Virt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// The last `lines` lines of the console (with None, all that the tail
@@ -370,6 +382,18 @@ impl Virt {
     /// waits until it answers on its socket. Returns the VMM's pid.
     pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
         let dir = self.dir(&server.id);
+        // The previous VMM's exit task removes its cgroup, mount point and
+        // uid, which this VMM is about to make again (a stop returns once the
+        // process is gone, which can be before that removal): let it finish.
+        let previous = self
+            .exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&server.id);
+        if let Some(mut previous) = previous {
+            let cleaned = previous.wait_for(Option::is_some);
+            let _ = tokio::time::timeout(Duration::from_secs(5), cleaned).await;
+        }
         // /run is a tmpfs: the directory may be gone after a host reboot.
         create_private_dir(&self.sockets_dir)
             .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
@@ -455,6 +479,10 @@ impl Virt {
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.id.clone());
         let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<Option<i32>>);
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.id.clone(), done_rx.clone());
         let virt = self.clone();
         let id = server.id.clone();
         tokio::spawn(async move {
