@@ -7,6 +7,9 @@
 //!   with the flavor's limits; suspend/resume (save/restore through the
 //!   jail's paths) and delete still work, and delete leaves no cgroup or
 //!   mount point behind.
+//! * `guest_memory_is_charged_to_the_vms_cgroup`: every VMM thread is in the
+//!   server's cgroup, and the guest memory the VMM touched is charged there
+//!   (the VMM was in it before it touched any).
 //! * `non_root_serve_refuses_a_socket_directory_it_does_not_own`: serve run
 //!   as an unprivileged user refuses a socket directory another user created
 //!   or that others may write to.
@@ -189,8 +192,8 @@ fn upload_image(addr: &str, token: &str, meta: Value, data: &[u8]) -> String {
     id
 }
 
-/// The echo guest as a kernel image and a 1 MiB disk image naming it.
-fn echo_image(addr: &str, token: &str, scratch: &Path) -> String {
+/// The echo guest as a kernel image.
+fn echo_kernel(addr: &str, token: &str, scratch: &Path) -> String {
     let elf = scratch.join("echo.elf");
     let status = std::process::Command::new(YUNHE)
         .args(["vm", "guest", "echo", "-o"])
@@ -198,12 +201,17 @@ fn echo_image(addr: &str, token: &str, scratch: &Path) -> String {
         .status()
         .expect("yunhe vm guest echo");
     assert!(status.success());
-    let kernel = upload_image(
+    upload_image(
         addr,
         token,
         json!({"name": "echo-kernel", "disk_format": "aki", "container_format": "aki"}),
         &std::fs::read(&elf).expect("echo.elf"),
-    );
+    )
+}
+
+/// The echo guest as a kernel image and a 1 MiB disk image naming it.
+fn echo_image(addr: &str, token: &str, scratch: &Path) -> String {
+    let kernel = echo_kernel(addr, token, scratch);
     upload_image(
         addr,
         token,
@@ -442,6 +450,7 @@ fn served_vmm_is_jailed() {
     let pid = state.vmm_of(&id).expect("a VMM");
     let instance_dir = std::fs::canonicalize(state.0.join("instances").join(&id)).expect("dir");
     assert_confined(pid, &id, &instance_dir);
+    assert_threads_in_cgroup(pid, &id);
 
     // The cgroup carries the flavor's limits.
     let flavor = nova(server, &token, "GET", "/flavors/42", None).json();
@@ -471,6 +480,7 @@ fn served_vmm_is_jailed() {
     let resumed = state.vmm_of(&id).expect("a VMM after resume");
     assert_ne!(resumed, pid);
     assert_confined(resumed, &id, &instance_dir);
+    assert_threads_in_cgroup(resumed, &id);
 
     // Reboot (a VM rebuilt inside the jail) and console still work.
     action(server, &token, &id, json!({"reboot": {"type": "HARD"}}));
@@ -511,6 +521,174 @@ fn served_vmm_is_jailed() {
         "left behind after delete"
     );
     assert_eq!(state.vmm_of(&id), None);
+}
+
+/// Every thread of VMM `pid` is in the server's cgroup, in each hierarchy
+/// the jail uses (the v2 one, or v1's cpu, memory and pids).
+fn assert_threads_in_cgroup(pid: i32, id: &str) {
+    let suffix = format!("/yunhe/{id}");
+    let mut seen = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(task.path().join("cgroup")) else {
+            continue; // exited meanwhile
+        };
+        seen += 1;
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let ours: Vec<&str> = text.lines().filter(|l| l.ends_with(&suffix)).collect();
+        if ours.iter().any(|l| l.starts_with("0::")) {
+            continue;
+        }
+        for controller in ["cpu", "memory", "pids"] {
+            assert!(
+                ours.iter().any(|l| l
+                    .split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))),
+                "thread {tid} of VMM {pid} is not in {controller}:{suffix}: {text}"
+            );
+        }
+    }
+    assert!(seen > 1, "VMM {pid} has no threads");
+}
+
+/// Anonymous memory charged to the server's memory cgroup (bytes).
+fn cgroup_anon_bytes(id: &str) -> Option<u64> {
+    let stat = |path: String, key: &str| -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    for v2 in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if let Some(anon) = stat(format!("{v2}/yunhe/{id}/memory.stat"), "anon") {
+            return Some(anon);
+        }
+    }
+    stat(
+        format!("/sys/fs/cgroup/memory/yunhe/{id}/memory.stat"),
+        "rss",
+    )
+}
+
+/// An uncompressed initramfs (cpio "newc") holding one file of `size` bytes
+/// of 0x5a: the VMM copies every byte of it into guest memory.
+fn filler_initramfs(size: usize) -> Vec<u8> {
+    fn entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
+        let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(format!("{:08x}{:08x}", name.len() + 1, 0).as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let mut out = Vec::with_capacity(size + 512);
+    entry(&mut out, "filler", 0o100644, &vec![0x5a; size]);
+    entry(&mut out, "TRAILER!!!", 0, &[]);
+    out
+}
+
+/// One command on a VMM's control socket.
+fn vmm_command(state: &Path, id: &str, cmd: &str) -> Value {
+    use std::io::{BufRead, Write};
+    let path = sockets_dir(state).join(format!("{id}.sock"));
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).expect("control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("reply");
+    serde_json::from_str(&line).expect("JSON reply")
+}
+
+/// The VMM is in its cgroup before it touches guest memory: serve makes the
+/// cgroup first, and the VMM is started in it (cgroup v2) or moves itself
+/// into it before it maps guest memory (v1, which never moves pages charged
+/// before a migration). So the guest memory the VMM touched, here a 16 MiB
+/// ramdisk it copies in, is charged to the VM's memory cgroup, far above the
+/// VMM's own anonymous memory (under 1 MiB).
+#[test]
+fn guest_memory_is_charged_to_the_vms_cgroup() {
+    if !root_with_kvm() {
+        return;
+    }
+    const RAMDISK: usize = 16 << 20;
+    let state = StateDir::new("charge");
+    let serve = Server::start_in(state.0.clone(), true);
+    let token = serve.admin_token();
+    let server = serve.addr.as_str();
+    let kernel = echo_kernel(server, &token, &state.0);
+    let ramdisk = upload_image(
+        server,
+        &token,
+        json!({"name": "filler", "disk_format": "ari", "container_format": "ari"}),
+        &filler_initramfs(RAMDISK),
+    );
+    let image = upload_image(
+        server,
+        &token,
+        json!({"name": "echo-ramdisk", "disk_format": "raw", "container_format": "bare",
+               "kernel_id": kernel, "ramdisk_id": ramdisk}),
+        &vec![0u8; 1 << 20],
+    );
+    let created = nova(
+        server,
+        &token,
+        "POST",
+        "/servers",
+        Some(
+            &json!({"server": {"name": "charged", "imageRef": image, "flavorRef": "42",
+                                "networks": "none"}}),
+        ),
+    );
+    assert_eq!(created.status, 202, "{}", created.text);
+    let id = created.json()["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_status(server, &token, &id, "ACTIVE");
+    assert!(console_has(server, &token, &id, READY, 1), "no ready line");
+    let pid = state.vmm_of(&id).expect("a VMM");
+    assert_threads_in_cgroup(pid, &id);
+    let stats = vmm_command(&state.0, &id, "stats");
+    let touched = stats["stats"]["guest_memory_touched"]
+        .as_u64()
+        .expect("guest_memory_touched");
+    assert!(
+        touched >= RAMDISK as u64,
+        "guest memory touched {touched} < the ramdisk"
+    );
+    match cgroup_anon_bytes(&id) {
+        Some(anon) => assert!(
+            anon >= touched,
+            "the VM's memory cgroup holds {anon} bytes of anonymous memory, \
+             less than the {touched} bytes of guest memory touched"
+        ),
+        None => eprintln!("NOTE: this host has no memory cgroup controller"),
+    }
+    let delete = nova(server, &token, "DELETE", &format!("/servers/{id}"), None);
+    assert_eq!(delete.status, 204, "{}", delete.text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nova(server, &token, "GET", &format!("/servers/{id}"), None).status != 404 {
+        assert!(Instant::now() < deadline, "server not deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `yunhe serve` as uid/gid 65534 with TMPDIR = `tmp`; returns the child and its base URL.

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,7 +83,14 @@ pub struct Virt {
     exits: mpsc::UnboundedSender<VmmExit>,
     /// Uids of the jailed VMMs this process started (docs/vmm.md, "The jail").
     jail_uids: Mutex<HashMap<String, u32>>,
+    /// For each server, the exit of the last VMM this process started: set
+    /// once the VMM has exited and its jail's leftovers are removed.
+    exited: Mutex<HashMap<String, ExitWatch>>,
 }
+
+/// Set to the VMM's exit (its code, None when killed by a signal) once it is
+/// gone and cleaned up after.
+type ExitWatch = tokio::sync::watch::Receiver<Option<Option<i32>>>;
 
 /// What a server boots: kernel, initrd and command line, resolved from its image.
 #[derive(Debug, Clone)]
@@ -117,6 +124,7 @@ impl Virt {
                 children: Mutex::new(HashSet::new()),
                 exits: tx,
                 jail_uids: Mutex::new(HashMap::new()),
+                exited: Mutex::new(HashMap::new()),
             }),
             rx,
         )
@@ -263,6 +271,10 @@ impl Virt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// The last `lines` lines of the console (with None, all that the tail
@@ -327,7 +339,16 @@ impl Virt {
             .remove(id);
     }
 
-    fn spec(&self, server: &Server, restore: bool, jail_uid: Option<u32>) -> Value {
+    /// The VM's size as the spec gives it: (vCPUs, MiB of RAM).
+    fn vm_size(server: &Server) -> (u8, u64) {
+        let cpus = u8::try_from(server.flavor.vcpus.clamp(1, 64)).unwrap_or(1);
+        let memory_mib = u64::try_from(server.flavor.ram.max(16)).unwrap_or(16);
+        (cpus, memory_mib)
+    }
+
+    /// The VMM's spec; `jail`: the uid of a jailed VMM and whether serve
+    /// prepared its cgroup.
+    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> Value {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
         if dir.join("disk").exists() {
@@ -340,12 +361,13 @@ impl Virt {
             );
         }
         let ramdisk = dir.join("ramdisk");
+        let (cpus, memory_mib) = Self::vm_size(server);
         let vm = json!({
             "boot": {"type": "kernel", "path": dir.join("kernel")},
             "initrd": if ramdisk.exists() { json!(ramdisk) } else { Value::Null },
             "cmdline": server.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-            "memory_mib": server.flavor.ram.max(16),
-            "cpus": server.flavor.vcpus.clamp(1, 64),
+            "memory_mib": memory_mib,
+            "cpus": cpus,
             "disks": disks,
             "nets": [],
             "rng": true,
@@ -358,13 +380,13 @@ impl Virt {
         if restore {
             spec["restore_from"] = json!(self.saved_dir(&server.id));
         }
-        if let Some(uid) = jail_uid {
+        if let Some((uid, cgroup)) = jail {
             spec["jail"] = json!(crate::vmm::jail::JailSpec {
                 uid,
                 gid: uid,
                 root_mount: self.jail_root(&server.id),
                 instance_dir: dir.clone(),
-                cgroup: Some(server.id.clone()),
+                cgroup: cgroup.then(|| server.id.clone()),
             });
         }
         spec
@@ -374,6 +396,18 @@ impl Virt {
     /// waits until it answers on its socket. Returns the VMM's pid.
     pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
         let dir = self.dir(&server.id);
+        // The previous VMM's exit task removes its cgroup, mount point and
+        // uid, which this VMM is about to make again (a stop returns once the
+        // process is gone, which can be before that removal): let it finish.
+        let previous = self
+            .exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&server.id);
+        if let Some(mut previous) = previous {
+            let cleaned = previous.wait_for(Option::is_some);
+            let _ = tokio::time::timeout(Duration::from_secs(5), cleaned).await;
+        }
         // /run is a tmpfs: the directory may be gone after a host reboot.
         create_private_dir(&self.sockets_dir)
             .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
@@ -386,8 +420,31 @@ impl Virt {
                     .map_err(io_error("handing the disk to the VMM's uid"))?;
             }
         }
+        // A jailed VMM's cgroup is made and limited before it starts: with
+        // cgroup v2 it starts inside (no migration), with v1 it joins by
+        // itself before it maps guest memory (jail.rs, join_cgroup).
+        let cgroup = match jail_uid {
+            Some(_) => {
+                let (cpus, memory_mib) = Self::vm_size(server);
+                let limits = crate::vmm::jail::CgroupLimits::for_vm(cpus, memory_mib);
+                let name = server.id.clone();
+                let prepared = tokio::task::spawn_blocking(move || {
+                    crate::vmm::jail::prepare_cgroup(&name, limits)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match prepared {
+                    Ok(cgroup) => Some(cgroup),
+                    Err(e) => {
+                        tracing::warn!(server = %server.id, "VMM without cgroup limits: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let spec_path = dir.join("spec.json");
-        let spec = self.spec(server, restore, jail_uid);
+        let spec = self.spec(server, restore, jail_uid.map(|uid| (uid, cgroup.is_some())));
         tokio::fs::write(&spec_path, spec.to_string())
             .await
             .map_err(io_error("spec.json"))?;
@@ -398,15 +455,37 @@ impl Virt {
             .map_err(io_error("vmm.log"))?;
         let null = std::fs::File::open("/dev/null").map_err(io_error("/dev/null"))?;
         // A jailed VMM is pid 1 of its own PID namespace.
-        let child = crate::vmm::jail::spawn_vmm(
+        let spawned = crate::vmm::jail::spawn_vmm(
             &self.exe,
             &["vmm".as_ref(), "--spec".as_ref(), spec_path.as_os_str()],
             &null.into(),
             &log.try_clone().map_err(io_error("vmm.log"))?.into(),
             &log.into(),
             jail_uid.is_some(),
-        )
-        .map_err(io_error("spawning the VMM"))?;
+            cgroup
+                .as_ref()
+                .and_then(|c| c.v2_dir.as_ref())
+                .map(|fd| fd.as_fd()),
+        );
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if cgroup.is_some() {
+                    let name = server.id.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::vmm::jail::remove_cgroup(&name))
+                            .await;
+                }
+                return Err(io_error("spawning the VMM")(e));
+            }
+        };
+        drop(cgroup);
+        if let Some(e) = &child.cgroup_refused {
+            tracing::warn!(
+                server = %server.id,
+                "clone3 could not start the VMM in its cgroup ({e}); it joins by itself"
+            );
+        }
         let pid = child.pid;
         self.set_pid(&server.id, Some(pid));
         self.children
@@ -414,6 +493,10 @@ impl Virt {
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.id.clone());
         let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<Option<i32>>);
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.id.clone(), done_rx.clone());
         let virt = self.clone();
         let id = server.id.clone();
         tokio::spawn(async move {

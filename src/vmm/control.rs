@@ -391,7 +391,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let listener = bind(&spec.control_socket)?;
     // Socket and console log are open: now the jail (before any other thread).
     let pid = match &spec.jail {
-        Some(jail) => super::jail::enter(jail, config.cpus, config.memory_mib)?,
+        Some(jail) => super::jail::enter(jail)?,
         None => std::process::id(),
     };
     // The threads started from here on stack their own filters on this one.

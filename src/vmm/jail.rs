@@ -1,14 +1,16 @@
 //! Confinement of the VMMs `yunhe serve` starts, after the model of
 //! Firecracker's jailer (our own code; see docs/vmm.md, "The jail").
 //!
-//! Serve starts `yunhe vmm --spec FILE` as pid 1 of a new PID namespace
-//! ([`spawn_vmm`]) and puts a `jail` section in the spec. The VMM, still root
-//! and still single-threaded, then confines itself ([`enter`]) before it
-//! creates any thread:
+//! Serve first makes the VMM's cgroup `yunhe/<server id>` with CPU, memory and
+//! task limits from the VM's size ([`prepare_cgroup`]; cgroup v2, else the v1
+//! controllers; logged and skipped when neither has them), then starts
+//! `yunhe vmm --spec FILE` as pid 1 of a new PID namespace ([`spawn_vmm`]) and
+//! puts a `jail` section in the spec. The VMM, still root and still
+//! single-threaded, then confines itself ([`enter`]) before it creates any
+//! thread or maps guest memory:
 //!
-//! 1. joins its own cgroup `yunhe/<server id>` with CPU, memory and task limits
-//!    from the VM's size (cgroup v2, else the v1 controllers; logged and skipped
-//!    when neither has them);
+//! 1. is in its cgroup: with v2 clone3 started it there (`CLONE_INTO_CGROUP`);
+//!    with v1 it moves itself ([`join_cgroup`]);
 //! 2. unshares its mount, IPC, UTS and network namespaces (the new network
 //!    namespace is empty: the control socket is a path, which works across
 //!    network namespaces);
@@ -21,15 +23,42 @@
 //!    effective), switches to the server's own uid/gid with no supplementary
 //!    groups, and sets `PR_SET_NO_NEW_PRIVS`.
 //!
-//! The control socket and the console log are opened before step 3, so serve
+//! The control socket and the console log are opened before step 2, so serve
 //! finds the socket at its host path; serve removes socket, mount point and
 //! cgroup when the VMM has exited.
+//!
+//! Why the cgroup is joined this way (the jail's cost at boot): moving a
+//! process into a cgroup by writing its pid into `cgroup.procs` write-locks
+//! the kernel's global `cgroup_threadgroup_rwsem`, whose write side first
+//! waits for an RCU grace period: 6–13 ms per VMM on the test host (cgroup
+//! v1), a third of an echo guest's whole POST-to-ACTIVE time. The two ways
+//! around it that need no lock at all:
+//!
+//! * cgroup v2: the VMM is born in its cgroup (clone3 `CLONE_INTO_CGROUP`,
+//!   Linux 5.7), so nothing is ever migrated. If clone3 refuses the cgroup,
+//!   serve starts the VMM without it and the VMM writes itself into
+//!   `cgroup.procs` (correct, but it waits for the grace period).
+//! * cgroup v1 (where clone3 cannot start a child in a cgroup): the VMM,
+//!   while it has one thread, writes `0` into each controller's `tasks`: a
+//!   thread moving itself is the one migration the kernel does without the
+//!   lock (`cgroup_procs_write_start`); 0.02–0.08 ms. The order is unchanged:
+//!   the VMM is in the cgroup before it maps guest memory, so the guest's
+//!   pages are charged to the VM's memory cgroup (v1 does not move charges
+//!   made before a migration; tests/security_jail.rs checks it).
+//!
+//! Rejected: serve moving the child by pid while the child execs and jails
+//! itself (still a grace period per VMM on a host-wide lock, and the child
+//! must wait on a handshake before it maps guest memory, which it reaches
+//! 5–8 ms after its exec here: most of a 6–13 ms wait would remain);
+//! `memory.move_charge_at_immigrate` (deprecated, and no help with the
+//! lock); remounting the hierarchies with `favordynmods` (host-wide, and it
+//! makes every fork and exit on the host slower).
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,7 +75,8 @@ pub struct JailSpec {
     pub root_mount: PathBuf,
     /// The server's directory: the only host files the VMM can reach.
     pub instance_dir: PathBuf,
-    /// The cgroup below the `yunhe` parent (the server id); none: no cgroup.
+    /// The cgroup below the `yunhe` parent (the server id) that serve made
+    /// and limited before starting the VMM ([`prepare_cgroup`]); none: no cgroup.
     #[serde(default)]
     pub cgroup: Option<String>,
 }
@@ -235,17 +265,31 @@ fn write_file(path: &Path, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// Creates cgroup `name`, sets `limits` and moves this process into it.
-/// Returns the cgroup directories, or an error the caller logs (the VMM runs
-/// on without limits rather than not at all).
-pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>> {
+fn check_cgroup_name(name: &str) -> io::Result<()> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("bad cgroup name {name:?}"),
         ));
     }
-    let pid = std::process::id().to_string();
+    Ok(())
+}
+
+/// A VMM's cgroup, made and limited by serve before the VMM starts.
+#[derive(Debug)]
+pub struct PreparedCgroup {
+    /// cgroup v2: the directory, open for clone3's `CLONE_INTO_CGROUP`, so
+    /// the VMM is born in it ([`spawn_vmm`]). None for v1, where the VMM
+    /// moves itself ([`join_cgroup`]).
+    pub v2_dir: Option<OwnedFd>,
+}
+
+/// Creates cgroup `name` below the yunhe parent and sets `limits`, for a VMM
+/// about to be started: serve calls this, then starts the VMM into it (v2)
+/// or lets the VMM join it (v1). Errors are for the caller to log: the VMM
+/// then runs without limits rather than not at all.
+pub fn prepare_cgroup(name: &str, limits: CgroupLimits) -> io::Result<PreparedCgroup> {
+    check_cgroup_name(name)?;
     if let Some(root) = cgroup_v2_root() {
         let parent = root.join(CGROUP_PARENT);
         std::fs::create_dir_all(&parent)?;
@@ -262,8 +306,14 @@ pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>>
         // No swap for guest memory: a VM over its limit is reclaimed or killed.
         let _ = write_file(&dir.join("memory.swap.max"), "0");
         write_file(&dir.join("pids.max"), &limits.tasks.to_string())?;
-        write_file(&dir.join("cgroup.procs"), &pid)?;
-        return Ok(vec![dir]);
+        let open = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        return Ok(PreparedCgroup {
+            v2_dir: Some(open.into()),
+        });
     }
     let dirs = cgroup_dirs(name);
     if dirs.len() < CONTROLLERS.len() {
@@ -297,9 +347,59 @@ pub fn join_cgroup(name: &str, limits: CgroupLimits) -> io::Result<Vec<PathBuf>>
             }
             _ => {}
         }
-        write_file(&dir.join("cgroup.procs"), &pid)?;
     }
-    Ok(dirs)
+    Ok(PreparedCgroup { v2_dir: None })
+}
+
+/// True when this process has only one thread (reading /proc/self/task).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
+}
+
+/// Puts the calling VMM into cgroup `name`, which serve made and limited
+/// ([`prepare_cgroup`]).
+///
+/// * cgroup v2: the VMM was started in it (`CLONE_INTO_CGROUP`); nothing to
+///   do unless that failed, when it writes itself into `cgroup.procs`.
+/// * cgroup v1: a single-threaded VMM writes `0` ("the calling thread") into
+///   each controller's `tasks`. A thread moving itself is the one migration
+///   the kernel makes without write-locking `cgroup_threadgroup_rwsem`
+///   (`cgroup_procs_write_start`), whose write side first waits for an RCU
+///   grace period: writing the pid into `cgroup.procs` took 6–13 ms here, the
+///   `tasks` write 0.02–0.08 ms. With one thread, thread and process are the
+///   same: every thread the VMM creates later, and its memory (charged to
+///   the cgroup of the mm's owner, this thread), are in the cgroup.
+pub fn join_cgroup(name: &str) -> io::Result<()> {
+    check_cgroup_name(name)?;
+    let dirs = cgroup_dirs(name);
+    if let Some(dir) = dirs.first().filter(|_| cgroup_v2_root().is_some()) {
+        let wanted = format!("/{CGROUP_PARENT}/{name}");
+        let born_there = std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("0::"))
+                .any(|path| path.ends_with(&wanted))
+        });
+        if !born_there {
+            write_file(&dir.join("cgroup.procs"), "0")?;
+        }
+        return Ok(());
+    }
+    if dirs.len() < CONTROLLERS.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "neither cgroup v2 with cpu, memory and pids nor their v1 hierarchies are mounted",
+        ));
+    }
+    // With other threads, moving only this one would leave them behind.
+    let file = if single_threaded() {
+        "tasks"
+    } else {
+        "cgroup.procs"
+    };
+    for dir in &dirs {
+        write_file(&dir.join(file), "0")?;
+    }
+    Ok(())
 }
 
 /// Removes the VMM cgroups under the yunhe parent that hold no process and
@@ -341,7 +441,7 @@ pub fn sweep_empty_cgroups(min_age: std::time::Duration) -> usize {
 /// Removes cgroup `name` once its processes are gone (retries for up to a
 /// second while the last task is still being torn down).
 pub fn remove_cgroup(name: &str) {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+    if check_cgroup_name(name).is_err() {
         return;
     }
     for dir in cgroup_dirs(name) {
@@ -360,7 +460,7 @@ pub fn remove_cgroup(name: &str) {
 /// Confines the calling VMM process as `jail` says (see the module
 /// documentation). Must run before the process has any other thread.
 /// Returns the process's pid as the host sees it.
-pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailError> {
+pub fn enter(jail: &JailSpec) -> Result<u32, JailError> {
     // SAFETY: getpid has no preconditions.
     if unsafe { libc::getpid() } != 1 {
         return Err(JailError::NotPidOne);
@@ -371,7 +471,7 @@ pub fn enter(jail: &JailSpec, cpus: u8, memory_mib: u64) -> Result<u32, JailErro
         .and_then(|p| p.to_str()?.parse().ok())
         .unwrap_or(1);
     if let Some(name) = &jail.cgroup
-        && let Err(e) = join_cgroup(name, CgroupLimits::for_vm(cpus, memory_mib))
+        && let Err(e) = join_cgroup(name)
     {
         eprintln!("yunhe vmm: no cgroup limits: {e}");
     }
@@ -629,12 +729,25 @@ fn clear_capabilities() -> Result<(), JailError> {
 pub struct VmmProcess {
     pub pid: i32,
     pub pidfd: OwnedFd,
+    /// Why it was not started in the cgroup it was given (clone3 refused
+    /// `CLONE_INTO_CGROUP`; the VMM then joins by itself): None when it was
+    /// or when none was given.
+    pub cgroup_refused: Option<io::Error>,
 }
+
+/// `CLONE_INTO_CGROUP` from linux/sched.h (Linux 5.7): start the child in the
+/// cgroup v2 directory `clone_args.cgroup` names (libc's constant is an
+/// overflowing `c_int`).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Starts `exe args...` with the given standard descriptors, as pid 1 of a
 /// new PID namespace when `new_pid_namespace`, and returns its pid and a
-/// pidfd. The child only calls async-signal-safe functions between clone and
-/// exec (the parent is multi-threaded).
+/// pidfd. With `cgroup` (an open cgroup v2 directory) the child starts in
+/// that cgroup, so it is never migrated (no wait on the cgroup lock); if the
+/// kernel refuses that, the child starts in this process's cgroups and
+/// [`VmmProcess::cgroup_refused`] says why. The child only calls
+/// async-signal-safe functions between clone and exec (the parent is
+/// multi-threaded).
 pub fn spawn_vmm(
     exe: &Path,
     args: &[&OsStr],
@@ -642,6 +755,7 @@ pub fn spawn_vmm(
     stdout: &OwnedFd,
     stderr: &OwnedFd,
     new_pid_namespace: bool,
+    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<VmmProcess> {
     let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
     let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(invalid)?;
@@ -662,15 +776,59 @@ pub fn spawn_vmm(
     let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
     let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let child = Exec {
+        fds: &fds,
+        exe: exe_c.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    let mut cgroup_refused = None;
+    if let Some(dir) = cgroup {
+        match clone_and_exec(&child, new_pid_namespace, Some(dir)) {
+            Ok((pid, pidfd)) => {
+                return Ok(VmmProcess {
+                    pid,
+                    pidfd,
+                    cgroup_refused,
+                });
+            }
+            Err(e) => cgroup_refused = Some(e),
+        }
+    }
+    let (pid, pidfd) = clone_and_exec(&child, new_pid_namespace, None)?;
+    Ok(VmmProcess {
+        pid,
+        pidfd,
+        cgroup_refused,
+    })
+}
 
+/// What the child of [`clone_and_exec`] runs: pointers into memory the
+/// caller of [`spawn_vmm`] keeps alive.
+struct Exec<'a> {
+    fds: &'a [RawFd; 3],
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// One clone3 of [`spawn_vmm`]: the child execs `child`, the parent gets the
+/// child's pid and pidfd.
+fn clone_and_exec(
+    child: &Exec<'_>,
+    new_pid_namespace: bool,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<(i32, OwnedFd)> {
+    let mut flags = libc::CLONE_PIDFD as u64;
+    if new_pid_namespace {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
     let mut pidfd: libc::c_int = -1;
     let mut args = libc::clone_args {
-        flags: libc::CLONE_PIDFD as u64
-            | if new_pid_namespace {
-                libc::CLONE_NEWPID as u64
-            } else {
-                0
-            },
+        flags,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         child_tid: 0,
         parent_tid: 0,
@@ -680,11 +838,11 @@ pub fn spawn_vmm(
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: 0,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
     // SAFETY: clone3 without CLONE_VM: the child gets a copy of this address
     // space and runs on (its copy of) this stack, like fork. `args` is a valid
-    // clone_args of the size passed.
+    // clone_args of the size passed; the cgroup descriptor is open (borrowed).
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -694,13 +852,13 @@ pub fn spawn_vmm(
     };
     if pid == 0 {
         // SAFETY: the child: only async-signal-safe calls on memory prepared
-        // above, then execve or _exit; it never returns into Rust code.
-        unsafe { exec_child(&fds, exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
+        // by spawn_vmm, then execve or _exit; it never returns into Rust code.
+        unsafe { exec_child(child.fds, child.exe, child.argv, child.envp) }
     }
     let pid = check(pid)? as i32;
     // SAFETY: the kernel stored a fresh pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(VmmProcess { pid, pidfd })
+    Ok((pid, pidfd))
 }
 
 /// The child side of [`spawn_vmm`].
@@ -793,6 +951,7 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn rootfs_root_is_recognised_from_mountinfo() {
@@ -829,6 +988,186 @@ mod tests {
         let taken: std::collections::HashSet<u32> = [a].into_iter().collect();
         let b = pick_uid("3f2a0c1e-0000-4000-8000-000000000001", &taken);
         assert_ne!(a, b);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// `sleep 30` started by spawn_vmm in `cgroup`; the caller kills it.
+    fn spawn_sleep(cgroup: Option<BorrowedFd<'_>>) -> VmmProcess {
+        let null = |write: bool| -> OwnedFd {
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open("/dev/null")
+                .expect("/dev/null")
+                .into()
+        };
+        spawn_vmm(
+            Path::new("/bin/sleep"),
+            &["30".as_ref()],
+            &null(false),
+            &null(true),
+            &null(true),
+            false,
+            cgroup,
+        )
+        .expect("spawn sleep")
+    }
+
+    fn kill_and_reap(pid: i32) {
+        // SAFETY: kill and waitpid on a child this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// The child's cgroup v2 path ("0::" line of /proc/PID/cgroup).
+    fn v2_path(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .expect("cgroup")
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// CLONE_INTO_CGROUP itself: needs any cgroup v2 mount, with or without
+    /// controllers (a hybrid host's /sys/fs/cgroup/unified will do).
+    #[test]
+    fn spawn_starts_the_child_in_the_cgroup_it_is_given() {
+        let root = [CGROUP_ROOT, "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|r| r.join("cgroup.controllers").exists());
+        let Some(root) = root.filter(|_| is_root() && Path::new("/bin/sleep").exists()) else {
+            eprintln!("SKIPPED: needs root, /bin/sleep and a cgroup v2 mount");
+            return;
+        };
+        let name = format!("yunhe-jail-test-{}", std::process::id());
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir).expect("mkdir the test cgroup");
+        let fd: OwnedFd = std::fs::File::open(&dir).expect("open the cgroup").into();
+        let child = spawn_sleep(Some(fd.as_fd()));
+        let path = v2_path(child.pid);
+        let refused = child.cgroup_refused.as_ref().map(|e| e.to_string());
+        kill_and_reap(child.pid);
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(refused, None, "clone3 refused the cgroup");
+        assert_eq!(path, format!("/{name}"));
+    }
+
+    /// A descriptor clone3 refuses as a cgroup (here: a plain directory):
+    /// the child starts anyway, outside it, and the refusal is reported.
+    #[test]
+    fn spawn_without_the_cgroup_when_clone3_refuses_it() {
+        if !Path::new("/bin/sleep").exists() {
+            eprintln!("SKIPPED: needs /bin/sleep");
+            return;
+        }
+        let not_a_cgroup: OwnedFd = std::fs::File::open("/").expect("open /").into();
+        let child = spawn_sleep(Some(not_a_cgroup.as_fd()));
+        let refused = child.cgroup_refused.is_some();
+        let mine = v2_path(std::process::id() as i32);
+        let its = v2_path(child.pid);
+        kill_and_reap(child.pid);
+        assert!(refused, "clone3 took a plain directory as a cgroup");
+        assert_eq!(its, mine, "the child is not in the parent's cgroup");
+    }
+
+    /// serve's side on a cgroup v2 host: the cgroup carries the limits before
+    /// the VMM starts inside it.
+    #[test]
+    fn prepared_v2_cgroup_has_the_limits_and_the_child() {
+        if cgroup_v2_root().is_none() || !is_root() || !Path::new("/bin/sleep").exists() {
+            eprintln!(
+                "SKIPPED: needs root, /bin/sleep and cgroup v2 with the cpu, memory and pids \
+                 controllers (this host: {})",
+                if cgroup_v2_root().is_none() {
+                    "cgroup v2 lacks some of them"
+                } else {
+                    "not root or no /bin/sleep"
+                }
+            );
+            return;
+        }
+        let name = format!("jail-test-{}", std::process::id());
+        let limits = CgroupLimits::for_vm(2, 128);
+        let cgroup = prepare_cgroup(&name, limits).expect("prepare the cgroup");
+        let dir = cgroup_dirs(&name)[0].clone();
+        let child = spawn_sleep(cgroup.v2_dir.as_ref().map(|fd| fd.as_fd()));
+        let path = v2_path(child.pid);
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let (cpu, memory, pids) = (read("cpu.max"), read("memory.max"), read("pids.max"));
+        kill_and_reap(child.pid);
+        drop(cgroup);
+        remove_cgroup(&name);
+        assert_eq!(path, format!("/{CGROUP_PARENT}/{name}"));
+        assert_eq!(cpu, "200000 100000");
+        assert_eq!(memory, limits.memory_bytes.to_string());
+        assert_eq!(pids, limits.tasks.to_string());
+    }
+
+    /// serve's side on a cgroup v1 host: every controller's directory exists
+    /// with its limit before the VMM starts (and joins it by itself).
+    #[test]
+    fn prepared_v1_cgroup_has_the_limits() {
+        if cgroup_v2_root().is_some() || cgroup_dirs("x").len() < CONTROLLERS.len() || !is_root() {
+            eprintln!("SKIPPED: needs root and the cpu, memory and pids controllers on cgroup v1");
+            return;
+        }
+        let name = format!("jail-test-{}", std::process::id());
+        let limits = CgroupLimits::for_vm(1, 64);
+        let cgroup = prepare_cgroup(&name, limits).expect("prepare the cgroup");
+        assert!(cgroup.v2_dir.is_none());
+        let read = |c: &str, f: &str| {
+            std::fs::read_to_string(
+                Path::new(CGROUP_ROOT)
+                    .join(c)
+                    .join(CGROUP_PARENT)
+                    .join(&name)
+                    .join(f),
+            )
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+        };
+        let found = [
+            read("cpu", "cpu.cfs_quota_us"),
+            read("cpu", "cpu.cfs_period_us"),
+            read("memory", "memory.limit_in_bytes"),
+            read("pids", "pids.max"),
+        ];
+        remove_cgroup(&name);
+        assert_eq!(
+            found,
+            [
+                "100000".to_string(),
+                "100000".to_string(),
+                limits.memory_bytes.to_string(),
+                limits.tasks.to_string()
+            ]
+        );
+        assert!(
+            cgroup_dirs(&name).iter().all(|d| !d.exists()),
+            "not removed"
+        );
+    }
+
+    #[test]
+    fn cgroup_names_stay_below_the_parent() {
+        for bad in ["", "a/b", "..", ".hidden"] {
+            assert!(prepare_cgroup(bad, CgroupLimits::for_vm(1, 16)).is_err());
+            assert!(join_cgroup(bad).is_err());
+        }
     }
 
     #[test]
