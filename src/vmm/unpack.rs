@@ -91,15 +91,7 @@ fn le_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// The compressed payload of a bzImage and its compression; `None` when `image`
 /// is not a bzImage with a payload yunhe can decompress.
 pub fn bzimage_payload(image: &[u8]) -> Option<(&[u8], Compression)> {
-    // The setup header (Documentation/arch/x86/boot.rst): boot_flag 0xAA55 at
-    // 0x1FE, "HdrS" at 0x202, the protocol version at 0x206.
-    if image.get(0x1fe..0x200)? != [0x55, 0xaa] || image.get(0x202..0x206)? != b"HdrS" {
-        return None;
-    }
-    let version = u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?);
-    if version < 0x208 {
-        return None;
-    }
+    setup_header_ok(image)?;
     let setup_sects = match *image.get(0x1f1)? {
         0 => 4,
         n => usize::from(n),
@@ -286,7 +278,7 @@ fn try_cached_vmlinux(kernel: &Path, cache_dir: &Path) -> Result<Option<PathBuf>
     }
     // A bzImage starts its setup header within the first 1 KiB.
     let mut head = [0u8; 0x250];
-    if file.read_exact(&mut head).is_err() || bzimage_payload_header_ok(&head).is_none() {
+    if file.read_exact(&mut head).is_err() || setup_header_ok(&head).is_none() {
         return Ok(None);
     }
     // The file's identity, not its content: Glance data and recipe outputs are
@@ -317,16 +309,25 @@ fn try_cached_vmlinux(kernel: &Path, cache_dir: &Path) -> Result<Option<PathBuf>
         return Ok(None);
     };
     let tmp = cache_dir.join(format!("{key}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, &vmlinux).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &cached).map_err(io_err(&cached))?;
+    // written aside and renamed: a failure halfway leaves no partial kernel
+    if let Err(e) = std::fs::write(&tmp, &vmlinux) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(UnpackError::Io(tmp.display().to_string(), e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, &cached) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(UnpackError::Io(cached.display().to_string(), e));
+    }
     Ok(Some(cached))
 }
 
-/// The protocol check of [`bzimage_payload`] on the header alone.
-fn bzimage_payload_header_ok(head: &[u8]) -> Option<()> {
-    (head.get(0x1fe..0x200)? == [0x55, 0xaa]
-        && head.get(0x202..0x206)? == b"HdrS"
-        && u16::from_le_bytes(head.get(0x206..0x208)?.try_into().ok()?) >= 0x208)
+/// Whether `image` starts with a bzImage setup header of boot protocol 2.08+
+/// (Documentation/arch/x86/boot.rst: boot_flag 0xAA55 at 0x1FE, "HdrS" at
+/// 0x202, the version at 0x206), the first protocol with `payload_offset`.
+fn setup_header_ok(image: &[u8]) -> Option<()> {
+    (image.get(0x1fe..0x200)? == [0x55, 0xaa]
+        && image.get(0x202..0x206)? == b"HdrS"
+        && u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?) >= 0x208)
         .then_some(())
 }
 
