@@ -626,9 +626,20 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 None
             }
             Ok(VcpuExit::Hlt) => None,
-            Ok(VcpuExit::Shutdown) => Some(VmEvent::Reset),
+            Ok(VcpuExit::Shutdown) => {
+                // A triple fault: the guest cannot report it itself, so say where it happened.
+                eprintln!(
+                    "yunhe vmm: vCPU {} triple fault (the guest resets): {}",
+                    ctx.id,
+                    describe_cpu_state(&vcpu)
+                );
+                Some(VmEvent::Reset)
+            }
             Ok(VcpuExit::SystemEvent(type_, _)) => match type_ {
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => Some(VmEvent::Reset),
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                    eprintln!("yunhe vmm: vCPU {} the guest asked for a reset", ctx.id);
+                    Some(VmEvent::Reset)
+                }
                 _ => Some(VmEvent::PowerOff),
             },
             Ok(VcpuExit::InternalError) => handle_internal_error(&mut vcpu, &ctx),
@@ -722,6 +733,29 @@ fn complete_stuck_hypercall(vcpu: &mut VcpuFd, ctx: &VcpuContext, last: &mut u64
             ctx.id,
             regs.rip - 3
         );
+    }
+}
+
+/// The registers that tell why a vCPU stopped (for the log of a triple fault).
+fn describe_cpu_state(vcpu: &VcpuFd) -> String {
+    let regs = vcpu.get_regs();
+    let sregs = vcpu.get_sregs();
+    match (regs, sregs) {
+        (Ok(r), Ok(s)) => format!(
+            "rip {:#x} rsp {:#x} rflags {:#x} cs {:#x} cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} idt {:#x}/{:#x}",
+            r.rip,
+            r.rsp,
+            r.rflags,
+            s.cs.selector,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.idt.base,
+            s.idt.limit
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
     }
 }
 
