@@ -206,7 +206,7 @@ pub fn run() -> Result<(), BenchError> {
         };
         let kernel = api.upload(
             json!({"name": "bench-echo-kernel", "disk_format": "aki", "container_format": "aki"}),
-            crate::vmm::vm::ECHO_ELF,
+            crate::vmm::guests::ECHO_ELF,
         )?;
         let image = api.upload(
             json!({"name": "bench-echo", "disk_format": "raw", "container_format": "bare", "kernel_id": kernel}),
