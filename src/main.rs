@@ -5,11 +5,9 @@
 //! is the per-instance virtual machine monitor it re-executes; `yunhe vm run`
 //! runs one VM in the foreground; `yunhe selftest` checks the host.
 
-mod auth_bench;
 mod bench;
 mod cli;
 mod compute;
-mod compute_bench;
 mod db;
 mod http;
 mod identity;

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::json_response;
-use crate::identity::IdentityState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -71,13 +70,21 @@ struct Bucket {
     last: Instant,
 }
 
+/// What the limiter asks of the identity service: whether it validated a token (a lookup in
+/// its in-memory validation cache), and the bucket key of such a token. A trait, so that
+/// `http` needs nothing from `identity` (which builds on `http`); server.rs implements it.
+pub trait ValidatedTokens: Send + Sync {
+    /// The bucket key of `token` when identity has validated it, else None.
+    fn validated_key(&self, token: &str) -> Option<[u8; 16]>;
+}
+
 /// The buckets of every caller.
 pub struct RateLimiter {
     config: RateLimitConfig,
     max_keys: usize,
     buckets: Mutex<HashMap<Caller, Bucket>>,
     /// Tells which tokens are valid (None: every request counts by source).
-    identity: Option<Arc<IdentityState>>,
+    identity: Option<Arc<dyn ValidatedTokens>>,
 }
 
 impl RateLimiter {
@@ -85,7 +92,7 @@ impl RateLimiter {
     pub fn new(
         config: RateLimitConfig,
         max_keys: usize,
-        identity: Option<Arc<IdentityState>>,
+        identity: Option<Arc<dyn ValidatedTokens>>,
     ) -> Option<Arc<RateLimiter>> {
         if config.per_second <= 0.0 || !config.per_second.is_finite() {
             return None;
@@ -102,7 +109,7 @@ impl RateLimiter {
     }
 
     /// The limiter of `yunhe serve`'s configuration (None when off).
-    pub fn configured(identity: Arc<IdentityState>) -> Option<Arc<RateLimiter>> {
+    pub fn configured(identity: Arc<dyn ValidatedTokens>) -> Option<Arc<RateLimiter>> {
         RateLimiter::new(
             CONFIG.get().copied().unwrap_or_default(),
             MAX_TRACKED_KEYS,
@@ -117,14 +124,10 @@ impl RateLimiter {
             .headers()
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok());
-        if let (Some(token), Some(identity)) = (token, &self.identity) {
-            let hash = crate::identity::token::hash_token(token);
-            let mut key = [0u8; 16];
-            if hex::decode_to_slice(&hash[..32], &mut key).is_ok()
-                && identity.token_was_validated(&hash)
-            {
-                return Caller::Token(key);
-            }
+        if let (Some(token), Some(identity)) = (token, &self.identity)
+            && let Some(key) = identity.validated_key(token)
+        {
+            return Caller::Token(key);
         }
         source_of(req)
     }

@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::format::{self, FormatError};
 use super::images::{authorize_image, caller_project, load_for, load_visible, now_string};
 use super::quota::{self, DataBudget};
-use super::{ImageError, ImageResult, ImageState, context_is_admin};
+use super::{ImageError, ImageResult, ImageState, context_is_admin, staged_path};
 use crate::db::image::{self as store, Image};
 use crate::http::no_content;
 use crate::identity::Auth;
@@ -253,11 +253,6 @@ pub async fn upload(
             Err(e)
         }
     }
-}
-
-/// Where glance-direct keeps an image's staged data.
-pub(super) fn staged_path(s: &ImageState, id: &str) -> PathBuf {
-    s.dir.join(format!("{id}.staged"))
 }
 
 /// `PUT .../stage`: the first half of glance-direct import.

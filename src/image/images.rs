@@ -1009,7 +1009,7 @@ pub async fn delete_image(
 ) -> ImageResult<Response> {
     let path = s.data_path(&id);
     let state = s.clone();
-    let staged = super::data::staged_path(&s, &id);
+    let staged = super::staged_path(&s, &id);
     s.write(move |tx| {
         let image = load_for(tx, &state, &ctx, &id, "delete_image")?;
         if image.protected {

@@ -194,6 +194,12 @@ async fn error_format(req: Request, next: Next) -> Response {
     response
 }
 
+/// Where glance-direct keeps an image's staged data (written by `data`, removed with the
+/// image by `images`).
+pub(crate) fn staged_path(s: &ImageState, id: &str) -> PathBuf {
+    s.dir.join(format!("{id}.staged"))
+}
+
 /// Shared state of the image service.
 pub struct ImageState {
     pub identity: Arc<IdentityState>,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::vm::{HELLO_ELF, PROBE_ELF};
+use super::guests::{HELLO_ELF, PROBE_ELF};
 
 /// Alternated runs of each start-up measurement.
 const STARTUP_RUNS: usize = 10;

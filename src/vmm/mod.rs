@@ -3,24 +3,29 @@
 //! `yunhe vmm` and `yunhe selftest`.
 
 pub mod acpi;
-// `run_benchmarks` is called by `yunhe bench` (src/bench.rs, wired by the integrator).
+// `run_benchmarks` is called by `yunhe bench` (src/bench/mod.rs).
 #[allow(dead_code)]
 pub mod bench;
 pub mod boot;
+pub mod builder;
 pub mod bus;
 pub mod console;
 pub mod control;
 pub mod cpu;
 pub mod ctl;
 pub mod devices;
+pub mod guests;
 pub mod jail;
 pub mod layout;
+pub mod persist;
 pub mod seccomp;
 pub mod selftest;
 pub mod snapshot;
 pub mod terminal;
 pub mod unpack;
+pub mod vcpu;
 pub mod vm;
+pub mod vmm_config;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -29,7 +34,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use devices::legacy::VmEvent;
-use vm::{BootSource, DiskConfig, NetConfig, VmConfig, VmError};
+use vm::VmError;
+use vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
 
 /// `yunhe vm run`: boot one VM in the foreground.
 #[derive(clap::Args, Debug)]
@@ -93,9 +99,9 @@ impl GuestName {
     /// The guest's PVH ELF.
     pub fn elf(self) -> &'static [u8] {
         match self {
-            GuestName::Probe => vm::PROBE_ELF,
-            GuestName::Hello => vm::HELLO_ELF,
-            GuestName::Echo => vm::ECHO_ELF,
+            GuestName::Probe => guests::PROBE_ELF,
+            GuestName::Hello => guests::HELLO_ELF,
+            GuestName::Echo => guests::ECHO_ELF,
         }
     }
 }
@@ -255,7 +261,7 @@ fn boot_kernel(kernel: &std::path::Path, boot_compressed: bool) -> PathBuf {
 
 /// The virtio devices of a configuration.
 pub fn virtio_devices(config: &VmConfig) -> Result<devices::factory::NamedDevices, VmError> {
-    devices::factory::build(config)
+    Ok(devices::factory::build(config)?)
 }
 
 pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
@@ -319,7 +325,7 @@ fn start_rip_tracer(running: &Arc<vm::RunningVm>) {
     else {
         return;
     };
-    vm::TRACE_RIP.store(true, std::sync::atomic::Ordering::Relaxed);
+    vcpu::TRACE_RIP.store(true, std::sync::atomic::Ordering::Relaxed);
     let weak = Arc::downgrade(running);
     let _ = std::thread::Builder::new()
         .name("yunhe-trace".into())

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use super::SelftestArgs;
 use super::console::Console;
 use super::devices::legacy::VmEvent;
-use super::vm::{BootSource, DiskConfig, Vm, VmConfig};
+use super::vm::Vm;
+use super::vmm_config::{BootSource, DiskConfig, VmConfig};
 
 /// The scratch disk's size and content pattern (sector 0 holds a known text).
 const SCRATCH_SIZE: u64 = 1 << 20;

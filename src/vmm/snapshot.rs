@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::devices::virtio::pci::VirtioPciState;
-use super::vm::VmConfig;
+use super::vmm_config::VmConfig;
 
 /// Format name in state.json.
 pub const FORMAT: &str = "yunhe-vm-state";

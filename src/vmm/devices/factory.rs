@@ -7,7 +7,15 @@ use crate::vmm::devices::virtio::block::{RawFileBackend, VirtioBlock};
 use crate::vmm::devices::virtio::net::{FdBackend, VirtioNet, open_tap};
 use crate::vmm::devices::virtio::rng::VirtioRng;
 use crate::vmm::parse_mac;
-use crate::vmm::vm::{VmConfig, VmError};
+use crate::vmm::vmm_config::VmConfig;
+
+/// Errors building the device models.
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    /// Device {0}: {1}
+    #[error("device {0}: {1}")]
+    Device(String, String),
+}
 
 /// Device models with their names (`disk0`, `net0`, `rng0`).
 pub type NamedDevices = Vec<(String, Box<dyn VirtioDevice>)>;
@@ -20,10 +28,10 @@ fn random_mac() -> [u8; 6] {
 }
 
 /// Takes ownership of an inherited descriptor after checking that it is open.
-fn inherited(fd: i32, name: &str) -> Result<OwnedFd, VmError> {
+fn inherited(fd: i32, name: &str) -> Result<OwnedFd, FactoryError> {
     // SAFETY: F_GETFD only queries the descriptor table.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(VmError::Device(
+        return Err(FactoryError::Device(
             name.into(),
             format!("inherited fd {fd} is not open"),
         ));
@@ -34,7 +42,7 @@ fn inherited(fd: i32, name: &str) -> Result<OwnedFd, VmError> {
 }
 
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
-pub fn build(config: &VmConfig) -> Result<NamedDevices, VmError> {
+pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
     let mut out: NamedDevices = Vec::new();
     for (i, d) in config.disks.iter().enumerate() {
         let name = format!("disk{i}");
@@ -42,7 +50,9 @@ pub fn build(config: &VmConfig) -> Result<NamedDevices, VmError> {
             Some(fd) => RawFileBackend::new(inherited(fd, &name)?.into()),
             None => RawFileBackend::open(&d.path, d.read_only),
         }
-        .map_err(|e| VmError::Device(format!("{name} ({})", d.path.display()), e.to_string()))?;
+        .map_err(|e| {
+            FactoryError::Device(format!("{name} ({})", d.path.display()), e.to_string())
+        })?;
         let serial = d.serial.clone().unwrap_or_else(|| {
             d.path
                 .file_name()
@@ -58,14 +68,14 @@ pub fn build(config: &VmConfig) -> Result<NamedDevices, VmError> {
         let name = format!("net{i}");
         let mac = match &n.mac {
             Some(m) => parse_mac(m)
-                .ok_or_else(|| VmError::Device(name.clone(), format!("bad MAC {m:?}")))?,
+                .ok_or_else(|| FactoryError::Device(name.clone(), format!("bad MAC {m:?}")))?,
             None => random_mac(),
         };
         let tap = match n.fd {
             Some(fd) => FdBackend::new(inherited(fd, &name)?),
             None => open_tap(&n.tap),
         }
-        .map_err(|e| VmError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
+        .map_err(|e| FactoryError::Device(format!("{name} (tap {})", n.tap), e.to_string()))?;
         out.push((name, Box::new(VirtioNet::new(Box::new(tap), mac))));
     }
     if config.rng {

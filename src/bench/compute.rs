@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::bench::{
+use super::harness::{
     BenchError, ServerUnderTest, median, request, request_bytes, self_exe, start_server,
 };
 
@@ -206,7 +206,7 @@ pub fn run() -> Result<(), BenchError> {
         };
         let kernel = api.upload(
             json!({"name": "bench-echo-kernel", "disk_format": "aki", "container_format": "aki"}),
-            crate::vmm::vm::ECHO_ELF,
+            crate::vmm::guests::ECHO_ELF,
         )?;
         let image = api.upload(
             json!({"name": "bench-echo", "disk_format": "raw", "container_format": "bare", "kernel_id": kernel}),
@@ -278,7 +278,7 @@ pub fn run() -> Result<(), BenchError> {
                 .and_then(|v| v["control_socket"].as_str().map(std::path::PathBuf::from))
                 .unwrap_or_default();
             let touched = touched_bytes(&socket).unwrap_or(0) as f64 / 1024.0;
-            if let (Some(p), Some(r)) = (pss_kib(pid), crate::bench::rss_kib(pid)) {
+            if let (Some(p), Some(r)) = (pss_kib(pid), super::harness::rss_kib(pid)) {
                 beyond.push((p as f64 - touched) / 1024.0);
                 rss.push(r as f64 / 1024.0);
             }

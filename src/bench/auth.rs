@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::{BenchError, median, request, rss_kib, self_exe, start_server_with};
+use super::harness::{BenchError, median, request, rss_kib, self_exe, start_server_with};
 
 /// Connections of the flood, as in the issue.
 const FLOODERS: usize = 100;

@@ -1,0 +1,53 @@
+//! Saving a running VM (Firecracker's `persist`): every vCPU parked with its state, the
+//! irqchips, PIT and clock, the serial port, each device and guest memory, written as
+//! [`super::snapshot`] lays them out. Restoring is building from that state
+//! ([`super::vm::Vm::new`] with a snapshot).
+
+use std::path::Path;
+
+use super::bus::lock;
+use super::snapshot::{self, SnapshotError, VmState};
+use super::vm::RunningVm;
+
+impl RunningVm {
+    /// Saves the whole VM into `dir` (pausing it; it stays paused). Each parked vCPU left its
+    /// state in its slot when it parked and clears it when it runs again, so a VM paused
+    /// before the save (the `pause` command) is saved too. (Clearing the slots here, as
+    /// before, failed every save of a VM already paused: its parked vCPUs never refilled them.)
+    pub fn save(&self, dir: &Path) -> Result<(), SnapshotError> {
+        self.pause();
+        let mut vcpus = Vec::new();
+        for s in &self.saved {
+            match lock(s).take() {
+                Some(Ok(v)) => vcpus.push(v),
+                Some(Err(e)) => return Err(SnapshotError::Corrupt(format!("vCPU state: {e}"))),
+                None => return Err(SnapshotError::NotPaused),
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SnapshotError::Write(dir.display().to_string(), e))?;
+        let (irqchips, pit, clock) = snapshot::capture_vm(&self.vm)?;
+        let clock_read_at = snapshot::unix_now_ns();
+        let serial = snapshot::SerialSnapshot::from_state(&lock(&self.serial).state());
+        let devices = lock(&self.pci)
+            .slots()
+            .iter()
+            .map(|s| lock(&s.device).save_state())
+            .collect();
+        let memory = snapshot::save_memory(&self.mem, dir)?;
+        let state = VmState {
+            format: snapshot::FORMAT.into(),
+            version: snapshot::VERSION,
+            config: self.config.clone(),
+            vcpus,
+            irqchips,
+            pit,
+            clock,
+            saved_at_unix_ns: clock_read_at,
+            serial,
+            devices,
+            memory,
+        };
+        snapshot::write_state(dir, &state)
+    }
+}
