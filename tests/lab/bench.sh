@@ -30,4 +30,5 @@ for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/qboot.rom /usr/share/q
 done
 ln -s qboot.rom "$payload/qemu/share/bios-microvm.bin"
 cp "$here/in/bench.sh" "$payload/bench.sh"
-exec "$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "$payload/bench.sh" "$rounds"
+# not exec: the trap above removes the payload when the lab is done
+"$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "$payload/bench.sh" "$rounds"
