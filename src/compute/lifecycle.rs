@@ -31,6 +31,7 @@ use crate::http::{RequestId, json_response};
 use crate::identity::{Auth, AuthContext};
 use crate::image::service::BootImage;
 use crate::policy::Target;
+use crate::vmm::control::VmmState;
 
 type S = Arc<ComputeState>;
 
@@ -729,10 +730,7 @@ pub async fn action(
             run(&s, &id, rid, move |s, sv| async move {
                 if hard {
                     if s.virt.is_alive(&sv.id) && sv.vm_state != "paused" {
-                        s.virt
-                            .control(&sv.id, json!({"cmd": "reset"}))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        s.virt.reset(&sv.id).await.map_err(|e| e.to_string())?;
                     } else {
                         s.virt.stop(&sv.id, None).await;
                         s.virt.drop_saved_state(&sv.id).await;
@@ -750,10 +748,7 @@ pub async fn action(
         "pause" => {
             begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt
-                    .control(&sv.id, json!({"cmd": "pause"}))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                s.virt.pause(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "paused", PAUSED).await;
                 Ok(())
             });
@@ -771,10 +766,7 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt
-                    .control(&sv.id, json!({"cmd": "resume"}))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                s.virt.resume(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "active", RUNNING).await;
                 Ok(())
             });
@@ -1240,12 +1232,12 @@ async fn create_image_as(
         })
         .await;
         if running {
-            let _ = s.virt.control(&sv.id, json!({"cmd": "pause"})).await;
+            let _ = s.virt.pause(&sv.id).await;
         }
         let dest = s.images.snapshot_staging_path(&snapshot_id);
         let copied = s.virt.copy_disk(&sv.id, dest.clone()).await;
         if running {
-            let _ = s.virt.control(&sv.id, json!({"cmd": "resume"})).await;
+            let _ = s.virt.resume(&sv.id).await;
         }
         update_server(&s, &sv.id, |x| {
             if x.task_state.as_deref() != Some("deleting") {
@@ -1879,11 +1871,7 @@ async fn reconcile(s: &S, startup: bool) {
 async fn reattach(s: &S, server: &Server) {
     let id = server.id.clone();
     let status = s.virt.status(&id).await;
-    let vmm_state = status
-        .as_ref()
-        .and_then(|v| v.get("state"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let vmm_state = status.as_ref().map(|st| st.state);
     if let Some(state) = &vmm_state {
         tracing::info!(server = %id, vmm = %state, "re-attached to a running VMM");
     }
@@ -1915,9 +1903,9 @@ async fn reattach(s: &S, server: &Server) {
         }
         (vm, task) => {
             let expected_running = ["active", "paused", "resized"].contains(&vm);
-            match vmm_state.as_deref() {
+            match vmm_state {
                 Some(state) => {
-                    let paused = state == "paused";
+                    let paused = state == VmmState::Paused;
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
                         if sv.vm_state == "stopped"

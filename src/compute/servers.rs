@@ -2504,17 +2504,12 @@ async fn diagnostics(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
-    let stats = s
-        .virt
-        .control(&server.id, json!({"cmd": "stats"}))
-        .await
-        .map_err(|_| {
-            ComputeError::Conflict(format!(
-                "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
-                server.power_state
-            ))
-        })?;
-    let st = stats.get("stats").cloned().unwrap_or(Value::Null);
+    let st = s.virt.stats(&server.id).await.map_err(|_| {
+        ComputeError::Conflict(format!(
+            "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
+            server.power_state
+        ))
+    })?;
     let cpu: Vec<Value> = st
         .get("vcpu_seconds")
         .and_then(Value::as_array)

@@ -26,12 +26,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::db::servers::Server;
+use crate::vmm::control::{
+    ConsoleReply, EmptyReply, ReplyError, Request, SavedReply, StateReply, StatsReply, StatusReply,
+    VmmSpec, VmmState, decode_reply,
+};
+use crate::vmm::jail::JailSpec;
+use crate::vmm::vm::{BootSource, DiskConfig, VmConfig};
 
 /// Errors of the compute driver.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +56,30 @@ pub enum VirtError {
     SpawnFailed(String),
     /// The VMM's control socket did not answer or refused the command.
     #[error("VMM control: {0}")]
-    Control(String),
+    Control(#[from] ControlFailure),
+    /// A blocking task of the driver failed.
+    #[error("VMM control: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How a command on a VMM's control socket failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlFailure {
+    /// Nothing answers on the socket.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The connection failed mid-exchange.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The VMM refused, or its reply is not the protocol's.
+    #[error("{0}")]
+    Reply(#[from] ReplyError),
+    /// No reply within the timeout.
+    #[error("timed out")]
+    TimedOut,
+    /// The VMM would not switch the connection to its console.
+    #[error("console refused: {0}")]
+    ConsoleRefused(String),
 }
 
 pub type VirtResult<T> = Result<T, VirtError>;
@@ -236,24 +265,19 @@ impl Virt {
             }
             Ok(())
         })
-        .await
-        .map_err(|e| VirtError::Control(e.to_string()))?
+        .await?
     }
 
     /// Grows the root disk to `disk_gb` (never shrinks it).
     pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> VirtResult<()> {
         let disk = self.disk_path(id);
-        tokio::task::spawn_blocking(move || grow(&disk, disk_gb))
-            .await
-            .map_err(|e| VirtError::Control(e.to_string()))?
+        tokio::task::spawn_blocking(move || grow(&disk, disk_gb)).await?
     }
 
     /// Copies the root disk to `dest` (a snapshot), as a reflink or sparse copy.
     pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> VirtResult<()> {
         let disk = self.disk_path(id);
-        tokio::task::spawn_blocking(move || clone_file(&disk, &dest))
-            .await
-            .map_err(|e| VirtError::Control(e.to_string()))?
+        tokio::task::spawn_blocking(move || clone_file(&disk, &dest)).await?
     }
 
     /// Removes everything the server had on disk.
@@ -348,48 +372,60 @@ impl Virt {
 
     /// The VMM's spec; `jail`: the uid of a jailed VMM and whether serve
     /// prepared its cgroup.
-    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> Value {
+    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> VmmSpec {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
         if dir.join("disk").exists() {
             let serial: String = server.id.chars().filter(|c| *c != '-').take(20).collect();
-            disks.push(json!({"path": dir.join("disk"), "read_only": false, "serial": serial}));
+            disks.push(DiskConfig {
+                path: dir.join("disk"),
+                read_only: false,
+                serial: Some(serial),
+                fd: None,
+            });
         }
         if dir.join("config.iso").exists() {
-            disks.push(
-                json!({"path": dir.join("config.iso"), "read_only": true, "serial": "config-2"}),
-            );
+            disks.push(DiskConfig {
+                path: dir.join("config.iso"),
+                read_only: true,
+                serial: Some("config-2".into()),
+                fd: None,
+            });
         }
         let ramdisk = dir.join("ramdisk");
         let (cpus, memory_mib) = Self::vm_size(server);
-        let vm = json!({
-            "boot": {"type": "kernel", "path": dir.join("kernel")},
-            "initrd": if ramdisk.exists() { json!(ramdisk) } else { Value::Null },
-            "cmdline": server.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-            "memory_mib": memory_mib,
-            "cpus": cpus,
-            "disks": disks,
-            "nets": [],
-            "rng": true,
-            "console_log": dir.join("console.log"),
-        });
-        let mut spec = json!({
-            "vm": vm,
-            "control_socket": self.socket(&server.id),
-        });
-        if restore {
-            spec["restore_from"] = json!(self.saved_dir(&server.id));
-        }
-        if let Some((uid, cgroup)) = jail {
-            spec["jail"] = json!(crate::vmm::jail::JailSpec {
+        let vm = VmConfig {
+            boot: BootSource::Kernel {
+                path: dir.join("kernel"),
+            },
+            initrd: ramdisk.exists().then_some(ramdisk),
+            cmdline: Some(
+                server
+                    .cmdline
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            ),
+            memory_mib,
+            cpus,
+            disks,
+            nets: Vec::new(),
+            rng: true,
+            console_log: Some(dir.join("console.log")),
+            log_boot_timer: false,
+        };
+        VmmSpec {
+            vm: Some(vm),
+            restore_from: restore.then(|| self.saved_dir(&server.id)),
+            control_socket: self.socket(&server.id),
+            no_reboot: false,
+            jail: jail.map(|(uid, cgroup)| JailSpec {
                 uid,
                 gid: uid,
                 root_mount: self.jail_root(&server.id),
                 instance_dir: dir.clone(),
                 cgroup: cgroup.then(|| server.id.clone()),
-            });
+            }),
         }
-        spec
     }
 
     /// Starts the server's VMM (from its saved state with `restore`) and
@@ -445,7 +481,8 @@ impl Virt {
         };
         let spec_path = dir.join("spec.json");
         let spec = self.spec(server, restore, jail_uid.map(|uid| (uid, cgroup.is_some())));
-        tokio::fs::write(&spec_path, spec.to_string())
+        let spec = serde_json::to_vec(&spec).map_err(|e| io_error("spec.json")(e.into()))?;
+        tokio::fs::write(&spec_path, spec)
             .await
             .map_err(io_error("spec.json"))?;
         let log = std::fs::OpenOptions::new()
@@ -531,8 +568,8 @@ impl Virt {
                         .unwrap_or_else(|| "by signal".into())
                 )));
             }
-            if let Ok(reply) = self.control(&server.id, json!({"cmd": "status"})).await
-                && reply.get("state").and_then(Value::as_str) != Some("starting")
+            if let Ok(reply) = self.call::<StatusReply>(&server.id, &Request::Status).await
+                && reply.state != VmmState::Starting
             {
                 return Ok(pid);
             }
@@ -552,44 +589,56 @@ impl Virt {
         }
     }
 
-    /// Sends one command on the server's control socket and returns the reply.
-    pub async fn control(&self, id: &str, cmd: Value) -> VirtResult<Value> {
+    /// Sends one command on the server's control socket and returns its
+    /// reply, read as the reply type `T` of that command.
+    async fn call<T: DeserializeOwned>(&self, id: &str, request: &Request) -> VirtResult<T> {
         let socket = self.socket(id);
         let exchange = async {
             let stream = UnixStream::connect(&socket)
                 .await
-                .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+                .map_err(ControlFailure::Connect)?;
             let (read, mut write) = stream.into_split();
-            let mut line = cmd.to_string();
+            let mut line = serde_json::to_string(request)
+                .map_err(|e| ControlFailure::Io(std::io::Error::other(e)))?;
             line.push('\n');
             write
                 .write_all(line.as_bytes())
                 .await
-                .map_err(|e| VirtError::Control(e.to_string()))?;
+                .map_err(ControlFailure::Io)?;
             let mut reader = BufReader::new(read);
             let mut reply = String::new();
             reader
                 .read_line(&mut reply)
                 .await
-                .map_err(|e| VirtError::Control(e.to_string()))?;
-            let value: Value = serde_json::from_str(reply.trim())
-                .map_err(|e| VirtError::Control(format!("bad reply {reply:?}: {e}")))?;
-            if value.get("ok").and_then(Value::as_bool) == Some(true) {
-                Ok(value)
-            } else {
-                Err(VirtError::Control(
-                    value
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("refused")
-                        .to_string(),
-                ))
-            }
+                .map_err(ControlFailure::Io)?;
+            Ok::<T, ControlFailure>(decode_reply(&reply)?)
         };
         match tokio::time::timeout(Duration::from_secs(60), exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(VirtError::Control("timed out".into())),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ControlFailure::TimedOut.into()),
         }
+    }
+
+    /// Parks the VM's vCPUs.
+    pub async fn pause(&self, id: &str) -> VirtResult<()> {
+        self.call::<StateReply>(id, &Request::Pause).await.map(drop)
+    }
+
+    /// Lets the VM's vCPUs run again.
+    pub async fn resume(&self, id: &str) -> VirtResult<()> {
+        self.call::<StateReply>(id, &Request::Resume)
+            .await
+            .map(drop)
+    }
+
+    /// Resets the VM (a hard reboot inside the same VMM).
+    pub async fn reset(&self, id: &str) -> VirtResult<()> {
+        self.call::<EmptyReply>(id, &Request::Reset).await.map(drop)
+    }
+
+    /// The VM's counters (`VmStats`).
+    pub async fn stats(&self, id: &str) -> VirtResult<serde_json::Value> {
+        Ok(self.call::<StatsReply>(id, &Request::Stats).await?.stats)
     }
 
     /// Opens a console connection (serial both ways) to the server's VMM.
@@ -602,32 +651,32 @@ impl Virt {
     )> {
         let stream = UnixStream::connect(self.socket(id))
             .await
-            .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+            .map_err(ControlFailure::Connect)?;
         let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_string(&Request::Console)
+            .map_err(|e| ControlFailure::Io(std::io::Error::other(e)))?;
+        line.push('\n');
         write
-            .write_all(b"{\"cmd\":\"console\"}\n")
+            .write_all(line.as_bytes())
             .await
-            .map_err(|e| VirtError::Control(e.to_string()))?;
+            .map_err(ControlFailure::Io)?;
         let mut reader = BufReader::new(read);
         let mut reply = String::new();
         reader
             .read_line(&mut reply)
             .await
-            .map_err(|e| VirtError::Control(e.to_string()))?;
-        if !reply.contains("\"ok\":true") && !reply.contains("\"ok\": true") {
-            return Err(VirtError::Control(format!(
-                "console refused: {}",
-                reply.trim()
-            )));
+            .map_err(ControlFailure::Io)?;
+        if decode_reply::<ConsoleReply>(&reply).is_err() {
+            return Err(ControlFailure::ConsoleRefused(reply.trim().to_string()).into());
         }
         Ok((reader, write))
     }
 
     /// The VMM's `status`, or None when nothing answers on the socket.
-    pub async fn status(&self, id: &str) -> Option<Value> {
-        let reply = self.control(id, json!({"cmd": "status"})).await.ok()?;
-        if let Some(pid) = reply.get("pid").and_then(Value::as_i64) {
-            self.set_pid(id, Some(pid as i32));
+    pub async fn status(&self, id: &str) -> Option<StatusReply> {
+        let reply = self.call::<StatusReply>(id, &Request::Status).await.ok()?;
+        if let Ok(pid) = i32::try_from(reply.pid) {
+            self.set_pid(id, Some(pid));
         }
         Some(reply)
     }
@@ -667,7 +716,11 @@ impl Virt {
             // was still starting (or rebooting) may have missed a press.
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
-                if self.control(id, json!({"cmd": "powerdown"})).await.is_err() {
+                if self
+                    .call::<EmptyReply>(id, &Request::Powerdown)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -676,7 +729,7 @@ impl Virt {
                 }
             }
         }
-        let _ = self.control(id, json!({"cmd": "stop"})).await;
+        let _ = self.call::<StateReply>(id, &Request::Stop).await;
         if self.wait_exit(id, Duration::from_secs(5)).await {
             return;
         }
@@ -709,7 +762,10 @@ impl Virt {
             }
         }
         self.expect_exit(id);
-        if let Err(e) = self.control(id, json!({"cmd": "save", "dir": dir})).await {
+        if let Err(e) = self
+            .call::<SavedReply>(id, &Request::Save { dir: dir.clone() })
+            .await
+        {
             self.take_expected_exit(id);
             return Err(e);
         }
