@@ -19,10 +19,10 @@ use axum::response::Response;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use super::driver::{BootFiles, VmmExit};
 use super::servers::{
     self, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN, check_unlocked, iso_time, load_tx, view,
 };
-use super::virt::{BootFiles, VmmExit};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
 use crate::db::compute as store;
 use crate::db::now_unix;
@@ -242,7 +242,7 @@ fn fault(message: &str, details: &str) -> Value {
 /// Builds a scheduled server in the background: disk, config drive, VMM.
 pub fn spawn_build(s: S, id: String, request_id: String) {
     tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let _guard = lock.lock().await;
         let Some(server) = update_server(&s, &id, |sv| {
             if sv.task_state.as_deref() != Some("deleting") {
@@ -281,7 +281,7 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
             }
             Err(e) => {
                 tracing::warn!(server = %id, error = %e, "server build failed");
-                s.virt.stop(&id, None).await;
+                s.driver.stop(&id, None).await;
                 let message = e.to_string();
                 update_server(&s, &id, move |sv| {
                     sv.vm_state = "error".into();
@@ -369,11 +369,14 @@ async fn boot_files(
 async fn build(s: &S, server: &Server) -> Result<i32, String> {
     let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
     let config = server.config_drive.then(|| config_drive_files(server));
-    s.virt
+    s.driver
         .prepare(&server.id, files, server.flavor.disk, config)
         .await
         .map_err(|e| e.to_string())?;
-    s.virt.spawn(server, false).await.map_err(|e| e.to_string())
+    s.driver
+        .spawn(server, false)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The config drive's files (openstack/latest/...), as Nova writes them.
@@ -456,10 +459,11 @@ pub async fn start_delete(
 
 fn spawn_delete(s: S, id: String, request_id: String) {
     tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let guard = lock.lock().await;
-        s.virt.stop(&id, None).await;
-        s.virt.destroy_files(&id).await;
+        s.driver.stop(&id, None).await;
+        s.driver.destroy_files(&id).await;
+        s.locks.forget(&id);
         let id2 = id.clone();
         let result = s
             .write(move |tx| {
@@ -537,7 +541,7 @@ where
 {
     let (s, id, rid) = (s.clone(), id.to_string(), request_id.to_string());
     tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let guard = lock.lock().await;
         let id2 = id.clone();
         let server = s
@@ -580,7 +584,7 @@ async fn settle(s: &ComputeState, id: &str, vm_state: &'static str, power_state:
 /// Starts the server's VMM (from saved state with `restore`) and records its pid.
 async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
     let pid = s
-        .virt
+        .driver
         .spawn(server, restore)
         .await
         .map_err(|e| e.to_string())?;
@@ -674,7 +678,7 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
                 settle(&s, &sv.id, "stopped", SHUTDOWN).await;
                 Ok(())
             });
@@ -729,15 +733,15 @@ pub async fn action(
             begin(&s, &ctx, &id, rid, "reboot", states, Some(task)).await?;
             run(&s, &id, rid, move |s, sv| async move {
                 if hard {
-                    if s.virt.is_alive(&sv.id) && sv.vm_state != "paused" {
-                        s.virt.reset(&sv.id).await.map_err(|e| e.to_string())?;
+                    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" {
+                        s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
                     } else {
-                        s.virt.stop(&sv.id, None).await;
-                        s.virt.drop_saved_state(&sv.id).await;
+                        s.driver.stop(&sv.id, None).await;
+                        s.driver.drop_saved_state(&sv.id).await;
                         boot(&s, &sv, false).await?;
                     }
                 } else {
-                    s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
                     boot(&s, &sv, false).await?;
                 }
                 settle(&s, &sv.id, "active", RUNNING).await;
@@ -748,7 +752,7 @@ pub async fn action(
         "pause" => {
             begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.pause(&sv.id).await.map_err(|e| e.to_string())?;
+                s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "paused", PAUSED).await;
                 Ok(())
             });
@@ -766,7 +770,7 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.resume(&sv.id).await.map_err(|e| e.to_string())?;
+                s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "active", RUNNING).await;
                 Ok(())
             });
@@ -784,7 +788,7 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.save(&sv.id).await.map_err(|e| e.to_string())?;
+                s.driver.save(&sv.id).await.map_err(|e| e.to_string())?;
                 settle(&s, &sv.id, "suspended", SHUTDOWN).await;
                 Ok(())
             });
@@ -802,9 +806,9 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                let restore = s.virt.has_saved_state(&sv.id);
+                let restore = s.driver.has_saved_state(&sv.id);
                 boot(&s, &sv, restore).await?;
-                s.virt.drop_saved_state(&sv.id).await;
+                s.driver.drop_saved_state(&sv.id).await;
                 settle(&s, &sv.id, "active", RUNNING).await;
                 Ok(())
             });
@@ -822,8 +826,8 @@ pub async fn action(
             )
             .await?;
             run(&s, &id, rid, |s, sv| async move {
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-                s.virt.drop_saved_state(&sv.id).await;
+                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+                s.driver.drop_saved_state(&sv.id).await;
                 // As Nova offloads an image-backed server: its disk becomes
                 // the image `<name>-shelved`, removed again by unshelve.
                 let image =
@@ -982,7 +986,7 @@ pub async fn action(
                     "Instance {id} is not ready"
                 )));
             }
-            let output = s.virt.console_output(&server.id, length).await;
+            let output = s.driver.console_output(&server.id, length).await;
             Ok(json_response(StatusCode::OK, &json!({"output": output})))
         }
         "os-getSerialConsole" => {
@@ -1038,7 +1042,7 @@ pub async fn action(
             .await?;
             run(&s, &id, rid, |s, sv| async move {
                 let running = sv.power_state == RUNNING;
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
                 let Some(back) = update_server(&s, &sv.id, |x| {
                     if let Some(old) = x.old_flavor.take() {
                         x.flavor = old;
@@ -1226,18 +1230,18 @@ async fn create_image_as(
     };
     let snapshot_id = image_id.clone();
     run(s, id, rid, move |s, sv| async move {
-        let running = s.virt.is_alive(&sv.id) && sv.vm_state == "active";
+        let running = s.driver.is_alive(&sv.id) && sv.vm_state == "active";
         update_server(&s, &sv.id, |x| {
             x.task_state = Some("image_uploading".into())
         })
         .await;
         if running {
-            let _ = s.virt.pause(&sv.id).await;
+            let _ = s.driver.pause(&sv.id).await;
         }
         let dest = s.images.snapshot_staging_path(&snapshot_id);
-        let copied = s.virt.copy_disk(&sv.id, dest.clone()).await;
+        let copied = s.driver.copy_disk(&sv.id, dest.clone()).await;
         if running {
-            let _ = s.virt.resume(&sv.id).await;
+            let _ = s.driver.resume(&sv.id).await;
         }
         update_server(&s, &sv.id, |x| {
             if x.task_state.as_deref() != Some("deleting") {
@@ -1286,7 +1290,7 @@ async fn snapshot_to_image(
         .await
         .map_err(|e| e.to_string())?;
     let dest = s.images.snapshot_staging_path(&image);
-    if let Err(e) = s.virt.copy_disk(&sv.id, dest.clone()).await {
+    if let Err(e) = s.driver.copy_disk(&sv.id, dest.clone()).await {
         s.images.discard_snapshot(&image).await;
         return Err(e.to_string());
     }
@@ -1376,7 +1380,7 @@ async fn create_backup(
         .collect();
     let (s2, server_id) = (s.clone(), id.to_string());
     tokio::spawn(async move {
-        let lock = s2.virt.lock_for(&server_id);
+        let lock = s2.locks.lock_for(&server_id);
         drop(lock.lock().await);
         let mut older: Vec<_> = s2
             .images
@@ -1554,12 +1558,12 @@ async fn rebuild(
     .await
     .ok_or_else(|| servers::not_found(id))?;
     run(s, id, rid, move |s, sv| async move {
-        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-        s.virt.drop_saved_state(&sv.id).await;
+        s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+        s.driver.drop_saved_state(&sv.id).await;
         let result = async {
             let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
             let config = sv.config_drive.then(|| config_drive_files(&sv));
-            s.virt
+            s.driver
                 .prepare(&sv.id, files, sv.flavor.disk, config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -1656,7 +1660,7 @@ async fn resize(
         flavor.ram - current.flavor.ram,
     );
     let (project, user) = (current.project_id.clone(), current.user_id.clone());
-    let ratios = super::allocation_ratios();
+    let ratios = s.config.ratios;
     let facts = super::hosts::capacity(&s.db.state_dir());
     let (fv, fr) = (flavor.vcpus, flavor.ram);
     let cur_id = current.id.clone();
@@ -1704,7 +1708,7 @@ async fn resize(
             x.task_state = Some("resize_migrating".into())
         })
         .await;
-        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+        s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         let disk = new.disk;
         let Some(resized) = update_server(&s, &sv.id, move |x| {
             let now = now_unix();
@@ -1726,7 +1730,7 @@ async fn resize(
         else {
             return Ok(());
         };
-        s.virt
+        s.driver
             .grow_disk(&sv.id, disk)
             .await
             .map_err(|e| e.to_string())?;
@@ -1769,12 +1773,12 @@ pub fn start_monitor(s: S, mut exits: tokio::sync::mpsc::UnboundedReceiver<VmmEx
 
 /// A VMM we spawned exited.
 async fn on_exit(s: &S, id: String, code: Option<i32>) {
-    if s.virt.take_expected_exit(&id) {
+    if s.driver.take_expected_exit(&id) {
         return;
     }
-    let lock = s.virt.lock_for(&id);
+    let lock = s.locks.lock_for(&id);
     let _guard = lock.lock().await;
-    if s.virt.is_alive(&id) {
+    if s.driver.is_alive(&id) {
         return;
     }
     let id2 = id.clone();
@@ -1784,10 +1788,8 @@ async fn on_exit(s: &S, id: String, code: Option<i32>) {
     if server.deleted || !["active", "paused", "resized"].contains(&server.vm_state.as_str()) {
         return;
     }
-    let log = std::fs::read_to_string(s.virt.dir(&id).join("vmm.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(3).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    vanished(s, &id, code, &tail.join(" / "), true).await;
+    let tail = s.driver.log_tail(&id);
+    vanished(s, &id, code, &tail, true).await;
 }
 
 /// Records that a server's VMM is gone: SHUTOFF when the guest powered off
@@ -1839,7 +1841,7 @@ async fn reconcile(s: &S, startup: bool) {
     };
     for server in servers {
         let id = server.id.clone();
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let Ok(guard) = lock.try_lock() else {
             continue; // an action is running; it owns the state
         };
@@ -1856,10 +1858,10 @@ async fn reconcile(s: &S, startup: bool) {
         {
             continue;
         }
-        if s.virt.is_alive(&id) || s.virt.is_child(&id) {
+        if s.driver.is_alive(&id) || s.driver.is_child(&id) {
             continue;
         }
-        if s.virt.known_pid(&id).is_none() && s.virt.status(&id).await.is_some() {
+        if s.driver.known_pid(&id).is_none() && s.driver.status(&id).await.is_some() {
             continue;
         }
         vanished(s, &id, None, "", false).await;
@@ -1870,7 +1872,7 @@ async fn reconcile(s: &S, startup: bool) {
 /// Start-up handling of one server.
 async fn reattach(s: &S, server: &Server) {
     let id = server.id.clone();
-    let status = s.virt.status(&id).await;
+    let status = s.driver.status(&id).await;
     let vmm_state = status.as_ref().map(|st| st.state);
     if let Some(state) = &vmm_state {
         tracing::info!(server = %id, vmm = %state, "re-attached to a running VMM");
@@ -1924,7 +1926,7 @@ async fn reattach(s: &S, server: &Server) {
                     .await;
                 }
                 None if expected_running || task.is_some() => {
-                    let suspended = s.virt.has_saved_state(&id) && vm == "suspended";
+                    let suspended = s.driver.has_saved_state(&id) && vm == "suspended";
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
                         sv.vmm_pid = None;

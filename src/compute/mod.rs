@@ -20,18 +20,22 @@
 mod aggregates;
 pub mod configdrive;
 mod consoles;
+pub mod driver;
+#[cfg(test)]
+mod fake_driver;
 mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
 mod lifecycle;
+mod locks;
 pub mod quotas;
 mod server_groups;
 mod servers;
 pub mod virt;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 
@@ -134,8 +138,12 @@ pub struct ComputeState {
     pub db: Db,
     /// Public URL of the whole server, without a trailing slash.
     pub public_url: String,
-    /// The driver that runs servers as VMM processes.
-    pub virt: Arc<virt::Virt>,
+    /// What runs the servers (one VMM process each; a fake in unit tests).
+    pub driver: Arc<dyn driver::ComputeDriver>,
+    /// One operation lock per server.
+    pub locks: locks::ServerLocks,
+    /// The settings `yunhe serve` was started with.
+    pub config: ComputeConfig,
     /// Glance, as Nova asks it for images.
     pub images: crate::image::service::ImageService,
     /// Serial console tokens (single-use, see `consoles`).
@@ -150,7 +158,8 @@ pub struct AllocationRatios {
     pub disk: f64,
 }
 
-/// Compute settings of `yunhe serve`, fixed at start-up.
+/// Compute settings of `yunhe serve`, fixed at start-up (built by
+/// server.rs, held in [`ComputeState`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ComputeConfig {
     pub ratios: AllocationRatios,
@@ -175,33 +184,6 @@ impl Default for ComputeConfig {
             unpack_kernels: true,
         }
     }
-}
-
-static CONFIG: OnceLock<ComputeConfig> = OnceLock::new();
-
-/// Sets the compute settings (once, before serving).
-pub fn configure(config: ComputeConfig) {
-    let _ = CONFIG.set(config);
-}
-
-fn config() -> ComputeConfig {
-    CONFIG.get().copied().unwrap_or_default()
-}
-
-pub fn allocation_ratios() -> AllocationRatios {
-    config().ratios
-}
-
-pub fn force_config_drive() -> bool {
-    config().force_config_drive
-}
-
-pub fn jail_vmms() -> bool {
-    config().jail_vmms
-}
-
-pub fn unpack_kernels() -> bool {
-    config().unpack_kernels
 }
 
 impl HasIdentity for Arc<ComputeState> {
@@ -533,17 +515,36 @@ async fn bad_method(_req: Request) -> Response {
     )
 }
 
-/// Routes of this service, at `/compute`.
-pub fn router(identity: Arc<IdentityState>) -> Router {
-    let (virt, exits) = virt::Virt::new(&identity.db.state_dir());
-    let state = Arc::new(ComputeState {
-        db: identity.db.clone(),
-        public_url: identity.public_url.clone(),
-        virt,
-        images: crate::image::service::ImageService::new(identity.db.clone()),
-        console_tokens: consoles::ConsoleTokens::default(),
-        identity,
-    });
+impl ComputeState {
+    /// The compute state over `driver` (which reports its VMMs' exits on
+    /// the receiver the monitor follows).
+    pub fn new(
+        identity: Arc<IdentityState>,
+        config: ComputeConfig,
+        driver: Arc<dyn driver::ComputeDriver>,
+    ) -> Arc<ComputeState> {
+        Arc::new(ComputeState {
+            db: identity.db.clone(),
+            public_url: identity.public_url.clone(),
+            driver,
+            locks: locks::ServerLocks::default(),
+            config,
+            images: crate::image::service::ImageService::new(identity.db.clone()),
+            console_tokens: consoles::ConsoleTokens::default(),
+            identity,
+        })
+    }
+}
+
+/// Routes of this service, at `/compute`: servers run as VMM processes
+/// (`virt`), with the settings `config`.
+pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
+    let (virt, exits) = virt::Virt::new(
+        &identity.db.state_dir(),
+        config.jail_vmms,
+        config.unpack_kernels,
+    );
+    let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);
     }

@@ -1246,7 +1246,8 @@ async fn create(
     let now = now_unix();
     let flavor_copy = FlavorCopy::from(&flavor);
     let host = super::hosts::hostname();
-    let ratios = super::allocation_ratios();
+    let ratios = s.config.ratios;
+    let force_config_drive = s.config.force_config_drive;
     let facts = super::hosts::capacity(&s.db.state_dir());
     let rid = request_id.0.clone();
     let (servers, scheduled) = s
@@ -1359,7 +1360,7 @@ async fn create(
                             ),
                         })
                     }),
-                    config_drive: req.config_drive || super::force_config_drive(),
+                    config_drive: req.config_drive || force_config_drive,
                     availability_zone: req.availability_zone.as_ref().map(|z| z.split(':').next().unwrap_or("").to_string()),
                     access_ipv4: req.access_ipv4.clone(),
                     access_ipv6: req.access_ipv6.clone(),
@@ -2504,7 +2505,7 @@ async fn diagnostics(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
-    let st = s.virt.stats(&server.id).await.map_err(|_| {
+    let st = s.driver.stats(&server.id).await.map_err(|_| {
         ComputeError::Conflict(format!(
             "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
             server.power_state

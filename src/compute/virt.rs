@@ -33,64 +33,21 @@ use tokio::sync::mpsc;
 
 use crate::db::servers::Server;
 use crate::vmm::control::{
-    ConsoleReply, EmptyReply, ReplyError, Request, SavedReply, StateReply, StatsReply, StatusReply,
-    VmmSpec, VmmState, decode_reply,
+    ConsoleReply, EmptyReply, Request, SavedReply, StateReply, StatsReply, StatusReply, VmmSpec,
+    VmmState, decode_reply,
 };
 use crate::vmm::jail::JailSpec;
 use crate::vmm::vm::{BootSource, DiskConfig, VmConfig};
 
-/// Errors of the compute driver.
-#[derive(Debug, thiserror::Error)]
-pub enum VirtError {
-    /// A file of the instance could not be prepared.
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    /// The config drive could not be built.
-    #[error("config drive: {0}")]
-    ConfigDrive(#[from] super::configdrive::ConfigDriveError),
-    /// The VMM did not start; the text is the end of its log.
-    #[error("the VMM did not start: {0}")]
-    SpawnFailed(String),
-    /// The VMM's control socket did not answer or refused the command.
-    #[error("VMM control: {0}")]
-    Control(#[from] ControlFailure),
-    /// A blocking task of the driver failed.
-    #[error("VMM control: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
+use super::driver::{
+    BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
+    DriverResult, VmmExit,
+};
 
-/// How a command on a VMM's control socket failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlFailure {
-    /// Nothing answers on the socket.
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    /// The connection failed mid-exchange.
-    #[error("{0}")]
-    Io(std::io::Error),
-    /// The VMM refused, or its reply is not the protocol's.
-    #[error("{0}")]
-    Reply(#[from] ReplyError),
-    /// No reply within the timeout.
-    #[error("timed out")]
-    TimedOut,
-    /// The VMM would not switch the connection to its console.
-    #[error("console refused: {0}")]
-    ConsoleRefused(String),
-}
-
-pub type VirtResult<T> = Result<T, VirtError>;
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VirtError {
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
     let what = what.into();
-    move |source| VirtError::Io { what, source }
+    move |source| DriverError::Io { what, source }
 }
-
-/// A VMM this process spawned has exited: (server id, exit code or None when killed by a signal).
-pub type VmmExit = (String, Option<i32>);
 
 /// The driver, one per control plane.
 pub struct Virt {
@@ -101,8 +58,12 @@ pub struct Virt {
     /// socket path is limited to 107 bytes, and state directories can be long.
     sockets_dir: PathBuf,
     exe: PathBuf,
-    /// One async lock per server: operations on a server run one at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This driver, for the tasks that wait for its VMMs' exits.
+    me: std::sync::Weak<Virt>,
+    /// Whether VMMs are confined (`--no-jail` not given) when serve is root.
+    jail_vmms: bool,
+    /// Boot the uncompressed vmlinux inside bzImage kernels.
+    unpack_kernels: bool,
     /// Servers whose VMM exit we are causing (stop, delete, suspend, ...).
     expected_exits: Mutex<HashSet<String>>,
     /// Pids of the VMMs we know about (spawned or found again).
@@ -121,19 +82,14 @@ pub struct Virt {
 /// gone and cleaned up after.
 type ExitWatch = tokio::sync::watch::Receiver<Option<Option<i32>>>;
 
-/// What a server boots: kernel, initrd and command line, resolved from its image.
-#[derive(Debug, Clone)]
-pub struct BootFiles {
-    pub kernel: PathBuf,
-    pub ramdisk: Option<PathBuf>,
-    /// The image whose data becomes the root disk, if any (None: an empty disk).
-    pub disk_image: Option<PathBuf>,
-}
-
 impl Virt {
     /// A driver keeping instances below `state_dir/instances`; the receiver
     /// gets the exits of the VMMs it spawns.
-    pub fn new(state_dir: &Path) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
+    pub fn new(
+        state_dir: &Path,
+        jail_vmms: bool,
+        unpack_kernels: bool,
+    ) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
         // Cgroups of VMMs that were killed with an earlier serve.
         let swept = crate::vmm::jail::sweep_empty_cgroups(std::time::Duration::from_secs(60));
         if swept > 0 {
@@ -142,12 +98,14 @@ impl Virt {
         let (tx, rx) = mpsc::unbounded_channel();
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         (
-            Arc::new(Virt {
+            Arc::new_cyclic(|me| Virt {
+                me: me.clone(),
+                jail_vmms,
+                unpack_kernels,
                 instances_dir: state_dir.join("instances"),
                 kernel_cache_dir: sweep_kernel_cache(&state_dir.join("kernel-cache")),
                 sockets_dir: sockets_dir(state_dir),
                 exe,
-                locks: Mutex::new(HashMap::new()),
                 expected_exits: Mutex::new(HashSet::new()),
                 pids: Mutex::new(HashMap::new()),
                 children: Mutex::new(HashSet::new()),
@@ -157,12 +115,6 @@ impl Virt {
             }),
             rx,
         )
-    }
-
-    /// The per-server operation lock.
-    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(id.to_string()).or_default().clone()
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -231,15 +183,15 @@ impl Virt {
     /// `disk_gb`), and the config drive when `config_drive` holds files.
     /// Runs on the blocking pool.
     pub async fn prepare(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         boot: BootFiles,
         disk_gb: i64,
         config_drive: Option<Vec<(String, Vec<u8>)>>,
-    ) -> VirtResult<()> {
+    ) -> DriverResult<()> {
         let dir = self.dir(id);
-        let kernel_cache = super::unpack_kernels().then(|| self.kernel_cache_dir.clone());
-        tokio::task::spawn_blocking(move || -> VirtResult<()> {
+        let kernel_cache = self.unpack_kernels.then(|| self.kernel_cache_dir.clone());
+        tokio::task::spawn_blocking(move || -> DriverResult<()> {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
             let kernel = match kernel_cache {
                 Some(cache) => {
@@ -269,13 +221,13 @@ impl Virt {
     }
 
     /// Grows the root disk to `disk_gb` (never shrinks it).
-    pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> VirtResult<()> {
+    pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> DriverResult<()> {
         let disk = self.disk_path(id);
         tokio::task::spawn_blocking(move || grow(&disk, disk_gb)).await?
     }
 
     /// Copies the root disk to `dest` (a snapshot), as a reflink or sparse copy.
-    pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> VirtResult<()> {
+    pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> DriverResult<()> {
         let disk = self.disk_path(id);
         tokio::task::spawn_blocking(move || clone_file(&disk, &dest)).await?
     }
@@ -291,10 +243,6 @@ impl Virt {
         // cgroup was not removed when it exited.
         let cgroup = id.to_string();
         let _ = tokio::task::spawn_blocking(move || crate::vmm::jail::remove_cgroup(&cgroup)).await;
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
         self.exited
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -319,7 +267,7 @@ impl Virt {
     fn jailed(&self) -> bool {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        if !root || !super::jail_vmms() {
+        if !root || !self.jail_vmms {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
                 tracing::warn!(
@@ -332,7 +280,7 @@ impl Virt {
                 )
             });
         }
-        root && super::jail_vmms()
+        root && self.jail_vmms
     }
 
     /// The empty directory a jailed VMM mounts its root on (in its own mount namespace).
@@ -430,7 +378,7 @@ impl Virt {
 
     /// Starts the server's VMM (from its saved state with `restore`) and
     /// waits until it answers on its socket. Returns the VMM's pid.
-    pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
+    pub async fn spawn(&self, server: &Server, restore: bool) -> DriverResult<i32> {
         let dir = self.dir(&server.id);
         // The previous VMM's exit task removes its cgroup, mount point and
         // uid, which this VMM is about to make again (a stop returns once the
@@ -534,7 +482,10 @@ impl Virt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.id.clone(), done_rx.clone());
-        let virt = self.clone();
+        let virt = self
+            .me
+            .upgrade()
+            .ok_or_else(|| DriverError::SpawnFailed("the driver is shutting down".into()))?;
         let id = server.id.clone();
         tokio::spawn(async move {
             let code = crate::vmm::jail::wait_exit(child.pidfd)
@@ -562,7 +513,7 @@ impl Virt {
         loop {
             if let Some(code) = *done_rx.borrow_and_update() {
                 let tail = log_tail(&dir.join("vmm.log"));
-                return Err(VirtError::SpawnFailed(format!(
+                return Err(DriverError::SpawnFailed(format!(
                     "exit {}: {tail}",
                     code.map(|c| c.to_string())
                         .unwrap_or_else(|| "by signal".into())
@@ -578,7 +529,7 @@ impl Virt {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                return Err(VirtError::SpawnFailed(
+                return Err(DriverError::SpawnFailed(
                     "no answer on the control socket within 30 s".into(),
                 ));
             }
@@ -591,7 +542,7 @@ impl Virt {
 
     /// Sends one command on the server's control socket and returns its
     /// reply, read as the reply type `T` of that command.
-    async fn call<T: DeserializeOwned>(&self, id: &str, request: &Request) -> VirtResult<T> {
+    async fn call<T: DeserializeOwned>(&self, id: &str, request: &Request) -> DriverResult<T> {
         let socket = self.socket(id);
         let exchange = async {
             let stream = UnixStream::connect(&socket)
@@ -620,35 +571,29 @@ impl Virt {
     }
 
     /// Parks the VM's vCPUs.
-    pub async fn pause(&self, id: &str) -> VirtResult<()> {
+    pub async fn pause(&self, id: &str) -> DriverResult<()> {
         self.call::<StateReply>(id, &Request::Pause).await.map(drop)
     }
 
     /// Lets the VM's vCPUs run again.
-    pub async fn resume(&self, id: &str) -> VirtResult<()> {
+    pub async fn resume(&self, id: &str) -> DriverResult<()> {
         self.call::<StateReply>(id, &Request::Resume)
             .await
             .map(drop)
     }
 
     /// Resets the VM (a hard reboot inside the same VMM).
-    pub async fn reset(&self, id: &str) -> VirtResult<()> {
+    pub async fn reset(&self, id: &str) -> DriverResult<()> {
         self.call::<EmptyReply>(id, &Request::Reset).await.map(drop)
     }
 
     /// The VM's counters (`VmStats`).
-    pub async fn stats(&self, id: &str) -> VirtResult<serde_json::Value> {
+    pub async fn stats(&self, id: &str) -> DriverResult<serde_json::Value> {
         Ok(self.call::<StatsReply>(id, &Request::Stats).await?.stats)
     }
 
     /// Opens a console connection (serial both ways) to the server's VMM.
-    pub async fn console_stream(
-        &self,
-        id: &str,
-    ) -> VirtResult<(
-        BufReader<tokio::net::unix::OwnedReadHalf>,
-        tokio::net::unix::OwnedWriteHalf,
-    )> {
+    pub async fn console_stream(&self, id: &str) -> DriverResult<ConsoleStream> {
         let stream = UnixStream::connect(self.socket(id))
             .await
             .map_err(ControlFailure::Connect)?;
@@ -669,7 +614,7 @@ impl Virt {
         if decode_reply::<ConsoleReply>(&reply).is_err() {
             return Err(ControlFailure::ConsoleRefused(reply.trim().to_string()).into());
         }
-        Ok((reader, write))
+        Ok((Box::new(reader), Box::new(write)))
     }
 
     /// The VMM's `status`, or None when nothing answers on the socket.
@@ -745,7 +690,7 @@ impl Virt {
     }
 
     /// Saves the VM's state into the instance directory; the VMM exits.
-    pub async fn save(&self, id: &str) -> VirtResult<()> {
+    pub async fn save(&self, id: &str) -> DriverResult<()> {
         let dir = self.saved_dir(id);
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(&dir)
@@ -776,6 +721,105 @@ impl Virt {
     /// Drops the saved state after a successful resume.
     pub async fn drop_saved_state(&self, id: &str) {
         let _ = tokio::fs::remove_dir_all(self.saved_dir(id)).await;
+    }
+}
+
+impl ComputeDriver for Virt {
+    fn prepare<'a>(
+        &'a self,
+        id: &'a str,
+        boot: BootFiles,
+        disk_gb: i64,
+        config_drive: Option<Vec<(String, Vec<u8>)>>,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::prepare(self, id, boot, disk_gb, config_drive))
+    }
+
+    fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::grow_disk(self, id, disk_gb))
+    }
+
+    fn copy_disk<'a>(&'a self, id: &'a str, dest: PathBuf) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::copy_disk(self, id, dest))
+    }
+
+    fn destroy_files<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::destroy_files(self, id))
+    }
+
+    fn console_output<'a>(&'a self, id: &'a str, lines: Option<usize>) -> DriverFuture<'a, String> {
+        Box::pin(Virt::console_output(self, id, lines))
+    }
+
+    fn log_tail(&self, id: &str) -> String {
+        let log = std::fs::read_to_string(self.dir(id).join("vmm.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        tail.join(" / ")
+    }
+
+    fn has_saved_state(&self, id: &str) -> bool {
+        Virt::has_saved_state(self, id)
+    }
+
+    fn drop_saved_state<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::drop_saved_state(self, id))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        server: &'a Server,
+        restore: bool,
+    ) -> DriverFuture<'a, DriverResult<i32>> {
+        Box::pin(Virt::spawn(self, server, restore))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, clean_timeout: Option<Duration>) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::stop(self, id, clean_timeout))
+    }
+
+    fn pause<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::pause(self, id))
+    }
+
+    fn resume<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::resume(self, id))
+    }
+
+    fn reset<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::reset(self, id))
+    }
+
+    fn save<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::save(self, id))
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Option<StatusReply>> {
+        Box::pin(Virt::status(self, id))
+    }
+
+    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<serde_json::Value>> {
+        Box::pin(Virt::stats(self, id))
+    }
+
+    fn console_stream<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<ConsoleStream>> {
+        Box::pin(Virt::console_stream(self, id))
+    }
+
+    fn is_alive(&self, id: &str) -> bool {
+        Virt::is_alive(self, id)
+    }
+
+    fn is_child(&self, id: &str) -> bool {
+        Virt::is_child(self, id)
+    }
+
+    fn known_pid(&self, id: &str) -> Option<i32> {
+        Virt::known_pid(self, id)
+    }
+
+    fn take_expected_exit(&self, id: &str) -> bool {
+        Virt::take_expected_exit(self, id)
     }
 }
 
@@ -933,7 +977,7 @@ fn sweep_kernel_cache(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn link_or_copy(src: &Path, dest: &Path) -> VirtResult<()> {
+fn link_or_copy(src: &Path, dest: &Path) -> DriverResult<()> {
     let _ = std::fs::remove_file(dest);
     if std::fs::hard_link(src, dest).is_ok() {
         return Ok(());
@@ -948,7 +992,7 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 
 /// Copies `src` to `dest` as a reflink where the filesystem can, else as a
 /// sparse copy (runs of zeros become holes).
-fn clone_file(src: &Path, dest: &Path) -> VirtResult<()> {
+fn clone_file(src: &Path, dest: &Path) -> DriverResult<()> {
     let mut input = std::fs::File::open(src).map_err(io_error(format!("{}", src.display())))?;
     let mut output =
         std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
@@ -1009,7 +1053,7 @@ fn copy_data_extents(
     input: &std::fs::File,
     output: &mut std::fs::File,
     len: u64,
-) -> VirtResult<bool> {
+) -> DriverResult<bool> {
     use std::os::unix::fs::FileExt;
     let seek = |offset: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
         let Ok(at) = libc::off_t::try_from(offset) else {
@@ -1065,7 +1109,7 @@ fn copy_data_extents(
     Ok(true)
 }
 
-fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
+fn grow(disk: &Path, disk_gb: i64) -> DriverResult<()> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(disk)
@@ -1080,7 +1124,7 @@ fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
 }
 
 /// The root disk: a copy of the image (or empty), at least `disk_gb` GiB.
-fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> VirtResult<()> {
+fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> DriverResult<()> {
     let _ = std::fs::remove_file(disk);
     match image {
         Some(src) => clone_file(src, disk)?,
