@@ -20,9 +20,8 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::driver::{BootFiles, VmmExit};
-use super::servers::{
-    self, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN, check_unlocked, iso_time, load_tx, view,
-};
+use super::servers::{self, check_unlocked, iso_time, load_tx, view};
+use super::states::{Action, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
 use crate::db::compute as store;
 use crate::db::now_unix;
@@ -494,16 +493,14 @@ fn spawn_delete(s: S, id: String, request_id: String) {
 
 // ---------------------------------------------------------------- actions
 
-/// Checks the state for `action` and starts it: 409 unless vm_state is one
-/// of `vm_states` and task_state is none; sets `task` and records the action.
+/// Checks the state for `action` against the table (states.rs) and starts
+/// it: 409 unless it may start; sets its task state and records the action.
 async fn begin(
     s: &S,
     ctx: &Arc<AuthContext>,
     id: &str,
     request_id: &str,
-    action: &'static str,
-    vm_states: &'static [&'static str],
-    task: Option<&'static str>,
+    action: Action,
 ) -> ComputeResult<Server> {
     let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
@@ -511,24 +508,22 @@ async fn begin(
     s.write(move |tx| {
         let mut server = load_tx(tx, admin, &ctx2, &id2)?;
         check_unlocked(admin, &server)?;
-        if !vm_states.contains(&server.vm_state.as_str()) {
-            return Err(ComputeError::Conflict(format!(
-                "Cannot '{action}' instance {id2} while it is in vm_state {}",
-                server.vm_state
-            )));
-        }
-        if let Some(t) = &server.task_state {
-            return Err(ComputeError::Conflict(format!(
-                "Cannot '{action}' instance {id2} while it is in task_state {t}"
-            )));
-        }
-        server.task_state = task.map(str::to_string);
+        enter(&mut server, &id2, action)?;
         server.updated_at = now_unix();
         db::update_server(tx, &server)?;
-        record_action(tx, &server, &rid, action, now_unix())?;
+        record_action(tx, &server, &rid, action.name(), now_unix())?;
         Ok(server)
     })
     .await
+}
+
+/// Puts the server into `action`'s task state, or refuses as Nova does.
+fn enter(server: &mut Server, id: &str, action: Action) -> ComputeResult<()> {
+    let task = action
+        .check(id, &server.vm_state, server.task_state.as_deref())
+        .map_err(|e| ComputeError::Conflict(e.to_string()))?;
+    server.task_state = task.map(|t| t.to_string());
+    Ok(())
 }
 
 /// Runs an action's VMM side in the background under the server's lock.
@@ -666,42 +661,8 @@ pub async fn action(
     let rid = request_id.0.as_str();
     let accepted = || empty(StatusCode::ACCEPTED);
     match name.as_str() {
-        "os-stop" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "stop",
-                &["active", "error"],
-                Some("powering-off"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
-                settle(&s, &sv.id, "stopped", SHUTDOWN).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "os-start" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "start",
-                &["stopped"],
-                Some("powering-on"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                boot(&s, &sv, false).await?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "os-stop" => start(&s, &ctx, &id, rid, Action::Stop, stop_vm).await,
+        "os-start" => start(&s, &ctx, &id, rid, Action::Start, start_vm).await,
         "reboot" => {
             let kind = arg
                 .get("type")
@@ -713,187 +674,23 @@ pub async fn action(
                             .into(),
                     )
                 })?;
-            let hard = match kind.as_str() {
-                "HARD" => true,
-                "SOFT" => false,
-                other => {
-                    return Err(ComputeError::BadRequest(format!(
-                        "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
-                    )));
-                }
-            };
-            let (states, task): (&'static [&'static str], _) = if hard {
-                (
-                    &["active", "stopped", "paused", "suspended", "error"],
-                    "rebooting_hard",
-                )
-            } else {
-                (&["active"], "rebooting")
-            };
-            begin(&s, &ctx, &id, rid, "reboot", states, Some(task)).await?;
-            run(&s, &id, rid, move |s, sv| async move {
-                if hard {
-                    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" {
-                        s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
-                    } else {
-                        s.driver.stop(&sv.id, None).await;
-                        s.driver.drop_saved_state(&sv.id).await;
-                        boot(&s, &sv, false).await?;
-                    }
-                } else {
-                    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
-                    boot(&s, &sv, false).await?;
-                }
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
+            match kind.as_str() {
+                "HARD" => start(&s, &ctx, &id, rid, Action::RebootHard, reboot_hard_vm).await,
+                "SOFT" => start(&s, &ctx, &id, rid, Action::RebootSoft, reboot_soft_vm).await,
+                other => Err(ComputeError::BadRequest(format!(
+                    "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+                ))),
+            }
         }
-        "pause" => {
-            begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "paused", PAUSED).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "unpause" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "unpause",
-                &["paused"],
-                Some("unpausing"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "suspend" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "suspend",
-                &["active"],
-                Some("suspending"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.driver.save(&sv.id).await.map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "suspended", SHUTDOWN).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "resume" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "resume",
-                &["suspended"],
-                Some("resuming"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let restore = s.driver.has_saved_state(&sv.id);
-                boot(&s, &sv, restore).await?;
-                s.driver.drop_saved_state(&sv.id).await;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "shelve" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "shelve",
-                &["active", "stopped", "paused", "suspended"],
-                Some("shelving"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
-                s.driver.drop_saved_state(&sv.id).await;
-                // As Nova offloads an image-backed server: its disk becomes
-                // the image `<name>-shelved`, removed again by unshelve.
-                let image =
-                    snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default())
-                        .await?;
-                update_server(&s, &sv.id, move |x| {
-                    x.vm_state = "shelved_offloaded".into();
-                    x.power_state = SHUTDOWN;
-                    x.task_state = None;
-                    x.host = None;
-                    x.shelved_image_id = Some(image);
-                })
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "pause" => start(&s, &ctx, &id, rid, Action::Pause, pause_vm).await,
+        "unpause" => start(&s, &ctx, &id, rid, Action::Unpause, unpause_vm).await,
+        "suspend" => start(&s, &ctx, &id, rid, Action::Suspend, suspend_vm).await,
+        "resume" => start(&s, &ctx, &id, rid, Action::Resume, resume_vm).await,
+        "shelve" => start(&s, &ctx, &id, rid, Action::Shelve, shelve_vm).await,
         "shelveOffload" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "shelveOffload",
-                &["shelved"],
-                Some("shelving_offloading"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                update_server(&s, &sv.id, |x| {
-                    x.vm_state = "shelved_offloaded".into();
-                    x.task_state = None;
-                    x.host = None;
-                })
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
+            start(&s, &ctx, &id, rid, Action::ShelveOffload, shelve_offload_vm).await
         }
-        "unshelve" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "unshelve",
-                &["shelved", "shelved_offloaded"],
-                Some("unshelving"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let host = super::hosts::hostname();
-                update_server(&s, &sv.id, move |x| {
-                    x.host = Some(host);
-                    x.shelved_image_id = None;
-                })
-                .await;
-                if let Some(image) = &sv.shelved_image_id {
-                    s.images.discard_snapshot(image).await;
-                }
-                boot(&s, &sv, false).await?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "unshelve" => start(&s, &ctx, &id, rid, Action::Unshelve, unshelve_vm).await,
         "lock" => {
             let reason = match arg.get("locked_reason") {
                 Some(Value::String(r)) if mv.at_least(73) => {
@@ -1012,64 +809,11 @@ pub async fn action(
         "rebuild" => rebuild(&s, &ctx, mv, &id, rid, arg).await,
         "resize" => resize(&s, &ctx, &id, rid, &arg).await,
         "confirmResize" => {
-            begin(&s, &ctx, &id, rid, "confirmResize", &["resized"], None).await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let running = sv.power_state == RUNNING;
-                update_server(&s, &sv.id, move |x| {
-                    x.old_flavor = None;
-                    x.vm_state = if running { "active" } else { "stopped" }.into();
-                    x.task_state = None;
-                    if let Some(m) = x.migrations.last_mut() {
-                        m.status = "confirmed".into();
-                        m.updated_at = now_unix();
-                    }
-                })
-                .await;
-                Ok(())
-            });
+            begin(&s, &ctx, &id, rid, Action::ConfirmResize).await?;
+            run(&s, &id, rid, confirm_resize_vm);
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        "revertResize" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "revertResize",
-                &["resized"],
-                Some("resize_reverting"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let running = sv.power_state == RUNNING;
-                s.driver.stop(&sv.id, clean_timeout(&sv)).await;
-                let Some(back) = update_server(&s, &sv.id, |x| {
-                    if let Some(old) = x.old_flavor.take() {
-                        x.flavor = old;
-                    }
-                    if let Some(m) = x.migrations.last_mut() {
-                        m.status = "reverted".into();
-                        m.updated_at = now_unix();
-                    }
-                })
-                .await
-                else {
-                    return Ok(());
-                };
-                if running {
-                    boot(&s, &back, false).await?;
-                }
-                settle(
-                    &s,
-                    &sv.id,
-                    if running { "active" } else { "stopped" },
-                    if running { RUNNING } else { SHUTDOWN },
-                )
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "revertResize" => start(&s, &ctx, &id, rid, Action::RevertResize, revert_resize_vm).await,
         "forceDelete" | "restore" => {
             let server = servers::load(&s, &ctx, &id).await?;
             Err(ComputeError::Conflict(format!(
@@ -1113,6 +857,177 @@ pub async fn action(
             )))
         }
     }
+}
+
+/// Starts `action` (state check, task state, instance action) and runs
+/// `op`, its VMM side, in the background: 202.
+async fn start<F, Fut>(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+    action: Action,
+    op: F,
+) -> ComputeResult<Response>
+where
+    F: FnOnce(S, Server) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    begin(s, ctx, id, request_id, action).await?;
+    run(s, id, request_id, op);
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ------------------------------------------------- the actions' VMM sides
+
+/// `os-stop`: power off (the guest gets its shutdown timeout).
+async fn stop_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    settle(&s, &sv.id, "stopped", SHUTDOWN).await;
+    Ok(())
+}
+
+/// `os-start`: boot again.
+async fn start_vm(s: S, sv: Server) -> Result<(), String> {
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `reboot` HARD: reset a running VM, else boot it afresh.
+async fn reboot_hard_vm(s: S, sv: Server) -> Result<(), String> {
+    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" {
+        s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
+    } else {
+        s.driver.stop(&sv.id, None).await;
+        s.driver.drop_saved_state(&sv.id).await;
+        boot(&s, &sv, false).await?;
+    }
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `reboot` SOFT: a clean power-off, then boot.
+async fn reboot_soft_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+async fn pause_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "paused", PAUSED).await;
+    Ok(())
+}
+
+async fn unpause_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `suspend`: the VM's whole state saved to disk; the VMM ends.
+async fn suspend_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.save(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "suspended", SHUTDOWN).await;
+    Ok(())
+}
+
+/// `resume`: back from the saved state (a fresh boot when there is none).
+async fn resume_vm(s: S, sv: Server) -> Result<(), String> {
+    let restore = s.driver.has_saved_state(&sv.id);
+    boot(&s, &sv, restore).await?;
+    s.driver.drop_saved_state(&sv.id).await;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `shelve`: as Nova offloads an image-backed server, its disk becomes the
+/// image `<name>-shelved` (removed again by unshelve).
+async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    s.driver.drop_saved_state(&sv.id).await;
+    let image =
+        snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?;
+    update_server(&s, &sv.id, move |x| {
+        x.vm_state = "shelved_offloaded".into();
+        x.power_state = SHUTDOWN;
+        x.task_state = None;
+        x.host = None;
+        x.shelved_image_id = Some(image);
+    })
+    .await;
+    Ok(())
+}
+
+async fn shelve_offload_vm(s: S, sv: Server) -> Result<(), String> {
+    update_server(&s, &sv.id, |x| {
+        x.vm_state = "shelved_offloaded".into();
+        x.task_state = None;
+        x.host = None;
+    })
+    .await;
+    Ok(())
+}
+
+async fn unshelve_vm(s: S, sv: Server) -> Result<(), String> {
+    let host = super::hosts::hostname();
+    update_server(&s, &sv.id, move |x| {
+        x.host = Some(host);
+        x.shelved_image_id = None;
+    })
+    .await;
+    if let Some(image) = &sv.shelved_image_id {
+        s.images.discard_snapshot(image).await;
+    }
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
+    let running = sv.power_state == RUNNING;
+    update_server(&s, &sv.id, move |x| {
+        x.old_flavor = None;
+        x.vm_state = if running { "active" } else { "stopped" }.into();
+        x.task_state = None;
+        if let Some(m) = x.migrations.last_mut() {
+            m.status = "confirmed".into();
+            m.updated_at = now_unix();
+        }
+    })
+    .await;
+    Ok(())
+}
+
+async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
+    let running = sv.power_state == RUNNING;
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    let Some(back) = update_server(&s, &sv.id, |x| {
+        if let Some(old) = x.old_flavor.take() {
+            x.flavor = old;
+        }
+        if let Some(m) = x.migrations.last_mut() {
+            m.status = "reverted".into();
+            m.updated_at = now_unix();
+        }
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    if running {
+        boot(&s, &back, false).await?;
+    }
+    settle(
+        &s,
+        &sv.id,
+        if running { "active" } else { "stopped" },
+        if running { RUNNING } else { SHUTDOWN },
+    )
+    .await;
+    Ok(())
 }
 
 /// Who a lock is by, as Nova records it: `owner` when the caller is in the
@@ -1186,19 +1101,12 @@ async fn create_image_as(
         Some(v) => servers::check_metadata(v, "metadata")?,
         None => Default::default(),
     };
-    let states: &'static [&'static str] = if action == "createBackup" {
-        &["active", "stopped"]
+    let table_action = if action == "createBackup" {
+        Action::CreateBackup
     } else {
-        &[
-            "active",
-            "stopped",
-            "paused",
-            "suspended",
-            "shelved",
-            "shelved_offloaded",
-        ]
+        Action::CreateImage
     };
-    let server = begin(s, ctx, id, rid, action, states, Some("image_snapshot")).await?;
+    let server = begin(s, ctx, id, rid, table_action).await?;
     let source = s.images.get(&server.image_id, None).await.ok();
     let mut extra = Map::new();
     for (k, v) in &metadata {
@@ -1518,16 +1426,7 @@ async fn rebuild(
         Some(None) => Some(None),
         None => None,
     };
-    let server = begin(
-        s,
-        ctx,
-        id,
-        rid,
-        "rebuild",
-        &["active", "stopped", "error"],
-        Some("rebuilding"),
-    )
-    .await?;
+    let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
     let was_running = server.vm_state == "active";
     let image_id = image.id.clone();
     let updated = update_server(s, id, move |sv| {
@@ -1691,16 +1590,7 @@ async fn resize(
         Ok(())
     })
     .await?;
-    begin(
-        s,
-        ctx,
-        id,
-        rid,
-        "resize",
-        &["active", "stopped"],
-        Some("resize_prep"),
-    )
-    .await?;
+    begin(s, ctx, id, rid, Action::Resize).await?;
     let new = crate::db::servers::FlavorCopy::from(&flavor);
     run(s, id, rid, move |s, sv| async move {
         let running = sv.vm_state == "active";
@@ -1943,5 +1833,200 @@ async fn reattach(s: &S, server: &Server) {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::driver::ComputeDriver;
+    use crate::compute::fake_driver::{FakeDriver, FakeVm};
+
+    struct Cloud {
+        s: S,
+        fake: Arc<FakeDriver>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Cloud {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A compute state over a fresh state file and the fake driver, with
+    /// one ACTIVE server `srv` whose VM runs.
+    async fn cloud(name: &str) -> Cloud {
+        let dir =
+            std::env::temp_dir().join(format!("yunhe-lifecycle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
+        let identity = crate::identity::IdentityState::new(
+            db,
+            "http://127.0.0.1:1".into(),
+            3600,
+            Arc::new(crate::policy::Policy::defaults().expect("policy")),
+            Default::default(),
+        )
+        .expect("identity");
+        let fake = Arc::new(FakeDriver::default());
+        let s = ComputeState::new(identity, Default::default(), fake.clone());
+        let server = Server {
+            id: "srv".into(),
+            name: "vm".into(),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            vm_state: "active".into(),
+            power_state: RUNNING,
+            reservation_id: "r-1".into(),
+            hostname: "vm".into(),
+            ..Default::default()
+        };
+        let stored = server.clone();
+        s.write(move |tx| Ok(db::insert_server(tx, &stored)?))
+            .await
+            .expect("insert");
+        fake.spawn(&server, false).await.expect("spawn");
+        Cloud { s, fake, dir }
+    }
+
+    async fn stored(s: &S) -> Server {
+        s.read(|conn| Ok(db::get_server(conn, "srv")?))
+            .await
+            .expect("read")
+            .expect("server")
+    }
+
+    /// Starts `action` as the API does (state check, task state) and runs
+    /// its VMM side; returns the server afterwards.
+    async fn act<F, Fut>(c: &Cloud, action: Action, op: F) -> ComputeResult<Server>
+    where
+        F: FnOnce(S, Server) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut server = stored(&c.s).await;
+        enter(&mut server, "srv", action)?;
+        let task = server.task_state.clone();
+        update_server(&c.s, "srv", move |sv| sv.task_state = task).await;
+        let server = stored(&c.s).await;
+        op(c.s.clone(), server)
+            .await
+            .map_err(ComputeError::Internal)?;
+        Ok(stored(&c.s).await)
+    }
+
+    fn states(sv: &Server) -> (&str, Option<&str>, i64) {
+        (
+            sv.vm_state.as_str(),
+            sv.task_state.as_deref(),
+            sv.power_state,
+        )
+    }
+
+    #[tokio::test]
+    async fn stop_start_pause_unpause_reboot() {
+        let c = cloud("power").await;
+        let sv = act(&c, Action::Stop, stop_vm).await.expect("stop");
+        assert_eq!(states(&sv), ("stopped", None, SHUTDOWN));
+        assert_eq!(c.fake.vm("srv"), None);
+        // Refused as Nova refuses, in the words of today's 409.
+        let refused = act(&c, Action::Pause, pause_vm).await.err();
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("Cannot 'pause' instance srv while it is in vm_state stopped")
+        );
+        let sv = act(&c, Action::Start, start_vm).await.expect("start");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert!(sv.vmm_pid.is_some());
+        let sv = act(&c, Action::Pause, pause_vm).await.expect("pause");
+        assert_eq!(states(&sv), ("paused", None, PAUSED));
+        assert_eq!(c.fake.vm("srv"), Some(FakeVm::Paused));
+        assert!(matches!(
+            act(&c, Action::RebootSoft, reboot_soft_vm).await,
+            Err(ComputeError::Conflict(_))
+        ));
+        let sv = act(&c, Action::Unpause, unpause_vm).await.expect("unpause");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let sv = act(&c, Action::RebootHard, reboot_hard_vm)
+            .await
+            .expect("hard reboot");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let sv = act(&c, Action::RebootSoft, reboot_soft_vm)
+            .await
+            .expect("soft reboot");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let calls = c.fake.calls();
+        assert_eq!(
+            &calls[1..],
+            [
+                "stop_clean srv",
+                "spawn srv",
+                "pause srv",
+                "resume srv",
+                "reset srv",
+                "stop_clean srv",
+                "spawn srv"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn suspend_resume_and_a_busy_server() {
+        let c = cloud("suspend").await;
+        let sv = act(&c, Action::Suspend, suspend_vm).await.expect("suspend");
+        assert_eq!(states(&sv), ("suspended", None, SHUTDOWN));
+        assert!(c.fake.has_saved_state("srv"));
+        assert!(c.fake.take_expected_exit("srv"));
+        let sv = act(&c, Action::Resume, resume_vm).await.expect("resume");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert!(!c.fake.has_saved_state("srv"));
+        assert_eq!(
+            c.fake.calls().last().map(String::as_str),
+            Some("restore srv")
+        );
+        // A task running: every action is refused with the task's name.
+        update_server(&c.s, "srv", |sv| sv.task_state = Some("rebooting".into())).await;
+        let refused = act(&c, Action::Stop, stop_vm).await.err();
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("Cannot 'stop' instance srv while it is in task_state rebooting")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_vmm_leaves_the_state_and_reports() {
+        let c = cloud("fail").await;
+        c.fake.fail("pause");
+        let failed = act(&c, Action::Pause, pause_vm).await.err();
+        assert_eq!(
+            failed.map(|e| e.to_string()).as_deref(),
+            Some("Unexpected API Error: VMM control: pause refused")
+        );
+        // run() clears the task state on failure; the vm_state is untouched.
+        let sv = stored(&c.s).await;
+        assert_eq!((sv.vm_state.as_str(), sv.power_state), ("active", RUNNING));
+    }
+
+    #[tokio::test]
+    async fn delete_tears_down() {
+        let c = cloud("delete").await;
+        spawn_delete(c.s.clone(), "srv".into(), "req-1".into());
+        let mut sv = stored(&c.s).await;
+        for _ in 0..200 {
+            if sv.deleted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sv = stored(&c.s).await;
+        }
+        assert!(sv.deleted);
+        assert_eq!(states(&sv), ("deleted", None, NOSTATE));
+        assert_eq!(c.fake.vm("srv"), None);
+        assert!(
+            c.fake
+                .calls()
+                .ends_with(&["stop srv".to_string(), "destroy_files srv".to_string()])
+        );
     }
 }

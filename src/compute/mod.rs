@@ -32,6 +32,7 @@ mod locks;
 pub mod quotas;
 mod server_groups;
 mod servers;
+pub mod states;
 pub mod virt;
 
 use std::collections::HashMap;

@@ -259,12 +259,7 @@ async fn external_events(
 
 // ------------------------------------------------------------------ states
 
-/// Nova's power states.
-pub const NOSTATE: i64 = 0;
-pub const RUNNING: i64 = 1;
-pub const PAUSED: i64 = 3;
-pub const SHUTDOWN: i64 = 4;
-pub const CRASHED: i64 = 6;
+use super::states::{NOSTATE, RUNNING};
 
 /// Nova's status, from vm_state and task_state.
 pub fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
