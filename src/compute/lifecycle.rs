@@ -1564,7 +1564,7 @@ async fn resize(
     let (fv, fr) = (flavor.vcpus, flavor.ram);
     let cur_id = current.id.clone();
     s.read(move |conn| {
-        let usage = servers::quota_usage(conn, &project, None)?;
+        let usage = db::quota_usage(conn, &project, None)?;
         for (resource, delta) in [("cores", dv), ("ram", dr)] {
             if delta > 0 {
                 super::quotas::enforce_limit(
@@ -1577,12 +1577,15 @@ async fn resize(
                 )?;
             }
         }
-        let all = db::list_servers(conn, None, false)?;
-        let others: Vec<Server> = all.into_iter().filter(|x| x.id != cur_id).collect();
-        let (c, r, _) = servers::host_usage(&others);
-        if (c + fv) as f64 > facts.vcpus as f64 * ratios.cpu
-            || (r + fr) as f64 > facts.memory_mb as f64 * ratios.ram
-        {
+        // The server's own usage is left out: it moves to the new flavor.
+        let others = db::host_usage(conn, Some(&cur_id))?;
+        let demand = super::scheduler::Demand {
+            vcpus: fv,
+            ram_mb: fr,
+            disk_gb: 0,
+        };
+        let fit = super::scheduler::fit(others, demand, &facts, ratios);
+        if !(fit.cpu && fit.ram) {
             return Err(ComputeError::BadRequest(
                 "No valid host was found. There are not enough hosts available.".into(),
             ));

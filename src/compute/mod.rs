@@ -30,6 +30,7 @@ mod keypairs;
 mod lifecycle;
 mod locks;
 pub mod quotas;
+mod scheduler;
 mod server_groups;
 mod servers;
 pub mod states;

@@ -1139,47 +1139,6 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
     })
 }
 
-/// Resources held on this host by servers that were scheduled to it:
-/// (vcpus, ram MiB, disk GiB).
-pub fn host_usage(servers: &[Server]) -> (i64, i64, i64) {
-    servers
-        .iter()
-        .filter(|s| !s.deleted && s.host.is_some())
-        .fold((0, 0, 0), |(c, r, d), s| {
-            let f = &s.flavor;
-            (
-                c + f.vcpus,
-                r + f.ram,
-                d + f.disk + f.ephemeral + f.swap / 1024,
-            )
-        })
-}
-
-/// Quota usage of a project (or one user of it) from the servers table.
-pub fn quota_usage(
-    conn: &rusqlite::Connection,
-    project_id: &str,
-    user_id: Option<&str>,
-) -> crate::db::DbResult<HashMap<String, i64>> {
-    let servers = db::list_servers(conn, Some(project_id), false)?;
-    let mut instances = 0;
-    let mut cores = 0;
-    let mut ram = 0;
-    for s in servers
-        .iter()
-        .filter(|s| user_id.is_none_or(|u| s.user_id == u))
-    {
-        instances += 1;
-        cores += s.flavor.vcpus;
-        ram += s.flavor.ram;
-    }
-    Ok(HashMap::from([
-        ("instances".to_string(), instances),
-        ("cores".to_string(), cores),
-        ("ram".to_string(), ram),
-    ]))
-}
-
 async fn create(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -1278,7 +1237,7 @@ async fn create(
                 quotas::enforce_group_members(tx, &project, &user_id, group_id, req.min_count)?;
             }
             // Quotas: as many as fit between min_count and max_count.
-            let in_use = quota_usage(tx, &project, None)?;
+            let in_use = db::quota_usage(tx, &project, None)?;
             let mut count = req.max_count;
             loop {
                 let request = ServerRequest {
@@ -1294,8 +1253,7 @@ async fn create(
                 }
             }
             // Scheduling on this one host.
-            let all = db::list_servers(tx, None, false)?;
-            let (cpu_used, ram_used, disk_used) = host_usage(&all);
+            let used = db::host_usage(tx, None)?;
             let group = match &req.group {
                 Some(g) => store::get_server_group(tx, g)?,
                 None => None,
@@ -1309,13 +1267,20 @@ async fn create(
                     req.name.clone()
                 };
                 let n = index + 1;
-                let fits_cpu = (cpu_used + n * flavor.vcpus) as f64 <= facts.vcpus as f64 * ratios.cpu;
-                let fits_ram = (ram_used + n * flavor.ram) as f64 <= facts.memory_mb as f64 * ratios.ram;
-                let fits_disk = (disk_used + n * flavor.disk) as f64 <= facts.disk_gb as f64 * ratios.disk;
+                let fit = super::scheduler::fit(
+                    used,
+                    super::scheduler::Demand {
+                        vcpus: n * flavor.vcpus,
+                        ram_mb: n * flavor.ram,
+                        disk_gb: n * flavor.disk,
+                    },
+                    &facts,
+                    ratios,
+                );
                 let anti_affinity_broken = group.as_ref().is_some_and(|g| {
                     g.policy == "anti-affinity" && (!g.members.is_empty() || n > 1)
                 });
-                let fits = fits_cpu && fits_ram && fits_disk && !anti_affinity_broken;
+                let fits = fit.all() && !anti_affinity_broken;
                 let id = uuid::Uuid::new_v4().to_string();
                 let server = Server {
                     id: id.clone(),
@@ -1347,10 +1312,8 @@ async fn create(
                             "created": iso_time(now),
                             "message": "No valid host was found. There are not enough hosts available.",
                             "details": format!(
-                                "host {host}: cpu {}/{} (x{}), ram {}/{} MiB (x{}), disk {}/{} GiB (x{}){}",
-                                cpu_used + n * flavor.vcpus, facts.vcpus, ratios.cpu,
-                                ram_used + n * flavor.ram, facts.memory_mb, ratios.ram,
-                                disk_used + n * flavor.disk, facts.disk_gb, ratios.disk,
+                                "{}{}",
+                                fit.describe(&host, &facts, ratios),
                                 if anti_affinity_broken { ", anti-affinity group already has a member on the only host" } else { "" }
                             ),
                         })
