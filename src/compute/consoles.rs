@@ -98,7 +98,7 @@ impl ConsoleTokens {
 /// again when the websocket connects. Returns the server id.
 async fn authorize_console(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
     let rule = "os_compute_api:os-remote-consoles";
-    let server = super::servers::load_authorized(s, ctx, id, rule).await?;
+    let server = super::access::load_authorized(s, ctx, id, rule).await?;
     if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
         || !s.driver.is_alive(&server.id) && s.driver.status(&server.id).await.is_none()
     {

@@ -17,7 +17,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha224};
 
-use super::lifecycle;
+use super::access::{check_unlocked, load, load_authorized, load_tx, server_target, visible};
+use super::build;
+use super::iso_time;
 use super::quotas::{self, ServerRequest};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
@@ -37,7 +39,6 @@ pub fn routes() -> Router<S> {
         .route("/v2.1/servers", get(list).post(create))
         .route("/v2.1/servers/detail", get(list_detail))
         .route("/v2.1/servers/{id}", get(show).put(update).delete(delete))
-        .route("/v2.1/servers/{id}/action", post(lifecycle::action))
         .route(
             "/v2.1/servers/{id}/metadata",
             get(metadata_list)
@@ -576,97 +577,6 @@ impl ServerView<'_> {
     }
 }
 
-/// `2012-08-20T21:11:09Z`, as Nova writes server timestamps.
-pub fn iso_time(unix: i64) -> String {
-    use chrono::{Datelike, Timelike};
-    // Written by hand: chrono's format machinery is the slowest part of a
-    // 1,000-server listing.
-    let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-// ----------------------------------------------------------------- loading
-
-/// A server the caller may see, or 404: admin contexts read every
-/// project's servers, others their own project's (Nova's `project_only`).
-pub async fn load(s: &ComputeState, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
-    let id_owned = id.to_string();
-    let found = s
-        .read(move |conn| Ok(db::get_server(conn, &id_owned)?))
-        .await?;
-    visible(super::is_admin_context(s, ctx), ctx, found, id)
-}
-
-/// The target of Nova's rules on a server: its project and user.
-pub fn server_target(server: &Server) -> Target {
-    super::owner_target(&server.project_id, &server.user_id)
-}
-
-/// A server the caller may see (else 404), once `rule` allows the caller
-/// on it (else 403), as Nova's handlers load then check.
-pub async fn load_authorized(
-    s: &ComputeState,
-    ctx: &AuthContext,
-    id: &str,
-    rule: &str,
-) -> ComputeResult<Server> {
-    let server = load(s, ctx, id).await?;
-    super::authorize(s, ctx, rule, &server_target(&server))?;
-    Ok(server)
-}
-
-/// The server if it exists, is not deleted and the caller may see it
-/// (`admin`: the caller's is an admin context).
-pub fn visible(
-    admin: bool,
-    ctx: &AuthContext,
-    found: Option<Server>,
-    id: &str,
-) -> ComputeResult<Server> {
-    match found {
-        Some(server)
-            if !server.deleted
-                && (admin || ctx.project_id() == Some(server.project_id.as_str())) =>
-        {
-            Ok(server)
-        }
-        _ => Err(not_found(id)),
-    }
-}
-
-pub fn not_found(id: &str) -> ComputeError {
-    ComputeError::NotFound(format!("Instance {id} could not be found."))
-}
-
-/// Loads inside a write transaction (for read-modify-write).
-pub fn load_tx(
-    tx: &rusqlite::Transaction,
-    admin: bool,
-    ctx: &AuthContext,
-    id: &str,
-) -> ComputeResult<Server> {
-    visible(admin, ctx, db::get_server(tx, id)?, id)
-}
-
-/// 409 when the server is locked and the caller's is not an admin context.
-pub fn check_unlocked(admin: bool, server: &Server) -> ComputeResult<()> {
-    if server.locked && !admin {
-        return Err(ComputeError::Conflict(format!(
-            "Instance {} is locked",
-            server.id
-        )));
-    }
-    Ok(())
-}
-
 // ------------------------------------------------------------------ create
 
 fn last_segment(text: &str) -> String {
@@ -1193,7 +1103,7 @@ async fn create(
             "Flavor's disk is too small for requested image.".into(),
         ));
     }
-    let boot = lifecycle::resolve_boot(&s, &image, &project, is_admin).await?;
+    let boot = build::resolve_boot(&s, &image, &project, is_admin).await?;
     let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let user_id = ctx.user_id.clone();
@@ -1343,7 +1253,7 @@ async fn create(
                 if let Some(g) = &req.group {
                     store::add_server_group_member(tx, g, &id)?;
                 }
-                lifecycle::record_action(tx, &server, &rid, "create", now)?;
+                build::record_action(tx, &server, &rid, "create", now)?;
                 if fits {
                     scheduled.push(id.clone());
                 }
@@ -1354,9 +1264,9 @@ async fn create(
         .await?;
     for server in &servers {
         if scheduled.contains(&server.id) {
-            lifecycle::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
+            build::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
         } else {
-            lifecycle::finish_action_event(
+            build::finish_action_event(
                 &s,
                 &server.id,
                 &request_id.0,
@@ -1933,7 +1843,7 @@ async fn delete(
     Extension(request_id): Extension<RequestId>,
 ) -> ComputeResult<Response> {
     load_authorized(&s, &ctx, &id, "os_compute_api:servers:delete").await?;
-    lifecycle::start_delete(&s, &ctx, &id, &request_id.0).await?;
+    build::start_delete(&s, &ctx, &id, &request_id.0).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
