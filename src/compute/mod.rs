@@ -7,9 +7,17 @@
 //! `flavors`, `keypairs`, `quotas` (limits, quota sets and classes, and the
 //! enforcement helpers servers call), `hosts` (availability zones,
 //! hypervisors, services, usage, extensions) and `server_groups` hold the
-//! resources; `servers` (CRUD and sub-resources), `lifecycle` (actions, the
-//! state machine, the monitor), `virt` (instance files and VMM processes),
-//! `configdrive` and `consoles` run servers.
+//! resources; `servers` (CRUD and sub-resources), `lifecycle` (actions and
+//! the monitor), `consoles` and `configdrive` run servers.
+//!
+//! Leaves without HTTP, which the handler files import (and never each
+//! other): `states` (vm/task/power states and the table of which action may
+//! start where), `access` (finding a server for a caller), `build` (build,
+//! delete, instance actions, state writes), `scheduler` (the fit check),
+//! `locks` (per-server operation locks) and `driver`, the seam to what runs
+//! servers: `virt` implements it with one VMM process per server over the
+//! typed protocol of vmm/control.rs, `fake_driver` in memory for unit tests.
+//! Settings ([`ComputeConfig`]) come from server.rs and live in [`ComputeState`].
 //!
 //! Every path works with and without the project id after the version:
 //! before routing, `/v2.1/<project>/flavors` becomes `/v2.1/flavors` with the
