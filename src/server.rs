@@ -114,7 +114,7 @@ impl crate::http::ratelimit::ValidatedTokens for IdentityState {
 }
 
 /// Builds the whole HTTP application for a state file (also used by tests).
-pub fn app(identity: Arc<IdentityState>) -> Router {
+pub fn app(identity: Arc<IdentityState>, compute: crate::compute::ComputeConfig) -> Router {
     let public_url = identity.public_url.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
@@ -123,7 +123,7 @@ pub fn app(identity: Arc<IdentityState>) -> Router {
             get(identity::root_versions).with_state(identity.clone()),
         )
         .nest("/identity", identity::router(identity.clone()))
-        .merge(crate::compute::router(identity.clone()))
+        .merge(crate::compute::router(identity.clone(), compute))
         .merge(crate::image::router(identity.clone()))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
@@ -197,7 +197,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         per_second: args.api_rate_limit,
         burst: args.api_rate_burst,
     });
-    crate::compute::configure(crate::compute::ComputeConfig {
+    let compute = crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,
             ram: args.ram_allocation_ratio,
@@ -206,7 +206,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         force_config_drive: args.force_config_drive,
         jail_vmms: !args.no_jail,
         unpack_kernels: !args.boot_compressed_kernels,
-    });
+    };
     crate::image::quota::configure(crate::image::quota::ImageConfig {
         size_cap: args.image_size_cap,
         min_free_space: args.min_free_space,
@@ -225,7 +225,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         limits,
     )?;
     identity::token::start_purger(identity.clone(), purge_interval);
-    let app = app(identity);
+    let app = app(identity, compute);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");
     println!(

@@ -98,9 +98,9 @@ impl ConsoleTokens {
 /// again when the websocket connects. Returns the server id.
 async fn authorize_console(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
     let rule = "os_compute_api:os-remote-consoles";
-    let server = super::servers::load_authorized(s, ctx, id, rule).await?;
+    let server = super::access::load_authorized(s, ctx, id, rule).await?;
     if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
-        || !s.virt.is_alive(&server.id) && s.virt.status(&server.id).await.is_none()
+        || !s.driver.is_alive(&server.id) && s.driver.status(&server.id).await.is_none()
     {
         return Err(ComputeError::Conflict(format!(
             "Instance {id} is not ready (vm_state {})",
@@ -189,18 +189,13 @@ pub async fn serial_websocket(
     }
 }
 
-type ConsoleStream = (
-    tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
-    tokio::net::unix::OwnedWriteHalf,
-);
-
 /// Checks the handshake (origin, token, the rights behind the token) and
 /// connects to the VMM's console.
 async fn open_console(
     s: &S,
     query: &[(String, String)],
     headers: &HeaderMap,
-) -> ComputeResult<ConsoleStream> {
+) -> ComputeResult<super::driver::ConsoleStream> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         if !origin_allowed(&s.public_url, origin) {
@@ -235,7 +230,7 @@ async fn open_console(
         Err(ComputeError::NotFound(_) | ComputeError::Forbidden(_)) => return Err(refused()),
         Err(other) => return Err(other),
     }
-    s.virt
+    s.driver
         .console_stream(&grant.server_id)
         .await
         .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))
@@ -276,8 +271,8 @@ fn scheme_and_host(url: &str) -> Option<(String, String)> {
 /// until either side closes.
 async fn pump(
     socket: WebSocket,
-    mut from_vmm: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
-    mut to_vmm: tokio::net::unix::OwnedWriteHalf,
+    mut from_vmm: Box<dyn tokio::io::AsyncBufRead + Send + Unpin>,
+    mut to_vmm: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
 ) {
     use futures_util::{SinkExt, StreamExt};
     let (mut ws_tx, mut ws_rx) = socket.split();

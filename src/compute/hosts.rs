@@ -187,7 +187,8 @@ async fn host_state(s: &S) -> ComputeResult<HostState> {
         .await?;
     let placed: Vec<crate::db::servers::Server> =
         all.into_iter().filter(|sv| sv.host.is_some()).collect();
-    let used = super::servers::host_usage(&placed);
+    let usage = crate::db::servers::HostUsage::of(&placed);
+    let used = (usage.vcpus, usage.ram_mb, usage.disk_gb);
     let servers = placed
         .into_iter()
         .map(|sv| {

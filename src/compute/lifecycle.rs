@@ -16,489 +16,37 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::servers::{
-    self, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN, check_unlocked, iso_time, load_tx, view,
+use super::access::{self, check_unlocked, load_tx};
+use super::build::{
+    boot_files, clean_timeout, config_drive_files, fault, finish_action, record_action,
+    resolve_boot, spawn_delete, update_server,
 };
-use super::virt::{BootFiles, VmmExit};
+use super::driver::VmmExit;
+use super::servers::{self, view};
+use super::states::{Action, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
 use crate::db::compute as store;
 use crate::db::now_unix;
-use crate::db::servers::{self as db, ActionEvent, InstanceAction, Server};
+use crate::db::servers::{self as db, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::{Auth, AuthContext};
-use crate::image::service::BootImage;
 use crate::policy::Target;
+use crate::vmm::control::VmmState;
 
 type S = Arc<ComputeState>;
 
-/// Nova's default time a guest gets to power off before it is forced.
-const DEFAULT_SHUTDOWN_TIMEOUT: i64 = 60;
-
-/// Boot details taken from the image at create time.
-pub struct BootInfo {
-    pub kernel_id: Option<String>,
-    pub ramdisk_id: Option<String>,
-    pub cmdline: Option<String>,
-    pub shutdown_timeout: Option<i64>,
-}
-
-/// What an image boots with: an aki image is its own kernel; any other
-/// image names its kernel (and ramdisk) in properties. Those must be images
-/// the server's project owns, public ones, or ones shared with it and
-/// accepted (`ImageService::get_boot_asset`), admin or not: a property must
-/// not make a server run a stranger's kernel.
-pub async fn resolve_boot(
-    s: &ComputeState,
-    image: &BootImage,
-    project: &str,
-    _admin: bool,
-) -> ComputeResult<BootInfo> {
-    let kernel_id = if image.disk_format.as_deref() == Some("aki") {
-        Some(image.id.clone())
-    } else {
-        image.kernel_id.clone()
-    };
-    for (what, id) in [("kernel", &kernel_id), ("ramdisk", &image.ramdisk_id)] {
-        let Some(id) = id else { continue };
-        // An aki booted as itself was checked as the server's image.
-        if *id == image.id {
-            continue;
-        }
-        match s.images.get_boot_asset(id, what, project).await {
-            Ok(asset) if asset.status == "active" => {}
-            Err(e @ crate::image::service::ImageServiceError::NotTrusted { .. }) => {
-                return Err(ComputeError::BadRequest(e.to_string()));
-            }
-            Ok(_) | Err(_) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "The image's {what} {id} could not be found or is not active."
-                )));
-            }
-        }
-    }
-    let shutdown_timeout = image
-        .properties
-        .get("os_shutdown_timeout")
-        .and_then(|v| match v {
-            Value::String(t) => t.trim().parse::<i64>().ok(),
-            Value::Number(n) => n.as_i64(),
-            _ => None,
-        });
-    Ok(BootInfo {
-        kernel_id,
-        ramdisk_id: image.ramdisk_id.clone(),
-        cmdline: image.os_command_line.clone(),
-        shutdown_timeout,
-    })
-}
-
-fn clean_timeout(server: &Server) -> Option<Duration> {
-    // A paused or suspended guest cannot answer the power button.
-    if server.vm_state != "active" && server.vm_state != "resized" {
-        return None;
-    }
-    let secs = server.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    (secs > 0).then(|| Duration::from_secs(secs as u64))
-}
-
-// ------------------------------------------------------ instance actions
-
-/// Records an instance action with its first event (started now).
-pub fn record_action(
-    tx: &rusqlite::Connection,
-    server: &Server,
-    request_id: &str,
-    action: &str,
-    now: i64,
-) -> ComputeResult<()> {
-    let event = match action {
-        "create" => "compute__do_build_and_run_instance".to_string(),
-        "delete" => "compute_terminate_instance".to_string(),
-        "createImage" => "compute_snapshot_instance".to_string(),
-        "confirmResize" => "compute_confirm_resize".to_string(),
-        "revertResize" => "compute_revert_resize".to_string(),
-        other => format!("compute_{}_instance", other.to_ascii_lowercase()),
-    };
-    db::insert_action(
-        tx,
-        &InstanceAction {
-            id: 0,
-            instance_id: server.id.clone(),
-            request_id: request_id.to_string(),
-            action: action.to_string(),
-            project_id: server.project_id.clone(),
-            user_id: server.user_id.clone(),
-            start_time: now,
-            updated_at: now,
-            message: None,
-            events: vec![ActionEvent {
-                event,
-                start_time: now,
-                finish_time: None,
-                result: None,
-                traceback: None,
-            }],
-        },
-    )?;
-    Ok(())
-}
-
-/// Finishes the last event of the action `request_id` (a failure also sets
-/// the action's message to "Error").
-pub async fn finish_action_event(
-    s: &ComputeState,
-    id: &str,
-    request_id: &str,
-    event: &str,
-    ok: bool,
-) {
-    finish_action(s, id, request_id, Some(event), ok, None).await;
-}
-
-async fn finish_action(
-    s: &ComputeState,
-    id: &str,
-    request_id: &str,
-    rename: Option<&str>,
-    ok: bool,
-    traceback: Option<String>,
-) {
-    let (id, rid, rename) = (
-        id.to_string(),
-        request_id.to_string(),
-        rename.map(str::to_string),
-    );
-    let result = s
-        .write(move |tx| {
-            let Some(mut action) = db::get_action(tx, &id, &rid)? else {
-                return Ok(());
-            };
-            let now = now_unix();
-            if let Some(event) = action.events.last_mut() {
-                if let Some(name) = rename {
-                    event.event = name;
-                }
-                event.finish_time = Some(now);
-                event.result = Some(if ok { "Success" } else { "Error" }.into());
-                event.traceback = traceback;
-            }
-            if !ok {
-                action.message = Some("Error".into());
-            }
-            action.updated_at = now;
-            db::update_action(tx, &action)?;
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot record an instance action's result");
-    }
-}
-
-// ------------------------------------------------------------ state writes
-
-/// Applies `change` to the stored server (if it still exists) and stores it.
-pub async fn update_server(
-    s: &ComputeState,
-    id: &str,
-    change: impl FnOnce(&mut Server) + Send + 'static,
-) -> Option<Server> {
-    let id_owned = id.to_string();
-    let result = s
-        .write(move |tx| {
-            let Some(mut server) = db::get_server(tx, &id_owned)? else {
-                return Ok(None);
-            };
-            change(&mut server);
-            server.updated_at = now_unix();
-            db::update_server(tx, &server)?;
-            Ok(Some(server))
-        })
-        .await;
-    match result {
-        Ok(server) => server,
-        Err(e) => {
-            tracing::error!(error = %e, server = %id, "cannot store a server's state");
-            None
-        }
-    }
-}
-
-fn fault(message: &str, details: &str) -> Value {
-    json!({
-        "code": 500,
-        "created": iso_time(now_unix()),
-        "message": message,
-        "details": details,
-    })
-}
-
-// ------------------------------------------------------------------ build
-
-/// Builds a scheduled server in the background: disk, config drive, VMM.
-pub fn spawn_build(s: S, id: String, request_id: String) {
-    tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
-        let _guard = lock.lock().await;
-        let Some(server) = update_server(&s, &id, |sv| {
-            if sv.task_state.as_deref() != Some("deleting") {
-                sv.task_state = Some("spawning".into());
-            }
-        })
-        .await
-        else {
-            return;
-        };
-        if server.deleted || server.task_state.as_deref() == Some("deleting") {
-            finish_action_event(
-                &s,
-                &id,
-                &request_id,
-                "compute__do_build_and_run_instance",
-                false,
-            )
-            .await;
-            return;
-        }
-        let result = build(&s, &server).await;
-        let ok = result.is_ok();
-        match result {
-            Ok(pid) => {
-                update_server(&s, &id, move |sv| {
-                    sv.vm_state = "active".into();
-                    sv.power_state = RUNNING;
-                    if sv.task_state.as_deref() != Some("deleting") {
-                        sv.task_state = None;
-                    }
-                    sv.launched_at = Some(now_unix());
-                    sv.vmm_pid = Some(pid as i64);
-                })
-                .await;
-            }
-            Err(e) => {
-                tracing::warn!(server = %id, error = %e, "server build failed");
-                s.virt.stop(&id, None).await;
-                let message = e.to_string();
-                update_server(&s, &id, move |sv| {
-                    sv.vm_state = "error".into();
-                    sv.power_state = NOSTATE;
-                    if sv.task_state.as_deref() != Some("deleting") {
-                        sv.task_state = None;
-                    }
-                    sv.fault = Some(fault(
-                        &format!("Build of instance {} aborted: {message}", sv.id),
-                        &message,
-                    ));
-                })
-                .await;
-            }
-        }
-        finish_action_event(
-            &s,
-            &id,
-            &request_id,
-            "compute__do_build_and_run_instance",
-            ok,
-        )
-        .await;
-    });
-}
-
-/// The files a server boots from, from Glance.
-async fn boot_files(
-    s: &ComputeState,
-    server: &Server,
-    image_id: &str,
-) -> Result<(BootFiles, i64), String> {
-    let image = s
-        .images
-        .get(image_id, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !["active", "deactivated"].contains(&image.status.as_str()) {
-        return Err(format!("Image {image_id} is not active."));
-    }
-    let kernel_id = server
-        .kernel_id
-        .clone()
-        .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
-    // Checked again at every boot with the server's project: sharing may
-    // have been withdrawn since the server was created.
-    let kernel_path = if kernel_id == image.id {
-        image.path.clone()
-    } else {
-        s.images
-            .get_boot_asset(&kernel_id, "kernel", &server.project_id)
-            .await
-            .map_err(|e| format!("Kernel image {kernel_id}: {e}"))?
-            .path
-    };
-    let ramdisk = match &server.ramdisk_id {
-        Some(r) => Some(
-            s.images
-                .get_boot_asset(r, "ramdisk", &server.project_id)
-                .await
-                .map_err(|e| format!("Ramdisk image {r}: {e}"))?
-                .path,
-        ),
-        None => None,
-    };
-    let disk_image = match image.disk_format.as_deref() {
-        Some("aki" | "ari") => None,
-        Some("qcow2") => {
-            return Err("qcow2 root disks are not supported by the VMM yet; upload the image as raw (qemu-img convert -O raw)".into());
-        }
-        Some("raw" | "ami" | "iso" | "img") | None => Some(image.path.clone()),
-        Some(other) => return Err(format!("disk format {other} cannot be a root disk")),
-    };
-    let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
-    Ok((
-        BootFiles {
-            kernel: kernel_path,
-            ramdisk,
-            disk_image,
-        },
-        image_gb,
-    ))
-}
-
-async fn build(s: &S, server: &Server) -> Result<i32, String> {
-    let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
-    let config = server.config_drive.then(|| config_drive_files(server));
-    s.virt
-        .prepare(&server.id, files, server.flavor.disk, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.virt.spawn(server, false).await.map_err(|e| e.to_string())
-}
-
-/// The config drive's files (openstack/latest/...), as Nova writes them.
-pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
-    use rand::RngExt;
-    let mut seed = [0u8; 512];
-    rand::rng().fill(&mut seed[..]);
-    let mut public_keys = Map::new();
-    let mut keys = Vec::new();
-    if let (Some(name), Some(data)) = (&server.key_name, &server.key_data) {
-        public_keys.insert(name.clone(), json!(data));
-        keys.push(json!({"name": name, "type": "ssh", "data": data}));
-    }
-    let meta = json!({
-        "uuid": server.id,
-        "name": server.name,
-        "hostname": server.hostname,
-        "launch_index": server.launch_index,
-        "availability_zone": server.availability_zone.clone().unwrap_or_else(|| super::hosts::ZONE.into()),
-        "project_id": server.project_id,
-        "public_keys": public_keys,
-        "keys": keys,
-        "meta": server.metadata,
-        "devices": [],
-        "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
-    });
-    let network = json!({"links": [], "networks": [], "services": []});
-    let mut files = Vec::new();
-    for version in ["latest", "2018-08-27", "2012-08-10"] {
-        files.push((
-            format!("openstack/{version}/meta_data.json"),
-            meta.to_string().into_bytes(),
-        ));
-        files.push((
-            format!("openstack/{version}/network_data.json"),
-            network.to_string().into_bytes(),
-        ));
-        files.push((
-            format!("openstack/{version}/vendor_data.json"),
-            b"{}".to_vec(),
-        ));
-        files.push((
-            format!("openstack/{version}/vendor_data2.json"),
-            b"{}".to_vec(),
-        ));
-        if let Some(data) = &server.user_data
-            && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim())
-        {
-            files.push((format!("openstack/{version}/user_data"), bytes));
-        }
-    }
-    files
-}
-
-// ----------------------------------------------------------------- delete
-
-/// `DELETE /servers/{id}`: marks the server deleting and tears it down in the background.
-pub async fn start_delete(
-    s: &S,
-    ctx: &Arc<AuthContext>,
-    id: &str,
-    request_id: &str,
-) -> ComputeResult<()> {
-    let admin = super::is_admin_context(s, ctx);
-    let ctx2 = ctx.clone();
-    let (id2, rid) = (id.to_string(), request_id.to_string());
-    s.write(move |tx| {
-        let mut server = load_tx(tx, admin, &ctx2, &id2)?;
-        check_unlocked(admin, &server)?;
-        server.task_state = Some("deleting".into());
-        server.updated_at = now_unix();
-        db::update_server(tx, &server)?;
-        record_action(tx, &server, &rid, "delete", now_unix())?;
-        Ok(())
-    })
-    .await?;
-    spawn_delete(s.clone(), id.to_string(), request_id.to_string());
-    Ok(())
-}
-
-fn spawn_delete(s: S, id: String, request_id: String) {
-    tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
-        let guard = lock.lock().await;
-        s.virt.stop(&id, None).await;
-        s.virt.destroy_files(&id).await;
-        let id2 = id.clone();
-        let result = s
-            .write(move |tx| {
-                let Some(mut server) = db::get_server(tx, &id2)? else {
-                    return Ok(());
-                };
-                let now = now_unix();
-                server.deleted = true;
-                server.vm_state = "deleted".into();
-                server.task_state = None;
-                server.power_state = NOSTATE;
-                server.terminated_at = Some(now);
-                server.updated_at = now;
-                server.host = None;
-                server.vmm_pid = None;
-                db::update_server(tx, &server)?;
-                store::remove_server_group_member(tx, &id2)?;
-                Ok(())
-            })
-            .await;
-        drop(guard);
-        if let Err(e) = result {
-            tracing::error!(server = %id, error = %e, "cannot mark a server deleted");
-        }
-        finish_action_event(&s, &id, &request_id, "compute_terminate_instance", true).await;
-    });
-}
-
 // ---------------------------------------------------------------- actions
 
-/// Checks the state for `action` and starts it: 409 unless vm_state is one
-/// of `vm_states` and task_state is none; sets `task` and records the action.
+/// Checks the state for `action` against the table (states.rs) and starts
+/// it: 409 unless it may start; sets its task state and records the action.
 async fn begin(
     s: &S,
     ctx: &Arc<AuthContext>,
     id: &str,
     request_id: &str,
-    action: &'static str,
-    vm_states: &'static [&'static str],
-    task: Option<&'static str>,
+    action: Action,
 ) -> ComputeResult<Server> {
     let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
@@ -506,24 +54,22 @@ async fn begin(
     s.write(move |tx| {
         let mut server = load_tx(tx, admin, &ctx2, &id2)?;
         check_unlocked(admin, &server)?;
-        if !vm_states.contains(&server.vm_state.as_str()) {
-            return Err(ComputeError::Conflict(format!(
-                "Cannot '{action}' instance {id2} while it is in vm_state {}",
-                server.vm_state
-            )));
-        }
-        if let Some(t) = &server.task_state {
-            return Err(ComputeError::Conflict(format!(
-                "Cannot '{action}' instance {id2} while it is in task_state {t}"
-            )));
-        }
-        server.task_state = task.map(str::to_string);
+        enter(&mut server, &id2, action)?;
         server.updated_at = now_unix();
         db::update_server(tx, &server)?;
-        record_action(tx, &server, &rid, action, now_unix())?;
+        record_action(tx, &server, &rid, action.name(), now_unix())?;
         Ok(server)
     })
     .await
+}
+
+/// Puts the server into `action`'s task state, or refuses as Nova does.
+fn enter(server: &mut Server, id: &str, action: Action) -> ComputeResult<()> {
+    let task = action
+        .check(id, &server.vm_state, server.task_state.as_deref())
+        .map_err(|e| ComputeError::Conflict(e.to_string()))?;
+    server.task_state = task.map(|t| t.to_string());
+    Ok(())
 }
 
 /// Runs an action's VMM side in the background under the server's lock.
@@ -536,7 +82,7 @@ where
 {
     let (s, id, rid) = (s.clone(), id.to_string(), request_id.to_string());
     tokio::spawn(async move {
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let guard = lock.lock().await;
         let id2 = id.clone();
         let server = s
@@ -579,7 +125,7 @@ async fn settle(s: &ComputeState, id: &str, vm_state: &'static str, power_state:
 /// Starts the server's VMM (from saved state with `restore`) and records its pid.
 async fn boot(s: &S, server: &Server, restore: bool) -> Result<(), String> {
     let pid = s
-        .virt
+        .driver
         .spawn(server, restore)
         .await
         .map_err(|e| e.to_string())?;
@@ -656,47 +202,13 @@ pub async fn action(
         return Err(ComputeError::BadRequest("There is no such action".into()));
     };
     if let Some(rule) = action_rule(&name) {
-        servers::load_authorized(&s, &ctx, &id, rule).await?;
+        access::load_authorized(&s, &ctx, &id, rule).await?;
     }
     let rid = request_id.0.as_str();
     let accepted = || empty(StatusCode::ACCEPTED);
     match name.as_str() {
-        "os-stop" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "stop",
-                &["active", "error"],
-                Some("powering-off"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-                settle(&s, &sv.id, "stopped", SHUTDOWN).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "os-start" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "start",
-                &["stopped"],
-                Some("powering-on"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                boot(&s, &sv, false).await?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "os-stop" => start(&s, &ctx, &id, rid, Action::Stop, stop_vm).await,
+        "os-start" => start(&s, &ctx, &id, rid, Action::Start, start_vm).await,
         "reboot" => {
             let kind = arg
                 .get("type")
@@ -708,196 +220,23 @@ pub async fn action(
                             .into(),
                     )
                 })?;
-            let hard = match kind.as_str() {
-                "HARD" => true,
-                "SOFT" => false,
-                other => {
-                    return Err(ComputeError::BadRequest(format!(
-                        "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
-                    )));
-                }
-            };
-            let (states, task): (&'static [&'static str], _) = if hard {
-                (
-                    &["active", "stopped", "paused", "suspended", "error"],
-                    "rebooting_hard",
-                )
-            } else {
-                (&["active"], "rebooting")
-            };
-            begin(&s, &ctx, &id, rid, "reboot", states, Some(task)).await?;
-            run(&s, &id, rid, move |s, sv| async move {
-                if hard {
-                    if s.virt.is_alive(&sv.id) && sv.vm_state != "paused" {
-                        s.virt
-                            .control(&sv.id, json!({"cmd": "reset"}))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    } else {
-                        s.virt.stop(&sv.id, None).await;
-                        s.virt.drop_saved_state(&sv.id).await;
-                        boot(&s, &sv, false).await?;
-                    }
-                } else {
-                    s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-                    boot(&s, &sv, false).await?;
-                }
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
+            match kind.as_str() {
+                "HARD" => start(&s, &ctx, &id, rid, Action::RebootHard, reboot_hard_vm).await,
+                "SOFT" => start(&s, &ctx, &id, rid, Action::RebootSoft, reboot_soft_vm).await,
+                other => Err(ComputeError::BadRequest(format!(
+                    "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+                ))),
+            }
         }
-        "pause" => {
-            begin(&s, &ctx, &id, rid, "pause", &["active"], Some("pausing")).await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.virt
-                    .control(&sv.id, json!({"cmd": "pause"}))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "paused", PAUSED).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "unpause" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "unpause",
-                &["paused"],
-                Some("unpausing"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.virt
-                    .control(&sv.id, json!({"cmd": "resume"}))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "suspend" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "suspend",
-                &["active"],
-                Some("suspending"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.virt.save(&sv.id).await.map_err(|e| e.to_string())?;
-                settle(&s, &sv.id, "suspended", SHUTDOWN).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "resume" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "resume",
-                &["suspended"],
-                Some("resuming"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let restore = s.virt.has_saved_state(&sv.id);
-                boot(&s, &sv, restore).await?;
-                s.virt.drop_saved_state(&sv.id).await;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
-        "shelve" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "shelve",
-                &["active", "stopped", "paused", "suspended"],
-                Some("shelving"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-                s.virt.drop_saved_state(&sv.id).await;
-                // As Nova offloads an image-backed server: its disk becomes
-                // the image `<name>-shelved`, removed again by unshelve.
-                let image =
-                    snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default())
-                        .await?;
-                update_server(&s, &sv.id, move |x| {
-                    x.vm_state = "shelved_offloaded".into();
-                    x.power_state = SHUTDOWN;
-                    x.task_state = None;
-                    x.host = None;
-                    x.shelved_image_id = Some(image);
-                })
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "pause" => start(&s, &ctx, &id, rid, Action::Pause, pause_vm).await,
+        "unpause" => start(&s, &ctx, &id, rid, Action::Unpause, unpause_vm).await,
+        "suspend" => start(&s, &ctx, &id, rid, Action::Suspend, suspend_vm).await,
+        "resume" => start(&s, &ctx, &id, rid, Action::Resume, resume_vm).await,
+        "shelve" => start(&s, &ctx, &id, rid, Action::Shelve, shelve_vm).await,
         "shelveOffload" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "shelveOffload",
-                &["shelved"],
-                Some("shelving_offloading"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                update_server(&s, &sv.id, |x| {
-                    x.vm_state = "shelved_offloaded".into();
-                    x.task_state = None;
-                    x.host = None;
-                })
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
+            start(&s, &ctx, &id, rid, Action::ShelveOffload, shelve_offload_vm).await
         }
-        "unshelve" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "unshelve",
-                &["shelved", "shelved_offloaded"],
-                Some("unshelving"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let host = super::hosts::hostname();
-                update_server(&s, &sv.id, move |x| {
-                    x.host = Some(host);
-                    x.shelved_image_id = None;
-                })
-                .await;
-                if let Some(image) = &sv.shelved_image_id {
-                    s.images.discard_snapshot(image).await;
-                }
-                boot(&s, &sv, false).await?;
-                settle(&s, &sv.id, "active", RUNNING).await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "unshelve" => start(&s, &ctx, &id, rid, Action::Unshelve, unshelve_vm).await,
         "lock" => {
             let reason = match arg.get("locked_reason") {
                 Some(Value::String(r)) if mv.at_least(73) => {
@@ -927,7 +266,7 @@ pub async fn action(
             Ok(accepted())
         }
         "unlock" => {
-            let server = servers::load(&s, &ctx, &id).await?;
+            let server = access::load(&s, &ctx, &id).await?;
             let override_rule = "os_compute_api:os-lock-server:unlock:unlock_override";
             let may_override = super::allows(
                 &s,
@@ -973,11 +312,11 @@ pub async fn action(
             Ok(accepted())
         }
         "injectNetworkInfo" | "resetNetwork" => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Ok(accepted())
         }
         "os-getConsoleOutput" => {
-            let server = servers::load(&s, &ctx, &id).await?;
+            let server = access::load(&s, &ctx, &id).await?;
             let length = match arg.get("length") {
                 None | Some(Value::Null) => None,
                 Some(v) => {
@@ -990,7 +329,7 @@ pub async fn action(
                     "Instance {id} is not ready"
                 )));
             }
-            let output = s.virt.console_output(&server.id, length).await;
+            let output = s.driver.console_output(&server.id, length).await;
             Ok(json_response(StatusCode::OK, &json!({"output": output})))
         }
         "os-getSerialConsole" => {
@@ -1016,85 +355,32 @@ pub async fn action(
         "rebuild" => rebuild(&s, &ctx, mv, &id, rid, arg).await,
         "resize" => resize(&s, &ctx, &id, rid, &arg).await,
         "confirmResize" => {
-            begin(&s, &ctx, &id, rid, "confirmResize", &["resized"], None).await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let running = sv.power_state == RUNNING;
-                update_server(&s, &sv.id, move |x| {
-                    x.old_flavor = None;
-                    x.vm_state = if running { "active" } else { "stopped" }.into();
-                    x.task_state = None;
-                    if let Some(m) = x.migrations.last_mut() {
-                        m.status = "confirmed".into();
-                        m.updated_at = now_unix();
-                    }
-                })
-                .await;
-                Ok(())
-            });
+            begin(&s, &ctx, &id, rid, Action::ConfirmResize).await?;
+            run(&s, &id, rid, confirm_resize_vm);
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        "revertResize" => {
-            begin(
-                &s,
-                &ctx,
-                &id,
-                rid,
-                "revertResize",
-                &["resized"],
-                Some("resize_reverting"),
-            )
-            .await?;
-            run(&s, &id, rid, |s, sv| async move {
-                let running = sv.power_state == RUNNING;
-                s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-                let Some(back) = update_server(&s, &sv.id, |x| {
-                    if let Some(old) = x.old_flavor.take() {
-                        x.flavor = old;
-                    }
-                    if let Some(m) = x.migrations.last_mut() {
-                        m.status = "reverted".into();
-                        m.updated_at = now_unix();
-                    }
-                })
-                .await
-                else {
-                    return Ok(());
-                };
-                if running {
-                    boot(&s, &back, false).await?;
-                }
-                settle(
-                    &s,
-                    &sv.id,
-                    if running { "active" } else { "stopped" },
-                    if running { RUNNING } else { SHUTDOWN },
-                )
-                .await;
-                Ok(())
-            });
-            Ok(accepted())
-        }
+        "revertResize" => start(&s, &ctx, &id, rid, Action::RevertResize, revert_resize_vm).await,
         "forceDelete" | "restore" => {
-            let server = servers::load(&s, &ctx, &id).await?;
+            let server = access::load(&s, &ctx, &id).await?;
             Err(ComputeError::Conflict(format!(
                 "Cannot '{name}' instance {id} while it is in vm_state {}",
                 server.vm_state
             )))
         }
         "migrate" | "os-migrateLive" | "evacuate" => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Err(ComputeError::BadRequest(
                 "No valid host was found. This cloud has one compute host.".into(),
             ))
         }
         "changePassword" => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Err(ComputeError::NotImplemented(
                 "Unable to set password on instance: no guest agent.".into(),
             ))
         }
         "rescue" | "unrescue" | "trigger_crash_dump" => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Err(ComputeError::NotImplemented(format!(
                 "The {name} action is not implemented by this cloud's driver."
             )))
@@ -1105,18 +391,189 @@ pub async fn action(
         | "removeFixedIp"
         | "addFloatingIp"
         | "removeFloatingIp" => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Err(ComputeError::BadRequest(format!(
                 "The {name} action needs the network service, which this cloud does not have yet."
             )))
         }
         other => {
-            servers::load(&s, &ctx, &id).await?;
+            access::load(&s, &ctx, &id).await?;
             Err(ComputeError::BadRequest(format!(
                 "There is no such action: {other}"
             )))
         }
     }
+}
+
+/// Starts `action` (state check, task state, instance action) and runs
+/// `op`, its VMM side, in the background: 202.
+async fn start<F, Fut>(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+    action: Action,
+    op: F,
+) -> ComputeResult<Response>
+where
+    F: FnOnce(S, Server) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    begin(s, ctx, id, request_id, action).await?;
+    run(s, id, request_id, op);
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ------------------------------------------------- the actions' VMM sides
+
+/// `os-stop`: power off (the guest gets its shutdown timeout).
+async fn stop_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    settle(&s, &sv.id, "stopped", SHUTDOWN).await;
+    Ok(())
+}
+
+/// `os-start`: boot again.
+async fn start_vm(s: S, sv: Server) -> Result<(), String> {
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `reboot` HARD: reset a running VM, else boot it afresh.
+async fn reboot_hard_vm(s: S, sv: Server) -> Result<(), String> {
+    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" {
+        s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
+    } else {
+        s.driver.stop(&sv.id, None).await;
+        s.driver.drop_saved_state(&sv.id).await;
+        boot(&s, &sv, false).await?;
+    }
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `reboot` SOFT: a clean power-off, then boot.
+async fn reboot_soft_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+async fn pause_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "paused", PAUSED).await;
+    Ok(())
+}
+
+async fn unpause_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `suspend`: the VM's whole state saved to disk; the VMM ends.
+async fn suspend_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.save(&sv.id).await.map_err(|e| e.to_string())?;
+    settle(&s, &sv.id, "suspended", SHUTDOWN).await;
+    Ok(())
+}
+
+/// `resume`: back from the saved state (a fresh boot when there is none).
+async fn resume_vm(s: S, sv: Server) -> Result<(), String> {
+    let restore = s.driver.has_saved_state(&sv.id);
+    boot(&s, &sv, restore).await?;
+    s.driver.drop_saved_state(&sv.id).await;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+/// `shelve`: as Nova offloads an image-backed server, its disk becomes the
+/// image `<name>-shelved` (removed again by unshelve).
+async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    s.driver.drop_saved_state(&sv.id).await;
+    let image =
+        snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?;
+    update_server(&s, &sv.id, move |x| {
+        x.vm_state = "shelved_offloaded".into();
+        x.power_state = SHUTDOWN;
+        x.task_state = None;
+        x.host = None;
+        x.shelved_image_id = Some(image);
+    })
+    .await;
+    Ok(())
+}
+
+async fn shelve_offload_vm(s: S, sv: Server) -> Result<(), String> {
+    update_server(&s, &sv.id, |x| {
+        x.vm_state = "shelved_offloaded".into();
+        x.task_state = None;
+        x.host = None;
+    })
+    .await;
+    Ok(())
+}
+
+async fn unshelve_vm(s: S, sv: Server) -> Result<(), String> {
+    let host = super::hosts::hostname();
+    update_server(&s, &sv.id, move |x| {
+        x.host = Some(host);
+        x.shelved_image_id = None;
+    })
+    .await;
+    if let Some(image) = &sv.shelved_image_id {
+        s.images.discard_snapshot(image).await;
+    }
+    boot(&s, &sv, false).await?;
+    settle(&s, &sv.id, "active", RUNNING).await;
+    Ok(())
+}
+
+async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
+    let running = sv.power_state == RUNNING;
+    update_server(&s, &sv.id, move |x| {
+        x.old_flavor = None;
+        x.vm_state = if running { "active" } else { "stopped" }.into();
+        x.task_state = None;
+        if let Some(m) = x.migrations.last_mut() {
+            m.status = "confirmed".into();
+            m.updated_at = now_unix();
+        }
+    })
+    .await;
+    Ok(())
+}
+
+async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
+    let running = sv.power_state == RUNNING;
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    let Some(back) = update_server(&s, &sv.id, |x| {
+        if let Some(old) = x.old_flavor.take() {
+            x.flavor = old;
+        }
+        if let Some(m) = x.migrations.last_mut() {
+            m.status = "reverted".into();
+            m.updated_at = now_unix();
+        }
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    if running {
+        boot(&s, &back, false).await?;
+    }
+    settle(
+        &s,
+        &sv.id,
+        if running { "active" } else { "stopped" },
+        if running { RUNNING } else { SHUTDOWN },
+    )
+    .await;
+    Ok(())
 }
 
 /// Who a lock is by, as Nova records it: `owner` when the caller is in the
@@ -1190,19 +647,12 @@ async fn create_image_as(
         Some(v) => servers::check_metadata(v, "metadata")?,
         None => Default::default(),
     };
-    let states: &'static [&'static str] = if action == "createBackup" {
-        &["active", "stopped"]
+    let table_action = if action == "createBackup" {
+        Action::CreateBackup
     } else {
-        &[
-            "active",
-            "stopped",
-            "paused",
-            "suspended",
-            "shelved",
-            "shelved_offloaded",
-        ]
+        Action::CreateImage
     };
-    let server = begin(s, ctx, id, rid, action, states, Some("image_snapshot")).await?;
+    let server = begin(s, ctx, id, rid, table_action).await?;
     let source = s.images.get(&server.image_id, None).await.ok();
     let mut extra = Map::new();
     for (k, v) in &metadata {
@@ -1234,18 +684,18 @@ async fn create_image_as(
     };
     let snapshot_id = image_id.clone();
     run(s, id, rid, move |s, sv| async move {
-        let running = s.virt.is_alive(&sv.id) && sv.vm_state == "active";
+        let running = s.driver.is_alive(&sv.id) && sv.vm_state == "active";
         update_server(&s, &sv.id, |x| {
             x.task_state = Some("image_uploading".into())
         })
         .await;
         if running {
-            let _ = s.virt.control(&sv.id, json!({"cmd": "pause"})).await;
+            let _ = s.driver.pause(&sv.id).await;
         }
         let dest = s.images.snapshot_staging_path(&snapshot_id);
-        let copied = s.virt.copy_disk(&sv.id, dest.clone()).await;
+        let copied = s.driver.copy_disk(&sv.id, dest.clone()).await;
         if running {
-            let _ = s.virt.control(&sv.id, json!({"cmd": "resume"})).await;
+            let _ = s.driver.resume(&sv.id).await;
         }
         update_server(&s, &sv.id, |x| {
             if x.task_state.as_deref() != Some("deleting") {
@@ -1294,7 +744,7 @@ async fn snapshot_to_image(
         .await
         .map_err(|e| e.to_string())?;
     let dest = s.images.snapshot_staging_path(&image);
-    if let Err(e) = s.virt.copy_disk(&sv.id, dest.clone()).await {
+    if let Err(e) = s.driver.copy_disk(&sv.id, dest.clone()).await {
         s.images.discard_snapshot(&image).await;
         return Err(e.to_string());
     }
@@ -1384,7 +834,7 @@ async fn create_backup(
         .collect();
     let (s2, server_id) = (s.clone(), id.to_string());
     tokio::spawn(async move {
-        let lock = s2.virt.lock_for(&server_id);
+        let lock = s2.locks.lock_for(&server_id);
         drop(lock.lock().await);
         let mut older: Vec<_> = s2
             .images
@@ -1522,16 +972,7 @@ async fn rebuild(
         Some(None) => Some(None),
         None => None,
     };
-    let server = begin(
-        s,
-        ctx,
-        id,
-        rid,
-        "rebuild",
-        &["active", "stopped", "error"],
-        Some("rebuilding"),
-    )
-    .await?;
+    let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
     let was_running = server.vm_state == "active";
     let image_id = image.id.clone();
     let updated = update_server(s, id, move |sv| {
@@ -1560,14 +1001,14 @@ async fn rebuild(
         }
     })
     .await
-    .ok_or_else(|| servers::not_found(id))?;
+    .ok_or_else(|| access::not_found(id))?;
     run(s, id, rid, move |s, sv| async move {
-        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
-        s.virt.drop_saved_state(&sv.id).await;
+        s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+        s.driver.drop_saved_state(&sv.id).await;
         let result = async {
             let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
             let config = sv.config_drive.then(|| config_drive_files(&sv));
-            s.virt
+            s.driver
                 .prepare(&sv.id, files, sv.flavor.disk, config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -1647,7 +1088,7 @@ async fn resize(
         .ok_or_else(|| {
             ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found."))
         })?;
-    let current = servers::load(s, ctx, id).await?;
+    let current = access::load(s, ctx, id).await?;
     if current.flavor.id == flavor.id {
         return Err(ComputeError::BadRequest(
             "When resizing, instances must change flavor!".into(),
@@ -1664,12 +1105,12 @@ async fn resize(
         flavor.ram - current.flavor.ram,
     );
     let (project, user) = (current.project_id.clone(), current.user_id.clone());
-    let ratios = super::allocation_ratios();
+    let ratios = s.config.ratios;
     let facts = super::hosts::capacity(&s.db.state_dir());
     let (fv, fr) = (flavor.vcpus, flavor.ram);
     let cur_id = current.id.clone();
     s.read(move |conn| {
-        let usage = servers::quota_usage(conn, &project, None)?;
+        let usage = db::quota_usage(conn, &project, None)?;
         for (resource, delta) in [("cores", dv), ("ram", dr)] {
             if delta > 0 {
                 super::quotas::enforce_limit(
@@ -1682,12 +1123,15 @@ async fn resize(
                 )?;
             }
         }
-        let all = db::list_servers(conn, None, false)?;
-        let others: Vec<Server> = all.into_iter().filter(|x| x.id != cur_id).collect();
-        let (c, r, _) = servers::host_usage(&others);
-        if (c + fv) as f64 > facts.vcpus as f64 * ratios.cpu
-            || (r + fr) as f64 > facts.memory_mb as f64 * ratios.ram
-        {
+        // The server's own usage is left out: it moves to the new flavor.
+        let others = db::host_usage(conn, Some(&cur_id))?;
+        let demand = super::scheduler::Demand {
+            vcpus: fv,
+            ram_mb: fr,
+            disk_gb: 0,
+        };
+        let fit = super::scheduler::fit(others, demand, &facts, ratios);
+        if !(fit.cpu && fit.ram) {
             return Err(ComputeError::BadRequest(
                 "No valid host was found. There are not enough hosts available.".into(),
             ));
@@ -1695,16 +1139,7 @@ async fn resize(
         Ok(())
     })
     .await?;
-    begin(
-        s,
-        ctx,
-        id,
-        rid,
-        "resize",
-        &["active", "stopped"],
-        Some("resize_prep"),
-    )
-    .await?;
+    begin(s, ctx, id, rid, Action::Resize).await?;
     let new = crate::db::servers::FlavorCopy::from(&flavor);
     run(s, id, rid, move |s, sv| async move {
         let running = sv.vm_state == "active";
@@ -1712,7 +1147,7 @@ async fn resize(
             x.task_state = Some("resize_migrating".into())
         })
         .await;
-        s.virt.stop(&sv.id, clean_timeout(&sv)).await;
+        s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         let disk = new.disk;
         let Some(resized) = update_server(&s, &sv.id, move |x| {
             let now = now_unix();
@@ -1734,7 +1169,7 @@ async fn resize(
         else {
             return Ok(());
         };
-        s.virt
+        s.driver
             .grow_disk(&sv.id, disk)
             .await
             .map_err(|e| e.to_string())?;
@@ -1777,12 +1212,12 @@ pub fn start_monitor(s: S, mut exits: tokio::sync::mpsc::UnboundedReceiver<VmmEx
 
 /// A VMM we spawned exited.
 async fn on_exit(s: &S, id: String, code: Option<i32>) {
-    if s.virt.take_expected_exit(&id) {
+    if s.driver.take_expected_exit(&id) {
         return;
     }
-    let lock = s.virt.lock_for(&id);
+    let lock = s.locks.lock_for(&id);
     let _guard = lock.lock().await;
-    if s.virt.is_alive(&id) {
+    if s.driver.is_alive(&id) {
         return;
     }
     let id2 = id.clone();
@@ -1792,10 +1227,8 @@ async fn on_exit(s: &S, id: String, code: Option<i32>) {
     if server.deleted || !["active", "paused", "resized"].contains(&server.vm_state.as_str()) {
         return;
     }
-    let log = std::fs::read_to_string(s.virt.dir(&id).join("vmm.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(3).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    vanished(s, &id, code, &tail.join(" / "), true).await;
+    let tail = s.driver.log_tail(&id);
+    vanished(s, &id, code, &tail, true).await;
 }
 
 /// Records that a server's VMM is gone: SHUTOFF when the guest powered off
@@ -1847,7 +1280,7 @@ async fn reconcile(s: &S, startup: bool) {
     };
     for server in servers {
         let id = server.id.clone();
-        let lock = s.virt.lock_for(&id);
+        let lock = s.locks.lock_for(&id);
         let Ok(guard) = lock.try_lock() else {
             continue; // an action is running; it owns the state
         };
@@ -1864,10 +1297,10 @@ async fn reconcile(s: &S, startup: bool) {
         {
             continue;
         }
-        if s.virt.is_alive(&id) || s.virt.is_child(&id) {
+        if s.driver.is_alive(&id) || s.driver.is_child(&id) {
             continue;
         }
-        if s.virt.known_pid(&id).is_none() && s.virt.status(&id).await.is_some() {
+        if s.driver.known_pid(&id).is_none() && s.driver.status(&id).await.is_some() {
             continue;
         }
         vanished(s, &id, None, "", false).await;
@@ -1878,12 +1311,8 @@ async fn reconcile(s: &S, startup: bool) {
 /// Start-up handling of one server.
 async fn reattach(s: &S, server: &Server) {
     let id = server.id.clone();
-    let status = s.virt.status(&id).await;
-    let vmm_state = status
-        .as_ref()
-        .and_then(|v| v.get("state"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let status = s.driver.status(&id).await;
+    let vmm_state = status.as_ref().map(|st| st.state);
     if let Some(state) = &vmm_state {
         tracing::info!(server = %id, vmm = %state, "re-attached to a running VMM");
     }
@@ -1915,9 +1344,9 @@ async fn reattach(s: &S, server: &Server) {
         }
         (vm, task) => {
             let expected_running = ["active", "paused", "resized"].contains(&vm);
-            match vmm_state.as_deref() {
+            match vmm_state {
                 Some(state) => {
-                    let paused = state == "paused";
+                    let paused = state == VmmState::Paused;
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
                         if sv.vm_state == "stopped"
@@ -1936,7 +1365,7 @@ async fn reattach(s: &S, server: &Server) {
                     .await;
                 }
                 None if expected_running || task.is_some() => {
-                    let suspended = s.virt.has_saved_state(&id) && vm == "suspended";
+                    let suspended = s.driver.has_saved_state(&id) && vm == "suspended";
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
                         sv.vmm_pid = None;
@@ -1953,5 +1382,200 @@ async fn reattach(s: &S, server: &Server) {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::driver::ComputeDriver;
+    use crate::compute::fake_driver::{FakeDriver, FakeVm};
+
+    struct Cloud {
+        s: S,
+        fake: Arc<FakeDriver>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Cloud {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A compute state over a fresh state file and the fake driver, with
+    /// one ACTIVE server `srv` whose VM runs.
+    async fn cloud(name: &str) -> Cloud {
+        let dir =
+            std::env::temp_dir().join(format!("yunhe-lifecycle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
+        let identity = crate::identity::IdentityState::new(
+            db,
+            "http://127.0.0.1:1".into(),
+            3600,
+            Arc::new(crate::policy::Policy::defaults().expect("policy")),
+            Default::default(),
+        )
+        .expect("identity");
+        let fake = Arc::new(FakeDriver::default());
+        let s = ComputeState::new(identity, Default::default(), fake.clone());
+        let server = Server {
+            id: "srv".into(),
+            name: "vm".into(),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            vm_state: "active".into(),
+            power_state: RUNNING,
+            reservation_id: "r-1".into(),
+            hostname: "vm".into(),
+            ..Default::default()
+        };
+        let stored = server.clone();
+        s.write(move |tx| Ok(db::insert_server(tx, &stored)?))
+            .await
+            .expect("insert");
+        fake.spawn(&server, false).await.expect("spawn");
+        Cloud { s, fake, dir }
+    }
+
+    async fn stored(s: &S) -> Server {
+        s.read(|conn| Ok(db::get_server(conn, "srv")?))
+            .await
+            .expect("read")
+            .expect("server")
+    }
+
+    /// Starts `action` as the API does (state check, task state) and runs
+    /// its VMM side; returns the server afterwards.
+    async fn act<F, Fut>(c: &Cloud, action: Action, op: F) -> ComputeResult<Server>
+    where
+        F: FnOnce(S, Server) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut server = stored(&c.s).await;
+        enter(&mut server, "srv", action)?;
+        let task = server.task_state.clone();
+        update_server(&c.s, "srv", move |sv| sv.task_state = task).await;
+        let server = stored(&c.s).await;
+        op(c.s.clone(), server)
+            .await
+            .map_err(ComputeError::Internal)?;
+        Ok(stored(&c.s).await)
+    }
+
+    fn states(sv: &Server) -> (&str, Option<&str>, i64) {
+        (
+            sv.vm_state.as_str(),
+            sv.task_state.as_deref(),
+            sv.power_state,
+        )
+    }
+
+    #[tokio::test]
+    async fn stop_start_pause_unpause_reboot() {
+        let c = cloud("power").await;
+        let sv = act(&c, Action::Stop, stop_vm).await.expect("stop");
+        assert_eq!(states(&sv), ("stopped", None, SHUTDOWN));
+        assert_eq!(c.fake.vm("srv"), None);
+        // Refused as Nova refuses, in the words of today's 409.
+        let refused = act(&c, Action::Pause, pause_vm).await.err();
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("Cannot 'pause' instance srv while it is in vm_state stopped")
+        );
+        let sv = act(&c, Action::Start, start_vm).await.expect("start");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert!(sv.vmm_pid.is_some());
+        let sv = act(&c, Action::Pause, pause_vm).await.expect("pause");
+        assert_eq!(states(&sv), ("paused", None, PAUSED));
+        assert_eq!(c.fake.vm("srv"), Some(FakeVm::Paused));
+        assert!(matches!(
+            act(&c, Action::RebootSoft, reboot_soft_vm).await,
+            Err(ComputeError::Conflict(_))
+        ));
+        let sv = act(&c, Action::Unpause, unpause_vm).await.expect("unpause");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let sv = act(&c, Action::RebootHard, reboot_hard_vm)
+            .await
+            .expect("hard reboot");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let sv = act(&c, Action::RebootSoft, reboot_soft_vm)
+            .await
+            .expect("soft reboot");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        let calls = c.fake.calls();
+        assert_eq!(
+            &calls[1..],
+            [
+                "stop_clean srv",
+                "spawn srv",
+                "pause srv",
+                "resume srv",
+                "reset srv",
+                "stop_clean srv",
+                "spawn srv"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn suspend_resume_and_a_busy_server() {
+        let c = cloud("suspend").await;
+        let sv = act(&c, Action::Suspend, suspend_vm).await.expect("suspend");
+        assert_eq!(states(&sv), ("suspended", None, SHUTDOWN));
+        assert!(c.fake.has_saved_state("srv"));
+        assert!(c.fake.take_expected_exit("srv"));
+        let sv = act(&c, Action::Resume, resume_vm).await.expect("resume");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert!(!c.fake.has_saved_state("srv"));
+        assert_eq!(
+            c.fake.calls().last().map(String::as_str),
+            Some("restore srv")
+        );
+        // A task running: every action is refused with the task's name.
+        update_server(&c.s, "srv", |sv| sv.task_state = Some("rebooting".into())).await;
+        let refused = act(&c, Action::Stop, stop_vm).await.err();
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("Cannot 'stop' instance srv while it is in task_state rebooting")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_vmm_leaves_the_state_and_reports() {
+        let c = cloud("fail").await;
+        c.fake.fail("pause");
+        let failed = act(&c, Action::Pause, pause_vm).await.err();
+        assert_eq!(
+            failed.map(|e| e.to_string()).as_deref(),
+            Some("Unexpected API Error: VMM control: pause refused")
+        );
+        // run() clears the task state on failure; the vm_state is untouched.
+        let sv = stored(&c.s).await;
+        assert_eq!((sv.vm_state.as_str(), sv.power_state), ("active", RUNNING));
+    }
+
+    #[tokio::test]
+    async fn delete_tears_down() {
+        let c = cloud("delete").await;
+        spawn_delete(c.s.clone(), "srv".into(), "req-1".into());
+        let mut sv = stored(&c.s).await;
+        for _ in 0..200 {
+            if sv.deleted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sv = stored(&c.s).await;
+        }
+        assert!(sv.deleted);
+        assert_eq!(states(&sv), ("deleted", None, NOSTATE));
+        assert_eq!(c.fake.vm("srv"), None);
+        assert!(
+            c.fake
+                .calls()
+                .ends_with(&["stop srv".to_string(), "destroy_files srv".to_string()])
+        );
     }
 }

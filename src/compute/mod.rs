@@ -7,9 +7,17 @@
 //! `flavors`, `keypairs`, `quotas` (limits, quota sets and classes, and the
 //! enforcement helpers servers call), `hosts` (availability zones,
 //! hypervisors, services, usage, extensions) and `server_groups` hold the
-//! resources; `servers` (CRUD and sub-resources), `lifecycle` (actions, the
-//! state machine, the monitor), `virt` (instance files and VMM processes),
-//! `configdrive` and `consoles` run servers.
+//! resources; `servers` (CRUD and sub-resources), `lifecycle` (actions and
+//! the monitor), `consoles` and `configdrive` run servers.
+//!
+//! Leaves without HTTP, which the handler files import (and never each
+//! other): `states` (vm/task/power states and the table of which action may
+//! start where), `access` (finding a server for a caller), `build` (build,
+//! delete, instance actions, state writes), `scheduler` (the fit check),
+//! `locks` (per-server operation locks) and `driver`, the seam to what runs
+//! servers: `virt` implements it with one VMM process per server over the
+//! typed protocol of vmm/control.rs, `fake_driver` in memory for unit tests.
+//! Settings ([`ComputeConfig`]) come from server.rs and live in [`ComputeState`].
 //!
 //! Every path works with and without the project id after the version:
 //! before routing, `/v2.1/<project>/flavors` becomes `/v2.1/flavors` with the
@@ -17,21 +25,29 @@
 //! sent to v2.1 when the `Accept` media type names it. `/v2` (the legacy v2
 //! API) is served by the same handlers at microversion 2.1.
 
+mod access;
 mod aggregates;
+mod build;
 pub mod configdrive;
 mod consoles;
+pub mod driver;
+#[cfg(test)]
+mod fake_driver;
 mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
 mod lifecycle;
+mod locks;
 pub mod quotas;
+mod scheduler;
 mod server_groups;
 mod servers;
+pub mod states;
 pub mod virt;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 
@@ -134,8 +150,12 @@ pub struct ComputeState {
     pub db: Db,
     /// Public URL of the whole server, without a trailing slash.
     pub public_url: String,
-    /// The driver that runs servers as VMM processes.
-    pub virt: Arc<virt::Virt>,
+    /// What runs the servers (one VMM process each; a fake in unit tests).
+    pub driver: Arc<dyn driver::ComputeDriver>,
+    /// One operation lock per server.
+    pub locks: locks::ServerLocks,
+    /// The settings `yunhe serve` was started with.
+    pub config: ComputeConfig,
     /// Glance, as Nova asks it for images.
     pub images: crate::image::service::ImageService,
     /// Serial console tokens (single-use, see `consoles`).
@@ -150,7 +170,8 @@ pub struct AllocationRatios {
     pub disk: f64,
 }
 
-/// Compute settings of `yunhe serve`, fixed at start-up.
+/// Compute settings of `yunhe serve`, fixed at start-up (built by
+/// server.rs, held in [`ComputeState`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ComputeConfig {
     pub ratios: AllocationRatios,
@@ -175,33 +196,6 @@ impl Default for ComputeConfig {
             unpack_kernels: true,
         }
     }
-}
-
-static CONFIG: OnceLock<ComputeConfig> = OnceLock::new();
-
-/// Sets the compute settings (once, before serving).
-pub fn configure(config: ComputeConfig) {
-    let _ = CONFIG.set(config);
-}
-
-fn config() -> ComputeConfig {
-    CONFIG.get().copied().unwrap_or_default()
-}
-
-pub fn allocation_ratios() -> AllocationRatios {
-    config().ratios
-}
-
-pub fn force_config_drive() -> bool {
-    config().force_config_drive
-}
-
-pub fn jail_vmms() -> bool {
-    config().jail_vmms
-}
-
-pub fn unpack_kernels() -> bool {
-    config().unpack_kernels
 }
 
 impl HasIdentity for Arc<ComputeState> {
@@ -533,17 +527,36 @@ async fn bad_method(_req: Request) -> Response {
     )
 }
 
-/// Routes of this service, at `/compute`.
-pub fn router(identity: Arc<IdentityState>) -> Router {
-    let (virt, exits) = virt::Virt::new(&identity.db.state_dir());
-    let state = Arc::new(ComputeState {
-        db: identity.db.clone(),
-        public_url: identity.public_url.clone(),
-        virt,
-        images: crate::image::service::ImageService::new(identity.db.clone()),
-        console_tokens: consoles::ConsoleTokens::default(),
-        identity,
-    });
+impl ComputeState {
+    /// The compute state over `driver` (which reports its VMMs' exits on
+    /// the receiver the monitor follows).
+    pub fn new(
+        identity: Arc<IdentityState>,
+        config: ComputeConfig,
+        driver: Arc<dyn driver::ComputeDriver>,
+    ) -> Arc<ComputeState> {
+        Arc::new(ComputeState {
+            db: identity.db.clone(),
+            public_url: identity.public_url.clone(),
+            driver,
+            locks: locks::ServerLocks::default(),
+            config,
+            images: crate::image::service::ImageService::new(identity.db.clone()),
+            console_tokens: consoles::ConsoleTokens::default(),
+            identity,
+        })
+    }
+}
+
+/// Routes of this service, at `/compute`: servers run as VMM processes
+/// (`virt`), with the settings `config`.
+pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
+    let (virt, exits) = virt::Virt::new(
+        &identity.db.state_dir(),
+        config.jail_vmms,
+        config.unpack_kernels,
+    );
+    let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);
     }
@@ -559,6 +572,10 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .merge(images::routes())
         .merge(server_groups::routes())
         .merge(servers::routes())
+        .route(
+            "/v2.1/servers/{id}/action",
+            axum::routing::post(lifecycle::action),
+        )
         .route(
             "/v2.1/servers/{id}/remote-consoles",
             axum::routing::post(consoles::remote_console),
@@ -695,6 +712,23 @@ pub fn nova_time(unix: i64) -> String {
     let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `2012-08-20T21:11:09Z`, as Nova writes server timestamps.
+pub fn iso_time(unix: i64) -> String {
+    use chrono::{Datelike, Timelike};
+    // Written by hand: chrono's format machinery is the slowest part of a
+    // 1,000-server listing.
+    let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         t.year(),
         t.month(),
         t.day(),

@@ -215,7 +215,7 @@ pub fn usage_for(
 ) -> DbResult<HashMap<String, i64>> {
     let mut usage: HashMap<String, i64> =
         RESOURCES.iter().map(|r| (r.name.to_string(), 0)).collect();
-    usage.extend(super::servers::quota_usage(conn, project_id, user_id)?);
+    usage.extend(crate::db::servers::quota_usage(conn, project_id, user_id)?);
     usage.insert(
         "server_groups".into(),
         store::count_server_groups(conn, project_id)?,

@@ -17,7 +17,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha224};
 
-use super::lifecycle;
+use super::access::{check_unlocked, load, load_authorized, load_tx, server_target, visible};
+use super::build;
+use super::iso_time;
 use super::quotas::{self, ServerRequest};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
@@ -37,7 +39,6 @@ pub fn routes() -> Router<S> {
         .route("/v2.1/servers", get(list).post(create))
         .route("/v2.1/servers/detail", get(list_detail))
         .route("/v2.1/servers/{id}", get(show).put(update).delete(delete))
-        .route("/v2.1/servers/{id}/action", post(lifecycle::action))
         .route(
             "/v2.1/servers/{id}/metadata",
             get(metadata_list)
@@ -259,12 +260,7 @@ async fn external_events(
 
 // ------------------------------------------------------------------ states
 
-/// Nova's power states.
-pub const NOSTATE: i64 = 0;
-pub const RUNNING: i64 = 1;
-pub const PAUSED: i64 = 3;
-pub const SHUTDOWN: i64 = 4;
-pub const CRASHED: i64 = 6;
+use super::states::{NOSTATE, RUNNING};
 
 /// Nova's status, from vm_state and task_state.
 pub fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
@@ -579,97 +575,6 @@ impl ServerView<'_> {
         }
         Ok(())
     }
-}
-
-/// `2012-08-20T21:11:09Z`, as Nova writes server timestamps.
-pub fn iso_time(unix: i64) -> String {
-    use chrono::{Datelike, Timelike};
-    // Written by hand: chrono's format machinery is the slowest part of a
-    // 1,000-server listing.
-    let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-// ----------------------------------------------------------------- loading
-
-/// A server the caller may see, or 404: admin contexts read every
-/// project's servers, others their own project's (Nova's `project_only`).
-pub async fn load(s: &ComputeState, ctx: &AuthContext, id: &str) -> ComputeResult<Server> {
-    let id_owned = id.to_string();
-    let found = s
-        .read(move |conn| Ok(db::get_server(conn, &id_owned)?))
-        .await?;
-    visible(super::is_admin_context(s, ctx), ctx, found, id)
-}
-
-/// The target of Nova's rules on a server: its project and user.
-pub fn server_target(server: &Server) -> Target {
-    super::owner_target(&server.project_id, &server.user_id)
-}
-
-/// A server the caller may see (else 404), once `rule` allows the caller
-/// on it (else 403), as Nova's handlers load then check.
-pub async fn load_authorized(
-    s: &ComputeState,
-    ctx: &AuthContext,
-    id: &str,
-    rule: &str,
-) -> ComputeResult<Server> {
-    let server = load(s, ctx, id).await?;
-    super::authorize(s, ctx, rule, &server_target(&server))?;
-    Ok(server)
-}
-
-/// The server if it exists, is not deleted and the caller may see it
-/// (`admin`: the caller's is an admin context).
-pub fn visible(
-    admin: bool,
-    ctx: &AuthContext,
-    found: Option<Server>,
-    id: &str,
-) -> ComputeResult<Server> {
-    match found {
-        Some(server)
-            if !server.deleted
-                && (admin || ctx.project_id() == Some(server.project_id.as_str())) =>
-        {
-            Ok(server)
-        }
-        _ => Err(not_found(id)),
-    }
-}
-
-pub fn not_found(id: &str) -> ComputeError {
-    ComputeError::NotFound(format!("Instance {id} could not be found."))
-}
-
-/// Loads inside a write transaction (for read-modify-write).
-pub fn load_tx(
-    tx: &rusqlite::Transaction,
-    admin: bool,
-    ctx: &AuthContext,
-    id: &str,
-) -> ComputeResult<Server> {
-    visible(admin, ctx, db::get_server(tx, id)?, id)
-}
-
-/// 409 when the server is locked and the caller's is not an admin context.
-pub fn check_unlocked(admin: bool, server: &Server) -> ComputeResult<()> {
-    if server.locked && !admin {
-        return Err(ComputeError::Conflict(format!(
-            "Instance {} is locked",
-            server.id
-        )));
-    }
-    Ok(())
 }
 
 // ------------------------------------------------------------------ create
@@ -1144,47 +1049,6 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
     })
 }
 
-/// Resources held on this host by servers that were scheduled to it:
-/// (vcpus, ram MiB, disk GiB).
-pub fn host_usage(servers: &[Server]) -> (i64, i64, i64) {
-    servers
-        .iter()
-        .filter(|s| !s.deleted && s.host.is_some())
-        .fold((0, 0, 0), |(c, r, d), s| {
-            let f = &s.flavor;
-            (
-                c + f.vcpus,
-                r + f.ram,
-                d + f.disk + f.ephemeral + f.swap / 1024,
-            )
-        })
-}
-
-/// Quota usage of a project (or one user of it) from the servers table.
-pub fn quota_usage(
-    conn: &rusqlite::Connection,
-    project_id: &str,
-    user_id: Option<&str>,
-) -> crate::db::DbResult<HashMap<String, i64>> {
-    let servers = db::list_servers(conn, Some(project_id), false)?;
-    let mut instances = 0;
-    let mut cores = 0;
-    let mut ram = 0;
-    for s in servers
-        .iter()
-        .filter(|s| user_id.is_none_or(|u| s.user_id == u))
-    {
-        instances += 1;
-        cores += s.flavor.vcpus;
-        ram += s.flavor.ram;
-    }
-    Ok(HashMap::from([
-        ("instances".to_string(), instances),
-        ("cores".to_string(), cores),
-        ("ram".to_string(), ram),
-    ]))
-}
-
 async fn create(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -1239,14 +1103,15 @@ async fn create(
             "Flavor's disk is too small for requested image.".into(),
         ));
     }
-    let boot = lifecycle::resolve_boot(&s, &image, &project, is_admin).await?;
+    let boot = build::resolve_boot(&s, &image, &project, is_admin).await?;
     let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let user_id = ctx.user_id.clone();
     let now = now_unix();
     let flavor_copy = FlavorCopy::from(&flavor);
     let host = super::hosts::hostname();
-    let ratios = super::allocation_ratios();
+    let ratios = s.config.ratios;
+    let force_config_drive = s.config.force_config_drive;
     let facts = super::hosts::capacity(&s.db.state_dir());
     let rid = request_id.0.clone();
     let (servers, scheduled) = s
@@ -1282,7 +1147,7 @@ async fn create(
                 quotas::enforce_group_members(tx, &project, &user_id, group_id, req.min_count)?;
             }
             // Quotas: as many as fit between min_count and max_count.
-            let in_use = quota_usage(tx, &project, None)?;
+            let in_use = db::quota_usage(tx, &project, None)?;
             let mut count = req.max_count;
             loop {
                 let request = ServerRequest {
@@ -1298,8 +1163,7 @@ async fn create(
                 }
             }
             // Scheduling on this one host.
-            let all = db::list_servers(tx, None, false)?;
-            let (cpu_used, ram_used, disk_used) = host_usage(&all);
+            let used = db::host_usage(tx, None)?;
             let group = match &req.group {
                 Some(g) => store::get_server_group(tx, g)?,
                 None => None,
@@ -1313,13 +1177,20 @@ async fn create(
                     req.name.clone()
                 };
                 let n = index + 1;
-                let fits_cpu = (cpu_used + n * flavor.vcpus) as f64 <= facts.vcpus as f64 * ratios.cpu;
-                let fits_ram = (ram_used + n * flavor.ram) as f64 <= facts.memory_mb as f64 * ratios.ram;
-                let fits_disk = (disk_used + n * flavor.disk) as f64 <= facts.disk_gb as f64 * ratios.disk;
+                let fit = super::scheduler::fit(
+                    used,
+                    super::scheduler::Demand {
+                        vcpus: n * flavor.vcpus,
+                        ram_mb: n * flavor.ram,
+                        disk_gb: n * flavor.disk,
+                    },
+                    &facts,
+                    ratios,
+                );
                 let anti_affinity_broken = group.as_ref().is_some_and(|g| {
                     g.policy == "anti-affinity" && (!g.members.is_empty() || n > 1)
                 });
-                let fits = fits_cpu && fits_ram && fits_disk && !anti_affinity_broken;
+                let fits = fit.all() && !anti_affinity_broken;
                 let id = uuid::Uuid::new_v4().to_string();
                 let server = Server {
                     id: id.clone(),
@@ -1351,15 +1222,13 @@ async fn create(
                             "created": iso_time(now),
                             "message": "No valid host was found. There are not enough hosts available.",
                             "details": format!(
-                                "host {host}: cpu {}/{} (x{}), ram {}/{} MiB (x{}), disk {}/{} GiB (x{}){}",
-                                cpu_used + n * flavor.vcpus, facts.vcpus, ratios.cpu,
-                                ram_used + n * flavor.ram, facts.memory_mb, ratios.ram,
-                                disk_used + n * flavor.disk, facts.disk_gb, ratios.disk,
+                                "{}{}",
+                                fit.describe(&host, &facts, ratios),
                                 if anti_affinity_broken { ", anti-affinity group already has a member on the only host" } else { "" }
                             ),
                         })
                     }),
-                    config_drive: req.config_drive || super::force_config_drive(),
+                    config_drive: req.config_drive || force_config_drive,
                     availability_zone: req.availability_zone.as_ref().map(|z| z.split(':').next().unwrap_or("").to_string()),
                     access_ipv4: req.access_ipv4.clone(),
                     access_ipv6: req.access_ipv6.clone(),
@@ -1384,7 +1253,7 @@ async fn create(
                 if let Some(g) = &req.group {
                     store::add_server_group_member(tx, g, &id)?;
                 }
-                lifecycle::record_action(tx, &server, &rid, "create", now)?;
+                build::record_action(tx, &server, &rid, "create", now)?;
                 if fits {
                     scheduled.push(id.clone());
                 }
@@ -1395,9 +1264,9 @@ async fn create(
         .await?;
     for server in &servers {
         if scheduled.contains(&server.id) {
-            lifecycle::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
+            build::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
         } else {
-            lifecycle::finish_action_event(
+            build::finish_action_event(
                 &s,
                 &server.id,
                 &request_id.0,
@@ -1974,7 +1843,7 @@ async fn delete(
     Extension(request_id): Extension<RequestId>,
 ) -> ComputeResult<Response> {
     load_authorized(&s, &ctx, &id, "os_compute_api:servers:delete").await?;
-    lifecycle::start_delete(&s, &ctx, &id, &request_id.0).await?;
+    build::start_delete(&s, &ctx, &id, &request_id.0).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -2504,17 +2373,12 @@ async fn diagnostics(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
-    let stats = s
-        .virt
-        .control(&server.id, json!({"cmd": "stats"}))
-        .await
-        .map_err(|_| {
-            ComputeError::Conflict(format!(
-                "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
-                server.power_state
-            ))
-        })?;
-    let st = stats.get("stats").cloned().unwrap_or(Value::Null);
+    let st = s.driver.stats(&server.id).await.map_err(|_| {
+        ComputeError::Conflict(format!(
+            "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
+            server.power_state
+        ))
+    })?;
     let cpu: Vec<Value> = st
         .get("vcpu_seconds")
         .and_then(Value::as_array)

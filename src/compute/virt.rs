@@ -26,42 +26,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::db::servers::Server;
+use crate::vmm::control::{
+    ConsoleReply, EmptyReply, Request, SavedReply, StateReply, StatsReply, StatusReply, VmmSpec,
+    VmmState, decode_reply,
+};
+use crate::vmm::jail::JailSpec;
+use crate::vmm::vm::{BootSource, DiskConfig, VmConfig};
 
-/// Errors of the compute driver.
-#[derive(Debug, thiserror::Error)]
-pub enum VirtError {
-    /// A file of the instance could not be prepared.
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    /// The config drive could not be built.
-    #[error("config drive: {0}")]
-    ConfigDrive(#[from] super::configdrive::ConfigDriveError),
-    /// The VMM did not start; the text is the end of its log.
-    #[error("the VMM did not start: {0}")]
-    SpawnFailed(String),
-    /// The VMM's control socket did not answer or refused the command.
-    #[error("VMM control: {0}")]
-    Control(String),
-}
+use super::driver::{
+    BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
+    DriverResult, VmmExit,
+};
 
-pub type VirtResult<T> = Result<T, VirtError>;
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VirtError {
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
     let what = what.into();
-    move |source| VirtError::Io { what, source }
+    move |source| DriverError::Io { what, source }
 }
-
-/// A VMM this process spawned has exited: (server id, exit code or None when killed by a signal).
-pub type VmmExit = (String, Option<i32>);
 
 /// The driver, one per control plane.
 pub struct Virt {
@@ -72,8 +58,12 @@ pub struct Virt {
     /// socket path is limited to 107 bytes, and state directories can be long.
     sockets_dir: PathBuf,
     exe: PathBuf,
-    /// One async lock per server: operations on a server run one at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This driver, for the tasks that wait for its VMMs' exits.
+    me: std::sync::Weak<Virt>,
+    /// Whether VMMs are confined (`--no-jail` not given) when serve is root.
+    jail_vmms: bool,
+    /// Boot the uncompressed vmlinux inside bzImage kernels.
+    unpack_kernels: bool,
     /// Servers whose VMM exit we are causing (stop, delete, suspend, ...).
     expected_exits: Mutex<HashSet<String>>,
     /// Pids of the VMMs we know about (spawned or found again).
@@ -92,19 +82,14 @@ pub struct Virt {
 /// gone and cleaned up after.
 type ExitWatch = tokio::sync::watch::Receiver<Option<Option<i32>>>;
 
-/// What a server boots: kernel, initrd and command line, resolved from its image.
-#[derive(Debug, Clone)]
-pub struct BootFiles {
-    pub kernel: PathBuf,
-    pub ramdisk: Option<PathBuf>,
-    /// The image whose data becomes the root disk, if any (None: an empty disk).
-    pub disk_image: Option<PathBuf>,
-}
-
 impl Virt {
     /// A driver keeping instances below `state_dir/instances`; the receiver
     /// gets the exits of the VMMs it spawns.
-    pub fn new(state_dir: &Path) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
+    pub fn new(
+        state_dir: &Path,
+        jail_vmms: bool,
+        unpack_kernels: bool,
+    ) -> (Arc<Virt>, mpsc::UnboundedReceiver<VmmExit>) {
         // Cgroups of VMMs that were killed with an earlier serve.
         let swept = crate::vmm::jail::sweep_empty_cgroups(std::time::Duration::from_secs(60));
         if swept > 0 {
@@ -113,12 +98,14 @@ impl Virt {
         let (tx, rx) = mpsc::unbounded_channel();
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         (
-            Arc::new(Virt {
+            Arc::new_cyclic(|me| Virt {
+                me: me.clone(),
+                jail_vmms,
+                unpack_kernels,
                 instances_dir: state_dir.join("instances"),
                 kernel_cache_dir: sweep_kernel_cache(&state_dir.join("kernel-cache")),
                 sockets_dir: sockets_dir(state_dir),
                 exe,
-                locks: Mutex::new(HashMap::new()),
                 expected_exits: Mutex::new(HashSet::new()),
                 pids: Mutex::new(HashMap::new()),
                 children: Mutex::new(HashSet::new()),
@@ -128,12 +115,6 @@ impl Virt {
             }),
             rx,
         )
-    }
-
-    /// The per-server operation lock.
-    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(id.to_string()).or_default().clone()
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -202,15 +183,15 @@ impl Virt {
     /// `disk_gb`), and the config drive when `config_drive` holds files.
     /// Runs on the blocking pool.
     pub async fn prepare(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         boot: BootFiles,
         disk_gb: i64,
         config_drive: Option<Vec<(String, Vec<u8>)>>,
-    ) -> VirtResult<()> {
+    ) -> DriverResult<()> {
         let dir = self.dir(id);
-        let kernel_cache = super::unpack_kernels().then(|| self.kernel_cache_dir.clone());
-        tokio::task::spawn_blocking(move || -> VirtResult<()> {
+        let kernel_cache = self.unpack_kernels.then(|| self.kernel_cache_dir.clone());
+        tokio::task::spawn_blocking(move || -> DriverResult<()> {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
             let kernel = match kernel_cache {
                 Some(cache) => {
@@ -236,24 +217,19 @@ impl Virt {
             }
             Ok(())
         })
-        .await
-        .map_err(|e| VirtError::Control(e.to_string()))?
+        .await?
     }
 
     /// Grows the root disk to `disk_gb` (never shrinks it).
-    pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> VirtResult<()> {
+    pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> DriverResult<()> {
         let disk = self.disk_path(id);
-        tokio::task::spawn_blocking(move || grow(&disk, disk_gb))
-            .await
-            .map_err(|e| VirtError::Control(e.to_string()))?
+        tokio::task::spawn_blocking(move || grow(&disk, disk_gb)).await?
     }
 
     /// Copies the root disk to `dest` (a snapshot), as a reflink or sparse copy.
-    pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> VirtResult<()> {
+    pub async fn copy_disk(&self, id: &str, dest: PathBuf) -> DriverResult<()> {
         let disk = self.disk_path(id);
-        tokio::task::spawn_blocking(move || clone_file(&disk, &dest))
-            .await
-            .map_err(|e| VirtError::Control(e.to_string()))?
+        tokio::task::spawn_blocking(move || clone_file(&disk, &dest)).await?
     }
 
     /// Removes everything the server had on disk.
@@ -267,10 +243,6 @@ impl Virt {
         // cgroup was not removed when it exited.
         let cgroup = id.to_string();
         let _ = tokio::task::spawn_blocking(move || crate::vmm::jail::remove_cgroup(&cgroup)).await;
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
         self.exited
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -295,7 +267,7 @@ impl Virt {
     fn jailed(&self) -> bool {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        if !root || !super::jail_vmms() {
+        if !root || !self.jail_vmms {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
                 tracing::warn!(
@@ -308,7 +280,7 @@ impl Virt {
                 )
             });
         }
-        root && super::jail_vmms()
+        root && self.jail_vmms
     }
 
     /// The empty directory a jailed VMM mounts its root on (in its own mount namespace).
@@ -348,53 +320,65 @@ impl Virt {
 
     /// The VMM's spec; `jail`: the uid of a jailed VMM and whether serve
     /// prepared its cgroup.
-    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> Value {
+    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> VmmSpec {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
         if dir.join("disk").exists() {
             let serial: String = server.id.chars().filter(|c| *c != '-').take(20).collect();
-            disks.push(json!({"path": dir.join("disk"), "read_only": false, "serial": serial}));
+            disks.push(DiskConfig {
+                path: dir.join("disk"),
+                read_only: false,
+                serial: Some(serial),
+                fd: None,
+            });
         }
         if dir.join("config.iso").exists() {
-            disks.push(
-                json!({"path": dir.join("config.iso"), "read_only": true, "serial": "config-2"}),
-            );
+            disks.push(DiskConfig {
+                path: dir.join("config.iso"),
+                read_only: true,
+                serial: Some("config-2".into()),
+                fd: None,
+            });
         }
         let ramdisk = dir.join("ramdisk");
         let (cpus, memory_mib) = Self::vm_size(server);
-        let vm = json!({
-            "boot": {"type": "kernel", "path": dir.join("kernel")},
-            "initrd": if ramdisk.exists() { json!(ramdisk) } else { Value::Null },
-            "cmdline": server.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-            "memory_mib": memory_mib,
-            "cpus": cpus,
-            "disks": disks,
-            "nets": [],
-            "rng": true,
-            "console_log": dir.join("console.log"),
-        });
-        let mut spec = json!({
-            "vm": vm,
-            "control_socket": self.socket(&server.id),
-        });
-        if restore {
-            spec["restore_from"] = json!(self.saved_dir(&server.id));
-        }
-        if let Some((uid, cgroup)) = jail {
-            spec["jail"] = json!(crate::vmm::jail::JailSpec {
+        let vm = VmConfig {
+            boot: BootSource::Kernel {
+                path: dir.join("kernel"),
+            },
+            initrd: ramdisk.exists().then_some(ramdisk),
+            cmdline: Some(
+                server
+                    .cmdline
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            ),
+            memory_mib,
+            cpus,
+            disks,
+            nets: Vec::new(),
+            rng: true,
+            console_log: Some(dir.join("console.log")),
+            log_boot_timer: false,
+        };
+        VmmSpec {
+            vm: Some(vm),
+            restore_from: restore.then(|| self.saved_dir(&server.id)),
+            control_socket: self.socket(&server.id),
+            no_reboot: false,
+            jail: jail.map(|(uid, cgroup)| JailSpec {
                 uid,
                 gid: uid,
                 root_mount: self.jail_root(&server.id),
                 instance_dir: dir.clone(),
                 cgroup: cgroup.then(|| server.id.clone()),
-            });
+            }),
         }
-        spec
     }
 
     /// Starts the server's VMM (from its saved state with `restore`) and
     /// waits until it answers on its socket. Returns the VMM's pid.
-    pub async fn spawn(self: &Arc<Self>, server: &Server, restore: bool) -> VirtResult<i32> {
+    pub async fn spawn(&self, server: &Server, restore: bool) -> DriverResult<i32> {
         let dir = self.dir(&server.id);
         // The previous VMM's exit task removes its cgroup, mount point and
         // uid, which this VMM is about to make again (a stop returns once the
@@ -445,7 +429,8 @@ impl Virt {
         };
         let spec_path = dir.join("spec.json");
         let spec = self.spec(server, restore, jail_uid.map(|uid| (uid, cgroup.is_some())));
-        tokio::fs::write(&spec_path, spec.to_string())
+        let spec = serde_json::to_vec(&spec).map_err(|e| io_error("spec.json")(e.into()))?;
+        tokio::fs::write(&spec_path, spec)
             .await
             .map_err(io_error("spec.json"))?;
         let log = std::fs::OpenOptions::new()
@@ -497,7 +482,10 @@ impl Virt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.id.clone(), done_rx.clone());
-        let virt = self.clone();
+        let virt = self
+            .me
+            .upgrade()
+            .ok_or_else(|| DriverError::SpawnFailed("the driver is shutting down".into()))?;
         let id = server.id.clone();
         tokio::spawn(async move {
             let code = crate::vmm::jail::wait_exit(child.pidfd)
@@ -525,14 +513,14 @@ impl Virt {
         loop {
             if let Some(code) = *done_rx.borrow_and_update() {
                 let tail = log_tail(&dir.join("vmm.log"));
-                return Err(VirtError::SpawnFailed(format!(
+                return Err(DriverError::SpawnFailed(format!(
                     "exit {}: {tail}",
                     code.map(|c| c.to_string())
                         .unwrap_or_else(|| "by signal".into())
                 )));
             }
-            if let Ok(reply) = self.control(&server.id, json!({"cmd": "status"})).await
-                && reply.get("state").and_then(Value::as_str) != Some("starting")
+            if let Ok(reply) = self.call::<StatusReply>(&server.id, &Request::Status).await
+                && reply.state != VmmState::Starting
             {
                 return Ok(pid);
             }
@@ -541,7 +529,7 @@ impl Virt {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                return Err(VirtError::SpawnFailed(
+                return Err(DriverError::SpawnFailed(
                     "no answer on the control socket within 30 s".into(),
                 ));
             }
@@ -552,82 +540,88 @@ impl Virt {
         }
     }
 
-    /// Sends one command on the server's control socket and returns the reply.
-    pub async fn control(&self, id: &str, cmd: Value) -> VirtResult<Value> {
+    /// Sends one command on the server's control socket and returns its
+    /// reply, read as the reply type `T` of that command.
+    async fn call<T: DeserializeOwned>(&self, id: &str, request: &Request) -> DriverResult<T> {
         let socket = self.socket(id);
         let exchange = async {
             let stream = UnixStream::connect(&socket)
                 .await
-                .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+                .map_err(ControlFailure::Connect)?;
             let (read, mut write) = stream.into_split();
-            let mut line = cmd.to_string();
+            let mut line = serde_json::to_string(request)
+                .map_err(|e| ControlFailure::Io(std::io::Error::other(e)))?;
             line.push('\n');
             write
                 .write_all(line.as_bytes())
                 .await
-                .map_err(|e| VirtError::Control(e.to_string()))?;
+                .map_err(ControlFailure::Io)?;
             let mut reader = BufReader::new(read);
             let mut reply = String::new();
             reader
                 .read_line(&mut reply)
                 .await
-                .map_err(|e| VirtError::Control(e.to_string()))?;
-            let value: Value = serde_json::from_str(reply.trim())
-                .map_err(|e| VirtError::Control(format!("bad reply {reply:?}: {e}")))?;
-            if value.get("ok").and_then(Value::as_bool) == Some(true) {
-                Ok(value)
-            } else {
-                Err(VirtError::Control(
-                    value
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("refused")
-                        .to_string(),
-                ))
-            }
+                .map_err(ControlFailure::Io)?;
+            Ok::<T, ControlFailure>(decode_reply(&reply)?)
         };
         match tokio::time::timeout(Duration::from_secs(60), exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(VirtError::Control("timed out".into())),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ControlFailure::TimedOut.into()),
         }
     }
 
+    /// Parks the VM's vCPUs.
+    pub async fn pause(&self, id: &str) -> DriverResult<()> {
+        self.call::<StateReply>(id, &Request::Pause).await.map(drop)
+    }
+
+    /// Lets the VM's vCPUs run again.
+    pub async fn resume(&self, id: &str) -> DriverResult<()> {
+        self.call::<StateReply>(id, &Request::Resume)
+            .await
+            .map(drop)
+    }
+
+    /// Resets the VM (a hard reboot inside the same VMM).
+    pub async fn reset(&self, id: &str) -> DriverResult<()> {
+        self.call::<EmptyReply>(id, &Request::Reset).await.map(drop)
+    }
+
+    /// The VM's counters (`VmStats`).
+    pub async fn stats(&self, id: &str) -> DriverResult<serde_json::Value> {
+        Ok(self.call::<StatsReply>(id, &Request::Stats).await?.stats)
+    }
+
     /// Opens a console connection (serial both ways) to the server's VMM.
-    pub async fn console_stream(
-        &self,
-        id: &str,
-    ) -> VirtResult<(
-        BufReader<tokio::net::unix::OwnedReadHalf>,
-        tokio::net::unix::OwnedWriteHalf,
-    )> {
+    pub async fn console_stream(&self, id: &str) -> DriverResult<ConsoleStream> {
         let stream = UnixStream::connect(self.socket(id))
             .await
-            .map_err(|e| VirtError::Control(format!("connect: {e}")))?;
+            .map_err(ControlFailure::Connect)?;
         let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_string(&Request::Console)
+            .map_err(|e| ControlFailure::Io(std::io::Error::other(e)))?;
+        line.push('\n');
         write
-            .write_all(b"{\"cmd\":\"console\"}\n")
+            .write_all(line.as_bytes())
             .await
-            .map_err(|e| VirtError::Control(e.to_string()))?;
+            .map_err(ControlFailure::Io)?;
         let mut reader = BufReader::new(read);
         let mut reply = String::new();
         reader
             .read_line(&mut reply)
             .await
-            .map_err(|e| VirtError::Control(e.to_string()))?;
-        if !reply.contains("\"ok\":true") && !reply.contains("\"ok\": true") {
-            return Err(VirtError::Control(format!(
-                "console refused: {}",
-                reply.trim()
-            )));
+            .map_err(ControlFailure::Io)?;
+        if decode_reply::<ConsoleReply>(&reply).is_err() {
+            return Err(ControlFailure::ConsoleRefused(reply.trim().to_string()).into());
         }
-        Ok((reader, write))
+        Ok((Box::new(reader), Box::new(write)))
     }
 
     /// The VMM's `status`, or None when nothing answers on the socket.
-    pub async fn status(&self, id: &str) -> Option<Value> {
-        let reply = self.control(id, json!({"cmd": "status"})).await.ok()?;
-        if let Some(pid) = reply.get("pid").and_then(Value::as_i64) {
-            self.set_pid(id, Some(pid as i32));
+    pub async fn status(&self, id: &str) -> Option<StatusReply> {
+        let reply = self.call::<StatusReply>(id, &Request::Status).await.ok()?;
+        if let Ok(pid) = i32::try_from(reply.pid) {
+            self.set_pid(id, Some(pid));
         }
         Some(reply)
     }
@@ -667,7 +661,11 @@ impl Virt {
             // was still starting (or rebooting) may have missed a press.
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
-                if self.control(id, json!({"cmd": "powerdown"})).await.is_err() {
+                if self
+                    .call::<EmptyReply>(id, &Request::Powerdown)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -676,7 +674,7 @@ impl Virt {
                 }
             }
         }
-        let _ = self.control(id, json!({"cmd": "stop"})).await;
+        let _ = self.call::<StateReply>(id, &Request::Stop).await;
         if self.wait_exit(id, Duration::from_secs(5)).await {
             return;
         }
@@ -692,7 +690,7 @@ impl Virt {
     }
 
     /// Saves the VM's state into the instance directory; the VMM exits.
-    pub async fn save(&self, id: &str) -> VirtResult<()> {
+    pub async fn save(&self, id: &str) -> DriverResult<()> {
         let dir = self.saved_dir(id);
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(&dir)
@@ -709,7 +707,10 @@ impl Virt {
             }
         }
         self.expect_exit(id);
-        if let Err(e) = self.control(id, json!({"cmd": "save", "dir": dir})).await {
+        if let Err(e) = self
+            .call::<SavedReply>(id, &Request::Save { dir: dir.clone() })
+            .await
+        {
             self.take_expected_exit(id);
             return Err(e);
         }
@@ -720,6 +721,105 @@ impl Virt {
     /// Drops the saved state after a successful resume.
     pub async fn drop_saved_state(&self, id: &str) {
         let _ = tokio::fs::remove_dir_all(self.saved_dir(id)).await;
+    }
+}
+
+impl ComputeDriver for Virt {
+    fn prepare<'a>(
+        &'a self,
+        id: &'a str,
+        boot: BootFiles,
+        disk_gb: i64,
+        config_drive: Option<Vec<(String, Vec<u8>)>>,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::prepare(self, id, boot, disk_gb, config_drive))
+    }
+
+    fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::grow_disk(self, id, disk_gb))
+    }
+
+    fn copy_disk<'a>(&'a self, id: &'a str, dest: PathBuf) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::copy_disk(self, id, dest))
+    }
+
+    fn destroy_files<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::destroy_files(self, id))
+    }
+
+    fn console_output<'a>(&'a self, id: &'a str, lines: Option<usize>) -> DriverFuture<'a, String> {
+        Box::pin(Virt::console_output(self, id, lines))
+    }
+
+    fn log_tail(&self, id: &str) -> String {
+        let log = std::fs::read_to_string(self.dir(id).join("vmm.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        tail.join(" / ")
+    }
+
+    fn has_saved_state(&self, id: &str) -> bool {
+        Virt::has_saved_state(self, id)
+    }
+
+    fn drop_saved_state<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::drop_saved_state(self, id))
+    }
+
+    fn spawn<'a>(
+        &'a self,
+        server: &'a Server,
+        restore: bool,
+    ) -> DriverFuture<'a, DriverResult<i32>> {
+        Box::pin(Virt::spawn(self, server, restore))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, clean_timeout: Option<Duration>) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::stop(self, id, clean_timeout))
+    }
+
+    fn pause<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::pause(self, id))
+    }
+
+    fn resume<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::resume(self, id))
+    }
+
+    fn reset<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::reset(self, id))
+    }
+
+    fn save<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::save(self, id))
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Option<StatusReply>> {
+        Box::pin(Virt::status(self, id))
+    }
+
+    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<serde_json::Value>> {
+        Box::pin(Virt::stats(self, id))
+    }
+
+    fn console_stream<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<ConsoleStream>> {
+        Box::pin(Virt::console_stream(self, id))
+    }
+
+    fn is_alive(&self, id: &str) -> bool {
+        Virt::is_alive(self, id)
+    }
+
+    fn is_child(&self, id: &str) -> bool {
+        Virt::is_child(self, id)
+    }
+
+    fn known_pid(&self, id: &str) -> Option<i32> {
+        Virt::known_pid(self, id)
+    }
+
+    fn take_expected_exit(&self, id: &str) -> bool {
+        Virt::take_expected_exit(self, id)
     }
 }
 
@@ -877,7 +977,7 @@ fn sweep_kernel_cache(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn link_or_copy(src: &Path, dest: &Path) -> VirtResult<()> {
+fn link_or_copy(src: &Path, dest: &Path) -> DriverResult<()> {
     let _ = std::fs::remove_file(dest);
     if std::fs::hard_link(src, dest).is_ok() {
         return Ok(());
@@ -892,7 +992,7 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 
 /// Copies `src` to `dest` as a reflink where the filesystem can, else as a
 /// sparse copy (runs of zeros become holes).
-fn clone_file(src: &Path, dest: &Path) -> VirtResult<()> {
+fn clone_file(src: &Path, dest: &Path) -> DriverResult<()> {
     let mut input = std::fs::File::open(src).map_err(io_error(format!("{}", src.display())))?;
     let mut output =
         std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
@@ -953,7 +1053,7 @@ fn copy_data_extents(
     input: &std::fs::File,
     output: &mut std::fs::File,
     len: u64,
-) -> VirtResult<bool> {
+) -> DriverResult<bool> {
     use std::os::unix::fs::FileExt;
     let seek = |offset: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
         let Ok(at) = libc::off_t::try_from(offset) else {
@@ -1009,7 +1109,7 @@ fn copy_data_extents(
     Ok(true)
 }
 
-fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
+fn grow(disk: &Path, disk_gb: i64) -> DriverResult<()> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(disk)
@@ -1024,7 +1124,7 @@ fn grow(disk: &Path, disk_gb: i64) -> VirtResult<()> {
 }
 
 /// The root disk: a copy of the image (or empty), at least `disk_gb` GiB.
-fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> VirtResult<()> {
+fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> DriverResult<()> {
     let _ = std::fs::remove_file(disk);
     match image {
         Some(src) => clone_file(src, disk)?,

@@ -5,7 +5,7 @@
 //! stored whole. Deleted servers stay as rows with `deleted = 1` (Nova's soft
 //! delete) so usage reports and instance actions still find them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -350,4 +350,65 @@ pub fn get_action(
     Ok(list_actions(conn, instance_id)?
         .into_iter()
         .find(|a| a.request_id == request_id))
+}
+
+// ------------------------------------------------------------------ usage
+
+/// What the servers placed on a host use: vCPUs, RAM (MiB), disk (GiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostUsage {
+    pub vcpus: i64,
+    pub ram_mb: i64,
+    pub disk_gb: i64,
+}
+
+impl HostUsage {
+    /// The usage of those of `servers` that are placed (have a host) and not deleted.
+    pub fn of(servers: &[Server]) -> HostUsage {
+        servers
+            .iter()
+            .filter(|s| !s.deleted && s.host.is_some())
+            .fold(HostUsage::default(), |u, s| {
+                let f = &s.flavor;
+                HostUsage {
+                    vcpus: u.vcpus + f.vcpus,
+                    ram_mb: u.ram_mb + f.ram,
+                    disk_gb: u.disk_gb + f.disk + f.ephemeral + f.swap / 1024,
+                }
+            })
+    }
+}
+
+/// The host's usage by every placed server but `except`.
+pub fn host_usage(conn: &Connection, except: Option<&str>) -> DbResult<HostUsage> {
+    let servers: Vec<Server> = list_servers(conn, None, false)?
+        .into_iter()
+        .filter(|s| except != Some(s.id.as_str()))
+        .collect();
+    Ok(HostUsage::of(&servers))
+}
+
+/// Quota usage of a project (or one user of it): instances, cores, ram.
+pub fn quota_usage(
+    conn: &Connection,
+    project_id: &str,
+    user_id: Option<&str>,
+) -> DbResult<HashMap<String, i64>> {
+    let servers = list_servers(conn, Some(project_id), false)?;
+    let mut instances = 0;
+    let mut cores = 0;
+    let mut ram = 0;
+    for s in servers
+        .iter()
+        .filter(|s| user_id.is_none_or(|u| s.user_id == u))
+    {
+        instances += 1;
+        cores += s.flavor.vcpus;
+        ram += s.flavor.ram;
+    }
+    Ok(HashMap::from([
+        ("instances".to_string(), instances),
+        ("cores".to_string(), cores),
+        ("ram".to_string(), ram),
+    ]))
 }

@@ -72,32 +72,193 @@ pub enum ControlError {
     Seccomp(#[from] super::seccomp::SeccompError),
 }
 
+// ------------------------------------------------------------ the protocol
+//
+// One JSON object per line each way. A request is `{"cmd": "<name>", ...}`
+// ([`Request`]); its reply is the reply type of that command with `"ok": true`
+// added, or `{"ok": false, "error": "..."}` ([`encode_reply`], [`decode_reply`]).
+// The VMM's server (below) and its clients (compute's driver, `yunhe vm ctl`)
+// share these types, so the two sides cannot drift apart.
+
 /// A control-socket request.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// State, pid, uptime, the spec's VM.
+    /// State, pid, uptime, the spec's VM ([`StatusReply`]).
     Status,
-    /// Pause all vCPUs.
+    /// Pause all vCPUs ([`StateReply`]).
     Pause,
-    /// Resume them.
+    /// Resume them ([`StateReply`]).
     Resume,
-    /// Press the ACPI power button.
+    /// Press the ACPI power button ([`EmptyReply`]).
     Powerdown,
-    /// Stop the VM now (hard) and end the VMM.
+    /// Stop the VM now (hard) and end the VMM ([`StateReply`]).
     Stop,
-    /// Reset the VM (reboot).
+    /// Reset the VM (reboot) ([`EmptyReply`]).
     Reset,
-    /// Switch this connection to the serial console.
+    /// Switch this connection to the serial console ([`ConsoleReply`]).
     Console,
-    /// Counters.
+    /// Counters ([`StatsReply`]).
     Stats,
-    /// Save the whole VM into `dir` and stop.
+    /// Save the whole VM into `dir` and stop ([`SavedReply`]).
     Save {
         /// The state directory (created).
         dir: PathBuf,
     },
 }
+
+/// What the VMM is doing, as `status` (and pause, resume, stop) report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmState {
+    /// The VM is being built (or rebuilt after a reset).
+    Starting,
+    /// The vCPUs run.
+    Running,
+    /// The vCPUs are parked.
+    Paused,
+    /// The VMM is ending (stop, save, power-off).
+    Stopping,
+}
+
+impl std::fmt::Display for VmmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmmState::Starting => "starting",
+            VmmState::Running => "running",
+            VmmState::Paused => "paused",
+            VmmState::Stopping => "stopping",
+        })
+    }
+}
+
+/// The reply to `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub state: VmmState,
+    /// The VMM's pid (in the host's PID namespace).
+    pub pid: u32,
+    /// Seconds since the VMM started (absent while the VM is starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<f64>,
+    /// Boots so far (a reset boots again).
+    pub boots: u64,
+    /// Console clients connected now (absent while the VM is starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_clients: Option<usize>,
+    /// The machine the VMM runs (None when a VMM of another build
+    /// describes it in a way this build cannot read: the rest of the status
+    /// still counts, so a restarted serve finds its VMMs again).
+    #[serde(default, deserialize_with = "lenient")]
+    pub vm: Option<VmConfig>,
+}
+
+/// Reads a value, or None when it is not what this build expects.
+fn lenient<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = Value::deserialize(de)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// The reply to `pause`, `resume` and `stop`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateReply {
+    pub state: VmmState,
+}
+
+/// The reply to `powerdown` and `reset`: nothing but `ok`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EmptyReply {}
+
+/// The reply to `stats`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// The VM's counters (`VmStats` of vm.rs).
+    pub stats: Value,
+}
+
+/// The reply to `save`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedReply {
+    /// The state directory written.
+    pub saved: PathBuf,
+    pub state: VmmState,
+}
+
+/// The reply to `console`, after which the connection carries the serial console.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsoleReply {
+    pub console: bool,
+}
+
+/// A successful reply of any command (what the server sends).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Status(Box<StatusReply>),
+    State(StateReply),
+    Empty(EmptyReply),
+    Stats(StatsReply),
+    Saved(SavedReply),
+    Console(ConsoleReply),
+}
+
+/// A reply that says `"ok": false`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Refusal {
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Why a reply line is not the reply that was asked for.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReplyError {
+    /// The VMM refused the command: {0}
+    #[error("{0}")]
+    Refused(String),
+    /// The reply is not a reply of the protocol: {0}
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// One reply line (with its newline): the reply with `"ok": true`, or the
+/// error with `"ok": false`. Keys come out sorted, as they always have.
+pub fn encode_reply(reply: Result<Reply, String>) -> String {
+    let (ok, body) = match reply {
+        Ok(r) => (true, serde_json::to_value(r).unwrap_or_else(|_| json!({}))),
+        Err(e) => (false, json!({ "error": e })),
+    };
+    let mut body = match body {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("ok".into(), Value::Bool(ok));
+    let mut s = Value::Object(body).to_string();
+    s.push('\n');
+    s
+}
+
+/// Reads one reply line as the reply type `T` of the command sent.
+pub fn decode_reply<T: serde::de::DeserializeOwned>(line: &str) -> Result<T, ReplyError> {
+    let value: Value = serde_json::from_str(line.trim())
+        .map_err(|e| ReplyError::Malformed(format!("bad reply {line:?}: {e}")))?;
+    match value.get("ok") {
+        Some(Value::Bool(true)) => serde_json::from_value(value)
+            .map_err(|e| ReplyError::Malformed(format!("bad reply {line:?}: {e}"))),
+        Some(Value::Bool(false)) => {
+            let refusal: Refusal = serde_json::from_value(value).unwrap_or(Refusal { error: None });
+            Err(ReplyError::Refused(
+                refusal.error.unwrap_or_else(|| "refused".into()),
+            ))
+        }
+        _ => Err(ReplyError::Malformed(format!("bad reply {line:?}: no ok"))),
+    }
+}
+
+// ------------------------------------------------------------ the server
 
 /// Console clients one VM serves at once; the next is refused.
 pub const MAX_CONSOLE_CLIENTS: usize = 4;
@@ -143,17 +304,16 @@ impl Shared {
     }
 }
 
-fn reply(ok: bool, mut body: Value) -> String {
-    if let Value::Object(ref mut m) = body {
-        m.insert("ok".into(), Value::Bool(ok));
-    }
-    let mut s = body.to_string();
-    s.push('\n');
-    s
+fn error(msg: impl std::fmt::Display) -> String {
+    encode_reply(Err(msg.to_string()))
 }
 
-fn error(msg: impl std::fmt::Display) -> String {
-    reply(false, json!({ "error": msg.to_string() }))
+fn ok(reply: Reply) -> String {
+    encode_reply(Ok(reply))
+}
+
+fn state(state: VmmState) -> Reply {
+    Reply::State(StateReply { state })
 }
 
 /// Handles one request; `None` means "switch to console mode".
@@ -163,64 +323,73 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
         Err(e) => return Some(error(format!("bad request: {e}"))),
     };
     let vm = shared.vm();
+    let ending = shared.ending.load(Ordering::SeqCst);
     let Some(vm) = vm else {
         if matches!(req, Request::Status) {
-            let state = if shared.ending.load(Ordering::SeqCst) {
-                "stopping"
-            } else {
-                "starting"
-            };
-            return Some(reply(
-                true,
-                json!({ "state": state, "pid": shared.pid, "boots": *lock(&shared.boots), "vm": shared.config }),
-            ));
+            return Some(ok(Reply::Status(Box::new(StatusReply {
+                state: if ending {
+                    VmmState::Stopping
+                } else {
+                    VmmState::Starting
+                },
+                pid: shared.pid,
+                uptime_s: None,
+                boots: *lock(&shared.boots),
+                console_clients: None,
+                vm: Some(shared.config.clone()),
+            }))));
         }
         return Some(error("the VM is not running"));
     };
     Some(match req {
-        Request::Status => reply(
-            true,
-            json!({
-                "state": if shared.ending.load(Ordering::SeqCst) { "stopping" }
-                         else if vm.is_paused() { "paused" } else { "running" },
-                "pid": shared.pid,
-                "uptime_s": shared.started.elapsed().as_secs_f64(),
-                "boots": *lock(&shared.boots),
-                "console_clients": shared.console_clients.load(Ordering::SeqCst),
-                "vm": shared.config,
-            }),
-        ),
+        Request::Status => ok(Reply::Status(Box::new(StatusReply {
+            state: if ending {
+                VmmState::Stopping
+            } else if vm.is_paused() {
+                VmmState::Paused
+            } else {
+                VmmState::Running
+            },
+            pid: shared.pid,
+            uptime_s: Some(shared.started.elapsed().as_secs_f64()),
+            boots: *lock(&shared.boots),
+            console_clients: Some(shared.console_clients.load(Ordering::SeqCst)),
+            vm: Some(shared.config.clone()),
+        }))),
         Request::Pause => {
             vm.pause();
-            reply(true, json!({ "state": "paused" }))
+            ok(state(VmmState::Paused))
         }
         Request::Resume => {
             vm.resume();
-            reply(true, json!({ "state": "running" }))
+            ok(state(VmmState::Running))
         }
         Request::Powerdown => match vm.power_button() {
-            Ok(()) => reply(true, json!({})),
+            Ok(()) => ok(Reply::Empty(EmptyReply {})),
             Err(e) => error(format!("cannot press the power button: {e}")),
         },
         Request::Stop => {
             shared.ending.store(true, Ordering::SeqCst);
             // Sent by the client thread once this reply is written (see serve_client).
             *lock(&shared.after_reply) = Some(VmEvent::PowerOff);
-            reply(true, json!({ "state": "stopping" }))
+            ok(state(VmmState::Stopping))
         }
         Request::Reset => {
             let _ = vm.event_sender().send(VmEvent::Reset);
-            reply(true, json!({}))
+            ok(Reply::Empty(EmptyReply {}))
         }
         Request::Stats => match serde_json::to_value(vm.stats()) {
-            Ok(v) => reply(true, json!({ "stats": v })),
+            Ok(stats) => ok(Reply::Stats(StatsReply { stats })),
             Err(e) => error(e),
         },
         Request::Save { dir } => match vm.save(&dir) {
             Ok(()) => {
                 shared.ending.store(true, Ordering::SeqCst);
                 *lock(&shared.after_reply) = Some(VmEvent::PowerOff);
-                reply(true, json!({ "saved": dir, "state": "stopping" }))
+                ok(Reply::Saved(SavedReply {
+                    saved: dir,
+                    state: VmmState::Stopping,
+                }))
             }
             Err(e) => {
                 vm.resume();
@@ -273,7 +442,7 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
                     return;
                 };
                 if writer
-                    .write_all(reply(true, json!({ "console": true })).as_bytes())
+                    .write_all(ok(Reply::Console(ConsoleReply { console: true })).as_bytes())
                     .is_err()
                 {
                     return;
@@ -502,5 +671,68 @@ mod tests {
         let vm = spec.vm.expect("vm");
         assert_eq!(vm.cpus, 1);
         assert_eq!(vm.memory_mib, 64);
+    }
+
+    /// The lines are those the VMMs of earlier builds send and expect: a
+    /// restarted serve talks to VMMs that outlived it.
+    #[test]
+    fn the_wire_format_is_unchanged() {
+        let line = |r: &Request| serde_json::to_string(r).expect("request");
+        assert_eq!(line(&Request::Status), r#"{"cmd":"status"}"#);
+        assert_eq!(line(&Request::Powerdown), r#"{"cmd":"powerdown"}"#);
+        assert_eq!(
+            line(&Request::Save {
+                dir: "/s/saved".into()
+            }),
+            r#"{"cmd":"save","dir":"/s/saved"}"#
+        );
+        assert_eq!(
+            encode_reply(Ok(state(VmmState::Paused))),
+            "{\"ok\":true,\"state\":\"paused\"}\n"
+        );
+        assert_eq!(
+            encode_reply(Ok(Reply::Empty(EmptyReply {}))),
+            "{\"ok\":true}\n"
+        );
+        assert_eq!(
+            encode_reply(Err("the VM is not running".into())),
+            "{\"error\":\"the VM is not running\",\"ok\":false}\n"
+        );
+        assert_eq!(
+            encode_reply(Ok(Reply::Saved(SavedReply {
+                saved: "/d".into(),
+                state: VmmState::Stopping
+            }))),
+            "{\"ok\":true,\"saved\":\"/d\",\"state\":\"stopping\"}\n"
+        );
+        // A status of a VM still starting has no uptime; one whose `vm` this
+        // build cannot read still counts.
+        let st: StatusReply = decode_reply(
+            r#"{"boots":0,"ok":true,"pid":7,"state":"starting","vm":{"boot":{"type":"probe"}}}"#,
+        )
+        .expect("status");
+        assert_eq!(
+            (st.state, st.pid, st.uptime_s),
+            (VmmState::Starting, 7, None)
+        );
+        assert_eq!(st.vm.map(|v| v.memory_mib), Some(128));
+        let st: StatusReply = decode_reply(
+            r#"{"boots":1,"console_clients":0,"ok":true,"pid":9,"state":"paused","uptime_s":1.5,"vm":{"what":1}}"#,
+        )
+        .expect("status");
+        assert_eq!(st.state, VmmState::Paused);
+        assert!(st.vm.is_none());
+        assert_eq!(
+            decode_reply::<EmptyReply>(r#"{"error":"no","ok":false}"#).err(),
+            Some(ReplyError::Refused("no".into()))
+        );
+        assert_eq!(
+            decode_reply::<EmptyReply>(r#"{"ok":false}"#).err(),
+            Some(ReplyError::Refused("refused".into()))
+        );
+        assert!(matches!(
+            decode_reply::<StateReply>(r#"{"ok":true}"#),
+            Err(ReplyError::Malformed(_))
+        ));
     }
 }

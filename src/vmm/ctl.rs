@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::control::Request;
 
 /// `yunhe vm ctl`: send one command to a running VMM.
 #[derive(clap::Args, Debug)]
@@ -76,19 +78,20 @@ pub enum CtlError {
     Linger,
 }
 
-/// The request line for a command.
+/// The request line for a command (a [`Request`] of the control protocol).
 pub fn request(cmd: &CtlCommand) -> Value {
-    match cmd {
-        CtlCommand::Status => json!({"cmd": "status"}),
-        CtlCommand::Pause => json!({"cmd": "pause"}),
-        CtlCommand::Resume => json!({"cmd": "resume"}),
-        CtlCommand::Powerdown => json!({"cmd": "powerdown"}),
-        CtlCommand::Stop => json!({"cmd": "stop"}),
-        CtlCommand::Reset => json!({"cmd": "reset"}),
-        CtlCommand::Stats => json!({"cmd": "stats"}),
-        CtlCommand::Save { dir } => json!({"cmd": "save", "dir": dir}),
-        CtlCommand::Console { .. } => json!({"cmd": "console"}),
-    }
+    let request = match cmd {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Pause => Request::Pause,
+        CtlCommand::Resume => Request::Resume,
+        CtlCommand::Powerdown => Request::Powerdown,
+        CtlCommand::Stop => Request::Stop,
+        CtlCommand::Reset => Request::Reset,
+        CtlCommand::Stats => Request::Stats,
+        CtlCommand::Save { dir } => Request::Save { dir: dir.clone() },
+        CtlCommand::Console { .. } => Request::Console,
+    };
+    serde_json::to_value(request).unwrap_or(Value::Null)
 }
 
 /// Checks one reply line: the parsed reply when `ok` is true.

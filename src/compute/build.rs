@@ -1,0 +1,479 @@
+//! Building and deleting servers, and the records every server operation
+//! keeps: instance actions and their events, state writes, faults. The
+//! create handler (servers.rs), the actions and the monitor (lifecycle.rs)
+//! all call these; nothing here knows HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::access::{check_unlocked, load_tx};
+use super::driver::BootFiles;
+use super::states::{NOSTATE, RUNNING};
+use super::{ComputeError, ComputeResult, ComputeState, iso_time};
+use crate::db::compute as store;
+use crate::db::now_unix;
+use crate::db::servers::{self as db, ActionEvent, InstanceAction, Server};
+use crate::identity::AuthContext;
+use crate::image::service::BootImage;
+
+type S = Arc<ComputeState>;
+
+/// Nova's default time a guest gets to power off before it is forced.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: i64 = 60;
+
+/// Boot details taken from the image at create time.
+pub struct BootInfo {
+    pub kernel_id: Option<String>,
+    pub ramdisk_id: Option<String>,
+    pub cmdline: Option<String>,
+    pub shutdown_timeout: Option<i64>,
+}
+
+/// What an image boots with: an aki image is its own kernel; any other
+/// image names its kernel (and ramdisk) in properties. Those must be images
+/// the server's project owns, public ones, or ones shared with it and
+/// accepted (`ImageService::get_boot_asset`), admin or not: a property must
+/// not make a server run a stranger's kernel.
+pub async fn resolve_boot(
+    s: &ComputeState,
+    image: &BootImage,
+    project: &str,
+    _admin: bool,
+) -> ComputeResult<BootInfo> {
+    let kernel_id = if image.disk_format.as_deref() == Some("aki") {
+        Some(image.id.clone())
+    } else {
+        image.kernel_id.clone()
+    };
+    for (what, id) in [("kernel", &kernel_id), ("ramdisk", &image.ramdisk_id)] {
+        let Some(id) = id else { continue };
+        // An aki booted as itself was checked as the server's image.
+        if *id == image.id {
+            continue;
+        }
+        match s.images.get_boot_asset(id, what, project).await {
+            Ok(asset) if asset.status == "active" => {}
+            Err(e @ crate::image::service::ImageServiceError::NotTrusted { .. }) => {
+                return Err(ComputeError::BadRequest(e.to_string()));
+            }
+            Ok(_) | Err(_) => {
+                return Err(ComputeError::BadRequest(format!(
+                    "The image's {what} {id} could not be found or is not active."
+                )));
+            }
+        }
+    }
+    let shutdown_timeout = image
+        .properties
+        .get("os_shutdown_timeout")
+        .and_then(|v| match v {
+            Value::String(t) => t.trim().parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        });
+    Ok(BootInfo {
+        kernel_id,
+        ramdisk_id: image.ramdisk_id.clone(),
+        cmdline: image.os_command_line.clone(),
+        shutdown_timeout,
+    })
+}
+
+pub fn clean_timeout(server: &Server) -> Option<Duration> {
+    // A paused or suspended guest cannot answer the power button.
+    if server.vm_state != "active" && server.vm_state != "resized" {
+        return None;
+    }
+    let secs = server.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    (secs > 0).then(|| Duration::from_secs(secs as u64))
+}
+
+// ------------------------------------------------------ instance actions
+
+/// Records an instance action with its first event (started now).
+pub fn record_action(
+    tx: &rusqlite::Connection,
+    server: &Server,
+    request_id: &str,
+    action: &str,
+    now: i64,
+) -> ComputeResult<()> {
+    let event = match action {
+        "create" => "compute__do_build_and_run_instance".to_string(),
+        "delete" => "compute_terminate_instance".to_string(),
+        "createImage" => "compute_snapshot_instance".to_string(),
+        "confirmResize" => "compute_confirm_resize".to_string(),
+        "revertResize" => "compute_revert_resize".to_string(),
+        other => format!("compute_{}_instance", other.to_ascii_lowercase()),
+    };
+    db::insert_action(
+        tx,
+        &InstanceAction {
+            id: 0,
+            instance_id: server.id.clone(),
+            request_id: request_id.to_string(),
+            action: action.to_string(),
+            project_id: server.project_id.clone(),
+            user_id: server.user_id.clone(),
+            start_time: now,
+            updated_at: now,
+            message: None,
+            events: vec![ActionEvent {
+                event,
+                start_time: now,
+                finish_time: None,
+                result: None,
+                traceback: None,
+            }],
+        },
+    )?;
+    Ok(())
+}
+
+/// Finishes the last event of the action `request_id` (a failure also sets
+/// the action's message to "Error").
+pub async fn finish_action_event(
+    s: &ComputeState,
+    id: &str,
+    request_id: &str,
+    event: &str,
+    ok: bool,
+) {
+    finish_action(s, id, request_id, Some(event), ok, None).await;
+}
+
+pub async fn finish_action(
+    s: &ComputeState,
+    id: &str,
+    request_id: &str,
+    rename: Option<&str>,
+    ok: bool,
+    traceback: Option<String>,
+) {
+    let (id, rid, rename) = (
+        id.to_string(),
+        request_id.to_string(),
+        rename.map(str::to_string),
+    );
+    let result = s
+        .write(move |tx| {
+            let Some(mut action) = db::get_action(tx, &id, &rid)? else {
+                return Ok(());
+            };
+            let now = now_unix();
+            if let Some(event) = action.events.last_mut() {
+                if let Some(name) = rename {
+                    event.event = name;
+                }
+                event.finish_time = Some(now);
+                event.result = Some(if ok { "Success" } else { "Error" }.into());
+                event.traceback = traceback;
+            }
+            if !ok {
+                action.message = Some("Error".into());
+            }
+            action.updated_at = now;
+            db::update_action(tx, &action)?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot record an instance action's result");
+    }
+}
+
+// ------------------------------------------------------------ state writes
+
+/// Applies `change` to the stored server (if it still exists) and stores it.
+pub async fn update_server(
+    s: &ComputeState,
+    id: &str,
+    change: impl FnOnce(&mut Server) + Send + 'static,
+) -> Option<Server> {
+    let id_owned = id.to_string();
+    let result = s
+        .write(move |tx| {
+            let Some(mut server) = db::get_server(tx, &id_owned)? else {
+                return Ok(None);
+            };
+            change(&mut server);
+            server.updated_at = now_unix();
+            db::update_server(tx, &server)?;
+            Ok(Some(server))
+        })
+        .await;
+    match result {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, server = %id, "cannot store a server's state");
+            None
+        }
+    }
+}
+
+pub fn fault(message: &str, details: &str) -> Value {
+    json!({
+        "code": 500,
+        "created": iso_time(now_unix()),
+        "message": message,
+        "details": details,
+    })
+}
+
+// ------------------------------------------------------------------ build
+
+/// Builds a scheduled server in the background: disk, config drive, VMM.
+pub fn spawn_build(s: S, id: String, request_id: String) {
+    tokio::spawn(async move {
+        let lock = s.locks.lock_for(&id);
+        let _guard = lock.lock().await;
+        let Some(server) = update_server(&s, &id, |sv| {
+            if sv.task_state.as_deref() != Some("deleting") {
+                sv.task_state = Some("spawning".into());
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        if server.deleted || server.task_state.as_deref() == Some("deleting") {
+            finish_action_event(
+                &s,
+                &id,
+                &request_id,
+                "compute__do_build_and_run_instance",
+                false,
+            )
+            .await;
+            return;
+        }
+        let result = build(&s, &server).await;
+        let ok = result.is_ok();
+        match result {
+            Ok(pid) => {
+                update_server(&s, &id, move |sv| {
+                    sv.vm_state = "active".into();
+                    sv.power_state = RUNNING;
+                    if sv.task_state.as_deref() != Some("deleting") {
+                        sv.task_state = None;
+                    }
+                    sv.launched_at = Some(now_unix());
+                    sv.vmm_pid = Some(pid as i64);
+                })
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(server = %id, error = %e, "server build failed");
+                s.driver.stop(&id, None).await;
+                let message = e.to_string();
+                update_server(&s, &id, move |sv| {
+                    sv.vm_state = "error".into();
+                    sv.power_state = NOSTATE;
+                    if sv.task_state.as_deref() != Some("deleting") {
+                        sv.task_state = None;
+                    }
+                    sv.fault = Some(fault(
+                        &format!("Build of instance {} aborted: {message}", sv.id),
+                        &message,
+                    ));
+                })
+                .await;
+            }
+        }
+        finish_action_event(
+            &s,
+            &id,
+            &request_id,
+            "compute__do_build_and_run_instance",
+            ok,
+        )
+        .await;
+    });
+}
+
+/// The files a server boots from, from Glance.
+pub async fn boot_files(
+    s: &ComputeState,
+    server: &Server,
+    image_id: &str,
+) -> Result<(BootFiles, i64), String> {
+    let image = s
+        .images
+        .get(image_id, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !["active", "deactivated"].contains(&image.status.as_str()) {
+        return Err(format!("Image {image_id} is not active."));
+    }
+    let kernel_id = server
+        .kernel_id
+        .clone()
+        .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
+    // Checked again at every boot with the server's project: sharing may
+    // have been withdrawn since the server was created.
+    let kernel_path = if kernel_id == image.id {
+        image.path.clone()
+    } else {
+        s.images
+            .get_boot_asset(&kernel_id, "kernel", &server.project_id)
+            .await
+            .map_err(|e| format!("Kernel image {kernel_id}: {e}"))?
+            .path
+    };
+    let ramdisk = match &server.ramdisk_id {
+        Some(r) => Some(
+            s.images
+                .get_boot_asset(r, "ramdisk", &server.project_id)
+                .await
+                .map_err(|e| format!("Ramdisk image {r}: {e}"))?
+                .path,
+        ),
+        None => None,
+    };
+    let disk_image = match image.disk_format.as_deref() {
+        Some("aki" | "ari") => None,
+        Some("qcow2") => {
+            return Err("qcow2 root disks are not supported by the VMM yet; upload the image as raw (qemu-img convert -O raw)".into());
+        }
+        Some("raw" | "ami" | "iso" | "img") | None => Some(image.path.clone()),
+        Some(other) => return Err(format!("disk format {other} cannot be a root disk")),
+    };
+    let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
+    Ok((
+        BootFiles {
+            kernel: kernel_path,
+            ramdisk,
+            disk_image,
+        },
+        image_gb,
+    ))
+}
+
+pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
+    let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
+    let config = server.config_drive.then(|| config_drive_files(server));
+    s.driver
+        .prepare(&server.id, files, server.flavor.disk, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.driver
+        .spawn(server, false)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The config drive's files (openstack/latest/...), as Nova writes them.
+pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
+    use rand::RngExt;
+    let mut seed = [0u8; 512];
+    rand::rng().fill(&mut seed[..]);
+    let mut public_keys = Map::new();
+    let mut keys = Vec::new();
+    if let (Some(name), Some(data)) = (&server.key_name, &server.key_data) {
+        public_keys.insert(name.clone(), json!(data));
+        keys.push(json!({"name": name, "type": "ssh", "data": data}));
+    }
+    let meta = json!({
+        "uuid": server.id,
+        "name": server.name,
+        "hostname": server.hostname,
+        "launch_index": server.launch_index,
+        "availability_zone": server.availability_zone.clone().unwrap_or_else(|| super::hosts::ZONE.into()),
+        "project_id": server.project_id,
+        "public_keys": public_keys,
+        "keys": keys,
+        "meta": server.metadata,
+        "devices": [],
+        "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
+    });
+    let network = json!({"links": [], "networks": [], "services": []});
+    let mut files = Vec::new();
+    for version in ["latest", "2018-08-27", "2012-08-10"] {
+        files.push((
+            format!("openstack/{version}/meta_data.json"),
+            meta.to_string().into_bytes(),
+        ));
+        files.push((
+            format!("openstack/{version}/network_data.json"),
+            network.to_string().into_bytes(),
+        ));
+        files.push((
+            format!("openstack/{version}/vendor_data.json"),
+            b"{}".to_vec(),
+        ));
+        files.push((
+            format!("openstack/{version}/vendor_data2.json"),
+            b"{}".to_vec(),
+        ));
+        if let Some(data) = &server.user_data
+            && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim())
+        {
+            files.push((format!("openstack/{version}/user_data"), bytes));
+        }
+    }
+    files
+}
+
+// ----------------------------------------------------------------- delete
+
+/// `DELETE /servers/{id}`: marks the server deleting and tears it down in the background.
+pub async fn start_delete(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+    request_id: &str,
+) -> ComputeResult<()> {
+    let admin = super::is_admin_context(s, ctx);
+    let ctx2 = ctx.clone();
+    let (id2, rid) = (id.to_string(), request_id.to_string());
+    s.write(move |tx| {
+        let mut server = load_tx(tx, admin, &ctx2, &id2)?;
+        check_unlocked(admin, &server)?;
+        server.task_state = Some("deleting".into());
+        server.updated_at = now_unix();
+        db::update_server(tx, &server)?;
+        record_action(tx, &server, &rid, "delete", now_unix())?;
+        Ok(())
+    })
+    .await?;
+    spawn_delete(s.clone(), id.to_string(), request_id.to_string());
+    Ok(())
+}
+
+pub fn spawn_delete(s: S, id: String, request_id: String) {
+    tokio::spawn(async move {
+        let lock = s.locks.lock_for(&id);
+        let guard = lock.lock().await;
+        s.driver.stop(&id, None).await;
+        s.driver.destroy_files(&id).await;
+        s.locks.forget(&id);
+        let id2 = id.clone();
+        let result = s
+            .write(move |tx| {
+                let Some(mut server) = db::get_server(tx, &id2)? else {
+                    return Ok(());
+                };
+                let now = now_unix();
+                server.deleted = true;
+                server.vm_state = "deleted".into();
+                server.task_state = None;
+                server.power_state = NOSTATE;
+                server.terminated_at = Some(now);
+                server.updated_at = now;
+                server.host = None;
+                server.vmm_pid = None;
+                db::update_server(tx, &server)?;
+                store::remove_server_group_member(tx, &id2)?;
+                Ok(())
+            })
+            .await;
+        drop(guard);
+        if let Err(e) = result {
+            tracing::error!(server = %id, error = %e, "cannot mark a server deleted");
+        }
+        finish_action_event(&s, &id, &request_id, "compute_terminate_instance", true).await;
+    });
+}

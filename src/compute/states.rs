@@ -1,0 +1,389 @@
+//! A server's states as Nova names them (nova/compute/vm_states.py,
+//! task_states.py, power_state.py) and the one table of which action may
+//! start in which state (Nova's `check_instance_state` decorators in
+//! nova/compute/api.py). No HTTP here: the lifecycle turns a refusal into
+//! its 409.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Defines a string enum: `as_str`, `Display`, `FromStr` and serde all use
+/// the names given.
+macro_rules! named {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            #[cfg(test)]
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// Nova's name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+
+            fn from_str(text: &str) -> Result<Self, UnknownState> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(UnknownState(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+/// Why an action may not start.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StateError {
+    /// Cannot '{action}' instance {id} while it is in {field} {state}
+    #[error("Cannot '{action}' instance {id} while it is in {field} {state}")]
+    Conflict {
+        action: &'static str,
+        id: String,
+        field: &'static str,
+        state: String,
+    },
+}
+
+/// A string that names no state.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown state {0}")]
+pub struct UnknownState(pub String);
+
+named! {
+    /// Nova's vm_state: what the server is.
+    VmState {
+        Active = "active",
+        Building = "building",
+        Paused = "paused",
+        Suspended = "suspended",
+        Stopped = "stopped",
+        Rescued = "rescued",
+        Resized = "resized",
+        SoftDeleted = "soft-delete",
+        Deleted = "deleted",
+        Error = "error",
+        Shelved = "shelved",
+        ShelvedOffloaded = "shelved_offloaded",
+    }
+}
+
+named! {
+    /// Nova's task_state: what is being done to the server.
+    TaskState {
+        Spawning = "spawning",
+        PoweringOff = "powering-off",
+        PoweringOn = "powering-on",
+        Rebooting = "rebooting",
+        RebootingHard = "rebooting_hard",
+        Pausing = "pausing",
+        Unpausing = "unpausing",
+        Suspending = "suspending",
+        Resuming = "resuming",
+        Shelving = "shelving",
+        ShelvingOffloading = "shelving_offloading",
+        Unshelving = "unshelving",
+        ImageSnapshot = "image_snapshot",
+        ImageUploading = "image_uploading",
+        Rebuilding = "rebuilding",
+        ResizePrep = "resize_prep",
+        ResizeMigrating = "resize_migrating",
+        ResizeFinish = "resize_finish",
+        ResizeReverting = "resize_reverting",
+        Deleting = "deleting",
+    }
+}
+
+/// Nova's power_state, stored as its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerState {
+    NoState = 0,
+    Running = 1,
+    Paused = 3,
+    Shutdown = 4,
+    Crashed = 6,
+    /// Nova's; this cloud shows a suspended server as SHUTDOWN, as Nova's libvirt driver does.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Suspended = 7,
+}
+
+impl PowerState {
+    /// The number Nova stores and shows (`OS-EXT-STS:power_state`).
+    pub const fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The state of a stored number (None for a number Nova does not define).
+    #[cfg(test)]
+    pub fn from_code(code: i64) -> Option<PowerState> {
+        [
+            PowerState::NoState,
+            PowerState::Running,
+            PowerState::Paused,
+            PowerState::Shutdown,
+            PowerState::Crashed,
+            PowerState::Suspended,
+        ]
+        .into_iter()
+        .find(|p| p.code() == code)
+    }
+}
+
+/// The stored numbers of the power states (the form `Server` keeps).
+pub const NOSTATE: i64 = PowerState::NoState.code();
+pub const RUNNING: i64 = PowerState::Running.code();
+pub const PAUSED: i64 = PowerState::Paused.code();
+pub const SHUTDOWN: i64 = PowerState::Shutdown.code();
+pub const CRASHED: i64 = PowerState::Crashed.code();
+
+/// The server actions that go through the state table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Stop,
+    Start,
+    RebootSoft,
+    RebootHard,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+    Shelve,
+    ShelveOffload,
+    Unshelve,
+    CreateImage,
+    CreateBackup,
+    Rebuild,
+    Resize,
+    ConfirmResize,
+    RevertResize,
+}
+
+/// Where an action may start and what it sets.
+pub struct Allowed {
+    /// The vm_states it may start in (task_state must be none).
+    pub vm_states: &'static [VmState],
+    /// The task_state it sets while it runs.
+    pub task: Option<TaskState>,
+}
+
+impl Action {
+    /// Every action.
+    #[cfg(test)]
+    pub const ALL: &'static [Action] = &[
+        Action::Stop,
+        Action::Start,
+        Action::RebootSoft,
+        Action::RebootHard,
+        Action::Pause,
+        Action::Unpause,
+        Action::Suspend,
+        Action::Resume,
+        Action::Shelve,
+        Action::ShelveOffload,
+        Action::Unshelve,
+        Action::CreateImage,
+        Action::CreateBackup,
+        Action::Rebuild,
+        Action::Resize,
+        Action::ConfirmResize,
+        Action::RevertResize,
+    ];
+
+    /// The name Nova records (instance actions) and quotes in a refusal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Start => "start",
+            Action::RebootSoft | Action::RebootHard => "reboot",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::Shelve => "shelve",
+            Action::ShelveOffload => "shelveOffload",
+            Action::Unshelve => "unshelve",
+            Action::CreateImage => "createImage",
+            Action::CreateBackup => "createBackup",
+            Action::Rebuild => "rebuild",
+            Action::Resize => "resize",
+            Action::ConfirmResize => "confirmResize",
+            Action::RevertResize => "revertResize",
+        }
+    }
+
+    /// The table: the vm_states each action may start in (with no task
+    /// running) and the task_state it sets.
+    pub fn allowed(self) -> Allowed {
+        use TaskState as T;
+        use VmState::*;
+        let (vm_states, task): (&'static [VmState], Option<TaskState>) = match self {
+            Action::Stop => (&[Active, Error], Some(T::PoweringOff)),
+            Action::Start => (&[Stopped], Some(T::PoweringOn)),
+            Action::RebootSoft => (&[Active], Some(T::Rebooting)),
+            Action::RebootHard => (
+                &[Active, Stopped, Paused, Suspended, Error],
+                Some(T::RebootingHard),
+            ),
+            Action::Pause => (&[Active], Some(T::Pausing)),
+            Action::Unpause => (&[Paused], Some(T::Unpausing)),
+            Action::Suspend => (&[Active], Some(T::Suspending)),
+            Action::Resume => (&[Suspended], Some(T::Resuming)),
+            Action::Shelve => (&[Active, Stopped, Paused, Suspended], Some(T::Shelving)),
+            Action::ShelveOffload => (&[Shelved], Some(T::ShelvingOffloading)),
+            Action::Unshelve => (&[Shelved, ShelvedOffloaded], Some(T::Unshelving)),
+            Action::CreateImage => (
+                &[
+                    Active,
+                    Stopped,
+                    Paused,
+                    Suspended,
+                    Shelved,
+                    ShelvedOffloaded,
+                ],
+                Some(T::ImageSnapshot),
+            ),
+            Action::CreateBackup => (&[Active, Stopped], Some(T::ImageSnapshot)),
+            Action::Rebuild => (&[Active, Stopped, Error], Some(T::Rebuilding)),
+            Action::Resize => (&[Active, Stopped], Some(T::ResizePrep)),
+            Action::ConfirmResize => (&[Resized], None),
+            Action::RevertResize => (&[Resized], Some(T::ResizeReverting)),
+        };
+        Allowed { vm_states, task }
+    }
+
+    /// Checks that the action may start on server `id` in these states
+    /// (stored as Nova's names); returns the task_state to set. The refusal
+    /// is Nova's 409 text.
+    pub fn check(
+        self,
+        id: &str,
+        vm_state: &str,
+        task_state: Option<&str>,
+    ) -> Result<Option<TaskState>, StateError> {
+        let allowed = self.allowed();
+        let known = VmState::from_str(vm_state).ok();
+        if !known.is_some_and(|v| allowed.vm_states.contains(&v)) {
+            return Err(StateError::Conflict {
+                action: self.name(),
+                id: id.to_string(),
+                field: "vm_state",
+                state: vm_state.to_string(),
+            });
+        }
+        if let Some(task) = task_state {
+            return Err(StateError::Conflict {
+                action: self.name(),
+                id: id.to_string(),
+                field: "task_state",
+                state: task.to_string(),
+            });
+        }
+        Ok(allowed.task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for v in VmState::ALL {
+            assert_eq!(v.as_str().parse::<VmState>(), Ok(*v));
+            assert_eq!(
+                serde_json::to_string(v).expect("json"),
+                format!("\"{}\"", v.as_str())
+            );
+        }
+        for t in TaskState::ALL {
+            assert_eq!(t.to_string().parse::<TaskState>(), Ok(*t));
+        }
+        assert_eq!(
+            "shelved_offloaded".parse::<VmState>(),
+            Ok(VmState::ShelvedOffloaded)
+        );
+        assert!("ACTIVE".parse::<VmState>().is_err());
+        for p in [NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, 7] {
+            assert_eq!(PowerState::from_code(p).map(PowerState::code), Some(p));
+        }
+        assert_eq!(PowerState::from_code(2), None);
+    }
+
+    /// The table is Nova's `check_instance_state` for these actions.
+    #[test]
+    fn the_state_table() {
+        use VmState::*;
+        let may = |a: Action, v: VmState| a.check("x", v.as_str(), None).is_ok();
+        let from_active: Vec<&str> = Action::ALL
+            .iter()
+            .filter(|a| may(**a, Active))
+            .map(|a| a.name())
+            .collect();
+        assert_eq!(
+            from_active,
+            [
+                "stop",
+                "reboot",
+                "reboot",
+                "pause",
+                "suspend",
+                "shelve",
+                "createImage",
+                "createBackup",
+                "rebuild",
+                "resize"
+            ]
+        );
+        assert!(may(Action::Start, Stopped) && !may(Action::Start, Active));
+        assert!(may(Action::RebootHard, Paused) && !may(Action::RebootSoft, Paused));
+        assert!(may(Action::Unpause, Paused) && !may(Action::Pause, Paused));
+        assert!(may(Action::Resume, Suspended) && !may(Action::Suspend, Suspended));
+        assert!(may(Action::Unshelve, ShelvedOffloaded) && !may(Action::Shelve, Shelved));
+        assert!(may(Action::ConfirmResize, Resized) && may(Action::RevertResize, Resized));
+        for a in Action::ALL {
+            assert!(!may(*a, Building) && !may(*a, Deleted), "{a:?}");
+        }
+        assert_eq!(
+            Action::Stop.check("x", "active", None),
+            Ok(Some(TaskState::PoweringOff))
+        );
+        assert_eq!(Action::ConfirmResize.check("x", "resized", None), Ok(None));
+    }
+
+    #[test]
+    fn refusals_read_as_nova_writes_them() {
+        let refuse =
+            |a: Action, v: &str, t: Option<&str>| a.check("i-1", v, t).err().map(|e| e.to_string());
+        assert_eq!(
+            refuse(Action::Pause, "stopped", None).as_deref(),
+            Some("Cannot 'pause' instance i-1 while it is in vm_state stopped")
+        );
+        assert_eq!(
+            refuse(Action::Stop, "active", Some("rebooting")).as_deref(),
+            Some("Cannot 'stop' instance i-1 while it is in task_state rebooting")
+        );
+        assert_eq!(
+            refuse(Action::Start, "who-knows", None).as_deref(),
+            Some("Cannot 'start' instance i-1 while it is in vm_state who-knows")
+        );
+    }
+}
