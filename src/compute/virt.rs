@@ -37,7 +37,7 @@ use crate::vmm::control::{
     VmmState, decode_reply,
 };
 use crate::vmm::jail::JailSpec;
-use crate::vmm::vm::{BootSource, DiskConfig, VmConfig};
+use crate::vmm::vmm_config::{BootSource, DiskConfig, VmConfig};
 
 use super::driver::{
     BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,

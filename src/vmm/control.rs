@@ -21,7 +21,8 @@ use super::VmmArgs;
 use super::bus::lock;
 use super::console::Console;
 use super::devices::legacy::VmEvent;
-use super::vm::{RunningVm, Vm, VmConfig};
+use super::vm::{RunningVm, Vm};
+use super::vmm_config::VmConfig;
 
 /// The `yunhe vmm` spec file.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ use super::snapshot::SnapshotError;
 use super::vcpu::{
     RunState, VcpuContext, VcpuControl, VcpuSlot, VcpuStats, kick_handler, kick_signal, vcpu_loop,
 };
-pub use super::vmm_config::VmConfig;
+use super::vmm_config::VmConfig;
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
