@@ -47,31 +47,6 @@ pub fn routes() -> Router<Arc<IdentityState>> {
         )
 }
 
-/// The catalog as it goes into tokens and `/v3/auth/catalog`.
-pub async fn service_catalog(state: &Arc<IdentityState>) -> IdentityResult<Value> {
-    state
-        .read(|conn| {
-            let endpoints = store::list_endpoints(conn)?;
-            let catalog: Vec<Value> = store::list_services(conn)?
-                .into_iter()
-                .filter(|s| s.enabled)
-                .map(|s| {
-                    let eps: Vec<Value> = endpoints
-                        .iter()
-                        .filter(|e| e.service_id == s.id && e.enabled)
-                        .map(|e| {
-                            json!({"id": e.id, "interface": e.interface, "region": e.region_id,
-                                   "region_id": e.region_id, "url": e.url})
-                        })
-                        .collect();
-                    json!({"id": s.id, "type": s.kind, "name": s.name, "endpoints": eps})
-                })
-                .collect();
-            Ok(Value::Array(catalog))
-        })
-        .await
-}
-
 fn with_extra(mut value: Value, extra: &Map<String, Value>) -> Value {
     if let Some(map) = value.as_object_mut() {
         for (k, v) in extra {

@@ -1,25 +1,38 @@
 //! Keystone v3 (`/identity`): tokens, the assignment model, the catalog.
 //!
-//! Layout: `token` issues and validates tokens and provides the [`Auth`]
-//! extractor every service uses; `resources` holds domains, projects, users
-//! and groups; `roles` roles, implied roles and assignments; `catalog`
-//! regions, services and endpoints; `credentials` application credentials
-//! and EC2-style credentials; `policies` policy blobs and endpoint groups;
-//! `bootstrap` the first start; `password` the password KDF; `views` the
-//! JSON shapes.
+//! Layout. Handlers (axum routes, one file per resource group): `token`
+//! issues tokens and answers the `/v3/auth/*` calls; `resources` domains,
+//! projects, users and groups; `roles` roles, implied roles and
+//! assignments; `catalog` regions, services and endpoints; `credentials`
+//! application and EC2-style credentials; `policies` policy blobs and
+//! endpoint groups; `limits` unified limits.
+//!
+//! Leaves (shared by the handlers, which never import each other; no axum
+//! in them but `throttle`'s client-address extractor): `context` the caller ([`AuthContext`], `Scope`); `validation`
+//! token validation behind the [`Auth`] extractor every service uses;
+//! `effective_roles` role resolution (direct, group, inherited and
+//! implied assignments); `targets` policy targets; `service_catalog` the
+//! catalog put into tokens; `login` password and secret checks;
+//! `access_rules`, `throttle`, `password` (the KDF), `views` (the JSON
+//! shapes); `bootstrap` the first start.
 
 mod access_rules;
 pub mod bootstrap;
 mod catalog;
+pub mod context;
 mod credentials;
+pub mod effective_roles;
 pub mod limits;
 mod login;
 pub mod password;
 mod policies;
 mod resources;
 mod roles;
+mod service_catalog;
+mod targets;
 pub mod throttle;
 pub mod token;
+mod validation;
 mod views;
 
 use std::collections::HashMap;
@@ -38,7 +51,7 @@ use crate::db::{Db, DbError};
 use crate::http::json_response;
 use crate::policy::{Policy, Service, Target};
 
-pub use token::AuthContext;
+pub use context::AuthContext;
 
 /// Errors of the identity service, rendered as Keystone renders them.
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +300,7 @@ where
                     "The request you have made requires authentication.".into(),
                 )
             })?;
-        let ctx = token::validate(state.identity(), &token)
+        let ctx = validation::validate(state.identity(), &token)
             .await
             .map_err(|e| match e {
                 IdentityError::NotFound(_) | IdentityError::Unauthorized(_) => {

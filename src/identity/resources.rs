@@ -12,7 +12,12 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::token::Scope;
+use super::context::Scope;
+use super::effective_roles;
+use super::targets::{
+    find_domain, find_group, find_project, find_user, with_domain_target, with_group_target,
+    with_project_target, with_user_target,
+};
 use super::views::{self, strip_reserved};
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list,
@@ -67,77 +72,6 @@ pub fn routes() -> Router<Arc<IdentityState>> {
             "/v3/groups/{id}/users/{user_id}",
             get(check_member).put(add_member).delete(remove_member),
         )
-}
-
-// Keystone's policy targets: the looked-up object, flattened under
-// `target.<kind>.` (an object that does not exist adds nothing, so the
-// caller is refused before learning whether it exists).
-
-/// Adds `target.domain.*`.
-pub(super) fn with_domain_target(target: Target, domain: Option<&Domain>) -> Target {
-    match domain {
-        Some(d) => target
-            .with("target.domain.id", &d.id)
-            .with("target.domain.name", &d.name),
-        None => target,
-    }
-}
-
-/// Adds `target.project.*`.
-pub(super) fn with_project_target(target: Target, project: Option<&Project>) -> Target {
-    match project {
-        Some(p) => target
-            .with("target.project.id", &p.id)
-            .with("target.project.name", &p.name)
-            .with("target.project.domain_id", &p.domain_id)
-            .with(
-                "target.project.parent_id",
-                p.parent_id.as_deref().unwrap_or("None"),
-            ),
-        None => target,
-    }
-}
-
-/// Adds `target.user.*`.
-pub(super) fn with_user_target(target: Target, user: Option<&User>) -> Target {
-    match user {
-        Some(u) => target
-            .with("target.user.id", &u.id)
-            .with("target.user.name", &u.name)
-            .with("target.user.domain_id", &u.domain_id),
-        None => target,
-    }
-}
-
-/// Adds `target.group.*`.
-pub(super) fn with_group_target(target: Target, group: Option<&Group>) -> Target {
-    match group {
-        Some(g) => target
-            .with("target.group.id", &g.id)
-            .with("target.group.name", &g.name)
-            .with("target.group.domain_id", &g.domain_id),
-        None => target,
-    }
-}
-
-pub(super) async fn find_domain(s: &IdentityState, id: &str) -> IdentityResult<Option<Domain>> {
-    let id = id.to_string();
-    s.read(move |conn| Ok(store::get_domain(conn, &id)?)).await
-}
-
-pub(super) async fn find_project(s: &IdentityState, id: &str) -> IdentityResult<Option<Project>> {
-    let id = id.to_string();
-    s.read(move |conn| Ok(store::get_project(conn, &id)?)).await
-}
-
-pub(super) async fn find_user(s: &IdentityState, id: &str) -> IdentityResult<Option<User>> {
-    let id = id.to_string();
-    s.read(move |conn| Ok(store::get_user(conn, &id)?)).await
-}
-
-pub(super) async fn find_group(s: &IdentityState, id: &str) -> IdentityResult<Option<Group>> {
-    let id = id.to_string();
-    s.read(move |conn| Ok(store::get_group(conn, &id)?)).await
 }
 
 /// The domain of a domain-scoped token: Keystone's list calls put it in the
@@ -333,19 +267,11 @@ fn project_json(conn: &Connection, p: &Project, base: &str) -> IdentityResult<Va
 }
 
 /// Projects on which the user has any effective role, as JSON.
-pub fn user_projects_json(
-    conn: &Connection,
-    user_id: &str,
-    base: &str,
-) -> IdentityResult<Vec<Value>> {
-    let ids: HashSet<String> = super::roles::user_project_ids(conn, user_id)?;
-    let mut out = Vec::new();
-    for project in store::list_projects(conn)? {
-        if ids.contains(&project.id) {
-            out.push(project_json(conn, &project, base)?);
-        }
-    }
-    Ok(out)
+fn user_projects_json(conn: &Connection, user_id: &str, base: &str) -> IdentityResult<Vec<Value>> {
+    effective_roles::user_projects(conn, user_id)?
+        .iter()
+        .map(|project| project_json(conn, project, base))
+        .collect()
 }
 
 fn tag_filter(item: &Value, q: &HashMap<String, String>) -> bool {
@@ -1306,7 +1232,7 @@ async fn delete_group(
         |tx, id| {
             load_group(tx, id)?;
             store::delete_group(tx, id)?;
-            super::credentials::delete_app_creds_without_their_roles(tx)?;
+            effective_roles::delete_app_creds_without_their_roles(tx)?;
             Ok(())
         },
     )
@@ -1404,7 +1330,7 @@ async fn remove_member(
                 "The user is not in the group.".into(),
             ));
         }
-        super::credentials::delete_app_creds_without_their_roles(tx)?;
+        effective_roles::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await?;
