@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 use super::views::strip_reserved;
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, apply_filters,
-    list_response, new_id, opt_bool, opt_string, parse_body, take_object,
+    list_response, new_id,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
+use crate::http::body::{opt_bool, opt_string, parse_object as parse_body, take_object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 

@@ -18,9 +18,12 @@ use super::context::Scope;
 use super::views::strip_reserved;
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response,
-    new_id, opt_bool, opt_string, parse_body, required_name, take_object,
+    new_id,
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
+use crate::http::body::{
+    opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::{json_response, no_content};
 use crate::policy::{Service, Target};
 

@@ -45,9 +45,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::db::{Db, DbError};
+use crate::http::body::BodyError;
 use crate::http::json_response;
 use crate::policy::{Policy, Service, Target};
 
@@ -136,6 +137,24 @@ impl IntoResponse for IdentityError {
             }
         }
         response
+    }
+}
+
+/// Keystone's wording of a malformed request body.
+impl From<BodyError> for IdentityError {
+    fn from(e: BodyError) -> Self {
+        IdentityError::BadRequest(match e {
+            BodyError::Malformed(m) => format!("Malformed JSON in the request body: {m}"),
+            BodyError::NotAnObject => "The request body must be a JSON object.".into(),
+            BodyError::MemberNotAnObject(key) => format!("'{key}' must be an object."),
+            BodyError::Missing(key) => format!("'{key}' is a required property."),
+            BodyError::WrongType { key, expected } => {
+                format!("Invalid input for field '{key}': not a {expected}.")
+            }
+            BodyError::BadName(key) => format!(
+                "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
+            ),
+        })
     }
 }
 
@@ -396,74 +415,7 @@ async fn v3_version(axum::extract::State(s): axum::extract::State<Arc<IdentitySt
     )
 }
 
-// ------------------------------------------------------------ body helpers
-
-/// Parses a request body as a JSON object.
-pub fn parse_body(bytes: &[u8]) -> IdentityResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(IdentityError::BadRequest(
-            "The request body must be a JSON object.".into(),
-        )),
-        Err(e) => Err(IdentityError::BadRequest(format!(
-            "Malformed JSON in the request body: {e}"
-        ))),
-    }
-}
-
-/// Takes the object under `key` (e.g. `{"user": {...}}`).
-pub fn take_object(body: &mut Map<String, Value>, key: &str) -> IdentityResult<Map<String, Value>> {
-    match body.remove(key) {
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "'{key}' must be an object."
-        ))),
-        None => Err(IdentityError::BadRequest(format!(
-            "'{key}' is a required property."
-        ))),
-    }
-}
-
-/// An optional string field; `null` counts as absent.
-pub fn opt_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': not a string."
-        ))),
-    }
-}
-
-/// A required name: a string of 1 to 255 characters that is not only spaces.
-pub fn required_name(obj: &Map<String, Value>, key: &str) -> IdentityResult<String> {
-    match opt_string(obj, key)? {
-        Some(name) => check_name(&name, key),
-        None => Err(IdentityError::BadRequest(format!(
-            "'{key}' is a required property."
-        ))),
-    }
-}
-
-pub fn check_name(name: &str, key: &str) -> IdentityResult<String> {
-    if name.trim().is_empty() || name.chars().count() > 255 {
-        return Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
-        )));
-    }
-    Ok(name.to_string())
-}
-
-/// An optional boolean field.
-pub fn opt_bool(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<bool>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': not a boolean."
-        ))),
-    }
-}
+// ------------------------------------------------------------ helpers
 
 /// A new resource id: 32 lowercase hex digits, as Keystone makes them.
 pub fn new_id() -> String {

@@ -21,11 +21,13 @@ use super::targets::{
 use super::views::{self, strip_reserved};
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list,
-    apply_filters, check_name, list_response, new_id, opt_bool, opt_string, parse_body,
-    required_name, take_object,
+    apply_filters, list_response, new_id,
 };
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::db::now_unix;
+use crate::http::body::{
+    check_name, opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 

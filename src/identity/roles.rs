@@ -15,12 +15,15 @@ use serde_json::{Value, json};
 use super::context::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, check_name,
-    list_response, new_id, opt_string, parse_body, required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, list_response,
+    new_id,
 };
 use super::{effective_roles, targets};
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
+use crate::http::body::{
+    check_name, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 

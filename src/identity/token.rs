@@ -26,10 +26,11 @@ pub use super::validation::{hash_token, validate};
 use super::context::{AuthContext, Scope};
 use super::throttle::ClientAddr;
 use super::validation::build_context;
-use super::{Auth, IdentityError, IdentityResult, IdentityState, parse_body, take_object};
+use super::{Auth, IdentityError, IdentityResult, IdentityState};
 use super::{effective_roles, service_catalog, views};
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
+use crate::http::body::{parse_object as parse_body, take_object};
 use crate::http::json_response;
 use crate::policy::Target;
 
