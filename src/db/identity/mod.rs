@@ -217,3 +217,13 @@ fn finish<T>(pair: (T, String), set: impl FnOnce(&mut T, Extra)) -> DbResult<T> 
     set(&mut item, parse_extra(text)?);
     Ok(item)
 }
+
+/// A fresh in-memory database with every migration applied, for unit tests.
+#[cfg(test)]
+pub fn test_connection() -> rusqlite::Connection {
+    let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .expect("foreign keys on");
+    super::migrations::migrate(&mut conn).expect("migrations apply");
+    conn
+}
