@@ -1,20 +1,22 @@
 //! Keystone v3 (`/identity`): tokens, the assignment model, the catalog.
 //!
 //! Layout. Handlers (axum routes, one file per resource group): `token`
-//! issues tokens and answers the `/v3/auth/*` calls; `resources` domains,
-//! projects, users and groups; `roles` roles, implied roles and
+//! issues tokens and answers the `/v3/auth/*` calls; `resources` domains
+//! and projects; `users` users and groups; `roles` roles, implied roles and
 //! assignments; `catalog` regions, services and endpoints; `credentials`
 //! application and EC2-style credentials; `policies` policy blobs and
 //! endpoint groups; `limits` unified limits.
 //!
 //! Leaves (shared by the handlers, which never import each other; no axum
-//! in them but `throttle`'s client-address extractor): `context` the caller ([`AuthContext`], `Scope`); `validation`
-//! token validation behind the [`Auth`] extractor every service uses;
-//! `effective_roles` role resolution (direct, group, inherited and
-//! implied assignments); `targets` policy targets; `service_catalog` the
-//! catalog put into tokens; `login` password and secret checks;
-//! `access_rules`, `throttle`, `password` (the KDF), `views` (the JSON
-//! shapes); `bootstrap` the first start.
+//! in them but `throttle`'s client-address extractor): `context` the
+//! caller ([`AuthContext`], `Scope`); `validation` token validation behind
+//! the [`Auth`] extractor every service uses; `effective_roles` role
+//! resolution (direct, group, inherited and implied assignments);
+//! `targets` policy targets and the lookups handlers share;
+//! `service_catalog` the catalog put into tokens; `login` password and
+//! secret checks; `access_rules`, `throttle`, `password` (the KDF), `views`
+//! (the JSON shapes); `bootstrap` the first start. Request bodies are
+//! parsed by `crate::http::body`, worded here (`From<BodyError>`).
 
 mod access_rules;
 pub mod bootstrap;
@@ -32,6 +34,7 @@ mod service_catalog;
 mod targets;
 pub mod throttle;
 pub mod token;
+mod users;
 mod validation;
 mod views;
 
@@ -365,6 +368,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .route("/v3/auth/domains", get(token::auth_domains))
         .route("/v3/auth/system", get(token::auth_system))
         .merge(resources::routes())
+        .merge(users::routes())
         .merge(roles::routes())
         .merge(catalog::routes())
         .merge(credentials::routes())
@@ -507,9 +511,10 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 7] = [
+    const SOURCES: [(&str, &str); 8] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
+        ("users.rs", include_str!("users.rs")),
         ("roles.rs", include_str!("roles.rs")),
         ("catalog.rs", include_str!("catalog.rs")),
         ("policies.rs", include_str!("policies.rs")),

@@ -1,9 +1,13 @@
 //! Keystone's policy targets: the looked-up object, flattened under
 //! `target.<kind>.` (an object that does not exist adds nothing, so the
 //! caller is refused before learning whether it exists), and the lookups
-//! that feed them. A leaf shared by the resource and role APIs.
+//! that feed them, and the scope defaults list and create calls use. A
+//! leaf shared by the resource, user and role APIs.
 
-use super::{IdentityResult, IdentityState};
+use rusqlite::Connection;
+
+use super::context::{AuthContext, Scope};
+use super::{IdentityError, IdentityResult, IdentityState};
 use crate::db::identity::{self as store, Domain, Group, Project, User};
 use crate::policy::Target;
 
@@ -72,4 +76,53 @@ pub async fn find_user(s: &IdentityState, id: &str) -> IdentityResult<Option<Use
 pub async fn find_group(s: &IdentityState, id: &str) -> IdentityResult<Option<Group>> {
     let id = id.to_string();
     s.read(move |conn| Ok(store::get_group(conn, &id)?)).await
+}
+
+// Lookups and scope defaults shared by the resource handlers.
+
+/// The domain of a domain-scoped token: Keystone's list calls put it in the
+/// target and show only that domain's objects.
+pub fn token_domain(ctx: &AuthContext) -> Option<String> {
+    match &ctx.scope {
+        Scope::Domain { id, .. } => Some(id.clone()),
+        _ => None,
+    }
+}
+
+pub fn not_found(kind: &str, id: &str) -> IdentityError {
+    IdentityError::NotFound(format!("Could not find {kind}: {id}."))
+}
+
+/// The domain new resources go to when the request names none.
+pub fn default_domain_for(ctx: &AuthContext) -> String {
+    match &ctx.scope {
+        Scope::Domain { id, .. } => id.clone(),
+        _ => "default".into(),
+    }
+}
+
+/// Project and domain names: 1 to 64 characters, as Keystone's schema has them.
+pub fn check_resource_name(name: &str) -> IdentityResult<()> {
+    if name.chars().count() > 64 {
+        return Err(IdentityError::BadRequest(
+            "Invalid input for field 'name': longer than 64 characters.".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn load_domain(conn: &Connection, id: &str) -> IdentityResult<Domain> {
+    store::get_domain(conn, id)?.ok_or_else(|| not_found("domain", id))
+}
+
+pub fn load_project(conn: &Connection, id: &str) -> IdentityResult<Project> {
+    store::get_project(conn, id)?.ok_or_else(|| not_found("project", id))
+}
+
+pub fn load_user(conn: &Connection, id: &str) -> IdentityResult<User> {
+    store::get_user(conn, id)?.ok_or_else(|| not_found("user", id))
+}
+
+pub fn load_group(conn: &Connection, id: &str) -> IdentityResult<Group> {
+    store::get_group(conn, id)?.ok_or_else(|| not_found("group", id))
 }
