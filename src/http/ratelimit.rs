@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::json_response;
-use crate::identity::IdentityState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -71,13 +70,20 @@ struct Bucket {
     last: Instant,
 }
 
+/// What the limiter needs from identity (which implements it), so this
+/// module does not import identity back: the stored hash (hex SHA-256) of
+/// a token that passed a validation and has not expired, None otherwise.
+pub trait ValidatedTokens: Send + Sync {
+    fn validated_hash(&self, token: &str) -> Option<String>;
+}
+
 /// The buckets of every caller.
 pub struct RateLimiter {
     config: RateLimitConfig,
     max_keys: usize,
     buckets: Mutex<HashMap<Caller, Bucket>>,
     /// Tells which tokens are valid (None: every request counts by source).
-    identity: Option<Arc<IdentityState>>,
+    identity: Option<Arc<dyn ValidatedTokens>>,
 }
 
 impl RateLimiter {
@@ -85,7 +91,7 @@ impl RateLimiter {
     pub fn new(
         config: RateLimitConfig,
         max_keys: usize,
-        identity: Option<Arc<IdentityState>>,
+        identity: Option<Arc<dyn ValidatedTokens>>,
     ) -> Option<Arc<RateLimiter>> {
         if config.per_second <= 0.0 || !config.per_second.is_finite() {
             return None;
@@ -102,7 +108,7 @@ impl RateLimiter {
     }
 
     /// The limiter of `yunhe serve`'s configuration (None when off).
-    pub fn configured(identity: Arc<IdentityState>) -> Option<Arc<RateLimiter>> {
+    pub fn configured(identity: Arc<dyn ValidatedTokens>) -> Option<Arc<RateLimiter>> {
         RateLimiter::new(
             CONFIG.get().copied().unwrap_or_default(),
             MAX_TRACKED_KEYS,
@@ -117,11 +123,12 @@ impl RateLimiter {
             .headers()
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok());
-        if let (Some(token), Some(identity)) = (token, &self.identity) {
-            let hash = crate::identity::token::hash_token(token);
+        if let (Some(token), Some(identity)) = (token, &self.identity)
+            && let Some(hash) = identity.validated_hash(token)
+        {
             let mut key = [0u8; 16];
-            if hex::decode_to_slice(&hash[..32], &mut key).is_ok()
-                && identity.token_was_validated(&hash)
+            if let Some(prefix) = hash.get(..32)
+                && hex::decode_to_slice(prefix, &mut key).is_ok()
             {
                 return Caller::Token(key);
             }

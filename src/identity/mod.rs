@@ -53,6 +53,7 @@ use serde_json::{Value, json};
 use crate::db::{Db, DbError};
 use crate::http::body::BodyError;
 use crate::http::json_response;
+use crate::http::ratelimit::ValidatedTokens;
 use crate::policy::{Policy, Service, Target};
 
 pub use context::AuthContext;
@@ -288,6 +289,15 @@ impl IdentityState {
 
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// The API rate limiter counts a request by its token once the token passed
+/// a validation here (a memory lookup).
+impl ValidatedTokens for IdentityState {
+    fn validated_hash(&self, token: &str) -> Option<String> {
+        let hash = validation::hash_token(token);
+        self.token_was_validated(&hash).then_some(hash)
     }
 }
 
