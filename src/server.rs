@@ -102,17 +102,6 @@ fn init_logging(json: bool) {
     }
 }
 
-/// The rate limiter keys a caller by its token once identity has validated it.
-impl crate::http::ratelimit::ValidatedTokens for IdentityState {
-    fn validated_key(&self, token: &str) -> Option<[u8; 16]> {
-        let hash = identity::token::hash_token(token);
-        let mut key = [0u8; 16];
-        let prefix = hash.get(..32)?;
-        (hex::decode_to_slice(prefix, &mut key).is_ok() && self.token_was_validated(&hash))
-            .then_some(key)
-    }
-}
-
 /// Builds the whole HTTP application for a state file (also used by tests).
 pub fn app(identity: Arc<IdentityState>, compute: crate::compute::ComputeConfig) -> Router {
     let public_url = identity.public_url.clone();

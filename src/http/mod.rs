@@ -1,6 +1,7 @@
 //! HTTP machinery shared by every service: request ids, version discovery
 //! documents and small helpers for JSON bodies and list filters.
 
+pub mod body;
 pub mod ratelimit;
 
 use axum::body::Body;

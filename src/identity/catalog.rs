@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 use super::views::strip_reserved;
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, apply_filters,
-    list_response, new_id, opt_bool, opt_string, parse_body, take_object,
+    list_response, new_id,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
+use crate::http::body::{opt_bool, opt_string, parse_object as parse_body, take_object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -45,31 +46,6 @@ pub fn routes() -> Router<Arc<IdentityState>> {
                 .patch(update_endpoint)
                 .delete(delete_endpoint),
         )
-}
-
-/// The catalog as it goes into tokens and `/v3/auth/catalog`.
-pub async fn service_catalog(state: &Arc<IdentityState>) -> IdentityResult<Value> {
-    state
-        .read(|conn| {
-            let endpoints = store::list_endpoints(conn)?;
-            let catalog: Vec<Value> = store::list_services(conn)?
-                .into_iter()
-                .filter(|s| s.enabled)
-                .map(|s| {
-                    let eps: Vec<Value> = endpoints
-                        .iter()
-                        .filter(|e| e.service_id == s.id && e.enabled)
-                        .map(|e| {
-                            json!({"id": e.id, "interface": e.interface, "region": e.region_id,
-                                   "region_id": e.region_id, "url": e.url})
-                        })
-                        .collect();
-                    json!({"id": s.id, "type": s.kind, "name": s.name, "endpoints": eps})
-                })
-                .collect();
-            Ok(Value::Array(catalog))
-        })
-        .await
 }
 
 fn with_extra(mut value: Value, extra: &Map<String, Value>) -> Value {

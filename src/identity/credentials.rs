@@ -14,12 +14,16 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::context::Scope;
 use super::views::strip_reserved;
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response,
-    new_id, opt_bool, opt_string, parse_body, required_name, take_object,
+    new_id,
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
+use crate::http::body::{
+    opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::{json_response, no_content};
 use crate::policy::{Service, Target};
 
@@ -120,21 +124,6 @@ fn unrestricted_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
         return Err(IdentityError::Forbidden(format!(
             "identity:{action} (using method 'application_credential' is not allowed for managing additional application credentials)"
         )));
-    }
-    Ok(())
-}
-
-/// Deletes the application credentials whose user no longer holds every
-/// role they were made with (Keystone deletes them when the role goes),
-/// which also revokes their tokens. Called after any write that can take a
-/// role away (unassignment, role or implied-role deletion, group changes).
-pub fn delete_app_creds_without_their_roles(conn: &rusqlite::Connection) -> IdentityResult<()> {
-    for cred in store::list_all_app_creds(conn)? {
-        let held =
-            super::roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
-        if !cred.roles.iter().all(|role| held.contains(role)) {
-            store::delete_app_cred(conn, &cred.id)?;
-        }
     }
     Ok(())
 }
@@ -417,7 +406,7 @@ async fn list_credentials(
     Auth(ctx): Auth,
     Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
-    let target = if matches!(ctx.scope, super::token::Scope::System) {
+    let target = if matches!(ctx.scope, Scope::System) {
         Target::new()
     } else {
         credential_target(&ctx.user_id, None, None)

@@ -21,11 +21,11 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Auth, AuthContext, IdentityError, IdentityState, apply_filters, list_response, new_id,
-    parse_body,
 };
 use crate::db::identity as identity_store;
 use crate::db::limits::{self as store, Limit, RegisteredLimit};
 use crate::db::{DbError, DbResult};
+use crate::http::body::parse_object as parse_body;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -242,7 +242,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> LimitError {
 
 /// The JSON object under `key` of a request body.
 fn body_object(body: &[u8], key: &str) -> LimitResult<Map<String, Value>> {
-    let mut body = parse_body(body)?;
+    let mut body = parse_body(body).map_err(IdentityError::from)?;
     if let Some(extra) = body.keys().find(|k| *k != key) {
         return Err(invalid(
             key,
@@ -258,7 +258,7 @@ fn body_object(body: &[u8], key: &str) -> LimitResult<Map<String, Value>> {
 
 /// The list of objects under `key` (at least one).
 fn body_list(body: &[u8], key: &str) -> LimitResult<Vec<Map<String, Value>>> {
-    let mut body = parse_body(body)?;
+    let mut body = parse_body(body).map_err(IdentityError::from)?;
     if let Some(extra) = body.keys().find(|k| *k != key) {
         return Err(invalid(
             key,

@@ -1,25 +1,41 @@
 //! Keystone v3 (`/identity`): tokens, the assignment model, the catalog.
 //!
-//! Layout: `token` issues and validates tokens and provides the [`Auth`]
-//! extractor every service uses; `resources` holds domains, projects, users
-//! and groups; `roles` roles, implied roles and assignments; `catalog`
-//! regions, services and endpoints; `credentials` application credentials
-//! and EC2-style credentials; `policies` policy blobs and endpoint groups;
-//! `bootstrap` the first start; `password` the password KDF; `views` the
-//! JSON shapes.
+//! Layout. Handlers (axum routes, one file per resource group): `token`
+//! issues tokens and answers the `/v3/auth/*` calls; `resources` domains
+//! and projects; `users` users and groups; `roles` roles, implied roles and
+//! assignments; `catalog` regions, services and endpoints; `credentials`
+//! application and EC2-style credentials; `policies` policy blobs and
+//! endpoint groups; `limits` unified limits.
+//!
+//! Leaves (shared by the handlers, which never import each other; no axum
+//! in them but `throttle`'s client-address extractor): `context` the
+//! caller ([`AuthContext`], `Scope`); `validation` token validation behind
+//! the [`Auth`] extractor every service uses; `effective_roles` role
+//! resolution (direct, group, inherited and implied assignments);
+//! `targets` policy targets and the lookups handlers share;
+//! `service_catalog` the catalog put into tokens; `login` password and
+//! secret checks; `access_rules`, `throttle`, `password` (the KDF), `views`
+//! (the JSON shapes); `bootstrap` the first start. Request bodies are
+//! parsed by `crate::http::body`, worded here (`From<BodyError>`).
 
 mod access_rules;
 pub mod bootstrap;
 mod catalog;
+pub mod context;
 mod credentials;
+pub mod effective_roles;
 pub mod limits;
 mod login;
 pub mod password;
 mod policies;
 mod resources;
 mod roles;
+mod service_catalog;
+mod targets;
 pub mod throttle;
 pub mod token;
+mod users;
+mod validation;
 mod views;
 
 use std::collections::HashMap;
@@ -32,13 +48,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::db::{Db, DbError};
+use crate::http::body::BodyError;
 use crate::http::json_response;
+use crate::http::ratelimit::ValidatedTokens;
 use crate::policy::{Policy, Service, Target};
 
-pub use token::AuthContext;
+pub use context::AuthContext;
 
 /// Errors of the identity service, rendered as Keystone renders them.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +141,24 @@ impl IntoResponse for IdentityError {
             }
         }
         response
+    }
+}
+
+/// Keystone's wording of a malformed request body.
+impl From<BodyError> for IdentityError {
+    fn from(e: BodyError) -> Self {
+        IdentityError::BadRequest(match e {
+            BodyError::Malformed(m) => format!("Malformed JSON in the request body: {m}"),
+            BodyError::NotAnObject => "The request body must be a JSON object.".into(),
+            BodyError::MemberNotAnObject(key) => format!("'{key}' must be an object."),
+            BodyError::Missing(key) => format!("'{key}' is a required property."),
+            BodyError::WrongType { key, expected } => {
+                format!("Invalid input for field '{key}': not a {expected}.")
+            }
+            BodyError::BadName(key) => format!(
+                "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
+            ),
+        })
     }
 }
 
@@ -256,6 +292,18 @@ impl IdentityState {
     }
 }
 
+/// The API rate limiter counts a request by its token once the token passed
+/// a validation here (a memory lookup).
+impl ValidatedTokens for IdentityState {
+    fn validated_key(&self, token: &str) -> Option<[u8; 16]> {
+        let hash = validation::hash_token(token);
+        let mut key = [0u8; 16];
+        let prefix = hash.get(..32)?;
+        (hex::decode_to_slice(prefix, &mut key).is_ok() && self.token_was_validated(&hash))
+            .then_some(key)
+    }
+}
+
 /// The authenticated caller of a request, extracted from `X-Auth-Token`.
 pub struct Auth(pub Arc<AuthContext>);
 
@@ -287,7 +335,7 @@ where
                     "The request you have made requires authentication.".into(),
                 )
             })?;
-        let ctx = token::validate(state.identity(), &token)
+        let ctx = validation::validate(state.identity(), &token)
             .await
             .map_err(|e| match e {
                 IdentityError::NotFound(_) | IdentityError::Unauthorized(_) => {
@@ -333,6 +381,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .route("/v3/auth/domains", get(token::auth_domains))
         .route("/v3/auth/system", get(token::auth_system))
         .merge(resources::routes())
+        .merge(users::routes())
         .merge(roles::routes())
         .merge(catalog::routes())
         .merge(credentials::routes())
@@ -383,74 +432,7 @@ async fn v3_version(axum::extract::State(s): axum::extract::State<Arc<IdentitySt
     )
 }
 
-// ------------------------------------------------------------ body helpers
-
-/// Parses a request body as a JSON object.
-pub fn parse_body(bytes: &[u8]) -> IdentityResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(IdentityError::BadRequest(
-            "The request body must be a JSON object.".into(),
-        )),
-        Err(e) => Err(IdentityError::BadRequest(format!(
-            "Malformed JSON in the request body: {e}"
-        ))),
-    }
-}
-
-/// Takes the object under `key` (e.g. `{"user": {...}}`).
-pub fn take_object(body: &mut Map<String, Value>, key: &str) -> IdentityResult<Map<String, Value>> {
-    match body.remove(key) {
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "'{key}' must be an object."
-        ))),
-        None => Err(IdentityError::BadRequest(format!(
-            "'{key}' is a required property."
-        ))),
-    }
-}
-
-/// An optional string field; `null` counts as absent.
-pub fn opt_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': not a string."
-        ))),
-    }
-}
-
-/// A required name: a string of 1 to 255 characters that is not only spaces.
-pub fn required_name(obj: &Map<String, Value>, key: &str) -> IdentityResult<String> {
-    match opt_string(obj, key)? {
-        Some(name) => check_name(&name, key),
-        None => Err(IdentityError::BadRequest(format!(
-            "'{key}' is a required property."
-        ))),
-    }
-}
-
-pub fn check_name(name: &str, key: &str) -> IdentityResult<String> {
-    if name.trim().is_empty() || name.chars().count() > 255 {
-        return Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
-        )));
-    }
-    Ok(name.to_string())
-}
-
-/// An optional boolean field.
-pub fn opt_bool(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<bool>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(IdentityError::BadRequest(format!(
-            "Invalid input for field '{key}': not a boolean."
-        ))),
-    }
-}
+// ------------------------------------------------------------ helpers
 
 /// A new resource id: 32 lowercase hex digits, as Keystone makes them.
 pub fn new_id() -> String {
@@ -542,9 +524,10 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 7] = [
+    const SOURCES: [(&str, &str); 8] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
+        ("users.rs", include_str!("users.rs")),
         ("roles.rs", include_str!("roles.rs")),
         ("catalog.rs", include_str!("catalog.rs")),
         ("policies.rs", include_str!("policies.rs")),

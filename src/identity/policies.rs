@@ -13,11 +13,11 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::views::strip_reserved;
-use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, new_id,
-    opt_string, parse_body, required_name, take_object,
-};
+use super::{Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, new_id};
 use crate::db::identity::{self as store, EndpointGroup, Policy};
+use crate::http::body::{
+    check_name, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::json_response;
 use crate::policy::Target;
 
@@ -270,7 +270,7 @@ async fn update_group(
         .write(move |tx| {
             let mut group = find_group(tx, &id)?;
             if let Some(name) = opt_string(&obj, "name")? {
-                group.name = super::check_name(&name, "name")?;
+                group.name = check_name(&name, "name")?;
             }
             if let Some(description) = opt_string(&obj, "description")? {
                 group.description = description;

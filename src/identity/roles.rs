@@ -12,15 +12,18 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::resources;
-use super::token::Scope;
+use super::context::Scope;
 use super::views::{self, strip_reserved};
 use super::{
-    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, check_name,
-    list_response, new_id, opt_string, parse_body, required_name, take_object,
+    Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, list_response,
+    new_id,
 };
+use super::{effective_roles, targets};
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
+use crate::http::body::{
+    check_name, opt_string, parse_object as parse_body, required_name, take_object,
+};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -126,118 +129,6 @@ pub fn routes() -> Router<Arc<IdentityState>> {
             );
     }
     router
-}
-
-// ------------------------------------------------------------ effective roles
-
-/// Adds every role implied (transitively) by the roles already in `ids`.
-fn expand_implied(ids: &mut BTreeSet<String>, rules: &[(String, String)]) {
-    let mut frontier: Vec<String> = ids.iter().cloned().collect();
-    while let Some(role) = frontier.pop() {
-        for (prior, implied) in rules {
-            if *prior == role && ids.insert(implied.clone()) {
-                frontier.push(implied.clone());
-            }
-        }
-    }
-}
-
-/// Direct, group and inherited assignments of a user on one target, before
-/// implied roles are added.
-fn assigned_role_ids(
-    conn: &Connection,
-    assignments: &[Assignment],
-    user_id: &str,
-    target_type: &str,
-    target_id: &str,
-) -> DbResult<BTreeSet<String>> {
-    let groups: HashSet<String> = store::groups_of_user(conn, user_id)?.into_iter().collect();
-    let is_actor = |a: &Assignment| {
-        (a.actor_type == "user" && a.actor_id == user_id)
-            || (a.actor_type == "group" && groups.contains(&a.actor_id))
-    };
-    // Targets whose inherited assignments reach this one: the project's
-    // domain and its ancestors.
-    let mut inherited_from: Vec<(String, String)> = Vec::new();
-    if target_type == "project" {
-        let mut current = store::get_project(conn, target_id)?;
-        if let Some(project) = &current {
-            inherited_from.push(("domain".into(), project.domain_id.clone()));
-        }
-        let mut hops = 0;
-        while let Some(project) = current {
-            hops += 1;
-            match project.parent_id {
-                Some(parent) if hops < 64 => {
-                    inherited_from.push(("project".into(), parent.clone()));
-                    current = store::get_project(conn, &parent)?;
-                }
-                _ => break,
-            }
-        }
-    }
-    let mut ids = BTreeSet::new();
-    for a in assignments.iter().filter(|a| is_actor(a)) {
-        let direct = !a.inherited && a.target_type == target_type && a.target_id == target_id;
-        let inherited = a.inherited
-            && inherited_from
-                .iter()
-                .any(|(t, id)| *t == a.target_type && *id == a.target_id);
-        if direct || inherited {
-            ids.insert(a.role_id.clone());
-        }
-    }
-    Ok(ids)
-}
-
-/// Effective role ids of a user on a target (implied roles included).
-pub fn effective_role_ids(
-    conn: &Connection,
-    user_id: &str,
-    target_type: &str,
-    target_id: &str,
-) -> DbResult<Vec<String>> {
-    let assignments = store::list_assignments(conn)?;
-    let mut ids = assigned_role_ids(conn, &assignments, user_id, target_type, target_id)?;
-    expand_implied(&mut ids, &store::list_implied_roles(conn)?);
-    Ok(ids.into_iter().collect())
-}
-
-/// Effective roles, as (id, name), for a token scope.
-pub fn effective_roles_for_scope(
-    conn: &Connection,
-    user_id: &str,
-    scope: &Scope,
-) -> DbResult<Vec<(String, String)>> {
-    let (target_type, target_id) = match scope {
-        Scope::Project { id, .. } => ("project", id.as_str()),
-        Scope::Domain { id, .. } => ("domain", id.as_str()),
-        Scope::System => ("system", "all"),
-        Scope::Unscoped => return Ok(Vec::new()),
-    };
-    let ids = effective_role_ids(conn, user_id, target_type, target_id)?;
-    // Domain-specific roles never appear in tokens: only the global roles they imply.
-    let names: HashMap<String, String> = store::list_roles(conn)?
-        .into_iter()
-        .filter(|r| r.domain_id.is_none())
-        .map(|r| (r.id, r.name))
-        .collect();
-    Ok(ids
-        .into_iter()
-        .filter_map(|id| names.get(&id).map(|name| (id.clone(), name.clone())))
-        .collect())
-}
-
-/// Ids of the projects on which a user has any effective role.
-pub fn user_project_ids(conn: &Connection, user_id: &str) -> DbResult<HashSet<String>> {
-    let assignments = store::list_assignments(conn)?;
-    let mut out = HashSet::new();
-    for project in store::list_projects(conn)? {
-        if !assigned_role_ids(conn, &assignments, user_id, "project", &project.id)?.is_empty() {
-            out.insert(project.id);
-        }
-    }
-    Ok(out)
 }
 
 // ------------------------------------------------------------ roles
@@ -397,7 +288,7 @@ async fn delete_role(
         |tx, id| {
             load_role(tx, id)?;
             store::delete_role(tx, id)?;
-            super::credentials::delete_app_creds_without_their_roles(tx)?;
+            effective_roles::delete_app_creds_without_their_roles(tx)?;
             Ok(())
         },
     )
@@ -502,7 +393,7 @@ async fn create_implied(
             // Refuse cycles: the implied role must not (transitively) imply the prior.
             let rules = store::list_implied_roles(tx)?;
             let mut reach = BTreeSet::from([implied.clone()]);
-            expand_implied(&mut reach, &rules);
+            effective_roles::expand_implied(&mut reach, &rules);
             if reach.contains(&prior) {
                 return Err(IdentityError::Forbidden("create_implied_role (it would make a cycle)".into()));
             }
@@ -530,7 +421,7 @@ async fn delete_implied(
                 "Could not find the implied role rule.".into(),
             ));
         }
-        super::credentials::delete_app_creds_without_their_roles(tx)?;
+        effective_roles::delete_app_creds_without_their_roles(tx)?;
         Ok(())
     })
     .await?;
@@ -635,21 +526,21 @@ impl GrantPath {
         let mut target = Target::new();
         match self.target_type {
             "project" => {
-                let project = resources::find_project(s, &self.target_id).await?;
-                target = resources::with_project_target(target, project.as_ref());
+                let project = targets::find_project(s, &self.target_id).await?;
+                target = targets::with_project_target(target, project.as_ref());
             }
             "domain" => {
-                let domain = resources::find_domain(s, &self.target_id).await?;
-                target = resources::with_domain_target(target, domain.as_ref());
+                let domain = targets::find_domain(s, &self.target_id).await?;
+                target = targets::with_domain_target(target, domain.as_ref());
             }
             _ => {}
         }
         target = if self.actor_type == "user" {
-            let user = resources::find_user(s, &self.actor_id).await?;
-            resources::with_user_target(target, user.as_ref())
+            let user = targets::find_user(s, &self.actor_id).await?;
+            targets::with_user_target(target, user.as_ref())
         } else {
-            let group = resources::find_group(s, &self.actor_id).await?;
-            resources::with_group_target(target, group.as_ref())
+            let group = targets::find_group(s, &self.actor_id).await?;
+            targets::with_group_target(target, group.as_ref())
         };
         if let Some(role_id) = role_id {
             target = with_role_target(target, find_role(s, role_id).await?.as_ref());
@@ -803,7 +694,7 @@ async fn delete_grant(
                 "Could not find the role assignment.".into(),
             ));
         }
-        super::credentials::delete_app_creds_without_their_roles(tx)?;
+        effective_roles::delete_app_creds_without_their_roles(tx)?;
         // Tokens of the affected users in that scope stop working, as Keystone revokes them.
         let users: Vec<String> = if path.actor_type == "user" {
             vec![path.actor_id.clone()]
@@ -1070,7 +961,7 @@ fn effective_rows(
             vec![(a.actor_id.clone(), None)]
         };
         let mut role_ids = BTreeSet::from([a.role_id.clone()]);
-        expand_implied(&mut role_ids, &rules);
+        effective_roles::expand_implied(&mut role_ids, &rules);
         for (target_type, target_id) in &targets {
             for (user, via) in &actors {
                 for role in &role_ids {

@@ -1,5 +1,5 @@
-//! Tokens: `POST/GET/HEAD/DELETE /v3/auth/tokens`, validation for every
-//! service, and the `/v3/auth/*` discovery calls.
+//! Tokens: `POST/GET/HEAD/DELETE /v3/auth/tokens` and the `/v3/auth/*`
+//! discovery calls (validation itself is `validation`'s).
 //!
 //! A token is 32 random bytes (base64url); only its SHA-256 is stored, with
 //! the user, scope, methods and expiry. Roles are not frozen into the token:
@@ -20,87 +20,19 @@ use base64::Engine;
 use rand::Rng;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use super::access_rules::AccessRule;
+pub use super::validation::{hash_token, validate};
+
+use super::context::{AuthContext, Scope};
 use super::throttle::ClientAddr;
-use super::{Auth, IdentityError, IdentityResult, IdentityState, parse_body, take_object};
+use super::validation::build_context;
+use super::{Auth, IdentityError, IdentityResult, IdentityState};
+use super::{effective_roles, service_catalog, views};
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
+use crate::http::body::{parse_object as parse_body, take_object};
 use crate::http::json_response;
 use crate::policy::Target;
-
-/// What a token is scoped to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scope {
-    Unscoped,
-    Project {
-        id: String,
-        name: String,
-        domain_id: String,
-        domain_name: String,
-    },
-    Domain {
-        id: String,
-        name: String,
-    },
-    System,
-}
-
-/// A validated token: who is calling, in which scope, with which roles.
-#[derive(Debug, Clone)]
-pub struct AuthContext {
-    pub token_hash: String,
-    pub user_id: String,
-    pub user_name: String,
-    pub user_domain_id: String,
-    pub user_domain_name: String,
-    pub scope: Scope,
-    /// Effective roles (implied roles included) as (id, name).
-    pub roles: Vec<(String, String)>,
-    pub methods: Vec<String>,
-    pub issued_at: String,
-    pub expires_at: String,
-    pub expires_unix: i64,
-    pub audit_ids: Vec<String>,
-    /// The application credential the token came from: (id, name, unrestricted).
-    pub app_cred: Option<(String, String, bool)>,
-    /// That credential's access rules; empty when it has none (no restriction).
-    pub access_rules: Vec<AccessRule>,
-}
-
-impl AuthContext {
-    /// The caller as the policy module sees it.
-    pub fn credentials(&self) -> crate::policy::Credentials {
-        let mut creds = crate::policy::Credentials {
-            user_id: self.user_id.clone(),
-            user_domain_id: self.user_domain_id.clone(),
-            roles: self.roles.iter().map(|(_, name)| name.clone()).collect(),
-            ..Default::default()
-        };
-        match &self.scope {
-            Scope::Project { id, domain_id, .. } => {
-                creds.project_id = Some(id.clone());
-                creds.project_domain_id = Some(domain_id.clone());
-            }
-            Scope::Domain { id, .. } => creds.domain_id = Some(id.clone()),
-            Scope::System => creds.system = true,
-            Scope::Unscoped => {}
-        }
-        creds
-    }
-
-    pub fn project_id(&self) -> Option<&str> {
-        match &self.scope {
-            Scope::Project { id, .. } => Some(id),
-            _ => None,
-        }
-    }
-}
-
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 fn format_time(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)
@@ -119,126 +51,6 @@ fn new_audit_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn not_found_token() -> IdentityError {
-    IdentityError::NotFound("Could not recognize Fernet token".into())
-}
-
-/// Validates a token string, from the cache when nothing changed since.
-pub async fn validate(state: &Arc<IdentityState>, token: &str) -> IdentityResult<Arc<AuthContext>> {
-    let hash = hash_token(token);
-    let epoch = state.epoch();
-    let now = now_unix();
-    if let Ok(cache) = state.token_cache.read()
-        && let Some((seen, ctx)) = cache.get(&hash)
-        && *seen == epoch
-        && ctx.expires_unix > now
-    {
-        return Ok(ctx.clone());
-    }
-    let lookup = hash.clone();
-    let ctx = state
-        .read(move |conn| {
-            let record = store::get_token(conn, &lookup)?.ok_or_else(not_found_token)?;
-            build_context(conn, &record, now)
-        })
-        .await?;
-    let ctx = Arc::new(ctx);
-    if let Ok(mut cache) = state.token_cache.write() {
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(hash, (epoch, ctx.clone()));
-    }
-    Ok(ctx)
-}
-
-/// Rebuilds a token's context from the state file, checking it is still valid.
-fn build_context(conn: &Connection, record: &TokenRecord, now: i64) -> IdentityResult<AuthContext> {
-    if record.revoked || record.expires_unix <= now {
-        return Err(not_found_token());
-    }
-    let user = store::get_user(conn, &record.user_id)?.ok_or_else(not_found_token)?;
-    let user_domain = store::get_domain(conn, &user.domain_id)?.ok_or_else(not_found_token)?;
-    if !user.enabled || !user_domain.enabled {
-        return Err(not_found_token());
-    }
-    let scope = resolve_scope_by_id(conn, &record.scope_type, &record.scope_id)?;
-    let mut roles = super::roles::effective_roles_for_scope(conn, &user.id, &scope)?;
-    let mut app_cred = None;
-    let mut access_rules = Vec::new();
-    if let Some(cred_id) = &record.app_cred_id {
-        let cred = store::get_app_cred(conn, cred_id)?.ok_or_else(not_found_token)?;
-        if cred.expires_at_micros.is_some_and(|t| t / 1_000_000 <= now) {
-            return Err(not_found_token());
-        }
-        // The credential dies with any role it was made with.
-        if !cred
-            .roles
-            .iter()
-            .all(|wanted| roles.iter().any(|(id, _)| id == wanted))
-        {
-            return Err(not_found_token());
-        }
-        roles.retain(|(id, _)| cred.roles.contains(id));
-        access_rules = super::access_rules::from_stored(&cred.access_rules);
-        app_cred = Some((cred.id, cred.name, cred.unrestricted));
-    }
-    if scope != Scope::Unscoped && roles.is_empty() {
-        return Err(not_found_token());
-    }
-    Ok(AuthContext {
-        token_hash: record.token_hash.clone(),
-        user_id: user.id,
-        user_name: user.name,
-        user_domain_id: user_domain.id,
-        user_domain_name: user_domain.name,
-        scope,
-        roles,
-        methods: record.methods.clone(),
-        issued_at: record.issued_at.clone(),
-        expires_at: record.expires_at.clone(),
-        expires_unix: record.expires_unix,
-        audit_ids: record.audit_ids.clone(),
-        app_cred,
-        access_rules,
-    })
-}
-
-fn resolve_scope_by_id(
-    conn: &Connection,
-    scope_type: &str,
-    scope_id: &str,
-) -> IdentityResult<Scope> {
-    match scope_type {
-        "project" => {
-            let project = store::get_project(conn, scope_id)?.ok_or_else(not_found_token)?;
-            let domain =
-                store::get_domain(conn, &project.domain_id)?.ok_or_else(not_found_token)?;
-            if !project.enabled || !domain.enabled {
-                return Err(not_found_token());
-            }
-            Ok(Scope::Project {
-                id: project.id,
-                name: project.name,
-                domain_id: domain.id,
-                domain_name: domain.name,
-            })
-        }
-        "domain" => {
-            let domain = store::get_domain(conn, scope_id)?.ok_or_else(not_found_token)?;
-            if !domain.enabled {
-                return Err(not_found_token());
-            }
-            Ok(Scope::Domain {
-                id: domain.id,
-                name: domain.name,
-            })
-        }
-        "system" => Ok(Scope::System),
-        _ => Ok(Scope::Unscoped),
-    }
 }
 
 fn unauthorized() -> IdentityError {
@@ -317,7 +129,8 @@ fn find_app_cred(
 
 /// True when the credential's user still holds every role it was made with.
 fn app_cred_roles_held(conn: &Connection, cred: &store::AppCredential) -> IdentityResult<bool> {
-    let held = super::roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
+    let held =
+        effective_roles::effective_role_ids(conn, &cred.user_id, "project", &cred.project_id)?;
     Ok(cred.roles.iter().all(|role| held.contains(role)))
 }
 
@@ -556,7 +369,7 @@ fn requested_scope(
             && let Some(project) = store::get_project(conn, project_id)?
         {
             let roles =
-                super::roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
+                effective_roles::effective_role_ids(conn, &who.user.id, "project", &project.id)?;
             if project.enabled && !roles.is_empty() {
                 return Ok(("project".into(), project.id));
             }
@@ -656,7 +469,7 @@ async fn token_response(
     with_catalog: bool,
 ) -> IdentityResult<Response> {
     let catalog = if with_catalog && ctx.scope != Scope::Unscoped {
-        Some(super::catalog::service_catalog(state).await?)
+        Some(state.read(|conn| Ok(service_catalog::build(conn)?)).await?)
     } else {
         None
     };
@@ -817,7 +630,7 @@ pub async fn auth_catalog(
             "identity:get_auth_catalog (a scoped token is required)".into(),
         ));
     }
-    let catalog = super::catalog::service_catalog(&state).await?;
+    let catalog = state.read(|conn| Ok(service_catalog::build(conn)?)).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"catalog": catalog, "links": {"self": format!("{}/auth/catalog", state.v3_url()), "previous": null, "next": null}}),
@@ -833,7 +646,12 @@ pub async fn auth_projects(
     let user_id = caller.user_id.clone();
     let base = state.v3_url();
     let projects = state
-        .read(move |conn| super::resources::user_projects_json(conn, &user_id, &base))
+        .read(move |conn| {
+            effective_roles::user_projects(conn, &user_id)?
+                .iter()
+                .map(|p| Ok(views::project(p, store::project_tags(conn, &p.id)?, &base)))
+                .collect::<IdentityResult<Vec<Value>>>()
+        })
         .await?;
     Ok(super::list_response(
         "projects",
@@ -855,10 +673,10 @@ pub async fn auth_domains(
             let mut out = Vec::new();
             for domain in store::list_domains(conn)? {
                 if domain.enabled
-                    && !super::roles::effective_role_ids(conn, &user_id, "domain", &domain.id)?
+                    && !effective_roles::effective_role_ids(conn, &user_id, "domain", &domain.id)?
                         .is_empty()
                 {
-                    out.push(super::views::domain(&domain, &base));
+                    out.push(views::domain(&domain, &base));
                 }
             }
             Ok(out)
@@ -880,7 +698,7 @@ pub async fn auth_system(
     let user_id = caller.user_id.clone();
     let has_system = state
         .read(move |conn| {
-            Ok(!super::roles::effective_role_ids(conn, &user_id, "system", "all")?.is_empty())
+            Ok(!effective_roles::effective_role_ids(conn, &user_id, "system", "all")?.is_empty())
         })
         .await?;
     let system: Vec<Value> = if has_system {

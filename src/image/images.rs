@@ -394,19 +394,7 @@ pub async fn create_image(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let body: Map<String, Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(ImageError::BadRequest(
-                "The request body must be a JSON object.".into(),
-            ));
-        }
-        Err(e) => {
-            return Err(ImageError::BadRequest(format!(
-                "Malformed JSON in the request body: {e}"
-            )));
-        }
-    };
+    let body = crate::http::body::parse_object(&body)?;
     let owner = match body.get("owner") {
         Some(value) => as_opt_string("owner", value, 255)?,
         None => ctx.project_id().map(str::to_string),

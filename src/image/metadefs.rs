@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::images::{caller_project, now_string};
 use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin};
 use crate::db::image as store;
+use crate::http::body::NAME_MAX;
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -35,15 +36,7 @@ fn parse_object(body: &[u8]) -> ImageResult<Map<String, Value>> {
     if body.is_empty() {
         return Ok(Map::new());
     }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ImageError::BadRequest(
-            "The request body must be a JSON object.".into(),
-        )),
-        Err(e) => Err(ImageError::BadRequest(format!(
-            "Malformed JSON in the request body: {e}"
-        ))),
-    }
+    Ok(crate::http::body::parse_object(body)?)
 }
 
 /// What is done to the items of a namespace.
@@ -151,7 +144,7 @@ fn load_namespace(
 
 fn required_name(obj: &Map<String, Value>, key: &str) -> ImageResult<String> {
     match obj.get(key).and_then(Value::as_str) {
-        Some(name) if !name.is_empty() && name.chars().count() <= 255 => Ok(name.to_string()),
+        Some(name) if !name.is_empty() && name.chars().count() <= NAME_MAX => Ok(name.to_string()),
         _ => Err(ImageError::BadRequest(format!(
             "'{key}' is a required property of at most 255 characters."
         ))),

@@ -29,6 +29,7 @@ use axum::routing::{get, post, put};
 use serde_json::json;
 
 use crate::db::{Db, DbError};
+use crate::http::body::BodyError;
 use crate::http::{ApiVersion, json_response};
 use crate::identity::{AuthContext, HasIdentity, IdentityState};
 use crate::policy::{Service, Target};
@@ -70,6 +71,22 @@ pub enum ImageError {
     /// Authentication failed (from the identity service).
     #[error("{0}")]
     Unauthorized(String),
+}
+
+/// Glance's wording of a malformed request body.
+impl From<BodyError> for ImageError {
+    fn from(e: BodyError) -> Self {
+        ImageError::BadRequest(match e {
+            BodyError::Malformed(m) => format!("Malformed JSON in the request body: {m}"),
+            BodyError::NotAnObject => "The request body must be a JSON object.".into(),
+            BodyError::MemberNotAnObject(key) => format!("'{key}' must be an object."),
+            BodyError::Missing(key) => format!("'{key}' is a required property."),
+            BodyError::WrongType { key, expected } => format!("'{key}' is not a {expected}."),
+            BodyError::BadName(key) => {
+                format!("'{key}' is a required property of at most 255 characters.")
+            }
+        })
+    }
 }
 
 pub type ImageResult<T> = Result<T, ImageError>;
