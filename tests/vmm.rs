@@ -465,7 +465,7 @@ fn save_and_restore_carry_on_counting() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match state.sha256"));
     let _ = std::fs::remove_dir_all(&dir);
-    for p in [&spec1, &spec2] {
+    for p in [&spec1, &spec2, &log] {
         let _ = std::fs::remove_file(p);
     }
 }
