@@ -8,12 +8,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 tests=(boot-micro-tiny tiny-config-drive tiny-metadata-service boot-cloud-tiny)
 [ "${WITH_DEBIAN:-0}" = 1 ] && tests+=(debian-layout debian-boot)
 passed=0 failed=0
+errs=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-recipe-tests.XXXXXX")
+trap 'rm -rf "$errs"' EXIT
 for t in "${tests[@]}"; do
-    if line=$("$here/$t.sh" 2>"${TMPDIR:-/tmp}/yunhe-test-$t.err"); then
+    if line=$("$here/$t.sh" 2>"$errs/$t.err"); then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
-        [ -n "$line" ] || line="FAIL $t: $(tail -n 1 "${TMPDIR:-/tmp}/yunhe-test-$t.err")"
+        [ -n "$line" ] || line="FAIL $t: $(tail -n 1 "$errs/$t.err")"
     fi
     echo "$line"
 done
