@@ -598,25 +598,34 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
 
 /// Parses a request body as a JSON object.
 pub fn parse_body(bytes: &[u8]) -> ComputeResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ComputeError::BadRequest(
-            "The request body must be a JSON object.".into(),
-        )),
-        Err(_) => Err(ComputeError::BadRequest("Malformed request body".into())),
-    }
+    Ok(crate::http::body::parse_object(bytes)?)
 }
 
 /// Takes the object under `key` (e.g. `{"flavor": {...}}`).
 pub fn take_object(body: &mut Map<String, Value>, key: &str) -> ComputeResult<Map<String, Value>> {
-    match body.remove(key) {
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value is not an object."
-        ))),
-        None => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}: '{key}' is a required property"
-        ))),
+    Ok(crate::http::body::take_object(body, key)?)
+}
+
+/// Nova's wording of the shared body parser's errors.
+impl From<crate::http::body::BodyError> for ComputeError {
+    fn from(e: crate::http::body::BodyError) -> Self {
+        use crate::http::body::BodyError;
+        ComputeError::BadRequest(match e {
+            BodyError::Malformed(_) => "Malformed request body".into(),
+            BodyError::NotAnObject => "The request body must be a JSON object.".into(),
+            BodyError::MemberNotAnObject(key) => {
+                format!("Invalid input for field/attribute {key}. Value is not an object.")
+            }
+            BodyError::Missing(key) => {
+                format!("Invalid input for field/attribute {key}: '{key}' is a required property")
+            }
+            BodyError::WrongType { key, expected } => {
+                format!("Invalid input for field/attribute {key}. Value is not a {expected}.")
+            }
+            BodyError::BadName(key) => format!(
+                "Invalid input for field/attribute {key}. Value must be 1 to 255 characters and not blank."
+            ),
+        })
     }
 }
 
@@ -815,6 +824,31 @@ pub fn empty(status: StatusCode) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bad_request(r: ComputeResult<Map<String, Value>>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_errors_keep_novas_wording() {
+        assert_eq!(bad_request(parse_body(b"{")), "Malformed request body");
+        assert_eq!(
+            bad_request(parse_body(b"[1]")),
+            "The request body must be a JSON object."
+        );
+        let mut body = parse_body(br#"{"server": 1}"#).expect("object");
+        assert_eq!(
+            bad_request(take_object(&mut body, "server")),
+            "Invalid input for field/attribute server. Value is not an object."
+        );
+        assert_eq!(
+            bad_request(take_object(&mut body, "flavor")),
+            "Invalid input for field/attribute flavor: 'flavor' is a required property"
+        );
+    }
 
     fn normalised(path: &str, accept: Option<&str>) -> (String, Option<String>, bool) {
         let mut builder = Request::builder().uri(path);
