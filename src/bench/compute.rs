@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::harness::{
-    BenchError, ServerUnderTest, median, request, request_bytes, self_exe, start_server,
+    BenchError, ServerUnderTest, admin_token, median, request, request_bytes, self_exe,
+    start_server,
 };
 
 const BOOTED: usize = 6;
@@ -109,25 +110,6 @@ impl Api<'_> {
     }
 }
 
-fn token(server: &ServerUnderTest) -> Result<String, BenchError> {
-    let auth = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"bench-password"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
-    let (status, head, _) = request(
-        &server.addr,
-        "POST",
-        "/identity/v3/auth/tokens",
-        &[("Content-Type", "application/json")],
-        auth,
-    )
-    .map_err(|e| BenchError::Io("issuing a token", e))?;
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-subject-token")
-                .then(|| v.trim().to_string())
-        })
-        .ok_or_else(|| BenchError::Server(format!("no token (status {status})")))
-}
-
 /// Proportional set size of a process, in KiB.
 fn pss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
@@ -201,7 +183,7 @@ pub fn run() -> Result<(), BenchError> {
     let result = (|| {
         let (server, _) = start_server(&exe, &state_dir)?;
         let api = Api {
-            token: token(&server)?,
+            token: admin_token(&server)?,
             server: &server,
         };
         let kernel = api.upload(

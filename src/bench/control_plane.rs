@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::harness::{BenchError, median, request, rss_kib, self_exe, start_server};
+use super::harness::{BenchError, admin_token, median, rss_kib, self_exe, start_server};
 
 /// Result of one wrk run.
 struct Load {
@@ -102,23 +102,7 @@ pub fn run(seconds: u32) -> Result<(), BenchError> {
         rss / 30.0
     );
 
-    let auth = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"bench-password"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
-    let (status, head, _) = request(
-        &server.addr,
-        "POST",
-        "/identity/v3/auth/tokens",
-        &[("Content-Type", "application/json")],
-        auth,
-    )
-    .map_err(|e| BenchError::Io("issuing a token", e))?;
-    let token = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-subject-token")
-                .then(|| v.trim().to_string())
-        })
-        .ok_or_else(|| BenchError::Server(format!("no token (status {status})")))?;
+    let token = admin_token(&server)?;
     let baseline = wrk(&server.addr, "/healthz", None, seconds)?;
     let users = wrk(&server.addr, "/identity/v3/users", Some(&token), seconds)?;
     println!(

@@ -128,6 +128,26 @@ pub(crate) fn request(
     request_bytes(addr, method, path, headers, body.as_bytes())
 }
 
+/// A project-scoped token for the bootstrap admin (password `bench-password`).
+pub(crate) fn admin_token(server: &ServerUnderTest) -> Result<String, BenchError> {
+    let auth = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"bench-password"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
+    let (status, head, _) = request(
+        &server.addr,
+        "POST",
+        "/identity/v3/auth/tokens",
+        &[("Content-Type", "application/json")],
+        auth,
+    )
+    .map_err(|e| BenchError::Io("issuing a token", e))?;
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-subject-token")
+                .then(|| v.trim().to_string())
+        })
+        .ok_or_else(|| BenchError::Server(format!("no token (status {status})")))
+}
+
 /// [`request`] with a binary body.
 pub(crate) fn request_bytes(
     addr: &str,
