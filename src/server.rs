@@ -103,7 +103,11 @@ fn init_logging(json: bool) {
 }
 
 /// Builds the whole HTTP application for a state file (also used by tests).
-pub fn app(identity: Arc<IdentityState>, compute: crate::compute::ComputeConfig) -> Router {
+pub fn app(
+    identity: Arc<IdentityState>,
+    compute: crate::compute::ComputeConfig,
+    image: crate::image::ImageConfig,
+) -> Router {
     let public_url = identity.public_url.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
@@ -113,7 +117,7 @@ pub fn app(identity: Arc<IdentityState>, compute: crate::compute::ComputeConfig)
         )
         .nest("/identity", identity::router(identity.clone()))
         .merge(crate::compute::router(identity.clone(), compute))
-        .merge(crate::image::router(identity.clone()))
+        .merge(crate::image::router(identity.clone(), image))
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
         .merge(crate::web::router());
@@ -196,10 +200,13 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         jail_vmms: !args.no_jail,
         unpack_kernels: !args.boot_compressed_kernels,
     };
-    crate::image::quota::configure(crate::image::quota::ImageConfig {
+    let image = crate::image::ImageConfig {
         size_cap: args.image_size_cap,
         min_free_space: args.min_free_space,
-    });
+        cache_dir: args.image_cache_dir.clone(),
+        cache_enabled: !args.no_image_cache,
+        cache_max_size: args.image_cache_max_size,
+    };
     let policy = crate::policy::Policy::load(&state_dir)?;
     if let Some(path) = &policy.source {
         tracing::info!(file = %path.display(), "policy overrides applied");
@@ -214,7 +221,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         limits,
     )?;
     identity::token::start_purger(identity.clone(), purge_interval);
-    let app = app(identity, compute);
+    let app = app(identity, compute, image);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");
     println!(
@@ -437,6 +444,19 @@ pub struct ServeArgs {
     /// filesystem (e.g. 5%). Uploads that would go below it get 413.
     #[arg(long, env = "YUNHE_MIN_FREE_SPACE", default_value_t = crate::image::quota::DEFAULT_MIN_FREE_SPACE)]
     pub min_free_space: crate::image::quota::FreeSpaceReserve,
+    /// Directory of the image cache (Glance's image_cache_dir; default
+    /// <state-dir>/image-cache, where cached images are hard links to the
+    /// store's files). Put it on faster storage than the state directory to
+    /// serve downloads and boots from there.
+    #[arg(long, env = "YUNHE_IMAGE_CACHE_DIR")]
+    pub image_cache_dir: Option<PathBuf>,
+    /// Bytes the image cache holds before it drops the least recently used
+    /// images (Glance's image_cache_max_size; default 10 GiB).
+    #[arg(long, env = "YUNHE_IMAGE_CACHE_MAX_SIZE", default_value_t = crate::image::cache::DEFAULT_MAX_SIZE)]
+    pub image_cache_max_size: u64,
+    /// Turn the image cache and its API (/v2/cache) off.
+    #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
+    pub no_image_cache: bool,
     /// API requests per second each user (each token; without one, each
     /// source address) may make on average; beyond, 429 with Retry-After.
     /// 0 turns the limits off.

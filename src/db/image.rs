@@ -506,6 +506,51 @@ pub fn list_tasks(conn: &Connection, image_id: &str) -> DbResult<Vec<Task>> {
     Ok(out)
 }
 
+const TASK_COLUMNS: &str = "id, image_id, status, message, input, owner, created_at, updated_at";
+
+fn task_from_row(row: &Row) -> rusqlite::Result<(Task, String)> {
+    Ok((
+        Task {
+            id: row.get(0)?,
+            image_id: row.get(1)?,
+            status: row.get(2)?,
+            message: row.get(3)?,
+            input: Value::Null,
+            owner: row.get(5)?,
+            created_at: row.get(6)?,
+            updated_at: row.get(7)?,
+        },
+        row.get::<_, String>(4)?,
+    ))
+}
+
+fn with_input((mut task, input): (Task, String)) -> DbResult<Task> {
+    task.input = serde_json::from_str(&input)?;
+    Ok(task)
+}
+
+/// Every task (`/v2/tasks`), or those of one owner, oldest first.
+pub fn all_tasks(conn: &Connection, owner: Option<&str>) -> DbResult<Vec<Task>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {TASK_COLUMNS} FROM image_tasks WHERE ?1 IS NULL OR owner = ?1 \
+         ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([owner], task_from_row)?;
+    rows.map(|row| with_input(row?)).collect()
+}
+
+/// One task by id.
+pub fn get_task(conn: &Connection, id: &str) -> DbResult<Option<Task>> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS} FROM image_tasks WHERE id = ?1"),
+        [id],
+        task_from_row,
+    )
+    .optional()?
+    .map(with_input)
+    .transpose()
+}
+
 /// Marks tasks interrupted by a restart as failed.
 pub fn fail_processing_tasks(conn: &Connection, now: &str) -> DbResult<usize> {
     Ok(conn.execute(

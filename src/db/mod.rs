@@ -8,6 +8,7 @@
 pub mod compute;
 pub mod identity;
 pub mod image;
+pub mod image_cache;
 pub mod limits;
 mod migrations;
 pub mod servers;

@@ -29,9 +29,17 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
+/// A JSON response with the given status (the body a `Value` or any
+/// serializable view; one that cannot be serialized answers 500).
+pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    let (status, text) = match serde_json::to_string(body) {
+        Ok(text) => (status, text),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a response body");
+            (StatusCode::INTERNAL_SERVER_ERROR, "{}".to_string())
+        }
+    };
+    let mut response = Response::new(Body::from(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -215,7 +215,7 @@ async fn begin(
             Some(p) => Some(quota::byte_quota(tx, p, resource)?),
             None => None,
         };
-        let mut budget = DataBudget::new(&dir, byte_quota);
+        let mut budget = DataBudget::new(&dir, byte_quota, &state.config);
         budget.check_declared(declared)?;
         store::transition_status(tx, &id, "queued", to, &now_string())?;
         if let Some(p) = &project {
@@ -416,7 +416,7 @@ async fn import_staged(state: &ImageState, image: Image) -> ImageResult<()> {
         let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
         // The staged bytes were counted against image_stage_total already;
         // the copy still needs room on the disk and fits the cap.
-        let budget = DataBudget::new(&state.dir, None);
+        let budget = DataBudget::new(&state.dir, None, &state.config);
         let got = store_data(state, &image, body, budget).await?;
         activate(state, image.id.clone(), "importing", got).await
     }
@@ -486,7 +486,7 @@ async fn download_from_region(
                 .await?,
         )
     };
-    let mut budget = DataBudget::new(&state.dir, byte_quota);
+    let mut budget = DataBudget::new(&state.dir, byte_quota, &state.config);
     budget.check_declared(src.size.and_then(|n| u64::try_from(n).ok()))?;
     let file = tokio::fs::File::open(state.data_path(&src.id)).await?;
     let body = Body::from_stream(tokio_file_stream(file, u64::MAX));
@@ -507,23 +507,7 @@ pub async fn list_tasks(
             Ok(store::list_tasks(conn, &id)?)
         })
         .await?;
-    let tasks: Vec<Value> = tasks
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "id": t.id,
-                "type": "api_image_import",
-                "status": t.status,
-                "message": t.message,
-                "input": t.input,
-                "result": {},
-                "owner": t.owner,
-                "image_id": t.image_id,
-                "created_at": t.created_at,
-                "updated_at": t.updated_at,
-            })
-        })
-        .collect();
+    let tasks: Vec<Value> = tasks.iter().map(super::tasks::full_view).collect();
     Ok(crate::http::json_response(
         StatusCode::OK,
         &serde_json::json!({"tasks": tasks}),
@@ -601,7 +585,15 @@ pub async fn download(
     if image.status != "active" && image.status != "deactivated" {
         return Ok(no_content());
     }
-    let path = s.data_path(&image.id);
+    // A cached copy is read in place of the store's file (counting a hit).
+    let cached = match &s.cache {
+        Some(cache) => cache.open_for_read(&image.id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "image cache lookup failed; reading the store");
+            None
+        }),
+        None => None,
+    };
+    let path = cached.unwrap_or_else(|| s.data_path(&image.id));
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -478,6 +478,13 @@ pub async fn create_image(
     if let Ok(v) = format!("/v2/images/{}", view_image.id).parse() {
         response.headers_mut().insert(header::LOCATION, v);
     }
+    // Glance names its import methods on a new image; openstacksdk's
+    // `image create --import` reads them there.
+    if let Ok(v) = super::IMPORT_METHODS.join(",").parse() {
+        response
+            .headers_mut()
+            .insert("OpenStack-image-import-methods", v);
+    }
     Ok(response)
 }
 
@@ -998,6 +1005,7 @@ pub async fn delete_image(
     let path = s.data_path(&id);
     let state = s.clone();
     let staged = super::staged_path(&s, &id);
+    let cache_id = id.clone();
     s.write(move |tx| {
         let image = load_for(tx, &state, &ctx, &id, "delete_image")?;
         if image.protected {
@@ -1009,6 +1017,11 @@ pub async fn delete_image(
         Ok(())
     })
     .await?;
+    if let Some(cache) = &s.cache
+        && let Err(e) = cache.delete(&cache_id).await
+    {
+        tracing::warn!(error = %e, image = %cache_id, "cannot drop a deleted image from the cache");
+    }
     for path in [path, staged] {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}

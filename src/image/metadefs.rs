@@ -246,6 +246,38 @@ fn namespace_view(conn: &Connection, ns: &str, mut body: Value) -> ImageResult<V
     Ok(body)
 }
 
+/// `GET /v2/metadefs/namespaces/{ns}`: the namespace with its resource type
+/// associations, objects, properties (by name) and tags (names only), each
+/// left out when empty, as Glance shows it.
+fn namespace_detail(conn: &Connection, ns: &str, body: Value) -> ImageResult<Value> {
+    let mut body = namespace_view(conn, ns, body)?;
+    let objects: Vec<Value> = store::list_items(conn, ns, "objects")?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    if !objects.is_empty() {
+        body["objects"] = json!(objects);
+    }
+    let mut properties = Map::new();
+    for (name, mut property) in store::list_items(conn, ns, "properties")? {
+        if let Some(p) = property.as_object_mut() {
+            p.remove("name");
+        }
+        properties.insert(name, property);
+    }
+    if !properties.is_empty() {
+        body["properties"] = Value::Object(properties);
+    }
+    let tags: Vec<Value> = store::list_items(conn, ns, "tags")?
+        .into_iter()
+        .map(|(name, _)| json!({"name": name}))
+        .collect();
+    if !tags.is_empty() {
+        body["tags"] = json!(tags);
+    }
+    Ok(body)
+}
+
 pub async fn list_resource_types(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
@@ -349,7 +381,7 @@ pub async fn show_namespace(
     let view = s
         .read(move |conn| {
             let body = load_namespace(conn, &state, &ctx, &ns, "get_metadef_namespace")?;
-            namespace_view(conn, &ns, body)
+            namespace_detail(conn, &ns, body)
         })
         .await?;
     Ok(json_response(StatusCode::OK, &view))

@@ -5,8 +5,12 @@
 //! delete, actions, tags) and the visibility rules; `members` image sharing;
 //! `data` upload, staging and download of image data; `format` the disk
 //! format checks (qcow2 header parsing); `schemas` the JSON schemas and info
-//! documents; `metadefs` metadata definitions; `service` the Rust API other services (Nova) use.
+//! documents; `metadefs` metadata definitions; `tasks` the tasks API;
+//! `cache` the image cache and `cache_api` its management API; `service` the
+//! Rust API other services (Nova) use.
 
+pub mod cache;
+mod cache_api;
 mod data;
 pub mod format;
 pub(crate) mod images;
@@ -15,6 +19,7 @@ mod metadefs;
 pub mod quota;
 mod schemas;
 pub mod service;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -217,12 +222,47 @@ pub(crate) fn staged_path(s: &ImageState, id: &str) -> PathBuf {
     s.dir.join(format!("{id}.staged"))
 }
 
+/// The interoperable import methods this Glance offers (`/v2/info/import`
+/// and the `OpenStack-image-import-methods` header of a new image).
+pub(crate) const IMPORT_METHODS: &[&str] = &["glance-direct", "glance-download"];
+
+/// The image service's settings, from `yunhe serve`'s flags.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    /// Largest image accepted, in bytes (Glance's `image_size_cap`).
+    pub size_cap: u64,
+    /// Space uploads must leave free on the store's filesystem.
+    pub min_free_space: quota::FreeSpaceReserve,
+    /// The image cache's directory (`None`: `<state-dir>/image-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Whether the image cache (and its API) is on.
+    pub cache_enabled: bool,
+    /// Bytes the cache keeps before pruning the least recently used images
+    /// (Glance's `image_cache_max_size`).
+    pub cache_max_size: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            size_cap: quota::DEFAULT_IMAGE_SIZE_CAP,
+            min_free_space: quota::DEFAULT_MIN_FREE_SPACE,
+            cache_dir: None,
+            cache_enabled: true,
+            cache_max_size: cache::DEFAULT_MAX_SIZE,
+        }
+    }
+}
+
 /// Shared state of the image service.
 pub struct ImageState {
     pub identity: Arc<IdentityState>,
     pub db: Db,
     /// `<state-dir>/images`: one file per active image, named by its id.
     pub dir: PathBuf,
+    pub config: ImageConfig,
+    /// The image cache (`None` when turned off).
+    pub cache: Option<Arc<cache::ImageCache>>,
 }
 
 impl HasIdentity for Arc<ImageState> {
@@ -383,7 +423,7 @@ pub fn context_is_admin(s: &ImageState, ctx: &AuthContext) -> bool {
 }
 
 /// Routes of this service, at `/image`.
-pub fn router(identity: Arc<IdentityState>) -> Router {
+pub fn router(identity: Arc<IdentityState>, config: ImageConfig) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
     let dir = db.state_dir().join("images");
@@ -400,7 +440,33 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
     }) {
         tracing::error!(error = %e, "cannot register the image service's default limits");
     }
-    let state = Arc::new(ImageState { identity, db, dir });
+    let cache = if config.cache_enabled {
+        let cache_dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| db.state_dir().join("image-cache"));
+        match cache::ImageCache::start(
+            db.clone(),
+            dir.clone(),
+            cache_dir.clone(),
+            config.cache_max_size,
+        ) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::error!(error = %e, dir = %cache_dir.display(), "image cache off: cannot open its directory");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let state = Arc::new(ImageState {
+        identity,
+        db,
+        dir,
+        config,
+        cache,
+    });
     let doc = versions_doc(&public_url);
     let body = doc.clone();
     let body2 = doc.clone();
@@ -434,6 +500,22 @@ pub fn router(identity: Arc<IdentityState>) -> Router {
         .route("/v2/images/{id}/stage", put(data::stage))
         .route("/v2/images/{id}/import", post(data::import))
         .route("/v2/images/{id}/tasks", get(data::list_tasks))
+        .route("/v2/tasks", get(tasks::list_tasks).post(tasks::create_task))
+        .route(
+            "/v2/tasks/{id}",
+            get(tasks::show_task).delete(tasks::delete_task),
+        )
+        .route(
+            "/v2/cache",
+            get(cache_api::cache_state).delete(cache_api::clear),
+        )
+        .route(
+            "/v2/cache/{id}",
+            put(cache_api::queue_image).delete(cache_api::delete_entry),
+        )
+        .route("/v2/cache/clean", post(cache_api::clean))
+        .route("/v2/cache/prune", post(cache_api::prune))
+        .route("/v2/cache/nodes/{id}", get(cache_api::cached_nodes))
         .route(
             "/v2/images/{id}/members",
             get(members::list_members).post(members::create_member),

@@ -13,11 +13,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use rusqlite::Connection;
 
-use super::{ImageError, ImageResult};
+use super::{ImageConfig, ImageError, ImageResult};
 use crate::db::image as store;
 
 /// The service type the image quotas are registered under.
@@ -140,36 +139,6 @@ impl FreeSpaceReserve {
     }
 }
 
-/// The image service's limits on data, from `yunhe serve`'s flags.
-#[derive(Debug, Clone, Copy)]
-pub struct ImageConfig {
-    /// Largest image accepted, in bytes (Glance's `image_size_cap`).
-    pub size_cap: u64,
-    /// Space uploads must leave free on the store's filesystem.
-    pub min_free_space: FreeSpaceReserve,
-}
-
-impl Default for ImageConfig {
-    fn default() -> Self {
-        ImageConfig {
-            size_cap: DEFAULT_IMAGE_SIZE_CAP,
-            min_free_space: DEFAULT_MIN_FREE_SPACE,
-        }
-    }
-}
-
-static CONFIG: OnceLock<ImageConfig> = OnceLock::new();
-
-/// Sets the image service's limits (once, before serving).
-pub fn configure(config: ImageConfig) {
-    let _ = CONFIG.set(config);
-}
-
-/// The configured limits (defaults when `configure` was not called).
-pub fn config() -> ImageConfig {
-    CONFIG.get().copied().unwrap_or_default()
-}
-
 /// Free and total bytes of the filesystem holding `dir`, for an unprivileged writer.
 fn filesystem_space(dir: &Path) -> ImageResult<(u64, u64)> {
     let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
@@ -282,8 +251,7 @@ pub struct DataBudget {
 
 impl DataBudget {
     /// A budget for data written below `dir`, with the configured cap and reserve.
-    pub fn new(dir: &Path, quota: Option<ByteQuota>) -> DataBudget {
-        let config = config();
+    pub fn new(dir: &Path, quota: Option<ByteQuota>, config: &ImageConfig) -> DataBudget {
         DataBudget {
             cap: config.size_cap,
             quota,

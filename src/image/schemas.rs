@@ -166,7 +166,7 @@ pub async fn info_import(Auth(_ctx): Auth) -> Response {
         &json!({"import-methods": {
             "description": "Import methods available.",
             "type": "array",
-            "value": ["glance-direct", "glance-download"],
+            "value": super::IMPORT_METHODS,
         }}),
     )
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::db::Db;
 use crate::db::image as store;
+use crate::db::image_cache as cache_store;
 
 /// Errors of the image service API.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +102,8 @@ impl ImageService {
                 };
                 let trusted = trusted_by(conn, &image, &project_owned)?;
                 let visible = visible_to(conn, &image, Some(&project_owned))?;
-                Ok(Some((image, trusted, visible)))
+                let cached = cache_store::cached_path(conn, &image.id)?;
+                Ok(Some(((image, cached), trusted, visible)))
             })
             .await?;
         match found {
@@ -111,14 +113,14 @@ impl ImageService {
                 role,
                 project: project.to_string(),
             }),
-            Some((image, true, _)) => {
+            Some(((image, cached), true, _)) => {
                 if !["active", "deactivated"].contains(&image.status.as_str()) {
                     return Err(ImageServiceError::NotActive {
                         id: image.id,
                         status: image.status,
                     });
                 }
-                Ok(self.boot_image(image))
+                Ok(self.boot_image(image, cached))
             }
         }
     }
@@ -139,11 +141,12 @@ impl ImageService {
                     return Ok(None);
                 };
                 let allowed = visible_to(conn, &image, project_owned.as_deref())?;
-                Ok(allowed.then_some(image))
+                let cached = cache_store::cached_path(conn, &image.id)?;
+                Ok(allowed.then_some((image, cached)))
             })
             .await?;
-        let image = found.ok_or_else(|| ImageServiceError::NotFound(id.to_string()))?;
-        Ok(self.boot_image(image))
+        let (image, cached) = found.ok_or_else(|| ImageServiceError::NotFound(id.to_string()))?;
+        Ok(self.boot_image(image, cached))
     }
 
     /// Every image a project may use (`None`: all of them), oldest first.
@@ -161,7 +164,10 @@ impl ImageService {
                 Ok(out)
             })
             .await?;
-        Ok(images.into_iter().map(|i| self.boot_image(i)).collect())
+        Ok(images
+            .into_iter()
+            .map(|i| self.boot_image(i, None))
+            .collect())
     }
 
     /// Creates a queued private raw image that a server snapshot will fill
@@ -326,7 +332,9 @@ impl ImageService {
             .await;
     }
 
-    fn boot_image(&self, image: store::Image) -> BootImage {
+    /// What a boot reads: the image cache's copy when there is one (`cached`,
+    /// from the image_cache table), else the store's file.
+    fn boot_image(&self, image: store::Image, cached: Option<String>) -> BootImage {
         let prop = |k: &str| {
             image
                 .properties
@@ -338,7 +346,10 @@ impl ImageService {
             kernel_id: prop("kernel_id"),
             ramdisk_id: prop("ramdisk_id"),
             os_command_line: prop("os_command_line"),
-            path: self.data_path(&image.id),
+            path: cached
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| self.data_path(&image.id)),
             id: image.id,
             name: image.name,
             status: image.status,
