@@ -791,3 +791,104 @@ fn glance_direct_and_glance_download_imports_run_as_tasks() {
     }
     wait_status(&server, &admin, &other_id, "queued");
 }
+
+/// Waits until `GET /v2/cache` lists `id` as cached; returns the listing.
+fn wait_cached(server: &Server, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = server.get("/image/v2/cache", Some(token)).json();
+        let cached = state["cached_images"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|e| e["image_id"] == id));
+        if cached {
+            return state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "image {id} never cached: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn image_cache_copies_counts_hits_and_survives_kill_nine() {
+    // A cache on another filesystem (tmpfs) than the state directory, so
+    // images are copied and checked, not hard-linked.
+    let cache_dir = std::path::Path::new("/dev/shm")
+        .join(format!("yunhe-image-cache-test-{}", std::process::id()));
+    let cache_arg = cache_dir.to_string_lossy().to_string();
+    let server = Server::start_with_args(&["--image-cache-dir", &cache_arg]);
+    let admin = server.admin_token();
+    let mut ids = Vec::new();
+    for (name, data) in [("a", &b"first image data"[..]), ("b", &b"second image"[..])] {
+        let image = create(
+            &server,
+            &admin,
+            json!({"name": name, "disk_format": "raw", "container_format": "bare"}),
+        );
+        let id = image["id"].as_str().expect("id").to_string();
+        assert_eq!(upload(&server, &admin, &id, data).status, 204);
+        ids.push(id);
+    }
+    let queue = |server: &Server, id: &str| {
+        server
+            .request("PUT", &format!("/image/v2/cache/{id}"), Some(&admin), None)
+            .status
+    };
+    assert_eq!(queue(&server, &ids[0]), 202);
+    wait_cached(&server, &admin, &ids[0]);
+    let copy = cache_dir.join(&ids[0]);
+    assert_eq!(
+        std::fs::read(&copy).expect("the cached copy"),
+        b"first image data"
+    );
+    let auth = [("X-Auth-Token", admin.clone())];
+    let data = http_bytes(
+        &server.addr,
+        "GET",
+        &format!("/image/v2/images/{}/file", ids[0]),
+        &auth,
+        b"",
+    );
+    assert_eq!(data.body, b"first image data");
+    let state = server.get("/image/v2/cache", Some(&admin)).json();
+    assert_eq!(state["cached_images"][0]["hits"], 1, "{state}");
+
+    // Queue b and kill the server at once: whether or not the copy was
+    // made, the next start must end with b cached. A stray file in the
+    // cache goes at start.
+    assert_eq!(queue(&server, &ids[1]), 202);
+    let dir = server.kill9();
+    std::fs::write(cache_dir.join("stray"), b"x").expect("stray file");
+    let server = Server::start_in_with_args(Some(dir), &["--image-cache-dir", &cache_arg]);
+    let admin = server.admin_token();
+    let state = wait_cached(&server, &admin, &ids[1]);
+    assert_eq!(state["cached_images"].as_array().map(Vec::len), Some(2));
+    assert!(!cache_dir.join("stray").exists(), "stray file kept");
+
+    // A copy removed behind the server's back: clean drops its entry.
+    std::fs::remove_file(cache_dir.join(&ids[0])).expect("remove a copy");
+    let clean = server.request("POST", "/image/v2/cache/clean", Some(&admin), None);
+    assert_eq!(clean.status, 200);
+    let state = server.get("/image/v2/cache", Some(&admin)).json();
+    let cached: Vec<&Value> = state["cached_images"]
+        .as_array()
+        .map(|l| l.iter().map(|e| &e["image_id"]).collect())
+        .unwrap_or_default();
+    assert_eq!(cached, vec![&json!(ids[1])]);
+
+    // Deleting the image takes it out of the cache.
+    let deleted = server.request(
+        "DELETE",
+        &format!("/image/v2/images/{}", ids[1]),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(deleted.status, 204);
+    let state = server.get("/image/v2/cache", Some(&admin)).json();
+    assert_eq!(state["cached_images"], json!([]));
+    assert!(!cache_dir.join(&ids[1]).exists());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&cache_dir);
+}
