@@ -517,7 +517,28 @@ async fn shelve_offload_vm(s: S, sv: Server) -> Result<(), String> {
     Ok(())
 }
 
+/// `unshelve`: the server is placed again, so it must fit next to the others
+/// (the fit check create and resize use); when it does not, it stays
+/// shelved_offloaded and the action fails with NoValidHost, as in Nova.
 async fn unshelve_vm(s: S, sv: Server) -> Result<(), String> {
+    let ratios = s.config.ratios;
+    let facts = super::hosts::capacity(&s.db.state_dir());
+    let (id, flavor) = (sv.id.clone(), sv.flavor.clone());
+    let fit = s
+        .read(move |conn| {
+            let others = db::host_usage(conn, Some(&id))?;
+            let demand = super::scheduler::Demand {
+                vcpus: flavor.vcpus,
+                ram_mb: flavor.ram,
+                disk_gb: flavor.disk,
+            };
+            Ok(super::scheduler::fit(others, demand, &facts, ratios))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if !fit.all() {
+        return Err("No valid host was found. There are not enough hosts available.".into());
+    }
     let host = super::hosts::hostname();
     update_server(&s, &sv.id, move |x| {
         x.host = Some(host);
@@ -1555,6 +1576,43 @@ mod tests {
         // run() clears the task state on failure; the vm_state is untouched.
         let sv = stored(&c.s).await;
         assert_eq!((sv.vm_state.as_str(), sv.power_state), ("active", RUNNING));
+    }
+
+    #[tokio::test]
+    async fn unshelve_places_the_server_only_where_it_fits() {
+        let c = cloud("unshelve").await;
+        c.s.driver.stop("srv", None).await;
+        let offload = |vcpus: i64| {
+            move |sv: &mut Server| {
+                sv.vm_state = "shelved_offloaded".into();
+                sv.power_state = SHUTDOWN;
+                sv.host = None;
+                sv.flavor.vcpus = vcpus;
+                // (run() clears the task state of a failed action.)
+                sv.task_state = None;
+            }
+        };
+        // Far more vCPUs than this host has, even overcommitted: NoValidHost,
+        // and the server stays offloaded.
+        update_server(&c.s, "srv", offload(1_000_000)).await;
+        let refused = act(&c, Action::Unshelve, unshelve_vm).await.err();
+        assert!(
+            refused
+                .map(|e| e.to_string())
+                .is_some_and(|e| e.contains("No valid host was found")),
+        );
+        let sv = stored(&c.s).await;
+        assert_eq!(sv.vm_state, "shelved_offloaded");
+        assert_eq!(sv.host, None);
+        assert_eq!(c.fake.vm("srv"), None);
+        // One vCPU fits: the server is placed and boots.
+        update_server(&c.s, "srv", offload(1)).await;
+        let sv = act(&c, Action::Unshelve, unshelve_vm)
+            .await
+            .expect("unshelve");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert!(sv.host.is_some());
+        assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
     }
 
     #[tokio::test]
