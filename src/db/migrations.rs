@@ -23,6 +23,8 @@ const MIGRATIONS: &[&str] = &[
     super::limits::SCHEMA,
     // 7: Keystone's lockout counters on users.
     super::identity::LOCKOUT_SCHEMA,
+    // 8: Keystone's access rules, OS-EP-FILTER associations and domain configs.
+    super::identity::extensions::SCHEMA,
 ];
 
 /// The schema version this binary writes.
