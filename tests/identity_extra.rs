@@ -1,6 +1,6 @@
 //! Issue 16's Keystone APIs against the real `yunhe serve`: access rules,
-//! the project hierarchy, endpoint filtering (OS-EP-FILTER) and
-//! domain-specific configuration.
+//! the project hierarchy, endpoint filtering (OS-EP-FILTER),
+//! domain-specific configuration and password history.
 
 mod support;
 
@@ -400,4 +400,50 @@ fn domain_config_is_stored_and_checked_as_keystone_does() {
         204
     );
     assert_eq!(server.get(&config, Some(&admin)).status, 404);
+}
+
+#[test]
+fn self_service_password_changes_respect_the_history() {
+    let server = Server::start_with_args(&["--unique-last-password-count", "2"]);
+    let admin = server.admin_token();
+    let user = create(
+        &server,
+        &admin,
+        "/users",
+        json!({"user": {"name": "hist", "password": "first-pass"}}),
+    )["user"]["id"]
+        .as_str()
+        .expect("user")
+        .to_string();
+    let change = |original: &str, new: &str| {
+        server
+            .request(
+                "POST",
+                &v3(&format!("/users/{user}/password")),
+                None,
+                Some(&json!({"user": {"original_password": original, "password": new}})),
+            )
+            .status
+    };
+    assert_eq!(
+        change("first-pass", "first-pass"),
+        400,
+        "the current password"
+    );
+    assert_eq!(change("first-pass", "second-pass"), 204);
+    assert_eq!(change("second-pass", "first-pass"), 400, "the previous one");
+    assert_eq!(change("second-pass", "third-pass"), 204);
+    assert_eq!(
+        change("third-pass", "first-pass"),
+        204,
+        "two back is outside a count of 2"
+    );
+    // An admin's reset is not checked.
+    let reset = server.request(
+        "PATCH",
+        &v3(&format!("/users/{user}")),
+        Some(&admin),
+        Some(&json!({"user": {"password": "first-pass"}})),
+    );
+    assert_eq!(reset.status, 200, "{}", reset.text);
 }

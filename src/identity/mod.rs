@@ -30,6 +30,7 @@ mod hierarchy;
 pub mod limits;
 mod login;
 pub mod password;
+mod password_history;
 mod policies;
 mod resources;
 mod roles;

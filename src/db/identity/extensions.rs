@@ -1,7 +1,7 @@
 //! Keystone's extension tables (migration 8): a user's access rules (shared
 //! by the application credentials that name them), OS-EP-FILTER's project
-//! associations (endpoints and endpoint groups), and domain-specific
-//! configuration options.
+//! associations (endpoints and endpoint groups), domain-specific
+//! configuration options, and users' password history.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -42,6 +42,18 @@ CREATE TABLE domain_configs (
     value TEXT NOT NULL,
     PRIMARY KEY (domain_id, grp, option)
 );
+-- A user's replaced password hashes, newest last (Keystone's password
+-- history); the trigger records every change, whoever makes it.
+CREATE TABLE password_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    password_hash TEXT NOT NULL
+);
+CREATE TRIGGER password_history_on_change AFTER UPDATE OF password_hash ON users
+    WHEN OLD.password_hash IS NOT NULL AND OLD.password_hash IS NOT NEW.password_hash
+BEGIN
+    INSERT INTO password_history (user_id, password_hash) VALUES (OLD.id, OLD.password_hash);
+END;
 "#;
 
 // ---------------------------------------------------------------- access rules
@@ -291,6 +303,21 @@ pub fn delete_domain_config(
     )?)
 }
 
+// ---------------------------------------------------------------- password history
+
+/// The user's `count` most recently replaced password hashes, newest first.
+pub fn previous_password_hashes(
+    conn: &Connection,
+    user_id: &str,
+    count: usize,
+) -> DbResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT password_hash FROM password_history WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![user_id, count as i64], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +369,28 @@ mod tests {
         conn.execute("DELETE FROM users WHERE id = 'u1'", [])
             .expect("delete user");
         assert!(get_access_rule(&conn, "r1").expect("get").is_none());
+    }
+
+    #[test]
+    fn replaced_passwords_are_remembered_newest_first() {
+        let conn = setup();
+        for hash in ["h1", "h2", "h3"] {
+            conn.execute(
+                "UPDATE users SET password_hash = ?1 WHERE id = 'u1'",
+                [hash],
+            )
+            .expect("update");
+        }
+        conn.execute("UPDATE users SET password_hash = 'h3' WHERE id = 'u1'", [])
+            .expect("same hash again");
+        assert_eq!(
+            previous_password_hashes(&conn, "u1", 5).expect("history"),
+            ["h2", "h1"]
+        );
+        assert_eq!(
+            previous_password_hashes(&conn, "u1", 1).expect("history"),
+            ["h2"]
+        );
     }
 
     #[test]
