@@ -23,7 +23,7 @@ const MIGRATIONS: &[&str] = &[
     super::limits::SCHEMA,
     // 7: Keystone's lockout counters on users.
     super::identity::LOCKOUT_SCHEMA,
-    // 8: Keystone's access rules, OS-EP-FILTER associations and domain configs.
+    // 8: Keystone's access rules, OS-EP-FILTER associations, domain configs, password history.
     super::identity::extensions::SCHEMA,
 ];
 
