@@ -492,6 +492,10 @@ pub struct AuthArgs {
     /// 0 keeps it locked until an admin updates the user.
     #[arg(long, env = "YUNHE_LOCKOUT_DURATION", default_value_t = 1800)]
     pub lockout_duration: u64,
+    /// Passwords a self-service change may not reuse, the current one
+    /// included (Keystone's unique_last_password_count). 0: no history check.
+    #[arg(long, env = "YUNHE_UNIQUE_LAST_PASSWORD_COUNT", default_value_t = 0)]
+    pub unique_last_password_count: u32,
     /// Failed authentications a user name may burst before 429. 0: no limit.
     #[arg(long, env = "YUNHE_AUTH_USER_BURST", default_value_t = 10)]
     pub auth_user_burst: u32,
@@ -526,6 +530,7 @@ impl AuthArgs {
             source_per_second: self.auth_source_rate,
             lockout_failure_attempts: self.lockout_failure_attempts,
             lockout_duration: self.lockout_duration,
+            unique_last_password_count: self.unique_last_password_count,
             hash_workers: self
                 .auth_hash_workers
                 .unwrap_or_else(crate::identity::throttle::default_hash_workers),

@@ -25,6 +25,8 @@ const MIGRATIONS: &[&str] = &[
     super::identity::LOCKOUT_SCHEMA,
     // 8: Glance's image cache (queued and cached images).
     super::image_cache::SCHEMA,
+    // 9: Keystone's access rules, OS-EP-FILTER associations, domain configs, password history.
+    super::identity::extensions::SCHEMA,
 ];
 
 /// The schema version this binary writes.

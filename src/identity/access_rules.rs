@@ -13,6 +13,7 @@
 use serde_json::Value;
 
 use super::{IdentityError, IdentityResult};
+use crate::db::identity::extensions as ext;
 
 /// One access rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +81,58 @@ pub fn parse_new(value: Option<&Value>) -> IdentityResult<Value> {
         out.push(serde_json::json!({"id": id, "service": service, "method": method, "path": path}));
     }
     Ok(Value::Array(out))
+}
+
+/// Binds the parsed rules of a new application credential (`parse_new`) to
+/// the user's stored rules, as Keystone does: a rule named by an id the user
+/// owns is that rule (an id of another user's rule is not found), else the
+/// user's rule with the same service, path and method is reused, else the
+/// rule is stored as a new one of the user's. Returns the rules as they go
+/// into the credential, each with its stored id.
+pub fn bind_to_user(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    parsed: &Value,
+) -> IdentityResult<Value> {
+    let mut out = Vec::new();
+    for item in parsed.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let field = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or("");
+        let id = field("id");
+        let by_id = ext::get_access_rule(conn, id)?;
+        if let Some(found) = &by_id
+            && found.user_id != user_id
+        {
+            return Err(IdentityError::NotFound(format!(
+                "Could not find Access Rule: {id}."
+            )));
+        }
+        let triple = (field("service"), field("path"), field("method"));
+        let rule = match by_id {
+            Some(found) => found,
+            None => match ext::find_access_rule(conn, user_id, triple)? {
+                Some(found) => found,
+                None => {
+                    let rule = ext::StoredAccessRule {
+                        id: id.to_string(),
+                        user_id: user_id.to_string(),
+                        service: triple.0.to_string(),
+                        path: triple.1.to_string(),
+                        method: triple.2.to_string(),
+                    };
+                    ext::insert_access_rule(conn, &rule)?;
+                    rule
+                }
+            },
+        };
+        out.push(rule_json(&rule));
+    }
+    Ok(Value::Array(out))
+}
+
+/// A stored rule as Keystone shows it.
+pub fn rule_json(rule: &ext::StoredAccessRule) -> Value {
+    serde_json::json!({"id": rule.id, "service": rule.service, "path": rule.path,
+        "method": rule.method})
 }
 
 /// The rules stored with a credential; an empty list means no restriction.

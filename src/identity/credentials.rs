@@ -210,8 +210,11 @@ async fn create_app_cred(
     let base = s.v3_url();
     let mut value = s
         .write(move |tx| {
+            let access_rules =
+                super::access_rules::bind_to_user(tx, &cred.user_id, &cred.access_rules)?;
             let cred = AppCredential {
                 secret_hash,
+                access_rules,
                 ..cred
             };
             store::insert_app_cred(tx, &cred)?;

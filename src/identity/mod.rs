@@ -23,10 +23,14 @@ pub mod bootstrap;
 mod catalog;
 pub mod context;
 mod credentials;
+mod domain_config;
 pub mod effective_roles;
+mod ep_filter;
+mod hierarchy;
 pub mod limits;
 mod login;
 pub mod password;
+mod password_history;
 mod policies;
 mod resources;
 mod roles;
@@ -34,6 +38,7 @@ mod service_catalog;
 mod targets;
 pub mod throttle;
 pub mod token;
+mod user_access_rules;
 mod users;
 mod validation;
 mod views;
@@ -387,6 +392,9 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(credentials::routes())
         .merge(policies::routes())
         .merge(limits::routes())
+        .merge(user_access_rules::routes())
+        .merge(ep_filter::routes())
+        .merge(domain_config::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -524,7 +532,7 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 8] = [
+    const SOURCES: [(&str, &str); 11] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
         ("users.rs", include_str!("users.rs")),
@@ -533,6 +541,9 @@ mod tests {
         ("policies.rs", include_str!("policies.rs")),
         ("credentials.rs", include_str!("credentials.rs")),
         ("token.rs", include_str!("token.rs")),
+        ("user_access_rules.rs", include_str!("user_access_rules.rs")),
+        ("ep_filter.rs", include_str!("ep_filter.rs")),
+        ("domain_config.rs", include_str!("domain_config.rs")),
     ];
 
     /// Every quoted `"identity:<rule>"` in the sources.

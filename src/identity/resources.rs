@@ -422,6 +422,7 @@ async fn get_project(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> IdentityResult<Response> {
     let found = find_project(&s, &id).await?;
     s.authorize(
@@ -429,9 +430,16 @@ async fn get_project(
         "identity:get_project",
         &with_project_target(Target::new(), found.as_ref()),
     )?;
+    let expansion = super::hierarchy::Expansion::parse(&q)?;
     let base = s.v3_url();
+    let user_id = ctx.user_id.clone();
     let value = s
-        .read(move |conn| project_json(conn, &load_project(conn, &id)?, &base))
+        .read(move |conn| {
+            let project = load_project(conn, &id)?;
+            let mut value = project_json(conn, &project, &base)?;
+            super::hierarchy::expand(conn, &mut value, &project, &user_id, expansion, &base)?;
+            Ok(value)
+        })
         .await?;
     Ok(json_response(StatusCode::OK, &json!({"project": value})))
 }

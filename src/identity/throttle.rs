@@ -32,6 +32,10 @@ pub struct AuthLimits {
     /// Keystone's `lockout_duration` in seconds; 0 locks until an admin
     /// updates the user.
     pub lockout_duration: u64,
+    /// Keystone's `unique_last_password_count`: a self-service password
+    /// change may not reuse the current or the previous count-1 passwords;
+    /// 0 turns the check off.
+    pub unique_last_password_count: u32,
     /// Argon2 worker threads.
     pub hash_workers: usize,
     /// Password checks that may wait for a worker before 429.
@@ -49,6 +53,7 @@ impl Default for AuthLimits {
             source_per_second: 10.0,
             lockout_failure_attempts: 6,
             lockout_duration: 1800,
+            unique_last_password_count: 0,
             hash_workers: default_hash_workers(),
             hash_queue_depth: 32,
             token_purge_interval: 600,

@@ -279,8 +279,10 @@ fn authenticate(
                 .get("id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| IdentityError::BadRequest("'id' is a required property.".into()))?;
-            let record = store::get_token(conn, &hash_token(token))?.ok_or_else(unauthorized)?;
-            let previous = build_context(conn, &record, now).map_err(|_| unauthorized())?;
+            // Keystone: a token that does not validate is not found (404), not 401.
+            let not_found = || IdentityError::NotFound("Could not find token.".into());
+            let record = store::get_token(conn, &hash_token(token))?.ok_or_else(not_found)?;
+            let previous = build_context(conn, &record, now).map_err(|_| not_found())?;
             if previous.app_cred.is_some() {
                 return Err(IdentityError::Forbidden(
                     "identity:rescope_application_credential_token".into(),
@@ -469,7 +471,12 @@ async fn token_response(
     with_catalog: bool,
 ) -> IdentityResult<Response> {
     let catalog = if with_catalog && ctx.scope != Scope::Unscoped {
-        Some(state.read(|conn| Ok(service_catalog::build(conn)?)).await?)
+        let project = ctx.project_id().map(str::to_string);
+        Some(
+            state
+                .read(move |conn| Ok(service_catalog::build(conn, project.as_deref())?))
+                .await?,
+        )
     } else {
         None
     };
@@ -630,7 +637,10 @@ pub async fn auth_catalog(
             "identity:get_auth_catalog (a scoped token is required)".into(),
         ));
     }
-    let catalog = state.read(|conn| Ok(service_catalog::build(conn)?)).await?;
+    let project = caller.project_id().map(str::to_string);
+    let catalog = state
+        .read(move |conn| Ok(service_catalog::build(conn, project.as_deref())?))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"catalog": catalog, "links": {"self": format!("{}/auth/catalog", state.v3_url()), "previous": null, "next": null}}),

@@ -308,6 +308,7 @@ async fn change_password(
         }
         other => other,
     })?;
+    super::password_history::check(&s, &id, &verified.password_hash, &new).await?;
     let hash = hash_off_runtime(&s, new).await?;
     s.write(move |tx| {
         let mut user = load_user(tx, &id)?;

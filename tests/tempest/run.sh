@@ -8,7 +8,9 @@
 # tests not on the list pass (skips count as not passed) or the list holds > 20%.
 # Env: YUNHE_BIN, YUNHE_VENV, YUNHE_TEMPEST_CONCURRENCY (default 2),
 #      YUNHE_TEMPEST_REGEX (default ^tempest\.api\.identity), YUNHE_TEMPEST_TIMEOUT (s, 2400),
-#      YUNHE_TEMPEST_TRUST / YUNHE_TEMPEST_ACCESS_RULES (True/False, default False).
+#      YUNHE_TEMPEST_TRUST (True/False, default False), YUNHE_TEMPEST_ACCESS_RULES (default True),
+#      YUNHE_LOCKOUT_FAILURE_ATTEMPTS / YUNHE_LOCKOUT_DURATION / YUNHE_UNIQUE_LAST_PASSWORD_COUNT
+#      (the server's security compliance, told to tempest's tests; default 6 / 10 s / 2).
 # Other services reuse this runner (see run-image.sh) through:
 #      YUNHE_TEMPEST_SERVICE (label, default identity), YUNHE_TEMPEST_XF (expected-failure
 #      file), YUNHE_TEMPEST_GOAL / YUNHE_TEMPEST_LIST_MAX (pass and list ratios, default
@@ -31,6 +33,9 @@ xf="${YUNHE_TEMPEST_XF:-$here/identity-expected-failures.txt}"
 rm -rf "$work"
 mkdir -p "$work"
 export YUNHE_SERVER_LOG="$work/server.log"
+# Lockout and password history as `yunhe serve` is started with; tempest waits the lockout out.
+export YUNHE_LOCKOUT_FAILURE_ATTEMPTS="${YUNHE_LOCKOUT_FAILURE_ATTEMPTS:-6}" YUNHE_LOCKOUT_DURATION="${YUNHE_LOCKOUT_DURATION:-10}"
+export YUNHE_UNIQUE_LAST_PASSWORD_COUNT="${YUNHE_UNIQUE_LAST_PASSWORD_COUNT:-2}"
 if ! yunhe_start_server; then
     echo "server did not start"; echo "0 passed, 1 failed"; exit 1
 fi
@@ -49,7 +54,10 @@ TC_ADMIN_USER_DOMAIN_NAME="$(get OS_USER_DOMAIN_NAME Default)" \
 TC_ADMIN_PROJECT_DOMAIN_NAME="$(get OS_PROJECT_DOMAIN_NAME Default)" \
 TC_REGION="$(get OS_REGION_NAME RegionOne)" \
 TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-False}" \
-TC_FEATURE_ACCESS_RULES="${YUNHE_TEMPEST_ACCESS_RULES:-False}" \
+TC_FEATURE_ACCESS_RULES="${YUNHE_TEMPEST_ACCESS_RULES:-True}" \
+TC_LOCKOUT_ATTEMPTS="$YUNHE_LOCKOUT_FAILURE_ATTEMPTS" \
+TC_LOCKOUT_DURATION="$YUNHE_LOCKOUT_DURATION" \
+TC_UNIQUE_PASSWORDS="$YUNHE_UNIQUE_LAST_PASSWORD_COUNT" \
 TC_GLANCE="${YUNHE_TEMPEST_GLANCE:-False}" \
 "$py" - "$here/tempest.conf.in" "$work/ws/etc/tempest.conf" <<'PYEOF'
 import os, re, sys

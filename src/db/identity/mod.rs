@@ -15,6 +15,7 @@
 
 mod catalog;
 mod credentials;
+pub mod extensions;
 mod projects;
 mod roles;
 mod tokens;
