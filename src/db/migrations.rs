@@ -23,6 +23,8 @@ const MIGRATIONS: &[&str] = &[
     super::limits::SCHEMA,
     // 7: Keystone's lockout counters on users.
     super::identity::LOCKOUT_SCHEMA,
+    // 8: Keystone's OS-FEDERATION (identity providers, mappings, shadow users).
+    super::identity::FEDERATION_SCHEMA,
 ];
 
 /// The schema version this binary writes.

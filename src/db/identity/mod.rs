@@ -15,6 +15,7 @@
 
 mod catalog;
 mod credentials;
+mod federation;
 mod projects;
 mod roles;
 mod tokens;
@@ -22,6 +23,7 @@ mod users;
 
 pub use catalog::*;
 pub use credentials::*;
+pub use federation::*;
 pub use projects::*;
 pub use roles::*;
 pub use tokens::*;
