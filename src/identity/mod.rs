@@ -24,8 +24,12 @@ mod catalog;
 pub mod context;
 mod credentials;
 pub mod effective_roles;
+mod federated_login;
+mod federation;
 pub mod limits;
 mod login;
+mod mapping;
+mod oidc;
 pub mod password;
 mod policies;
 mod resources;
@@ -387,6 +391,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(credentials::routes())
         .merge(policies::routes())
         .merge(limits::routes())
+        .merge(federation::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -524,7 +529,7 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 8] = [
+    const SOURCES: [(&str, &str); 9] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
         ("users.rs", include_str!("users.rs")),
@@ -533,6 +538,7 @@ mod tests {
         ("policies.rs", include_str!("policies.rs")),
         ("credentials.rs", include_str!("credentials.rs")),
         ("token.rs", include_str!("token.rs")),
+        ("federation.rs", include_str!("federation.rs")),
     ];
 
     /// Every quoted `"identity:<rule>"` in the sources.

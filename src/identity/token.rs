@@ -461,7 +461,7 @@ pub async fn issue(
     token_response(&state, StatusCode::CREATED, &token, &ctx, with_catalog).await
 }
 
-async fn token_response(
+pub(super) async fn token_response(
     state: &Arc<IdentityState>,
     status: StatusCode,
     token: &str,
@@ -525,6 +525,15 @@ pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
     }
     if ctx.scope != Scope::Unscoped {
         map.insert("roles".into(), Value::Array(roles));
+    }
+    if let Some(federation) = &ctx.federation
+        && let Some(user) = map.get_mut("user")
+    {
+        user["OS-FEDERATION"] = json!({
+            "identity_provider": {"id": federation.idp_id},
+            "protocol": {"id": federation.protocol_id},
+            "groups": federation.group_ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+        });
     }
     if let Some((id, name, unrestricted)) = &ctx.app_cred {
         let mut cred = json!({"id": id, "name": name, "restricted": !unrestricted});
