@@ -176,7 +176,7 @@ async fn list_idps(
         &ctx,
         ("identity:list_identity_providers", &Target::new()),
         ("identity_providers", "OS-FEDERATION/identity_providers"),
-        |conn| store::list_idps(conn),
+        store::list_idps,
         idp_json,
         (&q, &["id", "enabled"]),
     )
@@ -543,7 +543,7 @@ async fn list_mappings(
         &ctx,
         ("identity:list_mappings", &Target::new()),
         ("mappings", "OS-FEDERATION/mappings"),
-        |conn| store::list_mappings(conn),
+        store::list_mappings,
         mapping_json,
         (&q, &["id"]),
     )
@@ -701,7 +701,7 @@ async fn list_sps(
         &ctx,
         ("identity:list_service_providers", &Target::new()),
         ("service_providers", "OS-FEDERATION/service_providers"),
-        |conn| store::list_sps(conn),
+        store::list_sps,
         sp_json,
         (&q, &["id", "enabled"]),
     )
