@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod compute;
 pub mod control_plane;
+pub mod federation;
 pub mod harness;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ pub enum BenchGroup {
     Compute,
     /// A wrong-password flood: serve's RSS and an unrelated write's p99 (issue 9).
     LoginFlood,
+    /// Token issue for an OpenID Connect (federated) user beside password token issue.
+    Federation,
 }
 
 /// Runs the groups `args` names and prints their numbers.
@@ -51,6 +54,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::LoginFlood) {
         result = auth::run(args.seconds);
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Federation) {
+        result = federation::run(200);
     }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");

@@ -27,6 +27,8 @@ const MIGRATIONS: &[&str] = &[
     super::image_cache::SCHEMA,
     // 9: Keystone's access rules, OS-EP-FILTER associations, domain configs, password history.
     super::identity::extensions::SCHEMA,
+    // 10: Keystone's OS-FEDERATION (identity providers, mappings, shadow users).
+    super::identity::FEDERATION_SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -41,6 +41,16 @@ pub struct AuthContext {
     pub app_cred: Option<(String, String, bool)>,
     /// That credential's access rules; empty when it has none (no restriction).
     pub access_rules: Vec<AccessRule>,
+    /// For a user an identity provider made: Keystone's `OS-FEDERATION`.
+    pub federation: Option<Federation>,
+}
+
+/// Where a federated user came from and the groups its login gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Federation {
+    pub idp_id: String,
+    pub protocol_id: String,
+    pub group_ids: Vec<String>,
 }
 
 impl AuthContext {

@@ -27,8 +27,12 @@ mod domain_config;
 pub mod effective_roles;
 mod ep_filter;
 mod hierarchy;
+mod federated_login;
+mod federation;
 pub mod limits;
 mod login;
+mod mapping;
+mod oidc;
 pub mod password;
 mod password_history;
 mod policies;
@@ -395,6 +399,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(user_access_rules::routes())
         .merge(ep_filter::routes())
         .merge(domain_config::routes())
+        .merge(federation::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -532,7 +537,7 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 11] = [
+    const SOURCES: [(&str, &str); 12] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
         ("users.rs", include_str!("users.rs")),
@@ -544,6 +549,7 @@ mod tests {
         ("user_access_rules.rs", include_str!("user_access_rules.rs")),
         ("ep_filter.rs", include_str!("ep_filter.rs")),
         ("domain_config.rs", include_str!("domain_config.rs")),
+        ("federation.rs", include_str!("federation.rs")),
     ];
 
     /// Every quoted `"identity:<rule>"` in the sources.

@@ -413,17 +413,55 @@ fn requested_scope(
     ))
 }
 
+/// The identity provider and protocol of a federated first method: one
+/// that is none of the local methods and names an `identity_provider`.
+fn federated_method(identity: &Map<String, Value>) -> Option<(String, String)> {
+    let (method, payload) = first_method(identity).ok()?;
+    if matches!(
+        method.as_str(),
+        "password" | "token" | "application_credential" | "totp"
+    ) {
+        return None;
+    }
+    let idp = payload.get("identity_provider")?.as_str()?.to_string();
+    let protocol = payload
+        .get("protocol")
+        .and_then(Value::as_str)
+        .map_or(method, str::to_string);
+    Some((idp, protocol))
+}
+
 /// `POST /v3/auth/tokens`.
 pub async fn issue(
     State(state): State<Arc<IdentityState>>,
     client: ClientAddr,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> IdentityResult<Response> {
     let mut body = parse_body(&body)?;
     let mut auth = take_object(&mut body, "auth")?;
-    let identity = take_object(&mut auth, "identity")?;
+    let mut identity = take_object(&mut auth, "identity")?;
     let scope = auth.remove("scope");
+    // A federated method (`{"methods": ["openid"], "openid": {"identity_provider": …}}`)
+    // with the IdP's token as `Authorization: Bearer`: the login gives an
+    // unscoped token, which a requested scope is then reached from.
+    if let Some((idp, protocol)) = federated_method(&identity) {
+        let bearer = super::federated_login::bearer(
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )?;
+        let (token, ctx) = super::federated_login::login(&state, idp, protocol, &bearer).await?;
+        if scope.as_ref().is_none_or(Value::is_null) {
+            let with_catalog = !query.contains_key("nocatalog");
+            return token_response(&state, StatusCode::CREATED, &token, &ctx, with_catalog).await;
+        }
+        let Value::Object(rescope) = json!({"methods": ["token"], "token": {"id": token}}) else {
+            return Err(IdentityError::Internal("a literal object".into()));
+        };
+        identity = rescope;
+    }
     let ttl = state.token_ttl;
     // The password or secret is checked first, on the bounded Argon2 pool
     // and outside any transaction; the write below only issues the token.
@@ -463,7 +501,7 @@ pub async fn issue(
     token_response(&state, StatusCode::CREATED, &token, &ctx, with_catalog).await
 }
 
-async fn token_response(
+pub(super) async fn token_response(
     state: &Arc<IdentityState>,
     status: StatusCode,
     token: &str,
@@ -532,6 +570,15 @@ pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
     }
     if ctx.scope != Scope::Unscoped {
         map.insert("roles".into(), Value::Array(roles));
+    }
+    if let Some(federation) = &ctx.federation
+        && let Some(user) = map.get_mut("user")
+    {
+        user["OS-FEDERATION"] = json!({
+            "identity_provider": {"id": federation.idp_id},
+            "protocol": {"id": federation.protocol_id},
+            "groups": federation.group_ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+        });
     }
     if let Some((id, name, unrestricted)) = &ctx.app_cred {
         let mut cred = json!({"id": id, "name": name, "restricted": !unrestricted});

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-use super::context::{AuthContext, Scope};
+use super::context::{AuthContext, Federation, Scope};
 use super::{IdentityError, IdentityResult, IdentityState, access_rules, effective_roles};
 use crate::db::identity::{self as store, TokenRecord};
 use crate::db::now_unix;
@@ -90,6 +90,7 @@ pub(super) fn build_context(
     if scope != Scope::Unscoped && roles.is_empty() {
         return Err(not_found_token());
     }
+    let federation = federation_of(conn, &user.id, &record.methods, now)?;
     Ok(AuthContext {
         token_hash: record.token_hash.clone(),
         user_id: user.id,
@@ -105,7 +106,29 @@ pub(super) fn build_context(
         audit_ids: record.audit_ids.clone(),
         app_cred,
         access_rules,
+        federation,
     })
+}
+
+/// The identity provider and protocol a token's user logged in through
+/// (one of the token's methods), with the groups that login gave it.
+fn federation_of(
+    conn: &Connection,
+    user_id: &str,
+    methods: &[String],
+    now: i64,
+) -> IdentityResult<Option<Federation>> {
+    for (idp_id, protocol_id) in store::federations_of_user(conn, user_id)? {
+        if methods.contains(&protocol_id) {
+            let group_ids = store::expiring_groups(conn, user_id, &idp_id, now)?;
+            return Ok(Some(Federation {
+                idp_id,
+                protocol_id,
+                group_ids,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 fn resolve_scope_by_id(

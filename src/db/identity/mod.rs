@@ -16,6 +16,7 @@
 mod catalog;
 mod credentials;
 pub mod extensions;
+mod federation;
 mod projects;
 mod roles;
 mod tokens;
@@ -23,6 +24,7 @@ mod users;
 
 pub use catalog::*;
 pub use credentials::*;
+pub use federation::*;
 pub use projects::*;
 pub use roles::*;
 pub use tokens::*;

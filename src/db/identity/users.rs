@@ -264,8 +264,15 @@ pub fn list_group_members(conn: &Connection) -> DbResult<Vec<(String, String)>> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The groups a user is in: its memberships and the unexpired ones an
+/// identity provider gave it at its last federated login.
 pub fn groups_of_user(conn: &Connection, user_id: &str) -> DbResult<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")?;
-    let rows = stmt.query_map([user_id], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT group_id FROM group_members WHERE user_id = ?1
+         UNION SELECT group_id FROM expiring_group_members WHERE user_id = ?1 AND expires_unix > ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, crate::db::now_unix()], |r| {
+        r.get(0)
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
