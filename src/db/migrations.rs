@@ -23,6 +23,8 @@ const MIGRATIONS: &[&str] = &[
     super::limits::SCHEMA,
     // 7: Keystone's lockout counters on users.
     super::identity::LOCKOUT_SCHEMA,
+    // 8: Keystone's trusts (OS-TRUST).
+    super::identity::trusts::SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -34,6 +34,8 @@ mod service_catalog;
 mod targets;
 pub mod throttle;
 pub mod token;
+mod trust_scope;
+mod trusts;
 mod users;
 mod validation;
 mod views;
@@ -387,6 +389,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(credentials::routes())
         .merge(policies::routes())
         .merge(limits::routes())
+        .merge(trusts::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -524,7 +527,7 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 8] = [
+    const SOURCES: [(&str, &str); 9] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
         ("users.rs", include_str!("users.rs")),
@@ -533,6 +536,7 @@ mod tests {
         ("policies.rs", include_str!("policies.rs")),
         ("credentials.rs", include_str!("credentials.rs")),
         ("token.rs", include_str!("token.rs")),
+        ("trusts.rs", include_str!("trusts.rs")),
     ];
 
     /// Every quoted `"identity:<rule>"` in the sources.

@@ -18,6 +18,7 @@ mod credentials;
 mod projects;
 mod roles;
 mod tokens;
+pub mod trusts;
 mod users;
 
 pub use catalog::*;
