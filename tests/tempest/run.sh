@@ -8,7 +8,8 @@
 # tests not on the list pass (skips count as not passed) or the list holds > 20%.
 # Env: YUNHE_BIN, YUNHE_VENV, YUNHE_TEMPEST_CONCURRENCY (default 2),
 #      YUNHE_TEMPEST_REGEX (default ^tempest\.api\.identity), YUNHE_TEMPEST_TIMEOUT (s, 2400),
-#      YUNHE_TEMPEST_TRUST / YUNHE_TEMPEST_ACCESS_RULES (True/False, default False).
+#      YUNHE_TEMPEST_TRUST (True/False, default True),
+#      YUNHE_TEMPEST_ACCESS_RULES (True/False, default False).
 # Other services reuse this runner (see run-image.sh) through:
 #      YUNHE_TEMPEST_SERVICE (label, default identity), YUNHE_TEMPEST_XF (expected-failure
 #      file), YUNHE_TEMPEST_GOAL / YUNHE_TEMPEST_LIST_MAX (pass and list ratios, default
@@ -48,7 +49,7 @@ TC_ADMIN_DOMAIN_NAME=Default \
 TC_ADMIN_USER_DOMAIN_NAME="$(get OS_USER_DOMAIN_NAME Default)" \
 TC_ADMIN_PROJECT_DOMAIN_NAME="$(get OS_PROJECT_DOMAIN_NAME Default)" \
 TC_REGION="$(get OS_REGION_NAME RegionOne)" \
-TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-False}" \
+TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-True}" \
 TC_FEATURE_ACCESS_RULES="${YUNHE_TEMPEST_ACCESS_RULES:-False}" \
 TC_GLANCE="${YUNHE_TEMPEST_GLANCE:-False}" \
 "$py" - "$here/tempest.conf.in" "$work/ws/etc/tempest.conf" <<'PYEOF'
