@@ -96,12 +96,18 @@ fn parse_expiry(text: &str, now_micros: i64) -> IdentityResult<i64> {
         Ok(t) => t.timestamp_micros(),
         Err(_) => {
             let trimmed = text.trim_end_matches('Z');
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"]
-                .iter()
-                .find_map(|f| chrono::NaiveDateTime::parse_from_str(trimmed, f).ok())
-                .ok_or_else(bad)?
-                .and_utc()
-                .timestamp_micros()
+            // Python clients may send `str(datetime)`: a space, no `T`.
+            [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S",
+            ]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(trimmed, f).ok())
+            .ok_or_else(bad)?
+            .and_utc()
+            .timestamp_micros()
         }
     };
     if micros < now_micros {
@@ -617,5 +623,6 @@ mod tests {
             t
         );
         assert_eq!(parse_expiry("2099-01-01T00:00:00", now).expect("naive"), t);
+        assert_eq!(parse_expiry("2099-01-01 00:00:00", now).expect("space"), t);
     }
 }
