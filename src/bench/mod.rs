@@ -38,6 +38,8 @@ pub enum BenchGroup {
     Compute,
     /// A wrong-password flood: serve's RSS and an unrelated write's p99 (issue 9).
     LoginFlood,
+    /// Issuing a trust-scoped token against a password token (issue 16).
+    TrustToken,
 }
 
 /// Runs the groups `args` names and prints their numbers.
@@ -51,6 +53,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::LoginFlood) {
         result = auth::run(args.seconds);
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::TrustToken) {
+        result = auth::run_trust_token(args.seconds);
     }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");
