@@ -37,7 +37,11 @@ fn subject(reply: &Reply) -> String {
 
 impl World {
     fn new() -> World {
-        let server = Server::start();
+        World::with_args(&[])
+    }
+
+    fn with_args(args: &[&str]) -> World {
+        let server = Server::start_with_args(args);
         let admin = server.admin_token();
         let post = |path: &str, body: Value| {
             server.request(
@@ -576,4 +580,16 @@ fn trust_tokens_die_with_the_trustors_role_the_trustor_and_the_trust() {
     );
     assert_eq!(w.validate(&token), 404);
     assert_eq!(w.trust_token("bob", &id).status, 401);
+}
+
+#[test]
+fn the_redelegation_depth_limit_is_configurable() {
+    let w = World::with_args(&["--trust-max-redelegation-count", "1"]);
+    let deep = w.alice_trusts_bob(json!({"allow_redelegation": true, "redelegation_count": 2}));
+    assert_eq!(deep.status, 403, "{}", deep.text);
+    let trust = created(
+        w.alice_trusts_bob(json!({"allow_redelegation": true})),
+        "trust",
+    );
+    assert_eq!(trust["trust"]["redelegation_count"], 1);
 }

@@ -195,6 +195,8 @@ pub struct IdentityState {
     pub throttle: throttle::AuthThrottle,
     /// The bounded Argon2 pool every password check and hash runs on.
     pub passwords: password::PasswordPool,
+    /// Keystone's `[trust] max_redelegation_count` (default 3; set by serve).
+    pub trust_max_redelegation_count: AtomicU64,
 }
 
 impl IdentityState {
@@ -218,6 +220,9 @@ impl IdentityState {
             throttle: throttle::AuthThrottle::new(&limits),
             limits,
             passwords,
+            trust_max_redelegation_count: AtomicU64::new(
+                trust_scope::DEFAULT_MAX_REDELEGATION_COUNT as u64,
+            ),
         }))
     }
 

@@ -4,11 +4,13 @@
 //! trustor, every role must be one the trustor holds on the project, an
 //! expiry in the past is refused, and a trust created with a trust-scoped
 //! token is a redelegation (its depth counts down from Keystone's
-//! `max_redelegation_count`, its roles are a subset of its parent's).
+//! `max_redelegation_count`, `serve --trust-max-redelegation-count`, its
+//! roles are a subset of its parent's).
 //! Tokens made from an application credential cannot manage trusts.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +21,7 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::trust_scope::{self, DEFAULT_MAX_REDELEGATION_COUNT, TrustScopeError};
+use super::trust_scope::{self, TrustScopeError};
 use super::{Auth, AuthContext, IdentityError, IdentityResult, IdentityState, new_id, views};
 use crate::db::identity::trusts::{self as store, Trust, TrustFilter};
 use crate::db::identity::{self as identity_store};
@@ -303,6 +305,7 @@ fn create_in(
     new: NewTrust,
     via_trust: Option<String>,
     now_micros: i64,
+    max: i64,
 ) -> IdentityResult<Trust> {
     let NewTrust {
         mut trust,
@@ -310,7 +313,6 @@ fn create_in(
         allow_redelegation,
         requested_count,
     } = new;
-    let max = DEFAULT_MAX_REDELEGATION_COUNT;
     identity_store::get_user(conn, &trust.trustee_user_id)?.ok_or_else(|| {
         IdentityError::NotFound(format!("Could not find user: {}.", trust.trustee_user_id))
     })?;
@@ -397,10 +399,12 @@ async fn create_trust(
         return Err(forbidden("The authenticated user should match the trustor"));
     }
     let via_trust = ctx.trust.as_ref().map(|t| t.id.clone());
+    let max =
+        i64::try_from(s.trust_max_redelegation_count.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
-            let trust = create_in(tx, new, via_trust, now_micros)?;
+            let trust = create_in(tx, new, via_trust, now_micros, max)?;
             let roles = role_docs(tx, &trust, &base)?;
             Ok(trust_json(&trust, Some(roles), &base))
         })
