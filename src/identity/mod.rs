@@ -5,7 +5,7 @@
 //! and projects; `users` users and groups; `roles` roles, implied roles and
 //! assignments; `catalog` regions, services and endpoints; `credentials`
 //! application and EC2-style credentials; `policies` policy blobs and
-//! endpoint groups; `limits` unified limits.
+//! endpoint groups; `limits` unified limits; `trusts` OS-TRUST trusts.
 //!
 //! Leaves (shared by the handlers, which never import each other; no axum
 //! in them but `throttle`'s client-address extractor): `context` the
@@ -13,7 +13,8 @@
 //! the [`Auth`] extractor every service uses; `effective_roles` role
 //! resolution (direct, group, inherited and implied assignments);
 //! `targets` policy targets and the lookups handlers share;
-//! `service_catalog` the catalog put into tokens; `login` password and
+//! `service_catalog` the catalog put into tokens; `trust_scope` what a
+//! trust-scoped token may carry; `login` password and
 //! secret checks; `access_rules`, `throttle`, `password` (the KDF), `views`
 //! (the JSON shapes); `bootstrap` the first start. Request bodies are
 //! parsed by `crate::http::body`, worded here (`From<BodyError>`).
