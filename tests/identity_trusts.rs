@@ -311,6 +311,25 @@ fn trust_without_impersonation_keeps_the_trustee_and_needs_the_trustee() {
         .server
         .request("POST", "/identity/v3/auth/tokens", None, Some(&rescope));
     assert_eq!(reply.status, 403, "{}", reply.text);
+    // A trust token cannot mint credentials that would outlive the trust.
+    let trust_token = subject(&reply_for_credentials(&w, &id));
+    let path = format!("/identity/v3/users/{}/application_credentials", w.bob);
+    let reply = w.server.request(
+        "POST",
+        &path,
+        Some(&trust_token),
+        Some(&json!({"application_credential": {"name": "from-trust"}})),
+    );
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert_eq!(w.server.get(&path, Some(&trust_token)).status, 403);
+    let ec2 = format!("/identity/v3/users/{}/credentials/OS-EC2", w.bob);
+    let reply = w.server.request(
+        "POST",
+        &ec2,
+        Some(&trust_token),
+        Some(&json!({"tenant_id": w.project})),
+    );
+    assert_eq!(reply.status, 403, "{}", reply.text);
     // A trust token can be had with the token method too.
     let unscoped = subject(&w.token_scoped("bob", None));
     let by_token = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": unscoped}},
@@ -592,4 +611,10 @@ fn the_redelegation_depth_limit_is_configurable() {
         "trust",
     );
     assert_eq!(trust["trust"]["redelegation_count"], 1);
+}
+
+fn reply_for_credentials(w: &World, trust_id: &str) -> Reply {
+    let reply = w.trust_token("bob", trust_id);
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply
 }
