@@ -567,6 +567,17 @@ fn trust_tokens_die_with_the_trustors_role_the_trustor_and_the_trust() {
         .request("PATCH", &path, Some(&w.admin), Some(&enable));
     let token = subject(&w.trust_token("bob", &id));
     assert_eq!(w.validate(&token), 200);
+    // The trustor's password is reset: the trust's tokens are revoked too.
+    let reset = json!({"user": {"password": "trust-test-Passw0rd"}});
+    assert_eq!(
+        w.server
+            .request("PATCH", &path, Some(&w.admin), Some(&reset))
+            .status,
+        200
+    );
+    assert_eq!(w.validate(&token), 404);
+    let token = subject(&w.trust_token("bob", &id));
+    assert_eq!(w.validate(&token), 200);
     // The trust is deleted (by the trustor; the trustee may not).
     let bob = w.project_token("alice");
     let trust_path = format!("/identity/v3/OS-TRUST/trusts/{id}");
