@@ -220,6 +220,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         Arc::new(policy),
         limits,
     )?;
+    identity.trust_max_redelegation_count.store(
+        args.trust_max_redelegation_count,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     identity::token::start_purger(identity.clone(), purge_interval);
     let app = app(identity, compute, image);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -407,6 +411,9 @@ pub struct ServeArgs {
     /// Lifetime of issued tokens, in seconds.
     #[arg(long, env = "YUNHE_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
+    /// How deep a trust may be redelegated (Keystone's `[trust] max_redelegation_count`).
+    #[arg(long, env = "YUNHE_TRUST_MAX_REDELEGATION_COUNT", default_value_t = 3)]
+    pub trust_max_redelegation_count: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "YUNHE_LOG_JSON")]
     pub log_json: bool,

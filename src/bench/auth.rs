@@ -3,6 +3,9 @@
 //! and rate limits are off (only the bounded Argon2 pool stands in the way),
 //! while an admin keeps writing project tags: prints serve's peak RSS and
 //! the write's p99 beside the same write's p99 without the flood.
+//!
+//! `yunhe bench trust-token`: a trust-scoped token issue beside a password
+//! token issue (the baseline) from the same run.
 
 use std::time::{Duration, Instant};
 
@@ -208,6 +211,157 @@ fn measure(
         median(baseline.clone()),
         baseline.len(),
         p99_flood / p99_base
+    );
+    drop(server);
+    Ok(())
+}
+
+/// The value of a response header.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// A JSON request that must answer `want`; the response's headers and body.
+fn expect(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+    want: u16,
+) -> Result<(String, serde_json::Value), BenchError> {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(token) = token {
+        headers.push(("X-Auth-Token", token));
+    }
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, head, reply) =
+        request(addr, method, path, &headers, &text).map_err(|e| BenchError::Io("a request", e))?;
+    if status != want {
+        return Err(BenchError::Server(format!(
+            "{method} {path} answered {status}, not {want}: {reply}"
+        )));
+    }
+    Ok((head, serde_json::from_str(&reply).unwrap_or_default()))
+}
+
+/// `yunhe bench trust-token`: issuing a trust-scoped token (the trustee's
+/// password and `OS-TRUST:trust` scope) beside issuing a project-scoped
+/// password token for the same user and project, alternated in one run;
+/// the password issue is the baseline.
+pub fn run_trust_token(seconds: u32) -> Result<(), BenchError> {
+    let exe = self_exe()?;
+    let state_dir = std::env::temp_dir().join(format!("yunhe-bench-trust-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let result = measure_trust_token(&exe, &state_dir, seconds.max(1));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    result
+}
+
+fn measure_trust_token(
+    exe: &std::path::Path,
+    state_dir: &std::path::Path,
+    seconds: u32,
+) -> Result<(), BenchError> {
+    use serde_json::{Value, json};
+    println!("yunhe bench trust-token ({})", exe.display());
+    let (server, _) = start_server_with(exe, state_dir, &[])?;
+    let addr = server.addr.as_str();
+    let (head, admin) = expect(
+        addr,
+        "POST",
+        "/identity/v3/auth/tokens",
+        None,
+        &serde_json::from_str::<Value>(&auth_body("bench-password")).unwrap_or_default(),
+        201,
+    )?;
+    let token = header_value(&head, "x-subject-token")
+        .ok_or_else(|| BenchError::Server("no admin token".into()))?;
+    let admin_id = admin["token"]["user"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let project = admin["token"]["project"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let (_, trustee) = expect(
+        addr,
+        "POST",
+        "/identity/v3/users",
+        Some(&token),
+        &json!({"user": {"name": "bench-trustee", "password": "bench-trustee-pw", "domain_id": "default"}}),
+        201,
+    )?;
+    let trustee_id = trustee["user"]["id"].as_str().unwrap_or("").to_string();
+    let (_, roles) = expect(
+        addr,
+        "GET",
+        "/identity/v3/roles?name=reader",
+        Some(&token),
+        &Value::Null,
+        200,
+    )?;
+    let reader = roles["roles"][0]["id"].as_str().unwrap_or("").to_string();
+    expect(
+        addr,
+        "PUT",
+        &format!("/identity/v3/projects/{project}/users/{trustee_id}/roles/{reader}"),
+        Some(&token),
+        &Value::Null,
+        204,
+    )?;
+    let (_, trust) = expect(
+        addr,
+        "POST",
+        "/identity/v3/OS-TRUST/trusts",
+        Some(&token),
+        &json!({"trust": {"trustor_user_id": admin_id, "trustee_user_id": trustee_id,
+            "project_id": project, "impersonation": true, "roles": [{"name": "reader"}]}}),
+        201,
+    )?;
+    let trust_id = trust["trust"]["id"].as_str().unwrap_or("").to_string();
+    let login = |scope: Value| {
+        json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "id": trustee_id, "password": "bench-trustee-pw"}}}, "scope": scope}})
+    };
+    let password_body = login(json!({"project": {"id": project}}));
+    let trust_body = login(json!({"OS-TRUST:trust": {"id": trust_id}}));
+    let issue = |body: &Value| -> Result<f64, BenchError> {
+        let t = Instant::now();
+        expect(
+            addr,
+            "POST",
+            "/identity/v3/auth/tokens?nocatalog",
+            None,
+            body,
+            201,
+        )?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    // Alternated, so drift on a shared host hits both alike.
+    let (mut password, mut trusted) = (Vec::new(), Vec::new());
+    let stop = Instant::now() + Duration::from_secs(u64::from(seconds) * 2);
+    while Instant::now() < stop || password.len() < 10 {
+        password.push(issue(&password_body)?);
+        trusted.push(issue(&trust_body)?);
+    }
+    let (p, t) = (median(password.clone()), median(trusted.clone()));
+    println!(
+        "token     POST /v3/auth/tokens, password + OS-TRUST:trust scope: median {t:.2} ms, p99 {:.2} ms ({} issues)\n          \
+         baseline password + project scope, same user and project: median {p:.2} ms, p99 {:.2} ms ({} issues); ratio of medians {:.2}",
+        percentile(trusted.clone(), 0.99),
+        trusted.len(),
+        percentile(password.clone(), 0.99),
+        password.len(),
+        t / p
     );
     drop(server);
     Ok(())

@@ -41,6 +41,8 @@ pub enum BenchGroup {
     LoginFlood,
     /// Token issue for an OpenID Connect (federated) user beside password token issue.
     Federation,
+    /// Issuing a trust-scoped token against a password token (issue 16).
+    TrustToken,
 }
 
 /// Runs the groups `args` names and prints their numbers.
@@ -57,6 +59,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Federation) {
         result = federation::run(200);
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::TrustToken) {
+        result = auth::run_trust_token(args.seconds);
     }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");

@@ -29,6 +29,8 @@ const MIGRATIONS: &[&str] = &[
     super::identity::extensions::SCHEMA,
     // 10: Keystone's OS-FEDERATION (identity providers, mappings, shadow users).
     super::identity::FEDERATION_SCHEMA,
+    // 11: Keystone's trusts (OS-TRUST).
+    super::identity::trusts::SCHEMA,
 ];
 
 /// The schema version this binary writes.

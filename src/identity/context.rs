@@ -21,6 +21,15 @@ pub enum Scope {
     System,
 }
 
+/// The trust a token was issued from (Keystone's `OS-TRUST:trust`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustInfo {
+    pub id: String,
+    pub trustor_user_id: String,
+    pub trustee_user_id: String,
+    pub impersonation: bool,
+}
+
 /// A validated token: who is calling, in which scope, with which roles.
 #[derive(Debug, Clone)]
 pub struct AuthContext {
@@ -41,6 +50,9 @@ pub struct AuthContext {
     pub app_cred: Option<(String, String, bool)>,
     /// That credential's access rules; empty when it has none (no restriction).
     pub access_rules: Vec<AccessRule>,
+    /// The trust the token was issued from. `user_*` is then the trustor
+    /// when the trust impersonates, else the trustee.
+    pub trust: Option<TrustInfo>,
     /// For a user an identity provider made: Keystone's `OS-FEDERATION`.
     pub federation: Option<Federation>,
 }

@@ -101,13 +101,24 @@ fn role_values(conn: &rusqlite::Connection, ids: &[String]) -> IdentityResult<Ve
         .collect())
 }
 
-/// Keystone refuses tokens made from an application credential (a
-/// delegation) access to credentials: a stolen app credential must not mint
-/// EC2 keys or read other secrets.
+/// Keystone refuses tokens made from an application credential or a trust
+/// (a delegation) access to credentials: a stolen app credential must not
+/// mint EC2 keys or read other secrets.
 fn primary_auth_only(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
-    if ctx.app_cred.is_some() {
+    if ctx.app_cred.is_some() || ctx.trust.is_some() {
         return Err(IdentityError::Forbidden(format!(
             "identity:{action} (delegated tokens cannot access credentials directly)"
+        )));
+    }
+    Ok(())
+}
+
+/// Keystone: a trust-scoped token cannot manage application credentials
+/// (one made from it would outlive the trust).
+fn not_trust_scoped(ctx: &AuthContext, action: &str) -> IdentityResult<()> {
+    if ctx.trust.is_some() {
+        return Err(IdentityError::Forbidden(format!(
+            "identity:{action} (Cannot manage application credentials with a token issued via delegation.)"
         )));
     }
     Ok(())
@@ -154,6 +165,7 @@ async fn create_app_cred(
         &path_user_target(&user_id),
     )?;
     unrestricted_only(&ctx, "create_application_credential")?;
+    not_trust_scoped(&ctx, "create_application_credential")?;
     let project_id = ctx
         .project_id()
         .map(str::to_string)
@@ -240,6 +252,7 @@ async fn list_app_creds(
         "identity:list_application_credentials",
         &path_user_target(&user_id),
     )?;
+    not_trust_scoped(&ctx, "list_application_credentials")?;
     let base = s.v3_url();
     let self_url = format!("{}/users/{user_id}/application_credentials", s.v3_url());
     let items = s
@@ -271,6 +284,7 @@ async fn get_app_cred(
         "identity:get_application_credential",
         &path_user_target(owner.as_deref().unwrap_or(&user_id)),
     )?;
+    not_trust_scoped(&ctx, "get_application_credential")?;
     let base = s.v3_url();
     let value = s
         .read(move |conn| {
@@ -305,6 +319,7 @@ async fn delete_app_cred(
         &path_user_target(owner.as_deref().unwrap_or(&user_id)),
     )?;
     unrestricted_only(&ctx, "delete_application_credential")?;
+    not_trust_scoped(&ctx, "delete_application_credential")?;
     s.write(move |tx| {
         store::get_app_cred(tx, &id)?
             .filter(|c| c.user_id == user_id)

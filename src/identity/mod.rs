@@ -5,7 +5,7 @@
 //! and projects; `users` users and groups; `roles` roles, implied roles and
 //! assignments; `catalog` regions, services and endpoints; `credentials`
 //! application and EC2-style credentials; `policies` policy blobs and
-//! endpoint groups; `limits` unified limits.
+//! endpoint groups; `limits` unified limits; `trusts` OS-TRUST trusts.
 //!
 //! Leaves (shared by the handlers, which never import each other; no axum
 //! in them but `throttle`'s client-address extractor): `context` the
@@ -13,7 +13,8 @@
 //! the [`Auth`] extractor every service uses; `effective_roles` role
 //! resolution (direct, group, inherited and implied assignments);
 //! `targets` policy targets and the lookups handlers share;
-//! `service_catalog` the catalog put into tokens; `login` password and
+//! `service_catalog` the catalog put into tokens; `trust_scope` what a
+//! trust-scoped token may carry; `login` password and
 //! secret checks; `access_rules`, `throttle`, `password` (the KDF), `views`
 //! (the JSON shapes); `bootstrap` the first start. Request bodies are
 //! parsed by `crate::http::body`, worded here (`From<BodyError>`).
@@ -26,9 +27,9 @@ mod credentials;
 mod domain_config;
 pub mod effective_roles;
 mod ep_filter;
-mod hierarchy;
 mod federated_login;
 mod federation;
+mod hierarchy;
 pub mod limits;
 mod login;
 mod mapping;
@@ -42,6 +43,8 @@ mod service_catalog;
 mod targets;
 pub mod throttle;
 pub mod token;
+mod trust_scope;
+mod trusts;
 mod user_access_rules;
 mod users;
 mod validation;
@@ -202,6 +205,8 @@ pub struct IdentityState {
     pub throttle: throttle::AuthThrottle,
     /// The bounded Argon2 pool every password check and hash runs on.
     pub passwords: password::PasswordPool,
+    /// Keystone's `[trust] max_redelegation_count` (default 3; set by serve).
+    pub trust_max_redelegation_count: AtomicU64,
 }
 
 impl IdentityState {
@@ -225,6 +230,9 @@ impl IdentityState {
             throttle: throttle::AuthThrottle::new(&limits),
             limits,
             passwords,
+            trust_max_redelegation_count: AtomicU64::new(
+                trust_scope::DEFAULT_MAX_REDELEGATION_COUNT as u64,
+            ),
         }))
     }
 
@@ -400,6 +408,7 @@ pub fn router(state: Arc<IdentityState>) -> Router {
         .merge(ep_filter::routes())
         .merge(domain_config::routes())
         .merge(federation::routes())
+        .merge(trusts::routes())
         .route(
             "/v3/{*rest}",
             get(not_found)
@@ -537,7 +546,7 @@ mod tests {
     use crate::policy::{Policy, Service};
 
     /// The identity sources, scanned for the rule names their handlers pass.
-    const SOURCES: [(&str, &str); 12] = [
+    const SOURCES: [(&str, &str); 13] = [
         ("mod.rs", include_str!("mod.rs")),
         ("resources.rs", include_str!("resources.rs")),
         ("users.rs", include_str!("users.rs")),
@@ -550,6 +559,7 @@ mod tests {
         ("ep_filter.rs", include_str!("ep_filter.rs")),
         ("domain_config.rs", include_str!("domain_config.rs")),
         ("federation.rs", include_str!("federation.rs")),
+        ("trusts.rs", include_str!("trusts.rs")),
     ];
 
     /// Every quoted `"identity:<rule>"` in the sources.

@@ -25,9 +25,11 @@ pub use super::validation::{hash_token, validate};
 
 use super::context::{AuthContext, Scope};
 use super::throttle::ClientAddr;
+use super::trust_scope::{self, TrustScopeError};
 use super::validation::build_context;
 use super::{Auth, IdentityError, IdentityResult, IdentityState};
 use super::{effective_roles, service_catalog, views};
+use crate::db::identity::trusts;
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
 use crate::http::body::{parse_object as parse_body, take_object};
@@ -283,6 +285,11 @@ fn authenticate(
             let not_found = || IdentityError::NotFound("Could not find token.".into());
             let record = store::get_token(conn, &hash_token(token))?.ok_or_else(not_found)?;
             let previous = build_context(conn, &record, now).map_err(|_| not_found())?;
+            if previous.trust.is_some() {
+                return Err(IdentityError::Forbidden(
+                    "Using trust-scoped token to create another token. Create a new trust-scoped token instead".into(),
+                ));
+            }
             if previous.app_cred.is_some() {
                 return Err(IdentityError::Forbidden(
                     "identity:rescope_application_credential_token".into(),
@@ -345,11 +352,37 @@ fn authenticate(
     Ok(authenticated)
 }
 
+/// Checks that the authenticated user may get a token from the trust a
+/// scope names (`{"OS-TRUST:trust": {"id": ...}}`), as Keystone: an
+/// unknown, expired or used-up trust is 401; not being its trustee, a
+/// disabled trustor or a trustor without the delegated roles is 403.
+fn requested_trust(
+    conn: &Connection,
+    spec: &Value,
+    who: &Authenticated,
+    now: i64,
+) -> IdentityResult<String> {
+    let id = spec.get("id").and_then(Value::as_str).ok_or_else(|| {
+        IdentityError::BadRequest("'id' is a required property of 'OS-TRUST:trust'.".into())
+    })?;
+    let refused = |e: TrustScopeError| match e {
+        TrustScopeError::NotFound(_) => IdentityError::Unauthorized(e.to_string()),
+        TrustScopeError::Db(db) => IdentityError::Db(db),
+        other => IdentityError::Forbidden(other.to_string()),
+    };
+    let trust = trust_scope::usable_trust(conn, id, now.saturating_mul(1_000_000), true)
+        .map_err(refused)?;
+    trust_scope::check_trustee(conn, &trust, &who.user.id).map_err(refused)?;
+    trust_scope::delegated_roles(conn, &trust).map_err(refused)?;
+    Ok(trust.id)
+}
+
 /// Resolves the requested scope to (scope_type, scope_id).
 fn requested_scope(
     conn: &Connection,
     scope: Option<&Value>,
     who: &Authenticated,
+    now: i64,
 ) -> IdentityResult<(String, String)> {
     if let Some(cred) = &who.app_cred {
         if scope.is_some_and(|s| !s.is_null()) {
@@ -380,6 +413,9 @@ fn requested_scope(
     };
     if scope.as_str() == Some("unscoped") {
         return Ok(("unscoped".into(), String::new()));
+    }
+    if let Some(trust) = scope.get("OS-TRUST:trust") {
+        return Ok(("trust".into(), requested_trust(conn, trust, who, now)?));
     }
     if let Some(project) = scope.get("project") {
         let found = if let Some(id) = project.get("id").and_then(Value::as_str) {
@@ -470,11 +506,18 @@ pub async fn issue(
     let (token, ctx) = state
         .write_keeping_cache(move |tx| {
             let who = authenticate(tx, &identity, now, &verified)?;
-            let (scope_type, scope_id) = requested_scope(tx, scope.as_ref(), &who)?;
-            let expires = match who.expires_unix {
+            let (scope_type, scope_id) = requested_scope(tx, scope.as_ref(), &who, now)?;
+            let mut expires = match who.expires_unix {
                 Some(limit) => limit.min(now + ttl),
                 None => now + ttl,
             };
+            // A trust's token ends with the trust.
+            if scope_type == "trust"
+                && let Some(trust) = trusts::get_trust(tx, &scope_id)?
+                && let Some(limit) = trust.expires_at_micros
+            {
+                expires = expires.min(limit / 1_000_000);
+            }
             let token = random_token();
             let record = TokenRecord {
                 token_hash: hash_token(&token),
@@ -493,6 +536,11 @@ pub async fn issue(
                 IdentityError::NotFound(_) => unauthorized(),
                 other => other,
             })?;
+            // ... and takes one of its uses, last, once everything else
+            // passed (nothing has been written when none is left).
+            if record.scope_type == "trust" && !trusts::consume_trust_use(tx, &record.scope_id)? {
+                return Err(unauthorized());
+            }
             store::insert_token(tx, &record)?;
             Ok((token, ctx))
         })
@@ -590,6 +638,17 @@ pub fn token_body(ctx: &AuthContext, catalog: Option<Value>) -> Value {
                 .collect();
         }
         map.insert("application_credential".into(), cred);
+    }
+    if let Some(trust) = &ctx.trust {
+        map.insert(
+            "OS-TRUST:trust".into(),
+            json!({
+                "id": trust.id,
+                "trustor_user": {"id": trust.trustor_user_id},
+                "trustee_user": {"id": trust.trustee_user_id},
+                "impersonation": trust.impersonation,
+            }),
+        );
     }
     if let Some(catalog) = catalog {
         map.insert("catalog".into(), catalog);

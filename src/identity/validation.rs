@@ -9,8 +9,10 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-use super::context::{AuthContext, Federation, Scope};
-use super::{IdentityError, IdentityResult, IdentityState, access_rules, effective_roles};
+use super::context::{AuthContext, Federation, Scope, TrustInfo};
+use super::{
+    IdentityError, IdentityResult, IdentityState, access_rules, effective_roles, trust_scope,
+};
 use crate::db::identity::{self as store, TokenRecord};
 use crate::db::now_unix;
 
@@ -61,13 +63,23 @@ pub(super) fn build_context(
     if record.revoked || record.expires_unix <= now {
         return Err(not_found_token());
     }
-    let user = store::get_user(conn, &record.user_id)?.ok_or_else(not_found_token)?;
-    let user_domain = store::get_domain(conn, &user.domain_id)?.ok_or_else(not_found_token)?;
+    let mut user = store::get_user(conn, &record.user_id)?.ok_or_else(not_found_token)?;
+    let mut user_domain = store::get_domain(conn, &user.domain_id)?.ok_or_else(not_found_token)?;
     if !user.enabled || !user_domain.enabled {
         return Err(not_found_token());
     }
-    let scope = resolve_scope_by_id(conn, &record.scope_type, &record.scope_id)?;
-    let mut roles = effective_roles::effective_roles_for_scope(conn, &user.id, &scope)?;
+    let (scope, mut roles, trust) = if record.scope_type == "trust" {
+        let (scope, roles, trust, trustor) = trust_scoped(conn, record, &user.id, now)?;
+        if let Some((trustor, trustor_domain)) = trustor {
+            user = trustor;
+            user_domain = trustor_domain;
+        }
+        (scope, roles, Some(trust))
+    } else {
+        let scope = resolve_scope_by_id(conn, &record.scope_type, &record.scope_id)?;
+        let roles = effective_roles::effective_roles_for_scope(conn, &user.id, &scope)?;
+        (scope, roles, None)
+    };
     let mut app_cred = None;
     let mut access_rules = Vec::new();
     if let Some(cred_id) = &record.app_cred_id {
@@ -107,6 +119,7 @@ pub(super) fn build_context(
         app_cred,
         access_rules,
         federation,
+        trust,
     })
 }
 
@@ -129,6 +142,47 @@ fn federation_of(
         }
     }
     Ok(None)
+}
+
+/// A trust-scoped token (`scope_type = 'trust'`, the trust's id as
+/// `scope_id`): its project, the roles delegated, the trust, and the
+/// trustor with its domain when the trust impersonates. `user_id` is the
+/// token's user, who must be the trustee.
+#[allow(clippy::type_complexity)]
+fn trust_scoped(
+    conn: &Connection,
+    record: &TokenRecord,
+    user_id: &str,
+    now: i64,
+) -> IdentityResult<(
+    Scope,
+    Vec<(String, String)>,
+    TrustInfo,
+    Option<(store::User, store::Domain)>,
+)> {
+    let now_micros = now.saturating_mul(1_000_000);
+    let trust = trust_scope::usable_trust(conn, &record.scope_id, now_micros, false)
+        .map_err(|_| not_found_token())?;
+    trust_scope::check_trustee(conn, &trust, user_id).map_err(|_| not_found_token())?;
+    let scope = match &trust.project_id {
+        Some(project) => resolve_scope_by_id(conn, "project", project)?,
+        None => Scope::Unscoped,
+    };
+    let roles = trust_scope::delegated_roles(conn, &trust).map_err(|_| not_found_token())?;
+    let trustor = if trust.impersonation {
+        let trustor = store::get_user(conn, &trust.trustor_user_id)?.ok_or_else(not_found_token)?;
+        let domain = store::get_domain(conn, &trustor.domain_id)?.ok_or_else(not_found_token)?;
+        Some((trustor, domain))
+    } else {
+        None
+    };
+    let info = TrustInfo {
+        id: trust.id,
+        trustor_user_id: trust.trustor_user_id,
+        trustee_user_id: trust.trustee_user_id,
+        impersonation: trust.impersonation,
+    };
+    Ok((scope, roles, info, trustor))
 }
 
 fn resolve_scope_by_id(

@@ -8,7 +8,7 @@
 # tests not on the list pass (skips count as not passed) or the list holds > 20%.
 # Env: YUNHE_BIN, YUNHE_VENV, YUNHE_TEMPEST_CONCURRENCY (default 2),
 #      YUNHE_TEMPEST_REGEX (default ^tempest\.api\.identity), YUNHE_TEMPEST_TIMEOUT (s, 2400),
-#      YUNHE_TEMPEST_TRUST (True/False, default False), YUNHE_TEMPEST_ACCESS_RULES (default True),
+#      YUNHE_TEMPEST_TRUST (True/False, default True), YUNHE_TEMPEST_ACCESS_RULES (default True),
 #      YUNHE_LOCKOUT_FAILURE_ATTEMPTS / YUNHE_LOCKOUT_DURATION / YUNHE_UNIQUE_LAST_PASSWORD_COUNT
 #      (the server's security compliance, told to tempest's tests; default 6 / 10 s / 2).
 # Other services reuse this runner (see run-image.sh) through:
@@ -53,7 +53,7 @@ TC_ADMIN_DOMAIN_NAME=Default \
 TC_ADMIN_USER_DOMAIN_NAME="$(get OS_USER_DOMAIN_NAME Default)" \
 TC_ADMIN_PROJECT_DOMAIN_NAME="$(get OS_PROJECT_DOMAIN_NAME Default)" \
 TC_REGION="$(get OS_REGION_NAME RegionOne)" \
-TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-False}" \
+TC_FEATURE_TRUST="${YUNHE_TEMPEST_TRUST:-True}" \
 TC_FEATURE_ACCESS_RULES="${YUNHE_TEMPEST_ACCESS_RULES:-True}" \
 TC_LOCKOUT_ATTEMPTS="$YUNHE_LOCKOUT_FAILURE_ATTEMPTS" \
 TC_LOCKOUT_DURATION="$YUNHE_LOCKOUT_DURATION" \

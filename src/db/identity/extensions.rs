@@ -1,4 +1,4 @@
-//! Keystone's extension tables (migration 8): a user's access rules (shared
+//! Keystone's extension tables (migration 9): a user's access rules (shared
 //! by the application credentials that name them), OS-EP-FILTER's project
 //! associations (endpoints and endpoint groups), domain-specific
 //! configuration options, and users' password history.
@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::db::DbResult;
 
-/// The extension tables (migration 8). Access rules already stored inline
+/// The extension tables (migration 9). Access rules already stored inline
 /// with application credentials become rows of their user.
 pub const SCHEMA: &str = r#"
 CREATE TABLE access_rules (

@@ -20,6 +20,7 @@ mod federation;
 mod projects;
 mod roles;
 mod tokens;
+pub mod trusts;
 mod users;
 
 pub use catalog::*;

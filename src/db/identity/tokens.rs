@@ -88,9 +88,13 @@ pub fn revoke_token(conn: &Connection, token_hash: &str) -> DbResult<bool> {
     )? > 0)
 }
 
+/// Revokes a user's tokens, and (as Keystone's revocation events match a
+/// trustor too) the tokens issued from the trusts the user is trustor of.
 pub fn revoke_user_tokens(conn: &Connection, user_id: &str) -> DbResult<()> {
     conn.execute(
-        "UPDATE tokens SET revoked = 1 WHERE user_id = ?1",
+        "UPDATE tokens SET revoked = 1 WHERE user_id = ?1
+            OR (scope_type = 'trust'
+                AND scope_id IN (SELECT id FROM trusts WHERE trustor_user_id = ?1))",
         [user_id],
     )?;
     Ok(())
