@@ -405,8 +405,56 @@ fn server_create_console_stop_start_no_valid_host_and_delete() {
         "a server that was not scheduled has a VMM"
     );
 
+    // Two servers in one request where one fits but two do not: all or
+    // nothing, as Nova's scheduler — both ERROR, neither boots.
+    let flavor = nova.call(
+        "POST",
+        "/flavors",
+        Some(
+            &json!({"flavor": {"name": "half", "id": "half", "ram": host_ram / 2 + 1,
+                                 "vcpus": 1, "disk": 1}}),
+        ),
+    );
+    assert_eq!(flavor.status, 200, "flavor create: {}", flavor.text);
+    let pair = nova.call(
+        "POST",
+        "/servers",
+        Some(
+            &json!({"server": {"name": "pair", "imageRef": image, "flavorRef": "half",
+                                "networks": "none", "min_count": 2, "max_count": 2,
+                                "return_reservation_id": true}}),
+        ),
+    );
+    assert_eq!(pair.status, 202, "pair create: {}", pair.text);
+    let reservation = pair.json()["reservation_id"]
+        .as_str()
+        .expect("reservation_id")
+        .to_string();
+    let listed = nova.call(
+        "GET",
+        &format!("/servers/detail?reservation_id={reservation}"),
+        None,
+    );
+    let pair_ids: Vec<String> = listed.json()["servers"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(pair_ids.len(), 2, "{}", listed.text);
+    for sid in &pair_ids {
+        let (shown, _) = nova.wait_status(sid, "ERROR", Duration::from_secs(10));
+        let fault = shown["fault"]["message"].as_str().unwrap_or("");
+        assert!(fault.contains("No valid host"), "fault: {}", shown["fault"]);
+        assert_eq!(state.vmm_of(sid), None, "a server of the pair booted");
+    }
+
     // DELETE → 204, then 404; the VMM and the instance directory are gone.
-    for (name, sid) in [("vm1", &id), ("too-big", &big)] {
+    let mut doomed = vec![("vm1", &id), ("too-big", &big)];
+    doomed.extend(pair_ids.iter().map(|sid| ("pair", sid)));
+    for (name, sid) in doomed {
         let delete = nova.call("DELETE", &format!("/servers/{sid}"), None);
         assert_eq!(delete.status, 204, "DELETE {name}: {}", delete.text);
         let took = nova.wait_gone(sid, Duration::from_secs(30));

@@ -1168,6 +1168,22 @@ async fn create(
                 Some(g) => store::get_server_group(tx, g)?,
                 None => None,
             };
+            // All or nothing, as Nova's scheduler: when the request's servers
+            // do not all fit, every one of them fails with NoValidHost.
+            let fit = super::scheduler::fit(
+                used,
+                super::scheduler::Demand {
+                    vcpus: count * flavor.vcpus,
+                    ram_mb: count * flavor.ram,
+                    disk_gb: count * flavor.disk,
+                },
+                &facts,
+                ratios,
+            );
+            let anti_affinity_broken = group.as_ref().is_some_and(|g| {
+                g.policy == "anti-affinity" && (!g.members.is_empty() || count > 1)
+            });
+            let fits = fit.all() && !anti_affinity_broken;
             let mut created = Vec::new();
             let mut scheduled = Vec::new();
             for index in 0..count {
@@ -1176,21 +1192,6 @@ async fn create(
                 } else {
                     req.name.clone()
                 };
-                let n = index + 1;
-                let fit = super::scheduler::fit(
-                    used,
-                    super::scheduler::Demand {
-                        vcpus: n * flavor.vcpus,
-                        ram_mb: n * flavor.ram,
-                        disk_gb: n * flavor.disk,
-                    },
-                    &facts,
-                    ratios,
-                );
-                let anti_affinity_broken = group.as_ref().is_some_and(|g| {
-                    g.policy == "anti-affinity" && (!g.members.is_empty() || n > 1)
-                });
-                let fits = fit.all() && !anti_affinity_broken;
                 let id = uuid::Uuid::new_v4().to_string();
                 let server = Server {
                     id: id.clone(),
