@@ -102,13 +102,23 @@ fn init_logging(json: bool) {
     }
 }
 
-/// Builds the whole HTTP application for a state file (also used by tests).
-pub fn app(
-    identity: Arc<IdentityState>,
-    compute: crate::compute::ComputeConfig,
-    image: crate::image::ImageConfig,
-) -> Router {
+/// The services' settings from `yunhe serve`'s flags, handed to each
+/// service as it is built.
+pub struct AppConfig {
+    pub compute: crate::compute::ComputeConfig,
+    pub image: crate::image::ImageConfig,
+    pub rate_limit: crate::http::ratelimit::RateLimitConfig,
+}
+
+/// Builds the whole HTTP application for a state file.
+pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
+    let AppConfig {
+        compute,
+        image,
+        rate_limit,
+    } = config;
     let public_url = identity.public_url.clone();
+    let auth_uri: Arc<str> = format!("{public_url}/identity").into();
     let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
@@ -121,14 +131,20 @@ pub fn app(
         .merge(crate::network::router(&public_url))
         .merge(crate::volume::router(&public_url))
         .merge(crate::web::router());
-    let router = match crate::http::ratelimit::RateLimiter::configured(identity.clone()) {
+    let router = match crate::http::ratelimit::RateLimiter::configured(rate_limit, identity.clone())
+    {
         Some(limiter) => router.layer(axum::middleware::from_fn_with_state(
             limiter,
             crate::http::ratelimit::limit,
         )),
         None => router,
     };
-    router.layer(axum::middleware::from_fn(crate::http::request_id))
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            auth_uri,
+            crate::http::www_authenticate,
+        ))
+        .layer(axum::middleware::from_fn(crate::http::request_id))
 }
 
 async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
@@ -186,10 +202,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
-    crate::http::ratelimit::configure(crate::http::ratelimit::RateLimitConfig {
+    let rate_limit = crate::http::ratelimit::RateLimitConfig {
         per_second: args.api_rate_limit,
         burst: args.api_rate_burst,
-    });
+    };
     let compute = crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,
@@ -225,7 +241,14 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         std::sync::atomic::Ordering::Relaxed,
     );
     identity::token::start_purger(identity.clone(), purge_interval);
-    let app = app(identity, compute, image);
+    let app = app(
+        identity,
+        AppConfig {
+            compute,
+            image,
+            rate_limit,
+        },
+    );
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(listen = %args.listen, state_dir = %state_dir.display(), ready_ms, "yunhe is serving");
     println!(

@@ -122,6 +122,18 @@ fn token_issue_validate_and_revoke() {
         bad.header("www-authenticate")
             .is_some_and(|v| v.starts_with("Keystone uri="))
     );
+    // Every service's 401 names the identity service, as keystonemiddleware's.
+    for path in ["/compute/v2.1/servers", "/image/v2/images"] {
+        let refused = server.get(path, Some("not-a-token"));
+        assert_eq!(refused.status, 401, "{path}");
+        assert!(
+            refused
+                .header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Keystone uri=") && v.contains("/identity")),
+            "{path}: {:?}",
+            refused.header("www-authenticate")
+        );
+    }
 
     // Rescope to the system with the token method.
     let rescoped = server.request(

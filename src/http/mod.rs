@@ -29,6 +29,26 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Middleware: every 401 names where to authenticate, as keystonemiddleware
+/// does for each OpenStack service: `WWW-Authenticate: Keystone uri="<auth_uri>"`
+/// (the state is the identity service's public URL).
+pub async fn www_authenticate(
+    axum::extract::State(auth_uri): axum::extract::State<std::sync::Arc<str>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED
+        && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+        && let Ok(value) = HeaderValue::from_str(&format!("Keystone uri=\"{auth_uri}\""))
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
 /// A JSON response with the given status (the body a `Value` or any
 /// serializable view; one that cannot be serialized answers 500).
 pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {

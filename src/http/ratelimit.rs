@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::json_response;
@@ -45,13 +45,6 @@ impl Default for RateLimitConfig {
             burst: 400.0,
         }
     }
-}
-
-static CONFIG: OnceLock<RateLimitConfig> = OnceLock::new();
-
-/// Sets the limits (once, before the application is built).
-pub fn configure(config: RateLimitConfig) {
-    let _ = CONFIG.set(config);
 }
 
 /// Who a request counts against.
@@ -109,12 +102,11 @@ impl RateLimiter {
     }
 
     /// The limiter of `yunhe serve`'s configuration (None when off).
-    pub fn configured(identity: Arc<dyn ValidatedTokens>) -> Option<Arc<RateLimiter>> {
-        RateLimiter::new(
-            CONFIG.get().copied().unwrap_or_default(),
-            MAX_TRACKED_KEYS,
-            Some(identity),
-        )
+    pub fn configured(
+        config: RateLimitConfig,
+        identity: Arc<dyn ValidatedTokens>,
+    ) -> Option<Arc<RateLimiter>> {
+        RateLimiter::new(config, MAX_TRACKED_KEYS, Some(identity))
     }
 
     /// Who `req` counts against: its token once identity validated it, else

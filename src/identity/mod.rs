@@ -124,9 +124,6 @@ impl IdentityError {
     }
 }
 
-/// The URL put into `WWW-Authenticate` on 401 responses.
-static AUTH_URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
 impl IntoResponse for IdentityError {
     fn into_response(self) -> Response {
         let (status, title) = self.status();
@@ -144,14 +141,7 @@ impl IntoResponse for IdentityError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if status == StatusCode::UNAUTHORIZED {
-            let uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
-            if let Ok(value) = HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-        }
+        // (A 401 gets `WWW-Authenticate` from `http::www_authenticate`.)
         response
     }
 }
@@ -217,7 +207,6 @@ impl IdentityState {
         policy: Arc<Policy>,
         limits: throttle::AuthLimits,
     ) -> IdentityResult<Arc<IdentityState>> {
-        let _ = AUTH_URI.set(format!("{public_url}/identity"));
         let passwords =
             password::PasswordPool::start(limits.hash_workers, limits.hash_queue_depth)?;
         Ok(Arc::new(IdentityState {

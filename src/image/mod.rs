@@ -155,9 +155,6 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The identity URL named in `WWW-Authenticate` on 401 responses.
-static AUTH_URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
 impl IntoResponse for ImageError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -177,12 +174,7 @@ impl IntoResponse for ImageError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=UTF-8"),
         );
-        let auth_uri = AUTH_URI.get().map(String::as_str).unwrap_or("");
-        if status == StatusCode::UNAUTHORIZED
-            && let Ok(v) = HeaderValue::from_str(&format!("Keystone uri=\"{auth_uri}\""))
-        {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
+        // (A 401 gets `WWW-Authenticate` from `http::www_authenticate`.)
         response
             .extensions_mut()
             .insert(ErrorInfo { status, message });
@@ -427,7 +419,6 @@ pub fn router(identity: Arc<IdentityState>, config: ImageConfig) -> Router {
     let db = identity.db.clone();
     let public_url = identity.public_url.clone();
     let dir = db.state_dir().join("images");
-    let _ = AUTH_URI.set(format!("{public_url}/identity"));
     if let Err(e) = recover(&db, &dir) {
         tracing::error!(error = %e, dir = %dir.display(), "image store recovery failed");
     }
