@@ -855,6 +855,23 @@ async fn create_backup(
         .collect();
     let (s2, server_id) = (s.clone(), id.to_string());
     tokio::spawn(async move {
+        // Nova rotates once the new backup is uploaded, and not at all when
+        // the backup failed. Waiting for the server's lock alone is not
+        // enough: this task may take it before the snapshot does.
+        if let Some(new_id) = &new_id {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3600);
+            loop {
+                match s2.images.get(new_id, None).await {
+                    Ok(image) if image.status == "active" => break,
+                    Ok(image)
+                        if image.status == "queued" && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => return,
+                }
+            }
+        }
         let lock = s2.locks.lock_for(&server_id);
         drop(lock.lock().await);
         let mut older: Vec<_> = s2
