@@ -62,12 +62,25 @@ fn wrk(addr: &str, path: &str, token: Option<&str>, seconds: u32) -> Result<Load
     })
 }
 
-/// Runs the group: each figure beside its baseline and goal.
+/// Runs the group: each figure beside its baseline and goal. The state
+/// directory goes afterwards, also when a measurement fails.
 pub fn run(seconds: u32) -> Result<(), BenchError> {
     let exe = self_exe()?;
     let state_dir = std::env::temp_dir().join(format!("yunhe-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state_dir);
     println!("yunhe bench control-plane ({})", exe.display());
+    let result = measure(&exe, &state_dir, seconds);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    result
+}
+
+fn measure(
+    exe: &std::path::Path,
+    state_dir: &std::path::Path,
+    seconds: u32,
+) -> Result<(), BenchError> {
+    let exe = exe.to_path_buf();
+    let state_dir = state_dir.to_path_buf();
 
     // First start creates the state; the measured starts reuse it.
     drop(start_server(&exe, &state_dir)?);
@@ -125,6 +138,5 @@ pub fn run(seconds: u32) -> Result<(), BenchError> {
         "binary    {size:.1} MiB (goal <= 30 MiB; ratio to goal {:.2})",
         size / 30.0
     );
-    let _ = std::fs::remove_dir_all(&state_dir);
     Ok(())
 }
