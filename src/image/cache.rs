@@ -19,6 +19,7 @@
 //! start-up removes incomplete copies, rows whose file is gone and files no
 //! row names. This module knows no HTTP (`cache_api` serves it).
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,16 +120,36 @@ impl ImageCache {
 
     /// Start-up repair; returns the queue to resume, oldest first.
     fn recover(&self) -> CacheResult<Vec<String>> {
-        for entry in std::fs::read_dir(self.dir.join("incomplete"))? {
-            let _ = std::fs::remove_file(entry?.path());
-        }
+        // No copy runs yet: every incomplete copy is stale.
+        let entries = self.reconcile(false)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.state == CacheState::Queued)
+            .map(|e| e.image_id)
+            .collect())
+    }
+
+    /// Makes the directory and the table agree (blocking): rows whose file
+    /// is gone are dropped, files no row names are removed, and incomplete
+    /// copies too (but those of queued images when `spare_queued_copies`,
+    /// which the worker may be writing). Returns the rows as they were.
+    fn reconcile(&self, spare_queued_copies: bool) -> CacheResult<Vec<CacheEntry>> {
         let entries = self.db.read_blocking(|conn| store::list(conn, None))?;
-        let mut named = std::collections::HashSet::new();
-        let mut gone = Vec::new();
-        for entry in &entries {
-            if entry.state != CacheState::Cached {
-                continue;
+        let copying: HashSet<&str> = entries
+            .iter()
+            .filter(|e| spare_queued_copies && e.state == CacheState::Queued)
+            .map(|e| e.image_id.as_str())
+            .collect();
+        for entry in std::fs::read_dir(self.dir.join("incomplete"))? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_none_or(|n| !copying.contains(n.as_str())) {
+                remove_file_quietly(&path);
             }
+        }
+        let mut named = HashSet::new();
+        let mut gone = Vec::new();
+        for entry in entries.iter().filter(|e| e.state == CacheState::Cached) {
             match &entry.path {
                 Some(p) if Path::new(p).is_file() => {
                     named.insert(PathBuf::from(p));
@@ -147,14 +168,10 @@ impl ImageCache {
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.is_file() && !named.contains(&path) {
-                let _ = std::fs::remove_file(&path);
+                remove_file_quietly(&path);
             }
         }
-        Ok(entries
-            .into_iter()
-            .filter(|e| e.state == CacheState::Queued)
-            .map(|e| e.image_id)
-            .collect())
+        Ok(entries)
     }
 
     /// Queues an active image for caching (already queued or cached: nothing
@@ -287,47 +304,11 @@ impl ImageCache {
 
     /// Removes copies whose row is gone or whose file vanished, and stalled
     /// incomplete copies (`POST /v2/cache/clean`).
-    pub async fn clean(&self) -> CacheResult<()> {
-        let entries = self.db.read(|conn| store::list(conn, None)).await?;
-        let copying: std::collections::HashSet<String> = entries
-            .iter()
-            .filter(|e| e.state == CacheState::Queued)
-            .map(|e| e.image_id.clone())
-            .collect();
-        for entry in std::fs::read_dir(self.dir.join("incomplete"))? {
-            let path = entry?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_none_or(|n| !copying.contains(&n)) {
-                remove_file_quietly(&path);
-            }
-        }
-        let mut gone = Vec::new();
-        let mut named = std::collections::HashSet::new();
-        for entry in entries.iter().filter(|e| e.state == CacheState::Cached) {
-            match &entry.path {
-                Some(p) if Path::new(p).is_file() => {
-                    named.insert(PathBuf::from(p));
-                }
-                _ => gone.push(entry.image_id.clone()),
-            }
-        }
-        if !gone.is_empty() {
-            self.db
-                .write(move |tx| {
-                    for id in &gone {
-                        store::remove(tx, id)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-        }
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.is_file() && !named.contains(&path) {
-                remove_file_quietly(&path);
-            }
-        }
-        Ok(())
+    pub async fn clean(self: &Arc<Self>) -> CacheResult<()> {
+        let cache = self.clone();
+        tokio::task::spawn_blocking(move || cache.reconcile(true).map(drop))
+            .await
+            .map_err(|e| CacheError::Io(std::io::Error::other(e)))?
     }
 
     /// Copies one queued image into the cache (blocking: run it off the
