@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::cache::{CacheError, ClearTarget, ImageCache};
 use super::images::{image_target, load_visible};
 use super::{ImageError, ImageResult, ImageState, authorize, context_is_admin};
+use crate::db::image::Image;
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -88,25 +89,33 @@ pub async fn cache_state(
     Ok(json_response(StatusCode::OK, &view))
 }
 
+/// The image as the caller sees it (`None`: absent or not visible).
+async fn visible_image(
+    s: &Arc<ImageState>,
+    ctx: &Arc<AuthContext>,
+    id: &str,
+) -> ImageResult<Option<Image>> {
+    let (state, ctx, id) = (s.clone(), ctx.clone(), id.to_string());
+    s.read(move |conn| {
+        let admin = context_is_admin(&state, &ctx);
+        match load_visible(conn, &ctx, admin, &id) {
+            Ok(image) => Ok(Some(image)),
+            Err(ImageError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    })
+    .await
+}
+
 /// `PUT /v2/cache/{image_id}`: queues an active image; 202.
 pub async fn queue_image(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
-    let state = s.clone();
-    let lookup_ctx = ctx.clone();
-    let lookup_id = id.clone();
-    let image = s
-        .read(move |conn| {
-            let admin = context_is_admin(&state, &lookup_ctx);
-            load_visible(conn, &lookup_ctx, admin, &lookup_id)
-        })
-        .await
-        .map_err(|e| match e {
-            ImageError::NotFound(_) => ImageError::NotFound(format!("Image {id} not found.")),
-            other => other,
-        })?;
+    let image = visible_image(&s, &ctx, &id)
+        .await?
+        .ok_or_else(|| ImageError::NotFound(format!("Image {id} not found.")))?;
     authorize(&s, &ctx, "cache_image", &image_target(&ctx, &image))?;
     let cache = enabled(&s)?;
     if image.status != "active" {
@@ -127,19 +136,7 @@ pub async fn delete_entry(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ImageResult<Response> {
-    let state = s.clone();
-    let lookup_ctx = ctx.clone();
-    let lookup_id = id.clone();
-    let image = s
-        .read(move |conn| {
-            let admin = context_is_admin(&state, &lookup_ctx);
-            match load_visible(conn, &lookup_ctx, admin, &lookup_id) {
-                Ok(image) => Ok(Some(image)),
-                Err(ImageError::NotFound(_)) => Ok(None),
-                Err(other) => Err(other),
-            }
-        })
-        .await?;
+    let image = visible_image(&s, &ctx, &id).await?;
     let cache = enabled(&s)?;
     let target = match &image {
         Some(image) => image_target(&ctx, image),
