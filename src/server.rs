@@ -232,14 +232,14 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     let identity = IdentityState::new(
         db,
         public_url.clone(),
-        args.token_ttl as i64,
         Arc::new(policy),
-        limits,
+        identity::IdentityConfig {
+            token_ttl: args.token_ttl as i64,
+            limits,
+            trust_max_redelegation_count: args.trust_max_redelegation_count,
+            oidc_audiences: args.oidc_audience.clone(),
+        },
     )?;
-    identity.trust_max_redelegation_count.store(
-        args.trust_max_redelegation_count,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     identity::token::start_purger(identity.clone(), purge_interval);
     let app = app(
         identity,
@@ -437,6 +437,10 @@ pub struct ServeArgs {
     /// How deep a trust may be redelegated (Keystone's `[trust] max_redelegation_count`).
     #[arg(long, env = "YUNHE_TRUST_MAX_REDELEGATION_COUNT", default_value_t = 3)]
     pub trust_max_redelegation_count: u64,
+    /// Audience(s) an OpenID Connect token's `aud` must name: the client id yunhe is
+    /// registered under at the identity provider (repeat or comma-separate for several).
+    #[arg(long, env = "YUNHE_OIDC_AUDIENCE", value_delimiter = ',', default_value = "yunhe")]
+    pub oidc_audience: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "YUNHE_LOG_JSON")]
     pub log_json: bool,

@@ -1452,7 +1452,6 @@ mod tests {
         let identity = crate::identity::IdentityState::new(
             db,
             "http://127.0.0.1:1".into(),
-            3600,
             Arc::new(crate::policy::Policy::defaults().expect("policy")),
             Default::default(),
         )

@@ -83,7 +83,7 @@ pub async fn login(
             .await?
     };
     let now = now_unix();
-    let claims = oidc::verify(idp_token, &idp.remote_ids, now)
+    let claims = oidc::verify(&state.oidc, idp_token, &idp.remote_ids, now)
         .await
         .map_err(|e| {
             tracing::info!(idp = %idp.id, error = %e, "federated token refused");

@@ -195,18 +195,48 @@ pub struct IdentityState {
     pub throttle: throttle::AuthThrottle,
     /// The bounded Argon2 pool every password check and hash runs on.
     pub passwords: password::PasswordPool,
-    /// Keystone's `[trust] max_redelegation_count` (default 3; set by serve).
-    pub trust_max_redelegation_count: AtomicU64,
+    /// Keystone's `[trust] max_redelegation_count` (`serve --trust-max-redelegation-count`).
+    pub trust_max_redelegation_count: u64,
+    /// OpenID Connect token checks: accepted audiences and the issuers' cached keys.
+    pub oidc: oidc::OidcVerifier,
+}
+
+/// The identity service's settings from `yunhe serve`'s flags.
+pub struct IdentityConfig {
+    /// Lifetime of issued tokens, in seconds.
+    pub token_ttl: i64,
+    /// Rate limits, lockout and pool sizes for authentication.
+    pub limits: throttle::AuthLimits,
+    /// How deep a trust may be redelegated.
+    pub trust_max_redelegation_count: u64,
+    /// Audiences accepted in an OpenID Connect token's `aud` (none: `yunhe`).
+    pub oidc_audiences: Vec<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            token_ttl: 3600,
+            limits: throttle::AuthLimits::default(),
+            trust_max_redelegation_count: trust_scope::DEFAULT_MAX_REDELEGATION_COUNT as u64,
+            oidc_audiences: Vec::new(),
+        }
+    }
 }
 
 impl IdentityState {
     pub fn new(
         db: Db,
         public_url: String,
-        token_ttl: i64,
         policy: Arc<Policy>,
-        limits: throttle::AuthLimits,
+        config: IdentityConfig,
     ) -> IdentityResult<Arc<IdentityState>> {
+        let IdentityConfig {
+            token_ttl,
+            limits,
+            trust_max_redelegation_count,
+            oidc_audiences,
+        } = config;
         let passwords =
             password::PasswordPool::start(limits.hash_workers, limits.hash_queue_depth)?;
         Ok(Arc::new(IdentityState {
@@ -219,9 +249,8 @@ impl IdentityState {
             throttle: throttle::AuthThrottle::new(&limits),
             limits,
             passwords,
-            trust_max_redelegation_count: AtomicU64::new(
-                trust_scope::DEFAULT_MAX_REDELEGATION_COUNT as u64,
-            ),
+            trust_max_redelegation_count,
+            oidc: oidc::OidcVerifier::new(&oidc_audiences),
         }))
     }
 

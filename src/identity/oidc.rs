@@ -13,7 +13,7 @@
 //!   administrator did not configure. Fetches use HTTPS with the system CA
 //!   bundle (`SSL_CERT_FILE`, else /etc/ssl/certs/ca-certificates.crt);
 //!   plain HTTP only to loopback (tests, a provider on the same host).
-//! - `aud` (a string or a list) must hold one of `YUNHE_OIDC_AUDIENCE`
+//! - `aud` (a string or a list) must hold one of `serve --oidc-audience`
 //!   (comma-separated; default `yunhe`, the client id to register yunhe
 //!   under at the provider).
 //! - `exp` is required; `exp` and `nbf` are checked with [`LEEWAY`] seconds.
@@ -62,23 +62,47 @@ pub enum OidcError {
     Fetch(String),
 }
 
-/// The audiences accepted in `aud`.
-pub fn audiences() -> &'static [String] {
-    static AUDIENCES: OnceLock<Vec<String>> = OnceLock::new();
-    AUDIENCES.get_or_init(|| {
-        let configured: Vec<String> = std::env::var("YUNHE_OIDC_AUDIENCE")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
+/// Verifies IdP tokens for one server: the audiences it accepts (`serve
+/// --oidc-audience`), the issuers' keys it has fetched, and its TLS client.
+/// Owned by `IdentityState`, so two servers in one process do not share them.
+pub struct OidcVerifier {
+    audiences: Vec<String>,
+    keys: Mutex<HashMap<String, CachedKeys>>,
+    connector: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
+}
+
+/// The audience accepted when none is configured.
+pub const DEFAULT_AUDIENCE: &str = "yunhe";
+
+impl OidcVerifier {
+    /// A verifier accepting these audiences in `aud` (empty entries dropped;
+    /// none at all means [`DEFAULT_AUDIENCE`]).
+    pub fn new(audiences: &[String]) -> OidcVerifier {
+        let mut audiences: Vec<String> = audiences
+            .iter()
+            .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
             .collect();
-        if configured.is_empty() {
-            vec!["yunhe".to_string()]
-        } else {
-            configured
+        if audiences.is_empty() {
+            audiences.push(DEFAULT_AUDIENCE.to_string());
         }
-    })
+        OidcVerifier {
+            audiences,
+            keys: Mutex::new(HashMap::new()),
+            connector: OnceLock::new(),
+        }
+    }
+
+    /// The audiences accepted in `aud`.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+}
+
+impl Default for OidcVerifier {
+    fn default() -> Self {
+        OidcVerifier::new(&[])
+    }
 }
 
 /// A token split and decoded, its signature not yet checked.
@@ -294,29 +318,24 @@ struct CachedKeys {
     keys: Arc<Vec<Jwk>>,
 }
 
-fn cache() -> &'static Mutex<HashMap<String, CachedKeys>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, CachedKeys>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn cached(issuer: &str, max_age: Duration) -> Option<Arc<Vec<Jwk>>> {
-    let cache = cache().lock().ok()?;
+fn cached(v: &OidcVerifier, issuer: &str, max_age: Duration) -> Option<Arc<Vec<Jwk>>> {
+    let cache = v.keys.lock().ok()?;
     let entry = cache.get(issuer)?;
     (entry.fetched.elapsed() < max_age).then(|| entry.keys.clone())
 }
 
-async fn fetch_keys(issuer: &str) -> Result<Arc<Vec<Jwk>>, OidcError> {
+async fn fetch_keys(v: &OidcVerifier, issuer: &str) -> Result<Arc<Vec<Jwk>>, OidcError> {
     let discovery_url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let discovery = fetch_json(&discovery_url).await?;
+    let discovery = fetch_json(v, &discovery_url).await?;
     let jwks_uri = discovery
         .get("jwks_uri")
         .and_then(Value::as_str)
         .ok_or_else(|| OidcError::Fetch("the discovery document has no jwks_uri".into()))?;
-    let keys = Arc::new(parse_jwks(&fetch_json(jwks_uri).await?));
-    if let Ok(mut cache) = cache().lock() {
+    let keys = Arc::new(parse_jwks(&fetch_json(v, jwks_uri).await?));
+    if let Ok(mut cache) = v.keys.lock() {
         cache.insert(
             issuer.to_string(),
             CachedKeys {
@@ -332,6 +351,7 @@ async fn fetch_keys(issuer: &str) -> Result<Arc<Vec<Jwk>>, OidcError> {
 /// cached), `iss` among `remote_ids`, `aud`, `exp` and `nbf`. The claims
 /// when it holds.
 pub async fn verify(
+    v: &OidcVerifier,
     token: &str,
     remote_ids: &[String],
     now: i64,
@@ -341,27 +361,27 @@ pub async fn verify(
         return Err(OidcError::Algorithm(parsed.alg));
     }
     // Nothing is fetched for an issuer the administrator did not configure.
-    check_claims(&parsed.claims, remote_ids, audiences(), now)?;
+    check_claims(&parsed.claims, remote_ids, v.audiences(), now)?;
     let issuer = parsed
         .claims
         .get("iss")
         .and_then(Value::as_str)
         .ok_or(OidcError::Issuer)?
         .to_string();
-    let keys = match cached(&issuer, JWKS_TTL) {
+    let keys = match cached(v, &issuer, JWKS_TTL) {
         Some(keys) => keys,
-        None => fetch_keys(&issuer).await?,
+        None => fetch_keys(v, &issuer).await?,
     };
     let known_kid = parsed
         .kid
         .as_ref()
         .is_none_or(|kid| keys.iter().any(|k| k.kid.as_ref() == Some(kid)));
-    let keys = if !known_kid && cached(&issuer, REFETCH_AFTER).is_none() {
-        fetch_keys(&issuer).await?
+    let keys = if !known_kid && cached(v, &issuer, REFETCH_AFTER).is_none() {
+        fetch_keys(v, &issuer).await?
     } else {
         keys
     };
-    verify_against(&parsed, &keys, remote_ids, audiences(), now)?;
+    verify_against(&parsed, &keys, remote_ids, v.audiences(), now)?;
     Ok(parsed.claims)
 }
 
@@ -402,11 +422,10 @@ fn split_url(url: &str) -> Result<(bool, String, u16, String), OidcError> {
     Ok((https, host, port, path.to_string()))
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, OidcError> {
+fn tls_connector(v: &OidcVerifier) -> Result<tokio_rustls::TlsConnector, OidcError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    static CONNECTOR: OnceLock<Result<tokio_rustls::TlsConnector, String>> = OnceLock::new();
-    CONNECTOR
+    v.connector
         .get_or_init(|| {
             let path = std::env::var("SSL_CERT_FILE")
                 .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
@@ -458,7 +477,7 @@ where
 }
 
 /// GETs a JSON document (HTTPS, or HTTP on loopback).
-async fn fetch_json(url: &str) -> Result<Value, OidcError> {
+async fn fetch_json(v: &OidcVerifier, url: &str) -> Result<Value, OidcError> {
     let (https, host, port, path) = split_url(url)?;
     let authority = if (https && port == 443) || (!https && port == 80) {
         host.clone()
@@ -476,7 +495,7 @@ async fn fetch_json(url: &str) -> Result<Value, OidcError> {
         if https {
             let name = rustls_pki_types::ServerName::try_from(connect_host.clone())
                 .map_err(|e| OidcError::Fetch(e.to_string()))?;
-            let tls = tls_connector()?
+            let tls = tls_connector(v)?
                 .connect(name, tcp)
                 .await
                 .map_err(|e| OidcError::Fetch(format!("{url}: {e}")))?;

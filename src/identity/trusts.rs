@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -400,7 +399,7 @@ async fn create_trust(
     }
     let via_trust = ctx.trust.as_ref().map(|t| t.id.clone());
     let max =
-        i64::try_from(s.trust_max_redelegation_count.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        i64::try_from(s.trust_max_redelegation_count).unwrap_or(i64::MAX);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
