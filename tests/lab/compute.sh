@@ -67,7 +67,7 @@ cleanup() {
     if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
         echo "# the lab's output:"; sed 's/^/    | /' "$work/lab.out" 2>/dev/null | tail -n 20
         # tests/lab/lab's marker, unindented: scripts/test runs the suite again after it
-        grep -a "^yunhe-lab: the lab host's kernel panicked" "$work/lab.out" 2>/dev/null | head -n 1
+        grep -a "^yunhe-lab: the lab host failed" "$work/lab.out" 2>/dev/null | head -n 1
         if [ -f "$share/logs/serve.log" ]; then
             echo "# serve's log (last 30 lines):"; tail -n 30 "$share/logs/serve.log" | sed 's/^/    | /'
         fi
