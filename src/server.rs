@@ -439,7 +439,12 @@ pub struct ServeArgs {
     pub trust_max_redelegation_count: u64,
     /// Audience(s) an OpenID Connect token's `aud` must name: the client id yunhe is
     /// registered under at the identity provider (repeat or comma-separate for several).
-    #[arg(long, env = "YUNHE_OIDC_AUDIENCE", value_delimiter = ',', default_value = "yunhe")]
+    #[arg(
+        long,
+        env = "YUNHE_OIDC_AUDIENCE",
+        value_delimiter = ',',
+        default_value = "yunhe"
+    )]
     pub oidc_audience: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "YUNHE_LOG_JSON")]

@@ -398,8 +398,7 @@ async fn create_trust(
         return Err(forbidden("The authenticated user should match the trustor"));
     }
     let via_trust = ctx.trust.as_ref().map(|t| t.id.clone());
-    let max =
-        i64::try_from(s.trust_max_redelegation_count).unwrap_or(i64::MAX);
+    let max = i64::try_from(s.trust_max_redelegation_count).unwrap_or(i64::MAX);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
