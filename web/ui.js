@@ -21,23 +21,36 @@ export function table(cols, rows, opts = {}) {
   const filter = opts.filter === false ? null : h('input', { type: 'search', class: 'filter', placeholder: t('Filter'), 'aria-label': t('Filter'), 'data-filter': '' });
   const count = h('span', { class: 'count' });
   let data = rows;
+  let gen = 0;
+  // The first rows appear at once, the rest follow a few hundred per frame: a table of
+  // 1,000 servers is on screen before it is all laid out. A newer render cancels an older.
   const render = () => {
+    const my = ++gen;
     const q = (filter?.value || '').trim().toLowerCase();
-    const frag = document.createDocumentFragment();
-    let n = 0;
-    for (const row of data) {
-      const cells = cols.map((c) => {
-        const v = c.get(row);
-        return v instanceof Node ? v : h('span', null, v == null ? '' : String(v));
-      });
-      if (q && !cells.some((c) => c.textContent.toLowerCase().includes(q))) continue;
-      const tr = h('tr', opts.key ? { 'data-id': opts.key(row) } : null, cells.map((c, i) => h('td', { 'data-label': cols[i].title }, c)));
-      frag.append(tr);
-      n++;
-    }
-    if (!n) frag.append(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, opts.empty || t('Nothing here yet.'))));
-    clear(body).append(frag);
-    count.textContent = `${n} / ${data.length}`;
+    let i = 0, n = 0;
+    clear(body);
+    const step = (budget) => {
+      if (my !== gen) return;
+      const frag = document.createDocumentFragment();
+      const end = Math.min(data.length, i + budget);
+      for (; i < end; i++) {
+        const row = data[i];
+        const cells = cols.map((c) => {
+          const v = c.get(row);
+          return v instanceof Node ? v : h('span', null, v == null ? '' : String(v));
+        });
+        if (q && !cells.some((c) => c.textContent.toLowerCase().includes(q))) continue;
+        frag.append(h('tr', opts.key ? { 'data-id': opts.key(row) } : null, cells.map((c, j) => h('td', { 'data-label': cols[j].title }, c))));
+        n++;
+      }
+      body.append(frag);
+      if (i < data.length) { requestAnimationFrame(() => step(250)); return; }
+      if (!n) body.append(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, opts.empty || t('Nothing here yet.'))));
+      count.textContent = `${n} / ${data.length}`;
+      body.dataset.complete = String(my);
+    };
+    delete body.dataset.complete;
+    step(100);
   };
   filter?.addEventListener('input', render);
   render();
