@@ -18,12 +18,16 @@ function ring(label, used, max, unit = '') {
 }
 
 export async function render(main) {
-  const a = (await api.get('compute', '/limits')).limits.absolute;
+  const [a, keypairs] = await Promise.all([
+    api.get('compute', '/limits').then((r) => r.limits.absolute),
+    // Nova's limits give no key pairs used: count them.
+    api.get('compute', '/os-keypairs').then((r) => r.keypairs.length).catch(() => 0),
+  ]);
   main.append(header(t('Overview')), h('h2', null, t('Limit summary')),
     h('div', { class: 'rings', id: 'limits' },
       ring(t('Instances'), a.totalInstancesUsed, a.maxTotalInstances),
       ring(t('Cores'), a.totalCoresUsed, a.maxTotalCores),
       ring(t('RAM'), a.totalRAMUsed, a.maxTotalRAMSize, ' MB'),
       ring(t('Server groups'), a.totalServerGroupsUsed ?? 0, a.maxServerGroups),
-      ring(t('Key pairs'), a.totalKeyPairsUsed ?? 0, a.maxTotalKeypairs)));
+      ring(t('Key pairs'), a.totalKeyPairsUsed ?? keypairs, a.maxTotalKeypairs)));
 }
