@@ -81,6 +81,8 @@ def shot(d, name):
 
 def go(d, page, ready="main h1"):
     d.execute_script("location.hash = arguments[0]", "#/" + page)
+    # The shell redraws the navigation with the page: wait for it, then for the page.
+    wait(d, lambda: css(d, f'nav a[aria-current=page][data-page="{page}"]'), 15, f"{page} in the navigation")
     wait(d, lambda: css(d, ready) and not css(d, "main .loading"), 15, page)
 
 
@@ -419,8 +421,12 @@ def sign_out(d):
 def member(d):
     sign_in(d, os.environ["MEMBER_USER"], os.environ["MEMBER_PASSWORD"])
     nav = css(d, "nav")[0].text
-    go(d, "admin/hypervisors", "main h1")
-    refused = bool(css(d, "#refused"))
+    d.execute_script("location.hash = '#/admin/hypervisors'")
+    try:
+        wait(d, lambda: css(d, "#refused"), 10, "the refusal")
+        refused = True
+    except AssertionError:
+        refused = False
     shot(d, "26-member-refused")
     check("a member sees no admin pages and is refused at their address",
           "Hypervisors" not in nav and "Projects" not in nav and refused)
