@@ -2,7 +2,7 @@
 # The dashboard in a real browser: Debian's chromium (headless) driven by Selenium through
 # chromium-driver, against a freshly started `yunhe serve` (tests/openstack/start-server.sh).
 #   tests/browser/run.sh
-# Installs chromium and chromium-driver with apt-get when missing (as scripts/install-deps
+# Installs chromium, chromium-driver and fonts-noto-cjk with apt-get when missing (as scripts/install-deps
 # does) and Selenium (tests/browser/requirements.txt) into the tests' venv
 # (tests/openstack/venv.sh; YUNHE_BROWSER_VENV names another venv instead). Prepares, with
 # the openstack CLI, the echo guest's images (as tests/openstack/compute-cli.sh), a member
@@ -19,7 +19,8 @@ mkdir -p "$out"
 
 # --- the browser ---------------------------------------------------------------------
 missing=()
-for p in chromium chromium-driver; do
+# fonts-noto-cjk: the 简体中文 screenshots show characters, not boxes.
+for p in chromium chromium-driver fonts-noto-cjk; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
