@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""The dashboard's flows in a real browser (Debian's chromium, headless, via Selenium).
+
+    flows.py            (run by tests/browser/run.sh, which starts the server and sets:)
+      YUNHE_URL, YUNHE_ADMIN_PASSWORD   the server and its admin
+      MEMBER_USER, MEMBER_PASSWORD      a member of project demo
+      XSS_NAME                          a server already named with markup
+      WITH_KVM=1                        launch the echo guest (image "img") through the wizard
+      OUT                               screenshots and downloads go there
+
+Prints PASS/FAIL per check, the first-visit weight and the time to an interactive
+instances page, and ends with `browser: N passed, M failed`.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+URL = os.environ["YUNHE_URL"]
+OUT = os.environ.get("OUT", "tests/browser/out")
+DL = os.path.join(OUT, "downloads")
+os.makedirs(DL, exist_ok=True)
+passed = failed = 0
+numbers = {}
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("PASS", name, detail)
+    else:
+        failed += 1
+        print("FAIL", name, detail)
+    sys.stdout.flush()
+
+
+def browser(width=1280, height=900):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              f"--window-size={width},{height}", "--lang=en-US", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--disable-default-apps"):
+        opts.add_argument(a)
+    opts.accept_insecure_certs = True  # yunhe's own CA, not in Chromium's store
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.add_experimental_option("prefs", {
+        "download.default_directory": os.path.abspath(DL),
+        "download.prompt_for_download": False,
+        "intl.accept_languages": "en-US,en",
+    })
+    d = webdriver.Chrome(options=opts, service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")))
+    d.set_page_load_timeout(30)
+    return d
+
+
+def wait(d, fn, timeout=10, what=""):
+    try:
+        return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda _: fn())
+    except TimeoutException:
+        raise AssertionError(f"timed out ({timeout} s) waiting for {what}")
+
+
+def css(d, sel):
+    return d.find_elements(By.CSS_SELECTOR, sel)
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(OUT, f"{name}.png"))
+
+
+def go(d, page, ready="main h1"):
+    d.execute_script("location.hash = arguments[0]", "#/" + page)
+    # The shell redraws the navigation with the page: wait for it, then for the page.
+    wait(d, lambda: css(d, f'nav a[aria-current=page][data-page="{page}"]'), 15, f"{page} in the navigation")
+    wait(d, lambda: css(d, ready) and not css(d, "main .loading"), 15, page)
+
+
+def sign_in(d, user, password, domain="Default"):
+    wait(d, lambda: css(d, "form.signin input[name=username]"), 15, "the sign-in form")
+    dom = css(d, "input[name=domain]")[0]
+    dom.clear()
+    dom.send_keys(domain)
+    css(d, "input[name=username]")[0].send_keys(user)
+    css(d, "input[name=password]")[0].send_keys(password + Keys.ENTER)
+    wait(d, lambda: css(d, "#signout"), 15, "the signed-in shell")
+
+
+def close_dialogs(d):
+    for dlg in css(d, "dialog[open]"):
+        d.execute_script("arguments[0].dispatchEvent(new Event('cancel')); arguments[0].close(); arguments[0].remove()", dlg)
+
+
+def row(d, name):
+    for a in css(d, "#instances a.name"):
+        if a.text == name:
+            return a.find_element(By.XPATH, "./ancestor::tr")
+    return None
+
+
+def row_status(d, name):
+    try:
+        r = row(d, name)
+        if not r:
+            return None
+        s = r.find_elements(By.CSS_SELECTOR, "[data-status]")
+        return s[0].get_attribute("data-status") if s else None
+    except StaleElementReferenceException:  # re-rendered by the live update meanwhile
+        return None
+
+
+def action(d, act):
+    """Opens the detail page's action menu and runs ACT, confirming."""
+    menu = css(d, ".page-head details.menu")[0]
+    menu.find_element(By.TAG_NAME, "summary").click()
+    menu.find_element(By.CSS_SELECTOR, f"button[data-action={act}]").click()
+    wait(d, lambda: css(d, "#confirm-ok"), 5, "the confirmation")
+    css(d, "#confirm-ok")[0].click()
+
+
+def detail_status(d):
+    try:
+        s = css(d, "#server-status [data-status]")
+        return s[0].get_attribute("data-status") if s else None
+    except StaleElementReferenceException:
+        return None
+
+
+def step(name, fn, *a):
+    try:
+        fn(*a)
+    except Exception as e:  # noqa: BLE001 - report and continue with the next flow
+        check(name, False, f"({type(e).__name__}: {e})")
+        traceback.print_exc(limit=2, file=sys.stdout)
+
+
+# ---------------------------------------------------------------- the flows
+
+def first_visit(d):
+    t0 = time.monotonic()
+    d.get(URL + "/")
+    sign_in(d, "admin", os.environ["YUNHE_ADMIN_PASSWORD"])
+    check("sign in as admin (Keystone password auth)", True, f"({time.monotonic() - t0:.2f} s)")
+    shot(d, "01-overview")
+    go(d, "instances", "#instances")
+    wait(d, lambda: css(d, "main[data-ready]"), 15, "the instances table")
+    # Everything this first visit downloaded from the dashboard (not the API's JSON).
+    sizes = d.execute_script("""
+      const e = [performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')];
+      let ui = 0, api = 0, files = 0;
+      for (const x of e) {
+        const p = new URL(x.name).pathname;
+        if (p === '/' || p.startsWith('/ui/')) { ui += x.transferSize; files++; } else api += x.transferSize;
+      }
+      return {ui, api, files};""")
+    numbers["first_visit_bytes"] = sizes["ui"]
+    check("first visit weight <= 250 KB compressed", sizes["ui"] <= 250 * 1024,
+          f"({sizes['ui'] / 1024:.1f} KB in {sizes['files']} files; API JSON {sizes['api'] / 1024:.1f} KB)")
+    # A fresh load (a new document) of the instances page, the session in sessionStorage.
+    d.get(URL + "/?fresh=1#/instances")
+    wait(d, lambda: css(d, "main[data-ready]"), 15, "the instances table")
+    tti = int(css(d, "main[data-ready]")[0].get_attribute("data-ready"))
+    numbers["instances_interactive_ms"] = tti
+    check("instances page interactive <= 1 s", tti <= 1000, f"({tti} ms from navigation start)")
+    ms = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      Promise.all([import('/ui/ui.js'), import('/ui/pages/instances.js')]).then(([ui, inst]) => {
+        const servers = [];
+        for (let i = 0; i < 1000; i++) servers.push({ id: 'id-' + i, name: 'server-' + i, status: i % 3 ? 'ACTIVE' : 'SHUTOFF',
+          image: { id: 'img' }, flavor: { original_name: 'm1.nano' }, key_name: 'k', created: new Date().toISOString(),
+          addresses: { net: [{ addr: '10.0.0.' + (i % 250) }] }, 'OS-EXT-STS:power_state': 1, locked: false });
+        const t0 = performance.now();
+        const tbl = ui.table(inst.serverColumns(new Map(), () => {}), servers);
+        document.querySelector('main').prepend(tbl.el);
+        tbl.el.getBoundingClientRect();
+        const first = performance.now() - t0;
+        const body = tbl.el.querySelector('tbody');
+        const all = () => {
+          if (!body.dataset.complete) return requestAnimationFrame(all);
+          tbl.el.getBoundingClientRect();
+          const ms = performance.now() - t0;
+          tbl.el.remove();
+          done([Math.round(first), Math.round(ms), body.children.length]);
+        };
+        all();
+      });""")
+    first, ms, rows = ms
+    numbers["render_1000_first_rows_ms"] = first
+    numbers["render_1000_ms"] = ms
+    check("instances table with 1,000 servers: first rows on screen <= 500 ms", first <= 500 and rows == 1000,
+          f"(first 100 rows laid out in {first} ms, all {rows} rows in {ms} ms)")
+    shot(d, "02-instances")
+
+
+def xss(d):
+    name = os.environ["XSS_NAME"]
+    go(d, "instances", "#instances")
+    wait(d, lambda: row(d, name), 20, "the server named with markup")
+    imgs = d.execute_script("return [...document.querySelectorAll('img')].filter(i => i.getAttribute('src') === 'x').length")
+    try:
+        d.switch_to.alert
+        alert = True
+    except NoAlertPresentException:
+        alert = False
+    check("a server named <img src=x onerror=alert(1)> shows as text, runs nothing",
+          row(d, name) is not None and imgs == 0 and not alert, f"(img elements: {imgs}, alert: {alert})")
+
+
+def launch(d):
+    go(d, "instances", "#instances")
+    css(d, "button.launch")[0].click()
+    wait(d, lambda: css(d, "#launch-wizard"), 10, "the wizard")
+    css(d, "#launch-wizard input[name=name]")[0].send_keys("web-echo")
+    css(d, "#wizard-next")[0].click()
+    radios = [r for r in css(d, "#launch-wizard input[name=image]")
+              if r.find_element(By.XPATH, "..").text.startswith("img")]
+    radios[0].find_element(By.XPATH, "..").click()
+    css(d, "#wizard-next")[0].click()
+    fl = [r for r in css(d, "#launch-wizard input[name=flavor]")
+          if r.find_element(By.XPATH, "..").text.startswith("m1.nano")]
+    fl[0].find_element(By.XPATH, "..").click()
+    hints = css(d, "#launch-wizard .choice small")
+    check("wizard: flavors carry quota/fit hints", any("Fits" in h.get_attribute("textContent") for h in hints))
+    css(d, "#wizard-next")[0].click()
+    # Key pair, created inline: the private key is downloaded.
+    css(d, ".inline-key input")[0].send_keys("wizkey")
+    css(d, "#key-create")[0].click()
+    wait(d, lambda: Select(css(d, "#launch-wizard select[name=key]")[0]).first_selected_option.text == "wizkey", 10, "the new key pair")
+    wait(d, lambda: os.path.exists(os.path.join(DL, "wizkey.pem")), 10, "wizkey.pem")
+    check("wizard: key pair created inline, private key downloaded",
+          "PRIVATE KEY" in open(os.path.join(DL, "wizkey.pem")).read())
+    css(d, "#wizard-next")[0].click()
+    css(d, "#launch-wizard textarea[name=user_data]")[0].send_keys("#cloud-config\n")
+    css(d, "#wizard-next")[0].click()
+    css(d, "#wizard-next")[0].click()
+    meta = css(d, "#launch-wizard .meta-row input")
+    meta[0].send_keys("purpose")
+    meta[1].send_keys("browser-test")
+    shot(d, "03-launch-wizard")
+    t0 = time.monotonic()
+    css(d, "#wizard-launch")[0].click()
+    wait(d, lambda: not css(d, "#launch-wizard"), 15, "the wizard to close")
+    wait(d, lambda: row(d, "web-echo") is not None, 15, "web-echo in the table")
+    seen = []
+
+    def active():
+        s = row_status(d, "web-echo")
+        if s and (not seen or seen[-1] != s):
+            seen.append(s)
+        return s == "ACTIVE"
+    wait(d, active, 90, "web-echo ACTIVE")
+    check("launch the echo guest through the wizard; ACTIVE without reloading", True,
+          f"({time.monotonic() - t0:.1f} s; states seen: {' -> '.join(seen)})")
+    shot(d, "04-instances-active")
+
+
+def console(d):
+    go(d, "instances", "#instances")
+    wait(d, lambda: row(d, "web-echo"), 10, "web-echo")
+    row(d, "web-echo").find_element(By.CSS_SELECTOR, "a.name").click()
+    wait(d, lambda: css(d, "#server-status"), 10, "the detail page")
+    shot(d, "05-instance-overview")
+    check("instance detail shows its metadata", "browser-test" in css(d, "#metadata")[0].text)
+    css(d, "button[data-tab=log]")[0].click()
+    wait(d, lambda: "yunhe echo guest: ready" in (css(d, "#console-log") or [None])[0].text, 20, "the console log")
+    check("console log shows the guest's ready line", True)
+    shot(d, "06-console-log")
+    css(d, "button[data-tab=console]")[0].click()
+    wait(d, lambda: css(d, "#console-state[data-connected]"), 15, "the serial console websocket")
+    term = css(d, "pre.term")[0]
+    term.click()
+    term.send_keys("hello-from-the-browser" + Keys.ENTER)
+    wait(d, lambda: "hello-from-the-browser" in term.text, 10, "the typed text echoed")
+    check("serial console: connected, typed text echoed", True, f"({len(term.text)} chars on screen)")
+    shot(d, "07-serial-console")
+    css(d, "button[data-tab=actions]")[0].click()
+    wait(d, lambda: "create" in css(d, "main .tab-panel")[0].text, 10, "the action log")
+    check("action log lists create", True)
+    shot(d, "08-action-log")
+
+
+def stop_start(d):
+    for act, want in (("stop", "SHUTOFF"), ("start", "ACTIVE")):
+        t0 = time.monotonic()
+        wait(d, lambda: css(d, f".page-head details.menu"), 10, "the action menu")
+        action(d, act)
+        wait(d, lambda: detail_status(d) == want, 60, want)
+        check(f"{act} from the action menu -> {want}", True, f"({time.monotonic() - t0:.1f} s)")
+
+
+def images(d):
+    go(d, "images", "#images")
+    path = os.path.join(OUT, "upload.raw")
+    with open(path, "wb") as f:
+        f.truncate(48 * 1024 * 1024)
+    css(d, "button.upload")[0].click()
+    wait(d, lambda: css(d, "#upload-file"), 5, "the upload dialog")
+    css(d, "#upload-name")[0].send_keys("browser-upload")
+    css(d, "#upload-file")[0].send_keys(os.path.abspath(path))
+    seen = set()
+    css(d, "#upload-go")[0].click()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and css(d, "#upload-progress"):
+        try:
+            seen.add(int(float(css(d, "#upload-progress")[0].get_attribute("value"))))
+        except Exception:  # noqa: BLE001 - the dialog closed between the two calls
+            break
+        if len(seen) == 3:
+            shot(d, "09-image-upload")
+        time.sleep(0.02)
+    wait(d, lambda: not css(d, "#upload-progress"), 60, "the upload to finish")
+    os.unlink(path)
+    wait(d, lambda: "browser-upload" in css(d, "#images")[0].text, 10, "the new image")
+    moved = sorted(v for v in seen if 0 < v < 100)
+    check("image upload with a progress bar (intermediate values seen)", len(moved) >= 2,
+          f"(progress values seen: {sorted(seen)[:12]})")
+    shot(d, "10-images")
+    link = [a for a in css(d, "#images a.name") if a.text == "browser-upload"][0]
+    link.click()
+    wait(d, lambda: css(d, "#image-visibility"), 5, "the image detail")
+    check("image detail shows properties", bool(css(d, "#image-props")))
+    shot(d, "11-image-detail")
+    close_dialogs(d)
+
+
+def keypairs(d):
+    go(d, "keypairs", "#keypairs")
+    css(d, "button.create-key")[0].click()
+    wait(d, lambda: css(d, "#keypair-name"), 5, "the dialog")
+    css(d, "#keypair-name")[0].send_keys("browserkey")
+    css(d, "#keypair-go")[0].click()
+    f = os.path.join(DL, "browserkey.pem")
+    wait(d, lambda: os.path.exists(f) and os.path.getsize(f) > 0, 10, "browserkey.pem")
+    wait(d, lambda: "browserkey" in css(d, "#keypairs")[0].text, 10, "the key pair listed")
+    check("key pair create and download", "PRIVATE KEY" in open(f).read())
+    shot(d, "12-keypairs")
+
+
+def other_pages(d):
+    for page, sel, name in (("server-groups", "#server-groups", "13-server-groups"),
+                            ("overview", "#limits", "14-overview"),
+                            ("api-access", "button.dl-clouds", "15-api-access")):
+        go(d, page, sel)
+        shot(d, name)
+    css(d, "button.dl-clouds")[0].click()
+    f = os.path.join(DL, "clouds.yaml")
+    wait(d, lambda: os.path.exists(f) and os.path.getsize(f) > 0, 10, "clouds.yaml")
+    text = open(f).read()
+    check("API access: clouds.yaml downloaded, without a password",
+          "auth_url" in text and "password" not in text.lower())
+    admin = (("admin/hypervisors", "16-admin-hypervisors"), ("admin/instances", "17-admin-all-instances"),
+             ("admin/flavors", "18-admin-flavors"), ("identity/projects", "19-identity-projects"),
+             ("identity/users", "20-identity-users"), ("identity/roles", "21-identity-roles"))
+    ok = []
+    for page, name in admin:
+        go(d, page, "main table")
+        try:  # the rows arrive after the table
+            wait(d, lambda: css(d, "main tbody[data-complete] tr") and not css(d, "main td.empty"), 10, page)
+        except AssertionError:
+            pass
+        ok.append((page, len(css(d, "main tbody tr:not(:has(td.empty))"))))
+        shot(d, name)
+    check("admin and identity pages render their tables", all(n > 0 for _, n in ok), f"({ok})")
+
+
+def chinese(d):
+    go(d, "instances", "#instances")
+    Select(css(d, "#lang")[0]).select_by_value("zh-CN")
+    wait(d, lambda: "云主机" in css(d, "nav")[0].text, 10, "the Chinese navigation")
+    wait(d, lambda: css(d, "#instances"), 10, "the instances table")
+    check("switch to 简体中文", "创建云主机" in css(d, "main")[0].text and d.execute_script("return document.documentElement.lang") == "zh-CN")
+    shot(d, "22-zh-CN-instances")
+    Select(css(d, "#lang")[0]).select_by_value("en")
+    wait(d, lambda: "Instances" in css(d, "nav")[0].text, 10, "English again")
+
+
+def looks(d):
+    d.set_window_size(390, 844)
+    go(d, "instances", "#instances")
+    shot(d, "23-phone-instances")
+    css(d, "button.menu-btn")[0].click()
+    shot(d, "24-phone-menu")
+    d.set_window_size(1280, 900)
+    go(d, "overview", "#limits")
+    css(d, "button.icon[aria-pressed]")[0].click()
+    check("dark mode toggles", d.execute_script("return document.documentElement.dataset.theme") == "dark")
+    shot(d, "25-dark-overview")
+    css(d, "button.icon[aria-pressed]")[0].click()
+    # Keyboard: g i opens the instances, / focuses the filter.
+    body = css(d, "body")[0]
+    body.send_keys("g")
+    body.send_keys("i")
+    wait(d, lambda: css(d, "#instances"), 5, "g i")
+    css(d, "body")[0].send_keys("/")
+    check("keyboard: g i opens instances, / focuses the filter",
+          d.execute_script("return document.activeElement.hasAttribute('data-filter')"))
+
+
+def sign_out(d):
+    token = d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).id")
+    css(d, "#signout")[0].click()
+    wait(d, lambda: css(d, "form.signin"), 10, "the sign-in form")
+    status = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      fetch('/identity/v3/auth/tokens', {headers: {'X-Auth-Token': arguments[0], 'X-Subject-Token': arguments[0]}})
+        .then(r => done(r.status));""", token)
+    check("sign out revokes the token", status in (401, 404), f"(GET the old token: HTTP {status})")
+    check("the token is never in the address bar", token not in d.current_url)
+
+
+def member(d):
+    sign_in(d, os.environ["MEMBER_USER"], os.environ["MEMBER_PASSWORD"])
+    nav = css(d, "nav")[0].text
+    d.execute_script("location.hash = '#/admin/hypervisors'")
+    try:
+        wait(d, lambda: css(d, "#refused"), 10, "the refusal")
+        refused = True
+    except AssertionError:
+        refused = False
+    shot(d, "26-member-refused")
+    check("a member sees no admin pages and is refused at their address",
+          "Hypervisors" not in nav and "Projects" not in nav and refused)
+    css(d, "#signout")[0].click()
+
+
+def csp(d):
+    logs = d.get_log("browser")
+    bad = [x["message"] for x in logs if "Content Security Policy" in x["message"] or x["level"] == "SEVERE" and "/ui/" in x["message"]]
+    check("no Content-Security-Policy violations or script errors", not bad, f"({bad[:3]})")
+
+
+def main():
+    d = browser()
+    try:
+        step("first visit", first_visit, d)
+        step("xss", xss, d)
+        if os.environ.get("WITH_KVM") == "1":
+            step("launch", launch, d)
+            step("console", console, d)
+            step("stop/start", stop_start, d)
+        else:
+            print("SKIP launch/console/stop-start: no usable /dev/kvm")
+        step("images", images, d)
+        step("key pairs", keypairs, d)
+        step("pages", other_pages, d)
+        step("简体中文", chinese, d)
+        step("looks", looks, d)
+        step("sign out", sign_out, d)
+        step("member", member, d)
+        step("csp", csp, d)
+    finally:
+        d.quit()
+    with open(os.path.join(OUT, "numbers.json"), "w") as f:
+        json.dump(numbers, f, indent=1)
+    print("numbers:", json.dumps(numbers))
+    print(f"browser: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
