@@ -9,6 +9,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# `bench.sh exits`: instead of the timings, the KVM exits of one boot under each (in/exits.sh)
+mode=bench
+if [ "${1:-}" = exits ]; then mode=exits; shift; fi
 rounds=${1:-5}
 out=${OUT:-$root/out}
 [ -f "$out/tiny/tiny.cpio.gz" ] || "$root/image-recipes/build" tiny "$out/tiny" >&2
