@@ -436,7 +436,12 @@ fn projects_security_groups_quotas_and_sharing() {
     );
     assert_eq!(over.status, 409);
     assert_eq!(error_type(&over), "OverQuota");
-    let details = get(&server, &alice, &format!("/quotas/{project_a}/details")).json();
+    // get_quota is admin or manager (a member gets 403), as Neutron.
+    assert_eq!(
+        get(&server, &alice, &format!("/quotas/{project_a}/details")).status,
+        403
+    );
+    let details = get(&server, &admin, &format!("/quotas/{project_a}/details")).json();
     assert_eq!(details["quota"]["network"]["used"], 1);
     assert_eq!(details["quota"]["network"]["limit"], 1);
     assert_eq!(

@@ -67,12 +67,7 @@ impl Kind for Network {
 
 /// The projects a network is shared with through RBAC (`*`: all).
 pub fn rbac_targets(conn: &Connection, network_id: &str) -> NetResult<Vec<String>> {
-    Ok(super::rbac::targets(
-        conn,
-        "network",
-        network_id,
-        "access_as_shared",
-    )?)
+    super::rbac::targets(conn, "network", network_id, "access_as_shared")
 }
 
 /// Whether the caller sees the network (owner, admin, shared, external,

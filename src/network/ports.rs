@@ -109,6 +109,12 @@ impl Kind for Port {
     }
 }
 
+/// Fixed IPs asked for: (subnet id, address), either may be absent.
+pub type FixedIpRequest = Vec<(Option<String>, Option<String>)>;
+
+/// `binding:host_id`, `binding:vnic_type` and `binding:profile` of a request.
+type Binding = (Option<String>, Option<String>, Option<Map<String, Value>>);
+
 /// What a new port asks for, once parsed (also how routers make their
 /// interface and gateway ports).
 #[derive(Debug, Clone, Default)]
@@ -117,7 +123,7 @@ pub struct PortSpec {
     pub description: String,
     pub mac_address: Option<String>,
     /// `None`: one address chosen automatically; `Some([])`: none.
-    pub fixed_ips: Option<Vec<(Option<String>, Option<String>)>>,
+    pub fixed_ips: Option<FixedIpRequest>,
     pub device_id: String,
     pub device_owner: String,
     pub admin_state_up: bool,
@@ -195,7 +201,7 @@ pub fn allocate(
 fn allocate_all(
     conn: &Connection,
     net: &Network,
-    wanted: &Option<Vec<(Option<String>, Option<String>)>>,
+    wanted: &Option<FixedIpRequest>,
     owner: &str,
     mac: &str,
     router_port: bool,
@@ -405,7 +411,7 @@ pub fn new_port(
     Ok(port)
 }
 
-fn parse_fixed_ips(body: &Object) -> NetResult<Option<Vec<(Option<String>, Option<String>)>>> {
+fn parse_fixed_ips(body: &Object) -> NetResult<Option<FixedIpRequest>> {
     let Some(list) = attrs::object_list(body, "fixed_ips", MAX_FIXED_IPS)? else {
         return Ok(None);
     };
@@ -534,7 +540,7 @@ fn binding(
     caller: &Caller,
     target: &Target,
     rule_prefix: &str,
-) -> NetResult<(Option<String>, Option<String>, Option<Map<String, Value>>)> {
+) -> NetResult<Binding> {
     let host = attrs::string(body, "binding:host_id", 255)?;
     if host.is_some() {
         caller.enforce(&format!("{rule_prefix}:binding:host_id"), target)?;
@@ -605,9 +611,8 @@ pub fn create_port_in(conn: &Connection, caller: &Caller, body: &Object) -> NetR
         || networks::rbac_targets(conn, &net_id)?
             .iter()
             .any(|t| t == "*" || *t == caller.project);
-    if !caller.allows("create_port", &target)
-        && !(shared_to_caller && caller.creds.roles.iter().any(|r| r == "member"))
-    {
+    let member_on_shared = shared_to_caller && caller.creds.roles.iter().any(|r| r == "member");
+    if !(caller.allows("create_port", &target) || member_on_shared) {
         return Err(NetworkError::Forbidden(
             "rule:create_port is disallowed by policy".into(),
         ));
@@ -623,10 +628,10 @@ pub fn create_port_in(conn: &Connection, caller: &Caller, body: &Object) -> NetR
         None => None,
     };
     let fixed_ips = parse_fixed_ips(body)?;
-    if let Some(list) = &fixed_ips {
-        if list.iter().any(|(_, ip)| ip.is_some()) {
-            caller.enforce("create_port:fixed_ips:ip_address", &target)?;
-        }
+    if let Some(list) = &fixed_ips
+        && list.iter().any(|(_, ip)| ip.is_some())
+    {
+        caller.enforce("create_port:fixed_ips:ip_address", &target)?;
     }
     let device_owner = attrs::string(body, "device_owner", 255)?.unwrap_or_default();
     if !device_owner.is_empty() && device_owner.starts_with("network:") {

@@ -156,7 +156,13 @@ pub async fn update(
     caller.enforce("update_quota", &Target::project(project.clone()))?;
     let body = body_member(&bytes, "quota")?;
     let mut changes = Vec::new();
+    // `check_limit` (the quota-check-limit extension openstackclient sends):
+    // refuse a limit below what the project already uses.
+    let check_limit = super::attrs::boolean(&body, "check_limit")?.unwrap_or(false);
     for (key, value) in &body {
+        if key == "check_limit" || key == "force" {
+            continue;
+        }
         if !DEFAULTS.iter().any(|(r, _, _)| r == key) {
             return Err(NetworkError::bad(format!(
                 "Unrecognized attribute(s) '{key}'"
@@ -180,6 +186,17 @@ pub async fn update(
     let doc = s
         .write(move |tx| {
             for (r, n) in &changes {
+                if check_limit
+                    && *n >= 0
+                    && let Some((_, kind, _)) = DEFAULTS.iter().find(|(name, _, _)| name == r)
+                {
+                    let used = db::count_for_project(tx, kind, &project)?;
+                    if used > *n {
+                        return Err(NetworkError::bad(format!(
+                            "Quota limit {n} for {r} must be greater than or equal to already used and reserved {used}."
+                        )));
+                    }
+                }
                 db::set_quota(tx, &project, r, *n)?;
             }
             quota_doc(tx, &project)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::ipam::{self, Cidr};
 use super::networks::{self, Network, ZONE};
-use super::ports::{self, FixedIp, Port, PortSpec};
+use super::ports::{self, FixedIp, FixedIpRequest, Port, PortSpec};
 use super::store::{self, Kind, Std};
 use super::subnets::{HostRoute, Subnet};
 use super::{
@@ -35,6 +35,9 @@ pub struct Gateway {
     pub enable_snat: bool,
     pub external_fixed_ips: Vec<FixedIp>,
 }
+
+/// A gateway asked for: the external network, SNAT, the fixed IPs asked for.
+type GatewayRequest = (Network, bool, Option<FixedIpRequest>);
 
 /// A router as kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +108,7 @@ fn parse_gateway(
     body: &Object,
     target: &Target,
     rule: &str,
-) -> NetResult<Option<Option<(Network, bool, Option<Vec<(Option<String>, Option<String>)>>)>>> {
+) -> NetResult<Option<Option<GatewayRequest>>> {
     let info = match body.get("external_gateway_info") {
         None => return Ok(None),
         Some(Value::Null) => return Ok(Some(None)),
@@ -161,11 +164,7 @@ fn parse_gateway(
 }
 
 /// Sets (or replaces) a router's gateway port.
-fn set_gateway(
-    conn: &Connection,
-    r: &mut Router,
-    gw: Option<(Network, bool, Option<Vec<(Option<String>, Option<String>)>>)>,
-) -> NetResult<()> {
+fn set_gateway(conn: &Connection, r: &mut Router, gw: Option<GatewayRequest>) -> NetResult<()> {
     match gw {
         None => {
             if r.external_gateway_info.is_some() {
@@ -609,9 +608,7 @@ pub async fn add_interface(
                         ));
                     }
                     if port.fixed_ips.is_empty() {
-                        return Err(NetworkError::bad(format!(
-                            "Bad router request: Router port must have at least one fixed IP."
-                        )));
+                        return Err(NetworkError::bad("Bad router request: Router port must have at least one fixed IP."));
                     }
                     let mut sns = Vec::new();
                     for f in &port.fixed_ips {

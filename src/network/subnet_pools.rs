@@ -312,9 +312,7 @@ pub async fn create(
             };
             apply(&mut p, &body, true)?;
             if is_default && store::all::<SubnetPool>(tx)?.iter().any(|o| o.is_default && o.ip_version == p.ip_version) {
-                return Err(NetworkError::bad(format!(
-                    "Invalid input for operation: A default subnetpool for this IP family has already been set. Only one default may exist per IP family."
-                )));
+                return Err(NetworkError::bad("Invalid input for operation: A default subnetpool for this IP family has already been set. Only one default may exist per IP family."));
             }
             quotas::check(tx, &project, "subnetpool", 1)?;
             store::insert(tx, &p)?;
@@ -340,7 +338,7 @@ pub async fn list(
             let all: Vec<SubnetPool> = store::all(conn)?;
             all.iter()
                 .filter(|p| caller.admin || p.std.project_id == caller.project || p.shared)
-                .map(|p| store::to_value(p))
+                .map(store::to_value)
                 .collect()
         })
         .await?;

@@ -179,7 +179,7 @@ fn pools_of(body: &Object, cidr: &Cidr) -> NetResult<Option<Vec<Pool>>> {
             ));
         };
         let pool = Pool { start, end };
-        ipam::pool_range(cidr, &pool).map_err(|e| NetworkError::bad(e))?;
+        ipam::pool_range(cidr, &pool).map_err(NetworkError::bad)?;
         out.push(pool);
     }
     Ok(Some(out))
@@ -301,7 +301,7 @@ pub fn create_subnet_in(conn: &Connection, caller: &Caller, body: &Object) -> Ne
             "Invalid input for operation: Cidr {cidr} does not match ip_version {version}."
         )));
     }
-    if (version == 4 && cidr.prefix == 0) || (version == 6 && cidr.prefix == 0) {
+    if cidr.prefix == 0 {
         return Err(NetworkError::bad(format!(
             "Invalid input for operation: 0 is not allowed as CIDR prefix length ({cidr})."
         )));

@@ -133,7 +133,7 @@ refuse "a floating IP on an internal network is refused" openstack floating ip c
 # --- quotas, RBAC, availability -----------------------------------------------------------
 check "openstack quota set --networks" openstack quota set --networks 20 admin
 check "openstack quota show" openstack quota show admin -f json
-expect "the network quota is 20" '20 in [v for k, v in d.items() if "network" in k] or d.get("networks")==20'
+expect "the network quota is 20" 'any(r["resource"]=="networks" and r["limit"]==20 for r in d)'
 check "openstack network rbac create" \
     openstack network rbac create --type network --action access_as_shared --target-project admin private -f json
 check "openstack network rbac list" openstack network rbac list -f json
