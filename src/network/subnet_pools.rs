@@ -233,13 +233,6 @@ fn apply(
         p.prefixes = out;
     }
     let max_len = if p.ip_version == 4 { 32 } else { 128 };
-    let smallest = p
-        .prefixes
-        .iter()
-        .filter_map(|t| Cidr::parse(t, false).ok())
-        .map(|c| c.prefix)
-        .min()
-        .unwrap_or(0);
     if let Some(v) = attrs::integer(body, "min_prefixlen", 0, max_len)? {
         p.min_prefixlen = v as u8;
     } else if creating {
@@ -258,7 +251,6 @@ fn apply(
     if p.min_prefixlen > p.max_prefixlen
         || p.default_prefixlen < p.min_prefixlen
         || p.default_prefixlen > p.max_prefixlen
-        || p.min_prefixlen < smallest
     {
         return Err(NetworkError::bad(format!(
             "Illegal prefix bounds: min_prefixlen={}, default_prefixlen={}, max_prefixlen={}",
