@@ -65,6 +65,11 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[
         name: "nova",
         path: "/compute/v2.1",
     },
+    bootstrap::CatalogEntry {
+        kind: "network",
+        name: "neutron",
+        path: "/network",
+    },
 ];
 
 pub fn serve_main(args: ServeArgs) -> ExitCode {
@@ -128,7 +133,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         .nest("/identity", identity::router(identity.clone()))
         .merge(crate::compute::router(identity.clone(), compute))
         .merge(crate::image::router(identity.clone(), image))
-        .merge(crate::network::router(&public_url))
+        .merge(crate::network::router(identity.clone()))
         .merge(crate::volume::router(&public_url))
         .merge(crate::web::router());
     let router = match crate::http::ratelimit::RateLimiter::configured(rate_limit, identity.clone())

@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
     super::identity::FEDERATION_SCHEMA,
     // 11: Keystone's trusts (OS-TRUST).
     super::identity::trusts::SCHEMA,
+    // 12: Neutron (networks, subnets, ports, routers, security groups, IPAM).
+    super::network::SCHEMA,
 ];
 
 /// The schema version this binary writes.

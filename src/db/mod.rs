@@ -11,6 +11,7 @@ pub mod image;
 pub mod image_cache;
 pub mod limits;
 mod migrations;
+pub mod network;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
