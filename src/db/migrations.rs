@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
     super::identity::FEDERATION_SCHEMA,
     // 11: Keystone's trusts (OS-TRUST).
     super::identity::trusts::SCHEMA,
+    // 12: Cinder's volumes, snapshots, volume types, QoS specs and quotas.
+    super::volume::SCHEMA,
 ];
 
 /// The schema version this binary writes.

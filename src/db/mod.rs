@@ -12,6 +12,7 @@ pub mod image_cache;
 pub mod limits;
 mod migrations;
 pub mod servers;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
