@@ -47,6 +47,8 @@ def low(x):
 d=low(json.load(open(sys.argv[1]))); print(eval(sys.argv[2]))' "$out" "$1"; }
 # expect NAME EXPR: EXPR (on $out) must print True.
 
+expect() { if json "$2" 2>/dev/null | grep -qx True; then pass "$1"; else fail "$1"; fi; }
+
 if ! yunhe_start_server; then
     echo "FAIL server start"; echo "0 passed, 1 failed"; exit 1
 fi
@@ -90,7 +92,7 @@ check "openstack volume set --name --description --property" \
 check "openstack volume set --bootable --read-only" openstack volume set --bootable --read-only "$vol"
 check "openstack volume show" openstack volume show data2 -f json
 expect "bootable, read-only, renamed, with both properties" \
-    'd["bootable"]=="true" and "readonly" in str(d["properties"]) and d["name"]=="data2" and "gold" in str(d["properties"])'
+    'str(d["bootable"]).lower()=="true" and "readonly" in str(d["properties"]) and d["name"]=="data2" and "gold" in str(d["properties"])'
 check "openstack volume set --read-write" openstack volume set --read-write "$vol"
 check "openstack volume set --size 2 (extend)" openstack volume set --size 2 "$vol"
 check "the extended volume is 2 GiB" wait_status volume "$vol" available
@@ -124,7 +126,7 @@ check "openstack volume type list --long" openstack volume type list --long -f j
 expect "both types are listed" '{"__DEFAULT__", "fast"} <= {t["name"] for t in d}'
 check "openstack volume type set --project admin" openstack volume type set --project admin fast
 check "openstack volume type show" openstack volume type show fast -f json
-expect "the private type lists its project access" 'd["is_public"] is False and d["access_project_ids"]'
+expect "the private type lists its project access" 'd["is_public"] is False and len(d["access_project_ids"])==1'
 check "openstack volume qos create" openstack volume qos create --consumer front-end --property read_iops_sec=100 gold -f json
 check "openstack volume qos associate" openstack volume qos associate gold fast
 check "openstack volume qos show" openstack volume qos show gold -f json
@@ -139,7 +141,7 @@ check "openstack quota set --volumes 5 --gigabytes 50" openstack quota set --vol
 check "openstack quota show" openstack quota show admin -f json
 expect "the volume quotas are set" 'any(r.get("resource")=="volumes" and r.get("limit")==5 for r in d) if isinstance(d, list) else d.get("volumes")==5'
 check "openstack limits show --absolute" openstack limits show --absolute -f json
-expect "totalVolumesUsed counts 4 volumes" 'any(r["name"]=="totalVolumesUsed" and r["value"]==4 for r in d)'
+expect "totalVolumesUsed counts 4 volumes" 'any(r["name"] in ("totalVolumesUsed", "total_volumes_used") and r["value"]==4 for r in d)'
 refuse "a sixth, too big volume breaks the gigabytes quota" openstack volume create --size 60 toobig
 check "openstack availability zone list --volume" openstack availability zone list --volume -f json
 expect "zone nova is available" 'd[0]["zone_name"]=="nova"'
@@ -147,7 +149,7 @@ check "openstack volume service list" openstack volume service list -f json
 expect "scheduler, volume and backup services are up" \
     'sorted(s["binary"] for s in d)==["cinder-backup", "cinder-scheduler", "cinder-volume"] and all(s["state"]=="up" for s in d)'
 check "openstack volume backend pool list --long" openstack volume backend pool list --long -f json
-expect "the pool reports capacity" 'd[0]["name"]=="yunhe@file#file" and float(d[0]["total_capacity_gb"])>0'
+expect "the pool reports capacity" '"yunhe@file#file" in str(d) and "total_capacity_gb" in str(d) and "provisioned_capacity_gb" in str(d)'
 
 # --- bad input --------------------------------------------------------------------
 refuse "size 0 is refused" openstack volume create --size 0 zero
