@@ -66,11 +66,10 @@ fn create_volume(server: &Server, token: &str, body: Value) -> String {
         Some(&json!({"volume": body})),
     );
     assert_eq!(reply.status, 202, "{}", reply.text);
-    let id = reply.json()["volume"]["id"]
+    reply.json()["volume"]["id"]
         .as_str()
         .expect("id")
-        .to_string();
-    id
+        .to_string()
 }
 
 fn volume_file(dir: &Path, id: &str) -> PathBuf {

@@ -38,7 +38,6 @@ async fn zones(State(_s): State<S>, Auth(_ctx): Auth) -> VolumeResult<Response> 
 
 #[derive(Serialize)]
 struct ServiceView {
-    id: u32,
     binary: &'static str,
     host: &'static str,
     zone: &'static str,
@@ -49,13 +48,15 @@ struct ServiceView {
     frozen: bool,
     replication_status: &'static str,
     active_backend_id: Option<String>,
-    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Option<String>>,
     backend_state: Option<&'static str>,
 }
 
 async fn services(
     State(s): State<S>,
     Auth(ctx): Auth,
+    mv: super::Mv,
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
     authorize(
@@ -67,17 +68,16 @@ async fn services(
     let q = query_map(q);
     let now = super::now_string();
     let all = [
-        (1, "cinder-scheduler", "yunhe"),
-        (2, "cinder-volume", "yunhe@file"),
-        (3, "cinder-backup", "yunhe"),
+        ("cinder-scheduler", "yunhe"),
+        ("cinder-volume", "yunhe@file"),
+        ("cinder-backup", "yunhe"),
     ];
     let list: Vec<ServiceView> = all
         .iter()
-        .filter(|(_, binary, host)| {
+        .filter(|(binary, host)| {
             q.get("binary").is_none_or(|b| b == binary) && q.get("host").is_none_or(|h| h == host)
         })
-        .map(|(id, binary, host)| ServiceView {
-            id: *id,
+        .map(|(binary, host)| ServiceView {
             binary,
             host,
             zone: "nova",
@@ -88,7 +88,7 @@ async fn services(
             frozen: false,
             replication_status: "disabled",
             active_backend_id: None,
-            cluster: None,
+            cluster: mv.at_least(7).then_some(None),
             backend_state: (*binary == "cinder-volume").then_some("up"),
         })
         .collect();
@@ -156,7 +156,6 @@ async fn capabilities(
             "Service {host} could not be found."
         )));
     }
-    let caps = pool_capabilities(&s).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -171,7 +170,6 @@ async fn capabilities(
             "visibility": "public",
             "replication_targets": [],
             "properties": {"thin_provisioning": {"title": "Thin Provisioning", "description": "Sets thin provisioning.", "type": "boolean"}},
-            "capacity": caps,
         }),
     ))
 }

@@ -528,7 +528,17 @@ pub fn router(identity: Arc<IdentityState>, config: VolumeConfig) -> Router {
     let api: Router = Router::new()
         .route(
             "/",
-            get(move || async move { json_response(StatusCode::OK, &doc) }),
+            get(move |uri: axum::extract::OriginalUri| async move {
+                // Cinder answers version discovery at `/volume/` with 300
+                // Multiple Choices (tempest checks); the bare `/volume`
+                // keeps 200 for the server's root check.
+                let status = if uri.0.path().ends_with('/') {
+                    StatusCode::MULTIPLE_CHOICES
+                } else {
+                    StatusCode::OK
+                };
+                json_response(status, &doc)
+            }),
         )
         .route(
             "/v3",

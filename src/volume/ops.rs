@@ -162,9 +162,7 @@ pub async fn create(s: &Arc<VolumeState>, volume: Volume, source: Source) -> Vol
                         VolumeError::NotFound(format!("Snapshot {id} could not be found."))
                     })?;
                     if snap.status != "available" {
-                        return Err(VolumeError::BadRequest(format!(
-                            "Invalid snapshot: Originating snapshot status must be one of 'available' values"
-                        )));
+                        return Err(VolumeError::BadRequest("Invalid snapshot: Originating snapshot status must be one of 'available' values".to_string()));
                     }
                 }
                 Source::Volume(id) => {

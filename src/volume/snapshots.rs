@@ -119,9 +119,16 @@ async fn create(
             "Invalid input for field/attribute snapshot. Additional properties are not allowed ('{extra}' was unexpected)"
         )));
     }
-    let volume_id = body::opt_string(&obj, "volume_id")?.ok_or_else(|| {
-        bad("Invalid input for field/attribute snapshot. 'volume_id' is a required property")
-    })?;
+    // Cinder looks a null volume_id up, and does not find it (404).
+    let volume_id = match obj.get("volume_id") {
+        None => {
+            return Err(bad(
+                "Invalid input for field/attribute snapshot. 'volume_id' is a required property",
+            ));
+        }
+        Some(Value::Null) => return Err(super::volumes::not_found("None")),
+        Some(_) => body::opt_string(&obj, "volume_id")?.unwrap_or_default(),
+    };
     let force = match obj.get("force") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

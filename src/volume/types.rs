@@ -100,14 +100,20 @@ async fn load_type(s: &S, ctx: &AuthContext, id: &str) -> VolumeResult<VolumeTyp
 }
 
 fn render(s: &S, ctx: &AuthContext, t: &VolumeType) -> Value {
+    render_with(s, ctx, t, true)
+}
+
+/// Create answers without `qos_specs_id`, as Cinder.
+fn render_with(s: &S, ctx: &AuthContext, t: &VolumeType, with_qos: bool) -> Value {
     let target = own_target(ctx);
     let specs = super::allows(s, ctx, "volume_extension:access_types_extra_specs", &target);
-    let qos = super::allows(
-        s,
-        ctx,
-        "volume_extension:access_types_qos_specs_id",
-        &target,
-    );
+    let qos = with_qos
+        && super::allows(
+            s,
+            ctx,
+            "volume_extension:access_types_qos_specs_id",
+            &target,
+        );
     serde_json::to_value(views::volume_type(t, specs, qos)).unwrap_or(Value::Null)
 }
 
@@ -257,7 +263,7 @@ async fn create(State(s): State<S>, Auth(ctx): Auth, bytes: Bytes) -> VolumeResu
     .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"volume_type": render(&s, &ctx, &t)}),
+        &json!({"volume_type": render_with(&s, &ctx, &t, false)}),
     ))
 }
 
@@ -415,9 +421,7 @@ async fn access_action(
         .ok_or_else(|| bad("Missing required element 'project' in request body."))?;
     let t = load_type(&s, &ctx, &id).await?;
     if t.is_public {
-        return Err(bad(format!(
-            "Invalid volume type: Type access modification is not applicable to public volume type."
-        )));
+        return Err(bad("Invalid volume type: Type access modification is not applicable to public volume type.".to_string()));
     }
     let tid = t.id.clone();
     s.write(move |tx| {

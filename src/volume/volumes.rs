@@ -114,6 +114,13 @@ fn render(s: &S, ctx: &AuthContext, v: &Volume, names: &HashMap<String, String>,
     .unwrap_or(Value::Null)
 }
 
+/// The view create and update answer with: Cinder adds the extension
+/// attributes (tenant, host, migration, image metadata) to show and lists only.
+fn render_plain(s: &S, v: &Volume, names: &HashMap<String, String>, mv: Mv) -> Value {
+    let name = names.get(&v.volume_type_id).cloned().unwrap_or_default();
+    serde_json::to_value(views::volume(s, v, &name, mv, Extras::default())).unwrap_or(Value::Null)
+}
+
 fn bad(msg: impl Into<String>) -> VolumeError {
     VolumeError::BadRequest(msg.into())
 }
@@ -435,7 +442,7 @@ async fn create(
     v.volume_type_id = vt.id.clone();
     let created = ops::create(&s, v, source).await?;
     let names = type_names(&s).await?;
-    let view = render(&s, &ctx, &created, &names, mv);
+    let view = render_plain(&s, &created, &names, mv);
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"volume": view}),
@@ -519,9 +526,10 @@ pub fn sort_spec(q: &HashMap<String, String>, keys: &[&str]) -> VolumeResult<Vec
             "desc" => true,
             "asc" => false,
             _ => {
-                return Err(bad(format!(
+                return Err(bad(
                     "Invalid input received: Unknown sort direction, must be 'desc' or 'asc'"
-                )));
+                        .to_string(),
+                ));
             }
         };
         spec.push((key, desc));
@@ -547,7 +555,7 @@ pub fn page<T>(
         Some(text) => {
             let n: i64 = text
                 .parse()
-                .map_err(|_| bad(format!("Invalid input received: limit must be an integer")))?;
+                .map_err(|_| bad("Invalid input received: limit must be an integer".to_string()))?;
             if n < 0 {
                 return Err(bad("Invalid input received: limit must be >= 0"));
             }
@@ -568,7 +576,14 @@ pub fn page<T>(
         None => 0,
     };
     let _ = what;
-    let rest: Vec<T> = items.into_iter().skip(start).collect();
+    // Cinder also takes `offset` (after the marker, if both).
+    let offset = match q.get("offset") {
+        Some(text) => text
+            .parse::<usize>()
+            .map_err(|_| bad("Invalid input received: offset must be a non-negative integer"))?,
+        None => 0,
+    };
+    let rest: Vec<T> = items.into_iter().skip(start + offset).collect();
     let more = rest.len() > limit && limit > 0;
     Ok((rest.into_iter().take(limit).collect(), more))
 }
@@ -882,7 +897,7 @@ async fn update(
     let names = type_names(&s).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"volume": render(&s, &ctx, &updated, &names, mv)}),
+        &json!({"volume": render_plain(&s, &updated, &names, mv)}),
     ))
 }
 

@@ -16,5 +16,6 @@ export YUNHE_TEMPEST_GLANCE=True
 export YUNHE_TEMPEST_GOAL=0.90
 export YUNHE_TEMPEST_LIST_MAX=0.15
 export YUNHE_TEMPEST_CONF_EXTRA="$here/volume.conf.in"
+export YUNHE_TEMPEST_SETUP="$here/volume-setup.sh"
 export YUNHE_TEMPEST_WORK="${YUNHE_TEMPEST_WORK:-$here/work/volume}"
 exec "$here/run.sh" "$@"
