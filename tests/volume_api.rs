@@ -624,3 +624,136 @@ fn kill_nine_leaves_states_the_start_up_repair_settles() {
         assert!(!volume_file(&dir, id).exists());
     }
 }
+
+/// The shapes tempest checks: snapshot create without the extended
+/// attributes, services without backend_state but for cinder-volume, type
+/// update without the access flag, next links in the caller's URL shape; and
+/// os-retype with its per-type quota.
+#[test]
+fn response_shapes_next_links_and_retype() {
+    let server = Server::start();
+    let admin = server.admin_token();
+
+    let vol = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &vol, "available");
+    let snap = req(
+        &server,
+        "POST",
+        "/snapshots",
+        &admin,
+        Some(&json!({"snapshot": {"volume_id": vol}})),
+    );
+    assert_eq!(snap.status, 202, "{}", snap.text);
+    let body = snap.json();
+    assert!(
+        body["snapshot"]
+            .get("os-extended-snapshot-attributes:progress")
+            .is_none()
+    );
+    let snap_id = body["snapshot"]["id"].as_str().expect("id").to_string();
+    let shown = wait_for(&server, &admin, "snapshot", &snap_id, "available");
+    assert!(
+        shown
+            .get("os-extended-snapshot-attributes:project_id")
+            .is_some()
+    );
+
+    let services = req(&server, "GET", "/os-services", &admin, None).json();
+    for s in services["services"].as_array().expect("services") {
+        assert_eq!(
+            s.get("backend_state").is_some(),
+            s["binary"] == "cinder-volume",
+            "{s}"
+        );
+    }
+
+    // Next links keep the URL's shape: no project id when the caller sent none.
+    let second = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &second, "available");
+    let page = req(&server, "GET", "/volumes?limit=1", &admin, None).json();
+    let href = page["volumes_links"][0]["href"].as_str().expect("next");
+    assert!(href.contains("/volume/v3/volumes?"), "{href}");
+    let project = req(&server, "GET", "/volumes/detail?limit=1", &admin, None).json()["volumes"][0]
+        ["os-vol-tenant-attr:tenant_id"]
+        .as_str()
+        .expect("tenant")
+        .to_string();
+    let page = req(
+        &server,
+        "GET",
+        &format!("/{project}/volumes/detail?limit=1"),
+        &admin,
+        None,
+    )
+    .json();
+    let href = page["volumes_links"][0]["href"].as_str().expect("next");
+    assert!(
+        href.contains(&format!("/volume/v3/{project}/volumes/detail?")),
+        "{href}"
+    );
+
+    // Type update answers the plain view; retype moves the volume.
+    let t = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(&json!({"volume_type": {"name": "gold"}})),
+    );
+    assert_eq!(t.status, 200, "{}", t.text);
+    let gold = t.json()["volume_type"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let up = req(
+        &server,
+        "PUT",
+        &format!("/types/{gold}"),
+        &admin,
+        Some(&json!({"volume_type": {"description": "d"}})),
+    );
+    assert_eq!(up.status, 200, "{}", up.text);
+    let view = up.json();
+    assert!(
+        view["volume_type"]
+            .get("os-volume-type-access:is_public")
+            .is_none()
+    );
+    assert!(view["volume_type"].get("qos_specs_id").is_none());
+
+    let action = format!("/volumes/{second}/action");
+    let retype = json!({"os-retype": {"new_type": "gold", "migration_policy": "never"}});
+    let r = req(&server, "POST", &action, &admin, Some(&retype));
+    assert_eq!(r.status, 202, "{}", r.text);
+    let v = wait_for(&server, &admin, "volume", &second, "available");
+    assert_eq!(v["volume_type"], "gold");
+    let again = req(&server, "POST", &action, &admin, Some(&retype));
+    assert_eq!(again.status, 400, "same type: {}", again.text);
+    let bad = json!({"os-retype": {"new_type": "no-such-type"}});
+    assert_eq!(
+        req(&server, "POST", &action, &admin, Some(&bad)).status,
+        400
+    );
+    // A per-type quota of 0 volumes refuses the move into that type.
+    let t = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(&json!({"volume_type": {"name": "tight"}})),
+    );
+    assert_eq!(t.status, 200, "{}", t.text);
+    let q = req(
+        &server,
+        "PUT",
+        &format!("/os-quota-sets/{project}"),
+        &admin,
+        Some(&json!({"quota_set": {"volumes_tight": 0}})),
+    );
+    assert_eq!(q.status, 200, "{}", q.text);
+    let tight = json!({"os-retype": {"new_type": "tight"}});
+    assert_eq!(
+        req(&server, "POST", &action, &admin, Some(&tight)).status,
+        413
+    );
+}

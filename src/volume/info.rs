@@ -50,6 +50,8 @@ struct ServiceView {
     active_backend_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<Option<String>>,
+    /// Only the volume service reports its backend's state, as Cinder.
+    #[serde(skip_serializing_if = "Option::is_none")]
     backend_state: Option<&'static str>,
 }
 

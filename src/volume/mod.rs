@@ -15,6 +15,7 @@ mod info;
 pub mod ops;
 mod quotas;
 mod reconcile;
+mod retype;
 mod snapshots;
 mod types;
 mod views;
@@ -288,6 +289,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Mv {
 /// The project id that was in the URL after the version, if any.
 #[derive(Clone)]
 pub struct UrlProject(pub String);
+
+/// Extractor: the URL's project id, if the request named one; next links keep
+/// the caller's URL shape (with or without it), as Cinder builds them from the request.
+pub struct UrlPrefix(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for UrlPrefix {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(UrlPrefix(
+            parts.extensions.get::<UrlProject>().map(|p| p.0.clone()),
+        ))
+    }
+}
 
 /// First path segments below `/v3` that name a resource, not a project.
 const RESOURCES: &[&str] = &[

@@ -79,6 +79,12 @@ fn render(s: &S, ctx: &AuthContext, snap: &Snapshot, mv: Mv) -> Value {
     serde_json::to_value(views::snapshot(snap, mv, extended)).unwrap_or(Value::Null)
 }
 
+/// Create and update answer without the extended attributes, as Cinder (its
+/// extension decorates only show and detail).
+fn render_plain(snap: &Snapshot, mv: Mv) -> Value {
+    serde_json::to_value(views::snapshot(snap, mv, false)).unwrap_or(Value::Null)
+}
+
 fn text(obj: &Object, key: &str) -> VolumeResult<Option<String>> {
     let value = body::opt_string(obj, key)?;
     if value.as_ref().is_some_and(|v| v.chars().count() > 255) {
@@ -225,7 +231,7 @@ async fn create(
     });
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({"snapshot": render(&s, &ctx, &snap, mv)}),
+        &json!({"snapshot": render_plain(&snap, mv)}),
     ))
 }
 
@@ -268,6 +274,7 @@ async fn list_common(
     q: HashMap<String, String>,
     mv: Mv,
     detail: bool,
+    url: super::UrlPrefix,
 ) -> VolumeResult<Response> {
     let project = project_of(ctx)?;
     authorize(
@@ -346,7 +353,7 @@ async fn list_common(
         };
         out.insert(
             "snapshots_links".into(),
-            next_link(&s, &project, path, &q, &last.id),
+            next_link(&s, url.0.as_deref(), path, &q, &last.id),
         );
     }
     if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
@@ -359,18 +366,20 @@ async fn list(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
+    url: super::UrlPrefix,
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
-    list_common(s, &ctx, query_map(q), mv, false).await
+    list_common(s, &ctx, query_map(q), mv, false, url).await
 }
 
 async fn list_detail(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
+    url: super::UrlPrefix,
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
-    list_common(s, &ctx, query_map(q), mv, true).await
+    list_common(s, &ctx, query_map(q), mv, true, url).await
 }
 
 async fn show(
@@ -438,7 +447,7 @@ async fn update(
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"snapshot": render(&s, &ctx, &updated, mv)}),
+        &json!({"snapshot": render_plain(&updated, mv)}),
     ))
 }
 

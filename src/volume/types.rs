@@ -333,10 +333,12 @@ async fn update(
             Ok(t)
         })
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"volume_type": render(&s, &ctx, &updated)}),
-    ))
+    // Cinder's update answers with the plain view: no access flag, no qos_specs_id.
+    let mut view = render_with(&s, &ctx, &updated, false);
+    if let Value::Object(map) = &mut view {
+        map.remove("os-volume-type-access:is_public");
+    }
+    Ok(json_response(StatusCode::OK, &json!({"volume_type": view})))
 }
 
 async fn delete(

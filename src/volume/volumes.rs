@@ -598,7 +598,7 @@ fn truthy(text: &str) -> bool {
 /// The next link of a paged list.
 pub fn next_link(
     s: &S,
-    project: &str,
+    project: Option<&str>,
     path: &str,
     q: &HashMap<String, String>,
     marker: &str,
@@ -614,7 +614,11 @@ pub fn next_link(
         .iter()
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
-    json!([{"rel": "next", "href": format!("{}/{project}/{path}?{}", s.v3_url(), qs.join("&"))}])
+    let base = match project {
+        Some(p) => format!("{}/{p}", s.v3_url()),
+        None => s.v3_url(),
+    };
+    json!([{"rel": "next", "href": format!("{base}/{path}?{}", qs.join("&"))}])
 }
 
 fn encode(text: &str) -> String {
@@ -727,6 +731,7 @@ async fn list_common(
     q: HashMap<String, String>,
     mv: Mv,
     detail: bool,
+    url: super::UrlPrefix,
 ) -> VolumeResult<Response> {
     let items = listed(&s, ctx, &q).await?;
     let count = items.len();
@@ -750,11 +755,10 @@ async fn list_common(
     let mut out = Map::new();
     out.insert("volumes".into(), Value::Array(rendered));
     if more && let Some(last) = page_items.last() {
-        let project = ctx.project_id().unwrap_or_default().to_string();
         let path = if detail { "volumes/detail" } else { "volumes" };
         out.insert(
             "volumes_links".into(),
-            next_link(&s, &project, path, &q, &last.id),
+            next_link(&s, url.0.as_deref(), path, &q, &last.id),
         );
     }
     if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
@@ -767,18 +771,20 @@ async fn list(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
+    url: super::UrlPrefix,
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
-    list_common(s, &ctx, query_map(q), mv, false).await
+    list_common(s, &ctx, query_map(q), mv, false, url).await
 }
 
 async fn list_detail(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
+    url: super::UrlPrefix,
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
-    list_common(s, &ctx, query_map(q), mv, true).await
+    list_common(s, &ctx, query_map(q), mv, true, url).await
 }
 
 /// `GET /volumes/summary` (3.12; metadata from 3.36).
@@ -1097,6 +1103,21 @@ async fn action(
             let obj = arg_obj("os-extend")?;
             let new_size = size_field(obj.get("new_size").unwrap_or(&Value::Null), "new_size")?;
             ops::extend(&s, &v.id, new_size).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-retype" => {
+            let v = load_for(&s, &ctx, &id, "volume:retype").await?;
+            let obj = arg_obj("os-retype")?;
+            let new_type = body::required_name(&obj, "new_type")?;
+            if let Some(p) = body::opt_string(&obj, "migration_policy")?
+                && p != "never"
+                && p != "on-demand"
+            {
+                return Err(bad(format!(
+                    "Invalid input for field/attribute migration_policy. Value: {p}. '{p}' is not one of ['on-demand', 'never']"
+                )));
+            }
+            super::retype::retype(&s, &v.id, new_type.trim()).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-reset_status" => {
