@@ -70,6 +70,18 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[
         name: "neutron",
         path: "/network",
     },
+    // Cinder under both types DevStack registers: openstacksdk (and so
+    // openstackclient) looks up `block-storage`, older clients `volumev3`.
+    bootstrap::CatalogEntry {
+        kind: "block-storage",
+        name: "cinder",
+        path: "/volume/v3",
+    },
+    bootstrap::CatalogEntry {
+        kind: "volumev3",
+        name: "cinderv3",
+        path: "/volume/v3",
+    },
 ];
 
 pub fn serve_main(args: ServeArgs) -> ExitCode {
@@ -113,6 +125,7 @@ pub struct AppConfig {
     pub compute: crate::compute::ComputeConfig,
     pub image: crate::image::ImageConfig,
     pub rate_limit: crate::http::ratelimit::RateLimitConfig,
+    pub volume: crate::volume::VolumeConfig,
 }
 
 /// Builds the whole HTTP application for a state file.
@@ -121,6 +134,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         compute,
         image,
         rate_limit,
+        volume,
     } = config;
     let public_url = identity.public_url.clone();
     let auth_uri: Arc<str> = format!("{public_url}/identity").into();
@@ -134,7 +148,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         .merge(crate::compute::router(identity.clone(), compute))
         .merge(crate::image::router(identity.clone(), image))
         .merge(crate::network::router(identity.clone()))
-        .merge(crate::volume::router(&public_url))
+        .merge(crate::volume::router(identity.clone(), volume))
         .merge(crate::web::router());
     let router = match crate::http::ratelimit::RateLimiter::configured(rate_limit, identity.clone())
     {
@@ -252,6 +266,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             compute,
             image,
             rate_limit,
+            volume: crate::volume::VolumeConfig {
+                volume_dir: args.volume_dir.clone(),
+                over_subscription_ratio: args.volume_over_subscription_ratio,
+            },
         },
     );
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -498,6 +516,16 @@ pub struct ServeArgs {
     /// images (Glance's image_cache_max_size; default 10 GiB).
     #[arg(long, env = "YUNHE_IMAGE_CACHE_MAX_SIZE", default_value_t = crate::image::cache::DEFAULT_MAX_SIZE)]
     pub image_cache_max_size: u64,
+    /// Directory of the volume files (Cinder's file backend; default
+    /// <state-dir>/volumes). Point it at another disk to keep volumes off
+    /// the state directory's filesystem (docs/volume.md).
+    #[arg(long, env = "YUNHE_VOLUME_DIR")]
+    pub volume_dir: Option<PathBuf>,
+    /// GiB of volumes that may be provisioned per GiB of the volume
+    /// directory's filesystem (Cinder's max_over_subscription_ratio; the
+    /// files are sparse).
+    #[arg(long, env = "YUNHE_VOLUME_OVER_SUBSCRIPTION_RATIO", default_value_t = crate::volume::backend::DEFAULT_OVER_SUBSCRIPTION_RATIO)]
+    pub volume_over_subscription_ratio: f64,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,

@@ -20,8 +20,8 @@
 //! polling (`is_alive`).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -987,126 +987,14 @@ fn link_or_copy(src: &Path, dest: &Path) -> DriverResult<()> {
         .map_err(io_error(format!("copying {}", src.display())))
 }
 
-/// FICLONE: share the source's extents (btrfs, XFS); instant and copy-on-write.
-const FICLONE: libc::c_ulong = 0x4004_9409;
-
 /// Copies `src` to `dest` as a reflink where the filesystem can, else as a
-/// sparse copy (runs of zeros become holes).
+/// sparse copy of the data extents (shared with the volume backend).
 fn clone_file(src: &Path, dest: &Path) -> DriverResult<()> {
-    let mut input = std::fs::File::open(src).map_err(io_error(format!("{}", src.display())))?;
-    let mut output =
-        std::fs::File::create(dest).map_err(io_error(format!("{}", dest.display())))?;
-    // SAFETY: both descriptors are open files owned by this function; FICLONE
-    // reads only the source descriptor number passed by value.
-    let cloned = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) } == 0;
-    if cloned {
-        return Ok(());
-    }
-    let len = input.metadata().map_err(io_error("image size"))?.len();
-    // Only the extents holding data: a root disk is mostly holes (an image of
-    // a few MiB grown to the flavor's GiBs), and reading those holes cost
-    // 30 s per GiB under the lab's emulated CPU while createImage keeps the
-    // guest paused (tests/lab/compute.sh times it).
-    if copy_data_extents(&input, &mut output, len)? {
-        output.set_len(len).map_err(io_error("sizing the disk"))?;
-        output.sync_all().map_err(io_error("syncing the disk"))?;
-        return Ok(());
-    }
-    input
-        .seek(SeekFrom::Start(0))
-        .map_err(io_error("reading the image"))?;
-    output
-        .seek(SeekFrom::Start(0))
-        .map_err(io_error("writing the disk"))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = input
-            .read(&mut buf)
-            .map_err(io_error("reading the image"))?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().all(|b| *b == 0) {
-            output
-                .seek(SeekFrom::Current(n as i64))
-                .map_err(io_error("writing the disk"))?;
-        } else {
-            output
-                .write_all(&buf[..n])
-                .map_err(io_error("writing the disk"))?;
-        }
-        offset += n as u64;
-    }
-    output
-        .set_len(len.max(offset))
-        .map_err(io_error("sizing the disk"))?;
-    output.sync_all().map_err(io_error("syncing the disk"))?;
-    Ok(())
-}
-
-/// Copies the data extents of `input` (found with SEEK_DATA/SEEK_HOLE) to the
-/// same offsets of `output`, skipping the holes (zero runs inside the data are
-/// skipped too, so the copy is at least as sparse). Returns false, having
-/// written nothing, when the filesystem cannot tell data from holes.
-fn copy_data_extents(
-    input: &std::fs::File,
-    output: &mut std::fs::File,
-    len: u64,
-) -> DriverResult<bool> {
-    use std::os::unix::fs::FileExt;
-    let seek = |offset: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
-        let Ok(at) = libc::off_t::try_from(offset) else {
-            return Ok(None);
-        };
-        // SAFETY: lseek on a descriptor this function borrows; no memory is passed.
-        let r = unsafe { libc::lseek(input.as_raw_fd(), at, whence) };
-        if r >= 0 {
-            return Ok(u64::try_from(r).ok());
-        }
-        let e = std::io::Error::last_os_error();
-        // ENXIO: no data (or hole) at or after offset.
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
-    };
-    // A filesystem without SEEK_DATA answers EINVAL: copy the whole file instead.
-    match seek(0, libc::SEEK_DATA) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-        Err(e) => return Err(io_error("finding the image's data")(e)),
-        Ok(_) => {}
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < len {
-        let Some(start) = seek(offset, libc::SEEK_DATA).map_err(io_error("finding data"))? else {
-            break;
-        };
-        let end = seek(start, libc::SEEK_HOLE)
-            .map_err(io_error("finding a hole"))?
-            .unwrap_or(len)
-            .min(len);
-        let mut at = start;
-        while at < end {
-            let want = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
-            let n = input
-                .read_at(&mut buf[..want], at)
-                .map_err(io_error("reading the image"))?;
-            if n == 0 {
-                break;
-            }
-            if buf[..n].iter().any(|b| *b != 0) {
-                output
-                    .write_all_at(&buf[..n], at)
-                    .map_err(io_error("writing the disk"))?;
-            }
-            at += n as u64;
-        }
-        offset = end.max(start + 1);
-    }
-    Ok(true)
+    crate::volume::backend::clone_file(src, dest).map_err(io_error(format!(
+        "copying {} to {}",
+        src.display(),
+        dest.display()
+    )))
 }
 
 fn grow(disk: &Path, disk_gb: i64) -> DriverResult<()> {

@@ -33,6 +33,8 @@ const MIGRATIONS: &[&str] = &[
     super::identity::trusts::SCHEMA,
     // 12: Neutron (networks, subnets, ports, routers, security groups, IPAM).
     super::network::SCHEMA,
+    // 13: Cinder's volumes, snapshots, volume types, QoS specs and quotas.
+    super::volume::SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -13,6 +13,7 @@ pub mod limits;
 mod migrations;
 pub mod network;
 pub mod servers;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,574 @@
+//! The volume domain: create, delete, extend and attachment state changes,
+//! quotas and capacity. No HTTP: the handlers and (later) Nova call these.
+//!
+//! Each change is one transaction that moves the record into a transitional
+//! status (`creating`, `deleting`, `extending`), then the file work, then one
+//! transaction that records the result. A crash between the two leaves the
+//! transitional status, which `reconcile` settles at the next start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::backend::{Backend, GIB};
+use super::{VolumeError, VolumeResult, VolumeState, now_string};
+use crate::db::volume::{self as store, Attachment, Snapshot, Volume};
+
+/// Cinder's default quotas (`quota_volumes`, `quota_gigabytes`, ...).
+pub const DEFAULT_QUOTAS: &[(&str, i64)] = &[
+    ("volumes", 10),
+    ("snapshots", 10),
+    ("gigabytes", 1000),
+    ("backups", 10),
+    ("backup_gigabytes", 1000),
+    ("groups", 10),
+    ("per_volume_gigabytes", -1),
+];
+
+/// The largest volume accepted, in GiB (a sanity bound on top of quotas).
+pub const MAX_SIZE_GB: i64 = 1 << 20;
+
+/// The quota limits in force for a project: its own, else the `default`
+/// class's, else Cinder's defaults; per type (`volumes_<type>`, ...) -1
+/// unless set.
+pub fn effective_limits(conn: &Connection, project: &str) -> VolumeResult<BTreeMap<String, i64>> {
+    let class = store::quotas(conn, "class", "default")?;
+    let own = store::quotas(conn, "project", project)?;
+    let mut out = BTreeMap::new();
+    for (name, default) in DEFAULT_QUOTAS {
+        out.insert((*name).to_string(), *default);
+    }
+    for t in store::list_types(conn)? {
+        for kind in ["volumes", "gigabytes", "snapshots"] {
+            out.insert(format!("{kind}_{}", t.name), -1);
+        }
+    }
+    out.extend(class);
+    out.extend(own);
+    Ok(out)
+}
+
+/// Refuses a change that would take the project past a limit, with
+/// Cinder's wording (413).
+pub fn enforce_quota(
+    conn: &Connection,
+    project: &str,
+    type_name: &str,
+    volumes: i64,
+    snapshots: i64,
+    gigabytes: i64,
+) -> VolumeResult<()> {
+    let limits = effective_limits(conn, project)?;
+    let used = store::usage(conn, project)?;
+    let per_volume = limits.get("per_volume_gigabytes").copied().unwrap_or(-1);
+    if per_volume >= 0 && gigabytes > per_volume && (volumes > 0 || snapshots > 0) {
+        return Err(VolumeError::OverLimit(format!(
+            "VolumeSizeExceedsLimit: Requested volume size {gigabytes}G is larger than maximum allowed limit {per_volume}G."
+        )));
+    }
+    let check = |key: String, delta: i64| -> VolumeResult<()> {
+        if delta <= 0 {
+            return Ok(());
+        }
+        let limit = limits.get(&key).copied().unwrap_or(-1);
+        let have = used.get(&key).copied().unwrap_or(0);
+        if limit >= 0 && have + delta > limit {
+            return Err(VolumeError::OverLimit(if key.starts_with("gigabytes") {
+                format!(
+                    "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed {key} quota. Requested {delta}G, quota is {limit}G and {have}G has been consumed."
+                )
+            } else if key.starts_with("snapshots") {
+                format!(
+                    "SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded"
+                )
+            } else {
+                format!(
+                    "VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{key}'."
+                )
+            }));
+        }
+        Ok(())
+    };
+    check("volumes".into(), volumes)?;
+    check(format!("volumes_{type_name}"), volumes)?;
+    check("snapshots".into(), snapshots)?;
+    check(format!("snapshots_{type_name}"), snapshots)?;
+    check("gigabytes".into(), gigabytes)?;
+    check(format!("gigabytes_{type_name}"), gigabytes)?;
+    Ok(())
+}
+
+/// Whether the backend can take `gb` more GiB: provisioned space stays
+/// within the over-subscription ratio, and the disk is not full.
+pub fn backend_fits(
+    conn: &Connection,
+    backend: &Backend,
+    gb: i64,
+    data_bytes: u64,
+) -> VolumeResult<Result<(), String>> {
+    let capacity = backend.capacity()?;
+    let provisioned = store::provisioned_gb(conn)?;
+    let total_gb = capacity.total as f64 / GIB as f64;
+    if (provisioned + gb) as f64 > total_gb * backend.over_subscription_ratio {
+        return Ok(Err(format!(
+            "No valid backend was found. Insufficient free virtual space ({:.0}GB) to accommodate thin provisioned {gb}GB volume on host {}.",
+            (total_gb * backend.over_subscription_ratio - provisioned as f64).max(0.0),
+            super::views::HOST
+        )));
+    }
+    // Keep 1% of the disk (and at least the data to copy) free.
+    let reserve = capacity.total / 100;
+    if capacity.free < reserve.saturating_add(data_bytes) {
+        return Ok(Err(format!(
+            "No valid backend was found. Insufficient free space on {}: {} bytes free.",
+            super::views::HOST,
+            capacity.free
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Where a new volume's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Blank,
+    /// A raw image's data file (with the bytes it holds).
+    Image {
+        path: PathBuf,
+        bytes: u64,
+    },
+    Snapshot(String),
+    Volume(String),
+}
+
+/// Inserts the new volume (`creating`, or `error` when no backend fits, as
+/// Cinder's scheduler leaves it) after the quota check, in one transaction;
+/// then builds its file in the background. Returns the record as created.
+pub async fn create(s: &Arc<VolumeState>, volume: Volume, source: Source) -> VolumeResult<Volume> {
+    let backend = s.backend.clone();
+    let data_bytes = match &source {
+        Source::Image { bytes, .. } => *bytes,
+        _ => 0,
+    };
+    let src = source.clone();
+    let created = s
+        .write(move |tx| {
+            let mut v = volume;
+            match &src {
+                Source::Snapshot(id) => {
+                    let snap = store::get_snapshot(tx, id)?.ok_or_else(|| {
+                        VolumeError::NotFound(format!("Snapshot {id} could not be found."))
+                    })?;
+                    if snap.status != "available" {
+                        return Err(VolumeError::BadRequest("Invalid snapshot: Originating snapshot status must be one of 'available' values".to_string()));
+                    }
+                }
+                Source::Volume(id) => {
+                    let source = store::get_volume(tx, id)?.ok_or_else(|| {
+                        VolumeError::NotFound(format!("Volume {id} could not be found."))
+                    })?;
+                    if !["available", "in-use"].contains(&source.status.as_str()) {
+                        return Err(VolumeError::BadRequest(format!(
+                            "Invalid volume: Volume {id} status must be available or in-use, but current status is: {}.",
+                            source.status
+                        )));
+                    }
+                }
+                _ => {}
+            }
+            let type_name = store::get_type(tx, &v.volume_type_id)?
+                .map(|t| t.name)
+                .unwrap_or_default();
+            enforce_quota(tx, &v.project_id, &type_name, 1, 0, v.size)?;
+            if let Err(why) = backend_fits(tx, &backend, v.size, data_bytes)? {
+                tracing::warn!(volume = %v.id, reason = %why, "volume create: no backend fits");
+                v.status = "error".into();
+            }
+            store::put_volume(tx, &v)?;
+            Ok(v)
+        })
+        .await?;
+    if created.status == "creating" {
+        let s = s.clone();
+        let v = created.clone();
+        tokio::spawn(async move { build(s, v, source).await });
+    }
+    Ok(created)
+}
+
+/// Makes the new volume's file and records `available` (or `error`).
+async fn build(s: Arc<VolumeState>, v: Volume, source: Source) {
+    let backend = s.backend.clone();
+    let (id, size) = (v.id.clone(), v.size.max(0) as u64);
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let dest = backend.volume_path(&id);
+        match source {
+            Source::Blank => backend.create_blank(&id, size),
+            Source::Image { path, .. } => backend.create_copy(&path, &dest, size),
+            Source::Snapshot(snap) => {
+                backend.create_copy(&backend.snapshot_path(&snap), &dest, size)
+            }
+            Source::Volume(src) => backend.create_copy(&backend.volume_path(&src), &dest, size),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let ok = match &result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(volume = %v.id, error = %e, "volume create failed");
+            let _ = Backend::remove(&s.backend.volume_path(&v.id));
+            false
+        }
+    };
+    let id = v.id.clone();
+    let outcome = s
+        .write(move |tx| {
+            if let Some(mut current) = store::get_volume(tx, &id)?
+                && current.status == "creating"
+            {
+                current.status = if ok { "available" } else { "error" }.into();
+                current.updated_at = Some(now_string());
+                store::put_volume(tx, &current)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = outcome {
+        tracing::error!(volume = %v.id, error = %e, "cannot record the new volume's status");
+    }
+}
+
+/// Statuses a volume may be deleted from (Cinder's).
+pub const DELETABLE: &[&str] = &[
+    "available",
+    "error",
+    "error_restoring",
+    "error_extending",
+    "error_managing",
+];
+
+/// Deletes a volume: `deleting` now, the file and the row after. With
+/// `cascade` its snapshots go too; `force` (admins) skips the status check.
+pub async fn delete(
+    s: &Arc<VolumeState>,
+    id: &str,
+    cascade: bool,
+    force: bool,
+) -> VolumeResult<()> {
+    let id_owned = id.to_string();
+    let snapshots = s
+        .write(move |tx| {
+            let id = id_owned;
+            let mut v = store::get_volume(tx, &id)?
+                .ok_or_else(|| VolumeError::NotFound(format!("Volume {id} could not be found.")))?;
+            if !force {
+                let attached = v.attach_status == "attached" || !v.attachments.is_empty();
+                if !DELETABLE.contains(&v.status.as_str()) || attached {
+                    return Err(VolumeError::BadRequest(format!(
+                        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer. (current status: {})",
+                        v.status
+                    )));
+                }
+            }
+            let snaps: Vec<Snapshot> = store::list_snapshots(tx, None)?
+                .into_iter()
+                .filter(|sn| sn.volume_id == id)
+                .collect();
+            if !snaps.is_empty() && !cascade && !force {
+                return Err(VolumeError::BadRequest(format!(
+                    "Invalid volume: Volume {id} still has {} dependent snapshots.",
+                    snaps.len()
+                )));
+            }
+            if cascade && snaps.iter().any(|sn| !["available", "error"].contains(&sn.status.as_str())) {
+                return Err(VolumeError::BadRequest(
+                    "Invalid volume: Snapshot of volume must be available or error to delete.".into(),
+                ));
+            }
+            for mut snap in snaps.clone() {
+                snap.status = "deleting".into();
+                store::put_snapshot(tx, &snap)?;
+            }
+            v.status = "deleting".into();
+            v.updated_at = Some(now_string());
+            store::put_volume(tx, &v)?;
+            Ok(snaps.into_iter().map(|sn| sn.id).collect::<Vec<_>>())
+        })
+        .await?;
+    let s = s.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = finish_delete(&s, &id, &snapshots).await {
+            tracing::error!(volume = %id, error = %e, "volume delete failed");
+        }
+    });
+    Ok(())
+}
+
+/// Removes the files of a volume (and of its snapshots) then the rows.
+pub async fn finish_delete(s: &VolumeState, id: &str, snapshots: &[String]) -> VolumeResult<()> {
+    let backend = s.backend.clone();
+    let (vid, snaps) = (id.to_string(), snapshots.to_vec());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for snap in &snaps {
+            Backend::remove(&backend.snapshot_path(snap))?;
+        }
+        Backend::remove(&backend.volume_path(&vid))
+    })
+    .await
+    .map_err(|e| VolumeError::Io(std::io::Error::other(e)))??;
+    let (vid, snaps) = (id.to_string(), snapshots.to_vec());
+    s.write(move |tx| {
+        for snap in &snaps {
+            store::delete_snapshot(tx, snap)?;
+        }
+        store::delete_volume(tx, &vid)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Grows an available volume to `new_size` GiB.
+pub async fn extend(s: &Arc<VolumeState>, id: &str, new_size: i64) -> VolumeResult<()> {
+    let backend = s.backend.clone();
+    let id_owned = id.to_string();
+    s.write(move |tx| {
+        let id = id_owned;
+        let mut v = store::get_volume(tx, &id)?
+            .ok_or_else(|| VolumeError::NotFound(format!("Volume {id} could not be found.")))?;
+        if v.status != "available" {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {id} status must be 'available' or 'in-use' to extend, currently {}.",
+                v.status
+            )));
+        }
+        if new_size <= v.size {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid input received: New size for extend must be greater than current size. (current: {}, extended: {new_size})."
+                , v.size
+            )));
+        }
+        if new_size > MAX_SIZE_GB {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid input received: new_size must be at most {MAX_SIZE_GB}."
+            )));
+        }
+        let type_name = store::get_type(tx, &v.volume_type_id)?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        enforce_quota(tx, &v.project_id, &type_name, 0, 0, new_size - v.size)?;
+        if let Err(why) = backend_fits(tx, &backend, new_size - v.size, 0)? {
+            return Err(VolumeError::BadRequest(why));
+        }
+        v.status = "extending".into();
+        store::put_volume(tx, &v)?;
+        Ok(())
+    })
+    .await?;
+    let backend = s.backend.clone();
+    let file_id = id.to_string();
+    let grown = tokio::task::spawn_blocking(move || backend.extend(&file_id, new_size as u64))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let ok = grown.is_ok();
+    if let Err(e) = &grown {
+        tracing::error!(volume = %id, error = %e, "volume extend failed");
+    }
+    let id_owned = id.to_string();
+    s.write(move |tx| {
+        if let Some(mut v) = store::get_volume(tx, &id_owned)?
+            && v.status == "extending"
+        {
+            if ok {
+                v.size = new_size;
+                v.status = "available".into();
+            } else {
+                v.status = "error_extending".into();
+            }
+            v.updated_at = Some(now_string());
+            store::put_volume(tx, &v)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------- attachments (the Nova seam)
+
+fn load(conn: &Connection, id: &str) -> VolumeResult<Volume> {
+    store::get_volume(conn, id)?
+        .ok_or_else(|| VolumeError::NotFound(format!("Volume {id} could not be found.")))
+}
+
+/// Reserves a volume for an instance (`available` → `attaching`, or a
+/// further attachment of a multiattach volume): returns the attachment id.
+pub async fn reserve(
+    s: &VolumeState,
+    volume_id: &str,
+    instance: Option<String>,
+) -> VolumeResult<String> {
+    let id = volume_id.to_string();
+    s.write(move |tx| {
+        let mut v = load(tx, &id)?;
+        let ok = v.status == "available" || (v.multiattach && v.status == "in-use");
+        if !ok {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {id} status must be available to reserve, but the current status is {}.",
+                v.status
+            )));
+        }
+        let attachment = Attachment {
+            id: uuid::Uuid::new_v4().to_string(),
+            instance_uuid: instance,
+            attach_status: "reserved".into(),
+            attach_mode: "rw".into(),
+            ..Attachment::default()
+        };
+        let attachment_id = attachment.id.clone();
+        v.attachments.push(attachment);
+        if v.status == "available" {
+            v.status = "reserved".into();
+        }
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(attachment_id)
+    })
+    .await
+}
+
+/// Marks a reserved attachment attached (`in-use`).
+pub async fn attach(
+    s: &VolumeState,
+    volume_id: &str,
+    attachment_id: Option<String>,
+    instance: Option<String>,
+    host_name: Option<String>,
+    mountpoint: Option<String>,
+    mode: &str,
+) -> VolumeResult<()> {
+    let (id, mode) = (volume_id.to_string(), mode.to_string());
+    s.write(move |tx| {
+        let mut v = load(tx, &id)?;
+        if !["available", "reserved", "attaching", "in-use"].contains(&v.status.as_str()) {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {id} status must be available or reserved to attach, currently {}.",
+                v.status
+            )));
+        }
+        if v.readonly == Some(true) && mode == "rw" {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {id} is read-only and cannot be attached read-write."
+            )));
+        }
+        let found = v.attachments.iter().position(|a| {
+            attachment_id.as_deref().map_or(
+                a.attach_status != "attached" && (instance.is_none() || a.instance_uuid == instance),
+                |wanted| a.id == wanted,
+            )
+        });
+        let index = match found {
+            Some(i) => i,
+            None => {
+                v.attachments.push(Attachment {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    ..Attachment::default()
+                });
+                v.attachments.len() - 1
+            }
+        };
+        let a = &mut v.attachments[index];
+        a.attach_status = "attached".into();
+        a.attach_mode = mode;
+        if instance.is_some() {
+            a.instance_uuid = instance;
+        }
+        a.host_name = host_name;
+        a.mountpoint = mountpoint;
+        a.attached_at = Some(now_string());
+        v.status = "in-use".into();
+        v.attach_status = "attached".into();
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Removes an attachment (all of them when `attachment_id` is `None` and
+/// the volume has one): the volume is `available` again when none is left.
+pub async fn detach(
+    s: &VolumeState,
+    volume_id: &str,
+    attachment_id: Option<String>,
+) -> VolumeResult<()> {
+    let id = volume_id.to_string();
+    s.write(move |tx| {
+        let mut v = load(tx, &id)?;
+        match &attachment_id {
+            Some(a) => {
+                let before = v.attachments.len();
+                v.attachments.retain(|x| &x.id != a);
+                if before == v.attachments.len() {
+                    return Err(VolumeError::NotFound(format!(
+                        "Volume attachment {a} could not be found."
+                    )));
+                }
+            }
+            None if v.attachments.len() <= 1 => v.attachments.clear(),
+            None => {
+                return Err(VolumeError::BadRequest(
+                    "Invalid volume: Volume has more than one attachment: name the attachment_id."
+                        .into(),
+                ));
+            }
+        }
+        if v.attachments.iter().all(|a| a.attach_status != "attached") {
+            v.attach_status = "detached".into();
+            v.status = if v.attachments.is_empty() {
+                "available"
+            } else {
+                "reserved"
+            }
+            .into();
+        } else {
+            v.status = "in-use".into();
+        }
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Moves a volume between `in-use` and `detaching` (os-begin_detaching and
+/// os-roll_detaching).
+pub async fn set_detaching(s: &VolumeState, volume_id: &str, begin: bool) -> VolumeResult<()> {
+    let id = volume_id.to_string();
+    s.write(move |tx| {
+        let mut v = load(tx, &id)?;
+        let (from, to) = if begin {
+            ("in-use", "detaching")
+        } else {
+            ("detaching", "in-use")
+        };
+        if v.status == from {
+            v.status = to.into();
+            store::put_volume(tx, &v)?;
+        } else if begin {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {id} status must be in-use to begin detaching, currently {}.",
+                v.status
+            )));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The file that backs a volume (what a VMM opens as its disk).
+pub fn backing_file(s: &VolumeState, volume_id: &str) -> PathBuf {
+    s.backend.volume_path(volume_id)
+}

@@ -1,0 +1,1393 @@
+//! Volumes: create (blank, from an image, a snapshot or another volume),
+//! list and detail with filters, sort and paging, show, update, delete,
+//! metadata, and the actions (extend, reset-status, force-delete, bootable,
+//! read-only, image metadata, attach and detach).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::ops::{self, Source};
+use super::views::{self, Extras};
+use super::{
+    Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
+    own_target, project_of, project_target, query_map,
+};
+use crate::db::volume::{self as store, Volume};
+use crate::http::body::{self, Object};
+use crate::http::json_response;
+use crate::identity::{Auth, AuthContext};
+
+type S = Arc<VolumeState>;
+
+/// The most items one list returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Most metadata items on one volume, and the longest key and value.
+const MAX_METADATA: usize = 128;
+const META_KEY_MAX: usize = 255;
+const META_VALUE_MAX: usize = 255;
+
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/v3/volumes", get(list).post(create))
+        .route("/v3/volumes/detail", get(list_detail))
+        .route("/v3/volumes/summary", get(summary))
+        .route("/v3/volumes/{id}", get(show).put(update).delete(delete))
+        .route("/v3/volumes/{id}/action", post(action))
+        .route(
+            "/v3/volumes/{id}/metadata",
+            get(metadata_list)
+                .post(metadata_merge)
+                .put(metadata_replace),
+        )
+        .route(
+            "/v3/volumes/{id}/metadata/{key}",
+            get(metadata_show).put(metadata_put).delete(metadata_delete),
+        )
+}
+
+pub fn not_found(id: &str) -> VolumeError {
+    VolumeError::NotFound(format!("Volume {id} could not be found."))
+}
+
+/// Loads a volume the caller may see (its project's, or any for admins):
+/// 404 otherwise, as Cinder's project-scoped lookups answer.
+pub async fn load_for(s: &S, ctx: &AuthContext, id: &str, rule: &str) -> VolumeResult<Volume> {
+    let wanted = id.to_string();
+    let v = s
+        .read(move |conn| Ok(store::get_volume(conn, &wanted)?))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    if !is_admin(s, ctx) && ctx.project_id() != Some(v.project_id.as_str()) {
+        return Err(not_found(id));
+    }
+    authorize(s, ctx, rule, &project_target(&v.project_id))?;
+    Ok(v)
+}
+
+fn extras(s: &S, ctx: &AuthContext, project: &str) -> Extras {
+    let target = project_target(project);
+    Extras {
+        tenant: allows(s, ctx, "volume_extension:volume_tenant_attribute", &target),
+        host: allows(s, ctx, "volume_extension:volume_host_attribute", &target),
+        migration: allows(
+            s,
+            ctx,
+            "volume_extension:volume_mig_status_attribute",
+            &target,
+        ),
+        image_metadata: allows(
+            s,
+            ctx,
+            "volume_extension:volume_image_metadata:show",
+            &target,
+        ),
+    }
+}
+
+async fn type_names(s: &S) -> VolumeResult<HashMap<String, String>> {
+    s.read(|conn| {
+        Ok(store::list_types(conn)?
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect())
+    })
+    .await
+}
+
+fn render(s: &S, ctx: &AuthContext, v: &Volume, names: &HashMap<String, String>, mv: Mv) -> Value {
+    let name = names.get(&v.volume_type_id).cloned().unwrap_or_default();
+    serde_json::to_value(views::volume(
+        s,
+        v,
+        &name,
+        mv,
+        extras(s, ctx, &v.project_id),
+    ))
+    .unwrap_or(Value::Null)
+}
+
+/// The view create and update answer with: Cinder adds the extension
+/// attributes (tenant, host, migration, image metadata) to show and lists only.
+fn render_plain(s: &S, v: &Volume, names: &HashMap<String, String>, mv: Mv) -> Value {
+    let name = names.get(&v.volume_type_id).cloned().unwrap_or_default();
+    serde_json::to_value(views::volume(s, v, &name, mv, Extras::default())).unwrap_or(Value::Null)
+}
+
+fn bad(msg: impl Into<String>) -> VolumeError {
+    VolumeError::BadRequest(msg.into())
+}
+
+/// A string member of at most `max` characters.
+fn opt_text(obj: &Object, key: &str, max: usize) -> VolumeResult<Option<String>> {
+    let value = body::opt_string(obj, key)?;
+    if let Some(v) = &value
+        && v.chars().count() > max
+    {
+        return Err(bad(format!(
+            "Invalid input for field/attribute {key}. Value: {v}. is too long"
+        )));
+    }
+    Ok(value)
+}
+
+/// A size in GiB: an integer (or a string of digits) from 1.
+fn size_field(value: &Value, key: &str) -> VolumeResult<i64> {
+    let parsed = match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if (1..=ops::MAX_SIZE_GB).contains(&n) => Ok(n),
+        _ => Err(bad(format!(
+            "Invalid input for field/attribute {key}. Value: {value}. {value} is not a valid size: an integer from 1 to {} is required.",
+            ops::MAX_SIZE_GB
+        ))),
+    }
+}
+
+/// Metadata: an object of strings, bounded.
+pub fn metadata_field(value: &Value) -> VolumeResult<BTreeMap<String, String>> {
+    let Value::Object(map) = value else {
+        return Err(bad(
+            "Invalid input for field/attribute metadata. Value is not an object.",
+        ));
+    };
+    if map.len() > MAX_METADATA {
+        return Err(bad(format!(
+            "Invalid input for field/attribute metadata: at most {MAX_METADATA} items."
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let Value::String(v) = v else {
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Value of {k} is not a string."
+            )));
+        };
+        if k.is_empty() || k.chars().count() > META_KEY_MAX {
+            return Err(bad(
+                "Invalid input for field/attribute metadata. Keys must be 1 to 255 characters.",
+            ));
+        }
+        if v.chars().count() > META_VALUE_MAX {
+            return Err(bad(
+                "Invalid input for field/attribute metadata. Values must be at most 255 characters.",
+            ));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+fn parse(bytes: &[u8]) -> VolumeResult<Object> {
+    Ok(body::parse_object(bytes)?)
+}
+
+// ------------------------------------------------------------------ create
+
+async fn create(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let mut req = parse(&bytes)?;
+    let obj = body::take_object(&mut req, "volume")?;
+    let project = project_of(&ctx)?;
+    authorize(&s, &ctx, "volume:create", &own_target(&ctx))?;
+    const ALLOWED: &[&str] = &[
+        "size",
+        "name",
+        "description",
+        "display_name",
+        "display_description",
+        "volume_type",
+        "availability_zone",
+        "metadata",
+        "snapshot_id",
+        "source_volid",
+        "imageRef",
+        "image_id",
+        "multiattach",
+        "consistencygroup_id",
+        "group_id",
+        "backup_id",
+        "scheduler_hints",
+    ];
+    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "Invalid input for field/attribute volume. Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    let name = match opt_text(&obj, "name", 255)? {
+        Some(n) => Some(n),
+        None => opt_text(&obj, "display_name", 255)?,
+    };
+    let description = match opt_text(&obj, "description", 255)? {
+        Some(d) => Some(d),
+        None => opt_text(&obj, "display_description", 255)?,
+    };
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(v) => metadata_field(v)?,
+    };
+    let az = opt_text(&obj, "availability_zone", 255)?.unwrap_or_else(|| "nova".into());
+    if az != "nova" {
+        return Err(bad(format!(
+            "Invalid input received: Availability zone '{az}' is invalid."
+        )));
+    }
+    let multiattach = match obj.get("multiattach") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(bad(
+                "Invalid input for field/attribute multiattach. Value is not a boolean.",
+            ));
+        }
+    };
+    if obj.get("backup_id").is_some_and(|v| !v.is_null()) {
+        return Err(bad(
+            "Invalid input received: creating a volume from a backup is not supported here.",
+        ));
+    }
+    let snapshot_id = opt_text(&obj, "snapshot_id", 36)?;
+    let source_volid = opt_text(&obj, "source_volid", 36)?;
+    let image_ref = match opt_text(&obj, "imageRef", 255)? {
+        Some(i) => Some(i),
+        None => opt_text(&obj, "image_id", 255)?,
+    };
+    let sources = [&snapshot_id, &source_volid, &image_ref]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
+    if sources > 1 {
+        return Err(bad(
+            "Invalid input received: only one of snapshot_id, source_volid and imageRef may be given.",
+        ));
+    }
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(size_field(v, "size")?),
+    };
+    if size.is_none() && snapshot_id.is_none() && source_volid.is_none() {
+        return Err(bad(
+            "Invalid input received: size is required unless a snapshot or source volume is given.",
+        ));
+    }
+    let wanted_type = opt_text(&obj, "volume_type", 255)?;
+
+    // The source: its size, type and what the new volume inherits.
+    let now = now_string();
+    let mut v = Volume {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id: project.clone(),
+        user_id: ctx.user_id.clone(),
+        name,
+        description,
+        size: size.unwrap_or(0),
+        status: "creating".into(),
+        attach_status: "detached".into(),
+        availability_zone: az,
+        multiattach,
+        metadata,
+        created_at: now.clone(),
+        updated_at: Some(now),
+        ..Volume::default()
+    };
+    let mut inherited_type: Option<String> = None;
+    let source = if let Some(snap_id) = &snapshot_id {
+        let snap = s
+            .read({
+                let id = snap_id.clone();
+                move |conn| Ok(store::get_snapshot(conn, &id)?)
+            })
+            .await?
+            .filter(|sn| is_admin(&s, &ctx) || sn.project_id == project)
+            .ok_or_else(|| {
+                VolumeError::NotFound(format!("Snapshot {snap_id} could not be found."))
+            })?;
+        let parent = s
+            .read({
+                let id = snap.volume_id.clone();
+                move |conn| Ok(store::get_volume(conn, &id)?)
+            })
+            .await?;
+        if size.is_none() {
+            v.size = snap.size;
+        } else if v.size < snap.size {
+            return Err(bad(format!(
+                "Invalid input received: Volume size '{}'GB cannot be smaller than the snapshot size {}GB. They must be >= original snapshot size.",
+                v.size, snap.size
+            )));
+        }
+        if let Some(parent) = parent {
+            v.bootable = parent.bootable;
+            v.image_metadata = parent.image_metadata;
+        }
+        inherited_type = Some(snap.volume_type_id.clone());
+        v.snapshot_id = Some(snap.id.clone());
+        Source::Snapshot(snap.id)
+    } else if let Some(src_id) = &source_volid {
+        let src = load_for(&s, &ctx, src_id, "volume:get").await?;
+        if size.is_none() {
+            v.size = src.size;
+        } else if v.size < src.size {
+            return Err(bad(format!(
+                "Invalid input received: Volume size '{}'GB cannot be smaller than the source volume size {}GB. They must be >= original volume size.",
+                v.size, src.size
+            )));
+        }
+        v.bootable = src.bootable;
+        v.image_metadata = src.image_metadata.clone();
+        inherited_type = Some(src.volume_type_id.clone());
+        v.source_volid = Some(src.id.clone());
+        Source::Volume(src.id)
+    } else if let Some(image_id) = &image_ref {
+        authorize(&s, &ctx, "volume:create_from_image", &own_target(&ctx))?;
+        let scope = if is_admin(&s, &ctx) {
+            None
+        } else {
+            Some(project.as_str())
+        };
+        let image = s.images.get_active(image_id, scope).await.map_err(|e| {
+            bad(format!(
+                "Invalid image identifier or unable to access requested image. ({e})"
+            ))
+        })?;
+        let format = image.disk_format.clone().unwrap_or_default();
+        if !["raw", "iso", ""].contains(&format.as_str()) {
+            return Err(bad(format!(
+                "Invalid image metadata: Image {image_id} has disk_format {format}; this backend copies raw images only."
+            )));
+        }
+        let bytes = image.size.unwrap_or(0).max(0) as u64;
+        let needed = (bytes.div_ceil(super::backend::GIB) as i64)
+            .max(image.min_disk)
+            .max(1);
+        if v.size < needed {
+            return Err(bad(format!(
+                "Invalid input received: Size of specified image {}GB is larger than volume size {}GB.",
+                needed, v.size
+            )));
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("image_id".to_string(), image.id.clone());
+        if let Some(n) = &image.name {
+            meta.insert("image_name".into(), n.clone());
+        }
+        meta.insert("disk_format".into(), format);
+        meta.insert("container_format".into(), "bare".into());
+        meta.insert("min_disk".into(), image.min_disk.to_string());
+        meta.insert("min_ram".into(), image.min_ram.to_string());
+        meta.insert("size".into(), bytes.to_string());
+        for (k, val) in &image.properties {
+            let text = match val {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            meta.insert(k.clone(), text);
+        }
+        v.image_metadata = meta;
+        v.bootable = true;
+        v.image_id = Some(image.id.clone());
+        Source::Image {
+            path: image.path.clone(),
+            bytes,
+        }
+    } else {
+        Source::Blank
+    };
+    // The type: asked for, else the source's, else the default.
+    let type_lookup = wanted_type.clone();
+    let is_admin_caller = is_admin(&s, &ctx);
+    let caller_project = project.clone();
+    let vt = s
+        .read(move |conn| {
+            let t = match &type_lookup {
+                Some(name_or_id) => match store::get_type(conn, name_or_id)? {
+                    Some(t) => Some(t),
+                    None => store::get_type_by_name(conn, name_or_id)?,
+                },
+                None => match &inherited_type {
+                    Some(id) => store::get_type(conn, id)?,
+                    None => store::get_type(conn, store::DEFAULT_TYPE_ID)?,
+                },
+            };
+            Ok(match t {
+                Some(t) if t.is_public || is_admin_caller => Some(t),
+                Some(t) => {
+                    let access = store::type_access(conn, &t.id)?;
+                    access.contains(&caller_project).then_some(t)
+                }
+                None => None,
+            })
+        })
+        .await?
+        .ok_or_else(|| {
+            VolumeError::NotFound(format!(
+                "Volume type {} could not be found.",
+                wanted_type.clone().unwrap_or_default()
+            ))
+        })?;
+    v.volume_type_id = vt.id.clone();
+    let created = ops::create(&s, v, source).await?;
+    let names = type_names(&s).await?;
+    let view = render_plain(&s, &created, &names, mv);
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"volume": view}),
+    ))
+}
+
+// -------------------------------------------------------------------- list
+
+/// Keys a volume list may sort on.
+const SORT_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "display_name",
+    "status",
+    "size",
+    "created_at",
+    "updated_at",
+    "availability_zone",
+    "bootable",
+    "volume_type",
+    "project_id",
+];
+
+fn sort_value(v: &Volume, key: &str) -> Value {
+    match key {
+        "id" => json!(v.id),
+        "name" | "display_name" => json!(v.name.clone().unwrap_or_default()),
+        "status" => json!(v.status),
+        "size" => json!(v.size),
+        "created_at" => json!(v.created_at),
+        "updated_at" => json!(v.updated_at),
+        "availability_zone" => json!(v.availability_zone),
+        "bootable" => json!(v.bootable),
+        "volume_type" => json!(v.volume_type_id),
+        "project_id" => json!(v.project_id),
+        _ => Value::Null,
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// `sort=key:dir,key2` or `sort_key`/`sort_dir`: (key, descending) pairs;
+/// `created_at desc` then `id desc` by default, as Cinder.
+pub fn sort_spec(q: &HashMap<String, String>, keys: &[&str]) -> VolumeResult<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    if let Some(sort) = q.get("sort") {
+        if q.contains_key("sort_key") || q.contains_key("sort_dir") {
+            return Err(bad(
+                "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter.",
+            ));
+        }
+        for item in sort.split(',').filter(|i| !i.trim().is_empty()) {
+            let (key, dir) = item.split_once(':').unwrap_or((item, "desc"));
+            out.push((key.trim().to_string(), dir.trim().to_string()));
+        }
+    } else if let Some(key) = q.get("sort_key") {
+        let dir = q.get("sort_dir").cloned().unwrap_or_else(|| "desc".into());
+        out.push((key.clone(), dir));
+    }
+    let mut spec = Vec::new();
+    for (key, dir) in out {
+        if !keys.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "Invalid input received: Invalid sort key {key}"
+            )));
+        }
+        let desc = match dir.to_ascii_lowercase().as_str() {
+            "desc" => true,
+            "asc" => false,
+            _ => {
+                return Err(bad(
+                    "Invalid input received: Unknown sort direction, must be 'desc' or 'asc'"
+                        .to_string(),
+                ));
+            }
+        };
+        spec.push((key, desc));
+    }
+    if spec.is_empty() {
+        spec.push(("created_at".into(), true));
+    }
+    if !spec.iter().any(|(k, _)| k == "id") {
+        let desc = spec[0].1;
+        spec.push(("id".into(), desc));
+    }
+    Ok(spec)
+}
+
+/// `limit` (bounded by [`MAX_LIMIT`]) and `marker` paging over sorted items.
+pub fn page<T>(
+    items: Vec<T>,
+    q: &HashMap<String, String>,
+    id_of: impl Fn(&T) -> &str,
+    what: &str,
+) -> VolumeResult<(Vec<T>, bool)> {
+    let limit = match q.get("limit") {
+        Some(text) => {
+            let n: i64 = text
+                .parse()
+                .map_err(|_| bad("Invalid input received: limit must be an integer".to_string()))?;
+            if n < 0 {
+                return Err(bad("Invalid input received: limit must be >= 0"));
+            }
+            (n as usize).min(MAX_LIMIT)
+        }
+        None => MAX_LIMIT,
+    };
+    let start = match q.get("marker") {
+        Some(marker) => {
+            items
+                .iter()
+                .position(|i| id_of(i) == marker)
+                .ok_or_else(|| {
+                    VolumeError::NotFound(format!("Marker {marker} could not be found."))
+                })?
+                + 1
+        }
+        None => 0,
+    };
+    let _ = what;
+    // Cinder also takes `offset` (after the marker, if both).
+    let offset = match q.get("offset") {
+        Some(text) => text
+            .parse::<usize>()
+            .map_err(|_| bad("Invalid input received: offset must be a non-negative integer"))?,
+        None => 0,
+    };
+    let rest: Vec<T> = items.into_iter().skip(start + offset).collect();
+    let more = rest.len() > limit && limit > 0;
+    Ok((rest.into_iter().take(limit).collect(), more))
+}
+
+fn truthy(text: &str) -> bool {
+    matches!(
+        text.to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "t" | "y" | "on"
+    )
+}
+
+/// The next link of a paged list.
+pub fn next_link(
+    s: &S,
+    project: Option<&str>,
+    path: &str,
+    q: &HashMap<String, String>,
+    marker: &str,
+) -> Value {
+    let mut params: Vec<(String, String)> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.sort();
+    params.push(("marker".into(), marker.to_string()));
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    let base = match project {
+        Some(p) => format!("{}/{p}", s.v3_url()),
+        None => s.v3_url(),
+    };
+    json!([{"rel": "next", "href": format!("{base}/{path}?{}", qs.join("&"))}])
+}
+
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The volumes a list shows: the caller's project, or with `all_tenants`
+/// (admins) every project or the one `project_id` names.
+async fn listed(
+    s: &S,
+    ctx: &AuthContext,
+    q: &HashMap<String, String>,
+) -> VolumeResult<Vec<Volume>> {
+    let project = project_of(ctx)?;
+    authorize(s, ctx, "volume:get_all", &own_target(ctx))?;
+    let all = q
+        .get("all_tenants")
+        .is_some_and(|v| truthy(v) || v.is_empty())
+        && is_admin(s, ctx);
+    let scope = if all {
+        q.get("project_id").cloned()
+    } else {
+        Some(project)
+    };
+    let mut items = s
+        .read(move |conn| Ok(store::list_volumes(conn, scope.as_deref())?))
+        .await?;
+    let names = type_names(s).await?;
+    // Filters Cinder accepts on volumes.
+    for (key, wanted) in q {
+        let wanted = wanted.as_str();
+        match key.as_str() {
+            "name" | "display_name" => items.retain(|v| v.name.as_deref() == Some(wanted)),
+            "name~" => items.retain(|v| v.name.as_deref().is_some_and(|n| n.contains(wanted))),
+            "status" => items.retain(|v| v.status == wanted),
+            "bootable" => {
+                let b = truthy(wanted);
+                items.retain(|v| v.bootable == b)
+            }
+            "availability_zone" => items.retain(|v| v.availability_zone == wanted),
+            "size" => items.retain(|v| v.size.to_string() == wanted),
+            "volume_type" => items.retain(|v| {
+                v.volume_type_id == wanted
+                    || names.get(&v.volume_type_id).map(String::as_str) == Some(wanted)
+            }),
+            "metadata" => {
+                let parsed = parse_dict(wanted)?;
+                items.retain(|v| parsed.iter().all(|(k, val)| v.metadata.get(k) == Some(val)));
+            }
+            "glance_metadata" | "volume_image_metadata" => {
+                let parsed = parse_dict(wanted)?;
+                items.retain(|v| {
+                    parsed
+                        .iter()
+                        .all(|(k, val)| v.image_metadata.get(k) == Some(val))
+                });
+            }
+            "multiattach" => {
+                let b = truthy(wanted);
+                items.retain(|v| v.multiattach == b)
+            }
+            _ => {}
+        }
+    }
+    let spec = sort_spec(q, SORT_KEYS)?;
+    items.sort_by(|a, b| {
+        for (key, desc) in &spec {
+            let o = compare(&sort_value(a, key), &sort_value(b, key));
+            let o = if *desc { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    Ok(items)
+}
+
+/// `{'k': 'v'}` as Cinder takes a dict in a query (Python or JSON).
+fn parse_dict(text: &str) -> VolumeResult<BTreeMap<String, String>> {
+    let json_text = text.replace('\'', "\"");
+    match serde_json::from_str::<Value>(&json_text) {
+        Ok(Value::Object(map)) => Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect()),
+        _ => Err(bad(format!(
+            "Invalid input received: Invalid filter value {text}."
+        ))),
+    }
+}
+
+async fn list_common(
+    s: S,
+    ctx: &AuthContext,
+    q: HashMap<String, String>,
+    mv: Mv,
+    detail: bool,
+    url: super::UrlPrefix,
+) -> VolumeResult<Response> {
+    let items = listed(&s, ctx, &q).await?;
+    let count = items.len();
+    let (page_items, more) = page(items, &q, |v| v.id.as_str(), "volumes")?;
+    let names = type_names(&s).await?;
+    let rendered: Vec<Value> = page_items
+        .iter()
+        .map(|v| {
+            if detail {
+                render(&s, ctx, v, &names, mv)
+            } else {
+                serde_json::to_value(views::VolumeSummary {
+                    id: v.id.clone(),
+                    name: v.name.clone(),
+                    links: s.links(&v.project_id, "volumes", &v.id),
+                })
+                .unwrap_or(Value::Null)
+            }
+        })
+        .collect();
+    let mut out = Map::new();
+    out.insert("volumes".into(), Value::Array(rendered));
+    if more && let Some(last) = page_items.last() {
+        let path = if detail { "volumes/detail" } else { "volumes" };
+        out.insert(
+            "volumes_links".into(),
+            next_link(&s, url.0.as_deref(), path, &q, &last.id),
+        );
+    }
+    if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
+        out.insert("count".into(), json!(count));
+    }
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+async fn list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    url: super::UrlPrefix,
+    Query(q): Query<Vec<(String, String)>>,
+) -> VolumeResult<Response> {
+    list_common(s, &ctx, query_map(q), mv, false, url).await
+}
+
+async fn list_detail(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    url: super::UrlPrefix,
+    Query(q): Query<Vec<(String, String)>>,
+) -> VolumeResult<Response> {
+    list_common(s, &ctx, query_map(q), mv, true, url).await
+}
+
+/// `GET /volumes/summary` (3.12; metadata from 3.36).
+async fn summary(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Query(q): Query<Vec<(String, String)>>,
+) -> VolumeResult<Response> {
+    if !mv.at_least(12) {
+        return Err(VolumeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    let q = query_map(q);
+    let items = listed(&s, &ctx, &q).await?;
+    let total_size: i64 = items.iter().map(|v| v.size).sum();
+    let mut out = json!({"total_size": total_size, "total_count": items.len()});
+    if mv.at_least(36) {
+        let mut meta: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for v in &items {
+            for (k, val) in &v.metadata {
+                let list = meta.entry(k.clone()).or_default();
+                if !list.contains(val) {
+                    list.push(val.clone());
+                }
+            }
+        }
+        out["metadata"] = json!(meta);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"volume-summary": out}),
+    ))
+}
+
+// ------------------------------------------------------ show/update/delete
+
+async fn show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+) -> VolumeResult<Response> {
+    let v = load_for(&s, &ctx, &id, "volume:get").await?;
+    let names = type_names(&s).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"volume": render(&s, &ctx, &v, &names, mv)}),
+    ))
+}
+
+async fn update(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let mut req = parse(&bytes)?;
+    let obj = body::take_object(&mut req, "volume")?;
+    let v = load_for(&s, &ctx, &id, "volume:update").await?;
+    const ALLOWED: &[&str] = &[
+        "name",
+        "description",
+        "display_name",
+        "display_description",
+        "metadata",
+    ];
+    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "Invalid input for field/attribute volume. Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    if obj.is_empty() {
+        return Err(bad(
+            "Invalid input for field/attribute volume. Value: {}. {} does not have enough properties",
+        ));
+    }
+    let name = if obj.contains_key("name") {
+        Some(opt_text(&obj, "name", 255)?)
+    } else if obj.contains_key("display_name") {
+        Some(opt_text(&obj, "display_name", 255)?)
+    } else {
+        None
+    };
+    let description = if obj.contains_key("description") {
+        Some(opt_text(&obj, "description", 255)?)
+    } else if obj.contains_key("display_description") {
+        Some(opt_text(&obj, "display_description", 255)?)
+    } else {
+        None
+    };
+    let metadata = match obj.get("metadata") {
+        None => None,
+        Some(m) => Some(metadata_field(m)?),
+    };
+    let vid = v.id.clone();
+    let updated = s
+        .write(move |tx| {
+            let mut v = store::get_volume(tx, &vid)?.ok_or_else(|| not_found(&vid))?;
+            if let Some(n) = name {
+                v.name = n;
+            }
+            if let Some(d) = description {
+                v.description = d;
+            }
+            if let Some(m) = metadata {
+                v.metadata = m;
+            }
+            v.updated_at = Some(now_string());
+            store::put_volume(tx, &v)?;
+            Ok(v)
+        })
+        .await?;
+    let names = type_names(&s).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"volume": render_plain(&s, &updated, &names, mv)}),
+    ))
+}
+
+async fn delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> VolumeResult<Response> {
+    let q = query_map(q);
+    let v = load_for(&s, &ctx, &id, "volume:delete").await?;
+    let cascade = q.get("cascade").is_some_and(|c| truthy(c));
+    let force = mv.at_least(23) && q.get("force").is_some_and(|f| truthy(f));
+    if force {
+        authorize(
+            &s,
+            &ctx,
+            "volume:force_delete",
+            &project_target(&v.project_id),
+        )?;
+    }
+    ops::delete(&s, &v.id, cascade, force).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ---------------------------------------------------------------- metadata
+
+async fn metadata_list(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+) -> VolumeResult<Response> {
+    let v = load_for(&s, &ctx, &id, "volume:get_volume_metadata").await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"metadata": v.metadata}),
+    ))
+}
+
+async fn write_metadata(
+    s: &S,
+    id: String,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> VolumeResult<()> + Send + 'static,
+) -> VolumeResult<BTreeMap<String, String>> {
+    s.write(move |tx| {
+        let mut v = store::get_volume(tx, &id)?.ok_or_else(|| not_found(&id))?;
+        if v.status == "maintenance" {
+            return Err(bad(format!(
+                "Invalid volume: Volume {id} is in maintenance."
+            )));
+        }
+        change(&mut v.metadata)?;
+        if v.metadata.len() > MAX_METADATA {
+            return Err(bad(format!(
+                "Invalid input received: at most {MAX_METADATA} metadata items."
+            )));
+        }
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(v.metadata)
+    })
+    .await
+}
+
+async fn metadata_merge(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let req = parse(&bytes)?;
+    let v = load_for(&s, &ctx, &id, "volume:create_volume_metadata").await?;
+    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
+    let meta = write_metadata(&s, v.id, move |m| {
+        m.extend(new);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_replace(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let req = parse(&bytes)?;
+    let v = load_for(&s, &ctx, &id, "volume:update_volume_metadata").await?;
+    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
+    let meta = write_metadata(&s, v.id, move |m| {
+        *m = new;
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
+}
+
+async fn metadata_show(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> VolumeResult<Response> {
+    let v = load_for(&s, &ctx, &id, "volume:get_volume_metadata").await?;
+    let value = v.metadata.get(&key).ok_or_else(|| {
+        VolumeError::NotFound(format!("Volume {id} has no metadata with key {key}."))
+    })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"meta": {key: value}}),
+    ))
+}
+
+async fn metadata_put(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let req = parse(&bytes)?;
+    let v = load_for(&s, &ctx, &id, "volume:update_volume_metadata").await?;
+    let meta = metadata_field(req.get("meta").unwrap_or(&Value::Null))?;
+    if meta.len() != 1 || !meta.contains_key(&key) {
+        return Err(bad("Request body and URI mismatch"));
+    }
+    let echo = meta.clone();
+    write_metadata(&s, v.id, move |m| {
+        m.extend(meta);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"meta": echo})))
+}
+
+async fn metadata_delete(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> VolumeResult<Response> {
+    let v = load_for(&s, &ctx, &id, "volume:delete_volume_metadata").await?;
+    let vid = v.id.clone();
+    write_metadata(&s, v.id, move |m| {
+        m.remove(&key).map(|_| ()).ok_or_else(|| {
+            VolumeError::NotFound(format!("Volume {vid} has no metadata with key {key}."))
+        })
+    })
+    .await?;
+    Ok(empty(StatusCode::OK))
+}
+
+// ----------------------------------------------------------------- actions
+
+/// Statuses an admin may set with os-reset_status.
+const RESET_STATUSES: &[&str] = &[
+    "available",
+    "error",
+    "creating",
+    "deleting",
+    "in-use",
+    "attaching",
+    "detaching",
+    "error_deleting",
+    "maintenance",
+    "reserved",
+    "error_extending",
+    "extending",
+    "error_restoring",
+];
+
+async fn action(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    let req = parse(&bytes)?;
+    if req.len() != 1 {
+        return Err(bad("There is no such action"));
+    }
+    let Some((name, arg)) = req.into_iter().next() else {
+        return Err(bad("There is no such action"));
+    };
+    let arg_obj = |key: &str| -> VolumeResult<Object> {
+        match &arg {
+            Value::Object(m) => Ok(m.clone()),
+            Value::Null => Ok(Object::new()),
+            _ => Err(bad(format!(
+                "Invalid input for field/attribute {key}. Value is not an object."
+            ))),
+        }
+    };
+    match name.as_str() {
+        "os-extend" => {
+            let v = load_for(&s, &ctx, &id, "volume:extend").await?;
+            let obj = arg_obj("os-extend")?;
+            let new_size = size_field(obj.get("new_size").unwrap_or(&Value::Null), "new_size")?;
+            ops::extend(&s, &v.id, new_size).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-retype" => {
+            let v = load_for(&s, &ctx, &id, "volume:retype").await?;
+            let obj = arg_obj("os-retype")?;
+            let new_type = body::required_name(&obj, "new_type")?;
+            if let Some(p) = body::opt_string(&obj, "migration_policy")?
+                && p != "never"
+                && p != "on-demand"
+            {
+                return Err(bad(format!(
+                    "Invalid input for field/attribute migration_policy. Value: {p}. '{p}' is not one of ['on-demand', 'never']"
+                )));
+            }
+            super::retype::retype(&s, &v.id, new_type.trim()).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-reset_status" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_admin_actions:reset_status",
+            )
+            .await?;
+            let obj = arg_obj("os-reset_status")?;
+            let status = body::opt_string(&obj, "status")?;
+            let attach_status = body::opt_string(&obj, "attach_status")?;
+            let migration_status = body::opt_string(&obj, "migration_status")?;
+            if status.is_none() && attach_status.is_none() && migration_status.is_none() {
+                return Err(bad(
+                    "Must specify 'status', 'attach_status' or 'migration_status' for update.",
+                ));
+            }
+            if let Some(st) = &status
+                && !RESET_STATUSES.contains(&st.as_str())
+            {
+                return Err(bad(format!("Invalid input received: Invalid status {st}.")));
+            }
+            if let Some(a) = &attach_status
+                && !["attached", "detached"].contains(&a.as_str())
+            {
+                return Err(bad(format!(
+                    "Invalid input received: Invalid attach_status {a}."
+                )));
+            }
+            let vid = v.id.clone();
+            s.write(move |tx| {
+                let mut v = store::get_volume(tx, &vid)?.ok_or_else(|| not_found(&vid))?;
+                if let Some(st) = status {
+                    v.status = st;
+                }
+                if let Some(a) = attach_status {
+                    if a == "detached" {
+                        v.attachments.clear();
+                    }
+                    v.attach_status = a;
+                }
+                if let Some(m) = migration_status {
+                    v.migration_status = if m == "none" { None } else { Some(m) };
+                }
+                v.updated_at = Some(now_string());
+                store::put_volume(tx, &v)?;
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-force_delete" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_admin_actions:force_delete",
+            )
+            .await?;
+            ops::delete(&s, &v.id, true, true).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-set_bootable" => {
+            let v = load_for(&s, &ctx, &id, "volume:update").await?;
+            let obj = arg_obj("os-set_bootable")?;
+            let bootable = bool_arg(&obj, "bootable")?;
+            set_flag(&s, v.id, move |v| v.bootable = bootable).await?;
+            Ok(empty(StatusCode::OK))
+        }
+        "os-update_readonly_flag" => {
+            let v = load_for(&s, &ctx, &id, "volume:update_readonly_flag").await?;
+            let obj = arg_obj("os-update_readonly_flag")?;
+            let readonly = bool_arg(&obj, "readonly")?;
+            if v.status != "available" {
+                return Err(bad(format!(
+                    "Invalid volume: Volume {id} status must be available to update readonly flag, but current status is: {}.",
+                    v.status
+                )));
+            }
+            set_flag(&s, v.id, move |v| v.readonly = Some(readonly)).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-set_image_metadata" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_image_metadata:set").await?;
+            let obj = arg_obj("os-set_image_metadata")?;
+            let meta = metadata_field(obj.get("metadata").unwrap_or(&Value::Null))?;
+            let vid = v.id.clone();
+            let all = s
+                .write(move |tx| {
+                    let mut v = store::get_volume(tx, &vid)?.ok_or_else(|| not_found(&vid))?;
+                    v.image_metadata.extend(meta);
+                    if v.image_metadata.len() > MAX_METADATA {
+                        return Err(bad(
+                            "Invalid input received: too many image metadata items.",
+                        ));
+                    }
+                    store::put_volume(tx, &v)?;
+                    Ok(v.image_metadata)
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &json!({"metadata": all})))
+        }
+        "os-unset_image_metadata" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_image_metadata:remove",
+            )
+            .await?;
+            let obj = arg_obj("os-unset_image_metadata")?;
+            let key = body::opt_string(&obj, "key")?.ok_or_else(|| {
+                bad("Invalid input for field/attribute key. 'key' is a required property")
+            })?;
+            let vid = v.id.clone();
+            s.write(move |tx| {
+                let mut v = store::get_volume(tx, &vid)?.ok_or_else(|| not_found(&vid))?;
+                if v.image_metadata.remove(&key).is_none() {
+                    return Err(VolumeError::NotFound(format!(
+                        "Glance metadata for volume {vid} with key {key} cannot be found."
+                    )));
+                }
+                store::put_volume(tx, &v)?;
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::OK))
+        }
+        "os-show_image_metadata" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_image_metadata:show").await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"metadata": v.image_metadata}),
+            ))
+        }
+        "os-reserve" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:reserve").await?;
+            ops::reserve(&s, &v.id, None).await?;
+            set_flag(&s, v.id, |v| {
+                if v.status == "reserved" {
+                    v.status = "attaching".into();
+                }
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-unreserve" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:unreserve").await?;
+            if v.status == "attaching" || v.status == "reserved" {
+                let pending = v
+                    .attachments
+                    .iter()
+                    .find(|a| a.attach_status != "attached")
+                    .map(|a| a.id.clone());
+                if let Some(a) = pending {
+                    ops::detach(&s, &v.id, Some(a)).await?;
+                }
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-attach" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:attach").await?;
+            let obj = arg_obj("os-attach")?;
+            let instance = body::opt_string(&obj, "instance_uuid")?;
+            let host = body::opt_string(&obj, "host_name")?;
+            if instance.is_none() && host.is_none() {
+                return Err(bad("Invalid request to attach volume to an invalid target"));
+            }
+            let mountpoint = body::opt_string(&obj, "mountpoint")?;
+            let mode = body::opt_string(&obj, "mode")?.unwrap_or_else(|| "rw".into());
+            if !["rw", "ro"].contains(&mode.as_str()) {
+                return Err(bad(
+                    "Invalid request to attach volume with an invalid mode. Attaching mode should be 'rw' or 'ro'",
+                ));
+            }
+            ops::attach(&s, &v.id, None, instance, host, mountpoint, &mode).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-detach" => {
+            let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:detach").await?;
+            let obj = arg_obj("os-detach")?;
+            let attachment = body::opt_string(&obj, "attachment_id")?;
+            ops::detach(&s, &v.id, attachment).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-begin_detaching" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_actions:begin_detaching",
+            )
+            .await?;
+            ops::set_detaching(&s, &v.id, true).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-roll_detaching" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_actions:roll_detaching",
+            )
+            .await?;
+            ops::set_detaching(&s, &v.id, false).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-initialize_connection" => {
+            let v = load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_actions:initialize_connection",
+            )
+            .await?;
+            let info = json!({"connection_info": {
+                "driver_volume_type": "file",
+                "data": {"device_path": ops::backing_file(&s, &v.id).display().to_string(),
+                          "name": format!("volume-{}", v.id), "access_mode": if v.readonly == Some(true) {"ro"} else {"rw"},
+                          "volume_id": v.id},
+            }});
+            let _ = mv;
+            Ok(json_response(StatusCode::OK, &info))
+        }
+        "os-terminate_connection" => {
+            load_for(
+                &s,
+                &ctx,
+                &id,
+                "volume_extension:volume_actions:terminate_connection",
+            )
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        _ => Err(bad(
+            "There is no such action: {name}".replace("{name}", &name)
+        )),
+    }
+}
+
+fn bool_arg(obj: &Object, key: &str) -> VolumeResult<bool> {
+    match obj.get(key) {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(t))
+            if ["true", "false", "True", "False", "1", "0"].contains(&t.as_str()) =>
+        {
+            Ok(truthy(t))
+        }
+        Some(other) => Err(bad(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'boolean'"
+        ))),
+        None => Err(bad(format!(
+            "Invalid input for field/attribute {key}. '{key}' is a required property"
+        ))),
+    }
+}
+
+async fn set_flag(
+    s: &S,
+    id: String,
+    change: impl FnOnce(&mut Volume) + Send + 'static,
+) -> VolumeResult<()> {
+    s.write(move |tx| {
+        let mut v = store::get_volume(tx, &id)?.ok_or_else(|| not_found(&id))?;
+        change(&mut v);
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(())
+    })
+    .await
+}

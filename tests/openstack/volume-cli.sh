@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Cinder with the stock clients (issue 14): volumes, snapshots, types, QoS, quotas,
+# limits, availability zones, services and bad input, against a fresh `yunhe serve`.
+#   tests/openstack/volume-cli.sh
+# Prints one line per check and ends with `N passed, M failed`; exits non-zero on failure.
+# Env: YUNHE_BIN (server binary), YUNHE_VENV (venv path), YUNHE_CLI_LOG (keep the
+# commands' output there).
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="$("$here/venv.sh" | tail -n1)" || { echo "venv setup failed"; echo "0 passed, 1 failed"; exit 1; }
+export PATH="$venv/bin:$PATH"
+py="$venv/bin/python"
+
+. "$here/start-server.sh"
+. "$here/lib.sh"
+
+passed=0 failed=0
+out="$(mktemp "${TMPDIR:-/tmp}/yunhe-cli.XXXXXX")"
+work="$(mktemp -d "${TMPDIR:-/tmp}/yunhe-volume-cli.XXXXXX")"
+yunhe_on_exit "rm -rf '$out' '$work'"
+log="${YUNHE_CLI_LOG:-}"
+
+pass() { passed=$((passed+1)); echo "PASS $1"; }
+fail() {
+    failed=$((failed+1)); echo "FAIL $1"
+    if [ -s "$out" ]; then { cat "$out"; echo; } | sed -e '/^\r\?$/d' -e 's/^/    | /' | tail -n 15; fi
+}
+check() {
+    local name="$1"; shift
+    if "$@" >"$out" 2>&1; then pass "$name"; else fail "$name"; fi
+    [ -n "$log" ] && { echo "== $name: $*"; cat "$out"; } >>"$log"
+    return 0
+}
+# refuse NAME CMD...: the command must fail.
+refuse() {
+    local name="$1"; shift
+    if "$@" >"$out" 2>&1; then fail "$name"; else pass "$name"; fi
+    return 0
+}
+# json EXPR: a Python expression on the JSON in $out (as `d`), keys lower-cased.
+json() { "$py" -c 'import json,sys
+def low(x):
+    if isinstance(x, dict): return {k.lower().replace(" ", "_"): low(v) for k, v in x.items()}
+    if isinstance(x, list): return [low(v) for v in x]
+    return x
+d=low(json.load(open(sys.argv[1]))); print(eval(sys.argv[2]))' "$out" "$1"; }
+# expect NAME EXPR: EXPR (on $out) must print True.
+
+expect() { if json "$2" 2>/dev/null | grep -qx True; then pass "$1"; else fail "$1"; fi; }
+
+if ! yunhe_start_server; then
+    echo "FAIL server start"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# wait_status KIND ID STATUS: polls `openstack KIND show` until the status.
+wait_status() {
+    local i
+    for i in $(seq 1 100); do
+        openstack $1 show "$2" -f json >"$out" 2>&1
+        json 'd["status"]' 2>/dev/null | grep -qx "$3" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+wait_gone() {
+    local i
+    for i in $(seq 1 100); do
+        openstack $1 show "$2" >/dev/null 2>&1 || return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# --- service discovery ------------------------------------------------------------
+check "openstack catalog show block-storage" openstack catalog show block-storage -f json
+expect "the catalog names cinder at /volume/v3" '"/volume/v3" in str(d["endpoints"])'
+check "openstack versions show --service block-storage" openstack versions show --service block-storage -f json
+expect "version 3.71 is current" 'any(v["max_microversion"]=="3.71" for v in d)'
+
+# --- volumes ----------------------------------------------------------------------
+check "openstack volume create --size 1" openstack volume create --size 1 --property tier=gold data -f json
+vol="$(json 'd["id"]' 2>/dev/null)"
+check "the volume becomes available" wait_status volume "$vol" available
+expect "the volume is 1 GiB of type __DEFAULT__" 'd["size"]==1 and d["type"]=="__DEFAULT__"'
+check "openstack volume list" openstack volume list -f json
+expect "the list shows it" "[v[\"name\"] for v in d]==[\"data\"]"
+check "openstack volume list --long --status available" openstack volume list --long --status available -f json
+expect "the long list shows its properties" '"gold" in str(d[0]["properties"])'
+check "openstack volume set --name --description --property" \
+    openstack volume set --name data2 --description "a data disk" --property k=v "$vol"
+check "openstack volume set --bootable --read-only" openstack volume set --bootable --read-only "$vol"
+check "openstack volume show" openstack volume show data2 -f json
+expect "bootable, read-only, renamed, with both properties" \
+    'str(d["bootable"]).lower()=="true" and "readonly" in str(d["properties"]) and d["name"]=="data2" and "gold" in str(d["properties"])'
+check "openstack volume set --read-write" openstack volume set --read-write "$vol"
+check "openstack volume set --size 2 (extend)" openstack volume set --size 2 "$vol"
+check "the extended volume is 2 GiB" wait_status volume "$vol" available
+expect "size 2" 'd["size"]==2'
+check "openstack volume set --image-property" openstack volume set --image-property os_type=linux "$vol"
+check "openstack volume unset --image-property" openstack volume unset --image-property os_type "$vol"
+check "openstack volume unset --property" openstack volume unset --property k "$vol"
+
+# --- snapshots and clones ---------------------------------------------------------
+check "openstack volume snapshot create" openstack volume snapshot create --volume "$vol" snap1 -f json
+snap="$(json 'd["id"]' 2>/dev/null)"
+check "the snapshot becomes available" wait_status "volume snapshot" "$snap" available
+check "openstack volume snapshot list" openstack volume snapshot list -f json
+expect "the snapshot is listed" '[s["name"] for s in d]==["snap1"]'
+check "openstack volume snapshot set --name --property" openstack volume snapshot set --name snap2 --property a=b "$snap"
+check "openstack volume create --snapshot" openstack volume create --snapshot "$snap" --size 3 from-snap -f json
+from_snap="$(json 'd["id"]' 2>/dev/null)"
+check "the volume from the snapshot becomes available" wait_status volume "$from_snap" available
+expect "it is 3 GiB" 'd["size"]==3'
+check "openstack volume create --source" openstack volume create --source "$vol" clone -f json
+clone="$(json 'd["id"]' 2>/dev/null)"
+check "the clone becomes available" wait_status volume "$clone" available
+refuse "deleting a volume with snapshots is refused" openstack volume delete "$vol"
+check "openstack volume snapshot delete" openstack volume snapshot delete "$snap"
+check "the snapshot goes" wait_gone "volume snapshot" "$snap"
+
+# --- types, QoS -------------------------------------------------------------------
+check "openstack volume type create --private --property" \
+    openstack volume type create --private --property speed=high fast -f json
+check "openstack volume type list --long" openstack volume type list --long -f json
+expect "both types are listed" '{"__DEFAULT__", "fast"} <= {t["name"] for t in d}'
+check "openstack volume type set --project admin" openstack volume type set --project admin fast
+check "openstack volume type show" openstack volume type show fast -f json
+expect "the private type lists its project access" 'd["is_public"] is False and len(d["access_project_ids"])==1'
+check "openstack volume qos create" openstack volume qos create --consumer front-end --property read_iops_sec=100 gold -f json
+check "openstack volume qos associate" openstack volume qos associate gold fast
+check "openstack volume qos show" openstack volume qos show gold -f json
+expect "the QoS is associated with the type" '"fast" in str(d["associations"])'
+check "openstack volume create --type fast" openstack volume create --size 1 --type fast typed -f json
+typed="$(json 'd["id"]' 2>/dev/null)"
+check "the typed volume becomes available" wait_status volume "$typed" available
+refuse "a type in use is not deleted" openstack volume type delete fast
+
+# --- quotas, limits, zones, services, pools ---------------------------------------
+check "openstack quota set --volumes 5 --gigabytes 50" openstack quota set --volumes 5 --gigabytes 50 admin
+check "openstack quota show" openstack quota show admin -f json
+expect "the volume quotas are set" 'any(r.get("resource")=="volumes" and r.get("limit")==5 for r in d) if isinstance(d, list) else d.get("volumes")==5'
+check "openstack limits show --absolute" openstack limits show --absolute -f json
+expect "totalVolumesUsed counts 4 volumes" 'any(r["name"] in ("totalVolumesUsed", "total_volumes_used") and r["value"]==4 for r in d)'
+refuse "a sixth, too big volume breaks the gigabytes quota" openstack volume create --size 60 toobig
+check "openstack availability zone list --volume" openstack availability zone list --volume -f json
+expect "zone nova is available" 'd[0]["zone_name"]=="nova"'
+check "openstack volume service list" openstack volume service list -f json
+expect "scheduler, volume and backup services are up" \
+    'sorted(s["binary"] for s in d)==["cinder-backup", "cinder-scheduler", "cinder-volume"] and all(s["state"]=="up" for s in d)'
+check "openstack volume backend pool list --long" openstack volume backend pool list --long -f json
+expect "the pool reports capacity" '"yunhe@file#file" in str(d) and "total_capacity_gb" in str(d) and "provisioned_capacity_gb" in str(d)'
+
+# --- bad input --------------------------------------------------------------------
+refuse "size 0 is refused" openstack volume create --size 0 zero
+refuse "an unknown type is refused" openstack volume create --size 1 --type nosuch bad
+refuse "an unknown availability zone is refused" openstack volume create --size 1 --availability-zone mars bad
+refuse "shrinking is refused" openstack volume set --size 1 "$vol"
+refuse "an unknown volume is not shown" openstack volume show 00000000-0000-0000-0000-000000000000
+
+# --- admin actions and delete -----------------------------------------------------
+check "openstack volume set --state error (reset-status)" openstack volume set --state error "$clone"
+check "openstack volume delete --force" openstack volume delete --force "$clone"
+check "openstack volume delete" openstack volume delete "$vol" "$from_snap" "$typed"
+for v in "$vol" "$from_snap" "$typed" "$clone"; do
+    check "volume $v goes" wait_gone volume "$v"
+done
+check "openstack volume type delete" openstack volume type delete fast
+check "openstack volume qos delete" openstack volume qos delete gold
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,759 @@
+//! Cinder v3 against the real `yunhe serve` on an ephemeral port: volumes as
+//! sparse files, snapshots and clones with the same bytes, types, QoS,
+//! quotas, capacity and the start-up repair after a kill -9.
+
+mod support;
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Reply, Server, http};
+
+const GIB: u64 = 1 << 30;
+
+fn req(server: &Server, method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
+    server.request(method, &format!("/volume/v3{path}"), Some(token), body)
+}
+
+fn req_mv(server: &Server, method: &str, path: &str, token: &str, mv: &str) -> Reply {
+    let headers = vec![
+        ("X-Auth-Token", token.to_string()),
+        ("OpenStack-API-Version", format!("volume {mv}")),
+    ];
+    http(
+        &server.addr,
+        method,
+        &format!("/volume/v3{path}"),
+        &headers,
+        None,
+    )
+}
+
+/// Waits until the volume (or snapshot, `kind`) reaches `status`.
+fn wait_for(server: &Server, token: &str, kind: &str, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = req(server, "GET", &format!("/{kind}s/{id}"), token, None);
+        let body = reply.json();
+        if body[kind]["status"] == status {
+            return body[kind].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} {id} never became {status}: {}",
+            reply.text
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_gone(server: &Server, token: &str, kind: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while req(server, "GET", &format!("/{kind}s/{id}"), token, None).status != 404 {
+        assert!(Instant::now() < deadline, "{kind} {id} never went away");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn create_volume(server: &Server, token: &str, body: Value) -> String {
+    let reply = req(
+        server,
+        "POST",
+        "/volumes",
+        token,
+        Some(&json!({"volume": body})),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.json()["volume"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+fn volume_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join("volumes").join(format!("volume-{id}"))
+}
+
+/// A project with a member user; returns (project id, token).
+fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
+    let project = server.request(
+        "POST",
+        "/identity/v3/projects",
+        Some(admin),
+        Some(&json!({"project": {"name": name}})),
+    );
+    assert_eq!(project.status, 201, "{}", project.text);
+    let project_id = project.json()["project"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let password = format!("pw-{name}-123");
+    let user = server.request(
+        "POST",
+        "/identity/v3/users",
+        Some(admin),
+        Some(&json!({"user": {"name": name, "password": password}})),
+    );
+    assert_eq!(user.status, 201, "{}", user.text);
+    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
+    let roles = server
+        .get("/identity/v3/roles?name=member", Some(admin))
+        .json();
+    let role = roles["roles"][0]["id"].as_str().expect("member role");
+    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
+    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
+    let reply = server.token(name, &password, Some(name));
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let token = reply.header("x-subject-token").expect("token").to_string();
+    (project_id, token)
+}
+
+#[test]
+fn catalog_versions_and_microversions() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let token = server.token("admin", support::ADMIN_PASSWORD, Some("admin"));
+    let catalog = &token.json()["token"]["catalog"];
+    let types: Vec<&str> = catalog
+        .as_array()
+        .expect("catalog")
+        .iter()
+        .filter_map(|s| s["type"].as_str())
+        .collect();
+    assert!(types.contains(&"block-storage"), "{types:?}");
+    assert!(types.contains(&"volumev3"), "{types:?}");
+
+    let doc = server.get("/volume/v3", None).json();
+    assert_eq!(doc["versions"][0]["id"], "v3.0");
+    assert_eq!(doc["versions"][0]["version"], "3.71");
+    assert_eq!(doc["versions"][0]["min_version"], "3.0");
+
+    let reply = req_mv(&server, "GET", "/volumes", &admin, "3.60");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("openstack-api-version"), Some("volume 3.60"));
+    let reply = req_mv(&server, "GET", "/volumes", &admin, "3.99");
+    assert_eq!(reply.status, 406);
+    // The project id in the path is accepted when it is the token's, refused otherwise.
+    let project = token.json()["token"]["project"]["id"]
+        .as_str()
+        .expect("project")
+        .to_string();
+    assert_eq!(
+        req(&server, "GET", &format!("/{project}/volumes"), &admin, None).status,
+        200
+    );
+    assert_eq!(
+        req(
+            &server,
+            "GET",
+            "/0123456789abcdef0123456789abcdef/volumes",
+            &admin,
+            None
+        )
+        .status,
+        400
+    );
+    // Cinder's error format.
+    let missing = req(&server, "GET", "/volumes/nope", &admin, None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["itemNotFound"]["code"], 404);
+}
+
+#[test]
+fn volumes_snapshots_and_clones_keep_their_bytes_in_sparse_files() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let id = create_volume(
+        &server,
+        &admin,
+        json!({"size": 2, "name": "data", "metadata": {"tier": "gold"}}),
+    );
+    let v = wait_for(&server, &admin, "volume", &id, "available");
+    assert_eq!(v["size"], 2);
+    assert_eq!(v["volume_type"], "__DEFAULT__");
+    assert_eq!(v["bootable"], "false");
+    assert_eq!(v["metadata"]["tier"], "gold");
+    let file = volume_file(&server.state_dir, &id);
+    let meta = std::fs::metadata(&file).expect("volume file");
+    assert_eq!(meta.len(), 2 * GIB);
+    assert!(meta.blocks() * 512 < 1 << 20, "blank volumes are sparse");
+
+    // Bytes written into the volume come back in a snapshot and its volumes.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    f.write_all_at(b"yunhe volume bytes", GIB + 4096)
+        .expect("write");
+    drop(f);
+    let snap = req(
+        &server,
+        "POST",
+        "/snapshots",
+        &admin,
+        Some(&json!({"snapshot": {"volume_id": id, "name": "s1"}})),
+    );
+    assert_eq!(snap.status, 202, "{}", snap.text);
+    let snap_id = snap.json()["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(&server, &admin, "snapshot", &snap_id, "available");
+    let from_snap = create_volume(&server, &admin, json!({"snapshot_id": snap_id, "size": 3}));
+    let clone = create_volume(&server, &admin, json!({"source_volid": id}));
+    for new in [&from_snap, &clone] {
+        let v = wait_for(&server, &admin, "volume", new, "available");
+        let f = std::fs::File::open(volume_file(&server.state_dir, new)).expect("copy");
+        let mut back = [0u8; 18];
+        f.read_exact_at(&mut back, GIB + 4096).expect("read");
+        assert_eq!(&back, b"yunhe volume bytes");
+        assert_eq!(
+            f.metadata().expect("meta").len(),
+            v["size"].as_u64().expect("size") * GIB
+        );
+    }
+    // A smaller volume than the snapshot is refused.
+    let small = req(
+        &server,
+        "POST",
+        "/volumes",
+        &admin,
+        Some(&json!({"volume": {"snapshot_id": snap_id, "size": 1}})),
+    );
+    assert_eq!(small.status, 400, "{}", small.text);
+
+    // Lists: filters, sort, paging.
+    let list = req(&server, "GET", "/volumes/detail?name=data", &admin, None).json();
+    assert_eq!(list["volumes"].as_array().expect("list").len(), 1);
+    let sorted = req(
+        &server,
+        "GET",
+        "/volumes/detail?sort=size:asc",
+        &admin,
+        None,
+    )
+    .json();
+    let sizes: Vec<i64> = sorted["volumes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["size"].as_i64().expect("size"))
+        .collect();
+    assert_eq!(sizes, vec![2, 2, 3]);
+    let page = req(&server, "GET", "/volumes?limit=2", &admin, None).json();
+    assert_eq!(page["volumes"].as_array().expect("page").len(), 2);
+    let next = page["volumes_links"][0]["href"].as_str().expect("next");
+    assert!(next.contains("marker="), "{next}");
+    let meta_filter = req(
+        &server,
+        "GET",
+        "/volumes?metadata=%7B%27tier%27%3A%27gold%27%7D",
+        &admin,
+        None,
+    )
+    .json();
+    assert_eq!(meta_filter["volumes"].as_array().expect("list").len(), 1);
+
+    // Update, metadata, flags, extend.
+    let updated = req(
+        &server,
+        "PUT",
+        &format!("/volumes/{id}"),
+        &admin,
+        Some(&json!({"volume": {"name": "renamed", "description": "d"}})),
+    );
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    assert_eq!(updated.json()["volume"]["name"], "renamed");
+    let meta = req(
+        &server,
+        "POST",
+        &format!("/volumes/{id}/metadata"),
+        &admin,
+        Some(&json!({"metadata": {"k": "v"}})),
+    );
+    assert_eq!(meta.json()["metadata"], json!({"tier": "gold", "k": "v"}));
+    for (action, status) in [
+        (json!({"os-set_bootable": {"bootable": true}}), 200),
+        (json!({"os-update_readonly_flag": {"readonly": true}}), 202),
+        (json!({"os-extend": {"new_size": 4}}), 202),
+        (json!({"os-extend": {"new_size": 1}}), 400),
+        (json!({"os-nonsense": {}}), 400),
+    ] {
+        let reply = req(
+            &server,
+            "POST",
+            &format!("/volumes/{id}/action"),
+            &admin,
+            Some(&action),
+        );
+        assert_eq!(reply.status, status, "{action}: {}", reply.text);
+    }
+    let v = wait_for(&server, &admin, "volume", &id, "available");
+    assert_eq!(v["size"], 4);
+    assert_eq!(v["bootable"], "true");
+    assert_eq!(v["metadata"]["readonly"], "True");
+    assert_eq!(std::fs::metadata(&file).expect("file").len(), 4 * GIB);
+
+    // A volume with snapshots is not deleted, unless cascade.
+    let refused = req(&server, "DELETE", &format!("/volumes/{id}"), &admin, None);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let cascade = req(
+        &server,
+        "DELETE",
+        &format!("/volumes/{id}?cascade=true"),
+        &admin,
+        None,
+    );
+    assert_eq!(cascade.status, 202, "{}", cascade.text);
+    wait_gone(&server, &admin, "volume", &id);
+    wait_gone(&server, &admin, "snapshot", &snap_id);
+    assert!(!file.exists());
+    assert!(
+        !server
+            .state_dir
+            .join("volumes")
+            .join(format!("snapshot-{snap_id}"))
+            .exists()
+    );
+}
+
+#[test]
+fn types_qos_quotas_and_policy() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let (project, member) = member_of_new_project(&server, &admin, "alice");
+
+    // Types: admins create, members may not; private types need access.
+    let t = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(
+            &json!({"volume_type": {"name": "fast", "extra_specs": {"speed": "high"}, "os-volume-type-access:is_public": false}}),
+        ),
+    );
+    assert_eq!(t.status, 200, "{}", t.text);
+    let type_id = t.json()["volume_type"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let dup = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(&json!({"volume_type": {"name": "fast"}})),
+    );
+    assert_eq!(dup.status, 409);
+    assert_eq!(
+        req(
+            &server,
+            "POST",
+            "/types",
+            &member,
+            Some(&json!({"volume_type": {"name": "x"}}))
+        )
+        .status,
+        403
+    );
+    let seen = req(&server, "GET", "/types", &member, None).json();
+    let names: Vec<&str> = seen["volume_types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["__DEFAULT__"]);
+    let add = req(
+        &server,
+        "POST",
+        &format!("/types/{type_id}/action"),
+        &admin,
+        Some(&json!({"addProjectAccess": {"project": project}})),
+    );
+    assert_eq!(add.status, 202, "{}", add.text);
+    let access = req(
+        &server,
+        "GET",
+        &format!("/types/{type_id}/os-volume-type-access"),
+        &admin,
+        None,
+    );
+    assert_eq!(
+        access.json()["volume_type_access"][0]["project_id"],
+        project.as_str()
+    );
+    let spec = req(
+        &server,
+        "GET",
+        &format!("/types/{type_id}/extra_specs/speed"),
+        &admin,
+        None,
+    );
+    assert_eq!(spec.json()["speed"], "high");
+
+    // QoS specs and their association.
+    let qos = req(
+        &server,
+        "POST",
+        "/qos-specs",
+        &admin,
+        Some(
+            &json!({"qos_specs": {"name": "gold", "consumer": "front-end", "read_iops_sec": "1000"}}),
+        ),
+    );
+    assert_eq!(qos.status, 200, "{}", qos.text);
+    let qos_id = qos.json()["qos_specs"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        req(
+            &server,
+            "GET",
+            &format!("/qos-specs/{qos_id}/associate?vol_type_id={type_id}"),
+            &admin,
+            None
+        )
+        .status,
+        202
+    );
+    let assoc = req(
+        &server,
+        "GET",
+        &format!("/qos-specs/{qos_id}/associations"),
+        &admin,
+        None,
+    )
+    .json();
+    assert_eq!(assoc["qos_associations"][0]["id"], type_id.as_str());
+
+    // The member makes a volume of the shared type; another project cannot see it.
+    let vid = create_volume(&server, &member, json!({"size": 1, "volume_type": "fast"}));
+    let v = wait_for(&server, &member, "volume", &vid, "available");
+    assert_eq!(v["volume_type"], "fast");
+    assert!(
+        v.get("os-vol-host-attr:host").is_none(),
+        "members do not see the host"
+    );
+    let (_, bob) = member_of_new_project(&server, &admin, "bob");
+    assert_eq!(
+        req(&server, "GET", &format!("/volumes/{vid}"), &bob, None).status,
+        404
+    );
+    let reset = req(
+        &server,
+        "POST",
+        &format!("/volumes/{vid}/action"),
+        &member,
+        Some(&json!({"os-reset_status": {"status": "error"}})),
+    );
+    assert_eq!(reset.status, 403, "{}", reset.text);
+    // A type in use is not deleted.
+    assert_eq!(
+        req(
+            &server,
+            "DELETE",
+            &format!("/types/{type_id}"),
+            &admin,
+            None
+        )
+        .status,
+        400
+    );
+
+    // Quotas: one more volume than the limit is a 413.
+    let set = req(
+        &server,
+        "PUT",
+        &format!("/os-quota-sets/{project}"),
+        &admin,
+        Some(&json!({"quota_set": {"volumes": 1, "gigabytes_fast": 5}})),
+    );
+    assert_eq!(set.status, 200, "{}", set.text);
+    let over = req(
+        &server,
+        "POST",
+        "/volumes",
+        &member,
+        Some(&json!({"volume": {"size": 1}})),
+    );
+    assert_eq!(over.status, 413, "{}", over.text);
+    assert!(
+        over.json()["overLimit"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("volumes")
+    );
+    let usage = req(
+        &server,
+        "GET",
+        &format!("/os-quota-sets/{project}?usage=true"),
+        &member,
+        None,
+    )
+    .json();
+    assert_eq!(usage["quota_set"]["volumes"]["in_use"], 1);
+    assert_eq!(usage["quota_set"]["gigabytes_fast"]["limit"], 5);
+    let limits = req(&server, "GET", "/limits", &member, None).json();
+    assert_eq!(limits["limits"]["absolute"]["maxTotalVolumes"], 1);
+    assert_eq!(limits["limits"]["absolute"]["totalGigabytesUsed"], 1);
+    let bad = req(
+        &server,
+        "PUT",
+        &format!("/os-quota-sets/{project}"),
+        &admin,
+        Some(&json!({"quota_set": {"volumes": 0}})),
+    );
+    assert_eq!(bad.status, 400, "a limit below the usage: {}", bad.text);
+
+    // What the host offers.
+    let zones = req(&server, "GET", "/os-availability-zone", &member, None).json();
+    assert_eq!(zones["availabilityZoneInfo"][0]["zoneName"], "nova");
+    let services = req(&server, "GET", "/os-services", &admin, None).json();
+    let binaries: Vec<&str> = services["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["binary"].as_str())
+        .collect();
+    assert_eq!(
+        binaries,
+        vec!["cinder-scheduler", "cinder-volume", "cinder-backup"]
+    );
+    let pools = req(
+        &server,
+        "GET",
+        "/scheduler-stats/get_pools?detail=true",
+        &admin,
+        None,
+    )
+    .json();
+    let caps = &pools["pools"][0]["capabilities"];
+    assert!(caps["total_capacity_gb"].as_f64().expect("total") > 0.0);
+    assert_eq!(caps["provisioned_capacity_gb"], 1);
+    assert_eq!(
+        req(&server, "GET", "/scheduler-stats/get_pools", &member, None).status,
+        403
+    );
+}
+
+#[test]
+fn capacity_is_enforced_and_bad_input_refused() {
+    // Almost no over-subscription: a volume bigger than the disk cannot fit.
+    let server = Server::start_with_args(&["--volume-over-subscription-ratio", "0.000001"]);
+    let admin = server.admin_token();
+    let id = create_volume(&server, &admin, json!({"size": 1}));
+    let v = wait_for(&server, &admin, "volume", &id, "error");
+    assert_eq!(v["status"], "error");
+    assert!(!volume_file(&server.state_dir, &id).exists());
+    // An error volume is deleted cleanly.
+    assert_eq!(
+        req(&server, "DELETE", &format!("/volumes/{id}"), &admin, None).status,
+        202
+    );
+    wait_gone(&server, &admin, "volume", &id);
+    for body in [
+        json!({"volume": {"size": 0}}),
+        json!({"volume": {"size": "x"}}),
+        json!({"volume": {}}),
+        json!({"volume": {"size": 1, "bogus": 1}}),
+        json!({"volume": {"size": 1, "name": "n".repeat(256)}}),
+        json!({"volume": {"size": 1, "availability_zone": "elsewhere"}}),
+        json!({"volume": {"size": 1, "volume_type": "no-such-type"}}),
+        json!([1]),
+    ] {
+        let reply = req(&server, "POST", "/volumes", &admin, Some(&body));
+        assert!(
+            reply.status == 400 || reply.status == 404,
+            "{body}: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+}
+
+#[test]
+fn kill_nine_leaves_states_the_start_up_repair_settles() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let kept = create_volume(&server, &admin, json!({"size": 1, "name": "kept"}));
+    let stuck = create_volume(&server, &admin, json!({"size": 1, "name": "stuck"}));
+    let lost = create_volume(&server, &admin, json!({"size": 1, "name": "lost"}));
+    for id in [&kept, &stuck, &lost] {
+        wait_for(&server, &admin, "volume", id, "available");
+    }
+    let dir = server.kill9();
+    // What a crash mid-create leaves: a row still `creating`, an unfinished
+    // copy, a file whose row never committed; and a file lost under a row.
+    let db = rusqlite::Connection::open(dir.join("yunhe.db")).expect("db");
+    db.execute(
+        "UPDATE volume_volumes SET status = 'creating', doc = json_set(doc, '$.status', 'creating') WHERE id = ?1",
+        [&stuck],
+    )
+    .expect("update");
+    drop(db);
+    let volumes = dir.join("volumes");
+    std::fs::write(volumes.join("volume-orphan"), b"x").expect("orphan");
+    std::fs::write(volumes.join("volume-half.partial"), b"x").expect("partial");
+    std::fs::remove_file(volume_file(&dir, &lost)).expect("lose a file");
+
+    let server = Server::start_in(dir.clone(), false);
+    let admin = server.admin_token();
+    assert_eq!(
+        req(&server, "GET", &format!("/volumes/{kept}"), &admin, None).json()["volume"]["status"],
+        "available"
+    );
+    for id in [&stuck, &lost] {
+        let v = req(&server, "GET", &format!("/volumes/{id}"), &admin, None).json();
+        assert_eq!(v["volume"]["status"], "error", "{id}");
+    }
+    assert!(!volumes.join("volume-orphan").exists());
+    assert!(!volumes.join("volume-half.partial").exists());
+    assert!(volume_file(&dir, &kept).exists());
+    // The error volumes can be deleted, and their files are gone.
+    for id in [&stuck, &lost] {
+        assert_eq!(
+            req(&server, "DELETE", &format!("/volumes/{id}"), &admin, None).status,
+            202
+        );
+        wait_gone(&server, &admin, "volume", id);
+        assert!(!volume_file(&dir, id).exists());
+    }
+}
+
+/// The shapes tempest checks: snapshot create without the extended
+/// attributes, services without backend_state but for cinder-volume, type
+/// update without the access flag, next links in the caller's URL shape; and
+/// os-retype with its per-type quota.
+#[test]
+fn response_shapes_next_links_and_retype() {
+    let server = Server::start();
+    let admin = server.admin_token();
+
+    let vol = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &vol, "available");
+    let snap = req(
+        &server,
+        "POST",
+        "/snapshots",
+        &admin,
+        Some(&json!({"snapshot": {"volume_id": vol}})),
+    );
+    assert_eq!(snap.status, 202, "{}", snap.text);
+    let body = snap.json();
+    assert!(
+        body["snapshot"]
+            .get("os-extended-snapshot-attributes:progress")
+            .is_none()
+    );
+    let snap_id = body["snapshot"]["id"].as_str().expect("id").to_string();
+    let shown = wait_for(&server, &admin, "snapshot", &snap_id, "available");
+    assert!(
+        shown
+            .get("os-extended-snapshot-attributes:project_id")
+            .is_some()
+    );
+
+    let services = req(&server, "GET", "/os-services", &admin, None).json();
+    for s in services["services"].as_array().expect("services") {
+        assert_eq!(
+            s.get("backend_state").is_some(),
+            s["binary"] == "cinder-volume",
+            "{s}"
+        );
+    }
+
+    // Next links keep the URL's shape: no project id when the caller sent none.
+    let second = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &second, "available");
+    let page = req(&server, "GET", "/volumes?limit=1", &admin, None).json();
+    let href = page["volumes_links"][0]["href"].as_str().expect("next");
+    assert!(href.contains("/volume/v3/volumes?"), "{href}");
+    let project = req(&server, "GET", "/volumes/detail?limit=1", &admin, None).json()["volumes"][0]
+        ["os-vol-tenant-attr:tenant_id"]
+        .as_str()
+        .expect("tenant")
+        .to_string();
+    let page = req(
+        &server,
+        "GET",
+        &format!("/{project}/volumes/detail?limit=1"),
+        &admin,
+        None,
+    )
+    .json();
+    let href = page["volumes_links"][0]["href"].as_str().expect("next");
+    assert!(
+        href.contains(&format!("/volume/v3/{project}/volumes/detail?")),
+        "{href}"
+    );
+
+    // Type update answers the plain view; retype moves the volume.
+    let t = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(&json!({"volume_type": {"name": "gold"}})),
+    );
+    assert_eq!(t.status, 200, "{}", t.text);
+    let gold = t.json()["volume_type"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let up = req(
+        &server,
+        "PUT",
+        &format!("/types/{gold}"),
+        &admin,
+        Some(&json!({"volume_type": {"description": "d"}})),
+    );
+    assert_eq!(up.status, 200, "{}", up.text);
+    let view = up.json();
+    assert!(
+        view["volume_type"]
+            .get("os-volume-type-access:is_public")
+            .is_none()
+    );
+    assert!(view["volume_type"].get("qos_specs_id").is_none());
+
+    let action = format!("/volumes/{second}/action");
+    let retype = json!({"os-retype": {"new_type": "gold", "migration_policy": "never"}});
+    let r = req(&server, "POST", &action, &admin, Some(&retype));
+    assert_eq!(r.status, 202, "{}", r.text);
+    let v = wait_for(&server, &admin, "volume", &second, "available");
+    assert_eq!(v["volume_type"], "gold");
+    let again = req(&server, "POST", &action, &admin, Some(&retype));
+    assert_eq!(again.status, 400, "same type: {}", again.text);
+    let bad = json!({"os-retype": {"new_type": "no-such-type"}});
+    assert_eq!(
+        req(&server, "POST", &action, &admin, Some(&bad)).status,
+        400
+    );
+    // A per-type quota of 0 volumes refuses the move into that type.
+    let t = req(
+        &server,
+        "POST",
+        "/types",
+        &admin,
+        Some(&json!({"volume_type": {"name": "tight"}})),
+    );
+    assert_eq!(t.status, 200, "{}", t.text);
+    let q = req(
+        &server,
+        "PUT",
+        &format!("/os-quota-sets/{project}"),
+        &admin,
+        Some(&json!({"quota_set": {"volumes_tight": 0}})),
+    );
+    assert_eq!(q.status, 200, "{}", q.text);
+    let tight = json!({"os-retype": {"new_type": "tight"}});
+    assert_eq!(
+        req(&server, "POST", &action, &admin, Some(&tight)).status,
+        413
+    );
+}
