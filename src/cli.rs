@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the appliance: the OpenStack APIs, the dashboard and the VMs.
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Run virtual machines directly, without the control plane.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -65,7 +65,7 @@ pub enum VmCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => crate::server::serve_main(args),
+        Command::Serve(args) => crate::server::serve_main(*args),
         Command::Vm(VmCommand::Run(args)) => crate::vmm::vm_run_main(args),
         Command::Vm(VmCommand::Guest(args)) => crate::vmm::vm_guest_main(args),
         Command::Vm(VmCommand::Ctl(args)) => crate::vmm::ctl::vm_ctl_main(args),
