@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::networks::ZONE;
+use super::model::*;
 use super::{NetResult, NetworkError, NetworkState, query, reply};
 use crate::identity::Auth;
 

@@ -9,15 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ipam;
-use super::networks::{self, Network};
-use super::ports::{self, Port};
-use super::routers::{self, OWNER_INTERFACE, Router};
+use super::model::*;
+use super::ports;
+use super::routers;
 use super::store::{self, Kind, Std};
-use super::subnets::Subnet;
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
     quotas, revision_constraint,
@@ -26,22 +24,6 @@ use crate::db::network as db;
 use crate::http::body::Object;
 use crate::identity::Auth;
 use crate::policy::Target;
-
-/// A floating IP as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FloatingIp {
-    #[serde(flatten)]
-    pub std: Std,
-    pub floating_ip_address: String,
-    pub floating_network_id: String,
-    pub router_id: Option<String>,
-    pub port_id: Option<String>,
-    pub fixed_ip_address: Option<String>,
-    pub status: String,
-    pub dns_domain: String,
-    pub dns_name: String,
-    pub port_forwardings: Vec<Value>,
-}
 
 impl Kind for FloatingIp {
     const KIND: &'static str = "floatingip";
@@ -58,54 +40,6 @@ impl Kind for FloatingIp {
     fn not_found_message(id: &str) -> String {
         format!("Floating IP {id} could not be found")
     }
-}
-
-/// How many floating IPs an external network holds.
-pub fn count_on_network(conn: &Connection, network_id: &str) -> NetResult<usize> {
-    Ok(store::children::<FloatingIp>(conn, network_id)?.len())
-}
-
-/// Disassociates the floating IPs of a port being deleted.
-pub fn disassociate_port(conn: &Connection, port_id: &str) -> NetResult<()> {
-    for mut f in store::all::<FloatingIp>(conn)? {
-        if f.port_id.as_deref() == Some(port_id) {
-            f.port_id = None;
-            f.fixed_ip_address = None;
-            f.router_id = None;
-            f.status = "DOWN".into();
-            store::save(conn, &mut f)?;
-        }
-    }
-    Ok(())
-}
-
-/// Refuses to detach a router from subnets its floating IPs go through.
-pub fn check_interface_unused(
-    conn: &Connection,
-    router_id: &str,
-    subnets: &[String],
-) -> NetResult<()> {
-    for f in store::all::<FloatingIp>(conn)? {
-        if f.router_id.as_deref() != Some(router_id) {
-            continue;
-        }
-        let Some(pid) = &f.port_id else { continue };
-        let Some(port) = store::load::<Port>(conn, pid)? else {
-            continue;
-        };
-        if let Some(fixed) = port.fixed_ips.iter().find(|x| {
-            Some(&x.ip_address) == f.fixed_ip_address.as_ref() && subnets.contains(&x.subnet_id)
-        }) {
-            return Err(NetworkError::conflict(
-                "RouterInterfaceInUseByFloatingIP",
-                format!(
-                    "Router interface for subnet {} on router {router_id} cannot be deleted, as it is required by one or more floating IPs.",
-                    fixed.subnet_id
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn visible(conn: &Connection, caller: &Caller, id: &str) -> NetResult<FloatingIp> {
@@ -236,7 +170,7 @@ fn create_in(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<Flo
             "Failed to parse request. Required attribute 'floating_network_id' not specified",
         )
     })?;
-    let net: Network = networks::visible_network(conn, caller, &net_id)?;
+    let net: Network = super::lookup::visible_network(conn, caller, &net_id)?;
     if !net.external {
         return Err(NetworkError::bad(format!(
             "Bad floatingip request: Network {net_id} is not a valid external network."

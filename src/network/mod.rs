@@ -17,6 +17,8 @@ mod attrs;
 mod extensions;
 mod floating_ips;
 pub mod ipam;
+mod lookup;
+mod model;
 mod networks;
 mod ports;
 mod query;

@@ -7,11 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::model::*;
 use super::store::{self, Kind, Std};
-use super::subnets::Subnet;
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
     quotas, revision_constraint,
@@ -19,37 +18,8 @@ use super::{
 use crate::identity::Auth;
 use crate::policy::Target;
 
-/// The only availability zone.
-pub const ZONE: &str = "nova";
 /// The MTU of every network type yunhe has (no tunnel overhead).
 pub const MAX_MTU: i64 = 1500;
-
-/// A network as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Network {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub admin_state_up: bool,
-    pub status: String,
-    pub shared: bool,
-    #[serde(rename = "router:external")]
-    pub external: bool,
-    #[serde(rename = "provider:network_type")]
-    pub network_type: String,
-    #[serde(rename = "provider:physical_network")]
-    pub physical_network: Option<String>,
-    #[serde(rename = "provider:segmentation_id")]
-    pub segmentation_id: Option<i64>,
-    pub mtu: i64,
-    pub port_security_enabled: bool,
-    pub availability_zone_hints: Vec<String>,
-    pub availability_zones: Vec<String>,
-    pub is_default: bool,
-    pub ipv4_address_scope: Option<String>,
-    pub ipv6_address_scope: Option<String>,
-    pub l2_adjacency: bool,
-}
 
 impl Kind for Network {
     const KIND: &'static str = "network";
@@ -62,32 +32,6 @@ impl Kind for Network {
     }
     fn not_found_message(id: &str) -> String {
         format!("Network {id} could not be found.")
-    }
-}
-
-/// The projects a network is shared with through RBAC (`*`: all).
-pub fn rbac_targets(conn: &Connection, network_id: &str) -> NetResult<Vec<String>> {
-    super::rbac::targets(conn, "network", network_id, "access_as_shared")
-}
-
-/// Whether the caller sees the network (owner, admin, shared, external,
-/// or shared with its project through RBAC).
-pub fn visible(caller: &Caller, net: &Network, rbac: &[String]) -> bool {
-    caller.admin
-        || net.std.project_id == caller.project
-        || net.shared
-        || net.external
-        || rbac.iter().any(|t| t == "*" || *t == caller.project)
-}
-
-/// A network the caller may see, else 404.
-pub fn visible_network(conn: &Connection, caller: &Caller, id: &str) -> NetResult<Network> {
-    let net: Network = store::must(conn, id)?;
-    let rbac = rbac_targets(conn, id)?;
-    if visible(caller, &net, &rbac) {
-        Ok(net)
-    } else {
-        Err(store::not_found::<Network>(id))
     }
 }
 
@@ -347,8 +291,8 @@ pub async fn list(
             let subnets: Vec<Subnet> = store::all(conn)?;
             let mut out = Vec::new();
             for net in &nets {
-                let rbac = rbac_targets(conn, &net.std.id)?;
-                if !visible(&c, net, &rbac) {
+                let rbac = super::lookup::rbac_targets(conn, &net.std.id)?;
+                if !super::lookup::visible(&c, net, &rbac) {
                     continue;
                 }
                 let ids = subnets
@@ -375,8 +319,8 @@ pub async fn show(
     let c = caller.clone();
     let v = s
         .read(move |conn| {
-            let net = visible_network(conn, &c, &id)?;
-            let rbac = rbac_targets(conn, &id)?;
+            let net = super::lookup::visible_network(conn, &c, &id)?;
+            let rbac = super::lookup::rbac_targets(conn, &id)?;
             let subnets: Vec<Subnet> = store::children(conn, &id)?;
             view(
                 &c,
@@ -424,7 +368,7 @@ pub async fn update(
     let c = caller.clone();
     let v = s
         .write(move |tx| {
-            let mut net = visible_network(tx, &c, &id)?;
+            let mut net = super::lookup::visible_network(tx, &c, &id)?;
             let target = Target::project(net.std.project_id.clone());
             c.enforce("update_network", &target)
                 .map_err(|_| store::not_found::<Network>(&id).or_forbidden(&c, &net))?;
@@ -469,7 +413,7 @@ pub async fn update(
                 net.port_security_enabled = b;
             }
             store::save(tx, &mut net)?;
-            let rbac = rbac_targets(tx, &id)?;
+            let rbac = super::lookup::rbac_targets(tx, &id)?;
             let subnets: Vec<Subnet> = store::children(tx, &id)?;
             view(&c, &net, subnets.into_iter().map(|s| s.std.id).collect(), &rbac)
         })
@@ -499,7 +443,7 @@ impl OrForbidden for NetworkError {
 
 /// Refuses to unshare a network other projects have ports on.
 fn in_use_by_others(conn: &Connection, net: &Network) -> NetResult<()> {
-    let ports: Vec<super::ports::Port> = store::children(conn, &net.std.id)?;
+    let ports: Vec<Port> = store::children(conn, &net.std.id)?;
     if ports
         .iter()
         .any(|p| p.std.project_id != net.std.project_id && !p.device_owner.starts_with("network:"))
@@ -522,7 +466,7 @@ pub async fn delete(
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
     s.write(move |tx| {
-        let net = visible_network(tx, &caller, &id)?;
+        let net = super::lookup::visible_network(tx, &caller, &id)?;
         let target = Target::project(net.std.project_id.clone());
         if !caller.allows("delete_network", &target) {
             return Err(if net.std.project_id == caller.project {
@@ -540,7 +484,7 @@ pub async fn delete(
 /// Deletes a network with its subnets; refused while ports (other than
 /// the network's own DHCP ports) or floating IPs use it.
 pub fn delete_network_in(conn: &Connection, net: &Network) -> NetResult<()> {
-    let ports: Vec<super::ports::Port> = store::children(conn, &net.std.id)?;
+    let ports: Vec<Port> = store::children(conn, &net.std.id)?;
     if ports
         .iter()
         .any(|p| !p.device_owner.starts_with("network:dhcp"))
@@ -553,7 +497,7 @@ pub fn delete_network_in(conn: &Connection, net: &Network) -> NetResult<()> {
             ),
         ));
     }
-    if super::floating_ips::count_on_network(conn, &net.std.id)? > 0 {
+    if super::lookup::count_on_network(conn, &net.std.id)? > 0 {
         return Err(NetworkError::conflict(
             "NetworkInUse",
             format!(

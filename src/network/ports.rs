@@ -10,13 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ipam::{self, Cidr};
-use super::networks::{self, Network};
+use super::model::*;
 use super::store::{self, Kind, Std};
-use super::subnets::Subnet;
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
     quotas, revision_constraint, security_groups,
@@ -41,56 +39,6 @@ const VNIC_TYPES: &[&str] = &[
     "vdpa",
     "remote-managed",
 ];
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FixedIp {
-    pub subnet_id: String,
-    pub ip_address: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AddressPair {
-    pub ip_address: String,
-    pub mac_address: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DhcpOpt {
-    pub opt_name: String,
-    pub opt_value: String,
-    pub ip_version: i64,
-}
-
-/// A port as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Port {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub network_id: String,
-    pub mac_address: String,
-    pub admin_state_up: bool,
-    pub status: String,
-    pub device_id: String,
-    pub device_owner: String,
-    pub fixed_ips: Vec<FixedIp>,
-    pub allowed_address_pairs: Vec<AddressPair>,
-    pub extra_dhcp_opts: Vec<DhcpOpt>,
-    pub security_groups: Vec<String>,
-    pub port_security_enabled: bool,
-    #[serde(rename = "binding:host_id")]
-    pub host_id: String,
-    #[serde(rename = "binding:vnic_type")]
-    pub vnic_type: String,
-    #[serde(rename = "binding:profile")]
-    pub profile: Map<String, Value>,
-    #[serde(rename = "binding:vif_type")]
-    pub vif_type: String,
-    #[serde(rename = "binding:vif_details")]
-    pub vif_details: Map<String, Value>,
-    pub dns_name: String,
-    pub propagate_uplink_status: bool,
-}
 
 impl Kind for Port {
     const KIND: &'static str = "port";
@@ -526,7 +474,7 @@ fn parse_groups(
     for id in list {
         let sg = security_groups::visible_group(conn, caller, &id)?;
         if sg.std.project_id != project && !caller.admin {
-            return Err(store::not_found::<security_groups::SecurityGroup>(&id));
+            return Err(store::not_found::<SecurityGroup>(&id));
         }
         if !out.contains(&sg.std.id) {
             out.push(sg.std.id);
@@ -603,12 +551,12 @@ pub fn create_port_in(conn: &Connection, caller: &Caller, body: &Object) -> NetR
     let net_id = attrs::uuid(body, "network_id")?.ok_or_else(|| {
         NetworkError::bad("Failed to parse request. Required attribute 'network_id' not specified")
     })?;
-    let net = networks::visible_network(conn, caller, &net_id)?;
+    let net = super::lookup::visible_network(conn, caller, &net_id)?;
     let project = caller.owner_for(body)?;
     let target =
         Target::project(project.clone()).with("network:project_id", net.std.project_id.clone());
     let shared_to_caller = net.shared
-        || networks::rbac_targets(conn, &net_id)?
+        || super::lookup::rbac_targets(conn, &net_id)?
             .iter()
             .any(|t| t == "*" || *t == caller.project);
     let member_on_shared = shared_to_caller && caller.creds.roles.iter().any(|r| r == "member");
@@ -983,6 +931,6 @@ pub async fn delete(
 pub fn delete_port_in(conn: &Connection, port: &Port) -> NetResult<()> {
     db::release_ips(conn, &port.std.id)?;
     db::release_mac(conn, &port.std.id)?;
-    super::floating_ips::disassociate_port(conn, &port.std.id)?;
+    super::lookup::disassociate_port(conn, &port.std.id)?;
     store::remove::<Port>(conn, &port.std.id)
 }

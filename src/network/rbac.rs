@@ -9,27 +9,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::networks::Network;
+use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{Caller, NetResult, NetworkError, NetworkState, attrs, body_member, query, quotas};
 use crate::identity::Auth;
 use crate::policy::Target;
 
 const ACTIONS: &[&str] = &["access_as_shared", "access_as_external"];
-
-/// An RBAC policy as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RbacPolicy {
-    #[serde(flatten)]
-    pub std: Std,
-    pub object_type: String,
-    pub object_id: String,
-    pub action: String,
-    pub target_tenant: String,
-}
 
 impl Kind for RbacPolicy {
     const KIND: &'static str = "rbac_policy";
@@ -248,7 +236,7 @@ fn check_unused(conn: &Connection, p: &RbacPolicy, new_target: Option<&str>) -> 
         return Ok(());
     };
     let others: Vec<RbacPolicy> = store::children(conn, &p.object_id)?;
-    let ports: Vec<super::ports::Port> = store::children(conn, &p.object_id)?;
+    let ports: Vec<Port> = store::children(conn, &p.object_id)?;
     let still = |project: &str| {
         new_target.is_some_and(|t| t == "*" || t == project)
             || others.iter().any(|o| {

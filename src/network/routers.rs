@@ -8,14 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ipam::{self, Cidr};
-use super::networks::{self, Network, ZONE};
-use super::ports::{self, FixedIp, FixedIpRequest, Port, PortSpec};
+use super::model::*;
+use super::ports::{self, FixedIpRequest, PortSpec};
 use super::store::{self, Kind, Std};
-use super::subnets::{HostRoute, Subnet};
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
     quotas, reply, revision_constraint,
@@ -26,35 +24,9 @@ use crate::policy::Target;
 
 /// Neutron's `max_routes`.
 pub const MAX_ROUTES: usize = 30;
-pub const OWNER_INTERFACE: &str = "network:router_interface";
-pub const OWNER_GATEWAY: &str = "network:router_gateway";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Gateway {
-    pub network_id: String,
-    pub enable_snat: bool,
-    pub external_fixed_ips: Vec<FixedIp>,
-}
 
 /// A gateway asked for: the external network, SNAT, the fixed IPs asked for.
 type GatewayRequest = (Network, bool, Option<FixedIpRequest>);
-
-/// A router as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Router {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub admin_state_up: bool,
-    pub status: String,
-    pub external_gateway_info: Option<Gateway>,
-    pub routes: Vec<HostRoute>,
-    pub distributed: bool,
-    pub ha: bool,
-    pub availability_zone_hints: Vec<String>,
-    pub availability_zones: Vec<String>,
-    pub flavor_id: Option<String>,
-}
 
 impl Kind for Router {
     const KIND: &'static str = "router";
@@ -133,7 +105,7 @@ fn parse_gateway(
     caller.enforce(&format!("{rule}:external_gateway_info"), target)?;
     let net_id = attrs::uuid(&info, "network_id")?
         .ok_or_else(|| NetworkError::invalid("external_gateway_info", "network_id is required"))?;
-    let net = networks::visible_network(conn, caller, &net_id)?;
+    let net = super::lookup::visible_network(conn, caller, &net_id)?;
     if !net.external {
         return Err(NetworkError::bad(format!(
             "Bad router request: Network {net_id} is not an external network."
@@ -168,7 +140,7 @@ fn set_gateway(conn: &Connection, r: &mut Router, gw: Option<GatewayRequest>) ->
     match gw {
         None => {
             if r.external_gateway_info.is_some() {
-                let fips: Vec<super::floating_ips::FloatingIp> = store::all(conn)?;
+                let fips: Vec<FloatingIp> = store::all(conn)?;
                 if fips
                     .iter()
                     .any(|f| f.router_id.as_deref() == Some(r.std.id.as_str()))
@@ -566,7 +538,7 @@ pub async fn add_interface(
                 (Some(sid), None) => {
                     let sn: Subnet = store::load(tx, &sid)?
                         .ok_or_else(|| store::not_found::<Subnet>(&sid))?;
-                    let net = networks::visible_network(tx, &caller, &sn.network_id)
+                    let net = super::lookup::visible_network(tx, &caller, &sn.network_id)
                         .map_err(|_| store::not_found::<Subnet>(&sid))?;
                     if !caller.admin && net.std.project_id != caller.project && !net.shared {
                         return Err(store::not_found::<Subnet>(&sid));
@@ -692,7 +664,7 @@ pub async fn remove_interface(
                 )));
             }
             let subnets: Vec<String> = port.fixed_ips.iter().map(|f| f.subnet_id.clone()).collect();
-            super::floating_ips::check_interface_unused(tx, &r.std.id, &subnets)?;
+            super::lookup::check_interface_unused(tx, &r.std.id, &subnets)?;
             let info = interface_info(&r, &port);
             ports::delete_port_in(tx, &port)?;
             Ok(info)

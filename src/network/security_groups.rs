@@ -9,10 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ipam::Cidr;
+use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
@@ -51,16 +51,6 @@ pub const PROTOCOLS: &[(&str, u8)] = &[
     ("vrrp", 112),
 ];
 
-/// A security group as kept (its rules are their own records).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SecurityGroup {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub stateful: bool,
-    pub shared: bool,
-}
-
 impl Kind for SecurityGroup {
     const KIND: &'static str = "security_group";
     const NOT_FOUND: &'static str = "SecurityGroupNotFound";
@@ -73,24 +63,6 @@ impl Kind for SecurityGroup {
     fn not_found_message(id: &str) -> String {
         format!("Security group {id} does not exist")
     }
-}
-
-/// A rule as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Rule {
-    #[serde(flatten)]
-    pub std: Std,
-    pub security_group_id: String,
-    pub direction: String,
-    pub ethertype: String,
-    pub protocol: Option<String>,
-    pub port_range_min: Option<i64>,
-    pub port_range_max: Option<i64>,
-    pub remote_ip_prefix: Option<String>,
-    pub remote_group_id: Option<String>,
-    pub remote_address_group_id: Option<String>,
-    pub normalized_cidr: Option<String>,
-    pub belongs_to_default_sg: bool,
 }
 
 impl Kind for Rule {
@@ -369,7 +341,7 @@ pub async fn delete(
                 "Insufficient rights for removing default security group.",
             ));
         }
-        let ports: Vec<super::ports::Port> = store::all(tx)?;
+        let ports: Vec<Port> = store::all(tx)?;
         if ports.iter().any(|p| p.security_groups.contains(&sg.std.id)) {
             return Err(NetworkError::conflict(
                 "SecurityGroupInUse",

@@ -8,35 +8,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ipam::{self, Cidr};
+use super::model::*;
 use super::store::{self, Kind, Std};
-use super::subnets::Subnet;
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
     quotas, revision_constraint,
 };
 use crate::identity::Auth;
 use crate::policy::Target;
-
-/// A subnet pool as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SubnetPool {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub prefixes: Vec<String>,
-    pub ip_version: u8,
-    pub default_prefixlen: u8,
-    pub min_prefixlen: u8,
-    pub max_prefixlen: u8,
-    pub shared: bool,
-    pub is_default: bool,
-    pub default_quota: Option<i64>,
-    pub address_scope_id: Option<String>,
-}
 
 impl Kind for SubnetPool {
     const KIND: &'static str = "subnetpool";

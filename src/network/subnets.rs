@@ -9,11 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ipam::{self, Cidr, Pool};
-use super::networks::{self, Network};
+use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{
     Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
@@ -27,35 +26,6 @@ use crate::policy::Target;
 pub const MAX_DNS: usize = 5;
 pub const MAX_ROUTES: usize = 20;
 const IPV6_MODES: &[&str] = &["slaac", "dhcpv6-stateful", "dhcpv6-stateless"];
-
-/// One host route.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HostRoute {
-    pub destination: String,
-    pub nexthop: String,
-}
-
-/// A subnet as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Subnet {
-    #[serde(flatten)]
-    pub std: Std,
-    pub name: String,
-    pub network_id: String,
-    pub ip_version: u8,
-    pub cidr: String,
-    pub gateway_ip: Option<String>,
-    pub allocation_pools: Vec<Pool>,
-    pub dns_nameservers: Vec<String>,
-    pub host_routes: Vec<HostRoute>,
-    pub enable_dhcp: bool,
-    pub ipv6_ra_mode: Option<String>,
-    pub ipv6_address_mode: Option<String>,
-    pub subnetpool_id: Option<String>,
-    pub service_types: Vec<String>,
-    pub segment_id: Option<String>,
-    pub dns_publish_fixed_ip: bool,
-}
 
 impl Kind for Subnet {
     const KIND: &'static str = "subnet";
@@ -256,7 +226,7 @@ pub fn create_subnet_in(conn: &Connection, caller: &Caller, body: &Object) -> Ne
     let net_id = attrs::uuid(body, "network_id")?.ok_or_else(|| {
         NetworkError::bad("Failed to parse request. Required attribute 'network_id' not specified")
     })?;
-    let net = networks::visible_network(conn, caller, &net_id)?;
+    let net = super::lookup::visible_network(conn, caller, &net_id)?;
     let project = caller.owner_for(body)?;
     let target =
         Target::project(project.clone()).with("network:project_id", net.std.project_id.clone());
@@ -376,7 +346,7 @@ fn visible_subnet(conn: &Connection, caller: &Caller, id: &str) -> NetResult<Sub
     if sn.std.project_id == caller.project || caller.admin {
         return Ok(sn);
     }
-    match networks::visible_network(conn, caller, &sn.network_id) {
+    match super::lookup::visible_network(conn, caller, &sn.network_id) {
         Ok(_) => Ok(sn),
         Err(_) => Err(store::not_found::<Subnet>(id)),
     }
@@ -415,8 +385,8 @@ pub async fn list(
             let nets: Vec<Network> = store::all(conn)?;
             let mut seen = std::collections::HashMap::new();
             for n in &nets {
-                let rbac = networks::rbac_targets(conn, &n.std.id)?;
-                seen.insert(n.std.id.clone(), networks::visible(&caller, n, &rbac));
+                let rbac = super::lookup::rbac_targets(conn, &n.std.id)?;
+                seen.insert(n.std.id.clone(), super::lookup::visible(&caller, n, &rbac));
             }
             let subnets: Vec<Subnet> = store::all(conn)?;
             subnets
@@ -586,7 +556,7 @@ pub async fn delete(
 
 /// Deletes a subnet; refused while a port holds one of its addresses.
 pub fn delete_subnet_in(conn: &Connection, sn: &Subnet) -> NetResult<()> {
-    let ports: Vec<super::ports::Port> = store::children(conn, &sn.network_id)?;
+    let ports: Vec<Port> = store::children(conn, &sn.network_id)?;
     if ports.iter().any(|p| {
         !p.device_owner.starts_with("network:dhcp")
             && p.fixed_ips.iter().any(|f| f.subnet_id == sn.std.id)
