@@ -786,6 +786,14 @@ impl VirtioPciDevice {
                 .map(|q| (q.next_avail, q.next_used))
                 .collect();
             dev.activate_at(&positions);
+            // What the driver made available before the save and the old VMM never processed
+            // (it had taken the notification and paused, or, with EVENT_IDX, the driver will not
+            // notify again for buffers it already announced) would wait forever: process every
+            // queue once, as if each had been notified. Seen in the lab: a restored Linux guest
+            // whose network stayed silent while its disk and console worked.
+            for queue in 0..dev.queues.len() as u16 {
+                dev.process_queue(queue);
+            }
         }
         Ok(dev)
     }

@@ -1079,6 +1079,26 @@ fn pci_save_and_restore_resumes_queues() {
     assert!(VirtioPciDevice::restore(Box::new(dev), mem, sink, &bad).is_err());
 }
 
+#[test]
+fn pci_restore_processes_what_was_made_available_before_the_save() {
+    let (mem, mut p, _) = pci_blk();
+    let mut dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    enable_msix(&mut p);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    // The driver adds a request and notifies, but the VMM pauses and saves before acting on it.
+    header(&mem, HDR, rt::FLUSH, 0);
+    dq.add_chain(&mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+    let state = p.save_state();
+    assert_eq!(state.queues[0].next_avail, 0);
+    let sink = Arc::new(Sink::default());
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    let r = VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &state).unwrap();
+    // The restored device completed it with no new notification, and told the driver.
+    assert_eq!(dq.used_idx(&mem), 1);
+    assert_eq!(r.device().stats().requests, 1);
+    assert_eq!(*sink.signals.lock().unwrap(), vec![1]);
+}
+
 /// With EVENT_IDX the device must publish avail_event, or a Linux driver stops notifying.
 #[test]
 fn event_idx_publishes_avail_event() {
