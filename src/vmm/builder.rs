@@ -213,6 +213,11 @@ impl Vm {
                 )));
             }
             snapshot::apply_vm(&vm, state)?;
+            // The saved APICs now hold what they held; only now can the devices' catch-up
+            // interrupts reach the guest (docs on `resume_after_restore`).
+            for slot in lock(&pci).slots() {
+                lock(&slot.device).resume_after_restore();
+            }
         }
 
         Ok(Vm {

@@ -29,12 +29,18 @@ impl RunningVm {
         let (irqchips, pit, clock) = snapshot::capture_vm(&self.vm)?;
         let clock_read_at = snapshot::unix_now_ns();
         let serial = snapshot::SerialSnapshot::from_state(&lock(&self.serial).state());
-        let devices = lock(&self.pci)
-            .slots()
-            .iter()
-            .map(|s| lock(&s.device).save_state())
-            .collect();
+        // Every device stays locked until guest memory is written: the device thread keeps
+        // serving backends while the vCPUs are parked (a tap's frames go into the RX ring), and
+        // a frame delivered between a device's saved queue positions and the memory dump would
+        // leave the two disagreeing. Interrupts raised between the vCPUs parking and here are
+        // not in the saved APICs; the restored devices raise them again
+        // (`VirtioPciDevice::resume_after_restore`).
+        let root = lock(&self.pci);
+        let quiesced: Vec<_> = root.slots().iter().map(|s| lock(&s.device)).collect();
+        let devices = quiesced.iter().map(|d| d.save_state()).collect();
         let memory = snapshot::save_memory(&self.mem, dir)?;
+        drop(quiesced);
+        drop(root);
         let state = VmState {
             format: snapshot::FORMAT.into(),
             version: snapshot::VERSION,

@@ -34,7 +34,17 @@ disk_write() {
 }
 
 ping_lab() {
-    if ping -c 2 -W 3 "$LAB_IP" >/dev/null 2>&1; then ok "ping-lab: $LAB_IP answers"; else bad "ping-lab: $LAB_IP"; fi
+    if ping -c 2 -W 3 "$LAB_IP" >/dev/null 2>&1; then ok "ping-lab: $LAB_IP answers"; else
+        bad "ping-lab: $LAB_IP"
+        net_diag
+    fi
+}
+
+# net_diag: what the guest's side of a silent network looks like (counters, interrupts).
+net_diag() {
+    say "diag eth0 $(grep eth0 /proc/net/dev | tr -s ' ')"
+    grep virtio /proc/interrupts | tr -s ' ' | while read -r line; do say "diag irq $line"; done
+    say "diag neigh $(ip neigh 2>/dev/null | tr '\n' ';')"
 }
 
 # virtio_irqs: the interrupts the virtio devices have taken so far (all CPUs).

@@ -49,7 +49,8 @@ EOF
     st=$(timeout 10 yunhe vm ctl --socket "$sock" status)
     case $st in *'"state":"paused"'*) echo "PASS $name status: paused" >>"$D/result" ;; *) echo "FAIL $name status: $st" >>"$D/result" ;; esac
     t0=$(now_ms)
-    st=$(timeout 10 yunhe vm ctl --socket "$sock" save "$D/state" 2>&1)
+    # 256 MiB written to the lab's tmpfs: seconds when the lab is loaded
+    st=$(timeout 120 yunhe vm ctl --socket "$sock" save "$D/state" 2>&1)
     t1=$(now_ms)
     case $st in *'"saved"'*) echo "PASS $name save: $(du -sk "$D/state" | cut -f1) KiB in $((t1 - t0)) ms" >>"$D/result" ;; *) echo "FAIL $name save: $st" >>"$D/result" ;; esac
     echo "save-restore: saved: $st"
@@ -97,6 +98,11 @@ EOF
     else
         echo "FAIL $name console-echo: no echo of the command in the console client's output" >>"$D/result"
     fi
+    # The restored VMM's device counters and the tap's, shown when a check failed.
+    timeout 10 yunhe vm ctl --socket "$sock" stats >"$D/stats2.json" 2>&1
+    for c in rx_packets rx_dropped tx_packets tx_dropped carrier; do
+        echo "$c $(cat "/sys/class/net/$TAP/statistics/$c" "/sys/class/net/$TAP/$c" 2>/dev/null)"
+    done >"$D/tap.txt"
     guest_checks "$D/console2.log" "$name-after" 6
     u2=$(grep -a "yunhe-check: after-restore uptime" "$D/console2.log" | tail -n 1 | tr -d '\r' | awk '{print $4}')
     if [ -n "$u1" ] && [ -n "$u2" ] && awk -v a="$u1" -v b="$u2" 'BEGIN { exit !(b > a) }'; then
@@ -128,7 +134,7 @@ sr_end() {
     guest_teardown
     cat "$D/result"
     grep -q '^FAIL' "$D/result" && {
-        for f in console.log console2.log console-client.log vmm1.log vmm2.log; do
+        for f in console.log console2.log console-client.log vmm1.log vmm2.log stats2.json tap.txt; do
             echo "--- $f (last 30 lines)"
             tail -n 30 "$D/$f" 2>/dev/null | tr -d '\r'
         done

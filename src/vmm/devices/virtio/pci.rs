@@ -786,16 +786,36 @@ impl VirtioPciDevice {
                 .map(|q| (q.next_avail, q.next_used))
                 .collect();
             dev.activate_at(&positions);
-            // What the driver made available before the save and the old VMM never processed
-            // (it had taken the notification and paused, or, with EVENT_IDX, the driver will not
-            // notify again for buffers it already announced) would wait forever: process every
-            // queue once, as if each had been notified. Seen in the lab: a restored Linux guest
-            // whose network stayed silent while its disk and console worked.
-            for queue in 0..dev.queues.len() as u16 {
-                dev.process_queue(queue);
-            }
         }
         Ok(dev)
+    }
+
+    /// Call once the restored VM's vCPUs and interrupt controllers hold their saved state, before
+    /// any vCPU runs: processes every queue once, as if notified, and then interrupts every
+    /// enabled queue once.
+    ///
+    /// Processing covers buffers the driver made available before the save that the old VMM
+    /// never served (it had taken the notification and paused, or, with EVENT_IDX, the driver
+    /// will not notify again for buffers it already announced). The interrupts cover those the
+    /// old VMM raised between its vCPUs parking (when their local APIC state was taken) and the
+    /// save: they are in the saved used rings but in no saved APIC, and with EVENT_IDX a lost
+    /// interrupt is never repeated (the device interrupts again only when the used index passes
+    /// the driver's used_event, which waits for the lost one), so that queue would stay silent
+    /// for good. A virtio driver takes an interrupt with nothing new as a no-op. Both were seen
+    /// in the lab: a restored Linux guest whose network stayed silent while disk and console
+    /// worked. Interrupts raised inside [`VirtioPciDevice::restore`] itself would be lost the
+    /// same way (no vCPU exists yet), which is why this is a separate step.
+    pub fn resume_after_restore(&mut self) {
+        if !self.device.is_activated() || self.device_status & status::DEVICE_NEEDS_RESET != 0 {
+            return;
+        }
+        let interrupt = self.interrupt();
+        for queue in 0..self.queues.len() as u16 {
+            self.process_queue(queue);
+            if self.queues[usize::from(queue)].enabled {
+                interrupt.trigger(VirtioInterruptKind::Queue(queue));
+            }
+        }
     }
 
     // ----- PCI configuration space -----

@@ -1092,10 +1092,32 @@ fn pci_restore_processes_what_was_made_available_before_the_save() {
     assert_eq!(state.queues[0].next_avail, 0);
     let sink = Arc::new(Sink::default());
     let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
-    let r = VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &state).unwrap();
+    let mut r = VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &state).unwrap();
+    // Nothing moves before the vCPUs hold their state: an interrupt now would reach no APIC.
+    assert_eq!(dq.used_idx(&mem), 0);
+    assert!(sink.signals.lock().unwrap().is_empty());
+    r.resume_after_restore();
     // The restored device completed it with no new notification, and told the driver.
     assert_eq!(dq.used_idx(&mem), 1);
     assert_eq!(r.device().stats().requests, 1);
+    assert!(sink.signals.lock().unwrap().contains(&1));
+}
+
+/// An interrupt the old VMM raised after the vCPUs parked is in the saved used ring but in no
+/// saved APIC; with EVENT_IDX the device would never raise it again. The restored device
+/// interrupts each enabled queue once, with nothing new to serve.
+#[test]
+fn pci_restore_interrupts_every_queue_once() {
+    let (mem, mut p, _) = pci_blk();
+    let dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    enable_msix(&mut p);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    let state = p.save_state();
+    let sink = Arc::new(Sink::default());
+    let dev = VirtioBlock::new(Box::new(MemoryBackend::new(1 << 20)), false, "p");
+    let mut r = VirtioPciDevice::restore(Box::new(dev), mem.clone(), sink.clone(), &state).unwrap();
+    r.resume_after_restore();
+    assert_eq!(dq.used_idx(&mem), 0);
     assert_eq!(*sink.signals.lock().unwrap(), vec![1]);
 }
 
