@@ -4,7 +4,9 @@
 # QEMU with accel=kvm (-M microvm and -M q35; Debian's qemu-system-x86 with its libraries copied
 # in), alternated, ROUNDS times each (default 5); prints each median, the ratios against QEMU,
 # the VMMs' memory beyond guest memory (PSS) and guest-side virtio-blk throughput.
-#   tests/lab/bench.sh [ROUNDS]
+#   tests/lab/bench.sh [ROUNDS]     boot times, memory and virtio-blk throughput
+#   tests/lab/bench.sh blk          virtio-blk throughput only
+#   tests/lab/bench.sh exits        KVM exit histograms of one boot under each
 # Not a timed test: numbers depend on the machine's load; the ratios come from one run.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,6 +14,8 @@ root=$(cd "$here/../.." && pwd)
 # `bench.sh exits`: instead of the timings, the KVM exits of one boot under each (in/exits.sh)
 mode=bench
 if [ "${1:-}" = exits ]; then mode=exits; shift; fi
+# `bench.sh blk`: only the guest-side virtio-blk throughput (yunhe against QEMU q35)
+if [ "${1:-}" = blk ]; then mode=blk; shift; fi
 rounds=${1:-5}
 out=${OUT:-$root/out}
 [ -f "$out/tiny/tiny.cpio.gz" ] || "$root/image-recipes/build" tiny "$out/tiny" >&2
@@ -32,6 +36,11 @@ for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/qboot.rom /usr/share/q
     cp -L "$f" "$payload/qemu/share/"
 done
 ln -s qboot.rom "$payload/qemu/share/bios-microvm.bin"
-cp "$here/in/bench.sh" "$payload/bench.sh"
+cp "$here/in/bench.sh" "$here/in/exits.sh" "$payload/"
+case $mode in
+    exits) run=("$payload/exits.sh") ;;
+    blk) run=("$payload/bench.sh" blk) ;;
+    *) run=("$payload/bench.sh" "$rounds") ;;
+esac
 # not exec: the trap above removes the payload when the lab is done
-"$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "$payload/bench.sh" "$rounds"
+"$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "${run[@]}"

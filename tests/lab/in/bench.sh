@@ -1,6 +1,9 @@
 #!/bin/sh
 # In-lab half of tests/lab/bench.sh: yunhe vm run against QEMU (accel=kvm) in the same lab.
 # Payload: vmlinuz (Debian's stock kernel), tiny.cpio.gz, qemu/ (binary, libraries, firmware).
+# `bench.sh blk`: only the virtio-blk throughput part
+only=
+if [ "${1:-}" = blk ]; then only=blk; shift; fi
 rounds=${1:-5}
 cd /payload || exit 1
 Q=/payload/qemu
@@ -54,6 +57,7 @@ qemu_q35() {
         -serial stdio -no-reboot -kernel vmlinuz -initrd tiny.cpio.gz -append "$CMD"
 }
 
+if [ "$only" != blk ]; then
 echo "lab bench: Debian $(uname -r) kernel (the guest: the same package's vmlinuz) + tiny initramfs, 256 MiB, 2 vCPUs, $rounds rounds"
 # the first yunhe boot unpacks the kernel into the cache (once per kernel file)
 boot first /tmp/first.log yunhe_boot || exit 1
@@ -89,6 +93,7 @@ echo "| QEMU -M microvm (baseline) | $m | 1.00 |"
 echo "| QEMU -M q35 | $q | $(awk -v a="$q" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
 echo
 echo "VMM memory beyond guest memory (PSS, MiB, at ready): yunhe $(cat /tmp/yunhe.pss), QEMU microvm $(cat /tmp/microvm.pss), QEMU q35 $(cat /tmp/q35.pss)"
+fi
 
 # virtio-blk: the guest writes then reads 256 MiB with O_DIRECT (dd, 1 MiB blocks) on a data
 # disk in the lab's tmpfs. Debian's cloud kernel is not in the payload; the stock kernel needs
