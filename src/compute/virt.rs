@@ -318,6 +318,31 @@ impl Virt {
         (cpus, memory_mib)
     }
 
+    /// Whether the flavor asks for large pages (Nova's `hw:mem_page_size`: `large`, `any` or a
+    /// size of 2 MiB or more); yunhe backs them with transparent huge pages, not hugetlbfs.
+    fn huge_pages(server: &Server) -> bool {
+        let Some(v) = server.flavor.extra_specs.get("hw:mem_page_size") else {
+            return false;
+        };
+        let v = v.trim().to_ascii_lowercase();
+        match v.as_str() {
+            "large" | "any" => true,
+            "small" => false,
+            _ => {
+                let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+                let unit = v[digits.len()..].trim();
+                let kib = digits.parse::<u64>().unwrap_or(0)
+                    * match unit {
+                        "" | "k" | "kb" | "kib" => 1,
+                        "m" | "mb" | "mib" => 1024,
+                        "g" | "gb" | "gib" => 1024 * 1024,
+                        _ => 0,
+                    };
+                kib >= 2048
+            }
+        }
+    }
+
     /// The VMM's spec; `jail`: the uid of a jailed VMM and whether serve
     /// prepared its cgroup.
     fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> VmmSpec {
@@ -360,6 +385,7 @@ impl Virt {
             rng: true,
             console_log: Some(dir.join("console.log")),
             log_boot_timer: false,
+            huge_pages: Self::huge_pages(server),
         };
         VmmSpec {
             vm: Some(vm),
@@ -1030,6 +1056,28 @@ fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> DriverResu
 mod tests {
     use super::*;
     use std::os::unix::fs::{FileExt, MetadataExt};
+
+    /// Nova's `hw:mem_page_size` values: large pages for `large`, `any` and sizes of 2 MiB up.
+    #[test]
+    fn mem_page_size_extra_spec_turns_huge_pages_on() {
+        let with = |v: Option<&str>| {
+            let mut server = Server::default();
+            if let Some(v) = v {
+                server
+                    .flavor
+                    .extra_specs
+                    .insert("hw:mem_page_size".into(), v.into());
+            }
+            Virt::huge_pages(&server)
+        };
+        for on in ["large", "any", "2MB", "2048", "1GB", "2 MiB", "LARGE"] {
+            assert!(with(Some(on)), "{on}");
+        }
+        for off in ["small", "4KB", "4", "", "huge", "x2MB"] {
+            assert!(!with(Some(off)), "{off}");
+        }
+        assert!(!with(None));
+    }
 
     /// A root disk is a small image grown to GiBs: the copy (createImage,
     /// shelve) must read only the data, give the same bytes and stay sparse.

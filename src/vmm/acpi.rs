@@ -2,6 +2,7 @@
 //! control/status registers, MADT, MCFG and a DSDT with the PCI host bridge,
 //! COM1, and a power button behind a Generic Event Device.
 
+use super::memory::GuestMemoryMmap;
 use acpi_tables::Aml;
 use acpi_tables::aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -13,7 +14,7 @@ use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::*;
 

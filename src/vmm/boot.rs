@@ -4,14 +4,14 @@
 use std::fs::File;
 use std::io::{Read, Seek};
 
+use super::memory::GuestMemoryMmap;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    ReadVolatile,
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile,
 };
 
 use super::layout::*;
@@ -24,7 +24,7 @@ pub enum BootError {
     MemorySize(u64),
     /// Cannot map guest memory: {0}
     #[error("cannot map guest memory: {0}")]
-    Memory(#[from] vm_memory::mmap::FromRangesError),
+    Memory(#[from] super::memory::MemoryError),
     /// Cannot read {0}: {1}
     #[error("cannot read {0}: {1}")]
     Read(String, std::io::Error),
@@ -67,12 +67,16 @@ pub fn ram_ranges(mem_bytes: u64) -> Vec<(GuestAddress, usize)> {
     ranges
 }
 
-/// Maps guest memory (anonymous, lazily populated by the host kernel: nothing is touched here).
-pub fn create_memory(mem_mib: u64) -> Result<GuestMemoryMmap, BootError> {
+/// Maps guest memory (anonymous, 2 MiB-aligned, lazily populated by the host kernel: nothing is
+/// touched here), with transparent huge pages when `huge_pages` (see `vmm::memory`).
+pub fn create_memory(mem_mib: u64, huge_pages: bool) -> Result<GuestMemoryMmap, BootError> {
     if !(16..=1 << 20).contains(&mem_mib) {
         return Err(BootError::MemorySize(mem_mib));
     }
-    Ok(GuestMemoryMmap::from_ranges(&ram_ranges(mem_mib << 20))?)
+    Ok(super::memory::map_guest_ram(
+        &ram_ranges(mem_mib << 20),
+        huge_pages,
+    )?)
 }
 
 /// One memory-map entry: (start, size, type) with type 1 = RAM, 2 = reserved.
@@ -326,7 +330,7 @@ mod tests {
 
     #[test]
     fn pvh_start_info_follows_the_protocol() {
-        let mem = create_memory(128).expect("memory");
+        let mem = create_memory(128, false).expect("memory");
         let map = memory_map(&mem);
         let (info, entries) = pvh_start_info(&map, ACPI_START, Some((0x700_0000, 0x1000)));
         // xen/include/public/arch-x86/hvm/start_info.h
@@ -355,7 +359,7 @@ mod tests {
 
     #[test]
     fn boot_params_follow_the_protocol() {
-        let mem = create_memory(64).expect("memory");
+        let mem = create_memory(64, true).expect("memory");
         let map = memory_map(&mem);
         let kernel = LoadedKernel {
             entry: BootEntry::Linux64 { entry: 0x100200 },

@@ -8,9 +8,10 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::memory::GuestMemoryMmap;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_pit_config};
 use kvm_ioctls::Kvm;
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::boot::{self, BootEntry};
@@ -61,7 +62,7 @@ impl Vm {
         })
         .map_err(|e| VmError::KvmCall("the PIT", e))?;
 
-        let mem = boot::create_memory(config.memory_mib)?;
+        let mem = boot::create_memory(config.memory_mib, config.huge_pages)?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_bindings::kvm_userspace_memory_region {
                 slot: slot as u32,

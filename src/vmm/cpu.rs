@@ -1,11 +1,12 @@
 //! vCPU set-up (CPUID with topology, MSRs, FPU, LAPIC, boot registers) and the
 //! completion of instructions the host's emulator cannot execute.
 
+use super::memory::GuestMemoryMmap;
 use kvm_bindings::{
     CpuId, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
 };
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::boot::BootEntry;
 use super::layout::*;

@@ -170,6 +170,7 @@ pub fn main(args: SelftestArgs) -> ExitCode {
         rng: true,
         console_log: None,
         log_boot_timer: false,
+        huge_pages: false,
     };
     let report = run_probe(config, args.verbose);
     let mut ok = report.error.is_none() && report.powered_off;

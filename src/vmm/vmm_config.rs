@@ -87,6 +87,10 @@ pub struct VmConfig {
     /// Print boot-timer records on stderr.
     #[serde(default)]
     pub log_boot_timer: bool,
+    /// Back guest RAM with transparent huge pages (`MADV_HUGEPAGE`): far fewer nested page
+    /// faults, but a touched 2 MiB page is resident whole (see `vmm::memory`).
+    #[serde(default)]
+    pub huge_pages: bool,
 }
 
 fn default_memory() -> u64 {

@@ -47,7 +47,7 @@ end() { kill -KILL "$BOOT_PID" 2>/dev/null; wait "$BOOT_PID" 2>/dev/null; }
 CMD="console=ttyS0"
 # each runs as "$@ &" in a subshell: exec, so $! is the VMM itself (memory, kill)
 yunhe_boot() { exec yunhe vm run --kernel vmlinuz --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 --no-reboot "$@"; }
-yunhe_boot_compressed() { yunhe_boot --boot-compressed; }
+yunhe_boot_huge() { yunhe_boot --huge-pages; }
 qemu_microvm() {
     exec_qemu -M microvm,accel=kvm -cpu host -m 256 -smp 2 -nodefaults -no-user-config -display none \
         -serial stdio -no-reboot -kernel vmlinuz -initrd tiny.cpio.gz -append "$CMD"
@@ -65,34 +65,35 @@ end
 echo "yunhe first boot (unpacks and caches the kernel): $BOOT_SECS s"
 
 for r in $(seq 1 "$rounds"); do
-    for v in yunhe_boot qemu_microvm qemu_q35 yunhe_boot_compressed; do
+    for v in yunhe_boot qemu_microvm qemu_q35 yunhe_boot_huge; do
         boot "$v" "/tmp/$v.log" "$v" || exit 1
         echo "$BOOT_SECS" >>"/tmp/$v.times"
         if [ "$r" = 1 ]; then
             sleep 1 # settle, then memory
             case $v in
                 yunhe_boot) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/yunhe.pss ;;
+                yunhe_boot_huge) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/yunhe-huge.pss ;;
                 qemu_microvm) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/microvm.pss ;;
                 qemu_q35) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/q35.pss ;;
             esac
         fi
         end
     done
-    echo "round $r: yunhe $(tail -n1 /tmp/yunhe_boot.times) s, microvm $(tail -n1 /tmp/qemu_microvm.times) s, q35 $(tail -n1 /tmp/qemu_q35.times) s, yunhe --boot-compressed $(tail -n1 /tmp/yunhe_boot_compressed.times) s"
+    echo "round $r: yunhe $(tail -n1 /tmp/yunhe_boot.times) s, microvm $(tail -n1 /tmp/qemu_microvm.times) s, q35 $(tail -n1 /tmp/qemu_q35.times) s, yunhe --huge-pages $(tail -n1 /tmp/yunhe_boot_huge.times) s"
 done
 y=$(median </tmp/yunhe_boot.times)
 m=$(median </tmp/qemu_microvm.times)
 q=$(median </tmp/qemu_q35.times)
-c=$(median </tmp/yunhe_boot_compressed.times)
+c=$(median </tmp/yunhe_boot_huge.times)
 echo
 echo "| start to 'yunhe-tiny: ready' (median of $rounds) | seconds | ratio to QEMU microvm |"
 echo "| --- | --- | --- |"
 echo "| yunhe vm run | $y | $(awk -v a="$y" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
-echo "| yunhe vm run --boot-compressed | $c | $(awk -v a="$c" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
+echo "| yunhe vm run --huge-pages | $c | $(awk -v a="$c" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
 echo "| QEMU -M microvm (baseline) | $m | 1.00 |"
 echo "| QEMU -M q35 | $q | $(awk -v a="$q" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
 echo
-echo "VMM memory beyond guest memory (PSS, MiB, at ready): yunhe $(cat /tmp/yunhe.pss), QEMU microvm $(cat /tmp/microvm.pss), QEMU q35 $(cat /tmp/q35.pss)"
+echo "VMM memory beyond guest memory (PSS, MiB, at ready): yunhe $(cat /tmp/yunhe.pss) (--huge-pages $(cat /tmp/yunhe-huge.pss)), QEMU microvm $(cat /tmp/microvm.pss), QEMU q35 $(cat /tmp/q35.pss)"
 fi
 
 # virtio-blk: the guest writes then reads 256 MiB with O_DIRECT (dd, 1 MiB blocks) on a data
@@ -118,7 +119,11 @@ echo "bench-blk: write $w"
 echo "bench-blk: read $r"
 UD
 umount /tmp/cfg
-rate() { grep -a "bench-blk: $1" "$2" | sed -n 's/.*, \([0-9.]*\)MB\/s.*/\1/p' | head -n1; }
+# busybox dd ends with "..., 1.2GB/s" (or MB/s, KB/s, B/s): as MB/s
+rate() {
+    grep -a "bench-blk: $1" "$2" | head -n1 | sed -n 's/.*, \([0-9.]*\)\([KMG]*\)B\/s.*/\1 \2/p' |
+        awk '{ m = $2 == "G" ? 1000 : $2 == "M" ? 1 : $2 == "K" ? 0.001 : 0.000001; printf "%.1f", $1 * m }'
+}
 blk_boot() {
     name=$1; shift
     rm -f /tmp/data.img && truncate -s 300M /tmp/data.img
@@ -136,6 +141,7 @@ blk_boot() {
         usleep 50000
     done
     kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+    grep -a "bench-blk:" "/tmp/$name.blk" | sed "s/^/$name: /"
     echo "$(rate write "/tmp/$name.blk") $(rate read "/tmp/$name.blk")" >>"/tmp/$name.rates"
 }
 yunhe_blk() {

@@ -55,10 +55,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
-
 /// The guest memory type every device works on.
-pub type GuestMemory = GuestMemoryMmap<()>;
+pub type GuestMemory = crate::vmm::memory::GuestMemoryMmap;
 
 /// Virtio device types (virtio 1.2 §5). The PCI device id is `0x1040 + type`.
 pub mod device_type {
