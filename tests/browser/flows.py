@@ -202,6 +202,123 @@ def first_visit(d):
     shot(d, "02-instances")
 
 
+def table_row(d, table_id, text):
+    """The row of table TABLE_ID whose text contains TEXT, or None."""
+    try:
+        for tr in css(d, f"#{table_id} tbody tr"):
+            if text in tr.text:
+                return tr
+    except StaleElementReferenceException:
+        pass
+    return None
+
+
+def fill(d, form_id, values):
+    """Fills the dialog form FORM_ID: {name: value} (a select's value, a box's text)."""
+    for name, value in values.items():
+        el = css(d, f"#{form_id} [name={name}]")[0]
+        if el.tag_name == "select":
+            Select(el).select_by_visible_text(value)
+        else:
+            el.clear()
+            el.send_keys(value)
+
+
+def submit(d, form_id, what):
+    css(d, f"#{form_id}-go")[0].click()
+    wait(d, lambda: not css(d, f"#{form_id}"), 10, what)
+
+
+def network(d):
+    """Neutron's pages: a network with a subnet, a router joining it to the external
+    network "public" (made by run.sh), a security group rule, a floating IP allocated,
+    associated to a port and released; the topology shows the router between the two."""
+    go(d, "network/networks", "#networks")
+    css(d, "button.create-network")[0].click()
+    wait(d, lambda: css(d, "#network-form"), 5, "the network dialog")
+    fill(d, "network-form", {"name": "web-net", "subnet_name": "web-sub", "cidr": "10.20.0.0/24"})
+    shot(d, "30-network-create")
+    submit(d, "network-form", "the network to be made")
+    wait(d, lambda: table_row(d, "networks", "web-net") and "10.20.0.0/24" in table_row(d, "networks", "web-net").text, 10, "web-net with its subnet")
+    check("network: create a network with a subnet", True)
+    shot(d, "31-networks")
+    table_row(d, "networks", "web-net").find_element(By.CSS_SELECTOR, "a.name").click()
+    wait(d, lambda: css(d, "button[data-tab=subnets]"), 10, "the network detail")
+    css(d, "button[data-tab=subnets]")[0].click()
+    wait(d, lambda: table_row(d, "subnets", "10.20.0.0/24"), 10, "the subnet tab")
+    check("network detail lists its subnet", True)
+
+    go(d, "network/routers", "#routers")
+    css(d, "button.create-router")[0].click()
+    wait(d, lambda: css(d, "#router-form"), 5, "the router dialog")
+    fill(d, "router-form", {"name": "web-router", "gateway": "public"})
+    submit(d, "router-form", "the router")
+    wait(d, lambda: table_row(d, "routers", "web-router") and "public" in table_row(d, "routers", "web-router").text, 10, "web-router with its gateway")
+    table_row(d, "routers", "web-router").find_element(By.CSS_SELECTOR, "a.name").click()
+    wait(d, lambda: css(d, "button.add-interface") and css(d, "#router-gateway button"), 10, "the router detail")
+    css(d, "button.add-interface")[0].click()
+    wait(d, lambda: css(d, "#interface-form"), 5, "the interface dialog")
+    fill(d, "interface-form", {"subnet": "web-sub 10.20.0.0/24"})
+    submit(d, "interface-form", "the interface")
+    wait(d, lambda: table_row(d, "router-interfaces", "10.20.0.1"), 10, "the interface 10.20.0.1")
+    check("router: created with an external gateway, interface added on the subnet",
+          "203.0.113." in css(d, "#router-gateway")[0].text)
+    shot(d, "32-router-detail")
+
+    go(d, "network/security-groups", "#security-groups")
+    css(d, "button.create-sg")[0].click()
+    wait(d, lambda: css(d, "#sg-form"), 5, "the security group dialog")
+    fill(d, "sg-form", {"name": "web-sg", "description": "ssh in"})
+    submit(d, "sg-form", "the security group")
+    wait(d, lambda: table_row(d, "security-groups", "web-sg"), 10, "web-sg")
+    table_row(d, "security-groups", "web-sg").find_element(By.CSS_SELECTOR, "a.name").click()
+    wait(d, lambda: css(d, "button.add-rule"), 10, "the group's rules")
+    css(d, "button.add-rule")[0].click()
+    wait(d, lambda: css(d, "#rule-form"), 5, "the rule dialog")
+    fill(d, "rule-form", {"port_min": "22", "remote": "192.0.2.0/24"})
+    submit(d, "rule-form", "the rule")
+    wait(d, lambda: table_row(d, "sg-rules", "192.0.2.0/24"), 10, "the new rule")
+    check("security group: created, an ingress TCP 22 rule added", "22" in table_row(d, "sg-rules", "192.0.2.0/24").text)
+    shot(d, "33-security-group-rules")
+
+    go(d, "network/ports", "#ports")
+    css(d, "button.create-port")[0].click()
+    wait(d, lambda: css(d, "#port-form"), 5, "the port dialog")
+    fill(d, "port-form", {"name": "web-port", "network": "web-net"})
+    submit(d, "port-form", "the port")
+    wait(d, lambda: table_row(d, "ports", "web-port"), 10, "web-port")
+    check("port: created on web-net with an address", "10.20.0." in table_row(d, "ports", "web-port").text)
+
+    go(d, "network/floating-ips", "#floating-ips")
+    css(d, "button.allocate-ip")[0].click()
+    wait(d, lambda: css(d, "#allocate-go"), 5, "the allocate dialog")
+    css(d, "#allocate-go")[0].click()
+    wait(d, lambda: table_row(d, "floating-ips", "203.0.113.") and css(d, "#floating-ips button.associate"), 10, "a floating IP")
+    fip = table_row(d, "floating-ips", "203.0.113.")
+    addr = fip.text.split()[0]
+    fip.find_element(By.CSS_SELECTOR, "button.associate").click()
+    wait(d, lambda: css(d, "#associate-go"), 5, "the associate dialog")
+    sel = Select(css(d, "dialog select[name=port]")[0])
+    sel.select_by_visible_text([o.text for o in sel.options if o.text.startswith("web-port")][0])
+    css(d, "#associate-go")[0].click()
+    wait(d, lambda: table_row(d, "floating-ips", addr) and "10.20.0." in table_row(d, "floating-ips", addr).text, 10, "the association")
+    shot(d, "34-floating-ips")
+    table_row(d, "floating-ips", addr).find_element(By.CSS_SELECTOR, "button.disassociate").click()
+    wait(d, lambda: css(d, "#floating-ips button.associate") and "10.20.0." not in table_row(d, "floating-ips", addr).text, 10, "the disassociation")
+    table_row(d, "floating-ips", addr).find_element(By.CSS_SELECTOR, "button.danger").click()
+    wait(d, lambda: css(d, "#confirm-ok"), 5, "the confirmation")
+    css(d, "#confirm-ok")[0].click()
+    wait(d, lambda: not table_row(d, "floating-ips", addr), 10, "the release")
+    check("floating IP: allocated, associated to a port, disassociated, released", True, f"({addr})")
+
+    go(d, "network/topology", "#topology")
+    labels = [x.text for x in css(d, "#topology text")]
+    check("topology: the router between public and web-net, drawn as SVG",
+          "web-router" in labels and "web-net" in labels and "public" in labels and len(css(d, "#topology line")) >= 2,
+          f"({len(labels)} labels)")
+    shot(d, "35-network-topology")
+
+
 def xss(d):
     name = os.environ["XSS_NAME"]
     go(d, "instances", "#instances")
@@ -453,6 +570,7 @@ def main():
             step("stop/start", stop_start, d)
         else:
             print("SKIP launch/console/stop-start: no usable /dev/kvm")
+        step("network", network, d)
         step("images", images, d)
         step("key pairs", keypairs, d)
         step("pages", other_pages, d)

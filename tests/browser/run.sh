@@ -67,6 +67,9 @@ truncate -s 1M "$work/disk.raw"
 kernel_id="$(openstack image create --disk-format aki --container-format aki --file "$work/echo.elf" k -f json | id_of)"
 [ -n "$kernel_id" ] || { echo "FAIL setup: kernel image"; echo "browser: 0 passed, 1 failed"; exit 1; }
 setup openstack image create --disk-format raw --container-format bare --property "kernel_id=$kernel_id" --file "$work/disk.raw" img
+# The external network the router and floating IP flows use.
+setup openstack network create --external public
+setup openstack subnet create --network public --subnet-range 203.0.113.0/24 public-sub
 setup openstack project create demo
 setup openstack user create --project demo --password s3cret-Member member1
 setup openstack role add --project demo --user member1 member
