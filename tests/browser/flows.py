@@ -202,11 +202,11 @@ def first_visit(d):
     shot(d, "02-instances")
 
 
-def table_row(d, table_id, text):
-    """The row of table TABLE_ID whose text contains TEXT, or None."""
+def table_row(d, table_id, text, exact=False):
+    """The row of table TABLE_ID whose text contains TEXT (EXACT: whose first cell is TEXT), or None."""
     try:
         for tr in css(d, f"#{table_id} tbody tr"):
-            if text in tr.text:
+            if (tr.find_element(By.TAG_NAME, "td").text == text) if exact else (text in tr.text):
                 return tr
     except StaleElementReferenceException:
         pass
@@ -317,6 +317,84 @@ def network(d):
           "web-router" in labels and "web-net" in labels and "public" in labels and len(css(d, "#topology line")) >= 2,
           f"({len(labels)} labels)")
     shot(d, "35-network-topology")
+
+
+def volume_status(d, name):
+    r = table_row(d, "volumes", name, True)
+    try:
+        s = r.find_elements(By.CSS_SELECTOR, "[data-status]") if r else []
+        return s[0].get_attribute("data-status") if s else None
+    except StaleElementReferenceException:
+        return None
+
+
+def volume_action(d, name, act):
+    r = table_row(d, "volumes", name, True)
+    r.find_element(By.CSS_SELECTOR, "details.menu summary").click()
+    r.find_element(By.CSS_SELECTOR, f"button[data-action={act}]").click()
+
+
+def volumes(d):
+    """Cinder's pages: a blank volume and one from the raw image "img", extend, edit,
+    snapshot, a volume type (admin), delete; the Overview's network and volume rings."""
+    go(d, "volumes", "#volumes")
+    for name, source in (("web-vol", None), ("web-vol-img", "img")):
+        css(d, "button.create-volume")[0].click()
+        wait(d, lambda: css(d, "#volume-form"), 5, "the volume dialog")
+        fill(d, "volume-form", {"name": name, "size": "1"})
+        if source:
+            sel = Select(css(d, "#volume-form select[name=source]")[0])
+            sel.select_by_visible_text([o.text for o in sel.options if o.text.startswith(f"Image: {source} ")][0])
+        if name == "web-vol":
+            shot(d, "40-volume-create")
+        submit(d, "volume-form", "the volume")
+    wait(d, lambda: volume_status(d, "web-vol") == "AVAILABLE" and volume_status(d, "web-vol-img") == "AVAILABLE", 30, "both volumes available")
+    check("volumes: created blank and from an image, available without reloading",
+          "Yes" in table_row(d, "volumes", "web-vol-img", True).text)
+    volume_action(d, "web-vol", "extend")
+    wait(d, lambda: css(d, "#extend-form"), 5, "the extend dialog")
+    fill(d, "extend-form", {"new_size": "3"})
+    submit(d, "extend-form", "the extension")
+    wait(d, lambda: volume_status(d, "web-vol") == "AVAILABLE" and "3 GiB" in table_row(d, "volumes", "web-vol", True).text, 30, "3 GiB")
+    check("volume: extended to 3 GiB", True)
+    volume_action(d, "web-vol", "edit")
+    wait(d, lambda: css(d, "#edit-form"), 5, "the edit dialog")
+    fill(d, "edit-form", {"description": "made in the browser"})
+    submit(d, "edit-form", "the edit")
+    wait(d, lambda: "made in the browser" in table_row(d, "volumes", "web-vol", True).text, 10, "the description")
+    check("volume: edited", True)
+    volume_action(d, "web-vol", "snapshot")
+    wait(d, lambda: css(d, "#snapshot-form"), 5, "the snapshot dialog")
+    submit(d, "snapshot-form", "the snapshot")
+    shot(d, "41-volumes")
+    go(d, "volumes/snapshots", "#snapshots")
+    wait(d, lambda: table_row(d, "snapshots", "web-vol-snapshot") and "AVAILABLE" in table_row(d, "snapshots", "web-vol-snapshot").get_attribute("innerText").upper(), 30, "the snapshot")
+    check("volume snapshot: created, listed", True)
+    shot(d, "42-volume-snapshots")
+    table_row(d, "snapshots", "web-vol-snapshot").find_element(By.CSS_SELECTOR, "button.danger").click()
+    wait(d, lambda: css(d, "#confirm-ok"), 5, "the confirmation")
+    css(d, "#confirm-ok")[0].click()
+    wait(d, lambda: not table_row(d, "snapshots", "web-vol-snapshot"), 30, "the snapshot to go")
+    go(d, "admin/volume-types", "#volume-types")
+    css(d, "button.create-type")[0].click()
+    wait(d, lambda: css(d, "#type-form"), 5, "the type dialog")
+    fill(d, "type-form", {"name": "web-type", "description": "fast"})
+    submit(d, "type-form", "the type")
+    wait(d, lambda: table_row(d, "volume-types", "web-type"), 10, "web-type")
+    check("volume types (admin): created", True)
+    shot(d, "43-volume-types")
+    go(d, "volumes", "#volumes")
+    wait(d, lambda: volume_status(d, "web-vol-img") == "AVAILABLE", 10, "the volumes")
+    volume_action(d, "web-vol-img", "delete")
+    wait(d, lambda: css(d, "#confirm-ok"), 5, "the confirmation")
+    css(d, "#confirm-ok")[0].click()
+    wait(d, lambda: not table_row(d, "volumes", "web-vol-img", True), 30, "the volume to go")
+    check("volume: deleted", True)
+    go(d, "overview", "#limits")
+    wait(d, lambda: css(d, "#network-limits figure") and css(d, "#volume-limits figure"), 10, "the network and volume rings")
+    vols = css(d, "#volume-limits figure")[0].text
+    check("overview: network and volume limit rings", "1 of 10" in vols, f"({vols!r})")
+    shot(d, "44-overview-limits")
 
 
 def xss(d):
@@ -571,6 +649,7 @@ def main():
         else:
             print("SKIP launch/console/stop-start: no usable /dev/kvm")
         step("network", network, d)
+        step("volumes", volumes, d)
         step("images", images, d)
         step("key pairs", keypairs, d)
         step("pages", other_pages, d)

@@ -17,17 +17,39 @@ function ring(label, used, max, unit = '') {
     h('figcaption', null, h('strong', null, label), h('span', null, text)));
 }
 
+/** Neutron's quota details (used and limit per resource), or null without the network API. */
+async function networkLimits() {
+  if (!api.has('network')) return null;
+  const pid = api.current().project?.id;
+  try { return (await api.call('network', 'GET', `/v2.0/quotas/${pid}/details`)).quota; } catch { return null; }
+}
+
+async function volumeLimits() {
+  if (!api.has('block-storage')) return null;
+  try { return (await api.call('block-storage', 'GET', '/limits')).limits.absolute; } catch { return null; }
+}
+
 export async function render(main) {
-  const [a, keypairs] = await Promise.all([
+  const [a, keypairs, nq, vq] = await Promise.all([
     api.get('compute', '/limits').then((r) => r.limits.absolute),
     // Nova's limits give no key pairs used: count them.
     api.get('compute', '/os-keypairs').then((r) => r.keypairs.length).catch(() => 0),
+    networkLimits(),
+    volumeLimits(),
   ]);
+  const q = (k) => nq[k] || { used: 0, limit: -1 };
   main.append(header(t('Overview')), h('h2', null, t('Limit summary')),
     h('div', { class: 'rings', id: 'limits' },
       ring(t('Instances'), a.totalInstancesUsed, a.maxTotalInstances),
       ring(t('Cores'), a.totalCoresUsed, a.maxTotalCores),
       ring(t('RAM'), a.totalRAMUsed, a.maxTotalRAMSize, ' MB'),
       ring(t('Server groups'), a.totalServerGroupsUsed ?? 0, a.maxServerGroups),
-      ring(t('Key pairs'), a.totalKeyPairsUsed ?? keypairs, a.maxTotalKeypairs)));
+      ring(t('Key pairs'), a.totalKeyPairsUsed ?? keypairs, a.maxTotalKeypairs)),
+    ...(nq ? [h('h2', null, t('Network')), h('div', { class: 'rings', id: 'network-limits' },
+      ring(t('Networks'), q('network').used, q('network').limit), ring(t('Subnets'), q('subnet').used, q('subnet').limit),
+      ring(t('Ports'), q('port').used, q('port').limit), ring(t('Routers'), q('router').used, q('router').limit),
+      ring(t('Floating IPs'), q('floatingip').used, q('floatingip').limit), ring(t('Security Groups'), q('security_group').used, q('security_group').limit))] : []),
+    ...(vq ? [h('h2', null, t('Volumes')), h('div', { class: 'rings', id: 'volume-limits' },
+      ring(t('Volumes'), vq.totalVolumesUsed, vq.maxTotalVolumes), ring(t('Volume Snapshots'), vq.totalSnapshotsUsed, vq.maxTotalSnapshots),
+      ring(t('Volume storage'), vq.totalGigabytesUsed, vq.maxTotalVolumeGigabytes, ' GiB'))] : []));
 }
