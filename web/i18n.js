@@ -2,6 +2,18 @@
 // t('Deleted {name}', {name}) fills {placeholders} (as text: callers render with textContent).
 
 const ZH = {
+  'Usage': '用量',
+  'Usage over the last 14 days: {n} vCPU-hours': '最近 14 天用量：{n} vCPU 小时',
+  'vCPU-hours': 'vCPU 小时',
+  'RAM GB-hours': '内存 GB 小时',
+  'Last 14 days': '最近 14 天',
+  'Hours': '小时',
+  'No usage in this period.': '此期间无用量。',
+  'The start must be before the end.': '开始日期必须早于结束日期。',
+  '{cpu} vCPU-hours, {ram} GB-hours of RAM, {disk} GB-hours of disk': '{cpu} vCPU 小时，{ram} GB 小时内存，{disk} GB 小时磁盘',
+  'From': '从',
+  'To': '到',
+  'Submit': '提交',
   'Volume Snapshots': '卷快照',
   'Volume Types': '卷类型',
   'Volume type': '卷类型',

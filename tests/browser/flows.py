@@ -397,6 +397,76 @@ def volumes(d):
     shot(d, "44-overview-limits")
 
 
+def switch_project(d):
+    """The project switcher rescopes and revokes the token it replaces."""
+    go(d, "overview", "#limits")
+    old = d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).id")
+    Select(css(d, "#project")[0]).select_by_visible_text("demo")
+    wait(d, lambda: d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).project.name") == "demo", 10, "the demo project")
+    status = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const s = JSON.parse(sessionStorage.getItem('yunhe.session'));
+      fetch('/identity/v3/auth/tokens', {headers: {'X-Auth-Token': s.id, 'X-Subject-Token': arguments[0]}})
+        .then(r => done(r.status));""", old)
+    wait(d, lambda: css(d, "#limits"), 10, "the overview again")
+    shot(d, "45-project-demo")
+    check("project switcher: rescoped to demo, the replaced token revoked", status == 404, f"(GET the old token: HTTP {status})")
+    wait(d, lambda: css(d, "#project option"), 10, "the switcher")
+    Select(css(d, "#project")[0]).select_by_visible_text("admin")
+    wait(d, lambda: d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).project.name") == "admin", 10, "admin again")
+
+
+def usage(d):
+    go(d, "overview", "#limits")
+    wait(d, lambda: css(d, "#usage-chart") and css(d, "#usage-totals") and "vCPU" in css(d, "#usage-totals")[0].text, 15, "the usage")
+    bars = len(css(d, "#usage-chart rect"))
+    check("overview: usage over time (14 days of bars) and the period's usage summary", bars == 28,
+          f"({bars} bars; {css(d, '#usage-totals')[0].text})")
+    d.execute_script("document.getElementById('usage-over-time').scrollIntoView()")
+    shot(d, "46-overview-usage")
+
+
+PHONE_PAGES = ("overview", "instances", "images", "keypairs", "server-groups", "api-access", "network/topology",
+               "network/networks", "network/ports", "network/routers", "network/security-groups",
+               "network/floating-ips", "volumes", "volumes/snapshots", "admin/hypervisors", "admin/instances",
+               "admin/flavors", "admin/volume-types", "identity/projects", "identity/users", "identity/roles")
+
+
+def phone_and_keyboard(d):
+    """Every page at a phone's width scrolls only vertically; the keyboard alone reaches the
+    content (skip link), opens pages (g n), a dialog (Enter) and closes it (Escape)."""
+    d.set_window_size(390, 844)
+    wide = []
+    for page in PHONE_PAGES:
+        go(d, page, "main h1")
+        time.sleep(0.3)
+        over = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        if over > 1:
+            wide.append((page, over))
+    shot(d, "47-phone-network")
+    check("phone (390 px): no page scrolls sideways", not wide, f"({len(PHONE_PAGES)} pages; too wide: {wide})")
+    d.set_window_size(1280, 900)
+    d.get(URL + "/?keys=1#/overview")
+    wait(d, lambda: css(d, "#limits"), 15, "the overview")
+    body = css(d, "body")[0]
+    body.send_keys(Keys.TAB)
+    first = d.execute_script("return document.activeElement.className")
+    d.switch_to.active_element.send_keys(Keys.ENTER)
+    on_main = d.execute_script("return document.activeElement.id")
+    css(d, "body")[0].send_keys("g")
+    css(d, "body")[0].send_keys("n")
+    wait(d, lambda: css(d, "#networks"), 5, "g n")
+    launch = css(d, "button.create-network")[0]
+    d.execute_script("arguments[0].focus()", launch)
+    d.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(d, lambda: css(d, "#network-form"), 5, "the dialog from the keyboard")
+    in_dialog = d.execute_script("return !!document.activeElement.closest('dialog')")
+    d.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait(d, lambda: not css(d, "#network-form"), 5, "Escape to close the dialog")
+    check("keyboard: Tab reaches the skip link, Enter moves to the content, g n opens Networks, a dialog opens with Enter (focus inside) and closes with Escape",
+          first == "skip" and on_main == "main" and in_dialog, f"(first Tab: {first!r}, then focus on #{on_main}, focus in dialog: {in_dialog})")
+
+
 def xss(d):
     name = os.environ["XSS_NAME"]
     go(d, "instances", "#instances")
@@ -655,6 +725,9 @@ def main():
         step("pages", other_pages, d)
         step("简体中文", chinese, d)
         step("looks", looks, d)
+        step("project switcher", switch_project, d)
+        step("usage", usage, d)
+        step("phone and keyboard", phone_and_keyboard, d)
         step("sign out", sign_out, d)
         step("member", member, d)
         step("csp", csp, d)

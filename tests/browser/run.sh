@@ -73,6 +73,8 @@ setup openstack subnet create --network public --subnet-range 203.0.113.0/24 pub
 setup openstack project create demo
 setup openstack user create --project demo --password s3cret-Member member1
 setup openstack role add --project demo --user member1 member
+# admin in demo too: the project switcher's flow moves between the two.
+setup openstack role add --project demo --user admin admin
 xss='<img src=x onerror=alert(1)>'
 if [ "$with_kvm" = 1 ]; then
     setup openstack server create --image img --flavor m1.nano --nic none "$xss"
