@@ -467,6 +467,71 @@ def phone_and_keyboard(d):
           first == "skip" and on_main == "main" and in_dialog, f"(first Tab: {first!r}, then focus on #{on_main}, focus in dialog: {in_dialog})")
 
 
+AXE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor", "axe-core", "axe.min.js")
+axe_found = {}
+
+
+def axe(d, where):
+    """Runs axe-core (test-only, injected through WebDriver, never served by yunhe) on the
+    page as it is; records serious and critical violations under WHERE."""
+    if not d.execute_script("return !!window.axe"):
+        with open(AXE) as f:
+            d.execute_script(f.read() + "\n;window.axe = axe;")
+    res = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations
+        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+        .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))))
+        .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));""")
+    if res:
+        axe_found[where] = res
+    return res
+
+
+def accessibility(d):
+    """axe-core on every page (and the sign-in form, detail pages, a dialog, dark mode):
+    no serious or critical violations."""
+    d.set_window_size(1280, 900)
+    pages = 0
+    for page in PHONE_PAGES:
+        go(d, page, "main h1")
+        try:
+            wait(d, lambda: not css(d, "main tbody:not([data-complete])"), 10, "the tables")
+        except AssertionError:
+            pass
+        axe(d, page)
+        pages += 1
+    for page, table_id in (("instances", "instances"), ("network/networks", "networks"),
+                           ("network/routers", "routers"), ("network/security-groups", "security-groups")):
+        go(d, page, f"#{table_id}")
+        wait(d, lambda: css(d, f"#{table_id} a.name"), 10, f"a row of {table_id}")
+        css(d, f"#{table_id} a.name")[0].click()
+        wait(d, lambda: css(d, ".crumbs") and not css(d, "main .loading"), 10, f"the {page} detail")
+        time.sleep(0.5)
+        axe(d, f"{page}/<id>")
+        pages += 1
+    go(d, "instances", "#instances")
+    css(d, "button.launch")[0].click()
+    wait(d, lambda: css(d, "#launch-wizard"), 10, "the wizard")
+    axe(d, "launch wizard")
+    close_dialogs(d)
+    css(d, "button.icon[aria-pressed]")[0].click()
+    go(d, "overview", "#limits")
+    axe(d, "overview (dark)")
+    css(d, "button.icon[aria-pressed]")[0].click()
+    pages += 2
+    d.execute_script("sessionStorage.removeItem('yunhe.session'); location.reload()")
+    wait(d, lambda: css(d, "form.signin"), 15, "the sign-in form")
+    axe(d, "sign-in")
+    pages += 1
+    with open(os.path.join(OUT, "axe.json"), "w") as f:
+        json.dump(axe_found, f, indent=1)
+    check("accessibility: axe-core finds no serious or critical violations", not axe_found,
+          f"({pages} pages and states checked; {sum(len(v) for v in axe_found.values())} violations: "
+          + "; ".join(f"{k}: {[v['id'] for v in vs]}" for k, vs in list(axe_found.items())[:6]) + ")")
+    sign_in(d, "admin", os.environ["YUNHE_ADMIN_PASSWORD"])
+
+
 def xss(d):
     name = os.environ["XSS_NAME"]
     go(d, "instances", "#instances")
@@ -728,6 +793,7 @@ def main():
         step("project switcher", switch_project, d)
         step("usage", usage, d)
         step("phone and keyboard", phone_and_keyboard, d)
+        step("accessibility", accessibility, d)
         step("sign out", sign_out, d)
         step("member", member, d)
         step("csp", csp, d)

@@ -367,7 +367,7 @@ async function topology(main) {
       svg('text', { x: 10 + W / 2, y: y + 19, 'text-anchor': 'middle', class: 'topo-kind' }, node.kind === 'router' ? t('Router') : t('Instance')),
       svg('text', { x: 10 + W / 2, y: y + 35, 'text-anchor': 'middle', class: 'topo-label' }, node.label.length > 20 ? `${node.label.slice(0, 19)}…` : node.label)));
   });
-  const pic = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', id: 'topology', 'aria-label': t('Network topology: {n} networks, {r} routers, {s} instances', { n: ns.length, r: rs.length, s: servers.length }) },
+  const pic = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'group', id: 'topology', 'aria-label': t('Network topology: {n} networks, {r} routers, {s} instances', { n: ns.length, r: rs.length, s: servers.length }) },
     svg('title', null, t('Network Topology')), wires, bars, boxes);
   main.append(header(t('Network Topology')), h('div', { class: 'topo-wrap' }, pic),
     h('p', { class: 'muted' }, t('Networks are the vertical bars; routers and instances are joined to each network they have a port on.')));
