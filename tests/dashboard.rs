@@ -84,3 +84,26 @@ fn files_are_gzipped_when_asked_and_revalidated_by_etag() {
     assert!(again.body.is_empty());
     assert_eq!(again.header("cache-control"), Some("no-cache"));
 }
+
+/// axe-core is a test tool (tests/browser/vendor/axe-core): it is injected by the browser
+/// flows, never embedded in the binary nor served to users; the new pages are.
+#[test]
+fn the_test_only_accessibility_engine_is_not_served() {
+    let server = Server::start();
+    for path in [
+        "/ui/axe.min.js",
+        "/ui/vendor/axe-core/axe.min.js",
+        "/ui/tests/browser/vendor/axe-core/axe.min.js",
+    ] {
+        let r = http_bytes(&server.addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 404, "{path}");
+    }
+    for page in ["network.js", "volumes.js", "overview.js"] {
+        let r = http_bytes(&server.addr, "GET", &format!("/ui/pages/{page}"), &[], b"");
+        assert_eq!(r.status, 200, "{page}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("Deque Systems"),
+            "{page}"
+        );
+    }
+}

@@ -80,6 +80,8 @@ export async function signIn(domain, user, password) {
 export async function switchProject(projectId) {
   const s = current();
   const { id, body } = await issue({ identity: { methods: ['token'], token: { id: s.id } }, scope: { project: { id: projectId } } });
+  // The token it replaces is revoked: a switch leaves one live token, as a sign-in does.
+  await revoke(s.id);
   save(fromToken(id, body, { domain: s.domain }));
 }
 

@@ -48,6 +48,8 @@ export function table(cols, rows, opts = {}) {
       if (!n) body.append(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, opts.empty || t('Nothing here yet.'))));
       count.textContent = `${n} / ${data.length}`;
       body.dataset.complete = String(my);
+      // When the last row was laid out, in ms since navigation start (tests/browser reads it).
+      body.dataset.completeAt = String(Math.round(performance.now()));
     };
     delete body.dataset.complete;
     step(100);

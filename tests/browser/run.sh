@@ -67,9 +67,23 @@ truncate -s 1M "$work/disk.raw"
 kernel_id="$(openstack image create --disk-format aki --container-format aki --file "$work/echo.elf" k -f json | id_of)"
 [ -n "$kernel_id" ] || { echo "FAIL setup: kernel image"; echo "browser: 0 passed, 1 failed"; exit 1; }
 setup openstack image create --disk-format raw --container-format bare --property "kernel_id=$kernel_id" --file "$work/disk.raw" img
+# The external network the router and floating IP flows use.
+setup openstack network create --external public
+setup openstack subnet create --network public --subnet-range 203.0.113.0/24 public-sub
 setup openstack project create demo
 setup openstack user create --project demo --password s3cret-Member member1
 setup openstack role add --project demo --user member1 member
+# admin in demo too: the project switcher's flow moves between the two.
+setup openstack role add --project demo --user admin admin
+# 1,000 real servers for the instances page's number, in their own project "bulk": a
+# flavor no host can take, so Nova's scheduler leaves them in ERROR without starting a VM.
+setup openstack project create bulk
+setup openstack role add --project bulk --user admin admin
+setup openstack quota set --instances 1000 --cores 1000 --ram -1 bulk
+setup openstack flavor create --private --project bulk --ram 67108864 --vcpus 1 --disk 1 no-host
+bulk_kernel="$(openstack --os-project-name bulk image create --disk-format aki --container-format aki --file "$work/echo.elf" bulk-kernel -f json | id_of)"
+setup openstack --os-project-name bulk image create --disk-format raw --container-format bare --property "kernel_id=$bulk_kernel" --file "$work/disk.raw" bulk-img
+setup openstack --os-project-name bulk server create --image bulk-img --flavor no-host --nic none --min 1000 --max 1000 bulk
 xss='<img src=x onerror=alert(1)>'
 if [ "$with_kvm" = 1 ]; then
     setup openstack server create --image img --flavor m1.nano --nic none "$xss"

@@ -228,8 +228,13 @@ async function detail(main, id) {
   const title = h('h1', { id: 'page-title' }, s.name);
   const st = h('span', { id: 'server-status' }, status(s.status));
   const menuBox = h('span');
+  // The menu is made again only when what it depends on changed: an open menu stays open.
+  const menuKey = (x) => [x.name, x.status, x['OS-EXT-STS:task_state'], x.locked].join('|');
+  let shown = menuKey(s);
   const refresh = async () => {
     try { s = (await api.get('compute', `/servers/${id}`)).server; } catch (e) { if (e.status === 404) { location.hash = '#/instances'; } return; }
+    if (menuKey(s) === shown) return;
+    shown = menuKey(s);
     title.textContent = s.name;
     clear(st).append(status(s.status));
     clear(menuBox).append(actionMenu(s, refresh));
