@@ -757,3 +757,117 @@ fn response_shapes_next_links_and_retype() {
         413
     );
 }
+
+fn put(server: &Server, path: &str, token: &str, body: Value) -> Reply {
+    req(server, "PUT", path, token, Some(&body))
+}
+
+/// What tempest found missing: a `next` link on a full last page, snapshots
+/// sorted by display_name, os-services by host (`yunhe` names the host's
+/// backends too), disable with a reason, freeze and thaw.
+#[test]
+fn paging_sorting_and_service_actions() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let a = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &a, "available");
+    // One volume, limit 1: a full page, so a next link (Cinder's rule).
+    let page = req(&server, "GET", "/volumes?limit=1", &admin, None).json();
+    assert!(page["volumes_links"][0]["href"].is_string(), "{page}");
+    let page = req(&server, "GET", "/volumes?limit=2", &admin, None).json();
+    assert!(page.get("volumes_links").is_none(), "{page}");
+
+    for name in ["b-snap", "a-snap"] {
+        let r = req(
+            &server,
+            "POST",
+            "/snapshots",
+            &admin,
+            Some(&json!({"snapshot": {"volume_id": a, "name": name}})),
+        );
+        assert_eq!(r.status, 202, "{}", r.text);
+        let id = r.json()["snapshot"]["id"].as_str().expect("id").to_string();
+        wait_for(&server, &admin, "snapshot", &id, "available");
+    }
+    let sorted = req(
+        &server,
+        "GET",
+        "/snapshots?sort_key=display_name&sort_dir=asc",
+        &admin,
+        None,
+    );
+    assert_eq!(sorted.status, 200, "{}", sorted.text);
+    let names: Vec<String> = sorted.json()["snapshots"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, vec!["a-snap", "b-snap"]);
+
+    let on_host = req(&server, "GET", "/os-services?host=yunhe", &admin, None).json();
+    assert_eq!(on_host["services"].as_array().expect("list").len(), 3);
+    let r = put(
+        &server,
+        "/os-services/disable-log-reason",
+        &admin,
+        json!({"host": "yunhe", "binary": "cinder-backup", "disabled_reason": null}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = put(
+        &server,
+        "/os-services/disable-log-reason",
+        &admin,
+        json!({"host": "yunhe", "binary": "cinder-backup", "disabled_reason": "maintenance"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = req(
+        &server,
+        "GET",
+        "/os-services?binary=cinder-backup",
+        &admin,
+        None,
+    )
+    .json();
+    assert_eq!(listed["services"][0]["status"], "disabled");
+    assert_eq!(listed["services"][0]["disabled_reason"], "maintenance");
+    let r = put(
+        &server,
+        "/os-services/enable",
+        &admin,
+        json!({"host": "yunhe", "binary": "cinder-backup"}),
+    );
+    assert_eq!(r.json()["status"], "enabled", "{}", r.text);
+    let r = put(
+        &server,
+        "/os-services/enable",
+        &admin,
+        json!({"host": "invalid_host", "binary": "cinder-backup"}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text);
+    for action in ["freeze", "thaw"] {
+        let r = put(
+            &server,
+            &format!("/os-services/{action}"),
+            &admin,
+            json!({"host": "invalid_host"}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    let r = put(
+        &server,
+        "/os-services/freeze",
+        &admin,
+        json!({"host": "yunhe@file"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = req(
+        &server,
+        "GET",
+        "/os-services?binary=cinder-volume",
+        &admin,
+        None,
+    )
+    .json();
+    assert_eq!(listed["services"][0]["frozen"], true);
+}

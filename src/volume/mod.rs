@@ -181,6 +181,8 @@ pub struct VolumeState {
     pub backend: backend::Backend,
     /// Glance, as Cinder asks it for images.
     pub images: crate::image::service::ImageService,
+    /// What admins set on the services (disabled, frozen).
+    pub services: info::ServiceStates,
 }
 
 impl HasIdentity for Arc<VolumeState> {
@@ -201,6 +203,7 @@ impl VolumeState {
             public_url: identity.public_url.clone(),
             images: crate::image::service::ImageService::new(db.clone()),
             backend: backend::Backend::new(dir, config.over_subscription_ratio),
+            services: info::ServiceStates::default(),
             db,
             identity,
         })
