@@ -271,6 +271,9 @@ pub fn usage(conn: &Connection, project: &str) -> DbResult<BTreeMap<String, i64>
             }
         }
     }
+    let (backups, backup_gb) = super::volume_records::usage(conn, project)?;
+    out.insert("backups".into(), backups);
+    out.insert("backup_gigabytes".into(), backup_gb);
     Ok(out)
 }
 
@@ -497,6 +500,8 @@ mod tests {
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(super::super::volume_records::SCHEMA)
+            .expect("backups");
         conn
     }
 

@@ -325,6 +325,7 @@ pub async fn finish_delete(s: &VolumeState, id: &str, snapshots: &[String]) -> V
         for snap in &snaps {
             store::delete_snapshot(tx, snap)?;
         }
+        crate::db::volume_records::delete_transfers_of_volume(tx, &vid)?;
         store::delete_volume(tx, &vid)?;
         Ok(())
     })
