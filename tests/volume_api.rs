@@ -1361,3 +1361,118 @@ fn volume_transfers_move_volumes_snapshots_and_usage_between_projects() {
     assert_eq!(r.status, 413, "{}", r.text);
     wait_for(&server, &admin, "volume", &second, "awaiting-transfer");
 }
+
+/// The attachments API on the ops seam: absent below 3.27; create reserves,
+/// update with a connector attaches (the connection info names the file),
+/// os-complete makes the volume in-use, delete frees it; read-only volumes
+/// attach `ro` only.
+#[test]
+fn attachments_reserve_connect_complete_and_delete() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let vol = create_volume(&server, &admin, json!({"size": 1}));
+    wait_for(&server, &admin, "volume", &vol, "available");
+    let instance = "0b0e4f5c-8d7a-4b59-a1a3-0d2a7c6f4e11";
+    let body = json!({"attachment": {"volume_uuid": vol, "instance_uuid": instance}});
+    assert_eq!(
+        req_mv_body(&server, "POST", "/attachments", &admin, "3.26", &body).status,
+        404
+    );
+    let r = req_mv_body(&server, "POST", "/attachments", &admin, "3.54", &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let a = r.json()["attachment"].clone();
+    let aid = a["id"].as_str().expect("id").to_string();
+    assert_eq!(a["status"], "reserved");
+    assert_eq!(a["instance"], instance);
+    assert!(a["connection_info"].is_null());
+    wait_for(&server, &admin, "volume", &vol, "reserved");
+    // A second attachment of a volume that is not multiattach: refused.
+    let r = req_mv_body(&server, "POST", "/attachments", &admin, "3.54", &body);
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    let connector = json!({"attachment": {"connector": {"host": "yunhe", "mountpoint": "/dev/vdb", "platform": "x86_64"}}});
+    let r = req_mv_body(
+        &server,
+        "PUT",
+        &format!("/attachments/{aid}"),
+        &admin,
+        "3.54",
+        &connector,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let a = r.json()["attachment"].clone();
+    assert_eq!(a["status"], "attaching");
+    assert_eq!(a["attach_mode"], "rw");
+    assert_eq!(a["connection_info"]["driver_volume_type"], "file");
+    let path = a["connection_info"]["data"]["device_path"]
+        .as_str()
+        .expect("path")
+        .to_string();
+    assert_eq!(PathBuf::from(path), volume_file(&server.state_dir, &vol));
+    let r = req_mv_body(
+        &server,
+        "POST",
+        &format!("/attachments/{aid}/action"),
+        &admin,
+        "3.44",
+        &json!({"os-complete": null}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    let v = wait_for(&server, &admin, "volume", &vol, "in-use");
+    assert_eq!(v["attachments"][0]["attachment_id"], aid.as_str());
+    assert_eq!(v["attachments"][0]["server_id"], instance);
+    let listed = req_mv(
+        &server,
+        "GET",
+        &format!("/attachments/detail?volume_id={vol}"),
+        &admin,
+        "3.27",
+    )
+    .json();
+    assert_eq!(listed["attachments"][0]["status"], "attached", "{listed}");
+    // In use: not deleted.
+    assert_eq!(
+        req(&server, "DELETE", &format!("/volumes/{vol}"), &admin, None).status,
+        400
+    );
+    let r = req_mv(
+        &server,
+        "DELETE",
+        &format!("/attachments/{aid}"),
+        &admin,
+        "3.27",
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["attachments"], json!([]));
+    wait_for(&server, &admin, "volume", &vol, "available");
+    assert_eq!(
+        req_mv(
+            &server,
+            "GET",
+            &format!("/attachments/{aid}"),
+            &admin,
+            "3.27"
+        )
+        .status,
+        404
+    );
+
+    // Read-only volumes: `rw` refused (nothing left reserved), `ro` taken.
+    let r = req(
+        &server,
+        "POST",
+        &format!("/volumes/{vol}/action"),
+        &admin,
+        Some(&json!({"os-update_readonly_flag": {"readonly": true}})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let rw = json!({"attachment": {"volume_uuid": vol, "instance_uuid": instance, "mode": "rw", "connector": {"host": "yunhe"}}});
+    let r = req_mv_body(&server, "POST", "/attachments", &admin, "3.54", &rw);
+    assert_eq!(r.status, 400, "{}", r.text);
+    wait_for(&server, &admin, "volume", &vol, "available");
+    let ro = json!({"attachment": {"volume_uuid": vol, "instance_uuid": instance, "connector": {"host": "yunhe"}}});
+    let r = req_mv_body(&server, "POST", "/attachments", &admin, "3.54", &ro);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["attachment"]["attach_mode"], "ro");
+    assert_eq!(r.json()["attachment"]["status"], "attaching");
+}

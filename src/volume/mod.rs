@@ -7,10 +7,12 @@
 //! delete, reserve/attach/detach, the backing file); `types` volume types,
 //! extra specs, access and QoS specs; `snapshots`; `quotas` quota sets,
 //! quota classes and limits; `backups` backups (their files in
-//! `backup_files`); `transfers` volume transfers between projects; `info` availability zones, services, pools;
+//! `backup_files`); `transfers` volume transfers between projects;
+//! `attachments` the 3.27 attachments API on the `ops` seam; `info` availability zones, services, pools;
 //! `reconcile` start-up repair. This module holds the state, Cinder's
 //! error format, URL normalisation and microversion negotiation.
 
+mod attachments;
 pub mod backend;
 mod backup_files;
 mod backups;
@@ -591,6 +593,7 @@ pub fn router(identity: Arc<IdentityState>, config: VolumeConfig) -> Router {
         .merge(snapshots::routes())
         .merge(backups::routes())
         .merge(transfers::routes())
+        .merge(attachments::routes())
         .merge(quotas::routes())
         .merge(info::routes())
         .fallback(not_found)
