@@ -193,7 +193,7 @@ async fn create(s: S, ctx: &AuthContext, mv: Mv, api: Api, bytes: Bytes) -> Volu
     let volume = super::volumes::load_for(&s, ctx, &volume_id, "volume:get").await?;
     authorize(
         &s,
-        &ctx,
+        ctx,
         "volume:create_transfer",
         &project_target(&volume.project_id),
     )?;
