@@ -207,6 +207,11 @@ tr="$(json 'd["id"]' 2>/dev/null)"
 check "openstack volume transfer request delete" openstack volume transfer request delete "$tr"
 check "the volume is available again" wait_status volume "$from_snap" available
 
+# --- attachments API (3.27; attaching to a server needs Nova's hotplug: later) -------
+check "openstack --os-volume-api-version 3.27 volume attachment list" \
+    openstack --os-volume-api-version 3.27 volume attachment list -f json
+expect "no attachments yet" 'd==[]'
+
 # --- admin actions and delete -----------------------------------------------------
 check "openstack volume set --state error (reset-status)" openstack volume set --state error "$clone"
 check "openstack volume delete --force" openstack volume delete --force "$clone"
