@@ -295,7 +295,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> VolumeResult<Response> {
     check_version(mv, 27)?;
-    let (v, a) = load_for(&s, &ctx, &id, "volume:attachment_get").await?;
+    let (v, a) = load_for(&s, &ctx, &id, "volume:get").await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"attachment": render(&s, &v, &a, true)}),
@@ -311,7 +311,7 @@ async fn list_common(
 ) -> VolumeResult<Response> {
     check_version(mv, 27)?;
     let project = project_of(ctx)?;
-    authorize(&s, ctx, "volume:attachment_get_all", &own_target(ctx))?;
+    authorize(&s, ctx, "volume:get_all", &own_target(ctx))?;
     let all = q.get("all_tenants").is_some_and(|v| {
         v.is_empty() || matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")
     }) && is_admin(&s, ctx);
