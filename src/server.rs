@@ -269,6 +269,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             volume: crate::volume::VolumeConfig {
                 volume_dir: args.volume_dir.clone(),
                 over_subscription_ratio: args.volume_over_subscription_ratio,
+                backup_dir: args.backup_dir.clone(),
             },
         },
     );
@@ -526,6 +527,11 @@ pub struct ServeArgs {
     /// files are sparse).
     #[arg(long, env = "YUNHE_VOLUME_OVER_SUBSCRIPTION_RATIO", default_value_t = crate::volume::backend::DEFAULT_OVER_SUBSCRIPTION_RATIO)]
     pub volume_over_subscription_ratio: f64,
+    /// Directory of the volume backups (compressed chunks; default
+    /// <state-dir>/backups). Point it at another disk so a backup outlives
+    /// the volumes' disk (docs/volume.md).
+    #[arg(long, env = "YUNHE_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,

@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[
     super::network::SCHEMA,
     // 13: Cinder's volumes, snapshots, volume types, QoS specs and quotas.
     super::volume::SCHEMA,
+    // 14: Cinder's backups and volume transfers.
+    super::volume_records::SCHEMA,
 ];
 
 /// The schema version this binary writes.

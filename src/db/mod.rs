@@ -14,6 +14,7 @@ mod migrations;
 pub mod network;
 pub mod servers;
 pub mod volume;
+pub mod volume_records;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -211,6 +211,21 @@ pub fn list_volumes(conn: &Connection, project: Option<&str>) -> DbResult<Vec<Vo
     docs.into_iter().map(decode).collect()
 }
 
+/// The volume that holds an attachment (attachments live in the volume's
+/// document).
+pub fn volume_with_attachment(conn: &Connection, attachment_id: &str) -> DbResult<Option<Volume>> {
+    let doc: Option<String> = conn
+        .query_row(
+            "SELECT doc FROM volume_volumes WHERE EXISTS (
+                 SELECT 1 FROM json_each(volume_volumes.doc, '$.attachments')
+                 WHERE json_extract(value, '$.id') = ?1)",
+            [attachment_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    doc.map(decode).transpose()
+}
+
 pub fn delete_volume(tx: &Connection, id: &str) -> DbResult<bool> {
     Ok(tx.execute("DELETE FROM volume_volumes WHERE id = ?1", [id])? > 0)
 }
@@ -271,6 +286,9 @@ pub fn usage(conn: &Connection, project: &str) -> DbResult<BTreeMap<String, i64>
             }
         }
     }
+    let (backups, backup_gb) = super::volume_records::usage(conn, project)?;
+    out.insert("backups".into(), backups);
+    out.insert("backup_gigabytes".into(), backup_gb);
     Ok(out)
 }
 
@@ -497,6 +515,8 @@ mod tests {
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(super::super::volume_records::SCHEMA)
+            .expect("backups");
         conn
     }
 
@@ -514,6 +534,21 @@ mod tests {
         };
         put_volume(&conn, &v).expect("put");
         assert_eq!(get_volume(&conn, "v1").expect("get"), Some(v.clone()));
+        assert_eq!(volume_with_attachment(&conn, "a1").expect("find"), None);
+        let mut attached = v.clone();
+        attached.attachments.push(Attachment {
+            id: "a1".into(),
+            attach_status: "reserved".into(),
+            ..Attachment::default()
+        });
+        put_volume(&conn, &attached).expect("put");
+        assert_eq!(
+            volume_with_attachment(&conn, "a1")
+                .expect("find")
+                .map(|x| x.id),
+            Some("v1".to_string())
+        );
+        put_volume(&conn, &v).expect("put");
         assert_eq!(list_volumes(&conn, Some("q")).expect("list").len(), 0);
         let used = usage(&conn, "p").expect("usage");
         assert_eq!(used.get("volumes"), Some(&1));

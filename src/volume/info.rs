@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde::Serialize;
 use serde_json::json;
 
@@ -24,6 +25,7 @@ pub fn routes() -> Router<S> {
     Router::new()
         .route("/v3/os-availability-zone", get(zones))
         .route("/v3/os-services", get(services))
+        .route("/v3/os-services/{action}", put(service_action))
         .route("/v3/scheduler-stats/get_pools", get(pools))
         .route("/v3/capabilities/{host}", get(capabilities))
         .route("/v3/extensions", get(extensions))
@@ -69,25 +71,27 @@ async fn services(
     )?;
     let q = query_map(q);
     let now = super::now_string();
-    let all = [
-        ("cinder-scheduler", "yunhe"),
-        ("cinder-volume", "yunhe@file"),
-        ("cinder-backup", "yunhe"),
-    ];
-    let list: Vec<ServiceView> = all
+    let states = s.services.snapshot();
+    let list: Vec<ServiceView> = SERVICES
         .iter()
-        .filter(|(binary, host)| {
-            q.get("binary").is_none_or(|b| b == binary) && q.get("host").is_none_or(|h| h == host)
+        .zip(states)
+        .filter(|((binary, host), _)| {
+            q.get("binary").is_none_or(|b| b == binary)
+                && q.get("host").is_none_or(|h| host_matches(host, h))
         })
-        .map(|(binary, host)| ServiceView {
+        .map(|((binary, host), state)| ServiceView {
             binary,
             host,
             zone: "nova",
-            status: "enabled",
+            status: if state.disabled {
+                "disabled"
+            } else {
+                "enabled"
+            },
             state: "up",
             updated_at: now.clone(),
-            disabled_reason: None,
-            frozen: false,
+            disabled_reason: state.disabled_reason,
+            frozen: state.frozen,
             replication_status: "disabled",
             active_backend_id: None,
             cluster: mv.at_least(7).then_some(None),
@@ -95,6 +99,177 @@ async fn services(
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"services": list})))
+}
+
+/// The services this host runs: (binary, host), as Cinder names them.
+const SERVICES: [(&str, &str); 3] = [
+    ("cinder-scheduler", "yunhe"),
+    ("cinder-volume", "yunhe@file"),
+    ("cinder-backup", "yunhe"),
+];
+
+/// Cinder's host filter: `yunhe` names the host and every backend on it
+/// (`yunhe@file`, `yunhe@file#pool`).
+fn host_matches(host: &str, wanted: &str) -> bool {
+    host == wanted
+        || host
+            .strip_prefix(wanted)
+            .is_some_and(|rest| rest.starts_with('@') || rest.starts_with('#'))
+}
+
+/// What an admin set on a service (disable, freeze).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceState {
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub frozen: bool,
+}
+
+/// The services' states, in [`SERVICES`]' order. Kept in memory: a restart
+/// enables and thaws them again (one host, no scheduler to steer).
+#[derive(Debug, Default)]
+pub struct ServiceStates(std::sync::Mutex<[ServiceState; 3]>);
+
+impl ServiceStates {
+    fn snapshot(&self) -> [ServiceState; 3] {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn change(&self, index: usize, f: impl FnOnce(&mut ServiceState)) {
+        if let Ok(mut g) = self.0.lock()
+            && let Some(state) = g.get_mut(index)
+        {
+            f(state);
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> VolumeError {
+    VolumeError::BadRequest(msg.into())
+}
+
+/// The `host` (a string of at most 255 characters) of an action's body.
+fn body_host(obj: &crate::http::body::Object) -> VolumeResult<Option<String>> {
+    let host = crate::http::body::opt_string(obj, "host")?;
+    if host.as_ref().is_some_and(|h| h.chars().count() > 255) {
+        return Err(bad(
+            "Invalid input for field/attribute host. Value is too long",
+        ));
+    }
+    Ok(host)
+}
+
+/// `PUT /os-services/{enable,disable,disable-log-reason,freeze,thaw,failover_host}`.
+async fn service_action(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    Path(action): Path<String>,
+    bytes: Bytes,
+) -> VolumeResult<Response> {
+    const ACTIONS: &[&str] = &[
+        "enable",
+        "disable",
+        "disable-log-reason",
+        "freeze",
+        "thaw",
+        "failover_host",
+        "failover",
+    ];
+    if !ACTIONS.contains(&action.as_str()) {
+        return Err(VolumeError::NotFound("Unknown action".into()));
+    }
+    authorize(
+        &s,
+        &ctx,
+        "volume_extension:services:update",
+        &own_target(&ctx),
+    )?;
+    let obj = crate::http::body::parse_object(&bytes)?;
+    let allowed: &[&str] = match action.as_str() {
+        "enable" | "disable" => &["binary", "host", "cluster", "service"],
+        "disable-log-reason" => &["binary", "host", "cluster", "service", "disabled_reason"],
+        "freeze" | "thaw" => &["host", "cluster"],
+        _ => &["host", "backend_id", "cluster"],
+    };
+    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    let host = body_host(&obj)?;
+    match action.as_str() {
+        "freeze" | "thaw" | "failover_host" | "failover" => {
+            let host = host.ok_or_else(|| bad("Host field is missing."))?;
+            if !SERVICES
+                .iter()
+                .any(|(b, h)| *b == "cinder-volume" && host_matches(h, &host))
+            {
+                return Err(bad(format!(
+                    "Invalid input received: Service {host} could not be found."
+                )));
+            }
+            if action == "freeze" || action == "thaw" {
+                let frozen = action == "freeze";
+                s.services.change(1, |st| st.frozen = frozen);
+                return Ok(json_response(StatusCode::OK, &json!({})));
+            }
+            // One backend, no replication target to fail over to.
+            Err(bad(
+                "Invalid input received: failover is not supported: the file backend has no replication target.",
+            ))
+        }
+        _ => {
+            let host = host.ok_or_else(|| bad("Host field is missing."))?;
+            let binary = crate::http::body::opt_string(&obj, "binary")?.unwrap_or_default();
+            let service = crate::http::body::opt_string(&obj, "service")?.unwrap_or_default();
+            let key = if binary.is_empty() { &service } else { &binary };
+            if key.is_empty() || key.chars().count() > 255 {
+                return Err(bad(
+                    "Invalid input for field/attribute binary. 'binary' is a required property",
+                ));
+            }
+            let reason = if action == "disable-log-reason" {
+                match obj.get("disabled_reason") {
+                    Some(serde_json::Value::String(r))
+                        if !r.trim().is_empty() && r.chars().count() <= 255 =>
+                    {
+                        Some(r.clone())
+                    }
+                    _ => {
+                        return Err(bad(
+                            "Invalid input for field/attribute disabled_reason. Disabled reason contains invalid characters or is too long",
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
+            let index = SERVICES
+                .iter()
+                .position(|(b, h)| *b == key.as_str() && *h == host.as_str())
+                .ok_or_else(|| {
+                    VolumeError::NotFound(format!(
+                        "Service {key} could not be found on host {host}."
+                    ))
+                })?;
+            let disabled = action != "enable";
+            s.services.change(index, |st| {
+                st.disabled = disabled;
+                st.disabled_reason = if disabled { reason.clone() } else { None };
+            });
+            let mut out = json!({
+                "host": host,
+                "service": service,
+                "binary": binary,
+                "status": if disabled { "disabled" } else { "enabled" },
+                "disabled": disabled,
+            });
+            if action == "disable-log-reason" {
+                out["disabled_reason"] = json!(reason);
+            }
+            Ok(json_response(StatusCode::OK, &out))
+        }
+    }
 }
 
 /// The pool's capacity figures, as Cinder's scheduler reports them.

@@ -6,17 +6,23 @@
 //! actions; `ops` the domain functions handlers and Nova share (create,
 //! delete, reserve/attach/detach, the backing file); `types` volume types,
 //! extra specs, access and QoS specs; `snapshots`; `quotas` quota sets,
-//! quota classes and limits; `info` availability zones, services, pools;
+//! quota classes and limits; `backups` backups (their files in
+//! `backup_files`); `transfers` volume transfers between projects;
+//! `attachments` the 3.27 attachments API on the `ops` seam; `info` availability zones, services, pools;
 //! `reconcile` start-up repair. This module holds the state, Cinder's
 //! error format, URL normalisation and microversion negotiation.
 
+mod attachments;
 pub mod backend;
+mod backup_files;
+mod backups;
 mod info;
 pub mod ops;
 mod quotas;
 mod reconcile;
 mod retype;
 mod snapshots;
+mod transfers;
 mod types;
 mod views;
 mod volumes;
@@ -162,6 +168,8 @@ pub struct VolumeConfig {
     pub volume_dir: Option<PathBuf>,
     /// Cinder's `max_over_subscription_ratio`: GiB provisioned per GiB of disk.
     pub over_subscription_ratio: f64,
+    /// Where backups live (`None`: `<state-dir>/backups`).
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for VolumeConfig {
@@ -169,6 +177,7 @@ impl Default for VolumeConfig {
         VolumeConfig {
             volume_dir: None,
             over_subscription_ratio: backend::DEFAULT_OVER_SUBSCRIPTION_RATIO,
+            backup_dir: None,
         }
     }
 }
@@ -181,6 +190,10 @@ pub struct VolumeState {
     pub backend: backend::Backend,
     /// Glance, as Cinder asks it for images.
     pub images: crate::image::service::ImageService,
+    /// What admins set on the services (disabled, frozen).
+    pub services: info::ServiceStates,
+    /// The backup directory.
+    pub backups: backup_files::BackupFiles,
 }
 
 impl HasIdentity for Arc<VolumeState> {
@@ -197,10 +210,16 @@ impl VolumeState {
             .volume_dir
             .clone()
             .unwrap_or_else(|| db.state_dir().join("volumes"));
+        let backup_dir = config
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| db.state_dir().join("backups"));
         Arc::new(VolumeState {
+            backups: backup_files::BackupFiles::new(backup_dir),
             public_url: identity.public_url.clone(),
             images: crate::image::service::ImageService::new(db.clone()),
             backend: backend::Backend::new(dir, config.over_subscription_ratio),
+            services: info::ServiceStates::default(),
             db,
             identity,
         })
@@ -533,6 +552,9 @@ pub fn empty(status: StatusCode) -> Response {
 /// Routes of this service, at `/volume`.
 pub fn router(identity: Arc<IdentityState>, config: VolumeConfig) -> Router {
     let state = VolumeState::new(identity, &config);
+    if let Err(e) = backups::reconcile(&state) {
+        tracing::error!(error = %e, dir = %state.backups.dir.display(), "backup start-up repair failed");
+    }
     if let Err(e) = reconcile::run(&state) {
         tracing::error!(error = %e, dir = %state.backend.dir.display(), "volume start-up repair failed");
     }
@@ -569,6 +591,9 @@ pub fn router(identity: Arc<IdentityState>, config: VolumeConfig) -> Router {
         .merge(volumes::routes())
         .merge(types::routes())
         .merge(snapshots::routes())
+        .merge(backups::routes())
+        .merge(transfers::routes())
+        .merge(attachments::routes())
         .merge(quotas::routes())
         .merge(info::routes())
         .fallback(not_found)

@@ -325,6 +325,7 @@ pub async fn finish_delete(s: &VolumeState, id: &str, snapshots: &[String]) -> V
         for snap in &snaps {
             store::delete_snapshot(tx, snap)?;
         }
+        crate::db::volume_records::delete_transfers_of_volume(tx, &vid)?;
         store::delete_volume(tx, &vid)?;
         Ok(())
     })
@@ -539,6 +540,93 @@ pub async fn detach(
         v.updated_at = Some(now_string());
         store::put_volume(tx, &v)?;
         Ok(())
+    })
+    .await
+}
+
+/// The volume holding an attachment, and the attachment.
+pub async fn find_attachment(
+    s: &VolumeState,
+    attachment_id: &str,
+) -> VolumeResult<(Volume, Attachment)> {
+    let id = attachment_id.to_string();
+    let found = s
+        .read(move |conn| Ok(store::volume_with_attachment(conn, &id)?))
+        .await?;
+    found
+        .and_then(|v| {
+            let a = v
+                .attachments
+                .iter()
+                .find(|a| a.id == attachment_id)?
+                .clone();
+            Some((v, a))
+        })
+        .ok_or_else(|| {
+            VolumeError::NotFound(format!(
+                "Volume attachment could not be found with filter: attachment_id = {attachment_id}."
+            ))
+        })
+}
+
+/// Gives a reserved attachment the host's connector (attachments API
+/// create with a connector, or update): the attachment and a reserved
+/// volume become `attaching`. `mode` (`rw`/`ro`) defaults to the volume's
+/// read-only flag.
+pub async fn connect(
+    s: &VolumeState,
+    attachment_id: &str,
+    connector: serde_json::Value,
+    mode: Option<String>,
+) -> VolumeResult<(Volume, Attachment)> {
+    let aid = attachment_id.to_string();
+    s.write(move |tx| {
+        let mut v = store::volume_with_attachment(tx, &aid)?.ok_or_else(|| {
+            VolumeError::NotFound(format!(
+                "Volume attachment could not be found with filter: attachment_id = {aid}."
+            ))
+        })?;
+        let readonly = v.readonly == Some(true);
+        let index = v
+            .attachments
+            .iter()
+            .position(|a| a.id == aid)
+            .ok_or_else(|| VolumeError::NotFound(format!("Volume attachment {aid} could not be found.")))?;
+        let a = &mut v.attachments[index];
+        if a.attach_status == "attached" {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: attachment {aid} is already attached; delete it to change its connector."
+            )));
+        }
+        let mode = match mode.as_deref().or(connector.get("mode").and_then(|m| m.as_str())) {
+            Some("ro") => "ro",
+            Some("rw") if readonly => {
+                return Err(VolumeError::BadRequest(format!(
+                    "Invalid volume: Volume {} is read-only and cannot be attached read-write.",
+                    v.id
+                )));
+            }
+            Some("rw") => "rw",
+            _ if readonly => "ro",
+            _ => "rw",
+        };
+        a.attach_mode = mode.into();
+        a.host_name = connector
+            .get("host")
+            .and_then(|h| h.as_str())
+            .map(str::to_string);
+        if let Some(m) = connector.get("mountpoint").and_then(|m| m.as_str()) {
+            a.mountpoint = Some(m.to_string());
+        }
+        a.connector = Some(connector);
+        a.attach_status = "attaching".into();
+        let attachment = a.clone();
+        if v.status == "reserved" {
+            v.status = "attaching".into();
+        }
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok((v, attachment))
     })
     .await
 }

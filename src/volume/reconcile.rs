@@ -93,6 +93,7 @@ pub fn run(s: &VolumeState) -> VolumeResult<Repairs> {
                 store::delete_snapshot(tx, id)?;
             }
             for id in &gone_volumes {
+                crate::db::volume_records::delete_transfers_of_volume(tx, id)?;
                 store::delete_volume(tx, id)?;
             }
             Ok(())

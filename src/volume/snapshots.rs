@@ -246,6 +246,7 @@ async fn worker_size(s: &S, id: &str) -> u64 {
 const SORT_KEYS: &[&str] = &[
     "id",
     "name",
+    "display_name",
     "status",
     "size",
     "created_at",
@@ -257,7 +258,7 @@ const SORT_KEYS: &[&str] = &[
 fn sort_value(sn: &Snapshot, key: &str) -> Value {
     match key {
         "id" => json!(sn.id),
-        "name" => json!(sn.name.clone().unwrap_or_default()),
+        "name" | "display_name" => json!(sn.name.clone().unwrap_or_default()),
         "status" => json!(sn.status),
         "size" => json!(sn.size),
         "created_at" => json!(sn.created_at),

@@ -583,9 +583,11 @@ pub fn page<T>(
             .map_err(|_| bad("Invalid input received: offset must be a non-negative integer"))?,
         None => 0,
     };
-    let rest: Vec<T> = items.into_iter().skip(start + offset).collect();
-    let more = rest.len() > limit && limit > 0;
-    Ok((rest.into_iter().take(limit).collect(), more))
+    let taken: Vec<T> = items.into_iter().skip(start + offset).take(limit).collect();
+    // Cinder adds a `next` link whenever a page is full (as many items as
+    // the limit), even when it happens to be the last one.
+    let more = limit > 0 && taken.len() == limit;
+    Ok((taken, more))
 }
 
 fn truthy(text: &str) -> bool {
