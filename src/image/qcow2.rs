@@ -215,7 +215,8 @@ pub fn parse_header<S: Source + ?Sized>(src: &S) -> Result<Header> {
     if l1_size * 8 > MAX_L1_BYTES {
         return Err(corrupt(format!("L1 table of {l1_size} entries")));
     }
-    if needed > 0 && (l1_offset % cluster != 0 || l1_offset.saturating_add(needed * 8) > file_size)
+    if needed > 0
+        && (!l1_offset.is_multiple_of(cluster) || l1_offset.saturating_add(needed * 8) > file_size)
     {
         return Err(corrupt("L1 table outside the file"));
     }
@@ -309,7 +310,7 @@ where
         if l2_offset == 0 {
             continue;
         }
-        if l2_offset % cluster != 0 || l2_offset.saturating_add(cluster) > file_size {
+        if !l2_offset.is_multiple_of(cluster) || l2_offset.saturating_add(cluster) > file_size {
             return Err(corrupt(format!("L1 entry {i}: L2 table outside the file")));
         }
         if !seen_l2.insert(l2_offset) {
@@ -344,7 +345,7 @@ where
                 if host == 0 {
                     continue;
                 }
-                if host % cluster != 0 || host >= file_size {
+                if !host.is_multiple_of(cluster) || host >= file_size {
                     return Err(corrupt(format!("cluster at {guest}: outside the file")));
                 }
                 // The last cluster of a file may be short (qemu does not pad).
