@@ -55,3 +55,11 @@ pub fn layout(data: &[u8]) -> Option<(GuestMemory, Queue, u8)> {
     q.set_ready(true);
     Some((mem, q, flags))
 }
+
+/// Disk boot's parsers (partitions, ext4, FAT, boot configurations).
+#[path = "../../src/vmm/diskboot/mod.rs"]
+pub mod diskboot;
+
+/// The qcow2 reader.
+#[path = "../../src/image/qcow2.rs"]
+pub mod qcow2;

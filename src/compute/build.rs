@@ -308,20 +308,19 @@ pub async fn boot_files(
     if !["active", "deactivated"].contains(&image.status.as_str()) {
         return Err(format!("Image {image_id} is not active."));
     }
-    let kernel_id = server
-        .kernel_id
-        .clone()
-        .ok_or_else(|| format!("Image {image_id} has no kernel_id: yunhe boots a kernel image (aki, or kernel_id/ramdisk_id properties); booting a disk's own boot loader is not supported yet."))?;
     // Checked again at every boot with the server's project: sharing may
-    // have been withdrawn since the server was created.
-    let kernel_path = if kernel_id == image.id {
-        image.path.clone()
-    } else {
-        s.images
-            .get_boot_asset(&kernel_id, "kernel", &server.project_id)
-            .await
-            .map_err(|e| format!("Kernel image {kernel_id}: {e}"))?
-            .path
+    // have been withdrawn since the server was created. Without a kernel_id
+    // the disk boots its own kernel (the VMM reads its boot configuration).
+    let kernel_path = match server.kernel_id.clone() {
+        None => None,
+        Some(kernel_id) if kernel_id == image.id => Some(image.path.clone()),
+        Some(kernel_id) => Some(
+            s.images
+                .get_boot_asset(&kernel_id, "kernel", &server.project_id)
+                .await
+                .map_err(|e| format!("Kernel image {kernel_id}: {e}"))?
+                .path,
+        ),
     };
     let ramdisk = match &server.ramdisk_id {
         Some(r) => Some(
@@ -334,10 +333,14 @@ pub async fn boot_files(
         None => None,
     };
     let disk_image = match image.disk_format.as_deref() {
-        Some("aki" | "ari") => None,
-        Some("qcow2") => {
-            return Err("qcow2 root disks are not supported by the VMM yet; upload the image as raw (qemu-img convert -O raw)".into());
+        Some("aki" | "ari") if kernel_path.is_none() => {
+            return Err(format!(
+                "Image {image_id} is a {} image without a kernel to boot.",
+                image.disk_format.as_deref().unwrap_or_default()
+            ));
         }
+        Some("aki" | "ari") => None,
+        Some("qcow2") => Some(s.images.raw_base(&image).await.map_err(|e| e.to_string())?),
         Some("raw" | "ami" | "iso" | "img") | None => Some(image.path.clone()),
         Some(other) => return Err(format!("disk format {other} cannot be a root disk")),
     };

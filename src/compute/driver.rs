@@ -77,7 +77,8 @@ pub type ConsoleStream = (
 /// What a server boots: kernel, initrd and command line, resolved from its image.
 #[derive(Debug, Clone)]
 pub struct BootFiles {
-    pub kernel: PathBuf,
+    /// The kernel; None: the disk's own (disk boot, read by the VMM at every boot).
+    pub kernel: Option<PathBuf>,
     pub ramdisk: Option<PathBuf>,
     /// The image whose data becomes the root disk, if any (None: an empty disk).
     pub disk_image: Option<PathBuf>,

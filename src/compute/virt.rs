@@ -193,17 +193,21 @@ impl Virt {
         let kernel_cache = self.unpack_kernels.then(|| self.kernel_cache_dir.clone());
         tokio::task::spawn_blocking(move || -> DriverResult<()> {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
-            let kernel = match kernel_cache {
-                Some(cache) => {
-                    let (kernel, problem) = crate::vmm::unpack::cached_vmlinux(&boot.kernel, &cache);
-                    if let Some(e) = problem {
-                        tracing::warn!(kernel = %boot.kernel.display(), "booting the kernel compressed: {e}");
+            // No kernel file: the VMM boots the kernel the disk declares.
+            let _ = std::fs::remove_file(dir.join("kernel"));
+            if let Some(src) = &boot.kernel {
+                let kernel = match kernel_cache {
+                    Some(cache) => {
+                        let (kernel, problem) = crate::vmm::unpack::cached_vmlinux(src, &cache);
+                        if let Some(e) = problem {
+                            tracing::warn!(kernel = %src.display(), "booting the kernel compressed: {e}");
+                        }
+                        kernel
                     }
-                    kernel
-                }
-                None => boot.kernel.clone(),
-            };
-            link_or_copy(&kernel, &dir.join("kernel"))?;
+                    None => src.clone(),
+                };
+                link_or_copy(&kernel, &dir.join("kernel"))?;
+            }
             let ramdisk = dir.join("ramdisk");
             let _ = std::fs::remove_file(&ramdisk);
             if let Some(r) = &boot.ramdisk {
@@ -367,17 +371,29 @@ impl Virt {
         }
         let ramdisk = dir.join("ramdisk");
         let (cpus, memory_mib) = Self::vm_size(server);
+        // Without a kernel file the disk boots its own kernel: the VMM reads
+        // the root disk's boot configuration at every start, and the image's
+        // os_command_line (if any) is appended to the disk's command line.
+        let disk_boot = !dir.join("kernel").exists() && dir.join("disk").exists();
         let vm = VmConfig {
-            boot: BootSource::Kernel {
-                path: dir.join("kernel"),
+            boot: if disk_boot {
+                BootSource::Disk { disk: 0 }
+            } else {
+                BootSource::Kernel {
+                    path: dir.join("kernel"),
+                }
             },
-            initrd: ramdisk.exists().then_some(ramdisk),
-            cmdline: Some(
-                server
-                    .cmdline
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-            ),
+            initrd: (!disk_boot && ramdisk.exists()).then_some(ramdisk),
+            cmdline: if disk_boot {
+                server.cmdline.clone()
+            } else {
+                Some(
+                    server
+                        .cmdline
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+                )
+            },
             memory_mib,
             cpus,
             disks,

@@ -1006,6 +1006,8 @@ pub async fn delete_image(
     let state = s.clone();
     let staged = super::staged_path(&s, &id);
     let cache_id = id.clone();
+    // A qcow2 image's raw base (servers' disks are copies: they keep theirs).
+    let raw_base = super::qcow2::raw_base_path(&s.dir, &id);
     s.write(move |tx| {
         let image = load_for(tx, &state, &ctx, &id, "delete_image")?;
         if image.protected {
@@ -1022,7 +1024,7 @@ pub async fn delete_image(
     {
         tracing::warn!(error = %e, image = %cache_id, "cannot drop a deleted image from the cache");
     }
-    for path in [path, staged] {
+    for path in [path, staged, raw_base] {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

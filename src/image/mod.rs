@@ -16,6 +16,7 @@ pub mod format;
 pub(crate) mod images;
 mod members;
 mod metadefs;
+pub mod qcow2;
 pub mod quota;
 mod schemas;
 pub mod service;

@@ -1,7 +1,7 @@
 //! The image service's Rust API for other services (Nova boots from images
 //! through it, as OpenStack's nova asks glance).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -39,6 +39,12 @@ pub enum ImageServiceError {
     /// Image data could not be written or read.
     #[error("image data: {0}")]
     Io(#[from] std::io::Error),
+    /// A qcow2 image that cannot be converted to a raw root disk.
+    #[error("Image {id}: {source}")]
+    Qcow2 {
+        id: String,
+        source: super::qcow2::Qcow2Error,
+    },
 }
 
 /// What a boot needs to know about an image.
@@ -80,6 +86,33 @@ impl ImageService {
     /// Path of an image's data file.
     pub fn data_path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// The raw base of a qcow2 image: converted once (sparse) into
+    /// `<state>/images-raw/<id>.raw` beside the image data, then reused;
+    /// servers' root disks are reflinks or sparse copies of it. Written to a
+    /// temporary file and renamed, so an interrupted conversion leaves
+    /// nothing half-made (and its temporary file is removed on the next one).
+    pub async fn raw_base(&self, image: &BootImage) -> Result<PathBuf, ImageServiceError> {
+        let dest = super::qcow2::raw_base_path(&self.dir, &image.id);
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dest.exists() {
+            return Ok(dest);
+        }
+        let (src, id) = (image.path.clone(), image.id.clone());
+        let out = dest.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            super::qcow2::remove_leftovers(&dir);
+            let started = std::time::Instant::now();
+            let stats = super::qcow2::convert_file(&src, &out)
+                .map_err(|source| ImageServiceError::Qcow2 { id: id.clone(), source })?;
+            tracing::info!(image = %id, ?stats, took = ?started.elapsed(), "qcow2 converted to a raw base");
+            Ok::<_, ImageServiceError>(())
+        })
+        .await
+        .map_err(|e| ImageServiceError::Invalid(format!("qcow2 conversion: {e}")))??;
+        Ok(dest)
     }
 
     /// A kernel (`role` "kernel") or ramdisk a server of `project` may boot

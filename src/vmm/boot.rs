@@ -175,6 +175,25 @@ pub fn load_initrd(
     Ok((addr, size))
 }
 
+/// Loads an initrd held in memory at the top of low memory (page aligned);
+/// returns (address, size).
+pub fn load_initrd_bytes(
+    mem: &GuestMemoryMmap,
+    data: &[u8],
+    kernel_end: u64,
+) -> Result<(u64, u64), BootError> {
+    let size = data.len() as u64;
+    let low_end = mem.last_addr().raw_value().min(MMIO_HOLE_START - 1) + 1;
+    let addr = low_end
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|&a| a >= kernel_end.max(HIMEM_START))
+        .ok_or(BootError::InitrdTooBig(size))?;
+    mem.write_slice(data, GuestAddress(addr))
+        .map_err(|e| BootError::GuestWrite(format!("initrd: {e}")))?;
+    Ok((addr, size))
+}
+
 /// Writes the NUL-terminated command line.
 pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(), BootError> {
     let bytes = cmdline.as_bytes();

@@ -243,25 +243,32 @@ impl Vm {
 
     /// Loads the kernel or firmware, command line, initrd, ACPI tables and boot structures.
     fn load_boot(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<BootEntry, VmError> {
-        let loaded = match &config.boot {
-            BootSource::Probe => boot::load_kernel(mem, &mut std::io::Cursor::new(PROBE_ELF))?,
-            BootSource::Kernel { path } | BootSource::Firmware { path } => {
-                let mut f =
-                    File::open(path).map_err(|e| VmError::Open(path.display().to_string(), e))?;
-                boot::load_kernel(mem, &mut f)?
+        let (loaded, cmdline, initrd) = match &config.boot {
+            BootSource::Disk { disk } => Self::load_from_disk(config, mem, *disk)?,
+            other => {
+                let loaded = match other {
+                    BootSource::Kernel { path } | BootSource::Firmware { path } => {
+                        let mut f = File::open(path)
+                            .map_err(|e| VmError::Open(path.display().to_string(), e))?;
+                        boot::load_kernel(mem, &mut f)?
+                    }
+                    _ => boot::load_kernel(mem, &mut std::io::Cursor::new(PROBE_ELF))?,
+                };
+                let cmdline = config.cmdline.clone().unwrap_or_else(|| match config.boot {
+                    BootSource::Kernel { .. } => DEFAULT_CMDLINE.to_string(),
+                    _ => String::new(),
+                });
+                boot::write_cmdline(mem, &cmdline)?;
+                let initrd = match &config.initrd {
+                    Some(p) => {
+                        let mut f =
+                            File::open(p).map_err(|e| VmError::Open(p.display().to_string(), e))?;
+                        Some(boot::load_initrd(mem, &mut f, loaded.kernel_end)?)
+                    }
+                    None => None,
+                };
+                (loaded, cmdline, initrd)
             }
-        };
-        let cmdline = config.cmdline.clone().unwrap_or_else(|| match config.boot {
-            BootSource::Kernel { .. } => DEFAULT_CMDLINE.to_string(),
-            _ => String::new(),
-        });
-        boot::write_cmdline(mem, &cmdline)?;
-        let initrd = match &config.initrd {
-            Some(p) => {
-                let mut f = File::open(p).map_err(|e| VmError::Open(p.display().to_string(), e))?;
-                Some(boot::load_initrd(mem, &mut f, loaded.kernel_end)?)
-            }
-            None => None,
         };
         let rsdp = super::acpi::write_tables(mem, config.cpus)?;
         let map = boot::memory_map(mem);
@@ -275,7 +282,53 @@ impl Vm {
         boot::write_gdt(mem, &boot::gdt(loaded.entry))?;
         Ok(loaded.entry)
     }
+
+    /// Disk boot: the kernel, initrd and command line the disk declares,
+    /// found by `diskboot` (in this jailed, filtered process) at every boot.
+    fn load_from_disk(
+        config: &VmConfig,
+        mem: &GuestMemoryMmap,
+        index: usize,
+    ) -> Result<LoadedBoot, VmError> {
+        use super::diskboot;
+        let d = config
+            .disks
+            .get(index)
+            .ok_or_else(|| VmError::DiskBoot(format!("there is no disk {index}")))?;
+        let limits = diskboot::Limits {
+            initrd: (config.memory_mib << 20) / 2,
+        };
+        let file = match d.fd {
+            Some(fd) => {
+                // SAFETY: the descriptor was handed over for this disk and stays
+                // open for the VMM's life; it is only borrowed to duplicate it.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                File::from(borrowed.try_clone_to_owned()?)
+            }
+            None => {
+                File::open(&d.path).map_err(|e| VmError::Open(d.path.display().to_string(), e))?
+            }
+        };
+        let found = diskboot::find(&file, limits).map_err(|e| VmError::DiskBoot(e.to_string()))?;
+        tracing::info!(source = %found.source, cmdline = %found.cmdline, "disk boot");
+        let loaded = boot::load_kernel(mem, &mut std::io::Cursor::new(found.kernel.as_slice()))
+            .map_err(|e| VmError::DiskBoot(format!("{}: {e}", found.source)))?;
+        let mut cmdline = found.cmdline;
+        if let Some(extra) = &config.cmdline {
+            cmdline.push(' ');
+            cmdline.push_str(extra);
+        }
+        boot::write_cmdline(mem, &cmdline)?;
+        let initrd = match &found.initrd {
+            Some(data) => Some(boot::load_initrd_bytes(mem, data, loaded.kernel_end)?),
+            None => None,
+        };
+        Ok((loaded, cmdline, initrd))
+    }
 }
+
+/// The loaded kernel, the command line written and the initrd's (address, size).
+type LoadedBoot = (boot::LoadedKernel, String, Option<(u64, u64)>);
 
 /// i8042 command port adapter (offset 4 of the controller).
 struct I8042Command(I8042);

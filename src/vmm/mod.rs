@@ -14,6 +14,7 @@ pub mod control;
 pub mod cpu;
 pub mod ctl;
 pub mod devices;
+pub mod diskboot;
 pub mod guests;
 pub mod jail;
 pub mod layout;

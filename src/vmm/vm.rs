@@ -80,6 +80,9 @@ pub enum VmError {
     /// Save/restore: {0}
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// Disk boot: {0}
+    #[error("disk boot: {0}")]
+    DiskBoot(String),
 }
 
 /// A VM built and ready to run.

@@ -22,6 +22,14 @@ pub enum BootSource {
     },
     /// The probe guest built into yunhe.
     Probe,
+    /// The kernel, initrd and command line that a disk of the VM declares
+    /// (its boot loader's configuration, read at every boot: see
+    /// `vmm::diskboot`). The config's `initrd` is not used; its `cmdline`,
+    /// when set, is appended to the disk's.
+    Disk {
+        /// Index into `disks`.
+        disk: usize,
+    },
 }
 
 /// A disk.

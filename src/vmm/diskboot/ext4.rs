@@ -1,0 +1,375 @@
+//! A read-only ext2/3/4 reader: superblock, group descriptors (32 and 64
+//! bit), inodes, extent trees and the old direct/indirect block maps, linear
+//! directories (hashed directories read linearly too), fast and slow symlinks.
+//! Every count read from the disk is bounded; cycles are errors.
+
+use super::{Disk, DiskBootError, Fs, Inode, Result, le16, le32};
+
+const MAGIC: u16 = 0xef53;
+const INCOMPAT_META_BG: u32 = 0x10;
+const INCOMPAT_64BIT: u32 = 0x80;
+const INCOMPAT_ENCRYPT: u32 = 0x10000;
+const EXTENTS_FL: u32 = 0x80000;
+const INLINE_DATA_FL: u32 = 0x1000_0000;
+const EXTENT_MAGIC: u16 = 0xf30a;
+/// Extent tree depth (ext4 itself stays under 5).
+const MAX_DEPTH: u16 = 5;
+/// Extent tree nodes or indirect blocks visited per file.
+const MAX_MAP_BLOCKS: usize = 65536;
+
+/// An ext2/3/4 filesystem on a slice of a disk.
+pub struct Ext4<'a> {
+    disk: &'a dyn Disk,
+    /// Where the filesystem starts on the disk.
+    base: u64,
+    len: u64,
+    block_size: u64,
+    inodes_per_group: u32,
+    inodes_count: u32,
+    inode_size: u64,
+    desc_size: u64,
+    first_desc_block: u64,
+    groups: u64,
+    /// The filesystem UUID (`root=UUID=…`, GRUB's `search --fs-uuid`).
+    pub uuid: [u8; 16],
+}
+
+fn bad(m: impl Into<String>) -> DiskBootError {
+    DiskBootError::Filesystem(format!("ext4: {}", m.into()))
+}
+
+impl<'a> Ext4<'a> {
+    /// Opens the filesystem at `base..base+len`; `Ok(None)` when there is no ext superblock.
+    pub fn open(disk: &'a dyn Disk, base: u64, len: u64) -> Result<Option<Ext4<'a>>> {
+        if len < 2048 {
+            return Ok(None);
+        }
+        let mut sb = [0u8; 1024];
+        disk.read_at(&mut sb, base + 1024)?;
+        if le16(&sb, 56) != MAGIC {
+            return Ok(None);
+        }
+        let log = le32(&sb, 24);
+        if log > 6 {
+            return Err(bad(format!("block size 2^{}", log + 10)));
+        }
+        let block_size = 1024u64 << log;
+        let inodes_per_group = le32(&sb, 40);
+        let blocks_per_group = u64::from(le32(&sb, 32));
+        let inodes_count = le32(&sb, 0);
+        let incompat = le32(&sb, 96);
+        let rev = le32(&sb, 76);
+        let inode_size = if rev == 0 {
+            128
+        } else {
+            u64::from(le16(&sb, 88))
+        };
+        if inodes_per_group == 0 || blocks_per_group == 0 || inodes_count == 0 {
+            return Err(bad("zero inodes or blocks per group"));
+        }
+        if !(128..=block_size).contains(&inode_size) || !inode_size.is_power_of_two() {
+            return Err(bad(format!("inode size {inode_size}")));
+        }
+        if incompat & INCOMPAT_META_BG != 0 {
+            return Err(bad("meta_bg group descriptors are not supported"));
+        }
+        if incompat & INCOMPAT_ENCRYPT != 0 {
+            return Err(bad("encrypted filesystem"));
+        }
+        let desc_size = if incompat & INCOMPAT_64BIT != 0 {
+            let d = u64::from(le16(&sb, 254));
+            if !(32..=1024).contains(&d) || !d.is_power_of_two() {
+                return Err(bad(format!("group descriptor size {d}")));
+            }
+            d
+        } else {
+            32
+        };
+        let blocks = u64::from(le32(&sb, 4))
+            | if incompat & INCOMPAT_64BIT != 0 {
+                u64::from(le32(&sb, 336)) << 32
+            } else {
+                0
+            };
+        let first_data = u64::from(le32(&sb, 20));
+        let groups = blocks.saturating_sub(first_data).div_ceil(blocks_per_group);
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&sb[104..120]);
+        Ok(Some(Ext4 {
+            disk,
+            base,
+            len,
+            block_size,
+            inodes_per_group,
+            inodes_count,
+            inode_size,
+            desc_size,
+            first_desc_block: first_data + 1,
+            groups,
+            uuid,
+        }))
+    }
+
+    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.saturating_add(buf.len() as u64);
+        if end > self.len {
+            return Err(bad(format!("read past the end of the filesystem ({end})")));
+        }
+        self.disk.read_at(buf, self.base + offset)?;
+        Ok(())
+    }
+
+    fn read_block(&self, block: u64, buf: &mut [u8]) -> Result<()> {
+        self.read(buf, block.saturating_mul(self.block_size))
+    }
+
+    fn inode_raw(&self, ino: u32) -> Result<Vec<u8>> {
+        if ino == 0 || ino > self.inodes_count {
+            return Err(bad(format!("inode {ino} out of range")));
+        }
+        let group = u64::from((ino - 1) / self.inodes_per_group);
+        let index = u64::from((ino - 1) % self.inodes_per_group);
+        if group >= self.groups {
+            return Err(bad(format!("inode {ino} in group {group} past the last")));
+        }
+        let mut d = vec![0u8; self.desc_size as usize];
+        self.read(
+            &mut d,
+            self.first_desc_block * self.block_size + group * self.desc_size,
+        )?;
+        let mut table = u64::from(le32(&d, 8));
+        if self.desc_size >= 64 {
+            table |= u64::from(le32(&d, 0x28)) << 32;
+        }
+        let mut raw = vec![0u8; self.inode_size.min(256) as usize];
+        self.read(
+            &mut raw,
+            table
+                .saturating_mul(self.block_size)
+                .saturating_add(index * self.inode_size),
+        )?;
+        Ok(raw)
+    }
+
+    /// The (logical block, physical block, count) runs of a file, up to `nblocks`.
+    fn runs(&self, raw: &[u8], nblocks: u64) -> Result<Vec<(u64, u64, u64)>> {
+        let flags = le32(raw, 32);
+        let iblock = &raw[40..100];
+        let mut runs = Vec::new();
+        let mut visited = 0usize;
+        if flags & EXTENTS_FL != 0 {
+            self.extent_node(iblock, MAX_DEPTH + 1, &mut runs, &mut visited)?;
+        } else {
+            for (i, b) in iblock.chunks_exact(4).take(12).enumerate() {
+                let p = u64::from(le32(b, 0));
+                if i as u64 >= nblocks {
+                    break;
+                }
+                if p != 0 {
+                    runs.push((i as u64, p, 1));
+                }
+            }
+            let mut next = 12u64;
+            for (level, at) in [(1u32, 48usize), (2, 52), (3, 56)] {
+                let p = u64::from(le32(iblock, at));
+                let span = (self.block_size / 4).pow(level);
+                if next >= nblocks {
+                    break;
+                }
+                if p != 0 {
+                    self.indirect(p, level, next, nblocks, &mut runs, &mut visited)?;
+                }
+                next = next.saturating_add(span);
+            }
+        }
+        Ok(runs)
+    }
+
+    fn indirect(
+        &self,
+        block: u64,
+        level: u32,
+        first: u64,
+        nblocks: u64,
+        runs: &mut Vec<(u64, u64, u64)>,
+        visited: &mut usize,
+    ) -> Result<()> {
+        *visited += 1;
+        if *visited > MAX_MAP_BLOCKS {
+            return Err(bad("block map too large"));
+        }
+        let mut buf = vec![0u8; self.block_size as usize];
+        self.read_block(block, &mut buf)?;
+        let per = self.block_size / 4;
+        let span = per.pow(level - 1);
+        for (i, e) in buf.chunks_exact(4).enumerate() {
+            let logical = first + i as u64 * span;
+            if logical >= nblocks {
+                break;
+            }
+            let p = u64::from(le32(e, 0));
+            if p == 0 {
+                continue;
+            }
+            if level == 1 {
+                runs.push((logical, p, 1));
+            } else {
+                self.indirect(p, level - 1, logical, nblocks, runs, visited)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn extent_node(
+        &self,
+        node: &[u8],
+        depth_left: u16,
+        runs: &mut Vec<(u64, u64, u64)>,
+        visited: &mut usize,
+    ) -> Result<()> {
+        *visited += 1;
+        if *visited > MAX_MAP_BLOCKS {
+            return Err(bad("extent tree too large"));
+        }
+        if le16(node, 0) != EXTENT_MAGIC {
+            return Err(bad("bad extent header"));
+        }
+        let entries = usize::from(le16(node, 2));
+        let depth = le16(node, 6);
+        if depth >= depth_left || depth > MAX_DEPTH {
+            return Err(bad("extent tree too deep (a loop?)"));
+        }
+        if 12 + entries * 12 > node.len() {
+            return Err(bad("extent node overflows its block"));
+        }
+        for i in 0..entries {
+            let e = &node[12 + i * 12..24 + i * 12];
+            if depth == 0 {
+                let logical = u64::from(le32(e, 0));
+                let mut len = u64::from(le16(e, 4));
+                let uninit = len > 32768;
+                if uninit {
+                    len -= 32768;
+                }
+                let start = (u64::from(le16(e, 6)) << 32) | u64::from(le32(e, 8));
+                // Uninitialized extents read as zeros: leave them out.
+                if !uninit && len > 0 {
+                    runs.push((logical, start, len));
+                }
+            } else {
+                let leaf = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
+                let mut buf = vec![0u8; self.block_size as usize];
+                self.read_block(leaf, &mut buf)?;
+                self.extent_node(&buf, depth, runs, visited)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fs for Ext4<'_> {
+    fn root(&self) -> u64 {
+        2
+    }
+
+    fn stat(&self, ino: u64) -> Result<Inode> {
+        let ino = u32::try_from(ino).map_err(|_| bad("inode number"))?;
+        let raw = self.inode_raw(ino)?;
+        let mode = le16(&raw, 0);
+        let size = u64::from(le32(&raw, 4)) | (u64::from(le32(&raw, 108)) << 32);
+        Ok(Inode {
+            id: u64::from(ino),
+            dir: mode & 0xf000 == 0x4000,
+            symlink: mode & 0xf000 == 0xa000,
+            size,
+        })
+    }
+
+    fn read_file(&self, ino: u64, max: u64) -> Result<Vec<u8>> {
+        let ino32 = u32::try_from(ino).map_err(|_| bad("inode number"))?;
+        let raw = self.inode_raw(ino32)?;
+        let node = self.stat(ino)?;
+        if node.size > max {
+            return Err(DiskBootError::TooLarge(node.size));
+        }
+        let flags = le32(&raw, 32);
+        if flags & INLINE_DATA_FL != 0 {
+            // Inline data: the first 60 bytes live in i_block (the rest in an
+            // extended attribute, not read: boot files are never that small).
+            let n = node.size.min(60) as usize;
+            return Ok(raw[40..40 + n].to_vec());
+        }
+        // A fast symlink keeps its target in i_block (never with extents).
+        if node.symlink && node.size < 60 && flags & EXTENTS_FL == 0 {
+            return Ok(raw[40..40 + node.size as usize].to_vec());
+        }
+        let nblocks = node.size.div_ceil(self.block_size);
+        let runs = self.runs(&raw, nblocks)?;
+        let mut out = vec![0u8; node.size as usize];
+        let bs = self.block_size;
+        let mut copied = 0u64;
+        for (logical, physical, count) in runs {
+            let count = count.min(nblocks.saturating_sub(logical));
+            copied = copied.saturating_add(count);
+            if copied > nblocks {
+                return Err(bad(format!("inode {ino}: overlapping extents")));
+            }
+            for k in 0..count {
+                let at = (logical + k) * bs;
+                let end = (at + bs).min(node.size);
+                if at >= end {
+                    break;
+                }
+                self.read(
+                    &mut out[at as usize..end as usize],
+                    (physical + k).saturating_mul(bs),
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn lookup(&self, dir: u64, name: &str) -> Result<Option<u64>> {
+        let data = self.read_file(dir, super::MAX_DIR)?;
+        let mut at = 0usize;
+        while at + 8 <= data.len() {
+            let ino = le32(&data, at);
+            let rec_len = usize::from(le16(&data, at + 4));
+            let name_len = usize::from(data[at + 6]);
+            if rec_len < 8 {
+                return Err(bad("directory entry of length < 8"));
+            }
+            if ino != 0
+                && at + 8 + name_len <= data.len()
+                && &data[at + 8..at + 8 + name_len] == name.as_bytes()
+            {
+                return Ok(Some(u64::from(ino)));
+            }
+            at += rec_len;
+        }
+        Ok(None)
+    }
+
+    fn list(&self, dir: u64) -> Result<Vec<String>> {
+        let data = self.read_file(dir, super::MAX_DIR)?;
+        let mut names = Vec::new();
+        let mut at = 0usize;
+        while at + 8 <= data.len() && names.len() < super::MAX_LIST {
+            let ino = le32(&data, at);
+            let rec_len = usize::from(le16(&data, at + 4));
+            let name_len = usize::from(data[at + 6]);
+            if rec_len < 8 {
+                return Err(bad("directory entry of length < 8"));
+            }
+            if ino != 0 && at + 8 + name_len <= data.len() {
+                names.push(String::from_utf8_lossy(&data[at + 8..at + 8 + name_len]).into_owned());
+            }
+            at += rec_len;
+        }
+        Ok(names)
+    }
+
+    fn uuid(&self) -> Option<[u8; 16]> {
+        Some(self.uuid)
+    }
+}
