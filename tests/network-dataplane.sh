@@ -140,7 +140,7 @@ check "DHCP: mask, router, DNS" eval "has yhtest-g1 mask=24 && has yhtest-g1 rou
 check "DHCP: domain, host name, MTU, lease time" eval "has yhtest-g1 domain=openstacklocal && has yhtest-g1 hostname=host-${p1_ip//./-} && has yhtest-g1 mtu=1500 && has yhtest-g1 lease=86400"
 check "DHCP: classless routes include 169.254.169.254" grep -q '^staticroutes=.*169.254.169.254/32 10.0.0.1' "$work/lease.yhtest-g1"
 check "guest 2 gets its port's address by DHCP" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
-check "guest 1 pings guest 2" ip netns exec yhtest-g1 ping -c1 -W2 "$p2_ip"
+check "guest 1 pings guest 2" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
 
 # A MAC that is no port's gets nothing.
 ip netns add yhtest-rogue
@@ -157,19 +157,19 @@ api PUT "/routers/$r1/add_router_interface" '{"subnet_id":"'"$sub1"'"}' >/dev/nu
 check "router namespace with the subnet's gateway address" wait_for 10 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '10.0.0.1/24'"
 check "external bridge in the root namespace at the external gateway" wait_for 10 sh -c "ip -4 addr show yh-b$(short "$pub") | grep -q '172.24.4.1/24'"
 check "router default route via the external gateway" sh -c "ip -n yunhe-r-$r1 route | grep -q 'default via 172.24.4.1'"
-check "guest pings its router" ip netns exec yhtest-g1 ping -c1 -W2 10.0.0.1
+check "guest pings its router" ip netns exec yhtest-g1 busybox ping -c1 -W2 10.0.0.1
 gw_ip="$(api GET "/routers/$r1" | get 'd["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]')"
-check "guest reaches the router's external address" ip netns exec yhtest-g1 ping -c1 -W2 "$gw_ip"
+check "guest reaches the router's external address" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$gw_ip"
 
 # --- default NAT mode: SNAT out of the host's default route, floating IPs -----------------
 # yhtest-out has no route back to 172.24.4.0/24 nor 10.0.0.0/24: only a double SNAT
 # (router, then the host's masquerade) gets an answer back.
 check "guest reaches the outside through router SNAT and the host's masquerade" \
-    wait_for 10 ip netns exec yhtest-g1 ping -c1 -W1 198.51.100.2
+    wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 198.51.100.2
 fip="$(api POST /floatingips '{"floatingip":{"floating_network_id":"'"$pub"'","port_id":"'"$p1_id"'"}}' | get 'd["floatingip"]["floating_ip_address"]')"
-check "the host reaches the guest on its floating IP" wait_for 10 ping -c1 -W1 "$fip"
+check "the host reaches the guest on its floating IP" wait_for 10 busybox ping -c1 -W1 "$fip"
 ip -n yhtest-out route add 172.24.4.0/24 via 198.51.100.1
-check "the outside reaches the floating IP through the host" ip netns exec yhtest-out ping -c1 -W2 "$fip"
+check "the outside reaches the floating IP through the host" ip netns exec yhtest-out busybox ping -c1 -W2 "$fip"
 ip netns exec yhtest-g1 busybox nc -l -p 7070 -e echo hello-from-guest >/dev/null 2>&1 &
 ncpid=$!
 sleep 0.3
@@ -180,7 +180,7 @@ if command -v nft >/dev/null; then
 fi
 fip_id="$(api GET /floatingips | get 'd["floatingips"][0]["id"]')"
 api PUT "/floatingips/$fip_id" '{"floatingip":{"port_id":null}}' >/dev/null
-check "a disassociated floating IP stops answering" wait_for 10 sh -c "! ping -c1 -W1 $fip"
+check "a disassociated floating IP stops answering" wait_for 10 sh -c "! busybox ping -c1 -W1 $fip"
 
 # --- overlapping CIDRs on two networks stay apart ---------------------------------------
 net2="$(api POST /networks '{"network":{"name":"net2"}}' | get 'd["network"]["id"]')"
@@ -191,17 +191,17 @@ check "second network's namespace" wait_for 10 ip -n "yunhe-n-$net2" link show y
 guest yhtest-g3 "$p3" "yunhe-n-$net2"
 check "guest 3 (same CIDR, other network) gets its lease" eval "dhcp yhtest-g3 && has yhtest-g3 ip=$p3_ip"
 other="$p2_ip"; [ "$other" = "$p3_ip" ] && other="$p1_ip"
-refuse "guest 3 cannot reach net1's guests" ip netns exec yhtest-g3 ping -c1 -W1 "$other"
+refuse "guest 3 cannot reach net1's guests" ip netns exec yhtest-g3 busybox ping -c1 -W1 "$other"
 
 # --- restart safety ----------------------------------------------------------------------
 kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=""
-check "kill -9 of serve: guests still talk" ip netns exec yhtest-g1 ping -c1 -W2 "$p2_ip"
+check "kill -9 of serve: guests still talk" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
 ip netns del "yunhe-r-$r1"
 ip -n "$ns1" link del yh-br
 start
 check "restart: the lost router namespace comes back" wait_for 15 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '10.0.0.1/24'"
 check "restart: the lost bridge comes back with its ports" wait_for 15 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 2"
-check "restart: guest pings its router again" wait_for 10 ip netns exec yhtest-g1 ping -c1 -W1 10.0.0.1
+check "restart: guest pings its router again" wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 10.0.0.1
 check "restart: DHCP answers again" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
 
 # --- deleting everything leaves nothing --------------------------------------------------

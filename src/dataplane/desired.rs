@@ -65,9 +65,7 @@ pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
     (len <= 32).then_some((ip, len))
 }
 
-pub fn mask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - len) }
-}
+pub use super::netlink::mask;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bridge {

@@ -196,7 +196,7 @@ pub fn build_bootp(m: &Message, reply: u8, lease: &Lease, text: &str) -> Vec<u8>
         opt(&mut p, 58, &(lease.lease_seconds / 2).to_be_bytes());
         opt(&mut p, 59, &(lease.lease_seconds / 8 * 7).to_be_bytes());
     }
-    opt(&mut p, 1, &super::desired::mask(lease.prefix).to_be_bytes());
+    opt(&mut p, 1, &super::netlink::mask(lease.prefix).to_be_bytes());
     if let Some(gw) = lease.gateway {
         opt(&mut p, 3, &gw.octets());
     }

@@ -593,6 +593,15 @@ pub fn set_route(
     sock.request(route_msg(dst, len, gateway, oif)).map(drop)
 }
 
+/// The IPv4 netmask of a prefix length.
+pub fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];

@@ -96,7 +96,7 @@ pub fn ip_in(source: bool, net: Ipv4Addr, len: u8) -> Vec<Expr> {
     if len < 32 {
         v.push(Expr::Prefix(len));
     }
-    let m = super::desired::mask(len);
+    let m = super::netlink::mask(len);
     v.push(Expr::Cmp {
         equal: true,
         data: (u32::from(net) & m).to_be_bytes().to_vec(),
@@ -183,7 +183,7 @@ fn expr(m: &mut Msg, e: &Expr) {
             be(m, 1, NFT_REG_1); // SREG
             be(m, 2, NFT_REG_1); // DREG
             be(m, 3, 4); // LEN
-            data(m, 4, &super::desired::mask(*len).to_be_bytes()); // MASK
+            data(m, 4, &super::netlink::mask(*len).to_be_bytes()); // MASK
             data(m, 5, &[0; 4]); // XOR
             m.end();
         }

@@ -106,6 +106,8 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
                 && !keep.is_some_and(|k| k.contains(&link.name))
                 && let Some(sock) = socks.get_mut(ns)
                 && let Err(e) = netlink::del_link(sock, link.index)
+                // A veth goes with its peer: the other end may be gone already.
+                && e.raw_os_error() != Some(libc::ENODEV)
             {
                 warn("removing link", ns, &link.name, &e);
             }
