@@ -326,6 +326,8 @@ mod tests {
         p[1] = 1;
         p[2] = 6;
         p[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        // The broadcast flag, as a client without an address asks.
+        p[10] = 0x80;
         p[28..34].copy_from_slice(&[0xfa, 0x16, 0x3e, 1, 2, 3]);
         p.extend_from_slice(&MAGIC);
         p.extend_from_slice(&[53, 1, msg_type]);
