@@ -8,6 +8,7 @@
 mod bench;
 mod cli;
 mod compute;
+mod dataplane;
 mod db;
 mod http;
 mod identity;

@@ -126,6 +126,8 @@ pub struct AppConfig {
     pub image: crate::image::ImageConfig,
     pub rate_limit: crate::http::ratelimit::RateLimitConfig,
     pub volume: crate::volume::VolumeConfig,
+    /// Told after every network write (the dataplane listens when on).
+    pub network_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Builds the whole HTTP application for a state file.
@@ -135,6 +137,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         image,
         rate_limit,
         volume,
+        network_changed,
     } = config;
     let public_url = identity.public_url.clone();
     let auth_uri: Arc<str> = format!("{public_url}/identity").into();
@@ -147,7 +150,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         .nest("/identity", identity::router(identity.clone()))
         .merge(crate::compute::router(identity.clone(), compute))
         .merge(crate::image::router(identity.clone(), image))
-        .merge(crate::network::router(identity.clone()))
+        .merge(crate::network::router(identity.clone(), network_changed))
         .merge(crate::volume::router(identity.clone(), volume))
         .merge(crate::web::router());
     let router = match crate::http::ratelimit::RateLimiter::configured(rate_limit, identity.clone())
@@ -260,6 +263,11 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         },
     )?;
     identity::token::start_purger(identity.clone(), purge_interval);
+    let network_changed = Arc::new(tokio::sync::Notify::new());
+    if args.dataplane {
+        crate::dataplane::start(identity.db.clone(), network_changed.clone());
+        tracing::info!("network dataplane on (--dataplane)");
+    }
     let app = app(
         identity,
         AppConfig {
@@ -271,6 +279,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
                 over_subscription_ratio: args.volume_over_subscription_ratio,
                 backup_dir: args.backup_dir.clone(),
             },
+            network_changed,
         },
     );
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -532,6 +541,11 @@ pub struct ServeArgs {
     /// the volumes' disk (docs/volume.md).
     #[arg(long, env = "YUNHE_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// Run the Neutron dataplane in the kernel (bridges, router namespaces,
+    /// DHCP; docs/network.md "Dataplane"). Off by default: without it
+    /// nothing on the host's network changes and ports stay DOWN.
+    #[arg(long, env = "YUNHE_DATAPLANE")]
+    pub dataplane: bool,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,

@@ -18,7 +18,7 @@ mod extensions;
 mod floating_ips;
 pub mod ipam;
 mod lookup;
-mod model;
+pub mod model;
 mod networks;
 mod ports;
 mod query;
@@ -206,6 +206,9 @@ impl From<crate::identity::IdentityError> for NetworkError {
 pub struct NetworkState {
     pub identity: Arc<IdentityState>,
     pub db: Db,
+    /// Told after every committed write (the dataplane's seam: server.rs
+    /// hands the same `Notify` to it; this module knows nothing more).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl HasIdentity for Arc<NetworkState> {
@@ -250,7 +253,10 @@ impl NetworkState {
             })
             .await;
         match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                self.changed.notify_one();
+                Ok(value)
+            }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
                 Some(other) => Err(other),
                 None => Err(NetworkError::Db(e)),
@@ -411,12 +417,17 @@ async fn not_found() -> NetworkError {
 }
 
 /// Routes of this service, at `/network`.
-pub fn router(identity: Arc<IdentityState>) -> Router {
+/// `changed` is told after every committed write.
+pub fn router(identity: Arc<IdentityState>, changed: Arc<tokio::sync::Notify>) -> Router {
     let public_url = identity.public_url.clone();
     let doc = json!({"versions": [VERSION.to_json(&public_url)]});
     let body = doc.clone();
     let db = identity.db.clone();
-    let state = Arc::new(NetworkState { identity, db });
+    let state = Arc::new(NetworkState {
+        identity,
+        db,
+        changed,
+    });
     let url: Arc<str> = public_url.into();
     let api = Router::new()
         .route("/networks", get(networks::list).post(networks::create))

@@ -1,0 +1,277 @@
+//! The Neutron dataplane in the kernel, driven from Rust: a level-triggered
+//! reconciler. Each pass reads the desired state from the network records
+//! (`desired`), reads the kernel's (`reconcile`, over netlink), and makes
+//! the difference; then it marks ports `ACTIVE`/`DOWN` as their interfaces
+//! exist and keeps the DHCP servers' lease tables current. A pass runs on
+//! start (so a kill -9 or a reboot is repaired by construction), after
+//! every network write (the `Notify` that server.rs hands to the network
+//! service) and every few seconds (a tap made by compute shows up).
+//!
+//! Layout: `netlink` (message layer and rtnetlink requests), `netns`
+//! (named namespaces), `desired` (records → topology), `reconcile`
+//! (topology → kernel), `dhcp` (packets) and `dhcp_server` (sockets).
+//! Knows no HTTP; the network module does not import it.
+
+pub mod desired;
+pub mod dhcp;
+mod dhcp_server;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod reconcile;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::db::{Db, DbError};
+use crate::network::model::{Network, Port};
+use crate::network::store;
+
+/// How often a pass runs without a change (picks up taps made by compute).
+const RESYNC: Duration = Duration::from_secs(3);
+
+/// Errors of the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A kernel request failed.
+    #[error("dataplane: {0}")]
+    Io(#[from] io::Error),
+    /// The state file failed.
+    #[error("dataplane: state file: {0}")]
+    Db(#[from] DbError),
+    /// A network record could not be read.
+    #[error("dataplane: network records: {0}")]
+    Records(String),
+    /// The port does not exist (or has no network).
+    #[error("dataplane: port {0} not found")]
+    PortNotFound(String),
+}
+
+impl From<crate::network::NetworkError> for DataplaneError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        DataplaneError::Records(e.to_string())
+    }
+}
+
+struct DhcpTask {
+    ns: netns::Ns,
+    index: i32,
+    leases: dhcp_server::Leases,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running dataplane.
+pub struct Dataplane {
+    db: Db,
+    changed: Arc<Notify>,
+    dhcp: std::sync::Mutex<BTreeMap<String, DhcpTask>>,
+    tables: std::sync::Mutex<reconcile::TableCache>,
+}
+
+/// Starts the reconciler: a first pass now, then one after each change.
+pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
+    let dp = Arc::new(Dataplane {
+        db,
+        changed,
+        dhcp: std::sync::Mutex::new(BTreeMap::new()),
+        tables: std::sync::Mutex::new(BTreeMap::new()),
+    });
+    let runner = dp.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = runner.pass().await {
+                tracing::warn!(error = %e, "dataplane pass failed");
+            }
+            tokio::select! {
+                _ = runner.changed.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    });
+    dp
+}
+
+impl Dataplane {
+    /// One reconciliation pass.
+    pub async fn pass(&self) -> Result<(), DataplaneError> {
+        let topology = self
+            .db
+            .read(|conn| Ok(desired::compute(conn)))
+            .await?
+            .map_err(DataplaneError::from)?;
+        let t = topology.clone();
+        let mut cache = self
+            .tables
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        let (result, cache) = tokio::task::spawn_blocking(move || {
+            let r = reconcile::apply(&t, &mut cache);
+            (r, cache)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Ok(mut c) = self.tables.lock() {
+            *c = cache;
+        }
+        let applied = result?;
+        self.update_dhcp(&topology, &applied);
+        let ports: BTreeMap<String, bool> = topology
+            .taps
+            .iter()
+            .map(|t| (t.port_id.clone(), applied.plugged.contains(&t.port_id)))
+            .chain(
+                topology
+                    .veths
+                    .iter()
+                    .map(|v| (v.port_id.clone(), applied.plugged.contains(&v.port_id))),
+            )
+            .collect();
+        self.db
+            .write(move |tx| mark_ports(tx, &ports).map_err(|e| DbError::Task(e.to_string())))
+            .await?;
+        Ok(())
+    }
+
+    fn update_dhcp(&self, t: &desired::Topology, applied: &reconcile::Applied) {
+        let Ok(mut tasks) = self.dhcp.lock() else {
+            return;
+        };
+        let wanted: BTreeSet<&String> = t.dhcp.iter().map(|d| &d.network_id).collect();
+        tasks.retain(|id, task| {
+            let keep = wanted.contains(id)
+                && applied
+                    .bridges
+                    .get(id)
+                    .is_some_and(|(ns, index, _)| *ns == task.ns && *index == task.index)
+                && !task.task.is_finished();
+            if !keep {
+                task.task.abort();
+            }
+            keep
+        });
+        for d in &t.dhcp {
+            let Some((ns, index, mac)) = applied.bridges.get(&d.network_id) else {
+                continue;
+            };
+            if let Some(task) = tasks.get(&d.network_id) {
+                if let Ok(mut l) = task.leases.write() {
+                    *l = d.leases.clone();
+                }
+                continue;
+            }
+            let leases: dhcp_server::Leases = Arc::new(RwLock::new(d.leases.clone()));
+            match dhcp_server::spawn(ns.clone(), *index, *mac, leases.clone()) {
+                Ok(task) => {
+                    tasks.insert(
+                        d.network_id.clone(),
+                        DhcpTask {
+                            ns: ns.clone(),
+                            index: *index,
+                            leases,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(network = %d.network_id, error = %e, "dhcp: cannot start"),
+            }
+        }
+    }
+
+    /// The tap of a compute port, made (persistent, on the port's bridge)
+    /// when missing and opened for a VMM: the fd carries the guest's
+    /// frames (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR). The seam for compute.
+    #[allow(dead_code)]
+    pub async fn tap_for_port(&self, port_id: &str) -> Result<OwnedFd, DataplaneError> {
+        let id = port_id.to_string();
+        let found = self
+            .db
+            .read(move |conn| {
+                let port =
+                    store::load::<Port>(conn, &id).map_err(|e| DbError::Task(e.to_string()))?;
+                let Some(port) = port else { return Ok(None) };
+                let net = store::load::<Network>(conn, &port.network_id)
+                    .map_err(|e| DbError::Task(e.to_string()))?;
+                Ok(net.map(|n| (desired::network_ns(&n), desired::tap_name(&port.std.id))))
+            })
+            .await?;
+        let (ns, name) = found.ok_or_else(|| DataplaneError::PortNotFound(port_id.to_string()))?;
+        let fd = tokio::task::spawn_blocking(move || netns::run_in(&ns, || open_tap(&name)))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        self.changed.notify_one();
+        Ok(fd)
+    }
+}
+
+/// Opens (making it when missing) the persistent tap `name` in the calling
+/// thread's namespace.
+pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const IFF_VNET_HDR: libc::c_short = 0x4000;
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::other("interface name too long"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    let fd: OwnedFd = file.into();
+    // SAFETY: req is an ifreq that outlives the call, as TUNSETIFF expects.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TUNSETPERSIST takes an integer argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Ports plugged are `ACTIVE` (a compute port's binding is `tap`), others
+/// `DOWN`; records change only when their state does.
+fn mark_ports(
+    tx: &rusqlite::Transaction,
+    ports: &BTreeMap<String, bool>,
+) -> Result<(), DataplaneError> {
+    for (id, plugged) in ports {
+        let Some(mut port) = store::load::<Port>(tx, id)? else {
+            continue;
+        };
+        let status = if *plugged { "ACTIVE" } else { "DOWN" };
+        let compute = !port.device_owner.starts_with("network:");
+        let vif = if *plugged { "tap" } else { "unbound" };
+        let vif_changed = compute && port.vif_type != vif;
+        if port.status == status && !vif_changed {
+            continue;
+        }
+        port.status = status.to_string();
+        if compute {
+            port.vif_type = vif.to_string();
+            port.vif_details = if *plugged {
+                serde_json::json!({"port_filter": false, "connectivity": "l2"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                serde_json::Map::new()
+            };
+        }
+        store::save(tx, &mut port)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# The Neutron kernel dataplane (issue 12, docs/network.md "Dataplane"), end to end, as root:
+# `yunhe serve --dataplane` runs inside a network and mount namespace this script makes for
+# itself (nothing of the host's network is touched: the "uplink" is a veth inside it, the
+# named namespaces live on a private tmpfs /run/netns, and all of it goes when the script
+# ends, failed or not). Guests are namespaces holding a veth on a network's bridge, named as
+# the port's tap (yh-t<id>), with the port's MAC.
+#   tests/network-dataplane.sh
+# Prints one line per check and ends with `N passed, M failed`; exits non-zero on failure.
+# Env: YUNHE_BIN (default target/release/yunhe).
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+bin="${YUNHE_BIN:-$repo/target/release/yunhe}"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP: the dataplane test needs root (network namespaces, bridges)"; echo "0 passed, 0 failed"; exit 0
+fi
+if [ -z "${YH_DP_INNER:-}" ]; then
+    if ! unshare -m -n --propagation private true 2>/dev/null; then
+        echo "SKIP: no network/mount namespace support here"; echo "0 passed, 0 failed"; exit 0
+    fi
+    for tool in ip busybox curl python3; do
+        command -v "$tool" >/dev/null || { echo "SKIP: $tool missing (apt-get install iproute2 busybox-static curl python3)"; echo "0 passed, 0 failed"; exit 0; }
+    done
+    exec env YH_DP_INNER=1 unshare -m -n --propagation private bash "$0" "$@"
+fi
+
+# --- inside our own namespaces from here on ------------------------------------------
+mkdir -p /run/netns
+mount -t tmpfs -o size=1m yhtest /run/netns
+ip link set lo up
+# The host's "uplink" and what lies beyond it: a namespace yhtest-out at 198.51.100.2,
+# the default route of this (the "host's") namespace.
+ip netns add yhtest-out
+ip link add uplink type veth peer name eth0 netns yhtest-out
+ip addr add 198.51.100.1/24 dev uplink
+ip link set uplink up
+ip -n yhtest-out addr add 198.51.100.2/24 dev eth0
+ip -n yhtest-out link set eth0 up
+ip -n yhtest-out link set lo up
+ip route add default via 198.51.100.2
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/yunhe-dataplane.XXXXXX")"
+state="$work/state"
+pid=""
+cleanup() {
+    local rc=$?
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null; fi
+    if [ "$rc" != 0 ] || [ "${failed:-0}" != 0 ]; then
+        echo "--- server log (tail)"; tail -n 40 "$work/server.log" 2>/dev/null | sed 's/^/    | /'
+    fi
+    rm -rf "$work"
+    return $rc
+}
+trap cleanup EXIT
+
+passed=0 failed=0
+pass() { passed=$((passed+1)); echo "PASS $1"; }
+fail() { failed=$((failed+1)); echo "FAIL $1"; }
+check() { local name="$1"; shift; if "$@" >"$work/out" 2>&1; then pass "$name"; else fail "$name"; sed 's/^/    | /' "$work/out" | tail -n 10; fi; }
+refuse() { local name="$1"; shift; if "$@" >"$work/out" 2>&1; then fail "$name"; else pass "$name"; fi; }
+# wait_for SECONDS CMD...: until CMD succeeds.
+wait_for() { local n=$(( $1 * 5 )); shift; while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; n=$((n-1)); done; "$@"; }
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+url="http://127.0.0.1:$port"
+export YUNHE_ADMIN_PASSWORD="admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+start() {
+    "$bin" serve --dataplane --state-dir "$state" --listen "127.0.0.1:$port" --insecure-http \
+        >>"$work/server.log" 2>&1 </dev/null &
+    pid=$!
+    wait_for 30 curl -sf "$url/healthz"
+}
+start || { echo "FAIL server start"; tail -n 30 "$work/server.log"; echo "0 passed, 1 failed"; exit 1; }
+
+token="$(curl -si "$url/identity/v3/auth/tokens" -H 'Content-Type: application/json' -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"'"$YUNHE_ADMIN_PASSWORD"'"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}' | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p')"
+[ -n "$token" ] || { echo "FAIL token"; echo "0 passed, 1 failed"; exit 1; }
+# api METHOD PATH [BODY] -> JSON on stdout
+api() { curl -sf -X "$1" "$url/network/v2.0$2" -H "X-Auth-Token: $token" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+# get JSON-EXPR: evaluate on stdin as d
+get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+short() { echo "$1" | tr -d - | cut -c1-10; }
+
+# guest NAME PORT_JSON NETNS: a namespace with a veth on the port's bridge.
+guest() {
+    local name="$1" pj="$2" ns="$3" id mac
+    id="$(echo "$pj" | get 'd["port"]["id"]')"
+    mac="$(echo "$pj" | get 'd["port"]["mac_address"]')"
+    ip netns add "$name"
+    ip -n "$ns" link add "yh-t$(short "$id")" type veth peer name eth0 netns "$name"
+    ip -n "$name" link set eth0 address "$mac"
+    ip -n "$name" link set lo up
+    ip -n "$name" link set eth0 up
+}
+cat >"$work/udhcpc.sh" <<'EOF'
+#!/bin/sh
+# busybox udhcpc's hook: apply the lease and keep what it said.
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    env | grep -E '^(ip|mask|router|dns|domain|hostname|mtu|lease|staticroutes|serverid)=' > "$YH_LEASE_FILE"
+    ;;
+esac
+exit 0
+EOF
+chmod +x "$work/udhcpc.sh"
+# dhcp NAME: run udhcpc in the guest; its lease lands in $work/lease.NAME.
+dhcp() {
+    rm -f "$work/lease.$1"
+    YH_LEASE_FILE="$work/lease.$1" ip netns exec "$1" busybox udhcpc -i eth0 -n -q -f -t 4 -T 1 -s "$work/udhcpc.sh" >/dev/null 2>&1 || return 1
+    [ -s "$work/lease.$1" ]
+}
+# has NAME LINE: the lease of guest NAME holds LINE.
+has() { grep -qx -- "$2" "$work/lease.$1"; }
+
+# --- topology: a network, a subnet, two ports -----------------------------------------
+net1="$(api POST /networks '{"network":{"name":"net1"}}' | get 'd["network"]["id"]')"
+sub1="$(api POST /subnets '{"subnet":{"network_id":"'"$net1"'","cidr":"10.0.0.0/24","ip_version":4,"dns_nameservers":["10.0.0.53"]}}' | get 'd["subnet"]["id"]')"
+p1="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p1","device_owner":"compute:nova"}}')"
+p2="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p2","device_owner":"compute:nova"}}')"
+p1_id="$(echo "$p1" | get 'd["port"]["id"]')"; p1_ip="$(echo "$p1" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+p2_ip="$(echo "$p2" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+ns1="yunhe-n-$net1"
+check "network namespace with its bridge" wait_for 10 ip -n "$ns1" link show yh-br
+check "bridge is up" sh -c "ip -n $ns1 link show yh-br | grep -q ',UP'"
+
+guest yhtest-g1 "$p1" "$ns1"
+guest yhtest-g2 "$p2" "$ns1"
+check "guest veths enslaved to the bridge" wait_for 10 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 2"
+check "port ACTIVE with binding:vif_type tap once plugged" wait_for 10 sh -c \
+    "curl -sf $url/network/v2.0/ports/$p1_id -H 'X-Auth-Token: $token' | grep -q '\"status\": *\"ACTIVE\"' && curl -sf $url/network/v2.0/ports/$p1_id -H 'X-Auth-Token: $token' | grep -q '\"binding:vif_type\": *\"tap\"'"
+
+check "guest 1 gets a DHCP lease" dhcp yhtest-g1
+check "DHCP: the port's address" has yhtest-g1 "ip=$p1_ip"
+check "DHCP: mask, router, DNS" eval "has yhtest-g1 mask=24 && has yhtest-g1 router=10.0.0.1 && has yhtest-g1 dns=10.0.0.53"
+check "DHCP: domain, host name, MTU, lease time" eval "has yhtest-g1 domain=openstacklocal && has yhtest-g1 hostname=host-${p1_ip//./-} && has yhtest-g1 mtu=1500 && has yhtest-g1 lease=86400"
+check "DHCP: classless routes include 169.254.169.254" grep -q '^staticroutes=.*169.254.169.254/32 10.0.0.1' "$work/lease.yhtest-g1"
+check "guest 2 gets its port's address by DHCP" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
+check "guest 1 pings guest 2" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
+
+# A MAC that is no port's gets nothing.
+ip netns add yhtest-rogue
+ip -n "$ns1" link add yh-tdeadbeef0 type veth peer name eth0 netns yhtest-rogue
+ip -n yhtest-rogue link set eth0 up
+refuse "an unknown MAC gets no lease" dhcp yhtest-rogue
+check "an interface named as no port is removed" wait_for 10 sh -c "! ip -n $ns1 link show yh-tdeadbeef0"
+
+# --- a router with an interface on the subnet and a gateway -----------------------------
+pub="$(api POST /networks '{"network":{"name":"public","router:external":true}}' | get 'd["network"]["id"]')"
+api POST /subnets '{"subnet":{"network_id":"'"$pub"'","cidr":"172.24.4.0/24","ip_version":4,"enable_dhcp":false}}' >/dev/null
+r1="$(api POST /routers '{"router":{"name":"r1","external_gateway_info":{"network_id":"'"$pub"'"}}}' | get 'd["router"]["id"]')"
+api PUT "/routers/$r1/add_router_interface" '{"subnet_id":"'"$sub1"'"}' >/dev/null
+check "router namespace with the subnet's gateway address" wait_for 10 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '10.0.0.1/24'"
+check "external bridge in the root namespace at the external gateway" wait_for 10 sh -c "ip -4 addr show yh-b$(short "$pub") | grep -q '172.24.4.1/24'"
+check "router default route via the external gateway" sh -c "ip -n yunhe-r-$r1 route | grep -q 'default via 172.24.4.1'"
+check "guest pings its router" ip netns exec yhtest-g1 busybox ping -c1 -W2 10.0.0.1
+gw_ip="$(api GET "/routers/$r1" | get 'd["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]')"
+check "guest reaches the router's external address" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$gw_ip"
+
+# --- default NAT mode: SNAT out of the host's default route, floating IPs -----------------
+# yhtest-out has no route back to 172.24.4.0/24 nor 10.0.0.0/24: only a double SNAT
+# (router, then the host's masquerade) gets an answer back.
+check "guest reaches the outside through router SNAT and the host's masquerade" \
+    wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 198.51.100.2
+fip="$(api POST /floatingips '{"floatingip":{"floating_network_id":"'"$pub"'","port_id":"'"$p1_id"'"}}' | get 'd["floatingip"]["floating_ip_address"]')"
+check "the host reaches the guest on its floating IP" wait_for 10 busybox ping -c1 -W1 "$fip"
+ip -n yhtest-out route add 172.24.4.0/24 via 198.51.100.1
+check "the outside reaches the floating IP through the host" ip netns exec yhtest-out busybox ping -c1 -W2 "$fip"
+ip netns exec yhtest-g1 busybox nc -l -p 7070 -e echo hello-from-guest >/dev/null 2>&1 &
+ncpid=$!
+sleep 0.3
+check "TCP to the floating IP reaches the guest" sh -c "echo | busybox nc -w 2 $fip 7070 | grep -q hello-from-guest"
+kill "$ncpid" 2>/dev/null; wait "$ncpid" 2>/dev/null
+if command -v nft >/dev/null; then
+    check "nftables: the floating IP's DNAT in the router's table yunhe" sh -c "ip netns exec yunhe-r-$r1 nft list table ip yunhe | grep -q 'ip daddr $fip'"
+fi
+fip_id="$(api GET /floatingips | get 'd["floatingips"][0]["id"]')"
+api PUT "/floatingips/$fip_id" '{"floatingip":{"port_id":null}}' >/dev/null
+check "a disassociated floating IP stops answering" wait_for 10 sh -c "! busybox ping -c1 -W1 $fip"
+
+# --- overlapping CIDRs on two networks stay apart ---------------------------------------
+net2="$(api POST /networks '{"network":{"name":"net2"}}' | get 'd["network"]["id"]')"
+api POST /subnets '{"subnet":{"network_id":"'"$net2"'","cidr":"10.0.0.0/24","ip_version":4}}' >/dev/null
+p3="$(api POST /ports '{"port":{"network_id":"'"$net2"'","name":"p3","device_owner":"compute:nova"}}')"
+p3_ip="$(echo "$p3" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+check "second network's namespace" wait_for 10 ip -n "yunhe-n-$net2" link show yh-br
+guest yhtest-g3 "$p3" "yunhe-n-$net2"
+check "guest 3 (same CIDR, other network) gets its lease" eval "dhcp yhtest-g3 && has yhtest-g3 ip=$p3_ip"
+other="$p2_ip"; [ "$other" = "$p3_ip" ] && other="$p1_ip"
+refuse "guest 3 cannot reach net1's guests" ip netns exec yhtest-g3 busybox ping -c1 -W1 "$other"
+
+# --- restart safety ----------------------------------------------------------------------
+kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=""
+check "kill -9 of serve: guests still talk" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
+ip netns del "yunhe-r-$r1"
+ip -n "$ns1" link del yh-br
+start
+check "restart: the lost router namespace comes back" wait_for 15 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '10.0.0.1/24'"
+check "restart: the lost bridge comes back with its ports" wait_for 15 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 2"
+check "restart: guest pings its router again" wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 10.0.0.1
+check "restart: DHCP answers again" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
+
+# --- deleting everything leaves nothing --------------------------------------------------
+for f in $(api GET /floatingips | get '" ".join(f["id"] for f in d["floatingips"])'); do api DELETE "/floatingips/$f" >/dev/null; done
+api PUT "/routers/$r1/remove_router_interface" '{"subnet_id":"'"$sub1"'"}' >/dev/null
+api PUT "/routers/$r1" '{"router":{"external_gateway_info":null}}' >/dev/null
+api DELETE "/routers/$r1" >/dev/null
+for p in $(api GET /ports | get '" ".join(p["id"] for p in d["ports"])'); do api DELETE "/ports/$p" >/dev/null; done
+for s in $(api GET /subnets | get '" ".join(s["id"] for s in d["subnets"])'); do api DELETE "/subnets/$s" >/dev/null; done
+for n in $(api GET /networks | get '" ".join(n["id"] for n in d["networks"])'); do api DELETE "/networks/$n" >/dev/null; done
+check "no yunhe namespace left" wait_for 10 sh -c "! ls /run/netns | grep -q '^yunhe-'"
+check "no yh- link left in the root namespace" sh -c "! ip -o link | grep -q ' yh-'"
+check "no nftables table left" sh -c "! command -v nft >/dev/null || ! nft list tables | grep -q yunhe"
+
+for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
