@@ -23,10 +23,10 @@ use axum::routing::{get, post};
 use base64::Engine;
 use rusqlite::Connection;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::backup_files::{BackupFiles, StoredData};
-use super::volumes::{metadata_field, next_link, page, sort_spec};
+use super::volumes::{metadata_field, page, sort_spec};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
     own_target, project_of, project_target, query_map,
@@ -571,23 +571,20 @@ async fn list_common(
             }
         })
         .collect();
-    let mut out = Map::new();
-    out.insert("backups".into(), Value::Array(rendered));
-    if more && let Some(last) = page_items.last() {
-        let path = if is_detail {
-            "backups/detail"
-        } else {
-            "backups"
-        };
-        out.insert(
-            "backups_links".into(),
-            next_link(&s, url.0.as_deref(), path, &q, &last.id),
-        );
-    }
-    if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
-        out.insert("count".into(), json!(count));
-    }
-    Ok(json_response(StatusCode::OK, &out))
+    let next_marker = page_items.last().filter(|_| more).map(|x| x.id.as_str());
+    Ok(super::volumes::list_response(
+        &s,
+        url.0.as_deref(),
+        &q,
+        mv,
+        super::volumes::ListPage {
+            collection: "backups",
+            detail: is_detail,
+            items: rendered,
+            next_marker,
+            count,
+        },
+    ))
 }
 
 async fn list(

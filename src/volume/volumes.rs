@@ -597,6 +597,48 @@ fn truthy(text: &str) -> bool {
     )
 }
 
+/// One page of a volume, snapshot or backup list, as Cinder renders it.
+pub struct ListPage<'a> {
+    /// The collection's key: `volumes`, `snapshots`, `backups`.
+    pub collection: &'a str,
+    /// Whether this is the `/detail` list.
+    pub detail: bool,
+    /// The rendered items.
+    pub items: Vec<Value>,
+    /// The last item's id when a next page exists.
+    pub next_marker: Option<&'a str>,
+    /// How many items match the filters (all pages).
+    pub count: usize,
+}
+
+/// `{collection: [...]}`, `{collection}_links` with the next link when there is a next page,
+/// and `count` when asked for (`with_count`, 3.45+).
+pub fn list_response(
+    s: &S,
+    project: Option<&str>,
+    q: &HashMap<String, String>,
+    mv: Mv,
+    page: ListPage<'_>,
+) -> Response {
+    let mut out = Map::new();
+    out.insert(page.collection.into(), Value::Array(page.items));
+    if let Some(marker) = page.next_marker {
+        let path = if page.detail {
+            format!("{}/detail", page.collection)
+        } else {
+            page.collection.to_string()
+        };
+        out.insert(
+            format!("{}_links", page.collection),
+            next_link(s, project, &path, q, marker),
+        );
+    }
+    if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
+        out.insert("count".into(), json!(page.count));
+    }
+    json_response(StatusCode::OK, &out)
+}
+
 /// The next link of a paged list.
 pub fn next_link(
     s: &S,
@@ -754,19 +796,20 @@ async fn list_common(
             }
         })
         .collect();
-    let mut out = Map::new();
-    out.insert("volumes".into(), Value::Array(rendered));
-    if more && let Some(last) = page_items.last() {
-        let path = if detail { "volumes/detail" } else { "volumes" };
-        out.insert(
-            "volumes_links".into(),
-            next_link(&s, url.0.as_deref(), path, &q, &last.id),
-        );
-    }
-    if mv.at_least(45) && q.get("with_count").is_some_and(|v| truthy(v)) {
-        out.insert("count".into(), json!(count));
-    }
-    Ok(json_response(StatusCode::OK, &out))
+    let next_marker = page_items.last().filter(|_| more).map(|v| v.id.as_str());
+    Ok(list_response(
+        &s,
+        url.0.as_deref(),
+        &q,
+        mv,
+        ListPage {
+            collection: "volumes",
+            detail,
+            items: rendered,
+            next_marker,
+            count,
+        },
+    ))
 }
 
 async fn list(
