@@ -36,6 +36,10 @@ export const PAGES = [
 
 const root = document.getElementById('app');
 let stopPage = null;
+// The page shown: its number (a newer render makes an older one's late results void) and
+// the controller whose abort() cancels its outstanding GET requests when it is left.
+let shownPage = 0;
+let pageCtl = null;
 let expiryTimer = null;
 
 function visible(p) { return (!p.admin || api.isAdmin()) && (!p.service || api.has(p.service)); }
@@ -94,14 +98,19 @@ function signInView(message) {
   user.focus();
 }
 
+// The user's projects, asked for once per token (not again on every page).
+let projects = { token: null, list: null };
+
 async function projectSwitcher() {
   const s = api.current();
   const sel = h('select', { id: 'project', 'aria-label': t('Project') }, h('option', { value: s.project?.id || '' }, s.project?.name || '—'));
   try {
-    const r = await fetch('/identity/v3/auth/projects', { headers: { 'X-Auth-Token': s.id } });
-    if (r.ok) {
-      const list = (await r.json()).projects || [];
-      clear(sel).append(...list.map((p) => h('option', { value: p.id, selected: p.id === s.project?.id }, p.name)));
+    if (projects.token !== s.id) {
+      const r = await fetch('/identity/v3/auth/projects', { headers: { 'X-Auth-Token': s.id } });
+      if (r.ok) projects = { token: s.id, list: (await r.json()).projects || [] };
+    }
+    if (projects.token === s.id) {
+      clear(sel).append(...projects.list.map((p) => h('option', { value: p.id, selected: p.id === s.project?.id }, p.name)));
     }
   } catch { /* keep the current one */ }
   sel.addEventListener('change', async () => {
@@ -121,8 +130,19 @@ function nav(active) {
       h('ul', null, ps.map((p) => h('li', null, h('a', { href: `#/${p.path}`, 'aria-current': p === active ? 'page' : null, 'data-page': p.path }, t(p.title))))))));
 }
 
-async function render() {
+/** Leaves the page shown: its polling stops and its outstanding requests are aborted. */
+function leave() {
+  shownPage++;
   if (stopPage) { stopPage(); stopPage = null; }
+  if (pageCtl) pageCtl.abort();
+  pageCtl = new AbortController();
+  api.pageScope(pageCtl.signal);
+  return { my: shownPage, signal: pageCtl.signal };
+}
+
+async function render() {
+  performance.mark('yunhe:nav');
+  const { my, signal } = leave();
   const s = api.current();
   if (!s) return signInView();
   if (Date.parse(s.expires) <= Date.now()) { api.expire(); return; }
@@ -130,9 +150,11 @@ async function render() {
   const main = h('main', { id: 'main', tabindex: '-1' });
   const menu = h('button', { type: 'button', class: 'icon menu-btn', 'aria-label': t('Menu'), 'aria-expanded': 'false',
     onclick: () => { const open = document.body.classList.toggle('nav-open'); menu.setAttribute('aria-expanded', String(open)); } }, '☰');
+  const switcher = await projectSwitcher();
+  if (my !== shownPage) return;
   const top = h('header', { class: 'top' }, h('a', { class: 'skip', href: '#main', onclick: (e) => { e.preventDefault(); main.focus(); } }, t('Skip to content')),
     menu, h('a', { class: 'brand', href: '#/overview' }, 'yunhe 云盒'), h('span', { class: 'grow' }),
-    await projectSwitcher(), languageSelect(), themeToggle(),
+    switcher, languageSelect(), themeToggle(),
     h('span', { class: 'who', title: t('Signed in as {user}', { user: s.user.name }) }, s.user.name),
     h('button', { type: 'button', id: 'signout', onclick: async () => { await api.signOut(); } }, t('Sign out')));
   clear(root).append(top, h('div', { id: 'banner', role: 'status' }), h('div', { class: 'body' }, nav(page), main));
@@ -145,9 +167,15 @@ async function render() {
   main.append(h('p', { class: 'loading' }, t('Loading…')));
   try {
     const mod = await page.load();
+    if (my !== shownPage) return;
     clear(main);
-    stopPage = (await mod.render(main, { page, rest })) || null;
+    performance.mark('yunhe:page');
+    const stop = (await mod.render(main, { page, rest, signal })) || null;
+    // Left while it rendered: what it started stops now.
+    if (my !== shownPage) { if (stop) stop(); return; }
+    stopPage = stop;
   } catch (e) {
+    if (my !== shownPage || api.aborted(e)) return;
     clear(main).append(h('h1', null, t('Error')), h('p', { class: 'error' }, e.message));
   }
   checkExpiry();
@@ -171,7 +199,7 @@ function checkExpiry() {
 
 api.onSession((s, reason) => {
   if (!s) {
-    if (stopPage) { stopPage(); stopPage = null; }
+    leave();
     signInView(reason === 'expired' ? t('Your session has expired. Sign in again.') : '');
     return;
   }

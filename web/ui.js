@@ -12,54 +12,158 @@ export function button(label, onclick, cls = '') {
 }
 
 /**
- * table(cols, rows, {filter: true, key: row => id, empty}): a table whose rows are
- * filtered by a text box (matching every column's text). cols: [{title, get(row)}].
+ * table(cols, rows, {filter: true, key: row => id, empty, pending}): a table whose rows are
+ * filtered by a text box (matching every column's text). cols: [{title, get(row), text(row)}]
+ * (`text`, when given, is what the filter matches instead of building the cell).
  * Returns {el, update(rows)}: update re-renders in place (live status).
+ *
+ * A long table is windowed: only the rows in view, plus a margin, exist in the document;
+ * two spacer rows stand for the rest, so the scrollbar is the full table's. Rows are made
+ * once per row object and kept (an unchanged server keeps its row, an open menu, the focus).
+ * `pending`: the table shows "Loading…" and is not marked complete until the first update.
  */
 export function table(cols, rows, opts = {}) {
   const body = h('tbody');
+  const tbl = h('table', null, h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, c.title)))), body);
   const filter = opts.filter === false ? null : h('input', { type: 'search', class: 'filter', placeholder: t('Filter'), 'aria-label': t('Filter'), 'data-filter': '' });
-  const count = h('span', { class: 'count' });
-  let data = rows;
-  let gen = 0;
-  // The first rows appear at once, the rest follow a few hundred per frame: a table of
-  // 1,000 servers is on screen before it is all laid out. A newer render cancels an older.
-  const render = () => {
-    const my = ++gen;
-    const q = (filter?.value || '').trim().toLowerCase();
-    let i = 0, n = 0;
-    clear(body);
-    const step = (budget) => {
-      if (my !== gen) return;
-      const frag = document.createDocumentFragment();
-      const end = Math.min(data.length, i + budget);
-      for (; i < end; i++) {
-        const row = data[i];
-        const cells = cols.map((c) => {
-          const v = c.get(row);
-          return v instanceof Node ? v : h('span', null, v == null ? '' : String(v));
-        });
-        if (q && !cells.some((c) => c.textContent.toLowerCase().includes(q))) continue;
-        frag.append(h('tr', opts.key ? { 'data-id': opts.key(row) } : null, cells.map((c, j) => h('td', { 'data-label': cols[j].title }, c))));
-        n++;
-      }
-      body.append(frag);
-      if (i < data.length) { requestAnimationFrame(() => step(250)); return; }
-      if (!n) body.append(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, opts.empty || t('Nothing here yet.'))));
-      count.textContent = `${n} / ${data.length}`;
-      body.dataset.complete = String(my);
-      // When the last row was laid out, in ms since navigation start (tests/browser reads it).
-      body.dataset.completeAt = String(Math.round(performance.now()));
-    };
-    delete body.dataset.complete;
-    step(100);
+  const count = h('span', { class: 'count', role: 'status' });
+  const spacer = () => h('tr', { class: 'spacer', 'aria-hidden': 'true' }, h('td', { colspan: cols.length }));
+  const top = spacer(), bottom = spacer();
+  const keyOf = opts.key || ((r) => r);
+  let data = rows || [];
+  let shown = [];          // the rows that pass the filter
+  let made = new Map();    // key -> {row, tr}: rows made so far
+  const texts = new WeakMap();
+  const rowByTr = new WeakMap();
+  let rowH = 0;            // the measured mean height of a row
+  let from = 0, to = 0;    // the window: shown[from..to) are in the document
+  let loaded = !opts.pending;
+  let frame = 0, seen = false;
+
+  const cell = (c, row) => {
+    const v = c.get(row);
+    return v instanceof Node ? v : h('span', null, v == null ? '' : String(v));
   };
+  const textOf = (row) => {
+    let s = row && typeof row === 'object' ? texts.get(row) : undefined;
+    if (s === undefined) {
+      s = cols.map((c) => {
+        if (c.text) return c.text(row);
+        const v = c.get(row);
+        return v instanceof Node ? v.textContent : v;
+      }).join('\n').toLowerCase();
+      if (row && typeof row === 'object') texts.set(row, s);
+    }
+    return s;
+  };
+  const rowOf = (row) => {
+    const k = keyOf(row);
+    const m = made.get(k);
+    if (m && m.row === row) return m.tr;
+    const tr = h('tr', opts.key ? { 'data-id': k } : null, cols.map((c) => h('td', { 'data-label': c.title }, cell(c, row))));
+    made.set(k, { row, tr });
+    rowByTr.set(tr, row);
+    return tr;
+  };
+
+  /** Puts shown[a..b) between the spacers, keeping the rows already there in place. */
+  const place = (a, b) => {
+    const want = shown.slice(a, b).map(rowOf);
+    const keep = new Set(want);
+    for (let n = top.nextSibling; n && n !== bottom;) {
+      const next = n.nextSibling;
+      if (!keep.has(n)) n.remove();
+      n = next;
+    }
+    let at = top.nextSibling;
+    want.forEach((tr, i) => {
+      tr.setAttribute('aria-rowindex', String(a + i + 2));
+      if (at === tr) at = at.nextSibling;
+      else body.insertBefore(tr, at);
+    });
+    from = a; to = b;
+  };
+
+  /** The rows in view (by the measured row height) plus a margin each side. */
+  const windowed = () => {
+    const n = shown.length;
+    if (!n) return;
+    const margin = 20;
+    const h0 = rowH || 40;
+    const rect = body.getBoundingClientRect();
+    const view = window.innerHeight || 900;
+    let a = 0, b = Math.min(n, Math.ceil(view / h0) + margin);
+    if (body.isConnected && rect.height) {
+      a = Math.max(0, Math.floor(-rect.top / h0) - margin);
+      b = Math.min(n, Math.max(a + 1, Math.ceil((view - rect.top) / h0) + margin));
+      if (a >= n) a = Math.max(0, n - margin);
+    }
+    const focused = document.activeElement;
+    const fi = focused && body.contains(focused) ? shown.indexOf(rowByTr.get(focused.closest('tr'))) : -1;
+    // The focused row stays in the document (and its neighbours, for Tab and Shift+Tab).
+    if (fi >= 0) { a = Math.min(a, Math.max(0, fi - 2)); b = Math.max(b, Math.min(n, fi + 3)); }
+    place(a, b);
+    // The row height, measured on what is in view; the spacers stand for the rest.
+    let sum = 0, cnt = 0;
+    for (let tr = top.nextSibling; tr && tr !== bottom; tr = tr.nextSibling) { sum += tr.offsetHeight; cnt++; }
+    if (cnt && sum) rowH = sum / cnt;
+    top.firstChild.style.height = `${Math.round(a * (rowH || h0))}px`;
+    bottom.firstChild.style.height = `${Math.round((n - b) * (rowH || h0))}px`;
+    top.hidden = a === 0;
+    bottom.hidden = b === n;
+  };
+
+  const render = () => {
+    const q = (filter?.value || '').trim().toLowerCase();
+    shown = q ? data.filter((r) => textOf(r).includes(q)) : data;
+    // Rows of servers gone or changed are let go.
+    const keys = new Set(data.map(keyOf));
+    for (const [k, m] of made) if (!keys.has(k)) made.delete(k);
+    if (!loaded) {
+      body.replaceChildren(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, t('Loading…'))));
+      count.textContent = '';
+      return;
+    }
+    if (!shown.length) {
+      body.replaceChildren(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, opts.empty || t('Nothing here yet.'))));
+    } else if (top.parentNode !== body) {
+      body.replaceChildren(top, bottom);
+    }
+    if (shown.length) windowed();
+    tbl.setAttribute('aria-rowcount', String(shown.length + 1));
+    count.textContent = `${shown.length} / ${data.length}`;
+    body.dataset.rows = String(shown.length);
+    body.dataset.complete = '1';
+    // When the rows in view were laid out, in ms since navigation start (tests/browser reads it).
+    body.dataset.completeAt = String(Math.round(performance.now()));
+  };
+
+  const onScroll = () => {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      if (!tbl.isConnected) { if (seen) stopListening(); return; }
+      seen = true;
+      if (loaded && shown.length) windowed();
+    });
+  };
+  const stopListening = () => {
+    document.removeEventListener('scroll', onScroll, { capture: true });
+    window.removeEventListener('resize', onScroll);
+  };
+  document.addEventListener('scroll', onScroll, { capture: true, passive: true });
+  window.addEventListener('resize', onScroll, { passive: true });
+  // A spacer coming into view (the table was just put in the page, or a jump to its end).
+  if (window.IntersectionObserver) {
+    const io = new IntersectionObserver((es) => { if (es.some((e) => e.isIntersecting)) onScroll(); });
+    io.observe(top); io.observe(bottom);
+  }
+  // Tab through the rows: the window follows the focus at once, before the next key.
+  body.addEventListener('focusin', () => { if (loaded && shown.length) windowed(); });
   filter?.addEventListener('input', render);
   render();
-  const el = h('div', { class: 'table-wrap' },
-    filter ? h('div', { class: 'table-tools' }, filter, count) : null,
-    h('table', null, h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, c.title)))), body));
-  return { el, update(r) { data = r; render(); } };
+  const el = h('div', { class: 'table-wrap' }, filter ? h('div', { class: 'table-tools' }, filter, count) : null, tbl);
+  return { el, update(r) { data = r || []; loaded = true; render(); } };
 }
 
 /**
@@ -120,7 +224,7 @@ export function status(s) {
 
 /** Runs fn, shows failures as notices. */
 export async function guard(fn) {
-  try { return await fn(); } catch (e) { toast(e.message, 'error'); return undefined; }
+  try { return await fn(); } catch (e) { if (e?.name !== 'AbortError') toast(e.message, 'error'); return undefined; }
 }
 
 /** Tabs: [{id, label, render(el)}]; returns the element. */

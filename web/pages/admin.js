@@ -17,7 +17,7 @@ async function hypervisors(main) {
 }
 
 async function allInstances(main) {
-  const tbl = table(serverColumns(new Map(), () => live.refresh(), [{ title: t('Project'), get: (s) => s.tenant_id }]), []);
+  const tbl = table(serverColumns(new Map(), () => live.refresh(), [{ title: t('Project'), get: (s) => s.tenant_id }]), [], { key: (s) => s.id, pending: true });
   tbl.el.id = 'all-instances';
   main.append(header(t('All Instances')), tbl.el);
   const live = liveServers('?all_tenants=1', (s) => tbl.update(s), 5000);

@@ -86,7 +86,11 @@ function usageSummary() {
   return h('div', null, form, totals, tbl.el);
 }
 
-export async function render(main) {
+/**
+ * The page's GET requests go out with the shell's page signal (api.pageScope): leaving the
+ * page aborts those still out, and SIGNAL tells this code to start no more.
+ */
+export async function render(main, { signal } = {}) {
   const [a, keypairs, nq, vq] = await Promise.all([
     api.get('compute', '/limits').then((r) => r.limits.absolute),
     // Nova's limits give no key pairs used: count them.
@@ -94,6 +98,7 @@ export async function render(main) {
     networkLimits(),
     volumeLimits(),
   ]);
+  if (signal?.aborted) return;
   const q = (k) => nq[k] || { used: 0, limit: -1 };
   main.append(header(t('Overview')), h('h2', null, t('Limit summary')),
     h('div', { class: 'rings', id: 'limits' },
@@ -111,5 +116,5 @@ export async function render(main) {
       ring(t('Volume storage'), vq.totalGigabytesUsed, vq.maxTotalVolumeGigabytes, ' GiB'))] : []));
   const chartBox = h('div', { id: 'usage-over-time' });
   main.append(h('h2', null, t('Usage')), chartBox, usageSummary());
-  usageChart().then((c) => clear(chartBox).append(c)).catch(() => {});
+  usageChart().then((c) => { if (!signal?.aborted) clear(chartBox).append(c); }).catch(() => {});
 }
