@@ -66,7 +66,10 @@ def browser(width=1280, height=900):
 
 def wait(d, fn, timeout=10, what=""):
     try:
-        return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda _: fn())
+        # A table re-rendered between two lookups (live status, a page drawn again after a
+        # project switch) makes an element stale or a lookup empty: not yet, look again.
+        return WebDriverWait(d, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException, IndexError, AttributeError)).until(lambda _: fn())
     except TimeoutException:
         raise AssertionError(f"timed out ({timeout} s) waiting for {what}")
 
@@ -192,26 +195,22 @@ def first_visit(d):
           image: { id: 'img' }, flavor: { original_name: 'm1.nano' }, key_name: 'k', created: new Date().toISOString(),
           addresses: { net: [{ addr: '10.0.0.' + (i % 250) }] }, 'OS-EXT-STS:power_state': 1, locked: false });
         const t0 = performance.now();
-        const tbl = ui.table(inst.serverColumns(new Map(), () => {}), servers);
+        const tbl = ui.table(inst.serverColumns(new Map(), () => {}), [], { key: (s) => s.id, pending: true });
         document.querySelector('main').prepend(tbl.el);
+        tbl.update(servers);
         tbl.el.getBoundingClientRect();
-        const first = performance.now() - t0;
+        const ms = performance.now() - t0;
         const body = tbl.el.querySelector('tbody');
-        const all = () => {
-          if (!body.dataset.complete) return requestAnimationFrame(all);
-          tbl.el.getBoundingClientRect();
-          const ms = performance.now() - t0;
-          tbl.el.remove();
-          done([Math.round(first), Math.round(ms), body.children.length]);
-        };
-        all();
+        const made = body.querySelectorAll('tr:not(.spacer)').length;
+        tbl.el.remove();
+        done([Math.round(ms), Number(body.dataset.rows), made]);
       });""")
-    first, ms, rows = ms
-    numbers["render_1000_first_rows_ms"] = first
+    ms, rows, made = ms
     numbers["render_1000_ms"] = ms
     # A measurement against its goal, printed, not a timed check (the machine's load decides it).
-    check("instances table with 1,000 servers: every row rendered", rows == 1000,
-          f"(first 100 rows laid out in {first} ms, all {rows} rows in {ms} ms; goal: first rows <= 500 ms)")
+    check("instances table with 1,000 servers: 1,000 rows, only those in view made (windowed)",
+          rows == 1000 and 0 < made < 200,
+          f"({rows} rows, {made} in the document; table laid out in {ms} ms)")
     shot(d, "02-instances")
 
 
@@ -549,48 +548,208 @@ def accessibility(d):
     sign_in(d, "admin", os.environ["YUNHE_ADMIN_PASSWORD"])
 
 
+# The shell's marks (web/app.js, web/pages/instances.js, web/api.js) since the last
+# navigation, and the resource timings of its API requests: where a page's time goes.
+BREAKDOWN = """
+  const nav = performance.getEntriesByName('yunhe:nav').pop()?.startTime || 0;
+  const at = (name) => { const m = performance.getEntriesByName(name).filter((e) => e.startTime >= nav).pop(); return m ? Math.round(m.startTime + m.duration - nav) : null; };
+  const res = performance.getEntriesByType('resource').filter((e) => e.startTime >= nav && /servers\\/detail|v2\\/images|auth\\/projects/.test(e.name))
+    .map((e) => ({ what: new URL(e.name).pathname.split('/').slice(-2).join('/') + ' ' + (new URL(e.name).search.match(/limit=\\d+/) || [''])[0],
+      start: Math.round(e.startTime - nav), server: Math.round(e.responseStart - e.requestStart), transfer: Math.round(e.responseEnd - e.responseStart),
+      kb: Math.round(e.encodedBodySize / 1024) }));
+  const parse = performance.getEntriesByType('measure').filter((e) => e.startTime >= nav && e.name.startsWith('yunhe:parse')).map((e) => Math.round(e.duration));
+  return { page: at('yunhe:page'), first_rows: at('yunhe:first rows'), all_rows: at('yunhe:all rows'), parse, res };"""
+
+
+def breakdown_text(b):
+    req = ", ".join(f"{r['what']} at {r['start']} ms: server {r['server']} ms + transfer {r['transfer']} ms ({r['kb']} KB)"
+                    for r in b["res"])
+    return (f"page module running at {b['page']} ms; {req}; JSON parse {b['parse']} ms; "
+            f"first rows on screen at {b['first_rows']} ms; every server in the table at {b['all_rows']} ms")
+
+
 def thousand(d, project=os.environ.get("BULK_PROJECT", "bulk")):
     """The instances page with 1,000 real servers (run.sh makes them in project BULK_PROJECT:
     a flavor no host can take, so Nova's scheduler leaves them in ERROR without starting a
-    VM). Measured: a fresh load of #/instances to the last row laid out (modules, session,
-    the API's real 1,000-server answer, the table), and the same from the Overview by the
-    navigation link (the page's own data path with the shell already loaded)."""
+    VM). Measured (printed, not asserted: the machine's load decides a time): a fresh load
+    of #/instances (modules, session, the API's 1,000 servers, the table) from navigation
+    start, and the page from the navigation link (the shell already loaded) from the
+    hashchange to every server in the table, with where that time goes. Checked: all
+    1,000 are counted on every load; the windowed table scrolls to the last server, follows
+    Tab, filters, opens a row's menu and shows a status change without a reload."""
     go(d, "overview", "#limits")
     if project != d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).project.name"):
         Select(css(d, "#project")[0]).select_by_visible_text(project)
         wait(d, lambda: d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).project.name") == project, 10, project)
-    done = "#instances tbody[data-complete-at]"
-    full = []
+    loaded = "main[data-loaded] #instances tbody[data-rows]"
+    full, nav, counts = [], [], []
     for i in range(3):
         d.get(URL + f"/?bulk={i}#/instances")
-        wait(d, lambda: css(d, done), 30, "1,000 rows")
-        rows = len(css(d, "#instances tbody tr"))
-        full.append(int(css(d, done)[0].get_attribute("data-complete-at")))
-    nav = []
+        wait(d, lambda: css(d, loaded), 30, "1,000 rows")
+        counts.append(int(css(d, "#instances tbody")[0].get_attribute("data-rows")))
+        full.append(int(css(d, "main[data-loaded]")[0].get_attribute("data-loaded")))
+    parts = []
     for i in range(3):
         # From Key Pairs, settled (the Overview would still be asking for its 15 usage periods).
         go(d, "keypairs", "#keypairs")
         wait(d, lambda: css(d, "#keypairs tbody[data-complete]"), 10, "the key pairs")
         time.sleep(0.5)
-        t0 = d.execute_script("return performance.now()")
         css(d, 'nav a[data-page="instances"]')[0].click()
-        wait(d, lambda: css(d, done), 30, "1,000 rows")
-        nav.append(int(css(d, done)[0].get_attribute("data-complete-at")) - int(t0))
+        wait(d, lambda: css(d, loaded), 30, "1,000 rows")
+        counts.append(int(css(d, "#instances tbody")[0].get_attribute("data-rows")))
+        b = d.execute_script(BREAKDOWN)
+        parts.append(b)
+        nav.append(b["all_rows"])
     shot(d, "48-instances-1000")
+    med = sorted(nav)[1]
     numbers["instances_1000_full_load_ms"] = sorted(full)[1]
-    numbers["instances_1000_from_nav_ms"] = sorted(nav)[1]
-    # The goal (<= 500 ms from the click) is printed beside the figure, not asserted: a timed
-    # check would fail on a loaded machine and pass on an idle one. README has the figure.
-    # A measurement, printed: that 1,000 rows render is checked by admin_pages (All Instances).
-    # In one run of 2026-11-30 the last fresh load counted 1 row here (not yet understood).
-    numbers["instances_1000_rows_seen"] = rows
-    print("NUMBER instances page with 1,000 real servers:",
-          f"{rows} rows; median of 3: {sorted(nav)[1]} ms from the click to the last row laid out, goal <= 500 ms"
-          f"{'' if sorted(nav)[1] <= 500 else ' NOT MET'}; a fresh load of the page: {sorted(full)[1]} ms from navigation start")
+    numbers["instances_1000_from_nav_ms"] = med
+    numbers["instances_1000_breakdown"] = parts[nav.index(med)]
+    numbers["instances_1000_rows_seen"] = counts
+    check("instances page with 1,000 real servers: all 1,000 counted on each of 6 loads", counts == [1000] * 6, f"({counts})")
+    print("NUMBER instances page with 1,000 real servers: median of 3 from the navigation to every server's row in the table:",
+          f"{med} ms, goal <= 500 ms{'' if med <= 500 else ' NOT MET'}; a fresh load of the page: {sorted(full)[1]} ms from navigation start")
+    print("NUMBER where the time goes (median run):", breakdown_text(parts[nav.index(med)]))
     sys.stdout.flush()
+    windowed(d)
     go(d, "overview", "#limits")
     Select(css(d, "#project")[0]).select_by_visible_text("admin")
     wait(d, lambda: d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session')).project.name") == "admin", 10, "admin again")
+
+
+def windowed(d):
+    """The 1,000-server table has only the rows in view in the document; it still behaves
+    as the whole table: scrollbar, Tab, filter, row menus, live status."""
+    made = lambda: len(css(d, "#instances tbody tr:not(.spacer)"))  # noqa: E731
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.3)
+    first_made = made()
+    # The scrollbar is the whole table's: at the very end the last server is in view.
+    d.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")
+    wait(d, lambda: d.execute_script(
+        "const r = [...document.querySelectorAll('#instances tbody tr:not(.spacer)')].pop();"
+        "return r && r.getAttribute('aria-rowindex') === '1001' && r.getBoundingClientRect().bottom <= innerHeight + 2"), 5, "the last row")
+    check("windowed table: about a screenful of rows made, the 1,000th reached by scrolling to the end",
+          first_made < 120 and made() < 120, f"({first_made} rows made at the top, {made()} at the end)")
+    shot(d, "49-instances-1000-end")
+    # Tab from the first row's name: the window follows the focus past the first screen.
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.3)
+    d.execute_script("document.querySelector('#instances tbody a.name').focus()")
+    for _ in range(140):
+        d.switch_to.active_element.send_keys(Keys.TAB)
+    where = d.execute_script("""
+      const a = document.activeElement, tr = a.closest('#instances tbody tr'), b = a.getBoundingClientRect();
+      return [tr ? Number(tr.getAttribute('aria-rowindex')) : 0, b.top >= 0 && b.bottom <= innerHeight];""")
+    check("windowed table: Tab walks the rows past the first screen, the focus in view", where[0] >= 60 and where[1],
+          f"(after 140 Tabs: row {where[0] - 1}, in view: {where[1]})")
+    # The filter searches every server, made or not.
+    d.execute_script("window.scrollTo(0, 0)")
+    f = css(d, "[data-filter]")[0]
+    f.send_keys("bulk-777")
+    wait(d, lambda: css(d, "#instances .count")[0].text.startswith("1 /"), 5, "the filter")
+    ok = [a.text for a in css(d, "#instances tbody a.name")] == ["bulk-777"]
+    f.send_keys(Keys.CONTROL, "a")
+    f.send_keys(Keys.BACKSPACE)
+    wait(d, lambda: css(d, "#instances .count")[0].text == "1000 / 1000", 5, "the filter cleared")
+    check("windowed table: the filter finds a server out of view", ok)
+    # A row in the middle: its menu, then its status changed elsewhere shows up live.
+    d.execute_script("window.scrollTo(0, document.documentElement.scrollHeight / 2)")
+    time.sleep(0.5)
+    rid = d.execute_script("""
+      window.__sameDocument = 1;
+      const rows = [...document.querySelectorAll('#instances tbody tr:not(.spacer)')]
+        .filter((r) => { const b = r.getBoundingClientRect(); return b.top > 100 && b.bottom < innerHeight - 100; });
+      return rows[Math.floor(rows.length / 2)].dataset.id;""")
+    tr = css(d, f'#instances tbody tr[data-id="{rid}"]')[0]
+    index = int(tr.get_attribute("aria-rowindex"))
+    tr.find_element(By.CSS_SELECTOR, "summary").click()
+    wait(d, lambda: css(d, f'#instances tr[data-id="{rid}"] details[open] button[data-action="delete"]'), 5, "the row menu")
+    shot(d, "50-instances-1000-menu")
+    check("windowed table: a row's menu in the middle of 1,000 opens with its actions", index > 300,
+          f"(row {index - 1}: {[b.get_attribute('data-action') for b in css(d, f'#instances tr[data-id={chr(34)}{rid}{chr(34)}] details[open] button')]})")
+    css(d, f'#instances tr[data-id="{rid}"] summary')[0].click()
+    status = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const s = JSON.parse(sessionStorage.getItem('yunhe.session'));
+      fetch(s.endpoints.compute + '/servers/' + arguments[0] + '/action', {method: 'POST',
+        headers: {'X-Auth-Token': s.id, 'Content-Type': 'application/json'}, body: JSON.stringify({'os-resetState': {state: 'active'}})})
+        .then((r) => done(r.status));""", rid)
+    # Nova's answer to a reset to "active" of a guest that never ran is SHUTOFF here: any change from ERROR counts.
+    sel = f'#instances tr[data-id="{rid}"] [data-status]:not([data-status="ERROR"])'
+    try:
+        wait(d, lambda: css(d, sel), 12, "the new status")
+        live = True
+    except AssertionError:
+        live = False
+    same = d.execute_script("return window.__sameDocument === 1")
+    check("windowed table: a status changed elsewhere shows in its row without a reload", status in (200, 202) and live and same,
+          f"(os-resetState: HTTP {status}; row {index - 1} shows {css(d, sel)[0].text if live else 'ERROR still'}; same document: {same})")
+    d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const s = JSON.parse(sessionStorage.getItem('yunhe.session'));
+      fetch(s.endpoints.compute + '/servers/' + arguments[0] + '/action', {method: 'POST',
+        headers: {'X-Auth-Token': s.id, 'Content-Type': 'application/json'}, body: JSON.stringify({'os-resetState': {state: 'error'}})})
+        .then((r) => done(r.status));""", rid)
+    d.execute_script("window.scrollTo(0, 0)")
+
+
+# A fetch that records every request (start, end, aborted) and holds the answers to URLs
+# matching SLOW for 1.5 s, as a slow server would; an abort still ends it at once.
+SLOW_FETCH = """
+  const slow = new RegExp(arguments[0]);
+  window.__reqs = [];
+  const orig = window.__origFetch || window.fetch;
+  window.__origFetch = orig;
+  window.fetch = (input, init = {}) => {
+    const rec = { url: String(input), start: performance.now(), end: null, aborted: false };
+    window.__reqs.push(rec);
+    return new Promise((resolve, reject) => {
+      const fail = (e) => { if (rec.end === null) { rec.end = performance.now(); rec.aborted = e.name === 'AbortError'; } reject(e); };
+      const go = () => orig(input, init).then((r) => { if (rec.end === null) rec.end = performance.now(); resolve(r); }, fail);
+      if (!slow.test(rec.url)) return go();
+      const t = setTimeout(go, 1500);
+      init.signal?.addEventListener('abort', () => { clearTimeout(t); fail(new DOMException('aborted', 'AbortError')); });
+    });
+  };"""
+
+
+def leaving(d):
+    """Leaving a page ends what it started: the Overview's outstanding requests are aborted
+    (and it starts no more), the instances page's live-status poll stops, even with its
+    request in flight."""
+    go(d, "keypairs", "#keypairs")
+    d.execute_script(SLOW_FETCH, "os-simple-tenant-usage")
+    d.execute_script("location.hash = '#/overview'")
+    wait(d, lambda: d.execute_script("return window.__reqs.filter((r) => r.url.includes('os-simple-tenant-usage')).length") >= 15, 10,
+         "the Overview's usage requests")
+    left = d.execute_script("window.__left = performance.now(); location.hash = '#/keypairs'; return window.__left")
+    wait(d, lambda: css(d, "#keypairs"), 10, "the key pairs")
+    time.sleep(2.5)
+    reqs = d.execute_script("return window.__reqs")
+    usage = [r for r in reqs if "os-simple-tenant-usage" in r["url"]]
+    out = [r for r in usage if r["start"] < left]
+    after = [r["url"] for r in reqs if r["start"] > left and "os-keypairs" not in r["url"] and "/identity/" not in r["url"]]
+    check("leaving the Overview aborts its outstanding requests and starts none",
+          out and all(r["aborted"] and r["end"] is not None and r["end"] - left < 500 for r in out) and not after,
+          f"({sum(r['aborted'] for r in out)} of {len(out)} usage requests aborted on leaving; requests of the old page after: {after})")
+    # The instances page: its poll in flight when the page is left.
+    d.execute_script("window.fetch = window.__origFetch")
+    go(d, "instances", "main[data-loaded]")
+    d.execute_script(SLOW_FETCH, "changes-since")
+    wait(d, lambda: d.execute_script("return window.__reqs.some((r) => r.url.includes('changes-since') && r.end === null)"), 10,
+         "a live-status poll in flight")
+    left = d.execute_script("window.__left = performance.now(); location.hash = '#/keypairs'; return window.__left")
+    wait(d, lambda: css(d, "#keypairs"), 10, "the key pairs")
+    time.sleep(4)  # more than the poll's period (3 s)
+    reqs = d.execute_script("return window.__reqs")
+    polls = [r for r in reqs if "servers/detail" in r["url"]]
+    inflight = [r for r in polls if r["start"] < left and (r["end"] is None or r["end"] > left)]
+    later = [r["url"] for r in polls if r["start"] > left]
+    d.execute_script("window.fetch = window.__origFetch")
+    check("leaving the instances page aborts its poll in flight and polls no more",
+          inflight and all(r["aborted"] for r in inflight) and not later,
+          f"({len(inflight)} in flight, aborted: {[r['aborted'] for r in inflight]}; polls after leaving: {len(later)})")
 
 
 def xss(d):
@@ -853,6 +1012,7 @@ def main():
         step("looks", looks, d)
         step("project switcher", switch_project, d)
         step("usage", usage, d)
+        step("leaving a page", leaving, d)
         step("phone and keyboard", phone_and_keyboard, d)
         step("accessibility", accessibility, d)
         step("1,000 servers", thousand, d)
