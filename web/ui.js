@@ -24,19 +24,18 @@ export function button(label, onclick, cls = '') {
  */
 export function table(cols, rows, opts = {}) {
   const body = h('tbody');
-  const tbl = h('table', null, h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, c.title)))), body);
+  const tbl = h('table', null, h('thead', null, h('tr', { 'aria-rowindex': '1' }, cols.map((c) => h('th', { scope: 'col' }, c.title)))), body);
   const filter = opts.filter === false ? null : h('input', { type: 'search', class: 'filter', placeholder: t('Filter'), 'aria-label': t('Filter'), 'data-filter': '' });
-  const count = h('span', { class: 'count', role: 'status' });
+  const count = h('span', { class: 'count' });
   const spacer = () => h('tr', { class: 'spacer', 'aria-hidden': 'true' }, h('td', { colspan: cols.length }));
   const top = spacer(), bottom = spacer();
   const keyOf = opts.key || ((r) => r);
   let data = rows || [];
   let shown = [];          // the rows that pass the filter
-  let made = new Map();    // key -> {row, tr}: rows made so far
+  const made = new Map();  // key -> {row, tr}: rows made so far
   const texts = new WeakMap();
   const rowByTr = new WeakMap();
   let rowH = 0;            // the measured mean height of a row
-  let from = 0, to = 0;    // the window: shown[from..to) are in the document
   let loaded = !opts.pending;
   let frame = 0, seen = false;
 
@@ -81,7 +80,6 @@ export function table(cols, rows, opts = {}) {
       if (at === tr) at = at.nextSibling;
       else body.insertBefore(tr, at);
     });
-    from = a; to = b;
   };
 
   /** The rows in view (by the measured row height) plus a margin each side. */
@@ -118,7 +116,7 @@ export function table(cols, rows, opts = {}) {
     shown = q ? data.filter((r) => textOf(r).includes(q)) : data;
     // Rows of servers gone or changed are let go.
     const keys = new Set(data.map(keyOf));
-    for (const [k, m] of made) if (!keys.has(k)) made.delete(k);
+    for (const k of made.keys()) if (!keys.has(k)) made.delete(k);
     if (!loaded) {
       body.replaceChildren(h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, t('Loading…'))));
       count.textContent = '';
@@ -150,14 +148,14 @@ export function table(cols, rows, opts = {}) {
   const stopListening = () => {
     document.removeEventListener('scroll', onScroll, { capture: true });
     window.removeEventListener('resize', onScroll);
+    io?.disconnect();
   };
   document.addEventListener('scroll', onScroll, { capture: true, passive: true });
   window.addEventListener('resize', onScroll, { passive: true });
   // A spacer coming into view (the table was just put in the page, or a jump to its end).
-  if (window.IntersectionObserver) {
-    const io = new IntersectionObserver((es) => { if (es.some((e) => e.isIntersecting)) onScroll(); });
-    io.observe(top); io.observe(bottom);
-  }
+  const io = window.IntersectionObserver ? new IntersectionObserver((es) => { if (es.some((e) => e.isIntersecting)) onScroll(); }) : null;
+  io?.observe(top);
+  io?.observe(bottom);
   // Tab through the rows: the window follows the focus at once, before the next key.
   body.addEventListener('focusin', () => { if (loaded && shown.length) windowed(); });
   filter?.addEventListener('input', render);
