@@ -197,8 +197,14 @@ pub(super) fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuContext) {
 /// On hosts whose instruction emulation never completes `vmcall` (KVM re-enters
 /// the guest with RIP unchanged, forever), a vCPU found at the same `vmcall`
 /// (or `vmmcall`) on two consecutive watchdog kicks gets the hypercall
-/// completed as "not supported" (RAX = -KVM_ENOSYS, RIP past it). A working
-/// host completes hypercalls at once, so it never trips this.
+/// completed as "not supported" (RAX = -KVM_ENOSYS, RIP past it).
+///
+/// A working host completes hypercalls at once, but a guest that spends most
+/// of its time in a loop of hypercalls (slow exits on a nested host) can be
+/// found at the same one on two kicks too. So only hypercalls whose failure
+/// the guest survives are ever completed here ([`SKIPPABLE_HYPERCALLS`]): a
+/// faked failure of KVM_HC_SEND_IPI or KVM_HC_KICK_CPU would lose an IPI or
+/// a wake-up and hang the guest.
 fn complete_stuck_hypercall(vcpu: &mut VcpuFd, ctx: &VcpuContext, last: &mut u64) {
     const KVM_ENOSYS: i64 = 1000;
     let Ok(mut regs) = vcpu.get_regs() else {
@@ -206,7 +212,7 @@ fn complete_stuck_hypercall(vcpu: &mut VcpuFd, ctx: &VcpuContext, last: &mut u64
     };
     let stuck = regs.rip == *last;
     *last = regs.rip;
-    if !stuck {
+    if !stuck || !SKIPPABLE_HYPERCALLS.contains(&regs.rax) {
         return;
     }
     let Some(t) = vcpu.translate_gva(regs.rip).ok().filter(|t| t.valid != 0) else {
@@ -236,6 +242,11 @@ fn complete_stuck_hypercall(vcpu: &mut VcpuFd, ctx: &VcpuContext, last: &mut u64
         );
     }
 }
+
+/// The KVM hypercalls (number in RAX) a guest gets on with when they fail:
+/// KVM_HC_VAPIC_POLL_IRQ (1, a no-op), KVM_HC_CLOCK_PAIRING (9, ptp_kvm then
+/// does not load; the one seen stuck) and KVM_HC_SCHED_YIELD (11, a hint).
+const SKIPPABLE_HYPERCALLS: [u64; 3] = [1, 9, 11];
 
 /// The registers that tell why a vCPU stopped (for the log of a triple fault).
 fn describe_cpu_state(vcpu: &VcpuFd) -> String {
