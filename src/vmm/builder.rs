@@ -194,7 +194,12 @@ impl Vm {
                 .create_vcpu(u64::from(id))
                 .map_err(|e| VmError::KvmCall("a vCPU", e))?;
             let mut cpuid = supported.clone();
-            cpu::filter_cpuid(&mut cpuid, id, config.cpus);
+            cpu::filter_cpuid(
+                &mut cpuid,
+                id,
+                config.cpus,
+                super::cpu_probe::host_lacks_instructions(),
+            );
             cpu::configure_vcpu(&vcpu, &cpuid)?;
             match (restore, boot_entry) {
                 (Some((_, state)), _) => state

@@ -559,6 +559,9 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     };
     let console = Arc::new(Console::new(log, false));
     let listener = bind(&spec.control_socket)?;
+    // Whether guests may use POPCNT/XSAVE here: asked once, before the jail and the
+    // seccomp filters (the builder then reuses the answer).
+    let _ = super::cpu_probe::host_lacks_instructions();
     // Socket and console log are open: now the jail (before any other thread).
     let pid = match &spec.jail {
         Some(jail) => super::jail::enter(jail)?,

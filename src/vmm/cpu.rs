@@ -41,9 +41,9 @@ const CR0_ET: u64 = 0x10;
 const CR0_PG: u64 = 0x8000_0000;
 const CR4_PAE: u64 = 0x20;
 
-/// CPUID leaf 1 ECX bits hidden from guests: the host's instruction emulator
-/// cannot run `popcnt` or `xrstor`, so guests must not pick them (XSAVE, OSXSAVE,
-/// and AVX, which needs XSAVE).
+/// CPUID leaf 1 ECX bits hidden from guests on hosts whose instruction emulator
+/// cannot run `popcnt` or `xrstor` ([`super::cpu_probe`]), so guests must not
+/// pick them there: POPCNT, XSAVE, OSXSAVE, and AVX, which needs XSAVE.
 const LEAF1_ECX_HIDDEN: u32 = (1 << 23) | (1 << 26) | (1 << 27) | (1 << 28);
 /// CPUID leaf 7 EBX bits that depend on XSAVE state (AVX2, AVX-512 family).
 const LEAF7_EBX_HIDDEN: u32 = (1 << 5)
@@ -57,15 +57,20 @@ const LEAF7_EBX_HIDDEN: u32 = (1 << 5)
     | (1 << 31);
 
 /// Adapts KVM's supported CPUID to vCPU `id` of `count`: APIC ids and topology
-/// (leaves 1, 4, 0xB), the hypervisor bit, and the hidden features above.
-pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
+/// (leaves 1, 4, 0xB), the hypervisor bit, and, when `host_lacks_instructions`
+/// (see [`super::cpu_probe`]), the hidden features above and the XSAVE leaf.
+pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8, host_lacks_instructions: bool) {
+    let hide = host_lacks_instructions;
     let count = count.max(1);
     let shift = 32 - (u32::from(count) - 1).leading_zeros();
     for e in cpuid.as_mut_slice() {
         match e.function {
             1 => {
                 e.ebx = (e.ebx & 0x0000_ffff) | u32::from(id) << 24 | u32::from(count) << 16;
-                e.ecx = (e.ecx & !LEAF1_ECX_HIDDEN) | (1 << 31);
+                if hide {
+                    e.ecx &= !LEAF1_ECX_HIDDEN;
+                }
+                e.ecx |= 1 << 31;
                 if count > 1 {
                     e.edx |= 1 << 28;
                 }
@@ -74,7 +79,7 @@ pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
                 e.eax = (e.eax & 0x03ff_ffff) | (u32::from(count) - 1) << 26;
                 e.eax &= !(0xfff << 14);
             }
-            7 if e.index == 0 => {
+            7 if e.index == 0 && hide => {
                 e.ebx &= !LEAF7_EBX_HIDDEN;
                 e.ecx &= !((1 << 1)
                     | (1 << 6)
@@ -105,10 +110,16 @@ pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
                     }
                 }
             }
-            0xd | 0x1f => {
+            0xd if hide => {
                 e.eax = 0;
                 e.ebx = 0;
-                e.ecx = if e.function == 0x1f { e.index } else { 0 };
+                e.ecx = 0;
+                e.edx = 0;
+            }
+            0x1f => {
+                e.eax = 0;
+                e.ebx = 0;
+                e.ecx = e.index;
                 e.edx = 0;
             }
             _ => {}
@@ -556,14 +567,31 @@ mod kvm_tests {
         let mut cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .expect("cpuid");
-        filter_cpuid(&mut cpuid, 3, 4);
-        let leaf1 = cpuid
-            .as_slice()
-            .iter()
-            .find(|e| e.function == 1)
-            .expect("leaf 1");
+        let offered = cpuid.clone();
+        let leaf = |c: &CpuId, f: u32| {
+            *c.as_slice()
+                .iter()
+                .find(|e| e.function == f && e.index == 0)
+                .expect("leaf")
+        };
+        filter_cpuid(&mut cpuid, 3, 4, true);
+        let leaf1 = leaf(&cpuid, 1);
         assert_eq!(leaf1.ecx & LEAF1_ECX_HIDDEN, 0);
         assert_eq!(leaf1.ebx >> 24, 3);
         assert_eq!((leaf1.ebx >> 16) & 0xff, 4);
+        assert_eq!(leaf1.ecx >> 31, 1, "the hypervisor bit");
+
+        // A host that runs every instruction: the features stay as KVM offers them.
+        let mut full = offered.clone();
+        filter_cpuid(&mut full, 3, 4, false);
+        let leaf1 = leaf(&full, 1);
+        assert_eq!(
+            leaf1.ecx & LEAF1_ECX_HIDDEN,
+            leaf(&offered, 1).ecx & LEAF1_ECX_HIDDEN
+        );
+        assert_eq!(leaf1.ebx >> 24, 3);
+        if offered.as_slice().iter().any(|e| e.function == 0xd) {
+            assert_eq!(leaf(&full, 0xd), leaf(&offered, 0xd), "the XSAVE leaf kept");
+        }
     }
 }

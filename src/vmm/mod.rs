@@ -12,6 +12,7 @@ pub mod bus;
 pub mod console;
 pub mod control;
 pub mod cpu;
+pub mod cpu_probe;
 pub mod ctl;
 pub mod devices;
 pub mod diskboot;

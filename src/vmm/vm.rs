@@ -447,8 +447,15 @@ impl Drop for RunningVm {
 /// Kicks every vCPU out of KVM_RUN every `period` while `vm` lives, so that
 /// vCPUs stuck in an instruction the host never completes can be helped
 /// ([`super::vcpu`] completes hypercalls stuck there).
+///
+/// Only on the software-assisted hosts where that happens, which the CPU probe
+/// recognises ([`super::cpu_probe`]: their instruction emulator lacks POPCNT and
+/// XSAVE too). A host that runs guest code itself completes every hypercall, and
+/// kicking its vCPUs four times a second would only cost exits.
 pub fn start_watchdog(vm: &Arc<RunningVm>, period: Duration) {
-    if std::env::var_os("YUNHE_VCPU_WATCHDOG").is_some_and(|v| v == "0") {
+    if std::env::var_os("YUNHE_VCPU_WATCHDOG").is_some_and(|v| v == "0")
+        || !super::cpu_probe::host_lacks_instructions()
+    {
         return;
     }
     let weak = Arc::downgrade(vm);
