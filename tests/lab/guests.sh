@@ -6,6 +6,10 @@
 #
 #   tests/lab/guests.sh [sr]       needs target/release/yunhe; builds missing recipes into out/
 #                                  (sr: only the save/restore check)
+#   tests/lab/guests.sh only KERNEL [ROUNDS]
+#                                  only KERNEL's (micro-bzImage, micro-vmlinux, debian-vmlinuz,
+#                                  cloud-vmlinuz) 1- and 2-vCPU boots, ROUNDS times (for hunting a
+#                                  rare hang; every boot traces its vCPUs into vmm.log)
 #
 # Prints one PASS/FAIL line per check, TIME lines with measurements, and finally
 # "lab-guests: N passed, M failed"; exits non-zero when anything failed.
@@ -43,10 +47,13 @@ for k in "$generic" "$cloud"; do
     grep -q "\"$k\"" "$OUT/tiny/manifest.json" || missing+=("$k")
 done
 
+# a hung guest costs up to 2 x 150 s: the rounds of "only" get that much room each
+lab_timeout=900
+[ "${1:-}" = only ] && lab_timeout=$((300 + ${3:-1} * 400))
 start=$SECONDS
 log=$payload/lab.out
 set +e
-"$here/lab" run --payload "$payload" --mem 2048 --timeout 900 --bin "$bin" "$here/in/guests.sh" "$@" | tee "$log"
+"$here/lab" run --payload "$payload" --mem 2048 --timeout "$lab_timeout" --bin "$bin" "$here/in/guests.sh" "$@" | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 elapsed=$((SECONDS - start))

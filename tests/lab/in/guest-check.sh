@@ -1,5 +1,5 @@
 # The body of the user_data script tests/lab/in/guests.sh gives each tiny guest on its config
-# drive (it prepends "#!/bin/sh" and NAME, CPUS, LAB_IP, GUEST_IP, TOKEN, MODE). tiny runs it
+# drive (it prepends "#!/bin/sh" and NAME, CPUS, LAB_IP, GUEST_IP, TOKEN, MODE, LAB_FLAGS). tiny runs it
 # before its ready marker; it checks every device and prints "yunhe-check: ok|FAIL ..." lines
 # on the console. MODE=boot powers the guest off once tiny is ready; MODE=sr leaves it running
 # and writes /run/after.sh, which the lab runs over the serial console after a save and restore.
@@ -60,6 +60,12 @@ n=$(grep -c '^processor' /proc/cpuinfo)
 want=0
 [ "$CPUS" -gt 1 ] && want="0-$((CPUS - 1))"
 if [ "$online" = "$want" ] && [ "$n" = "$CPUS" ]; then ok "cpus: $n online ($online)"; else bad "cpus: $n, online '$online', want $CPUS ($want)"; fi
+
+# the instruction-set features the lab's own CPU has (LAB_FLAGS) reach the guest: yunhe hides
+# POPCNT/XSAVE/AVX only on hosts that cannot run them (src/vmm/cpu_probe.rs)
+missing=""
+for f in $LAB_FLAGS; do grep -qw "$f" /proc/cpuinfo || missing="$missing $f"; done
+if [ -z "$missing" ]; then ok "cpu-flags: the lab's '$LAB_FLAGS' reach the guest"; else bad "cpu-flags: missing$missing (the lab has '$LAB_FLAGS')"; fi
 
 if [ -b /dev/vda ] && head -c 64 /dev/vda | grep -q "yunhe-lab-disk $NAME"; then
     ok "disk-read: /dev/vda sector 0 holds the lab's marker"

@@ -11,6 +11,12 @@ W=/tmp/guests
 mkdir -p "$W"
 # Each guest needs this long at most (boot, checks, power-off); the lab is slow under TCG.
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-150}
+# The instruction-set features of the lab's CPU that guests must see too (guest-check.sh).
+LAB_FLAGS=$(for f in popcnt xsave avx avx2; do grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f"; done)
+LAB_FLAGS=${LAB_FLAGS% }
+# Every vCPU's RIP every 20 s into the VMM's log (vmm.log, apart from the console): a hung boot
+# then shows where it hangs.
+export YUNHE_TRACE_RIP=20
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 
@@ -61,7 +67,7 @@ EOF
     printf 'yunhe-lab-disk %s\n' "$name" | dd of="$D/data.img" conv=notrunc 2>/dev/null
     {
         echo '#!/bin/sh'
-        echo "NAME=$name CPUS=$cpus LAB_IP=$LAB_IP GUEST_IP=$GUEST_IP TOKEN=$TOKEN MODE=$mode"
+        echo "NAME=$name CPUS=$cpus LAB_IP=$LAB_IP GUEST_IP=$GUEST_IP TOKEN=$TOKEN MODE=$mode LAB_FLAGS='$LAB_FLAGS'"
         cat "$P/guest-check.sh"
     } >"$D/user_data"
     make_config_drive "$D/config.img" "$name" "$D/user_data" "$n"
@@ -70,6 +76,24 @@ EOF
 guest_teardown() {
     [ -f "$D/udhcpd.pid" ] && kill "$(cat "$D/udhcpd.pid")" 2>/dev/null
     tunctl -d "$TAP" >/dev/null 2>&1
+}
+
+# ksym ADDR: the lab kernel's function at a guest's kernel address ADDR (hex, 0x...). The guests
+# boot the same Debian kernel images without KASLR (_text at 0xffffffff81000000); the lab's
+# /proc/kallsyms has the same symbols at the lab's own, randomized base. Low 32 bits suffice.
+ksym() {
+    local text lo want
+    text=$(awk '$3 == "_text" { print substr($1, 9); exit }' /proc/kallsyms)
+    lo=${1#0x}
+    lo=${lo#ffffffff}
+    [ -n "$text" ] && [ ${#lo} -eq 8 ] || { echo "?"; return; }
+    want=$(printf '%08x' $((0x$text + 0x$lo - 0x81000000)))
+    awk -v want="$want" -v text="$text" '
+        substr($1, 1, 8) == "ffffffff" && $2 ~ /^[tT]$/ {
+            a = substr($1, 9)
+            if (a <= want && a > best) { best = a; name = $3 }
+        }
+        END { if (name != "") print name; else print "?" }' /proc/kallsyms
 }
 
 # wait_for FILE PATTERN SECONDS [PID]: until FILE has a line matching PATTERN (0), the time is
@@ -154,7 +178,7 @@ disk_token() {
 
 # boot_guest NAME N KERNEL CPUS: one boot, checked; results in $W/NAME/result.
 boot_guest() {
-    local name=$1 n=$2 kernel=$3 cpus=$4 t0 t1 pid rc ready got how=""
+    local name=$1 n=$2 kernel=$3 cpus=$4 t0 t1 pid rc ready got line how=""
     # micro's bzImage boots as a bzImage (the guest decompresses itself); the Debian kernels
     # boot the way yunhe boots them by default: the PVH vmlinux unpacked from the bzImage
     case $name in micro-bzImage-*) how=--boot-compressed ;; esac
@@ -163,7 +187,7 @@ boot_guest() {
     t0=$(now_ms)
     yunhe vm run $how --kernel "$kernel" --initrd "$P/tiny.cpio.gz" --memory 256 --cpus "$cpus" --rng \
         --no-reboot --disk "$D/data.img" --disk "$D/config.img,ro" --net "tap=$TAP,mac=$MAC" \
-        </dev/null >"$D/console.log" 2>&1 &
+        </dev/null >"$D/console.log" 2>"$D/vmm.log" &
     pid=$!
     lab_side "$D/console.log" "$name" "$pid"
     # the VMM must end by itself (the guest powers off); kill it only after the deadline
@@ -190,7 +214,7 @@ boot_guest() {
     else
         echo "FAIL $name exit: yunhe vm run exited $rc" >>"$D/result"
     fi
-    guest_checks "$D/console.log" "$name" 7
+    guest_checks "$D/console.log" "$name" 8
     got=$(disk_token "$D/data.img" 2048 ${#TOKEN})
     if [ "$got" = "$TOKEN" ]; then
         echo "PASS $name disk-verify: the lab reads the guest's bytes from the data disk" >>"$D/result"
@@ -200,6 +224,18 @@ boot_guest() {
     if grep -q "rtc_cmos.*failed" "$D/console.log"; then
         echo "FAIL $name rtc-probe: $(grep -a 'rtc_cmos.*failed' "$D/console.log" | head -n 1 | tr -d '\r')" >>"$D/result"
     fi
+    # a guest that never got ready: where its console stopped and where each vCPU was last
+    if [ -z "$ready" ]; then
+        echo "NOTE $name console: $(grep -c '' "$D/console.log") lines, the last: $(tail -n 1 "$D/console.log" | tr -d '\r' | cut -c1-160)" >>"$D/result"
+        local v=0
+        while [ $v -lt "$cpus" ]; do
+            line=$(grep "^\[yunhe trace\] vCPU $v " "$D/vmm.log" 2>/dev/null | tail -n 1)
+            [ -n "$line" ] && echo "NOTE $name trace: ${line#\[yunhe trace\] } (in $(ksym "$(echo "$line" | sed -n 's/.* rip \(0x[0-9a-f]*\).*/\1/p')"), called from $(ksym "$(echo "$line" | sed -n 's/.*\[rsp\] \(0x[0-9a-f]*\).*/\1/p')"))" >>"$D/result"
+            v=$((v + 1))
+        done
+    fi
+    # what the VMM itself said (besides the RIP trace): e.g. a hypercall it completed
+    grep -v '^\[yunhe trace\]' "$D/vmm.log" 2>/dev/null | head -n 5 | sed "s/^/NOTE $name vmm: /" >>"$D/result"
     echo "TIME $name: wall $(((t1 - t0) / 1000)).$(((t1 - t0) % 1000 / 100)) s, guest uptime at ready ${ready:-?} s" >>"$D/result"
     guest_teardown
     mv "$D/result" "$W/$name.result"
@@ -210,11 +246,33 @@ show() {
     grep -q '^FAIL' "$W/$1.result" && {
         echo "--- console of $1 (last 40 lines)"
         tail -n 40 "$W/$1/console.log" 2>/dev/null | tr -d '\r'
+        echo "--- the VMM's own messages (last 20 lines)"
+        tail -n 20 "$W/$1/vmm.log" 2>/dev/null
         echo "---"
     }
 }
 
-# "sr" as the argument: only the save/restore check
+# "only KERNEL [ROUNDS]": that kernel's 1- and 2-vCPU boots ROUNDS times (default 1), no
+# save/restore (for hunting a rare hang). "sr": only the save/restore check. Nothing: everything.
+if [ "${1:-}" = only ]; then
+    k=${2:?only needs a kernel: micro-bzImage, micro-vmlinux, debian-vmlinuz or cloud-vmlinuz}
+    case $k in debian-* | cloud-*) RTC_EXPECTED=1 ;; *) RTC_EXPECTED=0 ;; esac
+    export RTC_EXPECTED
+    r=1
+    while [ "$r" -le "${3:-1}" ]; do
+        boot_guest "$k-1cpu" 1 "$P/kernels/$k" 1 &
+        a=$!
+        boot_guest "$k-2cpu" 2 "$P/kernels/$k" 2 &
+        b=$!
+        wait $a
+        wait $b
+        echo "--- round $r"
+        show "$k-1cpu"
+        show "$k-2cpu"
+        r=$((r + 1))
+    done
+    exit 0
+fi
 T0=$(now_ms)
 n=1
 [ "${1:-}" = sr ] && set -- || set -- all

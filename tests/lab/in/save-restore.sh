@@ -42,7 +42,7 @@ EOF
         sr_end
         return
     fi
-    guest_checks "$D/console.log" "$name-before" 7
+    guest_checks "$D/console.log" "$name-before" 8
     u1=$(grep -a "yunhe-tiny: ready" "$D/console.log" | tail -n 1 | tr -d '\r' | awk '{print $3}')
     st=$(timeout 10 yunhe vm ctl --socket "$sock" pause)
     case $st in *'"paused"'*) echo "PASS $name pause: $st" >>"$D/result" ;; *) echo "FAIL $name pause: $st" >>"$D/result" ;; esac
