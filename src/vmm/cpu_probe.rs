@@ -5,10 +5,12 @@
 //! `popcnt` and the `xsave` family directly. Some nested, software-assisted
 //! hosts (the development machines, some cloud VMs) instead hand guest code to
 //! an instruction emulator that lacks them: KVM_RUN then fails with an
-//! emulation error. Guests must not be offered those features there (see
-//! [`super::cpu::filter_cpuid`]), but everywhere else hiding them would cost
-//! real guests dearly: x86-64-v2 distributions (RHEL 9 and its rebuilds) refuse
-//! to start without POPCNT, and without XSAVE there is no AVX.
+//! emulation error. Guests must not be offered POPCNT there (see
+//! [`super::cpu::filter_cpuid`]), but everywhere else hiding it would cost real
+//! guests dearly: x86-64-v2 distributions (RHEL 9 and its rebuilds) refuse to
+//! start without it. (The XSAVE family stays hidden everywhere for now; see
+//! `cpu.rs`.) The same hosts are the ones where hypercalls can get stuck, so
+//! the answer also decides whether the vCPU watchdog runs (`vm.rs`).
 //!
 //! So the VMM asks the host once per process: a throwaway VM with one vCPU in
 //! real mode runs `xsave` and `popcnt` and halts. If it halts where expected
@@ -48,13 +50,13 @@ fn probe_code() -> Vec<u8> {
 }
 
 /// Whether this host's KVM fails on instructions guests commonly use (POPCNT,
-/// XSAVE and so AVX): probed once per process.
+/// XSAVE): probed once per process.
 pub fn host_lacks_instructions() -> bool {
     static LACKS: OnceLock<bool> = OnceLock::new();
     *LACKS.get_or_init(|| match run_probe() {
         Ok(()) => false,
         Err(why) => {
-            tracing::debug!("CPU probe: {why}; POPCNT, XSAVE and AVX stay hidden from guests");
+            tracing::debug!("CPU probe: {why}; POPCNT stays hidden from guests");
             true
         }
     })

@@ -61,8 +61,8 @@ want=0
 [ "$CPUS" -gt 1 ] && want="0-$((CPUS - 1))"
 if [ "$online" = "$want" ] && [ "$n" = "$CPUS" ]; then ok "cpus: $n online ($online)"; else bad "cpus: $n, online '$online', want $CPUS ($want)"; fi
 
-# the instruction-set features the lab's own CPU has (LAB_FLAGS) reach the guest: yunhe hides
-# POPCNT/XSAVE/AVX only on hosts that cannot run them (src/vmm/cpu_probe.rs)
+# the instruction-set features the lab's own CPU has (LAB_FLAGS: popcnt) reach the guest: yunhe
+# hides POPCNT only on hosts that cannot run it (src/vmm/cpu_probe.rs)
 missing=""
 for f in $LAB_FLAGS; do grep -qw "$f" /proc/cpuinfo || missing="$missing $f"; done
 if [ -z "$missing" ]; then ok "cpu-flags: the lab's '$LAB_FLAGS' reach the guest"; else bad "cpu-flags: missing$missing (the lab has '$LAB_FLAGS')"; fi
