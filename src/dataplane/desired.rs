@@ -171,7 +171,7 @@ pub fn compute(conn: &Connection) -> NetResult<Topology> {
     let fips = store::all::<FloatingIp>(conn)?;
     let rules = store::all::<Rule>(conn)?;
     let mut t = build(&networks, &subnets, &ports, &routers, &fips);
-    super::secgroups::add(&mut t, &networks, &ports, &rules);
+    super::secgroups::add(&mut t.tables, &networks, &ports, &rules);
     for router in &routers {
         let has_interface = ports
             .iter()

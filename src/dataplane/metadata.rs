@@ -240,7 +240,12 @@ pub fn callers(
             else {
                 continue;
             };
-            let Some((_, prefix)) = super::desired::parse_cidr(&subnet.cidr) else {
+            let Some(prefix) = subnet
+                .cidr
+                .split_once('/')
+                .and_then(|(_, len)| len.parse::<u8>().ok())
+                .filter(|len| *len <= 32)
+            else {
                 continue;
             };
             let floating_ip = fips

@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::desired::{Topology, network_ns, tap_name};
+use super::netns::{Ns, PREFIX};
 use super::nft::{
     self, BASE_LINK, BASE_NETWORK, BASE_TRANSPORT, Chain, Expr, Hook, Op, Set, Table, Verdict,
 };
@@ -461,8 +461,21 @@ pub fn filtered(port: &Port, net: &Network) -> bool {
     port.port_security_enabled && !port.device_owner.starts_with("network:") && !net.external
 }
 
-/// Adds the security-group tables of every network's namespace to `t`.
-pub fn add(t: &mut Topology, networks: &BTreeMap<String, Network>, ports: &[Port], rules: &[Rule]) {
+/// A port's tap (as `desired::tap_name`; not imported: desired uses this
+/// module).
+fn tap_name(port_id: &str) -> String {
+    let short: String = port_id.chars().filter(|c| *c != '-').take(10).collect();
+    format!("yh-t{short}")
+}
+
+/// Adds the security-group tables of every network's namespace to
+/// `tables` (a topology's tables by namespace).
+pub fn add(
+    tables: &mut BTreeMap<Ns, Vec<Table>>,
+    networks: &BTreeMap<String, Network>,
+    ports: &[Port],
+    rules: &[Rule],
+) {
     let mut by_group: BTreeMap<&str, Vec<&Rule>> = BTreeMap::new();
     for r in rules {
         by_group.entry(&r.security_group_id).or_default().push(r);
@@ -583,9 +596,10 @@ pub fn add(t: &mut Topology, networks: &BTreeMap<String, Network>, ports: &[Port
                 }
             })
             .collect();
-        let tables = t.tables.entry(network_ns(net)).or_default();
-        tables.push(Table::new(nft::NFPROTO_BRIDGE, bridge));
-        tables.push(Table {
+        let ns = Ns::Named(format!("{PREFIX}n-{}", net.std.id));
+        let ns_tables = tables.entry(ns).or_default();
+        ns_tables.push(Table::new(nft::NFPROTO_BRIDGE, bridge));
+        ns_tables.push(Table {
             family: nft::NFPROTO_INET,
             sets,
             chains: inet,
@@ -598,7 +612,7 @@ pub fn add(t: &mut Topology, networks: &BTreeMap<String, Network>, ports: &[Port
 mod tests {
     use serde_json::{Value, json};
 
-    use super::super::netns::Ns;
+    use super::super::desired::Topology;
     use super::*;
 
     fn with_std(id: &str, mut v: Value) -> Value {
@@ -887,7 +901,7 @@ mod tests {
             rule(json!({"security_group_id": "def", "remote_group_id": "def"})),
         ];
         let mut t = Topology::default();
-        add(&mut t, &nets, &ports, &rules);
+        add(&mut t.tables, &nets, &ports, &rules);
         let tables = t.tables.get(&Ns::Named("yunhe-n-n1".into())).unwrap();
         assert_eq!(tables.len(), 2);
         let bridge = &tables[0];
@@ -966,7 +980,7 @@ mod tests {
             on_ext,
         ];
         let mut t = Topology::default();
-        add(&mut t, &nets, &ports, &[]);
+        add(&mut t.tables, &nets, &ports, &[]);
         assert!(t.tables.is_empty());
     }
 
@@ -988,7 +1002,7 @@ mod tests {
             json!({"security_group_id": "def", "remote_group_id": "def"}),
         )];
         let mut t = Topology::default();
-        add(&mut t, &nets, &ports, &rules);
+        add(&mut t.tables, &nets, &ports, &rules);
         let tables = t.tables.values().next().unwrap();
         let msgs = nft::batch(tables);
         let types: Vec<u16> = msgs
