@@ -159,6 +159,16 @@ check "external bridge in the root namespace at the external gateway" wait_for 1
 check "router default route via the external gateway" sh -c "ip -n yunhe-r-$r1 route | grep -q 'default via 172.24.4.1'"
 check "guest pings its router" ip netns exec yhtest-g1 busybox ping -c1 -W2 10.0.0.1
 gw_ip="$(api GET "/routers/$r1" | get 'd["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]')"
+
+# --- metadata at 169.254.169.254 from the router's namespace ----------------------------
+# Compute gives no instance data here, so the answers are what the records know.
+vm1="$(python3 -c 'import uuid; print(uuid.uuid4())')"
+api PUT "/ports/$p1_id" '{"port":{"device_id":"'"$vm1"'"}}' >/dev/null
+md() { ip netns exec "$1" curl -sf -m 2 "http://169.254.169.254$2"; }
+check "metadata: OpenStack meta_data.json names the instance" wait_for 10 sh -c "ip netns exec yhtest-g1 curl -sf -m 2 http://169.254.169.254/openstack/latest/meta_data.json | grep -q '\"uuid\": *\"$vm1\"'"
+check "metadata: network_data.json describes the port" sh -c "ip netns exec yhtest-g1 curl -sf -m 2 http://169.254.169.254/openstack/latest/network_data.json | grep -q '$(echo "$p1" | get 'd["port"]["mac_address"]')'"
+check "metadata: EC2 instance-id and local-ipv4" eval "md yhtest-g1 /latest/meta-data/instance-id | grep -qx i-$vm1 && md yhtest-g1 /latest/meta-data/local-ipv4 | grep -qx $p1_ip"
+refuse "metadata: a port with no instance gets 404" md yhtest-g2 /latest/meta-data/instance-id
 check "guest reaches the router's external address" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$gw_ip"
 
 # --- default NAT mode: SNAT out of the host's default route, floating IPs -----------------
@@ -167,7 +177,15 @@ check "guest reaches the router's external address" ip netns exec yhtest-g1 busy
 check "guest reaches the outside through router SNAT and the host's masquerade" \
     wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 198.51.100.2
 fip="$(api POST /floatingips '{"floatingip":{"floating_network_id":"'"$pub"'","port_id":"'"$p1_id"'"}}' | get 'd["floatingip"]["floating_ip_address"]')"
-check "the host reaches the guest on its floating IP" wait_for 10 busybox ping -c1 -W1 "$fip"
+# The default group lets in only its own members: the host is not one.
+check "the floating IP's address is on the router's gateway" wait_for 10 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '$fip/32'"
+refuse "security groups: the host cannot ping the floating IP before a rule allows it" busybox ping -c1 -W1 "$fip"
+default_sg="$(api GET "/security-groups?name=default" | get 'd["security_groups"][0]["id"]')"
+# rule GROUP ',"attr":value...': an ingress rule; prints its id.
+rule() { api POST /security-group-rules '{"security_group_rule":{"security_group_id":"'"$1"'","direction":"ingress"'"$2"'}}' | get 'd["security_group_rule"]["id"]'; }
+rule "$default_sg" ',"protocol":"icmp"' >/dev/null
+rule "$default_sg" ',"protocol":"6","port_range_min":7070,"port_range_max":7070,"remote_ip_prefix":"0.0.0.0/0"' >/dev/null
+check "the host reaches the guest on its floating IP (after an ICMP rule)" wait_for 10 busybox ping -c1 -W1 "$fip"
 ip -n yhtest-out route add 172.24.4.0/24 via 198.51.100.1
 check "the outside reaches the floating IP through the host" ip netns exec yhtest-out busybox ping -c1 -W2 "$fip"
 ip netns exec yhtest-g1 busybox nc -l -p 7070 -e echo hello-from-guest >/dev/null 2>&1 &
@@ -181,6 +199,92 @@ fi
 fip_id="$(api GET /floatingips | get 'd["floatingips"][0]["id"]')"
 api PUT "/floatingips/$fip_id" '{"floatingip":{"port_id":null}}' >/dev/null
 check "a disassociated floating IP stops answering" wait_for 10 sh -c "! busybox ping -c1 -W1 $fip"
+
+# --- security groups and port security on net1 (docs/network.md "Security groups") ----------
+web="$(api POST /security-groups '{"security_group":{"name":"web"}}' | get 'd["security_group"]["id"]')"
+p4="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p4","device_owner":"compute:nova","security_groups":["'"$web"'"]}}')"
+p5="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p5","device_owner":"compute:nova","port_security_enabled":false}}')"
+p2_id="$(echo "$p2" | get 'd["port"]["id"]')"
+p4_id="$(echo "$p4" | get 'd["port"]["id"]')"; p4_ip="$(echo "$p4" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+p5_id="$(echo "$p5" | get 'd["port"]["id"]')"; p5_ip="$(echo "$p5" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+guest yhtest-g4 "$p4" "$ns1"
+guest yhtest-g5 "$p5" "$ns1"
+check "guests 4 (group web) and 5 (port security off) get their leases" eval "dhcp yhtest-g4 && has yhtest-g4 ip=$p4_ip && dhcp yhtest-g5 && has yhtest-g5 ip=$p5_ip"
+check "the bridge hands IP frames to the namespace's hooks (nf_call_iptables)" sh -c "ip -d -n $ns1 link show yh-br | grep -q 'nf_call_iptables 1'"
+if command -v nft >/dev/null; then
+    check "nftables: bridge yunhe has the port's anti-spoofing chain, inet yunhe its in/out chains" sh -c \
+        "ip netns exec $ns1 nft list table bridge yunhe | grep -q 'chain spoof-$p4_id' && ip netns exec $ns1 nft list table inet yunhe | grep -q 'chain in-$p4_id'"
+    check "nftables: no chains for a port with port security off" sh -c "! ip netns exec $ns1 nft list ruleset | grep -q '$p5_id'"
+fi
+ip netns exec yhtest-g4 busybox nc -ll -p 8080 -e echo web4 >/dev/null 2>&1 &
+sgpids="$!"
+ip netns exec yhtest-g2 busybox nc -ll -p 8080 -e echo web2 >/dev/null 2>&1 &
+sgpids="$sgpids $!"
+sleep 0.3
+# tcp_ok GUEST IP PORT WORD: a TCP connection answers WORD.
+tcp_ok() { echo | ip netns exec "$1" busybox nc -w 1 "$2" "$3" 2>/dev/null | grep -q "$4"; }
+refuse "TCP 8080 closed by default (group web has no ingress rule)" tcp_ok yhtest-g1 "$p4_ip" 8080 web4
+web_rule="$(rule "$web" ',"protocol":"tcp","port_range_min":8000,"port_range_max":8100,"remote_ip_prefix":"10.0.0.0/24"')"
+if command -v nft >/dev/null; then
+    check "a new rule is in the kernel within a second" wait_for 1 sh -c "ip netns exec $ns1 nft list chain inet yunhe in-$p4_id | grep -q 8100"
+fi
+check "TCP 8080 opened by an ingress rule (tcp 8000-8100 from 10.0.0.0/24)" wait_for 3 tcp_ok yhtest-g1 "$p4_ip" 8080 web4
+api DELETE "/security-group-rules/$web_rule" >/dev/null
+if command -v nft >/dev/null; then
+    check "a deleted rule leaves the kernel within a second" wait_for 1 sh -c "! ip netns exec $ns1 nft list chain inet yunhe in-$p4_id | grep -q 8100"
+fi
+refuse "TCP 8080 closed again once the rule is deleted" tcp_ok yhtest-g1 "$p4_ip" 8080 web4
+check "remote_group_id: a member of the default group connects to a default-group port" tcp_ok yhtest-g1 "$p2_ip" 8080 web2
+refuse "remote_group_id: a non-member (group web) is refused" tcp_ok yhtest-g4 "$p2_ip" 8080 web2
+if command -v nft >/dev/null; then
+    check "the default group's address set holds its members" sh -c \
+        "ip netns exec $ns1 nft list set inet yunhe v4-$default_sg | grep -q '$p1_ip' && ip netns exec $ns1 nft list set inet yunhe v4-$default_sg | grep -q '$p2_ip'"
+fi
+refuse "ICMP to group web refused without a rule" ip netns exec yhtest-g1 busybox ping -c1 -W1 "$p4_ip"
+rule "$web" ',"protocol":"icmp","port_range_min":8,"port_range_max":0' >/dev/null
+check "ICMP echo allowed by an ICMP rule (type 8 code 0)" wait_for 3 ip netns exec yhtest-g1 busybox ping -c1 -W1 "$p4_ip"
+
+# Anti-spoofing: guest 5 (port security off, so it takes anything) logs each UDP datagram;
+# guest 2 sends from its own address, from another, from another MAC, and ARP for another.
+cat >"$work/udp.py" <<'PY'
+import socket, sys
+if sys.argv[1] == "recv":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9000))
+    while True:
+        data, peer = s.recvfrom(2048)
+        with open(sys.argv[2], "a") as f: f.write(peer[0] + " " + data.decode() + "\n")
+elif sys.argv[1] == "send":  # send SRC DST WORD (SRC need not be ours: IP_TRANSPARENT)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_IP, 19, 1)
+    s.bind((sys.argv[2], 0)); s.sendto(sys.argv[4].encode(), (sys.argv[3], 9000))
+else:  # arp IFACE SENDER_IP TARGET_IP: a request "who has TARGET, tell SENDER" from our MAC
+    iface, spa, tpa = sys.argv[2:5]
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((iface, 0x0806))
+    mac = s.getsockname()[4]
+    arp = bytes.fromhex("0001080006040001") + mac + socket.inet_aton(spa) + b"\0" * 6 + socket.inet_aton(tpa)
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+PY
+: >"$work/udp.log"
+ip netns exec yhtest-g5 python3 "$work/udp.py" recv "$work/udp.log" >/dev/null 2>&1 &
+sgpids="$sgpids $!"
+sleep 0.3
+udp() { ip netns exec yhtest-g2 python3 "$work/udp.py" send "$1" "$p5_ip" "$2"; }
+got() { grep -q "^$1 $2\$" "$work/udp.log"; }
+# (sent again until it arrives: the receiver may still be starting)
+check "anti-spoofing: UDP from the port's own address arrives" wait_for 3 sh -c "ip netns exec yhtest-g2 python3 $work/udp.py send $p2_ip $p5_ip own && sleep 0.2 && grep -q '^$p2_ip own\$' $work/udp.log"
+udp 10.0.0.99 spoof-ip; sleep 0.5
+refuse "anti-spoofing: a spoofed source IP is dropped" got 10.0.0.99 spoof-ip
+p2_mac="$(echo "$p2" | get 'd["port"]["mac_address"]')"
+ip -n yhtest-g2 link set eth0 address 02:00:00:00:00:99
+udp "$p2_ip" spoof-mac; sleep 0.5
+ip -n yhtest-g2 link set eth0 address "$p2_mac"
+refuse "anti-spoofing: a spoofed source MAC is dropped" got "$p2_ip" spoof-mac
+ip netns exec yhtest-g2 python3 "$work/udp.py" arp eth0 10.0.0.99 "$p5_ip"; sleep 0.5
+refuse "anti-spoofing: ARP for an address not the port's is dropped" sh -c "ip -n yhtest-g5 neigh show 10.0.0.99 | grep -q lladdr"
+api PUT "/ports/$p2_id" '{"port":{"port_security_enabled":false,"security_groups":[]}}' >/dev/null
+check "port security off: the spoofed source gets through" wait_for 3 sh -c "ip netns exec yhtest-g2 python3 $work/udp.py send 10.0.0.99 $p5_ip off && sleep 0.2 && grep -q '^10.0.0.99 off\$' $work/udp.log"
+check "port security off: ARP for another address gets through" sh -c "ip netns exec yhtest-g2 python3 $work/udp.py arp eth0 10.0.0.99 $p5_ip; sleep 0.3; ip -n yhtest-g5 neigh show 10.0.0.99 | grep -q lladdr"
+check "port security off: no ingress filtering either (group web reaches it)" tcp_ok yhtest-g4 "$p2_ip" 8080 web2
+for p in $sgpids; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 
 # --- overlapping CIDRs on two networks stay apart ---------------------------------------
 net2="$(api POST /networks '{"network":{"name":"net2"}}' | get 'd["network"]["id"]')"
@@ -198,11 +302,17 @@ kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=""
 check "kill -9 of serve: guests still talk" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
 ip netns del "yunhe-r-$r1"
 ip -n "$ns1" link del yh-br
+have_nft=0; command -v nft >/dev/null && have_nft=1
+[ "$have_nft" = 1 ] && ip netns exec "$ns1" nft delete table inet yunhe
 start
+if [ "$have_nft" = 1 ]; then
+    check "restart: the lost security-group table comes back" wait_for 15 sh -c "ip netns exec $ns1 nft list table inet yunhe | grep -q 'chain in-$p4_id'"
+fi
 check "restart: the lost router namespace comes back" wait_for 15 sh -c "ip -n yunhe-r-$r1 -4 addr | grep -q '10.0.0.1/24'"
-check "restart: the lost bridge comes back with its ports" wait_for 15 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 2"
+check "restart: the lost bridge comes back with its ports" wait_for 15 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 4"
 check "restart: guest pings its router again" wait_for 10 ip netns exec yhtest-g1 busybox ping -c1 -W1 10.0.0.1
 check "restart: DHCP answers again" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
+check "restart: metadata answers again" wait_for 10 sh -c "ip netns exec yhtest-g1 curl -sf -m 2 http://169.254.169.254/latest/meta-data/instance-id | grep -qx i-$vm1"
 
 # --- deleting everything leaves nothing --------------------------------------------------
 for f in $(api GET /floatingips | get '" ".join(f["id"] for f in d["floatingips"])'); do api DELETE "/floatingips/$f" >/dev/null; done
@@ -216,6 +326,6 @@ check "no yunhe namespace left" wait_for 10 sh -c "! ls /run/netns | grep -q '^y
 check "no yh- link left in the root namespace" sh -c "! ip -o link | grep -q ' yh-'"
 check "no nftables table left" sh -c "! command -v nft >/dev/null || ! nft list tables | grep -q yunhe"
 
-for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
+for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -12,7 +12,7 @@ use super::netns::{Ns, PREFIX};
 use super::nft::{self, Chain, Expr, Table};
 use crate::network::NetResult;
 use crate::network::model::{
-    FloatingIp, Network, OWNER_GATEWAY, OWNER_INTERFACE, Port, Router, Subnet,
+    FloatingIp, Network, OWNER_GATEWAY, OWNER_INTERFACE, Port, Router, Rule, Subnet,
 };
 use crate::network::store;
 
@@ -126,11 +126,16 @@ pub struct Topology {
     pub routes: Vec<Route>,
     pub routers: Vec<Ns>,
     pub dhcp: Vec<DhcpNet>,
-    /// yunhe's nftables table per namespace that needs one (absent: none).
-    pub tables: BTreeMap<Ns, Table>,
+    /// yunhe's nftables tables per namespace that needs them (absent:
+    /// none): `ip yunhe` (NAT), `bridge yunhe` and `inet yunhe` (security
+    /// groups, see `secgroups`).
+    pub tables: BTreeMap<Ns, Vec<Table>>,
     /// Whether the root namespace forwards (default NAT mode with an
     /// external network).
     pub root_forwarding: bool,
+    /// The metadata service of each router with an interface: its
+    /// namespace and the ports it answers, by address.
+    pub metadata: BTreeMap<Ns, BTreeMap<Ipv4Addr, super::metadata::Caller>>,
 }
 
 fn port_v4(port: &Port, subnets: &BTreeMap<String, Subnet>) -> Vec<(Ipv4Addr, u8)> {
@@ -164,16 +169,31 @@ pub fn compute(conn: &Connection) -> NetResult<Topology> {
     let ports = store::all::<Port>(conn)?;
     let routers = store::all::<Router>(conn)?;
     let fips = store::all::<FloatingIp>(conn)?;
-    Ok(build(&networks, &subnets, &ports, &routers, &fips))
+    let rules = store::all::<Rule>(conn)?;
+    let mut t = build(&networks, &subnets, &ports, &routers, &fips);
+    super::secgroups::add(&mut t.tables, &networks, &ports, &rules);
+    for router in &routers {
+        let has_interface = ports
+            .iter()
+            .any(|p| p.device_id == router.std.id && p.device_owner == OWNER_INTERFACE);
+        if has_interface {
+            let callers =
+                super::metadata::callers(&router.std.id, &networks, &subnets, &ports, &fips);
+            t.metadata.insert(router_ns(&router.std.id), callers);
+        }
+    }
+    Ok(t)
 }
 
 fn nat_chain(name: &str, hook: u32, priority: i32, rules: Vec<Vec<Expr>>) -> Chain {
     Chain {
         name: name.to_string(),
-        kind: "nat",
-        hook,
-        priority,
-        accept: true,
+        hook: Some(nft::Hook {
+            kind: "nat",
+            num: hook,
+            priority,
+            accept: true,
+        }),
         rules,
     }
 }
@@ -294,7 +314,10 @@ pub fn build(
                     chains.push(nat_chain("postrouting", nft::HOOK_POSTROUTING, 100, snat));
                 }
                 if !chains.is_empty() {
-                    t.tables.insert(rns.clone(), Table { chains });
+                    t.tables
+                        .entry(rns.clone())
+                        .or_default()
+                        .push(Table::new(nft::NFPROTO_IPV4, chains));
                 }
                 for f in &port.fixed_ips {
                     let gw = subnets
@@ -328,17 +351,15 @@ pub fn build(
     }
     if !root_masq.is_empty() {
         t.root_forwarding = true;
-        t.tables.insert(
-            Ns::Root,
-            Table {
-                chains: vec![nat_chain(
-                    "postrouting",
-                    nft::HOOK_POSTROUTING,
-                    100,
-                    root_masq,
-                )],
-            },
-        );
+        t.tables.entry(Ns::Root).or_default().push(Table::new(
+            nft::NFPROTO_IPV4,
+            vec![nat_chain(
+                "postrouting",
+                nft::HOOK_POSTROUTING,
+                100,
+                root_masq,
+            )],
+        ));
     }
     for port in ports {
         if port.device_owner.starts_with("network:") {

@@ -9,16 +9,19 @@
 //!
 //! Layout: `netlink` (message layer and rtnetlink requests), `netns`
 //! (named namespaces), `desired` (records → topology), `reconcile`
-//! (topology → kernel), `dhcp` (packets) and `dhcp_server` (sockets).
+//! (topology → kernel), `secgroups` (security groups and anti-spoofing →
+//! nftables), `dhcp` (packets) and `dhcp_server` (sockets).
 //! Knows no HTTP; the network module does not import it.
 
 pub mod desired;
 pub mod dhcp;
 mod dhcp_server;
+pub mod metadata;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod reconcile;
+pub mod secgroups;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -65,11 +68,19 @@ struct DhcpTask {
     task: tokio::task::JoinHandle<()>,
 }
 
+struct MetadataTask {
+    callers: metadata::Callers,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The running dataplane.
 pub struct Dataplane {
     db: Db,
     changed: Arc<Notify>,
     dhcp: std::sync::Mutex<BTreeMap<String, DhcpTask>>,
+    metadata: std::sync::Mutex<BTreeMap<netns::Ns, MetadataTask>>,
+    /// What compute says about instances (None: the records alone).
+    instances: RwLock<Option<Arc<dyn metadata::InstanceSource>>>,
     tables: std::sync::Mutex<reconcile::TableCache>,
 }
 
@@ -79,6 +90,8 @@ pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
         db,
         changed,
         dhcp: std::sync::Mutex::new(BTreeMap::new()),
+        metadata: std::sync::Mutex::new(BTreeMap::new()),
+        instances: RwLock::new(None),
         tables: std::sync::Mutex::new(BTreeMap::new()),
     });
     let runner = dp.clone();
@@ -121,6 +134,7 @@ impl Dataplane {
         }
         let applied = result?;
         self.update_dhcp(&topology, &applied);
+        self.update_metadata(&topology);
         let ports: BTreeMap<String, bool> = topology
             .taps
             .iter()
@@ -179,6 +193,72 @@ impl Dataplane {
                     );
                 }
                 Err(e) => tracing::warn!(network = %d.network_id, error = %e, "dhcp: cannot start"),
+            }
+        }
+    }
+
+    /// The seam for compute: where the metadata service gets an
+    /// instance's data (running servers restart with it on the next pass;
+    /// see docs/network.md, "Metadata").
+    #[allow(dead_code)]
+    pub fn set_instance_source(&self, source: Arc<dyn metadata::InstanceSource>) {
+        if let Ok(mut s) = self.instances.write() {
+            *s = Some(source);
+        }
+        if let Ok(mut tasks) = self.metadata.lock() {
+            // Restarted on the next pass with the source.
+            for (_, t) in std::mem::take(&mut *tasks) {
+                t.task.abort();
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn update_metadata(&self, t: &desired::Topology) {
+        let Ok(mut tasks) = self.metadata.lock() else {
+            return;
+        };
+        tasks.retain(|ns, task| {
+            let keep = t.metadata.contains_key(ns) && !task.task.is_finished();
+            if !keep {
+                task.task.abort();
+            }
+            keep
+        });
+        let source = self.instances.read().ok().and_then(|s| s.clone());
+        for (ns, callers) in &t.metadata {
+            if let Some(task) = tasks.get(ns) {
+                if let Ok(mut c) = task.callers.write() {
+                    *c = callers.clone();
+                }
+                continue;
+            }
+            // The address on the router namespace's loopback (index 1 in
+            // every namespace), then the listener.
+            let lo = netlink::Addr {
+                index: 1,
+                ip: metadata::ADDRESS,
+                prefix: 32,
+            };
+            let added = netns::run_in(ns, || {
+                let mut sock = netlink::Socket::open(netlink::NETLINK_ROUTE)?;
+                match netlink::add_addr(&mut sock, lo) {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
+                    _ => Ok(()),
+                }
+            });
+            let shared: metadata::Callers = Arc::new(RwLock::new(callers.clone()));
+            match added.and_then(|()| metadata::spawn(ns.clone(), shared.clone(), source.clone())) {
+                Ok(task) => {
+                    tasks.insert(
+                        ns.clone(),
+                        MetadataTask {
+                            callers: shared,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(%ns, error = %e, "metadata: cannot start"),
             }
         }
     }
@@ -263,7 +343,7 @@ fn mark_ports(
         if compute {
             port.vif_type = vif.to_string();
             port.vif_details = if *plugged {
-                serde_json::json!({"port_filter": false, "connectivity": "l2"})
+                serde_json::json!({"port_filter": port.port_security_enabled, "connectivity": "l2"})
                     .as_object()
                     .cloned()
                     .unwrap_or_default()

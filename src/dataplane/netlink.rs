@@ -419,6 +419,29 @@ pub fn new_bridge_msg(name: &str, mtu: u32) -> Msg {
     m
 }
 
+/// The request that has a bridge hand its bridged IPv4/IPv6 frames to the
+/// namespace's IP hooks (the bridge's own `nf_call_iptables` and
+/// `nf_call_ip6tables`, not the host-wide sysctl), so the `inet yunhe`
+/// table sees them with conntrack.
+pub fn bridge_nf_msg(index: i32) -> Msg {
+    const IFLA_BR_NF_CALL_IPTABLES: u16 = 36;
+    const IFLA_BR_NF_CALL_IP6TABLES: u16 = 37;
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK);
+    m.put(&ifinfo(index, 0, 0));
+    m.begin(IFLA_LINKINFO);
+    m.attr_str(IFLA_INFO_KIND, "bridge");
+    m.begin(IFLA_INFO_DATA);
+    m.attr(IFLA_BR_NF_CALL_IPTABLES, &[1]);
+    m.attr(IFLA_BR_NF_CALL_IP6TABLES, &[1]);
+    m.end();
+    m.end();
+    m
+}
+
+pub fn set_bridge_nf(sock: &mut Socket, index: i32) -> io::Result<()> {
+    sock.request(bridge_nf_msg(index)).map(drop)
+}
+
 pub fn add_bridge(sock: &mut Socket, name: &str, mtu: u32) -> io::Result<()> {
     sock.request(new_bridge_msg(name, mtu)).map(drop)
 }

@@ -44,9 +44,9 @@ fn dump(socks: &mut BTreeMap<Ns, Socket>) -> BTreeMap<Ns, BTreeMap<String, Link>
     out
 }
 
-/// The nftables tables last written per namespace (None: removed), so a
+/// The nftables tables last written per namespace (empty: removed), so a
 /// pass writes only what changed.
-pub type TableCache = BTreeMap<Ns, Option<Table>>;
+pub type TableCache = BTreeMap<Ns, Vec<Table>>;
 
 /// One pass.
 pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
@@ -177,6 +177,15 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
     };
     for b in &t.bridges {
         if let Some(index) = enslave(&b.ns, &b.name, None, &mut socks) {
+            // A network's own bridge hands IP frames to its namespace's
+            // hooks (security groups); never the external bridges in the
+            // host's namespace.
+            if matches!(b.ns, Ns::Named(_))
+                && let Some(sock) = socks.get_mut(&b.ns)
+                && let Err(e) = netlink::set_bridge_nf(sock, index)
+            {
+                warn("setting bridge nf_call_iptables", &b.ns, &b.name, &e);
+            }
             let mac = links
                 .get(&b.ns)
                 .and_then(|l| l.get(&b.name))
@@ -253,15 +262,15 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
     }
     cache.retain(|ns, _| socks.contains_key(ns));
     for ns in socks.keys() {
-        let want = t.tables.get(ns);
-        if cache.get(ns).is_some_and(|had| had.as_ref() == want) {
+        let want: &[Table] = t.tables.get(ns).map(Vec::as_slice).unwrap_or_default();
+        if cache.get(ns).is_some_and(|had| had.as_slice() == want) {
             continue;
         }
         let result = netns::run_in(ns, || Socket::open(nft::NETLINK_NETFILTER))
             .and_then(|mut sock| nft::apply(&mut sock, want));
         match result {
             Ok(()) => {
-                cache.insert(ns.clone(), want.cloned());
+                cache.insert(ns.clone(), want.to_vec());
             }
             Err(e) => warn("writing nftables table", ns, nft::TABLE, &e),
         }
