@@ -75,7 +75,7 @@ pub const MAX_VIRTUAL_SIZE: u64 = 64 << 40;
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// Deflate's best ratio is about 1032:1; zstd can do better on zeros, but a
 /// zero cluster needs no compression (it is a hole or an all-zero entry).
-const MAX_EXPANSION: u64 = 1032;
+pub const MAX_EXPANSION: u64 = 1032;
 
 const INCOMPAT_DIRTY: u64 = 1;
 const INCOMPAT_CORRUPT: u64 = 1 << 1;
@@ -424,6 +424,9 @@ pub fn remove_leftovers(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzzing;
 
 #[cfg(test)]
 mod tests {

@@ -641,4 +641,6 @@ fn links(vols: &[Volume<'_>], limits: Limits) -> Result<Option<Found>> {
 }
 
 #[cfg(test)]
+mod fuzzing;
+#[cfg(test)]
 mod tests;
