@@ -66,8 +66,8 @@ LABEL rescue
   KERNEL /boot/vmlinuz-rescue
 LABEL linux
   MENU LABEL Alpine Linux
-  LINUX vmlinuz-virt
-  INITRD initramfs-virt
+  LINUX /boot/vmlinuz-virt
+  INITRD /boot/initramfs-virt
   APPEND root=UUID=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d modules=sd-mod,usb-storage,ext4 quiet rootfstype=ext4
 CFG
 cp "$tmp/grub.cfg" "$out/boot_config/grub.cfg"
@@ -129,6 +129,8 @@ mcopy -i "$tmp/esp.img" "$tmp/stub.cfg" ::/EFI/debian/grub.cfg
 mcopy -i "$tmp/esp.img" "$tmp/bls.conf" "::/loader/entries/a-long-entry-name-6.5.6.conf"
 kernel esp > "$tmp/vmlinuz-6.5.6-300.fc39.x86_64"
 mcopy -i "$tmp/esp.img" "$tmp/vmlinuz-6.5.6-300.fc39.x86_64" ::/
+kernel initramfs-esp > "$tmp/initramfs-6.5.6-300.fc39.x86_64.img"
+mcopy -i "$tmp/esp.img" "$tmp/initramfs-6.5.6-300.fc39.x86_64.img" ::/
 cp "$tmp/esp.img" "$out/diskboot/whole-fat12-esp"
 
 # 6. Debian genericcloud's layout: GPT with a BIOS boot partition, an ESP with the stub, and
@@ -136,7 +138,7 @@ cp "$tmp/esp.img" "$out/diskboot/whole-fat12-esp"
 mkext4 "$root" "$tmp/root.img" 128 -t ext4 -O ^has_journal,^resize_inode
 disk=$tmp/gpt.img
 truncate -s 256k "$disk"
-sgdisk -q -a 1 -n 14:34:41 -t 14:EF02 -n 15:42:169 -t 15:EF00 -n 1:170:425 -t 1:8304 "$disk" >/dev/null
+sgdisk -a 1 -n 14:34:41 -t 14:EF02 -n 15:42:169 -t 15:EF00 -n 1:170:425 -t 1:8304 "$disk" >/dev/null 2>&1
 dd if="$tmp/esp.img" of="$disk" bs=512 seek=42 conv=notrunc status=none
 dd if="$tmp/root.img" of="$disk" bs=512 seek=170 conv=notrunc status=none
 cp "$disk" "$out/diskboot/gpt-debian-genericcloud"

@@ -456,6 +456,8 @@ mod tests {
             put16(d, at + 6, depth);
         };
         let (index, leaf, per) = (200usize, 201usize, (4096 - 12) / 12);
+        disk[at + 40..at + 100].fill(0);
+        disk[index * 4096..(leaf + 1) * 4096].fill(0);
         // The inode's root: depth 2, four entries naming block 200.
         header(&mut disk, at + 40, 4, 2);
         for i in 0..4 {

@@ -72,10 +72,14 @@ mod tests {
     }
 
     /// The seeds are real images: each one boots (the fuzzer starts from bootable disks).
+    /// Not `whole-fat12-esp`: a FAT volume on the whole disk (no partition table) is taken
+    /// for an MBR, as its boot sector ends in 0x55aa and mkfs.vfat's boot message fills the
+    /// partition slots; it stays a seed for the FAT parser's bytes.
     #[test]
     fn diskboot_seeds_boot() {
         for (path, data) in inputs("diskboot") {
-            if !path.to_string_lossy().contains("/seeds/") {
+            let name = path.to_string_lossy();
+            if !name.contains("/seeds/") || name.ends_with("whole-fat12-esp") {
                 continue;
             }
             let found = super::find(&data.as_slice(), super::Limits { initrd: 1 << 20 });

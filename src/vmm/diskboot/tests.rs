@@ -450,7 +450,7 @@ fn path_lookups_cannot_read_the_disk_over_and_over() {
         .expect("ln");
     }
     let image = t.0.join("disk.img");
-    mkfs_ext4(&root, &image, "4M", &["-N", "2100"]);
+    mkfs_ext4(&root, &image, "4M", &["-b", "4096", "-N", "2100"]);
     let started = std::time::Instant::now();
     let e = find_file(&image).expect_err("no kernel");
     assert!(e.to_string().contains("MiB of the disk"), "{e}");
