@@ -2,13 +2,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yunhe_virtio_fuzz::diskboot::config;
 
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let g = config::parse_grub(&text);
-    let _ = g.default_entry();
-    let _ = config::parse_bls(&text);
-    let _ = config::parse_extlinux(&text);
-    let _ = config::version_cmp(&text, "6.1.0-13");
-});
+fuzz_target!(|data: &[u8]| yunhe_virtio_fuzz::diskboot_fuzz::entry::boot_config(data));

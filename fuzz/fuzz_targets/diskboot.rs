@@ -3,9 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yunhe_virtio_fuzz::diskboot::{Limits, find, part};
 
-fuzz_target!(|data: &[u8]| {
-    let _ = part::partitions(&data);
-    let _ = find(&data, Limits { initrd: 1 << 20 });
-});
+fuzz_target!(|data: &[u8]| yunhe_virtio_fuzz::diskboot_fuzz::entry::disk(data));

@@ -2,6 +2,9 @@
 //! `cargo test` while the main crate is mid-edit) can reach them without a library target in
 //! the main crate.
 
+/// `crate::vmm::memory`, which the virtio devices use for guest memory.
+pub mod vmm;
+
 #[path = "../../src/vmm/devices/virtio/mod.rs"]
 pub mod virtio;
 
@@ -63,3 +66,9 @@ pub mod diskboot;
 /// The qcow2 reader.
 #[path = "../../src/image/qcow2.rs"]
 pub mod qcow2;
+
+/// The entry points of the disk-boot fuzz targets.
+pub mod diskboot_fuzz;
+
+/// The entry point of the qcow2 fuzz target.
+pub mod qcow2_fuzz;

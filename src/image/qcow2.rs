@@ -10,9 +10,12 @@
 //!
 //! The input is untrusted: every offset is checked against the file, table
 //! sizes are capped, an L2 table used twice is refused (a loop that would make
-//! the conversion run for ever), and the bytes written are capped at what the
-//! file can hold after the best compression ratio deflate allows, so time and
-//! memory stay proportional to the uploaded file.
+//! the conversion run for ever), and the bytes read or decompressed (all-zero
+//! clusters included) are capped at what the file can hold after the best
+//! compression ratio deflate allows, so time and memory stay proportional to
+//! the uploaded file: at most 1032 × its size plus one cluster is processed,
+//! and three clusters (≤ 2 MiB each) plus the used part of the L1 table (≤ 32
+//! MiB, and never more than the file) are held in memory.
 
 use std::collections::HashSet;
 use std::io;
@@ -75,7 +78,7 @@ pub const MAX_VIRTUAL_SIZE: u64 = 64 << 40;
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// Deflate's best ratio is about 1032:1; zstd can do better on zeros, but a
 /// zero cluster needs no compression (it is a hole or an all-zero entry).
-const MAX_EXPANSION: u64 = 1032;
+pub const MAX_EXPANSION: u64 = 1032;
 
 const INCOMPAT_DIRTY: u64 = 1;
 const INCOMPAT_CORRUPT: u64 = 1 << 1;
@@ -241,6 +244,9 @@ pub struct Stats {
     pub compressed: u64,
     /// Bytes written (all-zero clusters are left as holes).
     pub written: u64,
+    /// Bytes read or decompressed, all-zero clusters included (at most the file's size
+    /// times [`MAX_EXPANSION`], plus one cluster).
+    pub processed: u64,
 }
 
 fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Result<()> {
@@ -354,15 +360,19 @@ where
                 src.read_at(&mut data[..avail], host)?;
                 stats.clusters += 1;
             }
-            if data[..len].iter().all(|b| *b == 0) {
-                continue;
-            }
-            stats.written += len as u64;
-            if stats.written > budget {
+            // Every cluster read or decompressed counts, all-zero ones too: L2 entries that
+            // all name one host cluster (or one compressed cluster of zeros) would otherwise
+            // make a small file take hours to read while writing nothing.
+            stats.processed += len as u64;
+            if stats.processed > budget {
                 return Err(corrupt(
                     "the image expands to more data than its file can hold",
                 ));
             }
+            if data[..len].iter().all(|b| *b == 0) {
+                continue;
+            }
+            stats.written += len as u64;
             sink(guest, &data[..len])?;
         }
     }
@@ -424,6 +434,9 @@ pub fn remove_leftovers(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzzing;
 
 #[cfg(test)]
 mod tests {
@@ -667,5 +680,33 @@ mod tests {
         for n in 0..ok.len() {
             let _ = run(&ok[..n]);
         }
+    }
+
+    /// Regression: an L2 table whose entries all name one host cluster of zeros wrote
+    /// nothing, so the output budget never stopped it: 64 KiB clusters, one L2 table of 8,192
+    /// entries, a 256 KiB file read as 512 MiB (with 2 MiB clusters, 512 GiB per L2 table).
+    /// Reads now count against the budget whether they are zero or not.
+    #[test]
+    fn clusters_of_zeros_named_many_times_hit_the_budget() {
+        let cluster = 1usize << 16;
+        let mut f = vec![0u8; 4 * cluster];
+        f[0..4].copy_from_slice(MAGIC);
+        f[4..8].copy_from_slice(&2u32.to_be_bytes());
+        f[20..24].copy_from_slice(&16u32.to_be_bytes());
+        let virtual_size = (cluster / 8 * cluster) as u64;
+        f[24..32].copy_from_slice(&virtual_size.to_be_bytes());
+        f[36..40].copy_from_slice(&1u32.to_be_bytes());
+        f[40..48].copy_from_slice(&(cluster as u64).to_be_bytes());
+        f[cluster..cluster + 8].copy_from_slice(&(2 * cluster as u64).to_be_bytes());
+        for j in 0..cluster / 8 {
+            let at = 2 * cluster + j * 8;
+            f[at..at + 8].copy_from_slice(&(3 * cluster as u64).to_be_bytes());
+        }
+        let r = run(&f);
+        assert!(
+            r.as_ref()
+                .is_err_and(|e| e.to_string().contains("more data than its file")),
+            "{r:?}"
+        );
     }
 }

@@ -123,7 +123,8 @@ impl<'a> Ext4<'a> {
         self.read(buf, block.saturating_mul(self.block_size))
     }
 
-    fn inode_raw(&self, ino: u32) -> Result<Vec<u8>> {
+    /// Where inode `ino` is, from the start of the filesystem.
+    fn inode_offset(&self, ino: u32) -> Result<u64> {
         if ino == 0 || ino > self.inodes_count {
             return Err(bad(format!("inode {ino} out of range")));
         }
@@ -141,13 +142,15 @@ impl<'a> Ext4<'a> {
         if self.desc_size >= 64 {
             table |= u64::from(le32(&d, 0x28)) << 32;
         }
+        Ok(table
+            .saturating_mul(self.block_size)
+            .saturating_add(index * self.inode_size))
+    }
+
+    fn inode_raw(&self, ino: u32) -> Result<Vec<u8>> {
+        let at = self.inode_offset(ino)?;
         let mut raw = vec![0u8; self.inode_size.min(256) as usize];
-        self.read(
-            &mut raw,
-            table
-                .saturating_mul(self.block_size)
-                .saturating_add(index * self.inode_size),
-        )?;
+        self.read(&mut raw, at)?;
         Ok(raw)
     }
 
@@ -158,7 +161,7 @@ impl<'a> Ext4<'a> {
         let mut runs = Vec::new();
         let mut visited = 0usize;
         if flags & EXTENTS_FL != 0 {
-            self.extent_node(iblock, MAX_DEPTH + 1, &mut runs, &mut visited)?;
+            self.extent_node(iblock, MAX_DEPTH + 1, nblocks, &mut runs, &mut visited)?;
         } else {
             for (i, b) in iblock.chunks_exact(4).take(12).enumerate() {
                 let p = u64::from(le32(b, 0));
@@ -220,10 +223,14 @@ impl<'a> Ext4<'a> {
         Ok(())
     }
 
+    /// Collects the extents of the file's first `nblocks` blocks: each one at least a block of
+    /// them, so more than `nblocks` extents overlap (an index block named many times would
+    /// otherwise collect millions from a few blocks).
     fn extent_node(
         &self,
         node: &[u8],
         depth_left: u16,
+        nblocks: u64,
         runs: &mut Vec<(u64, u64, u64)>,
         visited: &mut usize,
     ) -> Result<()> {
@@ -252,15 +259,19 @@ impl<'a> Ext4<'a> {
                     len -= 32768;
                 }
                 let start = (u64::from(le16(e, 6)) << 32) | u64::from(le32(e, 8));
-                // Uninitialized extents read as zeros: leave them out.
-                if !uninit && len > 0 {
+                // Uninitialized extents read as zeros, extents past the end are never read:
+                // leave them out.
+                if !uninit && len > 0 && logical < nblocks {
+                    if runs.len() as u64 >= nblocks {
+                        return Err(bad("more extents than the file has blocks"));
+                    }
                     runs.push((logical, start, len));
                 }
             } else {
                 let leaf = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
                 let mut buf = vec![0u8; self.block_size as usize];
                 self.read_block(leaf, &mut buf)?;
-                self.extent_node(&buf, depth, runs, visited)?;
+                self.extent_node(&buf, depth, nblocks, runs, visited)?;
             }
         }
         Ok(())
@@ -291,6 +302,14 @@ impl Fs for Ext4<'_> {
         let node = self.stat(ino)?;
         if node.size > max {
             return Err(DiskBootError::TooLarge(node.size));
+        }
+        // The buffer is sized from the inode: never more than the filesystem holds (boot
+        // files and directories are not sparse).
+        if node.size > self.len {
+            return Err(bad(format!(
+                "inode {ino}: {} bytes, more than the filesystem holds",
+                node.size
+            )));
         }
         let flags = le32(&raw, 32);
         if flags & INLINE_DATA_FL != 0 {
@@ -371,5 +390,100 @@ impl Fs for Ext4<'_> {
 
     fn uuid(&self) -> Option<[u8; 16]> {
         Some(self.uuid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an extent index whose entries all name one index block, whose entries all
+    /// name one leaf, collected (entries per block)² runs from three blocks before the
+    /// overlap was noticed: 462,400 here with 4 KiB blocks, 119 million (2.8 GiB) with 64
+    /// KiB blocks. Extents are now counted as they are collected.
+    #[test]
+    fn extent_index_naming_one_block_many_times_is_refused_early() {
+        let dir = std::env::temp_dir().join(format!("yunhe-ext4-dag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root")).expect("tmp");
+        std::fs::write(dir.join("root/k"), vec![7u8; 5000]).expect("file");
+        let img = dir.join("fs.img");
+        let mkfs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(mkfs) = mkfs else {
+            eprintln!("mke2fs is missing (Debian: e2fsprogs): skipping");
+            return;
+        };
+        let ok = std::process::Command::new(mkfs)
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-b",
+                "4096",
+                "-O",
+                "^has_journal",
+                "-d",
+            ])
+            .arg(dir.join("root"))
+            .arg(&img)
+            .arg("1M")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mke2fs");
+        let mut disk = std::fs::read(&img).expect("image");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let (ino, at) = {
+            let d = disk.as_slice();
+            let fs = Ext4::open(&d, 0, d.len() as u64)
+                .expect("open")
+                .expect("ext4");
+            let ino = fs.lookup(fs.root(), "k").expect("lookup").expect("k");
+            assert_eq!(fs.read_file(ino, 1 << 20).expect("read").len(), 5000);
+            (ino, fs.inode_offset(ino as u32).expect("inode") as usize)
+        };
+        let put16 =
+            |d: &mut Vec<u8>, at: usize, v: u16| d[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        let put32 =
+            |d: &mut Vec<u8>, at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let header = |d: &mut Vec<u8>, at: usize, entries: u16, depth: u16| {
+            put16(d, at, EXTENT_MAGIC);
+            put16(d, at + 2, entries);
+            put16(d, at + 4, entries);
+            put16(d, at + 6, depth);
+        };
+        let (index, leaf, per) = (200usize, 201usize, (4096 - 12) / 12);
+        disk[at + 40..at + 100].fill(0);
+        disk[index * 4096..(leaf + 1) * 4096].fill(0);
+        // The inode's root: depth 2, four entries naming block 200.
+        header(&mut disk, at + 40, 4, 2);
+        for i in 0..4 {
+            put32(&mut disk, at + 40 + 12 + i * 12 + 4, index as u32);
+        }
+        // Block 200: depth 1, every entry names block 201.
+        header(&mut disk, index * 4096, per as u16, 1);
+        for i in 0..per {
+            put32(&mut disk, index * 4096 + 12 + i * 12 + 4, leaf as u32);
+        }
+        // Block 201: a leaf of one-block extents.
+        header(&mut disk, leaf * 4096, per as u16, 0);
+        for i in 0..per {
+            let e = leaf * 4096 + 12 + i * 12;
+            put16(&mut disk, e + 4, 1);
+            put32(&mut disk, e + 8, 210);
+        }
+        let d = disk.as_slice();
+        let fs = Ext4::open(&d, 0, d.len() as u64)
+            .expect("open")
+            .expect("ext4");
+        let r = fs.read_file(ino, 1 << 20);
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("more extents than the file has blocks")),
+            "{:?}",
+            r.map(|v| v.len())
+        );
     }
 }

@@ -65,6 +65,11 @@ pub(crate) const MAX_DIR: u64 = 16 << 20;
 pub(crate) const MAX_LIST: usize = 4096;
 /// Symbolic links followed resolving one path (Linux: 40).
 const MAX_LINKS: usize = 40;
+/// Bytes read from the disk by one [`find`] besides the kernel and initrds it loads:
+/// partition tables, superblocks, inodes, directories and configurations. Every path
+/// resolved reads its directories again, so this, not a count of steps, is what bounds
+/// the time a hostile disk can take (many links, long paths, thousands of BLS entries).
+pub const MAX_METADATA_READ: u64 = 256 << 20;
 
 /// Random-access reads of a disk image.
 pub trait Disk {
@@ -95,6 +100,31 @@ impl Disk for &[u8] {
             .ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+}
+
+/// A disk that refuses reads once a byte budget is spent.
+struct Budgeted<'a> {
+    disk: &'a dyn Disk,
+    left: std::cell::Cell<u64>,
+    budget: u64,
+}
+
+impl Disk for Budgeted<'_> {
+    fn size(&self) -> u64 {
+        self.disk.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let n = buf.len() as u64;
+        let left = self.left.get();
+        if n > left {
+            return Err(io::Error::other(format!(
+                "finding the kernel read more than {} MiB of the disk (a filesystem loop?)",
+                self.budget >> 20
+            )));
+        }
+        self.left.set(left - n);
+        self.disk.read_at(buf, offset)
     }
 }
 
@@ -331,8 +361,20 @@ pub struct Limits {
     pub initrd: u64,
 }
 
-/// Finds what `disk` boots.
+/// Finds what `disk` boots, reading at most [`MAX_KERNEL`] + `limits.initrd` +
+/// [`MAX_METADATA_READ`] bytes of it, and at most 64 times its size + 16 MiB (a small disk
+/// cannot make it read hundreds of MiB).
 pub fn find(disk: &dyn Disk, limits: Limits) -> Result<Found> {
+    let budget = MAX_KERNEL
+        .saturating_add(limits.initrd)
+        .saturating_add(MAX_METADATA_READ)
+        .min(disk.size().saturating_mul(64).saturating_add(16 << 20));
+    let disk = Budgeted {
+        disk,
+        left: std::cell::Cell::new(budget),
+        budget,
+    };
+    let disk: &dyn Disk = &disk;
     let mut problems = Vec::new();
     let vols = open_volumes(disk, &mut problems)?;
     if vols.is_empty() {
@@ -640,5 +682,7 @@ fn links(vols: &[Volume<'_>], limits: Limits) -> Result<Option<Found>> {
     Ok(None)
 }
 
+#[cfg(test)]
+mod fuzzing;
 #[cfg(test)]
 mod tests;

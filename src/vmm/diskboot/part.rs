@@ -116,7 +116,8 @@ fn gpt(disk: &dyn Disk) -> Result<Vec<Partition>> {
             )));
         }
         let start = first.saturating_mul(512);
-        let len = (last - first + 1).saturating_mul(512);
+        // `last` may be u64::MAX: the length saturates instead of wrapping to 0.
+        let len = (last - first).saturating_add(1).saturating_mul(512);
         if start.saturating_add(len) > size {
             return Err(bad(format!(
                 "GPT partition {} ends past the end of the disk (truncated image?)",

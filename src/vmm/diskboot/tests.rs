@@ -420,3 +420,57 @@ fn damaged_disks_never_panic() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
 }
+
+/// Regression: every path component is a directory read, and nothing bounded how many a disk
+/// could ask for. Forty symlinks chained, each a 4 KiB target `d/z/../z/../…` that looks `z`
+/// up in a 450 KiB directory 680 times, made a 4 MiB disk read about 12 GiB. The reads of one
+/// `find` are now budgeted (64 × the disk's size + 16 MiB here).
+#[test]
+fn path_lookups_cannot_read_the_disk_over_and_over() {
+    if !have(&["mkfs.ext4"]) {
+        return;
+    }
+    let t = tmp("lookups");
+    let root = t.0.join("root");
+    let d = root.join("d");
+    std::fs::create_dir_all(d.join("z")).expect("dir");
+    for i in 0..2000 {
+        write(&d.join(format!("{i:0>200}")), b"");
+    }
+    let mut target = "d".to_string();
+    while target.len() < 4000 {
+        target.push_str("/z/..");
+    }
+    std::os::unix::fs::symlink(format!("{target}/../vmlinuz-1"), root.join("vmlinuz")).expect("ln");
+    for i in 1..45 {
+        std::os::unix::fs::symlink(
+            format!("{target}/../vmlinuz-{}", i + 1),
+            root.join(format!("vmlinuz-{i}")),
+        )
+        .expect("ln");
+    }
+    let image = t.0.join("disk.img");
+    mkfs_ext4(&root, &image, "4M", &["-b", "4096", "-N", "2100"]);
+    let started = std::time::Instant::now();
+    let e = find_file(&image).expect_err("no kernel");
+    assert!(e.to_string().contains("MiB of the disk"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// Regression: a GPT entry from LBA 0 to u64::MAX overflowed `last - first + 1` (a panic with
+/// overflow checks, a zero-length partition without).
+#[test]
+fn a_gpt_entry_to_the_last_lba_is_past_the_end() {
+    let mut d = vec![0u8; 64 << 10];
+    d[446 + 4] = 0xee;
+    d[510] = 0x55;
+    d[511] = 0xaa;
+    d[512..520].copy_from_slice(b"EFI PART");
+    d[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+    d[512 + 80..512 + 84].copy_from_slice(&1u32.to_le_bytes());
+    d[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+    d[1024] = 1;
+    d[1024 + 40..1024 + 48].copy_from_slice(&u64::MAX.to_le_bytes());
+    let e = part::partitions(&d.as_slice()).expect_err("past the end");
+    assert!(e.to_string().contains("past the end"), "{e}");
+}
