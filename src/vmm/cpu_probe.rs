@@ -9,8 +9,7 @@
 //! [`super::cpu::filter_cpuid`]), but everywhere else hiding it would cost real
 //! guests dearly: x86-64-v2 distributions (RHEL 9 and its rebuilds) refuse to
 //! start without it. (The XSAVE family stays hidden everywhere for now; see
-//! `cpu.rs`.) The same hosts are the ones where hypercalls can get stuck, so
-//! the answer also decides whether the vCPU watchdog runs (`vm.rs`).
+//! `cpu.rs`.)
 //!
 //! So the VMM asks the host once per process: a throwaway VM with one vCPU in
 //! real mode runs `xsave` and `popcnt` and halts. If it halts where expected
