@@ -177,8 +177,8 @@ disk_token() {
     dd if="$1" bs=512 skip="$2" count=1 2>/dev/null | head -c "$3"
 }
 
-# boot_guest NAME N KERNEL CPUS: one boot, checked; results in $W/NAME/result.
-boot_guest() {
+# boot_once NAME N KERNEL CPUS: one boot, checked; results in $W/NAME.result.
+boot_once() {
     local name=$1 n=$2 kernel=$3 cpus=$4 t0 t1 pid rc ready got line how=""
     # micro's bzImage boots as a bzImage (the guest decompresses itself); the Debian kernels
     # boot the way yunhe boots them by default: the PVH vmlinux unpacked from the bzImage
@@ -240,6 +240,24 @@ boot_guest() {
     echo "TIME $name: wall $(((t1 - t0) / 1000)).$(((t1 - t0) % 1000 / 100)) s, guest uptime at ready ${ready:-?} s" >>"$D/result"
     guest_teardown
     mv "$D/result" "$W/$name.result"
+}
+
+# boot_guest NAME N KERNEL CPUS: boot_once, and once more when the guest stopped within its first
+# 40 console lines: that early only the CPU, memory and kvmclock are set up (no yunhe device but
+# the serial port is touched yet), and on this emulated SVM such a stop (a triple fault, or a
+# hang right after kvm-clock registers) has come once in tens of boots, on idle cores too
+# (docs/lab.md, "Known problems"). The first boot's lines stay in the result as NOTE lines, so
+# every such stop is reported; a second stop fails the checks as usual.
+boot_guest() {
+    local lines
+    boot_once "$@"
+    lines=$(sed -n "s/^NOTE $1 console: \([0-9]*\) lines.*/\1/p" "$W/$1.result")
+    [ -n "$lines" ] && [ "$lines" -le 40 ] || return 0
+    sed -n "s/^\(FAIL\|NOTE\) $1 /NOTE $1 first boot: /p" "$W/$1.result" >"$W/$1.first"
+    echo "NOTE $1 retried: the first boot stopped at console line $lines, in early boot" >>"$W/$1.first"
+    boot_once "$@"
+    cat "$W/$1.first" "$W/$1.result" >"$W/$1.both"
+    mv "$W/$1.both" "$W/$1.result"
 }
 
 show() {
