@@ -37,35 +37,7 @@ use super::netns::{Ns, PREFIX};
 use super::nft::{
     self, BASE_LINK, BASE_NETWORK, BASE_TRANSPORT, Chain, Expr, Hook, Op, Set, Table, Verdict,
 };
-use crate::network::model::{Network, Port, Rule};
-
-/// Neutron's protocol names and their numbers.
-const PROTOCOLS: &[(&str, u8)] = &[
-    ("ah", 51),
-    ("dccp", 33),
-    ("egp", 8),
-    ("esp", 50),
-    ("gre", 47),
-    ("icmp", 1),
-    ("icmpv6", 58),
-    ("igmp", 2),
-    ("ipencap", 4),
-    ("ipip", 4),
-    ("ipv6-encap", 41),
-    ("ipv6-frag", 44),
-    ("ipv6-icmp", 58),
-    ("ipv6-nonxt", 59),
-    ("ipv6-opts", 60),
-    ("ipv6-route", 43),
-    ("ospf", 89),
-    ("pgm", 113),
-    ("rsvp", 46),
-    ("sctp", 132),
-    ("tcp", 6),
-    ("udp", 17),
-    ("udplite", 136),
-    ("vrrp", 112),
-];
+use crate::network::model::{Network, PROTOCOLS, Port, Rule};
 
 /// Protocols whose port range is a destination port range.
 const PORTED: &[u8] = &[6, 17, 33, 132, 136];
@@ -85,9 +57,11 @@ fn protocol_number(p: Option<&str>) -> Result<Option<u8>, ()> {
     if let Ok(n) = p.parse::<u8>() {
         return Ok(Some(n));
     }
+    // Neutron's names (network::model::PROTOCOLS); those meaning protocol 0
+    // (`ip`, `hopopt`) are refused here, fail-closed, as before.
     PROTOCOLS
         .iter()
-        .find(|(name, _)| *name == p)
+        .find(|(name, n)| *name == p && *n != 0)
         .map(|(_, n)| Some(*n))
         .ok_or(())
 }
