@@ -84,8 +84,21 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[
     },
 ];
 
+/// Makes the C allocator serve every allocation of 1 MiB or more with its own
+/// mapping, unmapped on free. glibc would otherwise raise that threshold after
+/// the first such free and keep later large buffers (Argon2's 19 MiB, big
+/// response bodies) in its heap for good, so serve's memory would only grow.
+fn return_large_frees() {
+    // SAFETY: mallopt only sets an allocator tunable; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 pub fn serve_main(args: ServeArgs) -> ExitCode {
     let started = Instant::now();
+    return_large_frees();
     init_logging(args.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,7 +6,10 @@
 //! async runtime and never inside a database transaction. The pool has a
 //! fixed number of worker threads, each owning one reusable Argon2 memory
 //! block (19 MiB with the default parameters), so the memory hashing can use
-//! is `workers x 19 MiB` however many clients ask at once. Jobs wait in a
+//! is `workers x 19 MiB` however many clients ask at once; a worker keeps its
+//! block while jobs wait and frees it before it sleeps (serve maps
+//! allocations this large straight from the kernel, see
+//! `server::return_large_frees`, so the memory really goes back). Jobs wait in a
 //! bounded queue; when it is full the caller gets [`PasswordError::Busy`]
 //! (the HTTP layer answers 429) instead of piling up.
 //!
@@ -14,7 +17,7 @@
 //! so answering takes as long whether the name exists or not.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -180,9 +183,20 @@ fn worker(receiver: &Mutex<Receiver<Job>>, pending: &AtomicUsize) {
     loop {
         let job = {
             let Ok(guard) = receiver.lock() else { return };
-            match guard.recv() {
+            match guard.try_recv() {
                 Ok(job) => job,
-                Err(_) => return,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    // No job waits: give the block back to the system before
+                    // sleeping, so serve's memory after a burst of logins
+                    // falls back to its base. Mapping it afresh costs a few
+                    // milliseconds against the hash's tens.
+                    memory = Vec::new();
+                    match guard.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
             }
         };
         let done = match job.work {
