@@ -562,6 +562,9 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         config.jail_vmms,
         config.unpack_kernels,
     );
+    if let Some(dataplane) = &config.network.dataplane {
+        virt.set_dataplane(dataplane.clone());
+    }
     let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);

@@ -11,6 +11,7 @@
 //! Views read the port records at view time, so they are never stale.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -22,6 +23,7 @@ use crate::db::DbError;
 use crate::db::servers::{Server, ServerPort};
 use crate::network::model::{FloatingIp, Network, Port, SecurityGroup, Subnet};
 use crate::network::{self, NetworkError, PortSpec, store};
+use crate::vmm::vmm_config::NetConfig;
 
 /// The most NICs a server may ask for (the VMM's PCI slots are few).
 pub const MAX_NICS: usize = 16;
@@ -869,6 +871,44 @@ pub async fn interfaces_of(
             tag: mv.at_least(70).then_some(sp.tag),
         })
         .collect())
+}
+
+// ------------------------------------------------------------------ NICs
+
+/// The NICs of a server's VMM, one per port in port order, MAC = the
+/// port's, each on the port's tap from the dataplane (made persistent in
+/// the network's namespace). The descriptors are returned open and
+/// inheritable; the caller keeps them until the VMM has started (the VMM
+/// closes every descriptor its spec does not name, so another VMM started
+/// meanwhile does not keep them).
+pub async fn nics(
+    dataplane: &crate::dataplane::Dataplane,
+    server: &Server,
+) -> Result<(Vec<NetConfig>, Vec<OwnedFd>), String> {
+    let mut nets = Vec::new();
+    let mut fds = Vec::new();
+    for sp in &server.ports {
+        let fd = dataplane
+            .tap_for_port(&sp.port_id)
+            .await
+            .map_err(|e| format!("port {}: {e}", sp.port_id))?;
+        // SAFETY: F_SETFD on a descriptor this function owns.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        if rc < 0 {
+            return Err(format!(
+                "port {}: {}",
+                sp.port_id,
+                std::io::Error::last_os_error()
+            ));
+        }
+        nets.push(NetConfig {
+            tap: crate::dataplane::desired::tap_name(&sp.port_id),
+            mac: Some(sp.mac.clone()),
+            fd: Some(fd.as_raw_fd()),
+        });
+        fds.push(fd);
+    }
+    Ok((nets, fds))
 }
 
 // --------------------------------------------------------- network_data
