@@ -1042,3 +1042,99 @@ pub async fn network_data_of(s: &ComputeState, server: &Server) -> ComputeResult
     let server = server.clone();
     s.read(move |conn| network_data(conn, &server)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn networks_forms_follow_novas_schemas() {
+        let p = |mv: u16, v: Value, max: i64| parse(Mv(mv), &server(v), max);
+        assert_eq!(p(36, json!({}), 1).ok(), Some(Requested::Absent));
+        assert!(p(37, json!({}), 1).is_err());
+        assert_eq!(
+            p(37, json!({"networks": "none"}), 1).ok(),
+            Some(Requested::None)
+        );
+        assert_eq!(
+            p(37, json!({"networks": "auto"}), 1).ok(),
+            Some(Requested::Auto)
+        );
+        assert!(p(36, json!({"networks": "auto"}), 1).is_err());
+        assert!(p(37, json!({"networks": "all"}), 1).is_err());
+        assert_eq!(
+            p(2, json!({"networks": []}), 1).ok(),
+            Some(Requested::Absent)
+        );
+        let net = "4f1c1fd5-7a57-4d4f-9f4a-0c1b2c3d4e5f";
+        let Ok(Requested::List(list)) = p(
+            37,
+            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}, {"port": net}]}),
+            1,
+        ) else {
+            panic!("a list");
+        };
+        assert_eq!(list[0].network_id.as_deref(), Some(net));
+        assert_eq!(list[0].fixed_ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(list[1].port_id.as_deref(), Some(net));
+        for bad in [
+            json!({"networks": [{"uuid": "x"}]}),
+            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0"}]}),
+            json!({"networks": [{"port": "x"}]}),
+            json!({"networks": [{"port": net}, {"port": net}]}),
+            json!({"networks": [{"port": net, "fixed_ip": "10.0.0.5"}]}),
+            json!({"networks": [{"fixed_ip": "10.0.0.5"}]}),
+            json!({"networks": [{"uuid": net, "tag": "a"}]}),
+            json!({"networks": [{"uuid": net, "other": 1}]}),
+            json!({"networks": vec![json!({"uuid": net}); 17]}),
+        ] {
+            assert!(p(37, bad.clone(), 1).is_err(), "{bad}");
+        }
+        assert!(p(36, json!({"networks": [{"uuid": "x"}]}), 1).is_err());
+        assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a"}]}), 1).is_ok());
+        assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a/b"}]}), 1).is_err());
+        assert!(p(37, json!({"networks": [{"port": net}]}), 2).is_err());
+        assert!(
+            p(
+                37,
+                json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}]}),
+                2
+            )
+            .is_err()
+        );
+        assert!(p(37, json!({"networks": [{"uuid": net}]}), 2).is_ok());
+    }
+
+    #[test]
+    fn security_groups_default_and_dedup() {
+        assert_eq!(
+            parse_security_groups(&server(json!({}))).ok(),
+            Some(vec!["default".to_string()])
+        );
+        assert_eq!(
+            parse_security_groups(&server(
+                json!({"security_groups": [{"name": "a"}, {"name": "a"}, {"name": "b"}]})
+            ))
+            .ok(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(parse_security_groups(&server(json!({"security_groups": [{}]}))).is_err());
+    }
+
+    #[test]
+    fn netmasks_and_networks() {
+        let c = crate::network::ipam::Cidr::parse("10.1.2.3/24", false).expect("cidr");
+        assert_eq!(
+            mask_and_network(&c),
+            ("255.255.255.0".into(), "10.1.2.0".into())
+        );
+        let c = crate::network::ipam::Cidr::parse("2001:db8::/64", false).expect("cidr");
+        assert_eq!(mask_and_network(&c).0, "ffff:ffff:ffff:ffff::");
+        let c = crate::network::ipam::Cidr::parse("0.0.0.0/0", false).expect("cidr");
+        assert_eq!(mask_and_network(&c).0, "0.0.0.0");
+    }
+}
