@@ -121,7 +121,9 @@ pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResu
             )));
         };
         for key in obj.keys() {
-            if !matches!(key.as_str(), "fixed_ip" | "port" | "uuid") && !(tags && key == "tag") {
+            let known =
+                matches!(key.as_str(), "fixed_ip" | "port" | "uuid") || (tags && key == "tag");
+            if !known {
                 return Err(bad(format!(
                     "Invalid input for field/attribute networks. Additional properties are not allowed ('{key}' was unexpected)"
                 )));
