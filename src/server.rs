@@ -241,7 +241,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         per_second: args.api_rate_limit,
         burst: args.api_rate_burst,
     };
-    let compute = crate::compute::ComputeConfig {
+    let mut compute = crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,
             ram: args.ram_allocation_ratio,
@@ -250,6 +250,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         force_config_drive: args.force_config_drive,
         jail_vmms: !args.no_jail,
         unpack_kernels: !args.boot_compressed_kernels,
+        network: Default::default(),
     };
     let image = crate::image::ImageConfig {
         size_cap: args.image_size_cap,
@@ -277,8 +278,11 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     )?;
     identity::token::start_purger(identity.clone(), purge_interval);
     let network_changed = Arc::new(tokio::sync::Notify::new());
+    compute.network.changed = Some(network_changed.clone());
     if args.dataplane {
-        crate::dataplane::start(identity.db.clone(), network_changed.clone());
+        let dataplane = crate::dataplane::start(identity.db.clone(), network_changed.clone());
+        dataplane.set_instance_source(crate::compute::metadata_source::source(identity.db.clone()));
+        compute.network.dataplane = Some(dataplane);
         tracing::info!("network dataplane on (--dataplane)");
     }
     let app = app(

@@ -314,6 +314,37 @@ check "restart: guest pings its router again" wait_for 10 ip netns exec yhtest-g
 check "restart: DHCP answers again" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
 check "restart: metadata answers again" wait_for 10 sh -c "ip netns exec yhtest-g1 curl -sf -m 2 http://169.254.169.254/latest/meta-data/instance-id | grep -qx i-$vm1"
 
+# --- a server on net1: compute's side (docs/network.md "Nova's side") --------------------
+# The echo guest boots with one NIC on net1: its tap yh-t<port> is made in the network's
+# namespace and handed to the VMM; the port goes ACTIVE; delete takes port and tap away.
+nova() { curl -s -X "$1" "$url/compute/v2.1$2" -H "X-Auth-Token: $token" -H 'OpenStack-API-Version: compute 2.73' -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+# upload JSON FILE: a Glance image with FILE's bytes; prints its id.
+upload() {
+    local id
+    id="$(curl -sf -X POST "$url/image/v2/images" -H "X-Auth-Token: $token" -H 'Content-Type: application/json' -d "$1" | get 'd["id"]')"
+    curl -sf -X PUT "$url/image/v2/images/$id/file" -H "X-Auth-Token: $token" -H 'Content-Type: application/octet-stream' --data-binary "@$2" >/dev/null
+    echo "$id"
+}
+code() { curl -s -o /dev/null -w '%{http_code}' "$url$1" -H "X-Auth-Token: $token"; }
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    "$bin" vm guest echo -o "$work/echo.elf" >/dev/null 2>&1
+    head -c 1048576 /dev/zero >"$work/disk.raw"
+    kernel="$(upload '{"name":"echo-kernel","disk_format":"aki","container_format":"aki"}' "$work/echo.elf")"
+    image="$(upload '{"name":"echo-disk","disk_format":"raw","container_format":"bare","kernel_id":"'"$kernel"'"}' "$work/disk.raw")"
+    vm="$(nova POST /servers '{"server":{"name":"nic1","imageRef":"'"$image"'","flavorRef":"42","networks":[{"uuid":"'"$net1"'"}]}}' | get 'd["server"]["id"]')"
+    check "server with a network ACTIVE" wait_for 60 sh -c "curl -sf $url/compute/v2.1/servers/$vm -H 'X-Auth-Token: $token' | grep -q '\"status\": *\"ACTIVE\"'"
+    vport="$(api GET "/ports?device_id=$vm" | get 'd["ports"][0]["id"]')"
+    check "its tap is in the network's namespace, on the bridge" wait_for 10 sh -c "ip -n $ns1 link show master yh-br | grep -q yh-t$(short "$vport")"
+    check "its port becomes ACTIVE" wait_for 10 sh -c "curl -sf $url/network/v2.0/ports/$vport -H 'X-Auth-Token: $token' | grep -q '\"status\": *\"ACTIVE\"'"
+    check "its addresses show the port's fixed IP" sh -c "curl -sf $url/compute/v2.1/servers/$vm -H 'X-Auth-Token: $token' | grep -q '\"net1\"'"
+    nova DELETE "/servers/$vm" >/dev/null
+    check "server deleted" wait_for 30 sh -c "[ \$(curl -s -o /dev/null -w '%{http_code}' $url/compute/v2.1/servers/$vm -H 'X-Auth-Token: $token') = 404 ]"
+    check "its port is gone" test "$(code "/network/v2.0/ports/$vport")" = 404
+    check "its tap is gone" wait_for 10 sh -c "! ip -n $ns1 link show yh-t$(short "$vport")"
+else
+    echo "SKIP server with a network: /dev/kvm is not usable here"
+fi
+
 # --- deleting everything leaves nothing --------------------------------------------------
 for f in $(api GET /floatingips | get '" ".join(f["id"] for f in d["floatingips"])'); do api DELETE "/floatingips/$f" >/dev/null; done
 api PUT "/routers/$r1/remove_router_interface" '{"subnet_id":"'"$sub1"'"}' >/dev/null

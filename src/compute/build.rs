@@ -281,6 +281,8 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
                     ));
                 })
                 .await;
+                // As Nova after a failed build: the ports go.
+                super::networking::release_failed_build(&s, &id).await;
             }
         }
         finish_action_event(
@@ -357,7 +359,12 @@ pub async fn boot_files(
 
 pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
     let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
-    let config = server.config_drive.then(|| config_drive_files(server));
+    let network = super::networking::network_data_of(s, server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = server
+        .config_drive
+        .then(|| config_drive_files(server, &network));
     s.driver
         .prepare(&server.id, files, server.flavor.disk, config)
         .await
@@ -369,7 +376,7 @@ pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
 }
 
 /// The config drive's files (openstack/latest/...), as Nova writes them.
-pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
+pub fn config_drive_files(server: &Server, network: &Value) -> Vec<(String, Vec<u8>)> {
     use rand::RngExt;
     let mut seed = [0u8; 512];
     rand::rng().fill(&mut seed[..]);
@@ -392,7 +399,6 @@ pub fn config_drive_files(server: &Server) -> Vec<(String, Vec<u8>)> {
         "devices": [],
         "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
     });
-    let network = json!({"links": [], "networks": [], "services": []});
     let mut files = Vec::new();
     for version in ["latest", "2018-08-27", "2012-08-10"] {
         files.push((
@@ -468,12 +474,14 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
                 server.updated_at = now;
                 server.host = None;
                 server.vmm_pid = None;
+                super::networking::release(tx, &server)?;
                 db::update_server(tx, &server)?;
                 store::remove_server_group_member(tx, &id2)?;
                 Ok(())
             })
             .await;
         drop(guard);
+        super::networking::notify(&s);
         if let Err(e) = result {
             tracing::error!(server = %id, error = %e, "cannot mark a server deleted");
         }

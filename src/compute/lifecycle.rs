@@ -1045,7 +1045,10 @@ async fn rebuild(
         s.driver.drop_saved_state(&sv.id).await;
         let result = async {
             let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
-            let config = sv.config_drive.then(|| config_drive_files(&sv));
+            let network = super::networking::network_data_of(&s, &sv)
+                .await
+                .map_err(|e| e.to_string())?;
+            let config = sv.config_drive.then(|| config_drive_files(&sv, &network));
             s.driver
                 .prepare(&sv.id, files, sv.flavor.disk, config)
                 .await
@@ -1080,7 +1083,8 @@ async fn rebuild(
             }
         }
     });
-    let mut shown = view(s, &updated, mv, ctx, false);
+    let addresses = super::networking::addresses_of(s, &updated).await?;
+    let mut shown = view(s, &updated, mv, ctx, false, Some(&addresses));
     if let Some(obj) = shown.as_object_mut() {
         obj.insert("adminPass".into(), json!(admin_pass));
         if mv.at_least(54) {

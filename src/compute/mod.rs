@@ -39,6 +39,8 @@ mod images;
 mod keypairs;
 mod lifecycle;
 mod locks;
+pub mod metadata_source;
+pub mod networking;
 pub mod quotas;
 mod scheduler;
 mod server_groups;
@@ -172,7 +174,7 @@ pub struct AllocationRatios {
 
 /// Compute settings of `yunhe serve`, fixed at start-up (built by
 /// server.rs, held in [`ComputeState`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ComputeConfig {
     pub ratios: AllocationRatios,
     /// Attach a config drive to every server, asked for or not.
@@ -181,6 +183,9 @@ pub struct ComputeConfig {
     pub jail_vmms: bool,
     /// Boot the uncompressed PVH vmlinux inside bzImage kernels (vmm/unpack.rs).
     pub unpack_kernels: bool,
+    /// The dataplane and the network service's change `Notify` (servers'
+    /// NICs; see `networking`).
+    pub network: networking::NetworkHooks,
 }
 
 impl Default for ComputeConfig {
@@ -194,6 +199,7 @@ impl Default for ComputeConfig {
             force_config_drive: true,
             jail_vmms: true,
             unpack_kernels: true,
+            network: Default::default(),
         }
     }
 }
@@ -556,6 +562,9 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         config.jail_vmms,
         config.unpack_kernels,
     );
+    if let Some(dataplane) = &config.network.dataplane {
+        virt.set_dataplane(dataplane.clone());
+    }
     let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);

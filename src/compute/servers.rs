@@ -20,6 +20,7 @@ use sha2::{Digest, Sha224};
 use super::access::{check_unlocked, load, load_authorized, load_tx, server_target, visible};
 use super::build;
 use super::iso_time;
+use super::networking::Addresses;
 use super::quotas::{self, ServerRequest};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
@@ -366,7 +367,14 @@ fn flavor_view(s: &ComputeState, f: &FlavorCopy, mv: Mv) -> Value {
 
 /// A server as Nova shows it. `full` is the show/detail view; without it
 /// the view of update and rebuild below 2.75 (no extended attributes).
-pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: bool) -> Value {
+pub fn view(
+    s: &ComputeState,
+    server: &Server,
+    mv: Mv,
+    ctx: &AuthContext,
+    full: bool,
+    addresses: Option<&Addresses>,
+) -> Value {
     let shown = ServerView {
         s,
         server,
@@ -374,6 +382,7 @@ pub fn view(s: &ComputeState, server: &Server, mv: Mv, ctx: &AuthContext, full: 
         rights: ViewRights::of(s, ctx, &server.project_id),
         full,
         in_list: false,
+        addresses,
     };
     serde_json::to_value(&shown).unwrap_or(Value::Null)
 }
@@ -417,6 +426,8 @@ pub struct ServerView<'a> {
     pub full: bool,
     /// `/servers/detail` leaves out what only show, update and rebuild carry.
     pub in_list: bool,
+    /// The server's addresses, read from its ports (None: no ports).
+    pub addresses: Option<&'a Addresses>,
 }
 
 impl serde::Serialize for ServerView<'_> {
@@ -460,7 +471,10 @@ impl ServerView<'_> {
         m.serialize_entry("flavor", &flavor_view(s, &server.flavor, mv))?;
         m.serialize_entry("created", &iso_time(server.created_at))?;
         m.serialize_entry("updated", &iso_time(server.updated_at))?;
-        m.serialize_entry("addresses", &json!({}))?;
+        match self.addresses {
+            Some(a) => m.serialize_entry("addresses", a)?,
+            None => m.serialize_entry("addresses", &Addresses::new())?,
+        }
         m.serialize_entry("accessIPv4", &server.access_ipv4)?;
         m.serialize_entry("accessIPv6", &server.access_ipv6)?;
         m.serialize_entry("links", &s.links("servers", &server.id))?;
@@ -817,6 +831,8 @@ struct CreateRequest {
     access_ipv6: String,
     group: Option<String>,
     hostname: Option<String>,
+    networks: super::networking::Requested,
+    security_groups: Vec<String>,
 }
 
 fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
@@ -887,39 +903,6 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
             "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)".into(),
         ));
     }
-    match server.get("networks") {
-        None if mv.at_least(37) => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server. 'networks' is a required property"
-                    .into(),
-            ));
-        }
-        None | Some(Value::Null) => {}
-        Some(Value::String(word)) if word == "none" || word == "auto" => {}
-        Some(Value::String(word)) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute networks. Value: {word}. '{word}' is not one of ['none', 'auto']"
-            )));
-        }
-        Some(Value::Array(items)) if items.is_empty() => {}
-        Some(Value::Array(items)) => {
-            let first = items.first().cloned().unwrap_or(Value::Null);
-            let what = first
-                .get("uuid")
-                .or_else(|| first.get("port"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            return Err(ComputeError::BadRequest(format!(
-                "Network {what} could not be found."
-            )));
-        }
-        Some(other) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute networks. Value: {other}. {other} is not valid"
-            )));
-        }
-    }
     let key_name = opt_str(&server, "key_name", 255)?;
     let user_data = match opt_str(&server, "user_data", 65535)? {
         Some(data) => {
@@ -988,6 +971,8 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
             "min_count must be <= max_count".into(),
         ));
     }
+    let networks = super::networking::parse(mv, &server, max_count)?;
+    let security_groups = super::networking::parse_security_groups(&server)?;
     let return_reservation_id = server
         .get("return_reservation_id")
         .and_then(bool_like)
@@ -1046,6 +1031,8 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
         access_ipv6,
         group,
         hostname,
+        networks,
+        security_groups,
     })
 }
 
@@ -1114,8 +1101,8 @@ async fn create(
     let force_config_drive = s.config.force_config_drive;
     let facts = super::hosts::capacity(&s.db.state_dir());
     let rid = request_id.0.clone();
-    let (servers, scheduled) = s
-        .write(move |tx| {
+    let sg_names = req.security_groups.clone();
+    let (servers, scheduled) = super::networking::write_atomic(&s, move |tx| {
             if !flavor.is_public
                 && !is_admin
                 && !store::flavor_projects(tx, &flavor.id)?.contains(&project)
@@ -1162,6 +1149,17 @@ async fn create(
                     Err(_) => count -= 1,
                 }
             }
+            // Networks as Nova's validate_networks: checked before anything
+            // is written; the port quota may lower the count.
+            let plan = super::networking::plan(
+                tx,
+                &req.networks,
+                &req.security_groups,
+                &project,
+                is_admin,
+            )?;
+            let count =
+                super::networking::fit_port_quota(tx, &plan, &project, req.min_count, count)?;
             // Scheduling on this one host.
             let used = db::host_usage(tx, None)?;
             let group = match &req.group {
@@ -1193,7 +1191,7 @@ async fn create(
                     req.name.clone()
                 };
                 let id = uuid::Uuid::new_v4().to_string();
-                let server = Server {
+                let mut server = Server {
                     id: id.clone(),
                     name: name.clone(),
                     project_id: project.clone(),
@@ -1244,12 +1242,16 @@ async fn create(
                     shelved_image_id: None,
                     migrations: Vec::new(),
                     vmm_pid: None,
+                    ports: Vec::new(),
                     created_at: now,
                     updated_at: now,
                     launched_at: None,
                     terminated_at: None,
                     deleted: false,
                 };
+                if fits {
+                    server.ports = super::networking::make_ports(tx, &plan, &server, &host)?;
+                }
                 db::insert_server(tx, &server)?;
                 if let Some(g) = &req.group {
                     store::add_server_group_member(tx, g, &id)?;
@@ -1263,6 +1265,7 @@ async fn create(
             Ok((created, scheduled))
         })
         .await?;
+    super::networking::notify(&s);
     for server in &servers {
         if scheduled.contains(&server.id) {
             build::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
@@ -1294,7 +1297,7 @@ async fn create(
         "id": first.id,
         "links": s.links("servers", &first.id),
         "OS-DCF:diskConfig": "MANUAL",
-        "security_groups": [{"name": "default"}],
+        "security_groups": sg_names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
         "adminPass": admin_pass,
     });
     let mut response = json_response(StatusCode::ACCEPTED, &json!({"server": body}));
@@ -1663,6 +1666,23 @@ async fn list_servers(
     });
     let servers: Vec<Server> = keyed.into_iter().map(|(_, sv)| sv).collect();
     let (page, more) = paginate(servers, &q, |sv| sv.id.clone())?;
+    let with_ports: Vec<Server> = if detail {
+        page.iter()
+            .filter(|sv| !sv.ports.is_empty())
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let addresses = if with_ports.is_empty() {
+        HashMap::new()
+    } else {
+        s.read(move |conn| {
+            let refs: Vec<&Server> = with_ports.iter().collect();
+            super::networking::addresses_many(conn, &refs)
+        })
+        .await?
+    };
     let items: Vec<ServerItem> = page
         .iter()
         .map(|sv| {
@@ -1674,6 +1694,7 @@ async fn list_servers(
                     rights: ViewRights::of(&s, &ctx, &sv.project_id),
                     full: true,
                     in_list: true,
+                    addresses: addresses.get(&sv.id),
                 })
             } else {
                 ServerItem::Brief(
@@ -1750,9 +1771,10 @@ async fn show(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:servers:show").await?;
+    let addresses = super::networking::addresses_of(&s, &server).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"server": view(&s, &server, mv, &ctx, true)}),
+        &json!({"server": view(&s, &server, mv, &ctx, true, Some(&addresses))}),
     ))
 }
 
@@ -1831,9 +1853,10 @@ async fn update(
             Ok(server)
         })
         .await?;
+    let addresses = super::networking::addresses_of(&s, &server).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"server": view(&s, &server, mv, &ctx, false)}),
+        &json!({"server": view(&s, &server, mv, &ctx, false, Some(&addresses))}),
     ))
 }
 
@@ -2224,71 +2247,93 @@ async fn ips(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(
-        &s,
-        &ctx,
-        &id,
-        "os_compute_api:ips:index",
-        json!({"addresses": {}}),
-    )
-    .await
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:ips:index").await?;
+    let addresses = super::networking::addresses_of(&s, &server).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &super::networking::ips_view(&addresses),
+    ))
 }
 
 async fn ips_network(
     State(s): State<S>,
     Auth(ctx): Auth,
-    Path((id, _network)): Path<(String, String)>,
+    Path((id, network)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    load_authorized(&s, &ctx, &id, "os_compute_api:ips:show").await?;
-    Err(ComputeError::NotFound(
-        "There is no such network on this instance.".into(),
-    ))
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:ips:show").await?;
+    let addresses = super::networking::addresses_of(&s, &server).await?;
+    let Some(list) = addresses.get(&network) else {
+        return Err(ComputeError::NotFound(
+            "Instance is not a member of specified network".into(),
+        ));
+    };
+    let mut body = Map::new();
+    body.insert(network, super::networking::basic_ips(list));
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
 }
 
 async fn interfaces(
     State(s): State<S>,
     Auth(ctx): Auth,
+    mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(
-        &s,
-        &ctx,
-        &id,
-        "os_compute_api:os-attach-interfaces:list",
-        json!({"interfaceAttachments": []}),
-    )
-    .await
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:list").await?;
+    let list = super::networking::interfaces_of(&s, &server, mv).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "interfaceAttachments": list }),
+    ))
 }
 
+/// Attaching a NIC to a running server needs PCI hotplug in the VMM (being
+/// built); until then the answer is Nova's for a hypervisor that cannot
+/// (`AttachInterfaceNotSupported`, 409). The seam: `networking::make_ports`
+/// for the port and the VMM's hotplug for the NIC.
 async fn interface_attach(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:create").await?;
-    Err(ComputeError::NotImplemented(
-        "Attaching interfaces needs the network service, which this cloud does not have yet."
-            .into(),
-    ))
+    Err(ComputeError::Conflict(format!(
+        "Attaching interfaces is not supported for this instance {id}."
+    )))
 }
 
 async fn interface_show(
     State(s): State<S>,
     Auth(ctx): Auth,
+    mv: Mv,
     Path((id, port)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:show").await?;
-    Err(ComputeError::NotFound(format!(
-        "Port {port} is not attached"
-    )))
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:show").await?;
+    let list = super::networking::interfaces_of(&s, &server, mv).await?;
+    match list.into_iter().find(|i| i.port_id == port) {
+        Some(found) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "interfaceAttachment": found }),
+        )),
+        None => Err(ComputeError::NotFound(format!(
+            "Instance {id} does not have a port with id {port}"
+        ))),
+    }
 }
 
+/// Detaching needs PCI hotplug too (see `interface_attach`): a port of the
+/// server answers Nova's 409 for a hypervisor that cannot; another 404.
 async fn interface_detach(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, port)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
-    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
+    let server =
+        load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
+    if server.ports.iter().any(|p| p.port_id == port) {
+        return Err(ComputeError::Conflict(format!(
+            "Detaching interfaces is not supported for this instance {id}."
+        )));
+    }
     Err(ComputeError::NotFound(format!(
         "Port {port} is not attached"
     )))

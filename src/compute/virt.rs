@@ -37,7 +37,7 @@ use crate::vmm::control::{
     VmmState, decode_reply,
 };
 use crate::vmm::jail::JailSpec;
-use crate::vmm::vmm_config::{BootSource, DiskConfig, VmConfig};
+use crate::vmm::vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
 
 use super::driver::{
     BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
@@ -76,6 +76,9 @@ pub struct Virt {
     /// For each server, the exit of the last VMM this process started: set
     /// once the VMM has exited and its jail's leftovers are removed.
     exited: Mutex<HashMap<String, ExitWatch>>,
+    /// The network dataplane (`serve --dataplane`): servers' NICs get their
+    /// ports' taps from it; without it a server has no NIC.
+    dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
 }
 
 /// Set to the VMM's exit (its code, None when killed by a signal) once it is
@@ -112,6 +115,7 @@ impl Virt {
                 exits: tx,
                 jail_uids: Mutex::new(HashMap::new()),
                 exited: Mutex::new(HashMap::new()),
+                dataplane: std::sync::OnceLock::new(),
             }),
             rx,
         )
@@ -119,6 +123,11 @@ impl Virt {
 
     pub fn dir(&self, id: &str) -> PathBuf {
         self.instances_dir.join(id)
+    }
+
+    /// Gives servers' VMMs NICs on the dataplane's taps (once, at start-up).
+    pub fn set_dataplane(&self, dataplane: Arc<crate::dataplane::Dataplane>) {
+        let _ = self.dataplane.set(dataplane);
     }
 
     pub fn socket(&self, id: &str) -> PathBuf {
@@ -349,7 +358,13 @@ impl Virt {
 
     /// The VMM's spec; `jail`: the uid of a jailed VMM and whether serve
     /// prepared its cgroup.
-    fn spec(&self, server: &Server, restore: bool, jail: Option<(u32, bool)>) -> VmmSpec {
+    fn spec(
+        &self,
+        server: &Server,
+        restore: bool,
+        jail: Option<(u32, bool)>,
+        nets: Vec<NetConfig>,
+    ) -> VmmSpec {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
         if dir.join("disk").exists() {
@@ -397,7 +412,7 @@ impl Virt {
             memory_mib,
             cpus,
             disks,
-            nets: Vec::new(),
+            nets,
             rng: true,
             console_log: Some(dir.join("console.log")),
             log_boot_timer: false,
@@ -470,7 +485,20 @@ impl Virt {
             None => None,
         };
         let spec_path = dir.join("spec.json");
-        let spec = self.spec(server, restore, jail_uid.map(|uid| (uid, cgroup.is_some())));
+        // One NIC per port, in port order, each on its port's tap (the
+        // descriptors stay open here until the VMM has inherited them).
+        let (nets, _taps) = match self.dataplane.get() {
+            Some(dp) => super::networking::nics(dp, server)
+                .await
+                .map_err(DriverError::SpawnFailed)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let spec = self.spec(
+            server,
+            restore,
+            jail_uid.map(|uid| (uid, cgroup.is_some())),
+            nets,
+        );
         let spec = serde_json::to_vec(&spec).map_err(|e| io_error("spec.json")(e.into()))?;
         tokio::fs::write(&spec_path, spec)
             .await

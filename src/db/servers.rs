@@ -84,6 +84,22 @@ pub struct MigrationRecord {
     pub updated_at: i64,
 }
 
+/// One of a server's ports, as compute keeps it (the port record itself is
+/// the network service's).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ServerPort {
+    pub port_id: String,
+    pub network_id: String,
+    /// The port's MAC, which the guest's NIC gets.
+    pub mac: String,
+    /// Made by compute for this server (deleted with it), not passed in.
+    #[serde(default)]
+    pub created: bool,
+    /// The device tag asked for (2.42+).
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
 /// One server, whole.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Server {
@@ -163,6 +179,10 @@ pub struct Server {
     /// Pid of the server's VMM while it runs.
     #[serde(default)]
     pub vmm_pid: Option<i64>,
+    /// The server's Neutron ports, in NIC order: those made for it at
+    /// create are deleted with it, those the user passed in only unbound.
+    #[serde(default)]
+    pub ports: Vec<ServerPort>,
     pub created_at: i64,
     pub updated_at: i64,
     #[serde(default)]

@@ -31,6 +31,15 @@ mod subnet_pools;
 mod subnets;
 mod tags;
 
+/// The seam compute uses to give servers their ports (Nova's side of
+/// Neutron, `compute::networking`): making and deleting ports in the
+/// caller's transaction, who may use a network, the default security group
+/// and the port quota's headroom.
+pub use lookup::rbac_targets;
+pub use ports::{PortSpec, delete_port_in, new_port};
+pub use quotas::headroom;
+pub use security_groups::ensure_default;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -65,6 +65,21 @@ pub fn check(conn: &Connection, project: &str, resource: &str, adding: i64) -> N
     Ok(())
 }
 
+/// How many more of `resource` the project may make (None: unlimited).
+pub fn headroom(conn: &Connection, project: &str, resource: &str) -> NetResult<Option<i64>> {
+    let Some((_, kind, limit)) = limits(conn, project)?
+        .into_iter()
+        .find(|(r, _, _)| *r == resource)
+    else {
+        return Ok(None);
+    };
+    if limit < 0 {
+        return Ok(None);
+    }
+    let used = db::count_for_project(conn, kind, project)?;
+    Ok(Some((limit - used).max(0)))
+}
+
 fn quota_doc(conn: &Connection, project: &str) -> NetResult<Value> {
     let mut map = Map::new();
     for (r, _, l) in limits(conn, project)? {

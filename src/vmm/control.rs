@@ -526,6 +526,12 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
             let mut c = state.config.clone();
             if let Some(vm) = vm {
                 c.console_log = vm.console_log.clone();
+                // The saved NICs' tap descriptors were the old process's:
+                // the spawner hands this one the same taps anew.
+                for (saved, now) in c.nets.iter_mut().zip(&vm.nets) {
+                    saved.fd = now.fd;
+                    saved.tap = now.tap.clone();
+                }
             }
             c
         }

@@ -1,0 +1,1142 @@
+//! Nova's side of Neutron: the `networks` (and `security_groups`) of a
+//! server create, the ports made for a server and released with it, and
+//! what the API shows of them (`addresses`, `os-interface`, `ips`,
+//! `network_data.json`).
+//!
+//! Ports are made through the network service's seam (`network::new_port`)
+//! inside the create's own transaction, which [`write_atomic`] rolls back
+//! whole when any step fails: a create that fails leaves no port. The server
+//! record keeps its ports in NIC order (`Server::ports`): those made for it
+//! are deleted with it, those passed in are only unbound, as Nova does.
+//! Views read the port records at view time, so they are never stale.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::{ComputeError, ComputeResult, ComputeState, Mv};
+use crate::db::DbError;
+use crate::db::servers::{Server, ServerPort};
+use crate::network::model::{FloatingIp, Network, Port, SecurityGroup, Subnet};
+use crate::network::{self, NetworkError, PortSpec, store};
+use crate::vmm::vmm_config::NetConfig;
+
+/// The most NICs a server may ask for (the VMM's PCI slots are few).
+pub const MAX_NICS: usize = 16;
+/// The most security groups a create may name.
+const MAX_SECURITY_GROUPS: usize = 32;
+
+/// What connects compute to the network service at run time: the
+/// dataplane (with `serve --dataplane`) and the `Notify` told after a port
+/// changes. Fixed at start-up by server.rs.
+#[derive(Clone, Default)]
+pub struct NetworkHooks {
+    pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
+    pub changed: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl std::fmt::Debug for NetworkHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkHooks")
+            .field("dataplane", &self.dataplane.is_some())
+            .finish()
+    }
+}
+
+/// What `networks` asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requested {
+    /// No key (below 2.37) or an empty list: the one network the project
+    /// can use, if exactly one; none: no NIC.
+    Absent,
+    /// `none`: no NIC.
+    None,
+    /// `auto`: the one network the project can use (Nova's
+    /// auto-allocation of a topology is not offered).
+    Auto,
+    /// Networks and ports, in NIC order.
+    List(Vec<NetRequest>),
+}
+
+/// One item of a `networks` list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetRequest {
+    pub network_id: Option<String>,
+    pub port_id: Option<String>,
+    pub fixed_ip: Option<String>,
+    pub tag: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ComputeError {
+    ComputeError::BadRequest(message.into())
+}
+
+fn is_uuid(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok()
+}
+
+/// Reads `networks` as Nova's schemas and `_get_requested_networks` do.
+pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResult<Requested> {
+    let items = match server.get("networks") {
+        None if mv.at_least(37) => {
+            return Err(bad(
+                "Invalid input for field/attribute server. 'networks' is a required property",
+            ));
+        }
+        None => return Ok(Requested::Absent),
+        Some(Value::String(word)) if mv.at_least(37) => {
+            return match word.as_str() {
+                "none" => Ok(Requested::None),
+                "auto" => Ok(Requested::Auto),
+                _ => Err(bad(format!(
+                    "Invalid input for field/attribute networks. Value: {word}. '{word}' is not one of ['none', 'auto']"
+                ))),
+            };
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute networks. Value: {other}. {other} is not of type 'array'"
+            )));
+        }
+    };
+    if items.is_empty() {
+        return Ok(Requested::Absent);
+    }
+    if items.len() > MAX_NICS {
+        return Err(bad(format!(
+            "Invalid input for field/attribute networks. A server has at most {MAX_NICS} networks."
+        )));
+    }
+    let tags = mv.0 == 32 || mv.at_least(42);
+    let mut out: Vec<NetRequest> = Vec::new();
+    for item in items {
+        let Some(obj) = item.as_object() else {
+            return Err(bad(format!(
+                "Invalid input for field/attribute networks. Value: {item}. {item} is not of type 'object'"
+            )));
+        };
+        for key in obj.keys() {
+            let known =
+                matches!(key.as_str(), "fixed_ip" | "port" | "uuid") || (tags && key == "tag");
+            if !known {
+                return Err(bad(format!(
+                    "Invalid input for field/attribute networks. Additional properties are not allowed ('{key}' was unexpected)"
+                )));
+            }
+        }
+        let text = |key: &str, nullable: bool| -> ComputeResult<Option<String>> {
+            match obj.get(key) {
+                None => Ok(None),
+                Some(Value::Null) if nullable => Ok(None),
+                Some(Value::String(t)) if t.len() <= 255 => Ok(Some(t.clone())),
+                Some(v) => Err(bad(format!(
+                    "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
+                ))),
+            }
+        };
+        let fixed_ip = text("fixed_ip", false)?;
+        if let Some(ip) = &fixed_ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(bad(format!(
+                "Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not valid under any of the given schemas"
+            )));
+        }
+        let port_id = text("port", true)?;
+        if let Some(p) = &port_id
+            && !is_uuid(p)
+        {
+            return Err(bad(format!(
+                "Invalid input for field/attribute port. Value: {p}. '{p}' is not a 'uuid'"
+            )));
+        }
+        let network_id = text("uuid", false)?;
+        if let Some(n) = &network_id
+            && mv.at_least(37)
+            && !is_uuid(n)
+        {
+            return Err(bad(format!(
+                "Invalid input for field/attribute uuid. Value: {n}. '{n}' is not a 'uuid'"
+            )));
+        }
+        let tag = text("tag", false)?;
+        if let Some(t) = &tag
+            && (t.is_empty() || t.chars().count() > 60 || t.contains(['/', ',']))
+        {
+            return Err(bad(format!(
+                "Invalid input for field/attribute tag. Value: {t}. '{t}' does not match '^[^,/]*$'"
+            )));
+        }
+        let request = match (port_id, network_id) {
+            (Some(port), _) => {
+                if out.iter().any(|r| r.port_id.as_ref() == Some(&port)) {
+                    return Err(bad(format!(
+                        "Port ID '{port}' was specified twice: you cannot attach a port multiple times."
+                    )));
+                }
+                if let Some(addr) = &fixed_ip {
+                    return Err(bad(format!(
+                        "Specified Fixed IP '{addr}' cannot be used with port '{port}': the two cannot be specified together."
+                    )));
+                }
+                NetRequest {
+                    network_id: None,
+                    port_id: Some(port),
+                    fixed_ip: None,
+                    tag,
+                }
+            }
+            (None, Some(net)) => {
+                if !is_uuid(&net) {
+                    return Err(bad(format!(
+                        "Bad networks format: network uuid is not in proper format ({net})"
+                    )));
+                }
+                NetRequest {
+                    network_id: Some(net),
+                    port_id: None,
+                    fixed_ip,
+                    tag,
+                }
+            }
+            (None, None) => return Err(bad("Bad network format: missing 'uuid'")),
+        };
+        out.push(request);
+    }
+    if max_count > 1 {
+        if out.iter().any(|r| r.fixed_ip.is_some()) {
+            return Err(bad(
+                "Failed to launch instances: max_count cannot be greater than 1 if an fixed_ip is specified.",
+            ));
+        }
+        if out.iter().any(|r| r.port_id.is_some()) {
+            return Err(bad(
+                "Failed to launch instances: Unable to launch multiple instances with a single configured port ID. Please launch your instance one by one with different ports.",
+            ));
+        }
+    }
+    Ok(Requested::List(out))
+}
+
+/// The `security_groups` of a create (names or ids), `default` when absent.
+pub fn parse_security_groups(server: &Map<String, Value>) -> ComputeResult<Vec<String>> {
+    let Some(value) = server.get("security_groups") else {
+        return Ok(vec!["default".into()]);
+    };
+    let Some(items) = value.as_array() else {
+        return Err(bad(format!(
+            "Invalid input for field/attribute security_groups. Value: {value}. {value} is not of type 'array'"
+        )));
+    };
+    if items.len() > MAX_SECURITY_GROUPS {
+        return Err(bad(format!(
+            "Invalid input for field/attribute security_groups. At most {MAX_SECURITY_GROUPS} security groups."
+        )));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for item in items {
+        let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+            bad(format!(
+                "Invalid input for field/attribute security_groups. Value: {item}. 'name' is a required property"
+            ))
+        })?;
+        if name.is_empty() || name.chars().count() > 255 {
+            return Err(bad(format!(
+                "Invalid input for field/attribute name. Value: {name}. '{name}' is not a valid name"
+            )));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.is_empty() {
+        names.push("default".into());
+    }
+    Ok(names)
+}
+
+/// One NIC of a create, resolved and checked (nothing written yet).
+#[derive(Debug, Clone)]
+enum PlannedNic {
+    Network {
+        net: Box<Network>,
+        fixed_ip: Option<String>,
+        tag: Option<String>,
+    },
+    Port {
+        port_id: String,
+        tag: Option<String>,
+    },
+}
+
+/// The NICs of each server of a create.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    nics: Vec<PlannedNic>,
+    security_groups: Vec<String>,
+}
+
+impl Plan {
+    /// Ports to make per server.
+    pub fn ports_per_server(&self) -> i64 {
+        self.nics
+            .iter()
+            .filter(|n| matches!(n, PlannedNic::Network { .. }))
+            .count() as i64
+    }
+}
+
+/// Maps the network service's errors to Nova's answers.
+fn from_network(e: NetworkError) -> ComputeError {
+    match e {
+        NetworkError::Db(d) => ComputeError::Db(d),
+        NetworkError::Json(j) => ComputeError::Internal(j.to_string()),
+        NetworkError::Conflict {
+            kind: "OverQuota", ..
+        } => ComputeError::QuotaExceeded("Maximum number of ports exceeded".into()),
+        NetworkError::Conflict {
+            kind: "IpAddressGenerationFailure" | "MacAddressGenerationFailure",
+            message,
+        } => ComputeError::Conflict(message),
+        NetworkError::Conflict { message, .. } | NetworkError::BadRequest { message, .. } => {
+            ComputeError::BadRequest(message)
+        }
+        NetworkError::NotFound { message, .. } => ComputeError::BadRequest(message),
+        other => ComputeError::BadRequest(other.to_string()),
+    }
+}
+
+/// Whether a project may put a server on a network (Neutron's visibility:
+/// owner, shared, RBAC-shared, or external; admins everything).
+fn usable(conn: &Connection, net: &Network, project: &str, admin: bool) -> ComputeResult<bool> {
+    if admin || net.std.project_id == project || net.shared || net.external {
+        return Ok(true);
+    }
+    let targets = network::rbac_targets(conn, &net.std.id).map_err(from_network)?;
+    Ok(targets.iter().any(|t| t == "*" || t == project))
+}
+
+/// The networks `auto` (and an absent `networks`) may choose from: the
+/// project's own and those shared with it, not external (Nova's
+/// `_get_available_networks`, with external networks left out).
+fn available(conn: &Connection, project: &str) -> ComputeResult<Vec<Network>> {
+    let mut out = Vec::new();
+    for net in store::all::<Network>(conn).map_err(from_network)? {
+        if net.external {
+            continue;
+        }
+        if net.std.project_id == project || net.shared || usable(conn, &net, project, false)? {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+fn require_subnet(conn: &Connection, net: &Network) -> ComputeResult<()> {
+    if store::children::<Subnet>(conn, &net.std.id)
+        .map_err(from_network)?
+        .is_empty()
+    {
+        return Err(bad(format!(
+            "Network {} requires a subnet in order to boot instances on.",
+            net.std.id
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves the security groups by id or name (within the project).
+fn resolve_groups(
+    conn: &Connection,
+    names: &[String],
+    project: &str,
+    admin: bool,
+) -> ComputeResult<Vec<String>> {
+    let groups: Vec<SecurityGroup> = store::all(conn).map_err(from_network)?;
+    let mut ids = Vec::new();
+    for name in names {
+        let by_id = groups
+            .iter()
+            .find(|g| &g.std.id == name && (admin || g.std.project_id == project || g.shared));
+        let id = match by_id {
+            Some(g) => g.std.id.clone(),
+            None => {
+                let matching: Vec<&SecurityGroup> = groups
+                    .iter()
+                    .filter(|g| &g.name == name && g.std.project_id == project)
+                    .collect();
+                match matching.as_slice() {
+                    [one] => one.std.id.clone(),
+                    [] if name == "default" => {
+                        network::ensure_default(conn, project).map_err(from_network)?
+                    }
+                    [] => {
+                        return Err(bad(format!("Security group {name} not found.")));
+                    }
+                    _ => {
+                        return Err(ComputeError::Conflict(format!(
+                            "Multiple security groups found matching '{name}'. Use an ID to be more specific."
+                        )));
+                    }
+                }
+            }
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Checks a create's `networks` against the records, as Nova's
+/// `validate_networks` does, without writing anything.
+pub fn plan(
+    conn: &Connection,
+    requested: &Requested,
+    security_groups: &[String],
+    project: &str,
+    admin: bool,
+) -> ComputeResult<Plan> {
+    let mut nics = Vec::new();
+    match requested {
+        Requested::None => {}
+        Requested::Absent | Requested::Auto => {
+            let nets = available(conn, project)?;
+            match nets.as_slice() {
+                [] if *requested == Requested::Auto => {
+                    return Err(bad(format!(
+                        "Unable to automatically allocate a network for project {project}"
+                    )));
+                }
+                [] => {}
+                [net] => {
+                    require_subnet(conn, net)?;
+                    nics.push(PlannedNic::Network {
+                        net: Box::new(net.clone()),
+                        fixed_ip: None,
+                        tag: None,
+                    });
+                }
+                _ => {
+                    return Err(ComputeError::Conflict(
+                        "Multiple possible networks found, use a Network ID to be more specific."
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Requested::List(items) => {
+            for item in items {
+                if let Some(port_id) = &item.port_id {
+                    let port = store::load::<Port>(conn, port_id)
+                        .map_err(from_network)?
+                        .filter(|p| admin || p.std.project_id == project)
+                        .ok_or_else(|| bad(format!("Port id {port_id} could not be found.")))?;
+                    if !port.device_id.is_empty() {
+                        return Err(ComputeError::Conflict(format!(
+                            "Port {port_id} is still in use."
+                        )));
+                    }
+                    if port.fixed_ips.is_empty() {
+                        return Err(bad(format!(
+                            "Port {port_id} requires a FixedIP in order to be used."
+                        )));
+                    }
+                    nics.push(PlannedNic::Port {
+                        port_id: port_id.clone(),
+                        tag: item.tag.clone(),
+                    });
+                    continue;
+                }
+                let Some(net_id) = &item.network_id else {
+                    return Err(bad("Bad network format: missing 'uuid'"));
+                };
+                let net = match store::load::<Network>(conn, net_id).map_err(from_network)? {
+                    Some(net) if usable(conn, &net, project, admin)? => net,
+                    _ => return Err(bad(format!("Network {net_id} could not be found."))),
+                };
+                if net.external && !net.shared && !admin {
+                    return Err(ComputeError::Forbidden(format!(
+                        "It is not allowed to create an interface on external network {net_id}"
+                    )));
+                }
+                require_subnet(conn, &net)?;
+                if let Some(ip) = &item.fixed_ip {
+                    let ports: Vec<Port> =
+                        store::children(conn, &net.std.id).map_err(from_network)?;
+                    if let Some(p) = ports
+                        .iter()
+                        .find(|p| p.fixed_ips.iter().any(|f| &f.ip_address == ip))
+                    {
+                        return Err(bad(format!(
+                            "Fixed IP address {ip} is already in use on instance {}.",
+                            p.device_id
+                        )));
+                    }
+                }
+                nics.push(PlannedNic::Network {
+                    net: Box::new(net),
+                    fixed_ip: item.fixed_ip.clone(),
+                    tag: item.tag.clone(),
+                });
+            }
+        }
+    }
+    let plan = Plan {
+        nics,
+        security_groups: Vec::new(),
+    };
+    let security_groups = if plan.ports_per_server() > 0 {
+        resolve_groups(conn, security_groups, project, admin)?
+    } else {
+        Vec::new()
+    };
+    Ok(Plan {
+        security_groups,
+        ..plan
+    })
+}
+
+/// How many servers (between `min` and `count`) the project's port quota
+/// leaves room for; Nova's PortLimitExceeded (403) below `min`.
+pub fn fit_port_quota(
+    conn: &Connection,
+    plan: &Plan,
+    project: &str,
+    min: i64,
+    count: i64,
+) -> ComputeResult<i64> {
+    let per = plan.ports_per_server();
+    if per == 0 {
+        return Ok(count);
+    }
+    let Some(free) = network::headroom(conn, project, "port").map_err(from_network)? else {
+        return Ok(count);
+    };
+    let fits = (free / per).min(count);
+    if fits < min {
+        return Err(ComputeError::QuotaExceeded(
+            "Maximum number of ports exceeded".into(),
+        ));
+    }
+    Ok(fits)
+}
+
+/// Makes (or binds) the ports of one server, in NIC order.
+pub fn make_ports(
+    conn: &Connection,
+    plan: &Plan,
+    server: &Server,
+    host: &str,
+) -> ComputeResult<Vec<ServerPort>> {
+    let zone = server
+        .availability_zone
+        .clone()
+        .unwrap_or_else(|| super::hosts::ZONE.to_string());
+    let owner = format!("compute:{zone}");
+    let mut out = Vec::new();
+    for nic in &plan.nics {
+        match nic {
+            PlannedNic::Network { net, fixed_ip, tag } => {
+                let spec = PortSpec {
+                    fixed_ips: fixed_ip.as_ref().map(|ip| vec![(None, Some(ip.clone()))]),
+                    device_id: server.id.clone(),
+                    device_owner: owner.clone(),
+                    admin_state_up: true,
+                    security_groups: net
+                        .port_security_enabled
+                        .then(|| plan.security_groups.clone()),
+                    host_id: host.to_string(),
+                    vnic_type: "normal".into(),
+                    ..Default::default()
+                };
+                let port =
+                    network::new_port(conn, net, &server.project_id, spec).map_err(
+                        |e| match e {
+                            NetworkError::Conflict {
+                                kind: "IpAddressAlreadyAllocated",
+                                ..
+                            } => bad(format!(
+                                "Fixed IP address {} is already in use on instance .",
+                                fixed_ip.clone().unwrap_or_default()
+                            )),
+                            other => from_network(other),
+                        },
+                    )?;
+                out.push(ServerPort {
+                    port_id: port.std.id.clone(),
+                    network_id: port.network_id.clone(),
+                    mac: port.mac_address.clone(),
+                    created: true,
+                    tag: tag.clone(),
+                });
+            }
+            PlannedNic::Port { port_id, tag } => {
+                let mut port: Port = store::must(conn, port_id).map_err(from_network)?;
+                if !port.device_id.is_empty() {
+                    return Err(ComputeError::Conflict(format!(
+                        "Port {port_id} is still in use."
+                    )));
+                }
+                port.device_id = server.id.clone();
+                port.device_owner = owner.clone();
+                port.host_id = host.to_string();
+                store::save(conn, &mut port).map_err(from_network)?;
+                out.push(ServerPort {
+                    port_id: port.std.id.clone(),
+                    network_id: port.network_id.clone(),
+                    mac: port.mac_address.clone(),
+                    created: false,
+                    tag: tag.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Releases a server's ports (on delete and on a failed build): the ones
+/// made for it are deleted, the ones passed in unbound (device, owner and
+/// binding cleared), as Nova's `deallocate_for_instance`.
+pub fn release(conn: &Connection, server: &Server) -> ComputeResult<()> {
+    for sp in &server.ports {
+        let Some(mut port) = store::load::<Port>(conn, &sp.port_id).map_err(from_network)? else {
+            continue;
+        };
+        if port.device_id != server.id {
+            continue;
+        }
+        if sp.created {
+            network::delete_port_in(conn, &port).map_err(from_network)?;
+        } else {
+            port.device_id.clear();
+            port.device_owner.clear();
+            port.host_id.clear();
+            port.profile = Map::new();
+            port.vif_type = "unbound".into();
+            port.vif_details = Map::new();
+            port.status = "DOWN".into();
+            store::save(conn, &mut port).map_err(from_network)?;
+        }
+    }
+    Ok(())
+}
+
+/// After a failed build: the server's ports are released and forgotten
+/// (it stays in ERROR without addresses, as Nova leaves it).
+pub async fn release_failed_build(s: &ComputeState, id: &str) {
+    let id_owned = id.to_string();
+    let result = s
+        .write(move |tx| {
+            let Some(mut server) = crate::db::servers::get_server(tx, &id_owned)? else {
+                return Ok(());
+            };
+            if server.ports.is_empty() {
+                return Ok(());
+            }
+            release(tx, &server)?;
+            server.ports.clear();
+            crate::db::servers::update_server(tx, &server)?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(server = %id, error = %e, "cannot release a failed build's ports");
+    }
+    notify(s);
+}
+
+/// Runs a write in one transaction, rolled back whatever the error (the
+/// compute service's own `write` commits what a non-database error left):
+/// a create that fails half way leaves no server and no port.
+pub async fn write_atomic<F, T>(s: &ComputeState, f: F) -> ComputeResult<T>
+where
+    F: FnOnce(&rusqlite::Transaction) -> ComputeResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let slot: Arc<Mutex<Option<ComputeError>>> = Arc::default();
+    let inner = slot.clone();
+    let result =
+        s.db.write(move |tx| match f(tx) {
+            Ok(value) => Ok(value),
+            Err(ComputeError::Db(e)) => Err(e),
+            Err(other) => {
+                if let Ok(mut s) = inner.lock() {
+                    *s = Some(other);
+                }
+                Err(DbError::Task("rolled back".into()))
+            }
+        })
+        .await;
+    match result {
+        Ok(value) => Ok(value),
+        Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
+            Some(other) => Err(other),
+            None => Err(ComputeError::Db(e)),
+        },
+    }
+}
+
+/// Tells the dataplane that ports changed (when it runs).
+pub fn notify(s: &ComputeState) {
+    if let Some(n) = &s.config.network.changed {
+        n.notify_one();
+    }
+}
+
+// ------------------------------------------------------------------ views
+
+/// One address of `addresses` (Nova's `OS-EXT-IPS` and `OS-EXT-IPS-MAC`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AddressView {
+    pub version: u8,
+    pub addr: String,
+    #[serde(rename = "OS-EXT-IPS:type")]
+    pub kind: &'static str,
+    #[serde(rename = "OS-EXT-IPS-MAC:mac_addr")]
+    pub mac_addr: String,
+}
+
+/// A server's addresses by network name.
+pub type Addresses = BTreeMap<String, Vec<AddressView>>;
+
+fn version_of(ip: &str) -> u8 {
+    if ip.contains(':') { 6 } else { 4 }
+}
+
+/// Reads what the views need about many servers' ports at once.
+struct Lookup<'c> {
+    conn: &'c Connection,
+    networks: HashMap<String, Option<Network>>,
+    floating: Option<HashMap<String, Vec<FloatingIp>>>,
+}
+
+impl<'c> Lookup<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Lookup {
+            conn,
+            networks: HashMap::new(),
+            floating: None,
+        }
+    }
+
+    fn network_name(&mut self, id: &str) -> ComputeResult<String> {
+        if !self.networks.contains_key(id) {
+            let net = store::load::<Network>(self.conn, id).map_err(from_network)?;
+            self.networks.insert(id.to_string(), net);
+        }
+        Ok(self
+            .networks
+            .get(id)
+            .and_then(|n| n.as_ref())
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string()))
+    }
+
+    fn floating_of(&mut self, port_id: &str) -> ComputeResult<Vec<FloatingIp>> {
+        if self.floating.is_none() {
+            let mut map: HashMap<String, Vec<FloatingIp>> = HashMap::new();
+            for f in store::all::<FloatingIp>(self.conn).map_err(from_network)? {
+                if let Some(p) = f.port_id.clone() {
+                    map.entry(p).or_default().push(f);
+                }
+            }
+            self.floating = Some(map);
+        }
+        Ok(self
+            .floating
+            .as_ref()
+            .and_then(|m| m.get(port_id).cloned())
+            .unwrap_or_default())
+    }
+
+    /// The server's ports that still exist and are still its own.
+    fn ports(&self, server: &Server) -> ComputeResult<Vec<(ServerPort, Port)>> {
+        let mut out = Vec::new();
+        for sp in &server.ports {
+            if let Some(port) = store::load::<Port>(self.conn, &sp.port_id).map_err(from_network)?
+                && port.device_id == server.id
+            {
+                out.push((sp.clone(), port));
+            }
+        }
+        Ok(out)
+    }
+
+    fn addresses(&mut self, server: &Server) -> ComputeResult<Addresses> {
+        let mut out = Addresses::new();
+        for (_, port) in self.ports(server)? {
+            let name = self.network_name(&port.network_id)?;
+            let list = out.entry(name).or_default();
+            for f in &port.fixed_ips {
+                list.push(AddressView {
+                    version: version_of(&f.ip_address),
+                    addr: f.ip_address.clone(),
+                    kind: "fixed",
+                    mac_addr: port.mac_address.clone(),
+                });
+            }
+            for f in self.floating_of(&port.std.id)? {
+                list.push(AddressView {
+                    version: 4,
+                    addr: f.floating_ip_address.clone(),
+                    kind: "floating",
+                    mac_addr: port.mac_address.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `addresses` of each server (by id), read now from the port and
+/// floating IP records.
+pub fn addresses_many(
+    conn: &Connection,
+    servers: &[&Server],
+) -> ComputeResult<HashMap<String, Addresses>> {
+    let mut lookup = Lookup::new(conn);
+    let mut out = HashMap::new();
+    for server in servers {
+        if server.ports.is_empty() {
+            continue;
+        }
+        out.insert(server.id.clone(), lookup.addresses(server)?);
+    }
+    Ok(out)
+}
+
+/// The `addresses` of one server.
+pub async fn addresses_of(s: &ComputeState, server: &Server) -> ComputeResult<Addresses> {
+    if server.ports.is_empty() {
+        return Ok(Addresses::new());
+    }
+    let server = server.clone();
+    s.read(move |conn| Lookup::new(conn).addresses(&server))
+        .await
+}
+
+/// `GET /servers/{id}/ips`: addresses without the extended keys.
+pub fn ips_view(addresses: &Addresses) -> Value {
+    let map: Map<String, Value> = addresses
+        .iter()
+        .map(|(name, list)| (name.clone(), basic_ips(list)))
+        .collect();
+    json!({ "addresses": map })
+}
+
+/// `GET /servers/{id}/ips/{network}`'s list.
+pub fn basic_ips(list: &[AddressView]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|a| json!({"version": a.version, "addr": a.addr}))
+            .collect(),
+    )
+}
+
+/// One interface attachment as Nova's os-interface shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceView {
+    pub net_id: String,
+    pub port_id: String,
+    pub mac_addr: String,
+    pub port_state: String,
+    pub fixed_ips: Vec<crate::network::model::FixedIp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Option<String>>,
+}
+
+/// The server's interface attachments, in NIC order.
+pub async fn interfaces_of(
+    s: &ComputeState,
+    server: &Server,
+    mv: Mv,
+) -> ComputeResult<Vec<InterfaceView>> {
+    if server.ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let server = server.clone();
+    let ports = s.read(move |conn| Lookup::new(conn).ports(&server)).await?;
+    Ok(ports
+        .into_iter()
+        .map(|(sp, p)| InterfaceView {
+            net_id: p.network_id,
+            port_id: p.std.id,
+            mac_addr: p.mac_address,
+            port_state: p.status,
+            fixed_ips: p.fixed_ips,
+            tag: mv.at_least(70).then_some(sp.tag),
+        })
+        .collect())
+}
+
+// ------------------------------------------------------------------ NICs
+
+/// The NICs of a server's VMM, one per port in port order, MAC = the
+/// port's, each on the port's tap from the dataplane (made persistent in
+/// the network's namespace). The descriptors are returned open and
+/// inheritable; the caller keeps them until the VMM has started (the VMM
+/// closes every descriptor its spec does not name, so another VMM started
+/// meanwhile does not keep them).
+pub async fn nics(
+    dataplane: &crate::dataplane::Dataplane,
+    server: &Server,
+) -> Result<(Vec<NetConfig>, Vec<OwnedFd>), String> {
+    let mut nets = Vec::new();
+    let mut fds = Vec::new();
+    for sp in &server.ports {
+        let fd = dataplane
+            .tap_for_port(&sp.port_id)
+            .await
+            .map_err(|e| format!("port {}: {e}", sp.port_id))?;
+        // SAFETY: F_SETFD on a descriptor this function owns.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        if rc < 0 {
+            return Err(format!(
+                "port {}: {}",
+                sp.port_id,
+                std::io::Error::last_os_error()
+            ));
+        }
+        nets.push(NetConfig {
+            tap: crate::dataplane::desired::tap_name(&sp.port_id),
+            mac: Some(sp.mac.clone()),
+            fd: Some(fd.as_raw_fd()),
+        });
+        fds.push(fd);
+    }
+    Ok((nets, fds))
+}
+
+// --------------------------------------------------------- network_data
+
+/// The `network_data.json` of a server (config drive and metadata), as
+/// Nova's `netutils.get_network_metadata` writes it: one link per port
+/// (`tap<port id[:11]>`, MAC, MTU), one network per port and IP version
+/// (`ipv4_dhcp` when the subnet has DHCP, else the static address, mask,
+/// routes and DNS), and the DNS servers as services.
+pub fn network_data(conn: &Connection, server: &Server) -> ComputeResult<Value> {
+    let lookup = Lookup::new(conn);
+    let mut links = Vec::new();
+    let mut nets = Vec::new();
+    let mut services: Vec<Value> = Vec::new();
+    for (_, port) in lookup.ports(server)? {
+        let Some(net) = store::load::<Network>(conn, &port.network_id).map_err(from_network)?
+        else {
+            continue;
+        };
+        let subnets: Vec<Subnet> = store::children(conn, &net.std.id).map_err(from_network)?;
+        let link_id = format!("tap{}", port.std.id.chars().take(11).collect::<String>());
+        let mut linked = false;
+        for version in [4u8, 6] {
+            let Some((sn, ip)) = port.fixed_ips.iter().find_map(|f| {
+                subnets
+                    .iter()
+                    .find(|s| s.std.id == f.subnet_id && s.ip_version == version)
+                    .map(|s| (s, f.ip_address.clone()))
+            }) else {
+                continue;
+            };
+            if !linked {
+                links.push(json!({
+                    "id": link_id,
+                    "vif_id": port.std.id,
+                    "type": "tap",
+                    "mtu": net.mtu,
+                    "ethernet_mac_address": port.mac_address,
+                }));
+                linked = true;
+            }
+            let dns: Vec<Value> = sn
+                .dns_nameservers
+                .iter()
+                .map(|d| json!({"type": "dns", "address": d}))
+                .collect();
+            for d in &dns {
+                if !services.contains(d) {
+                    services.push(d.clone());
+                }
+            }
+            let id = format!("network{}", nets.len());
+            if sn.enable_dhcp && version == 4 {
+                nets.push(json!({
+                    "id": id,
+                    "type": "ipv4_dhcp",
+                    "link": link_id,
+                    "network_id": net.std.id,
+                }));
+                continue;
+            }
+            let netmask = crate::network::ipam::Cidr::parse(&sn.cidr, false)
+                .map(|c| mask_and_network(&c).0)
+                .unwrap_or_default();
+            let any = if version == 4 { "0.0.0.0" } else { "::" };
+            let mut routes: Vec<Value> = sn
+                .gateway_ip
+                .iter()
+                .map(|g| json!({"network": any, "netmask": any, "gateway": g}))
+                .collect();
+            for r in &sn.host_routes {
+                if let Ok(c) = crate::network::ipam::Cidr::parse(&r.destination, false) {
+                    let (mask, network) = mask_and_network(&c);
+                    routes.push(json!({
+                        "network": network,
+                        "netmask": mask,
+                        "gateway": r.nexthop,
+                    }));
+                }
+            }
+            let kind = if version == 6 {
+                match sn.ipv6_address_mode.as_deref() {
+                    Some(mode) => format!("ipv6_{mode}"),
+                    None => "ipv6".into(),
+                }
+            } else {
+                "ipv4".into()
+            };
+            nets.push(json!({
+                "id": id,
+                "type": kind,
+                "link": link_id,
+                "ip_address": ip,
+                "netmask": netmask,
+                "routes": routes,
+                "network_id": net.std.id,
+                "services": dns,
+            }));
+        }
+    }
+    Ok(json!({"links": links, "networks": nets, "services": services}))
+}
+
+/// A CIDR's netmask and network address, as text.
+fn mask_and_network(c: &crate::network::ipam::Cidr) -> (String, String) {
+    use crate::network::ipam::{from_num, to_num};
+    let version = c.version();
+    let bits: u32 = if version == 4 { 32 } else { 128 };
+    let ones: u128 = if version == 4 {
+        u128::from(u32::MAX)
+    } else {
+        u128::MAX
+    };
+    let host = if u32::from(c.prefix) >= bits {
+        0
+    } else {
+        ones >> u32::from(c.prefix)
+    };
+    let mask = ones & !host;
+    (
+        from_num(mask, version).to_string(),
+        from_num(to_num(c.addr) & mask, version).to_string(),
+    )
+}
+
+/// [`network_data`] read now for a server (an empty document without ports).
+pub async fn network_data_of(s: &ComputeState, server: &Server) -> ComputeResult<Value> {
+    if server.ports.is_empty() {
+        return Ok(json!({"links": [], "networks": [], "services": []}));
+    }
+    let server = server.clone();
+    s.read(move |conn| network_data(conn, &server)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn networks_forms_follow_novas_schemas() {
+        let p = |mv: u16, v: Value, max: i64| parse(Mv(mv), &server(v), max);
+        assert_eq!(p(36, json!({}), 1).ok(), Some(Requested::Absent));
+        assert!(p(37, json!({}), 1).is_err());
+        assert_eq!(
+            p(37, json!({"networks": "none"}), 1).ok(),
+            Some(Requested::None)
+        );
+        assert_eq!(
+            p(37, json!({"networks": "auto"}), 1).ok(),
+            Some(Requested::Auto)
+        );
+        assert!(p(36, json!({"networks": "auto"}), 1).is_err());
+        assert!(p(37, json!({"networks": "all"}), 1).is_err());
+        assert_eq!(
+            p(2, json!({"networks": []}), 1).ok(),
+            Some(Requested::Absent)
+        );
+        let net = "4f1c1fd5-7a57-4d4f-9f4a-0c1b2c3d4e5f";
+        let Ok(Requested::List(list)) = p(
+            37,
+            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}, {"port": net}]}),
+            1,
+        ) else {
+            panic!("a list");
+        };
+        assert_eq!(list[0].network_id.as_deref(), Some(net));
+        assert_eq!(list[0].fixed_ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(list[1].port_id.as_deref(), Some(net));
+        for bad in [
+            json!({"networks": [{"uuid": "x"}]}),
+            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0"}]}),
+            json!({"networks": [{"port": "x"}]}),
+            json!({"networks": [{"port": net}, {"port": net}]}),
+            json!({"networks": [{"port": net, "fixed_ip": "10.0.0.5"}]}),
+            json!({"networks": [{"fixed_ip": "10.0.0.5"}]}),
+            json!({"networks": [{"uuid": net, "tag": "a"}]}),
+            json!({"networks": [{"uuid": net, "other": 1}]}),
+            json!({"networks": vec![json!({"uuid": net}); 17]}),
+        ] {
+            assert!(p(37, bad.clone(), 1).is_err(), "{bad}");
+        }
+        assert!(p(36, json!({"networks": [{"uuid": "x"}]}), 1).is_err());
+        assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a"}]}), 1).is_ok());
+        assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a/b"}]}), 1).is_err());
+        assert!(p(37, json!({"networks": [{"port": net}]}), 2).is_err());
+        assert!(
+            p(
+                37,
+                json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}]}),
+                2
+            )
+            .is_err()
+        );
+        assert!(p(37, json!({"networks": [{"uuid": net}]}), 2).is_ok());
+    }
+
+    #[test]
+    fn security_groups_default_and_dedup() {
+        assert_eq!(
+            parse_security_groups(&server(json!({}))).ok(),
+            Some(vec!["default".to_string()])
+        );
+        assert_eq!(
+            parse_security_groups(&server(
+                json!({"security_groups": [{"name": "a"}, {"name": "a"}, {"name": "b"}]})
+            ))
+            .ok(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(parse_security_groups(&server(json!({"security_groups": [{}]}))).is_err());
+    }
+
+    #[test]
+    fn netmasks_and_networks() {
+        let c = crate::network::ipam::Cidr::parse("10.1.2.3/24", false).expect("cidr");
+        assert_eq!(
+            mask_and_network(&c),
+            ("255.255.255.0".into(), "10.1.2.0".into())
+        );
+        let c = crate::network::ipam::Cidr::parse("2001:db8::/64", false).expect("cidr");
+        assert_eq!(mask_and_network(&c).0, "ffff:ffff:ffff:ffff::");
+        let c = crate::network::ipam::Cidr::parse("0.0.0.0/0", false).expect("cidr");
+        assert_eq!(mask_and_network(&c).0, "0.0.0.0");
+    }
+}
