@@ -172,7 +172,7 @@ pub struct AllocationRatios {
 
 /// Compute settings of `yunhe serve`, fixed at start-up (built by
 /// server.rs, held in [`ComputeState`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ComputeConfig {
     pub ratios: AllocationRatios,
     /// Attach a config drive to every server, asked for or not.
@@ -181,6 +181,8 @@ pub struct ComputeConfig {
     pub jail_vmms: bool,
     /// Boot the uncompressed PVH vmlinux inside bzImage kernels (vmm/unpack.rs).
     pub unpack_kernels: bool,
+    /// Told after a server's state is stored (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl Default for ComputeConfig {
@@ -194,6 +196,7 @@ impl Default for ComputeConfig {
             force_config_drive: true,
             jail_vmms: true,
             unpack_kernels: true,
+            events: Default::default(),
         }
     }
 }
