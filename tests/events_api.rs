@@ -318,3 +318,28 @@ fn stream_is_authenticated_filtered_resumable_and_bounded() {
     }
     drop((again, lost, d, b, all));
 }
+
+#[test]
+fn stream_ends_when_the_token_expires() {
+    let server = Server::start_with_args(&["--token-ttl", "3"]);
+    let admin = server.admin_token();
+    let mut s = Stream::open(&server, Some(&admin), &[]);
+    assert_eq!(s.status, 200, "{}", s.text);
+    assert!(s.wait_for("event: hello", Duration::from_secs(5)));
+    let t0 = Instant::now();
+    assert!(
+        s.wait_for("event: expired", Duration::from_secs(10)),
+        "{}",
+        s.text
+    );
+    // ... and the server ends the response (its last, empty chunk; the
+    // connection itself may stay for the next request).
+    assert!(
+        s.wait_for("\r\n0\r\n\r\n", Duration::from_secs(5)),
+        "the stream stayed open: {:?}",
+        s.text
+    );
+    eprintln!("stream ended {:?} after it opened", t0.elapsed());
+    // The expired token opens no new stream.
+    assert_eq!(Stream::open(&server, Some(&admin), &[]).status, 401);
+}
