@@ -10,6 +10,7 @@ mod cli;
 mod compute;
 mod dataplane;
 mod db;
+mod events;
 mod http;
 mod identity;
 mod image;

@@ -141,6 +141,8 @@ pub struct AppConfig {
     pub volume: crate::volume::VolumeConfig,
     /// Told after every network write (the dataplane listens when on).
     pub network_changed: Arc<tokio::sync::Notify>,
+    /// Change events of every service, streamed to the dashboard (events.rs).
+    pub events: crate::events::Bus,
 }
 
 /// Builds the whole HTTP application for a state file.
@@ -151,6 +153,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         rate_limit,
         volume,
         network_changed,
+        events,
     } = config;
     let public_url = identity.public_url.clone();
     let auth_uri: Arc<str> = format!("{public_url}/identity").into();
@@ -163,9 +166,13 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
         .nest("/identity", identity::router(identity.clone()))
         .merge(crate::compute::router(identity.clone(), compute))
         .merge(crate::image::router(identity.clone(), image))
-        .merge(crate::network::router(identity.clone(), network_changed))
+        .merge(crate::network::router(
+            identity.clone(),
+            network_changed,
+            events.clone(),
+        ))
         .merge(crate::volume::router(identity.clone(), volume))
-        .merge(crate::web::router());
+        .merge(crate::web::router(identity.clone(), events));
     let router = match crate::http::ratelimit::RateLimiter::configured(rate_limit, identity.clone())
     {
         Some(limiter) => router.layer(axum::middleware::from_fn_with_state(
@@ -241,6 +248,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         per_second: args.api_rate_limit,
         burst: args.api_rate_burst,
     };
+    let events = crate::events::Bus::default();
     let mut compute = crate::compute::ComputeConfig {
         ratios: crate::compute::AllocationRatios {
             cpu: args.cpu_allocation_ratio,
@@ -251,6 +259,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         jail_vmms: !args.no_jail,
         unpack_kernels: !args.boot_compressed_kernels,
         network: Default::default(),
+        events: events.clone(),
     };
     let image = crate::image::ImageConfig {
         size_cap: args.image_size_cap,
@@ -258,6 +267,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         cache_dir: args.image_cache_dir.clone(),
         cache_enabled: !args.no_image_cache,
         cache_max_size: args.image_cache_max_size,
+        events: events.clone(),
     };
     let policy = crate::policy::Policy::load(&state_dir)?;
     if let Some(path) = &policy.source {
@@ -295,8 +305,10 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
                 volume_dir: args.volume_dir.clone(),
                 over_subscription_ratio: args.volume_over_subscription_ratio,
                 backup_dir: args.backup_dir.clone(),
+                events: events.clone(),
             },
             network_changed,
+            events,
         },
     );
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;

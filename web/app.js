@@ -3,6 +3,7 @@
 import { h, clear } from './dom.js';
 import { t, languages, language, setLanguage } from './i18n.js';
 import * as api from './api.js';
+import './live.js';
 import { toast } from './ui.js';
 
 /**

@@ -161,7 +161,15 @@ export function table(cols, rows, opts = {}) {
   filter?.addEventListener('input', render);
   render();
   const el = h('div', { class: 'table-wrap' }, filter ? h('div', { class: 'table-tools' }, filter, count) : null, tbl);
-  return { el, update(r) { data = r || []; loaded = true; render(); } };
+  // A row fetched again unchanged (a list reloaded on a change event) keeps its object, so
+  // its row stays in the document, with an open menu or the focus.
+  const jsonOf = new WeakMap();
+  const json = (row) => { let j = jsonOf.get(row); if (j === undefined) { j = JSON.stringify(row); jsonOf.set(row, j); } return j; };
+  const same = (row) => {
+    const m = opts.key && row && typeof row === 'object' ? made.get(keyOf(row)) : null;
+    return m && m.row !== row && json(m.row) === json(row) ? m.row : row;
+  };
+  return { el, update(r) { data = (r || []).map(same); loaded = true; render(); } };
 }
 
 /**

@@ -206,7 +206,7 @@ pub async fn update_server(
         })
         .await;
     match result {
-        Ok(server) => server,
+        Ok(server) => server.inspect(|sv| s.config.events.server(&sv.id, &sv.project_id)),
         Err(e) => {
             tracing::error!(error = %e, server = %id, "cannot store a server's state");
             None
@@ -438,16 +438,18 @@ pub async fn start_delete(
     let admin = super::is_admin_context(s, ctx);
     let ctx2 = ctx.clone();
     let (id2, rid) = (id.to_string(), request_id.to_string());
-    s.write(move |tx| {
-        let mut server = load_tx(tx, admin, &ctx2, &id2)?;
-        check_unlocked(admin, &server)?;
-        server.task_state = Some("deleting".into());
-        server.updated_at = now_unix();
-        db::update_server(tx, &server)?;
-        record_action(tx, &server, &rid, "delete", now_unix())?;
-        Ok(())
-    })
-    .await?;
+    let project = s
+        .write(move |tx| {
+            let mut server = load_tx(tx, admin, &ctx2, &id2)?;
+            check_unlocked(admin, &server)?;
+            server.task_state = Some("deleting".into());
+            server.updated_at = now_unix();
+            db::update_server(tx, &server)?;
+            record_action(tx, &server, &rid, "delete", now_unix())?;
+            Ok(server.project_id)
+        })
+        .await?;
+    s.config.events.server(id, &project);
     spawn_delete(s.clone(), id.to_string(), request_id.to_string());
     Ok(())
 }
@@ -463,7 +465,7 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
         let result = s
             .write(move |tx| {
                 let Some(mut server) = db::get_server(tx, &id2)? else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let now = now_unix();
                 server.deleted = true;
@@ -477,13 +479,14 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
                 super::networking::release(tx, &server)?;
                 db::update_server(tx, &server)?;
                 store::remove_server_group_member(tx, &id2)?;
-                Ok(())
+                Ok(Some(server.project_id))
             })
             .await;
         drop(guard);
         super::networking::notify(&s);
-        if let Err(e) = result {
-            tracing::error!(server = %id, error = %e, "cannot mark a server deleted");
+        match result {
+            Ok(project) => project.map_or((), |p| s.config.events.server(&id, &p)),
+            Err(e) => tracing::error!(server = %id, error = %e, "cannot mark a server deleted"),
         }
         finish_action_event(&s, &id, &request_id, "compute_terminate_instance", true).await;
     });

@@ -61,6 +61,7 @@ async fn begin(
         Ok(server)
     })
     .await
+    .inspect(|server| s.config.events.server(&server.id, &server.project_id))
 }
 
 /// Puts the server into `action`'s task state, or refuses as Nova does.
@@ -632,6 +633,7 @@ async fn set_sync(
             Ok(server)
         })
         .await?;
+    s.config.events.server(&server.id, &server.project_id);
     finish_action(s, id, request_id, None, true, None).await;
     Ok(server)
 }

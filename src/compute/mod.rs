@@ -186,6 +186,8 @@ pub struct ComputeConfig {
     /// The dataplane and the network service's change `Notify` (servers'
     /// NICs; see `networking`).
     pub network: networking::NetworkHooks,
+    /// Told after a server's state is stored (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl Default for ComputeConfig {
@@ -200,6 +202,7 @@ impl Default for ComputeConfig {
             jail_vmms: true,
             unpack_kernels: true,
             network: Default::default(),
+            events: Default::default(),
         }
     }
 }

@@ -233,6 +233,8 @@ pub struct ImageConfig {
     /// Bytes the cache keeps before pruning the least recently used images
     /// (Glance's `image_cache_max_size`).
     pub cache_max_size: u64,
+    /// Told after an image record is written (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl Default for ImageConfig {
@@ -243,6 +245,7 @@ impl Default for ImageConfig {
             cache_dir: None,
             cache_enabled: true,
             cache_max_size: cache::DEFAULT_MAX_SIZE,
+            events: Default::default(),
         }
     }
 }
@@ -301,7 +304,12 @@ impl ImageState {
             })
             .await;
         match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                self.config
+                    .events
+                    .publish(crate::events::Kind::Image, "", None);
+                Ok(value)
+            }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
                 Some(other) => Err(other),
                 None => Err(ImageError::Db(e)),

@@ -218,6 +218,8 @@ pub struct NetworkState {
     /// Told after every committed write (the dataplane's seam: server.rs
     /// hands the same `Notify` to it; this module knows nothing more).
     pub changed: Arc<tokio::sync::Notify>,
+    /// Told after every committed write too (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl HasIdentity for Arc<NetworkState> {
@@ -264,6 +266,7 @@ impl NetworkState {
         match result {
             Ok(value) => {
                 self.changed.notify_one();
+                self.events.publish(crate::events::Kind::Network, "", None);
                 Ok(value)
             }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
@@ -427,7 +430,11 @@ async fn not_found() -> NetworkError {
 
 /// Routes of this service, at `/network`.
 /// `changed` is told after every committed write.
-pub fn router(identity: Arc<IdentityState>, changed: Arc<tokio::sync::Notify>) -> Router {
+pub fn router(
+    identity: Arc<IdentityState>,
+    changed: Arc<tokio::sync::Notify>,
+    events: crate::events::Bus,
+) -> Router {
     let public_url = identity.public_url.clone();
     let doc = json!({"versions": [VERSION.to_json(&public_url)]});
     let body = doc.clone();
@@ -436,6 +443,7 @@ pub fn router(identity: Arc<IdentityState>, changed: Arc<tokio::sync::Notify>) -
         identity,
         db,
         changed,
+        events,
     });
     let url: Arc<str> = public_url.into();
     let api = Router::new()

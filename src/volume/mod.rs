@@ -170,6 +170,8 @@ pub struct VolumeConfig {
     pub over_subscription_ratio: f64,
     /// Where backups live (`None`: `<state-dir>/backups`).
     pub backup_dir: Option<PathBuf>,
+    /// Told after a volume is written (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl Default for VolumeConfig {
@@ -178,6 +180,7 @@ impl Default for VolumeConfig {
             volume_dir: None,
             over_subscription_ratio: backend::DEFAULT_OVER_SUBSCRIPTION_RATIO,
             backup_dir: None,
+            events: Default::default(),
         }
     }
 }
@@ -194,6 +197,8 @@ pub struct VolumeState {
     pub services: info::ServiceStates,
     /// The backup directory.
     pub backups: backup_files::BackupFiles,
+    /// Told after every committed write (the dashboard's live updates).
+    pub events: crate::events::Bus,
 }
 
 impl HasIdentity for Arc<VolumeState> {
@@ -220,6 +225,7 @@ impl VolumeState {
             images: crate::image::service::ImageService::new(db.clone()),
             backend: backend::Backend::new(dir, config.over_subscription_ratio),
             services: info::ServiceStates::default(),
+            events: config.events.clone(),
             db,
             identity,
         })
@@ -259,7 +265,10 @@ impl VolumeState {
             })
             .await;
         match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                self.events.publish(crate::events::Kind::Volume, "", None);
+                Ok(value)
+            }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
                 Some(other) => Err(other),
                 None => Err(VolumeError::Db(e)),

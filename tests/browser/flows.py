@@ -151,6 +151,39 @@ def detail_status(d):
         return None
 
 
+# Records every fetch() the page makes (url, start) and counts the live-update stream's
+# drops (web/live.js, the same module instance the page uses); returns whether it is up.
+LIVE_WATCH = """
+  const done = arguments[arguments.length - 1];
+  window.__seen = [];
+  const orig = window.__origFetch || window.fetch;
+  window.__origFetch = orig;
+  window.fetch = (input, init) => { window.__seen.push({ url: String(input), at: performance.now() }); return orig(input, init); };
+  import('/ui/live.js').then((live) => {
+    window.__liveDown = 0;
+    live.onStatus((up) => { if (!up) window.__liveDown++; });
+    done(live.isUp());
+  });"""
+
+
+def live_watch(d):
+    """Starts recording (LIVE_WATCH) once the stream is up; False if it never came up."""
+    try:
+        wait(d, lambda: d.execute_script("return document.documentElement.dataset.live") == "up", 10, "the live-update stream")
+    except AssertionError:
+        return False
+    return d.execute_async_script(LIVE_WATCH)
+
+
+def live_polls(d):
+    """(changes-since requests since live_watch, drops of the stream since), and stops recording."""
+    got = d.execute_script("""
+      const r = [(window.__seen || []).filter((x) => x.url.includes('changes-since')).length, window.__liveDown];
+      if (window.__origFetch) window.fetch = window.__origFetch;
+      return r;""")
+    return got[0], got[1]
+
+
 def step(name, fn, *a):
     try:
         fn(*a)
@@ -733,8 +766,13 @@ def leaving(d):
     check("leaving the Overview aborts its outstanding requests and starts none",
           out and all(r["aborted"] and r["end"] is not None and r["end"] - left < 500 for r in out) and not after,
           f"({sum(r['aborted'] for r in out)} of {len(out)} usage requests aborted on leaving; requests of the old page after: {after})")
-    # The instances page: its poll in flight when the page is left.
+    # The instances page: its poll in flight when the page is left. It polls only while
+    # the live-update stream is down: turned off here (web/live.js reads the switch).
     d.execute_script("window.fetch = window.__origFetch")
+    d.execute_script("sessionStorage.setItem('yunhe.live', 'off')")
+    d.get(URL + "/?nolive=1#/keypairs")
+    wait(d, lambda: css(d, "#keypairs"), 15, "the key pairs")
+    d.execute_script("window.__reqs = []")
     go(d, "instances", "main[data-loaded]")
     d.execute_script(SLOW_FETCH, "changes-since")
     wait(d, lambda: d.execute_script("return window.__reqs.some((r) => r.url.includes('changes-since') && r.end === null)"), 10,
@@ -747,9 +785,55 @@ def leaving(d):
     inflight = [r for r in polls if r["start"] < left and (r["end"] is None or r["end"] > left)]
     later = [r["url"] for r in polls if r["start"] > left]
     d.execute_script("window.fetch = window.__origFetch")
+    d.execute_script("sessionStorage.removeItem('yunhe.live')")
+    d.get(URL + "/?live=1#/keypairs")
+    wait(d, lambda: css(d, "#keypairs"), 15, "the key pairs")
     check("leaving the instances page aborts its poll in flight and polls no more",
           inflight and all(r["aborted"] for r in inflight) and not later,
           f"({len(inflight)} in flight, aborted: {[r['aborted'] for r in inflight]}; polls after leaving: {len(later)})")
+
+
+def live_delete(d):
+    """A server deleted through the API (not this page) leaves the open instances page
+    within 2 s, pushed by the server's change events, with no changes-since poll."""
+    go(d, "instances", "main[data-loaded]")
+    made = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const s = JSON.parse(sessionStorage.getItem('yunhe.session'));
+      const h = { 'X-Auth-Token': s.id, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'compute 2.79' };
+      (async () => {
+        const img = (await (await fetch(s.endpoints.image + '/v2/images?name=img', { headers: h })).json()).images[0];
+        const fl = (await (await fetch(s.endpoints.compute + '/flavors', { headers: h })).json()).flavors.find((f) => f.name === 'm1.nano');
+        const r = await fetch(s.endpoints.compute + '/servers', { method: 'POST', headers: h,
+          body: JSON.stringify({ server: { name: 'live-gone', imageRef: img.id, flavorRef: fl.id, networks: 'none' } }) });
+        done(r.status === 202 ? (await r.json()).server.id : 'HTTP ' + r.status);
+      })().catch((e) => done(String(e)));""")
+    assert len(made) == 36, f"server create: {made}"
+    # Created elsewhere: the row appears from the stream (its build's first state change).
+    wait(d, lambda: row(d, "live-gone") is not None, 15, "live-gone in the table")
+    up = live_watch(d)
+    t0 = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const s = JSON.parse(sessionStorage.getItem('yunhe.session'));
+      const t0 = performance.now();
+      fetch(s.endpoints.compute + '/servers/' + arguments[0], { method: 'DELETE', headers: { 'X-Auth-Token': s.id } })
+        .then((r) => done(r.status === 204 ? t0 : -r.status));""", made)
+    assert t0 >= 0, f"DELETE: HTTP {-t0}"
+    gone = d.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const t0 = arguments[0];
+      const look = () => {
+        const names = [...document.querySelectorAll('#instances a.name')].map((a) => a.textContent);
+        if (!names.includes('live-gone')) return done(Math.round(performance.now() - t0));
+        if (performance.now() - t0 > 10000) return done(-1);
+        setTimeout(look, 20);
+      };
+      look();""", t0)
+    polls, drops = live_polls(d)
+    numbers["live_delete_ms"] = gone
+    check("a server deleted through the API leaves the open instances page within 2 s (pushed, not polled)",
+          up and 0 <= gone <= 2000 and polls == 0,
+          f"({gone} ms after the DELETE; stream up: {up}; changes-since requests: {polls}; drops: {drops})")
 
 
 def xss(d):
@@ -800,6 +884,8 @@ def launch(d):
     meta[0].send_keys("purpose")
     meta[1].send_keys("browser-test")
     shot(d, "03-launch-wizard")
+    # From here on the table follows the server's change events: no polling.
+    up = live_watch(d)
     t0 = time.monotonic()
     css(d, "#wizard-launch")[0].click()
     wait(d, lambda: not css(d, "#launch-wizard"), 15, "the wizard to close")
@@ -812,8 +898,11 @@ def launch(d):
             seen.append(s)
         return s == "ACTIVE"
     wait(d, active, 90, "web-echo ACTIVE")
+    polls, drops = live_polls(d)
     check("launch the echo guest through the wizard; ACTIVE without reloading", True,
           f"({time.monotonic() - t0:.1f} s; states seen: {' -> '.join(seen)})")
+    check("the launch followed live, pushed by the server: no changes-since poll while the stream was up",
+          up and polls == 0 and drops == 0, f"(stream up: {up}; changes-since requests: {polls}; stream drops: {drops})")
     shot(d, "04-instances-active")
 
 
@@ -997,6 +1086,7 @@ def main():
     try:
         step("first visit", first_visit, d)
         step("xss", xss, d)
+        step("live delete", live_delete, d)
         if os.environ.get("WITH_KVM") == "1":
             step("launch", launch, d)
             step("console", console, d)

@@ -3,6 +3,7 @@
 import { h, bytes, age } from '../dom.js';
 import { t } from '../i18n.js';
 import * as api from '../api.js';
+import * as live from '../live.js';
 import { header, button, table, dialog, confirm, toast, field, status, guard } from '../ui.js';
 import { launchWizard } from './launch.js';
 
@@ -86,5 +87,8 @@ export async function render(main) {
   tbl.el.id = 'images';
   async function load() { await guard(async () => tbl.update((await api.get('image', '/v2/images?limit=1000')).images)); }
   main.append(header(t('Images'), button(t('Upload Image'), () => uploadDialog(load), 'primary upload')), tbl.el);
+  // The image service's change events (an upload turning active, another tab's delete) list again.
+  const unwatch = live.watch(['image'], () => load(), 300);
   await load();
+  return unwatch;
 }

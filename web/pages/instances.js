@@ -1,4 +1,5 @@
-// Instances: the table with live status (polling /servers/detail?changes-since), the row
+// Instances: the table with live status (the server's change events, live.js; polling
+// /servers/detail?changes-since only while they are down), the row
 // actions, the Launch Instance wizard and the instance detail with its serial console.
 import { h, clear, age } from '../dom.js';
 import { t } from '../i18n.js';
@@ -6,6 +7,7 @@ import * as api from '../api.js';
 import { header, button, table, dialog, confirm, toast, field, status, guard, tabs } from '../ui.js';
 import { launchWizard } from './launch.js';
 import { Terminal } from '../term.js';
+import * as live from '../live.js';
 
 const POWER = ['NOSTATE', 'RUNNING', '', 'PAUSED', 'SHUTDOWN', '', 'CRASHED', 'SUSPENDED'];
 const ANY_UP = ['ACTIVE', 'SHUTOFF', 'PAUSED', 'SUSPENDED', 'ERROR'];
@@ -131,33 +133,60 @@ const newestFirst = (a, b) => (a.created < b.created ? 1 : a.created > b.created
 
 /**
  * The server list, kept current. The first look fetches a small page (on screen at once),
- * then the rest in pages of 1,000 (limit/marker; at most 10,000 servers); after that,
- * every PERIOD ms only the servers changed since the last look (deleted ones included).
- * onChange(servers, more): the list, newest first; MORE while pages are still coming.
- * One request at a time: refresh() during a request asks again after it, so no older
- * answer lands after a newer one. stop() aborts the request in flight.
+ * then the rest in pages of 1,000 (limit/marker; at most 10,000 servers). After that it
+ * follows the server's change events (live.js): each changed server's row is fetched
+ * again (a 404: gone), a burst of more than BURST refetches the list. Only while the
+ * stream is down does it poll the servers changed since the last look (deleted ones
+ * included), every PERIOD ms, backing off to 30 s while nothing changes (and not at all
+ * in a hidden tab). onChange(servers, more): the list, newest first; MORE while pages are
+ * still coming. One request at a time: refresh() during a request asks again after it,
+ * so no older answer lands after a newer one. stop() aborts the request in flight.
  */
 export function liveServers(query, onChange, period = 3000, { first = 50 } = {}) {
   const servers = new Map();
-  const PAGE = 1000, MAX = 10000;
+  const PAGE = 1000, MAX = 10000, BURST = 100, SLOWEST = 30000;
   const sep = query ? '&' : '?';
-  let since = null, timer = null, stopped = false, running = false, again = false;
+  const allProjects = /all_tenants/.test(query);
+  let since = null, timer = null, stopped = false, running = false, again = false, wait = period, relist = false;
+  const dirty = new Set();
   const ctl = new AbortController();
   const list = (q) => api.get('compute', `/servers/detail${query}${sep}${q}`, { signal: ctl.signal });
   const emit = (more) => onChange([...servers.values()].sort(newestFirst), more);
+  const mine = (s) => allProjects || s.tenant_id === api.current()?.project?.id;
   const firstLook = async () => {
     let limit = first, marker = null;
+    const fresh = new Map();
     for (;;) {
       performance.mark('yunhe:servers-request');
       const r = await list(`limit=${limit}${marker ? `&marker=${encodeURIComponent(marker)}` : ''}`);
       performance.measure(`yunhe:servers limit=${limit}`, 'yunhe:servers-request');
-      for (const s of r.servers) servers.set(s.id, s);
-      const more = r.servers.length === limit && servers.size < MAX && (r.servers_links || []).some((l) => l.rel === 'next');
+      for (const s of r.servers) { fresh.set(s.id, s); servers.set(s.id, s); }
+      const more = r.servers.length === limit && fresh.size < MAX && (r.servers_links || []).some((l) => l.rel === 'next');
+      if (!more) for (const id of [...servers.keys()]) if (!fresh.has(id)) servers.delete(id);
       emit(more);
       if (!more) return;
       marker = r.servers[r.servers.length - 1].id;
       limit = PAGE;
     }
+  };
+  // The rows the stream named, fetched again, six at a time.
+  const refetchRows = async () => {
+    const ids = [...dirty];
+    dirty.clear();
+    let changed = false;
+    for (let i = 0; i < ids.length; i += 6) {
+      await Promise.all(ids.slice(i, i + 6).map(async (id) => {
+        try {
+          const s = (await api.get('compute', `/servers/${id}`, { signal: ctl.signal })).server;
+          if (s.status === 'DELETED' || !mine(s)) changed = servers.delete(id) || changed;
+          else { servers.set(id, s); changed = true; }
+        } catch (e) {
+          if (e.status === 404) changed = servers.delete(id) || changed;
+          else throw e;
+        }
+      }));
+    }
+    return changed;
   };
   const tick = async () => {
     if (stopped) return;
@@ -165,43 +194,73 @@ export function liveServers(query, onChange, period = 3000, { first = 50 } = {})
     running = true;
     clearTimeout(timer);
     const started = new Date(Date.now() - 2000).toISOString().replace(/\.\d+Z$/, 'Z');
+    let changed = false;
     try {
-      if (!since) await firstLook();
-      else {
+      if (!since || relist) {
+        relist = false;
+        dirty.clear();
+        await firstLook();
+        since = started;
+      } else if (live.isUp()) {
+        if (dirty.size) changed = await refetchRows();
+        if (changed) emit(false);
+      } else if (!document.hidden) {
         const list2 = (await list(`changes-since=${encodeURIComponent(since)}`)).servers;
         for (const s of list2) {
           if (s.status === 'DELETED') servers.delete(s.id);
           else servers.set(s.id, s);
         }
-        if (list2.length) emit(false);
+        changed = list2.length > 0;
+        if (changed) emit(false);
+        since = started;
       }
-      since = started;
     } catch (e) {
       if (e.status === 401 || api.aborted(e)) { running = false; return; }
     }
     running = false;
     if (stopped) return;
     if (again) { again = false; tick(); return; }
-    timer = setTimeout(tick, period);
+    schedule(changed);
   };
+  // Polls only while the stream is down, backing off while nothing changes.
+  const schedule = (changed) => {
+    clearTimeout(timer);
+    if (stopped || live.isUp()) return;
+    wait = changed ? period : Math.min(SLOWEST, Math.round(wait * 1.5));
+    timer = setTimeout(tick, wait);
+  };
+  const unwatch = live.watch(['server'], (events) => {
+    for (const e of events) {
+      if (e.reset) relist = true;
+      else if (allProjects || e.project_id === api.current()?.project?.id) dirty.add(e.id);
+    }
+    if (dirty.size > BURST) relist = true;
+    if (relist || dirty.size) tick();
+  });
+  // The stream went down: poll from the last look (at once); back up: stop polling.
+  const unstatus = live.onStatus((up) => {
+    if (!since) return;
+    if (up) clearTimeout(timer);
+    else { wait = period; tick(); }
+  });
   tick();
   return {
-    stop() { stopped = true; clearTimeout(timer); ctl.abort(); },
-    refresh() { tick(); },
+    stop() { stopped = true; clearTimeout(timer); unwatch(); unstatus(); ctl.abort(); },
+    refresh() { if (live.isUp()) relist = true; tick(); },
   };
 }
 
 async function list(main) {
   performance.mark('yunhe:instances');
-  let live;
+  let feed;
   const names = new Map();
   const namesReady = imageNames(names).catch(() => names);
-  const tbl = table(serverColumns(names, () => live.refresh()), [], { key: (s) => s.id, pending: true });
+  const tbl = table(serverColumns(names, () => feed.refresh()), [], { key: (s) => s.id, pending: true });
   tbl.el.id = 'instances';
   main.append(header(t('Instances'),
-    button(t('Launch Instance'), () => launchWizard({ done: () => live.refresh() }), 'primary launch')), tbl.el);
+    button(t('Launch Instance'), () => launchWizard({ done: () => feed.refresh() }), 'primary launch')), tbl.el);
   let shown = false;
-  live = liveServers('', async (servers, more) => {
+  feed = liveServers('', async (servers, more) => {
     await namesReady;
     tbl.update(servers);
     // Milliseconds since navigation start: the first rows on screen (ready), every
@@ -209,7 +268,7 @@ async function list(main) {
     if (!shown) { shown = true; main.dataset.ready = String(Math.round(performance.now())); performance.measure('yunhe:first rows', 'yunhe:instances'); }
     if (!more && !main.dataset.loaded) { main.dataset.loaded = String(Math.round(performance.now())); performance.measure('yunhe:all rows', 'yunhe:instances'); }
   });
-  return () => live.stop();
+  return () => feed.stop();
 }
 
 function overview(s, names) {
@@ -298,7 +357,14 @@ async function detail(main, id) {
     clear(menuBox).append(actionMenu(s, refresh));
   };
   menuBox.append(actionMenu(s, refresh));
-  const timer = setInterval(refresh, 3000);  // its GETs are aborted with the page
+  // Its change events refetch it; only while the stream is down, a look every 3 s.
+  const unwatch = live.watch(['server'], (events) => { if (events.some((e) => e.reset || e.id === id)) refresh(); });
+  let timer = null;
+  const poll = () => {
+    clearTimeout(timer);
+    if (!live.isUp()) timer = setTimeout(async () => { if (!document.hidden) await refresh(); poll(); }, 3000);
+  };
+  const unstatus = live.onStatus(poll);  // its GETs are aborted with the page
   const tb = tabs([
     { id: 'overview', label: t('Overview'), render: (el) => { el.append(overview(s, names)); } },
     { id: 'interfaces', label: t('Interfaces'), render: (el) => interfaces(el, s) },
@@ -308,7 +374,7 @@ async function detail(main, id) {
   ]);
   main.append(h('p', { class: 'crumbs' }, h('a', { href: '#/instances' }, t('Instances')), ' / '),
     h('div', { class: 'page-head' }, title, h('div', { class: 'actions' }, st, menuBox)), tb);
-  return () => { clearInterval(timer); tb.stop(); };
+  return () => { unwatch(); unstatus(); clearTimeout(timer); tb.stop(); };
 }
 
 export async function render(main, { rest }) {

@@ -4,6 +4,7 @@
 import { h, svg, clear } from '../dom.js';
 import { t } from '../i18n.js';
 import * as api from '../api.js';
+import * as live from '../live.js';
 import { header, button, table, dialog, confirm, toast, field, status, guard, tabs } from '../ui.js';
 
 const net = (method, path, body) => api.call('network', method, `/v2.0${path}`, body);
@@ -86,6 +87,7 @@ async function networks(main) {
   }
   main.append(header(t('Networks'), button(t('Create Network'), () => createNetwork(load), 'primary create-network')), tbl.el);
   await load();
+  return live.watch(['network'], () => load(), 500);  // another tab's or the CLI's changes
 }
 
 async function networkDetail(main, id) {
@@ -153,6 +155,7 @@ async function ports(main) {
   };
   main.append(header(t('Ports'), button(t('Create Port'), create, 'primary create-port')), tbl.el);
   await load();
+  return live.watch(['network'], () => load(), 500);  // another tab's or the CLI's changes
 }
 
 // ---------------------------------------------------------------- routers
@@ -188,6 +191,7 @@ async function routers(main) {
   };
   main.append(header(t('Routers'), button(t('Create Router'), create, 'primary create-router')), tbl.el);
   await load();
+  return live.watch(['network'], () => load(), 500);  // another tab's or the CLI's changes
 }
 
 async function routerDetail(main, id) {
@@ -247,6 +251,7 @@ async function securityGroups(main) {
   };
   main.append(header(t('Security Groups'), button(t('Create Security Group'), create, 'primary create-sg')), tbl.el);
   await load();
+  return live.watch(['network'], () => load(), 500);  // another tab's or the CLI's changes
 }
 
 const ports_ = (r) => (r.port_range_min == null ? t('Any') : r.port_range_min === r.port_range_max ? String(r.port_range_min) : `${r.port_range_min}-${r.port_range_max}`);
@@ -322,6 +327,7 @@ async function floatingIps(main) {
   };
   main.append(header(t('Floating IPs'), button(t('Allocate IP'), allocate, 'primary allocate-ip')), tbl.el);
   await load();
+  return live.watch(['network'], () => load(), 500);  // another tab's or the CLI's changes
 }
 
 // ---------------------------------------------------------------- topology

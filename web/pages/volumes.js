@@ -3,6 +3,7 @@
 import { h, bytes } from '../dom.js';
 import { t } from '../i18n.js';
 import * as api from '../api.js';
+import * as live from '../live.js';
 import { header, button, table, dialog, confirm, toast, field, status, guard } from '../ui.js';
 
 const vol = (method, path, body) => api.call('block-storage', method, path, body, { 'OpenStack-API-Version': 'volume 3.60' });
@@ -25,14 +26,20 @@ function deleteButton(what, name, run, after) {
   }, 'danger');
 }
 
-/** Re-lists every few seconds while something is creating, extending or deleting. */
+/**
+ * Re-lists on the volume service's change events (live.js); while the stream is down,
+ * every few seconds while something is creating, extending or deleting.
+ */
 function poller(load) {
-  let timer = null, stopped = false;
+  let timer = null, stopped = false, last = [];
   const again = (rows) => {
+    last = rows;
     clearTimeout(timer);
-    if (!stopped && rows.some((r) => BUSY.test(r.status))) timer = setTimeout(load, 2000);
+    if (!stopped && !live.isUp() && rows.some((r) => BUSY.test(r.status))) timer = setTimeout(load, 2000);
   };
-  return { again, stop() { stopped = true; clearTimeout(timer); } };
+  const unwatch = live.watch(['volume'], () => { if (!stopped) load(); }, 300);
+  const unstatus = live.onStatus((up) => { if (!up) again(last); });
+  return { again, stop() { stopped = true; clearTimeout(timer); unwatch(); unstatus(); } };
 }
 
 async function createVolume(done) {
