@@ -26,11 +26,8 @@ use super::devices::legacy::i8042::I8042;
 use super::devices::legacy::rtc::Rtc;
 use super::devices::legacy::serial::SerialDevice;
 use super::devices::pci::{
-    GSIS_PER_SLOT, GsiRouting, MsixInterrupts, PciConfigIo, PciEcam, PciMmio, PciRoot, SlotConfig,
-    slot_gsi_base,
+    GsiRouting, PciConfigIo, PciEcam, PciMmio, PciRoot, SlotConfig, plug_device,
 };
-use super::devices::virtio::VirtioDevice;
-use super::devices::virtio::pci::{VirtioPciDevice, VirtioPciState};
 use super::guests::PROBE_ELF;
 use super::layout::*;
 use super::snapshot::{self, SnapshotError, VmState};
@@ -351,46 +348,6 @@ impl Vm {
             None => None,
         };
         Ok((loaded, cmdline, initrd))
-    }
-}
-
-/// Wraps `dev` for PCI slot `slot` with its MSI-X irqfds (the slot's GSI block): from `state`
-/// when restoring; BAR 0 at the slot's cold-plug address, or unassigned (0) for a `hot` add,
-/// which the guest's PCI core then assigns.
-pub(super) fn plug_device(
-    vm: &Arc<kvm_ioctls::VmFd>,
-    routing: &Arc<GsiRouting>,
-    mem: &GuestMemoryMmap,
-    dev: Box<dyn VirtioDevice>,
-    slot: u8,
-    state: Option<&VirtioPciState>,
-    hot: bool,
-) -> Result<(VirtioPciDevice, Arc<MsixInterrupts>), String> {
-    let vectors = dev.queue_max_sizes().len() + 1;
-    if vectors > GSIS_PER_SLOT as usize {
-        return Err(format!(
-            "{vectors} interrupt vectors (at most {GSIS_PER_SLOT})"
-        ));
-    }
-    let sink = Arc::new(
-        MsixInterrupts::new(vm, routing.clone(), slot_gsi_base(slot), vectors as u16)
-            .map_err(|e| e.to_string())?,
-    );
-    let bar0 = if hot {
-        0
-    } else {
-        PciRoot::bar0_for(slot).map_err(|e| e.to_string())?
-    };
-    let pdev = match state {
-        Some(st) => VirtioPciDevice::restore(dev, mem.clone(), sink.clone(), st),
-        None => VirtioPciDevice::new(dev, mem.clone(), sink.clone(), bar0),
-    };
-    match pdev {
-        Ok(p) => Ok((p, sink)),
-        Err(e) => {
-            sink.release(vm);
-            Err(e.to_string())
-        }
     }
 }
 

@@ -223,9 +223,16 @@ impl RunningVm {
                 .ok_or(HotplugError::NoFreeSlot)?;
             (name, slot)
         };
-        let (pdev, irqs) =
-            super::builder::plug_device(&self.vm, &self.routing, &self.mem, dev, slot, None, true)
-                .map_err(HotplugError::Device)?;
+        let (pdev, irqs) = super::devices::pci::plug_device(
+            &self.vm,
+            &self.routing,
+            &self.mem,
+            dev,
+            slot,
+            None,
+            true,
+        )
+        .map_err(HotplugError::Device)?;
         if let Err(e) = lock(&self.pci).add_at(slot, name.clone(), kind, pdev, Some(irqs.clone())) {
             irqs.release(&self.vm);
             return Err(HotplugError::Device(e.to_string()));

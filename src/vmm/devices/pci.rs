@@ -12,10 +12,14 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::hotplug::MAX_SLOT;
-use super::virtio::pci::{BAR0_SIZE, BarWriteOutcome, ConfigWriteOutcome, VirtioPciDevice};
+use super::virtio::VirtioDevice;
+use super::virtio::pci::{
+    BAR0_SIZE, BarWriteOutcome, ConfigWriteOutcome, VirtioPciDevice, VirtioPciState,
+};
 use super::virtio::{MsiMessage, PciInterruptSink};
 use crate::vmm::bus::{BusDevice, lock};
 use crate::vmm::layout::*;
+use crate::vmm::memory::GuestMemoryMmap;
 use crate::vmm::vmm_config::{DiskConfig, NetConfig, VmConfig};
 
 /// Errors wiring PCI devices.
@@ -416,6 +420,46 @@ impl PciRoot {
             (base != 0 && addr >= base && addr - base < BAR0_SIZE)
                 .then(|| (s.device.clone(), addr - base))
         })
+    }
+}
+
+/// Wraps `dev` for PCI slot `slot` with its MSI-X irqfds (the slot's GSI block): from `state`
+/// when restoring; BAR 0 at the slot's cold-plug address, or unassigned (0) for a `hot` add,
+/// which the guest's PCI core then assigns.
+pub fn plug_device(
+    vm: &Arc<VmFd>,
+    routing: &Arc<GsiRouting>,
+    mem: &GuestMemoryMmap,
+    dev: Box<dyn VirtioDevice>,
+    slot: u8,
+    state: Option<&VirtioPciState>,
+    hot: bool,
+) -> Result<(VirtioPciDevice, Arc<MsixInterrupts>), String> {
+    let vectors = dev.queue_max_sizes().len() + 1;
+    if vectors > GSIS_PER_SLOT as usize {
+        return Err(format!(
+            "{vectors} interrupt vectors (at most {GSIS_PER_SLOT})"
+        ));
+    }
+    let sink = Arc::new(
+        MsixInterrupts::new(vm, routing.clone(), slot_gsi_base(slot), vectors as u16)
+            .map_err(|e| e.to_string())?,
+    );
+    let bar0 = if hot {
+        0
+    } else {
+        PciRoot::bar0_for(slot).map_err(|e| e.to_string())?
+    };
+    let pdev = match state {
+        Some(st) => VirtioPciDevice::restore(dev, mem.clone(), sink.clone(), st),
+        None => VirtioPciDevice::new(dev, mem.clone(), sink.clone(), bar0),
+    };
+    match pdev {
+        Ok(p) => Ok((p, sink)),
+        Err(e) => {
+            sink.release(vm);
+            Err(e.to_string())
+        }
     }
 }
 
