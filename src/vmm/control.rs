@@ -817,6 +817,54 @@ mod tests {
         assert_eq!(vm.memory_mib, 64);
     }
 
+    /// The hotplug requests and replies compute will send and read (docs/vmm.md).
+    #[test]
+    fn hotplug_wire_format() {
+        let line = |r: &Request| serde_json::to_string(r).expect("request");
+        assert_eq!(
+            line(&Request::AddDisk {
+                id: Some("vol1".into()),
+                path: None,
+                read_only: true,
+                serial: None
+            }),
+            r#"{"cmd":"add_disk","id":"vol1","read_only":true}"#
+        );
+        assert_eq!(
+            line(&Request::RemoveDevice {
+                id: "nic1".into(),
+                timeout_s: Some(30)
+            }),
+            r#"{"cmd":"remove_device","id":"nic1","timeout_s":30}"#
+        );
+        assert!(matches!(
+            serde_json::from_str::<Request>(r#"{"cmd":"add_net","tap":"tap0"}"#),
+            Ok(Request::AddNet {
+                tap: Some(_),
+                id: None,
+                mac: None
+            })
+        ));
+        let reply = encode_reply(Ok(Reply::Device(DeviceReply {
+            id: "nic1".into(),
+            slot: 4,
+            mac: Some("52:54:00:00:00:01".into()),
+        })));
+        assert_eq!(
+            reply,
+            "{\"id\":\"nic1\",\"mac\":\"52:54:00:00:00:01\",\"ok\":true,\"slot\":4}\n"
+        );
+        let back: DeviceReply = decode_reply(&reply).expect("device reply");
+        assert_eq!(back.slot, 4);
+        let refused = hotplug_error(super::super::hotplug::HotplugError::NoFreeSlot);
+        assert_eq!(refusal_kind(&refused).as_deref(), Some("no_free_slot"));
+        assert!(matches!(
+            decode_reply::<DeviceReply>(&refused),
+            Err(ReplyError::Refused(_))
+        ));
+        assert_eq!(refusal_kind(&reply), None);
+    }
+
     /// The lines are those the VMMs of earlier builds send and expect: a
     /// restarted serve talks to VMMs that outlived it.
     #[test]
