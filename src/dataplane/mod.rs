@@ -200,7 +200,6 @@ impl Dataplane {
     /// The seam for compute: where the metadata service gets an
     /// instance's data (running servers restart with it on the next pass;
     /// see docs/network.md, "Metadata").
-    #[allow(dead_code)]
     pub fn set_instance_source(&self, source: Arc<dyn metadata::InstanceSource>) {
         if let Ok(mut s) = self.instances.write() {
             *s = Some(source);
@@ -266,7 +265,6 @@ impl Dataplane {
     /// The tap of a compute port, made (persistent, on the port's bridge)
     /// when missing and opened for a VMM: the fd carries the guest's
     /// frames (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR). The seam for compute.
-    #[allow(dead_code)]
     pub async fn tap_for_port(&self, port_id: &str) -> Result<OwnedFd, DataplaneError> {
         let id = port_id.to_string();
         let found = self
