@@ -36,7 +36,7 @@ cp "$OUT/micro/vmlinux" "$payload/kernels/micro-vmlinux"
 cp "$labdir/vmlinuz" "$payload/kernels/debian-vmlinuz"
 cp "$OUT"/cloud-kernel/vmlinuz-* "$payload/kernels/cloud-vmlinuz"
 cp "$OUT/tiny/tiny.cpio.gz" "$payload/"
-cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$here/in/hotplug.sh" "$payload/"
+cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$payload/"
 
 # tiny must carry modules for exactly these Debian kernels
 generic=$(cat "$labdir/kernel-version")
