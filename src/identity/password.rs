@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -182,7 +182,18 @@ fn worker(receiver: &Mutex<Receiver<Job>>, pending: &AtomicUsize) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
         let job = {
-            let Ok(guard) = receiver.lock() else { return };
+            // Another worker holding the queue is waiting in `recv` for a
+            // job: this one may sleep behind it, so it gives its block back
+            // first (a lock held for a mere `try_recv` costs a remap at worst).
+            let guard = match receiver.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::WouldBlock) => {
+                    memory = Vec::new();
+                    let Ok(guard) = receiver.lock() else { return };
+                    guard
+                }
+                Err(TryLockError::Poisoned(_)) => return,
+            };
             match guard.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => return,

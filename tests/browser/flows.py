@@ -866,7 +866,7 @@ def launch(d):
     hints = css(d, "#launch-wizard .choice small")
     check("wizard: flavors carry quota/fit hints", any("Fits" in h.get_attribute("textContent") for h in hints))
     css(d, "#wizard-next")[0].click()
-    # With the network API in the catalog a Network step comes next: none chosen means "auto".
+    # With the network API in the catalog a Network step comes next: none chosen means no NIC (Nova's "auto" would refuse: no network here).
     if css(d, "#launch-wizard select[name=networks]") and css(d, "#launch-wizard select[name=networks]")[0].is_displayed():
         css(d, "#wizard-next")[0].click()
     # Key pair, created inline: the private key is downloaded.

@@ -111,7 +111,10 @@ export async function launchWizard({ image, done } = {}) {
     const n = Math.max(1, parseInt(count.value, 10) || 1);
     const server = { name: name.value.trim(), imageRef, flavorRef, min_count: n, max_count: n };
     if (description.value.trim()) server.description = description.value.trim();
-    server.networks = netSel ? ([...netSel.selectedOptions].map((o) => ({ uuid: o.value })).length ? [...netSel.selectedOptions].map((o) => ({ uuid: o.value })) : 'auto') : 'none';
+    // The networks chosen, one NIC each; none chosen means no NIC (Nova's
+    // `auto` refuses when the project has no network, or several).
+    const chosen = netSel ? [...netSel.selectedOptions].map((o) => ({ uuid: o.value })) : [];
+    server.networks = chosen.length ? chosen : 'none';
     if (keySel.value) server.key_name = keySel.value;
     if (userData.value) server.user_data = b64(userData.value);
     const metadata = {};
