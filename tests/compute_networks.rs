@@ -11,88 +11,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Reply, Server, http, http_bytes};
+use support::{Reply, Server, VmmStateDir, http, http_bytes, kvm_usable, member_of_new_project};
 
 const YUNHE: &str = env!("CARGO_BIN_EXE_yunhe");
 const NET: &str = "/network/v2.0";
-
-fn kvm_usable() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        eprintln!("SKIPPED: /dev/kvm is missing or not accessible");
-    }
-    ok
-}
-
-/// A state directory; on drop every `yunhe vmm` below it is killed (by
-/// pid, found through /proc/*/cmdline) and the directory removed.
-struct StateDir(PathBuf);
-
-impl StateDir {
-    fn new(name: &str) -> StateDir {
-        let dir = std::env::temp_dir().join(format!("yunhe-nn-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the state directory");
-        StateDir(dir)
-    }
-
-    fn vmm_pids(&self) -> Vec<i32> {
-        let prefix = format!("{}/", self.0.display());
-        let mut pids = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.len() >= 4
-                && args[1] == "vmm"
-                && args[2] == "--spec"
-                && args[3].starts_with(&prefix)
-            {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        for pid in self.vmm_pids() {
-            // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(real) = std::fs::canonicalize(&self.0) {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(real.to_string_lossy().as_bytes());
-            let _ =
-                std::fs::remove_dir_all(Path::new("/run/yunhe").join(hex::encode(&digest[..6])));
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Cloud<'a> {
     server: &'a Server,
@@ -252,40 +178,6 @@ fn echo_image(server: &Server, token: &str, scratch: &Path) -> String {
     )
 }
 
-/// A member of a new project: (project id, token).
-fn member(server: &Server, admin: &str, name: &str) -> (String, String) {
-    let project = server.request(
-        "POST",
-        "/identity/v3/projects",
-        Some(admin),
-        Some(&json!({"project": {"name": name}})),
-    );
-    assert_eq!(project.status, 201, "{}", project.text);
-    let project_id = project.json()["project"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let password = format!("pw-{name}-123");
-    let user = server.request(
-        "POST",
-        "/identity/v3/users",
-        Some(admin),
-        Some(&json!({"user": {"name": name, "password": password}})),
-    );
-    assert_eq!(user.status, 201, "{}", user.text);
-    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
-    let roles = server
-        .get("/identity/v3/roles?name=member", Some(admin))
-        .json();
-    let role = roles["roles"][0]["id"].as_str().expect("member role");
-    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
-    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
-    let reply = server.token(name, &password, Some(name));
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let token = reply.header("x-subject-token").expect("token").to_string();
-    (project_id, token)
-}
-
 fn message(reply: &Reply) -> String {
     let body = reply.json();
     body.as_object()
@@ -308,7 +200,7 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
     if !kvm_usable() {
         return;
     }
-    let state = StateDir::new("nets");
+    let state = VmmStateDir::new("nn", "nets");
     let server = Server::start_in(state.0.clone(), true);
     let admin = server.admin_token();
     let cloud = Cloud { server: &server };
@@ -672,7 +564,7 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
     // network is forbidden, its own network works; the port quota refuses
     // what does not fit and leaves nothing behind; min_count 2 makes one
     // port per server.
-    let (bob_project, bob) = member(&server, &admin, "bob");
+    let (bob_project, bob) = member_of_new_project(&server, &admin, "bob");
     let reply = cloud.create(&bob, "2.37", base(json!({"networks": [{"uuid": net1}]})));
     assert_eq!(reply.status, 400, "{}", reply.text);
     let reply = cloud.create(&bob, "2.37", base(json!({"networks": [{"uuid": public}]})));

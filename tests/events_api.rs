@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Server, http, http_bytes};
+use support::{Server, http, http_bytes, member_of_new_project};
 
 /// An open event stream read as raw text (the frames' bytes, between the
 /// chunk-size lines of the chunked encoding).
@@ -89,40 +89,6 @@ impl Stream {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
-}
-
-/// A project with a member user; returns (project id, token).
-fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
-    let project = server.request(
-        "POST",
-        "/identity/v3/projects",
-        Some(admin),
-        Some(&json!({"project": {"name": name}})),
-    );
-    assert_eq!(project.status, 201, "{}", project.text);
-    let project_id = project.json()["project"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let password = format!("pw-{name}-123");
-    let user = server.request(
-        "POST",
-        "/identity/v3/users",
-        Some(admin),
-        Some(&json!({"user": {"name": name, "password": password}})),
-    );
-    assert_eq!(user.status, 201, "{}", user.text);
-    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
-    let roles = server
-        .get("/identity/v3/roles?name=member", Some(admin))
-        .json();
-    let role = roles["roles"][0]["id"].as_str().expect("member role");
-    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
-    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
-    let reply = server.token(name, &password, Some(name));
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let token = reply.header("x-subject-token").expect("token").to_string();
-    (project_id, token)
 }
 
 fn nova(server: &Server, token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {

@@ -5,11 +5,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const ADMIN_PASSWORD: &str = "test-admin-pw";
 
@@ -336,4 +336,114 @@ pub fn http_bytes(
         headers,
         body,
     }
+}
+
+/// Whether /dev/kvm can be opened (says SKIPPED when not).
+pub fn kvm_usable() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED: /dev/kvm is missing or not accessible");
+    }
+    ok
+}
+
+/// A state directory for servers that boot; on drop every `yunhe vmm` below it is killed (by
+/// pid, found through /proc/*/cmdline) and the directory removed.
+pub struct VmmStateDir(pub PathBuf);
+
+impl VmmStateDir {
+    /// `yunhe-<tag>-<pid>-<name>` under the temporary directory, made empty.
+    pub fn new(tag: &str, name: &str) -> VmmStateDir {
+        let dir = std::env::temp_dir().join(format!("yunhe-{tag}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the state directory");
+        VmmStateDir(dir)
+    }
+
+    pub fn vmm_pids(&self) -> Vec<i32> {
+        let prefix = format!("{}/", self.0.display());
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.len() >= 4
+                && args[1] == "vmm"
+                && args[2] == "--spec"
+                && args[3].starts_with(&prefix)
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for VmmStateDir {
+    fn drop(&mut self) {
+        for pid in self.vmm_pids() {
+            // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(real) = std::fs::canonicalize(&self.0) {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(real.to_string_lossy().as_bytes());
+            let _ =
+                std::fs::remove_dir_all(Path::new("/run/yunhe").join(hex::encode(&digest[..6])));
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A member of a new project named `name`: (project id, token).
+pub fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
+    let project = server.request(
+        "POST",
+        "/identity/v3/projects",
+        Some(admin),
+        Some(&json!({"project": {"name": name}})),
+    );
+    assert_eq!(project.status, 201, "{}", project.text);
+    let project_id = project.json()["project"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let password = format!("pw-{name}-123");
+    let user = server.request(
+        "POST",
+        "/identity/v3/users",
+        Some(admin),
+        Some(&json!({"user": {"name": name, "password": password}})),
+    );
+    assert_eq!(user.status, 201, "{}", user.text);
+    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
+    let roles = server
+        .get("/identity/v3/roles?name=member", Some(admin))
+        .json();
+    let role = roles["roles"][0]["id"].as_str().expect("member role");
+    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
+    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
+    let reply = server.token(name, &password, Some(name));
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let token = reply.header("x-subject-token").expect("token").to_string();
+    (project_id, token)
 }
