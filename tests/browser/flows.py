@@ -374,9 +374,22 @@ def volume_status(d, name):
 
 
 def volume_action(d, name, act):
-    r = table_row(d, "volumes", name, True)
-    r.find_element(By.CSS_SELECTOR, "details.menu summary").click()
-    r.find_element(By.CSS_SELECTOR, f"button[data-action={act}]").click()
+    """Opens volume NAME's row menu and clicks ACT. The menu fills its items on the details
+    element's toggle event, which fires after the click returns, and a live refresh may draw
+    the row again in between: look again until the item is there."""
+    def click():
+        r = table_row(d, "volumes", name, True)
+        if r is None:
+            return False
+        menu = r.find_element(By.CSS_SELECTOR, "details.menu")
+        if menu.get_attribute("open") is None:
+            menu.find_element(By.TAG_NAME, "summary").click()
+        b = menu.find_elements(By.CSS_SELECTOR, f"button[data-action={act}]")
+        if b:
+            b[0].click()
+            return True
+        return False
+    wait(d, click, 5, f"the {act} item of {name}'s menu")
 
 
 def volumes(d):
