@@ -86,6 +86,7 @@ pub struct Dataplane {
 
 /// Starts the reconciler: a first pass now, then one after each change.
 pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
+    load_br_netfilter();
     let dp = Arc::new(Dataplane {
         db,
         changed,
@@ -107,6 +108,35 @@ pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
         }
     });
     dp
+}
+
+/// Security groups see bridged IP frames only through `br_netfilter`'s
+/// hooks (each network's bridge turns `nf_call_iptables` on; without the
+/// module that switch is a flag nothing reads, and the filters would pass
+/// everything). No request autoloads it, so it is loaded here, before the
+/// first pass makes a bridge (the module hooks a namespace's bridges as they
+/// are registered). Loading it makes the host-wide
+/// `net.bridge.bridge-nf-call-*` sysctls appear, on (the kernel's default, as
+/// with Docker or libvirt on the same host); yunhe does not change them.
+fn load_br_netfilter() {
+    if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        return;
+    }
+    match std::process::Command::new("modprobe")
+        .arg("br_netfilter")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => tracing::info!("dataplane: loaded br_netfilter"),
+        Ok(out) => tracing::warn!(
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "dataplane: modprobe br_netfilter failed: security groups will not filter bridged traffic"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "dataplane: cannot run modprobe br_netfilter: security groups will not filter bridged traffic"
+        ),
+    }
 }
 
 impl Dataplane {
@@ -264,7 +294,9 @@ impl Dataplane {
 
     /// The tap of a compute port, made (persistent, on the port's bridge)
     /// when missing and opened for a VMM: the fd carries the guest's
-    /// frames (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR). The seam for compute.
+    /// frames as the VMM's virtio-net reads and writes them (its
+    /// `TAP_FLAGS`: no packet information, no vnet header). The seam for
+    /// compute.
     pub async fn tap_for_port(&self, port_id: &str) -> Result<OwnedFd, DataplaneError> {
         let id = port_id.to_string();
         let found = self
@@ -292,9 +324,6 @@ impl Dataplane {
 pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
     const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
-    const IFF_TAP: libc::c_short = 0x0002;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    const IFF_VNET_HDR: libc::c_short = 0x4000;
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::other("interface name too long"));
     }
@@ -307,7 +336,9 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    // The flags of an existing tap are replaced by these on attach, so a
+    // tap an older serve made with other flags is corrected here.
+    req.ifr_ifru.ifru_flags = crate::vmm::devices::virtio::net::TAP_FLAGS;
     let fd: OwnedFd = file.into();
     // SAFETY: req is an ifreq that outlives the call, as TUNSETIFF expects.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {

@@ -134,11 +134,16 @@ impl NetBackend for FdBackend {
     }
 }
 
-/// Attach to the existing (or a new) tap interface `name`: `IFF_TAP | IFF_NO_PI`, no vnet header.
+/// The tap flags of every tap whose fd this device is handed (`IFF_TAP |
+/// IFF_NO_PI`, no `IFF_VNET_HDR`): plain Ethernet frames, no packet
+/// information, no virtio-net header. Whoever opens a tap for a VMM (the
+/// network dataplane too) opens it with exactly these; with a vnet header
+/// the kernel would read the first bytes of every frame as one.
+pub const TAP_FLAGS: libc::c_short = 0x0002 | 0x1000;
+
+/// Attach to the existing (or a new) tap interface `name` with [`TAP_FLAGS`].
 pub fn open_tap(name: &str) -> Result<FdBackend, NetError> {
     const TUNSETIFF: libc::c_ulong = 0x400454CA;
-    const IFF_TAP: libc::c_short = 0x0002;
-    const IFF_NO_PI: libc::c_short = 0x1000;
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(NetError::TapName(name.to_string()));
     }
@@ -162,7 +167,7 @@ pub fn open_tap(name: &str) -> Result<FdBackend, NetError> {
     }
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI,
+        flags: TAP_FLAGS,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Networking with Linux guests, in the lab (docs/lab.md, "The network flow"): the lab runs
+# `yunhe serve --dataplane` (tests/lab/compute-inside.sh), the real `openstack` CLI on this
+# machine builds an external network, a tenant network behind a router and a security group,
+# and boots two micro + tiny guests on it with fixed addresses. Then:
+#   - each guest gets its port's address by DHCP from yunhe (no dnsmasq), its metadata (host
+#     name, OpenStack and EC2 formats) from 169.254.169.254 through the router;
+#   - the guests ping each other (a rule for members of their group lets ICMP in) and the
+#     external gateway through the router's SNAT;
+#   - a floating IP on one guest: the lab host's ping is dropped until a rule allows ICMP from
+#     anywhere, then answered (DNAT in the router, the security group in nftables);
+#   - deleting servers, floating IP, router and networks leaves no namespace and no yh-* link.
+#
+#   tests/lab/network.sh
+#
+# One PASS/FAIL line per check; ends with `lab-network: N passed, M failed`, non-zero on failure.
+# Env: as tests/lab/client.sh (YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR).
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+SUITE=lab-network
+# shellcheck source=tests/lab/client.sh
+. "$here/client.sh"
+
+B_READY=60      # ACTIVE to `yunhe-tiny: ready` (DHCP and the metadata service first)
+B_NET=120       # ready to the guest's own network checks done (a peer that boots later)
+B_FIP=30        # a rule allowing ICMP to the floating IP answered
+
+lab_start --dataplane --force-config-drive false --disk-allocation-ratio 8 --min-free-space 64M
+lab_login
+upload_tiny_images
+
+# --- the networks ----------------------------------------------------------------------------
+lab_alive
+check "network create --external public" openstack network create --external public -f json
+check "subnet create public-v4 172.24.4.0/24 (no DHCP)" openstack subnet create --network public \
+    --subnet-range 172.24.4.0/24 --no-dhcp public-v4 -f json
+gateway=$(json 'd["gateway_ip"]' 2>/dev/null)
+check "network create net1" openstack network create net1 -f json
+net1=$(json 'd["id"]' 2>/dev/null)
+check "subnet create net1-v4 10.10.0.0/24 (DHCP)" openstack subnet create --network net1 \
+    --subnet-range 10.10.0.0/24 net1-v4 -f json
+check "router create r1" openstack router create r1 -f json
+check "router set r1 --external-gateway public" openstack router set --external-gateway public r1
+check "router add subnet r1 net1-v4" openstack router add subnet r1 net1-v4
+check "security group create lab-sg" openstack security group create lab-sg -f json
+check "security group rule: ICMP in from members of lab-sg" openstack security group rule create \
+    --ingress --protocol icmp --remote-group lab-sg lab-sg -f json
+
+# --- two guests --------------------------------------------------------------------------------
+# user_data: the checks run in the background after the ready line, written to the console
+# (the first may share a line with getty's prompt, so the patterns below are not anchored)
+user_data() {
+    cat <<EOF
+#!/bin/sh
+(
+peer=$1
+i=0
+while [ \$i -lt 90 ]; do ping -c 1 -W 1 \$peer >/dev/null 2>&1 && break; i=\$((i + 1)); sleep 1; done
+[ \$i -lt 90 ] && echo "yunhe-net: peer \$peer answers" || echo "yunhe-net: peer \$peer silent"
+ping -c 2 -W 2 $gateway >/dev/null 2>&1 && echo "yunhe-net: gateway $gateway answers" || echo "yunhe-net: gateway $gateway silent"
+md=\$(wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json | tr -d '\n' | sed -n 's/.*"uuid" *: *"\([^"]*\)".*/\1/p')
+echo "yunhe-net: metadata uuid \$md"
+echo "yunhe-net: ec2 instance-id \$(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
+echo "yunhe-net: eth0 counters \$(grep eth0 /proc/net/dev | tr -s ' ')"
+echo "yunhe-net: done"
+) >/dev/console 2>&1 &
+EOF
+}
+user_data 10.10.0.12 >"$work/ud-a"
+user_data 10.10.0.11 >"$work/ud-b"
+lab_alive
+check "server create vma (net1 at 10.10.0.11, lab-sg, no config drive)" openstack server create \
+    --image yunhe-tiny --flavor m1.nano --nic "net-id=$net1,v4-fixed-ip=10.10.0.11" \
+    --security-group lab-sg --user-data "$work/ud-a" vma -f json
+vma=$(json 'd["id"]' 2>/dev/null)
+check "server create vmb (net1 at 10.10.0.12, lab-sg, no config drive)" openstack server create \
+    --image yunhe-tiny --flavor m1.nano --nic "net-id=$net1,v4-fixed-ip=10.10.0.12" \
+    --security-group lab-sg --user-data "$work/ud-b" vmb -f json
+vmb=$(json 'd["id"]' 2>/dev/null)
+[ -n "$vma" ] && [ -n "$vmb" ] || finish
+for v in vma:$vma vmb:$vmb; do
+    name=${v%%:*} id=${v#*:}
+    if wait_server "$id" ACTIVE 30 >"$out" 2>&1; then pass "$name is ACTIVE"; else fail "$name is ACTIVE"; fi
+done
+for v in vma:$vma:10.10.0.11:10.10.0.12 vmb:$vmb:10.10.0.12:10.10.0.11; do
+    IFS=: read -r name id addr peer <<<"$v"
+    ready "$name boot" "$id" 1 "$B_READY"
+    t=$("$py" "$here/nova.py" console "$id" '^yunhe-net: done' 1 "$B_NET" 2>&1) \
+        || echo "# $name: no 'yunhe-net: done' within $B_NET s ($t)"
+    console_log "$id"
+    console_has "$name: DHCP from yunhe gave eth0 its port's address $addr" "^yunhe-tiny: eth0 has ${addr//./\\.}/24"
+    console_has "$name: metadata from the metadata service (no config drive)" '^yunhe-tiny: metadata from http://169\.254\.169\.254/'
+    console_has "$name: host name from the metadata service" "^yunhe-tiny: hostname $name"
+    console_has "$name: pings $peer on the same network (security group: ICMP from members)" "yunhe-net: peer ${peer//./\\.} answers"
+    console_has "$name: pings the external gateway $gateway through the router (SNAT)" "yunhe-net: gateway ${gateway//./\\.} answers"
+    console_has "$name: OpenStack metadata names this server" "yunhe-net: metadata uuid $id"
+    console_has "$name: EC2 metadata's instance-id names this server" "yunhe-net: ec2 instance-id i-$id"
+done
+# what the lab's kernel holds, when the guests could not use the network
+if [ "$failed" -gt 0 ]; then
+    echo "# the network namespaces in the lab:"
+    labsh 60 'for ns in /run/netns/yunhe*; do echo "== $ns"; for c in "cat /proc/net/dev" "ip addr" "ip route" "cat /proc/net/packet"; do echo "-- $c"; nsenter --net="$ns" $c; done; done; echo "== modules"; cat /proc/modules | cut -d" " -f1 | tr "\n" " "' 2>&1 | sed 's/^/    | /'
+fi
+check "server show vma lists 10.10.0.11 on net1" openstack server show vma -f json
+is_true "vma's addresses hold net1's 10.10.0.11" '"10.10.0.11" in json.dumps(d["addresses"])'
+
+# --- a floating IP -------------------------------------------------------------------------------
+lab_alive
+check "floating ip create public" openstack floating ip create public -f json
+fip=$(json 'd["floating_ip_address"]' 2>/dev/null)
+check "server add floating ip vma $fip" openstack server add floating ip vma "$fip"
+if labsh 30 "ping -c 3 -W 2 $fip" >"$out" 2>&1; then
+    fail "the lab host's ping to $fip is dropped while no rule allows it"
+else pass "the lab host's ping to $fip is dropped while no rule allows it"; fi
+check "security group rule: ICMP in from anywhere" openstack security group rule create \
+    --ingress --protocol icmp --remote-ip 0.0.0.0/0 lab-sg -f json
+t0=$(now)
+if labsh $((B_FIP + 10)) "i=0; while [ \$i -lt $B_FIP ]; do ping -c 1 -W 1 $fip >/dev/null 2>&1 && exit 0; i=\$((i + 1)); done; exit 1" >"$out" 2>&1; then
+    pass "the lab host reaches vma on its floating IP $fip once the rule is there ($(dt "$t0" "$(now)") s; bound $B_FIP s)"
+else fail "the lab host reaches vma on its floating IP $fip once the rule is there"; fi
+check "server show vma lists the floating IP" openstack server show vma -f json
+is_true "vma's addresses hold $fip" "'$fip' in json.dumps(d['addresses'])"
+
+# --- everything deleted, nothing left in the lab's kernel ------------------------------------------
+lab_alive
+for id in $vma $vmb; do
+    step "server delete $id" "$id" GONE 15 openstack server delete "$id"
+done
+check "floating ip delete $fip" openstack floating ip delete "$fip"
+check "router remove subnet r1 net1-v4" openstack router remove subnet r1 net1-v4
+check "router delete r1" openstack router delete r1
+check "network delete net1 public" openstack network delete net1 public
+check "security group delete lab-sg" openstack security group delete lab-sg
+t0=$(now)
+if labsh 40 'i=0; while [ $i -lt 30 ]; do left=$(ls /run/netns 2>/dev/null | grep "^yunhe"; ls /sys/class/net | grep "^yh-"); [ -z "$left" ] && exit 0; i=$((i + 1)); sleep 1; done; echo "left: $left"; exit 1' >"$out" 2>&1; then
+    pass "no yunhe namespace and no yh-* link is left in the lab ($(dt "$t0" "$(now)") s)"
+else fail "no yunhe namespace and no yh-* link is left in the lab"; fi
+finish
