@@ -29,10 +29,17 @@ export const PAGES = [
   { path: 'admin/hypervisors', group: 'Admin', title: 'Hypervisors', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/instances', group: 'Admin', title: 'All Instances', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/flavors', group: 'Admin', title: 'Flavors', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
+  { path: 'admin/images', group: 'Admin', title: 'All Images', service: 'image', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/volume-types', group: 'Admin', title: 'Volume Types', service: 'block-storage', admin: true, load: () => import('./pages/volumes.js') },
+  { path: 'admin/defaults', group: 'Admin', title: 'Defaults', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
+  { path: 'admin/system', group: 'Admin', title: 'System Information', admin: true, load: () => import('./pages/admin.js') },
   { path: 'identity/projects', group: 'Identity', title: 'Projects', admin: true, load: () => import('./pages/identity.js') },
   { path: 'identity/users', group: 'Identity', title: 'Users', admin: true, load: () => import('./pages/identity.js') },
+  { path: 'identity/groups', group: 'Identity', title: 'Groups', admin: true, load: () => import('./pages/identity.js') },
   { path: 'identity/roles', group: 'Identity', title: 'Roles', admin: true, load: () => import('./pages/identity.js') },
+  { path: 'identity/role-assignments', group: 'Identity', title: 'Role Assignments', admin: true, load: () => import('./pages/identity.js') },
+  // Every user's own: a member sees this one page of the Identity group.
+  { path: 'identity/application-credentials', group: 'Identity', title: 'Application Credentials', load: () => import('./pages/identity.js') },
 ];
 
 const root = document.getElementById('app');
