@@ -103,7 +103,16 @@ function signInView(message) {
   err, h('button', { type: 'submit', class: 'primary' }, t('Sign in')),
   h('div', { class: 'signin-tools' }, languageSelect(), themeToggle()));
   clear(root).append(h('main', { id: 'main', class: 'signin-page' }, form));
-  user.focus();
+  // After an expiry: the same user again, back on the page they were on (the address is kept).
+  const last = message && api.lastUser();
+  if (last) {
+    domain.value = last.domain;
+    user.value = last.name;
+    form.id = 'session-expired';
+    pass.focus();
+  } else {
+    user.focus();
+  }
 }
 
 // The user's projects, asked for once per token (not again on every page).
