@@ -217,6 +217,8 @@ function checkExpiry() {
 api.onSession((s, reason) => {
   if (!s) {
     leave();
+    // A dialog open when the session ended (its request got the 401) goes, unanswered.
+    for (const dlg of document.querySelectorAll('dialog')) { dlg.dispatchEvent(new Event('cancel')); dlg.close(); }
     signInView(reason === 'expired' ? t('Your session has expired. Sign in again.') : '');
     return;
   }

@@ -1415,9 +1415,13 @@ def app_credentials(d, who="admin"):
 
 
 def session_expiry(d):
-    """The page's token revoked behind its back: the next request shows the "session
-    expired" prompt (the same user filled in); signing in again returns to the same page."""
-    go(d, "admin/hypervisors", "main table")
+    """The page's token revoked behind its back while a dialog is open: its request shows the
+    "session expired" prompt (the dialog gone, the same user filled in); signing in again
+    returns to the same page."""
+    go(d, "admin/flavors", "#flavors")
+    css(d, "button.create-flavor")[0].click()
+    wait(d, lambda: css(d, "#flavor-form"), 5, "the flavor dialog")
+    fill(d, "flavor-form", {"name": "too-late"})
     old = session(d)["id"]
     st, other = d.execute_async_script("""
       const [pw, done] = arguments;
@@ -1427,19 +1431,22 @@ def session_expiry(d):
     revoked = d.execute_async_script("""
       const [me, old, done] = arguments;
       fetch('/identity/v3/auth/tokens', {method: 'DELETE', headers: {'X-Auth-Token': me, 'X-Subject-Token': old}}).then(r => done(r.status));""", other, old)
-    d.execute_script("location.hash = '#/admin/flavors'")
+    css(d, "#flavor-form-go")[0].click()
     wait(d, lambda: css(d, "form#session-expired"), 15, "the session-expired prompt")
+    dialogs = len(css(d, "dialog"))
+    toasts = [x.text for x in css(d, "#toasts .toast.error")]
     msg = css(d, "form#session-expired [role=alert]")[0].text
     user = css(d, "form#session-expired input[name=username]")[0].get_attribute("value")
     focused = d.execute_script("return document.activeElement.name")
     shot(d, "61-session-expired")
     check("session expiry: a revoked token brings the 'session expired' prompt, the user filled in",
-          st == 201 and revoked == 204 and "expired" in msg and user == "admin" and focused == "password",
-          f"(revoke: HTTP {revoked}; {msg!r}; user {user!r}; focus on {focused!r})")
+          st == 201 and revoked == 204 and "expired" in msg and user == "admin" and focused == "password" and not dialogs and not toasts,
+          f"(revoke: HTTP {revoked}; {msg!r}; user {user!r}; focus on {focused!r}; dialogs left: {dialogs}; error notices: {toasts})")
     css(d, "input[name=password]")[0].send_keys(os.environ["YUNHE_ADMIN_PASSWORD"] + Keys.ENTER)
     wait(d, lambda: css(d, "#signout"), 15, "the signed-in shell")
     wait(d, lambda: css(d, 'nav a[aria-current=page][data-page="admin/flavors"]') and css(d, "#flavors"), 15, "the flavors page again")
-    check("session expiry: signing in again returns to the page asked for", session(d)["id"] != old)
+    made = [f["name"] for f in call(d, "GET", compute_path(d, "/flavors"))[1]["flavors"] if f["name"] == "too-late"]
+    check("session expiry: signing in again returns to the same page (the refused request made nothing)", session(d)["id"] != old and not made)
     d.execute_async_script("""
       const [t, done] = arguments;
       fetch('/identity/v3/auth/tokens', {method: 'DELETE', headers: {'X-Auth-Token': t, 'X-Subject-Token': t}}).then(r => done(r.status));""", other)
