@@ -250,5 +250,6 @@ async function shortcuts() {
 
 const theme = localStorage.getItem('yunhe.theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light');
 document.documentElement.dataset.theme = theme;
-window.addEventListener('hashchange', () => { if (api.current()) render(); });
+// Another page (or a detail) opens at its top, not where the last one was scrolled to.
+window.addEventListener('hashchange', () => { if (api.current()) { window.scrollTo(0, 0); render(); } });
 render();

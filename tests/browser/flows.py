@@ -1263,7 +1263,10 @@ def admin_other(d):
 def identity(d):
     """Projects, users, groups, roles and role assignments: create, edit, enable/disable,
     members, password, grant and revoke, delete."""
+    d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    scrolled = d.execute_script("return window.scrollY")
     go(d, "identity/projects", "#projects")
+    check("another page opens at its top", d.execute_script("return window.scrollY") == 0, f"(the last one was scrolled to {scrolled} px)")
     css(d, "button.create-project")[0].click()
     wait(d, lambda: css(d, "#project-form"), 5, "the project dialog")
     fill(d, "project-form", {"name": "web-proj", "description": "made in the browser"})
