@@ -98,8 +98,18 @@ export async function signOut() {
   save(null, 'signout');
 }
 
+// Who was signed in when the session expired: the sign-in form asks for their password only.
+let expiredUser = null;
+
 /** Forgets an expired session without a request. */
-export function expire() { save(null, 'expired'); }
+export function expire() {
+  const s = current();
+  if (s) expiredUser = { name: s.user.name, domain: s.user.domain || s.domain || 'Default' };
+  save(null, 'expired');
+}
+
+/** The user whose session expired last ({name, domain}), or null. */
+export function lastUser() { return expiredUser; }
 
 export function isAdmin() { return (current()?.roles || []).includes('admin'); }
 export function has(service) { return !!current()?.endpoints?.[service]; }

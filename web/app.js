@@ -29,10 +29,17 @@ export const PAGES = [
   { path: 'admin/hypervisors', group: 'Admin', title: 'Hypervisors', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/instances', group: 'Admin', title: 'All Instances', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/flavors', group: 'Admin', title: 'Flavors', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
+  { path: 'admin/images', group: 'Admin', title: 'All Images', service: 'image', admin: true, load: () => import('./pages/admin.js') },
   { path: 'admin/volume-types', group: 'Admin', title: 'Volume Types', service: 'block-storage', admin: true, load: () => import('./pages/volumes.js') },
+  { path: 'admin/defaults', group: 'Admin', title: 'Defaults', service: 'compute', admin: true, load: () => import('./pages/admin.js') },
+  { path: 'admin/system', group: 'Admin', title: 'System Information', admin: true, load: () => import('./pages/admin.js') },
   { path: 'identity/projects', group: 'Identity', title: 'Projects', admin: true, load: () => import('./pages/identity.js') },
   { path: 'identity/users', group: 'Identity', title: 'Users', admin: true, load: () => import('./pages/identity.js') },
+  { path: 'identity/groups', group: 'Identity', title: 'Groups', admin: true, load: () => import('./pages/identity.js') },
   { path: 'identity/roles', group: 'Identity', title: 'Roles', admin: true, load: () => import('./pages/identity.js') },
+  { path: 'identity/role-assignments', group: 'Identity', title: 'Role Assignments', admin: true, load: () => import('./pages/identity.js') },
+  // Every user's own: a member sees this one page of the Identity group.
+  { path: 'identity/application-credentials', group: 'Identity', title: 'Application Credentials', load: () => import('./pages/identity.js') },
 ];
 
 const root = document.getElementById('app');
@@ -96,7 +103,16 @@ function signInView(message) {
   err, h('button', { type: 'submit', class: 'primary' }, t('Sign in')),
   h('div', { class: 'signin-tools' }, languageSelect(), themeToggle()));
   clear(root).append(h('main', { id: 'main', class: 'signin-page' }, form));
-  user.focus();
+  // After an expiry: the same user again, back on the page they were on (the address is kept).
+  const last = message && api.lastUser();
+  if (last) {
+    domain.value = last.domain;
+    user.value = last.name;
+    form.id = 'session-expired';
+    pass.focus();
+  } else {
+    user.focus();
+  }
 }
 
 // The user's projects, asked for once per token (not again on every page).
@@ -201,6 +217,8 @@ function checkExpiry() {
 api.onSession((s, reason) => {
   if (!s) {
     leave();
+    // A dialog open when the session ended (its request got the 401) goes, unanswered.
+    for (const dlg of document.querySelectorAll('dialog')) { dlg.dispatchEvent(new Event('cancel')); dlg.close(); }
     signInView(reason === 'expired' ? t('Your session has expired. Sign in again.') : '');
     return;
   }
@@ -232,5 +250,6 @@ async function shortcuts() {
 
 const theme = localStorage.getItem('yunhe.theme') || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light');
 document.documentElement.dataset.theme = theme;
-window.addEventListener('hashchange', () => { if (api.current()) render(); });
+// Another page (or a detail) opens at its top, not where the last one was scrolled to.
+window.addEventListener('hashchange', () => { if (api.current()) { window.scrollTo(0, 0); render(); } });
 render();

@@ -230,7 +230,8 @@ export function status(s) {
 
 /** Runs fn, shows failures as notices. */
 export async function guard(fn) {
-  try { return await fn(); } catch (e) { if (e?.name !== 'AbortError') toast(e.message, 'error'); return undefined; }
+  // An aborted request (the page was left) and a 401 (the sign-in prompt says it) need no notice.
+  try { return await fn(); } catch (e) { if (e?.name !== 'AbortError' && e?.status !== 401) toast(e.message, 'error'); return undefined; }
 }
 
 /** Tabs: [{id, label, render(el)}]; returns the element. */

@@ -184,12 +184,22 @@ def live_polls(d):
     return got[0], got[1]
 
 
+# FLOWS=identity,session_expiry runs only those flows (by function name) after the first visit.
+ONLY = set(filter(None, os.environ.get("FLOWS", "").split(",")))
+
+
 def step(name, fn, *a):
+    if ONLY and fn.__name__ not in ONLY and fn.__name__ != "first_visit":
+        return
     try:
         fn(*a)
     except Exception as e:  # noqa: BLE001 - report and continue with the next flow
         check(name, False, f"({type(e).__name__}: {e})")
-        traceback.print_exc(limit=2, file=sys.stdout)
+        traceback.print_exc(limit=3, file=sys.stdout)
+        try:  # what the page showed when the flow failed
+            shot(a[0], "failed-" + fn.__name__)
+        except Exception:  # noqa: BLE001 - the browser may be gone
+            pass
 
 
 # ---------------------------------------------------------------- the flows
@@ -487,7 +497,9 @@ def usage(d):
 PHONE_PAGES = ("overview", "instances", "images", "keypairs", "server-groups", "api-access", "network/topology",
                "network/networks", "network/ports", "network/routers", "network/security-groups",
                "network/floating-ips", "volumes", "volumes/snapshots", "admin/hypervisors", "admin/instances",
-               "admin/flavors", "admin/volume-types", "identity/projects", "identity/users", "identity/roles")
+               "admin/flavors", "admin/images", "admin/volume-types", "admin/defaults", "admin/system",
+               "identity/projects", "identity/users", "identity/groups", "identity/roles", "identity/role-assignments",
+               "identity/application-credentials")
 
 
 def phone_and_keyboard(d):
@@ -1085,6 +1097,9 @@ def member(d):
     shot(d, "26-member-refused")
     check("a member sees no admin pages and is refused at their address",
           "Hypervisors" not in nav and "Projects" not in nav and refused)
+    check("a member sees their own application credentials page, no other identity page",
+          "Application Credentials" in nav and "Users" not in nav and "Role Assignments" not in nav)
+    app_credentials(d, "member")
     css(d, "#signout")[0].click()
 
 
@@ -1092,6 +1107,352 @@ def csp(d):
     logs = d.get_log("browser")
     bad = [x["message"] for x in logs if "Content Security Policy" in x["message"] or x["level"] == "SEVERE" and "/ui/" in x["message"]]
     check("no Content-Security-Policy violations or script errors", not bad, f"({bad[:3]})")
+
+
+# ---------------------------------------------------------------- admin and identity pages
+
+def call(d, method, path, body=None, token=None):
+    """An API request from the page (its token unless TOKEN): [HTTP status, JSON or None]."""
+    return d.execute_async_script("""
+      const [method, path, body, token, done] = arguments;
+      const t = token || JSON.parse(sessionStorage.getItem('yunhe.session')).id;
+      const h = {'X-Auth-Token': t};
+      if (body !== null) h['Content-Type'] = 'application/json';
+      fetch(path, {method, headers: h, body: body === null ? undefined : JSON.stringify(body)})
+        .then(async r => { const x = await r.text(); let j = null; try { j = JSON.parse(x); } catch (e) {} done([r.status, j]); })
+        .catch(e => done([0, String(e)]));""", method, path, body, token)
+
+
+def session(d):
+    return d.execute_script("return JSON.parse(sessionStorage.getItem('yunhe.session'))")
+
+
+def compute_path(d, path):
+    return session(d)["endpoints"]["compute"] + path
+
+
+def row_button(d, table_id, text, cls):
+    """Clicks the button of class CLS in the row of TABLE_ID holding TEXT."""
+    def click():
+        r = table_row(d, table_id, text)
+        b = r.find_element(By.CSS_SELECTOR, f"button.{cls}") if r else None
+        if b:
+            b.click()
+        return b is not None
+    wait(d, click, 10, f"{cls} on {text} in #{table_id}")
+
+
+def in_dialog(d, text):
+    return any(text in x.text for x in css(d, "dialog[open]"))
+
+
+def close_dialog(d):
+    for b in css(d, "dialog[open] .dlg-buttons button"):
+        if b.text in ("Close", "Cancel"):
+            b.click()
+            break
+    wait(d, lambda: not css(d, "dialog[open]"), 5, "the dialog to close")
+
+
+def confirm_ok(d):
+    wait(d, lambda: css(d, "#confirm-ok"), 5, "the confirmation")
+    css(d, "#confirm-ok")[0].click()
+    wait(d, lambda: not css(d, "#confirm-ok"), 5, "the confirmation to close")
+
+
+def admin_flavors(d):
+    """Flavors: create a private flavor, give project demo access, set and unset an extra
+    spec, make it public, delete it."""
+    go(d, "admin/flavors", "#flavors")
+    css(d, "button.create-flavor")[0].click()
+    wait(d, lambda: css(d, "#flavor-form"), 5, "the flavor dialog")
+    fill(d, "flavor-form", {"name": "web-flavor", "vcpus": "2", "ram": "512", "disk": "2"})
+    css(d, "#flavor-form [name=public]")[0].click()
+    submit(d, "flavor-form", "the flavor")
+    wait(d, lambda: table_row(d, "flavors", "web-flavor", exact=True), 10, "web-flavor")
+    fid = table_row(d, "flavors", "web-flavor", exact=True).find_elements(By.TAG_NAME, "td")[1].text
+    check("flavors: create a private flavor", "No" in table_row(d, "flavors", "web-flavor", exact=True).text)
+    row_button(d, "flavors", "web-flavor", "flavor-access")
+    wait(d, lambda: css(d, "#flavor-access [name=project][data-name=demo]"), 10, "the access dialog")
+    css(d, "#flavor-access [name=project][data-name=demo]")[0].click()
+    shot(d, "51-flavor-access")
+    submit(d, "flavor-access", "the access to be saved")
+    demo = [p for p in call(d, "GET", "/identity/v3/projects")[1]["projects"] if p["name"] == "demo"][0]["id"]
+    st, acc = call(d, "GET", compute_path(d, f"/flavors/{fid}/os-flavor-access"))
+    check("flavors: access given to project demo (os-flavor-access)", st == 200 and [a["tenant_id"] for a in acc["flavor_access"]] == [demo], f"(HTTP {st}: {acc})")
+    row_button(d, "flavors", "web-flavor", "flavor-specs")
+    wait(d, lambda: css(d, "#flavor-specs [name=key]"), 10, "the extra specs dialog")
+    css(d, "#flavor-specs [name=key]")[0].send_keys("hw:cpu_policy")
+    css(d, "#flavor-specs [name=value]")[0].send_keys("shared")
+    css(d, "#flavor-specs-go")[0].click()
+    wait(d, lambda: "hw:cpu_policy" in css(d, "#flavor-specs-table")[0].text, 10, "the spec in the list")
+    shot(d, "52-flavor-extra-specs")
+    specs = call(d, "GET", compute_path(d, f"/flavors/{fid}/os-extra_specs"))[1]
+    css(d, "#flavor-specs-table button.unset")[0].click()
+    wait(d, lambda: "hw:cpu_policy" not in css(d, "#flavor-specs-table")[0].text, 10, "the spec unset")
+    after = call(d, "GET", compute_path(d, f"/flavors/{fid}/os-extra_specs"))[1]
+    close_dialog(d)
+    check("flavors: extra spec set and unset", specs == {"extra_specs": {"hw:cpu_policy": "shared"}} and after == {"extra_specs": {}}, f"({specs}, then {after})")
+    row_button(d, "flavors", "web-flavor", "flavor-access")
+    wait(d, lambda: css(d, "#flavor-access [name=public]"), 10, "the access dialog")
+    css(d, "#flavor-access [name=public]")[0].click()
+    submit(d, "flavor-access", "the flavor made public")
+    st, f = call(d, "GET", compute_path(d, f"/flavors/{fid}"))
+    check("flavors: made public again (same ID)", st == 200 and f["flavor"]["os-flavor-access:is_public"] is True, f"(HTTP {st})")
+    wait(d, lambda: table_row(d, "flavors", "web-flavor", exact=True) and "Yes" in table_row(d, "flavors", "web-flavor", exact=True).text, 10, "web-flavor public")
+    shot(d, "18-admin-flavors")
+    row_button(d, "flavors", "web-flavor", "danger")
+    confirm_ok(d)
+    wait(d, lambda: not table_row(d, "flavors", "web-flavor", exact=True), 10, "web-flavor gone")
+    check("flavors: delete", call(d, "GET", compute_path(d, f"/flavors/{fid}"))[0] == 404)
+
+
+def admin_other(d):
+    """All images (every project's, with owner), quota defaults (edit and restore), system
+    information (services, endpoints, compute and volume services)."""
+    go(d, "admin/images", "#admin-images")
+    wait(d, lambda: css(d, "#admin-images tbody[data-complete]") and table_row(d, "admin-images", "img", exact=True), 10, "the images")
+    text = css(d, "#admin-images")[0].text
+    owners = {td[1].text for td in (tr.find_elements(By.TAG_NAME, "td") for tr in css(d, "#admin-images tbody tr")) if len(td) > 1}
+    check("all images: every project's images with their owner", "demo-img" in text and {"admin", "demo"} <= owners, f"({sorted(owners)})")
+    row_button(d, "admin-images", "demo-img", "image-edit")
+    wait(d, lambda: css(d, "#image-form"), 5, "the image dialog")
+    Select(css(d, "#image-form [name=visibility]")[0]).select_by_value("public")
+    css(d, "#image-form [name=protected]")[0].click()
+    submit(d, "image-form", "the image saved")
+    imgs = call(d, "GET", session(d)["endpoints"]["image"] + "/v2/images?name=demo-img")[1]["images"]
+    check("all images: edit visibility and protected (Glance PATCH)", imgs and imgs[0]["visibility"] == "public" and imgs[0]["protected"] is True, f"({[(i['visibility'], i['protected']) for i in imgs]})")
+    wait(d, lambda: table_row(d, "admin-images", "demo-img") and "public" in table_row(d, "admin-images", "demo-img").text, 10, "demo-img public")
+    shot(d, "53-admin-images")
+    # A protected image is not deleted: unprotect it, then delete it.
+    row_button(d, "admin-images", "demo-img", "image-edit")
+    wait(d, lambda: css(d, "#image-form"), 5, "the image dialog")
+    css(d, "#image-form [name=protected]")[0].click()
+    submit(d, "image-form", "the image unprotected")
+    wait(d, lambda: table_row(d, "admin-images", "demo-img") and "No" in table_row(d, "admin-images", "demo-img").text, 10, "demo-img unprotected")
+    row_button(d, "admin-images", "demo-img", "danger")
+    confirm_ok(d)
+    wait(d, lambda: not table_row(d, "admin-images", "demo-img"), 10, "demo-img gone")
+    check("all images: delete another project's image", True)
+
+    go(d, "admin/defaults", "#defaults-compute")
+    wait(d, lambda: css(d, "#defaults-compute table") and table_row(d, "defaults-compute", "instances", exact=True), 10, "the compute defaults")
+    before = call(d, "GET", compute_path(d, "/os-quota-class-sets/default"))[1]["quota_class_set"]["instances"]
+    css(d, "#defaults-compute button.edit-defaults")[0].click()
+    wait(d, lambda: css(d, "#defaults-compute-form"), 5, "the defaults dialog")
+    fill(d, "defaults-compute-form", {"instances": "37"})
+    submit(d, "defaults-compute-form", "the defaults saved")
+    wait(d, lambda: table_row(d, "defaults-compute", "instances", exact=True) and "37" in table_row(d, "defaults-compute", "instances", exact=True).text, 10, "37 instances")
+    now = call(d, "GET", compute_path(d, "/os-quota-class-sets/default"))[1]["quota_class_set"]["instances"]
+    sections = [s.get_attribute("id") for s in css(d, "section.quota-defaults")]
+    shot(d, "54-admin-defaults")
+    st, _ = call(d, "PUT", compute_path(d, "/os-quota-class-sets/default"), {"quota_class_set": {"instances": before}})
+    check("defaults: compute's quota class 'default' edited (and volume, network shown)", now == 37 and st == 200
+          and {"defaults-compute", "defaults-volume", "defaults-network"} <= set(sections), f"({before} -> {now}; {sections})")
+
+    go(d, "admin/system", "#sys-endpoints")
+    wait(d, lambda: css(d, "#sys-compute tbody tr"), 10, "the compute services")
+    services = css(d, "#sys-services")[0].text
+    endpoints = css(d, "#sys-endpoints")[0].text
+    check("system information: services, endpoints (region, interface, URL), compute and volume services",
+          all(x in services for x in ("identity", "compute", "image")) and "public" in endpoints and "RegionOne" in endpoints
+          and "nova-compute" in css(d, "#sys-compute")[0].text and css(d, "#sys-volume tbody tr"), f"({len(css(d, '#sys-endpoints tbody tr'))} endpoints)")
+    shot(d, "55-admin-system")
+
+
+def identity(d):
+    """Projects, users, groups, roles and role assignments: create, edit, enable/disable,
+    members, password, grant and revoke, delete."""
+    d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    scrolled = d.execute_script("return window.scrollY")
+    go(d, "identity/projects", "#projects")
+    check("another page opens at its top", d.execute_script("return window.scrollY") == 0, f"(the last one was scrolled to {scrolled} px)")
+    css(d, "button.create-project")[0].click()
+    wait(d, lambda: css(d, "#project-form"), 5, "the project dialog")
+    fill(d, "project-form", {"name": "web-proj", "description": "made in the browser"})
+    submit(d, "project-form", "the project")
+    wait(d, lambda: table_row(d, "projects", "web-proj", exact=True), 10, "web-proj")
+    row_button(d, "projects", "web-proj", "edit")
+    wait(d, lambda: css(d, "#project-form"), 5, "the edit dialog")
+    fill(d, "project-form", {"description": "<b>edited</b>"})
+    submit(d, "project-form", "the project saved")
+    wait(d, lambda: table_row(d, "projects", "web-proj", exact=True) and "<b>edited</b>" in table_row(d, "projects", "web-proj", exact=True).text, 10, "the new description")
+    row_button(d, "projects", "web-proj", "toggle")
+    wait(d, lambda: table_row(d, "projects", "web-proj", exact=True) and "Enable" in table_row(d, "projects", "web-proj", exact=True).text, 10, "web-proj disabled")
+    pid = table_row(d, "projects", "web-proj", exact=True).find_elements(By.TAG_NAME, "td")[1].text
+    p = call(d, "GET", f"/identity/v3/projects/{pid}")[1]["project"]
+    row_button(d, "projects", "web-proj", "toggle")
+    wait(d, lambda: table_row(d, "projects", "web-proj", exact=True) and "Disable" in table_row(d, "projects", "web-proj", exact=True).text, 10, "web-proj enabled")
+    check("projects: create, edit (markup stays text), disable and enable", p["enabled"] is False and p["description"] == "<b>edited</b>" and not css(d, "#projects b"))
+    shot(d, "19-identity-projects")
+
+    go(d, "identity/users", "#users")
+    css(d, "button.create-user")[0].click()
+    wait(d, lambda: css(d, "#user-form"), 5, "the user dialog")
+    fill(d, "user-form", {"name": "web-user", "email": "web@example.org", "password": "Pw-one-1", "confirm": "Pw-one-1", "project": "web-proj", "role": "member"})
+    shot(d, "56-identity-create-user")
+    submit(d, "user-form", "the user")
+    wait(d, lambda: table_row(d, "users", "web-user", exact=True), 10, "web-user")
+    uid = table_row(d, "users", "web-user", exact=True).find_elements(By.TAG_NAME, "td")[1].text
+    auth = lambda pw: call(d, "POST", "/identity/v3/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {"id": uid, "password": pw}}}, "scope": {"project": {"id": pid}}}})[0]
+    first = auth("Pw-one-1")
+    row_button(d, "users", "web-user", "password")
+    wait(d, lambda: css(d, "#password-form"), 5, "the password dialog")
+    fill(d, "password-form", {"password": "Pw-two-2", "confirm": "Pw-two-2"})
+    submit(d, "password-form", "the password changed")
+    second, old = auth("Pw-two-2"), auth("Pw-one-1")
+    check("users: create with a password and a role on a project (signs in), change the password",
+          first == 201 and second == 201 and old == 401, f"(sign-in: {first}, new password: {second}, old one: {old})")
+    row_button(d, "users", "web-user", "edit")
+    wait(d, lambda: css(d, "#user-form"), 5, "the edit dialog")
+    fill(d, "user-form", {"email": "new@example.org"})
+    submit(d, "user-form", "the user saved")
+    wait(d, lambda: table_row(d, "users", "web-user", exact=True) and "new@example.org" in table_row(d, "users", "web-user", exact=True).text, 10, "the new email")
+    row_button(d, "users", "web-user", "toggle")
+    wait(d, lambda: table_row(d, "users", "web-user", exact=True) and "Enable" in table_row(d, "users", "web-user", exact=True).text, 10, "web-user disabled")
+    check("users: edit, disable (a disabled user cannot sign in)", auth("Pw-two-2") == 401)
+    row_button(d, "users", "web-user", "toggle")
+    wait(d, lambda: table_row(d, "users", "web-user", exact=True) and "Disable" in table_row(d, "users", "web-user", exact=True).text, 10, "web-user enabled")
+    shot(d, "20-identity-users")
+
+    go(d, "identity/groups", "#groups")
+    css(d, "button.create-group")[0].click()
+    wait(d, lambda: css(d, "#group-form"), 5, "the group dialog")
+    fill(d, "group-form", {"name": "web-group"})
+    submit(d, "group-form", "the group")
+    wait(d, lambda: table_row(d, "groups", "web-group", exact=True), 10, "web-group")
+    gid = table_row(d, "groups", "web-group", exact=True).find_elements(By.TAG_NAME, "td")[1].text
+    row_button(d, "groups", "web-group", "members")
+    wait(d, lambda: css(d, "#group-member-form"), 10, "the members dialog")
+    Select(css(d, "#group-member-form [name=user]")[0]).select_by_visible_text("web-user")
+    css(d, "#group-member-form-go")[0].click()
+    wait(d, lambda: table_row(d, "group-members", "web-user"), 10, "web-user in the group")
+    shot(d, "57-identity-group-members")
+    inside = call(d, "GET", f"/identity/v3/groups/{gid}/users/{uid}")[0]
+    table_row(d, "group-members", "web-user").find_element(By.CSS_SELECTOR, "button.remove").click()
+    wait(d, lambda: not table_row(d, "group-members", "web-user"), 10, "web-user out of the group")
+    out = call(d, "GET", f"/identity/v3/groups/{gid}/users/{uid}")[0]
+    close_dialog(d)
+    check("groups: create, add a user, remove the user", inside == 204 and out == 404, f"(member: {inside}, then {out})")
+
+    go(d, "identity/roles", "#roles")
+    css(d, "button.create-role")[0].click()
+    wait(d, lambda: css(d, "#role-form"), 5, "the role dialog")
+    fill(d, "role-form", {"name": "web-role"})
+    submit(d, "role-form", "the role")
+    wait(d, lambda: table_row(d, "roles", "web-role", exact=True), 10, "web-role")
+    check("roles: create", True)
+    shot(d, "21-identity-roles")
+
+    go(d, "identity/role-assignments", "#role-assignments")
+    css(d, "button.grant-role")[0].click()
+    wait(d, lambda: css(d, "#grant-form"), 10, "the grant dialog")
+    fill(d, "grant-form", {"actor": "web-group (Group)", "project": "web-proj", "role": "web-role"})
+    submit(d, "grant-form", "the role granted")
+    has = lambda: table_row(d, "role-assignments", "web-role") and "web-group" in table_row(d, "role-assignments", "web-role").text
+    wait(d, has, 10, "the new assignment")
+    shot(d, "58-identity-role-assignments")
+    table_row(d, "role-assignments", "web-role").find_element(By.CSS_SELECTOR, "button.revoke").click()
+    confirm_ok(d)
+    wait(d, lambda: not table_row(d, "role-assignments", "web-role"), 10, "the assignment revoked")
+    check("role assignments: grant a group a role on a project, revoke it", True)
+
+    go(d, "identity/projects", "#projects")
+    row_button(d, "projects", "web-proj", "members")
+    wait(d, lambda: css(d, "#member-form") and table_row(d, "project-members", "web-user"), 10, "the project's members")
+    fill(d, "member-form", {"actor": "web-user", "role": "web-role"})
+    css(d, "#member-form-go")[0].click()
+    wait(d, lambda: table_row(d, "project-members", "web-role"), 10, "web-role for web-user")
+    granted = call(d, "GET", f"/identity/v3/role_assignments?scope.project.id={pid}&user.id={uid}&include_names=true")[1]
+    row_with = table_row(d, "project-members", "web-role")
+    row_with.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    wait(d, lambda: not table_row(d, "project-members", "web-role"), 10, "web-role revoked")
+    close_dialog(d)
+    check("projects: manage members (grant and revoke a role)", sorted(a["role"]["name"] for a in granted["role_assignments"]) == ["member", "web-role"])
+
+    for page, table_id, name in (("identity/users", "users", "web-user"), ("identity/groups", "groups", "web-group"),
+                                 ("identity/roles", "roles", "web-role"), ("identity/projects", "projects", "web-proj")):
+        go(d, page, f"#{table_id}")
+        wait(d, lambda: table_row(d, table_id, name, exact=True), 10, name)
+        row_button(d, table_id, name, "danger")
+        confirm_ok(d)
+        wait(d, lambda: not table_row(d, table_id, name, exact=True), 10, f"{name} gone")
+    check("identity: delete the user, group, role and project", call(d, "GET", f"/identity/v3/users/{uid}")[0] == 404)
+
+
+def app_credentials(d, who="admin"):
+    """The signed-in user's application credentials: create one (the secret shown once, a
+    clouds.yaml with it), sign in with it, delete it."""
+    go(d, "identity/application-credentials", "#app-creds")
+    css(d, "button.create-appcred")[0].click()
+    wait(d, lambda: css(d, "#appcred-form"), 5, "the credential dialog")
+    name = f"web-cred-{who}"
+    fill(d, "appcred-form", {"name": name, "description": "for CI"})
+    d.execute_script("arguments[0].value = '2031-01-02T03:04'", css(d, "#appcred-form [name=expires]")[0])
+    submit(d, "appcred-form", "the credential")
+    wait(d, lambda: css(d, "#appcred-secret .appcred-secret"), 10, "the secret")
+    cid = css(d, "#appcred-secret .appcred-id")[0].text
+    secret = css(d, "#appcred-secret .appcred-secret")[0].text
+    if who == "admin":
+        shot(d, "59-app-credential-secret")
+    f = os.path.join(DL, "clouds.yaml")
+    if os.path.exists(f):
+        os.remove(f)
+    css(d, "button.dl-appcred")[0].click()
+    wait(d, lambda: os.path.exists(f) and os.path.getsize(f) > 0, 10, "clouds.yaml")
+    text = open(f).read()
+    close_dialog(d)
+    st = call(d, "POST", "/identity/v3/auth/tokens", {"auth": {"identity": {"methods": ["application_credential"],
+              "application_credential": {"id": cid, "secret": secret}}}})[0]
+    wait(d, lambda: table_row(d, "app-creds", name, exact=True), 10, name)
+    row = table_row(d, "app-creds", name, exact=True).text
+    check(f"application credentials ({who}): create (expiry 2031), the secret shown once, clouds.yaml with it, signs in",
+          "v3applicationcredential" in text and secret in text and cid in text and st == 201 and "2031-01-02" in row, f"(auth: HTTP {st})")
+    if who == "admin":
+        shot(d, "60-app-credentials")
+    row_button(d, "app-creds", name, "danger")
+    confirm_ok(d)
+    wait(d, lambda: not table_row(d, "app-creds", name, exact=True), 10, f"{name} gone")
+    check(f"application credentials ({who}): delete",
+          call(d, "GET", f"/identity/v3/users/{session(d)['user']['id']}/application_credentials/{cid}")[0] == 404)
+
+
+def session_expiry(d):
+    """The page's token revoked behind its back while a dialog is open: its request shows the
+    "session expired" prompt (the dialog gone, the same user filled in); signing in again
+    returns to the same page."""
+    go(d, "admin/flavors", "#flavors")
+    css(d, "button.create-flavor")[0].click()
+    wait(d, lambda: css(d, "#flavor-form"), 5, "the flavor dialog")
+    fill(d, "flavor-form", {"name": "too-late"})
+    old = session(d)["id"]
+    st, other = d.execute_async_script("""
+      const [pw, done] = arguments;
+      const auth = {identity: {methods: ['password'], password: {user: {name: 'admin', domain: {name: 'Default'}, password: pw}}}};
+      fetch('/identity/v3/auth/tokens', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({auth})})
+        .then(r => done([r.status, r.headers.get('X-Subject-Token')]));""", os.environ["YUNHE_ADMIN_PASSWORD"])
+    revoked = d.execute_async_script("""
+      const [me, old, done] = arguments;
+      fetch('/identity/v3/auth/tokens', {method: 'DELETE', headers: {'X-Auth-Token': me, 'X-Subject-Token': old}}).then(r => done(r.status));""", other, old)
+    css(d, "#flavor-form-go")[0].click()
+    wait(d, lambda: css(d, "form#session-expired"), 15, "the session-expired prompt")
+    dialogs = len(css(d, "dialog"))
+    toasts = [x.text for x in css(d, "#toasts .toast.error")]
+    msg = css(d, "form#session-expired [role=alert]")[0].text
+    user = css(d, "form#session-expired input[name=username]")[0].get_attribute("value")
+    focused = d.execute_script("return document.activeElement.name")
+    shot(d, "61-session-expired")
+    check("session expiry: a revoked token brings the 'session expired' prompt, the user filled in",
+          st == 201 and revoked == 204 and "expired" in msg and user == "admin" and focused == "password" and not dialogs and not toasts,
+          f"(revoke: HTTP {revoked}; {msg!r}; user {user!r}; focus on {focused!r}; dialogs left: {dialogs}; error notices: {toasts})")
+    css(d, "input[name=password]")[0].send_keys(os.environ["YUNHE_ADMIN_PASSWORD"] + Keys.ENTER)
+    wait(d, lambda: css(d, "#signout"), 15, "the signed-in shell")
+    wait(d, lambda: css(d, 'nav a[aria-current=page][data-page="admin/flavors"]') and css(d, "#flavors"), 15, "the flavors page again")
+    made = [f["name"] for f in call(d, "GET", compute_path(d, "/flavors"))[1]["flavors"] if f["name"] == "too-late"]
+    check("session expiry: signing in again returns to the same page (the refused request made nothing)", session(d)["id"] != old and not made)
+    d.execute_async_script("""
+      const [t, done] = arguments;
+      fetch('/identity/v3/auth/tokens', {method: 'DELETE', headers: {'X-Auth-Token': t, 'X-Subject-Token': t}}).then(r => done(r.status));""", other)
 
 
 def main():
@@ -1111,6 +1472,10 @@ def main():
         step("images", images, d)
         step("key pairs", keypairs, d)
         step("pages", other_pages, d)
+        step("admin: flavors", admin_flavors, d)
+        step("admin: images, defaults, system", admin_other, d)
+        step("identity", identity, d)
+        step("application credentials", app_credentials, d)
         step("简体中文", chinese, d)
         step("looks", looks, d)
         step("project switcher", switch_project, d)
@@ -1119,6 +1484,7 @@ def main():
         step("phone and keyboard", phone_and_keyboard, d)
         step("accessibility", accessibility, d)
         step("1,000 servers", thousand, d)
+        step("session expiry", session_expiry, d)
         step("sign out", sign_out, d)
         step("member", member, d)
         step("csp", csp, d)

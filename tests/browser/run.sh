@@ -75,6 +75,8 @@ setup openstack user create --project demo --password s3cret-Member member1
 setup openstack role add --project demo --user member1 member
 # admin in demo too: the project switcher's flow moves between the two.
 setup openstack role add --project demo --user admin admin
+# An image of another project's for the admin's All Images page (no data: it stays queued).
+setup openstack --os-project-name demo image create --disk-format raw --container-format bare --private demo-img
 # 1,000 real servers for the instances page's number, in their own project "bulk": a
 # flavor no host can take, so Nova's scheduler leaves them in ERROR without starting a VM.
 setup openstack project create bulk
