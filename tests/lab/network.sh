@@ -7,8 +7,10 @@
 #     name, OpenStack and EC2 formats) from 169.254.169.254 through the router;
 #   - the guests ping each other (a rule for members of their group lets ICMP in) and the
 #     external gateway through the router's SNAT;
+#   - a source address that is not the guest's port's is dropped (anti-spoofing);
 #   - a floating IP on one guest: the lab host's ping is dropped until a rule allows ICMP from
-#     anywhere, then answered (DNAT in the router, the security group in nftables);
+#     anywhere, then answered (DNAT in the router, the security group in nftables); the same for
+#     the guest's ssh banner and TCP 22; a kill -9 of serve during a ping loses no packet;
 #   - deleting servers, floating IP, router and networks leaves no namespace and no yh-* link.
 #
 #   tests/lab/network.sh
@@ -60,6 +62,12 @@ i=0
 while [ \$i -lt 90 ]; do ping -c 1 -W 1 \$peer >/dev/null 2>&1 && break; i=\$((i + 1)); sleep 1; done
 [ \$i -lt 90 ] && echo "yunhe-net: peer \$peer answers" || echo "yunhe-net: peer \$peer silent"
 ping -c 2 -W 2 $gateway >/dev/null 2>&1 && echo "yunhe-net: gateway $gateway answers" || echo "yunhe-net: gateway $gateway silent"
+# a source address that is not the port's: anti-spoofing drops it at the port (without it, the
+# router would NAT it and the answer would come back to this address)
+ping -c 2 -W 2 -I $2 $gateway >/dev/null 2>&1 && echo "yunhe-net: own source $2 answered" || echo "yunhe-net: own source $2 dropped"
+ip addr add 10.10.0.99/32 dev eth0
+ping -c 2 -W 2 -I 10.10.0.99 $gateway >/dev/null 2>&1 && echo "yunhe-net: spoofed source 10.10.0.99 answered" || echo "yunhe-net: spoofed source 10.10.0.99 dropped"
+ip addr del 10.10.0.99/32 dev eth0
 md=\$(wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json | tr -d '\n' | sed -n 's/.*"uuid" *: *"\([^"]*\)".*/\1/p')
 echo "yunhe-net: metadata uuid \$md"
 echo "yunhe-net: ec2 instance-id \$(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
@@ -68,8 +76,8 @@ echo "yunhe-net: done"
 ) >/dev/console 2>&1 &
 EOF
 }
-user_data 10.10.0.12 >"$work/ud-a"
-user_data 10.10.0.11 >"$work/ud-b"
+user_data 10.10.0.12 10.10.0.11 >"$work/ud-a"
+user_data 10.10.0.11 10.10.0.12 >"$work/ud-b"
 lab_alive
 check "server create vma (net1 at 10.10.0.11, lab-sg, no config drive)" openstack server create \
     --image yunhe-tiny --flavor m1.nano --nic "net-id=$net1,v4-fixed-ip=10.10.0.11" \
@@ -95,6 +103,8 @@ for v in vma:$vma:10.10.0.11:10.10.0.12 vmb:$vmb:10.10.0.12:10.10.0.11; do
     console_has "$name: host name from the metadata service" "^yunhe-tiny: hostname $name"
     console_has "$name: pings $peer on the same network (security group: ICMP from members)" "yunhe-net: peer ${peer//./\\.} answers"
     console_has "$name: pings the external gateway $gateway through the router (SNAT)" "yunhe-net: gateway ${gateway//./\\.} answers"
+    console_has "$name: a ping from its own address named with ping -I is answered (the spoof check's control)" "yunhe-net: own source ${addr//./\\.} answered"
+    console_has "$name: a ping from a source address not its port's (10.10.0.99) is dropped" "yunhe-net: spoofed source 10\.10\.0\.99 dropped"
     console_has "$name: OpenStack metadata names this server" "yunhe-net: metadata uuid $id"
     console_has "$name: EC2 metadata's instance-id names this server" "yunhe-net: ec2 instance-id i-$id"
 done
@@ -120,6 +130,23 @@ t0=$(now)
 if labsh $((B_FIP + 10)) "i=0; while [ \$i -lt $B_FIP ]; do ping -c 1 -W 1 $fip >/dev/null 2>&1 && exit 0; i=\$((i + 1)); done; exit 1" >"$out" 2>&1; then
     pass "the lab host reaches vma on its floating IP $fip once the rule is there ($(dt "$t0" "$(now)") s; bound $B_FIP s)"
 else fail "the lab host reaches vma on its floating IP $fip once the rule is there"; fi
+# ssh (tiny's dropbear) through the floating IP: the banner, only once a rule lets TCP 22 in
+if labsh 20 "echo | nc -w 3 $fip 22" 2>&1 | grep -q "^SSH-2.0"; then
+    fail "the lab host gets no ssh banner from $fip while no rule allows TCP 22"
+else pass "the lab host gets no ssh banner from $fip while no rule allows TCP 22"; fi
+check "security group rule: TCP 22 in from anywhere" openstack security group rule create \
+    --ingress --protocol tcp --dst-port 22 --remote-ip 0.0.0.0/0 lab-sg -f json
+t0=$(now)
+if labsh $((B_FIP + 10)) "i=0; while [ \$i -lt $B_FIP ]; do echo | nc -w 2 $fip 22 | grep -q '^SSH-2.0' && exit 0; i=\$((i + 1)); sleep 1; done; exit 1" >"$out" 2>&1; then
+    pass "the lab host gets vma's ssh banner through $fip once the rule is there ($(dt "$t0" "$(now)") s)"
+else fail "the lab host gets vma's ssh banner through $fip once the rule is there"; fi
+# kill -9 of serve while the lab host pings the floating IP: the dataplane is the kernel's, the
+# guest's VMM outlives serve, and the restarted serve's first pass changes nothing that carries it
+if labsh 120 "ping -c 10 -W 1 $fip >/tmp/fip-ping.out 2>&1 & p=\$!; sleep 2; kill9_and_restart_serve; wait \$p; grep 'packets transmitted' /tmp/fip-ping.out" >"$out" 2>&1 \
+    && grep -q "10 packets transmitted, 10 packets received" "$out"; then
+    pass "kill -9 of serve during a ping of $fip: no packet lost, serve back ($(grep -o 'listening after [0-9.]* s' "$out"))"
+else fail "kill -9 of serve during a ping of $fip: no packet lost"; fi
+check "GET /healthz after the restart" curl -sf --max-time 20 "$URL/healthz"
 check "server show vma lists the floating IP" openstack server show vma -f json
 is_true "vma's addresses hold $fip" "'$fip' in json.dumps(d['addresses'])"
 
