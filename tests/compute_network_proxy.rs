@@ -362,7 +362,49 @@ fn proxy_apis_below_2_36() {
         .status,
         404
     );
-    // The group still referenced by nothing else is deleted (202).
+    // Deleting a group takes the rules naming it as their remote group
+    // with it, as Neutron's cascade.
+    let peer = nova(
+        &server,
+        &admin,
+        mv,
+        "POST",
+        "/os-security-groups",
+        Some(&json!({"security_group": {"name": "peer", "description": "peer"}})),
+    );
+    let peer_id = id_of(&peer.json()["security_group"]);
+    let r = rule(json!({"parent_group_id": web_id, "ip_protocol": "udp", "group_id": peer_id}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["security_group_rule"]["from_port"], 1);
+    assert_eq!(r.json()["security_group_rule"]["to_port"], 65535);
+    let count = || {
+        nova(
+            &server,
+            &admin,
+            mv,
+            "GET",
+            &format!("/os-security-groups/{web_id}"),
+            None,
+        )
+        .json()["security_group"]["rules"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(count(), Some(2));
+    assert_eq!(
+        nova(
+            &server,
+            &admin,
+            mv,
+            "DELETE",
+            &format!("/os-security-groups/{peer_id}"),
+            None
+        )
+        .status,
+        202
+    );
+    assert_eq!(count(), Some(1));
+    // The group is deleted (202).
     let del = nova(
         &server,
         &admin,

@@ -337,19 +337,12 @@ pub fn delete_group_in(conn: &Connection, caller: &Caller, id: &str) -> NetResul
             format!("Security Group {} in use.", sg.std.id),
         ));
     }
+    // Rules of other groups naming it as their remote group go with it, as
+    // Neutron's foreign key (ON DELETE CASCADE) takes them.
     let rules: Vec<Rule> = store::all(conn)?;
-    if rules.iter().any(|r| {
-        r.remote_group_id.as_deref() == Some(&sg.std.id) && r.security_group_id != sg.std.id
+    for r in rules.iter().filter(|r| {
+        r.security_group_id == sg.std.id || r.remote_group_id.as_deref() == Some(&sg.std.id)
     }) {
-        return Err(NetworkError::conflict(
-            "SecurityGroupInUse",
-            format!(
-                "Security Group {} in use by a rule of another group.",
-                sg.std.id
-            ),
-        ));
-    }
-    for r in rules.iter().filter(|r| r.security_group_id == sg.std.id) {
         store::remove::<Rule>(conn, &r.std.id)?;
     }
     store::remove::<SecurityGroup>(conn, &sg.std.id)
