@@ -244,13 +244,14 @@ fn group_property(body: &Map<String, Value>, key: &str) -> ComputeResult<String>
             "Security group {key} is not a string or unicode"
         )));
     };
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > 255 {
+    // Checked stripped, kept as given (Nova's `validate_property`).
+    let stripped = v.trim();
+    if stripped.is_empty() || stripped.chars().count() > 255 {
         return Err(ComputeError::BadRequest(format!(
             "Invalid input for {key}: it must be 1 to 255 characters long."
         )));
     }
-    Ok(v.to_string())
+    Ok(v.clone())
 }
 
 async fn group_list(
