@@ -1372,3 +1372,73 @@ async fn network_gone_id(
     proxy_available(mv)?;
     gone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    const SG: &str = "0a2b9f3e-7c55-4a6e-8d0a-2f5e1c3b4d6f";
+
+    #[test]
+    fn nova_rules_become_neutron_ingress_rules() {
+        let r = neutron_rule(
+            &body(json!({"ip_protocol": "TCP", "from_port": "22", "to_port": 22, "cidr": "10.0.0.0/8"})),
+            SG,
+            None,
+        )
+        .expect("rule");
+        assert_eq!(r["direction"], "ingress");
+        assert_eq!(r["protocol"], "tcp");
+        assert_eq!(r["port_range_min"], 22);
+        assert_eq!(r["remote_ip_prefix"], "10.0.0.0/8");
+        assert_eq!(r["ethertype"], "IPv4");
+        let v6 = neutron_rule(
+            &body(json!({"ip_protocol": "udp", "from_port": 53, "to_port": 53, "cidr": "2001:db8::/32"})),
+            SG,
+            None,
+        )
+        .expect("rule");
+        assert_eq!(v6["ethertype"], "IPv6");
+        // ICMP -1 means any: no port range in Neutron.
+        let icmp = neutron_rule(
+            &body(json!({"ip_protocol": "icmp", "from_port": -1, "to_port": -1})),
+            SG,
+            None,
+        )
+        .expect("rule");
+        assert!(icmp.get("port_range_min").is_none());
+        assert_eq!(icmp["remote_ip_prefix"], "0.0.0.0/0");
+        // A group rule without ports: tcp opens everything.
+        let group = neutron_rule(&body(json!({"ip_protocol": "tcp"})), SG, Some(SG)).expect("rule");
+        assert_eq!(group["port_range_min"], 1);
+        assert_eq!(group["port_range_max"], 65535);
+        assert_eq!(group["remote_group_id"], SG);
+        assert!(group.get("remote_ip_prefix").is_none());
+        for bad in [
+            json!({"ip_protocol": "tcp", "from_port": 2, "to_port": 1}),
+            json!({"ip_protocol": "tcp", "from_port": 0, "to_port": 1}),
+            json!({"ip_protocol": "tcp", "from_port": 1, "to_port": 65536}),
+            json!({"ip_protocol": "icmp", "from_port": 256, "to_port": 0}),
+            json!({"ip_protocol": "gre", "from_port": 1, "to_port": 1}),
+            json!({"ip_protocol": "tcp", "from_port": "x", "to_port": 1}),
+            json!({"cidr": "10.0.0.0/8"}),
+            json!({"ip_protocol": "tcp", "from_port": 1, "to_port": 2, "cidr": "10.0.0.0/0"}),
+            json!({"ip_protocol": "tcp", "from_port": 1, "to_port": 2, "cidr": "nope"}),
+        ] {
+            assert!(neutron_rule(&body(bad.clone()), SG, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_properties_are_checked_stripped_and_kept_as_given() {
+        let b = body(json!({"name": " web ", "description": "   "}));
+        assert_eq!(group_property(&b, "name").ok().as_deref(), Some(" web "));
+        assert!(group_property(&b, "description").is_err());
+        assert!(group_property(&body(json!({"name": 1})), "name").is_err());
+        assert!(group_property(&body(json!({})), "name").is_err());
+    }
+}
