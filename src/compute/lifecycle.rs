@@ -24,6 +24,7 @@ use super::build::{
     resolve_boot, spawn_delete, update_server,
 };
 use super::driver::VmmExit;
+use super::network_proxy;
 use super::servers::{self, view};
 use super::states::{Action, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
@@ -202,6 +203,15 @@ pub async fn action(
     let Some((name, arg)) = body.into_iter().next() else {
         return Err(ComputeError::BadRequest("There is no such action".into()));
     };
+    let removed_at_2_44 = matches!(
+        name.as_str(),
+        "addFloatingIp" | "removeFloatingIp" | "addFixedIp" | "removeFixedIp"
+    );
+    if removed_at_2_44 && mv.at_least(network_proxy::LAST_FLOATING_ACTION_MICROVERSION + 1) {
+        return Err(ComputeError::NotFound(format!(
+            "There is no such action: {name}"
+        )));
+    }
     if let Some(rule) = action_rule(&name) {
         access::load_authorized(&s, &ctx, &id, rule).await?;
     }
@@ -386,16 +396,15 @@ pub async fn action(
                 "The {name} action is not implemented by this cloud's driver."
             )))
         }
-        "addSecurityGroup"
-        | "removeSecurityGroup"
-        | "addFixedIp"
-        | "removeFixedIp"
-        | "addFloatingIp"
-        | "removeFloatingIp" => {
-            access::load(&s, &ctx, &id).await?;
-            Err(ComputeError::BadRequest(format!(
-                "The {name} action needs the network service, which this cloud does not have yet."
-            )))
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            let add = name == "addSecurityGroup";
+            network_proxy::security_group_action(&s, &ctx, &id, &arg, add).await
+        }
+        "addFloatingIp" => network_proxy::add_floating_ip(&s, &ctx, &id, &arg).await,
+        "removeFloatingIp" => network_proxy::remove_floating_ip(&s, &ctx, &id, &arg).await,
+        "addFixedIp" | "removeFixedIp" => {
+            let add = name == "addFixedIp";
+            network_proxy::fixed_ip_action(&s, &ctx, &id, &arg, add).await
         }
         other => {
             access::load(&s, &ctx, &id).await?;

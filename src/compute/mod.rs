@@ -40,6 +40,7 @@ mod keypairs;
 mod lifecycle;
 mod locks;
 pub mod metadata_source;
+mod network_proxy;
 pub mod networking;
 pub mod quotas;
 mod scheduler;
@@ -100,6 +101,9 @@ pub enum ComputeError {
     /// This host cannot do what was asked (e.g. host power actions).
     #[error("{0}")]
     NotImplemented(String),
+    /// The API is gone for good (nova-network's admin actions).
+    #[error("{0}")]
+    Gone(String),
     /// The state file failed.
     #[error("Unexpected API Error: {0}")]
     Db(#[from] DbError),
@@ -122,6 +126,7 @@ impl ComputeError {
             ComputeError::Db(DbError::Conflict(_)) => (StatusCode::CONFLICT, "conflictingRequest"),
             ComputeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "computeFault"),
             ComputeError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
+            ComputeError::Gone(_) => (StatusCode::GONE, "computeFault"),
             ComputeError::Db(_) | ComputeError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "computeFault")
             }
@@ -317,8 +322,11 @@ const RESOURCES: &[&str] = &[
     "os-volumes_boot",
     "os-snapshots",
     "os-networks",
+    "os-tenant-networks",
     "os-floating-ips",
+    "os-floating-ip-pools",
     "os-security-groups",
+    "os-security-group-rules",
     "os-hosts",
     "os-cells",
     "os-assisted-volume-snapshots",
@@ -582,6 +590,7 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         .merge(quotas::routes())
         .merge(hosts::routes())
         .merge(images::routes())
+        .merge(network_proxy::routes())
         .merge(server_groups::routes())
         .merge(servers::routes())
         .route(

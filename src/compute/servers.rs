@@ -2344,14 +2344,8 @@ async fn security_groups(
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    fixed(
-        &s,
-        &ctx,
-        &id,
-        "os_compute_api:os-security-groups:list",
-        json!({"security_groups": []}),
-    )
-    .await
+    let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-security-groups:list").await?;
+    super::network_proxy::server_groups(&s, &server).await
 }
 
 async fn volume_attachments(

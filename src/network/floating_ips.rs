@@ -42,7 +42,9 @@ impl Kind for FloatingIp {
     }
 }
 
-fn visible(conn: &Connection, caller: &Caller, id: &str) -> NetResult<FloatingIp> {
+/// A floating IP the caller may see (its project's, or any for admins),
+/// else 404.
+pub fn visible(conn: &Connection, caller: &Caller, id: &str) -> NetResult<FloatingIp> {
     let f: FloatingIp = store::must(conn, id)?;
     if caller.admin || f.std.project_id == caller.project {
         Ok(f)
@@ -160,7 +162,9 @@ const CREATE_ATTRS: &[&str] = &[
     "qos_policy_id",
 ];
 
-fn create_in(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<FloatingIp> {
+/// Allocates a floating IP in an open transaction (policy, quota, the
+/// address), as `POST /floatingips`.
+pub fn create_in(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<FloatingIp> {
     attrs::known(body, CREATE_ATTRS)?;
     let project = caller.owner_for(body)?;
     let target = Target::project(project.clone());
@@ -373,21 +377,46 @@ pub async fn update(
     ))
 }
 
+/// Points a floating IP at a port (and one of its fixed IPv4 addresses) or,
+/// with `None`, at nothing, in an open transaction, as
+/// `PUT /floatingips/{id}` with `port_id`.
+pub fn set_port_in(
+    conn: &Connection,
+    caller: &Caller,
+    id: &str,
+    port: Option<(&str, Option<String>)>,
+) -> NetResult<FloatingIp> {
+    let mut f = visible(conn, caller, id)?;
+    caller.enforce(
+        "update_floatingip",
+        &Target::project(f.std.project_id.clone()),
+    )?;
+    match port {
+        Some((port_id, fixed)) => associate(conn, caller, &mut f, port_id, fixed)?,
+        None => disassociate(&mut f),
+    }
+    store::save(conn, &mut f)?;
+    Ok(f)
+}
+
+/// Releases a floating IP in an open transaction, as
+/// `DELETE /floatingips/{id}`.
+pub fn delete_in(conn: &Connection, caller: &Caller, id: &str) -> NetResult<()> {
+    let f = visible(conn, caller, id)?;
+    caller.enforce(
+        "delete_floatingip",
+        &Target::project(f.std.project_id.clone()),
+    )?;
+    db::release_ips(conn, &f.std.id)?;
+    store::remove::<FloatingIp>(conn, &f.std.id)
+}
+
 pub async fn delete(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    s.write(move |tx| {
-        let f = visible(tx, &caller, &id)?;
-        caller.enforce(
-            "delete_floatingip",
-            &Target::project(f.std.project_id.clone()),
-        )?;
-        db::release_ips(tx, &f.std.id)?;
-        store::remove::<FloatingIp>(tx, &f.std.id)
-    })
-    .await?;
+    s.write(move |tx| delete_in(tx, &caller, &id)).await?;
     Ok(crate::http::no_content())
 }

@@ -40,6 +40,20 @@ pub use ports::{PortSpec, delete_port_in, new_port};
 pub use quotas::headroom;
 pub use security_groups::ensure_default;
 
+/// The seam of Nova's proxy APIs and server actions
+/// (`compute::network_proxy`): each runs in the caller's transaction with
+/// Neutron's own checks, policy and quotas, for a [`Caller`] made from the
+/// policy with [`Caller::with_policy`].
+pub use floating_ips::{
+    create_in as create_floating_ip_in, delete_in as delete_floating_ip_in,
+    set_port_in as set_floating_ip_port_in, visible as visible_floating_ip,
+};
+pub use lookup::visible_network;
+pub use security_groups::{
+    create_group_in, create_rule_in, delete_group_in, delete_rule_in, update_group_in,
+    visible_group,
+};
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -291,9 +305,14 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(s: &NetworkState, ctx: &AuthContext) -> Caller {
+        Caller::with_policy(s.identity.policy.clone(), ctx)
+    }
+
+    /// The caller as Neutron sees it, for another service calling this
+    /// one's domain functions with the same policy.
+    pub fn with_policy(policy: Arc<crate::policy::Policy>, ctx: &AuthContext) -> Caller {
         let creds = ctx.credentials();
         let project = ctx.project_id().unwrap_or_default().to_string();
-        let policy = s.identity.policy.clone();
         let admin = policy.allows(
             Service::Network,
             &creds,

@@ -147,6 +147,39 @@ pub fn visible_group(conn: &Connection, caller: &Caller, id: &str) -> NetResult<
     }
 }
 
+/// Creates a group in an open transaction (Neutron's checks, policy and
+/// quota; the project's `default` made first), as `POST /security-groups`.
+pub fn create_group_in(
+    conn: &Connection,
+    caller: &Caller,
+    body: &Object,
+) -> NetResult<SecurityGroup> {
+    attrs::known(
+        body,
+        &["name", "description", "project_id", "tenant_id", "stateful"],
+    )?;
+    let project = caller.owner_for(body)?;
+    caller.enforce("create_security_group", &Target::project(project.clone()))?;
+    let (name, description) = attrs::name_description(body)?;
+    let name = name.unwrap_or_default();
+    if name == "default" {
+        return Err(NetworkError::conflict(
+            "SecurityGroupDefaultAlreadyExists",
+            "Default security group already exists.",
+        ));
+    }
+    let stateful = attrs::boolean(body, "stateful")?.unwrap_or(true);
+    ensure_default(conn, &project)?;
+    quotas::check(conn, &project, "security_group", 1)?;
+    make_group(
+        conn,
+        &project,
+        &name,
+        &description.unwrap_or_default(),
+        stateful,
+    )
+}
+
 pub async fn create(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
@@ -154,32 +187,9 @@ pub async fn create(
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
     let body = body_member(&bytes, "security_group")?;
-    attrs::known(
-        &body,
-        &["name", "description", "project_id", "tenant_id", "stateful"],
-    )?;
     let v = s
         .write(move |tx| {
-            let project = caller.owner_for(&body)?;
-            caller.enforce("create_security_group", &Target::project(project.clone()))?;
-            let (name, description) = attrs::name_description(&body)?;
-            let name = name.unwrap_or_default();
-            if name == "default" {
-                return Err(NetworkError::conflict(
-                    "SecurityGroupDefaultAlreadyExists",
-                    "Default security group already exists.",
-                ));
-            }
-            let stateful = attrs::boolean(&body, "stateful")?.unwrap_or(true);
-            ensure_default(tx, &project)?;
-            quotas::check(tx, &project, "security_group", 1)?;
-            let sg = make_group(
-                tx,
-                &project,
-                &name,
-                &description.unwrap_or_default(),
-                stateful,
-            )?;
+            let sg = create_group_in(tx, &caller, &body)?;
             group_view(tx, &sg)
         })
         .await?;
@@ -247,6 +257,41 @@ pub async fn show(
     ))
 }
 
+/// Updates a group in an open transaction, as `PUT /security-groups/{id}`.
+pub fn update_group_in(
+    conn: &Connection,
+    caller: &Caller,
+    id: &str,
+    body: &Object,
+    expected: Option<i64>,
+) -> NetResult<SecurityGroup> {
+    attrs::known(body, &["name", "description", "stateful"])?;
+    let mut sg = visible_group(conn, caller, id)?;
+    caller.enforce(
+        "update_security_group",
+        &Target::project(sg.std.project_id.clone()),
+    )?;
+    check_revision(expected, sg.std.revision_number)?;
+    let (name, description) = attrs::name_description(body)?;
+    if let Some(n) = name {
+        if sg.name == "default" && n != "default" {
+            return Err(NetworkError::conflict(
+                "SecurityGroupCannotUpdateDefault",
+                "Updating default security group not allowed.",
+            ));
+        }
+        sg.name = n;
+    }
+    if let Some(d) = description {
+        sg.std.description = d;
+    }
+    if let Some(b) = attrs::boolean(body, "stateful")? {
+        sg.stateful = b;
+    }
+    store::save(conn, &mut sg)?;
+    Ok(sg)
+}
+
 pub async fn update(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
@@ -256,33 +301,10 @@ pub async fn update(
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
     let body = body_member(&bytes, "security_group")?;
-    attrs::known(&body, &["name", "description", "stateful"])?;
     let expected = revision_constraint(&headers)?;
     let v = s
         .write(move |tx| {
-            let mut sg = visible_group(tx, &caller, &id)?;
-            caller.enforce(
-                "update_security_group",
-                &Target::project(sg.std.project_id.clone()),
-            )?;
-            check_revision(expected, sg.std.revision_number)?;
-            let (name, description) = attrs::name_description(&body)?;
-            if let Some(n) = name {
-                if sg.name == "default" && n != "default" {
-                    return Err(NetworkError::conflict(
-                        "SecurityGroupCannotUpdateDefault",
-                        "Updating default security group not allowed.",
-                    ));
-                }
-                sg.name = n;
-            }
-            if let Some(d) = description {
-                sg.std.description = d;
-            }
-            if let Some(b) = attrs::boolean(&body, "stateful")? {
-                sg.stateful = b;
-            }
-            store::save(tx, &mut sg)?;
+            let sg = update_group_in(tx, &caller, &id, &body, expected)?;
             group_view(tx, &sg)
         })
         .await?;
@@ -294,49 +316,45 @@ pub async fn update(
     ))
 }
 
+/// Deletes a group in an open transaction (refused while a port or
+/// another group's rule uses it), as `DELETE /security-groups/{id}`.
+pub fn delete_group_in(conn: &Connection, caller: &Caller, id: &str) -> NetResult<()> {
+    let sg = visible_group(conn, caller, id)?;
+    caller.enforce(
+        "delete_security_group",
+        &Target::project(sg.std.project_id.clone()),
+    )?;
+    if sg.name == "default" && !caller.admin {
+        return Err(NetworkError::conflict(
+            "SecurityGroupCannotRemoveDefault",
+            "Insufficient rights for removing default security group.",
+        ));
+    }
+    let ports: Vec<Port> = store::all(conn)?;
+    if ports.iter().any(|p| p.security_groups.contains(&sg.std.id)) {
+        return Err(NetworkError::conflict(
+            "SecurityGroupInUse",
+            format!("Security Group {} in use.", sg.std.id),
+        ));
+    }
+    // Rules of other groups naming it as their remote group go with it, as
+    // Neutron's foreign key (ON DELETE CASCADE) takes them.
+    let rules: Vec<Rule> = store::all(conn)?;
+    for r in rules.iter().filter(|r| {
+        r.security_group_id == sg.std.id || r.remote_group_id.as_deref() == Some(&sg.std.id)
+    }) {
+        store::remove::<Rule>(conn, &r.std.id)?;
+    }
+    store::remove::<SecurityGroup>(conn, &sg.std.id)
+}
+
 pub async fn delete(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    s.write(move |tx| {
-        let sg = visible_group(tx, &caller, &id)?;
-        caller.enforce(
-            "delete_security_group",
-            &Target::project(sg.std.project_id.clone()),
-        )?;
-        if sg.name == "default" && !caller.admin {
-            return Err(NetworkError::conflict(
-                "SecurityGroupCannotRemoveDefault",
-                "Insufficient rights for removing default security group.",
-            ));
-        }
-        let ports: Vec<Port> = store::all(tx)?;
-        if ports.iter().any(|p| p.security_groups.contains(&sg.std.id)) {
-            return Err(NetworkError::conflict(
-                "SecurityGroupInUse",
-                format!("Security Group {} in use.", sg.std.id),
-            ));
-        }
-        let rules: Vec<Rule> = store::all(tx)?;
-        if rules.iter().any(|r| {
-            r.remote_group_id.as_deref() == Some(&sg.std.id) && r.security_group_id != sg.std.id
-        }) {
-            return Err(NetworkError::conflict(
-                "SecurityGroupInUse",
-                format!(
-                    "Security Group {} in use by a rule of another group.",
-                    sg.std.id
-                ),
-            ));
-        }
-        for r in rules.iter().filter(|r| r.security_group_id == sg.std.id) {
-            store::remove::<Rule>(tx, &r.std.id)?;
-        }
-        store::remove::<SecurityGroup>(tx, &sg.std.id)
-    })
-    .await?;
+    s.write(move |tx| delete_group_in(tx, &caller, &id)).await?;
     Ok(crate::http::no_content())
 }
 
@@ -668,21 +686,24 @@ pub async fn show_rule(
     ))
 }
 
+/// Deletes a rule in an open transaction, as
+/// `DELETE /security-group-rules/{id}`.
+pub fn delete_rule_in(conn: &Connection, caller: &Caller, id: &str) -> NetResult<()> {
+    let rule = visible_rule(conn, caller, id)?;
+    caller.enforce(
+        "delete_security_group_rule",
+        &Target::project(rule.std.project_id.clone())
+            .with("security_group:project_id", rule.std.project_id.clone()),
+    )?;
+    store::remove::<Rule>(conn, &rule.std.id)
+}
+
 pub async fn delete_rule(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    s.write(move |tx| {
-        let rule = visible_rule(tx, &caller, &id)?;
-        caller.enforce(
-            "delete_security_group_rule",
-            &Target::project(rule.std.project_id.clone())
-                .with("security_group:project_id", rule.std.project_id.clone()),
-        )?;
-        store::remove::<Rule>(tx, &rule.std.id)
-    })
-    .await?;
+    s.write(move |tx| delete_rule_in(tx, &caller, &id)).await?;
     Ok(crate::http::no_content())
 }
