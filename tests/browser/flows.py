@@ -588,6 +588,11 @@ def accessibility(d):
     d.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", css(d, "button.launch")[0])
     wait(d, lambda: css(d, "#launch-wizard"), 10, "the wizard")
     axe(d, "launch wizard")
+    for label in ("Ports", "Security Groups"):
+        if [b for b in css(d, "#launch-wizard ol.steps button") if b.get_attribute("textContent") == label]:
+            wizard_step(d, label)
+            axe(d, f"launch wizard: {label}")
+            pages += 1
     close_dialogs(d)
     css(d, "button.icon[aria-pressed]")[0].click()
     go(d, "overview", "#limits")
@@ -891,8 +896,11 @@ def launch(d):
     hints = css(d, "#launch-wizard .choice small")
     check("wizard: flavors carry quota/fit hints", any("Fits" in h.get_attribute("textContent") for h in hints))
     css(d, "#wizard-next")[0].click()
-    # With the network API in the catalog a Network step comes next: none chosen means no NIC (Nova's "auto" would refuse: no network here).
-    if css(d, "#launch-wizard select[name=networks]") and css(d, "#launch-wizard select[name=networks]")[0].is_displayed():
+    # With the network API in the catalog the Network, Ports and Security Groups steps come
+    # next: none chosen means no NIC (Nova's "auto" would refuse: no network here).
+    for _ in range(3):
+        if css(d, ".inline-key input")[0].is_displayed():
+            break
         css(d, "#wizard-next")[0].click()
     # Key pair, created inline: the private key is downloaded.
     css(d, ".inline-key input")[0].send_keys("wizkey")
@@ -929,6 +937,102 @@ def launch(d):
     check("the launch followed live, pushed by the server: no changes-since poll while the stream was up",
           up and polls == 0 and drops == 0, f"(stream up: {up}; changes-since requests: {polls}; stream drops: {drops})")
     shot(d, "04-instances-active")
+
+
+def net_path(d, path):
+    return session(d)["endpoints"]["network"] + path
+
+
+def wizard_step(d, label):
+    """Opens the wizard's step LABEL from its step bar."""
+    b = [b for b in css(d, "#launch-wizard ol.steps button") if b.get_attribute("textContent") == label][0]
+    d.execute_script("arguments[0].click()", b)
+
+
+def launch_ports(d):
+    """The wizard's Ports and Security Groups steps: a server launched on a network and a
+    port made beforehand, with the groups default and a second one; checked through Neutron."""
+    st, n = call(d, "POST", net_path(d, "/v2.0/networks"), {"network": {"name": "wiz-net"}})
+    assert st == 201, (st, n)
+    net_id = n["network"]["id"]
+    st, _ = call(d, "POST", net_path(d, "/v2.0/subnets"),
+                 {"subnet": {"name": "wiz-sub", "network_id": net_id, "ip_version": 4, "cidr": "10.30.0.0/24"}})
+    assert st == 201, st
+    st, p = call(d, "POST", net_path(d, "/v2.0/ports"), {"port": {"name": "wiz-port", "network_id": net_id}})
+    assert st == 201, (st, p)
+    port = p["port"]
+    st, g = call(d, "POST", net_path(d, "/v2.0/security-groups"), {"security_group": {"name": "wiz-sg", "description": "second group"}})
+    assert st == 201, (st, g)
+    wiz_sg = g["security_group"]["id"]
+
+    go(d, "instances", "#instances")
+    css(d, "button.launch")[0].click()
+    wait(d, lambda: css(d, "#launch-wizard"), 10, "the wizard")
+    css(d, "#launch-wizard input[name=name]")[0].send_keys("wiz-ports")
+    wizard_step(d, "Source")
+    [r for r in css(d, "#launch-wizard input[name=image]") if r.find_element(By.XPATH, "..").text.startswith("img")][0] \
+        .find_element(By.XPATH, "..").click()
+    wizard_step(d, "Flavor")
+    [r for r in css(d, "#launch-wizard input[name=flavor]") if r.find_element(By.XPATH, "..").text.startswith("m1.nano")][0] \
+        .find_element(By.XPATH, "..").click()
+    # No network chosen yet: the groups are offered but disabled, with the reason.
+    wizard_step(d, "Security Groups")
+    sgs = css(d, "#launch-sgs")[0]
+    off = sgs.get_attribute("disabled") is not None and "Choose a network first" in css(d, "#launch-sg-hint")[0].text
+    wizard_step(d, "Ports")
+    boxes = {b.find_element(By.XPATH, "..").find_element(By.TAG_NAME, "span").text: b for b in css(d, "#launch-ports input[name=port]")}
+    listed = "wiz-port" in boxes and "10.30.0." in css(d, "#launch-ports")[0].text
+    # A port with a device (the router's interface, DHCP) is not offered.
+    held = [x["id"] for x in call(d, "GET", net_path(d, "/v2.0/ports"))[1]["ports"] if x["device_id"]]
+    offered = [b.get_attribute("value") for b in boxes.values()]
+    boxes["wiz-port"].find_element(By.XPATH, "..").click()
+    shot(d, "05-launch-wizard-ports")
+    wizard_step(d, "Network")
+    Select(css(d, "#launch-wizard select[name=networks]")[0]).select_by_visible_text("wiz-net")
+    wizard_step(d, "Security Groups")
+    on = css(d, "#launch-sgs")[0].get_attribute("disabled") is None
+    picked = {b.get_attribute("value"): b.is_selected() for b in css(d, "#launch-sgs input[name=security_group]")}
+    [b for b in css(d, "#launch-sgs input[name=security_group]") if b.get_attribute("value") == "wiz-sg"][0] \
+        .find_element(By.XPATH, "..").click()
+    shot(d, "06-launch-wizard-security-groups")
+    check("wizard: unbound ports listed with network and address; groups disabled until a network is chosen, default preselected",
+          listed and off and on and picked.get("default") is True and picked.get("wiz-sg") is False
+          and not set(held) & set(offered),
+          f"(listed {listed}; disabled without a network {off}, enabled with one {on}; preselected {picked}; "
+          f"{len(offered)} offered, {len(set(held) & set(offered))} of them held by a device)")
+    css(d, "#wizard-launch")[0].click()
+    wait(d, lambda: not css(d, "#launch-wizard"), 15, "the wizard to close")
+    wait(d, lambda: row(d, "wiz-ports") is not None, 15, "wiz-ports in the table")
+    wait(d, lambda: row_status(d, "wiz-ports") == "ACTIVE", 90, "wiz-ports ACTIVE")
+    servers = call(d, "GET", compute_path(d, "/servers?name=wiz-ports"))[1]["servers"]
+    sid = servers[0]["id"]
+    st, ifs = call(d, "GET", compute_path(d, f"/servers/{sid}/os-interface"))
+    st2, ps = call(d, "GET", net_path(d, f"/v2.0/ports?device_id={sid}"))
+    ports = ps["ports"]
+    mine = [x for x in ports if x["id"] == port["id"]]
+    made = [x for x in ports if x["id"] != port["id"]]
+    default_sg = [x["id"] for x in call(d, "GET", net_path(d, "/v2.0/security-groups?name=default&project_id="
+                                                           + session(d)["project"]["id"]))[1]["security_groups"]]
+    groups = set(made[0]["security_groups"]) if made else set()
+    check("launch with a network, a port made beforehand and two security groups: Nova has both NICs, the new port both groups",
+          st == 200 and len(ifs["interfaceAttachments"]) == 2 and port["id"] in [i["port_id"] for i in ifs["interfaceAttachments"]]
+          and len(mine) == 1 and len(made) == 1 and made[0]["network_id"] == net_id
+          and groups == {wiz_sg, *default_sg} and len(groups) == 2
+          and mine[0]["security_groups"] == port["security_groups"],
+          f"(interfaces {st}: {[i['port_id'][:8] for i in (ifs or {}).get('interfaceAttachments', [])]}; "
+          f"ports by device {st2}: {len(ports)}; new port's groups {len(groups)}; the given port kept its own: "
+          f"{bool(mine) and mine[0]['security_groups'] == port['security_groups']})")
+    # Leave the project as the later flows expect it: the server and what was made for it gone.
+    call(d, "DELETE", compute_path(d, f"/servers/{sid}"))
+    wait(d, lambda: call(d, "GET", compute_path(d, f"/servers/{sid}"))[0] == 404, 30, "wiz-ports deleted")
+    given = call(d, "GET", net_path(d, f"/v2.0/ports/{port['id']}"))[1]["port"]
+    gone = made and call(d, "GET", net_path(d, f"/v2.0/ports/{made[0]['id']}"))[0] == 404
+    st_p = call(d, "DELETE", net_path(d, f"/v2.0/ports/{port['id']}"))[0]
+    st_g = call(d, "DELETE", net_path(d, f"/v2.0/security-groups/{wiz_sg}"))[0]
+    st_n = call(d, "DELETE", net_path(d, f"/v2.0/networks/{net_id}"))[0]
+    check("deleting the server unbinds the port given to it and deletes the one made for it",
+          given["device_id"] == "" and gone and (st_p, st_g, st_n) == (204, 204, 204),
+          f"(given port's device {given['device_id']!r}; made port gone {gone}; port, group, network deletes: {st_p}, {st_g}, {st_n})")
 
 
 def console(d):
@@ -1466,8 +1570,10 @@ def main():
             step("console", console, d)
             step("stop/start", stop_start, d)
         else:
-            print("SKIP launch/console/stop-start: no usable /dev/kvm")
+            print("SKIP launch/console/stop-start/launch with ports: no usable /dev/kvm")
         step("network", network, d)
+        if os.environ.get("WITH_KVM") == "1":
+            step("launch with ports and security groups", launch_ports, d)
         step("volumes", volumes, d)
         step("images", images, d)
         step("key pairs", keypairs, d)

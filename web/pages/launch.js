@@ -1,6 +1,6 @@
 // The Launch Instance wizard: details, source image, flavor (with quota and fit hints
-// from /limits), networks (when the network API exists), key pair (with inline create
-// and import), user-data, server group and metadata.
+// from /limits), networks, ports and security groups (when the network API exists), key
+// pair (with inline create and import), user-data, server group and metadata.
 import { h, clear, b64, download, bytes } from '../dom.js';
 import { t } from '../i18n.js';
 import * as api from '../api.js';
@@ -20,13 +20,19 @@ export async function createKeypair(name, publicKey) {
 }
 
 export async function launchWizard({ image, done } = {}) {
-  const [images, flavors, limits, keypairs, groups, networks] = await Promise.all([
+  const pid = encodeURIComponent(api.current()?.project?.id || '');
+  const hasNet = api.has('network');
+  const [images, flavors, limits, keypairs, groups, networks, ports, secGroups] = await Promise.all([
     api.get('image', '/v2/images?limit=200').then((r) => r.images.filter((i) => i.status === 'active')),
     api.get('compute', '/flavors/detail').then((r) => r.flavors),
     api.get('compute', '/limits').then((r) => r.limits.absolute).catch(() => ({})),
     api.get('compute', '/os-keypairs').then((r) => r.keypairs.map((k) => k.keypair)),
     api.get('compute', '/os-server-groups').then((r) => r.server_groups).catch(() => []),
-    api.has('network') ? api.get('network', '/v2.0/networks').then((r) => r.networks).catch(() => []) : Promise.resolve(null),
+    hasNet ? api.get('network', '/v2.0/networks').then((r) => r.networks).catch(() => []) : Promise.resolve(null),
+    // The project's ports no device holds: each one chosen becomes a NIC as it is.
+    hasNet ? api.get('network', `/v2.0/ports?device_id=&project_id=${pid}`)
+      .then((r) => r.ports.filter((p) => !p.device_id && !p.device_owner)).catch(() => []) : Promise.resolve(null),
+    hasNet ? api.get('network', `/v2.0/security-groups?project_id=${pid}`).then((r) => r.security_groups).catch(() => []) : Promise.resolve(null),
   ]);
 
   const name = h('input', { name: 'name', required: true, maxlength: 255 });
@@ -56,7 +62,36 @@ export async function launchWizard({ image, done } = {}) {
   count.addEventListener('input', hints);
   hints();
 
-  const netSel = networks ? h('select', { multiple: true, name: 'networks' }, networks.map((n) => h('option', { value: n.id }, n.name || n.id))) : null;
+  const netSel = networks ? h('select', { multiple: true, name: 'networks', onchange: groupsState }, networks.map((n) => h('option', { value: n.id }, n.name || n.id))) : null;
+
+  // Ports: checkboxes, each with its network and fixed IPs.
+  const netName = new Map((networks || []).map((n) => [n.id, n.name || n.id]));
+  const portBox = ports ? h('fieldset', { class: 'choices', id: 'launch-ports' }, h('legend', null, t('Ports not attached to a server')),
+    ports.length ? ports.map((p) => h('label', { class: 'choice' },
+      h('input', { type: 'checkbox', name: 'port', value: p.id, onchange: groupsState }),
+      h('span', null, p.name || p.id),
+      h('small', null, `${netName.get(p.network_id) || p.network_id} · ${(p.fixed_ips || []).map((f) => f.ip_address).join(', ') || '—'}`)))
+      : h('p', { class: 'hint' }, t('No free ports in this project.'))) : null;
+
+  // Security groups: `default` preselected; a name shared by two of the project's
+  // groups is sent as the id (Nova refuses an ambiguous name).
+  const sgCount = new Map();
+  for (const g of secGroups || []) sgCount.set(g.name, (sgCount.get(g.name) || 0) + 1);
+  const sgHint = h('p', { class: 'hint', id: 'launch-sg-hint', role: 'status' });
+  const sgBox = secGroups ? h('fieldset', { class: 'choices', id: 'launch-sgs', 'aria-describedby': 'launch-sg-hint' }, h('legend', null, t('Security Groups')),
+    secGroups.map((g) => h('label', { class: 'choice' },
+      h('input', { type: 'checkbox', name: 'security_group', value: sgCount.get(g.name) > 1 ? g.id : g.name, checked: g.name === 'default' }),
+      h('span', null, g.name), h('small', null, g.description || g.id)))) : null;
+  // Nova applies the groups to the ports it makes on the chosen networks; a chosen
+  // port keeps its own groups, and with no network nothing takes them.
+  function groupsState() {
+    if (!sgBox) return;
+    const nets = netSel ? netSel.selectedOptions.length : 0;
+    sgBox.disabled = nets === 0;
+    sgHint.textContent = nets ? t('The groups apply to the ports made on the chosen networks; a chosen port keeps its own groups.')
+      : t('Choose a network first: the groups apply to the ports made on the chosen networks (a chosen port keeps its own groups).');
+  }
+  groupsState();
 
   const keySel = h('select', { name: 'key' }, h('option', { value: '' }, t('None')), keypairs.map((k) => h('option', { value: k.name }, k.name)));
   const keyName = h('input', { placeholder: t('Name'), maxlength: 255, 'aria-label': t('Key pair') + ' ' + t('Name') });
@@ -81,7 +116,9 @@ export async function launchWizard({ image, done } = {}) {
     { label: t('Details'), body: [field(t('Instance name'), name), field(t('Description'), description), field(t('Count'), count)] },
     { label: t('Source'), body: [imageSel] },
     { label: t('Flavor'), body: [flavorBox] },
-    ...(netSel ? [{ label: t('Network'), body: [field(t('Network'), netSel)] }] : []),
+    ...(netSel ? [{ label: t('Network'), body: [field(t('Network'), netSel, t('One NIC per network chosen; none chosen (and no port) means no NIC.'))] }] : []),
+    ...(portBox ? [{ label: t('Ports'), body: [portBox, h('p', { class: 'hint' }, t('Each chosen port becomes a NIC, after the chosen networks.'))] }] : []),
+    ...(sgBox ? [{ label: t('Security Groups'), body: [sgBox, sgHint] }] : []),
     { label: t('Key pair'), body: [field(t('Key pair'), keySel),
       h('div', { class: 'inline-key' }, keyName, h('button', { type: 'button', id: 'key-create', onclick: () => addKey(null) }, t('Create')),
         keyPub, h('button', { type: 'button', id: 'key-import', onclick: () => addKey(keyPub.value.trim()) }, t('Import')), keyMsg)] },
@@ -111,10 +148,15 @@ export async function launchWizard({ image, done } = {}) {
     const n = Math.max(1, parseInt(count.value, 10) || 1);
     const server = { name: name.value.trim(), imageRef, flavorRef, min_count: n, max_count: n };
     if (description.value.trim()) server.description = description.value.trim();
-    // The networks chosen, one NIC each; none chosen means no NIC (Nova's
-    // `auto` refuses when the project has no network, or several).
+    // The networks chosen, one NIC each, then the ports chosen; none chosen means
+    // no NIC (Nova's `auto` refuses when the project has no network, or several).
     const chosen = netSel ? [...netSel.selectedOptions].map((o) => ({ uuid: o.value })) : [];
-    server.networks = chosen.length ? chosen : 'none';
+    const chosenPorts = portBox ? [...portBox.querySelectorAll('input[name=port]:checked')].map((i) => ({ port: i.value })) : [];
+    server.networks = chosen.length || chosenPorts.length ? [...chosen, ...chosenPorts] : 'none';
+    if (sgBox && !sgBox.disabled) {
+      const sgs = [...sgBox.querySelectorAll('input[name=security_group]:checked')].map((i) => ({ name: i.value }));
+      if (sgs.length) server.security_groups = sgs;
+    }
     if (keySel.value) server.key_name = keySel.value;
     if (userData.value) server.user_data = b64(userData.value);
     const metadata = {};
