@@ -229,11 +229,25 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
     assert_eq!(missing.status, 400, "{}", missing.text);
     assert!(message(&missing).contains("'networks' is a required property"));
     assert!(cloud.ports_of(&admin, &bare).is_empty());
+    // No port, no security group: Nova leaves the key out.
+    let bare_shown = cloud
+        .nova(&admin, "2.73", "GET", &format!("/servers/{bare}"), None)
+        .json();
+    assert!(
+        bare_shown["server"].get("security_groups").is_none(),
+        "{bare_shown}"
+    );
 
     // One usable network: absent (2.36) and `auto` both use it.
     let net1 = cloud.network(&admin, "net1", "10.1.0.0/24", json!({}));
     let first = server_id(&cloud.create(&admin, "2.36", base(json!({"name": "first"}))));
     let shown = cloud.wait_status(&admin, &first, "ACTIVE");
+    // The groups on the server's ports, by name, as Nova's show.
+    assert_eq!(
+        shown["security_groups"],
+        json!([{"name": "default"}]),
+        "{shown}"
+    );
     let addrs = shown["addresses"]["net1"]
         .as_array()
         .cloned()
@@ -328,6 +342,7 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
         .and_then(|l| l.iter().find(|s| s["id"] == first.as_str()).cloned())
         .expect("listed");
     assert_eq!(listed["addresses"], shown["addresses"]);
+    assert_eq!(listed["security_groups"], shown["security_groups"]);
     // A floating IP on the port shows up as `floating`.
     let public = cloud.network(
         &admin,

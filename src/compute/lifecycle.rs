@@ -1094,8 +1094,8 @@ async fn rebuild(
             }
         }
     });
-    let addresses = super::networking::addresses_of(s, &updated).await?;
-    let mut shown = view(s, &updated, mv, ctx, false, Some(&addresses));
+    let ports = super::networking::port_facts_of(s, &updated).await?;
+    let mut shown = view(s, &updated, mv, ctx, false, Some(&ports));
     if let Some(obj) = shown.as_object_mut() {
         obj.insert("adminPass".into(), json!(admin_pass));
         if mv.at_least(54) {

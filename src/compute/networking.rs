@@ -705,6 +705,15 @@ pub struct AddressView {
 /// A server's addresses by network name.
 pub type Addresses = BTreeMap<String, Vec<AddressView>>;
 
+/// What a server's show and detail views say of its ports: `addresses`, and
+/// the names of the security groups on them (Nova's `security_groups`, one
+/// entry per group, left out of the view when there is none).
+#[derive(Debug, Default)]
+pub struct PortFacts {
+    pub addresses: Addresses,
+    pub security_groups: Vec<String>,
+}
+
 fn version_of(ip: &str) -> u8 {
     if ip.contains(':') { 6 } else { 4 }
 }
@@ -714,6 +723,7 @@ struct Lookup<'c> {
     conn: &'c Connection,
     networks: HashMap<String, Option<Network>>,
     floating: Option<HashMap<String, Vec<FloatingIp>>>,
+    group_names: HashMap<String, Option<String>>,
 }
 
 impl<'c> Lookup<'c> {
@@ -722,7 +732,36 @@ impl<'c> Lookup<'c> {
             conn,
             networks: HashMap::new(),
             floating: None,
+            group_names: HashMap::new(),
         }
+    }
+
+    fn group_name(&mut self, id: &str) -> ComputeResult<Option<String>> {
+        if !self.group_names.contains_key(id) {
+            let group = store::load::<SecurityGroup>(self.conn, id).map_err(from_network)?;
+            self.group_names
+                .insert(id.to_string(), group.map(|g| g.name));
+        }
+        Ok(self.group_names.get(id).cloned().flatten())
+    }
+
+    /// The addresses and the security groups' names of a server's ports.
+    fn facts(&mut self, server: &Server) -> ComputeResult<PortFacts> {
+        let addresses = self.addresses(server)?;
+        let mut security_groups: Vec<String> = Vec::new();
+        for (_, port) in self.ports(server)? {
+            for id in &port.security_groups {
+                if let Some(name) = self.group_name(id)?
+                    && !security_groups.contains(&name)
+                {
+                    security_groups.push(name);
+                }
+            }
+        }
+        Ok(PortFacts {
+            addresses,
+            security_groups,
+        })
     }
 
     fn network_name(&mut self, id: &str) -> ComputeResult<String> {
@@ -794,21 +833,30 @@ impl<'c> Lookup<'c> {
     }
 }
 
-/// The `addresses` of each server (by id), read now from the port and
-/// floating IP records.
-pub fn addresses_many(
+/// The port facts (addresses, security groups) of each server (by id),
+/// read now from the port, floating IP and group records.
+pub fn port_facts_many(
     conn: &Connection,
     servers: &[&Server],
-) -> ComputeResult<HashMap<String, Addresses>> {
+) -> ComputeResult<HashMap<String, PortFacts>> {
     let mut lookup = Lookup::new(conn);
     let mut out = HashMap::new();
     for server in servers {
         if server.ports.is_empty() {
             continue;
         }
-        out.insert(server.id.clone(), lookup.addresses(server)?);
+        out.insert(server.id.clone(), lookup.facts(server)?);
     }
     Ok(out)
+}
+
+/// The port facts of one server.
+pub async fn port_facts_of(s: &ComputeState, server: &Server) -> ComputeResult<PortFacts> {
+    if server.ports.is_empty() {
+        return Ok(PortFacts::default());
+    }
+    let server = server.clone();
+    s.read(move |conn| Lookup::new(conn).facts(&server)).await
 }
 
 /// The `addresses` of one server.

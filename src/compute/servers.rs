@@ -20,7 +20,7 @@ use sha2::{Digest, Sha224};
 use super::access::{check_unlocked, load, load_authorized, load_tx, server_target, visible};
 use super::build;
 use super::iso_time;
-use super::networking::Addresses;
+use super::networking::{Addresses, PortFacts};
 use super::quotas::{self, ServerRequest};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
@@ -373,7 +373,7 @@ pub fn view(
     mv: Mv,
     ctx: &AuthContext,
     full: bool,
-    addresses: Option<&Addresses>,
+    ports: Option<&PortFacts>,
 ) -> Value {
     let shown = ServerView {
         s,
@@ -382,7 +382,7 @@ pub fn view(
         rights: ViewRights::of(s, ctx, &server.project_id),
         full,
         in_list: false,
-        addresses,
+        ports,
     };
     serde_json::to_value(&shown).unwrap_or(Value::Null)
 }
@@ -426,8 +426,15 @@ pub struct ServerView<'a> {
     pub full: bool,
     /// `/servers/detail` leaves out what only show, update and rebuild carry.
     pub in_list: bool,
-    /// The server's addresses, read from its ports (None: no ports).
-    pub addresses: Option<&'a Addresses>,
+    /// The server's addresses and security groups, read from its ports
+    /// (None: no ports).
+    pub ports: Option<&'a PortFacts>,
+}
+
+/// One entry of a server's `security_groups`.
+#[derive(serde::Serialize)]
+struct GroupName<'a> {
+    name: &'a str,
 }
 
 impl serde::Serialize for ServerView<'_> {
@@ -471,9 +478,21 @@ impl ServerView<'_> {
         m.serialize_entry("flavor", &flavor_view(s, &server.flavor, mv))?;
         m.serialize_entry("created", &iso_time(server.created_at))?;
         m.serialize_entry("updated", &iso_time(server.updated_at))?;
-        match self.addresses {
-            Some(a) => m.serialize_entry("addresses", a)?,
+        match self.ports {
+            Some(p) => m.serialize_entry("addresses", &p.addresses)?,
             None => m.serialize_entry("addresses", &Addresses::new())?,
+        }
+        // Nova's show and detail (and update and rebuild from 2.75).
+        if let Some(p) = self.ports
+            && full
+            && !p.security_groups.is_empty()
+        {
+            let groups: Vec<GroupName> = p
+                .security_groups
+                .iter()
+                .map(|name| GroupName { name })
+                .collect();
+            m.serialize_entry("security_groups", &groups)?;
         }
         m.serialize_entry("accessIPv4", &server.access_ipv4)?;
         m.serialize_entry("accessIPv6", &server.access_ipv6)?;
@@ -1679,7 +1698,7 @@ async fn list_servers(
     } else {
         s.read(move |conn| {
             let refs: Vec<&Server> = with_ports.iter().collect();
-            super::networking::addresses_many(conn, &refs)
+            super::networking::port_facts_many(conn, &refs)
         })
         .await?
     };
@@ -1694,7 +1713,7 @@ async fn list_servers(
                     rights: ViewRights::of(&s, &ctx, &sv.project_id),
                     full: true,
                     in_list: true,
-                    addresses: addresses.get(&sv.id),
+                    ports: addresses.get(&sv.id),
                 })
             } else {
                 ServerItem::Brief(
@@ -1771,10 +1790,10 @@ async fn show(
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:servers:show").await?;
-    let addresses = super::networking::addresses_of(&s, &server).await?;
+    let ports = super::networking::port_facts_of(&s, &server).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"server": view(&s, &server, mv, &ctx, true, Some(&addresses))}),
+        &json!({"server": view(&s, &server, mv, &ctx, true, Some(&ports))}),
     ))
 }
 
@@ -1853,10 +1872,10 @@ async fn update(
             Ok(server)
         })
         .await?;
-    let addresses = super::networking::addresses_of(&s, &server).await?;
+    let ports = super::networking::port_facts_of(&s, &server).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"server": view(&s, &server, mv, &ctx, false, Some(&addresses))}),
+        &json!({"server": view(&s, &server, mv, &ctx, false, Some(&ports))}),
     ))
 }
 
