@@ -6,7 +6,8 @@
 #
 #   lab_start [SERVE_ARGS...]   boot the lab with compute-inside.sh and serve in it; sets URL,
 #                               NOVA, the CA and clouds.yaml variables, `py` (the venv's python)
-#   lab_login                   a token for admin (one Argon2 check), then the CLI uses it
+#   lab_login [PROJECT CLOUD]   a token for admin (one Argon2 check), then the CLI uses it
+#                               (with PROJECT: a token for admin in PROJECT, as cloud CLOUD)
 #   upload_tiny_images          micro's bzImage (aki), tiny's initramfs (ari) and tiny-root.img
 #                               naming both: images yunhe-micro-bzimage, yunhe-tiny-initramfs,
 #                               yunhe-tiny; sets kernel_id and ramdisk_id
@@ -198,25 +199,32 @@ guest_uptime() {
     sed -n 's/^match: \([0-9.]*\) .*/\1/p' "$out"
 }
 
-# lab_login: a token from the admin password; the CLI authenticates with it from here on.
+# lab_login [PROJECT CLOUD]: a token from the admin password (for PROJECT instead of admin's
+# own); the CLI authenticates with it from here on (OS_CLOUD=yunhe-token), or, with PROJECT,
+# through the clouds.yaml entry CLOUD.
 lab_login() {
-    check "openstack token issue (admin's password)" openstack token issue -f json
-    TOKEN=$(json 'd["id"]' 2>/dev/null); export TOKEN
+    local project=${1:-} cloud=${2:-yunhe-token} token
+    local scope=()
+    [ -n "$project" ] && scope=(--os-project-name "$project")
+    check "openstack token issue (admin's password${project:+, project $project})" \
+        env OS_CLOUD=yunhe openstack "${scope[@]}" token issue -f json
+    token=$(json 'd["id"]' 2>/dev/null)
+    if [ -z "$project" ]; then TOKEN=$token; export TOKEN; fi
     # Every password check is an Argon2 hash, about 8 s under the lab's emulated CPU: the CLI
     # authenticates with that token from here on (Keystone's token method, no hash).
-    "$py" - "$work/clouds.yaml" "$TOKEN" <<'EOF'
+    "$py" - "$work/clouds.yaml" "$token" "$cloud" "$project" <<'EOF'
 import sys, yaml
-path, token = sys.argv[1], sys.argv[2]
+path, token, name, project = sys.argv[1:5]
 c = yaml.safe_load(open(path))
 cloud = dict(c["clouds"]["yunhe"])
 auth = cloud["auth"]
 cloud["auth_type"] = "token"
-cloud["auth"] = {"auth_url": auth["auth_url"], "token": token, "project_name": auth["project_name"],
+cloud["auth"] = {"auth_url": auth["auth_url"], "token": token, "project_name": project or auth["project_name"],
                  "project_domain_name": auth["project_domain_name"]}
-c["clouds"]["yunhe-token"] = cloud
+c["clouds"][name] = cloud
 yaml.safe_dump(c, open(path, "w"))
 EOF
-    export OS_CLOUD=yunhe-token
+    if [ -z "$project" ]; then export OS_CLOUD=yunhe-token; fi
 }
 
 # upload_tiny_images: the three images servers boot (see the top).

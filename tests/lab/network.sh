@@ -8,6 +8,8 @@
 #   - the guests ping each other (a rule for members of their group lets ICMP in) and the
 #     external gateway through the router's SNAT;
 #   - a source address that is not the guest's port's is dropped (anti-spoofing);
+#   - a second project's network on the same 10.10.0.0/24 behind its own router: its guest gets
+#     the address a first-project guest holds, reaches the outside, and not the first project;
 #   - a floating IP on one guest: the lab host's ping is dropped until a rule allows ICMP from
 #     anywhere, then answered (DNAT in the router, the security group in nftables); the same for
 #     the guest's ssh banner and TCP 22; a kill -9 of serve during a ping loses no packet;
@@ -51,7 +53,8 @@ check "security group rule: ICMP in from members of lab-sg" openstack security g
     --ingress --protocol icmp --remote-group lab-sg lab-sg -f json
 
 # --- two guests --------------------------------------------------------------------------------
-# user_data: the checks run in the background after the ready line, written to the console
+# user_data PEER OWN [TRIES]: the checks run in the background after the ready line, written
+# to the console
 # (the first may share a line with getty's prompt, so the patterns below are not anchored)
 user_data() {
     cat <<EOF
@@ -59,8 +62,8 @@ user_data() {
 (
 peer=$1
 i=0
-while [ \$i -lt 90 ]; do ping -c 1 -W 1 \$peer >/dev/null 2>&1 && break; i=\$((i + 1)); sleep 1; done
-[ \$i -lt 90 ] && echo "yunhe-net: peer \$peer answers" || echo "yunhe-net: peer \$peer silent"
+while [ \$i -lt ${3:-90} ]; do ping -c 1 -W 1 \$peer >/dev/null 2>&1 && break; i=\$((i + 1)); sleep 1; done
+[ \$i -lt ${3:-90} ] && echo "yunhe-net: peer \$peer answers" || echo "yunhe-net: peer \$peer silent"
 ping -c 2 -W 2 $gateway >/dev/null 2>&1 && echo "yunhe-net: gateway $gateway answers" || echo "yunhe-net: gateway $gateway silent"
 # a source address that is not the port's: anti-spoofing drops it at the port (without it, the
 # router would NAT it and the answer would come back to this address)
@@ -108,6 +111,40 @@ for v in vma:$vma:10.10.0.11:10.10.0.12 vmb:$vmb:10.10.0.12:10.10.0.11; do
     console_has "$name: OpenStack metadata names this server" "yunhe-net: metadata uuid $id"
     console_has "$name: EC2 metadata's instance-id names this server" "yunhe-net: ec2 instance-id i-$id"
 done
+# --- a second project on the same CIDR -------------------------------------------------------
+# p2's net2 is 10.10.0.0/24 too, behind its own router: its guest vmc gets 10.10.0.12 (vmb's
+# address on net1), reaches the external gateway through its own router, and never vma.
+lab_alive
+check "image set --public (the three tiny images, for p2)" openstack image set --public yunhe-tiny
+openstack image set --public yunhe-micro-bzimage >/dev/null 2>&1
+openstack image set --public yunhe-tiny-initramfs >/dev/null 2>&1
+check "project create p2" openstack project create p2 -f json
+check "role add --user admin --project p2 member" openstack role add --user admin --project p2 member
+lab_login p2 yunhe-p2
+p2() { OS_CLOUD=yunhe-p2 openstack "$@"; }
+check "p2: network create net2" p2 network create net2 -f json
+net2=$(json 'd["id"]' 2>/dev/null)
+check "p2: subnet create net2-v4 10.10.0.0/24 (net1's CIDR)" p2 subnet create --network net2 \
+    --subnet-range 10.10.0.0/24 net2-v4 -f json
+check "p2: router create r2" p2 router create r2 -f json
+check "p2: router set r2 --external-gateway public" p2 router set --external-gateway public r2
+check "p2: router add subnet r2 net2-v4" p2 router add subnet r2 net2-v4
+user_data 10.10.0.11 10.10.0.12 5 >"$work/ud-c"
+check "p2: server create vmc (net2 at 10.10.0.12, vmb's address on net1)" p2 server create \
+    --image yunhe-tiny --flavor m1.nano --nic "net-id=$net2,v4-fixed-ip=10.10.0.12" \
+    --user-data "$work/ud-c" vmc -f json
+vmc=$(json 'd["id"]' 2>/dev/null)
+if [ -n "$vmc" ]; then
+    if wait_server "$vmc" ACTIVE 30 >"$out" 2>&1; then pass "vmc is ACTIVE"; else fail "vmc is ACTIVE"; fi
+    ready "vmc boot" "$vmc" 1 "$B_READY"
+    "$py" "$here/nova.py" console "$vmc" 'yunhe-net: done' 1 "$B_NET" >/dev/null 2>&1
+    console_log "$vmc"
+    console_has "vmc: DHCP gave eth0 10.10.0.12 on p2's net2 (vmb holds it on net1)" '^yunhe-tiny: eth0 has 10\.10\.0\.12/24'
+    console_has "vmc: pings the external gateway through p2's own router" "yunhe-net: gateway ${gateway//./\\.} answers"
+    console_has "vmc: vma's 10.10.0.11 (net1, the other project) does not answer" 'yunhe-net: peer 10\.10\.0\.11 silent'
+    console_has "vmc: metadata names vmc, not the server at its address on net1" "yunhe-net: metadata uuid $vmc"
+fi
+
 # what the lab's kernel holds, when the guests could not use the network
 if [ "$failed" -gt 0 ]; then
     echo "# the network namespaces in the lab:"
@@ -155,11 +192,16 @@ lab_alive
 for id in $vma $vmb; do
     step "server delete $id" "$id" GONE 15 openstack server delete "$id"
 done
+[ -n "${vmc:-}" ] && step "server delete $vmc" "$vmc" GONE 15 p2 server delete "$vmc"
+check "p2: router remove subnet r2 net2-v4" p2 router remove subnet r2 net2-v4
+check "p2: router delete r2" p2 router delete r2
+check "p2: network delete net2" p2 network delete net2
 check "floating ip delete $fip" openstack floating ip delete "$fip"
 check "router remove subnet r1 net1-v4" openstack router remove subnet r1 net1-v4
 check "router delete r1" openstack router delete r1
 check "network delete net1 public" openstack network delete net1 public
 check "security group delete lab-sg" openstack security group delete lab-sg
+check "project delete p2" openstack project delete p2
 t0=$(now)
 if labsh 40 'i=0; while [ $i -lt 30 ]; do left=$(ls /run/netns 2>/dev/null | grep "^yunhe"; ls /sys/class/net | grep "^yh-"); [ -z "$left" ] && exit 0; i=$((i + 1)); sleep 1; done; echo "left: $left"; exit 1' >"$out" 2>&1; then
     pass "no yunhe namespace and no yh-* link is left in the lab ($(dt "$t0" "$(now)") s)"
