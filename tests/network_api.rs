@@ -583,6 +583,16 @@ fn routers_and_floating_ips() {
         json!({"router": {"routes": [{"destination": "10.50.0.0/16", "nexthop": "10.0.0.5"}]}}),
     );
     assert_eq!(routes.status, 200, "{}", routes.text);
+    assert_eq!(routes.json()["router"]["routes"][0]["nexthop"], "10.0.0.5");
+    // `"routes": null` clears them (tempest's cleanup sends it).
+    let cleared = put(
+        &server,
+        &alice,
+        &format!("/routers/{router_id}"),
+        json!({"router": {"routes": null}}),
+    );
+    assert_eq!(cleared.status, 200, "{}", cleared.text);
+    assert_eq!(cleared.json()["router"]["routes"], json!([]));
     let assoc = put(
         &server,
         &alice,
@@ -643,4 +653,258 @@ fn routers_and_floating_ips() {
         delete(&server, &admin, &format!("/networks/{public_id}")).status,
         204
     );
+}
+
+/// Neutron's bulk create: `{"networks": [...]}` (and subnets, ports) makes
+/// all in one transaction and answers the list; one bad item makes none.
+#[test]
+fn bulk_create_networks_subnets_ports() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let reply = post(
+        &server,
+        &admin,
+        "/networks",
+        json!({"networks": [{"name": "bulk-a"}, {"name": "bulk-b"}]}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let nets = reply.json()["networks"].as_array().cloned().expect("list");
+    assert_eq!(nets.len(), 2);
+    assert_eq!(nets[0]["name"], "bulk-a");
+    assert_eq!(nets[1]["name"], "bulk-b");
+    let (a, b) = (id(&nets[0]), id(&nets[1]));
+
+    let reply = post(
+        &server,
+        &admin,
+        "/subnets",
+        json!({"subnets": [
+            {"network_id": a, "cidr": "10.61.0.0/24", "ip_version": 4},
+            {"network_id": b, "cidr": "10.62.0.0/24", "ip_version": 4}
+        ]}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let subnets = reply.json()["subnets"].as_array().cloned().expect("list");
+    assert_eq!(subnets.len(), 2);
+    assert_eq!(subnets[1]["network_id"], b.as_str());
+
+    let reply = post(
+        &server,
+        &admin,
+        "/ports",
+        json!({"ports": [{"network_id": a}, {"network_id": b, "name": "p-b"}]}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let ports = reply.json()["ports"].as_array().cloned().expect("list");
+    assert_eq!(ports.len(), 2);
+    assert_eq!(ports[1]["name"], "p-b");
+    assert_eq!(ports[0]["fixed_ips"][0]["subnet_id"], subnets[0]["id"]);
+
+    // All or none: the second item is bad, so the first is not made either.
+    let reply = post(
+        &server,
+        &admin,
+        "/networks",
+        json!({"networks": [{"name": "bulk-c"}, {"name": "bulk-d", "bogus": 1}]}),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let listed = get(&server, &admin, "/networks?name=bulk-c").json();
+    assert_eq!(listed["networks"].as_array().map(Vec::len), Some(0));
+    // An empty list and a body with neither form are 400s.
+    let reply = post(&server, &admin, "/ports", json!({"ports": []}));
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let reply = post(&server, &admin, "/ports", json!({"other": {}}));
+    assert_eq!(reply.status, 400, "{}", reply.text);
+}
+
+/// Security-group rule ports with Neutron's wording (tempest matches it) and
+/// no group renamed to `default`.
+#[test]
+fn security_group_rule_ports_and_default_name() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let sg = created(
+        post(
+            &server,
+            &admin,
+            "/security-groups",
+            json!({"security_group": {"name": "ports"}}),
+        ),
+        "security_group",
+    );
+    let sg_id = id(&sg);
+    let rule = |proto: &str, min: Value, max: Value| {
+        post(
+            &server,
+            &admin,
+            "/security-group-rules",
+            json!({"security_group_rule": {"security_group_id": sg_id, "direction": "ingress",
+                "protocol": proto, "port_range_min": min, "port_range_max": max}}),
+        )
+    };
+    for (proto, min, max, wording) in [
+        ("tcp", json!(-16), json!(80), "Invalid value for port -16"),
+        (
+            "tcp",
+            json!(80),
+            json!(65536),
+            "Invalid value for port 65536",
+        ),
+        (
+            "tcp",
+            json!(80),
+            json!(79),
+            "port_range_min must be <= port_range_max",
+        ),
+        (
+            "tcp",
+            Value::Null,
+            json!(6),
+            "port_range_min must be <= port_range_max",
+        ),
+        ("icmp", json!(1), json!(256), "Invalid value for ICMP code"),
+        ("icmp", json!(300), json!(1), "Invalid value for ICMP type"),
+        ("icmp", json!(-1), json!(25), "Invalid value"),
+        (
+            "icmp",
+            Value::Null,
+            json!(6),
+            "ICMP type (port-range-min) is missing",
+        ),
+    ] {
+        let reply = rule(proto, min.clone(), max.clone());
+        assert_eq!(reply.status, 400, "{proto} {min} {max}: {}", reply.text);
+        assert!(
+            reply.text.contains(wording),
+            "{proto} {min} {max}: {}",
+            reply.text
+        );
+    }
+    // A one-ended TCP range from its lower end is one port.
+    let one = created(rule("tcp", json!(22), Value::Null), "security_group_rule");
+    assert_eq!(one["port_range_max"], 22);
+
+    let renamed = put(
+        &server,
+        &admin,
+        &format!("/security-groups/{sg_id}"),
+        json!({"security_group": {"name": "default"}}),
+    );
+    assert_eq!(renamed.status, 409, "{}", renamed.text);
+    assert_eq!(error_type(&renamed), "SecurityGroupDefaultAlreadyExists");
+    let ok = put(
+        &server,
+        &admin,
+        &format!("/security-groups/{sg_id}"),
+        json!({"security_group": {"name": "ports-2"}}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
+/// No agents (an empty list for everyone); subnets show their network's
+/// `router:external` (subnet-external-network); deleting an external network
+/// releases its floating IPs with it.
+#[test]
+fn agents_subnet_external_and_external_network_delete() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let (_, alice) = member_of_new_project(&server, &admin, "agents-alice");
+    for token in [&admin, &alice] {
+        let agents = get(&server, token, "/agents");
+        assert_eq!(agents.status, 200, "{}", agents.text);
+        assert_eq!(agents.json()["agents"], json!([]));
+    }
+    assert_eq!(get(&server, &admin, "/agents/nope").status, 404);
+    let exts = get(&server, &admin, "/extensions/subnet-external-network");
+    assert_eq!(exts.status, 200, "{}", exts.text);
+
+    let public = created(
+        post(
+            &server,
+            &admin,
+            "/networks",
+            json!({"network": {"name": "ext", "router:external": true}}),
+        ),
+        "network",
+    );
+    let public_id = id(&public);
+    let subnet = created(
+        post(
+            &server,
+            &admin,
+            "/subnets",
+            json!({"subnet": {"network_id": public_id, "cidr": "172.30.4.0/24", "ip_version": 4}}),
+        ),
+        "subnet",
+    );
+    assert_eq!(subnet["router:external"], true);
+    let seen = get(&server, &alice, &format!("/subnets?network_id={public_id}")).json();
+    assert_eq!(seen["subnets"][0]["router:external"], true);
+    let shown = get(&server, &alice, &format!("/subnets/{}", id(&subnet))).json();
+    assert_eq!(shown["subnet"]["router:external"], true);
+
+    let fip = created(
+        post(
+            &server,
+            &alice,
+            "/floatingips",
+            json!({"floatingip": {"floating_network_id": public_id}}),
+        ),
+        "floatingip",
+    );
+    let gone = delete(&server, &admin, &format!("/networks/{public_id}"));
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    assert_eq!(
+        get(&server, &admin, &format!("/floatingips/{}", id(&fip))).status,
+        404
+    );
+    assert_eq!(
+        get(&server, &admin, &format!("/subnets/{}", id(&subnet))).status,
+        404
+    );
+}
+
+/// An auto-address (SLAAC) subnet is deleted while ordinary ports hold its
+/// addresses: they lose them; the ports stay and keep the network in use.
+#[test]
+fn slaac_subnet_delete_takes_auto_addresses_off_ports() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let net = created(
+        post(
+            &server,
+            &admin,
+            "/networks",
+            json!({"network": {"name": "v6"}}),
+        ),
+        "network",
+    );
+    let net_id = id(&net);
+    let subnet = created(
+        post(
+            &server,
+            &admin,
+            "/subnets",
+            json!({"subnet": {"network_id": net_id, "cidr": "2001:db8:77::/64", "ip_version": 6,
+                "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"}}),
+        ),
+        "subnet",
+    );
+    let port = created(
+        post(
+            &server,
+            &admin,
+            "/ports",
+            json!({"port": {"network_id": net_id}}),
+        ),
+        "port",
+    );
+    assert_eq!(port["fixed_ips"][0]["subnet_id"], subnet["id"]);
+    let gone = delete(&server, &admin, &format!("/subnets/{}", id(&subnet)));
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    let after = get(&server, &admin, &format!("/ports/{}", id(&port))).json();
+    assert_eq!(after["port"]["fixed_ips"], json!([]));
+    let busy = delete(&server, &admin, &format!("/networks/{net_id}"));
+    assert_eq!(busy.status, 409, "{}", busy.text);
+    assert!(busy.text.contains("ports still in use"), "{}", busy.text);
 }

@@ -1,6 +1,7 @@
 //! The extensions list (`/v2.0/extensions`): exactly the extensions this
 //! Neutron implements, so clients and tempest test only what works; and
-//! the availability zones (`/v2.0/availability_zones`).
+//! the availability zones (`/v2.0/availability_zones`) and the agents
+//! (`/v2.0/agents`: none, the dataplane is in serve itself).
 
 use std::sync::Arc;
 
@@ -182,6 +183,11 @@ pub const EXTENSIONS: &[Extension] = &[
         "Indicates if the security group is stateful or not",
     ),
     ext(
+        "subnet-external-network",
+        "Subnet External Network",
+        "Provides subnet external network information.",
+    ),
+    ext(
         "subnet_allocation",
         "Subnet Allocation",
         "Enables allocation of subnets from a subnet pool",
@@ -250,4 +256,24 @@ pub async fn availability_zones(
         "availability_zones",
         &base,
     )
+}
+
+/// `GET /v2.0/agents`: there are no Neutron agents (the dataplane runs in
+/// serve), so every caller sees an empty list, as a non-admin does under
+/// Neutron. The `agent` extension is not listed.
+pub async fn agents(
+    State(s): State<Arc<NetworkState>>,
+    Auth(_ctx): Auth,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> NetResult<Response> {
+    let base = format!("{}/network/v2.0/agents", s.identity.public_url);
+    query::respond(Vec::new(), &query::ListQuery::new(raw), "agents", &base)
+}
+
+/// `GET /v2.0/agents/{id}`: never found.
+pub async fn agent(Auth(_ctx): Auth, Path(id): Path<String>) -> NetResult<Response> {
+    Err(NetworkError::not_found(
+        "AgentNotFound",
+        format!("Agent {id} could not be found."),
+    ))
 }

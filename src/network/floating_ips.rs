@@ -399,6 +399,17 @@ pub fn set_port_in(
     Ok(f)
 }
 
+/// Releases every floating IP of an external network being deleted (as
+/// Neutron does; the network's delete is what was authorized). An associated
+/// one cannot be left: its router's gateway port keeps the network in use.
+pub fn delete_on_network_in(conn: &Connection, network_id: &str) -> NetResult<()> {
+    for f in store::children::<FloatingIp>(conn, network_id)? {
+        db::release_ips(conn, &f.std.id)?;
+        store::remove::<FloatingIp>(conn, &f.std.id)?;
+    }
+    Ok(())
+}
+
 /// Releases a floating IP in an open transaction, as
 /// `DELETE /floatingips/{id}`.
 pub fn delete_in(conn: &Connection, caller: &Caller, id: &str) -> NetResult<()> {

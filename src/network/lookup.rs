@@ -34,11 +34,6 @@ pub fn visible_network(conn: &Connection, caller: &Caller, id: &str) -> NetResul
     }
 }
 
-/// How many floating IPs an external network holds.
-pub fn count_on_network(conn: &Connection, network_id: &str) -> NetResult<usize> {
-    Ok(store::children::<FloatingIp>(conn, network_id)?.len())
-}
-
 /// Disassociates the floating IPs of a port being deleted.
 pub fn disassociate_port(conn: &Connection, port_id: &str) -> NetResult<()> {
     for mut f in store::all::<FloatingIp>(conn)? {

@@ -389,6 +389,43 @@ pub fn body_member(bytes: &Bytes, key: &str) -> NetResult<Object> {
     }
 }
 
+/// A create request's body: one resource (`{"network": {...}}`) or Neutron's
+/// bulk form (`{"networks": [{...}, ...]}`), which makes all or none.
+pub enum CreateBody {
+    One(Object),
+    Bulk(Vec<Object>),
+}
+
+/// Parses a create body in either form; `key` is the member name, `plural`
+/// the collection's.
+pub fn create_body(bytes: &Bytes, key: &str, plural: &str) -> NetResult<CreateBody> {
+    if bytes.len() > MAX_BODY {
+        return Err(NetworkError::TooLarge);
+    }
+    let mut body = crate::http::body::parse_object(bytes)?;
+    if let Some(Value::Object(map)) = body.remove(key) {
+        return Ok(CreateBody::One(map));
+    }
+    match body.remove(plural) {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(map) => Ok(map),
+                _ => Err(NetworkError::bad(format!(
+                    "Invalid input: each of '{plural}' must be an object"
+                ))),
+            })
+            .collect::<NetResult<Vec<_>>>()
+            .map(CreateBody::Bulk),
+        Some(Value::Array(_)) => Err(NetworkError::bad(format!(
+            "Resources required: '{plural}' is empty"
+        ))),
+        _ => Err(NetworkError::bad(format!(
+            "Unable to find '{key}' in request body"
+        ))),
+    }
+}
+
 /// The `If-Match: revision_number=N` constraint of a request, if any.
 pub fn revision_constraint(headers: &HeaderMap) -> NetResult<Option<i64>> {
     let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
@@ -567,6 +604,8 @@ pub fn router(
             get(networks::show_availability),
         )
         .route("/availability_zones", get(extensions::availability_zones))
+        .route("/agents", get(extensions::agents))
+        .route("/agents/{id}", get(extensions::agent))
         .route(
             "/{collection}/{id}/tags",
             get(tags::list).put(tags::replace).delete(tags::clear),

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{
-    Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
-    quotas, revision_constraint,
+    Caller, CreateBody, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision,
+    create_body, query, quotas, revision_constraint,
 };
 use crate::identity::Auth;
 use crate::policy::Target;
@@ -257,7 +257,25 @@ pub async fn create(
     bytes: Bytes,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    let body = body_member(&bytes, "network")?;
+    let body = match create_body(&bytes, "network", "networks")? {
+        CreateBody::One(body) => body,
+        CreateBody::Bulk(bodies) => {
+            let c = caller.clone();
+            let nets = s
+                .write(move |tx| {
+                    bodies
+                        .iter()
+                        .map(|b| create_network_in(tx, &c, b))
+                        .collect::<NetResult<Vec<_>>>()
+                })
+                .await?;
+            let views = nets
+                .iter()
+                .map(|n| view(&caller, n, Vec::new(), &[]))
+                .collect::<NetResult<Vec<_>>>()?;
+            return Ok(query::respond_many(views, "networks", StatusCode::CREATED));
+        }
+    };
     let c = caller.clone();
     let net = s.write(move |tx| create_network_in(tx, &c, &body)).await?;
     let v = view(&caller, &net, Vec::new(), &[])?;
@@ -481,8 +499,8 @@ pub async fn delete(
     Ok(crate::http::no_content())
 }
 
-/// Deletes a network with its subnets; refused while ports (other than
-/// the network's own DHCP ports) or floating IPs use it.
+/// Deletes a network with its subnets and floating IPs; refused while ports
+/// (other than the network's own DHCP ports) use it.
 pub fn delete_network_in(conn: &Connection, net: &Network) -> NetResult<()> {
     let ports: Vec<Port> = store::children(conn, &net.std.id)?;
     if ports
@@ -497,15 +515,9 @@ pub fn delete_network_in(conn: &Connection, net: &Network) -> NetResult<()> {
             ),
         ));
     }
-    if super::lookup::count_on_network(conn, &net.std.id)? > 0 {
-        return Err(NetworkError::conflict(
-            "NetworkInUse",
-            format!(
-                "Unable to complete operation on network {}. There are one or more floating IPs still in use on the network.",
-                net.std.id
-            ),
-        ));
-    }
+    // Its floating IPs go with it (associated ones keep a router gateway port
+    // here, refused above).
+    super::floating_ips::delete_on_network_in(conn, &net.std.id)?;
     for p in ports {
         super::ports::delete_port_in(conn, &p)?;
     }

@@ -16,8 +16,8 @@ use super::ipam::{self, Cidr};
 use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{
-    Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
-    quotas, revision_constraint, security_groups,
+    Caller, CreateBody, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision,
+    create_body, query, quotas, revision_constraint, security_groups,
 };
 use crate::db::network as db;
 use crate::http::body::Object;
@@ -671,7 +671,25 @@ pub async fn create(
     bytes: Bytes,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    let body = body_member(&bytes, "port")?;
+    let body = match create_body(&bytes, "port", "ports")? {
+        CreateBody::One(body) => body,
+        CreateBody::Bulk(bodies) => {
+            let c = caller.clone();
+            let ports = s
+                .write(move |tx| {
+                    bodies
+                        .iter()
+                        .map(|b| create_port_in(tx, &c, b))
+                        .collect::<NetResult<Vec<_>>>()
+                })
+                .await?;
+            let views = ports
+                .iter()
+                .map(|p| view(&caller, p))
+                .collect::<NetResult<Vec<_>>>()?;
+            return Ok(query::respond_many(views, "ports", StatusCode::CREATED));
+        }
+    };
     let c = caller.clone();
     let port = s.write(move |tx| create_port_in(tx, &c, &body)).await?;
     Ok(query::respond_one(

@@ -373,6 +373,13 @@ pub fn respond_one(item: Value, q: &ListQuery, member: &str, status: StatusCode)
     reply(status, &Value::Object(body))
 }
 
+/// The answer to a bulk create: `{"<plural>": [...]}`.
+pub fn respond_many(items: Vec<Value>, plural: &str, status: StatusCode) -> Response {
+    let mut body = Map::new();
+    body.insert(plural.to_string(), Value::Array(items));
+    reply(status, &Value::Object(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

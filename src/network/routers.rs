@@ -204,6 +204,10 @@ fn set_gateway(conn: &Connection, r: &mut Router, gw: Option<GatewayRequest>) ->
 }
 
 fn parse_routes(body: &Object) -> NetResult<Option<Vec<HostRoute>>> {
+    // `"routes": null` is an empty list (Neutron converts None to []): it clears them.
+    if matches!(body.get("routes"), Some(Value::Null)) {
+        return Ok(Some(Vec::new()));
+    }
     let Some(list) = attrs::object_list(body, "routes", 64)? else {
         return Ok(None);
     };

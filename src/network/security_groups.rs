@@ -121,6 +121,33 @@ fn make_group(
     Ok(sg)
 }
 
+/// A rule's `port_range_min`/`port_range_max`: absent, or an integer in
+/// 0..=65535 (Neutron's port converter, with its wording).
+fn port_value(body: &Object, key: &str) -> NetResult<Option<i64>> {
+    let raw = match body.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let n = match raw {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (0..=65535).contains(&n) => Ok(Some(n)),
+        _ => {
+            let shown = match raw {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Err(NetworkError::BadRequest {
+                kind: "InvalidInput",
+                message: format!("Invalid input for operation: Invalid value for port {shown}."),
+            })
+        }
+    }
+}
+
 /// The project's `default` group, made on first use.
 pub fn ensure_default(conn: &Connection, project: &str) -> NetResult<String> {
     let groups: Vec<SecurityGroup> = store::all(conn)?;
@@ -274,7 +301,15 @@ pub fn update_group_in(
     check_revision(expected, sg.std.revision_number)?;
     let (name, description) = attrs::name_description(body)?;
     if let Some(n) = name {
-        if sg.name == "default" && n != "default" {
+        // Neutron's `name_not_default` validator: no group is renamed to
+        // `default` (the default group's own name included).
+        if n == "default" {
+            return Err(NetworkError::conflict(
+                "SecurityGroupDefaultAlreadyExists",
+                "Default security group already exists.",
+            ));
+        }
+        if sg.name == "default" {
             return Err(NetworkError::conflict(
                 "SecurityGroupCannotUpdateDefault",
                 "Updating default security group not allowed.",
@@ -444,8 +479,8 @@ fn build_rule(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<Ru
         }
     };
     let protocol = parse_protocol(body)?;
-    let min = attrs::integer(body, "port_range_min", 0, 65535)?;
-    let max = attrs::integer(body, "port_range_max", 0, 65535)?;
+    let min = port_value(body, "port_range_min")?;
+    let max = port_value(body, "port_range_max")?;
     let number = protocol_number(&protocol);
     if (min.is_some() || max.is_some()) && protocol.is_none() {
         return Err(NetworkError::BadRequest {
@@ -461,7 +496,7 @@ fn build_rule(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<Ru
                 return Err(NetworkError::BadRequest {
                     kind: "SecurityGroupInvalidIcmpValue",
                     message: format!(
-                        "Invalid value for ICMP port_range_min(type): {m}. It must be 0 to 255."
+                        "Invalid value for ICMP type (port_range_min) {m}. It must be 0 to 255."
                     ),
                 });
             }
@@ -471,7 +506,7 @@ fn build_rule(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<Ru
                 return Err(NetworkError::BadRequest {
                     kind: "SecurityGroupInvalidIcmpValue",
                     message: format!(
-                        "Invalid value for ICMP port_range_max(code): {m}. It must be 0 to 255."
+                        "Invalid value for ICMP code (port_range_max) {m}. It must be 0 to 255."
                     ),
                 });
             }
@@ -486,9 +521,10 @@ fn build_rule(conn: &Connection, caller: &Caller, body: &Object) -> NetResult<Ru
             }
         }
         Some(6) | Some(17) | Some(132) | Some(33) | Some(136) => {
-            if let (Some(a), Some(b)) = (min, max)
-                && a > b
-            {
+            // A range needs its lower end: max alone (or max < min) is refused;
+            // min alone is filled below.
+            let reversed = matches!((min, max), (Some(a), Some(b)) if a > b);
+            if reversed || (min.is_none() && max.is_some()) {
                 return Err(NetworkError::BadRequest {
                     kind: "SecurityGroupInvalidPortRange",
                     message: "For TCP/UDP protocols, port_range_min must be <= port_range_max"

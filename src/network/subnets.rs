@@ -15,8 +15,8 @@ use super::ipam::{self, Cidr, Pool};
 use super::model::*;
 use super::store::{self, Kind, Std};
 use super::{
-    Caller, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision, query,
-    quotas, revision_constraint,
+    Caller, CreateBody, NetResult, NetworkError, NetworkState, attrs, body_member, check_revision,
+    create_body, query, quotas, revision_constraint,
 };
 use crate::http::body::Object;
 use crate::identity::Auth;
@@ -352,8 +352,15 @@ fn visible_subnet(conn: &Connection, caller: &Caller, id: &str) -> NetResult<Sub
     }
 }
 
-pub fn view(sn: &Subnet) -> NetResult<Value> {
-    store::to_value(sn)
+/// A subnet as shown: its record plus `router:external`, its network's
+/// (the `subnet-external-network` extension).
+pub fn view(conn: &Connection, sn: &Subnet) -> NetResult<Value> {
+    let external = store::load::<Network>(conn, &sn.network_id)?.is_some_and(|n| n.external);
+    let mut v = store::to_value(sn)?;
+    if let Value::Object(map) = &mut v {
+        map.insert("router:external".into(), Value::Bool(external));
+    }
+    Ok(v)
 }
 
 pub async fn create(
@@ -362,12 +369,28 @@ pub async fn create(
     bytes: Bytes,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    let body = body_member(&bytes, "subnet")?;
-    let sn = s
-        .write(move |tx| create_subnet_in(tx, &caller, &body))
+    let body = match create_body(&bytes, "subnet", "subnets")? {
+        CreateBody::One(body) => body,
+        CreateBody::Bulk(bodies) => {
+            let views = s
+                .write(move |tx| {
+                    bodies
+                        .iter()
+                        .map(|b| create_subnet_in(tx, &caller, b).and_then(|sn| view(tx, &sn)))
+                        .collect::<NetResult<Vec<_>>>()
+                })
+                .await?;
+            return Ok(query::respond_many(views, "subnets", StatusCode::CREATED));
+        }
+    };
+    let v = s
+        .write(move |tx| {
+            let sn = create_subnet_in(tx, &caller, &body)?;
+            view(tx, &sn)
+        })
         .await?;
     Ok(query::respond_one(
-        view(&sn)?,
+        v,
         &Default::default(),
         "subnet",
         StatusCode::CREATED,
@@ -396,7 +419,7 @@ pub async fn list(
                         || sn.std.project_id == caller.project
                         || seen.get(&sn.network_id).copied().unwrap_or(false)
                 })
-                .map(view)
+                .map(|sn| view(conn, sn))
                 .collect()
         })
         .await?;
@@ -411,11 +434,14 @@ pub async fn show(
     Query(raw): Query<Vec<(String, String)>>,
 ) -> NetResult<Response> {
     let caller = Caller::new(&s, &ctx);
-    let sn = s
-        .read(move |conn| visible_subnet(conn, &caller, &id))
+    let v = s
+        .read(move |conn| {
+            let sn = visible_subnet(conn, &caller, &id)?;
+            view(conn, &sn)
+        })
         .await?;
     Ok(query::respond_one(
-        view(&sn)?,
+        v,
         &query::ListQuery::new(raw),
         "subnet",
         StatusCode::OK,
@@ -462,7 +488,7 @@ pub async fn update(
     }
     attrs::known(&body, UPDATE_ATTRS)?;
     let expected = revision_constraint(&headers)?;
-    let sn = s
+    let v = s
         .write(move |tx| {
             let mut sn = visible_subnet(tx, &caller, &id)?;
             let net: Network = store::must(tx, &sn.network_id)?;
@@ -525,11 +551,11 @@ pub async fn update(
                 sn.service_types = t;
             }
             store::save(tx, &mut sn)?;
-            Ok(sn)
+            view(tx, &sn)
         })
         .await?;
     Ok(query::respond_one(
-        view(&sn)?,
+        v,
         &Default::default(),
         "subnet",
         StatusCode::OK,
@@ -554,13 +580,19 @@ pub async fn delete(
     Ok(crate::http::no_content())
 }
 
-/// Deletes a subnet; refused while a port holds one of its addresses.
+/// Deletes a subnet; refused while a port holds one of its addresses. As
+/// Neutron, the auto-addresses (SLAAC, DHCPv6-stateless) of ordinary ports do
+/// not hold an auto-address subnet: they are taken off those ports with it
+/// (router ports still hold it).
 pub fn delete_subnet_in(conn: &Connection, sn: &Subnet) -> NetResult<()> {
     let ports: Vec<Port> = store::children(conn, &sn.network_id)?;
-    if ports.iter().any(|p| {
-        !p.device_owner.starts_with("network:dhcp")
-            && p.fixed_ips.iter().any(|f| f.subnet_id == sn.std.id)
-    }) {
+    let holds = |p: &Port| p.fixed_ips.iter().any(|f| f.subnet_id == sn.std.id);
+    let auto_only =
+        |p: &Port| sn.is_auto_address() && !p.device_owner.starts_with("network:router");
+    if ports
+        .iter()
+        .any(|p| !p.device_owner.starts_with("network:dhcp") && holds(p) && !auto_only(p))
+    {
         return Err(NetworkError::conflict(
             "SubnetInUse",
             format!(
@@ -568,6 +600,19 @@ pub fn delete_subnet_in(conn: &Connection, sn: &Subnet) -> NetResult<()> {
                 sn.std.id
             ),
         ));
+    }
+    for mut port in ports {
+        if port.device_owner.starts_with("network:dhcp") || !holds(&port) || !auto_only(&port) {
+            continue;
+        }
+        let (gone, kept): (Vec<FixedIp>, Vec<FixedIp>) = std::mem::take(&mut port.fixed_ips)
+            .into_iter()
+            .partition(|f| f.subnet_id == sn.std.id);
+        port.fixed_ips = kept;
+        for f in gone {
+            crate::db::network::release_ip(conn, &port.std.id, &f.ip_address)?;
+        }
+        store::save(conn, &mut port)?;
     }
     store::remove::<Subnet>(conn, &sn.std.id)?;
     let _ = json!(null);
