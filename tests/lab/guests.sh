@@ -28,6 +28,29 @@ for r in micro tiny cloud-kernel; do
 done
 labdir=$("$here/lab" build | tail -n 1)
 
+# tiny must carry modules for exactly these Debian kernels: the lab's and the cloud kernel's.
+# When Debian's archive has moved on since out/ was built (the lab follows linux-image-amd64),
+# cloud-kernel and tiny are built again, once.
+tiny_missing() {
+    local generic cloud k
+    generic=$(cat "$labdir/kernel-version")
+    cloud=$(basename "$(ls "$OUT"/cloud-kernel/vmlinuz-* | head -n 1)")
+    cloud=${cloud#vmlinuz-}
+    missing=()
+    for k in "$generic" "$cloud"; do
+        grep -q "\"$k\"" "$OUT/tiny/manifest.json" || missing+=("$k")
+    done
+}
+tiny_missing
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "# out/tiny has no modules for ${missing[*]}: building cloud-kernel and tiny again" >&2
+    rm -rf "$OUT/cloud-kernel" "$OUT/tiny"
+    for r in cloud-kernel tiny; do
+        "$root/image-recipes/build" "$r" "$OUT/$r" >&2
+    done
+    tiny_missing
+fi
+
 payload=$(mktemp -d "${TMPDIR:-/tmp}/yunhe-lab-guests.XXXXXX")
 trap 'rm -rf "$payload"' EXIT
 mkdir -p "$payload/kernels"
@@ -37,15 +60,6 @@ cp "$labdir/vmlinuz" "$payload/kernels/debian-vmlinuz"
 cp "$OUT"/cloud-kernel/vmlinuz-* "$payload/kernels/cloud-vmlinuz"
 cp "$OUT/tiny/tiny.cpio.gz" "$payload/"
 cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$payload/"
-
-# tiny must carry modules for exactly these Debian kernels
-generic=$(cat "$labdir/kernel-version")
-cloud=$(basename "$OUT"/cloud-kernel/vmlinuz-*)
-cloud=${cloud#vmlinuz-}
-missing=()
-for k in "$generic" "$cloud"; do
-    grep -q "\"$k\"" "$OUT/tiny/manifest.json" || missing+=("$k")
-done
 
 # a hung guest costs up to 2 x 150 s: the rounds of "only" get that much room each
 lab_timeout=900
