@@ -11,13 +11,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Reply, Server, VmmStateDir, http, http_bytes, kvm_usable, member_of_new_project};
+use support::{Reply, Server, VmmStateDir, echo_image, http, kvm_usable, member_of_new_project};
 
-const YUNHE: &str = env!("CARGO_BIN_EXE_yunhe");
 const NET: &str = "/network/v2.0";
 
 struct Cloud<'a> {
@@ -132,50 +130,6 @@ impl Cloud<'_> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn upload_image(server: &Server, token: &str, meta: Value, data: &[u8]) -> String {
-    let created = server.request("POST", "/image/v2/images", Some(token), Some(&meta));
-    assert_eq!(created.status, 201, "image create: {}", created.text);
-    let id = created.json()["id"].as_str().expect("image id").to_string();
-    let put = http_bytes(
-        &server.addr,
-        "PUT",
-        &format!("/image/v2/images/{id}/file"),
-        &[
-            ("X-Auth-Token", token.to_string()),
-            ("Content-Type", "application/octet-stream".into()),
-        ],
-        data,
-    );
-    assert_eq!(put.status, 204, "{}", String::from_utf8_lossy(&put.body));
-    id
-}
-
-/// The echo guest as a public aki image and a 1 MiB raw disk booting it.
-fn echo_image(server: &Server, token: &str, scratch: &Path) -> String {
-    let elf = scratch.join("echo.elf");
-    let status = std::process::Command::new(YUNHE)
-        .args(["vm", "guest", "echo", "-o"])
-        .arg(&elf)
-        .status()
-        .expect("run yunhe vm guest echo");
-    assert!(status.success());
-    let kernel = std::fs::read(&elf).expect("read echo.elf");
-    let kernel_id = upload_image(
-        server,
-        token,
-        json!({"name": "echo-kernel", "disk_format": "aki", "container_format": "aki",
-               "visibility": "public"}),
-        &kernel,
-    );
-    upload_image(
-        server,
-        token,
-        json!({"name": "echo-disk", "disk_format": "raw", "container_format": "bare",
-               "kernel_id": kernel_id, "visibility": "public"}),
-        &vec![0u8; 1 << 20],
-    )
 }
 
 fn message(reply: &Reply) -> String {

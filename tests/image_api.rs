@@ -8,7 +8,7 @@ use std::time::Duration;
 use md5::Md5;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
-use support::{RawReply, Server, http_bytes};
+use support::{RawReply, Server, http_bytes, member_of_new_project};
 
 fn create(server: &Server, token: &str, body: Value) -> Value {
     let reply = server.request("POST", "/image/v2/images", Some(token), Some(&body));
@@ -45,40 +45,6 @@ fn patch(server: &Server, token: &str, id: &str, media: &str, ops: Value) -> Raw
 
 fn body_json(reply: &RawReply) -> Value {
     serde_json::from_slice(&reply.body).expect("JSON body")
-}
-
-/// A project with a member user; returns (project id, token).
-fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
-    let project = server.request(
-        "POST",
-        "/identity/v3/projects",
-        Some(admin),
-        Some(&json!({"project": {"name": name}})),
-    );
-    assert_eq!(project.status, 201, "{}", project.text);
-    let project_id = project.json()["project"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let password = format!("pw-{name}-123");
-    let user = server.request(
-        "POST",
-        "/identity/v3/users",
-        Some(admin),
-        Some(&json!({"user": {"name": name, "password": password}})),
-    );
-    assert_eq!(user.status, 201, "{}", user.text);
-    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
-    let roles = server
-        .get("/identity/v3/roles?name=member", Some(admin))
-        .json();
-    let role = roles["roles"][0]["id"].as_str().expect("member role");
-    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
-    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
-    let reply = server.token(name, &password, Some(name));
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let token = reply.header("x-subject-token").expect("token").to_string();
-    (project_id, token)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Reply, Server, http};
+use support::{Reply, Server, http, member_of_new_project};
 
 const V2: &str = "/network/v2.0";
 
@@ -37,40 +37,6 @@ fn error_type(reply: &Reply) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-/// A project with a member user; returns (project id, token).
-fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
-    let project = server.request(
-        "POST",
-        "/identity/v3/projects",
-        Some(admin),
-        Some(&json!({"project": {"name": name}})),
-    );
-    assert_eq!(project.status, 201, "{}", project.text);
-    let project_id = project.json()["project"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let password = format!("pw-{name}-123");
-    let user = server.request(
-        "POST",
-        "/identity/v3/users",
-        Some(admin),
-        Some(&json!({"user": {"name": name, "password": password}})),
-    );
-    assert_eq!(user.status, 201, "{}", user.text);
-    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
-    let roles = server
-        .get("/identity/v3/roles?name=member", Some(admin))
-        .json();
-    let role = roles["roles"][0]["id"].as_str().expect("member role");
-    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
-    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
-    let reply = server.token(name, &password, Some(name));
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let token = reply.header("x-subject-token").expect("token").to_string();
-    (project_id, token)
 }
 
 #[test]

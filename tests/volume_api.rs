@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Reply, Server, http};
+use support::{Reply, Server, http, member_of_new_project};
 
 const GIB: u64 = 1 << 30;
 
@@ -74,40 +74,6 @@ fn create_volume(server: &Server, token: &str, body: Value) -> String {
 
 fn volume_file(dir: &Path, id: &str) -> PathBuf {
     dir.join("volumes").join(format!("volume-{id}"))
-}
-
-/// A project with a member user; returns (project id, token).
-fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (String, String) {
-    let project = server.request(
-        "POST",
-        "/identity/v3/projects",
-        Some(admin),
-        Some(&json!({"project": {"name": name}})),
-    );
-    assert_eq!(project.status, 201, "{}", project.text);
-    let project_id = project.json()["project"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let password = format!("pw-{name}-123");
-    let user = server.request(
-        "POST",
-        "/identity/v3/users",
-        Some(admin),
-        Some(&json!({"user": {"name": name, "password": password}})),
-    );
-    assert_eq!(user.status, 201, "{}", user.text);
-    let user_id = user.json()["user"]["id"].as_str().expect("id").to_string();
-    let roles = server
-        .get("/identity/v3/roles?name=member", Some(admin))
-        .json();
-    let role = roles["roles"][0]["id"].as_str().expect("member role");
-    let grant = format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}");
-    assert_eq!(server.request("PUT", &grant, Some(admin), None).status, 204);
-    let reply = server.token(name, &password, Some(name));
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let token = reply.header("x-subject-token").expect("token").to_string();
-    (project_id, token)
 }
 
 #[test]

@@ -20,9 +20,6 @@ use crate::policy::{Service, Target};
 
 type S = Arc<ComputeState>;
 
-/// The last microversion that has the proxy.
-const LAST_PROXY_MICROVERSION: u16 = 35;
-
 pub fn routes() -> Router<S> {
     Router::new()
         .route("/v2.1/images", get(list))
@@ -41,12 +38,10 @@ pub fn routes() -> Router<S> {
 }
 
 fn proxy_available(mv: Mv) -> ComputeResult<()> {
-    if mv.at_least(LAST_PROXY_MICROVERSION + 1) {
-        return Err(ComputeError::NotFound(
-            "The image proxy API is gone from microversion 2.36 on; use the Image service.".into(),
-        ));
-    }
-    Ok(())
+    super::proxy_available(
+        mv,
+        "The image proxy API is gone from microversion 2.36 on; use the Image service.",
+    )
 }
 
 impl From<ImageServiceError> for ComputeError {

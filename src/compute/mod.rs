@@ -717,6 +717,19 @@ pub fn allows(s: &ComputeState, ctx: &AuthContext, rule: &str, target: &Target) 
         .allows(Service::Compute, &ctx.credentials(), rule, target)
 }
 
+/// The last microversion with Nova's proxy APIs (images, networks,
+/// security groups, floating IPs); Nova removed them at 2.36.
+const LAST_PROXY_MICROVERSION: u16 = 35;
+
+/// A proxy API at `mv`: 404 with `gone` (which service to use instead) from
+/// 2.36 on, as Nova.
+pub fn proxy_available(mv: Mv, gone: &str) -> ComputeResult<()> {
+    if mv.at_least(LAST_PROXY_MICROVERSION + 1) {
+        return Err(ComputeError::NotFound(gone.into()));
+    }
+    Ok(())
+}
+
 /// The target Nova builds for calls on no particular object: the caller's
 /// own project and user.
 pub fn own_target(ctx: &AuthContext) -> Target {

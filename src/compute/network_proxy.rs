@@ -35,8 +35,6 @@ use crate::network::{self, Caller, NetworkError, store};
 
 type S = Arc<ComputeState>;
 
-/// The last microversion with the proxy APIs (Nova removed them at 2.36).
-const LAST_PROXY_MICROVERSION: u16 = 35;
 /// The last microversion with `addFloatingIp`/`removeFloatingIp` and
 /// `addFixedIp`/`removeFixedIp` (removed at 2.44).
 pub const LAST_FLOATING_ACTION_MICROVERSION: u16 = 43;
@@ -84,13 +82,10 @@ pub fn routes() -> Router<S> {
 
 /// 404 from 2.36 on, as Nova's removed proxies.
 fn proxy_available(mv: Mv) -> ComputeResult<()> {
-    if mv.at_least(LAST_PROXY_MICROVERSION + 1) {
-        return Err(ComputeError::NotFound(
-            "The network proxy APIs are gone from microversion 2.36 on; use the Network service."
-                .into(),
-        ));
-    }
-    Ok(())
+    super::proxy_available(
+        mv,
+        "The network proxy APIs are gone from microversion 2.36 on; use the Network service.",
+    )
 }
 
 fn caller(s: &ComputeState, ctx: &AuthContext) -> Caller {

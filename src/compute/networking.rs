@@ -747,9 +747,10 @@ impl<'c> Lookup<'c> {
 
     /// The addresses and the security groups' names of a server's ports.
     fn facts(&mut self, server: &Server) -> ComputeResult<PortFacts> {
-        let addresses = self.addresses(server)?;
+        let ports = self.ports(server)?;
+        let addresses = self.addresses_of_ports(&ports)?;
         let mut security_groups: Vec<String> = Vec::new();
-        for (_, port) in self.ports(server)? {
+        for (_, port) in &ports {
             for id in &port.security_groups {
                 if let Some(name) = self.group_name(id)?
                     && !security_groups.contains(&name)
@@ -808,8 +809,13 @@ impl<'c> Lookup<'c> {
     }
 
     fn addresses(&mut self, server: &Server) -> ComputeResult<Addresses> {
+        let ports = self.ports(server)?;
+        self.addresses_of_ports(&ports)
+    }
+
+    fn addresses_of_ports(&mut self, ports: &[(ServerPort, Port)]) -> ComputeResult<Addresses> {
         let mut out = Addresses::new();
-        for (_, port) in self.ports(server)? {
+        for (_, port) in ports {
             let name = self.network_name(&port.network_id)?;
             let list = out.entry(name).or_default();
             for f in &port.fixed_ips {

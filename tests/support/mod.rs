@@ -447,3 +447,48 @@ pub fn member_of_new_project(server: &Server, admin: &str, name: &str) -> (Strin
     let token = reply.header("x-subject-token").expect("token").to_string();
     (project_id, token)
 }
+
+/// Creates image `meta` and uploads `data` as its file: the image id.
+pub fn upload_image(server: &Server, token: &str, meta: Value, data: &[u8]) -> String {
+    let created = server.request("POST", "/image/v2/images", Some(token), Some(&meta));
+    assert_eq!(created.status, 201, "image create: {}", created.text);
+    let id = created.json()["id"].as_str().expect("image id").to_string();
+    let put = http_bytes(
+        &server.addr,
+        "PUT",
+        &format!("/image/v2/images/{id}/file"),
+        &[
+            ("X-Auth-Token", token.to_string()),
+            ("Content-Type", "application/octet-stream".into()),
+        ],
+        data,
+    );
+    assert_eq!(put.status, 204, "{}", String::from_utf8_lossy(&put.body));
+    id
+}
+
+/// The echo guest as a public aki image and a 1 MiB raw disk booting it.
+pub fn echo_image(server: &Server, token: &str, scratch: &Path) -> String {
+    let elf = scratch.join("echo.elf");
+    let status = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+        .args(["vm", "guest", "echo", "-o"])
+        .arg(&elf)
+        .status()
+        .expect("run yunhe vm guest echo");
+    assert!(status.success());
+    let kernel = std::fs::read(&elf).expect("read echo.elf");
+    let kernel_id = upload_image(
+        server,
+        token,
+        json!({"name": "echo-kernel", "disk_format": "aki", "container_format": "aki",
+               "visibility": "public"}),
+        &kernel,
+    );
+    upload_image(
+        server,
+        token,
+        json!({"name": "echo-disk", "disk_format": "raw", "container_format": "bare",
+               "kernel_id": kernel_id, "visibility": "public"}),
+        &vec![0u8; 1 << 20],
+    )
+}
