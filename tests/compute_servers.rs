@@ -582,3 +582,132 @@ fn a_long_state_dir_still_boots_servers() {
     assert_eq!(delete.status, 204, "DELETE: {}", delete.text);
     nova.wait_gone(&id, Duration::from_secs(30));
 }
+
+/// The VMM's disks as the admin's diagnostics (2.48) count them.
+fn disks_of(nova: &Nova, id: &str) -> u64 {
+    let reply = http(
+        &nova.server.addr,
+        "GET",
+        &format!("/compute/v2.1/servers/{id}/diagnostics"),
+        &[
+            ("X-Auth-Token", nova.token.clone()),
+            ("OpenStack-API-Version", "compute 2.48".into()),
+        ],
+        None,
+    );
+    assert_eq!(reply.status, 200, "diagnostics: {}", reply.text);
+    let body = reply.json();
+    let disks = body["num_disks"].as_u64().expect("num_disks");
+    assert_eq!(
+        body["disk_details"].as_array().map(Vec::len),
+        Some(disks as usize),
+        "{body}"
+    );
+    disks
+}
+
+/// Nova's rescue: the rescue image boots with the server's own disk as the
+/// next disk (RESCUE), refusals as Nova's, and unrescue boots the server's
+/// own image again (ACTIVE); a rescued server can be deleted.
+#[test]
+fn rescue_boots_the_rescue_image_with_the_root_disk_and_unrescue_returns() {
+    if !kvm_usable() {
+        return;
+    }
+    let state = StateDir::new("rescue");
+    let server = Server::start_in(state.path(), true);
+    let nova = Nova {
+        server: &server,
+        token: server.admin_token(),
+    };
+    let image = echo_images(&server, &nova.token, &state.path());
+    let id = nova.create("vm1", &image, "42");
+    nova.wait_status(&id, "ACTIVE", Duration::from_secs(30));
+    let own_disks = disks_of(&nova, &id);
+    let pid = state.vmm_of(&id).expect("vm1 has a VMM");
+
+    // Bad input first: nothing changes.
+    let unknown = nova.action(
+        &id,
+        json!({"rescue": {"rescue_image_ref": "6b1d7b4c-1b0e-4a35-9a3c-2f7c3c6c0d11"}}),
+    );
+    assert_eq!(
+        unknown.status, 400,
+        "unknown rescue image: {}",
+        unknown.text
+    );
+    let extra = nova.action(&id, json!({"rescue": {"bogus": 1}}));
+    assert_eq!(extra.status, 400, "unknown key: {}", extra.text);
+    let not_rescued = nova.action(&id, json!({"unrescue": null}));
+    assert_eq!(
+        not_rescued.status, 409,
+        "unrescue of ACTIVE: {}",
+        not_rescued.text
+    );
+    assert_eq!(
+        state.vmm_of(&id),
+        Some(pid),
+        "a refused rescue touched the VMM"
+    );
+
+    // rescue → 200 with adminPass → RESCUE, a new VMM with one more disk.
+    let rescue = nova.action(&id, json!({"rescue": {"adminPass": "s3cret-rescue"}}));
+    assert_eq!(rescue.status, 200, "rescue: {}", rescue.text);
+    assert_eq!(rescue.json()["adminPass"], "s3cret-rescue");
+    let (shown, took) = nova.wait_status(&id, "RESCUE", Duration::from_secs(30));
+    eprintln!("vm1: RESCUE {took:?} after the rescue");
+    assert_eq!(shown["OS-EXT-STS:vm_state"], "rescued", "{shown}");
+    assert_eq!(shown["OS-EXT-STS:power_state"], 1, "{shown}");
+    let rescue_pid = state.vmm_of(&id).expect("the rescue VM runs");
+    assert_ne!(rescue_pid, pid, "rescue reused the server's VMM");
+    assert_eq!(disks_of(&nova, &id), own_disks + 1, "the rescue disk");
+    let output = nova.console_with(&id, READY);
+    assert!(count(&output, READY) >= 1, "rescue boot: {output:?}");
+
+    // Only unrescue (and delete) may follow.
+    for refused in [
+        json!({"rescue": null}),
+        json!({"os-stop": null}),
+        json!({"pause": null}),
+    ] {
+        let reply = nova.action(&id, refused.clone());
+        assert_eq!(reply.status, 409, "{refused} while RESCUE: {}", reply.text);
+    }
+
+    // unrescue → ACTIVE on the server's own disks.
+    let unrescue = nova.action(&id, json!({"unrescue": null}));
+    assert_eq!(unrescue.status, 202, "unrescue: {}", unrescue.text);
+    let (shown, _) = nova.wait_status(&id, "ACTIVE", Duration::from_secs(30));
+    assert_eq!(shown["OS-EXT-STS:power_state"], 1, "{shown}");
+    assert_eq!(
+        disks_of(&nova, &id),
+        own_disks,
+        "unrescue kept the rescue disk"
+    );
+    let actions = nova.call("GET", &format!("/servers/{id}/os-instance-actions"), None);
+    let names: Vec<String> = actions.json()["instanceActions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["action"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"rescue".to_string()) && names.contains(&"unrescue".to_string()),
+        "instance actions: {names:?}"
+    );
+
+    // A stopped server can be rescued too (Nova: ACTIVE, STOPPED, ERROR), and
+    // a rescued server deleted.
+    let stop = nova.action(&id, json!({"os-stop": null}));
+    assert_eq!(stop.status, 202, "os-stop: {}", stop.text);
+    nova.wait_status(&id, "SHUTOFF", Duration::from_secs(30));
+    let rescue = nova.action(&id, json!({"rescue": {"rescue_image_ref": image}}));
+    assert_eq!(rescue.status, 200, "rescue of SHUTOFF: {}", rescue.text);
+    nova.wait_status(&id, "RESCUE", Duration::from_secs(30));
+    let delete = nova.call("DELETE", &format!("/servers/{id}"), None);
+    assert_eq!(delete.status, 204, "delete while RESCUE: {}", delete.text);
+    nova.wait_gone(&id, Duration::from_secs(30));
+    assert_eq!(state.vmm_of(&id), None, "the rescue VM outlived its server");
+}

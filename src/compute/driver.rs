@@ -100,6 +100,18 @@ pub trait ComputeDriver: Send + Sync {
         config_drive: Option<Vec<(String, Vec<u8>)>>,
     ) -> DriverFuture<'a, DriverResult<()>>;
 
+    /// Creates the rescue files (Nova's rescue): the rescue image's kernel,
+    /// ramdisk and a fresh disk from its data, which a server with
+    /// `rescue` set boots with its own root disk as the second disk.
+    fn prepare_rescue<'a>(
+        &'a self,
+        id: &'a str,
+        boot: BootFiles,
+    ) -> DriverFuture<'a, DriverResult<()>>;
+
+    /// Removes the rescue files (unrescue).
+    fn drop_rescue<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()>;
+
     /// Grows the root disk to `disk_gb` (never shrinks it).
     fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>>;
 

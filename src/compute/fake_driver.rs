@@ -98,6 +98,20 @@ impl ComputeDriver for FakeDriver {
         })
     }
 
+    fn prepare_rescue<'a>(
+        &'a self,
+        id: &'a str,
+        _boot: BootFiles,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(async move { self.record("prepare_rescue", id) })
+    }
+
+    fn drop_rescue<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self.record("drop_rescue", id);
+        })
+    }
+
     fn grow_disk<'a>(&'a self, id: &'a str, _disk_gb: i64) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(async move { self.record("grow_disk", id) })
     }
@@ -152,7 +166,12 @@ impl ComputeDriver for FakeDriver {
         restore: bool,
     ) -> DriverFuture<'a, DriverResult<i32>> {
         Box::pin(async move {
-            self.record(if restore { "restore" } else { "spawn" }, &server.id)?;
+            let call = match (restore, server.rescue.is_some()) {
+                (true, _) => "restore",
+                (false, true) => "spawn_rescue",
+                (false, false) => "spawn",
+            };
+            self.record(call, &server.id)?;
             let mut inner = self.inner();
             inner.next_pid += 1;
             inner.vms.insert(server.id.clone(), FakeVm::Running);

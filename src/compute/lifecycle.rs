@@ -390,7 +390,9 @@ pub async fn action(
                 "Unable to set password on instance: no guest agent.".into(),
             ))
         }
-        "rescue" | "unrescue" | "trigger_crash_dump" => {
+        "rescue" => rescue(&s, &ctx, mv, &id, rid, arg).await,
+        "unrescue" => start(&s, &ctx, &id, rid, Action::Unrescue, unrescue_vm).await,
+        "trigger_crash_dump" => {
             access::load(&s, &ctx, &id).await?;
             Err(ComputeError::NotImplemented(format!(
                 "The {name} action is not implemented by this cloud's driver."
@@ -561,6 +563,158 @@ async fn unshelve_vm(s: S, sv: Server) -> Result<(), String> {
     boot(&s, &sv, false).await?;
     settle(&s, &sv.id, "active", RUNNING).await;
     Ok(())
+}
+
+/// `rescue` (Nova's os-rescue): the rescue image (`rescue_image_ref`, else
+/// the server's own image) boots with the server's root disk attached as
+/// its second disk (with 2.87+ and an image with `hw_rescue_device` or
+/// `hw_rescue_bus`, Nova's stable device rescue: the rescue disk is added
+/// last and the server's disks keep their places). 200 with the admin
+/// password Nova returns; this cloud has no guest agent to set it, so the
+/// rescue image's own credentials (key pair, config drive) are what work.
+async fn rescue(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: Value,
+) -> ComputeResult<Response> {
+    let arg = match arg {
+        Value::Null => Map::new(),
+        Value::Object(m) => m,
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute rescue. Value: must be an object or null".into(),
+            ));
+        }
+    };
+    if let Some(extra) = arg
+        .keys()
+        .find(|k| !["adminPass", "rescue_image_ref"].contains(&k.as_str()))
+    {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute rescue. Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    let admin_pass = match arg.get("adminPass") {
+        None => uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+        Some(Value::String(p)) if p.chars().count() <= 255 => p.clone(),
+        Some(_) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute adminPass.".into(),
+            ));
+        }
+    };
+    let requested = match arg.get("rescue_image_ref") {
+        None => None,
+        Some(Value::String(r)) if uuid::Uuid::parse_str(r).is_ok() => Some(r.clone()),
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute rescue_image_ref. Value: {other}. {other} is not a 'uuid'"
+            )));
+        }
+    };
+    let server = access::load(s, ctx, id).await?;
+    let image_id = requested.unwrap_or_else(|| server.image_id.clone());
+    // The rescue image boots as the server's project: it must be one that
+    // project may boot, whoever asks.
+    let project = server.project_id.clone();
+    let image = s
+        .images
+        .get_active(&image_id, Some(&project))
+        .await
+        .map_err(|_| ComputeError::BadRequest(format!("Image {image_id} could not be found.")))?;
+    let boot_info = resolve_boot(s, &image, &project, false).await?;
+    let stable = mv.at_least(87)
+        && ["hw_rescue_device", "hw_rescue_bus"]
+            .iter()
+            .any(|k| image.properties.contains_key(*k));
+    let rescue = crate::db::servers::RescueBoot {
+        image_id: image.id.clone(),
+        kernel_id: boot_info.kernel_id,
+        ramdisk_id: boot_info.ramdisk_id,
+        cmdline: boot_info.cmdline,
+        stable,
+    };
+    begin(s, ctx, id, rid, Action::Rescue).await?;
+    run(s, id, rid, move |s, sv| rescue_vm(s, sv, rescue));
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "adminPass": admin_pass }),
+    ))
+}
+
+/// The VMM side of `rescue`: records what the server boots now, stops it,
+/// makes the rescue disk and boots. A failure after the stop leaves the
+/// server ERROR with the reason, as Nova's compute manager does.
+async fn rescue_vm(s: S, sv: Server, rescue: crate::db::servers::RescueBoot) -> Result<(), String> {
+    let mut as_rescue = sv.clone();
+    as_rescue.kernel_id = rescue.kernel_id.clone();
+    as_rescue.ramdisk_id = rescue.ramdisk_id.clone();
+    let (files, _image_gb) = boot_files(&s, &as_rescue, &rescue.image_id).await?;
+    s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+    s.driver.drop_saved_state(&sv.id).await;
+    let rescued = async {
+        s.driver
+            .prepare_rescue(&sv.id, files)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(rescued) = update_server(&s, &sv.id, move |x| x.rescue = Some(rescue)).await
+        else {
+            return Ok(());
+        };
+        boot(&s, &rescued, false).await
+    }
+    .await;
+    match rescued {
+        Ok(()) => {
+            settle(&s, &sv.id, "rescued", RUNNING).await;
+            Ok(())
+        }
+        Err(e) => {
+            s.driver.drop_rescue(&sv.id).await;
+            failed_after_stop(&s, &sv.id, "rescue", &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// `unrescue`: the rescue VM goes (at once, as Nova's), the server boots its
+/// own image again.
+async fn unrescue_vm(s: S, sv: Server) -> Result<(), String> {
+    s.driver.stop(&sv.id, None).await;
+    let Some(back) = update_server(&s, &sv.id, |x| x.rescue = None).await else {
+        return Ok(());
+    };
+    s.driver.drop_rescue(&sv.id).await;
+    match boot(&s, &back, false).await {
+        Ok(()) => {
+            settle(&s, &sv.id, "active", RUNNING).await;
+            Ok(())
+        }
+        Err(e) => {
+            failed_after_stop(&s, &sv.id, "unrescue", &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// A rescue or unrescue that failed once the server's VM was stopped: the
+/// server is ERROR (power off) with the reason as its fault.
+async fn failed_after_stop(s: &S, id: &str, action: &str, error: &str) {
+    let (message, details) = (
+        format!("Failed to {action} the server: {error}"),
+        error.to_string(),
+    );
+    update_server(s, id, move |x| {
+        x.rescue = None;
+        x.vm_state = "error".into();
+        x.power_state = SHUTDOWN;
+        x.vmm_pid = None;
+        x.fault = Some(fault(&message, &details));
+    })
+    .await;
 }
 
 async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
@@ -1277,7 +1431,9 @@ async fn on_exit(s: &S, id: String, code: Option<i32>) {
     let Ok(Some(server)) = s.read(move |conn| Ok(db::get_server(conn, &id2)?)).await else {
         return;
     };
-    if server.deleted || !["active", "paused", "resized"].contains(&server.vm_state.as_str()) {
+    if server.deleted
+        || !["active", "paused", "resized", "rescued"].contains(&server.vm_state.as_str())
+    {
         return;
     }
     let tail = s.driver.log_tail(&id);
@@ -1298,7 +1454,8 @@ async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: boo
         None => "the VMM is gone".to_string(),
     };
     tracing::info!(server = %id, reason = %text, "server stopped outside of an action");
-    let resized_kept = |sv: &Server| sv.vm_state == "resized";
+    // A resized or rescued server stays so (confirm/revert, unrescue follow).
+    let resized_kept = |sv: &Server| ["resized", "rescued"].contains(&sv.vm_state.as_str());
     update_server(s, id, move |sv| {
         sv.vmm_pid = None;
         if failed {
@@ -1345,7 +1502,7 @@ async fn reconcile(s: &S, startup: bool) {
         if server.task_state.is_some() {
             continue;
         }
-        if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
+        if !["active", "paused", "resized", "rescued"].contains(&server.vm_state.as_str())
             || server.power_state == SHUTDOWN
         {
             continue;
@@ -1396,7 +1553,10 @@ async fn reattach(s: &S, server: &Server) {
             }
         }
         (vm, task) => {
-            let expected_running = ["active", "paused", "resized"].contains(&vm);
+            let expected_running = ["active", "paused", "resized", "rescued"].contains(&vm);
+            // An interrupted rescue: what runs (if anything) is the rescue VM
+            // once the record says so; without a VM the rescue is dropped.
+            let interrupted_rescue = task == Some("rescuing");
             match vmm_state {
                 Some(state) => {
                     let paused = state == VmmState::Paused;
@@ -1414,6 +1574,9 @@ async fn reattach(s: &S, server: &Server) {
                             sv.vm_state = "active".into();
                         }
                         sv.power_state = if paused { PAUSED } else { RUNNING };
+                        if sv.rescue.is_some() {
+                            sv.vm_state = "rescued".into();
+                        }
                     })
                     .await;
                 }
@@ -1424,6 +1587,11 @@ async fn reattach(s: &S, server: &Server) {
                         sv.vmm_pid = None;
                         if suspended {
                             return;
+                        }
+                        if interrupted_rescue {
+                            sv.rescue = None;
+                        } else if sv.rescue.is_some() {
+                            sv.vm_state = "rescued".into();
                         }
                         if ["active", "paused"].contains(&sv.vm_state.as_str()) {
                             sv.vm_state = "stopped".into();
@@ -1644,6 +1812,90 @@ mod tests {
         assert_eq!(states(&sv), ("active", None, RUNNING));
         assert!(sv.host.is_some());
         assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
+    }
+
+    #[tokio::test]
+    async fn rescue_needs_its_image_and_unrescue_boots_the_server_again() {
+        let c = cloud("rescue").await;
+        // A rescue image that is gone by the time the VMM side runs: the
+        // server is left as it was (still running, not rescued).
+        let missing = crate::db::servers::RescueBoot {
+            image_id: "no-such-image".into(),
+            ..Default::default()
+        };
+        let failed = act(&c, Action::Rescue, move |s, sv| rescue_vm(s, sv, missing))
+            .await
+            .err();
+        assert!(failed.is_some());
+        let sv = stored(&c.s).await;
+        assert_eq!(sv.rescue, None);
+        assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
+        assert!(!c.fake.calls().iter().any(|call| call.starts_with("stop")));
+        // (run() clears the task state of a failed action.)
+        update_server(&c.s, "srv", |sv| sv.task_state = None).await;
+
+        // A rescued server: unrescue stops the rescue VM, drops its files and
+        // boots the server's own image.
+        update_server(&c.s, "srv", |sv| {
+            sv.vm_state = "rescued".into();
+            sv.rescue = Some(crate::db::servers::RescueBoot {
+                image_id: "img".into(),
+                ..Default::default()
+            });
+        })
+        .await;
+        let sv = act(&c, Action::Unrescue, unrescue_vm)
+            .await
+            .expect("unrescue");
+        assert_eq!(states(&sv), ("active", None, RUNNING));
+        assert_eq!(sv.rescue, None);
+        let calls = c.fake.calls();
+        assert!(
+            calls.ends_with(&[
+                "stop srv".to_string(),
+                "drop_rescue srv".to_string(),
+                "spawn srv".to_string()
+            ]),
+            "{calls:?}"
+        );
+        assert!(Action::Unrescue.check("srv", "active", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_restart_settles_rescues() {
+        let c = cloud("rescue-restart").await;
+        let rescue = crate::db::servers::RescueBoot {
+            image_id: "img".into(),
+            ..Default::default()
+        };
+        // The rescue VM was running when serve stopped: rescued.
+        let r = rescue.clone();
+        update_server(&c.s, "srv", move |sv| {
+            sv.task_state = Some("rescuing".into());
+            sv.rescue = Some(r);
+        })
+        .await;
+        reattach(&c.s, &stored(&c.s).await).await;
+        let sv = stored(&c.s).await;
+        assert_eq!(states(&sv), ("rescued", None, RUNNING));
+
+        // The rescue VM is gone: still rescued, powered off (unrescue follows).
+        c.s.driver.stop("srv", None).await;
+        reattach(&c.s, &stored(&c.s).await).await;
+        let sv = stored(&c.s).await;
+        assert_eq!(states(&sv), ("rescued", None, SHUTDOWN));
+        assert!(sv.rescue.is_some());
+
+        // Interrupted while rescuing with no VM: the rescue is dropped.
+        update_server(&c.s, "srv", |sv| {
+            sv.vm_state = "active".into();
+            sv.task_state = Some("rescuing".into());
+        })
+        .await;
+        reattach(&c.s, &stored(&c.s).await).await;
+        let sv = stored(&c.s).await;
+        assert_eq!(states(&sv), ("stopped", None, SHUTDOWN));
+        assert_eq!(sv.rescue, None);
     }
 
     #[tokio::test]

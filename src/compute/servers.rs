@@ -1262,6 +1262,7 @@ async fn create(
                     migrations: Vec::new(),
                     vmm_pid: None,
                     ports: Vec::new(),
+                    rescue: None,
                     created_at: now,
                     updated_at: now,
                     launched_at: None,
@@ -2448,7 +2449,38 @@ async fn diagnostics(
                 .collect()
         })
         .unwrap_or_default();
+    // The VMM names its devices disk0.., net0.. (vmm/devices/factory.rs).
+    let devices: Vec<&Value> = st
+        .get("devices")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().collect())
+        .unwrap_or_default();
+    let named = |prefix: &str| -> Vec<&Value> {
+        devices
+            .iter()
+            .copied()
+            .filter(|d| {
+                d.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .collect()
+    };
+    let (disks, nics) = (named("disk"), named("net"));
+    let counter = |d: &Value, key: &str| d.get(key).and_then(Value::as_u64).unwrap_or(0);
     if mv.at_least(48) {
+        let disk_details: Vec<Value> = disks
+            .iter()
+            .map(|d| {
+                json!({
+                    "read_bytes": counter(d, "bytes_to_guest"),
+                    "read_requests": null,
+                    "write_bytes": counter(d, "bytes_from_guest"),
+                    "write_requests": null,
+                    "errors_count": counter(d, "errors"),
+                })
+            })
+            .collect();
         return Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -2461,11 +2493,11 @@ async fn diagnostics(
                 "uptime": server.launched_at.map(|t| now_unix() - t).unwrap_or(0),
                 "config_drive": server.config_drive,
                 "num_cpus": server.flavor.vcpus,
-                "num_nics": 0,
-                "num_disks": if server.config_drive { 2 } else { 1 },
+                "num_nics": nics.len(),
+                "num_disks": disks.len(),
                 "cpu_details": cpu,
                 "nic_details": [],
-                "disk_details": [],
+                "disk_details": disk_details,
                 "memory_details": {"maximum": server.flavor.ram, "used": st.get("guest_memory_touched").and_then(Value::as_i64).unwrap_or(0) >> 20},
             }),
         ));

@@ -109,6 +109,8 @@ named! {
         ResizeMigrating = "resize_migrating",
         ResizeFinish = "resize_finish",
         ResizeReverting = "resize_reverting",
+        Rescuing = "rescuing",
+        Unrescuing = "unrescuing",
         Deleting = "deleting",
     }
 }
@@ -175,6 +177,8 @@ pub enum Action {
     Resize,
     ConfirmResize,
     RevertResize,
+    Rescue,
+    Unrescue,
 }
 
 /// Where an action may start and what it sets.
@@ -206,6 +210,8 @@ impl Action {
         Action::Resize,
         Action::ConfirmResize,
         Action::RevertResize,
+        Action::Rescue,
+        Action::Unrescue,
     ];
 
     /// The name Nova records (instance actions) and quotes in a refusal.
@@ -227,6 +233,8 @@ impl Action {
             Action::Resize => "resize",
             Action::ConfirmResize => "confirmResize",
             Action::RevertResize => "revertResize",
+            Action::Rescue => "rescue",
+            Action::Unrescue => "unrescue",
         }
     }
 
@@ -266,6 +274,8 @@ impl Action {
             Action::Resize => (&[Active, Stopped], Some(T::ResizePrep)),
             Action::ConfirmResize => (&[Resized], None),
             Action::RevertResize => (&[Resized], Some(T::ResizeReverting)),
+            Action::Rescue => (&[Active, Stopped, Error], Some(T::Rescuing)),
+            Action::Unrescue => (&[Rescued], Some(T::Unrescuing)),
         };
         Allowed { vm_states, task }
     }
@@ -350,9 +360,18 @@ mod tests {
                 "createImage",
                 "createBackup",
                 "rebuild",
-                "resize"
+                "resize",
+                "rescue"
             ]
         );
+        let from_rescued: Vec<&str> = Action::ALL
+            .iter()
+            .filter(|a| may(**a, Rescued))
+            .map(|a| a.name())
+            .collect();
+        assert_eq!(from_rescued, ["unrescue"]);
+        assert!(may(Action::Rescue, Stopped) && may(Action::Rescue, Error));
+        assert!(!may(Action::Rescue, Paused) && !may(Action::Rescue, Rescued));
         assert!(may(Action::Start, Stopped) && !may(Action::Start, Active));
         assert!(may(Action::RebootHard, Paused) && !may(Action::RebootSoft, Paused));
         assert!(may(Action::Unpause, Paused) && !may(Action::Pause, Paused));

@@ -203,25 +203,7 @@ impl Virt {
         tokio::task::spawn_blocking(move || -> DriverResult<()> {
             std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
             // No kernel file: the VMM boots the kernel the disk declares.
-            let _ = std::fs::remove_file(dir.join("kernel"));
-            if let Some(src) = &boot.kernel {
-                let kernel = match kernel_cache {
-                    Some(cache) => {
-                        let (kernel, problem) = crate::vmm::unpack::cached_vmlinux(src, &cache);
-                        if let Some(e) = problem {
-                            tracing::warn!(kernel = %src.display(), "booting the kernel compressed: {e}");
-                        }
-                        kernel
-                    }
-                    None => src.clone(),
-                };
-                link_or_copy(&kernel, &dir.join("kernel"))?;
-            }
-            let ramdisk = dir.join("ramdisk");
-            let _ = std::fs::remove_file(&ramdisk);
-            if let Some(r) = &boot.ramdisk {
-                link_or_copy(r, &ramdisk)?;
-            }
+            place_boot_files(&boot, kernel_cache.as_deref(), &dir)?;
             make_root_disk(boot.disk_image.as_deref(), &dir.join("disk"), disk_gb)?;
             let iso = dir.join("config.iso");
             let _ = std::fs::remove_file(&iso);
@@ -231,6 +213,33 @@ impl Virt {
             Ok(())
         })
         .await?
+    }
+
+    /// Where a rescued server's boot files and rescue disk are.
+    fn rescue_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("rescue")
+    }
+
+    /// Creates the rescue files in `<instance>/rescue/`: kernel, ramdisk and
+    /// `disk` (a copy of the rescue image's data, when it has any).
+    pub async fn prepare_rescue(&self, id: &str, boot: BootFiles) -> DriverResult<()> {
+        let dir = self.rescue_dir(id);
+        let kernel_cache = self.unpack_kernels.then(|| self.kernel_cache_dir.clone());
+        tokio::task::spawn_blocking(move || -> DriverResult<()> {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(io_error(format!("{}", dir.display())))?;
+            place_boot_files(&boot, kernel_cache.as_deref(), &dir)?;
+            if boot.disk_image.is_some() {
+                make_root_disk(boot.disk_image.as_deref(), &dir.join("disk"), 0)?;
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Removes the rescue files.
+    pub async fn drop_rescue(&self, id: &str) {
+        let _ = tokio::fs::remove_dir_all(self.rescue_dir(id)).await;
     }
 
     /// Grows the root disk to `disk_gb` (never shrinks it).
@@ -367,6 +376,39 @@ impl Virt {
     ) -> VmmSpec {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
+        // Rescued (Nova's rescue): the rescue image's kernel (or disk) boots,
+        // its disk first and the server's own root disk second; with stable
+        // device rescue the rescue disk comes last instead.
+        let rescue = server
+            .rescue
+            .as_ref()
+            .map(|r| (r, self.rescue_dir(&server.id)));
+        let boot_dir = match &rescue {
+            Some((_, rescue_dir)) => rescue_dir.clone(),
+            None => dir.clone(),
+        };
+        let rescue_disk = rescue
+            .as_ref()
+            .map(|(r, rescue_dir)| (r.stable, rescue_dir.join("disk")))
+            .filter(|(_, disk)| disk.exists())
+            .map(|(stable, path)| {
+                (
+                    stable,
+                    DiskConfig {
+                        path,
+                        read_only: false,
+                        serial: Some("rescue".into()),
+                        fd: None,
+                    },
+                )
+            });
+        let mut boot_disk = 0;
+        let mut stable_rescue_disk = None;
+        match rescue_disk {
+            Some((false, disk)) => disks.push(disk),
+            Some((true, disk)) => stable_rescue_disk = Some(disk),
+            None => {}
+        }
         if dir.join("disk").exists() {
             let serial: String = server.id.chars().filter(|c| *c != '-').take(20).collect();
             disks.push(DiskConfig {
@@ -384,30 +426,32 @@ impl Virt {
                 fd: None,
             });
         }
-        let ramdisk = dir.join("ramdisk");
+        if let Some(disk) = stable_rescue_disk {
+            boot_disk = disks.len();
+            disks.push(disk);
+        }
+        let ramdisk = boot_dir.join("ramdisk");
+        let kernel = boot_dir.join("kernel");
+        let cmdline = match &rescue {
+            Some((r, _)) => r.cmdline.clone(),
+            None => server.cmdline.clone(),
+        };
         let (cpus, memory_mib) = Self::vm_size(server);
         // Without a kernel file the disk boots its own kernel: the VMM reads
         // the root disk's boot configuration at every start, and the image's
         // os_command_line (if any) is appended to the disk's command line.
-        let disk_boot = !dir.join("kernel").exists() && dir.join("disk").exists();
+        let disk_boot = !kernel.exists() && !disks.is_empty();
         let vm = VmConfig {
             boot: if disk_boot {
-                BootSource::Disk { disk: 0 }
+                BootSource::Disk { disk: boot_disk }
             } else {
-                BootSource::Kernel {
-                    path: dir.join("kernel"),
-                }
+                BootSource::Kernel { path: kernel }
             },
             initrd: (!disk_boot && ramdisk.exists()).then_some(ramdisk),
             cmdline: if disk_boot {
-                server.cmdline.clone()
+                cmdline
             } else {
-                Some(
-                    server
-                        .cmdline
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-                )
+                Some(cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()))
             },
             memory_mib,
             cpus,
@@ -454,11 +498,12 @@ impl Virt {
             .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
         let jail_uid = self.jailed().then(|| self.jail_uid(&server.id));
         if let Some(uid) = jail_uid {
-            // The one file the VMM writes through a path after it dropped root.
-            let disk = dir.join("disk");
-            if disk.exists() {
-                std::os::unix::fs::chown(&disk, Some(uid), Some(uid))
-                    .map_err(io_error("handing the disk to the VMM's uid"))?;
+            // The files the VMM writes through a path after it dropped root.
+            for disk in [dir.join("disk"), self.rescue_dir(&server.id).join("disk")] {
+                if disk.exists() {
+                    std::os::unix::fs::chown(&disk, Some(uid), Some(uid))
+                        .map_err(io_error("handing the disk to the VMM's uid"))?;
+                }
             }
         }
         // A jailed VMM's cgroup is made and limited before it starts: with
@@ -805,6 +850,18 @@ impl ComputeDriver for Virt {
         Box::pin(Virt::prepare(self, id, boot, disk_gb, config_drive))
     }
 
+    fn prepare_rescue<'a>(
+        &'a self,
+        id: &'a str,
+        boot: BootFiles,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::prepare_rescue(self, id, boot))
+    }
+
+    fn drop_rescue<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::drop_rescue(self, id))
+    }
+
     fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(Virt::grow_disk(self, id, disk_gb))
     }
@@ -1077,6 +1134,32 @@ fn grow(disk: &Path, disk_gb: i64) -> DriverResult<()> {
     if want > have {
         file.set_len(want)
             .map_err(io_error("growing the root disk"))?;
+    }
+    Ok(())
+}
+
+/// Puts `boot`'s kernel (unpacked into the kernel cache when there is one)
+/// and ramdisk into `dir` as `kernel` and `ramdisk`; removes stale ones.
+fn place_boot_files(boot: &BootFiles, kernel_cache: Option<&Path>, dir: &Path) -> DriverResult<()> {
+    // No kernel file: the VMM boots the kernel the disk declares.
+    let _ = std::fs::remove_file(dir.join("kernel"));
+    if let Some(src) = &boot.kernel {
+        let kernel = match kernel_cache {
+            Some(cache) => {
+                let (kernel, problem) = crate::vmm::unpack::cached_vmlinux(src, cache);
+                if let Some(e) = problem {
+                    tracing::warn!(kernel = %src.display(), "booting the kernel compressed: {e}");
+                }
+                kernel
+            }
+            None => src.clone(),
+        };
+        link_or_copy(&kernel, &dir.join("kernel"))?;
+    }
+    let ramdisk = dir.join("ramdisk");
+    let _ = std::fs::remove_file(&ramdisk);
+    if let Some(r) = &boot.ramdisk {
+        link_or_copy(r, &ramdisk)?;
     }
     Ok(())
 }

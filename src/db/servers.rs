@@ -84,6 +84,23 @@ pub struct MigrationRecord {
     pub updated_at: i64,
 }
 
+/// What a rescued server boots instead of its own image (Nova's rescue): the
+/// rescue image's boot details; the server's own root disk is the second disk.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct RescueBoot {
+    pub image_id: String,
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+    #[serde(default)]
+    pub ramdisk_id: Option<String>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Nova's stable device rescue (2.87+, an image with `hw_rescue_device`
+    /// or `hw_rescue_bus`): the rescue disk comes after the server's disks.
+    #[serde(default)]
+    pub stable: bool,
+}
+
 /// One of a server's ports, as compute keeps it (the port record itself is
 /// the network service's).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -183,6 +200,9 @@ pub struct Server {
     /// create are deleted with it, those the user passed in only unbound.
     #[serde(default)]
     pub ports: Vec<ServerPort>,
+    /// Set while the server is rescued (or being rescued): what it boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescue: Option<RescueBoot>,
     pub created_at: i64,
     pub updated_at: i64,
     #[serde(default)]
