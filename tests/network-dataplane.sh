@@ -337,11 +337,12 @@ guest yhtest-g7 "$p7" "yunhe-n-$neti"
 check "isolated network: the lease routes 169.254.169.254 on the link (router 0.0.0.0)" eval \
     "dhcp yhtest-g7 && has yhtest-g7 ip=$p7_ip && grep -q '^staticroutes=.*169.254.169.254/32 0.0.0.0' $work/lease.yhtest-g7"
 # (udhcpc's hook here applies only the default route; a real guest's DHCP client applies 121.)
+# (busybox 1.35's wget crashes with -T, so timeout(1) bounds it.)
 ip -n yhtest-g7 route add 169.254.169.254/32 dev eth0
 check "isolated network: the guest fetches meta_data.json naming its instance" wait_for 10 sh -c \
-    "ip netns exec yhtest-g7 busybox wget -q -T 2 -O - http://169.254.169.254/openstack/latest/meta_data.json | grep -q '\"uuid\": *\"$vm7\"'"
+    "timeout 5 ip netns exec yhtest-g7 busybox wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json | grep -q '\"uuid\": *\"$vm7\"'"
 check "isolated network: EC2 local-ipv4 is the guest's address" sh -c \
-    "ip netns exec yhtest-g7 busybox wget -q -T 2 -O - http://169.254.169.254/latest/meta-data/local-ipv4 | grep -qx $p7_ip"
+    "timeout 5 ip netns exec yhtest-g7 busybox wget -q -O - http://169.254.169.254/latest/meta-data/local-ipv4 | grep -qx $p7_ip"
 
 # --- restart safety ----------------------------------------------------------------------
 kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=""
