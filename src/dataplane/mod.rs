@@ -242,7 +242,9 @@ impl Dataplane {
     }
 
     /// One router-advertisement task per advertising router interface,
-    /// restarted when its interface is made anew.
+    /// restarted when its interface is made anew or what it advertises
+    /// changes (so the change goes out at once, with the initial burst, as
+    /// radvd does when Neutron reloads it).
     fn update_ra(&self, t: &desired::Topology, applied: &reconcile::Applied) {
         let Ok(mut tasks) = self.ra.lock() else {
             return;
@@ -252,19 +254,18 @@ impl Dataplane {
                 .map(|r| ((r.ns.clone(), r.name.clone()), r))
                 .collect();
         tasks.retain(|key, task| {
-            let keep = wanted.contains_key(key)
-                && applied.veths.get(key) == Some(&task.index)
-                && !task.task.is_finished();
+            let same = wanted
+                .get(key)
+                .is_some_and(|r| task.config.read().is_ok_and(|c| *c == r.config));
+            let keep =
+                same && applied.veths.get(key) == Some(&task.index) && !task.task.is_finished();
             if !keep {
                 task.task.abort();
             }
             keep
         });
         for (key, r) in wanted {
-            if let Some(task) = tasks.get(&key) {
-                if let Ok(mut c) = task.config.write() {
-                    *c = r.config.clone();
-                }
+            if tasks.contains_key(&key) {
                 continue;
             }
             let Some(index) = applied.veths.get(&key) else {
