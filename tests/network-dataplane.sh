@@ -323,6 +323,8 @@ has6() { ip -n yhtest-g6 -6 -o addr show dev eth0 scope global | python3 -c 'imp
 check "guest autoconfigures its port's address from the router advertisement" wait_for 20 has6 "$p6_ip"
 check "guest has a default route via the router's link-local address" sh -c "ip -n yhtest-g6 -6 route show default | grep -q 'via fe80::'"
 check "guest pings the router's IPv6 gateway" wait_for 5 ip netns exec yhtest-g6 busybox ping6 -c1 -W2 fd00:6::1
+api PUT "/networks/$net6" '{"network":{"mtu":1400}}' >/dev/null
+check "a changed network MTU reaches the guest in the next advertisement (MTU option)" wait_for 10 sh -c "[ \$(ip netns exec yhtest-g6 cat /proc/sys/net/ipv6/conf/eth0/mtu) = 1400 ]"
 api PUT "/routers/$r1/remove_router_interface" '{"subnet_id":"'"$sub6"'"}' >/dev/null
 check "the IPv6 interface goes with its router interface" wait_for 10 sh -c "! ip -n yunhe-r-$r1 -6 addr | grep -q 'fd00:6::1'"
 
