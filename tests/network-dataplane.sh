@@ -138,7 +138,8 @@ check "guest 1 gets a DHCP lease" dhcp yhtest-g1
 check "DHCP: the port's address" has yhtest-g1 "ip=$p1_ip"
 check "DHCP: mask, router, DNS" eval "has yhtest-g1 mask=24 && has yhtest-g1 router=10.0.0.1 && has yhtest-g1 dns=10.0.0.53"
 check "DHCP: domain, host name, MTU, lease time" eval "has yhtest-g1 domain=openstacklocal && has yhtest-g1 hostname=host-${p1_ip//./-} && has yhtest-g1 mtu=1500 && has yhtest-g1 lease=86400"
-check "DHCP: classless routes include 169.254.169.254" grep -q '^staticroutes=.*169.254.169.254/32 10.0.0.1' "$work/lease.yhtest-g1"
+# No router yet: the network is isolated, its own namespace serves metadata on the link.
+check "DHCP: classless routes include 169.254.169.254 (on the link: no router yet)" grep -q '^staticroutes=.*169.254.169.254/32 0.0.0.0' "$work/lease.yhtest-g1"
 check "guest 2 gets its port's address by DHCP" eval "dhcp yhtest-g2 && has yhtest-g2 ip=$p2_ip"
 check "guest 1 pings guest 2" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
 
@@ -158,6 +159,8 @@ check "router namespace with the subnet's gateway address" wait_for 10 sh -c "ip
 check "external bridge in the root namespace at the external gateway" wait_for 10 sh -c "ip -4 addr show yh-b$(short "$pub") | grep -q '172.24.4.1/24'"
 check "router default route via the external gateway" sh -c "ip -n yunhe-r-$r1 route | grep -q 'default via 172.24.4.1'"
 check "guest pings its router" ip netns exec yhtest-g1 busybox ping -c1 -W2 10.0.0.1
+check "DHCP: with a router, 169.254.169.254 goes through it" eval "dhcp yhtest-g1 && grep -q '^staticroutes=.*169.254.169.254/32 10.0.0.1' $work/lease.yhtest-g1"
+check "no longer isolated: 169.254.169.254 leaves the network's bridge" wait_for 10 sh -c "! ip -n $ns1 -4 addr show yh-br | grep -q 169.254.169.254"
 gw_ip="$(api GET "/routers/$r1" | get 'd["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]')"
 
 # --- metadata at 169.254.169.254 from the router's namespace ----------------------------
@@ -297,6 +300,52 @@ check "guest 3 (same CIDR, other network) gets its lease" eval "dhcp yhtest-g3 &
 other="$p2_ip"; [ "$other" = "$p3_ip" ] && other="$p1_ip"
 refuse "guest 3 cannot reach net1's guests" ip netns exec yhtest-g3 busybox ping -c1 -W1 "$other"
 
+# --- IPv6: router advertisements (SLAAC) from the router's interface ---------------------
+net6="$(api POST /networks '{"network":{"name":"net6"}}' | get 'd["network"]["id"]')"
+sub6="$(api POST /subnets '{"subnet":{"network_id":"'"$net6"'","cidr":"fd00:6::/64","ip_version":6,"ipv6_ra_mode":"slaac","ipv6_address_mode":"slaac","dns_nameservers":["fd00:6::53"]}}' | get 'd["subnet"]["id"]')"
+api PUT "/routers/$r1/add_router_interface" '{"subnet_id":"'"$sub6"'"}' >/dev/null
+check "router interface holds the IPv6 gateway address" wait_for 10 sh -c "ip -n yunhe-r-$r1 -6 addr | grep -q 'fd00:6::1/64'"
+check "IPv6 forwarding on in the router namespace only" sh -c \
+    "[ \$(ip netns exec yunhe-r-$r1 cat /proc/sys/net/ipv6/conf/all/forwarding) = 1 ] && [ \$(ip netns exec yunhe-n-$net6 cat /proc/sys/net/ipv6/conf/all/forwarding) = 0 ] && [ \$(cat /proc/sys/net/ipv6/conf/all/forwarding) = 0 ]"
+p6="$(api POST /ports '{"port":{"network_id":"'"$net6"'","name":"p6","device_owner":"compute:nova"}}')"
+p6_ip="$(echo "$p6" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+check "the SLAAC port's address is its EUI-64 one" sh -c "echo '$p6_ip' | grep -q '^fd00:6::f816:3eff:fe'"
+# The guest takes router advertisements (accept_ra; the kernel sends a solicitation when
+# eth0 comes up).
+ip netns add yhtest-g6
+ip -n "yunhe-n-$net6" link add "yh-t$(short "$(echo "$p6" | get 'd["port"]["id"]')")" type veth peer name eth0 netns yhtest-g6
+ip -n yhtest-g6 link set eth0 address "$(echo "$p6" | get 'd["port"]["mac_address"]')"
+ip netns exec yhtest-g6 sysctl -qw net.ipv6.conf.eth0.accept_ra=1 net.ipv6.conf.eth0.autoconf=1
+ip -n yhtest-g6 link set lo up
+ip -n yhtest-g6 link set eth0 up
+# has6 ADDR: the guest's eth0 holds ADDR (compared as addresses, not as text).
+has6() { ip -n yhtest-g6 -6 -o addr show dev eth0 scope global | python3 -c 'import ipaddress,sys; want=ipaddress.ip_address(sys.argv[1]); sys.exit(0 if any(ipaddress.ip_interface(l.split()[3]).ip == want for l in sys.stdin) else 1)' "$1"; }
+check "guest autoconfigures its port's address from the router advertisement" wait_for 20 has6 "$p6_ip"
+check "guest has a default route via the router's link-local address" sh -c "ip -n yhtest-g6 -6 route show default | grep -q 'via fe80::'"
+check "guest pings the router's IPv6 gateway" wait_for 5 ip netns exec yhtest-g6 busybox ping6 -c1 -W2 fd00:6::1
+api PUT "/networks/$net6" '{"network":{"mtu":1400}}' >/dev/null
+check "a changed network MTU reaches the guest in the next advertisement (MTU option)" wait_for 10 sh -c "[ \$(ip netns exec yhtest-g6 cat /proc/sys/net/ipv6/conf/eth0/mtu) = 1400 ]"
+api PUT "/routers/$r1/remove_router_interface" '{"subnet_id":"'"$sub6"'"}' >/dev/null
+check "the IPv6 interface goes with its router interface" wait_for 10 sh -c "! ip -n yunhe-r-$r1 -6 addr | grep -q 'fd00:6::1'"
+
+# --- isolated metadata: a network with DHCP and no router ---------------------------------
+neti="$(api POST /networks '{"network":{"name":"isolated"}}' | get 'd["network"]["id"]')"
+api POST /subnets '{"subnet":{"network_id":"'"$neti"'","cidr":"10.7.0.0/24","ip_version":4}}' >/dev/null
+vm7="$(python3 -c 'import uuid; print(uuid.uuid4())')"
+p7="$(api POST /ports '{"port":{"network_id":"'"$neti"'","name":"p7","device_owner":"compute:nova","device_id":"'"$vm7"'"}}')"
+p7_ip="$(echo "$p7" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+check "isolated network: 169.254.169.254 on its bridge" wait_for 10 sh -c "ip -n yunhe-n-$neti -4 addr show yh-br | grep -q '169.254.169.254/32'"
+guest yhtest-g7 "$p7" "yunhe-n-$neti"
+check "isolated network: the lease routes 169.254.169.254 on the link (router 0.0.0.0)" eval \
+    "dhcp yhtest-g7 && has yhtest-g7 ip=$p7_ip && grep -q '^staticroutes=.*169.254.169.254/32 0.0.0.0' $work/lease.yhtest-g7"
+# (udhcpc's hook here applies only the default route; a real guest's DHCP client applies 121.)
+# (busybox 1.35's wget crashes with -T, so timeout(1) bounds it.)
+ip -n yhtest-g7 route add 169.254.169.254/32 dev eth0
+check "isolated network: the guest fetches meta_data.json naming its instance" wait_for 10 sh -c \
+    "timeout 5 ip netns exec yhtest-g7 busybox wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json | grep -q '\"uuid\": *\"$vm7\"'"
+check "isolated network: EC2 local-ipv4 is the guest's address" sh -c \
+    "timeout 5 ip netns exec yhtest-g7 busybox wget -q -O - http://169.254.169.254/latest/meta-data/local-ipv4 | grep -qx $p7_ip"
+
 # --- restart safety ----------------------------------------------------------------------
 kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=""
 check "kill -9 of serve: guests still talk" ip netns exec yhtest-g1 busybox ping -c1 -W2 "$p2_ip"
@@ -357,6 +406,6 @@ check "no yunhe namespace left" wait_for 10 sh -c "! ls /run/netns | grep -q '^y
 check "no yh- link left in the root namespace" sh -c "! ip -o link | grep -q ' yh-'"
 check "no nftables table left" sh -c "! command -v nft >/dev/null || ! nft list tables | grep -q yunhe"
 
-for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
+for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

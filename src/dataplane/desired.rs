@@ -136,6 +136,47 @@ pub struct Topology {
     /// The metadata service of each router with an interface: its
     /// namespace and the ports it answers, by address.
     pub metadata: BTreeMap<Ns, BTreeMap<Ipv4Addr, super::metadata::Caller>>,
+    /// Router interfaces' IPv6 gateway addresses (see `ra`).
+    pub gateways6: Vec<super::ra::Gateway6>,
+    /// Router interfaces that send router advertisements.
+    pub ra: Vec<super::ra::RaIface>,
+    /// Routes on a link without a gateway: an isolated network's subnets
+    /// on its bridge, so its metadata service answers the guests.
+    pub onlink_routes: Vec<OnLinkRoute>,
+}
+
+/// A route to `dst/len` on the link `dev` of `ns`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnLinkRoute {
+    pub ns: Ns,
+    pub dev: String,
+    pub dst: Ipv4Addr,
+    pub len: u8,
+}
+
+/// The IPv4 subnets with DHCP and no router interface, on networks that
+/// are not external (Neutron's isolated subnets): their metadata is served
+/// from the network's own namespace (`enable_isolated_metadata`).
+pub fn isolated_subnets(
+    networks: &BTreeMap<String, Network>,
+    subnets: &BTreeMap<String, Subnet>,
+    ports: &[Port],
+) -> BTreeSet<String> {
+    let routed: BTreeSet<&String> = ports
+        .iter()
+        .filter(|p| p.device_owner == OWNER_INTERFACE)
+        .flat_map(|p| p.fixed_ips.iter().map(|f| &f.subnet_id))
+        .collect();
+    subnets
+        .values()
+        .filter(|s| {
+            s.ip_version == 4
+                && s.enable_dhcp
+                && !routed.contains(&s.std.id)
+                && networks.get(&s.network_id).is_some_and(|n| !n.external)
+        })
+        .map(|s| s.std.id.clone())
+        .collect()
 }
 
 fn port_v4(port: &Port, subnets: &BTreeMap<String, Subnet>) -> Vec<(Ipv4Addr, u8)> {
@@ -182,6 +223,19 @@ pub fn compute(conn: &Connection) -> NetResult<Topology> {
             t.metadata.insert(router_ns(&router.std.id), callers);
         }
     }
+    // Isolated metadata: served in the network's namespace.
+    let isolated = isolated_subnets(&networks, &subnets, &ports);
+    for net in networks.values() {
+        let on: Vec<&String> = subnets
+            .values()
+            .filter(|s| s.network_id == net.std.id && isolated.contains(&s.std.id))
+            .map(|s| &s.std.id)
+            .collect();
+        if !on.is_empty() {
+            let callers = super::metadata::callers_on(&on, &networks, &subnets, &ports, &fips);
+            t.metadata.insert(network_ns(net), callers);
+        }
+    }
     Ok(t)
 }
 
@@ -208,6 +262,7 @@ pub fn build(
 ) -> Topology {
     let mut t = Topology::default();
     let mut root_masq = Vec::new();
+    let isolated = isolated_subnets(networks, subnets, ports);
     for net in networks.values() {
         let ns = network_ns(net);
         if let Ns::Named(name) = &ns {
@@ -229,6 +284,24 @@ pub fn build(
                     rule.push(Expr::Masquerade);
                     root_masq.push(rule);
                 }
+            }
+        }
+        // An isolated network's metadata address, and routes back to its
+        // guests (the namespace has no other address on their subnets).
+        for s in subnets
+            .values()
+            .filter(|s| s.network_id == net.std.id && isolated.contains(&s.std.id))
+        {
+            if !addrs.contains(&(METADATA_IP, 32)) {
+                addrs.push((METADATA_IP, 32));
+            }
+            if let Some((base, len)) = parse_cidr(&s.cidr) {
+                t.onlink_routes.push(OnLinkRoute {
+                    ns: ns.clone(),
+                    dev: bridge_name(net),
+                    dst: Ipv4Addr::from(u32::from(base) & mask(len)),
+                    len,
+                });
             }
         }
         t.bridges.push(Bridge {
@@ -392,7 +465,20 @@ pub fn build(
                 if !subnet.enable_dhcp || subnet.ip_version != 4 {
                     continue;
                 }
-                if let Some(lease) = lease_for(net, subnet, port, &f.ip_address) {
+                if let Some(mut lease) = lease_for(net, subnet, port, &f.ip_address) {
+                    if isolated.contains(&subnet.std.id) {
+                        // No router: 169.254.169.254 is on the link (the
+                        // network's bridge), RFC 3442's router 0.0.0.0.
+                        let gw = lease.gateway;
+                        lease
+                            .routes
+                            .retain(|r| !(r.0 == METADATA_IP && r.1 == 32 && Some(r.2) == gw));
+                        if !lease.routes.iter().any(|r| r.0 == METADATA_IP && r.1 == 32) {
+                            lease
+                                .routes
+                                .insert(0, (METADATA_IP, 32, Ipv4Addr::UNSPECIFIED));
+                        }
+                    }
                     leases.insert(mac, lease);
                     break;
                 }
@@ -410,6 +496,16 @@ pub fn build(
             });
         }
     }
+    let (gateways6, ra) = super::ra::desired(
+        networks,
+        subnets,
+        ports,
+        router_ns,
+        |port_id| format!("yh-q{}", short(port_id)),
+        mtu_of,
+    );
+    t.gateways6 = gateways6;
+    t.ra = ra;
     t
 }
 
@@ -618,6 +714,78 @@ mod tests {
                 .routes
                 .contains(&(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 0, 0, 1)))
         );
+    }
+
+    #[test]
+    fn isolated_network_serves_metadata_on_its_bridge() {
+        let nets: BTreeMap<String, Network> = [network("n2", false), network("n1", false)]
+            .into_iter()
+            .map(|n| (n.std.id.clone(), n))
+            .collect();
+        let subs: BTreeMap<String, Subnet> = [
+            subnet("s2", "n2", "10.1.0.0/24", "10.1.0.1", true),
+            subnet("s1", "n1", "10.0.0.0/24", "10.0.0.1", true),
+        ]
+        .into_iter()
+        .map(|s| (s.std.id.clone(), s))
+        .collect();
+        let ports = vec![
+            port("vm-port-0002", "n2", "compute:nova", "vm", "s2", "10.1.0.5"),
+            port("vm-port-0001", "n1", "compute:nova", "vm", "s1", "10.0.0.5"),
+            port(
+                "rq-port-0001",
+                "n1",
+                OWNER_INTERFACE,
+                "r1",
+                "s1",
+                "10.0.0.1",
+            ),
+        ];
+        assert_eq!(
+            isolated_subnets(&nets, &subs, &ports),
+            ["s2".to_string()].into_iter().collect()
+        );
+        let t = build(&nets, &subs, &ports, &[router("r1")], &[]);
+        let n2 = t.bridges.iter().find(|b| b.network_id == "n2").unwrap();
+        assert_eq!(n2.addrs, vec![(METADATA_IP, 32)]);
+        let n1 = t.bridges.iter().find(|b| b.network_id == "n1").unwrap();
+        assert!(n1.addrs.is_empty());
+        assert_eq!(
+            t.onlink_routes,
+            vec![OnLinkRoute {
+                ns: Ns::Named("yunhe-n-n2".into()),
+                dev: "yh-br".into(),
+                dst: Ipv4Addr::new(10, 1, 0, 0),
+                len: 24,
+            }]
+        );
+        let lease = |net: &str| {
+            let d = t.dhcp.iter().find(|d| d.network_id == net).unwrap();
+            d.leases.values().next().unwrap().clone()
+        };
+        // Isolated: on the link (router 0.0.0.0), not via the gateway; the
+        // default route stays.
+        let l2 = lease("n2");
+        assert!(
+            l2.routes
+                .contains(&(METADATA_IP, 32, Ipv4Addr::UNSPECIFIED))
+        );
+        assert!(
+            !l2.routes
+                .contains(&(METADATA_IP, 32, Ipv4Addr::new(10, 1, 0, 1)))
+        );
+        assert!(
+            l2.routes
+                .contains(&(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 1, 0, 1)))
+        );
+        // Routed: through the router, as before.
+        assert!(
+            lease("n1")
+                .routes
+                .contains(&(METADATA_IP, 32, Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        // No router interface on an IPv6 subnet: nothing of IPv6.
+        assert!(t.gateways6.is_empty() && t.ra.is_empty());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The metadata service at 169.254.169.254:80, served by yunhe itself from
 //! each router's namespace (the guests' DHCP lease routes 169.254.169.254
 //! through their gateway, which is the router's interface): the address is
-//! on the router namespace's `lo`, one listening socket per router.
+//! on the router namespace's `lo`, one listening socket per router. A
+//! network with DHCP subnets that no router serves (Neutron's isolated
+//! metadata) gets the same from its own namespace: the address is also on
+//! its bridge, and the lease routes 169.254.169.254 on the link.
 //!
-//! A request is identified by the router it reached and its source address:
-//! the port on one of the router's subnets with that fixed IP, whose
-//! `device_id` is the instance. What is served about the instance comes
+//! A request is identified by the router (or network) it reached and its
+//! source address: the port on one of the served subnets with that fixed
+//! IP, whose `device_id` is the instance. What is served about the instance comes
 //! from compute through [`InstanceSource`] (the seam: the dataplane does
 //! not import compute); the addresses, MAC and floating IP come from the
 //! network records. Formats: OpenStack (`/openstack/latest/meta_data.json`,
@@ -217,12 +220,24 @@ pub fn callers(
     ports: &[Port],
     fips: &[FloatingIp],
 ) -> BTreeMap<Ipv4Addr, Caller> {
-    let mut out = BTreeMap::new();
     let served: Vec<&String> = ports
         .iter()
         .filter(|p| p.device_id == router_id && p.device_owner == OWNER_INTERFACE)
         .flat_map(|p| p.fixed_ips.iter().map(|f| &f.subnet_id))
         .collect();
+    callers_on(&served, networks, subnets, ports, fips)
+}
+
+/// The compute ports with a fixed IPv4 address on one of `served` (a
+/// router's subnets, or an isolated network's), by address.
+pub fn callers_on(
+    served: &[&String],
+    networks: &BTreeMap<String, Network>,
+    subnets: &BTreeMap<String, Subnet>,
+    ports: &[Port],
+    fips: &[FloatingIp],
+) -> BTreeMap<Ipv4Addr, Caller> {
+    let mut out = BTreeMap::new();
     for port in ports {
         if port.device_owner.starts_with("network:") || port.device_id.is_empty() {
             continue;

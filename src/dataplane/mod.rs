@@ -10,7 +10,9 @@
 //! Layout: `netlink` (message layer and rtnetlink requests), `netns`
 //! (named namespaces), `desired` (records → topology), `reconcile`
 //! (topology → kernel), `secgroups` (security groups and anti-spoofing →
-//! nftables), `dhcp` (packets) and `dhcp_server` (sockets).
+//! nftables), `dhcp` (packets) and `dhcp_server` (sockets), `ra` (IPv6
+//! router advertisements) and `ra_server` (their sockets, router
+//! interfaces' IPv6 addresses), `metadata` (169.254.169.254).
 //! Knows no HTTP; the network module does not import it.
 
 pub mod desired;
@@ -20,6 +22,8 @@ pub mod metadata;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod ra;
+mod ra_server;
 pub mod reconcile;
 pub mod secgroups;
 
@@ -68,6 +72,12 @@ struct DhcpTask {
     task: tokio::task::JoinHandle<()>,
 }
 
+struct RaTask {
+    index: i32,
+    config: ra_server::Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
 struct MetadataTask {
     callers: metadata::Callers,
     task: tokio::task::JoinHandle<()>,
@@ -79,6 +89,8 @@ pub struct Dataplane {
     changed: Arc<Notify>,
     dhcp: std::sync::Mutex<BTreeMap<String, DhcpTask>>,
     metadata: std::sync::Mutex<BTreeMap<netns::Ns, MetadataTask>>,
+    /// Router advertisements, by (router namespace, interface).
+    ra: std::sync::Mutex<BTreeMap<(netns::Ns, String), RaTask>>,
     /// What compute says about instances (None: the records alone).
     instances: RwLock<Option<Arc<dyn metadata::InstanceSource>>>,
     tables: std::sync::Mutex<reconcile::TableCache>,
@@ -92,6 +104,7 @@ pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
         changed,
         dhcp: std::sync::Mutex::new(BTreeMap::new()),
         metadata: std::sync::Mutex::new(BTreeMap::new()),
+        ra: std::sync::Mutex::new(BTreeMap::new()),
         instances: RwLock::new(None),
         tables: std::sync::Mutex::new(BTreeMap::new()),
     });
@@ -165,6 +178,7 @@ impl Dataplane {
         let applied = result?;
         self.update_dhcp(&topology, &applied);
         self.update_metadata(&topology);
+        self.update_ra(&topology, &applied);
         let ports: BTreeMap<String, bool> = topology
             .taps
             .iter()
@@ -227,6 +241,55 @@ impl Dataplane {
         }
     }
 
+    /// One router-advertisement task per advertising router interface,
+    /// restarted when its interface is made anew or what it advertises
+    /// changes (so the change goes out at once, with the initial burst, as
+    /// radvd does when Neutron reloads it).
+    fn update_ra(&self, t: &desired::Topology, applied: &reconcile::Applied) {
+        let Ok(mut tasks) = self.ra.lock() else {
+            return;
+        };
+        let wanted: BTreeMap<(netns::Ns, String), &ra::RaIface> =
+            t.ra.iter()
+                .map(|r| ((r.ns.clone(), r.name.clone()), r))
+                .collect();
+        tasks.retain(|key, task| {
+            let same = wanted
+                .get(key)
+                .is_some_and(|r| task.config.read().is_ok_and(|c| *c == r.config));
+            let keep =
+                same && applied.veths.get(key) == Some(&task.index) && !task.task.is_finished();
+            if !keep {
+                task.task.abort();
+            }
+            keep
+        });
+        for (key, r) in wanted {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let Some(index) = applied.veths.get(&key) else {
+                continue;
+            };
+            let config: ra_server::Shared = Arc::new(RwLock::new(r.config.clone()));
+            match ra_server::spawn(r.ns.clone(), &r.name, *index, config.clone()) {
+                Ok(task) => {
+                    tasks.insert(
+                        key,
+                        RaTask {
+                            index: *index,
+                            config,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(ns = %r.ns, name = %r.name, error = %e, "ra: cannot start")
+                }
+            }
+        }
+    }
+
     /// The seam for compute: where the metadata service gets an
     /// instance's data (running servers restart with it on the next pass;
     /// see docs/network.md, "Metadata").
@@ -263,13 +326,19 @@ impl Dataplane {
                 continue;
             }
             // The address on the router namespace's loopback (index 1 in
-            // every namespace), then the listener.
+            // every namespace), then the listener. A network's namespace
+            // (isolated metadata) has it on its bridge already (reconciled
+            // with the bridge's addresses, so it goes when a router comes).
             let lo = netlink::Addr {
                 index: 1,
                 ip: metadata::ADDRESS,
                 prefix: 32,
             };
+            let network_ns = t.bridges.iter().any(|b| b.ns == *ns);
             let added = netns::run_in(ns, || {
+                if network_ns {
+                    return Ok(());
+                }
                 let mut sock = netlink::Socket::open(netlink::NETLINK_ROUTE)?;
                 match netlink::add_addr(&mut sock, lo) {
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),

@@ -5,7 +5,7 @@
 //! opened in (see `netns::open_socket`).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub const NETLINK_ROUTE: i32 = 0;
@@ -582,6 +582,90 @@ pub fn del_addr(sock: &mut Socket, a: Addr) -> io::Result<()> {
     sock.request(addr_msg(false, a)).map(drop)
 }
 
+const AF_INET6: u8 = 10;
+/// `IFA_F_NODAD`: a gateway address is reserved for the router, usable at
+/// once.
+const IFA_F_NODAD: u8 = 0x02;
+
+/// An IPv6 address on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr6 {
+    pub index: i32,
+    pub ip: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Addr6 {
+    /// In fe80::/10 (the kernel's own).
+    pub fn link_local(&self) -> bool {
+        self.ip.segments()[0] & 0xffc0 == 0xfe80
+    }
+}
+
+fn ifaddr6(index: i32, prefix: u8, flags: u8) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = AF_INET6;
+    b[1] = prefix;
+    b[2] = flags;
+    b[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
+    b
+}
+
+/// Every IPv6 address of the socket's namespace.
+pub fn addrs6(sock: &mut Socket) -> io::Result<Vec<Addr6>> {
+    let mut m = Msg::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP);
+    m.put(&ifaddr6(0, 0, 0));
+    let mut out = Vec::new();
+    for r in sock.request(m)? {
+        let Some(head) = r.payload.get(..8) else {
+            continue;
+        };
+        if head[0] != AF_INET6 {
+            continue;
+        }
+        let prefix = head[1];
+        let index = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]) as i32;
+        for (ty, data) in attrs(&r.payload[8..]) {
+            if ty == IFA_ADDRESS
+                && let Ok(octets) = <[u8; 16]>::try_from(data)
+            {
+                out.push(Addr6 {
+                    index,
+                    ip: Ipv6Addr::from(octets),
+                    prefix,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The request that adds (no duplicate address detection) or removes an
+/// IPv6 address.
+pub fn addr6_msg(add: bool, a: Addr6) -> Msg {
+    let (ty, flags, ifa_flags) = if add {
+        (
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            IFA_F_NODAD,
+        )
+    } else {
+        (RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, 0)
+    };
+    let mut m = Msg::new(ty, flags);
+    m.put(&ifaddr6(a.index, a.prefix, ifa_flags));
+    m.attr(IFA_ADDRESS, &a.ip.octets());
+    m
+}
+
+pub fn add_addr6(sock: &mut Socket, a: Addr6) -> io::Result<()> {
+    sock.request(addr6_msg(true, a)).map(drop)
+}
+
+pub fn del_addr6(sock: &mut Socket, a: Addr6) -> io::Result<()> {
+    sock.request(addr6_msg(false, a)).map(drop)
+}
+
 /// The request that sets (creates or replaces) an IPv4 route in the main
 /// table: `dst/len` via `gateway`, or on link `oif`.
 pub fn route_msg(dst: Ipv4Addr, len: u8, gateway: Option<Ipv4Addr>, oif: Option<i32>) -> Msg {
@@ -707,6 +791,29 @@ mod tests {
         assert_eq!(link.mac, Some([1, 2, 3, 4, 5, 6]));
         assert_eq!(link.kind.as_deref(), Some("tun"));
         assert!(link.up);
+    }
+
+    #[test]
+    fn ipv6_address_messages() {
+        let a = Addr6 {
+            index: 7,
+            ip: "fd00:6::1".parse().unwrap(),
+            prefix: 64,
+        };
+        let data = addr6_msg(true, a).finish(1);
+        assert_eq!(&data[16..19], &[AF_INET6, 64, IFA_F_NODAD]);
+        assert_eq!(u32::from_ne_bytes(data[20..24].try_into().unwrap()), 7);
+        assert_eq!(attrs(&data[24..])[0], (IFA_ADDRESS, &a.ip.octets()[..]));
+        let data = addr6_msg(false, a).finish(2);
+        assert_eq!(data[18], 0);
+        assert!(!a.link_local());
+        assert!(
+            Addr6 {
+                ip: "fe80::1".parse().unwrap(),
+                ..a
+            }
+            .link_local()
+        );
     }
 
     #[test]

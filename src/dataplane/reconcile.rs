@@ -22,6 +22,8 @@ pub struct Applied {
     pub plugged: BTreeSet<String>,
     /// Each network's bridge: namespace, index, MAC.
     pub bridges: BTreeMap<String, (Ns, i32, [u8; 6])>,
+    /// The router end of each veth pair: (namespace, name) → index.
+    pub veths: BTreeMap<(Ns, String), i32>,
 }
 
 fn warn(what: &str, ns: &Ns, name: &str, e: &io::Error) {
@@ -207,6 +209,7 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
         let own = enslave(&v.ns, &v.name, None, &mut socks);
         let peer = enslave(&v.peer_ns, &v.peer_name, Some(&v.bridge), &mut socks);
         if let Some(index) = own {
+            applied.veths.insert((v.ns.clone(), v.name.clone()), index);
             for (ip, prefix) in &v.addrs {
                 want_addrs.entry(v.ns.clone()).or_default().insert(Addr {
                     index,
@@ -254,6 +257,9 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
         }
     }
 
+    // IPv6 on router interfaces (gateway addresses, forwarding).
+    super::ra_server::apply_addrs(t, &links, &mut socks);
+
     // nftables: yunhe's table where one is wanted, none elsewhere.
     if t.root_forwarding
         && let Err(e) = netns::sysctl(&Ns::Root, "net.ipv4.ip_forward", "1")
@@ -285,6 +291,14 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
     for r in &t.routes {
         if let Some(sock) = socks.get_mut(&r.ns)
             && let Err(e) = netlink::set_route(sock, r.dst, r.len, Some(r.gateway), None)
+        {
+            warn("setting route", &r.ns, &format!("{}/{}", r.dst, r.len), &e);
+        }
+    }
+    for r in &t.onlink_routes {
+        if let Some(link) = links.get(&r.ns).and_then(|l| l.get(&r.dev))
+            && let Some(sock) = socks.get_mut(&r.ns)
+            && let Err(e) = netlink::set_route(sock, r.dst, r.len, None, Some(link.index))
         {
             warn("setting route", &r.ns, &format!("{}/{}", r.dst, r.len), &e);
         }
