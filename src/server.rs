@@ -289,11 +289,53 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     identity::token::start_purger(identity.clone(), purge_interval);
     let network_changed = Arc::new(tokio::sync::Notify::new());
     compute.network.changed = Some(network_changed.clone());
-    if args.dataplane {
+    let dataplane_on = match args.dataplane {
+        DataplaneMode::True => true,
+        DataplaneMode::False => false,
+        DataplaneMode::Auto => match dataplane_unavailable() {
+            None => true,
+            Some(why) => {
+                tracing::warn!(
+                    "network dataplane off: {why}; ports stay DOWN and guests get no network. \
+                     Run serve as root on a host with /dev/net/tun, or force it with --dataplane true"
+                );
+                false
+            }
+        },
+    };
+    // Before the dataplane starts, so its first pass already has them.
+    let initial_networks = if args.initial_networks.unwrap_or(dataplane_on) {
+        let db = identity.db.clone();
+        let policy = identity.policy.clone();
+        let plan = crate::network::initial::Plan {
+            dns_nameservers: crate::network::initial::nameservers(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            ..Default::default()
+        };
+        match tokio::task::spawn_blocking(move || {
+            crate::network::initial::ensure(&db, policy, &plan)
+        })
+        .await
+        {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the first-start networks could not be made; nothing was");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the first-start networks could not be made; nothing was");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if dataplane_on {
         let dataplane = crate::dataplane::start(identity.db.clone(), network_changed.clone());
         dataplane.set_instance_source(crate::compute::metadata_source::source(identity.db.clone()));
         compute.network.dataplane = Some(dataplane);
-        tracing::info!("network dataplane on (--dataplane)");
+        tracing::info!(mode = ?args.dataplane, "network dataplane on");
     }
     let app = app(
         identity,
@@ -326,6 +368,21 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     println!("               {}", report.openrc.display());
     if report.created_admin {
         println!("  first start: created user 'admin'; its password is in the two files above.");
+    }
+    if let Some(crate::network::initial::Outcome::Created(made)) = &initial_networks {
+        println!(
+            "  first start: created network 'public' ({}, external: floating IPs) and, for project",
+            made.public_cidr
+        );
+        println!(
+            "               'admin', 'private' ({}, DHCP) with router 'router1' to 'public'.",
+            made.private_cidr
+        );
+    }
+    if dataplane_on {
+        println!("  network:     dataplane on (guests get DHCP, routers, floating IPs)");
+    } else {
+        println!("  network:     dataplane off: ports stay DOWN (--dataplane true to force it on)");
     }
     println!(
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
@@ -570,11 +627,27 @@ pub struct ServeArgs {
     /// the volumes' disk (docs/volume.md).
     #[arg(long, env = "YUNHE_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// Run the Neutron dataplane in the kernel (bridges, router namespaces,
-    /// DHCP; docs/network.md "Dataplane"). Off by default: without it
-    /// nothing on the host's network changes and ports stay DOWN.
-    #[arg(long, env = "YUNHE_DATAPLANE")]
-    pub dataplane: bool,
+    /// The Neutron dataplane in the kernel (bridges, router namespaces,
+    /// DHCP, floating IPs; docs/network.md "Dataplane"): `auto` runs it when
+    /// serve has CAP_NET_ADMIN (root) and /dev/net/tun exists; `false`
+    /// leaves the host's network alone (ports stay DOWN). `--dataplane`
+    /// alone is `true`.
+    #[arg(
+        long,
+        env = "YUNHE_DATAPLANE",
+        value_enum,
+        default_value_t = DataplaneMode::Auto,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub dataplane: DataplaneMode,
+    /// Make DevStack's networks on the first start of a state dir: `public`
+    /// (external, 172.24.4.0/24) and, for the admin project, `private`
+    /// (10.0.0.0/26) with router `router1`. Never again once made (or
+    /// deleted), nor when the state file has networks. Default: on when
+    /// the dataplane is.
+    #[arg(long, env = "YUNHE_INITIAL_NETWORKS", action = clap::ArgAction::Set)]
+    pub initial_networks: Option<bool>,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,
@@ -599,6 +672,32 @@ pub struct ServeArgs {
     /// into <state-dir>/kernel-cache.
     #[arg(long, env = "YUNHE_BOOT_COMPRESSED_KERNELS")]
     pub boot_compressed_kernels: bool,
+}
+
+/// `serve --dataplane`: on, off, or on when the host allows it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneMode {
+    Auto,
+    True,
+    False,
+}
+
+/// Why `--dataplane auto` cannot run the dataplane here, or none.
+fn dataplane_unavailable() -> Option<&'static str> {
+    // CAP_NET_ADMIN is bit 12 of the effective set.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << 12) == 0 {
+        return Some("serve lacks CAP_NET_ADMIN (not root)");
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun does not exist (modprobe tun)");
+    }
+    None
 }
 
 /// Authentication limits of `yunhe serve` (Keystone's lockout options, rate
