@@ -45,6 +45,9 @@ pub enum ServeError {
     /// The async runtime could not start or the server failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// Bridged external mode's options do not fit the host.
+    #[error("{0}")]
+    External(String),
 }
 
 /// Services that work and belong in the catalog.
@@ -190,6 +193,41 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
 }
 
 async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
+    let dataplane_on = match args.dataplane {
+        DataplaneMode::True => true,
+        DataplaneMode::False => false,
+        DataplaneMode::Auto => match dataplane_unavailable() {
+            None => true,
+            Some(why) => {
+                tracing::warn!(
+                    "network dataplane off: {why}; ports stay DOWN and guests get no network. \
+                     Run serve as root on a host with /dev/net/tun, or force it with --dataplane true"
+                );
+                false
+            }
+        },
+    };
+    // Bridged external mode is checked before anything starts.
+    let bridged = match &args.external_interface {
+        None => None,
+        Some(_) if !dataplane_on => {
+            return Err(ServeError::External(
+                "--external-interface needs the dataplane (--dataplane true, as root)".into(),
+            ));
+        }
+        Some(interface) => {
+            let uplink =
+                crate::dataplane::uplink::check(interface).map_err(ServeError::External)?;
+            let plan = crate::network::initial::Plan::bridged(
+                args.external_cidr.as_deref().unwrap_or_default(),
+                args.external_gateway.as_deref().unwrap_or_default(),
+                args.external_pool.as_deref().unwrap_or_default(),
+                crate::dataplane::uplink::PHYSNET,
+            )
+            .map_err(ServeError::External)?;
+            Some((uplink, plan))
+        }
+    };
     // Bind first: with port 0 the kernel picks the port, and the public URL
     // (which goes into the catalog) must name the real one.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -289,20 +327,6 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     identity::token::start_purger(identity.clone(), purge_interval);
     let network_changed = Arc::new(tokio::sync::Notify::new());
     compute.network.changed = Some(network_changed.clone());
-    let dataplane_on = match args.dataplane {
-        DataplaneMode::True => true,
-        DataplaneMode::False => false,
-        DataplaneMode::Auto => match dataplane_unavailable() {
-            None => true,
-            Some(why) => {
-                tracing::warn!(
-                    "network dataplane off: {why}; ports stay DOWN and guests get no network. \
-                     Run serve as root on a host with /dev/net/tun, or force it with --dataplane true"
-                );
-                false
-            }
-        },
-    };
     // Before the dataplane starts, so its first pass already has them.
     let initial_networks = if args.initial_networks.unwrap_or(dataplane_on) {
         let db = identity.db.clone();
@@ -311,7 +335,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             dns_nameservers: crate::network::initial::nameservers(
                 &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             ),
-            ..Default::default()
+            ..bridged.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
         };
         match tokio::task::spawn_blocking(move || {
             crate::network::initial::ensure(&db, policy, &plan)
@@ -332,7 +356,11 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         None
     };
     if dataplane_on {
-        let dataplane = crate::dataplane::start(identity.db.clone(), network_changed.clone());
+        let dataplane = crate::dataplane::start(
+            identity.db.clone(),
+            network_changed.clone(),
+            bridged.map(|(uplink, _)| uplink),
+        );
         dataplane.set_instance_source(crate::compute::metadata_source::source(identity.db.clone()));
         compute.network.dataplane = Some(dataplane);
         tracing::info!(mode = ?args.dataplane, "network dataplane on");
@@ -648,6 +676,24 @@ pub struct ServeArgs {
     /// the dataplane is.
     #[arg(long, env = "YUNHE_INITIAL_NETWORKS", action = clap::ArgAction::Set)]
     pub initial_networks: Option<bool>,
+    /// Bridged external mode: external flat networks on physical network
+    /// `public` (the first start's `public`) are this interface's LAN, and
+    /// floating IPs are addresses on it. A bridge (as Proxmox's vmbr0) is
+    /// used as it is; a plain interface is put on a bridge of yunhe's and
+    /// must hold no address of the host's. Needs --external-cidr,
+    /// --external-gateway and --external-pool.
+    #[arg(long, env = "YUNHE_EXTERNAL_INTERFACE", requires_all = ["external_cidr", "external_gateway", "external_pool"])]
+    pub external_interface: Option<String>,
+    /// The LAN of --external-interface (e.g. 192.168.1.0/24).
+    #[arg(long, env = "YUNHE_EXTERNAL_CIDR", requires = "external_interface")]
+    pub external_cidr: Option<String>,
+    /// The LAN's router (routers' default route), e.g. 192.168.1.1.
+    #[arg(long, env = "YUNHE_EXTERNAL_GATEWAY", requires = "external_interface")]
+    pub external_gateway: Option<String>,
+    /// Addresses of the LAN yunhe may hand out to router gateways and
+    /// floating IPs, START-END (none of them in use or in the LAN's DHCP pool).
+    #[arg(long, env = "YUNHE_EXTERNAL_POOL", requires = "external_interface")]
+    pub external_pool: Option<String>,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,

@@ -36,6 +36,69 @@ pub struct Plan {
     pub public_pool: (String, String),
     /// `private-subnet`'s DNS servers (the host's, when not loopback).
     pub dns_nameservers: Vec<String>,
+    /// Bridged external mode: `public` is a flat provider network on this
+    /// physical network (none: NAT mode, the host routes for it).
+    pub physical_network: Option<String>,
+}
+
+impl Plan {
+    /// Bridged external mode's `public`: the operator's LAN `cidr` with
+    /// its `gateway`, floating IPs from `pool` (`START-END`), a flat
+    /// network on `physical_network`. Refuses values that do not fit.
+    pub fn bridged(
+        cidr: &str,
+        gateway: &str,
+        pool: &str,
+        physical_network: &str,
+    ) -> Result<Plan, String> {
+        let net = super::ipam::Cidr::parse(cidr, false)
+            .map_err(|e| format!("--external-cidr {cidr}: {e}"))?;
+        if net.version() != 4 || net.prefix > 30 {
+            return Err(format!(
+                "--external-cidr {cidr}: an IPv4 network of at least 4 addresses"
+            ));
+        }
+        let base = super::ipam::from_num(net.first(), 4);
+        let inside = |text: &str, what: &str| -> Result<u128, String> {
+            let ip = super::ipam::parse_ip(text)
+                .filter(|ip| ip.is_ipv4())
+                .ok_or_else(|| format!("{what} {text}: not an IPv4 address"))?;
+            let n = super::ipam::to_num(ip);
+            if !net.contains(ip) || n == net.first() || n == net.last() {
+                return Err(format!(
+                    "{what} {text}: not a host address of {base}/{}",
+                    net.prefix
+                ));
+            }
+            Ok(n)
+        };
+        let gw = inside(gateway, "--external-gateway")?;
+        let (start, end) = pool.split_once('-').ok_or_else(|| {
+            format!("--external-pool {pool}: expected START-END (e.g. 192.168.1.200-192.168.1.239)")
+        })?;
+        let (lo, hi) = (
+            inside(start.trim(), "--external-pool")?,
+            inside(end.trim(), "--external-pool")?,
+        );
+        if lo > hi {
+            return Err(format!("--external-pool {pool}: START is after END"));
+        }
+        if (lo..=hi).contains(&gw) {
+            return Err(format!(
+                "--external-pool {pool} holds the gateway {gateway}"
+            ));
+        }
+        Ok(Plan {
+            public_cidr: format!("{base}/{}", net.prefix),
+            public_gateway: super::ipam::from_num(gw, 4).to_string(),
+            public_pool: (
+                super::ipam::from_num(lo, 4).to_string(),
+                super::ipam::from_num(hi, 4).to_string(),
+            ),
+            dns_nameservers: Vec::new(),
+            physical_network: Some(physical_network.to_string()),
+        })
+    }
 }
 
 impl Default for Plan {
@@ -45,6 +108,7 @@ impl Default for Plan {
             public_gateway: "172.24.4.1".into(),
             public_pool: ("172.24.4.2".into(), "172.24.4.254".into()),
             dns_nameservers: Vec::new(),
+            physical_network: None,
         }
     }
 }
@@ -132,11 +196,13 @@ fn make(tx: &Connection, policy: Arc<crate::policy::Policy>, plan: &Plan) -> Net
         return Ok(Outcome::Skipped);
     }
     let caller = Caller::operator(policy, &project.id);
-    let public = networks::create_network_in(
-        tx,
-        &caller,
-        &object(json!({"name": "public", "router:external": true, "shared": false})),
-    )?;
+    let mut public_body =
+        object(json!({"name": "public", "router:external": true, "shared": false}));
+    if let Some(physnet) = &plan.physical_network {
+        public_body.insert("provider:network_type".into(), json!("flat"));
+        public_body.insert("provider:physical_network".into(), json!(physnet));
+    }
+    let public = networks::create_network_in(tx, &caller, &public_body)?;
     let public_subnet = subnets::create_subnet_in(
         tx,
         &caller,
@@ -356,6 +422,66 @@ mod tests {
             ensure(&db, policy, &Plan::default()).expect("then"),
             Outcome::Created(_)
         ));
+    }
+
+    #[test]
+    fn bridged_plans_check_the_lan() {
+        let plan = Plan::bridged(
+            "192.0.2.0/24",
+            "192.0.2.1",
+            "192.0.2.100-192.0.2.150",
+            "public",
+        )
+        .expect("plan");
+        assert_eq!(plan.public_cidr, "192.0.2.0/24");
+        assert_eq!(plan.public_gateway, "192.0.2.1");
+        assert_eq!(
+            plan.public_pool,
+            ("192.0.2.100".to_string(), "192.0.2.150".to_string())
+        );
+        assert_eq!(plan.physical_network.as_deref(), Some("public"));
+        for (cidr, gw, pool) in [
+            ("192.0.2.0/33", "192.0.2.1", "192.0.2.100-192.0.2.150"),
+            ("2001:db8::/64", "2001:db8::1", "2001:db8::5-2001:db8::9"),
+            ("192.0.2.0/24", "198.51.100.1", "192.0.2.100-192.0.2.150"),
+            ("192.0.2.0/24", "192.0.2.1", "192.0.2.100"),
+            ("192.0.2.0/24", "192.0.2.1", "192.0.2.150-192.0.2.100"),
+            ("192.0.2.0/24", "192.0.2.120", "192.0.2.100-192.0.2.150"),
+            ("192.0.2.0/24", "192.0.2.1", "192.0.2.100-192.0.3.1"),
+            ("192.0.2.0/24", "192.0.2.1", "192.0.2.0-192.0.2.9"),
+        ] {
+            assert!(
+                Plan::bridged(cidr, gw, pool, "public").is_err(),
+                "{cidr} {gw} {pool}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bridged_first_start_makes_public_flat_on_the_lan() {
+        let (_dir, db, policy) = state("bridged");
+        let plan = Plan::bridged(
+            "192.0.2.0/24",
+            "192.0.2.1",
+            "192.0.2.100-192.0.2.150",
+            "public",
+        )
+        .expect("plan");
+        assert!(matches!(
+            ensure(&db, policy, &plan).expect("ensure"),
+            Outcome::Created(_)
+        ));
+        let nets: Vec<Network> = all(&db);
+        let public = nets.iter().find(|n| n.name == "public").expect("public");
+        assert_eq!(public.network_type, "flat");
+        assert_eq!(public.physical_network.as_deref(), Some("public"));
+        let routers: Vec<Router> = all(&db);
+        let gw = &routers[0]
+            .external_gateway_info
+            .as_ref()
+            .expect("gateway")
+            .external_fixed_ips;
+        assert_eq!(gw[0].ip_address, "192.0.2.100");
     }
 
     #[test]
