@@ -274,6 +274,16 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let db = Db::open(&dir.join("yunhe.db")).expect("db");
         db.write_blocking(|tx| {
+            crate::db::identity::insert_domain(
+                tx,
+                &crate::db::identity::Domain {
+                    id: "default".into(),
+                    name: "Default".into(),
+                    description: String::new(),
+                    enabled: true,
+                    extra: Default::default(),
+                },
+            )?;
             crate::db::identity::insert_project(
                 tx,
                 &crate::db::identity::Project {
