@@ -45,6 +45,9 @@ pub enum ServeError {
     /// The async runtime could not start or the server failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// Bridged external mode's options do not fit the host.
+    #[error("{0}")]
+    External(String),
 }
 
 /// Services that work and belong in the catalog.
@@ -190,6 +193,41 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
 }
 
 async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> {
+    let dataplane_on = match args.dataplane {
+        DataplaneMode::True => true,
+        DataplaneMode::False => false,
+        DataplaneMode::Auto => match dataplane_unavailable() {
+            None => true,
+            Some(why) => {
+                tracing::warn!(
+                    "network dataplane off: {why}; ports stay DOWN and guests get no network. \
+                     Run serve as root on a host with /dev/net/tun, or force it with --dataplane true"
+                );
+                false
+            }
+        },
+    };
+    // Bridged external mode is checked before anything starts.
+    let bridged = match &args.external_interface {
+        None => None,
+        Some(_) if !dataplane_on => {
+            return Err(ServeError::External(
+                "--external-interface needs the dataplane (--dataplane true, as root)".into(),
+            ));
+        }
+        Some(interface) => {
+            let uplink =
+                crate::dataplane::uplink::check(interface).map_err(ServeError::External)?;
+            let plan = crate::network::initial::Plan::bridged(
+                args.external_cidr.as_deref().unwrap_or_default(),
+                args.external_gateway.as_deref().unwrap_or_default(),
+                args.external_pool.as_deref().unwrap_or_default(),
+                crate::dataplane::uplink::PHYSNET,
+            )
+            .map_err(ServeError::External)?;
+            Some((uplink, plan))
+        }
+    };
     // Bind first: with port 0 the kernel picks the port, and the public URL
     // (which goes into the catalog) must name the real one.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -289,11 +327,43 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     identity::token::start_purger(identity.clone(), purge_interval);
     let network_changed = Arc::new(tokio::sync::Notify::new());
     compute.network.changed = Some(network_changed.clone());
-    if args.dataplane {
-        let dataplane = crate::dataplane::start(identity.db.clone(), network_changed.clone());
+    // Before the dataplane starts, so its first pass already has them.
+    let initial_networks = if args.initial_networks.unwrap_or(dataplane_on) {
+        let db = identity.db.clone();
+        let policy = identity.policy.clone();
+        let plan = crate::network::initial::Plan {
+            dns_nameservers: crate::network::initial::nameservers(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            ..bridged.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
+        };
+        match tokio::task::spawn_blocking(move || {
+            crate::network::initial::ensure(&db, policy, &plan)
+        })
+        .await
+        {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the first-start networks could not be made; nothing was");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the first-start networks could not be made; nothing was");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if dataplane_on {
+        let dataplane = crate::dataplane::start(
+            identity.db.clone(),
+            network_changed.clone(),
+            bridged.map(|(uplink, _)| uplink),
+        );
         dataplane.set_instance_source(crate::compute::metadata_source::source(identity.db.clone()));
         compute.network.dataplane = Some(dataplane);
-        tracing::info!("network dataplane on (--dataplane)");
+        tracing::info!(mode = ?args.dataplane, "network dataplane on");
     }
     let app = app(
         identity,
@@ -326,6 +396,21 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     println!("               {}", report.openrc.display());
     if report.created_admin {
         println!("  first start: created user 'admin'; its password is in the two files above.");
+    }
+    if let Some(crate::network::initial::Outcome::Created(made)) = &initial_networks {
+        println!(
+            "  first start: created network 'public' ({}, external: floating IPs) and, for project",
+            made.public_cidr
+        );
+        println!(
+            "               'admin', 'private' ({}, DHCP) with router 'router1' to 'public'.",
+            made.private_cidr
+        );
+    }
+    if dataplane_on {
+        println!("  network:     dataplane on (guests get DHCP, routers, floating IPs)");
+    } else {
+        println!("  network:     dataplane off: ports stay DOWN (--dataplane true to force it on)");
     }
     println!(
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
@@ -570,11 +655,45 @@ pub struct ServeArgs {
     /// the volumes' disk (docs/volume.md).
     #[arg(long, env = "YUNHE_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// Run the Neutron dataplane in the kernel (bridges, router namespaces,
-    /// DHCP; docs/network.md "Dataplane"). Off by default: without it
-    /// nothing on the host's network changes and ports stay DOWN.
-    #[arg(long, env = "YUNHE_DATAPLANE")]
-    pub dataplane: bool,
+    /// The Neutron dataplane in the kernel (bridges, router namespaces,
+    /// DHCP, floating IPs; docs/network.md "Dataplane"): `auto` runs it when
+    /// serve has CAP_NET_ADMIN (root) and /dev/net/tun exists; `false`
+    /// leaves the host's network alone (ports stay DOWN). `--dataplane`
+    /// alone is `true`.
+    #[arg(
+        long,
+        env = "YUNHE_DATAPLANE",
+        value_enum,
+        default_value_t = DataplaneMode::Auto,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub dataplane: DataplaneMode,
+    /// Make DevStack's networks on the first start of a state dir: `public`
+    /// (external, 172.24.4.0/24) and, for the admin project, `private`
+    /// (10.0.0.0/26) with router `router1`. Never again once made (or
+    /// deleted), nor when the state file has networks. Default: on when
+    /// the dataplane is.
+    #[arg(long, env = "YUNHE_INITIAL_NETWORKS", action = clap::ArgAction::Set)]
+    pub initial_networks: Option<bool>,
+    /// Bridged external mode: external flat networks on physical network
+    /// `public` (the first start's `public`) are this interface's LAN, and
+    /// floating IPs are addresses on it. A bridge (as Proxmox's vmbr0) is
+    /// used as it is; a plain interface is put on a bridge of yunhe's and
+    /// must hold no address of the host's. Needs --external-cidr,
+    /// --external-gateway and --external-pool.
+    #[arg(long, env = "YUNHE_EXTERNAL_INTERFACE", requires_all = ["external_cidr", "external_gateway", "external_pool"])]
+    pub external_interface: Option<String>,
+    /// The LAN of --external-interface (e.g. 192.168.1.0/24).
+    #[arg(long, env = "YUNHE_EXTERNAL_CIDR", requires = "external_interface")]
+    pub external_cidr: Option<String>,
+    /// The LAN's router (routers' default route), e.g. 192.168.1.1.
+    #[arg(long, env = "YUNHE_EXTERNAL_GATEWAY", requires = "external_interface")]
+    pub external_gateway: Option<String>,
+    /// Addresses of the LAN yunhe may hand out to router gateways and
+    /// floating IPs, START-END (none of them in use or in the LAN's DHCP pool).
+    #[arg(long, env = "YUNHE_EXTERNAL_POOL", requires = "external_interface")]
+    pub external_pool: Option<String>,
     /// Turn the image cache and its API (/v2/cache) off.
     #[arg(long, env = "YUNHE_NO_IMAGE_CACHE")]
     pub no_image_cache: bool,
@@ -599,6 +718,32 @@ pub struct ServeArgs {
     /// into <state-dir>/kernel-cache.
     #[arg(long, env = "YUNHE_BOOT_COMPRESSED_KERNELS")]
     pub boot_compressed_kernels: bool,
+}
+
+/// `serve --dataplane`: on, off, or on when the host allows it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneMode {
+    Auto,
+    True,
+    False,
+}
+
+/// Why `--dataplane auto` cannot run the dataplane here, or none.
+fn dataplane_unavailable() -> Option<&'static str> {
+    // CAP_NET_ADMIN is bit 12 of the effective set.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << 12) == 0 {
+        return Some("serve lacks CAP_NET_ADMIN (not root)");
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun does not exist (modprobe tun)");
+    }
+    None
 }
 
 /// Authentication limits of `yunhe serve` (Keystone's lockout options, rate

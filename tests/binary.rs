@@ -49,7 +49,14 @@ fn version_and_help_answer() {
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--state-dir", "--listen", "--public-url", "YUNHE_LISTEN"] {
+    for flag in [
+        "--state-dir",
+        "--listen",
+        "--public-url",
+        "YUNHE_LISTEN",
+        "--dataplane",
+        "--initial-networks",
+    ] {
         assert!(text.contains(flag), "serve --help mentions {flag}");
     }
 }

@@ -68,14 +68,17 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 url="http://127.0.0.1:$port"
 export YUNHE_ADMIN_PASSWORD="admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 start() {
-    "$bin" serve --dataplane --state-dir "$state" --listen "127.0.0.1:$port" --insecure-http \
+    "$bin" serve --dataplane --initial-networks false --state-dir "$state" --listen "127.0.0.1:$port" --insecure-http \
         >>"$work/server.log" 2>&1 </dev/null &
     pid=$!
     wait_for 30 curl -sf "$url/healthz"
 }
 start || { echo "FAIL server start"; tail -n 30 "$work/server.log"; echo "0 passed, 1 failed"; exit 1; }
 
-token="$(curl -si "$url/identity/v3/auth/tokens" -H 'Content-Type: application/json' -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"'"$YUNHE_ADMIN_PASSWORD"'"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}' | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p')"
+new_token() {
+    curl -si "$url/identity/v3/auth/tokens" -H 'Content-Type: application/json' -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"'"$YUNHE_ADMIN_PASSWORD"'"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}' | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p'
+}
+token="$(new_token)"
 [ -n "$token" ] || { echo "FAIL token"; echo "0 passed, 1 failed"; exit 1; }
 # api METHOD PATH [BODY] -> JSON on stdout
 api() { curl -sf -X "$1" "$url/network/v2.0$2" -H "X-Auth-Token: $token" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
@@ -406,6 +409,51 @@ check "no yunhe namespace left" wait_for 10 sh -c "! ls /run/netns | grep -q '^y
 check "no yh- link left in the root namespace" sh -c "! ip -o link | grep -q ' yh-'"
 check "no nftables table left" sh -c "! command -v nft >/dev/null || ! nft list tables | grep -q yunhe"
 
-for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
+# --- first start with the defaults: the dataplane (auto: root, /dev/net/tun) and DevStack's
+# networks `public`, `private`, `router1`; a guest on `private` reaches the uplink ----------
+kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=""
+state="$work/state-defaults"
+start_defaults() {
+    "$bin" serve --state-dir "$state" --listen "127.0.0.1:$port" --insecure-http \
+        >>"$work/server.log" 2>&1 </dev/null &
+    pid=$!
+    wait_for 30 curl -sf "$url/healthz" && token="$(new_token)" && [ -n "$token" ]
+}
+: >"$work/server.log"
+check "first start with the defaults" start_defaults
+check "first start: the dataplane is on by default (auto)" grep -q 'dataplane on (guests get DHCP' "$work/server.log"
+check "first start: the message names the networks it made" grep -q "created network 'public' (172.24.4.0/24" "$work/server.log"
+nets_json="$(api GET /networks)"
+pub2="$(echo "$nets_json" | get '[n["id"] for n in d["networks"] if n["name"] == "public"][0]')"
+priv2="$(echo "$nets_json" | get '[n["id"] for n in d["networks"] if n["name"] == "private"][0]')"
+# holds PATH EXPR: GET PATH and EXPR (Python, the answer as d) is true.
+holds() { api GET "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$2"; }
+check "first start: public is external and not shared" holds "/networks/$pub2" 'd["network"]["router:external"] and not d["network"]["shared"]'
+check "first start: public-subnet 172.24.4.0/24, no DHCP, pool .2-.254" holds "/subnets?name=public-subnet" \
+    '[(s["cidr"], s["gateway_ip"], s["enable_dhcp"], s["allocation_pools"]) for s in d["subnets"]] == [("172.24.4.0/24", "172.24.4.1", False, [{"start": "172.24.4.2", "end": "172.24.4.254"}])]'
+check "first start: private-subnet 10.0.0.0/26 with DHCP" holds "/subnets?name=private-subnet" \
+    '[(s["cidr"], s["enable_dhcp"], s["network_id"]) for s in d["subnets"]] == [("10.0.0.0/26", True, "'"$priv2"'")]'
+r2="$(api GET '/routers?name=router1' | get 'd["routers"][0]["id"]')"
+check "first start: router1's gateway is on public" holds "/routers/$r2" 'd["router"]["external_gateway_info"]["network_id"] == "'"$pub2"'"'
+check "first start: router1's namespace holds private-subnet's gateway" wait_for 15 sh -c "ip -n yunhe-r-$r2 -4 addr | grep -q '10.0.0.1/26'"
+p6="$(api POST /ports '{"port":{"network_id":"'"$priv2"'","name":"p6","device_owner":"compute:nova"}}')"
+p6_ip="$(echo "$p6" | get 'd["port"]["fixed_ips"][0]["ip_address"]')"
+guest yhtest-g8 "$p6" "yunhe-n-$priv2"
+check "a guest on private gets its address by DHCP" wait_for 15 eval "dhcp yhtest-g8 && has yhtest-g8 ip=$p6_ip && has yhtest-g8 router=10.0.0.1"
+check "a guest on private reaches the uplink through router1" wait_for 10 ip netns exec yhtest-g8 busybox ping -c1 -W1 198.51.100.2
+kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=""
+check "restart: serve comes back" start_defaults
+check "restart: the first-start networks are not made twice" test "$(api GET /networks | get 'len(d["networks"])')" = 2
+api DELETE "/ports/$(echo "$p6" | get 'd["port"]["id"]')" >/dev/null
+api PUT "/routers/$r2/remove_router_interface" '{"subnet_id":"'"$(api GET '/subnets?name=private-subnet' | get 'd["subnets"][0]["id"]')"'"}' >/dev/null
+api DELETE "/routers/$r2" >/dev/null
+for s in $(api GET /subnets | get '" ".join(s["id"] for s in d["subnets"])'); do api DELETE "/subnets/$s" >/dev/null; done
+for n in $(api GET /networks | get '" ".join(n["id"] for n in d["networks"])'); do api DELETE "/networks/$n" >/dev/null; done
+kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=""
+check "restart after deleting them" start_defaults
+check "restart: what the operator deleted stays deleted" test "$(api GET /networks | get 'len(d["networks"])')" = 0
+check "first start: nothing of it left in the kernel" wait_for 10 sh -c "! ls /run/netns | grep -q '^yunhe-'"
+
+for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-g8 yhtest-rogue yhtest-out; do ip netns del "$g" 2>/dev/null; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

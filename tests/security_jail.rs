@@ -709,6 +709,7 @@ fn serve_as_nobody(state: &Path, tmp: &Path) -> (std::process::Child, String) {
         .arg(state)
         .env("TMPDIR", tmp)
         .env("HOME", tmp)
+        .env("YUNHE_DATAPLANE", "false")
         .env("YUNHE_LOG", "warn")
         .uid(65534)
         .gid(65534)

@@ -21,6 +21,7 @@ impl Drop for Serve {
 
 fn serve(state_dir: &Path, extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+        .env("YUNHE_DATAPLANE", "false")
         .args([
             "serve",
             "--listen",
@@ -178,6 +179,7 @@ fn the_operators_certificate_and_plain_http_on_request() {
 
     // A key that does not exist stops the server with a clear message.
     let out = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+        .env("YUNHE_DATAPLANE", "false")
         .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", &cert_arg])
         .args(["--tls-key", "/nonexistent/key.pem", "--state-dir"])
         .arg(&dir)
@@ -190,6 +192,7 @@ fn the_operators_certificate_and_plain_http_on_request() {
     // --insecure-http serves plain HTTP, and says so.
     let plain = temp_dir("plain");
     let mut child = Command::new(env!("CARGO_BIN_EXE_yunhe"))
+        .env("YUNHE_DATAPLANE", "false")
         .args([
             "serve",
             "--listen",

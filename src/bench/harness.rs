@@ -68,6 +68,8 @@ pub(crate) fn start_server_with(
         .arg(state_dir)
         .args(extra)
         .env("YUNHE_LOG", "warn")
+        // The benches measure the API and the VMM, never the host's network.
+        .env("YUNHE_DATAPLANE", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

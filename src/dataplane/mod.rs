@@ -26,6 +26,7 @@ pub mod ra;
 mod ra_server;
 pub mod reconcile;
 pub mod secgroups;
+pub mod uplink;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -94,10 +95,12 @@ pub struct Dataplane {
     /// What compute says about instances (None: the records alone).
     instances: RwLock<Option<Arc<dyn metadata::InstanceSource>>>,
     tables: std::sync::Mutex<reconcile::TableCache>,
+    /// Bridged external mode's interface (`--external-interface`), or none.
+    uplink: Option<uplink::Uplink>,
 }
 
 /// Starts the reconciler: a first pass now, then one after each change.
-pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
+pub fn start(db: Db, changed: Arc<Notify>, uplink: Option<uplink::Uplink>) -> Arc<Dataplane> {
     load_br_netfilter();
     let dp = Arc::new(Dataplane {
         db,
@@ -107,6 +110,7 @@ pub fn start(db: Db, changed: Arc<Notify>) -> Arc<Dataplane> {
         ra: std::sync::Mutex::new(BTreeMap::new()),
         instances: RwLock::new(None),
         tables: std::sync::Mutex::new(BTreeMap::new()),
+        uplink,
     });
     let runner = dp.clone();
     tokio::spawn(async move {
@@ -155,12 +159,14 @@ fn load_br_netfilter() {
 impl Dataplane {
     /// One reconciliation pass.
     pub async fn pass(&self) -> Result<(), DataplaneError> {
-        let topology = self
+        let up = self.uplink.clone();
+        let (topology, networks) = self
             .db
-            .read(|conn| Ok(desired::compute(conn)))
+            .read(move |conn| Ok(with_uplink(conn, up.as_ref())))
             .await?
             .map_err(DataplaneError::from)?;
         let t = topology.clone();
+        let up = self.uplink.clone();
         let mut cache = self
             .tables
             .lock()
@@ -168,6 +174,11 @@ impl Dataplane {
             .unwrap_or_default();
         let (result, cache) = tokio::task::spawn_blocking(move || {
             let r = reconcile::apply(&t, &mut cache);
+            if let Some(u) = &up
+                && let Err(e) = uplink::enslave(&t, &networks, u)
+            {
+                tracing::warn!(interface = %u.interface, error = %e, "dataplane: bridging the uplink failed");
+            }
             (r, cache)
         })
         .await
@@ -386,6 +397,20 @@ impl Dataplane {
         self.changed.notify_one();
         Ok(fd)
     }
+}
+
+/// The topology of the records, rewritten for bridged external mode, and
+/// the networks it was made of.
+fn with_uplink(
+    conn: &rusqlite::Connection,
+    up: Option<&uplink::Uplink>,
+) -> crate::network::NetResult<(desired::Topology, Vec<Network>)> {
+    let mut t = desired::compute(conn)?;
+    let networks = store::all::<Network>(conn)?;
+    if let Some(u) = up {
+        uplink::rewrite(&mut t, &networks, u);
+    }
+    Ok((t, networks))
 }
 
 /// Opens (making it when missing) the persistent tap `name` in the calling

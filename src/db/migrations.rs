@@ -37,6 +37,8 @@ const MIGRATIONS: &[&str] = &[
     super::volume::SCHEMA,
     // 14: Cinder's backups and volume transfers.
     super::volume_records::SCHEMA,
+    // 15: yunhe's own settings (the first-start networks' marker).
+    super::settings::SCHEMA,
 ];
 
 /// The schema version this binary writes.

@@ -13,6 +13,7 @@ pub mod limits;
 mod migrations;
 pub mod network;
 pub mod servers;
+pub mod settings;
 pub mod volume;
 pub mod volume_records;
 

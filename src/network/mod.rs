@@ -16,6 +16,7 @@
 mod attrs;
 mod extensions;
 mod floating_ips;
+pub mod initial;
 pub mod ipam;
 mod lookup;
 pub mod model;
@@ -322,6 +323,35 @@ impl Caller {
         Caller {
             creds,
             project,
+            admin,
+            policy,
+        }
+    }
+
+    /// yunhe itself acting as the cloud's admin in `project` (first-start
+    /// records; no token): the admin role and what it implies, project
+    /// scoped, checked by the same policy as any caller.
+    pub fn operator(policy: Arc<crate::policy::Policy>, project: &str) -> Caller {
+        let creds = Credentials {
+            user_id: String::new(),
+            user_domain_id: "default".into(),
+            project_id: Some(project.to_string()),
+            project_domain_id: Some("default".into()),
+            domain_id: None,
+            system: false,
+            roles: ["admin", "manager", "member", "reader"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let admin = policy.allows(
+            Service::Network,
+            &creds,
+            "context_is_admin",
+            &Target::project(project.to_string()),
+        );
+        Caller {
+            creds,
+            project: project.to_string(),
             admin,
             policy,
         }

@@ -268,15 +268,11 @@ fn check_routes(conn: &Connection, r: &Router, routes: &[HostRoute]) -> NetResul
     Ok(())
 }
 
-pub async fn create(
-    State(s): State<Arc<NetworkState>>,
-    Auth(ctx): Auth,
-    bytes: Bytes,
-) -> NetResult<Response> {
-    let caller = Caller::new(&s, &ctx);
-    let body = body_member(&bytes, "router")?;
+/// Makes a router in an open transaction (the handler's body; also used at
+/// first start for `router1`).
+pub fn create_router_in(conn: &Connection, c: &Caller, body: &Object) -> NetResult<Router> {
     attrs::known(
-        &body,
+        body,
         &[
             "name",
             "description",
@@ -291,53 +287,58 @@ pub async fn create(
             "enable_ndp_proxy",
         ],
     )?;
+    let project = c.owner_for(body)?;
+    let target = Target::project(project.clone());
+    c.enforce("create_router", &target)?;
+    for key in ["distributed", "ha"] {
+        if attrs::boolean(body, key)? == Some(true) {
+            c.enforce(&format!("create_router:{key}"), &target)?;
+            return Err(NetworkError::bad(format!(
+                "Invalid input for operation: {key} routers are not supported."
+            )));
+        }
+    }
+    let hints = attrs::string_list(body, "availability_zone_hints", 16)?.unwrap_or_default();
+    if let Some(h) = hints.iter().find(|h| *h != ZONE) {
+        return Err(NetworkError::not_found(
+            "AvailabilityZoneNotFound",
+            format!("AvailabilityZone {h} could not be found."),
+        ));
+    }
+    let gw = parse_gateway(conn, c, body, &target, "create_router")?;
+    let (name, description) = attrs::name_description(body)?;
+    quotas::check(conn, &project, "router", 1)?;
+    let mut r = Router {
+        std: Std::new(&project, description.unwrap_or_default()),
+        name: name.unwrap_or_default(),
+        admin_state_up: attrs::boolean(body, "admin_state_up")?.unwrap_or(true),
+        status: "ACTIVE".into(),
+        external_gateway_info: None,
+        routes: Vec::new(),
+        distributed: false,
+        ha: false,
+        availability_zone_hints: hints,
+        availability_zones: vec![ZONE.into()],
+        flavor_id: None,
+    };
+    store::insert(conn, &r)?;
+    if let Some(gw) = gw {
+        set_gateway(conn, &mut r, gw)?;
+        let doc = serde_json::to_string(&r)?;
+        crate::db::network::update(conn, Router::KIND, &r.std.id, &doc)?;
+    }
+    Ok(r)
+}
+
+pub async fn create(
+    State(s): State<Arc<NetworkState>>,
+    Auth(ctx): Auth,
+    bytes: Bytes,
+) -> NetResult<Response> {
+    let caller = Caller::new(&s, &ctx);
+    let body = body_member(&bytes, "router")?;
     let c = caller.clone();
-    let r = s
-        .write(move |tx| {
-            let project = c.owner_for(&body)?;
-            let target = Target::project(project.clone());
-            c.enforce("create_router", &target)?;
-            for key in ["distributed", "ha"] {
-                if attrs::boolean(&body, key)? == Some(true) {
-                    c.enforce(&format!("create_router:{key}"), &target)?;
-                    return Err(NetworkError::bad(format!(
-                        "Invalid input for operation: {key} routers are not supported."
-                    )));
-                }
-            }
-            let hints =
-                attrs::string_list(&body, "availability_zone_hints", 16)?.unwrap_or_default();
-            if let Some(h) = hints.iter().find(|h| *h != ZONE) {
-                return Err(NetworkError::not_found(
-                    "AvailabilityZoneNotFound",
-                    format!("AvailabilityZone {h} could not be found."),
-                ));
-            }
-            let gw = parse_gateway(tx, &c, &body, &target, "create_router")?;
-            let (name, description) = attrs::name_description(&body)?;
-            quotas::check(tx, &project, "router", 1)?;
-            let mut r = Router {
-                std: Std::new(&project, description.unwrap_or_default()),
-                name: name.unwrap_or_default(),
-                admin_state_up: attrs::boolean(&body, "admin_state_up")?.unwrap_or(true),
-                status: "ACTIVE".into(),
-                external_gateway_info: None,
-                routes: Vec::new(),
-                distributed: false,
-                ha: false,
-                availability_zone_hints: hints,
-                availability_zones: vec![ZONE.into()],
-                flavor_id: None,
-            };
-            store::insert(tx, &r)?;
-            if let Some(gw) = gw {
-                set_gateway(tx, &mut r, gw)?;
-                let doc = serde_json::to_string(&r)?;
-                crate::db::network::update(tx, Router::KIND, &r.std.id, &doc)?;
-            }
-            Ok(r)
-        })
-        .await?;
+    let r = s.write(move |tx| create_router_in(tx, &c, &body)).await?;
     Ok(query::respond_one(
         view(&caller, &r)?,
         &Default::default(),
@@ -515,6 +516,101 @@ fn check_overlap(conn: &Connection, r: &Router, new: &[Subnet]) -> NetResult<()>
     Ok(())
 }
 
+/// Adds an interface (by `subnet_id` or `port_id`) to a router in an open
+/// transaction; answers Neutron's interface info (also used at first start).
+pub fn add_interface_in(
+    tx: &Connection,
+    caller: &Caller,
+    id: &str,
+    body: &Object,
+) -> NetResult<Value> {
+    let r = visible(tx, caller, id)?;
+    caller.enforce(
+        "add_router_interface",
+        &Target::project(r.std.project_id.clone()),
+    )?;
+    let subnet_id = attrs::string(body, "subnet_id", 64)?;
+    let port_id = attrs::string(body, "port_id", 64)?;
+    let port = match (subnet_id, port_id) {
+        (Some(_), Some(_)) => {
+            return Err(NetworkError::bad(
+                "Bad router request: Cannot specify both subnet-id and port-id.",
+            ));
+        }
+        (None, None) => {
+            return Err(NetworkError::bad(
+                "Bad router request: Either subnet_id or port_id must be specified.",
+            ));
+        }
+        (Some(sid), None) => {
+            let sn: Subnet =
+                store::load(tx, &sid)?.ok_or_else(|| store::not_found::<Subnet>(&sid))?;
+            let net = super::lookup::visible_network(tx, caller, &sn.network_id)
+                .map_err(|_| store::not_found::<Subnet>(&sid))?;
+            if !caller.admin && net.std.project_id != caller.project && !net.shared {
+                return Err(store::not_found::<Subnet>(&sid));
+            }
+            if sn.gateway_ip.is_none() {
+                return Err(NetworkError::bad(format!(
+                    "Bad router request: Subnet {sid} does not have a gateway IP."
+                )));
+            }
+            if r.external_gateway_info
+                .as_ref()
+                .is_some_and(|g| g.network_id == sn.network_id)
+            {
+                return Err(NetworkError::bad(format!(
+                    "Bad router request: Router {} has a gateway on network {}.",
+                    r.std.id, sn.network_id
+                )));
+            }
+            check_overlap(tx, &r, std::slice::from_ref(&sn))?;
+            ports::new_port(
+                tx,
+                &net,
+                &r.std.project_id,
+                PortSpec {
+                    fixed_ips: Some(vec![(Some(sid.clone()), sn.gateway_ip.clone())]),
+                    device_id: r.std.id.clone(),
+                    device_owner: OWNER_INTERFACE.into(),
+                    admin_state_up: true,
+                    port_security_enabled: Some(false),
+                    ..Default::default()
+                },
+            )?
+        }
+        (None, Some(pid)) => {
+            let mut port = ports::visible_port(tx, caller, &pid)?;
+            if !port.device_id.is_empty() || !port.device_owner.is_empty() {
+                return Err(NetworkError::conflict(
+                    "PortInUse",
+                    format!(
+                        "Unable to complete operation on port {pid} for network {}. Port already has an attached device {}.",
+                        port.network_id, port.device_id
+                    ),
+                ));
+            }
+            if port.fixed_ips.is_empty() {
+                return Err(NetworkError::bad(
+                    "Bad router request: Router port must have at least one fixed IP.",
+                ));
+            }
+            let mut sns = Vec::new();
+            for f in &port.fixed_ips {
+                if let Some(sn) = store::load::<Subnet>(tx, &f.subnet_id)? {
+                    sns.push(sn);
+                }
+            }
+            check_overlap(tx, &r, &sns)?;
+            port.device_id = r.std.id.clone();
+            port.device_owner = OWNER_INTERFACE.into();
+            store::save(tx, &mut port)?;
+            port
+        }
+    };
+    Ok(interface_info(&r, &port))
+}
+
 pub async fn add_interface(
     State(s): State<Arc<NetworkState>>,
     Auth(ctx): Auth,
@@ -527,80 +623,7 @@ pub async fn add_interface(
     }
     let body = crate::http::body::parse_object(&bytes)?;
     let info = s
-        .write(move |tx| {
-            let r = visible(tx, &caller, &id)?;
-            caller.enforce("add_router_interface", &Target::project(r.std.project_id.clone()))?;
-            let subnet_id = attrs::string(&body, "subnet_id", 64)?;
-            let port_id = attrs::string(&body, "port_id", 64)?;
-            let port = match (subnet_id, port_id) {
-                (Some(_), Some(_)) => {
-                    return Err(NetworkError::bad("Bad router request: Cannot specify both subnet-id and port-id."));
-                }
-                (None, None) => {
-                    return Err(NetworkError::bad("Bad router request: Either subnet_id or port_id must be specified."));
-                }
-                (Some(sid), None) => {
-                    let sn: Subnet = store::load(tx, &sid)?
-                        .ok_or_else(|| store::not_found::<Subnet>(&sid))?;
-                    let net = super::lookup::visible_network(tx, &caller, &sn.network_id)
-                        .map_err(|_| store::not_found::<Subnet>(&sid))?;
-                    if !caller.admin && net.std.project_id != caller.project && !net.shared {
-                        return Err(store::not_found::<Subnet>(&sid));
-                    }
-                    if sn.gateway_ip.is_none() {
-                        return Err(NetworkError::bad(format!(
-                            "Bad router request: Subnet {sid} does not have a gateway IP."
-                        )));
-                    }
-                    if r.external_gateway_info.as_ref().is_some_and(|g| g.network_id == sn.network_id) {
-                        return Err(NetworkError::bad(format!(
-                            "Bad router request: Router {} has a gateway on network {}.", r.std.id, sn.network_id
-                        )));
-                    }
-                    check_overlap(tx, &r, std::slice::from_ref(&sn))?;
-                    ports::new_port(
-                        tx,
-                        &net,
-                        &r.std.project_id,
-                        PortSpec {
-                            fixed_ips: Some(vec![(Some(sid.clone()), sn.gateway_ip.clone())]),
-                            device_id: r.std.id.clone(),
-                            device_owner: OWNER_INTERFACE.into(),
-                            admin_state_up: true,
-                            port_security_enabled: Some(false),
-                            ..Default::default()
-                        },
-                    )?
-                }
-                (None, Some(pid)) => {
-                    let mut port = ports::visible_port(tx, &caller, &pid)?;
-                    if !port.device_id.is_empty() || !port.device_owner.is_empty() {
-                        return Err(NetworkError::conflict(
-                            "PortInUse",
-                            format!(
-                                "Unable to complete operation on port {pid} for network {}. Port already has an attached device {}.",
-                                port.network_id, port.device_id
-                            ),
-                        ));
-                    }
-                    if port.fixed_ips.is_empty() {
-                        return Err(NetworkError::bad("Bad router request: Router port must have at least one fixed IP."));
-                    }
-                    let mut sns = Vec::new();
-                    for f in &port.fixed_ips {
-                        if let Some(sn) = store::load::<Subnet>(tx, &f.subnet_id)? {
-                            sns.push(sn);
-                        }
-                    }
-                    check_overlap(tx, &r, &sns)?;
-                    port.device_id = r.std.id.clone();
-                    port.device_owner = OWNER_INTERFACE.into();
-                    store::save(tx, &mut port)?;
-                    port
-                }
-            };
-            Ok(interface_info(&r, &port))
-        })
+        .write(move |tx| add_interface_in(tx, &caller, &id, &body))
         .await?;
     Ok(reply(StatusCode::OK, &info))
 }

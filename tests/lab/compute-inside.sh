@@ -17,6 +17,10 @@ port=${1:?public port}
 wait_s=${2:-480}
 shift 2
 serve_args="$*"
+# The lab suites keep their meaning: no dataplane and no first-start networks unless the
+# suite asks (network.sh passes --dataplane and makes its own networks).
+export YUNHE_DATAPLANE="${YUNHE_DATAPLANE:-false}"
+export YUNHE_INITIAL_NETWORKS="${YUNHE_INITIAL_NETWORKS:-false}"
 state=/tmp/yunhe-state
 serve_log=/tmp/serve.log
 lab_port=8080

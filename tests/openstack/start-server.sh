@@ -14,8 +14,13 @@
 # Env knobs: YUNHE_BIN (default <repo>/target/release/yunhe), YUNHE_SERVER_LOG (copy the
 # server's log there on exit), YUNHE_START_TIMEOUT (seconds, default 60).
 # Only the pid this file started is ever signalled.
+# serve's dataplane (and with it the first-start networks) is off here unless the caller
+# exported YUNHE_DATAPLANE / YUNHE_INITIAL_NETWORKS (run-network.sh does, in its own
+# namespaces): as root, `--dataplane auto` would otherwise change the host's network.
 
 _yunhe_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export YUNHE_DATAPLANE="${YUNHE_DATAPLANE:-false}"
+export YUNHE_INITIAL_NETWORKS="${YUNHE_INITIAL_NETWORKS:-false}"
 _yunhe_repo="$(cd "$_yunhe_here/../.." && pwd)"
 _yunhe_exit_cmds=()
 _yunhe_tmp=""

@@ -60,6 +60,9 @@ impl Server {
     ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_yunhe"));
         command
+            // Tests never touch the host's network (root would turn the
+            // dataplane on by itself).
+            .env("YUNHE_DATAPLANE", "false")
             .args([
                 "serve",
                 "--listen",

@@ -33,6 +33,7 @@ if [ -n "${YH_TN_INNER:-}" ]; then
     echo "# serve --dataplane in a network namespace of this run's own"
 else
     xf_run="$xf_all"
+    export YUNHE_DATAPLANE=false
     echo "# serve without the dataplane: the list's [no dataplane] entries are excluded too"
 fi
 export YUNHE_TEMPEST_SERVICE=network
