@@ -5,7 +5,7 @@
 //! that started it; a restarted control plane re-attaches by connecting to the
 //! socket again.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use super::VmmArgs;
 use super::bus::lock;
 use super::console::Console;
 use super::devices::legacy::VmEvent;
+use super::fdpass::FdReader;
 use super::vm::{RunningVm, Vm};
 use super::vmm_config::VmConfig;
 
@@ -105,6 +106,45 @@ pub enum Request {
     Save {
         /// The state directory (created).
         dir: PathBuf,
+    },
+    /// Hot-add a virtio-blk disk whose image descriptor comes with the request line
+    /// (SCM_RIGHTS) ([`DeviceReply`]).
+    AddDisk {
+        /// The device's id (`disk<N>` when absent): what `remove_device` takes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The image's path as the client knows it (recorded by `save`, never opened).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        /// Attach read-only.
+        #[serde(default)]
+        read_only: bool,
+        /// The serial the guest sees (the id when absent; at most 20 characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
+    },
+    /// Hot-add a virtio-net NIC whose tap descriptor comes with the request line
+    /// (SCM_RIGHTS) ([`DeviceReply`]).
+    AddNet {
+        /// The device's id (`net<N>` when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The tap's name (recorded by `save`, never opened).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tap: Option<String>,
+        /// MAC address (a random locally administered one when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// Ask the guest to eject device `id` and wait for it ([`DeviceReply`]); refused with
+    /// kind `eject_timeout` when the guest does not eject within `timeout_s` (default 10, at
+    /// most 120).
+    RemoveDevice {
+        /// The device's id (as `add_disk`/`add_net` replied, or `disk0`, `net0`...).
+        id: String,
+        /// Seconds to wait for the guest's eject.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_s: Option<u64>,
     },
 }
 
@@ -195,6 +235,28 @@ pub struct ConsoleReply {
     pub console: bool,
 }
 
+/// The reply to `add_disk`, `add_net` and `remove_device`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceReply {
+    /// The device's id.
+    pub id: String,
+    /// Its PCI slot (device number on bus 0).
+    pub slot: u8,
+    /// A NIC's MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The kind of a refused hotplug request (`kind` beside `error` in the refusal), as
+/// [`refusal_kind`] reads it.
+pub fn refusal_kind(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line.trim()).ok()?;
+    if v.get("ok") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    v.get("kind").and_then(Value::as_str).map(str::to_string)
+}
+
 /// A successful reply of any command (what the server sends).
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
@@ -205,6 +267,7 @@ pub enum Reply {
     Stats(StatsReply),
     Saved(SavedReply),
     Console(ConsoleReply),
+    Device(DeviceReply),
 }
 
 /// A reply that says `"ok": false`.
@@ -317,8 +380,24 @@ fn state(state: VmmState) -> Reply {
     Reply::State(StateReply { state })
 }
 
-/// Handles one request; `None` means "switch to console mode".
-fn handle(shared: &Shared, line: &str) -> Option<String> {
+/// A refusal of a hotplug request: `error` and its `kind`.
+fn hotplug_error(e: super::hotplug::HotplugError) -> String {
+    let mut s = json!({ "ok": false, "error": e.to_string(), "kind": e.kind() }).to_string();
+    s.push('\n');
+    s
+}
+
+fn device_reply(added: super::hotplug::Added) -> String {
+    ok(Reply::Device(DeviceReply {
+        id: added.id,
+        slot: added.slot,
+        mac: added.mac,
+    }))
+}
+
+/// Handles one request; `None` means "switch to console mode". `fd`: the descriptor that
+/// came with the request line, if any.
+fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Option<String> {
     let req: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return Some(error(format!("bad request: {e}"))),
@@ -397,6 +476,65 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
                 error(e)
             }
         },
+        Request::AddDisk {
+            id,
+            path,
+            read_only,
+            serial,
+        } => {
+            let Some(fd) = fd else {
+                return Some(error(
+                    "add_disk: the image's descriptor must come with the request",
+                ));
+            };
+            match vm.add_disk(super::hotplug::DiskRequest {
+                file: std::fs::File::from(fd),
+                read_only,
+                serial,
+                id,
+                path,
+            }) {
+                Ok(a) => device_reply(a),
+                Err(e) => hotplug_error(e),
+            }
+        }
+        Request::AddNet { id, tap, mac } => {
+            let Some(fd) = fd else {
+                return Some(error(
+                    "add_net: the tap's descriptor must come with the request",
+                ));
+            };
+            match vm.add_net(super::hotplug::NetRequest {
+                tap_fd: fd,
+                tap,
+                mac,
+                id,
+            }) {
+                Ok(a) => device_reply(a),
+                Err(e) => hotplug_error(e),
+            }
+        }
+        Request::RemoveDevice { id, timeout_s } => {
+            let timeout = match timeout_s {
+                None => super::hotplug::DEFAULT_EJECT_TIMEOUT,
+                Some(s) if (1..=super::hotplug::MAX_EJECT_TIMEOUT_S).contains(&s) => {
+                    Duration::from_secs(s)
+                }
+                Some(_) => {
+                    return Some(hotplug_error(super::hotplug::HotplugError::Invalid(
+                        format!("timeout_s is 1 to {}", super::hotplug::MAX_EJECT_TIMEOUT_S),
+                    )));
+                }
+            };
+            match vm.remove_device(&id, timeout) {
+                Ok(slot) => ok(Reply::Device(DeviceReply {
+                    id,
+                    slot,
+                    mac: None,
+                })),
+                Err(e) => hotplug_error(e),
+            }
+        }
         Request::Console => return None,
     })
 }
@@ -405,12 +543,12 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
+    let mut reader = FdReader::new(read_half);
     let mut writer = stream;
     let mut line = String::new();
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_line(&mut line, 64 * 1024) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -422,7 +560,9 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
         if trimmed.is_empty() {
             continue;
         }
-        match handle(&shared, trimmed) {
+        let fd = reader.take_fd();
+        reader.drop_fds();
+        match handle(&shared, trimmed, fd) {
             Some(r) => {
                 let written = writer.write_all(r.as_bytes()).and_then(|()| writer.flush());
                 // A stop (or save) ends the process: only after the reply is out.
@@ -463,7 +603,7 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
 /// (waking a write blocked on a client that stopped reading); an output
 /// thread that fails to write, or is dropped for falling behind, shuts the
 /// socket down so the input loop ends too.
-fn console_mode(shared: &Shared, mut reader: BufReader<UnixStream>, mut writer: UnixStream) {
+fn console_mode(shared: &Shared, mut reader: FdReader, mut writer: UnixStream) {
     let (backlog, rx, subscriber) = shared.console.subscribe();
     let out = std::thread::Builder::new()
         .name("yunhe-console".into())
@@ -681,6 +821,54 @@ mod tests {
         let vm = spec.vm.expect("vm");
         assert_eq!(vm.cpus, 1);
         assert_eq!(vm.memory_mib, 64);
+    }
+
+    /// The hotplug requests and replies compute will send and read (docs/vmm.md).
+    #[test]
+    fn hotplug_wire_format() {
+        let line = |r: &Request| serde_json::to_string(r).expect("request");
+        assert_eq!(
+            line(&Request::AddDisk {
+                id: Some("vol1".into()),
+                path: None,
+                read_only: true,
+                serial: None
+            }),
+            r#"{"cmd":"add_disk","id":"vol1","read_only":true}"#
+        );
+        assert_eq!(
+            line(&Request::RemoveDevice {
+                id: "nic1".into(),
+                timeout_s: Some(30)
+            }),
+            r#"{"cmd":"remove_device","id":"nic1","timeout_s":30}"#
+        );
+        assert!(matches!(
+            serde_json::from_str::<Request>(r#"{"cmd":"add_net","tap":"tap0"}"#),
+            Ok(Request::AddNet {
+                tap: Some(_),
+                id: None,
+                mac: None
+            })
+        ));
+        let reply = encode_reply(Ok(Reply::Device(DeviceReply {
+            id: "nic1".into(),
+            slot: 4,
+            mac: Some("52:54:00:00:00:01".into()),
+        })));
+        assert_eq!(
+            reply,
+            "{\"id\":\"nic1\",\"mac\":\"52:54:00:00:00:01\",\"ok\":true,\"slot\":4}\n"
+        );
+        let back: DeviceReply = decode_reply(&reply).expect("device reply");
+        assert_eq!(back.slot, 4);
+        let refused = hotplug_error(super::super::hotplug::HotplugError::NoFreeSlot);
+        assert_eq!(refusal_kind(&refused).as_deref(), Some("no_free_slot"));
+        assert!(matches!(
+            decode_reply::<DeviceReply>(&refused),
+            Err(ReplyError::Refused(_))
+        ));
+        assert_eq!(refusal_kind(&reply), None);
     }
 
     /// The lines are those the VMMs of earlier builds send and expect: a
