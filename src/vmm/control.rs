@@ -23,7 +23,7 @@ use super::console::Console;
 use super::devices::legacy::VmEvent;
 use super::fdpass::FdReader;
 use super::vm::{RunningVm, Vm};
-use super::vmm_config::VmConfig;
+use super::vmm_config::{NetConfig, VmConfig};
 
 /// The `yunhe vmm` spec file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -650,6 +650,39 @@ fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     UnixListener::bind(path).map_err(|e| ControlError::Listen(path.display().to_string(), e))
 }
 
+/// Gives each saved NIC the tap the spawner hands over for it now: the one with the same MAC
+/// address (hot-added and removed NICs can leave the saved order, which follows the PCI slots,
+/// different from the spawner's), else the one at the same position.
+fn adopt_taps(saved: &mut [NetConfig], now: &[NetConfig]) {
+    let mac_of = |n: &NetConfig| n.mac.as_deref().and_then(super::parse_mac);
+    let mut taken = vec![false; now.len()];
+    let mut pending = Vec::new();
+    for (i, s) in saved.iter_mut().enumerate() {
+        let found = mac_of(s).and_then(|m| {
+            now.iter()
+                .enumerate()
+                .find(|(j, n)| !taken[*j] && mac_of(n) == Some(m))
+                .map(|(j, _)| j)
+        });
+        match found {
+            Some(j) => {
+                taken[j] = true;
+                s.fd = now[j].fd;
+                s.tap = now[j].tap.clone();
+            }
+            None => pending.push(i),
+        }
+    }
+    for i in pending {
+        let same_place = (i < now.len() && !taken[i]).then_some(i);
+        if let Some(j) = same_place.or_else(|| (0..now.len()).find(|j| !taken[*j])) {
+            taken[j] = true;
+            saved[i].fd = now[j].fd;
+            saved[i].tap = now[j].tap.clone();
+        }
+    }
+}
+
 fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let text = std::fs::read_to_string(spec_path)
         .map_err(|e| ControlError::SpecRead(spec_path.display().to_string(), e))?;
@@ -668,10 +701,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
                 c.console_log = vm.console_log.clone();
                 // The saved NICs' tap descriptors were the old process's:
                 // the spawner hands this one the same taps anew.
-                for (saved, now) in c.nets.iter_mut().zip(&vm.nets) {
-                    saved.fd = now.fd;
-                    saved.tap = now.tap.clone();
-                }
+                adopt_taps(&mut c.nets, &vm.nets);
             }
             c
         }
@@ -821,6 +851,37 @@ mod tests {
         let vm = spec.vm.expect("vm");
         assert_eq!(vm.cpus, 1);
         assert_eq!(vm.memory_mib, 64);
+    }
+
+    /// A restore gives each saved NIC the tap of the same MAC, whatever the order.
+    #[test]
+    fn restored_nics_adopt_the_tap_of_their_mac() {
+        let net = |tap: &str, mac: Option<&str>, fd: Option<i32>| NetConfig {
+            tap: tap.into(),
+            mac: mac.map(str::to_string),
+            fd,
+            id: None,
+        };
+        let mut saved = vec![
+            net("old-c", Some("fa:16:3e:00:00:0c"), None),
+            net("old-b", Some("fa:16:3e:00:00:0b"), None),
+            net("old-x", None, None),
+        ];
+        let now = vec![
+            net("tap-b", Some("FA:16:3E:00:00:0B"), Some(10)),
+            net("tap-c", Some("fa:16:3e:00:00:0c"), Some(11)),
+            net("tap-x", Some("fa:16:3e:00:00:0d"), Some(12)),
+        ];
+        adopt_taps(&mut saved, &now);
+        let got: Vec<_> = saved.iter().map(|n| (n.tap.as_str(), n.fd)).collect();
+        assert_eq!(
+            got,
+            [
+                ("tap-c", Some(11)),
+                ("tap-b", Some(10)),
+                ("tap-x", Some(12))
+            ]
+        );
     }
 
     /// The hotplug requests and replies compute will send and read (docs/vmm.md).

@@ -20,7 +20,7 @@ use super::vm::RunningVm;
 use super::vmm_config::{DiskConfig, NetConfig, VmConfig};
 
 /// Longest device id.
-pub const MAX_ID_LEN: usize = 32;
+pub use super::devices::factory::MAX_ID_LEN;
 /// Longest disk serial (virtio-blk's id field).
 pub const MAX_SERIAL_LEN: usize = 20;
 /// How long a removal waits for the guest's eject when the request names no timeout.
@@ -69,12 +69,7 @@ impl HotplugError {
 
 /// Checks a device id: 1 to [`MAX_ID_LEN`] of `A-Z a-z 0-9 . _ -`.
 pub fn check_id(id: &str) -> Result<(), HotplugError> {
-    if id.is_empty()
-        || id.len() > MAX_ID_LEN
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if !super::devices::factory::valid_id(id) {
         return Err(HotplugError::Invalid(format!(
             "a device id is 1 to {MAX_ID_LEN} of A-Z a-z 0-9 . _ -"
         )));
@@ -160,7 +155,11 @@ impl RunningVm {
         for (slot, s) in root.slots() {
             match &s.kind {
                 SlotConfig::Disk(d) => disks.push((d.clone(), (s.name.clone(), slot))),
-                SlotConfig::Net(n) => nets.push((n.clone(), (s.name.clone(), slot))),
+                SlotConfig::Net(n) => {
+                    let mut n = n.clone();
+                    n.id = Some(s.name.clone());
+                    nets.push((n, (s.name.clone(), slot)))
+                }
                 SlotConfig::Rng => rng.push((s.name.clone(), slot)),
                 SlotConfig::Other => {}
             }
@@ -302,6 +301,8 @@ impl RunningVm {
             tap: req.tap.unwrap_or_default(),
             mac: Some(mac_text.clone()),
             fd: None,
+            // `current_config` records the name the slot gets.
+            id: None,
         };
         let dev = Box::new(VirtioNet::new(Box::new(backend), mac));
         let (id, slot) = self.hot_add(req.id, "net", SlotConfig::Net(config), dev)?;

@@ -194,6 +194,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, FrontEndError> {
         tap: tap.ok_or_else(|| FrontEndError::Net(s.into()))?,
         mac,
         fd: None,
+        id: None,
     })
 }
 

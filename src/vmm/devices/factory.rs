@@ -41,6 +41,18 @@ fn inherited(fd: i32, name: &str) -> Result<OwnedFd, FactoryError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Longest device name.
+pub const MAX_ID_LEN: usize = 32;
+
+/// Whether `id` can name a device: 1 to [`MAX_ID_LEN`] of `A-Z a-z 0-9 . _ -`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
 pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
     let mut out: NamedDevices = Vec::new();
@@ -65,7 +77,19 @@ pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
         ));
     }
     for (i, n) in config.nets.iter().enumerate() {
-        let name = format!("net{i}");
+        let name = match &n.id {
+            Some(id) if !valid_id(id) => {
+                return Err(FactoryError::Device(
+                    format!("net{i}"),
+                    format!("a device id is 1 to {MAX_ID_LEN} of A-Z a-z 0-9 . _ -"),
+                ));
+            }
+            Some(id) if out.iter().any(|(n, _)| n == id) => {
+                return Err(FactoryError::Device(id.clone(), "a duplicate id".into()));
+            }
+            Some(id) => id.clone(),
+            None => format!("net{i}"),
+        };
         let mac = match &n.mac {
             Some(m) => parse_mac(m)
                 .ok_or_else(|| FactoryError::Device(name.clone(), format!("bad MAC {m:?}")))?,
