@@ -175,6 +175,10 @@ pub enum Action {
     Resize,
     ConfirmResize,
     RevertResize,
+    /// `os-interface` create: a NIC hot-added to a running VM, or recorded for a stopped one.
+    AttachInterface,
+    /// `os-interface` delete.
+    DetachInterface,
 }
 
 /// Where an action may start and what it sets.
@@ -206,6 +210,8 @@ impl Action {
         Action::Resize,
         Action::ConfirmResize,
         Action::RevertResize,
+        Action::AttachInterface,
+        Action::DetachInterface,
     ];
 
     /// The name Nova records (instance actions) and quotes in a refusal.
@@ -227,6 +233,8 @@ impl Action {
             Action::Resize => "resize",
             Action::ConfirmResize => "confirmResize",
             Action::RevertResize => "revertResize",
+            Action::AttachInterface => "attach_interface",
+            Action::DetachInterface => "detach_interface",
         }
     }
 
@@ -266,6 +274,9 @@ impl Action {
             Action::Resize => (&[Active, Stopped], Some(T::ResizePrep)),
             Action::ConfirmResize => (&[Resized], None),
             Action::RevertResize => (&[Resized], Some(T::ResizeReverting)),
+            // Nova allows PAUSED too; a paused guest cannot answer the hotplug event (its
+            // eject would never come), so this cloud does not.
+            Action::AttachInterface | Action::DetachInterface => (&[Active, Stopped], None),
         };
         Allowed { vm_states, task }
     }
@@ -350,7 +361,9 @@ mod tests {
                 "createImage",
                 "createBackup",
                 "rebuild",
-                "resize"
+                "resize",
+                "attach_interface",
+                "detach_interface"
             ]
         );
         assert!(may(Action::Start, Stopped) && !may(Action::Start, Active));
