@@ -683,6 +683,29 @@ fn adopt_taps(saved: &mut [NetConfig], now: &[NetConfig]) {
     }
 }
 
+/// `config` with each descriptor the spec handed over replaced by a fresh duplicate: a boot's
+/// devices own (and close) their copies, and the originals stay open for the VMM's life, so a
+/// reboot (which builds the devices again) finds its disks and taps open. Without this the
+/// second build found the first one's closed descriptor (or another file under its number).
+fn boot_config(config: &VmConfig) -> VmConfig {
+    let dup = |fd: Option<i32>| {
+        fd.map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor for the same file; `fd` is
+            // one the spec handed over, which nothing closes while the VMM runs.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if copy >= 0 { copy } else { fd }
+        })
+    };
+    let mut c = config.clone();
+    for d in &mut c.disks {
+        d.fd = dup(d.fd);
+    }
+    for n in &mut c.nets {
+        n.fd = dup(n.fd);
+    }
+    c
+}
+
 fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let text = std::fs::read_to_string(spec_path)
         .map_err(|e| ControlError::SpecRead(spec_path.display().to_string(), e))?;
@@ -782,8 +805,14 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         } else {
             None
         };
-        let vm = match Vm::new(&config, console.clone(), super::virtio_devices, start, from)
-            .and_then(|v| v.start())
+        let vm = match Vm::new(
+            &boot_config(&config),
+            console.clone(),
+            super::virtio_devices,
+            start,
+            from,
+        )
+        .and_then(|v| v.start())
         {
             Ok(v) => Arc::new(v),
             Err(e) => {
