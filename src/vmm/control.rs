@@ -913,6 +913,50 @@ mod tests {
         );
     }
 
+    /// Every boot builds its devices on duplicates: the originals stay open.
+    #[test]
+    fn each_boot_gets_duplicates_of_the_handed_over_descriptors() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let file = std::fs::File::open("/proc/self/exe").expect("a file");
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().expect("pair");
+        let raw_tap = std::os::fd::OwnedFd::from(a).into_raw_fd();
+        let mut vm: VmConfig = serde_json::from_str(
+            r#"{"boot":{"type":"probe"},"memory_mib":64,"cpus":1,"disks":[],"nets":[],"rng":false}"#,
+        )
+        .expect("config");
+        vm.nets.push(NetConfig {
+            tap: "t".into(),
+            mac: None,
+            fd: Some(raw_tap),
+            id: None,
+        });
+        vm.disks.push(crate::vmm::vmm_config::DiskConfig {
+            path: "/proc/self/exe".into(),
+            read_only: true,
+            serial: None,
+            fd: Some(file.as_raw_fd()),
+        });
+        for _ in 0..2 {
+            let boot = boot_config(&vm);
+            for (copy, original) in [
+                (boot.nets[0].fd, raw_tap),
+                (boot.disks[0].fd, file.as_raw_fd()),
+            ] {
+                let copy = copy.expect("a descriptor");
+                assert_ne!(copy, original);
+                // SAFETY: `copy` is the duplicate boot_config made for this test; closed once.
+                drop(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy)
+                });
+            }
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            let open = unsafe { libc::fcntl(raw_tap, libc::F_GETFD) } >= 0;
+            assert!(open, "the original stays open");
+        }
+        // SAFETY: the test made `raw_tap` above and closes it once, here.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw_tap) });
+    }
+
     /// The hotplug requests and replies compute will send and read (docs/vmm.md).
     #[test]
     fn hotplug_wire_format() {
