@@ -107,6 +107,8 @@ pub fn record_action(
         "createImage" => "compute_snapshot_instance".to_string(),
         "confirmResize" => "compute_confirm_resize".to_string(),
         "revertResize" => "compute_revert_resize".to_string(),
+        "attach_interface" => "compute_attach_interface".to_string(),
+        "detach_interface" => "compute_detach_interface".to_string(),
         other => format!("compute_{}_instance", other.to_ascii_lowercase()),
     };
     db::insert_action(

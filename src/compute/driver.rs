@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
-use crate::db::servers::Server;
+use crate::db::servers::{Server, ServerPort};
 use crate::vmm::control::{ReplyError, StatusReply};
 
 /// Errors of a compute driver.
@@ -38,6 +38,12 @@ pub enum DriverError {
     /// A blocking task of the driver failed.
     #[error("VMM control: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A device for a hot-add could not be had (no dataplane, no tap).
+    #[error("device: {0}")]
+    Device(String),
+    /// The guest did not give the device up in time (the removal stays asked for).
+    #[error("the guest did not release device {0} in time")]
+    EjectTimeout(String),
 }
 
 /// How a command on a VMM's control socket failed.
@@ -170,6 +176,27 @@ pub trait ComputeDriver: Send + Sync {
     /// A serial console connection to the VM.
     fn console_stream<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<ConsoleStream>>;
 
+    // ------------------------------------------------------------ hotplug
+
+    /// Hot-adds the NIC of `port` (its tap, its MAC) to the server's running VM, named
+    /// [`nic_device_id`] of the port. Returns once the VMM has plugged it (the guest
+    /// notices it on its own).
+    fn attach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+    ) -> DriverFuture<'a, DriverResult<()>>;
+
+    /// Asks the guest to give up the NIC of `port` (at `index` in the server's ports, for
+    /// a VM started before NICs were named after their ports) and waits for it. A NIC the
+    /// VM does not have counts as removed.
+    fn detach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+        index: usize,
+    ) -> DriverFuture<'a, DriverResult<()>>;
+
     // ------------------------------------------------------------ monitoring
 
     /// True while the server's VM process exists.
@@ -184,4 +211,14 @@ pub trait ComputeDriver: Send + Sync {
     /// True (once) when the last exit of the server's VM was caused by the
     /// driver itself (stop, save): the monitor then leaves the server alone.
     fn take_expected_exit(&self, id: &str) -> bool;
+}
+
+/// The name a port's NIC has on the VM's bus (the VMM's device id, at most 32 of
+/// `A-Z a-z 0-9 . _ -`): the port's id without its dashes.
+pub fn nic_device_id(port_id: &str) -> String {
+    port_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(crate::vmm::devices::factory::MAX_ID_LEN)
+        .collect()
 }

@@ -11,7 +11,7 @@ use super::driver::{
     BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
     DriverResult,
 };
-use crate::db::servers::Server;
+use crate::db::servers::{Server, ServerPort};
 use crate::vmm::control::{ReplyError, StatusReply, VmmState};
 
 /// What a fake VM is doing.
@@ -58,8 +58,13 @@ impl FakeDriver {
 
     /// Records a call; Err when it was made to fail.
     fn record(&self, call: &'static str, id: &str) -> DriverResult<()> {
+        self.record_as(call, format!("{call} {id}"))
+    }
+
+    /// Records a call as `text`; Err when `call` was made to fail.
+    fn record_as(&self, call: &'static str, text: String) -> DriverResult<()> {
         let mut inner = self.inner();
-        inner.calls.push(format!("{call} {id}"));
+        inner.calls.push(text);
         if inner.failing.contains(call) {
             return Err(DriverError::Control(ControlFailure::Reply(
                 ReplyError::Refused(format!("{call} refused")),
@@ -251,6 +256,39 @@ impl ComputeDriver for FakeDriver {
                 Box::new(tokio::io::BufReader::new(read)) as _,
                 Box::new(write) as _,
             ))
+        })
+    }
+
+    fn attach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(async move {
+            self.record_as("attach_nic", format!("attach_nic {id} {}", port.port_id))?;
+            if self.vm(id).is_none() {
+                return Err(DriverError::Control(ControlFailure::Connect(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn detach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+        _index: usize,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(async move {
+            self.record_as("detach_nic", format!("detach_nic {id} {}", port.port_id))?;
+            if self.vm(id).is_none() {
+                return Err(DriverError::Control(ControlFailure::Connect(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )));
+            }
+            Ok(())
         })
     }
 

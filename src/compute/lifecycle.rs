@@ -452,9 +452,12 @@ async fn start_vm(s: S, sv: Server) -> Result<(), String> {
     Ok(())
 }
 
-/// `reboot` HARD: reset a running VM, else boot it afresh.
+/// `reboot` HARD: reset a running VM, else boot it afresh. A server with
+/// ports boots afresh too: a reset rebuilds the VM from the spec its VMM
+/// started with, which lacks the NICs attached since (and has those
+/// detached), while a new VMM gets one NIC per port as they are now.
 async fn reboot_hard_vm(s: S, sv: Server) -> Result<(), String> {
-    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" {
+    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" && sv.ports.is_empty() {
         s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
     } else {
         s.driver.stop(&sv.id, None).await;

@@ -36,6 +36,7 @@ mod fake_driver;
 mod flavors;
 mod hosts;
 mod images;
+mod interfaces;
 mod keypairs;
 mod lifecycle;
 mod locks;

@@ -502,6 +502,66 @@ pub fn plan(
     })
 }
 
+/// Checks an `os-interface` attach as Nova's does: an unknown (or unseen)
+/// port or network is 404, a port in use or an address taken 409, the rest
+/// as a create's `networks` (400). With neither a port nor a network, the
+/// one network the project can use. The plan has exactly one NIC.
+pub fn plan_attach(
+    conn: &Connection,
+    request: &NetRequest,
+    project: &str,
+    admin: bool,
+) -> ComputeResult<Plan> {
+    if let Some(port_id) = &request.port_id {
+        let port = store::load::<Port>(conn, port_id)
+            .map_err(from_network)?
+            .filter(|p| admin || p.std.project_id == project)
+            .ok_or_else(|| {
+                ComputeError::NotFound(format!("Port id {port_id} could not be found."))
+            })?;
+        if !port.device_id.is_empty() {
+            return Err(ComputeError::Conflict(format!(
+                "Port {port_id} is still in use."
+            )));
+        }
+    }
+    if let Some(net_id) = &request.network_id {
+        let seen = match store::load::<Network>(conn, net_id).map_err(from_network)? {
+            Some(net) => usable(conn, &net, project, admin)?,
+            None => false,
+        };
+        if !seen {
+            return Err(ComputeError::NotFound(format!(
+                "Network {net_id} could not be found."
+            )));
+        }
+        if let Some(ip) = &request.fixed_ip {
+            let ports: Vec<Port> = store::children(conn, net_id).map_err(from_network)?;
+            if let Some(p) = ports
+                .iter()
+                .find(|p| p.fixed_ips.iter().any(|f| &f.ip_address == ip))
+            {
+                return Err(ComputeError::Conflict(format!(
+                    "Fixed IP address {ip} is already in use on instance {}.",
+                    p.device_id
+                )));
+            }
+        }
+    }
+    let requested = if request.port_id.is_none() && request.network_id.is_none() {
+        Requested::Absent
+    } else {
+        Requested::List(vec![request.clone()])
+    };
+    let plan = plan(conn, &requested, &["default".to_string()], project, admin)?;
+    if plan.nics.len() != 1 {
+        return Err(bad(format!(
+            "No specific network was requested and none are available for project '{project}'."
+        )));
+    }
+    Ok(plan)
+}
+
 /// How many servers (between `min` and `count`) the project's port quota
 /// leaves room for; Nova's PortLimitExceeded (403) below `min`.
 pub fn fit_port_quota(
@@ -961,6 +1021,8 @@ pub async fn nics(
             tap: crate::dataplane::desired::tap_name(&sp.port_id),
             mac: Some(sp.mac.clone()),
             fd: Some(fd.as_raw_fd()),
+            // Named after its port, so that a detach finds it whatever its position.
+            id: Some(super::driver::nic_device_id(&sp.port_id)),
         });
         fds.push(fd);
     }

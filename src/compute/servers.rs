@@ -62,11 +62,11 @@ pub fn routes() -> Router<S> {
         .route("/v2.1/servers/{id}/ips/{network}", get(ips_network))
         .route(
             "/v2.1/servers/{id}/os-interface",
-            get(interfaces).post(interface_attach),
+            get(interfaces).post(super::interfaces::attach_handler),
         )
         .route(
             "/v2.1/servers/{id}/os-interface/{port}",
-            get(interface_show).delete(interface_detach),
+            get(interface_show).delete(super::interfaces::detach_handler),
         )
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
         .route(
@@ -2306,21 +2306,6 @@ async fn interfaces(
     ))
 }
 
-/// Attaching a NIC to a running server needs PCI hotplug in the VMM (being
-/// built); until then the answer is Nova's for a hypervisor that cannot
-/// (`AttachInterfaceNotSupported`, 409). The seam: `networking::make_ports`
-/// for the port and the VMM's hotplug for the NIC.
-async fn interface_attach(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path(id): Path<String>,
-) -> ComputeResult<Response> {
-    load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:create").await?;
-    Err(ComputeError::Conflict(format!(
-        "Attaching interfaces is not supported for this instance {id}."
-    )))
-}
-
 async fn interface_show(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -2338,25 +2323,6 @@ async fn interface_show(
             "Instance {id} does not have a port with id {port}"
         ))),
     }
-}
-
-/// Detaching needs PCI hotplug too (see `interface_attach`): a port of the
-/// server answers Nova's 409 for a hypervisor that cannot; another 404.
-async fn interface_detach(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path((id, port)): Path<(String, String)>,
-) -> ComputeResult<Response> {
-    let server =
-        load_authorized(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
-    if server.ports.iter().any(|p| p.port_id == port) {
-        return Err(ComputeError::Conflict(format!(
-            "Detaching interfaces is not supported for this instance {id}."
-        )));
-    }
-    Err(ComputeError::NotFound(format!(
-        "Port {port} is not attached"
-    )))
 }
 
 async fn security_groups(

@@ -179,6 +179,10 @@ pub enum Action {
     RevertResize,
     Rescue,
     Unrescue,
+    /// `os-interface` create: a NIC hot-added to a running VM, or recorded for a stopped one.
+    AttachInterface,
+    /// `os-interface` delete.
+    DetachInterface,
 }
 
 /// Where an action may start and what it sets.
@@ -212,6 +216,8 @@ impl Action {
         Action::RevertResize,
         Action::Rescue,
         Action::Unrescue,
+        Action::AttachInterface,
+        Action::DetachInterface,
     ];
 
     /// The name Nova records (instance actions) and quotes in a refusal.
@@ -235,6 +241,8 @@ impl Action {
             Action::RevertResize => "revertResize",
             Action::Rescue => "rescue",
             Action::Unrescue => "unrescue",
+            Action::AttachInterface => "attach_interface",
+            Action::DetachInterface => "detach_interface",
         }
     }
 
@@ -276,6 +284,9 @@ impl Action {
             Action::RevertResize => (&[Resized], Some(T::ResizeReverting)),
             Action::Rescue => (&[Active, Stopped, Error], Some(T::Rescuing)),
             Action::Unrescue => (&[Rescued], Some(T::Unrescuing)),
+            // Nova allows PAUSED too; a paused guest cannot answer the hotplug event (its
+            // eject would never come), so this cloud does not.
+            Action::AttachInterface | Action::DetachInterface => (&[Active, Stopped], None),
         };
         Allowed { vm_states, task }
     }
@@ -361,7 +372,9 @@ mod tests {
                 "createBackup",
                 "rebuild",
                 "resize",
-                "rescue"
+                "rescue",
+                "attach_interface",
+                "detach_interface"
             ]
         );
         let from_rescued: Vec<&str> = Action::ALL

@@ -31,18 +31,24 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::db::servers::Server;
+use crate::db::servers::{Server, ServerPort};
 use crate::vmm::control::{
-    ConsoleReply, EmptyReply, Request, SavedReply, StateReply, StatsReply, StatusReply, VmmSpec,
-    VmmState, decode_reply,
+    ConsoleReply, DeviceReply, EmptyReply, Request, SavedReply, StateReply, StatsReply,
+    StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
 };
 use crate::vmm::jail::JailSpec;
 use crate::vmm::vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
 
 use super::driver::{
     BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
-    DriverResult, VmmExit,
+    DriverResult, VmmExit, nic_device_id,
 };
+
+/// How long a NIC's removal waits for the guest's eject (Linux's acpiphp takes well under a
+/// second; a guest without it never ejects).
+const EJECT_WAIT_S: u64 = 30;
+/// The longest reply line read from a VMM.
+const MAX_REPLY: u64 = 64 * 1024;
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
     let what = what.into();
@@ -837,6 +843,101 @@ impl Virt {
     pub async fn drop_saved_state(&self, id: &str) {
         let _ = tokio::fs::remove_dir_all(self.saved_dir(id)).await;
     }
+
+    // ------------------------------------------------------------ hotplug
+
+    /// Sends one hotplug request, with `fd` passed along (SCM_RIGHTS), and returns the
+    /// VMM's reply line as it came (the caller reads its refusal kind).
+    async fn hotplug_call(
+        &self,
+        id: &str,
+        request: Request,
+        fd: Option<std::os::fd::OwnedFd>,
+        wait: Duration,
+    ) -> DriverResult<String> {
+        use std::io::{BufRead, Write};
+        let socket = self.socket(id);
+        let exchange = move || -> Result<String, ControlFailure> {
+            let stream = std::os::unix::net::UnixStream::connect(&socket)
+                .map_err(ControlFailure::Connect)?;
+            stream
+                .set_read_timeout(Some(wait))
+                .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(10))))
+                .map_err(ControlFailure::Io)?;
+            let mut line = serde_json::to_string(&request)
+                .map_err(|e| ControlFailure::Io(std::io::Error::other(e)))?;
+            line.push('\n');
+            match &fd {
+                Some(fd) => crate::vmm::fdpass::send_with_fd(&stream, line.as_bytes(), fd.as_fd()),
+                None => (&stream).write_all(line.as_bytes()),
+            }
+            .map_err(ControlFailure::Io)?;
+            // The descriptor is the VMM's now (or lost with the connection).
+            drop(fd);
+            let mut reply = String::new();
+            std::io::BufReader::new((&stream).take(MAX_REPLY))
+                .read_line(&mut reply)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        ControlFailure::TimedOut
+                    }
+                    _ => ControlFailure::Io(e),
+                })?;
+            Ok(reply)
+        };
+        Ok(tokio::task::spawn_blocking(exchange).await??)
+    }
+
+    /// Hot-adds the NIC of `port`: its tap from the dataplane, its MAC, named after it.
+    pub async fn attach_nic(&self, id: &str, port: &ServerPort) -> DriverResult<()> {
+        let dataplane = self
+            .dataplane
+            .get()
+            .ok_or_else(|| DriverError::Device("no dataplane: a NIC has no tap".into()))?;
+        let tap = dataplane
+            .tap_for_port(&port.port_id)
+            .await
+            .map_err(|e| DriverError::Device(format!("port {}: {e}", port.port_id)))?;
+        let request = Request::AddNet {
+            id: Some(nic_device_id(&port.port_id)),
+            tap: Some(crate::dataplane::desired::tap_name(&port.port_id)),
+            mac: Some(port.mac.clone()),
+        };
+        let reply = self
+            .hotplug_call(id, request, Some(tap), Duration::from_secs(30))
+            .await?;
+        // Already plugged: an attach retried after serve stopped half way.
+        if refusal_kind(&reply).as_deref() == Some("duplicate_id") {
+            return Ok(());
+        }
+        decode_reply::<DeviceReply>(&reply)
+            .map(drop)
+            .map_err(|e| ControlFailure::Reply(e).into())
+    }
+
+    /// Removes the NIC of `port`: by its name, or (a VMM started by an older serve, whose
+    /// NICs are `net<N>` in port order) by its position.
+    pub async fn detach_nic(&self, id: &str, port: &ServerPort, index: usize) -> DriverResult<()> {
+        for device in [nic_device_id(&port.port_id), format!("net{index}")] {
+            let request = Request::RemoveDevice {
+                id: device.clone(),
+                timeout_s: Some(EJECT_WAIT_S),
+            };
+            let reply = self
+                .hotplug_call(id, request, None, Duration::from_secs(EJECT_WAIT_S + 10))
+                .await?;
+            match refusal_kind(&reply).as_deref() {
+                Some("unknown_id") => continue,
+                Some("eject_timeout") => return Err(DriverError::EjectTimeout(device)),
+                _ => {
+                    return decode_reply::<DeviceReply>(&reply)
+                        .map(drop)
+                        .map_err(|e| ControlFailure::Reply(e).into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ComputeDriver for Virt {
@@ -931,6 +1032,23 @@ impl ComputeDriver for Virt {
 
     fn console_stream<'a>(&'a self, id: &'a str) -> DriverFuture<'a, DriverResult<ConsoleStream>> {
         Box::pin(Virt::console_stream(self, id))
+    }
+
+    fn attach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::attach_nic(self, id, port))
+    }
+
+    fn detach_nic<'a>(
+        &'a self,
+        id: &'a str,
+        port: &'a ServerPort,
+        index: usize,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::detach_nic(self, id, port, index))
     }
 
     fn is_alive(&self, id: &str) -> bool {

@@ -33,6 +33,15 @@ pub enum AcpiError {
     Write(#[from] vm_memory::GuestMemoryError),
 }
 
+/// AML already encoded (the hotplug controller's part of `PCI0`).
+struct RawAml(Vec<u8>);
+
+impl Aml for RawAml {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
 fn bytes_of(t: &dyn Aml) -> Vec<u8> {
     let mut v = Vec::new();
     t.to_aml_bytes(&mut v);
@@ -60,7 +69,10 @@ pub fn dsdt_aml() -> Vec<u8> {
     )
     .to_aml_bytes(&mut out);
 
-    // The PCI host bridge.
+    // The PCI host bridge, with the hotplug slots of bus 0 (devices::hotplug).
+    let mut hotplug = Vec::new();
+    super::devices::hotplug::pci0_aml(&mut hotplug);
+    let hotplug = RawAml(hotplug);
     aml::Device::new(
         "_SB_.PCI0".into(),
         vec![
@@ -86,6 +98,7 @@ pub fn dsdt_aml() -> Vec<u8> {
                     ),
                 ]),
             ),
+            &hotplug,
         ],
     )
     .to_aml_bytes(&mut out);
@@ -98,11 +111,10 @@ pub fn dsdt_aml() -> Vec<u8> {
             &aml::Name::new("_UID".into(), &aml::ZERO),
             &aml::Name::new(
                 "_CRS".into(),
-                &aml::ResourceTemplate::new(vec![&aml::Memory32Fixed::new(
-                    false,
-                    ECAM_START as u32,
-                    ECAM_SIZE as u32,
-                )]),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::Memory32Fixed::new(false, ECAM_START as u32, ECAM_SIZE as u32),
+                    &aml::IO::new(HOTPLUG_PORT, HOTPLUG_PORT, 1, 16),
+                ]),
             ),
         ],
     )
@@ -185,6 +197,11 @@ pub fn dsdt_aml() -> Vec<u8> {
                     &aml::If::new(
                         &aml::Equal::new(&aml::Local(1), &1u8),
                         vec![&aml::Notify::new(&aml::Path::new("\\_SB_.PWRB"), &0x80u8)],
+                    ),
+                    &aml::And::new(&aml::Local(1), &aml::Local(0), &2u8),
+                    &aml::If::new(
+                        &aml::Equal::new(&aml::Local(1), &2u8),
+                        vec![&aml::MethodCall::new("\\_SB_.PCI0.PCNT".into(), vec![])],
                     ),
                 ],
             ),
@@ -362,5 +379,68 @@ mod tests {
             assert!(!dsl.contains("**** Unknown"), "{name}: {dsl}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod hotplug_tests {
+    use super::*;
+
+    /// The DSDT's hotplug AML, disassembled by acpica-tools' `iasl -d` when it is installed:
+    /// every slot device with _ADR, _SUN and _EJ0, PCNT's two DVNT calls, and the GED calling
+    /// PCNT on its PCI-hotplug bit.
+    #[test]
+    fn dsdt_hotplug_aml_disassembles() {
+        let aml = dsdt_aml();
+        let evt_calls_pcnt = [
+            b'\\', 0x2f, 0x03, b'_', b'S', b'B', b'_', b'P', b'C', b'I', b'0',
+        ];
+        assert!(
+            aml.windows(evt_calls_pcnt.len())
+                .any(|w| w == evt_calls_pcnt)
+        );
+        if std::process::Command::new("iasl")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: iasl (acpica-tools) is not installed");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("yunhe-hp-acpi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let dsdt = &build_tables(1)
+            .into_iter()
+            .find(|(_, t)| &t[..4] == b"DSDT")
+            .expect("DSDT")
+            .1;
+        std::fs::write(dir.join("dsdt.dat"), dsdt).expect("write");
+        let out = std::process::Command::new("iasl")
+            .arg("-d")
+            .arg("dsdt.dat")
+            .current_dir(&dir)
+            .output()
+            .expect("iasl");
+        assert!(out.status.success());
+        let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).expect("dsl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let compact: String = dsl.split_whitespace().collect::<Vec<_>>().join(" ");
+        for want in [
+            "OperationRegion (PCST, SystemIO, 0xAE00, 0x10)",
+            "Method (PCEJ, 1, Serialized)",
+            "B0EJ = (One << Arg0)",
+            "Device (S001)",
+            "Device (S031)",
+            "Name (_ADR, 0x001F0000)",
+            "Name (_SUN, 0x1F)",
+            "Method (_EJ0, 1, NotSerialized)",
+            "PCEJ (_SUN)",
+            "Notify (S031, Arg1)",
+            "DVNT (PCIU, One)",
+            "DVNT (PCID, 0x03)",
+            "\\_SB.PCI0.PCNT ()",
+        ] {
+            assert!(compact.contains(want), "{want} missing in:\n{dsl}");
+        }
     }
 }

@@ -19,13 +19,15 @@ use super::bus::{Bus, lock};
 use super::console::Console;
 use super::cpu;
 use super::devices::factory::NamedDevices;
+use super::devices::hotplug::{HOTPLUG_PORTS, HotplugController};
 use super::devices::legacy::acpi_pm::{AcpiSleep, Ged};
 use super::devices::legacy::boot_timer::{BootTimer, BootTimes};
 use super::devices::legacy::i8042::I8042;
 use super::devices::legacy::rtc::Rtc;
 use super::devices::legacy::serial::SerialDevice;
-use super::devices::pci::{GsiRouting, MsixInterrupts, PciConfigIo, PciEcam, PciMmio, PciRoot};
-use super::devices::virtio::pci::VirtioPciDevice;
+use super::devices::pci::{
+    GsiRouting, PciConfigIo, PciEcam, PciMmio, PciRoot, SlotConfig, plug_device,
+};
 use super::guests::PROBE_ELF;
 use super::layout::*;
 use super::snapshot::{self, SnapshotError, VmState};
@@ -137,36 +139,52 @@ impl Vm {
         let (ged, ged_trigger) = Ged::new(ged_irq.clone());
         io_bus.insert(Arc::new(Mutex::new(ged)), u64::from(GED_PORT), 1)?;
 
-        // PCI.
-        let pci = Arc::new(Mutex::new(PciRoot::new(vm.clone())));
+        // PCI, and its hotplug controller (a guest's eject unplugs the device at once).
+        let pci = Arc::new(Mutex::new(PciRoot::new(vm.clone())?));
         let routing = Arc::new(GsiRouting::new(vm.clone()));
-        let mut next_gsi = FIRST_MSI_GSI;
-        let mut device_names = Vec::new();
+        let (hotplug, hotplug_handle) = {
+            let pci = pci.clone();
+            HotplugController::new(Some(Box::new(move |slot| {
+                lock(&pci).remove(slot);
+            })))
+        };
+        io_bus.insert(
+            Arc::new(Mutex::new(hotplug)),
+            u64::from(HOTPLUG_PORT),
+            HOTPLUG_PORTS,
+        )?;
         let built = devices(config)?;
-        if let Some((_, state)) = restore
-            && state.devices.len() != built.len()
-        {
-            return Err(VmError::Snapshot(SnapshotError::Corrupt(
-                "device count".into(),
-            )));
-        }
-        for (slot, (name, dev)) in built.into_iter().enumerate() {
-            let vectors = dev.queue_max_sizes().len() as u16 + 1;
-            let sink = Arc::new(MsixInterrupts::new(
-                &vm,
-                routing.clone(),
-                next_gsi,
-                vectors,
-            )?);
-            next_gsi += u32::from(vectors);
-            let bar0 = lock(&pci).next_bar0()?;
-            let pdev = match restore.and_then(|(_, st)| st.devices.get(slot)) {
-                Some(st) => VirtioPciDevice::restore(dev, mem.clone(), sink, st),
-                None => VirtioPciDevice::new(dev, mem.clone(), sink, bar0),
+        let kinds = SlotConfig::of(config);
+        let placement: Vec<(String, u8)> = match restore {
+            Some((_, state)) => {
+                if state.devices.len() != built.len()
+                    || !(state.placement.is_empty() || state.placement.len() == built.len())
+                {
+                    return Err(VmError::Snapshot(SnapshotError::Corrupt(
+                        "device count".into(),
+                    )));
+                }
+                state.placement.clone()
             }
-            .map_err(|e| VmError::Device(name.clone(), e.to_string()))?;
-            lock(&pci).add(pdev)?;
-            device_names.push(name);
+            None => Vec::new(),
+        };
+        for (i, (name, dev)) in built.into_iter().enumerate() {
+            let (name, slot) = match placement.get(i) {
+                Some((n, s)) => (n.clone(), *s),
+                None => (name, lock(&pci).free_slot()?),
+            };
+            let pdev = plug_device(
+                &vm,
+                &routing,
+                &mem,
+                dev,
+                slot,
+                restore.and_then(|(_, st)| st.devices.get(i)),
+                false,
+            )
+            .map_err(|e| VmError::Device(name.clone(), e))?;
+            let kind = kinds.get(i).cloned().unwrap_or(SlotConfig::Other);
+            lock(&pci).add_at(slot, name, kind, pdev.0, Some(pdev.1))?;
         }
         io_bus.insert(
             Arc::new(Mutex::new(PciConfigIo(pci.clone()))),
@@ -221,7 +239,7 @@ impl Vm {
             snapshot::apply_vm(&vm, state)?;
             // The saved APICs now hold what they held; only now can the devices' catch-up
             // interrupts reach the guest (docs on `resume_after_restore`).
-            for slot in lock(&pci).slots() {
+            for (_, slot) in lock(&pci).slots() {
                 lock(&slot.device).resume_after_restore();
             }
         }
@@ -234,7 +252,8 @@ impl Vm {
             io_bus: Arc::new(io_bus),
             mmio_bus: Arc::new(mmio_bus),
             pci,
-            device_names,
+            routing,
+            hotplug: hotplug_handle,
             serial,
             console,
             events_tx,

@@ -5,7 +5,7 @@
 //! that started it; a restarted control plane re-attaches by connecting to the
 //! socket again.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,8 +21,9 @@ use super::VmmArgs;
 use super::bus::lock;
 use super::console::Console;
 use super::devices::legacy::VmEvent;
+use super::fdpass::FdReader;
 use super::vm::{RunningVm, Vm};
-use super::vmm_config::VmConfig;
+use super::vmm_config::{NetConfig, VmConfig};
 
 /// The `yunhe vmm` spec file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,6 +106,45 @@ pub enum Request {
     Save {
         /// The state directory (created).
         dir: PathBuf,
+    },
+    /// Hot-add a virtio-blk disk whose image descriptor comes with the request line
+    /// (SCM_RIGHTS) ([`DeviceReply`]).
+    AddDisk {
+        /// The device's id (`disk<N>` when absent): what `remove_device` takes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The image's path as the client knows it (recorded by `save`, never opened).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        /// Attach read-only.
+        #[serde(default)]
+        read_only: bool,
+        /// The serial the guest sees (the id when absent; at most 20 characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
+    },
+    /// Hot-add a virtio-net NIC whose tap descriptor comes with the request line
+    /// (SCM_RIGHTS) ([`DeviceReply`]).
+    AddNet {
+        /// The device's id (`net<N>` when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The tap's name (recorded by `save`, never opened).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tap: Option<String>,
+        /// MAC address (a random locally administered one when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// Ask the guest to eject device `id` and wait for it ([`DeviceReply`]); refused with
+    /// kind `eject_timeout` when the guest does not eject within `timeout_s` (default 10, at
+    /// most 120).
+    RemoveDevice {
+        /// The device's id (as `add_disk`/`add_net` replied, or `disk0`, `net0`...).
+        id: String,
+        /// Seconds to wait for the guest's eject.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_s: Option<u64>,
     },
 }
 
@@ -195,6 +235,28 @@ pub struct ConsoleReply {
     pub console: bool,
 }
 
+/// The reply to `add_disk`, `add_net` and `remove_device`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceReply {
+    /// The device's id.
+    pub id: String,
+    /// Its PCI slot (device number on bus 0).
+    pub slot: u8,
+    /// A NIC's MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The kind of a refused hotplug request (`kind` beside `error` in the refusal), as
+/// [`refusal_kind`] reads it.
+pub fn refusal_kind(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line.trim()).ok()?;
+    if v.get("ok") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    v.get("kind").and_then(Value::as_str).map(str::to_string)
+}
+
 /// A successful reply of any command (what the server sends).
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
@@ -205,6 +267,7 @@ pub enum Reply {
     Stats(StatsReply),
     Saved(SavedReply),
     Console(ConsoleReply),
+    Device(DeviceReply),
 }
 
 /// A reply that says `"ok": false`.
@@ -317,8 +380,24 @@ fn state(state: VmmState) -> Reply {
     Reply::State(StateReply { state })
 }
 
-/// Handles one request; `None` means "switch to console mode".
-fn handle(shared: &Shared, line: &str) -> Option<String> {
+/// A refusal of a hotplug request: `error` and its `kind`.
+fn hotplug_error(e: super::hotplug::HotplugError) -> String {
+    let mut s = json!({ "ok": false, "error": e.to_string(), "kind": e.kind() }).to_string();
+    s.push('\n');
+    s
+}
+
+fn device_reply(added: super::hotplug::Added) -> String {
+    ok(Reply::Device(DeviceReply {
+        id: added.id,
+        slot: added.slot,
+        mac: added.mac,
+    }))
+}
+
+/// Handles one request; `None` means "switch to console mode". `fd`: the descriptor that
+/// came with the request line, if any.
+fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Option<String> {
     let req: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return Some(error(format!("bad request: {e}"))),
@@ -397,6 +476,65 @@ fn handle(shared: &Shared, line: &str) -> Option<String> {
                 error(e)
             }
         },
+        Request::AddDisk {
+            id,
+            path,
+            read_only,
+            serial,
+        } => {
+            let Some(fd) = fd else {
+                return Some(error(
+                    "add_disk: the image's descriptor must come with the request",
+                ));
+            };
+            match vm.add_disk(super::hotplug::DiskRequest {
+                file: std::fs::File::from(fd),
+                read_only,
+                serial,
+                id,
+                path,
+            }) {
+                Ok(a) => device_reply(a),
+                Err(e) => hotplug_error(e),
+            }
+        }
+        Request::AddNet { id, tap, mac } => {
+            let Some(fd) = fd else {
+                return Some(error(
+                    "add_net: the tap's descriptor must come with the request",
+                ));
+            };
+            match vm.add_net(super::hotplug::NetRequest {
+                tap_fd: fd,
+                tap,
+                mac,
+                id,
+            }) {
+                Ok(a) => device_reply(a),
+                Err(e) => hotplug_error(e),
+            }
+        }
+        Request::RemoveDevice { id, timeout_s } => {
+            let timeout = match timeout_s {
+                None => super::hotplug::DEFAULT_EJECT_TIMEOUT,
+                Some(s) if (1..=super::hotplug::MAX_EJECT_TIMEOUT_S).contains(&s) => {
+                    Duration::from_secs(s)
+                }
+                Some(_) => {
+                    return Some(hotplug_error(super::hotplug::HotplugError::Invalid(
+                        format!("timeout_s is 1 to {}", super::hotplug::MAX_EJECT_TIMEOUT_S),
+                    )));
+                }
+            };
+            match vm.remove_device(&id, timeout) {
+                Ok(slot) => ok(Reply::Device(DeviceReply {
+                    id,
+                    slot,
+                    mac: None,
+                })),
+                Err(e) => hotplug_error(e),
+            }
+        }
         Request::Console => return None,
     })
 }
@@ -405,12 +543,12 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
+    let mut reader = FdReader::new(read_half);
     let mut writer = stream;
     let mut line = String::new();
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_line(&mut line, 64 * 1024) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -422,7 +560,9 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
         if trimmed.is_empty() {
             continue;
         }
-        match handle(&shared, trimmed) {
+        let fd = reader.take_fd();
+        reader.drop_fds();
+        match handle(&shared, trimmed, fd) {
             Some(r) => {
                 let written = writer.write_all(r.as_bytes()).and_then(|()| writer.flush());
                 // A stop (or save) ends the process: only after the reply is out.
@@ -463,7 +603,7 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
 /// (waking a write blocked on a client that stopped reading); an output
 /// thread that fails to write, or is dropped for falling behind, shuts the
 /// socket down so the input loop ends too.
-fn console_mode(shared: &Shared, mut reader: BufReader<UnixStream>, mut writer: UnixStream) {
+fn console_mode(shared: &Shared, mut reader: FdReader, mut writer: UnixStream) {
     let (backlog, rx, subscriber) = shared.console.subscribe();
     let out = std::thread::Builder::new()
         .name("yunhe-console".into())
@@ -510,6 +650,62 @@ fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     UnixListener::bind(path).map_err(|e| ControlError::Listen(path.display().to_string(), e))
 }
 
+/// Gives each saved NIC the tap the spawner hands over for it now: the one with the same MAC
+/// address (hot-added and removed NICs can leave the saved order, which follows the PCI slots,
+/// different from the spawner's), else the one at the same position.
+fn adopt_taps(saved: &mut [NetConfig], now: &[NetConfig]) {
+    let mac_of = |n: &NetConfig| n.mac.as_deref().and_then(super::parse_mac);
+    let mut taken = vec![false; now.len()];
+    let mut pending = Vec::new();
+    for (i, s) in saved.iter_mut().enumerate() {
+        let found = mac_of(s).and_then(|m| {
+            now.iter()
+                .enumerate()
+                .find(|(j, n)| !taken[*j] && mac_of(n) == Some(m))
+                .map(|(j, _)| j)
+        });
+        match found {
+            Some(j) => {
+                taken[j] = true;
+                s.fd = now[j].fd;
+                s.tap = now[j].tap.clone();
+            }
+            None => pending.push(i),
+        }
+    }
+    for i in pending {
+        let same_place = (i < now.len() && !taken[i]).then_some(i);
+        if let Some(j) = same_place.or_else(|| (0..now.len()).find(|j| !taken[*j])) {
+            taken[j] = true;
+            saved[i].fd = now[j].fd;
+            saved[i].tap = now[j].tap.clone();
+        }
+    }
+}
+
+/// `config` with each descriptor the spec handed over replaced by a fresh duplicate: a boot's
+/// devices own (and close) their copies, and the originals stay open for the VMM's life, so a
+/// reboot (which builds the devices again) finds its disks and taps open. Without this the
+/// second build found the first one's closed descriptor (or another file under its number).
+fn boot_config(config: &VmConfig) -> VmConfig {
+    let dup = |fd: Option<i32>| {
+        fd.map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor for the same file; `fd` is
+            // one the spec handed over, which nothing closes while the VMM runs.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if copy >= 0 { copy } else { fd }
+        })
+    };
+    let mut c = config.clone();
+    for d in &mut c.disks {
+        d.fd = dup(d.fd);
+    }
+    for n in &mut c.nets {
+        n.fd = dup(n.fd);
+    }
+    c
+}
+
 fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let text = std::fs::read_to_string(spec_path)
         .map_err(|e| ControlError::SpecRead(spec_path.display().to_string(), e))?;
@@ -528,10 +724,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
                 c.console_log = vm.console_log.clone();
                 // The saved NICs' tap descriptors were the old process's:
                 // the spawner hands this one the same taps anew.
-                for (saved, now) in c.nets.iter_mut().zip(&vm.nets) {
-                    saved.fd = now.fd;
-                    saved.tap = now.tap.clone();
-                }
+                adopt_taps(&mut c.nets, &vm.nets);
             }
             c
         }
@@ -612,8 +805,14 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         } else {
             None
         };
-        let vm = match Vm::new(&config, console.clone(), super::virtio_devices, start, from)
-            .and_then(|v| v.start())
+        let vm = match Vm::new(
+            &boot_config(&config),
+            console.clone(),
+            super::virtio_devices,
+            start,
+            from,
+        )
+        .and_then(|v| v.start())
         {
             Ok(v) => Arc::new(v),
             Err(e) => {
@@ -681,6 +880,129 @@ mod tests {
         let vm = spec.vm.expect("vm");
         assert_eq!(vm.cpus, 1);
         assert_eq!(vm.memory_mib, 64);
+    }
+
+    /// A restore gives each saved NIC the tap of the same MAC, whatever the order.
+    #[test]
+    fn restored_nics_adopt_the_tap_of_their_mac() {
+        let net = |tap: &str, mac: Option<&str>, fd: Option<i32>| NetConfig {
+            tap: tap.into(),
+            mac: mac.map(str::to_string),
+            fd,
+            id: None,
+        };
+        let mut saved = vec![
+            net("old-c", Some("fa:16:3e:00:00:0c"), None),
+            net("old-b", Some("fa:16:3e:00:00:0b"), None),
+            net("old-x", None, None),
+        ];
+        let now = vec![
+            net("tap-b", Some("FA:16:3E:00:00:0B"), Some(10)),
+            net("tap-c", Some("fa:16:3e:00:00:0c"), Some(11)),
+            net("tap-x", Some("fa:16:3e:00:00:0d"), Some(12)),
+        ];
+        adopt_taps(&mut saved, &now);
+        let got: Vec<_> = saved.iter().map(|n| (n.tap.as_str(), n.fd)).collect();
+        assert_eq!(
+            got,
+            [
+                ("tap-c", Some(11)),
+                ("tap-b", Some(10)),
+                ("tap-x", Some(12))
+            ]
+        );
+    }
+
+    /// Every boot builds its devices on duplicates: the originals stay open.
+    #[test]
+    fn each_boot_gets_duplicates_of_the_handed_over_descriptors() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let file = std::fs::File::open("/proc/self/exe").expect("a file");
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().expect("pair");
+        let raw_tap = std::os::fd::OwnedFd::from(a).into_raw_fd();
+        let mut vm: VmConfig = serde_json::from_str(
+            r#"{"boot":{"type":"probe"},"memory_mib":64,"cpus":1,"disks":[],"nets":[],"rng":false}"#,
+        )
+        .expect("config");
+        vm.nets.push(NetConfig {
+            tap: "t".into(),
+            mac: None,
+            fd: Some(raw_tap),
+            id: None,
+        });
+        vm.disks.push(crate::vmm::vmm_config::DiskConfig {
+            path: "/proc/self/exe".into(),
+            read_only: true,
+            serial: None,
+            fd: Some(file.as_raw_fd()),
+        });
+        for _ in 0..2 {
+            let boot = boot_config(&vm);
+            for (copy, original) in [
+                (boot.nets[0].fd, raw_tap),
+                (boot.disks[0].fd, file.as_raw_fd()),
+            ] {
+                let copy = copy.expect("a descriptor");
+                assert_ne!(copy, original);
+                // SAFETY: `copy` is the duplicate boot_config made for this test; closed once.
+                drop(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy)
+                });
+            }
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            let open = unsafe { libc::fcntl(raw_tap, libc::F_GETFD) } >= 0;
+            assert!(open, "the original stays open");
+        }
+        // SAFETY: the test made `raw_tap` above and closes it once, here.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw_tap) });
+    }
+
+    /// The hotplug requests and replies compute will send and read (docs/vmm.md).
+    #[test]
+    fn hotplug_wire_format() {
+        let line = |r: &Request| serde_json::to_string(r).expect("request");
+        assert_eq!(
+            line(&Request::AddDisk {
+                id: Some("vol1".into()),
+                path: None,
+                read_only: true,
+                serial: None
+            }),
+            r#"{"cmd":"add_disk","id":"vol1","read_only":true}"#
+        );
+        assert_eq!(
+            line(&Request::RemoveDevice {
+                id: "nic1".into(),
+                timeout_s: Some(30)
+            }),
+            r#"{"cmd":"remove_device","id":"nic1","timeout_s":30}"#
+        );
+        assert!(matches!(
+            serde_json::from_str::<Request>(r#"{"cmd":"add_net","tap":"tap0"}"#),
+            Ok(Request::AddNet {
+                tap: Some(_),
+                id: None,
+                mac: None
+            })
+        ));
+        let reply = encode_reply(Ok(Reply::Device(DeviceReply {
+            id: "nic1".into(),
+            slot: 4,
+            mac: Some("52:54:00:00:00:01".into()),
+        })));
+        assert_eq!(
+            reply,
+            "{\"id\":\"nic1\",\"mac\":\"52:54:00:00:00:01\",\"ok\":true,\"slot\":4}\n"
+        );
+        let back: DeviceReply = decode_reply(&reply).expect("device reply");
+        assert_eq!(back.slot, 4);
+        let refused = hotplug_error(super::super::hotplug::HotplugError::NoFreeSlot);
+        assert_eq!(refusal_kind(&refused).as_deref(), Some("no_free_slot"));
+        assert!(matches!(
+            decode_reply::<DeviceReply>(&refused),
+            Err(ReplyError::Refused(_))
+        ));
+        assert_eq!(refusal_kind(&reply), None);
     }
 
     /// The lines are those the VMMs of earlier builds send and expect: a

@@ -46,6 +46,39 @@ pub enum CtlCommand {
         /// The state directory (created).
         dir: PathBuf,
     },
+    /// Hot-add a virtio-blk disk: PATH is opened here and its descriptor passed to the VMM.
+    AddDisk {
+        /// The image (a raw file or block device).
+        path: PathBuf,
+        /// Attach read-only (the file is opened read-only).
+        #[arg(long)]
+        ro: bool,
+        /// The device's id (default: disk<N>).
+        #[arg(long)]
+        id: Option<String>,
+        /// The serial the guest sees (default: the id).
+        #[arg(long)]
+        serial: Option<String>,
+    },
+    /// Hot-add a virtio-net NIC on the existing tap TAP (opened here, passed to the VMM).
+    AddNet {
+        /// The tap's name.
+        tap: String,
+        /// MAC address (default: a random local one).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The device's id (default: net<N>).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Ask the guest to eject device ID and wait until it did.
+    Remove {
+        /// The device's id (as add-disk/add-net printed, or disk0, net0...).
+        id: String,
+        /// Seconds to wait for the guest (1 to 120; default 10).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Bridge the serial console to stdin/stdout (raw mode on a tty; Ctrl-A x
     /// detaches). When stdin ends, output is still copied for `--linger` seconds.
     Console {
@@ -76,6 +109,25 @@ pub enum CtlError {
     /// --linger must be a number of seconds between 0 and 3600
     #[error("--linger must be a number of seconds between 0 and 3600")]
     Linger,
+    /// Cannot open {0}: {1}
+    #[error("cannot open {0}: {1}")]
+    Open(String, String),
+}
+
+/// The descriptor a command hands over with its request (the disk image, the tap).
+fn descriptor(cmd: &CtlCommand) -> Result<Option<std::os::fd::OwnedFd>, CtlError> {
+    match cmd {
+        CtlCommand::AddDisk { path, ro, .. } => std::fs::OpenOptions::new()
+            .read(true)
+            .write(!ro)
+            .open(path)
+            .map(|f| Some(f.into()))
+            .map_err(|e| CtlError::Open(path.display().to_string(), e.to_string())),
+        CtlCommand::AddNet { tap, .. } => super::devices::virtio::net::open_tap(tap)
+            .map(|b| Some(b.into_fd()))
+            .map_err(|e| CtlError::Open(format!("tap {tap}"), e.to_string())),
+        _ => Ok(None),
+    }
 }
 
 /// The request line for a command (a [`Request`] of the control protocol).
@@ -90,6 +142,26 @@ pub fn request(cmd: &CtlCommand) -> Value {
         CtlCommand::Stats => Request::Stats,
         CtlCommand::Save { dir } => Request::Save { dir: dir.clone() },
         CtlCommand::Console { .. } => Request::Console,
+        CtlCommand::AddDisk {
+            path,
+            ro,
+            id,
+            serial,
+        } => Request::AddDisk {
+            id: id.clone(),
+            path: Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
+            read_only: *ro,
+            serial: serial.clone(),
+        },
+        CtlCommand::AddNet { tap, mac, id } => Request::AddNet {
+            id: id.clone(),
+            tap: Some(tap.clone()),
+            mac: mac.clone(),
+        },
+        CtlCommand::Remove { id, timeout } => Request::RemoveDevice {
+            id: id.clone(),
+            timeout_s: *timeout,
+        },
     };
     serde_json::to_value(request).unwrap_or(Value::Null)
 }
@@ -100,12 +172,18 @@ pub fn check_reply(line: &str) -> Result<Value, CtlError> {
         serde_json::from_str(line.trim()).map_err(|_| CtlError::BadReply(line.trim().into()))?;
     match v.get("ok") {
         Some(Value::Bool(true)) => Ok(v),
-        Some(Value::Bool(false)) => Err(CtlError::Refused(
-            v.get("error")
+        Some(Value::Bool(false)) => {
+            let msg = v
+                .get("error")
                 .and_then(Value::as_str)
-                .unwrap_or("no reason given")
-                .to_string(),
-        )),
+                .unwrap_or("no reason given");
+            Err(CtlError::Refused(
+                match super::control::refusal_kind(line) {
+                    Some(kind) => format!("{msg} [{kind}]"),
+                    None => msg.to_string(),
+                },
+            ))
+        }
         _ => Err(CtlError::BadReply(line.trim().into())),
     }
 }
@@ -115,7 +193,13 @@ fn exchange(args: &VmCtlArgs) -> Result<Option<(UnixStream, BufReader<UnixStream
         .map_err(|e| CtlError::Connect(args.socket.display().to_string(), e))?;
     let mut line = request(&args.command).to_string();
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    match descriptor(&args.command)? {
+        Some(fd) => {
+            use std::os::fd::AsFd;
+            super::fdpass::send_with_fd(&stream, line.as_bytes(), fd.as_fd())?
+        }
+        None => stream.write_all(line.as_bytes())?,
+    }
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut reply = String::new();
     if reader.read_line(&mut reply)? == 0 {
@@ -240,6 +324,21 @@ mod tests {
                 dir: "/tmp/x".into(),
             },
             CtlCommand::Console { linger: 1.0 },
+            CtlCommand::AddDisk {
+                path: "/tmp/d.img".into(),
+                ro: true,
+                id: Some("vol1".into()),
+                serial: None,
+            },
+            CtlCommand::AddNet {
+                tap: "tap0".into(),
+                mac: None,
+                id: None,
+            },
+            CtlCommand::Remove {
+                id: "vol1".into(),
+                timeout: Some(5),
+            },
         ] {
             let line = request(&cmd).to_string();
             let parsed: Result<super::super::control::Request, _> = serde_json::from_str(&line);

@@ -81,6 +81,8 @@ pub const SLEEP_CONTROL_PORT: u16 = 0x3c0;
 pub const SLEEP_STATUS_PORT: u16 = 0x3c1;
 /// Generic Event Device: pending-event register, read by the DSDT's _EVT.
 pub const GED_PORT: u16 = 0x3c4;
+/// PCI hotplug registers (`devices::hotplug`): 16 ports.
+pub const HOTPLUG_PORT: u16 = 0xae00;
 /// GED interrupt (edge, active high).
 pub const GED_GSI: u32 = 5;
 /// PCI configuration mechanism #1.

@@ -16,7 +16,9 @@ pub mod cpu_probe;
 pub mod ctl;
 pub mod devices;
 pub mod diskboot;
+pub mod fdpass;
 pub mod guests;
+pub mod hotplug;
 pub mod jail;
 pub mod layout;
 pub mod memory;
@@ -192,6 +194,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, FrontEndError> {
         tap: tap.ok_or_else(|| FrontEndError::Net(s.into()))?,
         mac,
         fd: None,
+        id: None,
     })
 }
 

@@ -36,7 +36,14 @@ impl RunningVm {
         // not in the saved APICs; the restored devices raise them again
         // (`VirtioPciDevice::resume_after_restore`).
         let root = lock(&self.pci);
-        let quiesced: Vec<_> = root.slots().iter().map(|s| lock(&s.device)).collect();
+        // The bus as it is now (hot-added and removed devices included), in the factory's
+        // order so that restoring rebuilds it: see `current_config`.
+        let (config, order) = self.current_config(&root);
+        let slots: Vec<_> = order
+            .iter()
+            .filter_map(|(_, slot)| root.slots().find(|(s, _)| s == slot).map(|(_, s)| s))
+            .collect();
+        let quiesced: Vec<_> = slots.iter().map(|s| lock(&s.device)).collect();
         let devices = quiesced.iter().map(|d| d.save_state()).collect();
         let memory = snapshot::save_memory(&self.mem, dir)?;
         drop(quiesced);
@@ -44,7 +51,8 @@ impl RunningVm {
         let state = VmState {
             format: snapshot::FORMAT.into(),
             version: snapshot::VERSION,
-            config: self.config.clone(),
+            config,
+            placement: order,
             vcpus,
             irqchips,
             pit,

@@ -232,8 +232,13 @@ pub struct VmState {
     pub saved_at_unix_ns: u64,
     /// COM1.
     pub serial: SerialSnapshot,
-    /// virtio-pci devices in slot order.
+    /// virtio-pci devices in the order the device factory builds the configuration's
+    /// (disks, network cards, rng).
     pub devices: Vec<VirtioPciState>,
+    /// Each device's name and PCI slot, in the order of `devices` (empty in states saved before
+    /// hotplug: device `i` is then in slot `i + 1` with the factory's name).
+    #[serde(default)]
+    pub placement: Vec<(String, u8)>,
     /// RAM regions.
     pub memory: Vec<MemoryFile>,
 }

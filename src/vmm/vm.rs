@@ -26,12 +26,14 @@ use super::bus::{Bus, BusError, lock};
 use super::console::Console;
 use super::cpu::CpuError;
 use super::devices::factory::FactoryError;
+use super::devices::hotplug::HotplugHandle;
 use super::devices::legacy::acpi_pm::{GED_POWER_BUTTON, GedTrigger};
 use super::devices::legacy::boot_timer::BootTimes;
 use super::devices::legacy::serial::SerialDevice;
 use super::devices::legacy::{EventSender, VmEvent};
-use super::devices::pci::{PciRoot, PciRootError};
+use super::devices::pci::{GsiRouting, PciRoot, PciRootError};
 use super::devices::virtio::DeviceStats;
+use super::devices::virtio::pci::VirtioPciDevice;
 use super::snapshot::SnapshotError;
 use super::vcpu::{
     RunState, VcpuContext, VcpuControl, VcpuSlot, VcpuStats, kick_handler, kick_signal, vcpu_loop,
@@ -94,7 +96,8 @@ pub struct Vm {
     pub(super) io_bus: Arc<Bus>,
     pub(super) mmio_bus: Arc<Bus>,
     pub(super) pci: Arc<Mutex<PciRoot>>,
-    pub(super) device_names: Vec<String>,
+    pub(super) routing: Arc<GsiRouting>,
+    pub(super) hotplug: HotplugHandle,
     pub(super) serial: Arc<Mutex<SerialDevice>>,
     pub(super) console: Arc<Console>,
     pub(super) events_tx: EventSender,
@@ -158,7 +161,9 @@ impl Vm {
             vm: self.vm,
             mem: self.mem,
             pci: self.pci,
-            device_names: self.device_names,
+            routing: self.routing,
+            hotplug: self.hotplug,
+            hotplug_lock: Mutex::new(()),
             serial: self.serial,
             console: self.console,
             events_rx: Mutex::new(self.events_rx),
@@ -180,19 +185,25 @@ impl Vm {
 const STOP_TOKEN: u64 = u64::MAX;
 const BACKEND_FLAG: u64 = 1 << 40;
 
-fn device_loop(pci: &Arc<Mutex<PciRoot>>, stop: &EventFd) {
-    let Ok(epoll) = Epoll::new() else {
-        eprintln!("yunhe vmm: cannot create the device epoll");
-        return;
-    };
-    let mut fds: Vec<(Arc<EventFd>, usize, u16)> = Vec::new();
-    let mut devices = Vec::new();
-    {
+const CHANGED_TOKEN: u64 = u64::MAX - 1;
+
+/// What the device thread watches: queue-notify eventfds and backend fds of the plugged devices.
+#[derive(Default)]
+struct Watched {
+    fds: Vec<(Arc<EventFd>, usize, u16)>,
+    devices: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    backends: Vec<std::os::fd::RawFd>,
+}
+
+impl Watched {
+    /// Registers every plugged device's fds with `epoll`.
+    fn load(pci: &Arc<Mutex<PciRoot>>, epoll: &Epoll) -> Self {
+        let mut w = Watched::default();
         let root = lock(pci);
-        for (i, slot) in root.slots().iter().enumerate() {
-            devices.push(slot.device.clone());
+        for (i, (_, slot)) in root.slots().enumerate() {
+            w.devices.push(slot.device.clone());
             for (fd, q) in &slot.notify {
-                fds.push((fd.clone(), i, *q));
+                w.fds.push((fd.clone(), i, *q));
             }
             if let Some(backend) = lock(&slot.device).backend_fd() {
                 let ev = EpollEvent::new(
@@ -200,20 +211,51 @@ fn device_loop(pci: &Arc<Mutex<PciRoot>>, stop: &EventFd) {
                     BACKEND_FLAG | i as u64,
                 );
                 let _ = epoll.ctl(ControlOperation::Add, backend, ev);
+                w.backends.push(backend);
             }
         }
+        for (n, (fd, _, _)) in w.fds.iter().enumerate() {
+            let _ = epoll.ctl(
+                ControlOperation::Add,
+                fd.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, n as u64),
+            );
+        }
+        w
     }
-    for (n, (fd, _, _)) in fds.iter().enumerate() {
-        let _ = epoll.ctl(
-            ControlOperation::Add,
-            fd.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, n as u64),
-        );
+
+    /// Unregisters everything (while the fds are still open: this holds them).
+    fn unload(self, epoll: &Epoll) {
+        for (fd, _, _) in &self.fds {
+            let _ = epoll.ctl(
+                ControlOperation::Delete,
+                fd.as_raw_fd(),
+                EpollEvent::default(),
+            );
+        }
+        for fd in &self.backends {
+            let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
+        }
     }
+}
+
+fn device_loop(pci: &Arc<Mutex<PciRoot>>, stop: &EventFd) {
+    let Ok(epoll) = Epoll::new() else {
+        eprintln!("yunhe vmm: cannot create the device epoll");
+        return;
+    };
+    let changed = lock(pci).changed_fd();
+    let _ = changed.read();
+    let mut watched = Watched::load(pci, &epoll);
     let _ = epoll.ctl(
         ControlOperation::Add,
         stop.as_raw_fd(),
         EpollEvent::new(EventSet::IN, STOP_TOKEN),
+    );
+    let _ = epoll.ctl(
+        ControlOperation::Add,
+        changed.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, CHANGED_TOKEN),
     );
     if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Devices) {
         eprintln!("yunhe vmm: {e}");
@@ -234,15 +276,23 @@ fn device_loop(pci: &Arc<Mutex<PciRoot>>, stop: &EventFd) {
             if token == STOP_TOKEN {
                 return;
             }
+            if token == CHANGED_TOKEN {
+                // A device was plugged or unplugged: watch the bus as it is now (the rest of
+                // this batch's tokens may name the old list; they are dropped).
+                let _ = changed.read();
+                std::mem::take(&mut watched).unload(&epoll);
+                watched = Watched::load(pci, &epoll);
+                break;
+            }
             if token & BACKEND_FLAG != 0 {
-                if let Some(d) = devices.get((token & !BACKEND_FLAG) as usize) {
+                if let Some(d) = watched.devices.get((token & !BACKEND_FLAG) as usize) {
                     lock(d).process_backend();
                 }
                 continue;
             }
-            if let Some((fd, dev, q)) = fds.get(token as usize) {
+            if let Some((fd, dev, q)) = watched.fds.get(token as usize) {
                 let _ = fd.read();
-                if let Some(d) = devices.get(*dev) {
+                if let Some(d) = watched.devices.get(*dev) {
                     lock(d).process_queue(*q);
                 }
             }
@@ -291,12 +341,15 @@ pub struct RunningVm {
     pub(super) vm: Arc<VmFd>,
     pub(super) mem: GuestMemoryMmap,
     pub(super) pci: Arc<Mutex<PciRoot>>,
-    device_names: Vec<String>,
+    pub(super) routing: Arc<GsiRouting>,
+    pub(super) hotplug: HotplugHandle,
+    /// One hotplug request at a time (a removal waits for the guest without holding the bus).
+    pub(super) hotplug_lock: Mutex<()>,
     pub(super) serial: Arc<Mutex<SerialDevice>>,
     console: Arc<Console>,
     events_rx: Mutex<Receiver<VmEvent>>,
     events_tx: EventSender,
-    ged: GedTrigger,
+    pub(super) ged: GedTrigger,
     boot_times: BootTimes,
     control: Arc<VcpuControl>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -405,12 +458,10 @@ impl RunningVm {
         let root = lock(&self.pci);
         let devices = root
             .slots()
-            .iter()
-            .zip(&self.device_names)
-            .map(|(s, name)| {
+            .map(|(_, s)| {
                 let st: DeviceStats = lock(&s.device).device().stats();
                 DeviceStatsReport {
-                    name: name.clone(),
+                    name: s.name.clone(),
                     requests: st.requests,
                     errors: st.errors,
                     bytes_from_guest: st.bytes_from_guest,

@@ -61,6 +61,11 @@ pub struct NetConfig {
     /// instead of opening `tap`).
     #[serde(default)]
     pub fd: Option<i32>,
+    /// The device's name on the bus (`net<N>` when absent): what `remove_device` takes.
+    /// Compute names each NIC after its port, so that it can detach the NIC whatever
+    /// its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Everything needed to build a VM (also the `yunhe vmm` spec's `vm` part).

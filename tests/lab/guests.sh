@@ -59,7 +59,7 @@ cp "$OUT/micro/vmlinux" "$payload/kernels/micro-vmlinux"
 cp "$labdir/vmlinuz" "$payload/kernels/debian-vmlinuz"
 cp "$OUT"/cloud-kernel/vmlinuz-* "$payload/kernels/cloud-vmlinuz"
 cp "$OUT/tiny/tiny.cpio.gz" "$payload/"
-cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$payload/"
+cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$here/in/hotplug.sh" "$payload/"
 
 # a hung guest costs up to 2 x 150 s: the rounds of "only" get that much room each
 lab_timeout=900

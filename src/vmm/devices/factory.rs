@@ -41,6 +41,18 @@ fn inherited(fd: i32, name: &str) -> Result<OwnedFd, FactoryError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Longest device name.
+pub const MAX_ID_LEN: usize = 32;
+
+/// Whether `id` can name a device: 1 to [`MAX_ID_LEN`] of `A-Z a-z 0-9 . _ -`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Disks first, then network cards, then the rng: the probe and the tests rely on this order.
 pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
     let mut out: NamedDevices = Vec::new();
@@ -65,7 +77,19 @@ pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
         ));
     }
     for (i, n) in config.nets.iter().enumerate() {
-        let name = format!("net{i}");
+        let name = match &n.id {
+            Some(id) if !valid_id(id) => {
+                return Err(FactoryError::Device(
+                    format!("net{i}"),
+                    format!("a device id is 1 to {MAX_ID_LEN} of A-Z a-z 0-9 . _ -"),
+                ));
+            }
+            Some(id) if out.iter().any(|(n, _)| n == id) => {
+                return Err(FactoryError::Device(id.clone(), "a duplicate id".into()));
+            }
+            Some(id) => id.clone(),
+            None => format!("net{i}"),
+        };
         let mac = match &n.mac {
             Some(m) => parse_mac(m)
                 .ok_or_else(|| FactoryError::Device(name.clone(), format!("bad MAC {m:?}")))?,
@@ -82,4 +106,61 @@ pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
         out.push(("rng0".into(), Box::new(VirtioRng::new())));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::vmm_config::{BootSource, NetConfig};
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A NIC on one end of a datagram pair (the other end returned, to keep it open).
+    fn nic(id: Option<&str>) -> (NetConfig, UnixDatagram) {
+        let (a, b) = UnixDatagram::pair().expect("pair");
+        let fd = OwnedFd::from(a).into_raw_fd();
+        let config = NetConfig {
+            tap: "t".into(),
+            mac: None,
+            fd: Some(fd),
+            id: id.map(str::to_string),
+        };
+        (config, b)
+    }
+
+    fn config(nets: Vec<NetConfig>) -> VmConfig {
+        VmConfig {
+            boot: BootSource::Probe,
+            initrd: None,
+            cmdline: None,
+            memory_mib: 64,
+            cpus: 1,
+            disks: Vec::new(),
+            nets,
+            rng: true,
+            console_log: None,
+            log_boot_timer: false,
+            huge_pages: false,
+        }
+    }
+
+    #[test]
+    fn nics_take_their_id_as_name() {
+        let (named, _a) = nic(Some("5c0d51e2b3a44f6d8e9a0b1c2d3e4f50"));
+        let (plain, _b) = nic(None);
+        let built = build(&config(vec![named, plain])).expect("devices");
+        let names: Vec<&str> = built.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["5c0d51e2b3a44f6d8e9a0b1c2d3e4f50", "net1", "rng0"]);
+    }
+
+    #[test]
+    fn bad_and_duplicate_ids_are_refused() {
+        assert!(valid_id("net-1.a_b") && !valid_id("") && !valid_id("a/b"));
+        assert!(!valid_id(&"x".repeat(MAX_ID_LEN + 1)));
+        let (bad, _a) = nic(Some("a b"));
+        assert!(build(&config(vec![bad])).is_err());
+        let (first, _b) = nic(Some("same"));
+        let (second, _c) = nic(Some("same"));
+        assert!(build(&config(vec![first, second])).is_err());
+    }
 }

@@ -11,10 +11,16 @@ use kvm_bindings::{
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::virtio::pci::{BAR0_SIZE, BarWriteOutcome, ConfigWriteOutcome, VirtioPciDevice};
+use super::hotplug::MAX_SLOT;
+use super::virtio::VirtioDevice;
+use super::virtio::pci::{
+    BAR0_SIZE, BarWriteOutcome, ConfigWriteOutcome, VirtioPciDevice, VirtioPciState,
+};
 use super::virtio::{MsiMessage, PciInterruptSink};
 use crate::vmm::bus::{BusDevice, lock};
 use crate::vmm::layout::*;
+use crate::vmm::memory::GuestMemoryMmap;
+use crate::vmm::vmm_config::{DiskConfig, NetConfig, VmConfig};
 
 /// Errors wiring PCI devices.
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +150,63 @@ impl PciInterruptSink for MsixInterrupts {
     }
 }
 
+/// MSI-X GSIs each slot owns: slot `n` has `FIRST_MSI_GSI + (n - 1) * GSIS_PER_SLOT ..`.
+pub const GSIS_PER_SLOT: u32 = 16;
+
+/// The first GSI of slot `slot`'s MSI-X vectors.
+pub fn slot_gsi_base(slot: u8) -> u32 {
+    FIRST_MSI_GSI + u32::from(slot.saturating_sub(1)) * GSIS_PER_SLOT
+}
+
+impl MsixInterrupts {
+    /// Detaches the irqfds and drops the MSI routes (the device is being unplugged).
+    pub fn release(&self, vm: &VmFd) {
+        for (v, fd) in self.fds.iter().enumerate() {
+            let _ = vm.unregister_irqfd(fd, self.base_gsi + v as u32);
+            self.routing.set(self.base_gsi + v as u32, None);
+        }
+    }
+}
+
+/// What a slot's device is, as a saved configuration records it.
+#[derive(Clone, Debug)]
+pub enum SlotConfig {
+    /// A disk.
+    Disk(DiskConfig),
+    /// A network card.
+    Net(NetConfig),
+    /// The rng.
+    Rng,
+    /// Anything else (tests' devices).
+    Other,
+}
+
+impl SlotConfig {
+    /// One per device the factory builds from `config`, in its order (disks, nets, rng).
+    pub fn of(config: &VmConfig) -> Vec<SlotConfig> {
+        config
+            .disks
+            .iter()
+            .cloned()
+            .map(SlotConfig::Disk)
+            .chain(config.nets.iter().cloned().map(SlotConfig::Net))
+            .chain(config.rng.then_some(SlotConfig::Rng))
+            .collect()
+    }
+}
+
 /// A virtio-pci function plugged into the root, with its queue-notify eventfds.
 pub struct PciSlot {
+    /// The device's name (`disk0`, `net1`, or the id it was hot-added with).
+    pub name: String,
+    /// What it is, for a saved configuration.
+    pub kind: SlotConfig,
     /// The device (shared with the event thread).
     pub device: Arc<Mutex<VirtioPciDevice>>,
     /// One eventfd per queue: `(fd, queue index)`.
     pub notify: Vec<(Arc<EventFd>, u16)>,
+    /// Its MSI-X irqfds (released when it is unplugged).
+    pub interrupts: Option<Arc<MsixInterrupts>>,
 }
 
 /// Vendor/device id of the host bridge (Intel, as Cloud Hypervisor and QEMU use for theirs).
@@ -160,63 +217,148 @@ pub struct PciRoot {
     vm: Arc<VmFd>,
     config_address: u32,
     /// Device `n` of bus 0 is `slots[n - 1]` (device 0 is the host bridge).
-    slots: Vec<PciSlot>,
+    slots: Vec<Option<PciSlot>>,
+    /// Written when a device is plugged or unplugged: the device thread re-reads the slots.
+    changed: Arc<EventFd>,
 }
 
 impl PciRoot {
     /// An empty bus.
-    pub fn new(vm: Arc<VmFd>) -> Self {
-        PciRoot {
+    pub fn new(vm: Arc<VmFd>) -> Result<Self, PciRootError> {
+        Ok(PciRoot {
             vm,
             config_address: 0,
-            slots: Vec::new(),
-        }
+            slots: (0..MAX_SLOT).map(|_| None).collect(),
+            changed: Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(PciRootError::EventFd)?),
+        })
     }
 
-    /// The BAR 0 address the next device gets.
-    pub fn next_bar0(&self) -> Result<u64, PciRootError> {
-        let addr = PCI_MMIO_START + self.slots.len() as u64 * BAR0_SIZE;
-        if self.slots.len() >= 31 || addr + BAR0_SIZE > PCI_MMIO_START + PCI_MMIO_SIZE {
+    /// The eventfd written on every plug and unplug.
+    pub fn changed_fd(&self) -> Arc<EventFd> {
+        self.changed.clone()
+    }
+
+    /// The BAR 0 address a device cold-plugged into `slot` gets.
+    pub fn bar0_for(slot: u8) -> Result<u64, PciRootError> {
+        let addr = PCI_MMIO_START + u64::from(slot.saturating_sub(1)) * BAR0_SIZE;
+        if !(1..=MAX_SLOT).contains(&slot) || addr + BAR0_SIZE > PCI_MMIO_START + PCI_MMIO_SIZE {
             return Err(PciRootError::Full);
         }
         Ok(addr)
     }
 
-    /// Plugs `device` into the next slot and binds an ioeventfd to each queue's notify address.
-    pub fn add(&mut self, device: VirtioPciDevice) -> Result<(), PciRootError> {
-        if self.slots.len() >= 31 {
+    /// The first free slot.
+    pub fn free_slot(&self) -> Result<u8, PciRootError> {
+        self.slots
+            .iter()
+            .position(Option::is_none)
+            .map(|i| i as u8 + 1)
+            .ok_or(PciRootError::Full)
+    }
+
+    /// Plugs `device` into `slot` and binds an ioeventfd to each queue's notify address (a
+    /// hot-added device's BAR 0 is 0, unassigned, until the guest programs it: its eventfds
+    /// are bound then).
+    pub fn add_at(
+        &mut self,
+        slot: u8,
+        name: String,
+        kind: SlotConfig,
+        device: VirtioPciDevice,
+        interrupts: Option<Arc<MsixInterrupts>>,
+    ) -> Result<(), PciRootError> {
+        let entry = self
+            .slots
+            .get_mut(usize::from(slot).wrapping_sub(1))
+            .ok_or(PciRootError::Full)?;
+        if entry.is_some() {
             return Err(PciRootError::Full);
         }
+        let bar0 = device.bar0_address();
         let mut notify = Vec::new();
         for (addr, q) in device.notify_addresses() {
-            let fd = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(PciRootError::EventFd)?);
-            self.vm
-                .register_ioevent(&fd, &IoEventAddress::Mmio(addr), NoDatamatch)
-                .map_err(|e| PciRootError::Kvm("an ioeventfd", e))?;
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(PciRootError::EventFd)?;
+            if bar0 != 0
+                && let Err(e) =
+                    self.vm
+                        .register_ioevent(&fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            {
+                for (fd, q) in &notify {
+                    let _ = self.vm.unregister_ioevent(
+                        fd,
+                        &IoEventAddress::Mmio(notify_address(bar0, *q)),
+                        NoDatamatch,
+                    );
+                }
+                return Err(PciRootError::Kvm("an ioeventfd", e));
+            }
             notify.push((fd, q));
         }
-        self.slots.push(PciSlot {
+        let notify = notify
+            .into_iter()
+            .map(|(fd, q)| (Arc::new(fd), q))
+            .collect();
+        *entry = Some(PciSlot {
+            name,
+            kind,
             device: Arc::new(Mutex::new(device)),
             notify,
+            interrupts,
         });
+        let _ = self.changed.write(1);
         Ok(())
     }
 
-    /// The plugged devices.
-    pub fn slots(&self) -> &[PciSlot] {
-        &self.slots
+    /// Unplugs `slot`'s device: its notify ioeventfds and irqfds are released and the device
+    /// thread told to drop it. Returns the slot's contents.
+    pub fn remove(&mut self, slot: u8) -> Option<PciSlot> {
+        let s = self
+            .slots
+            .get_mut(usize::from(slot).wrapping_sub(1))?
+            .take()?;
+        let bar0 = lock(&s.device).bar0_address();
+        if bar0 != 0 {
+            for (fd, q) in &s.notify {
+                let _ = self.vm.unregister_ioevent(
+                    fd,
+                    &IoEventAddress::Mmio(notify_address(bar0, *q)),
+                    NoDatamatch,
+                );
+            }
+        }
+        if let Some(irq) = &s.interrupts {
+            irq.release(&self.vm);
+        }
+        let _ = self.changed.write(1);
+        Some(s)
+    }
+
+    /// The plugged devices with their slot numbers, in slot order.
+    pub fn slots(&self) -> impl Iterator<Item = (u8, &PciSlot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i as u8 + 1, s)))
+    }
+
+    /// The slot of the device named `name`.
+    pub fn find(&self, name: &str) -> Option<u8> {
+        self.slots()
+            .find(|(_, s)| s.name == name)
+            .map(|(slot, _)| slot)
     }
 
     fn rebind(&self, slot: usize, old: u64, new: u64) {
-        let Some(s) = self.slots.get(slot) else {
+        let Some(Some(s)) = self.slots.get(slot) else {
             return;
         };
         for (fd, q) in &s.notify {
-            let off = u64::from(*q) * u64::from(super::virtio::pci::NOTIFY_OFF_MULTIPLIER)
-                + super::virtio::pci::NOTIFY_OFFSET;
-            let _ = self
-                .vm
-                .unregister_ioevent(fd, &IoEventAddress::Mmio(old + off), NoDatamatch);
+            let off = notify_address(0, *q);
+            if old != 0 {
+                let _ =
+                    self.vm
+                        .unregister_ioevent(fd, &IoEventAddress::Mmio(old + off), NoDatamatch);
+            }
             if new == 0 {
                 continue;
             }
@@ -250,7 +392,7 @@ impl PciRoot {
             }
             return;
         }
-        if let Some(s) = self.slots.get(usize::from(dev) - 1) {
+        if let Some(Some(s)) = self.slots.get(usize::from(dev) - 1) {
             lock(&s.device).config_read(offset, data);
         }
     }
@@ -260,7 +402,7 @@ impl PciRoot {
             return;
         }
         let slot = usize::from(dev) - 1;
-        let Some(s) = self.slots.get(slot) else {
+        let Some(Some(s)) = self.slots.get(slot) else {
             return;
         };
         let outcome = lock(&s.device).config_write(offset, data);
@@ -271,18 +413,60 @@ impl PciRoot {
         }
     }
 
-    fn mmio(&mut self, addr: u64) -> Option<(usize, u64)> {
-        self.slots
-            .iter()
-            .position(|s| {
-                let base = lock(&s.device).bar0_address();
-                base != 0 && addr >= base && addr - base < BAR0_SIZE
-            })
-            .map(|i| {
-                let base = lock(&self.slots[i].device).bar0_address();
-                (i, addr - base)
-            })
+    /// The device whose BAR 0 holds `addr`, with the offset into the BAR.
+    fn mmio(&mut self, addr: u64) -> Option<(Arc<Mutex<VirtioPciDevice>>, u64)> {
+        self.slots.iter().flatten().find_map(|s| {
+            let base = lock(&s.device).bar0_address();
+            (base != 0 && addr >= base && addr - base < BAR0_SIZE)
+                .then(|| (s.device.clone(), addr - base))
+        })
     }
+}
+
+/// Wraps `dev` for PCI slot `slot` with its MSI-X irqfds (the slot's GSI block): from `state`
+/// when restoring; BAR 0 at the slot's cold-plug address, or unassigned (0) for a `hot` add,
+/// which the guest's PCI core then assigns.
+pub fn plug_device(
+    vm: &Arc<VmFd>,
+    routing: &Arc<GsiRouting>,
+    mem: &GuestMemoryMmap,
+    dev: Box<dyn VirtioDevice>,
+    slot: u8,
+    state: Option<&VirtioPciState>,
+    hot: bool,
+) -> Result<(VirtioPciDevice, Arc<MsixInterrupts>), String> {
+    let vectors = dev.queue_max_sizes().len() + 1;
+    if vectors > GSIS_PER_SLOT as usize {
+        return Err(format!(
+            "{vectors} interrupt vectors (at most {GSIS_PER_SLOT})"
+        ));
+    }
+    let sink = Arc::new(
+        MsixInterrupts::new(vm, routing.clone(), slot_gsi_base(slot), vectors as u16)
+            .map_err(|e| e.to_string())?,
+    );
+    let bar0 = if hot {
+        0
+    } else {
+        PciRoot::bar0_for(slot).map_err(|e| e.to_string())?
+    };
+    let pdev = match state {
+        Some(st) => VirtioPciDevice::restore(dev, mem.clone(), sink.clone(), st),
+        None => VirtioPciDevice::new(dev, mem.clone(), sink.clone(), bar0),
+    };
+    match pdev {
+        Ok(p) => Ok((p, sink)),
+        Err(e) => {
+            sink.release(vm);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The notify address of queue `q` in a BAR 0 at `bar0`.
+fn notify_address(bar0: u64, q: u16) -> u64 {
+    bar0 + super::virtio::pci::NOTIFY_OFFSET
+        + u64::from(q) * u64::from(super::virtio::pci::NOTIFY_OFF_MULTIPLIER)
 }
 
 /// Decodes a bus-0 ECAM offset into (device, function, register offset).
@@ -364,15 +548,14 @@ impl BusDevice for PciMmio {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let mut root = lock(&self.0);
         match root.mmio(PCI_MMIO_START + offset) {
-            Some((i, off)) => lock(&root.slots[i].device).bar_read(off, data),
+            Some((dev, off)) => lock(&dev).bar_read(off, data),
             None => data.fill(0xff),
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let mut root = lock(&self.0);
-        if let Some((i, off)) = root.mmio(PCI_MMIO_START + offset) {
-            let dev = root.slots[i].device.clone();
+        if let Some((dev, off)) = root.mmio(PCI_MMIO_START + offset) {
             let outcome = lock(&dev).bar_write(off, data);
             if let BarWriteOutcome::QueueNotify(q) = outcome {
                 lock(&dev).process_queue(q);

@@ -1,6 +1,6 @@
 //! Hardware-reduced ACPI registers: the sleep control register (writing
 //! SLP_TYP=S5 with SLP_EN powers off), the sleep status register, and the
-//! Generic Event Device's pending-event register (bit 0: power button).
+//! Generic Event Device's pending-event register (bit 0: power button, bit 1: PCI hotplug).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -40,6 +40,8 @@ impl BusDevice for AcpiSleep {
 
 /// GED event bit of the power button.
 pub const GED_POWER_BUTTON: u8 = 1;
+/// GED event bit of PCI hotplug (the DSDT's `_EVT` calls `\_SB_.PCI0.PCNT`).
+pub const GED_PCI_HOTPLUG: u8 = 2;
 
 /// The Generic Event Device: a pending-event register read (and cleared) by
 /// the DSDT's `_EVT` method, and an edge interrupt.

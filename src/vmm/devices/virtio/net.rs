@@ -98,6 +98,11 @@ impl FdBackend {
         }
         Ok(FdBackend { fd })
     }
+
+    /// The descriptor (`yunhe vm ctl add-net` opens a tap and hands it to a VMM).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
 }
 
 impl NetBackend for FdBackend {
