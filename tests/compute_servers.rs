@@ -554,9 +554,9 @@ fn kill9_of_serve_keeps_running_servers_and_deleted_ones_deleted() {
     nova.wait_gone(&keep, Duration::from_secs(30));
 }
 
-/// A `kill -9` of the control plane right after a ten-server request (the
-/// default instance quota): after the restart the builds it interrupted run
-/// again (beyond Nova, which leaves them ERROR), so every server ends ACTIVE
+/// A `kill -9` of the control plane as the first VMM of a ten-server request
+/// (the default instance quota) starts: after the restart the builds it
+/// interrupted run again (beyond Nova, which leaves them ERROR), so every server ends ACTIVE
 /// with exactly one VMM that booted the guest once, and no VMM is left over.
 #[test]
 fn kill9_during_a_burst_resumes_the_interrupted_builds() {
@@ -587,6 +587,12 @@ fn kill9_during_a_burst_resumes_the_interrupted_builds() {
         .as_str()
         .expect("reservation_id")
         .to_string();
+    // Killed once the first VMM runs: some builds finished (re-attached
+    // after the restart), the others are interrupted (built again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.vmm_pids("").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let dir = server.kill9();
     let started = state.vmm_pids("").len();
     eprintln!("{started} of {N} VMMs had started when serve was killed");
