@@ -91,11 +91,18 @@ const CATALOG: &[bootstrap::CatalogEntry] = &[
 /// mapping, unmapped on free. glibc would otherwise raise that threshold after
 /// the first such free and keep later large buffers (Argon2's 19 MiB, big
 /// response bodies) in its heap for good, so serve's memory would only grow.
+///
+/// It also keeps glibc to two malloc arenas: by default every thread that
+/// allocates while the others hold theirs gets its own (up to 8 per core),
+/// and each kept 4-5 MiB of free memory resident; with 100 servers and a
+/// soak of reads serve's RSS grew from 39 to over 70 MiB that way, about a
+/// dozen such arenas (issue 17, docs/performance.md).
 fn return_large_frees() {
-    // SAFETY: mallopt only sets an allocator tunable; it is called before any
+    // SAFETY: mallopt only sets allocator tunables; it is called before any
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -2,7 +2,8 @@
 //! built-in echo guest (`yunhe vm guest echo`) on /dev/kvm: create → ACTIVE,
 //! console output, stop/start, a 409 for an action the state forbids, a
 //! flavor no host can fit → ERROR "No valid host", delete → 204 then 404, and
-//! a `kill -9` of the control plane that leaves running servers running.
+//! a `kill -9` of the control plane that leaves running servers running, and
+//! one during a burst whose interrupted builds run again after the restart.
 //! Skipped (with a message) where /dev/kvm is missing.
 //!
 //! Each test owns a state directory; a guard's `Drop` kills (by pid) every
@@ -551,6 +552,92 @@ fn kill9_of_serve_keeps_running_servers_and_deleted_ones_deleted() {
     let delete = nova.call("DELETE", &format!("/servers/{keep}"), None);
     assert_eq!(delete.status, 204, "DELETE keep: {}", delete.text);
     nova.wait_gone(&keep, Duration::from_secs(30));
+}
+
+/// A `kill -9` of the control plane as the first VMM of a ten-server request
+/// (the default instance quota) starts: after the restart the builds it
+/// interrupted run again (beyond Nova, which leaves them ERROR), so every server ends ACTIVE
+/// with exactly one VMM that booted the guest once, and no VMM is left over.
+#[test]
+fn kill9_during_a_burst_resumes_the_interrupted_builds() {
+    if !kvm_usable() {
+        return;
+    }
+    const N: usize = 10;
+    let state = StateDir::new("burst");
+    let args = ["--cpu-allocation-ratio", "64"];
+    let server = Server::start_in_with_args(Some(state.path()), &args);
+    let token = server.admin_token();
+    let nova = Nova {
+        server: &server,
+        token: token.clone(),
+    };
+    let image = echo_images(&server, &token, &state.path());
+    let burst = nova.call(
+        "POST",
+        "/servers",
+        Some(
+            &json!({"server": {"name": "burst", "imageRef": image, "flavorRef": "42",
+                                 "networks": "none", "min_count": N, "max_count": N,
+                                 "return_reservation_id": true}}),
+        ),
+    );
+    assert_eq!(burst.status, 202, "burst create: {}", burst.text);
+    let reservation = burst.json()["reservation_id"]
+        .as_str()
+        .expect("reservation_id")
+        .to_string();
+    // Killed once the first VMM runs: some builds finished (re-attached
+    // after the restart), the others are interrupted (built again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.vmm_pids("").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dir = server.kill9();
+    let started = state.vmm_pids("").len();
+    eprintln!("{started} of {N} VMMs had started when serve was killed");
+
+    let server = Server::start_in_with_args(Some(dir), &args);
+    let nova = Nova {
+        server: &server,
+        token,
+    };
+    let listed = nova.call(
+        "GET",
+        &format!("/servers/detail?reservation_id={reservation}"),
+        None,
+    );
+    let ids: Vec<String> = listed.json()["servers"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), N, "{}", listed.text);
+    let begun = Instant::now();
+    for id in &ids {
+        nova.wait_status(id, "ACTIVE", Duration::from_secs(90));
+    }
+    eprintln!("all {N} ACTIVE {:?} after the restart", begun.elapsed());
+    for id in &ids {
+        assert!(state.vmm_of(id).is_some(), "server {id} has no VMM");
+        let output = nova.console_with(id, READY);
+        assert_eq!(
+            count(&output, READY),
+            1,
+            "server {id}'s console: {output:?}"
+        );
+    }
+    assert_eq!(state.vmm_pids("").len(), N, "VMMs beyond one per server");
+    for id in &ids {
+        let delete = nova.call("DELETE", &format!("/servers/{id}"), None);
+        assert_eq!(delete.status, 204, "DELETE {id}: {}", delete.text);
+    }
+    for id in &ids {
+        nova.wait_gone(id, Duration::from_secs(60));
+    }
 }
 
 /// A state directory of 70 bytes is an ordinary path, but with it

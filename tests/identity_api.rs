@@ -475,3 +475,82 @@ fn kill_nine_loses_nothing_committed() {
         Some(1)
     );
 }
+
+/// `GET /v3/users` answers from memory while nothing changed (issue 17):
+/// every write shows in the next list, filters still apply, and a user
+/// who may not list still gets 403 from a warm list.
+#[test]
+fn the_user_list_follows_every_write() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let names = |query: &str| -> Vec<String> {
+        let reply = server.get(&format!("/identity/v3/users{query}"), Some(&admin));
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let body = reply.json();
+        assert!(
+            body["links"]["self"]
+                .as_str()
+                .is_some_and(|l| l.ends_with("/identity/v3/users")),
+            "{body}"
+        );
+        body["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .filter_map(|u| u["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = names("");
+    assert!(before.contains(&"admin".to_string()), "{before:?}");
+    assert!(!before.contains(&"carol".to_string()), "{before:?}");
+    let created = server.request(
+        "POST",
+        "/identity/v3/users",
+        Some(&admin),
+        Some(&json!({"user": {"name": "carol", "password": "carol-pw-123"}})),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json()["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let with = |extra: &str| {
+        let mut all = before.clone();
+        all.push(extra.to_string());
+        all.sort();
+        all
+    };
+    assert_eq!(names(""), with("carol"));
+    assert_eq!(names("?name=carol"), vec!["carol".to_string()]);
+    let renamed = server.request(
+        "PATCH",
+        &format!("/identity/v3/users/{id}"),
+        Some(&admin),
+        Some(&json!({"user": {"name": "dave", "enabled": false}})),
+    );
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    assert_eq!(names(""), with("dave"));
+    assert_eq!(names("?enabled=false"), vec!["dave".to_string()]);
+    // A member token: the warm list is still behind identity:list_users.
+    let enable = server.request(
+        "PATCH",
+        &format!("/identity/v3/users/{id}"),
+        Some(&admin),
+        Some(&json!({"user": {"enabled": true}})),
+    );
+    assert_eq!(enable.status, 200, "{}", enable.text);
+    let unscoped = server.token("dave", "carol-pw-123", None);
+    let token = unscoped
+        .header("x-subject-token")
+        .expect("dave's token")
+        .to_string();
+    assert_eq!(server.get("/identity/v3/users", Some(&token)).status, 403);
+    let deleted = server.request(
+        "DELETE",
+        &format!("/identity/v3/users/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    assert_eq!(names(""), before);
+}

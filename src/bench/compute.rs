@@ -24,13 +24,13 @@ use super::harness::{
 const BOOTED: usize = 6;
 const LISTED: usize = 1000;
 
-struct Api<'a> {
-    server: &'a ServerUnderTest,
-    token: String,
+pub(super) struct Api<'a> {
+    pub(super) server: &'a ServerUnderTest,
+    pub(super) token: String,
 }
 
 impl Api<'_> {
-    fn call(
+    pub(super) fn call(
         &self,
         method: &str,
         path: &str,
@@ -49,7 +49,7 @@ impl Api<'_> {
     }
 
     /// A GET timed from connect to the end of the response body (ms, body).
-    fn raw_get(&self, path: &str) -> Result<(f64, String), BenchError> {
+    pub(super) fn raw_get(&self, path: &str) -> Result<(f64, String), BenchError> {
         let headers = [
             ("X-Auth-Token", self.token.as_str()),
             ("OpenStack-API-Version", "compute 2.96"),
@@ -64,7 +64,7 @@ impl Api<'_> {
         Ok((took, body))
     }
 
-    fn upload(&self, meta: Value, data: &[u8]) -> Result<String, BenchError> {
+    pub(super) fn upload(&self, meta: Value, data: &[u8]) -> Result<String, BenchError> {
         let (status, _, image) = self.call("POST", "/image/v2/images", Some(&meta))?;
         let id = image["id"]
             .as_str()
@@ -87,7 +87,7 @@ impl Api<'_> {
         Ok(id)
     }
 
-    fn create(
+    pub(super) fn create(
         &self,
         name: &str,
         image: &str,
@@ -144,7 +144,7 @@ fn touched_bytes(socket: &std::path::Path) -> Option<u64> {
 }
 
 /// Kills every VMM started below `state_dir` (they outlive `serve` by design).
-fn kill_vmms(state_dir: &std::path::Path) {
+pub(super) fn kill_vmms(state_dir: &std::path::Path) {
     let needle = state_dir.to_string_lossy().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -323,7 +323,13 @@ pub fn run() -> Result<(), BenchError> {
         drop(server);
         Ok(())
     })();
-    kill_vmms(&state_dir);
+    clean_up(&state_dir);
+    result
+}
+
+/// Kills the VMMs below `state_dir`, removes their cgroups, sockets and the directory.
+pub(super) fn clean_up(state_dir: &std::path::Path) {
+    kill_vmms(state_dir);
     // The killed VMMs' cgroups (serve would only sweep them a minute later).
     for entry in std::fs::read_dir(state_dir.join("instances"))
         .into_iter()
@@ -334,7 +340,6 @@ pub fn run() -> Result<(), BenchError> {
             crate::vmm::jail::remove_cgroup(id);
         }
     }
-    let _ = std::fs::remove_dir_all(crate::compute::virt::sockets_dir(&state_dir));
-    let _ = std::fs::remove_dir_all(&state_dir);
-    result
+    let _ = std::fs::remove_dir_all(crate::compute::virt::sockets_dir(state_dir));
+    let _ = std::fs::remove_dir_all(state_dir);
 }

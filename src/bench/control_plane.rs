@@ -9,9 +9,9 @@ use super::harness::{
 };
 
 /// Result of one wrk run.
-struct Load {
-    requests_per_second: f64,
-    p99_ms: f64,
+pub(super) struct Load {
+    pub(super) requests_per_second: f64,
+    pub(super) p99_ms: f64,
 }
 
 fn parse_latency_ms(text: &str) -> Option<f64> {
@@ -28,7 +28,12 @@ fn parse_latency_ms(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|v| v * factor)
 }
 
-fn wrk(addr: &str, path: &str, token: Option<&str>, seconds: u32) -> Result<Load, BenchError> {
+pub(super) fn wrk(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    seconds: u32,
+) -> Result<Load, BenchError> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency"]);
     if let Some(token) = token {

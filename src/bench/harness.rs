@@ -132,9 +132,14 @@ pub(crate) fn request(
 
 /// A project-scoped token for the bootstrap admin (password `bench-password`).
 pub(crate) fn admin_token(server: &ServerUnderTest) -> Result<String, BenchError> {
+    admin_token_at(&server.addr)
+}
+
+/// [`admin_token`] from the server at `addr` (a password login each call).
+pub(crate) fn admin_token_at(addr: &str) -> Result<String, BenchError> {
     let auth = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"bench-password"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
     let (status, head, _) = request(
-        &server.addr,
+        addr,
         "POST",
         "/identity/v3/auth/tokens",
         &[("Content-Type", "application/json")],

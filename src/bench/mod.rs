@@ -5,7 +5,7 @@
 
 //!
 //! Layout: [`harness`] starts a `yunhe serve` child and talks HTTP to it (shared by the
-//! groups); [`control_plane`], [`compute`] and [`auth`] are the groups that need a server;
+//! groups); [`control_plane`], [`compute`], [`scale`] and [`auth`] are the groups that need a server;
 //! the VMM group is `crate::vmm::bench`.
 
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod compute;
 pub mod control_plane;
 pub mod federation;
 pub mod harness;
+pub mod scale;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ pub struct BenchArgs {
     /// Seconds of load for each throughput measurement.
     #[arg(long, default_value_t = 5)]
     pub seconds: u32,
+    /// Seconds of the `scale` group's memory soak (its RSS is printed each minute).
+    #[arg(long, default_value_t = 300)]
+    pub soak_seconds: u32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -43,6 +47,9 @@ pub enum BenchGroup {
     Federation,
     /// Issuing a trust-scoped token against a password token (issue 16).
     TrustToken,
+    /// 100 servers: launch rates, serve's RSS and a soak, reads against /healthz
+    /// (issue 17). Not part of `all`: it runs for minutes.
+    Scale,
 }
 
 /// Runs the groups `args` names and prints their numbers.
@@ -62,6 +69,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::TrustToken) {
         result = auth::run_trust_token(args.seconds);
+    }
+    if result.is_ok() && args.group == BenchGroup::Scale {
+        result = scale::run(args.seconds, args.soak_seconds);
     }
     if matches!(args.group, BenchGroup::All | BenchGroup::Vmm) {
         println!("yunhe bench vmm");

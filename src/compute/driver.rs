@@ -208,6 +208,15 @@ pub trait ComputeDriver: Send + Sync {
     /// The pid of the VM's process, when the driver knows it.
     fn known_pid(&self, id: &str) -> Option<i32>;
 
+    /// Looks for a process that is the server's VM though the driver does
+    /// not know it (one a killed control plane was still starting, not yet
+    /// answering on its socket); when there is one, the driver knows its pid
+    /// from then on ([`ComputeDriver::stop`] ends it) and returns it.
+    fn adopt_unknown_vm(&self, id: &str) -> Option<i32> {
+        let _ = id;
+        None
+    }
+
     /// True (once) when the last exit of the server's VM was caused by the
     /// driver itself (stop, save): the monitor then leaves the server alone.
     fn take_expected_exit(&self, id: &str) -> bool;

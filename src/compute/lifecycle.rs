@@ -1521,6 +1521,45 @@ async fn reconcile(s: &S, startup: bool) {
     }
 }
 
+/// What start-up does with a server a killed control plane left in BUILD.
+enum Interrupted {
+    /// Its VMM runs and answers: the build got that far.
+    Running,
+    /// No VMM was ever started (or none is left): build it again.
+    Resume,
+    /// A VMM process was there but did not answer: it was stopped, and
+    /// building again over whatever it did is not safe.
+    Unsafe,
+}
+
+/// How long a VMM found starting at start-up has to answer on its socket.
+const STARTING_VMM_GRACE: Duration = Duration::from_secs(10);
+
+async fn resume_or_attach(s: &S, id: &str, answered: bool) -> Interrupted {
+    if answered {
+        return Interrupted::Running;
+    }
+    // The killed control plane may have started the VMM a moment before it
+    // died: that process still boots. Give it the time to answer; never
+    // start a second VMM on the same disk next to it.
+    if s.driver.adopt_unknown_vm(id).is_none() {
+        return Interrupted::Resume;
+    }
+    let deadline = tokio::time::Instant::now() + STARTING_VMM_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        if s.driver.status(id).await.is_some() {
+            return Interrupted::Running;
+        }
+        if !s.driver.is_alive(id) {
+            return Interrupted::Resume;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(server = %id, "a VMM found starting after a restart never answered; stopping it");
+    s.driver.stop(id, None).await;
+    Interrupted::Unsafe
+}
+
 /// Start-up handling of one server.
 async fn reattach(s: &S, server: &Server) {
     let id = server.id.clone();
@@ -1533,8 +1572,8 @@ async fn reattach(s: &S, server: &Server) {
         (_, Some("deleting")) => {
             spawn_delete(s.clone(), id, format!("req-{}", uuid::Uuid::new_v4()));
         }
-        ("building", _) => {
-            if vmm_state.is_some() {
+        ("building", _) => match resume_or_attach(s, &id, vmm_state.is_some()).await {
+            Interrupted::Running => {
                 update_server(s, &id, |sv| {
                     sv.vm_state = "active".into();
                     sv.power_state = RUNNING;
@@ -1542,19 +1581,40 @@ async fn reattach(s: &S, server: &Server) {
                     sv.launched_at.get_or_insert(now_unix());
                 })
                 .await;
-            } else {
+            }
+            Interrupted::Resume if server.host.is_some() => {
+                // Beyond Nova (which sets such a server to ERROR): the build
+                // runs again, on the ports and with the disk and config drive
+                // the create wrote (each step of the build starts afresh).
+                let id2 = id.clone();
+                let request_id = s
+                    .read(move |conn| Ok(db::list_actions(conn, &id2)?))
+                    .await
+                    .ok()
+                    .and_then(|actions| {
+                        actions
+                            .into_iter()
+                            .find(|a| a.action == "create")
+                            .map(|a| a.request_id)
+                    })
+                    .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
+                tracing::info!(server = %id, "resuming a build a restart of the control plane interrupted");
+                super::build::spawn_build(s.clone(), id, request_id);
+            }
+            Interrupted::Resume | Interrupted::Unsafe => {
                 update_server(s, &id, |sv| {
                     sv.vm_state = "error".into();
                     sv.power_state = NOSTATE;
                     sv.task_state = None;
                     sv.fault = Some(fault(
                         "The build was interrupted by a restart of yunhe.",
-                        "the control plane stopped while the server was being built",
+                        "the control plane restarted while the server was being built, \
+                         and its VMM was starting but never answered",
                     ));
                 })
                 .await;
             }
-        }
+        },
         (vm, task) => {
             let expected_running = ["active", "paused", "resized", "rescued"].contains(&vm);
             // An interrupted rescue: what runs (if anything) is the rescue VM

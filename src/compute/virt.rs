@@ -1063,6 +1063,16 @@ impl ComputeDriver for Virt {
         Virt::known_pid(self, id)
     }
 
+    fn adopt_unknown_vm(&self, id: &str) -> Option<i32> {
+        let pid = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| pid_is_vmm_of(*pid, id))?;
+        self.set_pid(id, Some(pid));
+        Some(pid)
+    }
+
     fn take_expected_exit(&self, id: &str) -> bool {
         Virt::take_expected_exit(self, id)
     }

@@ -187,6 +187,14 @@ pub struct IdentityState {
     token_cache: RwLock<HashMap<String, (u64, Arc<AuthContext>)>>,
     /// Bumped on every identity write: cached validations older than it are redone.
     epoch: AtomicU64,
+    /// Bumped after every identity write, also those that keep the
+    /// validation cache (a token issue may make a federated user): the
+    /// rendered user list below is read again after any of them.
+    generation: AtomicU64,
+    /// `GET /v3/users`' rendered rows with the generation they were read
+    /// at (the hot read of issue 17: no blocking-pool hop while nothing
+    /// changed). Authorization and filters still run per request.
+    users_view: RwLock<Option<(u64, Arc<Vec<Value>>)>>,
     /// Who may do what, for every service (src/policy).
     pub policy: Arc<Policy>,
     /// Rate limits, lockout and pool sizes for authentication.
@@ -245,6 +253,8 @@ impl IdentityState {
             token_ttl,
             token_cache: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(1),
+            generation: AtomicU64::new(1),
+            users_view: RwLock::new(None),
             policy,
             throttle: throttle::AuthThrottle::new(&limits),
             limits,
@@ -304,6 +314,9 @@ impl IdentityState {
                 Err(other) => Ok(Err(other)),
             })
             .await;
+        // After the commit: a read that began before it stored what it read
+        // under the old generation, so it is read again.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         match result {
             Ok(inner) => inner,
             Err(e) => Err(IdentityError::Db(e)),
@@ -320,6 +333,36 @@ impl IdentityState {
             Ok(inner) => inner,
             Err(e) => Err(IdentityError::Db(e)),
         }
+    }
+
+    /// Every user rendered with [`views::user`], in name order: from memory
+    /// when no identity write happened since the last read (up to
+    /// [`USERS_VIEW_MAX`] users are kept), else from the state file.
+    pub async fn users_view(&self) -> IdentityResult<Arc<Vec<Value>>> {
+        // Read before the rows: a write committed meanwhile moves it on.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Ok(cached) = self.users_view.read()
+            && let Some((seen, rows)) = cached.as_ref()
+            && *seen == generation
+        {
+            return Ok(rows.clone());
+        }
+        let base = self.v3_url();
+        let rows = self
+            .read(move |conn| {
+                Ok(crate::db::identity::list_users(conn)?
+                    .iter()
+                    .map(|user| views::user(user, &base))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let rows = Arc::new(rows);
+        if rows.len() <= USERS_VIEW_MAX
+            && let Ok(mut cached) = self.users_view.write()
+        {
+            *cached = Some((generation, rows.clone()));
+        }
+        Ok(rows)
     }
 
     fn epoch(&self) -> u64 {
@@ -549,6 +592,33 @@ where
     state.authorize(ctx, action, target)?;
     state.write(move |tx| remove(tx, &id)).await?;
     Ok(crate::http::no_content())
+}
+
+/// The most users [`IdentityState::users_view`] keeps in memory.
+pub const USERS_VIEW_MAX: usize = 2000;
+
+/// The items matching the allowed query filters, as [`apply_filters`]
+/// picks them, borrowed.
+pub fn matching<'a>(
+    items: &'a [Value],
+    query: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Vec<&'a Value> {
+    let filters: Vec<(&str, &str, &str)> = query
+        .iter()
+        .filter_map(|(k, v)| {
+            let (attr, op) = crate::http::split_filter_key(k);
+            allowed.contains(&attr).then_some((attr, op, v.as_str()))
+        })
+        .collect();
+    items
+        .iter()
+        .filter(|item| {
+            filters
+                .iter()
+                .all(|(attr, op, wanted)| crate::http::filter_matches(item.get(*attr), op, wanted))
+        })
+        .collect()
 }
 
 /// `{"<collection>": [...], "links": {...}}` as Keystone lists things.
