@@ -51,6 +51,11 @@ cleanup() {
     if [ "$rc" != 0 ] || [ "${failed:-0}" != 0 ]; then
         echo "--- server log (tail)"; tail -n 40 "$work/server.log" 2>/dev/null | sed 's/^/    | /'
     fi
+    # the guests' namespaces, also when a check failed or the script stopped early
+    local g
+    for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-g8 yhtest-rogue yhtest-out; do
+        ip netns del "$g" 2>/dev/null || true
+    done
     rm -rf "$work"
     return $rc
 }
