@@ -17,7 +17,7 @@ sed 's/^neutron = False$/neutron = True/' "$here/compute.conf.in" > "$conf"
 printf '\n[auth]\ncreate_isolated_networks = True\n' >> "$conf"
 printf '#!/usr/bin/env bash\nset -e\n"%s/compute-setup.sh"\n"%s/network-setup.sh"\n' "$here" "$here" > "$setup"
 chmod +x "$setup"
-default_regex='^tempest\.api\.compute\.(security_groups|floating_ips)\.'
+default_regex='^tempest\.api\.compute\.(security_groups|floating_ips|servers\.test_server_rescue)\.'
 export YUNHE_TEMPEST_REGEX="${YUNHE_TEMPEST_REGEX:-$default_regex}"
 export YUNHE_TEMPEST_SERVICE=compute
 export YUNHE_TEMPEST_XF="$here/compute-expected-failures.txt"
