@@ -40,7 +40,7 @@ async function ask(title, label, initial, run) {
 /** Every Nova action, shown when the server's state allows it. `ask` actions have their own dialog. */
 export const ACTIONS = [
   { id: 'start', label: 'Start', when: (s) => s.status === 'SHUTOFF', run: act({ 'os-start': null }) },
-  { id: 'stop', label: 'Stop', when: (s) => ['ACTIVE', 'ERROR', 'RESCUE'].includes(s.status), run: act({ 'os-stop': null }) },
+  { id: 'stop', label: 'Stop', when: (s) => ['ACTIVE', 'ERROR'].includes(s.status), run: act({ 'os-stop': null }) },
   { id: 'reboot', label: 'Reboot', when: (s) => s.status === 'ACTIVE', run: act({ reboot: { type: 'SOFT' } }) },
   { id: 'hard-reboot', label: 'Hard reboot', when: (s) => ANY_UP.includes(s.status), run: act({ reboot: { type: 'HARD' } }) },
   { id: 'pause', label: 'Pause', when: (s) => s.status === 'ACTIVE', run: act({ pause: null }) },
@@ -49,7 +49,7 @@ export const ACTIONS = [
   { id: 'resume', label: 'Resume', when: (s) => s.status === 'SUSPENDED', run: act({ resume: null }) },
   { id: 'lock', label: 'Lock', when: (s) => !s.locked, run: act({ lock: null }) },
   { id: 'unlock', label: 'Unlock', when: (s) => s.locked, run: act({ unlock: null }) },
-  { id: 'rescue', label: 'Rescue', when: (s) => ['ACTIVE', 'SHUTOFF'].includes(s.status), run: act({ rescue: null }) },
+  { id: 'rescue', label: 'Rescue', when: (s) => ['ACTIVE', 'SHUTOFF', 'ERROR'].includes(s.status), run: act({ rescue: null }) },
   { id: 'unrescue', label: 'Unrescue', when: (s) => s.status === 'RESCUE', run: act({ unrescue: null }) },
   { id: 'shelve', label: 'Shelve', when: (s) => ['ACTIVE', 'SHUTOFF', 'PAUSED', 'SUSPENDED'].includes(s.status), run: act({ shelve: null }) },
   { id: 'shelve-offload', label: 'Shelve offload', when: (s) => s.status === 'SHELVED', run: act({ shelveOffload: null }) },
