@@ -463,6 +463,16 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
         s.driver.stop(&id, None).await;
         s.driver.destroy_files(&id).await;
         s.locks.forget(&id);
+        // Its volumes go back to Cinder (deleted when attached with delete_on_termination).
+        let id3 = id.clone();
+        let volumes = s
+            .read(move |conn| Ok(db::get_server(conn, &id3)?))
+            .await
+            .ok()
+            .flatten()
+            .map(|sv| sv.volumes)
+            .unwrap_or_default();
+        super::volumes::release_all(&s, &volumes).await;
         let id2 = id.clone();
         let result = s
             .write(move |tx| {
