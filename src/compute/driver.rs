@@ -248,10 +248,12 @@ pub fn nic_device_id(port_id: &str) -> String {
         .collect()
 }
 
-/// The name a volume's disk has on the VM's bus: `v` and the volume's id without
-/// its dashes (at most 32 characters, so never a NIC's name, which has no prefix).
+/// The name a volume's disk has on the VM's bus: `disk` and the volume's id without
+/// its dashes, cut to 32 characters (`disk` first, so that the diagnostics count it
+/// among the disks, and no boot disk's `disk<N>`).
 pub fn disk_device_id(volume_id: &str) -> String {
-    std::iter::once('v')
+    "disk"
+        .chars()
         .chain(volume_id.chars().filter(|c| c.is_ascii_alphanumeric()))
         .take(crate::vmm::devices::factory::MAX_ID_LEN)
         .collect()

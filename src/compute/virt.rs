@@ -406,6 +406,7 @@ impl Virt {
                         read_only: false,
                         serial: Some("rescue".into()),
                         fd: None,
+                        id: None,
                     },
                 )
             });
@@ -423,6 +424,7 @@ impl Virt {
                 read_only: false,
                 serial: Some(serial),
                 fd: None,
+                id: None,
             });
         }
         if dir.join("config.iso").exists() {
@@ -431,6 +433,7 @@ impl Virt {
                 read_only: true,
                 serial: Some("config-2".into()),
                 fd: None,
+                id: None,
             });
         }
         // Attached volumes, after the root disk and config drive.
@@ -1014,6 +1017,7 @@ fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::
             read_only: false,
             serial: Some(super::driver::disk_serial(&v.volume_id)),
             fd: Some(file.as_raw_fd()),
+            id: Some(super::driver::disk_device_id(&v.volume_id)),
         });
         files.push(file);
     }
