@@ -472,7 +472,21 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
             .flatten()
             .map(|sv| sv.volumes)
             .unwrap_or_default();
-        super::volumes::release_all(&s, &volumes).await;
+        // (Here, not in volumes.rs, which imports this module.)
+        for v in &volumes {
+            let detached =
+                crate::volume::ops::detach(&s.volumes, &v.volume_id, Some(v.attachment_id.clone()))
+                    .await;
+            if let Err(e) = detached {
+                tracing::warn!(volume = %v.volume_id, error = %e, "cannot detach a volume in Cinder");
+            }
+            if v.delete_on_termination
+                && let Err(e) =
+                    crate::volume::ops::delete(&s.volumes, &v.volume_id, false, false).await
+            {
+                tracing::warn!(volume = %v.volume_id, error = %e, "cannot delete a volume on termination");
+            }
+        }
         let id2 = id.clone();
         let result = s
             .write(move |tx| {

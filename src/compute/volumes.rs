@@ -525,10 +525,9 @@ pub async fn detach(s: &S, id: &str, volume_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives a volume back to Cinder: its attachment removed (`available`), and
-/// the volume deleted when it was attached with `delete_on_termination`
-/// and `delete` is set (the server's deletion).
-async fn release_with(s: &S, record: &ServerVolume, delete: bool) {
+/// Gives a detached volume back to Cinder: its attachment removed (`available`).
+/// (A deleted server's volumes are given back by `build::spawn_delete`.)
+async fn release(s: &S, record: &ServerVolume) {
     let detached = ops::detach(
         &s.volumes,
         &record.volume_id,
@@ -537,23 +536,6 @@ async fn release_with(s: &S, record: &ServerVolume, delete: bool) {
     .await;
     if let Err(e) = detached {
         tracing::warn!(volume = %record.volume_id, error = %e, "cannot detach a volume in Cinder");
-    }
-    if delete
-        && record.delete_on_termination
-        && let Err(e) = ops::delete(&s.volumes, &record.volume_id, false, false).await
-    {
-        tracing::warn!(volume = %record.volume_id, error = %e, "cannot delete a volume on termination");
-    }
-}
-
-async fn release(s: &S, record: &ServerVolume) {
-    release_with(s, record, false).await;
-}
-
-/// A deleted server's volumes: detached, and deleted when asked at attach.
-pub async fn release_all(s: &S, volumes: &[ServerVolume]) {
-    for v in volumes {
-        release_with(s, v, true).await;
     }
 }
 
@@ -885,17 +867,20 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_servers_volumes_are_released() {
         let c = cloud("delete").await;
-        let mut keep = asked(VOL);
-        keep.delete_on_termination = false;
-        let kept = attach(&c.s, "srv", true, None, keep, "r")
+        attach(&c.s, "srv", true, None, asked(VOL), "r")
             .await
             .expect("attach");
         let mut gone = asked(OTHER);
         gone.delete_on_termination = true;
-        let dropped = attach(&c.s, "srv", true, None, gone, "r")
+        attach(&c.s, "srv", true, None, gone, "r")
             .await
             .expect("attach");
-        release_all(&c.s, &[kept, dropped]).await;
+        crate::compute::build::spawn_delete(c.s.clone(), "srv".into(), "r-del".into());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !stored(&c.s).await.deleted {
+            assert!(std::time::Instant::now() < deadline, "not deleted");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(volume(&c.s, VOL).await.status, "available");
         let other = OTHER.to_string();
         let left =
