@@ -549,7 +549,18 @@ impl ServerView<'_> {
             m.serialize_entry("OS-EXT-STS:task_state", &server.task_state)?;
             m.serialize_entry("OS-EXT-STS:vm_state", &server.vm_state)?;
             m.serialize_entry("OS-EXT-STS:power_state", &server.power_state)?;
-            let volumes: Vec<Value> = Vec::new();
+            // Nova: each attached volume's id, and from 2.3 its delete_on_termination.
+            let volumes: Vec<Value> = server
+                .volumes
+                .iter()
+                .map(|v| {
+                    if mv.at_least(3) {
+                        json!({"id": v.volume_id, "delete_on_termination": v.delete_on_termination})
+                    } else {
+                        json!({"id": v.volume_id})
+                    }
+                })
+                .collect();
             m.serialize_entry("os-extended-volumes:volumes_attached", &json!(volumes))?;
             m.serialize_entry(
                 "config_drive",
