@@ -385,7 +385,9 @@ mod tests {
                 "resize",
                 "rescue",
                 "attach_interface",
-                "detach_interface"
+                "detach_interface",
+                "attach_volume",
+                "detach_volume"
             ]
         );
         let from_rescued: Vec<&str> = Action::ALL
