@@ -305,6 +305,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         unpack_kernels: !args.boot_compressed_kernels,
         network: Default::default(),
         events: events.clone(),
+        volume: Default::default(),
     };
     let image = crate::image::ImageConfig {
         size_cap: args.image_size_cap,
@@ -372,18 +373,20 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         compute.network.dataplane = Some(dataplane);
         tracing::info!(mode = ?args.dataplane, "network dataplane on");
     }
+    let volume = crate::volume::VolumeConfig {
+        volume_dir: args.volume_dir.clone(),
+        over_subscription_ratio: args.volume_over_subscription_ratio,
+        backup_dir: args.backup_dir.clone(),
+        events: events.clone(),
+    };
+    compute.volume = volume.clone();
     let app = app(
         identity,
         AppConfig {
             compute,
             image,
             rate_limit,
-            volume: crate::volume::VolumeConfig {
-                volume_dir: args.volume_dir.clone(),
-                over_subscription_ratio: args.volume_over_subscription_ratio,
-                backup_dir: args.backup_dir.clone(),
-                events: events.clone(),
-            },
+            volume,
             network_changed,
             events,
         },

@@ -463,6 +463,30 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
         s.driver.stop(&id, None).await;
         s.driver.destroy_files(&id).await;
         s.locks.forget(&id);
+        // Its volumes go back to Cinder (deleted when attached with delete_on_termination).
+        let id3 = id.clone();
+        let volumes = s
+            .read(move |conn| Ok(db::get_server(conn, &id3)?))
+            .await
+            .ok()
+            .flatten()
+            .map(|sv| sv.volumes)
+            .unwrap_or_default();
+        // (Here, not in volumes.rs, which imports this module.)
+        for v in &volumes {
+            let detached =
+                crate::volume::ops::detach(&s.volumes, &v.volume_id, Some(v.attachment_id.clone()))
+                    .await;
+            if let Err(e) = detached {
+                tracing::warn!(volume = %v.volume_id, error = %e, "cannot detach a volume in Cinder");
+            }
+            if v.delete_on_termination
+                && let Err(e) =
+                    crate::volume::ops::delete(&s.volumes, &v.volume_id, false, false).await
+            {
+                tracing::warn!(volume = %v.volume_id, error = %e, "cannot delete a volume on termination");
+            }
+        }
         let id2 = id.clone();
         let result = s
             .write(move |tx| {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
-use crate::db::servers::{Server, ServerPort};
+use crate::db::servers::{Server, ServerPort, ServerVolume};
 use crate::vmm::control::{ReplyError, StatusReply};
 
 /// Errors of a compute driver.
@@ -197,6 +197,22 @@ pub trait ComputeDriver: Send + Sync {
         index: usize,
     ) -> DriverFuture<'a, DriverResult<()>>;
 
+    /// Hot-adds the volume's disk (its backing file, opened here and passed to the VMM)
+    /// to the server's running VM, named [`disk_device_id`] of the volume.
+    fn attach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>>;
+
+    /// Asks the guest to give up the volume's disk and waits for it. A disk the VM does
+    /// not have counts as removed.
+    fn detach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>>;
+
     // ------------------------------------------------------------ monitoring
 
     /// True while the server's VM process exists.
@@ -230,4 +246,21 @@ pub fn nic_device_id(port_id: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .take(crate::vmm::devices::factory::MAX_ID_LEN)
         .collect()
+}
+
+/// The name a volume's disk has on the VM's bus: `disk` and the volume's id without
+/// its dashes, cut to 32 characters (`disk` first, so that the diagnostics count it
+/// among the disks, and no boot disk's `disk<N>`).
+pub fn disk_device_id(volume_id: &str) -> String {
+    "disk"
+        .chars()
+        .chain(volume_id.chars().filter(|c| c.is_ascii_alphanumeric()))
+        .take(crate::vmm::devices::factory::MAX_ID_LEN)
+        .collect()
+}
+
+/// The serial a volume's disk shows the guest (as libvirt: the volume id, cut to
+/// virtio-blk's 20 characters), so `/dev/disk/by-id/virtio-<serial>` finds it.
+pub fn disk_serial(volume_id: &str) -> String {
+    volume_id.chars().take(20).collect()
 }

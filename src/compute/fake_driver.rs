@@ -11,7 +11,7 @@ use super::driver::{
     BootFiles, ComputeDriver, ConsoleStream, ControlFailure, DriverError, DriverFuture,
     DriverResult,
 };
-use crate::db::servers::{Server, ServerPort};
+use crate::db::servers::{Server, ServerPort, ServerVolume};
 use crate::vmm::control::{ReplyError, StatusReply, VmmState};
 
 /// What a fake VM is doing.
@@ -283,6 +283,44 @@ impl ComputeDriver for FakeDriver {
     ) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(async move {
             self.record_as("detach_nic", format!("detach_nic {id} {}", port.port_id))?;
+            if self.vm(id).is_none() {
+                return Err(DriverError::Control(ControlFailure::Connect(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn attach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(async move {
+            self.record_as(
+                "attach_disk",
+                format!("attach_disk {id} {}", volume.volume_id),
+            )?;
+            if self.vm(id).is_none() {
+                return Err(DriverError::Control(ControlFailure::Connect(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn detach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(async move {
+            self.record_as(
+                "detach_disk",
+                format!("detach_disk {id} {}", volume.volume_id),
+            )?;
             if self.vm(id).is_none() {
                 return Err(DriverError::Control(ControlFailure::Connect(
                     std::io::Error::from(std::io::ErrorKind::NotFound),

@@ -49,6 +49,7 @@ mod server_groups;
 mod servers;
 pub mod states;
 pub mod virt;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,6 +169,8 @@ pub struct ComputeState {
     pub images: crate::image::service::ImageService,
     /// Serial console tokens (single-use, see `consoles`).
     pub console_tokens: consoles::ConsoleTokens,
+    /// Cinder, as Nova asks it to attach and detach volumes (`volume::ops`).
+    pub volumes: Arc<crate::volume::VolumeState>,
 }
 
 /// How far this host's resources may be overcommitted when scheduling.
@@ -194,6 +197,9 @@ pub struct ComputeConfig {
     pub network: networking::NetworkHooks,
     /// Told after a server's state is stored (the dashboard's live updates).
     pub events: crate::events::Bus,
+    /// The volume service's settings: where attached volumes' files are
+    /// (`os-volume_attachments`, through `volume::ops`).
+    pub volume: crate::volume::VolumeConfig,
 }
 
 impl Default for ComputeConfig {
@@ -209,6 +215,7 @@ impl Default for ComputeConfig {
             unpack_kernels: true,
             network: Default::default(),
             events: Default::default(),
+            volume: Default::default(),
         }
     }
 }
@@ -558,9 +565,10 @@ impl ComputeState {
             public_url: identity.public_url.clone(),
             driver,
             locks: locks::ServerLocks::default(),
-            config,
             images: crate::image::service::ImageService::new(identity.db.clone()),
             console_tokens: consoles::ConsoleTokens::default(),
+            volumes: crate::volume::VolumeState::new(identity.clone(), &config.volume),
+            config,
             identity,
         })
     }

@@ -83,7 +83,11 @@ pub fn routes() -> Router<S> {
         )
         .route(
             "/v2.1/servers/{id}/os-volume_attachments",
-            get(volume_attachments),
+            get(super::volumes::list_handler).post(super::volumes::attach_handler),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-volume_attachments/{volume_id}",
+            get(super::volumes::show_handler).delete(super::volumes::detach_handler),
         )
         .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
         .route("/v2.1/servers/{id}/topology", get(topology))
@@ -545,7 +549,18 @@ impl ServerView<'_> {
             m.serialize_entry("OS-EXT-STS:task_state", &server.task_state)?;
             m.serialize_entry("OS-EXT-STS:vm_state", &server.vm_state)?;
             m.serialize_entry("OS-EXT-STS:power_state", &server.power_state)?;
-            let volumes: Vec<Value> = Vec::new();
+            // Nova: each attached volume's id, and from 2.3 its delete_on_termination.
+            let volumes: Vec<Value> = server
+                .volumes
+                .iter()
+                .map(|v| {
+                    if mv.at_least(3) {
+                        json!({"id": v.volume_id, "delete_on_termination": v.delete_on_termination})
+                    } else {
+                        json!({"id": v.volume_id})
+                    }
+                })
+                .collect();
             m.serialize_entry("os-extended-volumes:volumes_attached", &json!(volumes))?;
             m.serialize_entry(
                 "config_drive",
@@ -1262,6 +1277,7 @@ async fn create(
                     migrations: Vec::new(),
                     vmm_pid: None,
                     ports: Vec::new(),
+                    volumes: Vec::new(),
                     rescue: None,
                     created_at: now,
                     updated_at: now,
@@ -2332,21 +2348,6 @@ async fn security_groups(
 ) -> ComputeResult<Response> {
     let server = load_authorized(&s, &ctx, &id, "os_compute_api:os-security-groups:list").await?;
     super::network_proxy::server_groups(&s, &server).await
-}
-
-async fn volume_attachments(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path(id): Path<String>,
-) -> ComputeResult<Response> {
-    fixed(
-        &s,
-        &ctx,
-        &id,
-        "os_compute_api:os-volumes-attachments:index",
-        json!({"volumeAttachments": []}),
-    )
-    .await
 }
 
 async fn password_show(

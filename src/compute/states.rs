@@ -183,6 +183,10 @@ pub enum Action {
     AttachInterface,
     /// `os-interface` delete.
     DetachInterface,
+    /// `os-volume_attachments` create: a disk hot-added to a running VM, or recorded.
+    AttachVolume,
+    /// `os-volume_attachments` delete.
+    DetachVolume,
 }
 
 /// Where an action may start and what it sets.
@@ -218,6 +222,8 @@ impl Action {
         Action::Unrescue,
         Action::AttachInterface,
         Action::DetachInterface,
+        Action::AttachVolume,
+        Action::DetachVolume,
     ];
 
     /// The name Nova records (instance actions) and quotes in a refusal.
@@ -243,6 +249,8 @@ impl Action {
             Action::Unrescue => "unrescue",
             Action::AttachInterface => "attach_interface",
             Action::DetachInterface => "detach_interface",
+            Action::AttachVolume => "attach_volume",
+            Action::DetachVolume => "detach_volume",
         }
     }
 
@@ -287,6 +295,9 @@ impl Action {
             // Nova allows PAUSED too; a paused guest cannot answer the hotplug event (its
             // eject would never come), so this cloud does not.
             Action::AttachInterface | Action::DetachInterface => (&[Active, Stopped], None),
+            // Nova allows more (paused, suspended, shelved_offloaded); here the VM must
+            // either run (a hotplug) or not exist (the next boot has the disk).
+            Action::AttachVolume | Action::DetachVolume => (&[Active, Stopped], None),
         };
         Allowed { vm_states, task }
     }
@@ -374,7 +385,9 @@ mod tests {
                 "resize",
                 "rescue",
                 "attach_interface",
-                "detach_interface"
+                "detach_interface",
+                "attach_volume",
+                "detach_volume"
             ]
         );
         let from_rescued: Vec<&str> = Action::ALL

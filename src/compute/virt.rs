@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::db::servers::{Server, ServerPort};
+use crate::db::servers::{Server, ServerPort, ServerVolume};
 use crate::vmm::control::{
     ConsoleReply, DeviceReply, EmptyReply, Request, SavedReply, StateReply, StatsReply,
     StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
@@ -379,6 +379,7 @@ impl Virt {
         restore: bool,
         jail: Option<(u32, bool)>,
         nets: Vec<NetConfig>,
+        volumes: Vec<DiskConfig>,
     ) -> VmmSpec {
         let dir = self.dir(&server.id);
         let mut disks = Vec::new();
@@ -405,6 +406,7 @@ impl Virt {
                         read_only: false,
                         serial: Some("rescue".into()),
                         fd: None,
+                        id: None,
                     },
                 )
             });
@@ -422,6 +424,7 @@ impl Virt {
                 read_only: false,
                 serial: Some(serial),
                 fd: None,
+                id: None,
             });
         }
         if dir.join("config.iso").exists() {
@@ -430,8 +433,11 @@ impl Virt {
                 read_only: true,
                 serial: Some("config-2".into()),
                 fd: None,
+                id: None,
             });
         }
+        // Attached volumes, after the root disk and config drive.
+        disks.extend(volumes);
         if let Some(disk) = stable_rescue_disk {
             boot_disk = disks.len();
             disks.push(disk);
@@ -544,11 +550,15 @@ impl Virt {
                 .map_err(DriverError::SpawnFailed)?,
             None => (Vec::new(), Vec::new()),
         };
+        // One disk per attached volume, each on a descriptor of its backing file opened
+        // here (a jailed VMM cannot reach the volume directory by path).
+        let (volumes, _volume_files) = volume_disks(server)?;
         let spec = self.spec(
             server,
             restore,
             jail_uid.map(|uid| (uid, cgroup.is_some())),
             nets,
+            volumes,
         );
         let spec = serde_json::to_vec(&spec).map_err(|e| io_error("spec.json")(e.into()))?;
         tokio::fs::write(&spec_path, spec)
@@ -915,6 +925,49 @@ impl Virt {
             .map_err(|e| ControlFailure::Reply(e).into())
     }
 
+    /// Hot-adds a volume's disk: its backing file opened here, the descriptor passed.
+    pub async fn attach_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&volume.path)
+            .map_err(io_error(format!("volume {}", volume.volume_id)))?;
+        let request = Request::AddDisk {
+            id: Some(super::driver::disk_device_id(&volume.volume_id)),
+            path: Some(volume.path.clone()),
+            read_only: false,
+            serial: Some(super::driver::disk_serial(&volume.volume_id)),
+        };
+        let reply = self
+            .hotplug_call(id, request, Some(file.into()), Duration::from_secs(30))
+            .await?;
+        if refusal_kind(&reply).as_deref() == Some("duplicate_id") {
+            return Ok(());
+        }
+        decode_reply::<DeviceReply>(&reply)
+            .map(drop)
+            .map_err(|e| ControlFailure::Reply(e).into())
+    }
+
+    /// Removes a volume's disk (the guest's eject, [`EJECT_WAIT_S`] at most).
+    pub async fn detach_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<()> {
+        let device = super::driver::disk_device_id(&volume.volume_id);
+        let request = Request::RemoveDevice {
+            id: device.clone(),
+            timeout_s: Some(EJECT_WAIT_S),
+        };
+        let reply = self
+            .hotplug_call(id, request, None, Duration::from_secs(EJECT_WAIT_S + 10))
+            .await?;
+        match refusal_kind(&reply).as_deref() {
+            Some("unknown_id") => Ok(()),
+            Some("eject_timeout") => Err(DriverError::EjectTimeout(device)),
+            _ => decode_reply::<DeviceReply>(&reply)
+                .map(drop)
+                .map_err(|e| ControlFailure::Reply(e).into()),
+        }
+    }
+
     /// Removes the NIC of `port`: by its name, or (a VMM started by an older serve, whose
     /// NICs are `net<N>` in port order) by its position.
     pub async fn detach_nic(&self, id: &str, port: &ServerPort, index: usize) -> DriverResult<()> {
@@ -938,6 +991,37 @@ impl Virt {
         }
         Ok(())
     }
+}
+
+/// The disks of a server's attached volumes, each with an inheritable descriptor of its
+/// backing file (the files stay open until the VMM has inherited them).
+fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::File>)> {
+    use std::os::fd::AsRawFd;
+    let mut disks = Vec::new();
+    let mut files = Vec::new();
+    for v in &server.volumes {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&v.path)
+            .map_err(io_error(format!("volume {}", v.volume_id)))?;
+        // SAFETY: F_SETFD on a descriptor this function owns only clears its close-on-exec flag.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+        if rc < 0 {
+            return Err(io_error(format!("volume {}", v.volume_id))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        disks.push(DiskConfig {
+            path: v.path.clone(),
+            read_only: false,
+            serial: Some(super::driver::disk_serial(&v.volume_id)),
+            fd: Some(file.as_raw_fd()),
+            id: Some(super::driver::disk_device_id(&v.volume_id)),
+        });
+        files.push(file);
+    }
+    Ok((disks, files))
 }
 
 impl ComputeDriver for Virt {
@@ -1049,6 +1133,22 @@ impl ComputeDriver for Virt {
         index: usize,
     ) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(Virt::detach_nic(self, id, port, index))
+    }
+
+    fn attach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::attach_disk(self, id, volume))
+    }
+
+    fn detach_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<()>> {
+        Box::pin(Virt::detach_disk(self, id, volume))
     }
 
     fn is_alive(&self, id: &str) -> bool {

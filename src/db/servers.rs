@@ -117,6 +117,26 @@ pub struct ServerPort {
     pub tag: Option<String>,
 }
 
+/// A Cinder volume attached to a server (Nova's block device mapping of a
+/// volume attached through `os-volume_attachments`): the file the VMM opens
+/// is the volume service's, recorded here so every boot has the disk.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ServerVolume {
+    pub volume_id: String,
+    /// The volume's attachment record in Cinder.
+    pub attachment_id: String,
+    /// The device name reported (`/dev/vdX`).
+    pub device: String,
+    /// The volume's backing file.
+    pub path: std::path::PathBuf,
+    /// The device tag asked for (2.49+).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Delete the volume with the server (2.79+).
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
 /// One server, whole.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Server {
@@ -200,6 +220,10 @@ pub struct Server {
     /// create are deleted with it, those the user passed in only unbound.
     #[serde(default)]
     pub ports: Vec<ServerPort>,
+    /// Volumes attached (os-volume_attachments), in attach order: every boot
+    /// has them after the root disk and the config drive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<ServerVolume>,
     /// Set while the server is rescued (or being rescued): what it boots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescue: Option<RescueBoot>,

@@ -935,6 +935,7 @@ mod tests {
             read_only: true,
             serial: None,
             fd: Some(file.as_raw_fd()),
+            id: None,
         });
         for _ in 0..2 {
             let boot = boot_config(&vm);

@@ -260,6 +260,7 @@ impl RunningVm {
             read_only: req.read_only,
             serial: req.serial.clone(),
             fd: None,
+            id: None,
         };
         // The serial defaults to the id, which is only known once it is chosen: build the
         // model with a placeholder and fix the serial below (VirtioBlock takes it at creation).

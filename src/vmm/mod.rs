@@ -176,6 +176,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, FrontEndError> {
         read_only,
         serial: None,
         fd: None,
+        id: None,
     })
 }
 

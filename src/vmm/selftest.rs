@@ -165,6 +165,7 @@ pub fn main(args: SelftestArgs) -> ExitCode {
             read_only: true,
             serial: None,
             fd: None,
+            id: None,
         }],
         nets: Vec::new(),
         rng: true,

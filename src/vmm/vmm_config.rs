@@ -47,6 +47,11 @@ pub struct DiskConfig {
     /// (used instead of opening `path`).
     #[serde(default)]
     pub fd: Option<i32>,
+    /// The device's name on the bus (`disk<N>` when absent): what `remove_device` takes.
+    /// Compute names each attached volume's disk after the volume, so that it can detach
+    /// it whatever its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A network interface on a tap.

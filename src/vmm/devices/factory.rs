@@ -57,7 +57,19 @@ pub fn valid_id(id: &str) -> bool {
 pub fn build(config: &VmConfig) -> Result<NamedDevices, FactoryError> {
     let mut out: NamedDevices = Vec::new();
     for (i, d) in config.disks.iter().enumerate() {
-        let name = format!("disk{i}");
+        let name = match &d.id {
+            Some(id) if !valid_id(id) => {
+                return Err(FactoryError::Device(
+                    format!("disk{i}"),
+                    format!("a device id is 1 to {MAX_ID_LEN} of A-Z a-z 0-9 . _ -"),
+                ));
+            }
+            Some(id) if out.iter().any(|(n, _)| n == id) => {
+                return Err(FactoryError::Device(id.clone(), "a duplicate id".into()));
+            }
+            Some(id) => id.clone(),
+            None => format!("disk{i}"),
+        };
         let backend = match d.fd {
             Some(fd) => RawFileBackend::new(inherited(fd, &name)?.into()),
             None => RawFileBackend::open(&d.path, d.read_only),
