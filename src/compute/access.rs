@@ -67,6 +67,25 @@ pub fn load_tx(
     visible(admin, ctx, db::get_server(tx, id)?, id)
 }
 
+/// Loads a server inside a write transaction for `action`, whoever it
+/// belongs to (the caller was authorized on it before): 404 when gone, 409
+/// when locked (for a non-admin) or in a state `action` may not start in.
+pub fn load_for_action(
+    tx: &rusqlite::Transaction,
+    id: &str,
+    admin: bool,
+    action: super::states::Action,
+) -> ComputeResult<Server> {
+    let server = db::get_server(tx, id)?
+        .filter(|sv| !sv.deleted)
+        .ok_or_else(|| not_found(id))?;
+    check_unlocked(admin, &server)?;
+    action
+        .check(id, &server.vm_state, server.task_state.as_deref())
+        .map_err(|e| ComputeError::Conflict(e.to_string()))?;
+    Ok(server)
+}
+
 /// 409 when the server is locked and the caller's is not an admin context.
 pub fn check_unlocked(admin: bool, server: &Server) -> ComputeResult<()> {
     if server.locked && !admin {

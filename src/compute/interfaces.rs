@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::access::{check_unlocked, load_authorized};
+use super::access::{load_authorized, load_for_action};
 use super::build::{finish_action, record_action};
 use super::networking::{self, InterfaceView, MAX_NICS, NetRequest, write_atomic};
 use super::states::Action;
@@ -176,29 +176,7 @@ pub async fn detach_handler(
     }
     let admin = super::is_admin_context(&s, &ctx);
     begin_detach(&s, &server.id, admin, &port, &rid.0).await?;
-    let response = Response::builder()
-        .status(StatusCode::ACCEPTED)
-        .body(axum::body::Body::empty())
-        .map_err(|e| ComputeError::Internal(e.to_string()))?;
-    Ok(response)
-}
-
-/// Loads a server for a change under its lock: 404 when gone, 409 when
-/// locked or in a state `action` may not start in.
-fn load_for(
-    tx: &rusqlite::Transaction,
-    id: &str,
-    admin: bool,
-    action: Action,
-) -> ComputeResult<Server> {
-    let server = db::get_server(tx, id)?
-        .filter(|sv| !sv.deleted)
-        .ok_or_else(|| super::access::not_found(id))?;
-    check_unlocked(admin, &server)?;
-    action
-        .check(id, &server.vm_state, server.task_state.as_deref())
-        .map_err(|e| ComputeError::Conflict(e.to_string()))?;
-    Ok(server)
+    Ok(super::empty(StatusCode::ACCEPTED))
 }
 
 /// Attaches one NIC to server `id` (already authorized): the port, the
@@ -216,7 +194,7 @@ pub async fn attach(
     let _guard = lock.lock().await;
     let (id_owned, rid) = (id.to_string(), request_id.to_string());
     let (server, added) = write_atomic(s, move |tx| {
-        let mut server = load_for(tx, &id_owned, admin, Action::AttachInterface)?;
+        let mut server = load_for_action(tx, &id_owned, admin, Action::AttachInterface)?;
         if server.ports.len() >= MAX_NICS {
             return Err(bad(format!(
                 "Instance {id_owned} has the most interfaces a server may have ({MAX_NICS})."
@@ -301,7 +279,7 @@ pub async fn begin_detach(
 ) -> ComputeResult<()> {
     let (id_owned, rid, port) = (id.to_string(), request_id.to_string(), port_id.to_string());
     s.write(move |tx| {
-        let server = load_for(tx, &id_owned, admin, Action::DetachInterface)?;
+        let server = load_for_action(tx, &id_owned, admin, Action::DetachInterface)?;
         if !server.ports.iter().any(|p| p.port_id == port) {
             return Err(ComputeError::NotFound(format!(
                 "Port {port} is not attached"

@@ -182,24 +182,6 @@ pub fn view(server_id: &str, v: &ServerVolume, mv: Mv) -> AttachmentView {
     }
 }
 
-/// Loads a server for a change inside a transaction: 404 when gone, 409
-/// when locked or in a state `action` may not start in.
-fn load_for(
-    tx: &rusqlite::Transaction,
-    id: &str,
-    admin: bool,
-    action: Action,
-) -> ComputeResult<Server> {
-    let server = db::get_server(tx, id)?
-        .filter(|sv| !sv.deleted)
-        .ok_or_else(|| super::access::not_found(id))?;
-    check_unlocked(admin, &server)?;
-    action
-        .check(id, &server.vm_state, server.task_state.as_deref())
-        .map_err(|e| ComputeError::Conflict(e.to_string()))?;
-    Ok(server)
-}
-
 /// `GET /servers/{id}/os-volume_attachments`.
 pub async fn list_handler(
     State(s): State<S>,
@@ -336,7 +318,8 @@ pub async fn attach(
     let (id_owned, rid, rec) = (id.to_string(), request_id.to_string(), record.clone());
     let stored = s
         .write(move |tx| {
-            let mut server = load_for(tx, &id_owned, admin, Action::AttachVolume)?;
+            let mut server =
+                super::access::load_for_action(tx, &id_owned, admin, Action::AttachVolume)?;
             if server.volumes.len() >= MAX_VOLUMES {
                 return Err(ComputeError::Conflict(format!(
                     "Instance {id_owned} has the most volumes a server may have ({MAX_VOLUMES})."
@@ -440,10 +423,7 @@ pub async fn detach_handler(
     .await?;
     let admin = super::is_admin_context(&s, &ctx);
     begin_detach(&s, &server.id, admin, &volume_id, &rid.0).await?;
-    Response::builder()
-        .status(StatusCode::ACCEPTED)
-        .body(axum::body::Body::empty())
-        .map_err(|e| ComputeError::Internal(e.to_string()))
+    Ok(super::empty(StatusCode::ACCEPTED))
 }
 
 /// Checks a detach (state, lock, attached), records its instance action and
@@ -462,7 +442,7 @@ pub async fn begin_detach(
         volume_id.to_string(),
     );
     s.write(move |tx| {
-        let server = load_for(tx, &id_owned, admin, Action::DetachVolume)?;
+        let server = super::access::load_for_action(tx, &id_owned, admin, Action::DetachVolume)?;
         if !server.volumes.iter().any(|v| v.volume_id == vid) {
             return Err(not_attached(&vid));
         }
