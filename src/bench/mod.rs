@@ -5,7 +5,7 @@
 
 //!
 //! Layout: [`harness`] starts a `yunhe serve` child and talks HTTP to it (shared by the
-//! groups); [`control_plane`], [`compute`], [`scale`] and [`auth`] are the groups that need a server;
+//! groups); [`control_plane`], [`compute`], [`network`], [`scale`] and [`auth`] are the groups that need a server;
 //! the VMM group is `crate::vmm::bench`.
 
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod compute;
 pub mod control_plane;
 pub mod federation;
 pub mod harness;
+pub mod network;
 pub mod scale;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ pub enum BenchGroup {
     Vmm,
     /// Servers: POST latency, POST to ACTIVE, listing 1,000 servers, VMM memory per server.
     Compute,
+    /// Ports: create latency, listing 1,000, server create with a network, DHCP answer time,
+    /// the virtio-net packet path (issue 12).
+    Network,
     /// A wrong-password flood: serve's RSS and an unrelated write's p99 (issue 9).
     LoginFlood,
     /// Token issue for an OpenID Connect (federated) user beside password token issue.
@@ -60,6 +64,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Compute) {
         result = compute::run();
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Network) {
+        result = network::run();
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::LoginFlood) {
         result = auth::run(args.seconds);

@@ -12,9 +12,11 @@
 //! (topology → kernel), `secgroups` (security groups and anti-spoofing →
 //! nftables), `dhcp` (packets) and `dhcp_server` (sockets), `ra` (IPv6
 //! router advertisements) and `ra_server` (their sockets, router
-//! interfaces' IPv6 addresses), `metadata` (169.254.169.254).
+//! interfaces' IPv6 addresses), `metadata` (169.254.169.254), `bench` (the DHCP
+//! server's answer time, for `yunhe bench network`).
 //! Knows no HTTP; the network module does not import it.
 
+pub mod bench;
 pub mod desired;
 pub mod dhcp;
 mod dhcp_server;

@@ -54,7 +54,7 @@ impl std::fmt::Display for BlkBenchResult {
 }
 
 /// CPU time consumed by the calling thread.
-fn thread_cpu_time() -> Duration {
+pub(super) fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -47,6 +47,7 @@
 pub mod bench;
 pub mod block;
 pub mod net;
+pub mod net_bench;
 pub mod pci;
 pub mod rng;
 pub mod testing;
