@@ -5,7 +5,12 @@
 # (the repository) set, and SUITE naming the summary line (`$SUITE: N passed, M failed`).
 #
 #   lab_start [SERVE_ARGS...]   boot the lab with compute-inside.sh and serve in it; sets URL,
-#                               NOVA, the CA and clouds.yaml variables, `py` (the venv's python)
+#                               NOVA, the CA and clouds.yaml variables, `py` (the venv's python);
+#                               with LAB_STATE_DISK=FILE (an ext4 image), serve's state directory
+#                               is on that disk (the lab's /dev/vda), which outlives the lab
+#   lab_stop                    end the lab as compute-inside.sh does at the end (serve and the
+#                               VMMs stopped, the state disk synced and unmounted); then
+#                               lab_start may boot it again
 #   lab_login [PROJECT CLOUD]   a token for admin (one Argon2 check), then the CLI uses it
 #                               (with PROJECT: a token for admin in PROJECT, as cloud CLOUD)
 #   upload_tiny_images          micro's bzImage (aki), tiny's initramfs (ari) and tiny-root.img
@@ -105,11 +110,19 @@ lab_start() {
             "$root/image-recipes/build" "$r" "$OUT/$r" >"$out" 2>&1 || { fail "image-recipes/build $r"; finish; }
         fi
     done
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # (LAB_PORT: the same forwarded port as a lab before, whose state directory serve reuses:
+    # its clouds.yaml and public URL name that port)
+    port=${LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
     lab_wait=900
     t0=$(now)
+    local disk_args=()
+    rm -f "$share/state-disk"
+    if [ -n "${LAB_STATE_DISK:-}" ]; then
+        disk_args=(--disk "$LAB_STATE_DISK")
+        : >"$share/state-disk"
+    fi
     "$here/lab" run --out "$share" --fwd "$port:8080" --mem 3072 --cpus 2 --timeout $((lab_wait + 60)) \
-        --bin "$bin" --console "$work/lab-console.log" \
+        --bin "$bin" --console "$work/lab-console.log" "${disk_args[@]}" \
         "$here/compute-inside.sh" "$port" "$lab_wait" "$@" >"$work/lab.out" 2>&1 &
     lab_pid=$!
     venv=$("$root/tests/openstack/venv.sh" | tail -n1) || { fail "venv"; finish; }
@@ -132,6 +145,23 @@ lab_start() {
     export NOVA=$URL/compute/v2.1
     check "GET /healthz through the forwarded port, TLS verified with the lab's CA" \
         curl -sf --max-time 20 "$URL/healthz"
+}
+
+# lab_stop: the host side is done with this lab: it cleans up and ends (within 60 s).
+lab_stop() {
+    local n=0
+    : >"$share/done"
+    while kill -0 "$lab_pid" 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+    if kill -0 "$lab_pid" 2>/dev/null; then
+        kill -TERM "$lab_pid" 2>/dev/null
+        wait "$lab_pid" 2>/dev/null
+        lab_pid=""
+        return 1
+    fi
+    wait "$lab_pid" 2>/dev/null
+    lab_pid=""
+    rm -f "$share/done" "$share/ready" "$share/failed"
+    rm -rf "$share/cmd"; mkdir -p "$share/cmd"
 }
 
 # labsh LIMIT SCRIPT: run SCRIPT in the lab (with compute-inside.sh's functions); its output

@@ -22,6 +22,18 @@ serve_args="$*"
 export YUNHE_DATAPLANE="${YUNHE_DATAPLANE:-false}"
 export YUNHE_INITIAL_NETWORKS="${YUNHE_INITIAL_NETWORKS:-false}"
 state=/tmp/yunhe-state
+# With /out/state-disk (tests/lab/reboot.sh), the state directory lives on the lab's /dev/vda,
+# which outlives this lab: a second lab booted on the same disk is the same host after a reboot.
+state_disk=""
+if [ -e /out/state-disk ]; then
+    mkdir -p /mnt/state
+    if mount -t ext4 /dev/vda /mnt/state; then
+        state_disk=/mnt/state
+        state=/mnt/state/yunhe-state
+    else
+        echo "lab-compute(lab): cannot mount the state disk /dev/vda" >&2
+    fi
+fi
 serve_log=/tmp/serve.log
 lab_port=8080
 t0=$(date +%s)
@@ -112,6 +124,8 @@ cleanup() {
     fi
     collect_logs
     for p in $(all_vmm_pids); do kill -9 "$p" 2>/dev/null; done
+    # as a host's shutdown does once its processes are gone
+    if [ -n "$state_disk" ]; then sync; umount "$state_disk" 2>/dev/null; fi
 }
 
 say "starting yunhe serve (lab uptime $(cut -d' ' -f1 /proc/uptime) s, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024)}') MiB, $(nproc) CPUs)"
