@@ -13,6 +13,8 @@ pub mod cache;
 mod cache_api;
 mod data;
 pub mod format;
+mod image_list;
+mod image_patch;
 pub(crate) mod images;
 mod members;
 mod metadefs;
@@ -473,12 +475,12 @@ pub fn router(identity: Arc<IdentityState>, config: ImageConfig) -> Router {
     let v2 = Router::new()
         .route(
             "/v2/images",
-            get(images::list_images).post(images::create_image),
+            get(image_list::list_images).post(images::create_image),
         )
         .route(
             "/v2/images/{id}",
             get(images::show_image)
-                .patch(images::update_image)
+                .patch(image_patch::update_image)
                 .delete(images::delete_image),
         )
         .route(
