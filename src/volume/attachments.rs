@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::volumes::page;
+use super::volume_list::page;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, empty, is_admin, own_target, project_of,
     project_target, query_map,

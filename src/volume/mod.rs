@@ -14,7 +14,11 @@
 
 mod attachments;
 pub mod backend;
+mod backup_common;
 mod backup_files;
+mod backup_list;
+mod backup_records;
+mod backup_restore;
 mod backups;
 mod info;
 pub mod ops;
@@ -25,6 +29,8 @@ mod snapshots;
 mod transfers;
 mod types;
 mod views;
+mod volume_list;
+mod volume_metadata;
 mod volumes;
 
 use std::collections::HashMap;
@@ -598,6 +604,8 @@ pub fn router(identity: Arc<IdentityState>, config: VolumeConfig) -> Router {
             get(move || async move { json_response(StatusCode::OK, &one) }),
         )
         .merge(volumes::routes())
+        .merge(volume_list::routes())
+        .merge(volume_metadata::routes())
         .merge(types::routes())
         .merge(snapshots::routes())
         .merge(backups::routes())

@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::backend::Backend;
-use super::volumes::{metadata_field, page, sort_spec};
+use super::volume_list::{page, sort_spec};
+use super::volumes::metadata_field;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
     own_target, project_of, project_target, query_map, views,
@@ -345,12 +346,12 @@ async fn list_common(
         })
         .collect();
     let next_marker = page_items.last().filter(|_| more).map(|x| x.id.as_str());
-    Ok(super::volumes::list_response(
+    Ok(super::volume_list::list_response(
         &s,
         url.0.as_deref(),
         &q,
         mv,
-        super::volumes::ListPage {
+        super::volume_list::ListPage {
             collection: "snapshots",
             detail,
             items: rendered,

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::volumes::{next_link, page};
+use super::volume_list::{next_link, page};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, empty, is_admin, now_string, own_target,
     project_of, project_target, query_map,

@@ -199,7 +199,7 @@ async fn list(
         let wanted = parse_dict(extra)?;
         types.retain(|t| wanted.iter().all(|(k, v)| t.extra_specs.get(k) == Some(v)));
     }
-    let (page, _) = super::volumes::page(types, &q, |t| t.id.as_str(), "types")?;
+    let (page, _) = super::volume_list::page(types, &q, |t| t.id.as_str(), "types")?;
     let rendered: Vec<Value> = page.iter().map(|t| render(&s, &ctx, t)).collect();
     Ok(json_response(
         StatusCode::OK,
@@ -608,7 +608,7 @@ async fn qos_list(
     )?;
     let q = query_map(q);
     let all = s.read(|conn| Ok(store::list_qos(conn)?)).await?;
-    let (page, _) = super::volumes::page(all, &q, |x| x.id.as_str(), "qos_specs")?;
+    let (page, _) = super::volume_list::page(all, &q, |x| x.id.as_str(), "qos_specs")?;
     let list: Vec<_> = page.iter().map(views::qos).collect();
     Ok(json_response(StatusCode::OK, &json!({"qos_specs": list})))
 }
