@@ -25,7 +25,8 @@ use super::build::{
 };
 use super::driver::VmmExit;
 use super::network_proxy;
-use super::servers::{self, view};
+use super::server_views::view;
+use super::servers;
 use super::states::{Action, CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, parse_body};
 use crate::db::compute as store;
