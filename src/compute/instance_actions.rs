@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha224};
 
@@ -19,6 +21,15 @@ use crate::http::json_response;
 use crate::identity::Auth;
 
 type S = Arc<ComputeState>;
+
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
+        .route(
+            "/v2.1/servers/{id}/os-instance-actions/{request_id}",
+            get(action_show),
+        )
+}
 
 // --------------------------------------------------------- instance actions
 
@@ -70,7 +81,7 @@ fn action_view(a: &db::InstanceAction, with_events: bool, admin: bool, mv: Mv) -
     o
 }
 
-pub(super) async fn actions_list(
+async fn actions_list(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -136,7 +147,7 @@ pub(super) async fn actions_list(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-pub(super) async fn action_show(
+async fn action_show(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::access::load_authorized;
@@ -20,6 +22,15 @@ use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
 type S = Arc<ComputeState>;
+
+/// `GET /servers`, `/servers/detail` and `/servers/{id}` (create, update
+/// and delete are `servers`').
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/servers", get(list))
+        .route("/v2.1/servers/detail", get(list_detail))
+        .route("/v2.1/servers/{id}", get(show))
+}
 
 const ADMIN_ONLY_FILTERS: &[&str] = &[
     "host",
@@ -456,7 +467,7 @@ fn json_bytes_response(bytes: Vec<u8>) -> Response {
     response
 }
 
-pub(super) async fn list(
+async fn list(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -465,7 +476,7 @@ pub(super) async fn list(
     list_servers(s, ctx, mv, q, false).await
 }
 
-pub(super) async fn list_detail(
+async fn list_detail(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -474,7 +485,7 @@ pub(super) async fn list_detail(
     list_servers(s, ctx, mv, q, true).await
 }
 
-pub(super) async fn show(
+async fn show(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,

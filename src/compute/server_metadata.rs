@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::access::{check_unlocked, load, load_authorized, load_tx};
@@ -22,9 +24,31 @@ use crate::identity::{Auth, AuthContext};
 
 type S = Arc<ComputeState>;
 
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route(
+            "/v2.1/servers/{id}/metadata",
+            get(metadata_list)
+                .post(metadata_merge)
+                .put(metadata_replace),
+        )
+        .route(
+            "/v2.1/servers/{id}/metadata/{key}",
+            get(metadata_show).put(metadata_set).delete(metadata_delete),
+        )
+        .route(
+            "/v2.1/servers/{id}/tags",
+            get(tags_list).put(tags_replace).delete(tags_clear),
+        )
+        .route(
+            "/v2.1/servers/{id}/tags/{tag}",
+            get(tag_check).put(tag_add).delete(tag_delete),
+        )
+}
+
 // --------------------------------------------------------------- metadata
 
-pub(super) async fn metadata_list(
+async fn metadata_list(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -73,7 +97,7 @@ async fn write_metadata(
     .await
 }
 
-pub(super) async fn metadata_merge(
+async fn metadata_merge(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -95,7 +119,7 @@ pub(super) async fn metadata_merge(
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
 
-pub(super) async fn metadata_replace(
+async fn metadata_replace(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -117,7 +141,7 @@ pub(super) async fn metadata_replace(
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
 
-pub(super) async fn metadata_show(
+async fn metadata_show(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
@@ -129,7 +153,7 @@ pub(super) async fn metadata_show(
     }
 }
 
-pub(super) async fn metadata_set(
+async fn metadata_set(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
@@ -166,7 +190,7 @@ pub(super) async fn metadata_set(
     ))
 }
 
-pub(super) async fn metadata_delete(
+async fn metadata_delete(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
@@ -238,7 +262,7 @@ async fn write_tags(
     .await
 }
 
-pub(super) async fn tags_list(
+async fn tags_list(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -249,7 +273,7 @@ pub(super) async fn tags_list(
     Ok(json_response(StatusCode::OK, &json!({"tags": server.tags})))
 }
 
-pub(super) async fn tags_replace(
+async fn tags_replace(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -273,7 +297,7 @@ pub(super) async fn tags_replace(
     Ok(json_response(StatusCode::OK, &json!({"tags": stored})))
 }
 
-pub(super) async fn tags_clear(
+async fn tags_clear(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -294,7 +318,7 @@ pub(super) async fn tags_clear(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-pub(super) async fn tag_check(
+async fn tag_check(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -311,7 +335,7 @@ pub(super) async fn tag_check(
     }
 }
 
-pub(super) async fn tag_add(
+async fn tag_add(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -350,7 +374,7 @@ pub(super) async fn tag_add(
     Ok(response)
 }
 
-pub(super) async fn tag_delete(
+async fn tag_delete(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,

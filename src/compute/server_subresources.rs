@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::access::load_authorized;
@@ -17,6 +19,27 @@ use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
 type S = Arc<ComputeState>;
+
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.1/servers/{id}/ips", get(ips))
+        .route("/v2.1/servers/{id}/ips/{network}", get(ips_network))
+        .route("/v2.1/servers/{id}/os-interface", get(interfaces))
+        .route(
+            "/v2.1/servers/{id}/os-interface/{port}",
+            get(interface_show),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-server-password",
+            get(password_show).delete(password_clear),
+        )
+        .route(
+            "/v2.1/servers/{id}/os-security-groups",
+            get(security_groups),
+        )
+        .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
+        .route("/v2.1/servers/{id}/topology", get(topology))
+}
 
 // ------------------------------------------------ addresses and interfaces
 
@@ -33,7 +56,7 @@ async fn fixed(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-pub(super) async fn ips(
+async fn ips(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -46,7 +69,7 @@ pub(super) async fn ips(
     ))
 }
 
-pub(super) async fn ips_network(
+async fn ips_network(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, network)): Path<(String, String)>,
@@ -63,7 +86,7 @@ pub(super) async fn ips_network(
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
 }
 
-pub(super) async fn interfaces(
+async fn interfaces(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -77,7 +100,7 @@ pub(super) async fn interfaces(
     ))
 }
 
-pub(super) async fn interface_show(
+async fn interface_show(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -96,7 +119,7 @@ pub(super) async fn interface_show(
     }
 }
 
-pub(super) async fn security_groups(
+async fn security_groups(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -105,7 +128,7 @@ pub(super) async fn security_groups(
     super::network_proxy::server_groups(&s, &server).await
 }
 
-pub(super) async fn password_show(
+async fn password_show(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -120,7 +143,7 @@ pub(super) async fn password_show(
     .await
 }
 
-pub(super) async fn password_clear(
+async fn password_clear(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
@@ -129,7 +152,7 @@ pub(super) async fn password_clear(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-pub(super) async fn topology(
+async fn topology(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
@@ -148,7 +171,7 @@ pub(super) async fn topology(
 }
 
 /// `GET .../diagnostics` (admin): the VMM's statistics.
-pub(super) async fn diagnostics(
+async fn diagnostics(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,

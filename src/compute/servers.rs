@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
@@ -26,7 +26,6 @@ use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
     nova_time, paginate, parse_body, project_of, query_map, take_object,
 };
-use super::{instance_actions, server_list, server_metadata, server_subresources};
 use crate::db::compute as store;
 use crate::db::now_unix;
 use crate::db::servers::{self as db, FlavorCopy, Server};
@@ -35,66 +34,22 @@ use crate::identity::Auth;
 
 type S = Arc<ComputeState>;
 
+/// Server create, update and delete, os-interface attach/detach and
+/// os-volume_attachments, migrations and external events. The read-only
+/// views (list, show, ips, metadata, tags, instance actions...) have their
+/// own routes in `server_list`, `server_metadata`, `server_subresources`
+/// and `instance_actions`, which import from this module.
 pub fn routes() -> Router<S> {
     Router::new()
-        .route("/v2.1/servers", get(server_list::list).post(create))
-        .route("/v2.1/servers/detail", get(server_list::list_detail))
-        .route(
-            "/v2.1/servers/{id}",
-            get(server_list::show).put(update).delete(delete),
-        )
-        .route(
-            "/v2.1/servers/{id}/metadata",
-            get(server_metadata::metadata_list)
-                .post(server_metadata::metadata_merge)
-                .put(server_metadata::metadata_replace),
-        )
-        .route(
-            "/v2.1/servers/{id}/metadata/{key}",
-            get(server_metadata::metadata_show)
-                .put(server_metadata::metadata_set)
-                .delete(server_metadata::metadata_delete),
-        )
-        .route(
-            "/v2.1/servers/{id}/tags",
-            get(server_metadata::tags_list)
-                .put(server_metadata::tags_replace)
-                .delete(server_metadata::tags_clear),
-        )
-        .route(
-            "/v2.1/servers/{id}/tags/{tag}",
-            get(server_metadata::tag_check)
-                .put(server_metadata::tag_add)
-                .delete(server_metadata::tag_delete),
-        )
-        .route("/v2.1/servers/{id}/ips", get(server_subresources::ips))
-        .route(
-            "/v2.1/servers/{id}/ips/{network}",
-            get(server_subresources::ips_network),
-        )
+        .route("/v2.1/servers", post(create))
+        .route("/v2.1/servers/{id}", put(update).delete(delete))
         .route(
             "/v2.1/servers/{id}/os-interface",
-            get(server_subresources::interfaces).post(super::interfaces::attach_handler),
+            post(super::interfaces::attach_handler),
         )
         .route(
             "/v2.1/servers/{id}/os-interface/{port}",
-            get(server_subresources::interface_show).delete(super::interfaces::detach_handler),
-        )
-        .route(
-            "/v2.1/servers/{id}/os-instance-actions",
-            get(instance_actions::actions_list),
-        )
-        .route(
-            "/v2.1/servers/{id}/os-instance-actions/{request_id}",
-            get(instance_actions::action_show),
-        )
-        .route(
-            "/v2.1/servers/{id}/os-server-password",
-            get(server_subresources::password_show).delete(server_subresources::password_clear),
-        )
-        .route(
-            "/v2.1/servers/{id}/os-security-groups",
-            get(server_subresources::security_groups),
+            axum::routing::delete(super::interfaces::detach_handler),
         )
         .route(
             "/v2.1/servers/{id}/os-volume_attachments",
@@ -103,14 +58,6 @@ pub fn routes() -> Router<S> {
         .route(
             "/v2.1/servers/{id}/os-volume_attachments/{volume_id}",
             get(super::volumes::show_handler).delete(super::volumes::detach_handler),
-        )
-        .route(
-            "/v2.1/servers/{id}/diagnostics",
-            get(server_subresources::diagnostics),
-        )
-        .route(
-            "/v2.1/servers/{id}/topology",
-            get(server_subresources::topology),
         )
         .route("/v2.1/servers/{id}/migrations", get(server_migrations))
         .route("/v2.1/os-migrations", get(migrations_list))
