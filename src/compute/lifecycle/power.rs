@@ -78,12 +78,14 @@ pub(super) async fn reboot_soft_vm(s: S, sv: Server) -> Result<(), String> {
     Ok(())
 }
 
+/// `pause`: the vCPUs stop, the VMM stays.
 pub(super) async fn pause_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
     settle(&s, &sv.id, "paused", PAUSED).await;
     Ok(())
 }
 
+/// `unpause`.
 pub(super) async fn unpause_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
     settle(&s, &sv.id, "active", RUNNING).await;

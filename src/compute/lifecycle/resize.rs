@@ -163,6 +163,8 @@ pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), S
     Ok(())
 }
 
+/// The VMM side of `confirmResize`: the old flavor is dropped, the
+/// migration confirmed; the server runs on as it was.
 pub(super) async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
     let running = sv.power_state == RUNNING;
     update_server(&s, &sv.id, move |x| {
@@ -178,6 +180,7 @@ pub(super) async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
     Ok(())
 }
 
+/// `revertResize`: the old flavor back, the server booted again if it ran.
 pub(super) async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
     let running = sv.power_state == RUNNING;
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;

@@ -26,6 +26,7 @@ pub(super) async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
     Ok(())
 }
 
+/// `shelveOffload` of a shelved server: it leaves the host.
 pub(super) async fn shelve_offload_vm(s: S, sv: Server) -> Result<(), String> {
     update_server(&s, &sv.id, |x| {
         x.vm_state = "shelved_offloaded".into();
