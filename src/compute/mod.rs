@@ -35,7 +35,9 @@ pub mod driver;
 mod fake_driver;
 mod flavors;
 mod hosts;
+mod hypervisors;
 mod images;
+mod instance_actions;
 mod interfaces;
 mod keypairs;
 mod lifecycle;
@@ -46,8 +48,14 @@ pub mod networking;
 pub mod quotas;
 mod scheduler;
 mod server_groups;
+mod server_list;
+mod server_metadata;
+mod server_subresources;
+mod server_views;
 mod servers;
+mod services;
 pub mod states;
+mod tenant_usage;
 pub mod virt;
 mod volumes;
 
@@ -598,10 +606,17 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         .merge(keypairs::routes())
         .merge(quotas::routes())
         .merge(hosts::routes())
+        .merge(hypervisors::routes())
+        .merge(services::routes())
+        .merge(tenant_usage::routes())
         .merge(images::routes())
         .merge(network_proxy::routes())
         .merge(server_groups::routes())
         .merge(servers::routes())
+        .merge(server_list::routes())
+        .merge(server_metadata::routes())
+        .merge(server_subresources::routes())
+        .merge(instance_actions::routes())
         .route(
             "/v2.1/servers/{id}/action",
             axum::routing::post(lifecycle::action),
@@ -970,11 +985,30 @@ mod tests {
         ("hosts.rs", include_str!("hosts.rs")),
         ("images.rs", include_str!("images.rs")),
         ("keypairs.rs", include_str!("keypairs.rs")),
-        ("lifecycle.rs", include_str!("lifecycle.rs")),
+        ("hypervisors.rs", include_str!("hypervisors.rs")),
+        ("instance_actions.rs", include_str!("instance_actions.rs")),
+        ("lifecycle/mod.rs", include_str!("lifecycle/mod.rs")),
+        ("lifecycle/admin.rs", include_str!("lifecycle/admin.rs")),
+        ("lifecycle/console.rs", include_str!("lifecycle/console.rs")),
+        ("lifecycle/image.rs", include_str!("lifecycle/image.rs")),
+        ("lifecycle/power.rs", include_str!("lifecycle/power.rs")),
+        ("lifecycle/rebuild.rs", include_str!("lifecycle/rebuild.rs")),
+        ("lifecycle/rescue.rs", include_str!("lifecycle/rescue.rs")),
+        ("lifecycle/resize.rs", include_str!("lifecycle/resize.rs")),
+        ("lifecycle/shelve.rs", include_str!("lifecycle/shelve.rs")),
         ("mod.rs", include_str!("mod.rs")),
         ("quotas.rs", include_str!("quotas.rs")),
         ("server_groups.rs", include_str!("server_groups.rs")),
+        ("server_list.rs", include_str!("server_list.rs")),
+        ("server_metadata.rs", include_str!("server_metadata.rs")),
+        (
+            "server_subresources.rs",
+            include_str!("server_subresources.rs"),
+        ),
+        ("server_views.rs", include_str!("server_views.rs")),
         ("servers.rs", include_str!("servers.rs")),
+        ("services.rs", include_str!("services.rs")),
+        ("tenant_usage.rs", include_str!("tenant_usage.rs")),
     ];
 
     /// Every string literal in `text` that starts with a Nova rule prefix
