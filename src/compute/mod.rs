@@ -60,7 +60,7 @@ pub mod virt;
 mod volumes;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 
@@ -179,6 +179,9 @@ pub struct ComputeState {
     pub console_tokens: consoles::ConsoleTokens,
     /// Cinder, as Nova asks it to attach and detach volumes (`volume::ops`).
     pub volumes: Arc<crate::volume::VolumeState>,
+    /// The flavors and the projects' flavor access as last read, with the state file's
+    /// write generation they were read at (`flavors::load_visible`).
+    pub flavor_cache: Mutex<Option<flavors::FlavorCache>>,
 }
 
 /// How far this host's resources may be overcommitted when scheduling.
@@ -575,6 +578,7 @@ impl ComputeState {
             locks: locks::ServerLocks::default(),
             images: crate::image::service::ImageService::new(identity.db.clone()),
             console_tokens: consoles::ConsoleTokens::default(),
+            flavor_cache: Mutex::new(None),
             volumes: crate::volume::VolumeState::new(identity.clone(), &config.volume),
             config,
             identity,
