@@ -27,9 +27,11 @@
 
 mod access;
 mod aggregates;
+mod block_devices;
 mod build;
 pub mod configdrive;
 mod consoles;
+mod create;
 pub mod driver;
 #[cfg(test)]
 mod fake_driver;

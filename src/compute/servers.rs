@@ -1,8 +1,8 @@
-//! Servers: create (with quota, scheduling on this one host and the build in
-//! the background), list and `/detail` with Nova's filters and pagination,
+//! Servers: list and `/detail` with Nova's filters and pagination,
 //! show, update, delete; metadata, tags, ips, os-interface, instance actions,
-//! server password and security groups. Actions and the state machine live
-//! in `lifecycle`, the VMM side in `virt`.
+//! server password and security groups; the validators create shares.
+//! Create is `create`, actions and the state machine `lifecycle`, the VMM
+//! side `virt`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use base64::Engine;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha224};
 
@@ -21,12 +20,11 @@ use super::access::{check_unlocked, load, load_authorized, load_tx, server_targe
 use super::build;
 use super::iso_time;
 use super::networking::{Addresses, PortFacts};
-use super::quotas::{self, ServerRequest};
+use super::quotas;
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, int_field, next_link, no_additional,
-    nova_time, paginate, parse_body, project_of, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional, nova_time,
+    paginate, parse_body, project_of, query_map, take_object,
 };
-use crate::db::compute as store;
 use crate::db::now_unix;
 use crate::db::servers::{self as db, FlavorCopy, Server};
 use crate::http::{RequestId, json_response};
@@ -37,7 +35,7 @@ type S = Arc<ComputeState>;
 
 pub fn routes() -> Router<S> {
     Router::new()
-        .route("/v2.1/servers", get(list).post(create))
+        .route("/v2.1/servers", get(list).post(super::create::create))
         .route("/v2.1/servers/detail", get(list_detail))
         .route("/v2.1/servers/{id}", get(show).put(update).delete(delete))
         .route(
@@ -265,7 +263,7 @@ async fn external_events(
 
 // ------------------------------------------------------------------ states
 
-use super::states::{NOSTATE, RUNNING};
+use super::states::RUNNING;
 
 /// Nova's status, from vm_state and task_state.
 pub fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
@@ -625,9 +623,9 @@ impl ServerView<'_> {
     }
 }
 
-// ------------------------------------------------------------------ create
+// ------------------------------------------------- validators (create, update)
 
-fn last_segment(text: &str) -> String {
+pub(super) fn last_segment(text: &str) -> String {
     text.trim_end_matches('/')
         .rsplit('/')
         .next()
@@ -635,7 +633,11 @@ fn last_segment(text: &str) -> String {
         .to_string()
 }
 
-fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult<Option<String>> {
+pub(super) fn opt_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    max: usize,
+) -> ComputeResult<Option<String>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.chars().count() <= max => Ok(Some(text.clone())),
@@ -649,7 +651,7 @@ fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult<Opt
 }
 
 /// A server name: 1–255 characters, not only spaces.
-fn check_name(value: Option<&Value>) -> ComputeResult<String> {
+pub(super) fn check_name(value: Option<&Value>) -> ComputeResult<String> {
     match value {
         Some(Value::String(name))
             if !name.trim().is_empty()
@@ -713,7 +715,7 @@ pub fn check_tag(tag: &str) -> ComputeResult<()> {
 
 pub const MAX_TAGS: usize = 50;
 
-fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
+pub(super) fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
     let Value::Array(items) = value else {
         return Err(ComputeError::BadRequest(
             "Invalid input for field/attribute tags. Value is not of type 'array'".into(),
@@ -739,7 +741,7 @@ fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
     Ok(tags)
 }
 
-fn bool_like(value: &Value) -> Option<bool> {
+pub(super) fn bool_like(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
@@ -788,7 +790,7 @@ const FQDN_PATTERN: &str = "^[a-zA-Z0-9-._]*$";
 
 /// The `hostname` of a create or update, checked as Nova's JSON schema for
 /// the microversion checks it (a 400 with its message otherwise).
-fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<String>> {
+pub(super) fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<String>> {
     let invalid = |value: &dyn std::fmt::Display, why: String| {
         ComputeError::BadRequest(format!(
             "Invalid input for field/attribute hostname. Value: {value}. {why}"
@@ -834,513 +836,6 @@ fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<Stri
         return Err(invalid(text, format!("'{text}' is too long")));
     }
     Ok(Some(text.clone()))
-}
-
-fn random_password() -> String {
-    use rand::RngExt;
-    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
-}
-
-/// Everything a create needs, validated.
-struct CreateRequest {
-    name: String,
-    image_id: String,
-    flavor_id: String,
-    key_name: Option<String>,
-    user_data: Option<String>,
-    description: Option<String>,
-    metadata: BTreeMap<String, String>,
-    tags: Vec<String>,
-    config_drive: bool,
-    availability_zone: Option<String>,
-    min_count: i64,
-    max_count: i64,
-    return_reservation_id: bool,
-    admin_pass: Option<String>,
-    access_ipv4: String,
-    access_ipv6: String,
-    group: Option<String>,
-    hostname: Option<String>,
-    networks: super::networking::Requested,
-    security_groups: Vec<String>,
-}
-
-fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
-    let mut body = parse_body(body)?;
-    let hints = body
-        .remove("os:scheduler_hints")
-        .or_else(|| body.remove("OS-SCH-HNT:scheduler_hints"));
-    let server = take_object(&mut body, "server")?;
-    let name = check_name(server.get("name"))?;
-    let image_id = match server.get("imageRef") {
-        Some(Value::String(r)) => last_segment(r),
-        None | Some(Value::Null) => String::new(),
-        Some(other) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute imageRef. Value: {other}. {other} is not of type 'string'"
-            )));
-        }
-    };
-    let flavor_id = match server.get("flavorRef") {
-        Some(Value::String(r)) if !r.is_empty() => last_segment(r),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server. 'flavorRef' is a required property"
-                    .into(),
-            ));
-        }
-    };
-    let mut image_id = image_id;
-    if let Some(bdms) = server
-        .get("block_device_mapping_v2")
-        .or_else(|| server.get("block_device_mapping"))
-        .and_then(Value::as_array)
-    {
-        for bdm in bdms {
-            let source = bdm.get("source_type").and_then(Value::as_str).unwrap_or("");
-            let dest = bdm
-                .get("destination_type")
-                .and_then(Value::as_str)
-                .unwrap_or("local");
-            match (source, dest) {
-                // The image as local root disk: the same as imageRef.
-                ("image", "local") => {
-                    if let Some(uuid) = bdm.get("uuid").and_then(Value::as_str)
-                        && image_id.is_empty()
-                    {
-                        image_id = uuid.to_string();
-                    }
-                }
-                // Local ephemeral or swap disks: the flavor's sizes apply.
-                ("blank", "local") => {}
-                _ => {
-                    return Err(ComputeError::BadRequest(
-                        "Block device mappings to volumes need the volume service, which this cloud does not have yet."
-                            .into(),
-                    ));
-                }
-            }
-        }
-    }
-    if image_id.is_empty() {
-        return Err(ComputeError::BadRequest(
-            "Missing imageRef attribute".into(),
-        ));
-    }
-    if mv.at_least(57) && server.contains_key("personality") {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)".into(),
-        ));
-    }
-    let key_name = opt_str(&server, "key_name", 255)?;
-    let user_data = match opt_str(&server, "user_data", 65535)? {
-        Some(data) => {
-            if base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .is_err()
-            {
-                return Err(ComputeError::BadRequest(
-                    "Invalid input for field/attribute user_data. Value is not base64 encoded"
-                        .into(),
-                ));
-            }
-            Some(data)
-        }
-        None => None,
-    };
-    let description = if mv.at_least(19) {
-        opt_str(&server, "description", 255)?
-    } else if server.contains_key("description") {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)".into(),
-        ));
-    } else {
-        None
-    };
-    let metadata = match server.get("metadata") {
-        Some(v) => check_metadata(v, "metadata")?,
-        None => BTreeMap::new(),
-    };
-    let tags = match server.get("tags") {
-        Some(v) if mv.at_least(52) => check_tags(v)?,
-        Some(_) => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)".into(),
-            ));
-        }
-        None => Vec::new(),
-    };
-    let config_drive = match server.get("config_drive") {
-        Some(v) => bool_like(v).ok_or_else(|| {
-            ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute config_drive. Value: {v}. {v} is not a boolean"
-            ))
-        })?,
-        None => false,
-    };
-    let availability_zone = opt_str(&server, "availability_zone", 255)?.filter(|z| !z.is_empty());
-    if let Some(zone) = &availability_zone {
-        let zone_name = zone.split(':').next().unwrap_or("");
-        if zone_name != super::hosts::ZONE {
-            return Err(ComputeError::BadRequest(format!(
-                "The requested availability zone is not available: {zone}"
-            )));
-        }
-    }
-    let min_count = match server.get("min_count") {
-        Some(v) => int_field(v, "min_count", 1, 1000)?,
-        None => 1,
-    };
-    let max_count = match server.get("max_count") {
-        Some(v) => int_field(v, "max_count", 1, 1000)?,
-        None => min_count,
-    };
-    if max_count < min_count {
-        return Err(ComputeError::BadRequest(
-            "min_count must be <= max_count".into(),
-        ));
-    }
-    let networks = super::networking::parse(mv, &server, max_count)?;
-    let security_groups = super::networking::parse_security_groups(&server)?;
-    let return_reservation_id = server
-        .get("return_reservation_id")
-        .and_then(bool_like)
-        .unwrap_or(false);
-    let admin_pass = opt_str(&server, "adminPass", 255)?;
-    let access_ipv4 = opt_str(&server, "accessIPv4", 64)?.unwrap_or_default();
-    if !access_ipv4.is_empty() && access_ipv4.parse::<std::net::Ipv4Addr>().is_err() {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute accessIPv4. Value: {access_ipv4}. '{access_ipv4}' is not a 'ipv4'"
-        )));
-    }
-    let access_ipv6 = opt_str(&server, "accessIPv6", 64)?.unwrap_or_default();
-    let access_ipv6 = if access_ipv6.is_empty() {
-        access_ipv6
-    } else {
-        match access_ipv6.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute accessIPv6. Value: {access_ipv6}. '{access_ipv6}' is not a 'ipv6'"
-                )));
-            }
-        }
-    };
-    let group = hints
-        .as_ref()
-        .and_then(|h| h.get("group"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let hostname = if mv.at_least(90) {
-        check_hostname(mv, &server)?
-    } else {
-        None
-    };
-    if hostname.is_some() && max_count > 1 {
-        return Err(ComputeError::BadRequest(
-            "Unable to allocate a single hostname to multiple instances".into(),
-        ));
-    }
-    Ok(CreateRequest {
-        name,
-        image_id,
-        flavor_id,
-        key_name,
-        user_data,
-        description,
-        metadata,
-        tags,
-        config_drive,
-        availability_zone,
-        min_count,
-        max_count,
-        return_reservation_id,
-        admin_pass,
-        access_ipv4,
-        access_ipv6,
-        group,
-        hostname,
-        networks,
-        security_groups,
-    })
-}
-
-async fn create(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    mv: Mv,
-    Extension(request_id): Extension<RequestId>,
-    body: Bytes,
-) -> ComputeResult<Response> {
-    let project = project_of(&ctx)?;
-    let req = parse_create(mv, &body)?;
-    super::authorize(
-        &s,
-        &ctx,
-        "os_compute_api:servers:create",
-        &super::owner_target(&project, &ctx.user_id),
-    )?;
-    let is_admin = super::is_admin_context(&s, &ctx);
-    let image = match s
-        .images
-        .get(&req.image_id, if is_admin { None } else { Some(&project) })
-        .await
-    {
-        Ok(image) => image,
-        Err(crate::image::service::ImageServiceError::NotFound(_)) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Image {} could not be found.",
-                req.image_id
-            )));
-        }
-        Err(e) => return Err(ComputeError::Internal(e.to_string())),
-    };
-    if image.status != "active" {
-        return Err(ComputeError::BadRequest(format!(
-            "Image {} is not active.",
-            image.id
-        )));
-    }
-    let flavor_id = req.flavor_id.clone();
-    let flavor = s
-        .read(move |conn| Ok(store::get_flavor(conn, &flavor_id)?))
-        .await?
-        .ok_or_else(|| {
-            ComputeError::BadRequest(format!("Flavor {} could not be found.", req.flavor_id))
-        })?;
-    if flavor.ram < image.min_ram {
-        return Err(ComputeError::BadRequest(
-            "Flavor's memory is too small for requested image.".into(),
-        ));
-    }
-    let image_gb = (image.virtual_size.or(image.size).unwrap_or(0) + (1 << 30) - 1) >> 30;
-    if flavor.disk > 0 && (flavor.disk < image.min_disk || flavor.disk < image_gb) {
-        return Err(ComputeError::BadRequest(
-            "Flavor's disk is too small for requested image.".into(),
-        ));
-    }
-    let boot = build::resolve_boot(&s, &image, &project, is_admin).await?;
-    let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
-    let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let user_id = ctx.user_id.clone();
-    let now = now_unix();
-    let flavor_copy = FlavorCopy::from(&flavor);
-    let host = super::hosts::hostname();
-    let ratios = s.config.ratios;
-    let force_config_drive = s.config.force_config_drive;
-    let facts = super::hosts::capacity(&s.db.state_dir());
-    let rid = request_id.0.clone();
-    let sg_names = req.security_groups.clone();
-    let (servers, scheduled) = super::networking::write_atomic(&s, move |tx| {
-            if !flavor.is_public
-                && !is_admin
-                && !store::flavor_projects(tx, &flavor.id)?.contains(&project)
-            {
-                return Err(ComputeError::BadRequest(format!(
-                    "Flavor {} could not be found.",
-                    flavor.id
-                )));
-            }
-            let key_data = match &req.key_name {
-                Some(name) => Some(
-                    store::get_keypair(tx, &user_id, name)?
-                        .ok_or_else(|| {
-                            ComputeError::BadRequest("Invalid key_name provided.".into())
-                        })?
-                        .public_key,
-                ),
-                None => None,
-            };
-            if let Some(group_id) = &req.group {
-                let group = store::get_server_group(tx, group_id)?.ok_or_else(|| {
-                    ComputeError::BadRequest(format!("Invalid server group {group_id}"))
-                })?;
-                if group.project_id != project && !is_admin {
-                    return Err(ComputeError::BadRequest(format!(
-                        "Invalid server group {group_id}"
-                    )));
-                }
-                quotas::enforce_group_members(tx, &project, &user_id, group_id, req.min_count)?;
-            }
-            // Quotas: as many as fit between min_count and max_count.
-            let in_use = db::quota_usage(tx, &project, None)?;
-            let mut count = req.max_count;
-            loop {
-                let request = ServerRequest {
-                    count,
-                    vcpus: flavor.vcpus,
-                    ram_mb: flavor.ram,
-                    metadata_items: req.metadata.len() as i64,
-                };
-                match quotas::enforce_server_create(tx, &project, &user_id, &in_use, &request) {
-                    Ok(()) => break,
-                    Err(e) if count <= req.min_count => return Err(e),
-                    Err(_) => count -= 1,
-                }
-            }
-            // Networks as Nova's validate_networks: checked before anything
-            // is written; the port quota may lower the count.
-            let plan = super::networking::plan(
-                tx,
-                &req.networks,
-                &req.security_groups,
-                &project,
-                is_admin,
-            )?;
-            let count =
-                super::networking::fit_port_quota(tx, &plan, &project, req.min_count, count)?;
-            // Scheduling on this one host.
-            let used = db::host_usage(tx, None)?;
-            let group = match &req.group {
-                Some(g) => store::get_server_group(tx, g)?,
-                None => None,
-            };
-            // All or nothing, as Nova's scheduler: when the request's servers
-            // do not all fit, every one of them fails with NoValidHost.
-            let fit = super::scheduler::fit(
-                used,
-                super::scheduler::Demand {
-                    vcpus: count * flavor.vcpus,
-                    ram_mb: count * flavor.ram,
-                    disk_gb: count * flavor.disk,
-                },
-                &facts,
-                ratios,
-            );
-            let anti_affinity_broken = group.as_ref().is_some_and(|g| {
-                g.policy == "anti-affinity" && (!g.members.is_empty() || count > 1)
-            });
-            let fits = fit.all() && !anti_affinity_broken;
-            let mut created = Vec::new();
-            let mut scheduled = Vec::new();
-            for index in 0..count {
-                let name = if count > 1 {
-                    format!("{}-{}", req.name, index + 1)
-                } else {
-                    req.name.clone()
-                };
-                let id = uuid::Uuid::new_v4().to_string();
-                let mut server = Server {
-                    id: id.clone(),
-                    name: name.clone(),
-                    project_id: project.clone(),
-                    user_id: user_id.clone(),
-                    image_id: req.image_id.clone(),
-                    flavor: flavor_copy.clone(),
-                    old_flavor: None,
-                    key_name: req.key_name.clone(),
-                    key_data: key_data.clone(),
-                    user_data: req.user_data.clone(),
-                    description: req.description.clone(),
-                    hostname: req
-                        .hostname
-                        .clone()
-                        .unwrap_or_else(|| sanitize_hostname(&name, &id)),
-                    metadata: req.metadata.clone(),
-                    tags: req.tags.clone(),
-                    vm_state: if fits { "building" } else { "error" }.into(),
-                    task_state: if fits { Some("scheduling".into()) } else { None },
-                    power_state: NOSTATE,
-                    locked: false,
-                    locked_by: None,
-                    locked_reason: None,
-                    fault: (!fits).then(|| {
-                        json!({
-                            "code": 500,
-                            "created": iso_time(now),
-                            "message": "No valid host was found. There are not enough hosts available.",
-                            "details": format!(
-                                "{}{}",
-                                fit.describe(&host, &facts, ratios),
-                                if anti_affinity_broken { ", anti-affinity group already has a member on the only host" } else { "" }
-                            ),
-                        })
-                    }),
-                    config_drive: req.config_drive || force_config_drive,
-                    availability_zone: req.availability_zone.as_ref().map(|z| z.split(':').next().unwrap_or("").to_string()),
-                    access_ipv4: req.access_ipv4.clone(),
-                    access_ipv6: req.access_ipv6.clone(),
-                    reservation_id: reservation_id.clone(),
-                    launch_index: index,
-                    server_group: req.group.clone(),
-                    host: fits.then(|| host.clone()),
-                    kernel_id: boot.kernel_id.clone(),
-                    ramdisk_id: boot.ramdisk_id.clone(),
-                    cmdline: boot.cmdline.clone(),
-                    shutdown_timeout: boot.shutdown_timeout,
-                    shelved_image_id: None,
-                    migrations: Vec::new(),
-                    vmm_pid: None,
-                    ports: Vec::new(),
-                    volumes: Vec::new(),
-                    rescue: None,
-                    created_at: now,
-                    updated_at: now,
-                    launched_at: None,
-                    terminated_at: None,
-                    deleted: false,
-                };
-                if fits {
-                    server.ports = super::networking::make_ports(tx, &plan, &server, &host)?;
-                }
-                db::insert_server(tx, &server)?;
-                if let Some(g) = &req.group {
-                    store::add_server_group_member(tx, g, &id)?;
-                }
-                build::record_action(tx, &server, &rid, "create", now)?;
-                if fits {
-                    scheduled.push(id.clone());
-                }
-                created.push(server);
-            }
-            Ok((created, scheduled))
-        })
-        .await?;
-    super::networking::notify(&s);
-    for server in &servers {
-        if scheduled.contains(&server.id) {
-            build::spawn_build(s.clone(), server.id.clone(), request_id.0.clone());
-        } else {
-            build::finish_action_event(
-                &s,
-                &server.id,
-                &request_id.0,
-                "compute__schedule_instances",
-                false,
-            )
-            .await;
-        }
-    }
-    if req.return_reservation_id {
-        let reservation = servers
-            .first()
-            .map(|sv| sv.reservation_id.clone())
-            .unwrap_or_default();
-        return Ok(json_response(
-            StatusCode::ACCEPTED,
-            &json!({"reservation_id": reservation}),
-        ));
-    }
-    let Some(first) = servers.first() else {
-        return Err(ComputeError::Internal("no server was created".into()));
-    };
-    let body = json!({
-        "id": first.id,
-        "links": s.links("servers", &first.id),
-        "OS-DCF:diskConfig": "MANUAL",
-        "security_groups": sg_names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
-        "adminPass": admin_pass,
-    });
-    let mut response = json_response(StatusCode::ACCEPTED, &json!({"server": body}));
-    if let Ok(location) = HeaderValue::from_str(&format!("{}/servers/{}", s.v21_url(), first.id)) {
-        response.headers_mut().insert("location", location);
-    }
-    Ok(response)
 }
 
 // ---------------------------------------------------------------- list

@@ -314,6 +314,7 @@ pub async fn attach(
         path: ops::backing_file(&s.volumes, &volume.id),
         tag: request.tag.clone(),
         delete_on_termination: request.delete_on_termination,
+        boot_index: None,
     };
     let (id_owned, rid, rec) = (id.to_string(), request_id.to_string(), record.clone());
     let stored = s
@@ -445,6 +446,9 @@ pub async fn begin_detach(
         let server = super::access::load_for_action(tx, &id_owned, admin, Action::DetachVolume)?;
         if !server.volumes.iter().any(|v| v.volume_id == vid) {
             return Err(not_attached(&vid));
+        }
+        if server.root_volume().is_some_and(|v| v.volume_id == vid) {
+            return Err(bad("Cannot detach a root device volume"));
         }
         record_action(tx, &server, &rid, Action::DetachVolume.name(), now_unix())?;
         Ok(())

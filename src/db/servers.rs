@@ -135,6 +135,10 @@ pub struct ServerVolume {
     /// Delete the volume with the server (2.79+).
     #[serde(default)]
     pub delete_on_termination: bool,
+    /// The block device mapping's boot index: `Some(0)` is the root disk of
+    /// a volume-backed server; None for volumes attached later.
+    #[serde(default)]
+    pub boot_index: Option<i64>,
 }
 
 /// One server, whole.
@@ -235,6 +239,14 @@ pub struct Server {
     pub terminated_at: Option<i64>,
     #[serde(default)]
     pub deleted: bool,
+}
+
+impl Server {
+    /// The volume that is this server's root disk (boot index 0), when the
+    /// server is volume-backed.
+    pub fn root_volume(&self) -> Option<&ServerVolume> {
+        self.volumes.iter().find(|v| v.boot_index == Some(0))
+    }
 }
 
 fn decode(doc: String) -> DbResult<Server> {
