@@ -248,7 +248,7 @@ pub async fn create(
     body: Bytes,
 ) -> ComputeResult<Response> {
     let project = project_of(&ctx)?;
-    let req = parse_create(mv, &body)?;
+    let mut req = parse_create(mv, &body)?;
     super::authorize(
         &s,
         &ctx,
@@ -256,6 +256,7 @@ pub async fn create(
         &super::owner_target(&project, &ctx.user_id),
     )?;
     let is_admin = super::is_admin_context(&s, &ctx);
+    image_mappings(&s, &mut req, &project, is_admin).await;
     let resolved = resolve(&s, &req, &project, is_admin).await?;
     let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
     let sg_names = req.security_groups.clone();
@@ -281,6 +282,27 @@ pub async fn create(
     super::networking::notify(&s);
     start(&s, &servers, &scheduled, &block_devices, &request_id.0).await;
     accepted(&s, &servers, return_reservation_id, &admin_pass, &sg_names)
+}
+
+/// An image made by createImage of a volume-backed server carries the
+/// mappings that boot it (a new volume from the snapshot as the root disk):
+/// they take the image's place, as Nova merges an image's mappings.
+async fn image_mappings(s: &S, req: &mut CreateRequest, project: &str, is_admin: bool) {
+    if req.image_id.is_empty() || req.block_devices.iter().any(|m| m.boot_index == Some(0)) {
+        return;
+    }
+    let Ok(image) = s
+        .images
+        .get(&req.image_id, if is_admin { None } else { Some(project) })
+        .await
+    else {
+        return;
+    };
+    if let Some(mut mappings) = block_devices::image_mappings(&image) {
+        mappings.append(&mut req.block_devices);
+        req.block_devices = mappings;
+        req.image_id.clear();
+    }
 }
 
 /// What [`resolve`] found: the flavor and what the image boots.

@@ -509,14 +509,19 @@ async fn resume_vm(s: S, sv: Server) -> Result<(), String> {
 async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
     s.driver.drop_saved_state(&sv.id).await;
-    let image =
-        snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?;
+    // A volume-backed server keeps its volumes attached, no image is made.
+    let image = match sv.root_volume() {
+        Some(_) => None,
+        None => Some(
+            snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?,
+        ),
+    };
     update_server(&s, &sv.id, move |x| {
         x.vm_state = "shelved_offloaded".into();
         x.power_state = SHUTDOWN;
         x.task_state = None;
         x.host = None;
-        x.shelved_image_id = Some(image);
+        x.shelved_image_id = image;
     })
     .await;
     Ok(())
@@ -852,6 +857,15 @@ async fn create_image_as(
     if let Some(kind) = backup {
         properties.insert("image_type".into(), kind);
     }
+    // Volume-backed: a Cinder snapshot of the root volume, the image points at it.
+    let volume_backed = server.root_volume().is_some();
+    if let Err(e) =
+        super::block_devices::snapshot_properties(s, &server, &name, &mut properties).await
+    {
+        update_server(s, id, |sv| sv.task_state = None).await;
+        finish_action(s, id, rid, None, false, Some(e.to_string())).await;
+        return Err(e);
+    }
     let min_ram = source.as_ref().map(|i| i.min_ram).unwrap_or(0);
     let image_id = match s
         .images
@@ -882,7 +896,16 @@ async fn create_image_as(
             let _ = s.driver.pause(&sv.id).await;
         }
         let dest = s.images.snapshot_staging_path(&snapshot_id);
-        let copied = s.driver.copy_disk(&sv.id, dest.clone()).await;
+        let copied = if volume_backed {
+            std::fs::File::create(&dest)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else {
+            s.driver
+                .copy_disk(&sv.id, dest.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
         if running {
             let _ = s.driver.resume(&sv.id).await;
         }
@@ -1117,6 +1140,7 @@ async fn rebuild(
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
     let boot_info = resolve_boot(s, &image, &project, admin).await?;
+    let volume_backed = super::block_devices::check_rebuild(s, id, &image.id).await?;
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
             Some(n.clone())
@@ -1180,7 +1204,11 @@ async fn rebuild(
     };
     let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
     let was_running = server.vm_state == "active";
-    let image_id = image.id.clone();
+    let image_id = if volume_backed {
+        String::new()
+    } else {
+        image.id.clone()
+    };
     let updated = update_server(s, id, move |sv| {
         sv.image_id = image_id;
         sv.kernel_id = boot_info.kernel_id;
@@ -1212,13 +1240,17 @@ async fn rebuild(
         s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         s.driver.drop_saved_state(&sv.id).await;
         let result = async {
-            let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
+            let (files, disk_gb) = if volume_backed {
+                (super::build::volume_boot_files(&s, &sv).await?, 0)
+            } else {
+                (boot_files(&s, &sv, &sv.image_id).await?.0, sv.flavor.disk)
+            };
             let network = super::networking::network_data_of(&s, &sv)
                 .await
                 .map_err(|e| e.to_string())?;
             let config = sv.config_drive.then(|| config_drive_files(&sv, &network));
             s.driver
-                .prepare(&sv.id, files, sv.flavor.disk, config)
+                .prepare(&sv.id, files, disk_gb, config)
                 .await
                 .map_err(|e| e.to_string())?;
             if was_running {

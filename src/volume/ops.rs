@@ -840,3 +840,68 @@ pub async fn wait_available(
         }
     }
 }
+
+/// Takes snapshot `snap` of its volume (`available`, or `in-use` when
+/// `in_use_ok`: Cinder's force, or 3.66+) after the quota and capacity
+/// checks, in one transaction; the copy runs in the background and makes
+/// the snapshot `available` (or `error`).
+pub async fn create_snapshot(
+    s: &Arc<VolumeState>,
+    snap: Snapshot,
+    in_use_ok: bool,
+) -> VolumeResult<()> {
+    let stored = snap.clone();
+    let backend = s.backend.clone();
+    s.write(move |tx| {
+        let v = store::get_volume(tx, &stored.volume_id)?.ok_or_else(|| {
+            VolumeError::NotFound(format!("Volume {} could not be found.", stored.volume_id))
+        })?;
+        if !(v.status == "available" || (v.status == "in-use" && in_use_ok)) {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {} status must be available, but current status is: {}.",
+                v.id, v.status
+            )));
+        }
+        let type_name = store::get_type(tx, &v.volume_type_id)?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        enforce_quota(tx, &v.project_id, &type_name, 0, 1, v.size)?;
+        if let Err(why) = backend_fits(tx, &backend, v.size, 0)? {
+            return Err(VolumeError::BadRequest(why));
+        }
+        store::put_snapshot(tx, &stored)?;
+        Ok(())
+    })
+    .await?;
+    let worker = s.clone();
+    let (sid, vid) = (snap.id.clone(), snap.volume_id.clone());
+    let size = snap.size.max(0) as u64;
+    tokio::spawn(async move {
+        let backend = worker.backend.clone();
+        let (src, dest) = (backend.volume_path(&vid), backend.snapshot_path(&sid));
+        let copied = tokio::task::spawn_blocking(move || backend.create_copy(&src, &dest, size))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = &copied {
+            tracing::error!(snapshot = %sid, error = %e, "snapshot failed");
+        }
+        let ok = copied.is_ok();
+        let result = worker
+            .write(move |tx| {
+                if let Some(mut snap) = store::get_snapshot(tx, &sid)?
+                    && snap.status == "creating"
+                {
+                    snap.status = if ok { "available" } else { "error" }.into();
+                    snap.progress = if ok { "100%" } else { "0%" }.into();
+                    snap.updated_at = Some(now_string());
+                    store::put_snapshot(tx, &snap)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot record a snapshot's status");
+        }
+    });
+    Ok(())
+}
