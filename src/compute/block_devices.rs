@@ -689,8 +689,17 @@ async fn prepare_one(
     device: String,
 ) -> Result<ServerVolume, (String, Option<String>)> {
     let plain = |e: crate::volume::VolumeError| (e.to_string(), None);
-    let (volume_id, made) = match &m.source {
-        Source::Volume(vid) => (vid.clone(), false),
+    let (volume_id, made, read_only) = match &m.source {
+        Source::Volume(vid) => {
+            let id = vid.clone();
+            let read_only = s
+                .volumes
+                .read(move |conn| Ok(vstore::get_volume(conn, &id)?))
+                .await
+                .map_err(plain)?
+                .is_some_and(|v| v.readonly == Some(true));
+            (vid.clone(), false, read_only)
+        }
         other => {
             let source = match other {
                 Source::Image(image) => InstanceSource::Image(image.clone()),
@@ -709,7 +718,7 @@ async fn prepare_one(
             )
             .await
             .map_err(plain)?;
-            (v.id, true)
+            (v.id, true, false)
         }
     };
     let made_id = made.then(|| volume_id.clone());
@@ -730,6 +739,7 @@ async fn prepare_one(
         tag: m.tag.clone(),
         delete_on_termination: m.delete_on_termination,
         boot_index: m.boot_index,
+        read_only,
     };
     let marked = ops::attach(
         &s.volumes,
@@ -738,7 +748,7 @@ async fn prepare_one(
         Some(id.to_string()),
         Some(super::hosts::hostname()),
         Some(device),
-        "rw",
+        if read_only { "ro" } else { "rw" },
     )
     .await;
     if let Err(e) = marked {
@@ -1169,5 +1179,140 @@ mod tests {
             ..data
         };
         assert_eq!(choose_device(&named, &taken, false), "/dev/vdf");
+    }
+
+    mod prepared {
+        use super::*;
+        use crate::compute::fake_driver::FakeDriver;
+        use crate::db::servers::{self as db, Server};
+
+        struct Cloud {
+            s: S,
+            dir: std::path::PathBuf,
+        }
+
+        impl Drop for Cloud {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+
+        /// A compute state over a fresh state file and the fake driver, with
+        /// one BUILD server `srv` of project `p`.
+        async fn cloud(name: &str) -> Cloud {
+            let dir = std::env::temp_dir().join(format!("yunhe-bdm-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
+            let identity = crate::identity::IdentityState::new(
+                db,
+                "http://127.0.0.1:1".into(),
+                Arc::new(crate::policy::Policy::defaults().expect("policy")),
+                Default::default(),
+            )
+            .expect("identity");
+            let s = ComputeState::new(
+                identity,
+                Default::default(),
+                Arc::new(FakeDriver::default()),
+            );
+            let server = Server {
+                id: "srv".into(),
+                name: "vm".into(),
+                project_id: "p".into(),
+                user_id: "u".into(),
+                vm_state: "building".into(),
+                task_state: Some("scheduling".into()),
+                reservation_id: "r-1".into(),
+                hostname: "vm".into(),
+                ..Default::default()
+            };
+            s.write(move |tx| {
+                db::insert_server(tx, &server)?;
+                crate::compute::build::record_action(tx, &server, "req", "create", 0)?;
+                Ok(())
+            })
+            .await
+            .expect("insert");
+            Cloud { s, dir }
+        }
+
+        async fn stored(s: &S) -> Server {
+            s.read(|conn| Ok(db::get_server(conn, "srv")?))
+                .await
+                .expect("read")
+                .expect("server")
+        }
+
+        async fn volume(s: &S, id: &str) -> Option<vstore::Volume> {
+            let id = id.to_string();
+            s.volumes
+                .read(move |conn| Ok(vstore::get_volume(conn, &id)?))
+                .await
+                .expect("read")
+        }
+
+        fn blank(size: i64, boot_index: Option<i64>, delete: bool) -> Mapping {
+            Mapping {
+                source: Source::Blank,
+                volume_size: Some(size),
+                boot_index,
+                device_name: None,
+                delete_on_termination: delete,
+                tag: None,
+                volume_type: None,
+            }
+        }
+
+        #[tokio::test]
+        async fn new_volumes_are_attached_and_recorded() {
+            let c = cloud("made").await;
+            let mut named = blank(2, None, true);
+            named.device_name = Some("/dev/vdd".into());
+            assert!(prepare(&c.s, "srv", &[blank(1, None, false), named], "req").await);
+            let sv = stored(&c.s).await;
+            assert_eq!(sv.task_state.as_deref(), Some("block_device_mapping"));
+            assert_eq!(sv.volumes.len(), 2);
+            assert_eq!(sv.volumes[0].device, "/dev/vdb");
+            assert_eq!(sv.volumes[1].device, "/dev/vdd");
+            assert!(sv.volumes[1].delete_on_termination);
+            assert!(sv.root_volume().is_none());
+            for (v, size) in sv.volumes.iter().zip([1, 2]) {
+                let got = volume(&c.s, &v.volume_id).await.expect("volume");
+                assert_eq!(got.status, "in-use");
+                assert_eq!(got.size, size);
+                assert_eq!(got.attachments.len(), 1);
+                assert_eq!(got.attachments[0].instance_uuid.as_deref(), Some("srv"));
+                assert!(v.path.exists(), "{}", v.path.display());
+            }
+        }
+
+        #[tokio::test]
+        async fn a_failed_mapping_is_a_fault_and_its_volume_goes() {
+            let c = cloud("failed").await;
+            let missing = Mapping {
+                source: Source::Snapshot("no-such-snapshot".into()),
+                ..blank(1, None, true)
+            };
+            assert!(!prepare(&c.s, "srv", &[blank(1, Some(0), false), missing], "req").await);
+            let sv = stored(&c.s).await;
+            assert_eq!(sv.vm_state, "error");
+            let fault = sv.fault.expect("fault");
+            let details = fault["details"].as_str().unwrap_or_default();
+            assert!(
+                details.starts_with("block device mapping 1 (snapshot no-such-snapshot -> volume)"),
+                "{details}"
+            );
+            // The one made before stays attached (server delete settles it).
+            assert_eq!(sv.volumes.len(), 1);
+            assert_eq!(sv.volumes[0].boot_index, Some(0));
+            assert_eq!(sv.volumes[0].device, "/dev/vda");
+            let action =
+                c.s.read(|conn| Ok(db::get_action(conn, "srv", "req")?))
+                    .await
+                    .expect("read")
+                    .expect("action");
+            assert_eq!(action.message.as_deref(), Some("Error"));
+        }
     }
 }

@@ -938,13 +938,13 @@ impl Virt {
     pub async fn attach_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<()> {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!volume.read_only)
             .open(&volume.path)
             .map_err(io_error(format!("volume {}", volume.volume_id)))?;
         let request = Request::AddDisk {
             id: Some(super::driver::disk_device_id(&volume.volume_id)),
             path: Some(volume.path.clone()),
-            read_only: false,
+            read_only: volume.read_only,
             serial: Some(super::driver::disk_serial(&volume.volume_id)),
         };
         let reply = self
@@ -1015,7 +1015,7 @@ fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::
     for v in root.chain(others) {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!v.read_only)
             .open(&v.path)
             .map_err(io_error(format!("volume {}", v.volume_id)))?;
         // SAFETY: F_SETFD on a descriptor this function owns only clears its close-on-exec flag.
@@ -1027,7 +1027,7 @@ fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::
         }
         disks.push(DiskConfig {
             path: v.path.clone(),
-            read_only: false,
+            read_only: v.read_only,
             serial: Some(super::driver::disk_serial(&v.volume_id)),
             fd: Some(file.as_raw_fd()),
             id: Some(super::driver::disk_device_id(&v.volume_id)),

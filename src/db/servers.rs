@@ -139,6 +139,9 @@ pub struct ServerVolume {
     /// a volume-backed server; None for volumes attached later.
     #[serde(default)]
     pub boot_index: Option<i64>,
+    /// Attached read-only (Cinder's `readonly` flag: attach mode `ro`).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One server, whole.
