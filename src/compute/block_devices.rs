@@ -1216,6 +1216,7 @@ mod tests {
                 Default::default(),
                 Arc::new(FakeDriver::default()),
             );
+            s.volumes.backend.prepare().expect("volume dir");
             let server = Server {
                 id: "srv".into(),
                 name: "vm".into(),

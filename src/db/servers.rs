@@ -449,10 +449,12 @@ impl HostUsage {
             .filter(|s| !s.deleted && s.host.is_some())
             .fold(HostUsage::default(), |u, s| {
                 let f = &s.flavor;
+                // A volume-backed server's root disk is a volume, not host disk.
+                let root = if s.root_volume().is_some() { 0 } else { f.disk };
                 HostUsage {
                     vcpus: u.vcpus + f.vcpus,
                     ram_mb: u.ram_mb + f.ram,
-                    disk_gb: u.disk_gb + f.disk + f.ephemeral + f.swap / 1024,
+                    disk_gb: u.disk_gb + root + f.ephemeral + f.swap / 1024,
                 }
             })
     }
