@@ -20,11 +20,11 @@ use super::build::{self, BootInfo};
 use super::hosts::Capacity;
 use super::iso_time;
 use super::quotas::{self, ServerRequest};
-use super::servers::{
+use super::states::NOSTATE;
+use super::validate::{
     bool_like, check_hostname, check_metadata, check_name, check_tags, last_segment, opt_str,
     sanitize_hostname,
 };
-use super::states::NOSTATE;
 use super::{
     AllocationRatios, ComputeError, ComputeResult, ComputeState, Mv, int_field, parse_body,
     project_of, take_object,

@@ -50,6 +50,7 @@ mod scheduler;
 mod server_groups;
 mod servers;
 pub mod states;
+mod validate;
 pub mod virt;
 mod volumes;
 
