@@ -27,9 +27,11 @@
 
 mod access;
 mod aggregates;
+mod block_devices;
 mod build;
 pub mod configdrive;
 mod consoles;
+mod create;
 pub mod driver;
 #[cfg(test)]
 mod fake_driver;
@@ -56,6 +58,7 @@ mod servers;
 mod services;
 pub mod states;
 mod tenant_usage;
+mod validate;
 pub mod virt;
 mod volumes;
 

@@ -65,6 +65,15 @@ async fn create_image_as(
     if let Some(kind) = backup {
         properties.insert("image_type".into(), kind);
     }
+    // Volume-backed: a Cinder snapshot of the root volume, the image points at it.
+    let volume_backed = server.root_volume().is_some();
+    if let Err(e) =
+        crate::compute::block_devices::snapshot_properties(s, &server, &name, &mut properties).await
+    {
+        update_server(s, id, |sv| sv.task_state = None).await;
+        finish_action(s, id, rid, None, false, Some(e.to_string())).await;
+        return Err(e);
+    }
     let min_ram = source.as_ref().map(|i| i.min_ram).unwrap_or(0);
     let image_id = match s
         .images
@@ -95,7 +104,16 @@ async fn create_image_as(
             let _ = s.driver.pause(&sv.id).await;
         }
         let dest = s.images.snapshot_staging_path(&snapshot_id);
-        let copied = s.driver.copy_disk(&sv.id, dest.clone()).await;
+        let copied = if volume_backed {
+            std::fs::File::create(&dest)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else {
+            s.driver
+                .copy_disk(&sv.id, dest.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
         if running {
             let _ = s.driver.resume(&sv.id).await;
         }

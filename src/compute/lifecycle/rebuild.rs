@@ -57,6 +57,7 @@ pub(super) async fn rebuild(
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
     let boot_info = resolve_boot(s, &image, &project, admin).await?;
+    let volume_backed = crate::compute::block_devices::check_rebuild(s, id, &image.id).await?;
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
             Some(n.clone())
@@ -120,7 +121,11 @@ pub(super) async fn rebuild(
     };
     let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
     let was_running = server.vm_state == "active";
-    let image_id = image.id.clone();
+    let image_id = if volume_backed {
+        String::new()
+    } else {
+        image.id.clone()
+    };
     let updated = update_server(s, id, move |sv| {
         sv.image_id = image_id;
         sv.kernel_id = boot_info.kernel_id;
@@ -152,13 +157,17 @@ pub(super) async fn rebuild(
         s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         s.driver.drop_saved_state(&sv.id).await;
         let result = async {
-            let (files, _) = boot_files(&s, &sv, &sv.image_id).await?;
+            let (files, disk_gb) = if volume_backed {
+                (crate::compute::build::volume_boot_files(&s, &sv).await?, 0)
+            } else {
+                (boot_files(&s, &sv, &sv.image_id).await?.0, sv.flavor.disk)
+            };
             let network = crate::compute::networking::network_data_of(&s, &sv)
                 .await
                 .map_err(|e| e.to_string())?;
             let config = sv.config_drive.then(|| config_drive_files(&sv, &network));
             s.driver
-                .prepare(&sv.id, files, sv.flavor.disk, config)
+                .prepare(&sv.id, files, disk_gb, config)
                 .await
                 .map_err(|e| e.to_string())?;
             if was_running {

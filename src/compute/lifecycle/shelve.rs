@@ -13,14 +13,19 @@ use crate::db::servers::{self as db, Server};
 pub(super) async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
     s.driver.drop_saved_state(&sv.id).await;
-    let image =
-        snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?;
+    // A volume-backed server keeps its volumes attached, no image is made.
+    let image = match sv.root_volume() {
+        Some(_) => None,
+        None => Some(
+            snapshot_to_image(&s, &sv, &format!("{}-shelved", sv.name), Default::default()).await?,
+        ),
+    };
     update_server(&s, &sv.id, move |x| {
         x.vm_state = "shelved_offloaded".into();
         x.power_state = SHUTDOWN;
         x.task_state = None;
         x.host = None;
-        x.shelved_image_id = Some(image);
+        x.shelved_image_id = image;
     })
     .await;
     Ok(())
