@@ -184,7 +184,9 @@ print(r["start"], r["size"])')
     cp "$work/shim/usr/lib/shim/shimx64.efi.signed" "$stub/EFI/BOOT/BOOTX64.EFI"
     cp "$work/shim/usr/lib/shim/shimx64.efi.signed" "$stub/EFI/debian/shimx64.efi"
     rm -f "$esp"
-    mkfs.vfat -F 16 -n UEFI -i "$esp_serial" -C "$esp" $((253952 / 2)) >/dev/null || die "mkfs.vfat failed"
+    # FAT32: with a FAT16 ESP (as mkfs.vfat picks for 124 MiB) the guest's udev never made
+    # /dev/disk/by-uuid/<serial>, so /boot/efi waited for it and timed out (lab and QEMU TCG)
+    mkfs.vfat -F 32 -n UEFI -i "$esp_serial" -C "$esp" $((253952 / 2)) >/dev/null || die "mkfs.vfat failed"
     mcopy -s -i "$esp" "$stub"/* ::/ || die "mcopy to the ESP failed"
 
     log "root: /boot/grub/grub.cfg for $kver, ext4 from the tree"
