@@ -69,7 +69,7 @@ cp /tmp/deb-base.qcow2 /tmp/deb.qcow2 && cp /out/bench/OVMF_VARS_4M.fd /tmp/vars
 Q=/tmp/qemu
 s=$(cut -d" " -f1 /proc/uptime)
 "$Q/lib/ld-linux-x86-64.so.2" --library-path "$Q/lib" "$Q/qemu-system-x86_64" -L "$Q/share" \
-    -M q35,accel=kvm -cpu host -m 1024 -smp 1 -nodefaults -no-user-config -display none -vga none \
+    -M q35,accel=kvm,smm=off -cpu host -m 1024 -smp 1 -nodefaults -no-user-config -display none -vga none \
     -drive if=pflash,format=raw,readonly=on,file=/tmp/OVMF_CODE_4M.fd -drive if=pflash,format=raw,file=/tmp/vars.fd \
     -drive file=/tmp/deb.qcow2,if=virtio,format=qcow2 -drive file=/tmp/config.iso,if=virtio,format=raw,readonly=on \
     -serial file:/tmp/q.log </dev/null >/tmp/qemu.out 2>&1 &
