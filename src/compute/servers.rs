@@ -19,15 +19,15 @@ use super::access::{check_unlocked, load_authorized, load_tx};
 use super::build;
 use super::server_views::view;
 // The validators stay reachable as `servers::X` for the files that import them from here.
+#[cfg(test)]
+use super::validate::sanitize_hostname;
 pub(super) use super::validate::{
     MAX_TAGS, bool_like, check_metadata, check_tag, check_tags, last_segment,
 };
-#[cfg(test)]
-use super::validate::sanitize_hostname;
 use super::validate::{check_hostname, check_name, opt_str};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional,
-    nova_time, paginate, parse_body, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional, nova_time,
+    paginate, parse_body, query_map, take_object,
 };
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
