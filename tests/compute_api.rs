@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 use support::{Reply, Server, http};
 
@@ -186,10 +188,30 @@ fn versions_and_microversion_negotiation() {
     assert_eq!(unauthenticated.status, 401);
 }
 
+/// The flavors `GET /flavors/detail?is_public=none` lists for `token`, by id.
+fn listed_flavors(server: &Server, token: &str) -> HashMap<String, Value> {
+    call(
+        server,
+        "GET",
+        "/compute/v2.1/flavors/detail?is_public=none",
+        token,
+        Some("2.61"),
+        None,
+    )
+    .json()["flavors"]
+        .as_array()
+        .expect("flavors")
+        .iter()
+        .filter_map(|f| Some((f["id"].as_str()?.to_string(), f.clone())))
+        .collect()
+}
+
 #[test]
 fn flavors_crud_extra_specs_access_and_pagination() {
     let server = Server::start();
     let admin = server.admin_token();
+    // The list is served from memory between writes: each write below must show in the next.
+    assert!(!listed_flavors(&server, &admin).contains_key("p1"));
     let list = call(
         &server,
         "GET",
@@ -270,6 +292,7 @@ fn flavors_crud_extra_specs_access_and_pagination() {
         Some(&json!({"flavor": {"name": "private1", "ram": 64, "vcpus": 1, "disk": 0}})),
     );
     assert_eq!(dup.status, 409);
+    assert_eq!(listed_flavors(&server, &admin)["p1"]["description"], "tiny");
 
     let specs = call(
         &server,
@@ -289,8 +312,13 @@ fn flavors_crud_extra_specs_access_and_pagination() {
         None,
     );
     assert_eq!(one.json()["hw:cpu_policy"], "shared");
+    assert_eq!(
+        listed_flavors(&server, &admin)["p1"]["extra_specs"],
+        json!({"hw:cpu_policy": "shared"})
+    );
 
     let (project, user_token) = member(&server, &admin, "alice");
+    assert!(!listed_flavors(&server, &user_token).contains_key("p1"));
     let hidden = call(
         &server,
         "GET",
@@ -329,6 +357,7 @@ fn flavors_crud_extra_specs_access_and_pagination() {
         None,
     );
     assert_eq!(visible.status, 200);
+    assert!(listed_flavors(&server, &user_token).contains_key("p1"));
     let deleted = call(
         &server,
         "DELETE",
@@ -338,6 +367,8 @@ fn flavors_crud_extra_specs_access_and_pagination() {
         None,
     );
     assert_eq!(deleted.status, 202);
+    assert!(!listed_flavors(&server, &admin).contains_key("p1"));
+    assert!(!listed_flavors(&server, &user_token).contains_key("p1"));
 }
 
 #[test]

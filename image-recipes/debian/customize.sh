@@ -1,9 +1,12 @@
 #!/bin/sh
 # mmdebstrap customize hook for the debian recipe: $1 is the image's root directory.
-# YUNHE_ROOT_UUID and YUNHE_ESP_UUID come from recipe.sh.
+# YUNHE_ROOT_UUID, YUNHE_ESP_UUID and YUNHE_LAYOUT (bls: kernels on the ESP with Boot Loader
+# Specification entries; genericcloud: GRUB's /boot/grub/grub.cfg, as Debian's official cloud
+# images) come from recipe.sh.
 set -eu
 root=$1
 : "${YUNHE_ROOT_UUID:?}" "${YUNHE_ESP_UUID:?}"
+layout=${YUNHE_LAYOUT:-bls}
 
 cat >"$root/etc/fstab" <<FSTAB
 # <file system>              <mount point> <type> <options>           <dump> <pass>
@@ -36,9 +39,43 @@ datasource:
     timeout: 5
 CLOUD
 
+# Slow hosts: under emulation (the lab: QEMU TCG with nested SVM, other builds on the same
+# cores) udev may reach the disks and ttyS0 minutes into the boot; systemd's default 90 s job
+# timeout would then fail /boot/efi (no kernel hook output) and the serial getty. On hardware
+# this changes nothing: the devices are there in well under a second.
+mkdir -p "$root/etc/systemd/system.conf.d"
+cat >"$root/etc/systemd/system.conf.d/90-yunhe-slow-hosts.conf" <<'SYSTEMD'
+[Manager]
+DefaultTimeoutStartSec=15min
+SYSTEMD
+
 # Kernel command line for BLS entries (used by the kernel hook below for future kernels).
 echo "root=UUID=$YUNHE_ROOT_UUID ro console=tty0 console=ttyS0,115200n8" >"$root/etc/kernel/cmdline"
 
+if [ "$layout" = genericcloud ]; then
+    # GRUB's configuration, as Debian's cloud images set it (their /etc/default/grub.d files);
+    # update-grub (grub2-common) regenerates /boot/grub/grub.cfg when a kernel is installed or
+    # removed inside the guest, as grub-efi-amd64's zz-update-grub hooks do.
+    mkdir -p "$root/etc/default/grub.d"
+    cat >"$root/etc/default/grub.d/15_yunhe.cfg" <<'GRUB'
+GRUB_TIMEOUT=0
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0"
+GRUB_TERMINAL="console serial"
+GRUB
+    for d in postinst.d postrm.d; do
+        cat >"$root/etc/kernel/$d/zz-update-grub" <<'HOOK'
+#!/bin/sh
+# Regenerate /boot/grub/grub.cfg after a kernel was installed or removed.
+set -e
+command -v update-grub >/dev/null || exit 0
+[ -e /boot/grub/grub.cfg ] || exit 0
+[ -z "${DPKG_MAINTSCRIPT_PACKAGE:-}" ] || [ -n "${1:-}" ] || exit 0
+exec update-grub
+HOOK
+        chmod 755 "$root/etc/kernel/$d/zz-update-grub"
+    done
+else
 # Keep the ESP's BLS entries in step with kernels installed later inside the guest.
 cat >"$root/etc/kernel/postinst.d/zz-yunhe-bls" <<'HOOK'
 #!/bin/sh
@@ -72,6 +109,7 @@ HOOK
 mkdir -p "$root/etc/initramfs/post-update.d"
 ln -sf ../../kernel/postinst.d/zz-yunhe-bls "$root/etc/initramfs/post-update.d/zz-yunhe-bls"
 chmod 755 "$root/etc/kernel/postinst.d/zz-yunhe-bls" "$root/etc/kernel/postrm.d/zz-yunhe-bls"
+fi
 
 # Per-instance state is made on first boot: ssh host keys (cloud-init), machine-id (systemd).
 rm -f "$root"/etc/ssh/ssh_host_*

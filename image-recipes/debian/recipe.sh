@@ -4,12 +4,15 @@
 #   2  root (ext4, Discoverable Partitions "Linux root x86-64" type)
 # Built without loop devices or mounts: mkfs.ext4 -d, mkfs.vfat + mtools, sfdisk, dd.
 # Outputs debian-12.raw and debian-12.qcow2.
+# With DEBIAN_LAYOUT=genericcloud (the debian-genericcloud recipe) the disk is laid out like
+# Debian's official genericcloud image instead: see genericcloud_disk below.
 # shellcheck shell=bash
 
 DEBIAN_DISK_SIZE=${DEBIAN_DISK_SIZE:-2G}
 DEBIAN_ESP_MIB=256
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+DEBIAN_LAYOUT=${DEBIAN_LAYOUT:-bls}
 
 recipe_build() {
     need_pkgs mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils python3 uuid-runtime
@@ -23,13 +26,16 @@ recipe_build() {
     root_uuid=$(uuidgen)
     esp_serial=$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n' | tr a-f A-F)
     esp_uuid="${esp_serial:0:4}-${esp_serial:4:4}"
-    export YUNHE_ROOT_UUID=$root_uuid YUNHE_ESP_UUID=$esp_uuid
+    export YUNHE_ROOT_UUID=$root_uuid YUNHE_ESP_UUID=$esp_uuid YUNHE_LAYOUT=$DEBIAN_LAYOUT
+    local extra=""
+    # update-grub inside the guest (the genericcloud layout's kernel hooks)
+    [ "$DEBIAN_LAYOUT" = genericcloud ] && extra=",grub2-common"
 
     log "mmdebstrap bookworm (package cache: $debs)"
     local t0
     t0=$(date +%s)
     mmdebstrap --mode=root --variant=minbase --format=directory \
-        --include="$(grep -v '^#' "$here/packages" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')" \
+        --include="$(grep -v '^#' "$here/packages" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')$extra" \
         --skip=download/empty \
         --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
         --setup-hook="sync-in '$debs' /var/cache/apt/archives" \
@@ -46,6 +52,10 @@ recipe_build() {
 
     kver=$(cd "$rootfs/boot" && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -n1)
     [ -n "$kver" ] && [ -f "$rootfs/boot/initrd.img-$kver" ] || die "no kernel/initrd in the image's /boot"
+    if [ "$DEBIAN_LAYOUT" = genericcloud ]; then
+        genericcloud_disk "$work" "$rootfs" "$kver" "$root_uuid" "$esp_serial" "$esp_uuid"
+        return
+    fi
 
     log "partitioning ($DEBIAN_DISK_SIZE GPT disk)"
     local raw="$work/disk.raw" esp="$work/esp.img" root="$work/root.img"
@@ -118,6 +128,189 @@ BLS
     {"name": "debian-12", "file": "debian-12.qcow2", "disk_format": "qcow2", "container_format": "bare",
      "properties": $(glance_props)},
     {"name": "debian-12-raw", "file": "debian-12.raw", "disk_format": "raw", "container_format": "bare",
+     "properties": $(glance_props)}
+  ]
+}
+JSON
+)"
+}
+
+# genericcloud_disk WORK ROOTFS KVER ROOT_UUID ESP_SERIAL ESP_UUID: the disk as Debian's official
+# genericcloud image lays it out (debian-12-genericcloud-amd64.raw, sfdisk -l):
+#   1   root (ext4, "Linux root x86-64"), from sector 262144, with /boot/grub/grub.cfg
+#   14  BIOS boot (3 MiB, sectors 2048-8191): left empty here (no BIOS boot in yunhe; GRUB's
+#       i386-pc core image would need grub-install on a loop device)
+#   15  ESP (FAT, 124 MiB, sectors 8192-262143): shim and Debian's signed monolithic GRUB as
+#       EFI/BOOT/BOOTX64.EFI + grubx64.efi and EFI/debian/, each with the grub.cfg stub that
+#       finds the root by UUID and hands over to its /boot/grub/grub.cfg (as Debian's)
+# grub.cfg is written here in grub-mkconfig's shape (grub-mkconfig itself needs the real root
+# device); inside the guest, update-grub rewrites it when kernels change (customize.sh).
+# Outputs debian-12-genericcloud.raw and .qcow2.
+genericcloud_disk() {
+    local work=$1 rootfs=$2 kver=$3 root_uuid=$4 esp_serial=$5 esp_uuid=$6
+    local name=debian-12-genericcloud raw="$work/disk.raw" esp="$work/esp.img" root="$work/root.img"
+    local part_uuid cmdline
+    part_uuid=$(uuidgen)
+    cmdline="root=PARTUUID=$part_uuid ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0"
+    log "partitioning ($DEBIAN_DISK_SIZE GPT disk, genericcloud layout)"
+    truncate -s "$DEBIAN_DISK_SIZE" "$raw"
+    sfdisk --quiet "$raw" <<SFDISK || die "sfdisk failed"
+label: gpt
+unit: sectors
+first-lba: 2048
+${raw}1 : start=262144, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$part_uuid
+${raw}14 : start=2048, size=6144, type=21686148-6449-6E6F-744E-656564454649
+${raw}15 : start=8192, size=253952, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
+SFDISK
+    local p1start p1size
+    read -r p1start p1size < <(sfdisk --json "$raw" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["partitiontable"]["partitions"]
+r = next(x for x in p if x["start"] == 262144)
+print(r["start"], r["size"])')
+
+    log "ESP: shim, signed GRUB, the grub.cfg stub"
+    local shim grub stub="$work/efi"
+    shim=$(fetch_deb shim-signed)
+    grub=$(fetch_deb grub-efi-amd64-signed)
+    mkdir -p "$work/shim" "$work/grub" "$stub/EFI/BOOT" "$stub/EFI/debian"
+    dpkg -x "$shim" "$work/shim" && dpkg -x "$grub" "$work/grub"
+    local d
+    for d in BOOT debian; do
+        cp "$work/grub/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$stub/EFI/$d/grubx64.efi"
+        printf 'search.fs_uuid %s root hd0,gpt1\nset prefix=($root)'"'"'/boot/grub'"'"'\nconfigfile $prefix/grub.cfg\n' \
+            "$root_uuid" >"$stub/EFI/$d/grub.cfg"
+    done
+    cp "$work/shim/usr/lib/shim/shimx64.efi.signed" "$stub/EFI/BOOT/BOOTX64.EFI"
+    cp "$work/shim/usr/lib/shim/shimx64.efi.signed" "$stub/EFI/debian/shimx64.efi"
+    rm -f "$esp"
+    # FAT32: with a FAT16 ESP (as mkfs.vfat picks for 124 MiB) the guest's udev never made
+    # /dev/disk/by-uuid/<serial>, so /boot/efi waited for it and timed out (lab and QEMU TCG)
+    mkfs.vfat -F 32 -n UEFI -i "$esp_serial" -C "$esp" $((253952 / 2)) >/dev/null || die "mkfs.vfat failed"
+    mcopy -s -i "$esp" "$stub"/* ::/ || die "mcopy to the ESP failed"
+
+    log "root: /boot/grub/grub.cfg for $kver, ext4 from the tree"
+    mkdir -p "$rootfs/boot/grub"
+    cat >"$rootfs/boot/grub/grub.cfg" <<GRUBCFG
+#
+# DO NOT EDIT THIS FILE
+#
+# It is automatically generated by grub-mkconfig using templates
+# from /etc/grub.d and settings from /etc/default/grub
+# (here: written by yunhe's image-recipes/debian in the same shape; update-grub replaces it)
+#
+
+### BEGIN /etc/grub.d/00_header ###
+if [ -s \$prefix/grubenv ]; then
+  set have_grubenv=true
+  load_env
+fi
+if [ "\${next_entry}" ] ; then
+   set default="\${next_entry}"
+   set next_entry=
+   save_env next_entry
+   set boot_once=true
+else
+   set default="0"
+fi
+
+if [ x"\${feature_menuentry_id}" = xy ]; then
+  menuentry_id_option="--id"
+else
+  menuentry_id_option=""
+fi
+
+export menuentry_id_option
+
+if [ x\$feature_default_font_path = xy ] ; then
+   font=unicode
+else
+   font="\$prefix/unicode.pf2"
+fi
+
+function load_video {
+  if [ x\$feature_all_video_module = xy ]; then
+    insmod all_video
+  else
+    insmod efi_gop
+    insmod efi_uga
+    insmod ieee1275_fb
+    insmod vbe
+    insmod vga
+    insmod video_bochs
+    insmod video_cirrus
+  fi
+}
+
+serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1
+terminal_input console serial
+terminal_output console serial
+set timeout=0
+### END /etc/grub.d/00_header ###
+
+### BEGIN /etc/grub.d/10_linux ###
+function gfxmode {
+	set gfxpayload="\${1}"
+}
+set linux_gfx_mode=
+export linux_gfx_mode
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os \$menuentry_id_option 'gnulinux-simple-$root_uuid' {
+	load_video
+	insmod gzio
+	if [ x\$grub_platform = xxen ]; then insmod xzio; insmod lzopio; fi
+	insmod part_gpt
+	insmod ext2
+	search --no-floppy --fs-uuid --set=root $root_uuid
+	echo	'Loading Linux $kver ...'
+	linux	/boot/vmlinuz-$kver $cmdline
+	echo	'Loading initial ramdisk ...'
+	initrd	/boot/initrd.img-$kver
+}
+submenu 'Advanced options for Debian GNU/Linux' \$menuentry_id_option 'gnulinux-advanced-$root_uuid' {
+	menuentry 'Debian GNU/Linux, with Linux $kver' --class debian --class gnu-linux --class gnu --class os \$menuentry_id_option 'gnulinux-$kver-advanced-$root_uuid' {
+		load_video
+		insmod gzio
+		insmod part_gpt
+		insmod ext2
+		search --no-floppy --fs-uuid --set=root $root_uuid
+		echo	'Loading Linux $kver ...'
+		linux	/boot/vmlinuz-$kver $cmdline
+		echo	'Loading initial ramdisk ...'
+		initrd	/boot/initrd.img-$kver
+	}
+}
+### END /etc/grub.d/10_linux ###
+GRUBCFG
+    # the root by PARTUUID on the command line, as Debian's; fstab by file system UUID
+    rm -f "$root"
+    mkfs.ext4 -q -F -L debian-root -U "$root_uuid" -d "$rootfs" -E root_owner=0:0 \
+        "$root" "$((p1size / 2))k" || die "mkfs.ext4 -d failed"
+
+    log "assembling the disk"
+    dd if="$esp" of="$raw" bs=512 seek=8192 conv=notrunc,sparse status=none
+    dd if="$root" of="$raw" bs=512 seek="$p1start" conv=notrunc,sparse status=none
+    rm -f "$esp" "$root"
+    rm -f "$OUTDIR/$name.raw" "$OUTDIR/$name.qcow2"
+    mv "$raw" "$OUTDIR/$name.raw"
+    qemu-img convert -f raw -O qcow2 "$OUTDIR/$name.raw" "$OUTDIR/$name.qcow2" || die "qemu-img convert failed"
+    cp "$rootfs/boot/grub/grub.cfg" "$OUTDIR/grub.cfg"
+
+    write_manifest "$OUTDIR" "$(cat <<JSON
+{
+  "recipe": "debian-genericcloud",
+  "description": "Debian 12 (bookworm) cloud image laid out like Debian's genericcloud: GPT (1 root, 14 BIOS boot, 15 ESP with shim + GRUB), /boot/grub/grub.cfg; cloud-init (ConfigDrive, OpenStack), $kver, serial console ttyS0",
+  "kernel_version": "$kver",
+  "packages": $(chroot_versions "$rootfs"),
+  "layout": {"table": "gpt", "root": {"partition": 1, "fs": "ext4", "uuid": "$root_uuid", "partuuid": "$part_uuid",
+             "grub_cfg": "/boot/grub/grub.cfg"},
+             "bios_boot": {"partition": 14, "content": "empty"},
+             "esp": {"partition": 15, "fs": "vfat", "uuid": "$esp_uuid", "grub_stub": "/EFI/debian/grub.cfg"}},
+  "allocated_bytes_raw": $(( $(stat -c %b "$OUTDIR/$name.raw") * $(stat -c %B "$OUTDIR/$name.raw") )),
+  "build_seconds": $(( $(date +%s) - BUILD_START )),
+  "images": [
+    {"name": "$name", "file": "$name.qcow2", "disk_format": "qcow2", "container_format": "bare",
+     "properties": $(glance_props)},
+    {"name": "$name-raw", "file": "$name.raw", "disk_format": "raw", "container_format": "bare",
      "properties": $(glance_props)}
   ]
 }

@@ -246,7 +246,7 @@ pub fn run() -> Result<(), BenchError> {
         );
 
         // Memory of idle VMMs.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(crate::vmm::vm::SETTLE + Duration::from_millis(500));
         let mut beyond = Vec::new();
         let mut rss = Vec::new();
         for id in &ids {

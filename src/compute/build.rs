@@ -359,16 +359,48 @@ pub async fn boot_files(
     ))
 }
 
+/// The boot files of a volume-backed server: the kernel and ramdisk its
+/// boot volume's image named (checked again with the server's project), no
+/// root disk copy (the VMM boots the volume's disk when there is no kernel).
+pub async fn volume_boot_files(s: &ComputeState, server: &Server) -> Result<BootFiles, String> {
+    let asset = |id: Option<String>, what: &'static str| async move {
+        match id {
+            Some(id) => s
+                .images
+                .get_boot_asset(&id, what, &server.project_id)
+                .await
+                .map(|a| Some(a.path))
+                .map_err(|e| format!("{what} image {id}: {e}")),
+            None => Ok(None),
+        }
+    };
+    Ok(BootFiles {
+        kernel: asset(server.kernel_id.clone(), "kernel").await?,
+        ramdisk: asset(server.ramdisk_id.clone(), "ramdisk").await?,
+        disk_image: None,
+    })
+}
+
 pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
-    let (files, _image_gb) = boot_files(s, server, &server.image_id).await?;
+    let files = if server.root_volume().is_some() {
+        volume_boot_files(s, server).await?
+    } else {
+        boot_files(s, server, &server.image_id).await?.0
+    };
     let network = super::networking::network_data_of(s, server)
         .await
         .map_err(|e| e.to_string())?;
     let config = server
         .config_drive
         .then(|| config_drive_files(server, &network));
+    // The flavor's root disk size does not apply to a volume-backed server.
+    let disk_gb = if server.root_volume().is_some() {
+        0
+    } else {
+        server.flavor.disk
+    };
     s.driver
-        .prepare(&server.id, files, server.flavor.disk, config)
+        .prepare(&server.id, files, disk_gb, config)
         .await
         .map_err(|e| e.to_string())?;
     s.driver

@@ -93,14 +93,60 @@ fn shows_specs(s: &ComputeState, ctx: &AuthContext) -> bool {
     )
 }
 
-async fn load_visible(s: &S, ctx: &AuthContext) -> ComputeResult<(Vec<Flavor>, Vec<String>)> {
+/// Projects whose flavor access a [`FlavorCache`] holds at most (then it starts afresh).
+const CACHED_PROJECTS: usize = 1000;
+
+/// What `GET /flavors` and `/flavors/detail` read from the state file, kept in memory with the
+/// state file's write generation ([`crate::db::Db::write_generation`]) it was read at: every
+/// write (any service's) makes the next list read again, so a flavor created, changed, deleted
+/// or shared shows in the next list. Visibility, policy and the query's filters still run per
+/// request over it.
+pub struct FlavorCache {
+    generation: u64,
+    flavors: Arc<Vec<Flavor>>,
+    /// Each project's private flavors it was given access to.
+    access: HashMap<String, Arc<Vec<String>>>,
+}
+
+async fn load_visible(
+    s: &S,
+    ctx: &AuthContext,
+) -> ComputeResult<(Arc<Vec<Flavor>>, Arc<Vec<String>>)> {
     let project = ctx.project_id().unwrap_or("").to_string();
-    s.read(move |conn| {
-        let flavors = store::list_flavors(conn)?;
-        let accessible = store::flavors_of_project(conn, &project)?;
-        Ok((flavors, accessible))
-    })
-    .await
+    // Read before the state file: a write that commits meanwhile leaves the rows read now
+    // under the old generation, so the next request reads again.
+    let generation = s.db.write_generation();
+    if let Ok(cache) = s.flavor_cache.lock()
+        && let Some(c) = cache.as_ref()
+        && c.generation == generation
+        && let Some(access) = c.access.get(&project)
+    {
+        return Ok((c.flavors.clone(), access.clone()));
+    }
+    let wanted = project.clone();
+    let (flavors, accessible) = s
+        .read(move |conn| {
+            let flavors = store::list_flavors(conn)?;
+            let accessible = store::flavors_of_project(conn, &wanted)?;
+            Ok((Arc::new(flavors), Arc::new(accessible)))
+        })
+        .await?;
+    if let Ok(mut cache) = s.flavor_cache.lock() {
+        match cache.as_mut() {
+            Some(c) if c.generation == generation && c.access.len() < CACHED_PROJECTS => {
+                c.access.insert(project, accessible.clone());
+            }
+            Some(c) if c.generation > generation => {}
+            _ => {
+                *cache = Some(FlavorCache {
+                    generation,
+                    flavors: flavors.clone(),
+                    access: HashMap::from([(project, accessible.clone())]),
+                })
+            }
+        }
+    }
+    Ok((flavors, accessible))
 }
 
 async fn list(
@@ -157,8 +203,8 @@ async fn list_flavors(
         ),
         None => None,
     };
-    let mut items: Vec<Flavor> = flavors
-        .into_iter()
+    let mut items: Vec<&Flavor> = flavors
+        .iter()
         .filter(|f| {
             if admin {
                 is_public.is_none_or(|p| f.is_public == p)
@@ -184,7 +230,7 @@ async fn list_flavors(
             )));
         }
     };
-    let cmp: fn(&Flavor, &Flavor) -> std::cmp::Ordering = match sort_key {
+    let cmp: fn(&&Flavor, &&Flavor) -> std::cmp::Ordering = match sort_key {
         "flavorid" | "id" => |a, b| a.id.cmp(&b.id),
         "name" => |a, b| a.name.cmp(&b.name),
         "memory_mb" => |a, b| a.ram.cmp(&b.ram).then(a.id.cmp(&b.id)),

@@ -27,15 +27,19 @@
 
 mod access;
 mod aggregates;
+mod block_devices;
 mod build;
 pub mod configdrive;
 mod consoles;
+mod create;
 pub mod driver;
 #[cfg(test)]
 mod fake_driver;
 mod flavors;
 mod hosts;
+mod hypervisors;
 mod images;
+mod instance_actions;
 mod interfaces;
 mod keypairs;
 mod lifecycle;
@@ -46,13 +50,20 @@ pub mod networking;
 pub mod quotas;
 mod scheduler;
 mod server_groups;
+mod server_list;
+mod server_metadata;
+mod server_subresources;
+mod server_views;
 mod servers;
+mod services;
 pub mod states;
+mod tenant_usage;
+mod validate;
 pub mod virt;
 mod volumes;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 
@@ -171,6 +182,9 @@ pub struct ComputeState {
     pub console_tokens: consoles::ConsoleTokens,
     /// Cinder, as Nova asks it to attach and detach volumes (`volume::ops`).
     pub volumes: Arc<crate::volume::VolumeState>,
+    /// The flavors and the projects' flavor access as last read, with the state file's
+    /// write generation they were read at (`flavors::load_visible`).
+    pub flavor_cache: Mutex<Option<flavors::FlavorCache>>,
 }
 
 /// How far this host's resources may be overcommitted when scheduling.
@@ -567,6 +581,7 @@ impl ComputeState {
             locks: locks::ServerLocks::default(),
             images: crate::image::service::ImageService::new(identity.db.clone()),
             console_tokens: consoles::ConsoleTokens::default(),
+            flavor_cache: Mutex::new(None),
             volumes: crate::volume::VolumeState::new(identity.clone(), &config.volume),
             config,
             identity,
@@ -598,10 +613,17 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         .merge(keypairs::routes())
         .merge(quotas::routes())
         .merge(hosts::routes())
+        .merge(hypervisors::routes())
+        .merge(services::routes())
+        .merge(tenant_usage::routes())
         .merge(images::routes())
         .merge(network_proxy::routes())
         .merge(server_groups::routes())
         .merge(servers::routes())
+        .merge(server_list::routes())
+        .merge(server_metadata::routes())
+        .merge(server_subresources::routes())
+        .merge(instance_actions::routes())
         .route(
             "/v2.1/servers/{id}/action",
             axum::routing::post(lifecycle::action),
@@ -970,11 +992,30 @@ mod tests {
         ("hosts.rs", include_str!("hosts.rs")),
         ("images.rs", include_str!("images.rs")),
         ("keypairs.rs", include_str!("keypairs.rs")),
-        ("lifecycle.rs", include_str!("lifecycle.rs")),
+        ("hypervisors.rs", include_str!("hypervisors.rs")),
+        ("instance_actions.rs", include_str!("instance_actions.rs")),
+        ("lifecycle/mod.rs", include_str!("lifecycle/mod.rs")),
+        ("lifecycle/admin.rs", include_str!("lifecycle/admin.rs")),
+        ("lifecycle/console.rs", include_str!("lifecycle/console.rs")),
+        ("lifecycle/image.rs", include_str!("lifecycle/image.rs")),
+        ("lifecycle/power.rs", include_str!("lifecycle/power.rs")),
+        ("lifecycle/rebuild.rs", include_str!("lifecycle/rebuild.rs")),
+        ("lifecycle/rescue.rs", include_str!("lifecycle/rescue.rs")),
+        ("lifecycle/resize.rs", include_str!("lifecycle/resize.rs")),
+        ("lifecycle/shelve.rs", include_str!("lifecycle/shelve.rs")),
         ("mod.rs", include_str!("mod.rs")),
         ("quotas.rs", include_str!("quotas.rs")),
         ("server_groups.rs", include_str!("server_groups.rs")),
+        ("server_list.rs", include_str!("server_list.rs")),
+        ("server_metadata.rs", include_str!("server_metadata.rs")),
+        (
+            "server_subresources.rs",
+            include_str!("server_subresources.rs"),
+        ),
+        ("server_views.rs", include_str!("server_views.rs")),
         ("servers.rs", include_str!("servers.rs")),
+        ("services.rs", include_str!("services.rs")),
+        ("tenant_usage.rs", include_str!("tenant_usage.rs")),
     ];
 
     /// Every string literal in `text` that starts with a Nova rule prefix

@@ -5,7 +5,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `disk` | root disk: a reflink or sparse copy of the image, grown to the flavor's size |
+//! | `disk` | root disk: a reflink or sparse copy of the image, grown to the flavor's size (none for a volume-backed server: its root disk is the boot volume's file) |
 //! | `config.iso` | config drive (ISO 9660, label `config-2`) |
 //! | `kernel`, `ramdisk` | the boot kernel and initrd (hard links to the Glance data) |
 //! | `spec.json` | the VMM spec (docs/vmm.md) |
@@ -251,6 +251,10 @@ impl Virt {
     /// Grows the root disk to `disk_gb` (never shrinks it).
     pub async fn grow_disk(&self, id: &str, disk_gb: i64) -> DriverResult<()> {
         let disk = self.disk_path(id);
+        // A volume-backed server has no disk here (its root is a volume).
+        if !disk.exists() {
+            return Ok(());
+        }
         tokio::task::spawn_blocking(move || grow(&disk, disk_gb)).await?
     }
 
@@ -417,7 +421,12 @@ impl Virt {
             Some((true, disk)) => stable_rescue_disk = Some(disk),
             None => {}
         }
-        if dir.join("disk").exists() {
+        // A volume-backed server's root disk is its boot volume (the first
+        // of `volumes`), in the place an image-backed server's disk has.
+        let mut volumes = volumes.into_iter();
+        if server.root_volume().is_some() {
+            disks.extend(volumes.next());
+        } else if dir.join("disk").exists() {
             let serial: String = server.id.chars().filter(|c| *c != '-').take(20).collect();
             disks.push(DiskConfig {
                 path: dir.join("disk"),
@@ -929,13 +938,13 @@ impl Virt {
     pub async fn attach_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<()> {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!volume.read_only)
             .open(&volume.path)
             .map_err(io_error(format!("volume {}", volume.volume_id)))?;
         let request = Request::AddDisk {
             id: Some(super::driver::disk_device_id(&volume.volume_id)),
             path: Some(volume.path.clone()),
-            read_only: false,
+            read_only: volume.read_only,
             serial: Some(super::driver::disk_serial(&volume.volume_id)),
         };
         let reply = self
@@ -995,14 +1004,18 @@ impl Virt {
 
 /// The disks of a server's attached volumes, each with an inheritable descriptor of its
 /// backing file (the files stay open until the VMM has inherited them).
+/// The disks of the server's volumes (a volume-backed server's root volume
+/// first), each on a descriptor of its backing file opened here.
 fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::File>)> {
     use std::os::fd::AsRawFd;
     let mut disks = Vec::new();
     let mut files = Vec::new();
-    for v in &server.volumes {
+    let root = server.root_volume().into_iter();
+    let others = server.volumes.iter().filter(|v| v.boot_index != Some(0));
+    for v in root.chain(others) {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!v.read_only)
             .open(&v.path)
             .map_err(io_error(format!("volume {}", v.volume_id)))?;
         // SAFETY: F_SETFD on a descriptor this function owns only clears its close-on-exec flag.
@@ -1014,7 +1027,7 @@ fn volume_disks(server: &Server) -> DriverResult<(Vec<DiskConfig>, Vec<std::fs::
         }
         disks.push(DiskConfig {
             path: v.path.clone(),
-            read_only: false,
+            read_only: v.read_only,
             serial: Some(super::driver::disk_serial(&v.volume_id)),
             fd: Some(file.as_raw_fd()),
             id: Some(super::driver::disk_device_id(&v.volume_id)),

@@ -284,12 +284,6 @@ pub async fn attach(
             volume.id, volume.status
         )));
     }
-    if volume.readonly == Some(true) {
-        return Err(bad(format!(
-            "Invalid volume: volume {} is read-only; read-only attachments are not supported.",
-            volume.id
-        )));
-    }
     // The server's state and lock, and a device, before anything changes.
     let (id_owned, req) = (id.to_string(), request.clone());
     let device = s
@@ -314,6 +308,8 @@ pub async fn attach(
         path: ops::backing_file(&s.volumes, &volume.id),
         tag: request.tag.clone(),
         delete_on_termination: request.delete_on_termination,
+        boot_index: None,
+        read_only: volume.readonly == Some(true),
     };
     let (id_owned, rid, rec) = (id.to_string(), request_id.to_string(), record.clone());
     let stored = s
@@ -359,7 +355,7 @@ pub async fn attach(
         Some(id.to_string()),
         Some(server.host.clone().unwrap_or_else(super::hosts::hostname)),
         Some(record.device.clone()),
-        "rw",
+        if record.read_only { "ro" } else { "rw" },
     )
     .await;
     if let Err(e) = marked {
@@ -445,6 +441,9 @@ pub async fn begin_detach(
         let server = super::access::load_for_action(tx, &id_owned, admin, Action::DetachVolume)?;
         if !server.volumes.iter().any(|v| v.volume_id == vid) {
             return Err(not_attached(&vid));
+        }
+        if server.root_volume().is_some_and(|v| v.volume_id == vid) {
+            return Err(bad("Cannot detach a root device volume"));
         }
         record_action(tx, &server, &rid, Action::DetachVolume.name(), now_unix())?;
         Ok(())

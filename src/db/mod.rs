@@ -18,6 +18,7 @@ pub mod volume;
 pub mod volume_records;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
@@ -71,6 +72,8 @@ struct DbInner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Bumped after every write transaction ends (see [`Db::write_generation`]).
+    writes: AtomicU64,
 }
 
 fn open_connection(path: &Path) -> DbResult<Connection> {
@@ -99,6 +102,7 @@ impl Db {
                 path: path.to_path_buf(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                writes: AtomicU64::new(1),
             }),
         })
     }
@@ -133,6 +137,14 @@ impl Db {
         F: FnOnce(&Transaction) -> DbResult<T>,
     {
         self.inner.write_blocking(f)
+    }
+
+    /// A counter bumped after every write transaction ends (committed or not). The state
+    /// file is only written through this handle (serve is its one process), so a value read
+    /// *before* a read of the state file, and unchanged later, means nothing has been written
+    /// since: what that read returned may be served again from memory.
+    pub fn write_generation(&self) -> u64 {
+        self.inner.writes.load(Ordering::SeqCst)
     }
 
     /// Synchronous form of [`Db::read`] for start-up code.
@@ -172,10 +184,18 @@ impl DbInner {
         F: FnOnce(&Transaction) -> DbResult<T>,
     {
         let mut conn = self.writer.lock().map_err(|_| DbError::Poisoned)?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        let result = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(DbError::from)
+            .and_then(|tx| {
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
+        // After the commit (or the rollback), still under the writer's lock: a reader that
+        // saw the old generation reads again.
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        result
     }
 }
 

@@ -135,6 +135,13 @@ pub struct ServerVolume {
     /// Delete the volume with the server (2.79+).
     #[serde(default)]
     pub delete_on_termination: bool,
+    /// The block device mapping's boot index: `Some(0)` is the root disk of
+    /// a volume-backed server; None for volumes attached later.
+    #[serde(default)]
+    pub boot_index: Option<i64>,
+    /// Attached read-only (Cinder's `readonly` flag: attach mode `ro`).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One server, whole.
@@ -235,6 +242,14 @@ pub struct Server {
     pub terminated_at: Option<i64>,
     #[serde(default)]
     pub deleted: bool,
+}
+
+impl Server {
+    /// The volume that is this server's root disk (boot index 0), when the
+    /// server is volume-backed.
+    pub fn root_volume(&self) -> Option<&ServerVolume> {
+        self.volumes.iter().find(|v| v.boot_index == Some(0))
+    }
 }
 
 fn decode(doc: String) -> DbResult<Server> {
@@ -434,10 +449,12 @@ impl HostUsage {
             .filter(|s| !s.deleted && s.host.is_some())
             .fold(HostUsage::default(), |u, s| {
                 let f = &s.flavor;
+                // A volume-backed server's root disk is a volume, not host disk.
+                let root = if s.root_volume().is_some() { 0 } else { f.disk };
                 HostUsage {
                     vcpus: u.vcpus + f.vcpus,
                     ram_mb: u.ram_mb + f.ram,
-                    disk_gb: u.disk_gb + f.disk + f.ephemeral + f.swap / 1024,
+                    disk_gb: u.disk_gb + root + f.ephemeral + f.swap / 1024,
                 }
             })
     }

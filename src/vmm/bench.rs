@@ -149,7 +149,8 @@ pub fn rss() -> Option<(u64, u64, u64)> {
             .map(|s| s["state"] == "running")
             .unwrap_or(false)
         {
-            std::thread::sleep(Duration::from_millis(500));
+            // Idle: past the point where the VMM gives back its start-up code's pages.
+            std::thread::sleep(super::vm::SETTLE + Duration::from_millis(500));
             let anonymous = anonymous_bytes(child.id()).unwrap_or(0);
             result = request(&sock, "stats").and_then(|s| {
                 Some((

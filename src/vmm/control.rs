@@ -823,7 +823,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         super::vm::start_watchdog(&vm, Duration::from_millis(250));
         *lock(&shared.current) = Some(vm.clone());
         *lock(&shared.boots) += 1;
-        let event = vm.wait();
+        let event = vm.wait_settled();
         vm.stop();
         match event {
             VmEvent::PowerOff => break ExitCode::SUCCESS,

@@ -311,7 +311,7 @@ pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
         terminal::forward_stdin_to(&running);
         start_rip_tracer(&running);
         vm::start_watchdog(&running, std::time::Duration::from_millis(250));
-        let event = running.wait();
+        let event = running.wait_settled();
         running.stop();
         match event {
             VmEvent::PowerOff => break ExitCode::SUCCESS,

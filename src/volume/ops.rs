@@ -660,3 +660,248 @@ pub async fn set_detaching(s: &VolumeState, volume_id: &str, begin: bool) -> Vol
 pub fn backing_file(s: &VolumeState, volume_id: &str) -> PathBuf {
     s.backend.volume_path(volume_id)
 }
+
+/// The `volume_image_metadata` a volume made from `image` carries (Cinder's
+/// copy of the image's fields and properties).
+pub fn image_metadata(image: &crate::image::service::BootImage) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::new();
+    meta.insert("image_id".to_string(), image.id.clone());
+    if let Some(n) = &image.name {
+        meta.insert("image_name".into(), n.clone());
+    }
+    meta.insert(
+        "disk_format".into(),
+        image.disk_format.clone().unwrap_or_default(),
+    );
+    meta.insert("container_format".into(), "bare".into());
+    meta.insert("min_disk".into(), image.min_disk.to_string());
+    meta.insert("min_ram".into(), image.min_ram.to_string());
+    meta.insert("size".into(), image.size.unwrap_or(0).max(0).to_string());
+    for (k, val) in &image.properties {
+        let text = match val {
+            serde_json::Value::String(t) => t.clone(),
+            other => other.to_string(),
+        };
+        meta.insert(k.clone(), text);
+    }
+    meta
+}
+
+/// Where a volume Nova asks for (a block device mapping) comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceSource {
+    Blank,
+    Image(String),
+    Snapshot(String),
+}
+
+/// A volume Nova makes for a server's block device mapping.
+#[derive(Debug, Clone)]
+pub struct InstanceVolume {
+    pub project_id: String,
+    pub user_id: String,
+    /// GiB; a snapshot's volume is at least the snapshot's size.
+    pub size: i64,
+    pub source: InstanceSource,
+    /// A volume type's name or id (the default type when None).
+    pub volume_type: Option<String>,
+}
+
+/// Creates the volume of a block device mapping as Cinder's create would
+/// (quota, capacity, the source's bootable flag and image metadata, the
+/// type); returns the record (`creating`, or `error` when no backend fits).
+/// Compute checked the caller may see the source.
+pub async fn create_for_instance(
+    s: &Arc<VolumeState>,
+    request: InstanceVolume,
+) -> VolumeResult<Volume> {
+    let now = now_string();
+    let mut v = Volume {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id: request.project_id.clone(),
+        user_id: request.user_id.clone(),
+        name: Some(String::new()),
+        description: Some(String::new()),
+        size: request.size,
+        status: "creating".into(),
+        attach_status: "detached".into(),
+        availability_zone: "nova".into(),
+        created_at: now.clone(),
+        updated_at: Some(now),
+        ..Volume::default()
+    };
+    let mut inherited_type = None;
+    let source = match &request.source {
+        InstanceSource::Blank => Source::Blank,
+        InstanceSource::Image(image_id) => {
+            let image = s.images.get_active(image_id, None).await.map_err(|e| {
+                VolumeError::BadRequest(format!(
+                    "Invalid image identifier or unable to access requested image. ({e})"
+                ))
+            })?;
+            let format = image.disk_format.clone().unwrap_or_default();
+            if !["raw", "iso", ""].contains(&format.as_str()) {
+                return Err(VolumeError::BadRequest(format!(
+                    "Invalid image metadata: Image {image_id} has disk_format {format}; this backend copies raw images only."
+                )));
+            }
+            let bytes = image.size.unwrap_or(0).max(0) as u64;
+            let needed = (bytes.div_ceil(GIB) as i64).max(image.min_disk).max(1);
+            if v.size < needed {
+                return Err(VolumeError::BadRequest(format!(
+                    "Invalid input received: Size of specified image {needed}GB is larger than volume size {}GB.",
+                    v.size
+                )));
+            }
+            v.image_metadata = image_metadata(&image);
+            v.bootable = true;
+            v.image_id = Some(image.id.clone());
+            Source::Image {
+                path: image.path.clone(),
+                bytes,
+            }
+        }
+        InstanceSource::Snapshot(snap_id) => {
+            let id = snap_id.clone();
+            let (snap, parent) = s
+                .read(move |conn| {
+                    let snap = store::get_snapshot(conn, &id)?;
+                    let parent = match &snap {
+                        Some(sn) => store::get_volume(conn, &sn.volume_id)?,
+                        None => None,
+                    };
+                    Ok((snap, parent))
+                })
+                .await?;
+            let snap = snap.ok_or_else(|| {
+                VolumeError::NotFound(format!("Snapshot {snap_id} could not be found."))
+            })?;
+            v.size = v.size.max(snap.size);
+            if let Some(parent) = parent {
+                v.bootable = parent.bootable;
+                v.image_metadata = parent.image_metadata;
+            }
+            inherited_type = Some(snap.volume_type_id.clone());
+            v.snapshot_id = Some(snap.id.clone());
+            Source::Snapshot(snap.id)
+        }
+    };
+    let wanted = request.volume_type.clone();
+    let vt = s
+        .read(move |conn| {
+            Ok(match &wanted {
+                Some(name_or_id) => match store::get_type(conn, name_or_id)? {
+                    Some(t) => Some(t),
+                    None => store::get_type_by_name(conn, name_or_id)?,
+                },
+                None => match &inherited_type {
+                    Some(id) => store::get_type(conn, id)?,
+                    None => store::get_type(conn, store::DEFAULT_TYPE_ID)?,
+                },
+            })
+        })
+        .await?
+        .ok_or_else(|| {
+            VolumeError::NotFound(format!(
+                "Volume type {} could not be found.",
+                request.volume_type.clone().unwrap_or_default()
+            ))
+        })?;
+    v.volume_type_id = vt.id;
+    create(s, v, source).await
+}
+
+/// Waits until volume `id` leaves `creating`: the record when it is
+/// `available`, else an error saying what it became (or that it did not
+/// finish within `limit`).
+pub async fn wait_available(
+    s: &VolumeState,
+    id: &str,
+    limit: std::time::Duration,
+) -> VolumeResult<Volume> {
+    let start = std::time::Instant::now();
+    loop {
+        let vid = id.to_string();
+        let v = s
+            .read(move |conn| Ok(store::get_volume(conn, &vid)?))
+            .await?
+            .ok_or_else(|| VolumeError::NotFound(format!("Volume {id} could not be found.")))?;
+        match v.status.as_str() {
+            "available" => return Ok(v),
+            "creating" | "downloading" if start.elapsed() < limit => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => {
+                return Err(VolumeError::BadRequest(format!(
+                    "Volume {id} did not finish being created even after we waited {} seconds. And its status is {other}.",
+                    start.elapsed().as_secs()
+                )));
+            }
+        }
+    }
+}
+
+/// Takes snapshot `snap` of its volume (`available`, or `in-use` when
+/// `in_use_ok`: Cinder's force, or 3.66+) after the quota and capacity
+/// checks, in one transaction; the copy runs in the background and makes
+/// the snapshot `available` (or `error`).
+pub async fn create_snapshot(
+    s: &Arc<VolumeState>,
+    snap: Snapshot,
+    in_use_ok: bool,
+) -> VolumeResult<()> {
+    let stored = snap.clone();
+    let backend = s.backend.clone();
+    s.write(move |tx| {
+        let v = store::get_volume(tx, &stored.volume_id)?.ok_or_else(|| {
+            VolumeError::NotFound(format!("Volume {} could not be found.", stored.volume_id))
+        })?;
+        if !(v.status == "available" || (v.status == "in-use" && in_use_ok)) {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {} status must be available, but current status is: {}.",
+                v.id, v.status
+            )));
+        }
+        let type_name = store::get_type(tx, &v.volume_type_id)?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        enforce_quota(tx, &v.project_id, &type_name, 0, 1, v.size)?;
+        if let Err(why) = backend_fits(tx, &backend, v.size, 0)? {
+            return Err(VolumeError::BadRequest(why));
+        }
+        store::put_snapshot(tx, &stored)?;
+        Ok(())
+    })
+    .await?;
+    let worker = s.clone();
+    let (sid, vid) = (snap.id.clone(), snap.volume_id.clone());
+    let size = snap.size.max(0) as u64;
+    tokio::spawn(async move {
+        let backend = worker.backend.clone();
+        let (src, dest) = (backend.volume_path(&vid), backend.snapshot_path(&sid));
+        let copied = tokio::task::spawn_blocking(move || backend.create_copy(&src, &dest, size))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = &copied {
+            tracing::error!(snapshot = %sid, error = %e, "snapshot failed");
+        }
+        let ok = copied.is_ok();
+        let result = worker
+            .write(move |tx| {
+                if let Some(mut snap) = store::get_snapshot(tx, &sid)?
+                    && snap.status == "creating"
+                {
+                    snap.status = if ok { "available" } else { "error" }.into();
+                    snap.progress = if ok { "100%" } else { "0%" }.into();
+                    snap.updated_at = Some(now_string());
+                    store::put_snapshot(tx, &snap)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot record a snapshot's status");
+        }
+    });
+    Ok(())
+}

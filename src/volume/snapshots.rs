@@ -177,71 +177,11 @@ async fn create(
         created_at: now.clone(),
         updated_at: Some(now),
     };
-    let stored = snap.clone();
-    let backend = s.backend.clone();
-    s.write(move |tx| {
-        let v = store::get_volume(tx, &stored.volume_id)?
-            .ok_or_else(|| super::volumes::not_found(&stored.volume_id))?;
-        let in_use_ok = force || mv.at_least(66);
-        if !(v.status == "available" || (v.status == "in-use" && in_use_ok)) {
-            return Err(bad(format!(
-                "Invalid volume: Volume {} status must be available, but current status is: {}.",
-                v.id, v.status
-            )));
-        }
-        let type_name = store::get_type(tx, &v.volume_type_id)?
-            .map(|t| t.name)
-            .unwrap_or_default();
-        super::ops::enforce_quota(tx, &v.project_id, &type_name, 0, 1, v.size)?;
-        if let Err(why) = super::ops::backend_fits(tx, &backend, v.size, 0)? {
-            return Err(bad(why));
-        }
-        store::put_snapshot(tx, &stored)?;
-        Ok(())
-    })
-    .await?;
-    let worker = s.clone();
-    let (sid, vid) = (snap.id.clone(), snap.volume_id.clone());
-    tokio::spawn(async move {
-        let backend = worker.backend.clone();
-        let (src, dest) = (backend.volume_path(&vid), backend.snapshot_path(&sid));
-        let size = worker_size(&worker, &sid).await;
-        let copied = tokio::task::spawn_blocking(move || backend.create_copy(&src, &dest, size))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = &copied {
-            tracing::error!(snapshot = %sid, error = %e, "snapshot failed");
-        }
-        let ok = copied.is_ok();
-        let result = worker
-            .write(move |tx| {
-                if let Some(mut snap) = store::get_snapshot(tx, &sid)?
-                    && snap.status == "creating"
-                {
-                    snap.status = if ok { "available" } else { "error" }.into();
-                    snap.progress = if ok { "100%" } else { "0%" }.into();
-                    snap.updated_at = Some(now_string());
-                    store::put_snapshot(tx, &snap)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot record a snapshot's status");
-        }
-    });
+    super::ops::create_snapshot(&s, snap.clone(), force || mv.at_least(66)).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"snapshot": render_plain(&snap, mv)}),
     ))
-}
-
-async fn worker_size(s: &S, id: &str) -> u64 {
-    let id = id.to_string();
-    s.read(move |conn| Ok(store::get_snapshot(conn, &id)?.map_or(0, |sn| sn.size)))
-        .await
-        .unwrap_or(0)
-        .max(0) as u64
 }
 
 const SORT_KEYS: &[&str] = &[

@@ -375,24 +375,7 @@ async fn create(
                 needed, v.size
             )));
         }
-        let mut meta = BTreeMap::new();
-        meta.insert("image_id".to_string(), image.id.clone());
-        if let Some(n) = &image.name {
-            meta.insert("image_name".into(), n.clone());
-        }
-        meta.insert("disk_format".into(), format);
-        meta.insert("container_format".into(), "bare".into());
-        meta.insert("min_disk".into(), image.min_disk.to_string());
-        meta.insert("min_ram".into(), image.min_ram.to_string());
-        meta.insert("size".into(), bytes.to_string());
-        for (k, val) in &image.properties {
-            let text = match val {
-                Value::String(t) => t.clone(),
-                other => other.to_string(),
-            };
-            meta.insert(k.clone(), text);
-        }
-        v.image_metadata = meta;
+        v.image_metadata = super::ops::image_metadata(&image);
         v.bootable = true;
         v.image_id = Some(image.id.clone());
         Source::Image {

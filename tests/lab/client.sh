@@ -16,9 +16,12 @@
 #   upload_tiny_images          micro's bzImage (aki), tiny's initramfs (ari) and tiny-root.img
 #                               naming both: images yunhe-micro-bzimage, yunhe-tiny-initramfs,
 #                               yunhe-tiny; sets kernel_id and ramdisk_id
+#   upload_recipe_image RECIPE  OUT/RECIPE's qcow2 image as its manifest describes it; sets
+#                               img_name
 # and the checks: pass, fail, check, json, is_true, labsh, lab_alive, step, ready, console_log,
 # console_has, count, finish.  Env: YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR (copy the lab's
-# logs there; LAB_COMPUTE_KEEP too, its older name).
+# logs there; LAB_COMPUTE_KEEP too, its older name); a suite may set LAB_MEM (the lab's MiB,
+# default 3072) and LAB_WAIT (seconds the lab waits for the host to finish, default 900).
 started=$(date +%s.%N)
 bin=${YUNHE_BIN:-$root/target/release/yunhe}
 OUT=${OUT:-$root/out}
@@ -113,7 +116,7 @@ lab_start() {
     # (LAB_PORT: the same forwarded port as a lab before, whose state directory serve reuses:
     # its clouds.yaml and public URL name that port)
     port=${LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-    lab_wait=900
+    lab_wait=${LAB_WAIT:-900}
     t0=$(now)
     local disk_args=()
     rm -f "$share/state-disk"
@@ -121,7 +124,7 @@ lab_start() {
         disk_args=(--disk "$LAB_STATE_DISK")
         : >"$share/state-disk"
     fi
-    "$here/lab" run --out "$share" --fwd "$port:8080" --mem 3072 --cpus 2 --timeout $((lab_wait + 60)) \
+    "$here/lab" run --out "$share" --fwd "$port:8080" --mem "${LAB_MEM:-3072}" --cpus 2 --timeout $((lab_wait + 60)) \
         --bin "$bin" --console "$work/lab-console.log" "${disk_args[@]}" \
         "$here/compute-inside.sh" "$port" "$lab_wait" "$@" >"$work/lab.out" 2>&1 &
     lab_pid=$!
@@ -284,4 +287,27 @@ EOF
         "${prop_args[@]}" yunhe-tiny -f json
     is_true "yunhe-tiny is active and names its kernel and ramdisk" \
         "d['status']=='active' and '$kernel_id' in json.dumps(d) and '$ramdisk_id' in json.dumps(d)"
+}
+
+# upload_recipe_image RECIPE: the recipe's qcow2 as its manifest describes it (properties included); sets
+# img_name.
+upload_recipe_image() {
+    local m=$OUT/$1/manifest.json p
+    mapfile -t img < <("$py" - "$m" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+img = next(i for i in m["images"] if i["file"].endswith(".qcow2"))
+print(img["name"]); print(img["file"]); print(img["disk_format"]); print(img["container_format"])
+for k, v in img["properties"].items():
+    print("%s=%s" % (k, v))
+EOF
+    )
+    local prop_args=()
+    for p in "${img[@]:4}"; do prop_args+=(--property "$p"); done
+    img_name=${img[0]}
+    lab_alive
+    check "image create ${img[0]} ($(du -m "$OUT/$1/${img[1]}" | cut -f1) MiB ${img[2]}, no kernel_id: the disk's own kernel)" \
+        openstack image create --disk-format "${img[2]}" --container-format "${img[3]}" \
+        --file "$OUT/$1/${img[1]}" "${prop_args[@]}" "${img[0]}" -f json
+    is_true "${img[0]} is active" "d['status']=='active'"
 }

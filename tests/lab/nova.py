@@ -9,6 +9,11 @@
     nova.py console ID REGEX COUNT LIMIT    until the console log holds REGEX COUNT times;
                                             prints the seconds it took
     nova.py console-count ID REGEX          how many times the console log holds REGEX
+    nova.py console-after ID MARK REGEX LIMIT
+                                            until REGEX shows after MARK's last occurrence
+                                            (the log keeps only its last 100 KiB, so counting
+                                            a line over several long boots is not reliable);
+                                            prints the seconds it took and the matched line
 
 Env: NOVA (the compute endpoint, .../compute/v2.1), TOKEN; the CA through SSL_CERT_FILE.
 """
@@ -91,12 +96,33 @@ def console(sid, pattern, count, limit):
         time.sleep(0.3)
 
 
+def console_after(sid, mark, pattern, limit):
+    t0 = time.monotonic()
+    mrx, rx = re.compile(mark, re.M), re.compile(pattern, re.M)
+    while True:
+        text = console_text(sid)
+        starts = [m.end() for m in mrx.finditer(text)]
+        m = rx.search(text, starts[-1]) if starts else None
+        el = time.monotonic() - t0
+        if m:
+            line = text[m.start():].splitlines()[0] if text[m.start():] else ""
+            print("%.2f %s" % (el, line.strip()))
+            return 0
+        if el > limit:
+            print("timed out after %.0f s (mark seen: %s); console tail:" % (limit, bool(starts)))
+            print("\n".join(text.splitlines()[-25:]))
+            return 1
+        time.sleep(1)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "wait":
         return wait(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     if cmd == "console":
         return console(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+    if cmd == "console-after":
+        return console_after(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
     if cmd == "console-count":
         print(len(re.findall(sys.argv[3], console_text(sys.argv[2]), re.M)))
         return 0

@@ -109,6 +109,40 @@ class WebSocket:
             pass
 
 
+def login(ws, user, password, t0, limit):
+    """Log in at a getty on the console; returns (what happened, the bytes seen)."""
+    seen = b""
+
+    def until(rx, secs):
+        nonlocal seen
+        end = time.monotonic() + secs
+        start = len(seen)
+        while time.monotonic() < end and time.monotonic() - t0 < limit:
+            seen += ws.recv(min(0.5, end - time.monotonic()))
+            m = re.search(rx, seen[start:])
+            if m:
+                return m
+        return None
+
+    while time.monotonic() - t0 < limit:
+        ws.send(b"\r")
+        m = until(rb"(login: ?$)|([$#] ?$)", 3)
+        if not m:
+            continue
+        if m.group(2):
+            return "already logged in (a shell prompt)", seen
+        ws.send(user.encode() + b"\r")
+        if not until(rb"[Pp]assword: ?$", 15):
+            continue
+        ws.send(password.encode() + b"\r")
+        m = until(rb"(Login incorrect)|([$#] ?$)", 30)
+        if m and m.group(2):
+            return "logged in as %s (%.2f s)" % (user, time.monotonic() - t0), seen
+        if m:
+            return None, seen
+    return None, seen
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -117,6 +151,7 @@ def main():
     ap.add_argument("--expect", required=True)
     ap.add_argument("--timeout", type=float, default=20)
     ap.add_argument("--retype", type=float, default=4, help="seconds between attempts")
+    ap.add_argument("--login", help="USER:PASSWORD to give a getty's login prompt first")
     a = ap.parse_args()
     want = re.compile(a.expect.encode())
     t0 = time.monotonic()
@@ -127,6 +162,19 @@ def main():
         return 1
     print("handshake: %s (%.2f s)" % (ws.status, time.monotonic() - t0))
     seen = b""
+    if a.login:
+        user, _, password = a.login.partition(":")
+        try:
+            what, seen = login(ws, user, password, t0, a.timeout)
+        except (OSError, Closed) as e:
+            what = None
+            print("error: %s" % e)
+        if not what:
+            print("login: failed")
+            print("seen: " + seen.decode(errors="replace").encode("unicode_escape").decode()[-1500:])
+            ws.close()
+            return 1
+        print("login: " + what)
     mark = 0
     next_type = 0.0
     ok = False

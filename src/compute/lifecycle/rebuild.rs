@@ -1,0 +1,219 @@
+//! `rebuild`: the server boots a (possibly new) image on a fresh root disk,
+//! with name, metadata, description, user data and key pair replaced as
+//! the microversion allows.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{S, begin, boot, run};
+use crate::compute::access;
+use crate::compute::build::{
+    boot_files, clean_timeout, config_drive_files, fault, resolve_boot, update_server,
+};
+use crate::compute::server_views::view;
+use crate::compute::servers;
+use crate::compute::states::{Action, NOSTATE, RUNNING, SHUTDOWN};
+use crate::compute::{ComputeError, ComputeResult, Mv};
+use crate::db::compute as store;
+use crate::http::json_response;
+use crate::identity::AuthContext;
+
+pub(super) async fn rebuild(
+    s: &S,
+    ctx: &Arc<AuthContext>,
+    mv: Mv,
+    id: &str,
+    rid: &str,
+    arg: Value,
+) -> ComputeResult<Response> {
+    let Value::Object(arg) = arg else {
+        return Err(ComputeError::BadRequest("rebuild must be an object".into()));
+    };
+    let image_ref = arg
+        .get("imageRef")
+        .and_then(Value::as_str)
+        .map(|r| {
+            r.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            ComputeError::BadRequest(
+                "Invalid input for field/attribute rebuild. 'imageRef' is a required property"
+                    .into(),
+            )
+        })?;
+    let project = crate::compute::project_of(ctx)?;
+    let admin = crate::compute::is_admin_context(s, ctx);
+    let image = s
+        .images
+        .get_active(&image_ref, if admin { None } else { Some(&project) })
+        .await
+        .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+    let boot_info = resolve_boot(s, &image, &project, admin).await?;
+    let volume_backed = crate::compute::block_devices::check_rebuild(s, id, &image.id).await?;
+    let name = match arg.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
+            Some(n.clone())
+        }
+        Some(_) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute name.".into(),
+            ));
+        }
+        None => None,
+    };
+    let metadata = match arg.get("metadata") {
+        Some(v) => Some(servers::check_metadata(v, "metadata")?),
+        None => None,
+    };
+    let description = if mv.at_least(19) && arg.contains_key("description") {
+        Some(
+            arg.get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
+    } else {
+        None
+    };
+    let user_data = if mv.at_least(57) && arg.contains_key("user_data") {
+        Some(
+            arg.get("user_data")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
+    } else {
+        None
+    };
+    let key_name = if mv.at_least(54) && arg.contains_key("key_name") {
+        Some(
+            arg.get("key_name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        )
+    } else {
+        None
+    };
+    let admin_pass = arg
+        .get("adminPass")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    let user_id = ctx.user_id.clone();
+    let key_data = match &key_name {
+        Some(Some(k)) => {
+            let (u, k2) = (user_id.clone(), k.clone());
+            Some(Some(
+                s.read(move |conn| Ok(store::get_keypair(conn, &u, &k2)?))
+                    .await?
+                    .ok_or_else(|| ComputeError::BadRequest("Invalid key_name provided.".into()))?
+                    .public_key,
+            ))
+        }
+        Some(None) => Some(None),
+        None => None,
+    };
+    let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
+    let was_running = server.vm_state == "active";
+    let image_id = if volume_backed {
+        String::new()
+    } else {
+        image.id.clone()
+    };
+    let updated = update_server(s, id, move |sv| {
+        sv.image_id = image_id;
+        sv.kernel_id = boot_info.kernel_id;
+        sv.ramdisk_id = boot_info.ramdisk_id;
+        sv.cmdline = boot_info.cmdline;
+        sv.shutdown_timeout = boot_info.shutdown_timeout;
+        if let Some(n) = name {
+            sv.name = n;
+        }
+        if let Some(m) = metadata {
+            sv.metadata = m;
+        }
+        if let Some(d) = description {
+            sv.description = d;
+        }
+        if let Some(u) = user_data {
+            sv.user_data = u;
+        }
+        if let Some(k) = key_name {
+            sv.key_name = k;
+        }
+        if let Some(k) = key_data {
+            sv.key_data = k;
+        }
+    })
+    .await
+    .ok_or_else(|| access::not_found(id))?;
+    run(s, id, rid, move |s, sv| async move {
+        s.driver.stop(&sv.id, clean_timeout(&sv)).await;
+        s.driver.drop_saved_state(&sv.id).await;
+        let result = async {
+            let (files, disk_gb) = if volume_backed {
+                (crate::compute::build::volume_boot_files(&s, &sv).await?, 0)
+            } else {
+                (boot_files(&s, &sv, &sv.image_id).await?.0, sv.flavor.disk)
+            };
+            let network = crate::compute::networking::network_data_of(&s, &sv)
+                .await
+                .map_err(|e| e.to_string())?;
+            let config = sv.config_drive.then(|| config_drive_files(&sv, &network));
+            s.driver
+                .prepare(&sv.id, files, disk_gb, config)
+                .await
+                .map_err(|e| e.to_string())?;
+            if was_running {
+                boot(&s, &sv, false).await?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                update_server(&s, &sv.id, move |x| {
+                    x.vm_state = if was_running { "active" } else { "stopped" }.into();
+                    x.power_state = if was_running { RUNNING } else { SHUTDOWN };
+                    x.task_state = None;
+                    x.fault = None;
+                })
+                .await;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.clone();
+                update_server(&s, &sv.id, move |x| {
+                    x.vm_state = "error".into();
+                    x.power_state = NOSTATE;
+                    x.task_state = None;
+                    x.fault = Some(fault(&format!("Rebuild failed: {msg}"), &msg));
+                })
+                .await;
+                Err(e)
+            }
+        }
+    });
+    let ports = crate::compute::networking::port_facts_of(s, &updated).await?;
+    let mut shown = view(s, &updated, mv, ctx, false, Some(&ports));
+    if let Some(obj) = shown.as_object_mut() {
+        obj.insert("adminPass".into(), json!(admin_pass));
+        if mv.at_least(54) {
+            obj.insert("key_name".into(), json!(updated.key_name));
+        }
+        if mv.at_least(57) {
+            obj.insert("user_data".into(), json!(updated.user_data));
+            obj.remove("OS-EXT-SRV-ATTR:user_data");
+        }
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"server": shown}),
+    ))
+}

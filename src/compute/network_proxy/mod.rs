@@ -1,0 +1,135 @@
+//! Nova's network proxies: the server actions `addSecurityGroup`,
+//! `removeSecurityGroup`, `addFloatingIp`, `removeFloatingIp` (and the
+//! refused `addFixedIp`/`removeFixedIp`), `GET /servers/{id}/os-security-groups`,
+//! and the proxy APIs Nova removed at 2.36 (`os-security-groups`,
+//! `os-security-group-rules`, `os-floating-ips`, `os-floating-ip-pools`,
+//! `os-networks`, `os-tenant-networks`).
+//!
+//! Each call goes to the network service's domain functions in one of
+//! compute's transactions, as the caller (`network::Caller::with_policy`),
+//! so Neutron's own checks, policy and quotas hold; Nova's rule is checked
+//! first, and Nova's formats and error codes are answered. After a
+//! committed change the network's `changed` notifier is told, so the
+//! dataplane reconciles.
+
+mod floating_ips;
+mod networks;
+mod security_groups;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value};
+
+use super::networking::notify;
+use super::{ComputeError, ComputeResult, ComputeState, Mv, parse_body};
+use crate::identity::AuthContext;
+use crate::network::{Caller, NetworkError};
+
+type S = Arc<ComputeState>;
+
+pub(crate) use floating_ips::{add_floating_ip, fixed_ip_action, remove_floating_ip};
+pub(crate) use security_groups::{security_group_action, server_groups};
+
+/// The last microversion with `addFloatingIp`/`removeFloatingIp` and
+/// `addFixedIp`/`removeFixedIp` (removed at 2.44).
+pub const LAST_FLOATING_ACTION_MICROVERSION: u16 = 43;
+
+pub fn routes() -> Router<S> {
+    use floating_ips::*;
+    use networks::*;
+    use security_groups::*;
+    Router::new()
+        .route(
+            "/v2.1/os-security-groups",
+            get(group_list).post(group_create),
+        )
+        .route(
+            "/v2.1/os-security-groups/{id}",
+            get(group_show).put(group_update).delete(group_delete),
+        )
+        .route("/v2.1/os-security-group-rules", post(rule_create))
+        .route(
+            "/v2.1/os-security-group-rules/{id}",
+            axum::routing::delete(rule_delete),
+        )
+        .route(
+            "/v2.1/os-floating-ips",
+            get(floating_list).post(floating_create),
+        )
+        .route(
+            "/v2.1/os-floating-ips/{id}",
+            get(floating_show).delete(floating_delete),
+        )
+        .route("/v2.1/os-floating-ip-pools", get(pools))
+        .route("/v2.1/os-networks", get(network_list).post(network_gone))
+        .route("/v2.1/os-networks/add", post(network_gone))
+        .route(
+            "/v2.1/os-networks/{id}",
+            get(network_show).delete(network_gone_id),
+        )
+        .route("/v2.1/os-networks/{id}/action", post(network_gone_id))
+        .route(
+            "/v2.1/os-tenant-networks",
+            get(tenant_network_list).post(network_gone),
+        )
+        .route(
+            "/v2.1/os-tenant-networks/{id}",
+            get(tenant_network_show).delete(network_gone_id),
+        )
+}
+
+/// 404 from 2.36 on, as Nova's removed proxies.
+fn proxy_available(mv: Mv) -> ComputeResult<()> {
+    super::proxy_available(
+        mv,
+        "The network proxy APIs are gone from microversion 2.36 on; use the Network service.",
+    )
+}
+
+fn caller(s: &ComputeState, ctx: &AuthContext) -> Caller {
+    Caller::with_policy(s.identity.policy.clone(), ctx)
+}
+
+/// The network service's errors as Nova's proxies answer them: its 409s
+/// (in use, duplicates) are Nova's 400s, over quota Nova's 403.
+fn from_network(e: NetworkError) -> ComputeError {
+    match e {
+        NetworkError::Db(d) => ComputeError::Db(d),
+        NetworkError::Json(j) => ComputeError::Internal(j.to_string()),
+        NetworkError::NotFound { message, .. } => ComputeError::NotFound(message),
+        NetworkError::Forbidden(m) => ComputeError::Forbidden(m),
+        NetworkError::Conflict {
+            kind: "OverQuota",
+            message,
+        } => ComputeError::QuotaExceeded(message),
+        other => ComputeError::BadRequest(other.to_string()),
+    }
+}
+
+/// Tells the dataplane and the dashboard that network records changed.
+fn changed(s: &ComputeState) {
+    notify(s);
+    s.config
+        .events
+        .publish(crate::events::Kind::Network, "", None);
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// `{"key": {...}}` of a body, else Nova's 400.
+fn member(bytes: &Bytes, key: &str) -> ComputeResult<Map<String, Value>> {
+    let mut body = parse_body(bytes)?;
+    match body.remove(key) {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. '{key}' is a required property of type 'object'"
+        ))),
+    }
+}

@@ -1,0 +1,218 @@
+//! Validators of server fields that create (`create.rs`) and update and
+//! tags (`servers.rs`) share, with Nova's 400 texts. A leaf: it imports
+//! neither of them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{ComputeError, ComputeResult, Mv};
+
+pub fn last_segment(text: &str) -> String {
+    text.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.chars().count() <= max => Ok(Some(text.clone())),
+        Some(Value::String(_)) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value is too long (at most {max} characters)."
+        ))),
+        Some(other) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
+        ))),
+    }
+}
+
+/// A server name: 1–255 characters, not only spaces.
+pub fn check_name(value: Option<&Value>) -> ComputeResult<String> {
+    match value {
+        Some(Value::String(name))
+            if !name.trim().is_empty()
+                && name.chars().count() <= 255
+                && name.trim() == name.as_str() =>
+        {
+            Ok(name.clone())
+        }
+        Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 255 => {
+            Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute name. Value: {name}. '{name}' does not match '^(?! )[\\S ]*(?<! )$'"
+            )))
+        }
+        Some(other) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute name. Value: {other}. {other} is not a valid name (1-255 characters, not only spaces)"
+        ))),
+        None => Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute server. 'name' is a required property".into(),
+        )),
+    }
+}
+
+/// Metadata: an object of string keys (1–255) to string values (≤ 255).
+pub fn check_metadata(value: &Value, key: &str) -> ComputeResult<BTreeMap<String, String>> {
+    let Value::Object(map) = value else {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {value}. {value} is not of type 'object'"
+        )));
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        if k.is_empty() || k.chars().count() > 255 {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Metadata keys must be 1-255 characters: '{k}'"
+            )));
+        }
+        let Value::String(text) = v else {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
+            )));
+        };
+        if text.chars().count() > 255 {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Value for '{k}' is too long"
+            )));
+        }
+        out.insert(k.clone(), text.clone());
+    }
+    Ok(out)
+}
+
+/// Tags: strings of 1–60 characters without '/' or ','; at most 50.
+pub fn check_tag(tag: &str) -> ComputeResult<()> {
+    if tag.is_empty() || tag.chars().count() > 60 || tag.contains('/') || tag.contains(',') {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute tags. Value: {tag}. '{tag}' is not a valid tag"
+        )));
+    }
+    Ok(())
+}
+
+pub const MAX_TAGS: usize = 50;
+
+pub fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
+    let Value::Array(items) = value else {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute tags. Value is not of type 'array'".into(),
+        ));
+    };
+    let mut tags = Vec::new();
+    for item in items {
+        let Value::String(tag) = item else {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute tags. Value: {item}. {item} is not of type 'string'"
+            )));
+        };
+        check_tag(tag)?;
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute tags. The number of tags exceeds the per-server limit {MAX_TAGS}"
+        )));
+    }
+    Ok(tags)
+}
+
+pub fn bool_like(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+            "false" | "0" | "no" | "off" | "f" | "n" | "" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|v| v != 0),
+        Value::Null => Some(false),
+        _ => None,
+    }
+}
+
+/// A hostname from a display name, as Nova's `sanitize_hostname` makes it:
+/// characters beyond U+00FF dropped, cut to 63 characters, space, `_` and
+/// `.` made `-`, anything else but letters, digits and `-` dropped, lower
+/// case, `-` trimmed from both ends. Stricter than Nova in one point: the
+/// Latin-1 letters Nova keeps (`é`) are dropped too, so that the result is
+/// always an RFC 1123 host name. Empty: `Server-<uuid>`, as Nova names it.
+pub fn sanitize_hostname(name: &str, server_id: &str) -> String {
+    let cut: String = name
+        .chars()
+        .filter(|c| u32::from(*c) <= 0xFF)
+        .take(63)
+        .collect();
+    let host: String = cut
+        .chars()
+        .filter_map(|c| match c {
+            ' ' | '_' | '.' => Some('-'),
+            c if c.is_ascii_alphanumeric() || c == '-' => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let host = host.trim_matches(['-', '.']);
+    if host.is_empty() {
+        format!("Server-{server_id}")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Nova's `hostname` schema (2.90–2.93): an RFC 1123 host name, 2–63 characters.
+const HOSTNAME_PATTERN: &str = "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$";
+/// Nova's `fqdn` schema (2.94+): 1–255 of letters, digits, `-`, `.` and `_`.
+const FQDN_PATTERN: &str = "^[a-zA-Z0-9-._]*$";
+
+/// The `hostname` of a create or update, checked as Nova's JSON schema for
+/// the microversion checks it (a 400 with its message otherwise).
+pub fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<String>> {
+    let invalid = |value: &dyn std::fmt::Display, why: String| {
+        ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute hostname. Value: {value}. {why}"
+        ))
+    };
+    let text = match obj.get("hostname") {
+        None => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(Value::Null) => {
+            return Err(invalid(&"None", "None is not of type 'string'".into()));
+        }
+        Some(other) => return Err(invalid(other, format!("{other} is not of type 'string'"))),
+    };
+    let fqdn = mv.at_least(94);
+    let fits_pattern = if fqdn {
+        text.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    } else {
+        let bytes = text.as_bytes();
+        bytes.len() >= 2
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+    };
+    let (min, max, pattern) = if fqdn {
+        (1, 255, FQDN_PATTERN)
+    } else {
+        (2, 63, HOSTNAME_PATTERN)
+    };
+    let length = text.chars().count();
+    if !fits_pattern {
+        return Err(invalid(
+            text,
+            format!("'{text}' does not match '{pattern}'"),
+        ));
+    }
+    if length < min {
+        return Err(invalid(text, format!("'{text}' is too short")));
+    }
+    if length > max {
+        return Err(invalid(text, format!("'{text}' is too long")));
+    }
+    Ok(Some(text.clone()))
+}
