@@ -16,14 +16,16 @@ pub type Leases = Arc<RwLock<BTreeMap<[u8; 6], Lease>>>;
 
 const ETH_P_IP: u16 = 0x0800;
 
-/// A packet socket on interface `index` of `ns`, for IPv4 frames.
-fn open_packet_socket(ns: &Ns, index: i32) -> io::Result<OwnedFd> {
+/// A packet socket on interface `index` of `ns`, for IPv4 frames (non-blocking unless
+/// `blocking`: the benchmark's client waits on it).
+pub(super) fn open_packet_socket(ns: &Ns, index: i32, blocking: bool) -> io::Result<OwnedFd> {
+    let mode = if blocking { 0 } else { libc::SOCK_NONBLOCK };
     netns::run_in(ns, move || {
         // SAFETY: socket() takes no pointers; the result is checked.
         let fd = unsafe {
             libc::socket(
                 libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::SOCK_RAW | mode | libc::SOCK_CLOEXEC,
                 i32::from(ETH_P_IP.to_be()),
             )
         };
@@ -59,7 +61,7 @@ pub fn spawn(
     mac: [u8; 6],
     leases: Leases,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
-    let sock = open_packet_socket(&ns, index)?;
+    let sock = open_packet_socket(&ns, index, false)?;
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and
     // the same descriptor for its whole life.
     let fd = unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
