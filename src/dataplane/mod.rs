@@ -533,3 +533,84 @@ fn mark_ports(
     }
     Ok(events)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Temp(std::path::PathBuf);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mark(db: &Db, plugged: &[(&str, bool)], failed: &[&str]) -> Vec<ServerEvent> {
+        let ports: BTreeMap<String, bool> =
+            plugged.iter().map(|(p, b)| (p.to_string(), *b)).collect();
+        let failed: BTreeSet<String> = failed.iter().map(|p| p.to_string()).collect();
+        db.write_blocking(|tx| {
+            mark_ports(tx, &ports, &failed).map_err(|e| DbError::Task(e.to_string()))
+        })
+        .expect("mark")
+    }
+
+    fn status(db: &Db, id: &str) -> String {
+        let id = id.to_string();
+        db.read_blocking(move |conn| {
+            let p = store::load::<Port>(conn, &id).map_err(|e| DbError::Task(e.to_string()))?;
+            Ok(p.map(|p| p.status).unwrap_or_default())
+        })
+        .expect("read")
+    }
+
+    /// Status changes of bound compute ports become Nova's events;
+    /// unbound ports and router ports change status silently; a tap that
+    /// cannot be wired is `failed` while the port is not ACTIVE.
+    #[test]
+    fn port_status_changes_become_vif_events() {
+        let dir = std::env::temp_dir().join(format!("yunhe-dp-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _temp = Temp(dir.clone());
+        let db = Db::open(&dir.join("yunhe.db")).expect("db");
+        let port = desired::tests::port;
+        db.write_blocking(|tx| {
+            for p in [
+                port("p1", "n", "compute:nova", "srv1", "s", "10.0.0.5"),
+                port("p2", "n", "compute:nova", "", "s", "10.0.0.6"),
+                port("p3", "n", "compute:nova", "srv1", "s", "10.0.0.7"),
+                port("p4", "n", "network:router_interface", "r1", "s", "10.0.0.1"),
+            ] {
+                store::insert(tx, &p).map_err(|e| DbError::Task(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .expect("ports");
+        let events = mark(
+            &db,
+            &[("p1", true), ("p2", true), ("p3", false), ("p4", true)],
+            &["p3"],
+        );
+        assert_eq!(
+            events,
+            vec![
+                ServerEvent::port(VIF_PLUGGED, "srv1", "p1", true),
+                ServerEvent::port(VIF_PLUGGED, "srv1", "p3", false),
+            ]
+        );
+        assert_eq!(status(&db, "p1"), "ACTIVE");
+        assert_eq!(status(&db, "p2"), "ACTIVE");
+        assert_eq!(status(&db, "p3"), "DOWN");
+        assert_eq!(status(&db, "p4"), "ACTIVE");
+        // Nothing changed: nothing sent.
+        assert!(mark(&db, &[("p1", true), ("p2", true)], &[]).is_empty());
+        // The tap went: DOWN and unplugged.
+        assert_eq!(
+            mark(&db, &[("p1", false), ("p2", false)], &[]),
+            vec![ServerEvent::port(VIF_UNPLUGGED, "srv1", "p1", true)]
+        );
+        assert_eq!(status(&db, "p1"), "DOWN");
+        assert_eq!(status(&db, "p2"), "DOWN");
+    }
+}
