@@ -149,8 +149,9 @@ p9="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p9","device_own
 p9_id="$(echo "$p9" | get 'd["port"]["id"]')"
 p9_tap="yh-t$(short "$p9_id")"
 port_status() { api GET "/ports/$1" | get 'd["port"]["status"]'; }
+status_is() { [ "$(port_status "$1")" = "$2" ]; }
 sleep 4  # more than one resync pass (3 s)
-check "a bound port without its tap stays DOWN" sh -c "[ \"\$(curl -sf $url/network/v2.0/ports/$p9_id -H 'X-Auth-Token: $token' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"port\"][\"status\"])')\" = DOWN ]"
+check "a bound port without its tap stays DOWN" status_is "$p9_id" DOWN
 # The tap arrives outside the bridge; watch until the port is ACTIVE, checking at every ACTIVE read
 # that the tap is on the bridge already.
 active_only_when_enslaved() {
@@ -168,7 +169,7 @@ active_only_when_enslaved() {
 guest yhtest-g9 "$p9" "$ns1"
 check "the port goes ACTIVE only once its tap is on the bridge" active_only_when_enslaved
 ip netns del yhtest-g9
-check "the port is DOWN again when its tap goes" wait_for 10 sh -c "[ \"\$(curl -sf $url/network/v2.0/ports/$p9_id -H 'X-Auth-Token: $token' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"port\"][\"status\"])')\" = DOWN ]"
+check "the port is DOWN again when its tap goes" wait_for 10 status_is "$p9_id" DOWN
 api DELETE "/ports/$p9_id" >/dev/null
 
 check "guest 1 gets a DHCP lease" dhcp yhtest-g1
