@@ -867,7 +867,7 @@ impl Virt {
 
     /// Sends one hotplug request, with `fd` passed along (SCM_RIGHTS), and returns the
     /// VMM's reply line as it came (the caller reads its refusal kind).
-    async fn hotplug_call(
+    pub(super) async fn hotplug_call(
         &self,
         id: &str,
         request: Request,
@@ -1162,6 +1162,14 @@ impl ComputeDriver for Virt {
         volume: &'a ServerVolume,
     ) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(Virt::detach_disk(self, id, volume))
+    }
+
+    fn resize_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<u64>> {
+        Box::pin(super::volume_events::resize_disk(self, id, volume))
     }
 
     fn is_alive(&self, id: &str) -> bool {
