@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 
 use crate::db::servers::{Server, ServerPort, ServerVolume};
 use crate::vmm::control::{
-    ConsoleReply, DeviceReply, EmptyReply, Request, SavedReply, StateReply, StatsReply,
-    StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
+    ConsoleReply, DeviceReply, EmptyReply, Request, ResizedReply, SavedReply, StateReply,
+    StatsReply, StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
 };
 use crate::vmm::jail::JailSpec;
 use crate::vmm::vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
@@ -867,7 +867,7 @@ impl Virt {
 
     /// Sends one hotplug request, with `fd` passed along (SCM_RIGHTS), and returns the
     /// VMM's reply line as it came (the caller reads its refusal kind).
-    pub(super) async fn hotplug_call(
+    async fn hotplug_call(
         &self,
         id: &str,
         request: Request,
@@ -955,6 +955,20 @@ impl Virt {
         }
         decode_reply::<DeviceReply>(&reply)
             .map(drop)
+            .map_err(|e| ControlFailure::Reply(e).into())
+    }
+
+    /// A volume's file grew (Cinder's online extend): the VMM re-reads the size of its disk
+    /// and tells the guest (`resize_disk`); returns the capacity in bytes.
+    pub async fn resize_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<u64> {
+        let request = Request::ResizeDisk {
+            id: super::driver::disk_device_id(&volume.volume_id),
+        };
+        let reply = self
+            .hotplug_call(id, request, None, Duration::from_secs(30))
+            .await?;
+        decode_reply::<ResizedReply>(&reply)
+            .map(|r| r.capacity)
             .map_err(|e| ControlFailure::Reply(e).into())
     }
 
@@ -1169,7 +1183,7 @@ impl ComputeDriver for Virt {
         id: &'a str,
         volume: &'a ServerVolume,
     ) -> DriverFuture<'a, DriverResult<u64>> {
-        Box::pin(super::volume_events::resize_disk(self, id, volume))
+        Box::pin(Virt::resize_disk(self, id, volume))
     }
 
     fn is_alive(&self, id: &str) -> bool {

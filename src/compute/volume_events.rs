@@ -7,17 +7,14 @@
 //! action `extend_volume` (event `compute_extend_volume`); a VM that cannot
 //! resize leaves an Error there and in the log, never a failed request. A
 //! server whose VM does not run has nothing to do: its next boot opens the
-//! grown file.
+//! grown file. (The process-per-VM driver's `resize_disk` is in virt.rs.)
 
 use std::sync::Arc;
 
 use super::ComputeState;
 use super::build::{finish_action, record_action};
-use super::driver::{ControlFailure, DriverResult};
-use super::virt::Virt;
 use crate::db::now_unix;
-use crate::db::servers::{self as db, ServerVolume};
-use crate::vmm::control::{Request, ResizedReply, decode_reply};
+use crate::db::servers as db;
 use crate::volume::compute_events::{ServerExternalEvent, VOLUME_EXTENDED};
 
 type S = Arc<ComputeState>;
@@ -99,27 +96,13 @@ pub async fn volume_extended(s: &S, id: &str, volume_id: &str, request_id: &str)
     }
 }
 
-/// The process-per-VM driver's `resize_disk`: the VMM re-reads the size of
-/// the volume's disk (named [`super::driver::disk_device_id`]).
-pub async fn resize_disk(virt: &Virt, id: &str, volume: &ServerVolume) -> DriverResult<u64> {
-    let request = Request::ResizeDisk {
-        id: super::driver::disk_device_id(&volume.volume_id),
-    };
-    let reply = virt
-        .hotplug_call(id, request, None, std::time::Duration::from_secs(30))
-        .await?;
-    decode_reply::<ResizedReply>(&reply)
-        .map(|r| r.capacity)
-        .map_err(|e| ControlFailure::Reply(e).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::compute::driver::ComputeDriver;
     use crate::compute::fake_driver::FakeDriver;
     use crate::compute::states::{RUNNING, SHUTDOWN};
-    use crate::db::servers::Server;
+    use crate::db::servers::{Server, ServerVolume};
 
     const VOL: &str = "0b6f3c56-52b6-4d0e-9d8e-2f7a3f0d1a11";
 
