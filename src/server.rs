@@ -381,6 +381,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         over_subscription_ratio: args.volume_over_subscription_ratio,
         backup_dir: args.backup_dir.clone(),
         events: events.clone(),
+        compute_events: Default::default(),
     };
     compute.volume = volume.clone();
     let app = app(

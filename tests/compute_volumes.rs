@@ -9,7 +9,8 @@
 //! error. Deleting the server gives the volume back. Block device mappings
 //! (boot from a volume made from an image, an existing volume, blank and
 //! snapshot sources, createImage of a volume-backed server and booting the
-//! image it makes, delete_on_termination) boot real servers too. Skipped
+//! image it makes, delete_on_termination) boot real servers too. An online
+//! extend (Cinder 3.42) of an attached volume reaches the running VMM. Skipped
 //! without /dev/kvm.
 
 mod support;
@@ -698,4 +699,171 @@ fn boot_from_an_existing_volume_and_snapshot_data_disks() {
         Duration::from_secs(30),
     );
     wait_volume_gone(&server, &admin, &from_snapshot);
+}
+
+/// One command on server `id`'s VMM control socket (src/compute/virt.rs's
+/// sockets directory for the state dir).
+fn vmm_command(state: &std::path::Path, id: &str, cmd: &str) -> Value {
+    use sha2::Digest;
+    use std::io::{BufRead, Write};
+    let real = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    let digest = sha2::Sha256::digest(real.to_string_lossy().as_bytes());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let base = if uid == 0 {
+        std::path::PathBuf::from("/run/yunhe")
+    } else {
+        std::env::temp_dir().join(format!("yunhe-{uid}"))
+    };
+    let path = base
+        .join(hex::encode(&digest[..6]))
+        .join(format!("{id}.sock"));
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).expect("control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("reply");
+    serde_json::from_str(&line).expect("JSON reply")
+}
+
+/// The capacity the VMM gives the disk named `device`, in bytes.
+fn vmm_disk_capacity(state: &std::path::Path, id: &str, device: &str) -> Option<u64> {
+    let stats = vmm_command(state, id, "stats");
+    stats["stats"]["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["name"] == device)?["capacity"]
+        .as_u64()
+}
+
+/// Cinder 3.42's online extend: an `in-use` volume grows (`extending`, then
+/// `in-use` again), Nova hears `volume-extended` in process and the server's
+/// VMM gives the disk the new size (its `stats`), recorded as the instance
+/// action `extend_volume`. Below 3.42 an attached volume is refused (400).
+#[test]
+fn extend_of_an_attached_volume_reaches_the_running_vm() {
+    if !kvm_usable() {
+        return;
+    }
+    let state = VmmStateDir::new("vx", "extend");
+    let server = Server::start_in(state.0.clone(), true);
+    let admin = server.admin_token();
+    let image = echo_image(&server, &admin, &state.0);
+    let id = create_server(
+        &server,
+        &admin,
+        "2.73",
+        json!({"server": {"name": "vm", "imageRef": image, "flavorRef": "42", "networks": "none"}}),
+    );
+    wait_server(&server, &admin, &id, "ACTIVE");
+    let vol = make_volume(&server, &admin, json!({"size": 1, "name": "grow"}));
+    let attached = nova(
+        &server,
+        &admin,
+        "2.1",
+        "POST",
+        &format!("/servers/{id}/os-volume_attachments"),
+        Some(&json!({"volumeAttachment": {"volumeId": vol}})),
+    );
+    assert_eq!(attached.status, 200, "{}", attached.text);
+    assert_eq!(volume_status(&server, &admin, &vol), "in-use");
+    let device = format!("disk{}", vol.replace('-', ""));
+    let device: String = device.chars().take(32).collect();
+    assert_eq!(
+        vmm_disk_capacity(&state.0, &id, &device),
+        Some(1 << 30),
+        "the attached disk's capacity"
+    );
+
+    let extend = |mv: &str, size: u64| {
+        http(
+            &server.addr,
+            "POST",
+            &format!("/volume/v3/volumes/{vol}/action"),
+            &[
+                ("X-Auth-Token", admin.clone()),
+                ("OpenStack-API-Version", format!("volume {mv}")),
+            ],
+            Some(&json!({"os-extend": {"new_size": size}})),
+        )
+    };
+    // Before 3.42 Cinder extends only available volumes.
+    let refused = extend("3.41", 2);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(volume_status(&server, &admin, &vol), "in-use");
+
+    let grown = extend("3.42", 2);
+    assert_eq!(grown.status, 202, "{}", grown.text);
+    wait_volume(&server, &admin, &vol, "in-use", Duration::from_secs(20));
+    let shown = cinder(&server, &admin, "GET", &format!("/volumes/{vol}"), None);
+    assert_eq!(shown.json()["volume"]["size"], json!(2));
+    let start = Instant::now();
+    while vmm_disk_capacity(&state.0, &id, &device) != Some(2 << 30) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the VMM never took the new size: {}",
+            vmm_command(&state.0, &id, "stats")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The instance action says it was done.
+    let start = Instant::now();
+    loop {
+        let actions = nova(
+            &server,
+            &admin,
+            "2.1",
+            "GET",
+            &format!("/servers/{id}/os-instance-actions"),
+            None,
+        );
+        assert_eq!(actions.status, 200, "{}", actions.text);
+        let body = actions.json();
+        let extend = body["instanceActions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["action"] == "extend_volume").cloned());
+        if let Some(a) = extend
+            && a["message"].is_null()
+        {
+            let rid = a["request_id"].as_str().expect("request id").to_string();
+            let shown = nova(
+                &server,
+                &admin,
+                "2.51",
+                "GET",
+                &format!("/servers/{id}/os-instance-actions/{rid}"),
+                None,
+            );
+            let events = shown.json()["instanceAction"]["events"].clone();
+            if events[0]["result"] == "Success" {
+                assert_eq!(events[0]["event"], "compute_extend_volume");
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no extend_volume action: {}",
+            actions.text
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same event through os-server-external-events (as a Cinder of
+    // another host would send it) is handled too.
+    let events = nova(
+        &server,
+        &admin,
+        "2.51",
+        "POST",
+        "/os-server-external-events",
+        Some(&json!({"events": [{"name": "volume-extended", "server_uuid": id, "tag": vol}]})),
+    );
+    assert_eq!(events.status, 200, "{}", events.text);
+    assert_eq!(events.json()["events"][0]["code"], json!(200));
+    delete_server(&server, &admin, &id);
 }

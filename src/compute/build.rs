@@ -109,6 +109,7 @@ pub fn record_action(
         "revertResize" => "compute_revert_resize".to_string(),
         "attach_interface" => "compute_attach_interface".to_string(),
         "detach_interface" => "compute_detach_interface".to_string(),
+        "extend_volume" => "compute_extend_volume".to_string(),
         other => format!("compute_{}_instance", other.to_ascii_lowercase()),
     };
     db::insert_action(

@@ -213,6 +213,14 @@ pub trait ComputeDriver: Send + Sync {
         volume: &'a ServerVolume,
     ) -> DriverFuture<'a, DriverResult<()>>;
 
+    /// The volume's backing file grew (Cinder's online extend): the server's running VM
+    /// re-reads its size and tells the guest. Returns the disk's capacity in bytes now.
+    fn resize_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<u64>>;
+
     // ------------------------------------------------------------ monitoring
 
     /// True while the server's VM process exists.

@@ -292,6 +292,25 @@ impl ComputeDriver for FakeDriver {
         })
     }
 
+    fn resize_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<u64>> {
+        Box::pin(async move {
+            self.record_as(
+                "resize_disk",
+                format!("resize_disk {id} {}", volume.volume_id),
+            )?;
+            if self.vm(id).is_none() {
+                return Err(DriverError::Control(ControlFailure::Connect(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )));
+            }
+            Ok(std::fs::metadata(&volume.path).map_or(0, |m| m.len()))
+        })
+    }
+
     fn attach_disk<'a>(
         &'a self,
         id: &'a str,

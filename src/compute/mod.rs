@@ -61,6 +61,7 @@ pub mod states;
 mod tenant_usage;
 mod validate;
 pub mod virt;
+mod volume_events;
 mod volumes;
 
 use std::collections::HashMap;
@@ -622,9 +623,13 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
     if let Some(dataplane) = &config.network.dataplane {
         virt.set_dataplane(dataplane.clone());
     }
+    let volume_events = config.volume.compute_events.take_receiver();
     let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);
+        if let Some(events) = volume_events {
+            volume_events::start(state.clone(), events);
+        }
     }
     let api: Router = Router::new()
         .route("/", get(root_versions))

@@ -34,6 +34,7 @@ use crate::db::servers::{self as db, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::Auth;
 use crate::network::notifier::ServerEvent;
+use crate::volume::compute_events::ServerExternalEvent;
 
 type S = Arc<ComputeState>;
 
@@ -164,6 +165,7 @@ async fn server_migrations(
 async fn external_events(
     State(s): State<S>,
     Auth(ctx): Auth,
+    Extension(rid): Extension<RequestId>,
     body: Bytes,
 ) -> ComputeResult<Response> {
     super::authorize(
@@ -211,6 +213,13 @@ async fn external_events(
         let mut reply = event.clone();
         if known {
             found += 1;
+            // What asks something of the VM is done after the answer, as in Nova.
+            if let Ok(e) = serde_json::from_value::<ServerExternalEvent>(event.clone())
+                && e.name == crate::volume::compute_events::VOLUME_EXTENDED
+            {
+                let (s, rid) = (s.clone(), rid.0.clone());
+                tokio::spawn(async move { super::volume_events::handle(&s, &e, &rid).await });
+            }
             reply["code"] = json!(200);
             reply["status"] = json!(
                 event

@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 
 use crate::db::servers::{Server, ServerPort, ServerVolume};
 use crate::vmm::control::{
-    ConsoleReply, DeviceReply, EmptyReply, Request, SavedReply, StateReply, StatsReply,
-    StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
+    ConsoleReply, DeviceReply, EmptyReply, Request, ResizedReply, SavedReply, StateReply,
+    StatsReply, StatusReply, VmmSpec, VmmState, decode_reply, refusal_kind,
 };
 use crate::vmm::jail::JailSpec;
 use crate::vmm::vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
@@ -958,6 +958,20 @@ impl Virt {
             .map_err(|e| ControlFailure::Reply(e).into())
     }
 
+    /// A volume's file grew (Cinder's online extend): the VMM re-reads the size of its disk
+    /// and tells the guest (`resize_disk`); returns the capacity in bytes.
+    pub async fn resize_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<u64> {
+        let request = Request::ResizeDisk {
+            id: super::driver::disk_device_id(&volume.volume_id),
+        };
+        let reply = self
+            .hotplug_call(id, request, None, Duration::from_secs(30))
+            .await?;
+        decode_reply::<ResizedReply>(&reply)
+            .map(|r| r.capacity)
+            .map_err(|e| ControlFailure::Reply(e).into())
+    }
+
     /// Removes a volume's disk (the guest's eject, [`EJECT_WAIT_S`] at most).
     pub async fn detach_disk(&self, id: &str, volume: &ServerVolume) -> DriverResult<()> {
         let device = super::driver::disk_device_id(&volume.volume_id);
@@ -1162,6 +1176,14 @@ impl ComputeDriver for Virt {
         volume: &'a ServerVolume,
     ) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(Virt::detach_disk(self, id, volume))
+    }
+
+    fn resize_disk<'a>(
+        &'a self,
+        id: &'a str,
+        volume: &'a ServerVolume,
+    ) -> DriverFuture<'a, DriverResult<u64>> {
+        Box::pin(Virt::resize_disk(self, id, volume))
     }
 
     fn is_alive(&self, id: &str) -> bool {

@@ -146,6 +146,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_s: Option<u64>,
     },
+    /// Disk `id`'s image grew: the disk takes the image's size now (the file is the truth, no
+    /// size comes with the request) and the guest gets a configuration-change interrupt
+    /// ([`ResizedReply`]); refused with kind `invalid` when the image shrank.
+    ResizeDisk {
+        /// The disk's id (as `add_disk` replied, or `disk0`...).
+        id: String,
+    },
 }
 
 /// What the VMM is doing, as `status` (and pause, resume, stop) report it.
@@ -247,6 +254,17 @@ pub struct DeviceReply {
     pub mac: Option<String>,
 }
 
+/// The reply to `resize_disk`: capacities in bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResizedReply {
+    /// The disk's id.
+    pub id: String,
+    /// Its capacity now.
+    pub capacity: u64,
+    /// Its capacity before.
+    pub previous: u64,
+}
+
 /// The kind of a refused hotplug request (`kind` beside `error` in the refusal), as
 /// [`refusal_kind`] reads it.
 pub fn refusal_kind(line: &str) -> Option<String> {
@@ -268,6 +286,7 @@ pub enum Reply {
     Saved(SavedReply),
     Console(ConsoleReply),
     Device(DeviceReply),
+    Resized(ResizedReply),
 }
 
 /// A reply that says `"ok": false`.
@@ -535,6 +554,14 @@ fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Opti
                 Err(e) => hotplug_error(e),
             }
         }
+        Request::ResizeDisk { id } => match vm.resize_disk(&id) {
+            Ok(r) => ok(Reply::Resized(ResizedReply {
+                id,
+                capacity: r.new,
+                previous: r.old,
+            })),
+            Err(e) => hotplug_error(e),
+        },
         Request::Console => return None,
     })
 }
@@ -1004,6 +1031,35 @@ mod tests {
             Err(ReplyError::Refused(_))
         ));
         assert_eq!(refusal_kind(&reply), None);
+    }
+
+    /// `resize_disk` carries only the disk's id (the VMM reads the size from the image) and
+    /// answers both capacities in bytes.
+    #[test]
+    fn resize_disk_wire_format() {
+        let line =
+            serde_json::to_string(&Request::ResizeDisk { id: "vol1".into() }).expect("request");
+        assert_eq!(line, r#"{"cmd":"resize_disk","id":"vol1"}"#);
+        // A size from the caller has no field to land in: only the image counts.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"resize_disk","id":"d","size":1}"#).ok(),
+            Some(Request::ResizeDisk { id: "d".into() })
+        );
+        let reply = encode_reply(Ok(Reply::Resized(ResizedReply {
+            id: "vol1".into(),
+            capacity: 2 << 30,
+            previous: 1 << 30,
+        })));
+        assert_eq!(
+            reply,
+            "{\"capacity\":2147483648,\"id\":\"vol1\",\"ok\":true,\"previous\":1073741824}\n"
+        );
+        let back: ResizedReply = decode_reply(&reply).expect("resized reply");
+        assert_eq!(back.capacity, 2 << 30);
+        let refused = hotplug_error(super::super::hotplug::HotplugError::Invalid(
+            "the image shrank".into(),
+        ));
+        assert_eq!(refusal_kind(&refused).as_deref(), Some("invalid"));
     }
 
     /// The lines are those the VMMs of earlier builds send and expect: a

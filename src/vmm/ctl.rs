@@ -79,6 +79,12 @@ pub enum CtlCommand {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Disk ID's image grew: the VMM re-reads its size and tells the guest (the file is the
+    /// truth; a smaller file is refused).
+    ResizeDisk {
+        /// The disk's id (as add-disk printed, or disk0...).
+        id: String,
+    },
     /// Bridge the serial console to stdin/stdout (raw mode on a tty; Ctrl-A x
     /// detaches). When stdin ends, output is still copied for `--linger` seconds.
     Console {
@@ -162,6 +168,7 @@ pub fn request(cmd: &CtlCommand) -> Value {
             id: id.clone(),
             timeout_s: *timeout,
         },
+        CtlCommand::ResizeDisk { id } => Request::ResizeDisk { id: id.clone() },
     };
     serde_json::to_value(request).unwrap_or(Value::Null)
 }
@@ -339,6 +346,7 @@ mod tests {
                 id: "vol1".into(),
                 timeout: Some(5),
             },
+            CtlCommand::ResizeDisk { id: "vol1".into() },
         ] {
             let line = request(&cmd).to_string();
             let parsed: Result<super::super::control::Request, _> = serde_json::from_str(&line);

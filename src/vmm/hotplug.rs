@@ -2,7 +2,8 @@
 //! `add_net` and `remove_device`): the device model is built from a descriptor the client
 //! handed over, plugged into a free slot of bus 0 and announced through the hotplug controller
 //! (`devices::hotplug`) and the GED; a removal asks the guest to eject the slot and waits for
-//! its `_EJ0` (the eject itself unplugs the device, on the vCPU that wrote it).
+//! its `_EJ0` (the eject itself unplugs the device, on the vCPU that wrote it). `resize_disk`
+//! (no slot change) lets a disk take its grown image's size.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -13,9 +14,9 @@ use super::bus::lock;
 use super::devices::hotplug::{MAX_SLOT, slot_bit};
 use super::devices::legacy::acpi_pm::GED_PCI_HOTPLUG;
 use super::devices::pci::{PciRoot, SlotConfig};
-use super::devices::virtio::VirtioDevice;
 use super::devices::virtio::block::{RawFileBackend, VirtioBlock};
 use super::devices::virtio::net::{FdBackend, VirtioNet};
+use super::devices::virtio::{ResizeError, Resized, VirtioDevice};
 use super::vm::RunningVm;
 use super::vmm_config::{DiskConfig, NetConfig, VmConfig};
 
@@ -311,6 +312,28 @@ impl RunningVm {
             id,
             slot,
             mac: Some(mac_text),
+        })
+    }
+
+    /// Disk `id`'s image grew: the disk takes the image's size now (never a size from the
+    /// caller: the file is the truth) and tells the guest (configuration change). A smaller
+    /// image is refused and the disk keeps its capacity.
+    pub fn resize_disk(&self, id: &str) -> Result<Resized, HotplugError> {
+        let device = {
+            let root = lock(&self.pci);
+            let (_, s) = root
+                .slots()
+                .find(|(_, s)| s.name == id)
+                .ok_or_else(|| HotplugError::UnknownId(id.into()))?;
+            if !matches!(s.kind, SlotConfig::Disk(_)) {
+                return Err(HotplugError::Invalid(format!("{id:?} is not a disk")));
+            }
+            s.device.clone()
+        };
+        let mut dev = lock(&device);
+        dev.resize().map_err(|e| match e {
+            ResizeError::Io(e) => HotplugError::Device(e.to_string()),
+            other => HotplugError::Invalid(other.to_string()),
         })
     }
 

@@ -313,6 +313,9 @@ pub struct DeviceStatsReport {
     pub bytes_from_guest: u64,
     /// Bytes written into the guest.
     pub bytes_to_guest: u64,
+    /// A disk's capacity in bytes, as the guest is told it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
 }
 
 /// Statistics of the VM (`stats` on the control socket).
@@ -471,8 +474,10 @@ impl RunningVm {
         let devices = root
             .slots()
             .map(|(_, s)| {
-                let st: DeviceStats = lock(&s.device).device().stats();
+                let dev = lock(&s.device);
+                let st: DeviceStats = dev.device().stats();
                 DeviceStatsReport {
+                    capacity: dev.device().capacity(),
                     name: s.name.clone(),
                     requests: st.requests,
                     errors: st.errors,

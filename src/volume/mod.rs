@@ -20,6 +20,7 @@ mod backup_list;
 mod backup_records;
 mod backup_restore;
 mod backups;
+pub mod compute_events;
 mod info;
 pub mod ops;
 mod quotas;
@@ -178,6 +179,9 @@ pub struct VolumeConfig {
     pub backup_dir: Option<PathBuf>,
     /// Told after a volume is written (the dashboard's live updates).
     pub events: crate::events::Bus,
+    /// Cinder's events for Nova (`volume-extended`): compute, given a clone
+    /// of this config, takes the receiving end.
+    pub compute_events: compute_events::ComputeEvents,
 }
 
 impl Default for VolumeConfig {
@@ -187,6 +191,7 @@ impl Default for VolumeConfig {
             over_subscription_ratio: backend::DEFAULT_OVER_SUBSCRIPTION_RATIO,
             backup_dir: None,
             events: Default::default(),
+            compute_events: Default::default(),
         }
     }
 }
@@ -205,6 +210,8 @@ pub struct VolumeState {
     pub backups: backup_files::BackupFiles,
     /// Told after every committed write (the dashboard's live updates).
     pub events: crate::events::Bus,
+    /// Cinder's events for Nova (compute_events.rs).
+    pub compute_events: compute_events::ComputeEvents,
 }
 
 impl HasIdentity for Arc<VolumeState> {
@@ -232,6 +239,7 @@ impl VolumeState {
             backend: backend::Backend::new(dir, config.over_subscription_ratio),
             services: info::ServiceStates::default(),
             events: config.events.clone(),
+            compute_events: config.compute_events.clone(),
             db,
             identity,
         })

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::backend::{Backend, GIB};
+use super::compute_events::ServerExternalEvent;
 use super::{VolumeError, VolumeResult, VolumeState, now_string};
 use crate::db::volume::{self as store, Attachment, Snapshot, Volume};
 
@@ -332,15 +333,25 @@ pub async fn finish_delete(s: &VolumeState, id: &str, snapshots: &[String]) -> V
     .await
 }
 
-/// Grows an available volume to `new_size` GiB.
-pub async fn extend(s: &Arc<VolumeState>, id: &str, new_size: i64) -> VolumeResult<()> {
+/// Grows a volume to `new_size` GiB: an `available` one, or with `attached`
+/// (Cinder 3.42's online extend) an `in-use` one, whose servers Nova is then
+/// told about (`volume-extended`, compute_events.rs) so that their VMs see
+/// the new size. The status goes `extending` and back (`error_extending`
+/// when the file cannot grow).
+pub async fn extend(
+    s: &Arc<VolumeState>,
+    id: &str,
+    new_size: i64,
+    attached: bool,
+) -> VolumeResult<()> {
     let backend = s.backend.clone();
     let id_owned = id.to_string();
+    let expected = if attached { "in-use" } else { "available" };
     s.write(move |tx| {
         let id = id_owned;
         let mut v = store::get_volume(tx, &id)?
             .ok_or_else(|| VolumeError::NotFound(format!("Volume {id} could not be found.")))?;
-        if v.status != "available" {
+        if v.status != expected {
             return Err(VolumeError::BadRequest(format!(
                 "Invalid volume: Volume {id} status must be 'available' or 'in-use' to extend, currently {}.",
                 v.status
@@ -379,22 +390,46 @@ pub async fn extend(s: &Arc<VolumeState>, id: &str, new_size: i64) -> VolumeResu
         tracing::error!(volume = %id, error = %e, "volume extend failed");
     }
     let id_owned = id.to_string();
-    s.write(move |tx| {
-        if let Some(mut v) = store::get_volume(tx, &id_owned)?
-            && v.status == "extending"
-        {
-            if ok {
-                v.size = new_size;
-                v.status = "available".into();
-            } else {
-                v.status = "error_extending".into();
+    let servers = s
+        .write(move |tx| {
+            let mut servers = Vec::new();
+            if let Some(mut v) = store::get_volume(tx, &id_owned)?
+                && v.status == "extending"
+            {
+                if ok {
+                    v.size = new_size;
+                    v.status = expected.into();
+                    servers = attached_servers(&v);
+                } else {
+                    v.status = "error_extending".into();
+                }
+                v.updated_at = Some(now_string());
+                store::put_volume(tx, &v)?;
             }
-            v.updated_at = Some(now_string());
-            store::put_volume(tx, &v)?;
+            Ok(servers)
+        })
+        .await?;
+    for server in servers {
+        let event = ServerExternalEvent::volume_extended(&server, id);
+        if !s.compute_events.send(event) {
+            tracing::warn!(volume = %id, server = %server, "no compute service to tell of the extend");
         }
-        Ok(())
-    })
-    .await
+    }
+    Ok(())
+}
+
+/// The servers a volume is attached to (each once), for Nova's events.
+fn attached_servers(v: &Volume) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in &v.attachments {
+        if a.attach_status == "attached"
+            && let Some(server) = &a.instance_uuid
+            && !out.contains(server)
+        {
+            out.push(server.clone());
+        }
+    }
+    out
 }
 
 // ------------------------------------------- attachments (the Nova seam)

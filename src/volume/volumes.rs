@@ -590,7 +590,18 @@ async fn action(
             let v = load_for(&s, &ctx, &id, "volume:extend").await?;
             let obj = arg_obj("os-extend")?;
             let new_size = size_field(obj.get("new_size").unwrap_or(&Value::Null), "new_size")?;
-            ops::extend(&s, &v.id, new_size).await?;
+            // 3.42: an attached volume grows online (Nova is told); below, only
+            // an available one (a 400 for `in-use`, as Cinder).
+            let attached = mv.at_least(42) && v.status == "in-use";
+            if attached {
+                authorize(
+                    &s,
+                    &ctx,
+                    "volume:extend_attached_volume",
+                    &project_target(&v.project_id),
+                )?;
+            }
+            ops::extend(&s, &v.id, new_size, attached).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-retype" => {

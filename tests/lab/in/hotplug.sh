@@ -3,7 +3,8 @@
 # Runs inside the lab: PCI hotplug of a running Linux guest (docs/vmm.md, "PCI hotplug").
 # Boots Debian's kernel (acpiphp built in: CONFIG_HOTPLUG_PCI_ACPI=y) with tiny's initramfs
 # under `yunhe vmm`, no disk and no NIC; then, through `yunhe vm ctl`, adds a read-only disk
-# holding a known pattern (the guest must see /sys/block/vda and read the pattern), removes it
+# holding a known pattern (the guest must see /sys/block/vda and read the pattern), grows its
+# image and `resize-disk`s it (the guest must see the new size in /sys/block/vda/size), removes it
 # (the guest must eject it and lose vda), adds a NIC on a tap (the guest must see eth0 with the
 # MAC given) and removes it. The guest is driven through its serial console shell.
 #
@@ -78,6 +79,14 @@ guest() { printf '%s\n' "$1"; }
     wait_for "$CON" "hp-disk:" 90
     t1=$(now_ms)
     echo "TIME hotplug disk-attach: $((t1 - t0)) ms from add-disk to the guest reading it" >>"$W/result"
+    # 1b. its image grows (4 MiB to 8 MiB: 16384 sectors) and the guest sees the new size
+    t0=$(now_ms)
+    dd if=/dev/zero bs=1M count=4 2>/dev/null >>"$W/hot.img"
+    yunhe vm ctl --socket "$SOCK" resize-disk vol1 >"$W/resize-disk.out" 2>&1
+    guest 'i=0; while [ "$(cat /sys/block/vda/size)" != 16384 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo "hp""-resize: size=$(cat /sys/block/vda/size) $(dmesg | grep -e "new size" | tail -n 1)"'
+    wait_for "$CON" "hp-resize:" 60
+    t1=$(now_ms)
+    echo "TIME hotplug disk-resize: $((t1 - t0)) ms from resize-disk to the guest seeing the new size" >>"$W/result"
     # 2. and leaves
     t0=$(now_ms)
     yunhe vm ctl --socket "$SOCK" remove vol1 --timeout 90 >"$W/remove-disk.out" 2>&1
@@ -113,6 +122,15 @@ got=$(line_of "hp-disk:")
 case $got in
     *"vda"*"serial=hotvol"*"data=yunhe-hotplug-$TOKEN"*) pass "disk-appears: the guest sees vda and reads the pattern ($got)" ;;
     *) fail "disk-appears: '$got', want vda with serial hotvol and yunhe-hotplug-$TOKEN" ;;
+esac
+case $(cat "$W/resize-disk.out") in
+    *'"capacity":8388608'*'"previous":4194304'*) pass "resize-disk: $(cat "$W/resize-disk.out")" ;;
+    *) fail "resize-disk: $(cat "$W/resize-disk.out")" ;;
+esac
+got=$(line_of "hp-resize:")
+case $got in
+    *"size=16384"*"new size"*) pass "disk-grows: the guest sees 16384 sectors ($got)" ;;
+    *) fail "disk-grows: '$got', want size=16384 and virtio_blk's 'new size'" ;;
 esac
 case $(cat "$W/remove-disk.out") in
     *'"ok":true'* | *'"id":"vol1"'*) pass "remove-disk: $(cat "$W/remove-disk.out")" ;;

@@ -18,9 +18,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::{
-    ActivateError, ChainError, DeviceError, DeviceStats, GuestMemory, Segment, VirtioDevice,
-    VirtioInterrupt, VirtioInterruptKind, collect_chain, device_type, features, pop_chain,
-    read_config_bytes,
+    ActivateError, ChainError, DeviceError, DeviceStats, GuestMemory, ResizeError, Resized,
+    Segment, VirtioDevice, VirtioInterrupt, VirtioInterruptKind, collect_chain, device_type,
+    features, pop_chain, read_config_bytes,
 };
 
 /// Sector size of the virtio-blk protocol.
@@ -131,8 +131,16 @@ impl BlockError {
 /// Storage behind a virtio-blk device. Offsets and lengths are in bytes and already checked
 /// against [`BlockBackend::capacity`].
 pub trait BlockBackend: Send {
-    /// Size in bytes.
+    /// Size in bytes (as last read: [`BlockBackend::size_now`] re-reads it).
     fn capacity(&self) -> u64;
+    /// The storage's size now, read again from it (an image may have grown since it was
+    /// opened). The default: the storage never changes size.
+    fn size_now(&self) -> io::Result<u64> {
+        Ok(self.capacity())
+    }
+    /// Take `bytes` (what [`BlockBackend::size_now`] returned, never smaller than the
+    /// capacity) as the capacity.
+    fn set_capacity(&mut self, _bytes: u64) {}
     /// Fill `dst` (guest memory) from `offset`.
     fn read_at(&mut self, offset: u64, dst: &VolatileSlice<'_>) -> io::Result<()>;
     /// Store `src` (guest memory) at `offset`.
@@ -272,6 +280,17 @@ impl RawFileBackend {
 impl BlockBackend for RawFileBackend {
     fn capacity(&self) -> u64 {
         self.size
+    }
+
+    fn size_now(&self) -> io::Result<u64> {
+        use std::io::{Seek, SeekFrom};
+        // As `new` does: the end of a regular file or a block device. Reads and writes use
+        // explicit offsets, so moving the file position changes nothing.
+        (&self.file).seek(SeekFrom::End(0))
+    }
+
+    fn set_capacity(&mut self, bytes: u64) {
+        self.size = bytes;
     }
 
     fn read_at(&mut self, offset: u64, dst: &VolatileSlice<'_>) -> io::Result<()> {
@@ -839,6 +858,20 @@ impl VirtioDevice for VirtioBlock {
 
     fn stats(&self) -> DeviceStats {
         self.stats
+    }
+
+    fn capacity(&self) -> Option<u64> {
+        Some(self.handler.backend.capacity())
+    }
+
+    fn resize(&mut self) -> Result<Resized, ResizeError> {
+        let old = self.handler.backend.capacity();
+        let new = self.handler.backend.size_now()?;
+        if new < old {
+            return Err(ResizeError::Shrunk { old, new });
+        }
+        self.handler.backend.set_capacity(new);
+        Ok(Resized { old, new })
     }
 
     fn queue_positions(&self) -> Vec<(u16, u16)> {

@@ -173,6 +173,36 @@ pub enum ActivateError {
     AlreadyActive,
 }
 
+/// A disk's capacity before and after [`VirtioDevice::resize`], in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resized {
+    /// The capacity the guest saw until now.
+    pub old: u64,
+    /// The capacity it sees from now on (the backing file's size).
+    pub new: u64,
+}
+
+/// Why a device could not take its backend's new size.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    /// Only disks have a capacity
+    #[error("only disks have a capacity")]
+    NotADisk,
+    /// The image shrank from {old} to {new} bytes: a disk never shrinks under a running guest
+    #[error(
+        "the image shrank from {old} to {new} bytes: a disk never shrinks under a running guest"
+    )]
+    Shrunk {
+        /// The capacity the guest sees (kept).
+        old: u64,
+        /// The image's size now.
+        new: u64,
+    },
+    /// Cannot read the image's size: {0}
+    #[error("cannot read the image's size: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Counters a device keeps for the VMM's `stats` command.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceStats {
@@ -236,6 +266,16 @@ pub trait VirtioDevice: Send {
     }
     /// Counters for the `stats` command.
     fn stats(&self) -> DeviceStats;
+    /// A disk's capacity in bytes (`None`: not a disk).
+    fn capacity(&self) -> Option<u64> {
+        None
+    }
+    /// Re-read the backend's size (the image grew) and take it as the new capacity. Only the
+    /// backend is believed, never a size from elsewhere; a smaller size is refused. The transport
+    /// tells the guest ([`pci::VirtioPciDevice::resize`]).
+    fn resize(&mut self) -> Result<Resized, ResizeError> {
+        Err(ResizeError::NotADisk)
+    }
     /// Where each queue stands, `(next_avail, next_used)` in queue order, for saving the VM;
     /// empty when the device is not active.
     fn queue_positions(&self) -> Vec<(u16, u16)>;

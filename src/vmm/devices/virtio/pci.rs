@@ -34,8 +34,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    DeviceError, GuestMemory, MsiMessage, PciInterruptSink, VirtioDevice, VirtioInterrupt,
-    VirtioInterruptKind, device_type, status,
+    DeviceError, GuestMemory, MsiMessage, PciInterruptSink, ResizeError, Resized, VirtioDevice,
+    VirtioInterrupt, VirtioInterruptKind, device_type, status,
 };
 
 mod bar;
@@ -617,6 +617,21 @@ impl VirtioPciDevice {
         if let Err(e) = self.device.process_backend() {
             self.needs_reset(&e);
         }
+    }
+
+    /// The disk's image grew: take its new size as the capacity and, when it changed, bump
+    /// `config_generation` and send the configuration-change interrupt (MSI-X config vector, or
+    /// ISR bit 1 on INTx) to a driver that is up, as virtio 1.2 §2.5.1 and §4.1.4.5 say. A
+    /// driver not yet up reads the new capacity when it probes.
+    pub fn resize(&mut self) -> Result<Resized, ResizeError> {
+        let r = self.device.resize()?;
+        if r.new != r.old {
+            self.config_generation = self.config_generation.wrapping_add(1);
+            if self.device_status & status::DRIVER_OK != 0 {
+                self.interrupt().trigger(VirtioInterruptKind::Config);
+            }
+        }
+        Ok(r)
     }
 
     fn needs_reset(&mut self, e: &DeviceError) {

@@ -1280,3 +1280,171 @@ fn pci_net_end_to_end() {
         (2, 42, 60)
     );
 }
+
+// ----- online resize -----
+
+/// A scratch image of `bytes` bytes, removed on drop.
+struct ScratchImage {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl ScratchImage {
+    fn new(tag: &str, bytes: u64) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("yunhe-virtio-resize-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.raw");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        ScratchImage { dir, path }
+    }
+
+    fn set_len(&self, bytes: u64) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+    }
+
+    fn disk(&self) -> VirtioBlock {
+        let b = RawFileBackend::open(&self.path, false).unwrap();
+        VirtioBlock::new(Box::new(b), false, "grow")
+    }
+}
+
+impl Drop for ScratchImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_capacity(dev: &dyn VirtioDevice) -> u64 {
+    let mut cap = [0u8; 8];
+    dev.read_config(0, &mut cap);
+    u64::from_le_bytes(cap)
+}
+
+#[test]
+fn blk_resize_takes_the_image_size_and_refuses_shrinking() {
+    let img = ScratchImage::new("blk", 1 << 20);
+    let mut dev = img.disk();
+    assert_eq!(config_capacity(&dev), 2048);
+    assert_eq!(dev.capacity(), Some(1 << 20));
+    // Nothing changed: same size, nothing to tell.
+    let r = dev.resize().unwrap();
+    assert_eq!((r.old, r.new), (1 << 20, 1 << 20));
+    img.set_len(3 << 20);
+    let r = dev.resize().unwrap();
+    assert_eq!((r.old, r.new), (1 << 20, 3 << 20));
+    assert_eq!(config_capacity(&dev), 6144);
+    assert_eq!(dev.capacity(), Some(3 << 20));
+    // The grown part is readable: a request past the old end succeeds.
+    let mem = guest_memory(MEM_SIZE);
+    let mut dq = DriverQueue::new(&mem, GuestAddress(QBASE), 256);
+    let irq = Arc::new(CountingInterrupt::default());
+    dev.activate(mem.clone(), irq, vec![dq.device_queue()])
+        .unwrap();
+    header(&mem, HDR, rt::IN, 5000);
+    dq.add_chain(
+        &mem,
+        &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)],
+    );
+    dev.process_queue(0).unwrap();
+    assert_eq!(status(&mem), st::OK);
+    // A smaller image is refused and the capacity kept.
+    img.set_len(2 << 20);
+    assert!(matches!(
+        dev.resize(),
+        Err(ResizeError::Shrunk { old, new }) if old == 3 << 20 && new == 2 << 20
+    ));
+    assert_eq!(config_capacity(&dev), 6144);
+    // Devices without a capacity refuse.
+    assert!(matches!(
+        VirtioRng::new().resize(),
+        Err(ResizeError::NotADisk)
+    ));
+}
+
+fn pci_over(img: &ScratchImage) -> (GuestMemory, VirtioPciDevice, Arc<Sink>) {
+    let mem = guest_memory(MEM_SIZE);
+    let sink = Arc::new(Sink::default());
+    let pci = VirtioPciDevice::new(Box::new(img.disk()), mem.clone(), sink.clone(), BAR).unwrap();
+    (mem, pci, sink)
+}
+
+const CONFIG_GENERATION: u64 = 0x15;
+
+#[test]
+fn pci_resize_bumps_the_generation_and_raises_the_config_interrupt() {
+    let img = ScratchImage::new("msix", 1 << 20);
+    let (mem, mut p, sink) = pci_over(&img);
+    let dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    enable_msix(&mut p);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    assert_eq!(bar_read(&mut p, pci::DEVICE_CFG_OFFSET, 8), 2048);
+    let generation = bar_read(&mut p, CONFIG_GENERATION, 1);
+    // Unchanged size: no generation change, no interrupt.
+    p.resize().unwrap();
+    assert_eq!(bar_read(&mut p, CONFIG_GENERATION, 1), generation);
+    assert!(sink.signals.lock().unwrap().is_empty());
+    img.set_len(4 << 20);
+    let r = p.resize().unwrap();
+    assert_eq!((r.old, r.new), (1 << 20, 4 << 20));
+    assert_eq!(bar_read(&mut p, pci::DEVICE_CFG_OFFSET, 8), 8192);
+    assert_eq!(
+        bar_read(&mut p, CONFIG_GENERATION, 1),
+        (generation + 1) & 0xFF
+    );
+    // driver_init put the configuration interrupt on vector 0.
+    assert_eq!(*sink.signals.lock().unwrap(), vec![0]);
+    assert_eq!(bar_read(&mut p, pci::ISR_OFFSET, 1), 2);
+    // A refused shrink changes nothing the guest sees.
+    img.set_len(1 << 20);
+    assert!(p.resize().is_err());
+    assert_eq!(bar_read(&mut p, pci::DEVICE_CFG_OFFSET, 8), 8192);
+    assert_eq!(sink.signals.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn pci_resize_uses_isr_bit_1_on_intx_and_waits_for_driver_ok() {
+    let img = ScratchImage::new("intx", 1 << 20);
+    let (mem, mut p, sink) = pci_over(&img);
+    // Before the driver is up: the capacity changes, no interrupt.
+    img.set_len(2 << 20);
+    p.resize().unwrap();
+    assert!(sink.intx.lock().unwrap().is_empty());
+    let dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    assert_eq!(bar_read(&mut p, pci::DEVICE_CFG_OFFSET, 8), 4096);
+    img.set_len(3 << 20);
+    p.resize().unwrap();
+    assert_eq!(*sink.intx.lock().unwrap(), vec![true]);
+    assert_eq!(bar_read(&mut p, pci::ISR_OFFSET, 1), 2);
+    assert_eq!(*sink.intx.lock().unwrap(), vec![true, false]);
+    assert_eq!(bar_read(&mut p, pci::DEVICE_CFG_OFFSET, 8), 6144);
+}
+
+#[test]
+fn pci_save_and_restore_keep_the_new_capacity() {
+    let img = ScratchImage::new("save", 1 << 20);
+    let (mem, mut p, _) = pci_over(&img);
+    let dq = DriverQueue::new(&mem, GuestAddress(QBASE), 128);
+    enable_msix(&mut p);
+    assert_eq!(driver_init(&mut p, &dq, features::VERSION_1), 15);
+    img.set_len(5 << 20);
+    p.resize().unwrap();
+    let generation = bar_read(&mut p, CONFIG_GENERATION, 1);
+    let json = serde_json::to_string(&p.save_state()).unwrap();
+    let state: pci::VirtioPciState = serde_json::from_str(&json).unwrap();
+    // A restore reopens the image, whose size is the capacity.
+    let sink = Arc::new(Sink::default());
+    let mut r = VirtioPciDevice::restore(Box::new(img.disk()), mem, sink, &state).unwrap();
+    assert_eq!(bar_read(&mut r, pci::DEVICE_CFG_OFFSET, 8), 10240);
+    assert_eq!(bar_read(&mut r, CONFIG_GENERATION, 1), generation);
+    assert_eq!(r.device().capacity(), Some(5 << 20));
+}
