@@ -17,6 +17,7 @@ mod image;
 mod network;
 mod policy;
 mod server;
+mod server_events;
 mod tls;
 mod vmm;
 mod volume;

@@ -429,7 +429,7 @@ async fn plug_and_wait(s: &S, server: &Server) -> Result<(), String> {
         let ids: Vec<String> = server.ports.iter().map(|p| p.port_id.clone()).collect();
         let mut pending =
             s.instance_events
-                .prepare(&server.id, crate::network::notifier::VIF_PLUGGED, &ids);
+                .prepare(&server.id, crate::server_events::VIF_PLUGGED, &ids);
         let down = super::networking::ports_down(s, server)
             .await
             .map_err(|e| e.to_string())?;

@@ -3,8 +3,8 @@
 //! expects (`network-vif-plugged` per port) *before* it plugs the ports, so
 //! an event that comes at once is kept; then waits for all of them, bounded
 //! by `vif_plugging_timeout`. Events come from `os-server-external-events`
-//! and from the network side's notifier (`network::notifier`), both through
-//! `servers::dispatch_events`; one nobody waits for is dropped, as Nova does.
+//! and from the network side's notifier (`server_events`), both through
+//! `servers::handle_events`; one nobody waits for is dropped, as Nova does.
 //!
 //! A leaf: no axum, no database.
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::network::notifier::ServerEvent;
+use crate::server_events::ServerEvent;
 
 /// (server, event name, tag).
 type Key = (String, String, String);
@@ -171,7 +171,7 @@ pub fn vif_plugging_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::notifier::VIF_PLUGGED;
+    use crate::server_events::VIF_PLUGGED;
 
     fn plugged(server: &str, port: &str, ok: bool) -> ServerEvent {
         ServerEvent::port(VIF_PLUGGED, server, port, ok)

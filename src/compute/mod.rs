@@ -589,7 +589,10 @@ impl ComputeState {
         config: ComputeConfig,
         driver: Arc<dyn driver::ComputeDriver>,
     ) -> Arc<ComputeState> {
-        let receiver = config.network.notifier.take_receiver();
+        let receivers = [
+            config.network.notifier.take_receiver(),
+            config.volume.compute_events.take_receiver(),
+        ];
         let state = Arc::new(ComputeState {
             instance_events: Default::default(),
             db: identity.db.clone(),
@@ -603,10 +606,10 @@ impl ComputeState {
             config,
             identity,
         });
-        if let Some(rx) = receiver
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            tokio::spawn(servers::receive_network_events(Arc::downgrade(&state), rx));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for rx in receivers.into_iter().flatten() {
+                tokio::spawn(servers::receive_events(Arc::downgrade(&state), rx));
+            }
         }
         state
     }
@@ -623,13 +626,9 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
     if let Some(dataplane) = &config.network.dataplane {
         virt.set_dataplane(dataplane.clone());
     }
-    let volume_events = config.volume.compute_events.take_receiver();
     let state = ComputeState::new(identity, config, virt);
     if tokio::runtime::Handle::try_current().is_ok() {
         lifecycle::start_monitor(state.clone(), exits);
-        if let Some(events) = volume_events {
-            volume_events::start(state.clone(), events);
-        }
     }
     let api: Router = Router::new()
         .route("/", get(root_versions))

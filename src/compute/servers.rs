@@ -33,8 +33,7 @@ use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::Auth;
-use crate::network::notifier::ServerEvent;
-use crate::volume::compute_events::ServerExternalEvent;
+use crate::server_events::{ServerEvent, VOLUME_EXTENDED};
 
 type S = Arc<ComputeState>;
 
@@ -206,20 +205,13 @@ async fn external_events(
             status: text("status").unwrap_or_else(|| "completed".into()),
         });
     }
-    let known = dispatch_events(&s, parsed).await?;
+    let known = handle_events(&s, parsed, &rid.0).await?;
     let mut out = Vec::new();
     let mut found = 0;
     for (event, known) in events.into_iter().zip(known) {
         let mut reply = event.clone();
         if known {
             found += 1;
-            // What asks something of the VM is done after the answer, as in Nova.
-            if let Ok(e) = serde_json::from_value::<ServerExternalEvent>(event.clone())
-                && e.name == crate::volume::compute_events::VOLUME_EXTENDED
-            {
-                let (s, rid) = (s.clone(), rid.0.clone());
-                tokio::spawn(async move { super::volume_events::handle(&s, &e, &rid).await });
-            }
             reply["code"] = json!(200);
             reply["status"] = json!(
                 event
@@ -247,14 +239,33 @@ async fn external_events(
 }
 
 /// Handles server external events, from `os-server-external-events` and
-/// from the network side's notifier alike: an event for a server that
-/// exists on this host goes to whatever waits for it (a build waiting for
-/// `network-vif-plugged`; `instance_events`), and is dropped otherwise, as
-/// Nova's compute manager drops events nobody waits for. Like Nova, no
+/// from the network and volume services in process (`server_events`)
+/// alike: an event for a server that exists on this host goes to whatever
+/// waits for it (a build waiting for `network-vif-plugged`;
+/// `instance_events`) and is dropped otherwise, as Nova's compute manager
+/// drops events nobody waits for; `volume-extended` then resizes the VM's
+/// disk (`volume_events`), after the answer, as in Nova. Like Nova, no
 /// instance action is recorded for network events (Nova records one only
 /// for `volume-extended` and `power-update`). Returns, per event, whether
 /// its server is known.
-pub(super) async fn dispatch_events(s: &S, events: Vec<ServerEvent>) -> ComputeResult<Vec<bool>> {
+pub(super) async fn handle_events(
+    s: &S,
+    events: Vec<ServerEvent>,
+    request_id: &str,
+) -> ComputeResult<Vec<bool>> {
+    let known = dispatch_events(s, &events).await?;
+    for (event, known) in events.into_iter().zip(&known) {
+        if *known && event.name == VOLUME_EXTENDED {
+            let (s, rid) = (s.clone(), request_id.to_string());
+            tokio::spawn(async move { super::volume_events::handle(&s, &event, &rid).await });
+        }
+    }
+    Ok(known)
+}
+
+/// Hands each event for a server on this host to whatever waits for it;
+/// returns, per event, whether its server is known.
+async fn dispatch_events(s: &S, events: &[ServerEvent]) -> ComputeResult<Vec<bool>> {
     let ids: Vec<String> = events.iter().map(|e| e.server_uuid.clone()).collect();
     let hosted = s
         .read(move |conn| {
@@ -274,16 +285,17 @@ pub(super) async fn dispatch_events(s: &S, events: Vec<ServerEvent>) -> ComputeR
     Ok(hosted)
 }
 
-/// Receives the network side's events (`network::notifier`) for as long
+/// Receives a service's in-process events (`server_events`) for as long
 /// as the compute service exists.
-pub(super) async fn receive_network_events(
+pub(super) async fn receive_events(
     s: std::sync::Weak<ComputeState>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<ServerEvent>>,
 ) {
     while let Some(events) = rx.recv().await {
         let Some(s) = s.upgrade() else { return };
-        if let Err(e) = dispatch_events(&s, events).await {
-            tracing::warn!(error = %e, "cannot handle the network's server events");
+        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        if let Err(e) = handle_events(&s, events, &rid).await {
+            tracing::warn!(error = %e, "cannot handle in-process server events");
         }
     }
 }

@@ -2,8 +2,8 @@
 //! online, Cinder 3.42): the server's running VM is asked to re-read the
 //! volume's disk size (the VMM's `resize_disk`, which tells the guest with a
 //! configuration-change interrupt). Events come from Cinder in process
-//! (`volume::compute_events`, started by [`start`]) and from
-//! `os-server-external-events` (servers.rs). Each is recorded as the instance
+//! (`server_events`) and from `os-server-external-events`, both through
+//! `servers::handle_events`. Each is recorded as the instance
 //! action `extend_volume` (event `compute_extend_volume`); a VM that cannot
 //! resize leaves an Error there and in the log, never a failed request. A
 //! server whose VM does not run has nothing to do: its next boot opens the
@@ -15,26 +15,16 @@ use super::ComputeState;
 use super::build::{finish_action, record_action};
 use crate::db::now_unix;
 use crate::db::servers as db;
-use crate::volume::compute_events::{ServerExternalEvent, VOLUME_EXTENDED};
+use crate::server_events::{ServerEvent, VOLUME_EXTENDED};
 
 type S = Arc<ComputeState>;
 
 /// The instance action an extend event records.
 pub const ACTION: &str = "extend_volume";
 
-/// Handles Cinder's in-process events until the volume service is gone.
-pub fn start(s: S, mut events: tokio::sync::mpsc::UnboundedReceiver<ServerExternalEvent>) {
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let rid = format!("req-{}", uuid::Uuid::new_v4());
-            handle(&s, &event, &rid).await;
-        }
-    });
-}
-
 /// Acts on one external event (only `volume-extended` asks anything of the
 /// VM; the others are recorded by the API as handled).
-pub async fn handle(s: &S, event: &ServerExternalEvent, request_id: &str) {
+pub async fn handle(s: &S, event: &ServerEvent, request_id: &str) {
     if event.name != VOLUME_EXTENDED {
         return;
     }
@@ -174,8 +164,8 @@ mod tests {
             .collect()
     }
 
-    fn extended(volume: &str) -> ServerExternalEvent {
-        ServerExternalEvent::volume_extended("srv", volume)
+    fn extended(volume: &str) -> ServerEvent {
+        ServerEvent::volume_extended("srv", volume)
     }
 
     #[tokio::test]

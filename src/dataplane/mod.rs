@@ -5,7 +5,7 @@
 //! are wired (on their bridge, security groups written), tells compute
 //! (`network-vif-plugged` on DOWN → ACTIVE, `failed` when a tap could not be
 //! wired, `network-vif-unplugged` on ACTIVE → DOWN, through
-//! `network::notifier`) and keeps the DHCP servers' lease tables current. A pass runs on
+//! `server_events`) and keeps the DHCP servers' lease tables current. A pass runs on
 //! start (so a kill -9 or a reboot is repaired by construction), after
 //! every network write (the `Notify` that server.rs hands to the network
 //! service) and every few seconds (a tap made by compute shows up).
@@ -43,8 +43,8 @@ use tokio::sync::Notify;
 
 use crate::db::{Db, DbError};
 use crate::network::model::{Network, Port};
-use crate::network::notifier::{Notifier, ServerEvent, VIF_PLUGGED, VIF_UNPLUGGED};
 use crate::network::store;
+use crate::server_events::{ServerEvent, ServerEvents, VIF_PLUGGED, VIF_UNPLUGGED};
 
 /// How often a pass runs without a change (picks up taps made by compute).
 const RESYNC: Duration = Duration::from_secs(3);
@@ -104,7 +104,7 @@ pub struct Dataplane {
     /// Bridged external mode's interface (`--external-interface`), or none.
     uplink: Option<uplink::Uplink>,
     /// Where port events go (compute).
-    notifier: Notifier,
+    notifier: ServerEvents,
     /// Ports whose wiring failure was reported (once until it changes).
     failed_reported: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -114,7 +114,7 @@ pub fn start(
     db: Db,
     changed: Arc<Notify>,
     uplink: Option<uplink::Uplink>,
-    notifier: Notifier,
+    notifier: ServerEvents,
 ) -> Arc<Dataplane> {
     load_br_netfilter();
     let dp = Arc::new(Dataplane {

@@ -21,7 +21,6 @@ pub mod ipam;
 mod lookup;
 pub mod model;
 mod networks;
-pub mod notifier;
 mod ports;
 mod query;
 mod quotas;

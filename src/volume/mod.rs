@@ -20,7 +20,6 @@ mod backup_list;
 mod backup_records;
 mod backup_restore;
 mod backups;
-pub mod compute_events;
 mod info;
 pub mod ops;
 mod quotas;
@@ -181,7 +180,7 @@ pub struct VolumeConfig {
     pub events: crate::events::Bus,
     /// Cinder's events for Nova (`volume-extended`): compute, given a clone
     /// of this config, takes the receiving end.
-    pub compute_events: compute_events::ComputeEvents,
+    pub compute_events: crate::server_events::ServerEvents,
 }
 
 impl Default for VolumeConfig {
@@ -210,8 +209,8 @@ pub struct VolumeState {
     pub backups: backup_files::BackupFiles,
     /// Told after every committed write (the dashboard's live updates).
     pub events: crate::events::Bus,
-    /// Cinder's events for Nova (compute_events.rs).
-    pub compute_events: compute_events::ComputeEvents,
+    /// Cinder's events for Nova (`volume-extended`, `server_events`).
+    pub compute_events: crate::server_events::ServerEvents,
 }
 
 impl HasIdentity for Arc<VolumeState> {

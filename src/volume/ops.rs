@@ -13,9 +13,9 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::backend::{Backend, GIB};
-use super::compute_events::ServerExternalEvent;
 use super::{VolumeError, VolumeResult, VolumeState, now_string};
 use crate::db::volume::{self as store, Attachment, Snapshot, Volume};
+use crate::server_events::ServerEvent;
 
 /// Cinder's default quotas (`quota_volumes`, `quota_gigabytes`, ...).
 pub const DEFAULT_QUOTAS: &[(&str, i64)] = &[
@@ -335,7 +335,7 @@ pub async fn finish_delete(s: &VolumeState, id: &str, snapshots: &[String]) -> V
 
 /// Grows a volume to `new_size` GiB: an `available` one, or with `attached`
 /// (Cinder 3.42's online extend) an `in-use` one, whose servers Nova is then
-/// told about (`volume-extended`, compute_events.rs) so that their VMs see
+/// told about (`volume-extended`, through `server_events`) so that their VMs see
 /// the new size. The status goes `extending` and back (`error_extending`
 /// when the file cannot grow).
 pub async fn extend(
@@ -409,11 +409,12 @@ pub async fn extend(
             Ok(servers)
         })
         .await?;
-    for server in servers {
-        let event = ServerExternalEvent::volume_extended(&server, id);
-        if !s.compute_events.send(event) {
-            tracing::warn!(volume = %id, server = %server, "no compute service to tell of the extend");
-        }
+    let events: Vec<ServerEvent> = servers
+        .iter()
+        .map(|server| ServerEvent::volume_extended(server, id))
+        .collect();
+    if !s.compute_events.send(events) {
+        tracing::warn!(volume = %id, "no compute service to tell of the extend");
     }
     Ok(())
 }

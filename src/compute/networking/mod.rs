@@ -44,7 +44,7 @@ const MAX_SECURITY_GROUPS: usize = 32;
 pub struct NetworkHooks {
     pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
     pub changed: Option<Arc<tokio::sync::Notify>>,
-    pub notifier: network::notifier::Notifier,
+    pub notifier: crate::server_events::ServerEvents,
 }
 
 impl std::fmt::Debug for NetworkHooks {
@@ -779,8 +779,8 @@ pub async fn plug(s: &ComputeState, server: &Server) -> Result<(), String> {
                 }
                 port.status = "ACTIVE".into();
                 store::save(tx, &mut port).map_err(from_network)?;
-                events.push(network::notifier::ServerEvent::port(
-                    network::notifier::VIF_PLUGGED,
+                events.push(crate::server_events::ServerEvent::port(
+                    crate::server_events::VIF_PLUGGED,
                     &server_id,
                     &id,
                     true,
