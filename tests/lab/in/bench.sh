@@ -29,6 +29,24 @@ pss_beyond_guest() {
         END { printf "%.1f", o / 1024 }' "/proc/$1/smaps"
 }
 
+# The same PSS by kind of mapping (the executable's file, other files, [heap], [stack], other
+# anonymous), in KiB, on one line
+pss_kinds() {
+    awk -v want=$(($2 * 1024)) -v exe="$(readlink "/proc/$1/exe")" '
+        /^[0-9a-f]+-[0-9a-f]+ / { name = $6; kind = name == "" ? "anon" : name == exe ? "exe" : name ~ /^\[/ ? name : "file"; next }
+        /^Size:/ { guest = ($2 >= want && $2 <= want + 4096 && !seen); if (guest) seen = 1; next }
+        /^Pss:/ { if (!guest) k[kind] += $2 }
+        END { for (n in k) printf "%s %d KiB, ", n, k[n]; printf "\n" }' "/proc/$1/smaps"
+}
+
+# The 8 largest of those mappings by PSS: "PSS-KiB SIZE-KiB RANGE PERMS NAME"
+pss_top() {
+    awk -v want=$(($2 * 1024)) '
+        /^[0-9a-f]+-[0-9a-f]+ / { head = $1 " " $2 " " ($6 == "" ? "anon" : $6); next }
+        /^Size:/ { size = $2; guest = ($2 >= want && $2 <= want + 4096 && !seen); if (guest) seen = 1; next }
+        /^Pss:/ { if (!guest && $2 > 0) print $2, size, head }' "/proc/$1/smaps" | sort -rn | head -n 8
+}
+
 # boot NAME LOG CMD...: start CMD (console in LOG), wait for the ready marker; sets BOOT_SECS.
 # Leaves the process running as $BOOT_PID.
 boot() {
@@ -64,7 +82,7 @@ end() {
 }
 # ok N OF: "N of OF" if some failed, else nothing (for the tables)
 ok() { [ "$1" = "$2" ] || printf ' (%s of %s finished)' "$1" "$2"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
 
 CMD="console=ttyS0"
 # each runs as "$@ &" in a subshell: exec, so $! is the VMM itself (memory, kill)
@@ -91,9 +109,15 @@ label() {
 pss() {
     sleep 1 # settle, then memory
     pss_beyond_guest "$BOOT_PID" 256 >"/tmp/$1.pss"
+    [ "$only" = mem ] && echo "$(label "$1") PSS by mapping at ready: $(pss_kinds "$BOOT_PID" 256)"
     case $1 in yunhe_boot*)
         sleep 10
-        pss_beyond_guest "$BOOT_PID" 256 >"/tmp/$1.pss10" ;;
+        pss_beyond_guest "$BOOT_PID" 256 >"/tmp/$1.pss10"
+        if [ "$only" = mem ]; then
+            echo "$(label "$1") PSS by mapping 10 s later: $(pss_kinds "$BOOT_PID" 256)"
+            echo "$(label "$1") largest mappings 10 s later (PSS KiB, size KiB, range, perms, name):"
+            pss_top "$BOOT_PID" 256 | sed 's/^/    /'
+        fi ;;
     esac
 }
 mem_line() {
