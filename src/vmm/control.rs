@@ -632,18 +632,16 @@ fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
 /// socket down so the input loop ends too.
 fn console_mode(shared: &Shared, mut reader: FdReader, mut writer: UnixStream) {
     let (backlog, rx, subscriber) = shared.console.subscribe();
-    let out = std::thread::Builder::new()
-        .name("yunhe-console".into())
-        .spawn(move || {
-            if writer.write_all(&backlog).is_ok() {
-                while let Ok(chunk) = rx.recv() {
-                    if writer.write_all(&chunk).is_err() {
-                        break;
-                    }
+    let out = super::vm::thread("yunhe-console").spawn(move || {
+        if writer.write_all(&backlog).is_ok() {
+            while let Ok(chunk) = rx.recv() {
+                if writer.write_all(&chunk).is_err() {
+                    break;
                 }
             }
-            let _ = writer.shutdown(Shutdown::Both);
-        });
+        }
+        let _ = writer.shutdown(Shutdown::Both);
+    });
     let mut buf = [0u8; 256];
     loop {
         let n = match reader.read(&mut buf) {
@@ -808,8 +806,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     });
     {
         let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("yunhe-control".into())
+        super::vm::thread("yunhe-control")
             .spawn(move || {
                 if let Err(e) = super::seccomp::install(super::seccomp::ThreadKind::Control) {
                     eprintln!("yunhe vmm: {e}");
@@ -818,8 +815,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
                     let shared = shared.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("yunhe-client".into())
+                    let _ = super::vm::thread("yunhe-client")
                         .spawn(move || serve_client(shared, stream));
                 }
             })

@@ -339,17 +339,15 @@ fn start_rip_tracer(running: &Arc<vm::RunningVm>) {
     };
     vcpu::TRACE_RIP.store(true, std::sync::atomic::Ordering::Relaxed);
     let weak = Arc::downgrade(running);
-    let _ = std::thread::Builder::new()
-        .name("yunhe-trace".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.01)));
-                match weak.upgrade() {
-                    Some(vm) => vm.kick_all(),
-                    None => return,
-                }
+    let _ = vm::thread("yunhe-trace").spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.01)));
+            match weak.upgrade() {
+                Some(vm) => vm.kick_all(),
+                None => return,
             }
-        });
+        }
+    });
 }
 
 /// `yunhe vm guest NAME [-o FILE]`: exit 0 when written, 1 when writing failed,

@@ -48,9 +48,7 @@ static STARTED: std::sync::Once = std::sync::Once::new();
 pub fn forward_stdin_to(vm: &Arc<RunningVm>) {
     *lock(&TARGET) = Some(Arc::downgrade(vm));
     STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("yunhe-stdin".into())
-            .spawn(stdin_loop);
+        let _ = super::vm::thread("yunhe-stdin").spawn(stdin_loop);
     });
 }
 

@@ -6,8 +6,13 @@
 # the VMMs' memory beyond guest memory (PSS) and guest-side virtio-blk throughput.
 #   tests/lab/bench.sh [ROUNDS]     boot times, memory and virtio-blk throughput
 #   tests/lab/bench.sh blk          virtio-blk throughput only
+#   tests/lab/bench.sh mem          memory only: one boot under each VMM, PSS at ready (under
+#                                   yunhe also 10 s later)
 #   tests/lab/bench.sh exits        KVM exit histograms of one boot under each
 # Not a timed test: numbers depend on the machine's load; the ratios come from one run.
+# Environment: YUNHE_BIN (the yunhe binary, default target/release/yunhe), BOOT_TIMEOUT (a boot
+# that does not reach ready within it counts as failed and the rounds go on; default 300 s),
+# BLK_ROUNDS (default 3), LAB_TIMEOUT (the whole lab, default 3600 s).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,6 +21,8 @@ mode=bench
 if [ "${1:-}" = exits ]; then mode=exits; shift; fi
 # `bench.sh blk`: only the guest-side virtio-blk throughput (yunhe against QEMU q35)
 if [ "${1:-}" = blk ]; then mode=blk; shift; fi
+# `bench.sh mem`: only the memory part
+if [ "${1:-}" = mem ]; then mode=mem; shift; fi
 rounds=${1:-5}
 out=${OUT:-$root/out}
 [ -f "$out/tiny/tiny.cpio.gz" ] || "$root/image-recipes/build" tiny "$out/tiny" >&2
@@ -39,8 +46,17 @@ ln -s qboot.rom "$payload/qemu/share/bios-microvm.bin"
 cp "$here/in/bench.sh" "$here/in/exits.sh" "$payload/"
 case $mode in
     exits) run=("$payload/exits.sh") ;;
-    blk) run=("$payload/bench.sh" blk) ;;
+    blk | mem) run=("$payload/bench.sh" "$mode") ;;
     *) run=("$payload/bench.sh" "$rounds") ;;
 esac
+# the in-lab script's knobs travel in the payload (the lab passes no environment)
+printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" >"$payload/env"
+# the host's load decides how far apart the numbers of two runs are; the rounds alternate, so
+# the ratios within one run stay fair
+echo "host load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 # not exec: the trap above removes the payload when the lab is done
-"$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout ${LAB_TIMEOUT:-1800} "${run[@]}"
+status=0
+"$here/lab" run --payload "$payload" --mem 3072 --cpus 2 --timeout "${LAB_TIMEOUT:-3600}" \
+    --bin "${YUNHE_BIN:-$root/target/release/yunhe}" "${run[@]}" || status=$?
+echo "host load after: $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+exit "$status"

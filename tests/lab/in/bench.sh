@@ -1,15 +1,23 @@
 #!/bin/sh
 # In-lab half of tests/lab/bench.sh: yunhe vm run against QEMU (accel=kvm) in the same lab.
 # Payload: vmlinuz (Debian's stock kernel), tiny.cpio.gz, qemu/ (binary, libraries, firmware).
-# `bench.sh blk`: only the virtio-blk throughput part
+#   bench.sh [ROUNDS]   boot times (alternated rounds), memory, virtio-blk throughput
+#   bench.sh blk        only the virtio-blk throughput part
+#   bench.sh mem        only the memory part: one boot under each VMM, PSS at ready (and under
+#                       yunhe 10 s later, after it released its binary's pages)
+# A boot that does not reach ready within BOOT_TIMEOUT s (default 300) counts as failed; the
+# rounds go on, and each median is over the boots that finished (the count is printed).
 only=
-if [ "${1:-}" = blk ]; then only=blk; shift; fi
+case ${1:-} in blk | mem) only=$1; shift ;; esac
 rounds=${1:-5}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
 cd /payload || exit 1
+# shellcheck disable=SC1091 # BOOT_TIMEOUT, BLK_ROUNDS from tests/lab/bench.sh
+[ -f env ] && . ./env
 Q=/payload/qemu
 up() { cut -d' ' -f1 /proc/uptime; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 exec_qemu() { exec "$Q/lib/ld-linux-x86-64.so.2" --library-path "$Q/lib" "$Q/qemu-system-x86_64" -L "$Q/share" "$@"; }
 
 # PSS of process $1 outside its guest-RAM mapping (the one mapping of $2 MiB, +4 MiB of slack).
@@ -21,6 +29,24 @@ pss_beyond_guest() {
         END { printf "%.1f", o / 1024 }' "/proc/$1/smaps"
 }
 
+# The same PSS by kind of mapping (the executable's file, other files, [heap], [stack], other
+# anonymous), in KiB, on one line
+pss_kinds() {
+    awk -v want=$(($2 * 1024)) -v exe="$(readlink "/proc/$1/exe")" '
+        /^[0-9a-f]+-[0-9a-f]+ / { name = $6; kind = name == "" ? "anon" : name == exe ? "exe" : name ~ /^\[/ ? name : "file"; next }
+        /^Size:/ { guest = ($2 >= want && $2 <= want + 4096 && !seen); if (guest) seen = 1; next }
+        /^Pss:/ { if (!guest) k[kind] += $2 }
+        END { for (n in k) printf "%s %d KiB, ", n, k[n]; printf "\n" }' "/proc/$1/smaps"
+}
+
+# The 8 largest of those mappings by PSS: "PSS-KiB SIZE-KiB RANGE PERMS NAME"
+pss_top() {
+    awk -v want=$(($2 * 1024)) '
+        /^[0-9a-f]+-[0-9a-f]+ / { head = $1 " " $2 " " ($6 == "" ? "anon" : $6); next }
+        /^Size:/ { size = $2; guest = ($2 >= want && $2 <= want + 4096 && !seen); if (guest) seen = 1; next }
+        /^Pss:/ { if (!guest && $2 > 0) print $2, size, head }' "/proc/$1/smaps" | sort -rn | head -n 8
+}
+
 # boot NAME LOG CMD...: start CMD (console in LOG), wait for the ready marker; sets BOOT_SECS.
 # Leaves the process running as $BOOT_PID.
 boot() {
@@ -29,11 +55,11 @@ boot() {
     s=$(up)
     "$@" </dev/null >"$log" 2>&1 &
     BOOT_PID=$!
-    deadline=$(awk -v a="$s" 'BEGIN { print int(a) + 300 }')
+    deadline=$(awk -v a="$s" -v t="$BOOT_TIMEOUT" 'BEGIN { print int(a) + t }')
     while ! grep -q "yunhe-tiny: ready" "$log" 2>/dev/null; do
         now=$(up)
         if [ "${now%.*}" -gt "$deadline" ] || ! kill -0 $BOOT_PID 2>/dev/null; then
-            echo "bench: $name did not reach ready within 300 s; log tail:" >&2
+            echo "bench: $name did not reach ready within $BOOT_TIMEOUT s (or ended); log tail:" >&2
             tail -n 20 "$log" >&2
             end
             return 1
@@ -42,7 +68,21 @@ boot() {
     done
     BOOT_SECS=$(sub "$s" "$(up)")
 }
-end() { kill -KILL "$BOOT_PID" 2>/dev/null; wait "$BOOT_PID" 2>/dev/null; }
+# end: kill the VMM and reap it, but wait at most 30 s: a VMM stuck in the lab kernel (KVM_RUN
+# under the emulated SVM) ignores SIGKILL, and an unbounded wait would stall the whole bench
+end() {
+    kill -KILL "$BOOT_PID" 2>/dev/null
+    i=0
+    while kill -0 "$BOOT_PID" 2>/dev/null && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+    if kill -0 "$BOOT_PID" 2>/dev/null; then
+        echo "bench: pid $BOOT_PID did not end 30 s after SIGKILL; going on without it" >&2
+    else
+        wait "$BOOT_PID" 2>/dev/null
+    fi
+}
+# ok N OF: "N of OF" if some failed, else nothing (for the tables)
+ok() { [ "$1" = "$2" ] || printf ' (%s of %s finished)' "$1" "$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
 
 CMD="console=ttyS0"
 # each runs as "$@ &" in a subshell: exec, so $! is the VMM itself (memory, kill)
@@ -57,43 +97,100 @@ qemu_q35() {
         -serial stdio -no-reboot -kernel vmlinuz -initrd tiny.cpio.gz -append "$CMD"
 }
 
-if [ "$only" != blk ]; then
-echo "lab bench: Debian $(uname -r) kernel (the guest: the same package's vmlinuz) + tiny initramfs, 256 MiB, 2 vCPUs, $rounds rounds"
-# the first yunhe boot unpacks the kernel into the cache (once per kernel file)
-boot first /tmp/first.log yunhe_boot || exit 1
-end
-echo "yunhe first boot (unpacks and caches the kernel): $BOOT_SECS s"
-
-for r in $(seq 1 "$rounds"); do
-    for v in yunhe_boot qemu_microvm qemu_q35 yunhe_boot_huge; do
-        boot "$v" "/tmp/$v.log" "$v" || exit 1
-        echo "$BOOT_SECS" >>"/tmp/$v.times"
-        if [ "$r" = 1 ]; then
-            sleep 1 # settle, then memory
-            case $v in
-                yunhe_boot) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/yunhe.pss ;;
-                yunhe_boot_huge) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/yunhe-huge.pss ;;
-                qemu_microvm) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/microvm.pss ;;
-                qemu_q35) echo "$(pss_beyond_guest $BOOT_PID 256)" >/tmp/q35.pss ;;
-            esac
-        fi
-        end
+VMMS="yunhe_boot qemu_microvm qemu_q35 yunhe_boot_huge"
+label() {
+    case $1 in
+        yunhe_boot) echo "yunhe" ;; yunhe_boot_huge) echo "yunhe --huge-pages" ;;
+        qemu_microvm) echo "microvm" ;; qemu_q35) echo "q35" ;;
+    esac
+}
+# pss NAME: PSS beyond guest memory of the running $BOOT_PID into /tmp/NAME.pss; under yunhe
+# again 10 s later (the VMM releases its binary's pages 2 s after start: docs/performance.md)
+pss() {
+    sleep 1 # settle, then memory
+    pss_beyond_guest "$BOOT_PID" 256 >"/tmp/$1.pss"
+    [ "$only" = mem ] && echo "$(label "$1") PSS by mapping at ready: $(pss_kinds "$BOOT_PID" 256)"
+    case $1 in yunhe_boot*)
+        sleep 10
+        pss_beyond_guest "$BOOT_PID" 256 >"/tmp/$1.pss10"
+        if [ "$only" = mem ]; then
+            echo "$(label "$1") PSS by mapping 10 s later: $(pss_kinds "$BOOT_PID" 256)"
+            echo "$(label "$1") largest mappings 10 s later (PSS KiB, size KiB, range, perms, name):"
+            pss_top "$BOOT_PID" 256 | sed 's/^/    /'
+        fi ;;
+    esac
+}
+mem_line() {
+    line="VMM memory beyond guest memory (PSS, MiB, 1 s after ready):"
+    for v in $VMMS; do
+        [ -s "/tmp/$v.pss" ] || { line="$line $(label "$v") -,"; continue; }
+        extra=
+        [ -s "/tmp/$v.pss10" ] && extra=" ($(cat "/tmp/$v.pss10") 10 s later)"
+        line="$line $(label "$v") $(cat "/tmp/$v.pss")$extra,"
     done
-    echo "round $r: yunhe $(tail -n1 /tmp/yunhe_boot.times) s, microvm $(tail -n1 /tmp/qemu_microvm.times) s, q35 $(tail -n1 /tmp/qemu_q35.times) s, yunhe --huge-pages $(tail -n1 /tmp/yunhe_boot_huge.times) s"
+    echo "${line%,}"
+}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+if [ "$only" != blk ]; then
+    # the first yunhe boot unpacks the kernel into the cache (once per kernel file)
+    if boot first /tmp/first.log yunhe_boot; then
+        end
+        echo "yunhe first boot (unpacks and caches the kernel): $BOOT_SECS s"
+    fi
+fi
+
+if [ "$only" = mem ]; then
+    echo "lab bench, memory: Debian $(uname -r) kernel + tiny initramfs, 256 MiB, 2 vCPUs; lab load $(load)"
+    for v in $VMMS; do
+        if boot "$v" "/tmp/$v.log" "$v"; then
+            echo "$(label "$v"): ready after $BOOT_SECS s"
+            pss "$v"
+            end
+        fi
+    done
+    mem_line
+    exit 0
+fi
+
+if [ "$only" != blk ]; then
+echo "lab bench: Debian $(uname -r) kernel (the guest: the same package's vmlinuz) + tiny initramfs, 256 MiB, 2 vCPUs, $rounds rounds; lab load $(load)"
+for v in $VMMS; do : >"/tmp/$v.times"; done
+: >/tmp/ratios
+for r in $(seq 1 "$rounds"); do
+    line="round $r:"
+    for v in $VMMS; do
+        t=failed
+        if boot "$v" "/tmp/$v.log" "$v"; then
+            t=$BOOT_SECS
+            echo "$t" >>"/tmp/$v.times"
+            [ "$r" = 1 ] && pss "$v"
+            end
+        fi
+        eval "t_$v=\$t"
+        line="$line $(label "$v") $t s,"
+    done
+    if [ "$t_yunhe_boot" != failed ] && [ "$t_qemu_microvm" != failed ]; then
+        ratio "$t_yunhe_boot" "$t_qemu_microvm" >>/tmp/ratios
+        line="$line ratio $(tail -n1 /tmp/ratios),"
+    fi
+    echo "${line%,}; lab load $(load)"
 done
-y=$(median </tmp/yunhe_boot.times)
-m=$(median </tmp/qemu_microvm.times)
-q=$(median </tmp/qemu_q35.times)
-c=$(median </tmp/yunhe_boot_huge.times)
+y=$(median </tmp/yunhe_boot.times); ny=$(wc -l </tmp/yunhe_boot.times)
+m=$(median </tmp/qemu_microvm.times); nm=$(wc -l </tmp/qemu_microvm.times)
+q=$(median </tmp/qemu_q35.times); nq=$(wc -l </tmp/qemu_q35.times)
+c=$(median </tmp/yunhe_boot_huge.times); nc=$(wc -l </tmp/yunhe_boot_huge.times)
 echo
-echo "| start to 'yunhe-tiny: ready' (median of $rounds) | seconds | ratio to QEMU microvm |"
+echo "| start to 'yunhe-tiny: ready' (median of the rounds that finished, of $rounds) | seconds | ratio to QEMU microvm |"
 echo "| --- | --- | --- |"
-echo "| yunhe vm run | $y | $(awk -v a="$y" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
-echo "| yunhe vm run --huge-pages | $c | $(awk -v a="$c" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
-echo "| QEMU -M microvm (baseline) | $m | 1.00 |"
-echo "| QEMU -M q35 | $q | $(awk -v a="$q" -v b="$m" 'BEGIN { printf "%.2f", a / b }') |"
+echo "| yunhe vm run$(ok "$ny" "$rounds") | $y | $(ratio "$y" "$m") |"
+echo "| yunhe vm run --huge-pages$(ok "$nc" "$rounds") | $c | $(ratio "$c" "$m") |"
+echo "| QEMU -M microvm (baseline)$(ok "$nm" "$rounds") | $m | 1.00 |"
+echo "| QEMU -M q35$(ok "$nq" "$rounds") | $q | $(ratio "$q" "$m") |"
+echo "per-round ratios yunhe/microvm: $(tr '\n' ' ' </tmp/ratios)(median $(median </tmp/ratios))"
 echo
-echo "VMM memory beyond guest memory (PSS, MiB, at ready): yunhe $(cat /tmp/yunhe.pss) (--huge-pages $(cat /tmp/yunhe-huge.pss)), QEMU microvm $(cat /tmp/microvm.pss), QEMU q35 $(cat /tmp/q35.pss)"
+mem_line
+echo "lab load after the boots: $(load)"
 fi
 
 # virtio-blk: the guest writes then reads 256 MiB with O_DIRECT (dd, 1 MiB blocks) on a data
@@ -109,20 +206,24 @@ mkdosfs -n config-2 /tmp/cfg.img >/dev/null
 mount -t vfat -o loop /tmp/cfg.img /tmp/cfg || exit 1
 mkdir -p /tmp/cfg/openstack/latest
 echo '{"uuid": "00000000-0000-0000-0000-00000000b10c", "hostname": "bench"}' >/tmp/cfg/openstack/latest/meta_data.json
+# busybox dd prints no rate: the guest times each dd itself from /proc/uptime (kvmclock) and
+# prints "bench-blk: write|read BYTES START END" (the seconds of its uptime)
 cat >/tmp/cfg/openstack/latest/user_data <<'UD'
 #!/bin/sh
 for s in /sys/block/vd*; do [ "$(cat $s/size)" = 614400 ] && d=/dev/${s##*/}; done
 [ -n "$d" ] || { echo "bench-blk: no data disk"; exit 1; }
-w=$(dd if=/dev/zero of=$d bs=1M count=256 oflag=direct 2>&1 | tail -n1)
-r=$(dd if=$d of=/dev/null bs=1M count=256 iflag=direct 2>&1 | tail -n1)
-echo "bench-blk: write $w"
-echo "bench-blk: read $r"
+up() { cut -d' ' -f1 /proc/uptime; }
+s=$(up); dd if=/dev/zero of=$d bs=1M count=256 oflag=direct 2>/tmp/w.err; e=$(up)
+echo "bench-blk: write $((256 * 1048576)) $s $e $(tail -n1 /tmp/w.err)"
+s=$(up); dd if=$d of=/dev/null bs=1M count=256 iflag=direct 2>/tmp/r.err; e=$(up)
+echo "bench-blk: read $((256 * 1048576)) $s $e $(tail -n1 /tmp/r.err)"
 UD
 umount /tmp/cfg
-# busybox dd ends with "..., 1.2GB/s" (or MB/s, KB/s, B/s): as MB/s
+# MB/s (10^6 bytes) of the "bench-blk: write|read" line, from its bytes and uptime stamps; the
+# dd must have moved all 256 records ("256+0 records out")
 rate() {
-    grep -a "bench-blk: $1" "$2" | head -n1 | sed -n 's/.*, \([0-9.]*\)\([KMG]*\)B\/s.*/\1 \2/p' |
-        awk '{ m = $2 == "G" ? 1000 : $2 == "M" ? 1 : $2 == "K" ? 0.001 : 0.000001; printf "%.1f", $1 * m }'
+    grep -a "bench-blk: $1 " "$2" | head -n1 | tr -d '\r' | sed 's/.*bench-blk: /bench-blk: /' |
+        awk '$6 == "256+0" { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }'
 }
 blk_boot() {
     name=$1; shift
@@ -130,19 +231,22 @@ blk_boot() {
     : >"/tmp/$name.blk"
     "$@" </dev/null >"/tmp/$name.blk" 2>&1 &
     pid=$!
-    deadline=$(($(cut -d. -f1 /proc/uptime) + 300))
-    while ! grep -q "bench-blk: read" "/tmp/$name.blk"; do
+    deadline=$(($(cut -d. -f1 /proc/uptime) + BOOT_TIMEOUT))
+    while ! grep -q "bench-blk: read\|bench-blk: no" "/tmp/$name.blk"; do
         if [ "$(cut -d. -f1 /proc/uptime)" -gt "$deadline" ] || ! kill -0 $pid 2>/dev/null; then
             echo "bench: $name: no virtio-blk result; log tail:" >&2
             tail -n 20 "/tmp/$name.blk" >&2
-            kill -KILL $pid 2>/dev/null
+            BOOT_PID=$pid end
             return 1
         fi
         usleep 50000
     done
-    kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
-    grep -a "bench-blk:" "/tmp/$name.blk" | sed "s/^/$name: /"
-    echo "$(rate write "/tmp/$name.blk") $(rate read "/tmp/$name.blk")" >>"/tmp/$name.rates"
+    BOOT_PID=$pid end
+    grep -a "bench-blk:" "/tmp/$name.blk" | tr -d '\r' | sed "s/.*bench-blk: /$name: bench-blk: /"
+    w=$(rate write "/tmp/$name.blk") rd=$(rate read "/tmp/$name.blk")
+    [ -n "$w" ] && echo "$w" >>"/tmp/$name.wr"
+    [ -n "$rd" ] && echo "$rd" >>"/tmp/$name.rd"
+    echo "$name: write ${w:-?} MB/s, read ${rd:-?} MB/s"
 }
 yunhe_blk() {
     exec yunhe vm run --kernel $kernel --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 2 \
@@ -154,16 +258,19 @@ qemu_blk() {
         -drive if=none,id=cfg,file=/tmp/cfg.img,format=raw,readonly=on -device virtio-blk-pci,drive=cfg \
         -drive if=none,id=data,file=/tmp/data.img,format=raw -device virtio-blk-pci,drive=data
 }
-blk_rounds=3
+blk_rounds=${BLK_ROUNDS:-3}
+echo "lab bench, virtio-blk: $kernel + tiny, 256 MiB, 2 vCPUs, $blk_rounds alternated rounds; lab load $(load)"
+: >/tmp/yunhe.wr; : >/tmp/yunhe.rd; : >/tmp/qemu.wr; : >/tmp/qemu.rd
 for r in $(seq 1 $blk_rounds); do
-    blk_boot yunhe yunhe_blk || exit 1
-    blk_boot qemu qemu_blk || exit 1
+    blk_boot yunhe yunhe_blk
+    blk_boot qemu qemu_blk
 done
-yw=$(cut -d' ' -f1 /tmp/yunhe.rates | median); yr=$(cut -d' ' -f2 /tmp/yunhe.rates | median)
-qw=$(cut -d' ' -f1 /tmp/qemu.rates | median); qr=$(cut -d' ' -f2 /tmp/qemu.rates | median)
+yw=$(median </tmp/yunhe.wr); yr=$(median </tmp/yunhe.rd)
+qw=$(median </tmp/qemu.wr); qr=$(median </tmp/qemu.rd)
 echo
-echo "| guest dd of 256 MiB, O_DIRECT, 1 MiB blocks ($kernel, median of $blk_rounds) | write MB/s | read MB/s |"
+echo "| guest dd of 256 MiB, O_DIRECT, 1 MiB blocks ($kernel, median of the rounds that finished, of $blk_rounds) | write MB/s | read MB/s |"
 echo "| --- | --- | --- |"
-echo "| yunhe virtio-blk | $yw | $yr |"
-echo "| QEMU q35 virtio-blk-pci (baseline) | $qw | $qr |"
-echo "| ratio | $(awk -v a="$yw" -v b="$qw" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$yr" -v b="$qr" 'BEGIN { printf "%.2f", a / b }') |"
+echo "| yunhe virtio-blk$(ok "$(wc -l </tmp/yunhe.wr)" $blk_rounds) | $yw | $yr |"
+echo "| QEMU q35 virtio-blk-pci (baseline)$(ok "$(wc -l </tmp/qemu.wr)" $blk_rounds) | $qw | $qr |"
+echo "| ratio | $(ratio "$yw" "$qw") | $(ratio "$yr" "$qr") |"
+echo "lab load after virtio-blk: $(load)"
