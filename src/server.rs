@@ -207,7 +207,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             None => true,
             Some(why) => {
                 tracing::warn!(
-                    "network dataplane off: {why}; ports stay DOWN and guests get no network. \
+                    "network dataplane off: {why}; guests get no network (ports go ACTIVE when bound, as with Neutron's noop agent). \
                      Run serve as root on a host with /dev/net/tun, or force it with --dataplane true"
                 );
                 false
@@ -303,6 +303,8 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         force_config_drive: args.force_config_drive,
         jail_vmms: !args.no_jail,
         unpack_kernels: !args.boot_compressed_kernels,
+        vif_plugging_timeout: std::time::Duration::from_secs(args.vif_plugging_timeout),
+        vif_plugging_is_fatal: args.vif_plugging_is_fatal,
         network: Default::default(),
         events: events.clone(),
         volume: Default::default(),
@@ -368,6 +370,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
             identity.db.clone(),
             network_changed.clone(),
             bridged.map(|(uplink, _)| uplink),
+            compute.network.notifier.clone(),
         );
         dataplane.set_instance_source(crate::compute::metadata_source::source(identity.db.clone()));
         compute.network.dataplane = Some(dataplane);
@@ -420,7 +423,9 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
     if dataplane_on {
         println!("  network:     dataplane on (guests get DHCP, routers, floating IPs)");
     } else {
-        println!("  network:     dataplane off: ports stay DOWN (--dataplane true to force it on)");
+        println!(
+            "  network:     dataplane off: no guest networking, ports go ACTIVE when bound (--dataplane true to force it on)"
+        );
     }
     println!(
         "  try:         OS_CLIENT_CONFIG_FILE={} OS_CLOUD=yunhe openstack token issue",
@@ -620,6 +625,15 @@ pub struct ServeArgs {
     /// when a server asks for it.
     #[arg(long, env = "YUNHE_FORCE_CONFIG_DRIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub force_config_drive: bool,
+    /// Seconds a server build waits for Neutron's network-vif-plugged of
+    /// its ports before the guest starts (Nova's vif_plugging_timeout);
+    /// 0: it does not wait.
+    #[arg(long, env = "YUNHE_VIF_PLUGGING_TIMEOUT", default_value_t = crate::compute::VIF_PLUGGING_TIMEOUT)]
+    pub vif_plugging_timeout: u64,
+    /// Whether a build whose ports were not plugged in time goes to ERROR
+    /// (Nova's vif_plugging_is_fatal); `false`: it starts the guest anyway.
+    #[arg(long, env = "YUNHE_VIF_PLUGGING_IS_FATAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub vif_plugging_is_fatal: bool,
     /// Serve this certificate chain (PEM) instead of one from yunhe's own
     /// local CA. Needs --tls-key.
     #[arg(long, env = "YUNHE_TLS_CERT", requires = "tls_key")]
@@ -668,7 +682,8 @@ pub struct ServeArgs {
     /// The Neutron dataplane in the kernel (bridges, router namespaces,
     /// DHCP, floating IPs; docs/network.md "Dataplane"): `auto` runs it when
     /// serve has CAP_NET_ADMIN (root) and /dev/net/tun exists; `false`
-    /// leaves the host's network alone (ports stay DOWN). `--dataplane`
+    /// leaves the host's network alone (ports go ACTIVE when bound, guests
+    /// have no NICs). `--dataplane`
     /// alone is `true`.
     #[arg(
         long,

@@ -3,7 +3,8 @@
 //! of Nova's errors, the ports made (device id and owner, binding host,
 //! status), `addresses` in the views, `os-interface` and `ips`, ports gone
 //! after delete, a port passed in only unbound, a port quota refusal that
-//! leaves nothing behind, and min_count 2 with one port each. Servers boot
+//! leaves nothing behind, min_count 2 with one port each, and a build that
+//! waits for its port's `network-vif-plugged` (Nova's vif_plugging_timeout). Servers boot
 //! the built-in echo guest on /dev/kvm; skipped (with a message) without it.
 //!
 //! The state directory's guard kills (by pid) every `yunhe vmm` whose spec
@@ -214,7 +215,9 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
     let port = &ports[0];
     assert_eq!(port["network_id"], net1.as_str());
     assert_eq!(port["device_owner"], "compute:nova");
-    assert_eq!(port["status"], "DOWN", "no dataplane: the port stays DOWN");
+    // No dataplane: the port goes ACTIVE when the build binds it, as with
+    // Neutron's noop agent (docs/network.md, "Port status and VIF events").
+    assert_eq!(port["status"], "ACTIVE");
     assert!(
         port["binding:host_id"]
             .as_str()
@@ -244,7 +247,7 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
         None,
     );
     assert_eq!(one.status, 200, "{}", one.text);
-    assert_eq!(one.json()["interfaceAttachment"]["port_state"], "DOWN");
+    assert_eq!(one.json()["interfaceAttachment"]["port_state"], "ACTIVE");
     let other = cloud.nova(
         &admin,
         "2.73",
@@ -614,4 +617,88 @@ fn networks_on_create_addresses_interfaces_and_cleanup() {
         })
         .collect();
     assert!(left.is_empty(), "compute ports left: {left:?}");
+}
+
+/// A build waits for `network-vif-plugged` of its ports before the guest
+/// starts (Nova's `vif_plugging_timeout`/`vif_plugging_is_fatal`). Without
+/// the dataplane the event comes from the binding itself, as Neutron's noop
+/// agent: the server is ACTIVE well within the timeout (had the event not
+/// come, the build would have waited the whole timeout and gone to ERROR),
+/// its port ACTIVE; Neutron's own events through `os-server-external-events`
+/// for the server are accepted (200).
+#[test]
+fn a_build_waits_for_network_vif_plugged() {
+    if !kvm_usable() {
+        return;
+    }
+    let state = VmmStateDir::new("nv", "vif");
+    let server = Server::start_in_with_args(
+        Some(state.0.clone()),
+        &[
+            "--vif-plugging-timeout",
+            "30",
+            "--vif-plugging-is-fatal",
+            "true",
+        ],
+    );
+    let admin = server.admin_token();
+    let cloud = Cloud { server: &server };
+    let image = echo_image(&server, &admin, &state.0);
+    let net = cloud.network(&admin, "vifnet", "10.9.0.0/24", json!({}));
+    let started = Instant::now();
+    let id = server_id(&cloud.create(
+        &admin,
+        "2.37",
+        json!({"name": "vif", "imageRef": image, "flavorRef": "42",
+               "networks": [{"uuid": net}]}),
+    ));
+    let shown = cloud.wait_status(&admin, &id, "ACTIVE");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the build waited for its event: {:?}",
+        started.elapsed()
+    );
+    assert!(shown.get("fault").is_none(), "{shown}");
+    let ports = cloud.ports_of(&admin, &id);
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["status"], "ACTIVE", "{ports:?}");
+    let port_id = ports[0]["id"].as_str().expect("port id").to_string();
+    // The build's instance action finished well (Nova records no action of
+    // its own for network events).
+    let actions = cloud.nova(
+        &admin,
+        "2.73",
+        "GET",
+        &format!("/servers/{id}/os-instance-actions"),
+        None,
+    );
+    assert_eq!(actions.status, 200, "{}", actions.text);
+    assert_eq!(
+        actions.json()["instanceActions"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
+        1,
+        "{}",
+        actions.text
+    );
+    // Neutron's events through the API: known server, 200.
+    let events = cloud.nova(
+        &admin,
+        "2.73",
+        "POST",
+        "/os-server-external-events",
+        Some(&json!({"events": [
+            {"name": "network-vif-plugged", "server_uuid": id, "tag": port_id},
+            {"name": "network-vif-unplugged", "server_uuid": id, "tag": port_id,
+             "status": "completed"}
+        ]})),
+    );
+    assert_eq!(events.status, 200, "{}", events.text);
+    let replies = events.json()["events"].clone();
+    assert_eq!(replies[0]["code"], 200, "{replies}");
+    assert_eq!(replies[0]["status"], "completed", "{replies}");
+    assert_eq!(replies[1]["tag"], port_id.as_str(), "{replies}");
+    cloud.delete_and_wait(&admin, &id);
+    assert!(cloud.ports_of(&admin, &id).is_empty());
 }

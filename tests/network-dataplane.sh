@@ -53,7 +53,7 @@ cleanup() {
     fi
     # the guests' namespaces, also when a check failed or the script stopped early
     local g
-    for g in yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-g8 yhtest-rogue yhtest-out; do
+    for g in yhtest-g9 yhtest-g1 yhtest-g2 yhtest-g3 yhtest-g4 yhtest-g5 yhtest-g6 yhtest-g7 yhtest-g8 yhtest-rogue yhtest-out; do
         ip netns del "$g" 2>/dev/null || true
     done
     rm -rf "$work"
@@ -141,6 +141,36 @@ guest yhtest-g2 "$p2" "$ns1"
 check "guest veths enslaved to the bridge" wait_for 10 sh -c "ip -n $ns1 link show master yh-br | grep -c yh-t | grep -qx 2"
 check "port ACTIVE with binding:vif_type tap once plugged" wait_for 10 sh -c \
     "curl -sf $url/network/v2.0/ports/$p1_id -H 'X-Auth-Token: $token' | grep -q '\"status\": *\"ACTIVE\"' && curl -sf $url/network/v2.0/ports/$p1_id -H 'X-Auth-Token: $token' | grep -q '\"binding:vif_type\": *\"tap\"'"
+
+# --- port status (docs/network.md "Port status and VIF events"): a bound compute port is DOWN
+# until its tap is on its bridge, ACTIVE from then on (never before: every read of ACTIVE finds
+# the tap enslaved), DOWN again when the tap goes.
+p9="$(api POST /ports '{"port":{"network_id":"'"$net1"'","name":"p9","device_owner":"compute:nova","device_id":"'"$(python3 -c 'import uuid; print(uuid.uuid4())')"'"}}')"
+p9_id="$(echo "$p9" | get 'd["port"]["id"]')"
+p9_tap="yh-t$(short "$p9_id")"
+port_status() { api GET "/ports/$1" | get 'd["port"]["status"]'; }
+status_is() { [ "$(port_status "$1")" = "$2" ]; }
+sleep 4  # more than one resync pass (3 s)
+check "a bound port without its tap stays DOWN" status_is "$p9_id" DOWN
+# The tap arrives outside the bridge; watch until the port is ACTIVE, checking at every ACTIVE read
+# that the tap is on the bridge already.
+active_only_when_enslaved() {
+    local n=100 st
+    while [ $n -gt 0 ]; do
+        st="$(port_status "$p9_id")"
+        if [ "$st" = ACTIVE ]; then
+            ip -n "$ns1" link show master yh-br | grep -q "$p9_tap" || { echo "ACTIVE before $p9_tap is on yh-br"; return 1; }
+            return 0
+        fi
+        sleep 0.1; n=$((n-1))
+    done
+    echo "still $st"; return 1
+}
+guest yhtest-g9 "$p9" "$ns1"
+check "the port goes ACTIVE only once its tap is on the bridge" active_only_when_enslaved
+ip netns del yhtest-g9
+check "the port is DOWN again when its tap goes" wait_for 10 status_is "$p9_id" DOWN
+api DELETE "/ports/$p9_id" >/dev/null
 
 check "guest 1 gets a DHCP lease" dhcp yhtest-g1
 check "DHCP: the port's address" has yhtest-g1 "ip=$p1_ip"

@@ -403,10 +403,48 @@ pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
         .prepare(&server.id, files, disk_gb, config)
         .await
         .map_err(|e| e.to_string())?;
+    plug_and_wait(s, server).await?;
     s.driver
         .spawn(server, false)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Plugs the server's ports and waits for their `network-vif-plugged`
+/// before the guest starts, as Nova's libvirt driver starts the guest
+/// paused and resumes it once the events came: the expectations are made
+/// first (an event that comes at once is kept), only for the ports not
+/// `ACTIVE` yet (Nova's `_get_neutron_events`: a port already up will not
+/// change), bounded by `vif_plugging_timeout` (zero: no wait), and a
+/// timeout or a `failed` event is fatal as `vif_plugging_is_fatal` says.
+async fn plug_and_wait(s: &S, server: &Server) -> Result<(), String> {
+    if server.ports.is_empty() {
+        return Ok(());
+    }
+    let timeout = s.config.vif_plugging_timeout;
+    let pending = if timeout.is_zero() {
+        None
+    } else {
+        let ids: Vec<String> = server.ports.iter().map(|p| p.port_id.clone()).collect();
+        let mut pending =
+            s.instance_events
+                .prepare(&server.id, crate::network::notifier::VIF_PLUGGED, &ids);
+        let down = super::networking::ports_down(s, server)
+            .await
+            .map_err(|e| e.to_string())?;
+        for id in ids.iter().filter(|id| !down.contains(id)) {
+            pending.forget(id);
+        }
+        Some(pending)
+    };
+    super::networking::plug(s, server).await?;
+    let Some(pending) = pending.filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let result = pending.wait(timeout).await;
+    tracing::debug!(server = %server.id, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "waited for network-vif-plugged");
+    super::instance_events::vif_plugging_outcome(&server.id, result, s.config.vif_plugging_is_fatal)
 }
 
 /// The config drive's files (openstack/latest/...), as Nova writes them.

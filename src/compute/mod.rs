@@ -40,6 +40,7 @@ mod hosts;
 mod hypervisors;
 mod images;
 mod instance_actions;
+pub mod instance_events;
 mod interfaces;
 mod keypairs;
 mod lifecycle;
@@ -185,6 +186,8 @@ pub struct ComputeState {
     /// The flavors and the projects' flavor access as last read, with the state file's
     /// write generation they were read at (`flavors::load_visible`).
     pub flavor_cache: Mutex<Option<flavors::FlavorCache>>,
+    /// The server external events builds wait for (`network-vif-plugged`).
+    pub instance_events: instance_events::InstanceEvents,
 }
 
 /// How far this host's resources may be overcommitted when scheduling.
@@ -214,7 +217,16 @@ pub struct ComputeConfig {
     /// The volume service's settings: where attached volumes' files are
     /// (`os-volume_attachments`, through `volume::ops`).
     pub volume: crate::volume::VolumeConfig,
+    /// Nova's `vif_plugging_timeout`: how long a build waits for
+    /// `network-vif-plugged` of its ports (zero: it does not wait).
+    pub vif_plugging_timeout: std::time::Duration,
+    /// Nova's `vif_plugging_is_fatal`: a build whose wait times out (or
+    /// gets `failed`) goes to ERROR; off: it goes on.
+    pub vif_plugging_is_fatal: bool,
 }
+
+/// Nova's default `vif_plugging_timeout`, seconds.
+pub const VIF_PLUGGING_TIMEOUT: u64 = 300;
 
 impl Default for ComputeConfig {
     fn default() -> Self {
@@ -230,6 +242,8 @@ impl Default for ComputeConfig {
             network: Default::default(),
             events: Default::default(),
             volume: Default::default(),
+            vif_plugging_timeout: std::time::Duration::from_secs(VIF_PLUGGING_TIMEOUT),
+            vif_plugging_is_fatal: true,
         }
     }
 }
@@ -574,7 +588,9 @@ impl ComputeState {
         config: ComputeConfig,
         driver: Arc<dyn driver::ComputeDriver>,
     ) -> Arc<ComputeState> {
-        Arc::new(ComputeState {
+        let receiver = config.network.notifier.take_receiver();
+        let state = Arc::new(ComputeState {
+            instance_events: Default::default(),
             db: identity.db.clone(),
             public_url: identity.public_url.clone(),
             driver,
@@ -585,7 +601,13 @@ impl ComputeState {
             volumes: crate::volume::VolumeState::new(identity.clone(), &config.volume),
             config,
             identity,
-        })
+        });
+        if let Some(rx) = receiver
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tokio::spawn(servers::receive_network_events(Arc::downgrade(&state), rx));
+        }
+        state
     }
 }
 

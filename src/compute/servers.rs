@@ -33,6 +33,7 @@ use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::Auth;
+use crate::network::notifier::ServerEvent;
 
 type S = Arc<ComputeState>;
 
@@ -187,24 +188,27 @@ async fn external_events(
         "accelerator-request-bound",
         "volume-reimaged",
     ];
-    let servers = s
-        .read(|conn| Ok(db::list_servers(conn, None, false)?))
-        .await?;
-    let mut out = Vec::new();
-    let mut found = 0;
-    for event in events {
+    let mut parsed = Vec::new();
+    for event in &events {
         let name = event.get("name").and_then(Value::as_str).unwrap_or("");
         if !NAMES.contains(&name) {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute name. Value: {name}. '{name}' is not one of {NAMES:?}"
             )));
         }
-        let uuid = event
-            .get("server_uuid")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_string);
+        parsed.push(ServerEvent {
+            name: name.to_string(),
+            server_uuid: text("server_uuid").unwrap_or_default(),
+            tag: text("tag"),
+            status: text("status").unwrap_or_else(|| "completed".into()),
+        });
+    }
+    let known = dispatch_events(&s, parsed).await?;
+    let mut out = Vec::new();
+    let mut found = 0;
+    for (event, known) in events.into_iter().zip(known) {
         let mut reply = event.clone();
-        let known = servers.iter().any(|sv| sv.id == uuid && sv.host.is_some());
         if known {
             found += 1;
             reply["code"] = json!(200);
@@ -231,6 +235,48 @@ async fn external_events(
         StatusCode::MULTI_STATUS
     };
     Ok(json_response(status, &json!({"events": out})))
+}
+
+/// Handles server external events, from `os-server-external-events` and
+/// from the network side's notifier alike: an event for a server that
+/// exists on this host goes to whatever waits for it (a build waiting for
+/// `network-vif-plugged`; `instance_events`), and is dropped otherwise, as
+/// Nova's compute manager drops events nobody waits for. Like Nova, no
+/// instance action is recorded for network events (Nova records one only
+/// for `volume-extended` and `power-update`). Returns, per event, whether
+/// its server is known.
+pub(super) async fn dispatch_events(s: &S, events: Vec<ServerEvent>) -> ComputeResult<Vec<bool>> {
+    let ids: Vec<String> = events.iter().map(|e| e.server_uuid.clone()).collect();
+    let hosted = s
+        .read(move |conn| {
+            let mut hosted = Vec::new();
+            for id in ids {
+                let server = db::get_server(conn, &id)?;
+                hosted.push(server.is_some_and(|sv| sv.host.is_some() && !sv.deleted));
+            }
+            Ok(hosted)
+        })
+        .await?;
+    for (event, known) in events.iter().zip(&hosted) {
+        let waited = *known && s.instance_events.deliver(event);
+        tracing::debug!(name = %event.name, server = %event.server_uuid, tag = ?event.tag,
+            status = %event.status, known, waited, "server external event");
+    }
+    Ok(hosted)
+}
+
+/// Receives the network side's events (`network::notifier`) for as long
+/// as the compute service exists.
+pub(super) async fn receive_network_events(
+    s: std::sync::Weak<ComputeState>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<ServerEvent>>,
+) {
+    while let Some(events) = rx.recv().await {
+        let Some(s) = s.upgrade() else { return };
+        if let Err(e) = dispatch_events(&s, events).await {
+            tracing::warn!(error = %e, "cannot handle the network's server events");
+        }
+    }
 }
 
 // ------------------------------------------------------------------ states

@@ -559,7 +559,7 @@ pub fn lease_for(net: &Network, subnet: &Subnet, port: &Port, ip: &str) -> Optio
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use serde_json::{Value, json};
 
     use super::*;
@@ -602,7 +602,14 @@ mod tests {
         .unwrap()
     }
 
-    fn port(id: &str, net: &str, owner: &str, device: &str, subnet: &str, ip: &str) -> Port {
+    pub(in crate::dataplane) fn port(
+        id: &str,
+        net: &str,
+        owner: &str,
+        device: &str,
+        subnet: &str,
+        ip: &str,
+    ) -> Port {
         serde_json::from_value(merge(
             std(id),
             json!({

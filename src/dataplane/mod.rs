@@ -2,7 +2,10 @@
 //! reconciler. Each pass reads the desired state from the network records
 //! (`desired`), reads the kernel's (`reconcile`, over netlink), and makes
 //! the difference; then it marks ports `ACTIVE`/`DOWN` as their interfaces
-//! exist and keeps the DHCP servers' lease tables current. A pass runs on
+//! are wired (on their bridge, security groups written), tells compute
+//! (`network-vif-plugged` on DOWN → ACTIVE, `failed` when a tap could not be
+//! wired, `network-vif-unplugged` on ACTIVE → DOWN, through
+//! `network::notifier`) and keeps the DHCP servers' lease tables current. A pass runs on
 //! start (so a kill -9 or a reboot is repaired by construction), after
 //! every network write (the `Notify` that server.rs hands to the network
 //! service) and every few seconds (a tap made by compute shows up).
@@ -40,6 +43,7 @@ use tokio::sync::Notify;
 
 use crate::db::{Db, DbError};
 use crate::network::model::{Network, Port};
+use crate::network::notifier::{Notifier, ServerEvent, VIF_PLUGGED, VIF_UNPLUGGED};
 use crate::network::store;
 
 /// How often a pass runs without a change (picks up taps made by compute).
@@ -99,10 +103,19 @@ pub struct Dataplane {
     tables: std::sync::Mutex<reconcile::TableCache>,
     /// Bridged external mode's interface (`--external-interface`), or none.
     uplink: Option<uplink::Uplink>,
+    /// Where port events go (compute).
+    notifier: Notifier,
+    /// Ports whose wiring failure was reported (once until it changes).
+    failed_reported: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// Starts the reconciler: a first pass now, then one after each change.
-pub fn start(db: Db, changed: Arc<Notify>, uplink: Option<uplink::Uplink>) -> Arc<Dataplane> {
+pub fn start(
+    db: Db,
+    changed: Arc<Notify>,
+    uplink: Option<uplink::Uplink>,
+    notifier: Notifier,
+) -> Arc<Dataplane> {
     load_br_netfilter();
     let dp = Arc::new(Dataplane {
         db,
@@ -113,6 +126,8 @@ pub fn start(db: Db, changed: Arc<Notify>, uplink: Option<uplink::Uplink>) -> Ar
         instances: RwLock::new(None),
         tables: std::sync::Mutex::new(BTreeMap::new()),
         uplink,
+        notifier,
+        failed_reported: std::sync::Mutex::new(BTreeSet::new()),
     });
     let runner = dp.clone();
     tokio::spawn(async move {
@@ -203,10 +218,27 @@ impl Dataplane {
                     .map(|v| (v.port_id.clone(), applied.plugged.contains(&v.port_id))),
             )
             .collect();
-        self.db
-            .write(move |tx| mark_ports(tx, &ports).map_err(|e| DbError::Task(e.to_string())))
+        let failed = self.newly_failed(&applied.failed);
+        let events = self
+            .db
+            .write(move |tx| {
+                mark_ports(tx, &ports, &failed).map_err(|e| DbError::Task(e.to_string()))
+            })
             .await?;
+        self.notifier.send(events);
         Ok(())
+    }
+
+    /// The failed ports not reported yet (a failure is reported once, until
+    /// the port is wired or gone).
+    fn newly_failed(&self, failed: &BTreeSet<String>) -> BTreeSet<String> {
+        let Ok(mut reported) = self.failed_reported.lock() else {
+            return BTreeSet::new();
+        };
+        reported.retain(|p| failed.contains(p));
+        let new: BTreeSet<String> = failed.difference(&reported).cloned().collect();
+        reported.extend(new.iter().cloned());
+        new
     }
 
     fn update_dhcp(&self, t: &desired::Topology, applied: &reconcile::Applied) {
@@ -401,6 +433,15 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Plugs a compute port before its VMM starts (Nova's `plug_vifs`): its
+    /// tap is made (persistent) and a pass asked for, which wires it and
+    /// sends `network-vif-plugged` when the port goes `ACTIVE`.
+    pub async fn plug_port(&self, port_id: &str) -> Result<(), DataplaneError> {
+        self.tap_for_port(port_id).await.map(drop)
+    }
+}
+
 /// The topology of the records, rewritten for bridged external mode, and
 /// the networks it was made of.
 fn with_uplink(
@@ -448,21 +489,33 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
 }
 
 /// Ports plugged are `ACTIVE` (a compute port's binding is `tap`), others
-/// `DOWN`; records change only when their state does.
+/// `DOWN`; records change only when their state does. Returns the events
+/// for compute: a bound compute port's status change, and `failed` for the
+/// bound compute ports in `failed` that are not `ACTIVE`.
 fn mark_ports(
     tx: &rusqlite::Transaction,
     ports: &BTreeMap<String, bool>,
-) -> Result<(), DataplaneError> {
+    failed: &BTreeSet<String>,
+) -> Result<Vec<ServerEvent>, DataplaneError> {
+    let mut events = Vec::new();
     for (id, plugged) in ports {
         let Some(mut port) = store::load::<Port>(tx, id)? else {
             continue;
         };
         let status = if *plugged { "ACTIVE" } else { "DOWN" };
         let compute = !port.device_owner.starts_with("network:");
+        let bound = compute && !port.device_id.is_empty();
+        if bound && !*plugged && port.status != "ACTIVE" && failed.contains(id) {
+            events.push(ServerEvent::port(VIF_PLUGGED, &port.device_id, id, false));
+        }
         let vif = if *plugged { "tap" } else { "unbound" };
         let vif_changed = compute && port.vif_type != vif;
         if port.status == status && !vif_changed {
             continue;
+        }
+        if bound && port.status != status {
+            let name = if *plugged { VIF_PLUGGED } else { VIF_UNPLUGGED };
+            events.push(ServerEvent::port(name, &port.device_id, id, true));
         }
         port.status = status.to_string();
         if compute {
@@ -478,5 +531,86 @@ fn mark_ports(
         }
         store::save(tx, &mut port)?;
     }
-    Ok(())
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Temp(std::path::PathBuf);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mark(db: &Db, plugged: &[(&str, bool)], failed: &[&str]) -> Vec<ServerEvent> {
+        let ports: BTreeMap<String, bool> =
+            plugged.iter().map(|(p, b)| (p.to_string(), *b)).collect();
+        let failed: BTreeSet<String> = failed.iter().map(|p| p.to_string()).collect();
+        db.write_blocking(|tx| {
+            mark_ports(tx, &ports, &failed).map_err(|e| DbError::Task(e.to_string()))
+        })
+        .expect("mark")
+    }
+
+    fn status(db: &Db, id: &str) -> String {
+        let id = id.to_string();
+        db.read_blocking(move |conn| {
+            let p = store::load::<Port>(conn, &id).map_err(|e| DbError::Task(e.to_string()))?;
+            Ok(p.map(|p| p.status).unwrap_or_default())
+        })
+        .expect("read")
+    }
+
+    /// Status changes of bound compute ports become Nova's events;
+    /// unbound ports and router ports change status silently; a tap that
+    /// cannot be wired is `failed` while the port is not ACTIVE.
+    #[test]
+    fn port_status_changes_become_vif_events() {
+        let dir = std::env::temp_dir().join(format!("yunhe-dp-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _temp = Temp(dir.clone());
+        let db = Db::open(&dir.join("yunhe.db")).expect("db");
+        let port = desired::tests::port;
+        db.write_blocking(|tx| {
+            for p in [
+                port("p1", "n", "compute:nova", "srv1", "s", "10.0.0.5"),
+                port("p2", "n", "compute:nova", "", "s", "10.0.0.6"),
+                port("p3", "n", "compute:nova", "srv1", "s", "10.0.0.7"),
+                port("p4", "n", "network:router_interface", "r1", "s", "10.0.0.1"),
+            ] {
+                store::insert(tx, &p).map_err(|e| DbError::Task(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .expect("ports");
+        let events = mark(
+            &db,
+            &[("p1", true), ("p2", true), ("p3", false), ("p4", true)],
+            &["p3"],
+        );
+        assert_eq!(
+            events,
+            vec![
+                ServerEvent::port(VIF_PLUGGED, "srv1", "p1", true),
+                ServerEvent::port(VIF_PLUGGED, "srv1", "p3", false),
+            ]
+        );
+        assert_eq!(status(&db, "p1"), "ACTIVE");
+        assert_eq!(status(&db, "p2"), "ACTIVE");
+        assert_eq!(status(&db, "p3"), "DOWN");
+        assert_eq!(status(&db, "p4"), "ACTIVE");
+        // Nothing changed: nothing sent.
+        assert!(mark(&db, &[("p1", true), ("p2", true)], &[]).is_empty());
+        // The tap went: DOWN and unplugged.
+        assert_eq!(
+            mark(&db, &[("p1", false), ("p2", false)], &[]),
+            vec![ServerEvent::port(VIF_UNPLUGGED, "srv1", "p1", true)]
+        );
+        assert_eq!(status(&db, "p1"), "DOWN");
+        assert_eq!(status(&db, "p2"), "DOWN");
+    }
 }

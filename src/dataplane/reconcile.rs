@@ -18,8 +18,12 @@ pub const LINK_PREFIX: &str = "yh-";
 /// What a pass found in place afterwards.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Ports whose interface exists.
+    /// Ports whose interface exists, on its bridge, with its namespace's
+    /// nftables (security groups) written.
     pub plugged: BTreeSet<String>,
+    /// Ports whose interface exists but could not be wired (bridge missing,
+    /// link not set, nftables not written): `network-vif-plugged` `failed`.
+    pub failed: BTreeSet<String>,
     /// Each network's bridge: namespace, index, MAC.
     pub bridges: BTreeMap<String, (Ns, i32, [u8; 6])>,
     /// The router end of each veth pair: (namespace, name) → index.
@@ -167,13 +171,17 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
         let link = l.get(name)?;
         let master = bridge.and_then(|b| l.get(b)).map(|b| b.index as u32);
         if bridge.is_some() && master.is_none() {
-            return Some(link.index);
+            // Not on its bridge: not wired.
+            return None;
         }
         if (!link.up || (master.is_some() && link.master != master))
             && let Some(sock) = socks.get_mut(ns)
             && let Err(e) = netlink::set_link(sock, link.index, master)
         {
             warn("setting link up", ns, name, &e);
+            if bridge.is_some() {
+                return None;
+            }
         }
         Some(link.index)
     };
@@ -225,6 +233,12 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
     for tap in &t.taps {
         if enslave(&tap.ns, &tap.name, Some(&tap.bridge), &mut socks).is_some() {
             applied.plugged.insert(tap.port_id.clone());
+        } else if links
+            .get(&tap.ns)
+            .is_some_and(|l| l.contains_key(&tap.name))
+        {
+            // The tap is there (compute made it) but is not wired.
+            applied.failed.insert(tap.port_id.clone());
         }
     }
     for (ns, sock) in socks.iter_mut() {
@@ -278,7 +292,15 @@ pub fn apply(t: &Topology, cache: &mut TableCache) -> io::Result<Applied> {
             Ok(()) => {
                 cache.insert(ns.clone(), want.to_vec());
             }
-            Err(e) => warn("writing nftables table", ns, nft::TABLE, &e),
+            Err(e) => {
+                warn("writing nftables table", ns, nft::TABLE, &e);
+                // A port is wired only with its security groups applied.
+                for tap in t.taps.iter().filter(|tap| tap.ns == *ns) {
+                    if applied.plugged.remove(&tap.port_id) {
+                        applied.failed.insert(tap.port_id.clone());
+                    }
+                }
+            }
         }
     }
 

@@ -9,9 +9,9 @@
 //! `security_groups`, `routers`, `floating_ips`, `subnet_pools`, `rbac`),
 //! `tags`, `quotas` and `extensions`.
 //!
-//! There is no dataplane yet: ports stay `DOWN` with `binding:vif_type`
-//! `unbound`. The domain functions return what they allocated (see
-//! `ports::create_port_in`) so a dataplane can follow the records.
+//! The dataplane (src/dataplane) follows the records and sets ports'
+//! `status`; `notifier` carries Neutron's `network-vif-plugged`/`-unplugged`
+//! events to compute (docs/network.md, "Port status and VIF events").
 
 mod attrs;
 mod extensions;
@@ -21,6 +21,7 @@ pub mod ipam;
 mod lookup;
 pub mod model;
 mod networks;
+pub mod notifier;
 mod ports;
 mod query;
 mod quotas;

@@ -36,12 +36,15 @@ pub const MAX_NICS: usize = 16;
 const MAX_SECURITY_GROUPS: usize = 32;
 
 /// What connects compute to the network service at run time: the
-/// dataplane (with `serve --dataplane`) and the `Notify` told after a port
-/// changes. Fixed at start-up by server.rs.
+/// dataplane (with `serve --dataplane`), the `Notify` told after a port
+/// changes, and the notifier the network side sends server external events
+/// through (`network-vif-plugged`; compute receives them). Fixed at
+/// start-up by server.rs.
 #[derive(Clone, Default)]
 pub struct NetworkHooks {
     pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
     pub changed: Option<Arc<tokio::sync::Notify>>,
+    pub notifier: network::notifier::Notifier,
 }
 
 impl std::fmt::Debug for NetworkHooks {
@@ -745,6 +748,66 @@ where
             None => Err(ComputeError::Db(e)),
         },
     }
+}
+
+/// Plugs a server's ports before its VMM starts, as Nova's `plug_vifs`:
+/// with the dataplane, each port's tap is made and the dataplane wires it
+/// (and sends `network-vif-plugged` as the port goes `ACTIVE`); without,
+/// the ports bound to the server go `ACTIVE` here and their
+/// `network-vif-plugged` is sent, as Neutron's noop agent would (there is
+/// nothing to wire).
+pub async fn plug(s: &ComputeState, server: &Server) -> Result<(), String> {
+    if let Some(dp) = &s.config.network.dataplane {
+        for sp in &server.ports {
+            dp.plug_port(&sp.port_id)
+                .await
+                .map_err(|e| format!("port {}: {e}", sp.port_id))?;
+        }
+        return Ok(());
+    }
+    let server_id = server.id.clone();
+    let ids: Vec<String> = server.ports.iter().map(|p| p.port_id.clone()).collect();
+    let events = s
+        .write(move |tx| {
+            let mut events = Vec::new();
+            for id in ids {
+                let Some(mut port) = store::load::<Port>(tx, &id).map_err(from_network)? else {
+                    continue;
+                };
+                if port.device_id != server_id || port.status == "ACTIVE" {
+                    continue;
+                }
+                port.status = "ACTIVE".into();
+                store::save(tx, &mut port).map_err(from_network)?;
+                events.push(network::notifier::ServerEvent::port(
+                    network::notifier::VIF_PLUGGED,
+                    &server_id,
+                    &id,
+                    true,
+                ));
+            }
+            Ok(events)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    s.config.network.notifier.send(events);
+    Ok(())
+}
+
+/// The server's ports that are not `ACTIVE` (those a build waits for).
+pub async fn ports_down(s: &ComputeState, server: &Server) -> ComputeResult<Vec<String>> {
+    let ids: Vec<String> = server.ports.iter().map(|p| p.port_id.clone()).collect();
+    s.read(move |conn| {
+        let mut down = Vec::new();
+        for id in ids {
+            let port = store::load::<Port>(conn, &id).map_err(from_network)?;
+            if port.is_some_and(|p| p.status != "ACTIVE") {
+                down.push(id);
+            }
+        }
+        Ok(down)
+    })
+    .await
 }
 
 /// Tells the dataplane that ports changed (when it runs).
