@@ -1442,3 +1442,88 @@ fn attachments_reserve_connect_complete_and_delete() {
     assert_eq!(r.json()["attachment"]["attach_mode"], "ro");
     assert_eq!(r.json()["attachment"]["status"], "attaching");
 }
+
+/// The metadata sub-resource volumes and snapshots share: merge, replace, put one key,
+/// show, delete, and the refusals in Cinder's words with each record's own noun.
+#[test]
+fn metadata_of_volumes_and_snapshots() {
+    let server = Server::start();
+    let admin = server.admin_token();
+    let id = create_volume(&server, &admin, json!({"size": 1, "metadata": {"a": "1"}}));
+    wait_for(&server, &admin, "volume", &id, "available");
+    let snap = req(
+        &server,
+        "POST",
+        "/snapshots",
+        &admin,
+        Some(&json!({"snapshot": {"volume_id": id, "metadata": {"a": "1"}}})),
+    );
+    assert_eq!(snap.status, 202, "{}", snap.text);
+    let snap_id = snap.json()["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(&server, &admin, "snapshot", &snap_id, "available");
+    for (collection, owner, noun) in [
+        ("volumes", &id, "Volume"),
+        ("snapshots", &snap_id, "Snapshot"),
+    ] {
+        let base = format!("/{collection}/{owner}/metadata");
+        let merged = req(
+            &server,
+            "POST",
+            &base,
+            &admin,
+            Some(&json!({"metadata": {"b": "2"}})),
+        );
+        assert_eq!(merged.status, 200, "{}", merged.text);
+        assert_eq!(merged.json()["metadata"], json!({"a": "1", "b": "2"}));
+        let put_one = put(
+            &server,
+            &format!("{base}/c"),
+            &admin,
+            json!({"meta": {"c": "3"}}),
+        );
+        assert_eq!(put_one.status, 200, "{}", put_one.text);
+        assert_eq!(put_one.json()["meta"], json!({"c": "3"}));
+        let mismatch = put(
+            &server,
+            &format!("{base}/c"),
+            &admin,
+            json!({"meta": {"d": "4"}}),
+        );
+        assert_eq!(mismatch.status, 400);
+        assert!(
+            mismatch.text.contains("Request body and URI mismatch"),
+            "{}",
+            mismatch.text
+        );
+        let shown = req(&server, "GET", &format!("{base}/c"), &admin, None);
+        assert_eq!(shown.json()["meta"], json!({"c": "3"}));
+        let replaced = put(&server, &base, &admin, json!({"metadata": {"z": "9"}}));
+        assert_eq!(replaced.json()["metadata"], json!({"z": "9"}));
+        let listed = req(&server, "GET", &base, &admin, None);
+        assert_eq!(listed.json()["metadata"], json!({"z": "9"}));
+        let missing = req(&server, "GET", &format!("{base}/a"), &admin, None);
+        assert_eq!(missing.status, 404);
+        assert!(
+            missing
+                .text
+                .contains(&format!("{noun} {owner} has no metadata with key a.")),
+            "{}",
+            missing.text
+        );
+        assert_eq!(
+            req(&server, "DELETE", &format!("{base}/z"), &admin, None).status,
+            200
+        );
+        let gone = req(&server, "DELETE", &format!("{base}/z"), &admin, None);
+        assert_eq!(gone.status, 404);
+        assert!(
+            gone.text
+                .contains(&format!("{noun} {owner} has no metadata with key z.")),
+            "{}",
+            gone.text
+        );
+    }
+}

@@ -81,7 +81,7 @@ pub fn load_for_action(
         .ok_or_else(|| not_found(id))?;
     check_unlocked(admin, &server)?;
     action
-        .check(id, &server.vm_state, server.task_state.as_deref())
+        .check(id, server.vm_state, server.task_state)
         .map_err(|e| ComputeError::Conflict(e.to_string()))?;
     Ok(server)
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::build::{self, BootInfo, fault, update_server};
-use super::states::NOSTATE;
+use super::states::{PowerState, TaskState, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::servers::{Server, ServerVolume};
 use crate::db::volume as vstore;
@@ -770,8 +770,8 @@ pub async fn prepare(s: &S, id: &str, mappings: &[Mapping], request_id: &str) ->
     let lock = s.locks.lock_for(id);
     let guard = lock.lock().await;
     let Some(server) = update_server(s, id, |sv| {
-        if sv.task_state.as_deref() != Some("deleting") {
-            sv.task_state = Some("block_device_mapping".into());
+        if sv.task_state != Some(TaskState::Deleting) {
+            sv.task_state = Some(TaskState::BlockDeviceMapping);
         }
     })
     .await
@@ -779,7 +779,7 @@ pub async fn prepare(s: &S, id: &str, mappings: &[Mapping], request_id: &str) ->
         return false;
     };
     // Being deleted: the build path ends the create action.
-    if server.deleted || server.task_state.as_deref() == Some("deleting") {
+    if server.deleted || server.task_state == Some(TaskState::Deleting) {
         return true;
     }
     let mut taken = server.volumes.clone();
@@ -800,9 +800,9 @@ pub async fn prepare(s: &S, id: &str, mappings: &[Mapping], request_id: &str) ->
                 }
                 let detail = format!("{}: {why}", m.describe(index));
                 update_server(s, id, move |sv| {
-                    sv.vm_state = "error".into();
-                    sv.power_state = NOSTATE;
-                    if sv.task_state.as_deref() != Some("deleting") {
+                    sv.vm_state = VmState::Error;
+                    sv.power_state = PowerState::NoState;
+                    if sv.task_state != Some(TaskState::Deleting) {
                         sv.task_state = None;
                     }
                     sv.fault = Some(fault(
@@ -1222,8 +1222,8 @@ mod tests {
                 name: "vm".into(),
                 project_id: "p".into(),
                 user_id: "u".into(),
-                vm_state: "building".into(),
-                task_state: Some("scheduling".into()),
+                vm_state: VmState::Building,
+                task_state: Some(TaskState::Scheduling),
                 reservation_id: "r-1".into(),
                 hostname: "vm".into(),
                 ..Default::default()
@@ -1272,7 +1272,7 @@ mod tests {
             named.device_name = Some("/dev/vdd".into());
             assert!(prepare(&c.s, "srv", &[blank(1, None, false), named], "req").await);
             let sv = stored(&c.s).await;
-            assert_eq!(sv.task_state.as_deref(), Some("block_device_mapping"));
+            assert_eq!(sv.task_state, Some(TaskState::BlockDeviceMapping));
             assert_eq!(sv.volumes.len(), 2);
             assert_eq!(sv.volumes[0].device, "/dev/vdb");
             assert_eq!(sv.volumes[1].device, "/dev/vdd");
@@ -1297,7 +1297,7 @@ mod tests {
             };
             assert!(!prepare(&c.s, "srv", &[blank(1, Some(0), false), missing], "req").await);
             let sv = stored(&c.s).await;
-            assert_eq!(sv.vm_state, "error");
+            assert_eq!(sv.vm_state, VmState::Error);
             let fault = sv.fault.expect("fault");
             let details = fault["details"].as_str().unwrap_or_default();
             assert!(

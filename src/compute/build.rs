@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::access::{check_unlocked, load_tx};
 use super::driver::BootFiles;
-use super::states::{NOSTATE, RUNNING};
+use super::states::{PowerState, TaskState, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, iso_time};
 use crate::db::compute as store;
 use crate::db::now_unix;
@@ -84,7 +84,7 @@ pub async fn resolve_boot(
 
 pub fn clean_timeout(server: &Server) -> Option<Duration> {
     // A paused or suspended guest cannot answer the power button.
-    if server.vm_state != "active" && server.vm_state != "resized" {
+    if server.vm_state != VmState::Active && server.vm_state != VmState::Resized {
         return None;
     }
     let secs = server.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
@@ -234,15 +234,15 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
         let lock = s.locks.lock_for(&id);
         let _guard = lock.lock().await;
         let Some(server) = update_server(&s, &id, |sv| {
-            if sv.task_state.as_deref() != Some("deleting") {
-                sv.task_state = Some("spawning".into());
+            if sv.task_state != Some(TaskState::Deleting) {
+                sv.task_state = Some(TaskState::Spawning);
             }
         })
         .await
         else {
             return;
         };
-        if server.deleted || server.task_state.as_deref() == Some("deleting") {
+        if server.deleted || server.task_state == Some(TaskState::Deleting) {
             finish_action_event(
                 &s,
                 &id,
@@ -258,9 +258,9 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
         match result {
             Ok(pid) => {
                 update_server(&s, &id, move |sv| {
-                    sv.vm_state = "active".into();
-                    sv.power_state = RUNNING;
-                    if sv.task_state.as_deref() != Some("deleting") {
+                    sv.vm_state = VmState::Active;
+                    sv.power_state = PowerState::Running;
+                    if sv.task_state != Some(TaskState::Deleting) {
                         sv.task_state = None;
                     }
                     sv.launched_at = Some(now_unix());
@@ -273,9 +273,9 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
                 s.driver.stop(&id, None).await;
                 let message = e.to_string();
                 update_server(&s, &id, move |sv| {
-                    sv.vm_state = "error".into();
-                    sv.power_state = NOSTATE;
-                    if sv.task_state.as_deref() != Some("deleting") {
+                    sv.vm_state = VmState::Error;
+                    sv.power_state = PowerState::NoState;
+                    if sv.task_state != Some(TaskState::Deleting) {
                         sv.task_state = None;
                     }
                     sv.fault = Some(fault(
@@ -515,7 +515,7 @@ pub async fn start_delete(
         .write(move |tx| {
             let mut server = load_tx(tx, admin, &ctx2, &id2)?;
             check_unlocked(admin, &server)?;
-            server.task_state = Some("deleting".into());
+            server.task_state = Some(TaskState::Deleting);
             server.updated_at = now_unix();
             db::update_server(tx, &server)?;
             record_action(tx, &server, &rid, "delete", now_unix())?;
@@ -566,9 +566,9 @@ pub fn spawn_delete(s: S, id: String, request_id: String) {
                 };
                 let now = now_unix();
                 server.deleted = true;
-                server.vm_state = "deleted".into();
+                server.vm_state = VmState::Deleted;
                 server.task_state = None;
-                server.power_state = NOSTATE;
+                server.power_state = PowerState::NoState;
                 server.terminated_at = Some(now);
                 server.updated_at = now;
                 server.host = None;

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ComputeError, ComputeResult, ComputeState, Mv, parse_body, take_object};
+use crate::compute::states::VmState;
 use crate::db::now_unix;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
@@ -99,7 +100,7 @@ impl ConsoleTokens {
 async fn authorize_console(s: &S, ctx: &AuthContext, id: &str) -> ComputeResult<String> {
     let rule = "os_compute_api:os-remote-consoles";
     let server = super::access::load_authorized(s, ctx, id, rule).await?;
-    if !["active", "paused", "resized"].contains(&server.vm_state.as_str())
+    if ![VmState::Active, VmState::Paused, VmState::Resized].contains(&server.vm_state)
         || !s.driver.is_alive(&server.id) && s.driver.status(&server.id).await.is_none()
     {
         return Err(ComputeError::Conflict(format!(

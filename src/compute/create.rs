@@ -20,7 +20,7 @@ use super::build::{self, BootInfo};
 use super::hosts::Capacity;
 use super::iso_time;
 use super::quotas::{self, ServerRequest};
-use super::states::NOSTATE;
+use super::states::{PowerState, TaskState, VmState};
 use super::validate::{
     bool_like, check_hostname, check_metadata, check_name, check_tags, last_segment, opt_str,
     sanitize_hostname,
@@ -526,9 +526,9 @@ fn record(tx: &rusqlite::Transaction, plan: &Plan) -> ComputeResult<(Vec<Server>
                 .unwrap_or_else(|| sanitize_hostname(&name, &id)),
             metadata: req.metadata.clone(),
             tags: req.tags.clone(),
-            vm_state: if fits { "building" } else { "error" }.into(),
-            task_state: if fits { Some("scheduling".into()) } else { None },
-            power_state: NOSTATE,
+            vm_state: if fits { VmState::Building } else { VmState::Error },
+            task_state: if fits { Some(TaskState::Scheduling) } else { None },
+            power_state: PowerState::NoState,
             locked: false,
             locked_by: None,
             locked_reason: None,

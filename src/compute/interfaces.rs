@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::access::{load_authorized, load_for_action};
 use super::build::{finish_action, record_action};
 use super::networking::{self, InterfaceView, MAX_NICS, NetRequest, write_atomic};
-use super::states::Action;
+use super::states::{Action, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, no_additional, parse_body};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server, ServerPort};
@@ -221,7 +221,7 @@ pub async fn attach(
     .await?;
     networking::notify(s);
     s.config.events.server(&server.id, &server.project_id);
-    if server.vm_state == "active"
+    if server.vm_state == VmState::Active
         && let Err(e) = s.driver.attach_nic(id, &added).await
     {
         tracing::warn!(server = %id, port = %added.port_id, error = %e, "cannot hot-add a NIC");
@@ -347,7 +347,7 @@ mod tests {
     use super::*;
     use crate::compute::driver::ComputeDriver;
     use crate::compute::fake_driver::FakeDriver;
-    use crate::compute::states::{RUNNING, SHUTDOWN};
+    use crate::compute::states::{PowerState, TaskState};
     use crate::network::model::{Network, Port, Subnet};
     use crate::network::store::{self as nstore, Std};
 
@@ -486,8 +486,8 @@ mod tests {
             name: "vm".into(),
             project_id: "p".into(),
             user_id: "u".into(),
-            vm_state: "active".into(),
-            power_state: RUNNING,
+            vm_state: VmState::Active,
+            power_state: PowerState::Running,
             reservation_id: "r-1".into(),
             hostname: "vm".into(),
             ..Default::default()
@@ -657,14 +657,13 @@ mod tests {
             .expect("attach");
         // States: paused, a task running, locked.
         for (vm_state, task, locked) in [
-            ("paused", None, false),
-            ("active", Some("rebooting"), false),
-            ("active", None, true),
-            ("shelved_offloaded", None, false),
+            (VmState::Paused, None, false),
+            (VmState::Active, Some(TaskState::Rebooting), false),
+            (VmState::Active, None, true),
+            (VmState::ShelvedOffloaded, None, false),
         ] {
-            let task = task.map(str::to_string);
             crate::compute::build::update_server(&c.s, "srv", move |sv| {
-                sv.vm_state = vm_state.into();
+                sv.vm_state = vm_state;
                 sv.task_state = task;
                 sv.locked = locked;
             })
@@ -680,8 +679,8 @@ mod tests {
         }
         // A stopped server: the port is recorded, no hot-add.
         crate::compute::build::update_server(&c.s, "srv", |sv| {
-            sv.vm_state = "stopped".into();
-            sv.power_state = SHUTDOWN;
+            sv.vm_state = VmState::Stopped;
+            sv.power_state = PowerState::Shutdown;
             sv.task_state = None;
             sv.locked = false;
         })

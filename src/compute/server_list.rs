@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::access::load_authorized;
 use super::server_views::{ServerView, ViewRights, status_of, view, vm_states_for_status};
 use super::servers::{bool_like, last_segment};
+use super::states::TaskState;
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, next_link, paginate, project_of, query_map,
 };
@@ -168,7 +169,7 @@ async fn list_servers(
                         && (wanted == "ACTIVE"
                             || wanted == "RESIZE"
                             || wanted == "REBUILD"
-                            || status_of(&sv.vm_state, sv.task_state.as_deref()) == wanted
+                            || status_of(sv.vm_state, sv.task_state) == wanted
                             || states.len() == 1)
                 });
             }
@@ -234,14 +235,14 @@ async fn list_servers(
             }
             "vm_state" if filter_allowed(key) => {
                 let states = multi.get("vm_state").cloned().unwrap_or_default();
-                servers.retain(|sv| states.contains(&sv.vm_state))
+                servers.retain(|sv| states.iter().any(|v| v == sv.vm_state.as_str()))
             }
             "task_state" if filter_allowed(key) => {
                 let states = multi.get("task_state").cloned().unwrap_or_default();
                 servers.retain(|sv| {
                     states
                         .iter()
-                        .any(|t| sv.task_state.as_deref() == Some(t.as_str()))
+                        .any(|t| sv.task_state.map(TaskState::as_str) == Some(t.as_str()))
                 })
             }
             "power_state" if filter_allowed(key) => {
@@ -249,7 +250,7 @@ async fn list_servers(
                 servers.retain(|sv| {
                     states
                         .iter()
-                        .any(|p| p.parse::<i64>().ok() == Some(sv.power_state))
+                        .any(|p| p.parse::<i64>().ok() == Some(sv.power_state.code()))
                 })
             }
             "config_drive" if filter_allowed(key) => {
@@ -332,9 +333,9 @@ async fn list_servers(
             "created_at" => format!("{:020}", sv.created_at),
             "updated_at" => format!("{:020}", sv.updated_at),
             "uuid" => sv.id.clone(),
-            "vm_state" => sv.vm_state.clone(),
-            "task_state" => sv.task_state.clone().unwrap_or_default(),
-            "power_state" => format!("{:05}", sv.power_state),
+            "vm_state" => sv.vm_state.to_string(),
+            "task_state" => sv.task_state.map(|t| t.to_string()).unwrap_or_default(),
+            "power_state" => format!("{:05}", sv.power_state.code()),
             "key_name" => sv.key_name.clone().unwrap_or_default(),
             "project_id" => sv.project_id.clone(),
             "user_id" => sv.user_id.clone(),

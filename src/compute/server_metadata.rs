@@ -17,6 +17,7 @@ use super::access::{check_unlocked, load, load_authorized, load_tx};
 use super::quotas;
 use super::servers::{MAX_TAGS, check_metadata, check_tag, check_tags};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, parse_body};
+use crate::compute::states::{TaskState, VmState};
 use crate::db::now_unix;
 use crate::db::servers as db;
 use crate::http::json_response;
@@ -74,8 +75,8 @@ async fn write_metadata(
     s.write(move |tx| {
         let mut server = load_tx(tx, admin, &ctx, &id)?;
         check_unlocked(admin, &server)?;
-        if ["building", "deleted"].contains(&server.vm_state.as_str())
-            && server.task_state.as_deref() == Some("deleting")
+        if [VmState::Building, VmState::Deleted].contains(&server.vm_state)
+            && server.task_state == Some(TaskState::Deleting)
         {
             return Err(ComputeError::Conflict(format!(
                 "Cannot 'update metadata' instance {id} while it is in task_state deleting"
@@ -235,14 +236,14 @@ async fn write_tags(
     s.write(move |tx| {
         let mut server = load_tx(tx, admin, &ctx, &id)?;
         if ![
-            "active",
-            "paused",
-            "suspended",
-            "stopped",
-            "shelved",
-            "shelved_offloaded",
+            VmState::Active,
+            VmState::Paused,
+            VmState::Suspended,
+            VmState::Stopped,
+            VmState::Shelved,
+            VmState::ShelvedOffloaded,
         ]
-        .contains(&server.vm_state.as_str())
+        .contains(&server.vm_state)
         {
             return Err(ComputeError::Conflict(format!(
                 "Cannot 'update tags' instance {id} while it is in vm_state {}",

@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::access::load_authorized;
-use super::states::RUNNING;
+use super::states::PowerState;
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty};
 use crate::db::now_unix;
 use crate::http::json_response;
@@ -181,7 +181,7 @@ async fn diagnostics(
     let st = s.driver.stats(&server.id).await.map_err(|_| {
         ComputeError::Conflict(format!(
             "Cannot 'get_diagnostics' instance {id} while it is in power_state {}",
-            server.power_state
+            server.power_state.code()
         ))
     })?;
     let cpu: Vec<Value> = st
@@ -229,7 +229,7 @@ async fn diagnostics(
         return Ok(json_response(
             StatusCode::OK,
             &json!({
-                "state": if server.power_state == RUNNING { "running" } else { "paused" },
+                "state": if server.power_state == PowerState::Running { "running" } else { "paused" },
                 // Nova's API schema allows only these driver names; clients
                 // validate it. The hypervisor field names yunhe.
                 "driver": "libvirt",

@@ -9,14 +9,16 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha224};
 
 use super::networking::{Addresses, PortFacts};
+use super::states::{TaskState, VmState};
 use super::{ComputeState, Mv, iso_time, nova_time};
 use crate::db::servers::{FlavorCopy, Server};
 use crate::identity::AuthContext;
 use crate::policy::Target;
 
-/// Nova's status, from vm_state and task_state.
-pub(super) fn status_of(vm_state: &str, task_state: Option<&str>) -> &'static str {
-    match (vm_state, task_state) {
+/// Nova's status, from vm_state and task_state (matched by Nova's names, as
+/// nova/api/openstack/common.py's state map is written).
+pub(super) fn status_of(vm_state: VmState, task_state: Option<TaskState>) -> &'static str {
+    match (vm_state.as_str(), task_state.map(TaskState::as_str)) {
         ("building", _) => "BUILD",
         ("active", Some("rebooting" | "reboot_pending" | "reboot_started")) => "REBOOT",
         ("active", Some("rebooting_hard" | "reboot_pending_hard" | "reboot_started_hard")) => {
@@ -210,7 +212,7 @@ impl ServerView<'_> {
         rights: ViewRights,
         full: bool,
     ) -> Result<(), M::Error> {
-        let status = status_of(&server.vm_state, server.task_state.as_deref());
+        let status = status_of(server.vm_state, server.task_state);
         m.serialize_entry("id", &server.id)?;
         m.serialize_entry("name", &server.name)?;
         m.serialize_entry("status", &status)?;
@@ -378,11 +380,17 @@ mod tests {
 
     #[test]
     fn status_follows_vm_and_task_state() {
-        assert_eq!(status_of("active", None), "ACTIVE");
-        assert_eq!(status_of("active", Some("rebooting_hard")), "HARD_REBOOT");
-        assert_eq!(status_of("stopped", None), "SHUTOFF");
-        assert_eq!(status_of("resized", None), "VERIFY_RESIZE");
-        assert_eq!(status_of("error", Some("rebuilding")), "REBUILD");
-        assert_eq!(status_of("building", Some("spawning")), "BUILD");
+        use TaskState as T;
+        use VmState as V;
+        assert_eq!(status_of(V::Active, None), "ACTIVE");
+        assert_eq!(status_of(V::Active, Some(T::RebootingHard)), "HARD_REBOOT");
+        assert_eq!(status_of(V::Stopped, None), "SHUTOFF");
+        assert_eq!(status_of(V::Resized, None), "VERIFY_RESIZE");
+        assert_eq!(status_of(V::Error, Some(T::Rebuilding)), "REBUILD");
+        assert_eq!(status_of(V::Building, Some(T::Spawning)), "BUILD");
+        assert_eq!(
+            status_of(V::Resized, Some(T::ResizeReverting)),
+            "REVERT_RESIZE"
+        );
     }
 }

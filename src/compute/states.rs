@@ -4,52 +4,7 @@
 //! nova/compute/api.py). No HTTP here: the lifecycle turns a refusal into
 //! its 409.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-/// Defines a string enum: `as_str`, `Display`, `FromStr` and serde all use
-/// the names given.
-macro_rules! named {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            #[cfg(test)]
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
-
-            /// Nova's name.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)*
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownState;
-
-            fn from_str(text: &str) -> Result<Self, UnknownState> {
-                match text {
-                    $($text => Ok($name::$variant),)*
-                    other => Err(UnknownState(other.to_string())),
-                }
-            }
-        }
-    };
-}
+pub use crate::db::server_states::{PowerState, TaskState, VmState};
 
 /// Why an action may not start.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -63,99 +18,6 @@ pub enum StateError {
         state: String,
     },
 }
-
-/// A string that names no state.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown state {0}")]
-pub struct UnknownState(pub String);
-
-named! {
-    /// Nova's vm_state: what the server is.
-    VmState {
-        Active = "active",
-        Building = "building",
-        Paused = "paused",
-        Suspended = "suspended",
-        Stopped = "stopped",
-        Rescued = "rescued",
-        Resized = "resized",
-        SoftDeleted = "soft-delete",
-        Deleted = "deleted",
-        Error = "error",
-        Shelved = "shelved",
-        ShelvedOffloaded = "shelved_offloaded",
-    }
-}
-
-named! {
-    /// Nova's task_state: what is being done to the server.
-    TaskState {
-        Spawning = "spawning",
-        PoweringOff = "powering-off",
-        PoweringOn = "powering-on",
-        Rebooting = "rebooting",
-        RebootingHard = "rebooting_hard",
-        Pausing = "pausing",
-        Unpausing = "unpausing",
-        Suspending = "suspending",
-        Resuming = "resuming",
-        Shelving = "shelving",
-        ShelvingOffloading = "shelving_offloading",
-        Unshelving = "unshelving",
-        ImageSnapshot = "image_snapshot",
-        ImageUploading = "image_uploading",
-        Rebuilding = "rebuilding",
-        ResizePrep = "resize_prep",
-        ResizeMigrating = "resize_migrating",
-        ResizeFinish = "resize_finish",
-        ResizeReverting = "resize_reverting",
-        Rescuing = "rescuing",
-        Unrescuing = "unrescuing",
-        Deleting = "deleting",
-    }
-}
-
-/// Nova's power_state, stored as its number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PowerState {
-    NoState = 0,
-    Running = 1,
-    Paused = 3,
-    Shutdown = 4,
-    Crashed = 6,
-    /// Nova's; this cloud shows a suspended server as SHUTDOWN, as Nova's libvirt driver does.
-    #[cfg_attr(not(test), allow(dead_code))]
-    Suspended = 7,
-}
-
-impl PowerState {
-    /// The number Nova stores and shows (`OS-EXT-STS:power_state`).
-    pub const fn code(self) -> i64 {
-        self as i64
-    }
-
-    /// The state of a stored number (None for a number Nova does not define).
-    #[cfg(test)]
-    pub fn from_code(code: i64) -> Option<PowerState> {
-        [
-            PowerState::NoState,
-            PowerState::Running,
-            PowerState::Paused,
-            PowerState::Shutdown,
-            PowerState::Crashed,
-            PowerState::Suspended,
-        ]
-        .into_iter()
-        .find(|p| p.code() == code)
-    }
-}
-
-/// The stored numbers of the power states (the form `Server` keeps).
-pub const NOSTATE: i64 = PowerState::NoState.code();
-pub const RUNNING: i64 = PowerState::Running.code();
-pub const PAUSED: i64 = PowerState::Paused.code();
-pub const SHUTDOWN: i64 = PowerState::Shutdown.code();
-pub const CRASHED: i64 = PowerState::Crashed.code();
 
 /// The server actions that go through the state table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,18 +164,16 @@ impl Action {
         Allowed { vm_states, task }
     }
 
-    /// Checks that the action may start on server `id` in these states
-    /// (stored as Nova's names); returns the task_state to set. The refusal
-    /// is Nova's 409 text.
+    /// Checks that the action may start on server `id` in these states;
+    /// returns the task_state to set. The refusal is Nova's 409 text.
     pub fn check(
         self,
         id: &str,
-        vm_state: &str,
-        task_state: Option<&str>,
+        vm_state: VmState,
+        task_state: Option<TaskState>,
     ) -> Result<Option<TaskState>, StateError> {
         let allowed = self.allowed();
-        let known = VmState::from_str(vm_state).ok();
-        if !known.is_some_and(|v| allowed.vm_states.contains(&v)) {
+        if !allowed.vm_states.contains(&vm_state) {
             return Err(StateError::Conflict {
                 action: self.name(),
                 id: id.to_string(),
@@ -354,7 +214,7 @@ mod tests {
             Ok(VmState::ShelvedOffloaded)
         );
         assert!("ACTIVE".parse::<VmState>().is_err());
-        for p in [NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, 7] {
+        for p in [0, 1, 3, 4, 6, 7] {
             assert_eq!(PowerState::from_code(p).map(PowerState::code), Some(p));
         }
         assert_eq!(PowerState::from_code(2), None);
@@ -364,7 +224,7 @@ mod tests {
     #[test]
     fn the_state_table() {
         use VmState::*;
-        let may = |a: Action, v: VmState| a.check("x", v.as_str(), None).is_ok();
+        let may = |a: Action, v: VmState| a.check("x", v, None).is_ok();
         let from_active: Vec<&str> = Action::ALL
             .iter()
             .filter(|a| may(**a, Active))
@@ -408,27 +268,28 @@ mod tests {
             assert!(!may(*a, Building) && !may(*a, Deleted), "{a:?}");
         }
         assert_eq!(
-            Action::Stop.check("x", "active", None),
+            Action::Stop.check("x", Active, None),
             Ok(Some(TaskState::PoweringOff))
         );
-        assert_eq!(Action::ConfirmResize.check("x", "resized", None), Ok(None));
+        assert_eq!(Action::ConfirmResize.check("x", Resized, None), Ok(None));
     }
 
     #[test]
     fn refusals_read_as_nova_writes_them() {
-        let refuse =
-            |a: Action, v: &str, t: Option<&str>| a.check("i-1", v, t).err().map(|e| e.to_string());
+        let refuse = |a: Action, v: VmState, t: Option<TaskState>| {
+            a.check("i-1", v, t).err().map(|e| e.to_string())
+        };
         assert_eq!(
-            refuse(Action::Pause, "stopped", None).as_deref(),
+            refuse(Action::Pause, VmState::Stopped, None).as_deref(),
             Some("Cannot 'pause' instance i-1 while it is in vm_state stopped")
         );
         assert_eq!(
-            refuse(Action::Stop, "active", Some("rebooting")).as_deref(),
+            refuse(Action::Stop, VmState::Active, Some(TaskState::Rebooting)).as_deref(),
             Some("Cannot 'stop' instance i-1 while it is in task_state rebooting")
         );
         assert_eq!(
-            refuse(Action::Start, "who-knows", None).as_deref(),
-            Some("Cannot 'start' instance i-1 while it is in vm_state who-knows")
+            refuse(Action::Start, VmState::SoftDeleted, None).as_deref(),
+            Some("Cannot 'start' instance i-1 while it is in vm_state soft-delete")
         );
     }
 }

@@ -99,7 +99,7 @@ async fn usages(
         let state = if sv.deleted {
             "terminated".to_string()
         } else {
-            sv.vm_state.clone()
+            sv.vm_state.to_string()
         };
         let entry = by_project.entry(sv.project_id.clone()).or_default();
         entry.0 += hours;

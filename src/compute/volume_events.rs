@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::ComputeState;
 use super::build::{finish_action, record_action};
+use super::states::VmState;
 use crate::db::now_unix;
 use crate::db::servers as db;
 use crate::server_events::{ServerEvent, VOLUME_EXTENDED};
@@ -67,7 +68,7 @@ pub async fn volume_extended(s: &S, id: &str, volume_id: &str, request_id: &str)
         finish_action(s, id, request_id, None, false, Some(why)).await;
         return false;
     };
-    if !matches!(server.vm_state.as_str(), "active" | "paused") {
+    if !matches!(server.vm_state, VmState::Active | VmState::Paused) {
         // No VM runs: the next boot opens the grown file.
         finish_action(s, id, request_id, None, true, None).await;
         return true;
@@ -91,7 +92,7 @@ mod tests {
     use super::*;
     use crate::compute::driver::ComputeDriver;
     use crate::compute::fake_driver::FakeDriver;
-    use crate::compute::states::{RUNNING, SHUTDOWN};
+    use crate::compute::states::PowerState;
     use crate::db::servers::{Server, ServerVolume};
 
     const VOL: &str = "0b6f3c56-52b6-4d0e-9d8e-2f7a3f0d1a11";
@@ -129,8 +130,16 @@ mod tests {
             name: "vm".into(),
             project_id: "p".into(),
             user_id: "u".into(),
-            vm_state: if running { "active" } else { "stopped" }.into(),
-            power_state: if running { RUNNING } else { SHUTDOWN },
+            vm_state: if running {
+                VmState::Active
+            } else {
+                VmState::Stopped
+            },
+            power_state: if running {
+                PowerState::Running
+            } else {
+                PowerState::Shutdown
+            },
             reservation_id: "r-1".into(),
             hostname: "vm".into(),
             volumes: vec![ServerVolume {

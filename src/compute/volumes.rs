@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::access::{check_unlocked, load_authorized};
 use super::build::{finish_action, record_action};
-use super::states::Action;
+use super::states::{Action, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, no_additional, parse_body};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server, ServerVolume};
@@ -293,7 +293,7 @@ pub async fn attach(
                 .ok_or_else(|| super::access::not_found(&id_owned))?;
             check_unlocked(admin, &server)?;
             Action::AttachVolume
-                .check(&id_owned, &server.vm_state, server.task_state.as_deref())
+                .check(&id_owned, server.vm_state, server.task_state)
                 .map_err(|e| ComputeError::Conflict(e.to_string()))?;
             choose_device(&server, &req)
         })
@@ -336,7 +336,7 @@ pub async fn attach(
         }
     };
     s.config.events.server(&server.id, &server.project_id);
-    if server.vm_state == "active"
+    if server.vm_state == VmState::Active
         && let Err(e) = s.driver.attach_disk(id, &record).await
     {
         tracing::warn!(server = %id, volume = %volume.id, error = %e, "cannot hot-add a volume");
@@ -523,7 +523,7 @@ mod tests {
     use super::*;
     use crate::compute::driver::ComputeDriver;
     use crate::compute::fake_driver::FakeDriver;
-    use crate::compute::states::{RUNNING, SHUTDOWN};
+    use crate::compute::states::{PowerState, TaskState};
     use crate::db::volume::Volume;
     use serde_json::json;
 
@@ -565,8 +565,8 @@ mod tests {
             name: "vm".into(),
             project_id: "p".into(),
             user_id: "u".into(),
-            vm_state: "active".into(),
-            power_state: RUNNING,
+            vm_state: VmState::Active,
+            power_state: PowerState::Running,
             reservation_id: "r-1".into(),
             hostname: "vm".into(),
             ..Default::default()
@@ -747,8 +747,8 @@ mod tests {
     async fn a_stopped_server_only_records_the_volume() {
         let c = cloud("stopped").await;
         crate::compute::build::update_server(&c.s, "srv", |sv| {
-            sv.vm_state = "stopped".into();
-            sv.power_state = SHUTDOWN;
+            sv.vm_state = VmState::Stopped;
+            sv.power_state = PowerState::Shutdown;
         })
         .await;
         c.fake.stop("srv", None).await;
@@ -783,14 +783,13 @@ mod tests {
             Err(ComputeError::BadRequest(_))
         ));
         for (vm_state, task, locked) in [
-            ("paused", None, false),
-            ("active", Some("rebooting"), false),
-            ("active", None, true),
-            ("shelved_offloaded", None, false),
+            (VmState::Paused, None, false),
+            (VmState::Active, Some(TaskState::Rebooting), false),
+            (VmState::Active, None, true),
+            (VmState::ShelvedOffloaded, None, false),
         ] {
-            let task = task.map(str::to_string);
             crate::compute::build::update_server(&c.s, "srv", move |sv| {
-                sv.vm_state = vm_state.into();
+                sv.vm_state = vm_state;
                 sv.task_state = task;
                 sv.locked = locked;
             })
@@ -804,7 +803,7 @@ mod tests {
         }
         assert_eq!(volume(&c.s, VOL).await.status, "available");
         crate::compute::build::update_server(&c.s, "srv", |sv| {
-            sv.vm_state = "active".into();
+            sv.vm_state = VmState::Active;
             sv.task_state = None;
             sv.locked = false;
         })

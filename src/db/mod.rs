@@ -12,6 +12,7 @@ pub mod image_cache;
 pub mod limits;
 mod migrations;
 pub mod network;
+pub mod server_states;
 pub mod servers;
 pub mod settings;
 pub mod volume;

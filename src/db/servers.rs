@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::DbResult;
+use super::server_states::{PowerState, TaskState, VmState};
 
 /// The server tables (migration 4).
 pub const SCHEMA: &str = r#"
@@ -171,13 +172,12 @@ pub struct Server {
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Nova's vm_state: building, active, stopped, paused, suspended,
-    /// resized, shelved_offloaded, error, deleted.
-    pub vm_state: String,
+    /// Nova's vm_state (stored as its name).
+    pub vm_state: VmState,
     #[serde(default)]
-    pub task_state: Option<String>,
-    /// 0 NOSTATE, 1 RUNNING, 3 PAUSED, 4 SHUTDOWN, 6 CRASHED, 7 SUSPENDED.
-    pub power_state: i64,
+    pub task_state: Option<TaskState>,
+    /// Nova's power_state (stored as its number).
+    pub power_state: PowerState,
     #[serde(default)]
     pub locked: bool,
     /// `owner` or `admin`: who locked it.

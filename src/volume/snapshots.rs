@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::backend::Backend;
 use super::volume_list::{page, sort_spec};
+use super::volume_metadata::{Change, MetadataOwner, routes_of};
 use super::volumes::metadata_field;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
@@ -33,16 +34,7 @@ pub fn routes() -> Router<S> {
         .route("/v3/snapshots/detail", get(list_detail))
         .route("/v3/snapshots/{id}", get(show).put(update).delete(delete))
         .route("/v3/snapshots/{id}/action", post(action))
-        .route(
-            "/v3/snapshots/{id}/metadata",
-            get(metadata_list)
-                .post(metadata_merge)
-                .put(metadata_replace),
-        )
-        .route(
-            "/v3/snapshots/{id}/metadata/{key}",
-            get(metadata_show).put(metadata_put).delete(metadata_delete),
-        )
+        .merge(routes_of::<Snapshots>())
 }
 
 fn not_found(id: &str) -> VolumeError {
@@ -533,117 +525,37 @@ async fn action(
 
 // ---------------------------------------------------------------- metadata
 
-async fn write_metadata(
-    s: &S,
-    id: String,
-    change: impl FnOnce(&mut BTreeMap<String, String>) -> VolumeResult<()> + Send + 'static,
-) -> VolumeResult<BTreeMap<String, String>> {
-    s.write(move |tx| {
-        let mut snap = store::get_snapshot(tx, &id)?.ok_or_else(|| not_found(&id))?;
-        change(&mut snap.metadata)?;
-        if snap.metadata.len() > 128 {
-            return Err(bad("Invalid input received: at most 128 metadata items."));
-        }
-        store::put_snapshot(tx, &snap)?;
-        Ok(snap.metadata)
-    })
-    .await
-}
+/// Snapshots as metadata owners (the handlers are `volume_metadata`'s).
+struct Snapshots;
 
-async fn metadata_list(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path(id): Path<String>,
-) -> VolumeResult<Response> {
-    let snap = load_for(&s, &ctx, &id, "volume:get_snapshot_metadata").await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"metadata": snap.metadata}),
-    ))
-}
+impl MetadataOwner for Snapshots {
+    const PATH: &'static str = "/v3/snapshots";
+    const NOUN: &'static str = "Snapshot";
+    const GET: &'static str = "volume:get_snapshot_metadata";
+    const MERGE: &'static str = "volume:update_snapshot_metadata";
+    const UPDATE: &'static str = "volume:update_snapshot_metadata";
+    const DELETE: &'static str = "volume:delete_snapshot_metadata";
 
-async fn metadata_merge(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
-    let snap = load_for(&s, &ctx, &id, "volume:update_snapshot_metadata").await?;
-    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
-    let meta = write_metadata(&s, snap.id, move |m| {
-        m.extend(new);
-        Ok(())
-    })
-    .await?;
-    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
-}
-
-async fn metadata_replace(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
-    let snap = load_for(&s, &ctx, &id, "volume:update_snapshot_metadata").await?;
-    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
-    let meta = write_metadata(&s, snap.id, move |m| {
-        *m = new;
-        Ok(())
-    })
-    .await?;
-    Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
-}
-
-async fn metadata_show(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path((id, key)): Path<(String, String)>,
-) -> VolumeResult<Response> {
-    let snap = load_for(&s, &ctx, &id, "volume:get_snapshot_metadata").await?;
-    let value = snap.metadata.get(&key).ok_or_else(|| {
-        VolumeError::NotFound(format!("Snapshot {id} has no metadata with key {key}."))
-    })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"meta": {key: value}}),
-    ))
-}
-
-async fn metadata_put(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path((id, key)): Path<(String, String)>,
-    bytes: Bytes,
-) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
-    let snap = load_for(&s, &ctx, &id, "volume:update_snapshot_metadata").await?;
-    let meta = metadata_field(req.get("meta").unwrap_or(&Value::Null))?;
-    if meta.len() != 1 || !meta.contains_key(&key) {
-        return Err(bad("Request body and URI mismatch"));
+    async fn load(
+        s: &S,
+        ctx: &AuthContext,
+        id: &str,
+        rule: &'static str,
+    ) -> VolumeResult<(String, BTreeMap<String, String>)> {
+        let snap = load_for(s, ctx, id, rule).await?;
+        Ok((snap.id, snap.metadata))
     }
-    let echo = meta.clone();
-    write_metadata(&s, snap.id, move |m| {
-        m.extend(meta);
-        Ok(())
-    })
-    .await?;
-    Ok(json_response(StatusCode::OK, &json!({"meta": echo})))
-}
 
-async fn metadata_delete(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    Path((id, key)): Path<(String, String)>,
-) -> VolumeResult<Response> {
-    let snap = load_for(&s, &ctx, &id, "volume:delete_snapshot_metadata").await?;
-    let sid = snap.id.clone();
-    write_metadata(&s, snap.id, move |m| {
-        m.remove(&key).map(|_| ()).ok_or_else(|| {
-            VolumeError::NotFound(format!("Snapshot {sid} has no metadata with key {key}."))
+    async fn write(s: &S, id: String, change: Change) -> VolumeResult<BTreeMap<String, String>> {
+        s.write(move |tx| {
+            let mut snap = store::get_snapshot(tx, &id)?.ok_or_else(|| not_found(&id))?;
+            change(&mut snap.metadata)?;
+            if snap.metadata.len() > 128 {
+                return Err(bad("Invalid input received: at most 128 metadata items."));
+            }
+            store::put_snapshot(tx, &snap)?;
+            Ok(snap.metadata)
         })
-    })
-    .await?;
-    Ok(empty(StatusCode::OK))
+        .await
+    }
 }

@@ -1,6 +1,12 @@
-//! Volume metadata: list, merge, replace, show, put and delete one key.
+//! The metadata sub-resource volumes and snapshots share (Cinder's
+//! `/v3/{volumes,snapshots}/{id}/metadata[/{key}]`): list, merge, replace,
+//! show, put and delete one key. The handlers are written once, over a
+//! [`MetadataOwner`] that loads its record for a caller and changes its
+//! metadata in one transaction; [`Volumes`] is the volumes' owner, the
+//! snapshots' is in `snapshots.rs`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,105 +21,174 @@ use super::volumes::{MAX_METADATA, bad, load_for, metadata_field, not_found, par
 use super::{VolumeError, VolumeResult, VolumeState, empty, now_string};
 use crate::db::volume as store;
 use crate::http::json_response;
-use crate::identity::Auth;
+use crate::identity::{Auth, AuthContext};
 
 type S = Arc<VolumeState>;
 
-pub fn routes() -> Router<S> {
+/// A change to a record's metadata, run inside its write transaction.
+pub(super) type Change =
+    Box<dyn FnOnce(&mut BTreeMap<String, String>) -> VolumeResult<()> + Send + 'static>;
+
+/// A record with metadata: how it is loaded and changed, and its policy rules.
+pub(super) trait MetadataOwner: Send + Sync + 'static {
+    /// The collection's path, `/v3/volumes`.
+    const PATH: &'static str;
+    /// The record's name in the 404 of a missing key ("Volume").
+    const NOUN: &'static str;
+    /// The rule of list and show.
+    const GET: &'static str;
+    /// The rule of the merge (POST).
+    const MERGE: &'static str;
+    /// The rule of replace and put.
+    const UPDATE: &'static str;
+    /// The rule of delete.
+    const DELETE: &'static str;
+
+    /// The record `id` as the caller may see it under `rule`: its id and metadata.
+    fn load(
+        s: &S,
+        ctx: &AuthContext,
+        id: &str,
+        rule: &'static str,
+    ) -> impl Future<Output = VolumeResult<(String, BTreeMap<String, String>)>> + Send;
+
+    /// Applies `change` to the stored metadata in one transaction; the metadata after it.
+    fn write(
+        s: &S,
+        id: String,
+        change: Change,
+    ) -> impl Future<Output = VolumeResult<BTreeMap<String, String>>> + Send;
+}
+
+/// The metadata routes of `O`'s collection.
+pub(super) fn routes_of<O: MetadataOwner>() -> Router<S> {
     Router::new()
         .route(
-            "/v3/volumes/{id}/metadata",
-            get(metadata_list)
-                .post(metadata_merge)
-                .put(metadata_replace),
+            &format!("{}/{{id}}/metadata", O::PATH),
+            get(metadata_list::<O>)
+                .post(metadata_merge::<O>)
+                .put(metadata_replace::<O>),
         )
         .route(
-            "/v3/volumes/{id}/metadata/{key}",
-            get(metadata_show).put(metadata_put).delete(metadata_delete),
+            &format!("{}/{{id}}/metadata/{{key}}", O::PATH),
+            get(metadata_show::<O>)
+                .put(metadata_put::<O>)
+                .delete(metadata_delete::<O>),
         )
 }
 
-// ---------------------------------------------------------------- metadata
+/// The volumes' metadata routes.
+pub fn routes() -> Router<S> {
+    routes_of::<Volumes>()
+}
 
-async fn metadata_list(
+/// Volumes as metadata owners.
+pub(super) struct Volumes;
+
+impl MetadataOwner for Volumes {
+    const PATH: &'static str = "/v3/volumes";
+    const NOUN: &'static str = "Volume";
+    const GET: &'static str = "volume:get_volume_metadata";
+    const MERGE: &'static str = "volume:create_volume_metadata";
+    const UPDATE: &'static str = "volume:update_volume_metadata";
+    const DELETE: &'static str = "volume:delete_volume_metadata";
+
+    async fn load(
+        s: &S,
+        ctx: &AuthContext,
+        id: &str,
+        rule: &'static str,
+    ) -> VolumeResult<(String, BTreeMap<String, String>)> {
+        let v = load_for(s, ctx, id, rule).await?;
+        Ok((v.id, v.metadata))
+    }
+
+    async fn write(s: &S, id: String, change: Change) -> VolumeResult<BTreeMap<String, String>> {
+        s.write(move |tx| {
+            let mut v = store::get_volume(tx, &id)?.ok_or_else(|| not_found(&id))?;
+            if v.status == "maintenance" {
+                return Err(bad(format!(
+                    "Invalid volume: Volume {id} is in maintenance."
+                )));
+            }
+            change(&mut v.metadata)?;
+            if v.metadata.len() > MAX_METADATA {
+                return Err(bad(format!(
+                    "Invalid input received: at most {MAX_METADATA} metadata items."
+                )));
+            }
+            v.updated_at = Some(now_string());
+            store::put_volume(tx, &v)?;
+            Ok(v.metadata)
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------- handlers
+
+async fn metadata_list<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
 ) -> VolumeResult<Response> {
-    let v = load_for(&s, &ctx, &id, "volume:get_volume_metadata").await?;
+    let (_, metadata) = O::load(&s, &ctx, &id, O::GET).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"metadata": v.metadata}),
+        &json!({"metadata": metadata}),
     ))
 }
 
-async fn write_metadata(
-    s: &S,
-    id: String,
-    change: impl FnOnce(&mut BTreeMap<String, String>) -> VolumeResult<()> + Send + 'static,
-) -> VolumeResult<BTreeMap<String, String>> {
-    s.write(move |tx| {
-        let mut v = store::get_volume(tx, &id)?.ok_or_else(|| not_found(&id))?;
-        if v.status == "maintenance" {
-            return Err(bad(format!(
-                "Invalid volume: Volume {id} is in maintenance."
-            )));
-        }
-        change(&mut v.metadata)?;
-        if v.metadata.len() > MAX_METADATA {
-            return Err(bad(format!(
-                "Invalid input received: at most {MAX_METADATA} metadata items."
-            )));
-        }
-        v.updated_at = Some(now_string());
-        store::put_volume(tx, &v)?;
-        Ok(v.metadata)
-    })
-    .await
-}
-
-async fn metadata_merge(
+async fn metadata_merge<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     let req = parse(&bytes)?;
-    let v = load_for(&s, &ctx, &id, "volume:create_volume_metadata").await?;
+    let (id, _) = O::load(&s, &ctx, &id, O::MERGE).await?;
     let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
-    let meta = write_metadata(&s, v.id, move |m| {
-        m.extend(new);
-        Ok(())
-    })
+    let meta = O::write(
+        &s,
+        id,
+        Box::new(move |m| {
+            m.extend(new);
+            Ok(())
+        }),
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
 
-async fn metadata_replace(
+async fn metadata_replace<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     let req = parse(&bytes)?;
-    let v = load_for(&s, &ctx, &id, "volume:update_volume_metadata").await?;
+    let (id, _) = O::load(&s, &ctx, &id, O::UPDATE).await?;
     let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
-    let meta = write_metadata(&s, v.id, move |m| {
-        *m = new;
-        Ok(())
-    })
+    let meta = O::write(
+        &s,
+        id,
+        Box::new(move |m| {
+            *m = new;
+            Ok(())
+        }),
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"metadata": meta})))
 }
 
-async fn metadata_show(
+async fn metadata_show<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> VolumeResult<Response> {
-    let v = load_for(&s, &ctx, &id, "volume:get_volume_metadata").await?;
-    let value = v.metadata.get(&key).ok_or_else(|| {
-        VolumeError::NotFound(format!("Volume {id} has no metadata with key {key}."))
+    let (_, metadata) = O::load(&s, &ctx, &id, O::GET).await?;
+    let value = metadata.get(&key).ok_or_else(|| {
+        VolumeError::NotFound(format!("{} {id} has no metadata with key {key}.", O::NOUN))
     })?;
     Ok(json_response(
         StatusCode::OK,
@@ -121,39 +196,50 @@ async fn metadata_show(
     ))
 }
 
-async fn metadata_put(
+async fn metadata_put<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     let req = parse(&bytes)?;
-    let v = load_for(&s, &ctx, &id, "volume:update_volume_metadata").await?;
+    let (id, _) = O::load(&s, &ctx, &id, O::UPDATE).await?;
     let meta = metadata_field(req.get("meta").unwrap_or(&Value::Null))?;
     if meta.len() != 1 || !meta.contains_key(&key) {
         return Err(bad("Request body and URI mismatch"));
     }
     let echo = meta.clone();
-    write_metadata(&s, v.id, move |m| {
-        m.extend(meta);
-        Ok(())
-    })
+    O::write(
+        &s,
+        id,
+        Box::new(move |m| {
+            m.extend(meta);
+            Ok(())
+        }),
+    )
     .await?;
     Ok(json_response(StatusCode::OK, &json!({"meta": echo})))
 }
 
-async fn metadata_delete(
+async fn metadata_delete<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path((id, key)): Path<(String, String)>,
 ) -> VolumeResult<Response> {
-    let v = load_for(&s, &ctx, &id, "volume:delete_volume_metadata").await?;
-    let vid = v.id.clone();
-    write_metadata(&s, v.id, move |m| {
-        m.remove(&key).map(|_| ()).ok_or_else(|| {
-            VolumeError::NotFound(format!("Volume {vid} has no metadata with key {key}."))
-        })
-    })
+    let (id, _) = O::load(&s, &ctx, &id, O::DELETE).await?;
+    let owner = id.clone();
+    O::write(
+        &s,
+        id,
+        Box::new(move |m| {
+            m.remove(&key).map(|_| ()).ok_or_else(|| {
+                VolumeError::NotFound(format!(
+                    "{} {owner} has no metadata with key {key}.",
+                    O::NOUN
+                ))
+            })
+        }),
+    )
     .await?;
     Ok(empty(StatusCode::OK))
 }

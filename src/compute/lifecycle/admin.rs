@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::S;
 use crate::compute::access::{self, check_unlocked, load_tx};
 use crate::compute::build::{finish_action, record_action};
+use crate::compute::states::VmState;
 use crate::compute::{ComputeError, ComputeResult, Mv, empty};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
@@ -98,16 +99,15 @@ pub(super) async fn reset_state(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let state = arg
-        .get("state")
-        .and_then(Value::as_str)
-        .filter(|v| ["active", "error"].contains(v))
-        .ok_or_else(|| {
-            ComputeError::BadRequest(
+    let state = match arg.get("state").and_then(Value::as_str) {
+        Some("active") => VmState::Active,
+        Some("error") => VmState::Error,
+        _ => {
+            return Err(ComputeError::BadRequest(
                 "Invalid input for field/attribute state. Value must be 'active' or 'error'".into(),
-            )
-        })?
-        .to_string();
+            ));
+        }
+    };
     set_sync(s, ctx, id, rid, "resetState", move |sv| {
         sv.vm_state = state;
         sv.task_state = None;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::S;
 use crate::compute::access;
-use crate::compute::states::NOSTATE;
+use crate::compute::states::{PowerState, VmState};
 use crate::compute::{ComputeError, ComputeResult, int_field};
 use crate::http::json_response;
 use crate::identity::AuthContext;
@@ -29,7 +29,7 @@ pub(super) async fn console_output(
             if n < 0 { None } else { Some(n as usize) }
         }
     };
-    if server.vm_state == "building" && server.power_state == NOSTATE {
+    if server.vm_state == VmState::Building && server.power_state == PowerState::NoState {
         return Err(ComputeError::Conflict(format!(
             "Instance {id} is not ready"
         )));

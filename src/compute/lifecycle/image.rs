@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{S, begin, run};
 use crate::compute::build::{finish_action, update_server};
 use crate::compute::servers;
-use crate::compute::states::Action;
+use crate::compute::states::{Action, TaskState, VmState};
 use crate::compute::{ComputeError, ComputeResult, Mv, empty, int_field};
 use crate::db::servers::Server;
 use crate::http::json_response;
@@ -95,9 +95,9 @@ async fn create_image_as(
     };
     let snapshot_id = image_id.clone();
     run(s, id, rid, move |s, sv| async move {
-        let running = s.driver.is_alive(&sv.id) && sv.vm_state == "active";
+        let running = s.driver.is_alive(&sv.id) && sv.vm_state == VmState::Active;
         update_server(&s, &sv.id, |x| {
-            x.task_state = Some("image_uploading".into())
+            x.task_state = Some(TaskState::ImageUploading)
         })
         .await;
         if running {
@@ -118,7 +118,7 @@ async fn create_image_as(
             let _ = s.driver.resume(&sv.id).await;
         }
         update_server(&s, &sv.id, |x| {
-            if x.task_state.as_deref() != Some("deleting") {
+            if x.task_state != Some(TaskState::Deleting) {
                 x.task_state = None;
             }
         })

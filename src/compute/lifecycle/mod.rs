@@ -39,7 +39,7 @@ use axum::response::Response;
 use super::access::{self, check_unlocked, load_tx};
 use super::build::{finish_action, record_action, update_server};
 use super::network_proxy;
-use super::states::Action;
+use super::states::{Action, PowerState, TaskState, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, parse_body};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
@@ -78,9 +78,9 @@ async fn begin(
 /// Puts the server into `action`'s task state, or refuses as Nova does.
 fn enter(server: &mut Server, id: &str, action: Action) -> ComputeResult<()> {
     let task = action
-        .check(id, &server.vm_state, server.task_state.as_deref())
+        .check(id, server.vm_state, server.task_state)
         .map_err(|e| ComputeError::Conflict(e.to_string()))?;
-    server.task_state = task.map(|t| t.to_string());
+    server.task_state = task;
     Ok(())
 }
 
@@ -112,7 +112,7 @@ where
         if let Some(error) = &traceback {
             tracing::warn!(server = %id, error = %error, "server action failed");
             update_server(&s, &id, |sv| {
-                if sv.task_state.as_deref() != Some("deleting") {
+                if sv.task_state != Some(TaskState::Deleting) {
                     sv.task_state = None;
                 }
             })
@@ -123,11 +123,11 @@ where
 }
 
 /// Sets the final state of an action.
-async fn settle(s: &ComputeState, id: &str, vm_state: &'static str, power_state: i64) {
+async fn settle(s: &ComputeState, id: &str, vm_state: VmState, power_state: PowerState) {
     update_server(s, id, move |sv| {
-        sv.vm_state = vm_state.into();
+        sv.vm_state = vm_state;
         sv.power_state = power_state;
-        if sv.task_state.as_deref() != Some("deleting") {
+        if sv.task_state != Some(TaskState::Deleting) {
             sv.task_state = None;
         }
     })

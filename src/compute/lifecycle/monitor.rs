@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::S;
 use crate::compute::build::{fault, spawn_delete, update_server};
 use crate::compute::driver::VmmExit;
-use crate::compute::states::{CRASHED, NOSTATE, PAUSED, RUNNING, SHUTDOWN};
+use crate::compute::states::{PowerState, TaskState, VmState};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
 use crate::vmm::control::VmmState;
@@ -48,7 +48,13 @@ async fn on_exit(s: &S, id: String, code: Option<i32>) {
         return;
     };
     if server.deleted
-        || !["active", "paused", "resized", "rescued"].contains(&server.vm_state.as_str())
+        || ![
+            VmState::Active,
+            VmState::Paused,
+            VmState::Resized,
+            VmState::Rescued,
+        ]
+        .contains(&server.vm_state)
     {
         return;
     }
@@ -71,21 +77,21 @@ async fn vanished(s: &S, id: &str, code: Option<i32>, log: &str, from_child: boo
     };
     tracing::info!(server = %id, reason = %text, "server stopped outside of an action");
     // A resized or rescued server stays so (confirm/revert, unrescue follow).
-    let resized_kept = |sv: &Server| ["resized", "rescued"].contains(&sv.vm_state.as_str());
+    let resized_kept = |sv: &Server| [VmState::Resized, VmState::Rescued].contains(&sv.vm_state);
     update_server(s, id, move |sv| {
         sv.vmm_pid = None;
         if failed {
-            sv.vm_state = "error".into();
-            sv.power_state = CRASHED;
+            sv.vm_state = VmState::Error;
+            sv.power_state = PowerState::Crashed;
             sv.fault = Some(fault(
                 &format!("The server stopped unexpectedly: {text}"),
                 &text,
             ));
         } else {
             if !resized_kept(sv) {
-                sv.vm_state = "stopped".into();
+                sv.vm_state = VmState::Stopped;
             }
-            sv.power_state = SHUTDOWN;
+            sv.power_state = PowerState::Shutdown;
         }
     })
     .await;
@@ -118,8 +124,14 @@ async fn reconcile(s: &S, startup: bool) {
         if server.task_state.is_some() {
             continue;
         }
-        if !["active", "paused", "resized", "rescued"].contains(&server.vm_state.as_str())
-            || server.power_state == SHUTDOWN
+        if ![
+            VmState::Active,
+            VmState::Paused,
+            VmState::Resized,
+            VmState::Rescued,
+        ]
+        .contains(&server.vm_state)
+            || server.power_state == PowerState::Shutdown
         {
             continue;
         }
@@ -181,15 +193,15 @@ pub(super) async fn reattach(s: &S, server: &Server) {
     if let Some(state) = &vmm_state {
         tracing::info!(server = %id, vmm = %state, "re-attached to a running VMM");
     }
-    match (server.vm_state.as_str(), server.task_state.as_deref()) {
-        (_, Some("deleting")) => {
+    match (server.vm_state, server.task_state) {
+        (_, Some(TaskState::Deleting)) => {
             spawn_delete(s.clone(), id, format!("req-{}", uuid::Uuid::new_v4()));
         }
-        ("building", _) => match resume_or_attach(s, &id, vmm_state.is_some()).await {
+        (VmState::Building, _) => match resume_or_attach(s, &id, vmm_state.is_some()).await {
             Interrupted::Running => {
                 update_server(s, &id, |sv| {
-                    sv.vm_state = "active".into();
-                    sv.power_state = RUNNING;
+                    sv.vm_state = VmState::Active;
+                    sv.power_state = PowerState::Running;
                     sv.task_state = None;
                     sv.launched_at.get_or_insert(now_unix());
                 })
@@ -216,8 +228,8 @@ pub(super) async fn reattach(s: &S, server: &Server) {
             }
             Interrupted::Resume | Interrupted::Unsafe => {
                 update_server(s, &id, |sv| {
-                    sv.vm_state = "error".into();
-                    sv.power_state = NOSTATE;
+                    sv.vm_state = VmState::Error;
+                    sv.power_state = PowerState::NoState;
                     sv.task_state = None;
                     sv.fault = Some(fault(
                         "The build was interrupted by a restart of yunhe.",
@@ -229,35 +241,45 @@ pub(super) async fn reattach(s: &S, server: &Server) {
             }
         },
         (vm, task) => {
-            let expected_running = ["active", "paused", "resized", "rescued"].contains(&vm);
+            let expected_running = [
+                VmState::Active,
+                VmState::Paused,
+                VmState::Resized,
+                VmState::Rescued,
+            ]
+            .contains(&vm);
             // An interrupted rescue: what runs (if anything) is the rescue VM
             // once the record says so; without a VM the rescue is dropped.
-            let interrupted_rescue = task == Some("rescuing");
+            let interrupted_rescue = task == Some(TaskState::Rescuing);
             match vmm_state {
                 Some(state) => {
                     let paused = state == VmmState::Paused;
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
-                        if sv.vm_state == "stopped"
-                            || sv.vm_state == "suspended"
-                            || sv.vm_state == "error"
+                        if sv.vm_state == VmState::Stopped
+                            || sv.vm_state == VmState::Suspended
+                            || sv.vm_state == VmState::Error
                         {
-                            sv.vm_state = "active".into();
+                            sv.vm_state = VmState::Active;
                         }
-                        if sv.vm_state == "active" && paused {
-                            sv.vm_state = "paused".into();
-                        } else if sv.vm_state == "paused" && !paused {
-                            sv.vm_state = "active".into();
+                        if sv.vm_state == VmState::Active && paused {
+                            sv.vm_state = VmState::Paused;
+                        } else if sv.vm_state == VmState::Paused && !paused {
+                            sv.vm_state = VmState::Active;
                         }
-                        sv.power_state = if paused { PAUSED } else { RUNNING };
+                        sv.power_state = if paused {
+                            PowerState::Paused
+                        } else {
+                            PowerState::Running
+                        };
                         if sv.rescue.is_some() {
-                            sv.vm_state = "rescued".into();
+                            sv.vm_state = VmState::Rescued;
                         }
                     })
                     .await;
                 }
                 None if expected_running || task.is_some() => {
-                    let suspended = s.driver.has_saved_state(&id) && vm == "suspended";
+                    let suspended = s.driver.has_saved_state(&id) && vm == VmState::Suspended;
                     update_server(s, &id, move |sv| {
                         sv.task_state = None;
                         sv.vmm_pid = None;
@@ -267,12 +289,12 @@ pub(super) async fn reattach(s: &S, server: &Server) {
                         if interrupted_rescue {
                             sv.rescue = None;
                         } else if sv.rescue.is_some() {
-                            sv.vm_state = "rescued".into();
+                            sv.vm_state = VmState::Rescued;
                         }
-                        if ["active", "paused"].contains(&sv.vm_state.as_str()) {
-                            sv.vm_state = "stopped".into();
+                        if [VmState::Active, VmState::Paused].contains(&sv.vm_state) {
+                            sv.vm_state = VmState::Stopped;
                         }
-                        sv.power_state = SHUTDOWN;
+                        sv.power_state = PowerState::Shutdown;
                     })
                     .await;
                 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{S, boot, settle, start};
 use crate::compute::build::clean_timeout;
-use crate::compute::states::{Action, PAUSED, RUNNING, SHUTDOWN};
+use crate::compute::states::{Action, PowerState, VmState};
 use crate::compute::{ComputeError, ComputeResult};
 use crate::db::servers::Server;
 use crate::identity::AuthContext;
@@ -43,14 +43,14 @@ pub(super) async fn reboot(
 /// `os-stop`: power off (the guest gets its shutdown timeout).
 pub(super) async fn stop_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
-    settle(&s, &sv.id, "stopped", SHUTDOWN).await;
+    settle(&s, &sv.id, VmState::Stopped, PowerState::Shutdown).await;
     Ok(())
 }
 
 /// `os-start`: boot again.
 pub(super) async fn start_vm(s: S, sv: Server) -> Result<(), String> {
     boot(&s, &sv, false).await?;
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }
 
@@ -59,14 +59,14 @@ pub(super) async fn start_vm(s: S, sv: Server) -> Result<(), String> {
 /// started with, which lacks the NICs attached since (and has those
 /// detached), while a new VMM gets one NIC per port as they are now.
 pub(super) async fn reboot_hard_vm(s: S, sv: Server) -> Result<(), String> {
-    if s.driver.is_alive(&sv.id) && sv.vm_state != "paused" && sv.ports.is_empty() {
+    if s.driver.is_alive(&sv.id) && sv.vm_state != VmState::Paused && sv.ports.is_empty() {
         s.driver.reset(&sv.id).await.map_err(|e| e.to_string())?;
     } else {
         s.driver.stop(&sv.id, None).await;
         s.driver.drop_saved_state(&sv.id).await;
         boot(&s, &sv, false).await?;
     }
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }
 
@@ -74,28 +74,28 @@ pub(super) async fn reboot_hard_vm(s: S, sv: Server) -> Result<(), String> {
 pub(super) async fn reboot_soft_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
     boot(&s, &sv, false).await?;
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }
 
 /// `pause`: the vCPUs stop, the VMM stays.
 pub(super) async fn pause_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.pause(&sv.id).await.map_err(|e| e.to_string())?;
-    settle(&s, &sv.id, "paused", PAUSED).await;
+    settle(&s, &sv.id, VmState::Paused, PowerState::Paused).await;
     Ok(())
 }
 
 /// `unpause`.
 pub(super) async fn unpause_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.resume(&sv.id).await.map_err(|e| e.to_string())?;
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }
 
 /// `suspend`: the VM's whole state saved to disk; the VMM ends.
 pub(super) async fn suspend_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.save(&sv.id).await.map_err(|e| e.to_string())?;
-    settle(&s, &sv.id, "suspended", SHUTDOWN).await;
+    settle(&s, &sv.id, VmState::Suspended, PowerState::Shutdown).await;
     Ok(())
 }
 
@@ -104,6 +104,6 @@ pub(super) async fn resume_vm(s: S, sv: Server) -> Result<(), String> {
     let restore = s.driver.has_saved_state(&sv.id);
     boot(&s, &sv, restore).await?;
     s.driver.drop_saved_state(&sv.id).await;
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }

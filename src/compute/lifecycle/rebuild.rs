@@ -15,7 +15,7 @@ use crate::compute::build::{
 };
 use crate::compute::server_views::view;
 use crate::compute::servers;
-use crate::compute::states::{Action, NOSTATE, RUNNING, SHUTDOWN};
+use crate::compute::states::{Action, PowerState, VmState};
 use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::db::compute as store;
 use crate::http::json_response;
@@ -120,7 +120,7 @@ pub(super) async fn rebuild(
         None => None,
     };
     let server = begin(s, ctx, id, rid, Action::Rebuild).await?;
-    let was_running = server.vm_state == "active";
+    let was_running = server.vm_state == VmState::Active;
     let image_id = if volume_backed {
         String::new()
     } else {
@@ -179,8 +179,16 @@ pub(super) async fn rebuild(
         match result {
             Ok(()) => {
                 update_server(&s, &sv.id, move |x| {
-                    x.vm_state = if was_running { "active" } else { "stopped" }.into();
-                    x.power_state = if was_running { RUNNING } else { SHUTDOWN };
+                    x.vm_state = if was_running {
+                        VmState::Active
+                    } else {
+                        VmState::Stopped
+                    };
+                    x.power_state = if was_running {
+                        PowerState::Running
+                    } else {
+                        PowerState::Shutdown
+                    };
                     x.task_state = None;
                     x.fault = None;
                 })
@@ -190,8 +198,8 @@ pub(super) async fn rebuild(
             Err(e) => {
                 let msg = e.clone();
                 update_server(&s, &sv.id, move |x| {
-                    x.vm_state = "error".into();
-                    x.power_state = NOSTATE;
+                    x.vm_state = VmState::Error;
+                    x.power_state = PowerState::NoState;
                     x.task_state = None;
                     x.fault = Some(fault(&format!("Rebuild failed: {msg}"), &msg));
                 })

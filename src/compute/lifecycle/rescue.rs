@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{S, begin, boot, run, settle};
 use crate::compute::access;
 use crate::compute::build::{boot_files, clean_timeout, fault, resolve_boot, update_server};
-use crate::compute::states::{Action, RUNNING, SHUTDOWN};
+use crate::compute::states::{Action, PowerState, VmState};
 use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::db::servers::Server;
 use crate::http::json_response;
@@ -124,7 +124,7 @@ pub(super) async fn rescue_vm(
     .await;
     match rescued {
         Ok(()) => {
-            settle(&s, &sv.id, "rescued", RUNNING).await;
+            settle(&s, &sv.id, VmState::Rescued, PowerState::Running).await;
             Ok(())
         }
         Err(e) => {
@@ -145,7 +145,7 @@ pub(super) async fn unrescue_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.drop_rescue(&sv.id).await;
     match boot(&s, &back, false).await {
         Ok(()) => {
-            settle(&s, &sv.id, "active", RUNNING).await;
+            settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
             Ok(())
         }
         Err(e) => {
@@ -164,8 +164,8 @@ async fn failed_after_stop(s: &S, id: &str, action: &str, error: &str) {
     );
     update_server(s, id, move |x| {
         x.rescue = None;
-        x.vm_state = "error".into();
-        x.power_state = SHUTDOWN;
+        x.vm_state = VmState::Error;
+        x.power_state = PowerState::Shutdown;
         x.vmm_pid = None;
         x.fault = Some(fault(&message, &details));
     })

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{S, begin, boot, run, settle};
 use crate::compute::access;
 use crate::compute::build::{clean_timeout, update_server};
-use crate::compute::states::{Action, RUNNING, SHUTDOWN};
+use crate::compute::states::{Action, PowerState, TaskState, VmState};
 use crate::compute::{ComputeError, ComputeResult, empty};
 use crate::db::compute as store;
 use crate::db::now_unix;
@@ -119,9 +119,9 @@ pub(super) async fn resize(
 /// (the old one kept for revert, a migration recorded), its disk grows and
 /// it boots again when it ran; VERIFY_RESIZE follows.
 pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), String> {
-    let running = sv.vm_state == "active";
+    let running = sv.vm_state == VmState::Active;
     update_server(&s, &sv.id, |x| {
-        x.task_state = Some("resize_migrating".into())
+        x.task_state = Some(TaskState::ResizeMigrating)
     })
     .await;
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
@@ -140,7 +140,7 @@ pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), S
         });
         x.old_flavor = Some(x.flavor.clone());
         x.flavor = new;
-        x.task_state = Some("resize_finish".into());
+        x.task_state = Some(TaskState::ResizeFinish);
     })
     .await
     else {
@@ -156,8 +156,12 @@ pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), S
     settle(
         &s,
         &sv.id,
-        "resized",
-        if running { RUNNING } else { SHUTDOWN },
+        VmState::Resized,
+        if running {
+            PowerState::Running
+        } else {
+            PowerState::Shutdown
+        },
     )
     .await;
     Ok(())
@@ -166,10 +170,14 @@ pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), S
 /// The VMM side of `confirmResize`: the old flavor is dropped, the
 /// migration confirmed; the server runs on as it was.
 pub(super) async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
-    let running = sv.power_state == RUNNING;
+    let running = sv.power_state == PowerState::Running;
     update_server(&s, &sv.id, move |x| {
         x.old_flavor = None;
-        x.vm_state = if running { "active" } else { "stopped" }.into();
+        x.vm_state = if running {
+            VmState::Active
+        } else {
+            VmState::Stopped
+        };
         x.task_state = None;
         if let Some(m) = x.migrations.last_mut() {
             m.status = "confirmed".into();
@@ -182,7 +190,7 @@ pub(super) async fn confirm_resize_vm(s: S, sv: Server) -> Result<(), String> {
 
 /// `revertResize`: the old flavor back, the server booted again if it ran.
 pub(super) async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
-    let running = sv.power_state == RUNNING;
+    let running = sv.power_state == PowerState::Running;
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
     let Some(back) = update_server(&s, &sv.id, |x| {
         if let Some(old) = x.old_flavor.take() {
@@ -203,8 +211,16 @@ pub(super) async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
     settle(
         &s,
         &sv.id,
-        if running { "active" } else { "stopped" },
-        if running { RUNNING } else { SHUTDOWN },
+        if running {
+            VmState::Active
+        } else {
+            VmState::Stopped
+        },
+        if running {
+            PowerState::Running
+        } else {
+            PowerState::Shutdown
+        },
     )
     .await;
     Ok(())

@@ -5,7 +5,7 @@
 use super::image::snapshot_to_image;
 use super::{S, boot, settle};
 use crate::compute::build::{clean_timeout, update_server};
-use crate::compute::states::{RUNNING, SHUTDOWN};
+use crate::compute::states::{PowerState, VmState};
 use crate::db::servers::{self as db, Server};
 
 /// `shelve`: as Nova offloads an image-backed server, its disk becomes the
@@ -21,8 +21,8 @@ pub(super) async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
         ),
     };
     update_server(&s, &sv.id, move |x| {
-        x.vm_state = "shelved_offloaded".into();
-        x.power_state = SHUTDOWN;
+        x.vm_state = VmState::ShelvedOffloaded;
+        x.power_state = PowerState::Shutdown;
         x.task_state = None;
         x.host = None;
         x.shelved_image_id = image;
@@ -34,7 +34,7 @@ pub(super) async fn shelve_vm(s: S, sv: Server) -> Result<(), String> {
 /// `shelveOffload` of a shelved server: it leaves the host.
 pub(super) async fn shelve_offload_vm(s: S, sv: Server) -> Result<(), String> {
     update_server(&s, &sv.id, |x| {
-        x.vm_state = "shelved_offloaded".into();
+        x.vm_state = VmState::ShelvedOffloaded;
         x.task_state = None;
         x.host = None;
     })
@@ -76,6 +76,6 @@ pub(super) async fn unshelve_vm(s: S, sv: Server) -> Result<(), String> {
         s.images.discard_snapshot(image).await;
     }
     boot(&s, &sv, false).await?;
-    settle(&s, &sv.id, "active", RUNNING).await;
+    settle(&s, &sv.id, VmState::Active, PowerState::Running).await;
     Ok(())
 }

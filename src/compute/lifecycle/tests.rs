@@ -9,7 +9,7 @@ use super::*;
 use crate::compute::build::spawn_delete;
 use crate::compute::driver::ComputeDriver;
 use crate::compute::fake_driver::{FakeDriver, FakeVm};
-use crate::compute::states::{NOSTATE, PAUSED, RUNNING, SHUTDOWN};
+use crate::compute::states::{PowerState, TaskState, VmState};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -46,8 +46,8 @@ async fn cloud(name: &str) -> Cloud {
         name: "vm".into(),
         project_id: "p".into(),
         user_id: "u".into(),
-        vm_state: "active".into(),
-        power_state: RUNNING,
+        vm_state: VmState::Active,
+        power_state: PowerState::Running,
         reservation_id: "r-1".into(),
         hostname: "vm".into(),
         ..Default::default()
@@ -76,7 +76,7 @@ where
 {
     let mut server = stored(&c.s).await;
     enter(&mut server, "srv", action)?;
-    let task = server.task_state.clone();
+    let task = server.task_state;
     update_server(&c.s, "srv", move |sv| sv.task_state = task).await;
     let server = stored(&c.s).await;
     op(c.s.clone(), server)
@@ -85,10 +85,10 @@ where
     Ok(stored(&c.s).await)
 }
 
-fn states(sv: &Server) -> (&str, Option<&str>, i64) {
+fn states(sv: &Server) -> (&str, Option<&str>, PowerState) {
     (
         sv.vm_state.as_str(),
-        sv.task_state.as_deref(),
+        sv.task_state.map(TaskState::as_str),
         sv.power_state,
     )
 }
@@ -97,7 +97,7 @@ fn states(sv: &Server) -> (&str, Option<&str>, i64) {
 async fn stop_start_pause_unpause_reboot() {
     let c = cloud("power").await;
     let sv = act(&c, Action::Stop, stop_vm).await.expect("stop");
-    assert_eq!(states(&sv), ("stopped", None, SHUTDOWN));
+    assert_eq!(states(&sv), ("stopped", None, PowerState::Shutdown));
     assert_eq!(c.fake.vm("srv"), None);
     // Refused as Nova refuses, in the words of today's 409.
     let refused = act(&c, Action::Pause, pause_vm).await.err();
@@ -106,25 +106,25 @@ async fn stop_start_pause_unpause_reboot() {
         Some("Cannot 'pause' instance srv while it is in vm_state stopped")
     );
     let sv = act(&c, Action::Start, start_vm).await.expect("start");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert!(sv.vmm_pid.is_some());
     let sv = act(&c, Action::Pause, pause_vm).await.expect("pause");
-    assert_eq!(states(&sv), ("paused", None, PAUSED));
+    assert_eq!(states(&sv), ("paused", None, PowerState::Paused));
     assert_eq!(c.fake.vm("srv"), Some(FakeVm::Paused));
     assert!(matches!(
         act(&c, Action::RebootSoft, reboot_soft_vm).await,
         Err(ComputeError::Conflict(_))
     ));
     let sv = act(&c, Action::Unpause, unpause_vm).await.expect("unpause");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     let sv = act(&c, Action::RebootHard, reboot_hard_vm)
         .await
         .expect("hard reboot");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     let sv = act(&c, Action::RebootSoft, reboot_soft_vm)
         .await
         .expect("soft reboot");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     let calls = c.fake.calls();
     assert_eq!(
         &calls[1..],
@@ -144,18 +144,18 @@ async fn stop_start_pause_unpause_reboot() {
 async fn suspend_resume_and_a_busy_server() {
     let c = cloud("suspend").await;
     let sv = act(&c, Action::Suspend, suspend_vm).await.expect("suspend");
-    assert_eq!(states(&sv), ("suspended", None, SHUTDOWN));
+    assert_eq!(states(&sv), ("suspended", None, PowerState::Shutdown));
     assert!(c.fake.has_saved_state("srv"));
     assert!(c.fake.take_expected_exit("srv"));
     let sv = act(&c, Action::Resume, resume_vm).await.expect("resume");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert!(!c.fake.has_saved_state("srv"));
     assert_eq!(
         c.fake.calls().last().map(String::as_str),
         Some("restore srv")
     );
     // A task running: every action is refused with the task's name.
-    update_server(&c.s, "srv", |sv| sv.task_state = Some("rebooting".into())).await;
+    update_server(&c.s, "srv", |sv| sv.task_state = Some(TaskState::Rebooting)).await;
     let refused = act(&c, Action::Stop, stop_vm).await.err();
     assert_eq!(
         refused.map(|e| e.to_string()).as_deref(),
@@ -174,7 +174,10 @@ async fn a_failing_vmm_leaves_the_state_and_reports() {
     );
     // run() clears the task state on failure; the vm_state is untouched.
     let sv = stored(&c.s).await;
-    assert_eq!((sv.vm_state.as_str(), sv.power_state), ("active", RUNNING));
+    assert_eq!(
+        (sv.vm_state.as_str(), sv.power_state),
+        ("active", PowerState::Running)
+    );
 }
 
 #[tokio::test]
@@ -183,8 +186,8 @@ async fn unshelve_places_the_server_only_where_it_fits() {
     c.s.driver.stop("srv", None).await;
     let offload = |vcpus: i64| {
         move |sv: &mut Server| {
-            sv.vm_state = "shelved_offloaded".into();
-            sv.power_state = SHUTDOWN;
+            sv.vm_state = VmState::ShelvedOffloaded;
+            sv.power_state = PowerState::Shutdown;
             sv.host = None;
             sv.flavor.vcpus = vcpus;
             // (run() clears the task state of a failed action.)
@@ -201,7 +204,7 @@ async fn unshelve_places_the_server_only_where_it_fits() {
             .is_some_and(|e| e.contains("No valid host was found")),
     );
     let sv = stored(&c.s).await;
-    assert_eq!(sv.vm_state, "shelved_offloaded");
+    assert_eq!(sv.vm_state, VmState::ShelvedOffloaded);
     assert_eq!(sv.host, None);
     assert_eq!(c.fake.vm("srv"), None);
     // One vCPU fits: the server is placed and boots.
@@ -209,7 +212,7 @@ async fn unshelve_places_the_server_only_where_it_fits() {
     let sv = act(&c, Action::Unshelve, unshelve_vm)
         .await
         .expect("unshelve");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert!(sv.host.is_some());
     assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
 }
@@ -237,7 +240,7 @@ async fn rescue_needs_its_image_and_unrescue_boots_the_server_again() {
     // A rescued server: unrescue stops the rescue VM, drops its files and
     // boots the server's own image.
     update_server(&c.s, "srv", |sv| {
-        sv.vm_state = "rescued".into();
+        sv.vm_state = VmState::Rescued;
         sv.rescue = Some(crate::db::servers::RescueBoot {
             image_id: "img".into(),
             ..Default::default()
@@ -247,7 +250,7 @@ async fn rescue_needs_its_image_and_unrescue_boots_the_server_again() {
     let sv = act(&c, Action::Unrescue, unrescue_vm)
         .await
         .expect("unrescue");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert_eq!(sv.rescue, None);
     let calls = c.fake.calls();
     assert!(
@@ -258,7 +261,11 @@ async fn rescue_needs_its_image_and_unrescue_boots_the_server_again() {
         ]),
         "{calls:?}"
     );
-    assert!(Action::Unrescue.check("srv", "active", None).is_err());
+    assert!(
+        Action::Unrescue
+            .check("srv", VmState::Active, None)
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -271,30 +278,30 @@ async fn a_restart_settles_rescues() {
     // The rescue VM was running when serve stopped: rescued.
     let r = rescue.clone();
     update_server(&c.s, "srv", move |sv| {
-        sv.task_state = Some("rescuing".into());
+        sv.task_state = Some(TaskState::Rescuing);
         sv.rescue = Some(r);
     })
     .await;
     reattach(&c.s, &stored(&c.s).await).await;
     let sv = stored(&c.s).await;
-    assert_eq!(states(&sv), ("rescued", None, RUNNING));
+    assert_eq!(states(&sv), ("rescued", None, PowerState::Running));
 
     // The rescue VM is gone: still rescued, powered off (unrescue follows).
     c.s.driver.stop("srv", None).await;
     reattach(&c.s, &stored(&c.s).await).await;
     let sv = stored(&c.s).await;
-    assert_eq!(states(&sv), ("rescued", None, SHUTDOWN));
+    assert_eq!(states(&sv), ("rescued", None, PowerState::Shutdown));
     assert!(sv.rescue.is_some());
 
     // Interrupted while rescuing with no VM: the rescue is dropped.
     update_server(&c.s, "srv", |sv| {
-        sv.vm_state = "active".into();
-        sv.task_state = Some("rescuing".into());
+        sv.vm_state = VmState::Active;
+        sv.task_state = Some(TaskState::Rescuing);
     })
     .await;
     reattach(&c.s, &stored(&c.s).await).await;
     let sv = stored(&c.s).await;
-    assert_eq!(states(&sv), ("stopped", None, SHUTDOWN));
+    assert_eq!(states(&sv), ("stopped", None, PowerState::Shutdown));
     assert_eq!(sv.rescue, None);
 }
 
@@ -311,7 +318,7 @@ async fn delete_tears_down() {
         sv = stored(&c.s).await;
     }
     assert!(sv.deleted);
-    assert_eq!(states(&sv), ("deleted", None, NOSTATE));
+    assert_eq!(states(&sv), ("deleted", None, PowerState::NoState));
     assert_eq!(c.fake.vm("srv"), None);
     assert!(
         c.fake
@@ -353,7 +360,10 @@ async fn shelve_offloads_to_an_image_and_unshelve_boots_from_it() {
     allow_images(&c).await;
     update_server(&c.s, "srv", |sv| sv.host = Some("here".into())).await;
     let sv = act(&c, Action::Shelve, shelve_vm).await.expect("shelve");
-    assert_eq!(states(&sv), ("shelved_offloaded", None, SHUTDOWN));
+    assert_eq!(
+        states(&sv),
+        ("shelved_offloaded", None, PowerState::Shutdown)
+    );
     assert_eq!(sv.host, None);
     assert_eq!(c.fake.vm("srv"), None);
     let image_id = sv.shelved_image_id.clone().expect("shelved image");
@@ -382,7 +392,7 @@ async fn shelve_offloads_to_an_image_and_unshelve_boots_from_it() {
     let sv = act(&c, Action::Unshelve, unshelve_vm)
         .await
         .expect("unshelve");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert!(sv.host.is_some());
     assert_eq!(sv.shelved_image_id, None);
     assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
@@ -395,15 +405,18 @@ async fn shelve_offload_of_a_shelved_server_leaves_the_host() {
     let c = cloud("offload").await;
     c.s.driver.stop("srv", None).await;
     update_server(&c.s, "srv", |sv| {
-        sv.vm_state = "shelved".into();
-        sv.power_state = SHUTDOWN;
+        sv.vm_state = VmState::Shelved;
+        sv.power_state = PowerState::Shutdown;
         sv.host = Some("here".into());
     })
     .await;
     let sv = act(&c, Action::ShelveOffload, shelve_offload_vm)
         .await
         .expect("offload");
-    assert_eq!(states(&sv), ("shelved_offloaded", None, SHUTDOWN));
+    assert_eq!(
+        states(&sv),
+        ("shelved_offloaded", None, PowerState::Shutdown)
+    );
     assert_eq!(sv.host, None);
 }
 
@@ -431,7 +444,7 @@ async fn resize_then_confirm_or_revert() {
     let sv = act(&c, Action::Resize, move |s, sv| resize_vm(s, sv, to))
         .await
         .expect("resize");
-    assert_eq!(states(&sv), ("resized", None, RUNNING));
+    assert_eq!(states(&sv), ("resized", None, PowerState::Running));
     assert_eq!(sv.flavor.id, "2");
     assert_eq!(sv.old_flavor.as_ref().map(|f| f.id.as_str()), Some("1"));
     let migration = sv.migrations.last().expect("migration");
@@ -460,7 +473,7 @@ async fn resize_then_confirm_or_revert() {
     let sv = act(&c, Action::ConfirmResize, confirm_resize_vm)
         .await
         .expect("confirm");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert_eq!(sv.flavor.id, "2");
     assert_eq!(sv.old_flavor, None);
     assert_eq!(
@@ -476,7 +489,7 @@ async fn resize_then_confirm_or_revert() {
     let sv = act(&c, Action::RevertResize, revert_resize_vm)
         .await
         .expect("revert");
-    assert_eq!(states(&sv), ("active", None, RUNNING));
+    assert_eq!(states(&sv), ("active", None, PowerState::Running));
     assert_eq!(sv.flavor.id, "2");
     assert_eq!(
         sv.migrations.last().map(|m| m.status.as_str()),

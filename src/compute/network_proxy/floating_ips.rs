@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::security_groups::server_ports;
-use super::{S, accepted, caller, changed, from_network, proxy_available};
+use super::{S, accepted, caller, changed, from_network, proxy_allowed};
 use crate::compute::access;
 use crate::compute::networking::write_atomic;
-use crate::compute::{ComputeError, ComputeResult, Mv, authorize, own_target, parse_body};
+use crate::compute::{ComputeError, ComputeResult, Mv, parse_body};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::network::model::{FloatingIp, Network, Port};
@@ -72,13 +72,7 @@ pub(super) async fn floating_list(
     Auth(ctx): Auth,
     mv: Mv,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-floating-ips:list",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-floating-ips:list")?;
     let project = ctx.project_id().unwrap_or_default().to_string();
     let list = s
         .read(move |conn| {
@@ -101,13 +95,7 @@ pub(super) async fn floating_show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-floating-ips:show",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-floating-ips:show")?;
     let c = caller(&s, &ctx);
     let view = s
         .read(move |conn| {
@@ -169,13 +157,7 @@ pub(super) async fn floating_create(
     mv: Mv,
     bytes: Bytes,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-floating-ips:create",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-floating-ips:create")?;
     let pool = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -220,13 +202,7 @@ pub(super) async fn floating_delete(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-floating-ips:delete",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-floating-ips:delete")?;
     let c = caller(&s, &ctx);
     write_atomic(&s, move |tx| {
         network::visible_floating_ip(tx, &c, &id).map_err(|_| floating_not_found(&id))?;
@@ -238,13 +214,7 @@ pub(super) async fn floating_delete(
 }
 
 pub(super) async fn pools(State(s): State<S>, Auth(ctx): Auth, mv: Mv) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-floating-ip-pools",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-floating-ip-pools")?;
     let c = caller(&s, &ctx);
     let names = s
         .read(move |conn| {

@@ -91,6 +91,13 @@ fn proxy_available(mv: Mv) -> ComputeResult<()> {
     )
 }
 
+/// The start of every proxy call: 404 from 2.36 on, then Nova's `rule` on the
+/// caller's own project.
+fn proxy_allowed(s: &ComputeState, ctx: &AuthContext, mv: Mv, rule: &str) -> ComputeResult<()> {
+    proxy_available(mv)?;
+    super::authorize(s, ctx, rule, &super::own_target(ctx))
+}
+
 fn caller(s: &ComputeState, ctx: &AuthContext) -> Caller {
     Caller::with_policy(s.identity.policy.clone(), ctx)
 }
@@ -108,6 +115,17 @@ fn from_network(e: NetworkError) -> ComputeError {
             message,
         } => ComputeError::QuotaExceeded(message),
         other => ComputeError::BadRequest(other.to_string()),
+    }
+}
+
+/// [`from_network`], with the network service's over-quota refusal in Nova's
+/// words for this resource (`message`, a 403).
+fn over_quota(message: &'static str) -> impl FnOnce(NetworkError) -> ComputeError {
+    move |e| match e {
+        NetworkError::Conflict {
+            kind: "OverQuota", ..
+        } => ComputeError::QuotaExceeded(message.into()),
+        other => from_network(other),
     }
 }
 

@@ -8,8 +8,8 @@ use axum::response::Response;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::{S, caller, from_network, proxy_available};
-use crate::compute::{ComputeError, ComputeResult, Mv, authorize, own_target};
+use super::{S, caller, from_network, proxy_allowed, proxy_available};
+use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::http::json_response;
 use crate::identity::Auth;
 use crate::network::model::Network;
@@ -96,13 +96,7 @@ pub(super) async fn network_list(
     Auth(ctx): Auth,
     mv: Mv,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-networks:list",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-networks:list")?;
     let c = caller(&s, &ctx);
     let admin = crate::compute::is_admin_context(&s, &ctx);
     let list = s
@@ -122,13 +116,7 @@ pub(super) async fn network_show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-networks:show",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-networks:show")?;
     let c = caller(&s, &ctx);
     let admin = crate::compute::is_admin_context(&s, &ctx);
     let view = s
@@ -152,13 +140,7 @@ pub(super) async fn tenant_network_list(
     Auth(ctx): Auth,
     mv: Mv,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-tenant-networks:list",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-tenant-networks:list")?;
     let c = caller(&s, &ctx);
     let list = s
         .read(move |conn| {
@@ -177,13 +159,7 @@ pub(super) async fn tenant_network_show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-tenant-networks:show",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-tenant-networks:show")?;
     let c = caller(&s, &ctx);
     let view = s
         .read(move |conn| {

@@ -10,10 +10,10 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{S, accepted, caller, changed, from_network, member, proxy_available};
+use super::{S, accepted, caller, changed, from_network, member, over_quota, proxy_allowed};
 use crate::compute::access;
 use crate::compute::networking::write_atomic;
-use crate::compute::{ComputeError, ComputeResult, ComputeState, Mv, authorize, own_target};
+use crate::compute::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::servers::Server;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
@@ -142,13 +142,7 @@ pub(super) async fn group_list(
     mv: Mv,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-security-groups:get",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-security-groups:get")?;
     let all_tenants = query.iter().any(|(k, v)| {
         k == "all_tenants" && !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "off")
     });
@@ -184,13 +178,7 @@ pub(super) async fn group_show(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-security-groups:show",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-security-groups:show")?;
     let c = caller(&s, &ctx);
     let group = s
         .read(move |conn| {
@@ -220,22 +208,12 @@ pub(super) async fn group_create(
     mv: Mv,
     bytes: Bytes,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-security-groups:create",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-security-groups:create")?;
     let body = group_body(&bytes)?;
     let c = caller(&s, &ctx);
     let group = write_atomic(&s, move |tx| {
-        let sg = network::create_group_in(tx, &c, &body).map_err(|e| match e {
-            NetworkError::Conflict {
-                kind: "OverQuota", ..
-            } => ComputeError::QuotaExceeded("Quota exceeded, too many security groups.".into()),
-            other => from_network(other),
-        })?;
+        let sg = network::create_group_in(tx, &c, &body)
+            .map_err(over_quota("Quota exceeded, too many security groups."))?;
         group_view(tx, &sg)
     })
     .await?;
@@ -253,13 +231,7 @@ pub(super) async fn group_update(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-security-groups:update",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-security-groups:update")?;
     let body = group_body(&bytes)?;
     let c = caller(&s, &ctx);
     let group = write_atomic(&s, move |tx| {
@@ -281,13 +253,7 @@ pub(super) async fn group_delete(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-security-groups:delete",
-        &own_target(&ctx),
-    )?;
+    proxy_allowed(&s, &ctx, mv, "os_compute_api:os-security-groups:delete")?;
     let c = caller(&s, &ctx);
     write_atomic(&s, move |tx| {
         network::visible_group(tx, &c, &id).map_err(|_| group_not_found(&id))?;
@@ -428,12 +394,11 @@ pub(super) async fn rule_create(
     mv: Mv,
     bytes: Bytes,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
+    proxy_allowed(
         &s,
         &ctx,
+        mv,
         "os_compute_api:os-security-groups:rule:create",
-        &own_target(&ctx),
     )?;
     let body = member(&bytes, "security_group_rule")?;
     let uuid_of = |key: &str| -> ComputeResult<Option<String>> {
@@ -455,14 +420,8 @@ pub(super) async fn rule_create(
             network::visible_group(tx, &c, g).map_err(|_| group_not_found(g))?;
         }
         let neutron = neutron_rule(&body, &parent, group_id.as_deref())?;
-        let rule = network::create_rule_in(tx, &c, &neutron).map_err(|e| match e {
-            NetworkError::Conflict {
-                kind: "OverQuota", ..
-            } => {
-                ComputeError::QuotaExceeded("Quota exceeded, too many security group rules.".into())
-            }
-            other => from_network(other),
-        })?;
+        let rule = network::create_rule_in(tx, &c, &neutron)
+            .map_err(over_quota("Quota exceeded, too many security group rules."))?;
         rule_view(tx, &rule)?
             .ok_or_else(|| ComputeError::Internal("the remote group vanished".into()))
     })
@@ -480,12 +439,11 @@ pub(super) async fn rule_delete(
     mv: Mv,
     Path(id): Path<String>,
 ) -> ComputeResult<Response> {
-    proxy_available(mv)?;
-    authorize(
+    proxy_allowed(
         &s,
         &ctx,
+        mv,
         "os_compute_api:os-security-groups:rule:delete",
-        &own_target(&ctx),
     )?;
     let c = caller(&s, &ctx);
     write_atomic(&s, move |tx| {
