@@ -866,8 +866,10 @@ fn wait_console(log: &Path, what: &str, n: usize) -> String {
 }
 
 /// Issue 13: the guest's own reboot after it installed a kernel. A disk-booted guest that has
-/// touched all of its RAM resets itself (i8042, as Linux's `reboot` through the FADT's reset
-/// register); the disk's boot entries changed meanwhile. The next boot must run what the disk
+/// touched all of its RAM resets itself the way Debian's kernels do on this machine (ACPI is
+/// hardware-reduced, so Linux built with EFI picks an EFI reboot, finds no EFI runtime and
+/// jumps to the BIOS reset vector, which used to hold only zeros: the guest spun there for
+/// ever); the disk's boot entries changed meanwhile. The next boot must run what the disk
 /// declares now, and the old boot's RAM must be gone before the new one is mapped: the VMM's
 /// peak stays within guest RAM + the jail's 64 MiB overhead (its cgroup's memory.max), where
 /// holding both used to need twice the RAM (the Debian guest that had filled its page cache
@@ -888,7 +890,10 @@ fn guest_reset_boots_what_the_disk_declares_now_within_one_guest_ram() {
     let disk = dir.join("disk.img");
     std::fs::write(
         &disk,
-        bls_disk(&dir, &[("debian-old", "1", "reset-on-key entry=old")]),
+        bls_disk(
+            &dir,
+            &[("debian-old", "1", "reset-on-key reset-via-bios entry=old")],
+        ),
     )
     .expect("disk");
     let sock = dir.join("vmm.sock");
@@ -929,7 +934,7 @@ fn guest_reset_boots_what_the_disk_declares_now_within_one_guest_ram() {
     let new = bls_disk(
         &dir,
         &[
-            ("debian-old", "1", "reset-on-key entry=old"),
+            ("debian-old", "1", "reset-on-key reset-via-bios entry=old"),
             ("debian-new", "2", "reset-on-key entry=new"),
         ],
     );

@@ -212,8 +212,9 @@ fn cmdline_has(paddr: u64, word: &[u8]) -> bool {
 
 /// The `reset-on-key` mode (the VMM's reset tests): prints its command line, writes every
 /// page of RAM the memory map gives (each byte written is the one read, so nothing changes,
-/// but the host must back all of it), then resets the machine through the i8042 (what the
-/// FADT's reset register names) at the first byte received on COM1.
+/// but the host must back all of it), then resets the machine at the first byte received on
+/// COM1: through the i8042 (what the FADT's reset register names), or with `reset-via-bios`
+/// by jumping to the reset vector, as Linux's BIOS reboot does.
 fn touch_then_reset_on_key(info: &HvmStartInfo) -> ! {
     print("probe: cmdline ");
     let base = info.cmdline_paddr as usize as *const u8;
@@ -252,6 +253,13 @@ fn touch_then_reset_on_key(info: &HvmStartInfo) -> ! {
         core::hint::spin_loop();
     }
     let _ = inb(0x3f8);
+    if cmdline_has(info.cmdline_paddr, b"reset-via-bios") {
+        // What Linux does on a hardware-reduced ACPI machine without EFI runtime services
+        // (`machine_real_restart`): jump to the BIOS's reset vector and let it reset.
+        print("probe: resetting through the reset vector\n");
+        // SAFETY: 0xffff0 is identity-mapped; the VMM's code there never returns.
+        unsafe { core::arch::asm!("cli", "jmp {0}", in(reg) 0xf_fff0u64, options(noreturn)) };
+    }
     print("probe: resetting\n");
     outb(0x64, 0xfe);
     loop {
