@@ -4,7 +4,9 @@
 //! reads sector 0 of each virtio-blk disk, sends a DHCP DISCOVER on each
 //! virtio-net, reads virtio-rng and powers off through the FADT's sleep control
 //! register. With `count` on its command line it counts on COM1 forever
-//! instead (used by the save/restore tests).
+//! instead (used by the save/restore tests); with `reset-on-key` it prints its
+//! command line, touches all of its RAM and resets the machine at the first key
+//! (the reset tests).
 //!
 //! Every guest instruction is expensive under nested, software-assisted KVM
 //! (about 1 µs each), so the code avoids `core::fmt` and keeps loops short.
@@ -17,7 +19,7 @@ mod virtio;
 
 use core::panic::PanicInfo;
 
-use io::{inl, outb, outl, print, print_dec, print_hex, putc};
+use io::{inb, inl, outb, outl, print, print_dec, print_hex, putc};
 
 core::arch::global_asm!(
     r#"
@@ -160,6 +162,12 @@ extern "C" fn probe_main(start_info: u32) -> ! {
     {
         count_forever();
     }
+    if info.magic == PVH_MAGIC
+        && info.cmdline_paddr != 0
+        && cmdline_has(info.cmdline_paddr, b"reset-on-key")
+    {
+        touch_then_reset_on_key(info);
+    }
 
     let (ecx, edx) = cpuid1();
     print("probe: cpuid 1 ecx ");
@@ -200,6 +208,64 @@ fn cmdline_has(paddr: u64, word: &[u8]) -> bool {
     // SAFETY: the `len` bytes were just read.
     let line = unsafe { core::slice::from_raw_parts(base, len) };
     line.windows(word.len()).any(|w| w == word)
+}
+
+/// The `reset-on-key` mode (the VMM's reset tests): prints its command line, writes every
+/// page of RAM the memory map gives (each byte written is the one read, so nothing changes,
+/// but the host must back all of it), then resets the machine at the first byte received on
+/// COM1: through the i8042 (what the FADT's reset register names), or with `reset-via-bios`
+/// by jumping to the reset vector, as Linux's BIOS reboot does.
+fn touch_then_reset_on_key(info: &HvmStartInfo) -> ! {
+    print("probe: cmdline ");
+    let base = info.cmdline_paddr as usize as *const u8;
+    let mut i = 0;
+    // SAFETY: the VMM wrote a NUL-terminated string there; capped at 4 KiB.
+    while i < 4096 && unsafe { core::ptr::read_volatile(base.add(i)) } != 0 {
+        // SAFETY: as above.
+        putc(unsafe { core::ptr::read_volatile(base.add(i)) });
+        i += 1;
+    }
+    putc(b'\n');
+    let mut pages: u64 = 0;
+    let entries = (info.memmap_entries as u64).min(64);
+    for e in 0..entries {
+        let entry = info.memmap_paddr + e * 24;
+        let (start, size, kind) = (phys_u64(entry), phys_u64(entry + 8), phys_u32(entry + 16));
+        // RAM only, and only what the identity map reaches (the first 4 GiB).
+        let end = start.saturating_add(size).min(0x1_0000_0000);
+        if kind != 1 {
+            continue;
+        }
+        let mut page = start;
+        while page < end {
+            let p = page as usize as *mut u8;
+            // SAFETY: RAM from the memory map, identity-mapped; the same value is written back
+            // (this code, its stack and its page tables included), with interrupts off.
+            unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p)) };
+            pages += 1;
+            page += 4096;
+        }
+    }
+    print("probe: touched ");
+    print_dec(pages / 256);
+    print(" MiB; a key resets\n");
+    while inb(0x3fd) & 1 == 0 {
+        core::hint::spin_loop();
+    }
+    let _ = inb(0x3f8);
+    if cmdline_has(info.cmdline_paddr, b"reset-via-bios") {
+        // What Linux does on a hardware-reduced ACPI machine without EFI runtime services
+        // (`machine_real_restart`): jump to the BIOS's reset vector and let it reset.
+        print("probe: resetting through the reset vector\n");
+        // SAFETY: 0xffff0 is identity-mapped; the VMM's code there never returns.
+        unsafe { core::arch::asm!("cli", "jmp {0}", in(reg) 0xf_fff0u64, options(noreturn)) };
+    }
+    print("probe: resetting\n");
+    outb(0x64, 0xfe);
+    loop {
+        // SAFETY: halting with interrupts off parks the vCPU until the VMM resets it.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
 }
 
 /// Prints an increasing counter about every few milliseconds, forever.

@@ -282,7 +282,8 @@ pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<u64, AcpiError> {
     let tables = build_tables(cpus);
     for (addr, bytes) in &tables {
         let end = addr + bytes.len() as u64;
-        if end > ACPI_START + ACPI_SIZE {
+        // The last 16 bytes are the reset vector's (boot::RESET_VECTOR).
+        if end > super::boot::RESET_VECTOR {
             return Err(AcpiError::TooBig(end - ACPI_START));
         }
         mem.write_slice(bytes, GuestAddress(*addr))?;

@@ -334,6 +334,24 @@ pub fn write_gdt(mem: &GuestMemoryMmap, table: &[u64; 4]) -> Result<(), BootErro
     mem.write_obj(0u64, GuestAddress(IDT_ADDR)).map_err(w)
 }
 
+/// Where a PC's CPU starts after reset, and where Linux jumps for a BIOS reboot
+/// (`machine_real_restart`: `ljmp $0xf000, $0xfff0` in real mode).
+pub const RESET_VECTOR: u64 = 0xf_fff0;
+
+/// The reset vector's code: `cli; mov al, 0xfe; out 0x64, al; hlt; jmp .-3` (the i8042's
+/// CPU reset, as a BIOS's reset path ends; the same bytes in 16-, 32- and 64-bit mode).
+pub const RESET_VECTOR_CODE: [u8; 8] = [0xfa, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd];
+
+/// Writes [`RESET_VECTOR_CODE`] at [`RESET_VECTOR`] (the reserved area below 1 MiB, after the
+/// ACPI tables). Linux on a hardware-reduced ACPI machine reboots through EFI when built with
+/// EFI support (Debian's kernels: `reboot_init` picks `BOOT_EFI`), and without EFI runtime
+/// services falls back to the BIOS: a jump to the reset vector, where there was nothing but
+/// zeros, so such a guest's `reboot` spun there for ever instead of resetting.
+pub fn write_reset_vector(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+    mem.write_slice(&RESET_VECTOR_CODE, GuestAddress(RESET_VECTOR))
+        .map_err(|e| BootError::GuestWrite(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -304,6 +304,7 @@ impl Vm {
             }
         }
         boot::write_gdt(mem, &boot::gdt(loaded.entry))?;
+        boot::write_reset_vector(mem)?;
         Ok(loaded.entry)
     }
 

@@ -853,7 +853,14 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
             VmEvent::Reset if spec.no_reboot || shared.ending.load(Ordering::SeqCst) => {
                 break ExitCode::SUCCESS;
             }
-            VmEvent::Reset => continue,
+            VmEvent::Reset => {
+                // The old guest's RAM goes before the next boot maps its own: both at once
+                // need twice the guest's memory, over the jail's memory.max (RAM + 64 MiB)
+                // once a guest has touched all of its RAM (docs/vmm.md, "Reset").
+                *lock(&shared.current) = None;
+                super::vm::release(vm);
+                continue;
+            }
             VmEvent::Crash(why) => {
                 eprintln!("yunhe vmm: the VM stopped: {why}");
                 break ExitCode::FAILURE;

@@ -316,7 +316,11 @@ pub fn vm_run_main(args: VmRunArgs) -> ExitCode {
         match event {
             VmEvent::PowerOff => break ExitCode::SUCCESS,
             VmEvent::Reset if args.no_reboot => break ExitCode::SUCCESS,
-            VmEvent::Reset => continue,
+            VmEvent::Reset => {
+                // The old guest's RAM goes before the next boot maps its own.
+                vm::release(running);
+                continue;
+            }
             VmEvent::Crash(why) => {
                 drop(term);
                 eprintln!("\r\nyunhe vm run: the VM stopped: {why}");

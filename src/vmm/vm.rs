@@ -514,6 +514,32 @@ impl Drop for RunningVm {
     }
 }
 
+/// Drops a stopped VM, and with it its guest memory, before the caller boots the next one
+/// (a reset): waits up to 2 s for threads that still hold it for a moment (a control client,
+/// the watchdog) so that the old RAM is unmapped when this returns.
+pub fn release(vm: Arc<RunningVm>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut vm = vm;
+    loop {
+        match Arc::try_unwrap(vm) {
+            Ok(last) => {
+                drop(last);
+                return;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                vm = shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                eprintln!(
+                    "yunhe vmm: the reset VM is still referenced: its memory stays until then"
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// Kicks every vCPU out of KVM_RUN every `period` while `vm` lives, so that
 /// vCPUs stuck in an instruction the host never completes can be helped
 /// ([`super::vcpu`] completes hypercalls stuck there).
