@@ -366,6 +366,69 @@ impl ComputeDriver for FakeDriver {
     }
 }
 
+/// A compute state over a fresh state file (in a temporary directory that
+/// goes with it) and the fake driver: what the unit tests of lifecycle,
+/// volume attachments and volume events start from.
+pub struct TestCloud {
+    pub s: std::sync::Arc<super::ComputeState>,
+    pub fake: std::sync::Arc<FakeDriver>,
+    pub dir: PathBuf,
+}
+
+impl Drop for TestCloud {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TestCloud {
+    /// An empty cloud; `label` names its directory apart from other tests'.
+    pub fn new(label: &str) -> TestCloud {
+        let dir = std::env::temp_dir().join(format!("yunhe-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
+        let identity = crate::identity::IdentityState::new(
+            db,
+            "http://127.0.0.1:1".into(),
+            std::sync::Arc::new(crate::policy::Policy::defaults().expect("policy")),
+            Default::default(),
+        )
+        .expect("identity");
+        let fake = std::sync::Arc::new(FakeDriver::default());
+        let s = super::ComputeState::new(identity, Default::default(), fake.clone());
+        TestCloud { s, fake, dir }
+    }
+
+    /// Stores `server` and, when `running`, starts its VM in the fake driver.
+    pub async fn add_server(&self, server: &Server, running: bool) {
+        let stored = server.clone();
+        self.s
+            .write(move |tx| Ok(crate::db::servers::insert_server(tx, &stored)?))
+            .await
+            .expect("insert");
+        if running {
+            self.fake.spawn(server, false).await.expect("spawn");
+        }
+    }
+}
+
+/// Server `srv` of project `p` and user `u`, ACTIVE and running: the
+/// server the unit tests act on.
+pub fn active_server() -> Server {
+    Server {
+        id: "srv".into(),
+        name: "vm".into(),
+        project_id: "p".into(),
+        user_id: "u".into(),
+        vm_state: super::states::VmState::Active,
+        power_state: super::states::PowerState::Running,
+        reservation_id: "r-1".into(),
+        hostname: "vm".into(),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,75 +90,31 @@ pub async fn volume_extended(s: &S, id: &str, volume_id: &str, request_id: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compute::driver::ComputeDriver;
-    use crate::compute::fake_driver::FakeDriver;
+    use crate::compute::fake_driver::{TestCloud, active_server};
     use crate::compute::states::PowerState;
-    use crate::db::servers::{Server, ServerVolume};
+    use crate::db::servers::ServerVolume;
 
     const VOL: &str = "0b6f3c56-52b6-4d0e-9d8e-2f7a3f0d1a11";
 
-    struct Cloud {
-        s: S,
-        fake: Arc<FakeDriver>,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Cloud {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    type Cloud = TestCloud;
 
     /// Server `srv` (running, or stopped) with volume [`VOL`] attached.
     async fn cloud(name: &str, running: bool) -> Cloud {
-        let dir =
-            std::env::temp_dir().join(format!("yunhe-volextend-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
-        let identity = crate::identity::IdentityState::new(
-            db,
-            "http://127.0.0.1:1".into(),
-            Arc::new(crate::policy::Policy::defaults().expect("policy")),
-            Default::default(),
-        )
-        .expect("identity");
-        let fake = Arc::new(FakeDriver::default());
-        let s = ComputeState::new(identity, Default::default(), fake.clone());
-        let server = Server {
-            id: "srv".into(),
-            name: "vm".into(),
-            project_id: "p".into(),
-            user_id: "u".into(),
-            vm_state: if running {
-                VmState::Active
-            } else {
-                VmState::Stopped
-            },
-            power_state: if running {
-                PowerState::Running
-            } else {
-                PowerState::Shutdown
-            },
-            reservation_id: "r-1".into(),
-            hostname: "vm".into(),
-            volumes: vec![ServerVolume {
-                volume_id: VOL.into(),
-                attachment_id: "att".into(),
-                device: "/dev/vdb".into(),
-                path: dir.join("vol"),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let stored = server.clone();
-        s.write(move |tx| Ok(db::insert_server(tx, &stored)?))
-            .await
-            .expect("insert");
-        if running {
-            fake.spawn(&server, false).await.expect("spawn");
+        let c = TestCloud::new(&format!("volextend-{name}"));
+        let mut server = active_server();
+        if !running {
+            server.vm_state = VmState::Stopped;
+            server.power_state = PowerState::Shutdown;
         }
-        Cloud { s, fake, dir }
+        server.volumes = vec![ServerVolume {
+            volume_id: VOL.into(),
+            attachment_id: "att".into(),
+            device: "/dev/vdb".into(),
+            path: c.dir.join("vol"),
+            ..Default::default()
+        }];
+        c.add_server(&server, running).await;
+        c
     }
 
     async fn actions(s: &S) -> Vec<(String, String, Option<String>)> {

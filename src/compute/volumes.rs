@@ -522,7 +522,7 @@ async fn release(s: &S, record: &ServerVolume) {
 mod tests {
     use super::*;
     use crate::compute::driver::ComputeDriver;
-    use crate::compute::fake_driver::FakeDriver;
+    use crate::compute::fake_driver::{TestCloud, active_server};
     use crate::compute::states::{PowerState, TaskState};
     use crate::db::volume::Volume;
     use serde_json::json;
@@ -530,51 +530,14 @@ mod tests {
     const VOL: &str = "0b6f3c56-52b6-4d0e-9d8e-2f7a3f0d1a11";
     const OTHER: &str = "5f0c1a4e-2d7b-4b8f-9a3c-6e1d2f3a4b5c";
 
-    struct Cloud {
-        s: S,
-        fake: Arc<FakeDriver>,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Cloud {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    type Cloud = TestCloud;
 
     /// A compute state over a fresh state file and the fake driver: one
     /// ACTIVE server `srv` of project `p` whose VM runs, volume [`VOL`] of `p`
     /// and [`OTHER`] of project `q`, both available.
     async fn cloud(name: &str) -> Cloud {
-        let dir =
-            std::env::temp_dir().join(format!("yunhe-volattach-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
-        let identity = crate::identity::IdentityState::new(
-            db,
-            "http://127.0.0.1:1".into(),
-            Arc::new(crate::policy::Policy::defaults().expect("policy")),
-            Default::default(),
-        )
-        .expect("identity");
-        let fake = Arc::new(FakeDriver::default());
-        let s = ComputeState::new(identity, Default::default(), fake.clone());
-        let server = Server {
-            id: "srv".into(),
-            name: "vm".into(),
-            project_id: "p".into(),
-            user_id: "u".into(),
-            vm_state: VmState::Active,
-            power_state: PowerState::Running,
-            reservation_id: "r-1".into(),
-            hostname: "vm".into(),
-            ..Default::default()
-        };
-        let stored = server.clone();
-        s.write(move |tx| Ok(db::insert_server(tx, &stored)?))
-            .await
-            .expect("insert");
+        let c = TestCloud::new(&format!("volattach-{name}"));
+        let s = &c.s;
         for (id, project) in [(VOL, "p"), (OTHER, "q")] {
             let v = Volume {
                 id: id.into(),
@@ -590,8 +553,8 @@ mod tests {
                 .await
                 .expect("volume");
         }
-        fake.spawn(&server, false).await.expect("spawn");
-        Cloud { s, fake, dir }
+        c.add_server(&active_server(), true).await;
+        c
     }
 
     async fn stored(s: &S) -> Server {

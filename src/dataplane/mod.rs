@@ -431,9 +431,7 @@ impl Dataplane {
         self.changed.notify_one();
         Ok(fd)
     }
-}
 
-impl Dataplane {
     /// Plugs a compute port before its VMM starts (Nova's `plug_vifs`): its
     /// tap is made (persistent) and a pass asked for, which wires it and
     /// sends `network-vif-plugged` when the port goes `ACTIVE`.

@@ -8,56 +8,19 @@ use super::shelve::*;
 use super::*;
 use crate::compute::build::spawn_delete;
 use crate::compute::driver::ComputeDriver;
-use crate::compute::fake_driver::{FakeDriver, FakeVm};
+use crate::compute::fake_driver::{FakeVm, TestCloud, active_server};
 use crate::compute::states::{PowerState, TaskState, VmState};
 use serde_json::Value;
 use std::time::Duration;
 
-struct Cloud {
-    s: S,
-    fake: Arc<FakeDriver>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+type Cloud = TestCloud;
 
 /// A compute state over a fresh state file and the fake driver, with
 /// one ACTIVE server `srv` whose VM runs.
 async fn cloud(name: &str) -> Cloud {
-    let dir = std::env::temp_dir().join(format!("yunhe-lifecycle-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let db = crate::db::Db::open(&dir.join("yunhe.db")).expect("db");
-    let identity = crate::identity::IdentityState::new(
-        db,
-        "http://127.0.0.1:1".into(),
-        Arc::new(crate::policy::Policy::defaults().expect("policy")),
-        Default::default(),
-    )
-    .expect("identity");
-    let fake = Arc::new(FakeDriver::default());
-    let s = ComputeState::new(identity, Default::default(), fake.clone());
-    let server = Server {
-        id: "srv".into(),
-        name: "vm".into(),
-        project_id: "p".into(),
-        user_id: "u".into(),
-        vm_state: VmState::Active,
-        power_state: PowerState::Running,
-        reservation_id: "r-1".into(),
-        hostname: "vm".into(),
-        ..Default::default()
-    };
-    let stored = server.clone();
-    s.write(move |tx| Ok(db::insert_server(tx, &stored)?))
-        .await
-        .expect("insert");
-    fake.spawn(&server, false).await.expect("spawn");
-    Cloud { s, fake, dir }
+    let c = TestCloud::new(&format!("lifecycle-{name}"));
+    c.add_server(&active_server(), true).await;
+    c
 }
 
 async fn stored(s: &S) -> Server {
