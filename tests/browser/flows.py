@@ -1073,22 +1073,29 @@ def images(d):
     go(d, "images", "#images")
     path = os.path.join(OUT, "upload.raw")
     with open(path, "wb") as f:
-        f.truncate(48 * 1024 * 1024)
+        f.truncate(96 * 1024 * 1024)
     css(d, "button.upload")[0].click()
     wait(d, lambda: css(d, "#upload-file"), 5, "the upload dialog")
     css(d, "#upload-name")[0].send_keys("browser-upload")
     css(d, "#upload-file")[0].send_keys(os.path.abspath(path))
-    seen = set()
+    # Every value the bar takes is recorded in the page itself: polling from here through
+    # WebDriver sees only what is on screen at each round trip, and a fast upload (loopback,
+    # idle disk) moves the bar only a few times.
+    d.execute_script("""
+        const bar = document.getElementById('upload-progress');
+        window.uploadProgressSeen = [Number(bar.value)];
+        new MutationObserver(() => window.uploadProgressSeen.push(Number(bar.value)))
+            .observe(bar, { attributes: true, attributeFilter: ['value'] });
+    """)
     css(d, "#upload-go")[0].click()
     t0 = time.monotonic()
+    shot_taken = False
     while time.monotonic() - t0 < 60 and css(d, "#upload-progress"):
-        try:
-            seen.add(int(float(css(d, "#upload-progress")[0].get_attribute("value"))))
-        except Exception:  # noqa: BLE001 - the dialog closed between the two calls
-            break
-        if len(seen) == 3:
+        if not shot_taken and len(set(d.execute_script("return window.uploadProgressSeen || []"))) >= 3:
             shot(d, "09-image-upload")
+            shot_taken = True
         time.sleep(0.02)
+    seen = set(int(v) for v in d.execute_script("return window.uploadProgressSeen || []"))
     wait(d, lambda: not css(d, "#upload-progress"), 60, "the upload to finish")
     os.unlink(path)
     wait(d, lambda: "browser-upload" in css(d, "#images")[0].text, 10, "the new image")
