@@ -16,11 +16,12 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional, nova_time,
-    paginate, parse_body, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, nova_time, paginate,
+    parse_body, query_map,
 };
 use crate::db::compute::{self as store, Keypair};
 use crate::db::now_unix;
+use crate::http::body::decode;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -370,12 +371,49 @@ async fn show(
     Ok(json_response(StatusCode::OK, &json!({"keypair": obj})))
 }
 
-fn check_name(name: &Value, mv: Mv) -> ComputeResult<String> {
-    let Value::String(name) = name else {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute name. Value is not a string.".into(),
-        ));
-    };
+/// The body of `POST /os-keypairs` (Nova's `keypairs` schemas): `type`
+/// from 2.2, `user_id` from 2.10, `public_key` required from 2.92.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeypairCreate {
+    keypair: NewKeypair,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeypair {
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<KeyType>,
+    user_id: Option<String>,
+    public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KeyType {
+    Ssh,
+    X509,
+}
+
+impl NewKeypair {
+    /// Refuses members the request's microversion does not have yet, as
+    /// Nova's per-version schemas do.
+    fn check_microversion(&self, mv: Mv) -> ComputeResult<()> {
+        let too_new = [
+            ("type", self.kind.is_some() && !mv.at_least(2)),
+            ("user_id", self.user_id.is_some() && !mv.at_least(10)),
+        ];
+        match too_new.iter().find(|(_, refused)| *refused) {
+            Some((member, _)) => {
+                Err(crate::http::body::BodyError::Unexpected(format!("keypair.{member}")).into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_name(name: String, mv: Mv) -> ComputeResult<String> {
     let extra = if mv.at_least(92) { " _-@." } else { " _-" };
     let ok = !name.is_empty()
         && name.chars().count() <= 255
@@ -384,7 +422,7 @@ fn check_name(name: &Value, mv: Mv) -> ComputeResult<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
     if ok {
-        Ok(name.clone())
+        Ok(name)
     } else {
         Err(ComputeError::BadRequest(format!(
             "Invalid input for field/attribute name. Value: {name}. '{name}' does not match a valid keypair name"
@@ -398,47 +436,17 @@ async fn create(
     mv: Mv,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
-    let k = take_object(&mut body, "keypair")?;
-    let mut allowed = vec!["name", "public_key"];
-    if mv.at_least(2) {
-        allowed.push("type");
-    }
-    if mv.at_least(10) {
-        allowed.push("user_id");
-    }
-    no_additional(&k, &allowed)?;
-    let name = check_name(
-        k.get("name").ok_or_else(|| {
-            ComputeError::BadRequest(
-                "Invalid input for field/attribute keypair. 'name' is a required property".into(),
-            )
-        })?,
-        mv,
-    )?;
-    let kind = match k.get("type") {
-        None => "ssh".to_string(),
-        Some(Value::String(t)) if t == "ssh" || t == "x509" => t.clone(),
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute type. Value: {v}. {v} is not one of ['ssh', 'x509']"
-            )));
-        }
-    };
+    let request: KeypairCreate = decode(Value::Object(parse_body(&body)?))?;
+    let k = request.keypair;
+    k.check_microversion(mv)?;
+    let name = check_name(k.name, mv)?;
+    let kind = k.kind.unwrap_or(KeyType::Ssh);
     let rule = "os_compute_api:os-keypairs:create";
-    let user_id = match k.get("user_id") {
-        None => target_user(&s, &ctx, mv, None, rule)?,
-        Some(Value::String(u)) => target_user(&s, &ctx, mv, Some(u), rule)?,
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute user_id. Value: {v}."
-            )));
-        }
-    };
-    let (public_key, private_key) = match k.get("public_key") {
-        Some(Value::String(key)) => (key.trim().to_string(), None),
+    let user_id = target_user(&s, &ctx, mv, k.user_id.as_deref(), rule)?;
+    let (public_key, private_key) = match k.public_key {
+        Some(key) => (key.trim().to_string(), None),
         None if !mv.at_least(92) => {
-            let (public, private) = if kind == "x509" {
+            let (public, private) = if kind == KeyType::X509 {
                 generate_x509(&user_id)
             } else {
                 generate_ed25519("Generated-by-Nova")
@@ -446,16 +454,12 @@ async fn create(
             (public, Some(private))
         }
         None => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute keypair. 'public_key' is a required property"
-                    .into(),
-            ));
+            return Err(crate::http::body::BodyError::Missing("keypair.public_key".into()).into());
         }
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute public_key. Value: {v}."
-            )));
-        }
+    };
+    let kind = match kind {
+        KeyType::Ssh => "ssh".to_string(),
+        KeyType::X509 => "x509".to_string(),
     };
     let fingerprint = if kind == "x509" {
         x509_fingerprint(&public_key)

@@ -160,6 +160,12 @@ impl From<BodyError> for IdentityError {
             BodyError::BadName(key) => format!(
                 "Invalid input for field '{key}': must be 1 to 255 characters and not blank."
             ),
+            BodyError::Unexpected(key) => {
+                format!("Additional properties are not allowed ('{key}' was unexpected).")
+            }
+            BodyError::Invalid { key, reason } => {
+                format!("Invalid input for field '{key}': {reason}.")
+            }
         })
     }
 }

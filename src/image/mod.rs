@@ -93,6 +93,10 @@ impl From<BodyError> for ImageError {
             BodyError::BadName(key) => {
                 format!("'{key}' is a required property of at most 255 characters.")
             }
+            BodyError::Unexpected(key) => {
+                format!("Additional properties are not allowed ('{key}' was unexpected).")
+            }
+            BodyError::Invalid { key, reason } => format!("'{key}' is invalid: {reason}."),
         })
     }
 }

@@ -205,6 +205,10 @@ impl From<BodyError> for NetworkError {
                 NetworkError::invalid(&key, format!("'{key}' is not a valid {expected}"))
             }
             BodyError::BadName(key) => NetworkError::invalid(&key, "the name is too long"),
+            BodyError::Unexpected(key) => {
+                NetworkError::bad(format!("Unrecognized attribute(s) '{key}'"))
+            }
+            BodyError::Invalid { key, reason } => NetworkError::invalid(&key, reason),
         }
     }
 }

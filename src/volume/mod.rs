@@ -154,15 +154,30 @@ impl From<crate::http::body::BodyError> for VolumeError {
             BodyError::MemberNotAnObject(key) => {
                 format!("Invalid input for field/attribute {key}. Value is not an object.")
             }
-            BodyError::Missing(key) => {
-                format!("Invalid input for field/attribute {key}. '{key}' is a required property")
-            }
+            // A member of a member (`keypair.name`) is named as Nova's schema
+            // errors name it: the object, then the property it lacks.
+            BodyError::Missing(key) => match key.rsplit_once('.') {
+                Some((parent, leaf)) => {
+                    format!(
+                        "Invalid input for field/attribute {parent}. '{leaf}' is a required property"
+                    )
+                }
+                None => format!(
+                    "Invalid input for field/attribute {key}. '{key}' is a required property"
+                ),
+            },
             BodyError::WrongType { key, expected } => {
                 format!("Invalid input for field/attribute {key}. Value is not a {expected}.")
             }
             BodyError::BadName(key) => format!(
                 "Invalid input for field/attribute {key}. Value must be 0 to 255 characters."
             ),
+            BodyError::Unexpected(key) => {
+                format!("Additional properties are not allowed ('{key}' was unexpected)")
+            }
+            BodyError::Invalid { key, reason } => {
+                format!("Invalid input for field/attribute {key}. Value: {reason}")
+            }
         })
     }
 }
