@@ -167,6 +167,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
     } = config;
     let public_url = identity.public_url.clone();
     let auth_uri: Arc<str> = format!("{public_url}/identity").into();
+    let server_events = compute.network.notifier.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
@@ -180,6 +181,7 @@ pub fn app(identity: Arc<IdentityState>, config: AppConfig) -> Router {
             identity.clone(),
             network_changed,
             events.clone(),
+            server_events,
         ))
         .merge(crate::volume::router(identity.clone(), volume))
         .merge(crate::web::router(identity.clone(), events));

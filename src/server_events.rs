@@ -1,6 +1,7 @@
 //! Nova's server external events, in process: what Neutron and Cinder POST
-//! to Nova's `os-server-external-events` (`network-vif-plugged` and
-//! `network-vif-unplugged` about a port, `volume-extended` about a volume).
+//! to Nova's `os-server-external-events` (`network-vif-plugged`,
+//! `network-vif-unplugged` and `network-vif-deleted` about a port,
+//! `volume-extended` about a volume).
 //! Here every service runs in one process, so the network side (the
 //! dataplane, or compute's binding of a port without it, as Neutron's noop
 //! agent) and the volume service send them through a channel instead, and
@@ -21,6 +22,9 @@ use tokio::sync::mpsc;
 pub const VIF_PLUGGED: &str = "network-vif-plugged";
 /// `network-vif-unplugged`: the port's interface went away.
 pub const VIF_UNPLUGGED: &str = "network-vif-unplugged";
+/// `network-vif-deleted`: the port bound to the server was deleted through
+/// the network API; compute takes its NIC out of the server.
+pub const VIF_DELETED: &str = "network-vif-deleted";
 /// `volume-extended`: an attached volume grew; `tag` is the volume's id.
 pub const VOLUME_EXTENDED: &str = "volume-extended";
 

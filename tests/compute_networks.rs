@@ -4,7 +4,8 @@
 //! status), `addresses` in the views, `os-interface` and `ips`, ports gone
 //! after delete, a port passed in only unbound, a port quota refusal that
 //! leaves nothing behind, min_count 2 with one port each, and a build that
-//! waits for its port's `network-vif-plugged` (Nova's vif_plugging_timeout). Servers boot
+//! waits for its port's `network-vif-plugged` (Nova's vif_plugging_timeout), and a
+//! bound port deleted through Neutron leaving its server (`network-vif-deleted`). Servers boot
 //! the built-in echo guest on /dev/kvm; skipped (with a message) without it.
 //!
 //! The state directory's guard kills (by pid) every `yunhe vmm` whose spec
@@ -699,6 +700,56 @@ fn a_build_waits_for_network_vif_plugged() {
     assert_eq!(replies[0]["code"], 200, "{replies}");
     assert_eq!(replies[0]["status"], "completed", "{replies}");
     assert_eq!(replies[1]["tag"], port_id.as_str(), "{replies}");
+    // The port deleted through Neutron's API while bound (Neutron allows it):
+    // the server's views lose it and the server starts again without it.
+    // The `network-vif-deleted` it sends makes compute forget the port and
+    // take the NIC out of a running VM; that part is checked by
+    // compute/interfaces.rs's `a_port_deleted_through_the_network_api_...`
+    // (without the dataplane nothing here tells the two apart).
+    let stop = cloud.nova(
+        &admin,
+        "2.73",
+        "POST",
+        &format!("/servers/{id}/action"),
+        Some(&json!({"os-stop": null})),
+    );
+    assert_eq!(stop.status, 202, "{}", stop.text);
+    cloud.wait_status(&admin, &id, "SHUTOFF");
+    let deleted = cloud.neutron(&admin, "DELETE", &format!("/ports/{port_id}"), None);
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let started = Instant::now();
+    let interfaces = loop {
+        let list = cloud.nova(
+            &admin,
+            "2.73",
+            "GET",
+            &format!("/servers/{id}/os-interface"),
+            None,
+        );
+        assert_eq!(list.status, 200, "{}", list.text);
+        let attachments = list.json()["interfaceAttachments"].clone();
+        if attachments.as_array().is_some_and(Vec::is_empty)
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break attachments;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(interfaces, json!([]), "the deleted port's NIC stayed");
+    let shown = cloud
+        .nova(&admin, "2.73", "GET", &format!("/servers/{id}"), None)
+        .json();
+    assert_eq!(shown["server"]["addresses"], json!({}), "{shown}");
+    // It starts again without the NIC.
+    let start = cloud.nova(
+        &admin,
+        "2.73",
+        "POST",
+        &format!("/servers/{id}/action"),
+        Some(&json!({"os-start": null})),
+    );
+    assert_eq!(start.status, 202, "{}", start.text);
+    cloud.wait_status(&admin, &id, "ACTIVE");
     cloud.delete_and_wait(&admin, &id);
     assert!(cloud.ports_of(&admin, &id).is_empty());
 }

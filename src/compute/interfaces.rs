@@ -342,6 +342,42 @@ pub async fn detach(s: &S, id: &str, port_id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `network-vif-deleted`: the port `port_id` bound to server `id` was
+/// deleted through the network API (Neutron lets a user do that; Nova then
+/// detaches the interface). The NIC leaves the running VM as in a detach,
+/// and the server forgets the port even when the guest does not eject it:
+/// the port, its addresses and its tap are gone whatever the guest does,
+/// and the next boot must not look for them. No instance action, as Nova.
+pub async fn port_deleted(s: &S, id: &str, port_id: &str) {
+    let lock = s.locks.lock_for(id);
+    let _guard = lock.lock().await;
+    let id_owned = id.to_string();
+    let server = match s
+        .read(move |conn| Ok(db::get_server(conn, &id_owned)?))
+        .await
+    {
+        Ok(Some(server)) if !server.deleted => server,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(server = %id, port = %port_id, error = %e, "network-vif-deleted: cannot read the server");
+            return;
+        }
+    };
+    let Some(index) = server.ports.iter().position(|p| p.port_id == port_id) else {
+        return;
+    };
+    let port = server.ports[index].clone();
+    if s.driver.is_alive(id)
+        && let Err(e) = s.driver.detach_nic(id, &port, index).await
+    {
+        tracing::warn!(server = %id, port = %port_id, error = %e,
+            "network-vif-deleted: the guest kept the NIC of the deleted port");
+    }
+    take_back(s, id, &port).await;
+    s.config.events.server(id, &server.project_id);
+    tracing::info!(server = %id, port = %port_id, "network-vif-deleted: the port's NIC is gone");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +632,54 @@ mod tests {
                 .any(|(a, r)| a == "attach_interface" && r.as_deref() == Some("Success"))
         );
         assert!(acts.iter().any(|(a, _)| a == "detach_interface"));
+    }
+
+    #[tokio::test]
+    async fn a_port_deleted_through_the_network_api_leaves_the_server() {
+        let c = cloud("vifdel").await;
+        let view = attach(&c.s, "srv", false, on(&c.net), "req-1", Mv(1))
+            .await
+            .expect("attach");
+        let kept = attach(&c.s, "srv", false, on(&c.net), "req-2", Mv(1))
+            .await
+            .expect("attach");
+        // Neutron's side: the port row goes (ports::delete), then the event.
+        let gone = view.port_id.clone();
+        c.s.write(move |tx| {
+            let port = nstore::load::<Port>(tx, &gone)
+                .map_err(|e| ComputeError::Internal(e.to_string()))?
+                .ok_or_else(|| ComputeError::Internal("no port".into()))?;
+            crate::network::delete_port_in(tx, &port)
+                .map_err(|e| ComputeError::Internal(e.to_string()))
+        })
+        .await
+        .expect("delete the port");
+        port_deleted(&c.s, "srv", &view.port_id).await;
+        let sv = stored(&c.s).await;
+        assert_eq!(
+            sv.ports
+                .iter()
+                .map(|p| p.port_id.clone())
+                .collect::<Vec<_>>(),
+            vec![kept.port_id.clone()]
+        );
+        assert!(
+            c.fake
+                .calls()
+                .contains(&format!("detach_nic srv {}", view.port_id))
+        );
+        // Nova records no instance action for network events.
+        assert!(
+            !actions(&c.s)
+                .await
+                .iter()
+                .any(|(a, _)| a == "detach_interface")
+        );
+        // Again, or for a port the server never had: nothing happens.
+        port_deleted(&c.s, "srv", &view.port_id).await;
+        port_deleted(&c.s, "srv", "no-such-port").await;
+        assert_eq!(stored(&c.s).await.ports.len(), 1);
+        assert!(port(&c.s, &kept.port_id).await.is_some());
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
 use crate::http::{RequestId, json_response};
 use crate::identity::Auth;
-use crate::server_events::{ServerEvent, VOLUME_EXTENDED};
+use crate::server_events::{ServerEvent, VIF_DELETED, VOLUME_EXTENDED};
 
 type S = Arc<ComputeState>;
 
@@ -244,7 +244,9 @@ async fn external_events(
 /// waits for it (a build waiting for `network-vif-plugged`;
 /// `instance_events`) and is dropped otherwise, as Nova's compute manager
 /// drops events nobody waits for; `volume-extended` then resizes the VM's
-/// disk (`volume_events`), after the answer, as in Nova. Like Nova, no
+/// disk (`volume_events`) and `network-vif-deleted` takes the deleted
+/// port's NIC out of the server (`interfaces::port_deleted`), after the
+/// answer, as in Nova. Like Nova, no
 /// instance action is recorded for network events (Nova records one only
 /// for `volume-extended` and `power-update`). Returns, per event, whether
 /// its server is known.
@@ -258,6 +260,14 @@ pub(super) async fn handle_events(
         if *known && event.name == VOLUME_EXTENDED {
             let (s, rid) = (s.clone(), request_id.to_string());
             tokio::spawn(async move { super::volume_events::handle(&s, &event, &rid).await });
+        } else if *known
+            && event.name == VIF_DELETED
+            && let Some(port) = event.tag.clone()
+        {
+            let s = s.clone();
+            tokio::spawn(async move {
+                super::interfaces::port_deleted(&s, &event.server_uuid, &port).await
+            });
         }
     }
     Ok(known)

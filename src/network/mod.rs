@@ -11,7 +11,8 @@
 //!
 //! The dataplane (src/dataplane) follows the records and sets ports'
 //! `status`; `notifier` carries Neutron's `network-vif-plugged`/`-unplugged`
-//! events to compute (docs/network.md, "Port status and VIF events").
+//! events to compute, and deleting a port bound to a server sends
+//! `network-vif-deleted` (`NetworkState::server_events`) (docs/network.md, "Port status and VIF events").
 
 mod attrs;
 mod extensions;
@@ -239,6 +240,9 @@ pub struct NetworkState {
     pub changed: Arc<tokio::sync::Notify>,
     /// Told after every committed write too (the dashboard's live updates).
     pub events: crate::events::Bus,
+    /// Server external events to compute (`network-vif-deleted` when a
+    /// port bound to a server is deleted through this API).
+    pub server_events: crate::server_events::ServerEvents,
 }
 
 impl HasIdentity for Arc<NetworkState> {
@@ -519,11 +523,13 @@ async fn not_found() -> NetworkError {
 }
 
 /// Routes of this service, at `/network`.
-/// `changed` is told after every committed write.
+/// `changed` is told after every committed write; `server_events` carries
+/// Neutron's notifications to compute.
 pub fn router(
     identity: Arc<IdentityState>,
     changed: Arc<tokio::sync::Notify>,
     events: crate::events::Bus,
+    server_events: crate::server_events::ServerEvents,
 ) -> Router {
     let public_url = identity.public_url.clone();
     let doc = json!({"versions": [VERSION.to_json(&public_url)]});
@@ -534,6 +540,7 @@ pub fn router(
         db,
         changed,
         events,
+        server_events,
     });
     let url: Arc<str> = public_url.into();
     let api = Router::new()

@@ -23,6 +23,7 @@ use crate::db::network as db;
 use crate::http::body::Object;
 use crate::identity::Auth;
 use crate::policy::Target;
+use crate::server_events::{ServerEvent, VIF_DELETED};
 
 /// Neutron's `max_allowed_address_pair`.
 pub const MAX_ADDRESS_PAIRS: usize = 10;
@@ -938,9 +939,22 @@ pub async fn delete(
                 ),
             ));
         }
-        delete_port_in(tx, &port)
+        delete_port_in(tx, &port)?;
+        Ok(port)
     })
-    .await?;
+    .await
+    .map(|port| {
+        // Neutron tells Nova when a port bound to a server goes, and Nova
+        // takes the NIC out of the guest.
+        if port.device_owner.starts_with("compute:") && !port.device_id.is_empty() {
+            s.server_events.send(vec![ServerEvent::port(
+                VIF_DELETED,
+                &port.device_id,
+                &port.std.id,
+                true,
+            )]);
+        }
+    })?;
     Ok(crate::http::no_content())
 }
 
