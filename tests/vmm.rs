@@ -909,6 +909,73 @@ fn hotplug_add_remove_and_save() {
     let _ = std::fs::remove_dir_all(&saved);
 }
 
+/// The echo guest answers the ACPI PCI hotplug's eject request as Linux's acpiphp does: a
+/// disk hot-added over the control socket is removed at once (no `eject_timeout`), leaves
+/// `stats`, and the guest still echoes afterwards.
+#[test]
+fn echo_guest_ejects_a_hot_added_disk() {
+    if !kvm_usable() {
+        return;
+    }
+    let sock = tmp("ej.sock");
+    let spec = tmp("ej-spec.json");
+    let img = tmp("ej-disk.img");
+    let elf = tmp("ej-echo.elf");
+    let out = Command::new(YUNHE)
+        .args(["vm", "guest", "echo", "-o"])
+        .arg(&elf)
+        .output()
+        .expect("yunhe vm guest echo");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&img, vec![0u8; 1 << 20]).expect("image");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "vm": {"boot": {"type": "kernel", "path": elf}, "memory_mib": 32},
+            "control_socket": sock,
+        })
+        .to_string(),
+    )
+    .expect("spec");
+    let mut child = KillOnDrop(
+        Command::new(YUNHE)
+            .args(["vmm", "--spec"])
+            .arg(&spec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_running(&sock);
+    let devices = |sock: &Path| -> Vec<String> {
+        request(sock, "stats")["stats"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    for round in 0..2 {
+        let (ok, out) = ctl(
+            &sock,
+            &["add-disk", img.to_str().expect("path"), "--id", "vol1"],
+        );
+        assert!(ok, "round {round}: {out}");
+        assert_eq!(devices(&sock), ["vol1"], "round {round}");
+        let t = Instant::now();
+        let (ok, out) = ctl(&sock, &["remove", "vol1", "--timeout", "20"]);
+        assert!(ok, "round {round}: the echo guest did not eject: {out}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(devices(&sock).is_empty(), "round {round}");
+    }
+    assert_eq!(request(&sock, "stop")["ok"], true);
+    let _ = child.0.wait();
+    for f in [&spec, &img, &elf] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
 /// An ext4 image (a filesystem on the whole disk, as disk boot reads one) holding the probe
 /// as `/boot/probe.elf` and one BLS entry per `(name, version, options)`.
 fn bls_disk(dir: &Path, entries: &[(&str, &str, &str)]) -> Vec<u8> {

@@ -8,7 +8,12 @@
 //!   backspace as "\b \b" (so a terminal erases);
 //! * the ACPI Generic Event Device (GSI 5), raised by the VMM's `powerdown`
 //!   control command: when its event register says "power button", the guest
-//!   says so and powers off through the ACPI sleep control register (S5).
+//!   says so and powers off through the ACPI sleep control register (S5);
+//!   when it says "PCI hotplug", the guest ejects every slot whose removal
+//!   the VMM requested, as Linux's acpiphp does through the slot's `_EJ0`
+//!   (it reads the hotplug block's "came up" bitmap, which clears it, then
+//!   writes the "removal requested" bitmap into the eject register), so a
+//!   hot-added disk or NIC of a running echo server can be detached.
 //!
 //! Interrupts are enabled only in the idle loop, so a handler never returns
 //! with `iret` (which the host's instruction emulator cannot execute in
@@ -39,6 +44,11 @@ core::arch::global_asm!(
     .set SLEEP_CONTROL_PORT, 0x3c0
     .set GED_PORT, 0x3c4
     .set GED_POWER_BUTTON, 1
+    .set GED_PCI_HOTPLUG, 2
+    /* The ACPI PCI hotplug registers (src/vmm/devices/hotplug.rs). */
+    .set HOTPLUG_PCIU, 0xae00
+    .set HOTPLUG_PCID, 0xae04
+    .set HOTPLUG_B0EJ, 0xae08
     /* SLP_TYP = 5 (the DSDT's \_S5) in bits 2-4, SLP_EN in bit 5 */
     .set SLEEP_S5, (5 << 2) | (1 << 5)
 
@@ -253,11 +263,24 @@ ged_isr:
     movl $0, LAPIC_EOI
     jmp idle
 
-/* ged_event: reads (and so clears) the GED event register; on a power-button
-   press says so and powers off, never returning (clobbers %eax, %edx, %esi). */
+/* ged_event: reads (and so clears) the GED event register; on a PCI hotplug
+   event ejects the slots whose removal was requested; on a power-button
+   press says so and powers off, never returning (clobbers %eax, %ecx, %edx,
+   %esi). */
 ged_event:
     movw $GED_PORT, %dx
     inb %dx, %al
+    testb $GED_PCI_HOTPLUG, %al
+    jz 2f
+    movb %al, %cl
+    movw $HOTPLUG_PCIU, %dx
+    inl %dx, %eax
+    movw $HOTPLUG_PCID, %dx
+    inl %dx, %eax
+    movw $HOTPLUG_B0EJ, %dx
+    outl %eax, %dx
+    movb %cl, %al
+2:
     testb $GED_POWER_BUTTON, %al
     jz 1f
     movl $power_msg, %esi
