@@ -184,6 +184,13 @@ pub(super) struct ServerView<'a> {
     pub ports: Option<&'a PortFacts>,
 }
 
+/// One address of the update and rebuild views below 2.75.
+#[derive(serde::Serialize)]
+struct PlainAddress<'a> {
+    version: u8,
+    addr: &'a str,
+}
+
 /// One entry of a server's `security_groups`.
 #[derive(serde::Serialize)]
 struct GroupName<'a> {
@@ -232,7 +239,26 @@ impl ServerView<'_> {
         m.serialize_entry("created", &iso_time(server.created_at))?;
         m.serialize_entry("updated", &iso_time(server.updated_at))?;
         match self.ports {
-            Some(p) => m.serialize_entry("addresses", &p.addresses)?,
+            Some(p) if full => m.serialize_entry("addresses", &p.addresses)?,
+            // Update and rebuild below 2.75: Nova's view without the
+            // OS-EXT-IPS extensions (`extend_address=False`).
+            Some(p) => {
+                let plain: std::collections::BTreeMap<&str, Vec<PlainAddress>> = p
+                    .addresses
+                    .iter()
+                    .map(|(net, list)| {
+                        let list = list
+                            .iter()
+                            .map(|a| PlainAddress {
+                                version: a.version,
+                                addr: &a.addr,
+                            })
+                            .collect();
+                        (net.as_str(), list)
+                    })
+                    .collect();
+                m.serialize_entry("addresses", &plain)?
+            }
             None => m.serialize_entry("addresses", &Addresses::new())?,
         }
         // Nova's show and detail (and update and rebuild from 2.75).
