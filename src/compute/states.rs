@@ -157,9 +157,12 @@ impl Action {
             // Nova allows PAUSED too; a paused guest cannot answer the hotplug event (its
             // eject would never come), so this cloud does not.
             Action::AttachInterface | Action::DetachInterface => (&[Active, Stopped], None),
-            // Nova allows more (paused, suspended, shelved_offloaded); here the VM must
-            // either run (a hotplug) or not exist (the next boot has the disk).
-            Action::AttachVolume | Action::DetachVolume => (&[Active, Stopped], None),
+            // Nova allows paused and suspended too; here the VM must either run (a
+            // hotplug) or not exist (the next boot, or unshelve, has the disk). Shelved
+            // offloaded from 2.20 only (volumes.rs checks the microversion).
+            Action::AttachVolume | Action::DetachVolume => {
+                (&[Active, Stopped, Shelved, ShelvedOffloaded], None)
+            }
         };
         Allowed { vm_states, task }
     }

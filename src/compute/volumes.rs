@@ -244,6 +244,7 @@ pub async fn attach_handler(
         "os_compute_api:os-volumes-attachments:create",
     )
     .await?;
+    before_shelved_offloaded(&server, mv, "attach_volume")?;
     let request = parse_attach(mv, &body)?;
     let admin = super::is_admin_context(&s, &ctx);
     let project = (!admin).then(|| ctx.project_id().unwrap_or_default().to_string());
@@ -407,6 +408,7 @@ async fn forget(s: &S, id: &str, volume_id: &str) {
 pub async fn detach_handler(
     State(s): State<S>,
     Auth(ctx): Auth,
+    mv: Mv,
     Extension(rid): Extension<RequestId>,
     Path((id, volume_id)): Path<(String, String)>,
 ) -> ComputeResult<Response> {
@@ -417,9 +419,22 @@ pub async fn detach_handler(
         "os_compute_api:os-volumes-attachments:delete",
     )
     .await?;
+    before_shelved_offloaded(&server, mv, "detach_volume")?;
     let admin = super::is_admin_context(&s, &ctx);
     begin_detach(&s, &server.id, admin, &volume_id, &rid.0).await?;
     Ok(super::empty(StatusCode::ACCEPTED))
+}
+
+/// Nova attaches and detaches volumes of a shelved-offloaded server from
+/// 2.20 only; below, its 409.
+fn before_shelved_offloaded(server: &Server, mv: Mv, action: &str) -> ComputeResult<()> {
+    if server.vm_state == VmState::ShelvedOffloaded && !mv.at_least(20) {
+        return Err(ComputeError::Conflict(format!(
+            "Cannot '{action}' instance {} while it is in vm_state shelved_offloaded",
+            server.id
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a detach (state, lock, attached), records its instance action and
@@ -708,22 +723,52 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_server_only_records_the_volume() {
-        let c = cloud("stopped").await;
-        crate::compute::build::update_server(&c.s, "srv", |sv| {
-            sv.vm_state = VmState::Stopped;
-            sv.power_state = PowerState::Shutdown;
-        })
-        .await;
-        c.fake.stop("srv", None).await;
-        let calls = c.fake.calls().len();
-        attach(&c.s, "srv", false, Some("p".into()), asked(VOL), "r")
-            .await
-            .expect("attach");
-        assert_eq!(c.fake.calls().len(), calls, "no driver call");
-        assert_eq!(volume(&c.s, VOL).await.status, "in-use");
-        detach(&c.s, "srv", VOL).await.expect("detach");
-        assert_eq!(c.fake.calls().len(), calls, "no driver call");
-        assert_eq!(volume(&c.s, VOL).await.status, "available");
+        for vm_state in [
+            VmState::Stopped,
+            VmState::Shelved,
+            VmState::ShelvedOffloaded,
+        ] {
+            let c = cloud("stopped").await;
+            crate::compute::build::update_server(&c.s, "srv", move |sv| {
+                sv.vm_state = vm_state;
+                sv.power_state = PowerState::Shutdown;
+                if vm_state == VmState::ShelvedOffloaded {
+                    sv.host = None;
+                }
+            })
+            .await;
+            c.fake.stop("srv", None).await;
+            let calls = c.fake.calls().len();
+            attach(&c.s, "srv", false, Some("p".into()), asked(VOL), "r")
+                .await
+                .expect("attach");
+            assert_eq!(c.fake.calls().len(), calls, "no driver call ({vm_state})");
+            assert_eq!(volume(&c.s, VOL).await.status, "in-use");
+            assert_eq!(stored(&c.s).await.volumes.len(), 1);
+            begin_detach(&c.s, "srv", false, VOL, "r")
+                .await
+                .expect("detach allowed");
+            detach(&c.s, "srv", VOL).await.expect("detach");
+            assert_eq!(c.fake.calls().len(), calls, "no driver call ({vm_state})");
+            assert_eq!(volume(&c.s, VOL).await.status, "available");
+        }
+    }
+
+    #[test]
+    fn shelved_offloaded_volumes_need_2_20() {
+        let mut server = Server {
+            id: "srv".into(),
+            vm_state: VmState::ShelvedOffloaded,
+            ..Server::default()
+        };
+        let refused = before_shelved_offloaded(&server, Mv(19), "attach_volume");
+        assert!(
+            matches!(&refused, Err(ComputeError::Conflict(m)) if m == "Cannot 'attach_volume' instance srv while it is in vm_state shelved_offloaded"),
+            "{refused:?}"
+        );
+        assert!(before_shelved_offloaded(&server, Mv(20), "attach_volume").is_ok());
+        server.vm_state = VmState::Stopped;
+        assert!(before_shelved_offloaded(&server, Mv(1), "detach_volume").is_ok());
     }
 
     #[tokio::test]
@@ -749,7 +794,7 @@ mod tests {
             (VmState::Paused, None, false),
             (VmState::Active, Some(TaskState::Rebooting), false),
             (VmState::Active, None, true),
-            (VmState::ShelvedOffloaded, None, false),
+            (VmState::Suspended, None, false),
         ] {
             crate::compute::build::update_server(&c.s, "srv", move |sv| {
                 sv.vm_state = vm_state;
