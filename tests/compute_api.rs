@@ -267,6 +267,39 @@ fn flavors_crud_extra_specs_access_and_pagination() {
             .iter()
             .all(|f| f["ram"].as_i64() >= Some(4096))
     );
+    // The rendered views are kept per kind of view: lists at different microversions, one
+    // after the other with no write between them, each get their own.
+    let at = |mv: Option<&str>| {
+        call(
+            &server,
+            "GET",
+            "/compute/v2.1/flavors/detail",
+            &admin,
+            mv,
+            None,
+        )
+        .json()["flavors"][0]
+            .clone()
+    };
+    for _ in 0..2 {
+        let old = at(None);
+        assert_eq!(old["swap"], "", "{old}");
+        assert!(old.get("description").is_none() && old.get("extra_specs").is_none());
+        let new = at(Some("2.75"));
+        assert_eq!(new["swap"], 0, "{new}");
+        assert!(new.get("description").is_some() && new["extra_specs"].is_object());
+        let brief = call(
+            &server,
+            "GET",
+            "/compute/v2.1/flavors",
+            &admin,
+            Some("2.75"),
+            None,
+        )
+        .json()["flavors"][0]
+            .clone();
+        assert!(brief.get("ram").is_none() && brief.get("description").is_some());
+    }
 
     let created = call(
         &server,

@@ -54,6 +54,12 @@ pub(crate) fn start_server_with(
     extra: &[&str],
 ) -> Result<(ServerUnderTest, Duration), BenchError> {
     let started = Instant::now();
+    // For profiling: `YUNHE_BENCH_SERVE_LOG=<file>` keeps serve's log there, at the level
+    // `YUNHE_BENCH_SERVE_LEVEL` says (default warn), e.g. `yunhe=debug` for the build timings.
+    let log = std::env::var_os("YUNHE_BENCH_SERVE_LOG")
+        .and_then(|path| std::fs::File::create(path).ok())
+        .map_or_else(Stdio::null, Stdio::from);
+    let level = std::env::var("YUNHE_BENCH_SERVE_LEVEL").unwrap_or_else(|_| "warn".into());
     let mut child = Command::new(exe)
         .args([
             "serve",
@@ -67,11 +73,11 @@ pub(crate) fn start_server_with(
         .arg("--state-dir")
         .arg(state_dir)
         .args(extra)
-        .env("YUNHE_LOG", "warn")
+        .env("YUNHE_LOG", level)
         // The benches measure the API and the VMM, never the host's network.
         .env("YUNHE_DATAPLANE", "false")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .map_err(|e| BenchError::Io("starting yunhe serve", e))?;
     let stdout = child

@@ -162,30 +162,40 @@ pub async fn finish_action(
         rename.map(str::to_string),
     );
     let result = s
-        .write(move |tx| {
-            let Some(mut action) = db::get_action(tx, &id, &rid)? else {
-                return Ok(());
-            };
-            let now = now_unix();
-            if let Some(event) = action.events.last_mut() {
-                if let Some(name) = rename {
-                    event.event = name;
-                }
-                event.finish_time = Some(now);
-                event.result = Some(if ok { "Success" } else { "Error" }.into());
-                event.traceback = traceback;
-            }
-            if !ok {
-                action.message = Some("Error".into());
-            }
-            action.updated_at = now;
-            db::update_action(tx, &action)?;
-            Ok(())
-        })
+        .write(move |tx| finish_action_tx(tx, &id, &rid, rename, ok, traceback))
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot record an instance action's result");
     }
+}
+
+/// [`finish_action`] inside a caller's transaction.
+fn finish_action_tx(
+    tx: &rusqlite::Transaction,
+    id: &str,
+    request_id: &str,
+    rename: Option<String>,
+    ok: bool,
+    traceback: Option<String>,
+) -> ComputeResult<()> {
+    let Some(mut action) = db::get_action(tx, id, request_id)? else {
+        return Ok(());
+    };
+    let now = now_unix();
+    if let Some(event) = action.events.last_mut() {
+        if let Some(name) = rename {
+            event.event = name;
+        }
+        event.finish_time = Some(now);
+        event.result = Some(if ok { "Success" } else { "Error" }.into());
+        event.traceback = traceback;
+    }
+    if !ok {
+        action.message = Some("Error".into());
+    }
+    action.updated_at = now;
+    db::update_action(tx, &action)?;
+    Ok(())
 }
 
 // ------------------------------------------------------------ state writes
@@ -198,21 +208,61 @@ pub async fn update_server(
 ) -> Option<Server> {
     let id_owned = id.to_string();
     let result = s
-        .write(move |tx| {
-            let Some(mut server) = db::get_server(tx, &id_owned)? else {
-                return Ok(None);
-            };
-            change(&mut server);
-            server.updated_at = now_unix();
-            db::update_server(tx, &server)?;
-            Ok(Some(server))
-        })
+        .write(move |tx| update_server_tx(tx, &id_owned, change))
         .await;
     match result {
         Ok(server) => server.inspect(|sv| s.config.events.server(&sv.id, &sv.project_id)),
         Err(e) => {
             tracing::error!(error = %e, server = %id, "cannot store a server's state");
             None
+        }
+    }
+}
+
+/// [`update_server`] inside a caller's transaction (no event sent).
+fn update_server_tx(
+    tx: &rusqlite::Transaction,
+    id: &str,
+    change: impl FnOnce(&mut Server),
+) -> ComputeResult<Option<Server>> {
+    let Some(mut server) = db::get_server(tx, id)? else {
+        return Ok(None);
+    };
+    change(&mut server);
+    server.updated_at = now_unix();
+    db::update_server(tx, &server)?;
+    Ok(Some(server))
+}
+
+/// The end of a build: the server's new state and the create action's event in one
+/// transaction (one commit where there were two).
+async fn finish_build(
+    s: &ComputeState,
+    id: &str,
+    request_id: &str,
+    ok: bool,
+    change: impl FnOnce(&mut Server) + Send + 'static,
+) {
+    let (id_owned, rid) = (id.to_string(), request_id.to_string());
+    let result = s
+        .write(move |tx| {
+            let server = update_server_tx(tx, &id_owned, change)?;
+            finish_action_tx(
+                tx,
+                &id_owned,
+                &rid,
+                Some("compute__do_build_and_run_instance".into()),
+                ok,
+                None,
+            )?;
+            Ok(server)
+        })
+        .await;
+    match result {
+        Ok(Some(sv)) => s.config.events.server(&sv.id, &sv.project_id),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, server = %id, "cannot store the end of a server's build");
         }
     }
 }
@@ -231,8 +281,10 @@ pub fn fault(message: &str, details: &str) -> Value {
 /// Builds a scheduled server in the background: disk, config drive, VMM.
 pub fn spawn_build(s: S, id: String, request_id: String) {
     tokio::spawn(async move {
+        let mut times = BuildTimes::start();
         let lock = s.locks.lock_for(&id);
         let _guard = lock.lock().await;
+        times.step("lock");
         let Some(server) = update_server(&s, &id, |sv| {
             if sv.task_state != Some(TaskState::Deleting) {
                 sv.task_state = Some(TaskState::Spawning);
@@ -242,6 +294,7 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
         else {
             return;
         };
+        times.step("spawning_write");
         if server.deleted || server.task_state == Some(TaskState::Deleting) {
             finish_action_event(
                 &s,
@@ -253,11 +306,10 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
             .await;
             return;
         }
-        let result = build(&s, &server).await;
-        let ok = result.is_ok();
+        let result = build(&s, &server, &mut times).await;
         match result {
             Ok(pid) => {
-                update_server(&s, &id, move |sv| {
+                finish_build(&s, &id, &request_id, true, move |sv| {
                     sv.vm_state = VmState::Active;
                     sv.power_state = PowerState::Running;
                     if sv.task_state != Some(TaskState::Deleting) {
@@ -267,12 +319,13 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
                     sv.vmm_pid = Some(pid as i64);
                 })
                 .await;
+                times.step("active_write");
             }
             Err(e) => {
                 tracing::warn!(server = %id, error = %e, "server build failed");
                 s.driver.stop(&id, None).await;
                 let message = e.to_string();
-                update_server(&s, &id, move |sv| {
+                finish_build(&s, &id, &request_id, false, move |sv| {
                     sv.vm_state = VmState::Error;
                     sv.power_state = PowerState::NoState;
                     if sv.task_state != Some(TaskState::Deleting) {
@@ -288,15 +341,51 @@ pub fn spawn_build(s: S, id: String, request_id: String) {
                 super::networking::release_failed_build(&s, &id).await;
             }
         }
-        finish_action_event(
-            &s,
-            &id,
-            &request_id,
-            "compute__do_build_and_run_instance",
-            ok,
-        )
-        .await;
+        times.report(&id);
     });
+}
+
+/// How long each step of one build took (logged at debug level when it ends, for
+/// docs/performance.md's launch profile).
+pub struct BuildTimes {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u64)>,
+}
+
+impl BuildTimes {
+    pub fn start() -> BuildTimes {
+        let now = std::time::Instant::now();
+        BuildTimes {
+            started: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` (microseconds since the previous step ended).
+    pub fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps
+            .push((name, now.duration_since(self.last).as_micros() as u64));
+        self.last = now;
+    }
+
+    fn report(&self, id: &str) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|(name, us)| format!("{name}={us}"))
+                .collect();
+            tracing::debug!(
+                server = %id,
+                total_us = self.started.elapsed().as_micros() as u64,
+                steps = %steps.join(" "),
+                "build timing"
+            );
+        }
+    }
 }
 
 /// The files a server boots from, from Glance.
@@ -382,15 +471,17 @@ pub async fn volume_boot_files(s: &ComputeState, server: &Server) -> Result<Boot
     })
 }
 
-pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
+pub async fn build(s: &S, server: &Server, times: &mut BuildTimes) -> Result<i32, String> {
     let files = if server.root_volume().is_some() {
         volume_boot_files(s, server).await?
     } else {
         boot_files(s, server, &server.image_id).await?.0
     };
+    times.step("boot_files");
     let network = super::networking::network_data_of(s, server)
         .await
         .map_err(|e| e.to_string())?;
+    times.step("network_data");
     let config = server
         .config_drive
         .then(|| config_drive_files(server, &network));
@@ -404,11 +495,16 @@ pub async fn build(s: &S, server: &Server) -> Result<i32, String> {
         .prepare(&server.id, files, disk_gb, config)
         .await
         .map_err(|e| e.to_string())?;
+    times.step("prepare");
     plug_and_wait(s, server).await?;
-    s.driver
+    times.step("plug");
+    let pid = s
+        .driver
         .spawn(server, false)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    times.step("spawn");
+    Ok(pid)
 }
 
 /// Plugs the server's ports and waits for their `network-vif-plugged`

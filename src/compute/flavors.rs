@@ -100,18 +100,45 @@ const CACHED_PROJECTS: usize = 1000;
 /// state file's write generation ([`crate::db::Db::write_generation`]) it was read at: every
 /// write (any service's) makes the next list read again, so a flavor created, changed, deleted
 /// or shared shows in the next list. Visibility, policy and the query's filters still run per
-/// request over it.
+/// request over it; what is kept of the rendering is each flavor's JSON text per view
+/// ([`ViewKind`]), not which flavors a caller gets.
 pub struct FlavorCache {
     generation: u64,
     flavors: Arc<Vec<Flavor>>,
     /// Each project's private flavors it was given access to.
     access: HashMap<String, Arc<Vec<String>>>,
+    /// Each flavor's JSON text (in `flavors`' order) for each kind of view asked so far.
+    rendered: HashMap<ViewKind, Arc<Vec<String>>>,
 }
 
-async fn load_visible(
-    s: &S,
-    ctx: &AuthContext,
-) -> ComputeResult<(Arc<Vec<Flavor>>, Arc<Vec<String>>)> {
+/// What a flavor's JSON depends on besides the flavor: the list's kind and the parts of the
+/// microversion and of the caller's rights [`view`] looks at.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ViewKind {
+    detail: bool,
+    /// 2.55: `description`.
+    description: bool,
+    /// 2.61 and allowed `os-flavor-extra-specs:index`: `extra_specs`.
+    specs: bool,
+    /// 2.75: `swap` 0 as a number.
+    swap_number: bool,
+}
+
+impl ViewKind {
+    fn of(mv: Mv, detail: bool, show_specs: bool) -> ViewKind {
+        ViewKind {
+            detail,
+            description: mv.at_least(55),
+            specs: detail && mv.at_least(61) && show_specs,
+            swap_number: detail && mv.at_least(75),
+        }
+    }
+}
+
+/// The flavors, the caller's project's flavor access, and the generation they were read at.
+type Loaded = (Arc<Vec<Flavor>>, Arc<Vec<String>>, u64);
+
+async fn load_visible(s: &S, ctx: &AuthContext) -> ComputeResult<Loaded> {
     let project = ctx.project_id().unwrap_or("").to_string();
     // Read before the state file: a write that commits meanwhile leaves the rows read now
     // under the old generation, so the next request reads again.
@@ -121,7 +148,7 @@ async fn load_visible(
         && c.generation == generation
         && let Some(access) = c.access.get(&project)
     {
-        return Ok((c.flavors.clone(), access.clone()));
+        return Ok((c.flavors.clone(), access.clone(), generation));
     }
     let wanted = project.clone();
     let (flavors, accessible) = s
@@ -142,11 +169,45 @@ async fn load_visible(
                     generation,
                     flavors: flavors.clone(),
                     access: HashMap::from([(project, accessible.clone())]),
+                    rendered: HashMap::new(),
                 })
             }
         }
     }
-    Ok((flavors, accessible))
+    Ok((flavors, accessible, generation))
+}
+
+/// Each of `flavors`' JSON text for views of `kind`: kept with the cache when `flavors` is
+/// the cache's list (same generation), rendered afresh otherwise.
+fn rendered_views(
+    s: &ComputeState,
+    flavors: &Arc<Vec<Flavor>>,
+    generation: u64,
+    kind: ViewKind,
+    mv: Mv,
+    show_specs: bool,
+) -> Arc<Vec<String>> {
+    let cached = |c: &FlavorCache| c.generation == generation && Arc::ptr_eq(&c.flavors, flavors);
+    if let Ok(cache) = s.flavor_cache.lock()
+        && let Some(c) = cache.as_ref()
+        && cached(c)
+        && let Some(views) = c.rendered.get(&kind)
+    {
+        return views.clone();
+    }
+    let views: Arc<Vec<String>> = Arc::new(
+        flavors
+            .iter()
+            .map(|f| view(s, f, mv, kind.detail, show_specs).to_string())
+            .collect(),
+    );
+    if let Ok(mut cache) = s.flavor_cache.lock()
+        && let Some(c) = cache.as_mut()
+        && cached(c)
+    {
+        c.rendered.insert(kind, views.clone());
+    }
+    views
 }
 
 async fn list(
@@ -186,7 +247,7 @@ async fn list_flavors(
     q: HashMap<String, String>,
     detail: bool,
 ) -> ComputeResult<Response> {
-    let (flavors, accessible) = load_visible(&s, &ctx).await?;
+    let (flavors, accessible, generation) = load_visible(&s, &ctx).await?;
     let admin = super::is_admin_context(&s, &ctx);
     let is_public = parse_is_public(q.get("is_public"))?;
     let min_ram = match q.get("minRam") {
@@ -203,23 +264,22 @@ async fn list_flavors(
         ),
         None => None,
     };
-    let mut items: Vec<&Flavor> = flavors
-        .iter()
-        .filter(|f| {
-            if admin {
-                is_public.is_none_or(|p| f.is_public == p)
-            } else {
-                // Non-admins see public flavors and the private ones shared
-                // with their project, whatever is_public says, as Nova does.
-                match is_public {
-                    Some(false) => !f.is_public && accessible.contains(&f.id),
-                    _ => f.is_public || accessible.contains(&f.id),
-                }
+    // Indices into `flavors`, whose rendered views are kept in the same order.
+    let mut items: Vec<usize> = (0..flavors.len()).collect();
+    items.retain(|&i| {
+        let f = &flavors[i];
+        let shown = if admin {
+            is_public.is_none_or(|p| f.is_public == p)
+        } else {
+            // Non-admins see public flavors and the private ones shared
+            // with their project, whatever is_public says, as Nova does.
+            match is_public {
+                Some(false) => !f.is_public && accessible.contains(&f.id),
+                _ => f.is_public || accessible.contains(&f.id),
             }
-        })
-        .filter(|f| min_ram.is_none_or(|m| f.ram >= m))
-        .filter(|f| min_disk.is_none_or(|m| f.disk >= m))
-        .collect();
+        };
+        shown && min_ram.is_none_or(|m| f.ram >= m) && min_disk.is_none_or(|m| f.disk >= m)
+    });
     let sort_key = q.get("sort_key").map(String::as_str).unwrap_or("flavorid");
     let descending = match q.get("sort_dir").map(String::as_str) {
         None | Some("asc") => false,
@@ -253,23 +313,33 @@ async fn list_flavors(
             )));
         }
     };
-    items.sort_by(cmp);
+    items.sort_by(|&a, &b| cmp(&&flavors[a], &&flavors[b]));
     if descending {
         items.reverse();
     }
-    let (page, more) = paginate(items, &q, |f| f.id.clone())?;
-    let mut body = Map::new();
+    let (page, more) = paginate(items, &q, |&i| flavors[i].id.clone())?;
     let show_specs = shows_specs(&s, &ctx);
-    let views: Vec<Value> = page
-        .iter()
-        .map(|f| view(&s, f, mv, detail, show_specs))
-        .collect();
-    body.insert("flavors".into(), Value::Array(views));
-    if more && let Some(last) = page.last() {
-        let path = if detail { "flavors/detail" } else { "flavors" };
-        body.insert("flavors_links".into(), next_link(&s, path, &q, &last.id));
+    let kind = ViewKind::of(mv, detail, show_specs);
+    let views = rendered_views(&s, &flavors, generation, kind, mv, show_specs);
+    // `{"flavors":[...],"flavors_links":[...]}`, as serde_json writes the same object (its
+    // keys in order), from the kept texts.
+    let mut body =
+        String::with_capacity(16 + page.iter().map(|&i| views[i].len() + 1).sum::<usize>());
+    body.push_str("{\"flavors\":[");
+    for (n, &i) in page.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(&views[i]);
     }
-    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+    body.push(']');
+    if more && let Some(&last) = page.last() {
+        let path = if detail { "flavors/detail" } else { "flavors" };
+        body.push_str(",\"flavors_links\":");
+        body.push_str(&next_link(&s, path, &q, &flavors[last].id).to_string());
+    }
+    body.push('}');
+    Ok(crate::http::json_text_response(StatusCode::OK, body))
 }
 
 async fn get_visible(s: &S, ctx: &AuthContext, id: String) -> ComputeResult<Flavor> {

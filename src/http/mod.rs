@@ -68,6 +68,17 @@ pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T)
     response
 }
 
+/// A JSON response from text already serialized (kept rendered views).
+pub fn json_text_response(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// A 204 No Content response.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

@@ -63,6 +63,7 @@ impl Virt {
     /// Starts the server's VMM (from its saved state with `restore`) and
     /// waits until it answers on its socket. Returns the VMM's pid.
     pub async fn spawn(&self, server: &Server, restore: bool) -> DriverResult<i32> {
+        let started = Instant::now();
         let dir = self.dir(&server.id);
         // The previous VMM's exit task removes its cgroup, mount point and
         // uid, which this VMM is about to make again (a stop returns once the
@@ -112,6 +113,7 @@ impl Virt {
             }
             None => None,
         };
+        let cgroup_done = Instant::now();
         let spec_path = dir.join("spec.json");
         // One NIC per port, in port order, each on its port's tap (the
         // descriptors stay open here until the VMM has inherited them).
@@ -167,6 +169,7 @@ impl Virt {
             }
         };
         drop(cgroup);
+        let spawned_at = Instant::now();
         if let Some(e) = &child.cgroup_refused {
             tracing::warn!(
                 server = %server.id,
@@ -212,7 +215,9 @@ impl Virt {
             let _ = virt.exits.send((id, code));
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut polls = 0u32;
         loop {
+            polls += 1;
             if let Some(code) = *done_rx.borrow_and_update() {
                 let tail = log_tail(&dir.join("vmm.log"));
                 return Err(DriverError::SpawnFailed(format!(
@@ -224,6 +229,14 @@ impl Virt {
             if let Ok(reply) = self.call::<StatusReply>(&server.id, &Request::Status).await
                 && reply.state != VmmState::Starting
             {
+                tracing::debug!(
+                    server = %server.id,
+                    cgroup_us = cgroup_done.duration_since(started).as_micros() as u64,
+                    spec_and_clone_us = spawned_at.duration_since(cgroup_done).as_micros() as u64,
+                    wait_us = spawned_at.elapsed().as_micros() as u64,
+                    polls,
+                    "VMM spawn timing"
+                );
                 return Ok(pid);
             }
             if Instant::now() > deadline {
