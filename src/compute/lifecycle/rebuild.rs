@@ -57,7 +57,8 @@ pub(super) async fn rebuild(
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
     let boot_info = resolve_boot(s, &image, &project, admin).await?;
-    let volume_backed = crate::compute::block_devices::check_rebuild(s, id, &image.id).await?;
+    let root = crate::compute::block_devices::check_rebuild(s, id, &image, mv).await?;
+    let volume_backed = root != crate::compute::block_devices::RootRebuild::Image;
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
             Some(n.clone())
@@ -157,6 +158,9 @@ pub(super) async fn rebuild(
         s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         s.driver.drop_saved_state(&sv.id).await;
         let result = async {
+            if let crate::compute::block_devices::RootRebuild::ReimageVolume(vid) = &root {
+                crate::compute::block_devices::reimage_root(&s, vid, &image).await?;
+            }
             let (files, disk_gb) = if volume_backed {
                 (crate::compute::build::volume_boot_files(&s, &sv).await?, 0)
             } else {
