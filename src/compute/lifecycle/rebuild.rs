@@ -101,6 +101,16 @@ pub(super) async fn rebuild(
     } else {
         None
     };
+    // Nova remakes the ephemeral disks unless asked to keep them.
+    let preserve_ephemeral = match arg.get("preserve_ephemeral") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute preserve_ephemeral. Value: {other}. {other} is not of type 'boolean'"
+            )));
+        }
+    };
     let admin_pass = arg
         .get("adminPass")
         .and_then(Value::as_str)
@@ -157,6 +167,9 @@ pub(super) async fn rebuild(
     run(s, id, rid, move |s, sv| async move {
         s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         s.driver.drop_saved_state(&sv.id).await;
+        if !preserve_ephemeral {
+            s.driver.drop_local_disks(&sv.id).await;
+        }
         let result = async {
             if let crate::compute::block_devices::RootRebuild::ReimageVolume(vid) = &root {
                 crate::compute::block_devices::reimage_root(&s, vid, &image).await?;

@@ -57,6 +57,21 @@ impl Virt {
         .await?
     }
 
+    /// Removes the swap and ephemeral disk files (`disk.swap`, `disk.eph*`).
+    pub async fn drop_local_disks(&self, id: &str) {
+        let dir = self.dir(id);
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == "disk.swap" || name.starts_with("disk.eph") {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
+    }
+
     /// Removes the rescue files.
     pub async fn drop_rescue(&self, id: &str) {
         let _ = tokio::fs::remove_dir_all(self.rescue_dir(id)).await;
