@@ -276,6 +276,11 @@ if { : <>/dev/kvm; } 2>/dev/null; then
     check "openstack server delete --wait local-vm" openstack server delete --wait local-vm
     check "openstack flavor delete local-disks" openstack flavor delete local-disks
 
+    check "openstack server delete --wait ext-vm" openstack server delete --wait ext-vm
+    check "grow is available once ext-vm is gone" wait_status volume "$grow" available
+    check "openstack volume delete grow" openstack volume delete "$grow"
+    check "grow goes" wait_gone volume "$grow"
+    # (After grow: the quota set above allows 5 volumes.)
     check "openstack volume create --image echo-img --size 1 bfv-root" \
         openstack volume create --image echo-img --size 1 bfv-root -f json
     bfv_root="$(json 'd["id"]' 2>/dev/null)"
@@ -304,9 +309,6 @@ if { : <>/dev/kvm; } 2>/dev/null; then
     check "bfv-root is available once bfv-vm is gone" wait_status volume "$bfv_root" available
     check "openstack volume delete bfv-root" openstack volume delete "$bfv_root"
     check "openstack image delete echo-img2" openstack image delete echo-img2
-    check "openstack server delete --wait ext-vm" openstack server delete --wait ext-vm
-    check "grow is available once ext-vm is gone" wait_status volume "$grow" available
-    check "openstack volume delete grow" openstack volume delete "$grow"
     check "openstack image delete echo-img echo-k" openstack image delete echo-img echo-k
 else
     echo "SKIP online extend: /dev/kvm is missing or not accessible"
