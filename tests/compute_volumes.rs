@@ -880,3 +880,280 @@ fn extend_of_an_attached_volume_reaches_the_running_vm() {
     assert_eq!(events.json()["events"][0]["code"], json!(200));
     delete_server(&server, &admin, &id);
 }
+
+/// The capacities of every device of server `id`'s VMM, in slot order.
+fn vmm_capacities(state: &std::path::Path, id: &str) -> Vec<u64> {
+    let stats = vmm_command(state, id, "stats");
+    stats["stats"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| d["capacity"].as_u64())
+        .collect()
+}
+
+/// Swap and ephemeral disks (`blank → local` mappings and the flavor's
+/// `swap` and `OS-FLV-EXT-DATA:ephemeral`): Nova's refusals, sparse files in
+/// the instance directory after the root disk (ephemerals, then swap with a
+/// Linux swap signature, then the config drive), of the sizes asked for,
+/// which the VMM gives the guest. Then a volume-backed server rebuilt at
+/// 2.93: its root volume is reimaged from another image (its file holds
+/// the new image's bytes, its image metadata names it) and the server runs
+/// again; below 2.93 another image is refused as Nova does.
+#[test]
+fn swap_and_ephemeral_disks_and_a_volume_backed_rebuild_at_2_93() {
+    if !kvm_usable() {
+        return;
+    }
+    let state = VmmStateDir::new("lcl", "local");
+    let server = Server::start_in(state.0.clone(), true);
+    let admin = server.admin_token();
+    let image = echo_image(&server, &admin, &state.0);
+    let nano = nova(&server, &admin, "2.1", "GET", "/flavors/42", None).json();
+    let ram = nano["flavor"]["ram"].as_i64().expect("ram");
+    let made = nova(
+        &server,
+        &admin,
+        "2.1",
+        "POST",
+        "/flavors",
+        Some(
+            &json!({"flavor": {"name": "local", "id": "local", "ram": ram, "vcpus": 1,
+                                "disk": 1, "OS-FLV-EXT-DATA:ephemeral": 2, "swap": 32}}),
+        ),
+    );
+    assert_eq!(made.status, 200, "{}", made.text);
+
+    let root = json!({"source_type": "image", "destination_type": "local", "uuid": image,
+                      "boot_index": 0});
+    let swap = |size: i64| {
+        json!({"source_type": "blank", "destination_type": "local", "guest_format": "swap",
+               "volume_size": size, "boot_index": -1})
+    };
+    let eph = |size: i64| {
+        json!({"source_type": "blank", "destination_type": "local", "volume_size": size,
+               "boot_index": -1})
+    };
+    for (bdm, text) in [
+        (
+            json!([root, swap(64)]),
+            "Swap drive requested is larger than instance type allows.",
+        ),
+        (
+            json!([root, eph(2), eph(1)]),
+            "Ephemeral disks requested are larger than the instance type allows. If no size is given in one block device mapping, flavor ephemeral size will be used.",
+        ),
+        (
+            json!([root, swap(8), swap(8)]),
+            "Block Device Mapping is Invalid: More than one swap drive requested.",
+        ),
+        (
+            json!([root, eph(1), eph(1), swap(8)]),
+            "Block Device Mapping is Invalid: You specified more local devices than the limit allows",
+        ),
+    ] {
+        let reply = nova(
+            &server,
+            &admin,
+            "2.79",
+            "POST",
+            "/servers",
+            Some(
+                &json!({"server": {"name": "bad", "flavorRef": "local", "networks": "none",
+                                    "imageRef": image, "block_device_mapping_v2": bdm}}),
+            ),
+        );
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        assert_eq!(
+            reply.json()["badRequest"]["message"],
+            json!(text),
+            "{}",
+            reply.text
+        );
+    }
+
+    // A 1 GiB ephemeral disk and a 16 MiB swap disk, as asked (with the image's root disk,
+    // the three local disks Nova allows).
+    let id = create_server(
+        &server,
+        &admin,
+        "2.79",
+        json!({"server": {"name": "local", "flavorRef": "local", "networks": "none",
+                          "imageRef": image,
+                          "block_device_mapping_v2": [root, swap(16), eph(1)]}}),
+    );
+    wait_server(&server, &admin, &id, "ACTIVE");
+    let dir = state.0.join("instances").join(&id);
+    let names: Vec<String> = spec_disks(&state.0, &id)
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["disk", "disk.eph0", "disk.swap", "config.iso"],
+        "{names:?}"
+    );
+    let len = |name: &str| std::fs::metadata(dir.join(name)).expect(name).len();
+    assert_eq!(len("disk.eph0"), 1 << 30);
+    assert_eq!(len("disk.swap"), 16 << 20);
+    let swap_file = std::fs::read(dir.join("disk.swap")).expect("swap");
+    assert_eq!(&swap_file[4086..4096], b"SWAPSPACE2");
+    assert_eq!(
+        u32::from_le_bytes(swap_file[1028..1032].try_into().expect("4 bytes")),
+        (16 << 20) / 4096 - 1,
+        "last page"
+    );
+    // Sparse: nothing written to the ephemeral disks.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(dir.join("disk.eph0"))
+            .expect("eph0")
+            .blocks();
+        assert!(blocks < 64, "{blocks} blocks");
+    }
+    let capacities = vmm_capacities(&state.0, &id);
+    assert_eq!(&capacities[1..3], [1 << 30, 16 << 20], "{capacities:?}");
+    // Kept over stop and start.
+    for action in ["os-stop", "os-start"] {
+        let reply = nova(
+            &server,
+            &admin,
+            "2.1",
+            "POST",
+            &format!("/servers/{id}/action"),
+            Some(&json!({ action: null })),
+        );
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        wait_server(
+            &server,
+            &admin,
+            &id,
+            if action == "os-stop" {
+                "SHUTOFF"
+            } else {
+                "ACTIVE"
+            },
+        );
+    }
+    assert_eq!(&vmm_capacities(&state.0, &id)[1..3], [1 << 30, 16 << 20]);
+    delete_server(&server, &admin, &id);
+    assert!(!dir.exists(), "the instance directory goes with the server");
+
+    // No mapping: the flavor's sizes (2 GiB ephemeral, 32 MiB swap).
+    let id = create_server(
+        &server,
+        &admin,
+        "2.79",
+        json!({"server": {"name": "flavor", "flavorRef": "local", "networks": "none",
+                          "imageRef": image}}),
+    );
+    wait_server(&server, &admin, &id, "ACTIVE");
+    let dir = state.0.join("instances").join(&id);
+    assert_eq!(
+        std::fs::metadata(dir.join("disk.eph0"))
+            .expect("eph0")
+            .len(),
+        2 << 30
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("disk.swap"))
+            .expect("swap")
+            .len(),
+        32 << 20
+    );
+    assert_eq!(&vmm_capacities(&state.0, &id)[1..3], [2 << 30, 32 << 20]);
+    delete_server(&server, &admin, &id);
+
+    // A volume-backed server rebuilt with another image at 2.93.
+    let kernel = server
+        .request(
+            "GET",
+            &format!("/image/v2/images/{image}"),
+            Some(&admin),
+            None,
+        )
+        .json()["kernel_id"]
+        .as_str()
+        .expect("kernel_id")
+        .to_string();
+    let mut data = vec![0u8; 1 << 20];
+    data[..8].copy_from_slice(b"REIMAGED");
+    let other = support::upload_image(
+        &server,
+        &admin,
+        json!({"name": "echo-disk-2", "disk_format": "raw", "container_format": "bare",
+               "kernel_id": kernel, "visibility": "public"}),
+        &data,
+    );
+    let id = create_server(
+        &server,
+        &admin,
+        "2.79",
+        json!({"server": {"name": "bfv", "flavorRef": "42", "networks": "none",
+        "block_device_mapping_v2": [
+            {"source_type": "image", "destination_type": "volume", "uuid": image,
+             "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}}),
+    );
+    wait_server(&server, &admin, &id, "ACTIVE");
+    let attached = attachments(&server, &admin, &id);
+    let root_id = attached[0]["volumeId"].as_str().expect("root").to_string();
+    let root_file = spec_disks(&state.0, &id)[0].clone();
+    assert!(
+        root_file.ends_with(&format!("volume-{root_id}")),
+        "{root_file}"
+    );
+    let rebuild = |mv: &str| {
+        nova(
+            &server,
+            &admin,
+            mv,
+            "POST",
+            &format!("/servers/{id}/action"),
+            Some(&json!({"rebuild": {"imageRef": other}})),
+        )
+    };
+    let refused = rebuild("2.92");
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(
+        refused.json()["badRequest"]["message"],
+        json!("Unable to rebuild with a different image for a volume-backed server."),
+    );
+    let reply = rebuild("2.93");
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    wait_server(&server, &admin, &id, "ACTIVE");
+    let bytes = std::fs::read(&root_file).expect("root volume");
+    assert_eq!(&bytes[..8], b"REIMAGED");
+    assert_eq!(bytes.len(), 1 << 30, "the volume keeps its size");
+    let volume = cinder(&server, &admin, "GET", &format!("/volumes/{root_id}"), None).json();
+    assert_eq!(volume["volume"]["status"], json!("in-use"));
+    assert_eq!(
+        volume["volume"]["volume_image_metadata"]["image_id"],
+        json!(other)
+    );
+    // The same through Cinder's os-reimage (3.68) on an available volume.
+    let vol = make_volume(&server, &admin, json!({"size": 1, "imageRef": image}));
+    let reimage = |mv: &str| {
+        http(
+            &server.addr,
+            "POST",
+            &format!("/volume/v3/volumes/{vol}/action"),
+            &[
+                ("X-Auth-Token", admin.clone()),
+                ("OpenStack-API-Version", format!("volume {mv}")),
+            ],
+            Some(&json!({"os-reimage": {"image_id": other}})),
+        )
+    };
+    assert_eq!(reimage("3.67").status, 400);
+    let reply = reimage("3.68");
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    wait_volume(&server, &admin, &vol, "available", Duration::from_secs(30));
+    let shown = cinder(&server, &admin, "GET", &format!("/volumes/{vol}"), None).json();
+    assert_eq!(
+        shown["volume"]["volume_image_metadata"]["image_id"],
+        json!(other)
+    );
+    delete_server(&server, &admin, &id);
+    wait_volume_gone(&server, &admin, &root_id);
+}

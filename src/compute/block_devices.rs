@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use super::build::{self, BootInfo, fault, update_server};
 use super::states::{PowerState, TaskState, VmState};
 use super::{ComputeError, ComputeResult, ComputeState, Mv};
-use crate::db::servers::{Server, ServerVolume};
+use crate::db::servers::{LocalDisk, LocalDiskKind, Server, ServerVolume};
 use crate::db::volume as vstore;
 use crate::image::service::BootImage;
 use crate::volume::ops::{self, InstanceSource, InstanceVolume};
@@ -86,6 +86,93 @@ impl Mapping {
 pub struct Requested {
     pub image_id: String,
     pub mappings: Vec<Mapping>,
+    /// The `blank → local` mappings (swap and ephemeral disks).
+    pub local: Vec<LocalRequest>,
+}
+
+/// Nova's `max_local_block_devices` default.
+pub const MAX_LOCAL_DEVICES: usize = 3;
+
+/// The server's local disks from its `blank → local` mappings and the
+/// flavor, with Nova's checks: at most one swap, no larger than the
+/// flavor's; ephemeral disks (a mapping without a size takes the flavor's)
+/// adding up to no more than the flavor's ephemeral size. The flavor's swap
+/// and ephemeral disk come when no mapping asks for one of that kind.
+/// Devices: ephemerals then swap, from `/dev/vdb` (after the root disk), in
+/// the order the guest finds them (a `device_name` asked for is not kept).
+pub fn local_disks(
+    local: &[LocalRequest],
+    flavor_swap_mib: i64,
+    flavor_ephemeral_gb: i64,
+) -> ComputeResult<Vec<LocalDisk>> {
+    let ephemerals: Vec<&LocalRequest> = local.iter().filter(|l| !l.swap).collect();
+    let swaps: Vec<&LocalRequest> = local.iter().filter(|l| l.swap).collect();
+    if swaps.len() > 1 {
+        return Err(invalid_bdm("More than one swap drive requested."));
+    }
+    let total: i64 = ephemerals
+        .iter()
+        .map(|l| l.size.unwrap_or(flavor_ephemeral_gb))
+        .sum();
+    if total > flavor_ephemeral_gb {
+        return Err(bad(
+            "Ephemeral disks requested are larger than the instance type allows. If no size is given in one block device mapping, flavor ephemeral size will be used.",
+        ));
+    }
+    if swaps
+        .first()
+        .is_some_and(|l| l.size.unwrap_or(0) > flavor_swap_mib)
+    {
+        return Err(bad(
+            "Swap drive requested is larger than instance type allows.",
+        ));
+    }
+    let mut disks = Vec::new();
+    if ephemerals.is_empty() {
+        if flavor_ephemeral_gb > 0 {
+            disks.push(LocalDisk {
+                kind: LocalDiskKind::Ephemeral,
+                size_mib: flavor_ephemeral_gb * 1024,
+                device: String::new(),
+                guest_format: None,
+                from_flavor: true,
+            });
+        }
+    } else {
+        for l in &ephemerals {
+            let size = l.size.unwrap_or(flavor_ephemeral_gb);
+            if size <= 0 {
+                continue;
+            }
+            disks.push(LocalDisk {
+                kind: LocalDiskKind::Ephemeral,
+                size_mib: size * 1024,
+                device: String::new(),
+                guest_format: l.guest_format.clone(),
+                from_flavor: l.size.is_none(),
+            });
+        }
+    }
+    let swap = match swaps.first() {
+        Some(l) => Some((l.size.unwrap_or(flavor_swap_mib), l.size.is_none())),
+        None => (flavor_swap_mib > 0).then_some((flavor_swap_mib, true)),
+    };
+    if let Some((size, from_flavor)) = swap
+        && size > 0
+    {
+        disks.push(LocalDisk {
+            kind: LocalDiskKind::Swap,
+            size_mib: size,
+            device: String::new(),
+            guest_format: Some("swap".into()),
+            from_flavor,
+        });
+    }
+    // Devices in the order the guest sees them: vdb, vdc, ... after the root.
+    for (d, letter) in disks.iter_mut().zip(b'b'..=b'z') {
+        d.device = format!("/dev/vd{}", letter as char);
+    }
+    Ok(disks)
 }
 
 #[cfg(test)]
@@ -172,8 +259,30 @@ fn device_name(value: &Value) -> ComputeResult<String> {
     Ok(format!("/dev/vd{suffix}"))
 }
 
+/// A `blank → local` mapping: a swap (`guest_format: swap`) or ephemeral
+/// disk in the instance directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRequest {
+    pub swap: bool,
+    /// MiB for swap, GiB for an ephemeral disk (Nova's units); None: the
+    /// flavor's size.
+    pub size: Option<i64>,
+    pub guest_format: Option<String>,
+    pub device_name: Option<String>,
+}
+
+/// What one `block_device_mapping_v2` item is.
+enum Item {
+    /// A volume.
+    Volume(Mapping),
+    /// The image as the local root disk (as imageRef).
+    ImageLocal(Mapping),
+    /// A local swap or ephemeral disk.
+    Local(LocalRequest),
+}
+
 /// One `block_device_mapping_v2` item.
-fn parse_v2(mv: Mv, item: &Value) -> ComputeResult<Option<(Mapping, bool)>> {
+fn parse_v2(mv: Mv, item: &Value) -> ComputeResult<Item> {
     let Value::Object(obj) = item else {
         return Err(schema(
             "block_device_mapping_v2",
@@ -304,6 +413,17 @@ fn parse_v2(mv: Mv, item: &Value) -> ComputeResult<Option<(Mapping, bool)>> {
             ));
         }
     };
+    let guest_format = match obj.get("guest_format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t.chars().count() <= 255 => Some(t.clone()),
+        Some(other) => {
+            return Err(schema(
+                "guest_format",
+                other,
+                &format!("{other} is not of type 'string'"),
+            ));
+        }
+    };
     if source != "blank" && uuid.is_none() {
         return Err(invalid_bdm("Missing device UUID."));
     }
@@ -315,21 +435,27 @@ fn parse_v2(mv: Mv, item: &Value) -> ComputeResult<Option<(Mapping, bool)>> {
         }
         return match source {
             // The image as the local root disk: the same as imageRef.
-            "image" if boot_index == Some(0) => Ok(Some((
-                Mapping {
-                    source: Source::Image(uuid.unwrap_or_default()),
-                    volume_size,
-                    boot_index,
-                    device_name,
-                    delete_on_termination,
-                    tag,
-                    volume_type,
-                },
-                true,
-            ))),
+            "image" if boot_index == Some(0) => Ok(Item::ImageLocal(Mapping {
+                source: Source::Image(uuid.unwrap_or_default()),
+                volume_size,
+                boot_index,
+                device_name,
+                delete_on_termination,
+                tag,
+                volume_type,
+            })),
             "image" => Err(invalid_bdm("Mapping image to local is not supported.")),
-            // Local ephemeral or swap disks: the flavor's sizes apply.
-            "blank" => Ok(None),
+            // A local disk is never the root disk.
+            "blank" if boot_index == Some(0) => Err(invalid_bdm(
+                "Boot sequence for the instance and image/block device mapping combination is not valid.",
+            )),
+            // Local ephemeral or swap disks (sizes checked against the flavor at create).
+            "blank" => Ok(Item::Local(LocalRequest {
+                swap: guest_format.as_deref() == Some("swap"),
+                size: volume_size,
+                guest_format,
+                device_name,
+            })),
             _ => Err(invalid_bdm(&format!(
                 "Mapping {source} to local is not supported."
             ))),
@@ -355,18 +481,15 @@ fn parse_v2(mv: Mv, item: &Value) -> ComputeResult<Option<(Mapping, bool)>> {
             Source::Blank
         }
     };
-    Ok(Some((
-        Mapping {
-            source,
-            volume_size,
-            boot_index,
-            device_name,
-            delete_on_termination,
-            tag,
-            volume_type,
-        },
-        false,
-    )))
+    Ok(Item::Volume(Mapping {
+        source,
+        volume_size,
+        boot_index,
+        device_name,
+        delete_on_termination,
+        tag,
+        volume_type,
+    }))
 }
 
 /// One legacy `block_device_mapping` item (`volume_id` or `snapshot_id`
@@ -415,6 +538,8 @@ pub fn parse(
 ) -> ComputeResult<Requested> {
     let mut image_id = image_ref.to_string();
     let mut mappings = Vec::new();
+    let mut local = Vec::new();
+    let mut image_local = false;
     let mut boot_indexes = Vec::new();
     if let Some(items) = server.get("block_device_mapping_v2") {
         let Value::Array(items) = items else {
@@ -425,18 +550,21 @@ pub fn parse(
             ));
         };
         for item in items {
-            let Some((mapping, image_local)) = parse_v2(mv, item)? else {
-                continue;
-            };
-            boot_indexes.extend(mapping.boot_index);
-            if image_local {
-                if let Source::Image(id) = mapping.source
-                    && image_id.is_empty()
-                {
-                    image_id = id;
+            match parse_v2(mv, item)? {
+                Item::Local(l) => local.push(l),
+                Item::ImageLocal(mapping) => {
+                    boot_indexes.extend(mapping.boot_index);
+                    image_local = true;
+                    if let Source::Image(id) = mapping.source
+                        && image_id.is_empty()
+                    {
+                        image_id = id;
+                    }
                 }
-            } else {
-                mappings.push(mapping);
+                Item::Volume(mapping) => {
+                    boot_indexes.extend(mapping.boot_index);
+                    mappings.push(mapping);
+                }
             }
         }
     } else if let Some(Value::Array(items)) = server.get("block_device_mapping") {
@@ -472,9 +600,20 @@ pub fn parse(
             "Cannot attach one or more volumes to multiple instances",
         ));
     }
+    // Nova's max_local_block_devices (3): the local root disk counts.
+    let locals = local.len() + usize::from(image_local || (!volume_root && !image_id.is_empty()));
+    if locals > MAX_LOCAL_DEVICES {
+        return Err(bad(
+            "Block Device Mapping is Invalid: You specified more local devices than the limit allows",
+        ));
+    }
+    if local.iter().filter(|l| l.swap).count() > 1 {
+        return Err(invalid_bdm("More than one swap drive requested."));
+    }
     let mut names: Vec<&str> = mappings
         .iter()
         .filter_map(|m| m.device_name.as_deref())
+        .chain(local.iter().filter_map(|l| l.device_name.as_deref()))
         .collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -492,7 +631,11 @@ pub fn parse(
             super::volumes::MAX_VOLUMES
         )));
     }
-    Ok(Requested { image_id, mappings })
+    Ok(Requested {
+        image_id,
+        mappings,
+        local,
+    })
 }
 
 // ------------------------------------------------------------- resolve
@@ -660,8 +803,9 @@ fn image_of_metadata(meta: &std::collections::BTreeMap<String, String>) -> Optio
 
 /// The device a mapping's volume gets: the one asked for, `/dev/vda` for
 /// the root disk, else the first `/dev/vdX` after the root disk and the
-/// config drive that no volume of the server has.
-fn choose_device(m: &Mapping, taken: &[ServerVolume], config_drive: bool) -> String {
+/// `fixed` disks after it (local disks, the config drive) that no volume of
+/// the server has.
+fn choose_device(m: &Mapping, taken: &[ServerVolume], fixed: usize) -> String {
     if let Some(d) = &m.device_name
         && !taken.iter().any(|v| &v.device == d)
     {
@@ -670,9 +814,8 @@ fn choose_device(m: &Mapping, taken: &[ServerVolume], config_drive: bool) -> Str
     if m.boot_index == Some(0) {
         return "/dev/vda".into();
     }
-    let first = if config_drive { 2 } else { 1 };
     (b'a'..=b'z')
-        .skip(first)
+        .skip(1 + fixed)
         .map(|c| format!("/dev/vd{}", c as char))
         .find(|d| !taken.iter().any(|v| &v.device == d) && m.device_name.as_ref() != Some(d))
         .unwrap_or_default()
@@ -784,7 +927,8 @@ pub async fn prepare(s: &S, id: &str, mappings: &[Mapping], request_id: &str) ->
     }
     let mut taken = server.volumes.clone();
     for (index, m) in mappings.iter().enumerate() {
-        let device = choose_device(m, &taken, server.config_drive);
+        let fixed = server.local_disks.len() + usize::from(server.config_drive);
+        let device = choose_device(m, &taken, fixed);
         match prepare_one(s, id, &server.project_id, &server.user_id, m, device).await {
             Ok(record) => {
                 taken.push(record.clone());
@@ -951,33 +1095,86 @@ pub fn image_mappings(image: &BootImage) -> Option<Vec<Mapping>> {
         .then_some(mappings)
 }
 
-/// Nova before 2.93 rebuilds a volume-backed server only with the image it
-/// was booted from (its root volume's `volume_image_metadata`); this cloud
-/// does not reimage volumes, so every version answers that way.
-pub async fn check_rebuild(s: &S, id: &str, image_id: &str) -> ComputeResult<bool> {
+/// What a rebuild does with a server's root disk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootRebuild {
+    /// An image-backed server: a fresh root disk from the image.
+    Image,
+    /// A volume-backed server below 2.93: the root volume is kept (the
+    /// image must be the one it was booted from).
+    KeepVolume,
+    /// A volume-backed server at 2.93+: the root volume is reimaged
+    /// (Cinder's `os-reimage`, 3.68) from the image.
+    ReimageVolume(String),
+}
+
+/// How a rebuild of server `id` with `image` treats its root disk, with
+/// Nova's checks: before 2.93 a volume-backed server is rebuilt only with
+/// the image it was booted from (its root volume's `volume_image_metadata`);
+/// from 2.93 its root volume is reimaged, and the image must fit it.
+pub async fn check_rebuild(
+    s: &S,
+    id: &str,
+    image: &BootImage,
+    mv: Mv,
+) -> ComputeResult<RootRebuild> {
     let id_owned = id.to_string();
     let Some(server) = s
         .read(move |conn| Ok(crate::db::servers::get_server(conn, &id_owned)?))
         .await?
     else {
-        return Ok(false);
+        return Ok(RootRebuild::Image);
     };
     let Some(root) = server.root_volume() else {
-        return Ok(false);
+        return Ok(RootRebuild::Image);
     };
     let vid = root.volume_id.clone();
-    let booted_from = s
+    let volume = s
         .volumes
         .read(move |conn| Ok(vstore::get_volume(conn, &vid)?))
         .await
-        .map_err(|e| ComputeError::Internal(e.to_string()))?
-        .and_then(|v| v.image_metadata.get("image_id").cloned());
-    if booted_from.as_deref() != Some(image_id) {
-        return Err(bad(
-            "Unable to rebuild with a different image for a volume-backed server.",
-        ));
+        .map_err(|e| ComputeError::Internal(e.to_string()))?;
+    if !mv.at_least(93) {
+        let booted_from = volume.and_then(|v| v.image_metadata.get("image_id").cloned());
+        if booted_from.as_deref() != Some(image.id.as_str()) {
+            return Err(bad(
+                "Unable to rebuild with a different image for a volume-backed server.",
+            ));
+        }
+        return Ok(RootRebuild::KeepVolume);
     }
-    Ok(true)
+    let volume = volume
+        .ok_or_else(|| ComputeError::Internal(format!("volume {} is gone", root.volume_id)))?;
+    let bytes = image.size.unwrap_or(0).max(0);
+    let needed = ((bytes + (1 << 30) - 1) >> 30).max(image.min_disk);
+    if volume.size < needed {
+        return Err(bad(format!(
+            "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
+            volume.size << 30,
+            needed << 30
+        )));
+    }
+    let format = image.disk_format.clone().unwrap_or_default();
+    if !["raw", "iso", ""].contains(&format.as_str()) {
+        return Err(bad(format!(
+            "Image {} has disk_format {format}; volumes are reimaged from raw images only.",
+            image.id
+        )));
+    }
+    Ok(RootRebuild::ReimageVolume(volume.id))
+}
+
+/// The reimage of a stopped volume-backed server's root volume (a rebuild
+/// at 2.93): through the volume service as Cinder's `os-reimage` with
+/// `reimage_reserved` (the volume `downloading` meanwhile, then `in-use`
+/// again), the volume's data is the image's.
+pub async fn reimage_root(s: &S, volume_id: &str, image: &BootImage) -> Result<(), String> {
+    let before = ops::begin_reimage(&s.volumes, volume_id, image, ops::ReimageFrom::Rebuild)
+        .await
+        .map_err(|e| e.to_string())?;
+    ops::finish_reimage(&s.volumes, volume_id, image, before)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -1136,6 +1333,136 @@ mod tests {
         assert!(message(parsed(1, "", twice)).contains("used more than once"));
     }
 
+    fn local(swap: bool, size: Option<i64>) -> LocalRequest {
+        LocalRequest {
+            swap,
+            size,
+            guest_format: swap.then(|| "swap".to_string()),
+            device_name: None,
+        }
+    }
+
+    #[test]
+    fn blank_local_mappings_are_swap_and_ephemeral_disks() {
+        let r = parsed(
+            79,
+            IMG,
+            json!([
+                {"source_type": "blank", "destination_type": "local", "volume_size": 1,
+                 "guest_format": "ext4", "boot_index": -1},
+                {"source_type": "blank", "destination_type": "local", "guest_format": "swap",
+                 "volume_size": "512"}
+            ]),
+        )
+        .expect("valid");
+        assert!(r.mappings.is_empty());
+        assert_eq!(r.local.len(), 2);
+        assert!(!r.local[0].swap);
+        assert_eq!(r.local[0].size, Some(1));
+        assert_eq!(r.local[0].guest_format.as_deref(), Some("ext4"));
+        assert!(r.local[1].swap);
+        assert_eq!(r.local[1].size, Some(512));
+        let blank = |extra: Value| {
+            let mut m = json!({"source_type": "blank", "destination_type": "local"});
+            if let (Some(o), Value::Object(e)) = (m.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            m
+        };
+        // At most one swap; a local disk is never the root; three local disks at most (the
+        // image's root disk counts).
+        let swap = blank(json!({"guest_format": "swap"}));
+        assert_eq!(
+            message(parsed(79, IMG, json!([swap, swap]))),
+            "Block Device Mapping is Invalid: More than one swap drive requested."
+        );
+        assert_eq!(
+            message(parsed(79, IMG, json!([blank(json!({"boot_index": 0}))]))),
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid."
+        );
+        let e = blank(json!({}));
+        assert_eq!(
+            message(parsed(79, IMG, json!([e, e, swap]))),
+            "Block Device Mapping is Invalid: You specified more local devices than the limit allows"
+        );
+        assert!(parsed(79, IMG, json!([e, swap])).is_ok());
+        // Volume-backed: no local root disk, three local disks fit.
+        let vol = json!({"source_type": "volume", "uuid": VOL, "boot_index": 0});
+        assert!(parsed(79, "", json!([vol, e, e, swap])).is_ok());
+        assert!(parsed(79, IMG, json!([blank(json!({"guest_format": 5}))])).is_err());
+    }
+
+    #[test]
+    fn local_disks_follow_novas_flavor_checks() {
+        // No mapping: the flavor's ephemeral disk and swap, in that order.
+        let disks = local_disks(&[], 512, 2).expect("valid");
+        assert_eq!(disks.len(), 2);
+        assert_eq!(disks[0].kind, LocalDiskKind::Ephemeral);
+        assert_eq!(disks[0].size_mib, 2048);
+        assert_eq!(disks[0].device, "/dev/vdb");
+        assert!(disks[0].from_flavor);
+        assert_eq!(disks[1].kind, LocalDiskKind::Swap);
+        assert_eq!(disks[1].size_mib, 512);
+        assert_eq!(disks[1].device, "/dev/vdc");
+        assert!(local_disks(&[], 0, 0).expect("valid").is_empty());
+        // Mappings: their sizes, ephemerals first whatever the order asked.
+        let disks = local_disks(
+            &[
+                local(true, Some(128)),
+                local(false, Some(1)),
+                local(false, Some(1)),
+            ],
+            512,
+            2,
+        )
+        .expect("valid");
+        let shown: Vec<(LocalDiskKind, i64, &str)> = disks
+            .iter()
+            .map(|d| (d.kind, d.size_mib, d.device.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (LocalDiskKind::Ephemeral, 1024, "/dev/vdb"),
+                (LocalDiskKind::Ephemeral, 1024, "/dev/vdc"),
+                (LocalDiskKind::Swap, 128, "/dev/vdd"),
+            ]
+        );
+        assert_eq!(LocalDisk::file_name(&disks, 0), "disk.eph0");
+        assert_eq!(LocalDisk::file_name(&disks, 1), "disk.eph1");
+        assert_eq!(LocalDisk::file_name(&disks, 2), "disk.swap");
+        // A swap mapping replaces the flavor's swap; an ephemeral mapping the flavor's disk.
+        let disks = local_disks(&[local(false, None)], 256, 2).expect("valid");
+        assert_eq!(disks.len(), 2);
+        assert_eq!(disks[0].size_mib, 2048);
+        assert!(disks[0].from_flavor);
+        let disks = local_disks(&[local(true, Some(64))], 256, 0).expect("valid");
+        assert_eq!(disks.len(), 1);
+        assert_eq!(disks[0].size_mib, 64);
+        assert!(!disks[0].from_flavor);
+        // Refusals.
+        let refused = |l: &[LocalRequest], swap: i64, eph: i64| match local_disks(l, swap, eph) {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("not a 400: {other:?}"),
+        };
+        assert_eq!(
+            refused(&[local(true, Some(1024))], 512, 0),
+            "Swap drive requested is larger than instance type allows."
+        );
+        assert!(refused(&[local(true, Some(1))], 0, 0).starts_with("Swap drive requested"));
+        assert!(
+            refused(&[local(false, Some(2)), local(false, Some(1))], 0, 2)
+                .starts_with("Ephemeral disks requested are larger than the instance type allows.")
+        );
+        // Without a size each takes the flavor's: two of them are too much.
+        assert!(refused(&[local(false, None), local(false, None)], 0, 2).starts_with("Ephemeral"));
+        assert!(refused(&[local(false, Some(1))], 0, 0).starts_with("Ephemeral"));
+        assert_eq!(
+            refused(&[local(true, None), local(true, None)], 512, 0),
+            "Block Device Mapping is Invalid: More than one swap drive requested."
+        );
+    }
+
     #[test]
     fn legacy_mappings_name_their_root_by_device() {
         let mut m = Map::new();
@@ -1166,19 +1493,20 @@ mod tests {
             boot_index: Some(0),
             ..data.clone()
         };
-        assert_eq!(choose_device(&root, &[], false), "/dev/vda");
-        assert_eq!(choose_device(&data, &[], false), "/dev/vdb");
-        assert_eq!(choose_device(&data, &[], true), "/dev/vdc");
+        assert_eq!(choose_device(&root, &[], 0), "/dev/vda");
+        assert_eq!(choose_device(&data, &[], 0), "/dev/vdb");
+        assert_eq!(choose_device(&data, &[], 1), "/dev/vdc");
+        assert_eq!(choose_device(&data, &[], 3), "/dev/vde");
         let taken = vec![ServerVolume {
             device: "/dev/vdb".into(),
             ..Default::default()
         }];
-        assert_eq!(choose_device(&data, &taken, false), "/dev/vdc");
+        assert_eq!(choose_device(&data, &taken, 0), "/dev/vdc");
         let named = Mapping {
             device_name: Some("/dev/vdf".into()),
             ..data
         };
-        assert_eq!(choose_device(&named, &taken, false), "/dev/vdf");
+        assert_eq!(choose_device(&named, &taken, 0), "/dev/vdf");
     }
 
     mod prepared {

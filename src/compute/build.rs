@@ -569,6 +569,37 @@ pub fn config_drive_files(server: &Server, network: &Value) -> Vec<(String, Vec<
         "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
     });
     let mut files = Vec::new();
+    // Nova's EC2 metadata names the local disks (`ephemeral0`, `swap`):
+    // cloud-init's config drive source finds them there for its `mounts`.
+    if !server.local_disks.is_empty() {
+        let mut mapping = Map::new();
+        mapping.insert("ami".into(), json!("vda"));
+        mapping.insert("root".into(), json!("/dev/vda"));
+        let mut ephemeral = 0;
+        for d in &server.local_disks {
+            match d.kind {
+                crate::db::servers::LocalDiskKind::Swap => {
+                    mapping.insert("swap".into(), json!(d.device));
+                }
+                crate::db::servers::LocalDiskKind::Ephemeral => {
+                    mapping.insert(format!("ephemeral{ephemeral}"), json!(d.device));
+                    ephemeral += 1;
+                }
+            }
+        }
+        let ec2 = json!({
+            "instance-id": server.id,
+            "hostname": server.hostname,
+            "local-hostname": server.hostname,
+            "block-device-mapping": mapping,
+        });
+        for version in ["latest", "2009-04-04"] {
+            files.push((
+                format!("ec2/{version}/meta-data.json"),
+                ec2.to_string().into_bytes(),
+            ));
+        }
+    }
     for version in ["latest", "2018-08-27", "2012-08-10"] {
         files.push((
             format!("openstack/{version}/meta_data.json"),

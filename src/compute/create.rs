@@ -53,6 +53,8 @@ struct CreateRequest {
     image_id: String,
     /// The block device mappings to volumes.
     block_devices: Vec<Mapping>,
+    /// The `blank → local` mappings (swap, ephemeral disks).
+    local: Vec<block_devices::LocalRequest>,
     flavor_id: String,
     key_name: Option<String>,
     user_data: Option<String>,
@@ -218,6 +220,7 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
         name,
         image_id: block_devices.image_id,
         block_devices: block_devices.mappings,
+        local: block_devices.local,
         flavor_id,
         key_name,
         user_data,
@@ -258,12 +261,15 @@ pub async fn create(
     let is_admin = super::is_admin_context(&s, &ctx);
     image_mappings(&s, &mut req, &project, is_admin).await;
     let resolved = resolve(&s, &req, &project, is_admin).await?;
+    let local_disks =
+        block_devices::local_disks(&req.local, resolved.flavor.swap, resolved.flavor.ephemeral)?;
     let admin_pass = req.admin_pass.clone().unwrap_or_else(random_password);
     let sg_names = req.security_groups.clone();
     let return_reservation_id = req.return_reservation_id;
     let block_devices = req.block_devices.clone();
     let plan = Plan {
         req,
+        local_disks,
         flavor: resolved.flavor,
         boot: resolved.boot,
         project,
@@ -324,6 +330,7 @@ async fn resolve(
         &block_devices::Requested {
             image_id: req.image_id.clone(),
             mappings: req.block_devices.clone(),
+            local: Vec::new(),
         },
         project,
         is_admin,
@@ -388,6 +395,7 @@ async fn find_flavor(s: &S, id: &str) -> ComputeResult<Flavor> {
 /// Everything [`record`] needs, moved into the write transaction.
 struct Plan {
     req: CreateRequest,
+    local_disks: Vec<crate::db::servers::LocalDisk>,
     flavor: Flavor,
     boot: BootInfo,
     project: String,
@@ -410,6 +418,7 @@ struct Plan {
 fn record(tx: &rusqlite::Transaction, plan: &Plan) -> ComputeResult<(Vec<Server>, Vec<String>)> {
     let Plan {
         req,
+        local_disks,
         flavor,
         boot,
         project,
@@ -485,12 +494,15 @@ fn record(tx: &rusqlite::Transaction, plan: &Plan) -> ComputeResult<(Vec<Server>
         super::scheduler::Demand {
             vcpus: count * flavor.vcpus,
             ram_mb: count * flavor.ram,
-            // A volume-backed server has no local root disk.
-            disk_gb: if req.image_id.is_empty() {
-                0
-            } else {
-                count * flavor.disk
-            },
+            // A volume-backed server has no local root disk; swap and
+            // ephemeral disks are local either way.
+            disk_gb: count
+                * (if req.image_id.is_empty() {
+                    0
+                } else {
+                    flavor.disk
+                } + flavor.ephemeral
+                    + flavor.swap / 1024),
         },
         facts,
         ratios,
@@ -564,6 +576,7 @@ fn record(tx: &rusqlite::Transaction, plan: &Plan) -> ComputeResult<(Vec<Server>
             vmm_pid: None,
             ports: Vec::new(),
             volumes: Vec::new(),
+            local_disks: local_disks.clone(),
             rescue: None,
             created_at: now,
             updated_at: now,

@@ -118,6 +118,13 @@ pub trait ComputeDriver: Send + Sync {
     /// Removes the rescue files (unrescue).
     fn drop_rescue<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()>;
 
+    /// Removes the server's swap and ephemeral disk files (a rebuild without
+    /// `preserve_ephemeral`): the next boot makes them blank again.
+    fn drop_local_disks<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        let _ = id;
+        Box::pin(async {})
+    }
+
     /// Grows the root disk to `disk_gb` (never shrinks it).
     fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>>;
 

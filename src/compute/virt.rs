@@ -468,6 +468,10 @@ impl ComputeDriver for Virt {
         Box::pin(Virt::drop_rescue(self, id))
     }
 
+    fn drop_local_disks<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(Virt::drop_local_disks(self, id))
+    }
+
     fn grow_disk<'a>(&'a self, id: &'a str, disk_gb: i64) -> DriverFuture<'a, DriverResult<()>> {
         Box::pin(Virt::grow_disk(self, id, disk_gb))
     }

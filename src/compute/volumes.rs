@@ -137,9 +137,10 @@ fn valid_device(d: &str) -> bool {
 }
 
 /// The device name a new volume gets: the first `/dev/vdX` after the root
-/// disk (`vda`) and the config drive that no attached volume has.
+/// disk (`vda`), the local swap and ephemeral disks and the config drive
+/// that no attached volume has.
 fn next_device(server: &Server) -> Option<String> {
-    let first = if server.config_drive { 2 } else { 1 };
+    let first = 1 + server.local_disks.len() + usize::from(server.config_drive);
     (b'a'..=b'z')
         .skip(first)
         .map(|c| format!("/dev/vd{}", c as char))

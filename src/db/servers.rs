@@ -145,6 +145,53 @@ pub struct ServerVolume {
     pub read_only: bool,
 }
 
+/// A local disk of a server besides its root (Nova's `blank → local` block
+/// device mappings and the flavor's `swap` and `OS-FLV-EXT-DATA:ephemeral`):
+/// a sparse file in the instance directory, attached after the root disk.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct LocalDisk {
+    /// `swap`, or `ephemeral` (its index among the server's ephemeral disks
+    /// names its file: `disk.eph0`, `disk.eph1`, ...).
+    pub kind: LocalDiskKind,
+    /// MiB (swap sizes are MiB in Nova; ephemeral GiB × 1024).
+    pub size_mib: i64,
+    /// The device name reported (`/dev/vdX`).
+    pub device: String,
+    /// The `guest_format` asked for (`swap`, or a filesystem the guest makes).
+    #[serde(default)]
+    pub guest_format: Option<String>,
+    /// Sized by the flavor (no mapping named a size): a resize follows the
+    /// new flavor.
+    #[serde(default)]
+    pub from_flavor: bool,
+}
+
+/// What a [`LocalDisk`] is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDiskKind {
+    #[default]
+    Ephemeral,
+    Swap,
+}
+
+impl LocalDisk {
+    /// The file's name in the instance directory, given the disk's place
+    /// among the server's local disks.
+    pub fn file_name(disks: &[LocalDisk], index: usize) -> String {
+        match disks.get(index).map(|d| d.kind) {
+            Some(LocalDiskKind::Swap) => "disk.swap".into(),
+            _ => {
+                let n = disks[..index.min(disks.len())]
+                    .iter()
+                    .filter(|d| d.kind == LocalDiskKind::Ephemeral)
+                    .count();
+                format!("disk.eph{n}")
+            }
+        }
+    }
+}
+
 /// One server, whole.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Server {
@@ -231,6 +278,10 @@ pub struct Server {
     /// has them after the root disk and the config drive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<ServerVolume>,
+    /// Local swap and ephemeral disks, in device order (ephemerals, then
+    /// swap): after the root disk, before the config drive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_disks: Vec<LocalDisk>,
     /// Set while the server is rescued (or being rescued): what it boots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescue: Option<RescueBoot>,

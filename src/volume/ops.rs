@@ -941,3 +941,118 @@ pub async fn create_snapshot(
     });
     Ok(())
 }
+
+/// Who asks for a reimage, and so which statuses the volume may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReimageFrom {
+    /// Cinder's `os-reimage` (3.68): `available` or `error`, and `reserved`
+    /// with `reimage_reserved`.
+    Api { reserved: bool },
+    /// Nova's rebuild of a volume-backed server (2.93), whose root volume
+    /// stays attached to the stopped server: `in-use` (or `reserved`).
+    Rebuild,
+}
+
+/// Checks and starts a reimage of volume `id` from `image` (Cinder's
+/// `os-reimage`): the volume goes `downloading`; returns its status before,
+/// which [`finish_reimage`] restores.
+pub async fn begin_reimage(
+    s: &VolumeState,
+    id: &str,
+    image: &crate::image::service::BootImage,
+    from: ReimageFrom,
+) -> VolumeResult<String> {
+    let format = image.disk_format.clone().unwrap_or_default();
+    if !["raw", "iso", ""].contains(&format.as_str()) {
+        return Err(VolumeError::BadRequest(format!(
+            "Invalid image metadata: Image {} has disk_format {format}; this backend copies raw images only.",
+            image.id
+        )));
+    }
+    let bytes = image.size.unwrap_or(0).max(0) as u64;
+    let needed = (bytes.div_ceil(GIB) as i64).max(image.min_disk);
+    let vid = id.to_string();
+    s.write(move |tx| {
+        let mut v = store::get_volume(tx, &vid)?
+            .ok_or_else(|| VolumeError::NotFound(format!("Volume {vid} could not be found.")))?;
+        let allowed: &[&str] = match from {
+            ReimageFrom::Api { reserved: false } => &["available", "error"],
+            ReimageFrom::Api { reserved: true } => &["available", "error", "reserved"],
+            ReimageFrom::Rebuild => &["in-use", "reserved"],
+        };
+        if !allowed.contains(&v.status.as_str()) {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid volume: Volume {vid} status must be {}, but current status is: {}.",
+                allowed.join(" or "),
+                v.status
+            )));
+        }
+        if v.size < needed {
+            return Err(VolumeError::BadRequest(format!(
+                "Invalid input received: Size of specified image {needed}GB is larger than volume size {}GB.",
+                v.size
+            )));
+        }
+        let before = v.status.clone();
+        v.status = "downloading".into();
+        v.updated_at = Some(now_string());
+        store::put_volume(tx, &v)?;
+        Ok(before)
+    })
+    .await
+}
+
+/// The copy of a reimage begun by [`begin_reimage`]: the volume's file is
+/// replaced by the image's bytes (grown to the volume's size; no data: a
+/// blank volume), the image metadata is the new image's and the status is
+/// `before` again (`error` when the copy failed; the old file stays then).
+pub async fn finish_reimage(
+    s: &VolumeState,
+    id: &str,
+    image: &crate::image::service::BootImage,
+    before: String,
+) -> VolumeResult<()> {
+    let vid = id.to_string();
+    let size = s
+        .read(move |conn| Ok(store::get_volume(conn, &vid)?))
+        .await?
+        .map(|v| v.size.max(0) as u64)
+        .unwrap_or(0);
+    let backend = s.backend.clone();
+    let (src, vid) = (image.path.clone(), id.to_string());
+    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let dest = backend.volume_path(&vid);
+        if src.as_os_str().is_empty() || !src.exists() {
+            return backend.create_blank(&vid, size);
+        }
+        backend.create_copy(&src, &dest, size)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = &copied {
+        tracing::error!(volume = %id, error = %e, "volume reimage failed");
+    }
+    let meta = image_metadata(image);
+    let image_id = image.id.clone();
+    let ok = copied.is_ok();
+    let vid = id.to_string();
+    s.write(move |tx| {
+        if let Some(mut v) = store::get_volume(tx, &vid)?
+            && v.status == "downloading"
+        {
+            if ok {
+                v.status = before;
+                v.image_metadata = meta;
+                v.image_id = Some(image_id);
+                v.bootable = true;
+            } else {
+                v.status = "error".into();
+            }
+            v.updated_at = Some(now_string());
+            store::put_volume(tx, &v)?;
+        }
+        Ok(())
+    })
+    .await?;
+    copied.map_err(VolumeError::Io)
+}

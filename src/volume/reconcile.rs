@@ -47,6 +47,9 @@ pub fn run(s: &VolumeState) -> VolumeResult<Repairs> {
                 }
                 "creating" => Some("error"),
                 "extending" => Some("error_extending"),
+                // An interrupted reimage: the old file stays (the copy
+                // replaces it only when complete), the status is Cinder's.
+                "downloading" => Some("error"),
                 s if !NO_FILE_NEEDED.contains(&s) && !has_file => Some("error"),
                 _ => None,
             };

@@ -853,6 +853,44 @@ async fn action(
             .await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
+        // 3.68: the volume's data replaced by an image's (Nova's rebuild of
+        // a volume-backed server at 2.93 does the same from compute).
+        "os-reimage" if mv.at_least(68) => {
+            let v = load_for(&s, &ctx, &id, "volume:reimage").await?;
+            let obj = arg_obj("os-reimage")?;
+            let image_id = body::required_name(&obj, "image_id")?;
+            let reserved = match obj.get("reimage_reserved") {
+                None | Some(Value::Null) => false,
+                Some(_) => bool_arg(&obj, "reimage_reserved")?,
+            };
+            if reserved {
+                authorize(
+                    &s,
+                    &ctx,
+                    "volume:reimage_reserved",
+                    &project_target(&v.project_id),
+                )?;
+            }
+            let scope = if is_admin(&s, &ctx) {
+                None
+            } else {
+                ctx.project_id().map(str::to_string)
+            };
+            let image = s
+                .images
+                .get_active(image_id.trim(), scope.as_deref())
+                .await
+                .map_err(|_| {
+                    VolumeError::NotFound(format!("Image {} could not be found.", image_id.trim()))
+                })?;
+            let before =
+                ops::begin_reimage(&s, &v.id, &image, ops::ReimageFrom::Api { reserved }).await?;
+            let (s2, vid) = (s.clone(), v.id.clone());
+            tokio::spawn(async move {
+                let _ = ops::finish_reimage(&s2, &vid, &image, before).await;
+            });
+            Ok(empty(StatusCode::ACCEPTED))
+        }
         _ => Err(bad(
             "There is no such action: {name}".replace("{name}", &name)
         )),

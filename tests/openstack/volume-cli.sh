@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Cinder with the stock clients (issue 14): volumes, snapshots, types, QoS, quotas,
 # limits, availability zones, services, backups, transfers, an online extend (3.42) of a volume
-# attached to an echo server (with /dev/kvm) and bad input, against a fresh `yunhe serve`.
+# attached to an echo server, swap and ephemeral disks (`server create --swap --ephemeral`) and
+# the rebuild of a volume-backed server with `--reimage-boot-volume` (2.93) (these with /dev/kvm),
+# and bad input, against a fresh `yunhe serve`.
 #   tests/openstack/volume-cli.sh
 # Prints one line per check and ends with `N passed, M failed`; exits non-zero on failure.
 # Env: YUNHE_BIN (server binary), YUNHE_VENV (venv path), YUNHE_CLI_LOG (keep the
@@ -252,9 +254,61 @@ if { : <>/dev/kvm; } 2>/dev/null; then
         return 1
     }
     check "Nova recorded extend_volume for ext-vm" wait_action ext-vm extend_volume
+
+    # --- swap and ephemeral disks; rebuild of a volume-backed server at 2.93 --------
+    nano_ram="$(openstack flavor show m1.nano -f value -c ram 2>/dev/null)"
+    check "openstack flavor create --ephemeral 1 --swap 16 local-disks" \
+        openstack flavor create --ram "${nano_ram:-128}" --disk 1 --vcpus 1 --ephemeral 1 --swap 16 \
+        local-disks -f json
+    expect "the flavor has 16 MiB of swap and a 1 GiB ephemeral disk" \
+        'd["swap"]==16 and d.get("os-flv-ext-data:ephemeral", d.get("ephemeral"))==1'
+    refuse "openstack server create --swap 32 (more than the flavor's 16)" \
+        openstack server create --image echo-img --flavor local-disks --swap 32 --nic none local-bad
+    refuse "openstack server create --ephemeral size=2 (more than the flavor's 1)" \
+        openstack server create --image echo-img --flavor local-disks --ephemeral size=2 --nic none local-bad
+    check "openstack server create --swap 8 --ephemeral size=1 --wait local-vm" \
+        openstack server create --image echo-img --flavor local-disks --swap 8 --ephemeral size=1 \
+        --nic none --wait local-vm -f json
+    expect "local-vm is ACTIVE" 'd["status"]=="ACTIVE"'
+    check "openstack --os-compute-api-version 2.48 server show --diagnostics local-vm" \
+        openstack --os-compute-api-version 2.48 server show --diagnostics local-vm -f json
+    expect "the VMM has the root, ephemeral and swap disks" 'd["num_disks"]>=3'
+    check "openstack server delete --wait local-vm" openstack server delete --wait local-vm
+    check "openstack flavor delete local-disks" openstack flavor delete local-disks
+
     check "openstack server delete --wait ext-vm" openstack server delete --wait ext-vm
     check "grow is available once ext-vm is gone" wait_status volume "$grow" available
     check "openstack volume delete grow" openstack volume delete "$grow"
+    check "grow goes" wait_gone volume "$grow"
+    # (After grow: the quota set above allows 5 volumes.)
+    check "openstack volume create --image echo-img --size 1 bfv-root" \
+        openstack volume create --image echo-img --size 1 bfv-root -f json
+    bfv_root="$(json 'd["id"]' 2>/dev/null)"
+    check "bfv-root is available" wait_status volume "$bfv_root" available
+    check "openstack server create --volume bfv-root --wait bfv-vm" \
+        openstack server create --volume "$bfv_root" --flavor m1.nano --nic none --wait bfv-vm -f json
+    { printf 'REIMAGED'; } >"$work/disk2.raw"
+    check "a second 1 MiB raw disk" truncate -s 1M "$work/disk2.raw"
+    check "openstack image create echo-img2" \
+        openstack image create --disk-format raw --container-format bare --property "kernel_id=$echo_k" \
+        --file "$work/disk2.raw" echo-img2 -f json
+    img2="$(json 'd["id"]' 2>/dev/null)"
+    refuse "openstack --os-compute-api-version 2.92 server rebuild --image echo-img2 (another image)" \
+        openstack --os-compute-api-version 2.92 server rebuild --image echo-img2 --wait bfv-vm
+    refuse "openstack --os-compute-api-version 2.93 server rebuild without --reimage-boot-volume" \
+        openstack --os-compute-api-version 2.93 server rebuild --image echo-img2 --wait bfv-vm
+    check "openstack --os-compute-api-version 2.93 server rebuild --reimage-boot-volume --wait bfv-vm" \
+        openstack --os-compute-api-version 2.93 server rebuild --image echo-img2 --reimage-boot-volume \
+        --wait bfv-vm -f json
+    check "openstack server show bfv-vm" openstack server show bfv-vm -f json
+    expect "bfv-vm is ACTIVE" 'd["status"]=="ACTIVE"'
+    check "openstack volume show bfv-root" openstack volume show "$bfv_root" -f json
+    expect "bfv-root is in-use and came from echo-img2" \
+        'd["status"]=="in-use" and "'"$img2"'" in str(d["volume_image_metadata"])'
+    check "openstack server delete --wait bfv-vm" openstack server delete --wait bfv-vm
+    check "bfv-root is available once bfv-vm is gone" wait_status volume "$bfv_root" available
+    check "openstack volume delete bfv-root" openstack volume delete "$bfv_root"
+    check "openstack image delete echo-img2" openstack image delete echo-img2
     check "openstack image delete echo-img echo-k" openstack image delete echo-img echo-k
 else
     echo "SKIP online extend: /dev/kvm is missing or not accessible"

@@ -57,7 +57,8 @@ pub(super) async fn rebuild(
         .await
         .map_err(|_| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
     let boot_info = resolve_boot(s, &image, &project, admin).await?;
-    let volume_backed = crate::compute::block_devices::check_rebuild(s, id, &image.id).await?;
+    let root = crate::compute::block_devices::check_rebuild(s, id, &image, mv).await?;
+    let volume_backed = root != crate::compute::block_devices::RootRebuild::Image;
     let name = match arg.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
             Some(n.clone())
@@ -99,6 +100,16 @@ pub(super) async fn rebuild(
         )
     } else {
         None
+    };
+    // Nova remakes the ephemeral disks unless asked to keep them.
+    let preserve_ephemeral = match arg.get("preserve_ephemeral") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute preserve_ephemeral. Value: {other}. {other} is not of type 'boolean'"
+            )));
+        }
     };
     let admin_pass = arg
         .get("adminPass")
@@ -156,7 +167,13 @@ pub(super) async fn rebuild(
     run(s, id, rid, move |s, sv| async move {
         s.driver.stop(&sv.id, clean_timeout(&sv)).await;
         s.driver.drop_saved_state(&sv.id).await;
+        if !preserve_ephemeral {
+            s.driver.drop_local_disks(&sv.id).await;
+        }
         let result = async {
+            if let crate::compute::block_devices::RootRebuild::ReimageVolume(vid) = &root {
+                crate::compute::block_devices::reimage_root(&s, vid, &image).await?;
+            }
             let (files, disk_gb) = if volume_backed {
                 (crate::compute::build::volume_boot_files(&s, &sv).await?, 0)
             } else {

@@ -64,7 +64,15 @@ pub(super) async fn resize(
             "When resizing, instances must change flavor!".into(),
         ));
     }
-    if flavor.disk < current.flavor.disk && flavor.disk != 0 {
+    // Nova's libvirt driver: neither the root disk nor the ephemeral disks
+    // (their sum) may shrink.
+    let ephemeral_gb: i64 = current
+        .local_disks
+        .iter()
+        .filter(|d| d.kind == crate::db::servers::LocalDiskKind::Ephemeral)
+        .map(|d| d.size_mib / 1024)
+        .sum();
+    if (flavor.disk < current.flavor.disk && flavor.disk != 0) || flavor.ephemeral < ephemeral_gb {
         return Err(ComputeError::BadRequest(
             "Resize error: Unable to resize disk down.".into(),
         ));
@@ -139,6 +147,7 @@ pub(super) async fn resize_vm(s: S, sv: Server, new: FlavorCopy) -> Result<(), S
             updated_at: now,
         });
         x.old_flavor = Some(x.flavor.clone());
+        follow_flavor(&mut x.local_disks, &new);
         x.flavor = new;
         x.task_state = Some(TaskState::ResizeFinish);
     })
@@ -194,6 +203,7 @@ pub(super) async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
     s.driver.stop(&sv.id, clean_timeout(&sv)).await;
     let Some(back) = update_server(&s, &sv.id, |x| {
         if let Some(old) = x.old_flavor.take() {
+            follow_flavor(&mut x.local_disks, &old);
             x.flavor = old;
         }
         if let Some(m) = x.migrations.last_mut() {
@@ -224,4 +234,21 @@ pub(super) async fn revert_resize_vm(s: S, sv: Server) -> Result<(), String> {
     )
     .await;
     Ok(())
+}
+
+/// The local disks sized by the flavor take `flavor`'s sizes (the next boot
+/// grows an ephemeral disk, never shrinking it, and remakes a swap disk of
+/// another size). A resize neither adds nor removes local disks: that would
+/// move the attached volumes to other devices.
+fn follow_flavor(disks: &mut [crate::db::servers::LocalDisk], flavor: &FlavorCopy) {
+    use crate::db::servers::LocalDiskKind;
+    for d in disks.iter_mut().filter(|d| d.from_flavor) {
+        match d.kind {
+            LocalDiskKind::Ephemeral if flavor.ephemeral > 0 => {
+                d.size_mib = flavor.ephemeral * 1024;
+            }
+            LocalDiskKind::Swap if flavor.swap > 0 => d.size_mib = flavor.swap,
+            _ => {}
+        }
+    }
 }

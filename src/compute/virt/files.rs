@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Virt, io_error};
 use crate::compute::driver::{BootFiles, DriverResult};
+use crate::db::servers::{LocalDisk, LocalDiskKind};
 
 impl Virt {
     /// Creates the instance directory: boot files, the root disk (grown to
@@ -54,6 +55,21 @@ impl Virt {
             Ok(())
         })
         .await?
+    }
+
+    /// Removes the swap and ephemeral disk files (`disk.swap`, `disk.eph*`).
+    pub async fn drop_local_disks(&self, id: &str) {
+        let dir = self.dir(id);
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == "disk.swap" || name.starts_with("disk.eph") {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
     }
 
     /// Removes the rescue files.
@@ -253,6 +269,55 @@ fn place_boot_files(boot: &BootFiles, kernel_cache: Option<&Path>, dir: &Path) -
     Ok(())
 }
 
+/// Makes the server's local swap and ephemeral disks in `dir` that are not
+/// there yet (sparse files; a swap disk gets a Linux swap signature, as
+/// Nova's mkswap, an ephemeral disk stays blank for the guest to format),
+/// grows an ephemeral disk that is smaller than asked (a resize), and
+/// remakes a swap disk of another size. Returns the files.
+pub(super) fn ensure_local_disks(dir: &Path, disks: &[LocalDisk]) -> DriverResult<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for (index, d) in disks.iter().enumerate() {
+        let path = dir.join(LocalDisk::file_name(disks, index));
+        let want = (d.size_mib.max(1) as u64) << 20;
+        let have = std::fs::metadata(&path).map(|m| m.len()).ok();
+        match d.kind {
+            LocalDiskKind::Swap if have != Some(want) => {
+                let _ = std::fs::remove_file(&path);
+                let file = std::fs::File::create(&path).map_err(io_error("swap disk"))?;
+                file.set_len(want).map_err(io_error("swap disk"))?;
+                write_swap_header(&file, want).map_err(io_error("swap disk"))?;
+            }
+            LocalDiskKind::Ephemeral if have.is_none_or(|h| h < want) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error("ephemeral disk"))?;
+                file.set_len(want).map_err(io_error("ephemeral disk"))?;
+            }
+            _ => {}
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// A Linux swap area's header (version 1, 4 KiB pages, as mkswap writes it):
+/// version, last page and a random UUID at 1 KiB, `SWAPSPACE2` at the end
+/// of the first page.
+fn write_swap_header(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: u64 = 4096;
+    let mut page = vec![0u8; PAGE as usize];
+    let last_page = u32::try_from((len / PAGE).saturating_sub(1)).unwrap_or(u32::MAX);
+    page[1024..1028].copy_from_slice(&1u32.to_le_bytes());
+    page[1028..1032].copy_from_slice(&last_page.to_le_bytes());
+    page[1036..1052].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    page[PAGE as usize - 10..].copy_from_slice(b"SWAPSPACE2");
+    file.write_all_at(&page, 0)
+}
+
 /// The root disk: a copy of the image (or empty), at least `disk_gb` GiB.
 fn make_root_disk(image: Option<&Path>, disk: &Path, disk_gb: i64) -> DriverResult<()> {
     let _ = std::fs::remove_file(disk);
@@ -273,6 +338,52 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{FileExt, MetadataExt};
     use std::time::{Duration, Instant};
+
+    /// Swap and ephemeral disks: sparse, the swap one signed as mkswap does;
+    /// a larger ephemeral size grows the file (kept data), a new swap size
+    /// remakes the swap disk.
+    #[test]
+    fn local_disks_are_sparse_and_swap_is_signed() {
+        let dir = std::env::temp_dir().join(format!("yunhe-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let disk = |kind, size_mib| LocalDisk {
+            kind,
+            size_mib,
+            device: String::new(),
+            guest_format: None,
+            from_flavor: true,
+        };
+        let mut disks = vec![
+            disk(LocalDiskKind::Ephemeral, 1024),
+            disk(LocalDiskKind::Swap, 8),
+        ];
+        let files = ensure_local_disks(&dir, &disks).expect("made");
+        assert_eq!(files, [dir.join("disk.eph0"), dir.join("disk.swap")]);
+        let eph = std::fs::metadata(&files[0]).expect("eph0");
+        assert_eq!(eph.len(), 1 << 30);
+        assert!(eph.blocks() < 64, "sparse: {} blocks", eph.blocks());
+        let swap = std::fs::read(&files[1]).expect("swap");
+        assert_eq!(swap.len(), 8 << 20);
+        assert_eq!(&swap[4086..4096], b"SWAPSPACE2");
+        assert_eq!(&swap[1024..1028], &1u32.to_le_bytes());
+        assert_eq!(&swap[1028..1032], &((8u32 << 20) / 4096 - 1).to_le_bytes());
+        std::fs::File::options()
+            .write(true)
+            .open(&files[0])
+            .expect("open")
+            .write_all_at(b"data", 0)
+            .expect("write");
+        disks[0].size_mib = 2048;
+        disks[1].size_mib = 16;
+        ensure_local_disks(&dir, &disks).expect("grown");
+        assert_eq!(std::fs::metadata(&files[0]).expect("eph0").len(), 2 << 30);
+        assert_eq!(&std::fs::read(&files[0]).expect("eph0")[..4], b"data");
+        let swap = std::fs::read(&files[1]).expect("swap");
+        assert_eq!(swap.len(), 16 << 20);
+        assert_eq!(&swap[4086..4096], b"SWAPSPACE2");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A root disk is a small image grown to GiBs: the copy (createImage,
     /// shelve) must read only the data, give the same bytes and stay sparse.

@@ -81,9 +81,17 @@ impl Virt {
         create_private_dir(&self.sockets_dir)
             .map_err(io_error(format!("{}", self.sockets_dir.display())))?;
         let jail_uid = self.jailed().then(|| self.jail_uid(&server.id));
+        // Swap and ephemeral disks: made at the first boot (and after an
+        // unshelve of an offloaded server, whose directory went).
+        let (local_dir, local) = (dir.clone(), server.local_disks.clone());
+        let local_files = tokio::task::spawn_blocking(move || {
+            super::files::ensure_local_disks(&local_dir, &local)
+        })
+        .await??;
         if let Some(uid) = jail_uid {
             // The files the VMM writes through a path after it dropped root.
-            for disk in [dir.join("disk"), self.rescue_dir(&server.id).join("disk")] {
+            let own = [dir.join("disk"), self.rescue_dir(&server.id).join("disk")];
+            for disk in own.into_iter().chain(local_files) {
                 if disk.exists() {
                     std::os::unix::fs::chown(&disk, Some(uid), Some(uid))
                         .map_err(io_error("handing the disk to the VMM's uid"))?;

@@ -1,6 +1,6 @@
 //! The VMM spec (docs/vmm.md) built from a server: its size, disks, volumes and boot source.
 
-use crate::db::servers::Server;
+use crate::db::servers::{LocalDisk, LocalDiskKind, Server};
 use crate::vmm::control::VmmSpec;
 use crate::vmm::jail::JailSpec;
 use crate::vmm::vmm_config::{BootSource, DiskConfig, NetConfig, VmConfig};
@@ -101,6 +101,23 @@ impl Virt {
                 fd: None,
                 id: None,
             });
+        }
+        // Local ephemeral and swap disks after the root disk (Nova's order).
+        for index in 0..server.local_disks.len() {
+            let path = dir.join(LocalDisk::file_name(&server.local_disks, index));
+            if path.exists() {
+                let serial = match server.local_disks[index].kind {
+                    LocalDiskKind::Swap => "swap".to_string(),
+                    LocalDiskKind::Ephemeral => format!("ephemeral{index}"),
+                };
+                disks.push(DiskConfig {
+                    path,
+                    read_only: false,
+                    serial: Some(serial),
+                    fd: None,
+                    id: None,
+                });
+            }
         }
         if dir.join("config.iso").exists() {
             disks.push(DiskConfig {
