@@ -42,11 +42,15 @@ CLOUD
 # Slow hosts: under emulation (the lab: QEMU TCG with nested SVM, other builds on the same
 # cores) udev may reach the disks and ttyS0 minutes into the boot; systemd's default 90 s job
 # timeout would then fail /boot/efi (no kernel hook output) and the serial getty. On hardware
-# this changes nothing: the devices are there in well under a second.
+# this changes nothing: the devices are there in well under a second. systemd 252 (bookworm)
+# waits for a device unit (/dev/disk/by-uuid/<ESP> of the /boot/efi mount, dev-ttyS0.device of
+# the serial getty) DefaultDeviceTimeoutSec, a setting of its own (90 s), not
+# DefaultTimeoutStartSec: both are raised.
 mkdir -p "$root/etc/systemd/system.conf.d"
 cat >"$root/etc/systemd/system.conf.d/90-yunhe-slow-hosts.conf" <<'SYSTEMD'
 [Manager]
 DefaultTimeoutStartSec=15min
+DefaultDeviceTimeoutSec=15min
 SYSTEMD
 
 # Kernel command line for BLS entries (used by the kernel hook below for future kernels).

@@ -14,7 +14,46 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 DEBIAN_LAYOUT=${DEBIAN_LAYOUT:-bls}
 
+# The outputs are cached in $YUNHE_CACHE/images/$RECIPE/<key> (about 1 GiB per recipe, the raw
+# disk sparse), key = debian_cache_key: what decides the image, that is the recipe's files, the
+# layout, disk size and mirrors, and the archive's candidate versions of the kernel and
+# cloud-init (a new kernel ABI or point release in the archive builds afresh). The tests and the
+# lab suite rebuild an image whenever out/ lacks it; this makes that a copy. Only the newest key
+# is kept. YUNHE_IMAGE_CACHE=0 builds afresh (and refreshes the cache).
+debian_cache_key() {
+    {
+        cat "$RECIPES_DIR/lib.sh" "$RECIPES_DIR/debian/recipe.sh" "$RECIPES_DIR/debian/customize.sh" \
+            "$RECIPES_DIR/debian/packages" "$RECIPES_DIR/$RECIPE/recipe.sh"
+        echo "$DEBIAN_LAYOUT $DEBIAN_DISK_SIZE $DEBIAN_MIRROR $DEBIAN_SECURITY_MIRROR"
+        deb_version linux-image-cloud-amd64
+        deb_version cloud-init
+    } | sha256sum | cut -c1-16
+}
+
 recipe_build() {
+    local key cache
+    key=$(debian_cache_key)
+    cache="$YUNHE_CACHE/images/$RECIPE/$key"
+    if [ "${YUNHE_IMAGE_CACHE:-1}" != 0 ] && [ -f "$cache/manifest.json" ]; then
+        log "cached at $cache (key $key)"
+        cp --sparse=always "$cache"/* "$OUTDIR/" || die "copying the cached image failed"
+        return
+    fi
+    debian_build
+    rm -rf "$YUNHE_CACHE/images/$RECIPE"
+    mkdir -p "$cache.tmp"
+    local files
+    files=$(python3 -c 'import json, sys; print("\n".join(f["name"] for f in json.load(open(sys.argv[1]))["files"]))' \
+        "$OUTDIR/manifest.json")
+    # shellcheck disable=SC2086 # one file name a line, none with spaces
+    if (cd "$OUTDIR" && cp --sparse=always $files manifest.json "$cache.tmp/"); then
+        mv "$cache.tmp" "$cache" && log "cached in $cache (key $key)"
+    else
+        rm -rf "$cache.tmp"; log "could not cache the image in $cache"
+    fi
+}
+
+debian_build() {
     need_pkgs mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils python3 uuid-runtime
     local here="$RECIPES_DIR/debian" work debs rootfs kver esp_uuid root_uuid esp_serial
     work=$(mktemp -d "${TMPDIR:-/var/tmp}/yunhe-debian.XXXXXX")

@@ -69,7 +69,7 @@ wait_listening() {
 vmm_pids() {
     local p out=""
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "vmm --spec $state/instances/$1/"; then
+        if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "vmm --spec $state/instances/$1/"; then
             out="$out ${p#/proc/}"
         fi
     done
@@ -77,8 +77,10 @@ vmm_pids() {
 }
 all_vmm_pids() {
     local p out=""
+    # (the redirection's error, when a process ended since the glob, goes to the group's
+    # 2>/dev/null: a plain `<file 2>/dev/null` opens the file before stderr is redirected)
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "vmm --spec $state/"; then
+        if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "vmm --spec $state/"; then
             out="$out ${p#/proc/}"
         fi
     done
