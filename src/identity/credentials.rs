@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::context::Scope;
-use super::requests::{Name, member, not_null, nullable};
+use super::requests::{Name, member, not_null, nullable, whole};
 use super::views::strip_reserved;
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response,
     new_id,
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
-use crate::http::body::{BodyError, Object, decode, parse_object};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::{Service, Target};
 
@@ -630,7 +630,7 @@ async fn create_ec2(
         &credential_target(&user_id, None, Some("ec2")),
     )?;
     primary_auth_only(&ctx, "ec2_create_credential")?;
-    let request: Ec2Request = decode(Value::Object(parse_object(&body)?))?;
+    let request: Ec2Request = whole(&body)?;
     let project_id = request
         .tenant_id
         .ok_or_else(|| BodyError::Missing("tenant_id".into()))?;
@@ -788,7 +788,7 @@ mod request_tests {
             "Invalid input for field 'blob': not a string."
         );
         let ec2: Ec2Request =
-            decode(json!({"tenant_id": "p", "other": 1})).expect("unknown members ignored");
+            whole(br#"{"tenant_id": "p", "other": 1}"#).expect("unknown members ignored");
         assert_eq!(ec2.tenant_id.as_deref(), Some("p"));
     }
 }

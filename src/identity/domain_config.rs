@@ -17,11 +17,12 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use super::requests::whole;
 use super::targets::{find_domain, load_domain};
 use super::{Auth, AuthContext, IdentityError, IdentityState};
 use crate::db::DbError;
 use crate::db::identity::extensions::{self as ext, DomainConfigOption};
-use crate::http::body::{Object, decode, parse_object};
+use crate::http::body::Object;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -235,8 +236,7 @@ struct ConfigBody {
 
 /// The body's `config` object (missing means empty, as in Keystone).
 fn body_config(body: &[u8]) -> ConfigResult<Object> {
-    let object = parse_object(body).map_err(IdentityError::from)?;
-    let request: ConfigBody = decode(Value::Object(object)).map_err(IdentityError::from)?;
+    let request: ConfigBody = whole(body).map_err(IdentityError::from)?;
     Ok(request.config.unwrap_or_default())
 }
 

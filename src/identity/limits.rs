@@ -20,14 +20,14 @@ use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::requests::{not_null, nullable};
+use super::requests::{not_null, nullable, whole};
 use super::{
     Auth, AuthContext, IdentityError, IdentityState, apply_filters, list_response, new_id,
 };
 use crate::db::identity as identity_store;
 use crate::db::limits::{self as store, Limit, RegisteredLimit};
 use crate::db::{DbError, DbResult};
-use crate::http::body::{BodyError, decode, parse_object};
+use crate::http::body::BodyError;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -273,8 +273,8 @@ impl From<BodyError> for LimitError {
 
 /// A request body (a JSON object) read as `T`.
 fn read_body<T: DeserializeOwned>(body: &[u8]) -> LimitResult<T> {
-    let object = parse_object(body).map_err(IdentityError::from)?;
-    Ok(decode(Value::Object(object))?)
+    // (A body that is not a JSON object keeps identity's wording: From<BodyError>.)
+    Ok(whole(body)?)
 }
 
 /// `value`, when present, is `min..=max` characters long.

@@ -20,6 +20,13 @@ pub fn member<T: DeserializeOwned>(bytes: &[u8], key: &str) -> Result<T, BodyErr
     decode(Value::Object(take_object(&mut body, key)?))
 }
 
+/// A whole request body (a JSON object) read as `T`, for the bodies that
+/// are not wrapped in a resource member (`{"tenant_id": ...}`,
+/// `{"tags": [...]}`, `{"config": {...}}`, the limits lists).
+pub fn whole<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    decode(Value::Object(parse_object(bytes)?))
+}
+
 /// For `#[serde(default, deserialize_with = "not_null")]` on an
 /// `Option<T>`: absent is `None`, `null` is refused as the wrong type
 /// (Keystone's schemas type `enabled` as a boolean, not a nullable one).
@@ -100,13 +107,14 @@ mod tests {
 
     #[test]
     fn a_member_is_read_with_its_extras_and_paths_inside_it() {
-        let t = read(r#"{"thing": {"name": "a", "colour": "red"}}"#).unwrap();
+        let t = read(r#"{"thing": {"name": "a", "colour": "red"}}"#).expect("accepted");
         assert_eq!(t.name, Name("a".into()));
         assert_eq!(t.enabled, None);
         assert_eq!(t.parent, None);
         assert_eq!(t.extra.get("colour"), Some(&Value::from("red")));
         assert!(!t.extra.contains_key("name"));
-        let t = read(r#"{"thing": {"name": "a", "parent": null, "enabled": false}}"#).unwrap();
+        let t = read(r#"{"thing": {"name": "a", "parent": null, "enabled": false}}"#)
+            .expect("accepted");
         assert_eq!(t.parent, Some(None));
         assert_eq!(t.enabled, Some(false));
         assert_eq!(

@@ -12,7 +12,7 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::requests::{Name, member, not_null};
+use super::requests::{Name, member, not_null, whole};
 use super::targets::{
     check_resource_name, default_domain_for, find_domain, find_project, load_domain, load_project,
     not_found, token_domain, with_domain_target, with_project_target,
@@ -23,7 +23,7 @@ use super::{
     new_id,
 };
 use crate::db::identity::{self as store, Domain, Project};
-use crate::http::body::{BodyError, Object, decode, parse_object};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -624,7 +624,7 @@ async fn replace_tags(
         "identity:update_project_tags",
         &with_project_target(Target::new(), found.as_ref()),
     )?;
-    let request: TagsRequest = decode(Value::Object(parse_object(&body)?))?;
+    let request: TagsRequest = whole(&body)?;
     let tags = check_tags(request.tags.unwrap_or_default())?;
     let base = s.v3_url();
     let value = s
