@@ -25,38 +25,37 @@ pub struct AccessRule {
 
 const METHODS: &[&str] = &["DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"];
 
-/// Parses and checks the `access_rules` of a new application credential
-/// (Keystone's schema: method one of the HTTP verbs, path starting with `/`
-/// of at most 225 characters, service a non-empty id string).
-pub fn parse_new(value: Option<&Value>) -> IdentityResult<Value> {
-    let items = match value {
-        None | Some(Value::Null) => return Ok(Value::Array(vec![])),
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(IdentityError::BadRequest(
-                "'access_rules' must be a list.".into(),
-            ));
-        }
-    };
+/// One access rule of a new application credential as sent (Keystone's
+/// schema: no other members).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccessRule {
+    service: String,
+    method: String,
+    path: String,
+    /// One of the user's stored rules, by id.
+    id: Option<String>,
+}
+
+/// Checks the `access_rules` of a new application credential (Keystone's
+/// schema: method one of the HTTP verbs, path starting with `/` of at most
+/// 225 characters, service a non-empty id string) and gives them as they
+/// are stored until bound (`bind_to_user`).
+pub fn parse_new(rules: Option<Vec<NewAccessRule>>) -> IdentityResult<Value> {
     let mut out = Vec::new();
-    for item in items {
-        let rule = item.as_object().ok_or_else(|| {
-            IdentityError::BadRequest("Each access rule must be an object.".into())
-        })?;
-        let field = |key: &str| rule.get(key).and_then(Value::as_str);
-        let (Some(service), Some(method), Some(path)) =
-            (field("service"), field("method"), field("path"))
-        else {
-            return Err(IdentityError::BadRequest(
-                "An access rule needs 'service', 'method' and 'path'.".into(),
-            ));
-        };
+    for rule in rules.unwrap_or_default() {
+        let NewAccessRule {
+            service,
+            method,
+            path,
+            id,
+        } = rule;
         if service.is_empty() || service.len() > 64 {
             return Err(IdentityError::BadRequest(
                 "Invalid access rule: 'service' must be 1 to 64 characters.".into(),
             ));
         }
-        if !METHODS.contains(&method) {
+        if !METHODS.contains(&method.as_str()) {
             return Err(IdentityError::BadRequest(format!(
                 "Invalid access rule: 'method' must be one of {METHODS:?}."
             )));
@@ -67,17 +66,7 @@ pub fn parse_new(value: Option<&Value>) -> IdentityResult<Value> {
                     .into(),
             ));
         }
-        if let Some(extra) = rule
-            .keys()
-            .find(|k| !["service", "method", "path", "id"].contains(&k.as_str()))
-        {
-            return Err(IdentityError::BadRequest(format!(
-                "Invalid access rule: unknown property '{extra}'."
-            )));
-        }
-        let id = field("id")
-            .map(str::to_string)
-            .unwrap_or_else(super::new_id);
+        let id = id.unwrap_or_else(super::new_id);
         out.push(serde_json::json!({"id": id, "service": service, "method": method, "path": path}));
     }
     Ok(Value::Array(out))
@@ -304,16 +293,26 @@ mod tests {
 
     #[test]
     fn new_rules_are_checked() {
+        let read = |v: serde_json::Value| {
+            crate::http::body::decode::<Vec<NewAccessRule>>(v).map(|rules| parse_new(Some(rules)))
+        };
         let ok = serde_json::json!([{"service": "image", "method": "GET", "path": "/v2/images"}]);
-        let parsed = parse_new(Some(&ok)).expect("valid");
+        let parsed = read(ok).expect("declared").expect("valid");
         assert!(parsed[0]["id"].is_string());
+        assert_eq!(parse_new(None).expect("none"), serde_json::json!([]));
         for bad in [
-            serde_json::json!([{"service": "image", "method": "GET"}]),
             serde_json::json!([{"service": "image", "method": "FETCH", "path": "/"}]),
             serde_json::json!([{"service": "image", "method": "GET", "path": "v2"}]),
+            serde_json::json!([{"service": "", "method": "GET", "path": "/"}]),
+        ] {
+            assert!(read(bad.clone()).expect("declared").is_err(), "{bad}");
+        }
+        for refused in [
+            serde_json::json!([{"service": "image", "method": "GET"}]),
+            serde_json::json!([{"service": "image", "method": "GET", "path": "/", "x": 1}]),
             serde_json::json!({"service": "image"}),
         ] {
-            assert!(parse_new(Some(&bad)).is_err(), "{bad}");
+            assert!(read(refused.clone()).is_err(), "{refused}");
         }
     }
 }

@@ -12,13 +12,14 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use super::requests::{member, not_null, nullable};
 use super::views::strip_reserved;
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, apply_filters,
     list_response, new_id,
 };
 use crate::db::identity::{self as store, Endpoint, Region, Service};
-use crate::http::body::{opt_bool, opt_string, parse_object as parse_body, take_object};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -145,14 +146,64 @@ async fn list_regions(
     ))
 }
 
+/// The `region` member of `POST /v3/regions`, `PUT` and `PATCH
+/// /v3/regions/{id}` (unknown attributes are kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct RegionRequest {
+    /// Create only; must match the URL's when both are given.
+    id: Option<String>,
+    description: Option<String>,
+    /// `null` clears it on update.
+    #[serde(default, deserialize_with = "nullable")]
+    parent_region_id: Option<Option<String>>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// The `service` member of `POST /v3/services` and `PATCH
+/// /v3/services/{id}` (unknown attributes are kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct ServiceRequest {
+    /// Required on create, 1 to 255 bytes.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// The `endpoint` member of `POST /v3/endpoints` and `PATCH
+/// /v3/endpoints/{id}` (unknown attributes are kept as extra; `region` is
+/// the old name of `region_id`).
+#[derive(Debug, serde::Deserialize)]
+struct EndpointRequest {
+    interface: Option<String>,
+    url: Option<String>,
+    service_id: Option<String>,
+    region_id: Option<String>,
+    region: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+impl EndpointRequest {
+    fn region(&mut self) -> Option<String> {
+        self.region_id.take().or_else(|| self.region.take())
+    }
+}
+
 async fn save_new_region(
     s: &Arc<IdentityState>,
     id: Option<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "region")?;
-    let id = match (id, opt_string(&obj, "id")?) {
+    let request: RegionRequest = member(&body, "region")?;
+    let id = match (id, request.id) {
         (Some(path_id), Some(body_id)) if path_id != body_id => {
             return Err(IdentityError::BadRequest(
                 "The region id in the body differs from the URL's.".into(),
@@ -163,9 +214,9 @@ async fn save_new_region(
     };
     let region = Region {
         id,
-        description: opt_string(&obj, "description")?.unwrap_or_default(),
-        parent_region_id: opt_string(&obj, "parent_region_id")?,
-        extra: strip_reserved(obj, &["description", "parent_region_id"]),
+        description: request.description.unwrap_or_default(),
+        parent_region_id: request.parent_region_id.flatten(),
+        extra: strip_reserved(request.extra, &[]),
     };
     let base = s.v3_url();
     let value = s
@@ -230,17 +281,15 @@ async fn update_region(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_region", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "region")?;
+    let request: RegionRequest = member(&body, "region")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut region = find_region(tx, &id)?;
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 region.description = description;
             }
-            if obj.contains_key("parent_region_id") {
-                let parent = opt_string(&obj, "parent_region_id")?;
+            if let Some(parent) = request.parent_region_id {
                 if let Some(parent) = &parent {
                     if *parent == region.id {
                         return Err(IdentityError::BadRequest(
@@ -251,9 +300,7 @@ async fn update_region(
                 }
                 region.parent_region_id = parent;
             }
-            region
-                .extra
-                .extend(strip_reserved(obj, &["description", "parent_region_id"]));
+            region.extra.extend(strip_reserved(request.extra, &[]));
             store::upsert_region(tx, &region)?;
             Ok(region_json(&region, &base))
         })
@@ -309,18 +356,18 @@ async fn create_service(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_service", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "service")?;
-    let kind = opt_string(&obj, "type")?
+    let request: ServiceRequest = member(&body, "service")?;
+    let kind = request
+        .kind
         .filter(|t| !t.is_empty() && t.len() <= 255)
-        .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
+        .ok_or_else(|| BodyError::Missing("type".into()))?;
     let service = Service {
         id: new_id(),
         kind,
-        name: opt_string(&obj, "name")?.unwrap_or_default(),
-        description: opt_string(&obj, "description")?.unwrap_or_default(),
-        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
-        extra: strip_reserved(obj, &["type", "name", "description", "enabled"]),
+        name: request.name.unwrap_or_default(),
+        description: request.description.unwrap_or_default(),
+        enabled: request.enabled.unwrap_or(true),
+        extra: strip_reserved(request.extra, &[]),
     };
     let base = s.v3_url();
     let value = s
@@ -355,28 +402,24 @@ async fn update_service(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_service", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "service")?;
+    let request: ServiceRequest = member(&body, "service")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut service = find_service(tx, &id)?;
-            if let Some(kind) = opt_string(&obj, "type")? {
+            if let Some(kind) = request.kind {
                 service.kind = kind;
             }
-            if let Some(name) = opt_string(&obj, "name")? {
+            if let Some(name) = request.name {
                 service.name = name;
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 service.description = description;
             }
-            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+            if let Some(enabled) = request.enabled {
                 service.enabled = enabled;
             }
-            service.extra.extend(strip_reserved(
-                obj,
-                &["type", "name", "description", "enabled"],
-            ));
+            service.extra.extend(strip_reserved(request.extra, &[]));
             store::upsert_service(tx, &service)?;
             Ok(service_json(&service, &base))
         })
@@ -448,38 +491,30 @@ async fn create_endpoint(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_endpoint", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "endpoint")?;
-    let interface = opt_string(&obj, "interface")?
-        .ok_or_else(|| IdentityError::BadRequest("'interface' is a required property.".into()))?;
+    let mut request: EndpointRequest = member(&body, "endpoint")?;
+    let interface = request
+        .interface
+        .take()
+        .ok_or_else(|| BodyError::Missing("interface".into()))?;
     check_interface(&interface)?;
-    let url = opt_string(&obj, "url")?
-        .ok_or_else(|| IdentityError::BadRequest("'url' is a required property.".into()))?;
+    let url = request
+        .url
+        .take()
+        .ok_or_else(|| BodyError::Missing("url".into()))?;
     check_url(&url)?;
-    let service_id = opt_string(&obj, "service_id")?
-        .ok_or_else(|| IdentityError::BadRequest("'service_id' is a required property.".into()))?;
-    let region_id = match opt_string(&obj, "region_id")? {
-        Some(r) => Some(r),
-        None => opt_string(&obj, "region")?,
-    };
+    let service_id = request
+        .service_id
+        .take()
+        .ok_or_else(|| BodyError::Missing("service_id".into()))?;
+    let region_id = request.region();
     let endpoint = Endpoint {
         id: new_id(),
         service_id,
         interface,
         url,
         region_id,
-        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
-        extra: strip_reserved(
-            obj,
-            &[
-                "interface",
-                "url",
-                "service_id",
-                "region_id",
-                "region",
-                "enabled",
-            ],
-        ),
+        enabled: request.enabled.unwrap_or(true),
+        extra: strip_reserved(request.extra, &[]),
     };
     let base = s.v3_url();
     let value = s
@@ -523,42 +558,32 @@ async fn update_endpoint(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_endpoint", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "endpoint")?;
+    let mut request: EndpointRequest = member(&body, "endpoint")?;
+    let region = request.region();
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut endpoint = find_endpoint(tx, &id)?;
-            if let Some(interface) = opt_string(&obj, "interface")? {
+            if let Some(interface) = request.interface {
                 check_interface(&interface)?;
                 endpoint.interface = interface;
             }
-            if let Some(url) = opt_string(&obj, "url")? {
+            if let Some(url) = request.url {
                 check_url(&url)?;
                 endpoint.url = url;
             }
-            if let Some(service_id) = opt_string(&obj, "service_id")? {
+            if let Some(service_id) = request.service_id {
                 find_service(tx, &service_id)?;
                 endpoint.service_id = service_id;
             }
-            if let Some(region) = opt_string(&obj, "region_id")?.or(opt_string(&obj, "region")?) {
+            if let Some(region) = region {
                 ensure_region(tx, &region)?;
                 endpoint.region_id = Some(region);
             }
-            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+            if let Some(enabled) = request.enabled {
                 endpoint.enabled = enabled;
             }
-            endpoint.extra.extend(strip_reserved(
-                obj,
-                &[
-                    "interface",
-                    "url",
-                    "service_id",
-                    "region_id",
-                    "region",
-                    "enabled",
-                ],
-            ));
+            endpoint.extra.extend(strip_reserved(request.extra, &[]));
             store::upsert_endpoint(tx, &endpoint)?;
             Ok(endpoint_json(&endpoint, &base))
         })
@@ -583,4 +608,40 @@ async fn delete_endpoint(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn region_service_and_endpoint_bodies() {
+        let region: RegionRequest = member(
+            br#"{"region": {"parent_region_id": null, "x": 1}}"#,
+            "region",
+        )
+        .expect("accepted");
+        assert_eq!(region.parent_region_id, Some(None));
+        assert_eq!(region.extra.len(), 1);
+        let service: ServiceRequest =
+            member(br#"{"service": {"type": "compute", "x": 1}}"#, "service").expect("accepted");
+        assert_eq!(service.kind.as_deref(), Some("compute"));
+        assert_eq!(
+            refusal::<ServiceRequest>(r#"{"service": {"type": "c", "enabled": 0}}"#, "service"),
+            "Invalid input for field 'enabled': not a boolean."
+        );
+        let mut endpoint: EndpointRequest = member(
+            br#"{"endpoint": {"interface": "public", "url": "http://x", "service_id": "s",
+                "region": "r1", "x": 1}}"#,
+            "endpoint",
+        )
+        .expect("accepted");
+        assert_eq!(endpoint.region().as_deref(), Some("r1"));
+        assert_eq!(endpoint.extra.len(), 1);
+        assert_eq!(
+            refusal::<EndpointRequest>(r#"{"endpoint": {"url": 1}}"#, "endpoint"),
+            "Invalid input for field 'url': not a string."
+        );
+    }
 }

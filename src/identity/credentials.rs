@@ -15,15 +15,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::context::Scope;
+use super::requests::{Name, member, not_null, nullable, whole};
 use super::views::strip_reserved;
 use super::{
     Auth, AuthContext, IdentityError, IdentityResult, IdentityState, apply_filters, list_response,
     new_id,
 };
 use crate::db::identity::{self as store, AppCredential, Credential};
-use crate::http::body::{
-    opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
-};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::{Service, Target};
 
@@ -170,10 +169,13 @@ async fn create_app_cred(
         .project_id()
         .map(str::to_string)
         .ok_or_else(|| IdentityError::BadRequest("A project-scoped token is required.".into()))?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "application_credential")?;
-    let name = required_name(&obj, "name")?;
-    let secret = match opt_string(&obj, "secret")? {
+    let request: NewAppCredential = member(&body, "application_credential")?;
+    let name = String::from(
+        request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?,
+    );
+    let secret = match request.secret {
         Some(secret) if !secret.is_empty() => secret,
         _ => {
             let mut bytes = [0u8; 48];
@@ -181,17 +183,18 @@ async fn create_app_cred(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         }
     };
-    let expires_at_micros = opt_string(&obj, "expires_at")?
+    let expires_at_micros = request
+        .expires_at
         .map(|t| parse_time_micros(&t))
         .transpose()?;
     let token_roles: Vec<(String, String)> = ctx.roles.clone();
-    let requested: Vec<String> = match obj.get("roles") {
-        Some(Value::Array(items)) if !items.is_empty() => {
+    let requested: Vec<String> = match request.roles {
+        Some(items) if !items.is_empty() => {
             let mut ids = Vec::new();
             for item in items {
                 let found = token_roles.iter().find(|(id, name)| {
-                    item.get("id").and_then(Value::as_str) == Some(id.as_str())
-                        || item.get("name").and_then(Value::as_str) == Some(name.as_str())
+                    item.id.as_deref() == Some(id.as_str())
+                        || item.name.as_deref() == Some(name.as_str())
                 });
                 match found {
                     Some((id, _)) => ids.push(id.clone()),
@@ -212,11 +215,11 @@ async fn create_app_cred(
         user_id,
         project_id,
         secret_hash: String::new(),
-        description: opt_string(&obj, "description")?,
+        description: request.description,
         expires_at_micros,
-        unrestricted: opt_bool(&obj, "unrestricted")?.unwrap_or(false),
+        unrestricted: request.unrestricted.unwrap_or(false),
         roles: requested,
-        access_rules: super::access_rules::parse_new(obj.get("access_rules"))?,
+        access_rules: super::access_rules::parse_new(request.access_rules)?,
     };
     let secret_hash = super::login::hash_secret(&s, &secret).await?;
     let base = s.v3_url();
@@ -368,21 +371,72 @@ fn credential_id(kind: &str, blob: &str) -> IdentityResult<String> {
     Ok(hex::encode(Sha256::digest(access.as_bytes())))
 }
 
+/// The `application_credential` member of `POST
+/// /v3/users/{id}/application_credentials`.
+#[derive(Debug, serde::Deserialize)]
+struct NewAppCredential {
+    name: Option<Name>,
+    /// Generated when absent or empty.
+    secret: Option<String>,
+    /// An ISO 8601 time.
+    expires_at: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    unrestricted: Option<bool>,
+    /// Roles of the token, by id or name; all of them when absent or empty.
+    roles: Option<Vec<RoleRef>>,
+    /// Checked by `access_rules::parse_new`.
+    access_rules: Option<Vec<super::access_rules::NewAccessRule>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RoleRef {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+/// The `credential` member of `POST /v3/credentials` and `PATCH
+/// /v3/credentials/{id}` (unknown attributes are kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct CredentialRequest {
+    /// Required on create.
+    user_id: Option<String>,
+    /// Required on create.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Required on create.
+    blob: Option<String>,
+    /// `null` clears it on update.
+    #[serde(default, deserialize_with = "nullable")]
+    project_id: Option<Option<String>>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// The body of `POST /v3/users/{id}/credentials/OS-EC2` (unknown members
+/// are ignored, as before).
+#[derive(Debug, serde::Deserialize)]
+struct Ec2Request {
+    tenant_id: Option<String>,
+}
+
 async fn create_credential(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "credential")?;
-    let user_id = opt_string(&obj, "user_id")?
-        .ok_or_else(|| IdentityError::BadRequest("'user_id' is a required property.".into()))?;
+    let request: CredentialRequest = member(&body, "credential")?;
+    let user_id = request
+        .user_id
+        .ok_or_else(|| BodyError::Missing("user_id".into()))?;
     primary_auth_only(&ctx, "create_credential")?;
-    let kind = opt_string(&obj, "type")?
-        .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?;
-    let blob = opt_string(&obj, "blob")?
-        .ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?;
-    let project_id = opt_string(&obj, "project_id")?;
+    let kind = request
+        .kind
+        .ok_or_else(|| BodyError::Missing("type".into()))?;
+    let blob = request
+        .blob
+        .ok_or_else(|| BodyError::Missing("blob".into()))?;
+    let project_id = request.project_id.flatten();
     s.authorize(
         &ctx,
         "identity:create_credential",
@@ -399,7 +453,7 @@ async fn create_credential(
         project_id,
         kind,
         blob,
-        extra: strip_reserved(obj, &["user_id", "project_id", "type", "blob"]),
+        extra: strip_reserved(request.extra, &[]),
     };
     let base = s.v3_url();
     let value = s
@@ -495,18 +549,17 @@ async fn update_credential(
     body: Bytes,
 ) -> IdentityResult<Response> {
     let mut credential = load_authorized(&s, &ctx, "identity:update_credential", id).await?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "credential")?;
-    if let Some(blob) = opt_string(&obj, "blob")? {
+    let request: CredentialRequest = member(&body, "credential")?;
+    if let Some(blob) = request.blob {
         credential.blob = blob;
     }
-    if let Some(kind) = opt_string(&obj, "type")? {
+    if let Some(kind) = request.kind {
         credential.kind = kind;
     }
-    if obj.contains_key("project_id") {
-        credential.project_id = opt_string(&obj, "project_id")?;
+    if let Some(project_id) = request.project_id {
+        credential.project_id = project_id;
     }
-    if let Some(user_id) = opt_string(&obj, "user_id")? {
+    if let Some(user_id) = request.user_id {
         credential.user_id = user_id;
     }
     // As Keystone: the changed credential must still be the caller's to update.
@@ -519,10 +572,7 @@ async fn update_credential(
             Some(&credential.kind),
         ),
     )?;
-    credential.extra.extend(strip_reserved(
-        obj,
-        &["user_id", "project_id", "type", "blob"],
-    ));
+    credential.extra.extend(strip_reserved(request.extra, &[]));
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -580,9 +630,10 @@ async fn create_ec2(
         &credential_target(&user_id, None, Some("ec2")),
     )?;
     primary_auth_only(&ctx, "ec2_create_credential")?;
-    let body = parse_body(&body)?;
-    let project_id = opt_string(&body, "tenant_id")?
-        .ok_or_else(|| IdentityError::BadRequest("'tenant_id' is a required property.".into()))?;
+    let request: Ec2Request = whole(&body)?;
+    let project_id = request
+        .tenant_id
+        .ok_or_else(|| BodyError::Missing("tenant_id".into()))?;
     let access = random_hex(16);
     let blob = json!({"access": access, "secret": random_hex(16), "trust_id": null}).to_string();
     let credential = Credential {
@@ -694,4 +745,50 @@ async fn delete_ec2(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn application_credential_bodies() {
+        let body = br#"{"application_credential": {"name": "a", "roles": [{"name": "member"}],
+            "access_rules": [{"service": "compute", "method": "GET", "path": "/v2.1/servers"}]}}"#;
+        let cred: NewAppCredential = member(body, "application_credential").expect("accepted");
+        assert_eq!(cred.roles.map(|r| r.len()), Some(1));
+        assert_eq!(cred.access_rules.map(|r| r.len()), Some(1));
+        let refused = |body: &str| refusal::<NewAppCredential>(body, "application_credential");
+        assert_eq!(
+            refused(r#"{"application_credential": {"name": "a", "unrestricted": "yes"}}"#),
+            "Invalid input for field 'unrestricted': not a boolean."
+        );
+        assert_eq!(
+            refused(
+                r#"{"application_credential": {"name": "a", "access_rules":
+                    [{"service": "s", "method": "GET", "path": "/", "x": 1}]}}"#
+            ),
+            "Additional properties are not allowed ('access_rules[0].x' was unexpected)."
+        );
+    }
+
+    #[test]
+    fn credential_and_ec2_bodies() {
+        let cred: CredentialRequest = member(
+            br#"{"credential": {"user_id": "u", "type": "ec2", "blob": "{}", "project_id": null, "x": 1}}"#,
+            "credential",
+        )
+        .expect("accepted");
+        assert_eq!(cred.kind.as_deref(), Some("ec2"));
+        assert_eq!(cred.project_id, Some(None));
+        assert_eq!(cred.extra.len(), 1);
+        assert_eq!(
+            refusal::<CredentialRequest>(r#"{"credential": {"blob": {}}}"#, "credential"),
+            "Invalid input for field 'blob': not a string."
+        );
+        let ec2: Ec2Request =
+            whole(br#"{"tenant_id": "p", "other": 1}"#).expect("unknown members ignored");
+        assert_eq!(ec2.tenant_id.as_deref(), Some("p"));
+    }
 }

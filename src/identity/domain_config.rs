@@ -17,11 +17,12 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use super::requests::whole;
 use super::targets::{find_domain, load_domain};
 use super::{Auth, AuthContext, IdentityError, IdentityState};
 use crate::db::DbError;
 use crate::db::identity::extensions::{self as ext, DomainConfigOption};
-use crate::http::body::parse_object as parse_body;
+use crate::http::body::Object;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -224,14 +225,19 @@ fn parse_config(config: &Map<String, Value>) -> ConfigResult<Vec<DomainConfigOpt
     Ok(out)
 }
 
+/// The body of `PUT` and `PATCH /v3/domains/{id}/config[/{group}[/{option}]]`.
+/// `config` maps groups (or, below a group and option, options) to what
+/// they hold: its keys are the operator's, so it stays a map, checked
+/// against the whitelist by [`parse_config`]. Other members are ignored.
+#[derive(Debug, serde::Deserialize)]
+struct ConfigBody {
+    config: Option<Object>,
+}
+
 /// The body's `config` object (missing means empty, as in Keystone).
-fn body_config(body: &[u8]) -> ConfigResult<Map<String, Value>> {
-    let body = parse_body(body).map_err(IdentityError::from)?;
-    match body.get("config") {
-        None => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map.clone()),
-        Some(_) => Err(IdentityError::BadRequest("'config' must be an object.".into()).into()),
-    }
+fn body_config(body: &[u8]) -> ConfigResult<Object> {
+    let request: ConfigBody = whole(body).map_err(IdentityError::from)?;
+    Ok(request.config.unwrap_or_default())
 }
 
 /// `{group: {option: value}}` of the shown (not sensitive) options.

@@ -14,14 +14,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::requests::{member, not_null, nullable};
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, effective_roles,
     federated_login, list_response, mapping, new_id, token, views,
 };
 use crate::db::identity::{self as store, IdentityProvider, Mapping, Protocol, ServiceProvider};
-use crate::http::body::{opt_bool, opt_string, parse_object as parse_body, take_object};
+use crate::http::body::{BodyError, parse_object, take_object};
 use crate::http::json_response;
 use crate::policy::Target;
 
@@ -74,26 +75,12 @@ fn bad(message: impl Into<String>) -> IdentityError {
     IdentityError::BadRequest(message.into())
 }
 
-/// Keystone's `additionalProperties: false`.
-fn only_keys(obj: &Map<String, Value>, allowed: &[&str]) -> IdentityResult<()> {
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(extra) => Err(bad(format!(
-            "Additional properties are not allowed ('{extra}' was unexpected)."
-        ))),
-        None => Ok(()),
+/// Keystone's `minProperties: 1` of an update.
+fn not_empty(empty: bool) -> IdentityResult<()> {
+    if empty {
+        return Err(bad("{} does not have enough properties."));
     }
-}
-
-/// A `string or null` member: Some(None) when it is null.
-fn nullable_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<Option<String>>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
-        Some(_) => Err(bad(format!(
-            "Invalid input for field '{key}': not a string."
-        ))),
-    }
+    Ok(())
 }
 
 // ------------------------------------------------------- identity providers
@@ -122,48 +109,83 @@ fn load_idp(conn: &rusqlite::Connection, id: &str) -> IdentityResult<IdentityPro
     store::get_idp(conn, id)?.ok_or_else(|| idp_not_found(id))
 }
 
-/// The members an identity provider body may set (create: also `domain_id`).
-struct IdpChanges {
+/// The `identity_provider` member of `PUT
+/// /v3/OS-FEDERATION/identity_providers/{id}` (Keystone's schema: no other
+/// members).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewIdp {
+    #[serde(default, deserialize_with = "not_null")]
     enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
     description: Option<Option<String>>,
-    remote_ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    remote_ids: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    authorization_ttl: Option<Option<i64>>,
+    domain_id: Option<String>,
+}
+
+impl NewIdp {
+    /// What it sets besides its domain (serde's `flatten` cannot be
+    /// combined with `deny_unknown_fields`).
+    fn changes(&self) -> IdpChanges {
+        IdpChanges {
+            enabled: self.enabled,
+            description: self.description.clone(),
+            remote_ids: self.remote_ids.clone(),
+            authorization_ttl: self.authorization_ttl,
+        }
+    }
+}
+
+/// What an identity provider body may set (an update: nothing else).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdpChanges {
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    /// `null` is none; each at most 255 characters, duplicates dropped.
+    #[serde(default, deserialize_with = "nullable")]
+    remote_ids: Option<Option<Vec<String>>>,
+    /// Non-negative; `null` is none.
+    #[serde(default, deserialize_with = "nullable")]
     authorization_ttl: Option<Option<i64>>,
 }
 
-fn parse_idp(obj: &Map<String, Value>) -> IdentityResult<IdpChanges> {
-    let remote_ids = match obj.get("remote_ids") {
-        None => None,
-        Some(Value::Null) => Some(Vec::new()),
-        Some(Value::Array(items)) => {
-            let mut ids: Vec<String> = Vec::new();
-            for item in items {
-                let id = item
-                    .as_str()
-                    .filter(|s| s.chars().count() <= 255)
-                    .ok_or_else(|| {
-                        bad("Invalid input for field 'remote_ids': each is a string.")
-                    })?;
-                if !ids.iter().any(|i| i == id) {
-                    ids.push(id.to_string());
+impl IdpChanges {
+    /// Keystone's checks beyond the JSON types; the remote ids deduplicated.
+    fn checked(mut self) -> IdentityResult<Self> {
+        if let Some(ids) = self.remote_ids.take() {
+            let mut unique: Vec<String> = Vec::new();
+            for id in ids.unwrap_or_default() {
+                if id.chars().count() > 255 {
+                    return Err(bad(
+                        "Invalid input for field 'remote_ids': each is a string of at most 255 characters.",
+                    ));
+                }
+                if !unique.contains(&id) {
+                    unique.push(id);
                 }
             }
-            Some(ids)
+            self.remote_ids = Some(Some(unique));
         }
-        Some(_) => return Err(bad("Invalid input for field 'remote_ids': not an array.")),
-    };
-    let authorization_ttl = match obj.get("authorization_ttl") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(value) => Some(Some(value.as_i64().filter(|n| *n >= 0).ok_or_else(
-            || bad("Invalid input for field 'authorization_ttl': not a non-negative integer."),
-        )?)),
-    };
-    Ok(IdpChanges {
-        enabled: opt_bool(obj, "enabled")?,
-        description: nullable_string(obj, "description")?,
-        remote_ids,
-        authorization_ttl,
-    })
+        if self.authorization_ttl.flatten().is_some_and(|n| n < 0) {
+            return Err(bad(
+                "Invalid input for field 'authorization_ttl': not a non-negative integer.",
+            ));
+        }
+        Ok(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.enabled.is_none()
+            && self.description.is_none()
+            && self.remote_ids.is_none()
+            && self.authorization_ttl.is_none()
+    }
 }
 
 async fn list_idps(
@@ -206,20 +228,9 @@ async fn create_idp(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_identity_provider", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "identity_provider")?;
-    only_keys(
-        &obj,
-        &[
-            "enabled",
-            "description",
-            "remote_ids",
-            "domain_id",
-            "authorization_ttl",
-        ],
-    )?;
-    let changes = parse_idp(&obj)?;
-    let domain_id = opt_string(&obj, "domain_id")?;
+    let request: NewIdp = member(&body, "identity_provider")?;
+    let changes = request.changes().checked()?;
+    let domain_id = request.domain_id;
     if id.is_empty() || id.chars().count() > 64 {
         return Err(bad("An identity provider id is 1 to 64 characters."));
     }
@@ -262,7 +273,7 @@ async fn create_idp(
                 enabled: changes.enabled.unwrap_or(false),
                 description: changes.description.flatten(),
                 authorization_ttl: changes.authorization_ttl.flatten(),
-                remote_ids: changes.remote_ids.unwrap_or_default(),
+                remote_ids: changes.remote_ids.flatten().unwrap_or_default(),
                 extra: Default::default(),
             };
             store::upsert_idp(tx, &idp)?;
@@ -282,16 +293,9 @@ async fn update_idp(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_identity_provider", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "identity_provider")?;
-    only_keys(
-        &obj,
-        &["enabled", "description", "remote_ids", "authorization_ttl"],
-    )?;
-    if obj.is_empty() {
-        return Err(bad("{} does not have enough properties."));
-    }
-    let changes = parse_idp(&obj)?;
+    let changes: IdpChanges = member(&body, "identity_provider")?;
+    not_empty(changes.is_empty())?;
+    let changes = changes.checked()?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -303,7 +307,7 @@ async fn update_idp(
                 idp.description = description;
             }
             if let Some(remote_ids) = changes.remote_ids {
-                idp.remote_ids = remote_ids;
+                idp.remote_ids = remote_ids.unwrap_or_default();
             }
             if let Some(ttl) = changes.authorization_ttl {
                 idp.authorization_ttl = ttl;
@@ -359,20 +363,31 @@ fn protocol_not_found(idp: &str, id: &str) -> IdentityError {
     ))
 }
 
-/// `mapping_id` and `remote_id_attribute` of a protocol body.
-fn parse_protocol(
-    obj: &Map<String, Value>,
-) -> IdentityResult<(Option<String>, Option<Option<String>>)> {
-    only_keys(obj, &["mapping_id", "remote_id_attribute"])?;
-    let attribute = nullable_string(obj, "remote_id_attribute")?;
-    if attribute
-        .as_ref()
-        .and_then(Option::as_ref)
-        .is_some_and(|a| a.chars().count() > 64)
-    {
-        return Err(bad("'remote_id_attribute' is at most 64 characters."));
+/// The `protocol` member of `PUT` and `PATCH
+/// .../identity_providers/{idp}/protocols/{id}` (no other members).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolRequest {
+    /// Required on create.
+    mapping_id: Option<String>,
+    /// At most 64 characters; `null` is none.
+    #[serde(default, deserialize_with = "nullable")]
+    remote_id_attribute: Option<Option<String>>,
+}
+
+impl ProtocolRequest {
+    fn read(body: &[u8]) -> IdentityResult<Self> {
+        let request: Self = member(body, "protocol")?;
+        if request
+            .remote_id_attribute
+            .as_ref()
+            .and_then(Option::as_ref)
+            .is_some_and(|a| a.chars().count() > 64)
+        {
+            return Err(bad("'remote_id_attribute' is at most 64 characters."));
+        }
+        Ok(request)
     }
-    Ok((opt_string(obj, "mapping_id")?, attribute))
 }
 
 fn require_mapping(conn: &rusqlite::Connection, id: &str) -> IdentityResult<()> {
@@ -428,10 +443,11 @@ async fn create_protocol(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_protocol", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "protocol")?;
-    let (mapping_id, attribute) = parse_protocol(&obj)?;
-    let mapping_id = mapping_id.ok_or_else(|| bad("'mapping_id' is a required property."))?;
+    let request = ProtocolRequest::read(&body)?;
+    let attribute = request.remote_id_attribute;
+    let mapping_id = request
+        .mapping_id
+        .ok_or_else(|| BodyError::Missing("mapping_id".into()))?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -465,12 +481,9 @@ async fn update_protocol(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_protocol", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "protocol")?;
-    let (mapping_id, attribute) = parse_protocol(&obj)?;
-    if obj.is_empty() {
-        return Err(bad("{} does not have enough properties."));
-    }
+    let request = ProtocolRequest::read(&body)?;
+    not_empty(request.mapping_id.is_none() && request.remote_id_attribute.is_none())?;
+    let (mapping_id, attribute) = (request.mapping_id, request.remote_id_attribute);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -521,12 +534,24 @@ fn mapping_not_found(id: &str) -> IdentityError {
 }
 
 /// The rules and schema version of a mapping body, validated as Keystone does.
+/// The mapping is a document of rules stored and shown as sent, so it stays
+/// JSON: `mapping::validate` checks it against Keystone's mapping schema.
 fn parse_mapping(body: &Bytes) -> IdentityResult<(Value, String)> {
-    let mut body = parse_body(body)?;
+    let mut body = parse_object(body)?;
     let obj = take_object(&mut body, "mapping")?;
-    let version = opt_string(&obj, "schema_version")?
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "1.0".to_string());
+    let version = match obj.get("schema_version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(_) => {
+            return Err(BodyError::WrongType {
+                key: "schema_version".into(),
+                expected: "string",
+            }
+            .into());
+        }
+    }
+    .filter(|v| !v.is_empty())
+    .unwrap_or_else(|| "1.0".to_string());
     let value = Value::Object(obj);
     mapping::validate(&value, &version).map_err(|e| bad(e.to_string()))?;
     let rules = value.get("rules").cloned().unwrap_or(Value::Null);
@@ -663,18 +688,46 @@ fn sp_not_found(id: &str) -> IdentityError {
     IdentityError::NotFound(format!("Could not find Service Provider: {id}."))
 }
 
-const SP_KEYS: [&str; 5] = [
-    "auth_url",
-    "sp_url",
-    "description",
-    "enabled",
-    "relay_state_prefix",
-];
+/// The `service_provider` member of `PUT` and `PATCH
+/// /v3/OS-FEDERATION/service_providers/{id}` (no other members).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpRequest {
+    /// Required on create.
+    auth_url: Option<String>,
+    /// Required on create.
+    sp_url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    /// `null` is the default, `ss:mem:`.
+    #[serde(default, deserialize_with = "nullable")]
+    relay_state_prefix: Option<Option<String>>,
+}
+
+impl SpRequest {
+    /// The body with its URLs checked.
+    fn read(body: &[u8]) -> IdentityResult<Self> {
+        let request: Self = member(body, "service_provider")?;
+        check_url(request.auth_url.as_deref(), "auth_url")?;
+        check_url(request.sp_url.as_deref(), "sp_url")?;
+        Ok(request)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.auth_url.is_none()
+            && self.sp_url.is_none()
+            && self.description.is_none()
+            && self.enabled.is_none()
+            && self.relay_state_prefix.is_none()
+    }
+}
 
 /// A URL as Keystone's `parameter_types.url` takes it: a scheme, `:`, more.
-fn url_member(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<String>> {
-    let Some(url) = opt_string(obj, key)? else {
-        return Ok(None);
+fn check_url(url: Option<&str>, key: &str) -> IdentityResult<()> {
+    let Some(url) = url else {
+        return Ok(());
     };
     let valid = url.chars().count() <= 225
         && url.split_once(':').is_some_and(|(scheme, rest)| {
@@ -685,7 +738,7 @@ fn url_member(obj: &Map<String, Value>, key: &str) -> IdentityResult<Option<Stri
                 && !rest.is_empty()
         });
     if valid {
-        Ok(Some(url))
+        Ok(())
     } else {
         Err(bad(format!("Invalid input for field '{key}': not a URL.")))
     }
@@ -734,20 +787,21 @@ async fn create_sp(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_service_provider", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "service_provider")?;
-    only_keys(&obj, &SP_KEYS)?;
-    let auth_url =
-        url_member(&obj, "auth_url")?.ok_or_else(|| bad("'auth_url' is a required property."))?;
-    let sp_url =
-        url_member(&obj, "sp_url")?.ok_or_else(|| bad("'sp_url' is a required property."))?;
+    let request = SpRequest::read(&body)?;
+    let auth_url = request
+        .auth_url
+        .ok_or_else(|| BodyError::Missing("auth_url".into()))?;
+    let sp_url = request
+        .sp_url
+        .ok_or_else(|| BodyError::Missing("sp_url".into()))?;
     let sp = ServiceProvider {
         id,
         auth_url,
         sp_url,
-        description: nullable_string(&obj, "description")?.flatten(),
-        enabled: opt_bool(&obj, "enabled")?.unwrap_or(false),
-        relay_state_prefix: nullable_string(&obj, "relay_state_prefix")?
+        description: request.description.flatten(),
+        enabled: request.enabled.unwrap_or(false),
+        relay_state_prefix: request
+            .relay_state_prefix
             .flatten()
             .unwrap_or_else(|| "ss:mem:".to_string()),
         extra: Default::default(),
@@ -778,17 +832,15 @@ async fn update_sp(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_service_provider", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "service_provider")?;
-    only_keys(&obj, &SP_KEYS)?;
-    if obj.is_empty() {
-        return Err(bad("{} does not have enough properties."));
-    }
-    let auth_url = url_member(&obj, "auth_url")?;
-    let sp_url = url_member(&obj, "sp_url")?;
-    let description = nullable_string(&obj, "description")?;
-    let enabled = opt_bool(&obj, "enabled")?;
-    let prefix = nullable_string(&obj, "relay_state_prefix")?;
+    let request = SpRequest::read(&body)?;
+    not_empty(request.is_empty())?;
+    let SpRequest {
+        auth_url,
+        sp_url,
+        description,
+        enabled,
+        relay_state_prefix: prefix,
+    } = request;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -909,4 +961,69 @@ async fn federated_auth(
     )?;
     let (token, ctx) = federated_login::login(&s, idp, protocol, &idp_token).await?;
     token::token_response(&s, StatusCode::CREATED, &token, &ctx, true).await
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn identity_provider_bodies() {
+        let idp: NewIdp = member(
+            br#"{"identity_provider": {"enabled": true, "remote_ids": ["a", "a", "b"],
+                "authorization_ttl": null, "domain_id": "d"}}"#,
+            "identity_provider",
+        )
+        .expect("accepted");
+        let changes = idp.changes().checked().expect("valid");
+        assert_eq!(
+            changes.remote_ids,
+            Some(Some(vec!["a".to_string(), "b".to_string()]))
+        );
+        assert_eq!(changes.authorization_ttl, Some(None));
+        let refused = |body: &str| refusal::<IdpChanges>(body, "identity_provider");
+        assert_eq!(
+            refused(r#"{"identity_provider": {"domain_id": "d"}}"#),
+            "Additional properties are not allowed ('domain_id' was unexpected)."
+        );
+        assert_eq!(
+            refused(r#"{"identity_provider": {"remote_ids": "a"}}"#),
+            "Invalid input for field 'remote_ids': not an array."
+        );
+        let negative: IdpChanges = member(
+            br#"{"identity_provider": {"authorization_ttl": -1}}"#,
+            "identity_provider",
+        )
+        .expect("typed");
+        assert!(negative.checked().is_err());
+        let empty: IdpChanges =
+            member(br#"{"identity_provider": {}}"#, "identity_provider").expect("typed");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn protocol_and_service_provider_bodies() {
+        let protocol =
+            ProtocolRequest::read(br#"{"protocol": {"mapping_id": "m"}}"#).expect("accepted");
+        assert_eq!(protocol.mapping_id.as_deref(), Some("m"));
+        assert!(ProtocolRequest::read(br#"{"protocol": {"mapping": "m"}}"#).is_err());
+        let long = format!(
+            r#"{{"protocol": {{"remote_id_attribute": "{}"}}}}"#,
+            "a".repeat(65)
+        );
+        assert!(ProtocolRequest::read(long.as_bytes()).is_err());
+        let sp = SpRequest::read(
+            br#"{"service_provider": {"auth_url": "https://a/v3", "sp_url": "https://b",
+                "relay_state_prefix": null}}"#,
+        )
+        .expect("accepted");
+        assert_eq!(sp.relay_state_prefix, Some(None));
+        assert!(!sp.is_empty());
+        let bad_url = SpRequest::read(br#"{"service_provider": {"auth_url": "nope"}}"#);
+        assert_eq!(
+            bad_url.err().map(|e| e.to_string()).as_deref(),
+            Some("Invalid input for field 'auth_url': not a URL.")
+        );
+    }
 }

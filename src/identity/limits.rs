@@ -17,15 +17,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
+use super::requests::{not_null, nullable, whole};
 use super::{
     Auth, AuthContext, IdentityError, IdentityState, apply_filters, list_response, new_id,
 };
 use crate::db::identity as identity_store;
 use crate::db::limits::{self as store, Limit, RegisteredLimit};
 use crate::db::{DbError, DbResult};
-use crate::http::body::parse_object as parse_body;
+use crate::http::body::BodyError;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -240,98 +242,65 @@ fn invalid(field: &str, reason: impl Into<String>) -> LimitError {
     }
 }
 
-/// The JSON object under `key` of a request body.
-fn body_object(body: &[u8], key: &str) -> LimitResult<Map<String, Value>> {
-    let mut body = parse_body(body).map_err(IdentityError::from)?;
-    if let Some(extra) = body.keys().find(|k| *k != key) {
-        return Err(invalid(
-            key,
-            format!("Additional properties are not allowed ('{extra}' was unexpected)"),
-        ));
-    }
-    match body.remove(key) {
-        Some(Value::Object(obj)) => Ok(obj),
-        Some(_) => Err(invalid(key, "not an object")),
-        None => Err(invalid(key, format!("'{key}' is a required property"))),
-    }
-}
-
-/// The list of objects under `key` (at least one).
-fn body_list(body: &[u8], key: &str) -> LimitResult<Vec<Map<String, Value>>> {
-    let mut body = parse_body(body).map_err(IdentityError::from)?;
-    if let Some(extra) = body.keys().find(|k| *k != key) {
-        return Err(invalid(
-            key,
-            format!("Additional properties are not allowed ('{extra}' was unexpected)"),
-        ));
-    }
-    let Some(Value::Array(items)) = body.remove(key) else {
-        return Err(invalid(
-            key,
-            format!("'{key}' is a required property and must be a list"),
-        ));
-    };
-    if items.is_empty() {
-        return Err(invalid(key, "[] is too short"));
-    }
-    items
-        .into_iter()
-        .map(|item| match item {
-            Value::Object(obj) => Ok(obj),
-            _ => Err(invalid(key, "every item must be an object")),
-        })
-        .collect()
-}
-
-fn only_keys(obj: &Map<String, Value>, allowed: &[&str], field: &str) -> LimitResult<()> {
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(extra) => Err(invalid(
-            field,
-            format!("Additional properties are not allowed ('{extra}' was unexpected)"),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// A string of `min..=max` characters; `None` when absent (or null where allowed).
-fn string_field(
-    obj: &Map<String, Value>,
-    key: &str,
-    (min, max): (usize, usize),
-    nullable: bool,
-) -> LimitResult<Option<String>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Null) if nullable => Ok(None),
-        Some(Value::String(s)) => {
-            let n = s.chars().count();
-            if n < min || n > max {
-                return Err(invalid(
-                    key,
-                    format!("must be {min} to {max} characters long"),
-                ));
+/// Keystone's (jsonschema's) wording of what a declared limits request
+/// refused; a body that is not a JSON object keeps identity's wording.
+impl From<BodyError> for LimitError {
+    fn from(e: BodyError) -> Self {
+        let leaf = |path: &str| path.rsplit('.').next().unwrap_or(path).to_string();
+        match e {
+            BodyError::Missing(path) => {
+                let reason = format!("'{}' is a required property", leaf(&path));
+                invalid(&path, reason)
             }
-            Ok(Some(s.clone()))
+            BodyError::WrongType { key, expected } => {
+                invalid(&key, format!("not of type '{expected}'"))
+            }
+            BodyError::Unexpected(path) => {
+                let field = path.rsplit_once('.').map_or(path.as_str(), |(p, _)| p);
+                invalid(
+                    field,
+                    format!(
+                        "Additional properties are not allowed ('{}' was unexpected)",
+                        leaf(&path)
+                    ),
+                )
+            }
+            BodyError::Invalid { key, reason } => invalid(&key, reason),
+            other => LimitError::Identity(other.into()),
         }
-        Some(other) => Err(invalid(key, format!("{other} is not of type 'string'"))),
+    }
+}
+
+/// A request body (a JSON object) read as `T`.
+fn read_body<T: DeserializeOwned>(body: &[u8]) -> LimitResult<T> {
+    // (A body that is not a JSON object keeps identity's wording: From<BodyError>.)
+    Ok(whole(body)?)
+}
+
+/// `value`, when present, is `min..=max` characters long.
+fn check_len(value: Option<&str>, key: &str, (min, max): (usize, usize)) -> LimitResult<()> {
+    match value.map(|v| v.chars().count()) {
+        Some(n) if n < min || n > max => Err(invalid(
+            key,
+            format!("must be {min} to {max} characters long"),
+        )),
+        _ => Ok(()),
     }
 }
 
 /// `resource_name`: 1–255 characters with at least one that is not a space.
-fn resource_name_field(obj: &Map<String, Value>) -> LimitResult<Option<String>> {
-    let name = string_field(obj, "resource_name", (1, 255), false)?;
-    if let Some(n) = &name
-        && n.trim().is_empty()
-    {
+fn check_resource_name(name: Option<&str>) -> LimitResult<()> {
+    check_len(name, "resource_name", (1, 255))?;
+    if name.is_some_and(|n| n.trim().is_empty()) {
         return Err(invalid("resource_name", "must not be blank"));
     }
-    Ok(name)
+    Ok(())
 }
 
 /// A project or domain id: 1–64 of `[a-zA-Z0-9-]`.
-fn id_field(obj: &Map<String, Value>, key: &str) -> LimitResult<Option<String>> {
-    let id = string_field(obj, key, (1, 64), true)?;
-    if let Some(id) = &id
+fn check_id(id: Option<&str>, key: &str) -> LimitResult<()> {
+    check_len(id, key, (1, 64))?;
+    if let Some(id) = id
         && !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
         return Err(invalid(
@@ -339,34 +308,125 @@ fn id_field(obj: &Map<String, Value>, key: &str) -> LimitResult<Option<String>> 
             format!("'{id}' does not match '^[a-zA-Z0-9-]+$'"),
         ));
     }
-    Ok(id)
+    Ok(())
 }
 
 /// A limit value: an integer from -1 to 2147483647.
-fn limit_field(obj: &Map<String, Value>, key: &str) -> LimitResult<Option<i64>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) if (-1..=0x7FFF_FFFF).contains(&v) => Ok(Some(v)),
-            Some(v) => Err(invalid(
-                key,
-                format!("{v} is not between -1 and 2147483647"),
-            )),
-            None => Err(invalid(key, format!("{n} is not of type 'integer'"))),
-        },
-        Some(other) => Err(invalid(key, format!("{other} is not of type 'integer'"))),
+fn check_limit(value: Option<i64>, key: &str) -> LimitResult<()> {
+    match value {
+        Some(v) if !(-1..=0x7FFF_FFFF).contains(&v) => Err(invalid(
+            key,
+            format!("{v} is not between -1 and 2147483647"),
+        )),
+        _ => Ok(()),
     }
-}
-
-fn description_field(obj: &Map<String, Value>) -> LimitResult<Option<Option<String>>> {
-    if !obj.contains_key("description") {
-        return Ok(None);
-    }
-    Ok(Some(string_field(obj, "description", (0, 255), true)?))
 }
 
 fn required<T>(value: Option<T>, key: &str) -> LimitResult<T> {
     value.ok_or_else(|| invalid(key, format!("'{key}' is a required property")))
+}
+
+/// A list of at least one item.
+fn non_empty<T>(items: Vec<T>, key: &str) -> LimitResult<Vec<T>> {
+    if items.is_empty() {
+        return Err(invalid(key, "[] is too short"));
+    }
+    Ok(items)
+}
+
+/// The body of `POST /v3/registered_limits`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisteredLimitsBody {
+    registered_limits: Vec<RegisteredLimitFields>,
+}
+
+/// The body of `PATCH /v3/registered_limits/{id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisteredLimitBody {
+    registered_limit: RegisteredLimitFields,
+}
+
+/// A registered limit as sent (Keystone's schema: no other members).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisteredLimitFields {
+    #[serde(default, deserialize_with = "not_null")]
+    service_id: Option<String>,
+    /// `null` is no region.
+    #[serde(default, deserialize_with = "nullable")]
+    region_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    resource_name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    default_limit: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+}
+
+impl RegisteredLimitFields {
+    /// The checks of Keystone's schema beyond the JSON types.
+    fn check(&self) -> LimitResult<()> {
+        check_len(self.service_id.as_deref(), "service_id", (1, 64))?;
+        check_len(
+            self.region_id.clone().flatten().as_deref(),
+            "region_id",
+            (1, 255),
+        )?;
+        check_resource_name(self.resource_name.as_deref())?;
+        check_limit(self.default_limit, "default_limit")?;
+        check_len(
+            self.description.clone().flatten().as_deref(),
+            "description",
+            (0, 255),
+        )
+    }
+}
+
+/// The body of `POST /v3/limits`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    limits: Vec<LimitFields>,
+}
+
+/// A limit as sent (Keystone's schema: no other members; exactly one of
+/// `project_id` and `domain_id`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitFields {
+    #[serde(default, deserialize_with = "not_null")]
+    service_id: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    region_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    resource_name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    resource_limit: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    project_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    domain_id: Option<Option<String>>,
+}
+
+/// The body of `PATCH /v3/limits/{id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitBody {
+    limit: LimitUpdate,
+}
+
+/// What of a limit may change.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitUpdate {
+    #[serde(default, deserialize_with = "not_null")]
+    resource_limit: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
 }
 
 fn registered_limit_json(r: &RegisteredLimit, base: &str) -> Value {
@@ -452,14 +512,6 @@ async fn list_registered_limits(
     ))
 }
 
-const REGISTERED_KEYS: &[&str] = &[
-    "service_id",
-    "region_id",
-    "resource_name",
-    "default_limit",
-    "description",
-];
-
 async fn create_registered_limits(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
@@ -467,19 +519,17 @@ async fn create_registered_limits(
 ) -> LimitResult<Response> {
     // policy: identity:create_registered_limits (rule:admin_required)
     admin_only(&s, &ctx, "create_registered_limits")?;
+    let request: RegisteredLimitsBody = read_body(&body)?;
     let mut new = Vec::new();
-    for obj in body_list(&body, "registered_limits")? {
-        only_keys(&obj, REGISTERED_KEYS, "registered_limits")?;
+    for fields in non_empty(request.registered_limits, "registered_limits")? {
+        fields.check()?;
         new.push(RegisteredLimit {
             id: new_id(),
-            service_id: required(
-                string_field(&obj, "service_id", (1, 64), false)?,
-                "service_id",
-            )?,
-            region_id: string_field(&obj, "region_id", (1, 255), true)?,
-            resource_name: required(resource_name_field(&obj)?, "resource_name")?,
-            default_limit: required(limit_field(&obj, "default_limit")?, "default_limit")?,
-            description: description_field(&obj)?.flatten(),
+            service_id: required(fields.service_id, "service_id")?,
+            region_id: fields.region_id.flatten(),
+            resource_name: required(fields.resource_name, "resource_name")?,
+            default_limit: required(fields.default_limit, "default_limit")?,
+            description: fields.description.flatten(),
         });
     }
     let base = s.v3_url();
@@ -541,14 +591,14 @@ async fn update_registered_limit(
 ) -> LimitResult<Response> {
     // policy: identity:update_registered_limit (rule:admin_required)
     admin_only(&s, &ctx, "update_registered_limit")?;
-    let obj = body_object(&body, "registered_limit")?;
-    only_keys(&obj, REGISTERED_KEYS, "registered_limit")?;
-    let service_id = string_field(&obj, "service_id", (1, 64), false)?;
-    let region_given = obj.contains_key("region_id");
-    let region_id = string_field(&obj, "region_id", (1, 255), true)?;
-    let resource_name = resource_name_field(&obj)?;
-    let default_limit = limit_field(&obj, "default_limit")?;
-    let description = description_field(&obj)?;
+    let fields = read_body::<RegisteredLimitBody>(&body)?.registered_limit;
+    fields.check()?;
+    let service_id = fields.service_id;
+    let region_given = fields.region_id.is_some();
+    let region_id = fields.region_id.flatten();
+    let resource_name = fields.resource_name;
+    let default_limit = fields.default_limit;
+    let description = fields.description;
     let base = s.v3_url();
     let value = write(&s, move |tx| {
         let mut r = store::get_registered_limit(tx, &id)?
@@ -649,16 +699,6 @@ async fn list_limits(
     ))
 }
 
-const LIMIT_KEYS: &[&str] = &[
-    "service_id",
-    "region_id",
-    "resource_name",
-    "resource_limit",
-    "description",
-    "project_id",
-    "domain_id",
-];
-
 /// A limit to create, before its registered limit is looked up.
 struct NewLimit {
     service_id: String,
@@ -677,33 +717,39 @@ async fn create_limits(
 ) -> LimitResult<Response> {
     // policy: identity:create_limits (rule:admin_required)
     admin_only(&s, &ctx, "create_limits")?;
+    let request: LimitsBody = read_body(&body)?;
     let mut new = Vec::new();
-    for obj in body_list(&body, "limits")? {
-        only_keys(&obj, LIMIT_KEYS, "limits")?;
+    for fields in non_empty(request.limits, "limits")? {
         // Keystone's schema: exactly one of project_id and domain_id.
-        if obj.contains_key("project_id") == obj.contains_key("domain_id") {
+        if fields.project_id.is_some() == fields.domain_id.is_some() {
             return Err(invalid(
                 "limits",
                 "exactly one of 'project_id' and 'domain_id' is required",
             ));
         }
-        let project_id = id_field(&obj, "project_id")?;
-        let domain_id = id_field(&obj, "domain_id")?;
+        let project_id = fields.project_id.flatten();
+        let domain_id = fields.domain_id.flatten();
+        check_id(project_id.as_deref(), "project_id")?;
+        check_id(domain_id.as_deref(), "domain_id")?;
         if project_id.is_none() && domain_id.is_none() {
             return Err(invalid(
                 "limits",
                 "'project_id' or 'domain_id' must not be null",
             ));
         }
+        let region_id = fields.region_id.flatten();
+        let description = fields.description.flatten();
+        check_len(fields.service_id.as_deref(), "service_id", (1, 64))?;
+        check_len(region_id.as_deref(), "region_id", (1, 255))?;
+        check_resource_name(fields.resource_name.as_deref())?;
+        check_limit(fields.resource_limit, "resource_limit")?;
+        check_len(description.as_deref(), "description", (0, 255))?;
         new.push(NewLimit {
-            service_id: required(
-                string_field(&obj, "service_id", (1, 64), false)?,
-                "service_id",
-            )?,
-            region_id: string_field(&obj, "region_id", (1, 255), true)?,
-            resource_name: required(resource_name_field(&obj)?, "resource_name")?,
-            resource_limit: required(limit_field(&obj, "resource_limit")?, "resource_limit")?,
-            description: description_field(&obj)?.flatten(),
+            service_id: required(fields.service_id, "service_id")?,
+            region_id,
+            resource_name: required(fields.resource_name, "resource_name")?,
+            resource_limit: required(fields.resource_limit, "resource_limit")?,
+            description,
             project_id,
             domain_id,
         });
@@ -831,10 +877,15 @@ async fn update_limit(
 ) -> LimitResult<Response> {
     // policy: identity:update_limit (rule:admin_required)
     admin_only(&s, &ctx, "update_limit")?;
-    let obj = body_object(&body, "limit")?;
-    only_keys(&obj, &["resource_limit", "description"], "limit")?;
-    let resource_limit = limit_field(&obj, "resource_limit")?;
-    let description = description_field(&obj)?;
+    let fields = read_body::<LimitBody>(&body)?.limit;
+    check_limit(fields.resource_limit, "resource_limit")?;
+    check_len(
+        fields.description.clone().flatten().as_deref(),
+        "description",
+        (0, 255),
+    )?;
+    let resource_limit = fields.resource_limit;
+    let description = fields.description;
     let base = s.v3_url();
     let value = write(&s, move |tx| {
         let mut limit = store::get_limit(tx, &id)?.ok_or_else(|| LimitError::LimitNotFound(id))?;
@@ -882,4 +933,61 @@ async fn get_limit_model(Auth(_ctx): Auth) -> Response {
             "description": "Limit enforcement and validation does not take project hierarchy into consideration.",
         }}),
     )
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn refused<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> String {
+        match read_body::<T>(body.as_bytes()) {
+            Ok(accepted) => panic!("{body} was accepted: {accepted:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn registered_limit_bodies() {
+        let body: RegisteredLimitsBody = read_body(
+            br#"{"registered_limits": [{"service_id": "s", "resource_name": "cores",
+                "default_limit": 10, "region_id": null}]}"#,
+        )
+        .expect("accepted");
+        let fields = &body.registered_limits[0];
+        assert!(fields.check().is_ok());
+        assert_eq!(fields.region_id, Some(None));
+        assert_eq!(
+            refused::<RegisteredLimitsBody>(r#"{"registered_limits": [{"colour": 1}]}"#),
+            "Invalid input for field 'registered_limits[0]': Additional properties are not allowed ('colour' was unexpected)"
+        );
+        assert_eq!(
+            refused::<RegisteredLimitsBody>(r#"{}"#),
+            "Invalid input for field 'registered_limits': 'registered_limits' is a required property"
+        );
+        assert_eq!(
+            refused::<RegisteredLimitBody>(r#"{"registered_limit": {"default_limit": "5"}}"#),
+            "Invalid input for field 'registered_limit.default_limit': not of type 'integer'"
+        );
+        let too_big: RegisteredLimitBody =
+            read_body(br#"{"registered_limit": {"default_limit": 2147483648}}"#).expect("typed");
+        assert!(too_big.registered_limit.check().is_err());
+    }
+
+    #[test]
+    fn limit_bodies() {
+        let body: LimitsBody = read_body(
+            br#"{"limits": [{"service_id": "s", "resource_name": "cores", "resource_limit": 5,
+                "project_id": "p1"}]}"#,
+        )
+        .expect("accepted");
+        assert_eq!(body.limits[0].project_id, Some(Some("p1".into())));
+        assert_eq!(body.limits[0].domain_id, None);
+        assert_eq!(
+            refused::<LimitBody>(r#"{"limit": {"resource_name": "x"}}"#),
+            "Invalid input for field 'limit': Additional properties are not allowed ('resource_name' was unexpected)"
+        );
+        assert!(check_id(Some("a_b"), "project_id").is_err());
+        assert!(check_limit(Some(-2), "resource_limit").is_err());
+        assert!(check_resource_name(Some(" ")).is_err());
+    }
 }

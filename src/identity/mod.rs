@@ -17,7 +17,9 @@
 //! trust-scoped token may carry; `login` password and
 //! secret checks; `access_rules`, `throttle`, `password` (the KDF), `views`
 //! (the JSON shapes); `bootstrap` the first start. Request bodies are
-//! parsed by `crate::http::body`, worded here (`From<BodyError>`).
+//! declared serde types in each handler file, read through `requests`
+//! (the resource member, names, null rules) and `crate::http::body`,
+//! worded here (`From<BodyError>`).
 
 mod access_rules;
 pub mod bootstrap;
@@ -37,6 +39,7 @@ mod oidc;
 pub mod password;
 mod password_history;
 mod policies;
+mod requests;
 mod resources;
 mod roles;
 mod service_catalog;
@@ -155,7 +158,12 @@ impl From<BodyError> for IdentityError {
             BodyError::MemberNotAnObject(key) => format!("'{key}' must be an object."),
             BodyError::Missing(key) => format!("'{key}' is a required property."),
             BodyError::WrongType { key, expected } => {
-                format!("Invalid input for field '{key}': not a {expected}.")
+                let article = if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!("Invalid input for field '{key}': not {article} {expected}.")
             }
             BodyError::BadName(key) => format!(
                 "Invalid input for field '{key}': must be 1 to 255 characters and not blank."

@@ -12,12 +12,11 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::requests::{Name, member};
 use super::views::strip_reserved;
 use super::{Auth, IdentityError, IdentityResult, IdentityState, admin_delete, admin_list, new_id};
 use crate::db::identity::{self as store, EndpointGroup, Policy};
-use crate::http::body::{
-    check_name, opt_string, parse_object as parse_body, required_name, take_object,
-};
+use crate::http::body::{BodyError, Object};
 use crate::http::json_response;
 use crate::policy::Target;
 
@@ -73,21 +72,35 @@ async fn list_policies(
     .await
 }
 
+/// The `policy` member of `POST /v3/policies` and `PATCH
+/// /v3/policies/{id}` (unknown attributes are kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct PolicyRequest {
+    /// Required on create.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Required on create.
+    blob: Option<String>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
 async fn create_policy(
     State(s): State<Arc<IdentityState>>,
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_policy", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "policy")?;
+    let request: PolicyRequest = member(&body, "policy")?;
     let policy = Policy {
         id: new_id(),
-        kind: opt_string(&obj, "type")?
-            .ok_or_else(|| IdentityError::BadRequest("'type' is a required property.".into()))?,
-        blob: opt_string(&obj, "blob")?
-            .ok_or_else(|| IdentityError::BadRequest("'blob' is a required property.".into()))?,
-        extra: strip_reserved(obj, &["type", "blob"]),
+        kind: request
+            .kind
+            .ok_or_else(|| BodyError::Missing("type".into()))?,
+        blob: request
+            .blob
+            .ok_or_else(|| BodyError::Missing("blob".into()))?,
+        extra: strip_reserved(request.extra, &[]),
     };
     let base = s.v3_url();
     let value = s
@@ -122,19 +135,18 @@ async fn update_policy(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_policy", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "policy")?;
+    let request: PolicyRequest = member(&body, "policy")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut policy = find_policy(tx, &id)?;
-            if let Some(kind) = opt_string(&obj, "type")? {
+            if let Some(kind) = request.kind {
                 policy.kind = kind;
             }
-            if let Some(blob) = opt_string(&obj, "blob")? {
+            if let Some(blob) = request.blob {
                 policy.blob = blob;
             }
-            policy.extra.extend(strip_reserved(obj, &["type", "blob"]));
+            policy.extra.extend(strip_reserved(request.extra, &[]));
             store::upsert_policy(tx, &policy)?;
             Ok(policy_json(&policy, &base))
         })
@@ -175,22 +187,34 @@ fn find_group(conn: &rusqlite::Connection, id: &str) -> IdentityResult<EndpointG
         .ok_or_else(|| IdentityError::NotFound(format!("Could not find endpoint group: {id}.")))
 }
 
-fn parse_filters(value: Option<&Value>) -> IdentityResult<Option<Value>> {
-    match value {
-        None => Ok(None),
-        Some(Value::Object(map)) => {
-            for key in map.keys() {
-                if !matches!(key.as_str(), "service_id" | "region_id" | "interface") {
-                    return Err(IdentityError::BadRequest(format!(
-                        "Unknown endpoint group filter {key:?}."
-                    )));
-                }
-            }
-            Ok(Some(Value::Object(map.clone())))
-        }
-        Some(_) => Err(IdentityError::BadRequest(
-            "'filters' must be an object.".into(),
-        )),
+/// The `endpoint_group` member of `POST` and `PATCH
+/// /v3/OS-EP-FILTER/endpoint_groups[/{id}]` (other members are ignored, as
+/// before).
+#[derive(Debug, serde::Deserialize)]
+struct EndpointGroupRequest {
+    /// Required on create.
+    name: Option<Name>,
+    description: Option<String>,
+    /// Required on create.
+    filters: Option<EndpointFilters>,
+}
+
+/// What an endpoint group selects endpoints by: no other members.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointFilters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface: Option<String>,
+}
+
+impl EndpointFilters {
+    /// As stored (`EndpointGroup::filters`).
+    fn into_value(self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| json!({}))
     }
 }
 
@@ -217,14 +241,18 @@ async fn create_group(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_endpoint_group", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "endpoint_group")?;
+    let request: EndpointGroupRequest = member(&body, "endpoint_group")?;
     let group = EndpointGroup {
         id: new_id(),
-        name: required_name(&obj, "name")?,
-        description: opt_string(&obj, "description")?.unwrap_or_default(),
-        filters: parse_filters(obj.get("filters"))?
-            .ok_or_else(|| IdentityError::BadRequest("'filters' is a required property.".into()))?,
+        name: request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?
+            .into(),
+        description: request.description.unwrap_or_default(),
+        filters: request
+            .filters
+            .ok_or_else(|| BodyError::Missing("filters".into()))?
+            .into_value(),
     };
     let base = s.v3_url();
     let value = s
@@ -262,17 +290,16 @@ async fn update_group(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_endpoint_group", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "endpoint_group")?;
-    let filters = parse_filters(obj.get("filters"))?;
+    let request: EndpointGroupRequest = member(&body, "endpoint_group")?;
+    let filters = request.filters.map(EndpointFilters::into_value);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut group = find_group(tx, &id)?;
-            if let Some(name) = opt_string(&obj, "name")? {
-                group.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                group.name = name.into();
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 group.description = description;
             }
             if let Some(filters) = filters {
@@ -305,4 +332,39 @@ async fn delete_group(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn policy_and_endpoint_group_bodies() {
+        let policy: PolicyRequest = member(
+            br#"{"policy": {"type": "json", "blob": "{}", "x": 1}}"#,
+            "policy",
+        )
+        .expect("accepted");
+        assert_eq!(policy.kind.as_deref(), Some("json"));
+        assert_eq!(policy.extra.len(), 1);
+        let group: EndpointGroupRequest = member(
+            br#"{"endpoint_group": {"name": "g", "filters": {"interface": "public"}}}"#,
+            "endpoint_group",
+        )
+        .expect("accepted");
+        assert_eq!(
+            group.filters.map(EndpointFilters::into_value),
+            Some(json!({"interface": "public"}))
+        );
+        let refused = |body: &str| refusal::<EndpointGroupRequest>(body, "endpoint_group");
+        assert_eq!(
+            refused(r#"{"endpoint_group": {"name": "g", "filters": {"colour": "red"}}}"#),
+            "Additional properties are not allowed ('filters.colour' was unexpected)."
+        );
+        assert_eq!(
+            refused(r#"{"endpoint_group": {"name": "g", "filters": []}}"#),
+            "Invalid input for field 'filters': not an object."
+        );
+    }
 }

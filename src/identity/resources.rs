@@ -12,6 +12,7 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
+use super::requests::{Name, member, not_null, whole};
 use super::targets::{
     check_resource_name, default_domain_for, find_domain, find_project, load_domain, load_project,
     not_found, token_domain, with_domain_target, with_project_target,
@@ -22,9 +23,7 @@ use super::{
     new_id,
 };
 use crate::db::identity::{self as store, Domain, Project};
-use crate::http::body::{
-    check_name, opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
-};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -82,28 +81,21 @@ async fn create_domain(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_domain", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "domain")?;
+    let request: DomainRequest = member(&body, "domain")?;
     let domain = Domain {
-        id: opt_string(&obj, "explicit_domain_id")?.unwrap_or_else(new_id),
+        id: request.explicit_domain_id.unwrap_or_else(new_id),
         name: {
-            let name = required_name(&obj, "name")?;
+            let name = String::from(
+                request
+                    .name
+                    .ok_or_else(|| BodyError::Missing("name".into()))?,
+            );
             check_resource_name(&name)?;
             name
         },
-        description: opt_string(&obj, "description")?.unwrap_or_default(),
-        enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
-        extra: strip_reserved(
-            obj,
-            &[
-                "name",
-                "description",
-                "enabled",
-                "explicit_domain_id",
-                "tags",
-                "options",
-            ],
-        ),
+        description: request.description.unwrap_or_default(),
+        enabled: request.enabled.unwrap_or(true),
+        extra: strip_reserved(request.extra, DOMAIN_IGNORED),
     };
     let base = s.v3_url();
     let value = s
@@ -117,6 +109,24 @@ async fn create_domain(
         &json!({"domain": value}),
     ))
 }
+
+/// The `domain` member of `POST /v3/domains` and `PATCH /v3/domains/{id}`
+/// (unknown attributes are kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct DomainRequest {
+    /// Required on create.
+    name: Option<Name>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    /// Create only (Keystone's `explicit_domain_id`).
+    explicit_domain_id: Option<String>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// Attributes of a domain a client may send but not set (nor keep as extra).
+const DOMAIN_IGNORED: &[&str] = &["explicit_domain_id", "tags", "options"];
 
 async fn get_domain(
     State(s): State<Arc<IdentityState>>,
@@ -143,26 +153,29 @@ async fn update_domain(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_domain", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "domain")?;
+    let request: DomainRequest = member(&body, "domain")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut domain = load_domain(tx, &id)?;
-            if let Some(name) = opt_string(&obj, "name")? {
-                domain.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                domain.name = name.into();
                 check_resource_name(&domain.name)?;
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 domain.description = description;
             }
-            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+            if let Some(enabled) = request.enabled {
                 domain.enabled = enabled;
             }
-            domain.extra.extend(strip_reserved(
-                obj,
-                &["name", "description", "enabled", "tags", "options"],
-            ));
+            // (An `explicit_domain_id` on update is kept as extra, as before.)
+            let mut extra = request.extra;
+            if let Some(explicit) = request.explicit_domain_id {
+                extra.insert("explicit_domain_id".into(), Value::String(explicit));
+            }
+            domain
+                .extra
+                .extend(strip_reserved(extra, &["tags", "options"]));
             store::update_domain(tx, &domain)?;
             Ok(views::domain(&domain, &base))
         })
@@ -276,28 +289,63 @@ async fn list_projects(
     ))
 }
 
-fn parse_tags(value: Option<&Value>) -> IdentityResult<Option<Vec<String>>> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => {
-            let mut tags = Vec::new();
-            for item in items {
-                let tag = item
-                    .as_str()
-                    .ok_or_else(|| IdentityError::BadRequest("Tags must be strings.".into()))?;
-                check_tag_text(tag)?;
-                tags.push(tag.to_string());
-            }
-            if tags.len() > 80 {
-                return Err(IdentityError::BadRequest(
-                    "A project has at most 80 tags.".into(),
-                ));
-            }
-            Ok(Some(tags))
-        }
-        Some(_) => Err(IdentityError::BadRequest("'tags' must be a list.".into())),
+/// A project's tags as sent (`tags` of a project or of `PUT .../tags`):
+/// at most 80, each a valid tag.
+fn check_tags(tags: Vec<String>) -> IdentityResult<Vec<String>> {
+    for tag in &tags {
+        check_tag_text(tag)?;
     }
+    if tags.len() > 80 {
+        return Err(IdentityError::BadRequest(
+            "A project has at most 80 tags.".into(),
+        ));
+    }
+    Ok(tags)
 }
+
+/// The `project` member of `POST /v3/projects` (unknown attributes are
+/// kept as extra).
+#[derive(Debug, serde::Deserialize)]
+struct NewProject {
+    name: Option<Name>,
+    domain_id: Option<String>,
+    parent_id: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "not_null")]
+    is_domain: Option<bool>,
+    tags: Option<Vec<String>>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// The `project` member of `PATCH /v3/projects/{id}`: `domain_id` and
+/// `parent_id` may only repeat what they are, `is_domain` may not be sent.
+#[derive(Debug, serde::Deserialize)]
+struct ProjectUpdate {
+    name: Option<Name>,
+    domain_id: Option<String>,
+    parent_id: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    /// Any value (even `null`) is refused.
+    #[serde(default, deserialize_with = "not_null")]
+    is_domain: Option<Value>,
+    tags: Option<Vec<String>>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// The body of `PUT /v3/projects/{id}/tags`.
+#[derive(Debug, serde::Deserialize)]
+struct TagsRequest {
+    tags: Option<Vec<String>>,
+}
+
+/// Attributes of a project a client may send but not keep as extra.
+const PROJECT_IGNORED: &[&str] = &["options"];
 
 fn check_tag_text(tag: &str) -> IdentityResult<()> {
     if tag.is_empty() || tag.chars().count() > 255 || tag.contains('/') || tag.contains(',') {
@@ -311,11 +359,14 @@ async fn create_project(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "project")?;
-    let name = required_name(&obj, "name")?;
-    let domain_id = opt_string(&obj, "domain_id")?;
-    let parent_id = opt_string(&obj, "parent_id")?;
+    let request: NewProject = member(&body, "project")?;
+    let name = String::from(
+        request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?,
+    );
+    let domain_id = request.domain_id;
+    let parent_id = request.parent_id;
     // The domain the project will be in: named, else its parent's, else the token's.
     let target_domain = match (&domain_id, &parent_id) {
         (Some(domain), _) => domain.clone(),
@@ -329,24 +380,12 @@ async fn create_project(
         "identity:create_project",
         &Target::new().with("target.project.domain_id", target_domain),
     )?;
-    let description = opt_string(&obj, "description")?.unwrap_or_default();
-    let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
-    let is_domain = opt_bool(&obj, "is_domain")?.unwrap_or(false);
+    let description = request.description.unwrap_or_default();
+    let enabled = request.enabled.unwrap_or(true);
+    let is_domain = request.is_domain.unwrap_or(false);
     check_resource_name(&name)?;
-    let tags = parse_tags(obj.get("tags"))?.unwrap_or_default();
-    let extra = strip_reserved(
-        obj,
-        &[
-            "name",
-            "domain_id",
-            "parent_id",
-            "description",
-            "enabled",
-            "is_domain",
-            "tags",
-            "options",
-        ],
-    );
+    let tags = check_tags(request.tags.unwrap_or_default())?;
+    let extra = strip_reserved(request.extra, PROJECT_IGNORED);
     let fallback_domain = default_domain_for(&ctx);
     let base = s.v3_url();
     let value = s
@@ -456,30 +495,29 @@ async fn update_project(
         "identity:update_project",
         &with_project_target(Target::new(), found.as_ref()),
     )?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "project")?;
-    let tags = parse_tags(obj.get("tags"))?;
+    let request: ProjectUpdate = member(&body, "project")?;
+    let tags = request.tags.map(check_tags).transpose()?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut project = load_project(tx, &id)?;
-            if let Some(name) = opt_string(&obj, "name")? {
-                project.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                project.name = name.into();
                 check_resource_name(&project.name)?;
             }
-            if let Some(domain_id) = opt_string(&obj, "domain_id")?
+            if let Some(domain_id) = request.domain_id
                 && domain_id != project.domain_id
             {
                 return Err(IdentityError::BadRequest(
                     "A project's domain_id cannot be changed.".into(),
                 ));
             }
-            if obj.contains_key("is_domain") {
+            if request.is_domain.is_some() {
                 return Err(IdentityError::BadRequest(
                     "'is_domain' cannot be changed.".into(),
                 ));
             }
-            if let Some(parent) = opt_string(&obj, "parent_id")? {
+            if let Some(parent) = request.parent_id {
                 let current = project
                     .parent_id
                     .clone()
@@ -490,28 +528,18 @@ async fn update_project(
                     ));
                 }
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 project.description = description;
             }
-            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+            if let Some(enabled) = request.enabled {
                 project.enabled = enabled;
             }
             if let Some(tags) = &tags {
                 store::set_project_tags(tx, &project.id, tags)?;
             }
-            project.extra.extend(strip_reserved(
-                obj,
-                &[
-                    "name",
-                    "domain_id",
-                    "parent_id",
-                    "description",
-                    "enabled",
-                    "is_domain",
-                    "tags",
-                    "options",
-                ],
-            ));
+            project
+                .extra
+                .extend(strip_reserved(request.extra, PROJECT_IGNORED));
             store::update_project(tx, &project)?;
             if project.is_domain
                 && let Some(mut domain) = store::get_domain(tx, &project.id)?
@@ -596,8 +624,8 @@ async fn replace_tags(
         "identity:update_project_tags",
         &with_project_target(Target::new(), found.as_ref()),
     )?;
-    let body = parse_body(&body)?;
-    let tags = parse_tags(body.get("tags"))?.unwrap_or_default();
+    let request: TagsRequest = whole(&body)?;
+    let tags = check_tags(request.tags.unwrap_or_default())?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -713,4 +741,51 @@ async fn remove_tag(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn domain_bodies_keep_extras() {
+        let domain: DomainRequest = member(
+            br#"{"domain": {"name": "d", "enabled": true, "tags": ["x"], "colour": 1}}"#,
+            "domain",
+        )
+        .expect("accepted");
+        let extra = strip_reserved(domain.extra, DOMAIN_IGNORED);
+        assert_eq!(extra.get("colour"), Some(&json!(1)));
+        assert_eq!(extra.len(), 1, "{extra:?}");
+        assert_eq!(
+            refusal::<DomainRequest>(r#"{"domain": {"name": "d", "enabled": "no"}}"#, "domain"),
+            "Invalid input for field 'enabled': not a boolean."
+        );
+    }
+
+    #[test]
+    fn project_bodies_and_tags() {
+        let project: NewProject = member(
+            br#"{"project": {"name": "p", "is_domain": false, "tags": ["a"], "x": 1}}"#,
+            "project",
+        )
+        .expect("accepted");
+        assert_eq!(project.tags, Some(vec!["a".to_string()]));
+        assert_eq!(project.extra.len(), 1);
+        assert_eq!(
+            refusal::<NewProject>(r#"{"project": {"name": "p", "tags": "a"}}"#, "project"),
+            "Invalid input for field 'tags': not an array."
+        );
+        assert_eq!(
+            refusal::<NewProject>(r#"{"project": {"name": "p", "tags": [1]}}"#, "project"),
+            "Invalid input for field 'tags[0]': not a string."
+        );
+        let update: ProjectUpdate =
+            member(br#"{"project": {"is_domain": null}}"#, "project").expect("accepted");
+        assert!(update.is_domain.is_some(), "is_domain sent, to be refused");
+        assert!(check_tags(vec!["a/b".into()]).is_err());
+        assert!(check_tags((0..81).map(|i| i.to_string()).collect()).is_err());
+        assert_eq!(check_tags(vec!["a".into()]).expect("valid").len(), 1);
+    }
 }

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::context::Scope;
+use super::requests::{Name, member};
 use super::views::{self, strip_reserved};
 use super::{
     Auth, IdentityError, IdentityResult, IdentityState, admin_delete, apply_filters, list_response,
@@ -21,9 +22,7 @@ use super::{
 use super::{effective_roles, targets};
 use crate::db::DbResult;
 use crate::db::identity::{self as store, Assignment, Role};
-use crate::http::body::{
-    check_name, opt_string, parse_object as parse_body, required_name, take_object,
-};
+use crate::http::body::{BodyError, Object};
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -189,16 +188,16 @@ async fn create_role(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:create_role", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "role")?;
-    let name = required_name(&obj, "name")?;
-    let domain_id = opt_string(&obj, "domain_id")?;
-    let description = opt_string(&obj, "description")?.unwrap_or_default();
-    let options = match obj.get("options") {
-        Some(Value::Object(map)) => map.clone(),
-        _ => Default::default(),
-    };
-    let extra = strip_reserved(obj, &["name", "domain_id", "description", "options"]);
+    let request: RoleRequest = member(&body, "role")?;
+    let name = String::from(
+        request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?,
+    );
+    let domain_id = request.domain_id;
+    let description = request.description.unwrap_or_default();
+    let options = request.options.unwrap_or_default();
+    let extra = strip_reserved(request.extra, &[]);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -222,6 +221,19 @@ async fn create_role(
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, &json!({"role": value})))
+}
+
+/// The `role` member of `POST /v3/roles` and `PATCH /v3/roles/{id}`
+/// (unknown attributes are kept as extra; `domain_id` cannot change).
+#[derive(Debug, serde::Deserialize)]
+struct RoleRequest {
+    /// Required on create.
+    name: Option<Name>,
+    domain_id: Option<String>,
+    description: Option<String>,
+    options: Option<Object>,
+    #[serde(flatten)]
+    extra: Object,
 }
 
 async fn get_role(
@@ -249,25 +261,21 @@ async fn update_role(
     body: Bytes,
 ) -> IdentityResult<Response> {
     s.authorize(&ctx, "identity:update_role", &Target::new())?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "role")?;
+    let request: RoleRequest = member(&body, "role")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut role = load_role(tx, &id)?;
-            if let Some(name) = opt_string(&obj, "name")? {
-                role.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                role.name = name.into();
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 role.description = description;
             }
-            if let Some(Value::Object(options)) = obj.get("options") {
-                role.options.extend(options.clone());
+            if let Some(options) = request.options {
+                role.options.extend(options);
             }
-            role.extra.extend(strip_reserved(
-                obj,
-                &["name", "domain_id", "description", "options"],
-            ));
+            role.extra.extend(strip_reserved(request.extra, &[]));
             store::update_role(tx, &role)?;
             Ok(views::role(&role, &base))
         })
@@ -981,4 +989,29 @@ fn effective_rows(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn role_bodies() {
+        let role: RoleRequest = member(
+            br#"{"role": {"name": "r", "options": {"immutable": true}, "x": 1}}"#,
+            "role",
+        )
+        .expect("accepted");
+        assert_eq!(role.name, Some(Name("r".into())));
+        assert_eq!(role.extra.len(), 1);
+        assert_eq!(
+            refusal::<RoleRequest>(r#"{"role": {"name": "r", "options": 1}}"#, "role"),
+            "Invalid input for field 'options': not an object."
+        );
+        assert_eq!(
+            refusal::<RoleRequest>(r#"{"role": {"name": ""}}"#, "role"),
+            "Invalid input for field 'name': must be 1 to 255 characters and not blank."
+        );
+    }
 }

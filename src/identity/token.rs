@@ -19,11 +19,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::Rng;
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub use super::validation::{hash_token, validate};
 
 use super::context::{AuthContext, Scope};
+use super::requests::member;
 use super::throttle::ClientAddr;
 use super::trust_scope::{self, TrustScopeError};
 use super::validation::build_context;
@@ -32,7 +33,7 @@ use super::{effective_roles, service_catalog, views};
 use crate::db::identity::trusts;
 use crate::db::identity::{self as store, TokenRecord, User};
 use crate::db::now_unix;
-use crate::http::body::{parse_object as parse_body, take_object};
+use crate::http::body::{BodyError, Object, decode};
 use crate::http::json_response;
 use crate::policy::Target;
 
@@ -59,12 +60,165 @@ fn unauthorized() -> IdentityError {
     IdentityError::Unauthorized("The request you have made requires authentication.".into())
 }
 
+/// The `auth` member of `POST /v3/auth/tokens`. Keystone's schema lets
+/// unknown members through, so these types do too.
+#[derive(Debug, serde::Deserialize)]
+struct AuthRequest {
+    identity: IdentityRequest,
+    /// `"unscoped"`, or an object naming one scope ([`RequestedScope::read`]).
+    #[serde(default)]
+    scope: Option<Value>,
+}
+
+/// How the caller authenticates: the `methods`, the first of which is
+/// used, and each method's member.
+#[derive(Debug, serde::Deserialize)]
+struct IdentityRequest {
+    methods: Option<Vec<String>>,
+    password: Option<PasswordMethod>,
+    token: Option<TokenMethod>,
+    application_credential: Option<AppCredMethod>,
+    /// The other methods' members (`totp`, a federated protocol's), by name.
+    #[serde(flatten)]
+    others: Object,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PasswordMethod {
+    user: Option<UserSpec>,
+}
+
+/// A user as a client names one: `{"id": ...}` or `{"name": ..., "domain":
+/// {...}}`, with the password of the `password` method.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct UserSpec {
+    id: Option<String>,
+    name: Option<String>,
+    domain: Option<DomainSpec>,
+    password: Option<String>,
+}
+
+/// A domain as a client names one: `{"id": ...}` or `{"name": ...}`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct DomainSpec {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TokenMethod {
+    id: Option<String>,
+}
+
+/// An application credential by id, or by name and user, with its secret.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct AppCredMethod {
+    id: Option<String>,
+    name: Option<String>,
+    user: Option<UserSpec>,
+    secret: Option<String>,
+}
+
+/// The member of a federated method (`{"identity_provider": ..., "protocol": ...}`).
+#[derive(Debug, serde::Deserialize)]
+struct FederatedMethod {
+    identity_provider: String,
+    protocol: Option<String>,
+}
+
+/// The scope a token is asked for.
+#[derive(Debug)]
+enum RequestedScope {
+    /// `"scope": "unscoped"`.
+    Unscoped,
+    Spec(ScopeSpec),
+}
+
+/// `{"project": ...}`, `{"domain": ...}`, `{"system": {"all": true}}` or
+/// `{"OS-TRUST:trust": {"id": ...}}` (looked at in that order: trust first).
+#[derive(Debug, serde::Deserialize)]
+struct ScopeSpec {
+    project: Option<ProjectSpec>,
+    domain: Option<DomainSpec>,
+    system: Option<SystemSpec>,
+    #[serde(rename = "OS-TRUST:trust")]
+    trust: Option<TrustSpec>,
+}
+
+/// A project by id, or by name and domain.
+#[derive(Debug, serde::Deserialize)]
+struct ProjectSpec {
+    id: Option<String>,
+    name: Option<String>,
+    domain: Option<DomainSpec>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SystemSpec {
+    all: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrustSpec {
+    id: Option<String>,
+}
+
+impl RequestedScope {
+    /// The `scope` member: absent or `null` is none.
+    fn read(value: Option<Value>) -> IdentityResult<Option<Self>> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s == "unscoped" => Ok(Some(RequestedScope::Unscoped)),
+            Some(object @ Value::Object(_)) => Ok(Some(RequestedScope::Spec(decode(object)?))),
+            Some(_) => Err(scope_not_known()),
+        }
+    }
+}
+
+fn scope_not_known() -> IdentityError {
+    IdentityError::BadRequest("The scope is not one Keystone knows.".into())
+}
+
+impl IdentityRequest {
+    /// The first authentication method, whose member must be there.
+    fn first_method(&self) -> IdentityResult<&str> {
+        let method = self
+            .methods
+            .as_ref()
+            .and_then(|m| m.first())
+            .ok_or_else(|| {
+                IdentityError::BadRequest("'methods' is a required non-empty list.".into())
+            })?;
+        let present = match method.as_str() {
+            "password" => self.password.is_some(),
+            "token" => self.token.is_some(),
+            "application_credential" => self.application_credential.is_some(),
+            other => self.others.contains_key(other),
+        };
+        if !present {
+            return Err(BodyError::Missing(method.clone()).into());
+        }
+        Ok(method)
+    }
+
+    /// The identity of a rescope with an unscoped token.
+    fn with_token(id: String) -> Self {
+        IdentityRequest {
+            methods: Some(vec!["token".into()]),
+            password: None,
+            token: Some(TokenMethod { id: Some(id) }),
+            application_credential: None,
+            others: Object::new(),
+        }
+    }
+}
+
 /// Finds a domain from `{"id": ...}` or `{"name": ...}`.
-fn find_domain(conn: &Connection, spec: &Value) -> IdentityResult<Option<store::Domain>> {
-    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+fn find_domain(conn: &Connection, spec: &DomainSpec) -> IdentityResult<Option<store::Domain>> {
+    if let Some(id) = &spec.id {
         return Ok(store::get_domain(conn, id)?);
     }
-    if let Some(name) = spec.get("name").and_then(Value::as_str) {
+    if let Some(name) = &spec.name {
         return Ok(store::get_domain_by_name(conn, name)?);
     }
     Err(IdentityError::BadRequest(
@@ -74,15 +228,16 @@ fn find_domain(conn: &Connection, spec: &Value) -> IdentityResult<Option<store::
 
 /// Finds a user from `{"id": ...}` or `{"name": ..., "domain": {...}}`;
 /// None when the domain or the user does not exist.
-fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<Option<User>> {
-    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+fn find_user(conn: &Connection, spec: &UserSpec) -> IdentityResult<Option<User>> {
+    if let Some(id) = &spec.id {
         return Ok(store::get_user(conn, id)?);
     }
-    let name = spec.get("name").and_then(Value::as_str).ok_or_else(|| {
+    let name = spec.name.as_deref().ok_or_else(|| {
         IdentityError::BadRequest("A user needs an id, or a name and a domain.".into())
     })?;
     let domain_spec = spec
-        .get("domain")
+        .domain
+        .as_ref()
         .ok_or_else(|| IdentityError::BadRequest("A user given by name needs a domain.".into()))?;
     match find_domain(conn, domain_spec)? {
         Some(domain) => Ok(store::get_user_by_name(conn, &domain.id, name)?),
@@ -91,34 +246,33 @@ fn find_user(conn: &Connection, spec: &Value) -> IdentityResult<Option<User>> {
 }
 
 /// The per-user rate-limit key of a user as the client named it.
-fn user_key(spec: &Value) -> String {
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-    if let Some(id) = spec.get("id").and_then(Value::as_str) {
+fn user_key(spec: &UserSpec) -> String {
+    if let Some(id) = &spec.id {
         return format!("id:{id}");
     }
-    let domain = spec.get("domain");
+    let domain = spec.domain.as_ref();
     format!(
         "name:{}|{}|{}",
-        text(domain.and_then(|d| d.get("id"))),
-        text(domain.and_then(|d| d.get("name"))),
-        text(spec.get("name"))
+        domain.and_then(|d| d.id.as_deref()).unwrap_or(""),
+        domain.and_then(|d| d.name.as_deref()).unwrap_or(""),
+        spec.name.as_deref().unwrap_or("")
     )
 }
 
 /// Finds the application credential an `application_credential` method names.
 fn find_app_cred(
     conn: &Connection,
-    payload: &Value,
+    payload: &AppCredMethod,
 ) -> IdentityResult<Option<store::AppCredential>> {
-    if let Some(id) = payload.get("id").and_then(Value::as_str) {
+    if let Some(id) = &payload.id {
         return Ok(store::get_app_cred(conn, id)?);
     }
-    let name = payload.get("name").and_then(Value::as_str).ok_or_else(|| {
+    let name = payload.name.as_deref().ok_or_else(|| {
         IdentityError::BadRequest(
             "An application credential needs an id or a name and a user.".into(),
         )
     })?;
-    let user_spec = payload.get("user").ok_or_else(|| {
+    let user_spec = payload.user.as_ref().ok_or_else(|| {
         IdentityError::BadRequest("An application credential given by name needs a user.".into())
     })?;
     let Some(user) = find_user(conn, user_spec)? else {
@@ -150,46 +304,23 @@ enum Verified {
     },
 }
 
-/// The first authentication method of an `identity` object and its payload.
-fn first_method(identity: &Map<String, Value>) -> IdentityResult<(String, Value)> {
-    let method = match identity.get("methods") {
-        Some(Value::Array(items)) if !items.is_empty() => items[0]
-            .as_str()
-            .filter(|_| items.iter().all(Value::is_string))
-            .ok_or_else(|| {
-                IdentityError::BadRequest("'methods' must be a list of strings.".into())
-            })?,
-        _ => {
-            return Err(IdentityError::BadRequest(
-                "'methods' is a required non-empty list.".into(),
-            ));
-        }
-    };
-    let payload = identity
-        .get(method)
-        .ok_or_else(|| IdentityError::BadRequest(format!("'{method}' is a required property.")))?;
-    Ok((method.to_string(), payload.clone()))
-}
-
 /// Checks a password or secret, outside any transaction, on the bounded pool.
 async fn verify_secret(
     state: &Arc<IdentityState>,
     client: &ClientAddr,
-    identity: &Map<String, Value>,
+    identity: &IdentityRequest,
 ) -> IdentityResult<Verified> {
-    let (method, payload) = first_method(identity)?;
-    match method.as_str() {
+    match identity.first_method()? {
         "password" => {
-            let user_spec = payload.get("user").cloned().ok_or_else(|| {
-                IdentityError::BadRequest("'user' is a required property.".into())
-            })?;
+            let user_spec = identity
+                .password
+                .as_ref()
+                .and_then(|p| p.user.clone())
+                .ok_or_else(|| BodyError::Missing("user".into()))?;
             let password = user_spec
-                .get("password")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    IdentityError::BadRequest("'password' is a required property.".into())
-                })?
-                .to_string();
+                .password
+                .clone()
+                .ok_or_else(|| BodyError::Missing("password".into()))?;
             let key = user_key(&user_spec);
             let verified = super::login::check_password(
                 state,
@@ -205,19 +336,19 @@ async fn verify_secret(
             })
         }
         "application_credential" => {
+            let Some(payload) = identity.application_credential.clone() else {
+                return Err(BodyError::Missing("application_credential".into()).into());
+            };
             let secret = payload
-                .get("secret")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    IdentityError::BadRequest("'secret' is a required property.".into())
-                })?
-                .to_string();
-            let key = match payload.get("id").and_then(Value::as_str) {
+                .secret
+                .clone()
+                .ok_or_else(|| BodyError::Missing("secret".into()))?;
+            let key = match &payload.id {
                 Some(id) => format!("app_cred:{id}"),
                 None => format!(
                     "app_cred:{}|{}",
-                    user_key(payload.get("user").unwrap_or(&Value::Null)),
-                    payload.get("name").and_then(Value::as_str).unwrap_or("")
+                    user_key(payload.user.as_ref().unwrap_or(&UserSpec::default())),
+                    payload.name.as_deref().unwrap_or("")
                 ),
             };
             let cred = super::login::check_app_cred_secret(
@@ -253,12 +384,11 @@ struct Authenticated {
 /// and must still carry the hash that matched.
 fn authenticate(
     conn: &Connection,
-    identity: &Map<String, Value>,
+    identity: &IdentityRequest,
     now: i64,
     verified: &Verified,
 ) -> IdentityResult<Authenticated> {
-    let (method, payload) = first_method(identity)?;
-    let authenticated = match method.as_str() {
+    let authenticated = match identity.first_method()? {
         "password" => {
             let Verified::Password { user_id, hash } = verified else {
                 return Err(unauthorized());
@@ -277,10 +407,11 @@ fn authenticate(
             }
         }
         "token" => {
-            let token = payload
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| IdentityError::BadRequest("'id' is a required property.".into()))?;
+            let token = identity
+                .token
+                .as_ref()
+                .and_then(|t| t.id.as_deref())
+                .ok_or_else(|| BodyError::Missing("id".into()))?;
             // Keystone: a token that does not validate is not found (404), not 401.
             let not_found = || IdentityError::NotFound("Could not find token.".into());
             let record = store::get_token(conn, &hash_token(token))?.ok_or_else(not_found)?;
@@ -358,11 +489,11 @@ fn authenticate(
 /// disabled trustor or a trustor without the delegated roles is 403.
 fn requested_trust(
     conn: &Connection,
-    spec: &Value,
+    spec: &TrustSpec,
     who: &Authenticated,
     now: i64,
 ) -> IdentityResult<String> {
-    let id = spec.get("id").and_then(Value::as_str).ok_or_else(|| {
+    let id = spec.id.as_deref().ok_or_else(|| {
         IdentityError::BadRequest("'id' is a required property of 'OS-TRUST:trust'.".into())
     })?;
     let refused = |e: TrustScopeError| match e {
@@ -380,17 +511,17 @@ fn requested_trust(
 /// Resolves the requested scope to (scope_type, scope_id).
 fn requested_scope(
     conn: &Connection,
-    scope: Option<&Value>,
+    scope: Option<&RequestedScope>,
     who: &Authenticated,
     now: i64,
 ) -> IdentityResult<(String, String)> {
     if let Some(cred) = &who.app_cred {
-        if scope.is_some_and(|s| !s.is_null()) {
+        if scope.is_some() {
             return Err(unauthorized());
         }
         return Ok(("project".into(), cred.project_id.clone()));
     }
-    let Some(scope) = scope.filter(|s| !s.is_null()) else {
+    let Some(scope) = scope else {
         if let Some(previous) = &who.previous_scope {
             // Re-authenticating with a token and no scope keeps it unscoped
             // only if it was; a scoped token cannot be unscoped.
@@ -411,20 +542,21 @@ fn requested_scope(
         }
         return Ok(("unscoped".into(), String::new()));
     };
-    if scope.as_str() == Some("unscoped") {
-        return Ok(("unscoped".into(), String::new()));
-    }
-    if let Some(trust) = scope.get("OS-TRUST:trust") {
+    let scope = match scope {
+        RequestedScope::Unscoped => return Ok(("unscoped".into(), String::new())),
+        RequestedScope::Spec(spec) => spec,
+    };
+    if let Some(trust) = &scope.trust {
         return Ok(("trust".into(), requested_trust(conn, trust, who, now)?));
     }
-    if let Some(project) = scope.get("project") {
-        let found = if let Some(id) = project.get("id").and_then(Value::as_str) {
+    if let Some(project) = &scope.project {
+        let found = if let Some(id) = &project.id {
             store::get_project(conn, id)?
         } else {
-            let name = project.get("name").and_then(Value::as_str).ok_or_else(|| {
+            let name = project.name.as_deref().ok_or_else(|| {
                 IdentityError::BadRequest("A project scope needs an id or a name.".into())
             })?;
-            let domain_spec = project.get("domain").ok_or_else(|| {
+            let domain_spec = project.domain.as_ref().ok_or_else(|| {
                 IdentityError::BadRequest("A project given by name needs a domain.".into())
             })?;
             match find_domain(conn, domain_spec)? {
@@ -435,36 +567,29 @@ fn requested_scope(
         let project = found.ok_or_else(unauthorized)?;
         return Ok(("project".into(), project.id));
     }
-    if let Some(domain) = scope.get("domain") {
+    if let Some(domain) = &scope.domain {
         let domain = find_domain(conn, domain)?.ok_or_else(unauthorized)?;
         return Ok(("domain".into(), domain.id));
     }
-    if let Some(system) = scope.get("system")
-        && system.get("all").and_then(Value::as_bool) == Some(true)
-    {
+    if scope.system.as_ref().and_then(|s| s.all) == Some(true) {
         return Ok(("system".into(), "all".into()));
     }
-    Err(IdentityError::BadRequest(
-        "The scope is not one Keystone knows.".into(),
-    ))
+    Err(scope_not_known())
 }
 
 /// The identity provider and protocol of a federated first method: one
 /// that is none of the local methods and names an `identity_provider`.
-fn federated_method(identity: &Map<String, Value>) -> Option<(String, String)> {
-    let (method, payload) = first_method(identity).ok()?;
+fn federated_method(identity: &IdentityRequest) -> Option<(String, String)> {
+    let method = identity.first_method().ok()?;
     if matches!(
-        method.as_str(),
+        method,
         "password" | "token" | "application_credential" | "totp"
     ) {
         return None;
     }
-    let idp = payload.get("identity_provider")?.as_str()?.to_string();
-    let protocol = payload
-        .get("protocol")
-        .and_then(Value::as_str)
-        .map_or(method, str::to_string);
-    Some((idp, protocol))
+    let payload: FederatedMethod = decode(identity.others.get(method)?.clone()).ok()?;
+    let protocol = payload.protocol.unwrap_or_else(|| method.to_string());
+    Some((payload.identity_provider, protocol))
 }
 
 /// `POST /v3/auth/tokens`.
@@ -475,10 +600,9 @@ pub async fn issue(
     headers: HeaderMap,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let mut auth = take_object(&mut body, "auth")?;
-    let mut identity = take_object(&mut auth, "identity")?;
-    let scope = auth.remove("scope");
+    let auth: AuthRequest = member(&body, "auth")?;
+    let mut identity = auth.identity;
+    let scope = RequestedScope::read(auth.scope)?;
     // A federated method (`{"methods": ["openid"], "openid": {"identity_provider": …}}`)
     // with the IdP's token as `Authorization: Bearer`: the login gives an
     // unscoped token, which a requested scope is then reached from.
@@ -489,14 +613,11 @@ pub async fn issue(
                 .and_then(|v| v.to_str().ok()),
         )?;
         let (token, ctx) = super::federated_login::login(&state, idp, protocol, &bearer).await?;
-        if scope.as_ref().is_none_or(Value::is_null) {
+        if scope.is_none() {
             let with_catalog = !query.contains_key("nocatalog");
             return token_response(&state, StatusCode::CREATED, &token, &ctx, with_catalog).await;
         }
-        let Value::Object(rescope) = json!({"methods": ["token"], "token": {"id": token}}) else {
-            return Err(IdentityError::Internal("a literal object".into()));
-        };
-        identity = rescope;
+        identity = IdentityRequest::with_token(token);
     }
     let ttl = state.token_ttl;
     // The password or secret is checked first, on the bounded Argon2 pool
@@ -853,4 +974,111 @@ pub fn start_purger(state: Arc<IdentityState>, interval: u64) {
             tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn auth(body: &str) -> IdentityResult<AuthRequest> {
+        Ok(member(body.as_bytes(), "auth")?)
+    }
+
+    fn refused(body: &str) -> String {
+        let outcome = auth(body).and_then(|a| {
+            a.identity.first_method()?;
+            RequestedScope::read(a.scope)
+        });
+        match outcome {
+            Ok(_) => panic!("{body} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn password_and_token_bodies() {
+        let a = auth(
+            r#"{"auth": {"identity": {"methods": ["password"], "password": {"user":
+                {"name": "admin", "domain": {"name": "Default"}, "password": "s"}}},
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}"#,
+        )
+        .expect("accepted");
+        assert_eq!(a.identity.first_method().expect("method"), "password");
+        let user = a.identity.password.and_then(|p| p.user).expect("user");
+        assert_eq!(user_key(&user), "name:|Default|admin");
+        assert_eq!(user.password.as_deref(), Some("s"));
+        match RequestedScope::read(a.scope).expect("scope") {
+            Some(RequestedScope::Spec(spec)) => {
+                assert_eq!(spec.project.and_then(|p| p.name).as_deref(), Some("admin"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = auth(
+            r#"{"auth": {"identity": {"methods": ["token"], "token": {"id": "t"}},
+            "scope": "unscoped"}}"#,
+        )
+        .expect("accepted");
+        assert!(matches!(
+            RequestedScope::read(a.scope),
+            Ok(Some(RequestedScope::Unscoped))
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        assert_eq!(refused(r#"{}"#), "'auth' is a required property.");
+        assert_eq!(
+            refused(r#"{"auth": {}}"#),
+            "'identity' is a required property."
+        );
+        assert_eq!(
+            refused(r#"{"auth": {"identity": {"methods": []}}}"#),
+            "'methods' is a required non-empty list."
+        );
+        assert_eq!(
+            refused(r#"{"auth": {"identity": {"methods": ["password"]}}}"#),
+            "'password' is a required property."
+        );
+        assert_eq!(
+            refused(r#"{"auth": {"identity": {"methods": [1]}}}"#),
+            "Invalid input for field 'identity.methods[0]': not a string."
+        );
+        assert_eq!(
+            refused(
+                r#"{"auth": {"identity": {"methods": ["token"], "token": {"id": "t"}},
+                    "scope": 3}}"#
+            ),
+            "The scope is not one Keystone knows."
+        );
+        assert_eq!(
+            refused(
+                r#"{"auth": {"identity": {"methods": ["token"], "token": {"id": "t"}},
+                    "scope": {"project": {"id": 3}}}}"#
+            ),
+            "Invalid input for field 'project.id': not a string."
+        );
+    }
+
+    #[test]
+    fn federated_and_application_credential_methods() {
+        let a = auth(
+            r#"{"auth": {"identity": {"methods": ["openid"],
+                "openid": {"identity_provider": "idp", "access_token": "x"}}}}"#,
+        )
+        .expect("accepted");
+        assert_eq!(
+            federated_method(&a.identity),
+            Some(("idp".to_string(), "openid".to_string()))
+        );
+        let a = auth(
+            r#"{"auth": {"identity": {"methods": ["application_credential"],
+                "application_credential": {"name": "c", "user": {"id": "u"}, "secret": "s"}}}}"#,
+        )
+        .expect("accepted");
+        assert_eq!(federated_method(&a.identity), None);
+        let cred = a.identity.application_credential.expect("member");
+        assert_eq!(cred.user.map(|u| user_key(&u)).as_deref(), Some("id:u"));
+        let rescope = IdentityRequest::with_token("t".into());
+        assert_eq!(rescope.first_method().expect("method"), "token");
+    }
 }

@@ -18,14 +18,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::requests::{member, not_null};
 use super::trust_scope::{self, TrustScopeError};
 use super::{Auth, AuthContext, IdentityError, IdentityResult, IdentityState, new_id, views};
 use crate::db::identity::trusts::{self as store, Trust, TrustFilter};
 use crate::db::identity::{self as identity_store};
 use crate::db::now_unix;
-use crate::http::body::{opt_bool, opt_string, parse_object, take_object};
+use crate::http::body::BodyError;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -119,22 +120,14 @@ fn parse_expiry(text: &str, now_micros: i64) -> IdentityResult<i64> {
     Ok(micros)
 }
 
-/// An optional integer member at least `min` (`null` counts as absent).
-fn opt_count(obj: &Map<String, Value>, key: &str, min: i64) -> IdentityResult<Option<i64>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
-            Some(n) if n >= min => Ok(Some(n)),
-            _ => Err(IdentityError::BadRequest(format!(
-                "Invalid input for field '{key}': must be an integer of at least {min}."
-            ))),
-        },
+/// An optional count of at least `min`.
+fn at_least(value: Option<i64>, key: &str, min: i64) -> IdentityResult<Option<i64>> {
+    match value {
+        Some(n) if n < min => Err(IdentityError::BadRequest(format!(
+            "Invalid input for field '{key}': must be an integer of at least {min}."
+        ))),
+        other => Ok(other),
     }
-}
-
-fn required_string(obj: &Map<String, Value>, key: &str) -> IdentityResult<String> {
-    opt_string(obj, key)?
-        .ok_or_else(|| IdentityError::BadRequest(format!("'{key}' is a required property.")))
 }
 
 /// The trust document; `roles` (full role documents) only where Keystone
@@ -172,16 +165,16 @@ fn role_docs(conn: &Connection, t: &Trust, base: &str) -> IdentityResult<Vec<Val
 }
 
 /// The requested roles as ids: `{"id": ...}` or `{"name": ...}` (a global role).
-fn role_ids(conn: &Connection, requested: &[Value]) -> IdentityResult<Vec<String>> {
+fn role_ids(conn: &Connection, requested: &[TrustRole]) -> IdentityResult<Vec<String>> {
     let roles = identity_store::list_roles(conn)?;
     let mut ids = BTreeSet::new();
     for item in requested {
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            ids.insert(id.to_string());
-        } else if let Some(name) = item.get("name").and_then(Value::as_str) {
+        if let Some(id) = &item.id {
+            ids.insert(id.clone());
+        } else if let Some(name) = &item.name {
             let role = roles
                 .iter()
-                .find(|r| r.domain_id.is_none() && r.name == name)
+                .find(|r| r.domain_id.is_none() && r.name == *name)
                 .ok_or_else(|| role_not_found(name))?;
             ids.insert(role.id.clone());
         } else {
@@ -193,41 +186,54 @@ fn role_ids(conn: &Connection, requested: &[Value]) -> IdentityResult<Vec<String
     Ok(ids.into_iter().collect())
 }
 
+/// The `trust` member of `POST /v3/OS-TRUST/trusts` (other members are
+/// ignored, as Keystone's schema allows them).
+#[derive(Debug, serde::Deserialize)]
+struct TrustRequest {
+    trustor_user_id: Option<String>,
+    trustee_user_id: Option<String>,
+    /// Required.
+    #[serde(default, deserialize_with = "not_null")]
+    impersonation: Option<bool>,
+    roles: Option<Vec<TrustRole>>,
+    allow_redelegation: Option<bool>,
+    /// An ISO 8601 time, not in the past.
+    expires_at: Option<String>,
+    /// Empty counts as absent.
+    project_id: Option<String>,
+    /// At least 1.
+    remaining_uses: Option<i64>,
+    /// At least 0.
+    redelegation_count: Option<i64>,
+}
+
+/// A role of a new trust: by id, or by name (a global role).
+#[derive(Debug, serde::Deserialize)]
+struct TrustRole {
+    id: Option<String>,
+    name: Option<String>,
+}
+
 /// What the caller asked for, parsed and typed.
 struct NewTrust {
     trust: Trust,
-    requested_roles: Vec<Value>,
+    requested_roles: Vec<TrustRole>,
     allow_redelegation: bool,
     requested_count: Option<i64>,
 }
 
 fn parse_new_trust(body: &Bytes, now_micros: i64) -> IdentityResult<NewTrust> {
-    let mut body = parse_object(body)?;
-    let obj = take_object(&mut body, "trust")?;
-    let trustor_user_id = required_string(&obj, "trustor_user_id")?;
-    let trustee_user_id = required_string(&obj, "trustee_user_id")?;
-    let impersonation = opt_bool(&obj, "impersonation")?.ok_or_else(|| {
-        IdentityError::BadRequest("'impersonation' is a required property.".into())
-    })?;
-    let requested_roles = match obj.get("roles") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) if items.iter().all(Value::is_object) => items.clone(),
-        Some(_) => {
-            return Err(IdentityError::BadRequest(
-                "Invalid input for field 'roles': not a list of objects.".into(),
-            ));
-        }
+    let request: TrustRequest = member(body, "trust")?;
+    let required = |value: Option<String>, key: &str| {
+        value.ok_or_else(|| IdentityError::from(BodyError::Missing(key.into())))
     };
-    let allow_redelegation = match obj.get("allow_redelegation") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(IdentityError::BadRequest(
-                "Invalid input for field 'allow_redelegation': not a boolean.".into(),
-            ));
-        }
-    };
-    let expires_at_micros = opt_string(&obj, "expires_at")?
+    let trustor_user_id = required(request.trustor_user_id, "trustor_user_id")?;
+    let trustee_user_id = required(request.trustee_user_id, "trustee_user_id")?;
+    let impersonation = request
+        .impersonation
+        .ok_or_else(|| BodyError::Missing("impersonation".into()))?;
+    let expires_at_micros = request
+        .expires_at
         .map(|t| parse_expiry(&t, now_micros))
         .transpose()?;
     Ok(NewTrust {
@@ -235,17 +241,17 @@ fn parse_new_trust(body: &Bytes, now_micros: i64) -> IdentityResult<NewTrust> {
             id: new_id(),
             trustor_user_id,
             trustee_user_id,
-            project_id: opt_string(&obj, "project_id")?.filter(|p| !p.is_empty()),
+            project_id: request.project_id.filter(|p| !p.is_empty()),
             impersonation,
             expires_at_micros,
-            remaining_uses: opt_count(&obj, "remaining_uses", 1)?,
+            remaining_uses: at_least(request.remaining_uses, "remaining_uses", 1)?,
             redelegation_count: 0,
             redelegated_trust_id: None,
             roles: Vec::new(),
         },
-        requested_roles,
-        allow_redelegation,
-        requested_count: opt_count(&obj, "redelegation_count", 0)?,
+        requested_roles: request.roles.unwrap_or_default(),
+        allow_redelegation: request.allow_redelegation.unwrap_or(false),
+        requested_count: at_least(request.redelegation_count, "redelegation_count", 0)?,
     })
 }
 
@@ -626,5 +632,42 @@ mod tests {
         );
         assert_eq!(parse_expiry("2099-01-01T00:00:00", now).expect("naive"), t);
         assert_eq!(parse_expiry("2099-01-01 00:00:00", now).expect("space"), t);
+    }
+
+    #[test]
+    fn trust_bodies() {
+        let body = Bytes::from_static(
+            br#"{"trust": {"trustor_user_id": "a", "trustee_user_id": "b", "impersonation": true,
+                "project_id": "", "roles": [{"name": "member"}], "remaining_uses": 2}}"#,
+        );
+        let new = parse_new_trust(&body, 0).expect("accepted");
+        assert_eq!(new.trust.project_id, None);
+        assert_eq!(new.trust.remaining_uses, Some(2));
+        assert_eq!(new.requested_roles.len(), 1);
+        let refused = |body: &'static str| {
+            parse_new_trust(&Bytes::from_static(body.as_bytes()), 0)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            refused(r#"{"trust": {"trustor_user_id": "a", "trustee_user_id": "b"}}"#).as_deref(),
+            Some("'impersonation' is a required property.")
+        );
+        assert_eq!(
+            refused(
+                r#"{"trust": {"trustor_user_id": "a", "trustee_user_id": "b",
+                    "impersonation": false, "remaining_uses": 0}}"#
+            )
+            .as_deref(),
+            Some("Invalid input for field 'remaining_uses': must be an integer of at least 1.")
+        );
+        assert_eq!(
+            refused(
+                r#"{"trust": {"trustor_user_id": "a", "trustee_user_id": "b",
+                    "impersonation": false, "roles": ["member"]}}"#
+            )
+            .as_deref(),
+            Some("Invalid input for field 'roles[0]': not an object.")
+        );
     }
 }

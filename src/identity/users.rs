@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::effective_roles;
+use super::requests::{Name, member, not_null, nullable};
 use super::targets::{
     default_domain_for, find_group, find_user, load_group, load_user, not_found, token_domain,
     with_group_target, with_user_target,
@@ -24,9 +25,8 @@ use super::{
 };
 use crate::db::identity::{self as store, Group, User};
 use crate::db::now_unix;
-use crate::http::body::{
-    check_name, opt_bool, opt_string, parse_object as parse_body, required_name, take_object,
-};
+use crate::http::body::BodyError;
+use crate::http::body::Object;
 use crate::http::{json_response, no_content};
 use crate::policy::Target;
 
@@ -117,40 +117,25 @@ async fn create_user(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "user")?;
-    let name = required_name(&obj, "name")?;
-    let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    let request: UserRequest = member(&body, "user")?;
+    let name = String::from(
+        request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?,
+    );
+    let domain_id = request
+        .domain_id
+        .unwrap_or_else(|| default_domain_for(&ctx));
     s.authorize(
         &ctx,
         "identity:create_user",
         &Target::new().with("target.user.domain_id", &domain_id),
     )?;
-    let enabled = opt_bool(&obj, "enabled")?.unwrap_or(true);
-    let password = opt_string(&obj, "password")?;
-    let default_project_id = opt_string(&obj, "default_project_id")?;
-    let options = match obj.get("options") {
-        Some(Value::Object(map)) => map.clone(),
-        None | Some(Value::Null) => Default::default(),
-        Some(_) => {
-            return Err(IdentityError::BadRequest(
-                "'options' must be an object.".into(),
-            ));
-        }
-    };
-    let extra = strip_reserved(
-        obj,
-        &[
-            "name",
-            "domain_id",
-            "enabled",
-            "password",
-            "default_project_id",
-            "options",
-            "federated",
-            "password_expires_at",
-        ],
-    );
+    let enabled = request.enabled.unwrap_or(true);
+    let password = request.password;
+    let default_project_id = request.default_project_id.flatten();
+    let options = request.options.unwrap_or_default();
+    let extra = strip_reserved(request.extra, USER_IGNORED);
     let password_hash = match password {
         Some(p) => Some(hash_off_runtime(&s, p).await?),
         None => None,
@@ -180,6 +165,46 @@ async fn create_user(
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, &json!({"user": value})))
+}
+
+/// The `user` member of `POST /v3/users` and `PATCH /v3/users/{id}`
+/// (Keystone's `user_create`/`user_update`: unknown attributes are kept).
+#[derive(Debug, serde::Deserialize)]
+struct UserRequest {
+    /// Required on create.
+    name: Option<Name>,
+    domain_id: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    enabled: Option<bool>,
+    password: Option<String>,
+    /// `null` clears it on update.
+    #[serde(default, deserialize_with = "nullable")]
+    default_project_id: Option<Option<String>>,
+    options: Option<Object>,
+    #[serde(flatten)]
+    extra: Object,
+}
+
+/// Attributes of a user a client may send but not set.
+const USER_IGNORED: &[&str] = &["federated", "password_expires_at"];
+
+/// The `user` member of `POST /v3/users/{id}/password`.
+#[derive(Debug, serde::Deserialize)]
+struct PasswordChange {
+    original_password: Option<String>,
+    password: Option<String>,
+}
+
+/// The `group` member of `POST /v3/groups` and `PATCH /v3/groups/{id}`
+/// (unknown attributes are kept; `domain_id` cannot change).
+#[derive(Debug, serde::Deserialize)]
+struct GroupRequest {
+    /// Required on create.
+    name: Option<Name>,
+    domain_id: Option<String>,
+    description: Option<String>,
+    #[serde(flatten)]
+    extra: Object,
 }
 
 /// Hashes a password on the bounded Argon2 pool (deliberately slow).
@@ -217,9 +242,8 @@ async fn update_user(
         "identity:update_user",
         &with_user_target(Target::new().with("user_id", &id), found.as_ref()),
     )?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "user")?;
-    let password_hash = match opt_string(&obj, "password")? {
+    let request: UserRequest = member(&body, "user")?;
+    let password_hash = match request.password {
         Some(p) => Some(hash_off_runtime(&s, p).await?),
         None => None,
     };
@@ -228,44 +252,33 @@ async fn update_user(
         .write(move |tx| {
             let mut user = load_user(tx, &id)?;
             let mut revoke = false;
-            if let Some(name) = opt_string(&obj, "name")? {
-                user.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                user.name = name.into();
             }
-            if let Some(domain_id) = opt_string(&obj, "domain_id")?
+            if let Some(domain_id) = request.domain_id
                 && domain_id != user.domain_id
             {
                 return Err(IdentityError::BadRequest(
                     "A user's domain_id cannot be changed.".into(),
                 ));
             }
-            if let Some(enabled) = opt_bool(&obj, "enabled")? {
+            if let Some(enabled) = request.enabled {
                 revoke |= user.enabled && !enabled;
                 user.enabled = enabled;
             }
-            if obj.contains_key("default_project_id") {
-                user.default_project_id = opt_string(&obj, "default_project_id")?;
+            if let Some(default_project_id) = request.default_project_id {
+                user.default_project_id = default_project_id;
             }
-            if let Some(Value::Object(options)) = obj.get("options") {
-                user.options.extend(options.clone());
+            if let Some(options) = request.options {
+                user.options.extend(options);
             }
             if let Some(hash) = password_hash {
                 user.password_hash = Some(hash);
                 user.password_changed_at = Some(now_unix());
                 revoke = true;
             }
-            user.extra.extend(strip_reserved(
-                obj,
-                &[
-                    "name",
-                    "domain_id",
-                    "enabled",
-                    "password",
-                    "default_project_id",
-                    "options",
-                    "federated",
-                    "password_expires_at",
-                ],
-            ));
+            user.extra
+                .extend(strip_reserved(request.extra, USER_IGNORED));
             store::update_user(tx, &user)?;
             if user.enabled {
                 // As Keystone: updating an enabled user (re-enabling it,
@@ -305,13 +318,13 @@ async fn change_password(
     Path(id): Path<String>,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "user")?;
-    let original = opt_string(&obj, "original_password")?.ok_or_else(|| {
-        IdentityError::BadRequest("'original_password' is a required property.".into())
-    })?;
-    let new = opt_string(&obj, "password")?
-        .ok_or_else(|| IdentityError::BadRequest("'password' is a required property.".into()))?;
+    let request: PasswordChange = member(&body, "user")?;
+    let original = request
+        .original_password
+        .ok_or_else(|| BodyError::Missing("original_password".into()))?;
+    let new = request
+        .password
+        .ok_or_else(|| BodyError::Missing("password".into()))?;
     let lookup = id.clone();
     let verified = super::login::check_password(
         &s,
@@ -436,17 +449,22 @@ async fn create_group(
     Auth(ctx): Auth,
     body: Bytes,
 ) -> IdentityResult<Response> {
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "group")?;
-    let name = required_name(&obj, "name")?;
-    let domain_id = opt_string(&obj, "domain_id")?.unwrap_or_else(|| default_domain_for(&ctx));
+    let request: GroupRequest = member(&body, "group")?;
+    let name = String::from(
+        request
+            .name
+            .ok_or_else(|| BodyError::Missing("name".into()))?,
+    );
+    let domain_id = request
+        .domain_id
+        .unwrap_or_else(|| default_domain_for(&ctx));
     s.authorize(
         &ctx,
         "identity:create_group",
         &Target::new().with("target.group.domain_id", &domain_id),
     )?;
-    let description = opt_string(&obj, "description")?.unwrap_or_default();
-    let extra = strip_reserved(obj, &["name", "domain_id", "description"]);
+    let description = request.description.unwrap_or_default();
+    let extra = strip_reserved(request.extra, &[]);
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
@@ -497,21 +515,18 @@ async fn update_group(
         "identity:update_group",
         &with_group_target(Target::new(), found.as_ref()),
     )?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "group")?;
+    let request: GroupRequest = member(&body, "group")?;
     let base = s.v3_url();
     let value = s
         .write(move |tx| {
             let mut group = load_group(tx, &id)?;
-            if let Some(name) = opt_string(&obj, "name")? {
-                group.name = check_name(&name, "name")?;
+            if let Some(name) = request.name {
+                group.name = name.into();
             }
-            if let Some(description) = opt_string(&obj, "description")? {
+            if let Some(description) = request.description {
                 group.description = description;
             }
-            group
-                .extra
-                .extend(strip_reserved(obj, &["name", "domain_id", "description"]));
+            group.extra.extend(strip_reserved(request.extra, &[]));
             store::update_group(tx, &group)?;
             Ok(views::group(&group, &base))
         })
@@ -637,4 +652,63 @@ async fn remove_member(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::identity::requests::refusal;
+
+    #[test]
+    fn user_bodies_keep_extras_and_refuse_wrong_types() {
+        let body = br#"{"user": {"name": "a", "email": "a@x", "enabled": false,
+            "default_project_id": null, "options": {"k": 1}, "federated": [], "id": "x"}}"#;
+        let user: UserRequest = member(body, "user").expect("accepted");
+        assert_eq!(user.name, Some(Name("a".into())));
+        assert_eq!(user.enabled, Some(false));
+        assert_eq!(user.default_project_id, Some(None));
+        assert_eq!(user.options.map(|o| o.len()), Some(1));
+        let extra = strip_reserved(user.extra, USER_IGNORED);
+        assert_eq!(extra.get("email"), Some(&json!("a@x")));
+        assert_eq!(extra.len(), 1, "{extra:?}");
+        let refused = |body: &str| refusal::<UserRequest>(body, "user");
+        assert_eq!(
+            refused(r#"{"user": {"name": "a", "enabled": null}}"#),
+            "Invalid input for field 'enabled': not a boolean."
+        );
+        assert_eq!(
+            refused(r#"{"user": {"name": " "}}"#),
+            "Invalid input for field 'name': must be 1 to 255 characters and not blank."
+        );
+        assert_eq!(
+            refused(r#"{"user": {"name": "a", "options": []}}"#),
+            "Invalid input for field 'options': not an object."
+        );
+        assert_eq!(
+            refused(r#"{"user": {"name": "a", "password": 7}}"#),
+            "Invalid input for field 'password': not a string."
+        );
+        assert_eq!(refused(r#"{"usr": {}}"#), "'user' is a required property.");
+    }
+
+    #[test]
+    fn password_change_and_group_bodies() {
+        let change: PasswordChange = member(
+            br#"{"user": {"original_password": "a", "password": "b"}}"#,
+            "user",
+        )
+        .expect("accepted");
+        assert_eq!(change.password.as_deref(), Some("b"));
+        assert_eq!(
+            refusal::<PasswordChange>(r#"{"user": {"password": false}}"#, "user"),
+            "Invalid input for field 'password': not a string."
+        );
+        let group: GroupRequest =
+            member(br#"{"group": {"name": "g", "colour": "red"}}"#, "group").expect("accepted");
+        assert_eq!(group.extra.get("colour"), Some(&json!("red")));
+        assert_eq!(
+            refusal::<GroupRequest>(r#"{"group": {"name": "g", "description": 1}}"#, "group"),
+            "Invalid input for field 'description': not a string."
+        );
+    }
 }
