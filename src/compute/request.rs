@@ -10,11 +10,44 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 use serde_json::Value;
 
 use super::{ComputeError, ComputeResult};
-use crate::http::body::{decode, parse_object};
+use crate::http::body::{BodyError, decode, parse_object};
 
 /// Reads a whole request body (a JSON object) into its declared type.
 pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> ComputeResult<T> {
     Ok(decode(Value::Object(parse_object(bytes)?))?)
+}
+
+/// Reads the argument of a server action (the value under the action's
+/// name in `{"reboot": {...}}`) into its declared type, members named from
+/// the action (`reboot.type`) as Nova's schemas name them.
+pub fn action_arg<T: DeserializeOwned>(action: &str, arg: Value) -> ComputeResult<T> {
+    Ok(decode(arg).map_err(|e| under(action, e))?)
+}
+
+/// `e` with its member path put under `parent`.
+fn under(parent: &str, e: BodyError) -> BodyError {
+    let join = |key: String| {
+        if key.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{parent}.{key}")
+        }
+    };
+    match e {
+        BodyError::MemberNotAnObject(k) => BodyError::MemberNotAnObject(join(k)),
+        BodyError::Missing(k) => BodyError::Missing(join(k)),
+        BodyError::WrongType { key, expected } => BodyError::WrongType {
+            key: join(key),
+            expected,
+        },
+        BodyError::BadName(k) => BodyError::BadName(join(k)),
+        BodyError::Unexpected(k) => BodyError::Unexpected(join(k)),
+        BodyError::Invalid { key, reason } => BodyError::Invalid {
+            key: join(key),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// For `#[serde(default, deserialize_with = "present")]`: a member that may
@@ -131,6 +164,22 @@ mod tests {
             "Additional properties are not allowed ('x' was unexpected)"
         );
         assert!(Integer(0).within("ram", 1, 5).is_err());
+        let arg = |v: Value| match action_arg::<Probe>("act", v) {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        };
+        assert_eq!(
+            arg(json!({})),
+            "Invalid input for field/attribute act. 'n' is a required property"
+        );
+        assert_eq!(
+            arg(json!({"n": 1, "x": 1})),
+            "Invalid input for field/attribute act. Additional properties are not allowed ('x' was unexpected)"
+        );
+        assert_eq!(
+            arg(json!(3)),
+            "Invalid input for field/attribute act. Value is not an object."
+        );
         assert_eq!(Integer(5).within("ram", 1, 5).ok(), Some(5));
     }
 }
