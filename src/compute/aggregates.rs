@@ -13,12 +13,17 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::request::{body as decode_body, present};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, no_additional, nova_time,
-    own_target, parse_body, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, nova_time, own_target,
+    parse_body,
 };
 use crate::db::compute::{self as store, Aggregate};
 use crate::db::now_unix;
+use crate::http::body::{BodyError, decode};
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -65,28 +70,103 @@ fn parse_id(id: &str) -> ComputeResult<i64> {
     id.parse::<i64>().map_err(|_| not_found(id))
 }
 
-fn name_field(obj: &Map<String, Value>, key: &str) -> ComputeResult<Option<String>> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
-            Ok(Some(n.clone()))
+/// The body of `POST /os-aggregates` and `PUT /os-aggregates/{id}`; create
+/// requires `name`, update one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateBody {
+    aggregate: AggregateFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateFields {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<AggregateName>,
+    /// `Some(None)`: given as `null` (no zone).
+    #[serde(default, deserialize_with = "present")]
+    availability_zone: Option<Option<AggregateName>>,
+}
+
+/// An aggregate or zone name: 1 to 255 characters, not blank.
+#[derive(Debug, Clone)]
+struct AggregateName(String);
+
+impl<'de> Deserialize<'de> for AggregateName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(n) if !n.trim().is_empty() && n.chars().count() <= 255 => {
+                Ok(AggregateName(n))
+            }
+            v => Err(de::Error::custom(format!("{v}."))),
         }
-        Some(v) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {v}."
-        ))),
     }
 }
 
-fn zone_field(obj: &Map<String, Value>) -> ComputeResult<Option<Option<String>>> {
-    match obj.get("availability_zone") {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(z)) if !z.trim().is_empty() && z.chars().count() <= 255 => {
-            Ok(Some(Some(z.clone())))
+/// `add_host`, `remove_host` or `set_metadata` (the first the body names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateAction {
+    #[serde(default, deserialize_with = "present")]
+    add_host: Option<HostMember>,
+    #[serde(default, deserialize_with = "present")]
+    remove_host: Option<HostMember>,
+    #[serde(default, deserialize_with = "present")]
+    set_metadata: Option<SetMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostMember {
+    host: HostName,
+}
+
+/// A host name: 1 to 255 characters.
+#[derive(Debug)]
+struct HostName(String);
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(h) if !h.is_empty() && h.chars().count() <= 255 => Ok(HostName(h)),
+            v => Err(de::Error::custom(format!("{v}."))),
         }
-        Some(v) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute availability_zone. Value: {v}."
-        ))),
+    }
+}
+
+/// `set_metadata`: keys to values, `null` removing a key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMetadata {
+    metadata: BTreeMap<String, Option<String>>,
+}
+
+impl SetMetadata {
+    /// The changes to the metadata and the zone (when `availability_zone`
+    /// is among the keys), every key and value checked.
+    #[allow(clippy::type_complexity)]
+    fn checked(self) -> ComputeResult<(Vec<(String, Option<String>)>, Option<Option<String>>)> {
+        let mut changes = Vec::new();
+        let mut zone = None;
+        for (key, value) in self.metadata {
+            if key.is_empty() || key.chars().count() > 255 {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid metadata key '{key}'."
+                )));
+            }
+            if let Some(v) = value.as_ref().filter(|v| v.chars().count() > 255) {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid metadata value for '{key}': {}.",
+                    Value::String(v.clone())
+                )));
+            }
+            if key == "availability_zone" {
+                zone = Some(value);
+            } else {
+                changes.push((key, value));
+            }
+        }
+        Ok((changes, zone))
     }
 }
 
@@ -114,19 +194,16 @@ async fn create(
         "os_compute_api:os-aggregates:create",
         &own_target(&ctx),
     )?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "aggregate")?;
-    no_additional(&obj, &["name", "availability_zone"])?;
-    let name = name_field(&obj, "name")?.ok_or_else(|| {
-        ComputeError::BadRequest(
-            "Invalid input for field/attribute aggregate. 'name' is a required property".into(),
-        )
-    })?;
+    let obj = decode_body::<AggregateBody>(&body)?.aggregate;
+    let name = obj
+        .name
+        .ok_or_else(|| BodyError::Missing("aggregate.name".into()))?
+        .0;
     let mut aggregate = Aggregate {
         id: 0,
         uuid: uuid::Uuid::new_v4().to_string(),
         name,
-        availability_zone: zone_field(&obj)?.flatten(),
+        availability_zone: obj.availability_zone.flatten().map(|z| z.0),
         created_at: now_unix(),
         updated_at: None,
         hosts: Vec::new(),
@@ -179,11 +256,9 @@ async fn update(
         &own_target(&ctx),
     )?;
     let number = parse_id(&id)?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "aggregate")?;
-    no_additional(&obj, &["name", "availability_zone"])?;
-    let name = name_field(&obj, "name")?;
-    let zone = zone_field(&obj)?;
+    let obj = decode_body::<AggregateBody>(&body)?.aggregate;
+    let name = obj.name.map(|n| n.0);
+    let zone = obj.availability_zone.map(|z| z.map(|z| z.0));
     if name.is_none() && zone.is_none() {
         return Err(ComputeError::BadRequest(
             "Invalid input for field/attribute aggregate. Nothing to update.".into(),
@@ -242,7 +317,7 @@ async fn action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
+    let body = parse_body(&body)?;
     let (name, rule) = if body.contains_key("add_host") {
         ("add_host", "os_compute_api:os-aggregates:add_host")
     } else if body.contains_key("remove_host") {
@@ -254,38 +329,10 @@ async fn action(
     };
     authorize(&s, &ctx, rule, &own_target(&ctx))?;
     let number = parse_id(&id)?;
-    let obj = take_object(&mut body, name)?;
+    let request: AggregateAction = decode(Value::Object(body))?;
     let this_host = super::hosts::hostname();
-    let a = if name == "set_metadata" {
-        no_additional(&obj, &["metadata"])?;
-        let Some(Value::Object(metadata)) = obj.get("metadata") else {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute metadata.".into(),
-            ));
-        };
-        let mut changes = Vec::new();
-        let mut zone = None;
-        for (key, value) in metadata {
-            if key.is_empty() || key.chars().count() > 255 {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid metadata key '{key}'."
-                )));
-            }
-            let value = match value {
-                Value::Null => None,
-                Value::String(v) if v.chars().count() <= 255 => Some(v.clone()),
-                other => {
-                    return Err(ComputeError::BadRequest(format!(
-                        "Invalid metadata value for '{key}': {other}."
-                    )));
-                }
-            };
-            if key == "availability_zone" {
-                zone = Some(value);
-            } else {
-                changes.push((key.clone(), value));
-            }
-        }
+    let a = if let Some(set) = request.set_metadata.filter(|_| name == "set_metadata") {
+        let (changes, zone) = set.checked()?;
         s.write(move |tx| {
             let mut a = store::get_aggregate(tx, number)?.ok_or_else(|| not_found(&id))?;
             store::set_aggregate_metadata(tx, number, &changes)?;
@@ -298,16 +345,16 @@ async fn action(
         })
         .await?
     } else {
-        no_additional(&obj, &["host"])?;
-        let host = match obj.get("host") {
-            Some(Value::String(h)) if !h.is_empty() && h.chars().count() <= 255 => h.clone(),
-            _ => {
-                return Err(ComputeError::BadRequest(
-                    "Invalid input for field/attribute host.".into(),
-                ));
-            }
-        };
         let add = name == "add_host";
+        let member = if add {
+            request.add_host
+        } else {
+            request.remove_host
+        };
+        let host = member
+            .ok_or_else(|| BodyError::Missing(name.into()))?
+            .host
+            .0;
         s.write(move |tx| {
             store::get_aggregate(tx, number)?.ok_or_else(|| not_found(&id))?;
             if add {
@@ -334,4 +381,67 @@ async fn action(
         StatusCode::OK,
         &json!({"aggregate": view(&a, mv, true)}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    fn fields(body: Value) -> ComputeResult<AggregateFields> {
+        decode_body::<AggregateBody>(body.to_string().as_bytes()).map(|b| b.aggregate)
+    }
+
+    #[test]
+    fn aggregate_bodies_tell_null_from_absent() {
+        let f = fields(json!({"aggregate": {"name": "a", "availability_zone": null}}))
+            .expect("accepted");
+        assert_eq!(f.name.map(|n| n.0).as_deref(), Some("a"));
+        assert!(matches!(f.availability_zone, Some(None)));
+        let f = fields(json!({"aggregate": {"availability_zone": "z"}})).expect("accepted");
+        assert!(f.name.is_none());
+        assert_eq!(
+            f.availability_zone.flatten().map(|z| z.0).as_deref(),
+            Some("z")
+        );
+    }
+
+    #[test]
+    fn aggregate_bodies_refuse_with_novas_wording() {
+        assert_eq!(
+            refused(fields(json!({"aggregate": {"name": "  "}}))),
+            "Invalid input for field/attribute name. Value: \"  \"."
+        );
+        assert_eq!(
+            refused(fields(json!({"aggregate": {"name": "a", "x": 1}}))),
+            "Invalid input for field/attribute aggregate. Additional properties are not allowed ('x' was unexpected)"
+        );
+        let action = |body: Value| -> ComputeResult<AggregateAction> { Ok(decode(body)?) };
+        assert_eq!(
+            refused(action(json!({"add_host": {"host": ""}}))),
+            "Invalid input for field/attribute host. Value: \"\"."
+        );
+        let set =
+            action(json!({"set_metadata": {"metadata": {"k": null, "availability_zone": "z"}}}))
+                .expect("accepted")
+                .set_metadata
+                .expect("set_metadata");
+        let (changes, zone) = set.checked().expect("valid");
+        assert_eq!(changes, vec![("k".to_string(), None)]);
+        assert_eq!(zone, Some(Some("z".to_string())));
+        let long = "v".repeat(256);
+        let set = action(json!({"set_metadata": {"metadata": {"k": long}}}))
+            .expect("decoded")
+            .set_metadata
+            .expect("set_metadata");
+        assert!(refused(set.checked()).starts_with("Invalid metadata value for 'k'"));
+    }
 }

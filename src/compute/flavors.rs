@@ -12,12 +12,17 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::request::{Integer, LooseBool, body as decode_body, present};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, int_field, next_link,
-    no_additional, own_target, paginate, parse_body, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, next_link, own_target,
+    paginate, parse_body, query_map,
 };
 use crate::db::compute::{self as store, Flavor};
 use crate::db::now_unix;
+use crate::http::body::{BodyError, decode};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -372,12 +377,108 @@ async fn show(
     ))
 }
 
-fn check_flavor_name(name: &Value) -> ComputeResult<String> {
-    let Value::String(name) = name else {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute name. Value is not a string.".into(),
-        ));
-    };
+/// The body of `POST /flavors` (Nova's `flavor_manage.create` schemas;
+/// `description` from 2.55).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlavorCreate {
+    flavor: NewFlavor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFlavor {
+    name: String,
+    ram: Integer,
+    vcpus: Integer,
+    disk: Integer,
+    #[serde(default)]
+    id: Option<FlavorId>,
+    #[serde(
+        rename = "OS-FLV-EXT-DATA:ephemeral",
+        default,
+        deserialize_with = "present"
+    )]
+    ephemeral: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    swap: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    rxtx_factor: Option<RxtxFactor>,
+    #[serde(
+        rename = "os-flavor-access:is_public",
+        default,
+        deserialize_with = "present"
+    )]
+    is_public: Option<LooseBool>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl NewFlavor {
+    fn check_microversion(&self, mv: Mv) -> ComputeResult<()> {
+        if self.description.is_some() && !mv.at_least(55) {
+            return Err(BodyError::Unexpected("flavor.description".into()).into());
+        }
+        Ok(())
+    }
+}
+
+/// A flavor id as given: a string, a number (kept as its digits), or
+/// `null`/`"auto"` for a generated UUID.
+#[derive(Debug)]
+enum FlavorId {
+    Auto,
+    Given(String),
+}
+
+impl<'de> Deserialize<'de> for FlavorId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(FlavorId::Auto),
+            Value::String(t) if t == "auto" => Ok(FlavorId::Auto),
+            Value::String(t) => Ok(FlavorId::Given(t)),
+            Value::Number(n) => Ok(FlavorId::Given(n.to_string())),
+            v => Err(de::Error::custom(format!("{v}."))),
+        }
+    }
+}
+
+/// `rxtx_factor`: a positive float (or a string of one) up to a float's
+/// largest value.
+#[derive(Debug, Clone, Copy)]
+struct RxtxFactor(f64);
+
+impl<'de> Deserialize<'de> for RxtxFactor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let n = match &v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(t) => t.parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n > 0.0 && n <= 3.40282e38 => Ok(RxtxFactor(n)),
+            _ => Err(de::Error::custom(format!("{v}."))),
+        }
+    }
+}
+
+/// The body of `PUT /flavors/{id}` (2.55): `description` required, `null`
+/// allowed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlavorUpdate {
+    flavor: FlavorDescription,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlavorDescription {
+    #[serde(deserialize_with = "Option::deserialize")]
+    description: Option<String>,
+}
+
+fn check_flavor_name(name: String) -> ComputeResult<String> {
     if name.is_empty()
         || name.chars().count() > 255
         || name.trim() != name
@@ -387,7 +488,7 @@ fn check_flavor_name(name: &Value) -> ComputeResult<String> {
             "Invalid input for field/attribute name. Value: {name}. '{name}' does not match a valid flavor name"
         )));
     }
-    Ok(name.clone())
+    Ok(name)
 }
 
 fn check_flavor_id(id: &str) -> ComputeResult<()> {
@@ -407,113 +508,42 @@ fn check_flavor_id(id: &str) -> ComputeResult<()> {
     }
 }
 
-fn check_description(value: Option<&Value>) -> ComputeResult<Option<String>> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(d)) if d.chars().count() <= 65535 => Ok(Some(d.clone())),
-        Some(_) => Err(ComputeError::BadRequest(
+fn check_description(description: Option<String>) -> ComputeResult<Option<String>> {
+    match description {
+        Some(d) if d.chars().count() > 65535 => Err(ComputeError::BadRequest(
             "Invalid input for field/attribute description.".into(),
         )),
+        d => Ok(d),
     }
 }
 
 const INT_MAX: i64 = i32::MAX as i64;
 
-async fn create(
-    State(s): State<S>,
-    Auth(ctx): Auth,
-    mv: Mv,
-    body: Bytes,
-) -> ComputeResult<Response> {
-    authorize(
-        &s,
-        &ctx,
-        "os_compute_api:os-flavor-manage:create",
-        &own_target(&ctx),
-    )?;
-    let mut body = parse_body(&body)?;
-    let f = take_object(&mut body, "flavor")?;
-    let mut allowed = vec![
-        "name",
-        "ram",
-        "vcpus",
-        "disk",
-        "id",
-        "OS-FLV-EXT-DATA:ephemeral",
-        "swap",
-        "rxtx_factor",
-        "os-flavor-access:is_public",
-    ];
-    if mv.at_least(55) {
-        allowed.push("description");
-    }
-    no_additional(&f, &allowed)?;
-    let required = |key: &str| {
-        f.get(key).ok_or_else(|| {
-            ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute flavor. '{key}' is a required property"
-            ))
-        })
-    };
-    let name = check_flavor_name(required("name")?)?;
-    let ram = int_field(required("ram")?, "ram", 1, INT_MAX)?;
-    let vcpus = int_field(required("vcpus")?, "vcpus", 1, INT_MAX)?;
-    let disk = int_field(required("disk")?, "disk", 0, INT_MAX)?;
-    let opt_int = |key: &str| match f.get(key) {
+/// The flavor a create body asks for, every member checked.
+fn new_flavor(body: &[u8], mv: Mv) -> ComputeResult<Flavor> {
+    let f = decode_body::<FlavorCreate>(body)?.flavor;
+    f.check_microversion(mv)?;
+    let name = check_flavor_name(f.name)?;
+    let ram = f.ram.within("ram", 1, INT_MAX)?;
+    let vcpus = f.vcpus.within("vcpus", 1, INT_MAX)?;
+    let disk = f.disk.within("disk", 0, INT_MAX)?;
+    let opt_int = |value: Option<Integer>, key: &str| match value {
         None => Ok(0),
-        Some(v) => int_field(v, key, 0, INT_MAX),
+        Some(v) => v.within(key, 0, INT_MAX),
     };
-    let ephemeral = opt_int("OS-FLV-EXT-DATA:ephemeral")?;
-    let swap = opt_int("swap")?;
-    let rxtx_factor = match f.get("rxtx_factor") {
-        None => 1.0,
-        Some(v) => {
-            let n = match v {
-                Value::Number(n) => n.as_f64(),
-                Value::String(t) => t.parse::<f64>().ok(),
-                _ => None,
-            };
-            match n {
-                Some(n) if n > 0.0 && n <= 3.40282e38 => n,
-                _ => {
-                    return Err(ComputeError::BadRequest(format!(
-                        "Invalid input for field/attribute rxtx_factor. Value: {v}."
-                    )));
-                }
-            }
-        }
-    };
-    let is_public = match f.get("os-flavor-access:is_public") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("true") => true,
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute os-flavor-access:is_public. Value: {v}."
-            )));
-        }
-    };
-    let id = match f.get("id") {
-        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-        Some(Value::String(t)) if t == "auto" => uuid::Uuid::new_v4().to_string(),
-        Some(Value::String(t)) => {
-            check_flavor_id(t)?;
-            t.clone()
-        }
-        Some(Value::Number(n)) => {
-            let t = n.to_string();
+    let ephemeral = opt_int(f.ephemeral, "OS-FLV-EXT-DATA:ephemeral")?;
+    let swap = opt_int(f.swap, "swap")?;
+    let rxtx_factor = f.rxtx_factor.map_or(1.0, |r| r.0);
+    let is_public = f.is_public.is_none_or(|p| p.0);
+    let id = match f.id.unwrap_or(FlavorId::Auto) {
+        FlavorId::Auto => uuid::Uuid::new_v4().to_string(),
+        FlavorId::Given(t) => {
             check_flavor_id(&t)?;
             t
         }
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute id. Value: {v}."
-            )));
-        }
     };
-    let description = check_description(f.get("description"))?;
-    let flavor = Flavor {
+    let description = check_description(f.description)?;
+    Ok(Flavor {
         id,
         name,
         ram,
@@ -527,7 +557,22 @@ async fn create(
         description,
         created_at: now_unix(),
         extra_specs: BTreeMap::new(),
-    };
+    })
+}
+
+async fn create(
+    State(s): State<S>,
+    Auth(ctx): Auth,
+    mv: Mv,
+    body: Bytes,
+) -> ComputeResult<Response> {
+    authorize(
+        &s,
+        &ctx,
+        "os_compute_api:os-flavor-manage:create",
+        &own_target(&ctx),
+    )?;
+    let flavor = new_flavor(&body, mv)?;
     let stored = flavor.clone();
     s.write(move |tx| Ok(store::insert_flavor(tx, &stored)?))
         .await?;
@@ -555,15 +600,8 @@ async fn update(
         "os_compute_api:os-flavor-manage:update",
         &own_target(&ctx),
     )?;
-    let mut body = parse_body(&body)?;
-    let f = take_object(&mut body, "flavor")?;
-    no_additional(&f, &["description"])?;
-    if !f.contains_key("description") {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute flavor. 'description' is a required property".into(),
-        ));
-    }
-    let description = check_description(f.get("description"))?;
+    let f = decode_body::<FlavorUpdate>(&body)?.flavor;
+    let description = check_description(f.description)?;
     let wanted = id.clone();
     let flavor = s
         .write(move |tx| {
@@ -646,7 +684,7 @@ async fn action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
+    let body = parse_body(&body)?;
     let (name, add) = if body.contains_key("addTenantAccess") {
         ("addTenantAccess", true)
     } else if body.contains_key("removeTenantAccess") {
@@ -660,16 +698,15 @@ async fn action(
         "os_compute_api:os-flavor-access:remove_tenant_access"
     };
     authorize(&s, &ctx, rule, &own_target(&ctx))?;
-    let obj = take_object(&mut body, name)?;
-    no_additional(&obj, &["tenant"])?;
-    let tenant = match obj.get("tenant") {
-        Some(Value::String(t)) if !t.is_empty() && t.len() <= 255 => t.clone(),
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute tenant.".into(),
-            ));
-        }
+    let request: AccessAction = decode(Value::Object(body))?;
+    let Some(TenantAccess { tenant }) = request.add.or(request.remove) else {
+        return Err(BodyError::Missing(name.into()).into());
     };
+    if tenant.is_empty() || tenant.len() > 255 {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute tenant.".into(),
+        ));
+    }
     let flavor_id = id.clone();
     let projects = s
         .write(move |tx| {
@@ -698,9 +735,49 @@ async fn action(
 
 // -------------------------------------------------------------- extra specs
 
-fn check_specs(obj: &Map<String, Value>) -> ComputeResult<BTreeMap<String, String>> {
-    let mut specs = BTreeMap::new();
-    for (key, value) in obj {
+/// `addTenantAccess` / `removeTenantAccess` (the one the body names; add
+/// wins if both are there).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessAction {
+    #[serde(rename = "addTenantAccess", default, deserialize_with = "present")]
+    add: Option<TenantAccess>,
+    #[serde(rename = "removeTenantAccess", default, deserialize_with = "present")]
+    remove: Option<TenantAccess>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantAccess {
+    tenant: String,
+}
+
+/// The body of `POST /flavors/{id}/os-extra_specs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecsCreate {
+    extra_specs: BTreeMap<String, SpecValue>,
+}
+
+/// An extra spec's value: a string of at most 255 characters, or a number
+/// or boolean kept as its text (`True`/`False`, as Nova stores them).
+#[derive(Debug, Clone)]
+struct SpecValue(String);
+
+impl<'de> Deserialize<'de> for SpecValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(v) if v.chars().count() <= 255 => Ok(SpecValue(v)),
+            Value::Number(n) => Ok(SpecValue(n.to_string())),
+            Value::Bool(b) => Ok(SpecValue(if b { "True" } else { "False" }.into())),
+            other => Err(de::Error::custom(format!("{other}."))),
+        }
+    }
+}
+
+fn check_specs(specs: BTreeMap<String, SpecValue>) -> ComputeResult<BTreeMap<String, String>> {
+    let mut checked = BTreeMap::new();
+    for (key, SpecValue(value)) in specs {
         let key_ok = !key.is_empty()
             && key.len() <= 255
             && key
@@ -711,19 +788,9 @@ fn check_specs(obj: &Map<String, Value>) -> ComputeResult<BTreeMap<String, Strin
                 "Invalid input for field/attribute extra_specs. Key '{key}' is not valid."
             )));
         }
-        let value = match value {
-            Value::String(v) if v.chars().count() <= 255 => v.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-            other => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute {key}. Value: {other}."
-                )));
-            }
-        };
-        specs.insert(key.clone(), value);
+        checked.insert(key, value);
     }
-    Ok(specs)
+    Ok(checked)
 }
 
 async fn specs_list(
@@ -756,9 +823,7 @@ async fn specs_create(
         "os_compute_api:os-flavor-extra-specs:create",
         &own_target(&ctx),
     )?;
-    let mut body = parse_body(&body)?;
-    let obj = take_object(&mut body, "extra_specs")?;
-    let specs = check_specs(&obj)?;
+    let specs = check_specs(decode_body::<SpecsCreate>(&body)?.extra_specs)?;
     let given = specs.clone();
     s.write(move |tx| {
         store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
@@ -814,7 +879,7 @@ async fn spec_update(
             "Request body and URI mismatch".into(),
         ));
     }
-    let specs = check_specs(&body)?;
+    let specs = check_specs(decode(Value::Object(body))?)?;
     let given = specs.clone();
     s.write(move |tx| {
         store::get_flavor(tx, &id)?.ok_or_else(|| not_found(&id))?;
@@ -859,6 +924,135 @@ mod tests {
         assert!(check_flavor_id(" lead").is_err());
         assert!(check_flavor_id("a/b").is_err());
         assert!(check_flavor_id("").is_err());
+    }
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flavor_create_accepts_novas_forms() {
+        let body = json!({"flavor": {
+            "name": "m1.x", "ram": "512", "vcpus": 2, "disk": "0", "id": 7,
+            "swap": "0", "rxtx_factor": "1.5", "os-flavor-access:is_public": "False",
+            "OS-FLV-EXT-DATA:ephemeral": 1, "description": "d"
+        }});
+        let f = new_flavor(body.to_string().as_bytes(), Mv(55)).expect("accepted");
+        assert_eq!((f.id.as_str(), f.ram, f.vcpus, f.disk), ("7", 512, 2, 0));
+        assert_eq!((f.ephemeral, f.swap, f.rxtx_factor), (1, 0, 1.5));
+        assert!(!f.is_public);
+        assert_eq!(f.description.as_deref(), Some("d"));
+        let minimal = json!({"flavor": {"name": "a", "ram": 1, "vcpus": 1, "disk": 0, "id": null}});
+        let f = new_flavor(minimal.to_string().as_bytes(), Mv(1)).expect("accepted");
+        assert!(f.is_public && f.rxtx_factor == 1.0 && f.id.len() == 36);
+    }
+
+    #[test]
+    fn flavor_create_refuses_with_novas_wording() {
+        let create = |flavor: Value, mv: u16| {
+            refused(new_flavor(
+                json!({"flavor": flavor}).to_string().as_bytes(),
+                Mv(mv),
+            ))
+        };
+        let base = json!({"name": "a", "ram": 1, "vcpus": 1, "disk": 0});
+        let with = |key: &str, value: Value| {
+            let mut f = base.clone();
+            f[key] = value;
+            f
+        };
+        assert_eq!(
+            create(json!({"ram": 1, "vcpus": 1, "disk": 0}), 1),
+            "Invalid input for field/attribute flavor. 'name' is a required property"
+        );
+        assert_eq!(
+            create(with("ram", json!(0)), 1),
+            "Invalid input for field/attribute ram. Value: 0. 0 is not in the range 1..2147483647"
+        );
+        assert_eq!(
+            create(with("vcpus", json!("x")), 1),
+            "Invalid input for field/attribute vcpus. Value: \"x\". \"x\" is not an integer"
+        );
+        assert_eq!(
+            create(with("swap", Value::Null), 1),
+            "Invalid input for field/attribute swap. Value: null. null is not an integer"
+        );
+        assert_eq!(
+            create(with("rxtx_factor", json!(0)), 1),
+            "Invalid input for field/attribute rxtx_factor. Value: 0."
+        );
+        assert_eq!(
+            create(with("os-flavor-access:is_public", json!(1)), 1),
+            "Invalid input for field/attribute os-flavor-access:is_public. Value: 1."
+        );
+        assert_eq!(
+            create(with("id", json!("a/b")), 1),
+            "Invalid input for field/attribute id. Value: a/b. 'a/b' does not match a valid flavor id"
+        );
+        assert_eq!(
+            create(with("name", json!(" a")), 1),
+            "Invalid input for field/attribute name. Value:  a. ' a' does not match a valid flavor name"
+        );
+        assert_eq!(
+            create(with("name", json!(1)), 1),
+            "Invalid input for field/attribute name. Value is not a string."
+        );
+        assert_eq!(
+            create(with("description", json!("d")), 54),
+            "Invalid input for field/attribute flavor. Additional properties are not allowed ('description' was unexpected)"
+        );
+        assert_eq!(
+            create(with("bogus", json!(1)), 55),
+            "Invalid input for field/attribute flavor. Additional properties are not allowed ('bogus' was unexpected)"
+        );
+        assert_eq!(
+            refused(new_flavor(br#"{"flavor": 1}"#, Mv(1))),
+            "Invalid input for field/attribute flavor. Value is not an object."
+        );
+    }
+
+    #[test]
+    fn flavor_update_needs_a_description() {
+        let update = |body: Value| decode_body::<FlavorUpdate>(body.to_string().as_bytes());
+        assert_eq!(
+            update(json!({"flavor": {"description": null}}))
+                .expect("null is allowed")
+                .flavor
+                .description,
+            None
+        );
+        assert_eq!(
+            refused(update(json!({"flavor": {}}))),
+            "Invalid input for field/attribute flavor. 'description' is a required property"
+        );
+    }
+
+    #[test]
+    fn access_and_extra_specs_bodies() {
+        let access: AccessAction =
+            decode(json!({"removeTenantAccess": {"tenant": "p"}})).expect("accepted");
+        assert_eq!(access.remove.map(|t| t.tenant).as_deref(), Some("p"));
+        assert_eq!(
+            refused(decode::<AccessAction>(json!({"addTenantAccess": {}})).map_err(Into::into)),
+            "Invalid input for field/attribute addTenantAccess. 'tenant' is a required property"
+        );
+        let specs: SpecsCreate =
+            decode(json!({"extra_specs": {"a": "x", "b": 2, "c": true}})).expect("accepted");
+        let specs = check_specs(specs.extra_specs).expect("valid keys");
+        assert_eq!(specs.get("b").map(String::as_str), Some("2"));
+        assert_eq!(specs.get("c").map(String::as_str), Some("True"));
+        assert_eq!(
+            refused(decode::<SpecsCreate>(json!({"extra_specs": {"a": [1]}})).map_err(Into::into)),
+            "Invalid input for field/attribute a. Value: [1]."
+        );
+        let bad_key: BTreeMap<String, SpecValue> = decode(json!({"a/b": "x"})).expect("decoded");
+        assert_eq!(
+            refused(check_specs(bad_key)),
+            "Invalid input for field/attribute extra_specs. Key 'a/b' is not valid."
+        );
     }
 
     #[test]

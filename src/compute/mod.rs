@@ -49,6 +49,7 @@ pub mod metadata_source;
 mod network_proxy;
 pub mod networking;
 pub mod quotas;
+mod request;
 mod scheduler;
 mod server_groups;
 mod server_list;
@@ -697,29 +698,51 @@ impl From<crate::http::body::BodyError> for ComputeError {
             // A member of a member (`keypair.name`) is named as Nova's schema
             // errors name it: the object, then the property it lacks.
             BodyError::Missing(key) => match key.rsplit_once('.') {
-                Some((parent, leaf)) => {
-                    format!(
-                        "Invalid input for field/attribute {parent}. '{leaf}' is a required property"
-                    )
-                }
+                Some((parent, member)) => format!(
+                    "Invalid input for field/attribute {}. '{member}' is a required property",
+                    leaf(parent)
+                ),
                 None => format!(
                     "Invalid input for field/attribute {key}: '{key}' is a required property"
                 ),
             },
+            // Nova names a member by the last step of its path (`ram`, not
+            // `flavor.ram`), and an unexpected member by the object it is in.
             BodyError::WrongType { key, expected } => {
-                format!("Invalid input for field/attribute {key}. Value is not a {expected}.")
+                let key = leaf(&key);
+                let article = if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!(
+                    "Invalid input for field/attribute {key}. Value is not {article} {expected}."
+                )
             }
             BodyError::BadName(key) => format!(
-                "Invalid input for field/attribute {key}. Value must be 1 to 255 characters and not blank."
+                "Invalid input for field/attribute {}. Value must be 1 to 255 characters and not blank.",
+                leaf(&key)
             ),
-            BodyError::Unexpected(key) => {
-                format!("Additional properties are not allowed ('{key}' was unexpected)")
-            }
+            BodyError::Unexpected(key) => match key.rsplit_once('.') {
+                Some((parent, extra)) => format!(
+                    "Invalid input for field/attribute {}. Additional properties are not allowed ('{extra}' was unexpected)",
+                    leaf(parent)
+                ),
+                None => format!("Additional properties are not allowed ('{key}' was unexpected)"),
+            },
             BodyError::Invalid { key, reason } => {
-                format!("Invalid input for field/attribute {key}. Value: {reason}")
+                format!(
+                    "Invalid input for field/attribute {}. Value: {reason}",
+                    leaf(&key)
+                )
             }
         })
     }
+}
+
+/// The last member of a body path (`flavor.ram` -> `ram`).
+fn leaf(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
 }
 
 /// Rejects properties outside `allowed`.

@@ -18,12 +18,16 @@ use axum::routing::get;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use serde::Deserialize;
+
+use super::request::{Integer, LooseBool, body as decode_body, present};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, int_field, own_target,
-    parse_body, project_of, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, own_target, project_of,
+    query_map,
 };
 use crate::db::DbResult;
 use crate::db::compute as store;
+use crate::http::body::BodyError;
 use crate::http::json_response;
 use crate::identity::Auth;
 use crate::policy::Target;
@@ -425,31 +429,95 @@ async fn defaults(
     ))
 }
 
-/// New limits, and the whole object they came in (for flags like `force`).
-type LimitChanges = (Vec<(String, i64)>, Map<String, Value>);
+/// The body of `PUT /os-quota-sets/{project}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaSetUpdate {
+    quota_set: QuotaMembers,
+}
 
-/// Parses `{"<key>": {resource: limit, ...}}` against the visible resources.
-fn parse_limits(
-    body: &Bytes,
-    key: &str,
-    visible: &[&'static str],
-    extra_allowed: &[&str],
-) -> ComputeResult<LimitChanges> {
-    let mut body = parse_body(body)?;
-    let obj = take_object(&mut body, key)?;
-    let mut out = Vec::new();
-    for (k, v) in &obj {
-        if extra_allowed.contains(&k.as_str()) {
-            continue;
-        }
-        if !visible.contains(&k.as_str()) {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute {key}. Additional properties are not allowed ('{k}' was unexpected)"
-            )));
-        }
-        out.push((k.clone(), int_field(v, k, -1, i32::MAX as i64)?));
+/// The body of `PUT /os-quota-class-sets/{class}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaClassSetUpdate {
+    quota_class_set: QuotaMembers,
+}
+
+/// Every member a quota (class) set body has at some microversion: each
+/// limit a number or a string of digits, and `force` (quota sets only).
+/// Which limits a request may name is [`RESOURCES`]' table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaMembers {
+    #[serde(default, deserialize_with = "present")]
+    force: Option<LooseBool>,
+    #[serde(default, deserialize_with = "present")]
+    instances: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    cores: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    ram: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    metadata_items: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    key_pairs: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    server_groups: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    server_group_members: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    injected_files: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    injected_file_content_bytes: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    injected_file_path_bytes: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    floating_ips: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    fixed_ips: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    security_groups: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    security_group_rules: Option<Integer>,
+}
+
+impl QuotaMembers {
+    fn given(&self) -> [(&'static str, Option<Integer>); 14] {
+        [
+            ("instances", self.instances),
+            ("cores", self.cores),
+            ("ram", self.ram),
+            ("metadata_items", self.metadata_items),
+            ("key_pairs", self.key_pairs),
+            ("server_groups", self.server_groups),
+            ("server_group_members", self.server_group_members),
+            ("injected_files", self.injected_files),
+            (
+                "injected_file_content_bytes",
+                self.injected_file_content_bytes,
+            ),
+            ("injected_file_path_bytes", self.injected_file_path_bytes),
+            ("floating_ips", self.floating_ips),
+            ("fixed_ips", self.fixed_ips),
+            ("security_groups", self.security_groups),
+            ("security_group_rules", self.security_group_rules),
+        ]
     }
-    Ok((out, obj))
+
+    /// The limits given, each one of the resources `visible` at the
+    /// request's microversion (else unexpected in `key`) and within
+    /// -1..=2147483647.
+    fn changes(&self, key: &str, visible: &[&'static str]) -> ComputeResult<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for (name, value) in self.given() {
+            let Some(value) = value else { continue };
+            if !visible.contains(&name) {
+                return Err(BodyError::Unexpected(format!("{key}.{name}")).into());
+            }
+            out.push((name.to_string(), value.within(name, -1, i32::MAX as i64)?));
+        }
+        Ok(out)
+    }
 }
 
 async fn update(
@@ -468,18 +536,9 @@ async fn update(
     )?;
     let user = query_map(q).remove("user_id");
     let visible: Vec<&'static str> = set_resources(mv).map(|r| r.name).collect();
-    let (changes, obj) = parse_limits(&body, "quota_set", &visible, &["force"])?;
-    let force = match obj.get("force") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("true") => true,
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute force. Value: {v}."
-            )));
-        }
-    };
+    let members = decode_body::<QuotaSetUpdate>(&body)?.quota_set;
+    let changes = members.changes("quota_set", &visible)?;
+    let force = members.force.is_some_and(|f| f.0);
     let p = project.clone();
     let limits = s
         .write(move |tx| {
@@ -601,7 +660,11 @@ async fn class_update(
         return Err(ComputeError::BadRequest("Invalid quota class name.".into()));
     }
     let visible: Vec<&'static str> = class_resources(mv).map(|r| r.name).collect();
-    let (changes, _) = parse_limits(&body, "quota_class_set", &visible, &[])?;
+    let members = decode_body::<QuotaClassSetUpdate>(&body)?.quota_class_set;
+    if members.force.is_some() {
+        return Err(BodyError::Unexpected("quota_class_set.force".into()).into());
+    }
+    let changes = members.changes("quota_class_set", &visible)?;
     let limits = s
         .write(move |tx| {
             for (resource, limit) in &changes {
@@ -691,4 +754,64 @@ async fn limits(
         StatusCode::OK,
         &json!({"limits": {"rate": [], "absolute": abs}}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    fn set(body: Value) -> ComputeResult<QuotaMembers> {
+        decode_body::<QuotaSetUpdate>(body.to_string().as_bytes()).map(|b| b.quota_set)
+    }
+
+    #[test]
+    fn quota_sets_take_numbers_or_digit_strings() {
+        let visible: Vec<&'static str> = set_resources(Mv(1)).map(|r| r.name).collect();
+        let m = set(json!({"quota_set": {"cores": "20", "ram": -1, "force": "True"}}))
+            .expect("accepted");
+        assert_eq!(m.force, Some(LooseBool(true)));
+        let mut changes = m.changes("quota_set", &visible).expect("visible");
+        changes.sort();
+        assert_eq!(changes, vec![("cores".into(), 20), ("ram".into(), -1)]);
+    }
+
+    #[test]
+    fn quota_sets_refuse_with_novas_wording() {
+        assert_eq!(
+            refused(
+                set(json!({"quota_set": {"cores": -2}}))
+                    .and_then(|m| m.changes("quota_set", &["cores"]))
+            ),
+            "Invalid input for field/attribute cores. Value: -2. -2 is not in the range -1..2147483647"
+        );
+        assert_eq!(
+            refused(set(json!({"quota_set": {"cores": "many"}}))),
+            "Invalid input for field/attribute cores. Value: \"many\". \"many\" is not an integer"
+        );
+        let visible: Vec<&'static str> = set_resources(Mv(36)).map(|r| r.name).collect();
+        assert_eq!(
+            refused(
+                set(json!({"quota_set": {"floating_ips": 1}}))
+                    .and_then(|m| m.changes("quota_set", &visible))
+            ),
+            "Invalid input for field/attribute quota_set. Additional properties are not allowed ('floating_ips' was unexpected)"
+        );
+        assert_eq!(
+            refused(set(json!({"quota_set": {"bogus": 1}}))),
+            "Invalid input for field/attribute quota_set. Additional properties are not allowed ('bogus' was unexpected)"
+        );
+        assert_eq!(
+            refused(set(json!({"quota_set": {"force": 1}}))),
+            "Invalid input for field/attribute force. Value: 1."
+        );
+    }
 }

@@ -13,12 +13,16 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::request::{Integer, body as decode_body, present};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, no_additional, parse_body,
-    project_of, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, project_of, query_map,
 };
 use crate::db::compute::{self as store, ServerGroup};
 use crate::db::now_unix;
+use crate::http::body::BodyError;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -55,23 +59,133 @@ fn view(g: &ServerGroup, mv: Mv) -> Value {
     Value::Object(obj)
 }
 
-fn allowed_policies(mv: Mv) -> &'static [&'static str] {
-    if mv.at_least(15) {
-        &[
-            "affinity",
-            "anti-affinity",
-            "soft-affinity",
-            "soft-anti-affinity",
-        ]
-    } else {
-        &["affinity", "anti-affinity"]
+/// The body of `POST /os-server-groups`: `name` and `policies` (one
+/// item) before 2.64, `name`, `policy` and optional `rules` from 2.64.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerGroupCreate {
+    server_group: NewServerGroup,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewServerGroup {
+    name: GroupName,
+    #[serde(default, deserialize_with = "present")]
+    policies: Option<Vec<Policy>>,
+    #[serde(default, deserialize_with = "present")]
+    policy: Option<Policy>,
+    #[serde(default, deserialize_with = "present")]
+    rules: Option<Rules>,
+}
+
+/// A group name: 1 to 255 characters without leading or trailing spaces.
+#[derive(Debug)]
+struct GroupName(String);
+
+impl<'de> Deserialize<'de> for GroupName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(n) if !n.is_empty() && n.chars().count() <= 255 && n.trim() == n => {
+                Ok(GroupName(n))
+            }
+            v => Err(de::Error::custom(format!("{v}."))),
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Policy {
+    Affinity,
+    AntiAffinity,
+    SoftAffinity,
+    SoftAntiAffinity,
+}
+
+impl Policy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Policy::Affinity => "affinity",
+            Policy::AntiAffinity => "anti-affinity",
+            Policy::SoftAffinity => "soft-affinity",
+            Policy::SoftAntiAffinity => "soft-anti-affinity",
+        }
+    }
+
+    /// The soft policies came with 2.15.
+    fn available(self, mv: Mv) -> bool {
+        mv.at_least(15) || matches!(self, Policy::Affinity | Policy::AntiAffinity)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rules {
+    #[serde(default, deserialize_with = "present")]
+    max_server_per_host: Option<Integer>,
 }
 
 fn bad(field: &str, value: &Value) -> ComputeError {
     ComputeError::BadRequest(format!(
         "Invalid input for field/attribute {field}. Value: {value}."
     ))
+}
+
+impl NewServerGroup {
+    /// The name, policy and rules asked for, checked against `mv`'s schema.
+    fn checked(self, mv: Mv) -> ComputeResult<(String, String, Value)> {
+        let refuse = |member: &str| -> ComputeError {
+            BodyError::Unexpected(format!("server_group.{member}")).into()
+        };
+        let available = |p: Policy, field: &str| {
+            if p.available(mv) {
+                Ok(p.as_str().to_string())
+            } else {
+                Err(bad(field, &json!(p.as_str())))
+            }
+        };
+        if mv.at_least(64) {
+            if self.policies.is_some() {
+                return Err(refuse("policies"));
+            }
+            let policy = self
+                .policy
+                .ok_or_else(|| BodyError::Missing("server_group.policy".into()))?;
+            let policy = available(policy, "policy")?;
+            let rules = match self.rules.and_then(|r| r.max_server_per_host) {
+                None => json!({}),
+                Some(_) if policy != "anti-affinity" => {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Only anti-affinity policy supports \"max_server_per_host\" rule. Policy given: {policy}"
+                    )));
+                }
+                Some(n) => {
+                    let n = n.within("max_server_per_host", 1, i32::MAX as i64)?;
+                    json!({"max_server_per_host": n})
+                }
+            };
+            Ok((self.name.0, policy, rules))
+        } else {
+            if self.policy.is_some() {
+                return Err(refuse("policy"));
+            }
+            if self.rules.is_some() {
+                return Err(refuse("rules"));
+            }
+            let policies = self
+                .policies
+                .ok_or_else(|| BodyError::Missing("server_group.policies".into()))?;
+            let policy = match policies.as_slice() {
+                [one] => available(*one, "policies")?,
+                many => {
+                    let names: Vec<&str> = many.iter().map(|p| p.as_str()).collect();
+                    return Err(bad("policies", &json!(names)));
+                }
+            };
+            Ok((self.name.0, policy, json!({})))
+        }
+    }
 }
 
 async fn create(
@@ -81,75 +195,14 @@ async fn create(
     body: Bytes,
 ) -> ComputeResult<Response> {
     let project = project_of(&ctx)?;
-    let mut body = parse_body(&body)?;
-    let g = take_object(&mut body, "server_group")?;
+    let request = decode_body::<ServerGroupCreate>(&body)?.server_group;
     authorize(
         &s,
         &ctx,
         "os_compute_api:os-server-groups:create",
         &super::owner_target(&project, &ctx.user_id),
     )?;
-    let name = match g.get("name") {
-        Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= 255 && n.trim() == n => {
-            n.clone()
-        }
-        Some(v) => return Err(bad("name", v)),
-        None => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server_group. 'name' is a required property"
-                    .into(),
-            ));
-        }
-    };
-    let policies = allowed_policies(mv);
-    let (policy, rules) = if mv.at_least(64) {
-        no_additional(&g, &["name", "policy", "rules"])?;
-        let policy = match g.get("policy") {
-            Some(Value::String(p)) if policies.contains(&p.as_str()) => p.clone(),
-            Some(v) => return Err(bad("policy", v)),
-            None => {
-                return Err(ComputeError::BadRequest(
-                    "Invalid input for field/attribute server_group. 'policy' is a required property"
-                        .into(),
-                ));
-            }
-        };
-        let rules = match g.get("rules") {
-            None => json!({}),
-            Some(Value::Object(r)) => {
-                no_additional(r, &["max_server_per_host"])?;
-                if let Some(v) = r.get("max_server_per_host") {
-                    if policy != "anti-affinity" {
-                        return Err(ComputeError::BadRequest(format!(
-                            "Only anti-affinity policy supports \"max_server_per_host\" rule. Policy given: {policy}"
-                        )));
-                    }
-                    let n = super::int_field(v, "max_server_per_host", 1, i32::MAX as i64)?;
-                    json!({"max_server_per_host": n})
-                } else {
-                    json!({})
-                }
-            }
-            Some(v) => return Err(bad("rules", v)),
-        };
-        (policy, rules)
-    } else {
-        no_additional(&g, &["name", "policies"])?;
-        let policy = match g.get("policies") {
-            Some(Value::Array(list)) if list.len() == 1 => match &list[0] {
-                Value::String(p) if policies.contains(&p.as_str()) => p.clone(),
-                v => return Err(bad("policies", v)),
-            },
-            Some(v) => return Err(bad("policies", v)),
-            None => {
-                return Err(ComputeError::BadRequest(
-                    "Invalid input for field/attribute server_group. 'policies' is a required property"
-                        .into(),
-                ));
-            }
-        };
-        (policy, json!({}))
-    };
+    let (name, policy, rules) = request.checked(mv)?;
     let group = ServerGroup {
         id: uuid::Uuid::new_v4().to_string(),
         name,
@@ -279,4 +332,75 @@ async fn delete(
     s.write(move |tx| Ok(store::delete_server_group(tx, &g.id)?))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn checked(group: Value, mv: u16) -> ComputeResult<(String, String, Value)> {
+        decode_body::<ServerGroupCreate>(json!({ "server_group": group }).to_string().as_bytes())?
+            .server_group
+            .checked(Mv(mv))
+    }
+
+    fn refused(r: ComputeResult<(String, String, Value)>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_groups_follow_the_microversion() {
+        assert_eq!(
+            checked(json!({"name": "g", "policies": ["anti-affinity"]}), 1).expect("accepted"),
+            ("g".into(), "anti-affinity".into(), json!({}))
+        );
+        assert_eq!(
+            checked(
+                json!({"name": "g", "policy": "anti-affinity", "rules": {"max_server_per_host": "2"}}),
+                64
+            )
+            .expect("accepted"),
+            (
+                "g".into(),
+                "anti-affinity".into(),
+                json!({"max_server_per_host": 2})
+            )
+        );
+        assert_eq!(
+            refused(checked(
+                json!({"name": "g", "policies": ["soft-affinity"]}),
+                14
+            )),
+            "Invalid input for field/attribute policies. Value: \"soft-affinity\"."
+        );
+        assert_eq!(
+            refused(checked(json!({"name": "g", "policies": ["affinity"]}), 64)),
+            "Invalid input for field/attribute server_group. Additional properties are not allowed ('policies' was unexpected)"
+        );
+        assert_eq!(
+            refused(checked(json!({"name": "g"}), 64)),
+            "Invalid input for field/attribute server_group. 'policy' is a required property"
+        );
+        assert_eq!(
+            refused(checked(
+                json!({"name": "g", "policy": "affinity", "rules": {"max_server_per_host": 2}}),
+                64
+            )),
+            "Only anti-affinity policy supports \"max_server_per_host\" rule. Policy given: affinity"
+        );
+        assert_eq!(
+            refused(checked(json!({"name": " g", "policies": ["affinity"]}), 1)),
+            "Invalid input for field/attribute name. Value: \" g\"."
+        );
+        assert!(
+            refused(checked(json!({"name": "g", "policies": ["bogus"]}), 1)).starts_with(
+                "Invalid input for field/attribute policies[0]. Value: unknown variant"
+            )
+        );
+    }
 }

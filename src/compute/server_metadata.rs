@@ -11,12 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::access::{check_unlocked, load, load_authorized, load_tx};
 use super::quotas;
-use super::servers::{MAX_TAGS, check_metadata, check_tag, check_tags};
-use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, parse_body};
+use super::request::body as decode_body;
+use super::servers::{MAX_TAGS, check_tag};
+use super::validate::{checked_metadata, checked_tags};
+use super::{ComputeError, ComputeResult, ComputeState, Mv, empty};
 use crate::compute::states::{TaskState, VmState};
 use crate::db::now_unix;
 use crate::db::servers as db;
@@ -98,14 +101,34 @@ async fn write_metadata(
     .await
 }
 
+/// The body of `POST` and `PUT /servers/{id}/metadata`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+/// The body of `PUT /servers/{id}/metadata/{key}`: one item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaBody {
+    meta: BTreeMap<String, String>,
+}
+
+/// The body of `PUT /servers/{id}/tags`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    tags: Vec<String>,
+}
+
 async fn metadata_merge(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
-    let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
+    let new = checked_metadata(decode_body::<MetadataBody>(&body)?.metadata, "metadata")?;
     let meta = write_metadata(
         &s,
         &ctx,
@@ -126,8 +149,7 @@ async fn metadata_replace(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
-    let new = check_metadata(&body.remove("metadata").unwrap_or(Value::Null), "metadata")?;
+    let new = checked_metadata(decode_body::<MetadataBody>(&body)?.metadata, "metadata")?;
     let meta = write_metadata(
         &s,
         &ctx,
@@ -160,8 +182,7 @@ async fn metadata_set(
     Path((id, key)): Path<(String, String)>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
-    let meta = check_metadata(&body.remove("meta").unwrap_or(Value::Null), "meta")?;
+    let meta = checked_metadata(decode_body::<MetaBody>(&body)?.meta, "meta")?;
     if meta.len() != 1 {
         return Err(ComputeError::BadRequest(
             "Request body contains too many items".into(),
@@ -282,8 +303,7 @@ async fn tags_replace(
     body: Bytes,
 ) -> ComputeResult<Response> {
     tags_allowed(mv)?;
-    let mut body = parse_body(&body)?;
-    let tags = check_tags(&body.remove("tags").unwrap_or(Value::Null))?;
+    let tags = checked_tags(decode_body::<TagsBody>(&body)?.tags)?;
     let stored = write_tags(
         &s,
         &ctx,
@@ -401,4 +421,59 @@ async fn tag_delete(
     )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_and_tag_bodies() {
+        let body = json!({"metadata": {"a": "1"}}).to_string();
+        let m = decode_body::<MetadataBody>(body.as_bytes()).expect("accepted");
+        assert_eq!(
+            checked_metadata(m.metadata, "metadata")
+                .expect("valid")
+                .len(),
+            1
+        );
+        assert_eq!(
+            refused(decode_body::<MetadataBody>(b"{}")),
+            "Invalid input for field/attribute metadata: 'metadata' is a required property"
+        );
+        assert_eq!(
+            refused(decode_body::<MetadataBody>(br#"{"metadata": {"a": 1}}"#)),
+            "Invalid input for field/attribute a. Value is not a string."
+        );
+        assert_eq!(
+            refused(decode_body::<MetaBody>(br#"{"meta": []}"#)),
+            "Invalid input for field/attribute meta. Value is not an object."
+        );
+        let long = json!({"meta": {"a": "v".repeat(256)}}).to_string();
+        let m = decode_body::<MetaBody>(long.as_bytes()).expect("decoded");
+        assert_eq!(
+            refused(checked_metadata(m.meta, "meta")),
+            "Invalid input for field/attribute meta. Value for 'a' is too long"
+        );
+        let t = decode_body::<TagsBody>(br#"{"tags": ["a", "a", "b"]}"#).expect("accepted");
+        assert_eq!(checked_tags(t.tags).expect("valid"), vec!["a", "b"]);
+        assert_eq!(
+            refused(decode_body::<TagsBody>(br#"{"tags": "a"}"#)),
+            "Invalid input for field/attribute tags. Value is not an array."
+        );
+        let t = decode_body::<TagsBody>(br#"{"tags": ["a/b"]}"#).expect("decoded");
+        assert_eq!(
+            refused(checked_tags(t.tags)),
+            "Invalid input for field/attribute tags. Value: a/b. 'a/b' is not a valid tag"
+        );
+    }
 }

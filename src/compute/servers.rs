@@ -21,9 +21,7 @@ use super::server_views::view;
 // The validators stay reachable as `servers::X` for the files that import them from here.
 #[cfg(test)]
 use super::validate::sanitize_hostname;
-pub(super) use super::validate::{
-    MAX_TAGS, bool_like, check_metadata, check_tag, check_tags, last_segment,
-};
+pub(super) use super::validate::{MAX_TAGS, bool_like, check_metadata, check_tag, last_segment};
 use super::validate::{check_hostname, check_name, opt_str};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional, nova_time,

@@ -13,12 +13,16 @@ use axum::routing::{get, put};
 use serde_json::{Map, Value, json};
 
 use super::hosts::{ZONE, gone, host_state, hostname, service_id};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::request::{body as decode_body, present};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, authorize, nova_time, own_target, parse_body,
-    query_map,
+    ComputeError, ComputeResult, ComputeState, Mv, authorize, nova_time, own_target, query_map,
 };
 use crate::db::compute::{self as store, ComputeService};
 use crate::db::now_unix;
+use crate::http::body::BodyError;
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -91,13 +95,74 @@ async fn services(
     Ok(json_response(StatusCode::OK, &json!({"services": views})))
 }
 
-fn string_field(obj: &Map<String, Value>, key: &str) -> ComputeResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(v)) if v.chars().count() <= 255 => Ok(Some(v.clone())),
-        Some(v) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {v}."
-        ))),
+/// The body of `PUT /os-services/{action}` before 2.53 (`forced_down`
+/// from 2.11, for `force-down`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyServiceUpdate {
+    #[serde(default)]
+    host: Option<ShortText>,
+    #[serde(default)]
+    binary: Option<ShortText>,
+    #[serde(default)]
+    disabled_reason: Option<ShortText>,
+    #[serde(default)]
+    forced_down: Option<bool>,
+}
+
+/// The body of `PUT /os-services/{id}` from 2.53.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceUpdate {
+    #[serde(default)]
+    status: Option<ServiceStatus>,
+    #[serde(default)]
+    disabled_reason: Option<ShortText>,
+    #[serde(default, deserialize_with = "present")]
+    forced_down: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ServiceStatus {
+    Enabled,
+    Disabled,
+}
+
+/// A string of at most 255 characters.
+#[derive(Debug, Clone)]
+struct ShortText(String);
+
+impl<'de> Deserialize<'de> for ShortText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(v) if v.chars().count() <= 255 => Ok(ShortText(v)),
+            v => Err(de::Error::custom(format!("{v}."))),
+        }
+    }
+}
+
+/// The body of `PUT /os-hosts/{host}` (before 2.43).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostUpdate {
+    #[serde(default, deserialize_with = "present")]
+    status: Option<EnableDisable>,
+    #[serde(default, deserialize_with = "present")]
+    maintenance_mode: Option<EnableDisable>,
+}
+
+/// `"enable"` or `"disable"`, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EnableDisable(bool);
+
+impl<'de> Deserialize<'de> for EnableDisable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(v) if v.eq_ignore_ascii_case("enable") => Ok(EnableDisable(true)),
+            Value::String(v) if v.eq_ignore_ascii_case("disable") => Ok(EnableDisable(false)),
+            v => Err(de::Error::custom(format!("{v}."))),
+        }
     }
 }
 
@@ -114,7 +179,6 @@ async fn service_update(
         "os_compute_api:os-services:update",
         &own_target(&ctx),
     )?;
-    let body = parse_body(&body)?;
     let host = hostname();
     let mut list = s.read(|conn| Ok(store::list_services(conn)?)).await?;
     let legacy_actions = ["enable", "disable", "disable-log-reason", "force-down"];
@@ -122,10 +186,18 @@ async fn service_update(
         if !legacy_actions.contains(&id.as_str()) || (id == "force-down" && !mv.at_least(11)) {
             return Err(ComputeError::NotFound(format!("Unknown action {id}")));
         }
-        let wanted_host = string_field(&body, "host")?
-            .ok_or_else(|| ComputeError::BadRequest("'host' is a required property".into()))?;
-        let binary = string_field(&body, "binary")?
-            .ok_or_else(|| ComputeError::BadRequest("'binary' is a required property".into()))?;
+        let body: LegacyServiceUpdate = decode_body(&body)?;
+        if body.forced_down.is_some() && !mv.at_least(11) {
+            return Err(BodyError::Unexpected("forced_down".into()).into());
+        }
+        let wanted_host = body
+            .host
+            .ok_or_else(|| ComputeError::BadRequest("'host' is a required property".into()))?
+            .0;
+        let binary = body
+            .binary
+            .ok_or_else(|| ComputeError::BadRequest("'binary' is a required property".into()))?
+            .0;
         let svc = list
             .iter_mut()
             .find(|svc| svc.binary == binary && wanted_host == host)
@@ -146,68 +218,53 @@ async fn service_update(
                 out["status"] = json!("disabled");
             }
             "disable-log-reason" => {
-                let reason = string_field(&body, "disabled_reason")?.ok_or_else(|| {
-                    ComputeError::BadRequest("Missing disabled reason field".into())
-                })?;
+                let reason = body
+                    .disabled_reason
+                    .ok_or_else(|| {
+                        ComputeError::BadRequest("Missing disabled reason field".into())
+                    })?
+                    .0;
                 svc.disabled = true;
                 svc.disabled_reason = Some(reason.clone());
                 out["status"] = json!("disabled");
                 out["disabled_reason"] = json!(reason);
             }
             _ => {
-                let forced = match body.get("forced_down") {
-                    Some(Value::Bool(b)) => *b,
-                    _ => {
-                        return Err(ComputeError::BadRequest(
-                            "Invalid input for field/attribute forced_down.".into(),
-                        ));
-                    }
-                };
+                let forced = body.forced_down.ok_or_else(|| {
+                    ComputeError::BadRequest(
+                        "Invalid input for field/attribute forced_down.".into(),
+                    )
+                })?;
                 svc.forced_down = forced;
                 out["forced_down"] = json!(forced);
             }
         }
         (svc.clone(), out)
     } else {
-        super::no_additional(&body, &["status", "disabled_reason", "forced_down"])?;
+        let body: ServiceUpdate = decode_body(&body)?;
         let svc = list.iter_mut().find(|svc| svc.uuid == id).ok_or_else(|| {
             ComputeError::NotFound(format!("Service with ID {id} could not be found."))
         })?;
-        let status = string_field(&body, "status")?;
-        let reason = string_field(&body, "disabled_reason")?;
-        let forced = match body.get("forced_down") {
-            None => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(v) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute forced_down. Value: {v}."
-                )));
-            }
-        };
+        let (status, reason, forced) = (body.status, body.disabled_reason, body.forced_down);
         if status.is_none() && forced.is_none() {
             return Err(ComputeError::BadRequest(
                 "No updates were requested. Fields 'status' or 'forced_down' should be specified."
                     .into(),
             ));
         }
-        if reason.is_some() && status.as_deref() != Some("disabled") {
+        if reason.is_some() && status != Some(ServiceStatus::Disabled) {
             return Err(ComputeError::BadRequest(
                 "Specifying 'disabled_reason' with status 'enabled' is invalid.".into(),
             ));
         }
-        match status.as_deref() {
-            Some("enabled") => {
+        match status {
+            Some(ServiceStatus::Enabled) => {
                 svc.disabled = false;
                 svc.disabled_reason = None;
             }
-            Some("disabled") => {
+            Some(ServiceStatus::Disabled) => {
                 svc.disabled = true;
-                svc.disabled_reason = reason;
-            }
-            Some(other) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute status. Value: {other}."
-                )));
+                svc.disabled_reason = reason.map(|r| r.0);
             }
             None => {}
         }
@@ -333,20 +390,9 @@ async fn host_update(
         "os_compute_api:os-hosts:update",
         &own_target(&ctx),
     )?;
-    let body = parse_body(&body)?;
-    super::no_additional(&body, &["status", "maintenance_mode"])?;
-    let parse = |key: &str| -> ComputeResult<Option<bool>> {
-        match body.get(key) {
-            None => Ok(None),
-            Some(Value::String(v)) if v.eq_ignore_ascii_case("enable") => Ok(Some(true)),
-            Some(Value::String(v)) if v.eq_ignore_ascii_case("disable") => Ok(Some(false)),
-            Some(v) => Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute {key}. Value: {v}."
-            ))),
-        }
-    };
-    let status = parse("status")?;
-    let maintenance = parse("maintenance_mode")?;
+    let body: HostUpdate = decode_body(&body)?;
+    let status = body.status.map(|s| s.0);
+    let maintenance = body.maintenance_mode.map(|m| m.0);
     if status.is_none() && maintenance.is_none() {
         return Err(ComputeError::BadRequest(
             "'status' or 'maintenance_mode' needed for host update".into(),
@@ -397,4 +443,46 @@ async fn host_power(
     Err(ComputeError::NotImplemented(
         "yunhe does not power the host it runs on up or down.".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_and_host_bodies() {
+        let u: ServiceUpdate =
+            decode_body(br#"{"status": "disabled", "disabled_reason": "r", "forced_down": true}"#)
+                .expect("accepted");
+        assert_eq!(u.status, Some(ServiceStatus::Disabled));
+        assert_eq!(u.forced_down, Some(true));
+        assert_eq!(
+            refused(decode_body::<ServiceUpdate>(br#"{"forced_down": "yes"}"#)),
+            "Invalid input for field/attribute forced_down. Value is not a boolean."
+        );
+        assert_eq!(
+            refused(decode_body::<ServiceUpdate>(br#"{"host": "h"}"#)),
+            "Additional properties are not allowed ('host' was unexpected)"
+        );
+        let legacy: LegacyServiceUpdate =
+            decode_body(br#"{"host": "h", "binary": "nova-compute"}"#).expect("accepted");
+        assert_eq!(legacy.binary.map(|b| b.0).as_deref(), Some("nova-compute"));
+        assert_eq!(
+            refused(decode_body::<LegacyServiceUpdate>(br#"{"host": 1}"#)),
+            "Invalid input for field/attribute host. Value: 1."
+        );
+        let h: HostUpdate = decode_body(br#"{"status": "ENABLE"}"#).expect("accepted");
+        assert_eq!(h.status, Some(EnableDisable(true)));
+        assert_eq!(
+            refused(decode_body::<HostUpdate>(br#"{"maintenance_mode": "on"}"#)),
+            "Invalid input for field/attribute maintenance_mode. Value: \"on\"."
+        );
+    }
 }

@@ -62,24 +62,35 @@ pub fn check_metadata(value: &Value, key: &str) -> ComputeResult<BTreeMap<String
     };
     let mut out = BTreeMap::new();
     for (k, v) in map {
-        if k.is_empty() || k.chars().count() > 255 {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute {key}. Metadata keys must be 1-255 characters: '{k}'"
-            )));
-        }
         let Value::String(text) = v else {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
             )));
         };
+        out.insert(k.clone(), text.clone());
+    }
+    checked_metadata(out, key)
+}
+
+/// Metadata already read as strings (a declared body's member `key`):
+/// keys of 1–255 characters, values of at most 255.
+pub fn checked_metadata(
+    map: BTreeMap<String, String>,
+    key: &str,
+) -> ComputeResult<BTreeMap<String, String>> {
+    for (k, text) in &map {
+        if k.is_empty() || k.chars().count() > 255 {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Metadata keys must be 1-255 characters: '{k}'"
+            )));
+        }
         if text.chars().count() > 255 {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute {key}. Value for '{k}' is too long"
             )));
         }
-        out.insert(k.clone(), text.clone());
     }
-    Ok(out)
+    Ok(map)
 }
 
 /// Tags: strings of 1–60 characters without '/' or ','; at most 50.
@@ -100,16 +111,26 @@ pub fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
             "Invalid input for field/attribute tags. Value is not of type 'array'".into(),
         ));
     };
-    let mut tags = Vec::new();
+    let mut given = Vec::new();
     for item in items {
         let Value::String(tag) = item else {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute tags. Value: {item}. {item} is not of type 'string'"
             )));
         };
-        check_tag(tag)?;
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
+        given.push(tag.clone());
+    }
+    checked_tags(given)
+}
+
+/// Tags already read as strings: each valid, duplicates dropped, at most
+/// [`MAX_TAGS`].
+pub fn checked_tags(given: Vec<String>) -> ComputeResult<Vec<String>> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in given {
+        check_tag(&tag)?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
         }
     }
     if tags.len() > MAX_TAGS {

@@ -8,17 +8,42 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::S;
 use crate::compute::access::{self, check_unlocked, load_tx};
 use crate::compute::build::{finish_action, record_action};
+use crate::compute::request::action_arg;
 use crate::compute::states::VmState;
 use crate::compute::{ComputeError, ComputeResult, Mv, empty};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
+use crate::http::body::BodyError;
 use crate::identity::AuthContext;
 use crate::policy::Target;
+
+/// The argument of `lock` from 2.73.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LockArg {
+    #[serde(default)]
+    pub(super) locked_reason: Option<String>,
+}
+
+/// The argument of `os-resetState`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResetStateArg {
+    pub(super) state: ResetTo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ResetTo {
+    Active,
+    Error,
+}
 
 /// `lock` (with `locked_reason` from 2.73).
 pub(super) async fn lock(
@@ -29,22 +54,24 @@ pub(super) async fn lock(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let reason = match arg.get("locked_reason") {
-        Some(Value::String(r)) if mv.at_least(73) => {
-            if r.chars().count() > 255 {
+    let reason = if mv.at_least(73) {
+        // 2.73's schema: `null` or an object with an optional reason.
+        let arg: Option<LockArg> = action_arg("lock", arg.clone())?;
+        match arg.and_then(|a| a.locked_reason) {
+            Some(r) if r.chars().count() > 255 => {
                 return Err(ComputeError::BadRequest(
                     "Invalid input for field/attribute locked_reason. Value is too long".into(),
                 ));
             }
-            Some(r.clone())
+            reason => reason,
         }
-        Some(_) if !mv.at_least(73) => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute lock. Additional properties are not allowed"
-                    .into(),
-            ));
+    } else {
+        // Before 2.73 Nova has no schema for `lock`; only the reason is
+        // refused, as not there yet.
+        if arg.get("locked_reason").is_some() {
+            return Err(BodyError::Unexpected("lock.locked_reason".into()).into());
         }
-        _ => None,
+        None
     };
     let project = ctx.project_id().map(str::to_string);
     set_sync(s, ctx, id, rid, "lock", move |sv| {
@@ -99,14 +126,10 @@ pub(super) async fn reset_state(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let state = match arg.get("state").and_then(Value::as_str) {
-        Some("active") => VmState::Active,
-        Some("error") => VmState::Error,
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute state. Value must be 'active' or 'error'".into(),
-            ));
-        }
+    let ResetStateArg { state } = action_arg("os-resetState", arg.clone())?;
+    let state = match state {
+        ResetTo::Active => VmState::Active,
+        ResetTo::Error => VmState::Error,
     };
     set_sync(s, ctx, id, rid, "resetState", move |sv| {
         sv.vm_state = state;

@@ -5,14 +5,38 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::S;
 use crate::compute::access;
+use crate::compute::request::{Integer, action_arg};
 use crate::compute::states::{PowerState, VmState};
-use crate::compute::{ComputeError, ComputeResult, int_field};
+use crate::compute::{ComputeError, ComputeResult};
 use crate::http::json_response;
 use crate::identity::AuthContext;
+
+/// The argument of `os-getConsoleOutput`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsoleOutputArg {
+    #[serde(default)]
+    pub(super) length: Option<Integer>,
+}
+
+/// The argument of `os-getSerialConsole`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SerialConsoleArg {
+    #[serde(rename = "type")]
+    pub(super) kind: ConsoleType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ConsoleType {
+    Serial,
+}
 
 /// `os-getConsoleOutput`: the last `length` lines (all when absent or -1).
 pub(super) async fn console_output(
@@ -22,10 +46,12 @@ pub(super) async fn console_output(
     arg: &Value,
 ) -> ComputeResult<Response> {
     let server = access::load(s, ctx, id).await?;
-    let length = match arg.get("length") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let n = int_field(v, "length", -1, i64::from(i32::MAX))?;
+    // `null` as the argument counts as `{}`, as it always has here.
+    let arg: Option<ConsoleOutputArg> = action_arg("os-getConsoleOutput", arg.clone())?;
+    let length = match arg.and_then(|a| a.length) {
+        None => None,
+        Some(n) => {
+            let n = n.within("length", -1, i64::from(i32::MAX))?;
             if n < 0 { None } else { Some(n as usize) }
         }
     };
@@ -46,12 +72,9 @@ pub(super) async fn serial_console(
     id: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
-    if kind != "serial" {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute type. Value: {kind}. '{kind}' is not one of ['serial']"
-        )));
-    }
+    let SerialConsoleArg {
+        kind: ConsoleType::Serial,
+    } = action_arg("os-getSerialConsole", arg.clone())?;
     let url = crate::compute::consoles::new_console_url(s, ctx, user_token, id).await?;
     Ok(json_response(
         StatusCode::OK,

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use axum::response::Response;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use serde_json::Value;
 
 use super::{S, boot, settle, start};
+use crate::compute::ComputeResult;
 use crate::compute::build::clean_timeout;
+use crate::compute::request::action_arg;
 use crate::compute::states::{Action, PowerState, VmState};
-use crate::compute::{ComputeError, ComputeResult};
 use crate::db::servers::Server;
 use crate::identity::AuthContext;
 
@@ -22,21 +25,41 @@ pub(super) async fn reboot(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let kind = arg
-        .get("type")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_uppercase)
-        .ok_or_else(|| {
-            ComputeError::BadRequest(
-                "Invalid input for field/attribute reboot. 'type' is a required property".into(),
-            )
-        })?;
-    match kind.as_str() {
-        "HARD" => start(s, ctx, id, rid, Action::RebootHard, reboot_hard_vm).await,
-        "SOFT" => start(s, ctx, id, rid, Action::RebootSoft, reboot_soft_vm).await,
-        other => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
-        ))),
+    let RebootArg { kind } = action_arg("reboot", arg.clone())?;
+    match kind {
+        RebootType::Hard => start(s, ctx, id, rid, Action::RebootHard, reboot_hard_vm).await,
+        RebootType::Soft => start(s, ctx, id, rid, Action::RebootSoft, reboot_soft_vm).await,
+    }
+}
+
+/// The argument of `reboot`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RebootArg {
+    #[serde(rename = "type")]
+    pub(super) kind: RebootType,
+}
+
+/// `HARD` or `SOFT`, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RebootType {
+    Hard,
+    Soft,
+}
+
+impl<'de> Deserialize<'de> for RebootType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v.as_str().map(str::to_ascii_uppercase).as_deref() {
+            Some("HARD") => Ok(RebootType::Hard),
+            Some("SOFT") => Ok(RebootType::Soft),
+            _ => {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                Err(de::Error::custom(format!(
+                    "{text}. '{text}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+                )))
+            }
+        }
     }
 }
 

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::{S, begin, boot, run, settle};
 use crate::compute::access;
 use crate::compute::build::{boot_files, clean_timeout, fault, resolve_boot, update_server};
+use crate::compute::request::{action_arg, present};
 use crate::compute::states::{Action, PowerState, VmState};
 use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::db::servers::Server;
@@ -23,6 +25,16 @@ use crate::identity::AuthContext;
 /// last and the server's disks keep their places). 200 with the admin
 /// password Nova returns; this cloud has no guest agent to set it, so the
 /// rescue image's own credentials (key pair, config drive) are what work.
+/// The argument of `rescue`: `null` or an object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RescueArg {
+    #[serde(rename = "adminPass", default, deserialize_with = "present")]
+    pub(super) admin_pass: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) rescue_image_ref: Option<String>,
+}
+
 pub(super) async fn rescue(
     s: &S,
     ctx: &Arc<AuthContext>,
@@ -31,36 +43,21 @@ pub(super) async fn rescue(
     rid: &str,
     arg: Value,
 ) -> ComputeResult<Response> {
-    let arg = match arg {
-        Value::Null => Map::new(),
-        Value::Object(m) => m,
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute rescue. Value: must be an object or null".into(),
-            ));
-        }
-    };
-    if let Some(extra) = arg
-        .keys()
-        .find(|k| !["adminPass", "rescue_image_ref"].contains(&k.as_str()))
-    {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute rescue. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let admin_pass = match arg.get("adminPass") {
+    let arg: RescueArg = action_arg::<Option<RescueArg>>("rescue", arg)?.unwrap_or_default();
+    let admin_pass = match arg.admin_pass {
         None => uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-        Some(Value::String(p)) if p.chars().count() <= 255 => p.clone(),
+        Some(p) if p.chars().count() <= 255 => p,
         Some(_) => {
             return Err(ComputeError::BadRequest(
                 "Invalid input for field/attribute adminPass.".into(),
             ));
         }
     };
-    let requested = match arg.get("rescue_image_ref") {
+    let requested = match arg.rescue_image_ref {
         None => None,
-        Some(Value::String(r)) if uuid::Uuid::parse_str(r).is_ok() => Some(r.clone()),
+        Some(r) if uuid::Uuid::parse_str(&r).is_ok() => Some(r),
         Some(other) => {
+            let other = Value::String(other);
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute rescue_image_ref. Value: {other}. {other} is not a 'uuid'"
             )));

@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use serde_json::Value;
 
 use super::{S, begin, boot, run, settle};
 use crate::compute::access;
 use crate::compute::build::{clean_timeout, update_server};
+use crate::compute::request::action_arg;
 use crate::compute::states::{Action, PowerState, TaskState, VmState};
 use crate::compute::{ComputeError, ComputeResult, empty};
 use crate::db::compute as store;
@@ -29,6 +32,44 @@ pub(super) async fn confirm_resize(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// The argument of `resize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResizeArg {
+    #[serde(rename = "flavorRef")]
+    pub(super) flavor_ref: FlavorRef,
+    /// Accepted and ignored: the root disk is always grown to the flavor.
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    pub(super) _disk_config: Option<DiskConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(super) enum DiskConfig {
+    Auto,
+    Manual,
+}
+
+/// A flavor id or link (its last segment), or a number.
+#[derive(Debug)]
+pub(super) struct FlavorRef(pub(super) String);
+
+impl<'de> Deserialize<'de> for FlavorRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(r) if !r.is_empty() => Ok(FlavorRef(
+                r.trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )),
+            Value::Number(n) => Ok(FlavorRef(n.to_string())),
+            v => Err(de::Error::custom(format!("{v}."))),
+        }
+    }
+}
+
 pub(super) async fn resize(
     s: &S,
     ctx: &Arc<AuthContext>,
@@ -36,21 +77,10 @@ pub(super) async fn resize(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let flavor_ref = match arg.get("flavorRef") {
-        Some(Value::String(r)) if !r.is_empty() => r
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute resize. 'flavorRef' is a required property"
-                    .into(),
-            ));
-        }
-    };
+    let ResizeArg {
+        flavor_ref: FlavorRef(flavor_ref),
+        ..
+    } = action_arg("resize", arg.clone())?;
     let fid = flavor_ref.clone();
     let flavor = s
         .read(move |conn| Ok(store::get_flavor(conn, &fid)?))

@@ -460,3 +460,108 @@ async fn resize_then_confirm_or_revert() {
     );
     assert_eq!(c.fake.vm("srv"), Some(FakeVm::Running));
 }
+
+/// The declared arguments of the actions: what is accepted, and Nova's
+/// wording for what is not.
+mod action_arguments {
+    use serde_json::json;
+
+    use super::super::admin::{LockArg, ResetStateArg, ResetTo};
+    use super::super::console::{ConsoleOutputArg, ConsoleType, SerialConsoleArg};
+    use super::super::power::{RebootArg, RebootType};
+    use super::super::rescue::RescueArg;
+    use super::super::resize::ResizeArg;
+    use crate::compute::request::{Integer, action_arg};
+    use crate::compute::{ComputeError, ComputeResult};
+
+    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reboot_takes_either_type_in_any_case() {
+        let arg: RebootArg = action_arg("reboot", json!({"type": "hArD"})).expect("accepted");
+        assert_eq!(arg.kind, RebootType::Hard);
+        assert_eq!(
+            refused(action_arg::<RebootArg>("reboot", json!({}))),
+            "Invalid input for field/attribute reboot. 'type' is a required property"
+        );
+        assert_eq!(
+            refused(action_arg::<RebootArg>("reboot", json!({"type": "warm"}))),
+            "Invalid input for field/attribute type. Value: warm. 'warm' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+        );
+    }
+
+    #[test]
+    fn admin_and_console_arguments() {
+        let lock: Option<LockArg> = action_arg("lock", json!(null)).expect("null is allowed");
+        assert!(lock.is_none());
+        let lock: Option<LockArg> =
+            action_arg("lock", json!({"locked_reason": "r"})).expect("accepted");
+        assert_eq!(lock.and_then(|l| l.locked_reason).as_deref(), Some("r"));
+        assert_eq!(
+            refused(action_arg::<Option<LockArg>>("lock", json!({"why": "r"}))),
+            "Invalid input for field/attribute lock. Additional properties are not allowed ('why' was unexpected)"
+        );
+        let reset: ResetStateArg =
+            action_arg("os-resetState", json!({"state": "error"})).expect("accepted");
+        assert_eq!(reset.state, ResetTo::Error);
+        assert!(action_arg::<ResetStateArg>("os-resetState", json!({"state": "paused"})).is_err());
+        let out: Option<ConsoleOutputArg> =
+            action_arg("os-getConsoleOutput", json!({"length": "-1"})).expect("accepted");
+        assert_eq!(out.and_then(|o| o.length), Some(Integer(-1)));
+        let out: Option<ConsoleOutputArg> =
+            action_arg("os-getConsoleOutput", json!(null)).expect("null is allowed");
+        assert!(out.is_none());
+        assert_eq!(
+            refused(action_arg::<Option<ConsoleOutputArg>>(
+                "os-getConsoleOutput",
+                json!({"length": "all"})
+            )),
+            "Invalid input for field/attribute length. Value: \"all\". \"all\" is not an integer"
+        );
+        let serial: SerialConsoleArg =
+            action_arg("os-getSerialConsole", json!({"type": "serial"})).expect("accepted");
+        assert_eq!(serial.kind, ConsoleType::Serial);
+        assert!(
+            action_arg::<SerialConsoleArg>("os-getSerialConsole", json!({"type": "novnc"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn resize_and_rescue_arguments() {
+        let r: ResizeArg = action_arg(
+            "resize",
+            json!({"flavorRef": "http://x/flavors/42", "OS-DCF:diskConfig": "AUTO"}),
+        )
+        .expect("accepted");
+        assert_eq!(r.flavor_ref.0, "42");
+        let r: ResizeArg = action_arg("resize", json!({"flavorRef": 7})).expect("accepted");
+        assert_eq!(r.flavor_ref.0, "7");
+        assert_eq!(
+            refused(action_arg::<ResizeArg>("resize", json!({}))),
+            "Invalid input for field/attribute resize. 'flavorRef' is a required property"
+        );
+        assert_eq!(
+            refused(action_arg::<ResizeArg>("resize", json!({"flavorRef": ""}))),
+            "Invalid input for field/attribute flavorRef. Value: \"\"."
+        );
+        let r: Option<RescueArg> = action_arg("rescue", json!(null)).expect("null is allowed");
+        assert!(r.is_none());
+        let r: Option<RescueArg> =
+            action_arg("rescue", json!({"adminPass": "p"})).expect("accepted");
+        assert_eq!(r.and_then(|r| r.admin_pass).as_deref(), Some("p"));
+        assert_eq!(
+            refused(action_arg::<Option<RescueArg>>("rescue", json!({"x": 1}))),
+            "Invalid input for field/attribute rescue. Additional properties are not allowed ('x' was unexpected)"
+        );
+        assert_eq!(
+            refused(action_arg::<Option<RescueArg>>("rescue", json!(3))),
+            "Invalid input for field/attribute rescue. Value is not an object."
+        );
+    }
+}
