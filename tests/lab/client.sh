@@ -128,6 +128,8 @@ lab_start() {
         --bin "$bin" --console "$work/lab-console.log" "${disk_args[@]}" \
         "$here/compute-inside.sh" "$port" "$lab_wait" "$@" >"$work/lab.out" 2>&1 &
     lab_pid=$!
+    # nova.py's waits end as soon as the lab does (a failed lab host answers no more).
+    export LAB_PID=$lab_pid
     venv=$("$root/tests/openstack/venv.sh" | tail -n1) || { fail "venv"; finish; }
     py=$venv/bin/python
     export PATH="$venv/bin:$PATH"
@@ -159,10 +161,12 @@ lab_stop() {
         kill -TERM "$lab_pid" 2>/dev/null
         wait "$lab_pid" 2>/dev/null
         lab_pid=""
+        unset LAB_PID
         return 1
     fi
     wait "$lab_pid" 2>/dev/null
     lab_pid=""
+    unset LAB_PID
     rm -f "$share/done" "$share/ready" "$share/failed"
     rm -rf "$share/cmd"; mkdir -p "$share/cmd"
 }

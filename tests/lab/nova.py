@@ -15,7 +15,9 @@
                                             a line over several long boots is not reliable);
                                             prints the seconds it took and the matched line
 
-Env: NOVA (the compute endpoint, .../compute/v2.1), TOKEN; the CA through SSL_CERT_FILE.
+Env: NOVA (the compute endpoint, .../compute/v2.1), TOKEN; the CA through SSL_CERT_FILE;
+LAB_PID (optional): the lab's process, whose end stops every wait at once (a lab host that
+failed answers no more, and waiting out a long bound would only delay its rerun).
 """
 
 import json
@@ -51,6 +53,20 @@ def call(method, path, body=None):
         return type(e).__name__, None
 
 
+def lab_gone():
+    """True when LAB_PID is set and that process has ended."""
+    pid = os.environ.get("LAB_PID", "")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def wait(sid, want, limit):
     t0, last = time.monotonic(), None
     while True:
@@ -68,8 +84,8 @@ def wait(sid, want, limit):
         if srv and srv["status"] == "ERROR" and want != "ERROR" and state[1] is None:
             print("fault:", json.dumps(srv.get("fault")))
             return 1
-        if el > limit:
-            print("timed out after %.0f s waiting for %s" % (limit, want))
+        if el > limit or lab_gone():
+            print("%s after %.0f s waiting for %s" % ("the lab ended" if lab_gone() else "timed out", el, want))
             return 1
         time.sleep(0.2)
 
@@ -89,8 +105,9 @@ def console(sid, pattern, count, limit):
         if n >= count:
             print("%.2f" % el)
             return 0
-        if el > limit:
-            print("timed out after %.0f s: %d of %d; console tail:" % (limit, n, count))
+        if el > limit or lab_gone():
+            why = "the lab ended after %.0f s" % el if lab_gone() else "timed out after %.0f s" % limit
+            print("%s: %d of %d; console tail:" % (why, n, count))
             print("\n".join(text.splitlines()[-25:]))
             return 1
         time.sleep(0.3)
@@ -108,8 +125,9 @@ def console_after(sid, mark, pattern, limit):
             line = text[m.start():].splitlines()[0] if text[m.start():] else ""
             print("%.2f %s" % (el, line.strip()))
             return 0
-        if el > limit:
-            print("timed out after %.0f s (mark seen: %s); console tail:" % (limit, bool(starts)))
+        if el > limit or lab_gone():
+            why = "the lab ended after %.0f s" % el if lab_gone() else "timed out after %.0f s" % limit
+            print("%s (mark seen: %s); console tail:" % (why, bool(starts)))
             print("\n".join(text.splitlines()[-25:]))
             return 1
         time.sleep(1)
