@@ -388,13 +388,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use crate::compute::request::refused;
 
     fn fields(body: Value) -> ComputeResult<AggregateFields> {
         decode_body::<AggregateBody>(body.to_string().as_bytes()).map(|b| b.aggregate)

@@ -917,6 +917,7 @@ async fn spec_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::request::refused;
 
     #[test]
     fn flavor_ids_follow_nova_rules() {
@@ -924,13 +925,6 @@ mod tests {
         assert!(check_flavor_id(" lead").is_err());
         assert!(check_flavor_id("a/b").is_err());
         assert!(check_flavor_id("").is_err());
-    }
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
     }
 
     #[test]

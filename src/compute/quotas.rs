@@ -761,13 +761,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use crate::compute::request::refused;
 
     fn set(body: Value) -> ComputeResult<QuotaMembers> {
         decode_body::<QuotaSetUpdate>(body.to_string().as_bytes()).map(|b| b.quota_set)

@@ -113,6 +113,15 @@ impl<'de> Deserialize<'de> for LooseBool {
     }
 }
 
+/// The message of a 400, for the request types' tests.
+#[cfg(test)]
+pub(crate) fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
+    match r {
+        Err(ComputeError::BadRequest(m)) => m,
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -428,13 +428,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use crate::compute::request::refused;
 
     #[test]
     fn metadata_and_tag_bodies() {

@@ -448,13 +448,7 @@ async fn host_power(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use crate::compute::request::refused;
 
     #[test]
     fn service_and_host_bodies() {

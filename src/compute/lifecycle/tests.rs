@@ -471,15 +471,7 @@ mod action_arguments {
     use super::super::power::{RebootArg, RebootType};
     use super::super::rescue::RescueArg;
     use super::super::resize::ResizeArg;
-    use crate::compute::request::{Integer, action_arg};
-    use crate::compute::{ComputeError, ComputeResult};
-
-    fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use crate::compute::request::{Integer, action_arg, refused};
 
     #[test]
     fn reboot_takes_either_type_in_any_case() {
