@@ -26,13 +26,17 @@ iface lo inet loopback
 source /etc/network/interfaces.d/*
 IFACES
 
+echo LANG=C.UTF-8 >"$root/etc/default/locale"
+
 mkdir -p "$root/etc/cloud/cloud.cfg.d"
 cat >"$root/etc/cloud/cloud.cfg.d/90_yunhe.cfg" <<'CLOUD'
 # yunhe: look for a config drive first, then the OpenStack metadata service.
 datasource_list: [ ConfigDrive, OpenStack, None ]
-# The image has no "locales" package (C.UTF-8 is built into libc): skip cc_locale, which would
-# run locale-gen and fail cloud-config.service.
-locale: false
+# The image has no "locales" package: C.UTF-8 is built into libc, and /etc/default/locale (written
+# below) already names it, so cc_locale finds nothing to change and runs neither locale-gen nor
+# update-locale (both in "locales"). `locale: false` would skip the module too, but cloud-init's
+# schema wants a string there and warns "Invalid cloud-config provided" on every boot.
+locale: C.UTF-8
 datasource:
   OpenStack:
     max_wait: 30

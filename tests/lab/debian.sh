@@ -180,8 +180,11 @@ else pass "no systemd unit failed or timed out on the first boot"; fi
 
 # --- login over the serial console -----------------------------------------------------------
 lab_alive
-serial "login as debian (password from cloud-config chpasswd) on the serial console websocket" \
-    'echo "in-$((6*7)) $(id -un) $(hostname)"' 'in-42 debian deb1' 90
+# cloud-init validates the merged system and user cloud-config on every boot and logs a warning
+# for what its schema refuses (the image's own cloud.cfg.d included): there must be none.
+serial "login as debian (password from cloud-config chpasswd) on the serial console websocket; no cloud-config schema warning in cloud-init.log" \
+    'echo "in-$((6*7)) $(id -un) $(hostname) schema-warnings=$(sudo grep -c "Invalid cloud-config" /var/log/cloud-init.log)"' \
+    'in-42 debian deb1 schema-warnings=0' 90
 
 # --- a second kernel, the guest's own reboot ------------------------------------------------
 lab_alive
