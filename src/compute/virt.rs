@@ -50,6 +50,7 @@ use super::driver::{
 mod files;
 mod process;
 mod spec;
+mod vfat;
 
 pub use process::sockets_dir;
 

@@ -271,9 +271,13 @@ fn place_boot_files(boot: &BootFiles, kernel_cache: Option<&Path>, dir: &Path) -
 
 /// Makes the server's local swap and ephemeral disks in `dir` that are not
 /// there yet (sparse files; a swap disk gets a Linux swap signature, as
-/// Nova's mkswap, an ephemeral disk stays blank for the guest to format),
-/// grows an ephemeral disk that is smaller than asked (a resize), and
-/// remakes a swap disk of another size. Returns the files.
+/// Nova's mkswap; a new ephemeral disk an empty FAT32 filesystem labelled
+/// `ephemeral<n>`, as Nova's default `mkfs -t vfat`, unless its
+/// `guest_format` names another filesystem, which the guest makes), grows
+/// an ephemeral disk that is smaller than asked (a resize; its filesystem
+/// stays as it is, as in Nova), and remakes a swap disk of another size.
+/// A new disk is made under a temporary name and renamed when complete, so
+/// a serve killed half-way leaves no disk that looks made. Returns the files.
 pub(super) fn ensure_local_disks(dir: &Path, disks: &[LocalDisk]) -> DriverResult<Vec<PathBuf>> {
     let mut files = Vec::new();
     for (index, d) in disks.iter().enumerate() {
@@ -287,7 +291,12 @@ pub(super) fn ensure_local_disks(dir: &Path, disks: &[LocalDisk]) -> DriverResul
                 file.set_len(want).map_err(io_error("swap disk"))?;
                 write_swap_header(&file, want).map_err(io_error("swap disk"))?;
             }
-            LocalDiskKind::Ephemeral if have.is_none_or(|h| h < want) => {
+            LocalDiskKind::Ephemeral if have.is_none() => {
+                let label = format!("ephemeral{}", ephemeral_index(disks, index));
+                make_ephemeral(&path, want, d.guest_format.as_deref(), &label)
+                    .map_err(io_error("ephemeral disk"))?;
+            }
+            LocalDiskKind::Ephemeral if have.is_some_and(|h| h < want) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -301,6 +310,42 @@ pub(super) fn ensure_local_disks(dir: &Path, disks: &[LocalDisk]) -> DriverResul
         files.push(path);
     }
     Ok(files)
+}
+
+/// The place of `disks[index]` among the server's ephemeral disks.
+fn ephemeral_index(disks: &[LocalDisk], index: usize) -> usize {
+    disks[..index.min(disks.len())]
+        .iter()
+        .filter(|d| d.kind == LocalDiskKind::Ephemeral)
+        .count()
+}
+
+/// The filesystems yunhe makes on a new ephemeral disk: Nova's default
+/// (`vfat`, when no `guest_format` is asked for) and `vfat` asked by name.
+/// Any other (`ext4`, `xfs`, `ntfs`, ...) is left to the guest: the static
+/// binary carries no mkfs for them.
+fn formats_on_host(guest_format: Option<&str>) -> bool {
+    matches!(guest_format, None | Some("vfat" | "fat" | "fat32"))
+}
+
+/// A new ephemeral disk of `len` bytes at `path`, formatted as
+/// [`formats_on_host`] says, made under `path.tmp` and renamed.
+fn make_ephemeral(
+    path: &Path,
+    len: u64,
+    guest_format: Option<&str>,
+    label: &str,
+) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp)?;
+    file.set_len(len)?;
+    if formats_on_host(guest_format) && !super::vfat::format(&file, len, label)? {
+        tracing::warn!(disk = %path.display(), len, "FAT32 cannot span the ephemeral disk: left blank");
+    }
+    drop(file);
+    std::fs::rename(&tmp, path)
 }
 
 /// A Linux swap area's header (version 1, 4 KiB pages, as mkswap writes it):
@@ -382,6 +427,51 @@ mod tests {
         let swap = std::fs::read(&files[1]).expect("swap");
         assert_eq!(swap.len(), 16 << 20);
         assert_eq!(&swap[4086..4096], b"SWAPSPACE2");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A new ephemeral disk is FAT32 labelled by its place (Nova's default
+    /// vfat, `ephemeral0`, `ephemeral1`, ...) unless the mapping asked for a
+    /// filesystem the guest makes; no temporary file is left behind.
+    #[test]
+    fn new_ephemeral_disks_are_vfat_unless_another_filesystem_is_asked() {
+        let dir = std::env::temp_dir().join(format!("yunhe-eph-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let disk = |kind, guest_format: Option<&str>| LocalDisk {
+            kind,
+            size_mib: 1024,
+            device: String::new(),
+            guest_format: guest_format.map(str::to_string),
+            from_flavor: false,
+        };
+        let disks = [
+            disk(LocalDiskKind::Ephemeral, None),
+            disk(LocalDiskKind::Swap, Some("swap")),
+            disk(LocalDiskKind::Ephemeral, Some("ext4")),
+            disk(LocalDiskKind::Ephemeral, Some("vfat")),
+        ];
+        let files = ensure_local_disks(&dir, &disks).expect("made");
+        let head = |n: usize| {
+            let mut b = vec![0u8; 512];
+            std::fs::File::open(&files[n])
+                .expect("open")
+                .read_exact_at(&mut b, 0)
+                .expect("read");
+            b
+        };
+        assert_eq!(&head(0)[71..90], b"ephemeral0 FAT32   ");
+        assert!(
+            head(2).iter().all(|&b| b == 0),
+            "ext4 is the guest's to make"
+        );
+        assert_eq!(&head(3)[71..90], b"ephemeral2 FAT32   ");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
