@@ -91,7 +91,7 @@ image=$img_name
 check "image create yunhe-kernels (raw, the second kernel's disk)" openstack image create \
     --disk-format raw --container-format bare --file "$work/kernels.img" yunhe-kernels -f json
 check "volume create --image yunhe-kernels kvol" openstack volume create --image yunhe-kernels --size 1 kvol -f json
-check "flavor create deb.1g (1 GiB, 1 vCPU, 3 GiB disk)" openstack flavor create --ram 1024 --vcpus 1 --disk 3 deb.1g -f json
+check "flavor create deb.1g (1 GiB, 1 vCPU, 3 GiB disk, 1 GiB ephemeral)" openstack flavor create --ram 1024 --vcpus 1 --disk 3 --ephemeral 1 deb.1g -f json
 ssh-keygen -q -t ed25519 -N '' -C lab-debian -f "$work/id_ed25519"
 check "keypair create --public-key k1" openstack keypair create --public-key "$work/id_ed25519.pub" k1 -f json
 
@@ -185,6 +185,11 @@ lab_alive
 serial "login as debian (password from cloud-config chpasswd) on the serial console websocket; no cloud-config schema warning in cloud-init.log" \
     'echo "in-$((6*7)) $(id -un) $(hostname) schema-warnings=$(sudo grep -c "Invalid cloud-config" /var/log/cloud-init.log)"' \
     'in-42 debian deb1 schema-warnings=0' 90
+# The flavor's ephemeral disk: FAT32 labelled ephemeral0 by serve (Nova's default mkfs), found
+# by cloud-init through the config drive's EC2 block-device-mapping and mounted on /mnt by its
+# default `mounts`, with nothing asked in the user data.
+serial "the flavor's ephemeral disk mounted on /mnt by cloud-init (vfat, label ephemeral0)" \
+    'echo "mnt-$((6*7)) $(findmnt -n -o FSTYPE,LABEL /mnt)"' 'mnt-42 vfat +ephemeral0' 60
 
 # --- a second kernel, the guest's own reboot ------------------------------------------------
 lab_alive
