@@ -70,6 +70,24 @@ pub struct BootImage {
     pub updated_at: String,
 }
 
+/// An image another service creates (queued, to be filled by it).
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub name: String,
+    pub owner: String,
+    pub disk_format: String,
+    pub container_format: String,
+    pub visibility: String,
+    pub protected: bool,
+    /// Extra properties (`kernel_id`, `hw_*`, ...).
+    pub properties: serde_json::Map<String, Value>,
+    pub min_disk: i64,
+    pub min_ram: i64,
+    /// The size of the data to come, when known: checked against
+    /// `image_size_total` at create.
+    pub data_bytes: Option<u64>,
+}
+
 /// Handle other services keep to ask about images.
 #[derive(Clone)]
 pub struct ImageService {
@@ -213,41 +231,95 @@ impl ImageService {
         min_disk: i64,
         min_ram: i64,
     ) -> Result<String, ImageServiceError> {
+        self.create_queued(NewImage {
+            name: name.to_string(),
+            owner: owner.to_string(),
+            disk_format: "raw".into(),
+            container_format: "bare".into(),
+            visibility: "private".into(),
+            protected: false,
+            properties,
+            min_disk,
+            min_ram,
+            data_bytes: None,
+        })
+        .await
+    }
+
+    /// Creates a queued image another service will fill (Nova's snapshots,
+    /// Cinder's upload-to-image); returns its id. Glance's
+    /// `image_count_total` applies, and with `data_bytes` also
+    /// `image_size_total` for the data to come (refused up front, as the
+    /// data is known before it is written).
+    pub async fn create_queued(&self, new: NewImage) -> Result<String, ImageServiceError> {
         let now = crate::image::images::now_string();
         let image = store::Image {
             id: uuid::Uuid::new_v4().to_string(),
-            name: Some(name.to_string()),
+            name: Some(new.name),
             status: "queued".into(),
-            visibility: "private".into(),
-            owner: Some(owner.to_string()),
-            disk_format: Some("raw".into()),
-            container_format: Some("bare".into()),
-            min_disk,
-            min_ram,
+            visibility: new.visibility,
+            protected: new.protected,
+            owner: Some(new.owner),
+            disk_format: Some(new.disk_format),
+            container_format: Some(new.container_format),
+            min_disk: new.min_disk,
+            min_ram: new.min_ram,
             created_at: now.clone(),
             updated_at: now,
-            properties,
+            properties: new.properties,
             ..store::Image::default()
         };
         let id = image.id.clone();
+        let data_mib = new.data_bytes.map(|b| b.div_ceil(1 << 20) as i64);
         let over_quota = self
             .db
             .write(move |tx| {
-                // Glance's image_count_total applies to snapshots too.
                 let owner = image.owner.clone().unwrap_or_default();
-                match count_quota(tx, &owner)? {
-                    Some(message) => Ok(Some(message)),
-                    None => {
-                        store::insert_image(tx, &image)?;
-                        Ok(None)
-                    }
+                if let Some(message) = count_quota(tx, &owner)? {
+                    return Ok(Some(message));
                 }
+                if let Some(mib) = data_mib
+                    && let Some(message) = size_quota(tx, &owner, mib)?
+                {
+                    return Ok(Some(message));
+                }
+                store::insert_image(tx, &image)?;
+                Ok(None)
             })
             .await?;
         if let Some(message) = over_quota {
             return Err(ImageServiceError::Invalid(message));
         }
         Ok(id)
+    }
+
+    /// A queued image's data starts to arrive: `saving`, as Glance marks an
+    /// upload. False when the image is gone or no longer queued.
+    pub async fn mark_saving(&self, id: &str) -> Result<bool, ImageServiceError> {
+        let id_owned = id.to_string();
+        Ok(self
+            .db
+            .write(move |tx| {
+                let Some(mut image) = store::get_image(tx, &id_owned)? else {
+                    return Ok(false);
+                };
+                if image.status != "queued" {
+                    return Ok(false);
+                }
+                image.status = "saving".into();
+                image.updated_at = crate::image::images::now_string();
+                store::update_image(tx, &image)?;
+                Ok(true)
+            })
+            .await?)
+    }
+
+    /// Where another service stages data for an image before
+    /// [`ImageService::finish_snapshot`] checks it in: a `.partial` name, so
+    /// the image service's start-up repair removes it after a crash (and
+    /// puts the `saving` image back to `queued`).
+    pub fn staging_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.upload.partial"))
     }
 
     /// Where a snapshot's data is written before it is checked in.
@@ -419,6 +491,23 @@ fn count_quota(conn: &rusqlite::Connection, owner: &str) -> crate::db::DbResult<
         return Ok(None);
     }
     match crate::image::quota::enforce(conn, owner, crate::image::quota::IMAGE_COUNT_TOTAL, 1) {
+        Ok(()) => Ok(None),
+        Err(crate::image::ImageError::Db(e)) => Err(e),
+        Err(other) => Ok(Some(other.to_string())),
+    }
+}
+
+/// Why `image_size_total` refuses `mib` more MiB of data for `owner`, if it
+/// does.
+fn size_quota(
+    conn: &rusqlite::Connection,
+    owner: &str,
+    mib: i64,
+) -> crate::db::DbResult<Option<String>> {
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    match crate::image::quota::enforce(conn, owner, crate::image::quota::IMAGE_SIZE_TOTAL, mib) {
         Ok(()) => Ok(None),
         Err(crate::image::ImageError::Db(e)) => Err(e),
         Err(other) => Ok(Some(other.to_string())),

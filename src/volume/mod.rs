@@ -28,6 +28,7 @@ mod retype;
 mod snapshots;
 mod transfers;
 mod types;
+mod upload;
 mod views;
 mod volume_list;
 mod volume_metadata;

@@ -2,7 +2,8 @@
 //! state Cinder allows, and files and rows agree again.
 //!
 //! - a volume left `creating` becomes `error` (its unfinished file goes);
-//!   `extending` becomes `error_extending`; `deleting` is finished;
+//!   `extending` becomes `error_extending`; `uploading` goes back to
+//!   `available` or `in-use`; `deleting` is finished;
 //! - a snapshot left `creating` becomes `error`; `deleting` is finished;
 //! - an unfinished copy (`*.partial`) is removed, and so is a file whose
 //!   row does not exist (a create that never committed);
@@ -50,6 +51,8 @@ pub fn run(s: &VolumeState) -> VolumeResult<Repairs> {
                 // An interrupted reimage: the old file stays (the copy
                 // replaces it only when complete), the status is Cinder's.
                 "downloading" => Some("error"),
+                // An interrupted upload to an image: the file was only read.
+                "uploading" if has_file => Some(super::upload::settled_status(&v)),
                 s if !NO_FILE_NEEDED.contains(&s) && !has_file => Some("error"),
                 _ => None,
             };

@@ -891,6 +891,7 @@ async fn action(
             });
             Ok(empty(StatusCode::ACCEPTED))
         }
+        "os-volume_upload_image" => super::upload::upload(&s, &ctx, mv, &id, arg).await,
         _ => Err(bad(
             "There is no such action: {name}".replace("{name}", &name)
         )),

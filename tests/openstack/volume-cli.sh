@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cinder with the stock clients (issue 14): volumes, snapshots, types, QoS, quotas,
-# limits, availability zones, services, backups, transfers, an online extend (3.42) of a volume
+# limits, availability zones, services, backups, transfers, upload to an image, an online extend (3.42) of a volume
 # attached to an echo server, swap and ephemeral disks (`server create --swap --ephemeral`) and
 # the rebuild of a volume-backed server with `--reimage-boot-volume` (2.93) (these with /dev/kvm),
 # and bad input, against a fresh `yunhe serve`.
@@ -103,6 +103,31 @@ expect "size 2" 'd["size"]==2'
 check "openstack volume set --image-property" openstack volume set --image-property os_type=linux "$vol"
 check "openstack volume unset --image-property" openstack volume unset --image-property os_type "$vol"
 check "openstack volume unset --property" openstack volume unset --property k "$vol"
+
+# --- upload to image (os-volume_upload_image) -------------------------------------
+check "openstack volume set --image-property hw_disk_bus=virtio" \
+    openstack volume set --image-property hw_disk_bus=virtio "$vol"
+check "openstack image create --volume" \
+    openstack --os-volume-api-version 3.1 image create --volume "$vol" --disk-format raw from-vol -f json
+expect "the answer is Cinder's: uploading, raw, bare, private" \
+    'd["status"]=="uploading" and d["disk_format"]=="raw" and d["container_format"]=="bare" and d["visibility"]=="private" and d["volume_type"]=="__DEFAULT__"'
+upimg="$(json 'd["image_id"]' 2>/dev/null)"
+# The copy and Glance's digests of 2 GiB: allow two minutes on a loaded machine.
+wait_image_active() {
+    local i
+    for i in $(seq 1 600); do
+        openstack image show "$1" -f json >"$out" 2>&1
+        json 'd["status"]' 2>/dev/null | grep -qx active && return 0
+        sleep 0.2
+    done
+    return 1
+}
+check "the image becomes active" wait_image_active "$upimg"
+expect "the image holds the whole 2 GiB volume with its image property" \
+    'd["size"]==2*1024**3 and d["disk_format"]=="raw" and len(d["checksum"])==32 and "hw_disk_bus" in str(d["properties"])'
+check "the volume is available again" wait_status volume "$vol" available
+refuse "a qcow2 upload is refused (raw only)" openstack image create --volume "$vol" --disk-format qcow2 q
+check "openstack image delete from-vol" openstack image delete "$upimg"
 
 # --- snapshots and clones ---------------------------------------------------------
 check "openstack volume snapshot create" openstack volume snapshot create --volume "$vol" snap1 -f json
