@@ -63,6 +63,7 @@ mod tenant_usage;
 mod validate;
 pub mod virt;
 mod volume_events;
+mod volume_proxy;
 mod volumes;
 
 use std::collections::HashMap;
@@ -645,6 +646,7 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
         .merge(tenant_usage::routes())
         .merge(images::routes())
         .merge(network_proxy::routes())
+        .merge(volume_proxy::routes())
         .merge(server_groups::routes())
         .merge(servers::routes())
         .merge(server_list::routes())

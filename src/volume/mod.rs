@@ -34,6 +34,11 @@ mod volume_list;
 mod volume_metadata;
 mod volumes;
 
+pub use snapshots::{
+    NewSnapshot, create_snapshot, load_for as load_snapshot, start_delete as delete_snapshot,
+};
+pub use volumes::{NewVolume, create_volume, load_for as load_volume};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -49,7 +49,9 @@ fn parse(bytes: &[u8]) -> VolumeResult<Object> {
     Ok(body::parse_object(bytes)?)
 }
 
-async fn load_for(s: &S, ctx: &AuthContext, id: &str, rule: &str) -> VolumeResult<Snapshot> {
+/// Loads a snapshot the caller may see (its project's, or any for admins),
+/// then checks `rule` on its project.
+pub async fn load_for(s: &S, ctx: &AuthContext, id: &str, rule: &str) -> VolumeResult<Snapshot> {
     let wanted = id.to_string();
     let snap = s
         .read(move |conn| Ok(store::get_snapshot(conn, &wanted)?))
@@ -103,7 +105,7 @@ async fn create(
 ) -> VolumeResult<Response> {
     let mut req = parse(&bytes)?;
     let obj = body::take_object(&mut req, "snapshot")?;
-    let project = project_of(&ctx)?;
+    project_of(&ctx)?;
     const ALLOWED: &[&str] = &[
         "volume_id",
         "name",
@@ -146,10 +148,45 @@ async fn create(
         None | Some(Value::Null) => BTreeMap::new(),
         Some(m) => metadata_field(m)?,
     };
-    let volume = super::volumes::load_for(&s, &ctx, &volume_id, "volume:get").await?;
-    authorize(
+    let snap = create_snapshot(
         &s,
         &ctx,
+        NewSnapshot {
+            volume_id,
+            force: force || mv.at_least(66),
+            name,
+            description,
+            metadata,
+        },
+    )
+    .await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"snapshot": render_plain(&snap, mv)}),
+    ))
+}
+
+/// A snapshot to take, as Cinder's create reads it (and Nova's
+/// `os-snapshots` proxy asks for one).
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    pub volume_id: String,
+    /// Snapshot an `in-use` volume too (always so from 3.66).
+    pub force: bool,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Takes a snapshot for the caller with Cinder's checks: the volume visible
+/// to the caller (`volume:get`), `volume:create_snapshot` on its project,
+/// then its status and the quota (in `ops::create_snapshot`).
+pub async fn create_snapshot(s: &S, ctx: &AuthContext, req: NewSnapshot) -> VolumeResult<Snapshot> {
+    let project = project_of(ctx)?;
+    let volume = super::volumes::load_for(s, ctx, &req.volume_id, "volume:get").await?;
+    authorize(
+        s,
+        ctx,
         "volume:create_snapshot",
         &project_target(&volume.project_id),
     )?;
@@ -159,21 +196,18 @@ async fn create(
         project_id: project,
         user_id: ctx.user_id.clone(),
         volume_id: volume.id.clone(),
-        name,
-        description,
+        name: req.name,
+        description: req.description,
         size: volume.size,
         status: "creating".into(),
         volume_type_id: volume.volume_type_id.clone(),
-        metadata,
+        metadata: req.metadata,
         progress: "0%".into(),
         created_at: now.clone(),
         updated_at: Some(now),
     };
-    super::ops::create_snapshot(&s, snap.clone(), force || mv.at_least(66)).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({"snapshot": render_plain(&snap, mv)}),
-    ))
+    super::ops::create_snapshot(s, snap.clone(), req.force).await?;
+    Ok(snap)
 }
 
 const SORT_KEYS: &[&str] = &[
@@ -383,7 +417,7 @@ async fn update(
 }
 
 /// `deleting` now; the file, then the row, in the background.
-async fn start_delete(s: &S, id: &str, force: bool) -> VolumeResult<()> {
+pub async fn start_delete(s: &S, id: &str, force: bool) -> VolumeResult<()> {
     let sid = id.to_string();
     s.write(move |tx| {
         let mut snap = store::get_snapshot(tx, &sid)?.ok_or_else(|| not_found(&sid))?;

@@ -197,7 +197,7 @@ async fn create(
 ) -> VolumeResult<Response> {
     let mut req = parse(&bytes)?;
     let obj = body::take_object(&mut req, "volume")?;
-    let project = project_of(&ctx)?;
+    project_of(&ctx)?;
     authorize(&s, &ctx, "volume:create", &own_target(&ctx))?;
     const ALLOWED: &[&str] = &[
         "size",
@@ -280,6 +280,89 @@ async fn create(
         ));
     }
     let wanted_type = opt_text(&obj, "volume_type", 255)?;
+    let created = create_volume(
+        &s,
+        &ctx,
+        NewVolume {
+            name,
+            description,
+            size,
+            volume_type: wanted_type,
+            availability_zone: Some(az),
+            metadata,
+            multiattach,
+            snapshot_id,
+            source_volid,
+            image_ref,
+        },
+    )
+    .await?;
+    let names = type_names(&s).await?;
+    let view = render_plain(&s, &created, &names, mv);
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"volume": view}),
+    ))
+}
+
+/// A volume to create, as Cinder's create reads it (and Nova's `os-volumes`
+/// proxy asks for one).
+#[derive(Debug, Clone, Default)]
+pub struct NewVolume {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Required unless a snapshot or source volume is given.
+    pub size: Option<i64>,
+    /// A type's name or id; else the source's type, else the default.
+    pub volume_type: Option<String>,
+    /// `nova` (the only zone) when not given.
+    pub availability_zone: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub multiattach: bool,
+    pub snapshot_id: Option<String>,
+    pub source_volid: Option<String>,
+    pub image_ref: Option<String>,
+}
+
+/// Creates a volume for the caller with Cinder's checks: the `volume:create`
+/// rule (and `volume:create_from_image`), the zone, one source at most, the
+/// source's visibility and size, the type's access, then quota and capacity
+/// (in `ops::create`). Returns the record as created (`creating`).
+pub async fn create_volume(s: &S, ctx: &AuthContext, req: NewVolume) -> VolumeResult<Volume> {
+    let project = project_of(ctx)?;
+    authorize(s, ctx, "volume:create", &own_target(ctx))?;
+    let NewVolume {
+        name,
+        description,
+        size,
+        volume_type: wanted_type,
+        availability_zone,
+        metadata,
+        multiattach,
+        snapshot_id,
+        source_volid,
+        image_ref,
+    } = req;
+    let az = availability_zone.unwrap_or_else(|| "nova".into());
+    if az != "nova" {
+        return Err(bad(format!(
+            "Invalid input received: Availability zone '{az}' is invalid."
+        )));
+    }
+    let sources = [&snapshot_id, &source_volid, &image_ref]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
+    if sources > 1 {
+        return Err(bad(
+            "Invalid input received: only one of snapshot_id, source_volid and imageRef may be given.",
+        ));
+    }
+    if size.is_none() && snapshot_id.is_none() && source_volid.is_none() {
+        return Err(bad(
+            "Invalid input received: size is required unless a snapshot or source volume is given.",
+        ));
+    }
 
     // The source: its size, type and what the new volume inherits.
     let now = now_string();
@@ -307,7 +390,7 @@ async fn create(
                 move |conn| Ok(store::get_snapshot(conn, &id)?)
             })
             .await?
-            .filter(|sn| is_admin(&s, &ctx) || sn.project_id == project)
+            .filter(|sn| is_admin(s, ctx) || sn.project_id == project)
             .ok_or_else(|| {
                 VolumeError::NotFound(format!("Snapshot {snap_id} could not be found."))
             })?;
@@ -333,7 +416,7 @@ async fn create(
         v.snapshot_id = Some(snap.id.clone());
         Source::Snapshot(snap.id)
     } else if let Some(src_id) = &source_volid {
-        let src = load_for(&s, &ctx, src_id, "volume:get").await?;
+        let src = load_for(s, ctx, src_id, "volume:get").await?;
         if size.is_none() {
             v.size = src.size;
         } else if v.size < src.size {
@@ -348,8 +431,8 @@ async fn create(
         v.source_volid = Some(src.id.clone());
         Source::Volume(src.id)
     } else if let Some(image_id) = &image_ref {
-        authorize(&s, &ctx, "volume:create_from_image", &own_target(&ctx))?;
-        let scope = if is_admin(&s, &ctx) {
+        authorize(s, ctx, "volume:create_from_image", &own_target(ctx))?;
+        let scope = if is_admin(s, ctx) {
             None
         } else {
             Some(project.as_str())
@@ -387,7 +470,7 @@ async fn create(
     };
     // The type: asked for, else the source's, else the default.
     let type_lookup = wanted_type.clone();
-    let is_admin_caller = is_admin(&s, &ctx);
+    let is_admin_caller = is_admin(s, ctx);
     let caller_project = project.clone();
     let vt = s
         .read(move |conn| {
@@ -418,13 +501,7 @@ async fn create(
             ))
         })?;
     v.volume_type_id = vt.id.clone();
-    let created = ops::create(&s, v, source).await?;
-    let names = type_names(&s).await?;
-    let view = render_plain(&s, &created, &names, mv);
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({"volume": view}),
-    ))
+    ops::create(s, v, source).await
 }
 
 pub(super) fn truthy(text: &str) -> bool {

@@ -6,9 +6,8 @@
 # Same machinery, lists and env as run-compute.sh; YUNHE_TEMPEST_REGEX overrides the selection.
 # Also the attach and detach tests (running, shelved and shelved-offloaded servers; the echo
 # guest answers the ACPI eject as Linux does) and Cinder's extend of an attached volume.
-# Left out of the default selection (docs/compute.md "Block device mappings"): Nova's
-# os-volumes/os-snapshots proxies below 2.36 (tempest.api.compute.volumes.test_volumes_*,
-# test_volume_snapshots: not built).
+# Also Nova's os-volumes/os-snapshots proxies below 2.36 (tempest.api.compute.volumes:
+# test_volumes_get, test_volumes_list, test_volumes_negative, test_volume_snapshots).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf="$(mktemp)"
@@ -26,7 +25,7 @@ sed -n '/^\[volume\]$/,/^disk_format/p' "$here/volume.conf.in" >> "$conf"
 # Online extend of an attached volume (Cinder 3.42, Nova's volume-extended): its tempest test
 # is a volume test that boots a server, so it runs here, where compute is on.
 printf '\n[volume-feature-enabled]\nextend_attached_volume = True\n' >> "$conf"
-default_regex='^tempest\.api\.(compute\.servers\.(test_create_server\.ServersTestBootFromVolume|test_server_actions\.ServerActionsTestOtherA\.test_(resize_volume_backed|rebuild_server_with_volume)|test_server_actions\.ServerActionsTestOtherB\.test_resize_server_revert_with_volume|test_server_actions\.ServerActionsV293)|compute\.volumes\.test_attach_volume\.(AttachVolumeTestJSON|AttachVolumeShelveTestJSON)|volume\.test_volumes_extend\.VolumesExtendAttachedTest)'
+default_regex='^tempest\.api\.(compute\.servers\.(test_create_server\.ServersTestBootFromVolume|test_server_actions\.ServerActionsTestOtherA\.test_(resize_volume_backed|rebuild_server_with_volume)|test_server_actions\.ServerActionsTestOtherB\.test_resize_server_revert_with_volume|test_server_actions\.ServerActionsV293)|compute\.volumes\.test_attach_volume\.(AttachVolumeTestJSON|AttachVolumeShelveTestJSON)|compute\.volumes\.(test_volumes_get|test_volumes_list|test_volumes_negative|test_volume_snapshots)|volume\.test_volumes_extend\.VolumesExtendAttachedTest)'
 export YUNHE_TEMPEST_REGEX="${YUNHE_TEMPEST_REGEX:-$default_regex}"
 export YUNHE_TEMPEST_SERVICE=compute
 export YUNHE_TEMPEST_XF="$here/compute-expected-failures.txt"
