@@ -139,30 +139,6 @@ pub fn take_object(body: &mut Object, key: &str) -> Result<Object, BodyError> {
     }
 }
 
-/// An optional string member; `null` counts as absent.
-pub fn opt_string(obj: &Object, key: &str) -> Result<Option<String>, BodyError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(BodyError::WrongType {
-            key: key.to_string(),
-            expected: "string",
-        }),
-    }
-}
-
-/// An optional boolean member (`null` is a wrong type, as in Keystone).
-pub fn opt_bool(obj: &Object, key: &str) -> Result<Option<bool>, BodyError> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(BodyError::WrongType {
-            key: key.to_string(),
-            expected: "boolean",
-        }),
-    }
-}
-
 /// True for a name of 1 to [`NAME_MAX`] characters that is not only
 /// whitespace: the rule every service starts from (Nova then also refuses
 /// leading or trailing spaces, keypairs a character set).
@@ -176,14 +152,6 @@ pub fn check_name(name: &str, key: &str) -> Result<String, BodyError> {
         Ok(name.to_string())
     } else {
         Err(BodyError::BadName(key.to_string()))
-    }
-}
-
-/// A required name member: present, a string, and [`is_valid_name`].
-pub fn required_name(obj: &Object, key: &str) -> Result<String, BodyError> {
-    match opt_string(obj, key)? {
-        Some(name) => check_name(&name, key),
-        None => Err(BodyError::Missing(key.to_string())),
     }
 }
 
@@ -220,23 +188,6 @@ mod tests {
             take_object(&mut body, "y"),
             Err(BodyError::Missing("y".into()))
         );
-    }
-
-    #[test]
-    fn optional_members_check_their_type() {
-        let obj = object(json!({"s": "v", "n": null, "b": true, "i": 3}));
-        assert_eq!(opt_string(&obj, "s"), Ok(Some("v".into())));
-        assert_eq!(opt_string(&obj, "n"), Ok(None));
-        assert_eq!(opt_string(&obj, "absent"), Ok(None));
-        assert!(matches!(
-            opt_string(&obj, "i"),
-            Err(BodyError::WrongType {
-                expected: "string",
-                ..
-            })
-        ));
-        assert_eq!(opt_bool(&obj, "b"), Ok(Some(true)));
-        assert!(opt_bool(&obj, "n").is_err());
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -340,15 +291,10 @@ mod tests {
         assert!(!is_valid_name(&"a".repeat(256)));
         assert!(!is_valid_name("   "));
         assert!(!is_valid_name(""));
-        let obj = object(json!({"name": " ", "other": "ok"}));
         assert_eq!(
-            required_name(&obj, "name"),
+            check_name(" ", "name"),
             Err(BodyError::BadName("name".into()))
         );
-        assert_eq!(required_name(&obj, "other"), Ok("ok".into()));
-        assert_eq!(
-            required_name(&obj, "absent"),
-            Err(BodyError::Missing("absent".into()))
-        );
+        assert_eq!(check_name("ok", "other"), Ok("ok".into()));
     }
 }

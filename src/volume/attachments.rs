@@ -16,16 +16,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::requests::{self, given};
 use super::volume_list::page;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, empty, is_admin, own_target, project_of,
     project_target, query_map,
 };
 use crate::db::volume::{self as store, Attachment, Volume};
-use crate::http::body;
+use crate::http::body::Object;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -121,21 +122,72 @@ async fn load_for(
     Ok((v, a))
 }
 
-fn connector_of(obj: &body::Object) -> VolumeResult<Option<Value>> {
-    match obj.get("connector") {
-        None | Some(Value::Null) => Ok(None),
-        Some(c @ Value::Object(map)) => {
-            if c.to_string().len() > 16 * 1024 || map.len() > 64 {
-                return Err(bad(
-                    "Invalid input for field/attribute connector. Value is too long",
-                ));
-            }
-            Ok(Some(c.clone()))
-        }
-        Some(_) => Err(bad(
-            "Invalid input for field/attribute connector. Value is not an object.",
-        )),
+/// A host's connector (Cinder passes it to the driver as it came): kept
+/// as given, bounded in size.
+fn connector_of(connector: Option<Object>) -> VolumeResult<Option<Value>> {
+    let Some(map) = connector else {
+        return Ok(None);
+    };
+    let members = map.len();
+    let c = Value::Object(map);
+    if c.to_string().len() > 16 * 1024 || members > 64 {
+        return Err(bad(
+            "Invalid input for field/attribute connector. Value is too long",
+        ));
     }
+    Ok(Some(c))
+}
+
+/// An attachment's mode (3.54).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "rw",
+            Mode::ReadOnly => "ro",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = String::deserialize(d)?;
+        match m.as_str() {
+            "rw" => Ok(Mode::ReadWrite),
+            "ro" => Ok(Mode::ReadOnly),
+            _ => Err(serde::de::Error::custom(format!(
+                "{m}. '{m}' is not one of ['rw', 'ro']"
+            ))),
+        }
+    }
+}
+
+/// `POST /v3/attachments`'s `attachment`; `mode` is read at every
+/// microversion and refused below 3.54.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAttachment {
+    #[serde(default)]
+    volume_uuid: Option<String>,
+    #[serde(default)]
+    instance_uuid: Option<String>,
+    #[serde(default)]
+    connector: Option<Object>,
+    #[serde(default, deserialize_with = "given")]
+    mode: Option<Option<Mode>>,
+}
+
+/// `PUT /v3/attachments/{id}`'s `attachment`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateAttachment {
+    #[serde(default)]
+    connector: Option<Object>,
 }
 
 async fn create(
@@ -145,21 +197,17 @@ async fn create(
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     check_version(mv, 27)?;
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "attachment")?;
-    let mut allowed = vec!["volume_uuid", "instance_uuid", "connector"];
-    if mv.at_least(54) {
-        allowed.push("mode");
+    let obj = requests::take(&bytes, "attachment")?;
+    let req: CreateAttachment = requests::member("attachment", obj)?;
+    if req.mode.is_some() && !mv.at_least(54) {
+        return Err(bad(
+            "Invalid input for field/attribute attachment. Additional properties are not allowed ('mode' was unexpected)",
+        ));
     }
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute attachment. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let volume_id = body::opt_string(&obj, "volume_uuid")?.ok_or_else(|| {
+    let volume_id = req.volume_uuid.ok_or_else(|| {
         bad("Invalid input for field/attribute attachment. 'volume_uuid' is a required property")
     })?;
-    let instance = body::opt_string(&obj, "instance_uuid")?;
+    let instance = req.instance_uuid;
     if instance
         .as_deref()
         .is_some_and(|i| uuid::Uuid::parse_str(i).is_err())
@@ -168,16 +216,8 @@ async fn create(
             "Invalid input for field/attribute instance_uuid. Value is not a UUID.",
         ));
     }
-    let mode = body::opt_string(&obj, "mode")?;
-    if let Some(m) = &mode
-        && m != "rw"
-        && m != "ro"
-    {
-        return Err(bad(format!(
-            "Invalid input for field/attribute mode. Value: {m}. '{m}' is not one of ['rw', 'ro']"
-        )));
-    }
-    let connector = connector_of(&obj)?;
+    let mode = req.mode.flatten().map(|m| m.as_str().to_string());
+    let connector = connector_of(req.connector)?;
     let volume = super::volumes::load_for(&s, &ctx, &volume_id, "volume:get").await?;
     authorize(
         &s,
@@ -211,14 +251,9 @@ async fn update(
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     check_version(mv, 27)?;
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "attachment")?;
-    if let Some(extra) = obj.keys().find(|k| k.as_str() != "connector") {
-        return Err(bad(format!(
-            "Invalid input for field/attribute attachment. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let connector = connector_of(&obj)?.ok_or_else(|| {
+    let obj = requests::take(&bytes, "attachment")?;
+    let req: UpdateAttachment = requests::member("attachment", obj)?;
+    let connector = connector_of(req.connector)?.ok_or_else(|| {
         bad("Invalid input for field/attribute attachment. 'connector' is a required property")
     })?;
     let (_, a) = load_for(&s, &ctx, &id, "volume:attachment_update").await?;
@@ -237,7 +272,7 @@ async fn action(
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     check_version(mv, 44)?;
-    let req = body::parse_object(&bytes)?;
+    let req = requests::object(&bytes)?;
     if !req.contains_key("os-complete") {
         return Err(bad("There is no such action"));
     }
@@ -357,4 +392,38 @@ async fn list_detail(
     Query(q): Query<Vec<(String, String)>>,
 ) -> VolumeResult<Response> {
     list_common(s, &ctx, mv, query_map(q), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::requests::refused;
+
+    fn create(v: Value) -> VolumeResult<CreateAttachment> {
+        let Value::Object(obj) = v else {
+            panic!("an object")
+        };
+        requests::member("attachment", obj)
+    }
+
+    #[test]
+    fn create_reads_mode_and_connector() {
+        let req = create(json!({"volume_uuid": "v", "mode": "ro", "connector": {"host": "h"}}))
+            .expect("accepted");
+        assert_eq!(req.mode, Some(Some(Mode::ReadOnly)));
+        assert_eq!(
+            connector_of(req.connector).expect("small"),
+            Some(json!({"host": "h"}))
+        );
+        assert_eq!(
+            refused(create(json!({"volume_uuid": "v", "mode": "rx"}))),
+            "Invalid input for field/attribute mode. Value: rx. 'rx' is not one of ['rw', 'ro']"
+        );
+        assert_eq!(
+            refused(create(json!({"volume_uuid": "v", "connector": "h"}))),
+            "Invalid input for field/attribute connector. Value is not an object."
+        );
+        let big: Object = (0..65).map(|i| (i.to_string(), json!(i))).collect();
+        assert!(connector_of(Some(big)).is_err());
+    }
 }

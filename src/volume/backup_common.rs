@@ -1,4 +1,4 @@
-//! What the backup handlers share: the error helpers, the strict boolean,
+//! What the backup handlers share: the error helpers, the text check,
 //! the lookup under a policy rule, and the summary and detail views.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,6 @@ use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, is_admin, project_target,
 };
 use crate::db::volume_records::{self as bstore, Backup};
-use crate::http::body::{self, Object};
 use crate::identity::AuthContext;
 
 type S = Arc<VolumeState>;
@@ -24,35 +23,14 @@ pub(super) fn bad(msg: impl Into<String>) -> VolumeError {
     VolumeError::BadRequest(msg.into())
 }
 
-pub(super) fn text(obj: &Object, key: &str) -> VolumeResult<Option<String>> {
-    let value = body::opt_string(obj, key)?;
+/// A backup's name, description or container: at most 255 characters.
+pub(super) fn text(key: &str, value: Option<String>) -> VolumeResult<Option<String>> {
     if value.as_ref().is_some_and(|v| v.chars().count() > 255) {
         return Err(bad(format!(
             "Invalid input for field/attribute {key}. Value is too long"
         )));
     }
     Ok(value)
-}
-
-/// Cinder's strict boolean (`strutils.bool_from_string(strict=True)`).
-pub(super) fn flag(obj: &Object, key: &str) -> VolumeResult<bool> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "t" | "y" | "on" => Ok(true),
-            "0" | "false" | "no" | "f" | "n" | "off" => Ok(false),
-            _ => Err(bad(format!("Invalid value for '{key}'."))),
-        },
-        Some(_) => Err(bad(format!("Invalid value for '{key}'."))),
-    }
-}
-
-pub(super) fn truthy(text: &str) -> bool {
-    matches!(
-        text.to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "t" | "y" | "on"
-    )
 }
 
 pub(super) async fn load_for(

@@ -1,23 +1,23 @@
 //! Backup list (with filters, sort and pagination), show and update.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::backup_common::{bad, detail, load_for, not_found, summary, text, truthy};
+use super::backup_common::{bad, detail, load_for, not_found, summary, text};
+use super::requests::{self, given, present, truthy};
 use super::volume_list::{page, sort_spec};
-use super::volumes::metadata_field;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, is_admin, now_string, own_target,
     project_of, query_map,
 };
 use crate::db::volume_records::{self as bstore, Backup};
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -177,6 +177,19 @@ pub(super) async fn show(
     ))
 }
 
+/// `PUT /backups/{id}`'s `backup`: a name or description given as `null`
+/// clears it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBackup {
+    #[serde(default, deserialize_with = "given")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
 /// `PUT /backups/{id}` (3.9): name, description, and metadata from 3.43.
 pub(super) async fn update(
     State(s): State<S>,
@@ -190,32 +203,21 @@ pub(super) async fn update(
             "The resource could not be found.".into(),
         ));
     }
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "backup")?;
+    let obj = requests::take(&bytes, "backup")?;
     let b = load_for(&s, &ctx, &id, "backup:update").await?;
-    let mut allowed = vec!["name", "description"];
-    if mv.at_least(43) {
-        allowed.push("metadata");
+    let req: UpdateBackup = requests::member("backup", obj)?;
+    // `metadata` is a member from 3.43.
+    if req.metadata.is_some() && !mv.at_least(43) {
+        return Err(bad(
+            "Invalid input for field/attribute backup. Additional properties are not allowed ('metadata' was unexpected)",
+        ));
     }
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute backup. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let name = if obj.contains_key("name") {
-        Some(text(&obj, "name")?)
-    } else {
-        None
-    };
-    let description = if obj.contains_key("description") {
-        Some(text(&obj, "description")?)
-    } else {
-        None
-    };
-    let metadata = match obj.get("metadata") {
-        None => None,
-        Some(m) => Some(metadata_field(m)?),
-    };
+    let name = req.name.map(|n| text("name", n)).transpose()?;
+    let description = req
+        .description
+        .map(|d| text("description", d))
+        .transpose()?;
+    let metadata = req.metadata.map(requests::metadata).transpose()?;
     let bid = b.id.clone();
     let updated = s
         .write(move |tx| {

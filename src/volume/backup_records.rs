@@ -8,14 +8,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::backup_common::{bad, load_for, summary};
+use super::requests;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, now_string, own_target, project_of,
 };
 use crate::db::volume_records::{self as bstore, Backup};
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -51,20 +52,30 @@ pub(super) async fn export_record(
     ))
 }
 
+/// `POST /v3/backups/import_record`'s `backup-record` (other members are
+/// ignored, as they always were here).
+#[derive(Debug, Deserialize)]
+struct ImportRecord {
+    #[serde(default)]
+    backup_service: Option<String>,
+    #[serde(default)]
+    backup_url: Option<String>,
+}
+
 pub(super) async fn import_record(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "backup-record")?;
+    let obj = requests::take(&bytes, "backup-record")?;
     authorize(&s, &ctx, "backup:backup-import", &own_target(&ctx))?;
     let project = project_of(&ctx)?;
-    let service = body::opt_string(&obj, "backup_service")?.ok_or_else(|| {
+    let req: ImportRecord = requests::member("backup-record", obj)?;
+    let service = req.backup_service.ok_or_else(|| {
         bad("Invalid input for field/attribute backup-record. 'backup_service' is a required property")
     })?;
-    let url = body::opt_string(&obj, "backup_url")?.ok_or_else(|| {
+    let url = req.backup_url.ok_or_else(|| {
         bad("Invalid input for field/attribute backup-record. 'backup_url' is a required property")
     })?;
     if !service.starts_with("cinder.backup.drivers.posix") {

@@ -6,13 +6,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::backup_common::{bad, load_for, not_found, text};
+use super::requests;
 use super::{VolumeResult, VolumeState, now_string, project_of};
 use crate::db::volume::{self as store, Volume};
 use crate::db::volume_records::{self as bstore, Backup};
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -20,25 +21,27 @@ type S = Arc<VolumeState>;
 
 // ---------------------------------------------------------------- restore
 
+/// `POST /v3/backups/{id}/restore`'s `restore`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Restore {
+    #[serde(default)]
+    volume_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
 pub(super) async fn restore(
     State(s): State<S>,
     Auth(ctx): Auth,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "restore")?;
-    if let Some(extra) = obj
-        .keys()
-        .find(|k| !["volume_id", "name"].contains(&k.as_str()))
-    {
-        return Err(bad(format!(
-            "Invalid input for field/attribute restore. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
+    let obj = requests::take(&bytes, "restore")?;
+    let req: Restore = requests::member("restore", obj)?;
     let b = load_for(&s, &ctx, &id, "backup:restore").await?;
-    let target = body::opt_string(&obj, "volume_id")?;
-    let name = text(&obj, "name")?;
+    let target = req.volume_id;
+    let name = text("name", req.name)?;
     let project = project_of(&ctx)?;
     if let Some(vid) = &target {
         super::volumes::load_for(&s, &ctx, vid, "volume:get").await?;

@@ -26,21 +26,21 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use rusqlite::Connection;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 
-use super::backup_common::{bad, flag, load_for, not_found, summary, text};
+use super::backup_common::{bad, load_for, not_found, summary, text};
 use super::backup_files::{BackupFiles, StoredData};
 use super::backup_list::{list, list_detail, show, update};
 use super::backup_records::{export_record, import_record};
 use super::backup_restore::restore;
-use super::volumes::metadata_field;
+use super::requests::{self, StrictBool, given};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, empty, now_string, project_of,
     project_target,
 };
 use crate::db::volume as store;
 use crate::db::volume_records::{self as bstore, Backup};
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -81,49 +81,71 @@ fn enforce_backup_quota(conn: &Connection, project: &str, gigabytes: i64) -> Vol
 
 // ----------------------------------------------------------------- create
 
+/// `POST /v3/backups`'s `backup`. `metadata` and `availability_zone` are
+/// read at every microversion and refused below theirs; a member given as
+/// `null` counts as given there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBackup {
+    #[serde(default)]
+    volume_id: Option<String>,
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    incremental: Option<StrictBool>,
+    #[serde(default)]
+    force: Option<StrictBool>,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    metadata: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "given")]
+    availability_zone: Option<Option<String>>,
+}
+
+/// The argument of `os-reset_status` (other members are ignored, as they
+/// always were here).
+#[derive(Debug, Deserialize)]
+struct ResetStatus {
+    #[serde(default)]
+    status: Option<String>,
+}
+
 async fn create(
     State(s): State<S>,
     Auth(ctx): Auth,
     mv: Mv,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "backup")?;
+    let obj = requests::take(&bytes, "backup")?;
     let project = project_of(&ctx)?;
-    let mut allowed = vec![
-        "volume_id",
-        "container",
-        "description",
-        "incremental",
-        "force",
-        "name",
-        "snapshot_id",
-    ];
-    if mv.at_least(43) {
-        allowed.push("metadata");
+    let req: CreateBackup = requests::member("backup", obj)?;
+    // `metadata` is a member from 3.43, `availability_zone` from 3.51.
+    for (given, name, minor) in [
+        (req.metadata.is_some(), "metadata", 43),
+        (req.availability_zone.is_some(), "availability_zone", 51),
+    ] {
+        if given && !mv.at_least(minor) {
+            return Err(bad(format!(
+                "Invalid input for field/attribute backup. Additional properties are not allowed ('{name}' was unexpected)"
+            )));
+        }
     }
-    if mv.at_least(51) {
-        allowed.push("availability_zone");
-    }
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute backup. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let volume_id = body::opt_string(&obj, "volume_id")?.ok_or_else(|| {
+    let volume_id = req.volume_id.ok_or_else(|| {
         bad("Invalid input for field/attribute backup. 'volume_id' is a required property")
     })?;
-    let name = text(&obj, "name")?;
-    let description = text(&obj, "description")?;
-    let container = text(&obj, "container")?;
-    let snapshot_id = body::opt_string(&obj, "snapshot_id")?;
-    let incremental = flag(&obj, "incremental")?;
-    let force = flag(&obj, "force")?;
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(m) => metadata_field(m)?,
-    };
-    if let Some(az) = text(&obj, "availability_zone")?
+    let name = text("name", req.name)?;
+    let description = text("description", req.description)?;
+    let container = text("container", req.container)?;
+    let snapshot_id = req.snapshot_id;
+    let incremental = req.incremental.is_some_and(|StrictBool(b)| b);
+    let force = req.force.is_some_and(|StrictBool(b)| b);
+    let metadata = requests::metadata(req.metadata.flatten().unwrap_or_default())?;
+    if let Some(az) = text("availability_zone", req.availability_zone.flatten())?
         && az != "nova"
     {
         return Err(bad(format!(
@@ -432,8 +454,8 @@ async fn action(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = body::parse_object(&bytes)?;
-    if let Some(arg) = req.get("os-reset_status") {
+    let mut req = requests::object(&bytes)?;
+    if let Some(arg) = req.remove("os-reset_status") {
         let b = load_for(
             &s,
             &ctx,
@@ -441,10 +463,10 @@ async fn action(
             "volume_extension:backup_admin_actions:reset_status",
         )
         .await?;
+        let arg: ResetStatus = requests::action_arg("os-reset_status", arg)?;
         let status = arg
-            .get("status")
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
+            .status
+            .map(|st| st.to_ascii_lowercase())
             .ok_or_else(|| bad("Must specify 'status'"))?;
         if !["available", "error"].contains(&status.as_str()) {
             return Err(bad(format!(
@@ -571,4 +593,46 @@ pub fn reconcile(s: &VolumeState) -> VolumeResult<usize> {
         );
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::volume::requests::refused;
+
+    fn create(v: Value) -> VolumeResult<CreateBackup> {
+        let Value::Object(obj) = v else {
+            panic!("an object")
+        };
+        requests::member("backup", obj)
+    }
+
+    #[test]
+    fn create_takes_strict_booleans_and_notes_gated_members() {
+        for (given, want) in [
+            (json!(true), true),
+            (json!("YES"), true),
+            (json!("0"), false),
+            (json!("off"), false),
+        ] {
+            let req = create(json!({"volume_id": "v", "incremental": given})).expect("accepted");
+            assert_eq!(req.incremental, Some(StrictBool(want)));
+        }
+        assert_eq!(
+            refused(create(json!({"volume_id": "v", "force": "maybe"}))),
+            "Invalid input for field/attribute force. Value: maybe. is not a boolean"
+        );
+        assert!(
+            refused(create(json!({"volume_id": "v", "force": 1}))).contains("is not a boolean")
+        );
+        let req = create(json!({"volume_id": "v", "metadata": null})).expect("null metadata");
+        assert_eq!(req.metadata, Some(None));
+        assert_eq!(req.availability_zone, None);
+        assert_eq!(
+            refused(create(json!({"volume_id": "v", "bogus": 1}))),
+            "Invalid input for field/attribute backup. Additional properties are not allowed ('bogus' was unexpected)"
+        );
+    }
 }

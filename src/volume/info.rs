@@ -9,10 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, put};
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::backend::GIB;
+use super::requests::{self, given};
 use super::views::HOST;
 use super::{VolumeError, VolumeResult, VolumeState, authorize, own_target, query_map};
 use crate::db::volume as store;
@@ -148,9 +150,58 @@ fn bad(msg: impl Into<String>) -> VolumeError {
     VolumeError::BadRequest(msg.into())
 }
 
+/// The body of a service action: every member any action takes, each
+/// action then refusing the ones it does not (a member given as `null`
+/// counts as given there).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceBody {
+    #[serde(default, deserialize_with = "given")]
+    binary: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    host: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    cluster: Option<Option<IgnoredAny>>,
+    #[serde(default, deserialize_with = "given")]
+    service: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    disabled_reason: Option<Option<AnyText>>,
+    #[serde(default, deserialize_with = "given")]
+    backend_id: Option<Option<IgnoredAny>>,
+}
+
+impl ServiceBody {
+    /// The members given, by name.
+    fn given(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("binary", self.binary.is_some()),
+            ("host", self.host.is_some()),
+            ("cluster", self.cluster.is_some()),
+            ("service", self.service.is_some()),
+            ("disabled_reason", self.disabled_reason.is_some()),
+            ("backend_id", self.backend_id.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+    }
+}
+
+/// A member of any JSON type, kept when it is a string (`disabled_reason`:
+/// anything else gets the same refusal as a blank one).
+#[derive(Debug)]
+struct AnyText(Option<String>);
+
+impl<'de> Deserialize<'de> for AnyText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(AnyText(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        }))
+    }
+}
+
 /// The `host` (a string of at most 255 characters) of an action's body.
-fn body_host(obj: &crate::http::body::Object) -> VolumeResult<Option<String>> {
-    let host = crate::http::body::opt_string(obj, "host")?;
+fn body_host(host: Option<String>) -> VolumeResult<Option<String>> {
     if host.as_ref().is_some_and(|h| h.chars().count() > 255) {
         return Err(bad(
             "Invalid input for field/attribute host. Value is too long",
@@ -184,19 +235,19 @@ async fn service_action(
         "volume_extension:services:update",
         &own_target(&ctx),
     )?;
-    let obj = crate::http::body::parse_object(&bytes)?;
+    let req: ServiceBody = requests::whole(&bytes)?;
     let allowed: &[&str] = match action.as_str() {
         "enable" | "disable" => &["binary", "host", "cluster", "service"],
         "disable-log-reason" => &["binary", "host", "cluster", "service", "disabled_reason"],
         "freeze" | "thaw" => &["host", "cluster"],
         _ => &["host", "backend_id", "cluster"],
     };
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+    if let Some(extra) = req.given().find(|k| !allowed.contains(k)) {
         return Err(bad(format!(
             "Additional properties are not allowed ('{extra}' was unexpected)"
         )));
     }
-    let host = body_host(&obj)?;
+    let host = body_host(req.host.flatten())?;
     match action.as_str() {
         "freeze" | "thaw" | "failover_host" | "failover" => {
             let host = host.ok_or_else(|| bad("Host field is missing."))?;
@@ -220,8 +271,8 @@ async fn service_action(
         }
         _ => {
             let host = host.ok_or_else(|| bad("Host field is missing."))?;
-            let binary = crate::http::body::opt_string(&obj, "binary")?.unwrap_or_default();
-            let service = crate::http::body::opt_string(&obj, "service")?.unwrap_or_default();
+            let binary = req.binary.flatten().unwrap_or_default();
+            let service = req.service.flatten().unwrap_or_default();
             let key = if binary.is_empty() { &service } else { &binary };
             if key.is_empty() || key.chars().count() > 255 {
                 return Err(bad(
@@ -229,11 +280,9 @@ async fn service_action(
                 ));
             }
             let reason = if action == "disable-log-reason" {
-                match obj.get("disabled_reason") {
-                    Some(serde_json::Value::String(r))
-                        if !r.trim().is_empty() && r.chars().count() <= 255 =>
-                    {
-                        Some(r.clone())
+                match req.disabled_reason.flatten() {
+                    Some(AnyText(Some(r))) if !r.trim().is_empty() && r.chars().count() <= 255 => {
+                        Some(r)
                     }
                     _ => {
                         return Err(bad(
@@ -420,4 +469,23 @@ async fn extensions(Auth(_ctx): Auth) -> VolumeResult<Response> {
         ext("capabilities", "Capabilities", "Capabilities support."),
     ];
     Ok(json_response(StatusCode::OK, &json!({"extensions": list})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_bodies_name_what_they_give() {
+        let req: ServiceBody = serde_json::from_value(
+            json!({"host": "h", "binary": null, "backend_id": 3, "disabled_reason": 5}),
+        )
+        .expect("accepted");
+        assert_eq!(
+            req.given().collect::<Vec<_>>(),
+            ["binary", "host", "disabled_reason", "backend_id"]
+        );
+        assert!(matches!(req.disabled_reason, Some(Some(AnyText(None)))));
+        assert!(serde_json::from_value::<ServiceBody>(json!({"bogus": 1})).is_err());
+    }
 }

@@ -9,7 +9,8 @@
 //! quota classes and limits; `backups` backups (their files in
 //! `backup_files`); `transfers` volume transfers between projects;
 //! `attachments` the 3.27 attachments API on the `ops` seam; `info` availability zones, services, pools;
-//! `reconcile` start-up repair. This module holds the state, Cinder's
+//! `reconcile` start-up repair; `requests` what the declared request types
+//! share (each handler file declares its own). This module holds the state, Cinder's
 //! error format, URL normalisation and microversion negotiation.
 
 mod attachments;
@@ -24,6 +25,7 @@ mod info;
 pub mod ops;
 mod quotas;
 mod reconcile;
+mod requests;
 mod retype;
 mod snapshots;
 mod transfers;
@@ -173,14 +175,25 @@ impl From<crate::http::body::BodyError> for VolumeError {
                 ),
             },
             BodyError::WrongType { key, expected } => {
-                format!("Invalid input for field/attribute {key}. Value is not a {expected}.")
+                let article = if matches!(expected, "object" | "array" | "integer") {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!(
+                    "Invalid input for field/attribute {key}. Value is not {article} {expected}."
+                )
             }
             BodyError::BadName(key) => format!(
                 "Invalid input for field/attribute {key}. Value must be 0 to 255 characters."
             ),
-            BodyError::Unexpected(key) => {
-                format!("Additional properties are not allowed ('{key}' was unexpected)")
-            }
+            // A member of a member (`volume.x`): the object, then the member.
+            BodyError::Unexpected(key) => match key.rsplit_once('.') {
+                Some((parent, extra)) => format!(
+                    "Invalid input for field/attribute {parent}. Additional properties are not allowed ('{extra}' was unexpected)"
+                ),
+                None => format!("Additional properties are not allowed ('{key}' was unexpected)"),
+            },
             BodyError::Invalid { key, reason } => {
                 format!("Invalid input for field/attribute {key}. Value: {reason}")
             }

@@ -9,15 +9,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ops::{DEFAULT_QUOTAS, effective_limits};
+use super::requests;
 use super::{
     VolumeError, VolumeResult, VolumeState, authorize, empty, own_target, project_of,
     project_target, query_map,
 };
 use crate::db::volume as store;
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::Auth;
 
@@ -111,26 +112,43 @@ async fn defaults(
     Ok(json_response(StatusCode::OK, &json!({"quota_set": out})))
 }
 
+/// A quota value as given: a JSON integer or a string of digits (around
+/// spaces) reads as its number, anything else as `None`, refused once the
+/// resource it is for is known to exist (Cinder names an unknown resource
+/// first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuotaValue(Option<i64>);
+
+impl<'de> Deserialize<'de> for QuotaValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(QuotaValue(match Value::deserialize(d)? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(t) => t.trim().parse::<i64>().ok(),
+            _ => None,
+        }))
+    }
+}
+
+/// A `quota_set` or `quota_class_set`: resource names (the fixed ones and
+/// the per-type `volumes_<type>` ones, so an open map) to limits; `id` and
+/// `tenant_id` are taken and ignored.
+type QuotaBody = BTreeMap<String, QuotaValue>;
+
 /// The new limits in a `quota_set`/`quota_class_set` body: integers >= -1
 /// for known resources.
 fn parse_limits(
-    obj: &Map<String, Value>,
+    body: &QuotaBody,
     limits: &BTreeMap<String, i64>,
 ) -> VolumeResult<Vec<(String, i64)>> {
     let mut out = Vec::new();
-    for (k, v) in obj {
+    for (k, QuotaValue(n)) in body {
         if k == "id" || k == "tenant_id" {
             continue;
         }
         if !known(limits, k) {
             return Err(bad(format!("Bad key(s) in quota set: {k}")));
         }
-        let n = match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(t) => t.trim().parse::<i64>().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| {
+        let n = n.ok_or_else(|| {
             bad(format!(
                 "Invalid input received: Quota {k} must be an integer."
             ))
@@ -158,8 +176,8 @@ async fn update(
         "volume_extension:quotas:update",
         &project_target(&project),
     )?;
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "quota_set")?;
+    let obj = requests::take(&bytes, "quota_set")?;
+    let obj: QuotaBody = requests::member("quota_set", obj)?;
     let p = project.clone();
     let limits = s
         .write(move |tx| {
@@ -245,8 +263,8 @@ async fn class_update(
     if class.is_empty() || class.len() > 255 {
         return Err(bad("Invalid quota class name."));
     }
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "quota_class_set")?;
+    let obj = requests::take(&bytes, "quota_class_set")?;
+    let obj: QuotaBody = requests::member("quota_class_set", obj)?;
     let limits = s
         .write(move |tx| {
             let current = effective_limits(tx, "\u{0}no-project")?;
@@ -289,4 +307,56 @@ async fn limits(State(s): State<S>, Auth(ctx): Auth) -> VolumeResult<Response> {
         StatusCode::OK,
         &json!({"limits": {"rate": [], "absolute": absolute}}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::volume::requests::refused;
+
+    fn limits_of(body: Value) -> VolumeResult<Vec<(String, i64)>> {
+        let current: BTreeMap<String, i64> =
+            [("volumes".to_string(), 10), ("gigabytes".into(), 1000)].into();
+        let Value::Object(obj) = body else {
+            panic!("an object")
+        };
+        let body: QuotaBody = requests::member("quota_set", obj)?;
+        parse_limits(&body, &current)
+    }
+
+    #[test]
+    fn quota_values_are_integers_or_digit_strings_from_minus_one() {
+        assert_eq!(
+            limits_of(json!({"volumes": 5, "gigabytes": " 20 ", "id": "p", "tenant_id": 1}))
+                .expect("accepted"),
+            vec![("gigabytes".to_string(), 20), ("volumes".to_string(), 5)]
+        );
+        assert_eq!(
+            limits_of(json!({"volumes": "-1"})).expect("unlimited"),
+            vec![("volumes".to_string(), -1)]
+        );
+        for refused_value in [
+            json!(1.5),
+            json!("1.5"),
+            json!(true),
+            json!(null),
+            json!("x"),
+            json!([1]),
+        ] {
+            assert_eq!(
+                refused(limits_of(json!({ "volumes": refused_value }))),
+                "Invalid input received: Quota volumes must be an integer."
+            );
+        }
+        assert_eq!(
+            refused(limits_of(json!({"volumes": -2}))),
+            "Invalid input received: Quota limit -2 for volumes must be -1 or more."
+        );
+        assert_eq!(
+            refused(limits_of(json!({"nonsense": "x"}))),
+            "Bad key(s) in quota set: nonsense"
+        );
+    }
 }

@@ -11,18 +11,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::backend::Backend;
+use super::requests::{self, LooseBool, given, truthy};
 use super::volume_list::{page, sort_spec};
 use super::volume_metadata::{Change, MetadataOwner, routes_of};
-use super::volumes::metadata_field;
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
     own_target, project_of, project_target, query_map, views,
 };
 use crate::db::volume::{self as store, Snapshot};
-use crate::http::body::{self, Object};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -43,10 +43,6 @@ fn not_found(id: &str) -> VolumeError {
 
 fn bad(msg: impl Into<String>) -> VolumeError {
     VolumeError::BadRequest(msg.into())
-}
-
-fn parse(bytes: &[u8]) -> VolumeResult<Object> {
-    Ok(body::parse_object(bytes)?)
 }
 
 /// Loads a snapshot the caller may see (its project's, or any for admins),
@@ -80,8 +76,8 @@ fn render_plain(snap: &Snapshot, mv: Mv) -> Value {
     serde_json::to_value(views::snapshot(snap, mv, false)).unwrap_or(Value::Null)
 }
 
-fn text(obj: &Object, key: &str) -> VolumeResult<Option<String>> {
-    let value = body::opt_string(obj, key)?;
+/// A name or description of at most 255 characters.
+fn text(key: &str, value: Option<String>) -> VolumeResult<Option<String>> {
     if value.as_ref().is_some_and(|v| v.chars().count() > 255) {
         return Err(bad(format!(
             "Invalid input for field/attribute {key}. Value is too long"
@@ -90,11 +86,54 @@ fn text(obj: &Object, key: &str) -> VolumeResult<Option<String>> {
     Ok(value)
 }
 
-fn truthy(text: &str) -> bool {
-    matches!(
-        text.to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "t" | "y" | "on"
-    )
+/// `POST /v3/snapshots`'s `snapshot`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSnapshot {
+    /// Required, but `null` is looked up (and not found), as Cinder does.
+    #[serde(deserialize_with = "nullable")]
+    volume_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    display_description: Option<String>,
+    #[serde(default)]
+    force: Option<LooseBool>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A required member that may be `null`.
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// `PUT /v3/snapshots/{id}`'s `snapshot`: a member given as `null` clears it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSnapshot {
+    #[serde(default, deserialize_with = "given")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    display_description: Option<Option<String>>,
+}
+
+/// The argument of `os-reset_status` and `os-update_snapshot_status`
+/// (other members are ignored, as they always were here).
+#[derive(Debug, Deserialize)]
+struct StatusArg {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    progress: Option<String>,
 }
 
 async fn create(
@@ -103,51 +142,23 @@ async fn create(
     mv: Mv,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "snapshot")?;
+    let obj = requests::take(&bytes, "snapshot")?;
     project_of(&ctx)?;
-    const ALLOWED: &[&str] = &[
-        "volume_id",
-        "name",
-        "description",
-        "display_name",
-        "display_description",
-        "force",
-        "metadata",
-    ];
-    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute snapshot. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
+    let req: CreateSnapshot = requests::member("snapshot", obj)?;
     // Cinder looks a null volume_id up, and does not find it (404).
-    let volume_id = match obj.get("volume_id") {
-        None => {
-            return Err(bad(
-                "Invalid input for field/attribute snapshot. 'volume_id' is a required property",
-            ));
-        }
-        Some(Value::Null) => return Err(super::volumes::not_found("None")),
-        Some(_) => body::opt_string(&obj, "volume_id")?.unwrap_or_default(),
-    };
-    let force = match obj.get("force") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(t)) => truthy(t),
-        Some(_) => return Err(bad("Invalid value for 'force'.")),
-    };
-    let name = match text(&obj, "name")? {
+    let volume_id = req
+        .volume_id
+        .ok_or_else(|| super::volumes::not_found("None"))?;
+    let force = req.force.is_some_and(|LooseBool(b)| b);
+    let name = match text("name", req.name)? {
         Some(n) => Some(n),
-        None => text(&obj, "display_name")?,
+        None => text("display_name", req.display_name)?,
     };
-    let description = match text(&obj, "description")? {
+    let description = match text("description", req.description)? {
         Some(d) => Some(d),
-        None => text(&obj, "display_description")?,
+        None => text("display_description", req.display_description)?,
     };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(m) => metadata_field(m)?,
-    };
+    let metadata = requests::metadata(req.metadata.unwrap_or_default())?;
     let snap = create_snapshot(
         &s,
         &ctx,
@@ -367,33 +378,24 @@ async fn update(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "snapshot")?;
+    let obj = requests::take(&bytes, "snapshot")?;
     let snap = load_for(&s, &ctx, &id, "volume:update_snapshot").await?;
-    const ALLOWED: &[&str] = &["name", "description", "display_name", "display_description"];
-    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute snapshot. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    if obj.is_empty() {
+    let empty_body = obj.is_empty();
+    let req: UpdateSnapshot = requests::member("snapshot", obj)?;
+    if empty_body {
         return Err(bad(
             "Invalid input for field/attribute snapshot. does not have enough properties",
         ));
     }
-    let name = if obj.contains_key("name") {
-        Some(text(&obj, "name")?)
-    } else if obj.contains_key("display_name") {
-        Some(text(&obj, "display_name")?)
-    } else {
-        None
+    let name = match (req.name, req.display_name) {
+        (Some(n), _) => Some(text("name", n)?),
+        (None, Some(n)) => Some(text("display_name", n)?),
+        (None, None) => None,
     };
-    let description = if obj.contains_key("description") {
-        Some(text(&obj, "description")?)
-    } else if obj.contains_key("display_description") {
-        Some(text(&obj, "display_description")?)
-    } else {
-        None
+    let description = match (req.description, req.display_description) {
+        (Some(d), _) => Some(text("description", d)?),
+        (None, Some(d)) => Some(text("display_description", d)?),
+        (None, None) => None,
     };
     let sid = snap.id.clone();
     let updated = s
@@ -483,8 +485,8 @@ async fn action(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
-    if let Some(arg) = req.get("os-reset_status") {
+    let mut req = requests::object(&bytes)?;
+    if let Some(arg) = req.remove("os-reset_status") {
         let snap = load_for(
             &s,
             &ctx,
@@ -492,11 +494,8 @@ async fn action(
             "volume_extension:snapshot_admin_actions:reset_status",
         )
         .await?;
-        let status = arg
-            .get("status")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| bad("Must specify 'status'"))?;
+        let arg: StatusArg = requests::action_arg("os-reset_status", arg)?;
+        let status = arg.status.ok_or_else(|| bad("Must specify 'status'"))?;
         if !RESET_STATUSES.contains(&status.as_str()) {
             return Err(bad(format!(
                 "Invalid input received: Invalid status {status}."
@@ -524,7 +523,7 @@ async fn action(
         start_delete(&s, &snap.id, true).await?;
         return Ok(empty(StatusCode::ACCEPTED));
     }
-    if let Some(arg) = req.get("os-update_snapshot_status") {
+    if let Some(arg) = req.remove("os-update_snapshot_status") {
         let snap = load_for(
             &s,
             &ctx,
@@ -532,15 +531,9 @@ async fn action(
             "snapshot_extension:snapshot_actions:update_snapshot_status",
         )
         .await?;
-        let status = arg
-            .get("status")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| bad("'status' must be specified."))?;
-        let progress = arg
-            .get("progress")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let StatusArg { status, progress } =
+            requests::action_arg("os-update_snapshot_status", arg)?;
+        let status = status.ok_or_else(|| bad("'status' must be specified."))?;
         let sid = snap.id.clone();
         s.write(move |tx| {
             let mut snap = store::get_snapshot(tx, &sid)?.ok_or_else(|| not_found(&sid))?;
@@ -591,5 +584,49 @@ impl MetadataOwner for Snapshots {
             Ok(snap.metadata)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::volume::requests::refused;
+
+    fn create(v: Value) -> VolumeResult<CreateSnapshot> {
+        let Value::Object(obj) = v else {
+            panic!("an object")
+        };
+        requests::member("snapshot", obj)
+    }
+
+    #[test]
+    fn create_takes_force_as_a_boolean_or_any_string() {
+        for (given, want) in [
+            (json!(true), true),
+            (json!("True"), true),
+            (json!("on"), true),
+            (json!("nonsense"), false),
+            (json!(false), false),
+        ] {
+            let req = create(json!({"volume_id": "v", "force": given})).expect("accepted");
+            assert_eq!(req.force, Some(LooseBool(want)));
+        }
+        assert!(
+            refused(create(json!({"volume_id": "v", "force": 1}))).contains("is not a boolean")
+        );
+        assert_eq!(
+            create(json!({"volume_id": null})).expect("null").volume_id,
+            None
+        );
+        assert_eq!(
+            refused(create(json!({"name": "n"}))),
+            "Invalid input for field/attribute snapshot. 'volume_id' is a required property"
+        );
+        assert_eq!(
+            refused(create(json!({"volume_id": "v", "size": 1}))),
+            "Invalid input for field/attribute snapshot. Additional properties are not allowed ('size' was unexpected)"
+        );
     }
 }

@@ -18,10 +18,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::requests::{self, present};
 use super::volume_list::{next_link, page};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, empty, is_admin, now_string, own_target,
@@ -29,7 +30,6 @@ use super::{
 };
 use crate::db::volume as store;
 use crate::db::volume_records::{self as tstore, Transfer};
-use crate::http::body;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -167,29 +167,47 @@ async fn load_for(s: &S, ctx: &AuthContext, id: &str, rule: &str) -> VolumeResul
     Ok(t)
 }
 
+/// `POST /v3/{os-,}volume-transfer`'s `transfer`; `no_snapshots` is read
+/// at both APIs and refused below 3.55's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTransfer {
+    #[serde(default)]
+    volume_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    no_snapshots: Option<bool>,
+}
+
+/// The `accept` of a transfer (other members are ignored, as they always
+/// were here).
+#[derive(Debug, Deserialize)]
+struct Accept {
+    #[serde(default)]
+    auth_key: Option<String>,
+}
+
 async fn create(s: S, ctx: &AuthContext, mv: Mv, api: Api, bytes: Bytes) -> VolumeResult<Response> {
     check_api(api, mv)?;
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "transfer")?;
-    let mut allowed = vec!["volume_id", "name"];
-    if api == Api::V355 {
-        allowed.push("no_snapshots");
+    let obj = requests::take(&bytes, "transfer")?;
+    let req: CreateTransfer = requests::member("transfer", obj)?;
+    // `no_snapshots` is a member of the 3.55 API only.
+    if req.no_snapshots.is_some() && api != Api::V355 {
+        return Err(bad(
+            "Invalid input for field/attribute transfer. Additional properties are not allowed ('no_snapshots' was unexpected)",
+        ));
     }
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute transfer. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let volume_id = body::opt_string(&obj, "volume_id")?.ok_or_else(|| {
+    let volume_id = req.volume_id.ok_or_else(|| {
         bad("Invalid input for field/attribute transfer. 'volume_id' is a required property")
     })?;
-    let name = body::opt_string(&obj, "name")?;
+    let name = req.name;
     if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
         return Err(bad(
             "Invalid input for field/attribute name. Value is too long",
         ));
     }
-    let no_snapshots = body::opt_bool(&obj, "no_snapshots")?.unwrap_or(false);
+    let no_snapshots = req.no_snapshots.unwrap_or(false);
     let volume = super::volumes::load_for(&s, ctx, &volume_id, "volume:get").await?;
     authorize(
         &s,
@@ -323,9 +341,9 @@ async fn accept(
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     check_api(api, mv)?;
-    let mut req = body::parse_object(&bytes)?;
-    let obj = body::take_object(&mut req, "accept")?;
-    let auth_key = body::opt_string(&obj, "auth_key")?.ok_or_else(|| {
+    let obj = requests::take(&bytes, "accept")?;
+    let req: Accept = requests::member("accept", obj)?;
+    let auth_key = req.auth_key.ok_or_else(|| {
         bad("Invalid input for field/attribute accept. 'auth_key' is a required property")
     })?;
     let project = project_of(ctx)?;
@@ -528,5 +546,25 @@ mod tests {
         assert!(same(&h, &crypt_hash("salt", &a)));
         assert!(!same(&h, &crypt_hash("salt", &b)));
         assert!(!same(&h, &crypt_hash("pepper", &a)));
+    }
+
+    #[test]
+    fn create_takes_no_snapshots_as_a_json_boolean_only() {
+        let read = |v: Value| -> VolumeResult<CreateTransfer> {
+            let Value::Object(obj) = v else {
+                panic!("an object")
+            };
+            requests::member("transfer", obj)
+        };
+        let req = read(json!({"volume_id": "v", "no_snapshots": true})).expect("accepted");
+        assert_eq!(req.no_snapshots, Some(true));
+        for refused_value in [json!(null), json!("true"), json!(1)] {
+            assert_eq!(
+                crate::volume::requests::refused(read(
+                    json!({"volume_id": "v", "no_snapshots": refused_value})
+                )),
+                "Invalid input for field/attribute no_snapshots. Value is not a boolean."
+            );
+        }
     }
 }

@@ -10,16 +10,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::requests::{self, StrictBool, given, text};
 use super::views;
-use super::volumes::metadata_field;
 use super::{
     VolumeError, VolumeResult, VolumeState, authorize, empty, is_admin, now_string, own_target,
     query_map,
 };
 use crate::db::volume::{self as store, QosSpecs, VolumeType};
-use crate::http::body::{self, Object};
+use crate::http::body::{self, BodyError};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -63,10 +64,6 @@ fn bad(msg: impl Into<String>) -> VolumeError {
 
 fn type_not_found(id: &str) -> VolumeError {
     VolumeError::NotFound(format!("Volume type {id} could not be found."))
-}
-
-fn parse(bytes: &[u8]) -> VolumeResult<Object> {
-    Ok(body::parse_object(bytes)?)
 }
 
 /// A type the caller may see: public, or private with access (admins see all).
@@ -125,30 +122,84 @@ fn truthy(text: &str) -> Option<bool> {
     }
 }
 
-fn bool_value(value: &Value, key: &str) -> VolumeResult<bool> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        Value::String(t) => truthy(t).ok_or_else(|| {
-            bad(format!(
-                "Invalid input for field/attribute {key}. Value: {t}. is not a boolean"
-            ))
-        }),
-        other => Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {other}. is not a boolean"
-        ))),
-    }
+/// `POST /v3/types`'s `volume_type` (other members are ignored, as they
+/// always were here).
+#[derive(Debug, Deserialize)]
+struct CreateType {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default, rename = "os-volume-type-access:is_public")]
+    is_public: Option<StrictBool>,
+    #[serde(default)]
+    extra_specs: Option<BTreeMap<String, String>>,
 }
 
-fn text(obj: &Object, key: &str, max: usize) -> VolumeResult<Option<String>> {
-    let value = body::opt_string(obj, key)?;
-    if let Some(v) = &value
-        && v.chars().count() > max
-    {
-        return Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {v}. is too long"
-        )));
+/// `PUT /v3/types/{id}`'s `volume_type`: a `null` name or visibility is
+/// left as it is, a `null` description clears it.
+#[derive(Debug, Deserialize)]
+struct UpdateType {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    is_public: Option<StrictBool>,
+}
+
+/// `POST /v3/types/{id}/action`: one of the two access changes.
+#[derive(Debug, Deserialize)]
+struct AccessAction {
+    #[serde(default, rename = "addProjectAccess")]
+    add: Option<ProjectArg>,
+    #[serde(default, rename = "removeProjectAccess")]
+    remove: Option<ProjectArg>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProjectArg {
+    #[serde(default)]
+    project: Option<String>,
+}
+
+/// `POST /v3/types/{id}/extra_specs`.
+#[derive(Debug, Deserialize)]
+struct SpecsBody {
+    #[serde(default)]
+    extra_specs: Option<BTreeMap<String, String>>,
+}
+
+/// `PUT /v3/qos-specs/{id}/delete_keys`.
+#[derive(Debug, Deserialize)]
+struct DeleteKeys {
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+}
+
+/// A `qos_specs` member: Cinder's schema leaves it open (`name`,
+/// `consumer` and the specs themselves, all strings), so it is read as a
+/// map of strings and the two named members taken out of it; `null` reads
+/// as absent for `consumer` and is refused for a spec.
+type QosBody = BTreeMap<String, Option<String>>;
+
+/// The specs left in a [`QosBody`] once `name` and `consumer` are taken.
+fn qos_specs(body: QosBody) -> VolumeResult<BTreeMap<String, String>> {
+    let mut specs = BTreeMap::new();
+    for (k, v) in body {
+        let v = v.ok_or_else(|| {
+            bad(format!(
+                "Invalid input for field/attribute metadata. Value of {k} is not a string."
+            ))
+        })?;
+        specs.insert(k, v);
     }
-    Ok(value)
+    requests::metadata(specs)
+}
+
+/// A QoS consumer, when one of Cinder's three.
+fn qos_consumer(c: &str) -> bool {
+    ["front-end", "back-end", "both"].contains(&c)
 }
 
 // ------------------------------------------------------------------ types
@@ -224,19 +275,13 @@ fn parse_dict(text: &str) -> VolumeResult<BTreeMap<String, String>> {
 
 async fn create(State(s): State<S>, Auth(ctx): Auth, bytes: Bytes) -> VolumeResult<Response> {
     authorize(&s, &ctx, "volume_extension:type_create", &own_target(&ctx))?;
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "volume_type")?;
-    let name = body::required_name(&obj, "name")?;
-    let name = name.trim().to_string();
-    let description = text(&obj, "description", 255)?;
-    let is_public = match obj.get("os-volume-type-access:is_public") {
-        None | Some(Value::Null) => true,
-        Some(v) => bool_value(v, "os-volume-type-access:is_public")?,
-    };
-    let extra_specs = match obj.get("extra_specs") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => metadata_field(v)?,
-    };
+    let obj = requests::take(&bytes, "volume_type")?;
+    let req: CreateType = requests::member("volume_type", obj)?;
+    let name = req.name.ok_or_else(|| BodyError::Missing("name".into()))?;
+    let name = body::check_name(&name, "name")?.trim().to_string();
+    let description = text("description", req.description, 255)?;
+    let is_public = req.is_public.is_none_or(|StrictBool(b)| b);
+    let extra_specs = requests::metadata(req.extra_specs.unwrap_or_default())?;
     let t = VolumeType {
         id: uuid::Uuid::new_v4().to_string(),
         name,
@@ -287,22 +332,18 @@ async fn update(
     bytes: Bytes,
 ) -> VolumeResult<Response> {
     authorize(&s, &ctx, "volume_extension:type_update", &own_target(&ctx))?;
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "volume_type")?;
+    let obj = requests::take(&bytes, "volume_type")?;
     let t = load_type(&s, &ctx, &id).await?;
-    let name = match obj.get("name") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(body::required_name(&obj, "name")?.trim().to_string()),
-    };
-    let description = if obj.contains_key("description") {
-        Some(text(&obj, "description", 255)?)
-    } else {
-        None
-    };
-    let is_public = match obj.get("is_public") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(bool_value(v, "is_public")?),
-    };
+    let req: UpdateType = requests::member("volume_type", obj)?;
+    let name = req
+        .name
+        .map(|n| body::check_name(&n, "name").map(|n| n.trim().to_string()))
+        .transpose()?;
+    let description = req
+        .description
+        .map(|d| text("description", d, 255))
+        .transpose()?;
+    let is_public = req.is_public.map(|StrictBool(b)| b);
     if name.is_none() && description.is_none() && is_public.is_none() {
         return Err(bad(
             "Specify volume type name, description, is_public or a combination thereof.",
@@ -404,13 +445,11 @@ async fn access_action(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
-    let (add, obj) = if let Some(Value::Object(o)) = req.get("addProjectAccess") {
-        (true, o.clone())
-    } else if let Some(Value::Object(o)) = req.get("removeProjectAccess") {
-        (false, o.clone())
-    } else {
-        return Err(bad("Invalid request body"));
+    let req: AccessAction = requests::whole(&bytes)?;
+    let (add, arg) = match (req.add, req.remove) {
+        (Some(arg), _) => (true, arg),
+        (None, Some(arg)) => (false, arg),
+        (None, None) => return Err(bad("Invalid request body")),
     };
     let rule = if add {
         "volume_extension:volume_type_access:addProjectAccess"
@@ -418,7 +457,8 @@ async fn access_action(
         "volume_extension:volume_type_access:removeProjectAccess"
     };
     authorize(&s, &ctx, rule, &own_target(&ctx))?;
-    let project = body::opt_string(&obj, "project")?
+    let project = arg
+        .project
         .filter(|p| !p.is_empty() && p.len() <= 64)
         .ok_or_else(|| bad("Missing required element 'project' in request body."))?;
     let t = load_type(&s, &ctx, &id).await?;
@@ -493,9 +533,9 @@ async fn specs_create(
         "volume_extension:types_extra_specs:create",
         &own_target(&ctx),
     )?;
-    let req = parse(&bytes)?;
-    let specs = metadata_field(
-        req.get("extra_specs")
+    let req: SpecsBody = requests::whole(&bytes)?;
+    let specs = requests::metadata(
+        req.extra_specs
             .ok_or_else(|| bad("Missing required element 'extra_specs' in request body."))?,
     )?;
     let t = load_type(&s, &ctx, &id).await?;
@@ -540,8 +580,8 @@ async fn spec_update(
         "volume_extension:types_extra_specs:update",
         &own_target(&ctx),
     )?;
-    let req = parse(&bytes)?;
-    let spec = metadata_field(&Value::Object(req))?;
+    // The body is the one spec itself: `{key: value}`.
+    let spec = requests::metadata(requests::whole::<BTreeMap<String, String>>(&bytes)?)?;
     if spec.len() != 1 || !spec.contains_key(&key) {
         return Err(bad("Request body and URI mismatch"));
     }
@@ -620,20 +660,24 @@ async fn qos_create(State(s): State<S>, Auth(ctx): Auth, bytes: Bytes) -> Volume
         "volume_extension:qos_specs_manage:create",
         &own_target(&ctx),
     )?;
-    let mut req = parse(&bytes)?;
-    let mut obj = body::take_object(&mut req, "qos_specs")?;
-    let name = body::required_name(&obj, "name")?.trim().to_string();
-    obj.remove("name");
-    let consumer = match obj.remove("consumer") {
-        None | Some(Value::Null) => "back-end".to_string(),
-        Some(Value::String(c)) if ["front-end", "back-end", "both"].contains(&c.as_str()) => c,
+    let obj = requests::take(&bytes, "qos_specs")?;
+    let mut req: QosBody = requests::member("qos_specs", obj)?;
+    let name = req
+        .remove("name")
+        .flatten()
+        .ok_or_else(|| BodyError::Missing("name".into()))?;
+    let name = body::check_name(&name, "name")?.trim().to_string();
+    let consumer = match req.remove("consumer").flatten() {
+        None => "back-end".to_string(),
+        Some(c) if qos_consumer(&c) => c,
         Some(other) => {
             return Err(bad(format!(
-                "Invalid input received: Value {other} is not a valid QoS consumer: front-end, back-end or both."
+                "Invalid input received: Value {} is not a valid QoS consumer: front-end, back-end or both.",
+                Value::String(other)
             )));
         }
     };
-    let specs = metadata_field(&Value::Object(obj))?;
+    let specs = qos_specs(req)?;
     let qos = QosSpecs {
         id: uuid::Uuid::new_v4().to_string(),
         name,
@@ -692,20 +736,19 @@ async fn qos_update(
         "volume_extension:qos_specs_manage:update",
         &own_target(&ctx),
     )?;
-    let mut req = parse(&bytes)?;
-    let mut obj = body::take_object(&mut req, "qos_specs")?;
-    let consumer = match obj.remove("consumer") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) if ["front-end", "back-end", "both"].contains(&c.as_str()) => {
-            Some(c)
-        }
+    let obj = requests::take(&bytes, "qos_specs")?;
+    let mut req: QosBody = requests::member("qos_specs", obj)?;
+    let consumer = match req.remove("consumer").flatten() {
+        None => None,
+        Some(c) if qos_consumer(&c) => Some(c),
         Some(other) => {
             return Err(bad(format!(
-                "Invalid input received: Value {other} is not a valid QoS consumer."
+                "Invalid input received: Value {} is not a valid QoS consumer.",
+                Value::String(other)
             )));
         }
     };
-    let specs = metadata_field(&Value::Object(obj))?;
+    let specs = qos_specs(req)?;
     let qos = load_qos(&s, &id).await?;
     let mut echo = specs.clone();
     if let Some(c) = &consumer {
@@ -776,15 +819,10 @@ async fn qos_delete_keys(
         "volume_extension:qos_specs_manage:update",
         &own_target(&ctx),
     )?;
-    let req = parse(&bytes)?;
-    let keys: Vec<String> = match req.get("keys") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|k| k.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("Invalid input received: keys must be strings."))?,
-        _ => return Err(bad("Missing required element 'keys' in request body.")),
-    };
+    let req: DeleteKeys = requests::whole(&bytes)?;
+    let keys = req
+        .keys
+        .ok_or_else(|| bad("Missing required element 'keys' in request body."))?;
     let qos = load_qos(&s, &id).await?;
     let qid = qos.id.clone();
     s.write(move |tx| {
@@ -905,4 +943,52 @@ async fn qos_disassociate_all(
     })
     .await?;
     Ok(empty(StatusCode::ACCEPTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::volume::requests::refused;
+
+    #[test]
+    fn type_and_qos_bodies() {
+        let Value::Object(obj) =
+            json!({"name": "t", "os-volume-type-access:is_public": "f", "other": 1})
+        else {
+            panic!("an object")
+        };
+        let req: CreateType = requests::member("volume_type", obj).expect("accepted");
+        assert_eq!(req.is_public, Some(StrictBool(false)));
+        let Value::Object(obj) = json!({"is_public": "perhaps"}) else {
+            panic!("an object")
+        };
+        assert_eq!(
+            refused(requests::member::<UpdateType>("volume_type", obj)),
+            "Invalid input for field/attribute is_public. Value: perhaps. is not a boolean"
+        );
+        let Value::Object(obj) = json!({"name": "q", "consumer": null, "read_iops_sec": "100"})
+        else {
+            panic!("an object")
+        };
+        let mut qos: QosBody = requests::member("qos_specs", obj).expect("accepted");
+        assert_eq!(qos.remove("consumer"), Some(None));
+        qos.remove("name");
+        assert_eq!(
+            qos_specs(qos).expect("specs"),
+            [("read_iops_sec".to_string(), "100".to_string())].into()
+        );
+        let spare: QosBody = [("k".to_string(), None)].into();
+        assert!(refused(qos_specs(spare)).contains("Value of k is not a string"));
+        let req: AccessAction =
+            serde_json::from_value(json!({"removeProjectAccess": {"project": "p"}}))
+                .expect("accepted");
+        assert!(
+            req.add.is_none()
+                && req
+                    .remove
+                    .is_some_and(|r| r.project.as_deref() == Some("p"))
+        );
+    }
 }

@@ -12,8 +12,9 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use super::requests::truthy;
 use super::views;
-use super::volumes::{MAX_LIMIT, bad, render, truthy, type_names};
+use super::volumes::{MAX_LIMIT, bad, render, type_names};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, authorize, is_admin, own_target, project_of,
     query_map,

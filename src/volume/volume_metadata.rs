@@ -15,9 +15,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 
-use super::volumes::{MAX_METADATA, bad, load_for, metadata_field, not_found, parse};
+use super::requests::{self, MAX_METADATA};
+use super::volumes::{bad, load_for, not_found};
 use super::{VolumeError, VolumeResult, VolumeState, empty, now_string};
 use crate::db::volume as store;
 use crate::http::json_response;
@@ -127,6 +129,19 @@ impl MetadataOwner for Volumes {
 
 // ---------------------------------------------------------------- handlers
 
+/// `{"metadata": {...}}`: the body of a merge or a replace (other members
+/// are ignored, as they always were here).
+#[derive(Debug, Deserialize)]
+struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+/// `{"meta": {key: value}}`: the body of a one-key update.
+#[derive(Debug, Deserialize)]
+struct MetaBody {
+    meta: BTreeMap<String, String>,
+}
+
 async fn metadata_list<O: MetadataOwner>(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -145,9 +160,10 @@ async fn metadata_merge<O: MetadataOwner>(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
+    let req = requests::object(&bytes)?;
     let (id, _) = O::load(&s, &ctx, &id, O::MERGE).await?;
-    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
+    let MetadataBody { metadata } = requests::member_of(req)?;
+    let new = requests::metadata(metadata)?;
     let meta = O::write(
         &s,
         id,
@@ -166,9 +182,10 @@ async fn metadata_replace<O: MetadataOwner>(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
+    let req = requests::object(&bytes)?;
     let (id, _) = O::load(&s, &ctx, &id, O::UPDATE).await?;
-    let new = metadata_field(req.get("metadata").unwrap_or(&Value::Null))?;
+    let MetadataBody { metadata } = requests::member_of(req)?;
+    let new = requests::metadata(metadata)?;
     let meta = O::write(
         &s,
         id,
@@ -202,9 +219,10 @@ async fn metadata_put<O: MetadataOwner>(
     Path((id, key)): Path<(String, String)>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
+    let req = requests::object(&bytes)?;
     let (id, _) = O::load(&s, &ctx, &id, O::UPDATE).await?;
-    let meta = metadata_field(req.get("meta").unwrap_or(&Value::Null))?;
+    let MetaBody { meta } = requests::member_of(req)?;
+    let meta = requests::metadata(meta)?;
     if meta.len() != 1 || !meta.contains_key(&key) {
         return Err(bad("Request body and URI mismatch"));
     }

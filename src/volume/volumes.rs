@@ -12,16 +12,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::ops::{self, Source};
+use super::requests::{
+    self, MAX_METADATA, SchemaBool, Size, action_arg, given, present, text, truthy,
+};
 use super::views::{self, Extras};
 use super::{
     Mv, VolumeError, VolumeResult, VolumeState, allows, authorize, empty, is_admin, now_string,
     own_target, project_of, project_target, query_map,
 };
 use crate::db::volume::{self as store, Volume};
-use crate::http::body::{self, Object};
+use crate::http::body;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 
@@ -29,10 +34,6 @@ type S = Arc<VolumeState>;
 
 /// The most items one list returns.
 pub const MAX_LIMIT: usize = 1000;
-/// Most metadata items on one volume, and the longest key and value.
-pub(super) const MAX_METADATA: usize = 128;
-const META_KEY_MAX: usize = 255;
-const META_VALUE_MAX: usize = 255;
 
 /// Create, show, update, delete and the actions; list, detail and summary
 /// have their routes in `volume_list`, metadata in `volume_metadata`.
@@ -120,74 +121,65 @@ pub(super) fn bad(msg: impl Into<String>) -> VolumeError {
     VolumeError::BadRequest(msg.into())
 }
 
-/// A string member of at most `max` characters.
-fn opt_text(obj: &Object, key: &str, max: usize) -> VolumeResult<Option<String>> {
-    let value = body::opt_string(obj, key)?;
-    if let Some(v) = &value
-        && v.chars().count() > max
-    {
-        return Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {v}. is too long"
-        )));
-    }
-    Ok(value)
-}
-
-/// A size in GiB: an integer (or a string of digits) from 1.
-fn size_field(value: &Value, key: &str) -> VolumeResult<i64> {
-    let parsed = match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    match parsed {
-        Some(n) if (1..=ops::MAX_SIZE_GB).contains(&n) => Ok(n),
-        _ => Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {value}. {value} is not a valid size: an integer from 1 to {} is required.",
-            ops::MAX_SIZE_GB
-        ))),
-    }
-}
-
-/// Metadata: an object of strings, bounded.
-pub fn metadata_field(value: &Value) -> VolumeResult<BTreeMap<String, String>> {
-    let Value::Object(map) = value else {
-        return Err(bad(
-            "Invalid input for field/attribute metadata. Value is not an object.",
-        ));
-    };
-    if map.len() > MAX_METADATA {
-        return Err(bad(format!(
-            "Invalid input for field/attribute metadata: at most {MAX_METADATA} items."
-        )));
-    }
-    let mut out = BTreeMap::new();
-    for (k, v) in map {
-        let Value::String(v) = v else {
-            return Err(bad(format!(
-                "Invalid input for field/attribute metadata. Value of {k} is not a string."
-            )));
-        };
-        if k.is_empty() || k.chars().count() > META_KEY_MAX {
-            return Err(bad(
-                "Invalid input for field/attribute metadata. Keys must be 1 to 255 characters.",
-            ));
-        }
-        if v.chars().count() > META_VALUE_MAX {
-            return Err(bad(
-                "Invalid input for field/attribute metadata. Values must be at most 255 characters.",
-            ));
-        }
-        out.insert(k.clone(), v.clone());
-    }
-    Ok(out)
-}
-
-pub(super) fn parse(bytes: &[u8]) -> VolumeResult<Object> {
-    Ok(body::parse_object(bytes)?)
-}
-
 // ------------------------------------------------------------------ create
+
+/// `POST /v3/volumes`'s `volume` (Cinder's `volumes.create` schema; the
+/// group, consistency group and scheduler hint members are taken and not
+/// used).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolume {
+    #[serde(default)]
+    size: Option<Size>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    display_description: Option<String>,
+    #[serde(default)]
+    volume_type: Option<String>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    source_volid: Option<String>,
+    #[serde(default, rename = "imageRef")]
+    image_ref: Option<String>,
+    #[serde(default)]
+    image_id: Option<String>,
+    #[serde(default)]
+    multiattach: Option<bool>,
+    #[serde(default, rename = "consistencygroup_id")]
+    _consistencygroup_id: Option<IgnoredAny>,
+    #[serde(default, rename = "group_id")]
+    _group_id: Option<IgnoredAny>,
+    #[serde(default)]
+    backup_id: Option<IgnoredAny>,
+    #[serde(default, rename = "scheduler_hints")]
+    _scheduler_hints: Option<IgnoredAny>,
+}
+
+/// `PUT /v3/volumes/{id}`'s `volume`: a member given as `null` clears it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateVolume {
+    #[serde(default, deserialize_with = "given")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    display_description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<BTreeMap<String, String>>,
+}
 
 async fn create(
     State(s): State<S>,
@@ -195,71 +187,37 @@ async fn create(
     mv: Mv,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "volume")?;
+    let obj = requests::take(&bytes, "volume")?;
     project_of(&ctx)?;
     authorize(&s, &ctx, "volume:create", &own_target(&ctx))?;
-    const ALLOWED: &[&str] = &[
-        "size",
-        "name",
-        "description",
-        "display_name",
-        "display_description",
-        "volume_type",
-        "availability_zone",
-        "metadata",
-        "snapshot_id",
-        "source_volid",
-        "imageRef",
-        "image_id",
-        "multiattach",
-        "consistencygroup_id",
-        "group_id",
-        "backup_id",
-        "scheduler_hints",
-    ];
-    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute volume. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    let name = match opt_text(&obj, "name", 255)? {
+    let req: CreateVolume = requests::member("volume", obj)?;
+    let name = match text("name", req.name, 255)? {
         Some(n) => Some(n),
-        None => opt_text(&obj, "display_name", 255)?,
+        None => text("display_name", req.display_name, 255)?,
     };
-    let description = match opt_text(&obj, "description", 255)? {
+    let description = match text("description", req.description, 255)? {
         Some(d) => Some(d),
-        None => opt_text(&obj, "display_description", 255)?,
+        None => text("display_description", req.display_description, 255)?,
     };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => metadata_field(v)?,
-    };
-    let az = opt_text(&obj, "availability_zone", 255)?.unwrap_or_else(|| "nova".into());
+    let metadata = requests::metadata(req.metadata.unwrap_or_default())?;
+    let az =
+        text("availability_zone", req.availability_zone, 255)?.unwrap_or_else(|| "nova".into());
     if az != "nova" {
         return Err(bad(format!(
             "Invalid input received: Availability zone '{az}' is invalid."
         )));
     }
-    let multiattach = match obj.get("multiattach") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(bad(
-                "Invalid input for field/attribute multiattach. Value is not a boolean.",
-            ));
-        }
-    };
-    if obj.get("backup_id").is_some_and(|v| !v.is_null()) {
+    let multiattach = req.multiattach.unwrap_or(false);
+    if req.backup_id.is_some() {
         return Err(bad(
             "Invalid input received: creating a volume from a backup is not supported here.",
         ));
     }
-    let snapshot_id = opt_text(&obj, "snapshot_id", 36)?;
-    let source_volid = opt_text(&obj, "source_volid", 36)?;
-    let image_ref = match opt_text(&obj, "imageRef", 255)? {
+    let snapshot_id = text("snapshot_id", req.snapshot_id, 36)?;
+    let source_volid = text("source_volid", req.source_volid, 36)?;
+    let image_ref = match text("imageRef", req.image_ref, 255)? {
         Some(i) => Some(i),
-        None => opt_text(&obj, "image_id", 255)?,
+        None => text("image_id", req.image_id, 255)?,
     };
     let sources = [&snapshot_id, &source_volid, &image_ref]
         .iter()
@@ -270,16 +228,13 @@ async fn create(
             "Invalid input received: only one of snapshot_id, source_volid and imageRef may be given.",
         ));
     }
-    let size = match obj.get("size") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(size_field(v, "size")?),
-    };
+    let size = req.size.map(|Size(n)| n);
     if size.is_none() && snapshot_id.is_none() && source_volid.is_none() {
         return Err(bad(
             "Invalid input received: size is required unless a snapshot or source volume is given.",
         ));
     }
-    let wanted_type = opt_text(&obj, "volume_type", 255)?;
+    let wanted_type = text("volume_type", req.volume_type, 255)?;
     let created = create_volume(
         &s,
         &ctx,
@@ -504,13 +459,6 @@ pub async fn create_volume(s: &S, ctx: &AuthContext, req: NewVolume) -> VolumeRe
     ops::create(s, v, source).await
 }
 
-pub(super) fn truthy(text: &str) -> bool {
-    matches!(
-        text.to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "t" | "y" | "on"
-    )
-}
-
 // ------------------------------------------------------ show/update/delete
 
 async fn show(
@@ -534,44 +482,26 @@ async fn update(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let mut req = parse(&bytes)?;
-    let obj = body::take_object(&mut req, "volume")?;
+    let obj = requests::take(&bytes, "volume")?;
     let v = load_for(&s, &ctx, &id, "volume:update").await?;
-    const ALLOWED: &[&str] = &[
-        "name",
-        "description",
-        "display_name",
-        "display_description",
-        "metadata",
-    ];
-    if let Some(extra) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute volume. Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    if obj.is_empty() {
+    let empty_body = obj.is_empty();
+    let req: UpdateVolume = requests::member("volume", obj)?;
+    if empty_body {
         return Err(bad(
             "Invalid input for field/attribute volume. Value: {}. {} does not have enough properties",
         ));
     }
-    let name = if obj.contains_key("name") {
-        Some(opt_text(&obj, "name", 255)?)
-    } else if obj.contains_key("display_name") {
-        Some(opt_text(&obj, "display_name", 255)?)
-    } else {
-        None
+    let name = match (req.name, req.display_name) {
+        (Some(n), _) => Some(text("name", n, 255)?),
+        (None, Some(n)) => Some(text("display_name", n, 255)?),
+        (None, None) => None,
     };
-    let description = if obj.contains_key("description") {
-        Some(opt_text(&obj, "description", 255)?)
-    } else if obj.contains_key("display_description") {
-        Some(opt_text(&obj, "display_description", 255)?)
-    } else {
-        None
+    let description = match (req.description, req.display_description) {
+        (Some(d), _) => Some(text("description", d, 255)?),
+        (None, Some(d)) => Some(text("display_description", d, 255)?),
+        (None, None) => None,
     };
-    let metadata = match obj.get("metadata") {
-        None => None,
-        Some(m) => Some(metadata_field(m)?),
-    };
+    let metadata = req.metadata.map(requests::metadata).transpose()?;
     let vid = v.id.clone();
     let updated = s
         .write(move |tx| {
@@ -646,27 +576,19 @@ async fn action(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> VolumeResult<Response> {
-    let req = parse(&bytes)?;
+    let req = requests::object(&bytes)?;
     if req.len() != 1 {
         return Err(bad("There is no such action"));
     }
     let Some((name, arg)) = req.into_iter().next() else {
         return Err(bad("There is no such action"));
     };
-    let arg_obj = |key: &str| -> VolumeResult<Object> {
-        match &arg {
-            Value::Object(m) => Ok(m.clone()),
-            Value::Null => Ok(Object::new()),
-            _ => Err(bad(format!(
-                "Invalid input for field/attribute {key}. Value is not an object."
-            ))),
-        }
-    };
     match name.as_str() {
         "os-extend" => {
             let v = load_for(&s, &ctx, &id, "volume:extend").await?;
-            let obj = arg_obj("os-extend")?;
-            let new_size = size_field(obj.get("new_size").unwrap_or(&Value::Null), "new_size")?;
+            let Extend {
+                new_size: Size(new_size),
+            } = action_arg(&name, arg)?;
             // 3.42: an attached volume grows online (Nova is told); below, only
             // an available one (a 400 for `in-use`, as Cinder).
             let attached = mv.at_least(42) && v.status == "in-use";
@@ -683,16 +605,11 @@ async fn action(
         }
         "os-retype" => {
             let v = load_for(&s, &ctx, &id, "volume:retype").await?;
-            let obj = arg_obj("os-retype")?;
-            let new_type = body::required_name(&obj, "new_type")?;
-            if let Some(p) = body::opt_string(&obj, "migration_policy")?
-                && p != "never"
-                && p != "on-demand"
-            {
-                return Err(bad(format!(
-                    "Invalid input for field/attribute migration_policy. Value: {p}. '{p}' is not one of ['on-demand', 'never']"
-                )));
-            }
+            let req: Retype = action_arg(&name, arg)?;
+            let new_type = body::check_name(&req.new_type, "new_type")?;
+            // Only a host-local backend here: `on-demand` and `never` both
+            // retype in place.
+            let _ = req.migration_policy;
             super::retype::retype(&s, &v.id, new_type.trim()).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
@@ -704,10 +621,11 @@ async fn action(
                 "volume_extension:volume_admin_actions:reset_status",
             )
             .await?;
-            let obj = arg_obj("os-reset_status")?;
-            let status = body::opt_string(&obj, "status")?;
-            let attach_status = body::opt_string(&obj, "attach_status")?;
-            let migration_status = body::opt_string(&obj, "migration_status")?;
+            let ResetStatus {
+                status,
+                attach_status,
+                migration_status,
+            } = action_arg(&name, arg)?;
             if status.is_none() && attach_status.is_none() && migration_status.is_none() {
                 return Err(bad(
                     "Must specify 'status', 'attach_status' or 'migration_status' for update.",
@@ -760,15 +678,17 @@ async fn action(
         }
         "os-set_bootable" => {
             let v = load_for(&s, &ctx, &id, "volume:update").await?;
-            let obj = arg_obj("os-set_bootable")?;
-            let bootable = bool_arg(&obj, "bootable")?;
+            let SetBootable {
+                bootable: SchemaBool(bootable),
+            } = action_arg(&name, arg)?;
             set_flag(&s, v.id, move |v| v.bootable = bootable).await?;
             Ok(empty(StatusCode::OK))
         }
         "os-update_readonly_flag" => {
             let v = load_for(&s, &ctx, &id, "volume:update_readonly_flag").await?;
-            let obj = arg_obj("os-update_readonly_flag")?;
-            let readonly = bool_arg(&obj, "readonly")?;
+            let SetReadonly {
+                readonly: SchemaBool(readonly),
+            } = action_arg(&name, arg)?;
             if v.status != "available" {
                 return Err(bad(format!(
                     "Invalid volume: Volume {id} status must be available to update readonly flag, but current status is: {}.",
@@ -780,8 +700,8 @@ async fn action(
         }
         "os-set_image_metadata" => {
             let v = load_for(&s, &ctx, &id, "volume_extension:volume_image_metadata:set").await?;
-            let obj = arg_obj("os-set_image_metadata")?;
-            let meta = metadata_field(obj.get("metadata").unwrap_or(&Value::Null))?;
+            let req: SetImageMetadata = action_arg(&name, arg)?;
+            let meta = requests::metadata(req.metadata)?;
             let vid = v.id.clone();
             let all = s
                 .write(move |tx| {
@@ -806,8 +726,8 @@ async fn action(
                 "volume_extension:volume_image_metadata:remove",
             )
             .await?;
-            let obj = arg_obj("os-unset_image_metadata")?;
-            let key = body::opt_string(&obj, "key")?.ok_or_else(|| {
+            let req: UnsetImageMetadata = action_arg(&name, arg)?;
+            let key = req.key.ok_or_else(|| {
                 bad("Invalid input for field/attribute key. 'key' is a required property")
             })?;
             let vid = v.id.clone();
@@ -858,14 +778,16 @@ async fn action(
         }
         "os-attach" => {
             let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:attach").await?;
-            let obj = arg_obj("os-attach")?;
-            let instance = body::opt_string(&obj, "instance_uuid")?;
-            let host = body::opt_string(&obj, "host_name")?;
+            let Attach {
+                instance_uuid: instance,
+                host_name: host,
+                mountpoint,
+                mode,
+            } = action_arg(&name, arg)?;
             if instance.is_none() && host.is_none() {
                 return Err(bad("Invalid request to attach volume to an invalid target"));
             }
-            let mountpoint = body::opt_string(&obj, "mountpoint")?;
-            let mode = body::opt_string(&obj, "mode")?.unwrap_or_else(|| "rw".into());
+            let mode = mode.unwrap_or_else(|| "rw".into());
             if !["rw", "ro"].contains(&mode.as_str()) {
                 return Err(bad(
                     "Invalid request to attach volume with an invalid mode. Attaching mode should be 'rw' or 'ro'",
@@ -876,8 +798,9 @@ async fn action(
         }
         "os-detach" => {
             let v = load_for(&s, &ctx, &id, "volume_extension:volume_actions:detach").await?;
-            let obj = arg_obj("os-detach")?;
-            let attachment = body::opt_string(&obj, "attachment_id")?;
+            let Detach {
+                attachment_id: attachment,
+            } = action_arg(&name, arg)?;
             ops::detach(&s, &v.id, attachment).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
@@ -934,12 +857,9 @@ async fn action(
         // a volume-backed server at 2.93 does the same from compute).
         "os-reimage" if mv.at_least(68) => {
             let v = load_for(&s, &ctx, &id, "volume:reimage").await?;
-            let obj = arg_obj("os-reimage")?;
-            let image_id = body::required_name(&obj, "image_id")?;
-            let reserved = match obj.get("reimage_reserved") {
-                None | Some(Value::Null) => false,
-                Some(_) => bool_arg(&obj, "reimage_reserved")?,
-            };
+            let req: Reimage = action_arg(&name, arg)?;
+            let image_id = body::check_name(&req.image_id, "image_id")?;
+            let reserved = req.reimage_reserved.is_some_and(|SchemaBool(b)| b);
             if reserved {
                 authorize(
                     &s,
@@ -975,21 +895,96 @@ async fn action(
     }
 }
 
-fn bool_arg(obj: &Object, key: &str) -> VolumeResult<bool> {
-    match obj.get(key) {
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(t))
-            if ["true", "false", "True", "False", "1", "0"].contains(&t.as_str()) =>
-        {
-            Ok(truthy(t))
+// The actions' arguments. Cinder's schemas close most of them
+// (`additionalProperties: False`); this service has always taken extra
+// members and ignored them, so they are not refused here either.
+
+#[derive(Debug, Deserialize)]
+struct Extend {
+    new_size: Size,
+}
+
+/// `os-retype`'s `migration_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MigrationPolicy {
+    Never,
+    OnDemand,
+}
+
+impl<'de> Deserialize<'de> for MigrationPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let p = String::deserialize(d)?;
+        match p.as_str() {
+            "never" => Ok(MigrationPolicy::Never),
+            "on-demand" => Ok(MigrationPolicy::OnDemand),
+            _ => Err(serde::de::Error::custom(format!(
+                "{p}. '{p}' is not one of ['on-demand', 'never']"
+            ))),
         }
-        Some(other) => Err(bad(format!(
-            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'boolean'"
-        ))),
-        None => Err(bad(format!(
-            "Invalid input for field/attribute {key}. '{key}' is a required property"
-        ))),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct Retype {
+    new_type: String,
+    #[serde(default)]
+    migration_policy: Option<MigrationPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetStatus {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    attach_status: Option<String>,
+    #[serde(default)]
+    migration_status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetBootable {
+    bootable: SchemaBool,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetReadonly {
+    readonly: SchemaBool,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetImageMetadata {
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UnsetImageMetadata {
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Attach {
+    #[serde(default)]
+    instance_uuid: Option<String>,
+    #[serde(default)]
+    host_name: Option<String>,
+    #[serde(default)]
+    mountpoint: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Detach {
+    #[serde(default)]
+    attachment_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reimage {
+    image_id: String,
+    #[serde(default)]
+    reimage_reserved: Option<SchemaBool>,
 }
 
 async fn set_flag(
@@ -1005,4 +1000,108 @@ async fn set_flag(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::volume::requests::refused;
+
+    fn create(v: Value) -> VolumeResult<CreateVolume> {
+        let Value::Object(obj) = v else {
+            panic!("an object")
+        };
+        requests::member("volume", obj)
+    }
+
+    #[test]
+    fn create_takes_sizes_as_numbers_or_digit_strings() {
+        for (given, want) in [(json!(1), 1), (json!("10"), 10), (json!(" 2 "), 2)] {
+            let req = create(json!({ "size": given, "multiattach": true })).expect("accepted");
+            assert_eq!((req.size, req.multiattach), (Some(Size(want)), Some(true)));
+        }
+        let req = create(json!({"size": null, "consistencygroup_id": 3, "scheduler_hints": {}}))
+            .expect("ignored members");
+        assert_eq!(req.size, None);
+        for size in [json!(0), json!("1.5"), json!(2.5), json!(false)] {
+            assert!(refused(create(json!({ "size": size }))).contains("is not a valid size"));
+        }
+        assert_eq!(
+            refused(create(json!({"size": 1, "multiattach": "yes"}))),
+            "Invalid input for field/attribute multiattach. Value is not a boolean."
+        );
+        assert_eq!(
+            refused(create(json!({"size": 1, "bogus": 1}))),
+            "Invalid input for field/attribute volume. Additional properties are not allowed ('bogus' was unexpected)"
+        );
+        assert_eq!(
+            refused(create(json!({"metadata": {"k": 1}}))),
+            "Invalid input for field/attribute metadata.k. Value is not a string."
+        );
+    }
+
+    #[test]
+    fn update_tells_null_from_absent() {
+        let Value::Object(obj) = json!({"name": null, "display_description": "d"}) else {
+            panic!("an object")
+        };
+        let req: UpdateVolume = requests::member("volume", obj).expect("accepted");
+        assert_eq!(req.name, Some(None));
+        assert_eq!(req.display_description, Some(Some("d".into())));
+        assert_eq!(req.description, None);
+        let Value::Object(obj) = json!({"metadata": null}) else {
+            panic!("an object")
+        };
+        assert_eq!(
+            refused(requests::member::<UpdateVolume>("volume", obj)),
+            "Invalid input for field/attribute metadata. Value is not an object."
+        );
+    }
+
+    #[test]
+    fn action_arguments_in_their_accepted_forms() {
+        let Extend { new_size } = action_arg("os-extend", json!({"new_size": "3"})).expect("size");
+        assert_eq!(new_size, Size(3));
+        assert_eq!(
+            refused(action_arg::<Extend>("os-extend", json!({}))),
+            "Invalid input for field/attribute os-extend. 'new_size' is a required property"
+        );
+        for (given, want) in [
+            (json!(true), true),
+            (json!("False"), false),
+            (json!("1"), true),
+        ] {
+            let SetBootable { bootable } =
+                action_arg("os-set_bootable", json!({ "bootable": given })).expect("accepted");
+            assert_eq!(bootable, SchemaBool(want));
+        }
+        assert_eq!(
+            refused(action_arg::<SetReadonly>(
+                "os-update_readonly_flag",
+                json!({"readonly": "yes"})
+            )),
+            "Invalid input for field/attribute readonly. Value: \"yes\". \"yes\" is not of type 'boolean'"
+        );
+        let r: Retype = action_arg(
+            "os-retype",
+            json!({"new_type": "t", "migration_policy": "on-demand"}),
+        )
+        .expect("accepted");
+        assert_eq!(r.migration_policy, Some(MigrationPolicy::OnDemand));
+        assert_eq!(
+            refused(action_arg::<Retype>(
+                "os-retype",
+                json!({"new_type": "t", "migration_policy": "x"})
+            )),
+            "Invalid input for field/attribute migration_policy. Value: x. 'x' is not one of ['on-demand', 'never']"
+        );
+        assert_eq!(
+            refused(action_arg::<Detach>("os-detach", json!("a"))),
+            "Invalid input for field/attribute os-detach. Value is not an object."
+        );
+        let d: Detach = action_arg("os-detach", Value::Null).expect("null reads as {}");
+        assert_eq!(d.attachment_id, None);
+    }
 }
