@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 
 use super::access::{check_unlocked, load_authorized, load_tx};
 use super::build;
-use super::server_views::view;
-// The validators stay reachable as `servers::X` for the files that import them from here.
 use super::request::{self, DiskConfig, present};
+use super::server_views::view;
 #[cfg(test)]
 use super::validate::sanitize_hostname;
+// The validators stay reachable as `servers::X` for the files that import them from here.
 pub(super) use super::validate::{MAX_TAGS, bool_like, check_tag, last_segment};
 use super::validate::{checked_hostname, checked_ipv4, checked_ipv6, checked_len, checked_name};
 use super::{
