@@ -25,10 +25,12 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ComputeError, ComputeResult, ComputeState, Mv, parse_body, take_object};
+use super::request;
+use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::compute::states::VmState;
 use crate::db::now_unix;
 use crate::http::json_response;
@@ -137,6 +139,41 @@ pub async fn new_console_url(
     Ok(format!("{ws_base}/compute/serial-console?token={token}"))
 }
 
+/// `POST /servers/{id}/remote-consoles`'s body (Nova's
+/// `remote_consoles.create_v26`, `mks` from 2.8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteConsoleBody {
+    remote_console: RemoteConsoleArg,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteConsoleArg {
+    protocol: Protocol,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A console protocol Nova names; only `serial` is served here.
+#[derive(Debug)]
+struct Protocol(String);
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v.as_str() {
+            Some(p @ ("vnc" | "spice" | "rdp" | "serial" | "mks")) => Ok(Protocol(p.to_string())),
+            _ => {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                Err(serde::de::Error::custom(format!(
+                    "{text}. '{text}' is not one of ['vnc', 'spice', 'rdp', 'serial', 'mks']"
+                )))
+            }
+        }
+    }
+}
+
 /// `POST /servers/{id}/remote-consoles`.
 pub async fn remote_console(
     State(s): State<S>,
@@ -151,16 +188,13 @@ pub async fn remote_console(
             "The resource could not be found.".into(),
         ));
     }
-    let mut body = parse_body(&body)?;
-    let console = take_object(&mut body, "remote_console")?;
-    let protocol = console
-        .get("protocol")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let kind = console.get("type").and_then(Value::as_str).unwrap_or("");
-    if !["vnc", "spice", "rdp", "serial", "mks"].contains(&protocol) {
+    let RemoteConsoleBody {
+        remote_console: console,
+    } = request::body(&body)?;
+    let (protocol, kind) = (console.protocol.0, console.kind);
+    if protocol == "mks" && !mv.at_least(8) {
         return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute protocol. Value: {protocol}. '{protocol}' is not one of ['vnc', 'spice', 'rdp', 'serial', 'mks']"
+            "Invalid input for field/attribute protocol. Value: {protocol}. '{protocol}' is not one of ['vnc', 'spice', 'rdp', 'serial']"
         )));
     }
     if protocol != "serial" || kind != "serial" {
@@ -332,5 +366,39 @@ mod tests {
         assert!(!origin_allowed(public, ""));
         assert!(origin_allowed("https://[::1]:8443", "https://[::1]"));
         assert!(!origin_allowed("https://[::1]:8443", "http://[::1]"));
+    }
+
+    #[test]
+    fn remote_console_bodies_follow_novas_schema() {
+        let read = |v: Value| request::body::<RemoteConsoleBody>(v.to_string().as_bytes());
+        let ok = read(json!({"remote_console": {"protocol": "serial", "type": "serial"}}))
+            .expect("accepted");
+        assert_eq!(
+            (
+                ok.remote_console.protocol.0.as_str(),
+                ok.remote_console.kind.as_str()
+            ),
+            ("serial", "serial")
+        );
+        assert_eq!(
+            request::refused(read(
+                json!({"remote_console": {"protocol": "telnet", "type": "x"}})
+            )),
+            "Invalid input for field/attribute protocol. Value: telnet. 'telnet' is not one of ['vnc', 'spice', 'rdp', 'serial', 'mks']"
+        );
+        assert_eq!(
+            request::refused(read(json!({"remote_console": {"protocol": "serial"}}))),
+            "Invalid input for field/attribute remote_console. 'type' is a required property"
+        );
+        assert_eq!(
+            request::refused(read(
+                json!({"remote_console": {"protocol": "serial", "type": "serial", "x": 1}})
+            )),
+            "Invalid input for field/attribute remote_console. Additional properties are not allowed ('x' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(read(json!({}))),
+            "Invalid input for field/attribute remote_console: 'remote_console' is a required property"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! 2.36: older clients still list and show Glance images through Nova.
 //! Reads go to Glance's Rust API (`crate::image::service`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -10,8 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::request;
+use super::validate::checked_metadata;
 use super::{ComputeError, ComputeResult, ComputeState, Mv, next_link, paginate, project_of};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
@@ -265,14 +268,30 @@ async fn metadata_list(
     ))
 }
 
-fn body_metadata(body: &[u8], key: &str) -> ComputeResult<serde_json::Map<String, Value>> {
-    let mut body = super::parse_body(body)?;
-    match body.remove(key) {
-        Some(Value::Object(map)) => Ok(map),
-        _ => Err(ComputeError::BadRequest(format!(
-            "Malformed request body: '{key}' must be an object"
-        ))),
-    }
+/// The body of a metadata create or replace (Nova's
+/// `image_metadata.create` / `update_all`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+/// The body of one item's update (Nova's `image_metadata.update`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaBody {
+    meta: BTreeMap<String, String>,
+}
+
+/// Checked metadata as image properties.
+fn as_properties(
+    metadata: BTreeMap<String, String>,
+    key: &str,
+) -> ComputeResult<serde_json::Map<String, Value>> {
+    Ok(checked_metadata(metadata, key)?
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect())
 }
 
 /// Applies `change` to an image's properties, within the metadata_items quota.
@@ -318,7 +337,8 @@ async fn metadata_merge(
     body: axum::body::Bytes,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let new = body_metadata(&body, "metadata")?;
+    let MetadataBody { metadata } = request::body(&body)?;
+    let new = as_properties(metadata, "metadata")?;
     let meta = change_metadata(&s, &ctx, &id, move |p| {
         p.extend(new);
         Ok(())
@@ -335,7 +355,8 @@ async fn metadata_replace(
     body: axum::body::Bytes,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let new = body_metadata(&body, "metadata")?;
+    let MetadataBody { metadata } = request::body(&body)?;
+    let new = as_properties(metadata, "metadata")?;
     let meta = change_metadata(&s, &ctx, &id, move |p| {
         // Boot properties are not user metadata to Nova, but they live in
         // Glance's properties too; keep them so the image still boots.
@@ -382,7 +403,8 @@ async fn metadata_set(
     body: axum::body::Bytes,
 ) -> ComputeResult<Response> {
     proxy_available(mv)?;
-    let meta = body_metadata(&body, "meta")?;
+    let MetaBody { meta } = request::body(&body)?;
+    let meta = as_properties(meta, "meta")?;
     if meta.len() != 1 || !meta.contains_key(&key) {
         return Err(ComputeError::BadRequest(
             "Request body and URI mismatch".into(),
@@ -423,4 +445,29 @@ async fn metadata_delete(
     })
     .await?;
     Ok(super::empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_bodies_follow_novas_schema() {
+        let m: MetadataBody = request::body(br#"{"metadata": {"k": "v"}}"#).expect("accepted");
+        let p = as_properties(m.metadata, "metadata").expect("checked");
+        assert_eq!(p.get("k"), Some(&json!("v")));
+        let one: MetaBody = request::body(br#"{"meta": {"k": "v"}}"#).expect("accepted");
+        assert_eq!(one.meta.len(), 1);
+        assert_eq!(
+            request::refused(request::body::<MetadataBody>(br#"{"meta": {}}"#)),
+            "Additional properties are not allowed ('meta' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(request::body::<MetadataBody>(br#"{"metadata": {"k": 1}}"#)),
+            "Invalid input for field/attribute k. Value is not a string."
+        );
+        assert!(request::body::<MetaBody>(br#"{"meta": []}"#).is_err());
+        let long = BTreeMap::from([("k".to_string(), "v".repeat(256))]);
+        assert!(as_properties(long, "metadata").is_err());
+    }
 }

@@ -17,13 +17,15 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::access::{load_authorized, load_for_action};
 use super::build::{finish_action, record_action};
 use super::networking::{self, InterfaceView, MAX_NICS, NetRequest, write_atomic};
+use super::request::{self, IpAddress, Tag, Uuid, present};
 use super::states::{Action, VmState};
-use super::{ComputeError, ComputeResult, ComputeState, Mv, no_additional, parse_body};
+use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server, ServerPort};
 use crate::http::{RequestId, json_response};
@@ -35,6 +37,37 @@ fn bad(message: impl Into<String>) -> ComputeError {
     ComputeError::BadRequest(message.into())
 }
 
+/// `POST /servers/{id}/os-interface`'s body (Nova's
+/// `attach_interfaces.create`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    #[serde(rename = "interfaceAttachment", default, deserialize_with = "present")]
+    attachment: Option<AttachArg>,
+}
+
+/// `interfaceAttachment`: a network or a port, one fixed address on the
+/// network, and `tag` from 2.49.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachArg {
+    #[serde(default, deserialize_with = "present")]
+    net_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "present")]
+    port_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "present")]
+    fixed_ips: Option<Vec<FixedIp>>,
+    #[serde(default, deserialize_with = "present")]
+    tag: Option<Tag>,
+}
+
+/// One item of `fixed_ips`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixedIp {
+    ip_address: IpAddress,
+}
+
 /// Reads an attach's body as Nova's schema (`interfaceAttachment` with
 /// `net_id`, `port_id`, one `fixed_ips` address, and `tag` from 2.49) and
 /// its checks; an empty body asks for the project's one network.
@@ -42,74 +75,25 @@ pub fn parse_attach(mv: Mv, body: &[u8]) -> ComputeResult<NetRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(NetRequest::default());
     }
-    let mut outer = parse_body(body)?;
-    no_additional(&outer, &["interfaceAttachment"])?;
-    let Some(value) = outer.remove("interfaceAttachment") else {
+    let AttachBody { attachment } = request::body(body)?;
+    let Some(a) = attachment else {
         return Ok(NetRequest::default());
     };
-    let Value::Object(attachment) = value else {
-        return Err(bad(format!(
-            "Invalid input for field/attribute interfaceAttachment. Value: {value}. {value} is not of type 'object'"
-        )));
-    };
-    let mut allowed = vec!["net_id", "port_id", "fixed_ips"];
-    if mv.at_least(49) {
-        allowed.push("tag");
+    if a.tag.is_some() && !mv.at_least(49) {
+        return Err(request::unexpected("interfaceAttachment", "tag"));
     }
-    no_additional(&attachment, &allowed)?;
-    let uuid = |key: &str| -> ComputeResult<Option<String>> {
-        match attachment.get(key) {
-            None => Ok(None),
-            Some(Value::String(t)) if uuid::Uuid::parse_str(t).is_ok() => Ok(Some(t.clone())),
-            Some(v) => Err(bad(format!(
-                "Invalid input for field/attribute {key}. Value: {v}. {v} is not a 'uuid'"
-            ))),
-        }
-    };
-    let network_id = uuid("net_id")?;
-    let port_id = uuid("port_id")?;
-    let fixed_ip = match attachment.get("fixed_ips") {
+    let fixed_ip = match a.fixed_ips {
         None => None,
-        Some(Value::Array(items)) if items.len() == 1 => {
-            let item = items[0].as_object().ok_or_else(|| {
-                bad("Invalid input for field/attribute fixed_ips. Value is not an object.")
-            })?;
-            no_additional(item, &["ip_address"])?;
-            match item.get("ip_address") {
-                Some(Value::String(ip)) if ip.parse::<std::net::IpAddr>().is_ok() => {
-                    Some(ip.clone())
-                }
-                Some(v) => {
-                    return Err(bad(format!(
-                        "Invalid input for field/attribute ip_address. Value: {v}. {v} is not a 'ip-address'"
-                    )));
-                }
-                None => {
-                    return Err(bad(
-                        "Invalid input for field/attribute fixed_ips. 'ip_address' is a required property",
-                    ));
-                }
-            }
-        }
-        Some(v) => {
+        Some(mut items) if items.len() == 1 => items.pop().map(|f| f.ip_address.0),
+        Some(items) => {
             return Err(bad(format!(
-                "Invalid input for field/attribute fixed_ips. Value: {v}. One address is allowed"
+                "Invalid input for field/attribute fixed_ips. Value: {} items. One address is allowed",
+                items.len()
             )));
         }
     };
-    let tag = match attachment.get("tag") {
-        None => None,
-        Some(Value::String(t))
-            if !t.is_empty() && t.chars().count() <= 60 && !t.contains(['/', ',']) =>
-        {
-            Some(t.clone())
-        }
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute tag. Value: {v}. {v} does not match '^[^,/]*$'"
-            )));
-        }
-    };
+    let network_id = a.net_id.map(|u| u.0);
+    let port_id = a.port_id.map(|u| u.0);
     if network_id.is_some() && port_id.is_some() {
         return Err(bad("Must not input both network_id and port_id"));
     }
@@ -120,7 +104,7 @@ pub fn parse_attach(mv: Mv, body: &[u8]) -> ComputeResult<NetRequest> {
         network_id,
         port_id,
         fixed_ip,
-        tag,
+        tag: a.tag.map(|t| t.0),
     })
 }
 
@@ -380,6 +364,8 @@ pub async fn port_deleted(s: &S, id: &str, port_id: &str) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::compute::driver::ComputeDriver;
     use crate::compute::fake_driver::FakeDriver;
@@ -438,6 +424,21 @@ mod tests {
                 json!({"interfaceAttachment": {"port_id": NET, "tag": "a/b"}})
             )
             .is_err()
+        );
+        assert_eq!(
+            request::refused(p(
+                48,
+                json!({"interfaceAttachment": {"port_id": NET, "tag": "eth1"}})
+            )),
+            "Invalid input for field/attribute interfaceAttachment. Additional properties are not allowed ('tag' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(p(1, json!({"interfaceAttachment": {"net_id": "x"}}))),
+            "Invalid input for field/attribute net_id. Value: \"x\". \"x\" is not a 'uuid'"
+        );
+        assert_eq!(
+            request::refused(p(1, json!({"other": {}}))),
+            "Additional properties are not allowed ('other' was unexpected)"
         );
     }
 

@@ -747,16 +747,6 @@ fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// Rejects properties outside `allowed`.
-pub fn no_additional(obj: &Map<String, Value>, allowed: &[&str]) -> ComputeResult<()> {
-    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input: Additional properties are not allowed ('{extra}' was unexpected)"
-        )));
-    }
-    Ok(())
-}
-
 /// An integer given as a JSON number or a string of digits, within bounds.
 pub fn int_field(value: &Value, key: &str, min: i64, max: i64) -> ComputeResult<i64> {
     let parsed = match value {

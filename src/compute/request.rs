@@ -113,6 +113,86 @@ impl<'de> Deserialize<'de> for LooseBool {
     }
 }
 
+/// `OS-DCF:diskConfig` (resize, rebuild, update): accepted and ignored,
+/// the root disk is always grown to the flavor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DiskConfig {
+    Auto,
+    Manual,
+}
+
+/// A member `member` of the object at `parent` that the caller's
+/// microversion does not have, refused as an undeclared member is (Nova's
+/// schema for that microversion has `additionalProperties: False`).
+pub fn unexpected(parent: &str, member: &str) -> ComputeError {
+    let key = if parent.is_empty() {
+        member.to_string()
+    } else {
+        format!("{parent}.{member}")
+    };
+    BodyError::Unexpected(key).into()
+}
+
+/// Reads a JSON value and keeps it when `accept` takes it; otherwise
+/// refuses it with `"{value}. {value} {complaint}"`, the shape of Nova's
+/// format and pattern errors.
+pub fn checked<'de, D, T>(
+    d: D,
+    complaint: &str,
+    accept: impl FnOnce(&Value) -> Option<T>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Value::deserialize(d)?;
+    accept(&value).ok_or_else(|| de::Error::custom(format!("{value}. {value} {complaint}")))
+}
+
+/// A string in UUID form (Nova's `'format': 'uuid'` members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uuid(pub String);
+
+impl<'de> Deserialize<'de> for Uuid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "is not a 'uuid'", |v| match v {
+            Value::String(t) if uuid::Uuid::parse_str(t).is_ok() => Some(Uuid(t.clone())),
+            _ => None,
+        })
+    }
+}
+
+/// An IPv4 or IPv6 address (Nova's `'format': 'ip-address'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpAddress(pub String);
+
+impl<'de> Deserialize<'de> for IpAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "is not a 'ip-address'", |v| match v {
+            Value::String(t) if t.parse::<std::net::IpAddr>().is_ok() => Some(IpAddress(t.clone())),
+            _ => None,
+        })
+    }
+}
+
+/// A device tag (Nova's `parameter_types.tag`: 1 to 60 characters, no `/`
+/// or `,`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag(pub String);
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "does not match '^[^,/]*$'", |v| match v {
+            Value::String(t)
+                if !t.is_empty() && t.chars().count() <= 60 && !t.contains(['/', ',']) =>
+            {
+                Some(Tag(t.clone()))
+            }
+            _ => None,
+        })
+    }
+}
+
 /// The message of a 400, for the request types' tests.
 #[cfg(test)]
 pub(crate) fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {

@@ -13,19 +13,20 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::access::{check_unlocked, load_authorized, load_tx};
 use super::build;
+use super::request::{self, DiskConfig, present};
 use super::server_views::view;
-// The validators stay reachable as `servers::X` for the files that import them from here.
 #[cfg(test)]
 use super::validate::sanitize_hostname;
-pub(super) use super::validate::{MAX_TAGS, bool_like, check_metadata, check_tag, last_segment};
-use super::validate::{check_hostname, check_name, opt_str};
+// The validators stay reachable as `servers::X` for the files that import them from here.
+pub(super) use super::validate::{MAX_TAGS, bool_like, check_tag, last_segment};
+use super::validate::{checked_hostname, checked_ipv4, checked_ipv6, checked_len, checked_name};
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, no_additional, nova_time,
-    paginate, parse_body, query_map, take_object,
+    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, nova_time, paginate, query_map,
 };
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
@@ -156,6 +157,90 @@ async fn server_migrations(
     Ok(json_response(StatusCode::OK, &json!({"migrations": []})))
 }
 
+/// `POST /os-server-external-events`'s body (Nova's
+/// `server_external_events.create`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsBody {
+    events: Vec<EventArg>,
+}
+
+/// One event as given.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct EventArg {
+    server_uuid: String,
+    name: EventName,
+    /// Kept out of the reply's copy: [`EventReply`] says the outcome.
+    #[serde(default, deserialize_with = "present", skip_serializing)]
+    status: Option<EventStatus>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    tag: Option<String>,
+}
+
+/// The reply for one event: the event, its status and code.
+#[derive(Debug, Serialize)]
+struct EventReply {
+    #[serde(flatten)]
+    event: EventArg,
+    status: EventStatus,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum EventStatus {
+    Failed,
+    Completed,
+    InProgress,
+}
+
+impl EventStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Failed => "failed",
+            EventStatus::Completed => "completed",
+            EventStatus::InProgress => "in-progress",
+        }
+    }
+}
+
+/// The events Nova knows (`external_event_obj.EVENT_NAMES`).
+const EVENT_NAMES: &[&str] = &[
+    "network-changed",
+    "network-vif-plugged",
+    "network-vif-unplugged",
+    "network-vif-deleted",
+    "volume-extended",
+    "power-update",
+    "accelerator-request-bound",
+    "volume-reimaged",
+];
+
+/// An event name of [`EVENT_NAMES`].
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct EventName(String);
+
+impl<'de> Deserialize<'de> for EventName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v.as_str() {
+            Some(name) if EVENT_NAMES.contains(&name) => Ok(EventName(name.to_string())),
+            _ => {
+                let name = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                Err(serde::de::Error::custom(format!(
+                    "{name}. '{name}' is not one of {EVENT_NAMES:?}"
+                )))
+            }
+        }
+    }
+}
+
 /// `POST /os-server-external-events` (admin or service): Neutron and Cinder
 /// tell Nova about ports and volumes. Recorded as handled; 207 when some
 /// servers are unknown, 404 when none is known.
@@ -171,58 +256,36 @@ async fn external_events(
         "os_compute_api:os-server-external-events:create",
         &super::own_target(&ctx),
     )?;
-    let mut body = parse_body(&body)?;
-    let Some(Value::Array(events)) = body.remove("events") else {
+    let EventsBody { events } = request::body(&body)?;
+    if events.is_empty() {
         return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute events. 'events' is a required property".into(),
+            "Invalid input for field/attribute events. Value: []. [] is too short".into(),
         ));
-    };
-    const NAMES: &[&str] = &[
-        "network-changed",
-        "network-vif-plugged",
-        "network-vif-unplugged",
-        "network-vif-deleted",
-        "volume-extended",
-        "power-update",
-        "accelerator-request-bound",
-        "volume-reimaged",
-    ];
-    let mut parsed = Vec::new();
-    for event in &events {
-        let name = event.get("name").and_then(Value::as_str).unwrap_or("");
-        if !NAMES.contains(&name) {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute name. Value: {name}. '{name}' is not one of {NAMES:?}"
-            )));
-        }
-        let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_string);
-        parsed.push(ServerEvent {
-            name: name.to_string(),
-            server_uuid: text("server_uuid").unwrap_or_default(),
-            tag: text("tag"),
-            status: text("status").unwrap_or_else(|| "completed".into()),
-        });
     }
+    let parsed = events
+        .iter()
+        .map(|e| ServerEvent {
+            name: e.name.0.clone(),
+            server_uuid: e.server_uuid.clone(),
+            tag: e.tag.clone(),
+            status: e.status.unwrap_or(EventStatus::Completed).as_str().into(),
+        })
+        .collect();
     let known = handle_events(&s, parsed, &rid.0).await?;
-    let mut out = Vec::new();
-    let mut found = 0;
-    for (event, known) in events.into_iter().zip(known) {
-        let mut reply = event.clone();
-        if known {
-            found += 1;
-            reply["code"] = json!(200);
-            reply["status"] = json!(
-                event
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("completed")
-            );
-        } else {
-            reply["code"] = json!(404);
-            reply["status"] = json!("failed");
-        }
-        out.push(reply);
-    }
+    let out: Vec<EventReply> = events
+        .into_iter()
+        .zip(known)
+        .map(|(event, known)| EventReply {
+            status: if known {
+                event.status.unwrap_or(EventStatus::Completed)
+            } else {
+                EventStatus::Failed
+            },
+            code: if known { 200 } else { 404 },
+            event,
+        })
+        .collect();
+    let found = out.iter().filter(|r| r.code == 200).count();
     if found == 0 {
         return Err(ComputeError::NotFound(
             "No instances found for any event".into(),
@@ -318,6 +381,34 @@ pub(super) async fn receive_events(
 
 // ------------------------------------------------------------ update / delete
 
+/// `PUT /servers/{id}`'s body (Nova's `servers.update`, `description` from
+/// 2.19, `hostname` from 2.90).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    server: UpdateArg,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateArg {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<String>,
+    /// Present (`Some`), possibly `null` (`Some(None)`, no description).
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    /// `null` as absent.
+    #[serde(rename = "accessIPv4", default)]
+    access_ipv4: Option<String>,
+    #[serde(rename = "accessIPv6", default)]
+    access_ipv6: Option<String>,
+    /// Accepted and ignored, as in resize.
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    _disk_config: Option<DiskConfig>,
+    #[serde(default, deserialize_with = "present")]
+    hostname: Option<String>,
+}
+
 async fn update(
     State(s): State<S>,
     Auth(ctx): Auth,
@@ -325,44 +416,29 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let mut body = parse_body(&body)?;
-    let changes = take_object(&mut body, "server")?;
-    let mut allowed = vec!["name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"];
-    if mv.at_least(19) {
-        allowed.push("description");
+    let UpdateBody { server: changes } = request::body(&body)?;
+    if changes.description.is_some() && !mv.at_least(19) {
+        return Err(request::unexpected("server", "description"));
     }
-    if mv.at_least(90) {
-        allowed.push("hostname");
+    if changes.hostname.is_some() && !mv.at_least(90) {
+        return Err(request::unexpected("server", "hostname"));
     }
-    no_additional(&changes, &allowed)?;
-    let name = match changes.get("name") {
-        Some(v) => Some(check_name(Some(v))?),
+    let name = changes.name.map(checked_name).transpose()?;
+    let description = match changes.description {
+        Some(d) => Some(checked_len("description", d, 255)?),
         None => None,
     };
-    let description = if changes.contains_key("description") {
-        Some(opt_str(&changes, "description", 255)?)
-    } else {
-        None
-    };
-    let v4 = opt_str(&changes, "accessIPv4", 64)?;
-    if let Some(ip) = &v4
-        && !ip.is_empty()
-        && ip.parse::<std::net::Ipv4Addr>().is_err()
-    {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute accessIPv4. Value: {ip}. '{ip}' is not a 'ipv4'"
-        )));
+    let v4 = checked_len("accessIPv4", changes.access_ipv4, 64)?
+        .map(checked_ipv4)
+        .transpose()?;
+    let v6 = checked_len("accessIPv6", changes.access_ipv6, 64)?;
+    if let Some(ip) = &v6 {
+        checked_ipv6(ip.clone())?;
     }
-    let v6 = opt_str(&changes, "accessIPv6", 64)?;
-    if let Some(ip) = &v6
-        && !ip.is_empty()
-        && ip.parse::<std::net::Ipv6Addr>().is_err()
-    {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute accessIPv6. Value: {ip}. '{ip}' is not a 'ipv6'"
-        )));
-    }
-    let hostname = check_hostname(mv, &changes)?;
+    let hostname = changes
+        .hostname
+        .map(|h| checked_hostname(mv, h))
+        .transpose()?;
     load_authorized(&s, &ctx, &id, "os_compute_api:servers:update").await?;
     let admin = super::is_admin_context(&s, &ctx);
     let ctx2 = ctx.clone();
@@ -414,6 +490,7 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::validate::check_hostname;
     use serde_json::Map;
 
     #[test]
@@ -427,6 +504,89 @@ mod tests {
         let long = format!("{}x", "*".repeat(63));
         assert_eq!(sanitize_hostname(&long, "u"), "Server-u");
         assert_eq!(sanitize_hostname(&"a".repeat(100), "u").len(), 63);
+    }
+
+    #[test]
+    fn update_bodies_follow_novas_schema() {
+        let read = |mv: u16, v: Value| -> ComputeResult<UpdateArg> {
+            let UpdateBody { server } = request::body(v.to_string().as_bytes())?;
+            if server.description.is_some() && !Mv(mv).at_least(19) {
+                return Err(request::unexpected("server", "description"));
+            }
+            Ok(server)
+        };
+        let ok = read(
+            19,
+            json!({"server": {"name": "n", "description": null, "accessIPv4": null,
+                   "OS-DCF:diskConfig": "AUTO"}}),
+        )
+        .expect("accepted");
+        assert_eq!(ok.name.as_deref(), Some("n"));
+        assert_eq!(ok.description, Some(None));
+        assert_eq!(ok.access_ipv4, None);
+        assert_eq!(
+            request::refused(read(18, json!({"server": {"description": "d"}}))),
+            "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(read(90, json!({"server": {"flavorRef": "1"}}))),
+            "Invalid input for field/attribute server. Additional properties are not allowed ('flavorRef' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(read(1, json!({"server": {"name": 5}}))),
+            "Invalid input for field/attribute name. Value is not a string."
+        );
+        assert!(read(1, json!({"server": {"OS-DCF:diskConfig": "auto"}})).is_err());
+        assert!(read(1, json!({"server": {"hostname": null}})).is_err());
+        assert!(read(1, json!({"name": "n"})).is_err());
+        assert_eq!(
+            request::refused(checked_name(" n".into())),
+            "Invalid input for field/attribute name. Value:  n. ' n' does not match '^(?! )[\\S ]*(?<! )$'"
+        );
+        assert!(checked_name("  ".into()).is_err());
+        assert!(checked_ipv4("10.0.0.300".into()).is_err());
+        assert_eq!(
+            checked_ipv6("2001:DB8::1".into()).ok().as_deref(),
+            Some("2001:db8::1")
+        );
+        assert!(checked_len("description", Some("x".repeat(256)), 255).is_err());
+    }
+
+    #[test]
+    fn external_event_bodies_follow_novas_schema() {
+        let read = |v: Value| request::body::<EventsBody>(v.to_string().as_bytes());
+        let ok = read(json!({"events": [
+            {"name": "network-vif-plugged", "server_uuid": "s", "tag": "p"},
+            {"name": "volume-extended", "server_uuid": "s", "status": "in-progress"}
+        ]}))
+        .expect("accepted");
+        assert_eq!(ok.events[1].status, Some(EventStatus::InProgress));
+        let reply = EventReply {
+            status: EventStatus::Completed,
+            code: 200,
+            event: ok.events.into_iter().next().expect("one event"),
+        };
+        assert_eq!(
+            serde_json::to_value(&reply).ok(),
+            Some(
+                json!({"name": "network-vif-plugged", "server_uuid": "s", "tag": "p",
+                        "status": "completed", "code": 200})
+            )
+        );
+        let message =
+            request::refused(read(json!({"events": [{"name": "x", "server_uuid": "s"}]})));
+        assert!(
+            message.starts_with(
+                "Invalid input for field/attribute name. Value: x. 'x' is not one of [\"network-changed\""
+            ),
+            "{message}"
+        );
+        assert!(read(json!({"events": [{"name": "power-update"}]})).is_err());
+        assert!(
+            read(json!({"events": [{"name": "power-update", "server_uuid": "s", "x": 1}]}))
+                .is_err()
+        );
+        assert!(read(json!({"events": {}})).is_err());
     }
 
     #[test]

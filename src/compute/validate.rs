@@ -32,24 +32,63 @@ pub fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult
 /// A server name: 1–255 characters, not only spaces.
 pub fn check_name(value: Option<&Value>) -> ComputeResult<String> {
     match value {
-        Some(Value::String(name))
-            if !name.trim().is_empty()
-                && name.chars().count() <= 255
-                && name.trim() == name.as_str() =>
-        {
-            Ok(name.clone())
-        }
-        Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 255 => {
-            Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute name. Value: {name}. '{name}' does not match '^(?! )[\\S ]*(?<! )$'"
-            )))
-        }
+        Some(Value::String(name)) => checked_name(name.clone()),
         Some(other) => Err(ComputeError::BadRequest(format!(
             "Invalid input for field/attribute name. Value: {other}. {other} is not a valid name (1-255 characters, not only spaces)"
         ))),
         None => Err(ComputeError::BadRequest(
             "Invalid input for field/attribute server. 'name' is a required property".into(),
         )),
+    }
+}
+
+/// A server name already read as a string (a declared body's member):
+/// 1–255 characters, not only spaces, no leading or trailing space.
+pub fn checked_name(name: String) -> ComputeResult<String> {
+    if name.trim().is_empty() || name.chars().count() > 255 {
+        let v = Value::String(name);
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute name. Value: {v}. {v} is not a valid name (1-255 characters, not only spaces)"
+        )));
+    }
+    if name.trim() != name.as_str() {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute name. Value: {name}. '{name}' does not match '^(?! )[\\S ]*(?<! )$'"
+        )));
+    }
+    Ok(name)
+}
+
+/// A string member of at most `max` characters (`None` stays `None`).
+pub fn checked_len(key: &str, text: Option<String>, max: usize) -> ComputeResult<Option<String>> {
+    match text {
+        Some(t) if t.chars().count() > max => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value is too long (at most {max} characters)."
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// `accessIPv4`: empty, or an IPv4 address.
+pub fn checked_ipv4(ip: String) -> ComputeResult<String> {
+    if !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv4. Value: {ip}. '{ip}' is not a 'ipv4'"
+        )));
+    }
+    Ok(ip)
+}
+
+/// `accessIPv6`: empty, or an IPv6 address (kept in its canonical form).
+pub fn checked_ipv6(ip: String) -> ComputeResult<String> {
+    if ip.is_empty() {
+        return Ok(ip);
+    }
+    match ip.parse::<std::net::Ipv6Addr>() {
+        Ok(a) => Ok(a.to_string()),
+        Err(_) => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute accessIPv6. Value: {ip}. '{ip}' is not a 'ipv6'"
+        ))),
     }
 }
 
@@ -204,6 +243,17 @@ pub fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<
         }
         Some(other) => return Err(invalid(other, format!("{other} is not of type 'string'"))),
     };
+    checked_hostname(mv, text.clone()).map(Some)
+}
+
+/// A `hostname` already read as a string, checked as Nova's schema for the
+/// microversion checks it.
+pub fn checked_hostname(mv: Mv, text: String) -> ComputeResult<String> {
+    let invalid = |value: &dyn std::fmt::Display, why: String| {
+        ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute hostname. Value: {value}. {why}"
+        ))
+    };
     let fqdn = mv.at_least(94);
     let fits_pattern = if fqdn {
         text.chars()
@@ -225,15 +275,15 @@ pub fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<
     let length = text.chars().count();
     if !fits_pattern {
         return Err(invalid(
-            text,
+            &text,
             format!("'{text}' does not match '{pattern}'"),
         ));
     }
     if length < min {
-        return Err(invalid(text, format!("'{text}' is too short")));
+        return Err(invalid(&text, format!("'{text}' is too short")));
     }
     if length > max {
-        return Err(invalid(text, format!("'{text}' is too long")));
+        return Err(invalid(&text, format!("'{text}' is too long")));
     }
-    Ok(Some(text.clone()))
+    Ok(text)
 }

@@ -15,13 +15,14 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::access::{check_unlocked, load_authorized};
 use super::build::{finish_action, record_action};
+use super::request::{self, Tag, Uuid, present};
 use super::states::{Action, VmState};
-use super::{ComputeError, ComputeResult, ComputeState, Mv, no_additional, parse_body};
+use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server, ServerVolume};
 use crate::db::volume as vstore;
@@ -55,74 +56,65 @@ pub struct AttachRequest {
     pub delete_on_termination: bool,
 }
 
+/// `POST /servers/{id}/os-volume_attachments`'s body (Nova's
+/// `volumes.create_volume_attachment`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    #[serde(rename = "volumeAttachment")]
+    attachment: AttachArg,
+}
+
+/// `volumeAttachment`: the volume, an optional device path, `tag` from 2.49
+/// and `delete_on_termination` from 2.79.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachArg {
+    #[serde(rename = "volumeId")]
+    volume_id: Uuid,
+    #[serde(default)]
+    device: Option<Device>,
+    #[serde(default, deserialize_with = "present")]
+    tag: Option<Tag>,
+    #[serde(default, deserialize_with = "present")]
+    delete_on_termination: Option<bool>,
+}
+
+/// A device path as Nova's pattern allows ([`valid_device`]).
+#[derive(Debug)]
+struct Device(String);
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::String(t) if valid_device(t) => Ok(Device(t.clone())),
+            _ => Err(serde::de::Error::custom(format!(
+                "{v}. {v} does not match '(^/dev/x{{0,1}}[a-z]{{0,1}}d{{0,1}})([a-z]+)[0-9]*$'"
+            ))),
+        }
+    }
+}
+
 /// Reads an attach's body as Nova's schema: `volumeAttachment` with
 /// `volumeId` (a UUID), `device` (a device path or null), `tag` from 2.49 and
 /// `delete_on_termination` from 2.79.
 pub fn parse_attach(mv: Mv, body: &[u8]) -> ComputeResult<AttachRequest> {
-    let mut outer = parse_body(body)?;
-    no_additional(&outer, &["volumeAttachment"])?;
-    let Some(Value::Object(a)) = outer.remove("volumeAttachment") else {
-        return Err(bad(
-            "Invalid input for field/attribute volumeAttachment. 'volumeAttachment' is a required property of type 'object'",
+    let AttachBody { attachment: a } = request::body(body)?;
+    if a.tag.is_some() && !mv.at_least(49) {
+        return Err(request::unexpected("volumeAttachment", "tag"));
+    }
+    if a.delete_on_termination.is_some() && !mv.at_least(79) {
+        return Err(request::unexpected(
+            "volumeAttachment",
+            "delete_on_termination",
         ));
-    };
-    let mut allowed = vec!["volumeId", "device"];
-    if mv.at_least(49) {
-        allowed.push("tag");
     }
-    if mv.at_least(79) {
-        allowed.push("delete_on_termination");
-    }
-    no_additional(&a, &allowed)?;
-    let volume_id = match a.get("volumeId") {
-        Some(Value::String(t)) if uuid::Uuid::parse_str(t).is_ok() => t.clone(),
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute volumeId. Value: {v}. {v} is not a 'uuid'"
-            )));
-        }
-        None => {
-            return Err(bad(
-                "Invalid input for field/attribute volumeAttachment. 'volumeId' is a required property",
-            ));
-        }
-    };
-    let device = match a.get("device") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(d)) if valid_device(d) => Some(d.clone()),
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute device. Value: {v}. {v} does not match '(^/dev/x{{0,1}}[a-z]{{0,1}}d{{0,1}})([a-z]+)[0-9]*$'"
-            )));
-        }
-    };
-    let tag = match a.get("tag") {
-        None => None,
-        Some(Value::String(t))
-            if !t.is_empty() && t.chars().count() <= 60 && !t.contains(['/', ',']) =>
-        {
-            Some(t.clone())
-        }
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute tag. Value: {v}. {v} does not match '^[^,/]*$'"
-            )));
-        }
-    };
-    let delete_on_termination = match a.get("delete_on_termination") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute delete_on_termination. Value: {v}. {v} is not of type 'boolean'"
-            )));
-        }
-    };
     Ok(AttachRequest {
-        volume_id,
-        device,
-        tag,
-        delete_on_termination,
+        volume_id: a.volume_id.0,
+        device: a.device.map(|d| d.0),
+        tag: a.tag.map(|t| t.0),
+        delete_on_termination: a.delete_on_termination.unwrap_or(false),
     })
 }
 
@@ -612,6 +604,24 @@ mod tests {
     fn attach_bodies_follow_novas_schema() {
         let p =
             |mv: u16, v: Value| parse_attach(Mv(mv), &serde_json::to_vec(&v).unwrap_or_default());
+        assert_eq!(
+            request::refused(p(
+                48,
+                json!({"volumeAttachment": {"volumeId": VOL, "tag": "t"}})
+            )),
+            "Invalid input for field/attribute volumeAttachment. Additional properties are not allowed ('tag' was unexpected)"
+        );
+        assert_eq!(
+            request::refused(p(1, json!({"volumeAttachment": {}}))),
+            "Invalid input for field/attribute volumeAttachment. 'volumeId' is a required property"
+        );
+        assert_eq!(
+            request::refused(p(
+                1,
+                json!({"volumeAttachment": {"volumeId": VOL, "device": "vdb"}})
+            )),
+            "Invalid input for field/attribute device. Value: \"vdb\". \"vdb\" does not match '(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$'"
+        );
         let ok = p(
             1,
             json!({"volumeAttachment": {"volumeId": VOL, "device": "/dev/vdc"}}),

@@ -1,21 +1,60 @@
 //! `createImage` and `createBackup` (a snapshot of the root disk as a
 //! Glance image, backups rotated), and the snapshot shelve takes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{S, begin, run};
 use crate::compute::build::{finish_action, update_server};
-use crate::compute::servers;
+use crate::compute::request::{Integer, action_arg, present};
 use crate::compute::states::{Action, TaskState, VmState};
-use crate::compute::{ComputeError, ComputeResult, Mv, empty, int_field};
+use crate::compute::validate::checked_metadata;
+use crate::compute::{ComputeError, ComputeResult, Mv, empty};
 use crate::db::servers::Server;
 use crate::http::json_response;
 use crate::identity::AuthContext;
+
+/// `createImage`'s argument (Nova's `create_image.create_image`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImageArg {
+    pub(super) name: String,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `createBackup`'s argument (Nova's `create_backup.create_backup`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackupArg {
+    pub(super) name: String,
+    pub(super) backup_type: String,
+    pub(super) rotation: Integer,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A snapshot's name (1-255 characters, not blank) and its checked
+/// metadata.
+pub(super) fn checked_image(
+    action: &str,
+    name: String,
+    metadata: Option<BTreeMap<String, String>>,
+) -> ComputeResult<(String, BTreeMap<String, String>)> {
+    if name.trim().is_empty() || name.chars().count() > 255 {
+        return Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {action}. 'name' is a required property (1-255 characters)"
+        )));
+    }
+    let metadata = checked_metadata(metadata.unwrap_or_default(), "metadata")?;
+    Ok((name, metadata))
+}
 
 pub(super) async fn create_image(
     s: &S,
@@ -25,30 +64,22 @@ pub(super) async fn create_image(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    create_image_as(s, ctx, mv, id, rid, arg, "createImage").await
+    let a: ImageArg = action_arg("createImage", arg.clone())?;
+    let (name, metadata) = checked_image("createImage", a.name, a.metadata)?;
+    create_image_as(s, ctx, mv, id, rid, name, metadata, "createImage").await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create_image_as(
     s: &S,
     ctx: &Arc<AuthContext>,
     mv: Mv,
     id: &str,
     rid: &str,
-    arg: &Value,
+    name: String,
+    metadata: BTreeMap<String, String>,
     action: &'static str,
 ) -> ComputeResult<Response> {
-    let name = match arg.get("name") {
-        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => n.clone(),
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute createImage. 'name' is a required property (1-255 characters)".into(),
-            ));
-        }
-    };
-    let metadata = match arg.get("metadata") {
-        Some(v) => servers::check_metadata(v, "metadata")?,
-        None => Default::default(),
-    };
     let table_action = if action == "createBackup" {
         Action::CreateBackup
     } else {
@@ -207,30 +238,13 @@ pub(super) async fn create_backup(
     rid: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let backup_type = arg
-        .get("backup_type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ComputeError::BadRequest("Invalid input for field/attribute createBackup. 'backup_type' is a required property".into()))?
-        .to_string();
-    let rotation = match arg.get("rotation") {
-        Some(v) => int_field(v, "rotation", 0, i64::from(i32::MAX))?,
-        None => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute createBackup. 'rotation' is a required property"
-                    .into(),
-            ));
-        }
-    };
-    let mut args = arg.clone();
-    if let Some(obj) = args.as_object_mut() {
-        let mut meta = obj.get("metadata").cloned().unwrap_or(json!({}));
-        if let Some(m) = meta.as_object_mut() {
-            m.insert("image_type".into(), json!("backup"));
-            m.insert("backup_type".into(), json!(backup_type));
-        }
-        obj.insert("metadata".into(), meta);
-    }
-    let response = create_image_as(s, ctx, mv, id, rid, &args, "createBackup").await?;
+    let a: BackupArg = action_arg("createBackup", arg.clone())?;
+    let rotation = a.rotation.within("rotation", 0, i64::from(i32::MAX))?;
+    let backup_type = a.backup_type;
+    let (name, mut metadata) = checked_image("createBackup", a.name, a.metadata)?;
+    metadata.insert("image_type".into(), "backup".into());
+    metadata.insert("backup_type".into(), backup_type.clone());
+    let response = create_image_as(s, ctx, mv, id, rid, name, metadata, "createBackup").await?;
     // Rotation, as Nova does once the backup is taken: keep the newest
     // `rotation` backups of this type (the new one included).
     let new_id = backup_image_id(&response);

@@ -2,10 +2,12 @@
 //! with name, metadata, description, user data and key pair replaced as
 //! the microversion allows.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{S, begin, boot, run};
@@ -13,13 +15,82 @@ use crate::compute::access;
 use crate::compute::build::{
     boot_files, clean_timeout, config_drive_files, fault, resolve_boot, update_server,
 };
+use crate::compute::request::{DiskConfig, action_arg, present, unexpected};
 use crate::compute::server_views::view;
-use crate::compute::servers;
 use crate::compute::states::{Action, PowerState, VmState};
+use crate::compute::validate::{
+    checked_hostname, checked_len, checked_metadata, checked_name, last_segment,
+};
 use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::db::compute as store;
 use crate::http::json_response;
 use crate::identity::AuthContext;
+
+/// `rebuild`'s argument (Nova's `servers.rebuild` and its microversion
+/// variants: `description` from 2.19, `key_name` from 2.54, `user_data`
+/// from 2.57 (when `personality` goes), `trusted_image_certificates` from
+/// 2.63, `hostname` from 2.90).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RebuildArg {
+    #[serde(rename = "imageRef")]
+    pub(super) image_ref: String,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) name: Option<String>,
+    /// `null` as absent (a generated password).
+    #[serde(rename = "adminPass", default)]
+    pub(super) admin_pass: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) metadata: Option<BTreeMap<String, String>>,
+    /// `null` as `false`.
+    #[serde(default)]
+    pub(super) preserve_ephemeral: Option<bool>,
+    /// Accepted and ignored: the root disk is always the flavor's size.
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    _disk_config: Option<DiskConfig>,
+    /// Accepted and ignored (a rebuild keeps the access addresses).
+    #[serde(rename = "accessIPv4", default)]
+    _access_ipv4: Option<String>,
+    #[serde(rename = "accessIPv6", default)]
+    _access_ipv6: Option<String>,
+    /// Accepted below 2.57 and ignored (no file injection).
+    #[serde(default)]
+    personality: Option<Vec<Value>>,
+    /// Present, possibly `null` (cleared).
+    #[serde(default, deserialize_with = "present")]
+    pub(super) description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) key_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) user_data: Option<Option<String>>,
+    /// Accepted from 2.63 and ignored (no certificate validation).
+    #[serde(default)]
+    trusted_image_certificates: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) hostname: Option<String>,
+}
+
+impl RebuildArg {
+    /// Refuses the members the caller's microversion does not have.
+    pub(super) fn check_microversion(&self, mv: Mv) -> ComputeResult<()> {
+        let gated = [
+            ("description", self.description.is_some(), mv.at_least(19)),
+            ("key_name", self.key_name.is_some(), mv.at_least(54)),
+            ("user_data", self.user_data.is_some(), mv.at_least(57)),
+            ("personality", self.personality.is_some(), !mv.at_least(57)),
+            (
+                "trusted_image_certificates",
+                self.trusted_image_certificates.is_some(),
+                mv.at_least(63),
+            ),
+            ("hostname", self.hostname.is_some(), mv.at_least(90)),
+        ];
+        match gated.iter().find(|(_, given, allowed)| *given && !*allowed) {
+            Some((member, _, _)) => Err(unexpected("rebuild", member)),
+            None => Ok(()),
+        }
+    }
+}
 
 pub(super) async fn rebuild(
     s: &S,
@@ -29,26 +100,14 @@ pub(super) async fn rebuild(
     rid: &str,
     arg: Value,
 ) -> ComputeResult<Response> {
-    let Value::Object(arg) = arg else {
-        return Err(ComputeError::BadRequest("rebuild must be an object".into()));
-    };
-    let image_ref = arg
-        .get("imageRef")
-        .and_then(Value::as_str)
-        .map(|r| {
-            r.trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| {
-            ComputeError::BadRequest(
-                "Invalid input for field/attribute rebuild. 'imageRef' is a required property"
-                    .into(),
-            )
-        })?;
+    let arg: RebuildArg = action_arg("rebuild", arg)?;
+    arg.check_microversion(mv)?;
+    let image_ref = last_segment(&arg.image_ref);
+    if image_ref.is_empty() {
+        return Err(ComputeError::BadRequest(
+            "Invalid input for field/attribute rebuild. 'imageRef' is a required property".into(),
+        ));
+    }
     let project = crate::compute::project_of(ctx)?;
     let admin = crate::compute::is_admin_context(s, ctx);
     let image = s
@@ -59,62 +118,25 @@ pub(super) async fn rebuild(
     let boot_info = resolve_boot(s, &image, &project, admin).await?;
     let root = crate::compute::block_devices::check_rebuild(s, id, &image, mv).await?;
     let volume_backed = root != crate::compute::block_devices::RootRebuild::Image;
-    let name = match arg.get("name") {
-        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => {
-            Some(n.clone())
-        }
-        Some(_) => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute name.".into(),
-            ));
-        }
+    let name = arg.name.map(checked_name).transpose()?;
+    let metadata = arg
+        .metadata
+        .map(|m| checked_metadata(m, "metadata"))
+        .transpose()?;
+    let description = match arg.description {
+        Some(d) => Some(checked_len("description", d, 255)?),
         None => None,
     };
-    let metadata = match arg.get("metadata") {
-        Some(v) => Some(servers::check_metadata(v, "metadata")?),
-        None => None,
-    };
-    let description = if mv.at_least(19) && arg.contains_key("description") {
-        Some(
-            arg.get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        )
-    } else {
-        None
-    };
-    let user_data = if mv.at_least(57) && arg.contains_key("user_data") {
-        Some(
-            arg.get("user_data")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        )
-    } else {
-        None
-    };
-    let key_name = if mv.at_least(54) && arg.contains_key("key_name") {
-        Some(
-            arg.get("key_name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        )
-    } else {
-        None
-    };
+    let user_data = arg.user_data;
+    let key_name = arg.key_name;
+    if let Some(h) = arg.hostname {
+        // Checked as Nova checks it; the hostname itself is kept.
+        checked_hostname(mv, h)?;
+    }
     // Nova remakes the ephemeral disks unless asked to keep them.
-    let preserve_ephemeral = match arg.get("preserve_ephemeral") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute preserve_ephemeral. Value: {other}. {other} is not of type 'boolean'"
-            )));
-        }
-    };
+    let preserve_ephemeral = arg.preserve_ephemeral.unwrap_or(false);
     let admin_pass = arg
-        .get("adminPass")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .admin_pass
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
     let user_id = ctx.user_id.clone();
     let key_data = match &key_name {

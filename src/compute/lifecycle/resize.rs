@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{S, begin, boot, run, settle};
 use crate::compute::access;
 use crate::compute::build::{clean_timeout, update_server};
-use crate::compute::request::action_arg;
+use crate::compute::request::{DiskConfig, action_arg};
 use crate::compute::states::{Action, PowerState, TaskState, VmState};
 use crate::compute::{ComputeError, ComputeResult, empty};
 use crate::db::compute as store;
@@ -41,13 +41,6 @@ pub(super) struct ResizeArg {
     /// Accepted and ignored: the root disk is always grown to the flavor.
     #[serde(rename = "OS-DCF:diskConfig", default)]
     pub(super) _disk_config: Option<DiskConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub(super) enum DiskConfig {
-    Auto,
-    Manual,
 }
 
 /// A flavor id or link (its last segment), or a number.

@@ -468,9 +468,12 @@ mod action_arguments {
 
     use super::super::admin::{LockArg, ResetStateArg, ResetTo};
     use super::super::console::{ConsoleOutputArg, ConsoleType, SerialConsoleArg};
+    use super::super::image::{BackupArg, ImageArg, checked_image};
     use super::super::power::{RebootArg, RebootType};
+    use super::super::rebuild::RebuildArg;
     use super::super::rescue::RescueArg;
     use super::super::resize::ResizeArg;
+    use crate::compute::Mv;
     use crate::compute::request::{Integer, action_arg, refused};
 
     #[test]
@@ -555,5 +558,99 @@ mod action_arguments {
             refused(action_arg::<Option<RescueArg>>("rescue", json!(3))),
             "Invalid input for field/attribute rescue. Value is not an object."
         );
+    }
+
+    #[test]
+    fn image_and_backup_arguments() {
+        let a: ImageArg = action_arg(
+            "createImage",
+            json!({"name": "snap", "metadata": {"k": "v"}}),
+        )
+        .expect("accepted");
+        let (name, meta) = checked_image("createImage", a.name, a.metadata).expect("checked");
+        assert_eq!(
+            (name.as_str(), meta.get("k").map(String::as_str)),
+            ("snap", Some("v"))
+        );
+        assert_eq!(
+            refused(action_arg::<ImageArg>(
+                "createImage",
+                json!({"name": "s", "x": 1})
+            )),
+            "Invalid input for field/attribute createImage. Additional properties are not allowed ('x' was unexpected)"
+        );
+        assert_eq!(
+            refused(action_arg::<ImageArg>(
+                "createImage",
+                json!({"metadata": {}})
+            )),
+            "Invalid input for field/attribute createImage. 'name' is a required property"
+        );
+        assert_eq!(
+            refused(checked_image("createImage", " ".into(), None)),
+            "Invalid input for field/attribute createImage. 'name' is a required property (1-255 characters)"
+        );
+        assert!(
+            action_arg::<ImageArg>("createImage", json!({"name": "s", "metadata": {"k": 1}}))
+                .is_err()
+        );
+        let b: BackupArg = action_arg(
+            "createBackup",
+            json!({"name": "b", "backup_type": "daily", "rotation": "2"}),
+        )
+        .expect("accepted");
+        assert_eq!((b.backup_type.as_str(), b.rotation), ("daily", Integer(2)));
+        assert_eq!(
+            refused(action_arg::<BackupArg>(
+                "createBackup",
+                json!({"name": "b", "backup_type": "daily"})
+            )),
+            "Invalid input for field/attribute createBackup. 'rotation' is a required property"
+        );
+        assert_eq!(
+            refused(Integer(-1).within("rotation", 0, 5)),
+            "Invalid input for field/attribute rotation. Value: -1. -1 is not in the range 0..5"
+        );
+    }
+
+    #[test]
+    fn rebuild_arguments_by_microversion() {
+        let read = |mv: u16, v: serde_json::Value| {
+            action_arg::<RebuildArg>("rebuild", v).and_then(|a| {
+                a.check_microversion(Mv(mv))?;
+                Ok(a)
+            })
+        };
+        let a = read(
+            57,
+            json!({"imageRef": "http://x/images/abc", "name": "n", "adminPass": null,
+                   "metadata": {"k": "v"}, "preserve_ephemeral": true,
+                   "OS-DCF:diskConfig": "MANUAL", "description": null,
+                   "key_name": "k", "user_data": null}),
+        )
+        .expect("accepted");
+        assert_eq!(a.image_ref, "http://x/images/abc");
+        assert_eq!(a.description, Some(None));
+        assert_eq!(a.key_name, Some(Some("k".into())));
+        assert_eq!(a.user_data, Some(None));
+        assert_eq!(a.preserve_ephemeral, Some(true));
+        assert_eq!(
+            refused(read(1, json!({"name": "n"}))),
+            "Invalid input for field/attribute rebuild. 'imageRef' is a required property"
+        );
+        assert_eq!(
+            refused(read(53, json!({"imageRef": "i", "key_name": "k"}))),
+            "Invalid input for field/attribute rebuild. Additional properties are not allowed ('key_name' was unexpected)"
+        );
+        assert_eq!(
+            refused(read(57, json!({"imageRef": "i", "personality": []}))),
+            "Invalid input for field/attribute rebuild. Additional properties are not allowed ('personality' was unexpected)"
+        );
+        assert!(read(56, json!({"imageRef": "i", "personality": []})).is_ok());
+        assert_eq!(
+            refused(read(90, json!({"imageRef": "i", "other": 1}))),
+            "Invalid input for field/attribute rebuild. Additional properties are not allowed ('other' was unexpected)"
+        );
+        assert!(read(1, json!({"imageRef": "i", "preserve_ephemeral": "yes"})).is_err());
     }
 }
