@@ -5,7 +5,7 @@
 
 //!
 //! Layout: [`harness`] starts a `yunhe serve` child and talks HTTP to it (shared by the
-//! groups); [`control_plane`], [`compute`], [`network`], [`scale`] and [`auth`] are the groups that need a server;
+//! groups); [`control_plane`], [`compute`], [`network`], [`volume`], [`scale`] and [`auth`] are the groups that need a server;
 //! the VMM group is `crate::vmm::bench`.
 
 pub mod auth;
@@ -15,6 +15,7 @@ pub mod federation;
 pub mod harness;
 pub mod network;
 pub mod scale;
+pub mod volume;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ pub enum BenchGroup {
     /// Ports: create latency, listing 1,000, server create with a network, DHCP answer time,
     /// the virtio-net packet path (issue 12).
     Network,
+    /// Volumes: a blank 10 GiB create and a snapshot, against the backend's own file
+    /// operations (issue 14).
+    Volume,
     /// A wrong-password flood: serve's RSS and an unrelated write's p99 (issue 9).
     LoginFlood,
     /// Token issue for an OpenID Connect (federated) user beside password token issue.
@@ -67,6 +71,9 @@ pub fn bench_main(args: BenchArgs) -> ExitCode {
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Network) {
         result = network::run();
+    }
+    if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::Volume) {
+        result = volume::run();
     }
     if result.is_ok() && matches!(args.group, BenchGroup::All | BenchGroup::LoginFlood) {
         result = auth::run(args.seconds);
