@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use md5::Md5;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -302,6 +303,75 @@ fn copied_by_download(key: &str) -> bool {
         || ["os_distro", "os_secure_boot", "os_type"].contains(&key)
 }
 
+/// `POST .../import`'s body: `{"method": {"name": ..., ...}}` and, for
+/// multi-store clouds, `stores`/`all_stores` (one store here: not read).
+#[derive(Debug, Deserialize)]
+struct ImportRequest {
+    #[serde(default)]
+    method: MethodRequest,
+}
+
+/// The `method` member as sent; [`ImportRequest::parse`] makes it an
+/// [`ImportMethod`]. Members of other methods (`uri` of web-download) are
+/// ignored, as Glance's import schema allows.
+#[derive(Debug, Default, Deserialize)]
+struct MethodRequest {
+    #[serde(default)]
+    name: String,
+    glance_image_id: Option<String>,
+    glance_region: Option<String>,
+    glance_service_interface: Option<String>,
+}
+
+/// An import method this cloud runs.
+#[derive(Debug, PartialEq, Eq)]
+enum ImportMethod {
+    /// Activates the data staged with `PUT .../stage`.
+    GlanceDirect,
+    /// Copies an image of a region of this cloud.
+    GlanceDownload {
+        image_id: String,
+        region: String,
+        interface: String,
+    },
+}
+
+impl ImportRequest {
+    fn parse(request: Value) -> ImageResult<ImportMethod> {
+        let method = crate::http::body::decode::<ImportRequest>(request)?.method;
+        match method.name.as_str() {
+            "glance-direct" => Ok(ImportMethod::GlanceDirect),
+            "glance-download" => {
+                let image_id = method.glance_image_id.unwrap_or_default();
+                if uuid::Uuid::parse_str(&image_id).is_err() {
+                    return Err(ImageError::BadRequest(format!(
+                        "Source image id does not look like a UUID: {image_id}"
+                    )));
+                }
+                Ok(ImportMethod::GlanceDownload {
+                    image_id,
+                    region: method.glance_region.unwrap_or_default(),
+                    interface: method
+                        .glance_service_interface
+                        .unwrap_or_else(|| "public".into()),
+                })
+            }
+            other => Err(ImageError::BadRequest(format!(
+                "Import method '{other}' is not supported; this cloud offers glance-direct and glance-download."
+            ))),
+        }
+    }
+}
+
+impl ImportMethod {
+    fn name(&self) -> &'static str {
+        match self {
+            ImportMethod::GlanceDirect => "glance-direct",
+            ImportMethod::GlanceDownload { .. } => "glance-download",
+        }
+    }
+}
+
 /// `POST .../import`: glance-direct (activates the staged data) or
 /// glance-download (copies an image of this cloud's region into this one).
 /// Both run as a task (`GET .../tasks`) after the 202.
@@ -311,38 +381,20 @@ pub async fn import(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let request: Value = serde_json::from_slice(&body)
-        .map_err(|e| ImageError::BadRequest(format!("Malformed JSON in the request body: {e}")))?;
-    let method = request
-        .pointer("/method/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let param = |k: &str| {
-        request
-            .pointer(&format!("/method/{k}"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
+    let request = Value::Object(crate::http::body::parse_object(&body)?);
+    let method = ImportRequest::parse(request.clone())?;
+    let (from, source) = match &method {
+        ImportMethod::GlanceDirect => ("uploading", None),
+        ImportMethod::GlanceDownload {
+            image_id,
+            region,
+            interface,
+        } => (
+            "queued",
+            Some((image_id.clone(), region.clone(), interface.clone())),
+        ),
     };
-    let (from, source) = match method.as_str() {
-        "glance-direct" => ("uploading", None),
-        "glance-download" => {
-            let source = param("glance_image_id").unwrap_or_default();
-            if uuid::Uuid::parse_str(&source).is_err() {
-                return Err(ImageError::BadRequest(format!(
-                    "Source image id does not look like a UUID: {source}"
-                )));
-            }
-            let region = param("glance_region").unwrap_or_default();
-            let interface = param("glance_service_interface").unwrap_or_else(|| "public".into());
-            ("queued", Some((source, region, interface)))
-        }
-        other => {
-            return Err(ImageError::BadRequest(format!(
-                "Import method '{other}' is not supported; this cloud offers glance-direct and glance-download."
-            )));
-        }
-    };
+    let method = method.name();
     let now = now_string();
     let task = store::Task {
         id: uuid::Uuid::new_v4().to_string(),
@@ -656,5 +708,55 @@ impl ImageError {
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::image::requests::refused;
+
+    #[test]
+    fn an_import_names_a_method_this_cloud_runs() {
+        assert_eq!(
+            ImportRequest::parse(json!({"method": {"name": "glance-direct"}, "all_stores": false}))
+                .ok(),
+            Some(ImportMethod::GlanceDirect)
+        );
+        let id = "0b5a3c6e-2bd5-4a3c-9a4f-1d2e3f405060";
+        assert_eq!(
+            ImportRequest::parse(json!({"method": {"name": "glance-download",
+                "glance_image_id": id, "glance_region": "RegionOne"}}))
+            .ok(),
+            Some(ImportMethod::GlanceDownload {
+                image_id: id.into(),
+                region: "RegionOne".into(),
+                interface: "public".into(),
+            })
+        );
+        assert_eq!(
+            refused(ImportRequest::parse(
+                json!({"method": {"name": "glance-download",
+                "glance_image_id": "foo"}})
+            )),
+            "Source image id does not look like a UUID: foo"
+        );
+        assert!(
+            refused(ImportRequest::parse(
+                json!({"method": {"name": "web-download",
+                "uri": "http://x"}})
+            ))
+            .starts_with("Import method 'web-download' is not supported")
+        );
+        assert!(
+            refused(ImportRequest::parse(json!({})))
+                .starts_with("Import method '' is not supported")
+        );
+        assert_eq!(
+            refused(ImportRequest::parse(json!({"method": {"name": 1}}))),
+            "'method.name' is not a string."
+        );
     }
 }

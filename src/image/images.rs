@@ -9,8 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use rusqlite::Connection;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::requests::{self, nullable, present};
 use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin};
 use crate::db::image::{self as store, Image};
 use crate::http::{json_response, no_content};
@@ -388,14 +390,55 @@ pub(super) fn set_attribute(
     Ok(())
 }
 
+/// `POST /v2/images`: Glance's image schema, whose core attributes and
+/// extra properties (`additionalProperties: {type: string}`) follow the
+/// same rules as a PATCH of them ([`set_attribute`]), so they are kept as
+/// the JSON they came as and checked there, in the body's order. `id` and
+/// `owner` are read here: they are not attributes PATCH may set.
+#[derive(Debug, Deserialize)]
+struct NewImage {
+    /// A caller-chosen id (a UUID; `null` is not one).
+    #[serde(default, deserialize_with = "present")]
+    id: Option<String>,
+    /// Absent: the caller's project; `null`: no owner.
+    #[serde(default, deserialize_with = "nullable")]
+    owner: Option<Option<String>>,
+    #[serde(flatten)]
+    attributes: Map<String, Value>,
+}
+
+impl NewImage {
+    fn parse(bytes: &[u8]) -> ImageResult<NewImage> {
+        let mut request: NewImage = requests::body(bytes)?;
+        if let Some(Some(owner)) = &request.owner
+            && owner.chars().count() > 255
+        {
+            return Err(ImageError::BadRequest(
+                "Invalid value for 'owner': must be a string of at most 255 characters.".into(),
+            ));
+        }
+        if let Some(id) = &request.id {
+            match uuid::Uuid::parse_str(id) {
+                Ok(u) => request.id = Some(u.hyphenated().to_string()),
+                Err(_) => {
+                    return Err(ImageError::BadRequest(format!(
+                        "Invalid image id '{id}': must be a UUID."
+                    )));
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
 pub async fn create_image(
     State(s): State<Arc<ImageState>>,
     Auth(ctx): Auth,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let body = crate::http::body::parse_object(&body)?;
-    let owner = match body.get("owner") {
-        Some(value) => as_opt_string("owner", value, 255)?,
+    let request = NewImage::parse(&body)?;
+    let owner = match request.owner {
+        Some(owner) => owner,
         None => ctx.project_id().map(str::to_string),
     };
     // Glance's target for an image not yet created.
@@ -404,7 +447,9 @@ pub async fn create_image(
         .with_opt("owner", owner.clone())
         .with(
             "visibility",
-            body.get("visibility")
+            request
+                .attributes
+                .get("visibility")
                 .and_then(Value::as_str)
                 .unwrap_or("private"),
         );
@@ -432,22 +477,10 @@ pub async fn create_image(
         updated_at: now,
         ..Image::default()
     };
-    for (key, value) in &body {
-        if key == "id" {
-            let id = value.as_str().unwrap_or_default();
-            match uuid::Uuid::parse_str(id) {
-                Ok(u) => image.id = u.hyphenated().to_string(),
-                Err(_) => {
-                    return Err(ImageError::BadRequest(format!(
-                        "Invalid image id '{id}': must be a UUID."
-                    )));
-                }
-            }
-            continue;
-        }
-        if key == "owner" {
-            continue;
-        }
+    if let Some(id) = request.id {
+        image.id = id;
+    }
+    for (key, value) in &request.attributes {
         set_attribute(&changer, &mut image, key, value)?;
     }
     let view_image = image.clone();
@@ -637,4 +670,49 @@ pub async fn delete_tag(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::requests::refused;
+
+    #[test]
+    fn a_new_image_keeps_its_attributes_in_order_and_reads_id_and_owner() {
+        let id = "0B5A3C6E-2BD5-4A3C-9A4F-1D2E3F405060";
+        let body =
+            format!(r#"{{"id": "{id}", "owner": null, "name": "n", "min_ram": 5, "hw_x": "y"}}"#);
+        let request = NewImage::parse(body.as_bytes()).expect("valid image");
+        assert_eq!(
+            request.id.as_deref(),
+            Some("0b5a3c6e-2bd5-4a3c-9a4f-1d2e3f405060")
+        );
+        assert_eq!(request.owner, Some(None));
+        let keys: Vec<&str> = request.attributes.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["hw_x", "min_ram", "name"]);
+        let plain = NewImage::parse(b"{}").expect("empty image");
+        assert_eq!((plain.id, plain.owner), (None, None));
+        assert_eq!(
+            NewImage::parse(br#"{"owner": "p"}"#)
+                .ok()
+                .and_then(|r| r.owner),
+            Some(Some("p".into()))
+        );
+    }
+
+    #[test]
+    fn a_new_image_refuses_a_bad_id_or_owner() {
+        let msg = |body: &str| refused(NewImage::parse(body.as_bytes()));
+        assert_eq!(
+            msg(r#"{"id": "nope"}"#),
+            "Invalid image id 'nope': must be a UUID."
+        );
+        assert_eq!(msg(r#"{"id": null}"#), "'id' is not a string.");
+        assert_eq!(msg(r#"{"owner": 3}"#), "'owner' is not a string.");
+        assert_eq!(
+            msg(&format!(r#"{{"owner": "{}"}}"#, "o".repeat(256))),
+            "Invalid value for 'owner': must be a string of at most 255 characters."
+        );
+        assert_eq!(msg("[]"), "The request body must be a JSON object.");
+    }
 }

@@ -7,10 +7,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::images::{authorize_image, caller_project, load_visible, now_string};
-use super::{ImageError, ImageResult, ImageState, context_is_admin};
+use super::{ImageError, ImageResult, ImageState, context_is_admin, requests};
 use crate::db::image::{self as store, Image, Member};
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
@@ -26,14 +27,62 @@ fn view(member: &Member) -> Value {
     })
 }
 
-fn body_field(body: &[u8], key: &str) -> ImageResult<String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ImageError::BadRequest(format!("Malformed JSON in the request body: {e}")))?;
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| ImageError::BadRequest(format!("'{key}' is a required property.")))
+/// `POST /v2/images/{id}/members`: the project to share the image with.
+#[derive(Debug, Deserialize)]
+struct NewMember {
+    member: String,
+}
+
+impl NewMember {
+    fn parse(bytes: &[u8]) -> ImageResult<String> {
+        let member = requests::body::<NewMember>(bytes)?.member;
+        if member.is_empty() || member.chars().count() > 255 {
+            return Err(ImageError::BadRequest("Invalid member id.".into()));
+        }
+        Ok(member)
+    }
+}
+
+/// A membership's status: the member's answer to the share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl MemberStatus {
+    fn name(self) -> &'static str {
+        match self {
+            MemberStatus::Pending => "pending",
+            MemberStatus::Accepted => "accepted",
+            MemberStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// `PUT /v2/images/{id}/members/{member}`: the member's answer.
+#[derive(Debug, Deserialize)]
+struct MemberUpdate {
+    status: String,
+}
+
+impl MemberUpdate {
+    fn parse(bytes: &[u8]) -> ImageResult<MemberStatus> {
+        let status = requests::body::<MemberUpdate>(bytes)?.status;
+        [
+            MemberStatus::Pending,
+            MemberStatus::Accepted,
+            MemberStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.name() == status)
+        .ok_or_else(|| {
+            ImageError::BadRequest(format!(
+                "Invalid status: {status}; it must be pending, accepted or rejected."
+            ))
+        })
+    }
 }
 
 fn member_not_found(id: &str, member: &str) -> ImageError {
@@ -69,10 +118,7 @@ pub async fn create_member(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let member_id = body_field(&body, "member")?;
-    if member_id.is_empty() || member_id.chars().count() > 255 {
-        return Err(ImageError::BadRequest("Invalid member id.".into()));
-    }
+    let member_id = NewMember::parse(&body)?;
     let state = s.clone();
     let member = s
         .write(move |tx| {
@@ -160,12 +206,7 @@ pub async fn update_member(
     Path((id, member_id)): Path<(String, String)>,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let status = body_field(&body, "status")?;
-    if !["pending", "accepted", "rejected"].contains(&status.as_str()) {
-        return Err(ImageError::BadRequest(format!(
-            "Invalid status: {status}; it must be pending, accepted or rejected."
-        )));
-    }
+    let status = MemberUpdate::parse(&body)?.name().to_string();
     let state = s.clone();
     let member = s
         .write(move |tx| {
@@ -209,4 +250,54 @@ pub async fn delete_member(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::requests::refused;
+
+    #[test]
+    fn a_new_member_is_a_project_id() {
+        assert_eq!(
+            NewMember::parse(br#"{"member": "p1"}"#).ok(),
+            Some("p1".into())
+        );
+        assert_eq!(
+            refused(NewMember::parse(b"{}")),
+            "'member' is a required property."
+        );
+        assert_eq!(
+            refused(NewMember::parse(br#"{"member": 1}"#)),
+            "'member' is not a string."
+        );
+        assert_eq!(
+            refused(NewMember::parse(br#"{"member": ""}"#)),
+            "Invalid member id."
+        );
+        assert_eq!(
+            refused(NewMember::parse(b"[]")),
+            "The request body must be a JSON object."
+        );
+    }
+
+    #[test]
+    fn a_member_answers_with_one_of_three_statuses() {
+        assert_eq!(
+            MemberUpdate::parse(br#"{"status": "accepted"}"#).ok(),
+            Some(MemberStatus::Accepted)
+        );
+        assert_eq!(
+            MemberUpdate::parse(br#"{"status": "rejected"}"#).ok(),
+            Some(MemberStatus::Rejected)
+        );
+        assert_eq!(
+            refused(MemberUpdate::parse(br#"{"status": "bogus"}"#)),
+            "Invalid status: bogus; it must be pending, accepted or rejected."
+        );
+        assert_eq!(
+            refused(MemberUpdate::parse(b"{}")),
+            "'status' is a required property."
+        );
+    }
 }

@@ -11,12 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rusqlite::Connection;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use super::images::{caller_project, now_string};
-use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin};
+use super::{ImageError, ImageResult, ImageState, allows, authorize, context_is_admin, requests};
 use crate::db::image as store;
-use crate::http::body::NAME_MAX;
+use crate::http::body::{NAME_MAX, decode};
 use crate::http::{json_response, no_content};
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -32,11 +34,81 @@ const RESOURCE_TYPES: &[&str] = &[
 /// The sub-collections of a namespace, by their URL segment.
 const KINDS: &[&str] = &["objects", "properties", "tags", "resource_types"];
 
-fn parse_object(body: &[u8]) -> ImageResult<Map<String, Value>> {
+/// Reads a metadef write's body into its declared type; an empty body is
+/// read as `{}`, as Glance does.
+fn request<T: DeserializeOwned>(body: &[u8]) -> ImageResult<T> {
     if body.is_empty() {
-        return Ok(Map::new());
+        return Ok(decode(Value::Object(Map::new()))?);
     }
-    Ok(crate::http::body::parse_object(body)?)
+    requests::body(body)
+}
+
+/// A namespace as sent to create or replace it. The members yunhe checks or
+/// fills in are declared; the rest (`display_name`, `description`, ...) is
+/// stored as given, as Glance stores its namespace columns.
+#[derive(Debug, Deserialize)]
+struct NamespaceRequest {
+    #[serde(default)]
+    namespace: Option<String>,
+    /// `public` or `private` (absent or `null`: private).
+    #[serde(default)]
+    visibility: Option<String>,
+    /// Absent or `null`: false.
+    #[serde(default)]
+    protected: Option<bool>,
+    /// Absent or `null`: the previous owner, or the caller's project.
+    #[serde(default)]
+    owner: Option<String>,
+    /// Created with the namespace; not read by an update.
+    #[serde(default)]
+    resource_type_associations: Option<Vec<ItemRequest>>,
+    /// Created with the namespace; not read by an update.
+    #[serde(default)]
+    tags: Option<Vec<ItemRequest>>,
+    /// Glance creates these with the namespace too; yunhe does not (they
+    /// are added one by one under `.../objects` and `.../properties`).
+    #[serde(default, rename = "objects")]
+    _objects: Option<IgnoredAny>,
+    #[serde(default, rename = "properties")]
+    _properties: Option<IgnoredAny>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+/// An item of a namespace as sent (an object, a property, a tag, a resource
+/// type association): its name, and the rest (an object's `properties`, a
+/// property's JSON-schema members) stored as given.
+#[derive(Debug, Deserialize)]
+struct ItemRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+impl ItemRequest {
+    /// The item's checked name and its document (name included).
+    fn named(self) -> ImageResult<(String, Map<String, Value>)> {
+        let name = required_name(self.name, "name")?;
+        let mut obj = self.rest;
+        obj.insert("name".into(), json!(name));
+        Ok((name, obj))
+    }
+}
+
+/// What a `POST .../{kind}` creates.
+enum Created {
+    /// The namespace's new set of tags.
+    Tags(Vec<ItemRequest>),
+    /// One object, property or resource type association.
+    One(ItemRequest),
+}
+
+/// `POST .../tags`: the namespace's whole set of tags.
+#[derive(Debug, Deserialize)]
+struct TagsRequest {
+    #[serde(default)]
+    tags: Option<Vec<ItemRequest>>,
 }
 
 /// What is done to the items of a namespace.
@@ -142,9 +214,9 @@ fn load_namespace(
     }
 }
 
-fn required_name(obj: &Map<String, Value>, key: &str) -> ImageResult<String> {
-    match obj.get(key).and_then(Value::as_str) {
-        Some(name) if !name.is_empty() && name.chars().count() <= NAME_MAX => Ok(name.to_string()),
+fn required_name(name: Option<String>, key: &str) -> ImageResult<String> {
+    match name {
+        Some(name) if !name.is_empty() && name.chars().count() <= NAME_MAX => Ok(name),
         _ => Err(ImageError::BadRequest(format!(
             "'{key}' is a required property of at most 255 characters."
         ))),
@@ -153,39 +225,25 @@ fn required_name(obj: &Map<String, Value>, key: &str) -> ImageResult<String> {
 
 /// Fills in the server-side fields of a namespace.
 fn namespace_body(
-    mut obj: Map<String, Value>,
+    request: NamespaceRequest,
     ctx: &AuthContext,
     previous: Option<&Value>,
 ) -> ImageResult<(String, Value)> {
-    let ns = required_name(&obj, "namespace")?;
-    let visibility = obj
-        .get("visibility")
-        .and_then(Value::as_str)
-        .unwrap_or("private")
-        .to_string();
+    let ns = required_name(request.namespace, "namespace")?;
+    let visibility = request.visibility.unwrap_or_else(|| "private".into());
     if visibility != "public" && visibility != "private" {
         return Err(ImageError::BadRequest(format!(
             "Invalid visibility: {visibility}"
         )));
     }
-    let protected = match obj.get("protected") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ImageError::BadRequest(
-                "'protected' must be a boolean.".into(),
-            ));
-        }
-    };
+    let protected = request.protected.unwrap_or(false);
     let now = now_string();
     let created = previous
         .and_then(|p| p["created_at"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| now.clone());
-    let owner = obj
-        .get("owner")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let owner = request
+        .owner
         .or_else(|| {
             previous
                 .and_then(|p| p["owner"].as_str())
@@ -193,14 +251,8 @@ fn namespace_body(
         })
         .unwrap_or_else(|| caller_project(ctx));
     // Sub-collections are stored as items, not inside the namespace.
-    for key in [
-        "resource_type_associations",
-        "objects",
-        "properties",
-        "tags",
-    ] {
-        obj.remove(key);
-    }
+    let mut obj = request.rest;
+    obj.insert("namespace".into(), json!(ns));
     obj.insert("visibility".into(), json!(visibility));
     obj.insert("protected".into(), json!(protected));
     obj.insert("owner".into(), json!(owner));
@@ -337,18 +389,16 @@ pub async fn create_namespace(
     body: Bytes,
 ) -> ImageResult<Response> {
     authorize(&s, &ctx, "add_metadef_namespace", &caller_target(&ctx))?;
-    let obj = parse_object(&body)?;
-    let associations: Vec<Value> = obj
-        .get("resource_type_associations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let tags: Vec<Value> = obj
-        .get("tags")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let (ns, body) = namespace_body(obj, &ctx, None)?;
+    let mut request: NamespaceRequest = request(&body)?;
+    let named = |list: Option<Vec<ItemRequest>>| -> ImageResult<Vec<_>> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(ItemRequest::named)
+            .collect()
+    };
+    let associations = named(request.resource_type_associations.take())?;
+    let tags = named(request.tags.take())?;
+    let (ns, body) = namespace_body(request, &ctx, None)?;
     let view = s
         .write(move |tx| {
             if store::get_namespace(tx, &ns)?.is_some() {
@@ -358,12 +408,8 @@ pub async fn create_namespace(
             }
             store::put_namespace(tx, None, &ns, &body)?;
             for (kind, list) in [("resource_types", &associations), ("tags", &tags)] {
-                for item in list {
-                    let Some(obj) = item.as_object() else {
-                        continue;
-                    };
-                    let name = required_name(obj, "name")?;
-                    store::insert_item(tx, &ns, kind, &name, &item_body(kind, obj.clone(), None))?;
+                for (name, obj) in list {
+                    store::insert_item(tx, &ns, kind, name, &item_body(kind, obj.clone(), None))?;
                 }
             }
             namespace_view(tx, &ns, body)
@@ -393,12 +439,12 @@ pub async fn update_namespace(
     Path(ns): Path<String>,
     body: Bytes,
 ) -> ImageResult<Response> {
-    let obj = parse_object(&body)?;
+    let request: NamespaceRequest = request(&body)?;
     let state = s.clone();
     let view = s
         .write(move |tx| {
             let previous = load_namespace(tx, &state, &ctx, &ns, "modify_metadef_namespace")?;
-            let (new_ns, body) = namespace_body(obj, &ctx, Some(&previous))?;
+            let (new_ns, body) = namespace_body(request, &ctx, Some(&previous))?;
             if new_ns != ns && store::get_namespace(tx, &new_ns)?.is_some() {
                 return Err(ImageError::Conflict(format!(
                     "A metadata definition namespace with name={new_ns} already exists."
@@ -470,29 +516,31 @@ pub async fn create_item(
     body: Bytes,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    let obj = parse_object(&body)?;
+    // Tags come as a set to replace them all, the other kinds one by one.
+    let created = if kind == "tags" {
+        Created::Tags(request::<TagsRequest>(&body)?.tags.unwrap_or_default())
+    } else {
+        Created::One(request(&body)?)
+    };
     let state = s.clone();
     let view = s
         .write(move |tx| {
             load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::Create))?;
-            if kind == "tags" {
-                store::delete_items(tx, &ns, "tags", None)?;
-                let mut out = Vec::new();
-                for tag in obj
-                    .get("tags")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(tag) = tag.as_object() else { continue };
-                    let name = required_name(tag, "name")?;
-                    let body = item_body("tags", tag.clone(), None);
-                    store::insert_item(tx, &ns, "tags", &name, &body)?;
-                    out.push(body);
+            let item = match created {
+                Created::One(item) => item,
+                Created::Tags(tags) => {
+                    store::delete_items(tx, &ns, "tags", None)?;
+                    let mut out = Vec::new();
+                    for tag in tags {
+                        let (name, tag) = tag.named()?;
+                        let body = item_body("tags", tag, None);
+                        store::insert_item(tx, &ns, "tags", &name, &body)?;
+                        out.push(body);
+                    }
+                    return Ok(json!({"tags": out}));
                 }
-                return Ok(json!({"tags": out}));
-            }
-            let name = required_name(&obj, "name")?;
+            };
+            let (name, obj) = item.named()?;
             if store::get_item(tx, &ns, &kind, &name)?.is_some() {
                 return Err(ImageError::Conflict(format!(
                     "{name} already exists in namespace {ns}."
@@ -579,14 +627,14 @@ pub async fn update_item(
     body: Bytes,
 ) -> ImageResult<Response> {
     check_kind(&kind)?;
-    let obj = parse_object(&body)?;
+    let item: ItemRequest = request(&body)?;
     let state = s.clone();
     let view = s
         .write(move |tx| {
             load_namespace(tx, &state, &ctx, &ns, item_rule(&kind, ItemOp::Update))?;
             let previous = store::get_item(tx, &ns, &kind, &name)?
                 .ok_or_else(|| item_not_found(&ns, &name))?;
-            let new_name = required_name(&obj, "name")?;
+            let (new_name, obj) = item.named()?;
             if new_name != name && store::get_item(tx, &ns, &kind, &new_name)?.is_some() {
                 return Err(ImageError::Conflict(format!(
                     "{new_name} already exists in namespace {ns}."
@@ -617,4 +665,74 @@ pub async fn delete_item(
     })
     .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::requests::refused;
+
+    fn parse<T: DeserializeOwned>(body: &str) -> ImageResult<T> {
+        request(body.as_bytes())
+    }
+
+    #[test]
+    fn a_namespace_declares_what_yunhe_reads_and_keeps_the_rest() {
+        let ns: NamespaceRequest = parse(
+            r#"{"namespace": "OS::X", "display_name": "X", "protected": null,
+                "resource_type_associations": [{"name": "OS::Glance::Image", "prefix": "x_"}],
+                "objects": [{"name": "o"}], "properties": {"p": {"type": "string"}}}"#,
+        )
+        .expect("valid namespace");
+        assert_eq!(ns.namespace.as_deref(), Some("OS::X"));
+        assert_eq!(ns.protected, None);
+        assert_eq!(ns.rest.get("display_name"), Some(&json!("X")));
+        assert!(!ns.rest.contains_key("objects") && !ns.rest.contains_key("properties"));
+        let associations = ns.resource_type_associations.unwrap_or_default();
+        let (name, obj) = associations
+            .into_iter()
+            .next()
+            .map(ItemRequest::named)
+            .transpose()
+            .expect("named")
+            .expect("one");
+        assert_eq!(name, "OS::Glance::Image");
+        assert_eq!(obj.get("prefix"), Some(&json!("x_")));
+        let empty: NamespaceRequest = parse("").expect("empty body");
+        assert_eq!(
+            refused(required_name(empty.namespace, "namespace")),
+            "'namespace' is a required property of at most 255 characters."
+        );
+    }
+
+    #[test]
+    fn malformed_metadefs_are_refused() {
+        assert_eq!(
+            refused(parse::<NamespaceRequest>(r#"{"protected": "yes"}"#)),
+            "'protected' is not a boolean."
+        );
+        assert_eq!(
+            refused(parse::<NamespaceRequest>(r#"{"tags": [3]}"#)),
+            "'tags[0]' is not an object."
+        );
+        let tags: TagsRequest = parse(r#"{"tags": [{"name": ""}]}"#).expect("tags");
+        let first = tags
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .expect("tag");
+        assert_eq!(
+            refused(first.named()),
+            "'name' is a required property of at most 255 characters."
+        );
+        assert_eq!(
+            refused(parse::<ItemRequest>(r#"{"name": 7}"#)),
+            "'name' is not a string."
+        );
+        assert_eq!(
+            refused(parse::<ItemRequest>("[]")),
+            "The request body must be a JSON object."
+        );
+    }
 }

@@ -20,6 +20,7 @@ mod members;
 mod metadefs;
 pub mod qcow2;
 pub mod quota;
+mod requests;
 mod schemas;
 pub mod service;
 mod tasks;
@@ -89,7 +90,14 @@ impl From<BodyError> for ImageError {
             BodyError::NotAnObject => "The request body must be a JSON object.".into(),
             BodyError::MemberNotAnObject(key) => format!("'{key}' must be an object."),
             BodyError::Missing(key) => format!("'{key}' is a required property."),
-            BodyError::WrongType { key, expected } => format!("'{key}' is not a {expected}."),
+            BodyError::WrongType { key, expected } => {
+                let article = if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!("'{key}' is not {article} {expected}.")
+            }
             BodyError::BadName(key) => {
                 format!("'{key}' is a required property of at most 255 characters.")
             }

@@ -12,8 +12,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::requests::{self, present};
 use super::{ImageError, ImageResult, ImageState, authorize, context_is_admin};
 use crate::db::image::{self as store, Task};
 use crate::http::json_response;
@@ -262,6 +264,34 @@ pub async fn show_task(
     Ok(json_response(StatusCode::OK, &full_view(&task)))
 }
 
+/// `POST /v2/tasks`: a task of one of [`TYPES`] with its input.
+#[derive(Debug, Deserialize)]
+struct NewTask {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<String>,
+    /// Any JSON, `null` included: only its absence is refused.
+    #[serde(default, deserialize_with = "present")]
+    input: Option<Value>,
+}
+
+impl NewTask {
+    /// The task's type, once the body has both members and a known type.
+    fn parse(bytes: &[u8]) -> ImageResult<String> {
+        let task: NewTask = requests::body(bytes)?;
+        let missing = |key: &str| {
+            ImageError::BadRequest(format!("Unable to find `{key}` in the request body."))
+        };
+        let kind = task.kind.ok_or_else(|| missing("type"))?;
+        task.input.ok_or_else(|| missing("input"))?;
+        if !TYPES.contains(&kind.as_str()) {
+            return Err(ImageError::BadRequest(format!(
+                "Task type '{kind}' is not one of {TYPES:?}."
+            )));
+        }
+        Ok(kind)
+    }
+}
+
 /// `POST /v2/tasks`: the body is checked as Glance does, then the legacy
 /// URL import is refused.
 pub async fn create_task(
@@ -274,20 +304,7 @@ pub async fn create_task(
     if body.is_empty() {
         return Err(ImageError::BadRequest("Body expected in request.".into()));
     }
-    let task = crate::http::body::parse_object(&body)?;
-    for key in ["type", "input"] {
-        if !task.contains_key(key) {
-            return Err(ImageError::BadRequest(format!(
-                "Unable to find `{key}` in the request body."
-            )));
-        }
-    }
-    let kind = task.get("type").and_then(Value::as_str).unwrap_or("");
-    if !TYPES.contains(&kind) {
-        return Err(ImageError::BadRequest(format!(
-            "Task type '{kind}' is not one of {TYPES:?}."
-        )));
-    }
+    let kind = NewTask::parse(&body)?;
     Err(ImageError::BadRequest(format!(
         "Task type '{kind}' cannot be created here: yunhe does not fetch images from URLs. Upload \
          the data (PUT /v2/images/{{id}}/file) or use the interoperable import with glance-direct \
@@ -316,6 +333,36 @@ pub async fn delete_task(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::image::requests::refused;
+
+    #[test]
+    fn a_task_needs_a_known_type_and_an_input() {
+        let parse = |body: &str| NewTask::parse(body.as_bytes());
+        assert_eq!(
+            parse(r#"{"type": "import", "input": {"import_from": "x"}}"#).ok(),
+            Some("import".into())
+        );
+        assert_eq!(
+            parse(r#"{"type": "api_image_import", "input": null}"#).ok(),
+            Some("api_image_import".into())
+        );
+        assert_eq!(
+            refused(parse(r#"{"input": {}}"#)),
+            "Unable to find `type` in the request body."
+        );
+        assert_eq!(
+            refused(parse(r#"{"type": "import"}"#)),
+            "Unable to find `input` in the request body."
+        );
+        assert!(
+            refused(parse(r#"{"type": "bogus", "input": {}}"#))
+                .starts_with("Task type 'bogus' is not one of")
+        );
+        assert_eq!(
+            refused(parse(r#"{"type": 1, "input": {}}"#)),
+            "'type' is not a string."
+        );
+    }
 
     fn task(id: &str, created: &str, status: &str) -> Task {
         Task {
