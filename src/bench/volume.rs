@@ -173,7 +173,21 @@ fn figures(exe: &Path, state_dir: &Path) -> Result<(), BenchError> {
         .map_err(|e| BenchError::Io("writing the volume's data", e))?;
     drop(file);
     let (mut snap_ms, mut copy_ms) = (Vec::new(), Vec::new());
+    let source_file = volumes_dir.join(format!("volume-{source}"));
+    let baseline_copy = |round: usize| -> Result<f64, BenchError> {
+        let dest = floor_dir.join(format!("copy-{round}"));
+        let t = Instant::now();
+        clone_file(&source_file, &dest).map_err(|e| BenchError::Io("the backend's copy", e))?;
+        let took = ms(t.elapsed());
+        let _ = std::fs::remove_file(&dest);
+        Ok(took)
+    };
     for round in 0..ROUNDS {
+        // The baseline first in even rounds, after in odd ones: neither side always finds
+        // the other's writes still in flight.
+        if round % 2 == 0 {
+            copy_ms.push(baseline_copy(round)?);
+        }
         let t = Instant::now();
         let (status, _, body) = api.call(
             "POST",
@@ -191,12 +205,9 @@ fn figures(exe: &Path, state_dir: &Path) -> Result<(), BenchError> {
             "snapshot",
             t,
         )?));
-        let dest = floor_dir.join(format!("copy-{round}"));
-        let t = Instant::now();
-        clone_file(&volumes_dir.join(format!("volume-{source}")), &dest)
-            .map_err(|e| BenchError::Io("the backend's copy", e))?;
-        copy_ms.push(ms(t.elapsed()));
-        let _ = std::fs::remove_file(&dest);
+        if round % 2 == 1 {
+            copy_ms.push(baseline_copy(round)?);
+        }
     }
     let (snap_ms, copy_ms) = (median(snap_ms), median(copy_ms));
     println!(
