@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::compute::{Api, clean_up};
 use super::harness::{BenchError, admin_token, median, self_exe, start_server_with};
-use crate::volume::backend::{Backend, clone_file};
+use crate::volume::backend::{Backend, clone_file, reflink};
 
 const ROUNDS: usize = 10;
 const SIZE_GB: u64 = 10;
@@ -73,17 +73,15 @@ fn until_available(
     }
 }
 
-/// Whether `dir`'s filesystem takes FICLONE (a reflink of a small file).
+/// Whether `dir`'s filesystem takes reflinks (of a small file).
 fn reflinks(dir: &Path) -> bool {
-    use std::os::fd::AsRawFd;
     let (a, b) = (dir.join("reflink-probe-a"), dir.join("reflink-probe-b"));
     let result = (|| -> std::io::Result<bool> {
         std::fs::write(&a, [7u8; 4096])?;
-        let src = std::fs::File::open(&a)?;
-        let dest = std::fs::File::create(&b)?;
-        // SAFETY: both descriptors are open files owned here; FICLONE reads only the source
-        // descriptor number passed by value.
-        Ok(unsafe { libc::ioctl(dest.as_raw_fd(), 0x4004_9409 as _, src.as_raw_fd()) } == 0)
+        Ok(reflink(
+            &std::fs::File::open(&a)?,
+            &std::fs::File::create(&b)?,
+        ))
     })();
     let _ = std::fs::remove_file(&a);
     let _ = std::fs::remove_file(&b);

@@ -165,16 +165,21 @@ impl Backend {
 /// FICLONE: share the source's extents (btrfs, XFS); instant and copy-on-write.
 const FICLONE: libc::c_ulong = 0x4004_9409;
 
+/// Makes `output` share `input`'s extents (FICLONE); false where the
+/// filesystem cannot (anything but btrfs, XFS and the like), `output` unchanged.
+pub fn reflink(input: &File, output: &File) -> bool {
+    // SAFETY: both descriptors are open files the caller borrows to us; FICLONE
+    // reads only the source descriptor number passed by value.
+    unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) == 0 }
+}
+
 /// Copies `src` to `dest` as a reflink where the filesystem can, else as a
 /// sparse copy (only the data extents are read; runs of zeros become holes).
 /// Shared with compute (root disks from images, snapshots of them).
 pub fn clone_file(src: &Path, dest: &Path) -> std::io::Result<()> {
     let mut input = File::open(src)?;
     let mut output = File::create(dest)?;
-    // SAFETY: both descriptors are open files owned by this function; FICLONE
-    // reads only the source descriptor number passed by value.
-    let cloned = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) } == 0;
-    if cloned {
+    if reflink(&input, &output) {
         return Ok(());
     }
     let len = input.metadata()?.len();

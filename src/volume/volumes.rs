@@ -200,13 +200,7 @@ async fn create(
         None => text("display_description", req.display_description, 255)?,
     };
     let metadata = requests::metadata(req.metadata.unwrap_or_default())?;
-    let az =
-        text("availability_zone", req.availability_zone, 255)?.unwrap_or_else(|| "nova".into());
-    if az != "nova" {
-        return Err(bad(format!(
-            "Invalid input received: Availability zone '{az}' is invalid."
-        )));
-    }
+    let availability_zone = text("availability_zone", req.availability_zone, 255)?;
     let multiattach = req.multiattach.unwrap_or(false);
     if req.backup_id.is_some() {
         return Err(bad(
@@ -219,22 +213,9 @@ async fn create(
         Some(i) => Some(i),
         None => text("image_id", req.image_id, 255)?,
     };
-    let sources = [&snapshot_id, &source_volid, &image_ref]
-        .iter()
-        .filter(|x| x.is_some())
-        .count();
-    if sources > 1 {
-        return Err(bad(
-            "Invalid input received: only one of snapshot_id, source_volid and imageRef may be given.",
-        ));
-    }
     let size = req.size.map(|Size(n)| n);
-    if size.is_none() && snapshot_id.is_none() && source_volid.is_none() {
-        return Err(bad(
-            "Invalid input received: size is required unless a snapshot or source volume is given.",
-        ));
-    }
     let wanted_type = text("volume_type", req.volume_type, 255)?;
+    // The zone, the one-source and the size rules are create_volume's (Nova's proxy shares them).
     let created = create_volume(
         &s,
         &ctx,
@@ -243,7 +224,7 @@ async fn create(
             description,
             size,
             volume_type: wanted_type,
-            availability_zone: Some(az),
+            availability_zone,
             metadata,
             multiattach,
             snapshot_id,
