@@ -121,6 +121,22 @@ fi
 
 # Per-instance state is made on first boot: ssh host keys (cloud-init), machine-id (systemd).
 rm -f "$root"/etc/ssh/ssh_host_*
+# sshd starts after cloud-init.service (whose ssh module makes this instance's keys) and makes
+# any key still missing itself, so a first boot never has ssh.service fail on `sshd -t` ("no
+# hostkeys available") and hit its start limit. Seen in the lab (docs/lab.md, "The Debian cloud
+# image"): the genericcloud guest's ssh.service failed six times on some first boots.
+# cloud-init 22.4's unit orders itself before `sshd.service`, the alias, and before
+# sysinit.target; this names Debian's own unit and does not rest on the ordering alone.
+mkdir -p "$root/etc/systemd/system/ssh.service.d"
+cat >"$root/etc/systemd/system/ssh.service.d/yunhe-host-keys.conf" <<'UNIT'
+[Unit]
+After=cloud-init.service
+
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 
