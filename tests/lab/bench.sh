@@ -9,6 +9,9 @@
 #   tests/lab/bench.sh mem          memory only: one boot under each VMM, PSS at ready (under
 #                                   yunhe also 10 s later)
 #   tests/lab/bench.sh exits        KVM exit histograms of one boot under each
+#   tests/lab/bench.sh net          guest-to-guest TCP only: a receiver and a sender guest on one
+#                                   lab bridge, yunhe's pair against QEMU q35's (NET_ROUNDS,
+#                                   default 3; NET_MIB per round, default 128)
 # Not a timed test: numbers depend on the machine's load; the ratios come from one run.
 # Environment: YUNHE_BIN (the yunhe binary, default target/release/yunhe), BOOT_TIMEOUT (a boot
 # that does not reach ready within it counts as failed and the rounds go on; default 300 s),
@@ -23,6 +26,8 @@ if [ "${1:-}" = exits ]; then mode=exits; shift; fi
 if [ "${1:-}" = blk ]; then mode=blk; shift; fi
 # `bench.sh mem`: only the memory part
 if [ "${1:-}" = mem ]; then mode=mem; shift; fi
+# `bench.sh net`: only guest-to-guest TCP
+if [ "${1:-}" = net ]; then mode=net; shift; fi
 rounds=${1:-5}
 out=${OUT:-$root/out}
 [ -f "$out/tiny/tiny.cpio.gz" ] || "$root/image-recipes/build" tiny "$out/tiny" >&2
@@ -46,11 +51,12 @@ ln -s qboot.rom "$payload/qemu/share/bios-microvm.bin"
 cp "$here/in/bench.sh" "$here/in/exits.sh" "$payload/"
 case $mode in
     exits) run=("$payload/exits.sh") ;;
-    blk | mem) run=("$payload/bench.sh" "$mode") ;;
+    blk | mem | net) run=("$payload/bench.sh" "$mode") ;;
     *) run=("$payload/bench.sh" "$rounds") ;;
 esac
 # the in-lab script's knobs travel in the payload (the lab passes no environment)
-printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" >"$payload/env"
+printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\nNET_ROUNDS=%s\nNET_MIB=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" \
+    "${NET_ROUNDS:-3}" "${NET_MIB:-128}" >"$payload/env"
 # the host's load decides how far apart the numbers of two runs are; the rounds alternate, so
 # the ratios within one run stay fair
 echo "host load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u '+%Y-%m-%d %H:%M UTC'))"

@@ -226,6 +226,18 @@ console_roundtrip() {
         pass "$name ($(grep '^match:' "$out" | sed 's/^match: //'); $(dt "$t0" "$(now)") s with the URL)"
     else fail "$name"; return 1; fi
 }
+# guest NAME ID SEND EXPECT TIMEOUT: a command typed on ID's serial console, EXPECT in its output;
+# the match is left in $match.
+guest() {
+    local url t0; t0=$(now); match=""
+    url=$(openstack console url show --serial "$2" -f value -c url 2>"$out") || { fail "$1: console url"; return 1; }
+    if "$py" "$here/serial-console.py" "$url" --cacert "$share/ca.pem" --send "$3" --expect "$4" \
+        --timeout "$5" --retype "$5" >"$out" 2>&1; then
+        match=$(sed -n 's/^match: //p' "$out")
+        pass "$1 ($match; $(dt "$t0" "$(now)") s)"
+    else fail "$1"; return 1; fi
+}
+
 # guest_uptime ID: the guest's uptime in seconds, read through the serial console.
 guest_uptime() {
     local url
@@ -291,6 +303,21 @@ EOF
         "${prop_args[@]}" yunhe-tiny -f json
     is_true "yunhe-tiny is active and names its kernel and ramdisk" \
         "d['status']=='active' and '$kernel_id' in json.dumps(d) and '$ramdisk_id' in json.dumps(d)"
+}
+
+# upload_tiny_on_debian: image tiny-on-debian, tiny-root.img booting Debian's stock kernel (the
+# lab's own vmlinuz, uploaded as aki debian-generic-kernel; acpiphp is built in, so PCI devices
+# hot-added through compute appear in the guest), with tiny's initramfs. After upload_tiny_images.
+upload_tiny_on_debian() {
+    local debian_kernel
+    debian_kernel=$("$here/lab" build 2>/dev/null | tail -n1)/vmlinuz
+    if [ ! -f "$debian_kernel" ]; then fail "the lab's Debian kernel ($debian_kernel)"; finish; fi
+    check "image create Debian's stock kernel (the lab's own vmlinuz, aki)" openstack image create \
+        --disk-format aki --container-format aki --file "$debian_kernel" debian-generic-kernel -f json
+    deb_kernel_id=$(json 'd["id"]' 2>/dev/null)
+    check "image create tiny-root.img booting Debian's kernel" openstack image create --disk-format raw \
+        --container-format bare --file "$disk" --property "kernel_id=$deb_kernel_id" \
+        --property "ramdisk_id=$ramdisk_id" --property os_command_line=console=ttyS0 tiny-on-debian -f json
 }
 
 # upload_recipe_image RECIPE: the recipe's qcow2 as its manifest describes it (properties included); sets

@@ -13,6 +13,9 @@
 #   - a floating IP on one guest: the lab host's ping is dropped until a rule allows ICMP from
 #     anywhere, then answered (DNAT in the router, the security group in nftables); the same for
 #     the guest's ssh banner and TCP 22; a kill -9 of serve during a ping loses no packet;
+#   - a third guest (Debian's stock kernel + tiny): a port on another network hot-added through
+#     `server add network` appears as eth1 with its DHCP address, and leaves on `server remove
+#     network`;
 #   - deleting servers, floating IP, router and networks leaves no namespace and no yh-* link.
 #
 #   tests/lab/network.sh
@@ -195,11 +198,47 @@ check "GET /healthz after the restart" curl -sf --max-time 20 "$URL/healthz"
 check "server show vma lists the floating IP" openstack server show vma -f json
 is_true "vma's addresses hold $fip" "'$fip' in json.dumps(d['addresses'])"
 
+# --- a NIC hot-added through compute, and removed ------------------------------------------------
+# vmd boots Debian's stock kernel (acpiphp built in) with tiny on net1; `server add network vmd
+# net3` gives it a second port, which the VMM hot-adds as virtio-net: the guest sees eth1 appear
+# and gets net3's address from yunhe's DHCP on it (net3 has no router); `server remove network`
+# takes the port away again and the guest ejects the NIC.
+lab_alive
+check "network create net3" openstack network create net3 -f json
+check "subnet create net3-v4 10.30.0.0/24 (DHCP, no router)" openstack subnet create --network net3 \
+    --subnet-range 10.30.0.0/24 net3-v4 -f json
+upload_tiny_on_debian
+vmd=""
+if openstack server create --image tiny-on-debian --flavor m1.nano --nic "net-id=$net1" \
+    --security-group lab-sg vmd -f json >"$out" 2>&1; then
+    vmd=$(json 'd["id"]' 2>/dev/null)
+    if wait_server "$vmd" ACTIVE 60 >"$out" 2>&1; then pass "vmd (Debian's stock kernel + tiny, net1) -> ACTIVE"
+    else fail "vmd -> ACTIVE within 60 s"; fi
+    ready "vmd (Debian's stock kernel + tiny)" "$vmd" 1 90
+    t0=$(now)
+    check "server add network vmd net3 (a port hot-added as virtio-net)" openstack server add network vmd net3
+    guest "vmd: eth1 appeared and got its net3 address from yunhe's DHCP" "$vmd" \
+        'i=0; while [ ! -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; udhcpc -i eth1 -s /etc/yunhe/udhcpc.script -n -q -t 10 -T 2 >/dev/null 2>&1; echo "nic-$((6*7)) $(ip -4 addr show eth1 | grep -o "inet [0-9./]*")"' \
+        'nic-42 inet (10\.30\.0\.[0-9]+/24)' 90
+    nic_addr=${match%%/*}
+    nic_addr=${nic_addr%% *}
+    check "server show vmd" openstack server show vmd -f json
+    is_true "vmd's addresses list net3's $nic_addr" "'net3' in d['addresses'] and '$nic_addr' in json.dumps(d['addresses'])"
+    check "server remove network vmd net3" openstack server remove network vmd net3
+    guest "vmd: eth1 left the guest" "$vmd" \
+        'i=0; while [ -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e /sys/class/net/eth1 ] && echo "nic-gone-$((6*7)) no" || echo "nic-gone-$((6*7)) yes"' \
+        'nic-gone-42 (yes)' 90
+    echo "TIME NIC hot-add and removal through compute: $(dt "$t0" "$(now)") s"
+    check "server show vmd" openstack server show vmd -f json
+    is_true "vmd's addresses no longer list net3" "'net3' not in d['addresses']"
+else fail "server create vmd (tiny-on-debian, net1)"; fi
+
 # --- everything deleted, nothing left in the lab's kernel ------------------------------------------
 lab_alive
-for id in $vma $vmb; do
+for id in $vma $vmb $vmd; do
     step "server delete $id" "$id" GONE 15 openstack server delete "$id"
 done
+check "network delete net3" openstack network delete net3
 [ -n "${vmc:-}" ] && step "server delete $vmc" "$vmc" GONE 15 p2 server delete "$vmc"
 check "p2: router remove subnet r2 net2-v4" p2 router remove subnet r2 net2-v4
 check "p2: router delete r2" p2 router delete r2

@@ -10,9 +10,10 @@
 # written to it, detached (the guest loses the disk), attached to a second guest which reads the
 # pattern back; extended online while attached (the guest sees the new size); a snapshot -> a
 # new volume with the same bytes; a backup -> restored to a new volume with the same bytes; a
-# server booted from a volume made from the tiny image. tiny carries no filesystem modules for
-# Debian's kernel, so the data is a raw pattern on the block device (the Debian suite mounts an
-# ext4 volume hot-added to a full Debian guest: tests/lab/debian.sh).
+# server booted from a volume made from the tiny image. The data is a raw pattern on the block
+# device, and, on a second volume, a file on a FAT filesystem made in one guest and mounted in the
+# other (vfat is the one disk filesystem tiny carries modules for; the Debian suite mounts an ext4
+# volume hot-added to a full Debian guest: tests/lab/debian.sh).
 # One PASS/FAIL line per check; ends with `lab-volumes: N passed, M failed`, non-zero on failure.
 # Env: YUNHE_BIN (default target/release/yunhe), OUT (recipe outputs, default out/).
 set -uo pipefail
@@ -24,8 +25,6 @@ SUITE=lab-volumes
 . "$here/client.sh"
 
 lab_start --disk-allocation-ratio 8 --min-free-space 64M
-lab_dir=$("$here/lab" build 2>/dev/null | tail -n1)
-debian_kernel=$lab_dir/vmlinuz
 
 B_READY=90    # ACTIVE -> `yunhe-tiny: ready` with Debian's kernel
 B_VOLUME=120  # a volume (or snapshot, backup) reaching its status
@@ -46,18 +45,6 @@ volume_status() {
     fail "$kind${kind:+ }$name is $want within $bound s (last: ${got:-?})"; return 1
 }
 
-# guest NAME ID SEND EXPECT TIMEOUT: a command typed on ID's serial console, EXPECT in its output;
-# the match is left in $match.
-guest() {
-    local url t0; t0=$(now); match=""
-    url=$(openstack console url show --serial "$2" -f value -c url 2>"$out") || { fail "$1: console url"; return 1; }
-    if "$py" "$here/serial-console.py" "$url" --cacert "$share/ca.pem" --send "$3" --expect "$4" \
-        --timeout "$5" --retype "$5" >"$out" 2>&1; then
-        match=$(sed -n 's/^match: //p' "$out")
-        pass "$1 ($match; $(dt "$t0" "$(now)") s)"
-    else fail "$1"; return 1; fi
-}
-
 # find_disk SERIAL: guest shell code that waits (up to B_GUEST s) for the disk whose virtio
 # serial is SERIAL and leaves its name in $d.
 find_disk() {
@@ -70,13 +57,7 @@ volume_id() { openstack volume show "$1" -f value -c id 2>/dev/null; }
 # --- images, two servers on Debian's kernel ----------------------------------------------------
 lab_login
 upload_tiny_images
-if [ ! -f "$debian_kernel" ]; then fail "the lab's Debian kernel ($debian_kernel)"; finish; fi
-check "image create Debian's stock kernel (the lab's own vmlinuz, aki)" openstack image create \
-    --disk-format aki --container-format aki --file "$debian_kernel" debian-generic-kernel -f json
-deb_kernel_id=$(json 'd["id"]' 2>/dev/null)
-check "image create tiny-root.img booting Debian's kernel" openstack image create --disk-format raw \
-    --container-format bare --file "$disk" --property "kernel_id=$deb_kernel_id" \
-    --property "ramdisk_id=$ramdisk_id" --property os_command_line=console=ttyS0 tiny-on-debian -f json
+upload_tiny_on_debian
 
 lab_alive
 declare -A srv
@@ -110,6 +91,26 @@ guest "va no longer has data1" "${srv[va]}" \
 check "server add volume vb data1" openstack server add volume vb data1
 guest "vb sees data1 and reads va's pattern" "${srv[vb]}" \
     "$(find_disk "$ser1")echo \"vr\"\"-\$d-\$(head -c ${#PATTERN} /dev/\$d)-\"" "vr-vd[a-z]+-$PATTERN-" "$B_GUEST"
+
+# --- a filesystem made in one guest, read in the other ---------------------------------------------
+# (vfat: the one disk filesystem tiny carries modules for; busybox's mkdosfs makes FAT32, which
+# wants at least 33 MiB)
+lab_alive
+check "volume create --size 1 fs1" openstack volume create --size 1 fs1 -f json
+volume_status "" fs1 available "$B_VOLUME"
+fs1=$(volume_id fs1); serfs=${fs1:0:20}
+check "server add volume va fs1" openstack server add volume va fs1
+guest "va makes a FAT filesystem on fs1, mounts it and writes a file" "${srv[va]}" \
+    "$(find_disk "$serfs")mkdosfs -n YUNHEFS /dev/\$d >/dev/null && mkdir -p /mnt/fs1 && mount -t vfat /dev/\$d /mnt/fs1 && echo $PATTERN >/mnt/fs1/data.txt && umount /mnt/fs1 && echo \"fw\"\"-\$d-ok-\"" \
+    'fw-vd[a-z]+-ok-' "$B_GUEST"
+check "server remove volume va fs1" openstack server remove volume va fs1
+volume_status "" fs1 available "$B_VOLUME"
+check "server add volume vb fs1" openstack server add volume vb fs1
+guest "vb mounts fs1 and reads va's file" "${srv[vb]}" \
+    "$(find_disk "$serfs")mkdir -p /mnt/fs1 && mount -t vfat -o ro /dev/\$d /mnt/fs1 && echo \"fr\"\"-\$(cat /mnt/fs1/data.txt)-\"; umount /mnt/fs1" \
+    "fr-$PATTERN-" "$B_GUEST"
+check "server remove volume vb fs1" openstack server remove volume vb fs1
+volume_status "" fs1 available "$B_VOLUME"
 
 # --- online extend ----------------------------------------------------------------------------
 lab_alive
@@ -162,7 +163,7 @@ for id in "${srv[va]}" "${srv[vb]}" $vc; do
     step "server delete $id" "$id" GONE 30 openstack server delete "$id"
 done
 check "volume backup delete bk1" openstack volume backup delete bk1
-check "volume delete data2 data3 bootvol" openstack volume delete data2 data3 bootvol
+check "volume delete data2 data3 bootvol fs1" openstack volume delete data2 data3 bootvol fs1
 check "volume snapshot delete snap1" openstack volume snapshot delete snap1
 check "volume delete data1 (once its snapshot is gone)" bash -c "for i in \$(seq 60); do openstack volume delete data1 2>/dev/null && exit 0; sleep 2; done; exit 1"
 finish

@@ -5,10 +5,12 @@
 #   bench.sh blk        only the virtio-blk throughput part
 #   bench.sh mem        only the memory part: one boot under each VMM, PSS at ready (and under
 #                       yunhe 10 s later, after it released its binary's pages)
+#   bench.sh net        only guest-to-guest TCP: two guests on taps in one lab bridge, yunhe's
+#                       pair against QEMU q35's pair (virtio-net-pci, no vhost), alternated
 # A boot that does not reach ready within BOOT_TIMEOUT s (default 300) counts as failed; the
 # rounds go on, and each median is over the boots that finished (the count is printed).
 only=
-case ${1:-} in blk | mem) only=$1; shift ;; esac
+case ${1:-} in blk | mem | net) only=$1; shift ;; esac
 rounds=${1:-5}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
 cd /payload || exit 1
@@ -132,7 +134,7 @@ mem_line() {
 }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-if [ "$only" != blk ]; then
+if [ "$only" != blk ] && [ "$only" != net ]; then
     # the first yunhe boot unpacks the kernel into the cache (once per kernel file)
     if boot first /tmp/first.log yunhe_boot; then
         end
@@ -153,7 +155,7 @@ if [ "$only" = mem ]; then
     exit 0
 fi
 
-if [ "$only" != blk ]; then
+if [ "$only" != blk ] && [ "$only" != net ]; then
 echo "lab bench: Debian $(uname -r) kernel (the guest: the same package's vmlinuz) + tiny initramfs, 256 MiB, 2 vCPUs, $rounds rounds; lab load $(load)"
 for v in $VMMS; do : >"/tmp/$v.times"; done
 : >/tmp/ratios
@@ -193,14 +195,136 @@ mem_line
 echo "lab load after the boots: $(load)"
 fi
 
+# The guests' kernel: whatever kernel has the virtio drivers in tiny: the payload's optional
+# cloud-vmlinuz, else the stock one (which needs tiny's modules).
+kernel=vmlinuz
+[ -f cloud-vmlinuz ] && kernel=cloud-vmlinuz
+# config_drive IMG HOST USER_DATA: a vfat config drive (busybox makes FAT32 only, which needs at
+# least 33 MiB) with meta_data.json naming HOST and the user data
+config_drive() {
+    mkdir -p /tmp/cfgmnt
+    rm -f "$1" && truncate -s 64M "$1"
+    mkdosfs -n config-2 "$1" >/dev/null
+    mount -t vfat -o loop "$1" /tmp/cfgmnt || return 1
+    mkdir -p /tmp/cfgmnt/openstack/latest
+    echo "{\"uuid\": \"00000000-0000-0000-0000-0000000000$2\", \"hostname\": \"bench-$2\"}" \
+        >/tmp/cfgmnt/openstack/latest/meta_data.json
+    cp "$3" /tmp/cfgmnt/openstack/latest/user_data
+    umount /tmp/cfgmnt
+}
+
+# Guest-to-guest TCP: a lab bridge bn0 (10.88.0.1/24, udhcpd giving each guest's MAC its address),
+# two taps on it, a receiver guest (busybox nc -l into /dev/null) and a sender guest that times
+# `dd if=/dev/zero bs=64k | nc` of NET_MIB MiB by its own uptime (kvmclock): from the connect to
+# the receiver closing the connection after the sender's FIN. Both guests of a pair run under the
+# same VMM; yunhe's pair and QEMU q35's pair (userspace virtio-net-pci: the lab loads no
+# vhost_net, and yunhe has no vhost either) alternate, NET_ROUNDS times each.
+net_bench() {
+    mib=${NET_MIB:-128}
+    net_rounds=${NET_ROUNDS:-3}
+    brctl addbr bn0 && ip addr add 10.88.0.1/24 dev bn0 && ip link set bn0 up || return 1
+    for n in 1 2; do
+        tunctl -t "bt$n" >/dev/null && brctl addif bn0 "bt$n" && ip link set "bt$n" up || return 1
+    done
+    {
+        echo "start 10.88.0.10"
+        echo "end 10.88.0.20"
+        echo "interface bn0"
+        echo "lease_file /tmp/udhcpd-bn0.leases"
+        echo "option subnet 255.255.255.0"
+        echo "option lease 600"
+        echo "static_lease 52:54:00:88:00:01 10.88.0.11"
+        echo "static_lease 52:54:00:88:00:02 10.88.0.12"
+    } >/tmp/udhcpd-bn0.conf
+    : >/tmp/udhcpd-bn0.leases
+    udhcpd -f /tmp/udhcpd-bn0.conf >/tmp/udhcpd-bn0.log 2>&1 &
+    dhcp_pid=$!
+    {
+        echo '#!/bin/sh'
+        echo '(sleep 1; echo "bench-net: listening") &'
+        echo 'nc -l -p 5001 >/dev/null'
+        echo 'echo "bench-net: rx done"'
+    } >/tmp/rx.ud
+    {
+        echo '#!/bin/sh'
+        echo 'up() { cut -d" " -f1 /proc/uptime; }'
+        echo 'i=0'
+        echo 'until ping -c 1 -W 1 10.88.0.11 >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done'
+        echo "s=\$(up); dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 10.88.0.11 5001; rc=\$?; e=\$(up)"
+        echo "echo \"bench-net: tx $((mib * 1048576)) \$s \$e \$rc\""
+    } >/tmp/tx.ud
+    config_drive /tmp/rx.cfg 01 /tmp/rx.ud || return 1
+    config_drive /tmp/tx.cfg 02 /tmp/tx.ud || return 1
+    echo "lab bench, guest-to-guest TCP: $kernel + tiny, 256 MiB, 1 vCPU each, $mib MiB per round, $net_rounds alternated rounds; lab load $(load)"
+    : >/tmp/yunhe.net; : >/tmp/qemu.net
+    for r in $(seq 1 "$net_rounds"); do
+        net_pair yunhe yunhe_net
+        net_pair qemu qemu_net
+    done
+    kill "$dhcp_pid" 2>/dev/null
+    for n in 1 2; do tunctl -d "bt$n" >/dev/null 2>&1; done
+    ip link set bn0 down; brctl delbr bn0
+    yn=$(median </tmp/yunhe.net); qn=$(median </tmp/qemu.net)
+    echo
+    echo "| guest-to-guest TCP, $mib MiB, busybox nc ($kernel, median of the rounds that finished, of $net_rounds) | MB/s |"
+    echo "| --- | --- |"
+    echo "| yunhe virtio-net$(ok "$(wc -l </tmp/yunhe.net)" "$net_rounds") | $yn |"
+    echo "| QEMU q35 virtio-net-pci, no vhost (baseline)$(ok "$(wc -l </tmp/qemu.net)" "$net_rounds") | $qn |"
+    echo "| ratio (goal >= 1) | $(ratio "$yn" "$qn") |"
+    echo "lab load after guest-to-guest TCP: $(load)"
+}
+# yunhe_net / qemu_net ROLE N: the guest ROLE (rx or tx) on tap btN with MAC ...:0N
+yunhe_net() {
+    exec yunhe vm run --kernel $kernel --initrd tiny.cpio.gz --cmdline "$CMD" --memory 256 --cpus 1 \
+        --no-reboot --disk "/tmp/$1.cfg,ro" --net "tap=bt$2,mac=52:54:00:88:00:0$2"
+}
+qemu_net() {
+    exec_qemu -M q35,accel=kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config -display none \
+        -serial stdio -no-reboot -kernel $kernel -initrd tiny.cpio.gz -append "$CMD" \
+        -drive "if=none,id=cfg,file=/tmp/$1.cfg,format=raw,readonly=on" -device virtio-blk-pci,drive=cfg \
+        -netdev "tap,id=n0,ifname=bt$2,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=52:54:00:88:00:0$2,romfile="
+}
+# wait_for LOG PATTERN PID: until PATTERN is in LOG (0), or BOOT_TIMEOUT passed or PID ended (1)
+wait_for() {
+    deadline=$(($(cut -d. -f1 /proc/uptime) + BOOT_TIMEOUT))
+    while ! grep -aq "$2" "$1" 2>/dev/null; do
+        if [ "$(cut -d. -f1 /proc/uptime)" -gt "$deadline" ] || ! kill -0 "$3" 2>/dev/null; then
+            echo "bench: no '$2' in $1; log tail:" >&2
+            tail -n 20 "$1" >&2
+            return 1
+        fi
+        usleep 50000
+    done
+}
+# net_pair NAME VMM: the receiver, then the sender once it listens; the sender's rate (MB/s)
+# into /tmp/NAME.net
+net_pair() {
+    name=$1 vmm=$2
+    ("$vmm" rx 1) </dev/null >"/tmp/$name.rx" 2>&1 &
+    rx_pid=$!
+    tx_pid=
+    if wait_for "/tmp/$name.rx" "bench-net: listening" $rx_pid; then
+        ("$vmm" tx 2) </dev/null >"/tmp/$name.tx" 2>&1 &
+        tx_pid=$!
+        if wait_for "/tmp/$name.tx" "bench-net: tx " $tx_pid; then
+            line=$(grep -a "bench-net: tx " "/tmp/$name.tx" | head -n1 | tr -d '\r' | sed 's/.*bench-net: /bench-net: /')
+            rate=$(echo "$line" | awk '$6 == 0 { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }')
+            [ -n "$rate" ] && echo "$rate" >>"/tmp/$name.net"
+            echo "$name: $line -> ${rate:-?} MB/s"
+        fi
+    fi
+    for pid in $tx_pid $rx_pid; do BOOT_PID=$pid end; done
+}
+if [ "$only" = net ]; then
+    net_bench
+    exit 0
+fi
+
 # virtio-blk: the guest writes then reads 64 MiB with O_DIRECT in 4 KiB requests (dd bs=4k: one
 # request in flight, so requests/s is the QD1 IOPS; the offsets are sequential, which on the
 # lab's tmpfs-backed file costs the same as random ones and which neither VMM merges with one
-# request in flight), then 256 MiB in 1 MiB requests (throughput), on a data disk in the lab's tmpfs. Debian's cloud kernel is not in the payload; the stock kernel needs
-# tiny's modules for it, so this uses whatever kernel has virtio-blk in tiny: the payload's
-# optional cloud-vmlinuz, else the stock one.
-kernel=vmlinuz
-[ -f cloud-vmlinuz ] && kernel=cloud-vmlinuz
+# request in flight), then 256 MiB in 1 MiB requests (throughput), on a data disk in the lab's
+# tmpfs; the guests' kernel as above.
 mkdir -p /tmp/cfg
 # busybox makes FAT32 only, which needs at least 33 MiB
 truncate -s 64M /tmp/cfg.img
@@ -298,3 +422,7 @@ echo "| yunhe virtio-blk$(ok "$(wc -l </tmp/yunhe.w4)" $blk_rounds) | $yw4 | $yr
 echo "| QEMU q35 virtio-blk-pci (baseline)$(ok "$(wc -l </tmp/qemu.w4)" $blk_rounds) | $qw4 | $qr4 |"
 echo "| ratio (goal >= 1) | $(ratio "$yw4" "$qw4") | $(ratio "$yr4" "$qr4") |"
 echo "lab load after virtio-blk: $(load)"
+
+# the full bench ends with guest-to-guest TCP
+[ -z "$only" ] && net_bench
+exit 0
