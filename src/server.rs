@@ -384,6 +384,7 @@ async fn serve(mut args: ServeArgs, started: Instant) -> Result<(), ServeError> 
         backup_dir: args.backup_dir.clone(),
         events: events.clone(),
         compute_events: Default::default(),
+        image_size_cap: args.image_size_cap,
     };
     compute.volume = volume.clone();
     let app = app(

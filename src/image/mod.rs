@@ -19,6 +19,7 @@ pub(crate) mod images;
 mod members;
 mod metadefs;
 pub mod qcow2;
+pub mod qcow2_writer;
 pub mod quota;
 mod requests;
 mod schemas;

@@ -333,6 +333,19 @@ impl ImageService {
         id: &str,
         staged: PathBuf,
     ) -> Result<(), ImageServiceError> {
+        self.finish_upload(id, staged, None).await
+    }
+
+    /// Checks staged data in as [`ImageService::finish_snapshot`] does, with
+    /// the disk's `virtual_size` when it is not the data's size (a qcow2
+    /// image: Glance reads it from the header).
+    pub async fn finish_upload(
+        &self,
+        id: &str,
+        staged: PathBuf,
+        virtual_size: Option<u64>,
+    ) -> Result<(), ImageServiceError> {
+        let virtual_size = virtual_size.and_then(|v| i64::try_from(v).ok());
         let dest = self.data_path(id);
         let hashed =
             tokio::task::spawn_blocking(move || -> std::io::Result<(i64, String, String)> {
@@ -352,7 +365,7 @@ impl ImageService {
                 };
                 image.status = "active".into();
                 image.size = Some(size);
-                image.virtual_size = Some(size);
+                image.virtual_size = Some(virtual_size.unwrap_or(size));
                 image.checksum = Some(md5);
                 image.os_hash_algo = Some("sha512".into());
                 image.os_hash_value = Some(sha512);

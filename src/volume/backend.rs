@@ -111,6 +111,36 @@ impl Backend {
         result
     }
 
+    /// Makes `dest` from the qcow2 image `src`, converted by the image
+    /// module's reader (only data clusters are written: the file stays
+    /// sparse), grown to `size_gb` GiB; as [`Backend::create_copy`], through
+    /// a `.partial` name.
+    pub fn create_from_qcow2(&self, src: &Path, dest: &Path, size_gb: u64) -> std::io::Result<()> {
+        let partial = Self::partial(dest);
+        let result = (|| {
+            crate::image::qcow2::convert_file(src, &partial).map_err(|e| match e {
+                crate::image::qcow2::Qcow2Error::Io(e) => e,
+                e => std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            let file = std::fs::OpenOptions::new().write(true).open(&partial)?;
+            let want = size_gb.saturating_mul(GIB);
+            let len = file.metadata()?.len();
+            if len > want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the qcow2 image's disk ({len} bytes) is larger than the volume"),
+                ));
+            }
+            file.set_len(want)?;
+            file.sync_all()?;
+            std::fs::rename(&partial, dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    }
+
     /// Grows a volume's file to `size_gb` GiB (never shrinks).
     pub fn extend(&self, id: &str, size_gb: u64) -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new()

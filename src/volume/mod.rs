@@ -215,6 +215,8 @@ pub struct VolumeConfig {
     /// Cinder's events for Nova (`volume-extended`): compute, given a clone
     /// of this config, takes the receiving end.
     pub compute_events: crate::server_events::ServerEvents,
+    /// Glance's `image_size_cap`, which bounds upload-to-image.
+    pub image_size_cap: u64,
 }
 
 impl Default for VolumeConfig {
@@ -225,6 +227,7 @@ impl Default for VolumeConfig {
             backup_dir: None,
             events: Default::default(),
             compute_events: Default::default(),
+            image_size_cap: crate::image::quota::DEFAULT_IMAGE_SIZE_CAP,
         }
     }
 }
@@ -245,6 +248,8 @@ pub struct VolumeState {
     pub events: crate::events::Bus,
     /// Cinder's events for Nova (`volume-extended`, `server_events`).
     pub compute_events: crate::server_events::ServerEvents,
+    /// Glance's `image_size_cap` (bytes): upload-to-image stops there.
+    pub image_size_cap: u64,
 }
 
 impl HasIdentity for Arc<VolumeState> {
@@ -273,6 +278,7 @@ impl VolumeState {
             services: info::ServiceStates::default(),
             events: config.events.clone(),
             compute_events: config.compute_events.clone(),
+            image_size_cap: config.image_size_cap,
             db,
             identity,
         })

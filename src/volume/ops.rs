@@ -131,14 +131,34 @@ pub fn backend_fits(
     Ok(Ok(()))
 }
 
+/// What a volume made from `image` is filled with: the disk's bytes, and
+/// whether the data is qcow2 (converted) rather than raw (copied). Raw (and
+/// iso) images are copied; qcow2 ones are converted with the image module's
+/// reader (no backing file, no encryption: it refuses those); other formats
+/// are Cinder's 400.
+pub fn image_data(image: &crate::image::service::BootImage) -> VolumeResult<(u64, bool)> {
+    let format = image.disk_format.clone().unwrap_or_default();
+    let size = image.size.unwrap_or(0).max(0) as u64;
+    match format.as_str() {
+        "raw" | "iso" | "" => Ok((size, false)),
+        "qcow2" => Ok((image.virtual_size.unwrap_or(0).max(0) as u64, true)),
+        _ => Err(VolumeError::BadRequest(format!(
+            "Invalid image metadata: Image {} has disk_format {format}; this backend copies raw and qcow2 images only.",
+            image.id
+        ))),
+    }
+}
+
 /// Where a new volume's bytes come from.
 #[derive(Debug, Clone)]
 pub enum Source {
     Blank,
-    /// A raw image's data file (with the bytes it holds).
+    /// An image's data file (with the bytes of the disk it holds); a qcow2
+    /// image is converted into the volume by the image module's reader.
     Image {
         path: PathBuf,
         bytes: u64,
+        qcow2: bool,
     },
     Snapshot(String),
     Volume(String),
@@ -207,6 +227,9 @@ async fn build(s: Arc<VolumeState>, v: Volume, source: Source) {
         let dest = backend.volume_path(&id);
         match source {
             Source::Blank => backend.create_blank(&id, size),
+            Source::Image {
+                path, qcow2: true, ..
+            } => backend.create_from_qcow2(&path, &dest, size),
             Source::Image { path, .. } => backend.create_copy(&path, &dest, size),
             Source::Snapshot(snap) => {
                 backend.create_copy(&backend.snapshot_path(&snap), &dest, size)
@@ -775,13 +798,7 @@ pub async fn create_for_instance(
                     "Invalid image identifier or unable to access requested image. ({e})"
                 ))
             })?;
-            let format = image.disk_format.clone().unwrap_or_default();
-            if !["raw", "iso", ""].contains(&format.as_str()) {
-                return Err(VolumeError::BadRequest(format!(
-                    "Invalid image metadata: Image {image_id} has disk_format {format}; this backend copies raw images only."
-                )));
-            }
-            let bytes = image.size.unwrap_or(0).max(0) as u64;
+            let (bytes, qcow2) = image_data(&image)?;
             let needed = (bytes.div_ceil(GIB) as i64).max(image.min_disk).max(1);
             if v.size < needed {
                 return Err(VolumeError::BadRequest(format!(
@@ -795,6 +812,7 @@ pub async fn create_for_instance(
             Source::Image {
                 path: image.path.clone(),
                 bytes,
+                qcow2,
             }
         }
         InstanceSource::Snapshot(snap_id) => {

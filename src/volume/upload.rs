@@ -16,8 +16,11 @@
 //!
 //! Cinder's `enable_force_upload` defaults to False, and yunhe keeps that
 //! default: `force` is read (and must be a boolean) but ignored, so only an
-//! `available` volume is uploaded. Only raw data is written (no qcow2, vmdk,
-//! ... writer): another `disk_format` is a 400 that says so.
+//! `available` volume is uploaded. Raw and qcow2 are written (qcow2 by
+//! `image::qcow2_writer`, only the volume's data clusters); another
+//! `disk_format` (vmdk, vdi, ...) is a 400 that says so. Glance's
+//! `image_size_cap` bounds the stored file: a bigger one fails the upload
+//! (the image is deleted, the volume goes back).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,7 +47,7 @@ const UPLOAD_PUBLIC_RULE: &str = "volume_extension:volume_actions:upload_public"
 /// Cinder's schema: the disk formats it converts to.
 const DISK_FORMATS: &[&str] = &["raw", "vmdk", "vdi", "qcow2", "vhd", "vhdx", "ploop"];
 /// What this backend writes.
-const WRITTEN_DISK_FORMATS: &[&str] = &["raw"];
+const WRITTEN_DISK_FORMATS: &[&str] = &["raw", "qcow2"];
 /// Cinder's schema (3.1): the visibilities.
 const VISIBILITIES: &[&str] = &["community", "public", "private", "shared"];
 /// Cinder's `glance_core_properties` default: volume image metadata under
@@ -163,7 +166,7 @@ pub fn plan(request: UploadRequest, mv: Mv) -> VolumeResult<UploadPlan> {
     }
     if !WRITTEN_DISK_FORMATS.contains(&disk_format.as_str()) {
         return Err(bad(format!(
-            "Invalid input received: disk_format {disk_format} is not supported by this backend: it uploads raw images only (no {disk_format} writer)."
+            "Invalid input received: disk_format {disk_format} is not supported by this backend: it uploads raw and qcow2 images only (no {disk_format} writer)."
         )));
     }
     let container_format = request.container_format.unwrap_or_else(|| "bare".into());
@@ -339,8 +342,9 @@ pub async fn upload(
         }
     };
     let (s2, vid, iid) = (s.clone(), v.id.clone(), image_id.clone());
+    let format = plan.disk_format.clone();
     tokio::spawn(async move {
-        if let Err(e) = copy_to_image(&s2, &vid, &iid).await {
+        if let Err(e) = copy_to_image(&s2, &vid, &iid, &format).await {
             tracing::warn!(volume = %vid, image = %iid, error = %e, "upload to image failed");
             s2.images.discard_snapshot(&iid).await;
             let _ = tokio::fs::remove_file(s2.images.staging_path(&iid)).await;
@@ -393,20 +397,52 @@ enum CopyError {
     Image(#[from] crate::image::service::ImageServiceError),
     #[error("copying the volume's data: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the image would be larger than image_size_cap ({0} bytes)")]
+    OverCap(u64),
+    #[error("{0}")]
+    Qcow2(#[from] crate::image::qcow2_writer::Qcow2WriteError),
 }
 
-/// The background half: `saving`, the sparse copy, the check-in (`active`).
-async fn copy_to_image(s: &S, volume_id: &str, image_id: &str) -> Result<(), CopyError> {
+/// The background half: `saving`, the copy (raw: a reflink or sparse copy;
+/// qcow2: the writer, which stops at the size cap), the check-in (`active`,
+/// `virtual_size` the volume's bytes).
+async fn copy_to_image(
+    s: &S,
+    volume_id: &str,
+    image_id: &str,
+    disk_format: &str,
+) -> Result<(), CopyError> {
     if !s.images.mark_saving(image_id).await? {
         return Err(CopyError::ImageGone);
     }
     let src = s.backend.volume_path(volume_id);
     let staged = s.images.staging_path(image_id);
     let dest = staged.clone();
-    tokio::task::spawn_blocking(move || backend::clone_file(&src, &dest))
-        .await
-        .map_err(|e| CopyError::Io(std::io::Error::other(e)))??;
-    s.images.finish_snapshot(image_id, staged).await?;
+    let cap = s.image_size_cap;
+    let qcow2 = disk_format == "qcow2";
+    let virtual_size = tokio::task::spawn_blocking(move || -> Result<u64, CopyError> {
+        let len = std::fs::metadata(&src)?.len();
+        if qcow2 {
+            crate::image::qcow2_writer::write_file(&src, &dest, cap).map_err(|e| match e {
+                crate::image::qcow2_writer::Qcow2WriteError::OverLimit(cap) => {
+                    CopyError::OverCap(cap)
+                }
+                e => e.into(),
+            })?;
+        } else {
+            // Glance refuses data over the cap; the raw image is the volume's size.
+            if len > cap {
+                return Err(CopyError::OverCap(cap));
+            }
+            backend::clone_file(&src, &dest)?;
+        }
+        Ok(len)
+    })
+    .await
+    .map_err(|e| CopyError::Io(std::io::Error::other(e)))??;
+    s.images
+        .finish_upload(image_id, staged, Some(virtual_size))
+        .await?;
     Ok(())
 }
 
@@ -506,8 +542,10 @@ mod tests {
             fmt.contains("disk_format") && fmt.contains("is not one of"),
             "{fmt}"
         );
-        let qcow2 = refused(json!({"image_name": "i", "disk_format": "qcow2"}), 3);
-        assert!(qcow2.contains("raw images only"), "{qcow2}");
+        let vmdk = refused(json!({"image_name": "i", "disk_format": "vmdk"}), 3);
+        assert!(vmdk.contains("raw and qcow2 images only"), "{vmdk}");
+        let qcow2 = planned(json!({"image_name": "i", "disk_format": "qcow2"}), 3);
+        assert_eq!(qcow2.expect("qcow2").disk_format, "qcow2");
         let compressed = refused(
             json!({"image_name": "i", "container_format": "compressed"}),
             3,

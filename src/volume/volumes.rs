@@ -378,13 +378,7 @@ pub async fn create_volume(s: &S, ctx: &AuthContext, req: NewVolume) -> VolumeRe
                 "Invalid image identifier or unable to access requested image. ({e})"
             ))
         })?;
-        let format = image.disk_format.clone().unwrap_or_default();
-        if !["raw", "iso", ""].contains(&format.as_str()) {
-            return Err(bad(format!(
-                "Invalid image metadata: Image {image_id} has disk_format {format}; this backend copies raw images only."
-            )));
-        }
-        let bytes = image.size.unwrap_or(0).max(0) as u64;
+        let (bytes, qcow2) = super::ops::image_data(&image)?;
         let needed = (bytes.div_ceil(super::backend::GIB) as i64)
             .max(image.min_disk)
             .max(1);
@@ -400,6 +394,7 @@ pub async fn create_volume(s: &S, ctx: &AuthContext, req: NewVolume) -> VolumeRe
         Source::Image {
             path: image.path.clone(),
             bytes,
+            qcow2,
         }
     } else {
         Source::Blank

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cinder with the stock clients (issue 14): volumes, snapshots, types, QoS, quotas,
-# limits, availability zones, services, backups, transfers, upload to an image, an online extend (3.42) of a volume
+# limits, availability zones, services, backups, transfers, upload to an image (raw and qcow2), an online extend (3.42) of a volume
 # attached to an echo server, swap and ephemeral disks (`server create --swap --ephemeral`) and
 # the rebuild of a volume-backed server with `--reimage-boot-volume` (2.93) (these with /dev/kvm),
 # and bad input, against a fresh `yunhe serve`.
@@ -126,8 +126,17 @@ check "the image becomes active" wait_image_active "$upimg"
 expect "the image holds the whole 2 GiB volume with its image property" \
     'd["size"]==2*1024**3 and d["disk_format"]=="raw" and len(d["checksum"])==32 and "hw_disk_bus" in str(d["properties"])'
 check "the volume is available again" wait_status volume "$vol" available
-refuse "a qcow2 upload is refused (raw only)" openstack image create --volume "$vol" --disk-format qcow2 q
 check "openstack image delete from-vol" openstack image delete "$upimg"
+check "openstack image create --volume --disk-format qcow2" \
+    openstack image create --volume "$vol" --disk-format qcow2 from-vol-qcow2 -f json
+expect "the answer says qcow2" 'd["status"]=="uploading" and d["disk_format"]=="qcow2"'
+qimg="$(json 'd["image_id"]' 2>/dev/null)"
+check "the qcow2 image becomes active" wait_image_active "$qimg"
+expect "the qcow2 image is small (data clusters only) and its disk is the volume's 2 GiB" \
+    'd["disk_format"]=="qcow2" and d["size"] < 64*1024**2 and d["virtual_size"]==2*1024**3'
+check "the volume is available again (qcow2)" wait_status volume "$vol" available
+refuse "a vmdk upload is refused (raw and qcow2 only)" openstack image create --volume "$vol" --disk-format vmdk q
+check "openstack image delete from-vol-qcow2" openstack image delete "$qimg"
 
 # --- snapshots and clones ---------------------------------------------------------
 check "openstack volume snapshot create" openstack volume snapshot create --volume "$vol" snap1 -f json
