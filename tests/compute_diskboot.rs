@@ -157,14 +157,23 @@ fn nova(
 
 /// Creates a server from `image` and waits until it is ACTIVE or ERROR.
 fn boot(server: &Server, token: &str, name: &str, image: &str) -> (String, Value) {
+    boot_body(
+        server,
+        token,
+        name,
+        json!({"name": name, "imageRef": image, "flavorRef": "42", "networks": "none"}),
+    )
+}
+
+/// Creates a server from the request's `server` member and waits until it
+/// is ACTIVE or ERROR.
+fn boot_body(server: &Server, token: &str, name: &str, body: Value) -> (String, Value) {
     let reply = nova(
         server,
         token,
         "POST",
         "/servers",
-        Some(
-            &json!({"server": {"name": name, "imageRef": image, "flavorRef": "42", "networks": "none"}}),
-        ),
+        Some(&json!({ "server": body })),
     );
     assert_eq!(reply.status, 202, "create {name}: {}", reply.text);
     let id = reply.json()["server"]["id"]
@@ -310,6 +319,29 @@ fn disks_boot_their_own_kernel_and_bad_disks_say_why() {
     assert_eq!(s["status"], "ACTIVE", "fault: {}", s["fault"]);
     let out = console(&server, &token, &id);
     assert!(out.contains(READY), "console: {out}");
+    // The same qcow2 image as a boot volume (block device mapping image ->
+    // volume): the volume service converts it with the qcow2 reader, and
+    // the volume's disk boots.
+    let (vol_id, vs) = boot_body(
+        &server,
+        &token,
+        "good-volume",
+        json!({"name": "good-volume", "flavorRef": "42", "networks": "none",
+               "block_device_mapping_v2": [{
+                   "source_type": "image", "destination_type": "volume", "uuid": image,
+                   "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}),
+    );
+    assert_eq!(vs["status"], "ACTIVE", "fault: {}", vs["fault"]);
+    let out = console(&server, &token, &vol_id);
+    assert!(out.contains(READY), "volume-backed console: {out}");
+    let r = nova(
+        &server,
+        &token,
+        "DELETE",
+        &format!("/servers/{vol_id}"),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
     // Reboot: the disk is read again (and still boots).
     let r = nova(
         &server,

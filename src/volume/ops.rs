@@ -980,14 +980,7 @@ pub async fn begin_reimage(
     image: &crate::image::service::BootImage,
     from: ReimageFrom,
 ) -> VolumeResult<String> {
-    let format = image.disk_format.clone().unwrap_or_default();
-    if !["raw", "iso", ""].contains(&format.as_str()) {
-        return Err(VolumeError::BadRequest(format!(
-            "Invalid image metadata: Image {} has disk_format {format}; this backend copies raw images only.",
-            image.id
-        )));
-    }
-    let bytes = image.size.unwrap_or(0).max(0) as u64;
+    let (bytes, _qcow2) = image_data(image)?;
     let needed = (bytes.div_ceil(GIB) as i64).max(image.min_disk);
     let vid = id.to_string();
     s.write(move |tx| {
@@ -1038,10 +1031,15 @@ pub async fn finish_reimage(
         .unwrap_or(0);
     let backend = s.backend.clone();
     let (src, vid) = (image.path.clone(), id.to_string());
+    // begin_reimage accepted only what image_data does: raw (copied) or qcow2 (converted)
+    let qcow2 = image.disk_format.as_deref() == Some("qcow2");
     let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let dest = backend.volume_path(&vid);
         if src.as_os_str().is_empty() || !src.exists() {
             return backend.create_blank(&vid, size);
+        }
+        if qcow2 {
+            return backend.create_from_qcow2(&src, &dest, size);
         }
         backend.create_copy(&src, &dest, size)
     })

@@ -57,20 +57,24 @@ pub async fn check_rebuild(
     }
     let volume = volume
         .ok_or_else(|| ComputeError::Internal(format!("volume {} is gone", root.volume_id)))?;
-    let bytes = image.size.unwrap_or(0).max(0);
+    // the disk's bytes (a qcow2 image's virtual size); formats the volume
+    // service cannot reimage from are refused
+    let bytes = match ops::image_data(image) {
+        Ok((bytes, _qcow2)) => i64::try_from(bytes).unwrap_or(i64::MAX),
+        Err(_) => {
+            return Err(bad(format!(
+                "Image {} has disk_format {}; volumes are reimaged from raw and qcow2 images only.",
+                image.id,
+                image.disk_format.clone().unwrap_or_default()
+            )));
+        }
+    };
     let needed = ((bytes + (1 << 30) - 1) >> 30).max(image.min_disk);
     if volume.size < needed {
         return Err(bad(format!(
             "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
             volume.size << 30,
             needed << 30
-        )));
-    }
-    let format = image.disk_format.clone().unwrap_or_default();
-    if !["raw", "iso", ""].contains(&format.as_str()) {
-        return Err(bad(format!(
-            "Image {} has disk_format {format}; volumes are reimaged from raw images only.",
-            image.id
         )));
     }
     Ok(RootRebuild::ReimageVolume(volume.id))

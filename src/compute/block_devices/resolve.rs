@@ -47,7 +47,17 @@ pub async fn resolve(
                     .get_active(id, scope)
                     .await
                     .map_err(|_| invalid_bdm(&format!("failed to get image {id}.")))?;
-                let bytes = image.size.unwrap_or(0).max(0);
+                // the disk's bytes: a raw image's size, a qcow2 image's virtual size
+                // (the volume service converts it); other formats are refused
+                let bytes = match crate::volume::ops::image_data(&image) {
+                    Ok((bytes, _qcow2)) => i64::try_from(bytes).unwrap_or(i64::MAX),
+                    Err(_) => {
+                        let format = image.disk_format.clone().unwrap_or_default();
+                        return Err(invalid_bdm(&format!(
+                            "image {id} has disk_format {format}; volumes are made from raw and qcow2 images only."
+                        )));
+                    }
+                };
                 let size_gb = m.volume_size.unwrap_or(0);
                 let needed = ((bytes + (1 << 30) - 1) >> 30).max(image.min_disk);
                 if size_gb < needed {
@@ -55,12 +65,6 @@ pub async fn resolve(
                         "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
                         size_gb << 30,
                         needed << 30
-                    )));
-                }
-                let format = image.disk_format.clone().unwrap_or_default();
-                if !["raw", "iso", ""].contains(&format.as_str()) {
-                    return Err(invalid_bdm(&format!(
-                        "image {id} has disk_format {format}; volumes are made from raw images only."
                     )));
                 }
                 Some(image)

@@ -214,9 +214,10 @@ config_drive() {
 }
 
 # Guest-to-guest TCP: a lab bridge bn0 (10.88.0.1/24, udhcpd giving each guest's MAC its address),
-# two taps on it, a receiver guest (busybox nc -l into /dev/null) and a sender guest that times
-# `dd if=/dev/zero bs=64k | nc` of NET_MIB MiB by its own uptime (kvmclock): from the connect to
-# the receiver closing the connection after the sender's FIN. Both guests of a pair run under the
+# two taps on it, a receiver guest (busybox nc -l, counting the bytes with wc -c) and a sender
+# guest that times `dd if=/dev/zero bs=64k | nc` of NET_MIB MiB by its own uptime (kvmclock):
+# from the connect to the receiver closing the connection after the sender's FIN. A round
+# counts only when the receiver got every byte. Both guests of a pair run under the
 # same VMM; yunhe's pair and QEMU q35's pair (userspace virtio-net-pci: the lab loads no
 # vhost_net, and yunhe has no vhost either) alternate, NET_ROUNDS times each.
 net_bench() {
@@ -242,8 +243,10 @@ net_bench() {
     {
         echo '#!/bin/sh'
         echo '(sleep 1; echo "bench-net: listening") &'
-        echo 'nc -l -p 5001 >/dev/null'
-        echo 'echo "bench-net: rx done"'
+        # busybox nc half-closes the connection when its stdin ends, and the sender's nc then
+        # quits: the receiver's stdin is a FIFO opened read-write (no data, never an end)
+        echo 'mkfifo /tmp/never'
+        echo 'echo "bench-net: rx $(nc -l -p 5001 <>/tmp/never | wc -c)"'
     } >/tmp/rx.ud
     {
         echo '#!/bin/sh'
@@ -306,11 +309,13 @@ net_pair() {
     if wait_for "/tmp/$name.rx" "bench-net: listening" $rx_pid; then
         ("$vmm" tx 2) </dev/null >"/tmp/$name.tx" 2>&1 &
         tx_pid=$!
-        if wait_for "/tmp/$name.tx" "bench-net: tx " $tx_pid; then
+        if wait_for "/tmp/$name.tx" "bench-net: tx " $tx_pid &&
+            wait_for "/tmp/$name.rx" "bench-net: rx " $rx_pid; then
             line=$(grep -a "bench-net: tx " "/tmp/$name.tx" | head -n1 | tr -d '\r' | sed 's/.*bench-net: /bench-net: /')
-            rate=$(echo "$line" | awk '$6 == 0 { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }')
+            got=$(grep -a "bench-net: rx " "/tmp/$name.rx" | head -n1 | tr -d '\r' | sed 's/.*bench-net: rx //')
+            rate=$(echo "$line" | awk -v got="$got" '$6 == 0 && got == $3 { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }')
             [ -n "$rate" ] && echo "$rate" >>"/tmp/$name.net"
-            echo "$name: $line -> ${rate:-?} MB/s"
+            echo "$name: $line; the receiver got $got bytes -> ${rate:-?} MB/s"
         fi
     fi
     for pid in $tx_pid $rx_pid; do BOOT_PID=$pid end; done
