@@ -19,7 +19,6 @@ use serde::de::{self, Deserializer};
 use super::request::{body as decode_body, present};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, nova_time, own_target,
-    parse_body,
 };
 use crate::db::compute::{self as store, Aggregate};
 use crate::db::now_unix;
@@ -317,7 +316,8 @@ async fn action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let body = parse_body(&body)?;
+    // `{action: argument}`, one member.
+    let body: Map<String, Value> = decode_body(&body)?;
     let (name, rule) = if body.contains_key("add_host") {
         ("add_host", "os_compute_api:os-aggregates:add_host")
     } else if body.contains_key("remove_host") {

@@ -13,22 +13,22 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::block_devices::{self, Mapping};
+use super::block_devices::{self, BdmV2, LegacyBdm, Mapping};
 use super::build::{self, BootInfo};
 use super::hosts::Capacity;
 use super::iso_time;
+use super::networking::{NetworksArg, SecurityGroupRef};
 use super::quotas::{self, ServerRequest};
+use super::request::{self, Boolean, DiskConfig, Integer, Text, checked, present, unexpected};
 use super::states::{PowerState, TaskState, VmState};
 use super::validate::{
-    bool_like, check_hostname, check_metadata, check_name, check_tags, last_segment, opt_str,
-    sanitize_hostname,
+    checked_create_name, checked_hostname, checked_ipv4, checked_ipv6, checked_len,
+    checked_metadata, checked_tags, last_segment, sanitize_hostname,
 };
-use super::{
-    AllocationRatios, ComputeError, ComputeResult, ComputeState, Mv, int_field, parse_body,
-    project_of, take_object,
-};
+use super::{AllocationRatios, ComputeError, ComputeResult, ComputeState, Mv, project_of};
 use crate::db::compute::{self as store, Flavor};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, FlavorCopy, Server};
@@ -47,6 +47,7 @@ fn random_password() -> String {
 }
 
 /// Everything a create needs, validated.
+#[derive(Debug)]
 struct CreateRequest {
     name: String,
     /// The root disk's image; empty for a volume-backed server.
@@ -75,39 +76,176 @@ struct CreateRequest {
     security_groups: Vec<String>,
 }
 
+/// `POST /servers`'s body (Nova's `servers.create` and its microversion
+/// variants). The scheduler hints sit beside `server`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    server: ServerCreate,
+    #[serde(rename = "os:scheduler_hints", default)]
+    hints: Option<SchedulerHints>,
+    #[serde(rename = "OS-SCH-HNT:scheduler_hints", default)]
+    legacy_hints: Option<SchedulerHints>,
+}
+
+/// Nova's `_hints`: other hints are accepted and left to a scheduler this
+/// one-host cloud does not have.
+#[derive(Debug, Default, Deserialize)]
+struct SchedulerHints {
+    /// The server group: its id, or a list whose first id counts.
+    #[serde(default)]
+    group: Option<GroupHint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GroupHint {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A file injected into the guest (below 2.57): accepted and not injected
+/// (the config drive carries user data instead).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonalityFile {
+    #[serde(rename = "path")]
+    _path: String,
+    #[serde(rename = "contents")]
+    _contents: String,
+}
+
+/// The `server` of a create. Members a microversion adds or removes are
+/// declared here and checked by [`ServerCreate::check_microversion`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerCreate {
+    name: String,
+    /// `null` or empty for a volume-backed server.
+    #[serde(rename = "imageRef", default)]
+    image_ref: Option<Text>,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: FlavorRef,
+    #[serde(rename = "adminPass", default)]
+    admin_pass: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    networks: Option<NetworksArg>,
+    /// Accepted and ignored: the root disk is always the flavor's size.
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    _disk_config: Option<DiskConfig>,
+    #[serde(rename = "accessIPv4", default)]
+    access_ipv4: Option<String>,
+    #[serde(rename = "accessIPv6", default)]
+    access_ipv6: Option<String>,
+    /// Below 2.57.
+    #[serde(default, deserialize_with = "present")]
+    personality: Option<Vec<PersonalityFile>>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    block_device_mapping: Option<Vec<LegacyBdm>>,
+    #[serde(default, deserialize_with = "present")]
+    block_device_mapping_v2: Option<Vec<BdmV2>>,
+    #[serde(default)]
+    config_drive: Option<Boolean>,
+    #[serde(default)]
+    key_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    min_count: Option<Integer>,
+    #[serde(default, deserialize_with = "present")]
+    max_count: Option<Integer>,
+    #[serde(default)]
+    return_reservation_id: Option<Boolean>,
+    #[serde(default, deserialize_with = "present")]
+    security_groups: Option<Vec<SecurityGroupRef>>,
+    #[serde(default)]
+    user_data: Option<String>,
+    /// From 2.19; present, possibly `null`.
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    /// From 2.52.
+    #[serde(default, deserialize_with = "present")]
+    tags: Option<Vec<String>>,
+    /// From 2.63; accepted and ignored (no certificate validation).
+    #[serde(default, deserialize_with = "present")]
+    trusted_image_certificates: Option<Option<Vec<String>>>,
+    /// From 2.74; accepted and ignored (there is one host).
+    #[serde(default, deserialize_with = "present")]
+    host: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    hypervisor_hostname: Option<String>,
+    /// From 2.90.
+    #[serde(default, deserialize_with = "present")]
+    hostname: Option<Option<String>>,
+}
+
+impl ServerCreate {
+    /// Refuses the members the caller's microversion does not have.
+    fn check_microversion(&self, mv: Mv) -> ComputeResult<()> {
+        let gated = [
+            ("description", self.description.is_some(), mv.at_least(19)),
+            ("tags", self.tags.is_some(), mv.at_least(52)),
+            ("personality", self.personality.is_some(), !mv.at_least(57)),
+            (
+                "trusted_image_certificates",
+                self.trusted_image_certificates.is_some(),
+                mv.at_least(63),
+            ),
+            ("host", self.host.is_some(), mv.at_least(74)),
+            (
+                "hypervisor_hostname",
+                self.hypervisor_hostname.is_some(),
+                mv.at_least(74),
+            ),
+            ("hostname", self.hostname.is_some(), mv.at_least(90)),
+        ];
+        match gated.iter().find(|(_, given, allowed)| *given && !*allowed) {
+            Some((member, _, _)) => Err(unexpected("server", member)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `flavorRef`: a flavor's id (or a link ending in one), or a number.
+#[derive(Debug)]
+struct FlavorRef(String);
+
+impl<'de> Deserialize<'de> for FlavorRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(
+            d,
+            "is not valid under any of the given schemas",
+            |v| match v {
+                Value::String(r) => Some(FlavorRef(last_segment(r))),
+                Value::Number(n) => Some(FlavorRef(n.to_string())),
+                _ => None,
+            },
+        )
+    }
+}
+
 fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
-    let mut body = parse_body(body)?;
-    let hints = body
-        .remove("os:scheduler_hints")
-        .or_else(|| body.remove("OS-SCH-HNT:scheduler_hints"));
-    let server = take_object(&mut body, "server")?;
-    let name = check_name(server.get("name"))?;
-    let image_id = match server.get("imageRef") {
-        Some(Value::String(r)) => last_segment(r),
-        None | Some(Value::Null) => String::new(),
-        Some(other) => {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute imageRef. Value: {other}. {other} is not of type 'string'"
-            )));
-        }
-    };
-    let flavor_id = match server.get("flavorRef") {
-        Some(Value::String(r)) if !r.is_empty() => last_segment(r),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server. 'flavorRef' is a required property"
-                    .into(),
-            ));
-        }
-    };
-    if mv.at_least(57) && server.contains_key("personality") {
+    let CreateBody {
+        server,
+        hints,
+        legacy_hints,
+    } = request::body(body)?;
+    server.check_microversion(mv)?;
+    let name = checked_create_name(server.name)?;
+    let image_id = server
+        .image_ref
+        .map(|r| last_segment(&r.0))
+        .unwrap_or_default();
+    let flavor_id = server.flavor_ref.0;
+    if flavor_id.is_empty() {
         return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)".into(),
+            "Invalid input for field/attribute server. 'flavorRef' is a required property".into(),
         ));
     }
-    let key_name = opt_str(&server, "key_name", 255)?;
-    let user_data = match opt_str(&server, "user_data", 65535)? {
+    let key_name = checked_len("key_name", server.key_name, 255)?;
+    let user_data = match checked_len("user_data", server.user_data, 65535)? {
         Some(data) => {
             if base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
@@ -122,37 +260,18 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
         }
         None => None,
     };
-    let description = if mv.at_least(19) {
-        opt_str(&server, "description", 255)?
-    } else if server.contains_key("description") {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)".into(),
-        ));
-    } else {
-        None
-    };
-    let metadata = match server.get("metadata") {
-        Some(v) => check_metadata(v, "metadata")?,
+    let description = checked_len("description", server.description.flatten(), 255)?;
+    let metadata = match server.metadata {
+        Some(m) => checked_metadata(m, "metadata")?,
         None => BTreeMap::new(),
     };
-    let tags = match server.get("tags") {
-        Some(v) if mv.at_least(52) => check_tags(v)?,
-        Some(_) => {
-            return Err(ComputeError::BadRequest(
-                "Invalid input for field/attribute server. Additional properties are not allowed ('tags' was unexpected)".into(),
-            ));
-        }
+    let tags = match server.tags {
+        Some(t) => checked_tags(t)?,
         None => Vec::new(),
     };
-    let config_drive = match server.get("config_drive") {
-        Some(v) => bool_like(v).ok_or_else(|| {
-            ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute config_drive. Value: {v}. {v} is not a boolean"
-            ))
-        })?,
-        None => false,
-    };
-    let availability_zone = opt_str(&server, "availability_zone", 255)?.filter(|z| !z.is_empty());
+    let config_drive = server.config_drive.is_some_and(|b| b.0);
+    let availability_zone =
+        checked_len("availability_zone", server.availability_zone, 255)?.filter(|z| !z.is_empty());
     if let Some(zone) = &availability_zone {
         let zone_name = zone.split(':').next().unwrap_or("");
         if zone_name != super::hosts::ZONE {
@@ -161,12 +280,12 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
             )));
         }
     }
-    let min_count = match server.get("min_count") {
-        Some(v) => int_field(v, "min_count", 1, 1000)?,
+    let min_count = match server.min_count {
+        Some(v) => v.within("min_count", 1, 1000)?,
         None => 1,
     };
-    let max_count = match server.get("max_count") {
-        Some(v) => int_field(v, "max_count", 1, 1000)?,
+    let max_count = match server.max_count {
+        Some(v) => v.within("max_count", 1, 1000)?,
         None => min_count,
     };
     if max_count < min_count {
@@ -174,42 +293,33 @@ fn parse_create(mv: Mv, body: &Bytes) -> ComputeResult<CreateRequest> {
             "min_count must be <= max_count".into(),
         ));
     }
-    let block_devices = super::block_devices::parse(mv, &server, &image_id, max_count)?;
-    let networks = super::networking::parse(mv, &server, max_count)?;
-    let security_groups = super::networking::parse_security_groups(&server)?;
-    let return_reservation_id = server
-        .get("return_reservation_id")
-        .and_then(bool_like)
-        .unwrap_or(false);
-    let admin_pass = opt_str(&server, "adminPass", 255)?;
-    let access_ipv4 = opt_str(&server, "accessIPv4", 64)?.unwrap_or_default();
-    if !access_ipv4.is_empty() && access_ipv4.parse::<std::net::Ipv4Addr>().is_err() {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute accessIPv4. Value: {access_ipv4}. '{access_ipv4}' is not a 'ipv4'"
-        )));
-    }
-    let access_ipv6 = opt_str(&server, "accessIPv6", 64)?.unwrap_or_default();
-    let access_ipv6 = if access_ipv6.is_empty() {
-        access_ipv6
-    } else {
-        match access_ipv6.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute accessIPv6. Value: {access_ipv6}. '{access_ipv6}' is not a 'ipv6'"
-                )));
-            }
-        }
+    let given = block_devices::Given {
+        v2: server.block_device_mapping_v2,
+        legacy: server.block_device_mapping,
     };
-    let group = hints
-        .as_ref()
-        .and_then(|h| h.get("group"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let hostname = if mv.at_least(90) {
-        check_hostname(mv, &server)?
-    } else {
-        None
+    let block_devices = block_devices::parse(mv, given, &image_id, max_count)?;
+    let networks = super::networking::parse(mv, server.networks, max_count)?;
+    let security_groups = super::networking::parse_security_groups(server.security_groups)?;
+    let return_reservation_id = server.return_reservation_id.is_some_and(|b| b.0);
+    let admin_pass = checked_len("adminPass", server.admin_pass, 255)?;
+    let access_ipv4 =
+        checked_ipv4(checked_len("accessIPv4", server.access_ipv4, 64)?.unwrap_or_default())?;
+    let access_ipv6 =
+        checked_ipv6(checked_len("accessIPv6", server.access_ipv6, 64)?.unwrap_or_default())?;
+    let group = match hints.or(legacy_hints).and_then(|h| h.group) {
+        Some(GroupHint::One(g)) => Some(g),
+        Some(GroupHint::Many(g)) => g.into_iter().next(),
+        None => None,
+    };
+    let hostname = match server.hostname {
+        Some(Some(h)) => Some(checked_hostname(mv, h)?),
+        Some(None) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute hostname. Value: None. None is not of type 'string'"
+                    .into(),
+            ));
+        }
+        None => None,
     };
     if hostname.is_some() && max_count > 1 {
         return Err(ComputeError::BadRequest(
@@ -667,4 +777,248 @@ fn accepted(
         response.headers_mut().insert("location", location);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::request::refused;
+
+    const IMG: &str = "5f0c1a4e-2d7b-4b8f-9a3c-6e1d2f3a4b5c";
+    const GROUP: &str = "0a2b9f3e-7c55-4a6e-8d0a-2f5e1c3b4d6f";
+
+    /// A create of `server` merged over a minimal valid one.
+    fn create(mv: u16, server: Value) -> ComputeResult<CreateRequest> {
+        let mut base = json!({"name": "web", "imageRef": IMG, "flavorRef": "1"});
+        if mv >= 37 {
+            base["networks"] = json!("none");
+        }
+        if let (Some(b), Value::Object(extra)) = (base.as_object_mut(), server) {
+            b.extend(extra);
+        }
+        whole(mv, json!({ "server": base }))
+    }
+
+    fn whole(mv: u16, body: Value) -> ComputeResult<CreateRequest> {
+        parse_create(Mv(mv), &Bytes::from(body.to_string()))
+    }
+
+    #[test]
+    fn a_minimal_create_is_read_with_its_defaults() {
+        let r = create(1, json!({})).expect("accepted");
+        assert_eq!((r.name.as_str(), r.image_id.as_str()), ("web", IMG));
+        assert_eq!(r.flavor_id, "1");
+        assert_eq!((r.min_count, r.max_count), (1, 1));
+        assert_eq!(r.security_groups, vec!["default".to_string()]);
+        assert_eq!(r.networks, super::super::networking::Requested::Absent);
+        assert!(!r.config_drive && !r.return_reservation_id);
+        let r = create(
+            1,
+            json!({"flavorRef": "http://h/compute/v2.1/flavors/7", "imageRef": format!("http://h/images/{IMG}"),
+                   "min_count": "2", "max_count": 3, "config_drive": "true",
+                   "return_reservation_id": "1", "metadata": {"a": "b"},
+                   "accessIPv4": "10.0.0.1", "accessIPv6": "2001:DB8::1",
+                   "OS-DCF:diskConfig": "AUTO", "security_groups": [{"name": "web"}],
+                   "personality": [{"path": "/etc/motd", "contents": "aGk="}],
+                   "user_data": "aGk=", "key_name": "k", "availability_zone": "nova",
+                   "block_device_mapping_v2": [{"source_type": "blank", "destination_type": "local",
+                                                "guest_format": "swap"}]}),
+        )
+        .expect("accepted");
+        assert_eq!((r.flavor_id.as_str(), r.image_id.as_str()), ("7", IMG));
+        assert_eq!((r.min_count, r.max_count), (2, 3));
+        assert!(r.config_drive && r.return_reservation_id);
+        assert_eq!(r.metadata.get("a").map(String::as_str), Some("b"));
+        assert_eq!(r.access_ipv6, "2001:db8::1");
+        assert_eq!(r.security_groups, vec!["web".to_string()]);
+        assert_eq!(r.local.len(), 1);
+        assert_eq!(r.availability_zone.as_deref(), Some("nova"));
+        let r = create(1, json!({"flavorRef": 2})).expect("a number");
+        assert_eq!(r.flavor_id, "2");
+    }
+
+    #[test]
+    fn scheduler_hints_name_the_group() {
+        let hinted = |hints: Value| {
+            let mut body = json!({"server": {"name": "a", "imageRef": IMG, "flavorRef": "1"}});
+            if let (Some(b), Value::Object(h)) = (body.as_object_mut(), hints) {
+                b.extend(h);
+            }
+            whole(1, body).map(|r| r.group)
+        };
+        assert_eq!(
+            hinted(json!({"os:scheduler_hints": {"group": GROUP, "same_host": []}})).ok(),
+            Some(Some(GROUP.to_string()))
+        );
+        assert_eq!(
+            hinted(json!({"OS-SCH-HNT:scheduler_hints": {"group": [GROUP]}})).ok(),
+            Some(Some(GROUP.to_string()))
+        );
+        assert_eq!(hinted(json!({"os:scheduler_hints": {}})).ok(), Some(None));
+        assert_eq!(
+            refused(hinted(json!({"scheduler_hints": {}}))),
+            "Additional properties are not allowed ('scheduler_hints' was unexpected)"
+        );
+    }
+
+    #[test]
+    fn members_follow_the_microversion() {
+        let gated = [
+            (json!({"description": "d"}), 19),
+            (json!({"tags": ["a"]}), 52),
+            (json!({"trusted_image_certificates": ["c"]}), 63),
+            (json!({"host": "h"}), 74),
+            (json!({"hypervisor_hostname": "h"}), 74),
+            (json!({"hostname": "web-1"}), 90),
+        ];
+        for (member, from) in gated {
+            let name = member
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default();
+            assert_eq!(
+                refused(create(from - 1, member.clone())),
+                format!(
+                    "Invalid input for field/attribute server. Additional properties are not allowed ('{name}' was unexpected)"
+                ),
+                "{member}"
+            );
+            assert!(create(from, member.clone()).is_ok(), "{member}");
+        }
+        let personality = json!({"personality": []});
+        assert!(create(56, personality.clone()).is_ok());
+        assert!(create(57, personality).is_err());
+        assert_eq!(
+            create(52, json!({"tags": ["a", "a", "b"]}))
+                .map(|r| r.tags)
+                .ok(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            create(19, json!({"description": null}))
+                .map(|r| r.description)
+                .ok(),
+            Some(None)
+        );
+        assert_eq!(
+            create(90, json!({"hostname": "web-1"}))
+                .map(|r| r.hostname)
+                .ok(),
+            Some(Some("web-1".to_string()))
+        );
+        assert_eq!(
+            refused(create(90, json!({"hostname": null}))),
+            "Invalid input for field/attribute hostname. Value: None. None is not of type 'string'"
+        );
+        assert_eq!(
+            refused(create(90, json!({"hostname": "web-1", "max_count": 2}))),
+            "Unable to allocate a single hostname to multiple instances"
+        );
+    }
+
+    #[test]
+    fn refusals_keep_novas_texts() {
+        let cases = [
+            (
+                json!({"server": {"imageRef": IMG, "flavorRef": "1"}}),
+                "Invalid input for field/attribute server. 'name' is a required property",
+            ),
+            (
+                json!({"server": {"name": "a", "imageRef": IMG}}),
+                "Invalid input for field/attribute server. 'flavorRef' is a required property",
+            ),
+            (
+                json!({"server": {"name": "a", "imageRef": IMG, "flavorRef": ""}}),
+                "Invalid input for field/attribute server. 'flavorRef' is a required property",
+            ),
+            (
+                json!({}),
+                "Invalid input for field/attribute server: 'server' is a required property",
+            ),
+            (
+                json!({"server": {"name": "a", "flavorRef": "1", "imageRef": 5}}),
+                "Invalid input for field/attribute imageRef. Value: 5. 5 is not of type 'string'",
+            ),
+            (
+                json!({"server": {"name": "a", "flavorRef": "1", "bogus": 1}}),
+                "Invalid input for field/attribute server. Additional properties are not allowed ('bogus' was unexpected)",
+            ),
+        ];
+        for (body, text) in cases {
+            assert_eq!(refused(whole(1, body.clone())), text, "{body}");
+        }
+        let cases = [
+            (
+                json!({"name": "  "}),
+                "Invalid input for field/attribute name. Value: \"  \". \"  \" is not a valid name (1-255 characters, not only spaces)",
+            ),
+            (
+                json!({"min_count": "x"}),
+                "Invalid input for field/attribute min_count. Value: \"x\". \"x\" is not an integer",
+            ),
+            (
+                json!({"max_count": 0}),
+                "Invalid input for field/attribute max_count. Value: 0. 0 is not in the range 1..1000",
+            ),
+            (
+                json!({"min_count": 3, "max_count": 2}),
+                "min_count must be <= max_count",
+            ),
+            (
+                json!({"config_drive": "maybe"}),
+                "Invalid input for field/attribute config_drive. Value: \"maybe\". \"maybe\" is not a boolean",
+            ),
+            (
+                json!({"user_data": "not base64!"}),
+                "Invalid input for field/attribute user_data. Value is not base64 encoded",
+            ),
+            (
+                json!({"accessIPv4": "10.0.0.300"}),
+                "Invalid input for field/attribute accessIPv4. Value: 10.0.0.300. '10.0.0.300' is not a 'ipv4'",
+            ),
+            (
+                json!({"availability_zone": "elsewhere"}),
+                "The requested availability zone is not available: elsewhere",
+            ),
+            (
+                json!({"key_name": "k".repeat(256)}),
+                "Invalid input for field/attribute key_name. Value is too long (at most 255 characters).",
+            ),
+            (
+                json!({"metadata": {"a": 1}}),
+                "Invalid input for field/attribute a. Value is not a string.",
+            ),
+            (
+                json!({"personality": [{"path": "/a"}]}),
+                "Invalid input for field/attribute personality. 'contents' is a required property",
+            ),
+            (json!({"imageRef": ""}), "Missing imageRef attribute"),
+            (
+                json!({"block_device_mapping_v2": [{"source_type": "disk"}]}),
+                "Invalid input for field/attribute source_type. Value: disk. 'disk' is not one of ['volume', 'image', 'snapshot', 'blank']",
+            ),
+            (
+                json!({"block_device_mapping_v2": [{"source_type": "blank", "bogus": 1}]}),
+                "Invalid input for field/attribute block_device_mapping_v2. Additional properties are not allowed ('bogus' was unexpected)",
+            ),
+            (
+                json!({"block_device_mapping": [{"volume_id": IMG, "device_name": "vda", "boot_index": 0}]}),
+                "Invalid input for field/attribute block_device_mapping. Additional properties are not allowed ('boot_index' was unexpected)",
+            ),
+        ];
+        for (server, text) in cases {
+            assert_eq!(refused(create(1, server.clone())), text, "{server}");
+        }
+        assert_eq!(
+            refused(create(37, json!({"networks": "all"}))),
+            "Invalid input for field/attribute networks. Value: all. 'all' is not one of ['none', 'auto']"
+        );
+        assert_eq!(
+            refused(whole(
+                37,
+                json!({"server": {"name": "a", "imageRef": IMG, "flavorRef": "1"}})
+            )),
+            "Invalid input for field/attribute server. 'networks' is a required property"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer};
 use super::request::{Integer, LooseBool, body as decode_body, present};
 use super::{
     ComputeError, ComputeResult, ComputeState, Mv, authorize, empty, next_link, own_target,
-    paginate, parse_body, query_map,
+    paginate, query_map,
 };
 use crate::db::compute::{self as store, Flavor};
 use crate::db::now_unix;
@@ -684,7 +684,7 @@ async fn action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let body = parse_body(&body)?;
+    let body: Map<String, Value> = decode_body(&body)?;
     let (name, add) = if body.contains_key("addTenantAccess") {
         ("addTenantAccess", true)
     } else if body.contains_key("removeTenantAccess") {
@@ -868,7 +868,8 @@ async fn spec_update(
         "os_compute_api:os-flavor-extra-specs:update",
         &own_target(&ctx),
     )?;
-    let body = parse_body(&body)?;
+    // An extra spec's body is `{key: value}` with the key the URI's.
+    let body: Map<String, Value> = decode_body(&body)?;
     if body.len() != 1 {
         return Err(ComputeError::BadRequest(
             "Request body contains too many items".into(),

@@ -16,12 +16,10 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, nova_time, paginate,
-    parse_body, query_map,
+    ComputeError, ComputeResult, ComputeState, Mv, empty, next_link, nova_time, paginate, query_map,
 };
 use crate::db::compute::{self as store, Keypair};
 use crate::db::now_unix;
-use crate::http::body::decode;
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::policy::Target;
@@ -436,7 +434,7 @@ async fn create(
     mv: Mv,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let request: KeypairCreate = decode(Value::Object(parse_body(&body)?))?;
+    let request: KeypairCreate = super::request::body(&body)?;
     let k = request.keypair;
     k.check_microversion(mv)?;
     let name = check_name(k.name, mv)?;

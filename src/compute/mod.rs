@@ -79,7 +79,7 @@ use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::db::{Db, DbError};
 use crate::http::json_response;
@@ -677,16 +677,6 @@ pub fn router(identity: Arc<IdentityState>, config: ComputeConfig) -> Router {
 
 // ------------------------------------------------------------ body helpers
 
-/// Parses a request body as a JSON object.
-pub fn parse_body(bytes: &[u8]) -> ComputeResult<Map<String, Value>> {
-    Ok(crate::http::body::parse_object(bytes)?)
-}
-
-/// Takes the object under `key` (e.g. `{"flavor": {...}}`).
-pub fn take_object(body: &mut Map<String, Value>, key: &str) -> ComputeResult<Map<String, Value>> {
-    Ok(crate::http::body::take_object(body, key)?)
-}
-
 /// Nova's wording of the shared body parser's errors.
 impl From<crate::http::body::BodyError> for ComputeError {
     fn from(e: crate::http::body::BodyError) -> Self {
@@ -700,9 +690,9 @@ impl From<crate::http::body::BodyError> for ComputeError {
             // A member of a member (`keypair.name`) is named as Nova's schema
             // errors name it: the object, then the property it lacks.
             BodyError::Missing(key) => match key.rsplit_once('.') {
-                Some((parent, member)) => format!(
+                Some((object, member)) => format!(
                     "Invalid input for field/attribute {}. '{member}' is a required property",
-                    leaf(parent)
+                    parent(object)
                 ),
                 None => format!(
                     "Invalid input for field/attribute {key}: '{key}' is a required property"
@@ -726,9 +716,9 @@ impl From<crate::http::body::BodyError> for ComputeError {
                 leaf(&key)
             ),
             BodyError::Unexpected(key) => match key.rsplit_once('.') {
-                Some((parent, extra)) => format!(
+                Some((object, extra)) => format!(
                     "Invalid input for field/attribute {}. Additional properties are not allowed ('{extra}' was unexpected)",
-                    leaf(parent)
+                    parent(object)
                 ),
                 None => format!("Additional properties are not allowed ('{key}' was unexpected)"),
             },
@@ -747,22 +737,12 @@ fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// An integer given as a JSON number or a string of digits, within bounds.
-pub fn int_field(value: &Value, key: &str, min: i64, max: i64) -> ComputeResult<i64> {
-    let parsed = match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    match parsed {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {n}. {n} is not in the range {min}..{max}"
-        ))),
-        None => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {value}. {value} is not an integer"
-        ))),
-    }
+/// An object of a body path named as the parent of a missing or unexpected
+/// member: its last member without the index of a list item
+/// (`server.networks[0]` -> `networks`).
+fn parent(path: &str) -> &str {
+    let last = leaf(path);
+    last.split('[').next().unwrap_or(last)
 }
 
 /// Query string as a map (the last value of a repeated key wins).
@@ -945,29 +925,49 @@ pub fn empty(status: StatusCode) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bad_request(r: ComputeResult<Map<String, Value>>) -> String {
-        match r {
-            Err(ComputeError::BadRequest(m)) => m,
-            other => panic!("expected a 400, got {other:?}"),
-        }
-    }
+    use serde_json::Map;
 
     #[test]
     fn body_errors_keep_novas_wording() {
-        assert_eq!(bad_request(parse_body(b"{")), "Malformed request body");
+        use request::{body, refused};
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)] // read by Debug only
+        struct Server {
+            server: Map<String, Value>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Flavor {
+            flavor: Map<String, Value>,
+        }
+        assert_eq!(refused(body::<Server>(b"{")), "Malformed request body");
         assert_eq!(
-            bad_request(parse_body(b"[1]")),
+            refused(body::<Server>(b"[1]")),
             "The request body must be a JSON object."
         );
-        let mut body = parse_body(br#"{"server": 1}"#).expect("object");
         assert_eq!(
-            bad_request(take_object(&mut body, "server")),
+            refused(body::<Server>(br#"{"server": 1}"#)),
             "Invalid input for field/attribute server. Value is not an object."
         );
         assert_eq!(
-            bad_request(take_object(&mut body, "flavor")),
+            refused(body::<Flavor>(br#"{"server": {}}"#)),
             "Invalid input for field/attribute flavor: 'flavor' is a required property"
+        );
+        assert_eq!(
+            refused(
+                body::<Server>(br#"{"server": {"networks": [{"x": 1}]}}"#).and_then(|_| {
+                    #[derive(Debug, serde::Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Item {}
+                    #[derive(Debug, serde::Deserialize)]
+                    #[allow(dead_code)]
+                    struct Networks {
+                        networks: Vec<Item>,
+                    }
+                    request::action_arg::<Networks>("server", json!({"networks": [{"x": 1}]}))
+                })
+            ),
+            "Invalid input for field/attribute networks. Additional properties are not allowed ('x' was unexpected)"
         );
     }
 

@@ -193,6 +193,56 @@ impl<'de> Deserialize<'de> for Tag {
     }
 }
 
+/// Nova's `parameter_types.boolean`: JSON `true`/`false`, the strings
+/// `true`/`false`/`1`/`0`/`yes`/`no`/`on`/`off`/`t`/`f`/`y`/`n` (and `""`,
+/// false) in any case, or a number (non-zero is true); refused as
+/// `"{value}. {value} is not a boolean"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boolean(pub bool);
+
+impl<'de> Deserialize<'de> for Boolean {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "is not a boolean", |v| match v {
+            Value::Bool(b) => Some(Boolean(*b)),
+            Value::String(t) => match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" | "t" | "y" => Some(Boolean(true)),
+                "false" | "0" | "no" | "off" | "f" | "n" | "" => Some(Boolean(false)),
+                _ => None,
+            },
+            Value::Number(n) => n.as_i64().map(|i| Boolean(i != 0)),
+            _ => None,
+        })
+    }
+}
+
+/// A member that must be a JSON string (Nova's `{'type': 'string'}` with
+/// no other rule), refused as `"{value}. {value} is not of type 'string'"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "is not of type 'string'", |v| match v {
+            Value::String(t) => Some(Text(t.clone())),
+            _ => None,
+        })
+    }
+}
+
+/// A member that must be a non-empty JSON string, refused as
+/// `"{value}. {value} is not valid"` (the network proxies' actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonEmpty(pub String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "is not valid", |v| match v {
+            Value::String(t) if !t.is_empty() => Some(NonEmpty(t.clone())),
+            _ => None,
+        })
+    }
+}
+
 /// The message of a 400, for the request types' tests.
 #[cfg(test)]
 pub(crate) fn refused<T: std::fmt::Debug>(r: ComputeResult<T>) -> String {

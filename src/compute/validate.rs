@@ -1,10 +1,11 @@
-//! Validators of server fields that create (`create.rs`) and update and
-//! tags (`servers.rs`) share, with Nova's 400 texts. A leaf: it imports
+//! Validators of server fields that create (`create.rs`), update and
+//! tags (`servers.rs`) and rebuild share, applied to the members of their
+//! declared request types, with Nova's 400 texts. A leaf: it imports
 //! neither of them.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{ComputeError, ComputeResult, Mv};
 
@@ -16,41 +17,22 @@ pub fn last_segment(text: &str) -> String {
         .to_string()
 }
 
-pub fn opt_str(obj: &Map<String, Value>, key: &str, max: usize) -> ComputeResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.chars().count() <= max => Ok(Some(text.clone())),
-        Some(Value::String(_)) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value is too long (at most {max} characters)."
-        ))),
-        Some(other) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
-        ))),
-    }
-}
-
-/// A server name: 1–255 characters, not only spaces.
-pub fn check_name(value: Option<&Value>) -> ComputeResult<String> {
-    match value {
-        Some(Value::String(name)) => checked_name(name.clone()),
-        Some(other) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute name. Value: {other}. {other} is not a valid name (1-255 characters, not only spaces)"
-        ))),
-        None => Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute server. 'name' is a required property".into(),
-        )),
-    }
-}
-
-/// A server name already read as a string (a declared body's member):
-/// 1–255 characters, not only spaces, no leading or trailing space.
-pub fn checked_name(name: String) -> ComputeResult<String> {
+/// The name of a server create: 1–255 characters, not only spaces
+/// (leading and trailing spaces are kept, as this cloud always took them).
+pub fn checked_create_name(name: String) -> ComputeResult<String> {
     if name.trim().is_empty() || name.chars().count() > 255 {
         let v = Value::String(name);
         return Err(ComputeError::BadRequest(format!(
             "Invalid input for field/attribute name. Value: {v}. {v} is not a valid name (1-255 characters, not only spaces)"
         )));
     }
+    Ok(name)
+}
+
+/// A server name already read as a string (a declared body's member):
+/// 1–255 characters, not only spaces, no leading or trailing space.
+pub fn checked_name(name: String) -> ComputeResult<String> {
+    let name = checked_create_name(name)?;
     if name.trim() != name.as_str() {
         return Err(ComputeError::BadRequest(format!(
             "Invalid input for field/attribute name. Value: {name}. '{name}' does not match '^(?! )[\\S ]*(?<! )$'"
@@ -92,25 +74,6 @@ pub fn checked_ipv6(ip: String) -> ComputeResult<String> {
     }
 }
 
-/// Metadata: an object of string keys (1–255) to string values (≤ 255).
-pub fn check_metadata(value: &Value, key: &str) -> ComputeResult<BTreeMap<String, String>> {
-    let Value::Object(map) = value else {
-        return Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {value}. {value} is not of type 'object'"
-        )));
-    };
-    let mut out = BTreeMap::new();
-    for (k, v) in map {
-        let Value::String(text) = v else {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
-            )));
-        };
-        out.insert(k.clone(), text.clone());
-    }
-    checked_metadata(out, key)
-}
-
 /// Metadata already read as strings (a declared body's member `key`):
 /// keys of 1–255 characters, values of at most 255.
 pub fn checked_metadata(
@@ -143,24 +106,6 @@ pub fn check_tag(tag: &str) -> ComputeResult<()> {
 }
 
 pub const MAX_TAGS: usize = 50;
-
-pub fn check_tags(value: &Value) -> ComputeResult<Vec<String>> {
-    let Value::Array(items) = value else {
-        return Err(ComputeError::BadRequest(
-            "Invalid input for field/attribute tags. Value is not of type 'array'".into(),
-        ));
-    };
-    let mut given = Vec::new();
-    for item in items {
-        let Value::String(tag) = item else {
-            return Err(ComputeError::BadRequest(format!(
-                "Invalid input for field/attribute tags. Value: {item}. {item} is not of type 'string'"
-            )));
-        };
-        given.push(tag.clone());
-    }
-    checked_tags(given)
-}
 
 /// Tags already read as strings: each valid, duplicates dropped, at most
 /// [`MAX_TAGS`].
@@ -226,25 +171,6 @@ pub fn sanitize_hostname(name: &str, server_id: &str) -> String {
 const HOSTNAME_PATTERN: &str = "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$";
 /// Nova's `fqdn` schema (2.94+): 1–255 of letters, digits, `-`, `.` and `_`.
 const FQDN_PATTERN: &str = "^[a-zA-Z0-9-._]*$";
-
-/// The `hostname` of a create or update, checked as Nova's JSON schema for
-/// the microversion checks it (a 400 with its message otherwise).
-pub fn check_hostname(mv: Mv, obj: &Map<String, Value>) -> ComputeResult<Option<String>> {
-    let invalid = |value: &dyn std::fmt::Display, why: String| {
-        ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute hostname. Value: {value}. {why}"
-        ))
-    };
-    let text = match obj.get("hostname") {
-        None => return Ok(None),
-        Some(Value::String(text)) => text,
-        Some(Value::Null) => {
-            return Err(invalid(&"None", "None is not of type 'string'".into()));
-        }
-        Some(other) => return Err(invalid(other, format!("{other} is not of type 'string'"))),
-    };
-    checked_hostname(mv, text.clone()).map(Some)
-}
 
 /// A `hostname` already read as a string, checked as Nova's schema for the
 /// microversion checks it.

@@ -38,11 +38,12 @@ use std::time::Duration;
 use super::{ComputeError, ComputeState};
 
 pub use local::{LocalRequest, local_disks};
-pub use parse::parse;
+pub use parse::{Given, parse};
 pub use prepare::spawn_build;
 pub use rebuild::{RootRebuild, check_rebuild, reimage_root};
 pub use resolve::resolve;
 pub use snapshot::{image_mappings, snapshot_properties};
+pub use v2::{BdmV2, LegacyBdm};
 
 type S = Arc<ComputeState>;
 

@@ -2,70 +2,50 @@
 //! in `v2`) or the legacy `block_device_mapping`, and Nova's checks across
 //! them (one root, the boot sequence, the local devices, `max_count`).
 
-use serde_json::{Map, Value};
-
 use super::local::MAX_LOCAL_DEVICES;
-use super::v2::{Item, bool_like, device_name, int_like, parse_v2, schema};
+use super::v2::{BdmV2, Item, LegacyBdm, device_name, parse_v2};
 use super::{Mapping, Requested, Source, bad, invalid_bdm};
 use crate::compute::{ComputeResult, Mv};
 
 /// One legacy `block_device_mapping` item (`volume_id` or `snapshot_id`
 /// with `device_name`): the root disk when it names `vda`.
-fn parse_legacy(item: &Value) -> ComputeResult<Option<Mapping>> {
-    let Value::Object(obj) = item else {
-        return Err(schema(
-            "block_device_mapping",
-            item,
-            &format!("{item} is not of type 'object'"),
-        ));
-    };
-    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let source = match (text("volume_id"), text("snapshot_id")) {
-        (Some(v), _) => Source::Volume(v),
-        (None, Some(s)) => Source::Snapshot(s),
-        (None, None) if obj.get("no_device").is_some() => return Ok(None),
+fn parse_legacy(item: LegacyBdm) -> ComputeResult<Option<Mapping>> {
+    let source = match (item.volume_id, item.snapshot_id) {
+        (Some(v), _) => Source::Volume(v.0),
+        (None, Some(s)) => Source::Snapshot(s.0),
+        (None, None) if item.no_device.is_some() => return Ok(None),
         (None, None) => return Err(invalid_bdm("Missing device UUID.")),
     };
-    let device = match obj.get("device_name") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(device_name(v)?),
-    };
+    let device = item.device_name.map(device_name).transpose()?;
     let root = device.as_deref() == Some("/dev/vda");
     Ok(Some(Mapping {
         source,
-        volume_size: obj.get("volume_size").and_then(int_like).filter(|s| *s > 0),
+        volume_size: item.volume_size.map(|s| s.0).filter(|s| *s > 0),
         boot_index: root.then_some(0),
         device_name: device,
-        delete_on_termination: obj
-            .get("delete_on_termination")
-            .and_then(bool_like)
-            .unwrap_or(false),
+        delete_on_termination: item.delete_on_termination.is_some_and(|b| b.0),
         tag: None,
         volume_type: None,
     }))
 }
 
-/// Reads the mappings of a create's `server` object as Nova does, given
-/// its `imageRef` (may be empty) and `max_count`.
-pub fn parse(
-    mv: Mv,
-    server: &Map<String, Value>,
-    image_ref: &str,
-    max_count: i64,
-) -> ComputeResult<Requested> {
+/// The mappings a create gives: `block_device_mapping_v2`, else the legacy
+/// `block_device_mapping`.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub v2: Option<Vec<BdmV2>>,
+    pub legacy: Option<Vec<LegacyBdm>>,
+}
+
+/// Reads the mappings of a create as Nova does, given its `imageRef` (may
+/// be empty) and `max_count`.
+pub fn parse(mv: Mv, given: Given, image_ref: &str, max_count: i64) -> ComputeResult<Requested> {
     let mut image_id = image_ref.to_string();
     let mut mappings = Vec::new();
     let mut local = Vec::new();
     let mut image_local = false;
     let mut boot_indexes = Vec::new();
-    if let Some(items) = server.get("block_device_mapping_v2") {
-        let Value::Array(items) = items else {
-            return Err(schema(
-                "block_device_mapping_v2",
-                items,
-                &format!("{items} is not of type 'array'"),
-            ));
-        };
+    if let Some(items) = given.v2 {
         for item in items {
             match parse_v2(mv, item)? {
                 Item::Local(l) => local.push(l),
@@ -84,7 +64,7 @@ pub fn parse(
                 }
             }
         }
-    } else if let Some(Value::Array(items)) = server.get("block_device_mapping") {
+    } else if let Some(items) = given.legacy {
         for item in items {
             if let Some(mapping) = parse_legacy(item)? {
                 boot_indexes.extend(mapping.boot_index);
@@ -159,19 +139,29 @@ pub fn parse(
 mod tests {
     use super::*;
     use crate::compute::ComputeError;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const VOL: &str = "0b6f3c56-52b6-4d0e-9d8e-2f7a3f0d1a11";
     const IMG: &str = "5f0c1a4e-2d7b-4b8f-9a3c-6e1d2f3a4b5c";
 
-    fn server(bdms: Value) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("block_device_mapping_v2".into(), bdms);
-        m
+    /// The mappings as a create's body gives them.
+    fn given(key: &str, bdms: Value) -> ComputeResult<Given> {
+        #[derive(serde::Deserialize)]
+        struct Server {
+            #[serde(default)]
+            block_device_mapping_v2: Option<Vec<BdmV2>>,
+            #[serde(default)]
+            block_device_mapping: Option<Vec<LegacyBdm>>,
+        }
+        let server: Server = crate::compute::request::action_arg("server", json!({ key: bdms }))?;
+        Ok(Given {
+            v2: server.block_device_mapping_v2,
+            legacy: server.block_device_mapping,
+        })
     }
 
     fn parsed(mv: u16, image: &str, bdms: Value) -> ComputeResult<Requested> {
-        parse(Mv(mv), &server(bdms), image, 1)
+        parse(Mv(mv), given("block_device_mapping_v2", bdms)?, image, 1)
     }
 
     fn message(r: ComputeResult<Requested>) -> String {
@@ -301,7 +291,12 @@ mod tests {
         // One existing volume cannot go to several servers.
         let one = json!([{"source_type": "volume", "uuid": VOL, "boot_index": 0}]);
         assert_eq!(
-            message(parse(Mv(1), &server(one), "", 2)),
+            message(parse(
+                Mv(1),
+                given("block_device_mapping_v2", one).expect("given"),
+                "",
+                2
+            )),
             "Cannot attach one or more volumes to multiple instances"
         );
         // The same device twice.
@@ -314,12 +309,12 @@ mod tests {
 
     #[test]
     fn legacy_mappings_name_their_root_by_device() {
-        let mut m = Map::new();
-        m.insert(
-            "block_device_mapping".into(),
+        let legacy = given(
+            "block_device_mapping",
             json!([{"volume_id": VOL, "device_name": "vda", "delete_on_termination": true}]),
-        );
-        let r = parse(Mv(1), &m, "", 1).expect("valid");
+        )
+        .expect("given");
+        let r = parse(Mv(1), legacy, "", 1).expect("valid");
         assert_eq!(r.image_id, "");
         assert_eq!(
             r.root().map(|m| m.source.clone()),

@@ -40,7 +40,7 @@ use super::access::{self, check_unlocked, load_tx};
 use super::build::{finish_action, record_action, update_server};
 use super::network_proxy;
 use super::states::{Action, PowerState, TaskState, VmState};
-use super::{ComputeError, ComputeResult, ComputeState, Mv, empty, parse_body};
+use super::{ComputeError, ComputeResult, ComputeState, Mv, empty};
 use crate::db::now_unix;
 use crate::db::servers::{self as db, Server};
 use crate::http::RequestId;
@@ -205,7 +205,9 @@ pub async fn action(
     Extension(request_id): Extension<RequestId>,
     body: Bytes,
 ) -> ComputeResult<Response> {
-    let body = parse_body(&body)?;
+    // `{action: argument}`, one member; the argument is read into the
+    // action's declared type by the action.
+    let body: serde_json::Map<String, serde_json::Value> = super::request::body(&body)?;
     if body.len() != 1 {
         return Err(ComputeError::BadRequest(
             "There is no such action: the body must name exactly one action".into(),

@@ -7,14 +7,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::security_groups::server_ports;
 use super::{S, accepted, caller, changed, from_network, proxy_allowed};
 use crate::compute::access;
 use crate::compute::networking::write_atomic;
-use crate::compute::{ComputeError, ComputeResult, Mv, parse_body};
+use crate::compute::request::{NonEmpty, Text, body, present};
+use crate::compute::{ComputeError, ComputeResult, Mv};
 use crate::http::json_response;
 use crate::identity::{Auth, AuthContext};
 use crate::network::model::{FloatingIp, Network, Port};
@@ -161,15 +162,7 @@ pub(super) async fn floating_create(
     let pool = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        match parse_body(&bytes)?.remove("pool") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(p)) => Some(p),
-            Some(other) => {
-                return Err(ComputeError::BadRequest(format!(
-                    "Invalid input for field/attribute pool. Value: {other}. {other} is not of type 'string'"
-                )));
-            }
-        }
+        body::<FloatingCreate>(&bytes)?.pool.map(|p| p.0)
     };
     let c = caller(&s, &ctx);
     let view = write_atomic(&s, move |tx| {
@@ -232,17 +225,49 @@ pub(super) async fn pools(State(s): State<S>, Auth(ctx): Auth, mv: Mv) -> Comput
     ))
 }
 
-/// The text member `key` of an action's argument, else Nova's 400.
-pub(super) fn action_text(action: &str, arg: &Value, key: &str) -> ComputeResult<String> {
-    match arg.get(key) {
-        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
-        Some(other) => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {key}. Value: {other}. {other} is not valid"
-        ))),
-        None => Err(ComputeError::BadRequest(format!(
-            "Invalid input for field/attribute {action}. '{key}' is a required property"
-        ))),
-    }
+/// `POST /os-floating-ips` (Nova's schema leaves other members free; a
+/// `null` pool is the default one, as an absent one).
+#[derive(Debug, Deserialize)]
+pub(super) struct FloatingCreate {
+    #[serde(default)]
+    pool: Option<Text>,
+}
+
+/// `addFloatingIp`'s argument (other members are ignored, as before).
+#[derive(Debug, Deserialize)]
+pub(super) struct AddFloatingIp {
+    address: NonEmpty,
+    #[serde(default, deserialize_with = "present")]
+    fixed_address: Option<NonEmpty>,
+}
+
+/// `removeFloatingIp`'s and `removeFixedIp`'s argument.
+#[derive(Debug, Deserialize)]
+pub(super) struct AddressArg {
+    address: NonEmpty,
+}
+
+/// `addFixedIp`'s argument: `networkId`, a string or a number.
+#[derive(Debug, Deserialize)]
+pub(super) struct AddFixedIp {
+    #[serde(rename = "networkId", default)]
+    network_id: Option<Value>,
+}
+
+/// An action's argument read into its declared type, members named under
+/// the action. An argument that is not an object reads as one with no
+/// members (so the first required member is what is reported missing), as
+/// these proxies always answered.
+pub(super) fn proxy_arg<T: serde::de::DeserializeOwned>(
+    action: &str,
+    arg: &Value,
+) -> ComputeResult<T> {
+    let arg = if arg.is_object() {
+        arg.clone()
+    } else {
+        Value::Object(Map::new())
+    };
+    crate::compute::request::action_arg(action, arg)
 }
 
 pub(super) fn ipv4(text: &str, key: &str) -> ComputeResult<()> {
@@ -262,13 +287,12 @@ pub async fn add_floating_ip(
     id: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let action = "addFloatingIp";
-    let address = action_text(action, arg, "address")?;
+    let request: AddFloatingIp = proxy_arg("addFloatingIp", arg)?;
+    let address = request.address.0;
     ipv4(&address, "address")?;
-    let fixed_address = match arg.get("fixed_address") {
+    let fixed_address = match request.fixed_address {
         None => None,
-        Some(_) => {
-            let f = action_text(action, arg, "fixed_address")?;
+        Some(NonEmpty(f)) => {
             if f.parse::<std::net::IpAddr>().is_err() {
                 return Err(ComputeError::BadRequest(format!(
                     "Invalid input for field/attribute fixed_address. Value: {f}. '{f}' is not a 'ip-address'"
@@ -339,7 +363,7 @@ pub async fn remove_floating_ip(
     id: &str,
     arg: &Value,
 ) -> ComputeResult<Response> {
-    let address = action_text("removeFloatingIp", arg, "address")?;
+    let address = proxy_arg::<AddressArg>("removeFloatingIp", arg)?.address.0;
     ipv4(&address, "address")?;
     let server = access::load(s, ctx, id).await?;
     let c = caller(s, ctx);
@@ -377,7 +401,7 @@ pub async fn fixed_ip_action(
     add: bool,
 ) -> ComputeResult<Response> {
     if add {
-        match arg.get("networkId") {
+        match proxy_arg::<AddFixedIp>("addFixedIp", arg)?.network_id {
             Some(Value::String(_)) | Some(Value::Number(_)) => {}
             _ => {
                 return Err(ComputeError::BadRequest(
@@ -387,7 +411,7 @@ pub async fn fixed_ip_action(
             }
         }
     } else {
-        let address = action_text("removeFixedIp", arg, "address")?;
+        let address = proxy_arg::<AddressArg>("removeFixedIp", arg)?.address.0;
         if address.parse::<std::net::IpAddr>().is_err() {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute address. Value: {address}. '{address}' is not a 'ip-address'"
@@ -406,4 +430,59 @@ pub async fn fixed_ip_action(
             server.id
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::compute::request::refused;
+
+    #[test]
+    fn floating_ip_requests_keep_novas_wording() {
+        let create: FloatingCreate = body(br#"{"pool": "public", "x": 1}"#).expect("accepted");
+        assert_eq!(create.pool, Some(Text("public".into())));
+        let create: FloatingCreate = body(br#"{"pool": null}"#).expect("accepted");
+        assert_eq!(create.pool, None);
+        assert_eq!(
+            refused(body::<FloatingCreate>(br#"{"pool": 1}"#)),
+            "Invalid input for field/attribute pool. Value: 1. 1 is not of type 'string'"
+        );
+        let add: AddFloatingIp = proxy_arg(
+            "addFloatingIp",
+            &json!({"address": "10.0.0.5", "fixed_address": "192.168.0.3"}),
+        )
+        .expect("accepted");
+        assert_eq!(add.address.0, "10.0.0.5");
+        assert_eq!(
+            add.fixed_address.map(|f| f.0).as_deref(),
+            Some("192.168.0.3")
+        );
+        assert_eq!(
+            refused(proxy_arg::<AddFloatingIp>("addFloatingIp", &json!({}))),
+            "Invalid input for field/attribute addFloatingIp. 'address' is a required property"
+        );
+        assert_eq!(
+            refused(proxy_arg::<AddFloatingIp>("addFloatingIp", &json!("x"))),
+            "Invalid input for field/attribute addFloatingIp. 'address' is a required property"
+        );
+        assert_eq!(
+            refused(proxy_arg::<AddFloatingIp>(
+                "addFloatingIp",
+                &json!({"address": "10.0.0.5", "fixed_address": null})
+            )),
+            "Invalid input for field/attribute fixed_address. Value: null. null is not valid"
+        );
+        assert_eq!(
+            refused(proxy_arg::<AddressArg>(
+                "removeFloatingIp",
+                &json!({"address": ""})
+            )),
+            "Invalid input for field/attribute address. Value: \"\". \"\" is not valid"
+        );
+        let fixed: AddFixedIp =
+            proxy_arg("addFixedIp", &json!({"networkId": 3})).expect("accepted");
+        assert_eq!(fixed.network_id, Some(json!(3)));
+    }
 }

@@ -23,10 +23,10 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::networking::notify;
-use super::{ComputeError, ComputeResult, ComputeState, Mv, parse_body};
+use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::identity::AuthContext;
 use crate::network::{Caller, NetworkError};
 
@@ -141,13 +141,22 @@ fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-/// `{"key": {...}}` of a body, else Nova's 400.
-fn member(bytes: &Bytes, key: &str) -> ComputeResult<Map<String, Value>> {
-    let mut body = parse_body(bytes)?;
-    match body.remove(key) {
-        Some(Value::Object(m)) => Ok(m),
+/// The object under `key` of a body (`{"security_group": {...}}`) read
+/// into its declared type, else Nova's 400 for a missing or non-object
+/// member. Nova's proxy schemas leave other members of the body free.
+fn member<T: serde::de::DeserializeOwned>(bytes: &Bytes, key: &str) -> ComputeResult<T> {
+    let mut body: Envelope = super::request::body(bytes)?;
+    match body.members.remove(key) {
+        Some(inner @ Value::Object(_)) => super::request::action_arg(key, inner),
         _ => Err(ComputeError::BadRequest(format!(
             "Invalid input for field/attribute {key}. '{key}' is a required property of type 'object'"
         ))),
     }
+}
+
+/// A proxy body: one named member, the rest ignored.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(flatten)]
+    members: std::collections::HashMap<String, Value>,
 }

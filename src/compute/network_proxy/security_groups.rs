@@ -7,12 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{S, accepted, caller, changed, from_network, member, over_quota, proxy_allowed};
 use crate::compute::access;
 use crate::compute::networking::write_atomic;
+use crate::compute::request::{action_arg, present};
 use crate::compute::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::servers::Server;
 use crate::http::json_response;
@@ -119,9 +120,48 @@ pub(super) fn group_not_found(id: &str) -> ComputeError {
     ComputeError::NotFound(format!("Security group {id} not found."))
 }
 
+/// The `security_group` of a create or update. Nova's schema leaves other
+/// members free, and its `validate_property` (below) checks these two with
+/// its own wording, so they are read as any JSON value.
+#[derive(Debug, Deserialize)]
+pub(super) struct GroupFields {
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    description: Option<Value>,
+}
+
+/// The `security_group_rule` of a create. Nova's schema never checked the
+/// ports, protocol or CIDR (`{}`); [`neutron_rule`] does, with the
+/// wording of Nova's `_rule_args_to_dict`, and the group ids are checked
+/// as UUIDs in `rule_create`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RuleFields {
+    #[serde(default)]
+    parent_group_id: Option<Value>,
+    #[serde(default)]
+    group_id: Option<Value>,
+    #[serde(default)]
+    ip_protocol: Option<Value>,
+    #[serde(default)]
+    from_port: Option<Value>,
+    #[serde(default)]
+    to_port: Option<Value>,
+    #[serde(default)]
+    cidr: Option<Value>,
+}
+
+/// The argument of `addSecurityGroup`/`removeSecurityGroup`, checked by
+/// [`group_name`] with Nova's `_parse` wording.
+#[derive(Debug, Deserialize)]
+pub(super) struct GroupActionArg {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Value>,
+}
+
 /// Nova's `validate_property`: a string, 1 to 255 characters once stripped.
-pub(super) fn group_property(body: &Map<String, Value>, key: &str) -> ComputeResult<String> {
-    let Some(Value::String(v)) = body.get(key) else {
+pub(super) fn group_property(value: Option<&Value>, key: &str) -> ComputeResult<String> {
+    let Some(Value::String(v)) = value else {
         return Err(ComputeError::BadRequest(format!(
             "Security group {key} is not a string or unicode"
         )));
@@ -193,9 +233,9 @@ pub(super) async fn group_show(
 }
 
 pub(super) fn group_body(bytes: &Bytes) -> ComputeResult<Map<String, Value>> {
-    let body = member(bytes, "security_group")?;
-    let name = group_property(&body, "name")?;
-    let description = group_property(&body, "description")?;
+    let body: GroupFields = member(bytes, "security_group")?;
+    let name = group_property(body.name.as_ref(), "name")?;
+    let description = group_property(body.description.as_ref(), "description")?;
     let mut out = Map::new();
     out.insert("name".into(), Value::String(name));
     out.insert("description".into(), Value::String(description));
@@ -265,11 +305,7 @@ pub(super) async fn group_delete(
 }
 
 /// An integer port of a rule (Nova accepts numbers and numeric strings).
-pub(super) fn port_number(
-    body: &Map<String, Value>,
-    key: &str,
-    icmp: bool,
-) -> ComputeResult<Option<i64>> {
+pub(super) fn port_number(value: Option<&Value>, icmp: bool) -> ComputeResult<Option<i64>> {
     let bad = || {
         ComputeError::BadRequest(if icmp {
             "Type and Code must be integers for ICMP protocol type".into()
@@ -277,7 +313,7 @@ pub(super) fn port_number(
             "To and From ports must be integers".into()
         })
     };
-    match body.get(key) {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(bad),
         Some(Value::String(t)) => t.trim().parse().map(Some).map_err(|_| bad()),
@@ -288,11 +324,11 @@ pub(super) fn port_number(
 /// The Neutron rule body of a Nova rule (`_rule_args_to_dict`,
 /// `_new_ingress_rule` and the conversion to Neutron's rule).
 pub(super) fn neutron_rule(
-    body: &Map<String, Value>,
+    body: &RuleFields,
     parent: &str,
     group_id: Option<&str>,
 ) -> ComputeResult<Map<String, Value>> {
-    let protocol = match body.get("ip_protocol") {
+    let protocol = match &body.ip_protocol {
         None | Some(Value::Null) => None,
         Some(Value::String(p)) if p.is_empty() => None,
         Some(Value::String(p)) => Some(p.clone()),
@@ -300,9 +336,9 @@ pub(super) fn neutron_rule(
     };
     let upper = protocol.as_deref().map(str::to_ascii_uppercase);
     let icmp = upper.as_deref() == Some("ICMP");
-    let mut from = port_number(body, "from_port", icmp)?;
-    let mut to = port_number(body, "to_port", icmp)?;
-    let cidr = match body.get("cidr") {
+    let mut from = port_number(body.from_port.as_ref(), icmp)?;
+    let mut to = port_number(body.to_port.as_ref(), icmp)?;
+    let cidr = match &body.cidr {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) if c.is_empty() => None,
         Some(Value::String(c)) => Some(c.clone()),
@@ -400,9 +436,9 @@ pub(super) async fn rule_create(
         mv,
         "os_compute_api:os-security-groups:rule:create",
     )?;
-    let body = member(&bytes, "security_group_rule")?;
-    let uuid_of = |key: &str| -> ComputeResult<Option<String>> {
-        match body.get(key) {
+    let body: RuleFields = member(&bytes, "security_group_rule")?;
+    let uuid_of = |value: &Option<Value>| -> ComputeResult<Option<String>> {
+        match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(t)) if uuid::Uuid::parse_str(t).is_ok() => Ok(Some(t.clone())),
             Some(other) => Err(ComputeError::BadRequest(format!(
@@ -410,9 +446,9 @@ pub(super) async fn rule_create(
             ))),
         }
     };
-    let parent = uuid_of("parent_group_id")?
+    let parent = uuid_of(&body.parent_group_id)?
         .ok_or_else(|| ComputeError::BadRequest("Security group id should be uuid: None".into()))?;
-    let group_id = uuid_of("group_id")?;
+    let group_id = uuid_of(&body.group_id)?;
     let c = caller(&s, &ctx);
     let rule = write_atomic(&s, move |tx| {
         network::visible_group(tx, &c, &parent).map_err(|_| group_not_found(&parent))?;
@@ -529,10 +565,11 @@ pub(super) fn find_group(conn: &Connection, name: &str, project: &str) -> Comput
 
 /// The `name` of an add/removeSecurityGroup body (Nova's `_parse`).
 pub(super) fn group_name(action: &str, arg: &Value) -> ComputeResult<String> {
-    let Some(obj) = arg.as_object() else {
+    if !arg.is_object() {
         return Err(ComputeError::BadRequest("Missing parameter dict".into()));
-    };
-    let Some(name) = obj.get("name") else {
+    }
+    let request: GroupActionArg = action_arg(action, arg.clone())?;
+    let Some(name) = request.name else {
         return Err(ComputeError::BadRequest(
             "Security group not specified".into(),
         ));
@@ -614,8 +651,8 @@ pub async fn security_group_action(
 mod tests {
     use super::*;
 
-    fn body(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    fn body(v: Value) -> RuleFields {
+        serde_json::from_value(v).unwrap_or_default()
     }
 
     const SG: &str = "0a2b9f3e-7c55-4a6e-8d0a-2f5e1c3b4d6f";
@@ -672,10 +709,46 @@ mod tests {
 
     #[test]
     fn group_properties_are_checked_stripped_and_kept_as_given() {
-        let b = body(json!({"name": " web ", "description": "   "}));
-        assert_eq!(group_property(&b, "name").ok().as_deref(), Some(" web "));
-        assert!(group_property(&b, "description").is_err());
-        assert!(group_property(&body(json!({"name": 1})), "name").is_err());
-        assert!(group_property(&body(json!({})), "name").is_err());
+        let b: GroupFields =
+            serde_json::from_value(json!({"name": " web ", "description": "   ", "x": 1}))
+                .expect("declared");
+        assert_eq!(
+            group_property(b.name.as_ref(), "name").ok().as_deref(),
+            Some(" web ")
+        );
+        assert!(group_property(b.description.as_ref(), "description").is_err());
+        assert_eq!(
+            crate::compute::request::refused(group_property(Some(&json!(1)), "name")),
+            "Security group name is not a string or unicode"
+        );
+        assert!(group_property(None, "name").is_err());
+    }
+
+    #[test]
+    fn group_actions_name_a_group() {
+        use crate::compute::request::refused;
+        let action = "addSecurityGroup";
+        assert_eq!(
+            group_name(action, &json!({"name": "web", "x": 1}))
+                .ok()
+                .as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            refused(group_name(action, &json!(["web"]))),
+            "Missing parameter dict"
+        );
+        assert_eq!(
+            refused(group_name(action, &json!({}))),
+            "Security group not specified"
+        );
+        assert_eq!(
+            refused(group_name(action, &json!({"name": null}))),
+            "Invalid input for field/attribute addSecurityGroup. 'name' is not of type 'string'"
+        );
+        assert_eq!(
+            refused(group_name(action, &json!({"name": " "}))),
+            "Security group name cannot be empty"
+        );
     }
 }

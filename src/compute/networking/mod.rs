@@ -16,8 +16,11 @@ mod views;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use serde_json::Map;
 
+use super::request::{IpAddress, Tag, Uuid as RequestUuid, present, unexpected};
 use super::{ComputeError, ComputeResult, ComputeState, Mv};
 use crate::db::DbError;
 use crate::db::servers::{Server, ServerPort};
@@ -87,16 +90,72 @@ fn is_uuid(text: &str) -> bool {
     uuid::Uuid::parse_str(text).is_ok()
 }
 
+/// The `networks` of a create as given: a list of networks and ports, or
+/// (from 2.37) one of the words `none` and `auto`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworksArg {
+    List(Vec<NetworkItem>),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for NetworksArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = NetworksArg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NetworksArg, E> {
+                Ok(NetworksArg::Word(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NetworksArg, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(NetworksArg::List(items))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// One item of a `networks` list (Nova's schema; `tag` at 2.32 and from
+/// 2.42, checked after decoding).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkItem {
+    #[serde(default, deserialize_with = "present")]
+    fixed_ip: Option<IpAddress>,
+    /// `null` as absent.
+    #[serde(default)]
+    port: Option<RequestUuid>,
+    /// A UUID from 2.37; below, anything else is refused by the check of
+    /// `_get_requested_networks`, with its wording.
+    #[serde(default, deserialize_with = "present")]
+    uuid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    tag: Option<Tag>,
+}
+
+/// One item of a create's `security_groups`: a group's name or id.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRef {
+    name: String,
+}
+
 /// Reads `networks` as Nova's schemas and `_get_requested_networks` do.
-pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResult<Requested> {
-    let items = match server.get("networks") {
+pub fn parse(mv: Mv, networks: Option<NetworksArg>, max_count: i64) -> ComputeResult<Requested> {
+    let items = match networks {
         None if mv.at_least(37) => {
             return Err(bad(
                 "Invalid input for field/attribute server. 'networks' is a required property",
             ));
         }
         None => return Ok(Requested::Absent),
-        Some(Value::String(word)) if mv.at_least(37) => {
+        Some(NetworksArg::Word(word)) if mv.at_least(37) => {
             return match word.as_str() {
                 "none" => Ok(Requested::None),
                 "auto" => Ok(Requested::Auto),
@@ -105,10 +164,10 @@ pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResu
                 ))),
             };
         }
-        Some(Value::Array(items)) => items,
-        Some(other) => {
+        Some(NetworksArg::List(items)) => items,
+        Some(NetworksArg::Word(word)) => {
             return Err(bad(format!(
-                "Invalid input for field/attribute networks. Value: {other}. {other} is not of type 'array'"
+                "Invalid input for field/attribute networks. Value: {word}. '{word}' is not of type 'array'"
             )));
         }
     };
@@ -123,47 +182,12 @@ pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResu
     let tags = mv.0 == 32 || mv.at_least(42);
     let mut out: Vec<NetRequest> = Vec::new();
     for item in items {
-        let Some(obj) = item.as_object() else {
-            return Err(bad(format!(
-                "Invalid input for field/attribute networks. Value: {item}. {item} is not of type 'object'"
-            )));
-        };
-        for key in obj.keys() {
-            let known =
-                matches!(key.as_str(), "fixed_ip" | "port" | "uuid") || (tags && key == "tag");
-            if !known {
-                return Err(bad(format!(
-                    "Invalid input for field/attribute networks. Additional properties are not allowed ('{key}' was unexpected)"
-                )));
-            }
+        if item.tag.is_some() && !tags {
+            return Err(unexpected("networks", "tag"));
         }
-        let text = |key: &str, nullable: bool| -> ComputeResult<Option<String>> {
-            match obj.get(key) {
-                None => Ok(None),
-                Some(Value::Null) if nullable => Ok(None),
-                Some(Value::String(t)) if t.len() <= 255 => Ok(Some(t.clone())),
-                Some(v) => Err(bad(format!(
-                    "Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'string'"
-                ))),
-            }
-        };
-        let fixed_ip = text("fixed_ip", false)?;
-        if let Some(ip) = &fixed_ip
-            && ip.parse::<std::net::IpAddr>().is_err()
-        {
-            return Err(bad(format!(
-                "Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not valid under any of the given schemas"
-            )));
-        }
-        let port_id = text("port", true)?;
-        if let Some(p) = &port_id
-            && !is_uuid(p)
-        {
-            return Err(bad(format!(
-                "Invalid input for field/attribute port. Value: {p}. '{p}' is not a 'uuid'"
-            )));
-        }
-        let network_id = text("uuid", false)?;
+        let fixed_ip = item.fixed_ip.map(|ip| ip.0);
+        let port_id = item.port.map(|p| p.0);
+        let network_id = item.uuid;
         if let Some(n) = &network_id
             && mv.at_least(37)
             && !is_uuid(n)
@@ -172,14 +196,7 @@ pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResu
                 "Invalid input for field/attribute uuid. Value: {n}. '{n}' is not a 'uuid'"
             )));
         }
-        let tag = text("tag", false)?;
-        if let Some(t) = &tag
-            && (t.is_empty() || t.chars().count() > 60 || t.contains(['/', ',']))
-        {
-            return Err(bad(format!(
-                "Invalid input for field/attribute tag. Value: {t}. '{t}' does not match '^[^,/]*$'"
-            )));
-        }
+        let tag = item.tag.map(|t| t.0);
         let request = match (port_id, network_id) {
             (Some(port), _) => {
                 if out.iter().any(|r| r.port_id.as_ref() == Some(&port)) {
@@ -232,14 +249,9 @@ pub fn parse(mv: Mv, server: &Map<String, Value>, max_count: i64) -> ComputeResu
 }
 
 /// The `security_groups` of a create (names or ids), `default` when absent.
-pub fn parse_security_groups(server: &Map<String, Value>) -> ComputeResult<Vec<String>> {
-    let Some(value) = server.get("security_groups") else {
+pub fn parse_security_groups(groups: Option<Vec<SecurityGroupRef>>) -> ComputeResult<Vec<String>> {
+    let Some(items) = groups else {
         return Ok(vec!["default".into()]);
-    };
-    let Some(items) = value.as_array() else {
-        return Err(bad(format!(
-            "Invalid input for field/attribute security_groups. Value: {value}. {value} is not of type 'array'"
-        )));
     };
     if items.len() > MAX_SECURITY_GROUPS {
         return Err(bad(format!(
@@ -247,19 +259,14 @@ pub fn parse_security_groups(server: &Map<String, Value>) -> ComputeResult<Vec<S
         )));
     }
     let mut names: Vec<String> = Vec::new();
-    for item in items {
-        let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
-            bad(format!(
-                "Invalid input for field/attribute security_groups. Value: {item}. 'name' is a required property"
-            ))
-        })?;
+    for SecurityGroupRef { name } in items {
         if name.is_empty() || name.chars().count() > 255 {
             return Err(bad(format!(
                 "Invalid input for field/attribute name. Value: {name}. '{name}' is not a valid name"
             )));
         }
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     if names.is_empty() {
@@ -823,13 +830,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn server(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    use crate::compute::request::refused;
+    use serde_json::Value;
+
+    /// `networks` (under `server`, as a create reads it) and the parse.
+    fn p(mv: u16, v: Value, max: i64) -> ComputeResult<Requested> {
+        #[derive(serde::Deserialize)]
+        struct Server {
+            #[serde(default, deserialize_with = "present")]
+            networks: Option<NetworksArg>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            server: Server,
+        }
+        let body: Body =
+            crate::compute::request::body(json!({"server": v}).to_string().as_bytes())?;
+        parse(Mv(mv), body.server.networks, max)
     }
 
     #[test]
     fn networks_forms_follow_novas_schemas() {
-        let p = |mv: u16, v: Value, max: i64| parse(Mv(mv), &server(v), max);
         assert_eq!(p(36, json!({}), 1).ok(), Some(Requested::Absent));
         assert!(p(37, json!({}), 1).is_err());
         assert_eq!(
@@ -849,7 +870,7 @@ mod tests {
         let net = "4f1c1fd5-7a57-4d4f-9f4a-0c1b2c3d4e5f";
         let Ok(Requested::List(list)) = p(
             37,
-            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}, {"port": net}]}),
+            json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0.5"}, {"port": net}, {"uuid": net, "port": null}]}),
             1,
         ) else {
             panic!("a list");
@@ -857,6 +878,7 @@ mod tests {
         assert_eq!(list[0].network_id.as_deref(), Some(net));
         assert_eq!(list[0].fixed_ip.as_deref(), Some("10.0.0.5"));
         assert_eq!(list[1].port_id.as_deref(), Some(net));
+        assert_eq!(list[2].network_id.as_deref(), Some(net));
         for bad in [
             json!({"networks": [{"uuid": "x"}]}),
             json!({"networks": [{"uuid": net, "fixed_ip": "10.0.0"}]}),
@@ -866,12 +888,16 @@ mod tests {
             json!({"networks": [{"fixed_ip": "10.0.0.5"}]}),
             json!({"networks": [{"uuid": net, "tag": "a"}]}),
             json!({"networks": [{"uuid": net, "other": 1}]}),
+            json!({"networks": [3]}),
+            json!({"networks": {"uuid": net}}),
+            json!({"networks": null}),
             json!({"networks": vec![json!({"uuid": net}); 17]}),
         ] {
             assert!(p(37, bad.clone(), 1).is_err(), "{bad}");
         }
         assert!(p(36, json!({"networks": [{"uuid": "x"}]}), 1).is_err());
         assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a"}]}), 1).is_ok());
+        assert!(p(32, json!({"networks": [{"uuid": net, "tag": "a"}]}), 1).is_ok());
         assert!(p(42, json!({"networks": [{"uuid": net, "tag": "a/b"}]}), 1).is_err());
         assert!(p(37, json!({"networks": [{"port": net}]}), 2).is_err());
         assert!(
@@ -883,22 +909,56 @@ mod tests {
             .is_err()
         );
         assert!(p(37, json!({"networks": [{"uuid": net}]}), 2).is_ok());
+        // Nova's wording, the member named without its list index.
+        assert_eq!(
+            refused(p(37, json!({}), 1)),
+            "Invalid input for field/attribute server. 'networks' is a required property"
+        );
+        assert_eq!(
+            refused(p(37, json!({"networks": [{"uuid": net, "other": 1}]}), 1)),
+            "Invalid input for field/attribute networks. Additional properties are not allowed ('other' was unexpected)"
+        );
+        assert_eq!(
+            refused(p(37, json!({"networks": [{"uuid": net, "tag": "a"}]}), 1)),
+            "Invalid input for field/attribute networks. Additional properties are not allowed ('tag' was unexpected)"
+        );
+        assert_eq!(
+            refused(p(37, json!({"networks": [{"port": "x"}]}), 1)),
+            "Invalid input for field/attribute port. Value: \"x\". \"x\" is not a 'uuid'"
+        );
+        assert_eq!(
+            refused(p(37, json!({"networks": [{"uuid": "x"}]}), 1)),
+            "Invalid input for field/attribute uuid. Value: x. 'x' is not a 'uuid'"
+        );
+        assert_eq!(
+            refused(p(36, json!({"networks": [{"uuid": "x"}]}), 1)),
+            "Bad networks format: network uuid is not in proper format (x)"
+        );
     }
 
     #[test]
     fn security_groups_default_and_dedup() {
+        #[derive(serde::Deserialize)]
+        struct Server {
+            #[serde(default)]
+            security_groups: Option<Vec<SecurityGroupRef>>,
+        }
+        let groups = |v: Value| -> ComputeResult<Vec<String>> {
+            let server: Server =
+                crate::compute::request::action_arg("server", json!({ "security_groups": v }))?;
+            parse_security_groups(server.security_groups)
+        };
+        assert_eq!(groups(Value::Null).ok(), Some(vec!["default".to_string()]));
         assert_eq!(
-            parse_security_groups(&server(json!({}))).ok(),
-            Some(vec!["default".to_string()])
-        );
-        assert_eq!(
-            parse_security_groups(&server(
-                json!({"security_groups": [{"name": "a"}, {"name": "a"}, {"name": "b"}]})
-            ))
-            .ok(),
+            groups(json!([{"name": "a"}, {"name": "a"}, {"name": "b"}])).ok(),
             Some(vec!["a".to_string(), "b".to_string()])
         );
-        assert!(parse_security_groups(&server(json!({"security_groups": [{}]}))).is_err());
+        assert_eq!(
+            refused(groups(json!([{}]))),
+            "Invalid input for field/attribute security_groups. 'name' is a required property"
+        );
+        assert!(groups(json!([{"name": "a", "x": 1}])).is_err());
+        assert!(groups(json!([{"name": ""}])).is_err());
     }
 
     #[test]
