@@ -41,6 +41,13 @@ pass() { passed=$((passed + 1)); echo "PASS $1"; }
 fail() {
     failed=$((failed + 1)); echo "FAIL $1"
     if [ -s "$out" ]; then sed -e '/^\r\?$/d' -e 's/^/    | /' "$out" | tail -n 20; fi
+    # A lab that has ended (its host panicked or stopped: tests/lab/lab says which) runs no
+    # more checks: end the suite now rather than let each remaining check wait out its bound
+    # (the cleanup prints the lab's output and its marker, on which scripts/test reruns)
+    if [ -n "$lab_pid" ] && ! kill -0 "$lab_pid" 2>/dev/null; then
+        echo "# the lab has ended: the remaining checks are not run"
+        finish
+    fi
 }
 # check NAME CMD...: the command must exit 0; its output is kept in $out.
 check() {
