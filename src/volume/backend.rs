@@ -75,28 +75,17 @@ impl Backend {
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
     }
 
-    /// A blank volume: a sparse file of `size_gb` GiB.
-    pub fn create_blank(&self, id: &str, size_gb: u64) -> std::io::Result<()> {
-        let dest = self.volume_path(id);
-        let partial = Self::partial(&dest);
-        let result = (|| {
-            let file = File::create(&partial)?;
-            file.set_len(size_gb.saturating_mul(GIB))?;
-            file.sync_all()?;
-            std::fs::rename(&partial, &dest)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
-    }
-
-    /// A volume (or snapshot, `dest`) holding the bytes of `src`, grown to
-    /// `size_gb` GiB.
-    pub fn create_copy(&self, src: &Path, dest: &Path, size_gb: u64) -> std::io::Result<()> {
+    /// Builds `dest` through its `.partial` name: `fill` writes the data
+    /// there, then the file is grown to `size_gb` GiB (never shrunk), synced
+    /// and renamed; on failure the partial file goes.
+    fn staged(
+        dest: &Path,
+        size_gb: u64,
+        fill: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let partial = Self::partial(dest);
         let result = (|| {
-            clone_file(src, &partial)?;
+            fill(&partial)?;
             let file = std::fs::OpenOptions::new().write(true).open(&partial)?;
             let want = size_gb.saturating_mul(GIB);
             if file.metadata()?.len() < want {
@@ -111,34 +100,38 @@ impl Backend {
         result
     }
 
+    /// A blank volume: a sparse file of `size_gb` GiB.
+    pub fn create_blank(&self, id: &str, size_gb: u64) -> std::io::Result<()> {
+        Self::staged(&self.volume_path(id), size_gb, |partial| {
+            File::create(partial).map(drop)
+        })
+    }
+
+    /// A volume (or snapshot, `dest`) holding the bytes of `src`, grown to
+    /// `size_gb` GiB.
+    pub fn create_copy(&self, src: &Path, dest: &Path, size_gb: u64) -> std::io::Result<()> {
+        Self::staged(dest, size_gb, |partial| clone_file(src, partial))
+    }
+
     /// Makes `dest` from the qcow2 image `src`, converted by the image
     /// module's reader (only data clusters are written: the file stays
     /// sparse), grown to `size_gb` GiB; as [`Backend::create_copy`], through
-    /// a `.partial` name.
+    /// a `.partial` name. A disk larger than the volume is refused.
     pub fn create_from_qcow2(&self, src: &Path, dest: &Path, size_gb: u64) -> std::io::Result<()> {
-        let partial = Self::partial(dest);
-        let result = (|| {
-            crate::image::qcow2::convert_file(src, &partial).map_err(|e| match e {
+        Self::staged(dest, size_gb, |partial| {
+            crate::image::qcow2::convert_file(src, partial).map_err(|e| match e {
                 crate::image::qcow2::Qcow2Error::Io(e) => e,
                 e => std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })?;
-            let file = std::fs::OpenOptions::new().write(true).open(&partial)?;
-            let want = size_gb.saturating_mul(GIB);
-            let len = file.metadata()?.len();
-            if len > want {
+            let len = std::fs::metadata(partial)?.len();
+            if len > size_gb.saturating_mul(GIB) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!("the qcow2 image's disk ({len} bytes) is larger than the volume"),
                 ));
             }
-            file.set_len(want)?;
-            file.sync_all()?;
-            std::fs::rename(&partial, dest)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
+            Ok(())
+        })
     }
 
     /// Grows a volume's file to `size_gb` GiB (never shrinks).

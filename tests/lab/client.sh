@@ -312,12 +312,13 @@ EOF
         "d['status']=='active' and '$kernel_id' in json.dumps(d) and '$ramdisk_id' in json.dumps(d)"
 }
 
-# upload_tiny_on_debian: image tiny-on-debian, tiny-root.img booting Debian's stock kernel (the
-# lab's own vmlinuz, uploaded as aki debian-generic-kernel; acpiphp is built in, so PCI devices
-# hot-added through compute appear in the guest), with tiny's initramfs. After upload_tiny_images.
+# upload_tiny_on_debian [KERNEL]: image tiny-on-debian, tiny-root.img booting Debian's stock
+# kernel (KERNEL, by default the lab's own vmlinuz, uploaded as aki debian-generic-kernel; acpiphp
+# is built in, so PCI devices hot-added through compute appear in the guest), with tiny's
+# initramfs. After upload_tiny_images.
 upload_tiny_on_debian() {
-    local debian_kernel
-    debian_kernel=$("$here/lab" build 2>/dev/null | tail -n1)/vmlinuz
+    local debian_kernel=${1:-}
+    [ -n "$debian_kernel" ] || debian_kernel=$("$here/lab" build 2>/dev/null | tail -n1)/vmlinuz
     if [ ! -f "$debian_kernel" ]; then fail "the lab's Debian kernel ($debian_kernel)"; finish; fi
     check "image create Debian's stock kernel (the lab's own vmlinuz, aki)" openstack image create \
         --disk-format aki --container-format aki --file "$debian_kernel" debian-generic-kernel -f json

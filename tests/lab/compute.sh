@@ -134,12 +134,7 @@ else fail "server create --image snap vm2"; vm2=""; fi
 lab_alive
 vm3=""
 if [ -n "$debian_kernel" ]; then
-    check "image create Debian's stock kernel (the lab's own vmlinuz, aki)" openstack image create \
-        --disk-format aki --container-format aki --file "$debian_kernel" debian-generic-kernel -f json
-    deb_kernel_id=$(json 'd["id"]' 2>/dev/null)
-    check "image create tiny-root.img booting Debian's kernel" openstack image create --disk-format raw \
-        --container-format bare --file "$disk" --property "kernel_id=$deb_kernel_id" \
-        --property "ramdisk_id=$ramdisk_id" --property os_command_line=console=ttyS0 tiny-on-debian -f json
+    upload_tiny_on_debian "$debian_kernel"
     t0=$(now)
     if openstack server create --image tiny-on-debian --flavor m1.nano --nic none vm3 -f json >"$out" 2>&1; then
         vm3=$(json 'd["id"]' 2>/dev/null)
