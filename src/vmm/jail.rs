@@ -812,20 +812,39 @@ struct Exec<'a> {
     envp: *const *const libc::c_char,
 }
 
+/// The stack the child of [`clone_and_exec`] runs on until its execve: it
+/// shares serve's memory (`CLONE_VM`), so it cannot use the stack of the
+/// thread that cloned it. The child only calls a handful of system call
+/// wrappers; 64 KiB is far more than they use.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
 /// One clone3 of [`spawn_vmm`]: the child execs `child`, the parent gets the
 /// child's pid and pidfd.
+///
+/// The child shares this address space until its execve (`CLONE_VM |
+/// CLONE_VFORK`, as `posix_spawn` does) instead of getting a copy of it: a
+/// copy (fork) costs a copy of serve's page tables for every VMM and then a
+/// copy-on-write fault for every page serve writes afterwards, 500–700
+/// minor faults per VMM in a launch burst (docs/performance.md). The calling
+/// thread waits until the child has exec'd or exited; other threads go on.
+/// Every signal is blocked across the clone, so no handler of serve's ever
+/// runs on the child's stack; the child puts every handled signal back to
+/// its default before it unblocks them (what `posix_spawn` does).
 fn clone_and_exec(
     child: &Exec<'_>,
     new_pid_namespace: bool,
     cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<(i32, OwnedFd)> {
-    let mut flags = libc::CLONE_PIDFD as u64;
+    let mut flags = (libc::CLONE_PIDFD | libc::CLONE_VM | libc::CLONE_VFORK) as u64;
     if new_pid_namespace {
         flags |= libc::CLONE_NEWPID as u64;
     }
     if cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
     }
+    // u128 elements: the stack's base, and so its top, is 16-byte aligned,
+    // as the x86-64 ABI wants at a call.
+    let mut stack = vec![0u128; CHILD_STACK_BYTES / std::mem::size_of::<u128>()];
     let mut pidfd: libc::c_int = -1;
     let mut args = libc::clone_args {
         flags,
@@ -833,35 +852,107 @@ fn clone_and_exec(
         child_tid: 0,
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
+        stack: stack.as_mut_ptr() as u64,
+        stack_size: (stack.len() * std::mem::size_of::<u128>()) as u64,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
         cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
-    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this address
-    // space and runs on (its copy of) this stack, like fork. `args` is a valid
-    // clone_args of the size passed; the cgroup descriptor is open (borrowed).
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask only
+    // write into the sets given.
+    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    // SAFETY: `args` is a valid clone_args whose stack is `stack`, alive and
+    // unused until this returns: with CLONE_VFORK the call returns in the
+    // parent only once the child has exec'd (or exited), so nothing of the
+    // child runs on it afterwards. `child` outlives the call for the same
+    // reason; vfork_child only calls async-signal-safe functions on it.
     let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
+        clone3_on_stack(
+            &mut args,
+            vfork_child,
+            child as *const Exec<'_> as *const libc::c_void,
         )
     };
-    if pid == 0 {
-        // SAFETY: the child: only async-signal-safe calls on memory prepared
-        // by spawn_vmm, then execve or _exit; it never returns into Rust code.
-        unsafe { exec_child(child.fds, child.exe, child.argv, child.envp) }
-    }
-    let pid = check(pid)? as i32;
+    // SAFETY: restores this thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    drop(stack);
+    let pid = pid? as i32;
     // SAFETY: the kernel stored a fresh pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok((pid, pidfd))
 }
 
-/// The child side of [`spawn_vmm`].
+/// clone3 whose child starts on the stack `args` names and calls
+/// `entry(arg)`, which never returns; in the parent the child's pid, or the
+/// error clone3 returned.
+///
+/// # Safety
+/// `args` must be a valid clone_args with a stack (lowest address and size,
+/// the top 16-byte aligned) that nothing else uses while the child runs on
+/// it; with `CLONE_VM` the child shares this address space, so `entry` may
+/// only call async-signal-safe functions and must end in execve or _exit.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: &mut libc::clone_args,
+    entry: unsafe extern "C" fn(*const libc::c_void) -> !,
+    arg: *const libc::c_void,
+) -> io::Result<libc::c_long> {
+    let ret: libc::c_long;
+    // SAFETY: the raw clone3 system call (the caller vouches for `args`).
+    // In the parent it returns like any syscall (rcx and r11 clobbered). The
+    // child resumes after the same instruction with the registers copied
+    // and rsp at the top of its own stack: it never returns from this
+    // function (its stack holds no frame to return to), it calls `entry`
+    // with the argument kept in r12, and `entry` never returns (ud2 traps if
+    // it ever did). The child's frame pointer is cleared so no unwinder walks
+    // into the parent's stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut libc::clone_args,
+            in("rsi") std::mem::size_of::<libc::clone_args>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret as i32));
+    }
+    Ok(ret)
+}
+
+/// The child of [`clone_and_exec`], on its own stack in serve's memory.
+///
+/// # Safety
+/// `arg` points to the parent's [`Exec`], alive while the parent is
+/// suspended (`CLONE_VFORK`).
+unsafe extern "C" fn vfork_child(arg: *const libc::c_void) -> ! {
+    // SAFETY: the caller's guarantee.
+    let child = unsafe { &*(arg as *const Exec<'_>) };
+    // SAFETY: only async-signal-safe calls on memory prepared by spawn_vmm,
+    // then execve or _exit; it never returns into Rust code.
+    unsafe { exec_child(child.fds, child.exe, child.argv, child.envp) }
+}
+
+/// The child side of [`spawn_vmm`]: every signal is blocked on entry.
 ///
 /// # Safety
 /// Only to be called in the child right after clone; all pointers must be
@@ -872,18 +963,35 @@ unsafe fn exec_child(
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 ) -> ! {
-    // SAFETY: dup2, sigprocmask, signal, execve and _exit are async-signal-safe
-    // system call wrappers; the caller guarantees the pointers.
+    // SAFETY: dup2, sigaction, sigprocmask, execve and _exit are
+    // async-signal-safe system call wrappers; the caller guarantees the
+    // pointers. Without CLONE_SIGHAND the child's handler table is its own
+    // copy, so resetting it leaves serve's handlers alone.
     unsafe {
         for (target, fd) in fds.iter().enumerate() {
             if libc::dup2(*fd, target as RawFd) < 0 {
                 libc::_exit(127);
             }
         }
+        // A handler of serve's must not run here (it would run on serve's
+        // memory from this stack): every handled signal back to its default
+        // while all are blocked; ignored ones stay ignored (execve keeps
+        // them), except SIGPIPE, which the VMM expects at its default.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                continue;
+            }
+            let ignored = current.sa_sigaction == libc::SIG_IGN && signal != libc::SIGPIPE;
+            if current.sa_sigaction != libc::SIG_DFL && !ignored {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::execve(exe, argv, envp);
         libc::_exit(127)
     }
@@ -1033,6 +1141,124 @@ mod tests {
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or("")
             .to_string()
+    }
+
+    /// Runs `/bin/sh -c script` through spawn_vmm with stdout on a pipe:
+    /// its output and exit status (None when there is no /bin/sh).
+    fn spawn_shell(script: &str) -> Option<(String, i32)> {
+        if !Path::new("/bin/sh").exists() {
+            return None;
+        }
+        let mut ends = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into `ends`.
+        let rc = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0);
+        // SAFETY: both are fresh descriptors owned by nothing else.
+        let (read, write) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        let null: OwnedFd = std::fs::File::open("/dev/null").expect("/dev/null").into();
+        let child = spawn_vmm(
+            Path::new("/bin/sh"),
+            &[
+                "-c".as_ref(),
+                script.as_ref(),
+                "first one".as_ref(),
+                "second".as_ref(),
+            ],
+            &null,
+            &write,
+            &write,
+            false,
+            None,
+        )
+        .expect("spawn sh");
+        drop(write);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).expect("read");
+        let mut status = 0;
+        // SAFETY: waitpid on the child this test started.
+        let reaped = unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        assert_eq!(reaped, child.pid);
+        assert!(libc::WIFEXITED(status), "sh did not exit: {status:#x}");
+        Some((out, libc::WEXITSTATUS(status)))
+    }
+
+    /// The child shares serve's memory until its execve: what it runs must
+    /// be exactly what was asked, with the descriptors given, no signal
+    /// blocked, SIGPIPE at its default (Rust ignores it in serve), and the
+    /// caller's own signal mask unchanged afterwards.
+    #[test]
+    fn spawn_runs_the_program_with_its_arguments_descriptors_and_signals() {
+        // SAFETY: sigset_t is plain data; the calls only touch these sets.
+        let blocked_before = unsafe {
+            let mut usr1: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut usr1);
+            libc::sigaddset(&mut usr1, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, std::ptr::null_mut());
+            usr1
+        };
+        let Some((out, status)) =
+            spawn_shell("echo \"args=$0,$1\"; grep -E '^Sig(Blk|Ign)' /proc/self/status; exit 7")
+        else {
+            eprintln!("SKIPPED: needs /bin/sh");
+            return;
+        };
+        // SAFETY: reads this thread's mask into `now`, then unblocks SIGUSR1.
+        let still_blocked = unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut now);
+            let usr1 = libc::sigismember(&now, libc::SIGUSR1) == 1;
+            let other = libc::sigismember(&now, libc::SIGUSR2) == 1;
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked_before, std::ptr::null_mut());
+            (usr1, other)
+        };
+        assert_eq!(status, 7, "{out}");
+        assert!(out.contains("args=first one,second"), "{out}");
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex"))
+                .expect("field")
+        };
+        assert_eq!(
+            field("SigBlk:"),
+            0,
+            "the child started with signals blocked: {out}"
+        );
+        let sigpipe_bit = 1u64 << (libc::SIGPIPE - 1);
+        assert_eq!(
+            field("SigIgn:") & sigpipe_bit,
+            0,
+            "SIGPIPE ignored in the child: {out}"
+        );
+        assert_eq!(
+            still_blocked,
+            (true, false),
+            "the caller's signal mask changed"
+        );
+    }
+
+    /// A program that cannot be executed: the child exits 127 and serve's
+    /// side goes on (its thread is not left suspended).
+    #[test]
+    fn spawn_of_a_missing_program_exits_127() {
+        let null: OwnedFd = std::fs::File::open("/dev/null").expect("/dev/null").into();
+        let child = spawn_vmm(
+            Path::new("/nonexistent/yunhe-jail-test"),
+            &[],
+            &null,
+            &null,
+            &null,
+            false,
+            None,
+        )
+        .expect("clone itself works");
+        let mut status = 0;
+        // SAFETY: waitpid on the child this test started.
+        let reaped = unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        assert_eq!(reaped, child.pid);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(libc::WEXITSTATUS(status), 127);
     }
 
     /// CLONE_INTO_CGROUP itself: needs any cgroup v2 mount, with or without
