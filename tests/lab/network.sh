@@ -12,7 +12,8 @@
 #     the address a first-project guest holds, reaches the outside, and not the first project;
 #   - a floating IP on one guest: the lab host's ping is dropped until a rule allows ICMP from
 #     anywhere, then answered (DNAT in the router, the security group in nftables); the same for
-#     the guest's ssh banner and TCP 22; a kill -9 of serve during a ping loses no packet;
+#     the guest's ssh banner and TCP 22, then a login over ssh with the server's key pair (and
+#     not with another key); a kill -9 of serve during a ping loses no packet;
 #   - a third guest (Debian's stock kernel + tiny): a port on another network hot-added through
 #     `server add network` appears as eth1 with its DHCP address, and leaves on `server remove
 #     network`;
@@ -37,6 +38,21 @@ B_FIP=30        # a rule allowing ICMP to the floating IP answered
 lab_start --dataplane --force-config-drive false --disk-allocation-ratio 8 --min-free-space 64M
 lab_login
 upload_tiny_images
+
+# the ssh client the lab host logs in with: Debian's dbclient (dropbear) and its libraries, run by
+# their own loader from the /out share, and two ed25519 keys: the key pair's and one nova never saw
+if ! command -v dropbearkey >/dev/null || ! command -v dbclient >/dev/null; then
+    (RECIPE=lab-network; . "$root/image-recipes/lib.sh"; need_pkgs dropbear-bin) >"$out" 2>&1 || fail "install dropbear-bin"
+fi
+mkdir -p "$share/ssh"
+rm -f "$share/ssh/key" "$share/ssh/other"
+dropbearkey -t ed25519 -f "$share/ssh/key" 2>/dev/null | grep '^ssh-ed25519 ' >"$work/key.pub"
+dropbearkey -t ed25519 -f "$share/ssh/other" >/dev/null 2>&1
+cp "$(command -v dbclient)" "$share/ssh/"
+ldd "$(command -v dbclient)" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u |
+    while read -r lib; do cp -L "$lib" "$share/ssh/"; done
+check "keypair create --public-key labkey (an ed25519 key made with dropbearkey)" \
+    openstack keypair create --public-key "$work/key.pub" labkey -f json
 
 # --- the networks ----------------------------------------------------------------------------
 lab_alive
@@ -85,9 +101,9 @@ EOF
 user_data 10.10.0.12 10.10.0.11 >"$work/ud-a"
 user_data 10.10.0.11 10.10.0.12 >"$work/ud-b"
 lab_alive
-check "server create vma (net1 at 10.10.0.11, lab-sg, no config drive)" openstack server create \
+check "server create vma (net1 at 10.10.0.11, lab-sg, key labkey, no config drive)" openstack server create \
     --image yunhe-tiny --flavor m1.nano --nic "net-id=$net1,v4-fixed-ip=10.10.0.11" \
-    --security-group lab-sg --user-data "$work/ud-a" vma -f json
+    --security-group lab-sg --key-name labkey --user-data "$work/ud-a" vma -f json
 vma=$(json 'd["id"]' 2>/dev/null)
 check "server create vmb (net1 at 10.10.0.12, lab-sg, no config drive)" openstack server create \
     --image yunhe-tiny --flavor m1.nano --nic "net-id=$net1,v4-fixed-ip=10.10.0.12" \
@@ -188,6 +204,18 @@ else
     tail -n 15 "$work/console" | sed 's/^/    | /'
     labsh 30 'for ns in /run/netns/yunhe*; do echo "== $ns"; nsenter --net="$ns" cat /proc/net/nf_conntrack 2>&1 | grep "dport=22 " | head -n 10; done' 2>&1 | sed 's/^/    | /'
 fi
+# a login over ssh through the floating IP: the key pair's key is let in (the key came to the guest
+# from the metadata service), another key is not
+ssh_vma() {
+    labsh 45 "HOME=/tmp DROPBEAR_PASSWORD=not-the-password timeout 40 /out/ssh/ld-linux-x86-64.so.2 --library-path /out/ssh /out/ssh/dbclient -y -y -i /out/ssh/$1 root@$fip 'echo ssh-login-\$(id -u)-\$(hostname)' </dev/null"
+}
+t0=$(now)
+if ssh_vma key >"$out" 2>&1 && grep -q "^ssh-login-0-vma$" "$out"; then
+    pass "the lab host logs in on vma over ssh through $fip with the key pair labkey (root, host name vma; $(dt "$t0" "$(now)") s)"
+else fail "the lab host logs in on vma over ssh through $fip with the key pair labkey"; fi
+if ssh_vma other >"$out" 2>&1 || grep -q "ssh-login" "$out"; then
+    fail "a key that is not the server's key pair is refused"
+else pass "a key that is not the server's key pair is refused"; fi
 # kill -9 of serve while the lab host pings the floating IP: the dataplane is the kernel's, the
 # guest's VMM outlives serve, and the restarted serve's first pass changes nothing that carries it
 if labsh 120 "ping -c 10 -W 1 $fip >/tmp/fip-ping.out 2>&1 & p=\$!; sleep 2; kill9_and_restart_serve; wait \$p; grep 'packets transmitted' /tmp/fip-ping.out" >"$out" 2>&1 \
