@@ -976,6 +976,96 @@ fn echo_guest_ejects_a_hot_added_disk() {
     }
 }
 
+/// A guest reboot (reset) keeps the bus as it was, as a PC's reboot does: a disk hot-added
+/// before it is there again afterwards, built from the descriptor its hot-add handed over
+/// (its image is unlinked before the reboot, so opening it by path could not work), and a
+/// boot disk removed before it stays removed; a second reboot after removing the hot-added
+/// disk leaves none.
+#[test]
+fn a_guest_reboot_keeps_hot_added_disks_and_not_removed_ones() {
+    if !kvm_usable() {
+        return;
+    }
+    let sock = tmp("rb.sock");
+    let spec = tmp("rb-spec.json");
+    let boot_img = tmp("rb-boot.img");
+    let hot_img = tmp("rb-hot.img");
+    let elf = tmp("rb-echo.elf");
+    let out = Command::new(YUNHE)
+        .args(["vm", "guest", "echo", "-o"])
+        .arg(&elf)
+        .output()
+        .expect("yunhe vm guest echo");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&boot_img, vec![0u8; 1 << 20]).expect("image");
+    std::fs::write(&hot_img, vec![0u8; 1 << 20]).expect("image");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "vm": {"boot": {"type": "kernel", "path": elf}, "memory_mib": 32,
+                   "disks": [{"path": boot_img}]},
+            "control_socket": sock,
+        })
+        .to_string(),
+    )
+    .expect("spec");
+    let mut child = KillOnDrop(
+        Command::new(YUNHE)
+            .args(["vmm", "--spec"])
+            .arg(&spec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_running(&sock);
+    let devices = |sock: &Path| -> Vec<String> {
+        let mut names: Vec<String> = request(sock, "stats")["stats"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let reboot = |sock: &Path, boots: u64| {
+        assert_eq!(request(sock, "reset")["ok"], true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while request(sock, "status")["boots"].as_u64() != Some(boots)
+            || request(sock, "status")["state"] != "running"
+        {
+            assert!(Instant::now() < deadline, "no reboot #{boots}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(devices(&sock), ["disk0"]);
+    let (ok, out) = ctl(
+        &sock,
+        &["add-disk", hot_img.to_str().expect("path"), "--id", "vol1"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&sock, &["remove", "disk0", "--timeout", "20"]);
+    assert!(ok, "the echo guest did not eject the boot disk: {out}");
+    assert_eq!(devices(&sock), ["vol1"]);
+    std::fs::remove_file(&hot_img).expect("unlink the hot-added image");
+
+    reboot(&sock, 2);
+    assert_eq!(devices(&sock), ["vol1"], "after the first reboot");
+    let (ok, out) = ctl(&sock, &["remove", "vol1", "--timeout", "20"]);
+    assert!(ok, "the rebooted guest did not eject vol1: {out}");
+    assert!(devices(&sock).is_empty());
+
+    reboot(&sock, 3);
+    assert!(devices(&sock).is_empty(), "after the second reboot");
+    assert_eq!(request(&sock, "stop")["ok"], true);
+    assert!(child.0.wait().expect("wait").success());
+    for f in [&spec, &boot_img, &elf] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
 /// An ext4 image (a filesystem on the whole disk, as disk boot reads one) holding the probe
 /// as `/boot/probe.elf` and one BLS entry per `(name, version, options)`.
 fn bls_disk(dir: &Path, entries: &[(&str, &str, &str)]) -> Vec<u8> {

@@ -5,8 +5,10 @@
 //! that started it; a restarted control plane re-attaches by connecting to the
 //! socket again.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -359,6 +361,9 @@ struct Shared {
     after_reply: Mutex<Option<VmEvent>>,
     /// Console clients connected now (at most [`MAX_CONSOLE_CLIENTS`]).
     console_clients: AtomicUsize,
+    /// A duplicate of each hot-added device's descriptor, by the device's name, open until
+    /// the device is removed: a guest reboot builds the device again from it.
+    hot_added: Mutex<HashMap<String, OwnedFd>>,
 }
 
 /// A console client's place among the [`MAX_CONSOLE_CLIENTS`]; freed on drop.
@@ -506,6 +511,10 @@ fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Opti
                     "add_disk: the image's descriptor must come with the request",
                 ));
             };
+            let kept = match fd.try_clone() {
+                Ok(k) => k,
+                Err(e) => return Some(error(format!("add_disk: {e}"))),
+            };
             match vm.add_disk(super::hotplug::DiskRequest {
                 file: std::fs::File::from(fd),
                 read_only,
@@ -513,7 +522,10 @@ fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Opti
                 id,
                 path,
             }) {
-                Ok(a) => device_reply(a),
+                Ok(a) => {
+                    lock(&shared.hot_added).insert(a.id.clone(), kept);
+                    device_reply(a)
+                }
                 Err(e) => hotplug_error(e),
             }
         }
@@ -523,13 +535,20 @@ fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Opti
                     "add_net: the tap's descriptor must come with the request",
                 ));
             };
+            let kept = match fd.try_clone() {
+                Ok(k) => k,
+                Err(e) => return Some(error(format!("add_net: {e}"))),
+            };
             match vm.add_net(super::hotplug::NetRequest {
                 tap_fd: fd,
                 tap,
                 mac,
                 id,
             }) {
-                Ok(a) => device_reply(a),
+                Ok(a) => {
+                    lock(&shared.hot_added).insert(a.id.clone(), kept);
+                    device_reply(a)
+                }
                 Err(e) => hotplug_error(e),
             }
         }
@@ -546,11 +565,14 @@ fn handle(shared: &Shared, line: &str, fd: Option<std::os::fd::OwnedFd>) -> Opti
                 }
             };
             match vm.remove_device(&id, timeout) {
-                Ok(slot) => ok(Reply::Device(DeviceReply {
-                    id,
-                    slot,
-                    mac: None,
-                })),
+                Ok(slot) => {
+                    lock(&shared.hot_added).remove(&id);
+                    ok(Reply::Device(DeviceReply {
+                        id,
+                        slot,
+                        mac: None,
+                    }))
+                }
                 Err(e) => hotplug_error(e),
             }
         }
@@ -731,6 +753,28 @@ fn boot_config(config: &VmConfig) -> VmConfig {
     c
 }
 
+/// Each descriptor `config` hands over, by the name its device gets when `config` is built:
+/// the name in `placement` (a restore: the saved bus, disks then network cards), else the
+/// device's id, else the factory's `disk<N>` / `net<N>`.
+fn descriptors_by_name(
+    config: &VmConfig,
+    placement: Option<&[(String, u8)]>,
+) -> HashMap<String, RawFd> {
+    let saved_name = |k: usize| placement.and_then(|p| p.get(k)).map(|(n, _)| n.clone());
+    let disks = config.disks.iter().enumerate().map(|(i, d)| {
+        let name = (d.id.clone()).unwrap_or_else(|| format!("disk{i}"));
+        (saved_name(i).unwrap_or(name), d.fd)
+    });
+    let nets = config.nets.iter().enumerate().map(|(i, n)| {
+        let name = (n.id.clone()).unwrap_or_else(|| format!("net{i}"));
+        (saved_name(config.disks.len() + i).unwrap_or(name), n.fd)
+    });
+    disks
+        .chain(nets)
+        .filter_map(|(name, fd)| fd.map(|fd| (name, fd)))
+        .collect()
+}
+
 fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
     let text = std::fs::read_to_string(spec_path)
         .map_err(|e| ControlError::SpecRead(spec_path.display().to_string(), e))?;
@@ -803,6 +847,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
         ending: AtomicBool::new(false),
         after_reply: Mutex::new(None),
         console_clients: AtomicUsize::new(0),
+        hot_added: Mutex::new(HashMap::new()),
     });
     {
         let shared = shared.clone();
@@ -821,6 +866,16 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
             })
             .map_err(|e| ControlError::Listen("control thread".into(), e))?;
     }
+    // The descriptors the spec handed over, by the name each device gets on the first boot:
+    // a reboot builds the devices still on the bus from them (and the hot-added ones from
+    // `Shared::hot_added`).
+    let handed_over_by_name = descriptors_by_name(
+        &config,
+        restore.as_ref().map(|(_, st)| st.placement.as_slice()),
+    );
+    // What the next boot builds: the spec (or the saved state) first, then after each reset
+    // the devices as the bus had them (a guest reboot keeps hot-added devices, as on a PC).
+    let mut next_boot = config.clone();
     let code = loop {
         // Only the first boot resumes the saved state; a reboot starts afresh.
         let from = if *lock(&shared.boots) == 0 {
@@ -829,7 +884,7 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
             None
         };
         let vm = match Vm::new(
-            &boot_config(&config),
+            &boot_config(&next_boot),
             console.clone(),
             super::virtio_devices,
             start,
@@ -854,6 +909,11 @@ fn run(spec_path: &Path, start: Instant) -> Result<ExitCode, ControlError> {
                 break ExitCode::SUCCESS;
             }
             VmEvent::Reset => {
+                let mut descriptors = handed_over_by_name.clone();
+                for (name, fd) in lock(&shared.hot_added).iter() {
+                    descriptors.insert(name.clone(), fd.as_raw_fd());
+                }
+                next_boot = vm.reboot_config(&descriptors);
                 // The old guest's RAM goes before the next boot maps its own: both at once
                 // need twice the guest's memory, over the jail's memory.max (RAM + 64 MiB)
                 // once a guest has touched all of its RAM (docs/vmm.md, "Reset").

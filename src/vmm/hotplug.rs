@@ -5,8 +5,9 @@
 //! its `_EJ0` (the eject itself unplugs the device, on the vCPU that wrote it). `resize_disk`
 //! (no slot change) lets a disk take its grown image's size.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -183,6 +184,27 @@ impl RunningVm {
         config.rng = !rng.is_empty();
         order.extend(rng.into_iter().take(1));
         (config, order)
+    }
+
+    /// The configuration a reboot of this VM (a guest reset) builds its next boot from: the
+    /// devices on the bus now (hot-added ones included, removed ones left out), each under its
+    /// current name and with the descriptor `descriptors` holds for that name (the one its
+    /// boot or its hot-add handed over, kept open by the caller); a device without one is
+    /// opened by its path, as a restore does.
+    pub fn reboot_config(&self, descriptors: &HashMap<String, RawFd>) -> VmConfig {
+        let (mut config, order) = self.current_config(&lock(&self.pci));
+        let mut names = order.into_iter().map(|(name, _)| name);
+        for d in &mut config.disks {
+            let name = names.next();
+            d.fd = name.as_ref().and_then(|n| descriptors.get(n).copied());
+            d.id = name;
+        }
+        for n in &mut config.nets {
+            let name = names.next();
+            n.fd = name.as_ref().and_then(|n| descriptors.get(n).copied());
+            n.id = name;
+        }
+        config
     }
 
     fn unused_name(root: &PciRoot, prefix: &str) -> String {
