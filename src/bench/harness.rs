@@ -199,6 +199,19 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Of process `pid`'s resident set, the file-backed part (`RssFile`: serve's are the binary's
+/// pages) and the anonymous part (`RssAnon`), KiB.
+pub(crate) fn rss_file_anon_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("RssFile:")?, field("RssAnon:")?))
+}
+
 /// The median (the upper one of an even count; NaN when empty).
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));

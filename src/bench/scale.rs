@@ -24,7 +24,9 @@ use serde_json::json;
 
 use super::compute::{Api, clean_up};
 use super::control_plane::wrk;
-use super::harness::{BenchError, admin_token, rss_kib, self_exe, start_server_with};
+use super::harness::{
+    BenchError, admin_token, rss_file_anon_kib, rss_kib, self_exe, start_server_with,
+};
 
 /// Servers per burst.
 const BURST: usize = 100;
@@ -228,6 +230,7 @@ fn measure(
     std::thread::sleep(Duration::from_millis(300));
     let pid = server.child.id();
     let boot_rss = mib(rss_kib(pid));
+    let boot_split = rss_file_anon_kib(pid);
     let api = Api {
         token: admin_token(&server)?,
         server: &server,
@@ -284,6 +287,7 @@ fn measure(
     );
     std::thread::sleep(Duration::from_millis(500));
     let running_rss = mib(rss_kib(pid));
+    let running_split = rss_file_anon_kib(pid);
     delete_all(&api, &ids)?;
 
     // 100 concurrent single-server POSTs.
@@ -350,6 +354,7 @@ fn measure(
     }
     std::thread::sleep(Duration::from_millis(300));
     let login_rss = mib(rss_kib(pid));
+    let login_split = rss_file_anon_kib(pid);
     println!(
         "memory    serve's RSS with {BURST} servers running: {running_rss:.1} MiB; after 100 more password logins \
          (with {BURST} running): {login_rss:.1} MiB (goal <= 30 MiB; ratio to the goal {:.2})\n          \
@@ -357,6 +362,17 @@ fn measure(
         running_rss.max(login_rss) / 30.0,
         running_rss / boot_rss,
         login_rss / boot_rss
+    );
+    let split = |s: Option<(u64, u64)>| match s {
+        Some((file, anon)) => format!("{:.1} + {:.1}", file as f64 / 1024.0, anon as f64 / 1024.0),
+        None => "?".into(),
+    };
+    println!(
+        "          of which the binary's pages (RssFile) + anonymous (RssAnon), MiB: after bootstrap {}, \
+         with {BURST} servers {}, after the logins {}",
+        split(boot_split),
+        split(running_split),
+        split(login_split)
     );
 
     // Reads against /healthz of the same server.
