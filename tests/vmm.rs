@@ -805,6 +805,48 @@ fn ctl(sock: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The names of the devices on the VM's bus, as `stats` lists them.
+fn device_names(sock: &Path) -> Vec<String> {
+    request(sock, "stats")["stats"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Writes the built-in echo guest to `elf`.
+fn write_echo_guest(elf: &Path) {
+    let out = Command::new(YUNHE)
+        .args(["vm", "guest", "echo", "-o"])
+        .arg(elf)
+        .output()
+        .expect("yunhe vm guest echo");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `yunhe vmm` on a spec (written to `spec`) of `vm` with its control socket at `sock`,
+/// running once this returns.
+fn start_vmm(spec: &Path, sock: &Path, vm: serde_json::Value) -> KillOnDrop {
+    std::fs::write(
+        spec,
+        serde_json::json!({"vm": vm, "control_socket": sock}).to_string(),
+    )
+    .expect("spec");
+    let child = KillOnDrop(
+        Command::new(YUNHE)
+            .args(["vmm", "--spec"])
+            .arg(spec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_running(sock);
+    child
+}
+
 /// Hotplug over the control socket with the probe guest (which runs no ACPI, so it never
 /// ejects): a disk is added through `yunhe vm ctl add-disk` (its descriptor passed over the
 /// socket) into the next free slot, appears in `stats`, refuses a duplicate id, times out
@@ -844,12 +886,7 @@ fn hotplug_add_remove_and_save() {
     let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(reply["id"], "vol1");
     assert_eq!(reply["slot"], 2, "rng0 is in slot 1");
-    let names: Vec<String> = request(&sock, "stats")["stats"]["devices"]
-        .as_array()
-        .expect("devices")
-        .iter()
-        .map(|d| d["name"].as_str().unwrap_or("").to_string())
-        .collect();
+    let names = device_names(&sock);
     assert_eq!(names, ["rng0", "vol1"]);
     let (ok, out) = ctl(&sock, &["add-disk", img_s, "--ro", "--id", "vol1"]);
     assert!(!ok && out.contains("[duplicate_id]"), "{out}");
@@ -895,12 +932,7 @@ fn hotplug_add_remove_and_save() {
             .expect("spawn"),
     );
     wait_running(&sock);
-    let names: Vec<String> = request(&sock, "stats")["stats"]["devices"]
-        .as_array()
-        .expect("devices")
-        .iter()
-        .map(|d| d["name"].as_str().unwrap_or("").to_string())
-        .collect();
+    let names = device_names(&sock);
     assert_eq!(names, ["rng0", "vol1", "disk0"]);
     assert_eq!(request(&sock, "stop")["ok"], true);
     let _ = child.0.wait();
@@ -921,41 +953,14 @@ fn echo_guest_ejects_a_hot_added_disk() {
     let spec = tmp("ej-spec.json");
     let img = tmp("ej-disk.img");
     let elf = tmp("ej-echo.elf");
-    let out = Command::new(YUNHE)
-        .args(["vm", "guest", "echo", "-o"])
-        .arg(&elf)
-        .output()
-        .expect("yunhe vm guest echo");
-    assert!(out.status.success(), "{out:?}");
+    write_echo_guest(&elf);
     std::fs::write(&img, vec![0u8; 1 << 20]).expect("image");
-    std::fs::write(
+    let mut child = start_vmm(
         &spec,
-        serde_json::json!({
-            "vm": {"boot": {"type": "kernel", "path": elf}, "memory_mib": 32},
-            "control_socket": sock,
-        })
-        .to_string(),
-    )
-    .expect("spec");
-    let mut child = KillOnDrop(
-        Command::new(YUNHE)
-            .args(["vmm", "--spec"])
-            .arg(&spec)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn"),
+        &sock,
+        serde_json::json!({"boot": {"type": "kernel", "path": elf}, "memory_mib": 32}),
     );
-    wait_running(&sock);
-    let devices = |sock: &Path| -> Vec<String> {
-        request(sock, "stats")["stats"]["devices"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|d| d["name"].as_str().unwrap_or("").to_string())
-            .collect()
-    };
+    let devices = device_names;
     for round in 0..2 {
         let (ok, out) = ctl(
             &sock,
@@ -991,42 +996,17 @@ fn a_guest_reboot_keeps_hot_added_disks_and_not_removed_ones() {
     let boot_img = tmp("rb-boot.img");
     let hot_img = tmp("rb-hot.img");
     let elf = tmp("rb-echo.elf");
-    let out = Command::new(YUNHE)
-        .args(["vm", "guest", "echo", "-o"])
-        .arg(&elf)
-        .output()
-        .expect("yunhe vm guest echo");
-    assert!(out.status.success(), "{out:?}");
+    write_echo_guest(&elf);
     std::fs::write(&boot_img, vec![0u8; 1 << 20]).expect("image");
     std::fs::write(&hot_img, vec![0u8; 1 << 20]).expect("image");
-    std::fs::write(
+    let mut child = start_vmm(
         &spec,
-        serde_json::json!({
-            "vm": {"boot": {"type": "kernel", "path": elf}, "memory_mib": 32,
-                   "disks": [{"path": boot_img}]},
-            "control_socket": sock,
-        })
-        .to_string(),
-    )
-    .expect("spec");
-    let mut child = KillOnDrop(
-        Command::new(YUNHE)
-            .args(["vmm", "--spec"])
-            .arg(&spec)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn"),
+        &sock,
+        serde_json::json!({"boot": {"type": "kernel", "path": elf}, "memory_mib": 32,
+                           "disks": [{"path": boot_img}]}),
     );
-    wait_running(&sock);
     let devices = |sock: &Path| -> Vec<String> {
-        let mut names: Vec<String> = request(sock, "stats")["stats"]["devices"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|d| d["name"].as_str().unwrap_or("").to_string())
-            .collect();
+        let mut names = device_names(sock);
         names.sort();
         names
     };

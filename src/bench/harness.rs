@@ -190,26 +190,29 @@ pub(crate) fn request_bytes(
     Ok((status, head.to_string(), rest.to_string()))
 }
 
+/// The `NAME:` fields of process `pid`'s `/proc/<pid>/status`, each in KiB (None when the
+/// process is gone or a field is missing).
+fn status_kib<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut values = [0; N];
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    }
+    Some(values)
+}
+
 /// The resident set of process `pid`, KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status_kib(pid, ["VmRSS:"]).map(|[rss]| rss)
 }
 
 /// Of process `pid`'s resident set, the file-backed part (`RssFile`: serve's are the binary's
 /// pages) and the anonymous part (`RssAnon`), KiB.
 pub(crate) fn rss_file_anon_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    Some((field("RssFile:")?, field("RssAnon:")?))
+    status_kib(pid, ["RssFile:", "RssAnon:"]).map(|[file, anon]| (file, anon))
 }
 
 /// The median (the upper one of an even count; NaN when empty).
