@@ -21,7 +21,8 @@
 # and the checks: pass, fail, check, json, is_true, labsh, lab_alive, step, ready, console_log,
 # console_has, count, finish.  Env: YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR (copy the lab's
 # logs there; LAB_COMPUTE_KEEP too, its older name); a suite may set LAB_MEM (the lab's MiB,
-# default 3072) and LAB_WAIT (seconds the lab waits for the host to finish, default 900).
+# default 3072), LAB_WAIT (seconds the lab waits for the host to finish, default 900) and
+# LAB_SERVE_CPUS (a taskset CPU list: serve and its VMMs run on those lab CPUs only).
 started=$(date +%s.%N)
 bin=${YUNHE_BIN:-$root/target/release/yunhe}
 OUT=${OUT:-$root/out}
@@ -127,6 +128,7 @@ lab_start() {
     t0=$(now)
     local disk_args=()
     rm -f "$share/state-disk"
+    printf '%s' "${LAB_SERVE_CPUS:-}" >"$share/serve-cpus"
     if [ -n "${LAB_STATE_DISK:-}" ]; then
         disk_args=(--disk "$LAB_STATE_DISK")
         : >"$share/state-disk"

@@ -42,10 +42,21 @@ say() { echo "lab-compute(lab): $*"; }
 
 # start_serve: `yunhe serve` in the background, its pid in /tmp/serve.pid.
 start_serve() {
-    # shellcheck disable=SC2086 # serve_args is a word list on purpose
-    yunhe serve --state-dir "$state" --listen "0.0.0.0:$lab_port" \
+    # /out/serve-cpus (the host's LAB_SERVE_CPUS): serve, and the VMMs it starts, on those lab
+    # CPUs only (docs/lab.md, "Known problems": fewer cross-CPU kicks of a vCPU in guest mode)
+    local pin=""
+    if [ -s /out/serve-cpus ]; then
+        pin="taskset -c $(cat /out/serve-cpus)"
+        # the VMMs are born into cgroups below yunhe/, whose cpuset (the lab enables every
+        # controller) would give them every CPU again
+        mkdir -p /sys/fs/cgroup/yunhe
+        cat /out/serve-cpus >/sys/fs/cgroup/yunhe/cpuset.cpus
+    fi
+    # shellcheck disable=SC2086 # serve_args and pin are word lists on purpose
+    $pin yunhe serve --state-dir "$state" --listen "0.0.0.0:$lab_port" \
         --public-url "https://127.0.0.1:$port" $serve_args >>"$serve_log" 2>&1 </dev/null &
     echo $! >/tmp/serve.pid
+    [ -z "$pin" ] || say "serve runs on lab CPUs $(cat /out/serve-cpus) only: $(taskset -p "$!" 2>&1); yunhe/cpuset.cpus $(cat /sys/fs/cgroup/yunhe/cpuset.cpus.effective)"
 }
 serve_pid() { cat /tmp/serve.pid 2>/dev/null; }
 
