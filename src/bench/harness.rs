@@ -215,6 +215,11 @@ pub(crate) fn rss_file_anon_kib(pid: u32) -> Option<(u64, u64)> {
     status_kib(pid, ["RssFile:", "RssAnon:"]).map(|[file, anon]| (file, anon))
 }
 
+/// How many threads process `pid` has.
+pub(crate) fn thread_count(pid: u32) -> Option<u64> {
+    status_kib(pid, ["Threads:"]).map(|[threads]| threads)
+}
+
 /// The median (the upper one of an even count; NaN when empty).
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));

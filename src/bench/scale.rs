@@ -7,7 +7,8 @@
 //!   against 100 VMMs started directly with `yunhe vm run` in parallel (to
 //!   their first serial line), and the ratio to the goal of 300/s;
 //! * the same for 100 concurrent single-server POSTs (goal 100/s);
-//! * serve's RSS with 100 servers running and after 100 password logins,
+//! * serve's RSS with 100 servers running and after 100 password logins
+//!   (right after each burst and once its idle blocking threads have ended),
 //!   against its RSS after bootstrap, and a soak under read load printing the
 //!   RSS each minute (`--soak-seconds`);
 //! * authenticated identity and compute reads against `/healthz` of the same
@@ -25,15 +26,31 @@ use serde_json::json;
 use super::compute::{Api, clean_up};
 use super::control_plane::wrk;
 use super::harness::{
-    BenchError, admin_token, rss_file_anon_kib, rss_kib, self_exe, start_server_with,
+    BenchError, admin_token, rss_file_anon_kib, rss_kib, self_exe, start_server_with, thread_count,
 };
+use crate::server::{BLOCKING_THREAD_KEEP_ALIVE, TRIM_INTERVAL};
 
 /// Servers per burst.
 const BURST: usize = 100;
 /// The echo guest's first serial line.
 const READY: &str = "yunhe echo guest: ready";
+/// How long after a burst serve's memory is measured again: its blocking
+/// pool's idle threads end after [`BLOCKING_THREAD_KEEP_ALIVE`], and serve
+/// returns free heap pages every [`TRIM_INTERVAL`].
+const SETTLE: Duration = if BLOCKING_THREAD_KEEP_ALIVE.as_millis() > TRIM_INTERVAL.as_millis() {
+    BLOCKING_THREAD_KEEP_ALIVE
+} else {
+    TRIM_INTERVAL
+}
+.saturating_add(Duration::from_millis(1500));
 /// Longest a burst may take before the bench gives up.
 const BURST_LIMIT: Duration = Duration::from_secs(300);
+
+/// serve's binary pages and anonymous memory (KiB) and its thread count.
+fn split_of(pid: u32) -> Option<(u64, u64, u64)> {
+    let (file, anon) = rss_file_anon_kib(pid)?;
+    Some((file, anon, thread_count(pid)?))
+}
 
 fn mib(kib: Option<u64>) -> f64 {
     kib.unwrap_or(0) as f64 / 1024.0
@@ -230,7 +247,7 @@ fn measure(
     std::thread::sleep(Duration::from_millis(300));
     let pid = server.child.id();
     let boot_rss = mib(rss_kib(pid));
-    let boot_split = rss_file_anon_kib(pid);
+    let boot_split = split_of(pid);
     let api = Api {
         token: admin_token(&server)?,
         server: &server,
@@ -287,8 +304,16 @@ fn measure(
     );
     std::thread::sleep(Duration::from_millis(500));
     let running_rss = mib(rss_kib(pid));
-    let running_split = rss_file_anon_kib(pid);
+    let running_split = split_of(pid);
+    // Settled: the burst's idle blocking threads have ended.
+    std::thread::sleep(SETTLE);
+    let settled_rss = mib(rss_kib(pid));
+    let settled_split = split_of(pid);
     delete_all(&api, &ids)?;
+    // With every server of the burst deleted: what stays is not per-server state but what the
+    // burst left with the allocator (or a leak).
+    std::thread::sleep(Duration::from_millis(500));
+    let deleted_split = split_of(pid);
 
     // 100 concurrent single-server POSTs.
     let started = Instant::now();
@@ -354,25 +379,38 @@ fn measure(
     }
     std::thread::sleep(Duration::from_millis(300));
     let login_rss = mib(rss_kib(pid));
-    let login_split = rss_file_anon_kib(pid);
+    let login_split = split_of(pid);
+    std::thread::sleep(SETTLE);
+    let login_settled_rss = mib(rss_kib(pid));
+    let login_settled_split = split_of(pid);
     println!(
-        "memory    serve's RSS with {BURST} servers running: {running_rss:.1} MiB; after 100 more password logins \
-         (with {BURST} running): {login_rss:.1} MiB (goal <= 30 MiB; ratio to the goal {:.2})\n          \
+        "memory    serve's RSS with {BURST} servers running: {settled_rss:.1} MiB; after 100 more password logins \
+         (with {BURST} running): {login_settled_rss:.1} MiB (goal <= 30 MiB; ratio to the goal {:.2}), each {} s after \
+         the burst; right after it {running_rss:.1} and {login_rss:.1} MiB\n          \
          baseline serve's RSS after bootstrap: {boot_rss:.1} MiB; ratios {:.2} and {:.2}",
-        running_rss.max(login_rss) / 30.0,
-        running_rss / boot_rss,
-        login_rss / boot_rss
+        settled_rss.max(login_settled_rss) / 30.0,
+        SETTLE.as_secs_f64() + 0.5,
+        settled_rss / boot_rss,
+        login_settled_rss / boot_rss
     );
-    let split = |s: Option<(u64, u64)>| match s {
-        Some((file, anon)) => format!("{:.1} + {:.1}", file as f64 / 1024.0, anon as f64 / 1024.0),
+    let split = |s: Option<(u64, u64, u64)>| match s {
+        Some((file, anon, threads)) => format!(
+            "{:.1} + {:.1} ({threads} threads)",
+            file as f64 / 1024.0,
+            anon as f64 / 1024.0
+        ),
         None => "?".into(),
     };
     println!(
-        "          of which the binary's pages (RssFile) + anonymous (RssAnon), MiB: after bootstrap {}, \
-         with {BURST} servers {}, after the logins {}",
+        "          of which the binary's pages (RssFile) + anonymous (RssAnon), MiB: after bootstrap {}; \
+         with {BURST} servers {}, settled {}; after deleting them {}; after the logins (100 servers again) {}, \
+         settled {}",
         split(boot_split),
         split(running_split),
-        split(login_split)
+        split(settled_split),
+        split(deleted_split),
+        split(login_split),
+        split(login_settled_split)
     );
 
     // Reads against /healthz of the same server.
