@@ -305,7 +305,7 @@ fn measure(
     std::thread::sleep(Duration::from_millis(500));
     let running_rss = mib(rss_kib(pid));
     let running_split = split_of(pid);
-    // Settled: the burst's idle blocking threads have ended.
+    // Settled: the burst's idle blocking threads have ended and serve has trimmed malloc's free pages.
     std::thread::sleep(SETTLE);
     let settled_rss = mib(rss_kib(pid));
     let settled_split = split_of(pid);
