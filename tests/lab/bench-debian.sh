@@ -12,7 +12,7 @@
 #   tests/lab/bench-debian.sh [ROUNDS]
 #
 # Not a timed test and not in scripts/test: about 8-15 minutes a boot on a busy 2-core machine.
-# Env: YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR.
+# Env: YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR, LAB_SERVE_CPUS (here empty unless set).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -20,6 +20,8 @@ SUITE=lab-bench-debian
 OUT=${OUT:-$root/out}
 rounds=${1:-1}
 export LAB_MEM=${LAB_MEM:-6144} LAB_WAIT=${LAB_WAIT:-$((rounds * 2 * 1900 + 600))}
+# unpinned unless asked (client.sh pins serve to lab CPU 1): the QEMU baseline gets both lab CPUs
+LAB_SERVE_CPUS=${LAB_SERVE_CPUS-}
 # shellcheck source=tests/lab/client.sh
 . "$here/client.sh"
 LIMIT=1800

@@ -60,6 +60,9 @@ cp "$labdir/vmlinuz" "$payload/kernels/debian-vmlinuz"
 cp "$OUT"/cloud-kernel/vmlinuz-* "$payload/kernels/cloud-vmlinuz"
 cp "$OUT/tiny/tiny.cpio.gz" "$payload/"
 cp "$here/in/guest-check.sh" "$here/in/save-restore.sh" "$here/in/hotplug.sh" "$payload/"
+# every VMM on lab CPU 1 only (LAB_GUEST_CPUS, a taskset list; empty: no pinning), as client.sh
+# pins serve: fewer IPIs to a lab CPU in guest mode (docs/lab.md, "Known problems")
+printf '%s' "${LAB_GUEST_CPUS-1}" >"$payload/guest-cpus"
 
 # a hung guest costs up to 2 x 150 s: the rounds of "only" get that much room each
 lab_timeout=900

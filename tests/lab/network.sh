@@ -22,7 +22,7 @@
 #   tests/lab/network.sh
 #
 # One PASS/FAIL line per check; ends with `lab-network: N passed, M failed`, non-zero on failure.
-# Env: as tests/lab/client.sh (YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR, LAB_SERVE_CPUS: here 1 unless set).
+# Env: as tests/lab/client.sh (YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR, LAB_SERVE_CPUS).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,9 +35,6 @@ B_READY=60      # ACTIVE to `yunhe-tiny: ready` (DHCP and the metadata service f
 B_NET=120       # ready to the guest's own network checks done (a peer that boots later)
 B_FIP=30        # a rule allowing ICMP to the floating IP answered
 
-# serve and its VMMs on lab CPU 1 only (empty: no pinning): fewer IPIs to a lab CPU in guest
-# mode, which QEMU's emulated SVM has delivered while GIF was clear (docs/lab.md, "Known problems")
-LAB_SERVE_CPUS=${LAB_SERVE_CPUS-1}
 lab_start --dataplane --force-config-drive false --disk-allocation-ratio 8 --min-free-space 64M
 lab_login
 upload_tiny_images

@@ -17,7 +17,7 @@
 #   tests/lab/reboot.sh
 #
 # One PASS/FAIL line per check; ends with `lab-reboot: N passed, M failed`, non-zero on failure.
-# Env: as tests/lab/client.sh (YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR, LAB_SERVE_CPUS: here 1 unless set).
+# Env: as tests/lab/client.sh (YUNHE_BIN, OUT, YUNHE_VENV, LAB_KEEP=DIR, LAB_SERVE_CPUS).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,9 +44,6 @@ fip_answers() {
 }
 
 # --- the first boot ---------------------------------------------------------------------------
-# serve and its VMMs on lab CPU 1 only (empty: no pinning): fewer IPIs to a lab CPU in guest
-# mode, which QEMU's emulated SVM has delivered while GIF was clear (docs/lab.md, "Known problems")
-LAB_SERVE_CPUS=${LAB_SERVE_CPUS-1}
 lab_start "${SERVE_ARGS[@]}"
 lab_login
 upload_tiny_images

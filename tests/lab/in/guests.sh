@@ -18,6 +18,10 @@ LAB_FLAGS=${LAB_FLAGS% }
 # Every vCPU's RIP every 20 s into the VMM's log (vmm.log, apart from the console): a hung boot
 # then shows where it hangs.
 export YUNHE_TRACE_RIP=20
+# this script, and with it every VMM, on the lab CPUs tests/lab/guests.sh names (LAB_GUEST_CPUS)
+if [ -s "$P/guest-cpus" ]; then
+    taskset -p -c "$(cat "$P/guest-cpus")" $$ >/dev/null && echo "# guests run on lab CPUs $(cat "$P/guest-cpus") only"
+fi
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 
@@ -259,9 +263,11 @@ lost_guest_state() {
 # boot_guest NAME N KERNEL CPUS: boot_once, and once more when the first boot shows one of the
 # emulated SVM's own faults (docs/lab.md, "Known problems"), each seen once in tens of boots, on
 # idle cores too:
-# - the guest stopped within its first 40 console lines: that early only the CPU, memory and
-#   kvmclock are set up (no yunhe device but the serial port is touched yet), and such stops (a
-#   triple fault, or a hang right after kvm-clock registers) come from the emulated SVM;
+# - the guest stopped within its first 40 console lines, or before the kernel probed PCI (no
+#   "PCI host bridge to bus" line; a CI run on 2026-12-02 saw a triple fault at line 56, at RCU's
+#   set-up): that early only the CPU, memory, kvmclock and the ACPI tables are set up (no yunhe
+#   device but the serial port is touched yet), and such stops (a triple fault, or a hang right
+#   after kvm-clock registers) come from the emulated SVM;
 # - before its /init ran, a vCPU of the hung guest was traced at a lab kernel address
 #   (lost_guest_state).
 # The first boot's lines stay in the result as NOTE lines, so every such stop is reported; a
@@ -273,6 +279,8 @@ boot_guest() {
     [ -n "$lines" ] || return 0
     if [ "$lines" -le 40 ]; then
         why="the first boot stopped at console line $lines, in early boot"
+    elif ! grep -aq "PCI host bridge to bus" "$W/$1/console.log" 2>/dev/null; then
+        why="the first boot stopped at console line $lines, before the kernel probed PCI"
     elif lost_guest_state "$1"; then
         why="the first boot hung at console line $lines with a vCPU at a lab kernel address, before the guest's /init"
     else
