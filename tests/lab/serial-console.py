@@ -113,20 +113,34 @@ def login(ws, user, password, t0, limit):
     """Log in at a getty on the console; returns (what happened, the bytes seen)."""
     seen = b""
 
+    def settled():
+        # A prompt waits for input: nothing more arrives for a moment. Output that only paused
+        # after a "$" or "#" (a frame can end anywhere; a Debian run on 2026-12-02 took such
+        # output for a shell prompt and typed its command at the getty) goes on. A shell prompt
+        # also ends in "$ " or "# " with nothing after it, not even a newline.
+        nonlocal seen
+        more = ws.recv(0.7)
+        seen += more
+        return not more
+
     def until(rx, secs):
         nonlocal seen
         end = time.monotonic() + secs
         start = len(seen)
         while time.monotonic() < end and time.monotonic() - t0 < limit:
             seen += ws.recv(min(0.5, end - time.monotonic()))
-            m = re.search(rx, seen[start:])
-            if m:
-                return m
+            if re.search(rx, seen[start:]) and settled():
+                return re.search(rx, seen[start:])
         return None
 
+    # The console's backlog comes first on connect: the screen as it was, which may end in a
+    # shell prompt from before the guest's reboot. Only what answers our Enter counts.
+    drained = time.monotonic() + 5
+    while time.monotonic() < drained and settled() is False:
+        pass
     while time.monotonic() - t0 < limit:
         ws.send(b"\r")
-        m = until(rb"(login: ?$)|([$#] ?$)", 3)
+        m = until(rb"(login: ?\Z)|([$#] \Z)", 3)
         if not m:
             continue
         if m.group(2):
@@ -135,7 +149,7 @@ def login(ws, user, password, t0, limit):
         if not until(rb"[Pp]assword: ?$", 15):
             continue
         ws.send(password.encode() + b"\r")
-        m = until(rb"(Login incorrect)|([$#] ?$)", 30)
+        m = until(rb"(Login incorrect)|([$#] \Z)", 30)
         if m and m.group(2):
             return "logged in as %s (%.2f s)" % (user, time.monotonic() - t0), seen
         if m:
