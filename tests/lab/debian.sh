@@ -22,7 +22,7 @@
 # built when missing: 2-5 minutes each the first time, then a 5 s copy from image-recipes' cache
 # in ~/.cache/yunhe/images), YUNHE_VENV, LAB_KEEP=DIR (copy the lab's logs there),
 # LAB_DEBIAN_GENERICCLOUD=0 (without deb2), LAB_WAIT (the whole suite's limit, default 3300 s;
-# scripts/test passes 1800), LAB_SERVE_CPUS (here empty, no pinning, unless set).
+# scripts/test passes 1800).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,10 +33,6 @@ OUT=${OUT:-$root/out}
 # root disk (sparse copies, ~0.5 GiB allocated each) per image, the kernel volume; each guest
 # gets 1 GiB.
 export LAB_MEM=${LAB_MEM:-8192} LAB_WAIT=${LAB_WAIT:-3300}
-# Unpinned unless asked (client.sh pins serve and its VMMs to lab CPU 1 elsewhere): two Debian
-# guests, cloud-init and dpkg on one lab CPU took the suite from 335 s to 981 s (2026-12-02),
-# more than CI's 90 minutes can spare (docs/lab.md, "Known problems").
-LAB_SERVE_CPUS=${LAB_SERVE_CPUS-}
 # shellcheck source=tests/lab/client.sh
 . "$here/client.sh"
 
