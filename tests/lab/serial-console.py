@@ -129,14 +129,15 @@ def login(ws, user, password, t0, limit):
         start = len(seen)
         while time.monotonic() < end and time.monotonic() - t0 < limit:
             seen += ws.recv(min(0.5, end - time.monotonic()))
-            if re.search(rx, seen[start:]) and settled():
-                return re.search(rx, seen[start:])
+            m = re.search(rx, seen[start:])
+            if m and settled():
+                return m  # settled: nothing was added, so m still ends at the end
         return None
 
     # The console's backlog comes first on connect: the screen as it was, which may end in a
     # shell prompt from before the guest's reboot. Only what answers our Enter counts.
     drained = time.monotonic() + 5
-    while time.monotonic() < drained and settled() is False:
+    while time.monotonic() < drained and not settled():
         pass
     while time.monotonic() - t0 < limit:
         ws.send(b"\r")

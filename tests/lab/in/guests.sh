@@ -19,8 +19,9 @@ LAB_FLAGS=${LAB_FLAGS% }
 # then shows where it hangs.
 export YUNHE_TRACE_RIP=20
 # this script, and with it every VMM, on the lab CPUs tests/lab/guests.sh names (LAB_GUEST_CPUS)
-if [ -s "$P/guest-cpus" ]; then
-    taskset -p -c "$(cat "$P/guest-cpus")" $$ >/dev/null && echo "# guests run on lab CPUs $(cat "$P/guest-cpus") only"
+GUEST_CPUS=$(cat "$P/guest-cpus" 2>/dev/null)
+if [ -n "$GUEST_CPUS" ]; then
+    taskset -p -c "$GUEST_CPUS" $$ >/dev/null && echo "# guests run on lab CPUs $GUEST_CPUS only"
 fi
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
