@@ -252,6 +252,17 @@ guest() {
     else fail "$1"; return 1; fi
 }
 
+# guest_notes ID CMD: what CMD prints in the guest, as '#' lines (for a failed check's
+# diagnosis; never a check itself).
+guest_notes() {
+    local url
+    url=$(openstack console url show --serial "$1" -f value -c url 2>/dev/null) || return 0
+    "$py" "$here/serial-console.py" "$url" --cacert "$share/ca.pem" --send "$2; echo notes-\$((6*7))" \
+        --expect 'notes-42' --timeout 30 --retype 30 2>&1 | sed -n '/^seen: /{s/^seen: //;s/\\r\\n/\n/g;p}' \
+        | tail -n 40 | sed 's/^/# guest: /'
+    return 0
+}
+
 # guest_uptime ID: the guest's uptime in seconds, read through the serial console.
 guest_uptime() {
     local url

@@ -251,7 +251,8 @@ if openstack server create --image tiny-on-debian --flavor m1.nano --nic "net-id
     check "server add network vmd net3 (a port hot-added as virtio-net)" openstack server add network vmd net3
     guest "vmd: eth1 appeared and got its net3 address from yunhe's DHCP" "$vmd" \
         'i=0; while [ ! -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; udhcpc -i eth1 -s /etc/yunhe/udhcpc.script -n -q -t 10 -T 2 >/dev/null 2>&1; echo "nic-$((6*7)) $(ip -4 addr show eth1 | grep -o "inet [0-9./]*")"' \
-        'nic-42 inet (10\.30\.0\.[0-9]+/24)' 90
+        'nic-42 inet (10\.30\.0\.[0-9]+/24)' 90 \
+        || guest_notes "$vmd" 'ls /sys/class/net; ls -l /sys/bus/pci/devices/*/driver; ip link; dmesg | tail -n 15'
     nic_addr=${match%%/*}
     nic_addr=${nic_addr%% *}
     check "server show vmd" openstack server show vmd -f json
