@@ -329,6 +329,7 @@ fn vmm_releases_its_code_pages_again_while_running() {
     let _ = request(&sock, "stop");
     drop(child);
     let _ = std::fs::remove_file(&spec);
+    let _ = std::fs::remove_file(&sock);
     eprintln!(
         "executable resident: {before} KiB after the control requests, {after} KiB 10.5 s later"
     );
