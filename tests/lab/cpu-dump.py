@@ -41,18 +41,19 @@ def command(sock, text):
 
 
 def load_symbols(path):
-    addrs, names = [], []
+    """(addresses, (name, " [module]" or "")) of the text symbols, by address."""
+    rows = []
     try:
         with open(path) as f:
             for line in f:
                 parts = line.split()
                 if len(parts) >= 3 and parts[1] in "tTwW":
-                    addrs.append(int(parts[0], 16))
-                    names.append((parts[2], " " + parts[3] if len(parts) > 3 else ""))
+                    module = " " + parts[3] if len(parts) > 3 else ""
+                    rows.append((int(parts[0], 16), (parts[2], module)))
     except OSError:
-        return [], []
-    order = sorted(range(len(addrs)), key=addrs.__getitem__)
-    return [addrs[i] for i in order], [names[i] for i in order]
+        pass
+    rows.sort()
+    return [r[0] for r in rows], [r[1] for r in rows]
 
 
 def symbol(addrs, names, rip):
@@ -68,7 +69,6 @@ def main():
     ap.add_argument("kallsyms", nargs="?")
     ap.add_argument("--samples", type=int, default=3)
     args = ap.parse_args()
-    samples = args.samples
     addrs, names = load_symbols(args.kallsyms) if args.kallsyms else ([], [])
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -77,10 +77,7 @@ def main():
     except OSError as e:
         print("# lab CPUs: no monitor (%s)" % e)
         return 0
-    for n in range(samples):
-        halted = {}
-        for m in re.finditer(r"CPU #(\d+):.*?(\(halted\))?\s*$", command(sock, "info cpus"), re.M):
-            halted[m.group(1)] = bool(m.group(2))
+    for n in range(args.samples):
         regs = command(sock, "info registers -a")
         for block in re.split(r"\r?\n(?=CPU#\d+)", regs):
             cpu = re.match(r"CPU#(\d+)", block.strip())
@@ -89,7 +86,7 @@ def main():
                 continue
             value = int(rip.group(1), 16)
             cpl = re.search(r"CPL=(\d)", block)
-            hflags = re.search(r"HLT=(\d)", block)
+            halted = re.search(r"HLT=1", block)
             where = symbol(addrs, names, value) if value >= 0xFFFF800000000000 else "user or guest"
             print(
                 "# lab CPU %s sample %d: RIP %016x %s, CPL %s%s"
@@ -99,7 +96,7 @@ def main():
                     value,
                     where,
                     cpl.group(1) if cpl else "?",
-                    ", halted" if halted.get(cpu.group(1)) or (hflags and hflags.group(1) == "1") else "",
+                    ", halted" if halted else "",
                 )
             )
         time.sleep(0.5)
