@@ -51,6 +51,7 @@ pub mod networking;
 pub mod quotas;
 mod request;
 mod scheduler;
+mod server_cache;
 mod server_groups;
 mod server_list;
 mod server_metadata;
@@ -189,6 +190,9 @@ pub struct ComputeState {
     /// The flavors and the projects' flavor access as last read, with the state file's
     /// write generation they were read at (`flavors::load_visible`).
     pub flavor_cache: Mutex<Option<flavors::FlavorCache>>,
+    /// Servers as last decoded and their rendered list views
+    /// (`server_cache`, for `GET /servers/detail`).
+    pub server_cache: server_cache::ServerCache,
     /// The server external events builds wait for (`network-vif-plugged`).
     pub instance_events: instance_events::InstanceEvents,
 }
@@ -604,6 +608,7 @@ impl ComputeState {
             images: crate::image::service::ImageService::new(identity.db.clone()),
             console_tokens: consoles::ConsoleTokens::default(),
             flavor_cache: Mutex::new(None),
+            server_cache: Default::default(),
             volumes: crate::volume::VolumeState::new(identity.clone(), &config.volume),
             config,
             identity,

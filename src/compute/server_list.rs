@@ -9,9 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::access::load_authorized;
+use super::server_cache::ViewKey;
 use super::server_views::{ServerView, ViewRights, status_of, view, vm_states_for_status};
 use super::servers::{bool_like, last_segment};
 use super::states::TaskState;
@@ -83,6 +84,40 @@ pub(super) fn parse_changes_since(text: &str) -> ComputeResult<i64> {
     )))
 }
 
+/// A server's value for a sort key: text, or a number (Nova sorts the
+/// columns; an absent value sorts as "" or 0).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortValue<'a> {
+    Number(i64),
+    Text(&'a str),
+}
+
+fn sort_value<'a>(sv: &'a Server, key: &str) -> SortValue<'a> {
+    use SortValue::{Number, Text};
+    match key {
+        "display_name" => Text(&sv.name),
+        "created_at" => Number(sv.created_at),
+        "updated_at" => Number(sv.updated_at),
+        "uuid" => Text(&sv.id),
+        "vm_state" => Text(sv.vm_state.as_str()),
+        "task_state" => Text(sv.task_state.map(TaskState::as_str).unwrap_or_default()),
+        "power_state" => Number(sv.power_state.code()),
+        "key_name" => Text(sv.key_name.as_deref().unwrap_or_default()),
+        "project_id" => Text(&sv.project_id),
+        "user_id" => Text(&sv.user_id),
+        "image_ref" => Text(&sv.image_id),
+        "hostname" => Text(&sv.hostname),
+        "host" | "node" => Text(sv.host.as_deref().unwrap_or_default()),
+        "launch_index" => Number(sv.launch_index),
+        "launched_at" => Number(sv.launched_at.unwrap_or(0)),
+        "locked" => Number(i64::from(sv.locked)),
+        "display_description" => Text(sv.description.as_deref().unwrap_or_default()),
+        "access_ip_v4" => Text(&sv.access_ipv4),
+        "access_ip_v6" => Text(&sv.access_ipv6),
+        _ => Text(""),
+    }
+}
+
 async fn list_servers(
     s: S,
     ctx: Arc<AuthContext>,
@@ -150,15 +185,32 @@ async fn list_servers(
     }
     let scope_owned = scope.clone();
     let with_deleted = include_deleted || changes_since.is_some() || changes_before.is_some();
-    let mut servers = s
-        .read(move |conn| {
-            Ok(db::list_servers(
-                conn,
-                scope_owned.as_deref(),
-                with_deleted,
-            )?)
-        })
-        .await?;
+    // Read before the state file: a write that commits meanwhile leaves
+    // this read under the old generation, so the next listing reads again.
+    let generation = s.db.write_generation();
+    let kept = s
+        .server_cache
+        .listing(scope.as_deref(), with_deleted, generation);
+    let mut servers: Vec<Arc<Server>> = match kept {
+        Some(servers) => servers,
+        None => {
+            let cache = s.clone();
+            // Each document is decoded only when it changed since it was last.
+            let servers = s
+                .read(move |conn| {
+                    Ok(db::list_servers_with(
+                        conn,
+                        scope_owned.as_deref(),
+                        with_deleted,
+                        |id, doc| cache.server_cache.server(id, doc),
+                    )?)
+                })
+                .await?;
+            s.server_cache
+                .keep_listing(scope.as_deref(), with_deleted, generation, &servers);
+            servers
+        }
+    };
     // Filters.
     if let Some(status) = q.get("status") {
         match vm_states_for_status(status) {
@@ -327,30 +379,6 @@ async fn list_servers(
             )));
         }
     }
-    let key_of = |sv: &Server, key: &str| -> String {
-        match key {
-            "display_name" => sv.name.clone(),
-            "created_at" => format!("{:020}", sv.created_at),
-            "updated_at" => format!("{:020}", sv.updated_at),
-            "uuid" => sv.id.clone(),
-            "vm_state" => sv.vm_state.to_string(),
-            "task_state" => sv.task_state.map(|t| t.to_string()).unwrap_or_default(),
-            "power_state" => format!("{:05}", sv.power_state.code()),
-            "key_name" => sv.key_name.clone().unwrap_or_default(),
-            "project_id" => sv.project_id.clone(),
-            "user_id" => sv.user_id.clone(),
-            "image_ref" => sv.image_id.clone(),
-            "hostname" => sv.hostname.clone(),
-            "host" | "node" => sv.host.clone().unwrap_or_default(),
-            "launch_index" => format!("{:010}", sv.launch_index),
-            "launched_at" => format!("{:020}", sv.launched_at.unwrap_or(0)),
-            "locked" => sv.locked.to_string(),
-            "display_description" => sv.description.clone().unwrap_or_default(),
-            "access_ip_v4" => sv.access_ipv4.clone(),
-            "access_ip_v6" => sv.access_ipv6.clone(),
-            _ => String::new(),
-        }
-    };
     let mut keys: Vec<(String, bool)> = sort_keys
         .iter()
         .enumerate()
@@ -367,20 +395,10 @@ async fn list_servers(
         keys.push(("created_at".into(), true));
     }
     keys.push(("uuid".into(), keys.last().map(|k| k.1).unwrap_or(true)));
-    // Keys computed once per server; descending keys compare reversed.
-    let mut keyed: Vec<(Vec<(String, bool)>, Server)> = servers
-        .into_iter()
-        .map(|sv| {
-            let k = keys
-                .iter()
-                .map(|(key, desc)| (key_of(&sv, key), *desc))
-                .collect();
-            (k, sv)
-        })
-        .collect();
-    keyed.sort_by(|(a, _), (b, _)| {
-        for ((ka, desc), (kb, _)) in a.iter().zip(b.iter()) {
-            let ord = ka.cmp(kb);
+    // Descending keys compare reversed; the values are borrowed, not built.
+    servers.sort_by(|a, b| {
+        for (key, desc) in &keys {
+            let ord = sort_value(a, key).cmp(&sort_value(b, key));
             let ord = if *desc { ord.reverse() } else { ord };
             if ord != std::cmp::Ordering::Equal {
                 return ord;
@@ -388,9 +406,8 @@ async fn list_servers(
         }
         std::cmp::Ordering::Equal
     });
-    let servers: Vec<Server> = keyed.into_iter().map(|(_, sv)| sv).collect();
     let (page, more) = paginate(servers, &q, |sv| sv.id.clone())?;
-    let with_ports: Vec<Server> = if detail {
+    let with_ports: Vec<Arc<Server>> = if detail {
         page.iter()
             .filter(|sv| !sv.ports.is_empty())
             .cloned()
@@ -402,31 +419,11 @@ async fn list_servers(
         HashMap::new()
     } else {
         s.read(move |conn| {
-            let refs: Vec<&Server> = with_ports.iter().collect();
+            let refs: Vec<&Server> = with_ports.iter().map(|sv| &**sv).collect();
             super::networking::port_facts_many(conn, &refs)
         })
         .await?
     };
-    let items: Vec<ServerItem> = page
-        .iter()
-        .map(|sv| {
-            if detail {
-                ServerItem::Detail(ServerView {
-                    s: &s,
-                    server: sv,
-                    mv,
-                    rights: ViewRights::of(&s, &ctx, &sv.project_id),
-                    full: true,
-                    in_list: true,
-                    ports: addresses.get(&sv.id),
-                })
-            } else {
-                ServerItem::Brief(
-                    json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)}),
-                )
-            }
-        })
-        .collect();
     let links = match page.last() {
         Some(last) if more => {
             let path = if detail { "servers/detail" } else { "servers" };
@@ -434,29 +431,57 @@ async fn list_servers(
         }
         _ => None,
     };
-    let listing = ServerList {
-        servers: items,
-        servers_links: links,
-    };
-    match serde_json::to_vec(&listing) {
-        Ok(bytes) => Ok(json_bytes_response(bytes)),
-        Err(e) => Err(ComputeError::Internal(e.to_string())),
+    // `{"servers": [...], "servers_links": [...]}`, as serde_json writes it,
+    // from each server's kept (or now rendered) view.
+    let mut body = Vec::with_capacity(64 + page.len() * if detail { 1536 } else { 192 });
+    body.extend_from_slice(b"{\"servers\":[");
+    let mut rights_of: HashMap<&str, ViewRights> = HashMap::new();
+    for (i, sv) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        if detail {
+            let rights = *rights_of
+                .entry(sv.project_id.as_str())
+                .or_insert_with(|| ViewRights::of(&s, &ctx, &sv.project_id));
+            let key = ViewKey {
+                microversion: mv.0,
+                rights: [rights.admin, rights.extended, rights.host_status],
+                full: true,
+                in_list: true,
+            };
+            let ports = addresses.get(&sv.id);
+            let text = s.server_cache.view(sv, key, ports, || {
+                serde_json::to_vec(&ServerView {
+                    s: &s,
+                    server: sv,
+                    mv,
+                    rights,
+                    full: true,
+                    in_list: true,
+                    ports,
+                })
+            });
+            match text {
+                Ok(text) => body.extend_from_slice(&text),
+                Err(e) => return Err(ComputeError::Internal(e.to_string())),
+            }
+        } else {
+            let brief = json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)});
+            if let Err(e) = serde_json::to_writer(&mut body, &brief) {
+                return Err(ComputeError::Internal(e.to_string()));
+            }
+        }
     }
-}
-
-/// One entry of a server listing.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum ServerItem<'a> {
-    Detail(ServerView<'a>),
-    Brief(Value),
-}
-
-#[derive(serde::Serialize)]
-struct ServerList<'a> {
-    servers: Vec<ServerItem<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    servers_links: Option<Value>,
+    body.push(b']');
+    if let Some(links) = links {
+        body.extend_from_slice(b",\"servers_links\":");
+        if let Err(e) = serde_json::to_writer(&mut body, &links) {
+            return Err(ComputeError::Internal(e.to_string()));
+        }
+    }
+    body.push(b'}');
+    Ok(json_bytes_response(body))
 }
 
 fn json_bytes_response(bytes: Vec<u8>) -> Response {

@@ -31,7 +31,7 @@ pub type Addresses = BTreeMap<String, Vec<AddressView>>;
 /// What a server's show and detail views say of its ports: `addresses`, and
 /// the names of the security groups on them (Nova's `security_groups`, one
 /// entry per group, left out of the view when there is none).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct PortFacts {
     pub addresses: Addresses,
     pub security_groups: Vec<String>,
