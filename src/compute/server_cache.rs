@@ -1,13 +1,15 @@
 //! Servers as last decoded, and their rendered list views, kept between
 //! listings (`GET /servers/detail`, server_list.rs).
 //!
-//! A listing still reads every server's stored document on each request;
-//! what is kept is the work that follows from a document that has not
-//! changed: decoding it, and rendering its view. An entry is reused only
-//! when its document is byte for byte the one just read, and a view only for
-//! the same inputs (microversion, the caller's rights, the port facts read
-//! for this request), so the responses are exactly those rendered afresh.
-//! The cache holds at most [`BUDGET`] bytes; past that it starts over.
+//! Three things are kept. A listing's result per scope, reused while the
+//! state file's write generation has not moved (nothing at all was written
+//! since it was read). When a listing does read the stored documents, a
+//! decoded server, reused when its document is byte for byte the one just
+//! read. And each server's rendered view, reused only for the same inputs
+//! (microversion, the caller's rights, the port facts read for this
+//! request). So the responses are exactly those rendered afresh. Decoded
+//! servers and views are held within [`BUDGET`] bytes, past which they start
+//! over; kept listings name at most [`LISTED_SERVERS`] servers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -60,6 +62,12 @@ type ListingScope = (Option<String>, bool);
 
 /// How many scopes' listings are kept (then they start over).
 const LISTINGS: usize = 64;
+
+/// How many servers the kept listings may name in all (a listing's servers
+/// stay in memory while it is kept, whatever [`BUDGET`] says): a longer
+/// listing (every project's, or with years of deleted servers) is read
+/// again each time.
+const LISTED_SERVERS: usize = 4096;
 
 /// The kept servers and views (one per compute state). Concurrent listings
 /// share the lock while they find what they need; only a change writes.
@@ -172,7 +180,12 @@ impl ServerCache {
         {
             return;
         }
-        if entries.listings.len() >= LISTINGS && !entries.listings.contains_key(&scope) {
+        entries.listings.remove(&scope);
+        if servers.len() > LISTED_SERVERS {
+            return;
+        }
+        let listed: usize = entries.listings.values().map(|(_, l)| l.len()).sum();
+        if entries.listings.len() >= LISTINGS || listed + servers.len() > LISTED_SERVERS {
             entries.listings.clear();
         }
         entries
@@ -297,6 +310,17 @@ mod tests {
         cache.keep_listing(Some("p"), false, 9, &[]);
         cache.keep_listing(Some("p"), false, 8, std::slice::from_ref(&server));
         assert_eq!(cache.listing(Some("p"), false, 9).map(|l| l.len()), Some(0));
+        // A listing too long to keep is not kept, nor is the scope's older one.
+        let long = vec![server.clone(); LISTED_SERVERS + 1];
+        cache.keep_listing(Some("p"), false, 10, &long);
+        assert!(cache.listing(Some("p"), false, 9).is_none());
+        assert!(cache.listing(Some("p"), false, 10).is_none());
+        // Together the kept listings name at most LISTED_SERVERS servers.
+        let half = vec![server; LISTED_SERVERS / 2 + 1];
+        cache.keep_listing(Some("a"), false, 10, &half);
+        cache.keep_listing(Some("b"), false, 10, &half);
+        assert!(cache.listing(Some("a"), false, 10).is_none());
+        assert!(cache.listing(Some("b"), false, 10).is_some());
     }
 
     #[test]
