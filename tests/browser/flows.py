@@ -19,7 +19,8 @@ import time
 import traceback
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (ElementClickInterceptedException, NoAlertPresentException,
+                                        StaleElementReferenceException, TimeoutException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -1243,13 +1244,17 @@ def compute_path(d, path):
 
 
 def row_button(d, table_id, text, cls):
-    """Clicks the button of class CLS in the row of TABLE_ID holding TEXT."""
+    """Clicks the button of class CLS in the row of TABLE_ID holding TEXT (again while an
+    error notice lies over it, or the live update redraws the row)."""
     def click():
-        r = table_row(d, table_id, text)
-        b = r.find_element(By.CSS_SELECTOR, f"button.{cls}") if r else None
-        if b:
-            b.click()
-        return b is not None
+        try:
+            r = table_row(d, table_id, text)
+            b = r.find_element(By.CSS_SELECTOR, f"button.{cls}") if r else None
+            if b:
+                b.click()
+            return b is not None
+        except (ElementClickInterceptedException, StaleElementReferenceException):
+            return False
     wait(d, click, 10, f"{cls} on {text} in #{table_id}")
 
 
