@@ -138,15 +138,15 @@ impl ServerCache {
         if entries.bytes + size <= BUDGET
             && let Some(entry) = entries.by_id.get_mut(&server.id)
             && Arc::ptr_eq(&entry.server, server)
+            // A concurrent listing may have kept the same view meanwhile.
+            && !entry.views.iter().any(|(k, p, _)| *k == key && p.as_ref() == ports)
         {
             entry.views.push((key, ports.cloned(), text.clone()));
             entries.bytes += size;
         }
         Ok(text)
     }
-}
 
-impl ServerCache {
     /// The servers a listing of `scope` read at `generation`, when nothing
     /// has been written to the state file since.
     pub fn listing(

@@ -462,26 +462,24 @@ async fn list_servers(
                     ports,
                 })
             });
-            match text {
-                Ok(text) => body.extend_from_slice(&text),
-                Err(e) => return Err(ComputeError::Internal(e.to_string())),
-            }
+            body.extend_from_slice(&text.map_err(rendering)?);
         } else {
             let brief = json!({"id": sv.id, "name": sv.name, "links": s.links("servers", &sv.id)});
-            if let Err(e) = serde_json::to_writer(&mut body, &brief) {
-                return Err(ComputeError::Internal(e.to_string()));
-            }
+            serde_json::to_writer(&mut body, &brief).map_err(rendering)?;
         }
     }
     body.push(b']');
     if let Some(links) = links {
         body.extend_from_slice(b",\"servers_links\":");
-        if let Err(e) = serde_json::to_writer(&mut body, &links) {
-            return Err(ComputeError::Internal(e.to_string()));
-        }
+        serde_json::to_writer(&mut body, &links).map_err(rendering)?;
     }
     body.push(b'}');
     Ok(json_bytes_response(body))
+}
+
+/// A view serde_json could not write (never for these types).
+fn rendering(e: serde_json::Error) -> ComputeError {
+    ComputeError::Internal(e.to_string())
 }
 
 fn json_bytes_response(bytes: Vec<u8>) -> Response {
