@@ -409,8 +409,8 @@ impl Dataplane {
     /// The tap of a compute port, made (persistent, on the port's bridge)
     /// when missing and opened for a VMM: the fd carries the guest's
     /// frames as the VMM's virtio-net reads and writes them (its
-    /// `TAP_FLAGS`: no packet information, no vnet header). The seam for
-    /// compute.
+    /// `TAP_FLAGS`: no packet information, a vnet header in front of each
+    /// frame for the offloads). The seam for compute.
     pub async fn tap_for_port(&self, port_id: &str) -> Result<OwnedFd, DataplaneError> {
         let id = port_id.to_string();
         let found = self

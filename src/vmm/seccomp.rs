@@ -15,7 +15,7 @@
 //! | main      | builds and rebuilds the VM, starts the others (their union)|
 //!
 //! `ioctl` is allowed only with the request numbers a kind uses (the KVM
-//! system, VM and vCPU calls, TUNSETIFF, the terminal calls of `vm run`),
+//! system, VM and vCPU calls, the tun calls of a NIC, the terminal calls of `vm run`),
 //! compared on the 32 bits the kernel reads.
 //!
 //! `YUNHE_NO_SECCOMP=1` turns the filters off (debugging only).
@@ -190,8 +190,10 @@ const KVM_SETUP_IOCTLS: &[u64] = &[
     kvm_iow::<kb::kvm_enable_cap>(0xa3),              // KVM_ENABLE_CAP
 ];
 
-/// Tap set-up (`--net tap=NAME` opens /dev/net/tun): TUNSETIFF.
-const TAP_IOCTLS: &[u64] = &[ioc(IOC_WRITE, b'T' as u64, 202, 4)];
+/// Taps: attaching one (`--net tap=NAME` opens /dev/net/tun), finding out whether an inherited
+/// or hot-added one carries a vnet header, its size, and the offloads a guest negotiated (set on
+/// the vCPU thread that activates or resets the NIC).
+const TAP_IOCTLS: &[u64] = crate::vmm::devices::virtio::net::TUN_IOCTLS;
 
 /// Terminal calls of `vm run`'s raw mode and `is_terminal` checks:
 /// TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ.
@@ -205,11 +207,13 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
         ThreadKind::Vcpu => {
             v.extend_from_slice(KVM_VCPU_IOCTLS);
             v.extend_from_slice(KVM_VM_RUNTIME_IOCTLS);
+            v.extend_from_slice(TAP_IOCTLS);
         }
         ThreadKind::Devices => v.extend_from_slice(KVM_VM_RUNTIME_IOCTLS),
         ThreadKind::Control => {
             v.extend_from_slice(KVM_VM_RUNTIME_IOCTLS);
             v.extend_from_slice(KVM_VM_STATE_IOCTLS);
+            v.extend_from_slice(TAP_IOCTLS);
         }
         ThreadKind::Watchdog => {}
         ThreadKind::Main => {
@@ -378,7 +382,13 @@ mod tests {
         assert!(KVM_VCPU_IOCTLS.contains(&0xc008_ae88)); // KVM_GET_MSRS
         assert!(KVM_VM_RUNTIME_IOCTLS.contains(&0x4020_ae76)); // KVM_IRQFD
         assert!(KVM_SETUP_IOCTLS.contains(&0x4020_ae46)); // KVM_SET_USER_MEMORY_REGION
-        assert_eq!(TAP_IOCTLS, &[0x4004_54ca]); // TUNSETIFF
+        // TUNSETIFF, TUNSETOFFLOAD, TUNGETIFF, TUNSETVNETHDRSZ (values from <linux/if_tun.h>).
+        assert_eq!(
+            TAP_IOCTLS,
+            &[0x4004_54ca, 0x4004_54d0, 0x8004_54d2, 0x4004_54d8]
+        );
+        assert!(ioctls(ThreadKind::Vcpu).contains(&0x4004_54d0));
+        assert!(!ioctls(ThreadKind::Devices).contains(&0x4004_54ca));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::testing::{
     CountingInterrupt, DriverQueue, F_INDIRECT, F_NEXT, F_WRITE, guest_memory, write_desc_at,
 };
 use super::*;
+use virtio_queue::QueueT;
 
 const MEM_SIZE: usize = 16 << 20;
 const QBASE: u64 = 0x1000;
@@ -551,6 +552,290 @@ fn net_config_has_mac_and_link() {
     let mut c = [0u8; 8];
     dev.read_config(0, &mut c);
     assert_eq!(c, [0x52, 0x54, 0, 1, 2, 3, 1, 0]);
+}
+
+/// A backend that carries a `virtio_net_hdr` (as a tap with `IFF_VNET_HDR`), over a datagram
+/// pair; it records the offloads it is told.
+struct VnetBackend {
+    sock: UnixDatagram,
+    offloads: Arc<Mutex<Vec<u32>>>,
+}
+
+impl net::NetBackend for VnetBackend {
+    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.recv(buf)
+    }
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.sock.send(frame).map(drop)
+    }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+    fn has_vnet_hdr(&self) -> bool {
+        true
+    }
+    fn set_offload(&mut self, tun_offload: u32) -> std::io::Result<()> {
+        self.offloads.lock().unwrap().push(tun_offload);
+        Ok(())
+    }
+}
+
+struct VnetNic {
+    mem: GuestMemory,
+    rxq: DriverQueue,
+    txq: DriverQueue,
+    dev: VirtioNet,
+    peer: UnixDatagram,
+    irq: Arc<CountingInterrupt>,
+    offloads: Arc<Mutex<Vec<u32>>>,
+}
+
+fn vnet_nic(acked: u64) -> VnetNic {
+    let mem = guest_memory(MEM_SIZE);
+    let rxq = DriverQueue::new(&mem, GuestAddress(QBASE), 256);
+    let txq = DriverQueue::new(&mem, GuestAddress(0x8000), 256);
+    let (a, b) = UnixDatagram::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let offloads = Arc::new(Mutex::new(Vec::new()));
+    let backend = VnetBackend {
+        sock: a,
+        offloads: offloads.clone(),
+    };
+    let mut dev = VirtioNet::new(Box::new(backend), [0x52, 0x54, 0, 1, 2, 3]);
+    assert_eq!(dev.device_features() & acked, acked, "offered");
+    dev.set_acked_features(acked);
+    let irq = Arc::new(CountingInterrupt::default());
+    dev.activate(
+        mem.clone(),
+        irq.clone(),
+        vec![rxq.device_queue(), txq.device_queue()],
+    )
+    .unwrap();
+    VnetNic {
+        mem,
+        rxq,
+        txq,
+        dev,
+        peer: b,
+        irq,
+        offloads,
+    }
+}
+
+/// A `virtio_net_hdr` with `flags`, `gso_type` and the rest zero.
+fn vnet_hdr(flags: u8, gso: u8) -> [u8; NET_HDR_LEN] {
+    let mut h = [0u8; NET_HDR_LEN];
+    h[0] = flags;
+    h[1] = gso;
+    h[2..4].copy_from_slice(&54u16.to_le_bytes()); // hdr_len
+    h[4..6].copy_from_slice(&1448u16.to_le_bytes()); // gso_size
+    h
+}
+
+const ALL_OFFLOADS: u64 =
+    features::VERSION_1 | net::net_features::OFFLOADS | net::net_features::MRG_RXBUF;
+
+#[test]
+fn net_offloads_are_offered_only_over_a_vnet_header() {
+    let (_, _, _, plain, _, _) = net();
+    assert_eq!(plain.device_features() & net::net_features::OFFLOADS, 0);
+    assert_ne!(plain.device_features() & net::net_features::MRG_RXBUF, 0);
+    let n = vnet_nic(ALL_OFFLOADS);
+    // GUEST_CSUM, TSO4, TSO6 and ECN reach the tap on activation; a reset clears them.
+    assert_eq!(*n.offloads.lock().unwrap(), vec![0x0f]);
+    let mut dev = n.dev;
+    dev.reset();
+    assert_eq!(*n.offloads.lock().unwrap(), vec![0x0f, 0]);
+    let m = vnet_nic(features::VERSION_1 | net::net_features::CSUM | net::net_features::HOST_TSO4);
+    assert_eq!(
+        *m.offloads.lock().unwrap(),
+        vec![0],
+        "the guest takes no offload on receive"
+    );
+}
+
+#[test]
+fn net_tx_passes_negotiated_offloads_to_the_tap_and_drops_others() {
+    let acked = features::VERSION_1 | net::net_features::CSUM | net::net_features::HOST_TSO4;
+    let mut n = vnet_nic(acked);
+    let payload: Vec<u8> = (0..30000u32).map(|i| i as u8).collect();
+    let send = |n: &mut VnetNic, hdr: [u8; NET_HDR_LEN]| {
+        n.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        n.mem.write_slice(&payload, GuestAddress(DATA)).unwrap();
+        n.txq.add_chain(
+            &n.mem,
+            &[
+                (HDR, NET_HDR_LEN as u32, false),
+                (DATA, payload.len() as u32, false),
+            ],
+        );
+        n.dev.process_queue(TX_QUEUE).unwrap();
+    };
+    // A 30,000-byte TCP/IPv4 segment with a partial checksum goes out whole, header first.
+    let tso = vnet_hdr(net::net_hdr::F_NEEDS_CSUM, net::net_hdr::GSO_TCPV4);
+    send(&mut n, tso);
+    let mut got = vec![0u8; 70000];
+    let len = n.peer.recv(&mut got).unwrap();
+    assert_eq!(len, NET_HDR_LEN + payload.len());
+    assert_eq!(&got[..NET_HDR_LEN], &tso);
+    assert_eq!(&got[NET_HDR_LEN..len], &payload[..]);
+    // TSO for IPv6 and ECN were not negotiated: dropped, the buffer returned.
+    send(
+        &mut n,
+        vnet_hdr(net::net_hdr::F_NEEDS_CSUM, net::net_hdr::GSO_TCPV6),
+    );
+    send(
+        &mut n,
+        vnet_hdr(
+            net::net_hdr::F_NEEDS_CSUM,
+            net::net_hdr::GSO_TCPV4 | net::net_hdr::GSO_ECN,
+        ),
+    );
+    // An unknown GSO type (UDP) is never passed on.
+    send(&mut n, vnet_hdr(0, 3));
+    assert!(n.peer.recv(&mut got).is_err());
+    assert_eq!(n.txq.used_idx(&n.mem), 4);
+    assert_eq!(n.dev.stats().errors, 3);
+    // Without a vnet header on the backend a header asking for anything is dropped too.
+    let (mem, _rxq, mut txq, mut dev, peer, _irq) = net();
+    mem.write_slice(&vnet_hdr(net::net_hdr::F_NEEDS_CSUM, 0), GuestAddress(HDR))
+        .unwrap();
+    txq.add_chain(&mem, &[(HDR, NET_HDR_LEN as u32, false), (DATA, 60, false)]);
+    dev.process_queue(TX_QUEUE).unwrap();
+    assert!(peer.recv(&mut got).is_err());
+    assert_eq!(dev.stats().errors, 1);
+}
+
+#[test]
+fn net_rx_spreads_a_large_packet_over_mergeable_buffers() {
+    let mut n = vnet_nic(ALL_OFFLOADS);
+    let frame: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let mut packet = vnet_hdr(net::net_hdr::F_NEEDS_CSUM, net::net_hdr::GSO_TCPV4).to_vec();
+    packet.extend_from_slice(&frame);
+    n.peer.send(&packet).unwrap();
+    // One 2-KiB buffer is not enough: it is held, nothing is used yet.
+    n.rxq.add_chain(&n.mem, &[(DATA, 2048, true)]);
+    n.dev.process_backend().unwrap();
+    assert_eq!(n.rxq.used_idx(&n.mem), 0);
+    assert_eq!(n.irq.queue_count(), 0);
+    // While held, a saved position puts the buffer back in the available ring.
+    assert_eq!(n.dev.queue_positions()[0], (0, 0));
+    // Two more arrive: the packet takes all three, published at once with one interrupt.
+    n.rxq.add_chain(&n.mem, &[(DATA + 0x1000, 2048, true)]);
+    n.rxq.add_chain(&n.mem, &[(DATA + 0x2000, 2048, true)]);
+    n.dev.process_queue(RX_QUEUE).unwrap();
+    assert_eq!(n.rxq.used_idx(&n.mem), 3);
+    assert_eq!(n.irq.queue_count(), 1);
+    let lens: Vec<u32> = (0..3).map(|i| n.rxq.used_elem(&n.mem, i).1).collect();
+    assert_eq!(lens, vec![2048, 2048, (NET_HDR_LEN + 5000 - 4096) as u32]);
+    let mut got = vec![0u8; NET_HDR_LEN + 5000];
+    n.mem
+        .read_slice(&mut got[..2048], GuestAddress(DATA))
+        .unwrap();
+    n.mem
+        .read_slice(&mut got[2048..4096], GuestAddress(DATA + 0x1000))
+        .unwrap();
+    n.mem
+        .read_slice(&mut got[4096..], GuestAddress(DATA + 0x2000))
+        .unwrap();
+    assert_eq!(&got[..2], &packet[..2], "flags and gso type kept");
+    assert_eq!(u16::from_le_bytes([got[10], got[11]]), 3, "num_buffers");
+    assert_eq!(&got[NET_HDR_LEN..], &frame[..]);
+    assert_eq!(n.dev.queue_positions()[0], (3, 3));
+    assert_eq!(n.dev.stats().bytes_to_guest, 5000);
+}
+
+#[test]
+fn net_rx_drops_what_the_driver_did_not_negotiate() {
+    // Checksum offload but no TSO, no mergeable buffers.
+    let acked = features::VERSION_1 | net::net_features::GUEST_CSUM;
+    let mut n = vnet_nic(acked);
+    let send = |n: &VnetNic, hdr: [u8; NET_HDR_LEN]| {
+        let mut p = hdr.to_vec();
+        p.extend_from_slice(&[0xAB; 100]);
+        n.peer.send(&p).unwrap();
+    };
+    send(
+        &n,
+        vnet_hdr(net::net_hdr::F_NEEDS_CSUM, net::net_hdr::GSO_TCPV4),
+    );
+    send(&n, vnet_hdr(net::net_hdr::F_DATA_VALID | 0x40, 0));
+    for i in 0..2 {
+        n.rxq.add_chain(&n.mem, &[(DATA + i * 0x1000, 2048, true)]);
+    }
+    n.dev.process_backend().unwrap();
+    // The segment is dropped without taking a buffer; the second packet keeps DATA_VALID only.
+    assert_eq!(n.rxq.used_idx(&n.mem), 1);
+    assert_eq!(n.rxq.used_elem(&n.mem, 0).1, (NET_HDR_LEN + 100) as u32);
+    let mut h = [0u8; NET_HDR_LEN];
+    n.mem.read_slice(&mut h, GuestAddress(DATA)).unwrap();
+    assert_eq!((h[0], h[10]), (net::net_hdr::F_DATA_VALID, 1));
+    assert_eq!(n.dev.stats().errors, 1);
+    // A driver without GUEST_CSUM gets no flags at all, and no partial checksum.
+    let mut m = vnet_nic(features::VERSION_1);
+    send(&m, vnet_hdr(net::net_hdr::F_NEEDS_CSUM, 0));
+    send(&m, vnet_hdr(net::net_hdr::F_DATA_VALID, 0));
+    m.rxq.add_chain(&m.mem, &[(DATA, 2048, true)]);
+    m.dev.process_backend().unwrap();
+    assert_eq!(m.rxq.used_idx(&m.mem), 1);
+    m.mem.read_slice(&mut h, GuestAddress(DATA)).unwrap();
+    assert_eq!(h[0], 0);
+    // A packet larger than every buffer the ring holds is dropped, its buffers returned empty.
+    let mut k = vnet_nic(ALL_OFFLOADS);
+    let mut big = vnet_hdr(0, 0).to_vec();
+    big.extend_from_slice(&[1u8; 3000]);
+    k.peer.send(&big).unwrap();
+    let mut small = DriverQueue::new(&k.mem, GuestAddress(0x40_0000), 2);
+    let txq = k.txq.device_queue();
+    let mut dev = std::mem::replace(
+        &mut k.dev,
+        VirtioNet::new(
+            Box::new(net::FdBackend::new(OwnedFd::from(UnixDatagram::pair().unwrap().0)).unwrap()),
+            [2; 6],
+        ),
+    );
+    dev.reset();
+    dev.set_acked_features(ALL_OFFLOADS);
+    dev.activate(
+        k.mem.clone(),
+        k.irq.clone(),
+        vec![small.device_queue(), txq],
+    )
+    .unwrap();
+    small.add_chain(&k.mem, &[(DATA, 1024, true)]);
+    small.add_chain(&k.mem, &[(DATA + 0x1000, 1024, true)]);
+    dev.process_backend().unwrap();
+    assert_eq!(small.used_idx(&k.mem), 2);
+    assert_eq!(small.used_elem(&k.mem, 0).1, 0);
+    assert_eq!(small.used_elem(&k.mem, 1).1, 0);
+}
+
+#[test]
+fn net_rx_interrupts_as_used_event_asks() {
+    let mut n = vnet_nic(ALL_OFFLOADS | features::RING_EVENT_IDX);
+    let mut q = n.rxq.device_queue();
+    q.set_event_idx(true);
+    let txq = n.txq.device_queue();
+    n.dev.reset();
+    n.dev
+        .set_acked_features(ALL_OFFLOADS | features::RING_EVENT_IDX);
+    n.dev
+        .activate(n.mem.clone(), n.irq.clone(), vec![q, txq])
+        .unwrap();
+    // used_event (after the avail ring's 256 entries) = 1: interrupt only once entry 1 is used.
+    let used_event = GuestAddress(n.rxq.avail.0 + 4 + 2 * 256);
+    n.mem.write_obj(1u16, used_event).unwrap();
+    for i in 0..2 {
+        n.rxq.add_chain(&n.mem, &[(DATA + i * 0x1000, 2048, true)]);
+    }
+    n.peer.send(&[0u8; NET_HDR_LEN + 60]).unwrap();
+    n.dev.process_backend().unwrap();
+    assert_eq!((n.rxq.used_idx(&n.mem), n.irq.queue_count()), (1, 0));
+    n.peer.send(&[0u8; NET_HDR_LEN + 60]).unwrap();
+    n.dev.process_backend().unwrap();
+    assert_eq!((n.rxq.used_idx(&n.mem), n.irq.queue_count()), (2, 1));
 }
 
 // ----- rng -----
