@@ -838,6 +838,34 @@ fn net_rx_interrupts_as_used_event_asks() {
     assert_eq!((n.rxq.used_idx(&n.mem), n.irq.queue_count()), (2, 1));
 }
 
+/// A real tap (root only; in a network namespace of the test thread's own, which goes away
+/// with the thread and takes the tap with it): `open_tap` sets the vnet header, `FdBackend`
+/// finds it out, and the tap takes the offload bits the device computes.
+#[test]
+fn net_real_tap_carries_a_vnet_header() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a tap");
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: unshare takes no pointers; it moves only this thread, which ends after.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        let mut tap = net::open_tap("yunhe-vnet0").unwrap();
+        assert!(net::NetBackend::has_vnet_hdr(&tap));
+        net::NetBackend::set_offload(&mut tap, 0x0f).unwrap();
+        net::NetBackend::set_offload(&mut tap, 0).unwrap();
+        // The kernel refuses TSO without checksum offload: the call reaches the tap.
+        assert!(net::NetBackend::set_offload(&mut tap, 0x02).is_err());
+        // A socket is no tap.
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let sock = FdBackend::new(OwnedFd::from(a)).unwrap();
+        assert!(!net::NetBackend::has_vnet_hdr(&sock));
+    })
+    .join()
+    .unwrap();
+}
+
 // ----- rng -----
 
 #[test]
