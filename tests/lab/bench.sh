@@ -11,7 +11,9 @@
 #   tests/lab/bench.sh exits        KVM exit histograms of one boot under each
 #   tests/lab/bench.sh net          guest-to-guest TCP only: a receiver and a sender guest on one
 #                                   lab bridge, yunhe's pair against QEMU q35's (NET_ROUNDS,
-#                                   default 3; NET_MIB per round, default 128)
+#                                   default 3; NET_MIB per round, default 128; both pairs on
+#                                   the lab CPUs NET_CPUS, a taskset list, default 1, empty for
+#                                   none: fewer IPIs to a lab CPU in guest mode, docs/lab.md)
 # Not a timed test: numbers depend on the machine's load; the ratios come from one run.
 # Environment: YUNHE_BIN (the yunhe binary, default target/release/yunhe), BOOT_TIMEOUT (a boot
 # that does not reach ready within it counts as failed and the rounds go on; default 300 s),
@@ -56,8 +58,8 @@ case $mode in
     *) run=("$payload/bench.sh" "$rounds") ;;
 esac
 # the in-lab script's knobs travel in the payload (the lab passes no environment)
-printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\nNET_ROUNDS=%s\nNET_MIB=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" \
-    "${NET_ROUNDS:-3}" "${NET_MIB:-128}" >"$payload/env"
+printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\nNET_ROUNDS=%s\nNET_MIB=%s\nNET_CPUS=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" \
+    "${NET_ROUNDS:-3}" "${NET_MIB:-128}" "${NET_CPUS-1}" >"$payload/env"
 # the host's load decides how far apart the numbers of two runs are; the rounds alternate, so
 # the ratios within one run stay fair
 echo "host load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u '+%Y-%m-%d %H:%M UTC'))"

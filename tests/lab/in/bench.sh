@@ -260,6 +260,10 @@ net_bench() {
     config_drive /tmp/tx.cfg 02 /tmp/tx.ud || return 1
     echo "lab bench, guest-to-guest TCP: $kernel + tiny, 256 MiB, 1 vCPU each, $mib MiB per round, $net_rounds alternated rounds; lab load $(load)"
     : >/tmp/yunhe.net; : >/tmp/qemu.net
+    # every VMM of both pairs on the lab CPUs NET_CPUS (tests/lab/bench.sh)
+    if [ -n "${NET_CPUS:-}" ] && taskset -p -c "$NET_CPUS" $$ >/dev/null; then
+        echo "both pairs run on lab CPUs $NET_CPUS only"
+    fi
     for r in $(seq 1 "$net_rounds"); do
         net_pair yunhe yunhe_net
         net_pair qemu qemu_net
@@ -315,7 +319,7 @@ net_pair() {
             wait_for "/tmp/$name.rx" "bench-net: rx " $rx_pid; then
             line=$(grep -a "bench-net: tx " "/tmp/$name.tx" | head -n1 | tr -d '\r' | sed 's/.*bench-net: /bench-net: /')
             got=$(grep -a "bench-net: rx " "/tmp/$name.rx" | head -n1 | tr -d '\r' | sed 's/.*bench-net: rx //')
-            rate=$(echo "$line" | awk -v got="$got" '$6 == 0 && got == $3 { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }')
+            rate=$(echo "$line" | awk -v got="$got" '$6 == 0 && got == $3 { d = $5 - $4; if (d > 0) printf "%.2f", $3 / d / 1e6 }')
             [ -n "$rate" ] && echo "$rate" >>"/tmp/$name.net"
             # what the sender's tap took from its VMM: with TCP segmentation offload the frames
             # are up to 64 KiB, without it at most the MTU
@@ -364,7 +368,7 @@ umount /tmp/cfg
 # dd must have moved all 256 records ("256+0 records out")
 rate() {
     grep -a "bench-blk: $1 " "$2" | head -n1 | tr -d '\r' | sed 's/.*bench-blk: /bench-blk: /' |
-        awk '$6 == "256+0" { d = $5 - $4; if (d > 0) printf "%.1f", $3 / d / 1e6 }'
+        awk '$6 == "256+0" { d = $5 - $4; if (d > 0) printf "%.2f", $3 / d / 1e6 }'
 }
 # IOPS of the "bench-blk: write4k|read4k" line: 4 KiB requests per second of guest uptime; the
 # dd must have moved all 16384 records

@@ -118,12 +118,7 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 
 /// The tun ioctl request numbers a VMM thread that handles a NIC may make: attaching and
 /// inspecting a tap, its header size and its offloads (the seccomp lists take them from here).
-pub const TUN_IOCTLS: &[u64] = &[
-    TUNSETIFF,
-    TUNSETOFFLOAD,
-    TUNGETIFF,
-    TUNSETVNETHDRSZ,
-];
+pub const TUN_IOCTLS: &[u64] = &[TUNSETIFF, TUNSETOFFLOAD, TUNGETIFF, TUNSETVNETHDRSZ];
 
 /// Errors of the network device and its backends.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +135,8 @@ pub enum NetError {
     /// Cannot make the backend non-blocking: {0}
     #[error("cannot make the backend non-blocking: {0}")]
     NonBlocking(io::Error),
-    /// Cannot set the tap's virtio-net header size: {0}
-    #[error("cannot set the tap's virtio-net header size: {0}")]
+    /// Cannot set the tap's virtio-net header size or clear its offloads: {0}
+    #[error("cannot set the tap's virtio-net header size or clear its offloads: {0}")]
     VnetHeaderSize(io::Error),
     /// Malformed descriptor chain: {0}
     #[error("malformed descriptor chain: {0}")]
@@ -225,7 +220,10 @@ impl FdBackend {
                 return Err(NetError::VnetHeaderSize(io::Error::last_os_error()));
             }
         }
-        Ok(FdBackend { fd, vnet_hdr })
+        let mut backend = FdBackend { fd, vnet_hdr };
+        // A persistent tap keeps the offloads its last VMM set: none until this guest chooses.
+        backend.set_offload(0).map_err(NetError::VnetHeaderSize)?;
+        Ok(backend)
     }
 
     /// The descriptor (`yunhe vm ctl add-net` opens a tap and hands it to a VMM).
