@@ -20,7 +20,8 @@
 //! With `MRG_RXBUF` a packet is spread over as many of the driver's buffers as it needs and the
 //! first header's `num_buffers` says how many; the used entries of one packet are published
 //! with one update of the used index, because Linux drops a packet whose later buffers it does
-//! not find yet. Without it a packet must fit the one buffer it gets (Linux then posts 64-KiB
+//! not find yet. Each packet is published as soon as it is placed (a driver polling the ring
+//! takes it while the device goes on); the interrupt is decided once per pass. Without it a packet must fit the one buffer it gets (Linux then posts 64-KiB
 //! buffers when it takes TSO) and is dropped otherwise, its buffer returned empty.
 //!
 //! The event loop watches [`VirtioDevice::backend_fd`] edge-triggered. The device reads a packet
@@ -396,7 +397,7 @@ struct RxState {
     room: u64,
     /// Scratch for one chain's segments.
     chain_segs: Vec<Segment>,
-    /// Used entries of the packets placed in this pass, published together.
+    /// Used entries of the packet just placed (or dropped), published together.
     used: Vec<(u16, u32)>,
 }
 
@@ -495,10 +496,11 @@ impl VirtioNet {
 
     /// Deliver packets from the backend into RX buffers while both last.
     fn process_rx(&mut self) -> Result<(), DeviceError> {
-        if self.active.is_none() {
+        let Some(active) = self.active.as_ref() else {
             return Ok(());
-        }
+        };
         let err = |e| DeviceError::Queue(RX_QUEUE, e);
+        let pass_start = Wrapping(active.rx.next_used());
         loop {
             if let Some(a) = self.active.as_mut() {
                 a.rx.disable_notification(&a.mem).map_err(err)?;
@@ -537,25 +539,31 @@ impl VirtioNet {
                     }
                 }
                 self.rx.pending = None;
+                // This packet's buffers go to the driver now, all at once: it may be polling
+                // the used ring while the device goes on with the next packet.
+                publish_used(&mut active.rx, &active.mem, &self.rx.used).map_err(err)?;
+                self.rx.used.clear();
             }
             let Some(active) = self.active.as_mut() else {
                 return Ok(());
             };
-            let old_used = Wrapping(active.rx.next_used());
-            publish_used(&mut active.rx, &active.mem, &self.rx.used).map_err(err)?;
-            self.rx.used.clear();
-            let published = Wrapping(active.rx.next_used()) != old_used;
-            if published && rx_needs_interrupt(&active.rx, &active.mem, old_used).map_err(err)? {
-                active
-                    .interrupt
-                    .trigger(VirtioInterruptKind::Queue(RX_QUEUE));
-            }
             // Ask for a notification when buffers come (with EVENT_IDX this publishes
             // avail_event); if some came meanwhile and a packet waits, go on.
             let more_buffers = active.rx.enable_notification(&active.mem).map_err(err)?;
             if !(more_buffers && self.rx.pending.is_some()) {
                 break;
             }
+        }
+        // One interrupt for the pass, if the driver asked for one among its entries.
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if Wrapping(active.rx.next_used()) != pass_start
+            && rx_needs_interrupt(&active.rx, &active.mem, pass_start).map_err(err)?
+        {
+            active
+                .interrupt
+                .trigger(VirtioInterruptKind::Queue(RX_QUEUE));
         }
         Ok(())
     }
