@@ -460,12 +460,32 @@ fn net() -> (
     UnixDatagram,
     Arc<CountingInterrupt>,
 ) {
-    let mem = guest_memory(MEM_SIZE);
-    let rxq = DriverQueue::new(&mem, GuestAddress(QBASE), 256);
-    let txq = DriverQueue::new(&mem, GuestAddress(0x8000), 256);
     let (a, b) = UnixDatagram::pair().unwrap();
     let backend = FdBackend::new(OwnedFd::from(a)).unwrap();
-    let mut dev = VirtioNet::new(Box::new(backend), [0x52, 0x54, 0, 1, 2, 3]);
+    let (mem, rxq, txq, dev, irq) = activated_nic(Box::new(backend), 0, 256);
+    b.set_nonblocking(true).unwrap();
+    (mem, rxq, txq, dev, b, irq)
+}
+
+/// A NIC over `backend` with `acked` features, activated on an RX queue of `rx_size` entries
+/// and a TX queue of 256.
+fn activated_nic(
+    backend: Box<dyn net::NetBackend>,
+    acked: u64,
+    rx_size: u16,
+) -> (
+    GuestMemory,
+    DriverQueue,
+    DriverQueue,
+    VirtioNet,
+    Arc<CountingInterrupt>,
+) {
+    let mem = guest_memory(MEM_SIZE);
+    let rxq = DriverQueue::new(&mem, GuestAddress(QBASE), rx_size);
+    let txq = DriverQueue::new(&mem, GuestAddress(0x8000), 256);
+    let mut dev = VirtioNet::new(backend, [0x52, 0x54, 0, 1, 2, 3]);
+    assert_eq!(dev.device_features() & acked, acked, "offered");
+    dev.set_acked_features(acked);
     let irq = Arc::new(CountingInterrupt::default());
     dev.activate(
         mem.clone(),
@@ -473,8 +493,7 @@ fn net() -> (
         vec![rxq.device_queue(), txq.device_queue()],
     )
     .unwrap();
-    b.set_nonblocking(true).unwrap();
-    (mem, rxq, txq, dev, b, irq)
+    (mem, rxq, txq, dev, irq)
 }
 
 #[test]
@@ -592,9 +611,10 @@ struct VnetNic {
 }
 
 fn vnet_nic(acked: u64) -> VnetNic {
-    let mem = guest_memory(MEM_SIZE);
-    let rxq = DriverQueue::new(&mem, GuestAddress(QBASE), 256);
-    let txq = DriverQueue::new(&mem, GuestAddress(0x8000), 256);
+    vnet_nic_with(acked, 256)
+}
+
+fn vnet_nic_with(acked: u64, rx_size: u16) -> VnetNic {
     let (a, b) = UnixDatagram::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
@@ -603,16 +623,7 @@ fn vnet_nic(acked: u64) -> VnetNic {
         sock: a,
         offloads: offloads.clone(),
     };
-    let mut dev = VirtioNet::new(Box::new(backend), [0x52, 0x54, 0, 1, 2, 3]);
-    assert_eq!(dev.device_features() & acked, acked, "offered");
-    dev.set_acked_features(acked);
-    let irq = Arc::new(CountingInterrupt::default());
-    dev.activate(
-        mem.clone(),
-        irq.clone(),
-        vec![rxq.device_queue(), txq.device_queue()],
-    )
-    .unwrap();
+    let (mem, rxq, txq, dev, irq) = activated_nic(Box::new(backend), acked, rx_size);
     VnetNic {
         mem,
         rxq,
@@ -783,33 +794,16 @@ fn net_rx_drops_what_the_driver_did_not_negotiate() {
     m.mem.read_slice(&mut h, GuestAddress(DATA)).unwrap();
     assert_eq!(h[0], 0);
     // A packet larger than every buffer the ring holds is dropped, its buffers returned empty.
-    let mut k = vnet_nic(ALL_OFFLOADS);
+    let mut k = vnet_nic_with(ALL_OFFLOADS, 2);
     let mut big = vnet_hdr(0, 0).to_vec();
     big.extend_from_slice(&[1u8; 3000]);
     k.peer.send(&big).unwrap();
-    let mut small = DriverQueue::new(&k.mem, GuestAddress(0x40_0000), 2);
-    let txq = k.txq.device_queue();
-    let mut dev = std::mem::replace(
-        &mut k.dev,
-        VirtioNet::new(
-            Box::new(net::FdBackend::new(OwnedFd::from(UnixDatagram::pair().unwrap().0)).unwrap()),
-            [2; 6],
-        ),
-    );
-    dev.reset();
-    dev.set_acked_features(ALL_OFFLOADS);
-    dev.activate(
-        k.mem.clone(),
-        k.irq.clone(),
-        vec![small.device_queue(), txq],
-    )
-    .unwrap();
-    small.add_chain(&k.mem, &[(DATA, 1024, true)]);
-    small.add_chain(&k.mem, &[(DATA + 0x1000, 1024, true)]);
-    dev.process_backend().unwrap();
-    assert_eq!(small.used_idx(&k.mem), 2);
-    assert_eq!(small.used_elem(&k.mem, 0).1, 0);
-    assert_eq!(small.used_elem(&k.mem, 1).1, 0);
+    k.rxq.add_chain(&k.mem, &[(DATA, 1024, true)]);
+    k.rxq.add_chain(&k.mem, &[(DATA + 0x1000, 1024, true)]);
+    k.dev.process_backend().unwrap();
+    assert_eq!(k.rxq.used_idx(&k.mem), 2);
+    assert_eq!(k.rxq.used_elem(&k.mem, 0).1, 0);
+    assert_eq!(k.rxq.used_elem(&k.mem, 1).1, 0);
 }
 
 #[test]
