@@ -13,7 +13,8 @@
 #                                   lab bridge, yunhe's pair against QEMU q35's (NET_ROUNDS,
 #                                   default 3; NET_MIB per round, default 128; both pairs on
 #                                   the lab CPUs NET_CPUS, a taskset list, default 1, empty for
-#                                   none: fewer IPIs to a lab CPU in guest mode, docs/lab.md)
+#                                   none: fewer IPIs to a lab CPU in guest mode, docs/lab.md;
+#                                   NET_TSO_SEGS, if set, the sender guest's tcp_min_tso_segs)
 # Not a timed test: numbers depend on the machine's load; the ratios come from one run.
 # Environment: YUNHE_BIN (the yunhe binary, default target/release/yunhe), BOOT_TIMEOUT (a boot
 # that does not reach ready within it counts as failed and the rounds go on; default 300 s),
@@ -58,8 +59,8 @@ case $mode in
     *) run=("$payload/bench.sh" "$rounds") ;;
 esac
 # the in-lab script's knobs travel in the payload (the lab passes no environment)
-printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\nNET_ROUNDS=%s\nNET_MIB=%s\nNET_CPUS=%s\n' "${BOOT_TIMEOUT:-300}" "${BLK_ROUNDS:-3}" \
-    "${NET_ROUNDS:-3}" "${NET_MIB:-128}" "${NET_CPUS-1}" >"$payload/env"
+printf 'BOOT_TIMEOUT=%s\nBLK_ROUNDS=%s\nNET_ROUNDS=%s\nNET_MIB=%s\nNET_CPUS=%s\nNET_TSO_SEGS=%s\n' "${BOOT_TIMEOUT:-300}" \
+    "${BLK_ROUNDS:-3}" "${NET_ROUNDS:-3}" "${NET_MIB:-128}" "${NET_CPUS-1}" "${NET_TSO_SEGS:-}" >"$payload/env"
 # the host's load decides how far apart the numbers of two runs are; the rounds alternate, so
 # the ratios within one run stay fair
 echo "host load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u '+%Y-%m-%d %H:%M UTC'))"

@@ -251,10 +251,18 @@ net_bench() {
     {
         echo '#!/bin/sh'
         echo 'up() { cut -d" " -f1 /proc/uptime; }'
+        # the TCP segments retransmitted so far (/proc/net/snmp's RetransSegs)
+        echo 'retrans() { awk '"'"'/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else print $c }'"'"' /proc/net/snmp; }'
+        # NET_TSO_SEGS: the least TCP segments per TSO burst (the kernel sizes a burst to
+        # about 1 ms at the connection's pacing rate, so at the lab's emulated rates it is 1-3
+        # segments; docs/lab.md)
+        [ -n "${NET_TSO_SEGS:-}" ] && echo "echo $NET_TSO_SEGS >/proc/sys/net/ipv4/tcp_min_tso_segs"
         echo 'i=0'
         echo 'until ping -c 1 -W 1 10.88.0.11 >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done'
         echo "s=\$(up); dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 10.88.0.11 5001; rc=\$?; e=\$(up)"
-        echo "echo \"bench-net: tx $((mib * 1048576)) \$s \$e \$rc\""
+        # after the retransmits, the sender's interrupts per virtio vector (NAME:COUNT)
+        echo 'irqs() { awk '"'"'/virtio/ { printf " %s:%s", $NF, $2 }'"'"' /proc/interrupts; }'
+        echo "echo \"bench-net: tx $((mib * 1048576)) \$s \$e \$rc \$(retrans)\$(irqs)\""
     } >/tmp/tx.ud
     config_drive /tmp/rx.cfg 01 /tmp/rx.ud || return 1
     config_drive /tmp/tx.cfg 02 /tmp/tx.ud || return 1
@@ -308,6 +316,7 @@ wait_for() {
 net_pair() {
     name=$1 vmm=$2
     frames_before=$(cat /sys/class/net/bt2/statistics/rx_packets)
+    rx_dropped_before=$(cat /sys/class/net/bt1/statistics/tx_dropped)
     bytes_before=$(cat /sys/class/net/bt2/statistics/rx_bytes)
     ("$vmm" rx 1) </dev/null >"/tmp/$name.rx" 2>&1 &
     rx_pid=$!
@@ -325,7 +334,9 @@ net_pair() {
             # are up to 64 KiB, without it at most the MTU
             frames=$(($(cat /sys/class/net/bt2/statistics/rx_packets) - frames_before))
             bytes=$(($(cat /sys/class/net/bt2/statistics/rx_bytes) - bytes_before))
-            echo "$name: $line; the receiver got $got bytes -> ${rate:-?} MB/s; the sender's tap took $frames frames, $((bytes / (frames > 0 ? frames : 1))) bytes on average"
+            # the receiver's tap drops what its VMM does not read in time
+            rx_dropped=$(($(cat /sys/class/net/bt1/statistics/tx_dropped) - rx_dropped_before))
+            echo "$name: $line; the receiver got $got bytes -> ${rate:-?} MB/s; the sender's tap took $frames frames, $((bytes / (frames > 0 ? frames : 1))) bytes on average; the receiver's tap dropped $rx_dropped; the sender retransmitted $(echo "$line" | awk '{print $7}') segments, its interrupts:$(echo "$line" | cut -d' ' -f8-)"
         fi
     fi
     for pid in $tx_pid $rx_pid; do BOOT_PID=$pid end; done
